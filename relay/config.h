@@ -1,0 +1,63 @@
+// Config: everything the relay is told at start, and its validation.
+//
+// Filled once by ParseOptions (options.h) from flags, environment and config
+// file, validated, then read-only for the life of the process, so any thread
+// may read it without locking. Pure: no I/O here.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "log.h"
+#include "status.h"
+
+namespace seqrelay {
+
+struct Config {
+  // mosquitto
+  std::string mqtt_host = "127.0.0.1";
+  int mqtt_port = 1883;
+  std::string mqtt_user;
+  std::string mqtt_password;
+  std::string mqtt_client_id = "seqrelay";  // intake session; output link adds "-out"
+  int mqtt_keepalive_s = 30;
+  int publish_qos = 1;  // MQTT QoS of frames on seq/T
+
+  // MySQL / MariaDB
+  std::string db_host = "127.0.0.1";
+  int db_port = 3306;
+  std::string db_socket;  // unix socket; wins over host/port when set
+  std::string db_user = "seqrelay";
+  std::string db_password;
+  std::string db_name = "seqrelay";
+  bool migrate = true;
+
+  // Sequencing
+  std::vector<std::string> sources = {"#"};
+  std::vector<std::string> immediate;
+  std::string seq_prefix = "seq";
+  std::string control_prefix = "relay";
+  int max_payload = 1024 * 1024;
+
+  // Pipeline
+  int batch_max = 1000;
+  int batch_delay_us = 0;  // 0: commit what has arrived as soon as the writer is free
+  int buffer_max = 100000;
+  int64_t buffer_max_bytes = int64_t{256} * 1024 * 1024;
+  int shutdown_timeout_s = 30;
+
+  LogLevel log_level = LogLevel::kInfo;
+};
+
+// Limits that follow from the storage and protocol, shared with --help.
+inline constexpr int kMaxBatchRows = 10000;            // 5 placeholders a row, 65535 per statement
+inline constexpr int kMaxPayloadLimit = 16 * 1024 * 1024 - 1;  // MEDIUMBLOB
+
+// Checks ranges and cross-field rules. The message names the option.
+Status Validate(const Config& config);
+
+// One line per setting for the start-up log, passwords masked.
+std::vector<std::string> Describe(const Config& config);
+
+}  // namespace seqrelay

@@ -1,0 +1,59 @@
+// IntakeQueue: the bounded buffer between the intake (MQTT network thread)
+// and the writer thread.
+//
+// Bounded in messages and in bytes. Push blocks while the queue is full: that
+// blocks the intake connection's network loop, so the relay stops reading
+// from mosquitto and the broker queues further messages in the relay's
+// persistent session. This is the relay's only back-pressure, and it never
+// touches the output connection, so frames keep flowing while intake waits.
+//
+// One producer (the intake callback) and one consumer (the writer); both
+// sides are guarded by mu_.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <mutex>
+#include <vector>
+
+#include "message.h"
+
+namespace seqrelay {
+
+class IntakeQueue {
+ public:
+  IntakeQueue(std::size_t max_messages, std::size_t max_bytes) : max_messages_(max_messages), max_bytes_(max_bytes) {}
+
+  // Blocks while full. Returns false (and drops nothing: the message is not
+  // taken) only after Close().
+  bool Push(Message&& m);
+
+  // Moves up to `max` messages into `out`. Waits until at least one is
+  // there; then, if `linger` > 0, waits up to `linger` from the first message
+  // for the batch to fill. Returns false when closed and empty.
+  bool PopBatch(std::vector<Message>& out, std::size_t max, std::size_t max_bytes, std::chrono::microseconds linger);
+
+  // Wakes everyone; Push refuses from now on, PopBatch drains what is left.
+  void Close();
+
+  std::size_t size() const;
+  std::size_t peak() const;  // most messages held at once since start
+  bool full_now() const;
+
+ private:
+  bool FullLocked() const { return q_.size() >= max_messages_ || bytes_ >= max_bytes_; }
+
+  const std::size_t max_messages_;
+  const std::size_t max_bytes_;
+  mutable std::mutex mu_;
+  std::condition_variable not_empty_;
+  std::condition_variable not_full_;
+  std::deque<Message> q_;   // guarded by mu_
+  std::size_t bytes_ = 0;   // sum of bytes() in q_; guarded by mu_
+  std::size_t peak_ = 0;    // guarded by mu_
+  bool closed_ = false;     // guarded by mu_
+};
+
+}  // namespace seqrelay

@@ -1,0 +1,60 @@
+#include "log.h"
+
+#include <unistd.h>
+
+#include <ctime>
+#include <utility>
+
+namespace seqrelay {
+namespace {
+
+std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
+
+const char* LevelName(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug: return "debug";
+    case LogLevel::kInfo: return "info";
+    case LogLevel::kWarn: return "warn";
+    case LogLevel::kError: return "error";
+  }
+  return "?";
+}
+
+}  // namespace
+
+std::optional<LogLevel> ParseLogLevel(std::string_view name) {
+  for (auto level : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn, LogLevel::kError}) {
+    if (name == LevelName(level)) return level;
+  }
+  return std::nullopt;
+}
+
+void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
+
+bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed); }
+
+void LogLine(LogLevel level, std::string_view text) {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  tm utc{};
+  gmtime_r(&ts.tv_sec, &utc);
+  char when[32];
+  strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &utc);
+  std::string line = fmt::format("{}.{:03}Z {:5} {}\n", when, ts.tv_nsec / 1000000, LevelName(level), text);
+  // One write per line keeps lines whole across threads; a short write to a
+  // terminal or pipe is not worth retrying for a log line.
+  [[maybe_unused]] ssize_t n = write(STDERR_FILENO, line.data(), line.size());
+}
+
+std::optional<uint64_t> RateLimit::Allow() {
+  std::lock_guard lock(mu_);
+  auto now = std::chrono::steady_clock::now();
+  if (now < next_) {
+    ++suppressed_;
+    return std::nullopt;
+  }
+  next_ = now + interval_;
+  return std::exchange(suppressed_, 0);
+}
+
+}  // namespace seqrelay

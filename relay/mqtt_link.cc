@@ -1,0 +1,133 @@
+#include "mqtt_link.h"
+
+#include <mosquitto.h>
+
+#include <mutex>
+
+#include "log.h"
+
+namespace seqrelay {
+namespace {
+
+void InitLibraryOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] { mosquitto_lib_init(); });
+}
+
+}  // namespace
+
+void MqttLink::Deleter::operator()(mosquitto* m) const { mosquitto_destroy(m); }
+
+MqttLink::MqttLink(Options options, Handlers handlers) : options_(std::move(options)), handlers_(std::move(handlers)) {}
+
+Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers handlers) {
+  InitLibraryOnce();
+  std::unique_ptr<MqttLink> link(new MqttLink(std::move(options), std::move(handlers)));
+  const Options& o = link->options_;
+  link->mosq_.reset(mosquitto_new(o.client_id.c_str(), o.clean_session, link.get()));
+  if (!link->mosq_) return Status::Error(fmt::format("{}: cannot create MQTT client: {}", o.name, strerror(errno)));
+  mosquitto* m = link->mosq_.get();
+  mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
+  mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+  // Outgoing QoS 1 messages in flight at once; beyond this libmosquitto
+  // queues them. 20 (the default) caps a loopback relay near 20 / RTT.
+  mosquitto_max_inflight_messages_set(m, 1000);
+  mosquitto_reconnect_delay_set(m, 1, 30, true);
+  if (!o.user.empty()) {
+    int rc = mosquitto_username_pw_set(m, o.user.c_str(), o.password.empty() ? nullptr : o.password.c_str());
+    if (rc != MOSQ_ERR_SUCCESS) return Status::Error(fmt::format("{}: {}", o.name, mosquitto_strerror(rc)));
+  }
+  mosquitto_connect_with_flags_callback_set(m, &MqttLink::OnConnect);
+  mosquitto_disconnect_callback_set(m, &MqttLink::OnDisconnect);
+  mosquitto_publish_callback_set(m, &MqttLink::OnPublish);
+  mosquitto_message_callback_set(m, &MqttLink::OnMessage);
+
+  // connect_async only records the target when the broker is not there yet;
+  // the loop thread keeps trying.
+  int rc = mosquitto_connect_async(m, o.host.c_str(), o.port, o.keepalive_s);
+  if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_ERRNO) {
+    return Status::Error(fmt::format("{}: connect to {}:{}: {}", o.name, o.host, o.port, mosquitto_strerror(rc)));
+  }
+  if (rc == MOSQ_ERR_ERRNO) {
+    LogWarn("{}: mosquitto at {}:{} not reachable yet ({}); retrying", o.name, o.host, o.port, strerror(errno));
+  }
+  rc = mosquitto_loop_start(m);
+  if (rc != MOSQ_ERR_SUCCESS) return Status::Error(fmt::format("{}: loop start: {}", o.name, mosquitto_strerror(rc)));
+  link->started_ = true;
+  return link;
+}
+
+MqttLink::~MqttLink() { Stop(); }
+
+Result<int> MqttLink::Publish(const std::string& topic, std::span<const uint8_t> payload, int qos) {
+  int mid = 0;
+  int rc = mosquitto_publish(mosq_.get(), &mid, topic.c_str(), static_cast<int>(payload.size()), payload.data(), qos,
+                             false);
+  // NO_CONN: the message is queued and goes out after reconnect (QoS >= 1).
+  // Retrying here would send it twice.
+  if (rc == MOSQ_ERR_SUCCESS || (rc == MOSQ_ERR_NO_CONN && qos > 0)) return mid;
+  return Status::Error(fmt::format("publish on '{}': {}", topic, mosquitto_strerror(rc)));
+}
+
+void MqttLink::Disconnect() { mosquitto_disconnect(mosq_.get()); }
+
+void MqttLink::Stop() {
+  if (!started_) return;
+  started_ = false;
+  Disconnect();
+  mosquitto_loop_stop(mosq_.get(), false);
+  connected_ = false;
+}
+
+void MqttLink::OnConnect(mosquitto* m, void* obj, int rc, int flags) noexcept {
+  auto* self = static_cast<MqttLink*>(obj);
+  const Options& o = self->options_;
+  if (rc != 0) {
+    std::string why = mosquitto_connack_string(rc);
+    LogError("{}: mosquitto at {}:{} refused the connection: {}", o.name, o.host, o.port, why);
+    // 2: identifier rejected, 4: bad user name or password, 5: not authorised.
+    if ((rc == 2 || rc == 4 || rc == 5) && self->handlers_.on_fatal) self->handlers_.on_fatal(why);
+    return;
+  }
+  const bool again = self->ever_connected_.exchange(true);
+  LogInfo("{}: {} mosquitto at {}:{} as '{}'{}", o.name, again ? "reconnected to" : "connected to", o.host, o.port,
+          o.client_id, (flags & 1) ? " (session present)" : "");
+  for (const auto& filter : o.subscriptions) {
+    int sub_rc = mosquitto_subscribe(m, nullptr, filter.c_str(), 1);
+    if (sub_rc != MOSQ_ERR_SUCCESS) {
+      LogError("{}: subscribe '{}': {}", o.name, filter, mosquitto_strerror(sub_rc));
+    }
+  }
+  self->connected_ = true;
+}
+
+void MqttLink::OnDisconnect(mosquitto*, void* obj, int rc) noexcept {
+  auto* self = static_cast<MqttLink*>(obj);
+  self->connected_ = false;
+  if (rc != 0) {
+    LogWarn("{}: lost the connection to mosquitto at {}:{} ({}); reconnecting", self->options_.name,
+            self->options_.host, self->options_.port, mosquitto_strerror(rc));
+  }
+}
+
+void MqttLink::OnPublish(mosquitto*, void* obj, int mid) noexcept {
+  auto* self = static_cast<MqttLink*>(obj);
+  if (self->handlers_.on_published) self->handlers_.on_published(mid);
+}
+
+void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m) noexcept {
+  auto* self = static_cast<MqttLink*>(obj);
+  if (!self->handlers_.on_message) return;
+  InboundMessage in;
+  in.topic = m->topic;
+  in.payload = {static_cast<const uint8_t*>(m->payload), static_cast<std::size_t>(m->payloadlen)};
+  in.qos = m->qos;
+  in.retain = m->retain;
+  try {
+    self->handlers_.on_message(in);
+  } catch (const std::exception& e) {
+    LogError("{}: message on '{}' not handled: {}", self->options_.name, in.topic, e.what());
+  }
+}
+
+}  // namespace seqrelay

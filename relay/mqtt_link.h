@@ -1,0 +1,94 @@
+// MqttLink: the relay's one adapter to libmosquitto. One MQTT connection
+// with its own network thread (mosquitto_loop_start), which reconnects by
+// itself with exponential backoff (1 s .. 30 s) and re-subscribes on every
+// connect.
+//
+// Threads: the handlers run on the link's network thread and must not throw
+// (the trampolines catch and log). Publish() may be called from any thread;
+// libmosquitto serialises it with the network thread. A handler that blocks
+// stalls only this connection: the relay uses that for back-pressure on the
+// intake link.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "status.h"
+
+struct mosquitto;
+struct mosquitto_message;
+
+namespace seqrelay {
+
+struct InboundMessage {
+  std::string_view topic;
+  std::span<const uint8_t> payload;
+  int qos = 0;
+  bool retain = false;
+};
+
+class MqttLink {
+ public:
+  struct Options {
+    std::string host;
+    int port = 1883;
+    std::string user;
+    std::string password;
+    std::string client_id;
+    bool clean_session = true;
+    int keepalive_s = 30;
+    std::vector<std::string> subscriptions;  // subscribed at QoS 1 on every connect
+    std::string name;                        // for log lines: "intake", "output"
+  };
+  struct Handlers {
+    std::function<void(const InboundMessage&)> on_message;
+    std::function<void(int mid)> on_published;  // PUBACK (QoS 1), or sent (QoS 0)
+    // Connection refused for a reason retrying will not fix (bad credentials,
+    // not authorised, bad client id).
+    std::function<void(const std::string& why)> on_fatal;
+  };
+
+  // Creates the client and starts connecting in the background. Fails only
+  // for setup errors (bad options, out of memory), not for an absent broker.
+  static Result<std::unique_ptr<MqttLink>> Start(Options options, Handlers handlers);
+  ~MqttLink();
+
+  // Queues a publish and returns its message id. QoS >= 1 messages queued
+  // while disconnected are kept and sent after reconnect.
+  Result<int> Publish(const std::string& topic, std::span<const uint8_t> payload, int qos);
+
+  // Asks for a clean DISCONNECT and returns at once; the network thread
+  // sends it once any handler it is running returns, then ends.
+  void Disconnect();
+
+  // Disconnects and joins the network thread, after any handler it is
+  // running returns (the owner unblocks handlers first). Idempotent.
+  void Stop();
+
+  bool connected() const { return connected_.load(); }
+
+ private:
+  MqttLink(Options options, Handlers handlers);
+  static void OnConnect(mosquitto*, void* self, int rc, int flags) noexcept;
+  static void OnDisconnect(mosquitto*, void* self, int rc) noexcept;
+  static void OnPublish(mosquitto*, void* self, int mid) noexcept;
+  static void OnMessage(mosquitto*, void* self, const mosquitto_message* m) noexcept;
+
+  const Options options_;
+  const Handlers handlers_;
+  struct Deleter {
+    void operator()(mosquitto* m) const;
+  };
+  std::unique_ptr<mosquitto, Deleter> mosq_;
+  std::atomic<bool> connected_{false};
+  std::atomic<bool> ever_connected_{false};
+  bool started_ = false;  // loop thread running; touched only by Start/Stop's caller
+};
+
+}  // namespace seqrelay

@@ -1,0 +1,279 @@
+#include "mysql_store.h"
+
+#include <cppconn/exception.h>
+#include <cppconn/prepared_statement.h>
+#include <cppconn/resultset.h>
+#include <cppconn/statement.h>
+#include <fmt/format.h>
+#include <mysql_connection.h>
+#include <mysql_driver.h>
+
+#include <bit>
+#include <functional>
+
+#include "log.h"
+#include "schema.h"
+
+namespace seqrelay {
+namespace {
+
+std::string Placeholders(std::size_t rows, const char* row) {
+  std::string s;
+  s.reserve(rows * (std::char_traits<char>::length(row) + 1));
+  for (std::size_t i = 0; i < rows; ++i) {
+    if (i > 0) s += ',';
+    s += row;
+  }
+  return s;
+}
+
+sql::SQLString Bytes(std::string_view s) { return sql::SQLString(s.data(), s.size()); }
+sql::SQLString Bytes(std::span<const uint8_t> s) {
+  return sql::SQLString(reinterpret_cast<const char*>(s.data()), s.size());
+}
+
+// Splits a migration file into statements: ';' ends a statement at a line
+// end; lines starting with "--" are comments.
+std::vector<std::string> Statements(std::string_view sql) {
+  std::vector<std::string> out;
+  std::string current;
+  while (!sql.empty()) {
+    auto nl = sql.find('\n');
+    std::string_view line = sql.substr(0, nl);
+    sql.remove_prefix(nl == std::string_view::npos ? sql.size() : nl + 1);
+    auto first = line.find_first_not_of(" \t\r");
+    if (first == std::string_view::npos || line.substr(first, 2) == "--") continue;
+    current.append(line).push_back('\n');
+    auto last = line.find_last_not_of(" \t\r");
+    if (line[last] == ';') {
+      current.resize(current.rfind(';'));
+      out.push_back(std::move(current));
+      current.clear();
+    }
+  }
+  if (current.find_first_not_of(" \t\r\n") != std::string::npos) out.push_back(current);
+  return out;
+}
+
+}  // namespace
+
+MysqlStore::MysqlStore(const Config& config) : config_(config) {}
+MysqlStore::~MysqlStore() = default;
+
+Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
+  try {
+    body();
+    return Status::Ok();
+  } catch (const sql::SQLException& e) {
+    // The connection's state is unknown after an error: drop it so that the
+    // next use reconnects. Duplicate-key and similar errors are still errors
+    // here; the caller decides what they mean.
+    std::string message = fmt::format("{}: MySQL error {} ({}): {}", what, e.getErrorCode(), e.getSQLStateCStr(), e.what());
+    inserts_.clear();
+    conn_.reset();
+    return Status::Error(std::move(message));
+  } catch (const std::exception& e) {
+    inserts_.clear();
+    conn_.reset();
+    return Status::Error(fmt::format("{}: {}", what, e.what()));
+  }
+}
+
+Status MysqlStore::Connect(bool create_database) {
+  inserts_.clear();
+  conn_.reset();
+  return Guard("connect", [&] {
+    sql::ConnectOptionsMap options;
+    if (!config_.db_socket.empty()) {
+      options["hostName"] = sql::SQLString("localhost");
+      options["socket"] = sql::SQLString(config_.db_socket);
+    } else {
+      options["hostName"] = sql::SQLString(fmt::format("tcp://{}:{}", config_.db_host, config_.db_port));
+    }
+    options["userName"] = sql::SQLString(config_.db_user);
+    options["password"] = sql::SQLString(config_.db_password);
+    options["OPT_CONNECT_TIMEOUT"] = 5;
+    // A hung server must not hang the writer forever: reads and writes time
+    // out, the connection is dropped and the batch retried.
+    options["OPT_READ_TIMEOUT"] = 30;
+    options["OPT_WRITE_TIMEOUT"] = 30;
+    options["OPT_CHARSET_NAME"] = sql::SQLString("utf8mb4");
+    conn_.reset(sql::mysql::get_mysql_driver_instance()->connect(options));
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    if (create_database) st->execute(fmt::format("CREATE DATABASE IF NOT EXISTS `{}`", config_.db_name));
+    conn_->setSchema(config_.db_name);
+    conn_->setAutoCommit(false);
+    conn_->setTransactionIsolation(sql::TRANSACTION_READ_COMMITTED);
+  });
+}
+
+Status MysqlStore::AcquireWriterLock() {
+  bool got = false;
+  Status s = Guard("writer lock", [&] {
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT GET_LOCK(CONCAT('seqrelay:', DATABASE()), 0)"));
+    got = rs->next() && rs->getInt(1) == 1;
+  });
+  if (!s.ok()) return s;
+  if (!got) {
+    return Status::Error(fmt::format("another relay holds the writer lock of database '{}' (one relay per database)",
+                                     config_.db_name));
+  }
+  return Status::Ok();
+}
+
+Status MysqlStore::Migrate(bool apply) {
+  int current = 0;
+  Status s = Guard("read schema version", [&] {
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    st->execute(
+        "CREATE TABLE IF NOT EXISTS SCHEMA_VERSION (VERSION INT NOT NULL PRIMARY KEY, NAME VARCHAR(255) NOT NULL, "
+        "APPLIED_AT TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB");
+    std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT COALESCE(MAX(VERSION), 0) FROM SCHEMA_VERSION"));
+    rs->next();
+    current = rs->getInt(1);
+    conn_->commit();
+  });
+  if (!s.ok()) return s;
+  const int newest = Migrations().empty() ? 0 : Migrations().back().version;
+  if (current > newest) {
+    return Status::Permanent(
+        fmt::format("database schema is at version {}, newer than this relay's {}", current, newest));
+  }
+  if (current == newest) return Status::Ok();
+  if (!apply) {
+    return Status::Permanent(
+        fmt::format("database schema is at version {}, the relay needs {} (run without --no-migrate)", current, newest));
+  }
+  for (const Migration& m : Migrations()) {
+    if (m.version <= current) continue;
+    LogInfo("schema: applying {} (version {})", m.name, m.version);
+    s = Guard("migrate", [&] {
+      std::unique_ptr<sql::Statement> st(conn_->createStatement());
+      for (const auto& statement : Statements(m.sql)) st->execute(statement);
+      std::unique_ptr<sql::PreparedStatement> done(
+          conn_->prepareStatement("INSERT INTO SCHEMA_VERSION (VERSION, NAME) VALUES (?, ?)"));
+      done->setInt(1, m.version);
+      done->setString(2, Bytes(m.name));
+      done->execute();
+      conn_->commit();
+    });
+    if (!s.ok()) return Status::Error(fmt::format("{} ({})", s.message(), m.name));
+  }
+  return Status::Ok();
+}
+
+Result<MysqlStore::Progress> MysqlStore::ReadProgress() {
+  Progress p;
+  Status s = Guard("read progress", [&] {
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    std::unique_ptr<sql::ResultSet> rs(st->executeQuery(
+        "SELECT (SELECT COALESCE(MAX(idx), 0) FROM MSG), (SELECT PUBLISHED_IDX FROM RELAY_STATE WHERE K = 1)"));
+    rs->next();
+    p.max_idx = rs->getUInt64(1);
+    p.published_idx = rs->getUInt64(2);
+    conn_->commit();
+  });
+  if (!s.ok()) return s;
+  saved_published_idx_ = p.published_idx;
+  return p;
+}
+
+Result<std::vector<MysqlStore::TopicRow>> MysqlStore::ResolveTopics(std::span<const std::string_view> topics) {
+  std::vector<TopicRow> rows;
+  auto select = [&](std::span<const std::string_view> which) {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "SELECT t.FRAME_ID, t.ID, COALESCE((SELECT MAX(m.SEQ) FROM MSG m WHERE m.ID = t.ID), 0) FROM TOPIC t "
+        "WHERE t.ID IN (" + Placeholders(which.size(), "?") + ")"));
+    for (std::size_t i = 0; i < which.size(); ++i) ps->setString(i + 1, Bytes(which[i]));
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) rows.push_back({rs->getString(2).asStdString(), rs->getUInt(1), rs->getUInt64(3)});
+  };
+  Status s = Guard("resolve topics", [&] {
+    select(topics);
+    if (rows.size() < topics.size()) {
+      std::vector<std::string_view> missing;
+      for (auto t : topics) {
+        bool found = false;
+        for (const auto& r : rows) found = found || r.topic == t;
+        if (!found) missing.push_back(t);
+      }
+      std::unique_ptr<sql::PreparedStatement> ins(
+          conn_->prepareStatement("INSERT INTO TOPIC (ID) VALUES " + Placeholders(missing.size(), "(?)")));
+      for (std::size_t i = 0; i < missing.size(); ++i) ins->setString(i + 1, Bytes(missing[i]));
+      ins->execute();
+      conn_->commit();
+      select(missing);
+    }
+    conn_->commit();
+  });
+  if (!s.ok()) return s;
+  if (rows.size() != topics.size()) {
+    return Status::Error(fmt::format("resolve topics: asked for {}, found {}", topics.size(), rows.size()));
+  }
+  return rows;
+}
+
+sql::PreparedStatement& MysqlStore::InsertStatement(std::size_t rows) {
+  const std::size_t slot = std::countr_zero(rows);  // rows is a power of two
+  if (inserts_.size() <= slot) inserts_.resize(slot + 1);
+  if (!inserts_[slot]) {
+    inserts_[slot].reset(conn_->prepareStatement("INSERT INTO MSG (idx, ID, QOS, SEQ, MSG) VALUES " +
+                                                 Placeholders(rows, "(?,?,?,?,?)")));
+  }
+  return *inserts_[slot];
+}
+
+Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t published_idx) {
+  return Guard("commit batch", [&] {
+    std::span<const Message> rest = batch;
+    while (!rest.empty()) {
+      const std::size_t n = std::bit_floor(rest.size());
+      sql::PreparedStatement& ps = InsertStatement(n);
+      unsigned p = 1;
+      for (const Message& m : rest.first(n)) {
+        ps.setUInt64(p++, m.idx);
+        ps.setString(p++, Bytes(m.topic));
+        ps.setInt(p++, m.frame[kFrameHeaderSize - 1]);
+        ps.setUInt64(p++, m.seq);
+        ps.setString(p++, Bytes(m.payload()));
+      }
+      ps.execute();
+      rest = rest.subspan(n);
+    }
+    if (published_idx != saved_published_idx_) {
+      std::unique_ptr<sql::PreparedStatement> ps(
+          conn_->prepareStatement("UPDATE RELAY_STATE SET PUBLISHED_IDX = ? WHERE K = 1"));
+      ps->setUInt64(1, published_idx);
+      ps->execute();
+    }
+    conn_->commit();
+    saved_published_idx_ = published_idx;
+  });
+}
+
+Status MysqlStore::SavePublished(uint64_t published_idx) {
+  if (published_idx == saved_published_idx_) return Status::Ok();
+  return CommitBatch({}, published_idx);
+}
+
+Result<std::vector<MysqlStore::StoredRow>> MysqlStore::ReadRowsAfter(uint64_t after_idx, std::size_t limit) {
+  std::vector<StoredRow> rows;
+  Status s = Guard("read rows", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "SELECT m.idx, t.FRAME_ID, m.SEQ, m.QOS, m.ID, m.MSG FROM MSG m JOIN TOPIC t ON t.ID = m.ID "
+        "WHERE m.idx > ? ORDER BY m.idx LIMIT ?"));
+    ps->setUInt64(1, after_idx);
+    ps->setUInt64(2, limit);
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) {
+      rows.push_back({rs->getUInt64(1), rs->getUInt(2), rs->getUInt64(3), static_cast<uint8_t>(rs->getInt(4)),
+                      rs->getString(5).asStdString(), rs->getString(6).asStdString()});
+    }
+    conn_->commit();
+  });
+  if (!s.ok()) return s;
+  return rows;
+}
+
+}  // namespace seqrelay

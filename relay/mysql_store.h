@@ -1,0 +1,96 @@
+// MysqlStore: the relay's one adapter to MySQL / MariaDB (Connector/C++ 1.1).
+//
+// Wraps one database connection. Every method returns a Status or Result;
+// Connector/C++ exceptions end here. After any failure the connection may be
+// gone: the caller calls Connect() again (with backoff) before the next use.
+//
+// Not thread-safe: each thread that needs the database owns its own store
+// (the writer has one; the retransmit service will have its own).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config.h"
+#include "message.h"
+#include "status.h"
+
+namespace sql {
+class Connection;
+class PreparedStatement;
+}  // namespace sql
+
+namespace seqrelay {
+
+class MysqlStore {
+ public:
+  explicit MysqlStore(const Config& config);
+  ~MysqlStore();
+  MysqlStore(const MysqlStore&) = delete;
+  MysqlStore& operator=(const MysqlStore&) = delete;
+
+  // Opens (or reopens) the connection. With create_database, creates the
+  // configured database if it does not exist.
+  Status Connect(bool create_database);
+  bool connected() const { return conn_ != nullptr; }
+
+  // Takes the database's writer lock (one relay per database). Fails if
+  // another connection holds it.
+  Status AcquireWriterLock();
+
+  // Applies the migrations the database lacks; with apply = false only checks
+  // that it is at the newest version.
+  Status Migrate(bool apply);
+
+  struct Progress {
+    uint64_t max_idx = 0;        // highest MSG.idx committed; 0 = empty table
+    uint64_t published_idx = 0;  // RELAY_STATE.PUBLISHED_IDX
+  };
+  Result<Progress> ReadProgress();
+
+  struct TopicRow {
+    std::string topic;
+    uint32_t id = 0;
+    uint64_t last_seq = 0;  // highest SEQ committed for the topic; 0 = none
+  };
+  // Ids and last SEQs of `topics`, creating TOPIC rows for new ones.
+  Result<std::vector<TopicRow>> ResolveTopics(std::span<const std::string_view> topics);
+
+  // One transaction: inserts every message (idx, topic, flag, SEQ, payload)
+  // and, when it moved, sets RELAY_STATE.PUBLISHED_IDX. An error leaves the
+  // outcome unknown if it struck during COMMIT: the caller decides by
+  // reading ReadProgress().max_idx after reconnecting.
+  Status CommitBatch(std::span<const Message> batch, uint64_t published_idx);
+
+  // Sets PUBLISHED_IDX on its own (at shutdown, or when idle).
+  Status SavePublished(uint64_t published_idx);
+
+  struct StoredRow {
+    uint64_t idx = 0;
+    uint32_t topic_id = 0;
+    uint64_t seq = 0;
+    uint8_t ordering = 1;
+    std::string topic;
+    std::string payload;
+  };
+  // Rows with idx > after_idx in idx order, at most `limit`.
+  Result<std::vector<StoredRow>> ReadRowsAfter(uint64_t after_idx, std::size_t limit);
+
+ private:
+  Status Guard(const char* what, const std::function<void()>& body);
+  sql::PreparedStatement& InsertStatement(std::size_t rows);
+
+  const Config& config_;
+  std::unique_ptr<sql::Connection> conn_;
+  // INSERT statements for 1, 2, 4, ... rows; a batch is split into
+  // power-of-two chunks so that at most log2(batch-max)+1 are ever prepared.
+  std::vector<std::unique_ptr<sql::PreparedStatement>> inserts_;
+  uint64_t saved_published_idx_ = 0;  // last PUBLISHED_IDX written by this connection
+};
+
+}  // namespace seqrelay

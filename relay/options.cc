@@ -1,0 +1,185 @@
+#include "options.h"
+
+#include <fmt/format.h>
+
+#include <boost/algorithm/string.hpp>
+#include <boost/program_options.hpp>
+#include <cctype>
+#include <fstream>
+#include <sstream>
+
+extern char** environ;
+
+namespace seqrelay {
+namespace po = boost::program_options;
+
+namespace {
+
+constexpr const char* kEnvPrefix = "SEQRELAY_";
+
+std::string EnvName(const std::string& option) {
+  std::string name = kEnvPrefix;
+  for (char ch : option) name += ch == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return name;
+}
+
+po::options_description Describe(Config& c, std::string& config_file, std::string& log_level, bool& no_migrate) {
+  po::options_description general("General");
+  general.add_options()
+      ("help", "Print this help and exit.")
+      ("version", "Print the version and exit.")
+      ("config", po::value(&config_file)->value_name("FILE"),
+       "Read options from an INI-style FILE (lines 'name = value'; repeat a line for a repeatable option). "
+       "Flags win over environment variables, which win over the file.")
+      ("log-level", po::value(&log_level)->default_value("info")->value_name("LEVEL"),
+       "debug, info, warn or error.");
+
+  po::options_description mqtt("mosquitto");
+  mqtt.add_options()
+      ("mqtt-host", po::value(&c.mqtt_host)->default_value(c.mqtt_host)->value_name("HOST"), "Broker host.")
+      ("mqtt-port", po::value(&c.mqtt_port)->default_value(c.mqtt_port)->value_name("PORT"), "Broker port.")
+      ("mqtt-user", po::value(&c.mqtt_user)->value_name("USER"), "Username for both relay connections.")
+      ("mqtt-password", po::value(&c.mqtt_password)->value_name("PASSWORD"),
+       "Password (prefer SEQRELAY_MQTT_PASSWORD: flags are visible in ps).")
+      ("mqtt-client-id", po::value(&c.mqtt_client_id)->default_value(c.mqtt_client_id)->value_name("ID"),
+       "Client id of the intake session (persistent: the broker queues raw messages under it while the relay is "
+       "away). The output connection uses ID-out. Keep it fixed across restarts.")
+      ("mqtt-keepalive", po::value(&c.mqtt_keepalive_s)->default_value(c.mqtt_keepalive_s)->value_name("SECONDS"),
+       "MQTT keepalive interval.")
+      ("publish-qos", po::value(&c.publish_qos)->default_value(c.publish_qos)->value_name("0|1|2"),
+       "MQTT QoS of the frames published on the sequenced topics.");
+
+  po::options_description db("MySQL / MariaDB");
+  db.add_options()
+      ("db-host", po::value(&c.db_host)->default_value(c.db_host)->value_name("HOST"), "Database host.")
+      ("db-port", po::value(&c.db_port)->default_value(c.db_port)->value_name("PORT"), "Database port.")
+      ("db-socket", po::value(&c.db_socket)->value_name("PATH"),
+       "Unix socket of the database; when set, --db-host and --db-port are not used.")
+      ("db-user", po::value(&c.db_user)->default_value(c.db_user)->value_name("USER"), "Database user.")
+      ("db-password", po::value(&c.db_password)->value_name("PASSWORD"),
+       "Database password (prefer SEQRELAY_DB_PASSWORD).")
+      ("db-name", po::value(&c.db_name)->default_value(c.db_name)->value_name("NAME"),
+       "Database (schema) holding the MSG and TOPIC tables.")
+      ("no-migrate", po::bool_switch(&no_migrate),
+       "Do not create or upgrade the schema at start; fail if it is not at the relay's version.");
+
+  po::options_description seq("Sequencing");
+  seq.add_options()
+      ("source", po::value(&c.sources)->value_name("FILTER")->multitoken(),
+       "Raw topic filter to sequence; repeatable. Default '#'. Topics under the relay's own prefixes are never "
+       "sequenced; filters covered by another are dropped so no message arrives twice.")
+      ("immediate", po::value(&c.immediate)->value_name("FILTER")->multitoken(),
+       "Topics matching FILTER get ordering flag 0 (clients show them at once); repeatable. All others get 1 "
+       "(ordered).")
+      ("seq-prefix", po::value(&c.seq_prefix)->default_value(c.seq_prefix)->value_name("PREFIX"),
+       "Frames of raw topic T go out on PREFIX/T.")
+      ("control-prefix", po::value(&c.control_prefix)->default_value(c.control_prefix)->value_name("PREFIX"),
+       "Prefix of the relay's own control topics (retransmit, replay, stats).")
+      ("max-payload", po::value(&c.max_payload)->default_value(c.max_payload)->value_name("BYTES"),
+       fmt::format("Largest payload sequenced; larger ones are refused, logged and counted. At most {} "
+                   "(MEDIUMBLOB). Set mosquitto's message_size_limit to the same value.",
+                   kMaxPayloadLimit)
+           .c_str());
+
+  po::options_description pipe("Pipeline");
+  pipe.add_options()
+      ("batch-max", po::value(&c.batch_max)->default_value(c.batch_max)->value_name("ROWS"),
+       fmt::format("Most rows in one database transaction (group commit), 1..{}.", kMaxBatchRows).c_str())
+      ("batch-delay-us", po::value(&c.batch_delay_us)->default_value(c.batch_delay_us)->value_name("MICROS"),
+       "How long a batch waits for more rows after its first before it commits. 0 commits whatever has arrived "
+       "as soon as the previous commit is done: under load batches grow by themselves, and an idle relay adds no "
+       "delay.")
+      ("buffer-max", po::value(&c.buffer_max)->default_value(c.buffer_max)->value_name("MESSAGES"),
+       "Most messages held in memory between intake and commit (e.g. while the database is away). When full, "
+       "the relay stops reading from mosquitto, which queues further messages in the relay's session.")
+      ("buffer-max-bytes", po::value(&c.buffer_max_bytes)->default_value(c.buffer_max_bytes)->value_name("BYTES"),
+       "The same bound in payload bytes.")
+      ("shutdown-timeout", po::value(&c.shutdown_timeout_s)->default_value(c.shutdown_timeout_s)->value_name("SECONDS"),
+       "On SIGTERM/SIGINT, how long to keep trying to commit and publish what was received before giving up.");
+
+  po::options_description all(
+      "seqrelay: gives every MQTT message a per-topic sequence number, commits it to MySQL, then republishes it "
+      "on <seq-prefix>/<topic>.\n\nUsage: seqrelay [options]\n\nEvery option can also be set by an environment "
+      "variable SEQRELAY_<NAME> (upper case, '-' as '_'; repeatable ones comma-separated) or in --config FILE");
+  all.add(general).add(mqtt).add(db).add(seq).add(pipe);
+  return all;
+}
+
+}  // namespace
+
+Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
+  ParsedOptions out;
+  Config& c = out.config;
+  std::string config_file, log_level;
+  bool no_migrate = false;
+  po::options_description desc = Describe(c, config_file, log_level, no_migrate);
+  std::ostringstream help;
+  help << desc;
+  out.help_text = help.str();
+
+  try {
+    po::variables_map vm;
+    po::store(po::command_line_parser(args).options(desc).run(), vm);
+
+    // Environment: names map onto options; repeatable ones split on commas.
+    po::parsed_options from_env(&desc);
+    for (const auto& [name, value] : env) {
+      if (name.rfind(kEnvPrefix, 0) != 0) continue;
+      const po::option_description* match = nullptr;
+      for (const auto& option : desc.options()) {
+        if (EnvName(option->long_name()) == name) match = option.get();
+      }
+      if (match == nullptr) {
+        return Status::Error(fmt::format("environment variable {} names no option (see --help)", name));
+      }
+      if (match->long_name() == "help" || match->long_name() == "version") {
+        return Status::Error(fmt::format("{} cannot be set from the environment", name));
+      }
+      po::option opt(match->long_name(), {});
+      if (match->long_name() == "source" || match->long_name() == "immediate") {
+        boost::split(opt.value, value, boost::is_any_of(","));
+        for (auto& v : opt.value) boost::trim(v);
+        std::erase(opt.value, std::string());
+      } else {
+        opt.value.push_back(value);
+      }
+      opt.original_tokens = {name + "=" + value};
+      from_env.options.push_back(std::move(opt));
+    }
+    po::store(from_env, vm);
+
+    // The config file named by a flag or SEQRELAY_CONFIG, read last so that
+    // it only fills what flags and environment left unset.
+    if (vm.count("config")) {
+      const auto& path = vm["config"].as<std::string>();
+      std::ifstream file(path);
+      if (!file) return Status::Error(fmt::format("--config: cannot read '{}'", path));
+      po::store(po::parse_config_file(file, desc), vm);
+    }
+    po::notify(vm);
+    out.help = vm.count("help") > 0;
+    out.version = vm.count("version") > 0;
+  } catch (const po::error& e) {
+    return Status::Error(e.what());
+  }
+
+  auto level = ParseLogLevel(log_level);
+  if (!level) return Status::Error(fmt::format("--log-level must be debug, info, warn or error, got '{}'", log_level));
+  c.log_level = *level;
+  c.migrate = !no_migrate;
+  if (out.help || out.version) return out;
+  if (Status s = Validate(c); !s.ok()) return s;
+  return out;
+}
+
+std::map<std::string, std::string> ProcessEnvironment() {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view entry(*e);
+    auto eq = entry.find('=');
+    if (eq != std::string_view::npos) env.emplace(entry.substr(0, eq), entry.substr(eq + 1));
+  }
+  return env;
+}
+
+}  // namespace seqrelay

@@ -1,0 +1,24 @@
+#include "publish_tracker.h"
+
+namespace seqrelay {
+
+void PublishTracker::Sent(uint64_t idx, int mid) {
+  const uint64_t next = watermark_ + 1 + acked_.size();
+  if (idx < next) return;
+  for (uint64_t skipped = next; skipped < idx; ++skipped) acked_.push_back(true);
+  acked_.push_back(false);
+  by_mid_[mid] = idx;
+}
+
+void PublishTracker::Acked(int mid) {
+  auto it = by_mid_.find(mid);
+  if (it == by_mid_.end()) return;
+  acked_[it->second - watermark_ - 1] = true;
+  by_mid_.erase(it);
+  while (!acked_.empty() && acked_.front()) {
+    acked_.pop_front();
+    ++watermark_;
+  }
+}
+
+}  // namespace seqrelay

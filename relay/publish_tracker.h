@@ -1,0 +1,42 @@
+// PublishTracker: which committed rows the broker has acknowledged on seq/T.
+//
+// Rows are published in MSG.idx order. The broker acknowledges each publish
+// by its MQTT message id (mid); acknowledgements may come out of order and
+// mids repeat (16 bits). The tracker maps mid -> idx and keeps the
+// watermark: the highest idx such that it and every row before it has been
+// acknowledged. The watermark is saved with each commit as
+// RELAY_STATE.PUBLISHED_IDX; a restarted relay publishes again every row
+// above it (clients drop the duplicates by SEQ).
+//
+// Pure logic, not thread-safe: the relay guards it with the publish mutex.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <unordered_map>
+
+namespace seqrelay {
+
+class PublishTracker {
+ public:
+  // Rows up to and including `watermark` count as acknowledged already.
+  explicit PublishTracker(uint64_t watermark = 0) : watermark_(watermark) {}
+
+  // Row `idx` went out as message `mid`. Rows must be sent in idx order; an
+  // idx that skips ahead (rows deleted from MSG) counts the skipped ones as
+  // acknowledged. Sending an idx at or below the last one sent is ignored.
+  void Sent(uint64_t idx, int mid);
+
+  // The broker acknowledged `mid`. Unknown mids are ignored.
+  void Acked(int mid);
+
+  uint64_t watermark() const { return watermark_; }
+  std::size_t in_flight() const { return by_mid_.size(); }
+
+ private:
+  uint64_t watermark_;                         // every idx <= it is acknowledged
+  std::deque<bool> acked_;                     // acked_[i] is idx watermark_ + 1 + i
+  std::unordered_map<int, uint64_t> by_mid_;   // mids awaiting acknowledgement
+};
+
+}  // namespace seqrelay

@@ -1,0 +1,475 @@
+#include "relay.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <unordered_set>
+
+#include "log.h"
+#include "topic_filter.h"
+
+namespace seqrelay {
+namespace {
+
+using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+
+// Bytes per transaction: keeps every INSERT well under MariaDB's default
+// max_allowed_packet (16 MiB). A single larger row still goes alone.
+constexpr std::size_t kBatchMaxBytes = 4 * 1024 * 1024;
+
+// Publishes awaiting the broker's acknowledgement at once. MQTT message ids
+// are 16-bit, so this must stay well under 65535.
+constexpr std::size_t kMaxUnacked = 20000;
+
+// Rows read per query when publishing again what a previous run committed.
+constexpr std::size_t kRepublishChunk = 1000;
+
+// Exponential backoff for database reconnects: 100 ms doubling to 5 s.
+class Backoff {
+ public:
+  milliseconds Next() {
+    milliseconds d = next_;
+    next_ = std::min(next_ * 2, milliseconds(5000));
+    return d;
+  }
+
+ private:
+  milliseconds next_{100};
+};
+
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+}  // namespace
+
+Relay::Relay(Config config)
+    : config_(std::move(config)),
+      rules_{config_.seq_prefix, config_.control_prefix, static_cast<std::size_t>(config_.max_payload)},
+      queue_(config_.buffer_max, config_.buffer_max_bytes),
+      store_(config_),
+      sequencer_(config_.seq_prefix, config_.immediate) {}
+
+Relay::~Relay() {
+  queue_.Close();
+  if (intake_) intake_->Stop();
+  if (writer_.joinable()) writer_.join();
+  if (output_) output_->Stop();
+}
+
+void Relay::RequestStop() {
+  std::lock_guard lock(stop_mu_);
+  if (!stop_requested_) {
+    stop_requested_ = true;
+    give_up_at_ = Clock::now() + std::chrono::seconds(config_.shutdown_timeout_s);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  acked_cv_.notify_all();
+}
+
+void Relay::Fail(const std::string& why) {
+  {
+    std::lock_guard lock(stop_mu_);
+    if (fatal_.empty()) fatal_ = why;
+  }
+  RequestStop();
+}
+
+bool Relay::GivingUp() const {
+  if (!stopping_) return false;
+  std::lock_guard lock(stop_mu_);
+  return Clock::now() >= give_up_at_;
+}
+
+void Relay::SleepUnlessGivingUp(milliseconds d) {
+  std::unique_lock lock(stop_mu_);
+  const auto until = Clock::now() + d;
+  stop_cv_.wait_until(lock, until, [&] { return stop_requested_ && Clock::now() >= give_up_at_; });
+}
+
+// ---- Start-up ---------------------------------------------------------------
+
+Status Relay::ConnectDatabase(MysqlStore::Progress& progress) {
+  if (Status s = store_.Connect(config_.migrate); !s.ok()) return s;
+  if (Status s = store_.AcquireWriterLock(); !s.ok()) return s;
+  auto p = store_.ReadProgress();
+  if (!p.ok()) return p.status();
+  progress = p.value();
+  return Status::Ok();
+}
+
+Status Relay::OpenDatabase() {
+  Backoff backoff;
+  RateLimit limit(std::chrono::seconds(10));
+  const std::string target = config_.db_socket.empty() ? fmt::format("{}:{}", config_.db_host, config_.db_port)
+                                                       : "unix:" + config_.db_socket;
+  for (;;) {
+    Status s = store_.Connect(config_.migrate);
+    if (s.ok()) s = store_.AcquireWriterLock();
+    if (s.ok()) s = store_.Migrate(config_.migrate);
+    if (s.ok()) return s;
+    if (s.permanent()) return s;
+    if (auto suppressed = limit.Allow()) {
+      LogWarn("database {} not ready: {}; retrying", target, s.message());
+    }
+    std::unique_lock lock(stop_mu_);
+    if (stop_cv_.wait_for(lock, backoff.Next(), [&] { return stop_requested_; })) {
+      return Status::Error("stopped before the database was ready");
+    }
+  }
+}
+
+Status Relay::Republish() {
+  // Rows committed but perhaps never acknowledged on seq/T by the broker:
+  // publish them again (clients drop duplicates by SEQ).
+  uint64_t after = tracker_.watermark();
+  const uint64_t last = sequencer_.last_idx();
+  if (after >= last) return Status::Ok();
+  LogInfo("republishing rows {}..{}, committed before the last stop but not confirmed as published", after + 1, last);
+  while (after < last) {
+    Result<std::vector<MysqlStore::StoredRow>> rows = Status::Ok();
+    bool ok = Retry(
+        "read rows to republish", [&] { return (rows = store_.ReadRowsAfter(after, kRepublishChunk)).status(); },
+        [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; });
+    if (!ok) return Status::Error("stopped while republishing");
+    if (rows->empty()) break;  // rows deleted behind the watermark: nothing left to send
+    for (const auto& row : *rows) {
+      auto frame = EncodeFrame({row.topic_id, row.seq, static_cast<Ordering>(row.ordering & 1)},
+                               {reinterpret_cast<const uint8_t*>(row.payload.data()), row.payload.size()});
+      if (!frame.ok()) {
+        LogError("row idx {} of '{}' cannot be framed: {}", row.idx, row.topic, frame.error());
+        continue;
+      }
+      const std::string topic = fmt::format("{}/{}", config_.seq_prefix, row.topic);
+      const auto& bytes = frame.value();
+      if (!Publish(topic, {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, row.idx)) {
+        return Status::Error("stopped while republishing");
+      }
+      ++counters_.republished;
+      after = row.idx;
+    }
+  }
+  return Status::Ok();
+}
+
+int Relay::Run() {
+  for (const auto& line : Describe(config_)) LogInfo("config: {}", line);
+
+  if (Status s = OpenDatabase(); !s.ok()) {
+    if (!s.permanent() && stopping_) return 0;
+    LogError("database: {}", s.message());
+    return 1;
+  }
+  auto progress = store_.ReadProgress();
+  if (!progress.ok()) {
+    LogError("database: {}", progress.error());
+    return 1;
+  }
+  sequencer_.SetLastIdx(progress->max_idx);
+  tracker_ = PublishTracker(std::min(progress->published_idx, progress->max_idx));
+  LogInfo("database ready: {} rows committed, {} confirmed published", progress->max_idx, tracker_.watermark());
+
+  MqttLink::Options out;
+  out.host = config_.mqtt_host;
+  out.port = config_.mqtt_port;
+  out.user = config_.mqtt_user;
+  out.password = config_.mqtt_password;
+  out.keepalive_s = config_.mqtt_keepalive_s;
+  out.client_id = config_.mqtt_client_id + "-out";
+  out.clean_session = true;
+  out.name = "output";
+  MqttLink::Options in = out;
+  in.client_id = config_.mqtt_client_id;
+  in.clean_session = false;  // persistent: the broker queues for us while we are away
+  in.name = "intake";
+  in.subscriptions = RemoveCoveredFilters(config_.sources);
+  for (const auto& f : config_.sources) {
+    if (std::find(in.subscriptions.begin(), in.subscriptions.end(), f) == in.subscriptions.end()) {
+      LogInfo("source '{}' is covered by another source; not subscribed separately", f);
+    }
+  }
+
+  auto output = MqttLink::Start(out, {.on_message = nullptr,
+                                      .on_published = [this](int mid) { OnPublished(mid); },
+                                      .on_fatal = [this](const std::string& why) { Fail("output link: " + why); }});
+  if (!output.ok()) {
+    LogError("{}", output.error());
+    return 1;
+  }
+  output_ = std::move(output).value();
+
+  if (Status s = Republish(); !s.ok()) LogWarn("{}", s.message());
+
+  writer_ = std::thread([this] { WriterLoop(); });
+  if (!stopping_) {
+    auto intake = MqttLink::Start(in, {.on_message = [this](const InboundMessage& m) { OnIntake(m); },
+                                       .on_published = nullptr,
+                                       .on_fatal = [this](const std::string& why) { Fail("intake link: " + why); }});
+    if (!intake.ok()) {
+      Fail(intake.error());
+    } else {
+      intake_ = std::move(intake).value();
+    }
+  }
+
+  {
+    std::unique_lock lock(stop_mu_);
+    stop_cv_.wait(lock, [&] { return stop_requested_; });
+  }
+
+  // ---- Orderly shutdown ----------------------------------------------------
+  // 1. Stop taking messages: DISCONNECT the intake. Whatever the broker had
+  //    already delivered is still pushed; the rest stays queued in our session.
+  LogInfo("stopping: no new messages; committing and publishing {} held", queue_.size());
+  if (intake_) intake_->Disconnect();
+  // 2. Wait until the intake link has disconnected: its callback may be
+  //    blocked on a full queue while the writer drains it. If the deadline
+  //    passes first, closing the queue unblocks the callback (that message is
+  //    lost and counted) and makes the writer give up.
+  if (intake_) {
+    while (intake_->connected() && !GivingUp()) SleepUnlessGivingUp(milliseconds(20));
+    if (GivingUp()) queue_.Close();
+    intake_->Stop();
+  }
+  queue_.Close();  // the writer drains what is left, then ends
+  writer_.join();
+  // 3. Wait for the broker to acknowledge what was published, then save the
+  //    watermark so the next start republishes as little as possible.
+  {
+    std::unique_lock lock(publish_mu_);
+    acked_cv_.wait_until(lock, give_up_at_ + std::chrono::seconds(2), [&] { return tracker_.in_flight() == 0; });
+  }
+  uint64_t watermark;
+  {
+    std::lock_guard lock(publish_mu_);
+    watermark = tracker_.watermark();
+  }
+  if (store_.connected()) {
+    if (Status s = store_.SavePublished(watermark); !s.ok()) LogWarn("could not save the published watermark: {}", s.message());
+  }
+  output_->Stop();
+
+  const Counters& c = counters_;
+  LogInfo("stopped: received {}, committed {} in {} batches, published {} ({} republished), acknowledged {}, "
+          "refused {} (topic too long {}, payload too large {}, out of SEQ {}), ignored {} (own topics {}, "
+          "retained {})",
+          c.received.load(), c.committed.load(), c.batches.load(), c.published.load(), c.republished.load(),
+          c.acked.load(), c.refused_topic + c.refused_payload + c.refused_seq, c.refused_topic.load(),
+          c.refused_payload.load(), c.refused_seq.load(), c.ignored_own + c.ignored_retained, c.ignored_own.load(),
+          c.ignored_retained.load());
+  std::string fatal;
+  {
+    std::lock_guard lock(stop_mu_);
+    fatal = fatal_;
+  }
+  if (c.lost > 0) {
+    LogError("{} received messages could not be committed before --shutdown-timeout ({} s) and are lost",
+             c.lost.load(), config_.shutdown_timeout_s);
+    return 1;
+  }
+  if (!fatal.empty()) {
+    LogError("stopped because of: {}", fatal);
+    return 1;
+  }
+  return 0;
+}
+
+// ---- Intake (intake link's network thread) -----------------------------------
+
+void Relay::OnIntake(const InboundMessage& in) {
+  ++counters_.received;
+  static RateLimit refused_log(std::chrono::seconds(10));
+  switch (rules_.Classify(in.topic, in.payload.size(), in.retain)) {
+    case Verdict::kAccept:
+      break;
+    case Verdict::kOwnTopic:
+      ++counters_.ignored_own;
+      return;
+    case Verdict::kRetained:
+      ++counters_.ignored_retained;
+      return;
+    case Verdict::kTopicTooLong:
+      ++counters_.refused_topic;
+      if (auto suppressed = refused_log.Allow()) {
+        LogWarn("refused a message: topic of {} bytes is over the limit of 255 ('{:.40}...'); {} more refusals "
+                "suppressed", in.topic.size(), in.topic, *suppressed);
+      }
+      return;
+    case Verdict::kPayloadTooLarge:
+      ++counters_.refused_payload;
+      if (auto suppressed = refused_log.Allow()) {
+        LogWarn("refused a message on '{}': payload of {} bytes is over --max-payload {}; {} more refusals suppressed",
+                in.topic, in.payload.size(), config_.max_payload, *suppressed);
+      }
+      return;
+  }
+  if (!queue_.Push(Message(in.topic, in.payload.data(), in.payload.size()))) {
+    ++counters_.lost;  // only after the shutdown deadline closed the queue
+  }
+}
+
+// ---- Writer thread -------------------------------------------------------------
+
+bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
+                  const std::function<AfterReconnect(const MysqlStore::Progress&)>& check) {
+  Backoff backoff;
+  RateLimit limit(std::chrono::seconds(10));
+  std::optional<Clock::time_point> failing_since;
+  for (;;) {
+    if (store_.connected()) {
+      Status s = attempt();
+      if (s.ok()) {
+        if (failing_since) {
+          LogInfo("database: {} succeeded after {:.1f} s of failures; {} messages waiting", what,
+                  SecondsSince(*failing_since), queue_.size());
+        }
+        return true;
+      }
+      if (!failing_since) {
+        failing_since = Clock::now();
+        LogWarn("database: {} failed: {}; holding messages and retrying", what, s.message());
+      }
+    }
+    if (GivingUp()) return false;
+    SleepUnlessGivingUp(backoff.Next());
+    MysqlStore::Progress progress;
+    Status s = ConnectDatabase(progress);
+    if (!s.ok()) {
+      if (!failing_since) failing_since = Clock::now();
+      if (auto suppressed = limit.Allow()) {
+        LogWarn("database: still unavailable after {:.1f} s ({}); {} messages held, intake {}",
+                SecondsSince(*failing_since), s.message(), queue_.size(),
+                queue_.full_now() ? "paused (buffer full)" : "running");
+      }
+      continue;
+    }
+    LogInfo("database: reconnected; {} rows committed", progress.max_idx);
+    if (check(progress) == AfterReconnect::kDone) return true;
+  }
+}
+
+bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics) {
+  // Topics this process has not seen yet: one round trip for all of them.
+  std::vector<std::string_view> unknown;
+  std::unordered_set<std::string_view> seen;
+  for (const Message& m : batch) {
+    if (sequencer_.Find(m.topic) == nullptr && seen.insert(m.topic).second) unknown.push_back(m.topic);
+  }
+  if (!unknown.empty()) {
+    Result<std::vector<MysqlStore::TopicRow>> rows = Status::Ok();
+    auto expect_unchanged = [this](const MysqlStore::Progress& p) {
+      if (p.max_idx != sequencer_.last_idx()) {
+        LogError("MSG has rows up to idx {} but this relay committed up to {}: another writer? Restarting from the "
+                 "database is the only safe way on", p.max_idx, sequencer_.last_idx());
+        std::abort();
+      }
+      return AfterReconnect::kRetry;
+    };
+    if (!Retry("look up topics", [&] { return (rows = store_.ResolveTopics(unknown)).status(); }, expect_unchanged)) {
+      return false;
+    }
+    for (const auto& row : *rows) {
+      sequencer_.Add(row.topic, row.id, row.last_seq);
+      LogDebug("topic '{}' has id {}, last SEQ {}", row.topic, row.id, row.last_seq);
+    }
+  }
+
+  topics.clear();
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    Message& m = batch[i];
+    Sequencer::Topic* topic = sequencer_.Find(m.topic);
+    auto seq = sequencer_.NextSeq(*topic);
+    if (!seq.ok()) {
+      ++counters_.refused_seq;
+      LogError("refused a message: {}", seq.error());
+      continue;
+    }
+    m.seq = seq.value();
+    m.idx = sequencer_.NextIdx();
+    (void)EncodeHeader({topic->id, m.seq, topic->ordering}, m.frame);  // SEQ checked above
+    if (kept != i) batch[kept] = std::move(m);
+    topics.push_back(topic);
+    ++kept;
+  }
+  batch.erase(batch.begin() + static_cast<std::ptrdiff_t>(kept), batch.end());
+  return true;
+}
+
+bool Relay::Commit(std::span<Message> batch) {
+  const uint64_t first = batch.front().idx, last = batch.back().idx;
+  uint64_t watermark;
+  {
+    std::lock_guard lock(publish_mu_);
+    watermark = tracker_.watermark();
+  }
+  // If the connection broke during COMMIT the outcome is unknown: the
+  // database's MAX(idx) tells. This relay is the only writer, so it is
+  // either `last` (committed) or `first - 1` (not); anything else breaks the
+  // single-writer invariant.
+  auto resolve = [&](const MysqlStore::Progress& p) {
+    if (p.max_idx == last) {
+      LogInfo("database: batch idx {}..{} was committed before the connection broke", first, last);
+      return AfterReconnect::kDone;
+    }
+    if (p.max_idx == first - 1) return AfterReconnect::kRetry;
+    LogError("MSG has rows up to idx {}, expected {} or {}: another writer? Restarting from the database is the "
+             "only safe way on", p.max_idx, first - 1, last);
+    std::abort();
+  };
+  return Retry("commit", [&] { return store_.CommitBatch(batch, watermark); }, resolve);
+}
+
+bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx) {
+  std::unique_lock lock(publish_mu_);
+  if (tracker_.in_flight() >= kMaxUnacked) {
+    acked_cv_.wait(lock, [&] { return tracker_.in_flight() < kMaxUnacked || GivingUp(); });
+    if (tracker_.in_flight() >= kMaxUnacked) return false;
+  }
+  auto mid = output_->Publish(topic, frame, config_.publish_qos);
+  if (!mid.ok()) {
+    // Only a QoS 0 publish while disconnected, or a broken client: the row
+    // is committed, so a client can still fetch it by retransmit.
+    static RateLimit limit(std::chrono::seconds(10));
+    if (auto suppressed = limit.Allow()) LogWarn("{} ({} more suppressed)", mid.error(), *suppressed);
+    return true;
+  }
+  tracker_.Sent(idx, mid.value());
+  ++counters_.published;
+  return true;
+}
+
+void Relay::OnPublished(int mid) {
+  {
+    std::lock_guard lock(publish_mu_);
+    tracker_.Acked(mid);
+  }
+  ++counters_.acked;
+  acked_cv_.notify_all();
+}
+
+void Relay::WriterLoop() {
+  std::vector<Message> batch;
+  std::vector<Sequencer::Topic*> topics;
+  batch.reserve(config_.batch_max);
+  const auto linger = std::chrono::microseconds(config_.batch_delay_us);
+  while (queue_.PopBatch(batch, config_.batch_max, kBatchMaxBytes, linger)) {
+    bool ok = Sequence(batch, topics) && (batch.empty() || Commit(batch));
+    if (!ok) {
+      counters_.lost += batch.size();
+      batch.clear();
+      continue;  // giving up: drain the rest of the queue the same way
+    }
+    counters_.committed += batch.size();
+    ++counters_.batches;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (!Publish(topics[i]->seq_topic, batch[i].frame, batch[i].idx)) break;
+    }
+    batch.clear();
+  }
+}
+
+}  // namespace seqrelay

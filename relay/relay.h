@@ -1,0 +1,127 @@
+// Relay: the wiring of the three stages a message passes through.
+//
+//   intake link thread   OnIntake: classify, copy into a Message, Push into
+//                        the bounded IntakeQueue (blocks when full: that is
+//                        the back-pressure on mosquitto).
+//   writer thread        WriterLoop: pop a batch, give each message its idx
+//                        and SEQ (Sequencer), commit the batch in one
+//                        transaction (MysqlStore), then publish every frame
+//                        on the output link, in order.
+//   output link thread   OnPublished: the broker's PUBACKs advance the
+//                        PublishTracker watermark, saved with the next commit.
+//
+// Receiving, committing and publishing overlap: while the writer waits on
+// MySQL, the intake keeps filling the queue and the output link keeps
+// sending the previous batch.
+//
+// Run() is called once, on the main thread; RequestStop() from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config.h"
+#include "intake.h"
+#include "intake_queue.h"
+#include "mqtt_link.h"
+#include "mysql_store.h"
+#include "publish_tracker.h"
+#include "sequencer.h"
+
+namespace seqrelay {
+
+class Relay {
+ public:
+  explicit Relay(Config config);
+  ~Relay();
+
+  // Runs until RequestStop() or a fatal error; returns the exit code:
+  // 0 after a clean stop with every received message committed and
+  // published, 1 otherwise.
+  int Run();
+
+  // Safe from any thread. Starts the orderly shutdown.
+  void RequestStop();
+
+  // Counters since start. Each is written by one stage and read by anyone.
+  struct Counters {
+    std::atomic<uint64_t> received{0};          // delivered by the broker (all verdicts)
+    std::atomic<uint64_t> refused_topic{0};     // topic over 255 bytes
+    std::atomic<uint64_t> refused_payload{0};   // payload over --max-payload
+    std::atomic<uint64_t> refused_seq{0};       // topic out of SEQs (2^40-1)
+    std::atomic<uint64_t> ignored_own{0};       // under our own prefixes
+    std::atomic<uint64_t> ignored_retained{0};  // retained replays
+    std::atomic<uint64_t> committed{0};         // rows committed to MSG
+    std::atomic<uint64_t> batches{0};           // transactions committed
+    std::atomic<uint64_t> published{0};         // frames handed to the output link
+    std::atomic<uint64_t> republished{0};       // of those, rows from before this start
+    std::atomic<uint64_t> acked{0};             // frames acknowledged by the broker
+    std::atomic<uint64_t> lost{0};              // accepted but given up at shutdown
+  };
+  const Counters& counters() const { return counters_; }
+
+ private:
+  enum class AfterReconnect { kRetry, kDone };
+
+  Status OpenDatabase();
+  Status Republish();
+  void WriterLoop();
+  bool Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics);
+  bool Commit(std::span<Message> batch);
+  bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx);
+  void OnIntake(const InboundMessage& in);
+  void OnPublished(int mid);
+  void Fail(const std::string& why);
+
+  // Runs `attempt` until it succeeds, reconnecting to the database with
+  // backoff in between. After each reconnect `check` sees the committed
+  // progress and may declare the work done. Returns false only when the
+  // relay gives up (shutdown deadline passed).
+  bool Retry(const char* what, const std::function<Status()>& attempt,
+             const std::function<AfterReconnect(const MysqlStore::Progress&)>& check);
+  Status ConnectDatabase(MysqlStore::Progress& progress);
+  bool GivingUp() const;
+  void SleepUnlessGivingUp(std::chrono::milliseconds d);
+
+  const Config config_;
+  const IntakeRules rules_;
+  Counters counters_;
+  IntakeQueue queue_;
+
+  // Writer state: touched by Run() before the writer starts, then only by
+  // the writer thread.
+  MysqlStore store_;
+  Sequencer sequencer_;
+
+  // Publishing: the tracker maps PUBACKs to rows; publish_mu_ guards it and
+  // is held across each mosquitto_publish so that an acknowledgement can
+  // never arrive before its mid is recorded. Frames in flight are bounded by
+  // kMaxUnacked (mids are 16-bit); the writer waits on acked_cv_ beyond it.
+  std::mutex publish_mu_;
+  std::condition_variable acked_cv_;
+  PublishTracker tracker_;
+
+  std::unique_ptr<MqttLink> output_;
+  std::unique_ptr<MqttLink> intake_;
+  std::thread writer_;
+
+  // Stop state, guarded by stop_mu_. give_up_at_ is set when the stop
+  // starts; retry loops read it through GivingUp().
+  mutable std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stop_requested_ = false;
+  std::string fatal_;  // non-empty: stop with exit code 1
+  std::atomic<bool> stopping_{false};
+  std::chrono::steady_clock::time_point give_up_at_{};  // guarded by stop_mu_
+};
+
+}  // namespace seqrelay

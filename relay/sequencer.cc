@@ -1,0 +1,43 @@
+#include "sequencer.h"
+
+#include <fmt/format.h>
+
+#include "topic_filter.h"
+
+namespace seqrelay {
+
+Sequencer::Sequencer(std::string seq_prefix, std::vector<std::string> immediate)
+    : seq_prefix_(std::move(seq_prefix)), immediate_(std::move(immediate)) {}
+
+Sequencer::Topic* Sequencer::Find(std::string_view raw_topic) {
+  auto it = topics_.find(raw_topic);
+  return it == topics_.end() ? nullptr : it->second.get();
+}
+
+Sequencer::Topic& Sequencer::Add(std::string_view raw_topic, uint32_t id, uint64_t last_seq) {
+  auto topic = std::make_unique<Topic>();
+  topic->id = id;
+  topic->last_seq = last_seq;
+  topic->ordering = OrderingOf(raw_topic);
+  topic->seq_topic = fmt::format("{}/{}", seq_prefix_, raw_topic);
+  topic->raw_offset = seq_prefix_.size() + 1;
+  Topic& ref = *topic;
+  topics_.insert_or_assign(ref.raw(), std::move(topic));
+  return ref;
+}
+
+Result<uint64_t> Sequencer::NextSeq(Topic& topic) {
+  if (topic.last_seq >= kMaxSeq) {
+    return Status::Error(fmt::format("topic '{}' has used every SEQ up to 2^40-1", topic.raw()));
+  }
+  return ++topic.last_seq;
+}
+
+Ordering Sequencer::OrderingOf(std::string_view raw_topic) const {
+  for (const auto& filter : immediate_) {
+    if (TopicMatches(filter, raw_topic)) return Ordering::kImmediate;
+  }
+  return Ordering::kOrdered;
+}
+
+}  // namespace seqrelay
