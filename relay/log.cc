@@ -46,6 +46,10 @@ void LogLine(LogLevel level, std::string_view text) {
   [[maybe_unused]] ssize_t n = write(STDERR_FILENO, line.data(), line.size());
 }
 
+std::string SuppressedNote(uint64_t suppressed) {
+  return suppressed == 0 ? std::string() : fmt::format(" ({} more like it suppressed)", suppressed);
+}
+
 std::optional<uint64_t> RateLimit::Allow() {
   std::lock_guard lock(mu_);
   auto now = std::chrono::steady_clock::now();

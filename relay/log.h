@@ -65,4 +65,7 @@ class RateLimit {
   uint64_t suppressed_ = 0;                       // guarded by mu_
 };
 
+// "" when nothing was suppressed, else " (N more like it suppressed)".
+std::string SuppressedNote(uint64_t suppressed);
+
 }  // namespace seqrelay

@@ -41,6 +41,7 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
   mosquitto_disconnect_callback_set(m, &MqttLink::OnDisconnect);
   mosquitto_publish_callback_set(m, &MqttLink::OnPublish);
   mosquitto_message_callback_set(m, &MqttLink::OnMessage);
+  mosquitto_subscribe_callback_set(m, &MqttLink::OnSubscribe);
 
   // connect_async only records the target when the broker is not there yet;
   // the loop thread keeps trying.
@@ -92,11 +93,13 @@ void MqttLink::OnConnect(mosquitto* m, void* obj, int rc, int flags) noexcept {
   const bool again = self->ever_connected_.exchange(true);
   LogInfo("{}: {} mosquitto at {}:{} as '{}'{}", o.name, again ? "reconnected to" : "connected to", o.host, o.port,
           o.client_id, (flags & 1) ? " (session present)" : "");
-  for (const auto& filter : o.subscriptions) {
-    int sub_rc = mosquitto_subscribe(m, nullptr, filter.c_str(), 1);
-    if (sub_rc != MOSQ_ERR_SUCCESS) {
-      LogError("{}: subscribe '{}': {}", o.name, filter, mosquitto_strerror(sub_rc));
-    }
+  if (!o.subscriptions.empty()) {
+    // One SUBSCRIBE for all filters, so one SUBACK says we are listening.
+    std::vector<char*> filters;
+    for (const auto& f : o.subscriptions) filters.push_back(const_cast<char*>(f.c_str()));
+    int sub_rc = mosquitto_subscribe_multiple(m, nullptr, static_cast<int>(filters.size()), filters.data(), 1, 0,
+                                              nullptr);
+    if (sub_rc != MOSQ_ERR_SUCCESS) LogError("{}: subscribe: {}", o.name, mosquitto_strerror(sub_rc));
   }
   self->connected_ = true;
 }
@@ -113,6 +116,20 @@ void MqttLink::OnDisconnect(mosquitto*, void* obj, int rc) noexcept {
 void MqttLink::OnPublish(mosquitto*, void* obj, int mid) noexcept {
   auto* self = static_cast<MqttLink*>(obj);
   if (self->handlers_.on_published) self->handlers_.on_published(mid);
+}
+
+void MqttLink::OnSubscribe(mosquitto*, void* obj, int, int count, const int* granted) noexcept {
+  auto* self = static_cast<MqttLink*>(obj);
+  const auto& subs = self->options_.subscriptions;
+  for (int i = 0; i < count && i < static_cast<int>(subs.size()); ++i) {
+    if (granted[i] > 2) {
+      LogError("{}: mosquitto refused the subscription to '{}' (check its ACL)", self->options_.name, subs[i]);
+    } else if (granted[i] < 1) {
+      LogWarn("{}: '{}' granted at QoS {} only: the broker will not queue it while the relay is away",
+              self->options_.name, subs[i], granted[i]);
+    }
+  }
+  LogInfo("{}: subscribed to {} filter(s)", self->options_.name, count);
 }
 
 void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m) noexcept {

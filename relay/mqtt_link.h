@@ -79,6 +79,7 @@ class MqttLink {
   static void OnDisconnect(mosquitto*, void* self, int rc) noexcept;
   static void OnPublish(mosquitto*, void* self, int mid) noexcept;
   static void OnMessage(mosquitto*, void* self, const mosquitto_message* m) noexcept;
+  static void OnSubscribe(mosquitto*, void* self, int mid, int count, const int* granted) noexcept;
 
   const Options options_;
   const Handlers handlers_;

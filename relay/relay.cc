@@ -281,7 +281,6 @@ int Relay::Run() {
 
 void Relay::OnIntake(const InboundMessage& in) {
   ++counters_.received;
-  static RateLimit refused_log(std::chrono::seconds(10));
   switch (rules_.Classify(in.topic, in.payload.size(), in.retain)) {
     case Verdict::kAccept:
       break;
@@ -293,16 +292,16 @@ void Relay::OnIntake(const InboundMessage& in) {
       return;
     case Verdict::kTopicTooLong:
       ++counters_.refused_topic;
-      if (auto suppressed = refused_log.Allow()) {
-        LogWarn("refused a message: topic of {} bytes is over the limit of 255 ('{:.40}...'); {} more refusals "
-                "suppressed", in.topic.size(), in.topic, *suppressed);
+      if (auto suppressed = topic_refusals_log_.Allow()) {
+        LogWarn("refused a message: topic of {} bytes is over the limit of 255 ('{:.40}...'){}", in.topic.size(),
+                in.topic, SuppressedNote(*suppressed));
       }
       return;
     case Verdict::kPayloadTooLarge:
       ++counters_.refused_payload;
-      if (auto suppressed = refused_log.Allow()) {
-        LogWarn("refused a message on '{}': payload of {} bytes is over --max-payload {}; {} more refusals suppressed",
-                in.topic, in.payload.size(), config_.max_payload, *suppressed);
+      if (auto suppressed = payload_refusals_log_.Allow()) {
+        LogWarn("refused a message on '{}': payload of {} bytes is over --max-payload {}{}", in.topic,
+                in.payload.size(), config_.max_payload, SuppressedNote(*suppressed));
       }
       return;
   }
@@ -434,7 +433,7 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
     // Only a QoS 0 publish while disconnected, or a broken client: the row
     // is committed, so a client can still fetch it by retransmit.
     static RateLimit limit(std::chrono::seconds(10));
-    if (auto suppressed = limit.Allow()) LogWarn("{} ({} more suppressed)", mid.error(), *suppressed);
+    if (auto suppressed = limit.Allow()) LogWarn("{}{}", mid.error(), SuppressedNote(*suppressed));
     return true;
   }
   tracker_.Sent(idx, mid.value());

@@ -32,6 +32,7 @@
 #include "config.h"
 #include "intake.h"
 #include "intake_queue.h"
+#include "log.h"
 #include "mqtt_link.h"
 #include "mysql_store.h"
 #include "publish_tracker.h"
@@ -95,6 +96,9 @@ class Relay {
   const Config config_;
   const IntakeRules rules_;
   Counters counters_;
+  // One log line per class of refusal per interval (intake thread).
+  RateLimit topic_refusals_log_{std::chrono::seconds(10)};
+  RateLimit payload_refusals_log_{std::chrono::seconds(10)};
   IntakeQueue queue_;
 
   // Writer state: touched by Run() before the writer starts, then only by

@@ -1,0 +1,106 @@
+#include "mqtt_client.h"
+
+#include <mosquitto.h>
+
+#include <stdexcept>
+
+#include "process.h"
+
+namespace seqtest {
+
+MqttClient::MqttClient(int port, const std::string& id, bool clean) {
+  mosquitto_lib_init();
+  mosq_ = mosquitto_new(id.c_str(), clean, this);
+  mosquitto_int_option(mosq_, MOSQ_OPT_TCP_NODELAY, 1);
+  mosquitto_max_inflight_messages_set(mosq_, 0);
+  mosquitto_reconnect_delay_set(mosq_, 1, 2, false);
+  mosquitto_connect_callback_set(mosq_, [](mosquitto*, void* self, int rc) {
+    if (rc == 0) static_cast<MqttClient*>(self)->connected_ = true;
+  });
+  mosquitto_disconnect_callback_set(mosq_, [](mosquitto*, void* self, int) {
+    static_cast<MqttClient*>(self)->connected_ = false;
+  });
+  mosquitto_publish_callback_set(mosq_, [](mosquitto*, void* obj, int) {
+    auto* self = static_cast<MqttClient*>(obj);
+    std::lock_guard lock(self->mu_);
+    if (self->unacked_ > 0) --self->unacked_;
+    self->cv_.notify_all();
+  });
+  mosquitto_subscribe_callback_set(mosq_, [](mosquitto*, void* obj, int mid, int, const int*) {
+    auto* self = static_cast<MqttClient*>(obj);
+    std::lock_guard lock(self->mu_);
+    if (mid == self->suback_mid_) self->suback_ = true;
+    self->cv_.notify_all();
+  });
+  mosquitto_message_callback_set(mosq_, [](mosquitto*, void* obj, const mosquitto_message* m) {
+    auto* self = static_cast<MqttClient*>(obj);
+    std::lock_guard lock(self->mu_);
+    self->received_.push_back({m->topic, std::string(static_cast<const char*>(m->payload), m->payloadlen)});
+    self->cv_.notify_all();
+  });
+  if (mosquitto_connect(mosq_, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS) {
+    throw std::runtime_error("test client cannot connect to port " + std::to_string(port));
+  }
+  mosquitto_loop_start(mosq_);
+  if (!WaitFor([&] { return connected_.load(); }, std::chrono::seconds(10))) {
+    throw std::runtime_error("test client: no CONNACK");
+  }
+}
+
+MqttClient::~MqttClient() {
+  mosquitto_disconnect(mosq_);
+  mosquitto_loop_stop(mosq_, false);
+  mosquitto_destroy(mosq_);
+}
+
+void MqttClient::Subscribe(const std::string& filter, int qos) {
+  std::unique_lock lock(mu_);
+  suback_ = false;
+  int mid = 0;
+  if (mosquitto_subscribe(mosq_, &mid, filter.c_str(), qos) != MOSQ_ERR_SUCCESS) {
+    throw std::runtime_error("subscribe failed: " + filter);
+  }
+  suback_mid_ = mid;
+  if (!cv_.wait_for(lock, Scaled(std::chrono::seconds(10)), [&] { return suback_; })) {
+    throw std::runtime_error("no SUBACK for " + filter);
+  }
+}
+
+void MqttClient::Publish(const std::string& topic, const std::string& payload, int qos, std::size_t window,
+                         bool retain) {
+  std::unique_lock lock(mu_);
+  if (qos > 0) {
+    if (!cv_.wait_for(lock, Scaled(std::chrono::seconds(60)), [&] { return unacked_ < window; })) {
+      throw std::runtime_error("publish window stuck");
+    }
+    ++unacked_;
+  }
+  lock.unlock();
+  int rc = mosquitto_publish(mosq_, nullptr, topic.c_str(), static_cast<int>(payload.size()), payload.data(), qos,
+                             retain);
+  if (rc != MOSQ_ERR_SUCCESS && !(rc == MOSQ_ERR_NO_CONN && qos > 0)) {
+    throw std::runtime_error(std::string("publish failed: ") + mosquitto_strerror(rc));
+  }
+}
+
+bool MqttClient::WaitAllAcked(std::chrono::milliseconds deadline) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, Scaled(deadline), [&] { return unacked_ == 0; });
+}
+
+bool MqttClient::WaitForCount(std::size_t n, std::chrono::milliseconds deadline) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, Scaled(deadline), [&] { return received_.size() >= n; });
+}
+
+std::vector<Received> MqttClient::received() {
+  std::lock_guard lock(mu_);
+  return received_;
+}
+
+std::size_t MqttClient::received_count() {
+  std::lock_guard lock(mu_);
+  return received_.size();
+}
+
+}  // namespace seqtest

@@ -1,0 +1,151 @@
+#include "process.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+extern char** environ;
+
+namespace seqtest {
+
+std::chrono::milliseconds Scaled(std::chrono::milliseconds d) {
+  static const double factor = [] {
+    const char* f = std::getenv("SEQTEST_TIME_FACTOR");
+    return f ? std::max(1.0, std::atof(f)) : 1.0;
+  }();
+  return std::chrono::milliseconds(static_cast<int64_t>(d.count() * factor));
+}
+
+Process::~Process() {
+  if (pid_ > 0 && !exit_code_) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+void Process::Start(const std::vector<std::string>& argv, const std::string& log_path,
+                    const std::vector<std::string>& env) {
+  if (pid_ > 0 && !exit_code_) throw std::runtime_error("process already running: " + argv.at(0));
+  log_path_ = log_path;
+  exit_code_.reset();
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
+  for (const auto& e : env) env_strings.push_back(e);
+  std::vector<char*> args, envp;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  for (const auto& e : env_strings) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+
+  int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) throw std::runtime_error("cannot open " + log_path + ": " + strerror(errno));
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error(std::string("fork: ") + strerror(errno));
+  if (pid_ == 0) {
+    // Child: a clean signal state, stdin from /dev/null, output to the log.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    int devnull = open("/dev/null", O_RDONLY);
+    dup2(devnull, 0);
+    dup2(log_fd, 1);
+    dup2(log_fd, 2);
+    execve(args[0], args.data(), envp.data());
+    dprintf(2, "exec %s: %s\n", args[0], strerror(errno));
+    _exit(127);
+  }
+  close(log_fd);
+}
+
+bool Process::running() {
+  if (pid_ <= 0 || exit_code_) return false;
+  int status = 0;
+  pid_t r = waitpid(pid_, &status, WNOHANG);
+  if (r == pid_) {
+    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return false;
+  }
+  return true;
+}
+
+void Process::Signal(int sig) {
+  if (running()) kill(pid_, sig);
+}
+
+std::optional<int> Process::Wait(std::chrono::milliseconds deadline) {
+  WaitFor([&] { return !running(); }, deadline);
+  return exit_code_;
+}
+
+int Process::Stop(std::chrono::milliseconds grace) {
+  if (pid_ <= 0) return -1;
+  Signal(SIGTERM);
+  if (auto code = Wait(grace)) return *code;
+  Signal(SIGKILL);
+  return Wait(std::chrono::seconds(10)).value_or(-1);
+}
+
+int RunCommand(const std::vector<std::string>& argv, std::string* output) {
+  char path[] = "/tmp/seqtest-cmd-XXXXXX";
+  int fd = mkstemp(path);
+  close(fd);
+  Process p;
+  p.Start(argv, path);
+  auto code = p.Wait(std::chrono::minutes(2));
+  if (output) *output = ReadFile(path);
+  unlink(path);
+  return code.value_or(-1);
+}
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) throw std::runtime_error("bind port 0");
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+bool WaitFor(const std::function<bool()>& ready, std::chrono::milliseconds deadline) {
+  auto until = std::chrono::steady_clock::now() + Scaled(deadline);
+  while (true) {
+    if (ready()) return true;
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+std::string Tail(const std::string& path, std::size_t lines) {
+  std::string text = ReadFile(path);
+  std::size_t pos = text.size();
+  for (std::size_t n = 0; n <= lines && pos > 0; ++n) {
+    pos = text.rfind('\n', pos - 1);
+    if (pos == std::string::npos) return text;
+  }
+  return text.substr(pos + 1);
+}
+
+}  // namespace seqtest

@@ -1,0 +1,57 @@
+// Process: a child process the tests own, started with fork/exec, its
+// stdout and stderr appended to a log file, and ended only by its PID.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace seqtest {
+
+// Deadlines in tests are multiplied by SEQTEST_TIME_FACTOR (default 1; the
+// test script raises it for sanitizer builds).
+std::chrono::milliseconds Scaled(std::chrono::milliseconds d);
+
+class Process {
+ public:
+  Process() = default;
+  ~Process();  // SIGKILLs a child still running
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  // env entries ("NAME=value") are added to the current environment.
+  void Start(const std::vector<std::string>& argv, const std::string& log_path,
+             const std::vector<std::string>& env = {});
+  bool running();
+  pid_t pid() const { return pid_; }
+  void Signal(int sig);
+  // Waits for the exit; returns the exit code (128+signal if killed), or
+  // nullopt if the deadline passed first.
+  std::optional<int> Wait(std::chrono::milliseconds deadline);
+  // SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit code.
+  int Stop(std::chrono::milliseconds grace = std::chrono::seconds(10));
+  const std::string& log_path() const { return log_path_; }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> exit_code_;
+  std::string log_path_;
+};
+
+// Runs a command to completion; returns its exit code and output.
+int RunCommand(const std::vector<std::string>& argv, std::string* output = nullptr);
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int FreePort();
+
+// Polls `ready` every 20 ms until it returns true or `deadline` passes.
+bool WaitFor(const std::function<bool()>& ready, std::chrono::milliseconds deadline);
+
+std::string ReadFile(const std::string& path);
+std::string Tail(const std::string& path, std::size_t lines);
+
+}  // namespace seqtest

@@ -1,0 +1,39 @@
+// RelayProcess: the real seqrelay binary, run against the shared test
+// servers with its own database and client id, so that tests do not see
+// each other's state.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "process.h"
+#include "servers.h"
+
+namespace seqtest {
+
+class RelayProcess {
+ public:
+  // `name` becomes the database name, the MQTT client id and the log name.
+  RelayProcess(TestServers& servers, std::string name, std::vector<std::string> extra_args = {});
+  ~RelayProcess();
+
+  // Starts the relay and waits until its intake link is subscribed.
+  void Start();
+  int Stop();  // SIGTERM; returns the exit code
+  void Kill();  // SIGKILL
+  bool running() { return process_.running(); }
+  std::string log() const;
+
+ private:
+  TestServers& servers_;
+  const std::string name_;
+  const std::vector<std::string> extra_args_;
+  Process process_;
+  int starts_ = 0;
+};
+
+// The relay's exit code and output for a run with these arguments only (no
+// servers needed): for option errors and --help.
+int RunRelay(const std::vector<std::string>& args, std::string* output);
+
+}  // namespace seqtest

@@ -1,0 +1,124 @@
+#include "servers.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+namespace seqtest {
+namespace {
+
+std::string FindBinary(const std::string& name) {
+  for (const char* dir : {"/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"}) {
+    std::string path = std::string(dir) + "/" + name;
+    if (access(path.c_str(), X_OK) == 0) return path;
+  }
+  throw std::runtime_error(name + " not found: install it (tools/test.sh does)");
+}
+
+bool PortAccepts(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  close(fd);
+  return ok;
+}
+
+}  // namespace
+
+TestServers::TestServers() {
+  char tmpl[] = "/tmp/seqtest-XXXXXX";  // short: the socket path must stay under 108 bytes
+  if (!mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+  dir_ = tmpl;
+  db_socket_ = dir_ + "/my.sock";
+  mqtt_port_ = FreePort();
+  db_port_ = FreePort();
+
+  std::string out;
+  int rc = RunCommand({FindBinary("mariadb-install-db"), "--no-defaults", "--user=root", "--datadir=" + dir_ + "/db",
+                       "--auth-root-authentication-method=normal", "--skip-test-db"},
+                      &out);
+  if (rc != 0) throw std::runtime_error("mariadb-install-db failed:\n" + out);
+  StartDatabase();
+  Sql(std::string("CREATE USER '") + kDbUser + "'@'%' IDENTIFIED BY '" + kDbPassword + "'; GRANT ALL ON *.* TO '" +
+      kDbUser + "'@'%';");
+
+  std::ofstream conf(dir_ + "/mosquitto.conf");
+  conf << "listener " << mqtt_port_ << " 127.0.0.1\n"
+       << "allow_anonymous true\n"
+       << "user root\n"
+       << "set_tcp_nodelay true\n"
+       << "max_queued_messages 0\n"
+       << "persistence true\n"
+       << "persistence_location " << dir_ << "/\n"
+       << "autosave_interval 1\n"
+       << "log_dest stderr\n"
+       << "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n";
+  conf.close();
+  StartBroker();
+}
+
+TestServers::~TestServers() {
+  broker_.Stop();
+  db_.Stop();
+  if (!std::getenv("SEQTEST_KEEP")) std::filesystem::remove_all(dir_);
+}
+
+void TestServers::StartDatabase() {
+  db_.Start({FindBinary("mariadbd"), "--no-defaults", "--user=root", "--datadir=" + dir_ + "/db",
+             "--socket=" + db_socket_, "--port=" + std::to_string(db_port_), "--bind-address=127.0.0.1",
+             "--innodb-flush-log-at-trx-commit=1", "--skip-name-resolve"},
+            dir_ + "/mariadb.log");
+  bool up = WaitFor([&] { return !db_.running() || PortAccepts(db_port_); }, std::chrono::seconds(60));
+  if (!up || !db_.running()) throw std::runtime_error("mariadbd did not start:\n" + Tail(dir_ + "/mariadb.log", 30));
+}
+
+void TestServers::StopDatabase(int sig) {
+  db_.Signal(sig);
+  if (!db_.Wait(std::chrono::seconds(60))) throw std::runtime_error("mariadbd did not stop");
+}
+
+void TestServers::StartBroker() {
+  broker_.Start({FindBinary("mosquitto"), "-c", dir_ + "/mosquitto.conf"}, dir_ + "/mosquitto.log");
+  bool up = WaitFor([&] { return !broker_.running() || PortAccepts(mqtt_port_); }, std::chrono::seconds(20));
+  if (!up || !broker_.running()) {
+    throw std::runtime_error("mosquitto did not start:\n" + Tail(dir_ + "/mosquitto.log", 30));
+  }
+}
+
+void TestServers::StopBroker(int sig) {
+  broker_.Signal(sig);
+  if (!broker_.Wait(std::chrono::seconds(30))) throw std::runtime_error("mosquitto did not stop");
+}
+
+std::string TestServers::Sql(const std::string& sql) {
+  std::string out;
+  int rc = RunCommand({FindBinary("mariadb"), "--no-defaults", "-S", db_socket_, "-uroot", "-N", "-B", "-e", sql}, &out);
+  if (rc != 0) throw std::runtime_error("SQL failed (" + sql + "):\n" + out);
+  return out;
+}
+
+std::string TestServers::Logs() const {
+  return "---- mosquitto log (tail) ----\n" + Tail(dir_ + "/mosquitto.log", 40) + "---- mariadb log (tail) ----\n" +
+         Tail(dir_ + "/mariadb.log", 40);
+}
+
+TestServers& SharedServers() {
+  static TestServers* servers = new TestServers();  // stopped by the atexit hook below
+  static bool registered = [] {
+    std::atexit([] { delete servers; });
+    return true;
+  }();
+  (void)registered;
+  return *servers;
+}
+
+}  // namespace seqtest

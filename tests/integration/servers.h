@@ -1,0 +1,54 @@
+// TestServers: a throwaway MariaDB and mosquitto on free 127.0.0.1 ports,
+// with their data and logs in one temp folder. Started once per test
+// binary (see SharedServers), stopped by PID at the end. Tests that restart
+// a server use the Stop/Start pairs, which keep data, ports and config.
+//
+// A missing server binary is a failure, not a skip.
+#pragma once
+
+#include <signal.h>
+
+#include <memory>
+#include <string>
+
+#include "process.h"
+
+namespace seqtest {
+
+class TestServers {
+ public:
+  TestServers();  // creates the folder, installs the database, starts both
+  ~TestServers();
+
+  const std::string& dir() const { return dir_; }
+  int mqtt_port() const { return mqtt_port_; }
+  int db_port() const { return db_port_; }
+  const std::string& db_socket() const { return db_socket_; }
+  static constexpr const char* kDbUser = "seqrelay";
+  static constexpr const char* kDbPassword = "test-password";
+
+  void StartDatabase();
+  void StopDatabase(int sig = SIGTERM);
+  void StartBroker();
+  void StopBroker(int sig = SIGTERM);
+
+  // Runs SQL as root through the mariadb client; returns its output
+  // (tab-separated, no column names). Fails the test on error.
+  std::string Sql(const std::string& sql);
+
+  // The last lines of both servers' logs, for a failing test.
+  std::string Logs() const;
+
+ private:
+  std::string dir_;
+  int mqtt_port_ = 0;
+  int db_port_ = 0;
+  std::string db_socket_;
+  Process db_;
+  Process broker_;
+};
+
+// The servers shared by all tests of one binary.
+TestServers& SharedServers();
+
+}  // namespace seqtest
