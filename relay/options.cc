@@ -105,6 +105,42 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
   return all;
 }
 
+// The option `name` names, or nullptr.
+const po::option_description* FindOption(const po::options_description& desc, const std::string& name) {
+  for (const auto& option : desc.options()) {
+    if (option->long_name() == name) return option.get();
+  }
+  return nullptr;
+}
+
+// Reads "name = value" lines. Boost's own config-file parser is not used: it
+// cuts every value at '#', which is the MQTT multi-level wildcard
+// ("source = a/#" would become "a/"). Here only a line whose first
+// non-blank character is '#' or ';' is a comment.
+Result<po::parsed_options> ParseConfigFile(const std::string& path, const po::options_description& desc) {
+  std::ifstream file(path);
+  if (!file) return Status::Error(fmt::format("--config: cannot read '{}'", path));
+  po::parsed_options parsed(&desc);
+  std::string line;
+  for (int number = 1; std::getline(file, line); ++number) {
+    boost::trim(line);
+    if (line.empty() || line[0] == '#' || line[0] == ';') continue;
+    auto eq = line.find('=');
+    if (eq == std::string::npos) {
+      return Status::Error(fmt::format("--config {} line {}: expected 'name = value'", path, number));
+    }
+    std::string name = boost::trim_copy(line.substr(0, eq));
+    const po::option_description* option = FindOption(desc, name);
+    if (option == nullptr || name == "help" || name == "version" || name == "config") {
+      return Status::Error(fmt::format("--config {} line {}: unknown option '{}'", path, number, name));
+    }
+    po::option opt(name, {boost::trim_copy(line.substr(eq + 1))});
+    opt.original_tokens = {line};
+    parsed.options.push_back(std::move(opt));
+  }
+  return parsed;
+}
+
 }  // namespace
 
 Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
@@ -151,10 +187,9 @@ Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const s
     // The config file named by a flag or SEQRELAY_CONFIG, read last so that
     // it only fills what flags and environment left unset.
     if (vm.count("config")) {
-      const auto& path = vm["config"].as<std::string>();
-      std::ifstream file(path);
-      if (!file) return Status::Error(fmt::format("--config: cannot read '{}'", path));
-      po::store(po::parse_config_file(file, desc), vm);
+      auto from_file = ParseConfigFile(vm["config"].as<std::string>(), desc);
+      if (!from_file.ok()) return from_file.status();
+      po::store(from_file.value(), vm);
     }
     po::notify(vm);
     out.help = vm.count("help") > 0;

@@ -5,7 +5,13 @@ namespace seqrelay {
 void PublishTracker::Sent(uint64_t idx, int mid) {
   const uint64_t next = watermark_ + 1 + acked_.size();
   if (idx < next) return;
-  for (uint64_t skipped = next; skipped < idx; ++skipped) acked_.push_back(true);
+  for (uint64_t skipped = next; skipped < idx; ++skipped) {
+    if (acked_.empty()) {
+      ++watermark_;  // nothing pending before it: acknowledged at once
+    } else {
+      acked_.push_back(true);
+    }
+  }
   acked_.push_back(false);
   by_mid_[mid] = idx;
 }

@@ -15,6 +15,12 @@ Sequencer::Topic* Sequencer::Find(std::string_view raw_topic) {
 }
 
 Sequencer::Topic& Sequencer::Add(std::string_view raw_topic, uint32_t id, uint64_t last_seq) {
+  if (Topic* known = Find(raw_topic)) {
+    // Re-seeding a known topic updates it in place: its key views into it.
+    known->id = id;
+    known->last_seq = last_seq;
+    return *known;
+  }
   auto topic = std::make_unique<Topic>();
   topic->id = id;
   topic->last_seq = last_seq;
@@ -22,7 +28,7 @@ Sequencer::Topic& Sequencer::Add(std::string_view raw_topic, uint32_t id, uint64
   topic->seq_topic = fmt::format("{}/{}", seq_prefix_, raw_topic);
   topic->raw_offset = seq_prefix_.size() + 1;
   Topic& ref = *topic;
-  topics_.insert_or_assign(ref.raw(), std::move(topic));
+  topics_.emplace(ref.raw(), std::move(topic));
   return ref;
 }
 

@@ -40,7 +40,8 @@ class Sequencer {
   // nullptr if T has not been added yet.
   Topic* Find(std::string_view raw_topic);
 
-  // Adds T with its id and the last SEQ already committed for it.
+  // Adds T with its id and the last SEQ already committed for it; for a
+  // known T, sets both.
   Topic& Add(std::string_view raw_topic, uint32_t id, uint64_t last_seq);
 
   // The next SEQ of the topic. Fails once SEQ would pass 2^40-1.

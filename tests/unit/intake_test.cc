@@ -1,0 +1,90 @@
+// Tests of the intake rules (PROTOCOL.md section 1): own topics, retained
+// replays, the 255-byte topic limit and --max-payload.
+#include "intake.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace seqrelay {
+namespace {
+
+constexpr std::size_t kMaxPayload = 1000;
+
+IntakeRules Rules() { return IntakeRules{"seq", "relay", kMaxPayload}; }
+
+struct ClassifyCase {
+  const char* rule;
+  std::string topic;
+  std::size_t payload_size;
+  bool retain;
+  Verdict verdict;
+};
+
+const std::vector<ClassifyCase> kClassifyCases = {
+    {"plain_topic_is_accepted", "chat/room1", 10, false, Verdict::kAccept},
+    {"empty_payload_is_accepted", "chat/room1", 0, false, Verdict::kAccept},
+    {"seq_prefix_itself_is_own", "seq", 10, false, Verdict::kOwnTopic},
+    {"under_seq_prefix_is_own", "seq/x", 10, false, Verdict::kOwnTopic},
+    {"deep_under_seq_prefix_is_own", "seq/chat/room1", 10, false, Verdict::kOwnTopic},
+    {"control_prefix_itself_is_own", "relay", 10, false, Verdict::kOwnTopic},
+    {"retransmit_request_is_own", "relay/retransmit/c", 10, false, Verdict::kOwnTopic},
+    {"stats_topic_is_own", "relay/stats", 10, false, Verdict::kOwnTopic},
+    {"name_starting_with_seq_is_not_own", "seqx", 10, false, Verdict::kAccept},
+    {"name_starting_with_relay_is_not_own", "relayed/x", 10, false, Verdict::kAccept},
+    {"seq_as_a_later_level_is_not_own", "chat/seq", 10, false, Verdict::kAccept},
+    {"prefix_case_matters", "SEQ/x", 10, false, Verdict::kAccept},
+    {"retained_replay_is_not_sequenced", "chat/room1", 10, true, Verdict::kRetained},
+    {"own_topic_wins_over_retained", "seq/x", 10, true, Verdict::kOwnTopic},
+    {"own_control_topic_wins_over_retained", "relay/stats", 10, true, Verdict::kOwnTopic},
+    {"topic_of_255_bytes_is_accepted", std::string(255, 't'), 10, false, Verdict::kAccept},
+    {"topic_of_256_bytes_is_too_long", std::string(256, 't'), 10, false, Verdict::kTopicTooLong},
+    {"topic_limit_counts_bytes_not_characters",
+     [] {
+       std::string s;
+       for (int i = 0; i < 128; ++i) s += "\xC3\xA9";  // 128 characters, 256 bytes
+       return s;
+     }(),
+     10, false, Verdict::kTopicTooLong},
+    {"payload_equal_to_max_is_accepted", "chat/room1", kMaxPayload, false, Verdict::kAccept},
+    {"payload_one_over_max_is_too_large", "chat/room1", kMaxPayload + 1, false, Verdict::kPayloadTooLarge},
+    {"retained_wins_over_payload_too_large", "chat/room1", kMaxPayload + 1, true, Verdict::kRetained},
+    {"long_topic_wins_over_payload_too_large", std::string(256, 't'), kMaxPayload + 1, false, Verdict::kTopicTooLong},
+};
+
+TEST(IntakeTest, Classify) {
+  const IntakeRules rules = Rules();
+  for (const auto& c : kClassifyCases) {
+    SCOPED_TRACE(c.rule);
+    EXPECT_EQ(rules.Classify(c.topic, c.payload_size, c.retain), c.verdict)
+        << "got " << VerdictName(rules.Classify(c.topic, c.payload_size, c.retain)) << ", want "
+        << VerdictName(c.verdict);
+  }
+}
+
+TEST(IntakeTest, CustomPrefixesReplaceTheDefaults) {
+  const IntakeRules rules{"out", "ctl/relay", kMaxPayload};
+  EXPECT_EQ(rules.Classify("out/chat", 1, false), Verdict::kOwnTopic);
+  EXPECT_EQ(rules.Classify("ctl/relay/retransmit/c", 1, false), Verdict::kOwnTopic);
+  EXPECT_EQ(rules.Classify("ctl/other", 1, false), Verdict::kAccept);
+  EXPECT_EQ(rules.Classify("seq/chat", 1, false), Verdict::kAccept);
+  EXPECT_EQ(rules.Classify("relay/stats", 1, false), Verdict::kAccept);
+}
+
+TEST(IntakeTest, MaxPayloadZeroAcceptsOnlyEmptyPayloads) {
+  const IntakeRules rules{"seq", "relay", 0};
+  EXPECT_EQ(rules.Classify("a", 0, false), Verdict::kAccept);
+  EXPECT_EQ(rules.Classify("a", 1, false), Verdict::kPayloadTooLarge);
+}
+
+TEST(IntakeTest, VerdictNamesSayWhatHappened) {
+  EXPECT_STREQ(VerdictName(Verdict::kAccept), "accepted");
+  EXPECT_STREQ(VerdictName(Verdict::kOwnTopic), "own topic");
+  EXPECT_STREQ(VerdictName(Verdict::kRetained), "retained replay");
+  EXPECT_STREQ(VerdictName(Verdict::kTopicTooLong), "topic over 255 bytes");
+  EXPECT_STREQ(VerdictName(Verdict::kPayloadTooLarge), "payload over --max-payload");
+}
+
+}  // namespace
+}  // namespace seqrelay
