@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Runs the whole system on this machine, from a fresh Debian bookworm:
+# installs what is missing, builds, starts MariaDB and mosquitto on
+# 127.0.0.1 with their data under .state/ (kept between runs: history stays),
+# and runs the relay in the foreground. Ctrl-C stops all three.
+#
+# Ports: MQTT_PORT (default 1883), DB_PORT (default 3306). Extra arguments
+# go to the relay, e.g.  tools/run-local.sh --immediate 'sensors/#'
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+state=${STATE_DIR:-$root/.state}
+mqtt_port=${MQTT_PORT:-1883}
+db_port=${DB_PORT:-3306}
+db_password=local-password
+
+"$root/tools/deps.sh"
+echo "run-local: building"
+"$root/tools/build.sh" --target seqrelay "$root/build" >/dev/null
+
+mkdir -p "$state"
+socket="$state/mysqld.sock"
+if (( ${#socket} >= 100 )); then socket=$(mktemp -u /tmp/seqrelay-XXXXXX.sock); fi
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  # mosquitto first, then MariaDB
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
+  echo "run-local: stopped (data kept in $state)"
+}
+trap cleanup INT TERM EXIT
+
+wait_port() {  # port, name, pid, log
+  for _ in $(seq 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    if ! kill -0 "$3" 2>/dev/null; then echo "run-local: $2 exited; its log:"; tail -20 "$4"; exit 1; fi
+    sleep 0.1
+  done
+  echo "run-local: $2 did not open port $1; its log:"; tail -20 "$4"; exit 1
+}
+
+if [[ ! -d "$state/mariadb" ]]; then
+  echo "run-local: creating the database in $state/mariadb"
+  mariadb-install-db --no-defaults --user=root --datadir="$state/mariadb" \
+    --auth-root-authentication-method=normal --skip-test-db >"$state/mariadb-install.log" 2>&1
+  fresh=1
+else
+  fresh=0
+fi
+mariadbd --no-defaults --user=root --datadir="$state/mariadb" --socket="$socket" --port="$db_port" \
+  --bind-address=127.0.0.1 --skip-name-resolve >>"$state/mariadb.log" 2>&1 &
+pids+=($!)
+wait_port "$db_port" mariadbd "${pids[-1]}" "$state/mariadb.log"
+if ((fresh)); then
+  mariadb --no-defaults -S "$socket" -uroot -e "
+    CREATE DATABASE IF NOT EXISTS seqrelay;
+    CREATE USER IF NOT EXISTS 'seqrelay'@'%' IDENTIFIED BY '$db_password';
+    GRANT ALL ON seqrelay.* TO 'seqrelay'@'%';"
+fi
+
+cat >"$state/mosquitto.conf" <<CONF
+listener $mqtt_port 127.0.0.1
+allow_anonymous true
+user root
+# Nagle's algorithm adds ~5 ms per hop on loopback.
+set_tcp_nodelay true
+# No per-client queue limit: the relay's persistent session must not lose
+# messages while the relay restarts (the default, 1000, drops silently).
+max_queued_messages 0
+message_size_limit 1048576
+persistence true
+persistence_location $state/
+autosave_interval 1
+log_dest file $state/mosquitto.log
+CONF
+mosquitto -c "$state/mosquitto.conf" &
+pids+=($!)
+wait_port "$mqtt_port" mosquitto "${pids[-1]}" "$state/mosquitto.log"
+
+cat <<BANNER
+
+  seqrelay is starting: mosquitto on 127.0.0.1:$mqtt_port, MariaDB on 127.0.0.1:$db_port
+  (data in $state). In another terminal:
+
+    mosquitto_sub -p $mqtt_port -t 'seq/#' -v | xxd     # sequenced frames (10-byte header + payload)
+    mosquitto_pub -p $mqtt_port -t chat/room1 -m hello  # any raw topic
+    mariadb -S $socket -uroot seqrelay \\
+      -e "SELECT SEQ, MSG FROM MSG WHERE ID = 'chat/room1' ORDER BY SEQ"   # the audit trail
+
+  Ctrl-C stops the relay, mosquitto and MariaDB.
+
+BANNER
+# In the foreground: Ctrl-C reaches the relay, which commits and publishes
+# what it holds and exits; then the trap stops mosquitto and MariaDB.
+SEQRELAY_DB_PASSWORD=$db_password "$root/build/relay/seqrelay" \
+  --mqtt-port "$mqtt_port" --db-port "$db_port" --db-user seqrelay --db-name seqrelay "$@" || true
