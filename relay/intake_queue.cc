@@ -2,9 +2,13 @@
 
 namespace seqrelay {
 
-bool IntakeQueue::Push(Message&& m) {
+bool IntakeQueue::Push(Message&& m, std::chrono::steady_clock::duration* waited) {
   std::unique_lock lock(mu_);
-  not_full_.wait(lock, [&] { return closed_ || !FullLocked(); });
+  if (FullLocked() && !closed_) {
+    const auto start = std::chrono::steady_clock::now();
+    not_full_.wait(lock, [&] { return closed_ || !FullLocked(); });
+    if (waited) *waited = std::chrono::steady_clock::now() - start;
+  }
   if (closed_) return false;
   bytes_ += m.bytes();
   q_.push_back(std::move(m));

@@ -26,9 +26,9 @@ class IntakeQueue {
  public:
   IntakeQueue(std::size_t max_messages, std::size_t max_bytes) : max_messages_(max_messages), max_bytes_(max_bytes) {}
 
-  // Blocks while full. Returns false (and drops nothing: the message is not
-  // taken) only after Close().
-  bool Push(Message&& m);
+  // Blocks while full. Returns false (the message is not taken) only after
+  // Close(). If `waited` is given, it is set to how long Push blocked.
+  bool Push(Message&& m, std::chrono::steady_clock::duration* waited = nullptr);
 
   // Moves up to `max` messages into `out`. Waits until at least one is
   // there; then, if `linger` > 0, waits up to `linger` from the first message

@@ -305,8 +305,15 @@ void Relay::OnIntake(const InboundMessage& in) {
       }
       return;
   }
-  if (!queue_.Push(Message(in.topic, in.payload.data(), in.payload.size()))) {
+  Clock::duration paused{};
+  if (!queue_.Push(Message(in.topic, in.payload.data(), in.payload.size()), &paused)) {
     ++counters_.lost;  // only after the shutdown deadline closed the queue
+    return;
+  }
+  if (paused > milliseconds(100)) {
+    ++counters_.intake_pauses;
+    LogWarn("intake: was paused {:.1f} s on a full buffer (--buffer-max {}); mosquitto held further messages in "
+            "the relay's session meanwhile", std::chrono::duration<double>(paused).count(), config_.buffer_max);
   }
 }
 

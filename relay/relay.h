@@ -67,6 +67,7 @@ class Relay {
     std::atomic<uint64_t> republished{0};       // of those, rows from before this start
     std::atomic<uint64_t> acked{0};             // frames acknowledged by the broker
     std::atomic<uint64_t> lost{0};              // accepted but given up at shutdown
+    std::atomic<uint64_t> intake_pauses{0};     // times intake blocked > 100 ms on a full buffer
   };
   const Counters& counters() const { return counters_; }
 

@@ -229,7 +229,9 @@ class PacedPublisher {
 };
 
 TEST_F(RelayE2E, DatabaseStoppedForFiveSecondsMidStreamLosesNothing) {
-  StartRelay();
+  // A buffer smaller than the outage's backlog (5 s at 500 msg/s), so the
+  // intake must pause and mosquitto must hold the rest.
+  StartRelay({"--buffer-max=1000", "--batch-max=200"});
   MqttClient sub(servers().mqtt_port(), name_ + "-sub");
   sub.Subscribe("seq/" + root() + "/#");
   const std::string topic = root() + "/t";
@@ -252,6 +254,7 @@ TEST_F(RelayE2E, DatabaseStoppedForFiveSecondsMidStreamLosesNothing) {
   const std::string log = relay_->log();
   EXPECT_NE(log.find("holding messages and retrying"), std::string::npos) << "the outage was not noticed";
   EXPECT_NE(log.find("succeeded after"), std::string::npos) << "no recovery line";
+  EXPECT_NE(log.find("intake: was paused"), std::string::npos) << "the buffer never filled: back-pressure untested";
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
@@ -334,6 +337,16 @@ TEST_F(RelayE2E, RefusesOversizedTopicAndPayloadAndKeepsRunning) {
   EXPECT_NE(log.find("topic of 256 bytes is over the limit"), std::string::npos);
   EXPECT_NE(log.find("payload of 101 bytes is over --max-payload 100"), std::string::npos);
   EXPECT_NE(log.find("refused 2 (topic too long 1, payload too large 1"), std::string::npos);
+}
+
+TEST_F(RelayE2E, NoMigrateRefusesAnEmptyDatabaseWithAClearError) {
+  servers().Sql("CREATE DATABASE `" + name_ + "`");
+  RelayProcess relay(servers(), name_, {"--no-migrate"});
+  EXPECT_THROW(relay.Start(), std::runtime_error);  // it exits instead of becoming ready
+  EXPECT_NE(relay.log().find("database schema is at version 0, the relay needs 1 (run without --no-migrate)"),
+            std::string::npos)
+      << relay.log();
+  EXPECT_EQ(relay.Stop(), 1);
 }
 
 TEST(RelayOptions, BadOptionIsOneClearLineAndExitCode2) {
