@@ -40,6 +40,8 @@ Status Validate(const Config& c) {
       CheckRange("buffer-max", c.buffer_max, 1, 100000000),
       CheckRange("buffer-max-bytes", c.buffer_max_bytes, int64_t{1} << 20, int64_t{1} << 40),
       CheckRange("shutdown-timeout", c.shutdown_timeout_s, 0, 3600),
+      CheckRange("replay-max", c.replay_max, 1, 1000000),
+      CheckRange("replay-workers", c.replay_workers, 1, 16),
       CheckPrefix("seq-prefix", c.seq_prefix),
       CheckPrefix("control-prefix", c.control_prefix),
   };
@@ -85,9 +87,9 @@ std::vector<std::string> Describe(const Config& c) {
                   fmt::join(c.sources, ", "), fmt::join(c.immediate, ", "), c.seq_prefix, c.control_prefix,
                   c.max_payload),
       fmt::format("batch-max={} batch-delay-us={} buffer-max={} buffer-max-bytes={} shutdown-timeout={}s "
-                  "log-level={}",
+                  "replay-max={} replay-workers={} log-level={}",
                   c.batch_max, c.batch_delay_us, c.buffer_max, c.buffer_max_bytes, c.shutdown_timeout_s,
-                  levels[static_cast<int>(c.log_level)]),
+                  c.replay_max, c.replay_workers, levels[static_cast<int>(c.log_level)]),
   };
 }
 

@@ -47,6 +47,10 @@ struct Config {
   int64_t buffer_max_bytes = int64_t{256} * 1024 * 1024;
   int shutdown_timeout_s = 30;
 
+  // Retransmit service
+  int replay_max = 10000;   // most frames in one reply; beyond: truncated + next
+  int replay_workers = 2;   // concurrent replies, each with its own database connection
+
   LogLevel log_level = LogLevel::kInfo;
 };
 

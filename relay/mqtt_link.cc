@@ -1,6 +1,7 @@
 #include "mqtt_link.h"
 
 #include <mosquitto.h>
+#include <mqtt_protocol.h>
 
 #include <mutex>
 
@@ -28,7 +29,7 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
   if (!link->mosq_) return Status::Error(fmt::format("{}: cannot create MQTT client: {}", o.name, strerror(errno)));
   mosquitto* m = link->mosq_.get();
   mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
-  mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+  mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, o.mqtt_v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
   // Outgoing QoS 1 messages in flight at once; beyond this libmosquitto
   // queues them. 20 (the default) caps a loopback relay near 20 / RTT.
   mosquitto_max_inflight_messages_set(m, 1000);
@@ -40,7 +41,7 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
   mosquitto_connect_with_flags_callback_set(m, &MqttLink::OnConnect);
   mosquitto_disconnect_callback_set(m, &MqttLink::OnDisconnect);
   mosquitto_publish_callback_set(m, &MqttLink::OnPublish);
-  mosquitto_message_callback_set(m, &MqttLink::OnMessage);
+  mosquitto_message_v5_callback_set(m, &MqttLink::OnMessage);
   mosquitto_subscribe_callback_set(m, &MqttLink::OnSubscribe);
 
   // connect_async only records the target when the broker is not there yet;
@@ -60,10 +61,17 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
 
 MqttLink::~MqttLink() { Stop(); }
 
-Result<int> MqttLink::Publish(const std::string& topic, std::span<const uint8_t> payload, int qos) {
+Result<int> MqttLink::Publish(const std::string& topic, std::span<const uint8_t> payload, int qos,
+                              std::optional<std::span<const uint8_t>> correlation_data) {
   int mid = 0;
-  int rc = mosquitto_publish(mosq_.get(), &mid, topic.c_str(), static_cast<int>(payload.size()), payload.data(), qos,
-                             false);
+  mosquitto_property* props = nullptr;
+  if (correlation_data) {
+    mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, correlation_data->data(),
+                                  static_cast<uint16_t>(correlation_data->size()));
+  }
+  int rc = mosquitto_publish_v5(mosq_.get(), &mid, topic.c_str(), static_cast<int>(payload.size()), payload.data(),
+                                qos, false, props);
+  mosquitto_property_free_all(&props);
   // NO_CONN: the message is queued and goes out after reconnect (QoS >= 1).
   // Retrying here would send it twice.
   if (rc == MOSQ_ERR_SUCCESS || (rc == MOSQ_ERR_NO_CONN && qos > 0)) return mid;
@@ -132,7 +140,7 @@ void MqttLink::OnSubscribe(mosquitto*, void* obj, int, int count, const int* gra
   LogInfo("{}: subscribed to {} filter(s)", self->options_.name, count);
 }
 
-void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m) noexcept {
+void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m, const mosquitto_property* props) noexcept {
   auto* self = static_cast<MqttLink*>(obj);
   if (!self->handlers_.on_message) return;
   InboundMessage in;
@@ -140,11 +148,22 @@ void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m) noex
   in.payload = {static_cast<const uint8_t*>(m->payload), static_cast<std::size_t>(m->payloadlen)};
   in.qos = m->qos;
   in.retain = m->retain;
+  char* response_topic = nullptr;
+  void* correlation = nullptr;
+  uint16_t correlation_len = 0;
+  if (props != nullptr) {
+    mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &response_topic, false);
+    mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &correlation, &correlation_len, false);
+  }
+  if (response_topic) in.response_topic = response_topic;
+  if (correlation) in.correlation_data = std::span(static_cast<const uint8_t*>(correlation), correlation_len);
   try {
     self->handlers_.on_message(in);
   } catch (const std::exception& e) {
     LogError("{}: message on '{}' not handled: {}", self->options_.name, in.topic, e.what());
   }
+  free(response_topic);  // the read functions hand out copies
+  free(correlation);
 }
 
 }  // namespace seqrelay

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -23,6 +24,8 @@
 
 struct mosquitto;
 struct mosquitto_message;
+struct mqtt5__property;
+typedef struct mqtt5__property mosquitto_property;
 
 namespace seqrelay {
 
@@ -31,6 +34,9 @@ struct InboundMessage {
   std::span<const uint8_t> payload;
   int qos = 0;
   bool retain = false;
+  // MQTT v5 request/response properties; absent on v3.1.1 links.
+  std::optional<std::string_view> response_topic;
+  std::optional<std::span<const uint8_t>> correlation_data;
 };
 
 class MqttLink {
@@ -42,6 +48,7 @@ class MqttLink {
     std::string password;
     std::string client_id;
     bool clean_session = true;
+    bool mqtt_v5 = false;  // needed to read Response Topic / Correlation Data
     int keepalive_s = 30;
     std::vector<std::string> subscriptions;  // subscribed at QoS 1 on every connect
     std::string name;                        // for log lines: "intake", "output"
@@ -60,8 +67,10 @@ class MqttLink {
   ~MqttLink();
 
   // Queues a publish and returns its message id. QoS >= 1 messages queued
-  // while disconnected are kept and sent after reconnect.
-  Result<int> Publish(const std::string& topic, std::span<const uint8_t> payload, int qos);
+  // while disconnected are kept and sent after reconnect. Correlation data
+  // is sent as a v5 property (v5 links only).
+  Result<int> Publish(const std::string& topic, std::span<const uint8_t> payload, int qos,
+                      std::optional<std::span<const uint8_t>> correlation_data = std::nullopt);
 
   // Asks for a clean DISCONNECT and returns at once; the network thread
   // sends it once any handler it is running returns, then ends.
@@ -78,7 +87,7 @@ class MqttLink {
   static void OnConnect(mosquitto*, void* self, int rc, int flags) noexcept;
   static void OnDisconnect(mosquitto*, void* self, int rc) noexcept;
   static void OnPublish(mosquitto*, void* self, int mid) noexcept;
-  static void OnMessage(mosquitto*, void* self, const mosquitto_message* m) noexcept;
+  static void OnMessage(mosquitto*, void* self, const mosquitto_message* m, const mosquitto_property* props) noexcept;
   static void OnSubscribe(mosquitto*, void* self, int mid, int count, const int* granted) noexcept;
 
   const Options options_;

@@ -277,3 +277,48 @@ Result<std::vector<MysqlStore::StoredRow>> MysqlStore::ReadRowsAfter(uint64_t af
 }
 
 }  // namespace seqrelay
+
+namespace seqrelay {
+
+Result<std::optional<MysqlStore::TopicRow>> MysqlStore::FindTopic(const std::optional<std::string>& topic,
+                                                                  std::optional<uint32_t> id) {
+  std::optional<TopicRow> row;
+  Status s = Guard("find topic", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        std::string("SELECT t.FRAME_ID, t.ID, COALESCE((SELECT MAX(m.SEQ) FROM MSG m WHERE m.ID = t.ID), 0) "
+                    "FROM TOPIC t WHERE ") +
+        (topic ? "t.ID = ?" : "t.FRAME_ID = ?")));
+    if (topic) {
+      ps->setString(1, Bytes(*topic));
+    } else {
+      ps->setUInt(1, id.value_or(0));
+    }
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    if (rs->next()) row = TopicRow{rs->getString(2).asStdString(), rs->getUInt(1), rs->getUInt64(3)};
+    conn_->commit();
+  });
+  if (!s.ok()) return s;
+  return row;
+}
+
+Result<std::vector<MysqlStore::RangeRow>> MysqlStore::ReadRange(std::string_view topic, uint64_t from, uint64_t to,
+                                                                std::size_t limit) {
+  std::vector<RangeRow> rows;
+  Status s = Guard("read range", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "SELECT SEQ, QOS, MSG FROM MSG WHERE ID = ? AND SEQ BETWEEN ? AND ? ORDER BY SEQ LIMIT ?"));
+    ps->setString(1, Bytes(topic));
+    ps->setUInt64(2, from);
+    ps->setUInt64(3, to);
+    ps->setUInt64(4, limit);
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) {
+      rows.push_back({rs->getUInt64(1), static_cast<uint8_t>(rs->getInt(2)), rs->getString(3).asStdString()});
+    }
+    conn_->commit();
+  });
+  if (!s.ok()) return s;
+  return rows;
+}
+
+}  // namespace seqrelay

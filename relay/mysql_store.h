@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -69,6 +70,18 @@ class MysqlStore {
 
   // Sets PUBLISHED_IDX on its own (at shutdown, or when idle).
   Status SavePublished(uint64_t published_idx);
+
+  // A topic by name or by frame id (exactly one given), with its newest
+  // committed SEQ; nullopt if there is no such topic.
+  Result<std::optional<TopicRow>> FindTopic(const std::optional<std::string>& topic, std::optional<uint32_t> id);
+
+  struct RangeRow {
+    uint64_t seq = 0;
+    uint8_t ordering = 1;
+    std::string payload;
+  };
+  // Rows of `topic` with SEQ in [from, to], in SEQ order, at most `limit`.
+  Result<std::vector<RangeRow>> ReadRange(std::string_view topic, uint64_t from, uint64_t to, std::size_t limit);
 
   struct StoredRow {
     uint64_t idx = 0;

@@ -97,11 +97,20 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
       ("shutdown-timeout", po::value(&c.shutdown_timeout_s)->default_value(c.shutdown_timeout_s)->value_name("SECONDS"),
        "On SIGTERM/SIGINT, how long to keep trying to commit and publish what was received before giving up.");
 
+  po::options_description replay("Retransmit and history");
+  replay.add_options()
+      ("replay-max", po::value(&c.replay_max)->default_value(c.replay_max)->value_name("FRAMES"),
+       "Most frames in one reply. A larger range is cut: the status says \"truncated\": true and the \"next\" SEQ "
+       "to ask from.")
+      ("replay-workers", po::value(&c.replay_workers)->default_value(c.replay_workers)->value_name("N"),
+       "Replies served at once, each with its own database connection (1..16). Further requests wait, taken "
+       "round-robin across clients.");
+
   po::options_description all(
       "seqrelay: gives every MQTT message a per-topic sequence number, commits it to MySQL, then republishes it "
       "on <seq-prefix>/<topic>.\n\nUsage: seqrelay [options]\n\nEvery option can also be set by an environment "
       "variable SEQRELAY_<NAME> (upper case, '-' as '_'; repeatable ones comma-separated) or in --config FILE");
-  all.add(general).add(mqtt).add(db).add(seq).add(pipe);
+  all.add(general).add(mqtt).add(db).add(seq).add(pipe).add(replay);
   return all;
 }
 

@@ -50,12 +50,15 @@ Relay::Relay(Config config)
       rules_{config_.seq_prefix, config_.control_prefix, static_cast<std::size_t>(config_.max_payload)},
       queue_(config_.buffer_max, config_.buffer_max_bytes),
       store_(config_),
-      sequencer_(config_.seq_prefix, config_.immediate) {}
+      sequencer_(config_.seq_prefix, config_.immediate),
+      retransmit_(config_) {}
 
 Relay::~Relay() {
   queue_.Close();
   if (intake_) intake_->Stop();
   if (writer_.joinable()) writer_.join();
+  if (replay_) replay_->Stop();
+  retransmit_.Stop();
   if (output_) output_->Stop();
 }
 
@@ -203,6 +206,21 @@ int Relay::Run() {
 
   if (Status s = Republish(); !s.ok()) LogWarn("{}", s.message());
 
+  MqttLink::Options rep = out;
+  rep.client_id = config_.mqtt_client_id + "-replay";
+  rep.name = "replay";
+  rep.mqtt_v5 = true;  // to honour Response Topic and Correlation Data
+  rep.subscriptions = {config_.control_prefix + "/retransmit/+"};
+  auto replay = MqttLink::Start(rep, {.on_message = [this](const InboundMessage& m) { retransmit_.OnRequest(m); },
+                                      .on_published = nullptr,
+                                      .on_fatal = [this](const std::string& why) { Fail("replay link: " + why); }});
+  if (!replay.ok()) {
+    LogError("{}", replay.error());
+    return 1;
+  }
+  replay_ = std::move(replay).value();
+  retransmit_.Start(*replay_);
+
   writer_ = std::thread([this] { WriterLoop(); });
   if (!stopping_) {
     auto intake = MqttLink::Start(in, {.on_message = [this](const InboundMessage& m) { OnIntake(m); },
@@ -250,16 +268,19 @@ int Relay::Run() {
   if (store_.connected()) {
     if (Status s = store_.SavePublished(watermark); !s.ok()) LogWarn("could not save the published watermark: {}", s.message());
   }
+  replay_->Stop();
+  retransmit_.Stop();
   output_->Stop();
 
   const Counters& c = counters_;
   LogInfo("stopped: received {}, committed {} in {} batches, published {} ({} republished), acknowledged {}, "
           "refused {} (topic too long {}, payload too large {}, out of SEQ {}), ignored {} (own topics {}, "
-          "retained {})",
+          "retained {}); retransmit requests {} (ok {}, error {}, frames {})",
           c.received.load(), c.committed.load(), c.batches.load(), c.published.load(), c.republished.load(),
           c.acked.load(), c.refused_topic + c.refused_payload + c.refused_seq, c.refused_topic.load(),
           c.refused_payload.load(), c.refused_seq.load(), c.ignored_own + c.ignored_retained, c.ignored_own.load(),
-          c.ignored_retained.load());
+          c.ignored_retained.load(), retransmit_.counters().requests.load(), retransmit_.counters().served.load(),
+          retransmit_.counters().failed.load(), retransmit_.counters().frames.load());
   std::string fatal;
   {
     std::lock_guard lock(stop_mu_);

@@ -36,6 +36,7 @@
 #include "mqtt_link.h"
 #include "mysql_store.h"
 #include "publish_tracker.h"
+#include "retransmit_service.h"
 #include "sequencer.h"
 
 namespace seqrelay {
@@ -117,6 +118,10 @@ class Relay {
 
   std::unique_ptr<MqttLink> output_;
   std::unique_ptr<MqttLink> intake_;
+  // Retransmit: requests and replies on their own v5 link, served from
+  // their own database connections.
+  RetransmitService retransmit_;
+  std::unique_ptr<MqttLink> replay_;
   std::thread writer_;
 
   // Stop state, guarded by stop_mu_. give_up_at_ is set when the stop

@@ -1,6 +1,7 @@
 #include "mqtt_client.h"
 
 #include <mosquitto.h>
+#include <mqtt_protocol.h>
 
 #include <stdexcept>
 
@@ -8,9 +9,10 @@
 
 namespace seqtest {
 
-MqttClient::MqttClient(int port, const std::string& id, bool clean) {
+MqttClient::MqttClient(int port, const std::string& id, bool clean, bool v5) {
   mosquitto_lib_init();
   mosq_ = mosquitto_new(id.c_str(), clean, this);
+  if (v5) mosquitto_int_option(mosq_, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
   mosquitto_int_option(mosq_, MOSQ_OPT_TCP_NODELAY, 1);
   mosquitto_max_inflight_messages_set(mosq_, 0);
   mosquitto_reconnect_delay_set(mosq_, 1, 2, false);
@@ -32,10 +34,19 @@ MqttClient::MqttClient(int port, const std::string& id, bool clean) {
     if (mid == self->suback_mid_) self->suback_ = true;
     self->cv_.notify_all();
   });
-  mosquitto_message_callback_set(mosq_, [](mosquitto*, void* obj, const mosquitto_message* m) {
+  mosquitto_message_v5_callback_set(mosq_, [](mosquitto*, void* obj, const mosquitto_message* m,
+                                               const mosquitto_property* props) {
     auto* self = static_cast<MqttClient*>(obj);
+    std::string correlation;
+    void* data = nullptr;
+    uint16_t len = 0;
+    if (props && mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &data, &len, false)) {
+      correlation.assign(static_cast<const char*>(data), len);
+      free(data);
+    }
     std::lock_guard lock(self->mu_);
-    self->received_.push_back({m->topic, std::string(static_cast<const char*>(m->payload), m->payloadlen)});
+    self->received_.push_back(
+        {m->topic, std::string(static_cast<const char*>(m->payload), m->payloadlen), std::move(correlation)});
     self->cv_.notify_all();
   });
   if (mosquitto_connect(mosq_, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS) {
@@ -81,6 +92,18 @@ void MqttClient::Publish(const std::string& topic, const std::string& payload, i
   if (rc != MOSQ_ERR_SUCCESS && !(rc == MOSQ_ERR_NO_CONN && qos > 0)) {
     throw std::runtime_error(std::string("publish failed: ") + mosquitto_strerror(rc));
   }
+}
+
+void MqttClient::PublishRequest(const std::string& topic, const std::string& payload,
+                                const std::string& response_topic, const std::string& correlation) {
+  mosquitto_property* props = nullptr;
+  mosquitto_property_add_string(&props, MQTT_PROP_RESPONSE_TOPIC, response_topic.c_str());
+  mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, correlation.data(),
+                                static_cast<uint16_t>(correlation.size()));
+  int rc = mosquitto_publish_v5(mosq_, nullptr, topic.c_str(), static_cast<int>(payload.size()), payload.data(), 1,
+                                false, props);
+  mosquitto_property_free_all(&props);
+  if (rc != MOSQ_ERR_SUCCESS) throw std::runtime_error(std::string("v5 publish failed: ") + mosquitto_strerror(rc));
 }
 
 bool MqttClient::WaitAllAcked(std::chrono::milliseconds deadline) {

@@ -18,13 +18,14 @@ namespace seqtest {
 struct Received {
   std::string topic;
   std::string payload;
+  std::string correlation;  // v5 Correlation Data, empty if none
 };
 
 class MqttClient {
  public:
   // clean = false gives a persistent session (the broker queues QoS 1
   // messages for it while it is disconnected).
-  MqttClient(int port, const std::string& id, bool clean = true);
+  MqttClient(int port, const std::string& id, bool clean = true, bool v5 = false);
   ~MqttClient();
 
   void Subscribe(const std::string& filter, int qos = 1);
@@ -32,6 +33,9 @@ class MqttClient {
   // restarts: libmosquitto queues and resends.
   void Publish(const std::string& topic, const std::string& payload, int qos = 1, std::size_t window = 200,
                bool retain = false);
+  // A v5 publish with Response Topic and Correlation Data (v5 clients only).
+  void PublishRequest(const std::string& topic, const std::string& payload, const std::string& response_topic,
+                      const std::string& correlation);
   bool WaitAllAcked(std::chrono::milliseconds deadline);
   bool WaitForCount(std::size_t n, std::chrono::milliseconds deadline);
   std::vector<Received> received();

@@ -2,124 +2,16 @@
 //
 // Each test has its own database, relay client id and topic root, so that
 // tests do not see each other's messages or rows.
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <map>
 #include <random>
 #include <set>
 #include <thread>
 
-#include "frame.h"
-#include "mqtt_client.h"
-#include "relay_process.h"
-#include "servers.h"
+#include "relay_fixture.h"
 
 namespace seqtest {
 namespace {
-
-using namespace std::chrono_literals;
-
-struct Frame {
-  std::string raw_topic;  // seq/ stripped
-  uint32_t id = 0;
-  uint64_t seq = 0;
-  int flag = -1;
-  std::string payload;
-};
-
-std::string Hex(std::string_view bytes) {
-  static const char* digits = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out += digits[c >> 4];
-    out += digits[c & 15];
-  }
-  return out;
-}
-
-// Decodes every received message as a frame; a message that is not a valid
-// frame fails the test.
-std::vector<Frame> Frames(const std::vector<Received>& received) {
-  std::vector<Frame> frames;
-  for (const auto& r : received) {
-    auto view = seqrelay::DecodeFrame({reinterpret_cast<const uint8_t*>(r.payload.data()), r.payload.size()});
-    EXPECT_TRUE(view.ok()) << "bad frame on " << r.topic << ": " << (view.ok() ? "" : view.error());
-    if (!view.ok()) continue;
-    EXPECT_EQ(r.topic.rfind("seq/", 0), 0u) << r.topic;
-    frames.push_back({r.topic.substr(4), view->header.topic_id, view->header.seq,
-                      static_cast<int>(view->header.ordering),
-                      std::string(reinterpret_cast<const char*>(view->payload.data()), view->payload.size())});
-  }
-  return frames;
-}
-
-class RelayE2E : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() { SharedServers(); }
-
-  void SetUp() override {
-    name_ = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    for (auto& c : name_) c = std::tolower(static_cast<unsigned char>(c));
-  }
-
-  void TearDown() override {
-    if (HasFailure()) {
-      std::cerr << servers().Logs();
-      if (relay_) std::cerr << "---- relay log ----\n" << Tail(servers().dir() + "/relay-" + name_ + ".log", 60);
-    }
-  }
-
-  TestServers& servers() { return SharedServers(); }
-  std::string root() const { return name_; }
-
-  RelayProcess& StartRelay(std::vector<std::string> args = {}) {
-    args.push_back("--source=" + root() + "/#");
-    relay_ = std::make_unique<RelayProcess>(servers(), name_, args);
-    relay_->Start();
-    return *relay_;
-  }
-
-  // The audit trail of a topic: SEQ and payload hex, in SEQ order.
-  std::vector<std::pair<uint64_t, std::string>> AuditTrail(const std::string& topic) {
-    std::string out = servers().Sql("SELECT SEQ, HEX(MSG) FROM `" + name_ + "`.MSG WHERE ID = X'" + Hex(topic) +
-                                    "' ORDER BY SEQ");
-    std::vector<std::pair<uint64_t, std::string>> rows;
-    std::istringstream lines(out);
-    std::string line;
-    while (std::getline(lines, line)) {
-      auto tab = line.find('\t');
-      rows.emplace_back(std::stoull(line.substr(0, tab)), tab == std::string::npos ? "" : line.substr(tab + 1));
-    }
-    return rows;
-  }
-
-  uint32_t TopicId(const std::string& topic) {
-    return static_cast<uint32_t>(
-        std::stoul(servers().Sql("SELECT FRAME_ID FROM `" + name_ + "`.TOPIC WHERE ID = X'" + Hex(topic) + "'")));
-  }
-
-  // Frames of one topic must carry SEQ 1..n in order, once each, with the
-  // topic's id; their payloads are returned in that order.
-  std::vector<std::string> CheckGapless(const std::vector<Frame>& frames, const std::string& topic,
-                                        bool allow_duplicates = false) {
-    std::vector<std::string> payloads;
-    const uint32_t id = TopicId(topic);
-    uint64_t last = 0;
-    for (const auto& f : frames) {
-      if (f.raw_topic != topic) continue;
-      EXPECT_EQ(f.id, id) << topic;
-      if (allow_duplicates && f.seq <= last) continue;  // a republished duplicate, dropped by SEQ like a client
-      EXPECT_EQ(f.seq, last + 1) << topic << ": SEQ out of order or gap";
-      last = f.seq;
-      payloads.push_back(f.payload);
-    }
-    return payloads;
-  }
-
-  std::string name_;
-  std::unique_ptr<RelayProcess> relay_;
-};
 
 TEST_F(RelayE2E, ThreeTopicsInterleavedArriveOnceInOrderGaplessAndByteExact) {
   StartRelay({"--immediate=" + root() + "/fast"});

@@ -1,0 +1,181 @@
+#include "retransmit_service.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "frame.h"
+#include "log.h"
+#include "mysql_store.h"
+
+namespace seqrelay {
+namespace {
+
+constexpr std::size_t kReadChunk = 1000;  // rows per range query
+
+std::span<const uint8_t> AsBytes(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+}  // namespace
+
+RetransmitService::RetransmitService(const Config& config) : config_(config) {}
+
+RetransmitService::~RetransmitService() { Stop(); }
+
+void RetransmitService::Start(MqttLink& link) {
+  link_ = &link;
+  for (int i = 0; i < config_.replay_workers; ++i) workers_.emplace_back([this] { Worker(); });
+}
+
+void RetransmitService::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  work_.notify_all();
+  for (auto& w : workers_) w.join();
+  workers_.clear();
+}
+
+void RetransmitService::OnRequest(const InboundMessage& in) {
+  if (in.retain) {
+    // A stored request replayed on subscribe: answering it would replay on
+    // every relay restart.
+    ++counters_.ignored_retained;
+    return;
+  }
+  ++counters_.requests;
+  const std::string prefix = config_.control_prefix + "/retransmit/";
+  Job job;
+  job.client = std::string(in.topic.substr(std::min(prefix.size(), in.topic.size())));
+  job.topics = DefaultReplyTopics(config_.control_prefix, job.client);
+  if (in.correlation_data) job.correlation = std::string(in.correlation_data->begin(), in.correlation_data->end());
+
+  auto reply_topics = ChooseReplyTopics(config_.control_prefix, job.client, in.response_topic);
+  ParsedRequest request = ParseRetransmitRequest(
+      std::string_view(reinterpret_cast<const char*>(in.payload.data()), in.payload.size()));
+  job.fields = request.fields;
+  if (!reply_topics.ok()) {
+    Answer(job, ReplyStatus::Refused(reply_topics.error()));  // on the requester's own status topic
+    return;
+  }
+  job.topics = std::move(reply_topics).value();
+  if (!request.ok()) {
+    Answer(job, ReplyStatus::Refused(request.error));
+    return;
+  }
+  std::unique_lock lock(mu_);
+  auto& queue = pending_[job.client];
+  if (queue.size() >= kMaxPendingPerClient) {
+    lock.unlock();
+    Answer(job, ReplyStatus::Refused(fmt::format("too many requests pending (at most {} per client)", kMaxPendingPerClient)));
+    return;
+  }
+  if (queue.empty()) turns_.push_back(job.client);
+  queue.push_back(std::move(job));
+  work_.notify_one();
+}
+
+void RetransmitService::Worker() {
+  MysqlStore store(config_);
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock lock(mu_);
+      work_.wait(lock, [&] { return stopping_ || !turns_.empty(); });
+      if (stopping_) return;
+      std::string client = std::move(turns_.front());
+      turns_.pop_front();
+      auto it = pending_.find(client);
+      job = std::move(it->second.front());
+      it->second.pop_front();
+      if (it->second.empty()) {
+        pending_.erase(it);
+      } else {
+        turns_.push_back(std::move(client));  // its next job waits for everyone else's turn
+      }
+    }
+    Serve(job, store);
+  }
+}
+
+void RetransmitService::Serve(Job& job, MysqlStore& store) {
+  RequestFields& f = job.fields;
+  // One reconnect per call is enough here: a client whose request fails on
+  // a database outage asks again.
+  auto with_db = [&](auto&& call) {
+    auto r = store.connected() ? call() : decltype(call())(Status::Error("not connected"));
+    if (!r.ok()) {
+      if (Status c = store.Connect(false); c.ok()) r = call();
+    }
+    return r;
+  };
+  auto topic = with_db([&] { return store.FindTopic(f.topic, f.id); });
+  if (!topic.ok()) {
+    LogWarn("retransmit for {}: {}", job.client, topic.error());
+    Answer(job, ReplyStatus::Refused("database unavailable, try again"));
+    return;
+  }
+  if (!topic.value()) {
+    Answer(job, ReplyStatus::Refused(f.topic ? "unknown topic" : "unknown id"));
+    return;
+  }
+  const MysqlStore::TopicRow& t = **topic;
+  f.topic = t.topic;
+  f.id = t.id;
+  ReplyStatus status;
+  status.last = t.last_seq;
+  const uint64_t from = *f.from;
+  const uint64_t to = std::min(f.to.value_or(t.last_seq), t.last_seq);
+  if (!f.to) f.to = t.last_seq;
+  if (from > to) {
+    Answer(job, status);  // nothing that new yet: ok, sent 0
+    return;
+  }
+  const uint64_t cap = static_cast<uint64_t>(config_.replay_max);
+  const uint64_t end = (to - from + 1 > cap) ? from + cap - 1 : to;
+  if (end < to) status.next = end + 1;
+
+  for (uint64_t next = from; next <= end;) {
+    auto rows = with_db([&] { return store.ReadRange(t.topic, next, end, kReadChunk); });
+    if (!rows.ok()) {
+      LogWarn("retransmit for {} of '{}' from {}: {}", job.client, t.topic, next, rows.error());
+      status.error = fmt::format("database unavailable after {} frames, ask again from {}", status.sent, next);
+      break;
+    }
+    if (rows->empty()) break;
+    for (const auto& row : *rows) {
+      auto frame = EncodeFrame({t.id, row.seq, static_cast<Ordering>(row.ordering & 1)}, AsBytes(row.payload));
+      if (!frame.ok()) continue;  // SEQ outside 1..2^40-1 cannot be in MSG
+      PublishFrame(job, AsBytes(frame.value()));
+      ++status.sent;
+      next = row.seq + 1;
+    }
+  }
+  Answer(job, status);
+}
+
+void RetransmitService::PublishFrame(const Job& job, std::span<const uint8_t> frame) {
+  std::optional<std::span<const uint8_t>> correlation;
+  if (job.correlation) correlation = AsBytes(*job.correlation);
+  if (auto mid = link_->Publish(job.topics.frames, frame, 1, correlation); mid.ok()) ++counters_.frames;
+}
+
+void RetransmitService::Answer(const Job& job, const ReplyStatus& status) {
+  (status.error.empty() ? counters_.served : counters_.failed)++;
+  if (!status.error.empty()) {
+    static RateLimit limit(std::chrono::seconds(10));
+    if (auto suppressed = limit.Allow()) {
+      LogInfo("retransmit request from '{}' refused: {}{}", job.client, status.error, SuppressedNote(*suppressed));
+    }
+  }
+  const std::string body = StatusJson(job.fields, status);
+  std::optional<std::span<const uint8_t>> correlation;
+  if (job.correlation) correlation = AsBytes(*job.correlation);
+  if (auto mid = link_->Publish(job.topics.status, AsBytes(body), 1, correlation); !mid.ok()) {
+    LogWarn("retransmit status for '{}': {}", job.client, mid.error());
+  }
+}
+
+}  // namespace seqrelay

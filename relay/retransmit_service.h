@@ -1,0 +1,83 @@
+// RetransmitService: answers retransmit and history requests from MySQL
+// (PROTOCOL.md section 3).
+//
+// Requests arrive on the replay link (its own MQTT v5 connection, so replays
+// never queue behind live frames on the output link). The link's thread
+// parses each request and answers a bad one at once; a good one is queued
+// for its client. Workers (--replay-workers, each with its own database
+// connection, so replays never wait on the writer's) take jobs round-robin
+// across clients: a client flooding requests delays only itself, and one
+// with more than kMaxPendingPerClient waiting gets an error instead.
+//
+// OnRequest runs on the replay link's thread; Start/Stop on the main thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config.h"
+#include "mqtt_link.h"
+#include "retransmit.h"
+
+namespace seqrelay {
+
+class MysqlStore;
+
+class RetransmitService {
+ public:
+  static constexpr std::size_t kMaxPendingPerClient = 16;
+
+  explicit RetransmitService(const Config& config);
+  ~RetransmitService();
+
+  // Workers publish their replies on `link`, which must outlive Stop().
+  void Start(MqttLink& link);
+  // Finishes the jobs being served; drops the ones still waiting.
+  void Stop();
+
+  void OnRequest(const InboundMessage& in);
+
+  struct Counters {
+    std::atomic<uint64_t> requests{0};        // requests received (retained ones excluded)
+    std::atomic<uint64_t> served{0};          // answered "ok"
+    std::atomic<uint64_t> failed{0};          // answered "error"
+    std::atomic<uint64_t> frames{0};          // frames sent in replies
+    std::atomic<uint64_t> ignored_retained{0};
+  };
+  const Counters& counters() const { return counters_; }
+
+ private:
+  struct Job {
+    std::string client;
+    RequestFields fields;
+    ReplyTopics topics;
+    std::optional<std::string> correlation;
+  };
+
+  void Worker();
+  void Serve(Job& job, MysqlStore& store);
+  void Answer(const Job& job, const ReplyStatus& status);
+  void PublishFrame(const Job& job, std::span<const uint8_t> frame);
+
+  const Config& config_;
+  MqttLink* link_ = nullptr;  // set by Start, before any worker runs
+  Counters counters_;
+  std::vector<std::thread> workers_;
+
+  // Fair queue, guarded by mu_: each client's jobs in arrival order, and the
+  // clients with jobs in the order they get their next turn.
+  std::mutex mu_;
+  std::condition_variable work_;
+  std::map<std::string, std::deque<Job>> pending_;
+  std::deque<std::string> turns_;
+  bool stopping_ = false;
+};
+
+}  // namespace seqrelay

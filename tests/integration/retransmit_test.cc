@@ -1,0 +1,208 @@
+// Retransmit and history (PROTOCOL.md section 3), end to end.
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <thread>
+
+#include "relay_fixture.h"
+
+namespace seqtest {
+namespace {
+
+using nlohmann::json;
+
+class RetransmitE2E : public RelayE2E {
+ protected:
+  // Publishes payloads "m1".."m<n>" on `topic` and waits until the relay
+  // has committed and published all of them.
+  void Seed(const std::string& topic, int n) {
+    MqttClient sub(servers().mqtt_port(), name_ + "-seed-sub");
+    sub.Subscribe("seq/" + topic);
+    MqttClient pub(servers().mqtt_port(), name_ + "-seed-pub");
+    for (int i = 1; i <= n; ++i) pub.Publish(topic, "m" + std::to_string(i), 1, 1000);
+    ASSERT_TRUE(sub.WaitForCount(n, 60s)) << sub.received_count();
+    live_ = sub.received();
+  }
+
+  // Status objects received so far, parsed.
+  static std::vector<json> Statuses(MqttClient& c) {
+    std::vector<json> out;
+    for (const auto& r : c.received()) {
+      if (r.topic.ends_with("/status")) out.push_back(json::parse(r.payload));
+    }
+    return out;
+  }
+
+  static std::vector<Received> FramesOn(MqttClient& c, const std::string& topic) {
+    std::vector<Received> out;
+    for (const auto& r : c.received()) {
+      if (r.topic == topic) out.push_back(r);
+    }
+    return out;
+  }
+
+  static bool WaitForStatuses(MqttClient& c, std::size_t n, std::chrono::milliseconds deadline = 20s) {
+    return WaitFor([&] { return Statuses(c).size() >= n; }, deadline);
+  }
+
+  std::vector<Received> live_;  // the live frames Seed saw, in SEQ order
+};
+
+TEST_F(RetransmitE2E, RangeHistoryAndCapReturnByteIdenticalFrames) {
+  StartRelay({"--replay-max=50"});
+  const std::string topic = root() + "/room";
+  Seed(topic, 120);
+  ASSERT_EQ(live_.size(), 120u);
+
+  MqttClient alice(servers().mqtt_port(), name_ + "-alice");
+  alice.Subscribe("relay/replay/" + name_ + "-alice/#");
+  const std::string req = "relay/retransmit/" + name_ + "-alice";
+  const std::string replies = "relay/replay/" + name_ + "-alice";
+
+  alice.Publish(req, json{{"topic", topic}, {"from", 17}, {"to", 25}}.dump());
+  ASSERT_TRUE(WaitForStatuses(alice, 1));
+  auto frames = FramesOn(alice, replies);
+  ASSERT_EQ(frames.size(), 9u);
+  for (std::size_t i = 0; i < frames.size(); ++i) EXPECT_EQ(frames[i].payload, live_[16 + i].payload) << i;
+  json status = Statuses(alice)[0];
+  const uint32_t id = TopicId(topic);
+  EXPECT_EQ(status, (json{{"topic", topic}, {"id", id}, {"from", 17}, {"to", 25}, {"sent", 9}, {"last", 120},
+                          {"status", "ok"}}));
+
+  // History by id, from 1 with no "to": cut at the cap, with the SEQ to go on from.
+  alice.Publish(req, json{{"id", id}, {"from", 1}}.dump());
+  ASSERT_TRUE(WaitForStatuses(alice, 2));
+  frames = FramesOn(alice, replies);
+  ASSERT_EQ(frames.size(), 9u + 50u);
+  for (std::size_t i = 0; i < 50; ++i) EXPECT_EQ(frames[9 + i].payload, live_[i].payload) << i;
+  EXPECT_EQ(Statuses(alice)[1], (json{{"topic", topic}, {"id", id}, {"from", 1}, {"to", 120}, {"sent", 50},
+                                      {"last", 120}, {"status", "ok"}, {"truncated", true}, {"next", 51}}));
+
+  // Beyond the newest: not an error, nothing sent.
+  alice.Publish(req, json{{"topic", topic}, {"from", 121}}.dump());
+  ASSERT_TRUE(WaitForStatuses(alice, 3));
+  EXPECT_EQ(Statuses(alice)[2]["status"], "ok");
+  EXPECT_EQ(Statuses(alice)[2]["sent"], 0);
+  EXPECT_EQ(FramesOn(alice, replies).size(), 59u);
+}
+
+TEST_F(RetransmitE2E, EveryBadRequestGetsOneErrorStatusAndTheRelayKeepsServing) {
+  StartRelay();
+  const std::string topic = root() + "/room";
+  Seed(topic, 5);
+  MqttClient bob(servers().mqtt_port(), name_ + "-bob");
+  bob.Subscribe("relay/replay/" + name_ + "-bob/#");
+  const std::string req = "relay/retransmit/" + name_ + "-bob";
+
+  struct Case {
+    const char* rule;
+    std::string request;
+    std::string error;
+  };
+  const std::vector<Case> cases = {
+      {"not JSON", "{nope", "request is not JSON"},
+      {"not an object", "[1,2]", "request is not a JSON object"},
+      {"neither topic nor id", R"({"from":1})", "give \"topic\" or \"id\""},
+      {"both topic and id", R"({"topic":"x","id":1,"from":1})", "give either \"topic\" or \"id\", not both"},
+      {"unknown topic", json{{"topic", root() + "/nobody"}, {"from", 1}}.dump(), "unknown topic"},
+      {"unknown id", R"({"id":4000000,"from":1})", "unknown id"},
+      {"from missing", json{{"topic", topic}}.dump(), "\"from\" is required"},
+      {"from zero", json{{"topic", topic}, {"from", 0}}.dump(), "\"from\" must be an integer >= 1"},
+      {"from a float", json{{"topic", topic}, {"from", 1.5}}.dump(), "\"from\" must be an integer >= 1"},
+      {"from a string", json{{"topic", topic}, {"from", "1"}}.dump(), "\"from\" must be an integer >= 1"},
+      {"to below from", json{{"topic", topic}, {"from", 5}, {"to", 4}}.dump(), "\"to\" is less than \"from\""},
+      {"to null", json{{"topic", topic}, {"from", 1}, {"to", nullptr}}.dump(), "\"to\" must be an integer >= 1"},
+      {"empty topic", R"({"topic":"","from":1})", "\"topic\" must be a non-empty string"},
+      {"oversized", "{\"topic\":\"" + std::string(5000, 'x') + "\",\"from\":1}", "request of 5021 bytes is over the limit of 4096"},
+  };
+  // One at a time: malformed requests are answered at once, the others
+  // after a database look-up, so replies to a burst need not keep its order.
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    bob.Publish(req, cases[i].request);
+    ASSERT_TRUE(WaitForStatuses(bob, i + 1)) << cases[i].rule;
+  }
+  auto statuses = Statuses(bob);
+  ASSERT_EQ(statuses.size(), cases.size());
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE(cases[i].rule);
+    EXPECT_EQ(statuses[i]["status"], "error");
+    EXPECT_EQ(statuses[i]["error"].get<std::string>().rfind(cases[i].error, 0), 0u) << statuses[i].dump();
+  }
+  EXPECT_EQ(statuses[10]["from"], 5);  // readable fields are echoed
+  EXPECT_EQ(statuses[10]["to"], 4);
+  EXPECT_TRUE(FramesOn(bob, "relay/replay/" + name_ + "-bob").empty()) << "no frames for a bad request";
+
+  bob.Publish(req, json{{"topic", topic}, {"from", 1}}.dump());  // still serving
+  ASSERT_TRUE(WaitForStatuses(bob, cases.size() + 1));
+  EXPECT_EQ(Statuses(bob).back()["sent"], 5);
+}
+
+TEST_F(RetransmitE2E, V5ResponseTopicIsHonouredOnlyUnderTheRequestersOwnReplyTopic) {
+  StartRelay();
+  const std::string topic = root() + "/room";
+  Seed(topic, 3);
+  const std::string me = name_ + "-carol";
+  MqttClient carol(servers().mqtt_port(), me, true, /*v5=*/true);
+  carol.Subscribe("relay/replay/" + me + "/#");
+  MqttClient watcher(servers().mqtt_port(), name_ + "-watcher");
+  watcher.Subscribe("seq/" + topic);
+
+  carol.PublishRequest("relay/retransmit/" + me, json{{"topic", topic}, {"from", 2}}.dump(),
+                       "relay/replay/" + me + "/q1", "corr-1");
+  ASSERT_TRUE(WaitForStatuses(carol, 1));
+  auto frames = FramesOn(carol, "relay/replay/" + me + "/q1");
+  ASSERT_EQ(frames.size(), 2u);
+  EXPECT_EQ(frames[0].payload, live_[1].payload);
+  EXPECT_EQ(frames[0].correlation, "corr-1");
+  auto all = carol.received();
+  auto status = std::find_if(all.begin(), all.end(), [](const Received& r) { return r.topic.ends_with("/status"); });
+  ASSERT_NE(status, all.end());
+  EXPECT_EQ(status->topic, "relay/replay/" + me + "/q1/status");
+  EXPECT_EQ(status->correlation, "corr-1");
+
+  // A response topic others read would let carol publish with the relay's rights.
+  carol.PublishRequest("relay/retransmit/" + me, json{{"topic", topic}, {"from", 1}}.dump(), "seq/" + topic,
+                       "corr-2");
+  ASSERT_TRUE(WaitForStatuses(carol, 2));
+  auto refused = Statuses(carol)[1];
+  EXPECT_EQ(refused["status"], "error");
+  EXPECT_NE(refused["error"].get<std::string>().find("is not under"), std::string::npos);
+  EXPECT_EQ(watcher.received_count(), 0u) << "nothing may be published on seq/T for a request";
+}
+
+TEST_F(RetransmitE2E, AFloodFromOneClientDoesNotStarveAnother) {
+  StartRelay({"--replay-workers=1"});
+  const std::string topic = root() + "/room";
+  Seed(topic, 3000);
+  MqttClient flood(servers().mqtt_port(), name_ + "-flood");
+  flood.Subscribe("relay/replay/" + name_ + "-flood/status");
+  MqttClient polite(servers().mqtt_port(), name_ + "-polite");
+  polite.Subscribe("relay/replay/" + name_ + "-polite/status");
+
+  constexpr int kFlood = 30;
+  for (int i = 0; i < kFlood; ++i) {
+    flood.Publish("relay/retransmit/" + name_ + "-flood", json{{"topic", topic}, {"from", 1}}.dump());
+  }
+  ASSERT_TRUE(flood.WaitAllAcked(10s));
+  polite.Publish("relay/retransmit/" + name_ + "-polite", json{{"topic", topic}, {"from", 2990}}.dump());
+  ASSERT_TRUE(WaitForStatuses(polite, 1, 30s));
+  const std::size_t flood_done_when_polite_answered = Statuses(flood).size();
+  ASSERT_TRUE(WaitForStatuses(flood, kFlood, 60s));
+
+  auto statuses = Statuses(flood);
+  int ok = 0, refused = 0;
+  for (const auto& s : statuses) {
+    if (s["status"] == "ok") ++ok;
+    if (s["status"] == "error" && s["error"].get<std::string>().find("too many requests pending") == 0) ++refused;
+  }
+  EXPECT_EQ(ok + refused, kFlood);
+  EXPECT_GE(refused, 1) << "more than 16 pending from one client must be refused";
+  EXPECT_EQ(Statuses(polite)[0]["sent"], 11);
+  // Round-robin: the polite client waited for at most the reply in service
+  // and one more from the flood, not for the flood's whole queue.
+  EXPECT_LT(flood_done_when_polite_answered, static_cast<std::size_t>(refused + 4))
+      << "polite answered after " << flood_done_when_polite_answered << " flood statuses";
+}
+
+}  // namespace
+}  // namespace seqtest
