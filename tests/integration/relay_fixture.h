@@ -61,8 +61,12 @@ class RelayE2E : public ::testing::Test {
   static void SetUpTestSuite() { SharedServers(); }
 
   void SetUp() override {
+    // The test's name, short enough for a database name, and unique per run
+    // so that --gtest_repeat starts from empty state each time.
+    static int runs = 0;
     name_ = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    for (auto& c : name_) c = std::tolower(static_cast<unsigned char>(c));
+    name_ = name_.substr(0, 40) + "_" + std::to_string(++runs);
+    for (auto& c : name_) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   }
 
   void TearDown() override {
