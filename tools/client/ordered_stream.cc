@@ -1,0 +1,63 @@
+#include "ordered_stream.h"
+
+#include <algorithm>
+
+namespace seqclient {
+
+std::vector<Delivery> OrderedStream::Offer(uint64_t seq, bool ordered, std::string payload, bool* duplicate) {
+  if (duplicate) *duplicate = false;
+  if (next_ == 0) next_ = seq;  // joined here
+  if (seq < next_ || above_.count(seq)) {
+    if (duplicate) *duplicate = true;
+    return {};
+  }
+  std::vector<Delivery> out;
+  if (seq == next_) {
+    out.push_back({seq, std::move(payload), seq < last_delivered_});
+    last_delivered_ = std::max(last_delivered_, seq);
+    ++next_;
+    auto more = Drain();
+    out.insert(out.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+    return out;
+  }
+  if (ordered) {
+    above_[seq] = {std::move(payload), false};
+    return out;
+  }
+  // Immediate: show it now, remember that it was shown.
+  out.push_back({seq, std::move(payload), seq < last_delivered_});
+  last_delivered_ = std::max(last_delivered_, seq);
+  above_[seq] = {{}, true};
+  return out;
+}
+
+std::vector<Delivery> OrderedStream::Drain() {
+  std::vector<Delivery> out;
+  for (auto it = above_.begin(); it != above_.end() && it->first == next_; it = above_.erase(it)) {
+    if (!it->second.delivered) {
+      out.push_back({it->first, std::move(it->second.payload), it->first < last_delivered_});
+      last_delivered_ = std::max(last_delivered_, it->first);
+    }
+    ++next_;
+  }
+  return out;
+}
+
+std::optional<Gap> OrderedStream::gap() const {
+  if (above_.empty()) return std::nullopt;
+  return Gap{next_, above_.begin()->first - 1};
+}
+
+std::vector<Delivery> OrderedStream::GiveUp(uint64_t to) {
+  if (next_ == 0 || to < next_) return {};
+  // Skip what is missing; frames above `to` that were held come out now.
+  while (next_ <= to) {
+    auto it = above_.find(next_);
+    if (it != above_.end() && !it->second.delivered) break;  // a held frame: deliver via Drain
+    if (it != above_.end()) above_.erase(it);
+    ++next_;
+  }
+  return Drain();
+}
+
+}  // namespace seqclient

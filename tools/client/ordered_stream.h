@@ -1,0 +1,70 @@
+// OrderedStream: the client module's per-topic state (the paper's client
+// side): which SEQ comes next, what is held back, what is missing.
+//
+// One per topic id. Frames are offered in whatever order they arrive (live
+// frames, replayed frames, duplicates); the stream says what to deliver now.
+//  - ordered topics (flag 1): delivered strictly in SEQ order; a frame after
+//    a gap is held until the gap fills or is given up;
+//  - immediate topics (flag 0): delivered at once; a frame that fills a gap
+//    is delivered when it comes and marked late.
+// Either way each SEQ is delivered at most once: duplicates are dropped.
+//
+// Pure logic, not thread-safe: the client guards it with its own mutex.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace seqclient {
+
+struct Delivery {
+  uint64_t seq = 0;
+  std::string payload;
+  bool late = false;  // filled a gap after later frames were shown (immediate topics)
+};
+
+struct Gap {
+  uint64_t from = 0;  // first missing SEQ
+  uint64_t to = 0;    // last missing SEQ (the one before the next frame held or seen)
+};
+
+class OrderedStream {
+ public:
+  // `next` is the first SEQ this client wants; 0 = start at the first frame seen.
+  explicit OrderedStream(uint64_t next = 0) : next_(next) {}
+
+  // Offers one frame. Returns what can be delivered now, in delivery order.
+  // `duplicate` is set when the frame was already delivered or held.
+  std::vector<Delivery> Offer(uint64_t seq, bool ordered, std::string payload, bool* duplicate = nullptr);
+
+  // The oldest open gap, if any frame above next() has been seen.
+  std::optional<Gap> gap() const;
+
+  // Gives up on every SEQ up to and including `to` that has not come: they
+  // will not be delivered. Returns what becomes deliverable (held frames).
+  std::vector<Delivery> GiveUp(uint64_t to);
+
+  // The next SEQ to deliver in order; every SEQ below it was delivered or
+  // given up. 0 = nothing seen yet.
+  uint64_t next() const { return next_; }
+  // The highest SEQ delivered so far (0 = none).
+  uint64_t last_delivered() const { return last_delivered_; }
+
+ private:
+  std::vector<Delivery> Drain();
+
+  uint64_t next_ = 0;
+  uint64_t last_delivered_ = 0;
+  // Above next_: frames held back (ordered) or already delivered (immediate,
+  // payload empty and `delivered` true).
+  struct Above {
+    std::string payload;
+    bool delivered = false;
+  };
+  std::map<uint64_t, Above> above_;
+};
+
+}  // namespace seqclient

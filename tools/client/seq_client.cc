@@ -1,0 +1,325 @@
+#include "seq_client.h"
+
+#include <mosquitto.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "frame.h"
+
+namespace seqclient {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// A lookup asks from the highest SEQ there can be: the relay answers with
+// no frames, and the status says the topic's id and newest SEQ.
+constexpr uint64_t kLookupFrom = seqrelay::kMaxSeq;
+
+bool HasWildcard(const std::string& filter) { return filter.find_first_of("+#") != std::string::npos; }
+
+}  // namespace
+
+SeqClient::SeqClient(Options options, OnMessage on_message, OnGap on_gap)
+    : options_(std::move(options)), on_message_(std::move(on_message)), on_gap_(std::move(on_gap)) {}
+
+SeqClient::~SeqClient() { Stop(); }
+
+std::optional<std::string> SeqClient::Start() {
+  if (options_.client_id.empty()) return "a client id is required (it names the retransmit topics)";
+  if (options_.filters.empty()) return "give at least one topic";
+  if (options_.history != History::kNone || !options_.state_file.empty()) {
+    for (const auto& f : options_.filters) {
+      if (HasWildcard(f)) return "history and --state need topics without '+' or '#': '" + f + "'";
+    }
+  }
+  LoadState();
+  mosquitto_lib_init();
+  mosq_ = mosquitto_new(options_.client_id.c_str(), true, this);
+  if (!mosq_) return "cannot create the MQTT client";
+  mosquitto_int_option(mosq_, MOSQ_OPT_TCP_NODELAY, 1);
+  mosquitto_reconnect_delay_set(mosq_, 1, 30, true);
+  if (!options_.user.empty()) {
+    mosquitto_username_pw_set(mosq_, options_.user.c_str(),
+                              options_.password.empty() ? nullptr : options_.password.c_str());
+  }
+  mosquitto_connect_callback_set(mosq_, &SeqClient::OnConnect);
+  mosquitto_message_callback_set(mosq_, &SeqClient::OnMessageTrampoline);
+  int rc = mosquitto_connect(mosq_, options_.host.c_str(), options_.port, 30);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    return "cannot connect to " + options_.host + ":" + std::to_string(options_.port) + ": " +
+           (rc == MOSQ_ERR_ERRNO ? std::string(strerror(errno)) : mosquitto_strerror(rc));
+  }
+  mosquitto_loop_start(mosq_);
+  {
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, std::chrono::seconds(10), [&] { return connack_ >= 0; })) {
+      return "no answer from the broker at " + options_.host + ":" + std::to_string(options_.port);
+    }
+    if (connack_ != 0) return std::string("the broker refused the connection: ") + mosquitto_connack_string(connack_);
+  }
+  // History and resumption: look each topic up first (its id and newest SEQ);
+  // live frames for it are held until the answer says where to start.
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& t : options_.filters) {
+      uint64_t start = 0;
+      if (auto it = resume_.find(t); it != resume_.end()) {
+        start = it->second + 1;
+      } else if (options_.history == History::kAll) {
+        start = 1;
+      } else if (options_.history == History::kFrom) {
+        start = std::max<uint64_t>(1, options_.history_n);
+      } else if (options_.history != History::kLast) {
+        continue;
+      }
+      history_start_[t] = start;  // 0 for kLast: known once the lookup answers
+    }
+  }
+  std::vector<std::string> lookups;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [topic, start] : history_start_) lookups.push_back(topic);
+  }
+  for (const auto& topic : lookups) Request(json{{"topic", topic}, {"from", kLookupFrom}}.dump());
+  timer_ = std::thread([this] { Timer(); });
+  return std::nullopt;
+}
+
+void SeqClient::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (timer_.joinable()) timer_.join();
+  if (mosq_) {
+    mosquitto_disconnect(mosq_);
+    mosquitto_loop_stop(mosq_, false);
+    mosquitto_destroy(mosq_);
+    mosq_ = nullptr;
+  }
+  std::lock_guard lock(mu_);
+  SaveState();
+}
+
+Stats SeqClient::stats() {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+void SeqClient::OnConnect(mosquitto* m, void* obj, int rc) {
+  auto* self = static_cast<SeqClient*>(obj);
+  if (rc == 0) {
+    for (const auto& f : self->options_.filters) {
+      mosquitto_subscribe(m, nullptr, (self->options_.seq_prefix + "/" + f).c_str(), self->options_.qos);
+    }
+    const std::string replies = self->options_.control_prefix + "/replay/" + self->options_.client_id + "/#";
+    mosquitto_subscribe(m, nullptr, replies.c_str(), 1);
+  }
+  std::lock_guard lock(self->mu_);
+  if (self->connack_ < 0) self->connack_ = rc;
+  self->cv_.notify_all();
+}
+
+void SeqClient::OnMessageTrampoline(mosquitto*, void* obj, const mosquitto_message* m) {
+  auto* self = static_cast<SeqClient*>(obj);
+  const std::string topic = m->topic;
+  const std::string bytes(static_cast<const char*>(m->payload), m->payloadlen);
+  const std::string replies = self->options_.control_prefix + "/replay/" + self->options_.client_id;
+  const std::string live_prefix = self->options_.seq_prefix + "/";
+  try {
+    if (topic == replies + "/status") {
+      self->HandleStatus(bytes);
+    } else if (topic == replies) {
+      self->HandleFrame("", bytes, /*replayed=*/true);
+    } else if (topic.rfind(live_prefix, 0) == 0) {
+      self->HandleFrame(topic.substr(live_prefix.size()), bytes, /*replayed=*/false);
+    }
+  } catch (const std::exception&) {
+    std::lock_guard lock(self->mu_);
+    ++self->stats_.bad_frames;
+  }
+}
+
+void SeqClient::HandleFrame(const std::string& name, const std::string& bytes, bool replayed) {
+  std::lock_guard lock(mu_);
+  OfferLocked(name, bytes, replayed);
+}
+
+void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, bool replayed) {
+  auto view = seqrelay::DecodeFrame({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+  if (!view.ok()) {
+    ++stats_.bad_frames;
+    return;
+  }
+  if (!replayed && options_.drop_live_frame && options_.drop_live_frame(name, view->header.seq)) return;
+  const uint32_t id = view->header.topic_id;
+  auto it = topics_.find(id);
+  if (it == topics_.end()) {
+    // A live frame of a topic still being looked up waits for the answer
+    // (HandleStatus offers it then); a replayed frame of an unknown id was
+    // not asked for.
+    if (!replayed && history_start_.count(name)) held_live_[name].push_back(bytes);
+    if (replayed || history_start_.count(name)) return;
+    it = topics_.emplace(id, Topic{name, true, OrderedStream(0), {}, {}, {}, 0}).first;
+  }
+  Topic& t = it->second;
+  t.ordered = view->header.ordering == seqrelay::Ordering::kOrdered;
+  bool duplicate = false;
+  std::string payload(reinterpret_cast<const char*>(view->payload.data()), view->payload.size());
+  auto out = t.stream.Offer(view->header.seq, t.ordered, std::move(payload), &duplicate);
+  if (duplicate) ++stats_.duplicates;
+  Deliver(t, id, std::move(out));
+}
+
+void SeqClient::Deliver(Topic& t, uint32_t id, std::vector<Delivery> deliveries) {
+  for (auto& d : deliveries) {
+    ++stats_.delivered;
+    on_message_(Message{t.name, id, d.seq, t.ordered, d.late, std::move(d.payload)});
+  }
+  if (t.asked && (!t.stream.gap() || t.stream.gap()->from > t.asked->to)) {
+    ++stats_.gaps_filled;  // everything asked for has come
+    t.asked.reset();
+    t.attempts = 0;
+  }
+  if (!t.stream.gap()) t.gap_seen = {};
+}
+
+void SeqClient::HandleStatus(const std::string& text) {
+  json s = json::parse(text, nullptr, false);
+  if (!s.is_object()) return;
+  std::lock_guard lock(mu_);
+  const bool ok = s.value("status", "") == "ok";
+  const uint64_t from = s.value("from", uint64_t{0});
+  const std::string name = s.value("topic", "");
+
+  if (from == kLookupFrom && history_start_.count(name)) {
+    // The lookup answered: create the topic's stream at its start, then ask
+    // for everything from there to the newest SEQ.
+    uint64_t start = history_start_[name];
+    history_start_.erase(name);
+    if (!ok) {
+      if (on_gap_) on_gap_(name, 0, 0, s.value("error", "lookup failed"));
+      return;  // live frames of it start wherever they start
+    }
+    const uint32_t id = s.value("id", uint32_t{0});
+    const uint64_t last = s.value("last", uint64_t{0});
+    if (options_.history == History::kLast && start == 0) {
+      start = last >= options_.history_n ? last - options_.history_n + 1 : 1;
+    }
+    Topic& t = topics_.emplace(id, Topic{name, true, OrderedStream(std::max<uint64_t>(start, 1)), {}, {}, {}, 0})
+                   .first->second;
+    if (start <= last) {
+      t.asked = Gap{start, last};
+      t.asked_at = Clock::now();
+      t.attempts = 1;
+      ++stats_.requests;
+      Request(json{{"id", id}, {"from", start}, {"to", last}}.dump());
+    }
+    for (const auto& bytes : held_live_[name]) OfferLocked(name, bytes, /*replayed=*/false);
+    held_live_.erase(name);
+    return;
+  }
+
+  const uint32_t id = s.value("id", uint32_t{0});
+  auto it = topics_.find(id);
+  if (it == topics_.end() || !it->second.asked) return;
+  Topic& t = it->second;
+  if (ok && s.value("truncated", false)) {
+    const uint64_t next = s.value("next", uint64_t{0});
+    t.asked = Gap{next, t.asked->to};
+    t.asked_at = Clock::now();
+    ++stats_.requests;
+    Request(json{{"id", id}, {"from", next}, {"to", t.asked->to}}.dump());
+    return;
+  }
+  // Frames come before their status: whatever of the asked range is still
+  // missing now, the relay does not have (or refused to send).
+  auto gap = t.stream.gap();
+  const Gap asked = *t.asked;
+  t.asked.reset();
+  t.attempts = 0;
+  uint64_t missing_to = asked.to;
+  if (gap && gap->from <= asked.to) missing_to = std::min(asked.to, gap->to);
+  if (!gap && t.stream.next() > asked.to) return;  // filled
+  if (t.stream.next() <= missing_to) {
+    const std::string why = ok ? "the relay has no such SEQ" : s.value("error", "refused");
+    ++stats_.gaps_unfilled;
+    if (on_gap_) on_gap_(t.name, t.stream.next(), missing_to, why);
+    Deliver(t, id, t.stream.GiveUp(missing_to));
+  }
+}
+
+void SeqClient::Request(const std::string& json_text) {
+  const std::string topic = options_.control_prefix + "/retransmit/" + options_.client_id;
+  mosquitto_publish(mosq_, nullptr, topic.c_str(), static_cast<int>(json_text.size()), json_text.data(), 1, false);
+}
+
+void SeqClient::Timer() {
+  auto next_save = Clock::now() + std::chrono::seconds(1);
+  std::unique_lock lock(mu_);
+  while (!cv_.wait_for(lock, std::chrono::milliseconds(20), [&] { return stopping_; })) {
+    const auto now = Clock::now();
+    for (auto& [id, t] : topics_) {
+      auto gap = t.stream.gap();
+      if (t.asked) {
+        const auto timeout = options_.reply_timeout * (1 << std::min(t.attempts - 1, 10));
+        if (now - t.asked_at < timeout) continue;
+        if (t.attempts >= options_.max_attempts) {
+          ++stats_.gaps_unfilled;
+          if (on_gap_) on_gap_(t.name, t.asked->from, t.asked->to, "no reply from the relay");
+          const uint64_t to = t.asked->to;
+          t.asked.reset();
+          t.attempts = 0;
+          Deliver(t, id, t.stream.GiveUp(to));
+          continue;
+        }
+        ++t.attempts;  // no status in time: ask again
+      } else {
+        if (!gap) continue;
+        if (t.gap_seen == Clock::time_point{}) t.gap_seen = now;
+        if (now - t.gap_seen < options_.gap_wait) continue;
+        t.asked = *gap;
+        t.attempts = 1;
+      }
+      t.asked_at = now;
+      ++stats_.requests;
+      Request(json{{"id", id}, {"from", t.asked->from}, {"to", t.asked->to}}.dump());
+    }
+    if (now >= next_save) {
+      SaveState();
+      next_save = now + std::chrono::seconds(1);
+    }
+  }
+}
+
+void SeqClient::LoadState() {
+  if (options_.state_file.empty()) return;
+  std::ifstream in(options_.state_file);
+  if (!in) return;  // first run
+  json s = json::parse(in, nullptr, false);
+  if (!s.is_object() || !s.contains("topics") || !s["topics"].is_object()) return;
+  for (auto& [topic, last] : s["topics"].items()) {
+    if (last.is_number_unsigned()) resume_[topic] = last.get<uint64_t>();
+  }
+}
+
+void SeqClient::SaveState() {
+  if (options_.state_file.empty()) return;
+  json s = {{"topics", json::object()}};
+  for (const auto& [topic, last] : resume_) s["topics"][topic] = last;  // topics not seen this run
+  for (const auto& [id, t] : topics_) {
+    if (t.stream.next() > 1) s["topics"][t.name] = t.stream.next() - 1;
+  }
+  const std::string tmp = options_.state_file + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << s.dump(2) << "\n";
+  }
+  std::rename(tmp.c_str(), options_.state_file.c_str());
+}
+
+}  // namespace seqclient

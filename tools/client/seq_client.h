@@ -1,0 +1,142 @@
+// SeqClient: the seqrelay client module over libmosquitto.
+//
+// Subscribes to <seq-prefix>/<filter> for each filter, checks every frame's
+// SEQ per topic id, drops duplicates, holds ordered topics back while a gap
+// is open, and asks the relay for what is missing (after `gap_wait`, with
+// retries and backoff) on <control>/retransmit/<client id>. It can start from
+// a topic's history and remember where it stopped in a state file.
+//
+//   seqclient::Options o;
+//   o.port = 1883;
+//   o.client_id = "alice";
+//   o.filters = {"chat/room1"};
+//   o.history = seqclient::History::kAll;
+//   seqclient::SeqClient client(o, [](const seqclient::Message& m) {
+//     std::printf("%s #%llu %s\n", m.topic.c_str(), (unsigned long long)m.seq, m.payload.c_str());
+//   });
+//   if (auto error = client.Start()) { std::fprintf(stderr, "%s\n", error->c_str()); return 1; }
+//   ...
+//   client.Stop();
+//
+// Threads: the callback runs on the client's network thread, one message at
+// a time, in delivery order; it must not call Stop(). Start/Stop/stats from
+// the owner's thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ordered_stream.h"
+
+struct mosquitto;
+struct mosquitto_message;
+
+namespace seqclient {
+
+enum class History { kNone, kAll, kFrom, kLast };
+
+struct Options {
+  std::string host = "127.0.0.1";
+  int port = 1883;
+  std::string user;
+  std::string password;
+  std::string client_id;             // required: names the retransmit topics
+  std::vector<std::string> filters;  // raw topic filters; "+"/"#" allowed
+  std::string seq_prefix = "seq";
+  std::string control_prefix = "relay";
+  int qos = 1;
+  std::chrono::milliseconds gap_wait{200};
+  std::chrono::milliseconds reply_timeout{2000};  // per request, doubled on each retry
+  int max_attempts = 5;                            // requests per gap before it is reported unfilled
+  History history = History::kNone;  // needs filters without wildcards
+  uint64_t history_n = 0;            // the N of kFrom / kLast
+  std::string state_file;            // remember the last delivered SEQ per topic
+  // Test hook: live frames for which this returns true are dropped as if the
+  // network had lost them (retransmitted frames are never dropped).
+  std::function<bool(const std::string& topic, uint64_t seq)> drop_live_frame;
+};
+
+struct Message {
+  std::string topic;
+  uint32_t topic_id = 0;
+  uint64_t seq = 0;
+  bool ordered = true;
+  bool late = false;  // an immediate topic's gap, filled after later frames were shown
+  std::string payload;
+};
+
+struct Stats {
+  uint64_t delivered = 0;
+  uint64_t duplicates = 0;
+  uint64_t requests = 0;       // retransmit requests sent
+  uint64_t gaps_filled = 0;    // gaps closed by retransmitted frames
+  uint64_t gaps_unfilled = 0;  // gaps given up (reported through on_gap)
+  uint64_t bad_frames = 0;
+};
+
+class SeqClient {
+ public:
+  using OnMessage = std::function<void(const Message&)>;
+  // Called when a gap is given up: topic, first and last missing SEQ, why.
+  using OnGap = std::function<void(const std::string& topic, uint64_t from, uint64_t to, const std::string& why)>;
+
+  SeqClient(Options options, OnMessage on_message, OnGap on_gap = nullptr);
+  ~SeqClient();
+
+  // Connects (waits for the CONNACK), subscribes, starts history and
+  // resumption requests. Returns an error text on failure.
+  std::optional<std::string> Start();
+  // Saves the state file (if any) and disconnects. Idempotent.
+  void Stop();
+  Stats stats();
+
+ private:
+  struct Topic {
+    std::string name;
+    bool ordered = true;
+    OrderedStream stream;
+    // The outstanding retransmit request for the current gap.
+    std::optional<Gap> asked;
+    std::chrono::steady_clock::time_point gap_seen{}, asked_at{};
+    int attempts = 0;
+  };
+
+  static void OnConnect(mosquitto*, void* self, int rc);
+  static void OnMessageTrampoline(mosquitto*, void* self, const mosquitto_message* m);
+  void HandleFrame(const std::string& topic_name, const std::string& bytes, bool replayed);
+  void OfferLocked(const std::string& topic_name, const std::string& bytes, bool replayed);
+  void HandleStatus(const std::string& json_text);
+  void Deliver(Topic& t, uint32_t id, std::vector<Delivery> deliveries);
+  void Timer();
+  void Request(const std::string& json_text);
+  void LoadState();
+  void SaveState();
+
+  const Options options_;
+  const OnMessage on_message_;
+  const OnGap on_gap_;
+  mosquitto* mosq_ = nullptr;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<uint32_t, Topic> topics_;          // guarded by mu_
+  std::map<std::string, uint64_t> resume_;    // topic -> last delivered SEQ from the state file; mu_
+  std::map<std::string, uint64_t> history_start_;  // topic -> first SEQ wanted, while looked up; mu_
+  std::map<std::string, std::vector<std::string>> held_live_;  // live frames of topics being looked up; mu_
+  Stats stats_;                               // guarded by mu_
+  int connack_ = -1;                          // guarded by mu_
+  bool stopping_ = false;                     // guarded by mu_
+  std::thread timer_;
+};
+
+}  // namespace seqclient
