@@ -45,8 +45,8 @@ MqttClient::MqttClient(int port, const std::string& id, bool clean, bool v5) {
       free(data);
     }
     std::lock_guard lock(self->mu_);
-    self->received_.push_back(
-        {m->topic, std::string(static_cast<const char*>(m->payload), m->payloadlen), std::move(correlation)});
+    self->received_.push_back({m->topic, std::string(static_cast<const char*>(m->payload), m->payloadlen),
+                               std::move(correlation), std::chrono::steady_clock::now()});
     self->cv_.notify_all();
   });
   if (mosquitto_connect(mosq_, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS) {

@@ -19,6 +19,7 @@ struct Received {
   std::string topic;
   std::string payload;
   std::string correlation;  // v5 Correlation Data, empty if none
+  std::chrono::steady_clock::time_point at;  // when the client received it
 };
 
 class MqttClient {

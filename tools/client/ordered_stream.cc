@@ -50,14 +50,21 @@ std::optional<Gap> OrderedStream::gap() const {
 
 std::vector<Delivery> OrderedStream::GiveUp(uint64_t to) {
   if (next_ == 0 || to < next_) return {};
-  // Skip what is missing; frames above `to` that were held come out now.
-  while (next_ <= to) {
-    auto it = above_.find(next_);
-    if (it != above_.end() && !it->second.delivered) break;  // a held frame: deliver via Drain
-    if (it != above_.end()) above_.erase(it);
-    ++next_;
+  // Up to `to`, frames that came are delivered in order and missing SEQs are
+  // skipped; then whatever follows `to` without a break comes out too.
+  std::vector<Delivery> out;
+  while (!above_.empty() && above_.begin()->first <= to) {
+    auto it = above_.begin();
+    if (!it->second.delivered) {
+      out.push_back({it->first, std::move(it->second.payload), it->first < last_delivered_});
+      last_delivered_ = std::max(last_delivered_, it->first);
+    }
+    above_.erase(it);
   }
-  return Drain();
+  next_ = to + 1;
+  auto more = Drain();
+  out.insert(out.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+  return out;
 }
 
 }  // namespace seqclient
