@@ -32,7 +32,7 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
   mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, o.mqtt_v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
   // Outgoing QoS 1 messages in flight at once; beyond this libmosquitto
   // queues them. 20 (the default) caps a loopback relay near 20 / RTT.
-  mosquitto_max_inflight_messages_set(m, o.max_inflight);
+  mosquitto_max_inflight_messages_set(m, 1000);
   mosquitto_reconnect_delay_set(m, 1, 30, true);
   if (!o.user.empty()) {
     int rc = mosquitto_username_pw_set(m, o.user.c_str(), o.password.empty() ? nullptr : o.password.c_str());

@@ -49,7 +49,6 @@ class MqttLink {
     std::string client_id;
     bool clean_session = true;
     bool mqtt_v5 = false;  // needed to read Response Topic / Correlation Data
-    int max_inflight = 1000;  // outgoing QoS >= 1 messages awaiting an ack; more wait in libmosquitto
     int keepalive_s = 30;
     std::vector<std::string> subscriptions;  // subscribed at QoS 1 on every connect
     std::string name;                        // for log lines: "intake", "output"

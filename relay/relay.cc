@@ -210,9 +210,6 @@ int Relay::Run() {
   rep.client_id = config_.mqtt_client_id + "-replay";
   rep.name = "replay";
   rep.mqtt_v5 = true;  // to honour Response Topic and Correlation Data
-  // A small window paces replies: the broker (one thread) then interleaves
-  // them with live frames instead of taking 10,000 replay frames at once.
-  rep.max_inflight = 64;
   rep.subscriptions = {config_.control_prefix + "/retransmit/+"};
   auto replay = MqttLink::Start(rep, {.on_message = [this](const InboundMessage& m) { retransmit_.OnRequest(m); },
                                       .on_published = nullptr,

@@ -2,9 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <sys/resource.h>
-#include <unistd.h>
-
 #include <algorithm>
 
 #include "frame.h"
@@ -81,9 +78,6 @@ void RetransmitService::OnRequest(const InboundMessage& in) {
 }
 
 void RetransmitService::Worker() {
-  // Replies yield the CPU to live traffic: the writer and the links run at
-  // the process's priority, replay workers a few steps below.
-  setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
   MysqlStore store(config_);
   for (;;) {
     Job job;
