@@ -87,9 +87,10 @@ std::vector<std::string> Describe(const Config& c) {
                   fmt::join(c.sources, ", "), fmt::join(c.immediate, ", "), c.seq_prefix, c.control_prefix,
                   c.max_payload),
       fmt::format("batch-max={} batch-delay-us={} buffer-max={} buffer-max-bytes={} shutdown-timeout={}s "
-                  "replay-max={} replay-workers={} log-level={}",
+                  "journal-dir={} replay-max={} replay-workers={} log-level={}",
                   c.batch_max, c.batch_delay_us, c.buffer_max, c.buffer_max_bytes, c.shutdown_timeout_s,
-                  c.replay_max, c.replay_workers, levels[static_cast<int>(c.log_level)]),
+                  c.journal_dir.empty() ? "(none)" : c.journal_dir, c.replay_max, c.replay_workers,
+                  levels[static_cast<int>(c.log_level)]),
   };
 }
 

@@ -46,6 +46,7 @@ struct Config {
   int buffer_max = 100000;
   int64_t buffer_max_bytes = int64_t{256} * 1024 * 1024;
   int shutdown_timeout_s = 30;
+  std::string journal_dir;  // empty: no journal (messages in memory are lost on a kill)
 
   // Retransmit service
   int replay_max = 10000;   // most frames in one reply; beyond: truncated + next

@@ -30,6 +30,7 @@ struct Message {
   std::vector<uint8_t> frame;  // header (filled by the writer) + payload
   uint64_t idx = 0;            // MSG.idx, set by the writer
   uint64_t seq = 0;            // SEQ within T, set by the writer
+  uint64_t journal_end = 0;    // journal position after this message; 0 = not journaled
 };
 
 }  // namespace seqrelay

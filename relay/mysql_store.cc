@@ -8,6 +8,7 @@
 #include <mysql_connection.h>
 #include <mysql_driver.h>
 
+#include <algorithm>
 #include <bit>
 #include <functional>
 
@@ -70,10 +71,12 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
     // here; the caller decides what they mean.
     std::string message = fmt::format("{}: MySQL error {} ({}): {}", what, e.getErrorCode(), e.getSQLStateCStr(), e.what());
     inserts_.clear();
+    update_state_.reset();
     conn_.reset();
     return Status::Error(std::move(message));
   } catch (const std::exception& e) {
     inserts_.clear();
+    update_state_.reset();
     conn_.reset();
     return Status::Error(fmt::format("{}: {}", what, e.what()));
   }
@@ -81,6 +84,7 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
 
 Status MysqlStore::Connect(bool create_database) {
   inserts_.clear();
+  update_state_.reset();
   conn_.reset();
   return Guard("connect", [&] {
     sql::ConnectOptionsMap options;
@@ -168,14 +172,16 @@ Result<MysqlStore::Progress> MysqlStore::ReadProgress() {
   Status s = Guard("read progress", [&] {
     std::unique_ptr<sql::Statement> st(conn_->createStatement());
     std::unique_ptr<sql::ResultSet> rs(st->executeQuery(
-        "SELECT (SELECT COALESCE(MAX(idx), 0) FROM MSG), (SELECT PUBLISHED_IDX FROM RELAY_STATE WHERE K = 1)"));
+        "SELECT (SELECT COALESCE(MAX(idx), 0) FROM MSG), PUBLISHED_IDX, JOURNAL_POS FROM RELAY_STATE WHERE K = 1"));
     rs->next();
     p.max_idx = rs->getUInt64(1);
     p.published_idx = rs->getUInt64(2);
+    p.journal_pos = rs->getUInt64(3);
     conn_->commit();
   });
   if (!s.ok()) return s;
   saved_published_idx_ = p.published_idx;
+  saved_journal_pos_ = p.journal_pos;
   return p;
 }
 
@@ -224,7 +230,7 @@ sql::PreparedStatement& MysqlStore::InsertStatement(std::size_t rows) {
   return *inserts_[slot];
 }
 
-Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t published_idx) {
+Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t published_idx, uint64_t journal_pos) {
   return Guard("commit batch", [&] {
     std::span<const Message> rest = batch;
     while (!rest.empty()) {
@@ -241,20 +247,25 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
       ps.execute();
       rest = rest.subspan(n);
     }
-    if (published_idx != saved_published_idx_) {
-      std::unique_ptr<sql::PreparedStatement> ps(
-          conn_->prepareStatement("UPDATE RELAY_STATE SET PUBLISHED_IDX = ? WHERE K = 1"));
-      ps->setUInt64(1, published_idx);
-      ps->execute();
+    journal_pos = std::max(journal_pos, saved_journal_pos_);
+    if (published_idx != saved_published_idx_ || journal_pos != saved_journal_pos_) {
+      if (!update_state_) {
+        update_state_.reset(
+            conn_->prepareStatement("UPDATE RELAY_STATE SET PUBLISHED_IDX = ?, JOURNAL_POS = ? WHERE K = 1"));
+      }
+      update_state_->setUInt64(1, published_idx);
+      update_state_->setUInt64(2, journal_pos);
+      update_state_->execute();
     }
     conn_->commit();
     saved_published_idx_ = published_idx;
+    saved_journal_pos_ = journal_pos;
   });
 }
 
 Status MysqlStore::SavePublished(uint64_t published_idx) {
   if (published_idx == saved_published_idx_) return Status::Ok();
-  return CommitBatch({}, published_idx);
+  return CommitBatch({}, published_idx, saved_journal_pos_);
 }
 
 Result<std::vector<MysqlStore::StoredRow>> MysqlStore::ReadRowsAfter(uint64_t after_idx, std::size_t limit) {

@@ -51,6 +51,7 @@ class MysqlStore {
   struct Progress {
     uint64_t max_idx = 0;        // highest MSG.idx committed; 0 = empty table
     uint64_t published_idx = 0;  // RELAY_STATE.PUBLISHED_IDX
+    uint64_t journal_pos = 0;    // RELAY_STATE.JOURNAL_POS
   };
   Result<Progress> ReadProgress();
 
@@ -63,10 +64,11 @@ class MysqlStore {
   Result<std::vector<TopicRow>> ResolveTopics(std::span<const std::string_view> topics);
 
   // One transaction: inserts every message (idx, topic, flag, SEQ, payload)
-  // and, when it moved, sets RELAY_STATE.PUBLISHED_IDX. An error leaves the
+  // and, when they moved, sets RELAY_STATE.PUBLISHED_IDX and JOURNAL_POS
+  // (the journal position after the batch's last journaled message). An error leaves the
   // outcome unknown if it struck during COMMIT: the caller decides by
   // reading ReadProgress().max_idx after reconnecting.
-  Status CommitBatch(std::span<const Message> batch, uint64_t published_idx);
+  Status CommitBatch(std::span<const Message> batch, uint64_t published_idx, uint64_t journal_pos);
 
   // Sets PUBLISHED_IDX on its own (at shutdown, or when idle).
   Status SavePublished(uint64_t published_idx);
@@ -103,7 +105,9 @@ class MysqlStore {
   // INSERT statements for 1, 2, 4, ... rows; a batch is split into
   // power-of-two chunks so that at most log2(batch-max)+1 are ever prepared.
   std::vector<std::unique_ptr<sql::PreparedStatement>> inserts_;
-  uint64_t saved_published_idx_ = 0;  // last PUBLISHED_IDX written by this connection
+  std::unique_ptr<sql::PreparedStatement> update_state_;  // RELAY_STATE, prepared once per connection
+  uint64_t saved_published_idx_ = 0;  // last PUBLISHED_IDX written or read by this connection
+  uint64_t saved_journal_pos_ = 0;    // last JOURNAL_POS written or read by this connection
 };
 
 }  // namespace seqrelay

@@ -94,6 +94,11 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
        "the relay stops reading from mosquitto, which queues further messages in the relay's session.")
       ("buffer-max-bytes", po::value(&c.buffer_max_bytes)->default_value(c.buffer_max_bytes)->value_name("BYTES"),
        "The same bound in payload bytes.")
+      ("journal-dir", po::value(&c.journal_dir)->value_name("DIR"),
+       "Write every accepted message to a local journal in DIR before it is acknowledged to mosquitto, and store "
+       "what the journal holds beyond the database at start. Without it, messages held in memory are lost if the "
+       "relay is killed. The page cache keeps the journal through a process kill; a machine crash can lose its "
+       "last records (no fsync).")
       ("shutdown-timeout", po::value(&c.shutdown_timeout_s)->default_value(c.shutdown_timeout_s)->value_name("SECONDS"),
        "On SIGTERM/SIGINT, how long to keep trying to commit and publish what was received before giving up.");
 

@@ -171,6 +171,15 @@ int Relay::Run() {
     LogError("database: {}", progress.error());
     return 1;
   }
+  if (!config_.journal_dir.empty()) {
+    journal_ = std::make_unique<Journal>(config_.journal_dir);
+    if (Status s = journal_->Open(progress->journal_pos); !s.ok()) {
+      LogError("{}", s.message());
+      return 1;
+    }
+  } else {
+    LogWarn("no --journal-dir: messages received but not yet committed are lost if the relay is killed");
+  }
   sequencer_.SetLastIdx(progress->max_idx);
   tracker_ = PublishTracker(std::min(progress->published_idx, progress->max_idx));
   LogInfo("database ready: {} rows committed, {} confirmed published", progress->max_idx, tracker_.watermark());
@@ -222,6 +231,21 @@ int Relay::Run() {
   retransmit_.Start(*replay_);
 
   writer_ = std::thread([this] { WriterLoop(); });
+  if (journal_) {
+    // What the journal holds beyond the database's position was received
+    // (and acknowledged to mosquitto) before the last stop: store it first.
+    Status s = journal_->Replay(progress->journal_pos, [&](std::string_view topic, std::span<const uint8_t> payload,
+                                                            uint64_t end) {
+      Message m(topic, payload.data(), payload.size());
+      m.journal_end = end;
+      if (queue_.Push(std::move(m))) ++counters_.journal_replayed;
+    });
+    if (!s.ok()) LogError("{}; the records after the damage are not stored", s.message());
+    if (counters_.journal_replayed > 0) {
+      LogInfo("journal: storing {} messages received before the last stop but not committed",
+              counters_.journal_replayed.load());
+    }
+  }
   if (!stopping_) {
     auto intake = MqttLink::Start(in, {.on_message = [this](const InboundMessage& m) { OnIntake(m); },
                                        .on_published = nullptr,
@@ -326,8 +350,21 @@ void Relay::OnIntake(const InboundMessage& in) {
       }
       return;
   }
+  Message m(in.topic, in.payload.data(), in.payload.size());
+  if (journal_) {
+    // Before this callback returns, so before libmosquitto sends the PUBACK.
+    if (auto end = journal_->Append(in.topic, in.payload); end.ok()) {
+      m.journal_end = end.value();
+    } else {
+      ++counters_.journal_errors;
+      static RateLimit limit(std::chrono::seconds(10));
+      if (auto suppressed = limit.Allow()) {
+        LogError("{}; the message is kept in memory only{}", end.error(), SuppressedNote(*suppressed));
+      }
+    }
+  }
   Clock::duration paused{};
-  if (!queue_.Push(Message(in.topic, in.payload.data(), in.payload.size()), &paused)) {
+  if (!queue_.Push(std::move(m), &paused)) {
     ++counters_.lost;  // only after the shutdown deadline closed the queue
     return;
   }
@@ -447,7 +484,11 @@ bool Relay::Commit(std::span<Message> batch) {
              "only safe way on", p.max_idx, first - 1, last);
     std::abort();
   };
-  return Retry("commit", [&] { return store_.CommitBatch(batch, watermark); }, resolve);
+  uint64_t journal_pos = 0;
+  for (const Message& m : batch) journal_pos = std::max(journal_pos, m.journal_end);
+  if (!Retry("commit", [&] { return store_.CommitBatch(batch, watermark, journal_pos); }, resolve)) return false;
+  if (journal_ && journal_pos > 0) journal_->Release(journal_pos);
+  return true;
 }
 
 bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx) {

@@ -32,6 +32,7 @@
 #include "config.h"
 #include "intake.h"
 #include "intake_queue.h"
+#include "journal.h"
 #include "log.h"
 #include "mqtt_link.h"
 #include "mysql_store.h"
@@ -69,6 +70,8 @@ class Relay {
     std::atomic<uint64_t> acked{0};             // frames acknowledged by the broker
     std::atomic<uint64_t> lost{0};              // accepted but given up at shutdown
     std::atomic<uint64_t> intake_pauses{0};     // times intake blocked > 100 ms on a full buffer
+    std::atomic<uint64_t> journal_errors{0};    // messages that could not be journaled (kept in memory)
+    std::atomic<uint64_t> journal_replayed{0};  // messages stored at start from the journal
   };
   const Counters& counters() const { return counters_; }
 
@@ -102,6 +105,10 @@ class Relay {
   RateLimit topic_refusals_log_{std::chrono::seconds(10)};
   RateLimit payload_refusals_log_{std::chrono::seconds(10)};
   IntakeQueue queue_;
+
+  // The journal (null without --journal-dir): appended on the intake
+  // thread, released by the writer, replayed by Run() at start.
+  std::unique_ptr<Journal> journal_;
 
   // Writer state: touched by Run() before the writer starts, then only by
   // the writer thread.

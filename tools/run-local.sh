@@ -96,4 +96,5 @@ BANNER
 # In the foreground: Ctrl-C reaches the relay, which commits and publishes
 # what it holds and exits; then the trap stops mosquitto and MariaDB.
 SEQRELAY_DB_PASSWORD=$db_password "$root/build/relay/seqrelay" \
-  --mqtt-port "$mqtt_port" --db-port "$db_port" --db-user seqrelay --db-name seqrelay "$@" || true
+  --mqtt-port "$mqtt_port" --db-port "$db_port" --db-user seqrelay --db-name seqrelay \
+  --journal-dir "$state/journal" "$@" || true

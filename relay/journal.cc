@@ -1,0 +1,203 @@
+#include "journal.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <charconv>
+#include <optional>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "log.h"
+
+namespace seqrelay {
+namespace {
+
+constexpr std::size_t kHeader = 8;  // crc32 + length
+
+void PutU32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+uint32_t GetU32(const uint8_t* p) {
+  return uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
+}
+uint32_t Crc(const uint8_t* p, std::size_t n) {
+  return static_cast<uint32_t>(crc32(crc32(0L, Z_NULL, 0), p, static_cast<uInt>(n)));
+}
+
+Status Errno(const std::string& what) { return Status::Error(fmt::format("journal: {}: {}", what, strerror(errno))); }
+
+std::vector<uint8_t> ReadWhole(const std::string& path) {
+  std::vector<uint8_t> data;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return data;
+  struct stat st {};
+  if (fstat(fd, &st) == 0) {
+    data.resize(static_cast<std::size_t>(st.st_size));
+    std::size_t got = 0;
+    while (got < data.size()) {
+      ssize_t n = read(fd, data.data() + got, data.size() - got);
+      if (n <= 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    data.resize(got);
+  }
+  close(fd);
+  return data;
+}
+
+// Length of the valid records at the start of `data`.
+std::size_t ValidPrefix(const std::vector<uint8_t>& data) {
+  std::size_t at = 0;
+  while (data.size() - at >= kHeader) {
+    const uint32_t len = GetU32(&data[at + 4]);
+    if (len < 2 || data.size() - at - kHeader < len) break;
+    if (Crc(&data[at + 4], 4 + len) != GetU32(&data[at])) break;
+    at += kHeader + len;
+  }
+  return at;
+}
+
+// The base of a segment file name "journal-<16 lower-case hex digits>.log";
+// nullopt for any other name (a stray "journal-....bak" is not a segment).
+std::optional<uint64_t> SegmentBase(std::string_view name) {
+  constexpr std::string_view kPrefix = "journal-", kSuffix = ".log";
+  if (name.size() != kPrefix.size() + 16 + kSuffix.size() || !name.starts_with(kPrefix) || !name.ends_with(kSuffix)) {
+    return std::nullopt;
+  }
+  std::string_view digits = name.substr(kPrefix.size(), 16);
+  uint64_t base = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), base, 16);
+  if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  if (digits.find_first_of("ABCDEF") != std::string_view::npos) return std::nullopt;  // we write lower case
+  return base;
+}
+
+}  // namespace
+
+Journal::~Journal() {
+  if (fd_ >= 0) close(fd_);
+}
+
+std::string Journal::SegmentPath(uint64_t base) const { return fmt::format("{}/journal-{:016x}.log", dir_, base); }
+
+Status Journal::StartSegment(uint64_t base) {
+  int fd = open(SegmentPath(base).c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0) return Errno("create " + SegmentPath(base));
+  if (fd_ >= 0) close(fd_);
+  fd_ = fd;
+  current_base_ = base;
+  std::lock_guard lock(mu_);
+  if (segments_.empty() || segments_.back() != base) segments_.push_back(base);
+  return Status::Ok();
+}
+
+Status Journal::Open(uint64_t min_position) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec) return Status::Error(fmt::format("journal: create {}: {}", dir_, ec.message()));
+  std::vector<uint64_t> bases;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+    if (auto base = SegmentBase(entry.path().filename().string())) bases.push_back(*base);
+  }
+  if (ec) return Status::Error(fmt::format("journal: list {}: {}", dir_, ec.message()));
+  std::sort(bases.begin(), bases.end());
+  {
+    std::lock_guard lock(mu_);
+    segments_ = bases;
+  }
+  if (bases.empty()) {
+    end_ = min_position;
+    return StartSegment(end_);
+  }
+  // Cut a torn record off the last segment.
+  const uint64_t last = bases.back();
+  const std::vector<uint8_t> data = ReadWhole(SegmentPath(last));
+  const std::size_t valid = ValidPrefix(data);
+  if (valid < data.size()) {
+    LogWarn("journal: cutting {} bytes of a torn record off {}", data.size() - valid, SegmentPath(last));
+    if (truncate(SegmentPath(last).c_str(), static_cast<off_t>(valid)) != 0) return Errno("truncate");
+  }
+  end_ = last + valid;
+  if (end_ < min_position) {
+    LogWarn("journal: ends at {} but the database has committed up to {}; starting a new segment there", end_,
+            min_position);
+    end_ = min_position;
+    return StartSegment(end_);
+  }
+  return StartSegment(last);
+}
+
+Status Journal::Replay(uint64_t position, const std::function<void(std::string_view, std::span<const uint8_t>,
+                                                                   uint64_t)>& fn) {
+  std::vector<uint64_t> bases;
+  {
+    std::lock_guard lock(mu_);
+    bases = segments_;
+  }
+  for (std::size_t i = 0; i < bases.size(); ++i) {
+    const uint64_t base = bases[i];
+    const uint64_t next_base = i + 1 < bases.size() ? bases[i + 1] : UINT64_MAX;
+    if (next_base <= position) continue;  // wholly committed
+    const std::vector<uint8_t> data = ReadWhole(SegmentPath(base));
+    const std::size_t valid = ValidPrefix(data);
+    if (valid < data.size() && i + 1 < bases.size()) {
+      return Status::Error(fmt::format("journal: {} is damaged at byte {}", SegmentPath(base), valid));
+    }
+    for (std::size_t at = 0; at < valid;) {
+      const uint32_t len = GetU32(&data[at + 4]);
+      const uint64_t end = base + at + kHeader + len;
+      if (end > position) {
+        const uint8_t* body = &data[at + kHeader];
+        const uint16_t topic_len = static_cast<uint16_t>(body[0] | (body[1] << 8));
+        if (topic_len + 2u > len) return Status::Error(fmt::format("journal: bad record at {}", base + at));
+        std::string_view topic(reinterpret_cast<const char*>(body + 2), topic_len);
+        fn(topic, {body + 2 + topic_len, len - 2u - topic_len}, end);
+      }
+      at += kHeader + len;
+    }
+  }
+  return Status::Ok();
+}
+
+Result<uint64_t> Journal::Append(std::string_view topic, std::span<const uint8_t> payload) {
+  if (end_ - current_base_ >= kSegmentBytes) {
+    if (Status s = StartSegment(end_); !s.ok()) return s;
+  }
+  const std::size_t len = 2 + topic.size() + payload.size();
+  buffer_.resize(kHeader + len);
+  uint8_t* p = buffer_.data();
+  PutU32(p + 4, static_cast<uint32_t>(len));
+  p[8] = static_cast<uint8_t>(topic.size());
+  p[9] = static_cast<uint8_t>(topic.size() >> 8);
+  std::memcpy(p + 10, topic.data(), topic.size());
+  if (!payload.empty()) std::memcpy(p + 10 + topic.size(), payload.data(), payload.size());
+  PutU32(p, Crc(p + 4, 4 + len));
+  std::size_t done = 0;
+  while (done < buffer_.size()) {
+    ssize_t n = write(fd_, p + done, buffer_.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Errno("append");
+    done += static_cast<std::size_t>(n);
+  }
+  end_ += buffer_.size();
+  return end_;
+}
+
+void Journal::Release(uint64_t position) {
+  std::lock_guard lock(mu_);
+  // A segment may go once the next one starts at or before `position`.
+  while (segments_.size() > 1 && segments_[1] <= position) {
+    if (unlink(SegmentPath(segments_.front()).c_str()) != 0 && errno != ENOENT) {
+      LogWarn("journal: cannot delete {}: {}", SegmentPath(segments_.front()), strerror(errno));
+    }
+    segments_.erase(segments_.begin());
+  }
+}
+
+}  // namespace seqrelay

@@ -1,0 +1,78 @@
+// Journal: an append-only local log of every message the relay accepted,
+// written on the intake thread before the intake callback returns, so
+// before libmosquitto sends the PUBACK (it writes queued packets only after
+// the callback, on the same thread). A message the broker considers
+// delivered is therefore always in the journal or in MSG.
+//
+// Positions are byte offsets in one endless log, split into segment files
+// "journal-<base offset, 16 hex digits>.log" of about kSegmentBytes each.
+// Each record is:
+//   u32 crc32 (of everything after it)  u32 length (of what follows)
+//   u16 topic length  topic bytes  payload bytes          (little-endian)
+// The commit that stores a message in MSG also stores the journal position
+// after it (RELAY_STATE.JOURNAL_POS), in the same transaction, so at start
+// the records after that position are exactly the ones to store again.
+//
+// Durability: a write(2) per record, no fsync. The page cache survives a
+// process kill (SIGKILL, crash); a machine crash can lose the last records.
+//
+// Threads: Append is called by the intake thread only; Release by the
+// writer thread; Open and Replay before either runs. mu_ guards segments_.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "status.h"
+
+namespace seqrelay {
+
+class Journal {
+ public:
+  static constexpr uint64_t kSegmentBytes = 64 * 1024 * 1024;
+
+  explicit Journal(std::string dir) : dir_(std::move(dir)) {}
+  ~Journal();
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
+
+  // Opens the journal in dir (created if missing). A torn record at the end
+  // (the process died mid-write) is cut off. New records are appended at the
+  // end, or at `min_position` if the journal ends before it (a journal
+  // folder newer than the database's position).
+  Status Open(uint64_t min_position);
+
+  // Calls `fn(topic, payload, end_position)` for every record that ends
+  // after `position`, in order. Fails on a damaged record before the end.
+  Status Replay(uint64_t position,
+                const std::function<void(std::string_view topic, std::span<const uint8_t> payload,
+                                         uint64_t end)>& fn);
+
+  // Appends one record; returns the position after it.
+  Result<uint64_t> Append(std::string_view topic, std::span<const uint8_t> payload);
+
+  // Every record up to `position` is committed: segments wholly before it
+  // are deleted.
+  void Release(uint64_t position);
+
+  uint64_t end() const { return end_; }
+
+ private:
+  std::string SegmentPath(uint64_t base) const;
+  Status StartSegment(uint64_t base);
+
+  const std::string dir_;
+  int fd_ = -1;                  // the segment being appended to; intake thread after Open
+  uint64_t end_ = 0;             // position after the last record; intake thread after Open
+  uint64_t current_base_ = 0;    // base of the segment fd_ appends to; intake thread after Open
+  std::mutex mu_;
+  std::vector<uint64_t> segments_;  // bases of the segment files, ascending; guarded by mu_
+  std::vector<uint8_t> buffer_;     // record assembly; intake thread
+};
+
+}  // namespace seqrelay

@@ -1,0 +1,534 @@
+// Tests of the local journal (journal.h): the record format on disk, exact
+// end positions, replay from a position, cutting a torn or corrupt tail at
+// Open, Open(min_position), segment rotation and Release. Each test owns a
+// fresh folder under /tmp and removes it at the end.
+#include "journal.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace seqrelay {
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+
+constexpr uint64_t kRecordOverhead = 8 + 2;  // crc32 + length, then the u16 topic length
+
+uint64_t RecordSize(const std::string& topic, const Bytes& payload) {
+  return kRecordOverhead + topic.size() + payload.size();
+}
+
+std::span<const uint8_t> AsSpan(const Bytes& b) { return {b.data(), b.size()}; }
+
+// A fresh folder under /tmp, removed with everything in it at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    char templ[] = "/tmp/journal_test.XXXXXX";
+    const char* made = mkdtemp(templ);
+    EXPECT_NE(made, nullptr) << "mkdtemp failed";
+    if (made != nullptr) path_ = made;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// The file names in dir, sorted.
+std::vector<std::string> ListFiles(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+uint64_t FileSize(const std::string& path) { return std::filesystem::file_size(path); }
+
+Bytes ReadFile(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  EXPECT_TRUE(file) << "cannot open " << path;
+  return Bytes(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+}
+
+void AppendToFile(const std::string& path, const Bytes& bytes) {
+  std::ofstream file(path, std::ios::binary | std::ios::app);
+  ASSERT_TRUE(file) << "cannot open " << path;
+  file.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(file) << "cannot write " << path;
+}
+
+void FlipByte(const std::string& path, uint64_t offset) {
+  std::fstream file(path, std::ios::binary | std::ios::in | std::ios::out);
+  ASSERT_TRUE(file) << "cannot open " << path;
+  file.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  ASSERT_TRUE(file.get(c)) << "no byte at " << offset;
+  file.seekp(static_cast<std::streamoff>(offset));
+  file.put(static_cast<char>(c ^ 0xFF));
+  ASSERT_TRUE(file) << "cannot write " << path;
+}
+
+// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320): an independent check
+// of the checksum the journal writes, without zlib.
+uint32_t ReferenceCrc32(const uint8_t* p, std::size_t n) {
+  uint32_t crc = 0xFFFFFFFFu;
+  for (std::size_t i = 0; i < n; ++i) {
+    crc ^= p[i];
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+
+uint32_t LittleU32(const Bytes& b, std::size_t at) {
+  return uint32_t{b[at]} | (uint32_t{b[at + 1]} << 8) | (uint32_t{b[at + 2]} << 16) | (uint32_t{b[at + 3]} << 24);
+}
+
+// One replayed record, copied out of the callback.
+struct Record {
+  std::string topic;
+  Bytes payload;
+  uint64_t end;
+
+  bool operator==(const Record&) const = default;
+};
+
+void PrintTo(const Record& r, std::ostream* os) {
+  *os << "{topic(" << r.topic.size() << ")=\"" << r.topic << "\", payload(" << r.payload.size() << ")=[";
+  for (std::size_t i = 0; i < r.payload.size() && i < 16; ++i) *os << (i ? " " : "") << int{r.payload[i]};
+  if (r.payload.size() > 16) *os << " ...";
+  *os << "], end=" << r.end << "}";
+}
+
+std::vector<Record> ReplayFrom(Journal& journal, uint64_t position) {
+  std::vector<Record> out;
+  Status s = journal.Replay(position, [&](std::string_view topic, std::span<const uint8_t> payload, uint64_t end) {
+    out.push_back({std::string(topic), Bytes(payload.begin(), payload.end()), end});
+  });
+  EXPECT_TRUE(s.ok()) << s.message();
+  return out;
+}
+
+// Appends and checks that the returned end is exactly the previous end plus the record size.
+uint64_t AppendOk(Journal& journal, const std::string& topic, const Bytes& payload) {
+  const uint64_t before = journal.end();
+  auto end = journal.Append(topic, AsSpan(payload));
+  EXPECT_TRUE(end.ok()) << end.error();
+  if (!end.ok()) return 0;
+  EXPECT_EQ(*end, before + RecordSize(topic, payload)) << "topic " << topic;
+  EXPECT_EQ(journal.end(), *end);
+  return *end;
+}
+
+// ---------------------------------------------------------------------------
+// Append, reopen, replay.
+
+const std::string kTopic255(255, 't');
+
+struct AppendCase {
+  const char* rule;
+  std::string topic;
+  Bytes payload;
+  uint64_t end;  // expected position after the record
+};
+
+// Ends: 0 + 8+2+3+0 = 13; 13 + 8+2+3+6 = 32; 32 + 8+2+255+1 = 298.
+const std::vector<AppendCase> kAppendCases = {
+    {"empty_payload_is_a_record", "a/b", {}, 13},
+    {"binary_payload_keeps_nul_and_ff", "bin", {0x00, 0xFF, 0x00, 'x', 0xFF, 0x00}, 32},
+    {"topic_of_255_bytes_is_the_intake_limit", kTopic255, {'p'}, 298},
+};
+
+std::vector<Record> AllAppendRecords() {
+  std::vector<Record> out;
+  for (const auto& c : kAppendCases) out.push_back({c.topic, c.payload, c.end});
+  return out;
+}
+
+TEST(JournalTest, AppendReturnsExactEndPositions) {
+  TempDir dir;
+  Journal journal(dir.path());
+  ASSERT_TRUE(journal.Open(0).ok());
+  EXPECT_EQ(journal.end(), 0u);
+  for (const auto& c : kAppendCases) {
+    SCOPED_TRACE(c.rule);
+    EXPECT_EQ(AppendOk(journal, c.topic, c.payload), c.end);
+  }
+  EXPECT_EQ(ListFiles(dir.path()), (std::vector<std::string>{"journal-0000000000000000.log"}));
+  EXPECT_EQ(FileSize(dir.File("journal-0000000000000000.log")), 298u);
+}
+
+TEST(JournalTest, RecordOnDiskIsCrcLengthTopicLengthTopicPayload) {
+  TempDir dir;
+  Journal journal(dir.path());
+  ASSERT_TRUE(journal.Open(0).ok());
+  AppendOk(journal, "a/b", {0x00, 0xFF});
+  AppendOk(journal, kTopic255, {});
+
+  const Bytes disk = ReadFile(dir.File("journal-0000000000000000.log"));
+  ASSERT_EQ(disk.size(), 15u + 265u);
+  // First record: length 7 = 2 + 3 + 2, topic length 3, "a/b", payload 00 FF.
+  EXPECT_EQ(Bytes(disk.begin() + 4, disk.begin() + 15),
+            (Bytes{0x07, 0x00, 0x00, 0x00, 0x03, 0x00, 'a', '/', 'b', 0x00, 0xFF}));
+  EXPECT_EQ(LittleU32(disk, 0), ReferenceCrc32(&disk[4], 11));
+  // Second record: length 257 = 0x0101, topic length 255 = 0x00FF, little-endian.
+  EXPECT_EQ(Bytes(disk.begin() + 19, disk.begin() + 25), (Bytes{0x01, 0x01, 0x00, 0x00, 0xFF, 0x00}));
+  EXPECT_EQ(LittleU32(disk, 15), ReferenceCrc32(&disk[19], 4 + 257));
+}
+
+struct ReplayCase {
+  const char* rule;
+  uint64_t position;
+  std::size_t first;  // index in kAppendCases of the first record expected
+};
+
+const std::vector<ReplayCase> kReplayCases = {
+    {"from_0_returns_all", 0, 0},
+    {"inside_first_record_still_returns_it", 12, 0},
+    {"end_of_first_skips_it", 13, 1},
+    {"one_past_end_of_first_returns_the_rest", 14, 1},
+    {"end_of_second_returns_the_last", 32, 2},
+    {"one_before_final_end_returns_the_last", 297, 2},
+    {"final_end_returns_none", 298, 3},
+    {"past_the_end_returns_none", 100000, 3},
+};
+
+TEST(JournalTest, ReopenedJournalReplaysExactRecordsFromPosition) {
+  TempDir dir;
+  {
+    Journal journal(dir.path());
+    ASSERT_TRUE(journal.Open(0).ok());
+    for (const auto& c : kAppendCases) AppendOk(journal, c.topic, c.payload);
+  }
+  Journal journal(dir.path());
+  Status s = journal.Open(0);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(journal.end(), 298u);
+  const std::vector<Record> all = AllAppendRecords();
+  for (const auto& c : kReplayCases) {
+    SCOPED_TRACE(c.rule);
+    EXPECT_EQ(ReplayFrom(journal, c.position), std::vector<Record>(all.begin() + c.first, all.end()));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// A torn or corrupt tail is cut at Open.
+
+const std::string kFirstTopic = "t/1";
+const Bytes kFirstPayload = {'o', 'n', 'e'};
+const std::string kSecondTopic = "t/2";
+const Bytes kSecondPayload(100, 0x5A);
+constexpr uint64_t kFirstEnd = 8 + 2 + 3 + 3;                // 16
+constexpr uint64_t kSecondEnd = kFirstEnd + 8 + 2 + 3 + 100;  // 129
+
+// Writes the two records above into a fresh journal in dir.
+void WriteTwoRecords(const TempDir& dir) {
+  Journal journal(dir.path());
+  ASSERT_TRUE(journal.Open(0).ok());
+  ASSERT_EQ(AppendOk(journal, kFirstTopic, kFirstPayload), kFirstEnd);
+  ASSERT_EQ(AppendOk(journal, kSecondTopic, kSecondPayload), kSecondEnd);
+}
+
+struct TornCase {
+  const char* rule;
+  int64_t truncate_to;  // -1 = leave the size alone
+  Bytes garbage;        // appended after truncating
+  bool second_survives;
+};
+
+const std::vector<TornCase> kTornCases = {
+    {"cut_inside_second_crc", kFirstEnd + 2, {}, false},
+    {"cut_inside_second_length", kFirstEnd + 6, {}, false},
+    {"cut_right_after_second_header", kFirstEnd + 8, {}, false},
+    {"cut_inside_second_topic", kFirstEnd + 8 + 2 + 1, {}, false},
+    {"cut_one_byte_short_of_second_end", kSecondEnd - 1, {}, false},
+    {"cut_second_then_garbage", kFirstEnd + 20, Bytes(30, 0xAB), false},
+    {"short_garbage_after_two_records", -1, {0x01, 0x02, 0x03}, true},
+    {"ff_garbage_after_two_records", -1, Bytes(64, 0xFF), true},
+    {"zero_filled_tail_after_two_records", -1, Bytes(4096, 0x00), true},
+};
+
+TEST(JournalTest, OpenCutsTornTailAndAppendContinuesAfterIt) {
+  for (const auto& c : kTornCases) {
+    SCOPED_TRACE(c.rule);
+    TempDir dir;
+    WriteTwoRecords(dir);
+    const std::string segment = dir.File("journal-0000000000000000.log");
+    if (c.truncate_to >= 0) {
+      ASSERT_EQ(truncate(segment.c_str(), static_cast<off_t>(c.truncate_to)), 0);
+    }
+    if (!c.garbage.empty()) AppendToFile(segment, c.garbage);
+
+    std::vector<Record> expected = {{kFirstTopic, kFirstPayload, kFirstEnd}};
+    if (c.second_survives) expected.push_back({kSecondTopic, kSecondPayload, kSecondEnd});
+    const uint64_t valid_end = expected.back().end;
+
+    Journal journal(dir.path());
+    Status s = journal.Open(0);
+    ASSERT_TRUE(s.ok()) << s.message();
+    EXPECT_EQ(journal.end(), valid_end);
+    EXPECT_EQ(FileSize(segment), valid_end) << "the torn bytes are cut off the file";
+    EXPECT_EQ(ReplayFrom(journal, 0), expected);
+
+    const Bytes next_payload = {'n', 'e', 'x', 't'};
+    EXPECT_EQ(AppendOk(journal, "t/3", next_payload), valid_end + 8 + 2 + 3 + 4);
+    expected.push_back({"t/3", next_payload, valid_end + 17});
+    EXPECT_EQ(ReplayFrom(journal, 0), expected);
+    EXPECT_EQ(FileSize(segment), valid_end + 17);
+
+    Journal reopened(dir.path());
+    ASSERT_TRUE(reopened.Open(0).ok());
+    EXPECT_EQ(reopened.end(), valid_end + 17);
+    EXPECT_EQ(ReplayFrom(reopened, 0), expected);
+    EXPECT_EQ(ListFiles(dir.path()), (std::vector<std::string>{"journal-0000000000000000.log"}));
+  }
+}
+
+struct FlipCase {
+  const char* rule;
+  uint64_t offset;  // byte of the segment file to flip, inside the second record
+};
+
+const std::vector<FlipCase> kFlipCases = {
+    {"flipped_payload_byte_fails_crc", kSecondEnd - 50},
+    {"flipped_last_payload_byte_fails_crc", kSecondEnd - 1},
+    {"flipped_topic_byte_fails_crc", kFirstEnd + 8 + 2},
+    {"flipped_topic_length_byte_fails_crc", kFirstEnd + 8},
+    {"flipped_crc_byte_fails_crc", kFirstEnd},
+    {"flipped_length_byte_overruns_the_file", kFirstEnd + 4},
+};
+
+TEST(JournalTest, OpenCutsLastRecordWithBadCrc) {
+  for (const auto& c : kFlipCases) {
+    SCOPED_TRACE(c.rule);
+    TempDir dir;
+    WriteTwoRecords(dir);
+    const std::string segment = dir.File("journal-0000000000000000.log");
+    FlipByte(segment, c.offset);
+
+    Journal journal(dir.path());
+    Status s = journal.Open(0);
+    ASSERT_TRUE(s.ok()) << s.message();
+    EXPECT_EQ(journal.end(), kFirstEnd);
+    EXPECT_EQ(FileSize(segment), kFirstEnd);
+    EXPECT_EQ(ReplayFrom(journal, 0), (std::vector<Record>{{kFirstTopic, kFirstPayload, kFirstEnd}}));
+
+    EXPECT_EQ(AppendOk(journal, kSecondTopic, kSecondPayload), kSecondEnd);
+    EXPECT_EQ(ReplayFrom(journal, kFirstEnd), (std::vector<Record>{{kSecondTopic, kSecondPayload, kSecondEnd}}));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Open(min_position).
+
+struct MinPositionCase {
+  const char* rule;
+  uint64_t min_position;
+  const char* segment;
+};
+
+const std::vector<MinPositionCase> kEmptyDirCases = {
+    {"zero_starts_segment_0", 0, "journal-0000000000000000.log"},
+    {"1000_is_3e8_in_hex", 1000, "journal-00000000000003e8.log"},
+    {"all_sixteen_digits_in_lowercase", 0x0123456789abcdefULL, "journal-0123456789abcdef.log"},
+};
+
+TEST(JournalTest, OpenOnEmptyDirStartsAtMinPosition) {
+  for (const auto& c : kEmptyDirCases) {
+    SCOPED_TRACE(c.rule);
+    TempDir dir;
+    const uint64_t record_end = c.min_position + 8 + 2 + 1 + 2;
+    {
+      Journal journal(dir.path());
+      Status s = journal.Open(c.min_position);
+      ASSERT_TRUE(s.ok()) << s.message();
+      EXPECT_EQ(journal.end(), c.min_position);
+      EXPECT_EQ(ListFiles(dir.path()), (std::vector<std::string>{c.segment}));
+      EXPECT_EQ(AppendOk(journal, "t", {0x01, 0x02}), record_end);
+      EXPECT_EQ(ReplayFrom(journal, 0), (std::vector<Record>{{"t", {0x01, 0x02}, record_end}}));
+      EXPECT_EQ(ReplayFrom(journal, c.min_position), (std::vector<Record>{{"t", {0x01, 0x02}, record_end}}));
+      EXPECT_EQ(ReplayFrom(journal, record_end), std::vector<Record>{});
+    }
+    Journal reopened(dir.path());
+    ASSERT_TRUE(reopened.Open(0).ok());
+    EXPECT_EQ(reopened.end(), record_end);
+    EXPECT_EQ(ReplayFrom(reopened, 0), (std::vector<Record>{{"t", {0x01, 0x02}, record_end}}));
+    EXPECT_EQ(ListFiles(dir.path()), (std::vector<std::string>{c.segment}));
+  }
+}
+
+struct ExistingJournalCase {
+  const char* rule;
+  uint64_t min_position;
+  uint64_t expected_end;              // end() after Open, with the journal ending at kSecondEnd
+  std::vector<std::string> segments;  // files after Open
+};
+
+const std::vector<ExistingJournalCase> kExistingJournalCases = {
+    {"min_0_appends_at_journal_end", 0, kSecondEnd, {"journal-0000000000000000.log"}},
+    {"min_inside_journal_appends_at_journal_end", kFirstEnd, kSecondEnd, {"journal-0000000000000000.log"}},
+    {"min_equal_to_journal_end_appends_there", kSecondEnd, kSecondEnd, {"journal-0000000000000000.log"}},
+    {"min_one_past_journal_end_starts_new_segment",
+     kSecondEnd + 1,
+     kSecondEnd + 1,
+     {"journal-0000000000000000.log", "journal-0000000000000082.log"}},
+    {"min_far_past_journal_end_starts_new_segment",
+     1000,
+     1000,
+     {"journal-0000000000000000.log", "journal-00000000000003e8.log"}},
+};
+
+TEST(JournalTest, OpenWithMinPositionPastJournalEndStartsNewSegment) {
+  for (const auto& c : kExistingJournalCases) {
+    SCOPED_TRACE(c.rule);
+    TempDir dir;
+    WriteTwoRecords(dir);
+    const Record first = {kFirstTopic, kFirstPayload, kFirstEnd};
+    const Record second = {kSecondTopic, kSecondPayload, kSecondEnd};
+    const uint64_t third_end = c.expected_end + 8 + 2 + 3 + 1;
+    const Record third = {"t/3", {'3'}, third_end};
+    {
+      Journal journal(dir.path());
+      Status s = journal.Open(c.min_position);
+      ASSERT_TRUE(s.ok()) << s.message();
+      EXPECT_EQ(journal.end(), c.expected_end);
+      EXPECT_EQ(ListFiles(dir.path()), c.segments);
+      EXPECT_EQ(AppendOk(journal, "t/3", {'3'}), third_end);
+      EXPECT_EQ(ReplayFrom(journal, 0), (std::vector<Record>{first, second, third}));
+      EXPECT_EQ(ReplayFrom(journal, c.expected_end), (std::vector<Record>{third}));
+      EXPECT_EQ(FileSize(dir.File(c.segments.back())), third_end - (c.segments.size() == 1 ? 0 : c.expected_end));
+    }
+    Journal reopened(dir.path());
+    ASSERT_TRUE(reopened.Open(0).ok());
+    EXPECT_EQ(reopened.end(), third_end);
+    EXPECT_EQ(ReplayFrom(reopened, 0), (std::vector<Record>{first, second, third}));
+    EXPECT_EQ(ListFiles(dir.path()), c.segments);
+  }
+}
+
+// Files in the folder that are not segments ("journal-<16 hex>.log") are left alone.
+struct StrayFileCase {
+  const char* rule;
+  const char* name;
+};
+
+const std::vector<StrayFileCase> kStrayFileCases = {
+    {"backup_copy_with_other_suffix", "journal-0000000000000000.bak"},
+    {"other_suffix_same_length", "journal-0000000000000000.tmp"},
+    {"unrelated_file", "notes.txt"},
+};
+
+TEST(JournalTest, StrayFilesAreNotSegments) {
+  for (const auto& c : kStrayFileCases) {
+    SCOPED_TRACE(c.rule);
+    TempDir dir;
+    WriteTwoRecords(dir);
+    const std::string segment = dir.File("journal-0000000000000000.log");
+    std::filesystem::copy_file(segment, dir.File(c.name));
+
+    Journal journal(dir.path());
+    ASSERT_TRUE(journal.Open(0).ok());
+    EXPECT_EQ(journal.end(), kSecondEnd);
+    const Record first = {kFirstTopic, kFirstPayload, kFirstEnd};
+    const Record second = {kSecondTopic, kSecondPayload, kSecondEnd};
+    EXPECT_EQ(ReplayFrom(journal, 0), (std::vector<Record>{first, second}));
+    journal.Release(journal.end());
+    EXPECT_TRUE(std::filesystem::exists(segment)) << "Release deleted the segment being appended to";
+    EXPECT_EQ(ReplayFrom(journal, 0), (std::vector<Record>{first, second}));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Segment rotation and Release.
+
+constexpr std::size_t kBigPayload = 1024 * 1024;
+const std::string kBigTopic = "big";
+constexpr uint64_t kBigRecord = 8 + 2 + 3 + kBigPayload;  // 1048589
+// Rotation happens before an append once the segment holds >= 64 MiB:
+// 63 records are 66061107 bytes, 64 are 67109696 >= 67108864, so record 64
+// (0-based) opens the second segment at 67109696 = 0x4000340.
+constexpr int kRecordsInFirstSegment = 64;
+constexpr uint64_t kSecondBase = kRecordsInFirstSegment * kBigRecord;
+constexpr int kBigRecords = 70;
+
+Bytes BigPayload(int i) {
+  Bytes payload(kBigPayload, static_cast<uint8_t>(i));
+  payload.front() = 0x00;
+  payload.back() = 0xFF;
+  payload[kBigPayload / 2] = static_cast<uint8_t>(255 - i);
+  return payload;
+}
+
+// Replays from `position` and checks, without keeping 70 MiB of copies, that
+// the records are exactly big records first..kBigRecords-1 in order.
+void ExpectBigRecords(Journal& journal, uint64_t position, int first) {
+  int next = first;
+  Status s = journal.Replay(position, [&](std::string_view topic, std::span<const uint8_t> payload, uint64_t end) {
+    SCOPED_TRACE(next);
+    EXPECT_EQ(topic, kBigTopic);
+    EXPECT_EQ(end, static_cast<uint64_t>(next + 1) * kBigRecord);
+    EXPECT_TRUE(Bytes(payload.begin(), payload.end()) == BigPayload(next)) << "payload of record " << next;
+    ++next;
+  });
+  EXPECT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(next, kBigRecords) << "replay from " << position << " stopped early";
+}
+
+TEST(JournalTest, SegmentsRotateAndReleaseDeletesOnlyWhollyCommittedOnes) {
+  static_assert(kSecondBase == 0x4000340);
+  TempDir dir;
+  const std::vector<std::string> both = {"journal-0000000000000000.log", "journal-0000000004000340.log"};
+  const std::vector<std::string> second_only = {"journal-0000000004000340.log"};
+  {
+    Journal journal(dir.path());
+    ASSERT_TRUE(journal.Open(0).ok());
+    for (int i = 0; i < kBigRecords; ++i) {
+      ASSERT_EQ(AppendOk(journal, kBigTopic, BigPayload(i)), static_cast<uint64_t>(i + 1) * kBigRecord);
+    }
+    ASSERT_EQ(ListFiles(dir.path()), both);
+    EXPECT_EQ(FileSize(dir.File(both[0])), kSecondBase);
+    EXPECT_EQ(FileSize(dir.File(both[1])), (kBigRecords - kRecordsInFirstSegment) * kBigRecord);
+    ExpectBigRecords(journal, 0, 0);
+    ExpectBigRecords(journal, kSecondBase, kRecordsInFirstSegment);
+
+    journal.Release(0);
+    EXPECT_EQ(ListFiles(dir.path()), both) << "Release(0)";
+    journal.Release(kSecondBase / 2);
+    EXPECT_EQ(ListFiles(dir.path()), both) << "Release(middle of the first segment)";
+    journal.Release(kSecondBase - 1);
+    EXPECT_EQ(ListFiles(dir.path()), both) << "Release(one byte before the second segment)";
+    journal.Release(kSecondBase);
+    EXPECT_EQ(ListFiles(dir.path()), second_only) << "Release(base of the second segment)";
+    journal.Release(journal.end());
+    EXPECT_EQ(ListFiles(dir.path()), second_only) << "the segment being appended to is never deleted";
+
+    ExpectBigRecords(journal, 0, kRecordsInFirstSegment);
+  }
+  Journal reopened(dir.path());
+  ASSERT_TRUE(reopened.Open(0).ok());
+  EXPECT_EQ(reopened.end(), kBigRecords * kBigRecord);
+  ExpectBigRecords(reopened, 0, kRecordsInFirstSegment);
+  EXPECT_EQ(AppendOk(reopened, "t", {}), kBigRecords * kBigRecord + 11);
+  EXPECT_EQ(ListFiles(dir.path()), second_only) << "a 6 MiB segment takes more appends";
+}
+
+}  // namespace
+}  // namespace seqrelay
