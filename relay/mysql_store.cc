@@ -332,4 +332,40 @@ Result<std::vector<MysqlStore::RangeRow>> MysqlStore::ReadRange(std::string_view
   return rows;
 }
 
+Result<std::vector<MysqlStore::AuditRow>> MysqlStore::AuditTopics(const std::optional<std::string>& topic) {
+  std::vector<AuditRow> rows;
+  Status s = Guard("audit", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        std::string("SELECT t.ID, t.FRAME_ID, COUNT(m.SEQ), COALESCE(MIN(m.SEQ), 0), COALESCE(MAX(m.SEQ), 0) "
+                    "FROM TOPIC t LEFT JOIN MSG m ON m.ID = t.ID ") +
+        (topic ? "WHERE t.ID = ? " : "") + "GROUP BY t.FRAME_ID, t.ID ORDER BY t.FRAME_ID"));
+    if (topic) ps->setString(1, Bytes(*topic));
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) {
+      rows.push_back({rs->getString(1).asStdString(), rs->getUInt(2), rs->getUInt64(3), rs->getUInt64(4),
+                      rs->getUInt64(5)});
+    }
+    conn_->commit();
+  });
+  if (!s.ok()) return s;
+  return rows;
+}
+
+Result<std::vector<std::pair<uint64_t, uint64_t>>> MysqlStore::MissingRanges(std::string_view topic,
+                                                                             std::size_t limit) {
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  Status s = Guard("missing ranges", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "SELECT SEQ + 1, NEXT_SEQ - 1 FROM (SELECT SEQ, LEAD(SEQ) OVER (ORDER BY SEQ) AS NEXT_SEQ FROM MSG "
+        "WHERE ID = ?) x WHERE NEXT_SEQ > SEQ + 1 ORDER BY SEQ LIMIT ?"));
+    ps->setString(1, Bytes(topic));
+    ps->setUInt64(2, limit);
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) ranges.emplace_back(rs->getUInt64(1), rs->getUInt64(2));
+    conn_->commit();
+  });
+  if (!s.ok()) return s;
+  return ranges;
+}
+
 }  // namespace seqrelay

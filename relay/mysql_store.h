@@ -85,6 +85,21 @@ class MysqlStore {
   // Rows of `topic` with SEQ in [from, to], in SEQ order, at most `limit`.
   Result<std::vector<RangeRow>> ReadRange(std::string_view topic, uint64_t from, uint64_t to, std::size_t limit);
 
+  struct AuditRow {
+    std::string topic;
+    uint32_t id = 0;
+    uint64_t rows = 0;
+    uint64_t first_seq = 0;  // 0 when the topic has no rows
+    uint64_t last_seq = 0;
+  };
+  // Every topic (or only `topic`) with its row count and SEQ range. A topic
+  // is gapless when rows == last_seq and first_seq == 1 (SEQ is unique).
+  Result<std::vector<AuditRow>> AuditTopics(const std::optional<std::string>& topic);
+
+  // The first `limit` missing SEQ ranges of `topic` between its first and
+  // last SEQ (a window query: MySQL 8 and MariaDB 10.2+).
+  Result<std::vector<std::pair<uint64_t, uint64_t>>> MissingRanges(std::string_view topic, std::size_t limit);
+
   struct StoredRow {
     uint64_t idx = 0;
     uint32_t topic_id = 0;

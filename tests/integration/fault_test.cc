@@ -204,5 +204,33 @@ TEST_F(FaultE2E, BrokerSigkilledWhileTheRelayIsAwayLosesAtMostItsLastAutosaveInt
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+TEST_F(FaultE2E, SeqauditFindsGapsAndPassesAGaplessTrail) {
+  StartRelay();
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 30; ++i) pub.Publish(root() + (i % 2 ? "/a" : "/b"), "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  WaitStored(root() + "/a", 15);
+  WaitStored(root() + "/b", 15);
+  const std::vector<std::string> db = {SEQAUDIT_BINARY, "--db-port=" + std::to_string(servers().db_port()),
+                                       "--db-user=seqrelay", "--db-password=" + std::string(TestServers::kDbPassword),
+                                       "--db-name=" + name_};
+  std::string out;
+  EXPECT_EQ(RunCommand(db, &out), 0) << out;
+  EXPECT_NE(out.find("seqaudit: 2 topics, 30 rows, 0 with gaps"), std::string::npos) << out;
+
+  servers().Sql("DELETE FROM `" + name_ + "`.MSG WHERE ID = '" + root() + "/b' AND SEQ IN (1, 4, 5, 9)");
+  EXPECT_EQ(RunCommand(db, &out), 1) << out;
+  EXPECT_NE(out.find("rows 11         SEQ 2..15  GAPS: 1..1 4..5 9..9"), std::string::npos) << out;
+  EXPECT_NE(out.find("seqaudit: 2 topics, 26 rows, 1 with gaps"), std::string::npos) << out;
+
+  auto only_a = db;
+  only_a.push_back("--topic=" + root() + "/a");
+  EXPECT_EQ(RunCommand(only_a, &out), 0) << out;
+  EXPECT_NE(out.find("seqaudit: 1 topics, 15 rows, 0 with gaps"), std::string::npos) << out;
+  auto wrong_port = db;
+  wrong_port[1] = "--db-port=" + std::to_string(FreePort());
+  EXPECT_EQ(RunCommand(wrong_port, &out), 3) << out;
+}
+
 }  // namespace
 }  // namespace seqtest
