@@ -19,6 +19,7 @@ namespace seqrelay {
 namespace {
 
 constexpr std::size_t kHeader = 8;  // crc32 + length
+constexpr std::size_t kFields = 4;  // topic length + message id, counted in length
 
 void PutU32(uint8_t* p, uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
@@ -56,7 +57,7 @@ std::size_t ValidPrefix(const std::vector<uint8_t>& data) {
   std::size_t at = 0;
   while (data.size() - at >= kHeader) {
     const uint32_t len = GetU32(&data[at + 4]);
-    if (len < 2 || data.size() - at - kHeader < len) break;
+    if (len < kFields || data.size() - at - kHeader < len) break;
     if (Crc(&data[at + 4], 4 + len) != GetU32(&data[at])) break;
     at += kHeader + len;
   }
@@ -133,8 +134,7 @@ Status Journal::Open(uint64_t min_position) {
   return StartSegment(last);
 }
 
-Status Journal::Replay(uint64_t position, const std::function<void(std::string_view, std::span<const uint8_t>,
-                                                                   uint64_t)>& fn) {
+Status Journal::Replay(uint64_t position, const std::function<void(const Record&)>& fn) {
   std::vector<uint64_t> bases;
   {
     std::lock_guard lock(mu_);
@@ -155,9 +155,13 @@ Status Journal::Replay(uint64_t position, const std::function<void(std::string_v
       if (end > position) {
         const uint8_t* body = &data[at + kHeader];
         const uint16_t topic_len = static_cast<uint16_t>(body[0] | (body[1] << 8));
-        if (topic_len + 2u > len) return Status::Error(fmt::format("journal: bad record at {}", base + at));
-        std::string_view topic(reinterpret_cast<const char*>(body + 2), topic_len);
-        fn(topic, {body + 2 + topic_len, len - 2u - topic_len}, end);
+        if (topic_len + kFields > len) return Status::Error(fmt::format("journal: bad record at {}", base + at));
+        Record r;
+        r.mid = static_cast<uint16_t>(body[2] | (body[3] << 8));
+        r.topic = std::string_view(reinterpret_cast<const char*>(body + kFields), topic_len);
+        r.payload = {body + kFields + topic_len, len - kFields - topic_len};
+        r.end = end;
+        fn(r);
       }
       at += kHeader + len;
     }
@@ -165,18 +169,20 @@ Status Journal::Replay(uint64_t position, const std::function<void(std::string_v
   return Status::Ok();
 }
 
-Result<uint64_t> Journal::Append(std::string_view topic, std::span<const uint8_t> payload) {
+Result<uint64_t> Journal::Append(std::string_view topic, std::span<const uint8_t> payload, uint16_t mid) {
   if (end_ - current_base_ >= kSegmentBytes) {
     if (Status s = StartSegment(end_); !s.ok()) return s;
   }
-  const std::size_t len = 2 + topic.size() + payload.size();
+  const std::size_t len = kFields + topic.size() + payload.size();
   buffer_.resize(kHeader + len);
   uint8_t* p = buffer_.data();
   PutU32(p + 4, static_cast<uint32_t>(len));
   p[8] = static_cast<uint8_t>(topic.size());
   p[9] = static_cast<uint8_t>(topic.size() >> 8);
-  std::memcpy(p + 10, topic.data(), topic.size());
-  if (!payload.empty()) std::memcpy(p + 10 + topic.size(), payload.data(), payload.size());
+  p[10] = static_cast<uint8_t>(mid);
+  p[11] = static_cast<uint8_t>(mid >> 8);
+  std::memcpy(p + 8 + kFields, topic.data(), topic.size());
+  if (!payload.empty()) std::memcpy(p + 8 + kFields + topic.size(), payload.data(), payload.size());
   PutU32(p, Crc(p + 4, 4 + len));
   std::size_t done = 0;
   while (done < buffer_.size()) {

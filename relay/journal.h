@@ -6,9 +6,11 @@
 //
 // Positions are byte offsets in one endless log, split into segment files
 // "journal-<base offset, 16 hex digits>.log" of about kSegmentBytes each.
-// Each record is:
+// Each record is (little-endian):
 //   u32 crc32 (of everything after it)  u32 length (of what follows)
-//   u16 topic length  topic bytes  payload bytes          (little-endian)
+//   u16 topic length  u16 MQTT message id  topic bytes  payload bytes
+// The message id lets the relay recognise the broker's resend of a message
+// that was journaled but whose PUBACK never left (see Relay::OnIntake).
 // The commit that stores a message in MSG also stores the journal position
 // after it (RELAY_STATE.JOURNAL_POS), in the same transaction, so at start
 // the records after that position are exactly the ones to store again.
@@ -47,14 +49,19 @@ class Journal {
   // folder newer than the database's position).
   Status Open(uint64_t min_position);
 
-  // Calls `fn(topic, payload, end_position)` for every record that ends
-  // after `position`, in order. Fails on a damaged record before the end.
-  Status Replay(uint64_t position,
-                const std::function<void(std::string_view topic, std::span<const uint8_t> payload,
-                                         uint64_t end)>& fn);
+  struct Record {
+    std::string_view topic;
+    std::span<const uint8_t> payload;
+    uint16_t mid = 0;  // MQTT message id of the delivery; 0 for QoS 0
+    uint64_t end = 0;  // position after the record
+  };
+
+  // Calls `fn` for every record that ends after `position`, in order. Fails
+  // on a damaged record before the end.
+  Status Replay(uint64_t position, const std::function<void(const Record&)>& fn);
 
   // Appends one record; returns the position after it.
-  Result<uint64_t> Append(std::string_view topic, std::span<const uint8_t> payload);
+  Result<uint64_t> Append(std::string_view topic, std::span<const uint8_t> payload, uint16_t mid = 0);
 
   // Every record up to `position` is committed: segments wholly before it
   // are deleted.

@@ -148,6 +148,7 @@ void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m, cons
   in.payload = {static_cast<const uint8_t*>(m->payload), static_cast<std::size_t>(m->payloadlen)};
   in.qos = m->qos;
   in.retain = m->retain;
+  in.mid = static_cast<uint16_t>(m->mid);
   char* response_topic = nullptr;
   void* correlation = nullptr;
   uint16_t correlation_len = 0;

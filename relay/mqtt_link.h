@@ -34,6 +34,7 @@ struct InboundMessage {
   std::span<const uint8_t> payload;
   int qos = 0;
   bool retain = false;
+  uint16_t mid = 0;  // the broker's packet identifier (0 for QoS 0)
   // MQTT v5 request/response properties; absent on v3.1.1 links.
   std::optional<std::string_view> response_topic;
   std::optional<std::span<const uint8_t>> correlation_data;

@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <signal.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <unordered_set>
 
@@ -51,7 +54,9 @@ Relay::Relay(Config config)
       queue_(config_.buffer_max, config_.buffer_max_bytes),
       store_(config_),
       sequencer_(config_.seq_prefix, config_.immediate),
-      retransmit_(config_) {}
+      retransmit_(config_) {
+  if (const char* n = std::getenv("SEQTEST_KILL_AFTER_JOURNAL")) kill_after_journal_ = std::strtoull(n, nullptr, 10);
+}
 
 Relay::~Relay() {
   queue_.Close();
@@ -234,10 +239,15 @@ int Relay::Run() {
   if (journal_) {
     // What the journal holds beyond the database's position was received
     // (and acknowledged to mosquitto) before the last stop: store it first.
-    Status s = journal_->Replay(progress->journal_pos, [&](std::string_view topic, std::span<const uint8_t> payload,
-                                                            uint64_t end) {
-      Message m(topic, payload.data(), payload.size());
-      m.journal_end = end;
+    // The whole journal is read: its last records are remembered to
+    // recognise the broker's resends, and those past the database's
+    // position are stored.
+    const uint64_t committed = progress->journal_pos;
+    Status s = journal_->Replay(0, [&](const Journal::Record& r) {
+      redelivery_.Remember(r.mid, r.topic, r.payload);
+      if (r.end <= committed) return;
+      Message m(r.topic, r.payload.data(), r.payload.size());
+      m.journal_end = r.end;
       if (queue_.Push(std::move(m))) ++counters_.journal_replayed;
     });
     if (!s.ok()) LogError("{}; the records after the damage are not stored", s.message());
@@ -350,11 +360,20 @@ void Relay::OnIntake(const InboundMessage& in) {
       }
       return;
   }
+  if (journal_ && redelivery_.IsRedelivery(in.mid, in.topic, in.payload)) {
+    ++counters_.redeliveries;
+    LogInfo("intake: dropped the broker's resend of message {} on '{}', already in the journal", in.mid, in.topic);
+    return;
+  }
   Message m(in.topic, in.payload.data(), in.payload.size());
   if (journal_) {
     // Before this callback returns, so before libmosquitto sends the PUBACK.
-    if (auto end = journal_->Append(in.topic, in.payload); end.ok()) {
+    if (auto end = journal_->Append(in.topic, in.payload, in.mid); end.ok()) {
       m.journal_end = end.value();
+      if (++journaled_ == kill_after_journal_) {
+        LogWarn("fault injection: SIGKILL after journaling message {} on '{}'", in.mid, in.topic);
+        kill(getpid(), SIGKILL);
+      }
     } else {
       ++counters_.journal_errors;
       static RateLimit limit(std::chrono::seconds(10));

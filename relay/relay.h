@@ -37,6 +37,7 @@
 #include "mqtt_link.h"
 #include "mysql_store.h"
 #include "publish_tracker.h"
+#include "redelivery.h"
 #include "retransmit_service.h"
 #include "sequencer.h"
 
@@ -72,6 +73,7 @@ class Relay {
     std::atomic<uint64_t> intake_pauses{0};     // times intake blocked > 100 ms on a full buffer
     std::atomic<uint64_t> journal_errors{0};    // messages that could not be journaled (kept in memory)
     std::atomic<uint64_t> journal_replayed{0};  // messages stored at start from the journal
+    std::atomic<uint64_t> redeliveries{0};      // broker resends of journaled messages, dropped
   };
   const Counters& counters() const { return counters_; }
 
@@ -109,6 +111,15 @@ class Relay {
   // The journal (null without --journal-dir): appended on the intake
   // thread, released by the writer, replayed by Run() at start.
   std::unique_ptr<Journal> journal_;
+  // Recognises the broker's resends of journaled messages after a kill;
+  // filled by Run() from the journal, then used by the intake thread only.
+  RedeliveryFilter redelivery_{kRedeliveryWindow};
+  static constexpr std::size_t kRedeliveryWindow = 20;  // mosquitto's max_inflight_messages default
+  // Fault injection for the test suite (SEQTEST_KILL_AFTER_JOURNAL=N): the
+  // relay SIGKILLs itself right after journaling its Nth message, before
+  // the PUBACK can leave. 0 = off. Intake thread only.
+  uint64_t kill_after_journal_ = 0;
+  uint64_t journaled_ = 0;
 
   // Writer state: touched by Run() before the writer starts, then only by
   // the writer thread.

@@ -110,6 +110,32 @@ TEST_F(FaultE2E, RelaySigkilledUnderLoadLosesNothingWithTheJournal) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+// The narrowest window: killed after journaling a message but before its
+// PUBACK left. The journal stores it, and the broker resends it with the
+// same packet identifier; the relay must store it once.
+TEST_F(FaultE2E, KilledBetweenJournalAndPubackStoresTheMessageOnce) {
+  StartRelay({"--journal-dir=" + servers().dir() + "/journal-" + name_});
+  ASSERT_EQ(relay_->Stop(), 0);
+  relay_->Start({"SEQTEST_KILL_AFTER_JOURNAL=50"});
+  const std::string topic = root() + "/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 100; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));  // the broker queues for the dead relay's session
+  ASSERT_EQ(relay_->WaitExit(10s), 128 + SIGKILL);
+  relay_->Start();
+  WaitStored(topic, 100);
+  Outcome o = Audit(topic, 100);
+  EXPECT_EQ(o.lost, 0u);
+  EXPECT_EQ(o.duplicates, 0u);
+  EXPECT_EQ(o.stored, 100u);
+  EXPECT_TRUE(o.gapless);
+  const std::string log = relay_->log();
+  EXPECT_NE(log.find("fault injection: SIGKILL after journaling message"), std::string::npos);
+  EXPECT_NE(log.find("journal: storing "), std::string::npos) << log;
+  EXPECT_NE(log.find("dropped the broker's resend of message"), std::string::npos) << log;
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // Without the journal, the messages the relay held in memory when it was
 // killed are lost (libmosquitto acknowledged them before the relay saw
 // them). The count is printed, not asserted: it depends on timing.

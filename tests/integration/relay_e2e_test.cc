@@ -235,7 +235,7 @@ TEST_F(RelayE2E, NoMigrateRefusesAnEmptyDatabaseWithAClearError) {
   servers().Sql("CREATE DATABASE `" + name_ + "`");
   RelayProcess relay(servers(), name_, {"--no-migrate"});
   EXPECT_THROW(relay.Start(), std::runtime_error);  // it exits instead of becoming ready
-  EXPECT_NE(relay.log().find("database schema is at version 0, the relay needs 1 (run without --no-migrate)"),
+  EXPECT_NE(relay.log().find("database schema is at version 0, the relay needs 2 (run without --no-migrate)"),
             std::string::npos)
       << relay.log();
   EXPECT_EQ(relay.Stop(), 1);

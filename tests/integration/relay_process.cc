@@ -11,7 +11,7 @@ RelayProcess::RelayProcess(TestServers& servers, std::string name, std::vector<s
 
 RelayProcess::~RelayProcess() { process_.Stop(); }
 
-void RelayProcess::Start() {
+void RelayProcess::Start(const std::vector<std::string>& env) {
   std::vector<std::string> argv = {SEQRELAY_BINARY,
                                    "--mqtt-port=" + std::to_string(servers_.mqtt_port()),
                                    "--db-port=" + std::to_string(servers_.db_port()),
@@ -21,8 +21,9 @@ void RelayProcess::Start() {
                                    "--shutdown-timeout=20"};
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
   const std::size_t before = log().size();
-  process_.Start(argv, servers_.dir() + "/relay-" + name_ + ".log",
-                 {std::string("SEQRELAY_DB_PASSWORD=") + TestServers::kDbPassword});
+  std::vector<std::string> environment = {std::string("SEQRELAY_DB_PASSWORD=") + TestServers::kDbPassword};
+  environment.insert(environment.end(), env.begin(), env.end());
+  process_.Start(argv, servers_.dir() + "/relay-" + name_ + ".log", environment);
   ++starts_;
   // Ready once the intake link's SUBACK arrived after this start.
   bool ready = WaitFor(
@@ -32,6 +33,8 @@ void RelayProcess::Start() {
 }
 
 int RelayProcess::Stop() { return process_.Stop(std::chrono::seconds(30)); }
+
+std::optional<int> RelayProcess::WaitExit(std::chrono::milliseconds deadline) { return process_.Wait(deadline); }
 
 void RelayProcess::Kill() {
   process_.Signal(SIGKILL);

@@ -3,6 +3,7 @@
 // each other's state.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,10 +18,12 @@ class RelayProcess {
   RelayProcess(TestServers& servers, std::string name, std::vector<std::string> extra_args = {});
   ~RelayProcess();
 
-  // Starts the relay and waits until its intake link is subscribed.
-  void Start();
+  // Starts the relay and waits until its intake link is subscribed. `env`
+  // entries ("NAME=value") are added to its environment.
+  void Start(const std::vector<std::string>& env = {});
   int Stop();  // SIGTERM; returns the exit code
   void Kill();  // SIGKILL
+  std::optional<int> WaitExit(std::chrono::milliseconds deadline);
   bool running() { return process_.running(); }
   std::string log() const;
 

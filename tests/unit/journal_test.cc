@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -22,7 +23,7 @@ namespace {
 
 using Bytes = std::vector<uint8_t>;
 
-constexpr uint64_t kRecordOverhead = 8 + 2;  // crc32 + length, then the u16 topic length
+constexpr uint64_t kRecordOverhead = 8 + 4;  // crc32 + length, then the u16 topic length and u16 mid
 
 uint64_t RecordSize(const std::string& topic, const Bytes& payload) {
   return kRecordOverhead + topic.size() + payload.size();
@@ -106,6 +107,7 @@ uint32_t LittleU32(const Bytes& b, std::size_t at) {
 struct Record {
   std::string topic;
   Bytes payload;
+  uint16_t mid;
   uint64_t end;
 
   bool operator==(const Record&) const = default;
@@ -115,22 +117,24 @@ void PrintTo(const Record& r, std::ostream* os) {
   *os << "{topic(" << r.topic.size() << ")=\"" << r.topic << "\", payload(" << r.payload.size() << ")=[";
   for (std::size_t i = 0; i < r.payload.size() && i < 16; ++i) *os << (i ? " " : "") << int{r.payload[i]};
   if (r.payload.size() > 16) *os << " ...";
-  *os << "], end=" << r.end << "}";
+  *os << "], mid=" << r.mid << ", end=" << r.end << "}";
 }
 
 std::vector<Record> ReplayFrom(Journal& journal, uint64_t position) {
   std::vector<Record> out;
-  Status s = journal.Replay(position, [&](std::string_view topic, std::span<const uint8_t> payload, uint64_t end) {
-    out.push_back({std::string(topic), Bytes(payload.begin(), payload.end()), end});
+  Status s = journal.Replay(position, [&](const Journal::Record& r) {
+    out.push_back({std::string(r.topic), Bytes(r.payload.begin(), r.payload.end()), r.mid, r.end});
   });
   EXPECT_TRUE(s.ok()) << s.message();
   return out;
 }
 
 // Appends and checks that the returned end is exactly the previous end plus the record size.
-uint64_t AppendOk(Journal& journal, const std::string& topic, const Bytes& payload) {
+// Without `mid`, Append is called without one (its default).
+uint64_t AppendOk(Journal& journal, const std::string& topic, const Bytes& payload,
+                  std::optional<uint16_t> mid = std::nullopt) {
   const uint64_t before = journal.end();
-  auto end = journal.Append(topic, AsSpan(payload));
+  auto end = mid ? journal.Append(topic, AsSpan(payload), *mid) : journal.Append(topic, AsSpan(payload));
   EXPECT_TRUE(end.ok()) << end.error();
   if (!end.ok()) return 0;
   EXPECT_EQ(*end, before + RecordSize(topic, payload)) << "topic " << topic;
@@ -147,19 +151,20 @@ struct AppendCase {
   const char* rule;
   std::string topic;
   Bytes payload;
-  uint64_t end;  // expected position after the record
+  std::optional<uint16_t> mid;  // nullopt = appended without one, replays as 0
+  uint64_t end;                 // expected position after the record
 };
 
-// Ends: 0 + 8+2+3+0 = 13; 13 + 8+2+3+6 = 32; 32 + 8+2+255+1 = 298.
+// Ends: 0 + 8+4+3+0 = 15; 15 + 8+4+3+6 = 36; 36 + 8+4+255+1 = 304.
 const std::vector<AppendCase> kAppendCases = {
-    {"empty_payload_is_a_record", "a/b", {}, 13},
-    {"binary_payload_keeps_nul_and_ff", "bin", {0x00, 0xFF, 0x00, 'x', 0xFF, 0x00}, 32},
-    {"topic_of_255_bytes_is_the_intake_limit", kTopic255, {'p'}, 298},
+    {"empty_payload_is_a_record_without_mid", "a/b", {}, std::nullopt, 15},
+    {"binary_payload_keeps_nul_and_ff_with_mid_0x1234", "bin", {0x00, 0xFF, 0x00, 'x', 0xFF, 0x00}, 0x1234, 36},
+    {"topic_of_255_bytes_is_the_intake_limit_with_mid_65535", kTopic255, {'p'}, 65535, 304},
 };
 
 std::vector<Record> AllAppendRecords() {
   std::vector<Record> out;
-  for (const auto& c : kAppendCases) out.push_back({c.topic, c.payload, c.end});
+  for (const auto& c : kAppendCases) out.push_back({c.topic, c.payload, c.mid.value_or(0), c.end});
   return out;
 }
 
@@ -170,28 +175,38 @@ TEST(JournalTest, AppendReturnsExactEndPositions) {
   EXPECT_EQ(journal.end(), 0u);
   for (const auto& c : kAppendCases) {
     SCOPED_TRACE(c.rule);
-    EXPECT_EQ(AppendOk(journal, c.topic, c.payload), c.end);
+    EXPECT_EQ(AppendOk(journal, c.topic, c.payload, c.mid), c.end);
   }
   EXPECT_EQ(ListFiles(dir.path()), (std::vector<std::string>{"journal-0000000000000000.log"}));
-  EXPECT_EQ(FileSize(dir.File("journal-0000000000000000.log")), 298u);
+  EXPECT_EQ(FileSize(dir.File("journal-0000000000000000.log")), 304u);
 }
 
-TEST(JournalTest, RecordOnDiskIsCrcLengthTopicLengthTopicPayload) {
+TEST(JournalTest, RecordOnDiskIsCrcLengthTopicLengthMidTopicPayload) {
   TempDir dir;
   Journal journal(dir.path());
   ASSERT_TRUE(journal.Open(0).ok());
-  AppendOk(journal, "a/b", {0x00, 0xFF});
-  AppendOk(journal, kTopic255, {});
+  EXPECT_EQ(AppendOk(journal, "a/b", {0x00, 0xFF}, 0x1234), 17u);
+  EXPECT_EQ(AppendOk(journal, kTopic255, {}, 65535), 17u + 267u);
+  EXPECT_EQ(AppendOk(journal, "c", {'z'}), 17u + 267u + 14u);
 
   const Bytes disk = ReadFile(dir.File("journal-0000000000000000.log"));
-  ASSERT_EQ(disk.size(), 15u + 265u);
-  // First record: length 7 = 2 + 3 + 2, topic length 3, "a/b", payload 00 FF.
-  EXPECT_EQ(Bytes(disk.begin() + 4, disk.begin() + 15),
-            (Bytes{0x07, 0x00, 0x00, 0x00, 0x03, 0x00, 'a', '/', 'b', 0x00, 0xFF}));
-  EXPECT_EQ(LittleU32(disk, 0), ReferenceCrc32(&disk[4], 11));
-  // Second record: length 257 = 0x0101, topic length 255 = 0x00FF, little-endian.
-  EXPECT_EQ(Bytes(disk.begin() + 19, disk.begin() + 25), (Bytes{0x01, 0x01, 0x00, 0x00, 0xFF, 0x00}));
-  EXPECT_EQ(LittleU32(disk, 15), ReferenceCrc32(&disk[19], 4 + 257));
+  ASSERT_EQ(disk.size(), 17u + 267u + 14u);
+  // First record: length 9 = 2 + 2 + 3 + 2, topic length 3, mid 0x1234 as 34 12, "a/b", payload 00 FF.
+  EXPECT_EQ(Bytes(disk.begin() + 4, disk.begin() + 17),
+            (Bytes{0x09, 0x00, 0x00, 0x00, 0x03, 0x00, 0x34, 0x12, 'a', '/', 'b', 0x00, 0xFF}));
+  EXPECT_EQ(LittleU32(disk, 0), ReferenceCrc32(&disk[4], 13));
+  // Second record: length 259 = 0x0103, topic length 255 = 0x00FF, mid 65535 = 0xFFFF, little-endian,
+  // then the topic and no payload.
+  EXPECT_EQ(Bytes(disk.begin() + 21, disk.begin() + 29), (Bytes{0x03, 0x01, 0x00, 0x00, 0xFF, 0x00, 0xFF, 0xFF}));
+  EXPECT_EQ(Bytes(disk.begin() + 29, disk.begin() + 284), Bytes(kTopic255.begin(), kTopic255.end()));
+  EXPECT_EQ(LittleU32(disk, 17), ReferenceCrc32(&disk[21], 4 + 259));
+  // Third record, appended without a mid: length 6 = 2 + 2 + 1 + 1, topic length 1, mid 0, "c", payload 'z'.
+  EXPECT_EQ(Bytes(disk.begin() + 288, disk.end()), (Bytes{0x06, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 'c', 'z'}));
+  EXPECT_EQ(LittleU32(disk, 284), ReferenceCrc32(&disk[288], 4 + 6));
+
+  EXPECT_EQ(ReplayFrom(journal, 0), (std::vector<Record>{{"a/b", {0x00, 0xFF}, 0x1234, 17},
+                                                         {kTopic255, {}, 65535, 284},
+                                                         {"c", {'z'}, 0, 298}}));
 }
 
 struct ReplayCase {
@@ -202,12 +217,12 @@ struct ReplayCase {
 
 const std::vector<ReplayCase> kReplayCases = {
     {"from_0_returns_all", 0, 0},
-    {"inside_first_record_still_returns_it", 12, 0},
-    {"end_of_first_skips_it", 13, 1},
-    {"one_past_end_of_first_returns_the_rest", 14, 1},
-    {"end_of_second_returns_the_last", 32, 2},
-    {"one_before_final_end_returns_the_last", 297, 2},
-    {"final_end_returns_none", 298, 3},
+    {"inside_first_record_still_returns_it", 14, 0},
+    {"end_of_first_skips_it", 15, 1},
+    {"one_past_end_of_first_returns_the_rest", 16, 1},
+    {"end_of_second_returns_the_last", 36, 2},
+    {"one_before_final_end_returns_the_last", 303, 2},
+    {"final_end_returns_none", 304, 3},
     {"past_the_end_returns_none", 100000, 3},
 };
 
@@ -216,12 +231,12 @@ TEST(JournalTest, ReopenedJournalReplaysExactRecordsFromPosition) {
   {
     Journal journal(dir.path());
     ASSERT_TRUE(journal.Open(0).ok());
-    for (const auto& c : kAppendCases) AppendOk(journal, c.topic, c.payload);
+    for (const auto& c : kAppendCases) AppendOk(journal, c.topic, c.payload, c.mid);
   }
   Journal journal(dir.path());
   Status s = journal.Open(0);
   ASSERT_TRUE(s.ok()) << s.message();
-  EXPECT_EQ(journal.end(), 298u);
+  EXPECT_EQ(journal.end(), 304u);
   const std::vector<Record> all = AllAppendRecords();
   for (const auto& c : kReplayCases) {
     SCOPED_TRACE(c.rule);
@@ -236,8 +251,8 @@ const std::string kFirstTopic = "t/1";
 const Bytes kFirstPayload = {'o', 'n', 'e'};
 const std::string kSecondTopic = "t/2";
 const Bytes kSecondPayload(100, 0x5A);
-constexpr uint64_t kFirstEnd = 8 + 2 + 3 + 3;                // 16
-constexpr uint64_t kSecondEnd = kFirstEnd + 8 + 2 + 3 + 100;  // 129
+constexpr uint64_t kFirstEnd = 8 + 4 + 3 + 3;                // 18
+constexpr uint64_t kSecondEnd = kFirstEnd + 8 + 4 + 3 + 100;  // 133
 
 // Writes the two records above into a fresh journal in dir.
 void WriteTwoRecords(const TempDir& dir) {
@@ -258,7 +273,8 @@ const std::vector<TornCase> kTornCases = {
     {"cut_inside_second_crc", kFirstEnd + 2, {}, false},
     {"cut_inside_second_length", kFirstEnd + 6, {}, false},
     {"cut_right_after_second_header", kFirstEnd + 8, {}, false},
-    {"cut_inside_second_topic", kFirstEnd + 8 + 2 + 1, {}, false},
+    {"cut_inside_second_mid", kFirstEnd + 8 + 3, {}, false},
+    {"cut_inside_second_topic", kFirstEnd + 8 + 4 + 1, {}, false},
     {"cut_one_byte_short_of_second_end", kSecondEnd - 1, {}, false},
     {"cut_second_then_garbage", kFirstEnd + 20, Bytes(30, 0xAB), false},
     {"short_garbage_after_two_records", -1, {0x01, 0x02, 0x03}, true},
@@ -277,8 +293,8 @@ TEST(JournalTest, OpenCutsTornTailAndAppendContinuesAfterIt) {
     }
     if (!c.garbage.empty()) AppendToFile(segment, c.garbage);
 
-    std::vector<Record> expected = {{kFirstTopic, kFirstPayload, kFirstEnd}};
-    if (c.second_survives) expected.push_back({kSecondTopic, kSecondPayload, kSecondEnd});
+    std::vector<Record> expected = {{kFirstTopic, kFirstPayload, 0, kFirstEnd}};
+    if (c.second_survives) expected.push_back({kSecondTopic, kSecondPayload, 0, kSecondEnd});
     const uint64_t valid_end = expected.back().end;
 
     Journal journal(dir.path());
@@ -289,14 +305,14 @@ TEST(JournalTest, OpenCutsTornTailAndAppendContinuesAfterIt) {
     EXPECT_EQ(ReplayFrom(journal, 0), expected);
 
     const Bytes next_payload = {'n', 'e', 'x', 't'};
-    EXPECT_EQ(AppendOk(journal, "t/3", next_payload), valid_end + 8 + 2 + 3 + 4);
-    expected.push_back({"t/3", next_payload, valid_end + 17});
+    EXPECT_EQ(AppendOk(journal, "t/3", next_payload), valid_end + 8 + 4 + 3 + 4);
+    expected.push_back({"t/3", next_payload, 0, valid_end + 19});
     EXPECT_EQ(ReplayFrom(journal, 0), expected);
-    EXPECT_EQ(FileSize(segment), valid_end + 17);
+    EXPECT_EQ(FileSize(segment), valid_end + 19);
 
     Journal reopened(dir.path());
     ASSERT_TRUE(reopened.Open(0).ok());
-    EXPECT_EQ(reopened.end(), valid_end + 17);
+    EXPECT_EQ(reopened.end(), valid_end + 19);
     EXPECT_EQ(ReplayFrom(reopened, 0), expected);
     EXPECT_EQ(ListFiles(dir.path()), (std::vector<std::string>{"journal-0000000000000000.log"}));
   }
@@ -310,7 +326,9 @@ struct FlipCase {
 const std::vector<FlipCase> kFlipCases = {
     {"flipped_payload_byte_fails_crc", kSecondEnd - 50},
     {"flipped_last_payload_byte_fails_crc", kSecondEnd - 1},
-    {"flipped_topic_byte_fails_crc", kFirstEnd + 8 + 2},
+    {"flipped_topic_byte_fails_crc", kFirstEnd + 8 + 4},
+    {"flipped_mid_high_byte_fails_crc", kFirstEnd + 8 + 3},
+    {"flipped_mid_low_byte_fails_crc", kFirstEnd + 8 + 2},
     {"flipped_topic_length_byte_fails_crc", kFirstEnd + 8},
     {"flipped_crc_byte_fails_crc", kFirstEnd},
     {"flipped_length_byte_overruns_the_file", kFirstEnd + 4},
@@ -329,10 +347,10 @@ TEST(JournalTest, OpenCutsLastRecordWithBadCrc) {
     ASSERT_TRUE(s.ok()) << s.message();
     EXPECT_EQ(journal.end(), kFirstEnd);
     EXPECT_EQ(FileSize(segment), kFirstEnd);
-    EXPECT_EQ(ReplayFrom(journal, 0), (std::vector<Record>{{kFirstTopic, kFirstPayload, kFirstEnd}}));
+    EXPECT_EQ(ReplayFrom(journal, 0), (std::vector<Record>{{kFirstTopic, kFirstPayload, 0, kFirstEnd}}));
 
     EXPECT_EQ(AppendOk(journal, kSecondTopic, kSecondPayload), kSecondEnd);
-    EXPECT_EQ(ReplayFrom(journal, kFirstEnd), (std::vector<Record>{{kSecondTopic, kSecondPayload, kSecondEnd}}));
+    EXPECT_EQ(ReplayFrom(journal, kFirstEnd), (std::vector<Record>{{kSecondTopic, kSecondPayload, 0, kSecondEnd}}));
   }
 }
 
@@ -355,7 +373,7 @@ TEST(JournalTest, OpenOnEmptyDirStartsAtMinPosition) {
   for (const auto& c : kEmptyDirCases) {
     SCOPED_TRACE(c.rule);
     TempDir dir;
-    const uint64_t record_end = c.min_position + 8 + 2 + 1 + 2;
+    const uint64_t record_end = c.min_position + 8 + 4 + 1 + 2;
     {
       Journal journal(dir.path());
       Status s = journal.Open(c.min_position);
@@ -363,14 +381,14 @@ TEST(JournalTest, OpenOnEmptyDirStartsAtMinPosition) {
       EXPECT_EQ(journal.end(), c.min_position);
       EXPECT_EQ(ListFiles(dir.path()), (std::vector<std::string>{c.segment}));
       EXPECT_EQ(AppendOk(journal, "t", {0x01, 0x02}), record_end);
-      EXPECT_EQ(ReplayFrom(journal, 0), (std::vector<Record>{{"t", {0x01, 0x02}, record_end}}));
-      EXPECT_EQ(ReplayFrom(journal, c.min_position), (std::vector<Record>{{"t", {0x01, 0x02}, record_end}}));
+      EXPECT_EQ(ReplayFrom(journal, 0), (std::vector<Record>{{"t", {0x01, 0x02}, 0, record_end}}));
+      EXPECT_EQ(ReplayFrom(journal, c.min_position), (std::vector<Record>{{"t", {0x01, 0x02}, 0, record_end}}));
       EXPECT_EQ(ReplayFrom(journal, record_end), std::vector<Record>{});
     }
     Journal reopened(dir.path());
     ASSERT_TRUE(reopened.Open(0).ok());
     EXPECT_EQ(reopened.end(), record_end);
-    EXPECT_EQ(ReplayFrom(reopened, 0), (std::vector<Record>{{"t", {0x01, 0x02}, record_end}}));
+    EXPECT_EQ(ReplayFrom(reopened, 0), (std::vector<Record>{{"t", {0x01, 0x02}, 0, record_end}}));
     EXPECT_EQ(ListFiles(dir.path()), (std::vector<std::string>{c.segment}));
   }
 }
@@ -389,7 +407,7 @@ const std::vector<ExistingJournalCase> kExistingJournalCases = {
     {"min_one_past_journal_end_starts_new_segment",
      kSecondEnd + 1,
      kSecondEnd + 1,
-     {"journal-0000000000000000.log", "journal-0000000000000082.log"}},
+     {"journal-0000000000000000.log", "journal-0000000000000086.log"}},
     {"min_far_past_journal_end_starts_new_segment",
      1000,
      1000,
@@ -401,10 +419,10 @@ TEST(JournalTest, OpenWithMinPositionPastJournalEndStartsNewSegment) {
     SCOPED_TRACE(c.rule);
     TempDir dir;
     WriteTwoRecords(dir);
-    const Record first = {kFirstTopic, kFirstPayload, kFirstEnd};
-    const Record second = {kSecondTopic, kSecondPayload, kSecondEnd};
-    const uint64_t third_end = c.expected_end + 8 + 2 + 3 + 1;
-    const Record third = {"t/3", {'3'}, third_end};
+    const Record first = {kFirstTopic, kFirstPayload, 0, kFirstEnd};
+    const Record second = {kSecondTopic, kSecondPayload, 0, kSecondEnd};
+    const uint64_t third_end = c.expected_end + 8 + 4 + 3 + 1;
+    const Record third = {"t/3", {'3'}, 0, third_end};
     {
       Journal journal(dir.path());
       Status s = journal.Open(c.min_position);
@@ -447,8 +465,8 @@ TEST(JournalTest, StrayFilesAreNotSegments) {
     Journal journal(dir.path());
     ASSERT_TRUE(journal.Open(0).ok());
     EXPECT_EQ(journal.end(), kSecondEnd);
-    const Record first = {kFirstTopic, kFirstPayload, kFirstEnd};
-    const Record second = {kSecondTopic, kSecondPayload, kSecondEnd};
+    const Record first = {kFirstTopic, kFirstPayload, 0, kFirstEnd};
+    const Record second = {kSecondTopic, kSecondPayload, 0, kSecondEnd};
     EXPECT_EQ(ReplayFrom(journal, 0), (std::vector<Record>{first, second}));
     journal.Release(journal.end());
     EXPECT_TRUE(std::filesystem::exists(segment)) << "Release deleted the segment being appended to";
@@ -461,10 +479,10 @@ TEST(JournalTest, StrayFilesAreNotSegments) {
 
 constexpr std::size_t kBigPayload = 1024 * 1024;
 const std::string kBigTopic = "big";
-constexpr uint64_t kBigRecord = 8 + 2 + 3 + kBigPayload;  // 1048589
+constexpr uint64_t kBigRecord = 8 + 4 + 3 + kBigPayload;  // 1048591
 // Rotation happens before an append once the segment holds >= 64 MiB:
-// 63 records are 66061107 bytes, 64 are 67109696 >= 67108864, so record 64
-// (0-based) opens the second segment at 67109696 = 0x4000340.
+// 63 records are 66061233 bytes, 64 are 67109824 >= 67108864, so record 64
+// (0-based) opens the second segment at 67109824 = 0x40003C0.
 constexpr int kRecordsInFirstSegment = 64;
 constexpr uint64_t kSecondBase = kRecordsInFirstSegment * kBigRecord;
 constexpr int kBigRecords = 70;
@@ -477,15 +495,19 @@ Bytes BigPayload(int i) {
   return payload;
 }
 
+// Big record i carries mid 0xFF00 + i: distinct, both bytes non-zero.
+uint16_t BigMid(int i) { return static_cast<uint16_t>(0xFF00 + i); }
+
 // Replays from `position` and checks, without keeping 70 MiB of copies, that
 // the records are exactly big records first..kBigRecords-1 in order.
 void ExpectBigRecords(Journal& journal, uint64_t position, int first) {
   int next = first;
-  Status s = journal.Replay(position, [&](std::string_view topic, std::span<const uint8_t> payload, uint64_t end) {
+  Status s = journal.Replay(position, [&](const Journal::Record& r) {
     SCOPED_TRACE(next);
-    EXPECT_EQ(topic, kBigTopic);
-    EXPECT_EQ(end, static_cast<uint64_t>(next + 1) * kBigRecord);
-    EXPECT_TRUE(Bytes(payload.begin(), payload.end()) == BigPayload(next)) << "payload of record " << next;
+    EXPECT_EQ(r.topic, kBigTopic);
+    EXPECT_EQ(r.mid, BigMid(next));
+    EXPECT_EQ(r.end, static_cast<uint64_t>(next + 1) * kBigRecord);
+    EXPECT_TRUE(Bytes(r.payload.begin(), r.payload.end()) == BigPayload(next)) << "payload of record " << next;
     ++next;
   });
   EXPECT_TRUE(s.ok()) << s.message();
@@ -493,15 +515,15 @@ void ExpectBigRecords(Journal& journal, uint64_t position, int first) {
 }
 
 TEST(JournalTest, SegmentsRotateAndReleaseDeletesOnlyWhollyCommittedOnes) {
-  static_assert(kSecondBase == 0x4000340);
+  static_assert(kSecondBase == 0x40003C0);
   TempDir dir;
-  const std::vector<std::string> both = {"journal-0000000000000000.log", "journal-0000000004000340.log"};
-  const std::vector<std::string> second_only = {"journal-0000000004000340.log"};
+  const std::vector<std::string> both = {"journal-0000000000000000.log", "journal-00000000040003c0.log"};
+  const std::vector<std::string> second_only = {"journal-00000000040003c0.log"};
   {
     Journal journal(dir.path());
     ASSERT_TRUE(journal.Open(0).ok());
     for (int i = 0; i < kBigRecords; ++i) {
-      ASSERT_EQ(AppendOk(journal, kBigTopic, BigPayload(i)), static_cast<uint64_t>(i + 1) * kBigRecord);
+      ASSERT_EQ(AppendOk(journal, kBigTopic, BigPayload(i), BigMid(i)), static_cast<uint64_t>(i + 1) * kBigRecord);
     }
     ASSERT_EQ(ListFiles(dir.path()), both);
     EXPECT_EQ(FileSize(dir.File(both[0])), kSecondBase);
@@ -526,7 +548,7 @@ TEST(JournalTest, SegmentsRotateAndReleaseDeletesOnlyWhollyCommittedOnes) {
   ASSERT_TRUE(reopened.Open(0).ok());
   EXPECT_EQ(reopened.end(), kBigRecords * kBigRecord);
   ExpectBigRecords(reopened, 0, kRecordsInFirstSegment);
-  EXPECT_EQ(AppendOk(reopened, "t", {}), kBigRecords * kBigRecord + 11);
+  EXPECT_EQ(AppendOk(reopened, "t", {}), kBigRecords * kBigRecord + 13);
   EXPECT_EQ(ListFiles(dir.path()), second_only) << "a 6 MiB segment takes more appends";
 }
 
