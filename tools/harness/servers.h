@@ -1,6 +1,6 @@
 // TestServers: a throwaway MariaDB and mosquitto on free 127.0.0.1 ports,
-// with their data and logs in one temp folder. Started once per test
-// binary (see SharedServers), stopped by PID at the end. Tests that restart
+// with their data and logs in one temp folder, for the tests (started once
+// per test binary, see SharedServers) and for seqbench. Stopped by PID. Tests that restart
 // a server use the Stop/Start pairs, which keep data, ports and config.
 //
 // A missing server binary is a failure, not a skip.
