@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <bit>
 #include <functional>
+#include <initializer_list>
 
 #include "log.h"
 #include "schema.h"
@@ -54,6 +55,15 @@ std::vector<std::string> Statements(std::string_view sql) {
   }
   if (current.find_first_not_of(" \t\r\n") != std::string::npos) out.push_back(current);
   return out;
+}
+
+// True if the query, with these string parameters, returns a row.
+bool Exists(sql::Connection& conn, const char* query, std::initializer_list<std::string> params) {
+  std::unique_ptr<sql::PreparedStatement> ps(conn.prepareStatement(query));
+  int i = 0;
+  for (const auto& p : params) ps->setString(++i, p);
+  std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+  return rs->next();
 }
 
 }  // namespace
@@ -104,7 +114,12 @@ Status MysqlStore::Connect(bool create_database) {
     options["OPT_CHARSET_NAME"] = sql::SQLString("utf8mb4");
     conn_.reset(sql::mysql::get_mysql_driver_instance()->connect(options));
     std::unique_ptr<sql::Statement> st(conn_->createStatement());
-    if (create_database) st->execute(fmt::format("CREATE DATABASE IF NOT EXISTS `{}`", config_.db_name));
+    // Only when missing: a user with rights on an existing database but
+    // none to create one (least privilege) must be able to connect.
+    if (create_database && !Exists(*conn_, "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                                   {config_.db_name})) {
+      st->execute(fmt::format("CREATE DATABASE IF NOT EXISTS `{}`", config_.db_name));
+    }
     conn_->setSchema(config_.db_name);
     conn_->setAutoCommit(false);
     conn_->setTransactionIsolation(sql::TRANSACTION_READ_COMMITTED);
@@ -130,9 +145,13 @@ Status MysqlStore::Migrate(bool apply) {
   int current = 0;
   Status s = Guard("read schema version", [&] {
     std::unique_ptr<sql::Statement> st(conn_->createStatement());
-    st->execute(
+    if (!Exists(*conn_,
+                "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+                {"SCHEMA_VERSION"})) {
+      st->execute(
         "CREATE TABLE IF NOT EXISTS SCHEMA_VERSION (VERSION INT NOT NULL PRIMARY KEY, NAME VARCHAR(255) NOT NULL, "
         "APPLIED_AT TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB");
+    }
     std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT COALESCE(MAX(VERSION), 0) FROM SCHEMA_VERSION"));
     rs->next();
     current = rs->getInt(1);

@@ -401,6 +401,7 @@ bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
   Backoff backoff;
   RateLimit limit(std::chrono::seconds(10));
   std::optional<Clock::time_point> failing_since;
+  bool unreachable = false;  // a connection attempt failed since the last success
   for (;;) {
     if (store_.connected()) {
       Status s = attempt();
@@ -413,7 +414,13 @@ bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
       }
       if (!failing_since) {
         failing_since = Clock::now();
+        limit.Allow();  // the interval starts with this line
         LogWarn("database: {} failed: {}; holding messages and retrying", what, s.message());
+      } else if (auto suppressed = limit.Allow()) {
+        // The server answers but refuses (e.g. a user without INSERT right).
+        LogWarn("database: {} still failing after {:.1f} s: {}; {} messages held, intake {}", what,
+                SecondsSince(*failing_since), s.message(), queue_.size(),
+                queue_.full_now() ? "paused (buffer full)" : "running");
       }
     }
     if (GivingUp()) return false;
@@ -422,6 +429,7 @@ bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
     Status s = ConnectDatabase(progress);
     if (!s.ok()) {
       if (!failing_since) failing_since = Clock::now();
+      unreachable = true;
       if (auto suppressed = limit.Allow()) {
         LogWarn("database: still unavailable after {:.1f} s ({}); {} messages held, intake {}",
                 SecondsSince(*failing_since), s.message(), queue_.size(),
@@ -429,7 +437,8 @@ bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
       }
       continue;
     }
-    LogInfo("database: reconnected; {} rows committed", progress.max_idx);
+    if (unreachable) LogInfo("database: reconnected; {} rows committed", progress.max_idx);
+    unreachable = false;
     if (check(progress) == AfterReconnect::kDone) return true;
   }
 }
