@@ -16,6 +16,8 @@ using Clock = std::chrono::steady_clock;
 // A lookup asks from the highest SEQ there can be: the relay answers with
 // no frames, and the status says the topic's id and newest SEQ.
 constexpr uint64_t kLookupFrom = seqrelay::kMaxSeq;
+// The `to` of an open-ended request, until its status names the newest SEQ.
+constexpr uint64_t kOpenEnd = UINT64_MAX;
 
 bool HasWildcard(const std::string& filter) { return filter.find_first_of("+#") != std::string::npos; }
 
@@ -120,7 +122,11 @@ void SeqClient::OnConnect(mosquitto* m, void* obj, int rc) {
     mosquitto_subscribe(m, nullptr, replies.c_str(), 1);
   }
   std::lock_guard lock(self->mu_);
-  if (self->connack_ < 0) self->connack_ = rc;
+  if (self->connack_ < 0) {
+    self->connack_ = rc;
+  } else if (rc == 0) {
+    self->CatchUpLocked();
+  }
   self->cv_.notify_all();
 }
 
@@ -228,12 +234,13 @@ void SeqClient::HandleStatus(const std::string& text) {
   auto it = topics_.find(id);
   if (it == topics_.end() || !it->second.asked) return;
   Topic& t = it->second;
+  if (t.asked->to == kOpenEnd) t.asked->to = s.value("to", s.value("last", uint64_t{0}));
   if (ok && s.value("truncated", false)) {
     const uint64_t next = s.value("next", uint64_t{0});
     t.asked = Gap{next, t.asked->to};
     t.asked_at = Clock::now();
     ++stats_.requests;
-    Request(json{{"id", id}, {"from", next}, {"to", t.asked->to}}.dump());
+    RequestRange(id, *t.asked);
     return;
   }
   // Frames come before their status: whatever of the asked range is still
@@ -256,6 +263,23 @@ void SeqClient::HandleStatus(const std::string& text) {
 void SeqClient::Request(const std::string& json_text) {
   const std::string topic = options_.control_prefix + "/retransmit/" + options_.client_id;
   mosquitto_publish(mosq_, nullptr, topic.c_str(), static_cast<int>(json_text.size()), json_text.data(), 1, false);
+}
+
+void SeqClient::RequestRange(uint32_t id, const Gap& range) {
+  json request{{"id", id}, {"from", range.from}};
+  if (range.to != kOpenEnd) request["to"] = range.to;
+  Request(request.dump());
+}
+
+void SeqClient::CatchUpLocked() {
+  for (auto& [id, t] : topics_) {
+    if (t.asked || t.stream.next() == 0) continue;  // a request is out; its retry covers the rest
+    t.asked = Gap{t.stream.next(), kOpenEnd};
+    t.asked_at = Clock::now();
+    t.attempts = 1;
+    ++stats_.requests;
+    RequestRange(id, *t.asked);
+  }
 }
 
 void SeqClient::Timer() {
@@ -287,7 +311,7 @@ void SeqClient::Timer() {
       }
       t.asked_at = now;
       ++stats_.requests;
-      Request(json{{"id", id}, {"from", t.asked->from}, {"to", t.asked->to}}.dump());
+      RequestRange(id, *t.asked);
     }
     if (now >= next_save) {
       SaveState();

@@ -119,6 +119,12 @@ class SeqClient {
   void Deliver(Topic& t, uint32_t id, std::vector<Delivery> deliveries);
   void Timer();
   void Request(const std::string& json_text);
+  // Asks for `range` of topic `id` (an open end: up to the newest SEQ).
+  void RequestRange(uint32_t id, const Gap& range);
+  // After a reconnect: frames published while the client was away are
+  // missed, and without a later frame no gap would show. Asks for every
+  // known topic from its next SEQ on.
+  void CatchUpLocked();
   void LoadState();
   void SaveState();
 
