@@ -2,93 +2,18 @@
 // Each scenario counts what the publisher had acknowledged and checks it
 // against MSG: every acknowledged message stored exactly once, SEQ gapless.
 // The figures are printed as a table row for the README.
-#include <map>
-#include <set>
 #include <thread>
 
-#include "relay_fixture.h"
+#include "fault_fixture.h"
 
 namespace seqtest {
 namespace {
-
-class FaultE2E : public RelayE2E {
- protected:
-  struct Outcome {
-    std::size_t sent = 0, stored = 0, distinct = 0, lost = 0, duplicates = 0;
-    bool gapless = true;
-  };
-
-  // Compares MSG's trail of `topic` with payloads "p1".."p<sent>".
-  Outcome Audit(const std::string& topic, std::size_t sent) {
-    Outcome o;
-    o.sent = sent;
-    auto trail = AuditTrail(topic);
-    o.stored = trail.size();
-    std::map<std::string, int> copies;
-    for (std::size_t i = 0; i < trail.size(); ++i) {
-      o.gapless = o.gapless && trail[i].first == i + 1;
-      ++copies[trail[i].second];
-    }
-    for (std::size_t i = 1; i <= sent; ++i) {
-      auto it = copies.find(Hex("p" + std::to_string(i)));
-      if (it == copies.end()) {
-        ++o.lost;
-      } else {
-        o.duplicates += it->second - 1;
-      }
-    }
-    o.distinct = copies.size();
-    return o;
-  }
-
-  static void Print(const char* scenario, const Outcome& o, double recover_s) {
-    std::fprintf(stderr, "[ figure ] | %s | %zu | %zu | %zu | %zu | %zu | %s | %.1f s |\n", scenario, o.sent,
-                 o.stored, o.lost, o.duplicates, o.stored - o.distinct, o.gapless ? "none" : "GAP", recover_s);
-  }
-
-  // Waits until MSG holds at least `n` rows for `topic`, or the count has
-  // not moved for 3 s (some were lost); returns seconds waited.
-  double WaitStored(const std::string& topic, std::size_t n) {
-    const auto t0 = std::chrono::steady_clock::now();
-    std::size_t last = 0;
-    auto moved = t0;
-    WaitFor(
-        [&] {
-          std::size_t now = std::stoul(
-              servers().Sql("SELECT COUNT(*) FROM `" + name_ + "`.MSG WHERE ID = X'" + Hex(topic) + "'"));
-          if (now != last) last = now, moved = std::chrono::steady_clock::now();
-          return now >= n || std::chrono::steady_clock::now() - moved > Scaled(3s);
-        },
-        60s);
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  }
-
-  // The SEQ-less view: which of "p1".."p<sent>" are missing from MSG.
-  std::vector<int> Missing(const std::string& topic, int sent) {
-    std::set<std::string> have;
-    for (const auto& [seq, hex] : AuditTrail(topic)) have.insert(hex);
-    std::vector<int> missing;
-    for (int i = 1; i <= sent; ++i) {
-      if (!have.count(Hex("p" + std::to_string(i)))) missing.push_back(i);
-    }
-    return missing;
-  }
-};
-
-// Publishes `count` messages "p<i>" to `topic` at `rate` per second.
-void PublishPaced(MqttClient& pub, const std::string& topic, int count, int rate, std::atomic<int>& done) {
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 1; i <= count; ++i) {
-    std::this_thread::sleep_until(start + std::chrono::microseconds(int64_t{1000000} * i / rate));
-    pub.Publish(topic, "p" + std::to_string(i), 1, 5000);
-    done = i;
-  }
-}
 
 TEST_F(FaultE2E, RelaySigkilledUnderLoadLosesNothingWithTheJournal) {
   StartRelay({"--journal-dir=" + servers().dir() + "/journal-" + name_});
   const std::string topic = root() + "/t";
   constexpr int kCount = 4000;
+  OrderedSubscriber sub(servers().mqtt_port(), name_ + "-sub", topic);
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   std::atomic<int> done{0};
   std::thread publisher([&] { PublishPaced(pub, topic, kCount, 1000, done); });
@@ -101,9 +26,10 @@ TEST_F(FaultE2E, RelaySigkilledUnderLoadLosesNothingWithTheJournal) {
   ASSERT_TRUE(pub.WaitAllAcked(30s));
   WaitStored(topic, kCount);
   const double recover = std::chrono::duration<double>(std::chrono::steady_clock::now() - restarted).count();
-  Outcome o = Audit(topic, kCount);
+  Outcome o = Audit(topic, kCount, &pub, &sub);
   Print("relay SIGKILL at 1,000 msg/s, restart after 2 s, journal on", o, recover);
   EXPECT_EQ(o.lost, 0u);
+  EXPECT_EQ(o.delivered, static_cast<std::size_t>(kCount));
   EXPECT_EQ(o.duplicates, 0u);
   EXPECT_TRUE(o.gapless);
   EXPECT_EQ(o.stored, static_cast<std::size_t>(kCount));
@@ -143,6 +69,7 @@ TEST_F(FaultE2E, RelaySigkilledUnderLoadWithoutJournalShowsTheWindow) {
   StartRelay({"--batch-delay-us=20000"});  // a wide window: up to 20 ms of messages in memory
   const std::string topic = root() + "/t";
   constexpr int kCount = 4000;
+  OrderedSubscriber sub(servers().mqtt_port(), name_ + "-sub", topic);
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   std::atomic<int> done{0};
   std::thread publisher([&] { PublishPaced(pub, topic, kCount, 1000, done); });
@@ -153,9 +80,10 @@ TEST_F(FaultE2E, RelaySigkilledUnderLoadWithoutJournalShowsTheWindow) {
   publisher.join();
   ASSERT_TRUE(pub.WaitAllAcked(30s));
   WaitStored(topic, kCount);
-  Outcome o = Audit(topic, kCount);
+  Outcome o = Audit(topic, kCount, &pub, &sub);
   Print("relay SIGKILL at 1,000 msg/s, restart after 2 s, no journal", o, 0);
   EXPECT_EQ(o.duplicates, 0u);
+  EXPECT_EQ(o.delivered, o.stored);
   EXPECT_TRUE(o.gapless) << "even with loss, SEQ has no gap";
 }
 
@@ -168,6 +96,7 @@ TEST_F(FaultE2E, BrokerSigkilledUnderLoadWithTheRelayConnectedLosesNothing) {
   std::this_thread::sleep_for(2500ms);
   const std::string topic = root() + "/t";
   constexpr int kCount = 3000;
+  OrderedSubscriber sub(servers().mqtt_port(), name_ + "-sub", topic);
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   std::atomic<int> done{0};
   std::thread publisher([&] { PublishPaced(pub, topic, kCount, 1000, done); });
@@ -180,10 +109,11 @@ TEST_F(FaultE2E, BrokerSigkilledUnderLoadWithTheRelayConnectedLosesNothing) {
   ASSERT_TRUE(pub.WaitAllAcked(60s));
   WaitStored(topic, kCount);
   const double recover = std::chrono::duration<double>(std::chrono::steady_clock::now() - restarted).count();
-  Outcome o = Audit(topic, kCount);
+  Outcome o = Audit(topic, kCount, &pub, &sub);
   Print("mosquitto SIGKILL at 1,000 msg/s, relay connected, journal on", o, recover);
   for (int m : Missing(topic, kCount)) std::fprintf(stderr, "[ figure ] lost p%d; the kill came after p%d\n", m, at_kill);
   EXPECT_EQ(o.lost, 0u);
+  EXPECT_EQ(o.delivered, static_cast<std::size_t>(kCount));
   const std::string log = relay_->log();
   EXPECT_NE(log.find("intake: reconnected to mosquitto", log.find("lost the connection")), std::string::npos);
   EXPECT_NE(log.find("(session present)", log.find("lost the connection")), std::string::npos)
@@ -201,6 +131,7 @@ TEST_F(FaultE2E, BrokerSigkilledWhileTheRelayIsAwayLosesAtMostItsLastAutosaveInt
   StartRelay({"--journal-dir=" + servers().dir() + "/journal-" + name_});
   const std::string topic = root() + "/t";
   constexpr int kCount = 3000, kRate = 1000;
+  OrderedSubscriber sub(servers().mqtt_port(), name_ + "-sub", topic);
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   std::atomic<int> done{0};
   std::thread publisher([&] { PublishPaced(pub, topic, kCount, kRate, done); });
@@ -215,9 +146,10 @@ TEST_F(FaultE2E, BrokerSigkilledWhileTheRelayIsAwayLosesAtMostItsLastAutosaveInt
   publisher.join();
   ASSERT_TRUE(pub.WaitAllAcked(60s));
   WaitStored(topic, kCount);
-  Outcome o = Audit(topic, kCount);
+  Outcome o = Audit(topic, kCount, &pub, &sub);
   Print("mosquitto SIGKILL after 2.5 s of queue for the absent relay", o, 0);
   EXPECT_TRUE(o.gapless);
+  EXPECT_EQ(o.delivered, o.stored);
   EXPECT_EQ(o.duplicates, 0u);
   // The session survived: what was queued before the last autosave is there.
   // Only messages from the last autosave interval (1 s, plus one for the

@@ -106,6 +106,11 @@ void MqttClient::PublishRequest(const std::string& topic, const std::string& pay
   if (rc != MOSQ_ERR_SUCCESS) throw std::runtime_error(std::string("v5 publish failed: ") + mosquitto_strerror(rc));
 }
 
+std::size_t MqttClient::unacked() {
+  std::lock_guard lock(mu_);
+  return unacked_;
+}
+
 bool MqttClient::WaitAllAcked(std::chrono::milliseconds deadline) {
   std::unique_lock lock(mu_);
   return cv_.wait_for(lock, Scaled(deadline), [&] { return unacked_ == 0; });

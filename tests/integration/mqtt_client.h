@@ -38,6 +38,7 @@ class MqttClient {
   void PublishRequest(const std::string& topic, const std::string& payload, const std::string& response_topic,
                       const std::string& correlation);
   bool WaitAllAcked(std::chrono::milliseconds deadline);
+  std::size_t unacked();
   bool WaitForCount(std::size_t n, std::chrono::milliseconds deadline);
   std::vector<Received> received();
   std::size_t received_count();

@@ -2,6 +2,8 @@
 
 #include <signal.h>
 
+#include <cstdlib>
+#include <sstream>
 #include <stdexcept>
 
 namespace seqtest {
@@ -15,13 +17,13 @@ void RelayProcess::Start(const std::vector<std::string>& env) {
   std::vector<std::string> argv = {SEQRELAY_BINARY,
                                    "--mqtt-port=" + std::to_string(servers_.mqtt_port()),
                                    "--db-port=" + std::to_string(servers_.db_port()),
-                                   "--db-user=" + std::string(TestServers::kDbUser),
+                                   "--db-user=" + db_user_,
                                    "--db-name=" + name_,
                                    "--mqtt-client-id=" + name_,
                                    "--shutdown-timeout=20"};
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
   const std::size_t before = log().size();
-  std::vector<std::string> environment = {std::string("SEQRELAY_DB_PASSWORD=") + TestServers::kDbPassword};
+  std::vector<std::string> environment = {"SEQRELAY_DB_PASSWORD=" + db_password_};
   environment.insert(environment.end(), env.begin(), env.end());
   process_.Start(argv, servers_.dir() + "/relay-" + name_ + ".log", environment);
   ++starts_;
@@ -39,6 +41,14 @@ std::optional<int> RelayProcess::WaitExit(std::chrono::milliseconds deadline) { 
 void RelayProcess::Kill() {
   process_.Signal(SIGKILL);
   process_.Wait(std::chrono::seconds(10));
+}
+
+long RelayProcess::PeakRssKb() const {
+  std::istringstream status(ReadFile("/proc/" + std::to_string(process_.pid()) + "/status"));
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
+  }
+  return 0;
 }
 
 std::string RelayProcess::log() const { return ReadFile(servers_.dir() + "/relay-" + name_ + ".log"); }

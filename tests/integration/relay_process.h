@@ -25,12 +25,22 @@ class RelayProcess {
   void Kill();  // SIGKILL
   std::optional<int> WaitExit(std::chrono::milliseconds deadline);
   bool running() { return process_.running(); }
+  pid_t pid() const { return process_.pid(); }
+  // The largest resident set the running relay has had (VmHWM), in KiB.
+  long PeakRssKb() const;
+  // Connect as another database user from the next Start() on.
+  void SetDbUser(std::string user, std::string password) {
+    db_user_ = std::move(user);
+    db_password_ = std::move(password);
+  }
   std::string log() const;
 
  private:
   TestServers& servers_;
   const std::string name_;
   const std::vector<std::string> extra_args_;
+  std::string db_user_ = TestServers::kDbUser;
+  std::string db_password_ = TestServers::kDbPassword;
   Process process_;
   int starts_ = 0;
 };

@@ -1,0 +1,168 @@
+// The fault suite's fixture: a bounded, paced QoS 1 load, an ordered
+// subscriber (the client library, which fills gaps from the relay), and an
+// audit of what was sent, acknowledged, stored and delivered. Every scenario
+// prints one row of the README's faults table; with SEQTEST_FAULT_TABLE=FILE
+// the rows are also appended to FILE (tools/faults.sh collects them).
+#pragma once
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "relay_fixture.h"
+#include "seq_client.h"
+
+namespace seqtest {
+
+// Publishes `count` messages "p<i>" to `topic` at `rate` per second.
+inline void PublishPaced(MqttClient& pub, const std::string& topic, int count, int rate, std::atomic<int>& done) {
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 1; i <= count; ++i) {
+    std::this_thread::sleep_until(start + std::chrono::microseconds(int64_t{1000000} * i / rate));
+    pub.Publish(topic, "p" + std::to_string(i), 1, 5000);
+    done = i;
+  }
+}
+
+// A subscriber on seq/<topic> through the client library: it delivers in
+// SEQ order, once, and asks the relay for frames it missed.
+class OrderedSubscriber {
+ public:
+  OrderedSubscriber(int port, const std::string& id, const std::string& topic) {
+    seqclient::Options o;
+    o.port = port;
+    o.client_id = id;
+    o.filters = {topic};
+    client_ = std::make_unique<seqclient::SeqClient>(o, [this](const seqclient::Message& m) {
+      std::lock_guard lock(mu_);
+      if (m.seq != last_ + 1) ++out_of_order_;
+      last_ = m.seq;
+      ++delivered_;
+    });
+    if (auto error = client_->Start()) throw std::runtime_error("subscriber: " + *error);
+  }
+  ~OrderedSubscriber() { client_->Stop(); }
+
+  bool WaitDelivered(std::size_t n, std::chrono::milliseconds deadline) {
+    return WaitFor([&] { return delivered() >= n; }, Scaled(deadline));
+  }
+  std::size_t delivered() {
+    std::lock_guard lock(mu_);
+    return delivered_;
+  }
+  std::size_t out_of_order() {
+    std::lock_guard lock(mu_);
+    return out_of_order_;
+  }
+
+ private:
+  std::mutex mu_;
+  uint64_t last_ = 0;              // guarded by mu_
+  std::size_t delivered_ = 0;      // guarded by mu_
+  std::size_t out_of_order_ = 0;   // guarded by mu_
+  std::unique_ptr<seqclient::SeqClient> client_;
+};
+
+class FaultE2E : public RelayE2E {
+ protected:
+  struct Outcome {
+    std::size_t sent = 0, acked = 0, stored = 0, distinct = 0, lost = 0, duplicates = 0;
+    std::size_t delivered = 0;  // by the ordered subscriber, if there was one
+    bool has_subscriber = false;
+    bool gapless = true;
+    long peak_rss_kb = 0;  // the relay's, if it is still running
+  };
+
+  // Compares MSG's trail of `topic` with payloads "p1".."p<sent>".
+  Outcome Audit(const std::string& topic, std::size_t sent, MqttClient* pub = nullptr,
+                OrderedSubscriber* sub = nullptr) {
+    Outcome o;
+    o.sent = sent;
+    o.acked = pub ? sent - pub->unacked() : sent;
+    auto trail = AuditTrail(topic);
+    o.stored = trail.size();
+    std::map<std::string, int> copies;
+    for (std::size_t i = 0; i < trail.size(); ++i) {
+      o.gapless = o.gapless && trail[i].first == i + 1;
+      ++copies[trail[i].second];
+    }
+    for (std::size_t i = 1; i <= sent; ++i) {
+      auto it = copies.find(Hex("p" + std::to_string(i)));
+      if (it == copies.end()) {
+        ++o.lost;
+      } else {
+        o.duplicates += it->second - 1;
+      }
+    }
+    o.distinct = copies.size();
+    if (sub) {
+      sub->WaitDelivered(o.stored, std::chrono::seconds(20));
+      o.has_subscriber = true;
+      o.delivered = sub->delivered();
+      EXPECT_EQ(sub->out_of_order(), 0u) << "the ordered subscriber saw a SEQ out of order";
+    }
+    if (relay_ && relay_->running()) o.peak_rss_kb = relay_->PeakRssKb();
+    return o;
+  }
+
+  // One row of the faults table: scenario, sent, acknowledged, stored,
+  // delivered, lost, duplicates, gaps, peak RSS, time to recover.
+  static void Print(const std::string& scenario, const Outcome& o, double recover_s) {
+    const std::string row = fmt::format(
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1f} s |", scenario, o.sent, o.acked, o.stored,
+        o.has_subscriber ? std::to_string(o.delivered) : "-", o.lost, o.duplicates + (o.stored - o.distinct),
+        o.gapless ? "none" : "GAP", o.peak_rss_kb ? fmt::format("{:.1f} MiB", o.peak_rss_kb / 1024.0) : "-",
+        recover_s);
+    std::fprintf(stderr, "[ figure ] %s\n", row.c_str());
+    if (const char* table = std::getenv("SEQTEST_FAULT_TABLE")) {
+      if (FILE* f = std::fopen(table, "a")) {
+        std::fprintf(f, "%s\n", row.c_str());
+        std::fclose(f);
+      }
+    }
+  }
+
+  // Waits until MSG holds at least `n` rows for `topic`, or the count has
+  // not moved for 3 s (some were lost); returns seconds waited.
+  double WaitStored(const std::string& topic, std::size_t n, std::chrono::seconds deadline = 60s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::size_t last = 0;
+    auto moved = t0;
+    WaitFor(
+        [&] {
+          std::size_t now = StoredCount(topic);
+          if (now != last) last = now, moved = std::chrono::steady_clock::now();
+          return now >= n || std::chrono::steady_clock::now() - moved > Scaled(3s);
+        },
+        deadline);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+
+  std::size_t StoredCount(const std::string& topic) {
+    return std::stoul(servers().Sql("SELECT COUNT(*) FROM `" + name_ + "`.MSG WHERE ID = X'" + Hex(topic) + "'"));
+  }
+
+  // The SEQ-less view: which of "p1".."p<sent>" are missing from MSG.
+  std::vector<int> Missing(const std::string& topic, int sent) {
+    std::set<std::string> have;
+    for (const auto& [seq, hex] : AuditTrail(topic)) have.insert(hex);
+    std::vector<int> missing;
+    for (int i = 1; i <= sent; ++i) {
+      if (!have.count(Hex("p" + std::to_string(i)))) missing.push_back(i);
+    }
+    return missing;
+  }
+
+  // The long form of the suite (tools/faults.sh --long) sets SEQTEST_LONG.
+  static bool LongForm() { return std::getenv("SEQTEST_LONG") != nullptr; }
+};
+
+}  // namespace seqtest

@@ -1,0 +1,204 @@
+// Faults around the relay's neighbours: a MariaDB outage under load, a
+// database user without write rights, a subscriber that reads slowly, and a
+// burst of bad input. Rows of the faults table, like fault_test.cc.
+#include <mosquitto.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "fault_fixture.h"
+
+namespace seqtest {
+namespace {
+
+int CountOf(const std::string& haystack, const std::string& needle) {
+  int n = 0;
+  for (auto at = haystack.find(needle); at != std::string::npos; at = haystack.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// MariaDB stopped for 10 s (30 s in the long form) while 1,000 msg/s flow.
+// The relay holds what it can (a small buffer here, to show back-pressure),
+// pauses intake, and mosquitto queues the rest in the relay's session; when
+// the database returns, everything is committed and published in order.
+TEST_F(FaultE2E, DatabaseOutageUnderLoadLosesNothingAndBoundsMemory) {
+  StartRelay({"--journal-dir=" + servers().dir() + "/journal-" + name_, "--buffer-max=2000"});
+  const int outage_s = LongForm() ? 30 : 10;
+  const std::string topic = root() + "/t";
+  const int count = 1000 * (outage_s + 6);
+  OrderedSubscriber sub(servers().mqtt_port(), name_ + "-sub", topic);
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  std::atomic<int> done{0};
+  std::thread publisher([&] { PublishPaced(pub, topic, count, 1000, done); });
+  ASSERT_TRUE(WaitFor([&] { return done >= 2000; }, 30s));
+  servers().StopDatabase();
+  std::this_thread::sleep_for(std::chrono::seconds(outage_s));
+  servers().StartDatabase();
+  const auto restarted = std::chrono::steady_clock::now();
+  publisher.join();
+  ASSERT_TRUE(pub.WaitAllAcked(60s));
+  WaitStored(topic, count, 120s);
+  const double recover = std::chrono::duration<double>(std::chrono::steady_clock::now() - restarted).count();
+  Outcome o = Audit(topic, count, &pub, &sub);
+  Print(fmt::format("MariaDB stopped {} s at 1,000 msg/s, --buffer-max 2000", outage_s), o, recover);
+  EXPECT_EQ(o.lost, 0u);
+  EXPECT_EQ(o.duplicates, 0u);
+  EXPECT_TRUE(o.gapless);
+  EXPECT_EQ(o.delivered, static_cast<std::size_t>(count));
+  EXPECT_LT(o.peak_rss_kb, 64 * 1024) << "the buffer should bound the relay's memory";
+  const std::string log = relay_->log();
+  EXPECT_NE(log.find("holding messages and retrying"), std::string::npos) << log;
+  EXPECT_NE(log.find("paused"), std::string::npos) << "intake never paused on the full buffer";
+  EXPECT_LE(CountOf(log, "still unavailable"), outage_s / 10 + 2) << "one line per 10 s, not a flood";
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
+// A database user that may read but not write: the relay says why it cannot
+// commit, keeps the messages, and commits them once the right is granted.
+TEST_F(FaultE2E, ADatabaseUserWithoutInsertRightIsAClearErrorAndNothingIsLost) {
+  StartRelay();  // creates and migrates the database as the full user
+  ASSERT_EQ(relay_->Stop(), 0);
+  const std::string user = name_.substr(0, 30) + "_ro";
+  servers().Sql("CREATE USER '" + user + "'@'%' IDENTIFIED BY 'ro-password'; GRANT SELECT ON `" + name_ + "`.* TO '" +
+                user + "'@'%';");
+  relay_->SetDbUser(user, "ro-password");
+  relay_->Start();
+  const std::string topic = root() + "/t";
+  constexpr int kCount = 300;
+  OrderedSubscriber sub(servers().mqtt_port(), name_ + "-sub", topic);
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= kCount; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("command denied") != std::string::npos; }, 10s))
+      << relay_->log();
+  std::this_thread::sleep_for(2s);
+  EXPECT_EQ(StoredCount(topic), 0u);
+  EXPECT_EQ(sub.delivered(), 0u) << "nothing may be published before it is committed";
+  EXPECT_TRUE(relay_->running());
+  servers().Sql("GRANT INSERT, UPDATE ON `" + name_ + "`.* TO '" + user + "'@'%';");
+  const auto granted = std::chrono::steady_clock::now();
+  WaitStored(topic, kCount, 60s);
+  const double recover = std::chrono::duration<double>(std::chrono::steady_clock::now() - granted).count();
+  Outcome o = Audit(topic, kCount, &pub, &sub);
+  Print("database user without INSERT right, granted after 2 s", o, recover);
+  EXPECT_EQ(o.lost, 0u);
+  EXPECT_EQ(o.duplicates, 0u);
+  EXPECT_TRUE(o.gapless);
+  EXPECT_EQ(o.delivered, static_cast<std::size_t>(kCount));
+  const std::string log = relay_->log();
+  EXPECT_LE(CountOf(log, "command denied"), 3) << "the refusal is logged once per interval, not per retry:\n" << log;
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
+// A subscriber that takes 100 ms per message (10 msg/s) on seq/T: mosquitto
+// queues for it; the relay and a normal subscriber keep their pace.
+TEST_F(FaultE2E, ASlowSubscriberDoesNotSlowTheRelayOrOthers) {
+  StartRelay();
+  const std::string topic = root() + "/t";
+  constexpr int kCount = 3000;
+  std::atomic<int> slow_got{0};
+  mosquitto* slow = mosquitto_new((name_ + "-slow").c_str(), true, &slow_got);
+  mosquitto_message_callback_set(slow, [](mosquitto*, void* obj, const mosquitto_message*) {
+    ++*static_cast<std::atomic<int>*>(obj);
+    std::this_thread::sleep_for(100ms);
+  });
+  ASSERT_EQ(mosquitto_connect(slow, "127.0.0.1", servers().mqtt_port(), 30), MOSQ_ERR_SUCCESS);
+  mosquitto_subscribe(slow, nullptr, ("seq/" + topic).c_str(), 1);
+  mosquitto_loop_start(slow);
+  OrderedSubscriber sub(servers().mqtt_port(), name_ + "-sub", topic);
+  std::this_thread::sleep_for(300ms);  // both subscriptions in place
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  std::atomic<int> done{0};
+  const auto start = std::chrono::steady_clock::now();
+  PublishPaced(pub, topic, kCount, 1000, done);
+  const auto published = std::chrono::steady_clock::now();
+  ASSERT_TRUE(sub.WaitDelivered(kCount, 10s));
+  const double behind = std::chrono::duration<double>(std::chrono::steady_clock::now() - published).count();
+  Outcome o = Audit(topic, kCount, &pub, &sub);
+  Print("one subscriber reading 10 msg/s beside a normal one", o, behind);
+  std::fprintf(stderr, "[ figure ] %d messages published in %.2f s; the normal subscriber had all %.2f s after the "
+               "last; the slow one had %d\n", kCount,
+               std::chrono::duration<double>(published - start).count(), behind, slow_got.load());
+  EXPECT_EQ(o.lost, 0u);
+  EXPECT_TRUE(o.gapless);
+  EXPECT_EQ(o.delivered, static_cast<std::size_t>(kCount));
+  EXPECT_LT(behind, 2.0) << "the normal subscriber fell behind";
+  EXPECT_LT(slow_got.load(), kCount / 2) << "the slow subscriber was not slow";
+  mosquitto_disconnect(slow);
+  mosquitto_loop_stop(slow, true);
+  mosquitto_destroy(slow);
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
+// 10,000 malformed retransmit requests in a burst, a request for 10^9
+// messages, and a request published on another client's retransmit topic,
+// while live traffic flows: the relay answers them all, keeps sequencing,
+// serves a well-behaved client, and logs the refusals once per interval.
+TEST_F(FaultE2E, ABurstOfBadRequestsDoesNotDisturbLiveTrafficOrOtherClients) {
+  StartRelay({"--replay-max=100"});
+  const std::string topic = root() + "/t";
+  constexpr int kCount = 2000;
+  OrderedSubscriber sub(servers().mqtt_port(), name_ + "-sub", topic);
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  std::atomic<int> done{0};
+  std::thread publisher([&] { PublishPaced(pub, topic, kCount, 1000, done); });
+  ASSERT_TRUE(WaitFor([&] { return StoredCount(topic) >= 300; }, 30s));
+
+  const std::string bad = name_ + "-bad";
+  MqttClient attacker(servers().mqtt_port(), bad);
+  attacker.Subscribe("relay/replay/" + bad + "/status");
+  const std::vector<std::string> kinds = {"not json", "{\"topic\":1}", "{\"topic\":\"x\",\"from\":0}", "[]",
+                                          "{\"id\":-1,\"from\":1}", "{\"topic\":\"" + topic + "\",\"from\":9,\"to\":2}"};
+  for (int i = 0; i < 10000; ++i) attacker.Publish("relay/retransmit/" + bad, kinds[i % kinds.size()], 0);
+  // 10^9 messages: answered with at most --replay-max frames and where to go on.
+  attacker.Publish("relay/retransmit/" + bad, "{\"topic\":\"" + topic + "\",\"from\":1,\"to\":1000000000}", 1);
+  // On another client's topic: without broker ACLs the relay cannot tell who
+  // sent it; the answer goes to that client's reply topic, never the sender's.
+  const std::string victim = name_ + "-victim";
+  MqttClient victim_client(servers().mqtt_port(), victim);
+  victim_client.Subscribe("relay/replay/" + victim + "/status");
+  attacker.Publish("relay/retransmit/" + victim, "{\"topic\":\"" + topic + "\",\"from\":1,\"to\":3}", 1);
+
+  // A well-behaved client during the burst.
+  const std::string good = name_ + "-good";
+  MqttClient good_client(servers().mqtt_port(), good);
+  good_client.Subscribe("relay/replay/" + good + "/#");
+  good_client.Publish("relay/retransmit/" + good, "{\"topic\":\"" + topic + "\",\"from\":1,\"to\":100}", 1);
+  EXPECT_TRUE(good_client.WaitForCount(101, 20s)) << "the well-behaved client was starved";
+
+  publisher.join();
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, kCount);
+  Outcome o = Audit(topic, kCount, &pub, &sub);
+  Print("10,000 malformed retransmit requests in a burst during 1,000 msg/s", o, 0);
+  EXPECT_EQ(o.lost, 0u);
+  EXPECT_TRUE(o.gapless);
+  EXPECT_EQ(o.delivered, static_cast<std::size_t>(kCount));
+  EXPECT_TRUE(relay_->running());
+
+  // Every bad request got a status (QoS 0 requests can be dropped by the
+  // broker under a burst, so most, not all, are counted), and the 10^9 one
+  // was capped at --replay-max.
+  EXPECT_TRUE(attacker.WaitForCount(9000, 30s)) << attacker.received_count() << " statuses";
+  bool capped = false;
+  for (const auto& r : attacker.received()) {
+    auto s = nlohmann::json::parse(r.payload, nullptr, false);
+    ASSERT_FALSE(s.is_discarded()) << r.payload;
+    if (s.value("status", "") == "ok") {
+      EXPECT_EQ(s.value("sent", 0), 100) << r.payload;
+      EXPECT_TRUE(s.value("truncated", false)) << r.payload;
+      capped = true;
+    } else {
+      EXPECT_EQ(s.value("status", ""), "error") << r.payload;
+    }
+  }
+  EXPECT_TRUE(capped) << "no status for the 10^9 request";
+  EXPECT_TRUE(victim_client.WaitForCount(1, 10s)) << "the request on the victim's topic was answered there";
+
+  const std::string log = relay_->log();
+  EXPECT_LE(CountOf(log, "retransmit request from"), 4) << "refusals are logged once per interval:\n" << log;
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
+}  // namespace
+}  // namespace seqtest
