@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages in tools/packages.txt that are missing.
-# Usage: tools/deps.sh            (needs root, or sudo, when something is missing)
+# Installs the Debian packages in tools/packages.txt, and any named on the
+# command line, that are missing.
+# Usage: tools/deps.sh [PACKAGE...]   (needs root, or sudo, when something is missing)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 mapfile -t wanted < <(grep -v '^\s*#' "$here/packages.txt" | grep -v '^\s*$')
+wanted+=("$@")
 missing=()
 for p in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,16 +1,24 @@
 // seqbench: the relay against the plain mosquitto path, side by side, in one
-// run and on the same broker, alternating the two paths for several rounds.
+// run and on the same broker, alternating the paths for several rounds.
 //
-//   plain: publisher -> mosquitto -> forwarder (inp/# -> out/..., no
-//          database) -> mosquitto -> subscriber
-//   relay: publisher -> mosquitto -> seqrelay (inr/#, durable commits to
-//          MariaDB, journal on) -> mosquitto -> subscriber on seq/inr/...
+//   plain:           publisher -> mosquitto -> forwarder (inp/# -> out/...,
+//                    no database) -> mosquitto -> subscriber on out/#
+//   relay:           publisher -> mosquitto -> seqrelay (inr/#, durable
+//                    commits to MariaDB, journal on) -> mosquitto ->
+//                    subscriber on seq/inr/#
+//   relay-nojournal: the same through a second relay without the journal
+//                    (inn/#), with --journal-cost
+//
+// The forwarder has the relay's shape without its work: one connection in,
+// one out, each with its own network thread, TCP_NODELAY and the relay's
+// in-flight window. It is the ceiling for anything shaped like the relay.
 //
 // Two modes: throughput (as fast as a window of unacknowledged QoS 1
-// publishes allows) and latency (a fixed rate; publish-to-receive times
-// from a timestamp in the payload). Every message must arrive exactly once
-// (and, on the relay path, in SEQ order per topic); a run that loses one
-// fails. Starts its own mosquitto and MariaDB on loopback.
+// publishes allows) and latency (fixed rates; publish-to-receive times from
+// a timestamp in the payload). Every message must arrive exactly once and,
+// on the relay paths, with consecutive SEQs per topic; a run that loses,
+// duplicates or reorders one makes seqbench fail. Starts its own mosquitto
+// and MariaDB on loopback unless --mqtt-port and --db-port name running ones.
 #include <mosquitto.h>
 #include <signal.h>
 #include <unistd.h>
@@ -19,16 +27,18 @@
 #include <atomic>
 #include <boost/program_options.hpp>
 #include <chrono>
-#include <fmt/format.h>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <fmt/format.h>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,134 +52,199 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+constexpr int kInflight = 1000;  // as the relay's links (relay/mqtt_link.cc)
+
 int64_t NowNs() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(); }
+
+std::string SelfPath() {
+  char self[4096] = {};
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  return n > 0 ? std::string(self, static_cast<std::size_t>(n)) : std::string();
+}
 
 // ---- The plain path's forwarder (runs as `seqbench --forwarder PORT`) -------
 
 int RunForwarder(int port) {
   mosquitto_lib_init();
-  mosquitto* m = mosquitto_new("seqbench-forwarder", true, nullptr);
-  mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
-  mosquitto_max_inflight_messages_set(m, 1000);
-  mosquitto_connect_callback_set(m, [](mosquitto* m, void*, int rc) {
+  const std::string id = "seqbench-forwarder-" + std::to_string(getpid());
+  mosquitto* out = mosquitto_new((id + "-out").c_str(), true, nullptr);
+  mosquitto* in = mosquitto_new((id + "-in").c_str(), true, out);
+  for (auto* m : {in, out}) {
+    mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
+    mosquitto_max_inflight_messages_set(m, kInflight);
+  }
+  mosquitto_connect_callback_set(in, [](mosquitto* m, void*, int rc) {
     if (rc == 0) mosquitto_subscribe(m, nullptr, "inp/#", 1);
   });
-  mosquitto_message_callback_set(m, [](mosquitto* m, void*, const mosquitto_message* msg) {
-    std::string out = std::string("out/") + (msg->topic + 4);
-    mosquitto_publish(m, nullptr, out.c_str(), msg->payloadlen, msg->payload, 1, false);
+  mosquitto_message_callback_set(in, [](mosquitto*, void* obj, const mosquitto_message* msg) {
+    const std::string topic = std::string("out/") + (msg->topic + 4);
+    mosquitto_publish(static_cast<mosquitto*>(obj), nullptr, topic.c_str(), msg->payloadlen, msg->payload, 1, false);
   });
-  if (mosquitto_connect(m, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS) return 1;
+  for (auto* m : {out, in}) {
+    if (mosquitto_connect(m, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS) return 1;
+  }
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGTERM);
   sigaddset(&stop, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
-  mosquitto_loop_start(m);
+  mosquitto_loop_start(out);
+  mosquitto_loop_start(in);
   int sig = 0;
   sigwait(&stop, &sig);
-  mosquitto_disconnect(m);
-  mosquitto_loop_stop(m, false);
+  for (auto* m : {in, out}) {
+    mosquitto_disconnect(m);
+    mosquitto_loop_stop(m, false);
+  }
   return 0;
 }
 
-// ---- One measured run ----------------------------------------------------------
+// ---- Paths and parameters ------------------------------------------------------
+
+struct Path {
+  std::string name;
+  std::string in_prefix;   // raw topics are <in_prefix>t<k>
+  std::string out_filter;  // what the subscriber reads
+  bool framed;             // relay frames (checked and unwrapped)
+  seqtest::Process* relay; // the relay process, if any (for its RSS)
+};
 
 struct Params {
   int payload = 20;
   int topics = 1;
+  int publishers = 1;
   int window = 1000;
   int qos = 1;
 };
 
+// VmRSS and VmHWM of a process, in KiB (0 if unknown).
+std::pair<long, long> Memory(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  long rss = 0, hwm = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) rss = std::atol(line.c_str() + 6);
+    if (line.rfind("VmHWM:", 0) == 0) hwm = std::atol(line.c_str() + 6);
+  }
+  return {rss, hwm};
+}
+
 struct RunResult {
   std::string path, mode;
   int round = 0;
+  int rate = 0;  // offered msg/s in latency mode, 0 in throughput mode
   uint64_t sent = 0, received = 0, duplicates = 0, out_of_order = 0;
   double seconds = 0;
-  std::vector<double> latency_us;  // per message, publish to receive
+  long relay_rss_kb = 0, relay_hwm_kb = 0;
+  std::vector<double> latency_us;  // per message, publish to receive; sorted
   double throughput() const { return seconds > 0 ? received / seconds : 0; }
+  double Percentile(double q) const {
+    if (latency_us.empty()) return 0;
+    return latency_us[std::min(latency_us.size() - 1, static_cast<std::size_t>(q * latency_us.size()))];
+  }
+  bool clean() const { return received == sent && duplicates == 0 && out_of_order == 0; }
 };
+
+// ---- One measured run: publishers and a subscriber on one path --------------
 
 class Run {
  public:
-  Run(int port, bool relay, const Params& p, uint64_t count)
-      : relay_(relay), p_(p), seen_(count, 0), latency_ns_(count, 0) {
+  Run(int port, const Path& path, const Params& p, uint64_t count)
+      : path_(path), p_(p), seen_(count, 0), latency_ns_(count, 0) {
     static std::atomic<int> n{0};
-    const std::string id = "seqbench-" + std::to_string(getpid()) + "-" + std::to_string(++n);
+    const std::string id = fmt::format("seqbench-{}-{}", getpid(), ++n);
     sub_ = mosquitto_new((id + "-sub").c_str(), true, this);
-    pub_ = mosquitto_new((id + "-pub").c_str(), true, this);
-    for (auto* m : {sub_, pub_}) {
+    for (int k = 0; k < p.publishers; ++k) pubs_.push_back(mosquitto_new(fmt::format("{}-pub{}", id, k).c_str(), true, this));
+    for (auto* m : All()) {
       mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
-      mosquitto_max_inflight_messages_set(m, 0);
+      mosquitto_max_inflight_messages_set(m, 0);  // the window below bounds it
     }
     mosquitto_message_callback_set(sub_, &Run::OnMessage);
     mosquitto_subscribe_callback_set(sub_, [](mosquitto*, void* self, int, int, const int*) {
       static_cast<Run*>(self)->subscribed_ = true;
     });
-    mosquitto_publish_callback_set(pub_, [](mosquitto*, void* obj, int) {
-      auto* self = static_cast<Run*>(obj);
-      std::lock_guard lock(self->mu_);
-      --self->unacked_;
-      self->cv_.notify_all();
-    });
-    for (auto* m : {sub_, pub_}) {
-      if (mosquitto_connect(m, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS) throw std::runtime_error("connect");
+    for (auto* m : pubs_) {
+      mosquitto_publish_callback_set(m, [](mosquitto*, void* obj, int) {
+        auto* self = static_cast<Run*>(obj);
+        std::lock_guard lock(self->window_mu_);
+        --self->unacked_;
+        self->window_cv_.notify_one();
+      });
+    }
+    for (auto* m : All()) {
+      if (mosquitto_connect(m, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS)
+        throw std::runtime_error(fmt::format("cannot connect to mosquitto on 127.0.0.1:{}", port));
       mosquitto_loop_start(m);
     }
-    mosquitto_subscribe(sub_, nullptr, relay ? "seq/inr/#" : "out/#", p.qos);
-    seqtest::WaitFor([&] { return subscribed_.load(); }, std::chrono::seconds(10));
+    mosquitto_subscribe(sub_, nullptr, path.out_filter.c_str(), p.qos);
+    if (!seqtest::WaitFor([&] { return subscribed_.load(); }, std::chrono::seconds(10)))
+      throw std::runtime_error("the subscriber's SUBSCRIBE was not acknowledged in 10 s");
   }
   ~Run() {
-    for (auto* m : {sub_, pub_}) {
+    for (auto* m : All()) {
       mosquitto_disconnect(m);
       mosquitto_loop_stop(m, false);
       mosquitto_destroy(m);
     }
   }
+  Run(const Run&) = delete;
+  Run& operator=(const Run&) = delete;
 
   // Publishes message i (blocking while `window` are unacknowledged).
   void Publish(uint64_t i) {
-    std::string payload(std::max(p_.payload, 16), 'x');
+    std::string payload(static_cast<std::size_t>(p_.payload), 'x');
     const int64_t now = NowNs();
     std::memcpy(payload.data(), &now, 8);
     std::memcpy(payload.data() + 8, &i, 8);
-    const std::string topic =
-        std::string(relay_ ? "inr/t" : "inp/t") + std::to_string(i % static_cast<uint64_t>(p_.topics));
+    const std::string topic = path_.in_prefix + "t" + std::to_string(i % static_cast<uint64_t>(p_.topics));
     if (p_.qos > 0) {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return unacked_ < p_.window; });
+      std::unique_lock lock(window_mu_);
+      window_cv_.wait(lock, [&] { return unacked_ < p_.window; });
       ++unacked_;
     }
-    mosquitto_publish(pub_, nullptr, topic.c_str(), static_cast<int>(payload.size()), payload.data(), p_.qos, false);
+    mosquitto_publish(pubs_[i % pubs_.size()], nullptr, topic.c_str(), static_cast<int>(payload.size()),
+                      payload.data(), p_.qos, false);
   }
 
   uint64_t received() const { return received_.load(); }
 
   RunResult Finish(uint64_t sent, Clock::time_point start, std::chrono::seconds deadline) {
     seqtest::WaitFor([&] { return received_.load() >= sent; }, deadline);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a late duplicate still counts
     RunResult r;
     std::lock_guard lock(mu_);
+    r.path = path_.name;
     r.sent = sent;
     r.received = received_;
     r.duplicates = duplicates_;
     r.out_of_order = out_of_order_;
     r.seconds = std::chrono::duration<double>(last_receive_ - start).count();
     for (uint64_t i = 0; i < sent; ++i) {
-      if (seen_[i]) r.latency_us.push_back(latency_ns_[i] / 1000.0);
+      if (seen_[i]) r.latency_us.push_back(static_cast<double>(latency_ns_[i]) / 1000.0);
     }
+    std::sort(r.latency_us.begin(), r.latency_us.end());
+    if (path_.relay) std::tie(r.relay_rss_kb, r.relay_hwm_kb) = Memory(path_.relay->pid());
     return r;
   }
 
  private:
+  std::vector<mosquitto*> All() const {
+    std::vector<mosquitto*> all = pubs_;
+    all.push_back(sub_);
+    return all;
+  }
+
   static void OnMessage(mosquitto*, void* obj, const mosquitto_message* m) {
     auto* self = static_cast<Run*>(obj);
     const int64_t now = NowNs();
     auto* bytes = static_cast<const uint8_t*>(m->payload);
     std::size_t len = static_cast<std::size_t>(m->payloadlen);
     std::lock_guard lock(self->mu_);
-    if (self->relay_) {
+    if (self->path_.framed) {
       auto frame = seqrelay::DecodeFrame({bytes, len});
-      if (!frame.ok()) return;
+      if (!frame.ok()) {
+        ++self->out_of_order_;  // not a frame: counted as a failure
+        return;
+      }
       uint64_t& last = self->last_seq_[frame->header.topic_id];
       if (last != 0 && frame->header.seq != last + 1) ++self->out_of_order_;
       last = frame->header.seq;
@@ -192,65 +267,98 @@ class Run {
     ++self->received_;
   }
 
-  const bool relay_;
+  const Path path_;
   const Params p_;
   mosquitto* sub_ = nullptr;
-  mosquitto* pub_ = nullptr;
+  std::vector<mosquitto*> pubs_;
   std::atomic<bool> subscribed_{false};
   std::atomic<uint64_t> received_{0};
+  std::mutex window_mu_;
+  std::condition_variable window_cv_;
+  int unacked_ = 0;  // guarded by window_mu_
   std::mutex mu_;
-  std::condition_variable cv_;
-  int unacked_ = 0;                         // guarded by mu_
-  std::vector<uint8_t> seen_;               // guarded by mu_
-  std::vector<int64_t> latency_ns_;         // guarded by mu_
-  std::map<uint32_t, uint64_t> last_seq_;   // relay path: last SEQ per topic id; mu_
-  uint64_t duplicates_ = 0, out_of_order_ = 0;  // guarded by mu_
-  Clock::time_point last_receive_{};        // guarded by mu_
+  std::vector<uint8_t> seen_;                    // guarded by mu_
+  std::vector<int64_t> latency_ns_;              // guarded by mu_
+  std::map<uint32_t, uint64_t> last_seq_;        // framed paths: last SEQ per topic id; mu_
+  uint64_t duplicates_ = 0, out_of_order_ = 0;   // guarded by mu_
+  Clock::time_point last_receive_{};             // guarded by mu_
 };
 
-void Progress(const std::string& label, const Run& run, uint64_t sent, uint64_t total, bool done = false) {
-  std::fprintf(stderr, "\r  %-28s sent %8llu/%llu  received %8llu%s", label.c_str(), (unsigned long long)sent,
-               (unsigned long long)total, (unsigned long long)run.received(), done ? "\n" : "");
-}
+// A progress line per second: rewritten in place on a terminal, one line
+// each otherwise (CI logs).
+class Progress {
+ public:
+  explicit Progress(std::string label) : label_(std::move(label)), tty_(isatty(STDERR_FILENO)) {}
+  void Update(const Run& run, uint64_t sent, uint64_t total) {
+    const auto now = Clock::now();
+    if (now < next_) return;
+    next_ = now + std::chrono::seconds(1);
+    Print(run, sent, total, false);
+  }
+  void Done(const Run& run, uint64_t total) { Print(run, total, total, true); }
 
-RunResult Throughput(int port, bool relay, const Params& p, uint64_t count, const std::string& label) {
-  Run run(port, relay, p, count);
+ private:
+  void Print(const Run& run, uint64_t sent, uint64_t total, bool final) {
+    std::fprintf(stderr, "%s  %-32s sent %8llu/%llu  received %8llu%s", tty_ ? "\r" : "", label_.c_str(),
+                 static_cast<unsigned long long>(sent), static_cast<unsigned long long>(total),
+                 static_cast<unsigned long long>(run.received()), final || !tty_ ? "\n" : "");
+  }
+  std::string label_;
+  bool tty_;
+  Clock::time_point next_{};
+};
+
+RunResult Throughput(int port, const Path& path, const Params& p, uint64_t count, const std::string& label) {
+  Run run(port, path, p, count);
+  Progress progress(label);
   const auto start = Clock::now();
-  auto next_progress = start;
   for (uint64_t i = 0; i < count; ++i) {
     run.Publish(i);
-    if (Clock::now() >= next_progress) {
-      Progress(label, run, i + 1, count);
-      next_progress += std::chrono::seconds(1);
-    }
+    progress.Update(run, i + 1, count);
   }
   RunResult r = run.Finish(count, start, std::chrono::seconds(120));
-  Progress(label, run, count, count, true);
+  progress.Done(run, count);
   return r;
 }
 
-RunResult Latency(int port, bool relay, const Params& p, int rate, double seconds, const std::string& label) {
+RunResult Latency(int port, const Path& path, const Params& p, int rate, double seconds, const std::string& label) {
   const uint64_t count = static_cast<uint64_t>(rate * seconds);
-  Run run(port, relay, p, count);
+  Run run(port, path, p, count);
+  Progress progress(label);
   const auto start = Clock::now();
-  auto next_progress = start;
   for (uint64_t i = 0; i < count; ++i) {
     std::this_thread::sleep_until(start + std::chrono::nanoseconds(int64_t{1000000000} * static_cast<int64_t>(i) / rate));
     run.Publish(i);
-    if (Clock::now() >= next_progress) {
-      Progress(label, run, i + 1, count);
-      next_progress += std::chrono::seconds(1);
-    }
+    progress.Update(run, i + 1, count);
   }
   RunResult r = run.Finish(count, start, std::chrono::seconds(60));
-  Progress(label, run, count, count, true);
+  r.rate = rate;
+  progress.Done(run, count);
   return r;
 }
 
-double Percentile(std::vector<double> v, double q) {
+std::vector<int> ParseRates(const std::string& list) {
+  std::vector<int> rates;
+  std::stringstream in(list);
+  for (std::string item; std::getline(in, item, ',');) {
+    std::size_t used = 0;
+    int rate = 0;
+    try {
+      rate = std::stoi(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || rate < 1) throw po::error("--rate: '" + item + "' is not a positive number");
+    rates.push_back(rate);
+  }
+  if (rates.empty()) throw po::error("--rate: give at least one rate");
+  return rates;
+}
+
+double Median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<std::size_t>(q * v.size()))];
+  return v[v.size() / 2];
 }
 
 }  // namespace
@@ -259,33 +367,46 @@ int main(int argc, char** argv) {
   if (argc == 3 && std::string(argv[1]) == "--forwarder") return RunForwarder(std::atoi(argv[2]));
 
   Params p;
-  std::string mode = "both", json_path, relay_binary;
-  uint64_t count = 20000;
-  int rate = 1000, rounds = 3, batch_delay_us = 0;
+  std::string mode = "both", json_path, csv_path, relay_binary, rate_list = "1000", perf_path;
+  std::string db_user = seqtest::TestServers::kDbUser, db_password = seqtest::TestServers::kDbPassword;
+  uint64_t count = 50000;
+  int rounds = 3, batch_delay_us = 0, mqtt_port = 0, db_port = 0;
   double duration = 5;
+  bool journal_cost = false;
   {
-    char self[4096] = {};
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    std::string dir = n > 0 ? std::string(self, n) : std::string(argv[0]);
-    relay_binary = dir.substr(0, dir.rfind('/')) + "/../relay/seqrelay";
+    const std::string self = SelfPath();
+    relay_binary = self.substr(0, self.rfind('/')) + "/../relay/seqrelay";
   }
   po::options_description desc(
       "seqbench: the relay against the plain mosquitto path, side by side in one run, alternating.\n\n"
+      "  plain: publisher -> mosquitto -> forwarder (in/out connections, no database) -> mosquitto -> subscriber\n"
+      "  relay: publisher -> mosquitto -> seqrelay (durable MariaDB commits, journal) -> mosquitto -> subscriber\n\n"
+      "Every message must arrive once, and on the relay path in SEQ order; otherwise seqbench exits 1.\n\n"
       "Usage: seqbench [options]\n\nOptions");
   desc.add_options()
       ("help", "Print this help and exit.")
       ("mode", po::value(&mode)->default_value(mode), "throughput, latency or both.")
       ("count", po::value(&count)->default_value(count), "Messages per throughput run.")
-      ("rate", po::value(&rate)->default_value(rate), "Messages per second in latency runs.")
+      ("rate", po::value(&rate_list)->default_value(rate_list),
+       "Offered msg/s in latency runs; a comma-separated list runs each (e.g. 1000,5000,10000).")
       ("duration", po::value(&duration)->default_value(duration), "Seconds per latency run.")
-      ("rounds", po::value(&rounds)->default_value(rounds), "Runs per path and mode, alternating plain and relay.")
+      ("rounds", po::value(&rounds)->default_value(rounds), "Runs per path, mode and rate, alternating the paths.")
       ("payload", po::value(&p.payload)->default_value(p.payload), "Payload bytes (at least 16: timestamp and index).")
-      ("topics", po::value(&p.topics)->default_value(p.topics), "Topics the messages are spread over.")
-      ("window", po::value(&p.window)->default_value(p.window), "Unacknowledged QoS 1 publishes at most.")
-      ("qos", po::value(&p.qos)->default_value(p.qos), "QoS of publishes and subscriptions.")
-      ("batch-delay-us", po::value(&batch_delay_us)->default_value(batch_delay_us), "The relay's --batch-delay-us.")
+      ("topics", po::value(&p.topics)->default_value(p.topics), "Topics the messages are spread over, round robin.")
+      ("publishers", po::value(&p.publishers)->default_value(p.publishers), "Publisher connections, round robin.")
+      ("window", po::value(&p.window)->default_value(p.window), "Unacknowledged QoS 1/2 publishes at most, in all.")
+      ("qos", po::value(&p.qos)->default_value(p.qos), "QoS of publishes and subscriptions (0, 1 or 2).")
+      ("journal-cost", po::bool_switch(&journal_cost), "Also run a relay without the journal (path relay-nojournal).")
+      ("batch-delay-us", po::value(&batch_delay_us)->default_value(batch_delay_us), "The relays' --batch-delay-us.")
       ("relay-binary", po::value(&relay_binary)->default_value(relay_binary), "The seqrelay executable.")
-      ("json", po::value(&json_path), "Also write every run's figures to FILE as JSON.");
+      ("mqtt-port", po::value(&mqtt_port), "Use the mosquitto already on 127.0.0.1:PORT (needs --db-port too).")
+      ("db-port", po::value(&db_port), "Use the MariaDB/MySQL already on 127.0.0.1:PORT (needs --mqtt-port too).")
+      ("db-user", po::value(&db_user)->default_value(db_user), "Database user for the relays (with --db-port).")
+      ("db-password", po::value(&db_password), "Its password (with --db-port; default: the throwaway server's).")
+      ("perf", po::value(&perf_path), "Record a perf profile (call graphs) of the relay during its first throughput run into FILE.")
+      ("json", po::value(&json_path), "Also write every run's figures to FILE as JSON.")
+      ("csv", po::value(&csv_path), "Also write every run's figures to FILE as CSV.");
+  std::vector<int> rates;
   try {
     po::variables_map vm;
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -295,34 +416,64 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (mode != "throughput" && mode != "latency" && mode != "both") throw po::error("--mode: throughput, latency or both");
-    if (p.payload < 16) throw po::error("--payload must be at least 16");
-    if (p.topics < 1 || p.window < 1 || rounds < 1 || rate < 1 || count < 1) throw po::error("counts must be >= 1");
+    if (p.payload < 16) throw po::error("--payload must be at least 16 (timestamp and index)");
+    if (p.topics < 1 || p.publishers < 1 || p.window < 1 || rounds < 1 || count < 1 || duration <= 0)
+      throw po::error("--topics, --publishers, --window, --rounds, --count and --duration must be positive");
     if (p.qos < 0 || p.qos > 2) throw po::error("--qos must be 0, 1 or 2");
+    if ((mqtt_port == 0) != (db_port == 0)) throw po::error("--mqtt-port and --db-port go together");
+    if (access(relay_binary.c_str(), X_OK) != 0) throw po::error("no relay executable at " + relay_binary);
+    rates = ParseRates(rate_list);
   } catch (const po::error& e) {
     std::fprintf(stderr, "seqbench: %s (see --help)\n", e.what());
     return 2;
   }
 
-  std::fprintf(stderr, "seqbench: starting mosquitto and MariaDB on loopback...\n");
-  seqtest::TestServers servers;
+  std::optional<seqtest::TestServers> servers;
+  std::string work_dir;
+  if (mqtt_port == 0) {
+    std::fprintf(stderr, "seqbench: starting mosquitto and MariaDB on loopback...\n");
+    servers.emplace();
+    mqtt_port = servers->mqtt_port();
+    db_port = servers->db_port();
+    work_dir = servers->dir();
+  } else {
+    char tmpl[] = "/tmp/seqbench-XXXXXX";
+    if (!mkdtemp(tmpl)) return 1;
+    work_dir = tmpl;
+  }
   mosquitto_lib_init();
-  seqtest::Process forwarder, relay;
-  char self[4096] = {};
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  forwarder.Start({std::string(self, n > 0 ? n : 0), "--forwarder", std::to_string(servers.mqtt_port())},
-                  servers.dir() + "/forwarder.log");
-  relay.Start({relay_binary, "--mqtt-port=" + std::to_string(servers.mqtt_port()),
-               "--db-port=" + std::to_string(servers.db_port()), "--db-user=seqrelay", "--db-name=bench",
-               "--source=inr/#", "--journal-dir=" + servers.dir() + "/journal", "--log-level=warn",
-               "--batch-delay-us=" + std::to_string(batch_delay_us)},
-              servers.dir() + "/relay.log", {std::string("SEQRELAY_DB_PASSWORD=") + seqtest::TestServers::kDbPassword});
-  // Ready when a message goes through each path.
-  for (bool via_relay : {false, true}) {
-    Params warm = p;
-    RunResult r = Throughput(servers.mqtt_port(), via_relay, warm, 100, via_relay ? "warm-up relay" : "warm-up plain");
-    if (r.received != r.sent) {
-      std::fprintf(stderr, "seqbench: the %s path does not deliver; relay log:\n%s\n", via_relay ? "relay" : "plain",
-                   seqtest::Tail(servers.dir() + "/relay.log", 20).c_str());
+
+  seqtest::Process forwarder, relay, relay_nojournal;
+  forwarder.Start({SelfPath(), "--forwarder", std::to_string(mqtt_port)}, work_dir + "/forwarder.log");
+  auto start_relay = [&](seqtest::Process& proc, const std::string& name, const std::string& source, bool journal) {
+    std::vector<std::string> argv = {relay_binary,
+                                     "--mqtt-port=" + std::to_string(mqtt_port),
+                                     "--mqtt-client-id=seqbench-" + name,
+                                     "--db-port=" + std::to_string(db_port),
+                                     "--db-user=" + db_user,
+                                     "--db-name=seqbench_" + std::to_string(getpid()) + "_" + std::to_string(journal),
+                                     "--source=" + source,
+                                     "--control-prefix=relay-" + name,
+                                     "--log-level=warn",
+                                     "--batch-delay-us=" + std::to_string(batch_delay_us)};
+    if (journal) argv.push_back("--journal-dir=" + work_dir + "/journal-" + name);
+    proc.Start(argv, work_dir + "/" + name + ".log", {"SEQRELAY_DB_PASSWORD=" + db_password});
+  };
+  std::vector<Path> paths = {{"plain", "inp/", "out/#", false, nullptr}, {"relay", "inr/", "seq/inr/#", true, &relay}};
+  start_relay(relay, "relay", "inr/#", true);
+  if (journal_cost) {
+    start_relay(relay_nojournal, "relay-nojournal", "inn/#", false);
+    paths.push_back({"relay-nojournal", "inn/", "seq/inn/#", true, &relay_nojournal});
+  }
+
+  // Ready when messages go through every path.
+  for (const Path& path : paths) {
+    RunResult r = Throughput(mqtt_port, path, p, 100, "warm-up " + path.name);
+    if (!r.clean()) {
+      std::fprintf(stderr, "seqbench: the %s path does not deliver (%llu of 100); its log:\n%s\n", path.name.c_str(),
+                   static_cast<unsigned long long>(r.received),
+                   seqtest::Tail(work_dir + "/" + (path.relay ? path.name : std::string("forwarder")) + ".log", 20)
+                       .c_str());
       return 1;
     }
   }
@@ -332,64 +483,99 @@ int main(int argc, char** argv) {
   if (mode != "latency") modes.push_back("throughput");
   if (mode != "throughput") modes.push_back("latency");
   for (const auto& m : modes) {
-    for (int round = 1; round <= rounds; ++round) {
-      // Alternate which path goes first, so neither always runs on a warmer machine.
-      for (bool via_relay : round % 2 ? std::vector<bool>{false, true} : std::vector<bool>{true, false}) {
-        const std::string label = fmt::format("{} {} {}/{}", m, via_relay ? "relay" : "plain", round, rounds);
-        RunResult r = m == "throughput" ? Throughput(servers.mqtt_port(), via_relay, p, count, label)
-                                        : Latency(servers.mqtt_port(), via_relay, p, rate, duration, label);
-        r.path = via_relay ? "relay" : "plain";
-        r.mode = m;
-        r.round = round;
-        results.push_back(std::move(r));
+    for (int rate : m == "throughput" ? std::vector<int>{0} : rates) {
+      for (int round = 1; round <= rounds; ++round) {
+        // Rotate which path goes first, so none always runs on a warmer machine.
+        std::vector<Path> order = paths;
+        std::rotate(order.begin(), order.begin() + (round - 1) % order.size(), order.end());
+        for (const Path& path : order) {
+          const std::string label = m == "throughput" ? fmt::format("throughput {} {}/{}", path.name, round, rounds)
+                                                      : fmt::format("{} msg/s {} {}/{}", rate, path.name, round, rounds);
+          std::optional<seqtest::Process> perf;
+          if (!perf_path.empty() && m == "throughput" && round == 1 && path.name == "relay") {
+            perf.emplace();
+            perf->Start({"perf", "record", "-F", "999", "-g", "-o", perf_path, "-p", std::to_string(relay.pid())},
+                        work_dir + "/perf.log");
+            std::this_thread::sleep_for(std::chrono::milliseconds(500));  // perf attaches
+          }
+          RunResult r = m == "throughput" ? Throughput(mqtt_port, path, p, count, label)
+                                          : Latency(mqtt_port, path, p, rate, duration, label);
+          if (perf) {
+            perf->Signal(SIGINT);
+            if (perf->Wait(std::chrono::seconds(30)) != 0)
+              std::fprintf(stderr, "seqbench: perf failed:\n%s\n", seqtest::Tail(perf->log_path(), 10).c_str());
+          }
+          r.mode = m;
+          r.round = round;
+          results.push_back(std::move(r));
+        }
       }
     }
   }
   relay.Stop();
+  if (journal_cost) relay_nojournal.Stop();
   forwarder.Stop();
 
   // ---- Report ----------------------------------------------------------------
   bool failed = false;
-  nlohmann::json out = nlohmann::json::array();
-  std::printf("\nseqbench: %d-byte QoS %d messages over %d topic(s); relay commits durably to MariaDB "
-              "(innodb_flush_log_at_trx_commit=1), journal on\n",
-              p.payload, p.qos, p.topics);
+  nlohmann::json json = nlohmann::json::array();
+  std::ofstream csv;
+  if (!csv_path.empty()) {
+    csv.open(csv_path);
+    csv << "mode,path,rate,round,topics,payload,sent,received,duplicates,out_of_order,msg_per_s,p50_us,p90_us,p99_us,"
+           "p999_us,max_us,relay_rss_kb,relay_hwm_kb\n";
+  }
+  std::printf("\nseqbench: %d-byte QoS %d messages, %d topic(s), %d publisher(s); relays commit durably to MariaDB "
+              "(innodb_flush_log_at_trx_commit=1), batch-delay-us %d\n",
+              p.payload, p.qos, p.topics, p.publishers, batch_delay_us);
   for (const auto& m : modes) {
-    std::printf("\n%s (%s)\n", m.c_str(),
-                m == "throughput" ? fmt::format("{} messages, window {}", count, p.window).c_str()
-                                  : fmt::format("{} msg/s for {} s", rate, duration).c_str());
-    std::printf("  %-6s %5s %10s %10s %9s %9s %9s %9s %9s %5s %5s\n", "path", "round", "msg/s", "received", "p50 us",
-                "p90 us", "p99 us", "p99.9 us", "max us", "dup", "order");
-    std::map<std::string, std::vector<double>> throughput, latency;
-    for (const auto& r : results) {
-      if (r.mode != m) continue;
-      std::printf("  %-6s %5d %10.0f %10llu %9.0f %9.0f %9.0f %9.0f %9.0f %5llu %5llu\n", r.path.c_str(), r.round,
-                  r.throughput(), (unsigned long long)r.received, Percentile(r.latency_us, 0.5),
-                  Percentile(r.latency_us, 0.9), Percentile(r.latency_us, 0.99), Percentile(r.latency_us, 0.999),
-                  Percentile(r.latency_us, 1.0), (unsigned long long)r.duplicates, (unsigned long long)r.out_of_order);
-      if (r.received != r.sent || r.duplicates || r.out_of_order) failed = true;
-      throughput[r.path].push_back(r.throughput());
-      latency[r.path].insert(latency[r.path].end(), r.latency_us.begin(), r.latency_us.end());
-      out.push_back({{"mode", r.mode}, {"path", r.path}, {"round", r.round}, {"sent", r.sent},
-                     {"received", r.received}, {"duplicates", r.duplicates}, {"out_of_order", r.out_of_order},
-                     {"msg_per_s", r.throughput()}, {"p50_us", Percentile(r.latency_us, 0.5)},
-                     {"p99_us", Percentile(r.latency_us, 0.99)}, {"max_us", Percentile(r.latency_us, 1.0)}});
-    }
-    auto median = [](std::vector<double> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; };
-    if (m == "throughput") {
-      std::printf("  => median msg/s: plain %.0f, relay %.0f; relay / plain = %.2f\n", median(throughput["plain"]),
-                  median(throughput["relay"]), median(throughput["relay"]) / median(throughput["plain"]));
-    } else {
-      for (double q : {0.5, 0.99}) {
-        const double a = Percentile(latency["plain"], q), b = Percentile(latency["relay"], q);
-        std::printf("  => p%g over all rounds: plain %.0f us, relay %.0f us; relay - plain = %.0f us\n", q * 100, a,
-                    b, b - a);
+    for (int rate : m == "throughput" ? std::vector<int>{0} : rates) {
+      std::printf("\n%s\n", m == "throughput" ? fmt::format("throughput: {} messages, window {}", count, p.window).c_str()
+                                              : fmt::format("latency: {} msg/s for {} s", rate, duration).c_str());
+      std::printf("  %-16s %5s %9s %9s %8s %8s %8s %9s %8s %4s %5s %9s\n", "path", "round", "msg/s", "received",
+                  "p50 us", "p90 us", "p99 us", "p99.9 us", "max us", "dup", "order", "relay RSS");
+      std::map<std::string, std::vector<double>> msg_per_s, p50, p99;
+      for (const auto& r : results) {
+        if (r.mode != m || r.rate != rate) continue;
+        const std::string rss = r.relay_rss_kb ? fmt::format("{:.1f} MiB", r.relay_rss_kb / 1024.0) : "-";
+        std::printf("  %-16s %5d %9.0f %9llu %8.0f %8.0f %8.0f %9.0f %8.0f %4llu %5llu %9s\n", r.path.c_str(), r.round,
+                    r.throughput(), static_cast<unsigned long long>(r.received), r.Percentile(0.5), r.Percentile(0.9),
+                    r.Percentile(0.99), r.Percentile(0.999), r.Percentile(1.0),
+                    static_cast<unsigned long long>(r.duplicates), static_cast<unsigned long long>(r.out_of_order),
+                    rss.c_str());
+        if (!r.clean()) failed = true;
+        msg_per_s[r.path].push_back(r.throughput());
+        p50[r.path].push_back(r.Percentile(0.5));
+        p99[r.path].push_back(r.Percentile(0.99));
+        json.push_back({{"mode", r.mode}, {"path", r.path}, {"rate", r.rate}, {"round", r.round},
+                        {"topics", p.topics}, {"payload", p.payload}, {"sent", r.sent}, {"received", r.received},
+                        {"duplicates", r.duplicates}, {"out_of_order", r.out_of_order}, {"msg_per_s", r.throughput()},
+                        {"p50_us", r.Percentile(0.5)}, {"p90_us", r.Percentile(0.9)}, {"p99_us", r.Percentile(0.99)},
+                        {"p999_us", r.Percentile(0.999)}, {"max_us", r.Percentile(1.0)},
+                        {"relay_rss_kb", r.relay_rss_kb}, {"relay_hwm_kb", r.relay_hwm_kb}});
+        if (csv.is_open()) {
+          csv << fmt::format("{},{},{},{},{},{},{},{},{},{},{:.0f},{:.0f},{:.0f},{:.0f},{:.0f},{:.0f},{},{}\n", r.mode,
+                             r.path, r.rate, r.round, p.topics, p.payload, r.sent, r.received, r.duplicates,
+                             r.out_of_order, r.throughput(), r.Percentile(0.5), r.Percentile(0.9), r.Percentile(0.99),
+                             r.Percentile(0.999), r.Percentile(1.0), r.relay_rss_kb, r.relay_hwm_kb);
+        }
+      }
+      for (const Path& path : paths) {
+        if (!path.relay) continue;
+        if (m == "throughput") {
+          std::printf("  => median msg/s: plain %.0f, %s %.0f; %s / plain = %.2f\n", Median(msg_per_s["plain"]),
+                      path.name.c_str(), Median(msg_per_s[path.name]), path.name.c_str(),
+                      Median(msg_per_s[path.name]) / Median(msg_per_s["plain"]));
+        } else {
+          std::printf("  => median over rounds: %s - plain = %+.0f us at p50, %+.0f us at p99\n", path.name.c_str(),
+                      Median(p50[path.name]) - Median(p50["plain"]), Median(p99[path.name]) - Median(p99["plain"]));
+        }
       }
     }
   }
-  if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
+  if (!json_path.empty()) std::ofstream(json_path) << json.dump(2) << "\n";
   if (failed) {
-    std::printf("\nseqbench: FAILED: a run lost, duplicated or reordered messages (see received/dup/order)\n");
+    std::printf("\nseqbench: FAILED: a run lost, duplicated or reordered messages (see received, dup, order)\n");
     return 1;
   }
   return 0;

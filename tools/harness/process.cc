@@ -62,7 +62,7 @@ void Process::Start(const std::vector<std::string>& argv, const std::string& log
     dup2(devnull, 0);
     dup2(log_fd, 1);
     dup2(log_fd, 2);
-    execve(args[0], args.data(), envp.data());
+    execvpe(args[0], args.data(), envp.data());
     dprintf(2, "exec %s: %s\n", args[0], strerror(errno));
     _exit(127);
   }

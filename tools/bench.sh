@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The standard performance set: seqbench runs the relay and the plain
+# mosquitto path side by side (each run starts its own mosquitto and MariaDB
+# on loopback), and this script collects the figures into one summary and a
+# PNG plot of latency against offered load.
+#
+# Usage: tools/bench.sh [--quick] [--profile] [OUT_DIR]
+#   OUT_DIR     where the logs, CSV files, summary.md and latency.png go
+#               (default build/bench)
+#   --quick     fewer rounds, shorter runs (a smoke check, about a minute)
+#   --profile   also record a perf profile of the relay during a throughput
+#               run and write the top of it to profile.txt
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+quick=0
+profile=0
+out=""
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    --profile) profile=1 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "bench: unknown option $arg (see --help)" >&2; exit 2 ;;
+    *) out=$arg ;;
+  esac
+done
+out=${out:-$root/build/bench}
+
+extra=(gnuplot-nox)
+((profile)) && extra+=(linux-perf)
+"$root/tools/deps.sh" "${extra[@]}"
+"$root/tools/build.sh" --target seqbench "$root/build"
+bench=$root/build/tools/seqbench
+mkdir -p "$out"
+
+if ((quick)); then
+  rounds=1 count=20000 big=100000 duration=2 rates=1000,5000,10000
+else
+  rounds=3 count=50000 big=200000 duration=4 rates=500,1000,2000,5000,10000,15000
+fi
+
+run() {  # name, seqbench args...
+  local name=$1
+  shift
+  echo "== bench: $name: seqbench $*"
+  "$bench" "$@" --csv "$out/$name.csv" | tee "$out/$name.txt"
+}
+
+start=$(date +%s)
+profile_args=()
+((profile)) && profile_args=(--perf "$out/relay.perf.data")
+run throughput --mode throughput --count "$count" --rounds "$rounds" --journal-cost "${profile_args[@]}"
+run latency --mode latency --rate "$rates" --duration "$duration" --rounds "$rounds" --journal-cost
+run topics-10k --mode throughput --count "$count" --rounds "$rounds" --topics 10000
+run topics-100k --mode throughput --count "$big" --rounds 1 --topics 100000
+
+# ---- Summary --------------------------------------------------------------------
+median() { sort -g | awk '{v[NR]=$1} END {print (NR ? v[int((NR+1)/2)] : 0)}'; }
+col() {  # file, path, rate, column name: that column of the matching rows
+  awk -F, -v path="$2" -v rate="$3" -v name="$4" '
+    NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+    $c["path"] == path && $c["rate"] == rate { print $c[name] }' "$1"
+}
+m() { col "$@" | median; }
+calc() { awk "BEGIN { print $1 }"; }
+
+{
+  echo "Produced by \`tools/bench.sh$( ((quick)) && echo " --quick")\` on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(date -u +%Y-%m-%d)."
+  echo "Medians over $rounds round(s) per cell; 20-byte QoS 1 messages; the relay commits every message to MariaDB"
+  echo "(innodb_flush_log_at_trx_commit=1) before it publishes it."
+  echo
+  echo "| throughput, msg/s | plain | relay | relay / plain | relay without journal | its ratio |"
+  echo "|---|---|---|---|---|---|"
+  for set in throughput topics-10k; do
+    f=$out/$set.csv
+    p=$(m "$f" plain 0 msg_per_s) r=$(m "$f" relay 0 msg_per_s)
+    n=$(m "$f" relay-nojournal 0 msg_per_s)
+    label="1 topic"
+    [[ $set == topics-10k ]] && label="10,000 topics"
+    if [[ -n "$n" && "$n" != 0 ]]; then
+      printf '| %s | %.0f | %.0f | %.2f | %.0f | %.2f |\n' "$label" "$p" "$r" "$(calc "$r/$p")" "$n" "$(calc "$n/$p")"
+    else
+      printf '| %s | %.0f | %.0f | %.2f | - | - |\n' "$label" "$p" "$r" "$(calc "$r/$p")"
+    fi
+  done
+  echo
+  echo "| offered msg/s | plain p50 µs | relay p50 µs | added p50 µs | plain p99 µs | relay p99 µs | added p99 µs | relay without journal p50 / p99 µs |"
+  echo "|---|---|---|---|---|---|---|---|"
+  f=$out/latency.csv
+  for rate in ${rates//,/ }; do
+    pp50=$(m "$f" plain "$rate" p50_us) rp50=$(m "$f" relay "$rate" p50_us) np50=$(m "$f" relay-nojournal "$rate" p50_us)
+    pp99=$(m "$f" plain "$rate" p99_us) rp99=$(m "$f" relay "$rate" p99_us) np99=$(m "$f" relay-nojournal "$rate" p99_us)
+    printf '| %s | %.0f | %.0f | %+.0f | %.0f | %.0f | %+.0f | %.0f / %.0f |\n' "$rate" "$pp50" "$rp50" \
+      "$(calc "$rp50-$pp50")" "$pp99" "$rp99" "$(calc "$rp99-$pp99")" "$np50" "$np99"
+  done
+  echo
+  f1=$out/throughput.csv f2=$out/topics-100k.csv
+  rss1=$(col "$f1" relay 0 relay_rss_kb | tail -1) rss2=$(col "$f2" relay 0 relay_rss_kb | tail -1)
+  printf 'Relay RSS: %.1f MiB after the 1-topic throughput runs, %.1f MiB after %s messages over 100,000 topics:\n' \
+    "$(calc "$rss1/1024")" "$(calc "$rss2/1024")" "$big"
+  printf '%.0f bytes per topic (the difference over 100,000).\n' "$(calc "($rss2-$rss1)*1024/100000")"
+} > "$out/summary.md"
+
+# ---- Plot: latency against offered load ---------------------------------------
+f=$out/latency.csv
+: > "$out/latency.dat"
+for rate in ${rates//,/ }; do
+  echo "$rate $(m "$f" plain "$rate" p50_us) $(m "$f" plain "$rate" p99_us) $(m "$f" relay "$rate" p50_us) $(m "$f" relay "$rate" p99_us)" \
+    >> "$out/latency.dat"
+done
+gnuplot <<EOF
+set terminal pngcairo size 900,560 font ",11"
+set output "$out/latency.png"
+set title "Publish-to-receive latency, 20-byte QoS 1 messages (medians of $rounds rounds)"
+set xlabel "offered load, msg/s"
+set ylabel "latency, µs"
+set logscale xy
+set grid
+set key top left
+plot "$out/latency.dat" using 1:2 with linespoints lw 2 title "plain p50", \
+     "" using 1:3 with linespoints lw 2 dt 2 title "plain p99", \
+     "" using 1:4 with linespoints lw 2 title "relay p50", \
+     "" using 1:5 with linespoints lw 2 dt 2 title "relay p99"
+EOF
+
+if ((profile)); then
+  perf report -i "$out/relay.perf.data" --no-children --sort symbol --stdio 2>/dev/null |
+    grep -v '^#' | grep -v '^$' | grep '%' | head -25 > "$out/profile.txt" || true
+  echo "== bench: top of the relay's profile ($out/profile.txt):"
+  cat "$out/profile.txt"
+fi
+
+echo
+cat "$out/summary.md"
+echo
+echo "== bench: done in $(( $(date +%s) - start )) s; plot: $out/latency.png; figures: $out/*.csv"
