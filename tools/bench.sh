@@ -124,8 +124,8 @@ plot "$out/latency.dat" using 1:2 with linespoints lw 2 title "plain p50", \
 EOF
 
 if ((profile)); then
-  perf report -i "$out/relay.perf.data" --no-children --sort symbol --stdio 2>/dev/null |
-    grep -v '^#' | grep -v '^$' | grep '%' | head -25 > "$out/profile.txt" || true
+  perf report -i "$out/relay.perf.data" --no-children --sort dso,symbol -g none --stdio 2>/dev/null |
+    grep '%' | grep -v '^#' | sed 's/ *$//' | head -20 > "$out/profile.txt" || true
   echo "== bench: top of the relay's profile ($out/profile.txt):"
   cat "$out/profile.txt"
 fi
