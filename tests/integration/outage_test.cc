@@ -45,7 +45,9 @@ TEST_F(FaultE2E, DatabaseOutageUnderLoadLosesNothingAndBoundsMemory) {
   EXPECT_EQ(o.duplicates, 0u);
   EXPECT_TRUE(o.gapless);
   EXPECT_EQ(o.delivered, static_cast<std::size_t>(count));
+#if !defined(__SANITIZE_ADDRESS__)  // ASan's shadow memory and quarantine make RSS meaningless
   EXPECT_LT(o.peak_rss_kb, 64 * 1024) << "the buffer should bound the relay's memory";
+#endif
   const std::string log = relay_->log();
   EXPECT_NE(log.find("holding messages and retrying"), std::string::npos) << log;
   EXPECT_NE(log.find("paused"), std::string::npos) << "intake never paused on the full buffer";
@@ -96,11 +98,16 @@ TEST_F(FaultE2E, ASlowSubscriberDoesNotSlowTheRelayOrOthers) {
   StartRelay();
   const std::string topic = root() + "/t";
   constexpr int kCount = 3000;
-  std::atomic<int> slow_got{0};
-  mosquitto* slow = mosquitto_new((name_ + "-slow").c_str(), true, &slow_got);
+  struct Slow {
+    std::atomic<int> got{0};
+    std::atomic<bool> done{false};
+  } slow_state;
+  std::atomic<int>& slow_got = slow_state.got;
+  mosquitto* slow = mosquitto_new((name_ + "-slow").c_str(), true, &slow_state);
   mosquitto_message_callback_set(slow, [](mosquitto*, void* obj, const mosquitto_message*) {
-    ++*static_cast<std::atomic<int>*>(obj);
-    std::this_thread::sleep_for(100ms);
+    auto* state = static_cast<Slow*>(obj);
+    ++state->got;
+    if (!state->done) std::this_thread::sleep_for(100ms);
   });
   ASSERT_EQ(mosquitto_connect(slow, "127.0.0.1", servers().mqtt_port(), 30), MOSQ_ERR_SUCCESS);
   mosquitto_subscribe(slow, nullptr, ("seq/" + topic).c_str(), 1);
@@ -122,10 +129,11 @@ TEST_F(FaultE2E, ASlowSubscriberDoesNotSlowTheRelayOrOthers) {
   EXPECT_EQ(o.lost, 0u);
   EXPECT_TRUE(o.gapless);
   EXPECT_EQ(o.delivered, static_cast<std::size_t>(kCount));
-  EXPECT_LT(behind, 2.0) << "the normal subscriber fell behind";
+  EXPECT_LT(behind, std::chrono::duration<double>(Scaled(2s)).count()) << "the normal subscriber fell behind";
   EXPECT_LT(slow_got.load(), kCount / 2) << "the slow subscriber was not slow";
+  slow_state.done = true;  // the network thread finishes its callback quickly and sees the disconnect
   mosquitto_disconnect(slow);
-  mosquitto_loop_stop(slow, true);
+  mosquitto_loop_stop(slow, false);
   mosquitto_destroy(slow);
   EXPECT_EQ(relay_->Stop(), 0);
 }
