@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# What can be checked of docker/ without a Docker engine:
+#  1. compose.yaml validates (Debian's docker-compose), with the example
+#     secrets, and refuses to run without them;
+#  2. the Dockerfile's build stage uses the suite's package list and build
+#     script, so the image and the tests cannot drift;
+#  3. the shipped mosquitto.conf keeps the settings the relay depends on.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+docker=$root/docker
+fail() { echo "check_docker: $*" >&2; exit 1; }
+
+docker-compose --env-file "$docker/.env.example" -f "$docker/compose.yaml" config -q ||
+  fail "compose.yaml does not validate"
+empty=$(mktemp)
+trap 'rm -f "$empty"' EXIT
+if docker-compose --env-file "$empty" -f "$docker/compose.yaml" config -q 2>/dev/null; then
+  fail "compose.yaml validates without secrets; it must demand them"
+fi
+
+grep -q '^RUN tools/deps.sh$' "$docker/Dockerfile" || fail "the Dockerfile does not install with tools/deps.sh"
+grep -q '^COPY tools/packages.txt' "$docker/Dockerfile" || fail "the Dockerfile does not use tools/packages.txt"
+grep -q '^RUN tools/build.sh ' "$docker/Dockerfile" || fail "the Dockerfile does not build with tools/build.sh"
+grep -q '^USER seqrelay$' "$docker/Dockerfile" || fail "the runtime stage must not run as root"
+grep -q '^HEALTHCHECK' "$docker/Dockerfile" || fail "the Dockerfile has no HEALTHCHECK"
+
+conf=$docker/mosquitto/mosquitto.conf
+for line in 'set_tcp_nodelay true' 'persistence true' 'autosave_interval 1' 'allow_anonymous false' \
+            'message_size_limit 1048576' 'max_queued_messages 300000'; do
+  grep -qx "$line" "$conf" || fail "mosquitto.conf lacks '$line'"
+done
+echo "check_docker: compose.yaml valid, Dockerfile uses the shared scripts, mosquitto.conf as required"
