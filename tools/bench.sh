@@ -125,7 +125,7 @@ EOF
 
 if ((profile)); then
   perf report -i "$out/relay.perf.data" --no-children --sort dso,symbol -g none --stdio 2>/dev/null |
-    grep '%' | grep -v '^#' | sed 's/ *$//' | head -20 > "$out/profile.txt" || true
+    grep '%' | grep -v '^#' | sed 's/[ -]*$//' | head -20 > "$out/profile.txt" || true
   echo "== bench: top of the relay's profile ($out/profile.txt):"
   cat "$out/profile.txt"
 fi
