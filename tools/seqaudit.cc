@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "cli.h"
 #include "mysql_store.h"
 
 namespace po = boost::program_options;
@@ -29,18 +30,7 @@ int main(int argc, char** argv) {
       ("db-password", po::value(&c.db_password), "Database password.")
       ("db-name", po::value(&c.db_name)->default_value(c.db_name), "Database holding MSG and TOPIC.")
       ("topic", po::value(&topic), "Check only this raw topic.");
-  try {
-    po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-    if (vm.count("help")) {
-      std::cout << desc;
-      return 0;
-    }
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "seqaudit: %s (see --help)\n", e.what());
-    return 2;
-  }
+  if (auto exit_code = seqtools::ParseCommandLine("seqaudit", argc, argv, desc)) return *exit_code;
 
   seqrelay::MysqlStore store(c);
   if (auto s = store.Connect(false); !s.ok()) {

@@ -43,6 +43,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli.h"
 #include "frame.h"
 #include "process.h"
 #include "servers.h"
@@ -407,14 +408,7 @@ int main(int argc, char** argv) {
       ("json", po::value(&json_path), "Also write every run's figures to FILE as JSON.")
       ("csv", po::value(&csv_path), "Also write every run's figures to FILE as CSV.");
   std::vector<int> rates;
-  try {
-    po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-    if (vm.count("help")) {
-      std::cout << desc;
-      return 0;
-    }
+  auto check = [&](const po::variables_map&) {
     if (mode != "throughput" && mode != "latency" && mode != "both") throw po::error("--mode: throughput, latency or both");
     if (p.payload < 16) throw po::error("--payload must be at least 16 (timestamp and index)");
     if (p.topics < 1 || p.publishers < 1 || p.window < 1 || rounds < 1 || count < 1 || duration <= 0)
@@ -423,10 +417,8 @@ int main(int argc, char** argv) {
     if ((mqtt_port == 0) != (db_port == 0)) throw po::error("--mqtt-port and --db-port go together");
     if (access(relay_binary.c_str(), X_OK) != 0) throw po::error("no relay executable at " + relay_binary);
     rates = ParseRates(rate_list);
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "seqbench: %s (see --help)\n", e.what());
-    return 2;
-  }
+  };
+  if (auto exit_code = seqtools::ParseCommandLine("seqbench", argc, argv, desc, check)) return *exit_code;
 
   std::optional<seqtest::TestServers> servers;
   std::string work_dir;

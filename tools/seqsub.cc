@@ -12,6 +12,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cli.h"
 #include "client/seq_client.h"
 
 namespace po = boost::program_options;
@@ -90,14 +91,7 @@ int main(int argc, char** argv) {
       ("seq-prefix", po::value(&o.seq_prefix)->default_value(o.seq_prefix), "The relay's --seq-prefix.")
       ("control-prefix", po::value(&o.control_prefix)->default_value(o.control_prefix),
        "The relay's --control-prefix.");
-  try {
-    po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-    if (vm.count("help")) {
-      std::cout << desc;
-      return 0;
-    }
+  auto check = [&](const po::variables_map& vm) {
     if (o.filters.empty()) throw po::error("give at least one topic with -t");
     if (format != "text" && format != "json") throw po::error("--format must be text or json");
     if (int(history) + int(vm.count("from")) + int(vm.count("last")) > 1) {
@@ -108,10 +102,8 @@ int main(int argc, char** argv) {
     if (vm.count("from") && from < 1) throw po::error("--from must be at least 1");
     if (vm.count("last") && last < 1) throw po::error("--last must be at least 1");
     if (vm.count("count") && count < 1) throw po::error("--count must be at least 1");
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "seqsub: %s (see --help)\n", e.what());
-    return 2;
-  }
+  };
+  if (auto exit_code = seqtools::ParseCommandLine("seqsub", argc, argv, desc, check)) return *exit_code;
   o.gap_wait = std::chrono::milliseconds(gap_wait_ms);
   if (history) o.history = seqclient::History::kAll;
   if (from) o.history = seqclient::History::kFrom, o.history_n = from;
