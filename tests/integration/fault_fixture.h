@@ -71,6 +71,45 @@ class OrderedSubscriber {
   std::unique_ptr<seqclient::SeqClient> client_;
 };
 
+// A paced QoS 1 load of "p1".."p<count>" on one topic, published by its own
+// thread, with an ordered subscriber on seq/<topic> started before it.
+class PacedLoad {
+ public:
+  PacedLoad(int port, const std::string& name, std::string topic, int count, int rate)
+      : sub(port, name + "-sub", topic),
+        pub(port, name + "-pub"),
+        topic_(std::move(topic)),
+        count_(count),
+        thread_([this, rate] { PublishPaced(pub, topic_, count_, rate, published_); }) {}
+  ~PacedLoad() { JoinPublisher(); }
+  PacedLoad(const PacedLoad&) = delete;
+  PacedLoad& operator=(const PacedLoad&) = delete;
+
+  bool WaitPublished(int n, std::chrono::milliseconds deadline) {
+    return WaitFor([&] { return published_ >= n; }, deadline);
+  }
+  int published() const { return published_; }
+  void JoinPublisher() {
+    if (thread_.joinable()) thread_.join();
+  }
+  // The whole load published and acknowledged by the broker.
+  bool Finish(std::chrono::milliseconds ack_deadline) {
+    JoinPublisher();
+    return pub.WaitAllAcked(ack_deadline);
+  }
+  const std::string& topic() const { return topic_; }
+  int count() const { return count_; }
+
+  OrderedSubscriber sub;
+  MqttClient pub;
+
+ private:
+  const std::string topic_;
+  const int count_;
+  std::atomic<int> published_{0};
+  std::thread thread_;  // last: starts once everything above exists
+};
+
 class FaultE2E : public RelayE2E {
  protected:
   struct Outcome {
@@ -111,6 +150,10 @@ class FaultE2E : public RelayE2E {
     }
     if (relay_ && relay_->running()) o.peak_rss_kb = relay_->PeakRssKb();
     return o;
+  }
+
+  Outcome Audit(PacedLoad& load) {
+    return Audit(load.topic(), static_cast<std::size_t>(load.count()), &load.pub, &load.sub);
   }
 
   // One row of the faults table: scenario, sent, acknowledged, stored,

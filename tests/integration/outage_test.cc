@@ -26,20 +26,16 @@ TEST_F(FaultE2E, DatabaseOutageUnderLoadLosesNothingAndBoundsMemory) {
   const int outage_s = LongForm() ? 30 : 10;
   const std::string topic = root() + "/t";
   const int count = 1000 * (outage_s + 6);
-  OrderedSubscriber sub(servers().mqtt_port(), name_ + "-sub", topic);
-  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  std::atomic<int> done{0};
-  std::thread publisher([&] { PublishPaced(pub, topic, count, 1000, done); });
-  ASSERT_TRUE(WaitFor([&] { return done >= 2000; }, 30s));
+  PacedLoad load(servers().mqtt_port(), name_, topic, count, 1000);
+  ASSERT_TRUE(load.WaitPublished(2000, 30s));
   servers().StopDatabase();
   std::this_thread::sleep_for(std::chrono::seconds(outage_s));
   servers().StartDatabase();
   const auto restarted = std::chrono::steady_clock::now();
-  publisher.join();
-  ASSERT_TRUE(pub.WaitAllAcked(60s));
+  ASSERT_TRUE(load.Finish(60s));
   WaitStored(topic, count, 120s);
   const double recover = std::chrono::duration<double>(std::chrono::steady_clock::now() - restarted).count();
-  Outcome o = Audit(topic, count, &pub, &sub);
+  Outcome o = Audit(load);
   Print(fmt::format("MariaDB stopped {} s at 1,000 msg/s, --buffer-max 2000", outage_s), o, recover);
   EXPECT_EQ(o.lost, 0u);
   EXPECT_EQ(o.duplicates, 0u);
@@ -112,16 +108,14 @@ TEST_F(FaultE2E, ASlowSubscriberDoesNotSlowTheRelayOrOthers) {
   ASSERT_EQ(mosquitto_connect(slow, "127.0.0.1", servers().mqtt_port(), 30), MOSQ_ERR_SUCCESS);
   mosquitto_subscribe(slow, nullptr, ("seq/" + topic).c_str(), 1);
   mosquitto_loop_start(slow);
-  OrderedSubscriber sub(servers().mqtt_port(), name_ + "-sub", topic);
-  std::this_thread::sleep_for(300ms);  // both subscriptions in place
-  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  std::atomic<int> done{0};
+  std::this_thread::sleep_for(300ms);  // the slow client's subscription in place
   const auto start = std::chrono::steady_clock::now();
-  PublishPaced(pub, topic, kCount, 1000, done);
+  PacedLoad load(servers().mqtt_port(), name_, topic, kCount, 1000);
+  load.JoinPublisher();
   const auto published = std::chrono::steady_clock::now();
-  ASSERT_TRUE(sub.WaitDelivered(kCount, 10s));
+  ASSERT_TRUE(load.sub.WaitDelivered(kCount, 10s));
   const double behind = std::chrono::duration<double>(std::chrono::steady_clock::now() - published).count();
-  Outcome o = Audit(topic, kCount, &pub, &sub);
+  Outcome o = Audit(load);
   Print("one subscriber reading 10 msg/s beside a normal one", o, behind);
   std::fprintf(stderr, "[ figure ] %d messages published in %.2f s; the normal subscriber had all %.2f s after the "
                "last; the slow one had %d\n", kCount,
@@ -146,10 +140,7 @@ TEST_F(FaultE2E, ABurstOfBadRequestsDoesNotDisturbLiveTrafficOrOtherClients) {
   StartRelay({"--replay-max=100"});
   const std::string topic = root() + "/t";
   constexpr int kCount = 2000;
-  OrderedSubscriber sub(servers().mqtt_port(), name_ + "-sub", topic);
-  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  std::atomic<int> done{0};
-  std::thread publisher([&] { PublishPaced(pub, topic, kCount, 1000, done); });
+  PacedLoad load(servers().mqtt_port(), name_, topic, kCount, 1000);
   ASSERT_TRUE(WaitFor([&] { return StoredCount(topic) >= 300; }, 30s));
 
   const std::string bad = name_ + "-bad";
@@ -174,10 +165,9 @@ TEST_F(FaultE2E, ABurstOfBadRequestsDoesNotDisturbLiveTrafficOrOtherClients) {
   good_client.Publish("relay/retransmit/" + good, "{\"topic\":\"" + topic + "\",\"from\":1,\"to\":100}", 1);
   EXPECT_TRUE(good_client.WaitForCount(101, 20s)) << "the well-behaved client was starved";
 
-  publisher.join();
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  ASSERT_TRUE(load.Finish(30s));
   WaitStored(topic, kCount);
-  Outcome o = Audit(topic, kCount, &pub, &sub);
+  Outcome o = Audit(load);
   Print("10,000 malformed retransmit requests in a burst during 1,000 msg/s", o, 0);
   EXPECT_EQ(o.lost, 0u);
   EXPECT_TRUE(o.gapless);
