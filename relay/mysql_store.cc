@@ -71,6 +71,24 @@ bool Exists(sql::Connection& conn, const char* query, std::initializer_list<std:
 MysqlStore::MysqlStore(const Config& config) : config_(config) {}
 MysqlStore::~MysqlStore() = default;
 
+void MysqlStore::CommitTransaction() {
+  // Not conn_->commit(): with Debian's Connector/C++ 1.1.12 on libmariadb,
+  // Connection::commit() on a connection the server has closed returns
+  // normally and commits nothing (seen: an INSERT, KILL of the session,
+  // commit() "succeeds", the row is not there). The writer would then
+  // publish frames whose rows do not exist. A COMMIT statement reports the
+  // lost connection (error 2013) like any other query.
+  if (!commit_) commit_.reset(conn_->createStatement());
+  commit_->execute("COMMIT");
+}
+
+void MysqlStore::DropConnection() {
+  inserts_.clear();
+  update_state_.reset();
+  commit_.reset();
+  conn_.reset();
+}
+
 Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
   try {
     body();
@@ -80,22 +98,16 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
     // next use reconnects. Duplicate-key and similar errors are still errors
     // here; the caller decides what they mean.
     std::string message = fmt::format("{}: MySQL error {} ({}): {}", what, e.getErrorCode(), e.getSQLStateCStr(), e.what());
-    inserts_.clear();
-    update_state_.reset();
-    conn_.reset();
+    DropConnection();
     return Status::Error(std::move(message));
   } catch (const std::exception& e) {
-    inserts_.clear();
-    update_state_.reset();
-    conn_.reset();
+    DropConnection();
     return Status::Error(fmt::format("{}: {}", what, e.what()));
   }
 }
 
 Status MysqlStore::Connect(bool create_database) {
-  inserts_.clear();
-  update_state_.reset();
-  conn_.reset();
+  DropConnection();
   return Guard("connect", [&] {
     sql::ConnectOptionsMap options;
     if (!config_.db_socket.empty()) {
@@ -155,7 +167,7 @@ Status MysqlStore::Migrate(bool apply) {
     std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT COALESCE(MAX(VERSION), 0) FROM SCHEMA_VERSION"));
     rs->next();
     current = rs->getInt(1);
-    conn_->commit();
+    CommitTransaction();
   });
   if (!s.ok()) return s;
   const int newest = Migrations().empty() ? 0 : Migrations().back().version;
@@ -179,7 +191,7 @@ Status MysqlStore::Migrate(bool apply) {
       done->setInt(1, m.version);
       done->setString(2, Bytes(m.name));
       done->execute();
-      conn_->commit();
+      CommitTransaction();
     });
     if (!s.ok()) return Status::Error(fmt::format("{} ({})", s.message(), m.name));
   }
@@ -196,7 +208,7 @@ Result<MysqlStore::Progress> MysqlStore::ReadProgress() {
     p.max_idx = rs->getUInt64(1);
     p.published_idx = rs->getUInt64(2);
     p.journal_pos = rs->getUInt64(3);
-    conn_->commit();
+    CommitTransaction();
   });
   if (!s.ok()) return s;
   saved_published_idx_ = p.published_idx;
@@ -227,10 +239,10 @@ Result<std::vector<MysqlStore::TopicRow>> MysqlStore::ResolveTopics(std::span<co
           conn_->prepareStatement("INSERT INTO TOPIC (ID) VALUES " + Placeholders(missing.size(), "(?)")));
       for (std::size_t i = 0; i < missing.size(); ++i) ins->setString(i + 1, Bytes(missing[i]));
       ins->execute();
-      conn_->commit();
+      CommitTransaction();
       select(missing);
     }
-    conn_->commit();
+    CommitTransaction();
   });
   if (!s.ok()) return s;
   if (rows.size() != topics.size()) {
@@ -276,7 +288,16 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
       update_state_->setUInt64(2, journal_pos);
       update_state_->execute();
     }
-    conn_->commit();
+    if (!batch.empty() && ++batches_tried_ == kill_before_commit_) {
+      LogWarn("fault injection: killing the database session before COMMIT of batch {}", batches_tried_);
+      try {
+        std::unique_ptr<sql::Statement> st(conn_->createStatement());
+        st->execute("KILL CONNECTION_ID()");
+      } catch (const sql::SQLException&) {
+        // 1927 "Connection was killed": what this hook is for.
+      }
+    }
+    CommitTransaction();
     saved_published_idx_ = published_idx;
     saved_journal_pos_ = journal_pos;
   });
@@ -300,7 +321,7 @@ Result<std::vector<MysqlStore::StoredRow>> MysqlStore::ReadRowsAfter(uint64_t af
       rows.push_back({rs->getUInt64(1), rs->getUInt(2), rs->getUInt64(3), static_cast<uint8_t>(rs->getInt(4)),
                       rs->getString(5).asStdString(), rs->getString(6).asStdString()});
     }
-    conn_->commit();
+    CommitTransaction();
   });
   if (!s.ok()) return s;
   return rows;
@@ -325,7 +346,7 @@ Result<std::optional<MysqlStore::TopicRow>> MysqlStore::FindTopic(const std::opt
     }
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
     if (rs->next()) row = TopicRow{rs->getString(2).asStdString(), rs->getUInt(1), rs->getUInt64(3)};
-    conn_->commit();
+    CommitTransaction();
   });
   if (!s.ok()) return s;
   return row;
@@ -345,7 +366,7 @@ Result<std::vector<MysqlStore::RangeRow>> MysqlStore::ReadRange(std::string_view
     while (rs->next()) {
       rows.push_back({rs->getUInt64(1), static_cast<uint8_t>(rs->getInt(2)), rs->getString(3).asStdString()});
     }
-    conn_->commit();
+    CommitTransaction();
   });
   if (!s.ok()) return s;
   return rows;
@@ -364,7 +385,7 @@ Result<std::vector<MysqlStore::AuditRow>> MysqlStore::AuditTopics(const std::opt
       rows.push_back({rs->getString(1).asStdString(), rs->getUInt(2), rs->getUInt64(3), rs->getUInt64(4),
                       rs->getUInt64(5)});
     }
-    conn_->commit();
+    CommitTransaction();
   });
   if (!s.ok()) return s;
   return rows;
@@ -381,7 +402,7 @@ Result<std::vector<std::pair<uint64_t, uint64_t>>> MysqlStore::MissingRanges(std
     ps->setUInt64(2, limit);
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
     while (rs->next()) ranges.emplace_back(rs->getUInt64(1), rs->getUInt64(2));
-    conn_->commit();
+    CommitTransaction();
   });
   if (!s.ok()) return s;
   return ranges;

@@ -24,6 +24,7 @@
 namespace sql {
 class Connection;
 class PreparedStatement;
+class Statement;
 }  // namespace sql
 
 namespace seqrelay {
@@ -70,6 +71,11 @@ class MysqlStore {
   // reading ReadProgress().max_idx after reconnecting.
   Status CommitBatch(std::span<const Message> batch, uint64_t published_idx, uint64_t journal_pos);
 
+  // Fault injection for the test suite: the `nth` non-empty CommitBatch
+  // of this store kills its own session after the INSERTs and before
+  // COMMIT, as a database restart at that instant would. 0 = off.
+  void InjectKillBeforeCommit(uint64_t nth) { kill_before_commit_ = nth; }
+
   // Sets PUBLISHED_IDX on its own (at shutdown, or when idle).
   Status SavePublished(uint64_t published_idx);
 
@@ -113,6 +119,10 @@ class MysqlStore {
 
  private:
   Status Guard(const char* what, const std::function<void()>& body);
+  // Ends the open transaction; throws if the server did not confirm it.
+  void CommitTransaction();
+  // Forgets the connection and everything prepared on it.
+  void DropConnection();
   sql::PreparedStatement& InsertStatement(std::size_t rows);
 
   const Config& config_;
@@ -121,8 +131,11 @@ class MysqlStore {
   // power-of-two chunks so that at most log2(batch-max)+1 are ever prepared.
   std::vector<std::unique_ptr<sql::PreparedStatement>> inserts_;
   std::unique_ptr<sql::PreparedStatement> update_state_;  // RELAY_STATE, prepared once per connection
+  std::unique_ptr<sql::Statement> commit_;                 // runs COMMIT; created once per connection
   uint64_t saved_published_idx_ = 0;  // last PUBLISHED_IDX written or read by this connection
   uint64_t saved_journal_pos_ = 0;    // last JOURNAL_POS written or read by this connection
+  uint64_t kill_before_commit_ = 0;   // see InjectKillBeforeCommit; 0 = off
+  uint64_t batches_tried_ = 0;        // non-empty CommitBatch calls, for kill_before_commit_
 };
 
 }  // namespace seqrelay

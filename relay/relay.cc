@@ -56,6 +56,9 @@ Relay::Relay(Config config)
       sequencer_(config_.seq_prefix, config_.immediate),
       retransmit_(config_) {
   if (const char* n = std::getenv("SEQTEST_KILL_AFTER_JOURNAL")) kill_after_journal_ = std::strtoull(n, nullptr, 10);
+  if (const char* n = std::getenv("SEQTEST_KILL_DB_BEFORE_COMMIT")) {
+    store_.InjectKillBeforeCommit(std::strtoull(n, nullptr, 10));
+  }
 }
 
 Relay::~Relay() {

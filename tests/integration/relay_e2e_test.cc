@@ -150,6 +150,43 @@ TEST_F(RelayE2E, DatabaseStoppedForFiveSecondsMidStreamLosesNothing) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+
+// The database session dies after a batch's INSERTs and before its COMMIT
+// (SEQTEST_KILL_DB_BEFORE_COMMIT: the relay kills its own session there, as
+// a database restart at that instant would). The commit must count as
+// failed: the batch is rolled back, retried with the same SEQs, and no frame
+// is published before its row exists. Connector/C++'s commit() reports
+// success on such a session; the relay then published the batch and
+// aborted on the next one ("MSG has rows up to idx ..."), which is how
+// MariaDB restarts under load lost messages.
+TEST_F(RelayE2E, SessionLostBeforeCommitIsRetriedAndNothingIsPublishedEarly) {
+  relay_ = std::make_unique<RelayProcess>(servers(), name_, std::vector<std::string>{"--source=" + root() + "/#"});
+  relay_->Start({"SEQTEST_KILL_DB_BEFORE_COMMIT=3"});
+  MqttClient sub(servers().mqtt_port(), name_ + "-sub");
+  sub.Subscribe("seq/" + root() + "/#");
+  const std::string topic = root() + "/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  constexpr int kCount = 20;
+  for (int i = 1; i <= kCount; ++i) {
+    // One message per batch, so that the third commit is the third message.
+    pub.Publish(topic, "p" + std::to_string(i));
+    ASSERT_TRUE(WaitFor([&] { return sub.received_count() >= static_cast<std::size_t>(i); }, 10s))
+        << "message " << i << " was not published";
+  }
+  auto payloads = CheckGapless(Frames(sub.received()), topic);
+  ASSERT_EQ(payloads.size(), static_cast<std::size_t>(kCount));
+  for (int i = 0; i < kCount; ++i) EXPECT_EQ(payloads[i], "p" + std::to_string(i + 1));
+  auto trail = AuditTrail(topic);
+  ASSERT_EQ(trail.size(), static_cast<std::size_t>(kCount));
+  for (int i = 0; i < kCount; ++i) EXPECT_EQ(trail[i].first, static_cast<uint64_t>(i + 1));
+  const std::string log = relay_->log();
+  EXPECT_NE(log.find("fault injection: killing the database session before COMMIT of batch 3"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find("database: commit failed"), std::string::npos) << "the lost COMMIT was not noticed:\n" << log;
+  EXPECT_NE(log.find("database: commit succeeded after"), std::string::npos) << log;
+  EXPECT_TRUE(relay_->running());
+  EXPECT_EQ(relay_->Stop(), 0);
+}
 TEST_F(RelayE2E, BrokerRestartedMidStreamLosesNothing) {
   StartRelay();
   // A persistent subscriber, so the broker keeps its frames across the restart.

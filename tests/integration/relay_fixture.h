@@ -71,8 +71,9 @@ class RelayE2E : public ::testing::Test {
 
   void TearDown() override {
     if (HasFailure()) {
-      std::cerr << servers().Logs();
+      // The relay's log first: it says most, and a cut CI log keeps the start.
       if (relay_) std::cerr << "---- relay log ----\n" << Tail(servers().dir() + "/relay-" + name_ + ".log", 60);
+      std::cerr << servers().Logs();
     }
   }
 
