@@ -72,7 +72,7 @@ void RetransmitService::OnRequest(const InboundMessage& in) {
     Answer(job, ReplyStatus::Refused(fmt::format("too many requests pending (at most {} per client)", kMaxPendingPerClient)));
     return;
   }
-  if (queue.empty()) turns_.push_back(job.client);
+  if (queue.empty() && !serving_.count(job.client)) turns_.push_back(job.client);
   queue.push_back(std::move(job));
   work_.notify_one();
 }
@@ -90,13 +90,16 @@ void RetransmitService::Worker() {
       auto it = pending_.find(client);
       job = std::move(it->second.front());
       it->second.pop_front();
-      if (it->second.empty()) {
-        pending_.erase(it);
-      } else {
-        turns_.push_back(std::move(client));  // its next job waits for everyone else's turn
-      }
+      if (it->second.empty()) pending_.erase(it);
+      serving_.insert(std::move(client));
     }
     Serve(job, store);
+    std::lock_guard lock(mu_);
+    serving_.erase(job.client);
+    if (pending_.count(job.client)) {
+      turns_.push_back(job.client);  // its next job waits for everyone else's turn
+      work_.notify_one();
+    }
   }
 }
 

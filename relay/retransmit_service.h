@@ -7,7 +7,11 @@
 // for its client. Workers (--replay-workers, each with its own database
 // connection, so replays never wait on the writer's) take jobs round-robin
 // across clients: a client flooding requests delays only itself, and one
-// with more than kMaxPendingPerClient waiting gets an error instead.
+// with more than kMaxPendingPerClient waiting gets an error instead. A
+// client's good requests are served one at a time, in the order they came:
+// its replies never interleave, and each status follows its own frames
+// (a client that retries a slow request must not see the retry's status
+// before the first request's frames).
 //
 // OnRequest runs on the replay link's thread; Start/Stop on the main thread.
 #pragma once
@@ -18,6 +22,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -71,12 +76,15 @@ class RetransmitService {
   Counters counters_;
   std::vector<std::thread> workers_;
 
-  // Fair queue, guarded by mu_: each client's jobs in arrival order, and the
-  // clients with jobs in the order they get their next turn.
+  // Fair queue, guarded by mu_: each client's jobs in arrival order; the
+  // clients with jobs waiting and none being served, in the order they get
+  // their next turn; and the clients a worker is serving now (a client is
+  // in turns_ or in serving_, never both).
   std::mutex mu_;
   std::condition_variable work_;
   std::map<std::string, std::deque<Job>> pending_;
   std::deque<std::string> turns_;
+  std::set<std::string> serving_;
   bool stopping_ = false;
 };
 

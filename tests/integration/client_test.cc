@@ -6,6 +6,8 @@
 #include <set>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "relay_fixture.h"
 #include "seq_client.h"
 
@@ -39,6 +41,26 @@ class ClientE2E : public RelayE2E {
 
   static void Publish(MqttClient& pub, const std::string& topic, int from, int to) {
     for (int i = from; i <= to; ++i) pub.Publish(topic, "m" + std::to_string(i), 1, 1000);
+  }
+
+  // For failure messages: what the client did, and which SEQs of 1..n it
+  // has not delivered.
+  static std::string Explain(seqclient::SeqClient& client, Sink& sink, uint64_t n) {
+    const auto st = client.stats();
+    std::set<uint64_t> got;
+    {
+      std::lock_guard lock(sink.mu);
+      for (const auto& m : sink.got) got.insert(m.seq);
+    }
+    std::string missing;
+    int shown = 0;
+    for (uint64_t s = 1; s <= n && shown < 30; ++s) {
+      if (!got.count(s)) missing += " " + std::to_string(s), ++shown;
+    }
+    return fmt::format("delivered {} (distinct {}), duplicates {}, requests {}, gaps filled {}, unfilled {}; "
+                       "missing:{}",
+                       st.delivered, got.size(), st.duplicates, st.requests, st.gaps_filled, st.gaps_unfilled,
+                       missing.empty() ? " none" : missing);
   }
 
   // The SEQs delivered for `topic` must be exactly 1..n in order (ordered
@@ -123,7 +145,7 @@ TEST_F(ClientE2E, HistoryThenLiveHasNoGapAndNoDuplicateAtTheSeam) {
   go = true;
   ASSERT_EQ(client.Start(), std::nullopt);
   more.join();
-  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 600; }, 60s)) << sink.size();
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 600; }, 60s)) << Explain(client, sink, 600);
   // A window for a late duplicate to show up before counting: a negative
   // check needs time, not a condition.
   std::this_thread::sleep_for(Scaled(300ms));

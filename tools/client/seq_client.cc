@@ -37,6 +37,27 @@ std::optional<std::string> SeqClient::Start() {
     }
   }
   LoadState();
+  // History and resumption: look each topic up first (its id and newest SEQ);
+  // live frames for it are held until the answer says where to start. Set
+  // before connecting: a live frame that came between the SUBSCRIBE and this
+  // would start the topic's stream there, and the history below it would be
+  // dropped as old.
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& t : options_.filters) {
+      uint64_t start = 0;
+      if (auto it = resume_.find(t); it != resume_.end()) {
+        start = it->second + 1;
+      } else if (options_.history == History::kAll) {
+        start = 1;
+      } else if (options_.history == History::kFrom) {
+        start = std::max<uint64_t>(1, options_.history_n);
+      } else if (options_.history != History::kLast) {
+        continue;
+      }
+      history_start_[t] = start;  // 0 for kLast: known once the lookup answers
+    }
+  }
   mosquitto_lib_init();
   mosq_ = mosquitto_new(options_.client_id.c_str(), true, this);
   if (!mosq_) return "cannot create the MQTT client";
@@ -60,24 +81,6 @@ std::optional<std::string> SeqClient::Start() {
       return "no answer from the broker at " + options_.host + ":" + std::to_string(options_.port);
     }
     if (connack_ != 0) return std::string("the broker refused the connection: ") + mosquitto_connack_string(connack_);
-  }
-  // History and resumption: look each topic up first (its id and newest SEQ);
-  // live frames for it are held until the answer says where to start.
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& t : options_.filters) {
-      uint64_t start = 0;
-      if (auto it = resume_.find(t); it != resume_.end()) {
-        start = it->second + 1;
-      } else if (options_.history == History::kAll) {
-        start = 1;
-      } else if (options_.history == History::kFrom) {
-        start = std::max<uint64_t>(1, options_.history_n);
-      } else if (options_.history != History::kLast) {
-        continue;
-      }
-      history_start_[t] = start;  // 0 for kLast: known once the lookup answers
-    }
   }
   std::vector<std::string> lookups;
   {
@@ -186,7 +189,10 @@ void SeqClient::Deliver(Topic& t, uint32_t id, std::vector<Delivery> deliveries)
     ++stats_.delivered;
     on_message_(Message{t.name, id, d.seq, t.ordered, d.late, std::move(d.payload)});
   }
-  if (t.asked && (!t.stream.gap() || t.stream.gap()->from > t.asked->to)) {
+  // The request is done once every SEQ it asked for was delivered (or
+  // given up): an empty hold-back set alone says nothing, because a history
+  // request starts with nothing held and its first frame would close it.
+  if (t.asked && t.stream.next() > t.asked->to) {
     ++stats_.gaps_filled;  // everything asked for has come
     t.asked.reset();
     t.attempts = 0;
@@ -209,7 +215,12 @@ void SeqClient::HandleStatus(const std::string& text) {
     history_start_.erase(name);
     if (!ok) {
       if (on_gap_) on_gap_(name, 0, 0, s.value("error", "lookup failed"));
-      return;  // live frames of it start wherever they start
+      // Without history the topic starts at the first live frame, the held
+      // ones included.
+      auto held = std::move(held_live_[name]);
+      held_live_.erase(name);
+      for (const auto& bytes : held) OfferLocked(name, bytes, /*replayed=*/false);
+      return;
     }
     const uint32_t id = s.value("id", uint32_t{0});
     const uint64_t last = s.value("last", uint64_t{0});
