@@ -52,7 +52,10 @@ struct Config {
   int replay_max = 10000;   // most frames in one reply; beyond: truncated + next
   int replay_workers = 2;   // concurrent replies, each with its own database connection
 
+  // Observability
+  int stats_interval_s = 10;  // retained report on <control-prefix>/stats; 0 = off
   LogLevel log_level = LogLevel::kInfo;
+  LogFormat log_format = LogFormat::kText;
 };
 
 // Limits that follow from the storage and protocol, shared with --help.

@@ -3,12 +3,14 @@
 #include <unistd.h>
 
 #include <ctime>
+#include <nlohmann/json.hpp>
 #include <utility>
 
 namespace seqrelay {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
+std::atomic<int> g_format{static_cast<int>(LogFormat::kText)};
 
 const char* LevelName(LogLevel level) {
   switch (level) {
@@ -29,7 +31,22 @@ std::optional<LogLevel> ParseLogLevel(std::string_view name) {
   return std::nullopt;
 }
 
+std::optional<LogFormat> ParseLogFormat(std::string_view name) {
+  if (name == "text") return LogFormat::kText;
+  if (name == "json") return LogFormat::kJson;
+  return std::nullopt;
+}
+
 void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
+void SetLogFormat(LogFormat format) { g_format.store(static_cast<int>(format)); }
+
+std::string FormatLogLine(LogFormat format, std::string_view when, LogLevel level, std::string_view text) {
+  if (format == LogFormat::kText) return fmt::format("{} {:5} {}", when, LevelName(level), text);
+  // A topic in a message may hold any bytes: invalid UTF-8 becomes U+FFFD
+  // rather than an exception.
+  nlohmann::json line = {{"ts", when}, {"level", LevelName(level)}, {"msg", text}};
+  return line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed); }
 
@@ -38,9 +55,11 @@ void LogLine(LogLevel level, std::string_view text) {
   clock_gettime(CLOCK_REALTIME, &ts);
   tm utc{};
   gmtime_r(&ts.tv_sec, &utc);
-  char when[32];
-  strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &utc);
-  std::string line = fmt::format("{}.{:03}Z {:5} {}\n", when, ts.tv_nsec / 1000000, LevelName(level), text);
+  char seconds[32];
+  strftime(seconds, sizeof seconds, "%Y-%m-%dT%H:%M:%S", &utc);
+  const std::string when = fmt::format("{}.{:03}Z", seconds, ts.tv_nsec / 1000000);
+  std::string line = FormatLogLine(static_cast<LogFormat>(g_format.load(std::memory_order_relaxed)), when, level, text);
+  line += '\n';
   // One write per line keeps lines whole across threads; a short write to a
   // terminal or pipe is not worth retrying for a log line.
   [[maybe_unused]] ssize_t n = write(STDERR_FILENO, line.data(), line.size());

@@ -1,8 +1,10 @@
-// Logging: one line per event on stderr, with a UTC timestamp and a level.
+// Logging: one line per event on stderr, with a UTC timestamp and a level;
+// as text, or with --log-format json as one JSON object per line
+// ({"ts": "...Z", "level": "warn", "msg": "..."}) for log collectors.
 //
 // Thread-safe: each line is formatted first and written with one write(2), so
-// lines from different threads never interleave. The level is process-wide
-// and set once at start, before other threads exist.
+// lines from different threads never interleave. The level and format are
+// process-wide and set once at start, before other threads exist.
 //
 // RateLimit keeps a repeated error from flooding the log: it lets one line
 // through per interval and counts what it held back, so the next line that
@@ -22,9 +24,15 @@
 namespace seqrelay {
 
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+enum class LogFormat { kText, kJson };
 
 std::optional<LogLevel> ParseLogLevel(std::string_view name);
+std::optional<LogFormat> ParseLogFormat(std::string_view name);
 void SetLogLevel(LogLevel level);
+void SetLogFormat(LogFormat format);
+// The line LogLine writes, without the newline; `when` is the UTC time as
+// "YYYY-MM-DDTHH:MM:SS.mmmZ". Exposed for tests.
+std::string FormatLogLine(LogFormat format, std::string_view when, LogLevel level, std::string_view text);
 bool LogEnabled(LogLevel level);
 void LogLine(LogLevel level, std::string_view text);
 

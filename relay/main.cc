@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   SetLogLevel(parsed->config.log_level);
+  SetLogFormat(parsed->config.log_format);
 
   // SIGTERM and SIGINT are taken by one thread with sigwait, so no thread is
   // ever interrupted by them; SIGPIPE is ignored (a broken socket is an

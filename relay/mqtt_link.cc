@@ -62,7 +62,7 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
 MqttLink::~MqttLink() { Stop(); }
 
 Result<int> MqttLink::Publish(const std::string& topic, std::span<const uint8_t> payload, int qos,
-                              std::optional<std::span<const uint8_t>> correlation_data) {
+                              std::optional<std::span<const uint8_t>> correlation_data, bool retain) {
   int mid = 0;
   mosquitto_property* props = nullptr;
   if (correlation_data) {
@@ -70,7 +70,7 @@ Result<int> MqttLink::Publish(const std::string& topic, std::span<const uint8_t>
                                   static_cast<uint16_t>(correlation_data->size()));
   }
   int rc = mosquitto_publish_v5(mosq_.get(), &mid, topic.c_str(), static_cast<int>(payload.size()), payload.data(),
-                                qos, false, props);
+                                qos, retain, props);
   mosquitto_property_free_all(&props);
   // NO_CONN: the message is queued and goes out after reconnect (QoS >= 1).
   // Retrying here would send it twice.

@@ -71,7 +71,7 @@ class MqttLink {
   // while disconnected are kept and sent after reconnect. Correlation data
   // is sent as a v5 property (v5 links only).
   Result<int> Publish(const std::string& topic, std::span<const uint8_t> payload, int qos,
-                      std::optional<std::span<const uint8_t>> correlation_data = std::nullopt);
+                      std::optional<std::span<const uint8_t>> correlation_data = std::nullopt, bool retain = false);
 
   // Asks for a clean DISCONNECT and returns at once; the network thread
   // sends it once any handler it is running returns, then ends.

@@ -23,7 +23,8 @@ std::string EnvName(const std::string& option) {
   return name;
 }
 
-po::options_description Describe(Config& c, std::string& config_file, std::string& log_level, bool& no_migrate) {
+po::options_description Describe(Config& c, std::string& config_file, std::string& log_level,
+                                 std::string& log_format, bool& no_migrate) {
   po::options_description general("General");
   general.add_options()
       ("help", "Print this help and exit.")
@@ -32,7 +33,9 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
        "Read options from an INI-style FILE (lines 'name = value'; repeat a line for a repeatable option). "
        "Flags win over environment variables, which win over the file.")
       ("log-level", po::value(&log_level)->default_value("info")->value_name("LEVEL"),
-       "debug, info, warn or error.");
+       "debug, info, warn or error.")
+      ("log-format", po::value(&log_format)->default_value("text")->value_name("FORMAT"),
+       "text (one line per event) or json (one JSON object per line: ts, level, msg).");
 
   po::options_description mqtt("mosquitto");
   mqtt.add_options()
@@ -109,13 +112,19 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
        "to ask from.")
       ("replay-workers", po::value(&c.replay_workers)->default_value(c.replay_workers)->value_name("N"),
        "Replies served at once, each with its own database connection (1..16). Further requests wait, taken "
-       "round-robin across clients.");
+       "round-robin across clients; one client's requests are served one at a time, in order.");
+
+  po::options_description observe("Observability");
+  observe.add_options()
+      ("stats-interval", po::value(&c.stats_interval_s)->default_value(c.stats_interval_s)->value_name("SECONDS"),
+       "Publish a JSON report (counters, commit latency, buffer, connection states) every SECONDS, retained, on "
+       "<control-prefix>/stats. 0 turns it off.");
 
   po::options_description all(
       "seqrelay: gives every MQTT message a per-topic sequence number, commits it to MySQL, then republishes it "
       "on <seq-prefix>/<topic>.\n\nUsage: seqrelay [options]\n\nEvery option can also be set by an environment "
       "variable SEQRELAY_<NAME> (upper case, '-' as '_'; repeatable ones comma-separated) or in --config FILE");
-  all.add(general).add(mqtt).add(db).add(seq).add(pipe).add(replay);
+  all.add(general).add(mqtt).add(db).add(seq).add(pipe).add(replay).add(observe);
   return all;
 }
 
@@ -160,9 +169,9 @@ Result<po::parsed_options> ParseConfigFile(const std::string& path, const po::op
 Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
   ParsedOptions out;
   Config& c = out.config;
-  std::string config_file, log_level;
+  std::string config_file, log_level, log_format;
   bool no_migrate = false;
-  po::options_description desc = Describe(c, config_file, log_level, no_migrate);
+  po::options_description desc = Describe(c, config_file, log_level, log_format, no_migrate);
   std::ostringstream help;
   help << desc;
   out.help_text = help.str();
@@ -215,6 +224,9 @@ Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const s
   auto level = ParseLogLevel(log_level);
   if (!level) return Status::Error(fmt::format("--log-level must be debug, info, warn or error, got '{}'", log_level));
   c.log_level = *level;
+  auto format = ParseLogFormat(log_format);
+  if (!format) return Status::Error(fmt::format("--log-format must be text or json, got '{}'", log_format));
+  c.log_format = *format;
   c.migrate = !no_migrate;
   if (out.help || out.version) return out;
   if (Status s = Validate(c); !s.ok()) return s;

@@ -188,6 +188,7 @@ int Relay::Run() {
   } else {
     LogWarn("no --journal-dir: messages received but not yet committed are lost if the relay is killed");
   }
+  database_up_ = true;
   sequencer_.SetLastIdx(progress->max_idx);
   tracker_ = PublishTracker(std::min(progress->published_idx, progress->max_idx));
   LogInfo("database ready: {} rows committed, {} confirmed published", progress->max_idx, tracker_.watermark());
@@ -272,7 +273,14 @@ int Relay::Run() {
 
   {
     std::unique_lock lock(stop_mu_);
-    stop_cv_.wait(lock, [&] { return stop_requested_; });
+    const auto interval = std::chrono::seconds(config_.stats_interval_s);
+    while (!stop_cv_.wait_for(lock, interval.count() > 0 ? interval : std::chrono::hours(24),
+                              [&] { return stop_requested_; })) {
+      if (interval.count() == 0) continue;
+      lock.unlock();
+      PublishStats();
+      lock.lock();
+    }
   }
 
   // ---- Orderly shutdown ----------------------------------------------------
@@ -305,6 +313,7 @@ int Relay::Run() {
   if (store_.connected()) {
     if (Status s = store_.SavePublished(watermark); !s.ok()) LogWarn("could not save the published watermark: {}", s.message());
   }
+  if (config_.stats_interval_s > 0) PublishStats();  // the final figures stay retained
   replay_->Stop();
   retransmit_.Stop();
   output_->Stop();
@@ -333,6 +342,51 @@ int Relay::Run() {
     return 1;
   }
   return 0;
+}
+
+void Relay::PublishStats() {
+  const Counters& c = counters_;
+  const auto& r = retransmit_.counters();
+  RelayStats s;
+  s.uptime_s = SecondsSince(started_);
+  s.interval_s = config_.stats_interval_s;
+  s.received = c.received;
+  s.committed = c.committed;
+  s.published = c.published;
+  s.acked = c.acked;
+  s.republished = c.republished;
+  s.lost = c.lost;
+  s.refused_topic = c.refused_topic;
+  s.refused_payload = c.refused_payload;
+  s.refused_seq = c.refused_seq;
+  s.ignored_own = c.ignored_own;
+  s.ignored_retained = c.ignored_retained;
+  s.topics = c.topics;
+  s.batches = c.batches;
+  s.batch_rows = batch_rows_.Take();
+  s.commit_ms = commit_ms_.Take();
+  s.buffer_messages = queue_.size();
+  s.buffer_max = static_cast<uint64_t>(config_.buffer_max);
+  s.intake_pauses = c.intake_pauses;
+  s.replay_requests = r.requests;
+  s.replay_served = r.served;
+  s.replay_failed = r.failed;
+  s.replay_frames = r.frames;
+  s.journal_errors = c.journal_errors;
+  s.journal_replayed = c.journal_replayed;
+  s.redeliveries = c.redeliveries;
+  s.database_up = database_up_;
+  s.intake_connected = intake_ && intake_->connected();
+  s.output_connected = output_ && output_->connected();
+  s.replay_connected = replay_ && replay_->connected();
+  const std::string body = StatsJson(s);
+  auto sent = replay_->Publish(config_.control_prefix + "/stats",
+                               {reinterpret_cast<const uint8_t*>(body.data()), body.size()}, 1, std::nullopt,
+                               /*retain=*/true);
+  if (!sent.ok()) {
+    static RateLimit limit(std::chrono::minutes(1));
+    if (auto suppressed = limit.Allow()) LogWarn("stats: {}{}", sent.error(), SuppressedNote(*suppressed));
+  }
 }
 
 // ---- Intake (intake link's network thread) -----------------------------------
@@ -408,6 +462,7 @@ bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
   for (;;) {
     if (store_.connected()) {
       Status s = attempt();
+      database_up_ = s.ok();
       if (s.ok()) {
         if (failing_since) {
           LogInfo("database: {} succeeded after {:.1f} s of failures; {} messages waiting", what,
@@ -431,6 +486,7 @@ bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
     MysqlStore::Progress progress;
     Status s = ConnectDatabase(progress);
     if (!s.ok()) {
+      database_up_ = false;
       if (!failing_since) failing_since = Clock::now();
       unreachable = true;
       if (auto suppressed = limit.Allow()) {
@@ -517,7 +573,10 @@ bool Relay::Commit(std::span<Message> batch) {
   };
   uint64_t journal_pos = 0;
   for (const Message& m : batch) journal_pos = std::max(journal_pos, m.journal_end);
+  const auto started = Clock::now();
   if (!Retry("commit", [&] { return store_.CommitBatch(batch, watermark, journal_pos); }, resolve)) return false;
+  commit_ms_.Add(std::chrono::duration<double, std::milli>(Clock::now() - started).count());
+  batch_rows_.Add(static_cast<double>(batch.size()));
   if (journal_ && journal_pos > 0) journal_->Release(journal_pos);
   return true;
 }
@@ -557,6 +616,7 @@ void Relay::WriterLoop() {
   const auto linger = std::chrono::microseconds(config_.batch_delay_us);
   while (queue_.PopBatch(batch, config_.batch_max, kBatchMaxBytes, linger)) {
     bool ok = Sequence(batch, topics) && (batch.empty() || Commit(batch));
+    counters_.topics = sequencer_.topic_count();
     if (!ok) {
       counters_.lost += batch.size();
       batch.clear();

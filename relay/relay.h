@@ -9,6 +9,8 @@
 //                        on the output link, in order.
 //   output link thread   OnPublished: the broker's PUBACKs advance the
 //                        PublishTracker watermark, saved with the next commit.
+//   main thread          waits for the stop; every --stats-interval it
+//                        publishes the retained report on <control>/stats.
 //
 // Receiving, committing and publishing overlap: while the writer waits on
 // MySQL, the intake keeps filling the queue and the output link keeps
@@ -34,6 +36,7 @@
 #include "intake_queue.h"
 #include "journal.h"
 #include "log.h"
+#include "metrics.h"
 #include "mqtt_link.h"
 #include "mysql_store.h"
 #include "publish_tracker.h"
@@ -74,6 +77,7 @@ class Relay {
     std::atomic<uint64_t> journal_errors{0};    // messages that could not be journaled (kept in memory)
     std::atomic<uint64_t> journal_replayed{0};  // messages stored at start from the journal
     std::atomic<uint64_t> redeliveries{0};      // broker resends of journaled messages, dropped
+    std::atomic<uint64_t> topics{0};            // gauge: topics the writer knows (seen since start)
   };
   const Counters& counters() const { return counters_; }
 
@@ -89,6 +93,8 @@ class Relay {
   void OnIntake(const InboundMessage& in);
   void OnPublished(int mid);
   void Fail(const std::string& why);
+  // Publishes the stats report (retained) on the replay link; main thread.
+  void PublishStats();
 
   // Runs `attempt` until it succeeds, reconnecting to the database with
   // backoff in between. After each reconnect `check` sees the committed
@@ -103,6 +109,13 @@ class Relay {
   const Config config_;
   const IntakeRules rules_;
   Counters counters_;
+  // For the stats report: written by the writer thread, read by the main
+  // thread. database_up_ starts false and is true while the writer's last
+  // database call succeeded; the windows hold samples since the last report.
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  std::atomic<bool> database_up_{false};
+  SampleWindow commit_ms_;
+  SampleWindow batch_rows_;
   // One log line per class of refusal per interval (intake thread).
   RateLimit topic_refusals_log_{std::chrono::seconds(10)};
   RateLimit payload_refusals_log_{std::chrono::seconds(10)};

@@ -121,6 +121,8 @@ const std::vector<ValidateCase> kValidateCases = {
      nullptr},
     {"invalid_immediate_filter_is_refused", [](Config& c) { c.immediate = {"a+"}; }, "--immediate"},
     {"valid_immediate_filter_is_fine", [](Config& c) { c.immediate = {"presence/#"}; }, nullptr},
+    {"stats_interval_zero_turns_stats_off", [](Config& c) { c.stats_interval_s = 0; }, nullptr},
+    {"negative_stats_interval_is_refused", [](Config& c) { c.stats_interval_s = -1; }, "--stats-interval"},
 };
 
 TEST(ConfigTest, Validate) {
@@ -221,6 +223,26 @@ TEST(OptionsTest, FlagsSetTheirFields) {
   EXPECT_FALSE(c.migrate);
   EXPECT_EQ(c.publish_qos, 2);
   EXPECT_EQ(c.max_payload, 0);
+}
+
+TEST(OptionsTest, StatsIntervalAndLogFormat) {
+  const Config defaults = ParseOk({});
+  EXPECT_EQ(defaults.stats_interval_s, 10);
+  EXPECT_EQ(defaults.log_format, LogFormat::kText);
+  const Config c = ParseOk({"--stats-interval=2"}, {{"SEQRELAY_LOG_FORMAT", "json"}});
+  EXPECT_EQ(c.stats_interval_s, 2);
+  EXPECT_EQ(c.log_format, LogFormat::kJson);
+  EXPECT_TRUE(Contains(ParseError({"--log-format=xml"}), "--log-format")) << ParseError({"--log-format=xml"});
+}
+
+TEST(LogTest, TextAndJsonLines) {
+  EXPECT_EQ(FormatLogLine(LogFormat::kText, "2026-12-01T10:00:00.123Z", LogLevel::kWarn, "database: down"),
+            "2026-12-01T10:00:00.123Z warn  database: down");
+  EXPECT_EQ(FormatLogLine(LogFormat::kJson, "2026-12-01T10:00:00.123Z", LogLevel::kError, "topic 'a\"b'"),
+            R"({"level":"error","msg":"topic 'a\"b'","ts":"2026-12-01T10:00:00.123Z"})");
+  // Invalid UTF-8 (a raw 0xFF byte) is replaced, never an exception.
+  EXPECT_EQ(FormatLogLine(LogFormat::kJson, "t", LogLevel::kInfo, "x\xffy"),
+            "{\"level\":\"info\",\"msg\":\"x\xEF\xBF\xBDy\",\"ts\":\"t\"}");
 }
 
 TEST(OptionsTest, EnvironmentSetsFields) {
@@ -368,7 +390,7 @@ TEST(OptionsTest, HelpSetsHelpAndListsEveryOption) {
         "mqtt-user",      "mqtt-password", "mqtt-client-id",   "mqtt-keepalive",  "publish-qos", "db-host",
         "db-port",        "db-socket",     "db-user",          "db-password",     "db-name",     "no-migrate",
         "source",         "immediate",     "seq-prefix",       "control-prefix",  "max-payload", "batch-max",
-        "batch-delay-us", "buffer-max",    "buffer-max-bytes", "shutdown-timeout"}) {
+        "batch-delay-us", "buffer-max",    "buffer-max-bytes", "shutdown-timeout", "stats-interval", "log-format"}) {
     // "--name " with the space, so "--buffer-max" is not found inside "--buffer-max-bytes".
     EXPECT_TRUE(Contains(text, std::string("--") + name + " ")) << "--help does not mention --" << name;
   }

@@ -1,0 +1,68 @@
+// Metrics: what the relay reports about itself on <control-prefix>/stats.
+//
+// SampleWindow collects values (commit latency, batch size) between two
+// reports and summarises them when the report is made; RelayStats is one
+// report, and StatsJson its wire form (a JSON object, documented in the
+// README's "Observability" section).
+//
+// SampleWindow is thread-safe: the writer thread adds samples, the stats
+// reporter takes the summary. The rest is plain data. Pure: no I/O here.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace seqrelay {
+
+struct Summary {
+  uint64_t count = 0;  // samples in the window; the figures below are 0 when it is empty
+  double p50 = 0;
+  double p99 = 0;
+  double max = 0;
+};
+
+// Nearest-rank percentiles of `values` (sorted in place).
+Summary Summarize(std::vector<double>& values);
+
+class SampleWindow {
+ public:
+  // At most `capacity` samples are kept per window; beyond that every
+  // further sample replaces one already held (reservoir sampling), so the
+  // memory is bounded and the percentiles stay unbiased.
+  explicit SampleWindow(std::size_t capacity = 4096) : capacity_(capacity) {}
+
+  void Add(double value);
+  // The window's summary; starts the next window.
+  Summary Take();
+
+ private:
+  const std::size_t capacity_;
+  std::mutex mu_;
+  std::vector<double> values_;  // guarded by mu_
+  uint64_t seen_ = 0;           // samples added in this window; guarded by mu_
+  uint64_t rng_ = 0x9E3779B97F4A7C15u;  // xorshift state for the reservoir; guarded by mu_
+};
+
+// One report. Counters are totals since start; windows cover the time
+// since the previous report.
+struct RelayStats {
+  double uptime_s = 0;
+  int interval_s = 0;
+  uint64_t received = 0, committed = 0, published = 0, acked = 0, republished = 0, lost = 0;
+  uint64_t refused_topic = 0, refused_payload = 0, refused_seq = 0;
+  uint64_t ignored_own = 0, ignored_retained = 0;
+  uint64_t topics = 0, batches = 0;
+  Summary batch_rows;  // rows per committed batch
+  Summary commit_ms;   // time from a batch's first commit attempt to its confirmed commit
+  uint64_t buffer_messages = 0, buffer_max = 0, intake_pauses = 0;
+  uint64_t replay_requests = 0, replay_served = 0, replay_failed = 0, replay_frames = 0;
+  uint64_t journal_errors = 0, journal_replayed = 0, redeliveries = 0;
+  bool database_up = false;
+  bool intake_connected = false, output_connected = false, replay_connected = false;
+};
+
+std::string StatsJson(const RelayStats& stats);
+
+}  // namespace seqrelay

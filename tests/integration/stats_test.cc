@@ -1,0 +1,100 @@
+// The stats report on <control-prefix>/stats: retained, every
+// --stats-interval, with figures that match what the relay did.
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "relay_fixture.h"
+
+namespace seqtest {
+namespace {
+
+using nlohmann::json;
+
+// Every report received so far, parsed.
+std::vector<json> Reports(MqttClient& client) {
+  std::vector<json> out;
+  for (const auto& r : client.received()) out.push_back(json::parse(r.payload));
+  return out;
+}
+
+TEST_F(RelayE2E, StatsReportIsRetainedAndCountsWhatTheRelayDid) {
+  // Its own control prefix: every relay of the suite shares the broker, and
+  // the report is one retained message per prefix.
+  const std::string control = name_ + "-ctl";
+  StartRelay({"--stats-interval=1", "--control-prefix=" + control});
+  MqttClient watcher(servers().mqtt_port(), name_ + "-watch");
+  watcher.Subscribe(control + "/stats");
+
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 30; ++i) pub.Publish(root() + "/a", "a" + std::to_string(i));
+  for (int i = 1; i <= 20; ++i) pub.Publish(root() + "/b", "b" + std::to_string(i));
+  pub.Publish(root() + "/" + std::string(256, 'x'), "refused: topic over 255 bytes");
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+
+  json last;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto reports = Reports(watcher);
+        if (reports.empty()) return false;
+        last = reports.back();
+        return last["messages"]["published"] == 50 && last["messages"]["acknowledged"] == 50;
+      },
+      20s))
+      << "last report: " << last.dump();
+  EXPECT_EQ(last["interval_s"], 1);
+  EXPECT_EQ(last["messages"]["received"], 51);
+  EXPECT_EQ(last["messages"]["committed"], 50);
+  EXPECT_EQ(last["messages"]["lost"], 0);
+  EXPECT_EQ(last["messages"]["refused"]["topic_too_long"], 1);
+  EXPECT_EQ(last["topics"], 2);
+  EXPECT_EQ(last["buffer"]["messages"], 0);
+  EXPECT_EQ(last["buffer"]["max"], 100000);
+  EXPECT_EQ(last["database"], "up");
+  EXPECT_EQ(last["broker"]["intake"], "connected");
+  EXPECT_EQ(last["broker"]["output"], "connected");
+  EXPECT_EQ(last["broker"]["replay"], "connected");
+  EXPECT_GT(last["uptime_s"].get<double>(), 0.0);
+
+  // The windows: every committed batch is counted in exactly one report
+  // (the retained report from before the subscription held none: nothing
+  // had been published yet).
+  uint64_t batches_in_windows = 0, reports_with_batches = 0;
+  double slowest_commit_ms = 0;
+  for (const auto& r : Reports(watcher)) {
+    batches_in_windows += r["commit_ms"]["count"].get<uint64_t>();
+    EXPECT_EQ(r["commit_ms"]["count"], r["batch_rows"]["count"]);
+    if (r["batch_rows"]["count"].get<uint64_t>() > 0) ++reports_with_batches;
+    slowest_commit_ms = std::max(slowest_commit_ms, r["commit_ms"]["max"].get<double>());
+  }
+  EXPECT_EQ(batches_in_windows, last["batches"].get<uint64_t>());
+  EXPECT_GE(reports_with_batches, 1u);
+  EXPECT_GT(slowest_commit_ms, 0.0) << "a durable commit takes time";
+
+  // After a clean stop the final report stays retained for newcomers.
+  ASSERT_EQ(relay_->Stop(), 0);
+  MqttClient late(servers().mqtt_port(), name_ + "-late");
+  late.Subscribe(control + "/stats");
+  ASSERT_TRUE(late.WaitForCount(1, 5s)) << "no retained report";
+  json retained = Reports(late).front();
+  EXPECT_EQ(retained["messages"]["committed"], 50);
+  EXPECT_EQ(retained["messages"]["acknowledged"], 50);
+  EXPECT_EQ(retained["broker"]["intake"], "disconnected") << "the final report is made after intake stopped";
+}
+
+TEST_F(RelayE2E, StatsIntervalZeroPublishesNoReport) {
+  const std::string control = name_ + "-ctl";
+  StartRelay({"--stats-interval=0", "--control-prefix=" + control});
+  MqttClient watcher(servers().mqtt_port(), name_ + "-watch");
+  watcher.Subscribe(control + "/stats");
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(root() + "/a", "x");
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  // A negative check needs time: two would-be intervals.
+  std::this_thread::sleep_for(Scaled(2s));
+  ASSERT_EQ(relay_->Stop(), 0);
+  EXPECT_EQ(watcher.received_count(), 0u);
+}
+
+}  // namespace
+}  // namespace seqtest

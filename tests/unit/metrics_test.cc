@@ -1,0 +1,96 @@
+// Tests of the stats report: percentile summaries, the bounded sample
+// window, and the JSON published on <control-prefix>/stats.
+#include "metrics.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+namespace seqrelay {
+namespace {
+
+struct SummaryCase {
+  const char* rule;
+  std::vector<double> values;
+  double p50, p99, max;
+};
+
+TEST(MetricsTest, SummarizeUsesNearestRank) {
+  std::vector<double> hundred;
+  for (int i = 100; i >= 1; --i) hundred.push_back(i);  // unsorted on purpose
+  const SummaryCase cases[] = {
+      {"empty window: all zero", {}, 0, 0, 0},
+      {"one sample is every percentile", {7.5}, 7.5, 7.5, 7.5},
+      {"two samples: p50 is the lower", {2, 1}, 1, 2, 2},
+      {"1..100: p50 = 50, p99 = 99", hundred, 50, 99, 100},
+      {"rounded to three decimals", {0.12345}, 0.123, 0.123, 0.123},
+  };
+  for (const auto& c : cases) {
+    std::vector<double> v = c.values;
+    Summary s = Summarize(v);
+    EXPECT_EQ(s.count, c.values.size()) << c.rule;
+    EXPECT_DOUBLE_EQ(s.p50, c.p50) << c.rule;
+    EXPECT_DOUBLE_EQ(s.p99, c.p99) << c.rule;
+    EXPECT_DOUBLE_EQ(s.max, c.max) << c.rule;
+  }
+}
+
+TEST(MetricsTest, TakeStartsANewWindow) {
+  SampleWindow w;
+  w.Add(3);
+  w.Add(1);
+  Summary first = w.Take();
+  EXPECT_EQ(first.count, 2u);
+  EXPECT_DOUBLE_EQ(first.max, 3);
+  Summary second = w.Take();
+  EXPECT_EQ(second.count, 0u);
+  EXPECT_DOUBLE_EQ(second.max, 0);
+}
+
+TEST(MetricsTest, AFullWindowCountsEverySampleAndKeepsPercentilesClose) {
+  SampleWindow w(100);
+  for (int i = 1; i <= 10000; ++i) w.Add(i % 1000);  // uniform over 0..999
+  Summary s = w.Take();
+  EXPECT_EQ(s.count, 10000u);
+  EXPECT_NEAR(s.p50, 500, 150);  // a 100-sample reservoir of a uniform stream
+  EXPECT_LE(s.max, 999);
+}
+
+TEST(MetricsTest, StatsJsonCarriesEveryFigure) {
+  RelayStats st;
+  st.uptime_s = 12.3456;
+  st.interval_s = 10;
+  st.received = 7;
+  st.committed = 6;
+  st.published = 5;
+  st.acked = 4;
+  st.refused_topic = 1;
+  st.topics = 3;
+  st.batches = 2;
+  st.commit_ms = {2, 0.5, 0.9, 0.9};
+  st.buffer_messages = 1;
+  st.buffer_max = 100;
+  st.replay_requests = 9;
+  st.database_up = true;
+  st.intake_connected = true;
+  auto j = nlohmann::json::parse(StatsJson(st));
+  EXPECT_DOUBLE_EQ(j["uptime_s"].get<double>(), 12.346);
+  EXPECT_EQ(j["interval_s"], 10);
+  EXPECT_EQ(j["messages"]["received"], 7);
+  EXPECT_EQ(j["messages"]["committed"], 6);
+  EXPECT_EQ(j["messages"]["published"], 5);
+  EXPECT_EQ(j["messages"]["acknowledged"], 4);
+  EXPECT_EQ(j["messages"]["refused"]["topic_too_long"], 1);
+  EXPECT_EQ(j["topics"], 3);
+  EXPECT_EQ(j["batches"], 2);
+  EXPECT_EQ(j["commit_ms"]["count"], 2);
+  EXPECT_DOUBLE_EQ(j["commit_ms"]["p99"].get<double>(), 0.9);
+  EXPECT_EQ(j["buffer"]["max"], 100);
+  EXPECT_EQ(j["replay"]["requests"], 9);
+  EXPECT_EQ(j["database"], "up");
+  EXPECT_EQ(j["broker"]["intake"], "connected");
+  EXPECT_EQ(j["broker"]["output"], "disconnected");
+}
+
+}  // namespace
+}  // namespace seqrelay
