@@ -88,9 +88,11 @@ std::vector<std::string> Describe(const Config& c) {
                   fmt::join(c.sources, ", "), fmt::join(c.immediate, ", "), c.seq_prefix, c.control_prefix,
                   c.max_payload),
       fmt::format("batch-max={} batch-delay-us={} buffer-max={} buffer-max-bytes={} shutdown-timeout={}s "
-                  "journal-dir={} replay-max={} replay-workers={} stats-interval={}s log-level={} log-format={}",
+                  "journal-dir={} replay-max={} replay-workers={} acl-file={} stats-interval={}s log-level={} "
+                  "log-format={}",
                   c.batch_max, c.batch_delay_us, c.buffer_max, c.buffer_max_bytes, c.shutdown_timeout_s,
                   c.journal_dir.empty() ? "(none)" : c.journal_dir, c.replay_max, c.replay_workers,
+                  c.acl_file.empty() ? "(none)" : c.acl_file,
                   c.stats_interval_s, levels[static_cast<int>(c.log_level)],
                   c.log_format == LogFormat::kJson ? "json" : "text"),
   };

@@ -82,6 +82,7 @@ std::string StatsJson(const RelayStats& s) {
       {"buffer", {{"messages", s.buffer_messages}, {"max", s.buffer_max}, {"intake_pauses", s.intake_pauses}}},
       {"replay",
        {{"requests", s.replay_requests}, {"served", s.replay_served}, {"failed", s.replay_failed},
+        {"forbidden", s.replay_forbidden},
         {"frames", s.replay_frames}}},
       {"journal", {{"errors", s.journal_errors}, {"replayed", s.journal_replayed}, {"redeliveries", s.redeliveries}}},
       {"database", s.database_up ? "up" : "down"},

@@ -57,7 +57,7 @@ struct RelayStats {
   Summary batch_rows;  // rows per committed batch
   Summary commit_ms;   // time from a batch's first commit attempt to its confirmed commit
   uint64_t buffer_messages = 0, buffer_max = 0, intake_pauses = 0;
-  uint64_t replay_requests = 0, replay_served = 0, replay_failed = 0, replay_frames = 0;
+  uint64_t replay_requests = 0, replay_served = 0, replay_failed = 0, replay_forbidden = 0, replay_frames = 0;
   uint64_t journal_errors = 0, journal_replayed = 0, redeliveries = 0;
   bool database_up = false;
   bool intake_connected = false, output_connected = false, replay_connected = false;

@@ -112,7 +112,12 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
        "to ask from.")
       ("replay-workers", po::value(&c.replay_workers)->default_value(c.replay_workers)->value_name("N"),
        "Replies served at once, each with its own database connection (1..16). Further requests wait, taken "
-       "round-robin across clients; one client's requests are served one at a time, in order.");
+       "round-robin across clients; one client's requests are served one at a time, in order.")
+      ("acl-file", po::value(&c.acl_file)->value_name("FILE"),
+       "mosquitto's acl_file: a replay of topic T is served to client R only if R may read <seq-prefix>/T by "
+       "this file, else the status says \"forbidden\". The relay cannot see MQTT usernames and takes R's "
+       "username to be R: run the clients' listener with use_username_as_clientid true (the shipped "
+       "mosquitto.conf does). Read at start. Without it every client may replay every topic.");
 
   po::options_description observe("Observability");
   observe.add_options()

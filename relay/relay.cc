@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <unordered_set>
 
 #include "log.h"
@@ -168,6 +170,24 @@ Status Relay::Republish() {
 
 int Relay::Run() {
   for (const auto& line : Describe(config_)) LogInfo("config: {}", line);
+
+  // Configuration files first: a bad one stops the relay before it connects.
+  if (!config_.acl_file.empty()) {
+    std::ifstream file(config_.acl_file);
+    if (!file) {
+      LogError("--acl-file: cannot read '{}'", config_.acl_file);
+      return 1;
+    }
+    std::stringstream text;
+    text << file.rdbuf();
+    auto acl = Acl::Parse(text.str());
+    if (!acl.ok()) {
+      LogError("--acl-file {}: {}", config_.acl_file, acl.error());
+      return 1;
+    }
+    LogInfo("replay access control: {} rules from {}", acl->rule_count(), config_.acl_file);
+    retransmit_.SetAcl(std::make_shared<const Acl>(std::move(acl).value()));
+  }
 
   if (Status s = OpenDatabase(); !s.ok()) {
     if (!s.permanent() && stopping_) return 0;
@@ -371,6 +391,7 @@ void Relay::PublishStats() {
   s.replay_requests = r.requests;
   s.replay_served = r.served;
   s.replay_failed = r.failed;
+  s.replay_forbidden = r.forbidden;
   s.replay_frames = r.frames;
   s.journal_errors = c.journal_errors;
   s.journal_replayed = c.journal_replayed;

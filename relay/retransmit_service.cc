@@ -114,6 +114,11 @@ void RetransmitService::Serve(Job& job, MysqlStore& store) {
     }
     return r;
   };
+  if (f.topic && !MayRead(job, *f.topic)) {  // before the database: not even "unknown topic"
+    ++counters_.forbidden;
+    Answer(job, ReplyStatus::Refused("forbidden"));
+    return;
+  }
   auto topic = with_db([&] { return store.FindTopic(f.topic, f.id); });
   if (!topic.ok()) {
     LogWarn("retransmit for {}: {}", job.client, topic.error());
@@ -125,6 +130,12 @@ void RetransmitService::Serve(Job& job, MysqlStore& store) {
     return;
   }
   const MysqlStore::TopicRow& t = **topic;
+  if (!MayRead(job, t.topic)) {
+    // By id: the client learns neither the topic's name nor its last SEQ.
+    ++counters_.forbidden;
+    Answer(job, ReplyStatus::Refused("forbidden"));
+    return;
+  }
   f.topic = t.topic;
   f.id = t.id;
   ReplyStatus status;
@@ -157,6 +168,12 @@ void RetransmitService::Serve(Job& job, MysqlStore& store) {
     }
   }
   Answer(job, status);
+}
+
+bool RetransmitService::MayRead(const Job& job, std::string_view topic) const {
+  if (!acl_) return true;
+  const std::string frames = config_.seq_prefix + "/" + std::string(topic);
+  return acl_->MayRead(job.client, job.client, frames);
 }
 
 void RetransmitService::PublishFrame(const Job& job, std::span<const uint8_t> frame) {

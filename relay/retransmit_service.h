@@ -13,13 +13,19 @@
 // (a client that retries a slow request must not see the retry's status
 // before the first request's frames).
 //
-// OnRequest runs on the replay link's thread; Start/Stop on the main thread.
+// With an ACL (--acl-file), a request is served only if the client may read
+// <seq-prefix>/T by that ACL; otherwise it gets "forbidden", and a request by
+// id learns nothing of the topic's name.
+//
+// OnRequest runs on the replay link's thread; SetAcl, Start and Stop on the
+// main thread, SetAcl before Start.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -27,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "acl.h"
 #include "config.h"
 #include "mqtt_link.h"
 #include "retransmit.h"
@@ -42,6 +49,7 @@ class RetransmitService {
   explicit RetransmitService(const Config& config);
   ~RetransmitService();
 
+  void SetAcl(std::shared_ptr<const Acl> acl) { acl_ = std::move(acl); }
   // Workers publish their replies on `link`, which must outlive Stop().
   void Start(MqttLink& link);
   // Finishes the jobs being served; drops the ones still waiting.
@@ -55,6 +63,7 @@ class RetransmitService {
     std::atomic<uint64_t> failed{0};          // answered "error"
     std::atomic<uint64_t> frames{0};          // frames sent in replies
     std::atomic<uint64_t> ignored_retained{0};
+    std::atomic<uint64_t> forbidden{0};        // of the failed, refused by the ACL
   };
   const Counters& counters() const { return counters_; }
 
@@ -68,11 +77,14 @@ class RetransmitService {
 
   void Worker();
   void Serve(Job& job, MysqlStore& store);
+  // True if the ACL (if any) lets the job's client read the frames of `topic`.
+  bool MayRead(const Job& job, std::string_view topic) const;
   void Answer(const Job& job, const ReplyStatus& status);
   void PublishFrame(const Job& job, std::span<const uint8_t> frame);
 
   const Config& config_;
   MqttLink* link_ = nullptr;  // set by Start, before any worker runs
+  std::shared_ptr<const Acl> acl_;  // null: no access control; set before Start, then read-only
   Counters counters_;
   std::vector<std::thread> workers_;
 

@@ -55,7 +55,6 @@ std::string Base64(const std::string& in) {
 
 int main(int argc, char** argv) {
   seqclient::Options o;
-  o.client_id = "seqsub-" + std::to_string(getpid());
   std::string format = "text";
   bool verbose = false, history = false;
   long long count = 0, gap_wait_ms = 200;
@@ -73,8 +72,10 @@ int main(int argc, char** argv) {
        "and --state.")
       ("username,u", po::value(&o.user), "Username.")
       ("pw,P", po::value(&o.password), "Password.")
-      ("id,i", po::value(&o.client_id)->default_value(o.client_id),
-       "Client id; retransmit replies come on <control-prefix>/replay/ID.")
+      ("id,i", po::value(&o.client_id),
+       "Client id; retransmit replies come on <control-prefix>/replay/ID. Default: the username when -u is "
+       "given (a broker with use_username_as_clientid, like the shipped one, renames the client to it), else "
+       "seqsub-<pid>.")
       ("qos,q", po::value(&o.qos)->default_value(o.qos), "QoS of the subscription (0, 1 or 2).")
       ("verbose,v", po::bool_switch(&verbose), "Print 'topic SEQ payload' instead of the payload alone.")
       ("count,C", po::value(&count), "Exit after N messages.")
@@ -104,6 +105,7 @@ int main(int argc, char** argv) {
     if (vm.count("count") && count < 1) throw po::error("--count must be at least 1");
   };
   if (auto exit_code = seqtools::ParseCommandLine("seqsub", argc, argv, desc, check)) return *exit_code;
+  if (o.client_id.empty()) o.client_id = o.user.empty() ? "seqsub-" + std::to_string(getpid()) : o.user;
   o.gap_wait = std::chrono::milliseconds(gap_wait_ms);
   if (history) o.history = seqclient::History::kAll;
   if (from) o.history = seqclient::History::kFrom, o.history_n = from;

@@ -26,7 +26,10 @@ grep -q '^HEALTHCHECK' "$docker/Dockerfile" || fail "the Dockerfile has no HEALT
 
 conf=$docker/mosquitto/mosquitto.conf
 for line in 'set_tcp_nodelay true' 'persistence true' 'autosave_interval 1' 'allow_anonymous false' \
-            'message_size_limit 1048576' 'max_queued_messages 300000'; do
+            'message_size_limit 1048576' 'max_queued_messages 300000' 'listener 1883' \
+            'use_username_as_clientid true' 'listener 1884'; do
   grep -qx "$line" "$conf" || fail "mosquitto.conf lacks '$line'"
 done
+grep -q 'SEQRELAY_ACL_FILE: /etc/seqrelay/acl' "$docker/compose.yaml" || fail "the relay does not read the ACL"
+grep -q 'SEQRELAY_MQTT_PORT: "1884"' "$docker/compose.yaml" || fail "the relay must use its own listener"
 echo "check_docker: compose.yaml valid, Dockerfile uses the shared scripts, mosquitto.conf as required"

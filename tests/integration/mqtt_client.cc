@@ -9,9 +9,11 @@
 
 namespace seqtest {
 
-MqttClient::MqttClient(int port, const std::string& id, bool clean, bool v5) {
+MqttClient::MqttClient(int port, const std::string& id, bool clean, bool v5, const std::string& user,
+                       const std::string& password) {
   mosquitto_lib_init();
   mosq_ = mosquitto_new(id.c_str(), clean, this);
+  if (!user.empty()) mosquitto_username_pw_set(mosq_, user.c_str(), password.c_str());
   if (v5) mosquitto_int_option(mosq_, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
   mosquitto_int_option(mosq_, MOSQ_OPT_TCP_NODELAY, 1);
   mosquitto_max_inflight_messages_set(mosq_, 0);

@@ -26,7 +26,9 @@ class MqttClient {
  public:
   // clean = false gives a persistent session (the broker queues QoS 1
   // messages for it while it is disconnected).
-  MqttClient(int port, const std::string& id, bool clean = true, bool v5 = false);
+  // With `user`, it logs in with that username and password.
+  MqttClient(int port, const std::string& id, bool clean = true, bool v5 = false, const std::string& user = "",
+             const std::string& password = "");
   ~MqttClient();
 
   void Subscribe(const std::string& filter, int qos = 1);

@@ -15,7 +15,7 @@ RelayProcess::~RelayProcess() { process_.Stop(); }
 
 void RelayProcess::Start(const std::vector<std::string>& env) {
   std::vector<std::string> argv = {SEQRELAY_BINARY,
-                                   "--mqtt-port=" + std::to_string(servers_.mqtt_port()),
+                                   "--mqtt-port=" + std::to_string(mqtt_port_ ? mqtt_port_ : servers_.mqtt_port()),
                                    "--db-port=" + std::to_string(servers_.db_port()),
                                    "--db-user=" + db_user_,
                                    "--db-name=" + name_,
@@ -24,6 +24,10 @@ void RelayProcess::Start(const std::vector<std::string>& env) {
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
   const std::size_t before = log().size();
   std::vector<std::string> environment = {"SEQRELAY_DB_PASSWORD=" + db_password_};
+  if (!mqtt_user_.empty()) {
+    argv.push_back("--mqtt-user=" + mqtt_user_);
+    environment.push_back("SEQRELAY_MQTT_PASSWORD=" + mqtt_password_);
+  }
   environment.insert(environment.end(), env.begin(), env.end());
   process_.Start(argv, servers_.dir() + "/relay-" + name_ + ".log", environment);
   ++starts_;

@@ -32,6 +32,12 @@ class RelayProcess {
     db_user_ = std::move(user);
     db_password_ = std::move(password);
   }
+  // Use another broker (port, user, password) from the next Start() on.
+  void SetBroker(int port, std::string user, std::string password) {
+    mqtt_port_ = port;
+    mqtt_user_ = std::move(user);
+    mqtt_password_ = std::move(password);
+  }
   std::string log() const;
 
  private:
@@ -40,6 +46,8 @@ class RelayProcess {
   const std::vector<std::string> extra_args_;
   std::string db_user_ = TestServers::kDbUser;
   std::string db_password_ = TestServers::kDbPassword;
+  int mqtt_port_ = 0;  // 0: the shared broker
+  std::string mqtt_user_, mqtt_password_;
   Process process_;
   int starts_ = 0;
 };

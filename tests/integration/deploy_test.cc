@@ -1,0 +1,212 @@
+// The shipped broker configuration, run for real: docker/mosquitto's
+// mosquitto.conf and acl, with paths and ports rewritten to a temp folder,
+// a password file made by mosquitto_passwd, the relay on its own listener
+// with --acl-file, and clients logged in as their users. It shows that the
+// files work together as the README says: clients are their usernames, the
+// broker enforces the ACL live, and the relay replays only what a client may
+// read.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "relay_fixture.h"
+#include "seq_client.h"
+
+namespace seqtest {
+namespace {
+
+using nlohmann::json;
+
+// mosquitto started from the shipped files. Every line that is rewritten
+// must be in the shipped file, so the test follows the file and fails if
+// the file changes under it.
+class ShippedBroker {
+ public:
+  explicit ShippedBroker(const std::string& dir, const std::string& extra_acl)
+      : dir_(dir), client_port_(FreePort()), relay_port_(FreePort()) {
+    std::filesystem::create_directories(dir_);
+    const std::string docker = std::string(SEQRELAY_SOURCE_DIR) + "/docker/mosquitto";
+    std::string conf = ReadFile(docker + "/mosquitto.conf");
+    Rewrite(conf, "listener 1883\n", "listener " + std::to_string(client_port_) + " 127.0.0.1\n");
+    Rewrite(conf, "listener 1884\n", "listener " + std::to_string(relay_port_) + " 127.0.0.1\n");
+    Rewrite(conf, "persistence_location /mosquitto/data/\n", "persistence_location " + dir_ + "/\n");
+    Rewrite(conf, "password_file /mosquitto/data/passwords\n", "password_file " + dir_ + "/passwords\n");
+    Rewrite(conf, "acl_file /mosquitto/config/acl\n", "acl_file " + acl_path() + "\n");
+    if (geteuid() == 0) conf += "user root\n";  // else mosquitto drops to 'mosquitto' and cannot read the files
+    std::ofstream(dir_ + "/mosquitto.conf") << conf;
+    std::ofstream(acl_path()) << ReadFile(docker + "/acl") << "\n" << extra_acl;
+    std::ofstream(dir_ + "/passwords").close();  // mosquitto_passwd -b adds to an existing file
+    for (const auto& [user, password] : kUsers) {
+      std::string out;
+      int rc = RunCommand({"mosquitto_passwd", "-b", dir_ + "/passwords", user, password}, &out);
+      if (rc != 0) throw std::runtime_error("mosquitto_passwd failed: " + out);
+    }
+    process_.Start({"mosquitto", "-c", dir_ + "/mosquitto.conf"}, dir_ + "/mosquitto.log");
+    bool up = WaitFor([&] { return !process_.running() || (PortOpen(client_port_) && PortOpen(relay_port_)); },
+                      std::chrono::seconds(20));
+    if (!up || !process_.running()) throw std::runtime_error("mosquitto did not start:\n" + log());
+  }
+  ~ShippedBroker() { process_.Stop(); }
+
+  int client_port() const { return client_port_; }
+  int relay_port() const { return relay_port_; }
+  std::string acl_path() const { return dir_ + "/acl"; }
+  std::string log() const { return ReadFile(dir_ + "/mosquitto.log"); }
+  static std::string Password(const std::string& user) { return user + "-secret"; }
+
+ private:
+  static void Rewrite(std::string& text, const std::string& from, const std::string& to) {
+    auto at = text.find(from);
+    if (at == std::string::npos) throw std::runtime_error("shipped mosquitto.conf lacks '" + from + "'");
+    text.replace(at, from.size(), to);
+  }
+  static bool PortOpen(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    const bool open = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    close(fd);
+    return open;
+  }
+
+  inline static const std::vector<std::pair<std::string, std::string>> kUsers = {
+      {"seqrelay", "seqrelay-secret"}, {"alice", "alice-secret"}, {"bob", "bob-secret"}};
+  const std::string dir_;
+  const int client_port_, relay_port_;
+  Process process_;
+};
+
+class DeployE2E : public RelayE2E {
+ protected:
+  void TearDown() override {
+    if (HasFailure() && broker_) std::cerr << "---- shipped mosquitto log ----\n" << broker_->log();
+    RelayE2E::TearDown();
+  }
+  std::unique_ptr<ShippedBroker> broker_;
+};
+
+TEST_F(DeployE2E, ShippedConfAndAclLetAClientReplayOnlyWhatItMayRead) {
+  // The README's way to add a user: a block in the acl (and a password).
+  broker_ = std::make_unique<ShippedBroker>(servers().dir() + "/shipped-" + name_,
+                                            "user bob\ntopic write secret/#\ntopic read seq/secret/#\n");
+  relay_ = std::make_unique<RelayProcess>(
+      servers(), name_,
+      std::vector<std::string>{"--source=chat/#", "--source=secret/#", "--acl-file=" + broker_->acl_path()});
+  relay_->SetBroker(broker_->relay_port(), "seqrelay", ShippedBroker::Password("seqrelay"));
+  relay_->Start();
+  EXPECT_NE(relay_->log().find("replay access control: "), std::string::npos) << relay_->log();
+
+  const std::string chat = "chat/" + name_, secret = "secret/" + name_;
+  const int port = broker_->client_port();
+  // Client ids are replaced by usernames on this listener: "whatever" is alice.
+  // One connection per user at a time: a second one with the same username
+  // takes the first one's client id, and the broker closes the first.
+  auto login_alice = [&] {
+    return std::make_unique<MqttClient>(port, "whatever", true, false, "alice", ShippedBroker::Password("alice"));
+  };
+  auto alice = login_alice();
+  MqttClient bob(port, "bob", true, false, "bob", ShippedBroker::Password("bob"));
+  bob.Subscribe("relay/replay/bob/#");
+  for (int i = 1; i <= 5; ++i) alice->Publish(chat, "c" + std::to_string(i));
+  for (int i = 1; i <= 3; ++i) bob.Publish(secret, "s" + std::to_string(i));
+  alice->Publish(secret, "alice may not write here");  // dropped by the broker's ACL
+  ASSERT_TRUE(alice->WaitAllAcked(10s));
+  ASSERT_TRUE(bob.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(chat).size() == 5 && AuditTrail(secret).size() == 3; }, 20s));
+  std::this_thread::sleep_for(Scaled(300ms));  // a negative check: nothing more arrives
+  EXPECT_EQ(AuditTrail(secret).size(), 3u) << "the broker let alice write to secret/";
+
+  // alice reads her topic's history through the client library.
+  alice.reset();
+  seqclient::Options o;
+  o.port = port;
+  o.user = "alice";
+  o.password = ShippedBroker::Password("alice");
+  o.client_id = "alice";  // the broker makes it so anyway
+  o.filters = {chat};
+  o.history = seqclient::History::kAll;
+  std::mutex mu;
+  std::vector<uint64_t> seqs;
+  seqclient::SeqClient reader(o, [&](const seqclient::Message& m) {
+    std::lock_guard lock(mu);
+    seqs.push_back(m.seq);
+  });
+  ASSERT_EQ(reader.Start(), std::nullopt);
+  ASSERT_TRUE(WaitFor([&] { std::lock_guard lock(mu); return seqs.size() >= 5; }, 10s));
+  reader.Stop();
+  EXPECT_EQ(seqs, (std::vector<uint64_t>{1, 2, 3, 4, 5}));
+
+  // alice asks for bob's topic, by name and by id: "forbidden", no frames,
+  // and the id request does not learn the topic's name.
+  alice = login_alice();
+  alice->Subscribe("relay/replay/alice/#");
+  const std::size_t before = alice->received_count();
+  alice->Publish("relay/retransmit/alice", json{{"topic", secret}, {"from", 1}}.dump());
+  const uint32_t secret_id = TopicId(secret);
+  alice->Publish("relay/retransmit/alice", json{{"id", secret_id}, {"from", 1}}.dump());
+  ASSERT_TRUE(alice->WaitForCount(before + 2, 10s));
+  std::this_thread::sleep_for(Scaled(300ms));
+  auto got = alice->received();
+  ASSERT_EQ(got.size(), before + 2) << "frames were sent for a forbidden topic";
+  for (std::size_t i = before; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].topic, "relay/replay/alice/status");
+    auto s = json::parse(got[i].payload);
+    EXPECT_EQ(s["status"], "error") << got[i].payload;
+    EXPECT_EQ(s["error"], "forbidden") << got[i].payload;
+    EXPECT_FALSE(s.contains("last")) << got[i].payload;
+  }
+  EXPECT_FALSE(json::parse(got[before + 1].payload).contains("topic")) << got[before + 1].payload;
+
+  // alice cannot ask in bob's name: the broker drops the publish, so bob
+  // gets no answer to it.
+  const std::size_t bob_before = bob.received_count();
+  alice->Publish("relay/retransmit/bob", json{{"topic", secret}, {"from", 1}}.dump());
+  ASSERT_TRUE(alice->WaitAllAcked(5s));
+  // bob asks for his own topic: 3 frames and an ok status.
+  bob.Publish("relay/retransmit/bob", json{{"topic", secret}, {"from", 1}}.dump());
+  ASSERT_TRUE(bob.WaitForCount(bob_before + 4, 10s));
+  std::this_thread::sleep_for(Scaled(300ms));
+  auto bob_got = bob.received();
+  ASSERT_EQ(bob_got.size(), bob_before + 4) << "bob got an answer to the request alice made in his name";
+  for (std::size_t i = 0; i < 3; ++i) {
+    const Received& r = bob_got[bob_before + i];
+    EXPECT_EQ(r.topic, "relay/replay/bob");
+    auto view = seqrelay::DecodeFrame({reinterpret_cast<const uint8_t*>(r.payload.data()), r.payload.size()});
+    ASSERT_TRUE(view.ok()) << r.topic;
+    EXPECT_EQ(view->header.seq, i + 1);
+    EXPECT_EQ(view->header.topic_id, secret_id);
+  }
+  auto status = json::parse(bob_got[bob_before + 3].payload);
+  EXPECT_EQ(status["status"], "ok") << bob_got[bob_before + 3].payload;
+  EXPECT_EQ(status["sent"], 3);
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
+TEST(DeployOptions, ABadAclFileStopsTheRelayAtStartAndNamesTheLine) {
+  char path[] = "/tmp/seqtest-acl-XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  const std::string bad = "user alice\ntopic reed seq/chat/#\n";
+  ASSERT_EQ(write(fd, bad.data(), bad.size()), static_cast<ssize_t>(bad.size()));
+  close(fd);
+  std::string out;
+  // No servers: the file is read before anything is connected.
+  EXPECT_EQ(RunRelay({std::string("--acl-file=") + path, "--db-port=1", "--mqtt-port=1"}, &out), 1) << out;
+  EXPECT_NE(out.find("acl line 2: access must be read, write, readwrite or deny, got 'reed'"), std::string::npos)
+      << out;
+  unlink(path);
+  EXPECT_EQ(RunRelay({"--acl-file=/nonexistent/acl", "--db-port=1", "--mqtt-port=1"}, &out), 1) << out;
+  EXPECT_NE(out.find("--acl-file: cannot read '/nonexistent/acl'"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace seqtest

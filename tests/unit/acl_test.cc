@@ -1,0 +1,125 @@
+// Tests of Acl: mosquitto's acl_file format and its evaluation (users,
+// anonymous block, patterns with %c and %u, '+' and '#', deny first).
+#include "acl.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace seqrelay {
+namespace {
+
+constexpr const char* kFile = R"(# a comment
+topic read public/#
+
+user alice
+topic read seq/chat/#
+topic deny seq/chat/secret
+topic write chat/#
+
+user bob
+topic readwrite seq/+/bob
+topic seq/plain
+
+pattern read seq/home/%c/#
+pattern read seq/users/%u
+pattern deny seq/home/+/private
+)";
+
+struct Case {
+  const char* rule;
+  std::optional<std::string> username;
+  std::string client_id;
+  std::string topic;
+  bool read;
+};
+
+TEST(AclTest, EvaluatesLikeMosquitto) {
+  auto acl = Acl::Parse(kFile);
+  ASSERT_TRUE(acl.ok()) << acl.error();
+  EXPECT_EQ(acl->rule_count(), 9u);
+  const Case cases[] = {
+      {"user rule with # grants", "alice", "alice", "seq/chat/room1", true},
+      {"# also matches the parent level", "alice", "alice", "seq/chat", true},
+      {"deny wins over a wider grant, whatever the order", "alice", "alice", "seq/chat/secret", false},
+      {"write-only rule does not grant read", "alice", "alice", "chat/room1", false},
+      {"another user's rule does not apply", "alice", "alice", "seq/x/bob", false},
+      {"+ matches exactly one level", "bob", "bob", "seq/a/bob", true},
+      {"+ does not match two levels", "bob", "bob", "seq/a/b/bob", false},
+      {"rule without access is readwrite", "bob", "bob", "seq/plain", true},
+      {"anonymous block applies to no username", std::nullopt, "anon1", "public/news", true},
+      {"anonymous block does not apply to users", "alice", "alice", "public/news", false},
+      {"%c pattern with the client id", "carol", "c-42", "seq/home/c-42/lights", true},
+      {"%c pattern, someone else's id", "carol", "c-42", "seq/home/c-43/lights", false},
+      {"pattern deny before pattern grant", "carol", "c-42", "seq/home/c-42/private", false},
+      {"%u pattern with the username", "dave", "dave-phone", "seq/users/dave", true},
+      {"%u pattern never applies to anonymous", std::nullopt, "x", "seq/users/", false},
+      {"+ in the client id refuses all patterns", "carol", "c+", "seq/home/c+/lights", false},
+      {"# in the username refuses all patterns", "d#", "d1", "seq/users/d#", false},
+      {"a user without a block still gets patterns", "erin", "erin", "seq/home/erin", true},
+      {"nothing matches: refused", "alice", "alice", "seq/other/topic", false},
+      {"topics are compared byte for byte", "alice", "alice", "seq/Chat/room1", false},
+  };
+  for (const auto& c : cases) {
+    std::optional<std::string_view> user;
+    if (c.username) user = *c.username;
+    EXPECT_EQ(acl->MayRead(user, c.client_id, c.topic), c.read) << c.rule;
+  }
+}
+
+TEST(AclTest, WriteAccessIsSeparate) {
+  auto acl = Acl::Parse(kFile);
+  ASSERT_TRUE(acl.ok());
+  EXPECT_TRUE(acl->Allows("alice", "alice", "chat/room1", Acl::kWrite));
+  EXPECT_FALSE(acl->Allows("alice", "alice", "seq/chat/room1", Acl::kWrite));
+  EXPECT_TRUE(acl->Allows("bob", "bob", "seq/a/bob", Acl::kWrite));
+}
+
+TEST(AclTest, AnEmptyFileRefusesEverything) {
+  auto acl = Acl::Parse("# nothing\n\n");
+  ASSERT_TRUE(acl.ok());
+  EXPECT_FALSE(acl->MayRead("alice", "alice", "seq/chat/room1"));
+  EXPECT_FALSE(acl->MayRead(std::nullopt, "x", "seq/chat/room1"));
+}
+
+TEST(AclTest, BadLinesAreErrorsThatNameTheLine) {
+  const struct {
+    const char* rule;
+    const char* text;
+    const char* error_has;
+  } cases[] = {
+      {"unknown keyword", "topic read a\nfoo bar\n", "line 2"},
+      {"unknown access", "topic reed a/b\n", "access must be"},
+      {"topic keyword without a topic", "topic\n", "needs a topic"},
+      {"user without a name", "user\n", "needs a username"},
+      {"# not at the end of a filter", "topic read a/#/b\n", "line 1"},
+  };
+  for (const auto& c : cases) {
+    auto acl = Acl::Parse(c.text);
+    ASSERT_FALSE(acl.ok()) << c.rule;
+    EXPECT_NE(acl.error().find(c.error_has), std::string::npos) << c.rule << ": " << acl.error();
+  }
+}
+
+TEST(AclTest, TheShippedAclParsesAndSaysWhatItsCommentsSay) {
+  std::ifstream in(std::string(SEQRELAY_SOURCE_DIR) + "/docker/mosquitto/acl");
+  ASSERT_TRUE(in) << "docker/mosquitto/acl not found";
+  std::stringstream text;
+  text << in.rdbuf();
+  auto acl = Acl::Parse(text.str());
+  ASSERT_TRUE(acl.ok()) << acl.error();
+  // alice reads her chat topics sequenced; nothing else, and never a
+  // relay-only topic.
+  EXPECT_TRUE(acl->MayRead("alice", "alice", "seq/chat/room1"));
+  EXPECT_FALSE(acl->MayRead("alice", "alice", "seq/ops/alerts"));
+  EXPECT_TRUE(acl->MayRead("alice", "alice", "relay/replay/alice"));
+  EXPECT_FALSE(acl->MayRead("alice", "alice", "relay/replay/bob"));
+  EXPECT_TRUE(acl->Allows("alice", "alice", "relay/retransmit/alice", Acl::kWrite));
+  EXPECT_FALSE(acl->Allows("alice", "alice", "relay/retransmit/bob", Acl::kWrite));
+  EXPECT_FALSE(acl->Allows("alice", "alice", "seq/chat/room1", Acl::kWrite)) << "only the relay publishes frames";
+  EXPECT_TRUE(acl->Allows("seqrelay", "seqrelay-out", "seq/chat/room1", Acl::kWrite));
+}
+
+}  // namespace
+}  // namespace seqrelay
