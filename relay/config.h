@@ -55,6 +55,8 @@ struct Config {
 
   // Observability
   int stats_interval_s = 10;  // retained report on <control-prefix>/stats; 0 = off
+  int metrics_port = 0;       // Prometheus /metrics; 0 = off
+  std::string metrics_bind = "127.0.0.1";
   LogLevel log_level = LogLevel::kInfo;
   LogFormat log_format = LogFormat::kText;
 };

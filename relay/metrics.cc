@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 namespace seqrelay {
@@ -90,6 +91,52 @@ std::string StatsJson(const RelayStats& s) {
                   {"replay", up(s.replay_connected)}}},
   };
   return j.dump();
+}
+
+std::string PrometheusText(const RelayStats& s) {
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help, auto value, const char* labels = "") {
+    if (out.find(fmt::format("# TYPE {} ", name)) == std::string::npos) {
+      out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+    }
+    out += fmt::format("{}{} {}\n", name, labels, value);
+  };
+  metric("seqrelay_uptime_seconds", "gauge", "Seconds since the relay started.", Round3(s.uptime_s));
+  metric("seqrelay_messages_received_total", "counter", "Messages the broker delivered to the relay.", s.received);
+  metric("seqrelay_messages_committed_total", "counter", "Rows committed to MSG.", s.committed);
+  metric("seqrelay_messages_published_total", "counter", "Frames handed to the broker on the sequenced topics.",
+         s.published);
+  metric("seqrelay_messages_acknowledged_total", "counter", "Frames the broker acknowledged.", s.acked);
+  metric("seqrelay_messages_republished_total", "counter", "Rows of an earlier run published again at start.",
+         s.republished);
+  metric("seqrelay_messages_lost_total", "counter", "Messages given up at shutdown (--shutdown-timeout).", s.lost);
+  const char* refused = "Messages refused, by reason.";
+  metric("seqrelay_messages_refused_total", "counter", refused, s.refused_topic, "{reason=\"topic_too_long\"}");
+  metric("seqrelay_messages_refused_total", "counter", refused, s.refused_payload, "{reason=\"payload_too_large\"}");
+  metric("seqrelay_messages_refused_total", "counter", refused, s.refused_seq, "{reason=\"out_of_seq\"}");
+  const char* ignored = "Messages not sequenced, by reason.";
+  metric("seqrelay_messages_ignored_total", "counter", ignored, s.ignored_own, "{reason=\"own_topic\"}");
+  metric("seqrelay_messages_ignored_total", "counter", ignored, s.ignored_retained, "{reason=\"retained\"}");
+  metric("seqrelay_topics", "gauge", "Topics the relay has sequenced since it started.", s.topics);
+  metric("seqrelay_commit_seconds_sum", "counter", "Time spent committing batches.", s.commit_seconds_total);
+  metric("seqrelay_commit_seconds_count", "counter", "Batches committed.", s.batches);
+  metric("seqrelay_buffer_messages", "gauge", "Messages held between intake and commit.", s.buffer_messages);
+  metric("seqrelay_buffer_max_messages", "gauge", "The buffer's bound (--buffer-max).", s.buffer_max);
+  metric("seqrelay_intake_pauses_total", "counter", "Times intake paused on a full buffer.", s.intake_pauses);
+  const char* replay = "Retransmit requests, by outcome.";
+  metric("seqrelay_replay_requests_total", "counter", replay, s.replay_served, "{outcome=\"ok\"}");
+  metric("seqrelay_replay_requests_total", "counter", replay, s.replay_failed - s.replay_forbidden,
+         "{outcome=\"error\"}");
+  metric("seqrelay_replay_requests_total", "counter", replay, s.replay_forbidden, "{outcome=\"forbidden\"}");
+  metric("seqrelay_replay_frames_total", "counter", "Frames sent in retransmit replies.", s.replay_frames);
+  metric("seqrelay_journal_errors_total", "counter", "Messages that could not be journaled.", s.journal_errors);
+  metric("seqrelay_database_up", "gauge", "1 while the writer's last database call succeeded.",
+         s.database_up ? 1 : 0);
+  const char* link = "1 while the relay's MQTT link is connected.";
+  metric("seqrelay_broker_connected", "gauge", link, s.intake_connected ? 1 : 0, "{link=\"intake\"}");
+  metric("seqrelay_broker_connected", "gauge", link, s.output_connected ? 1 : 0, "{link=\"output\"}");
+  metric("seqrelay_broker_connected", "gauge", link, s.replay_connected ? 1 : 0, "{link=\"replay\"}");
+  return out;
 }
 
 }  // namespace seqrelay

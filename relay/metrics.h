@@ -46,7 +46,8 @@ class SampleWindow {
 };
 
 // One report. Counters are totals since start; windows cover the time
-// since the previous report.
+// since the previous report (PrometheusText does not use them: Prometheus
+// wants totals, so commit time is also kept as a running sum).
 struct RelayStats {
   double uptime_s = 0;
   int interval_s = 0;
@@ -56,6 +57,7 @@ struct RelayStats {
   uint64_t topics = 0, batches = 0;
   Summary batch_rows;  // rows per committed batch
   Summary commit_ms;   // time from a batch's first commit attempt to its confirmed commit
+  double commit_seconds_total = 0;  // the same, summed over every batch since start
   uint64_t buffer_messages = 0, buffer_max = 0, intake_pauses = 0;
   uint64_t replay_requests = 0, replay_served = 0, replay_failed = 0, replay_forbidden = 0, replay_frames = 0;
   uint64_t journal_errors = 0, journal_replayed = 0, redeliveries = 0;
@@ -64,5 +66,9 @@ struct RelayStats {
 };
 
 std::string StatsJson(const RelayStats& stats);
+
+// The same figures in Prometheus' text exposition format (version 0.0.4),
+// for --metrics-port: counters as *_total, states as 0/1 gauges.
+std::string PrometheusText(const RelayStats& stats);
 
 }  // namespace seqrelay

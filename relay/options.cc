@@ -123,7 +123,12 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
   observe.add_options()
       ("stats-interval", po::value(&c.stats_interval_s)->default_value(c.stats_interval_s)->value_name("SECONDS"),
        "Publish a JSON report (counters, commit latency, buffer, connection states) every SECONDS, retained, on "
-       "<control-prefix>/stats. 0 turns it off.");
+       "<control-prefix>/stats. 0 turns it off.")
+      ("metrics-port", po::value(&c.metrics_port)->default_value(c.metrics_port)->value_name("PORT"),
+       "Serve the same figures for Prometheus at http://<metrics-bind>:PORT/metrics. 0 (the default) turns it "
+       "off.")
+      ("metrics-bind", po::value(&c.metrics_bind)->default_value(c.metrics_bind)->value_name("ADDRESS"),
+       "Address the metrics endpoint listens on; 0.0.0.0 for every interface (e.g. in a container).");
 
   po::options_description all(
       "seqrelay: gives every MQTT message a per-topic sequence number, commits it to MySQL, then republishes it "

@@ -64,6 +64,7 @@ Relay::Relay(Config config)
 }
 
 Relay::~Relay() {
+  metrics_.reset();
   queue_.Close();
   if (intake_) intake_->Stop();
   if (writer_.joinable()) writer_.join();
@@ -290,6 +291,16 @@ int Relay::Run() {
       intake_ = std::move(intake).value();
     }
   }
+  if (config_.metrics_port > 0 && !stopping_) {
+    auto metrics = MetricsHttp::Start(config_.metrics_bind, config_.metrics_port,
+                                      [this] { return PrometheusText(Snapshot()); });
+    if (!metrics.ok()) {
+      Fail(metrics.error());
+    } else {
+      metrics_ = std::move(metrics).value();
+      LogInfo("metrics: serving http://{}:{}/metrics", config_.metrics_bind, metrics_->port());
+    }
+  }
 
   {
     std::unique_lock lock(stop_mu_);
@@ -334,6 +345,7 @@ int Relay::Run() {
     if (Status s = store_.SavePublished(watermark); !s.ok()) LogWarn("could not save the published watermark: {}", s.message());
   }
   if (config_.stats_interval_s > 0) PublishStats();  // the final figures stay retained
+  metrics_.reset();
   replay_->Stop();
   retransmit_.Stop();
   output_->Stop();
@@ -364,7 +376,7 @@ int Relay::Run() {
   return 0;
 }
 
-void Relay::PublishStats() {
+RelayStats Relay::Snapshot() const {
   const Counters& c = counters_;
   const auto& r = retransmit_.counters();
   RelayStats s;
@@ -383,8 +395,7 @@ void Relay::PublishStats() {
   s.ignored_retained = c.ignored_retained;
   s.topics = c.topics;
   s.batches = c.batches;
-  s.batch_rows = batch_rows_.Take();
-  s.commit_ms = commit_ms_.Take();
+  s.commit_seconds_total = static_cast<double>(c.commit_us.load()) / 1e6;
   s.buffer_messages = queue_.size();
   s.buffer_max = static_cast<uint64_t>(config_.buffer_max);
   s.intake_pauses = c.intake_pauses;
@@ -400,6 +411,13 @@ void Relay::PublishStats() {
   s.intake_connected = intake_ && intake_->connected();
   s.output_connected = output_ && output_->connected();
   s.replay_connected = replay_ && replay_->connected();
+  return s;
+}
+
+void Relay::PublishStats() {
+  RelayStats s = Snapshot();
+  s.batch_rows = batch_rows_.Take();
+  s.commit_ms = commit_ms_.Take();
   const std::string body = StatsJson(s);
   auto sent = replay_->Publish(config_.control_prefix + "/stats",
                                {reinterpret_cast<const uint8_t*>(body.data()), body.size()}, 1, std::nullopt,
@@ -596,7 +614,9 @@ bool Relay::Commit(std::span<Message> batch) {
   for (const Message& m : batch) journal_pos = std::max(journal_pos, m.journal_end);
   const auto started = Clock::now();
   if (!Retry("commit", [&] { return store_.CommitBatch(batch, watermark, journal_pos); }, resolve)) return false;
-  commit_ms_.Add(std::chrono::duration<double, std::milli>(Clock::now() - started).count());
+  const auto took = Clock::now() - started;
+  commit_ms_.Add(std::chrono::duration<double, std::milli>(took).count());
+  counters_.commit_us += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(took).count());
   batch_rows_.Add(static_cast<double>(batch.size()));
   if (journal_ && journal_pos > 0) journal_->Release(journal_pos);
   return true;

@@ -37,6 +37,7 @@
 #include "journal.h"
 #include "log.h"
 #include "metrics.h"
+#include "metrics_http.h"
 #include "mqtt_link.h"
 #include "mysql_store.h"
 #include "publish_tracker.h"
@@ -78,6 +79,7 @@ class Relay {
     std::atomic<uint64_t> journal_replayed{0};  // messages stored at start from the journal
     std::atomic<uint64_t> redeliveries{0};      // broker resends of journaled messages, dropped
     std::atomic<uint64_t> topics{0};            // gauge: topics the writer knows (seen since start)
+    std::atomic<uint64_t> commit_us{0};         // time spent in committed batches' commits, microseconds
   };
   const Counters& counters() const { return counters_; }
 
@@ -93,6 +95,9 @@ class Relay {
   void OnIntake(const InboundMessage& in);
   void OnPublished(int mid);
   void Fail(const std::string& why);
+  // The figures of the stats report and /metrics. Safe from any thread once
+  // Run() has started the links (it reads atomics and locked state only).
+  RelayStats Snapshot() const;
   // Publishes the stats report (retained) on the replay link; main thread.
   void PublishStats();
 
@@ -153,6 +158,7 @@ class Relay {
   // their own database connections.
   RetransmitService retransmit_;
   std::unique_ptr<MqttLink> replay_;
+  std::unique_ptr<MetricsHttp> metrics_;  // null without --metrics-port; started after the links
   std::thread writer_;
 
   // Stop state, guarded by stop_mu_. give_up_at_ is set when the stop

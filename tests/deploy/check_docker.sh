@@ -32,4 +32,5 @@ for line in 'set_tcp_nodelay true' 'persistence true' 'autosave_interval 1' 'all
 done
 grep -q 'SEQRELAY_ACL_FILE: /etc/seqrelay/acl' "$docker/compose.yaml" || fail "the relay does not read the ACL"
 grep -q 'SEQRELAY_MQTT_PORT: "1884"' "$docker/compose.yaml" || fail "the relay must use its own listener"
+grep -q 'SEQRELAY_METRICS_PORT: "9108"' "$docker/compose.yaml" || fail "compose.yaml must enable /metrics"
 echo "check_docker: compose.yaml valid, Dockerfile uses the shared scripts, mosquitto.conf as required"

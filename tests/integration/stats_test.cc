@@ -1,5 +1,11 @@
-// The stats report on <control-prefix>/stats: retained, every
-// --stats-interval, with figures that match what the relay did.
+// The stats report on <control-prefix>/stats (retained, every
+// --stats-interval) and the Prometheus endpoint (--metrics-port), with
+// figures that match what the relay did.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -10,6 +16,30 @@ namespace seqtest {
 namespace {
 
 using nlohmann::json;
+
+// A plain HTTP/1.1 GET on 127.0.0.1:port; returns the whole response
+// (status line, headers, body), or "" if the connection failed.
+std::string HttpGet(int port, const std::string& target, const std::string& method = "GET") {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string request = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return "";
+  }
+  std::string response;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) response.append(buf, static_cast<std::size_t>(n));
+  close(fd);
+  return response;
+}
 
 // Every report received so far, parsed.
 std::vector<json> Reports(MqttClient& client) {
@@ -94,6 +124,44 @@ TEST_F(RelayE2E, StatsIntervalZeroPublishesNoReport) {
   std::this_thread::sleep_for(Scaled(2s));
   ASSERT_EQ(relay_->Stop(), 0);
   EXPECT_EQ(watcher.received_count(), 0u);
+}
+
+TEST_F(RelayE2E, MetricsEndpointServesPrometheusTextOfTheSameFigures) {
+  const int port = FreePort();
+  StartRelay({"--metrics-port=" + std::to_string(port)});
+  EXPECT_NE(relay_->log().find("metrics: serving http://127.0.0.1:" + std::to_string(port) + "/metrics"),
+            std::string::npos)
+      << relay_->log();
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 10; ++i) pub.Publish(root() + "/m", std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  std::string body;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        body = HttpGet(port, "/metrics");
+        return body.find("\nseqrelay_messages_acknowledged_total 10\n") != std::string::npos;
+      },
+      10s))
+      << body;
+  EXPECT_EQ(body.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << body;
+  EXPECT_NE(body.find("Content-Type: text/plain; version=0.0.4"), std::string::npos) << body;
+  EXPECT_NE(body.find("\nseqrelay_messages_committed_total 10\n"), std::string::npos) << body;
+  EXPECT_NE(body.find("\nseqrelay_topics 1\n"), std::string::npos) << body;
+  EXPECT_NE(body.find("\nseqrelay_database_up 1\n"), std::string::npos) << body;
+  EXPECT_NE(body.find("\nseqrelay_broker_connected{link=\"intake\"} 1\n"), std::string::npos) << body;
+  EXPECT_EQ(HttpGet(port, "/other").rfind("HTTP/1.1 404", 0), 0u);
+  EXPECT_EQ(HttpGet(port, "/metrics", "POST").rfind("HTTP/1.1 405", 0), 0u);
+  // A client that connects and says nothing does not block the next scrape.
+  int idle = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  ASSERT_EQ(connect(idle, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  EXPECT_EQ(HttpGet(port, "/metrics").rfind("HTTP/1.1 200 OK", 0), 0u);
+  close(idle);
+  EXPECT_EQ(relay_->Stop(), 0);
+  EXPECT_EQ(HttpGet(port, "/metrics"), "") << "the endpoint outlived the relay";
 }
 
 }  // namespace

@@ -92,5 +92,36 @@ TEST(MetricsTest, StatsJsonCarriesEveryFigure) {
   EXPECT_EQ(j["broker"]["output"], "disconnected");
 }
 
+TEST(MetricsTest, PrometheusTextHasHelpTypeAndLabelledSeries) {
+  RelayStats st;
+  st.committed = 42;
+  st.batches = 4;
+  st.commit_seconds_total = 0.25;
+  st.refused_payload = 2;
+  st.replay_failed = 5;
+  st.replay_forbidden = 3;
+  st.database_up = true;
+  st.output_connected = true;
+  const std::string text = PrometheusText(st);
+  auto has = [&](const std::string& line) { return text.find(line + "\n") != std::string::npos; };
+  EXPECT_TRUE(has("# TYPE seqrelay_messages_committed_total counter")) << text;
+  EXPECT_TRUE(has("seqrelay_messages_committed_total 42")) << text;
+  EXPECT_TRUE(has("seqrelay_commit_seconds_sum 0.25")) << text;
+  EXPECT_TRUE(has("seqrelay_commit_seconds_count 4")) << text;
+  EXPECT_TRUE(has("seqrelay_messages_refused_total{reason=\"payload_too_large\"} 2")) << text;
+  EXPECT_TRUE(has("seqrelay_replay_requests_total{outcome=\"error\"} 2")) << text;
+  EXPECT_TRUE(has("seqrelay_replay_requests_total{outcome=\"forbidden\"} 3")) << text;
+  EXPECT_TRUE(has("seqrelay_database_up 1")) << text;
+  EXPECT_TRUE(has("seqrelay_broker_connected{link=\"output\"} 1")) << text;
+  EXPECT_TRUE(has("seqrelay_broker_connected{link=\"intake\"} 0")) << text;
+  // One HELP and one TYPE per metric, even with several labelled series.
+  std::size_t types = 0;
+  for (auto at = text.find("# TYPE seqrelay_messages_refused_total "); at != std::string::npos;
+       at = text.find("# TYPE seqrelay_messages_refused_total ", at + 1)) {
+    ++types;
+  }
+  EXPECT_EQ(types, 1u);
+}
+
 }  // namespace
 }  // namespace seqrelay

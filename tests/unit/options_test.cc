@@ -235,6 +235,18 @@ TEST(OptionsTest, StatsIntervalAndLogFormat) {
   EXPECT_TRUE(Contains(ParseError({"--log-format=xml"}), "--log-format")) << ParseError({"--log-format=xml"});
 }
 
+TEST(OptionsTest, MetricsEndpointIsOffByDefault) {
+  const Config defaults = ParseOk({});
+  EXPECT_EQ(defaults.metrics_port, 0);
+  EXPECT_EQ(defaults.metrics_bind, "127.0.0.1");
+  const Config c = ParseOk({}, {{"SEQRELAY_METRICS_PORT", "9108"}, {"SEQRELAY_METRICS_BIND", "0.0.0.0"}});
+  EXPECT_EQ(c.metrics_port, 9108);
+  EXPECT_EQ(c.metrics_bind, "0.0.0.0");
+  EXPECT_TRUE(Contains(ParseError({"--metrics-port=70000"}), "--metrics-port"));
+  const Config acl = ParseOk({"--acl-file=/etc/seqrelay/acl"});
+  EXPECT_EQ(acl.acl_file, "/etc/seqrelay/acl");
+}
+
 TEST(LogTest, TextAndJsonLines) {
   EXPECT_EQ(FormatLogLine(LogFormat::kText, "2026-12-01T10:00:00.123Z", LogLevel::kWarn, "database: down"),
             "2026-12-01T10:00:00.123Z warn  database: down");
@@ -390,7 +402,8 @@ TEST(OptionsTest, HelpSetsHelpAndListsEveryOption) {
         "mqtt-user",      "mqtt-password", "mqtt-client-id",   "mqtt-keepalive",  "publish-qos", "db-host",
         "db-port",        "db-socket",     "db-user",          "db-password",     "db-name",     "no-migrate",
         "source",         "immediate",     "seq-prefix",       "control-prefix",  "max-payload", "batch-max",
-        "batch-delay-us", "buffer-max",    "buffer-max-bytes", "shutdown-timeout", "stats-interval", "log-format"}) {
+        "batch-delay-us", "buffer-max",    "buffer-max-bytes", "shutdown-timeout", "stats-interval", "log-format", "metrics-port", "metrics-bind",
+        "acl-file", "journal-dir", "replay-max", "replay-workers"}) {
     // "--name " with the space, so "--buffer-max" is not found inside "--buffer-max-bytes".
     EXPECT_TRUE(Contains(text, std::string("--") + name + " ")) << "--help does not mention --" << name;
   }

@@ -1,0 +1,124 @@
+#include "metrics_http.h"
+
+#include <fmt/format.h>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <thread>
+
+#include "log.h"
+
+namespace seqrelay {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+constexpr auto kIdleTimeout = std::chrono::seconds(5);
+
+// One connection: read a request, answer it, close.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, const MetricsHttp::Render& render) : stream_(std::move(socket)), render_(render) {}
+
+  void Run() {
+    stream_.expires_after(kIdleTimeout);
+    http::async_read(stream_, buffer_, request_,
+                     [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnRead(ec); });
+  }
+
+ private:
+  void OnRead(beast::error_code ec) {
+    if (ec) return;  // timeout, reset or garbage: nothing to answer
+    response_.version(request_.version());
+    response_.keep_alive(false);
+    response_.set(http::field::server, "seqrelay");
+    const auto target = request_.target();
+    if (request_.method() != http::verb::get) {
+      response_.result(http::status::method_not_allowed);
+      response_.set(http::field::allow, "GET");
+      response_.body() = "only GET\n";
+    } else if (target != "/metrics" && target.substr(0, 9) != "/metrics?") {
+      response_.result(http::status::not_found);
+      response_.body() = "seqrelay serves /metrics only\n";
+    } else {
+      response_.result(http::status::ok);
+      response_.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+      response_.body() = render_();
+    }
+    if (response_.result() != http::status::ok) response_.set(http::field::content_type, "text/plain");
+    response_.prepare_payload();
+    stream_.expires_after(kIdleTimeout);
+    http::async_write(stream_, response_, [self = shared_from_this()](beast::error_code, std::size_t) {
+      beast::error_code ignored;
+      self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    });
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  http::request<http::string_body> request_;
+  http::response<http::string_body> response_;
+  const MetricsHttp::Render& render_;  // owned by the server, which outlives its sessions
+};
+
+}  // namespace
+
+struct MetricsHttp::Impl {
+  Impl(Render r) : render(std::move(r)), acceptor(io) {}
+
+  void Accept() {
+    acceptor.async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
+      if (ec == asio::error::operation_aborted) return;  // stopping
+      if (!ec) std::make_shared<Session>(std::move(socket), render)->Run();
+      Accept();
+    });
+  }
+
+  Render render;
+  asio::io_context io{1};
+  tcp::acceptor acceptor;
+  std::thread thread;
+};
+
+Result<std::unique_ptr<MetricsHttp>> MetricsHttp::Start(const std::string& bind, int port, Render render) {
+  auto impl = std::make_unique<Impl>(std::move(render));
+  beast::error_code ec;
+  const auto address = asio::ip::make_address(bind, ec);
+  if (ec) return Status::Error(fmt::format("--metrics-bind '{}': {}", bind, ec.message()));
+  const tcp::endpoint endpoint(address, static_cast<unsigned short>(port));
+  impl->acceptor.open(endpoint.protocol(), ec);
+  if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor.bind(endpoint, ec);
+  if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Status::Error(fmt::format("metrics: cannot listen on {}:{}: {}", bind, port, ec.message()));
+  impl->Accept();
+  Impl* raw = impl.get();
+  impl->thread = std::thread([raw] {
+    try {
+      raw->io.run();
+    } catch (const std::exception& e) {
+      LogError("metrics: server stopped: {}", e.what());
+    }
+  });
+  return std::unique_ptr<MetricsHttp>(new MetricsHttp(std::move(impl)));
+}
+
+MetricsHttp::MetricsHttp(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+MetricsHttp::~MetricsHttp() {
+  asio::post(impl_->io, [impl = impl_.get()] {
+    beast::error_code ignored;
+    impl->acceptor.close(ignored);
+  });
+  impl_->io.stop();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+int MetricsHttp::port() const { return impl_->acceptor.local_endpoint().port(); }
+
+}  // namespace seqrelay
