@@ -118,8 +118,11 @@ std::string PrometheusText(const RelayStats& s) {
   metric("seqrelay_messages_ignored_total", "counter", ignored, s.ignored_own, "{reason=\"own_topic\"}");
   metric("seqrelay_messages_ignored_total", "counter", ignored, s.ignored_retained, "{reason=\"retained\"}");
   metric("seqrelay_topics", "gauge", "Topics the relay has sequenced since it started.", s.topics);
-  metric("seqrelay_commit_seconds_sum", "counter", "Time spent committing batches.", s.commit_seconds_total);
-  metric("seqrelay_commit_seconds_count", "counter", "Batches committed.", s.batches);
+  // A summary without quantiles (those are in the stats report's windows).
+  out += "# HELP seqrelay_commit_seconds Time from a batch's first commit attempt to its confirmed commit.\n"
+         "# TYPE seqrelay_commit_seconds summary\n";
+  out += fmt::format("seqrelay_commit_seconds_sum {}\nseqrelay_commit_seconds_count {}\n", s.commit_seconds_total,
+                     s.batches);
   metric("seqrelay_buffer_messages", "gauge", "Messages held between intake and commit.", s.buffer_messages);
   metric("seqrelay_buffer_max_messages", "gauge", "The buffer's bound (--buffer-max).", s.buffer_max);
   metric("seqrelay_intake_pauses_total", "counter", "Times intake paused on a full buffer.", s.intake_pauses);

@@ -50,7 +50,10 @@ if [[ ! -d "$state/mariadb" ]]; then
 else
   fresh=0
 fi
-mariadbd --no-defaults --user=root --datadir="$state/mariadb" --socket="$socket" --port="$db_port" \
+# The servers get sessions of their own (setsid): Ctrl-C reaches only the
+# relay, which commits and publishes what it holds while both are still up;
+# cleanup() then stops mosquitto, then MariaDB.
+setsid mariadbd --no-defaults --user=root --datadir="$state/mariadb" --socket="$socket" --port="$db_port" \
   --bind-address=127.0.0.1 --skip-name-resolve >>"$state/mariadb.log" 2>&1 &
 pids+=($!)
 wait_port "$db_port" mariadbd "${pids[-1]}" "$state/mariadb.log"
@@ -76,7 +79,7 @@ persistence_location $state/
 autosave_interval 1
 log_dest file $state/mosquitto.log
 CONF
-mosquitto -c "$state/mosquitto.conf" &
+setsid mosquitto -c "$state/mosquitto.conf" &
 pids+=($!)
 wait_port "$mqtt_port" mosquitto "${pids[-1]}" "$state/mosquitto.log"
 

@@ -106,6 +106,7 @@ TEST(MetricsTest, PrometheusTextHasHelpTypeAndLabelledSeries) {
   auto has = [&](const std::string& line) { return text.find(line + "\n") != std::string::npos; };
   EXPECT_TRUE(has("# TYPE seqrelay_messages_committed_total counter")) << text;
   EXPECT_TRUE(has("seqrelay_messages_committed_total 42")) << text;
+  EXPECT_TRUE(has("# TYPE seqrelay_commit_seconds summary")) << text;
   EXPECT_TRUE(has("seqrelay_commit_seconds_sum 0.25")) << text;
   EXPECT_TRUE(has("seqrelay_commit_seconds_count 4")) << text;
   EXPECT_TRUE(has("seqrelay_messages_refused_total{reason=\"payload_too_large\"} 2")) << text;
