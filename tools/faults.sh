@@ -5,7 +5,8 @@
 # end (and written to OUT, default build/faults.md).
 #
 # Usage: tools/faults.sh [--long] [OUT]
-#   --long   the long form: a 30 s MariaDB outage instead of 10 s
+#   --long   the long form: a 30 s MariaDB outage instead of 10 s, and a
+#            10-minute soak instead of 20 s
 # The README's test command (tools/test.sh) runs the same scenarios in the
 # short form as part of the integration suite.
 set -euo pipefail
@@ -14,7 +15,7 @@ out=""
 for arg in "$@"; do
   case "$arg" in
     --long) export SEQTEST_LONG=1 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "faults: unknown option $arg (see --help)" >&2; exit 2 ;;
     *) out=$arg ;;
   esac

@@ -25,6 +25,7 @@ class RelayProcess {
   void Kill();  // SIGKILL
   std::optional<int> WaitExit(std::chrono::milliseconds deadline);
   bool running() { return process_.running(); }
+  pid_t pid() const { return process_.pid(); }
   // The largest resident set the running relay has had (VmHWM), in KiB.
   long PeakRssKb() const;
   // Connect as another database user from the next Start() on.
