@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include <nlohmann/json.hpp>
+
 #include "relay_fixture.h"
 #include "seq_client.h"
 
@@ -123,6 +125,62 @@ TEST_F(ClientE2E, LostFramesAreRequestedAndDeliveredOnceInOrder) {
   EXPECT_EQ(stats.gaps_filled, 2 * runs);
   EXPECT_EQ(stats.gaps_unfilled, 0u);
   EXPECT_EQ(stats.delivered, 2u * kN);
+}
+
+// The test plays the relay, to order the replies exactly: the status of a
+// request arrives only after the client, its frames delivered, has asked
+// for the next gap. That late status must not be taken as the answer to the
+// new request (it was, and the client gave up a SEQ on its way: a frame
+// missing in one ASan run of the lossy test above).
+TEST_F(ClientE2E, ALateStatusOfAnEarlierRequestDoesNotCloseTheNextOne) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.gap_wait = std::chrono::milliseconds(20);
+  o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request per gap
+  MqttClient relay(servers().mqtt_port(), name_ + "-fake-relay");
+  relay.Subscribe("relay/retransmit/" + o.client_id);
+  Sink sink;
+  seqclient::SeqClient client(o, std::ref(sink));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  constexpr uint32_t kId = 77;
+  auto frame = [&](uint64_t seq) {
+    const std::string payload = "m" + std::to_string(seq);
+    return seqrelay::EncodeFrame({kId, seq, seqrelay::Ordering::kOrdered},
+                                 {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()})
+        .value();
+  };
+  auto live = [&](uint64_t seq) { relay.Publish("seq/" + topic, frame(seq)); };
+  auto status = [&](uint64_t from, uint64_t to) {
+    relay.Publish("relay/replay/" + o.client_id + "/status",
+                  nlohmann::json{{"id", kId}, {"topic", topic}, {"from", from}, {"to", to}, {"sent", to - from + 1},
+                                 {"last", 9}, {"status", "ok"}}
+                      .dump());
+  };
+  auto request = [&](std::size_t n) {
+    EXPECT_TRUE(relay.WaitForCount(n, 10s)) << "no request " << n;
+    auto got = relay.received();
+    return got.size() >= n ? nlohmann::json::parse(got[n - 1].payload) : nlohmann::json();
+  };
+
+  live(1), live(2), live(4);  // 3 lost
+  auto first = request(1);
+  EXPECT_EQ(first["from"], 3);
+  EXPECT_EQ(first["to"], 3);
+  relay.Publish("relay/replay/" + o.client_id, frame(3));  // its frame, but not yet its status
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 4; }, 10s));
+  live(5), live(7);  // 6 lost: a second request while the first status is still out
+  auto second = request(2);
+  EXPECT_EQ(second["from"], 6);
+  EXPECT_EQ(second["to"], 6);
+  status(3, 3);  // late: answers the first request, not the second
+  std::this_thread::sleep_for(Scaled(200ms));
+  relay.Publish("relay/replay/" + o.client_id, frame(6));
+  status(6, 6);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 7; }, 10s)) << Explain(client, sink, 7);
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 7);
+  EXPECT_EQ(client.stats().gaps_unfilled, 0u);
+  EXPECT_EQ(client.stats().gaps_filled, 2u);
 }
 
 TEST_F(ClientE2E, HistoryThenLiveHasNoGapAndNoDuplicateAtTheSeam) {

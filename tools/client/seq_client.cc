@@ -245,6 +245,11 @@ void SeqClient::HandleStatus(const std::string& text) {
   auto it = topics_.find(id);
   if (it == topics_.end() || !it->second.asked) return;
   Topic& t = it->second;
+  // A status answers the outstanding request only if it names the same
+  // range. The status of an earlier request can come after its frames
+  // closed that request and the timer asked for the next gap; taken as the
+  // answer to the new request, it would give up SEQs that are on their way.
+  if (from != t.asked->from || (t.asked->to != kOpenEnd && s.value("to", uint64_t{0}) != t.asked->to)) return;
   if (t.asked->to == kOpenEnd) t.asked->to = s.value("to", s.value("last", uint64_t{0}));
   if (ok && s.value("truncated", false)) {
     const uint64_t next = s.value("next", uint64_t{0});
