@@ -29,8 +29,26 @@ std::optional<Acl::Access> ParseAccess(std::string_view word) {
   return std::nullopt;
 }
 
-void ReplaceAll(std::string& s, std::string_view from, std::string_view to) {
-  for (auto at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) s.replace(at, from.size(), to);
+// %c and %u replaced in one pass, left to right, as mosquitto does: text
+// that came in with the client id is never expanded again.
+std::string Expand(std::string_view pattern, std::string_view client_id, std::optional<std::string_view> username) {
+  std::string out;
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] == '%' && i + 1 < pattern.size()) {
+      if (pattern[i + 1] == 'c') {
+        out += client_id;
+        ++i;
+        continue;
+      }
+      if (pattern[i + 1] == 'u' && username) {
+        out += *username;
+        ++i;
+        continue;
+      }
+    }
+    out += pattern[i];
+  }
+  return out;
 }
 
 }  // namespace
@@ -83,10 +101,7 @@ std::optional<bool> Acl::Check(const std::vector<Rule>& rules, std::string_view 
   auto matches = [&](const Rule& rule) -> bool {
     if (!expand) return TopicMatches(rule.topic, topic);
     if (!username && rule.topic.find("%u") != std::string::npos) return false;
-    std::string filter = rule.topic;
-    ReplaceAll(filter, "%c", client_id);
-    if (username) ReplaceAll(filter, "%u", *username);
-    return TopicMatches(filter, topic);
+    return TopicMatches(Expand(rule.topic, client_id, username), topic);
   };
   for (const Rule& rule : rules) {
     if (rule.access == kDeny && matches(rule)) return false;

@@ -128,8 +128,7 @@ std::string PrometheusText(const RelayStats& s) {
   metric("seqrelay_intake_pauses_total", "counter", "Times intake paused on a full buffer.", s.intake_pauses);
   const char* replay = "Retransmit requests, by outcome.";
   metric("seqrelay_replay_requests_total", "counter", replay, s.replay_served, "{outcome=\"ok\"}");
-  metric("seqrelay_replay_requests_total", "counter", replay, s.replay_failed - s.replay_forbidden,
-         "{outcome=\"error\"}");
+  metric("seqrelay_replay_requests_total", "counter", replay, s.replay_refused, "{outcome=\"error\"}");
   metric("seqrelay_replay_requests_total", "counter", replay, s.replay_forbidden, "{outcome=\"forbidden\"}");
   metric("seqrelay_replay_frames_total", "counter", "Frames sent in retransmit replies.", s.replay_frames);
   metric("seqrelay_journal_errors_total", "counter", "Messages that could not be journaled.", s.journal_errors);

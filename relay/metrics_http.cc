@@ -46,9 +46,14 @@ class Session : public std::enable_shared_from_this<Session> {
       response_.result(http::status::not_found);
       response_.body() = "seqrelay serves /metrics only\n";
     } else {
-      response_.result(http::status::ok);
-      response_.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
-      response_.body() = render_();
+      try {
+        response_.body() = render_();
+        response_.result(http::status::ok);
+        response_.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+      } catch (const std::exception& e) {  // never out of the io thread: it serves every scrape
+        response_.result(http::status::internal_server_error);
+        response_.body() = fmt::format("metrics: {}\n", e.what());
+      }
     }
     if (response_.result() != http::status::ok) response_.set(http::field::content_type, "text/plain");
     response_.prepare_payload();
@@ -74,14 +79,26 @@ struct MetricsHttp::Impl {
   void Accept() {
     acceptor.async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
       if (ec == asio::error::operation_aborted) return;  // stopping
-      if (!ec) std::make_shared<Session>(std::move(socket), render)->Run();
-      Accept();
+      if (!ec) {
+        std::make_shared<Session>(std::move(socket), render)->Run();
+        Accept();
+        return;
+      }
+      // Out of descriptors and the like: try again shortly, not in a loop.
+      static RateLimit limit(std::chrono::seconds(60));
+      if (auto suppressed = limit.Allow()) LogWarn("metrics: accept failed: {}{}", ec.message(), SuppressedNote(*suppressed));
+      retry.expires_after(std::chrono::milliseconds(100));
+      retry.async_wait([this](beast::error_code wait_ec) {
+        if (!wait_ec) Accept();
+      });
     });
   }
 
   Render render;
   asio::io_context io{1};
   tcp::acceptor acceptor;
+  asio::steady_timer retry{io};
+  int port = 0;  // the bound port, set before the thread starts
   std::thread thread;
 };
 
@@ -96,6 +113,7 @@ Result<std::unique_ptr<MetricsHttp>> MetricsHttp::Start(const std::string& bind,
   if (!ec) impl->acceptor.bind(endpoint, ec);
   if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return Status::Error(fmt::format("metrics: cannot listen on {}:{}: {}", bind, port, ec.message()));
+  impl->port = impl->acceptor.local_endpoint().port();
   impl->Accept();
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] {
@@ -119,6 +137,6 @@ MetricsHttp::~MetricsHttp() {
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 
-int MetricsHttp::port() const { return impl_->acceptor.local_endpoint().port(); }
+int MetricsHttp::port() const { return impl_->port; }
 
 }  // namespace seqrelay

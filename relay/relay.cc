@@ -403,6 +403,7 @@ RelayStats Relay::Snapshot() const {
   s.replay_served = r.served;
   s.replay_failed = r.failed;
   s.replay_forbidden = r.forbidden;
+  s.replay_refused = r.refused;
   s.replay_frames = r.frames;
   s.journal_errors = c.journal_errors;
   s.journal_replayed = c.journal_replayed;
@@ -535,6 +536,7 @@ bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
       }
       continue;
     }
+    database_up_ = true;  // reachable again, even if `check` ends the retry without another attempt
     if (unreachable) LogInfo("database: reconnected; {} rows committed", progress.max_idx);
     unreachable = false;
     if (check(progress) == AfterReconnect::kDone) return true;

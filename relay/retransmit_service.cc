@@ -115,8 +115,7 @@ void RetransmitService::Serve(Job& job, MysqlStore& store) {
     return r;
   };
   if (f.topic && !MayRead(job, *f.topic)) {  // before the database: not even "unknown topic"
-    ++counters_.forbidden;
-    Answer(job, ReplyStatus::Refused("forbidden"));
+    Answer(job, ReplyStatus::Refused(kForbidden));
     return;
   }
   auto topic = with_db([&] { return store.FindTopic(f.topic, f.id); });
@@ -132,8 +131,7 @@ void RetransmitService::Serve(Job& job, MysqlStore& store) {
   const MysqlStore::TopicRow& t = **topic;
   if (!MayRead(job, t.topic)) {
     // By id: the client learns neither the topic's name nor its last SEQ.
-    ++counters_.forbidden;
-    Answer(job, ReplyStatus::Refused("forbidden"));
+    Answer(job, ReplyStatus::Refused(kForbidden));
     return;
   }
   f.topic = t.topic;
@@ -183,7 +181,12 @@ void RetransmitService::PublishFrame(const Job& job, std::span<const uint8_t> fr
 }
 
 void RetransmitService::Answer(const Job& job, const ReplyStatus& status) {
-  (status.error.empty() ? counters_.served : counters_.failed)++;
+  if (status.error.empty()) {
+    ++counters_.served;
+  } else {
+    ++counters_.failed;
+    ++(status.error == kForbidden ? counters_.forbidden : counters_.refused);
+  }
   if (!status.error.empty()) {
     static RateLimit limit(std::chrono::seconds(10));
     if (auto suppressed = limit.Allow()) {

@@ -45,6 +45,7 @@ class MysqlStore;
 class RetransmitService {
  public:
   static constexpr std::size_t kMaxPendingPerClient = 16;
+  static constexpr const char* kForbidden = "forbidden";  // the error text of an ACL refusal
 
   explicit RetransmitService(const Config& config);
   ~RetransmitService();
@@ -63,7 +64,8 @@ class RetransmitService {
     std::atomic<uint64_t> failed{0};          // answered "error"
     std::atomic<uint64_t> frames{0};          // frames sent in replies
     std::atomic<uint64_t> ignored_retained{0};
-    std::atomic<uint64_t> forbidden{0};        // of the failed, refused by the ACL
+    std::atomic<uint64_t> forbidden{0};        // of the failed: refused by the ACL
+    std::atomic<uint64_t> refused{0};          // of the failed: every other error (failed = forbidden + refused)
   };
   const Counters& counters() const { return counters_; }
 

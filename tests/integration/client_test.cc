@@ -162,7 +162,15 @@ TEST_F(ClientE2E, ALateStatusOfAnEarlierRequestDoesNotCloseTheNextOne) {
     return got.size() >= n ? nlohmann::json::parse(got[n - 1].payload) : nlohmann::json();
   };
 
-  live(1), live(2), live(4);  // 3 lost
+  // Until the client's SUBSCRIBE is through, a frame can pass it by: send
+  // SEQ 1 until it is delivered (repeats are dropped as duplicates).
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        live(1);
+        return sink.size() >= 1;
+      },
+      10s));
+  live(2), live(4);  // 3 lost
   auto first = request(1);
   EXPECT_EQ(first["from"], 3);
   EXPECT_EQ(first["to"], 3);
@@ -181,6 +189,47 @@ TEST_F(ClientE2E, ALateStatusOfAnEarlierRequestDoesNotCloseTheNextOne) {
   ExpectExactlyInOrder(sink, topic, 1, 7);
   EXPECT_EQ(client.stats().gaps_unfilled, 0u);
   EXPECT_EQ(client.stats().gaps_filled, 2u);
+}
+
+// A history lookup that is never answered (no relay here at all) is asked
+// again with backoff, then given up: the live frames held for it are
+// delivered and the gap is reported, instead of being held for ever.
+TEST_F(ClientE2E, AnUnansweredHistoryLookupIsRetriedThenGivenUp) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.history = seqclient::History::kAll;
+  o.reply_timeout = std::chrono::milliseconds(400);
+  o.max_attempts = 2;  // given up 400 + 800 ms after the first lookup
+  MqttClient relay(servers().mqtt_port(), name_ + "-silent-relay");
+  relay.Subscribe("relay/retransmit/" + o.client_id);
+  Sink sink;
+  std::mutex mu;
+  std::vector<std::string> reported;
+  seqclient::SeqClient client(o, std::ref(sink), [&](const std::string& t, uint64_t, uint64_t, const std::string& why) {
+    std::lock_guard lock(mu);
+    reported.push_back(t + ": " + why);
+  });
+  ASSERT_EQ(client.Start(), std::nullopt);
+  // The lookup is sent after the client's SUBSCRIBE, so once it is here the
+  // client hears live frames.
+  ASSERT_TRUE(relay.WaitForCount(1, 10s));
+  for (uint64_t seq : {5, 6}) {
+    const std::string payload = "m" + std::to_string(seq);
+    relay.Publish("seq/" + topic, seqrelay::EncodeFrame({9, seq, seqrelay::Ordering::kOrdered},
+                                                        {reinterpret_cast<const uint8_t*>(payload.data()),
+                                                         payload.size()})
+                                      .value());
+  }
+  ASSERT_TRUE(relay.WaitAllAcked(5s));
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  EXPECT_EQ(sink.size(), 0u) << "live frames must wait for the lookup";
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 2; }, 10s)) << "held live frames were never released";
+  EXPECT_EQ(relay.received_count(), 2u) << "one lookup and one retry";
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 5, 6);
+  std::lock_guard lock(mu);
+  ASSERT_EQ(reported.size(), 1u);
+  EXPECT_EQ(reported[0], topic + ": no reply from the relay to the lookup");
 }
 
 TEST_F(ClientE2E, HistoryThenLiveHasNoGapAndNoDuplicateAtTheSeam) {

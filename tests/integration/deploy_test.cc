@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -38,14 +39,19 @@ class ShippedBroker {
     Rewrite(conf, "listener 1884\n", "listener " + std::to_string(relay_port_) + " 127.0.0.1\n");
     Rewrite(conf, "persistence_location /mosquitto/data/\n", "persistence_location " + dir_ + "/\n");
     Rewrite(conf, "password_file /mosquitto/data/passwords\n", "password_file " + dir_ + "/passwords\n");
+    Rewrite(conf, "password_file /mosquitto/data/relay-passwords\n",
+            "password_file " + dir_ + "/relay-passwords\n");
+    Rewrite(conf, "acl_file /mosquitto/config/acl\n", "acl_file " + acl_path() + "\n");  // one per listener
     Rewrite(conf, "acl_file /mosquitto/config/acl\n", "acl_file " + acl_path() + "\n");
     if (geteuid() == 0) conf += "user root\n";  // else mosquitto drops to 'mosquitto' and cannot read the files
     std::ofstream(dir_ + "/mosquitto.conf") << conf;
     std::ofstream(acl_path()) << ReadFile(docker + "/acl") << "\n" << extra_acl;
-    std::ofstream(dir_ + "/passwords").close();  // mosquitto_passwd -b adds to an existing file
-    for (const auto& [user, password] : kUsers) {
+    // As compose.yaml's entrypoint makes them: the relay's user on its own.
+    for (const auto& [file, user] : kUsers) {
+      const std::string path = dir_ + "/" + file;
+      if (!std::filesystem::exists(path)) std::ofstream(path).close();  // mosquitto_passwd -b adds to a file
       std::string out;
-      int rc = RunCommand({"mosquitto_passwd", "-b", dir_ + "/passwords", user, password}, &out);
+      int rc = RunCommand({"mosquitto_passwd", "-b", path, user, Password(user)}, &out);
       if (rc != 0) throw std::runtime_error("mosquitto_passwd failed: " + out);
     }
     process_.Start({"mosquitto", "-c", dir_ + "/mosquitto.conf"}, dir_ + "/mosquitto.log");
@@ -79,11 +85,43 @@ class ShippedBroker {
   }
 
   inline static const std::vector<std::pair<std::string, std::string>> kUsers = {
-      {"seqrelay", "seqrelay-secret"}, {"alice", "alice-secret"}, {"bob", "bob-secret"}};
+      {"relay-passwords", "seqrelay"}, {"passwords", "alice"}, {"passwords", "bob"}};
   const std::string dir_;
   const int client_port_, relay_port_;
   Process process_;
 };
+
+// The CONNACK return code for a hand-made MQTT 3.1.1 CONNECT with this
+// username and password (0 = accepted), or -1 if none came.
+int ConnackCode(int port, const std::string& client_id, const std::string& user, const std::string& password) {
+  auto field = [](std::string& out, const std::string& s) {
+    out += static_cast<char>(s.size() >> 8);
+    out += static_cast<char>(s.size() & 0xFF);
+    out += s;
+  };
+  std::string body = std::string("\0\4MQTT\4\xC2\0\x3c", 10);  // username, password, clean session
+  field(body, client_id);
+  field(body, user);
+  field(body, password);
+  if (body.size() > 127) return -1;  // one-byte remaining length is all this needs
+  const std::string packet = std::string(1, '\x10') + static_cast<char>(body.size()) + body;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  timeval timeout{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  int code = -1;
+  unsigned char ack[4];
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      write(fd, packet.data(), packet.size()) == static_cast<ssize_t>(packet.size()) &&
+      read(fd, ack, sizeof ack) == 4 && ack[0] == 0x20) {
+    code = ack[3];
+  }
+  close(fd);
+  return code;
+}
 
 class DeployE2E : public RelayE2E {
  protected:
@@ -100,13 +138,21 @@ TEST_F(DeployE2E, ShippedConfAndAclLetAClientReplayOnlyWhatItMayRead) {
                                             "user bob\ntopic write secret/#\ntopic read seq/secret/#\n");
   relay_ = std::make_unique<RelayProcess>(
       servers(), name_,
-      std::vector<std::string>{"--source=chat/#", "--source=secret/#", "--acl-file=" + broker_->acl_path()});
+      std::vector<std::string>{"--source=chat/#", "--source=secret/#", "--acl-file=" + broker_->acl_path(),
+                               "--stats-interval=1"});
   relay_->SetBroker(broker_->relay_port(), "seqrelay", ShippedBroker::Password("seqrelay"));
   relay_->Start();
   EXPECT_NE(relay_->log().find("replay access control: "), std::string::npos) << relay_->log();
 
   const std::string chat = "chat/" + name_, secret = "secret/" + name_;
   const int port = broker_->client_port();
+  // Each listener knows only its own users: alice cannot log in where the
+  // relay does (there her client id would be hers to choose), and nobody
+  // can log in as the relay where client ids are usernames.
+  EXPECT_EQ(ConnackCode(broker_->relay_port(), "bob", "alice", ShippedBroker::Password("alice")), 5);
+  EXPECT_EQ(ConnackCode(port, "x", "seqrelay", ShippedBroker::Password("seqrelay")), 5);
+  EXPECT_EQ(ConnackCode(port, "x", "alice", "wrong password"), 5);
+  EXPECT_EQ(ConnackCode(port, "x", "alice", ShippedBroker::Password("alice")), 0);
   // Client ids are replaced by usernames on this listener: "whatever" is alice.
   // One connection per user at a time: a second one with the same username
   // takes the first one's client id, and the broker closes the first.
@@ -188,6 +234,21 @@ TEST_F(DeployE2E, ShippedConfAndAclLetAClientReplayOnlyWhatItMayRead) {
   auto status = json::parse(bob_got[bob_before + 3].payload);
   EXPECT_EQ(status["status"], "ok") << bob_got[bob_before + 3].payload;
   EXPECT_EQ(status["sent"], 3);
+
+  // The relay may publish its stats report, and alice (the shipped acl's
+  // example) may read it.
+  auto watcher = login_alice();
+  watcher->Subscribe("relay/stats");
+  ASSERT_TRUE(watcher->WaitForCount(1, 10s)) << "no stats report: the broker refused it?";
+  json report;
+  EXPECT_TRUE(WaitFor(
+      [&] {  // the retained one may be up to a second old
+        report = json::parse(watcher->received().back().payload);
+        return report["replay"]["forbidden"] == 2;
+      },
+      10s))
+      << report.dump();
+  EXPECT_EQ(report["messages"]["committed"], 8);
   EXPECT_EQ(relay_->Stop(), 0);
 }
 

@@ -100,6 +100,7 @@ TEST(MetricsTest, PrometheusTextHasHelpTypeAndLabelledSeries) {
   st.refused_payload = 2;
   st.replay_failed = 5;
   st.replay_forbidden = 3;
+  st.replay_refused = 2;
   st.database_up = true;
   st.output_connected = true;
   const std::string text = PrometheusText(st);

@@ -82,12 +82,10 @@ std::optional<std::string> SeqClient::Start() {
     }
     if (connack_ != 0) return std::string("the broker refused the connection: ") + mosquitto_connack_string(connack_);
   }
-  std::vector<std::string> lookups;
   {
     std::lock_guard lock(mu_);
-    for (const auto& [topic, start] : history_start_) lookups.push_back(topic);
+    for (const auto& [topic, start] : history_start_) SendLookupLocked(topic);
   }
-  for (const auto& topic : lookups) Request(json{{"topic", topic}, {"from", kLookupFrom}}.dump());
   timer_ = std::thread([this] { Timer(); });
   return std::nullopt;
 }
@@ -211,17 +209,13 @@ void SeqClient::HandleStatus(const std::string& text) {
   if (from == kLookupFrom && history_start_.count(name)) {
     // The lookup answered: create the topic's stream at its start, then ask
     // for everything from there to the newest SEQ.
-    uint64_t start = history_start_[name];
-    history_start_.erase(name);
     if (!ok) {
-      if (on_gap_) on_gap_(name, 0, 0, s.value("error", "lookup failed"));
-      // Without history the topic starts at the first live frame, the held
-      // ones included.
-      auto held = std::move(held_live_[name]);
-      held_live_.erase(name);
-      for (const auto& bytes : held) OfferLocked(name, bytes, /*replayed=*/false);
+      AbandonLookupLocked(name, s.value("error", "lookup failed"));
       return;
     }
+    uint64_t start = history_start_[name];
+    history_start_.erase(name);
+    lookups_.erase(name);
     const uint32_t id = s.value("id", uint32_t{0});
     const uint64_t last = s.value("last", uint64_t{0});
     if (options_.history == History::kLast && start == 0) {
@@ -276,6 +270,22 @@ void SeqClient::HandleStatus(const std::string& text) {
   }
 }
 
+void SeqClient::SendLookupLocked(const std::string& topic) {
+  Lookup& l = lookups_[topic];
+  l.sent = Clock::now();
+  ++l.attempts;
+  Request(json{{"topic", topic}, {"from", kLookupFrom}}.dump());
+}
+
+void SeqClient::AbandonLookupLocked(const std::string& topic, const std::string& why) {
+  history_start_.erase(topic);
+  lookups_.erase(topic);
+  if (on_gap_) on_gap_(topic, 0, 0, why);
+  auto held = std::move(held_live_[topic]);
+  held_live_.erase(topic);
+  for (const auto& bytes : held) OfferLocked(topic, bytes, /*replayed=*/false);
+}
+
 void SeqClient::Request(const std::string& json_text) {
   const std::string topic = options_.control_prefix + "/retransmit/" + options_.client_id;
   mosquitto_publish(mosq_, nullptr, topic.c_str(), static_cast<int>(json_text.size()), json_text.data(), 1, false);
@@ -303,6 +313,18 @@ void SeqClient::Timer() {
   std::unique_lock lock(mu_);
   while (!cv_.wait_for(lock, std::chrono::milliseconds(20), [&] { return stopping_; })) {
     const auto now = Clock::now();
+    // Lookups without an answer: ask again with backoff, then give up on
+    // the history so that held live frames do not pile up for ever.
+    std::vector<std::string> abandon;
+    for (auto& [topic, l] : lookups_) {
+      if (now - l.sent < options_.reply_timeout * (1 << std::min(l.attempts - 1, 10))) continue;
+      if (l.attempts >= options_.max_attempts) {
+        abandon.push_back(topic);
+      } else {
+        SendLookupLocked(topic);
+      }
+    }
+    for (const auto& topic : abandon) AbandonLookupLocked(topic, "no reply from the relay to the lookup");
     for (auto& [id, t] : topics_) {
       auto gap = t.stream.gap();
       if (t.asked) {

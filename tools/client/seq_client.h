@@ -119,6 +119,10 @@ class SeqClient {
   void Deliver(Topic& t, uint32_t id, std::vector<Delivery> deliveries);
   void Timer();
   void Request(const std::string& json_text);
+  void SendLookupLocked(const std::string& topic);
+  // The lookup of `topic` failed or was never answered: it starts at its
+  // first live frame, the held ones included.
+  void AbandonLookupLocked(const std::string& topic, const std::string& why);
   // Asks for `range` of topic `id` (an open end: up to the newest SEQ).
   void RequestRange(uint32_t id, const Gap& range);
   // After a reconnect: frames published while the client was away are
@@ -139,6 +143,11 @@ class SeqClient {
   std::map<std::string, uint64_t> resume_;    // topic -> last delivered SEQ from the state file; mu_
   std::map<std::string, uint64_t> history_start_;  // topic -> first SEQ wanted, while looked up; mu_
   std::map<std::string, std::vector<std::string>> held_live_;  // live frames of topics being looked up; mu_
+  struct Lookup {
+    std::chrono::steady_clock::time_point sent{};
+    int attempts = 0;
+  };
+  std::map<std::string, Lookup> lookups_;     // topic -> its outstanding lookup, retried by Timer; mu_
   Stats stats_;                               // guarded by mu_
   int connack_ = -1;                          // guarded by mu_
   bool stopping_ = false;                     // guarded by mu_
