@@ -5,10 +5,6 @@
 // files work together as the README says: clients are their usernames, the
 // broker enforces the ACL live, and the relay replays only what a client may
 // read.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -74,14 +70,9 @@ class ShippedBroker {
     text.replace(at, from.size(), to);
   }
   static bool PortOpen(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    const bool open = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-    close(fd);
-    return open;
+    const int fd = ConnectLoopback(port);
+    if (fd >= 0) close(fd);
+    return fd >= 0;
   }
 
   inline static const std::vector<std::pair<std::string, std::string>> kUsers = {
@@ -105,17 +96,11 @@ int ConnackCode(int port, const std::string& client_id, const std::string& user,
   field(body, password);
   if (body.size() > 127) return -1;  // one-byte remaining length is all this needs
   const std::string packet = std::string(1, '\x10') + static_cast<char>(body.size()) + body;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  timeval timeout{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  const int fd = ConnectLoopback(port, std::chrono::seconds(5));
+  if (fd < 0) return -1;
   int code = -1;
   unsigned char ack[4];
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      write(fd, packet.data(), packet.size()) == static_cast<ssize_t>(packet.size()) &&
+  if (write(fd, packet.data(), packet.size()) == static_cast<ssize_t>(packet.size()) &&
       read(fd, ack, sizeof ack) == 4 && ack[0] == 0x20) {
     code = ack[3];
   }

@@ -2,10 +2,6 @@
 //
 // Each test has its own database, relay client id and topic root, so that
 // tests do not see each other's messages or rows.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -46,16 +42,10 @@ bool BrokerDropsRawPublish(int port, const std::string& client_id, const std::st
   publish += "raw payload";
   const std::string bytes = packet(0x10, hello) + packet(0x30, publish);
 
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  timeval timeout{2, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  const int fd = ConnectLoopback(port, std::chrono::seconds(2));
+  if (fd < 0) return false;
   bool closed = false;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size())) {
+  if (write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size())) {
     char buf[64];
     ssize_t n = read(fd, buf, sizeof buf);  // the CONNACK (4 bytes), then the close
     if (n == 4 && buf[0] == 0x20) n = read(fd, buf, sizeof buf);

@@ -1,9 +1,6 @@
 // The stats report on <control-prefix>/stats (retained, every
 // --stats-interval) and the Prometheus endpoint (--metrics-port), with
 // figures that match what the relay did.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,15 +17,8 @@ using nlohmann::json;
 // A plain HTTP/1.1 GET on 127.0.0.1:port; returns the whole response
 // (status line, headers, body), or "" if the connection failed.
 std::string HttpGet(int port, const std::string& target, const std::string& method = "GET") {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    close(fd);
-    return "";
-  }
+  const int fd = ConnectLoopback(port, std::chrono::seconds(10));
+  if (fd < 0) return "";
   const std::string request = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
   if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
     close(fd);
@@ -153,12 +143,8 @@ TEST_F(RelayE2E, MetricsEndpointServesPrometheusTextOfTheSameFigures) {
   EXPECT_EQ(HttpGet(port, "/other").rfind("HTTP/1.1 404", 0), 0u);
   EXPECT_EQ(HttpGet(port, "/metrics", "POST").rfind("HTTP/1.1 405", 0), 0u);
   // A client that connects and says nothing does not block the next scrape.
-  int idle = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  ASSERT_EQ(connect(idle, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const int idle = ConnectLoopback(port);
+  ASSERT_GE(idle, 0);
   EXPECT_EQ(HttpGet(port, "/metrics").rfind("HTTP/1.1 200 OK", 0), 0u);
   close(idle);
   EXPECT_EQ(relay_->Stop(), 0);

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -107,6 +108,24 @@ int RunCommand(const std::vector<std::string>& argv, std::string* output) {
   if (output) *output = ReadFile(path);
   unlink(path);
   return code.value_or(-1);
+}
+
+int ConnectLoopback(int port, std::chrono::milliseconds recv_timeout) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  if (recv_timeout.count() > 0) {
+    timeval tv{static_cast<time_t>(recv_timeout.count() / 1000), static_cast<suseconds_t>(recv_timeout.count() % 1000 * 1000)};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 int FreePort() {

@@ -48,6 +48,10 @@ int RunCommand(const std::vector<std::string>& argv, std::string* output = nullp
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int FreePort();
 
+// A TCP connection to 127.0.0.1:port, as a file descriptor the caller
+// closes, or -1. With recv_timeout > 0, reads on it time out after that.
+int ConnectLoopback(int port, std::chrono::milliseconds recv_timeout = std::chrono::milliseconds(0));
+
 // Polls `ready` every 20 ms until it returns true or `deadline` passes.
 bool WaitFor(const std::function<bool()>& ready, std::chrono::milliseconds deadline);
 
