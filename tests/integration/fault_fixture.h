@@ -161,7 +161,7 @@ class FaultE2E : public RelayE2E {
   static void Print(const std::string& scenario, const Outcome& o, double recover_s) {
     const std::string row = fmt::format(
         "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1f} s |", scenario, o.sent, o.acked, o.stored,
-        o.has_subscriber ? std::to_string(o.delivered) : "-", o.lost, o.duplicates + (o.stored - o.distinct),
+        o.has_subscriber ? std::to_string(o.delivered) : "-", o.lost, o.stored - o.distinct,
         o.gapless ? "none" : "GAP", o.peak_rss_kb ? fmt::format("{:.1f} MiB", o.peak_rss_kb / 1024.0) : "-",
         recover_s);
     std::fprintf(stderr, "[ figure ] %s\n", row.c_str());
