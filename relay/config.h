@@ -51,6 +51,7 @@ struct Config {
   // Retransmit service
   int replay_max = 10000;   // most frames in one reply; beyond: truncated + next
   int replay_workers = 2;   // concurrent replies, each with its own database connection
+  int replay_rate = 0;      // frames per second per reply; 0 = as fast as the broker takes them
   std::string acl_file;     // mosquitto ACL file; empty: every client may replay every topic
 
   // Observability

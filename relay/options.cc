@@ -113,6 +113,9 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
       ("replay-workers", po::value(&c.replay_workers)->default_value(c.replay_workers)->value_name("N"),
        "Replies served at once, each with its own database connection (1..16). Further requests wait, taken "
        "round-robin across clients; one client's requests are served one at a time, in order.")
+      ("replay-rate", po::value(&c.replay_rate)->default_value(c.replay_rate)->value_name("FRAMES"),
+       "Pace each reply at FRAMES per second, to leave the broker room for live traffic while replays run "
+       "(see the README's replay figures). 0 sends as fast as the broker takes them.")
       ("acl-file", po::value(&c.acl_file)->value_name("FILE"),
        "mosquitto's acl_file: a replay of topic T is served to client R only if R may read <seq-prefix>/T by "
        "this file, else the status says \"forbidden\". The relay cannot see MQTT usernames and takes R's "

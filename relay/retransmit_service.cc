@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 
 #include "frame.h"
 #include "log.h"
@@ -149,6 +151,18 @@ void RetransmitService::Serve(Job& job, MysqlStore& store) {
   const uint64_t end = (to - from + 1 > cap) ? from + cap - 1 : to;
   if (end < to) status.next = end + 1;
 
+  // --replay-rate: frame k of the reply goes out no earlier than k / rate
+  // seconds after the first.
+  const auto started = std::chrono::steady_clock::now();
+  // Returns false when the relay is stopping: a slow reply must not hold
+  // the shutdown up.
+  auto pace = [&] {
+    if (config_.replay_rate <= 0) return true;
+    const auto due =
+        started + std::chrono::microseconds(static_cast<int64_t>(status.sent) * 1000000 / config_.replay_rate);
+    std::unique_lock lock(mu_);
+    return !work_.wait_until(lock, due, [&] { return stopping_; });
+  };
   for (uint64_t next = from; next <= end;) {
     auto rows = with_db([&] { return store.ReadRange(t.topic, next, end, kReadChunk); });
     if (!rows.ok()) {
@@ -157,13 +171,20 @@ void RetransmitService::Serve(Job& job, MysqlStore& store) {
       break;
     }
     if (rows->empty()) break;
+    bool stopping = false;
     for (const auto& row : *rows) {
       auto frame = EncodeFrame({t.id, row.seq, static_cast<Ordering>(row.ordering & 1)}, AsBytes(row.payload));
       if (!frame.ok()) continue;  // SEQ outside 1..2^40-1 cannot be in MSG
+      if (!pace()) {
+        status.error = fmt::format("relay stopping after {} frames, ask again from {}", status.sent, row.seq);
+        stopping = true;
+        break;
+      }
       PublishFrame(job, AsBytes(frame.value()));
       ++status.sent;
       next = row.seq + 1;
     }
+    if (stopping) break;
   }
   Answer(job, status);
 }

@@ -86,6 +86,38 @@ TEST_F(RetransmitE2E, RangeHistoryAndCapReturnByteIdenticalFrames) {
   EXPECT_EQ(FramesOn(alice, replies).size(), 59u);
 }
 
+// --replay-rate paces a reply: 50 frames at 25/s cannot take less than
+// 1.96 s (a lower bound, which no slow machine can break), and arrive whole
+// and in order. A stop during a paced reply ends it at once: the rest of a
+// 300-frame reply would need 12 s.
+TEST_F(RetransmitE2E, ReplayRatePacesAReplyAndAStopCutsItShort) {
+  StartRelay({"--replay-rate=25"});
+  const std::string topic = root() + "/room";
+  Seed(topic, 300);
+  MqttClient dave(servers().mqtt_port(), name_ + "-dave");
+  const std::string replies = "relay/replay/" + name_ + "-dave";
+  dave.Subscribe(replies + "/#");
+  const auto t0 = std::chrono::steady_clock::now();
+  dave.Publish("relay/retransmit/" + name_ + "-dave", json{{"topic", topic}, {"from", 1}, {"to", 50}}.dump());
+  ASSERT_TRUE(WaitForStatuses(dave, 1));
+  const double took_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(took_s, 49 / 25.0);
+  EXPECT_EQ(Statuses(dave)[0]["sent"], 50);
+  uint64_t n = 0;
+  for (const auto& r : FramesOn(dave, replies)) {
+    auto view = seqrelay::DecodeFrame({reinterpret_cast<const uint8_t*>(r.payload.data()), r.payload.size()});
+    ASSERT_TRUE(view.ok());
+    EXPECT_EQ(view->header.seq, ++n);
+  }
+  EXPECT_EQ(n, 50u);
+
+  dave.Publish("relay/retransmit/" + name_ + "-dave", json{{"topic", topic}, {"from", 1}}.dump());
+  ASSERT_TRUE(WaitFor([&] { return FramesOn(dave, replies).size() > 50; }, 10s)) << "the second reply did not start";
+  const auto stop_at = std::chrono::steady_clock::now();
+  EXPECT_EQ(relay_->Stop(), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - stop_at, 4s) << "the paced reply held the stop up";
+}
+
 TEST_F(RetransmitE2E, EveryBadRequestGetsOneErrorStatusAndTheRelayKeepsServing) {
   StartRelay();
   const std::string topic = root() + "/room";

@@ -243,8 +243,11 @@ TEST(OptionsTest, MetricsEndpointIsOffByDefault) {
   EXPECT_EQ(c.metrics_port, 9108);
   EXPECT_EQ(c.metrics_bind, "0.0.0.0");
   EXPECT_TRUE(Contains(ParseError({"--metrics-port=70000"}), "--metrics-port"));
-  const Config acl = ParseOk({"--acl-file=/etc/seqrelay/acl"});
+  const Config acl = ParseOk({"--acl-file=/etc/seqrelay/acl", "--replay-rate=5000"});
   EXPECT_EQ(acl.acl_file, "/etc/seqrelay/acl");
+  EXPECT_EQ(acl.replay_rate, 5000);
+  EXPECT_EQ(defaults.replay_rate, 0);
+  EXPECT_TRUE(Contains(ParseError({"--replay-rate=-1"}), "--replay-rate"));
 }
 
 TEST(LogTest, TextAndJsonLines) {
@@ -403,7 +406,7 @@ TEST(OptionsTest, HelpSetsHelpAndListsEveryOption) {
         "db-port",        "db-socket",     "db-user",          "db-password",     "db-name",     "no-migrate",
         "source",         "immediate",     "seq-prefix",       "control-prefix",  "max-payload", "batch-max",
         "batch-delay-us", "buffer-max",    "buffer-max-bytes", "shutdown-timeout", "stats-interval", "log-format", "metrics-port", "metrics-bind",
-        "acl-file", "journal-dir", "replay-max", "replay-workers"}) {
+        "acl-file", "journal-dir", "replay-max", "replay-workers", "replay-rate"}) {
     // "--name " with the space, so "--buffer-max" is not found inside "--buffer-max-bytes".
     EXPECT_TRUE(Contains(text, std::string("--") + name + " ")) << "--help does not mention --" << name;
   }
