@@ -129,10 +129,8 @@ Result<std::unique_ptr<MetricsHttp>> MetricsHttp::Start(const std::string& bind,
 MetricsHttp::MetricsHttp(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 MetricsHttp::~MetricsHttp() {
-  asio::post(impl_->io, [impl = impl_.get()] {
-    beast::error_code ignored;
-    impl->acceptor.close(ignored);
-  });
+  // Pending accepts and sessions are dropped with the io_context, after the
+  // thread has ended.
   impl_->io.stop();
   if (impl_->thread.joinable()) impl_->thread.join();
 }

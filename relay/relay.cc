@@ -68,8 +68,8 @@ Relay::~Relay() {
   queue_.Close();
   if (intake_) intake_->Stop();
   if (writer_.joinable()) writer_.join();
-  if (replay_) replay_->Stop();
   retransmit_.Stop();
+  if (replay_) replay_->Stop();
   if (output_) output_->Stop();
 }
 
@@ -251,7 +251,7 @@ int Relay::Run() {
   rep.mqtt_v5 = true;  // to honour Response Topic and Correlation Data
   rep.subscriptions = {config_.control_prefix + "/retransmit/+"};
   auto replay = MqttLink::Start(rep, {.on_message = [this](const InboundMessage& m) { retransmit_.OnRequest(m); },
-                                      .on_published = nullptr,
+                                      .on_published = [this](int mid) { retransmit_.OnPublished(mid); },
                                       .on_fatal = [this](const std::string& why) { Fail("replay link: " + why); }});
   if (!replay.ok()) {
     LogError("{}", replay.error());
@@ -346,8 +346,11 @@ int Relay::Run() {
   }
   if (config_.stats_interval_s > 0) PublishStats();  // the final figures stay retained
   metrics_.reset();
+  retransmit_.Stop();  // while the replay link can still send the last statuses
+  if (std::size_t n = retransmit_.WaitAcknowledged(std::chrono::seconds(2)); n > 0) {
+    LogWarn("stopping: {} retransmit replies not acknowledged by the broker", n);
+  }
   replay_->Stop();
-  retransmit_.Stop();
   output_->Stop();
 
   const Counters& c = counters_;

@@ -36,6 +36,7 @@ void RetransmitService::Stop() {
     stopping_ = true;
   }
   work_.notify_all();
+  stop_cv_.notify_all();
   for (auto& w : workers_) w.join();
   workers_.clear();
 }
@@ -161,7 +162,7 @@ void RetransmitService::Serve(Job& job, MysqlStore& store) {
     const auto due =
         started + std::chrono::microseconds(static_cast<int64_t>(status.sent) * 1000000 / config_.replay_rate);
     std::unique_lock lock(mu_);
-    return !work_.wait_until(lock, due, [&] { return stopping_; });
+    return !stop_cv_.wait_until(lock, due, [&] { return stopping_; });
   };
   for (uint64_t next = from; next <= end;) {
     auto rows = with_db([&] { return store.ReadRange(t.topic, next, end, kReadChunk); });
@@ -198,7 +199,22 @@ bool RetransmitService::MayRead(const Job& job, std::string_view topic) const {
 void RetransmitService::PublishFrame(const Job& job, std::span<const uint8_t> frame) {
   std::optional<std::span<const uint8_t>> correlation;
   if (job.correlation) correlation = AsBytes(*job.correlation);
-  if (auto mid = link_->Publish(job.topics.frames, frame, 1, correlation); mid.ok()) ++counters_.frames;
+  std::lock_guard lock(unacked_mu_);  // held across the publish: its PUBACK cannot come before the insert
+  if (auto mid = link_->Publish(job.topics.frames, frame, 1, correlation); mid.ok()) {
+    ++counters_.frames;
+    unacked_.insert(mid.value());
+  }
+}
+
+void RetransmitService::OnPublished(int mid) {
+  std::lock_guard lock(unacked_mu_);
+  if (unacked_.erase(mid) > 0 && unacked_.empty()) acked_cv_.notify_all();
+}
+
+std::size_t RetransmitService::WaitAcknowledged(std::chrono::milliseconds deadline) {
+  std::unique_lock lock(unacked_mu_);
+  acked_cv_.wait_for(lock, deadline, [&] { return unacked_.empty(); });
+  return unacked_.size();
 }
 
 void RetransmitService::Answer(const Job& job, const ReplyStatus& status) {
@@ -217,7 +233,11 @@ void RetransmitService::Answer(const Job& job, const ReplyStatus& status) {
   const std::string body = StatusJson(job.fields, status);
   std::optional<std::span<const uint8_t>> correlation;
   if (job.correlation) correlation = AsBytes(*job.correlation);
-  if (auto mid = link_->Publish(job.topics.status, AsBytes(body), 1, correlation); !mid.ok()) {
+  std::unique_lock lock(unacked_mu_);
+  auto mid = link_->Publish(job.topics.status, AsBytes(body), 1, correlation);
+  if (mid.ok()) unacked_.insert(mid.value());
+  lock.unlock();
+  if (!mid.ok()) {
     LogWarn("retransmit status for '{}': {}", job.client, mid.error());
   }
 }

@@ -22,6 +22,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -53,10 +54,18 @@ class RetransmitService {
   void SetAcl(std::shared_ptr<const Acl> acl) { acl_ = std::move(acl); }
   // Workers publish their replies on `link`, which must outlive Stop().
   void Start(MqttLink& link);
-  // Finishes the jobs being served; drops the ones still waiting.
+  // Finishes the jobs being served (a paced reply ends at its next frame,
+  // with a status saying where to ask again); drops the ones still waiting.
+  // Call it while the link can still publish.
   void Stop();
 
   void OnRequest(const InboundMessage& in);
+  // The broker acknowledged publish `mid` of the link (link thread).
+  void OnPublished(int mid);
+  // After Stop(): waits until the broker has acknowledged every reply
+  // published, or `deadline` passes, so that the last statuses are not lost
+  // when the link disconnects. Returns the number still unacknowledged.
+  std::size_t WaitAcknowledged(std::chrono::milliseconds deadline);
 
   struct Counters {
     std::atomic<uint64_t> requests{0};        // requests received (retained ones excluded)
@@ -87,6 +96,11 @@ class RetransmitService {
   const Config& config_;
   MqttLink* link_ = nullptr;  // set by Start, before any worker runs
   std::shared_ptr<const Acl> acl_;  // null: no access control; set before Start, then read-only
+  // Message ids of replies published and not yet acknowledged; guarded by
+  // unacked_mu_ (workers add, the link thread removes).
+  std::mutex unacked_mu_;
+  std::condition_variable acked_cv_;
+  std::set<int> unacked_;
   Counters counters_;
   std::vector<std::thread> workers_;
 
@@ -96,6 +110,10 @@ class RetransmitService {
   // in turns_ or in serving_, never both).
   std::mutex mu_;
   std::condition_variable work_;
+  // Paced replies wait on this one, woken only by Stop(): a wake-up meant
+  // for an idle worker (work_ is notified one at a time) must never be
+  // taken by a worker that is pacing.
+  std::condition_variable stop_cv_;
   std::map<std::string, std::deque<Job>> pending_;
   std::deque<std::string> turns_;
   std::set<std::string> serving_;

@@ -198,8 +198,8 @@ TEST_F(ClientE2E, AnUnansweredHistoryLookupIsRetriedThenGivenUp) {
   const std::string topic = root() + "/t";
   auto o = ClientOptions("c", {topic});
   o.history = seqclient::History::kAll;
-  o.reply_timeout = std::chrono::milliseconds(400);
-  o.max_attempts = 2;  // given up 400 + 800 ms after the first lookup
+  o.reply_timeout = Scaled(std::chrono::milliseconds(400));
+  o.max_attempts = 2;  // given up 400 + 800 ms (scaled) after the first lookup
   MqttClient relay(servers().mqtt_port(), name_ + "-silent-relay");
   relay.Subscribe("relay/retransmit/" + o.client_id);
   Sink sink;
@@ -221,7 +221,7 @@ TEST_F(ClientE2E, AnUnansweredHistoryLookupIsRetriedThenGivenUp) {
                                       .value());
   }
   ASSERT_TRUE(relay.WaitAllAcked(5s));
-  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  std::this_thread::sleep_for(Scaled(std::chrono::milliseconds(150)));
   EXPECT_EQ(sink.size(), 0u) << "live frames must wait for the lookup";
   ASSERT_TRUE(WaitFor([&] { return sink.size() >= 2; }, 10s)) << "held live frames were never released";
   EXPECT_EQ(relay.received_count(), 2u) << "one lookup and one retry";

@@ -88,12 +88,13 @@ TEST_F(RetransmitE2E, RangeHistoryAndCapReturnByteIdenticalFrames) {
 
 // --replay-rate paces a reply: 50 frames at 25/s cannot take less than
 // 1.96 s (a lower bound, which no slow machine can break), and arrive whole
-// and in order. A stop during a paced reply ends it at once: the rest of a
-// 300-frame reply would need 12 s.
+// and in order. A stop during a paced reply ends it at its next frame, with
+// a status that says where to ask again: the rest of a 2,000-frame reply
+// would need 78 s.
 TEST_F(RetransmitE2E, ReplayRatePacesAReplyAndAStopCutsItShort) {
   StartRelay({"--replay-rate=25"});
   const std::string topic = root() + "/room";
-  Seed(topic, 300);
+  Seed(topic, 2000);
   MqttClient dave(servers().mqtt_port(), name_ + "-dave");
   const std::string replies = "relay/replay/" + name_ + "-dave";
   dave.Subscribe(replies + "/#");
@@ -113,9 +114,22 @@ TEST_F(RetransmitE2E, ReplayRatePacesAReplyAndAStopCutsItShort) {
 
   dave.Publish("relay/retransmit/" + name_ + "-dave", json{{"topic", topic}, {"from", 1}}.dump());
   ASSERT_TRUE(WaitFor([&] { return FramesOn(dave, replies).size() > 50; }, 10s)) << "the second reply did not start";
+  // Another client is served by the other worker meanwhile (a wake-up for
+  // its job once went to the pacing worker, and it waited for the whole
+  // paced reply).
+  MqttClient erin(servers().mqtt_port(), name_ + "-erin");
+  erin.Subscribe("relay/replay/" + name_ + "-erin/#");
+  const auto asked_at = std::chrono::steady_clock::now();
+  erin.Publish("relay/retransmit/" + name_ + "-erin", json{{"topic", topic}, {"from", 1}, {"to", 5}}.dump());
+  ASSERT_TRUE(WaitForStatuses(erin, 1, 10s)) << "a paced reply held up another client";
+  EXPECT_LT(std::chrono::steady_clock::now() - asked_at, Scaled(3s));
   const auto stop_at = std::chrono::steady_clock::now();
   EXPECT_EQ(relay_->Stop(), 0);
-  EXPECT_LT(std::chrono::steady_clock::now() - stop_at, 4s) << "the paced reply held the stop up";
+  EXPECT_LT(std::chrono::steady_clock::now() - stop_at, Scaled(4s)) << "the paced reply held the stop up";
+  ASSERT_TRUE(WaitForStatuses(dave, 2, 5s)) << "the cut reply sent no status";
+  const json cut = Statuses(dave)[1];
+  EXPECT_EQ(cut["status"], "error") << cut.dump();
+  EXPECT_NE(cut.value("error", "").find("relay stopping after"), std::string::npos) << cut.dump();
 }
 
 TEST_F(RetransmitE2E, EveryBadRequestGetsOneErrorStatusAndTheRelayKeepsServing) {

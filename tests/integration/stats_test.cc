@@ -143,9 +143,13 @@ TEST_F(RelayE2E, MetricsEndpointServesPrometheusTextOfTheSameFigures) {
   EXPECT_EQ(HttpGet(port, "/other").rfind("HTTP/1.1 404", 0), 0u);
   EXPECT_EQ(HttpGet(port, "/metrics", "POST").rfind("HTTP/1.1 405", 0), 0u);
   // A client that connects and says nothing does not block the next scrape.
+  // (The server drops an idle client after 5 s, so the scrape must come well
+  // before that to show it was not waiting for the idle one.)
   const int idle = ConnectLoopback(port);
   ASSERT_GE(idle, 0);
+  const auto scrape_at = std::chrono::steady_clock::now();
   EXPECT_EQ(HttpGet(port, "/metrics").rfind("HTTP/1.1 200 OK", 0), 0u);
+  EXPECT_LT(std::chrono::steady_clock::now() - scrape_at, 2s) << "the scrape waited for the idle connection";
   close(idle);
   EXPECT_EQ(relay_->Stop(), 0);
   EXPECT_EQ(HttpGet(port, "/metrics"), "") << "the endpoint outlived the relay";

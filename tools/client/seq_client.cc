@@ -175,6 +175,9 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
   }
   Topic& t = it->second;
   t.ordered = view->header.ordering == seqrelay::Ordering::kOrdered;
+  // A reply in progress is not late: its timeout runs from its newest
+  // frame (a paced reply, --replay-rate, can take longer than reply_timeout).
+  if (replayed && t.asked) t.asked_at = Clock::now();
   bool duplicate = false;
   std::string payload(reinterpret_cast<const char*>(view->payload.data()), view->payload.size());
   auto out = t.stream.Offer(view->header.seq, t.ordered, std::move(payload), &duplicate);
@@ -210,7 +213,12 @@ void SeqClient::HandleStatus(const std::string& text) {
     // The lookup answered: create the topic's stream at its start, then ask
     // for everything from there to the newest SEQ.
     if (!ok) {
-      AbandonLookupLocked(name, s.value("error", "lookup failed"));
+      // Final answers end the lookup; anything else (the database away, too
+      // many requests pending) is asked again by Timer, up to max_attempts.
+      const std::string error = s.value("error", "lookup failed");
+      if (error == "unknown topic" || error == "forbidden" || lookups_[name].attempts >= options_.max_attempts) {
+        AbandonLookupLocked(name, error);
+      }
       return;
     }
     uint64_t start = history_start_[name];

@@ -18,9 +18,10 @@
 //   ...
 //   client.Stop();
 //
-// Threads: the callback runs on the client's network thread, one message at
-// a time, in delivery order; it must not call Stop(). Start/Stop/stats from
-// the owner's thread.
+// Threads: the callbacks run on the client's network thread or its timer
+// thread (gap give-ups), one at a time, in delivery order, with the client's
+// lock held: they must not call Stop() or stats(). Start/Stop/stats from the
+// owner's thread.
 #pragma once
 
 #include <atomic>
