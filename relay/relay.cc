@@ -361,7 +361,7 @@ int Relay::Run() {
           c.acked.load(), c.refused_topic + c.refused_payload + c.refused_seq, c.refused_topic.load(),
           c.refused_payload.load(), c.refused_seq.load(), c.ignored_own + c.ignored_retained, c.ignored_own.load(),
           c.ignored_retained.load(), retransmit_.counters().requests.load(), retransmit_.counters().served.load(),
-          retransmit_.counters().failed.load(), retransmit_.counters().frames.load());
+          retransmit_.counters().failed(), retransmit_.counters().frames.load());
   std::string fatal;
   {
     std::lock_guard lock(stop_mu_);
@@ -404,7 +404,7 @@ RelayStats Relay::Snapshot() const {
   s.intake_pauses = c.intake_pauses;
   s.replay_requests = r.requests;
   s.replay_served = r.served;
-  s.replay_failed = r.failed;
+  s.replay_failed = r.failed();
   s.replay_forbidden = r.forbidden;
   s.replay_refused = r.refused;
   s.replay_frames = r.frames;

@@ -15,6 +15,12 @@ namespace seqrelay {
 // Requests longer than this are refused unread.
 inline constexpr std::size_t kMaxRequestBytes = 4096;
 
+// Error texts that are final answers, shared by the relay, which sends them,
+// and the client library, which gives up on them instead of asking again.
+inline constexpr std::string_view kErrorForbidden = "forbidden";
+inline constexpr std::string_view kErrorUnknownTopic = "unknown topic";
+inline constexpr std::string_view kErrorUnknownId = "unknown id";
+
 // What a request said, as far as it could be read: an error status echoes
 // whichever of these were readable.
 struct RequestFields {

@@ -118,7 +118,7 @@ void RetransmitService::Serve(Job& job, MysqlStore& store) {
     return r;
   };
   if (f.topic && !MayRead(job, *f.topic)) {  // before the database: not even "unknown topic"
-    Answer(job, ReplyStatus::Refused(kForbidden));
+    Answer(job, ReplyStatus::Refused(std::string(kErrorForbidden)));
     return;
   }
   auto topic = with_db([&] { return store.FindTopic(f.topic, f.id); });
@@ -128,13 +128,13 @@ void RetransmitService::Serve(Job& job, MysqlStore& store) {
     return;
   }
   if (!topic.value()) {
-    Answer(job, ReplyStatus::Refused(f.topic ? "unknown topic" : "unknown id"));
+    Answer(job, ReplyStatus::Refused(std::string(f.topic ? kErrorUnknownTopic : kErrorUnknownId)));
     return;
   }
   const MysqlStore::TopicRow& t = **topic;
   if (!MayRead(job, t.topic)) {
     // By id: the client learns neither the topic's name nor its last SEQ.
-    Answer(job, ReplyStatus::Refused(kForbidden));
+    Answer(job, ReplyStatus::Refused(std::string(kErrorForbidden)));
     return;
   }
   f.topic = t.topic;
@@ -202,27 +202,34 @@ void RetransmitService::PublishFrame(const Job& job, std::span<const uint8_t> fr
   std::lock_guard lock(unacked_mu_);  // held across the publish: its PUBACK cannot come before the insert
   if (auto mid = link_->Publish(job.topics.frames, frame, 1, correlation); mid.ok()) {
     ++counters_.frames;
-    unacked_.insert(mid.value());
+    MarkUnackedLocked(mid.value());
   }
+}
+
+void RetransmitService::MarkUnackedLocked(int mid) {
+  if (mid < 0 || mid >= static_cast<int>(unacked_.size()) || unacked_[mid]) return;
+  unacked_[mid] = true;
+  ++unacked_count_;
 }
 
 void RetransmitService::OnPublished(int mid) {
   std::lock_guard lock(unacked_mu_);
-  if (unacked_.erase(mid) > 0 && unacked_.empty()) acked_cv_.notify_all();
+  if (mid < 0 || mid >= static_cast<int>(unacked_.size()) || !unacked_[mid]) return;
+  unacked_[mid] = false;
+  if (--unacked_count_ == 0) acked_cv_.notify_all();
 }
 
 std::size_t RetransmitService::WaitAcknowledged(std::chrono::milliseconds deadline) {
   std::unique_lock lock(unacked_mu_);
-  acked_cv_.wait_for(lock, deadline, [&] { return unacked_.empty(); });
-  return unacked_.size();
+  acked_cv_.wait_for(lock, deadline, [&] { return unacked_count_ == 0; });
+  return unacked_count_;
 }
 
 void RetransmitService::Answer(const Job& job, const ReplyStatus& status) {
   if (status.error.empty()) {
     ++counters_.served;
   } else {
-    ++counters_.failed;
-    ++(status.error == kForbidden ? counters_.forbidden : counters_.refused);
+    ++(status.error == kErrorForbidden ? counters_.forbidden : counters_.refused);
   }
   if (!status.error.empty()) {
     static RateLimit limit(std::chrono::seconds(10));
@@ -235,7 +242,7 @@ void RetransmitService::Answer(const Job& job, const ReplyStatus& status) {
   if (job.correlation) correlation = AsBytes(*job.correlation);
   std::unique_lock lock(unacked_mu_);
   auto mid = link_->Publish(job.topics.status, AsBytes(body), 1, correlation);
-  if (mid.ok()) unacked_.insert(mid.value());
+  if (mid.ok()) MarkUnackedLocked(mid.value());
   lock.unlock();
   if (!mid.ok()) {
     LogWarn("retransmit status for '{}': {}", job.client, mid.error());

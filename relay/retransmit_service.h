@@ -46,7 +46,6 @@ class MysqlStore;
 class RetransmitService {
  public:
   static constexpr std::size_t kMaxPendingPerClient = 16;
-  static constexpr const char* kForbidden = "forbidden";  // the error text of an ACL refusal
 
   explicit RetransmitService(const Config& config);
   ~RetransmitService();
@@ -70,11 +69,11 @@ class RetransmitService {
   struct Counters {
     std::atomic<uint64_t> requests{0};        // requests received (retained ones excluded)
     std::atomic<uint64_t> served{0};          // answered "ok"
-    std::atomic<uint64_t> failed{0};          // answered "error"
     std::atomic<uint64_t> frames{0};          // frames sent in replies
     std::atomic<uint64_t> ignored_retained{0};
-    std::atomic<uint64_t> forbidden{0};        // of the failed: refused by the ACL
-    std::atomic<uint64_t> refused{0};          // of the failed: every other error (failed = forbidden + refused)
+    std::atomic<uint64_t> forbidden{0};        // answered "error": refused by the ACL
+    std::atomic<uint64_t> refused{0};          // answered "error": every other reason
+    uint64_t failed() const { return forbidden + refused; }
   };
   const Counters& counters() const { return counters_; }
 
@@ -92,15 +91,19 @@ class RetransmitService {
   bool MayRead(const Job& job, std::string_view topic) const;
   void Answer(const Job& job, const ReplyStatus& status);
   void PublishFrame(const Job& job, std::span<const uint8_t> frame);
+  void MarkUnackedLocked(int mid);  // unacked_mu_ held
 
   const Config& config_;
   MqttLink* link_ = nullptr;  // set by Start, before any worker runs
   std::shared_ptr<const Acl> acl_;  // null: no access control; set before Start, then read-only
-  // Message ids of replies published and not yet acknowledged; guarded by
-  // unacked_mu_ (workers add, the link thread removes).
+  // Which MQTT message ids (16-bit) of replies are published and not yet
+  // acknowledged, and how many: a bit per id, so a frame costs no
+  // allocation. Guarded by unacked_mu_ (workers set, the link thread clears;
+  // PUBACKs of the link's other publishes find their bit clear).
   std::mutex unacked_mu_;
   std::condition_variable acked_cv_;
-  std::set<int> unacked_;
+  std::vector<bool> unacked_ = std::vector<bool>(65536);
+  std::size_t unacked_count_ = 0;
   Counters counters_;
   std::vector<std::thread> workers_;
 

@@ -85,17 +85,7 @@ class ShippedBroker {
 // The CONNACK return code for a hand-made MQTT 3.1.1 CONNECT with this
 // username and password (0 = accepted), or -1 if none came.
 int ConnackCode(int port, const std::string& client_id, const std::string& user, const std::string& password) {
-  auto field = [](std::string& out, const std::string& s) {
-    out += static_cast<char>(s.size() >> 8);
-    out += static_cast<char>(s.size() & 0xFF);
-    out += s;
-  };
-  std::string body = std::string("\0\4MQTT\4\xC2\0\x3c", 10);  // username, password, clean session
-  field(body, client_id);
-  field(body, user);
-  field(body, password);
-  if (body.size() > 127) return -1;  // one-byte remaining length is all this needs
-  const std::string packet = std::string(1, '\x10') + static_cast<char>(body.size()) + body;
+  const std::string packet = MqttPacket(0x10, MqttConnectBody(client_id, user, password));
   const int fd = ConnectLoopback(port, std::chrono::seconds(5));
   if (fd < 0) return -1;
   int code = -1;

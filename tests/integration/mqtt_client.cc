@@ -9,6 +9,32 @@
 
 namespace seqtest {
 
+std::string MqttField(std::string_view s) {
+  std::string out;
+  out += static_cast<char>(s.size() >> 8);
+  out += static_cast<char>(s.size() & 0xFF);
+  out += s;
+  return out;
+}
+
+std::string MqttPacket(uint8_t type, const std::string& body) {
+  std::string out(1, static_cast<char>(type));
+  std::size_t n = body.size();
+  do {  // remaining length, 7 bits a byte
+    const uint8_t byte = n % 128;
+    n /= 128;
+    out += static_cast<char>(n > 0 ? byte | 0x80 : byte);
+  } while (n > 0);
+  return out + body;
+}
+
+std::string MqttConnectBody(const std::string& client_id, const std::string& user, const std::string& password) {
+  const char flags = user.empty() ? '\x02' : '\xC2';  // clean session; plus username and password
+  std::string body = MqttField("MQTT") + '\x04' + flags + std::string("\0\x3c", 2) + MqttField(client_id);
+  if (!user.empty()) body += MqttField(user) + MqttField(password);
+  return body;
+}
+
 MqttClient::MqttClient(int port, const std::string& id, bool clean, bool v5, const std::string& user,
                        const std::string& password) {
   mosquitto_lib_init();

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 struct mosquitto;
@@ -21,6 +22,17 @@ struct Received {
   std::string correlation;  // v5 Correlation Data, empty if none
   std::chrono::steady_clock::time_point at;  // when the client received it
 };
+
+// MQTT 3.1.1 packets by hand, for tests that send what libmosquitto refuses
+// to (bad topic names) or look at raw replies (CONNACK codes).
+// A length-prefixed string field.
+std::string MqttField(std::string_view s);
+// A whole packet: the type byte, the remaining length, the body.
+std::string MqttPacket(uint8_t type, const std::string& body);
+// A CONNECT body (clean session, keepalive 60 s), with username and
+// password when `user` is given.
+std::string MqttConnectBody(const std::string& client_id, const std::string& user = "",
+                            const std::string& password = "");
 
 class MqttClient {
  public:

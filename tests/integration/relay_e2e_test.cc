@@ -19,28 +19,8 @@ namespace {
 // send: CONNECT, then one QoS 0 PUBLISH with `topic` exactly as given.
 // Returns true if the broker closed the connection within 2 s after it.
 bool BrokerDropsRawPublish(int port, const std::string& client_id, const std::string& topic) {
-  auto u16 = [](std::string& out, std::size_t n) {
-    out += static_cast<char>(n >> 8);
-    out += static_cast<char>(n & 0xFF);
-  };
-  auto packet = [](uint8_t type, const std::string& body) {
-    std::string out(1, static_cast<char>(type));
-    std::size_t n = body.size();
-    do {  // remaining length, 7 bits a byte
-      uint8_t byte = n % 128;
-      n /= 128;
-      out += static_cast<char>(n > 0 ? byte | 0x80 : byte);
-    } while (n > 0);
-    return out + body;
-  };
-  std::string hello = std::string("\0\4MQTT\4\2\0\x3c", 10);
-  u16(hello, client_id.size());
-  hello += client_id;
-  std::string publish;
-  u16(publish, topic.size());
-  publish += topic;
-  publish += "raw payload";
-  const std::string bytes = packet(0x10, hello) + packet(0x30, publish);
+  const std::string bytes =
+      MqttPacket(0x10, MqttConnectBody(client_id)) + MqttPacket(0x30, MqttField(topic) + "raw payload");
 
   const int fd = ConnectLoopback(port, std::chrono::seconds(2));
   if (fd < 0) return false;

@@ -7,12 +7,12 @@
 #include <mosquitto.h>
 
 #include <algorithm>
-#include <cmath>
 #include <condition_variable>
 #include <fstream>
 #include <thread>
 
 #include "fault_fixture.h"
+#include "metrics.h"
 
 namespace seqtest {
 namespace {
@@ -61,13 +61,15 @@ class SoakSubscriber {
     mosquitto_destroy(mosq_);
   }
 
-  // The window's latencies in ms (sorted), and a new window started.
-  std::vector<double> TakeWindow() {
-    std::lock_guard lock(mu_);
-    std::vector<double> out;
-    out.swap(window_);
-    std::sort(out.begin(), out.end());
-    return out;
+  // The window's latencies in ms, summarised as the relay's stats report
+  // does (nearest rank); a new window starts.
+  seqrelay::Summary TakeWindow() {
+    std::vector<double> window;
+    {
+      std::lock_guard lock(mu_);
+      window.swap(window_);
+    }
+    return seqrelay::Summarize(window);
   }
   uint64_t received() {
     std::lock_guard lock(mu_);
@@ -106,12 +108,6 @@ class SoakSubscriber {
   uint64_t received_ = 0, out_of_order_ = 0;  // guarded by mu_
 };
 
-double Percentile(const std::vector<double>& sorted, double p) {
-  if (sorted.empty()) return 0;
-  std::size_t rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted.size())));
-  return sorted[std::clamp<std::size_t>(rank, 1, sorted.size()) - 1];
-}
-
 TEST_F(FaultE2E, SoakAtTwoThousandPerSecondOverAThousandTopics) {
   const auto duration = LongForm() ? std::chrono::seconds(600) : std::chrono::seconds(20);
   const int windows = 10;
@@ -141,7 +137,7 @@ TEST_F(FaultE2E, SoakAtTwoThousandPerSecondOverAThousandTopics) {
   for (int w = 1; w <= windows; ++w) {
     std::this_thread::sleep_until(t0 + step * w);
     auto lat = sub.TakeWindow();
-    seen.push_back({lat.size(), Percentile(lat, 0.5), Percentile(lat, 0.99), lat.empty() ? 0 : lat.back(),
+    seen.push_back({lat.count, lat.p50, lat.p99, lat.max,
                     RssKb(relay_->pid())});
     const Window& x = seen.back();
     std::fprintf(stderr, "[ figure ] soak window %2d: %6llu frames, latency ms p50 %.2f p99 %.2f max %.1f, relay RSS %.1f MiB\n",

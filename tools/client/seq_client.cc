@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "frame.h"
+#include "retransmit.h"
 
 namespace seqclient {
 namespace {
@@ -216,7 +217,8 @@ void SeqClient::HandleStatus(const std::string& text) {
       // Final answers end the lookup; anything else (the database away, too
       // many requests pending) is asked again by Timer, up to max_attempts.
       const std::string error = s.value("error", "lookup failed");
-      if (error == "unknown topic" || error == "forbidden" || lookups_[name].attempts >= options_.max_attempts) {
+      if (error == seqrelay::kErrorUnknownTopic || error == seqrelay::kErrorForbidden ||
+          lookups_[name].attempts >= options_.max_attempts) {
         AbandonLookupLocked(name, error);
       }
       return;
