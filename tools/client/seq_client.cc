@@ -56,7 +56,7 @@ std::optional<std::string> SeqClient::Start() {
       } else if (options_.history != History::kLast) {
         continue;
       }
-      history_start_[t] = start;  // 0 for kLast: known once the lookup answers
+      lookups_[t].start = start;
     }
   }
   mosquitto_lib_init();
@@ -85,7 +85,7 @@ std::optional<std::string> SeqClient::Start() {
   }
   {
     std::lock_guard lock(mu_);
-    for (const auto& [topic, start] : history_start_) SendLookupLocked(topic);
+    for (const auto& [topic, lookup] : lookups_) SendLookupLocked(topic);
   }
   timer_ = std::thread([this] { Timer(); });
   return std::nullopt;
@@ -170,8 +170,8 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
     // A live frame of a topic still being looked up waits for the answer
     // (HandleStatus offers it then); a replayed frame of an unknown id was
     // not asked for.
-    if (!replayed && history_start_.count(name)) held_live_[name].push_back(bytes);
-    if (replayed || history_start_.count(name)) return;
+    if (!replayed && lookups_.count(name)) held_live_[name].push_back(bytes);
+    if (replayed || lookups_.count(name)) return;
     it = topics_.emplace(id, Topic{name, true, OrderedStream(0), {}, {}, {}, 0}).first;
   }
   Topic& t = it->second;
@@ -210,7 +210,7 @@ void SeqClient::HandleStatus(const std::string& text) {
   const uint64_t from = s.value("from", uint64_t{0});
   const std::string name = s.value("topic", "");
 
-  if (from == kLookupFrom && history_start_.count(name)) {
+  if (from == kLookupFrom && lookups_.count(name)) {
     // The lookup answered: create the topic's stream at its start, then ask
     // for everything from there to the newest SEQ.
     if (!ok) {
@@ -223,8 +223,7 @@ void SeqClient::HandleStatus(const std::string& text) {
       }
       return;
     }
-    uint64_t start = history_start_[name];
-    history_start_.erase(name);
+    uint64_t start = lookups_[name].start;
     lookups_.erase(name);
     const uint32_t id = s.value("id", uint32_t{0});
     const uint64_t last = s.value("last", uint64_t{0});
@@ -288,7 +287,6 @@ void SeqClient::SendLookupLocked(const std::string& topic) {
 }
 
 void SeqClient::AbandonLookupLocked(const std::string& topic, const std::string& why) {
-  history_start_.erase(topic);
   lookups_.erase(topic);
   if (on_gap_) on_gap_(topic, 0, 0, why);
   auto held = std::move(held_live_[topic]);

@@ -142,13 +142,15 @@ class SeqClient {
   std::condition_variable cv_;
   std::map<uint32_t, Topic> topics_;          // guarded by mu_
   std::map<std::string, uint64_t> resume_;    // topic -> last delivered SEQ from the state file; mu_
-  std::map<std::string, uint64_t> history_start_;  // topic -> first SEQ wanted, while looked up; mu_
-  std::map<std::string, std::vector<std::string>> held_live_;  // live frames of topics being looked up; mu_
+  // Topics being looked up before they start (history or resume): where
+  // each starts, and its outstanding lookup, retried by Timer. mu_.
   struct Lookup {
+    uint64_t start = 0;  // first SEQ wanted; 0 for kLast, known once the lookup answers
     std::chrono::steady_clock::time_point sent{};
     int attempts = 0;
   };
-  std::map<std::string, Lookup> lookups_;     // topic -> its outstanding lookup, retried by Timer; mu_
+  std::map<std::string, Lookup> lookups_;
+  std::map<std::string, std::vector<std::string>> held_live_;  // live frames of topics being looked up; mu_
   Stats stats_;                               // guarded by mu_
   int connack_ = -1;                          // guarded by mu_
   bool stopping_ = false;                     // guarded by mu_
