@@ -542,7 +542,15 @@ bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
     database_up_ = true;  // reachable again, even if `check` ends the retry without another attempt
     if (unreachable) LogInfo("database: reconnected; {} rows committed", progress.max_idx);
     unreachable = false;
-    if (check(progress) == AfterReconnect::kDone) return true;
+    if (check(progress) == AfterReconnect::kDone) {
+      // The work was done before the connection broke: the same recovery
+      // line as when a retry succeeds, so the log always says it is over.
+      if (failing_since) {
+        LogInfo("database: {} succeeded after {:.1f} s of failures (done before the connection broke); {} messages "
+                "waiting", what, SecondsSince(*failing_since), queue_.size());
+      }
+      return true;
+    }
   }
 }
 
