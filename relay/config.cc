@@ -43,6 +43,7 @@ Status Validate(const Config& c) {
       CheckRange("replay-max", c.replay_max, 1, 1000000),
       CheckRange("replay-workers", c.replay_workers, 1, 16),
       CheckRange("replay-rate", c.replay_rate, 0, 10000000),
+      CheckRange("replay-live-delay-us", c.replay_live_delay_us, 0, 10000000),
       CheckRange("stats-interval", c.stats_interval_s, 0, 86400),
       CheckRange("metrics-port", c.metrics_port, 0, 65535),
       CheckPrefix("seq-prefix", c.seq_prefix),
@@ -90,11 +91,11 @@ std::vector<std::string> Describe(const Config& c) {
                   fmt::join(c.sources, ", "), fmt::join(c.immediate, ", "), c.seq_prefix, c.control_prefix,
                   c.max_payload),
       fmt::format("batch-max={} batch-delay-us={} buffer-max={} buffer-max-bytes={} shutdown-timeout={}s "
-                  "journal-dir={} replay-max={} replay-workers={} replay-rate={} acl-file={} stats-interval={}s metrics={} "
+                  "journal-dir={} replay-max={} replay-workers={} replay-rate={} replay-live-delay-us={} acl-file={} stats-interval={}s metrics={} "
                   "log-level={} log-format={}",
                   c.batch_max, c.batch_delay_us, c.buffer_max, c.buffer_max_bytes, c.shutdown_timeout_s,
                   c.journal_dir.empty() ? "(none)" : c.journal_dir, c.replay_max, c.replay_workers,
-                  c.replay_rate, c.acl_file.empty() ? "(none)" : c.acl_file,
+                  c.replay_rate, c.replay_live_delay_us, c.acl_file.empty() ? "(none)" : c.acl_file,
                   c.stats_interval_s,
                   c.metrics_port ? fmt::format("{}:{}", c.metrics_bind, c.metrics_port) : std::string("off"),
                   levels[static_cast<int>(c.log_level)],

@@ -52,6 +52,7 @@ struct Config {
   int replay_max = 10000;   // most frames in one reply; beyond: truncated + next
   int replay_workers = 2;   // concurrent replies, each with its own database connection
   int replay_rate = 0;      // frames per second per reply; 0 = as fast as the broker takes them
+  int replay_live_delay_us = 2000;  // extra live delay before replays slow down; 0 = never slow down
   std::string acl_file;     // mosquitto ACL file; empty: every client may replay every topic
 
   // Observability

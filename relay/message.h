@@ -6,6 +6,7 @@
 // stored (payload part) and published (whole frame) without another copy.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <span>
@@ -31,6 +32,7 @@ struct Message {
   uint64_t idx = 0;            // MSG.idx, set by the writer
   uint64_t seq = 0;            // SEQ within T, set by the writer
   uint64_t journal_end = 0;    // journal position after this message; 0 = not journaled
+  std::chrono::steady_clock::time_point received{};  // arrival on the intake link; zero if from the journal
 };
 
 }  // namespace seqrelay

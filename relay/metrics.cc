@@ -84,7 +84,7 @@ std::string StatsJson(const RelayStats& s) {
       {"replay",
        {{"requests", s.replay_requests}, {"served", s.replay_served}, {"failed", s.replay_failed},
         {"forbidden", s.replay_forbidden},
-        {"frames", s.replay_frames}}},
+        {"frames", s.replay_frames}, {"rate", std::lround(s.replay_rate)}}},
       {"journal", {{"errors", s.journal_errors}, {"replayed", s.journal_replayed}, {"redeliveries", s.redeliveries}}},
       {"database", s.database_up ? "up" : "down"},
       {"broker", {{"intake", up(s.intake_connected)}, {"output", up(s.output_connected)},
@@ -131,6 +131,8 @@ std::string PrometheusText(const RelayStats& s) {
   metric("seqrelay_replay_requests_total", "counter", replay, s.replay_refused, "{outcome=\"error\"}");
   metric("seqrelay_replay_requests_total", "counter", replay, s.replay_forbidden, "{outcome=\"forbidden\"}");
   metric("seqrelay_replay_frames_total", "counter", "Frames sent in retransmit replies.", s.replay_frames);
+  metric("seqrelay_replay_rate", "gauge", "Frames per second replies may go at now, as the live traffic allows.",
+         std::lround(s.replay_rate));
   metric("seqrelay_journal_errors_total", "counter", "Messages that could not be journaled.", s.journal_errors);
   metric("seqrelay_database_up", "gauge", "1 while the writer's last database call succeeded.",
          s.database_up ? 1 : 0);

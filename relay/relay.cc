@@ -408,6 +408,7 @@ RelayStats Relay::Snapshot() const {
   s.replay_forbidden = r.forbidden;
   s.replay_refused = r.refused;
   s.replay_frames = r.frames;
+  s.replay_rate = retransmit_.governor().enabled() ? retransmit_.governor().rate() : 0;
   s.journal_errors = c.journal_errors;
   s.journal_replayed = c.journal_replayed;
   s.redeliveries = c.redeliveries;
@@ -466,6 +467,7 @@ void Relay::OnIntake(const InboundMessage& in) {
     return;
   }
   Message m(in.topic, in.payload.data(), in.payload.size());
+  m.received = Clock::now();
   if (journal_) {
     // Before this callback returns, so before libmosquitto sends the PUBACK.
     if (auto end = journal_->Append(in.topic, in.payload, in.mid); end.ok()) {
@@ -635,7 +637,7 @@ bool Relay::Commit(std::span<Message> batch) {
   return true;
 }
 
-bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx) {
+bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, Clock::time_point received) {
   std::unique_lock lock(publish_mu_);
   if (tracker_.in_flight() >= kMaxUnacked) {
     acked_cv_.wait(lock, [&] { return tracker_.in_flight() < kMaxUnacked || GivingUp(); });
@@ -650,6 +652,8 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
     return true;
   }
   tracker_.Sent(idx, mid.value());
+  // Under publish_mu_, like the PUBACK's LiveAcked: the ack cannot overtake this.
+  if (received != Clock::time_point{}) retransmit_.governor().LiveSent(mid.value(), received, Clock::now());
   ++counters_.published;
   return true;
 }
@@ -658,6 +662,7 @@ void Relay::OnPublished(int mid) {
   {
     std::lock_guard lock(publish_mu_);
     tracker_.Acked(mid);
+    retransmit_.governor().LiveAcked(mid, Clock::now());
   }
   ++counters_.acked;
   acked_cv_.notify_all();
@@ -679,7 +684,7 @@ void Relay::WriterLoop() {
     counters_.committed += batch.size();
     ++counters_.batches;
     for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (!Publish(topics[i]->seq_topic, batch[i].frame, batch[i].idx)) break;
+      if (!Publish(topics[i]->seq_topic, batch[i].frame, batch[i].idx, batch[i].received)) break;
     }
     batch.clear();
   }

@@ -21,7 +21,9 @@ std::span<const uint8_t> AsBytes(std::string_view s) {
 
 }  // namespace
 
-RetransmitService::RetransmitService(const Config& config) : config_(config) {}
+RetransmitService::RetransmitService(const Config& config)
+    : config_(config),
+      governor_({.target = std::chrono::microseconds(config.replay_live_delay_us)}) {}
 
 RetransmitService::~RetransmitService() { Stop(); }
 
@@ -152,16 +154,21 @@ void RetransmitService::Serve(Job& job, MysqlStore& store) {
   const uint64_t end = (to - from + 1 > cap) ? from + cap - 1 : to;
   if (end < to) status.next = end + 1;
 
-  // --replay-rate: frame k of the reply goes out no earlier than k / rate
-  // seconds after the first.
-  const auto started = std::chrono::steady_clock::now();
+  // A frame goes out when the governor's slot for it comes and, with
+  // --replay-rate, no earlier than sent / rate seconds after the first.
+  using Clock = std::chrono::steady_clock;
+  const auto started = Clock::now();
   // Returns false when the relay is stopping: a slow reply must not hold
   // the shutdown up.
   auto pace = [&] {
-    if (config_.replay_rate <= 0) return true;
-    const auto due =
-        started + std::chrono::microseconds(static_cast<int64_t>(status.sent) * 1000000 / config_.replay_rate);
+    const auto now = Clock::now();
+    auto due = governor_.Reserve(now);
+    if (config_.replay_rate > 0) {
+      due = std::max(due, started + std::chrono::microseconds(static_cast<int64_t>(status.sent) * 1000000 /
+                                                              config_.replay_rate));
+    }
     std::unique_lock lock(mu_);
+    if (due <= now) return !stopping_;
     return !stop_cv_.wait_until(lock, due, [&] { return stopping_; });
   };
   for (uint64_t next = from; next <= end;) {

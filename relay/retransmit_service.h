@@ -13,6 +13,10 @@
 // (a client that retries a slow request must not see the retry's status
 // before the first request's frames).
 //
+// All replies together go at the rate the governor sets, which slows them
+// down while they delay live frames (replay_governor.h); --replay-rate caps
+// each reply besides.
+//
 // With an ACL (--acl-file), a request is served only if the client may read
 // <seq-prefix>/T by that ACL; otherwise it gets "forbidden", and a request by
 // id learns nothing of the topic's name.
@@ -37,6 +41,7 @@
 #include "acl.h"
 #include "config.h"
 #include "mqtt_link.h"
+#include "replay_governor.h"
 #include "retransmit.h"
 
 namespace seqrelay {
@@ -66,6 +71,10 @@ class RetransmitService {
   // when the link disconnects. Returns the number still unacknowledged.
   std::size_t WaitAcknowledged(std::chrono::milliseconds deadline);
 
+  // Times live frames so that replays yield to them (--replay-live-delay-us).
+  ReplayGovernor& governor() { return governor_; }
+  const ReplayGovernor& governor() const { return governor_; }
+
   struct Counters {
     std::atomic<uint64_t> requests{0};        // requests received (retained ones excluded)
     std::atomic<uint64_t> served{0};          // answered "ok"
@@ -94,6 +103,7 @@ class RetransmitService {
   void MarkUnackedLocked(int mid);  // unacked_mu_ held
 
   const Config& config_;
+  ReplayGovernor governor_;
   MqttLink* link_ = nullptr;  // set by Start, before any worker runs
   std::shared_ptr<const Acl> acl_;  // null: no access control; set before Start, then read-only
   // Which MQTT message ids (16-bit) of replies are published and not yet

@@ -42,7 +42,7 @@ class RetransmitE2E : public RelayE2E {
   }
 
   static bool WaitForStatuses(MqttClient& c, std::size_t n, std::chrono::milliseconds deadline = 20s) {
-    return WaitFor([&] { return Statuses(c).size() >= n; }, deadline);
+    return WaitFor([&] { return Statuses(c).size() >= n; }, Scaled(deadline));
   }
 
   std::vector<Received> live_;  // the live frames Seed saw, in SEQ order

@@ -1,0 +1,95 @@
+#include "replay_governor.h"
+
+#include <algorithm>
+
+namespace seqrelay {
+namespace {
+
+using Duration = ReplayGovernor::Clock::duration;
+
+// A frame unacknowledged this long is given up on (counted once with its
+// age): its PUBACK may never come, e.g. after a lost connection.
+constexpr auto kProbeLimit = std::chrono::seconds(1);
+// Replays paused this long restart from the start rate.
+constexpr auto kIdleRestart = std::chrono::seconds(1);
+
+double Ratio(Duration a, Duration b) { return std::chrono::duration<double>(a) / std::chrono::duration<double>(b); }
+
+}  // namespace
+
+ReplayGovernor::ReplayGovernor(Options options) : options_(options), rate_(options.start_rate) {}
+
+void ReplayGovernor::LiveSent(int mid, Clock::time_point received, Clock::time_point now) {
+  if (!enabled()) return;
+  std::lock_guard lock(mu_);
+  if (probe_mid_ >= 0) {
+    if (now - probe_received_ < kProbeLimit) return;
+    const Duration age = now - probe_received_;  // a late frame, but no measure of the base
+    worst_ = std::max(worst_.value_or(age), age);
+  }
+  probe_mid_ = mid;
+  probe_received_ = received;
+}
+
+void ReplayGovernor::LiveAcked(int mid, Clock::time_point now) {
+  if (!enabled()) return;
+  std::lock_guard lock(mu_);
+  if (mid != probe_mid_) return;
+  probe_mid_ = -1;
+  NoteDelayLocked(now - probe_received_, now);
+}
+
+void ReplayGovernor::NoteDelayLocked(Duration delay, Clock::time_point now) {
+  worst_ = std::max(worst_.value_or(delay), delay);
+  if (now >= base_window_end_) {
+    base_before_ = base_now_;
+    base_now_.reset();
+    base_window_end_ = now + options_.base_window;
+  }
+  base_now_ = std::min(base_now_.value_or(delay), delay);
+}
+
+ReplayGovernor::Clock::time_point ReplayGovernor::Reserve(Clock::time_point now) {
+  if (!enabled()) return now;
+  std::lock_guard lock(mu_);
+  if (now - last_reserve_ > kIdleRestart) {
+    rate_ = options_.start_rate;
+    next_slot_ = now;
+    worst_.reset();
+    held_back_ = false;
+    interval_end_ = now + options_.interval;
+  }
+  last_reserve_ = now;
+  EvaluateLocked(now);
+  if (next_slot_ > now) held_back_ = true;
+  const auto slot = std::max(next_slot_, now);
+  next_slot_ = slot + std::chrono::duration_cast<Duration>(std::chrono::duration<double>(1.0 / rate_));
+  return slot;
+}
+
+void ReplayGovernor::EvaluateLocked(Clock::time_point now) {
+  if (now < interval_end_) return;
+  std::optional<Duration> worst = worst_;
+  if (probe_mid_ >= 0) worst = std::max(worst.value_or(Duration::zero()), now - probe_received_);
+  std::optional<Duration> base = base_now_;
+  if (base_before_) base = std::min(base.value_or(*base_before_), *base_before_);
+
+  if (worst && base && *worst - *base > options_.target) {
+    rate_ = std::max(options_.min_rate, rate_ / 2);
+  } else if (held_back_) {
+    // Grow by a quarter when live frames see no extra delay, by nothing at the target.
+    const double room =
+        (worst && base) ? std::clamp(1.0 - Ratio(*worst - *base, options_.target), 0.0, 1.0) : 1.0;
+    rate_ = std::min(options_.max_rate, rate_ * (1.0 + 0.25 * room));
+  }
+  worst_.reset();
+  held_back_ = false;
+  interval_end_ = now + options_.interval;
+}
+
+double ReplayGovernor::rate() const {
+  std::lock_guard lock(mu_);
+  return rate_;
+}
+
+}  // namespace seqrelay
