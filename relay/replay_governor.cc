@@ -42,7 +42,9 @@ void ReplayGovernor::LiveAcked(int mid, Clock::time_point now) {
 void ReplayGovernor::NoteDelayLocked(Duration delay, Clock::time_point now) {
   worst_ = std::max(worst_.value_or(delay), delay);
   if (now >= base_window_end_) {
-    base_before_ = base_now_;
+    // A window without a live frame in between: the old minimum says
+    // nothing about today's path.
+    base_before_ = now < base_window_end_ + options_.base_window ? base_now_ : std::nullopt;
     base_now_.reset();
     base_window_end_ = now + options_.base_window;
   }

@@ -5,8 +5,8 @@
 // The governor treats replays as background traffic, in the manner of
 // LEDBAT (RFC 6817): it times live frames through the relay (from arrival
 // on the intake link to the broker's PUBACK on seq/T), keeps the lowest
-// such delay of the last minute as the base, and sets one rate for all
-// replay frames together:
+// such delay of the last one to two minutes as the base (forgotten after a
+// quiet spell), and sets one rate for all replay frames together:
 //   - every `interval`, if the worst live delay seen exceeded base + target,
 //     the rate halves (never below `min_rate`, so replays cannot stall);
 //   - otherwise, if replays were held back by the rate, it grows by up to a

@@ -157,6 +157,26 @@ TEST_F(ReplayGovernorTest, GivesUpOnAFrameUnacknowledgedForASecond) {
   EXPECT_DOUBLE_EQ(gov_.rate(), 625) << "frame 2 must count no longer";
 }
 
+TEST_F(ReplayGovernorTest, ForgetsAnOldBaseAfterAQuietSpell) {
+  Live(1, 300us);
+  now_ += 3min;  // no live frame for more than two base windows
+  ReplayFlatOut();
+  Live(2, 2500us);  // slower than the old base by more than the target
+  NextInterval();
+  ReplayFlatOut();
+  EXPECT_DOUBLE_EQ(gov_.rate(), 2500) << "2.5 ms is today's base, not a late frame";
+}
+
+TEST_F(ReplayGovernorTest, KeepsTheBaseThroughTheNextWindow) {
+  Live(1, 300us);
+  now_ += 70s;  // into the next window: the minimum of the one before still counts
+  ReplayFlatOut();
+  Live(2, 2500us);
+  NextInterval();
+  ReplayFlatOut();
+  EXPECT_DOUBLE_EQ(gov_.rate(), 1000);
+}
+
 TEST_F(ReplayGovernorTest, RestartsFromTheStartRateAfterASecondWithoutReplays) {
   for (int i = 0; i < 3; ++i) {
     ReplayFlatOut();
