@@ -170,6 +170,7 @@ Status Journal::Replay(uint64_t position, const std::function<void(const Record&
 }
 
 Result<uint64_t> Journal::Append(std::string_view topic, std::span<const uint8_t> payload, uint16_t mid) {
+  if (torn_) return Status::Error("journal: unusable since a failed write could not be cut off");
   if (end_ - current_base_ >= kSegmentBytes) {
     if (Status s = StartSegment(end_); !s.ok()) return s;
   }
@@ -188,7 +189,18 @@ Result<uint64_t> Journal::Append(std::string_view topic, std::span<const uint8_t
   while (done < buffer_.size()) {
     ssize_t n = write(fd_, p + done, buffer_.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return Errno("append");
+    if (n <= 0) {
+      Status failed = Errno("append");
+      // A full disk takes part of a record and refuses the rest. The part
+      // must go: the next record would follow it, off its position, and the
+      // journal would read as damaged from there on.
+      if (done > 0 && ftruncate(fd_, static_cast<off_t>(end_ - current_base_)) != 0) {
+        torn_ = true;
+        return Status::Error(fmt::format("{}; cutting off the part written failed too: {}", failed.message(),
+                                         strerror(errno)));
+      }
+      return failed;
+    }
     done += static_cast<std::size_t>(n);
   }
   end_ += buffer_.size();

@@ -60,7 +60,9 @@ class Journal {
   // on a damaged record before the end.
   Status Replay(uint64_t position, const std::function<void(const Record&)>& fn);
 
-  // Appends one record; returns the position after it.
+  // Appends one record; returns the position after it. A record the disk
+  // took only part of (full disk) is cut off again, and the journal stays
+  // usable once there is room.
   Result<uint64_t> Append(std::string_view topic, std::span<const uint8_t> payload, uint16_t mid = 0);
 
   // Every record up to `position` is committed: segments wholly before it
@@ -80,6 +82,7 @@ class Journal {
   std::mutex mu_;
   std::vector<uint64_t> segments_;  // bases of the segment files, ascending; guarded by mu_
   std::vector<uint8_t> buffer_;     // record assembly; intake thread
+  bool torn_ = false;               // a partial record could not be cut off: no more appends; intake thread
 };
 
 }  // namespace seqrelay

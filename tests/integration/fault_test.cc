@@ -2,7 +2,14 @@
 // Each scenario counts what the publisher had acknowledged and checks it
 // against MSG: every acknowledged message stored exactly once, SEQ gapless.
 // The figures are printed as a table row for the README.
+#include <sys/mount.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "fault_fixture.h"
 
@@ -146,6 +153,98 @@ TEST_F(FaultE2E, BrokerSigkilledWhileTheRelayIsAwayLosesAtMostItsLastAutosaveInt
     EXPECT_LE(m, at_broker_kill + 50) << "message " << m << " was published after the broker came back";
   }
   EXPECT_GT(at_broker_kill - at_relay_kill, 1500) << "the queue the session had to keep";
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
+// A small tmpfs, mounted for one test and detached at its end.
+class SmallDisk {
+ public:
+  SmallDisk(std::string path, const std::string& size) : path_(std::move(path)) {
+    std::filesystem::create_directories(path_);
+    if (mount("tmpfs", path_.c_str(), "tmpfs", 0, ("size=" + size).c_str()) != 0) {
+      error_ = std::strerror(errno);
+    }
+  }
+  ~SmallDisk() {
+    if (error_.empty()) umount2(path_.c_str(), MNT_DETACH);
+  }
+  bool Resize(const std::string& size) {
+    return mount("tmpfs", path_.c_str(), "tmpfs", MS_REMOUNT, ("size=" + size).c_str()) == 0;
+  }
+  const std::string& error() const { return error_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::string error_;
+};
+
+// The journal's disk fills up under load: every failed write is counted
+// (journal.errors in relay/stats) and logged, and the messages go on from
+// memory (stored and delivered, none lost). Once there is room the journal
+// takes records again, and after a SIGKILL it gives back the ones not yet
+// committed. This needs the record the disk took only part of to be cut
+// off: left in place, the next start reads the journal as ending there and
+// loses what came after it.
+TEST_F(FaultE2E, AFullJournalDiskIsCountedAndLoggedAndLosesNothing) {
+  SmallDisk disk(servers().dir() + "/small-disk", "64k");
+  if (!disk.error().empty()) GTEST_SKIP() << "cannot mount a tmpfs here: " << disk.error();
+  // Batches linger 200 ms, so the kill below finds messages journaled and
+  // acknowledged but not yet committed.
+  StartRelay({"--journal-dir=" + disk.path(), "--stats-interval=1", "--batch-delay-us=200000"});
+  const std::string topic = root() + "/t";
+  constexpr int kCount = 3000, kAfter = 200;
+  // Records (12 bytes + topic + payload "p<i>") fill the 65,536 bytes in
+  // order; from the first that does not fit on, every one is an error.
+  int fit = 0;
+  for (std::size_t bytes = 0; fit < kCount; ++fit) {
+    bytes += 12 + topic.size() + ("p" + std::to_string(fit + 1)).size();
+    if (bytes > 64 * 1024) break;
+  }
+  ASSERT_EQ(relay_->Stop(), 0);
+  // Dies after the 100th record journaled once there is room again.
+  relay_->Start({"SEQTEST_KILL_AFTER_JOURNAL=" + std::to_string(fit + 100)});
+
+  MqttClient stats(servers().mqtt_port(), name_ + "-stats");
+  stats.Subscribe("relay/stats");
+  {
+    PacedLoad load(servers().mqtt_port(), name_, topic, kCount, 2000);
+    ASSERT_TRUE(load.Finish(30s));
+    WaitStored(topic, kCount);
+    ASSERT_TRUE(load.sub.WaitDelivered(kCount, 30s)) << load.sub.delivered();
+    Outcome o = Audit(load);
+    EXPECT_EQ(o.lost, 0u);
+    EXPECT_EQ(o.stored, static_cast<std::size_t>(kCount));
+    EXPECT_EQ(o.duplicates, 0u);
+    EXPECT_TRUE(o.gapless);
+  }
+  int errors = -1;
+  WaitFor([&] {  // the first report that counts every message committed
+    auto all = stats.received();
+    if (all.empty()) return false;
+    auto report = nlohmann::json::parse(all.back().payload);
+    errors = report["journal"]["errors"].get<int>();
+    return report["messages"]["committed"].get<int>() >= kCount;
+  }, Scaled(10s));
+  EXPECT_EQ(errors, kCount - fit) << "every message past the full disk is one journal error";
+  EXPECT_NE(relay_->log().find("journal: append: No space left on device; the message is kept in memory only"),
+            std::string::npos) << relay_->log();
+
+  ASSERT_TRUE(disk.Resize("4m")) << std::strerror(errno);
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub2");
+  for (int i = kCount + 1; i <= kCount + kAfter; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_EQ(relay_->WaitExit(Scaled(10s)), 128 + SIGKILL) << "the journal took no 100 records after the resize";
+  ASSERT_TRUE(pub.WaitAllAcked(10s));  // the broker queues the rest for the relay's session
+  relay_->Start();
+  WaitStored(topic, kCount + kAfter);
+  const std::string log = relay_->log();
+  EXPECT_NE(log.find("journal: storing "), std::string::npos) << log;
+  EXPECT_EQ(log.find("records after the damage are not stored"), std::string::npos) << log;
+  Outcome o = Audit(topic, kCount + kAfter);
+  EXPECT_EQ(o.lost, 0u);
+  EXPECT_EQ(o.stored, static_cast<std::size_t>(kCount + kAfter));
+  EXPECT_EQ(o.duplicates, 0u);
+  EXPECT_TRUE(o.gapless);
   EXPECT_EQ(relay_->Stop(), 0);
 }
 

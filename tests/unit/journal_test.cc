@@ -5,7 +5,9 @@
 #include "journal.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -550,6 +552,60 @@ TEST(JournalTest, SegmentsRotateAndReleaseDeletesOnlyWhollyCommittedOnes) {
   ExpectBigRecords(reopened, 0, kRecordsInFirstSegment);
   EXPECT_EQ(AppendOk(reopened, "t", {}), kBigRecords * kBigRecord + 13);
   EXPECT_EQ(ListFiles(dir.path()), second_only) << "a 6 MiB segment takes more appends";
+}
+
+// ---------------------------------------------------------------------------
+// A full disk.
+
+// While alive, files this process writes may not grow past `bytes`: a write
+// across the limit is cut short and the next one fails (EFBIG), as on a
+// full disk (ENOSPC). SIGXFSZ is ignored meanwhile, as the relay would not
+// get it from a full disk.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(uint64_t bytes) {
+    EXPECT_EQ(getrlimit(RLIMIT_FSIZE, &saved_), 0);
+    old_handler_ = signal(SIGXFSZ, SIG_IGN);
+    rlimit limit = saved_;
+    limit.rlim_cur = bytes;
+    EXPECT_EQ(setrlimit(RLIMIT_FSIZE, &limit), 0);
+  }
+  ~FileSizeLimit() {
+    setrlimit(RLIMIT_FSIZE, &saved_);
+    signal(SIGXFSZ, old_handler_);
+  }
+
+ private:
+  rlimit saved_{};
+  sighandler_t old_handler_{};
+};
+
+TEST(JournalTest, ARecordTheDiskTookOnlyPartOfIsCutOffAndAppendsGoOnWhenThereIsRoom) {
+  TempDir dir;
+  const Bytes first(100, 'a'), refused(100, 'b'), after(100, 'c');
+  uint64_t first_end = 0;
+  {
+    Journal journal(dir.path());
+    ASSERT_TRUE(journal.Open(0).ok());
+    first_end = AppendOk(journal, "t", first);
+    {
+      FileSizeLimit full(first_end + 40);  // room for 40 of the next record's 113 bytes
+      auto failed = journal.Append("t", AsSpan(refused));
+      ASSERT_FALSE(failed.ok());
+      EXPECT_NE(failed.error().find("journal: append: "), std::string::npos) << failed.error();
+      EXPECT_EQ(journal.end(), first_end);
+      EXPECT_EQ(std::filesystem::file_size(dir.File("journal-0000000000000000.log")), first_end)
+          << "the 40 bytes written must be cut off";
+    }
+    const uint64_t after_end = AppendOk(journal, "t", after);
+    EXPECT_EQ(after_end, first_end + RecordSize("t", after));
+  }
+  Journal reopened(dir.path());
+  ASSERT_TRUE(reopened.Open(0).ok());
+  const std::vector<Record> expected = {{"t", first, 0, first_end},
+                                        {"t", after, 0, first_end + RecordSize("t", after)}};
+  EXPECT_EQ(ReplayFrom(reopened, 0), expected);
+  EXPECT_EQ(reopened.end(), expected.back().end);
 }
 
 }  // namespace
