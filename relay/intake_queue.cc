@@ -18,13 +18,15 @@ bool IntakeQueue::Push(Message&& m, std::chrono::steady_clock::duration* waited)
 }
 
 bool IntakeQueue::PopBatch(std::vector<Message>& out, std::size_t max, std::size_t max_bytes,
-                           std::chrono::microseconds linger) {
+                           std::chrono::microseconds linger, std::chrono::steady_clock::duration* lingered) {
   std::unique_lock lock(mu_);
   not_empty_.wait(lock, [&] { return closed_ || !q_.empty(); });
   if (q_.empty()) return false;  // closed and drained
+  if (lingered) *lingered = {};
   if (linger.count() > 0 && q_.size() < max && !closed_) {
-    auto deadline = std::chrono::steady_clock::now() + linger;
-    not_empty_.wait_until(lock, deadline, [&] { return closed_ || q_.size() >= max; });
+    const auto start = std::chrono::steady_clock::now();
+    not_empty_.wait_until(lock, start + linger, [&] { return closed_ || q_.size() >= max; });
+    if (lingered) *lingered = std::chrono::steady_clock::now() - start;
   }
   std::size_t taken_bytes = 0;
   while (!q_.empty() && out.size() < max && (out.empty() || taken_bytes + q_.front().bytes() <= max_bytes)) {

@@ -32,8 +32,10 @@ class IntakeQueue {
 
   // Moves up to `max` messages into `out`. Waits until at least one is
   // there; then, if `linger` > 0, waits up to `linger` from the first message
-  // for the batch to fill. Returns false when closed and empty.
-  bool PopBatch(std::vector<Message>& out, std::size_t max, std::size_t max_bytes, std::chrono::microseconds linger);
+  // for the batch to fill, and says in `lingered` how long it waited.
+  // Returns false when closed and empty.
+  bool PopBatch(std::vector<Message>& out, std::size_t max, std::size_t max_bytes, std::chrono::microseconds linger,
+                std::chrono::steady_clock::duration* lingered = nullptr);
 
   // Wakes everyone; Push refuses from now on, PopBatch drains what is left.
   void Close();

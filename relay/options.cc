@@ -119,8 +119,8 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
       ("replay-live-delay-us", po::value(&c.replay_live_delay_us)->default_value(c.replay_live_delay_us)
            ->value_name("MICROS"),
        "Replays yield to live traffic: the relay times live frames from intake to the broker's PUBACK, and when "
-       "they take more than MICROS longer than the lowest time of the last minute, all replays together slow "
-       "down (halving their rate, down to 500 frames/s); while live frames are on time, replays speed up again. "
+       "they take more than MICROS longer than the lowest time of the last minute or two, all replays "
+       "together slow down (halving their rate, down to 500 frames/s); while live frames are on time, replays speed up again. "
        "0 turns this off: replies go as fast as the broker takes them (or --replay-rate).")
       ("acl-file", po::value(&c.acl_file)->value_name("FILE"),
        "mosquitto's acl_file: a replay of topic T is served to client R only if R may read <seq-prefix>/T by "

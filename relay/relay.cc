@@ -637,7 +637,7 @@ bool Relay::Commit(std::span<Message> batch) {
   return true;
 }
 
-bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, Clock::time_point received) {
+bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx) {
   std::unique_lock lock(publish_mu_);
   if (tracker_.in_flight() >= kMaxUnacked) {
     acked_cv_.wait(lock, [&] { return tracker_.in_flight() < kMaxUnacked || GivingUp(); });
@@ -653,7 +653,7 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
   }
   tracker_.Sent(idx, mid.value());
   // Under publish_mu_, like the PUBACK's LiveAcked: the ack cannot overtake this.
-  if (received != Clock::time_point{}) retransmit_.governor().LiveSent(mid.value(), received, Clock::now());
+  retransmit_.governor().LiveSent(mid.value());
   ++counters_.published;
   return true;
 }
@@ -673,7 +673,13 @@ void Relay::WriterLoop() {
   std::vector<Sequencer::Topic*> topics;
   batch.reserve(config_.batch_max);
   const auto linger = std::chrono::microseconds(config_.batch_delay_us);
-  while (queue_.PopBatch(batch, config_.batch_max, kBatchMaxBytes, linger)) {
+  Clock::duration lingered{};
+  ReplayGovernor& governor = retransmit_.governor();
+  while (queue_.PopBatch(batch, config_.batch_max, kBatchMaxBytes, linger, &lingered)) {
+    // Timed from its oldest message's arrival, less the linger --batch-delay-us asked for.
+    const auto now = Clock::now();
+    const auto arrived = batch.front().received;
+    governor.LiveBatchTaken(arrived == Clock::time_point{} ? now : arrived + lingered, now);
     bool ok = Sequence(batch, topics) && (batch.empty() || Commit(batch));
     counters_.topics = sequencer_.topic_count();
     if (!ok) {
@@ -684,8 +690,9 @@ void Relay::WriterLoop() {
     counters_.committed += batch.size();
     ++counters_.batches;
     for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (!Publish(topics[i]->seq_topic, batch[i].frame, batch[i].idx, batch[i].received)) break;
+      if (!Publish(topics[i]->seq_topic, batch[i].frame, batch[i].idx)) break;
     }
+    governor.LiveBatchDone();
     batch.clear();
   }
 }

@@ -91,10 +91,7 @@ class Relay {
   void WriterLoop();
   bool Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics);
   bool Commit(std::span<Message> batch);
-  // `received`: when a live message arrived, to time it for the replay
-  // governor; zero for rows published again.
-  bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx,
-               std::chrono::steady_clock::time_point received = {});
+  bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx);
   void OnIntake(const InboundMessage& in);
   void OnPublished(int mid);
   void Fail(const std::string& why);

@@ -1,14 +1,16 @@
 #include "replay_governor.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace seqrelay {
 namespace {
 
 using Duration = ReplayGovernor::Clock::duration;
 
-// A frame unacknowledged this long is given up on (counted once with its
-// age): its PUBACK may never come, e.g. after a lost connection.
+// A frame awaiting its PUBACK this long is given up on (counted once more
+// with its age): the PUBACK may never come, e.g. a QoS 0 frame lost on a
+// disconnect.
 constexpr auto kProbeLimit = std::chrono::seconds(1);
 // Replays paused this long restart from the start rate.
 constexpr auto kIdleRestart = std::chrono::seconds(1);
@@ -19,24 +21,36 @@ double Ratio(Duration a, Duration b) { return std::chrono::duration<double>(a) /
 
 ReplayGovernor::ReplayGovernor(Options options) : options_(options), rate_(options.start_rate) {}
 
-void ReplayGovernor::LiveSent(int mid, Clock::time_point received, Clock::time_point now) {
+void ReplayGovernor::LiveBatchTaken(Clock::time_point since, Clock::time_point now) {
   if (!enabled()) return;
   std::lock_guard lock(mu_);
-  if (probe_mid_ >= 0) {
-    if (now - probe_received_ < kProbeLimit) return;
-    const Duration age = now - probe_received_;  // a late frame, but no measure of the base
-    worst_ = std::max(worst_.value_or(age), age);
+  if (probe_mid_ != kNone) {  // a frame awaiting its PUBACK (the writer is done with its batch)
+    const Duration age = now - probe_since_;
+    if (age < kProbeLimit) return;
+    worst_ = std::max(worst_.value_or(age), age);  // late, but no measure of the base
   }
-  probe_mid_ = mid;
-  probe_received_ = received;
+  probe_mid_ = kAwaitingMid;
+  probe_since_ = since;
+}
+
+void ReplayGovernor::LiveBatchDone() {
+  if (!enabled()) return;
+  std::lock_guard lock(mu_);
+  if (probe_mid_ == kAwaitingMid) probe_mid_ = kNone;
+}
+
+void ReplayGovernor::LiveSent(int mid) {
+  if (!enabled()) return;
+  std::lock_guard lock(mu_);
+  if (probe_mid_ == kAwaitingMid) probe_mid_ = mid;
 }
 
 void ReplayGovernor::LiveAcked(int mid, Clock::time_point now) {
   if (!enabled()) return;
   std::lock_guard lock(mu_);
-  if (mid != probe_mid_) return;
-  probe_mid_ = -1;
-  NoteDelayLocked(now - probe_received_, now);
+  if (probe_mid_ < 0 || mid != probe_mid_) return;
+  probe_mid_ = kNone;
+  NoteDelayLocked(now - probe_since_, now);
 }
 
 void ReplayGovernor::NoteDelayLocked(Duration delay, Clock::time_point now) {
@@ -65,14 +79,17 @@ ReplayGovernor::Clock::time_point ReplayGovernor::Reserve(Clock::time_point now)
   EvaluateLocked(now);
   if (next_slot_ > now) held_back_ = true;
   const auto slot = std::max(next_slot_, now);
-  next_slot_ = slot + std::chrono::duration_cast<Duration>(std::chrono::duration<double>(1.0 / rate_));
+  next_slot_ = slot + std::chrono::nanoseconds(std::llround(1e9 / rate_));
   return slot;
 }
 
 void ReplayGovernor::EvaluateLocked(Clock::time_point now) {
   if (now < interval_end_) return;
   std::optional<Duration> worst = worst_;
-  if (probe_mid_ >= 0) worst = std::max(worst.value_or(Duration::zero()), now - probe_received_);
+  if (probe_mid_ != kNone) {
+    worst = std::max(worst.value_or(Duration::zero()), now - probe_since_);
+    if (probe_mid_ >= 0 && now - probe_since_ >= kProbeLimit) probe_mid_ = kNone;  // its PUBACK may never come
+  }
   std::optional<Duration> base = base_now_;
   if (base_before_) base = std::min(base.value_or(*base_before_), *base_before_);
 

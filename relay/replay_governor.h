@@ -3,10 +3,12 @@
 // Replay frames cross the same broker and the same cores as live frames,
 // and an unpaced 10,000-frame replay delays live frames by 10 ms and more.
 // The governor treats replays as background traffic, in the manner of
-// LEDBAT (RFC 6817): it times live frames through the relay (from arrival
-// on the intake link to the broker's PUBACK on seq/T), keeps the lowest
-// such delay of the last one to two minutes as the base (forgotten after a
-// quiet spell), and sets one rate for all replay frames together:
+// LEDBAT (RFC 6817): it times live messages through the relay (from the
+// arrival of a batch's oldest message, through the buffer and the commit,
+// to the broker's PUBACK of the batch's first frame on seq/T; less the
+// linger --batch-delay-us asks for), keeps the lowest such delay of the
+// last one to two minutes as the base (forgotten after a quiet spell), and
+// sets one rate for all replay frames together:
 //   - every `interval`, if the worst live delay seen exceeded base + target,
 //     the rate halves (never below `min_rate`, so replays cannot stall);
 //   - otherwise, if replays were held back by the rate, it grows by up to a
@@ -14,8 +16,10 @@
 //   - no live frame in an interval: nothing to protect, the rate may grow;
 //   - after a second without replay frames it restarts from `start_rate`,
 //     so a new replay does not begin with a burst sized for an idle broker.
-// One live frame is timed at a time; a frame still unacknowledged counts
-// with its age, so a broker that stops answering slows replays down too.
+// One batch is timed at a time; one still on its way counts with its age,
+// so a commit that hangs or a broker that stops answering slows replays
+// down at once. A frame whose PUBACK has not come after a second is given
+// up on (it may never come); a commit is waited for however long it takes.
 //
 // Pure logic on the caller's clock; thread-safe (one mutex, held briefly).
 #pragma once
@@ -40,9 +44,15 @@ class ReplayGovernor {
 
   explicit ReplayGovernor(Options options);
 
-  // Live frame `mid`, which arrived at `received`, went out at `now`.
-  // Timed only if no other frame is being timed.
-  void LiveSent(int mid, Clock::time_point received, Clock::time_point now);
+  // The writer took a batch of live messages at `now`, whose way through
+  // the relay began at `since`. Timed if no other batch is being timed.
+  void LiveBatchTaken(Clock::time_point since, Clock::time_point now);
+  // A live frame went out as message `mid`: the first after the timed
+  // batch was taken is the one whose PUBACK ends the timing.
+  void LiveSent(int mid);
+  // The writer is done with the batch; if it published nothing (every
+  // message refused), it is not timed.
+  void LiveBatchDone();
   // The broker acknowledged live frame `mid`.
   void LiveAcked(int mid, Clock::time_point now);
 
@@ -66,9 +76,10 @@ class ReplayGovernor {
   bool held_back_ = false;               // a replay frame waited for its slot this interval
   std::optional<Clock::duration> worst_;  // worst live delay this interval
 
-  // The frame being timed.
-  int probe_mid_ = -1;
-  Clock::time_point probe_received_{};
+  // The batch being timed: kNone, kAwaitingMid, or its first frame's mid.
+  static constexpr int kNone = -1, kAwaitingMid = -2;
+  int probe_mid_ = kNone;
+  Clock::time_point probe_since_{};
 
   // Base delay: minima of the current and the previous base window, so
   // the base forgets a minimum after one to two windows.

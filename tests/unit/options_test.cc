@@ -248,6 +248,10 @@ TEST(OptionsTest, MetricsEndpointIsOffByDefault) {
   EXPECT_EQ(acl.replay_rate, 5000);
   EXPECT_EQ(defaults.replay_rate, 0);
   EXPECT_TRUE(Contains(ParseError({"--replay-rate=-1"}), "--replay-rate"));
+  EXPECT_EQ(defaults.replay_live_delay_us, 2000);
+  EXPECT_EQ(ParseOk({"--replay-live-delay-us=0"}).replay_live_delay_us, 0);
+  EXPECT_EQ(ParseOk({}, {{"SEQRELAY_REPLAY_LIVE_DELAY_US", "5000"}}).replay_live_delay_us, 5000);
+  EXPECT_TRUE(Contains(ParseError({"--replay-live-delay-us=-1"}), "--replay-live-delay-us"));
 }
 
 TEST(LogTest, TextAndJsonLines) {
@@ -406,7 +410,8 @@ TEST(OptionsTest, HelpSetsHelpAndListsEveryOption) {
         "db-port",        "db-socket",     "db-user",          "db-password",     "db-name",     "no-migrate",
         "source",         "immediate",     "seq-prefix",       "control-prefix",  "max-payload", "batch-max",
         "batch-delay-us", "buffer-max",    "buffer-max-bytes", "shutdown-timeout", "stats-interval", "log-format", "metrics-port", "metrics-bind",
-        "acl-file", "journal-dir", "replay-max", "replay-workers", "replay-rate"}) {
+        "acl-file", "journal-dir", "replay-max", "replay-workers", "replay-rate",
+        "replay-live-delay-us"}) {
     // "--name " with the space, so "--buffer-max" is not found inside "--buffer-max-bytes".
     EXPECT_TRUE(Contains(text, std::string("--") + name + " ")) << "--help does not mention --" << name;
   }

@@ -20,9 +20,11 @@ class ReplayGovernorTest : public ::testing::Test {
     return {.target = 2ms, .start_rate = 2000, .min_rate = 500, .max_rate = 8000, .interval = kInterval};
   }
 
-  // A live frame that took `delay` from intake to PUBACK, acknowledged now.
+  // A live batch taken `delay` ago whose first frame, `mid`, is acknowledged now.
   void Live(int mid, Clock::duration delay) {
-    gov_.LiveSent(mid, now_ - delay, now_ - delay / 2);
+    gov_.LiveBatchTaken(now_ - delay, now_ - delay / 2);
+    gov_.LiveSent(mid);
+    gov_.LiveBatchDone();
     gov_.LiveAcked(mid, now_);
   }
   // A replay that wants to go faster than the rate: two frames at once, so
@@ -120,18 +122,55 @@ TEST_F(ReplayGovernorTest, NoLiveTrafficLetsTheRateGrowToTheCeiling) {
 TEST_F(ReplayGovernorTest, ALiveFrameStillUnacknowledgedCountsWithItsAge) {
   ReplayFlatOut();
   Live(1, 300us);
-  gov_.LiveSent(2, now_, now_);  // its PUBACK does not come
+  gov_.LiveBatchTaken(now_, now_);
+  gov_.LiveSent(2);  // its PUBACK does not come
   now_ += 3ms;
   NextInterval();
   ReplayFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 1000);
 }
 
-TEST_F(ReplayGovernorTest, TimesOneLiveFrameAtATime) {
+TEST_F(ReplayGovernorTest, ABatchStillBeingCommittedCountsWithItsAgeHoweverLongItTakes) {
   ReplayFlatOut();
   Live(1, 300us);
-  gov_.LiveSent(2, now_, now_);
-  gov_.LiveSent(3, now_ - 50ms, now_);  // ignored: frame 2 is being timed
+  gov_.LiveBatchTaken(now_, now_);  // its commit hangs: no frame goes out
+  NextInterval();
+  ReplayFlatOut();
+  EXPECT_DOUBLE_EQ(gov_.rate(), 1000) << "20 ms and counting";
+  for (int i = 0; i < 150; ++i) {  // 3 s: never given up
+    NextInterval();
+    ReplayFlatOut();
+  }
+  EXPECT_DOUBLE_EQ(gov_.rate(), 500);
+  gov_.LiveSent(2);  // committed at last
+  gov_.LiveBatchDone();
+  gov_.LiveAcked(2, now_);
+  NextInterval();
+  ReplayFlatOut();
+  EXPECT_DOUBLE_EQ(gov_.rate(), 500) << "its 3 s count once more";
+  NextInterval();
+  ReplayFlatOut();
+  EXPECT_DOUBLE_EQ(gov_.rate(), 625);
+}
+
+TEST_F(ReplayGovernorTest, ABatchThatPublishedNothingIsNotTimed) {
+  ReplayFlatOut();
+  Live(1, 300us);
+  gov_.LiveBatchTaken(now_, now_);
+  gov_.LiveBatchDone();  // every message refused
+  now_ += 5ms;
+  NextInterval();
+  ReplayFlatOut();
+  EXPECT_DOUBLE_EQ(gov_.rate(), 2500);
+}
+
+TEST_F(ReplayGovernorTest, TimesOneBatchAtATime) {
+  ReplayFlatOut();
+  Live(1, 300us);
+  gov_.LiveBatchTaken(now_, now_);
+  gov_.LiveSent(2);
+  gov_.LiveBatchTaken(now_ - 50ms, now_);  // ignored: a frame is being timed
+  gov_.LiveSent(3);                  // not the timed batch's first frame
   gov_.LiveAcked(3, now_);
   gov_.LiveAcked(2, now_ + 300us);
   NextInterval();
@@ -142,19 +181,21 @@ TEST_F(ReplayGovernorTest, TimesOneLiveFrameAtATime) {
 TEST_F(ReplayGovernorTest, GivesUpOnAFrameUnacknowledgedForASecond) {
   ReplayFlatOut();
   Live(1, 300us);
-  gov_.LiveSent(2, now_, now_);  // its PUBACK does not come
-  for (int i = 0; i < 60; ++i) {  // 1.2 s: it counts with its age every interval
+  gov_.LiveBatchTaken(now_, now_);
+  gov_.LiveSent(2);  // its PUBACK never comes (e.g. QoS 0 lost on a disconnect)
+  for (int i = 0; i < 50; ++i) {  // 1 s: it counts with its age every interval
     NextInterval();
     ReplayFlatOut();
   }
   ASSERT_DOUBLE_EQ(gov_.rate(), 500);
-  Live(3, 300us);  // frame 2 is given up on, counted once more; frame 3 is timed
-  NextInterval();
-  ReplayFlatOut();
-  EXPECT_DOUBLE_EQ(gov_.rate(), 500);
   NextInterval();
   ReplayFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 625) << "frame 2 must count no longer";
+  gov_.LiveAcked(2, now_);  // too late: ignored
+  Live(3, 300us);           // the next frame is timed
+  NextInterval();
+  ReplayFlatOut();
+  EXPECT_DOUBLE_EQ(gov_.rate(), 781.25);
 }
 
 TEST_F(ReplayGovernorTest, ForgetsAnOldBaseAfterAQuietSpell) {
