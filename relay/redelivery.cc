@@ -19,17 +19,20 @@ void RedeliveryFilter::Remember(uint16_t mid, std::string_view topic, std::span<
 }
 
 bool RedeliveryFilter::IsRedelivery(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) {
-  if (checks_left_ == 0) return false;
-  --checks_left_;
+  if (done_ || mid == 0) return false;
   const uint64_t hash = Hash(payload);
+  // Resends come in journal order: the match is at the front, unless the
+  // broker had some of the remembered ones acknowledged already.
   auto it = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) {
     return e.mid == mid && e.size == payload.size() && e.hash == hash && e.topic == topic;
   });
-  const bool resend = it != entries_.end();
-  if (resend) entries_.erase(it);
-  // Past the resends: forget everything so nothing new can ever match.
-  if (checks_left_ == 0) entries_.clear();
-  return resend;
+  if (it == entries_.end()) {
+    done_ = true;  // past the resends: nothing new may ever match
+    entries_.clear();
+    return false;
+  }
+  entries_.erase(entries_.begin(), it + 1);  // older ones were acknowledged, or they would have come first
+  return true;
 }
 
 }  // namespace seqrelay

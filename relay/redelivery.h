@@ -1,14 +1,19 @@
-// RedeliveryFilter: recognises the broker's resend of a message the relay
+// RedeliveryFilter: recognises the broker's resends of messages the relay
 // had already journaled when it was killed.
 //
 // The journal is written before libmosquitto sends the PUBACK; a kill in
 // between leaves a message both in the journal and unacknowledged at the
 // broker, which resends it when the relay's session resumes, with the same
-// MQTT packet identifier (MQTT 3.1.1, 4.4). The filter remembers the last
-// `window` journaled messages (the broker's in-flight limit bounds how many
-// can be unacknowledged: mosquitto's max_inflight_messages, 20 by default)
-// and, among the first `window` messages after start, drops one whose
-// packet identifier, topic and payload all match a remembered one.
+// MQTT packet identifier (MQTT 3.1.1, 4.4). How many: libmosquitto reads
+// what the socket holds before it writes the PUBACKs, and mosquitto 2.0.11
+// was seen resending 46 messages although its max_inflight_messages is 20.
+// So the filter remembers the newest `window` journaled messages, and the
+// broker's resends come first after a reconnect, oldest first: as long as
+// each delivery after start matches a remembered message (packet
+// identifier, topic and payload), it is a resend and dropped; the first
+// that does not match ends the checks for good, so no new message can be
+// taken for a resend later. QoS 0 deliveries are never resent and neither
+// match nor end the checks.
 //
 // Pure logic; used by the intake thread only (and by Run() before that).
 #pragma once
@@ -24,13 +29,13 @@ namespace seqrelay {
 
 class RedeliveryFilter {
  public:
-  explicit RedeliveryFilter(std::size_t window) : window_(window), checks_left_(window) {}
+  explicit RedeliveryFilter(std::size_t window) : window_(window) {}
 
   // A journaled message (in journal order). QoS 0 messages (mid 0) are never resent.
   void Remember(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
 
   // True if this delivery is the resend of a remembered message; that one
-  // is then forgotten. Only the first `window` calls can match.
+  // is then forgotten. False from the first delivery that is not a resend on.
   bool IsRedelivery(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
 
   std::size_t remembered() const { return entries_.size(); }
@@ -43,7 +48,7 @@ class RedeliveryFilter {
     uint64_t hash;  // of the payload
   };
   const std::size_t window_;
-  std::size_t checks_left_;
+  bool done_ = false;          // past the resends
   std::deque<Entry> entries_;  // the newest `window_`, oldest first
 };
 

@@ -132,7 +132,7 @@ class Relay {
   // Recognises the broker's resends of journaled messages after a kill;
   // filled by Run() from the journal, then used by the intake thread only.
   RedeliveryFilter redelivery_{kRedeliveryWindow};
-  static constexpr std::size_t kRedeliveryWindow = 20;  // mosquitto's max_inflight_messages default
+  static constexpr std::size_t kRedeliveryWindow = 4096;  // journaled messages a restart checks resends against
   // Fault injection for the test suite (SEQTEST_KILL_AFTER_JOURNAL=N): the
   // relay SIGKILLs itself right after journaling its Nth message, before
   // the PUBACK can leave. 0 = off. Intake thread only.

@@ -21,22 +21,30 @@ TEST(RedeliveryFilter, DropsTheResendOfAJournaledMessageOnce) {
 }
 
 TEST(RedeliveryFilter, MatchesOnlyWhenMidTopicAndPayloadAllAgree) {
-  RedeliveryFilter filter(20);
-  const std::string payload = "hello";
-  const std::string other = "hellp";
-  filter.Remember(7, "chat/a", Bytes(payload));
-  EXPECT_FALSE(filter.IsRedelivery(8, "chat/a", Bytes(payload)));
-  EXPECT_FALSE(filter.IsRedelivery(7, "chat/b", Bytes(payload)));
-  EXPECT_FALSE(filter.IsRedelivery(7, "chat/a", Bytes(other)));
-  EXPECT_TRUE(filter.IsRedelivery(7, "chat/a", Bytes(payload)));
+  const std::string payload = "hello", other = "hellp";
+  struct Case {
+    const char* rule;
+    uint16_t mid;
+    std::string topic, payload;
+    bool resend;
+  };
+  for (const Case& c : {Case{"other_mid", 8, "chat/a", payload, false}, Case{"other_topic", 7, "chat/b", payload, false},
+                        Case{"other_payload", 7, "chat/a", other, false}, Case{"all_agree", 7, "chat/a", payload, true}}) {
+    SCOPED_TRACE(c.rule);
+    RedeliveryFilter filter(20);
+    filter.Remember(7, "chat/a", Bytes(payload));
+    EXPECT_EQ(filter.IsRedelivery(c.mid, c.topic, Bytes(c.payload)), c.resend);
+  }
 }
 
-TEST(RedeliveryFilter, QosZeroMessagesAreNeverRemembered) {
+TEST(RedeliveryFilter, QosZeroMessagesAreNeverRememberedNorEndTheChecks) {
   RedeliveryFilter filter(20);
   const std::string payload = "x";
   filter.Remember(0, "t", Bytes(payload));
   EXPECT_EQ(filter.remembered(), 0u);
+  filter.Remember(5, "t", Bytes(payload));
   EXPECT_FALSE(filter.IsRedelivery(0, "t", Bytes(payload)));
+  EXPECT_TRUE(filter.IsRedelivery(5, "t", Bytes(payload)));
 }
 
 TEST(RedeliveryFilter, RemembersOnlyTheNewestWindow) {
@@ -44,20 +52,43 @@ TEST(RedeliveryFilter, RemembersOnlyTheNewestWindow) {
   const std::string payload = "p";
   for (uint16_t mid = 1; mid <= 5; ++mid) filter.Remember(mid, "t", Bytes(payload));
   EXPECT_EQ(filter.remembered(), 3u);
-  EXPECT_FALSE(filter.IsRedelivery(2, "t", Bytes(payload)));  // pushed out
   EXPECT_TRUE(filter.IsRedelivery(3, "t", Bytes(payload)));
+  EXPECT_TRUE(filter.IsRedelivery(4, "t", Bytes(payload)));
+  EXPECT_TRUE(filter.IsRedelivery(5, "t", Bytes(payload)));
+
+  RedeliveryFilter pushed_out(3);
+  for (uint16_t mid = 1; mid <= 5; ++mid) pushed_out.Remember(mid, "t", Bytes(payload));
+  EXPECT_FALSE(pushed_out.IsRedelivery(2, "t", Bytes(payload)));
 }
 
-TEST(RedeliveryFilter, TheLastCheckInTheWindowStillMatchesAndNothingAfterIt) {
-  RedeliveryFilter filter(3);
+// mosquitto 2.0.11 resent 46 journaled messages after a kill (its
+// max_inflight_messages is 20): every one of them is a resend.
+TEST(RedeliveryFilter, RecognisesEveryResendOfALongUnacknowledgedRun) {
+  RedeliveryFilter filter(4096);
+  for (uint16_t mid = 1; mid <= 50; ++mid) filter.Remember(mid, "t", Bytes("p" + std::to_string(mid)));
+  for (uint16_t mid = 5; mid <= 50; ++mid) {
+    EXPECT_TRUE(filter.IsRedelivery(mid, "t", Bytes("p" + std::to_string(mid)))) << mid;
+  }
+  EXPECT_FALSE(filter.IsRedelivery(51, "t", Bytes("p51")));
+}
+
+TEST(RedeliveryFilter, TheFirstDeliveryThatIsNoResendEndsTheChecks) {
+  RedeliveryFilter filter(20);
   const std::string payload = "p";
-  filter.Remember(1, "t", Bytes(payload));
-  filter.Remember(2, "t", Bytes(payload));
-  EXPECT_FALSE(filter.IsRedelivery(9, "t", Bytes(payload)));
-  EXPECT_FALSE(filter.IsRedelivery(10, "t", Bytes(payload)));
-  EXPECT_TRUE(filter.IsRedelivery(1, "t", Bytes(payload)));  // third and last check
+  for (uint16_t mid = 1; mid <= 3; ++mid) filter.Remember(mid, "t", Bytes(payload));
+  EXPECT_TRUE(filter.IsRedelivery(1, "t", Bytes(payload)));
+  EXPECT_FALSE(filter.IsRedelivery(9, "t", Bytes(payload)));  // a new message
   EXPECT_EQ(filter.remembered(), 0u);
-  EXPECT_FALSE(filter.IsRedelivery(2, "t", Bytes(payload)));
+  EXPECT_FALSE(filter.IsRedelivery(2, "t", Bytes(payload))) << "a new message that happens to look like one";
+}
+
+TEST(RedeliveryFilter, MessagesTheBrokerHadAcknowledgedAreSkipped) {
+  RedeliveryFilter filter(20);
+  const std::string payload = "p";
+  for (uint16_t mid = 1; mid <= 10; ++mid) filter.Remember(mid, "t", Bytes(payload));
+  EXPECT_TRUE(filter.IsRedelivery(4, "t", Bytes(payload)));  // 1..3 were acknowledged before the kill
+  EXPECT_EQ(filter.remembered(), 6u);
+  EXPECT_FALSE(filter.IsRedelivery(2, "t", Bytes(payload))) << "older than the last resend: new";
 }
 
 }  // namespace
