@@ -41,6 +41,19 @@ void RetransmitService::Stop() {
   stop_cv_.notify_all();
   for (auto& w : workers_) w.join();
   workers_.clear();
+  // Replies that had their first turns: their clients got frames, so they
+  // get a status saying where to ask again.
+  std::lock_guard lock(mu_);
+  for (auto& [client, jobs] : pending_) {
+    for (Job& job : jobs) {
+      if (!job.progress) continue;
+      Job::Progress& p = *job.progress;
+      p.status.error = fmt::format("relay stopping after {} frames, ask again from {}", p.status.sent, p.next);
+      Answer(job, p.status);
+    }
+  }
+  pending_.clear();
+  turns_.clear();
 }
 
 void RetransmitService::OnRequest(const InboundMessage& in) {
@@ -98,103 +111,131 @@ void RetransmitService::Worker() {
       if (it->second.empty()) pending_.erase(it);
       serving_.insert(std::move(client));
     }
-    Serve(job, store);
+    const bool done = Serve(job, store);
+    const std::string client = job.client;
     std::lock_guard lock(mu_);
-    serving_.erase(job.client);
-    if (pending_.count(job.client)) {
-      turns_.push_back(job.client);  // its next job waits for everyone else's turn
+    serving_.erase(client);
+    if (!done) pending_[client].push_front(std::move(job));  // goes on before the client's next request
+    if (auto it = pending_.find(client); it != pending_.end()) {
+      turns_.push_back(it->first);  // its next turn waits for everyone else's
       work_.notify_one();
     }
   }
 }
 
-void RetransmitService::Serve(Job& job, MysqlStore& store) {
+namespace {
+
+// Runs a database call, reconnecting once if it fails. One reconnect per
+// call is enough here: a client whose request fails on a database outage
+// asks again.
+template <typename Call>
+auto WithDb(MysqlStore& store, Call&& call) {
+  auto r = store.connected() ? call() : decltype(call())(Status::Error("not connected"));
+  if (!r.ok()) {
+    if (Status c = store.Connect(false); c.ok()) r = call();
+  }
+  return r;
+}
+
+}  // namespace
+
+bool RetransmitService::Prepare(Job& job, MysqlStore& store) {
   RequestFields& f = job.fields;
-  // One reconnect per call is enough here: a client whose request fails on
-  // a database outage asks again.
-  auto with_db = [&](auto&& call) {
-    auto r = store.connected() ? call() : decltype(call())(Status::Error("not connected"));
-    if (!r.ok()) {
-      if (Status c = store.Connect(false); c.ok()) r = call();
-    }
-    return r;
-  };
   if (f.topic && !MayRead(job, *f.topic)) {  // before the database: not even "unknown topic"
     Answer(job, ReplyStatus::Refused(std::string(kErrorForbidden)));
-    return;
+    return false;
   }
-  auto topic = with_db([&] { return store.FindTopic(f.topic, f.id); });
+  auto topic = WithDb(store, [&] { return store.FindTopic(f.topic, f.id); });
   if (!topic.ok()) {
     LogWarn("retransmit for {}: {}", job.client, topic.error());
     Answer(job, ReplyStatus::Refused("database unavailable, try again"));
-    return;
+    return false;
   }
   if (!topic.value()) {
     Answer(job, ReplyStatus::Refused(std::string(f.topic ? kErrorUnknownTopic : kErrorUnknownId)));
-    return;
+    return false;
   }
   const MysqlStore::TopicRow& t = **topic;
   if (!MayRead(job, t.topic)) {
     // By id: the client learns neither the topic's name nor its last SEQ.
     Answer(job, ReplyStatus::Refused(std::string(kErrorForbidden)));
-    return;
+    return false;
   }
   f.topic = t.topic;
   f.id = t.id;
-  ReplyStatus status;
-  status.last = t.last_seq;
+  Job::Progress p;
+  p.status.last = t.last_seq;
   const uint64_t from = *f.from;
   const uint64_t to = std::min(f.to.value_or(t.last_seq), t.last_seq);
   if (!f.to) f.to = t.last_seq;
   if (from > to) {
-    Answer(job, status);  // nothing that new yet: ok, sent 0
-    return;
+    Answer(job, p.status);  // nothing that new yet: ok, sent 0
+    return false;
   }
   const uint64_t cap = static_cast<uint64_t>(config_.replay_max);
-  const uint64_t end = (to - from + 1 > cap) ? from + cap - 1 : to;
-  if (end < to) status.next = end + 1;
+  p.next = from;
+  p.end = (to - from + 1 > cap) ? from + cap - 1 : to;
+  if (p.end < to) p.status.next = p.end + 1;
+  job.progress = std::move(p);
+  return true;
+}
 
-  // A frame goes out when the governor's slot for it comes and, with
-  // --replay-rate, no earlier than sent / rate seconds after the first.
+bool RetransmitService::Serve(Job& job, MysqlStore& store) {
+  if (!job.progress && !Prepare(job, store)) return true;
+  Job::Progress& p = *job.progress;
+  const std::string& topic = *job.fields.topic;
+  const uint32_t id = *job.fields.id;
+
+  // A frame goes out no earlier than k / rate seconds after the turn's
+  // first (--replay-rate), and then when the governor's slot for it comes.
   using Clock = std::chrono::steady_clock;
-  const auto started = Clock::now();
+  const auto turn_started = Clock::now();
+  uint64_t turn_sent = 0;
   // Returns false when the relay is stopping: a slow reply must not hold
   // the shutdown up.
-  auto pace = [&] {
-    const auto now = Clock::now();
-    auto due = governor_.Reserve(now);
-    if (config_.replay_rate > 0) {
-      due = std::max(due, started + std::chrono::microseconds(static_cast<int64_t>(status.sent) * 1000000 /
-                                                              config_.replay_rate));
-    }
+  auto wait_until = [&](Clock::time_point due) {
+    if (due <= Clock::now()) return !stopping_.load();
     std::unique_lock lock(mu_);
-    if (due <= now) return !stopping_;
-    return !stop_cv_.wait_until(lock, due, [&] { return stopping_; });
+    return !stop_cv_.wait_until(lock, due, [&] { return stopping_.load(); });
   };
-  for (uint64_t next = from; next <= end;) {
-    auto rows = with_db([&] { return store.ReadRange(t.topic, next, end, kReadChunk); });
+  auto pace = [&] {
+    if (config_.replay_rate > 0 &&
+        !wait_until(turn_started + std::chrono::microseconds(static_cast<int64_t>(turn_sent) * 1000000 /
+                                                             config_.replay_rate))) {
+      return false;
+    }
+    return wait_until(governor_.Reserve(Clock::now()));
+  };
+  while (p.next <= p.end) {
+    auto rows = WithDb(store, [&] { return store.ReadRange(topic, p.next, p.end, kReadChunk); });
     if (!rows.ok()) {
-      LogWarn("retransmit for {} of '{}' from {}: {}", job.client, t.topic, next, rows.error());
-      status.error = fmt::format("database unavailable after {} frames, ask again from {}", status.sent, next);
+      LogWarn("retransmit for {} of '{}' from {}: {}", job.client, topic, p.next, rows.error());
+      p.status.error = fmt::format("database unavailable after {} frames, ask again from {}", p.status.sent, p.next);
       break;
     }
     if (rows->empty()) break;
-    bool stopping = false;
     for (const auto& row : *rows) {
-      auto frame = EncodeFrame({t.id, row.seq, static_cast<Ordering>(row.ordering & 1)}, AsBytes(row.payload));
+      auto frame = EncodeFrame({id, row.seq, static_cast<Ordering>(row.ordering & 1)}, AsBytes(row.payload));
       if (!frame.ok()) continue;  // SEQ outside 1..2^40-1 cannot be in MSG
       if (!pace()) {
-        status.error = fmt::format("relay stopping after {} frames, ask again from {}", status.sent, row.seq);
-        stopping = true;
-        break;
+        p.status.error = fmt::format("relay stopping after {} frames, ask again from {}", p.status.sent, row.seq);
+        Answer(job, p.status);
+        return true;
       }
       PublishFrame(job, AsBytes(frame.value()));
-      ++status.sent;
-      next = row.seq + 1;
+      ++p.status.sent;
+      ++turn_sent;
+      p.next = row.seq + 1;
     }
-    if (stopping) break;
+    if (p.next <= p.end && OthersWaiting()) return false;  // the rest in a later turn
   }
-  Answer(job, status);
+  Answer(job, p.status);
+  return true;
+}
+
+bool RetransmitService::OthersWaiting() {
+  std::lock_guard lock(mu_);
+  return !turns_.empty();
 }
 
 bool RetransmitService::MayRead(const Job& job, std::string_view topic) const {

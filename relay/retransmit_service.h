@@ -11,11 +11,14 @@
 // client's good requests are served one at a time, in the order they came:
 // its replies never interleave, and each status follows its own frames
 // (a client that retries a slow request must not see the retry's status
-// before the first request's frames).
+// before the first request's frames). While other clients wait, a long
+// reply is served in turns of one chunk (1,000 frames), so a small gap
+// fill does not wait behind a whole history replay.
 //
 // All replies together go at the rate the governor sets, which slows them
 // down while they delay live frames (replay_governor.h); --replay-rate caps
-// each reply besides.
+// each reply besides. A stop ends every reply at its next frame, with a
+// status saying where to ask again.
 //
 // With an ACL (--acl-file), a request is served only if the client may read
 // <seq-prefix>/T by that ACL; otherwise it gets "forbidden", and a request by
@@ -89,13 +92,26 @@ class RetransmitService {
  private:
   struct Job {
     std::string client;
-    RequestFields fields;
+    RequestFields fields;  // topic and id both set once Prepare found the topic
     ReplyTopics topics;
     std::optional<std::string> correlation;
+    // Set by Prepare: the frames still to send and the status so far.
+    struct Progress {
+      uint64_t next = 0, end = 0;  // SEQ range still to send
+      ReplyStatus status;
+    };
+    std::optional<Progress> progress;
   };
 
   void Worker();
-  void Serve(Job& job, MysqlStore& store);
+  // Looks the topic up and checks the request against it. Answers and
+  // returns false if there is nothing to send; else sets job.progress.
+  bool Prepare(Job& job, MysqlStore& store);
+  // Serves one turn of the job: to its end (answered, returns true), or
+  // to the end of a chunk of frames if other clients are waiting (returns
+  // false; the job goes on at its client's next turn).
+  bool Serve(Job& job, MysqlStore& store);
+  bool OthersWaiting();
   // True if the ACL (if any) lets the job's client read the frames of `topic`.
   bool MayRead(const Job& job, std::string_view topic) const;
   void Answer(const Job& job, const ReplyStatus& status);
@@ -130,7 +146,7 @@ class RetransmitService {
   std::map<std::string, std::deque<Job>> pending_;
   std::deque<std::string> turns_;
   std::set<std::string> serving_;
-  bool stopping_ = false;
+  std::atomic<bool> stopping_{false};  // written under mu_; read by pacing workers without it
 };
 
 }  // namespace seqrelay

@@ -1,4 +1,5 @@
 // Retransmit and history (PROTOCOL.md section 3), end to end.
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -37,6 +38,17 @@ class RetransmitE2E : public RelayE2E {
     std::vector<Received> out;
     for (const auto& r : c.received()) {
       if (r.topic == topic) out.push_back(r);
+    }
+    return out;
+  }
+
+  // The SEQs of replayed frames, in the order they came.
+  static std::vector<uint64_t> Seqs(const std::vector<Received>& frames) {
+    std::vector<uint64_t> out;
+    for (const auto& r : frames) {
+      auto view = seqrelay::DecodeFrame({reinterpret_cast<const uint8_t*>(r.payload.data()), r.payload.size()});
+      EXPECT_TRUE(view.ok()) << "bad frame on " << r.topic;
+      if (view.ok()) out.push_back(view->header.seq);
     }
     return out;
   }
@@ -250,6 +262,78 @@ TEST_F(RetransmitE2E, AFloodFromOneClientDoesNotStarveAnother) {
       << "polite answered after " << flood_done_when_polite_answered << " flood statuses";
 }
 
+// One worker, a long paced history reply in service: another client's small
+// request is answered after at most a turn (1,000 frames) of the long one,
+// not after all of it, and the long reply still arrives whole and in order
+// with one status.
+TEST_F(RetransmitE2E, ASmallRequestDoesNotWaitBehindAWholeHistoryReplay) {
+  StartRelay({"--replay-workers=1", "--replay-rate=2000"});  // the history takes 5 s
+  const std::string topic = root() + "/room";
+  Seed(topic, 10000);
+  MqttClient reader(servers().mqtt_port(), name_ + "-reader");
+  reader.Subscribe("relay/replay/" + name_ + "-reader/#");
+  MqttClient gap(servers().mqtt_port(), name_ + "-gap");
+  gap.Subscribe("relay/replay/" + name_ + "-gap/#");
+
+  reader.Publish("relay/retransmit/" + name_ + "-reader", json{{"topic", topic}, {"from", 1}}.dump());
+  ASSERT_TRUE(WaitFor([&] { return FramesOn(reader, "relay/replay/" + name_ + "-reader").size() >= 100; },
+                      Scaled(10s)));
+  gap.Publish("relay/retransmit/" + name_ + "-gap", json{{"topic", topic}, {"from", 500}, {"to", 504}}.dump());
+  ASSERT_TRUE(WaitForStatuses(gap, 1));
+  const std::size_t history_sent = FramesOn(reader, "relay/replay/" + name_ + "-reader").size();
+  EXPECT_TRUE(Statuses(reader).empty()) << "the small request waited for the whole history";
+  EXPECT_LE(history_sent, 2100u) << "it waited for more than the turn in service";
+  EXPECT_EQ(Statuses(gap)[0]["sent"], 5);
+  EXPECT_EQ(Seqs(FramesOn(gap, "relay/replay/" + name_ + "-gap")), (std::vector<uint64_t>{500, 501, 502, 503, 504}));
+
+  ASSERT_TRUE(WaitForStatuses(reader, 1, 30s));
+  auto statuses = Statuses(reader);
+  ASSERT_EQ(statuses.size(), 1u);
+  EXPECT_EQ(statuses[0]["status"], "ok");
+  EXPECT_EQ(statuses[0]["sent"], 10000);
+  const auto raw = FramesOn(reader, "relay/replay/" + name_ + "-reader");
+  ASSERT_EQ(raw.size(), 10000u);
+  const auto seqs = Seqs(raw);
+  for (std::size_t i = 0; i < seqs.size(); ++i) ASSERT_EQ(seqs[i], i + 1) << "frame " << i;
+  std::size_t differing = 0;
+  for (std::size_t i = 0; i < raw.size(); ++i) differing += raw[i].payload != live_[i].payload;
+  EXPECT_EQ(differing, 0u) << "the reply, cut in turns, is the live frames byte for byte, in order";
+}
+
+// Two long replies taking turns on one worker when the relay stops: the one
+// in service ends at its next frame, the one waiting for its next turn is
+// answered too. Both statuses say how many frames came and where to ask
+// again, and the frames match.
+TEST_F(RetransmitE2E, AStopAnswersBothTheReplyInServiceAndTheOneWaitingForItsTurn) {
+  StartRelay({"--replay-workers=1", "--replay-rate=2000"});
+  const std::string topic = root() + "/room";
+  Seed(topic, 10000);
+  std::vector<std::unique_ptr<MqttClient>> readers;
+  for (const char* who : {"-a", "-b"}) {
+    readers.push_back(std::make_unique<MqttClient>(servers().mqtt_port(), name_ + who));
+    readers.back()->Subscribe("relay/replay/" + name_ + who + "/#");
+    readers.back()->Publish("relay/retransmit/" + name_ + who, json{{"topic", topic}, {"from", 1}}.dump());
+  }
+  // Both have had a turn.
+  ASSERT_TRUE(WaitFor([&] { return FramesOn(*readers[1], "relay/replay/" + name_ + "-b").size() >= 1000; },
+                      Scaled(10s)));
+  ASSERT_EQ(relay_->Stop(), 0);
+  for (const char* who : {"-a", "-b"}) {
+    MqttClient& r = *readers[who[1] - 'a'];
+    SCOPED_TRACE(who);
+    ASSERT_TRUE(WaitForStatuses(r, 1, 5s));
+    const json status = Statuses(r)[0];
+    const auto seqs = Seqs(FramesOn(r, "relay/replay/" + name_ + who));
+    ASSERT_FALSE(seqs.empty());
+    EXPECT_LT(seqs.size(), 10000u);
+    EXPECT_EQ(seqs.back(), seqs.size()) << "frames 1..n in order";
+    EXPECT_EQ(status["sent"], seqs.size());
+    EXPECT_EQ(status["status"], "error");
+    EXPECT_EQ(status["error"], fmt::format("relay stopping after {} frames, ask again from {}", seqs.size(),
+                                           seqs.size() + 1));
+  }
+}
+
 // Latency figures of live frames (publish to receive) from one list of
 // (sent, received) pairs.
 struct Latency {
@@ -332,6 +416,51 @@ TEST_F(RetransmitE2E, ReplayWhileLiveTrafficFlowsFigures) {
                "[ figure ] %zu replays of 10,000 frames, request to status: median %.0f ms, max %.0f ms\n",
                kRate, q.p50_ms, q.p99_ms, q.max_ms, q.n, b.p50_ms, b.p99_ms, b.max_ms, b.n, replay_ms.size(),
                replay_ms[replay_ms.size() / 2], replay_ms.back());
+}
+
+// The governor's wiring: while live messages are held up in the relay
+// (here a commit waits 3 s on a row lock another session holds), replays
+// drop to the floor of 500 frames/s, and they speed up again once live
+// messages flow. relay/stats shows the rate.
+TEST_F(RetransmitE2E, ReplaysDropToTheFloorWhileLiveMessagesAreHeldUp) {
+  StartRelay({"--stats-interval=1"});
+  const std::string history = root() + "/history", live = root() + "/live";
+  Seed(history, 10000);
+  MqttClient stats(servers().mqtt_port(), name_ + "-stats");
+  stats.Subscribe("relay/stats");
+  MqttClient reader(servers().mqtt_port(), name_ + "-reader");
+  reader.Subscribe("relay/replay/" + name_ + "-reader/#");
+  MqttClient sub(servers().mqtt_port(), name_ + "-live-sub");
+  sub.Subscribe("seq/" + live);
+  MqttClient pub(servers().mqtt_port(), name_ + "-live-pub");
+  auto rates = [&] {
+    std::vector<int> out;
+    for (const auto& r : stats.received()) out.push_back(json::parse(r.payload)["replay"]["rate"].get<int>());
+    return out;
+  };
+
+  // Every commit updates RELAY_STATE's one row: the writer waits for the lock.
+  std::thread holder([&] {
+    servers().Sql("START TRANSACTION; SELECT COUNT(*) FROM `" + name_ + "`.RELAY_STATE FOR UPDATE; DO SLEEP(3); COMMIT;");
+  });
+  std::this_thread::sleep_for(500ms);  // the lock is taken
+  pub.Publish(live, "held up");
+  reader.Publish("relay/retransmit/" + name_ + "-reader", json{{"topic", history}, {"from", 1}}.dump());
+  std::this_thread::sleep_for(2s);
+  const std::size_t during = rates().size();
+  EXPECT_EQ(sub.received_count(), 0u) << "the live message is still held up";
+  holder.join();
+
+  ASSERT_TRUE(WaitForStatuses(reader, 1, 60s));
+  EXPECT_EQ(Statuses(reader)[0]["sent"], 10000);
+  EXPECT_EQ(FramesOn(reader, "relay/replay/" + name_ + "-reader").size(), 10000u);
+  ASSERT_TRUE(sub.WaitForCount(1, 10s)) << "the live message after the lock";
+  // A report from after the replay's end.
+  ASSERT_TRUE(WaitFor([&] { return rates().size() >= during + 3; }, Scaled(10s)));
+  const std::vector<int> r = rates();
+  ASSERT_GE(during, 2u);
+  EXPECT_EQ(r[during - 1], 500) << "while the live message was held up";
+  EXPECT_GT(r.back(), 500) << "once live messages flowed again";
 }
 
 }  // namespace
