@@ -190,6 +190,7 @@ Result<uint64_t> Journal::Append(std::string_view topic, std::span<const uint8_t
     ssize_t n = write(fd_, p + done, buffer_.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
+      if (n == 0) errno = EIO;  // a regular file takes at least a byte or fails
       Status failed = Errno("append");
       // A full disk takes part of a record and refuses the rest. The part
       // must go: the next record would follow it, off its position, and the

@@ -62,7 +62,8 @@ class Journal {
 
   // Appends one record; returns the position after it. A record the disk
   // took only part of (full disk) is cut off again, and the journal stays
-  // usable once there is room.
+  // usable once there is room. If even the cut fails, every later Append
+  // fails until the relay restarts (Open then cuts the torn tail).
   Result<uint64_t> Append(std::string_view topic, std::span<const uint8_t> payload, uint16_t mid = 0);
 
   // Every record up to `position` is committed: segments wholly before it
