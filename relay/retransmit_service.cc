@@ -14,6 +14,10 @@ namespace seqrelay {
 namespace {
 
 constexpr std::size_t kReadChunk = 1000;  // rows per range query
+// How long a reply is served while other clients wait. Well under the
+// client library's reply timeout (2 s), which a reply waiting for its next
+// turn must not run into.
+constexpr auto kTurn = std::chrono::milliseconds(250);
 
 std::span<const uint8_t> AsBytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
@@ -41,15 +45,15 @@ void RetransmitService::Stop() {
   stop_cv_.notify_all();
   for (auto& w : workers_) w.join();
   workers_.clear();
-  // Replies that had their first turns: their clients got frames, so they
-  // get a status saying where to ask again.
+  // Every request still waiting gets its one status, saying where to ask
+  // again (after the frames of its first turns, if it had some).
   std::lock_guard lock(mu_);
   for (auto& [client, jobs] : pending_) {
     for (Job& job : jobs) {
-      if (!job.progress) continue;
-      Job::Progress& p = *job.progress;
-      p.status.error = fmt::format("relay stopping after {} frames, ask again from {}", p.status.sent, p.next);
-      Answer(job, p.status);
+      ReplyStatus status = job.progress ? job.progress->status : ReplyStatus{};
+      const uint64_t next = job.progress ? job.progress->next : job.fields.from.value_or(1);
+      status.error = fmt::format("relay stopping after {} frames, ask again from {}", status.sent, next);
+      Answer(job, status);
     }
   }
   pending_.clear();
@@ -84,6 +88,11 @@ void RetransmitService::OnRequest(const InboundMessage& in) {
     return;
   }
   std::unique_lock lock(mu_);
+  if (stopping_) {
+    lock.unlock();
+    Answer(job, ReplyStatus::Refused(fmt::format("relay stopping after 0 frames, ask again from {}", *job.fields.from)));
+    return;
+  }
   auto& queue = pending_[job.client];
   if (queue.size() >= kMaxPendingPerClient) {
     lock.unlock();
@@ -190,6 +199,7 @@ bool RetransmitService::Serve(Job& job, MysqlStore& store) {
   // first (--replay-rate), and then when the governor's slot for it comes.
   using Clock = std::chrono::steady_clock;
   const auto turn_started = Clock::now();
+  auto turn_ends = turn_started + kTurn;
   uint64_t turn_sent = 0;
   // Returns false when the relay is stopping: a slow reply must not hold
   // the shutdown up.
@@ -226,8 +236,11 @@ bool RetransmitService::Serve(Job& job, MysqlStore& store) {
       ++p.status.sent;
       ++turn_sent;
       p.next = row.seq + 1;
+      if (p.next <= p.end && Clock::now() >= turn_ends) {
+        if (OthersWaiting()) return false;  // the rest in a later turn
+        turn_ends = Clock::now() + kTurn;
+      }
     }
-    if (p.next <= p.end && OthersWaiting()) return false;  // the rest in a later turn
   }
   Answer(job, p.status);
   return true;

@@ -12,13 +12,13 @@
 // its replies never interleave, and each status follows its own frames
 // (a client that retries a slow request must not see the retry's status
 // before the first request's frames). While other clients wait, a long
-// reply is served in turns of one chunk (1,000 frames), so a small gap
-// fill does not wait behind a whole history replay.
+// reply is served in turns of 250 ms, so a small gap fill does not wait
+// behind a whole history replay.
 //
 // All replies together go at the rate the governor sets, which slows them
 // down while they delay live frames (replay_governor.h); --replay-rate caps
-// each reply besides. A stop ends every reply at its next frame, with a
-// status saying where to ask again.
+// each reply besides. A stop ends every reply at its next frame, and every
+// request not yet served, with a status saying where to ask again.
 //
 // With an ACL (--acl-file), a request is served only if the client may read
 // <seq-prefix>/T by that ACL; otherwise it gets "forbidden", and a request by
@@ -61,9 +61,10 @@ class RetransmitService {
   void SetAcl(std::shared_ptr<const Acl> acl) { acl_ = std::move(acl); }
   // Workers publish their replies on `link`, which must outlive Stop().
   void Start(MqttLink& link);
-  // Finishes the jobs being served (a paced reply ends at its next frame,
-  // with a status saying where to ask again); drops the ones still waiting.
-  // Call it while the link can still publish.
+  // Ends the replies being served at their next frame and answers the
+  // requests still waiting, each with a status saying where to ask again;
+  // requests after it get the same answer. Call it while the link can
+  // still publish.
   void Stop();
 
   void OnRequest(const InboundMessage& in);
@@ -108,8 +109,8 @@ class RetransmitService {
   // returns false if there is nothing to send; else sets job.progress.
   bool Prepare(Job& job, MysqlStore& store);
   // Serves one turn of the job: to its end (answered, returns true), or
-  // to the end of a chunk of frames if other clients are waiting (returns
-  // false; the job goes on at its client's next turn).
+  // for kTurn if other clients are waiting (returns false; the job goes on
+  // at its client's next turn).
   bool Serve(Job& job, MysqlStore& store);
   bool OthersWaiting();
   // True if the ACL (if any) lets the job's client read the frames of `topic`.

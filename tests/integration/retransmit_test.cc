@@ -263,7 +263,7 @@ TEST_F(RetransmitE2E, AFloodFromOneClientDoesNotStarveAnother) {
 }
 
 // One worker, a long paced history reply in service: another client's small
-// request is answered after at most a turn (1,000 frames) of the long one,
+// request is answered after at most a turn (250 ms, 500 frames) of the long one,
 // not after all of it, and the long reply still arrives whole and in order
 // with one status.
 TEST_F(RetransmitE2E, ASmallRequestDoesNotWaitBehindAWholeHistoryReplay) {
@@ -327,7 +327,7 @@ TEST_F(RetransmitE2E, AStopAnswersBothTheReplyInServiceAndTheOneWaitingForItsTur
     ASSERT_FALSE(seqs.empty());
     EXPECT_LT(seqs.size(), 10000u);
     EXPECT_EQ(seqs.back(), seqs.size()) << "frames 1..n in order";
-    EXPECT_EQ(status["sent"], seqs.size());
+    EXPECT_FALSE(status.contains("sent")) << "an error status names the count in its text only";
     EXPECT_EQ(status["status"], "error");
     EXPECT_EQ(status["error"], fmt::format("relay stopping after {} frames, ask again from {}", seqs.size(),
                                            seqs.size() + 1));
@@ -441,9 +441,11 @@ TEST_F(RetransmitE2E, ReplaysDropToTheFloorWhileLiveMessagesAreHeldUp) {
 
   // Every commit updates RELAY_STATE's one row: the writer waits for the lock.
   std::thread holder([&] {
-    servers().Sql("START TRANSACTION; SELECT COUNT(*) FROM `" + name_ + "`.RELAY_STATE FOR UPDATE; DO SLEEP(3); COMMIT;");
+    servers().Sql("START TRANSACTION; SELECT COUNT(*) FROM `" + name_ + "`.RELAY_STATE FOR UPDATE; DO SLEEP(4); COMMIT;");
   });
-  std::this_thread::sleep_for(500ms);  // the lock is taken
+  ASSERT_TRUE(WaitFor([&] {
+    return servers().Sql("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_rows_locked > 0") != "0\n";
+  }, 5s)) << "the lock was not taken";
   pub.Publish(live, "held up");
   reader.Publish("relay/retransmit/" + name_ + "-reader", json{{"topic", history}, {"from", 1}}.dump());
   std::this_thread::sleep_for(2s);
