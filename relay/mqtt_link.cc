@@ -99,6 +99,7 @@ void MqttLink::OnConnect(mosquitto* m, void* obj, int rc, int flags) noexcept {
     return;
   }
   const bool again = self->ever_connected_.exchange(true);
+  if (self->handlers_.on_connect) self->handlers_.on_connect((flags & 1) != 0);
   LogInfo("{}: {} mosquitto at {}:{} as '{}'{}", o.name, again ? "reconnected to" : "connected to", o.host, o.port,
           o.client_id, (flags & 1) ? " (session present)" : "");
   if (!o.subscriptions.empty()) {

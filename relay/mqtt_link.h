@@ -55,6 +55,9 @@ class MqttLink {
     std::string name;                        // for log lines: "intake", "output"
   };
   struct Handlers {
+    // Connected (again), before any message of the connection; `session_present`
+    // is the CONNACK's flag.
+    std::function<void(bool session_present)> on_connect;
     std::function<void(const InboundMessage&)> on_message;
     std::function<void(int mid)> on_published;  // PUBACK (QoS 1), or sent (QoS 0)
     // Connection refused for a reason retrying will not fix (bad credentials,

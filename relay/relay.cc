@@ -234,7 +234,8 @@ int Relay::Run() {
     }
   }
 
-  auto output = MqttLink::Start(out, {.on_message = nullptr,
+  auto output = MqttLink::Start(out, {.on_connect = nullptr,
+                                      .on_message = nullptr,
                                       .on_published = [this](int mid) { OnPublished(mid); },
                                       .on_fatal = [this](const std::string& why) { Fail("output link: " + why); }});
   if (!output.ok()) {
@@ -250,7 +251,8 @@ int Relay::Run() {
   rep.name = "replay";
   rep.mqtt_v5 = true;  // to honour Response Topic and Correlation Data
   rep.subscriptions = {config_.control_prefix + "/retransmit/+"};
-  auto replay = MqttLink::Start(rep, {.on_message = [this](const InboundMessage& m) { retransmit_.OnRequest(m); },
+  auto replay = MqttLink::Start(rep, {.on_connect = nullptr,
+                                      .on_message = [this](const InboundMessage& m) { retransmit_.OnRequest(m); },
                                       .on_published = [this](int mid) { retransmit_.OnPublished(mid); },
                                       .on_fatal = [this](const std::string& why) { Fail("replay link: " + why); }});
   if (!replay.ok()) {
@@ -282,7 +284,10 @@ int Relay::Run() {
     }
   }
   if (!stopping_) {
-    auto intake = MqttLink::Start(in, {.on_message = [this](const InboundMessage& m) { OnIntake(m); },
+    auto intake = MqttLink::Start(in, {.on_connect = [this](bool session_present) {
+                                         if (journal_) redelivery_.Connected(session_present);
+                                       },
+                                       .on_message = [this](const InboundMessage& m) { OnIntake(m); },
                                        .on_published = nullptr,
                                        .on_fatal = [this](const std::string& why) { Fail("intake link: " + why); }});
     if (!intake.ok()) {
@@ -685,6 +690,7 @@ void Relay::WriterLoop() {
     if (!ok) {
       counters_.lost += batch.size();
       batch.clear();
+      governor.LiveBatchDone();
       continue;  // giving up: drain the rest of the queue the same way
     }
     counters_.committed += batch.size();

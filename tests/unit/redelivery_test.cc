@@ -91,5 +91,33 @@ TEST(RedeliveryFilter, MessagesTheBrokerHadAcknowledgedAreSkipped) {
   EXPECT_FALSE(filter.IsRedelivery(2, "t", Bytes(payload))) << "older than the last resend: new";
 }
 
+TEST(RedeliveryFilter, ResendsAreOneUnbrokenRun) {
+  RedeliveryFilter filter(20);
+  const std::string payload = "p";
+  for (uint16_t mid = 1; mid <= 10; ++mid) filter.Remember(mid, "t", Bytes(payload));
+  EXPECT_TRUE(filter.IsRedelivery(4, "t", Bytes(payload)));
+  EXPECT_TRUE(filter.IsRedelivery(5, "t", Bytes(payload)));
+  EXPECT_FALSE(filter.IsRedelivery(7, "t", Bytes(payload))) << "6 was skipped: 7 is a new message";
+  EXPECT_FALSE(filter.IsRedelivery(6, "t", Bytes(payload)));
+}
+
+TEST(RedeliveryFilter, ANewSessionHoldsNoResends) {
+  RedeliveryFilter filter(20);
+  const std::string payload = "online";
+  filter.Remember(1, "dev/a", Bytes(payload));
+  filter.Connected(false);  // e.g. the broker lost its persistence: packet ids start at 1 again
+  EXPECT_FALSE(filter.IsRedelivery(1, "dev/a", Bytes(payload))) << "a new message, however alike";
+  EXPECT_EQ(filter.remembered(), 0u);
+}
+
+TEST(RedeliveryFilter, OnlyTheFirstConnectCounts) {
+  RedeliveryFilter filter(20);
+  const std::string payload = "p";
+  filter.Remember(1, "t", Bytes(payload));
+  filter.Connected(true);
+  filter.Connected(false);
+  EXPECT_TRUE(filter.IsRedelivery(1, "t", Bytes(payload)));
+}
+
 }  // namespace
 }  // namespace seqrelay
