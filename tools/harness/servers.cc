@@ -94,9 +94,13 @@ void TestServers::StopBroker(int sig) {
   if (!broker_.Wait(std::chrono::seconds(30))) throw std::runtime_error("mosquitto did not stop");
 }
 
+std::vector<std::string> TestServers::SqlCommand(const std::string& sql) const {
+  return {FindBinary("mariadb"), "--no-defaults", "-S", db_socket_, "-uroot", "-N", "-B", "-e", sql};
+}
+
 std::string TestServers::Sql(const std::string& sql) {
   std::string out;
-  int rc = RunCommand({FindBinary("mariadb"), "--no-defaults", "-S", db_socket_, "-uroot", "-N", "-B", "-e", sql}, &out);
+  int rc = RunCommand(SqlCommand(sql), &out);
   if (rc != 0) throw std::runtime_error("SQL failed (" + sql + "):\n" + out);
   return out;
 }

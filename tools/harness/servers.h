@@ -35,6 +35,8 @@ class TestServers {
   // Runs SQL as root through the mariadb client; returns its output
   // (tab-separated, no column names). Fails the test on error.
   std::string Sql(const std::string& sql);
+  // The command Sql() runs, to run it in the background (Process).
+  std::vector<std::string> SqlCommand(const std::string& sql) const;
 
   // The last lines of both servers' logs, for a failing test.
   std::string Logs() const;
