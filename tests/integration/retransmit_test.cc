@@ -419,7 +419,7 @@ TEST_F(RetransmitE2E, ReplayWhileLiveTrafficFlowsFigures) {
 }
 
 // The governor's wiring: while live messages are held up in the relay
-// (here a commit waits 3 s on a row lock another session holds), replays
+// (here a commit waits 4 s on a row lock another session holds), replays
 // drop to the floor of 500 frames/s, and they speed up again once live
 // messages flow. relay/stats shows the rate.
 TEST_F(RetransmitE2E, ReplaysDropToTheFloorWhileLiveMessagesAreHeldUp) {
