@@ -667,7 +667,8 @@ void Relay::OnPublished(int mid) {
   {
     std::lock_guard lock(publish_mu_);
     tracker_.Acked(mid);
-    retransmit_.governor().LiveAcked(mid, Clock::now());
+    ReplayGovernor& governor = retransmit_.governor();
+    if (governor.Timing(mid)) governor.LiveAcked(mid, Clock::now());
   }
   ++counters_.acked;
   acked_cv_.notify_all();

@@ -40,7 +40,8 @@ void ReplayGovernor::LiveBatchDone() {
 }
 
 void ReplayGovernor::LiveSent(int mid) {
-  if (!enabled()) return;
+  // Every live frame comes here; only the first of a timed batch takes the lock.
+  if (!enabled() || probe_mid_.load(std::memory_order_relaxed) != kAwaitingMid) return;
   std::lock_guard lock(mu_);
   if (probe_mid_ == kAwaitingMid) probe_mid_ = mid;
 }
@@ -48,7 +49,7 @@ void ReplayGovernor::LiveSent(int mid) {
 void ReplayGovernor::LiveAcked(int mid, Clock::time_point now) {
   if (!enabled()) return;
   std::lock_guard lock(mu_);
-  if (probe_mid_ < 0 || mid != probe_mid_) return;
+  if (!Timing(mid)) return;
   probe_mid_ = kNone;
   NoteDelayLocked(now - probe_since_, now);
 }

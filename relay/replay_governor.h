@@ -24,6 +24,7 @@
 // Pure logic on the caller's clock; thread-safe (one mutex, held briefly).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <optional>
@@ -55,6 +56,9 @@ class ReplayGovernor {
   void LiveBatchDone();
   // The broker acknowledged live frame `mid`.
   void LiveAcked(int mid, Clock::time_point now);
+  // True if `mid` is the frame being timed: LiveAcked need only be called
+  // (and the clock read) for that one. Lock-free, for the per-message path.
+  bool Timing(int mid) const { return mid >= 0 && mid == probe_mid_.load(std::memory_order_relaxed); }
 
   // Reserves the next replay frame's slot and returns when it may go out
   // (at or before `now`: at once).
@@ -77,8 +81,9 @@ class ReplayGovernor {
   std::optional<Clock::duration> worst_;  // worst live delay this interval
 
   // The batch being timed: kNone, kAwaitingMid, or its first frame's mid.
+  // Written under mu_; read without it by Timing() and LiveSent()'s check.
   static constexpr int kNone = -1, kAwaitingMid = -2;
-  int probe_mid_ = kNone;
+  std::atomic<int> probe_mid_{kNone};
   Clock::time_point probe_since_{};
 
   // Base delay: minima of the current and the previous base window, so

@@ -19,6 +19,12 @@ constexpr std::size_t kReadChunk = 1000;  // rows per range query
 // turn must not run into.
 constexpr auto kTurn = std::chrono::milliseconds(250);
 
+// The error of a reply a stop cut short, or of a request it left unserved.
+ReplyStatus Stopping(ReplyStatus status, uint64_t next) {
+  status.error = fmt::format("relay stopping after {} frames, ask again from {}", status.sent, next);
+  return status;
+}
+
 std::span<const uint8_t> AsBytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
@@ -50,10 +56,8 @@ void RetransmitService::Stop() {
   std::lock_guard lock(mu_);
   for (auto& [client, jobs] : pending_) {
     for (Job& job : jobs) {
-      ReplyStatus status = job.progress ? job.progress->status : ReplyStatus{};
-      const uint64_t next = job.progress ? job.progress->next : job.fields.from.value_or(1);
-      status.error = fmt::format("relay stopping after {} frames, ask again from {}", status.sent, next);
-      Answer(job, status);
+      Answer(job, job.progress ? Stopping(job.progress->status, job.progress->next)
+                               : Stopping({}, job.fields.from.value_or(1)));
     }
   }
   pending_.clear();
@@ -90,7 +94,7 @@ void RetransmitService::OnRequest(const InboundMessage& in) {
   std::unique_lock lock(mu_);
   if (stopping_) {
     lock.unlock();
-    Answer(job, ReplyStatus::Refused(fmt::format("relay stopping after 0 frames, ask again from {}", *job.fields.from)));
+    Answer(job, Stopping({}, *job.fields.from));
     return;
   }
   auto& queue = pending_[job.client];
@@ -228,8 +232,7 @@ bool RetransmitService::Serve(Job& job, MysqlStore& store) {
       auto frame = EncodeFrame({id, row.seq, static_cast<Ordering>(row.ordering & 1)}, AsBytes(row.payload));
       if (!frame.ok()) continue;  // SEQ outside 1..2^40-1 cannot be in MSG
       if (!pace()) {
-        p.status.error = fmt::format("relay stopping after {} frames, ask again from {}", p.status.sent, row.seq);
-        Answer(job, p.status);
+        Answer(job, Stopping(p.status, row.seq));
         return true;
       }
       PublishFrame(job, AsBytes(frame.value()));

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <numeric>
 #include <thread>
 
 #include "relay_fixture.h"
@@ -53,9 +54,28 @@ class RetransmitE2E : public RelayE2E {
     return out;
   }
 
+  // SEQs from..to.
+  static std::vector<uint64_t> Range(uint64_t from, uint64_t to) {
+    std::vector<uint64_t> out(to - from + 1);
+    std::iota(out.begin(), out.end(), from);
+    return out;
+  }
+
   static bool WaitForStatuses(MqttClient& c, std::size_t n, std::chrono::milliseconds deadline = 20s) {
     return WaitFor([&] { return Statuses(c).size() >= n; }, Scaled(deadline));
   }
+
+  // A client R of the retransmit service, subscribed to all its replies.
+  struct Requester {
+    Requester(int port, std::string client_id) : id(std::move(client_id)), mqtt(port, id) {
+      mqtt.Subscribe("relay/replay/" + id + "/#");
+    }
+    void Ask(const json& request) { mqtt.Publish("relay/retransmit/" + id, request.dump()); }
+    std::vector<Received> Frames() { return FramesOn(mqtt, "relay/replay/" + id); }
+
+    const std::string id;
+    MqttClient mqtt;
+  };
 
   std::vector<Received> live_;  // the live frames Seed saw, in SEQ order
 };
@@ -116,13 +136,7 @@ TEST_F(RetransmitE2E, ReplayRatePacesAReplyAndAStopCutsItShort) {
   const double took_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_GE(took_s, 49 / 25.0);
   EXPECT_EQ(Statuses(dave)[0]["sent"], 50);
-  uint64_t n = 0;
-  for (const auto& r : FramesOn(dave, replies)) {
-    auto view = seqrelay::DecodeFrame({reinterpret_cast<const uint8_t*>(r.payload.data()), r.payload.size()});
-    ASSERT_TRUE(view.ok());
-    EXPECT_EQ(view->header.seq, ++n);
-  }
-  EXPECT_EQ(n, 50u);
+  EXPECT_EQ(Seqs(FramesOn(dave, replies)), Range(1, 50));
 
   dave.Publish("relay/retransmit/" + name_ + "-dave", json{{"topic", topic}, {"from", 1}}.dump());
   ASSERT_TRUE(WaitFor([&] { return FramesOn(dave, replies).size() > 50; }, 10s)) << "the second reply did not start";
@@ -270,31 +284,27 @@ TEST_F(RetransmitE2E, ASmallRequestDoesNotWaitBehindAWholeHistoryReplay) {
   StartRelay({"--replay-workers=1", "--replay-rate=2000"});  // the history takes 5 s
   const std::string topic = root() + "/room";
   Seed(topic, 10000);
-  MqttClient reader(servers().mqtt_port(), name_ + "-reader");
-  reader.Subscribe("relay/replay/" + name_ + "-reader/#");
-  MqttClient gap(servers().mqtt_port(), name_ + "-gap");
-  gap.Subscribe("relay/replay/" + name_ + "-gap/#");
+  Requester reader(servers().mqtt_port(), name_ + "-reader");
+  Requester gap(servers().mqtt_port(), name_ + "-gap");
 
-  reader.Publish("relay/retransmit/" + name_ + "-reader", json{{"topic", topic}, {"from", 1}}.dump());
-  ASSERT_TRUE(WaitFor([&] { return FramesOn(reader, "relay/replay/" + name_ + "-reader").size() >= 100; },
-                      Scaled(10s)));
-  gap.Publish("relay/retransmit/" + name_ + "-gap", json{{"topic", topic}, {"from", 500}, {"to", 504}}.dump());
-  ASSERT_TRUE(WaitForStatuses(gap, 1));
-  const std::size_t history_sent = FramesOn(reader, "relay/replay/" + name_ + "-reader").size();
-  EXPECT_TRUE(Statuses(reader).empty()) << "the small request waited for the whole history";
+  reader.Ask({{"topic", topic}, {"from", 1}});
+  ASSERT_TRUE(WaitFor([&] { return reader.Frames().size() >= 100; }, Scaled(10s)));
+  gap.Ask({{"topic", topic}, {"from", 500}, {"to", 504}});
+  ASSERT_TRUE(WaitForStatuses(gap.mqtt, 1));
+  const std::size_t history_sent = reader.Frames().size();
+  EXPECT_TRUE(Statuses(reader.mqtt).empty()) << "the small request waited for the whole history";
   EXPECT_LE(history_sent, 2100u) << "it waited for more than the turn in service";
-  EXPECT_EQ(Statuses(gap)[0]["sent"], 5);
-  EXPECT_EQ(Seqs(FramesOn(gap, "relay/replay/" + name_ + "-gap")), (std::vector<uint64_t>{500, 501, 502, 503, 504}));
+  EXPECT_EQ(Statuses(gap.mqtt)[0]["sent"], 5);
+  EXPECT_EQ(Seqs(gap.Frames()), Range(500, 504));
 
-  ASSERT_TRUE(WaitForStatuses(reader, 1, 30s));
-  auto statuses = Statuses(reader);
+  ASSERT_TRUE(WaitForStatuses(reader.mqtt, 1, 30s));
+  auto statuses = Statuses(reader.mqtt);
   ASSERT_EQ(statuses.size(), 1u);
   EXPECT_EQ(statuses[0]["status"], "ok");
   EXPECT_EQ(statuses[0]["sent"], 10000);
-  const auto raw = FramesOn(reader, "relay/replay/" + name_ + "-reader");
+  const auto raw = reader.Frames();
   ASSERT_EQ(raw.size(), 10000u);
-  const auto seqs = Seqs(raw);
-  for (std::size_t i = 0; i < seqs.size(); ++i) ASSERT_EQ(seqs[i], i + 1) << "frame " << i;
+  EXPECT_EQ(Seqs(raw), Range(1, 10000));
   std::size_t differing = 0;
   for (std::size_t i = 0; i < raw.size(); ++i) differing += raw[i].payload != live_[i].payload;
   EXPECT_EQ(differing, 0u) << "the reply, cut in turns, is the live frames byte for byte, in order";
@@ -308,25 +318,19 @@ TEST_F(RetransmitE2E, AStopAnswersBothTheReplyInServiceAndTheOneWaitingForItsTur
   StartRelay({"--replay-workers=1", "--replay-rate=2000"});
   const std::string topic = root() + "/room";
   Seed(topic, 10000);
-  std::vector<std::unique_ptr<MqttClient>> readers;
-  for (const char* who : {"-a", "-b"}) {
-    readers.push_back(std::make_unique<MqttClient>(servers().mqtt_port(), name_ + who));
-    readers.back()->Subscribe("relay/replay/" + name_ + who + "/#");
-    readers.back()->Publish("relay/retransmit/" + name_ + who, json{{"topic", topic}, {"from", 1}}.dump());
-  }
+  Requester a(servers().mqtt_port(), name_ + "-a"), b(servers().mqtt_port(), name_ + "-b");
+  for (Requester* r : {&a, &b}) r->Ask({{"topic", topic}, {"from", 1}});
   // Both have had a turn.
-  ASSERT_TRUE(WaitFor([&] { return FramesOn(*readers[1], "relay/replay/" + name_ + "-b").size() >= 1000; },
-                      Scaled(10s)));
+  ASSERT_TRUE(WaitFor([&] { return b.Frames().size() >= 1000; }, Scaled(10s)));
   ASSERT_EQ(relay_->Stop(), 0);
-  for (const char* who : {"-a", "-b"}) {
-    MqttClient& r = *readers[who[1] - 'a'];
-    SCOPED_TRACE(who);
-    ASSERT_TRUE(WaitForStatuses(r, 1, 5s));
-    const json status = Statuses(r)[0];
-    const auto seqs = Seqs(FramesOn(r, "relay/replay/" + name_ + who));
+  for (Requester* r : {&a, &b}) {
+    SCOPED_TRACE(r->id);
+    ASSERT_TRUE(WaitForStatuses(r->mqtt, 1, 5s));
+    const json status = Statuses(r->mqtt)[0];
+    const auto seqs = Seqs(r->Frames());
     ASSERT_FALSE(seqs.empty());
     EXPECT_LT(seqs.size(), 10000u);
-    EXPECT_EQ(seqs.back(), seqs.size()) << "frames 1..n in order";
+    EXPECT_EQ(seqs, Range(1, seqs.size())) << "frames 1..n in order";
     EXPECT_FALSE(status.contains("sent")) << "an error status names the count in its text only";
     EXPECT_EQ(status["status"], "error");
     EXPECT_EQ(status["error"], fmt::format("relay stopping after {} frames, ask again from {}", seqs.size(),
@@ -428,8 +432,7 @@ TEST_F(RetransmitE2E, ReplaysDropToTheFloorWhileLiveMessagesAreHeldUp) {
   Seed(history, 3000);  // at the floor of 500 frames/s, longer than the lock
   MqttClient stats(servers().mqtt_port(), name_ + "-stats");
   stats.Subscribe("relay/stats");
-  MqttClient reader(servers().mqtt_port(), name_ + "-reader");
-  reader.Subscribe("relay/replay/" + name_ + "-reader/#");
+  Requester reader(servers().mqtt_port(), name_ + "-reader");
   MqttClient sub(servers().mqtt_port(), name_ + "-live-sub");
   sub.Subscribe("seq/" + live);
   MqttClient pub(servers().mqtt_port(), name_ + "-live-pub");
@@ -451,15 +454,15 @@ TEST_F(RetransmitE2E, ReplaysDropToTheFloorWhileLiveMessagesAreHeldUp) {
   ASSERT_TRUE(WaitFor([&] { return ReadFile(holder.log_path()) == "1\n"; }, Scaled(5s)))
       << "the lock was not taken: " << ReadFile(holder.log_path());
   pub.Publish(live, "held up");
-  reader.Publish("relay/retransmit/" + name_ + "-reader", json{{"topic", history}, {"from", 1}}.dump());
+  reader.Ask({{"topic", history}, {"from", 1}});
   std::this_thread::sleep_for(2s);
   const std::size_t during = rates().size();
   EXPECT_EQ(sub.received_count(), 0u) << "the live message is still held up";
   ASSERT_EQ(holder.Wait(Scaled(10s)), 0) << ReadFile(holder.log_path());
 
-  ASSERT_TRUE(WaitForStatuses(reader, 1, 60s));
-  EXPECT_EQ(Statuses(reader)[0]["sent"], 3000);
-  EXPECT_EQ(FramesOn(reader, "relay/replay/" + name_ + "-reader").size(), 3000u);
+  ASSERT_TRUE(WaitForStatuses(reader.mqtt, 1, 60s));
+  EXPECT_EQ(Statuses(reader.mqtt)[0]["sent"], 3000);
+  EXPECT_EQ(Seqs(reader.Frames()), Range(1, 3000));
   ASSERT_TRUE(sub.WaitForCount(1, 10s)) << "the live message after the lock";
   // A report made after the replay's end: the rate it ended with.
   const std::size_t replayed = rates().size();

@@ -11,6 +11,13 @@ std::span<const uint8_t> Bytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
+// A filter of window 20 that remembers messages 1..last, all "p" on "t".
+RedeliveryFilter Remembering(uint16_t last) {
+  RedeliveryFilter filter(20);
+  for (uint16_t mid = 1; mid <= last; ++mid) filter.Remember(mid, "t", Bytes("p"));
+  return filter;
+}
+
 TEST(RedeliveryFilter, DropsTheResendOfAJournaledMessageOnce) {
   RedeliveryFilter filter(20);
   const std::string payload = "hello";
@@ -73,9 +80,8 @@ TEST(RedeliveryFilter, RecognisesEveryResendOfALongUnacknowledgedRun) {
 }
 
 TEST(RedeliveryFilter, TheFirstDeliveryThatIsNoResendEndsTheChecks) {
-  RedeliveryFilter filter(20);
+  RedeliveryFilter filter = Remembering(3);
   const std::string payload = "p";
-  for (uint16_t mid = 1; mid <= 3; ++mid) filter.Remember(mid, "t", Bytes(payload));
   EXPECT_TRUE(filter.IsRedelivery(1, "t", Bytes(payload)));
   EXPECT_FALSE(filter.IsRedelivery(9, "t", Bytes(payload)));  // a new message
   EXPECT_EQ(filter.remembered(), 0u);
@@ -83,18 +89,16 @@ TEST(RedeliveryFilter, TheFirstDeliveryThatIsNoResendEndsTheChecks) {
 }
 
 TEST(RedeliveryFilter, MessagesTheBrokerHadAcknowledgedAreSkipped) {
-  RedeliveryFilter filter(20);
+  RedeliveryFilter filter = Remembering(10);
   const std::string payload = "p";
-  for (uint16_t mid = 1; mid <= 10; ++mid) filter.Remember(mid, "t", Bytes(payload));
   EXPECT_TRUE(filter.IsRedelivery(4, "t", Bytes(payload)));  // 1..3 were acknowledged before the kill
   EXPECT_EQ(filter.remembered(), 6u);
   EXPECT_FALSE(filter.IsRedelivery(2, "t", Bytes(payload))) << "older than the last resend: new";
 }
 
 TEST(RedeliveryFilter, ResendsAreOneUnbrokenRun) {
-  RedeliveryFilter filter(20);
+  RedeliveryFilter filter = Remembering(10);
   const std::string payload = "p";
-  for (uint16_t mid = 1; mid <= 10; ++mid) filter.Remember(mid, "t", Bytes(payload));
   EXPECT_TRUE(filter.IsRedelivery(4, "t", Bytes(payload)));
   EXPECT_TRUE(filter.IsRedelivery(5, "t", Bytes(payload)));
   EXPECT_FALSE(filter.IsRedelivery(7, "t", Bytes(payload))) << "6 was skipped: 7 is a new message";

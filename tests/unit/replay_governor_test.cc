@@ -35,6 +35,13 @@ class ReplayGovernorTest : public ::testing::Test {
   }
   // Ends the interval: the next Reserve applies what it saw.
   void NextInterval() { now_ += kInterval; }
+  // The next `n` intervals, with a replay flat out in each.
+  void NextIntervalsFlatOut(int n = 1) {
+    for (int i = 0; i < n; ++i) {
+      NextInterval();
+      ReplayFlatOut();
+    }
+  }
 
   ReplayGovernor gov_;
   Clock::time_point now_ = Clock::time_point{} + 100s;
@@ -59,11 +66,9 @@ TEST_F(ReplayGovernorTest, ATargetOfZeroNeverHoldsAReplayBack) {
 TEST_F(ReplayGovernorTest, GrowsByAQuarterWhileLiveFramesAreOnTime) {
   ReplayFlatOut();
   Live(1, 300us);
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 2500);
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 3125);
 }
 
@@ -71,28 +76,23 @@ TEST_F(ReplayGovernorTest, GrowsLessTheCloserLiveDelayComesToTheTarget) {
   ReplayFlatOut();
   Live(1, 300us);  // the base
   Live(2, 1300us);  // base + half the target
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 2250);  // +12.5%
 }
 
 TEST_F(ReplayGovernorTest, HalvesWhenLiveFramesAreLateAndStopsAtTheFloor) {
   ReplayFlatOut();
   Live(1, 300us);
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   ASSERT_DOUBLE_EQ(gov_.rate(), 2500);
   Live(2, 2400us);  // 2.1 ms over the base
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 1250);
   Live(3, 5ms);
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 625);
   Live(4, 5ms);
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 500);
   // The halved rate spaces the frames.
   now_ += 1ms;
@@ -125,8 +125,7 @@ TEST_F(ReplayGovernorTest, ALiveFrameStillUnacknowledgedCountsWithItsAge) {
   gov_.LiveBatchTaken(now_, now_);
   gov_.LiveSent(2);  // its PUBACK does not come
   now_ += 3ms;
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 1000);
 }
 
@@ -134,22 +133,16 @@ TEST_F(ReplayGovernorTest, ABatchStillBeingCommittedCountsWithItsAgeHoweverLongI
   ReplayFlatOut();
   Live(1, 300us);
   gov_.LiveBatchTaken(now_, now_);  // its commit hangs: no frame goes out
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 1000) << "20 ms and counting";
-  for (int i = 0; i < 150; ++i) {  // 3 s: never given up
-    NextInterval();
-    ReplayFlatOut();
-  }
+  NextIntervalsFlatOut(150);  // 3 s: never given up
   EXPECT_DOUBLE_EQ(gov_.rate(), 500);
   gov_.LiveSent(2);  // committed at last
   gov_.LiveBatchDone();
   gov_.LiveAcked(2, now_);
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 500) << "its 3 s count once more";
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 625);
 }
 
@@ -159,8 +152,7 @@ TEST_F(ReplayGovernorTest, ABatchThatPublishedNothingIsNotTimed) {
   gov_.LiveBatchTaken(now_, now_);
   gov_.LiveBatchDone();  // every message refused
   now_ += 5ms;
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 2500);
 }
 
@@ -173,8 +165,7 @@ TEST_F(ReplayGovernorTest, TimesOneBatchAtATime) {
   gov_.LiveSent(3);                  // not the timed batch's first frame
   gov_.LiveAcked(3, now_);
   gov_.LiveAcked(2, now_ + 300us);
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 2500) << "frame 3's 50 ms must not count";
 }
 
@@ -183,18 +174,13 @@ TEST_F(ReplayGovernorTest, GivesUpOnAFrameUnacknowledgedForASecond) {
   Live(1, 300us);
   gov_.LiveBatchTaken(now_, now_);
   gov_.LiveSent(2);  // its PUBACK never comes (e.g. QoS 0 lost on a disconnect)
-  for (int i = 0; i < 50; ++i) {  // 1 s: it counts with its age every interval
-    NextInterval();
-    ReplayFlatOut();
-  }
+  NextIntervalsFlatOut(50);  // 1 s: it counts with its age every interval
   ASSERT_DOUBLE_EQ(gov_.rate(), 500);
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 625) << "frame 2 must count no longer";
   gov_.LiveAcked(2, now_);  // too late: ignored
   Live(3, 300us);           // the next frame is timed
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 781.25);
 }
 
@@ -203,8 +189,7 @@ TEST_F(ReplayGovernorTest, ForgetsAnOldBaseAfterAQuietSpell) {
   now_ += 3min;  // no live frame for more than two base windows
   ReplayFlatOut();
   Live(2, 2500us);  // slower than the old base by more than the target
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 2500) << "2.5 ms is today's base, not a late frame";
 }
 
@@ -213,8 +198,7 @@ TEST_F(ReplayGovernorTest, KeepsTheBaseThroughTheNextWindow) {
   now_ += 70s;  // into the next window: the minimum of the one before still counts
   ReplayFlatOut();
   Live(2, 2500us);
-  NextInterval();
-  ReplayFlatOut();
+  NextIntervalsFlatOut();
   EXPECT_DOUBLE_EQ(gov_.rate(), 1000);
 }
 
