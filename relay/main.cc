@@ -3,6 +3,7 @@
 // Exit codes: 0 clean stop, 1 runtime failure (see the log), 2 bad options.
 #include <signal.h>
 
+#include <atomic>
 #include <cstdio>
 #include <thread>
 
@@ -44,12 +45,26 @@ int main(int argc, char** argv) {
 
   LogInfo("seqrelay {} starting", SEQRELAY_VERSION);
   Relay relay(std::move(parsed->config));
+  // The signal thread may call RequestStop() at any moment until it is
+  // joined, so it is joined before `relay` is destroyed: once Run() returns,
+  // it is woken with a SIGTERM of its own and told that the run is over.
+  std::atomic<bool> run_over{false};
   std::thread signals([&] {
     int sig = 0;
     sigwait(&stop_signals, &sig);
+    if (run_over) return;
     LogInfo("received {}, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
     relay.RequestStop();
+    // A second signal during the orderly stop: said, not acted on (the stop
+    // already runs against --shutdown-timeout).
+    while (sigwait(&stop_signals, &sig) == 0 && !run_over) {
+      LogWarn("received {} again; already stopping (--shutdown-timeout bounds the stop)",
+              sig == SIGINT ? "SIGINT" : "SIGTERM");
+    }
   });
-  signals.detach();  // ends with the process
-  return relay.Run();
+  const int code = relay.Run();
+  run_over = true;
+  pthread_kill(signals.native_handle(), SIGTERM);
+  signals.join();
+  return code;
 }
