@@ -19,21 +19,36 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
 constexpr auto kIdleTimeout = std::chrono::seconds(5);
+// Scrapes served at once; a connection beyond it is closed on accept, so
+// the endpoint can never hold more descriptors than this (MQTT, MySQL and
+// the journal need theirs). A GET has no body; its header is small.
+constexpr int kMaxConnections = 16;
+constexpr std::uint32_t kMaxHeaderBytes = 8 * 1024;
+constexpr std::uint64_t kMaxBodyBytes = 1024;
 
 // One connection: read a request, answer it, close.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, const MetricsHttp::Render& render) : stream_(std::move(socket)), render_(render) {}
+  // `live` counts the sessions in existence; it lives in the server, which
+  // outlives them, and is touched only on the server's one thread.
+  Session(tcp::socket socket, const MetricsHttp::Render& render, int& live)
+      : stream_(std::move(socket)), render_(render), live_(live) {
+    ++live_;
+    parser_.header_limit(kMaxHeaderBytes);
+    parser_.body_limit(kMaxBodyBytes);
+  }
+  ~Session() { --live_; }
 
   void Run() {
     stream_.expires_after(kIdleTimeout);
-    http::async_read(stream_, buffer_, request_,
+    http::async_read(stream_, buffer_, parser_,
                      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnRead(ec); });
   }
 
  private:
   void OnRead(beast::error_code ec) {
-    if (ec) return;  // timeout, reset or garbage: nothing to answer
+    if (ec) return;  // timeout, reset, garbage or over a limit: nothing to answer
+    const auto& request_ = parser_.get();
     response_.version(request_.version());
     response_.keep_alive(false);
     response_.set(http::field::server, "seqrelay");
@@ -66,9 +81,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
-  http::request<http::string_body> request_;
+  http::request_parser<http::string_body> parser_;
   http::response<http::string_body> response_;
   const MetricsHttp::Render& render_;  // owned by the server, which outlives its sessions
+  int& live_;
 };
 
 }  // namespace
@@ -80,7 +96,17 @@ struct MetricsHttp::Impl {
     acceptor.async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
       if (ec == asio::error::operation_aborted) return;  // stopping
       if (!ec) {
-        std::make_shared<Session>(std::move(socket), render)->Run();
+        if (live < kMaxConnections) {
+          std::make_shared<Session>(std::move(socket), render, live)->Run();
+        } else {
+          beast::error_code ignored;
+          socket.close(ignored);
+          static RateLimit limit(std::chrono::seconds(60));
+          if (auto suppressed = limit.Allow()) {
+            LogWarn("metrics: {} scrapes open at once, closed a further connection{}", kMaxConnections,
+                    SuppressedNote(*suppressed));
+          }
+        }
         Accept();
         return;
       }
@@ -95,6 +121,9 @@ struct MetricsHttp::Impl {
   }
 
   Render render;
+  // Sessions alive; io thread only. Declared before `io`, whose destruction
+  // ends the sessions still pending.
+  int live = 0;
   asio::io_context io{1};
   tcp::acceptor acceptor;
   asio::steady_timer retry{io};

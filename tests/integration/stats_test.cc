@@ -1,9 +1,11 @@
 // The stats report on <control-prefix>/stats (retained, every
 // --stats-interval) and the Prometheus endpoint (--metrics-port), with
 // figures that match what the relay did.
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -153,6 +155,61 @@ TEST_F(RelayE2E, MetricsEndpointServesPrometheusTextOfTheSameFigures) {
   close(idle);
   EXPECT_EQ(relay_->Stop(), 0);
   EXPECT_EQ(HttpGet(port, "/metrics"), "") << "the endpoint outlived the relay";
+}
+
+std::size_t OpenDescriptors(pid_t pid) {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& entry :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+    ++n;
+  }
+  return n;
+}
+
+// A thousand connections that say nothing must not take the relay's file
+// descriptors (MQTT, MySQL and the journal need theirs): the endpoint
+// serves a bounded number at once and closes the rest on accept. An
+// oversized request header is refused, and the endpoint serves again once
+// the crowd is gone.
+TEST_F(RelayE2E, MetricsEndpointBoundsConnectionsAndRequestSizes) {
+  const int port = FreePort();
+  StartRelay({"--metrics-port=" + std::to_string(port)});
+  ASSERT_EQ(HttpGet(port, "/metrics").rfind("HTTP/1.1 200 OK", 0), 0u);
+  const std::size_t before = OpenDescriptors(relay_->pid());
+  std::vector<int> idle;
+  for (int i = 0; i < 1000; ++i) {
+    const int fd = ConnectLoopback(port);
+    ASSERT_GE(fd, 0) << "connection " << i;
+    idle.push_back(fd);
+  }
+  // Give the relay time to accept the whole backlog, then count.
+  std::size_t peak = 0;
+  const auto until = std::chrono::steady_clock::now() + Scaled(1500ms);
+  while (std::chrono::steady_clock::now() < until) {
+    peak = std::max(peak, OpenDescriptors(relay_->pid()));
+    std::this_thread::sleep_for(20ms);
+  }
+  std::fprintf(stderr, "[ figure ] relay descriptors: %zu before, at most %zu with 1,000 idle connections\n", before,
+               peak);
+  EXPECT_LE(peak, before + 20) << "idle metrics connections took the relay's descriptors";
+  for (int fd : idle) close(fd);
+  std::string body;
+  EXPECT_TRUE(WaitFor([&] { return (body = HttpGet(port, "/metrics")).rfind("HTTP/1.1 200 OK", 0) == 0; }, 10s))
+      << "the endpoint did not serve again after the idle connections closed: " << body;
+
+  // A 64 KiB header: no answer but a closed connection, and no crash.
+  const std::string huge = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + std::string(64 * 1024, 'x') +
+                           "\r\n\r\n";
+  const int fd = ConnectLoopback(port);
+  ASSERT_GE(fd, 0);
+  (void)!send(fd, huge.data(), huge.size(), MSG_NOSIGNAL);  // the server may close mid-way
+  char buf[256];
+  const ssize_t n = read(fd, buf, sizeof buf);
+  close(fd);
+  EXPECT_LE(n, 0) << "an oversized header was answered: " << std::string(buf, n > 0 ? n : 0);
+  EXPECT_EQ(HttpGet(port, "/metrics").rfind("HTTP/1.1 200 OK", 0), 0u);
+  EXPECT_TRUE(relay_->running());
+  EXPECT_EQ(relay_->Stop(), 0);
 }
 
 }  // namespace
