@@ -27,6 +27,12 @@ class PublishTracker {
   // acknowledged. Sending an idx at or below the last one sent is ignored.
   void Sent(uint64_t idx, int mid);
 
+  // Row `idx` went out with nothing to wait for (MQTT QoS 0: the broker
+  // never acknowledges it, and libmosquitto drops such a publish without a
+  // callback when the connection breaks). It counts as acknowledged, so the
+  // watermark never waits for it. Same ordering rule as Sent().
+  void SentUnconfirmed(uint64_t idx);
+
   // The broker acknowledged `mid`. Unknown mids are ignored.
   void Acked(int mid);
 
@@ -34,6 +40,11 @@ class PublishTracker {
   std::size_t in_flight() const { return by_mid_.size(); }
 
  private:
+  // Appends the slot of `idx` (and of any it skips); false if `idx` is not
+  // past the last one sent.
+  bool Append(uint64_t idx, bool acked);
+  void Advance();  // moves the watermark over the acknowledged prefix
+
   uint64_t watermark_;                         // every idx <= it is acknowledged
   std::deque<bool> acked_;                     // acked_[i] is idx watermark_ + 1 + i
   std::unordered_map<int, uint64_t> by_mid_;   // mids awaiting acknowledgement

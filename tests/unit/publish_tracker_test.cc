@@ -162,5 +162,21 @@ TEST(PublishTrackerTest, MidsAreReusedAfterAcknowledgement) {
   EXPECT_EQ(t.in_flight(), 0u);
 }
 
+// --publish-qos 0: nothing ever confirms a frame, so the watermark must not
+// wait for one, also when later QoS 1 style rows are pending around it.
+TEST(PublishTrackerTest, UnconfirmedRowsNeverHoldTheWatermark) {
+  PublishTracker t;
+  for (uint64_t idx = 1; idx <= 5; ++idx) t.SentUnconfirmed(idx);
+  EXPECT_EQ(t.watermark(), 5u);
+  EXPECT_EQ(t.in_flight(), 0u);
+  t.Sent(6, 100);
+  t.SentUnconfirmed(7);
+  EXPECT_EQ(t.watermark(), 5u) << "row 6 still awaits its acknowledgement";
+  t.Acked(100);
+  EXPECT_EQ(t.watermark(), 7u);
+  t.SentUnconfirmed(7);  // at or below the last sent: ignored
+  EXPECT_EQ(t.watermark(), 7u);
+}
+
 }  // namespace
 }  // namespace seqrelay
