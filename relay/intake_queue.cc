@@ -3,18 +3,29 @@
 namespace seqrelay {
 
 bool IntakeQueue::Push(Message&& m, std::chrono::steady_clock::duration* waited) {
+  return PushWithin(std::move(m), std::chrono::steady_clock::duration::max(), waited) != Pushed::kClosed;
+}
+
+IntakeQueue::Pushed IntakeQueue::PushWithin(Message&& m, std::chrono::steady_clock::duration max_wait,
+                                            std::chrono::steady_clock::duration* waited) {
   std::unique_lock lock(mu_);
-  if (FullLocked() && !closed_) {
+  if (FullLocked() && !closed_ && max_wait.count() > 0) {
     const auto start = std::chrono::steady_clock::now();
-    not_full_.wait(lock, [&] { return closed_ || !FullLocked(); });
+    auto room = [&] { return closed_ || !FullLocked(); };
+    if (max_wait == std::chrono::steady_clock::duration::max()) {
+      not_full_.wait(lock, room);
+    } else {
+      not_full_.wait_for(lock, max_wait, room);
+    }
     if (waited) *waited = std::chrono::steady_clock::now() - start;
   }
-  if (closed_) return false;
+  if (closed_) return Pushed::kClosed;
+  const bool over = FullLocked();
   bytes_ += m.bytes();
   q_.push_back(std::move(m));
   peak_ = std::max(peak_, q_.size());
   not_empty_.notify_one();
-  return true;
+  return over ? Pushed::kOverLimit : Pushed::kQueued;
 }
 
 bool IntakeQueue::PopBatch(std::vector<Message>& out, std::size_t max, std::size_t max_bytes,
@@ -54,6 +65,11 @@ std::size_t IntakeQueue::size() const {
 std::size_t IntakeQueue::peak() const {
   std::lock_guard lock(mu_);
   return peak_;
+}
+
+bool IntakeQueue::below_resume_mark() const {
+  std::lock_guard lock(mu_);
+  return q_.size() <= max_messages_ / 2 && bytes_ <= max_bytes_ / 2;
 }
 
 bool IntakeQueue::full_now() const {

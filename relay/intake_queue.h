@@ -1,11 +1,16 @@
 // IntakeQueue: the bounded buffer between the intake (MQTT network thread)
 // and the writer thread.
 //
-// Bounded in messages and in bytes. Push blocks while the queue is full: that
-// blocks the intake connection's network loop, so the relay stops reading
-// from mosquitto and the broker queues further messages in the relay's
-// persistent session. This is the relay's only back-pressure, and it never
-// touches the output connection, so frames keep flowing while intake waits.
+// Bounded in messages and in bytes. The intake pushes with PushWithin: while
+// the queue is full it waits (holding the intake connection's network loop,
+// so the relay stops reading and mosquitto holds further messages), but only
+// briefly, never as long as the MQTT keepalive: after that the message is
+// queued over the limit and the intake pauses its link (a clean DISCONNECT;
+// the broker queues for the persistent session) until the queue is back
+// below half (below_resume_mark). This is the relay's only back-pressure,
+// and it never touches the output connection, so frames keep flowing while
+// intake waits. Over the limit the queue holds at most what the broker had
+// sent before the DISCONNECT: its in-flight window.
 //
 // One producer (the intake callback) and one consumer (the writer); both
 // sides are guarded by mu_.
@@ -30,6 +35,17 @@ class IntakeQueue {
   // Close(). If `waited` is given, it is set to how long Push blocked.
   bool Push(Message&& m, std::chrono::steady_clock::duration* waited = nullptr);
 
+  enum class Pushed {
+    kQueued,
+    kOverLimit,  // still full after max_wait: queued beyond the limit; stop producing
+    kClosed,     // not taken
+  };
+  // Waits at most `max_wait` for room (0: not at all), then queues the
+  // message, over the limit if need be. If `waited` is given, it is set to
+  // how long it waited.
+  Pushed PushWithin(Message&& m, std::chrono::steady_clock::duration max_wait,
+                    std::chrono::steady_clock::duration* waited = nullptr);
+
   // Moves up to `max` messages into `out`. Waits until at least one is
   // there; then, if `linger` > 0, waits up to `linger` from the first message
   // for the batch to fill, and says in `lingered` how long it waited.
@@ -43,6 +59,8 @@ class IntakeQueue {
   std::size_t size() const;
   std::size_t peak() const;  // most messages held at once since start
   bool full_now() const;
+  // At most half full in messages and in bytes: a paused intake may read again.
+  bool below_resume_mark() const;
 
  private:
   bool FullLocked() const { return q_.size() >= max_messages_ || bytes_ >= max_bytes_; }

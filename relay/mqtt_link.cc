@@ -3,6 +3,8 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
+#include <sys/socket.h>
+
 #include <mutex>
 
 #include "log.h"
@@ -79,6 +81,31 @@ Result<int> MqttLink::Publish(const std::string& topic, std::span<const uint8_t>
 }
 
 void MqttLink::Disconnect() { mosquitto_disconnect(mosq_.get()); }
+
+void MqttLink::Pause() {
+  if (paused_.exchange(true)) return;
+  // Sets the state to "disconnecting": once the DISCONNECT is written (or
+  // the socket fails), mosquitto_loop_forever returns instead of reconnecting.
+  mosquitto_disconnect(mosq_.get());
+}
+
+void MqttLink::Resume() {
+  if (!started_ || !paused_) return;
+  mosquitto* m = mosq_.get();
+  // The network thread ends by itself after the DISCONNECT; join it (the
+  // write to the wake-up pipe only hurries a thread still in select()).
+  mosquitto_loop_stop(m, false);
+  paused_ = false;
+  int rc = mosquitto_reconnect_async(m);
+  if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_ERRNO) {
+    LogError("{}: reconnect after a pause: {}", options_.name, mosquitto_strerror(rc));
+  }
+  rc = mosquitto_loop_start(m);  // an unreachable broker is retried by the loop, as at start
+  if (rc != MOSQ_ERR_SUCCESS) {
+    LogError("{}: loop start after a pause: {}", options_.name, mosquitto_strerror(rc));
+    if (handlers_.on_fatal) handlers_.on_fatal(fmt::format("cannot restart the network thread: {}", mosquitto_strerror(rc)));
+  }
+}
 
 void MqttLink::Stop() {
   if (!started_) return;
@@ -160,7 +187,18 @@ void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m, cons
   if (response_topic) in.response_topic = response_topic;
   if (correlation) in.correlation_data = std::span(static_cast<const uint8_t*>(correlation), correlation_len);
   try {
-    self->handlers_.on_message(in);
+    switch (self->handlers_.on_message(in)) {
+      case AfterMessage::kReadOn:
+        break;
+      case AfterMessage::kPause:
+        self->Pause();
+        break;
+      case AfterMessage::kBreakConnection:
+        // The loop sees the dead socket on its next read or write and
+        // reconnects; nothing queued (the PUBACK) is sent on this one.
+        shutdown(mosquitto_socket(self->mosq_.get()), SHUT_RDWR);
+        break;
+    }
   } catch (const std::exception& e) {
     LogError("{}: message on '{}' not handled: {}", self->options_.name, in.topic, e.what());
   }

@@ -7,7 +7,7 @@
 // (the trampolines catch and log). Publish() may be called from any thread;
 // libmosquitto serialises it with the network thread. A handler that blocks
 // stalls only this connection: the relay uses that for back-pressure on the
-// intake link.
+// intake link, for a bounded time, and then asks to pause (see Pause()).
 #pragma once
 
 #include <atomic>
@@ -42,6 +42,15 @@ struct InboundMessage {
 
 class MqttLink {
  public:
+  // What the link does after a message handler returns.
+  enum class AfterMessage {
+    kReadOn,
+    kPause,  // Pause(): stop reading until Resume()
+    // Fault injection for the test suite: break the connection at once, with
+    // this message's PUBACK queued and unsent, as a network failure would;
+    // the link reconnects by itself.
+    kBreakConnection,
+  };
   struct Options {
     std::string host;
     int port = 1883;
@@ -58,7 +67,7 @@ class MqttLink {
     // Connected (again), before any message of the connection; `session_present`
     // is the CONNACK's flag.
     std::function<void(bool session_present)> on_connect;
-    std::function<void(const InboundMessage&)> on_message;
+    std::function<AfterMessage(const InboundMessage&)> on_message;
     std::function<void(int mid)> on_published;  // PUBACK (QoS 1), or sent (QoS 0)
     // Connection refused for a reason retrying will not fix (bad credentials,
     // not authorised, bad client id).
@@ -79,6 +88,21 @@ class MqttLink {
   // Asks for a clean DISCONNECT and returns at once; the network thread
   // sends it once any handler it is running returns, then ends.
   void Disconnect();
+
+  // Stops reading without losing the session: a clean DISCONNECT goes out
+  // after everything queued before it (the PUBACKs of the messages taken so
+  // far), and the network thread ends once it is sent. The broker keeps a
+  // persistent session's messages meanwhile (its max_queued_messages), and
+  // no keepalive can expire while we are away, as it would if the network
+  // thread were simply held. Messages already read before the DISCONNECT
+  // goes out are still handed to on_message. Called by OnMessage when the
+  // handler says kPause; nothing else calls it.
+  void Pause();
+
+  // Connects again after a pause; a no-op when not paused. Not from a
+  // handler (it joins the ended network thread). Same thread as Stop().
+  void Resume();
+  bool paused() const { return paused_.load(); }
 
   // Disconnects and joins the network thread, after any handler it is
   // running returns (the owner unblocks handlers first). Idempotent.
@@ -102,6 +126,7 @@ class MqttLink {
   std::unique_ptr<mosquitto, Deleter> mosq_;
   std::atomic<bool> connected_{false};
   std::atomic<bool> ever_connected_{false};
+  std::atomic<bool> paused_{false};  // set by Pause() (network thread), cleared by Resume()
   bool started_ = false;  // loop thread running; touched only by Start/Stop's caller
 };
 

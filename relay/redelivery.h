@@ -1,21 +1,31 @@
 // RedeliveryFilter: recognises the broker's resends of messages the relay
-// had already journaled when it was killed.
+// has already taken.
 //
-// The journal is written before libmosquitto sends the PUBACK; a kill in
-// between leaves a message both in the journal and unacknowledged at the
-// broker, which resends it when the relay's session resumes, with the same
-// MQTT packet identifier (MQTT 3.1.1, 4.4). How many: libmosquitto reads
-// what the socket holds before it writes the PUBACKs, and mosquitto 2.0.11
-// was seen resending 46 messages although its max_inflight_messages is 20.
-// So the filter remembers the newest `window` journaled messages. Only a
-// session the broker kept (the first CONNACK's session-present flag) can
-// hold resends; they come first, oldest first, and they are the newest
-// journaled messages whose PUBACK never left, one unbroken run. The first
-// delivery after start may match any remembered message (packet
-// identifier, topic and payload; the ones before it were acknowledged),
-// each next one only the next remembered message. The first delivery that
-// does not match ends the checks for good, so no new message can be taken
-// for a resend later. QoS 0 deliveries are never resent and neither match
+// libmosquitto queues the PUBACK of a QoS 1 delivery before the relay's
+// callback runs, but sends it only later, from its network thread. If the
+// connection ends in between (the relay killed after journaling, the link
+// dropped by the broker, a broker restart), the broker still holds those
+// messages as unacknowledged and resends them, with the same MQTT packet
+// identifier, when the relay's session resumes (MQTT 3.1.1, 4.4). They are
+// already journaled or queued here; storing them again would give one
+// message two SEQs.
+//
+// So the filter remembers the newest `window` taken deliveries (packet
+// identifier, and hashes of topic and payload: no copy, no allocation per
+// message beyond the window's ring). A session the broker kept
+// (session-present CONNACK, on the first connect or any later one) may
+// start with resends: they come first, oldest first, and they are the
+// newest taken messages whose PUBACK never left, one unbroken run. The first
+// delivery after such a connect may match any remembered message (the ones
+// before it were acknowledged), each next one only the next remembered
+// message, and the first delivery that does not match ends the checks until
+// the next reconnect, so no new message can be taken for a resend. A
+// connect without a session resets everything (nothing can be resent).
+//
+// Why a new message cannot match: the broker numbers a session's messages
+// in order, so the first new message after a reconnect carries an
+// identifier past every remembered one (the window, 4096, is far below the
+// 65535 identifiers). QoS 0 deliveries are never resent and neither match
 // nor end the checks.
 //
 // Pure logic; used by the intake thread only (and by Run() before that).
@@ -25,7 +35,6 @@
 #include <cstdint>
 #include <deque>
 #include <span>
-#include <string>
 #include <string_view>
 
 namespace seqrelay {
@@ -34,15 +43,17 @@ class RedeliveryFilter {
  public:
   explicit RedeliveryFilter(std::size_t window) : window_(window) {}
 
-  // A journaled message (in journal order). QoS 0 messages (mid 0) are never resent.
+  // A delivery the relay took (stored, journaled or queued), in the order
+  // taken. QoS 0 messages (mid 0) are never resent and are not remembered.
   void Remember(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
 
-  // The intake link connected. Only the first connect counts: without a
-  // session present there is nothing to resend.
+  // The intake link connected (first connect or reconnect), with the
+  // CONNACK's session-present flag.
   void Connected(bool session_present);
 
   // True if this delivery is the resend of a remembered message; that one
-  // is then forgotten. False from the first delivery that is not a resend on.
+  // (and every older one) is then forgotten. False from the first delivery
+  // after a connect that is not a resend on, until the next connect.
   bool IsRedelivery(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
 
   std::size_t remembered() const { return entries_.size(); }
@@ -50,15 +61,14 @@ class RedeliveryFilter {
  private:
   struct Entry {
     uint16_t mid;
-    std::string topic;
     std::size_t size;
-    uint64_t hash;  // of the payload
+    uint64_t topic_hash;
+    uint64_t payload_hash;
   };
   const std::size_t window_;
-  bool done_ = false;          // past the resends
-  bool connected_ = false;     // Connected() was called
+  bool armed_ = false;         // a kept session resumed and no new message came yet
   bool matched_ = false;       // a resend was found: the next must be the next remembered
-  std::deque<Entry> entries_;  // the newest `window_`, oldest first
+  std::deque<Entry> entries_;  // the newest `window_` taken, oldest first
 };
 
 }  // namespace seqrelay

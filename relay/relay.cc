@@ -58,6 +58,7 @@ Relay::Relay(Config config)
       sequencer_(config_.seq_prefix, config_.immediate),
       retransmit_(config_) {
   if (const char* n = std::getenv("SEQTEST_KILL_AFTER_JOURNAL")) kill_after_journal_ = std::strtoull(n, nullptr, 10);
+  if (const char* n = std::getenv("SEQTEST_BREAK_INTAKE_AFTER")) break_intake_after_ = std::strtoull(n, nullptr, 10);
   if (const char* n = std::getenv("SEQTEST_KILL_DB_BEFORE_COMMIT")) {
     store_.InjectKillBeforeCommit(std::strtoull(n, nullptr, 10));
   }
@@ -252,7 +253,11 @@ int Relay::Run() {
   rep.mqtt_v5 = true;  // to honour Response Topic and Correlation Data
   rep.subscriptions = {config_.control_prefix + "/retransmit/+"};
   auto replay = MqttLink::Start(rep, {.on_connect = nullptr,
-                                      .on_message = [this](const InboundMessage& m) { retransmit_.OnRequest(m); },
+                                      .on_message =
+                                          [this](const InboundMessage& m) {
+                                            retransmit_.OnRequest(m);
+                                            return MqttLink::AfterMessage::kReadOn;
+                                          },
                                       .on_published = [this](int mid) { retransmit_.OnPublished(mid); },
                                       .on_fatal = [this](const std::string& why) { Fail("replay link: " + why); }});
   if (!replay.ok()) {
@@ -285,9 +290,9 @@ int Relay::Run() {
   }
   if (!stopping_) {
     auto intake = MqttLink::Start(in, {.on_connect = [this](bool session_present) {
-                                         if (journal_) redelivery_.Connected(session_present);
+                                         redelivery_.Connected(session_present);
                                        },
-                                       .on_message = [this](const InboundMessage& m) { OnIntake(m); },
+                                       .on_message = [this](const InboundMessage& m) { return OnIntake(m); },
                                        .on_published = nullptr,
                                        .on_fatal = [this](const std::string& why) { Fail("intake link: " + why); }});
     if (!intake.ok()) {
@@ -310,12 +315,25 @@ int Relay::Run() {
   {
     std::unique_lock lock(stop_mu_);
     const auto interval = std::chrono::seconds(config_.stats_interval_s);
-    while (!stop_cv_.wait_for(lock, interval.count() > 0 ? interval : std::chrono::hours(24),
-                              [&] { return stop_requested_; })) {
-      if (interval.count() == 0) continue;
-      lock.unlock();
-      PublishStats();
-      lock.lock();
+    auto next_stats = Clock::now() + interval;
+    while (!stop_requested_) {
+      stop_cv_.wait_until(lock, interval.count() > 0 ? next_stats : Clock::now() + std::chrono::hours(24),
+                          [&] { return stop_requested_ || resume_intake_; });
+      if (stop_requested_) break;
+      if (resume_intake_) {
+        resume_intake_ = false;
+        lock.unlock();
+        intake_paused_ = false;
+        LogInfo("intake: buffer down to {} messages; resuming the intake link", queue_.size());
+        if (intake_) intake_->Resume();
+        lock.lock();
+      }
+      if (interval.count() > 0 && Clock::now() >= next_stats) {
+        next_stats += interval;
+        lock.unlock();
+        PublishStats();
+        lock.lock();
+      }
     }
   }
 
@@ -440,37 +458,39 @@ void Relay::PublishStats() {
 
 // ---- Intake (intake link's network thread) -----------------------------------
 
-void Relay::OnIntake(const InboundMessage& in) {
+MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   ++counters_.received;
   switch (rules_.Classify(in.topic, in.payload.size(), in.retain)) {
     case Verdict::kAccept:
       break;
     case Verdict::kOwnTopic:
       ++counters_.ignored_own;
-      return;
+      return MqttLink::AfterMessage::kReadOn;
     case Verdict::kRetained:
       ++counters_.ignored_retained;
-      return;
+      return MqttLink::AfterMessage::kReadOn;
     case Verdict::kTopicTooLong:
       ++counters_.refused_topic;
       if (auto suppressed = topic_refusals_log_.Allow()) {
         LogWarn("refused a message: topic of {} bytes is over the limit of 255 ('{:.40}...'){}", in.topic.size(),
                 in.topic, SuppressedNote(*suppressed));
       }
-      return;
+      return MqttLink::AfterMessage::kReadOn;
     case Verdict::kPayloadTooLarge:
       ++counters_.refused_payload;
       if (auto suppressed = payload_refusals_log_.Allow()) {
         LogWarn("refused a message on '{}': payload of {} bytes is over --max-payload {}{}", in.topic,
                 in.payload.size(), config_.max_payload, SuppressedNote(*suppressed));
       }
-      return;
+      return MqttLink::AfterMessage::kReadOn;
   }
-  if (journal_ && redelivery_.IsRedelivery(in.mid, in.topic, in.payload)) {
+  if (redelivery_.IsRedelivery(in.mid, in.topic, in.payload)) {
     ++counters_.redeliveries;
-    LogInfo("intake: dropped the broker's resend of message {} on '{}', already in the journal", in.mid, in.topic);
-    return;
+    LogInfo("intake: dropped the broker's resend of message {} on '{}', already taken", in.mid, in.topic);
+    return MqttLink::AfterMessage::kReadOn;
   }
+  redelivery_.Remember(in.mid, in.topic, in.payload);
+  const bool break_link = ++taken_ == break_intake_after_;
   Message m(in.topic, in.payload.data(), in.payload.size());
   m.received = Clock::now();
   if (journal_) {
@@ -489,16 +509,41 @@ void Relay::OnIntake(const InboundMessage& in) {
       }
     }
   }
-  Clock::duration paused{};
-  if (!queue_.Push(std::move(m), &paused)) {
-    ++counters_.lost;  // only after the shutdown deadline closed the queue
-    return;
+  // A full buffer holds this thread (and so the reading) only for a third
+  // of the keepalive: held longer, libmosquitto would send no PINGREQ and
+  // mosquitto would drop the link after 1.5x the keepalive with our PUBACKs
+  // unsent. Past that, the link pauses (a clean DISCONNECT) until the
+  // writer has drained the buffer to half.
+  const bool paused = intake_paused_.load(std::memory_order_relaxed);
+  const auto max_wait = paused ? Clock::duration::zero()
+                               : Clock::duration(std::chrono::seconds(config_.mqtt_keepalive_s)) / 3;
+  Clock::duration waited{};
+  switch (queue_.PushWithin(std::move(m), max_wait, &waited)) {
+    case IntakeQueue::Pushed::kQueued:
+      break;
+    case IntakeQueue::Pushed::kClosed:
+      ++counters_.lost;  // only after the shutdown deadline closed the queue
+      return MqttLink::AfterMessage::kReadOn;
+    case IntakeQueue::Pushed::kOverLimit:
+      if (paused) break;  // read before the DISCONNECT went out: held over the limit
+      intake_paused_ = true;
+      ++counters_.intake_pauses;
+      LogWarn("intake: buffer full for {:.1f} s (--buffer-max {}); pausing the intake link until it is half empty "
+              "(mosquitto holds further messages in the relay's session)",
+              std::chrono::duration<double>(waited).count(), config_.buffer_max);
+      return MqttLink::AfterMessage::kPause;
   }
-  if (paused > milliseconds(100)) {
+  if (waited > milliseconds(100)) {
     ++counters_.intake_pauses;
     LogWarn("intake: was paused {:.1f} s on a full buffer (--buffer-max {}); mosquitto held further messages in "
-            "the relay's session meanwhile", std::chrono::duration<double>(paused).count(), config_.buffer_max);
+            "the relay's session meanwhile", std::chrono::duration<double>(waited).count(), config_.buffer_max);
   }
+  if (break_link) {
+    LogWarn("fault injection: breaking the intake connection after message {} on '{}', its PUBACK unsent", in.mid,
+            in.topic);
+    return MqttLink::AfterMessage::kBreakConnection;
+  }
+  return MqttLink::AfterMessage::kReadOn;
 }
 
 // ---- Writer thread -------------------------------------------------------------
@@ -644,11 +689,20 @@ bool Relay::Commit(std::span<Message> batch) {
 
 bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx) {
   std::unique_lock lock(publish_mu_);
-  if (tracker_.in_flight() >= kMaxUnacked) {
-    acked_cv_.wait(lock, [&] { return tracker_.in_flight() < kMaxUnacked || GivingUp(); });
-    if (tracker_.in_flight() >= kMaxUnacked) return false;
+  while (tracker_.in_flight() >= kMaxUnacked) {
+    // No one wakes us when the stop deadline passes (the broker may be
+    // gone): wait in slices and look at the deadline between them.
+    if (GivingUp()) return false;
+    acked_cv_.wait_for(lock, milliseconds(100));
   }
   auto mid = output_->Publish(topic, frame, config_.publish_qos);
+  if (config_.publish_qos == 0) {
+    // Nothing will confirm it: never wait for it (the watermark would stop
+    // here for good when the connection drops with it queued).
+    tracker_.SentUnconfirmed(idx);
+    if (mid.ok()) ++counters_.published;
+    return true;
+  }
   if (!mid.ok()) {
     // Only a QoS 0 publish while disconnected, or a broken client: the row
     // is committed, so a client can still fetch it by retransmit.
@@ -701,6 +755,11 @@ void Relay::WriterLoop() {
     }
     governor.LiveBatchDone();
     batch.clear();
+    if (intake_paused_.load(std::memory_order_relaxed) && queue_.below_resume_mark()) {
+      std::lock_guard lock(stop_mu_);
+      resume_intake_ = true;  // the main thread owns the links
+      stop_cv_.notify_all();
+    }
   }
 }
 

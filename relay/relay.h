@@ -92,7 +92,7 @@ class Relay {
   bool Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics);
   bool Commit(std::span<Message> batch);
   bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx);
-  void OnIntake(const InboundMessage& in);
+  MqttLink::AfterMessage OnIntake(const InboundMessage& in);
   void OnPublished(int mid);
   void Fail(const std::string& why);
   // The figures of the stats report and /metrics. Safe from any thread once
@@ -132,12 +132,20 @@ class Relay {
   // Recognises the broker's resends of journaled messages after a kill;
   // filled by Run() from the journal, then used by the intake thread only.
   RedeliveryFilter redelivery_{kRedeliveryWindow};
-  static constexpr std::size_t kRedeliveryWindow = 4096;  // journaled messages a restart checks resends against
+  static constexpr std::size_t kRedeliveryWindow = 4096;  // taken messages a reconnect checks resends against
+  // True from the intake's pause (its buffer stayed full for a third of the
+  // keepalive) until the main thread resumes the link. Set by the intake
+  // thread, cleared by the main thread, read by the writer.
+  std::atomic<bool> intake_paused_{false};
   // Fault injection for the test suite (SEQTEST_KILL_AFTER_JOURNAL=N): the
   // relay SIGKILLs itself right after journaling its Nth message, before
   // the PUBACK can leave. 0 = off. Intake thread only.
   uint64_t kill_after_journal_ = 0;
   uint64_t journaled_ = 0;
+  // SEQTEST_BREAK_INTAKE_AFTER=N: the intake connection is broken right
+  // after the Nth message taken, its PUBACK unsent. 0 = off. Intake thread only.
+  uint64_t break_intake_after_ = 0;
+  uint64_t taken_ = 0;
 
   // Writer state: touched by Run() before the writer starts, then only by
   // the writer thread.
@@ -166,6 +174,7 @@ class Relay {
   mutable std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stop_requested_ = false;
+  bool resume_intake_ = false;  // the writer asks the main thread to resume the paused intake
   std::string fatal_;  // non-empty: stop with exit code 1
   std::atomic<bool> stopping_{false};
   std::chrono::steady_clock::time_point give_up_at_{};  // guarded by stop_mu_

@@ -65,6 +65,86 @@ TEST_F(FaultE2E, KilledBetweenJournalAndPubackStoresTheMessageOnce) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+// The intake connection breaks right after a message was taken and before
+// its PUBACK left (a network failure; here injected): the broker resends it
+// (and whatever else was unacknowledged) when the session resumes, and the
+// relay must recognise the resends on that reconnect too, not only on the
+// first connect of a process. With and without the journal.
+TEST_F(FaultE2E, IntakeReconnectBeforeThePubackLeftStoresTheMessageOnce) {
+  for (bool journal : {true, false}) {
+    SCOPED_TRACE(journal ? "with the journal" : "without the journal");
+    std::vector<std::string> args;
+    if (journal) args.push_back("--journal-dir=" + servers().dir() + "/journal-" + name_);
+    StartRelay(args);
+    relay_->Stop();
+    relay_->Start({"SEQTEST_BREAK_INTAKE_AFTER=50"});
+    const std::string topic = root() + (journal ? "/j" : "/m");
+    MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+    for (int i = 1; i <= 100; ++i) pub.Publish(topic, "p" + std::to_string(i));
+    ASSERT_TRUE(pub.WaitAllAcked(10s));
+    WaitStored(topic, 100);
+    std::this_thread::sleep_for(Scaled(300ms));  // a duplicate, if any, lands now
+    Outcome o = Audit(topic, 100);
+    EXPECT_EQ(o.lost, 0u);
+    EXPECT_EQ(o.duplicates, 0u);
+    EXPECT_EQ(o.stored, 100u);
+    EXPECT_TRUE(o.gapless);
+    const std::string log = relay_->log();
+    EXPECT_NE(log.find("fault injection: breaking the intake connection"), std::string::npos) << log;
+    EXPECT_NE(log.find("(session present)"), std::string::npos) << log;
+    EXPECT_NE(log.find("dropped the broker's resend of message"), std::string::npos) << log;
+    EXPECT_EQ(relay_->Stop(), 0);
+  }
+}
+
+// SIGTERM while the relay holds 20,000 frames the broker never acknowledged
+// (mosquitto unreachable, 25,000 committed rows to publish again at start):
+// the stop ends within --shutdown-timeout, and the rows stay committed for
+// the next start to publish.
+TEST_F(FaultE2E, StopWithTheBrokerGoneEndsWithinTheShutdownTimeout) {
+  StartRelay({"--shutdown-timeout=2"});
+  const std::string topic = root() + "/t";
+  constexpr int kCount = 25000;
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= kCount; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(60s));
+  WaitStored(topic, kCount);
+  ASSERT_EQ(relay_->Stop(), 0);
+  // As if none of it had been confirmed published, and the broker gone.
+  servers().Sql("UPDATE `" + name_ + "`.RELAY_STATE SET PUBLISHED_IDX = 0");
+  relay_->SetBroker(FreePort(), "", "");
+  relay_->Launch();
+  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("republishing rows 1..") != std::string::npos; }, 30s))
+      << relay_->log();
+  std::this_thread::sleep_for(Scaled(1500ms));  // reads the rows and fills the 20,000 in flight
+  const auto stop_at = std::chrono::steady_clock::now();
+  const int code = relay_->Stop();
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_at).count();
+  std::fprintf(stderr, "[ figure ] stop with 20,000 frames unacknowledged and the broker gone: %.1f s "
+               "(--shutdown-timeout 2)\n", took);
+  EXPECT_NE(code, 128 + SIGKILL) << "the relay hung and was killed:\n" << relay_->log();
+  EXPECT_LT(took, std::chrono::duration<double>(Scaled(8s)).count()) << relay_->log();
+  EXPECT_EQ(StoredCount(topic), static_cast<std::size_t>(kCount)) << "committed rows are never lost";
+}
+
+// SIGTERM twice (an impatient operator, or an orchestrator's repeat): the
+// second one is logged, the stop goes on, the exit is clean.
+TEST_F(FaultE2E, ASecondSigtermDuringTheStopIsHarmless) {
+  StartRelay();
+  const std::string topic = root() + "/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 200; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  WaitStored(topic, 200);
+  kill(relay_->pid(), SIGTERM);
+  kill(relay_->pid(), SIGTERM);
+  auto code = relay_->WaitExit(Scaled(20s));
+  ASSERT_TRUE(code.has_value()) << relay_->log();
+  EXPECT_EQ(*code, 0) << relay_->log();
+  EXPECT_EQ(StoredCount(topic), 200u);
+  EXPECT_NE(relay_->log().find("already stopping"), std::string::npos) << relay_->log();
+}
+
 // Without the journal, the messages the relay held in memory when it was
 // killed are lost (libmosquitto acknowledged them before the relay saw
 // them). The count is printed, not asserted: it depends on timing.

@@ -51,6 +51,43 @@ TEST_F(FaultE2E, DatabaseOutageUnderLoadLosesNothingAndBoundsMemory) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+// The same outage, longer than 1.5x the intake's keepalive (here 2 s, so
+// 5 s, the least libmosquitto allows, and 12 s; the long form: the default 30 s and 60 s): the
+// intake must never hold its network thread so long that mosquitto drops
+// the session with PUBACKs unsent, and if a link does drop, the broker's
+// resends (DUP) must not be stored again.
+TEST_F(FaultE2E, DatabaseOutageLongerThanTheKeepaliveStoresNoResendTwice) {
+  const int keepalive_s = LongForm() ? 30 : 5;
+  const int outage_s = LongForm() ? 60 : 12;
+  StartRelay({"--journal-dir=" + servers().dir() + "/journal-" + name_, "--buffer-max=2000",
+              "--mqtt-keepalive=" + std::to_string(keepalive_s)});
+  const std::string topic = root() + "/t";
+  const int count = 1000 * (outage_s + 4);
+  PacedLoad load(servers().mqtt_port(), name_, topic, count, 1000);
+  ASSERT_TRUE(load.WaitPublished(2000, 30s));
+  servers().StopDatabase();
+  std::this_thread::sleep_for(std::chrono::seconds(outage_s));
+  servers().StartDatabase();
+  const auto restarted = std::chrono::steady_clock::now();
+  ASSERT_TRUE(load.Finish(120s));
+  WaitStored(topic, count, 120s);
+  const double recover = std::chrono::duration<double>(std::chrono::steady_clock::now() - restarted).count();
+  std::this_thread::sleep_for(Scaled(500ms));  // a late duplicate, if any, lands now
+  Outcome o = Audit(load);
+  Print(fmt::format("MariaDB stopped {} s at 1,000 msg/s, --buffer-max 2000, keepalive {} s", outage_s, keepalive_s),
+        o, recover);
+  EXPECT_EQ(o.lost, 0u);
+  EXPECT_EQ(o.duplicates, 0u) << "a resend of the broker was stored again";
+  EXPECT_EQ(o.stored, static_cast<std::size_t>(count));
+  EXPECT_TRUE(o.gapless);
+  EXPECT_EQ(o.delivered, static_cast<std::size_t>(count));
+  const std::string log = relay_->log();
+  EXPECT_NE(log.find("pausing the intake link"), std::string::npos) << log;
+  EXPECT_NE(log.find("resuming the intake link"), std::string::npos) << log;
+  EXPECT_EQ(log.find("intake: lost the connection"), std::string::npos) << "the broker dropped the intake:\n" << log;
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // A database user that may read but not write: the relay says why it cannot
 // commit, keeps the messages, and commits them once the right is granted.
 TEST_F(FaultE2E, ADatabaseUserWithoutInsertRightIsAClearErrorAndNothingIsLost) {

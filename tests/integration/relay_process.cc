@@ -2,11 +2,22 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 
 namespace seqtest {
+namespace {
+
+// The relay under test: the one built beside the tests, unless
+// SEQTEST_RELAY_BINARY names another (a sanitizer build of the relay).
+std::string RelayBinary() {
+  const char* other = std::getenv("SEQTEST_RELAY_BINARY");
+  return other && *other ? other : SEQRELAY_BINARY;
+}
+
+}  // namespace
 
 RelayProcess::RelayProcess(TestServers& servers, std::string name, std::vector<std::string> extra_args)
     : servers_(servers), name_(std::move(name)), extra_args_(std::move(extra_args)) {}
@@ -14,15 +25,26 @@ RelayProcess::RelayProcess(TestServers& servers, std::string name, std::vector<s
 RelayProcess::~RelayProcess() { process_.Stop(); }
 
 void RelayProcess::Start(const std::vector<std::string>& env) {
-  std::vector<std::string> argv = {SEQRELAY_BINARY,
+  const std::size_t before = log().size();
+  Launch(env);
+  // Ready once the intake link's SUBACK arrived after this start.
+  bool ready = WaitFor(
+      [&] { return !process_.running() || log().find("intake: subscribed", before) != std::string::npos; },
+      std::chrono::seconds(30));
+  if (!ready || !process_.running()) throw std::runtime_error("relay did not start:\n" + log());
+}
+
+void RelayProcess::Launch(const std::vector<std::string>& env) {
+  std::vector<std::string> argv = {RelayBinary(),
                                    "--mqtt-port=" + std::to_string(mqtt_port_ ? mqtt_port_ : servers_.mqtt_port()),
                                    "--db-port=" + std::to_string(servers_.db_port()),
                                    "--db-user=" + db_user_,
                                    "--db-name=" + name_,
-                                   "--mqtt-client-id=" + name_,
-                                   "--shutdown-timeout=20"};
+                                   "--mqtt-client-id=" + name_};
+  const bool own_timeout = std::any_of(extra_args_.begin(), extra_args_.end(),
+                                       [](const std::string& a) { return a.rfind("--shutdown-timeout", 0) == 0; });
+  if (!own_timeout) argv.push_back("--shutdown-timeout=20");
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
-  const std::size_t before = log().size();
   std::vector<std::string> environment = {"SEQRELAY_DB_PASSWORD=" + db_password_};
   if (!mqtt_user_.empty()) {
     argv.push_back("--mqtt-user=" + mqtt_user_);
@@ -31,11 +53,6 @@ void RelayProcess::Start(const std::vector<std::string>& env) {
   environment.insert(environment.end(), env.begin(), env.end());
   process_.Start(argv, servers_.dir() + "/relay-" + name_ + ".log", environment);
   ++starts_;
-  // Ready once the intake link's SUBACK arrived after this start.
-  bool ready = WaitFor(
-      [&] { return !process_.running() || log().find("intake: subscribed", before) != std::string::npos; },
-      std::chrono::seconds(30));
-  if (!ready || !process_.running()) throw std::runtime_error("relay did not start:\n" + log());
 }
 
 int RelayProcess::Stop() { return process_.Stop(std::chrono::seconds(30)); }
@@ -58,7 +75,7 @@ long RelayProcess::PeakRssKb() const {
 std::string RelayProcess::log() const { return ReadFile(servers_.dir() + "/relay-" + name_ + ".log"); }
 
 int RunRelay(const std::vector<std::string>& args, std::string* output) {
-  std::vector<std::string> argv = {SEQRELAY_BINARY};
+  std::vector<std::string> argv = {RelayBinary()};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(argv, output);
 }

@@ -15,12 +15,15 @@ namespace seqtest {
 class RelayProcess {
  public:
   // `name` becomes the database name, the MQTT client id and the log name.
+  // --shutdown-timeout is 20 unless `extra_args` set it.
   RelayProcess(TestServers& servers, std::string name, std::vector<std::string> extra_args = {});
   ~RelayProcess();
 
   // Starts the relay and waits until its intake link is subscribed. `env`
   // entries ("NAME=value") are added to its environment.
   void Start(const std::vector<std::string>& env = {});
+  // Starts the relay and returns at once (for a relay that cannot get ready).
+  void Launch(const std::vector<std::string>& env = {});
   int Stop();  // SIGTERM; returns the exit code
   void Kill();  // SIGKILL
   std::optional<int> WaitExit(std::chrono::milliseconds deadline);

@@ -304,3 +304,31 @@ TEST(IntakeQueueTest, PeakIsTheMostHeldAtOnce) {
 
 }  // namespace
 }  // namespace seqrelay
+
+namespace seqrelay {
+namespace {
+
+// The intake never waits longer than it is told (the keepalive must not
+// expire): a full queue then takes the message over the limit and says so.
+TEST(IntakeQueueTest, PushWithinQueuesOverTheLimitAfterItsWait) {
+  IntakeQueue q(2, 1 << 20);
+  EXPECT_EQ(q.PushWithin(Message("a", nullptr, 0), std::chrono::milliseconds(50)), IntakeQueue::Pushed::kQueued);
+  EXPECT_EQ(q.PushWithin(Message("b", nullptr, 0), std::chrono::milliseconds(50)), IntakeQueue::Pushed::kQueued);
+  std::chrono::steady_clock::duration waited{};
+  EXPECT_EQ(q.PushWithin(Message("c", nullptr, 0), std::chrono::milliseconds(50), &waited),
+            IntakeQueue::Pushed::kOverLimit);
+  EXPECT_GE(waited, std::chrono::milliseconds(50));
+  EXPECT_EQ(q.PushWithin(Message("d", nullptr, 0), std::chrono::steady_clock::duration::zero()),
+            IntakeQueue::Pushed::kOverLimit);
+  EXPECT_EQ(q.size(), 4u) << "nothing is refused over the limit";
+  EXPECT_FALSE(q.below_resume_mark());
+  std::vector<Message> out;
+  ASSERT_TRUE(q.PopBatch(out, 3, 1 << 20, std::chrono::microseconds(0)));
+  EXPECT_EQ(out.size(), 3u);
+  EXPECT_TRUE(q.below_resume_mark()) << "1 of 2 held";
+  q.Close();
+  EXPECT_EQ(q.PushWithin(Message("e", nullptr, 0), std::chrono::milliseconds(50)), IntakeQueue::Pushed::kClosed);
+}
+
+}  // namespace
+}  // namespace seqrelay

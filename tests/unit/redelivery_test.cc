@@ -15,6 +15,7 @@ std::span<const uint8_t> Bytes(const std::string& s) {
 RedeliveryFilter Remembering(uint16_t last) {
   RedeliveryFilter filter(20);
   for (uint16_t mid = 1; mid <= last; ++mid) filter.Remember(mid, "t", Bytes("p"));
+  filter.Connected(true);
   return filter;
 }
 
@@ -22,6 +23,7 @@ TEST(RedeliveryFilter, DropsTheResendOfAJournaledMessageOnce) {
   RedeliveryFilter filter(20);
   const std::string payload = "hello";
   filter.Remember(7, "chat/a", Bytes(payload));
+  filter.Connected(true);
   EXPECT_TRUE(filter.IsRedelivery(7, "chat/a", Bytes(payload)));
   // The same delivery again is a new message, not a second resend.
   EXPECT_FALSE(filter.IsRedelivery(7, "chat/a", Bytes(payload)));
@@ -40,6 +42,7 @@ TEST(RedeliveryFilter, MatchesOnlyWhenMidTopicAndPayloadAllAgree) {
     SCOPED_TRACE(c.rule);
     RedeliveryFilter filter(20);
     filter.Remember(7, "chat/a", Bytes(payload));
+    filter.Connected(true);
     EXPECT_EQ(filter.IsRedelivery(c.mid, c.topic, Bytes(c.payload)), c.resend);
   }
 }
@@ -50,6 +53,7 @@ TEST(RedeliveryFilter, QosZeroMessagesAreNeverRememberedNorEndTheChecks) {
   filter.Remember(0, "t", Bytes(payload));
   EXPECT_EQ(filter.remembered(), 0u);
   filter.Remember(5, "t", Bytes(payload));
+  filter.Connected(true);
   EXPECT_FALSE(filter.IsRedelivery(0, "t", Bytes(payload)));
   EXPECT_TRUE(filter.IsRedelivery(5, "t", Bytes(payload)));
 }
@@ -59,12 +63,14 @@ TEST(RedeliveryFilter, RemembersOnlyTheNewestWindow) {
   const std::string payload = "p";
   for (uint16_t mid = 1; mid <= 5; ++mid) filter.Remember(mid, "t", Bytes(payload));
   EXPECT_EQ(filter.remembered(), 3u);
+  filter.Connected(true);
   EXPECT_TRUE(filter.IsRedelivery(3, "t", Bytes(payload)));
   EXPECT_TRUE(filter.IsRedelivery(4, "t", Bytes(payload)));
   EXPECT_TRUE(filter.IsRedelivery(5, "t", Bytes(payload)));
 
   RedeliveryFilter pushed_out(3);
   for (uint16_t mid = 1; mid <= 5; ++mid) pushed_out.Remember(mid, "t", Bytes(payload));
+  pushed_out.Connected(true);
   EXPECT_FALSE(pushed_out.IsRedelivery(2, "t", Bytes(payload)));
 }
 
@@ -73,6 +79,7 @@ TEST(RedeliveryFilter, RemembersOnlyTheNewestWindow) {
 TEST(RedeliveryFilter, RecognisesEveryResendOfALongUnacknowledgedRun) {
   RedeliveryFilter filter(4096);
   for (uint16_t mid = 1; mid <= 50; ++mid) filter.Remember(mid, "t", Bytes("p" + std::to_string(mid)));
+  filter.Connected(true);
   for (uint16_t mid = 5; mid <= 50; ++mid) {
     EXPECT_TRUE(filter.IsRedelivery(mid, "t", Bytes("p" + std::to_string(mid)))) << mid;
   }
@@ -84,8 +91,34 @@ TEST(RedeliveryFilter, TheFirstDeliveryThatIsNoResendEndsTheChecks) {
   const std::string payload = "p";
   EXPECT_TRUE(filter.IsRedelivery(1, "t", Bytes(payload)));
   EXPECT_FALSE(filter.IsRedelivery(9, "t", Bytes(payload)));  // a new message
-  EXPECT_EQ(filter.remembered(), 0u);
   EXPECT_FALSE(filter.IsRedelivery(2, "t", Bytes(payload))) << "a new message that happens to look like one";
+  EXPECT_EQ(filter.remembered(), 2u) << "kept for the next reconnect";
+}
+
+// Checks are not only for the first connect of a process: the broker may
+// drop the link at any time (keepalive, restart) with PUBACKs unsent.
+TEST(RedeliveryFilter, EveryReconnectToAKeptSessionIsChecked) {
+  RedeliveryFilter filter(20);
+  filter.Connected(false);
+  const std::string payload = "p";
+  for (uint16_t mid = 1; mid <= 3; ++mid) {
+    EXPECT_FALSE(filter.IsRedelivery(mid, "t", Bytes(payload)));
+    filter.Remember(mid, "t", Bytes(payload));
+  }
+  filter.Connected(true);  // the link dropped with the PUBACKs of 2 and 3 unsent
+  EXPECT_TRUE(filter.IsRedelivery(2, "t", Bytes(payload)));
+  EXPECT_TRUE(filter.IsRedelivery(3, "t", Bytes(payload)));
+  EXPECT_FALSE(filter.IsRedelivery(4, "t", Bytes(payload)));
+  filter.Remember(4, "t", Bytes(payload));
+  filter.Connected(true);  // and again, right after 4
+  EXPECT_TRUE(filter.IsRedelivery(4, "t", Bytes(payload)));
+  EXPECT_FALSE(filter.IsRedelivery(5, "t", Bytes(payload)));
+}
+
+TEST(RedeliveryFilter, NothingIsAResendBeforeAKeptSessionResumes) {
+  RedeliveryFilter filter(20);
+  filter.Remember(1, "t", Bytes("p"));
+  EXPECT_FALSE(filter.IsRedelivery(1, "t", Bytes("p"))) << "not connected yet";
 }
 
 TEST(RedeliveryFilter, MessagesTheBrokerHadAcknowledgedAreSkipped) {
@@ -109,18 +142,10 @@ TEST(RedeliveryFilter, ANewSessionHoldsNoResends) {
   RedeliveryFilter filter(20);
   const std::string payload = "online";
   filter.Remember(1, "dev/a", Bytes(payload));
+  filter.Connected(true);
   filter.Connected(false);  // e.g. the broker lost its persistence: packet ids start at 1 again
   EXPECT_FALSE(filter.IsRedelivery(1, "dev/a", Bytes(payload))) << "a new message, however alike";
   EXPECT_EQ(filter.remembered(), 0u);
-}
-
-TEST(RedeliveryFilter, OnlyTheFirstConnectCounts) {
-  RedeliveryFilter filter(20);
-  const std::string payload = "p";
-  filter.Remember(1, "t", Bytes(payload));
-  filter.Connected(true);
-  filter.Connected(false);
-  EXPECT_TRUE(filter.IsRedelivery(1, "t", Bytes(payload)));
 }
 
 }  // namespace
