@@ -71,6 +71,7 @@ std::string StatsJson(const RelayStats& s) {
         {"committed", s.committed},
         {"published", s.published},
         {"acknowledged", s.acked},
+        {"refused_by_broker", s.broker_refused},
         {"republished", s.republished},
         {"lost", s.lost},
         {"refused", {{"topic_too_long", s.refused_topic}, {"payload_too_large", s.refused_payload},
@@ -84,7 +85,8 @@ std::string StatsJson(const RelayStats& s) {
       {"replay",
        {{"requests", s.replay_requests}, {"served", s.replay_served}, {"failed", s.replay_failed},
         {"forbidden", s.replay_forbidden},
-        {"frames", s.replay_frames}, {"rate", std::lround(s.replay_rate)}}},
+        {"frames", s.replay_frames}, {"refused_by_broker", s.replay_broker_refused},
+        {"rate", std::lround(s.replay_rate)}}},
       {"journal", {{"errors", s.journal_errors}, {"replayed", s.journal_replayed}, {"redeliveries", s.redeliveries}}},
       {"database", s.database_up ? "up" : "down"},
       {"broker", {{"intake", up(s.intake_connected)}, {"output", up(s.output_connected)},
@@ -107,6 +109,10 @@ std::string PrometheusText(const RelayStats& s) {
   metric("seqrelay_messages_published_total", "counter", "Frames handed to the broker on the sequenced topics.",
          s.published);
   metric("seqrelay_messages_acknowledged_total", "counter", "Frames the broker acknowledged.", s.acked);
+  const char* broker_refused = "Frames the broker acknowledged but refused (message_size_limit, ACL), by link.";
+  metric("seqrelay_frames_refused_by_broker_total", "counter", broker_refused, s.broker_refused, "{link=\"output\"}");
+  metric("seqrelay_frames_refused_by_broker_total", "counter", broker_refused, s.replay_broker_refused,
+         "{link=\"replay\"}");
   metric("seqrelay_messages_republished_total", "counter", "Rows of an earlier run published again at start.",
          s.republished);
   metric("seqrelay_messages_lost_total", "counter", "Messages given up at shutdown (--shutdown-timeout).", s.lost);

@@ -42,7 +42,7 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
   }
   mosquitto_connect_with_flags_callback_set(m, &MqttLink::OnConnect);
   mosquitto_disconnect_callback_set(m, &MqttLink::OnDisconnect);
-  mosquitto_publish_callback_set(m, &MqttLink::OnPublish);
+  mosquitto_publish_v5_callback_set(m, &MqttLink::OnPublish);
   mosquitto_message_v5_callback_set(m, &MqttLink::OnMessage);
   mosquitto_subscribe_callback_set(m, &MqttLink::OnSubscribe);
 
@@ -149,9 +149,9 @@ void MqttLink::OnDisconnect(mosquitto*, void* obj, int rc) noexcept {
   }
 }
 
-void MqttLink::OnPublish(mosquitto*, void* obj, int mid) noexcept {
+void MqttLink::OnPublish(mosquitto*, void* obj, int mid, int reason_code, const mosquitto_property*) noexcept {
   auto* self = static_cast<MqttLink*>(obj);
-  if (self->handlers_.on_published) self->handlers_.on_published(mid);
+  if (self->handlers_.on_published) self->handlers_.on_published(mid, reason_code);
 }
 
 void MqttLink::OnSubscribe(mosquitto*, void* obj, int, int count, const int* granted) noexcept {

@@ -68,7 +68,11 @@ class MqttLink {
     // is the CONNACK's flag.
     std::function<void(bool session_present)> on_connect;
     std::function<AfterMessage(const InboundMessage&)> on_message;
-    std::function<void(int mid)> on_published;  // PUBACK (QoS 1), or sent (QoS 0)
+    // PUBACK (QoS 1), or sent (QoS 0). On v5 links `reason_code` is the
+    // PUBACK's: >= 0x80 means the broker refused the message (too large for
+    // its message_size_limit, denied by its ACL) although it acknowledged
+    // it. Always 0 on v3.1.1 links, where a refusal cannot be seen.
+    std::function<void(int mid, int reason_code)> on_published;
     // Connection refused for a reason retrying will not fix (bad credentials,
     // not authorised, bad client id).
     std::function<void(const std::string& why)> on_fatal;
@@ -114,7 +118,7 @@ class MqttLink {
   MqttLink(Options options, Handlers handlers);
   static void OnConnect(mosquitto*, void* self, int rc, int flags) noexcept;
   static void OnDisconnect(mosquitto*, void* self, int rc) noexcept;
-  static void OnPublish(mosquitto*, void* self, int mid) noexcept;
+  static void OnPublish(mosquitto*, void* self, int mid, int reason_code, const mosquitto_property*) noexcept;
   static void OnMessage(mosquitto*, void* self, const mosquitto_message* m, const mosquitto_property* props) noexcept;
   static void OnSubscribe(mosquitto*, void* self, int mid, int count, const int* granted) noexcept;
 

@@ -225,6 +225,10 @@ int Relay::Run() {
   out.clean_session = true;
   out.name = "output";
   MqttLink::Options in = out;
+  // v5 on the output link shows a frame the broker refused (PUBACK reason
+  // code). The intake stays on 3.1.1, whose clean-session-off keeps the
+  // session without a v5 session expiry interval.
+  out.mqtt_v5 = true;
   in.client_id = config_.mqtt_client_id;
   in.clean_session = false;  // persistent: the broker queues for us while we are away
   in.name = "intake";
@@ -237,7 +241,7 @@ int Relay::Run() {
 
   auto output = MqttLink::Start(out, {.on_connect = nullptr,
                                       .on_message = nullptr,
-                                      .on_published = [this](int mid) { OnPublished(mid); },
+                                      .on_published = [this](int mid, int reason) { OnPublished(mid, reason); },
                                       .on_fatal = [this](const std::string& why) { Fail("output link: " + why); }});
   if (!output.ok()) {
     LogError("{}", output.error());
@@ -245,6 +249,10 @@ int Relay::Run() {
   }
   output_ = std::move(output).value();
 
+  if (Status s = CheckFrameLimit(); !s.ok()) {
+    LogError("{}", s.message());
+    return 1;
+  }
   if (Status s = Republish(); !s.ok()) LogWarn("{}", s.message());
 
   MqttLink::Options rep = out;
@@ -258,7 +266,7 @@ int Relay::Run() {
                                             retransmit_.OnRequest(m);
                                             return MqttLink::AfterMessage::kReadOn;
                                           },
-                                      .on_published = [this](int mid) { retransmit_.OnPublished(mid); },
+                                      .on_published = [this](int mid, int reason) { retransmit_.OnPublished(mid, reason); },
                                       .on_fatal = [this](const std::string& why) { Fail("replay link: " + why); }});
   if (!replay.ok()) {
     LogError("{}", replay.error());
@@ -412,6 +420,8 @@ RelayStats Relay::Snapshot() const {
   s.committed = c.committed;
   s.published = c.published;
   s.acked = c.acked;
+  s.broker_refused = c.broker_refused;
+  s.replay_broker_refused = r.broker_refused;
   s.republished = c.republished;
   s.lost = c.lost;
   s.refused_topic = c.refused_topic;
@@ -717,15 +727,68 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
   return true;
 }
 
-void Relay::OnPublished(int mid) {
+Status Relay::CheckFrameLimit() {
+  // The largest frame the relay can make: --max-payload plus the header. A
+  // broker whose message_size_limit is smaller drops it (while still
+  // acknowledging it), and every subscriber loses that message for good:
+  // find out now, before taking any message.
+  const std::vector<uint8_t> probe(static_cast<std::size_t>(config_.max_payload) + kFrameHeaderSize, 0);
+  const std::string topic = fmt::format("{}/replay/{}/probe", config_.control_prefix, config_.mqtt_client_id);
   {
     std::lock_guard lock(publish_mu_);
+    auto mid = output_->Publish(topic, probe, 1);
+    if (!mid.ok()) return Status::Error(fmt::format("frame size check: {}", mid.error()));
+    probe_mid_ = mid.value();
+  }
+  std::unique_lock lock(publish_mu_);
+  if (!acked_cv_.wait_for(lock, std::chrono::seconds(5), [&] { return probe_reason_.has_value() || stopping_; })) {
+    LogWarn("frame size check: mosquitto has not answered in 5 s; checked when it does");
+    return Status::Ok();
+  }
+  return probe_reason_ ? FrameLimitVerdict(*probe_reason_) : Status::Ok();
+}
+
+Status Relay::FrameLimitVerdict(int reason) const {
+  const std::size_t bytes = static_cast<std::size_t>(config_.max_payload) + kFrameHeaderSize;
+  if (reason == 0x87) {  // not authorised: the ACL, not the size
+    LogWarn("frame size check: mosquitto's ACL denies the relay's user {}/replay/{}/probe; the frame size limit was "
+            "not checked (frames are up to {} bytes)", config_.control_prefix, config_.mqtt_client_id, bytes);
+    return Status::Ok();
+  }
+  if (reason >= 0x80) {
+    return Status::Error(fmt::format(
+        "mosquitto refuses a frame of {} bytes (--max-payload {} + the {}-byte header; PUBACK reason 0x{:02x}): set "
+        "its message_size_limit to at least {}, or lower --max-payload", bytes, config_.max_payload,
+        kFrameHeaderSize, reason, bytes));
+  }
+  LogInfo("frame size check: mosquitto takes frames of {} bytes (--max-payload {} + header)", bytes,
+          config_.max_payload);
+  return Status::Ok();
+}
+
+void Relay::OnPublished(int mid, int reason) {
+  {
+    std::lock_guard lock(publish_mu_);
+    if (mid == probe_mid_ && !probe_reason_) {
+      probe_reason_ = reason;
+      if (Status s = FrameLimitVerdict(reason); !s.ok()) Fail(s.message());  // answered after the start's wait
+      acked_cv_.notify_all();
+      return;
+    }
     tracker_.Acked(mid);
     ReplayGovernor& governor = retransmit_.governor();
     if (governor.Timing(mid)) governor.LiveAcked(mid, Clock::now());
   }
   ++counters_.acked;
   acked_cv_.notify_all();
+  if (reason >= 0x80) {
+    ++counters_.broker_refused;
+    static RateLimit limit(std::chrono::seconds(10));
+    if (auto suppressed = limit.Allow()) {
+      LogError("mosquitto refused a frame it acknowledged (PUBACK reason 0x{:02x}; check its message_size_limit and "
+               "ACL): live subscribers do not get it{}", reason, SuppressedNote(*suppressed));
+    }
+  }
 }
 
 void Relay::WriterLoop() {

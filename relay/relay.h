@@ -73,6 +73,7 @@ class Relay {
     std::atomic<uint64_t> published{0};         // frames handed to the output link
     std::atomic<uint64_t> republished{0};       // of those, rows from before this start
     std::atomic<uint64_t> acked{0};             // frames acknowledged by the broker
+    std::atomic<uint64_t> broker_refused{0};    // of those, refused (v5 PUBACK reason >= 0x80): lost to live subscribers
     std::atomic<uint64_t> lost{0};              // accepted but given up at shutdown
     std::atomic<uint64_t> intake_pauses{0};     // times intake blocked > 100 ms on a full buffer
     std::atomic<uint64_t> journal_errors{0};    // messages that could not be journaled (kept in memory)
@@ -93,7 +94,11 @@ class Relay {
   bool Commit(std::span<Message> batch);
   bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx);
   MqttLink::AfterMessage OnIntake(const InboundMessage& in);
-  void OnPublished(int mid);
+  void OnPublished(int mid, int reason_code);
+  // Publishes one frame of the largest size (--max-payload + header) and
+  // waits up to 5 s for the broker's verdict; an error if it refuses it.
+  Status CheckFrameLimit();
+  Status FrameLimitVerdict(int reason_code) const;
   void Fail(const std::string& why);
   // The figures of the stats report and /metrics. Safe from any thread once
   // Run() has started the links (it reads atomics and locked state only).
@@ -159,6 +164,9 @@ class Relay {
   std::mutex publish_mu_;
   std::condition_variable acked_cv_;
   PublishTracker tracker_;
+  // The frame size check's publish and the broker's answer; guarded by publish_mu_.
+  int probe_mid_ = -1;
+  std::optional<int> probe_reason_;
 
   std::unique_ptr<MqttLink> output_;
   std::unique_ptr<MqttLink> intake_;

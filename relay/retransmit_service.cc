@@ -276,7 +276,15 @@ void RetransmitService::MarkUnackedLocked(int mid) {
   ++unacked_count_;
 }
 
-void RetransmitService::OnPublished(int mid) {
+void RetransmitService::OnPublished(int mid, int reason_code) {
+  if (reason_code >= 0x80) {
+    ++counters_.broker_refused;
+    static RateLimit limit(std::chrono::seconds(10));
+    if (auto suppressed = limit.Allow()) {
+      LogError("mosquitto refused a retransmit reply it acknowledged (PUBACK reason 0x{:02x}; check its "
+               "message_size_limit and ACL){}", reason_code, SuppressedNote(*suppressed));
+    }
+  }
   std::lock_guard lock(unacked_mu_);
   if (mid < 0 || mid >= static_cast<int>(unacked_.size()) || !unacked_[mid]) return;
   unacked_[mid] = false;

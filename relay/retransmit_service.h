@@ -68,8 +68,9 @@ class RetransmitService {
   void Stop();
 
   void OnRequest(const InboundMessage& in);
-  // The broker acknowledged publish `mid` of the link (link thread).
-  void OnPublished(int mid);
+  // The broker acknowledged publish `mid` of the link (link thread), with
+  // the PUBACK's reason code (>= 0x80: refused, counted and logged).
+  void OnPublished(int mid, int reason_code);
   // After Stop(): waits until the broker has acknowledged every reply
   // published, or `deadline` passes, so that the last statuses are not lost
   // when the link disconnects. Returns the number still unacknowledged.
@@ -86,6 +87,7 @@ class RetransmitService {
     std::atomic<uint64_t> ignored_retained{0};
     std::atomic<uint64_t> forbidden{0};        // answered "error": refused by the ACL
     std::atomic<uint64_t> refused{0};          // answered "error": every other reason
+    std::atomic<uint64_t> broker_refused{0};   // replies the broker acknowledged but refused (too large, ACL)
     uint64_t failed() const { return forbidden + refused; }
   };
   const Counters& counters() const { return counters_; }

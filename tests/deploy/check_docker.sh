@@ -26,7 +26,7 @@ grep -q '^HEALTHCHECK' "$docker/Dockerfile" || fail "the Dockerfile has no HEALT
 
 conf=$docker/mosquitto/mosquitto.conf
 for line in 'set_tcp_nodelay true' 'persistence true' 'autosave_interval 1' 'allow_anonymous false' \
-            'message_size_limit 1048576' 'max_queued_messages 300000' 'listener 1883' \
+            'message_size_limit 1048586' 'max_queued_messages 300000' 'listener 1883' \
             'use_username_as_clientid true' 'listener 1884'; do
   grep -qx "$line" "$conf" || fail "mosquitto.conf lacks '$line'"
 done

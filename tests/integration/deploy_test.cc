@@ -227,6 +227,45 @@ TEST_F(DeployE2E, ShippedConfAndAclLetAClientReplayOnlyWhatItMayRead) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+// The shipped message_size_limit and the relay's --max-payload fit
+// together: a payload of exactly --max-payload becomes a frame 10 bytes
+// larger, which the broker must carry to subscribers (it used to drop it
+// while acknowledging it). A relay whose largest frame the broker would
+// refuse does not start, and says which two settings to change.
+TEST_F(DeployE2E, TheLargestFrameFitsTheShippedLimitAndAMismatchStopsTheStart) {
+  broker_ = std::make_unique<ShippedBroker>(servers().dir() + "/shipped-" + name_, "");
+  relay_ = std::make_unique<RelayProcess>(servers(), name_, std::vector<std::string>{"--source=chat/#"});
+  relay_->SetBroker(broker_->relay_port(), "seqrelay", ShippedBroker::Password("seqrelay"));
+  relay_->Start();
+  EXPECT_NE(relay_->log().find("frame size check: mosquitto takes frames of 1048586 bytes"), std::string::npos)
+      << relay_->log();
+  const std::string chat = "chat/" + name_;
+  MqttClient alice(broker_->client_port(), "alice", true, false, "alice", ShippedBroker::Password("alice"));
+  alice.Subscribe("seq/" + chat);
+  const std::string largest(1048576, 'x');  // exactly --max-payload
+  alice.Publish(chat, largest);
+  alice.Publish(chat, "after");
+  ASSERT_TRUE(alice.WaitForCount(2, 20s)) << "the largest frame did not reach the subscriber";
+  auto got = alice.received();
+  EXPECT_EQ(got[0].payload.size(), largest.size() + 10);
+  EXPECT_EQ(got[0].payload.substr(10), largest);
+  EXPECT_EQ(relay_->Stop(), 0);
+
+  // One byte more than the shipped limit allows: refused at start.
+  RelayProcess too_big(servers(), name_ + "_big", {"--source=chat/#", "--max-payload=1048577"});
+  too_big.SetBroker(broker_->relay_port(), "seqrelay", ShippedBroker::Password("seqrelay"));
+  too_big.Launch();
+  auto code = too_big.WaitExit(Scaled(30s));
+  ASSERT_TRUE(code.has_value()) << too_big.log();
+  EXPECT_EQ(*code, 1);
+  EXPECT_NE(too_big.log().find("mosquitto refuses a frame of 1048587 bytes (--max-payload 1048577 + the 10-byte "
+                               "header"),
+            std::string::npos)
+      << too_big.log();
+  EXPECT_NE(too_big.log().find("set its message_size_limit to at least 1048587, or lower --max-payload"),
+            std::string::npos);
+}
+
 TEST(DeployOptions, ABadAclFileStopsTheRelayAtStartAndNamesTheLine) {
   char path[] = "/tmp/seqtest-acl-XXXXXX";
   const int fd = mkstemp(path);
