@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "log.h"
 
@@ -98,16 +99,21 @@ Status Journal::StartSegment(uint64_t base) {
   return Status::Ok();
 }
 
-Status Journal::Open(uint64_t min_position) {
+Status Journal::Open(uint64_t min_position, std::string_view database_id) {
   std::error_code ec;
   std::filesystem::create_directories(dir_, ec);
   if (ec) return Status::Error(fmt::format("journal: create {}: {}", dir_, ec.message()));
   std::vector<uint64_t> bases;
+  uint64_t bytes = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
-    if (auto base = SegmentBase(entry.path().filename().string())) bases.push_back(*base);
+    if (auto base = SegmentBase(entry.path().filename().string())) {
+      bases.push_back(*base);
+      bytes += std::filesystem::file_size(entry.path(), ec);
+    }
   }
   if (ec) return Status::Error(fmt::format("journal: list {}: {}", dir_, ec.message()));
   std::sort(bases.begin(), bases.end());
+  if (Status s = CheckIdentity(database_id, bytes); !s.ok()) return s;
   {
     std::lock_guard lock(mu_);
     segments_ = bases;
@@ -132,6 +138,36 @@ Status Journal::Open(uint64_t min_position) {
     return StartSegment(end_);
   }
   return StartSegment(last);
+}
+
+Status Journal::CheckIdentity(std::string_view database_id, uint64_t bytes) {
+  const std::string path = dir_ + "/database-id";
+  std::string recorded;
+  if (std::ifstream in(path); in) std::getline(in, recorded);
+  if (recorded == database_id) return Status::Ok();
+  if (!recorded.empty() && bytes > 0) {
+    return Status::Permanent(fmt::format(
+        "journal {} holds {} bytes of records of database {}, but this database is {} (a fresh or reset database?); "
+        "storing them here would give them new SEQs. Point --journal-dir at an empty directory, or move this "
+        "journal away if its messages are committed elsewhere", dir_, bytes, recorded, database_id));
+  }
+  if (!recorded.empty()) {
+    LogInfo("journal: {} was of database {}, holds no records; it now belongs to database {}", dir_, recorded,
+            database_id);
+  } else if (bytes > 0) {
+    LogWarn("journal: {} has no database identity (written by an older relay); it now belongs to database {}", dir_,
+            database_id);
+  }
+  // Written to a temporary file and renamed: a crash leaves the old identity or the new one.
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << database_id << "\n";
+    out.flush();
+    if (!out) return Status::Error(fmt::format("journal: cannot write {}", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename " + tmp);
+  return Status::Ok();
 }
 
 Status Journal::Replay(uint64_t position, const std::function<void(const Record&)>& fn) {

@@ -15,6 +15,11 @@
 // after it (RELAY_STATE.JOURNAL_POS), in the same transaction, so at start
 // the records after that position are exactly the ones to store again.
 //
+// The journal belongs to one database: the file "database-id" holds that
+// database's identity (RELAY_STATE.INSTANCE). Its records and positions
+// mean nothing to another database (a fresh or reset one would store them
+// again with new SEQs), so Open refuses a journal of another database.
+//
 // Durability: a write(2) per record, no fsync. The page cache survives a
 // process kill (SIGKILL, crash); a machine crash can lose the last records.
 //
@@ -43,11 +48,14 @@ class Journal {
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;
 
-  // Opens the journal in dir (created if missing). A torn record at the end
-  // (the process died mid-write) is cut off. New records are appended at the
-  // end, or at `min_position` if the journal ends before it (a journal
-  // folder newer than the database's position).
-  Status Open(uint64_t min_position);
+  // Opens the journal in dir (created if missing) for the database whose
+  // identity is `database_id`. Refuses (a permanent error naming both ids)
+  // a journal that holds records of another database; a journal with no
+  // identity yet (new, or written before identities) takes this one. A torn
+  // record at the end (the process died mid-write) is cut off. New records
+  // are appended at the end, or at `min_position` if the journal ends before
+  // it (a journal folder newer than the database's position).
+  Status Open(uint64_t min_position, std::string_view database_id);
 
   struct Record {
     std::string_view topic;
@@ -74,6 +82,9 @@ class Journal {
 
  private:
   std::string SegmentPath(uint64_t base) const;
+  // Compares the recorded database identity with `database_id` (`bytes`:
+  // the size of the segments found) and records it when the journal takes it.
+  Status CheckIdentity(std::string_view database_id, uint64_t bytes);
   Status StartSegment(uint64_t base);
 
   const std::string dir_;

@@ -203,11 +203,13 @@ Result<MysqlStore::Progress> MysqlStore::ReadProgress() {
   Status s = Guard("read progress", [&] {
     std::unique_ptr<sql::Statement> st(conn_->createStatement());
     std::unique_ptr<sql::ResultSet> rs(st->executeQuery(
-        "SELECT (SELECT COALESCE(MAX(idx), 0) FROM MSG), PUBLISHED_IDX, JOURNAL_POS FROM RELAY_STATE WHERE K = 1"));
+        "SELECT (SELECT COALESCE(MAX(idx), 0) FROM MSG), PUBLISHED_IDX, JOURNAL_POS, INSTANCE FROM RELAY_STATE "
+        "WHERE K = 1"));
     rs->next();
     p.max_idx = rs->getUInt64(1);
     p.published_idx = rs->getUInt64(2);
     p.journal_pos = rs->getUInt64(3);
+    p.instance = rs->getString(4).asStdString();
     CommitTransaction();
   });
   if (!s.ok()) return s;

@@ -53,6 +53,7 @@ class MysqlStore {
     uint64_t max_idx = 0;        // highest MSG.idx committed; 0 = empty table
     uint64_t published_idx = 0;  // RELAY_STATE.PUBLISHED_IDX
     uint64_t journal_pos = 0;    // RELAY_STATE.JOURNAL_POS
+    std::string instance;        // RELAY_STATE.INSTANCE: the database's identity (a UUID made with the schema)
   };
   Result<Progress> ReadProgress();
 

@@ -203,7 +203,7 @@ int Relay::Run() {
   }
   if (!config_.journal_dir.empty()) {
     journal_ = std::make_unique<Journal>(config_.journal_dir);
-    if (Status s = journal_->Open(progress->journal_pos); !s.ok()) {
+    if (Status s = journal_->Open(progress->journal_pos, progress->instance); !s.ok()) {
       LogError("{}", s.message());
       return 1;
     }

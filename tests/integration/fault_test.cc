@@ -145,6 +145,33 @@ TEST_F(FaultE2E, ASecondSigtermDuringTheStopIsHarmless) {
   EXPECT_NE(relay_->log().find("already stopping"), std::string::npos) << relay_->log();
 }
 
+// The journal belongs to its database: started against a fresh database
+// (here: dropped and made again) with an old --journal-dir, the relay
+// refuses with one clear line instead of storing the journal's records
+// again with new SEQs; with an empty journal directory it runs.
+TEST_F(FaultE2E, AJournalOfAnotherDatabaseIsRefusedAtStart) {
+  const std::string journal = servers().dir() + "/journal-" + name_;
+  StartRelay({"--journal-dir=" + journal});
+  const std::string topic = root() + "/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 50; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  WaitStored(topic, 50);
+  ASSERT_EQ(relay_->Stop(), 0);
+  servers().Sql("DROP DATABASE `" + name_ + "`");
+  relay_->Launch();
+  auto code = relay_->WaitExit(Scaled(30s));
+  ASSERT_TRUE(code.has_value()) << relay_->log();
+  EXPECT_EQ(*code, 1);
+  const std::string log = relay_->log();
+  EXPECT_NE(log.find("journal " + journal + " holds "), std::string::npos) << log;
+  EXPECT_NE(log.find("(a fresh or reset database?)"), std::string::npos) << log;
+  EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM `" + name_ + "`.MSG"), "0\n") << "nothing may be stored again";
+  std::filesystem::remove_all(journal);
+  relay_->Start();
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // Without the journal, the messages the relay held in memory when it was
 // killed are lost (libmosquitto acknowledged them before the relay saw
 // them). The count is printed, not asserted: it depends on timing.

@@ -56,10 +56,15 @@ class TempDir {
   std::string path_;
 };
 
-// The file names in dir, sorted.
+// The database identity every journal of these tests belongs to.
+constexpr std::string_view kDatabase = "6ccd780c-baba-1026-9564-5b8c656024db";
+
+// The file names in dir, sorted, but for the identity file every journal has.
 std::vector<std::string> ListFiles(const std::string& dir) {
   std::vector<std::string> names;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) names.push_back(entry.path().filename().string());
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().filename() != "database-id") names.push_back(entry.path().filename().string());
+  }
   std::sort(names.begin(), names.end());
   return names;
 }
@@ -173,7 +178,7 @@ std::vector<Record> AllAppendRecords() {
 TEST(JournalTest, AppendReturnsExactEndPositions) {
   TempDir dir;
   Journal journal(dir.path());
-  ASSERT_TRUE(journal.Open(0).ok());
+  ASSERT_TRUE(journal.Open(0, kDatabase).ok());
   EXPECT_EQ(journal.end(), 0u);
   for (const auto& c : kAppendCases) {
     SCOPED_TRACE(c.rule);
@@ -186,7 +191,7 @@ TEST(JournalTest, AppendReturnsExactEndPositions) {
 TEST(JournalTest, RecordOnDiskIsCrcLengthTopicLengthMidTopicPayload) {
   TempDir dir;
   Journal journal(dir.path());
-  ASSERT_TRUE(journal.Open(0).ok());
+  ASSERT_TRUE(journal.Open(0, kDatabase).ok());
   EXPECT_EQ(AppendOk(journal, "a/b", {0x00, 0xFF}, 0x1234), 17u);
   EXPECT_EQ(AppendOk(journal, kTopic255, {}, 65535), 17u + 267u);
   EXPECT_EQ(AppendOk(journal, "c", {'z'}), 17u + 267u + 14u);
@@ -232,11 +237,11 @@ TEST(JournalTest, ReopenedJournalReplaysExactRecordsFromPosition) {
   TempDir dir;
   {
     Journal journal(dir.path());
-    ASSERT_TRUE(journal.Open(0).ok());
+    ASSERT_TRUE(journal.Open(0, kDatabase).ok());
     for (const auto& c : kAppendCases) AppendOk(journal, c.topic, c.payload, c.mid);
   }
   Journal journal(dir.path());
-  Status s = journal.Open(0);
+  Status s = journal.Open(0, kDatabase);
   ASSERT_TRUE(s.ok()) << s.message();
   EXPECT_EQ(journal.end(), 304u);
   const std::vector<Record> all = AllAppendRecords();
@@ -259,7 +264,7 @@ constexpr uint64_t kSecondEnd = kFirstEnd + 8 + 4 + 3 + 100;  // 133
 // Writes the two records above into a fresh journal in dir.
 void WriteTwoRecords(const TempDir& dir) {
   Journal journal(dir.path());
-  ASSERT_TRUE(journal.Open(0).ok());
+  ASSERT_TRUE(journal.Open(0, kDatabase).ok());
   ASSERT_EQ(AppendOk(journal, kFirstTopic, kFirstPayload), kFirstEnd);
   ASSERT_EQ(AppendOk(journal, kSecondTopic, kSecondPayload), kSecondEnd);
 }
@@ -300,7 +305,7 @@ TEST(JournalTest, OpenCutsTornTailAndAppendContinuesAfterIt) {
     const uint64_t valid_end = expected.back().end;
 
     Journal journal(dir.path());
-    Status s = journal.Open(0);
+    Status s = journal.Open(0, kDatabase);
     ASSERT_TRUE(s.ok()) << s.message();
     EXPECT_EQ(journal.end(), valid_end);
     EXPECT_EQ(FileSize(segment), valid_end) << "the torn bytes are cut off the file";
@@ -313,7 +318,7 @@ TEST(JournalTest, OpenCutsTornTailAndAppendContinuesAfterIt) {
     EXPECT_EQ(FileSize(segment), valid_end + 19);
 
     Journal reopened(dir.path());
-    ASSERT_TRUE(reopened.Open(0).ok());
+    ASSERT_TRUE(reopened.Open(0, kDatabase).ok());
     EXPECT_EQ(reopened.end(), valid_end + 19);
     EXPECT_EQ(ReplayFrom(reopened, 0), expected);
     EXPECT_EQ(ListFiles(dir.path()), (std::vector<std::string>{"journal-0000000000000000.log"}));
@@ -345,7 +350,7 @@ TEST(JournalTest, OpenCutsLastRecordWithBadCrc) {
     FlipByte(segment, c.offset);
 
     Journal journal(dir.path());
-    Status s = journal.Open(0);
+    Status s = journal.Open(0, kDatabase);
     ASSERT_TRUE(s.ok()) << s.message();
     EXPECT_EQ(journal.end(), kFirstEnd);
     EXPECT_EQ(FileSize(segment), kFirstEnd);
@@ -378,7 +383,7 @@ TEST(JournalTest, OpenOnEmptyDirStartsAtMinPosition) {
     const uint64_t record_end = c.min_position + 8 + 4 + 1 + 2;
     {
       Journal journal(dir.path());
-      Status s = journal.Open(c.min_position);
+      Status s = journal.Open(c.min_position, kDatabase);
       ASSERT_TRUE(s.ok()) << s.message();
       EXPECT_EQ(journal.end(), c.min_position);
       EXPECT_EQ(ListFiles(dir.path()), (std::vector<std::string>{c.segment}));
@@ -388,7 +393,7 @@ TEST(JournalTest, OpenOnEmptyDirStartsAtMinPosition) {
       EXPECT_EQ(ReplayFrom(journal, record_end), std::vector<Record>{});
     }
     Journal reopened(dir.path());
-    ASSERT_TRUE(reopened.Open(0).ok());
+    ASSERT_TRUE(reopened.Open(0, kDatabase).ok());
     EXPECT_EQ(reopened.end(), record_end);
     EXPECT_EQ(ReplayFrom(reopened, 0), (std::vector<Record>{{"t", {0x01, 0x02}, 0, record_end}}));
     EXPECT_EQ(ListFiles(dir.path()), (std::vector<std::string>{c.segment}));
@@ -427,7 +432,7 @@ TEST(JournalTest, OpenWithMinPositionPastJournalEndStartsNewSegment) {
     const Record third = {"t/3", {'3'}, 0, third_end};
     {
       Journal journal(dir.path());
-      Status s = journal.Open(c.min_position);
+      Status s = journal.Open(c.min_position, kDatabase);
       ASSERT_TRUE(s.ok()) << s.message();
       EXPECT_EQ(journal.end(), c.expected_end);
       EXPECT_EQ(ListFiles(dir.path()), c.segments);
@@ -437,7 +442,7 @@ TEST(JournalTest, OpenWithMinPositionPastJournalEndStartsNewSegment) {
       EXPECT_EQ(FileSize(dir.File(c.segments.back())), third_end - (c.segments.size() == 1 ? 0 : c.expected_end));
     }
     Journal reopened(dir.path());
-    ASSERT_TRUE(reopened.Open(0).ok());
+    ASSERT_TRUE(reopened.Open(0, kDatabase).ok());
     EXPECT_EQ(reopened.end(), third_end);
     EXPECT_EQ(ReplayFrom(reopened, 0), (std::vector<Record>{first, second, third}));
     EXPECT_EQ(ListFiles(dir.path()), c.segments);
@@ -465,7 +470,7 @@ TEST(JournalTest, StrayFilesAreNotSegments) {
     std::filesystem::copy_file(segment, dir.File(c.name));
 
     Journal journal(dir.path());
-    ASSERT_TRUE(journal.Open(0).ok());
+    ASSERT_TRUE(journal.Open(0, kDatabase).ok());
     EXPECT_EQ(journal.end(), kSecondEnd);
     const Record first = {kFirstTopic, kFirstPayload, 0, kFirstEnd};
     const Record second = {kSecondTopic, kSecondPayload, 0, kSecondEnd};
@@ -523,7 +528,7 @@ TEST(JournalTest, SegmentsRotateAndReleaseDeletesOnlyWhollyCommittedOnes) {
   const std::vector<std::string> second_only = {"journal-00000000040003c0.log"};
   {
     Journal journal(dir.path());
-    ASSERT_TRUE(journal.Open(0).ok());
+    ASSERT_TRUE(journal.Open(0, kDatabase).ok());
     for (int i = 0; i < kBigRecords; ++i) {
       ASSERT_EQ(AppendOk(journal, kBigTopic, BigPayload(i), BigMid(i)), static_cast<uint64_t>(i + 1) * kBigRecord);
     }
@@ -547,7 +552,7 @@ TEST(JournalTest, SegmentsRotateAndReleaseDeletesOnlyWhollyCommittedOnes) {
     ExpectBigRecords(journal, 0, kRecordsInFirstSegment);
   }
   Journal reopened(dir.path());
-  ASSERT_TRUE(reopened.Open(0).ok());
+  ASSERT_TRUE(reopened.Open(0, kDatabase).ok());
   EXPECT_EQ(reopened.end(), kBigRecords * kBigRecord);
   ExpectBigRecords(reopened, 0, kRecordsInFirstSegment);
   EXPECT_EQ(AppendOk(reopened, "t", {}), kBigRecords * kBigRecord + 13);
@@ -586,7 +591,7 @@ TEST(JournalTest, ARecordTheDiskTookOnlyPartOfIsCutOffAndAppendsGoOnWhenThereIsR
   uint64_t first_end = 0;
   {
     Journal journal(dir.path());
-    ASSERT_TRUE(journal.Open(0).ok());
+    ASSERT_TRUE(journal.Open(0, kDatabase).ok());
     first_end = AppendOk(journal, "t", first);
     {
       FileSizeLimit full(first_end + 40);  // room for 40 of the next record's 113 bytes
@@ -601,11 +606,64 @@ TEST(JournalTest, ARecordTheDiskTookOnlyPartOfIsCutOffAndAppendsGoOnWhenThereIsR
     EXPECT_EQ(after_end, first_end + RecordSize("t", after));
   }
   Journal reopened(dir.path());
-  ASSERT_TRUE(reopened.Open(0).ok());
+  ASSERT_TRUE(reopened.Open(0, kDatabase).ok());
   const std::vector<Record> expected = {{"t", first, 0, first_end},
                                         {"t", after, 0, first_end + RecordSize("t", after)}};
   EXPECT_EQ(ReplayFrom(reopened, 0), expected);
   EXPECT_EQ(reopened.end(), expected.back().end);
+}
+
+// A journal belongs to the database it was written for: its records mean
+// nothing to another one (a fresh or reset database would store them again
+// with new SEQs), so another database is refused while the journal holds
+// records, and a journal with none (or one from before identities) takes
+// the new identity.
+TEST(JournalTest, AJournalOfAnotherDatabaseIsRefusedWhileItHoldsRecords) {
+  TempDir dir;
+  {
+    Journal journal(dir.path());
+    ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+    AppendOk(journal, "t", {'x'});
+  }
+  {
+    Journal journal(dir.path());
+    Status s = journal.Open(0, "another-database");
+    ASSERT_FALSE(s.ok());
+    EXPECT_TRUE(s.permanent());
+    EXPECT_NE(s.message().find("holds 14 bytes of records of database " + std::string(kDatabase) +
+                               ", but this database is another-database"),
+              std::string::npos)
+        << s.message();
+    EXPECT_NE(s.message().find("Point --journal-dir at an empty directory"), std::string::npos) << s.message();
+  }
+  Journal same(dir.path());
+  EXPECT_TRUE(same.Open(14, kDatabase).ok()) << "its own database is accepted";
+}
+
+TEST(JournalTest, AJournalWithoutRecordsOrIdentityTakesTheDatabasesIdentity) {
+  TempDir empty;
+  {
+    Journal journal(empty.path());
+    ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+  }
+  {
+    Journal journal(empty.path());
+    EXPECT_TRUE(journal.Open(0, "another-database").ok()) << "no records: nothing to store twice";
+  }
+  EXPECT_EQ(ReadFile(empty.File("database-id")), (Bytes{'a', 'n', 'o', 't', 'h', 'e', 'r', '-', 'd', 'a', 't', 'a',
+                                                         'b', 'a', 's', 'e', '\n'}));
+  TempDir legacy;  // records, but written before identities
+  {
+    Journal journal(legacy.path());
+    ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+    AppendOk(journal, "t", {'x'});
+  }
+  std::filesystem::remove(legacy.File("database-id"));
+  {
+    Journal journal(legacy.path());
+    ASSERT_TRUE(journal.Open(0, "old").ok());
+  }
+  EXPECT_EQ(ReadFile(legacy.File("database-id")), (Bytes{'o', 'l', 'd', '\n'}));
 }
 
 }  // namespace
