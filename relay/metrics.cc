@@ -74,6 +74,7 @@ std::string StatsJson(const RelayStats& s) {
         {"refused_by_broker", s.broker_refused},
         {"republished", s.republished},
         {"lost", s.lost},
+        {"set_aside", s.set_aside},
         {"refused", {{"topic_too_long", s.refused_topic}, {"payload_too_large", s.refused_payload},
                      {"out_of_seq", s.refused_seq}}},
         {"ignored", {{"own_topics", s.ignored_own}, {"retained", s.ignored_retained}}}}},
@@ -116,6 +117,8 @@ std::string PrometheusText(const RelayStats& s) {
   metric("seqrelay_messages_republished_total", "counter", "Rows of an earlier run published again at start.",
          s.republished);
   metric("seqrelay_messages_lost_total", "counter", "Messages given up at shutdown (--shutdown-timeout).", s.lost);
+  metric("seqrelay_messages_set_aside_total", "counter",
+         "Messages the database refused for good (constraint, size), set aside for the operator.", s.set_aside);
   const char* refused = "Messages refused, by reason.";
   metric("seqrelay_messages_refused_total", "counter", refused, s.refused_topic, "{reason=\"topic_too_long\"}");
   metric("seqrelay_messages_refused_total", "counter", refused, s.refused_payload, "{reason=\"payload_too_large\"}");

@@ -99,7 +99,7 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
     // here; the caller decides what they mean.
     std::string message = fmt::format("{}: MySQL error {} ({}): {}", what, e.getErrorCode(), e.getSQLStateCStr(), e.what());
     DropConnection();
-    return Status::Error(std::move(message));
+    return Status::Database(std::move(message), e.getErrorCode());
   } catch (const std::exception& e) {
     DropConnection();
     return Status::Error(fmt::format("{}: {}", what, e.what()));
@@ -216,6 +216,19 @@ Result<MysqlStore::Progress> MysqlStore::ReadProgress() {
   saved_published_idx_ = p.published_idx;
   saved_journal_pos_ = p.journal_pos;
   return p;
+}
+
+Result<uint64_t> MysqlStore::ReadMaxAllowedPacket() {
+  uint64_t bytes = 0;
+  Status s = Guard("read max_allowed_packet", [&] {
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT @@max_allowed_packet"));
+    rs->next();
+    bytes = rs->getUInt64(1);
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return bytes;
 }
 
 Result<std::vector<MysqlStore::TopicRow>> MysqlStore::ResolveTopics(std::span<const std::string_view> topics) {

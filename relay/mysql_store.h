@@ -57,6 +57,10 @@ class MysqlStore {
   };
   Result<Progress> ReadProgress();
 
+  // The server's max_allowed_packet: no statement (so no row, no batch)
+  // may be larger.
+  Result<uint64_t> ReadMaxAllowedPacket();
+
   struct TopicRow {
     std::string topic;
     uint32_t id = 0;

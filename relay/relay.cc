@@ -7,11 +7,13 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <unordered_set>
 
 #include "log.h"
+#include "store_errors.h"
 #include "topic_filter.h"
 
 namespace seqrelay {
@@ -20,9 +22,13 @@ namespace {
 using std::chrono::milliseconds;
 using Clock = std::chrono::steady_clock;
 
-// Bytes per transaction: keeps every INSERT well under MariaDB's default
-// max_allowed_packet (16 MiB). A single larger row still goes alone.
+// Bytes per transaction, at most: keeps every INSERT well under MariaDB's
+// default max_allowed_packet (16 MiB); lowered to half the server's own
+// limit at start. A single larger row still goes alone.
 constexpr std::size_t kBatchMaxBytes = 4 * 1024 * 1024;
+
+// What an INSERT adds to a row's payload and topic, with room to spare.
+constexpr uint64_t kStatementOverhead = 1024;
 
 // Publishes awaiting the broker's acknowledgement at once. MQTT message ids
 // are 16-bit, so this must stay well under 65535.
@@ -125,6 +131,7 @@ Status Relay::OpenDatabase() {
     Status s = store_.Connect(config_.migrate);
     if (s.ok()) s = store_.AcquireWriterLock();
     if (s.ok()) s = store_.Migrate(config_.migrate);
+    if (s.ok()) s = CheckPacketLimit();
     if (s.ok()) return s;
     if (s.permanent()) return s;
     if (auto suppressed = limit.Allow()) {
@@ -135,6 +142,23 @@ Status Relay::OpenDatabase() {
       return Status::Error("stopped before the database was ready");
     }
   }
+}
+
+Status Relay::CheckPacketLimit() {
+  auto limit = store_.ReadMaxAllowedPacket();
+  if (!limit.ok()) return limit.status();
+  // One row: the payload, the topic and the statement around them.
+  const uint64_t row = static_cast<uint64_t>(config_.max_payload) + 255 + kStatementOverhead;
+  if (row > *limit) {
+    return Status::Permanent(fmt::format(
+        "--max-payload {} does not fit the database's max_allowed_packet of {} bytes (a row needs up to {}): raise "
+        "max_allowed_packet (SET GLOBAL and the server's configuration) or lower --max-payload",
+        config_.max_payload, *limit, row));
+  }
+  // A batch stays well under it, so that no batch of acceptable rows can
+  // ever be too large.
+  batch_max_bytes_ = std::min<std::size_t>(kBatchMaxBytes, static_cast<std::size_t>(*limit / 2));
+  return Status::Ok();
 }
 
 Status Relay::Republish() {
@@ -424,6 +448,7 @@ RelayStats Relay::Snapshot() const {
   s.replay_broker_refused = r.broker_refused;
   s.republished = c.republished;
   s.lost = c.lost;
+  s.set_aside = c.set_aside;
   s.refused_topic = c.refused_topic;
   s.refused_payload = c.refused_payload;
   s.refused_seq = c.refused_seq;
@@ -559,7 +584,7 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
 // ---- Writer thread -------------------------------------------------------------
 
 bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
-                  const std::function<AfterReconnect(const MysqlStore::Progress&)>& check) {
+                  const std::function<AfterReconnect(const MysqlStore::Progress&)>& check, Status* refused) {
   Backoff backoff;
   RateLimit limit(std::chrono::seconds(10));
   std::optional<Clock::time_point> failing_since;
@@ -574,6 +599,10 @@ bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
                   SecondsSince(*failing_since), queue_.size());
         }
         return true;
+      }
+      if (refused && ClassifyDatabaseError(s.database_code()) == DatabaseFailure::kRowRefused) {
+        *refused = s;  // retrying would fail the same way forever
+        return false;
       }
       if (!failing_since) {
         failing_since = Clock::now();
@@ -664,7 +693,7 @@ bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>
   return true;
 }
 
-bool Relay::Commit(std::span<Message> batch) {
+Relay::Committed Relay::Commit(std::span<Message> batch, Status* refused) {
   const uint64_t first = batch.front().idx, last = batch.back().idx;
   uint64_t watermark;
   {
@@ -688,13 +717,73 @@ bool Relay::Commit(std::span<Message> batch) {
   uint64_t journal_pos = 0;
   for (const Message& m : batch) journal_pos = std::max(journal_pos, m.journal_end);
   const auto started = Clock::now();
-  if (!Retry("commit", [&] { return store_.CommitBatch(batch, watermark, journal_pos); }, resolve)) return false;
+  Status why;
+  if (!Retry("commit", [&] { return store_.CommitBatch(batch, watermark, journal_pos); }, resolve, &why)) {
+    if (why.ok()) return Committed::kGaveUp;
+    if (refused) *refused = why;
+    return Committed::kRefused;
+  }
   const auto took = Clock::now() - started;
   commit_ms_.Add(std::chrono::duration<double, std::milli>(took).count());
   counters_.commit_us += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(took).count());
   batch_rows_.Add(static_cast<double>(batch.size()));
   if (journal_ && journal_pos > 0) journal_->Release(journal_pos);
+  return Committed::kYes;
+}
+
+bool Relay::CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics) {
+  // Give the batch's SEQs and idx back (the rows were not committed), then
+  // number and commit each message on its own: a refused one is set aside
+  // and gives its SEQ back too, so its topic stays gapless.
+  for (std::size_t i = batch.size(); i-- > 0;) topics[i]->last_seq = batch[i].seq - 1;
+  sequencer_.SetLastIdx(batch.front().idx - 1);
+  std::vector<Message> kept, one;
+  std::vector<Sequencer::Topic*> kept_topics, one_topic;
+  for (Message& m : batch) {
+    one.clear();
+    one.push_back(std::move(m));
+    if (!Sequence(one, one_topic)) return false;
+    if (one.empty()) continue;  // out of SEQs: refused and counted by Sequence
+    Status refused;
+    switch (Commit(one, &refused)) {
+      case Committed::kYes:
+        kept.push_back(std::move(one.front()));
+        kept_topics.push_back(one_topic.front());
+        break;
+      case Committed::kRefused:
+        one_topic.front()->last_seq = one.front().seq - 1;
+        sequencer_.SetLastIdx(one.front().idx - 1);
+        SetAside(one.front(), refused);
+        break;
+      case Committed::kGaveUp:
+        return false;
+    }
+  }
+  batch = std::move(kept);
+  topics = std::move(kept_topics);
   return true;
+}
+
+void Relay::SetAside(const Message& m, const Status& why) {
+  ++counters_.set_aside;
+  std::string where = "logged only (no --journal-dir)";
+  if (!config_.journal_dir.empty()) {
+    // <journal-dir>/set-aside/<ms since epoch>-<n>.topic and .payload: the
+    // raw topic and payload bytes, ready for mosquitto_pub -t ... -f ...
+    const std::string dir = config_.journal_dir + "/set-aside";
+    const std::string base = fmt::format(
+        "{}/{}-{}", dir,
+        std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count(),
+        counters_.set_aside.load());
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    std::ofstream(base + ".topic", std::ios::binary) << m.topic;
+    std::ofstream payload(base + ".payload", std::ios::binary);
+    payload.write(reinterpret_cast<const char*>(m.payload().data()), static_cast<std::streamsize>(m.payload().size()));
+    where = payload ? "kept in " + base + ".{topic,payload}" : "could not be written to " + base + ".payload";
+  }
+  LogError("database refused a message on '{}' ({} bytes) for good: {}; set aside, {}; the topic goes on without it",
+           m.topic, m.payload().size(), why.message(), where);
 }
 
 bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx) {
@@ -743,6 +832,7 @@ Status Relay::CheckFrameLimit() {
   std::unique_lock lock(publish_mu_);
   if (!acked_cv_.wait_for(lock, std::chrono::seconds(5), [&] { return probe_reason_.has_value() || stopping_; })) {
     LogWarn("frame size check: mosquitto has not answered in 5 s; checked when it does");
+    probe_late_ = true;
     return Status::Ok();
   }
   return probe_reason_ ? FrameLimitVerdict(*probe_reason_) : Status::Ok();
@@ -771,7 +861,9 @@ void Relay::OnPublished(int mid, int reason) {
     std::lock_guard lock(publish_mu_);
     if (mid == probe_mid_ && !probe_reason_) {
       probe_reason_ = reason;
-      if (Status s = FrameLimitVerdict(reason); !s.ok()) Fail(s.message());  // answered after the start's wait
+      if (probe_late_) {  // the start did not wait for this answer
+        if (Status s = FrameLimitVerdict(reason); !s.ok()) Fail(s.message());
+      }
       acked_cv_.notify_all();
       return;
     }
@@ -798,12 +890,27 @@ void Relay::WriterLoop() {
   const auto linger = std::chrono::microseconds(config_.batch_delay_us);
   Clock::duration lingered{};
   ReplayGovernor& governor = retransmit_.governor();
-  while (queue_.PopBatch(batch, config_.batch_max, kBatchMaxBytes, linger, &lingered)) {
+  while (queue_.PopBatch(batch, config_.batch_max, batch_max_bytes_, linger, &lingered)) {
     // Timed from its oldest message's arrival, less the linger --batch-delay-us asked for.
     const auto now = Clock::now();
     const auto arrived = batch.front().received;
     governor.LiveBatchTaken(arrived == Clock::time_point{} ? now : arrived + lingered, now);
-    bool ok = Sequence(batch, topics) && (batch.empty() || Commit(batch));
+    bool ok = Sequence(batch, topics);
+    if (ok && !batch.empty()) {
+      Status refused;
+      switch (Commit(batch, &refused)) {
+        case Committed::kYes:
+          break;
+        case Committed::kGaveUp:
+          ok = false;
+          break;
+        case Committed::kRefused:
+          LogWarn("database refused a batch of {} rows for good ({}); committing them one by one to find the row",
+                  batch.size(), refused.message());
+          ok = CommitOneByOne(batch, topics);
+          break;
+      }
+    }
     counters_.topics = sequencer_.topic_count();
     if (!ok) {
       counters_.lost += batch.size();

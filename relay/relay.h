@@ -75,6 +75,7 @@ class Relay {
     std::atomic<uint64_t> acked{0};             // frames acknowledged by the broker
     std::atomic<uint64_t> broker_refused{0};    // of those, refused (v5 PUBACK reason >= 0x80): lost to live subscribers
     std::atomic<uint64_t> lost{0};              // accepted but given up at shutdown
+    std::atomic<uint64_t> set_aside{0};         // refused by the database for good; see SetAside
     std::atomic<uint64_t> intake_pauses{0};     // times intake blocked > 100 ms on a full buffer
     std::atomic<uint64_t> journal_errors{0};    // messages that could not be journaled (kept in memory)
     std::atomic<uint64_t> journal_replayed{0};  // messages stored at start from the journal
@@ -88,10 +89,23 @@ class Relay {
   enum class AfterReconnect { kRetry, kDone };
 
   Status OpenDatabase();
+  // Refuses (permanently) a --max-payload whose rows the server's
+  // max_allowed_packet cannot carry, and sets batch_max_bytes_ from it.
+  Status CheckPacketLimit();
   Status Republish();
   void WriterLoop();
   bool Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics);
-  bool Commit(std::span<Message> batch);
+  enum class Committed { kYes, kRefused, kGaveUp };
+  // Commits the batch (retrying through outages). kRefused: the server will
+  // never take one of its rows (`refused` says why); kGaveUp: the stop
+  // deadline passed.
+  Committed Commit(std::span<Message> batch, Status* refused = nullptr);
+  // After kRefused: renumbers and commits the batch's messages one at a
+  // time, sets aside the refused ones, and leaves in `batch` (and `topics`)
+  // the committed ones to publish. False if the relay gave up meanwhile.
+  bool CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics);
+  // Counts, logs and (with a journal directory) keeps a refused message.
+  void SetAside(const Message& m, const Status& why);
   bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx);
   MqttLink::AfterMessage OnIntake(const InboundMessage& in);
   void OnPublished(int mid, int reason_code);
@@ -110,8 +124,10 @@ class Relay {
   // backoff in between. After each reconnect `check` sees the committed
   // progress and may declare the work done. Returns false only when the
   // relay gives up (shutdown deadline passed).
+  // With `refused` given, an attempt the server refuses for good (see
+  // store_errors.h) ends the retry at once: false, with *refused set.
   bool Retry(const char* what, const std::function<Status()>& attempt,
-             const std::function<AfterReconnect(const MysqlStore::Progress&)>& check);
+             const std::function<AfterReconnect(const MysqlStore::Progress&)>& check, Status* refused = nullptr);
   Status ConnectDatabase(MysqlStore::Progress& progress);
   bool GivingUp() const;
   void SleepUnlessGivingUp(std::chrono::milliseconds d);
@@ -156,6 +172,7 @@ class Relay {
   // the writer thread.
   MysqlStore store_;
   Sequencer sequencer_;
+  std::size_t batch_max_bytes_ = 0;  // bytes per transaction; set by CheckPacketLimit before the writer starts
 
   // Publishing: the tracker maps PUBACKs to rows; publish_mu_ guards it and
   // is held across each mosquitto_publish so that an acknowledgement can
@@ -167,6 +184,7 @@ class Relay {
   // The frame size check's publish and the broker's answer; guarded by publish_mu_.
   int probe_mid_ = -1;
   std::optional<int> probe_reason_;
+  bool probe_late_ = false;  // the start stopped waiting: OnPublished judges the answer
 
   std::unique_ptr<MqttLink> output_;
   std::unique_ptr<MqttLink> intake_;

@@ -19,16 +19,26 @@ class [[nodiscard]] Status {
   static Status Error(std::string message) { return Status(std::move(message), false); }
   // An error that retrying will not fix (a configuration or schema problem).
   static Status Permanent(std::string message) { return Status(std::move(message), true); }
+  // An error the database server reported, with its error number (e.g.
+  // 1153 for a packet over max_allowed_packet), so that callers can tell a
+  // row the server will never take from a passing failure.
+  static Status Database(std::string message, int code) {
+    Status s(std::move(message), false);
+    s.code_ = code;
+    return s;
+  }
 
   bool ok() const { return message_.empty(); }
   bool permanent() const { return permanent_; }
   const std::string& message() const { return message_; }
+  int database_code() const { return code_; }  // 0 unless made by Database()
 
  private:
   Status(std::string message, bool permanent)
       : message_(message.empty() ? "unknown error" : std::move(message)), permanent_(permanent) {}
   std::string message_;     // empty = ok
   bool permanent_ = false;  // meaningful only when !ok()
+  int code_ = 0;            // the server's error number; 0 = none
 };
 
 template <typename T>

@@ -3,6 +3,7 @@
 // burst of bad input. Rows of the faults table, like fault_test.cc.
 #include <mosquitto.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -123,6 +124,64 @@ TEST_F(FaultE2E, ADatabaseUserWithoutInsertRightIsAClearErrorAndNothingIsLost) {
   const std::string log = relay_->log();
   EXPECT_LE(CountOf(log, "command denied"), 3) << "the refusal is logged once per interval, not per retry:\n" << log;
   EXPECT_EQ(relay_->Stop(), 0);
+}
+
+// A row the database will never take (here a CHECK constraint refuses one
+// payload; in the wild also a trigger, or a row over max_allowed_packet) used to be
+// retried forever, stalling every message behind it. It is set aside:
+// counted, logged, kept as files beside the journal; the messages around
+// it are committed with a gapless SEQ and published.
+TEST_F(FaultE2E, ARowTheDatabaseRefusesForGoodIsSetAsideAndOthersGoOn) {
+  const std::string journal = servers().dir() + "/journal-" + name_;
+  StartRelay({"--journal-dir=" + journal, "--stats-interval=1", "--batch-delay-us=20000"});
+  servers().Sql("ALTER TABLE `" + name_ + "`.MSG ADD CONSTRAINT no_poison CHECK (MSG <> 'poison')");
+  const std::string topic = root() + "/t";
+  OrderedSubscriber sub(servers().mqtt_port(), name_ + "-sub", topic);
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 200; ++i) pub.Publish(topic, i == 100 ? "poison" : "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  WaitStored(topic, 199, 30s);
+  ASSERT_TRUE(sub.WaitDelivered(199, 20s)) << sub.delivered();
+  Outcome o = Audit(topic, 200);
+  EXPECT_EQ(o.stored, 199u);
+  EXPECT_EQ(o.lost, 1u) << "only the refused one is not in MSG";
+  EXPECT_EQ(o.duplicates, 0u);
+  EXPECT_TRUE(o.gapless) << "the refused message took no SEQ";
+  EXPECT_EQ(sub.out_of_order(), 0u);
+  const std::string log = relay_->log();
+  EXPECT_NE(log.find("database refused a message on '" + topic + "' (6 bytes) for good"), std::string::npos) << log;
+  std::string kept_topic, kept_payload;
+  for (const auto& f : std::filesystem::directory_iterator(journal + "/set-aside")) {
+    if (f.path().extension() == ".topic") kept_topic = ReadFile(f.path());
+    if (f.path().extension() == ".payload") kept_payload = ReadFile(f.path());
+  }
+  EXPECT_EQ(kept_topic, topic);
+  EXPECT_EQ(kept_payload, "poison");
+  MqttClient watcher(servers().mqtt_port(), name_ + "-stats");
+  watcher.Subscribe("relay/stats");
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto all = watcher.received();
+        return !all.empty() && nlohmann::json::parse(all.back().payload)["messages"]["set_aside"] == 1;
+      },
+      10s));
+  EXPECT_TRUE(relay_->running());
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
+// A --max-payload the database's max_allowed_packet cannot carry is refused
+// at start with one clear line (MariaDB's default is 16 MiB; --max-payload
+// may be up to 16 MiB - 1, whose row would never commit).
+TEST_F(FaultE2E, AMaxPayloadOverTheDatabasePacketLimitIsRefusedAtStart) {
+  RelayProcess relay(servers(), name_, {"--max-payload=16777215"});
+  relay.Launch();
+  auto code = relay.WaitExit(Scaled(30s));
+  ASSERT_TRUE(code.has_value()) << relay.log();
+  EXPECT_EQ(*code, 1);
+  EXPECT_NE(relay.log().find("--max-payload 16777215 does not fit the database's max_allowed_packet of 16777216 "
+                             "bytes"),
+            std::string::npos)
+      << relay.log();
 }
 
 // A subscriber that takes 100 ms per message (10 msg/s) on seq/T: mosquitto

@@ -1,0 +1,23 @@
+// Which database errors a retry can fix.
+//
+// The writer retries a failed commit until it succeeds: a server that is
+// down, restarting, out of connections, in a deadlock or missing a grant
+// will take the same rows later. A few errors say the opposite: this row's
+// content will never be accepted as it is (too large for the server's
+// packet limit, too long for its column, refused by a constraint or a
+// trigger). Retrying those would stall every message behind them forever,
+// so the writer finds the row and sets it aside (relay.cc, CommitOneByOne).
+//
+// Pure logic: server error numbers in, a class out.
+#pragma once
+
+namespace seqrelay {
+
+enum class DatabaseFailure {
+  kRetry,       // the same statement may succeed later
+  kRowRefused,  // the server will never take this row as it is
+};
+
+DatabaseFailure ClassifyDatabaseError(int server_error);
+
+}  // namespace seqrelay

@@ -1,0 +1,40 @@
+// Tests of ClassifyDatabaseError: which server errors set a row aside and
+// which are retried, each row named for the situation it stands for.
+#include "store_errors.h"
+
+#include <gtest/gtest.h>
+
+namespace seqrelay {
+namespace {
+
+TEST(StoreErrorsTest, OnlyErrorsAboutTheRowItselfRefuseIt) {
+  struct Case {
+    const char* situation;
+    int code;
+    DatabaseFailure expected;
+  };
+  for (const Case& c : {
+           Case{"row over max_allowed_packet", 1153, DatabaseFailure::kRowRefused},
+           Case{"payload too long for the column", 1406, DatabaseFailure::kRowRefused},
+           Case{"a trigger refuses the row", 1644, DatabaseFailure::kRowRefused},
+           Case{"a MariaDB CHECK constraint", 4025, DatabaseFailure::kRowRefused},
+           Case{"a MySQL CHECK constraint", 3819, DatabaseFailure::kRowRefused},
+           Case{"server has gone away", 2006, DatabaseFailure::kRetry},
+           Case{"lost connection during query", 2013, DatabaseFailure::kRetry},
+           Case{"cannot connect", 2002, DatabaseFailure::kRetry},
+           Case{"deadlock (Galera certification)", 1213, DatabaseFailure::kRetry},
+           Case{"lock wait timeout", 1205, DatabaseFailure::kRetry},
+           Case{"INSERT denied: fixed by a GRANT", 1142, DatabaseFailure::kRetry},
+           Case{"too many connections", 1040, DatabaseFailure::kRetry},
+           Case{"server read-only", 1290, DatabaseFailure::kRetry},
+           Case{"table full (disk)", 1114, DatabaseFailure::kRetry},
+           Case{"duplicate key: another writer, not the row", 1062, DatabaseFailure::kRetry},
+           Case{"no server error number", 0, DatabaseFailure::kRetry},
+       }) {
+    SCOPED_TRACE(c.situation);
+    EXPECT_EQ(ClassifyDatabaseError(c.code), c.expected);
+  }
+}
+
+}  // namespace
+}  // namespace seqrelay
