@@ -37,6 +37,8 @@ Status Validate(const Config& c) {
       CheckRange("batch-max", c.batch_max, 1, kMaxBatchRows),
       CheckRange("batch-delay-us", c.batch_delay_us, 0, 1000000),
       CheckRange("max-payload", c.max_payload, 0, kMaxPayloadLimit),
+      CheckRange("max-topics", c.max_topics, 0, 2000000000),
+      CheckRange("topic-cache", c.topic_cache, 100, 100000000),
       CheckRange("buffer-max", c.buffer_max, 1, 100000000),
       CheckRange("buffer-max-bytes", c.buffer_max_bytes, int64_t{1} << 20, int64_t{1} << 40),
       CheckRange("shutdown-timeout", c.shutdown_timeout_s, 0, 3600),
@@ -87,9 +89,10 @@ std::vector<std::string> Describe(const Config& c) {
       fmt::format("db {} user={} password={} name={} migrate={}",
                   c.db_socket.empty() ? fmt::format("{}:{}", c.db_host, c.db_port) : "unix:" + c.db_socket,
                   c.db_user, mask(c.db_password), c.db_name, c.migrate),
-      fmt::format("sources [{}] immediate [{}] seq-prefix={} control-prefix={} max-payload={}",
+      fmt::format("sources [{}] immediate [{}] seq-prefix={} control-prefix={} max-payload={} max-topics={} "
+                  "topic-cache={}",
                   fmt::join(c.sources, ", "), fmt::join(c.immediate, ", "), c.seq_prefix, c.control_prefix,
-                  c.max_payload),
+                  c.max_payload, c.max_topics ? std::to_string(c.max_topics) : "unbounded", c.topic_cache),
       fmt::format("batch-max={} batch-delay-us={} buffer-max={} buffer-max-bytes={} shutdown-timeout={}s "
                   "journal-dir={} replay-max={} replay-workers={} replay-rate={} replay-live-delay-us={} acl-file={} stats-interval={}s metrics={} "
                   "log-level={} log-format={}",

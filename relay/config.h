@@ -39,6 +39,8 @@ struct Config {
   std::string seq_prefix = "seq";
   std::string control_prefix = "relay";
   int max_payload = 1024 * 1024;
+  int max_topics = 1000000;  // topics the database may hold; a message on a further new topic is refused; 0 = no bound
+  int topic_cache = 100000;  // topics the writer keeps in memory; the least recently used beyond are forgotten
 
   // Pipeline
   int batch_max = 1000;

@@ -76,9 +76,10 @@ std::string StatsJson(const RelayStats& s) {
         {"lost", s.lost},
         {"set_aside", s.set_aside},
         {"refused", {{"topic_too_long", s.refused_topic}, {"payload_too_large", s.refused_payload},
-                     {"out_of_seq", s.refused_seq}}},
+                     {"out_of_seq", s.refused_seq}, {"too_many_topics", s.refused_topics}}},
         {"ignored", {{"own_topics", s.ignored_own}, {"retained", s.ignored_retained}}}}},
       {"topics", s.topics},
+      {"topics_evicted", s.topics_evicted},
       {"batches", s.batches},
       {"batch_rows", ToJson(s.batch_rows)},
       {"commit_ms", ToJson(s.commit_ms)},
@@ -123,10 +124,13 @@ std::string PrometheusText(const RelayStats& s) {
   metric("seqrelay_messages_refused_total", "counter", refused, s.refused_topic, "{reason=\"topic_too_long\"}");
   metric("seqrelay_messages_refused_total", "counter", refused, s.refused_payload, "{reason=\"payload_too_large\"}");
   metric("seqrelay_messages_refused_total", "counter", refused, s.refused_seq, "{reason=\"out_of_seq\"}");
+  metric("seqrelay_messages_refused_total", "counter", refused, s.refused_topics, "{reason=\"too_many_topics\"}");
   const char* ignored = "Messages not sequenced, by reason.";
   metric("seqrelay_messages_ignored_total", "counter", ignored, s.ignored_own, "{reason=\"own_topic\"}");
   metric("seqrelay_messages_ignored_total", "counter", ignored, s.ignored_retained, "{reason=\"retained\"}");
-  metric("seqrelay_topics", "gauge", "Topics the relay has sequenced since it started.", s.topics);
+  metric("seqrelay_topics", "gauge", "Topics the writer holds in memory (at most --topic-cache).", s.topics);
+  metric("seqrelay_topics_evicted_total", "counter", "Idle topics the writer forgot to stay within --topic-cache.",
+         s.topics_evicted);
   // A summary without quantiles (those are in the stats report's windows).
   out += "# HELP seqrelay_commit_seconds Time from a batch's first commit attempt to its confirmed commit.\n"
          "# TYPE seqrelay_commit_seconds summary\n";

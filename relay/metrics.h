@@ -53,7 +53,8 @@ struct RelayStats {
   int interval_s = 0;
   uint64_t received = 0, committed = 0, published = 0, acked = 0, republished = 0, lost = 0;
   uint64_t refused_topic = 0, refused_payload = 0, refused_seq = 0;
-  uint64_t set_aside = 0;  // refused by the database for good, kept aside
+  uint64_t set_aside = 0;
+  uint64_t refused_topics = 0, topics_evicted = 0;  // --max-topics refusals; --topic-cache evictions  // refused by the database for good, kept aside
   // Frames the broker acknowledged but refused (v5 PUBACK reason >= 0x80), live and in replies.
   uint64_t broker_refused = 0, replay_broker_refused = 0;
   uint64_t ignored_own = 0, ignored_retained = 0;

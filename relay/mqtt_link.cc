@@ -5,6 +5,8 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <chrono>
 #include <mutex>
 
 #include "log.h"
@@ -35,7 +37,9 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
   // Outgoing QoS 1 messages in flight at once; beyond this libmosquitto
   // queues them. 20 (the default) caps a loopback relay near 20 / RTT.
   mosquitto_max_inflight_messages_set(m, 1000);
-  mosquitto_reconnect_delay_set(m, 1, 30, true);
+  // Publish() from other threads while Loop() runs mosquitto_loop: packets
+  // are then queued and the loop woken, never written from two threads.
+  mosquitto_threaded_set(m, true);
   if (!o.user.empty()) {
     int rc = mosquitto_username_pw_set(m, o.user.c_str(), o.password.empty() ? nullptr : o.password.c_str());
     if (rc != MOSQ_ERR_SUCCESS) return Status::Error(fmt::format("{}: {}", o.name, mosquitto_strerror(rc)));
@@ -47,7 +51,7 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
   mosquitto_subscribe_callback_set(m, &MqttLink::OnSubscribe);
 
   // connect_async only records the target when the broker is not there yet;
-  // the loop thread keeps trying.
+  // the loop keeps trying.
   int rc = mosquitto_connect_async(m, o.host.c_str(), o.port, o.keepalive_s);
   if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_ERRNO) {
     return Status::Error(fmt::format("{}: connect to {}:{}: {}", o.name, o.host, o.port, mosquitto_strerror(rc)));
@@ -55,10 +59,68 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
   if (rc == MOSQ_ERR_ERRNO) {
     LogWarn("{}: mosquitto at {}:{} not reachable yet ({}); retrying", o.name, o.host, o.port, strerror(errno));
   }
-  rc = mosquitto_loop_start(m);
-  if (rc != MOSQ_ERR_SUCCESS) return Status::Error(fmt::format("{}: loop start: {}", o.name, mosquitto_strerror(rc)));
-  link->started_ = true;
+  MqttLink* raw = link.get();
+  link->thread_ = std::thread([raw] { raw->Loop(); });
   return link;
+}
+
+void MqttLink::Loop() {
+  using std::chrono::milliseconds;
+  mosquitto* m = mosq_.get();
+  milliseconds backoff(1000);
+  bool connecting = true;  // a connect is under way (or the link is up) on the current socket
+  std::optional<std::chrono::steady_clock::time_point> stop_deadline;
+  for (;;) {
+    const Want want = want_.load();
+    if (want != Want::kRun) Close();
+    if (want == Want::kStop && mosquitto_socket(m) >= 0) {
+      // A DISCONNECT that cannot be written (a broker that stopped reading,
+      // a connect that never completes) must not hold the stop: 2 s, then
+      // the socket is shut down.
+      if (!stop_deadline) stop_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+      if (std::chrono::steady_clock::now() > *stop_deadline) shutdown(mosquitto_socket(m), SHUT_RDWR);
+    }
+    if (mosquitto_socket(m) < 0) {
+      // No connection: closed on purpose, lost, or never made.
+      connected_ = false;
+      closing_ = false;
+      if (want == Want::kStop) return;
+      std::unique_lock lock(want_mu_);
+      if (want == Want::kPause) {
+        wake_.wait(lock, [&] { return want_.load() != Want::kPause; });
+        backoff = milliseconds(1000);
+        if (want_.load() == Want::kStop) return;
+      } else if (!connecting) {
+        // Lost, or a connect failed: wait, then try again (1 s doubling to 30 s).
+        wake_.wait_for(lock, backoff, [&] { return want_.load() != Want::kRun; });
+        backoff = std::min(backoff * 2, milliseconds(30000));
+        if (want_.load() != Want::kRun) continue;
+      }
+      lock.unlock();
+      const int rc = mosquitto_reconnect_async(m);
+      connecting = rc == MOSQ_ERR_SUCCESS;
+      continue;
+    }
+    const int rc = mosquitto_loop(m, 100, 1);
+    if (rc == MOSQ_ERR_SUCCESS) {
+      if (connected_) backoff = milliseconds(1000);
+      continue;
+    }
+    // The socket failed or was closed (after our DISCONNECT, or by the broker).
+    connecting = false;
+    if (rc == MOSQ_ERR_NOMEM) {
+      LogError("{}: out of memory in the MQTT loop", options_.name);
+      if (handlers_.on_fatal) handlers_.on_fatal("out of memory");
+      return;
+    }
+    Close();  // if the socket is still open: closed before a reconnect, nothing more taken from it
+  }
+}
+
+void MqttLink::Close() {
+  if (closing_ || mosquitto_socket(mosq_.get()) < 0) return;
+  closing_ = true;
+  mosquitto_disconnect(mosq_.get());
 }
 
 MqttLink::~MqttLink() { Stop(); }
@@ -80,38 +142,27 @@ Result<int> MqttLink::Publish(const std::string& topic, std::span<const uint8_t>
   return Status::Error(fmt::format("publish on '{}': {}", topic, mosquitto_strerror(rc)));
 }
 
-void MqttLink::Disconnect() { mosquitto_disconnect(mosq_.get()); }
-
-void MqttLink::Pause() {
-  if (paused_.exchange(true)) return;
-  // Sets the state to "disconnecting": once the DISCONNECT is written (or
-  // the socket fails), mosquitto_loop_forever returns instead of reconnecting.
-  mosquitto_disconnect(mosq_.get());
+void MqttLink::Disconnect() {
+  Want run = Want::kRun, pause = Want::kPause;
+  if (want_.compare_exchange_strong(run, Want::kStop) || want_.compare_exchange_strong(pause, Want::kStop)) {
+    std::lock_guard lock(want_mu_);
+    wake_.notify_all();
+  }
 }
 
 void MqttLink::Resume() {
-  if (!started_ || !paused_) return;
-  mosquitto* m = mosq_.get();
-  // The network thread ends by itself after the DISCONNECT; join it (the
-  // write to the wake-up pipe only hurries a thread still in select()).
-  mosquitto_loop_stop(m, false);
-  paused_ = false;
-  int rc = mosquitto_reconnect_async(m);
-  if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_ERRNO) {
-    LogError("{}: reconnect after a pause: {}", options_.name, mosquitto_strerror(rc));
-  }
-  rc = mosquitto_loop_start(m);  // an unreachable broker is retried by the loop, as at start
-  if (rc != MOSQ_ERR_SUCCESS) {
-    LogError("{}: loop start after a pause: {}", options_.name, mosquitto_strerror(rc));
-    if (handlers_.on_fatal) handlers_.on_fatal(fmt::format("cannot restart the network thread: {}", mosquitto_strerror(rc)));
+  Want pause = Want::kPause;
+  if (want_.compare_exchange_strong(pause, Want::kRun)) {
+    std::lock_guard lock(want_mu_);
+    wake_.notify_all();
   }
 }
 
 void MqttLink::Stop() {
-  if (!started_) return;
-  started_ = false;
   Disconnect();
-  mosquitto_loop_stop(mosq_.get(), false);
+  // The loop ends once the DISCONNECT is written (or the socket fails);
+  // mosquitto_loop wakes at least every 100 ms to see it.
+  if (thread_.joinable()) thread_.join();
   connected_ = false;
 }
 
@@ -170,7 +221,9 @@ void MqttLink::OnSubscribe(mosquitto*, void* obj, int, int count, const int* gra
 
 void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m, const mosquitto_property* props) noexcept {
   auto* self = static_cast<MqttLink*>(obj);
-  if (!self->handlers_.on_message) return;
+  // Read after our DISCONNECT was queued: its PUBACK will never be sent, so
+  // the broker keeps it and sends it again. Not ours to take.
+  if (!self->handlers_.on_message || self->closing_) return;
   InboundMessage in;
   in.topic = m->topic;
   in.payload = {static_cast<const uint8_t*>(m->payload), static_cast<std::size_t>(m->payloadlen)};
@@ -190,9 +243,13 @@ void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m, cons
     switch (self->handlers_.on_message(in)) {
       case AfterMessage::kReadOn:
         break;
-      case AfterMessage::kPause:
-        self->Pause();
+      case AfterMessage::kPause: {
+        // On the network thread, right after this message's PUBACK: see Loop.
+        Want run = Want::kRun;
+        self->want_.compare_exchange_strong(run, Want::kPause);
+        self->Close();
         break;
+      }
       case AfterMessage::kBreakConnection:
         // The loop sees the dead socket on its next read or write and
         // reconnects; nothing queued (the PUBACK) is sent on this one.

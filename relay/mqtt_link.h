@@ -1,23 +1,36 @@
 // MqttLink: the relay's one adapter to libmosquitto. One MQTT connection
-// with its own network thread (mosquitto_loop_start), which reconnects by
-// itself with exponential backoff (1 s .. 30 s) and re-subscribes on every
-// connect.
+// with its own network thread (Loop: mosquitto_loop in a loop of ours), which
+// reconnects with exponential backoff (1 s .. 30 s) and re-subscribes on
+// every connect.
+//
+// Why a loop of our own and not mosquitto_loop_start: a clean DISCONNECT
+// must be queued on the network thread itself. libmosquitto queues the
+// PUBACK of a delivery before the handler runs and writes packets in queue
+// order, closing the socket right after a DISCONNECT. So on one thread the
+// order is known: every delivery handed to on_message before the DISCONNECT
+// was queued is acknowledged, and every delivery read after it is not (the
+// broker keeps it for the session and sends it again) and is therefore not
+// handed to on_message at all. Queued from another thread, a delivery
+// could be taken and never acknowledged, and come back as a duplicate.
 //
 // Threads: the handlers run on the link's network thread and must not throw
 // (the trampolines catch and log). Publish() may be called from any thread;
 // libmosquitto serialises it with the network thread. A handler that blocks
 // stalls only this connection: the relay uses that for back-pressure on the
-// intake link, for a bounded time, and then asks to pause (see Pause()).
+// intake link, for a bounded time, and then asks to pause (kPause).
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "status.h"
@@ -45,7 +58,7 @@ class MqttLink {
   // What the link does after a message handler returns.
   enum class AfterMessage {
     kReadOn,
-    kPause,  // Pause(): stop reading until Resume()
+    kPause,  // stop reading: a clean DISCONNECT after this message, until Resume()
     // Fault injection for the test suite: break the connection at once, with
     // this message's PUBACK queued and unsent, as a network failure would;
     // the link reconnects by itself.
@@ -93,20 +106,12 @@ class MqttLink {
   // sends it once any handler it is running returns, then ends.
   void Disconnect();
 
-  // Stops reading without losing the session: a clean DISCONNECT goes out
-  // after everything queued before it (the PUBACKs of the messages taken so
-  // far), and the network thread ends once it is sent. The broker keeps a
-  // persistent session's messages meanwhile (its max_queued_messages), and
-  // no keepalive can expire while we are away, as it would if the network
-  // thread were simply held. Messages already read before the DISCONNECT
-  // goes out are still handed to on_message. Called by OnMessage when the
-  // handler says kPause; nothing else calls it.
-  void Pause();
-
-  // Connects again after a pause; a no-op when not paused. Not from a
-  // handler (it joins the ended network thread). Same thread as Stop().
+  // Connects again after a pause (a handler's kPause: a clean DISCONNECT
+  // after the PUBACKs of what was taken, queued on the network thread; the
+  // broker keeps a persistent session's messages meanwhile, and no keepalive
+  // can expire while we are away). A no-op when not paused. Any thread.
   void Resume();
-  bool paused() const { return paused_.load(); }
+  bool paused() const { return want_.load() == Want::kPause; }
 
   // Disconnects and joins the network thread, after any handler it is
   // running returns (the owner unblocks handlers first). Idempotent.
@@ -116,6 +121,12 @@ class MqttLink {
 
  private:
   MqttLink(Options options, Handlers handlers);
+  enum class Want { kRun, kPause, kStop };
+  // The network thread: mosquitto_loop, the DISCONNECT when want_ says so,
+  // reconnects with backoff.
+  void Loop();
+  // Network thread: queues a clean DISCONNECT once per connection.
+  void Close();
   static void OnConnect(mosquitto*, void* self, int rc, int flags) noexcept;
   static void OnDisconnect(mosquitto*, void* self, int rc) noexcept;
   static void OnPublish(mosquitto*, void* self, int mid, int reason_code, const mosquitto_property*) noexcept;
@@ -130,8 +141,16 @@ class MqttLink {
   std::unique_ptr<mosquitto, Deleter> mosq_;
   std::atomic<bool> connected_{false};
   std::atomic<bool> ever_connected_{false};
-  std::atomic<bool> paused_{false};  // set by Pause() (network thread), cleared by Resume()
-  bool started_ = false;  // loop thread running; touched only by Start/Stop's caller
+  // What the owner (or a handler) wants of the connection. The network
+  // thread acts on it between mosquitto_loop calls; wake_ (with want_mu_)
+  // cuts its backoff or pause short.
+  std::atomic<Want> want_{Want::kRun};
+  std::mutex want_mu_;
+  std::condition_variable wake_;
+  // A DISCONNECT is queued on the current connection: nothing read after it
+  // is handed to on_message. Network thread only.
+  bool closing_ = false;
+  std::thread thread_;  // the network thread; joined by Stop()
 };
 
 }  // namespace seqrelay

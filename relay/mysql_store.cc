@@ -12,6 +12,7 @@
 #include <bit>
 #include <functional>
 #include <initializer_list>
+#include <unordered_set>
 
 #include "log.h"
 #include "schema.h"
@@ -231,39 +232,58 @@ Result<uint64_t> MysqlStore::ReadMaxAllowedPacket() {
   return bytes;
 }
 
-Result<std::vector<MysqlStore::TopicRow>> MysqlStore::ResolveTopics(std::span<const std::string_view> topics) {
+Result<std::vector<MysqlStore::TopicRow>> MysqlStore::ResolveTopics(std::span<const std::string_view> topics,
+                                                                    std::size_t max_new) {
   std::vector<TopicRow> rows;
-  auto select = [&](std::span<const std::string_view> which) {
+  auto select = [&](std::span<const std::string_view> which, bool created) {
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
         "SELECT t.FRAME_ID, t.ID, COALESCE((SELECT MAX(m.SEQ) FROM MSG m WHERE m.ID = t.ID), 0) FROM TOPIC t "
         "WHERE t.ID IN (" + Placeholders(which.size(), "?") + ")"));
     for (std::size_t i = 0; i < which.size(); ++i) ps->setString(i + 1, Bytes(which[i]));
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
-    while (rs->next()) rows.push_back({rs->getString(2).asStdString(), rs->getUInt(1), rs->getUInt64(3)});
+    while (rs->next()) rows.push_back({rs->getString(2).asStdString(), rs->getUInt(1), rs->getUInt64(3), created});
   };
+  std::size_t expected = topics.size();
   Status s = Guard("resolve topics", [&] {
-    select(topics);
+    rows.clear();
+    select(topics, false);
     if (rows.size() < topics.size()) {
+      std::unordered_set<std::string_view> found;
+      for (const auto& r : rows) found.insert(r.topic);
       std::vector<std::string_view> missing;
       for (auto t : topics) {
-        bool found = false;
-        for (const auto& r : rows) found = found || r.topic == t;
-        if (!found) missing.push_back(t);
+        if (!found.contains(t) && missing.size() < max_new) missing.push_back(t);
       }
-      std::unique_ptr<sql::PreparedStatement> ins(
-          conn_->prepareStatement("INSERT INTO TOPIC (ID) VALUES " + Placeholders(missing.size(), "(?)")));
-      for (std::size_t i = 0; i < missing.size(); ++i) ins->setString(i + 1, Bytes(missing[i]));
-      ins->execute();
-      CommitTransaction();
-      select(missing);
+      expected = rows.size() + missing.size();
+      if (!missing.empty()) {
+        std::unique_ptr<sql::PreparedStatement> ins(
+            conn_->prepareStatement("INSERT INTO TOPIC (ID) VALUES " + Placeholders(missing.size(), "(?)")));
+        for (std::size_t i = 0; i < missing.size(); ++i) ins->setString(i + 1, Bytes(missing[i]));
+        ins->execute();
+        CommitTransaction();
+        select(missing, true);
+      }
     }
     CommitTransaction();
   });
   if (!s.ok()) return s;
-  if (rows.size() != topics.size()) {
-    return Status::Error(fmt::format("resolve topics: asked for {}, found {}", topics.size(), rows.size()));
+  if (rows.size() != expected) {
+    return Status::Error(fmt::format("resolve topics: expected {}, found {}", expected, rows.size()));
   }
   return rows;
+}
+
+Result<uint64_t> MysqlStore::CountTopics() {
+  uint64_t n = 0;
+  Status s = Guard("count topics", [&] {
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT COUNT(*) FROM TOPIC"));
+    rs->next();
+    n = rs->getUInt64(1);
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return n;
 }
 
 sql::PreparedStatement& MysqlStore::InsertStatement(std::size_t rows) {

@@ -65,9 +65,15 @@ class MysqlStore {
     std::string topic;
     uint32_t id = 0;
     uint64_t last_seq = 0;  // highest SEQ committed for the topic; 0 = none
+    bool created = false;   // the TOPIC row was made by this call
   };
-  // Ids and last SEQs of `topics`, creating TOPIC rows for new ones.
-  Result<std::vector<TopicRow>> ResolveTopics(std::span<const std::string_view> topics);
+  // Ids and last SEQs of `topics`, creating TOPIC rows for at most
+  // `max_new` of those that have none (in the order given); the others are
+  // left out of the result.
+  Result<std::vector<TopicRow>> ResolveTopics(std::span<const std::string_view> topics,
+                                              std::size_t max_new = SIZE_MAX);
+  // Rows in TOPIC.
+  Result<uint64_t> CountTopics();
 
   // One transaction: inserts every message (idx, topic, flag, SEQ, payload)
   // and, when they moved, sets RELAY_STATE.PUBLISHED_IDX and JOURNAL_POS

@@ -80,9 +80,17 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
        "Prefix of the relay's own control topics (retransmit, replay, stats).")
       ("max-payload", po::value(&c.max_payload)->default_value(c.max_payload)->value_name("BYTES"),
        fmt::format("Largest payload sequenced; larger ones are refused, logged and counted. At most {} "
-                   "(MEDIUMBLOB). Set mosquitto's message_size_limit to the same value.",
+                   "(MEDIUMBLOB), and it must fit the database's max_allowed_packet (checked at start). Set "
+                   "mosquitto's message_size_limit to this plus 10 (the frame header; checked at start).",
                    kMaxPayloadLimit)
-           .c_str());
+           .c_str())
+      ("max-topics", po::value(&c.max_topics)->default_value(c.max_topics)->value_name("N"),
+       "Most topics the database may hold (TOPIC rows). A message that would create a further topic is refused, "
+       "logged and counted: a publisher with write rights on a wildcard cannot make the relay create topics "
+       "without end. 0 = no bound.")
+      ("topic-cache", po::value(&c.topic_cache)->default_value(c.topic_cache)->value_name("N"),
+       "Most topics the writer keeps in memory (about 200 bytes each). Beyond it the least recently used are "
+       "forgotten and looked up again in the database when they come back (one query).");
 
   po::options_description pipe("Pipeline");
   pipe.add_options()

@@ -235,6 +235,16 @@ int Relay::Run() {
     LogWarn("no --journal-dir: messages received but not yet committed are lost if the relay is killed");
   }
   database_up_ = true;
+  auto topic_rows = store_.CountTopics();
+  if (!topic_rows.ok()) {
+    LogError("database: {}", topic_rows.error());
+    return 1;
+  }
+  topic_rows_ = *topic_rows;
+  if (config_.max_topics > 0 && topic_rows_ >= static_cast<uint64_t>(config_.max_topics)) {
+    LogWarn("the database holds {} topics, --max-topics is {}: messages on new topics will be refused", topic_rows_,
+            config_.max_topics);
+  }
   sequencer_.SetLastIdx(progress->max_idx);
   tracker_ = PublishTracker(std::min(progress->published_idx, progress->max_idx));
   LogInfo("database ready: {} rows committed, {} confirmed published", progress->max_idx, tracker_.watermark());
@@ -410,11 +420,12 @@ int Relay::Run() {
 
   const Counters& c = counters_;
   LogInfo("stopped: received {}, committed {} in {} batches, published {} ({} republished), acknowledged {}, "
-          "refused {} (topic too long {}, payload too large {}, out of SEQ {}), ignored {} (own topics {}, "
-          "retained {}); retransmit requests {} (ok {}, error {}, frames {})",
+          "refused {} (topic too long {}, payload too large {}, out of SEQ {}, over --max-topics {}), set aside {}, "
+          "ignored {} (own topics {}, retained {}); retransmit requests {} (ok {}, error {}, frames {})",
           c.received.load(), c.committed.load(), c.batches.load(), c.published.load(), c.republished.load(),
-          c.acked.load(), c.refused_topic + c.refused_payload + c.refused_seq, c.refused_topic.load(),
-          c.refused_payload.load(), c.refused_seq.load(), c.ignored_own + c.ignored_retained, c.ignored_own.load(),
+          c.acked.load(), c.refused_topic + c.refused_payload + c.refused_seq + c.refused_topics,
+          c.refused_topic.load(), c.refused_payload.load(), c.refused_seq.load(), c.refused_topics.load(),
+          c.set_aside.load(), c.ignored_own + c.ignored_retained, c.ignored_own.load(),
           c.ignored_retained.load(), retransmit_.counters().requests.load(), retransmit_.counters().served.load(),
           retransmit_.counters().failed(), retransmit_.counters().frames.load());
   std::string fatal;
@@ -452,6 +463,8 @@ RelayStats Relay::Snapshot() const {
   s.refused_topic = c.refused_topic;
   s.refused_payload = c.refused_payload;
   s.refused_seq = c.refused_seq;
+  s.refused_topics = c.refused_topics;
+  s.topics_evicted = c.topics_evicted;
   s.ignored_own = c.ignored_own;
   s.ignored_retained = c.ignored_retained;
   s.topics = c.topics;
@@ -662,11 +675,16 @@ bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>
       }
       return AfterReconnect::kRetry;
     };
-    if (!Retry("look up topics", [&] { return (rows = store_.ResolveTopics(unknown)).status(); }, expect_unchanged)) {
+    // --max-topics: the database may gain only so many new topics.
+    const uint64_t bound = static_cast<uint64_t>(config_.max_topics);
+    const std::size_t max_new = bound == 0 ? SIZE_MAX : static_cast<std::size_t>(bound - std::min(bound, topic_rows_));
+    if (!Retry("look up topics", [&] { return (rows = store_.ResolveTopics(unknown, max_new)).status(); },
+               expect_unchanged)) {
       return false;
     }
     for (const auto& row : *rows) {
       sequencer_.Add(row.topic, row.id, row.last_seq);
+      topic_rows_ += row.created;
       LogDebug("topic '{}' has id {}, last SEQ {}", row.topic, row.id, row.last_seq);
     }
   }
@@ -676,6 +694,15 @@ bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>
   for (std::size_t i = 0; i < batch.size(); ++i) {
     Message& m = batch[i];
     Sequencer::Topic* topic = sequencer_.Find(m.topic);
+    if (topic == nullptr) {  // a new topic over --max-topics
+      ++counters_.refused_topics;
+      static RateLimit limit(std::chrono::seconds(10));
+      if (auto suppressed = limit.Allow()) {
+        LogWarn("refused a message on '{}': the database holds --max-topics {} topics, and this one would be new{}",
+                m.topic, config_.max_topics, SuppressedNote(*suppressed));
+      }
+      continue;
+    }
     auto seq = sequencer_.NextSeq(*topic);
     if (!seq.ok()) {
       ++counters_.refused_seq;
@@ -925,6 +952,9 @@ void Relay::WriterLoop() {
     }
     governor.LiveBatchDone();
     batch.clear();
+    // Every SEQ given out is committed and no Topic* is held: the cache may shrink.
+    counters_.topics_evicted += sequencer_.EvictIdle(static_cast<std::size_t>(config_.topic_cache));
+    counters_.topics = sequencer_.topic_count();
     if (intake_paused_.load(std::memory_order_relaxed) && queue_.below_resume_mark()) {
       std::lock_guard lock(stop_mu_);
       resume_intake_ = true;  // the main thread owns the links

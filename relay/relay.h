@@ -66,6 +66,8 @@ class Relay {
     std::atomic<uint64_t> refused_topic{0};     // topic over 255 bytes
     std::atomic<uint64_t> refused_payload{0};   // payload over --max-payload
     std::atomic<uint64_t> refused_seq{0};       // topic out of SEQs (2^40-1)
+    std::atomic<uint64_t> refused_topics{0};    // a new topic over --max-topics
+    std::atomic<uint64_t> topics_evicted{0};    // topics the writer forgot (--topic-cache); looked up again on use
     std::atomic<uint64_t> ignored_own{0};       // under our own prefixes
     std::atomic<uint64_t> ignored_retained{0};  // retained replays
     std::atomic<uint64_t> committed{0};         // rows committed to MSG
@@ -172,6 +174,7 @@ class Relay {
   // the writer thread.
   MysqlStore store_;
   Sequencer sequencer_;
+  uint64_t topic_rows_ = 0;  // rows in TOPIC: counted at start, then grown by the writer's lookups
   std::size_t batch_max_bytes_ = 0;  // bytes per transaction; set by CheckPacketLimit before the writer starts
 
   // Publishing: the tracker maps PUBACKs to rows; publish_mu_ guards it and

@@ -8,6 +8,11 @@
 // grows by exactly 1 per message across all topics. Both continue from the
 // database after a restart: the writer seeds them with Add() and SetLastIdx()
 // from what is committed. Owned and used by the writer thread only.
+//
+// The topics form a cache of the database, bounded by EvictIdle(): a topic
+// not used for longest is forgotten (its last SEQ is committed; the writer
+// seeds it again from the database when it comes back). Evict only between
+// batches, when every SEQ given out is committed and no Topic* is held.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +37,7 @@ class Sequencer {
     std::string seq_topic;  // "<seq prefix>/T": the topic frames go out on
     std::string_view raw() const { return std::string_view(seq_topic).substr(raw_offset); }
     std::size_t raw_offset = 0;
+    uint64_t last_used = 0;  // the sequencer's use clock at its last NextSeq or Add
   };
 
   // `immediate` lists the filters whose topics get ordering flag 0.
@@ -52,6 +58,10 @@ class Sequencer {
   void SetLastIdx(uint64_t idx) { last_idx_ = idx; }
 
   std::size_t topic_count() const { return topics_.size(); }
+  // If more than `max_topics` are held, forgets the least recently used
+  // down to 90% of it (so that eviction runs once per many new topics, not
+  // per topic). Returns how many were forgotten.
+  std::size_t EvictIdle(std::size_t max_topics);
   Ordering OrderingOf(std::string_view raw_topic) const;
 
  private:
@@ -65,6 +75,7 @@ class Sequencer {
   // stored once; the unique_ptr keeps that storage still across rehashes.
   std::unordered_map<std::string_view, std::unique_ptr<Topic>, Hash, std::equal_to<>> topics_;
   uint64_t last_idx_ = 0;  // last MSG.idx given out; 0 = none
+  uint64_t use_clock_ = 0;  // counts NextSeq and Add calls: the age of Topic::last_used
 };
 
 }  // namespace seqrelay

@@ -184,6 +184,50 @@ TEST_F(FaultE2E, AMaxPayloadOverTheDatabasePacketLimitIsRefusedAtStart) {
       << relay.log();
 }
 
+// A publisher that may write under a wildcard creates topics without end:
+// --max-topics bounds the TOPIC rows (a message on a further new topic is
+// refused, logged and counted; known topics go on), and --topic-cache
+// bounds the writer's memory (idle topics are forgotten and looked up again,
+// with their SEQ going on where it was).
+TEST_F(FaultE2E, NewTopicsAreBoundedInTheDatabaseAndInMemory) {
+  StartRelay({"--max-topics=150", "--topic-cache=100", "--stats-interval=1"});
+  MqttClient watcher(servers().mqtt_port(), name_ + "-stats");
+  watcher.Subscribe("relay/stats");
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  // 200 topics, twice over: the first 150 are created, the other 50 refused
+  // both times; the cache of 100 forgets topics between the rounds.
+  for (int round = 1; round <= 2; ++round) {
+    for (int t = 1; t <= 200; ++t) pub.Publish(root() + "/t" + std::to_string(t), "r" + std::to_string(round));
+    ASSERT_TRUE(pub.WaitAllAcked(10s));
+  }
+  ASSERT_TRUE(WaitFor([&] { return StoredCount(root() + "/t150") == 2; }, 30s));
+  std::this_thread::sleep_for(Scaled(300ms));
+  EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM `" + name_ + "`.TOPIC"), "150\n");
+  EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM `" + name_ + "`.MSG"), "300\n");
+  for (int t : {1, 77, 150}) {
+    auto trail = AuditTrail(root() + "/t" + std::to_string(t));
+    ASSERT_EQ(trail.size(), 2u) << t;
+    EXPECT_EQ(trail[0].first, 1u);
+    EXPECT_EQ(trail[1].first, 2u) << "a forgotten topic went on from its committed SEQ";
+  }
+  EXPECT_EQ(StoredCount(root() + "/t151"), 0u);
+  nlohmann::json report;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto all = watcher.received();
+        if (all.empty()) return false;
+        report = nlohmann::json::parse(all.back().payload);
+        return report["messages"]["refused"]["too_many_topics"] == 100;
+      },
+      10s))
+      << report.dump();
+  EXPECT_LE(report["topics"].get<int>(), 100) << report.dump();
+  EXPECT_GT(report["topics_evicted"].get<int>(), 0) << report.dump();
+  EXPECT_NE(relay_->log().find("the database holds --max-topics 150 topics, and this one would be new"),
+            std::string::npos);
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // A subscriber that takes 100 ms per message (10 msg/s) on seq/T: mosquitto
 // queues for it; the relay and a normal subscriber keep their pace.
 TEST_F(FaultE2E, ASlowSubscriberDoesNotSlowTheRelayOrOthers) {

@@ -82,6 +82,9 @@ const std::vector<ValidateCase> kValidateCases = {
     {"max_payload_mediumblob_is_the_most", [](Config& c) { c.max_payload = kMaxPayloadLimit; }, nullptr},
     {"max_payload_over_mediumblob_is_refused", [](Config& c) { c.max_payload = kMaxPayloadLimit + 1; },
      "--max-payload"},
+    {"max_topics_0_means_no_bound", [](Config& c) { c.max_topics = 0; }, nullptr},
+    {"max_topics_negative_is_refused", [](Config& c) { c.max_topics = -1; }, "--max-topics"},
+    {"topic_cache_below_100_is_refused", [](Config& c) { c.topic_cache = 99; }, "--topic-cache"},
     {"buffer_max_0_is_refused", [](Config& c) { c.buffer_max = 0; }, "--buffer-max"},
     {"buffer_max_below_batch_max_is_refused",
      [](Config& c) {
@@ -411,7 +414,7 @@ TEST(OptionsTest, HelpSetsHelpAndListsEveryOption) {
         "source",         "immediate",     "seq-prefix",       "control-prefix",  "max-payload", "batch-max",
         "batch-delay-us", "buffer-max",    "buffer-max-bytes", "shutdown-timeout", "stats-interval", "log-format", "metrics-port", "metrics-bind",
         "acl-file", "journal-dir", "replay-max", "replay-workers", "replay-rate",
-        "replay-live-delay-us"}) {
+        "replay-live-delay-us", "max-topics", "topic-cache"}) {
     // "--name " with the space, so "--buffer-max" is not found inside "--buffer-max-bytes".
     EXPECT_TRUE(Contains(text, std::string("--") + name + " ")) << "--help does not mention --" << name;
   }

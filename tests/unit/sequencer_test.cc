@@ -197,3 +197,29 @@ TEST(SequencerTest, ManyTopicsKeepStateAcrossRehashing) {
 
 }  // namespace
 }  // namespace seqrelay
+
+namespace seqrelay {
+namespace {
+
+// The topic cache is bounded: the least recently used topics are forgotten
+// (their last SEQ is in the database), the busy ones stay.
+TEST(SequencerTest, EvictIdleForgetsTheLeastRecentlyUsedDownToNinetyPercent) {
+  Sequencer s("seq", {});
+  for (int i = 0; i < 20; ++i) s.Add("t" + std::to_string(i), static_cast<uint32_t>(i + 1), 0);
+  // t0 and t1 are used again: the newest uses of all.
+  ASSERT_TRUE(s.NextSeq(*s.Find("t0")).ok());
+  ASSERT_TRUE(s.NextSeq(*s.Find("t1")).ok());
+  EXPECT_EQ(s.EvictIdle(20), 0u) << "not over the bound";
+  EXPECT_EQ(s.EvictIdle(10), 11u) << "20 held, down to 9";
+  EXPECT_EQ(s.topic_count(), 9u);
+  EXPECT_NE(s.Find("t0"), nullptr);
+  EXPECT_NE(s.Find("t1"), nullptr);
+  for (int i = 13; i < 20; ++i) EXPECT_NE(s.Find("t" + std::to_string(i)), nullptr) << i;
+  for (int i = 2; i < 13; ++i) EXPECT_EQ(s.Find("t" + std::to_string(i)), nullptr) << i;
+  // A forgotten topic comes back seeded from the database and goes on.
+  Sequencer::Topic& back = s.Add("t5", 6, 41);
+  EXPECT_EQ(s.NextSeq(back).value(), 42u);
+}
+
+}  // namespace
+}  // namespace seqrelay
