@@ -3,6 +3,7 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -101,6 +102,19 @@ void MqttLink::Loop() {
       connecting = rc == MOSQ_ERR_SUCCESS;
       continue;
     }
+    if (closing_) {
+      // Write what is queued (the PUBACKs, then the DISCONNECT, after which
+      // libmosquitto closes the socket) and read nothing more: a PUBLISH read
+      // once the DISCONNECT is queued is a protocol error to libmosquitto,
+      // which then closes the socket at once, the queued PUBACKs unsent.
+      pollfd writable{mosquitto_socket(m), POLLOUT, 0};
+      poll(&writable, 1, 100);
+      mosquitto_loop_write(m, 1);
+      continue;
+    }
+    // Reads at most one packet per call (libmosquitto 2.0: one per message
+    // awaiting processing, and the relay's links have none), so a handler's
+    // kPause is seen here before anything more is read.
     const int rc = mosquitto_loop(m, 100, 1);
     if (rc == MOSQ_ERR_SUCCESS) {
       if (connected_) backoff = milliseconds(1000);
