@@ -408,7 +408,12 @@ export class SeqClient extends Emitter {
       return;
     }
     if (t.asked.to === OPEN_END && Number.isInteger(s.to ?? s.last)) {
+      // A catch-up learns its end: done if its frames came already.
       t.asked = { from: t.asked.from, to: s.to ?? s.last };
+      if (t.stream.next > t.asked.to) {
+        this.#deliver(t, []);
+        return;
+      }
       this.#emitTopic('fetch', t.name, { topic: t.name, from: t.asked.from, to: t.asked.to });
     }
     if (ok && s.truncated === true && Number.isInteger(s.next)) {

@@ -125,7 +125,9 @@ serverTest('history on join: 1..250 told before, then live, no gap or duplicate 
   assert.ok(history.last >= 250);
   // A lookup, then replies of at most 100 frames (--replay-max=100), each asked from the last one's "next".
   assert.ok(seq.stats.requests >= 1 + Math.ceil(history.last / 100), `requests: ${seq.stats.requests}`);
-  assert.equal(seq.stats.duplicates, 0, 'the seam between history and live frames holds no duplicate');
+  // A live frame may come before or after its replayed copy (they travel on
+  // different relay connections): a duplicate is dropped, never delivered.
+  assert.equal(seq.stats.delivered, 350, 'each SEQ delivered once');
 });
 
 serverTest('resume from a SEQ, and the last N', async (t) => {

@@ -412,7 +412,11 @@ class SeqClient:
                 t.asked = [nxt, t.asked[1]]
             return  # the timer asks again after the backoff
         if t.asked[1] is OPEN_END and isinstance(s.get("to", s.get("last")), int):
+            # A catch-up learns its end: done if its frames came already.
             t.asked = [t.asked[0], s.get("to", s.get("last"))]
+            if t.stream.next > t.asked[1]:
+                self._deliver(t, [])
+                return
         if ok and s.get("truncated") is True and isinstance(s.get("next"), int):
             t.asked = [s["next"], t.asked[1]]
             t.asked_at = time.monotonic()
