@@ -269,6 +269,10 @@ export class SeqClient extends Emitter {
 
   #onConnect() {
     ++this.connects;
+    // Node over TCP: Nagle's algorithm off, as the C++ client does
+    // (MOSQ_OPT_TCP_NODELAY); a small publish could otherwise wait for the
+    // delayed ACK of the previous one. Browsers decide this themselves.
+    this.mqtt.stream?.setNoDelay?.(true);
     // Our own SUBSCRIBEs on every CONNACK (mqtt.js may resubscribe too; a
     // second SUBSCRIBE changes nothing): they must reach the broker before
     // the requests below, and the replies' topic before any request.
