@@ -143,6 +143,8 @@ test('the messenger in Chromium: in order, offline and back, history, a bad fram
   assert.deepEqual(bobRequests[0][1], { id: bobRequests[0][1].id, from: 51 }, 'from the first missed SEQ');
   assert.equal(stats.requests, bobRequestsBefore + bobRequests.length, 'the page counts the requests the broker saw');
   assert.ok(notices.some((n) => n.startsWith('fetching')), `the page said it was fetching: ${JSON.stringify(notices)}`);
+  const bobEvents = await bob.evaluate(() => window.messenger.events);
+  assert.deepEqual(bobEvents.filter((e) => e.kind !== 'history').map((e) => [e.kind, e.from]), [['fetch', 51], ['filled', 51]]);
   await bob.waitForFunction(() => document.getElementById('notice').textContent === '', { timeout: 5000, polling: 50 })
     .catch(async (e) => { throw new Error(`${e.message}: notices ${JSON.stringify(notices)}, events ${JSON.stringify(await bob.evaluate(() => window.messenger.events))}`); });
 
@@ -151,6 +153,10 @@ test('the messenger in Chromium: in order, offline and back, history, a bad fram
   await waitShown(carol, 100);
   assert.deepEqual((await shown(carol)).map((m) => m.seq), range(1, 100));
   assert.ok((await shown(carol))[99].text.includes('while bob is away 100'));
+  const carolEvents = await carol.evaluate(() => window.messenger.events);
+  assert.deepEqual(carolEvents.map(({ kind, from, to }) => [kind, from, to]).slice(0, 3),
+    [['history', undefined, undefined], ['fetch', 1, 100], ['filled', 1, 100]], 'the page fetched 100 messages of history');
+  assert.equal(await carol.$eval('#notice', (e) => e.textContent), '');
 
   // A bad frame by hand on seq/<room> (with the relay's rights: users may not write there).
   await monitor.publishAsync(`seq/${ROOM}`, Buffer.from('not a frame'), { qos: 1 });
