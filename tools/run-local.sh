@@ -4,18 +4,27 @@
 # 127.0.0.1 with their data under .state/ (kept between runs: history stays),
 # and runs the relay in the foreground. Ctrl-C stops all three.
 #
-# Ports: MQTT_PORT (default 1883), DB_PORT (default 3306). Extra arguments
-# go to the relay, e.g.  tools/run-local.sh --immediate 'sensors/#'
+# Ports: MQTT_PORT (default 1883), DB_PORT (default 3306), WS_PORT (default
+# 8080: MQTT over WebSocket, and the messenger page at http://127.0.0.1:8080/).
+# Extra arguments go to the relay, e.g.  tools/run-local.sh --immediate 'sensors/#'
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 state=${STATE_DIR:-$root/.state}
 mqtt_port=${MQTT_PORT:-1883}
 db_port=${DB_PORT:-3306}
+ws_port=${WS_PORT:-8080}
 db_password=local-password
 
 "$root/tools/deps.sh"
 echo "run-local: building"
 "$root/tools/build.sh" --target seqrelay "$root/build" >/dev/null
+
+# The messenger page (clients/messenger) loads the JavaScript client and
+# mqtt.js from its vendor/ folder, made from clients/js.
+command -v npm >/dev/null || apt-get install -y -qq nodejs npm >/dev/null
+(cd "$root/clients/js" && { [[ -d node_modules/mqtt ]] || npm ci --omit=dev --silent; } &&
+  node scripts/bundle.js --copy-to "$root/clients/messenger/vendor") ||
+  echo "run-local: the messenger page could not be bundled (npm ci failed); MQTT works without it"
 
 mkdir -p "$state"
 socket="$state/mysqld.sock"
@@ -66,6 +75,10 @@ fi
 
 cat >"$state/mosquitto.conf" <<CONF
 listener $mqtt_port 127.0.0.1
+# Browsers: MQTT over WebSocket, and the messenger page served from http_dir.
+listener $ws_port 127.0.0.1
+protocol websockets
+http_dir $root/clients/messenger
 allow_anonymous true
 user root
 # Nagle's algorithm adds ~5 ms per hop on loopback.
@@ -86,7 +99,8 @@ wait_port "$mqtt_port" mosquitto "${pids[-1]}" "$state/mosquitto.log"
 cat <<BANNER
 
   seqrelay is starting: mosquitto on 127.0.0.1:$mqtt_port, MariaDB on 127.0.0.1:$db_port
-  (data in $state). In another terminal:
+  (data in $state). The messenger: http://127.0.0.1:$ws_port/ (any user name,
+  no password). In another terminal:
 
     mosquitto_sub -p $mqtt_port -t 'seq/#' -v | xxd     # sequenced frames (10-byte header + payload)
     mosquitto_pub -p $mqtt_port -t chat/room1 -m hello  # any raw topic

@@ -22,6 +22,7 @@ run_suite() {  # build dir, label, extra cmake args...
 
 start=$(date +%s)
 run_suite "$root/build" "release"
+"$root/tools/test-clients.sh" "$root/build"  # JavaScript, Python and the messenger in Chromium
 if ((quick == 0)); then
   # Sanitizers slow everything down: the tests' deadlines scale with this.
   export SEQTEST_TIME_FACTOR=4

@@ -33,11 +33,16 @@ class ShippedBroker {
     std::string conf = ReadFile(docker + "/mosquitto.conf");
     Rewrite(conf, "listener 1883\n", "listener " + std::to_string(client_port_) + " 127.0.0.1\n");
     Rewrite(conf, "listener 1884\n", "listener " + std::to_string(relay_port_) + " 127.0.0.1\n");
+    // The messenger's WebSocket listener: mosquitto refuses to start if http_dir does not exist.
+    Rewrite(conf, "listener 8080\n", "listener " + std::to_string(FreePort()) + " 127.0.0.1\n");
+    Rewrite(conf, "http_dir /mosquitto/www\n", "http_dir " + std::string(SEQRELAY_SOURCE_DIR) + "/clients/messenger\n");
     Rewrite(conf, "persistence_location /mosquitto/data/\n", "persistence_location " + dir_ + "/\n");
     Rewrite(conf, "password_file /mosquitto/data/passwords\n", "password_file " + dir_ + "/passwords\n");
     Rewrite(conf, "password_file /mosquitto/data/relay-passwords\n",
             "password_file " + dir_ + "/relay-passwords\n");
+    Rewrite(conf, "password_file /mosquitto/data/passwords\n", "password_file " + dir_ + "/passwords\n");
     Rewrite(conf, "acl_file /mosquitto/config/acl\n", "acl_file " + acl_path() + "\n");  // one per listener
+    Rewrite(conf, "acl_file /mosquitto/config/acl\n", "acl_file " + acl_path() + "\n");
     Rewrite(conf, "acl_file /mosquitto/config/acl\n", "acl_file " + acl_path() + "\n");
     if (geteuid() == 0) conf += "user root\n";  // else mosquitto drops to 'mosquitto' and cannot read the files
     std::ofstream(dir_ + "/mosquitto.conf") << conf;

@@ -1,0 +1,158 @@
+// Type declarations of seqrelay-client (src/index.js). The wire contract is
+// PROTOCOL.md; the behaviour is that of tools/client/seq_client.h.
+import type { IClientOptions, IClientPublishOptions, MqttClient, Packet } from 'mqtt';
+
+/** Bytes in a frame's header: ID (4), SEQ (5), ordering flag (1). */
+export const HEADER_SIZE: 10;
+/** The highest SEQ: 2^40 - 1. */
+export const MAX_SEQ: number;
+
+export interface FrameHeader {
+  topicId: number;
+  seq: number;
+  /** The topic's ordering flag: true = 1 (ordered), false = 0 (immediate). */
+  ordered: boolean;
+}
+export interface Frame extends FrameHeader {
+  /** A view into the decoded bytes. */
+  payload: Uint8Array;
+}
+
+/** Thrown by decodeFrame for bytes that are not a frame; `reason` says which rule they break. */
+export class FrameError extends Error {
+  readonly reason: string;
+}
+/** Throws FrameError for fewer than 10 bytes, SEQ 0, or a flag other than 0 or 1. */
+export function decodeFrame(bytes: Uint8Array): Frame;
+/** Throws RangeError for a topic id outside uint32 or a SEQ outside 1..2^40-1. A string payload is UTF-8. */
+export function encodeFrame(header: { topicId: number; seq: number; ordered?: boolean }, payload?: Uint8Array | string): Uint8Array;
+
+export interface Delivery<P = Uint8Array> {
+  seq: number;
+  payload: P;
+  late: boolean;
+}
+/** One topic's ordering state; pure logic (see ordered_stream.js). */
+export class OrderedStream<P = Uint8Array> {
+  constructor(next?: number);
+  /** The next SEQ to deliver; every SEQ below it was delivered or given up. 0 = nothing seen yet. */
+  readonly next: number;
+  readonly lastDelivered: number;
+  offer(seq: number, ordered: boolean, payload: P): { deliveries: Delivery<P>[]; duplicate: boolean };
+  gap(): { from: number; to: number } | null;
+  giveUp(to: number): Delivery<P>[];
+}
+
+export class SeqMessage {
+  /** The raw topic T (without the seq/ prefix). */
+  readonly topic: string;
+  readonly topicId: number;
+  readonly seq: number;
+  readonly ordered: boolean;
+  /** Immediate topics: this message filled a gap after later ones were shown. */
+  readonly late: boolean;
+  /** The publisher's bytes, unchanged. */
+  readonly payload: Uint8Array;
+  /** The payload as UTF-8 text. */
+  readonly text: string;
+}
+
+export interface SeqClientOptions {
+  /** Whose replies: requests go to relay/retransmit/<requester>. Default: the mqtt client's id. */
+  requester?: string;
+  /** Default 'seq'. */
+  seqPrefix?: string;
+  /** Default 'relay'. */
+  controlPrefix?: string;
+  /** MQTT QoS of the seq/ subscriptions. Default 1. */
+  qos?: 0 | 1 | 2;
+  /** How long a gap may stay open before it is asked for, ms. Default 200. */
+  gapWait?: number;
+  /** How long to wait for a reply, ms; doubled on each retry. Default 2000. */
+  replyTimeout?: number;
+  /** Requests per range before it is given up and reported 'lost'. Default 5. */
+  maxAttempts?: number;
+  /** Test hook: live frames for which it returns true are dropped as if lost. */
+  dropLiveFrame?: (topic: string, seq: number) => boolean;
+}
+
+export interface SubscribeOptions {
+  /** Read the topic's history from SEQ 1 first. */
+  history?: boolean;
+  /** Resume: deliver from this SEQ on. */
+  from?: number;
+  /** Start this many messages back from the newest. */
+  last?: number;
+}
+
+/** A request for missing SEQs was sent; `to` is null while the newest SEQ is not known yet. */
+export interface FetchEvent { topic: string; from: number; to: number | null }
+export interface FilledEvent { topic: string; from: number; to: number }
+/** SEQs that will not be delivered: the relay does not have them, refused, or did not answer. from = to = 0: a lookup failed. */
+export interface LostEvent { topic: string; from: number; to: number; reason: string; code?: string; retry?: boolean }
+/** A topic joined with history or resume: the relay's oldest stored (first) and newest (last) SEQ, and where delivery starts. */
+export interface HistoryEvent { topic: string; first: number; last: number; start: number | null }
+/** Bytes on seq/T or the reply topic that are not a frame (or carry another topic's id). */
+export interface BadFrameEvent { topic: string; reason: string }
+
+interface TopicEvents {
+  message: (message: SeqMessage) => void;
+  fetch: (event: FetchEvent) => void;
+  filled: (event: FilledEvent) => void;
+  lost: (event: LostEvent) => void;
+  history: (event: HistoryEvent) => void;
+}
+interface ClientEvents extends TopicEvents {
+  badframe: (event: BadFrameEvent) => void;
+  /** A listener threw; without a listener here the error surfaces asynchronously. */
+  error: (error: unknown) => void;
+}
+
+declare class Events<E> {
+  on<K extends keyof E>(event: K, listener: E[K]): this;
+  once<K extends keyof E>(event: K, listener: E[K]): this;
+  off<K extends keyof E>(event: K, listener: E[K]): this;
+  listenerCount(event: keyof E): number;
+}
+
+export class Subscription extends Events<TopicEvents> implements AsyncIterable<SeqMessage> {
+  readonly filter: string;
+  readonly closed: boolean;
+  unsubscribe(): void;
+  [Symbol.asyncIterator](): AsyncIterator<SeqMessage>;
+}
+
+export interface SeqStats {
+  delivered: number;
+  duplicates: number;
+  requests: number;
+  gapsFilled: number;
+  gapsLost: number;
+  badFrames: number;
+  listenerErrors: number;
+}
+
+export class SeqClient extends Events<ClientEvents> {
+  /** Wraps an mqtt.js client; the caller keeps owning it. */
+  constructor(mqttClient: MqttClient, options?: SeqClientOptions);
+  readonly mqtt: MqttClient;
+  readonly requester: string;
+  readonly stats: Readonly<SeqStats>;
+  /** Subscribes to seq/<filter>. history/from/last need a topic without wildcards. */
+  subscribe(filter: string, options?: SubscribeOptions, onMessage?: (message: SeqMessage) => void): Subscription;
+  /** Publishes a raw message for the relay to sequence. */
+  publish(topic: string, message: string | Uint8Array, options?: IClientPublishOptions): Promise<Packet | undefined>;
+  /** The last SEQ delivered or given up of `topic` (0 = none): resume later with { from: position + 1 }. */
+  position(topic: string): number;
+  /** Detaches from the mqtt.js client; does not end it. */
+  close(): void;
+}
+
+/** A SeqClient on its own connection (mqtt.connect); end() closes both. */
+export interface ConnectedSeqClient extends SeqClient {
+  end(force?: boolean): Promise<void>;
+}
+export function connect(url: string, options?: IClientOptions & SeqClientOptions): ConnectedSeqClient;
+
+/** MQTT topic filter matching: '+' one level, '#' the rest. */
+export function topicMatches(filter: string, topic: string): boolean;

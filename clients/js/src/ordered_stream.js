@@ -1,0 +1,118 @@
+// OrderedStream: one topic's client-side state, what comes next, what is
+// held back, what is missing. A line-by-line port of
+// tools/client/ordered_stream.{h,cc}, so the C++ and JavaScript clients
+// behave the same.
+//
+// Frames are offered in whatever order they arrive (live, replayed,
+// duplicated); the stream says what to deliver now:
+//  - ordered topics (flag 1): strictly in SEQ order; a frame after a gap is
+//    held until the gap fills or is given up;
+//  - immediate topics (flag 0): at once; a frame that fills a gap is
+//    delivered when it comes and marked late.
+// Either way each SEQ is delivered at most once. Pure logic, no I/O.
+
+export class OrderedStream {
+  /** @param {number} next the first SEQ wanted; 0 = start at the first frame seen. */
+  constructor(next = 0) {
+    // Every SEQ below next was delivered or given up; 0 = nothing seen yet.
+    this.next = next;
+    // The highest SEQ delivered so far; 0 = none.
+    this.lastDelivered = 0;
+    // Above next: SEQ -> held payload (ordered), or null once delivered
+    // (immediate). Its keys, ascending, in aboveKeys from aboveHead on.
+    this.above = new Map();
+    this.aboveKeys = [];
+    this.aboveHead = 0;
+  }
+
+  /**
+   * Offers one frame. Returns {deliveries, duplicate}: what can be delivered
+   * now, in order, and whether the frame was already delivered or held.
+   */
+  offer(seq, ordered, payload) {
+    if (this.next === 0) this.next = seq; // joined here
+    if (seq < this.next || this.above.has(seq)) return { deliveries: [], duplicate: true };
+    const out = [];
+    if (seq === this.next) {
+      this.#deliver(out, seq, payload);
+      ++this.next;
+      this.#drain(out);
+    } else if (ordered) {
+      this.#hold(seq, payload);
+    } else {
+      this.#deliver(out, seq, payload); // immediate: show it now, remember it was shown
+      this.#hold(seq, null);
+    }
+    return { deliveries: out, duplicate: false };
+  }
+
+  /** The oldest open gap {from, to}, or null if nothing above next was seen. */
+  gap() {
+    if (this.aboveHead === this.aboveKeys.length) return null;
+    return { from: this.next, to: this.aboveKeys[this.aboveHead] - 1 };
+  }
+
+  /**
+   * Gives up on every SEQ up to and including `to` that has not come: they
+   * will not be delivered. Returns what becomes deliverable.
+   */
+  giveUp(to) {
+    const out = [];
+    if (this.next === 0 || to < this.next) return out;
+    // Up to `to`, frames that came are delivered in order and missing SEQs
+    // are skipped; whatever follows `to` without a break comes out too.
+    while (this.aboveHead < this.aboveKeys.length && this.aboveKeys[this.aboveHead] <= to) {
+      const seq = this.#popFirst();
+      const payload = this.above.get(seq);
+      this.above.delete(seq);
+      if (payload !== null) this.#deliver(out, seq, payload);
+    }
+    this.next = to + 1;
+    this.#drain(out);
+    return out;
+  }
+
+  #deliver(out, seq, payload) {
+    out.push({ seq, payload, late: seq < this.lastDelivered });
+    if (seq > this.lastDelivered) this.lastDelivered = seq;
+  }
+
+  #drain(out) {
+    while (this.aboveHead < this.aboveKeys.length && this.aboveKeys[this.aboveHead] === this.next) {
+      const seq = this.#popFirst();
+      const payload = this.above.get(seq);
+      this.above.delete(seq);
+      if (payload !== null) this.#deliver(out, seq, payload);
+      ++this.next;
+    }
+  }
+
+  #hold(seq, payload) {
+    this.above.set(seq, payload);
+    const keys = this.aboveKeys;
+    if (keys.length === this.aboveHead || keys[keys.length - 1] < seq) {
+      keys.push(seq); // the usual case: frames arrive in order
+      return;
+    }
+    let lo = this.aboveHead;
+    let hi = keys.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (keys[mid] < seq) lo = mid + 1;
+      else hi = mid;
+    }
+    keys.splice(lo, 0, seq);
+  }
+
+  #popFirst() {
+    const seq = this.aboveKeys[this.aboveHead++];
+    if (this.aboveHead === this.aboveKeys.length) {
+      this.aboveKeys = [];
+      this.aboveHead = 0;
+    } else if (this.aboveHead > 1024 && this.aboveHead * 2 > this.aboveKeys.length) {
+      this.aboveKeys = this.aboveKeys.slice(this.aboveHead); // keep removal amortised O(1)
+      this.aboveHead = 0;
+    }
+    return seq;
+  }
+}

@@ -1,0 +1,570 @@
+// SeqClient: the seqrelay client module on an mqtt.js client, in the browser
+// (MQTT over WebSocket) or in Node (MQTT over TCP). The JavaScript twin of
+// tools/client/seq_client.{h,cc}: same requests, same rules.
+//
+// It subscribes to <seq-prefix>/<filter>, decodes every frame, keeps one
+// OrderedStream per topic id (in SEQ order, exactly once, duplicates
+// dropped), and asks the relay for what is missing on
+// <control-prefix>/retransmit/<requester>: a gap after `gapWait`, with
+// retries and backoff; a truncated reply from its `next`; the history of a
+// topic on join; everything after the last SEQ delivered after a reconnect.
+//
+//   const seq = new SeqClient(mqtt.connect(url, { username: 'alice' }), { requester: 'alice' });
+//   const room = seq.subscribe('chat/room1', { history: true });
+//   room.on('message', (m) => console.log(m.seq, m.text));    // or: for await (const m of room)
+//
+// Frames that are not frames are counted (stats.badFrames) and reported as
+// 'badframe' events; they never reach a message listener. A listener that
+// throws does not disturb the stream; its error goes to the 'error' event
+// (or, without an 'error' listener, surfaces asynchronously).
+//
+// Everything runs on the JavaScript event loop: no locking, and every
+// listener is called from the mqtt.js 'message' handler or the client's timer.
+
+import { Emitter } from './emitter.js';
+import { decodeFrame, FrameError, MAX_SEQ } from './frame.js';
+import { OrderedStream } from './ordered_stream.js';
+
+// A lookup asks from the highest SEQ there can be: the relay answers with no
+// frames, and the status says the topic's id and newest SEQ.
+const LOOKUP_FROM = MAX_SEQ;
+// The `to` of an open-ended request, until its status names the newest SEQ.
+const OPEN_END = Infinity;
+// How often the timer looks at open gaps and outstanding requests.
+const TICK_MS = 25;
+
+// v1 relays have no `code`: these error texts mean the same request can never succeed.
+const FINAL_ERRORS = new Set(['unknown topic', 'unknown id', 'forbidden']);
+
+const decoder = new TextDecoder();
+
+/** One delivered message. */
+export class SeqMessage {
+  constructor(topic, topicId, seq, ordered, late, payload) {
+    this.topic = topic; // the raw topic T (without the seq/ prefix)
+    this.topicId = topicId; // the frame's topic id
+    this.seq = seq; // 1..2^40-1
+    this.ordered = ordered; // the topic's ordering flag
+    this.late = late; // immediate topics: filled a gap after later frames were shown
+    this.payload = payload; // Uint8Array: the publisher's bytes, unchanged
+  }
+
+  /** The payload as UTF-8 text. */
+  get text() {
+    return decoder.decode(this.payload);
+  }
+}
+
+/** MQTT topic filter matching ('+' one level, '#' the rest). */
+export function topicMatches(filter, topic) {
+  const f = filter.split('/');
+  const t = topic.split('/');
+  for (let i = 0; i < f.length; ++i) {
+    if (f[i] === '#') return true;
+    if (i >= t.length) return false;
+    if (f[i] !== '+' && f[i] !== t[i]) return false;
+  }
+  return f.length === t.length;
+}
+
+/**
+ * What one subscribe() call receives: messages and gap events of the
+ * topics its filter matches. A callback API (on('message')) and an async
+ * iterator (for await ... of); an iterator buffers only while it exists.
+ */
+export class Subscription extends Emitter {
+  #client;
+  #iterators = new Set(); // wake functions of the iterators waiting
+  closed = false;
+
+  constructor(client, filter) {
+    super();
+    this.#client = client;
+    this.filter = filter;
+  }
+
+  onListenerError(error) {
+    this.#client.onListenerError(error);
+  }
+
+  /** Stops this subscription (its iterators end). The MQTT subscription is dropped too. */
+  unsubscribe() {
+    if (this.closed) return;
+    this.closed = true;
+    this.#client._unsubscribe(this);
+    for (const wake of this.#iterators) wake();
+  }
+
+  [Symbol.asyncIterator]() {
+    const queue = [];
+    let head = 0;
+    let wake = null;
+    const onMessage = (m) => {
+      queue.push(m);
+      wake?.();
+    };
+    const iterators = this.#iterators;
+    const stop = () => {
+      this.off('message', onMessage);
+      iterators.delete(wakeUp);
+    };
+    const wakeUp = () => wake?.();
+    this.on('message', onMessage);
+    iterators.add(wakeUp);
+    return {
+      next: async () => {
+        while (head === queue.length && !this.closed) {
+          await new Promise((resolve) => {
+            wake = resolve;
+          });
+          wake = null;
+        }
+        if (head === queue.length) {
+          stop();
+          return { value: undefined, done: true };
+        }
+        const value = queue[head];
+        queue[head++] = undefined;
+        if (head === queue.length) {
+          queue.length = 0;
+          head = 0;
+        }
+        return { value, done: false };
+      },
+      return: async () => {
+        stop();
+        return { value: undefined, done: true };
+      },
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    };
+  }
+}
+
+export class SeqClient extends Emitter {
+  /**
+   * @param mqttClient an mqtt.js MqttClient (connected or not). The caller
+   *   keeps owning it: close() detaches, it does not end it.
+   * @param options see index.d.ts (SeqClientOptions)
+   */
+  constructor(mqttClient, options = {}) {
+    super();
+    this.mqtt = mqttClient;
+    this.requester = options.requester ?? mqttClient.options?.clientId;
+    if (!this.requester) throw new Error('a requester (the client id the broker knows) is required');
+    // 'U/C' (a username and one level more) is PROTOCOL 5.4's per-user form.
+    if (/[+#]/.test(this.requester)) throw new Error(`requester '${this.requester}' holds a wildcard`);
+    this.seqPrefix = options.seqPrefix ?? 'seq';
+    this.controlPrefix = options.controlPrefix ?? 'relay';
+    this.qos = options.qos ?? 1;
+    this.gapWait = options.gapWait ?? 200;
+    this.replyTimeout = options.replyTimeout ?? 2000; // per request, doubled on each retry
+    this.maxAttempts = options.maxAttempts ?? 5; // requests per gap before it is reported lost
+    // Test hook: live frames for which this returns true are dropped as if
+    // the network had lost them (replayed frames never are).
+    this.dropLiveFrame = options.dropLiveFrame ?? null;
+    this.requestTopic = `${this.controlPrefix}/retransmit/${this.requester}`;
+    this.replyTopic = `${this.controlPrefix}/replay/${this.requester}`;
+
+    // Every counter starts at 0 and only grows.
+    this.stats = {
+      delivered: 0,
+      duplicates: 0,
+      requests: 0, // retransmit and lookup requests sent
+      gapsFilled: 0, // requests whose every SEQ was delivered
+      gapsLost: 0, // ranges given up (reported as 'lost')
+      badFrames: 0,
+      listenerErrors: 0,
+    };
+    this.topics = new Map(); // topic id -> per-topic state (see #topic)
+    this.ids = new Map(); // topic name -> topic id, for every entry of topics
+    this.lookups = new Map(); // topic name -> {start, sent, attempts}: joining at history or a given SEQ
+    this.heldLive = new Map(); // topic name -> live frames that came while its lookup was out
+    this.startAt = new Map(); // topic name -> first SEQ wanted, for topics the relay had no message of yet
+    this.subscriptions = new Set();
+    this.connects = 0; // CONNACKs seen; above 1 means a reconnect
+    this.closed = false;
+
+    this.onConnect = () => this.#onConnect();
+    this.onMessage = (topic, payload) => this.#onMessage(topic, payload);
+    mqttClient.on('connect', this.onConnect);
+    mqttClient.on('message', this.onMessage);
+    this.timer = setInterval(() => this.#tick(), TICK_MS);
+    this.timer.unref?.(); // a Node process may exit with the client still open
+    if (mqttClient.connected) this.#onConnect();
+  }
+
+  /**
+   * Subscribes to the sequenced form of `filter` (a raw topic or filter).
+   * options.history: true reads the topic from SEQ 1 first; options.from: N
+   * resumes at SEQ N; options.last: N starts N messages back. Those three
+   * need a topic without wildcards. Without them, delivery starts at the
+   * first frame that comes.
+   * @returns {Subscription}
+   */
+  subscribe(filter, options = {}, onMessage = undefined) {
+    if (this.closed) throw new Error('the client is closed');
+    if (typeof filter !== 'string' || filter === '') throw new TypeError('a topic filter is a non-empty string');
+    let start = null;
+    if (options.from !== undefined) {
+      if (!Number.isInteger(options.from) || options.from < 1) throw new RangeError('from is a SEQ >= 1');
+      start = options.from;
+    } else if (options.last !== undefined) {
+      if (!Number.isInteger(options.last) || options.last < 1) throw new RangeError('last is a count >= 1');
+      start = -options.last; // resolved once the lookup says the newest SEQ
+    } else if (options.history) {
+      start = 1;
+    }
+    if (start !== null) {
+      if (/[+#]/.test(filter)) throw new Error(`history and resume need a topic without '+' or '#': '${filter}'`);
+      // Set before the SUBSCRIBE: a live frame that came first would start
+      // the topic's stream there, and the history below it would be dropped.
+      this.lookups.set(filter, { start, sent: 0, attempts: 0 });
+    }
+    const sub = new Subscription(this, filter);
+    if (onMessage) sub.on('message', onMessage);
+    this.subscriptions.add(sub);
+    if (this.mqtt.connected) {
+      this.mqtt.subscribe(`${this.seqPrefix}/${filter}`, { qos: this.qos });
+      if (start !== null) this.#sendLookup(filter);
+    }
+    return sub;
+  }
+
+  /** Publishes a raw message (what the relay sequences); mqtt.js's publishAsync. */
+  publish(topic, message, options = { qos: 1 }) {
+    return this.mqtt.publishAsync(topic, message, options);
+  }
+
+  /** The last SEQ delivered (or given up) of `topic`: where to resume later with from: n + 1. 0 = none. */
+  position(topic) {
+    for (const t of this.topics.values()) {
+      if (t.name === topic) return Math.max(0, t.stream.next - 1);
+    }
+    return 0;
+  }
+
+  /** Detaches from the mqtt.js client and stops the timer. Idempotent. */
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.timer);
+    this.mqtt.off('connect', this.onConnect);
+    this.mqtt.off('message', this.onMessage);
+    for (const sub of [...this.subscriptions]) sub.unsubscribe();
+  }
+
+  onListenerError(error) {
+    ++this.stats.listenerErrors;
+    if (this.listenerCount('error') > 0) this.emit('error', error);
+    else super.onListenerError(error);
+  }
+
+  _unsubscribe(sub) {
+    this.subscriptions.delete(sub);
+    const stillWanted = [...this.subscriptions].some((s) => s.filter === sub.filter);
+    if (!stillWanted && !this.closed && this.mqtt.connected) this.mqtt.unsubscribe(`${this.seqPrefix}/${sub.filter}`);
+  }
+
+  #onConnect() {
+    ++this.connects;
+    // Node over TCP: Nagle's algorithm off, as the C++ client does
+    // (MOSQ_OPT_TCP_NODELAY); a small publish could otherwise wait for the
+    // delayed ACK of the previous one. Browsers decide this themselves.
+    this.mqtt.stream?.setNoDelay?.(true);
+    // Our own SUBSCRIBEs on every CONNACK (mqtt.js may resubscribe too; a
+    // second SUBSCRIBE changes nothing): they must reach the broker before
+    // the requests below, and the replies' topic before any request.
+    this.mqtt.subscribe(`${this.replyTopic}/#`, { qos: 1 });
+    const filters = new Set([...this.subscriptions].map((s) => s.filter));
+    for (const f of filters) this.mqtt.subscribe(`${this.seqPrefix}/${f}`, { qos: this.qos });
+    for (const [name, lookup] of this.lookups) if (lookup.sent === 0) this.#sendLookup(name);
+    // After a reconnect: what was published while away is missed, and
+    // without a later frame no gap would show.
+    if (this.connects > 1) this.#catchUp();
+  }
+
+  #onMessage(topic, payload) {
+    if (topic === `${this.replyTopic}/status`) {
+      this.#handleStatus(payload);
+    } else if (topic === this.replyTopic) {
+      this.#handleFrame(null, payload, true);
+    } else if (topic.startsWith(`${this.seqPrefix}/`)) {
+      this.#handleFrame(topic.slice(this.seqPrefix.length + 1), payload, false);
+    }
+    // Anything else is the application's own subscription.
+  }
+
+  #badFrame(topic, reason) {
+    ++this.stats.badFrames;
+    this.emit('badframe', { topic, reason });
+  }
+
+  #handleFrame(name, bytes, replayed) {
+    let frame;
+    try {
+      frame = decodeFrame(bytes);
+    } catch (error) {
+      if (!(error instanceof FrameError)) throw error;
+      this.#badFrame(replayed ? this.replyTopic : `${this.seqPrefix}/${name}`, error.reason);
+      return;
+    }
+    if (!replayed && this.dropLiveFrame?.(name, frame.seq)) return;
+    let t = this.topics.get(frame.topicId);
+    if (!t) {
+      // A replayed frame of an unknown id was not asked for; a live frame
+      // of a topic being looked up waits for the answer.
+      if (replayed) return;
+      if (this.lookups.has(name)) {
+        if (!this.heldLive.has(name)) this.heldLive.set(name, []);
+        this.heldLive.get(name).push(bytes);
+        return;
+      }
+      // A topic keeps its id for the life of the database (PROTOCOL 2).
+      if (this.ids.has(name)) {
+        this.#badFrame(`${this.seqPrefix}/${name}`, `'${name}' is topic id ${this.ids.get(name)}, not ${frame.topicId}`);
+        return;
+      }
+      t = this.#topic(frame.topicId, name, this.startAt.get(name) ?? 0);
+      this.startAt.delete(name);
+    } else if (!replayed && t.name !== name) {
+      this.#badFrame(`${this.seqPrefix}/${name}`, `topic id ${frame.topicId} is '${t.name}', not '${name}'`);
+      return;
+    }
+    t.ordered = frame.ordered;
+    // A reply in progress is not late: its timeout runs from its newest frame.
+    if (replayed && t.asked) t.askedAt = Date.now();
+    // A copy: mqtt.js may hand out views into a larger buffer.
+    const payload = Uint8Array.prototype.slice.call(frame.payload);
+    const { deliveries, duplicate } = t.stream.offer(frame.seq, frame.ordered, payload);
+    if (duplicate) ++this.stats.duplicates;
+    this.#deliver(t, deliveries);
+  }
+
+  #topic(id, name, start) {
+    const t = {
+      id,
+      name,
+      ordered: true,
+      stream: new OrderedStream(start),
+      asked: null, // the outstanding request {from, to}; to may be OPEN_END
+      askedAt: 0, // when it was sent, or its newest frame came
+      attempts: 0, // requests sent for it
+      gapSeen: 0, // when the current gap was first seen; 0 = no gap
+    };
+    this.topics.set(id, t);
+    this.ids.set(name, id);
+    return t;
+  }
+
+  #deliver(t, deliveries) {
+    for (const d of deliveries) {
+      ++this.stats.delivered;
+      this.#emitTopic('message', t.name, new SeqMessage(t.name, t.id, d.seq, t.ordered, d.late, d.payload));
+    }
+    // The request is done once every SEQ it asked for was delivered (or
+    // given up): an empty hold-back set alone says nothing, because a
+    // history request starts with nothing held.
+    if (t.asked && t.stream.next > t.asked.to) {
+      ++this.stats.gapsFilled;
+      const { from, to } = t.asked;
+      t.asked = null;
+      t.attempts = 0;
+      this.#emitTopic('filled', t.name, { topic: t.name, from, to });
+    }
+    if (!t.stream.gap()) t.gapSeen = 0;
+  }
+
+  // Emits on the client and on every subscription whose filter matches.
+  #emitTopic(event, topic, value) {
+    this.emit(event, value);
+    for (const sub of this.subscriptions) {
+      if (topicMatches(sub.filter, topic)) sub.emit(event, value);
+    }
+  }
+
+  #handleStatus(bytes) {
+    let s;
+    try {
+      s = JSON.parse(decoder.decode(bytes));
+    } catch {
+      return;
+    }
+    if (s === null || typeof s !== 'object') return;
+    const ok = s.status === 'ok';
+
+    if (s.from === LOOKUP_FROM && this.lookups.has(s.topic)) {
+      this.#lookupAnswered(s, ok);
+      return;
+    }
+    const t = this.topics.get(s.id);
+    if (!t || !t.asked) return;
+    // A status answers the outstanding request only if it names the same
+    // range: the status of an earlier request can come after its frames
+    // closed it and the timer asked for the next gap; taken as the answer
+    // to the new one, it would give up SEQs that are on their way.
+    if (s.from !== t.asked.from || (t.asked.to !== OPEN_END && s.to !== t.asked.to)) return;
+    if (!ok && s.retry === true) {
+      // busy, unavailable, stopping, internal (PROTOCOL 5.3): the timer
+      // asks again after the backoff; `stopping` says where to go on from.
+      if (Number.isInteger(s.next) && s.next > t.asked.from) t.asked = { from: s.next, to: t.asked.to };
+      return;
+    }
+    if (t.asked.to === OPEN_END && Number.isInteger(s.to ?? s.last)) {
+      // A catch-up learns its end: done if its frames came already.
+      t.asked = { from: t.asked.from, to: s.to ?? s.last };
+      if (t.stream.next > t.asked.to) {
+        this.#deliver(t, []);
+        return;
+      }
+      this.#emitTopic('fetch', t.name, { topic: t.name, from: t.asked.from, to: t.asked.to });
+    }
+    if (ok && s.truncated === true && Number.isInteger(s.next)) {
+      t.asked = { from: s.next, to: t.asked.to };
+      t.askedAt = Date.now();
+      this.#requestRange(t);
+      return;
+    }
+    // Frames come before their status: whatever of the asked range is still
+    // missing now, the relay does not have (or refused to send).
+    const asked = t.asked;
+    const gap = t.stream.gap();
+    t.asked = null;
+    t.attempts = 0;
+    if (asked.to === OPEN_END) return; // an error without a range: nothing to give up
+    let missingTo = asked.to;
+    if (gap && gap.from <= asked.to) missingTo = Math.min(asked.to, gap.to);
+    if (t.stream.next > missingTo) return;
+    let reason = ok ? 'the relay has no such SEQ' : (s.error ?? 'refused');
+    if (ok && Number.isInteger(s.first) && s.first > t.stream.next) reason = `history starts at ${s.first}`;
+    this.#lose(t, t.stream.next, missingTo, reason, ok ? undefined : s);
+  }
+
+  #lookupAnswered(s, ok) {
+    const name = s.topic;
+    const lookup = this.lookups.get(name);
+    if (!ok) {
+      const retry = s.retry ?? !FINAL_ERRORS.has(s.error);
+      if (s.code === 'unknown_topic' || s.error === 'unknown topic') {
+        // Nothing was said yet: the topic starts at its first live frame,
+        // which must be SEQ `start` (1 for history).
+        this.#endLookup(name, { topic: name, first: 1, last: 0 }, lookup.start > 0 ? lookup.start : 0);
+      } else if (!retry || lookup.attempts >= this.maxAttempts) {
+        this.#emitTopic('lost', name, { topic: name, from: 0, to: 0, reason: s.error ?? 'lookup failed', code: s.code });
+        this.#endLookup(name, null, 0);
+      }
+      return; // else the timer asks again
+    }
+    const last = s.last;
+    const first = Number.isInteger(s.first) ? s.first : 1;
+    let start = lookup.start < 0 ? Math.max(1, last + lookup.start + 1) : lookup.start;
+    // PROTOCOL 5.2: what is older than `first` is gone; do not wait for it.
+    if (start < first) start = first;
+    this.lookups.delete(name);
+    let t = this.topics.get(s.id);
+    if (!t) t = this.#topic(s.id, name, start);
+    this.#emitTopic('history', name, { topic: name, first, last, start });
+    if (start <= last) {
+      t.asked = { from: start, to: last };
+      t.askedAt = Date.now();
+      t.attempts = 1;
+      this.#emitTopic('fetch', name, { topic: name, from: start, to: last });
+      this.#requestRange(t);
+    }
+    this.#offerHeld(name);
+  }
+
+  // Ends a lookup without an answer to build on: the topic starts at its
+  // first live frame (held ones included), or at `start` if given.
+  #endLookup(name, history, start) {
+    this.lookups.delete(name);
+    if (start > 0) this.startAt.set(name, start);
+    if (history) this.#emitTopic('history', name, { ...history, start: start || null });
+    this.#offerHeld(name);
+  }
+
+  #offerHeld(name) {
+    const held = this.heldLive.get(name) ?? [];
+    this.heldLive.delete(name);
+    for (const bytes of held) this.#handleFrame(name, bytes, false);
+  }
+
+  #lose(t, from, to, reason, status) {
+    ++this.stats.gapsLost;
+    this.#emitTopic('lost', t.name, { topic: t.name, from, to, reason, code: status?.code, retry: status?.retry });
+    this.#deliver(t, t.stream.giveUp(to));
+  }
+
+  #sendLookup(name) {
+    const lookup = this.lookups.get(name);
+    lookup.sent = Date.now();
+    ++lookup.attempts;
+    this.#request({ topic: name, from: LOOKUP_FROM });
+  }
+
+  #requestRange(t) {
+    const request = { id: t.id, from: t.asked.from };
+    if (t.asked.to !== OPEN_END) request.to = t.asked.to;
+    this.#request(request);
+  }
+
+  #request(body) {
+    ++this.stats.requests;
+    // Offline, mqtt.js queues it; the timer's retry covers a lost one.
+    this.mqtt.publish(this.requestTopic, JSON.stringify(body), { qos: 1 }, () => {});
+  }
+
+  #catchUp() {
+    for (const t of this.topics.values()) {
+      if (t.asked || t.stream.next === 0) continue; // a request is out; its retry covers the rest
+      t.asked = { from: t.stream.next, to: OPEN_END };
+      t.askedAt = Date.now();
+      t.attempts = 1;
+      this.#emitTopic('fetch', t.name, { topic: t.name, from: t.stream.next, to: null });
+      this.#requestRange(t);
+    }
+  }
+
+  #backoff(attempts) {
+    return this.replyTimeout * 2 ** Math.min(attempts - 1, 10);
+  }
+
+  #tick() {
+    if (!this.mqtt.connected) return; // requests wait for the connection; catch-up follows it
+    const now = Date.now();
+    for (const [name, lookup] of this.lookups) {
+      if (lookup.sent === 0 || now - lookup.sent < this.#backoff(lookup.attempts)) continue;
+      if (lookup.attempts >= this.maxAttempts) {
+        this.#emitTopic('lost', name, { topic: name, from: 0, to: 0, reason: 'no reply from the relay to the lookup' });
+        this.#endLookup(name, null, 0);
+      } else {
+        this.#sendLookup(name);
+      }
+    }
+    for (const t of this.topics.values()) {
+      const gap = t.stream.gap();
+      if (t.asked) {
+        if (now - t.askedAt < this.#backoff(t.attempts)) continue;
+        if (t.attempts >= this.maxAttempts) {
+          // An open end never answered gives up only what is known missing.
+          const to = t.asked.to !== OPEN_END ? t.asked.to : gap ? gap.to : t.stream.next - 1;
+          t.asked = null;
+          t.attempts = 0;
+          if (to >= t.stream.next) this.#lose(t, t.stream.next, to, 'no reply from the relay');
+          continue;
+        }
+        ++t.attempts; // no status in time: ask again
+      } else {
+        if (!gap) continue;
+        if (t.gapSeen === 0) t.gapSeen = now;
+        if (now - t.gapSeen < this.gapWait) continue;
+        t.asked = gap;
+        t.attempts = 1;
+        this.#emitTopic('fetch', t.name, { topic: t.name, from: gap.from, to: gap.to });
+      }
+      t.askedAt = now;
+      this.#requestRange(t);
+    }
+  }
+}

@@ -1,0 +1,181 @@
+// The messenger page (clients/messenger) in real headless Chromium (Debian's
+// /usr/bin/chromium, driven by puppeteer-core; no browser download), served
+// by mosquitto itself from the shipped configuration (docker/mosquitto:
+// the WebSocket listener with http_dir, users, the ACL, the relay's replay
+// ACL), with the real relay and MariaDB:
+//  - alice and bob exchange 50 messages; bob's page goes offline, alice
+//    sends 50 more, bob's page comes back and shows 1..100 in order, no
+//    duplicate, the gap filled by retransmit (requests counted on the broker);
+//  - carol joins later and sees the history 1..100;
+//  - a bad frame published by hand on seq/<room> does not break any page;
+//  - a screenshot is written (test-output/messenger.png).
+// $CHROMIUM names another browser binary.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import mqtt from 'mqtt';
+import puppeteer from 'puppeteer-core';
+
+import { REPO, TestServers, waitFor, withLogs } from './servers.js';
+
+const ROOM = 'chat/room1';
+const USERS = { alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw' };
+const OUT = fileURLToPath(new URL('../test-output/', import.meta.url));
+let servers;
+let browser;
+let monitor; // the relay's account on its own listener: sees requests, can publish on seq/
+const requests = []; // retransmit requests seen on the broker: [requester, body]
+
+before(async () => {
+  // The page's vendor/ scripts, from this tree's sources.
+  execFileSync(process.execPath, [fileURLToPath(new URL('../scripts/bundle.js', import.meta.url)),
+    '--copy-to', `${REPO}/clients/messenger/vendor`]);
+  servers = await TestServers.start({
+    shipped: {
+      httpDir: `${REPO}/clients/messenger`,
+      users: USERS,
+      // As the shipped acl's comment says: one block per user, like alice's.
+      extraAcl: ['bob', 'carol'].map((u) => `user ${u}\ntopic write chat/#\ntopic read seq/chat/#\n`).join('\n'),
+    },
+  });
+  monitor = await mqtt.connectAsync(`mqtt://127.0.0.1:${servers.relayPort}`, {
+    username: 'seqrelay', password: 'relay-secret', clientId: 'test-monitor',
+  });
+  monitor.on('message', (topic, payload) => requests.push([topic.split('/').pop(), JSON.parse(payload)]));
+  await monitor.subscribeAsync('relay/retransmit/#', { qos: 1 });
+  browser = await puppeteer.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await monitor?.endAsync(true);
+  await servers?.stop();
+});
+
+async function openMessenger(user) {
+  const page = await browser.newPage();
+  await page.setViewport({ width: 760, height: 640 });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.errors = errors;
+  await page.goto(`http://127.0.0.1:${servers.wsPort}/index.html?user=${user}&room=${ROOM}`);
+  await page.type('#password', USERS[user]);
+  await page.click('#signin button');
+  await page.waitForFunction(() => document.getElementById('status').textContent === 'online', { timeout: 10000, polling: 50 });
+  return page;
+}
+
+// What the page shows: the SEQ of every message, in screen order, and their texts.
+const shown = (page) =>
+  page.$$eval('#messages li', (items) => items.map((li) => ({ seq: Number(li.dataset.seq), text: li.textContent })));
+
+async function waitShown(page, count, timeout = 20000) {
+  try {
+    await page.waitForFunction((n) => document.querySelectorAll('#messages li').length >= n, { timeout, polling: 50 }, count);
+  } catch (error) {
+    const state = await page.evaluate(() => ({
+      user: window.messenger.user,
+      stats: window.messenger.seq.stats,
+      shown: [...document.querySelectorAll('#messages li')].map((li) => Number(li.dataset.seq)),
+      notice: document.getElementById('notice').textContent,
+      status: document.getElementById('status').textContent,
+    }));
+    error.message += `: waiting for ${count} messages, the page has ${JSON.stringify(state)}`;
+    throw error;
+  }
+}
+
+async function send(page, text) {
+  await page.evaluate((t) => {
+    document.getElementById('text').value = t;
+    document.getElementById('send').requestSubmit();
+  }, text);
+}
+
+const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+test('the messenger in Chromium: in order, offline and back, history, a bad frame', withLogs(() => servers, async () => {
+  const alice = await openMessenger('alice');
+  const bob = await openMessenger('bob');
+  const notices = []; // every text bob's page shows in its notice line
+  await bob.exposeFunction('recordNotice', (text) => notices.push(text));
+  await bob.evaluate(() => {
+    new MutationObserver(() => window.recordNotice(document.getElementById('notice').textContent))
+      .observe(document.getElementById('notice'), { childList: true, characterData: true, subtree: true });
+  });
+
+  // 50 messages both ways, in turns.
+  for (let i = 1; i <= 50; ++i) await send(i % 2 ? alice : bob, `hello ${i}`);
+  await waitShown(alice, 50);
+  await waitShown(bob, 50);
+  for (const page of [alice, bob]) {
+    const list = await shown(page);
+    assert.deepEqual(list.map((m) => m.seq), range(1, 50));
+    assert.ok(list[0].text.startsWith('#1'), `the SEQ is visible: ${list[0].text}`);
+  }
+
+  // Bob's page loses the network; mqtt.js notices at once (the socket closes).
+  const bobRequestsBefore = requests.filter(([who]) => who === 'bob').length;
+  const cdp = await bob.createCDPSession();
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', { offline: true, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+  await bob.evaluate(() => window.messenger.seq.mqtt.stream.destroy()); // the drop itself: the socket is gone
+  await bob.waitForFunction(() => document.getElementById('status').textContent.startsWith('offline'), { timeout: 10000, polling: 50 });
+  for (let i = 51; i <= 100; ++i) await send(alice, `while bob is away ${i}`);
+  await waitShown(alice, 100);
+  await waitFor(() => servers.sql(`SELECT COUNT(*) FROM seqrelay.MSG WHERE ID = '${ROOM}'`).trim() === '100', '100 rows');
+  assert.equal((await shown(bob)).length, 50, 'nothing reaches an offline page');
+
+  // Back online: the page reconnects and fetches what it missed.
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+  await waitShown(bob, 100);
+  const bobList = await shown(bob);
+  assert.deepEqual(bobList.map((m) => m.seq), range(1, 100), 'in SEQ order, no duplicate, no gap');
+  const stats = await bob.evaluate(() => window.messenger.seq.stats);
+  const bobRequests = requests.filter(([who]) => who === 'bob').slice(bobRequestsBefore);
+  assert.ok(bobRequests.length >= 1, 'the gap was asked for');
+  assert.deepEqual(bobRequests[0][1], { id: bobRequests[0][1].id, from: 51 }, 'from the first missed SEQ');
+  assert.equal(stats.requests, bobRequestsBefore + bobRequests.length, 'the page counts the requests the broker saw');
+  assert.ok(notices.some((n) => n.startsWith('fetching')), `the page said it was fetching: ${JSON.stringify(notices)}`);
+  const bobEvents = await bob.evaluate(() => window.messenger.events);
+  assert.deepEqual(bobEvents.filter((e) => e.kind !== 'history').map((e) => [e.kind, e.from]), [['fetch', 51], ['filled', 51]]);
+  await bob.waitForFunction(() => document.getElementById('notice').textContent === '', { timeout: 5000, polling: 50 })
+    .catch(async (e) => { throw new Error(`${e.message}: notices ${JSON.stringify(notices)}, events ${JSON.stringify(await bob.evaluate(() => window.messenger.events))}`); });
+
+  // Carol joins later: the history, 1..100.
+  const carol = await openMessenger('carol');
+  await waitShown(carol, 100);
+  assert.deepEqual((await shown(carol)).map((m) => m.seq), range(1, 100));
+  assert.ok((await shown(carol))[99].text.includes('while bob is away 100'));
+  const carolEvents = await carol.evaluate(() => window.messenger.events);
+  assert.deepEqual(carolEvents.map(({ kind, from, to }) => [kind, from, to]).slice(0, 3),
+    [['history', undefined, undefined], ['fetch', 1, 100], ['filled', 1, 100]], 'the page fetched 100 messages of history');
+  assert.equal(await carol.$eval('#notice', (e) => e.textContent), '');
+
+  // A bad frame by hand on seq/<room> (with the relay's rights: users may not write there).
+  await monitor.publishAsync(`seq/${ROOM}`, Buffer.from('not a frame'), { qos: 1 });
+  await monitor.publishAsync(`seq/${ROOM}`, Buffer.from('00000001000000000002', 'hex'), { qos: 1 });
+  for (const page of [alice, bob, carol]) {
+    await page.waitForFunction(() => window.messenger.seq.stats.badFrames === 2, { timeout: 5000, polling: 50 });
+  }
+  await send(carol, 'still working');
+  for (const page of [alice, bob, carol]) {
+    await waitShown(page, 101);
+    const list = await shown(page);
+    assert.deepEqual(list.map((m) => m.seq), range(1, 101));
+    assert.deepEqual(page.errors, [], 'no uncaught error in the page');
+  }
+
+  mkdirSync(OUT, { recursive: true });
+  await bob.evaluate(() => {
+    const list = document.getElementById('messages');
+    list.scrollTop = list.scrollHeight;
+  });
+  await bob.screenshot({ path: `${OUT}/messenger.png` });
+}));

@@ -1,0 +1,150 @@
+// OrderedStream against the C++ client's tables
+// (tests/unit/ordered_stream_test.cc, shared as
+// clients/testdata/ordered_stream_cases.json) and the same randomized
+// exactly-once property.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+import { OrderedStream } from '../src/ordered_stream.js';
+
+const repo = fileURLToPath(new URL('../../../', import.meta.url));
+const cases = JSON.parse(readFileSync(`${repo}/clients/testdata/ordered_stream_cases.json`, 'utf8'));
+
+// Every frame offered carries "p<seq>", so a wrong payload shows as a mismatch.
+const payloadOf = (seq) => `p${seq}`;
+const gapText = (gap) => (gap ? `${gap.from}..${gap.to}` : 'none');
+function outs(deliveries) {
+  return deliveries.map((d) => {
+    assert.equal(d.payload, payloadOf(d.seq), `payload of SEQ ${d.seq}`);
+    return [d.seq, d.late];
+  });
+}
+
+test('offer table', () => {
+  for (const c of cases.offer) {
+    const s = new OrderedStream(c.start);
+    c.steps.forEach((step, i) => {
+      const where = `${c.rule}, step ${i}: offer(${step.seq})`;
+      const { deliveries, duplicate } = s.offer(step.seq, c.ordered, payloadOf(step.seq));
+      assert.deepEqual(outs(deliveries), step.want, where);
+      assert.equal(duplicate, step.duplicate, where);
+      assert.equal(s.next, step.next, where);
+      assert.equal(gapText(s.gap()), step.gap, where);
+    });
+    assert.equal(s.lastDelivered, c.last_delivered, c.rule);
+  }
+});
+
+test('give-up table', () => {
+  for (const c of cases.give_up) {
+    const s = new OrderedStream(c.start);
+    for (const seq of c.offers) s.offer(seq, c.ordered, payloadOf(seq));
+    assert.deepEqual(outs(s.giveUp(c.to)), c.want, c.rule);
+    assert.equal(s.next, c.next, c.rule);
+    assert.equal(gapText(s.gap()), c.gap, c.rule);
+    assert.equal(s.lastDelivered, c.last_delivered, c.rule);
+  }
+});
+
+test('a duplicate of a held frame keeps the first payload', () => {
+  const s = new OrderedStream(1);
+  assert.equal(s.offer(2, true, 'first').duplicate, false);
+  assert.equal(s.offer(2, true, 'second').duplicate, true);
+  assert.deepEqual(
+    s.offer(1, true, 'one').deliveries.map((d) => [d.seq, d.payload]),
+    [[1, 'one'], [2, 'first']],
+  );
+});
+
+test('a given-up frame arriving later is a duplicate', () => {
+  for (const ordered of [true, false]) {
+    const s = new OrderedStream();
+    s.offer(1, ordered, payloadOf(1));
+    s.offer(5, ordered, payloadOf(5));
+    s.giveUp(4);
+    assert.equal(s.next, 6);
+    const { deliveries, duplicate } = s.offer(3, ordered, payloadOf(3));
+    assert.deepEqual(deliveries, []);
+    assert.equal(duplicate, true);
+  }
+});
+
+// mulberry32: a small seeded generator, so a failure replays exactly.
+function random(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+// SEQ 1..last shuffled, about 10% of them twice.
+function shuffledWithDuplicates(seed, last) {
+  const rng = random(seed);
+  const seqs = [];
+  let extra = 0;
+  for (let seq = 1; seq <= last; ++seq) {
+    seqs.push(seq);
+    if (rng() < 0.1) {
+      seqs.push(seq);
+      ++extra;
+    }
+  }
+  for (let i = seqs.length - 1; i > 0; --i) {
+    const j = Math.floor(rng() * (i + 1));
+    [seqs[i], seqs[j]] = [seqs[j], seqs[i]];
+  }
+  return { seqs, extra };
+}
+
+const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+test('random order, ordered topic: 1..last exactly once, in order', () => {
+  for (const seed of [1, 2, 42, 1234, 987654321]) {
+    const { seqs, extra } = shuffledWithDuplicates(seed, 500);
+    assert.ok(extra > 0);
+    const s = new OrderedStream(1);
+    const delivered = [];
+    let duplicates = 0;
+    for (const seq of seqs) {
+      const r = s.offer(seq, true, payloadOf(seq));
+      for (const d of r.deliveries) {
+        assert.equal(d.late, false, 'ordered deliveries are never late');
+        delivered.push(d.seq);
+      }
+      if (r.duplicate) ++duplicates;
+    }
+    assert.deepEqual(delivered, range(1, 500), `seed ${seed}`);
+    assert.equal(duplicates, extra);
+    assert.equal(s.next, 501);
+    assert.equal(s.gap(), null);
+  }
+});
+
+test('random order, immediate topic: every SEQ exactly once, late exactly when a higher one was shown', () => {
+  for (const seed of [1, 2, 42, 1234, 987654321]) {
+    const { seqs, extra } = shuffledWithDuplicates(seed, 500);
+    const s = new OrderedStream(1);
+    const delivered = [];
+    let duplicates = 0;
+    let highest = 0;
+    for (const seq of seqs) {
+      const r = s.offer(seq, false, payloadOf(seq));
+      for (const d of r.deliveries) {
+        assert.equal(d.late, d.seq < highest, `SEQ ${d.seq}`);
+        highest = Math.max(highest, d.seq);
+        delivered.push(d.seq);
+      }
+      if (r.duplicate) ++duplicates;
+    }
+    assert.deepEqual([...delivered].sort((a, b) => a - b), range(1, 500), `seed ${seed}`);
+    assert.equal(duplicates, extra);
+    assert.equal(s.next, 501);
+    assert.equal(s.gap(), null);
+  }
+});

@@ -1,0 +1,184 @@
+// SeqClient against a scripted relay: statuses the relay in this tree does
+// not send yet (PROTOCOL 5.2 `first`, 5.3 `code`/`retry`/`next`), and
+// timeouts, driven through a stand-in for the mqtt.js client. What the real
+// relay sends is tested in client.test.js.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+
+import { encodeFrame, MAX_SEQ, SeqClient } from '../src/index.js';
+import { waitFor } from './servers.js';
+
+// The part of mqtt.js's MqttClient that SeqClient uses; records requests.
+class FakeMqtt extends EventEmitter {
+  constructor() {
+    super();
+    this.connected = true;
+    this.options = { clientId: 'r1' };
+    this.requests = [];
+    this.subscriptions = [];
+  }
+  subscribe(topic) {
+    this.subscriptions.push(topic);
+  }
+  unsubscribe() {}
+  publish(topic, payload, options, callback) {
+    assert.equal(topic, 'relay/retransmit/r1');
+    this.requests.push(JSON.parse(payload));
+    callback?.();
+  }
+  // The relay's side.
+  frame(topic, seq, text = `m${seq}`, id = 7) {
+    this.emit('message', topic, Buffer.from(encodeFrame({ topicId: id, seq }, text)));
+  }
+  status(body) {
+    this.emit('message', 'relay/replay/r1/status', Buffer.from(JSON.stringify(body)));
+  }
+}
+
+function setup(t, options = {}) {
+  const mqtt = new FakeMqtt();
+  const seq = new SeqClient(mqtt, { replyTimeout: 40, gapWait: 10, ...options });
+  t.after(() => seq.close());
+  const events = [];
+  for (const e of ['history', 'fetch', 'filled', 'lost']) seq.on(e, (v) => events.push([e, v]));
+  const seen = [];
+  seq.on('message', (m) => seen.push(m.seq));
+  return { mqtt, seq, events, seen };
+}
+
+const lookup = (topic) => ({ topic, from: MAX_SEQ });
+const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+test('subscribes to the replies before asking, and looks a topic up before its history', (t) => {
+  const { mqtt } = setup(t);
+  assert.deepEqual(mqtt.subscriptions, ['relay/replay/r1/#']);
+  const sub = mqtt.subscriptions.length;
+  new SeqClient(mqtt, {}).subscribe('chat/a', { history: true });
+  assert.deepEqual(mqtt.subscriptions.slice(sub), ['relay/replay/r1/#', 'seq/chat/a']);
+  assert.deepEqual(mqtt.requests, [lookup('chat/a')]);
+});
+
+test('history starts at `first` when older messages are gone (PROTOCOL 5.2)', (t) => {
+  const { mqtt, seq, events, seen } = setup(t);
+  seq.subscribe('chat/a', { history: true });
+  mqtt.status({ ...lookup('chat/a'), id: 7, to: MAX_SEQ, sent: 0, last: 30, first: 21, status: 'ok' });
+  assert.deepEqual(events[0], ['history', { topic: 'chat/a', first: 21, last: 30, start: 21 }]);
+  assert.deepEqual(mqtt.requests[1], { id: 7, from: 21, to: 30 });
+  for (const s of range(21, 30)) mqtt.frame('relay/replay/r1', s);
+  assert.deepEqual(seen, range(21, 30));
+  assert.deepEqual(events.at(-1), ['filled', { topic: 'chat/a', from: 21, to: 30 }]);
+});
+
+test('a reply whose `first` passed the gap gives the gone SEQs up at once, saying where history starts', (t) => {
+  const { mqtt, seq, events, seen } = setup(t);
+  seq.subscribe('chat/a', { from: 5 });
+  mqtt.status({ ...lookup('chat/a'), id: 7, to: MAX_SEQ, sent: 0, last: 10, first: 1, status: 'ok' });
+  assert.deepEqual(mqtt.requests[1], { id: 7, from: 5, to: 10 });
+  for (const s of [8, 9, 10]) mqtt.frame('relay/replay/r1', s);
+  assert.deepEqual(seen, []);
+  mqtt.status({ topic: 'chat/a', id: 7, from: 5, to: 10, sent: 3, last: 10, first: 8, status: 'ok' });
+  assert.deepEqual(events.find(([e]) => e === 'lost')[1], {
+    topic: 'chat/a', from: 5, to: 7, reason: 'history starts at 8', code: undefined, retry: undefined,
+  });
+  assert.deepEqual(seen, [8, 9, 10]);
+});
+
+test('an error with retry: true is asked again after the backoff, not given up', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t);
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.frame('seq/chat/a', 4);
+  await waitFor(() => mqtt.requests.length === 1, 'the gap request');
+  assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 3 });
+  mqtt.status({ id: 7, from: 2, to: 3, status: 'error', error: 'too many requests', code: 'busy', retry: true });
+  assert.equal(events.some(([e]) => e === 'lost'), false);
+  await waitFor(() => mqtt.requests.length === 2, 'the retry');
+  assert.deepEqual(mqtt.requests[1], { id: 7, from: 2, to: 3 });
+  mqtt.frame('relay/replay/r1', 2);
+  mqtt.frame('relay/replay/r1', 3);
+  assert.deepEqual(seen, [1, 2, 3, 4]);
+});
+
+test('`stopping` with `next`: the retry asks from next', async (t) => {
+  const { mqtt, seq, seen } = setup(t);
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.frame('seq/chat/a', 10);
+  await waitFor(() => mqtt.requests.length === 1, 'the gap request');
+  for (const s of [2, 3, 4]) mqtt.frame('relay/replay/r1', s);
+  mqtt.status({ id: 7, from: 2, to: 9, status: 'error', error: 'relay stopping', code: 'stopping', retry: true, next: 5 });
+  await waitFor(() => mqtt.requests.length === 2, 'the retry');
+  assert.deepEqual(mqtt.requests[1], { id: 7, from: 5, to: 9 });
+  for (const s of range(5, 9)) mqtt.frame('relay/replay/r1', s);
+  assert.deepEqual(seen, range(1, 10));
+});
+
+test('an error with retry: false gives the range up at once, with its code', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 60000 });
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.frame('seq/chat/a', 3);
+  await waitFor(() => mqtt.requests.length === 1, 'the gap request');
+  mqtt.status({ id: 7, from: 2, to: 2, status: 'error', error: 'forbidden', code: 'forbidden', retry: false });
+  assert.deepEqual(events.find(([e]) => e === 'lost')[1], {
+    topic: 'chat/a', from: 2, to: 2, reason: 'forbidden', code: 'forbidden', retry: false,
+  });
+  assert.deepEqual(seen, [1, 3]);
+});
+
+test('a status for another range is not taken as the answer', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t);
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.frame('seq/chat/a', 5);
+  await waitFor(() => mqtt.requests.length === 1, 'the gap request');
+  mqtt.status({ id: 7, from: 2, to: 3, sent: 0, last: 5, status: 'ok' }); // an older request's
+  assert.equal(events.some(([e]) => e === 'lost'), false);
+  for (const s of [2, 3, 4]) mqtt.frame('relay/replay/r1', s);
+  assert.deepEqual(seen, range(1, 5));
+});
+
+test('no reply at all: asked maxAttempts times with backoff, then reported lost; delivery goes on', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 20, maxAttempts: 3 });
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.frame('seq/chat/a', 3);
+  const start = Date.now();
+  await waitFor(() => events.some(([e]) => e === 'lost'), 'the give-up', 5000);
+  // 20 + 40 + 80 ms of backoff after the first request.
+  assert.ok(Date.now() - start >= 140, `gave up after ${Date.now() - start} ms`);
+  assert.equal(mqtt.requests.length, 3);
+  assert.deepEqual(events.find(([e]) => e === 'lost')[1].reason, 'no reply from the relay');
+  assert.deepEqual(seen, [1, 3]);
+  mqtt.frame('seq/chat/a', 4);
+  assert.deepEqual(seen, [1, 3, 4]);
+});
+
+test('a catch-up never answered gives nothing up and the stream goes on', async (t) => {
+  const { mqtt, seq, seen } = setup(t, { replyTimeout: 10, maxAttempts: 2 });
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.emit('connect'); // a reconnect: asks from 2 to the newest
+  assert.deepEqual(mqtt.requests.at(-1), { id: 7, from: 2 });
+  await waitFor(() => !seq.topics.get(7).asked, 'the give-up', 5000);
+  mqtt.frame('seq/chat/a', 2);
+  assert.deepEqual(seen, [1, 2]);
+});
+
+test('a lookup refused for good (v1 error text) starts the topic at its first live frame', (t) => {
+  const { mqtt, seq, events, seen } = setup(t);
+  seq.subscribe('chat/a', { history: true });
+  mqtt.frame('seq/chat/a', 6); // held while the lookup is out
+  mqtt.status({ ...lookup('chat/a'), status: 'error', error: 'forbidden' });
+  assert.equal(events[0][0], 'lost');
+  assert.equal(events[0][1].reason, 'forbidden');
+  assert.deepEqual(seen, [6]);
+});
+
+test('a status that is not JSON, or not an object, is ignored', (t) => {
+  const { mqtt } = setup(t);
+  mqtt.emit('message', 'relay/replay/r1/status', Buffer.from('{not json'));
+  mqtt.emit('message', 'relay/replay/r1/status', Buffer.from('null'));
+  mqtt.emit('message', 'relay/replay/r1/status', Buffer.from('[1]'));
+});

@@ -1,0 +1,123 @@
+// The paper's collaborative messenger as a page, on the seqrelay JavaScript
+// client (vendor/seqrelay.js, global `seqrelay`) and mqtt.js (global `mqtt`).
+// The page joins a room (a raw topic), shows its history from SEQ 1, then
+// every message in SEQ order with its SEQ, and says when it is fetching
+// messages it missed. It connects back to the server that served it: the
+// broker's WebSocket listener.
+//
+// A message is JSON {"user": ..., "text": ...}; the user name in it is what
+// the sender typed (the broker checks who may write to the room, not what
+// they write). Anything else is shown as text.
+'use strict';
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const params = new URLSearchParams(location.search);
+  // events: what the client reported (fetch, filled, lost, history), in order.
+  const state = { seq: null, room: null, user: null, shown: new Set(), fetching: null, events: [] };
+  // For tests and the curious: the client, and what the page showed.
+  window.messenger = state;
+
+  function setStatus(text, kind) {
+    $('status').textContent = text;
+    $('status').className = kind;
+  }
+
+  function showStats() {
+    const s = state.seq.stats;
+    $('stats').textContent = `${s.delivered} delivered · ${s.duplicates} duplicates dropped · ` +
+      `${s.requests} retransmit requests · ${s.badFrames} bad frames ignored`;
+    $('count').textContent = `${state.shown.size} messages`;
+  }
+
+  function notice(text) {
+    $('notice').textContent = text;
+  }
+
+  function show(m) {
+    let user = '?';
+    let text = m.text;
+    try {
+      const body = JSON.parse(m.text);
+      if (body && typeof body.user === 'string' && typeof body.text === 'string') ({ user, text } = body);
+    } catch {
+      // not JSON: shown as it is
+    }
+    const li = document.createElement('li');
+    li.dataset.seq = String(m.seq);
+    if (user === state.user) li.className = 'mine';
+    const seq = document.createElement('span');
+    seq.className = 'seq';
+    seq.textContent = `#${m.seq}`;
+    const who = document.createElement('span');
+    who.className = 'user';
+    who.textContent = user;
+    li.append(seq, who, document.createTextNode(text));
+    const list = $('messages');
+    const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
+    list.append(li);
+    if (atBottom) list.scrollTop = list.scrollHeight;
+    state.shown.add(m.seq);
+  }
+
+  function join(user, password, room) {
+    state.user = user;
+    state.room = room;
+    $('signin').hidden = true;
+    $('chat').hidden = false;
+    $('me').textContent = user;
+    $('where').textContent = room;
+    const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/`;
+    // The shipped broker names each connection after its user
+    // (use_username_as_clientid), so the replies come on relay/replay/<user>.
+    const seq = seqrelay.connect(url, {
+      username: user,
+      password: password || undefined,
+      clientId: user,
+      reconnectPeriod: 1000,
+      connectTimeout: 5000,
+    });
+    state.seq = seq;
+    seq.mqtt.on('connect', () => setStatus('online', 'online'));
+    seq.mqtt.on('offline', () => setStatus('offline, reconnecting', 'offline'));
+    seq.mqtt.on('error', (e) => setStatus(`error: ${e.message}`, 'offline'));
+    const sub = seq.subscribe(room, { history: true });
+    sub.on('message', (m) => {
+      show(m);
+      showStats();
+    });
+    for (const kind of ['fetch', 'filled', 'lost', 'history']) sub.on(kind, (e) => state.events.push({ kind, ...e }));
+    sub.on('fetch', (e) => {
+      state.fetching = e;
+      notice(e.to === null ? 'fetching missed messages…' : `fetching ${e.to - e.from + 1} missed messages…`);
+    });
+    sub.on('filled', () => {
+      state.fetching = null;
+      notice('');
+    });
+    sub.on('history', (e) => {
+      if (e.first > 1) notice(`history starts at #${e.first}`);
+    });
+    sub.on('lost', (e) => {
+      notice(e.from ? `#${e.from}..#${e.to} could not be fetched (${e.reason})` : `history unavailable (${e.reason})`);
+    });
+    seq.on('badframe', showStats);
+    const timer = setInterval(showStats, 1000);
+    window.addEventListener('pagehide', () => clearInterval(timer));
+  }
+
+  $('signin').addEventListener('submit', (e) => {
+    e.preventDefault();
+    join($('user').value.trim(), $('password').value, $('room').value.trim());
+  });
+  $('send').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const text = $('text').value;
+    if (!text || !state.seq) return;
+    state.seq.publish(state.room, JSON.stringify({ user: state.user, text })).catch((err) => notice(`not sent: ${err.message}`));
+    $('text').value = '';
+  });
+  // ?user=alice&room=chat/room1 prefills the form.
+  if (params.get('user')) $('user').value = params.get('user');
+  if (params.get('room')) $('room').value = params.get('room');
+})();

@@ -1,0 +1,561 @@
+"""SeqClient: the seqrelay client module on paho-mqtt.
+
+The Python twin of tools/client/seq_client.{h,cc} and clients/js: it
+subscribes to <seq-prefix>/<filter>, decodes every frame, keeps one
+OrderedStream per topic id (in SEQ order, exactly once, duplicates dropped)
+and asks <control-prefix>/retransmit/<requester> for what is missing: a gap
+after `gap_wait`, with retries and backoff; a truncated reply from its
+`next`; a topic's history on join; everything after the last SEQ delivered
+after a reconnect. v1.1 statuses (`first`, `code`, `retry`, `next`) are
+understood when present.
+
+    with SeqClient(port=1883, client_id="alice") as client:
+        for m in client.subscribe("chat/room1", history=True):
+            print(m.seq, m.text)
+
+Threads: paho's network thread and the client's timer thread call into the
+client; one lock (self._lock) guards all its state. Callbacks (on_message,
+on_lost, ...) run on those threads, one at a time, in delivery order, with
+the lock held: they must not call close(). A callback that raises is
+counted (stats.listener_errors) and logged; the stream goes on. Bad frames
+are counted (stats.bad_frames) and reported to on_bad_frame, never
+delivered.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import paho.mqtt.client as paho
+
+from .frame import MAX_SEQ, FrameError, decode_frame
+from .ordered_stream import Delivery, OrderedStream
+
+log = logging.getLogger("seqrelay_client")
+
+# A lookup asks from the highest SEQ there can be: no frames, and the status
+# says the topic's id and newest SEQ.
+LOOKUP_FROM = MAX_SEQ
+# The `to` of an open-ended request, until its status names the newest SEQ.
+OPEN_END = None
+TICK = 0.025
+# v1 relays send no `code`: these error texts mean the request can never succeed.
+FINAL_ERRORS = {"unknown topic", "unknown id", "forbidden"}
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str  # the raw topic T (without the seq/ prefix)
+    topic_id: int
+    seq: int
+    ordered: bool
+    late: bool  # immediate topics: filled a gap after later frames were shown
+    payload: bytes
+
+    @property
+    def text(self) -> str:
+        return self.payload.decode("utf-8", errors="replace")
+
+
+@dataclass
+class Stats:
+    delivered: int = 0
+    duplicates: int = 0
+    requests: int = 0  # retransmit and lookup requests sent
+    gaps_filled: int = 0
+    gaps_lost: int = 0  # ranges given up (reported to on_lost)
+    bad_frames: int = 0
+    listener_errors: int = 0
+
+
+@dataclass
+class _Topic:
+    id: int
+    name: str
+    stream: OrderedStream
+    ordered: bool = True
+    asked: Optional[list] = None  # the outstanding request [from, to]; to may be OPEN_END
+    asked_at: float = 0.0  # when sent, or when its newest frame came
+    attempts: int = 0
+    gap_seen: float = 0.0  # when the current gap was first seen; 0 = no gap
+
+
+@dataclass
+class _Lookup:
+    start: int  # first SEQ wanted; -N = the last N
+    sent: float = 0.0
+    attempts: int = 0
+
+
+def _no_delay(client: paho.Client) -> None:
+    """Nagle's algorithm off, as the C++ client does (MOSQ_OPT_TCP_NODELAY): with it, a small
+    publish can wait for the delayed ACK of the previous one, tens of milliseconds."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def topic_matches(filter_: str, topic: str) -> bool:
+    """MQTT topic filter matching: '+' one level, '#' the rest."""
+    f, t = filter_.split("/"), topic.split("/")
+    for i, part in enumerate(f):
+        if part == "#":
+            return True
+        if i >= len(t) or (part != "+" and part != t[i]):
+            return False
+    return len(f) == len(t)
+
+
+class Subscription:
+    """One subscribe(): iterate it (blocking) or give it an on_message callback."""
+
+    def __init__(self, client: "SeqClient", filter_: str, on_message: Optional[Callable[[Message], None]]):
+        self.filter = filter_
+        self.on_message = on_message
+        self._client = client
+        self._queue: "queue.Queue[Optional[Message]]" = queue.Queue()
+        self.closed = False
+
+    def _deliver(self, message: Message) -> None:
+        if self.on_message is not None:
+            self.on_message(message)
+        else:
+            self._queue.put(message)
+
+    def get(self, timeout: Optional[float] = None) -> Message:
+        """The next message; queue.Empty after `timeout` seconds; StopIteration once unsubscribed."""
+        item = self._queue.get(timeout=timeout)
+        if item is None:
+            self._queue.put(None)  # other readers stop too
+            raise StopIteration
+        return item
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Message:
+        return self.get()
+
+    def unsubscribe(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._client._unsubscribe(self)
+            self._queue.put(None)
+
+
+class SeqClient:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        client_id: str = "",
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        requester: Optional[str] = None,
+        seq_prefix: str = "seq",
+        control_prefix: str = "relay",
+        qos: int = 1,
+        gap_wait: float = 0.2,
+        reply_timeout: float = 2.0,
+        max_attempts: int = 5,
+        on_lost: Optional[Callable[[dict], None]] = None,
+        on_fetch: Optional[Callable[[dict], None]] = None,
+        on_history: Optional[Callable[[dict], None]] = None,
+        on_bad_frame: Optional[Callable[[dict], None]] = None,
+        drop_live_frame: Optional[Callable[[str, int], bool]] = None,
+        connect: bool = True,
+        transport: str = "tcp",
+    ) -> None:
+        """Connects (unless connect=False; then call connect()). The requester (whose replies
+        these are) defaults to client_id, else username: with the shipped broker configuration
+        (use_username_as_clientid) the username is the client id."""
+        self.requester = requester or client_id or username
+        if not self.requester:
+            raise ValueError("give a client_id, username or requester: it names the retransmit topics")
+        if "+" in self.requester or "#" in self.requester:
+            raise ValueError(f"requester {self.requester!r} holds a wildcard")
+        self.host, self.port = host, port
+        self.seq_prefix, self.control_prefix, self.qos = seq_prefix, control_prefix, qos
+        self.gap_wait, self.reply_timeout, self.max_attempts = gap_wait, reply_timeout, max_attempts
+        self.on_lost, self.on_fetch, self.on_history, self.on_bad_frame = on_lost, on_fetch, on_history, on_bad_frame
+        self.drop_live_frame = drop_live_frame  # test hook: live frames it returns True for are dropped
+        self.request_topic = f"{control_prefix}/retransmit/{self.requester}"
+        self.reply_topic = f"{control_prefix}/replay/{self.requester}"
+        self.stats = Stats()
+
+        self._lock = threading.RLock()
+        self._topics: Dict[int, _Topic] = {}  # topic id -> state
+        self._ids: Dict[str, int] = {}  # topic name -> id
+        self._lookups: Dict[str, _Lookup] = {}
+        self._held_live: Dict[str, List[bytes]] = {}  # live frames of topics being looked up
+        self._start_at: Dict[str, int] = {}  # topics the relay had no message of yet -> first SEQ wanted
+        self._subscriptions: List[Subscription] = []
+        self._connects = 0
+        self._connected = threading.Event()
+        self._connack: Optional[int] = None
+        self._closed = False
+
+        kwargs = {"client_id": client_id, "clean_session": True, "transport": transport}
+        if hasattr(paho, "CallbackAPIVersion"):  # paho-mqtt 2
+            kwargs["callback_api_version"] = paho.CallbackAPIVersion.VERSION1
+        self.mqtt = paho.Client(**kwargs)
+        if username is not None:
+            self.mqtt.username_pw_set(username, password)
+        self.mqtt.reconnect_delay_set(1, 30)
+        self.mqtt.on_connect = self._on_connect
+        self.mqtt.on_disconnect = lambda *_: self._connected.clear()
+        self.mqtt.on_message = self._on_message
+        self._timer = threading.Thread(target=self._tick_loop, name="seqrelay-timer", daemon=True)
+        if connect:
+            self.connect()
+
+    # ---- lifecycle --------------------------------------------------------------
+
+    def connect(self, timeout: float = 10.0) -> None:
+        """Connects and waits for the CONNACK; ConnectionError if refused or unanswered."""
+        self.mqtt.connect(self.host, self.port, keepalive=30)
+        self.mqtt.loop_start()
+        if not self._connected.wait(timeout):
+            self.close()
+            raise ConnectionError(
+                f"no CONNACK from {self.host}:{self.port}"
+                + (f": {paho.connack_string(self._connack)}" if self._connack else "")
+            )
+        self._timer.start()
+
+    def close(self) -> None:
+        """Disconnects; iterators end. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            subs = list(self._subscriptions)
+        for sub in subs:
+            sub.closed = True
+            sub._queue.put(None)
+        self.mqtt.disconnect()
+        self.mqtt.loop_stop()
+        if self._timer.is_alive():
+            self._timer.join()
+
+    def __enter__(self) -> "SeqClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- API ----------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        filter_: str,
+        history: bool = False,
+        from_seq: Optional[int] = None,
+        last: Optional[int] = None,
+        on_message: Optional[Callable[[Message], None]] = None,
+    ) -> Subscription:
+        """Subscribes to seq/<filter_>. history=True reads from SEQ 1 first, from_seq=N resumes
+        at N, last=N starts N back; those need a topic without wildcards. Without on_message,
+        iterate the returned Subscription."""
+        start: Optional[int] = None
+        if from_seq is not None:
+            if from_seq < 1:
+                raise ValueError("from_seq is a SEQ >= 1")
+            start = from_seq
+        elif last is not None:
+            if last < 1:
+                raise ValueError("last is a count >= 1")
+            start = -last
+        elif history:
+            start = 1
+        if start is not None and ("+" in filter_ or "#" in filter_):
+            raise ValueError(f"history and resume need a topic without '+' or '#': {filter_!r}")
+        sub = Subscription(self, filter_, on_message)
+        with self._lock:
+            if start is not None:
+                # Before the SUBSCRIBE: a live frame that came first would start the stream there.
+                self._lookups[filter_] = _Lookup(start)
+            self._subscriptions.append(sub)
+            if self._connected.is_set():
+                self.mqtt.subscribe(f"{self.seq_prefix}/{filter_}", self.qos)
+                if start is not None:
+                    self._send_lookup(filter_)
+        return sub
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> paho.MQTTMessageInfo:
+        """Publishes a raw message for the relay to sequence."""
+        return self.mqtt.publish(topic, payload, qos)
+
+    def position(self, topic: str) -> int:
+        """The last SEQ delivered or given up of `topic` (0 = none): resume with from_seq=position+1."""
+        with self._lock:
+            tid = self._ids.get(topic)
+            return max(0, self._topics[tid].stream.next - 1) if tid is not None else 0
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subscriptions:
+                self._subscriptions.remove(sub)
+            if not any(s.filter == sub.filter for s in self._subscriptions) and not self._closed:
+                self.mqtt.unsubscribe(f"{self.seq_prefix}/{sub.filter}")
+
+    # ---- paho callbacks (network thread) --------------------------------------------
+
+    def _on_connect(self, _client, _userdata, _flags, rc) -> None:
+        self._connack = rc
+        if rc != 0:
+            return
+        _no_delay(self.mqtt)
+        with self._lock:
+            self._connects += 1
+            # The replies' topic before any request, and the topics before their lookups.
+            self.mqtt.subscribe(f"{self.reply_topic}/#", 1)
+            for f in dict.fromkeys(s.filter for s in self._subscriptions):
+                self.mqtt.subscribe(f"{self.seq_prefix}/{f}", self.qos)
+            for name, lookup in self._lookups.items():
+                if lookup.sent == 0:
+                    self._send_lookup(name)
+            if self._connects > 1:
+                self._catch_up()
+        self._connected.set()
+
+    def _on_message(self, _client, _userdata, msg) -> None:
+        with self._lock:
+            if msg.topic == f"{self.reply_topic}/status":
+                self._handle_status(msg.payload)
+            elif msg.topic == self.reply_topic:
+                self._handle_frame(None, msg.payload, replayed=True)
+            elif msg.topic.startswith(f"{self.seq_prefix}/"):
+                self._handle_frame(msg.topic[len(self.seq_prefix) + 1 :], msg.payload, replayed=False)
+
+    # ---- the protocol (lock held) -----------------------------------------------------
+
+    def _call(self, callback, value) -> None:
+        if callback is None:
+            return
+        try:
+            callback(value)
+        except Exception:  # a listener's bug must not break the stream
+            self.stats.listener_errors += 1
+            log.exception("seqrelay_client: a callback raised")
+
+    def _bad_frame(self, topic: str, reason: str) -> None:
+        self.stats.bad_frames += 1
+        self._call(self.on_bad_frame, {"topic": topic, "reason": reason})
+
+    def _handle_frame(self, name: Optional[str], data: bytes, replayed: bool) -> None:
+        try:
+            frame = decode_frame(data)
+        except FrameError as e:
+            self._bad_frame(self.reply_topic if replayed else f"{self.seq_prefix}/{name}", str(e))
+            return
+        if not replayed and self.drop_live_frame and self.drop_live_frame(name, frame.seq):
+            return
+        t = self._topics.get(frame.topic_id)
+        if t is None:
+            if replayed:
+                return  # not asked for
+            if name in self._lookups:
+                self._held_live.setdefault(name, []).append(data)
+                return
+            if name in self._ids:  # a topic keeps its id for the life of the database
+                self._bad_frame(f"{self.seq_prefix}/{name}", f"{name!r} is topic id {self._ids[name]}, not {frame.topic_id}")
+                return
+            t = self._new_topic(frame.topic_id, name, self._start_at.pop(name, 0))
+        elif not replayed and t.name != name:
+            self._bad_frame(f"{self.seq_prefix}/{name}", f"topic id {frame.topic_id} is {t.name!r}, not {name!r}")
+            return
+        t.ordered = frame.ordered
+        if replayed and t.asked:
+            t.asked_at = time.monotonic()  # a reply in progress is not late
+        deliveries, duplicate = t.stream.offer(frame.seq, frame.ordered, frame.payload)
+        if duplicate:
+            self.stats.duplicates += 1
+        self._deliver(t, deliveries)
+
+    def _new_topic(self, tid: int, name: str, start: int) -> _Topic:
+        t = _Topic(tid, name, OrderedStream(start))
+        self._topics[tid] = t
+        self._ids[name] = tid
+        return t
+
+    def _deliver(self, t: _Topic, deliveries: List[Delivery]) -> None:
+        for d in deliveries:
+            self.stats.delivered += 1
+            message = Message(t.name, t.id, d.seq, t.ordered, d.late, d.payload)
+            for sub in list(self._subscriptions):
+                if topic_matches(sub.filter, t.name):
+                    self._call(sub._deliver, message)
+        # Done once every SEQ asked for was delivered or given up.
+        if t.asked and t.asked[1] is not OPEN_END and t.stream.next > t.asked[1]:
+            self.stats.gaps_filled += 1
+            t.asked, t.attempts = None, 0
+        if t.stream.gap() is None:
+            t.gap_seen = 0.0
+
+    def _handle_status(self, data: bytes) -> None:
+        try:
+            s = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(s, dict):
+            return
+        ok = s.get("status") == "ok"
+        if s.get("from") == LOOKUP_FROM and s.get("topic") in self._lookups:
+            self._lookup_answered(s, ok)
+            return
+        t = self._topics.get(s.get("id"))
+        if t is None or t.asked is None:
+            return
+        # Only the answer to the outstanding request: an older request's status can come late.
+        if s.get("from") != t.asked[0] or (t.asked[1] is not OPEN_END and s.get("to") != t.asked[1]):
+            return
+        if not ok and s.get("retry") is True:
+            nxt = s.get("next")
+            if isinstance(nxt, int) and nxt > t.asked[0]:
+                t.asked = [nxt, t.asked[1]]
+            return  # the timer asks again after the backoff
+        if t.asked[1] is OPEN_END and isinstance(s.get("to", s.get("last")), int):
+            # A catch-up learns its end: done if its frames came already.
+            t.asked = [t.asked[0], s.get("to", s.get("last"))]
+            if t.stream.next > t.asked[1]:
+                self._deliver(t, [])
+                return
+        if ok and s.get("truncated") is True and isinstance(s.get("next"), int):
+            t.asked = [s["next"], t.asked[1]]
+            t.asked_at = time.monotonic()
+            self._request_range(t)
+            return
+        # Frames come before their status: what is still missing, the relay does not have.
+        asked, gap = t.asked, t.stream.gap()
+        t.asked, t.attempts = None, 0
+        if asked[1] is OPEN_END:
+            return
+        missing_to = asked[1]
+        if gap and gap[0] <= asked[1]:
+            missing_to = min(asked[1], gap[1])
+        if t.stream.next > missing_to:
+            return
+        reason = "the relay has no such SEQ" if ok else s.get("error", "refused")
+        first = s.get("first")
+        if ok and isinstance(first, int) and first > t.stream.next:
+            reason = f"history starts at {first}"
+        self._lose(t, t.stream.next, missing_to, reason, None if ok else s)
+
+    def _lookup_answered(self, s: dict, ok: bool) -> None:
+        name = s["topic"]
+        lookup = self._lookups[name]
+        if not ok:
+            retry = s.get("retry", s.get("error") not in FINAL_ERRORS)
+            if s.get("code") == "unknown_topic" or s.get("error") == "unknown topic":
+                # Nothing said yet: the first live frame must be SEQ `start` (1 for history).
+                start = lookup.start if lookup.start > 0 else 0
+                self._end_lookup(name, start)
+                self._call(self.on_history, {"topic": name, "first": 1, "last": 0, "start": start or None})
+            elif not retry or lookup.attempts >= self.max_attempts:
+                self._call(self.on_lost, {"topic": name, "from": 0, "to": 0, "reason": s.get("error", "lookup failed"), "code": s.get("code")})
+                self._end_lookup(name, 0)
+            return
+        last = s.get("last", 0)
+        first = s.get("first") if isinstance(s.get("first"), int) else 1
+        start = max(1, last + lookup.start + 1) if lookup.start < 0 else lookup.start
+        start = max(start, first)  # PROTOCOL 5.2: older SEQs are gone
+        del self._lookups[name]
+        t = self._topics.get(s["id"]) or self._new_topic(s["id"], name, start)
+        self._call(self.on_history, {"topic": name, "first": first, "last": last, "start": start})
+        if start <= last:
+            t.asked, t.asked_at, t.attempts = [start, last], time.monotonic(), 1
+            self._call(self.on_fetch, {"topic": name, "from": start, "to": last})
+            self._request_range(t)
+        self._offer_held(name)
+
+    def _end_lookup(self, name: str, start: int) -> None:
+        self._lookups.pop(name, None)
+        if start > 0:
+            self._start_at[name] = start
+        self._offer_held(name)
+
+    def _offer_held(self, name: str) -> None:
+        for data in self._held_live.pop(name, []):
+            self._handle_frame(name, data, replayed=False)
+
+    def _lose(self, t: _Topic, from_: int, to: int, reason: str, status: Optional[dict]) -> None:
+        self.stats.gaps_lost += 1
+        self._call(self.on_lost, {"topic": t.name, "from": from_, "to": to, "reason": reason,
+                                  "code": (status or {}).get("code"), "retry": (status or {}).get("retry")})
+        self._deliver(t, t.stream.give_up(to))
+
+    def _send_lookup(self, name: str) -> None:
+        lookup = self._lookups[name]
+        lookup.sent = time.monotonic()
+        lookup.attempts += 1
+        self._request({"topic": name, "from": LOOKUP_FROM})
+
+    def _request_range(self, t: _Topic) -> None:
+        body = {"id": t.id, "from": t.asked[0]}
+        if t.asked[1] is not OPEN_END:
+            body["to"] = t.asked[1]
+        self._request(body)
+
+    def _request(self, body: dict) -> None:
+        self.stats.requests += 1
+        self.mqtt.publish(self.request_topic, json.dumps(body), 1)
+
+    def _catch_up(self) -> None:
+        for t in self._topics.values():
+            if t.asked or t.stream.next == 0:
+                continue
+            t.asked, t.asked_at, t.attempts = [t.stream.next, OPEN_END], time.monotonic(), 1
+            self._call(self.on_fetch, {"topic": t.name, "from": t.stream.next, "to": None})
+            self._request_range(t)
+
+    def _backoff(self, attempts: int) -> float:
+        return self.reply_timeout * 2 ** min(attempts - 1, 10)
+
+    def _tick_loop(self) -> None:
+        while not self._closed:
+            time.sleep(TICK)
+            if self._connected.is_set():
+                with self._lock:
+                    if not self._closed:
+                        self._tick(time.monotonic())
+
+    def _tick(self, now: float) -> None:
+        for name, lookup in list(self._lookups.items()):
+            if lookup.sent == 0 or now - lookup.sent < self._backoff(lookup.attempts):
+                continue
+            if lookup.attempts >= self.max_attempts:
+                self._call(self.on_lost, {"topic": name, "from": 0, "to": 0, "reason": "no reply from the relay to the lookup", "code": None})
+                self._end_lookup(name, 0)
+            else:
+                self._send_lookup(name)
+        for t in list(self._topics.values()):
+            gap = t.stream.gap()
+            if t.asked:
+                if now - t.asked_at < self._backoff(t.attempts):
+                    continue
+                if t.attempts >= self.max_attempts:
+                    # An open end never answered gives up only what is known to be missing.
+                    to = t.asked[1] if t.asked[1] is not OPEN_END else (gap[1] if gap else t.stream.next - 1)
+                    t.asked, t.attempts = None, 0
+                    if to >= t.stream.next:
+                        self._lose(t, t.stream.next, to, "no reply from the relay", None)
+                    continue
+                t.attempts += 1
+            else:
+                if gap is None:
+                    continue
+                if t.gap_seen == 0:
+                    t.gap_seen = now
+                if now - t.gap_seen < self.gap_wait:
+                    continue
+                t.asked, t.attempts = list(gap), 1
+                self._call(self.on_fetch, {"topic": t.name, "from": gap[0], "to": gap[1]})
+            t.asked_at = now
+            self._request_range(t)

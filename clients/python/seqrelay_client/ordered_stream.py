@@ -1,0 +1,88 @@
+"""OrderedStream: one topic's client-side state (what comes next, what is held, what is missing).
+
+A port of tools/client/ordered_stream.{h,cc}; the C++, JavaScript and Python
+clients pass the same tables (clients/testdata/ordered_stream_cases.json).
+Ordered topics (flag 1) deliver strictly in SEQ order, holding frames after a
+gap; immediate topics (flag 0) deliver at once and mark a gap fill late.
+Each SEQ is delivered at most once. Pure logic, not thread-safe: the client
+guards it with its lock.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Any, List, Optional, Tuple
+
+_SHOWN = object()  # an immediate frame above next that was already delivered
+
+
+@dataclass
+class Delivery:
+    seq: int
+    payload: Any
+    late: bool = False
+
+
+class OrderedStream:
+    def __init__(self, next_seq: int = 0) -> None:
+        self.next = next_seq  # every SEQ below it was delivered or given up; 0 = nothing seen yet
+        self.last_delivered = 0  # the highest SEQ delivered; 0 = none
+        self._above: dict = {}  # SEQ above next -> held payload, or _SHOWN
+        self._keys: List[int] = []  # the keys of _above, ascending
+
+    def offer(self, seq: int, ordered: bool, payload: Any) -> Tuple[List[Delivery], bool]:
+        """Offers one frame; returns (what to deliver now, in order; whether it was a duplicate)."""
+        if self.next == 0:
+            self.next = seq  # joined here
+        if seq < self.next or seq in self._above:
+            return [], True
+        out: List[Delivery] = []
+        if seq == self.next:
+            self._deliver(out, seq, payload)
+            self.next += 1
+            self._drain(out)
+        elif ordered:
+            self._hold(seq, payload)
+        else:
+            self._deliver(out, seq, payload)  # immediate: show it now, remember it was shown
+            self._hold(seq, _SHOWN)
+        return out, False
+
+    def gap(self) -> Optional[Tuple[int, int]]:
+        """The oldest open gap (from, to), or None."""
+        if not self._keys:
+            return None
+        return self.next, self._keys[0] - 1
+
+    def give_up(self, to: int) -> List[Delivery]:
+        """Gives up every SEQ up to `to` that has not come; returns what becomes deliverable."""
+        out: List[Delivery] = []
+        if self.next == 0 or to < self.next:
+            return out
+        while self._keys and self._keys[0] <= to:
+            seq = self._keys.pop(0)
+            payload = self._above.pop(seq)
+            if payload is not _SHOWN:
+                self._deliver(out, seq, payload)
+        self.next = to + 1
+        self._drain(out)
+        return out
+
+    def _deliver(self, out: List[Delivery], seq: int, payload: Any) -> None:
+        out.append(Delivery(seq, payload, seq < self.last_delivered))
+        self.last_delivered = max(self.last_delivered, seq)
+
+    def _drain(self, out: List[Delivery]) -> None:
+        while self._keys and self._keys[0] == self.next:
+            seq = self._keys.pop(0)
+            payload = self._above.pop(seq)
+            if payload is not _SHOWN:
+                self._deliver(out, seq, payload)
+            self.next += 1
+
+    def _hold(self, seq: int, payload: Any) -> None:
+        self._above[seq] = payload
+        if not self._keys or self._keys[-1] < seq:
+            self._keys.append(seq)
+        else:
+            bisect.insort(self._keys, seq)

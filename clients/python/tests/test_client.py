@@ -1,0 +1,153 @@
+"""SeqClient against the real relay, mosquitto and MariaDB (the session's servers)."""
+import itertools
+import queue
+import socket
+import time
+
+import paho.mqtt.client as paho
+import pytest
+
+from seqrelay_client import SeqClient, encode_frame
+from servers import wait_for
+
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def make_client(servers):
+    clients = []
+
+    def make(**options):
+        c = SeqClient(port=servers.mqtt_port, client_id=f"py-{next(_ids)}", **options)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture
+def pub(servers):
+    kwargs = {"client_id": f"pypub-{next(_ids)}"}
+    if hasattr(paho, "CallbackAPIVersion"):
+        kwargs["callback_api_version"] = paho.CallbackAPIVersion.VERSION1
+    client = paho.Client(**kwargs)
+    client.connect("127.0.0.1", servers.mqtt_port)
+    client.loop_start()
+
+    def publish(topic, first, last, prefix="m"):
+        for i in range(first, last + 1):
+            client.publish(topic, f"{prefix}-{i}", qos=1).wait_for_publish(10)
+
+    publish.raw = lambda topic, data: client.publish(topic, data, qos=1).wait_for_publish(10)
+    yield publish
+    client.disconnect()
+    client.loop_stop()
+
+
+def take(sub, count, timeout=15.0):
+    got, end = [], time.monotonic() + timeout
+    while len(got) < count:
+        try:
+            got.append(sub.get(timeout=max(0.01, end - time.monotonic())))
+        except queue.Empty:
+            raise AssertionError(f"got {len(got)} of {count}: {[m.seq for m in got]}") from None
+    return got
+
+
+def test_live_in_order_exactly_once(make_client, pub):
+    c = make_client()
+    room = c.subscribe("chat/py-live")
+    pub("chat/py-live", 1, 200)
+    got = take(room, 200)
+    assert [m.seq for m in got] == list(range(1, 201))
+    assert [m.text for m in got] == [f"m-{i}" for i in range(1, 201)]
+    assert c.stats.requests == 0 and c.stats.bad_frames == 0
+
+
+def test_lost_frames_are_fetched_once_each(make_client, pub):
+    lost = lambda s: s % 7 == 0 or 100 <= s < 150  # noqa: E731
+    c = make_client(drop_live_frame=lambda topic, s: lost(s), gap_wait=0.05)
+    room = c.subscribe("chat/py-lossy")
+    pub("chat/py-lossy", 1, 300)
+    assert [m.seq for m in take(room, 300, 30)] == list(range(1, 301))
+    runs = sum(1 for s in range(1, 301) if lost(s) and not lost(s - 1))
+    assert 1 <= c.stats.requests <= runs + 2
+    assert c.stats.gaps_lost == 0
+
+
+def test_history_then_live_with_truncated_replies(servers, make_client, pub):
+    pub("chat/py-history", 1, 250)
+    wait_for(lambda: servers.last_seq("chat/py-history") >= 250, "the history to be committed", 20)
+    history = []
+    c = make_client(on_history=history.append)
+    room = c.subscribe("chat/py-history", history=True)
+    pub("chat/py-history", 251, 300)
+    got = take(room, 300, 30)
+    assert [m.seq for m in got] == list(range(1, 301))
+    assert [m.text for m in got] == [f"m-{i}" for i in range(1, 301)]
+    assert history[0]["first"] == 1 and history[0]["start"] == 1
+    assert c.stats.requests >= 1 + -(-history[0]["last"] // 100), "a lookup, then replies of at most 100"
+    assert c.stats.delivered == 300, "each SEQ once (a live frame and its replayed copy: one is dropped)"
+
+
+def test_resume_and_last(servers, make_client, pub):
+    pub("chat/py-resume", 1, 40)
+    wait_for(lambda: servers.last_seq("chat/py-resume") >= 40, "commit", 20)
+    c = make_client()
+    assert [m.seq for m in take(c.subscribe("chat/py-resume", from_seq=31), 10)] == list(range(31, 41))
+    assert c.position("chat/py-resume") == 40
+    d = make_client()
+    assert [m.seq for m in take(d.subscribe("chat/py-resume", last=5), 5)] == list(range(36, 41))
+
+
+def test_callback_api_and_bad_frames(make_client, pub):
+    seen, bad = [], []
+    c = make_client(on_bad_frame=bad.append)
+
+    def on_message(m):
+        seen.append(m.seq)
+        if m.seq == 2:
+            raise RuntimeError("listener bug")
+
+    c.subscribe("chat/py-bad", on_message=on_message)
+    pub("chat/py-bad", 1, 2)
+    wait_for(lambda: len(seen) >= 2, "two messages")
+    pub.raw("seq/chat/py-bad", b"short")
+    pub.raw("seq/chat/py-bad", bytes.fromhex("00000007000000001102"))
+    pub.raw("seq/chat/py-bad", bytes.fromhex("00000007000000000001"))
+    pub("chat/py-bad", 3, 4)
+    wait_for(lambda: len(seen) >= 4, "two more")
+    assert seen == [1, 2, 3, 4]
+    assert [b["reason"] for b in bad] == ["frame of 5 bytes is shorter than the 10-byte header",
+                                         "frame has ordering flag 2, expected 0 or 1", "frame has SEQ 0"]
+    assert c.stats.bad_frames == 3 and c.stats.listener_errors == 1
+
+
+def test_gap_the_relay_cannot_fill_is_lost(servers, make_client, pub):
+    pub("chat/py-hole", 1, 5)
+    wait_for(lambda: servers.last_seq("chat/py-hole") >= 5, "commit", 20)
+    lost = []
+    c = make_client(on_lost=lost.append, gap_wait=0.02)
+    room = c.subscribe("chat/py-hole", history=True)
+    assert [m.seq for m in take(room, 5)] == [1, 2, 3, 4, 5]
+    tid = c._ids["chat/py-hole"]
+    pub.raw("seq/chat/py-hole", encode_frame(tid, 8, "eight"))
+    assert take(room, 1)[0].seq == 8
+    assert lost == [{"topic": "chat/py-hole", "from": 6, "to": 7, "reason": "the relay has no such SEQ",
+                     "code": None, "retry": None}]
+
+
+def test_reconnect_fetches_what_was_missed(servers, make_client, pub):
+    c = make_client()
+    room = c.subscribe("chat/py-away")
+    pub("chat/py-away", 1, 10)
+    assert len(take(room, 10)) == 10
+    c.mqtt.socket().shutdown(socket.SHUT_RDWR)  # the network drops; paho reconnects by itself
+    pub("chat/py-away", 11, 40)
+    got = take(room, 30, 20)
+    assert [m.seq for m in got] == list(range(11, 41))
+    assert c._connects == 2 and c.stats.requests >= 1, "reconnected and asked from SEQ 11"
+    with pytest.raises(queue.Empty):
+        room.get(timeout=0.3)  # and nothing twice

@@ -1,0 +1,83 @@
+"""OrderedStream against the C++ client's tables (clients/testdata) and the exactly-once property."""
+import random
+
+from seqrelay_client import OrderedStream
+
+
+def payload_of(seq):
+    return f"p{seq}"
+
+
+def gap_text(gap):
+    return "none" if gap is None else f"{gap[0]}..{gap[1]}"
+
+
+def outs(deliveries):
+    for d in deliveries:
+        assert d.payload == payload_of(d.seq)
+    return [[d.seq, d.late] for d in deliveries]
+
+
+def test_offer_table(testdata):
+    for c in testdata("ordered_stream_cases.json")["offer"]:
+        s = OrderedStream(c["start"])
+        for i, step in enumerate(c["steps"]):
+            where = f"{c['rule']}, step {i}: offer({step['seq']})"
+            deliveries, duplicate = s.offer(step["seq"], c["ordered"], payload_of(step["seq"]))
+            assert outs(deliveries) == step["want"], where
+            assert duplicate == step["duplicate"], where
+            assert s.next == step["next"], where
+            assert gap_text(s.gap()) == step["gap"], where
+        assert s.last_delivered == c["last_delivered"], c["rule"]
+
+
+def test_give_up_table(testdata):
+    for c in testdata("ordered_stream_cases.json")["give_up"]:
+        s = OrderedStream(c["start"])
+        for seq in c["offers"]:
+            s.offer(seq, c["ordered"], payload_of(seq))
+        assert outs(s.give_up(c["to"])) == c["want"], c["rule"]
+        assert (s.next, gap_text(s.gap()), s.last_delivered) == (c["next"], c["gap"], c["last_delivered"]), c["rule"]
+
+
+def shuffled_with_duplicates(seed, last):
+    rng = random.Random(seed)
+    seqs = []
+    for seq in range(1, last + 1):
+        seqs.append(seq)
+        if rng.random() < 0.1:
+            seqs.append(seq)
+    extra = len(seqs) - last
+    rng.shuffle(seqs)
+    return seqs, extra
+
+
+def test_random_order_ordered_exactly_once_in_order():
+    for seed in (1, 2, 42, 1234, 987654321):
+        seqs, extra = shuffled_with_duplicates(seed, 500)
+        s = OrderedStream(1)
+        delivered, duplicates = [], 0
+        for seq in seqs:
+            out, dup = s.offer(seq, True, payload_of(seq))
+            assert not any(d.late for d in out)
+            delivered += [d.seq for d in out]
+            duplicates += dup
+        assert delivered == list(range(1, 501)), seed
+        assert duplicates == extra
+        assert (s.next, s.gap()) == (501, None)
+
+
+def test_random_order_immediate_every_seq_once():
+    for seed in (1, 2, 42, 1234, 987654321):
+        seqs, extra = shuffled_with_duplicates(seed, 500)
+        s = OrderedStream(1)
+        delivered, duplicates, highest = [], 0, 0
+        for seq in seqs:
+            out, dup = s.offer(seq, False, payload_of(seq))
+            for d in out:
+                assert d.late == (d.seq < highest)
+                highest = max(highest, d.seq)
+                delivered.append(d.seq)
+            duplicates += dup
+        assert sorted(delivered) == list(range(1, 501)), seed
+        assert duplicates == extra

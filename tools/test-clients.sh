@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The client tests: the JavaScript library (node --test, with the messenger
+# page in headless Chromium) and the Python library (pytest), each against
+# its own real relay, mosquitto and MariaDB on loopback.
+#
+# Usage: tools/test-clients.sh BUILD_DIR     (the relay is BUILD_DIR/relay/seqrelay)
+#
+# Installs what is missing first: Debian packages with apt-get (only those
+# not installed), the npm packages of clients/js with npm ci (mqtt,
+# puppeteer-core without its browser download, typescript). The JavaScript
+# and Python suites run side by side; each owns its servers.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:?usage: tools/test-clients.sh BUILD_DIR}
+build=$(cd "$build" && pwd)
+relay=$build/relay/seqrelay
+[[ -x $relay ]] || { echo "test-clients: no relay at $relay: build first" >&2; exit 1; }
+start=$(date +%s)
+
+# Debian packages, installed only when missing.
+missing=()
+for pkg in mosquitto mosquitto-clients mariadb-server mariadb-client chromium python3-paho-mqtt python3-pytest \
+           python3-setuptools python3-pip; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
+if ((${#missing[@]})); then
+  echo "== test-clients: installing ${missing[*]}"
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# npm packages: again only when package-lock.json changed since the last install.
+js=$root/clients/js
+if [[ ! -f $js/node_modules/.package-lock.json || $js/package-lock.json -nt $js/node_modules/.package-lock.json ]]; then
+  echo "== test-clients: npm ci"
+  (cd "$js" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
+fi
+
+logs=$(mktemp -d /tmp/seqclients-XXXXXX)
+trap 'rm -rf "$logs"' EXIT
+export SEQRELAY_BINARY=$relay
+
+run() {  # name, command...: runs in the background, output to $logs/name.log
+  local name=$1
+  shift
+  ( "$@" >"$logs/$name.log" 2>&1; echo $? >"$logs/$name.rc" ) &
+}
+run js node --test --test-concurrency=2 "$js"/test/*.test.js
+run python /usr/bin/python3 -m pytest -q -p no:cacheprovider "$root/clients/python/tests"
+# Packaging: a wheel of the Python package and the npm tarball's contents.
+run pack bash -c "cd '$root/clients/python' && /usr/bin/python3 -m pip wheel -q --no-deps --no-build-isolation -w '$logs/wheel' . &&
+  rm -rf build seqrelay_client.egg-info && cd '$js' && npm pack --dry-run --silent >/dev/null"
+wait
+
+failed=0
+for name in js python pack; do
+  rc=$(cat "$logs/$name.rc")
+  if [[ $rc != 0 ]]; then
+    failed=1
+    echo "== test-clients: $name FAILED (exit $rc):"
+    cat "$logs/$name.log"
+  fi
+done
+grep -E '^# (tests|pass|fail) ' "$logs/js.log" | tr '\n' ' ' | sed 's/^/== test-clients: node: /;s/$/\n/'
+echo "== test-clients: pytest: $(tail -1 "$logs/python.log")"
+((failed == 0)) || exit 1
+echo "== test-clients: all client tests passed in $(($(date +%s) - start)) s"
