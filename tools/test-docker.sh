@@ -26,7 +26,7 @@ die() { echo "test-docker: $*" >&2; exit 1; }
 
 # ---- tools -----------------------------------------------------------------------
 need=()
-for p in podman runc debootstrap docker-compose python3-paho-mqtt mosquitto-clients curl; do
+for p in podman runc debootstrap docker-compose python3-paho-mqtt python3-cryptography mosquitto-clients curl; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -92,7 +92,7 @@ say "base images ready"
 
 # ---- the run's own state, removed on exit ------------------------------------------
 work=$(mktemp -d /tmp/seqrelay-docker.XXXXXX)
-api_pid="" health_pid="" load_pid=""
+api_pid="" health_pid="" load_pid="" sha2_pid=""
 export DOCKER_HOST=unix://$work/podman.sock
 compose=(docker-compose -p "$project" --env-file "$work/env"
          -f "$root/docker/compose.yaml" -f "$root/docker/compose.test.yaml")
@@ -103,6 +103,7 @@ cleanup() {
   set +e
   trap - EXIT INT TERM
   [[ -n $load_pid ]] && kill "$load_pid" 2>/dev/null
+  [[ -n $sha2_pid ]] && kill "$sha2_pid" 2>/dev/null
   if ((rc != 0)) && [[ -n $api_pid ]]; then
     echo "== docker: FAILED; the services' last log lines:" >&2
     dc logs --no-color --tail=40 >&2 2>/dev/null || true

@@ -95,6 +95,33 @@ restart_database() {
   wait_for 60 "database healthy after the restart" all_healthy
 }
 
+# MySQL 8.4's default login, caching_sha2_password, from the image's
+# Connector/C++ on libmariadb: seqaudit against tests/deploy/caching_sha2_server.py
+# (no MySQL 8.4 to run here). First login: full authentication with the RSA
+# key fetched from the server; second: the server's cache; wrong password:
+# refused. The server answers SQL with an error naming itself, so seqaudit
+# fails after a login and tells which way.
+check_caching_sha2_login() {  # image
+  /usr/bin/python3 "$here/caching_sha2_server.py" 0 seqrelay sha2-secret >"$work/sha2.log" 2>&1 &
+  sha2_pid=$!
+  has_port() { grep -q '^listening on' "$work/sha2.log"; }
+  wait_for 10 "the caching_sha2 test server listening" has_port
+  local port out expect
+  port=$(sed -n 's/^listening on 127.0.0.1:\([0-9]*\)$/\1/p' "$work/sha2.log")
+  for pw_and_expect in "sha2-secret:logged in" "sha2-secret:logged in" "wrong:Access denied"; do
+    expect=${pw_and_expect#*:}
+    out=$(in_image --network host --entrypoint seqaudit "$1" --db-host 127.0.0.1 --db-port "$port" \
+          --db-user seqrelay --db-password "${pw_and_expect%%:*}" --db-name seqrelay 2>&1 || true)
+    [[ $out == *"$expect"* ]] || die "caching_sha2_password login: expected '$expect', seqaudit said: $out"
+  done
+  kill "$sha2_pid"; wait "$sha2_pid" 2>/dev/null || true; sha2_pid=""
+  local logins
+  logins=$(grep '^login' "$work/sha2.log" | tr '\n' ';')
+  [[ $logins == "login seqrelay: full (RSA key exchange);login seqrelay: fast;login seqrelay: refused: wrong password (full authentication);" ]] ||
+    die "caching_sha2_password logins: $logins"
+  say "caching_sha2_password (MySQL 8.4's default): $logins"
+}
+
 run_stack_checks() {
   local volumes_before
   volumes_before=$(podman volume ls -q | sort)
@@ -117,6 +144,7 @@ run_stack_checks() {
   in_image --entrypoint sh "$img" -c 'ls /usr/lib/*/libmariadb3/plugin/caching_sha2_password.so' >/dev/null ||
     die "the image lacks libmariadb's caching_sha2_password plugin"
   say "image: no compiler, seqsub and seqaudit run, label version $label = '$version'"
+  check_caching_sha2_login "$img"
 
   # The relay is PID 1 of its container, as its non-root user.
   want_uid=$(in_image --entrypoint id "$img" -u seqrelay)
