@@ -11,14 +11,6 @@ log() { echo "stand-in entrypoint: $*" >&2; }
 if [[ $# -eq 0 || "${1:0:1}" == "-" ]]; then set -- mysqld "$@"; fi
 if [[ "$1" != "mysqld" && "$1" != "mariadbd" ]]; then exec "$@"; fi
 shift
-args=()
-for a in "$@"; do
-  case $a in
-    --mysql-native-password=* | --authentication-policy=*)
-      log "MariaDB has no '$a' (a MySQL 8.4 option); dropped" ;;
-    *) args+=("$a") ;;
-  esac
-done
 
 datadir=/var/lib/mysql
 sql_string() { local s=${1//\\/\\\\}; printf "'%s'" "${s//\'/\'\'}"; }
@@ -72,4 +64,4 @@ if [[ ! -d $datadir/mysql ]]; then
   wait "$pid"
   log "initialised"
 fi
-exec mariadbd --user=mysql --datadir="$datadir" "${args[@]}"
+exec mariadbd --user=mysql --datadir="$datadir" "$@"
