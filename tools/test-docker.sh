@@ -90,9 +90,14 @@ import_base "$base_tar" bookworm
 import_base "$slim_tar" bookworm-slim
 say "base images ready"
 
+# compose.yaml publishes these on 127.0.0.1; say so plainly if they are taken.
+for port in 1883 9108; do
+  [[ -z $(ss -Hltn "sport = :$port") ]] || die "port $port is in use on this machine; compose.yaml publishes it"
+done
+
 # ---- the run's own state, removed on exit ------------------------------------------
 work=$(mktemp -d /tmp/seqrelay-docker.XXXXXX)
-api_pid="" health_pid="" load_pid="" sha2_pid=""
+api_pid="" health_pid="" load_pid="" sha2_pid="" b1="" b2=""
 export DOCKER_HOST=unix://$work/podman.sock
 compose=(docker-compose -p "$project" --env-file "$work/env"
          -f "$root/docker/compose.yaml" -f "$root/docker/compose.test.yaml")
@@ -104,6 +109,7 @@ cleanup() {
   trap - EXIT INT TERM
   [[ -n $load_pid ]] && kill "$load_pid" 2>/dev/null
   [[ -n $sha2_pid ]] && kill "$sha2_pid" 2>/dev/null
+  for b in $b1 $b2; do kill "$b" 2>/dev/null; done  # stand-in builds, if the relay's failed first
   if ((rc != 0)) && [[ -n $api_pid ]]; then
     echo "== docker: FAILED; the services' last log lines:" >&2
     dc logs --no-color --tail=40 >&2 2>/dev/null || true
