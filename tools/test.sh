@@ -2,8 +2,9 @@
 # The whole test suite, from a fresh Debian bookworm machine:
 #   installs what is missing, builds, and runs every test (unit and
 #   integration, on real mosquitto and MariaDB started on loopback), first in
-#   a normal build, then again under AddressSanitizer and UBSan.
-# Usage: tools/test.sh [--quick]     --quick skips the sanitizer pass
+#   a normal build, then again under AddressSanitizer and UBSan; then the
+#   container image and compose stack (tools/test-docker.sh).
+# Usage: tools/test.sh [--quick]     --quick skips the sanitizer pass and the containers
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 quick=0
@@ -30,4 +31,7 @@ if ((quick == 0)); then
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   run_suite "$root/build-asan" "asan+ubsan" -DSEQRELAY_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Debug
 fi
+# The image built and the compose stack run for real (podman; about 2 min
+# once the base images are cached, see README "Deploy with Docker").
+((quick)) || "$root/tools/test-docker.sh"
 echo "== all tests passed in $(( $(date +%s) - start )) s"

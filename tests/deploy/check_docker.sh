@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# What can be checked of docker/ without a Docker engine:
+# What can be checked of docker/ without a container engine (the stack
+# itself is built and run by tools/test-docker.sh):
 #  1. compose.yaml validates (Debian's docker-compose), with the example
 #     secrets, and refuses to run without them;
 #  2. the Dockerfile's build stage uses the suite's package list and build
-#     script, so the image and the tests cannot drift;
+#     script, so the image and the tests cannot drift, and labels the
+#     project's version;
 #  3. the shipped mosquitto.conf keeps the settings the relay depends on.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -18,9 +20,19 @@ if docker-compose --env-file "$empty" -f "$docker/compose.yaml" config -q 2>/dev
   fail "compose.yaml validates without secrets; it must demand them"
 fi
 
-grep -q '^RUN tools/deps.sh$' "$docker/Dockerfile" || fail "the Dockerfile does not install with tools/deps.sh"
 grep -q '^COPY tools/packages.txt' "$docker/Dockerfile" || fail "the Dockerfile does not use tools/packages.txt"
+# The build stage installs the "build" section of the suite's package list.
+section="sed -n '/^# build\$/,/^# /{/^#/!p}' tools/packages.txt"
+grep -qF "RUN $section" "$docker/Dockerfile" || fail "the Dockerfile does not install the build section of tools/packages.txt"
+for p in cmake g++ libmosquitto-dev libmysqlcppconn-dev; do
+  (cd "$root" && eval "$section") | grep -qx "$p" || fail "the build section of tools/packages.txt lacks $p"
+done
 grep -q '^RUN tools/build.sh ' "$docker/Dockerfile" || fail "the Dockerfile does not build with tools/build.sh"
+# The image's version label is the project's version (the build also checks
+# it against the binary's --version).
+version=$(sed -n 's/^project(seqrelay VERSION \([0-9.]*\).*/\1/p' "$root/CMakeLists.txt")
+[[ $(grep -c "^ARG VERSION=$version\$" "$docker/Dockerfile") == 2 ]] ||
+  fail "the Dockerfile's ARG VERSION is not the project's version $version"
 grep -q '^USER seqrelay$' "$docker/Dockerfile" || fail "the runtime stage must not run as root"
 grep -q '^HEALTHCHECK' "$docker/Dockerfile" || fail "the Dockerfile has no HEALTHCHECK"
 

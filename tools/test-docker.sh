@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# The container path, run for real: builds docker/Dockerfile, brings up the
+# compose stack (docker/compose.yaml with the docker/compose.test.yaml
+# override) with podman behind Debian's docker-compose, and checks it by
+# value (tests/deploy/stack_checks.sh).
+#
+# No registry is reachable here, so:
+#  - the base image debian:bookworm is made with debootstrap, once, and kept
+#    in $SEQRELAY_CACHE (default /var/cache/seqrelay) for later runs;
+#  - the official eclipse-mosquitto and mysql images are replaced by local
+#    Debian-based stand-ins (docker/stand-ins/), see compose.test.yaml.
+#
+# Usage: tools/test-docker.sh [--keep]   (as root; --keep leaves the stack up)
+# Everything it starts (podman API service, containers, volumes, network of
+# project $project) is removed on exit, failure included.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${SEQRELAY_CACHE:-/var/cache/seqrelay}
+project=seqrelay-test
+keep=0
+[[ "${1:-}" == "--keep" ]] && keep=1
+t0=$(date +%s)
+say() { echo "== docker [$(( $(date +%s) - t0 )) s] $*"; }
+die() { echo "test-docker: $*" >&2; exit 1; }
+[[ $(id -u) -eq 0 ]] || die "needs root (podman as root, debootstrap)"
+
+# ---- tools -----------------------------------------------------------------------
+need=()
+for p in podman runc debootstrap docker-compose python3-paho-mqtt python3-cryptography mosquitto-clients curl; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if ((${#need[@]})); then
+  say "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Root here cannot raise the open-files hard limit, and cgroups are in hybrid
+# mode (crun refuses it, runc works): see FACTS.md, "Containers".
+conf=/etc/containers/containers.conf
+if ! grep -qs '^runtime = "runc"' "$conf"; then
+  [[ -s $conf ]] && die "$conf exists without runtime = \"runc\"; add the settings of tools/test-docker.sh by hand"
+  mkdir -p /etc/containers
+  cat > "$conf" <<'EOF'
+# Written by seqrelay's tools/test-docker.sh.
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+EOF
+fi
+
+# ---- base images: debian:bookworm and :bookworm-slim without a registry ----------
+# The slim one is the same tree without documentation, man pages and
+# translations, and with dpkg told to leave them out of later installs (as
+# the official bookworm-slim does): it is what the runtime stage starts from.
+base_tar=$cache/debian-bookworm-minbase.tar
+slim_tar=$cache/debian-bookworm-slim.tar
+if [[ ! -s $base_tar || ! -s $slim_tar ]]; then
+  say "making the base images with debootstrap (once; kept in $cache)"
+  mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  mirror=${mirror:-http://deb.debian.org/debian}
+  mkdir -p "$cache"
+  dir=$(mktemp -d "$cache/rootfs.XXXXXX")
+  debootstrap --variant=minbase bookworm "$dir" "$mirror" >"$cache/debootstrap.log" 2>&1 ||
+    { tail -20 "$cache/debootstrap.log" >&2; rm -rf "$dir"; die "debootstrap failed"; }
+  mkdir -p "$dir/etc/apt/sources.list.d"
+  [[ -f /etc/apt/sources.list.d/debian.sources ]] && cp /etc/apt/sources.list.d/debian.sources "$dir/etc/apt/sources.list.d/"
+  rm -rf "$dir"/var/cache/apt/*.bin "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+  [[ -f $dir/etc/apt/sources.list.d/debian.sources ]] && rm -f "$dir/etc/apt/sources.list"
+  tar -C "$dir" -cf "$base_tar.part" . && mv "$base_tar.part" "$base_tar"
+  printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+    'path-exclude /usr/share/man/*' 'path-exclude /usr/share/info/*' 'path-exclude /usr/share/locale/*' \
+    'path-exclude /usr/share/lintian/*' > "$dir/etc/dpkg/dpkg.cfg.d/slim"
+  find "$dir/usr/share/doc" -mindepth 1 -not -type d -not -name copyright -delete
+  rm -rf "$dir"/usr/share/man/* "$dir"/usr/share/info/* "$dir"/usr/share/locale/* "$dir"/usr/share/lintian/*
+  tar -C "$dir" -cf "$slim_tar.part" . && mv "$slim_tar.part" "$slim_tar"
+  rm -rf "$dir"
+fi
+import_base() {  # tar, tag
+  podman image exists "docker.io/library/debian:$2" && return
+  say "importing debian:$2"
+  podman import -q --change 'CMD ["/bin/bash"]' "$1" "localhost/debian:$2" >/dev/null
+  podman tag "localhost/debian:$2" "docker.io/library/debian:$2"
+}
+import_base "$base_tar" bookworm
+import_base "$slim_tar" bookworm-slim
+say "base images ready"
+
+# compose.yaml publishes these on 127.0.0.1; say so plainly if they are taken.
+for port in 1883 9108; do
+  [[ -z $(ss -Hltn "sport = :$port") ]] || die "port $port is in use on this machine; compose.yaml publishes it"
+done
+
+# ---- the run's own state, removed on exit ------------------------------------------
+work=$(mktemp -d /tmp/seqrelay-docker.XXXXXX)
+api_pid="" health_pid="" load_pid="" sha2_pid="" b1="" b2=""
+export DOCKER_HOST=unix://$work/podman.sock
+compose=(docker-compose -p "$project" --env-file "$work/env"
+         -f "$root/docker/compose.yaml" -f "$root/docker/compose.test.yaml")
+dc() { "${compose[@]}" "$@"; }
+project_filter=label=com.docker.compose.project=$project
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  [[ -n $load_pid ]] && kill "$load_pid" 2>/dev/null
+  [[ -n $sha2_pid ]] && kill "$sha2_pid" 2>/dev/null
+  for b in $b1 $b2; do kill "$b" 2>/dev/null; done  # stand-in builds, if the relay's failed first
+  if ((rc != 0)) && [[ -n $api_pid ]]; then
+    echo "== docker: FAILED; the services' last log lines:" >&2
+    dc logs --no-color --tail=40 >&2 2>/dev/null || true
+  fi
+  if ((keep == 0)) && [[ -n $api_pid ]]; then
+    dc down -v --remove-orphans -t 40 >/dev/null 2>&1 || true
+    # Whatever compose could not remove (a failed `up` leaves half a project).
+    podman ps -aq --filter "$project_filter" | xargs -r podman rm -f >/dev/null 2>&1 || true
+    podman volume ls -q --filter "$project_filter" | xargs -r podman volume rm -f >/dev/null 2>&1 || true
+    podman network ls -q --filter "$project_filter" | xargs -r podman network rm -f >/dev/null 2>&1 || true
+  fi
+  [[ -n $health_pid ]] && kill "$health_pid" 2>/dev/null && wait "$health_pid" 2>/dev/null
+  if ((keep == 0)) && [[ -n $api_pid ]]; then kill "$api_pid" 2>/dev/null; wait "$api_pid" 2>/dev/null; fi
+  ((keep)) && echo "== docker: left running (DOCKER_HOST=$DOCKER_HOST, API service PID $api_pid): ${compose[*]}"
+  ((keep)) || rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- images ----------------------------------------------------------------------
+# --format docker: podman's default OCI format would drop HEALTHCHECK.
+build() {  # tag, log name, podman build arguments...
+  local tag=$1 name=$2
+  shift 2
+  podman build --pull=never --format docker -t "$tag" "$@" >"$work/build-$name.log" 2>&1 ||
+    { tail -40 "$work/build-$name.log" >&2; echo "test-docker: building $tag failed" >&2; return 1; }
+}
+say "building the relay image and the two stand-ins"
+build localhost/seqrelay-standin-mosquitto:test mosquitto "$root/docker/stand-ins/mosquitto" & b1=$!
+build localhost/seqrelay-standin-mysql:test mysql "$root/docker/stand-ins/mysql" & b2=$!
+build localhost/seqrelay:test relay -f "$root/docker/Dockerfile" "$root" || die "image build failed"
+wait "$b1" || die "stand-in build failed"
+wait "$b2" || die "stand-in build failed"
+image_bytes=$(podman image inspect --format '{{.Size}}' localhost/seqrelay:test)
+say "images built; relay image $((image_bytes / 1000000)) MB"
+
+# ---- the stack -------------------------------------------------------------------
+pw() { /usr/bin/python3 -c 'import secrets; print(secrets.token_hex(12))'; }
+cat > "$work/env" <<EOF
+RELAY_MQTT_PASSWORD=$(pw)
+ALICE_MQTT_PASSWORD=$(pw)
+RELAY_DB_PASSWORD=$(pw)
+MYSQL_ROOT_PASSWORD=$(pw)
+EOF
+bob_pw=$(pw)
+# shellcheck disable=SC1091
+source "$work/env"
+
+podman system service --time=0 "$DOCKER_HOST" >"$work/podman-service.log" 2>&1 &
+api_pid=$!
+for _ in $(seq 100); do
+  [[ $(curl -s --unix-socket "$work/podman.sock" http://d/_ping 2>/dev/null) == OK ]] && break
+  kill -0 "$api_pid" 2>/dev/null || die "podman system service died: $(cat "$work/podman-service.log")"
+  sleep 0.1
+done
+
+# podman schedules healthchecks with systemd timers, and there is no systemd
+# here: run each container's own HEALTHCHECK once a second instead.
+(
+  while :; do
+    for c in $(podman ps -q --filter "$project_filter"); do
+      podman healthcheck run "$c" >/dev/null 2>&1 || true
+    done
+    sleep 1
+  done
+) &
+health_pid=$!
+
+source "$root/tests/deploy/stack_checks.sh"
+run_stack_checks
+say "all container checks passed; relay image $((image_bytes / 1000000)) MB"
