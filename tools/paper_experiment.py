@@ -18,7 +18,7 @@ response-time distribution.
 
     tools/paper_experiment.py [--messages 1000] [--clients 10] [--plot docs/paper-experiment.png]
 
-The relay is $SEQRELAY_BINARY, else build/relay/seqrelay. A full run takes
+The relay is $SEQTEST_RELAY_BINARY, else build/relay/seqrelay. A full run takes
 about 2 x (messages x 0.1 s) plus ~10 s.
 """
 from __future__ import annotations

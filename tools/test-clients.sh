@@ -38,7 +38,7 @@ fi
 
 logs=$(mktemp -d /tmp/seqclients-XXXXXX)
 trap 'rm -rf "$logs"' EXIT
-export SEQRELAY_BINARY=$relay
+export SEQTEST_RELAY_BINARY=$relay
 
 run() {  # name, command...: runs in the background, output to $logs/name.log
   local name=$1

@@ -1,37 +1,88 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh Debian bookworm machine:
-#   installs what is missing, builds, and runs every test (unit and
-#   integration, on real mosquitto and MariaDB started on loopback), first in
-#   a normal build, then again under AddressSanitizer and UBSan; then the
-#   container image and compose stack (tools/test-docker.sh).
-# Usage: tools/test.sh [--quick]     --quick skips the sanitizer pass and the containers
+# The whole test suite, from a fresh Debian bookworm machine: installs what is
+# missing, builds, and runs every test on real servers started on loopback.
+#
+#   1. release build; unit tests, the integration shards (tests/integration,
+#      each shard with its own mosquitto and MariaDB) and the client tests
+#      (JavaScript, Python, the messenger in Chromium) side by side;
+#   2. the relay and the unit tests again under AddressSanitizer and UBSan,
+#      with the integration shards run against the sanitized relay;
+#   3. the container path: the image built and the compose stack run under
+#      podman (tools/test-docker.sh).
+#
+# Usage: tools/test.sh [--quick | --long]
+#   --quick  step 1 only
+#   --long   the long forms of the fault scenarios (SEQTEST_LONG), and
+#            every test binary built with the sanitizers, not only the relay
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-quick=0
-[[ "${1:-}" == "--quick" ]] && quick=1
+mode=default
+case "${1:-}" in
+  --quick) mode=quick ;;
+  --long) mode=long; export SEQTEST_LONG=1 ;;
+  "") ;;
+  *) echo "usage: tools/test.sh [--quick | --long]" >&2; exit 2 ;;
+esac
+
+start=$(date +%s)
+stamp() { echo "== [$(( $(date +%s) - start )) s] $*"; }
 
 "$root/tools/deps.sh"
 
-run_suite() {  # build dir, label, extra cmake args...
-  local dir=$1 label=$2
-  shift 2
-  echo "== $label: build"
-  "$root/tools/build.sh" "$dir" "$@"
-  echo "== $label: test"
-  (cd "$dir" && ctest --output-on-failure --timeout 900)
+# Runs the client tests in the background; clients_wait reports them.
+clients_log=$(mktemp /tmp/seqclients-XXXXXX.log)
+clients_pid=
+trap 'rm -f "$clients_log"' EXIT
+clients_start() { "$root/tools/test-clients.sh" "$1" >"$clients_log" 2>&1 & clients_pid=$!; }
+clients_wait() {
+  if ! wait "$clients_pid"; then
+    cat "$clients_log"
+    echo "== client tests FAILED"
+    return 1
+  fi
+  tail -n 3 "$clients_log"
 }
 
-start=$(date +%s)
-run_suite "$root/build" "release"
-"$root/tools/test-clients.sh" "$root/build"  # JavaScript, Python and the messenger in Chromium
-if ((quick == 0)); then
-  # Sanitizers slow everything down: the tests' deadlines scale with this.
-  export SEQTEST_TIME_FACTOR=4
-  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-  run_suite "$root/build-asan" "asan+ubsan" -DSEQRELAY_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Debug
+# ctest side by side: the integration shards mostly wait on servers and
+# paced loads, so more of them than cores run well.
+run_ctest() {  # build dir, extra ctest args...
+  local dir=$1
+  shift
+  (cd "$dir" && ctest --output-on-failure --timeout 900 -j 4 "$@")
+}
+
+stamp "release: build"
+"$root/tools/build.sh" "$root/build"
+stamp "release: tests"
+clients_start "$root/build"
+run_ctest "$root/build"
+clients_wait
+stamp "release: passed"
+[[ $mode == quick ]] && { stamp "all tests passed (--quick)"; exit 0; }
+
+# Sanitizers slow everything down: the tests' deadlines scale with this.
+export SEQTEST_TIME_FACTOR=4
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+asan=(-DSEQRELAY_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Debug)
+if [[ $mode == long ]]; then
+  stamp "asan+ubsan: build (everything)"
+  "$root/tools/build.sh" "$root/build-asan" "${asan[@]}"
+  stamp "asan+ubsan: tests"
+  run_ctest "$root/build-asan"
+else
+  # The relay and the pure logic under the sanitizers; the scenarios run
+  # from the release test binary against the sanitized relay.
+  stamp "asan+ubsan: build (relay, unit tests)"
+  "$root/tools/build.sh" --target seqrelay "$root/build-asan" "${asan[@]}"
+  "$root/tools/build.sh" --target unit_tests "$root/build-asan" "${asan[@]}"
+  stamp "asan+ubsan: tests"
+  "$root/build-asan/tests/unit_tests" --gtest_brief=1
+  SEQTEST_RELAY_BINARY="$root/build-asan/relay/seqrelay" SEQTEST_RELAY_SANITIZED=1 \
+    run_ctest "$root/build" -L integration
 fi
-# The image built and the compose stack run for real (podman; about 2 min
-# once the base images are cached, see README "Deploy with Docker").
-((quick)) || "$root/tools/test-docker.sh"
-echo "== all tests passed in $(( $(date +%s) - start )) s"
+stamp "asan+ubsan: passed"
+
+stamp "containers"
+"$root/tools/test-docker.sh"
+stamp "all tests passed"

@@ -19,6 +19,14 @@ std::string RelayBinary() {
 
 }  // namespace
 
+bool RelaySanitized() {
+#if defined(__SANITIZE_ADDRESS__)
+  return true;
+#else
+  return std::getenv("SEQTEST_RELAY_SANITIZED") != nullptr;
+#endif
+}
+
 RelayProcess::RelayProcess(TestServers& servers, std::string name, std::vector<std::string> extra_args)
     : servers_(servers), name_(std::move(name)), extra_args_(std::move(extra_args)) {}
 

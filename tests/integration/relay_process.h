@@ -56,6 +56,11 @@ class RelayProcess {
   int starts_ = 0;
 };
 
+// True if the relay under test runs under AddressSanitizer (this binary was
+// built with it, or SEQTEST_RELAY_SANITIZED is set beside a sanitized
+// SEQTEST_RELAY_BINARY): its memory figures mean nothing then.
+bool RelaySanitized();
+
 // The relay's exit code and output for a run with these arguments only (no
 // servers needed): for option errors and --help.
 int RunRelay(const std::vector<std::string>& args, std::string* output);

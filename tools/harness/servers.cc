@@ -37,9 +37,13 @@ TestServers::TestServers() {
   mqtt_port_ = FreePort();
   db_port_ = FreePort();
 
+  // Temp files of our own: servers of test shards that run side by side
+  // would otherwise collide on the names MariaDB makes in /tmp (seen:
+  // "Unknown table 'mysql.tmp_user_nopasswd'" from two installs at once).
+  std::filesystem::create_directories(dir_ + "/tmp");
   std::string out;
   int rc = RunCommand({FindBinary("mariadb-install-db"), "--no-defaults", "--user=root", "--datadir=" + dir_ + "/db",
-                       "--auth-root-authentication-method=normal", "--skip-test-db"},
+                       "--tmpdir=" + dir_ + "/tmp", "--auth-root-authentication-method=normal", "--skip-test-db"},
                       &out);
   if (rc != 0) throw std::runtime_error("mariadb-install-db failed:\n" + out);
   StartDatabase();
@@ -69,7 +73,7 @@ TestServers::~TestServers() {
 
 void TestServers::StartDatabase() {
   db_.Start({FindBinary("mariadbd"), "--no-defaults", "--user=root", "--datadir=" + dir_ + "/db",
-             "--socket=" + db_socket_, "--port=" + std::to_string(db_port_), "--bind-address=127.0.0.1",
+             "--tmpdir=" + dir_ + "/tmp", "--socket=" + db_socket_, "--port=" + std::to_string(db_port_), "--bind-address=127.0.0.1",
              "--innodb-flush-log-at-trx-commit=1", "--skip-name-resolve"},
             dir_ + "/mariadb.log");
   bool up = WaitFor([&] { return !db_.running() || PortAccepts(db_port_); }, std::chrono::seconds(60));

@@ -8,10 +8,10 @@
 //   ...
 //   await servers.stop();
 //
-// The relay binary: $SEQRELAY_BINARY, else <repo>/build/relay/seqrelay.
+// The relay binary: $SEQTEST_RELAY_BINARY, else <repo>/build/relay/seqrelay.
 // Deadlines scale with $SEQTEST_TIME_FACTOR (sanitizer builds).
 import { spawn, execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 
@@ -21,8 +21,8 @@ const RELAY_PASSWORD = 'relay-secret';
 const DB_PASSWORD = 'db-secret';
 
 export function relayBinary() {
-  const path = process.env.SEQRELAY_BINARY ?? `${REPO}/build/relay/seqrelay`;
-  if (!existsSync(path)) throw new Error(`relay binary ${path} not found: build it, or set SEQRELAY_BINARY`);
+  const path = process.env.SEQTEST_RELAY_BINARY ?? `${REPO}/build/relay/seqrelay`;
+  if (!existsSync(path)) throw new Error(`relay binary ${path} not found: build it, or set SEQTEST_RELAY_BINARY`);
   return path;
 }
 
@@ -84,7 +84,7 @@ class Server {
     this.logPath = logPath;
     const log = openSync(logPath, 'a');
     // The relay reads every SEQRELAY_* variable as an option and refuses
-    // unknown ones (SEQRELAY_BINARY among them): it gets only those given here.
+    // unknown ones: it gets only those given here.
     const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SEQRELAY_')));
     this.child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', log, log], env: { ...inherited, ...env } });
     closeSync(log);
@@ -169,13 +169,15 @@ export class TestServers {
   }
 
   async #startDatabase() {
+    // Temp files of its own: installs that run side by side collide in /tmp.
+    mkdirSync(`${this.dir}/tmp`, { recursive: true });
     execFileSync(findBinary('mariadb-install-db'), [
-      '--no-defaults', '--user=root', `--datadir=${this.dir}/db`,
+      '--no-defaults', '--user=root', `--datadir=${this.dir}/db`, `--tmpdir=${this.dir}/tmp`,
       '--auth-root-authentication-method=normal', '--skip-test-db',
     ], { stdio: 'pipe' });
     this.socket = `${this.dir}/my.sock`;
     this.db = new Server('mariadbd', [
-      findBinary('mariadbd'), '--no-defaults', '--user=root', `--datadir=${this.dir}/db`,
+      findBinary('mariadbd'), '--no-defaults', '--user=root', `--datadir=${this.dir}/db`, `--tmpdir=${this.dir}/tmp`,
       `--socket=${this.socket}`, `--port=${this.dbPort}`, '--bind-address=127.0.0.1', '--skip-name-resolve',
       // Durability does not matter for these tests; speed does.
       '--innodb-flush-log-at-trx-commit=2',

@@ -2,7 +2,7 @@
 tools/harness/servers.cc and clients/js/test/servers.js): a temp folder, free
 loopback ports, readiness polled (never a fixed sleep), stopped by PID.
 
-The relay binary: $SEQRELAY_BINARY, else <repo>/build/relay/seqrelay.
+The relay binary: $SEQTEST_RELAY_BINARY, else <repo>/build/relay/seqrelay.
 Deadlines scale with $SEQTEST_TIME_FACTOR.
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ DB_PASSWORD = "db-secret"
 
 
 def relay_binary() -> str:
-    path = os.environ.get("SEQRELAY_BINARY", str(REPO / "build/relay/seqrelay"))
+    path = os.environ.get("SEQTEST_RELAY_BINARY", str(REPO / "build/relay/seqrelay"))
     if not os.access(path, os.X_OK):
-        raise RuntimeError(f"relay binary {path} not found: build it, or set SEQRELAY_BINARY")
+        raise RuntimeError(f"relay binary {path} not found: build it, or set SEQTEST_RELAY_BINARY")
     return path
 
 
@@ -63,7 +63,7 @@ class Server:
     def __init__(self, name: str, argv: list, log: Path, env: dict | None = None):
         self.name, self.log_path = name, log
         # The relay reads every SEQRELAY_* variable as an option (and refuses
-        # unknown ones, SEQRELAY_BINARY among them): it gets only those given.
+        # unknown ones): it gets only those given.
         base = {k: v for k, v in os.environ.items() if not k.startswith("SEQRELAY_")}
         with open(log, "ab") as out:
             self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -110,11 +110,14 @@ class TestServers:
             "set_tcp_nodelay true\nmax_queued_messages 0\nlog_dest stderr\n")
         self.broker = Server("mosquitto", [find_binary("mosquitto"), "-c", str(self.dir / "mosquitto.conf")],
                              self.dir / "mosquitto.log")
+        # Temp files of its own: installs that run side by side collide in /tmp.
+        (self.dir / "tmp").mkdir(exist_ok=True)
         subprocess.run([find_binary("mariadb-install-db"), "--no-defaults", "--user=root", f"--datadir={self.dir}/db",
-                        "--auth-root-authentication-method=normal", "--skip-test-db"],
+                        f"--tmpdir={self.dir}/tmp", "--auth-root-authentication-method=normal", "--skip-test-db"],
                        check=True, capture_output=True)
         self.db = Server("mariadbd", [find_binary("mariadbd"), "--no-defaults", "--user=root",
-                                      f"--datadir={self.dir}/db", f"--socket={self.socket}", f"--port={self.db_port}",
+                                      f"--datadir={self.dir}/db", f"--tmpdir={self.dir}/tmp",
+                                      f"--socket={self.socket}", f"--port={self.db_port}",
                                       "--bind-address=127.0.0.1", "--skip-name-resolve",
                                       "--innodb-flush-log-at-trx-commit=2"], self.dir / "mariadb.log")
         self.broker.ready(lambda: port_accepts(self.mqtt_port), "mosquitto to open its port", 20)
