@@ -388,9 +388,37 @@ Result<std::optional<MysqlStore::TopicRow>> MysqlStore::FindTopic(const std::opt
 }
 
 Result<std::vector<MysqlStore::RangeRow>> MysqlStore::ReadRange(std::string_view topic, uint64_t from, uint64_t to,
-                                                                std::size_t limit) {
+                                                                std::size_t limit, std::size_t max_bytes) {
   std::vector<RangeRow> rows;
   Status s = Guard("read range", [&] {
+    // Payloads can be large (up to --max-payload each, and earlier rows may
+    // be larger still): unless `limit` rows of the largest size fit
+    // `max_bytes`, read their sizes first (a few bytes a row) and then only
+    // the rows that fit, at least one.
+    if (limit * static_cast<uint64_t>(config_.max_payload) > max_bytes) {
+      std::unique_ptr<sql::PreparedStatement> sizes(conn_->prepareStatement(
+          "SELECT SEQ, LENGTH(MSG) FROM MSG WHERE ID = ? AND SEQ BETWEEN ? AND ? ORDER BY SEQ LIMIT ?"));
+      sizes->setString(1, Bytes(topic));
+      sizes->setUInt64(2, from);
+      sizes->setUInt64(3, to);
+      sizes->setUInt64(4, limit);
+      std::unique_ptr<sql::ResultSet> rs(sizes->executeQuery());
+      std::size_t total = 0, fit = 0;
+      uint64_t last = from;
+      while (rs->next()) {
+        const uint64_t bytes = rs->getUInt64(2);
+        if (fit > 0 && total + bytes > max_bytes) break;
+        total += bytes;
+        ++fit;
+        last = rs->getUInt64(1);
+      }
+      if (fit == 0) {
+        CommitTransaction();
+        return;
+      }
+      limit = fit;
+      to = last;
+    }
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
         "SELECT SEQ, QOS, MSG FROM MSG WHERE ID = ? AND SEQ BETWEEN ? AND ? ORDER BY SEQ LIMIT ?"));
     ps->setString(1, Bytes(topic));

@@ -99,8 +99,10 @@ class MysqlStore {
     uint8_t ordering = 1;
     std::string payload;
   };
-  // Rows of `topic` with SEQ in [from, to], in SEQ order, at most `limit`.
-  Result<std::vector<RangeRow>> ReadRange(std::string_view topic, uint64_t from, uint64_t to, std::size_t limit);
+  // Rows of `topic` with SEQ in [from, to], in SEQ order, at most `limit`
+  // and, beyond the first, at most `max_bytes` of payload together.
+  Result<std::vector<RangeRow>> ReadRange(std::string_view topic, uint64_t from, uint64_t to, std::size_t limit,
+                                          std::size_t max_bytes);
 
   struct AuditRow {
     std::string topic;

@@ -14,6 +14,12 @@ namespace seqrelay {
 namespace {
 
 constexpr std::size_t kReadChunk = 1000;  // rows per range query
+// A reply's memory is bounded in bytes, not only in rows: payloads read per
+// query (beyond a first row of any size), and reply bytes handed to the
+// broker and not yet acknowledged (libmosquitto keeps a copy of each until
+// its PUBACK, connected or not), for all replies together.
+constexpr std::size_t kReadBytes = 8 * 1024 * 1024;
+constexpr std::size_t kMaxUnackedBytes = 16 * 1024 * 1024;
 // How long a reply is served while other clients wait. Well under the
 // client library's reply timeout (2 s), which a reply waiting for its next
 // turn must not run into.
@@ -221,7 +227,7 @@ bool RetransmitService::Serve(Job& job, MysqlStore& store) {
     return wait_until(governor_.Reserve(Clock::now()));
   };
   while (p.next <= p.end) {
-    auto rows = WithDb(store, [&] { return store.ReadRange(topic, p.next, p.end, kReadChunk); });
+    auto rows = WithDb(store, [&] { return store.ReadRange(topic, p.next, p.end, kReadChunk, kReadBytes); });
     if (!rows.ok()) {
       LogWarn("retransmit for {} of '{}' from {}: {}", job.client, topic, p.next, rows.error());
       p.status.error = fmt::format("database unavailable after {} frames, ask again from {}", p.status.sent, p.next);
@@ -263,16 +269,22 @@ bool RetransmitService::MayRead(const Job& job, std::string_view topic) const {
 void RetransmitService::PublishFrame(const Job& job, std::span<const uint8_t> frame) {
   std::optional<std::span<const uint8_t>> correlation;
   if (job.correlation) correlation = AsBytes(*job.correlation);
-  std::lock_guard lock(unacked_mu_);  // held across the publish: its PUBACK cannot come before the insert
+  std::unique_lock lock(unacked_mu_);  // held across the publish: its PUBACK cannot come before the insert
+  // Room for it among the bytes in flight (one frame alone always goes).
+  // Waits in slices, so that a stop is seen even if no PUBACK ever comes.
+  while (unacked_bytes_ > 0 && unacked_bytes_ + frame.size() > kMaxUnackedBytes && !stopping_) {
+    acked_cv_.wait_for(lock, std::chrono::milliseconds(100));
+  }
   if (auto mid = link_->Publish(job.topics.frames, frame, 1, correlation); mid.ok()) {
     ++counters_.frames;
-    MarkUnackedLocked(mid.value());
+    MarkUnackedLocked(mid.value(), frame.size());
   }
 }
 
-void RetransmitService::MarkUnackedLocked(int mid) {
-  if (mid < 0 || mid >= static_cast<int>(unacked_.size()) || unacked_[mid]) return;
-  unacked_[mid] = true;
+void RetransmitService::MarkUnackedLocked(int mid, std::size_t bytes) {
+  if (mid < 0 || mid >= static_cast<int>(unacked_.size()) || unacked_[mid] > 0) return;
+  unacked_[mid] = static_cast<uint32_t>(std::max<std::size_t>(bytes, 1));
+  unacked_bytes_ += unacked_[mid];
   ++unacked_count_;
 }
 
@@ -286,9 +298,11 @@ void RetransmitService::OnPublished(int mid, int reason_code) {
     }
   }
   std::lock_guard lock(unacked_mu_);
-  if (mid < 0 || mid >= static_cast<int>(unacked_.size()) || !unacked_[mid]) return;
-  unacked_[mid] = false;
-  if (--unacked_count_ == 0) acked_cv_.notify_all();
+  if (mid < 0 || mid >= static_cast<int>(unacked_.size()) || unacked_[mid] == 0) return;
+  unacked_bytes_ -= unacked_[mid];
+  unacked_[mid] = 0;
+  --unacked_count_;
+  acked_cv_.notify_all();  // a worker waiting for room, or WaitAcknowledged
 }
 
 std::size_t RetransmitService::WaitAcknowledged(std::chrono::milliseconds deadline) {
@@ -314,7 +328,7 @@ void RetransmitService::Answer(const Job& job, const ReplyStatus& status) {
   if (job.correlation) correlation = AsBytes(*job.correlation);
   std::unique_lock lock(unacked_mu_);
   auto mid = link_->Publish(job.topics.status, AsBytes(body), 1, correlation);
-  if (mid.ok()) MarkUnackedLocked(mid.value());
+  if (mid.ok()) MarkUnackedLocked(mid.value(), body.size());
   lock.unlock();
   if (!mid.ok()) {
     LogWarn("retransmit status for '{}': {}", job.client, mid.error());

@@ -119,20 +119,21 @@ class RetransmitService {
   bool MayRead(const Job& job, std::string_view topic) const;
   void Answer(const Job& job, const ReplyStatus& status);
   void PublishFrame(const Job& job, std::span<const uint8_t> frame);
-  void MarkUnackedLocked(int mid);  // unacked_mu_ held
+  void MarkUnackedLocked(int mid, std::size_t bytes);  // unacked_mu_ held
 
   const Config& config_;
   ReplayGovernor governor_;
   MqttLink* link_ = nullptr;  // set by Start, before any worker runs
   std::shared_ptr<const Acl> acl_;  // null: no access control; set before Start, then read-only
   // Which MQTT message ids (16-bit) of replies are published and not yet
-  // acknowledged, and how many: a bit per id, so a frame costs no
-  // allocation. Guarded by unacked_mu_ (workers set, the link thread clears;
-  // PUBACKs of the link's other publishes find their bit clear).
+  // acknowledged, with their bytes, and how many: a slot per id, so a frame
+  // costs no allocation. Guarded by unacked_mu_ (workers set, the link
+  // thread clears; PUBACKs of the link's other publishes find their slot 0).
   std::mutex unacked_mu_;
   std::condition_variable acked_cv_;
-  std::vector<bool> unacked_ = std::vector<bool>(65536);
+  std::vector<uint32_t> unacked_ = std::vector<uint32_t>(65536);  // bytes of publish `mid`; 0 = acknowledged
   std::size_t unacked_count_ = 0;
+  std::size_t unacked_bytes_ = 0;  // sum of unacked_
   Counters counters_;
   std::vector<std::thread> workers_;
 

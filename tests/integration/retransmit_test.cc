@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 #include <thread>
 
@@ -123,6 +124,50 @@ TEST_F(RetransmitE2E, RangeHistoryAndCapReturnByteIdenticalFrames) {
 // and in order. A stop during a paced reply ends it at its next frame, with
 // a status that says where to ask again: the rest of a 2,000-frame reply
 // would need 78 s.
+// A history of large messages: the relay's memory stays bounded in bytes,
+// not only in rows (it read 1,000 rows per query and handed every frame to
+// libmosquitto at once, so one request on a topic of 1 MiB messages could
+// take a GiB). 200 x 1 MiB here; SEQTEST_LONG: 10,000 x 1 MiB.
+TEST_F(RetransmitE2E, AHistoryOfLargeMessagesKeepsTheRelayMemoryBounded) {
+  const int count = std::getenv("SEQTEST_LONG") ? 10000 : 200;
+  StartRelay();
+  const std::string topic = root() + "/big";
+  {
+    MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+    for (int i = 1; i <= count; ++i) {
+      std::string payload(1024 * 1024, static_cast<char>('a' + i % 26));
+      std::memcpy(payload.data(), &i, sizeof i);
+      pub.Publish(topic, payload, 1, 20);
+    }
+    ASSERT_TRUE(pub.WaitAllAcked(Scaled(300s)));
+  }
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(topic).size() == static_cast<std::size_t>(count); }, Scaled(300s)));
+  const long before_kb = relay_->PeakRssKb();
+
+  Requester bob(servers().mqtt_port(), name_ + "-bob");
+  bob.Ask(json{{"topic", topic}, {"from", 1}});
+  ASSERT_TRUE(WaitForStatuses(bob.mqtt, 1, 300s));
+  const long after_kb = relay_->PeakRssKb();
+  auto frames = bob.Frames();
+  ASSERT_EQ(frames.size(), static_cast<std::size_t>(count));
+  for (int i = 1; i <= count; ++i) {
+    const std::string& f = frames[i - 1].payload;
+    ASSERT_EQ(f.size(), 10u + 1024 * 1024) << i;
+    int tag = 0;
+    std::memcpy(&tag, f.data() + 10, sizeof tag);
+    ASSERT_EQ(tag, i) << "frames out of order or wrong";
+  }
+  EXPECT_EQ(Statuses(bob.mqtt)[0]["sent"], count);
+  std::fprintf(stderr, "[ figure ] history of %d x 1 MiB: relay peak RSS %.1f MiB before the request, %.1f MiB "
+               "after\n", count, before_kb / 1024.0, after_kb / 1024.0);
+  if (!RelaySanitized()) {
+    // 8 MiB of rows read at a time and 16 MiB of frames in flight, with
+    // their copies, against 200 MiB and more before.
+    EXPECT_LT(after_kb - before_kb, 64 * 1024) << "the reply's memory grew with the history";
+  }
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 TEST_F(RetransmitE2E, ReplayRatePacesAReplyAndAStopCutsItShort) {
   StartRelay({"--replay-rate=25"});
   const std::string topic = root() + "/room";
