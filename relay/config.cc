@@ -83,9 +83,10 @@ std::vector<std::string> Describe(const Config& c) {
   auto mask = [](const std::string& secret) { return secret.empty() ? std::string("(none)") : std::string("****"); };
   const char* levels[] = {"debug", "info", "warn", "error"};
   return {
-      fmt::format("mqtt {}:{} user={} password={} client-id={} keepalive={}s publish-qos={}", c.mqtt_host,
-                  c.mqtt_port, c.mqtt_user.empty() ? "(none)" : c.mqtt_user, mask(c.mqtt_password),
-                  c.mqtt_client_id, c.mqtt_keepalive_s, c.publish_qos),
+      fmt::format("mqtt {}:{} user={} password={} intake-user={} client-id={} keepalive={}s publish-qos={}",
+                  c.mqtt_host, c.mqtt_port, c.mqtt_user.empty() ? "(none)" : c.mqtt_user, mask(c.mqtt_password),
+                  c.mqtt_intake_user.empty() ? "(same)" : c.mqtt_intake_user, c.mqtt_client_id, c.mqtt_keepalive_s,
+                  c.publish_qos),
       fmt::format("db {} user={} password={} name={} migrate={}",
                   c.db_socket.empty() ? fmt::format("{}:{}", c.db_host, c.db_port) : "unix:" + c.db_socket,
                   c.db_user, mask(c.db_password), c.db_name, c.migrate),

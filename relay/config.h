@@ -20,6 +20,10 @@ struct Config {
   int mqtt_port = 1883;
   std::string mqtt_user;
   std::string mqtt_password;
+  // The intake link's own login, so that the broker's ACL can keep the
+  // relay's frames (seq/#, relay/#) from it; empty: mqtt_user/mqtt_password.
+  std::string mqtt_intake_user;
+  std::string mqtt_intake_password;
   std::string mqtt_client_id = "seqrelay";  // intake session; output link adds "-out"
   int mqtt_keepalive_s = 30;
   int publish_qos = 1;  // MQTT QoS of frames on seq/T

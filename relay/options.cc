@@ -44,6 +44,12 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
       ("mqtt-user", po::value(&c.mqtt_user)->value_name("USER"), "Username for both relay connections.")
       ("mqtt-password", po::value(&c.mqtt_password)->value_name("PASSWORD"),
        "Password (prefer SEQRELAY_MQTT_PASSWORD: flags are visible in ps).")
+      ("mqtt-intake-user", po::value(&c.mqtt_intake_user)->value_name("USER"),
+       "Username of the intake link only (default: --mqtt-user). With its own user, the broker's ACL can deny it "
+       "read access on the relay's own topics (seq/#, relay/#), so that a --source of '#' does not feed every "
+       "frame back into the intake (see docker/mosquitto/acl).")
+      ("mqtt-intake-password", po::value(&c.mqtt_intake_password)->value_name("PASSWORD"),
+       "Its password (prefer SEQRELAY_MQTT_INTAKE_PASSWORD; default: --mqtt-password).")
       ("mqtt-client-id", po::value(&c.mqtt_client_id)->default_value(c.mqtt_client_id)->value_name("ID"),
        "Client id of the intake session (persistent: the broker queues raw messages under it while the relay is "
        "away). The output connection uses ID-out. Keep it fixed across restarts.")

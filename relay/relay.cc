@@ -264,6 +264,10 @@ int Relay::Run() {
   // session without a v5 session expiry interval.
   out.mqtt_v5 = true;
   in.client_id = config_.mqtt_client_id;
+  if (!config_.mqtt_intake_user.empty()) {
+    in.user = config_.mqtt_intake_user;
+    in.password = config_.mqtt_intake_password.empty() ? config_.mqtt_password : config_.mqtt_intake_password;
+  }
   in.clean_session = false;  // persistent: the broker queues for us while we are away
   in.name = "intake";
   in.subscriptions = RemoveCoveredFilters(config_.sources);
@@ -512,7 +516,12 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
     case Verdict::kAccept:
       break;
     case Verdict::kOwnTopic:
-      ++counters_.ignored_own;
+      if (counters_.ignored_own++ == 0) {
+        LogWarn("intake: mosquitto delivers the relay's own topics back to it (first: '{}'), e.g. with --source "
+                "'#': each is dropped, but it doubles the broker's traffic to the relay. Give the intake its own "
+                "user (--mqtt-intake-user) and deny it read access on {}/# and {}/# in the broker's ACL, as "
+                "docker/mosquitto/acl does, or narrow --source", in.topic, config_.seq_prefix, config_.control_prefix);
+      }
       return MqttLink::AfterMessage::kReadOn;
     case Verdict::kRetained:
       ++counters_.ignored_retained;

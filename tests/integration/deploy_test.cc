@@ -81,7 +81,8 @@ class ShippedBroker {
   }
 
   inline static const std::vector<std::pair<std::string, std::string>> kUsers = {
-      {"relay-passwords", "seqrelay"}, {"passwords", "alice"}, {"passwords", "bob"}};
+      {"relay-passwords", "seqrelay"}, {"relay-passwords", "seqrelay-intake"}, {"passwords", "alice"},
+      {"passwords", "bob"}};
   const std::string dir_;
   const int client_port_, relay_port_;
   Process process_;
@@ -118,8 +119,9 @@ TEST_F(DeployE2E, ShippedConfAndAclLetAClientReplayOnlyWhatItMayRead) {
                                             "user bob\ntopic write secret/#\ntopic read seq/secret/#\n");
   relay_ = std::make_unique<RelayProcess>(
       servers(), name_,
-      std::vector<std::string>{"--source=chat/#", "--source=secret/#", "--acl-file=" + broker_->acl_path(),
-                               "--stats-interval=1"});
+      std::vector<std::string>{"--source=#", "--acl-file=" + broker_->acl_path(), "--stats-interval=1",
+                               "--mqtt-intake-user=seqrelay-intake",
+                               "--mqtt-intake-password=" + ShippedBroker::Password("seqrelay-intake")});
   relay_->SetBroker(broker_->relay_port(), "seqrelay", ShippedBroker::Password("seqrelay"));
   relay_->Start();
   EXPECT_NE(relay_->log().find("replay access control: "), std::string::npos) << relay_->log();
@@ -229,6 +231,10 @@ TEST_F(DeployE2E, ShippedConfAndAclLetAClientReplayOnlyWhatItMayRead) {
       10s))
       << report.dump();
   EXPECT_EQ(report["messages"]["committed"], 8);
+  // The shipped ACL keeps the relay's own frames and reports from its
+  // intake, although it reads '#'.
+  EXPECT_EQ(report["messages"]["ignored"]["own_topics"], 0) << report.dump();
+  EXPECT_EQ(relay_->log().find("delivers the relay's own topics back"), std::string::npos) << relay_->log();
   EXPECT_EQ(relay_->Stop(), 0);
 }
 

@@ -328,6 +328,26 @@ TEST_F(RelayE2E, RefusesOversizedTopicAndPayloadAndKeepsRunning) {
   EXPECT_NE(log.find("refused 2 (topic too long 1, payload too large 1"), std::string::npos);
 }
 
+// With --source '#' and a broker that lets the intake read everything, the
+// relay's own frames come back to it: dropped, counted, and said once in
+// the log with what to do (the shipped ACL prevents it; DeployE2E).
+TEST_F(RelayE2E, OwnFramesFedBackToTheIntakeAreDroppedAndReportedOnce) {
+  StartRelay({"--source=#", "--stats-interval=0"});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 5; ++i) pub.Publish(root() + "/x", std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(root() + "/x").size() == 5; }, 10s));
+  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("delivers the relay's own topics back") != std::string::npos; },
+                      10s))
+      << relay_->log();
+  std::this_thread::sleep_for(Scaled(200ms));
+  EXPECT_EQ(AuditTrail("seq/" + root() + "/x").size(), 0u) << "a frame was sequenced again";
+  const std::string log = relay_->log();
+  EXPECT_EQ(log.find("delivers the relay's own topics back"), log.rfind("delivers the relay's own topics back"))
+      << "said more than once";
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 TEST_F(RelayE2E, NoMigrateRefusesAnEmptyDatabaseWithAClearError) {
   servers().Sql("CREATE DATABASE `" + name_ + "`");
   RelayProcess relay(servers(), name_, {"--no-migrate"});

@@ -414,7 +414,7 @@ TEST(OptionsTest, HelpSetsHelpAndListsEveryOption) {
         "source",         "immediate",     "seq-prefix",       "control-prefix",  "max-payload", "batch-max",
         "batch-delay-us", "buffer-max",    "buffer-max-bytes", "shutdown-timeout", "stats-interval", "log-format", "metrics-port", "metrics-bind",
         "acl-file", "journal-dir", "replay-max", "replay-workers", "replay-rate",
-        "replay-live-delay-us", "max-topics", "topic-cache"}) {
+        "replay-live-delay-us", "max-topics", "topic-cache", "mqtt-intake-user", "mqtt-intake-password"}) {
     // "--name " with the space, so "--buffer-max" is not found inside "--buffer-max-bytes".
     EXPECT_TRUE(Contains(text, std::string("--") + name + " ")) << "--help does not mention --" << name;
   }
