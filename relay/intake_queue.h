@@ -9,8 +9,8 @@
 // the broker queues for the persistent session) until the queue is back
 // below half (below_resume_mark). This is the relay's only back-pressure,
 // and it never touches the output connection, so frames keep flowing while
-// intake waits. Over the limit the queue holds at most what the broker had
-// sent before the DISCONNECT: its in-flight window.
+// intake waits. Over the limit the queue holds the one message whose wait
+// ran out: the link reads nothing more once its DISCONNECT is queued.
 //
 // One producer (the intake callback) and one consumer (the writer); both
 // sides are guarded by mu_.

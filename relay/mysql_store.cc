@@ -219,17 +219,21 @@ Result<MysqlStore::Progress> MysqlStore::ReadProgress() {
   return p;
 }
 
-Result<uint64_t> MysqlStore::ReadMaxAllowedPacket() {
-  uint64_t bytes = 0;
-  Status s = Guard("read max_allowed_packet", [&] {
+Result<uint64_t> MysqlStore::QueryNumber(const char* what, const char* query) {
+  uint64_t n = 0;
+  Status s = Guard(what, [&] {
     std::unique_ptr<sql::Statement> st(conn_->createStatement());
-    std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT @@max_allowed_packet"));
+    std::unique_ptr<sql::ResultSet> rs(st->executeQuery(query));
     rs->next();
-    bytes = rs->getUInt64(1);
+    n = rs->getUInt64(1);
     CommitTransaction();
   });
   if (!s.ok()) return s;
-  return bytes;
+  return n;
+}
+
+Result<uint64_t> MysqlStore::ReadMaxAllowedPacket() {
+  return QueryNumber("read max_allowed_packet", "SELECT @@max_allowed_packet");
 }
 
 Result<std::vector<MysqlStore::TopicRow>> MysqlStore::ResolveTopics(std::span<const std::string_view> topics,
@@ -273,18 +277,7 @@ Result<std::vector<MysqlStore::TopicRow>> MysqlStore::ResolveTopics(std::span<co
   return rows;
 }
 
-Result<uint64_t> MysqlStore::CountTopics() {
-  uint64_t n = 0;
-  Status s = Guard("count topics", [&] {
-    std::unique_ptr<sql::Statement> st(conn_->createStatement());
-    std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT COUNT(*) FROM TOPIC"));
-    rs->next();
-    n = rs->getUInt64(1);
-    CommitTransaction();
-  });
-  if (!s.ok()) return s;
-  return n;
-}
+Result<uint64_t> MysqlStore::CountTopics() { return QueryNumber("count topics", "SELECT COUNT(*) FROM TOPIC"); }
 
 sql::PreparedStatement& MysqlStore::InsertStatement(std::size_t rows) {
   const std::size_t slot = std::countr_zero(rows);  // rows is a power of two

@@ -132,6 +132,8 @@ class MysqlStore {
 
  private:
   Status Guard(const char* what, const std::function<void()>& body);
+  // The first column of the first row of `query`, as a number.
+  Result<uint64_t> QueryNumber(const char* what, const char* query);
   // Ends the open transaction; throws if the server did not confirm it.
   void CommitTransaction();
   // Forgets the connection and everything prepared on it.

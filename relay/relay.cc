@@ -571,9 +571,7 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   // mosquitto would drop the link after 1.5x the keepalive with our PUBACKs
   // unsent. Past that, the link pauses (a clean DISCONNECT) until the
   // writer has drained the buffer to half.
-  const bool paused = intake_paused_.load(std::memory_order_relaxed);
-  const auto max_wait = paused ? Clock::duration::zero()
-                               : Clock::duration(std::chrono::seconds(config_.mqtt_keepalive_s)) / 3;
+  const auto max_wait = Clock::duration(std::chrono::seconds(config_.mqtt_keepalive_s)) / 3;
   Clock::duration waited{};
   switch (queue_.PushWithin(std::move(m), max_wait, &waited)) {
     case IntakeQueue::Pushed::kQueued:
@@ -582,7 +580,9 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
       ++counters_.lost;  // only after the shutdown deadline closed the queue
       return MqttLink::AfterMessage::kReadOn;
     case IntakeQueue::Pushed::kOverLimit:
-      if (paused) break;  // read before the DISCONNECT went out: held over the limit
+      // The link takes nothing more once it has queued its DISCONNECT
+      // (MqttLink::Loop), so this one message is all the queue holds over
+      // its limit.
       intake_paused_ = true;
       ++counters_.intake_pauses;
       LogWarn("intake: buffer full for {:.1f} s (--buffer-max {}); pausing the intake link until it is half empty "

@@ -1,8 +1,9 @@
 // Relay: the wiring of the three stages a message passes through.
 //
-//   intake link thread   OnIntake: classify, copy into a Message, Push into
-//                        the bounded IntakeQueue (blocks when full: that is
-//                        the back-pressure on mosquitto).
+//   intake link thread   OnIntake: classify, copy into a Message, push into
+//                        the bounded IntakeQueue (waits when full, at most a
+//                        third of the keepalive, then pauses the link: that
+//                        is the back-pressure on mosquitto).
 //   writer thread        WriterLoop: pop a batch, give each message its idx
 //                        and SEQ (Sequencer), commit the batch in one
 //                        transaction (MysqlStore), then publish every frame
@@ -10,7 +11,8 @@
 //   output link thread   OnPublished: the broker's PUBACKs advance the
 //                        PublishTracker watermark, saved with the next commit.
 //   main thread          waits for the stop; every --stats-interval it
-//                        publishes the retained report on <control>/stats.
+//                        publishes the retained report on <control>/stats;
+//                        resumes the paused intake when the writer asks.
 //
 // Receiving, committing and publishing overlap: while the writer waits on
 // MySQL, the intake keeps filling the queue and the output link keeps
@@ -152,8 +154,9 @@ class Relay {
   // The journal (null without --journal-dir): appended on the intake
   // thread, released by the writer, replayed by Run() at start.
   std::unique_ptr<Journal> journal_;
-  // Recognises the broker's resends of journaled messages after a kill;
-  // filled by Run() from the journal, then used by the intake thread only.
+  // Recognises the broker's resends of messages already taken (after a kill,
+  // from the journal; after any reconnect, from the intake); filled by Run()
+  // from the journal, then used by the intake thread only.
   RedeliveryFilter redelivery_{kRedeliveryWindow};
   static constexpr std::size_t kRedeliveryWindow = 4096;  // taken messages a reconnect checks resends against
   // True from the intake's pause (its buffer stayed full for a third of the

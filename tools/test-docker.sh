@@ -10,15 +10,19 @@
 #  - the official eclipse-mosquitto and mysql images are replaced by local
 #    Debian-based stand-ins (docker/stand-ins/), see compose.test.yaml.
 #
-# Usage: tools/test-docker.sh [--keep]   (as root; --keep leaves the stack up)
+# Usage: tools/test-docker.sh [--keep | --prepare]   (as root)
+#   --keep     leaves the stack up
+#   --prepare  only installs the tools and makes the base images (network
+#              and disk bound: tools/test.sh runs it beside the build)
 # Everything it starts (podman API service, containers, volumes, network of
 # project $project) is removed on exit, failure included.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SEQRELAY_CACHE:-/var/cache/seqrelay}
 project=seqrelay-test
-keep=0
+keep=0 prepare=0
 [[ "${1:-}" == "--keep" ]] && keep=1
+[[ "${1:-}" == "--prepare" ]] && prepare=1
 t0=$(date +%s)
 say() { echo "== docker [$(( $(date +%s) - t0 )) s] $*"; }
 die() { echo "test-docker: $*" >&2; exit 1; }
@@ -32,8 +36,8 @@ done
 if ((${#need[@]})); then
   say "installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 # Root here cannot raise the open-files hard limit, and cgroups are in hybrid
@@ -89,6 +93,7 @@ import_base() {  # tar, tag
 import_base "$base_tar" bookworm
 import_base "$slim_tar" bookworm-slim
 say "base images ready"
+((prepare)) && exit 0
 
 # compose.yaml publishes these on 127.0.0.1; say so plainly if they are taken.
 for port in 1883 9108; do

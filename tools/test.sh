@@ -27,12 +27,24 @@ esac
 start=$(date +%s)
 stamp() { echo "== [$(( $(date +%s) - start )) s] $*"; }
 
+# Background jobs, their logs, and on any exit: whatever still runs is
+# ended by its PID.
+docker_log=$(mktemp /tmp/seqdocker-XXXXXX.log)
+clients_log=$(mktemp /tmp/seqclients-XXXXXX.log)
+asan_log=$(mktemp /tmp/seqasan-XXXXXX.log)
+docker_prep= clients_pid= asan_pid=
+trap 'kill $docker_prep $clients_pid $asan_pid 2>/dev/null; rm -f "$clients_log" "$docker_log" "$asan_log"' EXIT
+
 "$root/tools/deps.sh"
 
+# The container stage's tools and base images (network and disk, not CPU)
+# are made while the relay builds.
+if [[ $mode != quick ]]; then
+  "$root/tools/test-docker.sh" --prepare >"$docker_log" 2>&1 &
+  docker_prep=$!
+fi
+
 # Runs the client tests in the background; clients_wait reports them.
-clients_log=$(mktemp /tmp/seqclients-XXXXXX.log)
-clients_pid=
-trap 'rm -f "$clients_log"' EXIT
 clients_start() { "$root/tools/test-clients.sh" "$1" >"$clients_log" 2>&1 & clients_pid=$!; }
 clients_wait() {
   if ! wait "$clients_pid"; then
@@ -53,8 +65,19 @@ run_ctest() {  # build dir, extra ctest args...
 
 stamp "release: build"
 "$root/tools/build.sh" "$root/build"
+asan=(-DSEQRELAY_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Debug)
+asan_build() {  # the relay and the unit tests with the sanitizers (default mode)
+  "$root/tools/build.sh" --target seqrelay "$root/build-asan" "${asan[@]}" &&
+    "$root/tools/build.sh" --target unit_tests "$root/build-asan" "${asan[@]}"
+}
+
 stamp "release: tests"
 clients_start "$root/build"
+# The sanitizer build takes only the CPU the tests leave idle (nice 19).
+if [[ $mode == default ]]; then
+  nice -n 19 bash -c "$(declare -p root asan); $(declare -f asan_build); asan_build" >"$asan_log" 2>&1 &
+  asan_pid=$!
+fi
 run_ctest "$root/build"
 clients_wait
 stamp "release: passed"
@@ -64,7 +87,6 @@ stamp "release: passed"
 export SEQTEST_TIME_FACTOR=4
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-asan=(-DSEQRELAY_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Debug)
 if [[ $mode == long ]]; then
   stamp "asan+ubsan: build (everything)"
   "$root/tools/build.sh" "$root/build-asan" "${asan[@]}"
@@ -73,9 +95,8 @@ if [[ $mode == long ]]; then
 else
   # The relay and the pure logic under the sanitizers; the scenarios run
   # from the release test binary against the sanitized relay.
-  stamp "asan+ubsan: build (relay, unit tests)"
-  "$root/tools/build.sh" --target seqrelay "$root/build-asan" "${asan[@]}"
-  "$root/tools/build.sh" --target unit_tests "$root/build-asan" "${asan[@]}"
+  stamp "asan+ubsan: build (relay, unit tests; started beside the release tests)"
+  wait "$asan_pid" || { cat "$asan_log"; echo "== asan+ubsan: build FAILED"; exit 1; }
   stamp "asan+ubsan: tests"
   "$root/build-asan/tests/unit_tests" --gtest_brief=1
   SEQTEST_RELAY_BINARY="$root/build-asan/relay/seqrelay" SEQTEST_RELAY_SANITIZED=1 \
@@ -84,5 +105,6 @@ fi
 stamp "asan+ubsan: passed"
 
 stamp "containers"
+wait "$docker_prep" || { cat "$docker_log"; echo "== containers: preparing FAILED"; exit 1; }
 "$root/tools/test-docker.sh"
 stamp "all tests passed"

@@ -14,12 +14,42 @@ namespace {
 
 // Its own name, so that these scenarios run as a shard of their own beside
 // the others (tests/integration/CMakeLists.txt).
-class OutageE2E : public FaultE2E {};
+class OutageE2E : public FaultE2E {
+ protected:
+  // MariaDB stopped for `outage_s` while 1,000 msg/s flow (`tail_s` more
+  // seconds of load around it) into the running relay; checks that nothing
+  // is lost, stored twice or out of order, prints the row and returns the
+  // audit, with the time from the restart to the last row in `recover`.
+  Outcome RunDatabaseOutage(int outage_s, int tail_s, const std::string& scenario, double* recover);
+};
 
 int CountOf(const std::string& haystack, const std::string& needle) {
   int n = 0;
   for (auto at = haystack.find(needle); at != std::string::npos; at = haystack.find(needle, at + 1)) ++n;
   return n;
+}
+
+OutageE2E::Outcome OutageE2E::RunDatabaseOutage(int outage_s, int tail_s, const std::string& scenario, double* recover) {
+  const std::string topic = root() + "/t";
+  const int count = 1000 * (outage_s + tail_s);
+  PacedLoad load(servers().mqtt_port(), name_, topic, count, 1000);
+  EXPECT_TRUE(load.WaitPublished(2000, 30s));
+  servers().StopDatabase();
+  std::this_thread::sleep_for(std::chrono::seconds(outage_s));
+  servers().StartDatabase();
+  const auto restarted = std::chrono::steady_clock::now();
+  EXPECT_TRUE(load.Finish(120s));
+  WaitStored(topic, count, 120s);
+  *recover = std::chrono::duration<double>(std::chrono::steady_clock::now() - restarted).count();
+  std::this_thread::sleep_for(Scaled(500ms));  // a late duplicate, if any, lands now
+  Outcome o = Audit(load);
+  Print(scenario, o, *recover);
+  EXPECT_EQ(o.lost, 0u);
+  EXPECT_EQ(o.duplicates, 0u) << "a message was stored twice (a resend of the broker?)";
+  EXPECT_EQ(o.stored, static_cast<std::size_t>(count));
+  EXPECT_TRUE(o.gapless);
+  EXPECT_EQ(o.delivered, static_cast<std::size_t>(count));
+  return o;
 }
 
 // MariaDB stopped for 10 s (30 s in the long form) while 1,000 msg/s flow.
@@ -29,23 +59,10 @@ int CountOf(const std::string& haystack, const std::string& needle) {
 TEST_F(OutageE2E, DatabaseOutageUnderLoadLosesNothingAndBoundsMemory) {
   StartRelay({"--journal-dir=" + servers().dir() + "/journal-" + name_, "--buffer-max=2000"});
   const int outage_s = LongForm() ? 30 : 10;
-  const std::string topic = root() + "/t";
-  const int count = 1000 * (outage_s + 6);
-  PacedLoad load(servers().mqtt_port(), name_, topic, count, 1000);
-  ASSERT_TRUE(load.WaitPublished(2000, 30s));
-  servers().StopDatabase();
-  std::this_thread::sleep_for(std::chrono::seconds(outage_s));
-  servers().StartDatabase();
-  const auto restarted = std::chrono::steady_clock::now();
-  ASSERT_TRUE(load.Finish(60s));
-  WaitStored(topic, count, 120s);
-  const double recover = std::chrono::duration<double>(std::chrono::steady_clock::now() - restarted).count();
-  Outcome o = Audit(load);
-  Print(fmt::format("MariaDB stopped {} s at 1,000 msg/s, --buffer-max 2000", outage_s), o, recover);
-  EXPECT_EQ(o.lost, 0u);
-  EXPECT_EQ(o.duplicates, 0u);
-  EXPECT_TRUE(o.gapless);
-  EXPECT_EQ(o.delivered, static_cast<std::size_t>(count));
+  double recover = 0;
+  Outcome o = RunDatabaseOutage(outage_s, 6,
+                                fmt::format("MariaDB stopped {} s at 1,000 msg/s, --buffer-max 2000", outage_s),
+                                &recover);
   if (!RelaySanitized()) {  // ASan's shadow memory and quarantine make RSS meaningless
     EXPECT_LT(o.peak_rss_kb, 64 * 1024) << "the buffer should bound the relay's memory";
   }
@@ -56,36 +73,21 @@ TEST_F(OutageE2E, DatabaseOutageUnderLoadLosesNothingAndBoundsMemory) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
-// The same outage, longer than 1.5x the intake's keepalive (here 2 s, so
-// 5 s, the least libmosquitto allows, and 12 s; the long form: the default 30 s and 60 s): the
-// intake must never hold its network thread so long that mosquitto drops
-// the session with PUBACKs unsent, and if a link does drop, the broker's
-// resends (DUP) must not be stored again.
+// The same outage, longer than 1.5x the intake's keepalive (5 s, the least
+// libmosquitto allows, and 12 s; the long form: the default 30 s and 60 s):
+// the intake must never hold its network thread so long that mosquitto
+// drops the session with PUBACKs unsent, and if a link does drop, the
+// broker's resends (DUP) must not be stored again.
 TEST_F(OutageE2E, DatabaseOutageLongerThanTheKeepaliveStoresNoResendTwice) {
   const int keepalive_s = LongForm() ? 30 : 5;
   const int outage_s = LongForm() ? 60 : 12;
   StartRelay({"--journal-dir=" + servers().dir() + "/journal-" + name_, "--buffer-max=2000",
               "--mqtt-keepalive=" + std::to_string(keepalive_s)});
-  const std::string topic = root() + "/t";
-  const int count = 1000 * (outage_s + 4);
-  PacedLoad load(servers().mqtt_port(), name_, topic, count, 1000);
-  ASSERT_TRUE(load.WaitPublished(2000, 30s));
-  servers().StopDatabase();
-  std::this_thread::sleep_for(std::chrono::seconds(outage_s));
-  servers().StartDatabase();
-  const auto restarted = std::chrono::steady_clock::now();
-  ASSERT_TRUE(load.Finish(120s));
-  WaitStored(topic, count, 120s);
-  const double recover = std::chrono::duration<double>(std::chrono::steady_clock::now() - restarted).count();
-  std::this_thread::sleep_for(Scaled(500ms));  // a late duplicate, if any, lands now
-  Outcome o = Audit(load);
-  Print(fmt::format("MariaDB stopped {} s at 1,000 msg/s, --buffer-max 2000, keepalive {} s", outage_s, keepalive_s),
-        o, recover);
-  EXPECT_EQ(o.lost, 0u);
-  EXPECT_EQ(o.duplicates, 0u) << "a resend of the broker was stored again";
-  EXPECT_EQ(o.stored, static_cast<std::size_t>(count));
-  EXPECT_TRUE(o.gapless);
-  EXPECT_EQ(o.delivered, static_cast<std::size_t>(count));
+  double recover = 0;
+  RunDatabaseOutage(outage_s, 4,
+                    fmt::format("MariaDB stopped {} s at 1,000 msg/s, --buffer-max 2000, keepalive {} s", outage_s,
+                                keepalive_s),
+                    &recover);
   const std::string log = relay_->log();
   EXPECT_NE(log.find("pausing the intake link"), std::string::npos) << log;
   EXPECT_NE(log.find("resuming the intake link"), std::string::npos) << log;

@@ -122,8 +122,13 @@ TEST_F(RelayE2E, StatsIntervalZeroPublishesNoReport) {
 TEST_F(RelayE2E, MetricsEndpointServesPrometheusTextOfTheSameFigures) {
   const int port = FreePort();
   StartRelay({"--metrics-port=" + std::to_string(port)});
-  EXPECT_NE(relay_->log().find("metrics: serving http://127.0.0.1:" + std::to_string(port) + "/metrics"),
-            std::string::npos)
+  // The endpoint starts after the intake link, which Start() waits for.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return relay_->log().find("metrics: serving http://127.0.0.1:" + std::to_string(port) + "/metrics") !=
+               std::string::npos;
+      },
+      10s))
       << relay_->log();
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   for (int i = 1; i <= 10; ++i) pub.Publish(root() + "/m", std::to_string(i));
@@ -174,7 +179,7 @@ std::size_t OpenDescriptors(pid_t pid) {
 TEST_F(RelayE2E, MetricsEndpointBoundsConnectionsAndRequestSizes) {
   const int port = FreePort();
   StartRelay({"--metrics-port=" + std::to_string(port)});
-  ASSERT_EQ(HttpGet(port, "/metrics").rfind("HTTP/1.1 200 OK", 0), 0u);
+  ASSERT_TRUE(WaitFor([&] { return HttpGet(port, "/metrics").rfind("HTTP/1.1 200 OK", 0) == 0; }, 10s));
   const std::size_t before = OpenDescriptors(relay_->pid());
   std::vector<int> idle;
   for (int i = 0; i < 1000; ++i) {
