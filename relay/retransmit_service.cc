@@ -238,6 +238,7 @@ bool RetransmitService::Serve(Job& job, MysqlStore& store) {
       auto frame = EncodeFrame({id, row.seq, static_cast<Ordering>(row.ordering & 1)}, AsBytes(row.payload));
       if (!frame.ok()) continue;  // SEQ outside 1..2^40-1 cannot be in MSG
       if (!pace()) {
+        p.status.sent -= SettleFrames(job);
         Answer(job, Stopping(p.status, row.seq));
         return true;
       }
@@ -251,6 +252,9 @@ bool RetransmitService::Serve(Job& job, MysqlStore& store) {
       }
     }
   }
+  // `sent` counts what reached the broker: a frame it refused (too large
+  // for its message_size_limit, say) is not sent, whatever libmosquitto did.
+  p.status.sent -= SettleFrames(job);
   Answer(job, p.status);
   return true;
 }
@@ -266,10 +270,11 @@ bool RetransmitService::MayRead(const Job& job, std::string_view topic) const {
   return acl_->MayRead(job.client, job.client, frames);
 }
 
-void RetransmitService::PublishFrame(const Job& job, std::span<const uint8_t> frame) {
+void RetransmitService::PublishFrame(Job& job, std::span<const uint8_t> frame) {
   std::optional<std::span<const uint8_t>> correlation;
   if (job.correlation) correlation = AsBytes(*job.correlation);
   std::unique_lock lock(unacked_mu_);  // held across the publish: its PUBACK cannot come before the insert
+  if (job.serial == 0) job.serial = ++next_serial_;
   // Room for it among the bytes in flight (one frame alone always goes).
   // Waits in slices, so that a stop is seen even if no PUBACK ever comes.
   while (unacked_bytes_ > 0 && unacked_bytes_ + frame.size() > kMaxUnackedBytes && !stopping_) {
@@ -277,15 +282,28 @@ void RetransmitService::PublishFrame(const Job& job, std::span<const uint8_t> fr
   }
   if (auto mid = link_->Publish(job.topics.frames, frame, 1, correlation); mid.ok()) {
     ++counters_.frames;
-    MarkUnackedLocked(mid.value(), frame.size());
+    MarkUnackedLocked(mid.value(), frame.size(), job.serial);
   }
 }
 
-void RetransmitService::MarkUnackedLocked(int mid, std::size_t bytes) {
+void RetransmitService::MarkUnackedLocked(int mid, std::size_t bytes, uint64_t job) {
   if (mid < 0 || mid >= static_cast<int>(unacked_.size()) || unacked_[mid] > 0) return;
   unacked_[mid] = static_cast<uint32_t>(std::max<std::size_t>(bytes, 1));
   unacked_bytes_ += unacked_[mid];
   ++unacked_count_;
+  owner_[mid] = job;
+  if (job != 0) ++frame_acks_[job].pending;
+}
+
+uint64_t RetransmitService::SettleFrames(const Job& job) {
+  if (job.serial == 0) return 0;
+  std::unique_lock lock(unacked_mu_);
+  auto it = frame_acks_.find(job.serial);
+  if (it == frame_acks_.end()) return 0;
+  acked_cv_.wait_for(lock, std::chrono::seconds(2), [&] { return it->second.pending == 0; });
+  const uint64_t refused = it->second.refused;
+  frame_acks_.erase(it);  // a PUBACK still to come finds no entry and changes nothing
+  return refused;
 }
 
 void RetransmitService::OnPublished(int mid, int reason_code) {
@@ -302,6 +320,13 @@ void RetransmitService::OnPublished(int mid, int reason_code) {
   unacked_bytes_ -= unacked_[mid];
   unacked_[mid] = 0;
   --unacked_count_;
+  if (owner_[mid] != 0) {
+    if (auto it = frame_acks_.find(owner_[mid]); it != frame_acks_.end()) {
+      --it->second.pending;
+      if (reason_code >= 0x80) ++it->second.refused;
+    }
+    owner_[mid] = 0;
+  }
   acked_cv_.notify_all();  // a worker waiting for room, or WaitAcknowledged
 }
 
@@ -328,7 +353,7 @@ void RetransmitService::Answer(const Job& job, const ReplyStatus& status) {
   if (job.correlation) correlation = AsBytes(*job.correlation);
   std::unique_lock lock(unacked_mu_);
   auto mid = link_->Publish(job.topics.status, AsBytes(body), 1, correlation);
-  if (mid.ok()) MarkUnackedLocked(mid.value(), body.size());
+  if (mid.ok()) MarkUnackedLocked(mid.value(), body.size(), 0);
   lock.unlock();
   if (!mid.ok()) {
     LogWarn("retransmit status for '{}': {}", job.client, mid.error());

@@ -39,6 +39,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "acl.h"
@@ -104,6 +105,7 @@ class RetransmitService {
       ReplyStatus status;
     };
     std::optional<Progress> progress;
+    uint64_t serial = 0;  // names the job's frames among the unacknowledged (0: none sent yet)
   };
 
   void Worker();
@@ -118,8 +120,12 @@ class RetransmitService {
   // True if the ACL (if any) lets the job's client read the frames of `topic`.
   bool MayRead(const Job& job, std::string_view topic) const;
   void Answer(const Job& job, const ReplyStatus& status);
-  void PublishFrame(const Job& job, std::span<const uint8_t> frame);
-  void MarkUnackedLocked(int mid, std::size_t bytes);  // unacked_mu_ held
+  void PublishFrame(Job& job, std::span<const uint8_t> frame);  // gives the job its serial at its first frame
+  void MarkUnackedLocked(int mid, std::size_t bytes, uint64_t job);  // unacked_mu_ held
+  // Before a job's final status: waits (2 s at most) until the broker has
+  // answered each of its frames, and returns how many it refused (v5 PUBACK
+  // reason >= 0x80), which the status must not count as sent.
+  uint64_t SettleFrames(const Job& job);
 
   const Config& config_;
   ReplayGovernor governor_;
@@ -134,6 +140,15 @@ class RetransmitService {
   std::vector<uint32_t> unacked_ = std::vector<uint32_t>(65536);  // bytes of publish `mid`; 0 = acknowledged
   std::size_t unacked_count_ = 0;
   std::size_t unacked_bytes_ = 0;  // sum of unacked_
+  // The job (Job::serial) each unacknowledged frame belongs to, and per job
+  // its frames not yet answered and those the broker refused. An entry
+  // lives from the job's first frame to SettleFrames.
+  std::vector<uint64_t> owner_ = std::vector<uint64_t>(65536);
+  struct FrameAcks {
+    uint64_t pending = 0, refused = 0;
+  };
+  std::unordered_map<uint64_t, FrameAcks> frame_acks_;
+  uint64_t next_serial_ = 0;
   Counters counters_;
   std::vector<std::thread> workers_;
 

@@ -373,7 +373,7 @@ int main(int argc, char** argv) {
   uint64_t count = 50000;
   int rounds = 3, batch_delay_us = 0, mqtt_port = 0, db_port = 0;
   double duration = 5;
-  bool journal_cost = false;
+  bool journal_cost = false, own_frames = false;
   {
     const std::string self = SelfPath();
     relay_binary = self.substr(0, self.rfind('/')) + "/../relay/seqrelay";
@@ -398,6 +398,9 @@ int main(int argc, char** argv) {
       ("window", po::value(&p.window)->default_value(p.window), "Unacknowledged QoS 1/2 publishes at most, in all.")
       ("qos", po::value(&p.qos)->default_value(p.qos), "QoS of publishes and subscriptions (0, 1 or 2).")
       ("journal-cost", po::bool_switch(&journal_cost), "Also run a relay without the journal (path relay-nojournal).")
+      ("own-frames", po::bool_switch(&own_frames),
+       "The relays also read their own frames back (as with --source '#' on a broker whose ACL does not keep "
+       "them from the intake): to price that traffic against a run without it.")
       ("batch-delay-us", po::value(&batch_delay_us)->default_value(batch_delay_us), "The relays' --batch-delay-us.")
       ("relay-binary", po::value(&relay_binary)->default_value(relay_binary), "The seqrelay executable.")
       ("mqtt-port", po::value(&mqtt_port), "Use the mosquitto already on 127.0.0.1:PORT (needs --db-port too).")
@@ -449,6 +452,8 @@ int main(int argc, char** argv) {
                                      "--log-level=warn",
                                      "--batch-delay-us=" + std::to_string(batch_delay_us)};
     if (journal) argv.push_back("--journal-dir=" + work_dir + "/journal-" + name);
+    // +/inr/# is seq/inr/#: this relay's own frames, and nothing else.
+    if (own_frames) argv.push_back("--source=+/" + source);
     proc.Start(argv, work_dir + "/" + name + ".log", {"SEQRELAY_DB_PASSWORD=" + db_password});
   };
   std::vector<Path> paths = {{"plain", "inp/", "out/#", false, nullptr}, {"relay", "inr/", "seq/inr/#", true, &relay}};

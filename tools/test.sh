@@ -33,7 +33,7 @@ docker_log=$(mktemp /tmp/seqdocker-XXXXXX.log)
 clients_log=$(mktemp /tmp/seqclients-XXXXXX.log)
 asan_log=$(mktemp /tmp/seqasan-XXXXXX.log)
 docker_prep= clients_pid= asan_pid=
-trap 'kill $docker_prep $clients_pid $asan_pid 2>/dev/null; rm -f "$clients_log" "$docker_log" "$asan_log"' EXIT
+trap 'kill $docker_prep $clients_pid $asan_pid 2>/dev/null || true; rm -f "$clients_log" "$docker_log" "$asan_log"' EXIT
 
 "$root/tools/deps.sh"
 

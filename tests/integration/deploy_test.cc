@@ -260,7 +260,30 @@ TEST_F(DeployE2E, TheLargestFrameFitsTheShippedLimitAndAMismatchStopsTheStart) {
   auto got = alice.received();
   EXPECT_EQ(got[0].payload.size(), largest.size() + 10);
   EXPECT_EQ(got[0].payload.substr(10), largest);
+
+  // A row larger than today's limit (stored under an earlier, larger
+  // --max-payload): its replay frame is refused by the broker, and the
+  // status does not count it as sent.
+  servers().Sql("INSERT INTO `" + name_ + "`.MSG (idx, ID, QOS, SEQ, MSG) SELECT MAX(idx) + 1, '" + chat +
+                "', 1, 3, REPEAT('z', 1048577) FROM `" + name_ + "`.MSG");
+  alice.Subscribe("relay/replay/alice/#");
+  const std::size_t before = alice.received_count();
+  alice.Publish("relay/retransmit/alice", "{\"topic\": \"" + chat + "\", \"from\": 1}");
+  ASSERT_TRUE(WaitFor([&] { return alice.received_count() >= before + 3; }, 20s));
+  std::this_thread::sleep_for(Scaled(300ms));
+  got = alice.received();
+  ASSERT_EQ(got.size(), before + 3) << "the oversized frame reached the client?";
+  EXPECT_EQ(got[before].payload.size(), largest.size() + 10);
+  EXPECT_EQ(got[before + 1].payload.substr(10), "after");
+  auto status = json::parse(got[before + 2].payload);
+  EXPECT_EQ(got[before + 2].topic, "relay/replay/alice/status");
+  EXPECT_EQ(status["status"], "ok") << status.dump();
+  EXPECT_EQ(status["sent"], 2) << "a frame the broker refused was counted as sent: " << status.dump();
+  EXPECT_EQ(status["last"], 3) << status.dump();
   EXPECT_EQ(relay_->Stop(), 0);
+  EXPECT_NE(relay_->log().find("mosquitto refused a retransmit reply it acknowledged (PUBACK reason 0x"),
+            std::string::npos)
+      << relay_->log();
 
   // One byte more than the shipped limit allows: refused at start.
   RelayProcess too_big(servers(), name_ + "_big", {"--source=chat/#", "--max-payload=1048577"});
