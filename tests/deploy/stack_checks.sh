@@ -211,7 +211,11 @@ run_stack_checks() {
   dc stop -t 40 relay >/dev/null 2>&1 || die "docker-compose stop relay failed"
   code=$(podman inspect --format '{{.State.ExitCode}}' "$relay")
   [[ $code == 0 ]] || die "relay exit code after SIGTERM: $code"
-  podman logs "$relay" 2>&1 | grep -q 'received SIGTERM, stopping' || die "no 'received SIGTERM' in the relay's log"
+  # Read whole, then searched: 'podman logs | grep -q' fails under pipefail
+  # when grep stops reading early and podman dies of SIGPIPE (seen once).
+  local relay_log
+  relay_log=$(podman logs "$relay" 2>&1)
+  grep -q 'received SIGTERM, stopping' <<<"$relay_log" || die "no 'received SIGTERM' in the relay's log"
   say "docker-compose stop: relay logged 'received SIGTERM, stopping', exit 0 after $(( $(date +%s) - t )) s"
 
   # down keeps the volumes and leaves nothing running; up finds the data.
