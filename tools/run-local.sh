@@ -86,7 +86,9 @@ set_tcp_nodelay true
 # No per-client queue limit: the relay's persistent session must not lose
 # messages while the relay restarts (the default, 1000, drops silently).
 max_queued_messages 0
-message_size_limit 1048576
+# The relay's --max-payload (1 MiB) plus its 10-byte frame header: the relay
+# checks at start that a frame of that size gets through.
+message_size_limit 1048586
 persistence true
 persistence_location $state/
 autosave_interval 1
