@@ -111,7 +111,6 @@ class MqttLink {
   // broker keeps a persistent session's messages meanwhile, and no keepalive
   // can expire while we are away). A no-op when not paused. Any thread.
   void Resume();
-  bool paused() const { return want_.load() == Want::kPause; }
 
   // Disconnects and joins the network thread, after any handler it is
   // running returns (the owner unblocks handlers first). Idempotent.

@@ -388,14 +388,18 @@ Result<std::vector<MysqlStore::RangeRow>> MysqlStore::ReadRange(std::string_view
     // be larger still): unless `limit` rows of the largest size fit
     // `max_bytes`, read their sizes first (a few bytes a row) and then only
     // the rows that fit, at least one.
+    // The topic's rows in [from, to], at most `limit`: `columns` of each.
+    auto query = [&](const char* columns) {
+      std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+          fmt::format("SELECT {} FROM MSG WHERE ID = ? AND SEQ BETWEEN ? AND ? ORDER BY SEQ LIMIT ?", columns)));
+      ps->setString(1, Bytes(topic));
+      ps->setUInt64(2, from);
+      ps->setUInt64(3, to);
+      ps->setUInt64(4, limit);
+      return std::unique_ptr<sql::ResultSet>(ps->executeQuery());
+    };
     if (limit * static_cast<uint64_t>(config_.max_payload) > max_bytes) {
-      std::unique_ptr<sql::PreparedStatement> sizes(conn_->prepareStatement(
-          "SELECT SEQ, LENGTH(MSG) FROM MSG WHERE ID = ? AND SEQ BETWEEN ? AND ? ORDER BY SEQ LIMIT ?"));
-      sizes->setString(1, Bytes(topic));
-      sizes->setUInt64(2, from);
-      sizes->setUInt64(3, to);
-      sizes->setUInt64(4, limit);
-      std::unique_ptr<sql::ResultSet> rs(sizes->executeQuery());
+      std::unique_ptr<sql::ResultSet> rs = query("SEQ, LENGTH(MSG)");
       std::size_t total = 0, fit = 0;
       uint64_t last = from;
       while (rs->next()) {
@@ -412,13 +416,7 @@ Result<std::vector<MysqlStore::RangeRow>> MysqlStore::ReadRange(std::string_view
       limit = fit;
       to = last;
     }
-    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
-        "SELECT SEQ, QOS, MSG FROM MSG WHERE ID = ? AND SEQ BETWEEN ? AND ? ORDER BY SEQ LIMIT ?"));
-    ps->setString(1, Bytes(topic));
-    ps->setUInt64(2, from);
-    ps->setUInt64(3, to);
-    ps->setUInt64(4, limit);
-    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    std::unique_ptr<sql::ResultSet> rs = query("SEQ, QOS, MSG");
     while (rs->next()) {
       rows.push_back({rs->getUInt64(1), static_cast<uint8_t>(rs->getInt(2)), rs->getString(3).asStdString()});
     }

@@ -152,6 +152,14 @@ class FaultE2E : public RelayE2E {
     return o;
   }
 
+  // Every one of the `n` messages stored exactly once, SEQ 1..n.
+  static void ExpectEachStoredOnce(const Outcome& o, std::size_t n) {
+    EXPECT_EQ(o.lost, 0u);
+    EXPECT_EQ(o.duplicates, 0u);
+    EXPECT_EQ(o.stored, n);
+    EXPECT_TRUE(o.gapless);
+  }
+
   Outcome Audit(PacedLoad& load) {
     return Audit(load.topic(), static_cast<std::size_t>(load.count()), &load.pub, &load.sub);
   }

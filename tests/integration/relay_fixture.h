@@ -124,6 +124,18 @@ class RelayE2E : public ::testing::Test {
     return payloads;
   }
 
+  // Launches a relay that must refuse to start: expects exit code 1 and
+  // returns its log, for the caller to check the one line that says why.
+  static std::string LogOfARefusedStart(RelayProcess& relay) {
+    relay.Launch();
+    auto code = relay.WaitExit(Scaled(std::chrono::seconds(30)));
+    EXPECT_TRUE(code.has_value()) << "the relay did not exit:\n" << relay.log();
+    if (code) {
+      EXPECT_EQ(*code, 1) << relay.log();
+    }
+    return relay.log();
+  }
+
   std::string name_;
   std::unique_ptr<RelayProcess> relay_;
 };
