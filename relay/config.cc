@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+#include <cctype>
+
 #include "topic_filter.h"
 
 namespace seqrelay {
@@ -26,7 +29,27 @@ Status CheckPrefix(const char* option, const std::string& prefix) {
   return Status::Ok();
 }
 
+// Names that go into client ids, topics and the SHARD table: 1..64 of
+// letters, digits, '_', '.' and '-'.
+Status CheckName(const char* option, const std::string& value) {
+  const bool ok = !value.empty() && value.size() <= 64 &&
+                  std::all_of(value.begin(), value.end(), [](char ch) {
+                    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.' || ch == '-';
+                  });
+  if (ok) return Status::Ok();
+  return Status::Error(
+      fmt::format("--{} '{}': use 1 to 64 letters, digits, '_', '.' or '-'", option, value));
+}
+
 }  // namespace
+
+std::string IntakeClientId(const Config& c) {
+  return c.shard == "default" ? c.mqtt_client_id : c.mqtt_client_id + "-" + c.shard;
+}
+
+std::string OwnClientId(const Config& c, std::string_view suffix) {
+  return fmt::format("{}-{}-{}", c.mqtt_client_id, c.relay_id, suffix);
+}
 
 Status Validate(const Config& c) {
   const Status checks[] = {
@@ -48,6 +71,9 @@ Status Validate(const Config& c) {
       CheckRange("replay-live-delay-us", c.replay_live_delay_us, 0, 10000000),
       CheckRange("stats-interval", c.stats_interval_s, 0, 86400),
       CheckRange("metrics-port", c.metrics_port, 0, 65535),
+      CheckRange("lease-ms", c.lease_ms, 300, 600000),
+      CheckName("shard", c.shard),
+      c.relay_id.empty() ? Status::Ok() : CheckName("relay-id", c.relay_id),
       CheckPrefix("seq-prefix", c.seq_prefix),
       CheckPrefix("control-prefix", c.control_prefix),
   };
@@ -87,6 +113,8 @@ std::vector<std::string> Describe(const Config& c) {
                   c.mqtt_host, c.mqtt_port, c.mqtt_user.empty() ? "(none)" : c.mqtt_user, mask(c.mqtt_password),
                   c.mqtt_intake_user.empty() ? "(same)" : c.mqtt_intake_user, c.mqtt_client_id, c.mqtt_keepalive_s,
                   c.publish_qos),
+      fmt::format("shard {} relay-id={} lease-ms={} intake session={}", c.shard, c.relay_id, c.lease_ms,
+                  IntakeClientId(c)),
       fmt::format("db {} user={} password={} name={} migrate={}",
                   c.db_socket.empty() ? fmt::format("{}:{}", c.db_host, c.db_port) : "unix:" + c.db_socket,
                   c.db_user, mask(c.db_password), c.db_name, c.migrate),

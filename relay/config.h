@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "log.h"
@@ -24,7 +25,8 @@ struct Config {
   // relay's frames (seq/#, relay/#) from it; empty: mqtt_user/mqtt_password.
   std::string mqtt_intake_user;
   std::string mqtt_intake_password;
-  std::string mqtt_client_id = "seqrelay";  // intake session; output link adds "-out"
+  std::string mqtt_client_id = "seqrelay";  // intake session (of the default shard); see IntakeClientId
+
   int mqtt_keepalive_s = 30;
   int publish_qos = 1;  // MQTT QoS of frames on seq/T
 
@@ -36,6 +38,13 @@ struct Config {
   std::string db_password;
   std::string db_name = "seqrelay";
   bool migrate = true;
+
+  // High availability: relays of one shard share its sources and its
+  // intake session; the one holding the shard's lease is active, the others
+  // stand by.
+  std::string shard = "default";
+  std::string relay_id;  // this process among the shard's relays; empty: <hostname>-<pid>
+  int lease_ms = 3000;   // a lease not renewed for this long may be taken over
 
   // Sequencing
   std::vector<std::string> sources = {"#"};
@@ -72,6 +81,12 @@ struct Config {
 // Limits that follow from the storage and protocol, shared with --help.
 inline constexpr int kMaxBatchRows = 10000;            // 5 placeholders a row, 65535 per statement
 inline constexpr int kMaxPayloadLimit = 16 * 1024 * 1024 - 1;  // MEDIUMBLOB
+
+// The intake session's client id: --mqtt-client-id for the default shard,
+// ID-<shard> for the others. Every relay of a shard uses it (one at a time).
+std::string IntakeClientId(const Config& config);
+// Client ids of this process's own links: ID-<relay-id>-<suffix>.
+std::string OwnClientId(const Config& config, std::string_view suffix);
 
 // Checks ranges and cross-field rules. The message names the option.
 Status Validate(const Config& config);

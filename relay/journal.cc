@@ -99,6 +99,31 @@ Status Journal::StartSegment(uint64_t base) {
   return Status::Ok();
 }
 
+Result<Journal::Identity> Journal::Identify() {
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec) return Status::Error(fmt::format("journal: create {}: {}", dir_, ec.message()));
+  const std::string path = dir_ + "/journal-id";
+  Identity identity;
+  if (std::ifstream in(path); in) std::getline(in, identity.id);
+  if (identity.id.size() == 32) return identity;
+  std::ifstream random("/dev/urandom", std::ios::binary);
+  uint8_t bytes[16];
+  if (!random.read(reinterpret_cast<char*>(bytes), sizeof bytes)) return Errno("read /dev/urandom");
+  identity.id.clear();
+  for (uint8_t b : bytes) identity.id += fmt::format("{:02x}", b);
+  identity.created = true;
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << identity.id << "\n";
+    out.flush();
+    if (!out) return Status::Error(fmt::format("journal: cannot write {} (is --journal-dir writable?)", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename " + tmp);
+  return identity;
+}
+
 Status Journal::Open(uint64_t min_position, std::string_view database_id) {
   std::error_code ec;
   std::filesystem::create_directories(dir_, ec);

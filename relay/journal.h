@@ -12,7 +12,7 @@
 // The message id lets the relay recognise the broker's resend of a message
 // that was journaled but whose PUBACK never left (see Relay::OnIntake).
 // The commit that stores a message in MSG also stores the journal position
-// after it (RELAY_STATE.JOURNAL_POS), in the same transaction, so at start
+// after it (JOURNAL.POS under the journal's id), in the same transaction, so at start
 // the records after that position are exactly the ones to store again.
 //
 // The journal belongs to one database: the file "database-id" holds that
@@ -47,6 +47,14 @@ class Journal {
   ~Journal();
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;
+
+  struct Identity {
+    std::string id;        // 32 hex digits, kept in dir/journal-id
+    bool created = false;  // made by this call (a new journal, or one written before ids)
+  };
+  // The journal's own id, the key of its position in the database (JOURNAL
+  // table): made on first use, then kept with the journal. Creates dir.
+  Result<Identity> Identify();
 
   // Opens the journal in dir (created if missing) for the database whose
   // identity is `database_id`. Refuses (a permanent error naming both ids)

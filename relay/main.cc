@@ -1,10 +1,16 @@
 // seqrelay: options in, exit code out.
 //
-// Exit codes: 0 clean stop, 1 runtime failure (see the log), 2 bad options.
+// Exit codes: 0 clean stop, 1 runtime failure (see the log), 2 bad options
+// (or a shard whose filters overlap another's).
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <string>
 #include <thread>
 
 #include "log.h"
@@ -14,6 +20,22 @@
 #ifndef SEQRELAY_VERSION
 #define SEQRELAY_VERSION "dev"
 #endif
+
+namespace {
+
+// <hostname>-<pid>: unique among the relays of one machine, and readable in
+// the lease's OWNER column.
+std::string DefaultRelayId() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::strcpy(host, "relay");
+  std::string id;
+  for (const char* c = host; *c != '\0' && id.size() < 48; ++c) {
+    id += std::isalnum(static_cast<unsigned char>(*c)) || *c == '.' || *c == '_' ? *c : '-';
+  }
+  return id + "-" + std::to_string(getpid());
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace seqrelay;
@@ -44,26 +66,53 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   LogInfo("seqrelay {} starting", SEQRELAY_VERSION);
-  Relay relay(std::move(parsed->config));
-  // The signal thread may call RequestStop() at any moment until it is
-  // joined, so it is joined before `relay` is destroyed: once Run() returns,
-  // it is woken with a SIGTERM of its own and told that the run is over.
-  std::atomic<bool> run_over{false};
+  Config config = std::move(parsed->config);
+  if (config.relay_id.empty()) config.relay_id = DefaultRelayId();
+
+  // A relay that loses its shard's lease ends its Relay (Run() returns
+  // kSteppedDown) and starts a fresh one, which waits as a standby. The
+  // signal thread may call RequestStop() on the current Relay at any moment
+  // until it is joined, so it is joined before the last Relay is destroyed:
+  // once the runs are over, it is woken with a SIGTERM of its own.
+  std::mutex mu;
+  Relay* current = nullptr;  // guarded by mu
+  bool stop = false;         // guarded by mu
+  std::atomic<bool> runs_over{false};
   std::thread signals([&] {
     int sig = 0;
     sigwait(&stop_signals, &sig);
-    if (run_over) return;
+    if (runs_over) return;
     LogInfo("received {}, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    relay.RequestStop();
+    {
+      std::lock_guard lock(mu);
+      stop = true;
+      if (current != nullptr) current->RequestStop();
+    }
     // A second signal during the orderly stop: said, not acted on (the stop
     // already runs against --shutdown-timeout).
-    while (sigwait(&stop_signals, &sig) == 0 && !run_over) {
+    while (sigwait(&stop_signals, &sig) == 0 && !runs_over) {
       LogWarn("received {} again; already stopping (--shutdown-timeout bounds the stop)",
               sig == SIGINT ? "SIGINT" : "SIGTERM");
     }
   });
-  const int code = relay.Run();
-  run_over = true;
+  int code = 0;
+  for (;;) {
+    Relay relay(config);
+    {
+      std::lock_guard lock(mu);
+      if (stop) break;
+      current = &relay;
+    }
+    code = relay.Run();
+    {
+      std::lock_guard lock(mu);
+      current = nullptr;
+      if (stop || code != Relay::kSteppedDown) break;
+    }
+    LogInfo("starting again as a standby of shard '{}'", config.shard);
+  }
+  if (code == Relay::kSteppedDown) code = 0;  // stopped by a signal right after stepping down
+  runs_over = true;
   pthread_kill(signals.native_handle(), SIGTERM);
   signals.join();
   return code;

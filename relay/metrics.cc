@@ -64,6 +64,11 @@ Summary SampleWindow::Take() {
 std::string StatsJson(const RelayStats& s) {
   auto up = [](bool connected) { return connected ? "connected" : "disconnected"; };
   nlohmann::json j = {
+      {"shard", s.shard},
+      {"relay_id", s.relay_id},
+      {"role", s.active ? "active" : "standby"},
+      {"lease", {{"epoch", s.epoch}, {"age_s", Round3(s.lease_age_s)}, {"takeovers", s.takeovers},
+                 {"step_downs", s.step_downs}}},
       {"uptime_s", Round3(s.uptime_s)},
       {"interval_s", s.interval_s},
       {"messages",
@@ -106,6 +111,17 @@ std::string PrometheusText(const RelayStats& s) {
     out += fmt::format("{}{} {}\n", name, labels, value);
   };
   metric("seqrelay_uptime_seconds", "gauge", "Seconds since the relay started.", Round3(s.uptime_s));
+  const std::string who = fmt::format("{{shard=\"{}\",relay=\"{}\"}}", s.shard, s.relay_id);
+  metric("seqrelay_active", "gauge", "1 while this relay holds its shard's lease (active), 0 as a standby.",
+         s.active ? 1 : 0, who.c_str());
+  metric("seqrelay_lease_epoch", "gauge", "The epoch of the shard's lease this relay holds or last held.", s.epoch,
+         who.c_str());
+  metric("seqrelay_lease_age_seconds", "gauge", "Seconds since the lease was last taken or renewed.",
+         Round3(s.lease_age_s), who.c_str());
+  metric("seqrelay_takeovers_total", "counter", "Times this process took its shard's lease.", s.takeovers,
+         who.c_str());
+  metric("seqrelay_step_downs_total", "counter", "Times this process lost its shard's lease and stood down.",
+         s.step_downs, who.c_str());
   metric("seqrelay_messages_received_total", "counter", "Messages the broker delivered to the relay.", s.received);
   metric("seqrelay_messages_committed_total", "counter", "Rows committed to MSG.", s.committed);
   metric("seqrelay_messages_published_total", "counter", "Frames handed to the broker on the sequenced topics.",

@@ -49,6 +49,15 @@ class SampleWindow {
 // since the previous report (PrometheusText does not use them: Prometheus
 // wants totals, so commit time is also kept as a running sum).
 struct RelayStats {
+  // High availability: which shard, whether this relay holds its lease, under
+  // which epoch, how long since the lease was last renewed, and how many
+  // times this process took the shard over.
+  std::string shard = "default";
+  std::string relay_id;
+  bool active = false;
+  uint32_t epoch = 0;
+  double lease_age_s = 0;
+  uint64_t takeovers = 0, step_downs = 0;
   double uptime_s = 0;
   int interval_s = 0;
   uint64_t received = 0, committed = 0, published = 0, acked = 0, republished = 0, lost = 0;

@@ -97,6 +97,10 @@ void MqttLink::Loop() {
         backoff = std::min(backoff * 2, milliseconds(30000));
         if (want_.load() != Want::kRun) continue;
       }
+      if (handlers_.may_connect && !handlers_.may_connect()) {
+        wake_.wait_for(lock, milliseconds(100), [&] { return want_.load() == Want::kStop; });
+        continue;
+      }
       lock.unlock();
       const int rc = mosquitto_reconnect_async(m);
       connecting = rc == MOSQ_ERR_SUCCESS;

@@ -89,6 +89,9 @@ class MqttLink {
     // Connection refused for a reason retrying will not fix (bad credentials,
     // not authorised, bad client id).
     std::function<void(const std::string& why)> on_fatal;
+    // Asked before every connect and reconnect; while it says false the
+    // link stays away (asking again every 100 ms). Null: always.
+    std::function<bool()> may_connect;
   };
 
   // Creates the client and starts connecting in the background. Fails only

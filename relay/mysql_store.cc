@@ -5,6 +5,7 @@
 #include <cppconn/resultset.h>
 #include <cppconn/statement.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <mysql_connection.h>
 #include <mysql_driver.h>
 
@@ -16,6 +17,8 @@
 
 #include "log.h"
 #include "schema.h"
+#include "store_errors.h"
+#include "topic_filter.h"
 
 namespace seqrelay {
 namespace {
@@ -85,7 +88,8 @@ void MysqlStore::CommitTransaction() {
 
 void MysqlStore::DropConnection() {
   inserts_.clear();
-  update_state_.reset();
+  update_journal_.reset();
+  fence_.reset();
   commit_.reset();
   conn_.reset();
 }
@@ -139,19 +143,11 @@ Status MysqlStore::Connect(bool create_database) {
   });
 }
 
-Status MysqlStore::AcquireWriterLock() {
-  bool got = false;
-  Status s = Guard("writer lock", [&] {
+Status MysqlStore::LimitLockWait(int seconds) {
+  return Guard("set lock wait timeout", [&] {
     std::unique_ptr<sql::Statement> st(conn_->createStatement());
-    std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT GET_LOCK(CONCAT('seqrelay:', DATABASE()), 0)"));
-    got = rs->next() && rs->getInt(1) == 1;
+    st->execute(fmt::format("SET SESSION innodb_lock_wait_timeout = {}", seconds));
   });
-  if (!s.ok()) return s;
-  if (!got) {
-    return Status::Error(fmt::format("another relay holds the writer lock of database '{}' (one relay per database)",
-                                     config_.db_name));
-  }
-  return Status::Ok();
 }
 
 Status MysqlStore::Migrate(bool apply) {
@@ -202,21 +198,172 @@ Status MysqlStore::Migrate(bool apply) {
 Result<MysqlStore::Progress> MysqlStore::ReadProgress() {
   Progress p;
   Status s = Guard("read progress", [&] {
-    std::unique_ptr<sql::Statement> st(conn_->createStatement());
-    std::unique_ptr<sql::ResultSet> rs(st->executeQuery(
-        "SELECT (SELECT COALESCE(MAX(idx), 0) FROM MSG), PUBLISHED_IDX, JOURNAL_POS, INSTANCE FROM RELAY_STATE "
-        "WHERE K = 1"));
-    rs->next();
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "SELECT (SELECT COALESCE(MAX(idx), ?) FROM MSG WHERE idx > ? AND idx < ?), s.PUBLISHED_IDX, s.EPOCH, "
+        "(SELECT COALESCE(MAX(POS), 0) FROM JOURNAL WHERE ID = ?), r.JOURNAL_POS, r.INSTANCE "
+        "FROM SHARD s, RELAY_STATE r WHERE s.NAME = ? AND r.K = 1"));
+    ps->setUInt64(1, idx_base_);
+    ps->setUInt64(2, idx_base_);
+    ps->setUInt64(3, idx_base_ + kShardIdxSpan);
+    ps->setString(4, journal_id_);
+    ps->setString(5, shard_);
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    if (!rs->next()) throw std::runtime_error("shard '" + shard_ + "' has no row in SHARD");
     p.max_idx = rs->getUInt64(1);
     p.published_idx = rs->getUInt64(2);
-    p.journal_pos = rs->getUInt64(3);
-    p.instance = rs->getString(4).asStdString();
+    p.epoch = rs->getUInt(3);
+    p.journal_pos = rs->getUInt64(4);
+    p.legacy_journal_pos = rs->getUInt64(5);
+    p.instance = rs->getString(6).asStdString();
     CommitTransaction();
   });
   if (!s.ok()) return s;
-  saved_published_idx_ = p.published_idx;
   saved_journal_pos_ = p.journal_pos;
   return p;
+}
+
+void MysqlStore::UseShard(std::string shard, uint32_t num, std::string journal_id) {
+  shard_ = std::move(shard);
+  idx_base_ = uint64_t{num} * kShardIdxSpan;
+  journal_id_ = std::move(journal_id);
+}
+
+Result<uint32_t> MysqlStore::RegisterShard(std::string_view shard, const std::vector<std::string>& filters) {
+  std::vector<std::string> mine = filters;
+  std::sort(mine.begin(), mine.end());
+  std::string joined;
+  for (const auto& f : mine) joined += (joined.empty() ? "" : "\n") + f;
+  uint32_t num = 0;
+  std::string refusal;
+  Status s = Guard("register shard", [&] {
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    // RELAY_STATE's one row is the registry's lock: two relays registering
+    // at once are checked one after the other.
+    std::unique_ptr<sql::ResultSet>(st->executeQuery("SELECT K FROM RELAY_STATE WHERE K = 1 FOR UPDATE"));
+    std::unique_ptr<sql::ResultSet> rs(
+        st->executeQuery("SELECT NAME, NUM, FILTERS, OWNER, EXPIRES_AT > NOW(6) FROM SHARD ORDER BY NUM"));
+    std::optional<uint32_t> own;
+    uint32_t next_num = 1;
+    while (rs->next() && refusal.empty()) {
+      const std::string name = rs->getString(1).asStdString();
+      const uint32_t n = rs->getUInt(2);
+      next_num = std::max(next_num, n + 1);
+      std::vector<std::string> theirs;
+      std::string text = rs->getString(3).asStdString();
+      for (std::size_t at = 0; at < text.size();) {
+        std::size_t nl = text.find('\n', at);
+        if (nl == std::string::npos) nl = text.size();
+        if (nl > at) theirs.push_back(text.substr(at, nl - at));
+        at = nl + 1;
+      }
+      if (name == shard) {
+        own = n;
+        std::sort(theirs.begin(), theirs.end());
+        if (!theirs.empty() && theirs != mine && rs->getInt(5) == 1) {
+          refusal = fmt::format(
+              "shard '{}' is active on relay '{}' with --source '{}', but this relay was given '{}': relays of one "
+              "shard need the same sources", shard, rs->getString(4).asStdString(), fmt::join(theirs, "' '"),
+              fmt::join(mine, "' '"));
+        }
+        continue;
+      }
+      for (const auto& a : mine) {
+        for (const auto& b : theirs) {
+          if (refusal.empty() && FiltersOverlap(a, b)) {
+            refusal = fmt::format(
+                "--shard '{}' --source '{}' overlaps shard '{}', whose --source '{}' can match the same topics (a "
+                "topic must have exactly one writer): give the shards disjoint filters", shard, a, name, b);
+          }
+        }
+      }
+    }
+    if (!refusal.empty()) {
+      conn_->rollback();
+      return;
+    }
+    if (own) {
+      num = *own;
+      std::unique_ptr<sql::PreparedStatement> up(
+          conn_->prepareStatement("UPDATE SHARD SET FILTERS = ? WHERE NAME = ?"));
+      up->setString(1, joined);
+      up->setString(2, Bytes(shard));
+      up->execute();
+    } else {
+      num = next_num;
+      std::unique_ptr<sql::PreparedStatement> ins(
+          conn_->prepareStatement("INSERT INTO SHARD (NAME, NUM, FILTERS) VALUES (?, ?, ?)"));
+      ins->setString(1, Bytes(shard));
+      ins->setUInt(2, num);
+      ins->setString(3, joined);
+      ins->execute();
+    }
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  if (!refusal.empty()) return Status::Permanent(refusal);
+  return num;
+}
+
+Result<MysqlStore::Lease> MysqlStore::TryAcquireLease(std::string_view owner, int lease_ms) {
+  Lease lease;
+  Status s = Guard("acquire lease", [&] {
+    std::unique_ptr<sql::PreparedStatement> take(conn_->prepareStatement(
+        "UPDATE SHARD SET OWNER = ?, EPOCH = EPOCH + 1, EXPIRES_AT = NOW(6) + INTERVAL ? MICROSECOND, "
+        "ACQUIRED_AT = NOW(6) WHERE NAME = ? AND EXPIRES_AT < NOW(6)"));
+    take->setString(1, Bytes(owner));
+    take->setInt64(2, int64_t{lease_ms} * 1000);
+    take->setString(3, shard_);
+    lease.held = take->executeUpdate() == 1;
+    std::unique_ptr<sql::PreparedStatement> read(conn_->prepareStatement(
+        "SELECT OWNER, EPOCH, TIMESTAMPDIFF(MICROSECOND, NOW(6), EXPIRES_AT) FROM SHARD WHERE NAME = ?"));
+    read->setString(1, shard_);
+    std::unique_ptr<sql::ResultSet> rs(read->executeQuery());
+    if (!rs->next()) throw std::runtime_error("shard '" + shard_ + "' has no row in SHARD");
+    lease.owner = rs->getString(1).asStdString();
+    lease.epoch = rs->getUInt(2);
+    lease.expires_in_us = rs->getInt64(3);
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return lease;
+}
+
+Result<bool> MysqlStore::RenewLease(uint32_t epoch, int lease_ms) {
+  bool renewed = false;
+  Status s = Guard("renew lease", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "UPDATE SHARD SET EXPIRES_AT = NOW(6) + INTERVAL ? MICROSECOND WHERE NAME = ? AND EPOCH = ?"));
+    ps->setInt64(1, int64_t{lease_ms} * 1000);
+    ps->setString(2, shard_);
+    ps->setUInt(3, epoch);
+    renewed = ps->executeUpdate() == 1;
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return renewed;
+}
+
+Status MysqlStore::ReleaseLease(uint32_t epoch) {
+  return Guard("release lease", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "UPDATE SHARD SET EXPIRES_AT = NOW(6) - INTERVAL 1 MICROSECOND WHERE NAME = ? AND EPOCH = ?"));
+    ps->setString(1, shard_);
+    ps->setUInt(2, epoch);
+    ps->execute();
+    CommitTransaction();
+  });
+}
+
+Status MysqlStore::RegisterJournal(uint64_t initial_pos) {
+  return Guard("register journal", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(
+        conn_->prepareStatement("INSERT IGNORE INTO JOURNAL (ID, SHARD, POS) VALUES (?, ?, ?)"));
+    ps->setString(1, journal_id_);
+    ps->setString(2, shard_);
+    ps->setUInt64(3, initial_pos);
+    ps->execute();
+    CommitTransaction();
+  });
 }
 
 Result<uint64_t> MysqlStore::QueryNumber(const char* what, const char* query) {
@@ -283,8 +430,8 @@ sql::PreparedStatement& MysqlStore::InsertStatement(std::size_t rows) {
   const std::size_t slot = std::countr_zero(rows);  // rows is a power of two
   if (inserts_.size() <= slot) inserts_.resize(slot + 1);
   if (!inserts_[slot]) {
-    inserts_[slot].reset(conn_->prepareStatement("INSERT INTO MSG (idx, ID, QOS, SEQ, MSG) VALUES " +
-                                                 Placeholders(rows, "(?,?,?,?,?)")));
+    inserts_[slot].reset(conn_->prepareStatement("INSERT INTO MSG (idx, ID, QOS, SEQ, MSG, EPOCH) VALUES " +
+                                                 Placeholders(rows, "(?,?,?,?,?,?)")));
   }
   return *inserts_[slot];
 }
@@ -302,19 +449,33 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
         ps.setInt(p++, m.frame[kFrameHeaderSize - 1]);
         ps.setUInt64(p++, m.seq);
         ps.setString(p++, Bytes(m.payload()));
+        ps.setUInt(p++, epoch_);
       }
       ps.execute();
       rest = rest.subspan(n);
     }
     journal_pos = std::max(journal_pos, saved_journal_pos_);
-    if (published_idx != saved_published_idx_ || journal_pos != saved_journal_pos_) {
-      if (!update_state_) {
-        update_state_.reset(
-            conn_->prepareStatement("UPDATE RELAY_STATE SET PUBLISHED_IDX = ?, JOURNAL_POS = ? WHERE K = 1"));
-      }
-      update_state_->setUInt64(1, published_idx);
-      update_state_->setUInt64(2, journal_pos);
-      update_state_->execute();
+    if (!journal_id_.empty() && journal_pos != saved_journal_pos_) {
+      if (!update_journal_) update_journal_.reset(conn_->prepareStatement("UPDATE JOURNAL SET POS = ? WHERE ID = ?"));
+      update_journal_->setUInt64(1, journal_pos);
+      update_journal_->setString(2, journal_id_);
+      update_journal_->execute();
+    }
+    // The fence, last so that the shard's row is locked only for the COMMIT:
+    // a relay whose epoch has moved on commits nothing.
+    if (!fence_) {
+      fence_.reset(conn_->prepareStatement(
+          "UPDATE SHARD SET COMMITS = COMMITS + 1, PUBLISHED_IDX = ? WHERE NAME = ? AND EPOCH = ?"));
+    }
+    fence_->setUInt64(1, published_idx);
+    fence_->setString(2, shard_);
+    fence_->setUInt(3, epoch_);
+    if (fence_->executeUpdate() != 1) {
+      conn_->rollback();
+      throw sql::SQLException(
+          fmt::format("the lease of shard '{}' is no longer held under epoch {} (another relay took it over); "
+                      "rolled back", shard_, epoch_),
+          "HY000", kLeaseLostCode);
     }
     if (!batch.empty() && ++batches_tried_ == kill_before_commit_) {
       LogWarn("fault injection: killing the database session before COMMIT of batch {}", batches_tried_);
@@ -326,13 +487,11 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
       }
     }
     CommitTransaction();
-    saved_published_idx_ = published_idx;
     saved_journal_pos_ = journal_pos;
   });
 }
 
 Status MysqlStore::SavePublished(uint64_t published_idx) {
-  if (published_idx == saved_published_idx_) return Status::Ok();
   return CommitBatch({}, published_idx, saved_journal_pos_);
 }
 
@@ -341,9 +500,10 @@ Result<std::vector<MysqlStore::StoredRow>> MysqlStore::ReadRowsAfter(uint64_t af
   Status s = Guard("read rows", [&] {
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
         "SELECT m.idx, t.FRAME_ID, m.SEQ, m.QOS, m.ID, m.MSG FROM MSG m JOIN TOPIC t ON t.ID = m.ID "
-        "WHERE m.idx > ? ORDER BY m.idx LIMIT ?"));
-    ps->setUInt64(1, after_idx);
-    ps->setUInt64(2, limit);
+        "WHERE m.idx > ? AND m.idx < ? ORDER BY m.idx LIMIT ?"));
+    ps->setUInt64(1, std::max(after_idx, idx_base_));
+    ps->setUInt64(2, idx_base_ + kShardIdxSpan);
+    ps->setUInt64(3, limit);
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
     while (rs->next()) {
       rows.push_back({rs->getUInt64(1), rs->getUInt(2), rs->getUInt64(3), static_cast<uint8_t>(rs->getInt(4)),

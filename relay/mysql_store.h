@@ -41,18 +41,57 @@ class MysqlStore {
   Status Connect(bool create_database);
   bool connected() const { return conn_ != nullptr; }
 
-  // Takes the database's writer lock (one relay per database). Fails if
-  // another connection holds it.
-  Status AcquireWriterLock();
+  // Lock waits of this session fail after `seconds` (InnoDB's default: 50).
+  Status LimitLockWait(int seconds);
 
   // Applies the migrations the database lacks; with apply = false only checks
   // that it is at the newest version.
   Status Migrate(bool apply);
 
+  // ---- Shards and their leases (schema 004) ----
+
+  // Each shard's rows in MSG have idx in (base, base + kShardIdxSpan):
+  // base = SHARD.NUM * kShardIdxSpan.
+  static constexpr uint64_t kShardIdxSpan = uint64_t{1} << 40;
+
+  // Records the shard's filters and gives its number, refusing (Permanent)
+  // filters that can match a topic of another shard's recorded filters, or
+  // other filters than those of its relay holding a live lease. Serialised
+  // among relays by a lock on RELAY_STATE's row.
+  Result<uint32_t> RegisterShard(std::string_view shard, const std::vector<std::string>& filters);
+
+  // The shard, its number and (without a journal: "") the journal whose
+  // position this store reads and writes. Set before ReadProgress.
+  void UseShard(std::string shard, uint32_t num, std::string journal_id);
+  // The epoch every commit checks (the fence); 0 = none yet.
+  void SetEpoch(uint32_t epoch) { epoch_ = epoch; }
+  uint32_t epoch() const { return epoch_; }
+  uint64_t idx_base() const { return idx_base_; }
+
+  struct Lease {
+    bool held = false;        // this call took it
+    std::string owner;        // SHARD.OWNER after the call
+    uint32_t epoch = 0;
+    int64_t expires_in_us = 0;  // by the database's clock; negative = expired
+  };
+  // Takes the shard's lease for `lease_ms` if it has expired (or was never
+  // held), bumping EPOCH; otherwise reports who holds it.
+  Result<Lease> TryAcquireLease(std::string_view owner, int lease_ms);
+  // Extends the lease held under `epoch`; false if the epoch moved on.
+  Result<bool> RenewLease(uint32_t epoch, int lease_ms);
+  // Ends the lease held under `epoch` at once (a clean stop: a standby may
+  // take over without waiting for it to expire).
+  Status ReleaseLease(uint32_t epoch);
+
+  // Creates the journal's row if it has none, at `initial_pos`.
+  Status RegisterJournal(uint64_t initial_pos);
+
   struct Progress {
-    uint64_t max_idx = 0;        // highest MSG.idx committed; 0 = empty table
-    uint64_t published_idx = 0;  // RELAY_STATE.PUBLISHED_IDX
-    uint64_t journal_pos = 0;    // RELAY_STATE.JOURNAL_POS
+    uint64_t max_idx = 0;        // highest MSG.idx of the shard; its base when it has none
+    uint64_t published_idx = 0;  // SHARD.PUBLISHED_IDX
+    uint64_t journal_pos = 0;    // JOURNAL.POS of this store's journal
+    uint64_t legacy_journal_pos = 0;  // RELAY_STATE.JOURNAL_POS (before schema 004: the one journal's)
+    uint32_t epoch = 0;          // SHARD.EPOCH: the lease's current epoch
     std::string instance;        // RELAY_STATE.INSTANCE: the database's identity (a UUID made with the schema)
   };
   Result<Progress> ReadProgress();
@@ -75,11 +114,14 @@ class MysqlStore {
   // Rows in TOPIC.
   Result<uint64_t> CountTopics();
 
-  // One transaction: inserts every message (idx, topic, flag, SEQ, payload)
-  // and, when they moved, sets RELAY_STATE.PUBLISHED_IDX and JOURNAL_POS
-  // (the journal position after the batch's last journaled message). An error leaves the
-  // outcome unknown if it struck during COMMIT: the caller decides by
-  // reading ReadProgress().max_idx after reconnecting.
+  // One transaction: inserts every message (idx, topic, flag, SEQ, payload,
+  // epoch), sets the shard's PUBLISHED_IDX and, when it moved, the
+  // journal's POS (the position after the batch's last journaled message),
+  // and checks the fence: the shard's row must still carry this store's
+  // epoch, or everything is rolled back and the error has code
+  // kLeaseLostCode (store_errors.h). An error leaves the outcome unknown if
+  // it struck during COMMIT: the caller decides by reading
+  // ReadProgress() after reconnecting.
   Status CommitBatch(std::span<const Message> batch, uint64_t published_idx, uint64_t journal_pos);
 
   // Fault injection for the test suite: the `nth` non-empty CommitBatch
@@ -87,7 +129,8 @@ class MysqlStore {
   // COMMIT, as a database restart at that instant would. 0 = off.
   void InjectKillBeforeCommit(uint64_t nth) { kill_before_commit_ = nth; }
 
-  // Sets PUBLISHED_IDX on its own (at shutdown, or when idle).
+  // Sets the shard's PUBLISHED_IDX on its own (at shutdown, or when idle),
+  // fenced like a commit.
   Status SavePublished(uint64_t published_idx);
 
   // A topic by name or by frame id (exactly one given), with its newest
@@ -127,7 +170,7 @@ class MysqlStore {
     std::string topic;
     std::string payload;
   };
-  // Rows with idx > after_idx in idx order, at most `limit`.
+  // The shard's rows with idx > after_idx in idx order, at most `limit`.
   Result<std::vector<StoredRow>> ReadRowsAfter(uint64_t after_idx, std::size_t limit);
 
  private:
@@ -145,9 +188,13 @@ class MysqlStore {
   // INSERT statements for 1, 2, 4, ... rows; a batch is split into
   // power-of-two chunks so that at most log2(batch-max)+1 are ever prepared.
   std::vector<std::unique_ptr<sql::PreparedStatement>> inserts_;
-  std::unique_ptr<sql::PreparedStatement> update_state_;  // RELAY_STATE, prepared once per connection
+  std::unique_ptr<sql::PreparedStatement> update_journal_;  // JOURNAL.POS, prepared once per connection
   std::unique_ptr<sql::Statement> commit_;                 // runs COMMIT; created once per connection
-  uint64_t saved_published_idx_ = 0;  // last PUBLISHED_IDX written or read by this connection
+  std::unique_ptr<sql::PreparedStatement> fence_;         // the commit's SHARD update; prepared once per connection
+  std::string shard_ = "default";
+  uint64_t idx_base_ = 0;  // SHARD.NUM * kShardIdxSpan
+  std::string journal_id_;
+  uint32_t epoch_ = 0;
   uint64_t saved_journal_pos_ = 0;    // last JOURNAL_POS written or read by this connection
   uint64_t kill_before_commit_ = 0;   // see InjectKillBeforeCommit; 0 = off
   uint64_t batches_tried_ = 0;        // non-empty CommitBatch calls, for kill_before_commit_

@@ -72,6 +72,21 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
       ("no-migrate", po::bool_switch(&no_migrate),
        "Do not create or upgrade the schema at start; fail if it is not at the relay's version.");
 
+  po::options_description ha("High availability");
+  ha.add_options()
+      ("shard", po::value(&c.shard)->default_value(c.shard)->value_name("NAME"),
+       "The set of --source filters this relay sequences. Several shards on one database split the topic space; "
+       "their filters must not be able to match one topic (checked at start against the filters every shard "
+       "recorded in the database: exit 2 naming both). Relays started with the same shard and sources are one "
+       "active and its standbys.")
+      ("relay-id", po::value(&c.relay_id)->value_name("ID"),
+       "This relay among its shard's relays, in the lease and in its own client ids (ID-<relay-id>-out, "
+       "-replay). Default: <hostname>-<pid>.")
+      ("lease-ms", po::value(&c.lease_ms)->default_value(c.lease_ms)->value_name("MILLIS"),
+       "The shard's lease: the active renews it about three times per lease; a standby takes the shard over once "
+       "the lease has gone this long without renewal (the database's clock). An active that cannot renew within "
+       "it stops publishing and steps down. 300..600000.");
+
   po::options_description seq("Sequencing");
   seq.add_options()
       ("source", po::value(&c.sources)->value_name("FILTER")->multitoken(),
@@ -157,7 +172,7 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
       "seqrelay: gives every MQTT message a per-topic sequence number, commits it to MySQL, then republishes it "
       "on <seq-prefix>/<topic>.\n\nUsage: seqrelay [options]\n\nEvery option can also be set by an environment "
       "variable SEQRELAY_<NAME> (upper case, '-' as '_'; repeatable ones comma-separated) or in --config FILE");
-  all.add(general).add(mqtt).add(db).add(seq).add(pipe).add(replay).add(observe);
+  all.add(general).add(mqtt).add(db).add(ha).add(seq).add(pipe).add(replay).add(observe);
   return all;
 }
 

@@ -115,7 +115,6 @@ void Relay::SleepUnlessGivingUp(milliseconds d) {
 
 Status Relay::ConnectDatabase(MysqlStore::Progress& progress) {
   if (Status s = store_.Connect(config_.migrate); !s.ok()) return s;
-  if (Status s = store_.AcquireWriterLock(); !s.ok()) return s;
   auto p = store_.ReadProgress();
   if (!p.ok()) return p.status();
   progress = p.value();
@@ -129,9 +128,16 @@ Status Relay::OpenDatabase() {
                                                        : "unix:" + config_.db_socket;
   for (;;) {
     Status s = store_.Connect(config_.migrate);
-    if (s.ok()) s = store_.AcquireWriterLock();
     if (s.ok()) s = store_.Migrate(config_.migrate);
     if (s.ok()) s = CheckPacketLimit();
+    if (s.ok()) {
+      // The shard: its filters recorded (and checked against every other
+      // shard's), its number (where its rows' idx lie).
+      auto num = store_.RegisterShard(config_.shard, RemoveCoveredFilters(config_.sources));
+      if (num.ok()) shard_num_ = *num;
+      shard_refused_ = num.status().permanent();
+      s = num.status();
+    }
     if (s.ok()) return s;
     if (s.permanent()) return s;
     if (auto suppressed = limit.Allow()) {
@@ -217,87 +223,68 @@ int Relay::Run() {
 
   if (Status s = OpenDatabase(); !s.ok()) {
     if (!s.permanent() && stopping_) return 0;
+    if (shard_refused_) {
+      LogError("{}", s.message());
+      return 2;
+    }
     LogError("database: {}", s.message());
     return 1;
   }
-  auto progress = store_.ReadProgress();
-  if (!progress.ok()) {
-    LogError("database: {}", progress.error());
-    return 1;
-  }
+  std::string journal_id;
   if (!config_.journal_dir.empty()) {
     journal_ = std::make_unique<Journal>(config_.journal_dir);
-    if (Status s = journal_->Open(progress->journal_pos, progress->instance); !s.ok()) {
-      LogError("{}", s.message());
+    auto identity = journal_->Identify();
+    if (!identity.ok()) {
+      LogError("{}", identity.error());
       return 1;
     }
+    journal_id = identity->id;
+    journal_created_ = identity->created;
   } else {
     LogWarn("no --journal-dir: messages received but not yet committed are lost if the relay is killed");
   }
+  store_.UseShard(config_.shard, shard_num_, journal_id);
+  lease_ = std::make_unique<LeaseKeeper>(config_, shard_num_);
   database_up_ = true;
-  auto topic_rows = store_.CountTopics();
-  if (!topic_rows.ok()) {
-    LogError("database: {}", topic_rows.error());
-    return 1;
-  }
-  topic_rows_ = *topic_rows;
-  if (config_.max_topics > 0 && topic_rows_ >= static_cast<uint64_t>(config_.max_topics)) {
-    LogWarn("the database holds {} topics, --max-topics is {}: messages on new topics will be refused", topic_rows_,
-            config_.max_topics);
-  }
-  sequencer_.SetLastIdx(progress->max_idx);
-  tracker_ = PublishTracker(std::min(progress->published_idx, progress->max_idx));
-  LogInfo("database ready: {} rows committed, {} confirmed published", progress->max_idx, tracker_.watermark());
 
-  MqttLink::Options out;
-  out.host = config_.mqtt_host;
-  out.port = config_.mqtt_port;
-  out.user = config_.mqtt_user;
-  out.password = config_.mqtt_password;
-  out.keepalive_s = config_.mqtt_keepalive_s;
-  out.client_id = config_.mqtt_client_id + "-out";
-  out.clean_session = true;
-  out.name = "output";
-  MqttLink::Options in = out;
+  output_options_.host = config_.mqtt_host;
+  output_options_.port = config_.mqtt_port;
+  output_options_.user = config_.mqtt_user;
+  output_options_.password = config_.mqtt_password;
+  output_options_.keepalive_s = config_.mqtt_keepalive_s;
+  output_options_.client_id = OwnClientId(config_, "out");
+  output_options_.clean_session = true;
+  output_options_.name = "output";
   // v5 on the output link shows a frame the broker refused (PUBACK reason
   // code). The intake stays on 3.1.1, whose clean-session-off keeps the
   // session without a v5 session expiry interval.
-  out.mqtt_v5 = true;
-  in.client_id = config_.mqtt_client_id;
+  output_options_.mqtt_v5 = true;
+  intake_options_ = output_options_;
+  intake_options_.mqtt_v5 = false;
+  intake_options_.client_id = IntakeClientId(config_);
   if (!config_.mqtt_intake_user.empty()) {
-    in.user = config_.mqtt_intake_user;
-    in.password = config_.mqtt_intake_password.empty() ? config_.mqtt_password : config_.mqtt_intake_password;
+    intake_options_.user = config_.mqtt_intake_user;
+    intake_options_.password =
+        config_.mqtt_intake_password.empty() ? config_.mqtt_password : config_.mqtt_intake_password;
   }
-  in.clean_session = false;  // persistent: the broker queues for us while we are away
-  in.name = "intake";
-  in.subscriptions = RemoveCoveredFilters(config_.sources);
+  intake_options_.clean_session = false;  // persistent: the broker queues for us while we are away
+  intake_options_.name = "intake";
+  intake_options_.subscriptions = RemoveCoveredFilters(config_.sources);
   for (const auto& f : config_.sources) {
-    if (std::find(in.subscriptions.begin(), in.subscriptions.end(), f) == in.subscriptions.end()) {
+    if (std::find(intake_options_.subscriptions.begin(), intake_options_.subscriptions.end(), f) ==
+        intake_options_.subscriptions.end()) {
       LogInfo("source '{}' is covered by another source; not subscribed separately", f);
     }
   }
 
-  auto output = MqttLink::Start(out, {.on_connect = nullptr,
-                                      .on_message = nullptr,
-                                      .on_published = [this](int mid, int reason) { OnPublished(mid, reason); },
-                                      .on_fatal = [this](const std::string& why) { Fail("output link: " + why); }});
-  if (!output.ok()) {
-    LogError("{}", output.error());
-    return 1;
-  }
-  output_ = std::move(output).value();
-
-  if (Status s = CheckFrameLimit(); !s.ok()) {
-    LogError("{}", s.message());
-    return 1;
-  }
-  if (Status s = Republish(); !s.ok()) LogWarn("{}", s.message());
-
-  MqttLink::Options rep = out;
-  rep.client_id = config_.mqtt_client_id + "-replay";
+  // Retransmit: every relay, active or standby, serves replays of any topic
+  // from the database. The request topic is a shared subscription, so that
+  // the broker hands each request to exactly one of them.
+  MqttLink::Options rep = output_options_;
+  rep.client_id = OwnClientId(config_, "replay");
   rep.name = "replay";
   rep.mqtt_v5 = true;  // to honour Response Topic and Correlation Data
-  rep.subscriptions = {config_.control_prefix + "/retransmit/+"};
+  rep.subscriptions = {fmt::format("$share/{}/{}/retransmit/+", config_.mqtt_client_id, config_.control_prefix)};
   auto replay = MqttLink::Start(rep, {.on_connect = nullptr,
                                       .on_message =
                                           [this](const InboundMessage& m) {
@@ -305,49 +292,15 @@ int Relay::Run() {
                                             return MqttLink::AfterMessage::kReadOn;
                                           },
                                       .on_published = [this](int mid, int reason) { retransmit_.OnPublished(mid, reason); },
-                                      .on_fatal = [this](const std::string& why) { Fail("replay link: " + why); }});
+                                      .on_fatal = [this](const std::string& why) { Fail("replay link: " + why); },
+                                      .may_connect = nullptr});
   if (!replay.ok()) {
     LogError("{}", replay.error());
     return 1;
   }
   replay_ = std::move(replay).value();
   retransmit_.Start(*replay_);
-
-  writer_ = std::thread([this] { WriterLoop(); });
-  if (journal_) {
-    // What the journal holds beyond the database's position was received
-    // (and acknowledged to mosquitto) before the last stop: store it first.
-    // The whole journal is read: its last records are remembered to
-    // recognise the broker's resends, and those past the database's
-    // position are stored.
-    const uint64_t committed = progress->journal_pos;
-    Status s = journal_->Replay(0, [&](const Journal::Record& r) {
-      redelivery_.Remember(r.mid, r.topic, r.payload);
-      if (r.end <= committed) return;
-      Message m(r.topic, r.payload.data(), r.payload.size());
-      m.journal_end = r.end;
-      if (queue_.Push(std::move(m))) ++counters_.journal_replayed;
-    });
-    if (!s.ok()) LogError("{}; the records after the damage are not stored", s.message());
-    if (counters_.journal_replayed > 0) {
-      LogInfo("journal: storing {} messages received before the last stop but not committed",
-              counters_.journal_replayed.load());
-    }
-  }
-  if (!stopping_) {
-    auto intake = MqttLink::Start(in, {.on_connect = [this](bool session_present) {
-                                         redelivery_.Connected(session_present);
-                                       },
-                                       .on_message = [this](const InboundMessage& m) { return OnIntake(m); },
-                                       .on_published = nullptr,
-                                       .on_fatal = [this](const std::string& why) { Fail("intake link: " + why); }});
-    if (!intake.ok()) {
-      Fail(intake.error());
-    } else {
-      intake_ = std::move(intake).value();
-    }
-  }
-  if (config_.metrics_port > 0 && !stopping_) {
+  if (config_.metrics_port > 0) {
     auto metrics = MetricsHttp::Start(config_.metrics_bind, config_.metrics_port,
                                       [this] { return PrometheusText(Snapshot()); });
     if (!metrics.ok()) {
@@ -358,13 +311,24 @@ int Relay::Run() {
     }
   }
 
+  const auto interval = std::chrono::seconds(config_.stats_interval_s);
+  auto next_stats = Clock::now() + interval;
+  auto stats_if_due = [&] {
+    if (interval.count() > 0 && Clock::now() >= next_stats) {
+      next_stats += interval;
+      PublishStats();
+    }
+  };
+  // Standby until this relay holds the shard's lease.
+  if (!stopping_ && lease_->Acquire([this] { return stopping_.load(); }, stats_if_due)) {
+    if (!BecomeActive()) Fail("could not take the shard over");
+  }
+
   {
     std::unique_lock lock(stop_mu_);
-    const auto interval = std::chrono::seconds(config_.stats_interval_s);
-    auto next_stats = Clock::now() + interval;
     while (!stop_requested_) {
-      stop_cv_.wait_until(lock, interval.count() > 0 ? next_stats : Clock::now() + std::chrono::hours(24),
-                          [&] { return stop_requested_ || resume_intake_; });
+      auto until = interval.count() > 0 ? next_stats : Clock::now() + std::chrono::hours(24);
+      stop_cv_.wait_until(lock, until, [&] { return stop_requested_ || resume_intake_; });
       if (stop_requested_) break;
       if (resume_intake_) {
         resume_intake_ = false;
@@ -374,19 +338,16 @@ int Relay::Run() {
         if (intake_) intake_->Resume();
         lock.lock();
       }
-      if (interval.count() > 0 && Clock::now() >= next_stats) {
-        next_stats += interval;
-        lock.unlock();
-        PublishStats();
-        lock.lock();
-      }
+      lock.unlock();
+      stats_if_due();
+      lock.lock();
     }
   }
 
   // ---- Orderly shutdown ----------------------------------------------------
   // 1. Stop taking messages: DISCONNECT the intake. Whatever the broker had
   //    already delivered is still pushed; the rest stays queued in our session.
-  LogInfo("stopping: no new messages; committing and publishing {} held", queue_.size());
+  if (active_ || stepped_down_) LogInfo("stopping: no new messages; committing and publishing {} held", queue_.size());
   if (intake_) intake_->Disconnect();
   // 2. Wait until the intake link has disconnected: its callback may be
   //    blocked on a full queue while the writer drains it. If the deadline
@@ -398,21 +359,27 @@ int Relay::Run() {
     intake_->Stop();
   }
   queue_.Close();  // the writer drains what is left, then ends
-  writer_.join();
+  if (writer_.joinable()) writer_.join();
   // 3. Wait for the broker to acknowledge what was published, then save the
-  //    watermark so the next start republishes as little as possible.
-  {
-    std::unique_lock lock(publish_mu_);
-    acked_cv_.wait_until(lock, give_up_at_ + std::chrono::seconds(2), [&] { return tracker_.in_flight() == 0; });
+  //    watermark so the next active republishes as little as possible, and
+  //    hand the lease over at once.
+  if (active_) {
+    {
+      std::unique_lock lock(publish_mu_);
+      acked_cv_.wait_until(lock, give_up_at_ + std::chrono::seconds(2), [&] { return tracker_.in_flight() == 0; });
+    }
+    uint64_t watermark;
+    {
+      std::lock_guard lock(publish_mu_);
+      watermark = tracker_.watermark();
+    }
+    if (store_.connected()) {
+      if (Status s = store_.SavePublished(watermark); !s.ok()) {
+        LogWarn("could not save the published watermark: {}", s.message());
+      }
+    }
   }
-  uint64_t watermark;
-  {
-    std::lock_guard lock(publish_mu_);
-    watermark = tracker_.watermark();
-  }
-  if (store_.connected()) {
-    if (Status s = store_.SavePublished(watermark); !s.ok()) LogWarn("could not save the published watermark: {}", s.message());
-  }
+  lease_->Stop(/*release=*/active_ && !stepped_down_);
   if (config_.stats_interval_s > 0) PublishStats();  // the final figures stay retained
   metrics_.reset();
   retransmit_.Stop();  // while the replay link can still send the last statuses
@@ -420,7 +387,7 @@ int Relay::Run() {
     LogWarn("stopping: {} retransmit replies not acknowledged by the broker", n);
   }
   replay_->Stop();
-  output_->Stop();
+  if (output_) output_->Stop();
 
   const Counters& c = counters_;
   LogInfo("stopped: received {}, committed {} in {} batches, published {} ({} republished), acknowledged {}, "
@@ -432,6 +399,18 @@ int Relay::Run() {
           c.set_aside.load(), c.ignored_own + c.ignored_retained, c.ignored_own.load(),
           c.ignored_retained.load(), retransmit_.counters().requests.load(), retransmit_.counters().served.load(),
           retransmit_.counters().failed(), retransmit_.counters().frames.load());
+  if (stepped_down_) {
+    if (c.lost > 0) {
+      if (journal_) {
+        LogWarn("stepped down with {} received messages not committed: they stay in the journal and are stored "
+                "when this relay is active again", c.lost.load());
+      } else {
+        LogError("stepped down with {} received messages not committed and no --journal-dir: they are lost",
+                 c.lost.load());
+      }
+    }
+    return kSteppedDown;
+  }
   std::string fatal;
   {
     std::lock_guard lock(stop_mu_);
@@ -449,10 +428,140 @@ int Relay::Run() {
   return 0;
 }
 
+bool Relay::BecomeActive() {
+  const uint32_t epoch = lease_->epoch();
+  store_.SetEpoch(epoch);
+  MysqlStore::Progress progress;
+  if (!Retry("read the shard's progress", [&] {
+        auto p = store_.ReadProgress();
+        if (p.ok()) progress = *p;
+        return p.status();
+      }, [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
+    return false;
+  }
+  if (journal_) {
+    // A journal from before journal ids took the database's one position.
+    const uint64_t initial = journal_created_ && config_.shard == "default" ? progress.legacy_journal_pos : 0;
+    if (Status s = store_.RegisterJournal(initial); !s.ok()) {
+      LogError("database: {}", s.message());
+      return false;
+    }
+    auto p = store_.ReadProgress();
+    if (!p.ok()) {
+      LogError("database: {}", p.error());
+      return false;
+    }
+    progress = *p;
+    if (Status s = journal_->Open(progress.journal_pos, progress.instance); !s.ok()) {
+      LogError("{}", s.message());
+      return false;
+    }
+  }
+  auto topic_rows = store_.CountTopics();
+  if (!topic_rows.ok()) {
+    LogError("database: {}", topic_rows.error());
+    return false;
+  }
+  topic_rows_ = *topic_rows;
+  if (config_.max_topics > 0 && topic_rows_ >= static_cast<uint64_t>(config_.max_topics)) {
+    LogWarn("the database holds {} topics, --max-topics is {}: messages on new topics will be refused", topic_rows_,
+            config_.max_topics);
+  }
+  sequencer_.SetLastIdx(progress.max_idx);
+  tracker_ = PublishTracker(std::clamp(progress.published_idx, std::min(progress.max_idx, store_.idx_base()),
+                                       progress.max_idx));
+  active_ = true;
+  ++takeovers_;
+  LogInfo("active: holding shard '{}' (epoch {}); {} rows of it committed up to idx {}, confirmed published up to {}",
+          config_.shard, epoch, progress.max_idx - store_.idx_base(), progress.max_idx, tracker_.watermark());
+  lease_->StartRenewing([this](const std::string& why) { StepDown(why); });
+
+  auto output = MqttLink::Start(output_options_,
+                                {.on_connect = nullptr,
+                                 .on_message = nullptr,
+                                 .on_published = [this](int mid, int reason) { OnPublished(mid, reason); },
+                                 .on_fatal = [this](const std::string& why) { Fail("output link: " + why); },
+                                 .may_connect = nullptr});
+  if (!output.ok()) {
+    LogError("{}", output.error());
+    return false;
+  }
+  output_ = std::move(output).value();
+  if (Status s = CheckFrameLimit(); !s.ok()) {
+    LogError("{}", s.message());
+    return false;
+  }
+  if (Status s = Republish(); !s.ok()) LogWarn("{}", s.message());
+
+  writer_ = std::thread([this] { WriterLoop(); });
+  if (journal_) {
+    // What the journal holds beyond the database's position was received
+    // (and acknowledged to mosquitto) before the last stop: store it first.
+    // The whole journal is read: its last records are remembered to
+    // recognise the broker's resends, and those past the database's
+    // position are stored.
+    const uint64_t committed = progress.journal_pos;
+    Status s = journal_->Replay(0, [&](const Journal::Record& r) {
+      redelivery_.Remember(r.mid, r.topic, r.payload);
+      if (r.end <= committed) return;
+      Message m(r.topic, r.payload.data(), r.payload.size());
+      m.journal_end = r.end;
+      if (queue_.Push(std::move(m))) ++counters_.journal_replayed;
+    });
+    if (!s.ok()) LogError("{}; the records after the damage are not stored", s.message());
+    if (counters_.journal_replayed > 0) {
+      LogInfo("journal: storing {} messages received before the last stop but not committed",
+              counters_.journal_replayed.load());
+    }
+  }
+  if (stopping_) return true;
+  auto intake = MqttLink::Start(intake_options_,
+                                {.on_connect = [this](bool session_present) { redelivery_.Connected(session_present); },
+                                 .on_message = [this](const InboundMessage& m) { return OnIntake(m); },
+                                 .on_published = nullptr,
+                                 .on_fatal = [this](const std::string& why) { Fail("intake link: " + why); },
+                                 // The shard's session only while the lease is surely ours:
+                                 // a relay that lost it must not take the session back from its successor.
+                                 .may_connect = [this] { return lease_->valid(); }});
+  if (!intake.ok()) {
+    LogError("{}", intake.error());
+    return false;
+  }
+  intake_ = std::move(intake).value();
+  return true;
+}
+
+void Relay::StepDown(const std::string& why) {
+  if (stepped_down_.exchange(true)) return;
+  active_ = false;
+  ++StepDowns();
+  LogError("stepping down to standby: {}; this relay commits and publishes nothing more", why);
+  {
+    std::lock_guard lock(stop_mu_);
+    stop_requested_ = true;
+    give_up_at_ = Clock::now();  // no commit can succeed without the lease: do not wait for one
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  acked_cv_.notify_all();
+}
+
+std::atomic<uint64_t>& Relay::StepDowns() {
+  static std::atomic<uint64_t> n{0};
+  return n;
+}
+
 RelayStats Relay::Snapshot() const {
   const Counters& c = counters_;
   const auto& r = retransmit_.counters();
   RelayStats s;
+  s.shard = config_.shard;
+  s.relay_id = config_.relay_id;
+  s.active = active_;
+  s.epoch = lease_ ? lease_->epoch() : 0;
+  s.lease_age_s = lease_ && active_ ? lease_->age_s() : 0;
+  s.takeovers = takeovers_;
+  s.step_downs = StepDowns();
   s.uptime_s = SecondsSince(started_);
   s.interval_s = config_.stats_interval_s;
   s.received = c.received;
@@ -499,18 +608,36 @@ void Relay::PublishStats() {
   s.batch_rows = batch_rows_.Take();
   s.commit_ms = commit_ms_.Take();
   const std::string body = StatsJson(s);
-  auto sent = replay_->Publish(config_.control_prefix + "/stats",
-                               {reinterpret_cast<const uint8_t*>(body.data()), body.size()}, 1, std::nullopt,
-                               /*retain=*/true);
-  if (!sent.ok()) {
-    static RateLimit limit(std::chrono::minutes(1));
-    if (auto suppressed = limit.Allow()) LogWarn("stats: {}{}", sent.error(), SuppressedNote(*suppressed));
+  const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body.data()), body.size());
+  // Every relay's own report, not retained (relay ids change with every
+  // start); the shard's active's, retained on <control>/stats/<shard>; and
+  // the default shard's active's on <control>/stats, as before shards.
+  const std::string base = config_.control_prefix + "/stats";
+  std::vector<std::pair<std::string, bool>> topics = {
+      {fmt::format("{}/{}/{}", base, config_.shard, config_.relay_id), false}};
+  if (takeovers_ > 0) {  // active in this run (its final report too)
+    topics.emplace_back(fmt::format("{}/{}", base, config_.shard), true);
+    if (config_.shard == "default") topics.emplace_back(base, true);
+  }
+  for (const auto& [topic, retain] : topics) {
+    auto sent = replay_->Publish(topic, bytes, 1, std::nullopt, retain);
+    if (!sent.ok()) {
+      static RateLimit limit(std::chrono::minutes(1));
+      if (auto suppressed = limit.Allow()) LogWarn("stats: {}{}", sent.error(), SuppressedNote(*suppressed));
+    }
   }
 }
 
 // ---- Intake (intake link's network thread) -----------------------------------
 
 MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
+  if (!lease_->valid()) {
+    // The lease has lapsed: not ours to take. The broken connection leaves
+    // its PUBACK unsent, so the broker keeps it in the session, for this
+    // relay once the lease is renewed (the link stays away until then) or
+    // for the shard's next active.
+    return MqttLink::AfterMessage::kBreakConnection;
+  }
   ++counters_.received;
   switch (rules_.Classify(in.topic, in.payload.size(), in.retain)) {
     case Verdict::kAccept:
@@ -622,6 +749,10 @@ bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
         }
         return true;
       }
+      if (ClassifyDatabaseError(s.database_code()) == DatabaseFailure::kLeaseLost) {
+        StepDown(s.message());
+        return false;
+      }
       if (refused && ClassifyDatabaseError(s.database_code()) == DatabaseFailure::kRowRefused) {
         *refused = s;  // retrying would fail the same way forever
         return false;
@@ -655,6 +786,12 @@ bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
     database_up_ = true;  // reachable again, even if `check` ends the retry without another attempt
     if (unreachable) LogInfo("database: reconnected; {} rows committed", progress.max_idx);
     unreachable = false;
+    if (active_ && progress.epoch != store_.epoch()) {
+      // Whatever this attempt did, the shard is another relay's now.
+      StepDown(fmt::format("another relay took over shard '{}' (epoch {} after this relay's {}) while the database "
+                           "was away", config_.shard, progress.epoch, store_.epoch()));
+      return false;
+    }
     if (check(progress) == AfterReconnect::kDone) {
       // The work was done before the connection broke: the same recovery
       // line as when a retry succeeds, so the log always says it is over.
@@ -823,6 +960,14 @@ void Relay::SetAside(const Message& m, const Status& why) {
 }
 
 bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx) {
+  // Committed under the lease, but once it has lapsed a successor may be
+  // publishing: wait for the renewal (the writer holds back meanwhile); if
+  // the lease is lost instead, the next active republishes every row above
+  // the acknowledged watermark.
+  while (!lease_->valid()) {
+    if (stepped_down_ || GivingUp()) return false;
+    SleepUnlessGivingUp(milliseconds(20));
+  }
   std::unique_lock lock(publish_mu_);
   while (tracker_.in_flight() >= kMaxUnacked) {
     // No one wakes us when the stop deadline passes (the broker may be

@@ -37,6 +37,7 @@
 #include "intake.h"
 #include "intake_queue.h"
 #include "journal.h"
+#include "lease.h"
 #include "log.h"
 #include "metrics.h"
 #include "metrics_http.h"
@@ -51,12 +52,17 @@ namespace seqrelay {
 
 class Relay {
  public:
+  // Run()'s exit code when the relay lost its shard's lease: main() runs a
+  // fresh Relay, which starts as a standby.
+  static constexpr int kSteppedDown = 3;
+
   explicit Relay(Config config);
   ~Relay();
 
   // Runs until RequestStop() or a fatal error; returns the exit code:
   // 0 after a clean stop with every received message committed and
-  // published, 1 otherwise.
+  // published, 1 otherwise, 2 for a shard refused at start (overlapping
+  // filters), kSteppedDown after losing the lease.
   int Run();
 
   // Safe from any thread. Starts the orderly shutdown.
@@ -88,9 +94,10 @@ class Relay {
     std::atomic<uint64_t> commit_us{0};         // time spent in committed batches' commits, microseconds
   };
   const Counters& counters() const { return counters_; }
+  static std::atomic<uint64_t>& StepDowns();  // across the Relays of this process
 
  private:
-  enum class AfterReconnect { kRetry, kDone };
+  enum class AfterReconnect { kRetry, kDone, kLeaseLost };
 
   Status OpenDatabase();
   // Refuses (permanently) a --max-payload whose rows the server's
@@ -118,6 +125,14 @@ class Relay {
   Status CheckFrameLimit();
   Status FrameLimitVerdict(int reason_code) const;
   void Fail(const std::string& why);
+  // Lost the lease (taken over, or not renewed in time): commit and publish
+  // nothing more, stop at once, and let main() start again as a standby.
+  // Any thread; once.
+  void StepDown(const std::string& why);
+  // Takes the shard over once this relay holds its lease: reads where the
+  // shard stands, opens the journal, republishes, starts the writer and the
+  // intake. False if the relay must stop.
+  bool BecomeActive();
   // The figures of the stats report and /metrics. Safe from any thread once
   // Run() has started the links (it reads atomics and locked state only).
   RelayStats Snapshot() const;
@@ -199,6 +214,17 @@ class Relay {
   RetransmitService retransmit_;
   std::unique_ptr<MqttLink> replay_;
   std::unique_ptr<MetricsHttp> metrics_;  // null without --metrics-port; started after the links
+  // The shard's lease; made once the shard is registered. active_: holding
+  // it and the intake and writer run. stepped_down_: lost it.
+  std::unique_ptr<LeaseKeeper> lease_;
+  std::atomic<bool> active_{false};
+  std::atomic<bool> stepped_down_{false};
+  std::atomic<uint64_t> takeovers_{0};
+  bool journal_created_ = false;
+  uint32_t shard_num_ = 0;        // SHARD.NUM, from OpenDatabase
+  bool shard_refused_ = false;    // OpenDatabase failed because the shard overlaps another: exit 2  // the journal got its id in this run (new, or written before ids)
+  MqttLink::Options intake_options_;
+  MqttLink::Options output_options_;
   std::thread writer_;
 
   // Stop state, guarded by stop_mu_. give_up_at_ is set when the stop

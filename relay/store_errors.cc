@@ -3,6 +3,7 @@
 namespace seqrelay {
 
 DatabaseFailure ClassifyDatabaseError(int server_error) {
+  if (server_error == kLeaseLostCode) return DatabaseFailure::kLeaseLost;
   switch (server_error) {
     case 1048:  // ER_BAD_NULL_ERROR: column cannot be null
     case 1153:  // ER_NET_PACKET_TOO_LARGE: over max_allowed_packet

@@ -16,7 +16,12 @@ namespace seqrelay {
 enum class DatabaseFailure {
   kRetry,       // the same statement may succeed later
   kRowRefused,  // the server will never take this row as it is
+  kLeaseLost,   // the commit's fence found another epoch: this relay no longer owns its shard
 };
+
+// Not a server error: the code MysqlStore gives a commit whose fence found
+// that the shard's lease has moved to another relay (rolled back).
+inline constexpr int kLeaseLostCode = -1;
 
 DatabaseFailure ClassifyDatabaseError(int server_error);
 

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <vector>
+
 namespace seqrelay {
 namespace {
 
@@ -26,6 +28,13 @@ class Levels {
   std::string_view rest_;
   bool done_ = false;
 };
+
+std::vector<std::string_view> SplitLevels(std::string_view s) {
+  std::vector<std::string_view> out;
+  Levels levels(s);
+  for (std::string_view level; levels.next(level);) out.push_back(level);
+  return out;
+}
 
 }  // namespace
 
@@ -96,6 +105,21 @@ std::vector<std::string> RemoveCoveredFilters(const std::vector<std::string>& fi
 bool IsUnderPrefix(std::string_view topic, std::string_view prefix) {
   if (topic.size() < prefix.size() || topic.substr(0, prefix.size()) != prefix) return false;
   return topic.size() == prefix.size() || topic[prefix.size()] == '/';
+}
+
+bool FiltersOverlap(std::string_view a, std::string_view b) {
+  const std::vector<std::string_view> la = SplitLevels(a), lb = SplitLevels(b);
+  // A filter starting with a wildcard never matches a topic starting with
+  // '$', so it shares nothing with a filter whose first level is one.
+  auto wild = [](std::string_view level) { return level == "+" || level == "#"; };
+  auto dollar = [](std::string_view level) { return !level.empty() && level.front() == '$'; };
+  if ((wild(la[0]) && dollar(lb[0])) || (wild(lb[0]) && dollar(la[0]))) return false;
+  for (std::size_t i = 0;; ++i) {
+    // '#' matches the rest, including nothing ("a/#" matches "a").
+    if ((i < la.size() && la[i] == "#") || (i < lb.size() && lb[i] == "#")) return true;
+    if (i == la.size() || i == lb.size()) return la.size() == lb.size();
+    if (la[i] != "+" && lb[i] != "+" && la[i] != lb[i]) return false;
+  }
 }
 
 }  // namespace seqrelay

@@ -24,6 +24,10 @@ bool TopicMatches(std::string_view filter, std::string_view topic);
 // True if every topic matched by `narrow` is also matched by `wide`.
 bool FilterCovers(std::string_view wide, std::string_view narrow);
 
+// True if some topic name matches both filters (a topic would have two
+// writers if two shards held them).
+bool FiltersOverlap(std::string_view a, std::string_view b);
+
 // Removes filters already covered by another in the list (keeping the first
 // of equal ones), so that overlapping subscriptions never deliver a message
 // to the relay twice.

@@ -103,7 +103,7 @@ TEST_F(FaultE2E, StopWithTheBrokerGoneEndsWithinTheShutdownTimeout) {
   WaitStored(topic, kCount);
   ASSERT_EQ(relay_->Stop(), 0);
   // As if none of it had been confirmed published, and the broker gone.
-  servers().Sql("UPDATE `" + name_ + "`.RELAY_STATE SET PUBLISHED_IDX = 0");
+  servers().Sql("UPDATE `" + name_ + "`.SHARD SET PUBLISHED_IDX = 0");
   relay_->SetBroker(FreePort(), "", "");
   relay_->Launch();
   ASSERT_TRUE(WaitFor([&] { return relay_->log().find("republishing rows 1..") != std::string::npos; }, 30s))
@@ -306,12 +306,13 @@ TEST_F(FaultE2E, AFullJournalDiskIsCountedAndLoggedAndLosesNothing) {
   const std::string topic = root() + "/t";
   constexpr int kCount = 3000, kAfter = 200;
   // Records (12 bytes + topic + payload "p<i>") fill the 65,536 bytes in
-  // order, less the one 4 KiB tmpfs page of the journal's database-id file;
-  // from the first that does not fit on, every one is an error.
+  // order, less the two 4 KiB tmpfs pages of the journal's database-id and
+  // journal-id files; from the first that does not fit on, every one is an
+  // error.
   int fit = 0;
   for (std::size_t bytes = 0; fit < kCount; ++fit) {
     bytes += 12 + topic.size() + ("p" + std::to_string(fit + 1)).size();
-    if (bytes > 64 * 1024 - 4096) break;
+    if (bytes > 64 * 1024 - 2 * 4096) break;
   }
   ASSERT_EQ(relay_->Stop(), 0);
   // Dies after the 100th record journaled once there is room again.

@@ -93,7 +93,9 @@ TEST_F(OutageE2E, DatabaseOutageLongerThanTheKeepaliveStoresNoResendTwice) {
 }
 
 // A database user that may read but not write: the relay says why it cannot
-// commit, keeps the messages, and commits them once the right is granted.
+// start (it cannot record its shard or take the lease), the broker keeps the
+// messages in the relay's session meanwhile, and they are committed once the
+// right is granted.
 TEST_F(OutageE2E, ADatabaseUserWithoutInsertRightIsAClearErrorAndNothingIsLost) {
   StartRelay();  // creates and migrates the database as the full user
   ASSERT_EQ(relay_->Stop(), 0);
@@ -101,7 +103,7 @@ TEST_F(OutageE2E, ADatabaseUserWithoutInsertRightIsAClearErrorAndNothingIsLost) 
   servers().Sql("CREATE USER '" + user + "'@'%' IDENTIFIED BY 'ro-password'; GRANT SELECT ON `" + name_ + "`.* TO '" +
                 user + "'@'%';");
   relay_->SetDbUser(user, "ro-password");
-  relay_->Start();
+  relay_->Launch();  // not ready until it may write
   const std::string topic = root() + "/t";
   constexpr int kCount = 300;
   OrderedSubscriber sub(servers().mqtt_port(), name_ + "-sub", topic);

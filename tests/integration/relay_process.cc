@@ -27,8 +27,12 @@ bool RelaySanitized() {
 #endif
 }
 
-RelayProcess::RelayProcess(TestServers& servers, std::string name, std::vector<std::string> extra_args)
-    : servers_(servers), name_(std::move(name)), extra_args_(std::move(extra_args)) {}
+RelayProcess::RelayProcess(TestServers& servers, std::string name, std::vector<std::string> extra_args,
+                           std::string instance)
+    : servers_(servers),
+      name_(std::move(name)),
+      extra_args_(std::move(extra_args)),
+      log_path_(servers_.dir() + "/relay-" + name_ + (instance.empty() ? "" : "-" + instance) + ".log") {}
 
 RelayProcess::~RelayProcess() { process_.Stop(); }
 
@@ -59,7 +63,7 @@ void RelayProcess::Launch(const std::vector<std::string>& env) {
     environment.push_back("SEQRELAY_MQTT_PASSWORD=" + mqtt_password_);
   }
   environment.insert(environment.end(), env.begin(), env.end());
-  process_.Start(argv, servers_.dir() + "/relay-" + name_ + ".log", environment);
+  process_.Start(argv, log_path_, environment);
   ++starts_;
 }
 
@@ -80,7 +84,7 @@ long RelayProcess::PeakRssKb() const {
   return 0;
 }
 
-std::string RelayProcess::log() const { return ReadFile(servers_.dir() + "/relay-" + name_ + ".log"); }
+std::string RelayProcess::log() const { return ReadFile(log_path_); }
 
 int RunRelay(const std::vector<std::string>& args, std::string* output) {
   std::vector<std::string> argv = {RelayBinary()};

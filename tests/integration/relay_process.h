@@ -14,9 +14,11 @@ namespace seqtest {
 
 class RelayProcess {
  public:
-  // `name` becomes the database name, the MQTT client id and the log name.
+  // `name` becomes the database name, the MQTT client id and the log name
+  // (with `instance`, when several relays share the database: relay-<name>-<instance>.log).
   // --shutdown-timeout is 20 unless `extra_args` set it.
-  RelayProcess(TestServers& servers, std::string name, std::vector<std::string> extra_args = {});
+  RelayProcess(TestServers& servers, std::string name, std::vector<std::string> extra_args = {},
+               std::string instance = "");
   ~RelayProcess();
 
   // Starts the relay and waits until its intake link is subscribed. `env`
@@ -26,6 +28,7 @@ class RelayProcess {
   void Launch(const std::vector<std::string>& env = {});
   int Stop();  // SIGTERM; returns the exit code
   void Kill();  // SIGKILL
+  void Signal(int sig) { process_.Signal(sig); }
   std::optional<int> WaitExit(std::chrono::milliseconds deadline);
   bool running() { return process_.running(); }
   pid_t pid() const { return process_.pid(); }
@@ -48,6 +51,7 @@ class RelayProcess {
   TestServers& servers_;
   const std::string name_;
   const std::vector<std::string> extra_args_;
+  const std::string log_path_;
   std::string db_user_ = TestServers::kDbUser;
   std::string db_password_ = TestServers::kDbPassword;
   int mqtt_port_ = 0;  // 0: the shared broker

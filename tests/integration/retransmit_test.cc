@@ -472,7 +472,8 @@ TEST_F(RetransmitE2E, ReplayWhileLiveTrafficFlowsFigures) {
 // drop to the floor of 500 frames/s, and they speed up again once live
 // messages flow. relay/stats shows the rate.
 TEST_F(RetransmitE2E, ReplaysDropToTheFloorWhileLiveMessagesAreHeldUp) {
-  StartRelay({"--stats-interval=1"});
+  // The lease outlasts the lock below (renewals wait on the same row).
+  StartRelay({"--stats-interval=1", "--lease-ms=15000"});
   const std::string history = root() + "/history", live = root() + "/live";
   Seed(history, 3000);  // at the floor of 500 frames/s, longer than the lock
   MqttClient stats(servers().mqtt_port(), name_ + "-stats");
@@ -487,12 +488,12 @@ TEST_F(RetransmitE2E, ReplaysDropToTheFloorWhileLiveMessagesAreHeldUp) {
     return out;
   };
 
-  // Every commit updates RELAY_STATE's one row: the writer waits for the lock.
+  // Every commit updates its shard's row (the fence): the writer waits for the lock.
   // A second session, in the background, holds the lock for 4 s. It prints
   // the row as soon as it has the lock (--unbuffered): watching its output
   // costs no fork, which takes long in a sanitizer build.
-  auto command = servers().SqlCommand("START TRANSACTION; SELECT K FROM `" + name_ +
-                                      "`.RELAY_STATE WHERE K = 1 FOR UPDATE; DO SLEEP(4); COMMIT;");
+  auto command = servers().SqlCommand("START TRANSACTION; SELECT 1 FROM `" + name_ +
+                                      "`.SHARD WHERE NAME = 'default' FOR UPDATE; DO SLEEP(4); COMMIT;");
   command.insert(command.begin() + 2, "--unbuffered");  // after --no-defaults, which must come first
   Process holder;
   holder.Start(command, servers().dir() + "/holder-" + name_ + ".log");

@@ -186,5 +186,34 @@ TEST(TopicFilterTest, IsUnderPrefix) {
   }
 }
 
+// Two shards may not hold filters that share a topic: the pairs that do and
+// those that do not, each checked both ways round.
+TEST(TopicFilterTest, FiltersOverlap) {
+  struct Case {
+    const char* a;
+    const char* b;
+    bool overlap;
+  };
+  const Case cases[] = {
+      {"chat/a/#", "chat/b/#", false},
+      {"chat/a/#", "chat/+/x", true},   // chat/a/x
+      {"chat/#", "chat", true},         // '#' matches its parent level
+      {"chat/a", "chat/a", true},
+      {"chat/a", "chat/b", false},
+      {"chat/+", "chat/+/x", false},    // different depths, no '#'
+      {"+/+", "chat/a", true},
+      {"#", "$SYS/x", false},           // wildcards never match '$' topics
+      {"+/x", "$SYS/x", false},
+      {"$SYS/#", "$SYS/+", true},
+      {"#", "anything/at/all", true},
+      {"a/+/c", "a/b/+", true},         // a/b/c
+      {"a/+/c", "a/b/d", false},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(FiltersOverlap(c.a, c.b), c.overlap) << "'" << c.a << "' and '" << c.b << "'";
+    EXPECT_EQ(FiltersOverlap(c.b, c.a), c.overlap) << "'" << c.b << "' and '" << c.a << "'";
+  }
+}
+
 }  // namespace
 }  // namespace seqrelay

@@ -1,0 +1,38 @@
+-- seqrelay schema version 4: shards, their leases, and each journal's position.
+--
+-- SHARD: one row per --shard. NUM places the shard's rows in MSG: their idx
+-- are NUM * 2^40 + 1, + 2, ... in commit order (the default shard is 0, so
+-- rows from before shards keep their idx). FILTERS: its --source filters,
+-- one per line. No two shards may hold filters that can match one topic.
+-- The lease: OWNER (a relay id), EPOCH (+1 at every takeover) and EXPIRES_AT
+-- (the database's clock). Only the relay holding the current EPOCH commits,
+-- and every commit checks EPOCH inside its own transaction.
+-- PUBLISHED_IDX: the shard's rows up to it are acknowledged on seq/T.
+-- COMMITS: the shard's committed transactions (tells a relay whose COMMIT
+-- was cut off whether it took effect).
+CREATE TABLE IF NOT EXISTS SHARD (
+  NAME          VARCHAR(64)     NOT NULL PRIMARY KEY,
+  NUM           INT UNSIGNED    NOT NULL,
+  FILTERS       TEXT            NOT NULL,
+  OWNER         VARCHAR(128)    NOT NULL DEFAULT '',
+  EPOCH         INT UNSIGNED    NOT NULL DEFAULT 0,
+  EXPIRES_AT    DATETIME(6)     NOT NULL DEFAULT '2000-01-01 00:00:00',
+  ACQUIRED_AT   DATETIME(6)     NULL,
+  PUBLISHED_IDX BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  COMMITS       BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  UNIQUE KEY SHARD_NUM (NUM)
+) ENGINE=InnoDB;
+INSERT IGNORE INTO SHARD (NAME, NUM, FILTERS, PUBLISHED_IDX)
+  SELECT 'default', 0, '', PUBLISHED_IDX FROM RELAY_STATE WHERE K = 1;
+
+-- JOURNAL: per relay journal (its id is kept in the journal's directory),
+-- the position up to which its records are stored in MSG. Written in the
+-- same transaction as the rows.
+CREATE TABLE IF NOT EXISTS JOURNAL (
+  ID    VARCHAR(36)     NOT NULL PRIMARY KEY,
+  SHARD VARCHAR(64)     NOT NULL,
+  POS   BIGINT UNSIGNED NOT NULL DEFAULT 0
+) ENGINE=InnoDB;
+
+-- The epoch of the lease a row was committed under: who wrote what, by value.
+ALTER TABLE MSG ADD COLUMN EPOCH INT UNSIGNED NOT NULL DEFAULT 0;
