@@ -32,6 +32,10 @@ struct Message {
   uint64_t idx = 0;            // MSG.idx, set by the writer
   uint64_t seq = 0;            // SEQ within T, set by the writer
   uint64_t journal_end = 0;    // journal position after this message; 0 = not journaled
+  // Handed over by a relay's journal (PENDING's key): the commit that stores
+  // it deletes that row. Empty otherwise.
+  std::string pending_journal;
+  uint64_t pending_end = 0;
   std::chrono::steady_clock::time_point received{};  // arrival on the intake link; zero if from the journal
 };
 

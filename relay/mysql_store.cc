@@ -89,6 +89,7 @@ void MysqlStore::CommitTransaction() {
 void MysqlStore::DropConnection() {
   inserts_.clear();
   update_journal_.reset();
+  delete_pending_.reset();
   fence_.reset();
   commit_.reset();
   conn_.reset();
@@ -147,6 +148,16 @@ Status MysqlStore::LimitLockWait(int seconds) {
   return Guard("set lock wait timeout", [&] {
     std::unique_ptr<sql::Statement> st(conn_->createStatement());
     st->execute(fmt::format("SET SESSION innodb_lock_wait_timeout = {}", seconds));
+  });
+}
+
+Status MysqlStore::LimitIdleTransaction(int seconds) {
+  return Guard("set idle transaction timeout", [&] {
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT VERSION() LIKE '%MariaDB%'"));
+    if (rs->next() && rs->getInt(1) == 1) {
+      st->execute(fmt::format("SET SESSION idle_transaction_timeout = {}", seconds));
+    }
   });
 }
 
@@ -354,6 +365,48 @@ Status MysqlStore::ReleaseLease(uint32_t epoch) {
   });
 }
 
+Status MysqlStore::HandOver(std::span<const HandedOver> messages, uint64_t pos) {
+  return Guard("hand over journaled messages", [&] {
+    for (const HandedOver& m : messages) {
+      std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+          "INSERT IGNORE INTO PENDING (JOURNAL_ID, END_POS, SHARD, ID, MID, MSG) VALUES (?, ?, ?, ?, ?, ?)"));
+      ps->setString(1, journal_id_);
+      ps->setUInt64(2, m.end);
+      ps->setString(3, shard_);
+      ps->setString(4, Bytes(m.topic));
+      ps->setUInt(5, m.mid);
+      ps->setString(6, Bytes(m.payload));
+      ps->execute();
+    }
+    std::unique_ptr<sql::PreparedStatement> up(
+        conn_->prepareStatement("UPDATE JOURNAL SET POS = GREATEST(POS, ?) WHERE ID = ?"));
+    up->setUInt64(1, pos);
+    up->setString(2, journal_id_);
+    up->execute();
+    CommitTransaction();
+    saved_journal_pos_ = std::max(saved_journal_pos_, pos);
+  });
+}
+
+Result<std::vector<MysqlStore::PendingRow>> MysqlStore::ReadPending(std::size_t limit) {
+  std::vector<PendingRow> rows;
+  Status s = Guard("read handed-over messages", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "SELECT JOURNAL_ID, END_POS, MID, ID, MSG FROM PENDING WHERE SHARD = ? ORDER BY HANDED_AT, JOURNAL_ID, "
+        "END_POS LIMIT ?"));
+    ps->setString(1, shard_);
+    ps->setUInt64(2, limit);
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) {
+      rows.push_back({rs->getString(1).asStdString(), rs->getUInt64(2), static_cast<uint16_t>(rs->getUInt(3)),
+                      rs->getString(4).asStdString(), rs->getString(5).asStdString()});
+    }
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return rows;
+}
+
 Status MysqlStore::RegisterJournal(uint64_t initial_pos) {
   return Guard("register journal", [&] {
     std::unique_ptr<sql::PreparedStatement> ps(
@@ -438,6 +491,23 @@ sql::PreparedStatement& MysqlStore::InsertStatement(std::size_t rows) {
 
 Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t published_idx, uint64_t journal_pos) {
   return Guard("commit batch", [&] {
+    // The fence, first: a relay whose epoch has moved on writes nothing, and
+    // the shard's row stays locked until COMMIT, so that no takeover (which
+    // updates the same row) can begin while this transaction writes.
+    if (!fence_) {
+      fence_.reset(conn_->prepareStatement(
+          "UPDATE SHARD SET COMMITS = COMMITS + 1, PUBLISHED_IDX = ? WHERE NAME = ? AND EPOCH = ?"));
+    }
+    fence_->setUInt64(1, published_idx);
+    fence_->setString(2, shard_);
+    fence_->setUInt(3, epoch_);
+    if (fence_->executeUpdate() != 1) {
+      conn_->rollback();
+      throw sql::SQLException(
+          fmt::format("the lease of shard '{}' is no longer held under epoch {} (another relay took it over); "
+                      "rolled back", shard_, epoch_),
+          "HY000", kLeaseLostCode);
+    }
     std::span<const Message> rest = batch;
     while (!rest.empty()) {
       const std::size_t n = std::bit_floor(rest.size());
@@ -454,28 +524,21 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
       ps.execute();
       rest = rest.subspan(n);
     }
+    for (const Message& m : batch) {
+      if (m.pending_journal.empty()) continue;
+      if (!delete_pending_) {
+        delete_pending_.reset(conn_->prepareStatement("DELETE FROM PENDING WHERE JOURNAL_ID = ? AND END_POS = ?"));
+      }
+      delete_pending_->setString(1, m.pending_journal);
+      delete_pending_->setUInt64(2, m.pending_end);
+      delete_pending_->execute();
+    }
     journal_pos = std::max(journal_pos, saved_journal_pos_);
     if (!journal_id_.empty() && journal_pos != saved_journal_pos_) {
       if (!update_journal_) update_journal_.reset(conn_->prepareStatement("UPDATE JOURNAL SET POS = ? WHERE ID = ?"));
       update_journal_->setUInt64(1, journal_pos);
       update_journal_->setString(2, journal_id_);
       update_journal_->execute();
-    }
-    // The fence, last so that the shard's row is locked only for the COMMIT:
-    // a relay whose epoch has moved on commits nothing.
-    if (!fence_) {
-      fence_.reset(conn_->prepareStatement(
-          "UPDATE SHARD SET COMMITS = COMMITS + 1, PUBLISHED_IDX = ? WHERE NAME = ? AND EPOCH = ?"));
-    }
-    fence_->setUInt64(1, published_idx);
-    fence_->setString(2, shard_);
-    fence_->setUInt(3, epoch_);
-    if (fence_->executeUpdate() != 1) {
-      conn_->rollback();
-      throw sql::SQLException(
-          fmt::format("the lease of shard '{}' is no longer held under epoch {} (another relay took it over); "
-                      "rolled back", shard_, epoch_),
-          "HY000", kLeaseLostCode);
     }
     if (!batch.empty() && ++batches_tried_ == kill_before_commit_) {
       LogWarn("fault injection: killing the database session before COMMIT of batch {}", batches_tried_);

@@ -43,6 +43,11 @@ class MysqlStore {
 
   // Lock waits of this session fail after `seconds` (InnoDB's default: 50).
   Status LimitLockWait(int seconds);
+  // The server ends this session if it idles inside a transaction for
+  // `seconds` (MariaDB's idle_transaction_timeout; a no-op on MySQL, which
+  // has none): a writer frozen mid-commit (SIGSTOP, a stalled VM) must not
+  // hold its shard's row, and so its lease, against a takeover.
+  Status LimitIdleTransaction(int seconds);
 
   // Applies the migrations the database lacks; with apply = false only checks
   // that it is at the newest version.
@@ -85,6 +90,27 @@ class MysqlStore {
 
   // Creates the journal's row if it has none, at `initial_pos`.
   Status RegisterJournal(uint64_t initial_pos);
+
+  struct HandedOver {
+    uint64_t end = 0;  // journal position after the record
+    uint16_t mid = 0;
+    std::string_view topic;
+    std::span<const uint8_t> payload;
+  };
+  // One transaction: records `messages` of this store's journal in PENDING
+  // for the shard's active (again: ignored) and moves JOURNAL.POS to `pos`.
+  Status HandOver(std::span<const HandedOver> messages, uint64_t pos);
+
+  struct PendingRow {
+    std::string journal_id;
+    uint64_t end = 0;
+    uint16_t mid = 0;
+    std::string topic;
+    std::string payload;
+  };
+  // The shard's handed-over messages, oldest journal position first, at most
+  // `limit`.
+  Result<std::vector<PendingRow>> ReadPending(std::size_t limit);
 
   struct Progress {
     uint64_t max_idx = 0;        // highest MSG.idx of the shard; its base when it has none
@@ -189,6 +215,7 @@ class MysqlStore {
   // power-of-two chunks so that at most log2(batch-max)+1 are ever prepared.
   std::vector<std::unique_ptr<sql::PreparedStatement>> inserts_;
   std::unique_ptr<sql::PreparedStatement> update_journal_;  // JOURNAL.POS, prepared once per connection
+  std::unique_ptr<sql::PreparedStatement> delete_pending_;  // a PENDING row stored by the commit
   std::unique_ptr<sql::Statement> commit_;                 // runs COMMIT; created once per connection
   std::unique_ptr<sql::PreparedStatement> fence_;         // the commit's SHARD update; prepared once per connection
   std::string shard_ = "default";

@@ -50,6 +50,10 @@ class Backoff {
   milliseconds next_{100};
 };
 
+// The writer's session may idle inside a transaction this long (seconds,
+// whole, at least 1) before the server ends it: about one lease.
+int IdleTransactionLimit(int lease_ms) { return std::max(1, (lease_ms + 999) / 1000); }
+
 double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
@@ -115,6 +119,7 @@ void Relay::SleepUnlessGivingUp(milliseconds d) {
 
 Status Relay::ConnectDatabase(MysqlStore::Progress& progress) {
   if (Status s = store_.Connect(config_.migrate); !s.ok()) return s;
+  if (Status s = store_.LimitIdleTransaction(IdleTransactionLimit(config_.lease_ms)); !s.ok()) return s;
   auto p = store_.ReadProgress();
   if (!p.ok()) return p.status();
   progress = p.value();
@@ -128,6 +133,7 @@ Status Relay::OpenDatabase() {
                                                        : "unix:" + config_.db_socket;
   for (;;) {
     Status s = store_.Connect(config_.migrate);
+    if (s.ok()) s = store_.LimitIdleTransaction(IdleTransactionLimit(config_.lease_ms));
     if (s.ok()) s = store_.Migrate(config_.migrate);
     if (s.ok()) s = CheckPacketLimit();
     if (s.ok()) {
@@ -245,6 +251,13 @@ int Relay::Run() {
   }
   store_.UseShard(config_.shard, shard_num_, journal_id);
   lease_ = std::make_unique<LeaseKeeper>(config_, shard_num_);
+  pending_store_.UseShard(config_.shard, shard_num_, "");
+  if (journal_) {
+    if (Status s = HandOverJournal(); !s.ok()) {
+      LogError("{}", s.message());
+      return 1;
+    }
+  }
   database_up_ = true;
 
   output_options_.host = config_.mqtt_host;
@@ -291,7 +304,15 @@ int Relay::Run() {
                                             retransmit_.OnRequest(m);
                                             return MqttLink::AfterMessage::kReadOn;
                                           },
-                                      .on_published = [this](int mid, int reason) { retransmit_.OnPublished(mid, reason); },
+                                      .on_published =
+                                          [this](int mid, int reason) {
+                                            if (mid == last_stats_mid_.load()) {
+                                              std::lock_guard lock(stop_mu_);
+                                              last_stats_acked_ = true;
+                                              stop_cv_.notify_all();
+                                            }
+                                            retransmit_.OnPublished(mid, reason);
+                                          },
                                       .on_fatal = [this](const std::string& why) { Fail("replay link: " + why); },
                                       .may_connect = nullptr});
   if (!replay.ok()) {
@@ -327,7 +348,10 @@ int Relay::Run() {
   {
     std::unique_lock lock(stop_mu_);
     while (!stop_requested_) {
-      auto until = interval.count() > 0 ? next_stats : Clock::now() + std::chrono::hours(24);
+      // Woken for the stats, a resume, and every second while active to
+      // store what a relay of the shard handed over from its journal.
+      auto until = Clock::now() + std::chrono::seconds(1);
+      if (interval.count() > 0) until = std::min(until, next_stats);
       stop_cv_.wait_until(lock, until, [&] { return stop_requested_ || resume_intake_; });
       if (stop_requested_) break;
       if (resume_intake_) {
@@ -339,6 +363,7 @@ int Relay::Run() {
         lock.lock();
       }
       lock.unlock();
+      if (active_) PumpPending();
       stats_if_due();
       lock.lock();
     }
@@ -380,7 +405,17 @@ int Relay::Run() {
     }
   }
   lease_->Stop(/*release=*/active_ && !stepped_down_);
-  if (config_.stats_interval_s > 0) PublishStats();  // the final figures stay retained
+  if (config_.stats_interval_s > 0) {
+    // The final figures stay retained: wait (2 s at most) for the broker to
+    // take them before the replay link goes.
+    {
+      std::lock_guard lock(stop_mu_);
+      last_stats_acked_ = false;
+    }
+    PublishStats();
+    std::unique_lock lock(stop_mu_);
+    stop_cv_.wait_for(lock, std::chrono::seconds(2), [&] { return last_stats_acked_; });
+  }
   metrics_.reset();
   retransmit_.Stop();  // while the replay link can still send the last statuses
   if (std::size_t n = retransmit_.WaitAcknowledged(std::chrono::seconds(2)); n > 0) {
@@ -439,24 +474,6 @@ bool Relay::BecomeActive() {
       }, [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
     return false;
   }
-  if (journal_) {
-    // A journal from before journal ids took the database's one position.
-    const uint64_t initial = journal_created_ && config_.shard == "default" ? progress.legacy_journal_pos : 0;
-    if (Status s = store_.RegisterJournal(initial); !s.ok()) {
-      LogError("database: {}", s.message());
-      return false;
-    }
-    auto p = store_.ReadProgress();
-    if (!p.ok()) {
-      LogError("database: {}", p.error());
-      return false;
-    }
-    progress = *p;
-    if (Status s = journal_->Open(progress.journal_pos, progress.instance); !s.ok()) {
-      LogError("{}", s.message());
-      return false;
-    }
-  }
   auto topic_rows = store_.CountTopics();
   if (!topic_rows.ok()) {
     LogError("database: {}", topic_rows.error());
@@ -494,26 +511,9 @@ bool Relay::BecomeActive() {
   if (Status s = Republish(); !s.ok()) LogWarn("{}", s.message());
 
   writer_ = std::thread([this] { WriterLoop(); });
-  if (journal_) {
-    // What the journal holds beyond the database's position was received
-    // (and acknowledged to mosquitto) before the last stop: store it first.
-    // The whole journal is read: its last records are remembered to
-    // recognise the broker's resends, and those past the database's
-    // position are stored.
-    const uint64_t committed = progress.journal_pos;
-    Status s = journal_->Replay(0, [&](const Journal::Record& r) {
-      redelivery_.Remember(r.mid, r.topic, r.payload);
-      if (r.end <= committed) return;
-      Message m(r.topic, r.payload.data(), r.payload.size());
-      m.journal_end = r.end;
-      if (queue_.Push(std::move(m))) ++counters_.journal_replayed;
-    });
-    if (!s.ok()) LogError("{}; the records after the damage are not stored", s.message());
-    if (counters_.journal_replayed > 0) {
-      LogInfo("journal: storing {} messages received before the last stop but not committed",
-              counters_.journal_replayed.load());
-    }
-  }
+  // What this relay's journal (handed over at start) or another relay's
+  // holds for the shard: stored before anything new is taken.
+  PumpPending();
   if (stopping_) return true;
   auto intake = MqttLink::Start(intake_options_,
                                 {.on_connect = [this](bool session_present) { redelivery_.Connected(session_present); },
@@ -529,6 +529,78 @@ bool Relay::BecomeActive() {
   }
   intake_ = std::move(intake).value();
   return true;
+}
+
+Status Relay::HandOverJournal() {
+  auto progress = store_.ReadProgress();
+  if (!progress.ok()) return progress.status();
+  // A journal from before journal ids had the database's one position.
+  const uint64_t initial = journal_created_ && config_.shard == "default" ? progress->legacy_journal_pos : 0;
+  if (Status s = store_.RegisterJournal(initial); !s.ok()) return s;
+  progress = store_.ReadProgress();
+  if (!progress.ok()) return progress.status();
+  if (Status s = journal_->Open(progress->journal_pos, progress->instance); !s.ok()) return s;
+  // The whole journal is read: its last records are remembered to recognise
+  // the broker's resends; those past the database's position were taken
+  // (and acknowledged to mosquitto) but never committed.
+  struct Owned {
+    uint64_t end;
+    uint16_t mid;
+    std::string topic, payload;
+  };
+  std::vector<Owned> left;
+  const uint64_t committed = progress->journal_pos;
+  Status replayed = journal_->Replay(0, [&](const Journal::Record& r) {
+    redelivery_.Remember(r.mid, r.topic, r.payload);
+    if (r.end <= committed) return;
+    left.push_back({r.end, r.mid, std::string(r.topic),
+                    std::string(reinterpret_cast<const char*>(r.payload.data()), r.payload.size())});
+  });
+  if (!replayed.ok()) LogError("{}; the records after the damage are not stored", replayed.message());
+  if (left.empty()) return Status::Ok();
+  // Handed over through PENDING to whichever relay is the shard's active
+  // (this one, if it becomes active): it stores them after the topics'
+  // current ends, each once.
+  constexpr std::size_t kChunk = 500;
+  for (std::size_t at = 0; at < left.size(); at += kChunk) {
+    std::vector<MysqlStore::HandedOver> chunk;
+    for (std::size_t i = at; i < std::min(left.size(), at + kChunk); ++i) {
+      chunk.push_back({left[i].end, left[i].mid, left[i].topic,
+                       {reinterpret_cast<const uint8_t*>(left[i].payload.data()), left[i].payload.size()}});
+    }
+    if (Status s = store_.HandOver(chunk, chunk.back().end); !s.ok()) return s;
+  }
+  journal_->Release(left.back().end);
+  LogInfo("journal: {} messages received before the last stop but not committed handed over to shard '{}''s "
+          "active, which stores them at the end of their topics", left.size(), config_.shard);
+  return Status::Ok();
+}
+
+void Relay::PumpPending() {
+  // One round at a time: rows go to the queue only once the previous
+  // round's are committed (each commit deletes its rows).
+  if (pending_queued_.load() > 0 || stopping_) return;
+  if (!pending_store_.connected() && !pending_store_.Connect(false).ok()) return;
+  auto rows = pending_store_.ReadPending(1000);
+  if (!rows.ok()) {
+    static RateLimit limit(std::chrono::seconds(30));
+    if (auto suppressed = limit.Allow()) LogWarn("{}{}", rows.error(), SuppressedNote(*suppressed));
+    return;
+  }
+  if (rows->empty()) return;
+  LogInfo("storing {} messages a relay of shard '{}' took but did not commit (handed over from its journal; "
+          "recovered late, at the end of their topics)", rows->size(), config_.shard);
+  pending_queued_ += rows->size();
+  for (auto& row : *rows) {
+    Message m(row.topic, row.payload.data(), row.payload.size());
+    m.pending_journal = std::move(row.journal_id);
+    m.pending_end = row.end;
+    if (queue_.Push(std::move(m))) {
+      ++counters_.journal_replayed;
+    } else {
+      --pending_queued_;
+    }
+  }
 }
 
 void Relay::StepDown(const std::string& why) {
@@ -621,6 +693,7 @@ void Relay::PublishStats() {
   }
   for (const auto& [topic, retain] : topics) {
     auto sent = replay_->Publish(topic, bytes, 1, std::nullopt, retain);
+    if (sent.ok()) last_stats_mid_ = sent.value();
     if (!sent.ok()) {
       static RateLimit limit(std::chrono::minutes(1));
       if (auto suppressed = limit.Allow()) LogWarn("stats: {}{}", sent.error(), SuppressedNote(*suppressed));
@@ -786,7 +859,7 @@ bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
     database_up_ = true;  // reachable again, even if `check` ends the retry without another attempt
     if (unreachable) LogInfo("database: reconnected; {} rows committed", progress.max_idx);
     unreachable = false;
-    if (active_ && progress.epoch != store_.epoch()) {
+    if (store_.epoch() != 0 && progress.epoch != store_.epoch()) {
       // Whatever this attempt did, the shard is another relay's now.
       StepDown(fmt::format("another relay took over shard '{}' (epoch {} after this relay's {}) while the database "
                            "was away", config_.shard, progress.epoch, store_.epoch()));
@@ -1076,6 +1149,8 @@ void Relay::WriterLoop() {
     const auto now = Clock::now();
     const auto arrived = batch.front().received;
     governor.LiveBatchTaken(arrived == Clock::time_point{} ? now : arrived + lingered, now);
+    const auto handed_over = static_cast<std::size_t>(
+        std::count_if(batch.begin(), batch.end(), [](const Message& m) { return !m.pending_journal.empty(); }));
     bool ok = Sequence(batch, topics);
     if (ok && !batch.empty()) {
       Status refused;
@@ -1093,6 +1168,7 @@ void Relay::WriterLoop() {
       }
     }
     counters_.topics = sequencer_.topic_count();
+    pending_queued_ -= handed_over;  // committed, set aside or given up: the next round may go
     if (!ok) {
       counters_.lost += batch.size();
       batch.clear();

@@ -133,6 +133,12 @@ class Relay {
   // shard stands, opens the journal, republishes, starts the writer and the
   // intake. False if the relay must stop.
   bool BecomeActive();
+  // At start, any role: opens the journal and hands what it holds beyond the
+  // database over to the shard's active, through PENDING.
+  Status HandOverJournal();
+  // Active, main thread: queues the shard's handed-over messages for the
+  // writer, one round at a time.
+  void PumpPending();
   // The figures of the stats report and /metrics. Safe from any thread once
   // Run() has started the links (it reads atomics and locked state only).
   RelayStats Snapshot() const;
@@ -224,6 +230,8 @@ class Relay {
   uint32_t shard_num_ = 0;        // SHARD.NUM, from OpenDatabase
   bool shard_refused_ = false;    // OpenDatabase failed because the shard overlaps another: exit 2  // the journal got its id in this run (new, or written before ids)
   MqttLink::Options intake_options_;
+  MysqlStore pending_store_{config_};  // PumpPending's connection (main thread)
+  std::atomic<std::size_t> pending_queued_{0};  // handed-over messages queued and not yet committed or lost
   MqttLink::Options output_options_;
   std::thread writer_;
 
@@ -232,7 +240,9 @@ class Relay {
   mutable std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stop_requested_ = false;
-  bool resume_intake_ = false;  // the writer asks the main thread to resume the paused intake
+  bool resume_intake_ = false;
+  bool last_stats_acked_ = false;  // the broker acknowledged the newest stats report (its last publish)
+  std::atomic<int> last_stats_mid_{-1};  // the writer asks the main thread to resume the paused intake
   std::string fatal_;  // non-empty: stop with exit code 1
   std::atomic<bool> stopping_{false};
   std::chrono::steady_clock::time_point give_up_at_{};  // guarded by stop_mu_

@@ -34,5 +34,23 @@ CREATE TABLE IF NOT EXISTS JOURNAL (
   POS   BIGINT UNSIGNED NOT NULL DEFAULT 0
 ) ENGINE=InnoDB;
 
+-- PENDING: messages a relay took and journaled but did not commit before it
+-- lost its shard (killed, or paused past its lease). At its next start it
+-- hands them over here, moving its JOURNAL.POS past them in the same
+-- transaction, and the shard's active appends them to their topics (new
+-- SEQs after the current end), deleting each row in the transaction that
+-- stores it: every message once.
+CREATE TABLE IF NOT EXISTS PENDING (
+  JOURNAL_ID VARCHAR(36)     NOT NULL,
+  END_POS    BIGINT UNSIGNED NOT NULL,
+  SHARD      VARCHAR(64)     NOT NULL,
+  ID         VARBINARY(255)  NOT NULL,
+  MID        INT UNSIGNED    NOT NULL,
+  MSG        MEDIUMBLOB      NOT NULL,
+  HANDED_AT  TIMESTAMP(6)    NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+  PRIMARY KEY (JOURNAL_ID, END_POS),
+  KEY PENDING_SHARD (SHARD)
+) ENGINE=InnoDB;
+
 -- The epoch of the lease a row was committed under: who wrote what, by value.
 ALTER TABLE MSG ADD COLUMN EPOCH INT UNSIGNED NOT NULL DEFAULT 0;

@@ -56,7 +56,7 @@ TEST_F(FaultE2E, KilledBetweenJournalAndPubackStoresTheMessageOnce) {
   ExpectEachStoredOnce(Audit(topic, 100), 100);
   const std::string log = relay_->log();
   EXPECT_NE(log.find("fault injection: SIGKILL after journaling message"), std::string::npos);
-  EXPECT_NE(log.find("journal: storing "), std::string::npos) << log;
+  EXPECT_NE(log.find("but not committed handed over to shard"), std::string::npos) << log;
   EXPECT_NE(log.find("dropped the broker's resend of message"), std::string::npos) << log;
   EXPECT_EQ(relay_->Stop(), 0);
 }
@@ -351,7 +351,7 @@ TEST_F(FaultE2E, AFullJournalDiskIsCountedAndLoggedAndLosesNothing) {
   relay_->Start();
   WaitStored(topic, kCount + kAfter);
   const std::string log = relay_->log();
-  EXPECT_NE(log.find("journal: storing "), std::string::npos) << log;
+  EXPECT_NE(log.find("but not committed handed over to shard"), std::string::npos) << log;
   EXPECT_EQ(log.find("records after the damage are not stored"), std::string::npos) << log;
   Outcome o = Audit(topic, kCount + kAfter);
   EXPECT_EQ(o.lost, 0u);

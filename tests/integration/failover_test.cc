@@ -1,0 +1,364 @@
+// High availability with real processes: two shards, an active and a
+// standby relay for each, one mosquitto, one MariaDB. The actives are
+// killed (SIGKILL) and paused (SIGSTOP beyond their lease); the standbys take
+// over, the fence keeps a paused relay from writing after its successor
+// began, and at the end every topic is SEQ 1..n once, every acknowledged
+// message is stored once, and the ordered client delivered exactly MSG.
+#include <signal.h>
+
+#include <algorithm>
+#include <map>
+
+#include "fault_fixture.h"
+
+namespace seqtest {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+int64_t UnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+double P99(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, v.size() * 99 / 100)];
+}
+
+// A paced QoS 1 load over `topics`, round robin, payload "p<k>" for the k-th
+// message of its topic; remembers when each was sent.
+class SpreadLoad {
+ public:
+  SpreadLoad(int port, const std::string& id, std::vector<std::string> topics, int count, int rate)
+      : pub(port, id), topics_(std::move(topics)), sent_at_(topics_.size()) {
+    for (auto& v : sent_at_) v.reserve(count / topics_.size() + 1);
+    thread_ = std::thread([this, count, rate] {
+      const auto start = Clock::now();
+      for (int i = 0; i < count; ++i) {
+        std::this_thread::sleep_until(start + std::chrono::microseconds(int64_t{1000000} * i / rate));
+        const std::size_t t = static_cast<std::size_t>(i) % topics_.size();
+        {
+          std::lock_guard lock(mu_);
+          sent_at_[t].push_back(Clock::now());
+        }
+        pub.Publish(topics_[t], "p" + std::to_string(sent_at_[t].size()), 1, 5000);
+      }
+    });
+  }
+  ~SpreadLoad() { Join(); }
+  void Join() {
+    if (thread_.joinable()) thread_.join();
+  }
+  // When message "p<k>" of topic t was sent.
+  Clock::time_point SentAt(std::size_t t, std::size_t k) {
+    std::lock_guard lock(mu_);
+    return sent_at_[t][k - 1];
+  }
+  std::size_t Sent(std::size_t t) {
+    std::lock_guard lock(mu_);
+    return sent_at_[t].size();
+  }
+  const std::vector<std::string>& topics() const { return topics_; }
+
+  MqttClient pub;
+
+ private:
+  const std::vector<std::string> topics_;
+  std::mutex mu_;
+  std::vector<std::vector<Clock::time_point>> sent_at_;  // guarded by mu_
+  std::thread thread_;
+};
+
+// The ordered client on several filters, keeping every delivery per topic.
+class Recorder {
+ public:
+  struct Delivery {
+    uint64_t seq;
+    std::string payload;
+    Clock::time_point at;
+  };
+  Recorder(int port, const std::string& id, std::vector<std::string> filters) {
+    seqclient::Options o;
+    o.port = port;
+    o.client_id = id;
+    o.filters = std::move(filters);
+    client_ = std::make_unique<seqclient::SeqClient>(o, [this](const seqclient::Message& m) {
+      std::lock_guard lock(mu_);
+      by_topic_[m.topic].push_back({m.seq, m.payload, Clock::now()});
+    });
+    if (auto error = client_->Start()) throw std::runtime_error("subscriber: " + *error);
+  }
+  ~Recorder() { client_->Stop(); }
+  std::map<std::string, std::vector<Delivery>> deliveries() {
+    std::lock_guard lock(mu_);
+    return by_topic_;
+  }
+  std::size_t count() {
+    std::lock_guard lock(mu_);
+    std::size_t n = 0;
+    for (const auto& [topic, v] : by_topic_) n += v.size();
+    return n;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::vector<Delivery>> by_topic_;  // guarded by mu_
+  std::unique_ptr<seqclient::SeqClient> client_;
+};
+
+class FailoverE2E : public FaultE2E {
+ protected:
+  // Relay `n` of shard `shard`, which sequences <root>/<shard>/#, with its
+  // own journal and log.
+  std::unique_ptr<RelayProcess> ShardRelay(const std::string& shard, int n, std::vector<std::string> more = {}) {
+    const std::string id = shard + std::to_string(n);
+    std::vector<std::string> args = {"--shard=" + shard, "--source=" + root() + "/" + shard + "/#",
+                                     "--relay-id=" + id, "--lease-ms=" + std::to_string(kLeaseMs),
+                                     "--journal-dir=" + servers().dir() + "/journal-" + name_ + "-" + id,
+                                     "--stats-interval=1"};
+    args.insert(args.end(), more.begin(), more.end());
+    return std::make_unique<RelayProcess>(servers(), name_, args, id);
+  }
+  static bool LogHas(RelayProcess& r, const std::string& text, std::chrono::milliseconds deadline,
+                     std::size_t from = 0) {
+    return WaitFor([&] { return r.log().find(text, from) != std::string::npos; }, Scaled(deadline));
+  }
+  // Starts `standby` and waits until it says it stands by.
+  static void StartStandby(RelayProcess& standby) {
+    standby.Launch();
+    ASSERT_TRUE(LogHas(standby, "standby: shard", 20s)) << standby.log();
+  }
+  uint64_t Number(const std::string& query) { return std::stoull("0" + servers().Sql(query)); }
+  uint32_t Epoch(const std::string& shard) {
+    return static_cast<uint32_t>(Number("SELECT EPOCH FROM `" + name_ + "`.SHARD WHERE NAME = '" + shard + "'"));
+  }
+  // Rows of shard `shard` committed under `epoch`.
+  uint64_t RowsOfEpoch(const std::string& shard, uint32_t epoch) {
+    return Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE EPOCH = {} AND LEFT(ID, {}) = '{}/{}/'", name_,
+                              epoch, root().size() + shard.size() + 2, root(), shard));
+  }
+  // Unix ms of the first row of `shard` committed under `epoch`; 0 if none.
+  int64_t FirstRowMs(const std::string& shard, uint32_t epoch) {
+    return static_cast<int64_t>(Number(fmt::format(
+        "SELECT COALESCE(ROUND(UNIX_TIMESTAMP(MIN(RECEIVED_AT)) * 1000), 0) FROM `{}`.MSG WHERE EPOCH = {} AND "
+        "LEFT(ID, {}) = '{}/{}/'", name_, epoch, root().size() + shard.size() + 2, root(), shard)));
+  }
+
+  // Per topic: MSG holds SEQ 1..n once each, each of the topic's sent
+  // messages exactly once, and the ordered client delivered exactly MSG's
+  // rows in SEQ order.
+  void AuditAll(SpreadLoad& load, Recorder& sub) {
+    std::size_t stored = 0;
+    for (std::size_t t = 0; t < load.topics().size(); ++t) {
+      const std::string& topic = load.topics()[t];
+      SCOPED_TRACE(topic);
+      Outcome o = Audit(topic, load.Sent(t));
+      ExpectEachStoredOnce(o, load.Sent(t));
+      stored += o.stored;
+    }
+    ASSERT_TRUE(WaitFor([&] { return sub.count() >= stored; }, Scaled(30s))) << sub.count() << " of " << stored;
+    auto delivered = sub.deliveries();
+    for (const auto& topic : load.topics()) {
+      auto trail = AuditTrail(topic);
+      const auto& got = delivered[topic];
+      ASSERT_EQ(got.size(), trail.size()) << topic;
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        ASSERT_EQ(got[i].seq, trail[i].first) << topic;
+        ASSERT_EQ(Hex(got[i].payload), trail[i].second) << topic << " SEQ " << got[i].seq;
+      }
+    }
+  }
+
+  static constexpr int kLeaseMs = 3000;
+};
+
+TEST_F(FailoverE2E, TwoShardsSurviveAKillAndAPauseOfTheirActives) {
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2), b1 = ShardRelay("b", 1), b2 = ShardRelay("b", 2);
+  a1->Start();
+  b1->Start();
+  StartStandby(*a2);
+  StartStandby(*b2);
+  ASSERT_EQ(Epoch("a"), 1u);
+
+  std::vector<std::string> topics;
+  for (int i = 0; i < 100; ++i) topics.push_back(fmt::format("{}/{}/t{}", root(), i % 2 ? "b" : "a", i));
+  Recorder sub(servers().mqtt_port(), name_ + "-sub", {root() + "/a/#", root() + "/b/#"});
+  constexpr int kRate = 1000, kCount = 16000;
+  SpreadLoad load(servers().mqtt_port(), name_ + "-pub", topics, kCount, kRate);
+
+  // 1. SIGKILL the active of shard a: its standby takes over.
+  std::this_thread::sleep_for(3s);
+  const auto kill_at = Clock::now();
+  const int64_t kill_ms = UnixMs();
+  a1->Kill();
+  ASSERT_TRUE(LogHas(*a2, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 10s)) << a2->log();
+  const uint32_t e2 = Epoch("a");
+  EXPECT_EQ(e2, 2u);
+  ASSERT_TRUE(WaitFor([&] { return FirstRowMs("a", e2) > 0; }, 10s));
+  const int64_t takeover_ms = FirstRowMs("a", e2) - kill_ms;
+  std::fprintf(stderr, "[ figure ] SIGKILL of shard a's active -> first new SEQ committed by its standby: %lld ms "
+               "(--lease-ms %d)\n", static_cast<long long>(takeover_ms), kLeaseMs);
+  EXPECT_LT(takeover_ms, kLeaseMs + 1000);
+
+  // 2. Restart the killed relay: a standby now.
+  std::this_thread::sleep_for(1s);
+  a1 = ShardRelay("a", 1);
+  StartStandby(*a1);
+
+  // 3. SIGSTOP the new active for twice the lease: the restarted relay takes
+  //    over; SIGCONT: the paused one commits and publishes nothing, and steps down.
+  const std::size_t a2_log_before = a2->log().size(), a1_log_before = a1->log().size();
+  const auto stop_at = Clock::now();
+  a2->Signal(SIGSTOP);
+  ASSERT_TRUE(LogHas(*a1, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 10s, a1_log_before))
+      << a1->log();
+  const uint32_t e3 = Epoch("a");
+  EXPECT_EQ(e3, 3u);
+  std::this_thread::sleep_until(stop_at + std::chrono::milliseconds(2 * kLeaseMs));
+  const uint64_t rows_e2_before = RowsOfEpoch("a", e2);
+  a2->Signal(SIGCONT);
+  EXPECT_TRUE(LogHas(*a2, "stepping down to standby", 10s, a2_log_before)) << a2->log();
+  EXPECT_TRUE(LogHas(*a2, "standby: shard 'a' is held by 'a1'", 10s, a2_log_before)) << a2->log();
+
+  load.Join();
+  ASSERT_TRUE(load.pub.WaitAllAcked(30s));
+  // The fence, by value: not one row under epoch 2 after epoch 3 began.
+  const uint64_t rows_e2_after = RowsOfEpoch("a", e2);
+  EXPECT_EQ(rows_e2_after, rows_e2_before) << "the paused relay committed after its successor took over";
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG m, `{}`.SHARD s WHERE s.NAME = 'a' AND m.EPOCH = {} "
+                               "AND m.RECEIVED_AT >= s.ACQUIRED_AT AND LEFT(m.ID, {}) = '{}/a/'",
+                               name_, name_, e2, root().size() + 3, root())),
+            0u);
+
+  // Shard b was never disturbed: its frames' latency before the kill and during the takeover.
+  std::vector<double> before, during;
+  for (const auto& [topic, got] : sub.deliveries()) {
+    if (topic.find("/b/") == std::string::npos) continue;
+    const std::size_t t = std::find(topics.begin(), topics.end(), topic) - topics.begin();
+    for (const auto& d : got) {
+      const std::size_t k = std::stoul(d.payload.substr(1));
+      const auto sent = load.SentAt(t, k);
+      if (sent < kill_at) {
+        before.push_back(Ms(d.at - sent));
+      } else if (sent < kill_at + std::chrono::milliseconds(kLeaseMs) + 1s) {
+        during.push_back(Ms(d.at - sent));
+      }
+    }
+  }
+  std::fprintf(stderr, "[ figure ] shard b, publish -> ordered client, p99: %.1f ms before the kill (%zu), %.1f ms "
+               "during shard a's takeover (%zu)\n", P99(before), before.size(), P99(during), during.size());
+  EXPECT_LT(P99(during), 500.0) << "shard b stalled while shard a failed over";
+  EXPECT_EQ(Epoch("b"), 1u);
+
+  for (const auto& topic : topics) WaitStored(topic, load.Sent(std::find(topics.begin(), topics.end(), topic) -
+                                                               topics.begin()), 30s);
+  AuditAll(load, sub);
+  EXPECT_EQ(b1->Stop(), 0);
+  EXPECT_EQ(b2->Stop(), 0);
+  EXPECT_EQ(a1->Stop(), 0);
+  EXPECT_EQ(a2->Stop(), 0);
+}
+
+// The kill, again and again (the long form: 10 in a row; 2 otherwise): each
+// time the standby takes over within the lease and a second, the killed relay
+// comes back as the standby, and after each round every topic is SEQ 1..n
+// with every acknowledged message once.
+TEST_F(FailoverE2E, KillsInARowLoseNothing) {
+  const int rounds = LongForm() ? 10 : 2;
+  std::unique_ptr<RelayProcess> relays[2] = {ShardRelay("a", 1), ShardRelay("a", 2)};
+  relays[0]->Start();
+  StartStandby(*relays[1]);
+  std::vector<std::string> topics;
+  for (int i = 0; i < 20; ++i) topics.push_back(fmt::format("{}/a/t{}", root(), i));
+  Recorder sub(servers().mqtt_port(), name_ + "-sub", {root() + "/a/#"});
+  constexpr int kRate = 500;
+  const int per_round = kRate * (kLeaseMs / 1000 + 3);
+  SpreadLoad load(servers().mqtt_port(), name_ + "-pub", topics, per_round * rounds, kRate);
+  int active = 0;
+  std::vector<int64_t> takeovers;
+  for (int round = 1; round <= rounds; ++round) {
+    SCOPED_TRACE(fmt::format("round {}", round));
+    std::this_thread::sleep_for(1s);
+    RelayProcess& standby = *relays[1 - active];
+    const std::size_t from = standby.log().size();
+    const uint32_t epoch = Epoch("a");
+    const int64_t kill_ms = UnixMs();
+    relays[active]->Kill();
+    ASSERT_TRUE(LogHas(standby, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 10s, from))
+        << standby.log();
+    ASSERT_EQ(Epoch("a"), epoch + 1);
+    ASSERT_TRUE(WaitFor([&] { return FirstRowMs("a", epoch + 1) > 0; }, 10s));
+    takeovers.push_back(FirstRowMs("a", epoch + 1) - kill_ms);
+    EXPECT_LT(takeovers.back(), kLeaseMs + 1000);
+    relays[active] = ShardRelay("a", active + 1);
+    StartStandby(*relays[active]);
+    active = 1 - active;
+  }
+  load.Join();
+  ASSERT_TRUE(load.pub.WaitAllAcked(30s));
+  for (std::size_t t = 0; t < topics.size(); ++t) WaitStored(topics[t], load.Sent(t), 30s);
+  AuditAll(load, sub);
+  std::string figures;
+  for (int64_t ms : takeovers) figures += fmt::format(" {}", ms);
+  std::fprintf(stderr, "[ figure ] %d SIGKILLs of the active, kill -> first new SEQ committed, ms:%s (--lease-ms %d)\n",
+               rounds, figures.c_str(), kLeaseMs);
+  EXPECT_EQ(relays[0]->Stop(), 0);
+  EXPECT_EQ(relays[1]->Stop(), 0);
+}
+
+// The database restarted (down for longer than the lease) while a standby
+// waits: the standby keeps waiting, the active either renews its lease or
+// loses it cleanly to the standby, and never do two relays write: every
+// message once, gapless, and no row of the old epoch after the new began.
+TEST_F(FailoverE2E, ADatabaseRestartWhileAStandbyWaitsKeepsOneWriter) {
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
+  a1->Start();
+  StartStandby(*a2);
+  std::vector<std::string> topics;
+  for (int i = 0; i < 20; ++i) topics.push_back(fmt::format("{}/a/t{}", root(), i));
+  Recorder sub(servers().mqtt_port(), name_ + "-sub", {root() + "/a/#"});
+  SpreadLoad load(servers().mqtt_port(), name_ + "-pub", topics, 6000, 500);
+  std::this_thread::sleep_for(2s);
+  servers().StopDatabase();
+  std::this_thread::sleep_for(std::chrono::milliseconds(kLeaseMs) + 2s);
+  servers().StartDatabase();
+  load.Join();
+  ASSERT_TRUE(load.pub.WaitAllAcked(60s));
+  for (std::size_t t = 0; t < topics.size(); ++t) WaitStored(topics[t], load.Sent(t), 60s);
+  AuditAll(load, sub);
+  const uint32_t epoch = Epoch("a");
+  std::fprintf(stderr, "[ figure ] database down %d ms with a standby waiting: the lease %s (epoch %u)\n",
+               kLeaseMs + 2000, epoch == 1 ? "stayed with the active" : "went to the standby", epoch);
+  EXPECT_LE(epoch, 2u);
+  if (epoch == 2) {
+    EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG m, `{}`.SHARD s WHERE s.NAME = 'a' AND m.EPOCH = 1 "
+                                 "AND m.RECEIVED_AT >= s.ACQUIRED_AT", name_, name_)),
+              0u);
+  }
+  EXPECT_EQ(a1->Stop(), 0);
+  EXPECT_EQ(a2->Stop(), 0);
+}
+
+// Two shards whose filters can match one topic: the second is refused at
+// start, exit 2, with one line naming both.
+TEST_F(FailoverE2E, AShardOverlappingAnotherIsRefusedAtStart) {
+  auto a = ShardRelay("a", 1);
+  a->Start();
+  RelayProcess b(servers(), name_, {"--shard=b", "--source=" + root() + "/+/x", "--relay-id=b1"}, "b1");
+  b.Launch();
+  auto code = b.WaitExit(30s);
+  ASSERT_TRUE(code.has_value()) << b.log();
+  EXPECT_EQ(*code, 2);
+  EXPECT_NE(b.log().find(fmt::format("--shard 'b' --source '{}/+/x' overlaps shard 'a', whose --source '{}/a/#'",
+                                     root(), root())),
+            std::string::npos)
+      << b.log();
+  EXPECT_EQ(a->Stop(), 0);
+}
+
+}  // namespace
+}  // namespace seqtest
