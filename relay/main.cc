@@ -13,7 +13,7 @@
 #include <string>
 #include <thread>
 
-#include "log.h"
+#include "core/log.h"
 #include "options.h"
 #include "relay.h"
 

@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "config.h"
-#include "status.h"
+#include "core/config.h"
+#include "core/status.h"
 
 namespace seqrelay {
 

@@ -33,20 +33,20 @@
 #include <thread>
 #include <vector>
 
-#include "config.h"
-#include "intake.h"
-#include "intake_queue.h"
-#include "journal.h"
-#include "lease.h"
-#include "log.h"
-#include "metrics.h"
-#include "metrics_http.h"
-#include "mqtt_link.h"
-#include "mysql_store.h"
-#include "publish_tracker.h"
-#include "redelivery.h"
-#include "retransmit_service.h"
-#include "sequencer.h"
+#include "core/config.h"
+#include "intake/intake.h"
+#include "intake/intake_queue.h"
+#include "intake/journal.h"
+#include "lease/lease.h"
+#include "core/log.h"
+#include "observe/metrics.h"
+#include "observe/metrics_http.h"
+#include "broker/mqtt_link.h"
+#include "store/mysql_store.h"
+#include "publish/publish_tracker.h"
+#include "intake/redelivery.h"
+#include "replay/retransmit_service.h"
+#include "store/sequencer.h"
 
 namespace seqrelay {
 

@@ -3,7 +3,7 @@
 # Called as: cmake -DSCHEMA_DIR=... -DOUT=... -P embed.cmake
 file(GLOB files "${SCHEMA_DIR}/[0-9][0-9][0-9]_*.sql")
 list(SORT files)
-set(body "// Generated from schema/*.sql by schema/embed.cmake. Do not edit.\n#include \"schema.h\"\n\nnamespace seqrelay {\n\nconst std::vector<Migration>& Migrations() {\n  static const std::vector<Migration> kMigrations = {\n")
+set(body "// Generated from schema/*.sql by schema/embed.cmake. Do not edit.\n#include \"store/schema.h\"\n\nnamespace seqrelay {\n\nconst std::vector<Migration>& Migrations() {\n  static const std::vector<Migration> kMigrations = {\n")
 foreach(f IN LISTS files)
   get_filename_component(name "${f}" NAME)
   string(SUBSTRING "${name}" 0 3 version)

@@ -10,7 +10,7 @@
 #include <iostream>
 
 #include "cli.h"
-#include "mysql_store.h"
+#include "store/mysql_store.h"
 
 namespace po = boost::program_options;
 

@@ -44,7 +44,7 @@
 #include <vector>
 
 #include "cli.h"
-#include "frame.h"
+#include "core/frame.h"
 #include "process.h"
 #include "servers.h"
 

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "frame.h"
+#include "core/frame.h"
 #include "mqtt_client.h"
 #include "relay_process.h"
 #include "servers.h"

@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "fault_fixture.h"
-#include "metrics.h"
+#include "observe/metrics.h"
 
 namespace seqtest {
 namespace {

@@ -1,6 +1,6 @@
 // Tests of Acl: mosquitto's acl_file format and its evaluation (users,
 // anonymous block, patterns with %c and %u, '+' and '#', deny first).
-#include "acl.h"
+#include "replay/acl.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // Tests of the frame codec (PROTOCOL.md section 2): golden encodings, the
 // SEQ and flag limits, and the golden frame files in tests/data/.
-#include "frame.h"
+#include "core/frame.h"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // Tests of IntakeQueue: batching limits, FIFO order, back-pressure and
 // shutdown. Threads wait with generous deadlines by polling; no assertion
 // depends on a sleep having been long enough.
-#include "intake_queue.h"
+#include "intake/intake_queue.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // Tests of the intake rules (PROTOCOL.md section 1): own topics, retained
 // replays, the 255-byte topic limit and --max-payload.
-#include "intake.h"
+#include "intake/intake.h"
 
 #include <gtest/gtest.h>
 

@@ -2,7 +2,7 @@
 // end positions, replay from a position, cutting a torn or corrupt tail at
 // Open, Open(min_position), segment rotation and Release. Each test owns a
 // fresh folder under /tmp and removes it at the end.
-#include "journal.h"
+#include "intake/journal.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>

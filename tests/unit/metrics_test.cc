@@ -1,6 +1,6 @@
 // Tests of the stats report: percentile summaries, the bounded sample
 // window, and the JSON published on <control-prefix>/stats.
-#include "metrics.h"
+#include "observe/metrics.h"
 
 #include <gtest/gtest.h>
 

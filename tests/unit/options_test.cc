@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "config.h"
+#include "core/config.h"
 
 namespace seqrelay {
 namespace {

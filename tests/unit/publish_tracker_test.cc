@@ -1,6 +1,6 @@
 // Tests of PublishTracker: the published-and-acknowledged watermark that a
 // restarted relay republishes from.
-#include "publish_tracker.h"
+#include "publish/publish_tracker.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "redelivery.h"
+#include "intake/redelivery.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // Tests of ReplayGovernor: the rate at which replays may go, set from the
 // delay of live frames. Driven on a made-up clock.
-#include "replay_governor.h"
+#include "replay/replay_governor.h"
 
 #include <gtest/gtest.h>
 

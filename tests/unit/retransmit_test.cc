@@ -2,7 +2,7 @@
 // section 3): request parsing and validation with the exact error texts and
 // the fields an error still echoes, the status object, and which reply
 // topics a requester may use.
-#include "retransmit.h"
+#include "replay/retransmit.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // Tests of the Sequencer: per-topic SEQ, the global idx, ordering flags and
 // the topic table (PROTOCOL.md section 2, SEQ rules).
-#include "sequencer.h"
+#include "store/sequencer.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // Tests of ClassifyDatabaseError: which server errors set a row aside and
 // which are retried, each row named for the situation it stands for.
-#include "store_errors.h"
+#include "store/store_errors.h"
 
 #include <gtest/gtest.h>
 

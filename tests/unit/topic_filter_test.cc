@@ -1,6 +1,6 @@
 // Tests of MQTT topic filters and the relay's prefix rules (PROTOCOL.md
 // section 1): matching, validation, coverage and the own-prefix check.
-#include "topic_filter.h"
+#include "core/topic_filter.h"
 
 #include <gtest/gtest.h>
 

@@ -5,8 +5,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "frame.h"
-#include "retransmit.h"
+#include "core/frame.h"
+#include "replay/retransmit.h"
 
 namespace seqclient {
 namespace {

@@ -1,0 +1,284 @@
+#include "broker/mqtt_link.h"
+
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <chrono>
+#include <mutex>
+
+#include "core/log.h"
+
+namespace seqrelay {
+namespace {
+
+void InitLibraryOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] { mosquitto_lib_init(); });
+}
+
+}  // namespace
+
+void MqttLink::Deleter::operator()(mosquitto* m) const { mosquitto_destroy(m); }
+
+MqttLink::MqttLink(Options options, Handlers handlers) : options_(std::move(options)), handlers_(std::move(handlers)) {}
+
+Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers handlers) {
+  InitLibraryOnce();
+  std::unique_ptr<MqttLink> link(new MqttLink(std::move(options), std::move(handlers)));
+  const Options& o = link->options_;
+  link->mosq_.reset(mosquitto_new(o.client_id.c_str(), o.clean_session, link.get()));
+  if (!link->mosq_) return Status::Error(fmt::format("{}: cannot create MQTT client: {}", o.name, strerror(errno)));
+  mosquitto* m = link->mosq_.get();
+  mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
+  mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, o.mqtt_v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+  // Outgoing QoS 1 messages in flight at once; beyond this libmosquitto
+  // queues them. 20 (the default) caps a loopback relay near 20 / RTT.
+  mosquitto_max_inflight_messages_set(m, 1000);
+  // Publish() from other threads while Loop() runs mosquitto_loop: packets
+  // are then queued and the loop woken, never written from two threads.
+  mosquitto_threaded_set(m, true);
+  if (!o.user.empty()) {
+    int rc = mosquitto_username_pw_set(m, o.user.c_str(), o.password.empty() ? nullptr : o.password.c_str());
+    if (rc != MOSQ_ERR_SUCCESS) return Status::Error(fmt::format("{}: {}", o.name, mosquitto_strerror(rc)));
+  }
+  mosquitto_connect_with_flags_callback_set(m, &MqttLink::OnConnect);
+  mosquitto_disconnect_callback_set(m, &MqttLink::OnDisconnect);
+  mosquitto_publish_v5_callback_set(m, &MqttLink::OnPublish);
+  mosquitto_message_v5_callback_set(m, &MqttLink::OnMessage);
+  mosquitto_subscribe_callback_set(m, &MqttLink::OnSubscribe);
+
+  // connect_async only records the target when the broker is not there yet;
+  // the loop keeps trying.
+  int rc = mosquitto_connect_async(m, o.host.c_str(), o.port, o.keepalive_s);
+  if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_ERRNO) {
+    return Status::Error(fmt::format("{}: connect to {}:{}: {}", o.name, o.host, o.port, mosquitto_strerror(rc)));
+  }
+  if (rc == MOSQ_ERR_ERRNO) {
+    LogWarn("{}: mosquitto at {}:{} not reachable yet ({}); retrying", o.name, o.host, o.port, strerror(errno));
+  }
+  MqttLink* raw = link.get();
+  link->thread_ = std::thread([raw] { raw->Loop(); });
+  return link;
+}
+
+void MqttLink::Loop() {
+  using std::chrono::milliseconds;
+  mosquitto* m = mosq_.get();
+  milliseconds backoff(1000);
+  bool connecting = true;  // a connect is under way (or the link is up) on the current socket
+  std::optional<std::chrono::steady_clock::time_point> stop_deadline;
+  for (;;) {
+    const Want want = want_.load();
+    if (want != Want::kRun) Close();
+    if (want == Want::kStop && mosquitto_socket(m) >= 0) {
+      // A DISCONNECT that cannot be written (a broker that stopped reading,
+      // a connect that never completes) must not hold the stop: 2 s, then
+      // the socket is shut down.
+      if (!stop_deadline) stop_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+      if (std::chrono::steady_clock::now() > *stop_deadline) shutdown(mosquitto_socket(m), SHUT_RDWR);
+    }
+    if (mosquitto_socket(m) < 0) {
+      // No connection: closed on purpose, lost, or never made.
+      connected_ = false;
+      closing_ = false;
+      if (want == Want::kStop) return;
+      std::unique_lock lock(want_mu_);
+      if (want == Want::kPause) {
+        wake_.wait(lock, [&] { return want_.load() != Want::kPause; });
+        backoff = milliseconds(1000);
+        if (want_.load() == Want::kStop) return;
+      } else if (!connecting) {
+        // Lost, or a connect failed: wait, then try again (1 s doubling to 30 s).
+        wake_.wait_for(lock, backoff, [&] { return want_.load() != Want::kRun; });
+        backoff = std::min(backoff * 2, milliseconds(30000));
+        if (want_.load() != Want::kRun) continue;
+      }
+      if (handlers_.may_connect && !handlers_.may_connect()) {
+        wake_.wait_for(lock, milliseconds(100), [&] { return want_.load() == Want::kStop; });
+        continue;
+      }
+      lock.unlock();
+      const int rc = mosquitto_reconnect_async(m);
+      connecting = rc == MOSQ_ERR_SUCCESS;
+      continue;
+    }
+    if (closing_) {
+      // Write what is queued (the PUBACKs, then the DISCONNECT, after which
+      // libmosquitto closes the socket) and read nothing more: a PUBLISH read
+      // once the DISCONNECT is queued is a protocol error to libmosquitto,
+      // which then closes the socket at once, the queued PUBACKs unsent.
+      pollfd writable{mosquitto_socket(m), POLLOUT, 0};
+      poll(&writable, 1, 100);
+      mosquitto_loop_write(m, 1);
+      continue;
+    }
+    // Reads at most one packet per call (libmosquitto 2.0: one per message
+    // awaiting processing, and the relay's links have none), so a handler's
+    // kPause is seen here before anything more is read.
+    const int rc = mosquitto_loop(m, 100, 1);
+    if (rc == MOSQ_ERR_SUCCESS) {
+      if (connected_) backoff = milliseconds(1000);
+      continue;
+    }
+    // The socket failed or was closed (after our DISCONNECT, or by the broker).
+    connecting = false;
+    if (rc == MOSQ_ERR_NOMEM) {
+      LogError("{}: out of memory in the MQTT loop", options_.name);
+      if (handlers_.on_fatal) handlers_.on_fatal("out of memory");
+      return;
+    }
+    Close();  // if the socket is still open: closed before a reconnect, nothing more taken from it
+  }
+}
+
+void MqttLink::Close() {
+  if (closing_ || mosquitto_socket(mosq_.get()) < 0) return;
+  closing_ = true;
+  mosquitto_disconnect(mosq_.get());
+}
+
+MqttLink::~MqttLink() { Stop(); }
+
+Result<int> MqttLink::Publish(const std::string& topic, std::span<const uint8_t> payload, int qos,
+                              std::optional<std::span<const uint8_t>> correlation_data, bool retain) {
+  int mid = 0;
+  mosquitto_property* props = nullptr;
+  if (correlation_data) {
+    mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, correlation_data->data(),
+                                  static_cast<uint16_t>(correlation_data->size()));
+  }
+  int rc = mosquitto_publish_v5(mosq_.get(), &mid, topic.c_str(), static_cast<int>(payload.size()), payload.data(),
+                                qos, retain, props);
+  mosquitto_property_free_all(&props);
+  // NO_CONN: the message is queued and goes out after reconnect (QoS >= 1).
+  // Retrying here would send it twice.
+  if (rc == MOSQ_ERR_SUCCESS || (rc == MOSQ_ERR_NO_CONN && qos > 0)) return mid;
+  return Status::Error(fmt::format("publish on '{}': {}", topic, mosquitto_strerror(rc)));
+}
+
+void MqttLink::Disconnect() {
+  Want run = Want::kRun, pause = Want::kPause;
+  if (want_.compare_exchange_strong(run, Want::kStop) || want_.compare_exchange_strong(pause, Want::kStop)) {
+    std::lock_guard lock(want_mu_);
+    wake_.notify_all();
+  }
+}
+
+void MqttLink::Resume() {
+  Want pause = Want::kPause;
+  if (want_.compare_exchange_strong(pause, Want::kRun)) {
+    std::lock_guard lock(want_mu_);
+    wake_.notify_all();
+  }
+}
+
+void MqttLink::Stop() {
+  Disconnect();
+  // The loop ends once the DISCONNECT is written (or the socket fails);
+  // mosquitto_loop wakes at least every 100 ms to see it.
+  if (thread_.joinable()) thread_.join();
+  connected_ = false;
+}
+
+void MqttLink::OnConnect(mosquitto* m, void* obj, int rc, int flags) noexcept {
+  auto* self = static_cast<MqttLink*>(obj);
+  const Options& o = self->options_;
+  if (rc != 0) {
+    std::string why = mosquitto_connack_string(rc);
+    LogError("{}: mosquitto at {}:{} refused the connection: {}", o.name, o.host, o.port, why);
+    // 2: identifier rejected, 4: bad user name or password, 5: not authorised.
+    if ((rc == 2 || rc == 4 || rc == 5) && self->handlers_.on_fatal) self->handlers_.on_fatal(why);
+    return;
+  }
+  const bool again = self->ever_connected_.exchange(true);
+  if (self->handlers_.on_connect) self->handlers_.on_connect((flags & 1) != 0);
+  LogInfo("{}: {} mosquitto at {}:{} as '{}'{}", o.name, again ? "reconnected to" : "connected to", o.host, o.port,
+          o.client_id, (flags & 1) ? " (session present)" : "");
+  if (!o.subscriptions.empty()) {
+    // One SUBSCRIBE for all filters, so one SUBACK says we are listening.
+    std::vector<char*> filters;
+    for (const auto& f : o.subscriptions) filters.push_back(const_cast<char*>(f.c_str()));
+    int sub_rc = mosquitto_subscribe_multiple(m, nullptr, static_cast<int>(filters.size()), filters.data(), 1, 0,
+                                              nullptr);
+    if (sub_rc != MOSQ_ERR_SUCCESS) LogError("{}: subscribe: {}", o.name, mosquitto_strerror(sub_rc));
+  }
+  self->connected_ = true;
+}
+
+void MqttLink::OnDisconnect(mosquitto*, void* obj, int rc) noexcept {
+  auto* self = static_cast<MqttLink*>(obj);
+  self->connected_ = false;
+  if (rc != 0) {
+    LogWarn("{}: lost the connection to mosquitto at {}:{} ({}); reconnecting", self->options_.name,
+            self->options_.host, self->options_.port, mosquitto_strerror(rc));
+  }
+}
+
+void MqttLink::OnPublish(mosquitto*, void* obj, int mid, int reason_code, const mosquitto_property*) noexcept {
+  auto* self = static_cast<MqttLink*>(obj);
+  if (self->handlers_.on_published) self->handlers_.on_published(mid, reason_code);
+}
+
+void MqttLink::OnSubscribe(mosquitto*, void* obj, int, int count, const int* granted) noexcept {
+  auto* self = static_cast<MqttLink*>(obj);
+  const auto& subs = self->options_.subscriptions;
+  for (int i = 0; i < count && i < static_cast<int>(subs.size()); ++i) {
+    if (granted[i] > 2) {
+      LogError("{}: mosquitto refused the subscription to '{}' (check its ACL)", self->options_.name, subs[i]);
+    } else if (granted[i] < 1) {
+      LogWarn("{}: '{}' granted at QoS {} only: the broker will not queue it while the relay is away",
+              self->options_.name, subs[i], granted[i]);
+    }
+  }
+  LogInfo("{}: subscribed to {} filter(s)", self->options_.name, count);
+}
+
+void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m, const mosquitto_property* props) noexcept {
+  auto* self = static_cast<MqttLink*>(obj);
+  // Read after our DISCONNECT was queued: its PUBACK will never be sent, so
+  // the broker keeps it and sends it again. Not ours to take.
+  if (!self->handlers_.on_message || self->closing_) return;
+  InboundMessage in;
+  in.topic = m->topic;
+  in.payload = {static_cast<const uint8_t*>(m->payload), static_cast<std::size_t>(m->payloadlen)};
+  in.qos = m->qos;
+  in.retain = m->retain;
+  in.mid = static_cast<uint16_t>(m->mid);
+  char* response_topic = nullptr;
+  void* correlation = nullptr;
+  uint16_t correlation_len = 0;
+  if (props != nullptr) {
+    mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &response_topic, false);
+    mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &correlation, &correlation_len, false);
+  }
+  if (response_topic) in.response_topic = response_topic;
+  if (correlation) in.correlation_data = std::span(static_cast<const uint8_t*>(correlation), correlation_len);
+  try {
+    switch (self->handlers_.on_message(in)) {
+      case AfterMessage::kReadOn:
+        break;
+      case AfterMessage::kPause: {
+        // On the network thread, right after this message's PUBACK: see Loop.
+        Want run = Want::kRun;
+        self->want_.compare_exchange_strong(run, Want::kPause);
+        self->Close();
+        break;
+      }
+      case AfterMessage::kBreakConnection:
+        // The loop sees the dead socket on its next read or write and
+        // reconnects; nothing queued (the PUBACK) is sent on this one.
+        shutdown(mosquitto_socket(self->mosq_.get()), SHUT_RDWR);
+        break;
+    }
+  } catch (const std::exception& e) {
+    LogError("{}: message on '{}' not handled: {}", self->options_.name, in.topic, e.what());
+  }
+  free(response_topic);  // the read functions hand out copies
+  free(correlation);
+}
+
+}  // namespace seqrelay

@@ -1,0 +1,158 @@
+// MqttLink: the relay's one adapter to libmosquitto. One MQTT connection
+// with its own network thread (Loop: mosquitto_loop in a loop of ours), which
+// reconnects with exponential backoff (1 s .. 30 s) and re-subscribes on
+// every connect.
+//
+// Why a loop of our own and not mosquitto_loop_start: a clean DISCONNECT
+// must be queued on the network thread itself. libmosquitto queues the
+// PUBACK of a delivery before the handler runs and writes packets in queue
+// order, closing the socket right after a DISCONNECT. So on one thread the
+// order is known: every delivery handed to on_message before the DISCONNECT
+// was queued is acknowledged, and every delivery read after it is not (the
+// broker keeps it for the session and sends it again) and is therefore not
+// handed to on_message at all. Queued from another thread, a delivery
+// could be taken and never acknowledged, and come back as a duplicate.
+//
+// Threads: the handlers run on the link's network thread and must not throw
+// (the trampolines catch and log). Publish() may be called from any thread;
+// libmosquitto serialises it with the network thread. A handler that blocks
+// stalls only this connection: the relay uses that for back-pressure on the
+// intake link, for a bounded time, and then asks to pause (kPause).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "core/status.h"
+
+struct mosquitto;
+struct mosquitto_message;
+struct mqtt5__property;
+typedef struct mqtt5__property mosquitto_property;
+
+namespace seqrelay {
+
+struct InboundMessage {
+  std::string_view topic;
+  std::span<const uint8_t> payload;
+  int qos = 0;
+  bool retain = false;
+  uint16_t mid = 0;  // the broker's packet identifier (0 for QoS 0)
+  // MQTT v5 request/response properties; absent on v3.1.1 links.
+  std::optional<std::string_view> response_topic;
+  std::optional<std::span<const uint8_t>> correlation_data;
+};
+
+class MqttLink {
+ public:
+  // What the link does after a message handler returns.
+  enum class AfterMessage {
+    kReadOn,
+    kPause,  // stop reading: a clean DISCONNECT after this message, until Resume()
+    // Fault injection for the test suite: break the connection at once, with
+    // this message's PUBACK queued and unsent, as a network failure would;
+    // the link reconnects by itself.
+    kBreakConnection,
+  };
+  struct Options {
+    std::string host;
+    int port = 1883;
+    std::string user;
+    std::string password;
+    std::string client_id;
+    bool clean_session = true;
+    bool mqtt_v5 = false;  // needed to read Response Topic / Correlation Data
+    int keepalive_s = 30;
+    std::vector<std::string> subscriptions;  // subscribed at QoS 1 on every connect
+    std::string name;                        // for log lines: "intake", "output"
+  };
+  struct Handlers {
+    // Connected (again), before any message of the connection; `session_present`
+    // is the CONNACK's flag.
+    std::function<void(bool session_present)> on_connect;
+    std::function<AfterMessage(const InboundMessage&)> on_message;
+    // PUBACK (QoS 1), or sent (QoS 0). On v5 links `reason_code` is the
+    // PUBACK's: >= 0x80 means the broker refused the message (too large for
+    // its message_size_limit, denied by its ACL) although it acknowledged
+    // it. Always 0 on v3.1.1 links, where a refusal cannot be seen.
+    std::function<void(int mid, int reason_code)> on_published;
+    // Connection refused for a reason retrying will not fix (bad credentials,
+    // not authorised, bad client id).
+    std::function<void(const std::string& why)> on_fatal;
+    // Asked before every connect and reconnect; while it says false the
+    // link stays away (asking again every 100 ms). Null: always.
+    std::function<bool()> may_connect;
+  };
+
+  // Creates the client and starts connecting in the background. Fails only
+  // for setup errors (bad options, out of memory), not for an absent broker.
+  static Result<std::unique_ptr<MqttLink>> Start(Options options, Handlers handlers);
+  ~MqttLink();
+
+  // Queues a publish and returns its message id. QoS >= 1 messages queued
+  // while disconnected are kept and sent after reconnect. Correlation data
+  // is sent as a v5 property (v5 links only).
+  Result<int> Publish(const std::string& topic, std::span<const uint8_t> payload, int qos,
+                      std::optional<std::span<const uint8_t>> correlation_data = std::nullopt, bool retain = false);
+
+  // Asks for a clean DISCONNECT and returns at once; the network thread
+  // sends it once any handler it is running returns, then ends.
+  void Disconnect();
+
+  // Connects again after a pause (a handler's kPause: a clean DISCONNECT
+  // after the PUBACKs of what was taken, queued on the network thread; the
+  // broker keeps a persistent session's messages meanwhile, and no keepalive
+  // can expire while we are away). A no-op when not paused. Any thread.
+  void Resume();
+
+  // Disconnects and joins the network thread, after any handler it is
+  // running returns (the owner unblocks handlers first). Idempotent.
+  void Stop();
+
+  bool connected() const { return connected_.load(); }
+
+ private:
+  MqttLink(Options options, Handlers handlers);
+  enum class Want { kRun, kPause, kStop };
+  // The network thread: mosquitto_loop, the DISCONNECT when want_ says so,
+  // reconnects with backoff.
+  void Loop();
+  // Network thread: queues a clean DISCONNECT once per connection.
+  void Close();
+  static void OnConnect(mosquitto*, void* self, int rc, int flags) noexcept;
+  static void OnDisconnect(mosquitto*, void* self, int rc) noexcept;
+  static void OnPublish(mosquitto*, void* self, int mid, int reason_code, const mosquitto_property*) noexcept;
+  static void OnMessage(mosquitto*, void* self, const mosquitto_message* m, const mosquitto_property* props) noexcept;
+  static void OnSubscribe(mosquitto*, void* self, int mid, int count, const int* granted) noexcept;
+
+  const Options options_;
+  const Handlers handlers_;
+  struct Deleter {
+    void operator()(mosquitto* m) const;
+  };
+  std::unique_ptr<mosquitto, Deleter> mosq_;
+  std::atomic<bool> connected_{false};
+  std::atomic<bool> ever_connected_{false};
+  // What the owner (or a handler) wants of the connection. The network
+  // thread acts on it between mosquitto_loop calls; wake_ (with want_mu_)
+  // cuts its backoff or pause short.
+  std::atomic<Want> want_{Want::kRun};
+  std::mutex want_mu_;
+  std::condition_variable wake_;
+  // A DISCONNECT is queued on the current connection: nothing read after it
+  // is handed to on_message. Network thread only.
+  bool closing_ = false;
+  std::thread thread_;  // the network thread; joined by Stop()
+};
+
+}  // namespace seqrelay

@@ -1,0 +1,138 @@
+#include "core/config.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cctype>
+
+#include "core/topic_filter.h"
+
+namespace seqrelay {
+namespace {
+
+Status CheckRange(const char* option, int64_t value, int64_t lo, int64_t hi) {
+  if (value < lo || value > hi) {
+    return Status::Error(fmt::format("--{} must be between {} and {}, got {}", option, lo, hi, value));
+  }
+  return Status::Ok();
+}
+
+Status CheckPrefix(const char* option, const std::string& prefix) {
+  if (prefix.empty()) return Status::Error(fmt::format("--{} must not be empty", option));
+  if (prefix.find_first_of("+#") != std::string::npos || prefix.front() == '/' || prefix.back() == '/' ||
+      prefix.front() == '$') {
+    return Status::Error(fmt::format(
+        "--{} '{}' must be a plain topic prefix: no '+', '#', leading '$' or leading/trailing '/'", option,
+        prefix));
+  }
+  return Status::Ok();
+}
+
+// Names that go into client ids, topics and the SHARD table: 1..64 of
+// letters, digits, '_', '.' and '-'.
+Status CheckName(const char* option, const std::string& value) {
+  const bool ok = !value.empty() && value.size() <= 64 &&
+                  std::all_of(value.begin(), value.end(), [](char ch) {
+                    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.' || ch == '-';
+                  });
+  if (ok) return Status::Ok();
+  return Status::Error(
+      fmt::format("--{} '{}': use 1 to 64 letters, digits, '_', '.' or '-'", option, value));
+}
+
+}  // namespace
+
+std::string IntakeClientId(const Config& c) {
+  return c.shard == "default" ? c.mqtt_client_id : c.mqtt_client_id + "-" + c.shard;
+}
+
+std::string OwnClientId(const Config& c, std::string_view suffix) {
+  return fmt::format("{}-{}-{}", c.mqtt_client_id, c.relay_id, suffix);
+}
+
+Status Validate(const Config& c) {
+  const Status checks[] = {
+      CheckRange("mqtt-port", c.mqtt_port, 1, 65535),
+      CheckRange("db-port", c.db_port, 1, 65535),
+      CheckRange("mqtt-keepalive", c.mqtt_keepalive_s, 5, 65535),
+      CheckRange("publish-qos", c.publish_qos, 0, 2),
+      CheckRange("batch-max", c.batch_max, 1, kMaxBatchRows),
+      CheckRange("batch-delay-us", c.batch_delay_us, 0, 1000000),
+      CheckRange("max-payload", c.max_payload, 0, kMaxPayloadLimit),
+      CheckRange("max-topics", c.max_topics, 0, 2000000000),
+      CheckRange("topic-cache", c.topic_cache, 100, 100000000),
+      CheckRange("buffer-max", c.buffer_max, 1, 100000000),
+      CheckRange("buffer-max-bytes", c.buffer_max_bytes, int64_t{1} << 20, int64_t{1} << 40),
+      CheckRange("shutdown-timeout", c.shutdown_timeout_s, 0, 3600),
+      CheckRange("replay-max", c.replay_max, 1, 1000000),
+      CheckRange("replay-workers", c.replay_workers, 1, 16),
+      CheckRange("replay-rate", c.replay_rate, 0, 10000000),
+      CheckRange("replay-live-delay-us", c.replay_live_delay_us, 0, 10000000),
+      CheckRange("stats-interval", c.stats_interval_s, 0, 86400),
+      CheckRange("metrics-port", c.metrics_port, 0, 65535),
+      CheckRange("lease-ms", c.lease_ms, 300, 600000),
+      CheckName("shard", c.shard),
+      c.relay_id.empty() ? Status::Ok() : CheckName("relay-id", c.relay_id),
+      CheckPrefix("seq-prefix", c.seq_prefix),
+      CheckPrefix("control-prefix", c.control_prefix),
+  };
+  for (const Status& status : checks) {
+    if (!status.ok()) return status;
+  }
+  if (c.mqtt_client_id.empty()) return Status::Error("--mqtt-client-id must not be empty");
+  if (c.db_name.empty()) return Status::Error("--db-name must not be empty");
+  if (c.buffer_max < c.batch_max) {
+    return Status::Error(fmt::format("--buffer-max ({}) must be at least --batch-max ({})", c.buffer_max, c.batch_max));
+  }
+  if (IsUnderPrefix(c.seq_prefix, c.control_prefix) || IsUnderPrefix(c.control_prefix, c.seq_prefix)) {
+    return Status::Error(fmt::format("--seq-prefix '{}' and --control-prefix '{}' must not overlap", c.seq_prefix,
+                                     c.control_prefix));
+  }
+  if (c.sources.empty()) return Status::Error("--source: give at least one topic filter");
+  for (const auto& filter : c.sources) {
+    if (Status s = ValidateFilter(filter); !s.ok()) return Status::Error(fmt::format("--source: {}", s.message()));
+    for (const auto& own : {c.seq_prefix, c.control_prefix}) {
+      if (FilterCovers(own + "/#", filter)) {
+        return Status::Error(
+            fmt::format("--source '{}' lies under the relay's own prefix '{}', which is never sequenced", filter, own));
+      }
+    }
+  }
+  for (const auto& filter : c.immediate) {
+    if (Status s = ValidateFilter(filter); !s.ok()) return Status::Error(fmt::format("--immediate: {}", s.message()));
+  }
+  return Status::Ok();
+}
+
+std::vector<std::string> Describe(const Config& c) {
+  auto mask = [](const std::string& secret) { return secret.empty() ? std::string("(none)") : std::string("****"); };
+  const char* levels[] = {"debug", "info", "warn", "error"};
+  return {
+      fmt::format("mqtt {}:{} user={} password={} intake-user={} client-id={} keepalive={}s publish-qos={}",
+                  c.mqtt_host, c.mqtt_port, c.mqtt_user.empty() ? "(none)" : c.mqtt_user, mask(c.mqtt_password),
+                  c.mqtt_intake_user.empty() ? "(same)" : c.mqtt_intake_user, c.mqtt_client_id, c.mqtt_keepalive_s,
+                  c.publish_qos),
+      fmt::format("shard {} relay-id={} lease-ms={} intake session={}", c.shard, c.relay_id, c.lease_ms,
+                  IntakeClientId(c)),
+      fmt::format("db {} user={} password={} name={} migrate={}",
+                  c.db_socket.empty() ? fmt::format("{}:{}", c.db_host, c.db_port) : "unix:" + c.db_socket,
+                  c.db_user, mask(c.db_password), c.db_name, c.migrate),
+      fmt::format("sources [{}] immediate [{}] seq-prefix={} control-prefix={} max-payload={} max-topics={} "
+                  "topic-cache={}",
+                  fmt::join(c.sources, ", "), fmt::join(c.immediate, ", "), c.seq_prefix, c.control_prefix,
+                  c.max_payload, c.max_topics ? std::to_string(c.max_topics) : "unbounded", c.topic_cache),
+      fmt::format("batch-max={} batch-delay-us={} buffer-max={} buffer-max-bytes={} shutdown-timeout={}s "
+                  "journal-dir={} replay-max={} replay-workers={} replay-rate={} replay-live-delay-us={} acl-file={} stats-interval={}s metrics={} "
+                  "log-level={} log-format={}",
+                  c.batch_max, c.batch_delay_us, c.buffer_max, c.buffer_max_bytes, c.shutdown_timeout_s,
+                  c.journal_dir.empty() ? "(none)" : c.journal_dir, c.replay_max, c.replay_workers,
+                  c.replay_rate, c.replay_live_delay_us, c.acl_file.empty() ? "(none)" : c.acl_file,
+                  c.stats_interval_s,
+                  c.metrics_port ? fmt::format("{}:{}", c.metrics_bind, c.metrics_port) : std::string("off"),
+                  levels[static_cast<int>(c.log_level)],
+                  c.log_format == LogFormat::kJson ? "json" : "text"),
+  };
+}
+
+}  // namespace seqrelay

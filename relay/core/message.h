@@ -1,0 +1,42 @@
+// Message: one raw MQTT message on its way through the relay.
+//
+// The intake thread creates it with the payload already placed after a
+// 10-byte gap; the writer thread fills that gap with the frame header once it
+// has a SEQ. So the frame is built once, in place, and the same bytes are
+// stored (payload part) and published (whole frame) without another copy.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/frame.h"
+
+namespace seqrelay {
+
+struct Message {
+  Message(std::string_view raw_topic, const void* payload, std::size_t size)
+      : topic(raw_topic), frame(kFrameHeaderSize + size) {
+    if (size > 0) std::memcpy(frame.data() + kFrameHeaderSize, payload, size);
+  }
+
+  std::span<const uint8_t> payload() const { return std::span(frame).subspan(kFrameHeaderSize); }
+  std::size_t bytes() const { return topic.size() + frame.size(); }
+
+  std::string topic;           // raw topic T, as received
+  std::vector<uint8_t> frame;  // header (filled by the writer) + payload
+  uint64_t idx = 0;            // MSG.idx, set by the writer
+  uint64_t seq = 0;            // SEQ within T, set by the writer
+  uint64_t journal_end = 0;    // journal position after this message; 0 = not journaled
+  // Handed over by a relay's journal (PENDING's key): the commit that stores
+  // it deletes that row. Empty otherwise.
+  std::string pending_journal;
+  uint64_t pending_end = 0;
+  std::chrono::steady_clock::time_point received{};  // arrival on the intake link; zero if from the journal
+};
+
+}  // namespace seqrelay

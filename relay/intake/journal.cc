@@ -1,0 +1,283 @@
+#include "intake/journal.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <charconv>
+#include <optional>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "core/log.h"
+
+namespace seqrelay {
+namespace {
+
+constexpr std::size_t kHeader = 8;  // crc32 + length
+constexpr std::size_t kFields = 4;  // topic length + message id, counted in length
+
+void PutU32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+uint32_t GetU32(const uint8_t* p) {
+  return uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
+}
+uint32_t Crc(const uint8_t* p, std::size_t n) {
+  return static_cast<uint32_t>(crc32(crc32(0L, Z_NULL, 0), p, static_cast<uInt>(n)));
+}
+
+Status Errno(const std::string& what) { return Status::Error(fmt::format("journal: {}: {}", what, strerror(errno))); }
+
+std::vector<uint8_t> ReadWhole(const std::string& path) {
+  std::vector<uint8_t> data;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return data;
+  struct stat st {};
+  if (fstat(fd, &st) == 0) {
+    data.resize(static_cast<std::size_t>(st.st_size));
+    std::size_t got = 0;
+    while (got < data.size()) {
+      ssize_t n = read(fd, data.data() + got, data.size() - got);
+      if (n <= 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    data.resize(got);
+  }
+  close(fd);
+  return data;
+}
+
+// Length of the valid records at the start of `data`.
+std::size_t ValidPrefix(const std::vector<uint8_t>& data) {
+  std::size_t at = 0;
+  while (data.size() - at >= kHeader) {
+    const uint32_t len = GetU32(&data[at + 4]);
+    if (len < kFields || data.size() - at - kHeader < len) break;
+    if (Crc(&data[at + 4], 4 + len) != GetU32(&data[at])) break;
+    at += kHeader + len;
+  }
+  return at;
+}
+
+// The base of a segment file name "journal-<16 lower-case hex digits>.log";
+// nullopt for any other name (a stray "journal-....bak" is not a segment).
+std::optional<uint64_t> SegmentBase(std::string_view name) {
+  constexpr std::string_view kPrefix = "journal-", kSuffix = ".log";
+  if (name.size() != kPrefix.size() + 16 + kSuffix.size() || !name.starts_with(kPrefix) || !name.ends_with(kSuffix)) {
+    return std::nullopt;
+  }
+  std::string_view digits = name.substr(kPrefix.size(), 16);
+  uint64_t base = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), base, 16);
+  if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  if (digits.find_first_of("ABCDEF") != std::string_view::npos) return std::nullopt;  // we write lower case
+  return base;
+}
+
+}  // namespace
+
+Journal::~Journal() {
+  if (fd_ >= 0) close(fd_);
+}
+
+std::string Journal::SegmentPath(uint64_t base) const { return fmt::format("{}/journal-{:016x}.log", dir_, base); }
+
+Status Journal::StartSegment(uint64_t base) {
+  int fd = open(SegmentPath(base).c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0) return Errno("create " + SegmentPath(base));
+  if (fd_ >= 0) close(fd_);
+  fd_ = fd;
+  current_base_ = base;
+  std::lock_guard lock(mu_);
+  if (segments_.empty() || segments_.back() != base) segments_.push_back(base);
+  return Status::Ok();
+}
+
+Result<Journal::Identity> Journal::Identify() {
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec) return Status::Error(fmt::format("journal: create {}: {}", dir_, ec.message()));
+  const std::string path = dir_ + "/journal-id";
+  Identity identity;
+  if (std::ifstream in(path); in) std::getline(in, identity.id);
+  if (identity.id.size() == 32) return identity;
+  std::ifstream random("/dev/urandom", std::ios::binary);
+  uint8_t bytes[16];
+  if (!random.read(reinterpret_cast<char*>(bytes), sizeof bytes)) return Errno("read /dev/urandom");
+  identity.id.clear();
+  for (uint8_t b : bytes) identity.id += fmt::format("{:02x}", b);
+  identity.created = true;
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << identity.id << "\n";
+    out.flush();
+    if (!out) return Status::Error(fmt::format("journal: cannot write {} (is --journal-dir writable?)", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename " + tmp);
+  return identity;
+}
+
+Status Journal::Open(uint64_t min_position, std::string_view database_id) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec) return Status::Error(fmt::format("journal: create {}: {}", dir_, ec.message()));
+  std::vector<uint64_t> bases;
+  uint64_t bytes = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+    if (auto base = SegmentBase(entry.path().filename().string())) {
+      bases.push_back(*base);
+      bytes += std::filesystem::file_size(entry.path(), ec);
+    }
+  }
+  if (ec) return Status::Error(fmt::format("journal: list {}: {}", dir_, ec.message()));
+  std::sort(bases.begin(), bases.end());
+  if (Status s = CheckIdentity(database_id, bytes); !s.ok()) return s;
+  {
+    std::lock_guard lock(mu_);
+    segments_ = bases;
+  }
+  if (bases.empty()) {
+    end_ = min_position;
+    return StartSegment(end_);
+  }
+  // Cut a torn record off the last segment.
+  const uint64_t last = bases.back();
+  const std::vector<uint8_t> data = ReadWhole(SegmentPath(last));
+  const std::size_t valid = ValidPrefix(data);
+  if (valid < data.size()) {
+    LogWarn("journal: cutting {} bytes of a torn record off {}", data.size() - valid, SegmentPath(last));
+    if (truncate(SegmentPath(last).c_str(), static_cast<off_t>(valid)) != 0) return Errno("truncate");
+  }
+  end_ = last + valid;
+  if (end_ < min_position) {
+    LogWarn("journal: ends at {} but the database has committed up to {}; starting a new segment there", end_,
+            min_position);
+    end_ = min_position;
+    return StartSegment(end_);
+  }
+  return StartSegment(last);
+}
+
+Status Journal::CheckIdentity(std::string_view database_id, uint64_t bytes) {
+  const std::string path = dir_ + "/database-id";
+  std::string recorded;
+  if (std::ifstream in(path); in) std::getline(in, recorded);
+  if (recorded == database_id) return Status::Ok();
+  if (!recorded.empty() && bytes > 0) {
+    return Status::Permanent(fmt::format(
+        "journal {} holds {} bytes of records of database {}, but this database is {} (a fresh or reset database?); "
+        "storing them here would give them new SEQs. Point --journal-dir at an empty directory, or move this "
+        "journal away if its messages are committed elsewhere", dir_, bytes, recorded, database_id));
+  }
+  if (!recorded.empty()) {
+    LogInfo("journal: {} was of database {}, holds no records; it now belongs to database {}", dir_, recorded,
+            database_id);
+  } else if (bytes > 0) {
+    LogWarn("journal: {} has no database identity (written by an older relay); it now belongs to database {}", dir_,
+            database_id);
+  }
+  // Written to a temporary file and renamed: a crash leaves the old identity or the new one.
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << database_id << "\n";
+    out.flush();
+    if (!out) return Status::Error(fmt::format("journal: cannot write {}", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename " + tmp);
+  return Status::Ok();
+}
+
+Status Journal::Replay(uint64_t position, const std::function<void(const Record&)>& fn) {
+  std::vector<uint64_t> bases;
+  {
+    std::lock_guard lock(mu_);
+    bases = segments_;
+  }
+  for (std::size_t i = 0; i < bases.size(); ++i) {
+    const uint64_t base = bases[i];
+    const uint64_t next_base = i + 1 < bases.size() ? bases[i + 1] : UINT64_MAX;
+    if (next_base <= position) continue;  // wholly committed
+    const std::vector<uint8_t> data = ReadWhole(SegmentPath(base));
+    const std::size_t valid = ValidPrefix(data);
+    if (valid < data.size() && i + 1 < bases.size()) {
+      return Status::Error(fmt::format("journal: {} is damaged at byte {}", SegmentPath(base), valid));
+    }
+    for (std::size_t at = 0; at < valid;) {
+      const uint32_t len = GetU32(&data[at + 4]);
+      const uint64_t end = base + at + kHeader + len;
+      if (end > position) {
+        const uint8_t* body = &data[at + kHeader];
+        const uint16_t topic_len = static_cast<uint16_t>(body[0] | (body[1] << 8));
+        if (topic_len + kFields > len) return Status::Error(fmt::format("journal: bad record at {}", base + at));
+        Record r;
+        r.mid = static_cast<uint16_t>(body[2] | (body[3] << 8));
+        r.topic = std::string_view(reinterpret_cast<const char*>(body + kFields), topic_len);
+        r.payload = {body + kFields + topic_len, len - kFields - topic_len};
+        r.end = end;
+        fn(r);
+      }
+      at += kHeader + len;
+    }
+  }
+  return Status::Ok();
+}
+
+Result<uint64_t> Journal::Append(std::string_view topic, std::span<const uint8_t> payload, uint16_t mid) {
+  if (torn_) return Status::Error("journal: unusable since a failed write could not be cut off");
+  if (end_ - current_base_ >= kSegmentBytes) {
+    if (Status s = StartSegment(end_); !s.ok()) return s;
+  }
+  const std::size_t len = kFields + topic.size() + payload.size();
+  buffer_.resize(kHeader + len);
+  uint8_t* p = buffer_.data();
+  PutU32(p + 4, static_cast<uint32_t>(len));
+  p[8] = static_cast<uint8_t>(topic.size());
+  p[9] = static_cast<uint8_t>(topic.size() >> 8);
+  p[10] = static_cast<uint8_t>(mid);
+  p[11] = static_cast<uint8_t>(mid >> 8);
+  std::memcpy(p + 8 + kFields, topic.data(), topic.size());
+  if (!payload.empty()) std::memcpy(p + 8 + kFields + topic.size(), payload.data(), payload.size());
+  PutU32(p, Crc(p + 4, 4 + len));
+  std::size_t done = 0;
+  while (done < buffer_.size()) {
+    ssize_t n = write(fd_, p + done, buffer_.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;  // a regular file takes at least a byte or fails
+      Status failed = Errno("append");
+      // A full disk takes part of a record and refuses the rest. The part
+      // must go: the next record would follow it, off its position, and the
+      // journal would read as damaged from there on.
+      if (done > 0 && ftruncate(fd_, static_cast<off_t>(end_ - current_base_)) != 0) {
+        torn_ = true;
+        return Status::Error(fmt::format("{}; cutting off the part written failed too: {}", failed.message(),
+                                         strerror(errno)));
+      }
+      return failed;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  end_ += buffer_.size();
+  return end_;
+}
+
+void Journal::Release(uint64_t position) {
+  std::lock_guard lock(mu_);
+  // A segment may go once the next one starts at or before `position`.
+  while (segments_.size() > 1 && segments_[1] <= position) {
+    if (unlink(SegmentPath(segments_.front()).c_str()) != 0 && errno != ENOENT) {
+      LogWarn("journal: cannot delete {}: {}", SegmentPath(segments_.front()), strerror(errno));
+    }
+    segments_.erase(segments_.begin());
+  }
+}
+
+}  // namespace seqrelay

@@ -1,0 +1,108 @@
+// Journal: an append-only local log of every message the relay accepted,
+// written on the intake thread before the intake callback returns, so
+// before libmosquitto sends the PUBACK (it writes queued packets only after
+// the callback, on the same thread). A message the broker considers
+// delivered is therefore always in the journal or in MSG.
+//
+// Positions are byte offsets in one endless log, split into segment files
+// "journal-<base offset, 16 hex digits>.log" of about kSegmentBytes each.
+// Each record is (little-endian):
+//   u32 crc32 (of everything after it)  u32 length (of what follows)
+//   u16 topic length  u16 MQTT message id  topic bytes  payload bytes
+// The message id lets the relay recognise the broker's resend of a message
+// that was journaled but whose PUBACK never left (see Relay::OnIntake).
+// The commit that stores a message in MSG also stores the journal position
+// after it (JOURNAL.POS under the journal's id), in the same transaction, so at start
+// the records after that position are exactly the ones to store again.
+//
+// The journal belongs to one database: the file "database-id" holds that
+// database's identity (RELAY_STATE.INSTANCE). Its records and positions
+// mean nothing to another database (a fresh or reset one would store them
+// again with new SEQs), so Open refuses a journal of another database.
+//
+// Durability: a write(2) per record, no fsync. The page cache survives a
+// process kill (SIGKILL, crash); a machine crash can lose the last records.
+//
+// Threads: Append is called by the intake thread only; Release by the
+// writer thread; Open and Replay before either runs. mu_ guards segments_.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+
+namespace seqrelay {
+
+class Journal {
+ public:
+  static constexpr uint64_t kSegmentBytes = 64 * 1024 * 1024;
+
+  explicit Journal(std::string dir) : dir_(std::move(dir)) {}
+  ~Journal();
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
+
+  struct Identity {
+    std::string id;        // 32 hex digits, kept in dir/journal-id
+    bool created = false;  // made by this call (a new journal, or one written before ids)
+  };
+  // The journal's own id, the key of its position in the database (JOURNAL
+  // table): made on first use, then kept with the journal. Creates dir.
+  Result<Identity> Identify();
+
+  // Opens the journal in dir (created if missing) for the database whose
+  // identity is `database_id`. Refuses (a permanent error naming both ids)
+  // a journal that holds records of another database; a journal with no
+  // identity yet (new, or written before identities) takes this one. A torn
+  // record at the end (the process died mid-write) is cut off. New records
+  // are appended at the end, or at `min_position` if the journal ends before
+  // it (a journal folder newer than the database's position).
+  Status Open(uint64_t min_position, std::string_view database_id);
+
+  struct Record {
+    std::string_view topic;
+    std::span<const uint8_t> payload;
+    uint16_t mid = 0;  // MQTT message id of the delivery; 0 for QoS 0
+    uint64_t end = 0;  // position after the record
+  };
+
+  // Calls `fn` for every record that ends after `position`, in order. Fails
+  // on a damaged record before the end.
+  Status Replay(uint64_t position, const std::function<void(const Record&)>& fn);
+
+  // Appends one record; returns the position after it. A record the disk
+  // took only part of (full disk) is cut off again, and the journal stays
+  // usable once there is room. If even the cut fails, every later Append
+  // fails until the relay restarts (Open then cuts the torn tail).
+  Result<uint64_t> Append(std::string_view topic, std::span<const uint8_t> payload, uint16_t mid = 0);
+
+  // Every record up to `position` is committed: segments wholly before it
+  // are deleted.
+  void Release(uint64_t position);
+
+  uint64_t end() const { return end_; }
+
+ private:
+  std::string SegmentPath(uint64_t base) const;
+  // Compares the recorded database identity with `database_id` (`bytes`:
+  // the size of the segments found) and records it when the journal takes it.
+  Status CheckIdentity(std::string_view database_id, uint64_t bytes);
+  Status StartSegment(uint64_t base);
+
+  const std::string dir_;
+  int fd_ = -1;                  // the segment being appended to; intake thread after Open
+  uint64_t end_ = 0;             // position after the last record; intake thread after Open
+  uint64_t current_base_ = 0;    // base of the segment fd_ appends to; intake thread after Open
+  std::mutex mu_;
+  std::vector<uint64_t> segments_;  // bases of the segment files, ascending; guarded by mu_
+  std::vector<uint8_t> buffer_;     // record assembly; intake thread
+  bool torn_ = false;               // a partial record could not be cut off: no more appends; intake thread
+};
+
+}  // namespace seqrelay

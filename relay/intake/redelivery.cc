@@ -1,0 +1,49 @@
+#include "intake/redelivery.h"
+
+#include <algorithm>
+#include <functional>
+
+namespace seqrelay {
+namespace {
+
+uint64_t Hash(std::string_view bytes) { return std::hash<std::string_view>{}(bytes); }
+
+uint64_t Hash(std::span<const uint8_t> payload) {
+  return Hash(std::string_view(reinterpret_cast<const char*>(payload.data()), payload.size()));
+}
+
+}  // namespace
+
+void RedeliveryFilter::Remember(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) {
+  if (mid == 0 || window_ == 0) return;
+  entries_.push_back({mid, payload.size(), Hash(topic), Hash(payload)});
+  if (entries_.size() > window_) entries_.pop_front();
+}
+
+void RedeliveryFilter::Connected(bool session_present) {
+  matched_ = false;
+  armed_ = session_present;
+  if (!session_present) entries_.clear();  // a new session: nothing of the old one comes again
+}
+
+bool RedeliveryFilter::IsRedelivery(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) {
+  if (!armed_ || mid == 0) return false;
+  const uint64_t payload_hash = Hash(payload);
+  const uint64_t topic_hash = Hash(topic);
+  auto same = [&](const Entry& e) {
+    return e.mid == mid && e.size == payload.size() && e.payload_hash == payload_hash && e.topic_hash == topic_hash;
+  };
+  // The first resend may be any remembered message (the older ones were
+  // acknowledged); every next one is the next remembered message.
+  auto it = matched_ ? (!entries_.empty() && same(entries_.front()) ? entries_.begin() : entries_.end())
+                     : std::find_if(entries_.begin(), entries_.end(), same);
+  if (it == entries_.end()) {
+    armed_ = false;  // past the resends: nothing new may match until the next reconnect
+    return false;
+  }
+  entries_.erase(entries_.begin(), it + 1);
+  matched_ = true;
+  return true;
+}
+
+}  // namespace seqrelay

@@ -1,0 +1,177 @@
+#include "lease/lease.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "core/log.h"
+
+namespace seqrelay {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+int64_t Ns(Clock::time_point t) { return t.time_since_epoch().count(); }
+
+}  // namespace
+
+LeaseKeeper::LeaseKeeper(const Config& config, uint32_t shard_num) : config_(config), store_(config) {
+  store_.UseShard(config.shard, shard_num, "");
+}
+
+LeaseKeeper::~LeaseKeeper() { Stop(false); }
+
+bool LeaseKeeper::EnsureConnected() {
+  if (store_.connected()) return true;
+  Status s = store_.Connect(false);
+  // A commit holding the shard's row (its fence) must not hold a renewal
+  // or a takeover for InnoDB's default 50 s: fail after 1 s and poll again.
+  if (s.ok()) s = store_.LimitLockWait(1);
+  if (!s.ok()) {
+    static RateLimit limit(std::chrono::seconds(10));
+    if (auto suppressed = limit.Allow()) LogWarn("lease: database unavailable: {}{}", s.message(), SuppressedNote(*suppressed));
+    return false;
+  }
+  return true;
+}
+
+void LeaseKeeper::MarkHeld(Clock::time_point sent) {
+  const auto lease = milliseconds(config_.lease_ms);
+  valid_until_ns_ = Ns(sent + lease - lease / 10);
+  renewed_at_ns_ = Ns(sent);
+}
+
+bool LeaseKeeper::valid() const { return Ns(Clock::now()) < valid_until_ns_.load(); }
+
+double LeaseKeeper::age_s() const {
+  const int64_t at = renewed_at_ns_.load();
+  return at == 0 ? 0.0 : static_cast<double>(Ns(Clock::now()) - at) / 1e9;
+}
+
+std::string LeaseKeeper::holder() const {
+  std::lock_guard lock(mu_);
+  return holder_;
+}
+
+bool LeaseKeeper::Acquire(const std::function<bool()>& stopping, const std::function<void()>& idle) {
+  std::string said;  // the last holder logged, so that a standby logs each change once
+  while (!stopping()) {
+    milliseconds wait(200);
+    if (EnsureConnected()) {
+      const auto sent = Clock::now();
+      auto lease = store_.TryAcquireLease(config_.relay_id, config_.lease_ms);
+      if (lease.ok() && lease->held) {
+        MarkHeld(sent);
+        epoch_ = lease->epoch;
+        {
+          std::lock_guard lock(mu_);
+          holder_ = config_.relay_id;
+        }
+        return true;
+      }
+      if (lease.ok()) {
+        const std::string who = fmt::format("'{}' (epoch {})", lease->owner, lease->epoch);
+        if (who != said) {
+          LogInfo("standby: shard '{}' is held by {}; taking it over if its lease runs out (in {} ms)", config_.shard,
+                  who, std::max<int64_t>(0, lease->expires_in_us / 1000));
+          said = who;
+        }
+        {
+          std::lock_guard lock(mu_);
+          holder_ = lease->owner;
+        }
+        // Poll again just after it would expire, and at least three times per lease.
+        wait = std::clamp(milliseconds(lease->expires_in_us / 1000 + 2), milliseconds(2),
+                          milliseconds(config_.lease_ms / 3));
+      } else {
+        static RateLimit limit(std::chrono::seconds(10));
+        if (auto suppressed = limit.Allow()) {
+          LogWarn("standby: cannot read the lease of shard '{}': {}{}", config_.shard, lease.error(),
+                  SuppressedNote(*suppressed));
+        }
+      }
+    }
+    if (idle) idle();
+    for (auto until = Clock::now() + wait; Clock::now() < until && !stopping();) {
+      std::this_thread::sleep_for(std::min<Clock::duration>(milliseconds(100), until - Clock::now()));
+    }
+  }
+  return false;
+}
+
+void LeaseKeeper::StartRenewing(std::function<void(const std::string& why)> lost) {
+  lost_ = std::move(lost);
+  renewer_ = std::thread([this] { Renew(); });
+}
+
+void LeaseKeeper::Renew() {
+  // A renewal that fails (the database away) is retried every 100 ms; the
+  // lease lapses locally meanwhile (valid() false: the relay takes and
+  // publishes nothing) but is not given up: once the database is back, the
+  // renewal either finds the epoch still this relay's (nobody could take
+  // over) and goes on, or finds it moved and reports the loss.
+  const milliseconds interval(config_.lease_ms / 3);
+  auto next = Clock::now() + interval;
+  std::string failure;
+  bool lapsed = false;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_until(lock, next, [&] { return stop_; })) return;
+    }
+    bool renewed = false;
+    if (EnsureConnected()) {
+      const auto sent = Clock::now();
+      auto r = store_.RenewLease(epoch_, config_.lease_ms);
+      if (r.ok() && *r) {
+        MarkHeld(sent);
+        renewed = true;
+        if (lapsed) {
+          LogInfo("lease: renewed shard '{}' (epoch {}) after it lapsed; taking and publishing again", config_.shard,
+                  epoch_.load());
+        } else if (!failure.empty()) {
+          LogInfo("lease: renewed again (epoch {})", epoch_.load());
+        }
+        failure.clear();
+        lapsed = false;
+      } else if (r.ok()) {
+        valid_until_ns_ = 0;
+        lost_(fmt::format("another relay took over shard '{}' (the lease moved past epoch {})", config_.shard,
+                          epoch_.load()));
+        return;
+      } else {
+        if (failure.empty()) LogWarn("lease: renewal failed: {}; retrying", r.error());
+        failure = r.error();
+      }
+    } else {
+      failure = "database unavailable";
+    }
+    if (!renewed && !valid() && !lapsed) {
+      lapsed = true;
+      LogWarn("lease: shard '{}' (epoch {}) not renewed within --lease-ms {} ({}): taking and publishing nothing "
+              "until it is renewed, or stepping down if another relay took over", config_.shard, epoch_.load(),
+              config_.lease_ms, failure);
+    }
+    next = Clock::now() + (renewed ? interval : milliseconds(100));
+  }
+}
+
+void LeaseKeeper::Stop(bool release) {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (renewer_.joinable()) renewer_.join();
+  if (release && valid() && EnsureConnected()) {
+    if (Status s = store_.ReleaseLease(epoch_); s.ok()) {
+      LogInfo("lease: released shard '{}' (epoch {}) for a standby to take at once", config_.shard, epoch_.load());
+    } else {
+      LogWarn("lease: could not release: {}; a standby takes over when it expires", s.message());
+    }
+  }
+  valid_until_ns_ = 0;
+}
+
+}  // namespace seqrelay

@@ -1,0 +1,194 @@
+// Relay, the intake stage: taking a message from the intake link (before
+// its PUBACK leaves), and what a journal held beyond the database, handed
+// over to the shard's active through PENDING.
+#include "relay.h"
+
+#include <fmt/format.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "core/log.h"
+#include "relay_parts.h"
+
+namespace seqrelay {
+
+using namespace relay_parts;
+
+Status Relay::HandOverJournal() {
+  auto progress = store_.ReadProgress();
+  if (!progress.ok()) return progress.status();
+  // A journal from before journal ids had the database's one position.
+  const uint64_t initial = journal_created_ && config_.shard == "default" ? progress->legacy_journal_pos : 0;
+  if (Status s = store_.RegisterJournal(initial); !s.ok()) return s;
+  progress = store_.ReadProgress();
+  if (!progress.ok()) return progress.status();
+  if (Status s = journal_->Open(progress->journal_pos, progress->instance); !s.ok()) return s;
+  // The whole journal is read: its last records are remembered to recognise
+  // the broker's resends; those past the database's position were taken
+  // (and acknowledged to mosquitto) but never committed.
+  struct Owned {
+    uint64_t end;
+    uint16_t mid;
+    std::string topic, payload;
+  };
+  std::vector<Owned> left;
+  const uint64_t committed = progress->journal_pos;
+  Status replayed = journal_->Replay(0, [&](const Journal::Record& r) {
+    redelivery_.Remember(r.mid, r.topic, r.payload);
+    if (r.end <= committed) return;
+    left.push_back({r.end, r.mid, std::string(r.topic),
+                    std::string(reinterpret_cast<const char*>(r.payload.data()), r.payload.size())});
+  });
+  if (!replayed.ok()) LogError("{}; the records after the damage are not stored", replayed.message());
+  if (left.empty()) return Status::Ok();
+  // Handed over through PENDING to whichever relay is the shard's active
+  // (this one, if it becomes active): it stores them after the topics'
+  // current ends, each once.
+  constexpr std::size_t kChunk = 500;
+  for (std::size_t at = 0; at < left.size(); at += kChunk) {
+    std::vector<MysqlStore::HandedOver> chunk;
+    for (std::size_t i = at; i < std::min(left.size(), at + kChunk); ++i) {
+      chunk.push_back({left[i].end, left[i].mid, left[i].topic,
+                       {reinterpret_cast<const uint8_t*>(left[i].payload.data()), left[i].payload.size()}});
+    }
+    if (Status s = store_.HandOver(chunk, chunk.back().end); !s.ok()) return s;
+  }
+  journal_->Release(left.back().end);
+  LogInfo("journal: {} messages received before the last stop but not committed handed over to shard '{}''s "
+          "active, which stores them at the end of their topics", left.size(), config_.shard);
+  return Status::Ok();
+}
+
+void Relay::PumpPending() {
+  // One round at a time: rows go to the queue only once the previous
+  // round's are committed (each commit deletes its rows).
+  if (pending_queued_.load() > 0 || stopping_) return;
+  if (!pending_store_.connected() && !pending_store_.Connect(false).ok()) return;
+  auto rows = pending_store_.ReadPending(1000);
+  if (!rows.ok()) {
+    static RateLimit limit(std::chrono::seconds(30));
+    if (auto suppressed = limit.Allow()) LogWarn("{}{}", rows.error(), SuppressedNote(*suppressed));
+    return;
+  }
+  if (rows->empty()) return;
+  LogInfo("storing {} messages a relay of shard '{}' took but did not commit (handed over from its journal; "
+          "recovered late, at the end of their topics)", rows->size(), config_.shard);
+  pending_queued_ += rows->size();
+  for (auto& row : *rows) {
+    Message m(row.topic, row.payload.data(), row.payload.size());
+    m.pending_journal = std::move(row.journal_id);
+    m.pending_end = row.end;
+    if (queue_.Push(std::move(m))) {
+      ++counters_.journal_replayed;
+    } else {
+      --pending_queued_;
+    }
+  }
+}
+
+// ---- Intake (intake link's network thread) -----------------------------------
+
+MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
+  if (!lease_->valid()) {
+    // The lease has lapsed: not ours to take. The broken connection leaves
+    // its PUBACK unsent, so the broker keeps it in the session, for this
+    // relay once the lease is renewed (the link stays away until then) or
+    // for the shard's next active.
+    return MqttLink::AfterMessage::kBreakConnection;
+  }
+  ++counters_.received;
+  switch (rules_.Classify(in.topic, in.payload.size(), in.retain)) {
+    case Verdict::kAccept:
+      break;
+    case Verdict::kOwnTopic:
+      if (counters_.ignored_own++ == 0) {
+        LogWarn("intake: mosquitto delivers the relay's own topics back to it (first: '{}'), e.g. with --source "
+                "'#': each is dropped, but it doubles the broker's traffic to the relay. Give the intake its own "
+                "user (--mqtt-intake-user) and deny it read access on {}/# and {}/# in the broker's ACL, as "
+                "docker/mosquitto/acl does, or narrow --source", in.topic, config_.seq_prefix, config_.control_prefix);
+      }
+      return MqttLink::AfterMessage::kReadOn;
+    case Verdict::kRetained:
+      ++counters_.ignored_retained;
+      return MqttLink::AfterMessage::kReadOn;
+    case Verdict::kTopicTooLong:
+      ++counters_.refused_topic;
+      if (auto suppressed = topic_refusals_log_.Allow()) {
+        LogWarn("refused a message: topic of {} bytes is over the limit of 255 ('{:.40}...'){}", in.topic.size(),
+                in.topic, SuppressedNote(*suppressed));
+      }
+      return MqttLink::AfterMessage::kReadOn;
+    case Verdict::kPayloadTooLarge:
+      ++counters_.refused_payload;
+      if (auto suppressed = payload_refusals_log_.Allow()) {
+        LogWarn("refused a message on '{}': payload of {} bytes is over --max-payload {}{}", in.topic,
+                in.payload.size(), config_.max_payload, SuppressedNote(*suppressed));
+      }
+      return MqttLink::AfterMessage::kReadOn;
+  }
+  if (redelivery_.IsRedelivery(in.mid, in.topic, in.payload)) {
+    ++counters_.redeliveries;
+    LogInfo("intake: dropped the broker's resend of message {} on '{}', already taken", in.mid, in.topic);
+    return MqttLink::AfterMessage::kReadOn;
+  }
+  redelivery_.Remember(in.mid, in.topic, in.payload);
+  const bool break_link = ++taken_ == break_intake_after_;
+  Message m(in.topic, in.payload.data(), in.payload.size());
+  m.received = Clock::now();
+  if (journal_) {
+    // Before this callback returns, so before libmosquitto sends the PUBACK.
+    if (auto end = journal_->Append(in.topic, in.payload, in.mid); end.ok()) {
+      m.journal_end = end.value();
+      if (++journaled_ == kill_after_journal_) {
+        LogWarn("fault injection: SIGKILL after journaling message {} on '{}'", in.mid, in.topic);
+        kill(getpid(), SIGKILL);
+      }
+    } else {
+      ++counters_.journal_errors;
+      static RateLimit limit(std::chrono::seconds(10));
+      if (auto suppressed = limit.Allow()) {
+        LogError("{}; the message is kept in memory only{}", end.error(), SuppressedNote(*suppressed));
+      }
+    }
+  }
+  // A full buffer holds this thread (and so the reading) only for a third
+  // of the keepalive: held longer, libmosquitto would send no PINGREQ and
+  // mosquitto would drop the link after 1.5x the keepalive with our PUBACKs
+  // unsent. Past that, the link pauses (a clean DISCONNECT) until the
+  // writer has drained the buffer to half.
+  const auto max_wait = Clock::duration(std::chrono::seconds(config_.mqtt_keepalive_s)) / 3;
+  Clock::duration waited{};
+  switch (queue_.PushWithin(std::move(m), max_wait, &waited)) {
+    case IntakeQueue::Pushed::kQueued:
+      break;
+    case IntakeQueue::Pushed::kClosed:
+      ++counters_.lost;  // only after the shutdown deadline closed the queue
+      return MqttLink::AfterMessage::kReadOn;
+    case IntakeQueue::Pushed::kOverLimit:
+      // The link takes nothing more once it has queued its DISCONNECT
+      // (MqttLink::Loop), so this one message is all the queue holds over
+      // its limit.
+      intake_paused_ = true;
+      ++counters_.intake_pauses;
+      LogWarn("intake: buffer full for {:.1f} s (--buffer-max {}); pausing the intake link until it is half empty "
+              "(mosquitto holds further messages in the relay's session)",
+              std::chrono::duration<double>(waited).count(), config_.buffer_max);
+      return MqttLink::AfterMessage::kPause;
+  }
+  if (waited > milliseconds(100)) {
+    ++counters_.intake_pauses;
+    LogWarn("intake: was paused {:.1f} s on a full buffer (--buffer-max {}); mosquitto held further messages in "
+            "the relay's session meanwhile", std::chrono::duration<double>(waited).count(), config_.buffer_max);
+  }
+  if (break_link) {
+    LogWarn("fault injection: breaking the intake connection after message {} on '{}', its PUBACK unsent", in.mid,
+            in.topic);
+    return MqttLink::AfterMessage::kBreakConnection;
+  }
+  return MqttLink::AfterMessage::kReadOn;
+}
+
+}  // namespace seqrelay

@@ -1,0 +1,94 @@
+// Relay, observed: the figures of the stats report and /metrics.
+#include "relay.h"
+
+#include <fmt/format.h>
+
+#include <utility>
+#include <vector>
+
+#include "core/log.h"
+#include "relay_parts.h"
+
+namespace seqrelay {
+
+using namespace relay_parts;
+
+RelayStats Relay::Snapshot() const {
+  const Counters& c = counters_;
+  const auto& r = retransmit_.counters();
+  RelayStats s;
+  s.shard = config_.shard;
+  s.relay_id = config_.relay_id;
+  s.active = active_;
+  s.epoch = lease_ ? lease_->epoch() : 0;
+  s.lease_age_s = lease_ && active_ ? lease_->age_s() : 0;
+  s.takeovers = takeovers_;
+  s.step_downs = StepDowns();
+  s.uptime_s = SecondsSince(started_);
+  s.interval_s = config_.stats_interval_s;
+  s.received = c.received;
+  s.committed = c.committed;
+  s.published = c.published;
+  s.acked = c.acked;
+  s.broker_refused = c.broker_refused;
+  s.replay_broker_refused = r.broker_refused;
+  s.republished = c.republished;
+  s.lost = c.lost;
+  s.set_aside = c.set_aside;
+  s.refused_topic = c.refused_topic;
+  s.refused_payload = c.refused_payload;
+  s.refused_seq = c.refused_seq;
+  s.refused_topics = c.refused_topics;
+  s.topics_evicted = c.topics_evicted;
+  s.ignored_own = c.ignored_own;
+  s.ignored_retained = c.ignored_retained;
+  s.topics = c.topics;
+  s.batches = c.batches;
+  s.commit_seconds_total = static_cast<double>(c.commit_us.load()) / 1e6;
+  s.buffer_messages = queue_.size();
+  s.buffer_max = static_cast<uint64_t>(config_.buffer_max);
+  s.intake_pauses = c.intake_pauses;
+  s.replay_requests = r.requests;
+  s.replay_served = r.served;
+  s.replay_failed = r.failed();
+  s.replay_forbidden = r.forbidden;
+  s.replay_refused = r.refused;
+  s.replay_frames = r.frames;
+  s.replay_rate = retransmit_.governor().enabled() ? retransmit_.governor().rate() : 0;
+  s.journal_errors = c.journal_errors;
+  s.journal_replayed = c.journal_replayed;
+  s.redeliveries = c.redeliveries;
+  s.database_up = database_up_;
+  s.intake_connected = intake_ && intake_->connected();
+  s.output_connected = output_ && output_->connected();
+  s.replay_connected = replay_ && replay_->connected();
+  return s;
+}
+
+void Relay::PublishStats() {
+  RelayStats s = Snapshot();
+  s.batch_rows = batch_rows_.Take();
+  s.commit_ms = commit_ms_.Take();
+  const std::string body = StatsJson(s);
+  const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body.data()), body.size());
+  // Every relay's own report, not retained (relay ids change with every
+  // start); the shard's active's, retained on <control>/stats/<shard>; and
+  // the default shard's active's on <control>/stats, as before shards.
+  const std::string base = config_.control_prefix + "/stats";
+  std::vector<std::pair<std::string, bool>> topics = {
+      {fmt::format("{}/{}/{}", base, config_.shard, config_.relay_id), false}};
+  if (takeovers_ > 0) {  // active in this run (its final report too)
+    topics.emplace_back(fmt::format("{}/{}", base, config_.shard), true);
+    if (config_.shard == "default") topics.emplace_back(base, true);
+  }
+  for (const auto& [topic, retain] : topics) {
+    auto sent = replay_->Publish(topic, bytes, 1, std::nullopt, retain);
+    if (sent.ok()) last_stats_mid_ = sent.value();
+    if (!sent.ok()) {
+      static RateLimit limit(std::chrono::minutes(1));
+      if (auto suppressed = limit.Allow()) LogWarn("stats: {}{}", sent.error(), SuppressedNote(*suppressed));
+    }
+  }
+}
+
+}  // namespace seqrelay

@@ -1,0 +1,51 @@
+// What the files that make up class Relay (relay*.cc) share: limits, the
+// database backoff, small time helpers. Internal to them.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+namespace seqrelay::relay_parts {
+
+using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+
+// Bytes per transaction, at most: keeps every INSERT well under MariaDB's
+// default max_allowed_packet (16 MiB); lowered to half the server's own
+// limit at start. A single larger row still goes alone.
+inline constexpr std::size_t kBatchMaxBytes = 4 * 1024 * 1024;
+
+// What an INSERT adds to a row's payload and topic, with room to spare.
+inline constexpr uint64_t kStatementOverhead = 1024;
+
+// Publishes awaiting the broker's acknowledgement at once. MQTT message ids
+// are 16-bit, so this must stay well under 65535.
+inline constexpr std::size_t kMaxUnacked = 20000;
+
+// Rows read per query when publishing again what a previous run committed.
+inline constexpr std::size_t kRepublishChunk = 1000;
+
+// Exponential backoff for database reconnects: 100 ms doubling to 5 s.
+class Backoff {
+ public:
+  milliseconds Next() {
+    milliseconds d = next_;
+    next_ = std::min(next_ * 2, milliseconds(5000));
+    return d;
+  }
+
+ private:
+  milliseconds next_{100};
+};
+
+// The writer's session may idle inside a transaction this long (seconds,
+// whole, at least 1) before the server ends it: about one lease.
+inline int IdleTransactionLimit(int lease_ms) { return std::max(1, (lease_ms + 999) / 1000); }
+
+inline double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+}  // namespace seqrelay::relay_parts

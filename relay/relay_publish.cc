@@ -1,0 +1,153 @@
+// Relay, the publish stage: frames out on seq/T under the publish mutex,
+// the broker's PUBACKs into the watermark, the frame size check, and
+// republishing what an earlier run committed but never saw acknowledged.
+#include "relay.h"
+
+#include <fmt/format.h>
+
+#include "core/log.h"
+#include "relay_parts.h"
+
+namespace seqrelay {
+
+using namespace relay_parts;
+
+Status Relay::Republish() {
+  // Rows committed but perhaps never acknowledged on seq/T by the broker:
+  // publish them again (clients drop duplicates by SEQ).
+  uint64_t after = tracker_.watermark();
+  const uint64_t last = sequencer_.last_idx();
+  if (after >= last) return Status::Ok();
+  LogInfo("republishing rows {}..{}, committed before the last stop but not confirmed as published", after + 1, last);
+  while (after < last) {
+    Result<std::vector<MysqlStore::StoredRow>> rows = Status::Ok();
+    bool ok = Retry(
+        "read rows to republish", [&] { return (rows = store_.ReadRowsAfter(after, kRepublishChunk)).status(); },
+        [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; });
+    if (!ok) return Status::Error("stopped while republishing");
+    if (rows->empty()) break;  // rows deleted behind the watermark: nothing left to send
+    for (const auto& row : *rows) {
+      auto frame = EncodeFrame({row.topic_id, row.seq, static_cast<Ordering>(row.ordering & 1)},
+                               {reinterpret_cast<const uint8_t*>(row.payload.data()), row.payload.size()});
+      if (!frame.ok()) {
+        LogError("row idx {} of '{}' cannot be framed: {}", row.idx, row.topic, frame.error());
+        continue;
+      }
+      const std::string topic = fmt::format("{}/{}", config_.seq_prefix, row.topic);
+      const auto& bytes = frame.value();
+      if (!Publish(topic, {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, row.idx)) {
+        return Status::Error("stopped while republishing");
+      }
+      ++counters_.republished;
+      after = row.idx;
+    }
+  }
+  return Status::Ok();
+}
+
+bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx) {
+  // Committed under the lease, but once it has lapsed a successor may be
+  // publishing: wait for the renewal (the writer holds back meanwhile); if
+  // the lease is lost instead, the next active republishes every row above
+  // the acknowledged watermark.
+  while (!lease_->valid()) {
+    if (stepped_down_ || GivingUp()) return false;
+    SleepUnlessGivingUp(milliseconds(20));
+  }
+  std::unique_lock lock(publish_mu_);
+  while (tracker_.in_flight() >= kMaxUnacked) {
+    // No one wakes us when the stop deadline passes (the broker may be
+    // gone): wait in slices and look at the deadline between them.
+    if (GivingUp()) return false;
+    acked_cv_.wait_for(lock, milliseconds(100));
+  }
+  auto mid = output_->Publish(topic, frame, config_.publish_qos);
+  if (config_.publish_qos == 0) {
+    // Nothing will confirm it: never wait for it (the watermark would stop
+    // here for good when the connection drops with it queued).
+    tracker_.SentUnconfirmed(idx);
+    if (mid.ok()) ++counters_.published;
+    return true;
+  }
+  if (!mid.ok()) {
+    // Only a QoS 0 publish while disconnected, or a broken client: the row
+    // is committed, so a client can still fetch it by retransmit.
+    static RateLimit limit(std::chrono::seconds(10));
+    if (auto suppressed = limit.Allow()) LogWarn("{}{}", mid.error(), SuppressedNote(*suppressed));
+    return true;
+  }
+  tracker_.Sent(idx, mid.value());
+  // Under publish_mu_, like the PUBACK's LiveAcked: the ack cannot overtake this.
+  retransmit_.governor().LiveSent(mid.value());
+  ++counters_.published;
+  return true;
+}
+
+Status Relay::CheckFrameLimit() {
+  // The largest frame the relay can make: --max-payload plus the header. A
+  // broker whose message_size_limit is smaller drops it (while still
+  // acknowledging it), and every subscriber loses that message for good:
+  // find out now, before taking any message.
+  const std::vector<uint8_t> probe(static_cast<std::size_t>(config_.max_payload) + kFrameHeaderSize, 0);
+  const std::string topic = fmt::format("{}/replay/{}/probe", config_.control_prefix, config_.mqtt_client_id);
+  {
+    std::lock_guard lock(publish_mu_);
+    auto mid = output_->Publish(topic, probe, 1);
+    if (!mid.ok()) return Status::Error(fmt::format("frame size check: {}", mid.error()));
+    probe_mid_ = mid.value();
+  }
+  std::unique_lock lock(publish_mu_);
+  if (!acked_cv_.wait_for(lock, std::chrono::seconds(5), [&] { return probe_reason_.has_value() || stopping_; })) {
+    LogWarn("frame size check: mosquitto has not answered in 5 s; checked when it does");
+    probe_late_ = true;
+    return Status::Ok();
+  }
+  return probe_reason_ ? FrameLimitVerdict(*probe_reason_) : Status::Ok();
+}
+
+Status Relay::FrameLimitVerdict(int reason) const {
+  const std::size_t bytes = static_cast<std::size_t>(config_.max_payload) + kFrameHeaderSize;
+  if (reason == 0x87) {  // not authorised: the ACL, not the size
+    LogWarn("frame size check: mosquitto's ACL denies the relay's user {}/replay/{}/probe; the frame size limit was "
+            "not checked (frames are up to {} bytes)", config_.control_prefix, config_.mqtt_client_id, bytes);
+    return Status::Ok();
+  }
+  if (reason >= 0x80) {
+    return Status::Error(fmt::format(
+        "mosquitto refuses a frame of {} bytes (--max-payload {} + the {}-byte header; PUBACK reason 0x{:02x}): set "
+        "its message_size_limit to at least {}, or lower --max-payload", bytes, config_.max_payload,
+        kFrameHeaderSize, reason, bytes));
+  }
+  LogInfo("frame size check: mosquitto takes frames of {} bytes (--max-payload {} + header)", bytes,
+          config_.max_payload);
+  return Status::Ok();
+}
+
+void Relay::OnPublished(int mid, int reason) {
+  {
+    std::lock_guard lock(publish_mu_);
+    if (mid == probe_mid_ && !probe_reason_) {
+      probe_reason_ = reason;
+      if (probe_late_) {  // the start did not wait for this answer
+        if (Status s = FrameLimitVerdict(reason); !s.ok()) Fail(s.message());
+      }
+      acked_cv_.notify_all();
+      return;
+    }
+    tracker_.Acked(mid);
+    ReplayGovernor& governor = retransmit_.governor();
+    if (governor.Timing(mid)) governor.LiveAcked(mid, Clock::now());
+  }
+  ++counters_.acked;
+  acked_cv_.notify_all();
+  if (reason >= 0x80) {
+    ++counters_.broker_refused;
+    static RateLimit limit(std::chrono::seconds(10));
+    if (auto suppressed = limit.Allow()) {
+      LogError("mosquitto refused a frame it acknowledged (PUBACK reason 0x{:02x}; check its message_size_limit and "
+               "ACL): live subscribers do not get it{}", reason, SuppressedNote(*suppressed));
+    }
+  }
+}
+
+}  // namespace seqrelay

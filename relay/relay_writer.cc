@@ -1,0 +1,305 @@
+// Relay, the writer thread: batches in, SEQs given, committed (fenced by the
+// lease, retried through outages, a refused row set aside), then published.
+#include "relay.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <unordered_set>
+
+#include "core/log.h"
+#include "relay_parts.h"
+#include "store/store_errors.h"
+
+namespace seqrelay {
+
+using namespace relay_parts;
+
+// ---- Writer thread -------------------------------------------------------------
+
+bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
+                  const std::function<AfterReconnect(const MysqlStore::Progress&)>& check, Status* refused) {
+  Backoff backoff;
+  RateLimit limit(std::chrono::seconds(10));
+  std::optional<Clock::time_point> failing_since;
+  bool unreachable = false;  // a connection attempt failed since the last success
+  for (;;) {
+    if (store_.connected()) {
+      Status s = attempt();
+      database_up_ = s.ok();
+      if (s.ok()) {
+        if (failing_since) {
+          LogInfo("database: {} succeeded after {:.1f} s of failures; {} messages waiting", what,
+                  SecondsSince(*failing_since), queue_.size());
+        }
+        return true;
+      }
+      if (ClassifyDatabaseError(s.database_code()) == DatabaseFailure::kLeaseLost) {
+        StepDown(s.message());
+        return false;
+      }
+      if (refused && ClassifyDatabaseError(s.database_code()) == DatabaseFailure::kRowRefused) {
+        *refused = s;  // retrying would fail the same way forever
+        return false;
+      }
+      if (!failing_since) {
+        failing_since = Clock::now();
+        limit.Allow();  // the interval starts with this line
+        LogWarn("database: {} failed: {}; holding messages and retrying", what, s.message());
+      } else if (auto suppressed = limit.Allow()) {
+        // The server answers but refuses (e.g. a user without INSERT right).
+        LogWarn("database: {} still failing after {:.1f} s: {}; {} messages held, intake {}", what,
+                SecondsSince(*failing_since), s.message(), queue_.size(),
+                queue_.full_now() ? "paused (buffer full)" : "running");
+      }
+    }
+    if (GivingUp()) return false;
+    SleepUnlessGivingUp(backoff.Next());
+    MysqlStore::Progress progress;
+    Status s = ConnectDatabase(progress);
+    if (!s.ok()) {
+      database_up_ = false;
+      if (!failing_since) failing_since = Clock::now();
+      unreachable = true;
+      if (auto suppressed = limit.Allow()) {
+        LogWarn("database: still unavailable after {:.1f} s ({}); {} messages held, intake {}",
+                SecondsSince(*failing_since), s.message(), queue_.size(),
+                queue_.full_now() ? "paused (buffer full)" : "running");
+      }
+      continue;
+    }
+    database_up_ = true;  // reachable again, even if `check` ends the retry without another attempt
+    if (unreachable) LogInfo("database: reconnected; {} rows committed", progress.max_idx);
+    unreachable = false;
+    if (store_.epoch() != 0 && progress.epoch != store_.epoch()) {
+      // Whatever this attempt did, the shard is another relay's now.
+      StepDown(fmt::format("another relay took over shard '{}' (epoch {} after this relay's {}) while the database "
+                           "was away", config_.shard, progress.epoch, store_.epoch()));
+      return false;
+    }
+    if (check(progress) == AfterReconnect::kDone) {
+      // The work was done before the connection broke: the same recovery
+      // line as when a retry succeeds, so the log always says it is over.
+      if (failing_since) {
+        LogInfo("database: {} succeeded after {:.1f} s of failures (done before the connection broke); {} messages "
+                "waiting", what, SecondsSince(*failing_since), queue_.size());
+      }
+      return true;
+    }
+  }
+}
+
+bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics) {
+  // Topics this process has not seen yet: one round trip for all of them.
+  std::vector<std::string_view> unknown;
+  std::unordered_set<std::string_view> seen;
+  for (const Message& m : batch) {
+    if (sequencer_.Find(m.topic) == nullptr && seen.insert(m.topic).second) unknown.push_back(m.topic);
+  }
+  if (!unknown.empty()) {
+    Result<std::vector<MysqlStore::TopicRow>> rows = Status::Ok();
+    auto expect_unchanged = [this](const MysqlStore::Progress& p) {
+      if (p.max_idx != sequencer_.last_idx()) {
+        LogError("MSG has rows up to idx {} but this relay committed up to {}: another writer? Restarting from the "
+                 "database is the only safe way on", p.max_idx, sequencer_.last_idx());
+        std::abort();
+      }
+      return AfterReconnect::kRetry;
+    };
+    // --max-topics: the database may gain only so many new topics.
+    const uint64_t bound = static_cast<uint64_t>(config_.max_topics);
+    const std::size_t max_new = bound == 0 ? SIZE_MAX : static_cast<std::size_t>(bound - std::min(bound, topic_rows_));
+    if (!Retry("look up topics", [&] { return (rows = store_.ResolveTopics(unknown, max_new)).status(); },
+               expect_unchanged)) {
+      return false;
+    }
+    for (const auto& row : *rows) {
+      sequencer_.Add(row.topic, row.id, row.last_seq);
+      topic_rows_ += row.created;
+      LogDebug("topic '{}' has id {}, last SEQ {}", row.topic, row.id, row.last_seq);
+    }
+  }
+
+  topics.clear();
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    Message& m = batch[i];
+    Sequencer::Topic* topic = sequencer_.Find(m.topic);
+    if (topic == nullptr) {  // a new topic over --max-topics
+      ++counters_.refused_topics;
+      static RateLimit limit(std::chrono::seconds(10));
+      if (auto suppressed = limit.Allow()) {
+        LogWarn("refused a message on '{}': the database holds --max-topics {} topics, and this one would be new{}",
+                m.topic, config_.max_topics, SuppressedNote(*suppressed));
+      }
+      continue;
+    }
+    auto seq = sequencer_.NextSeq(*topic);
+    if (!seq.ok()) {
+      ++counters_.refused_seq;
+      LogError("refused a message: {}", seq.error());
+      continue;
+    }
+    m.seq = seq.value();
+    m.idx = sequencer_.NextIdx();
+    (void)EncodeHeader({topic->id, m.seq, topic->ordering}, m.frame);  // SEQ checked above
+    if (kept != i) batch[kept] = std::move(m);
+    topics.push_back(topic);
+    ++kept;
+  }
+  batch.erase(batch.begin() + static_cast<std::ptrdiff_t>(kept), batch.end());
+  return true;
+}
+
+Relay::Committed Relay::Commit(std::span<Message> batch, Status* refused) {
+  const uint64_t first = batch.front().idx, last = batch.back().idx;
+  uint64_t watermark;
+  {
+    std::lock_guard lock(publish_mu_);
+    watermark = tracker_.watermark();
+  }
+  // If the connection broke during COMMIT the outcome is unknown: the
+  // database's MAX(idx) tells. This relay is the only writer, so it is
+  // either `last` (committed) or `first - 1` (not); anything else breaks the
+  // single-writer invariant.
+  auto resolve = [&](const MysqlStore::Progress& p) {
+    if (p.max_idx == last) {
+      LogInfo("database: batch idx {}..{} was committed before the connection broke", first, last);
+      return AfterReconnect::kDone;
+    }
+    if (p.max_idx == first - 1) return AfterReconnect::kRetry;
+    LogError("MSG has rows up to idx {}, expected {} or {}: another writer? Restarting from the database is the "
+             "only safe way on", p.max_idx, first - 1, last);
+    std::abort();
+  };
+  uint64_t journal_pos = 0;
+  for (const Message& m : batch) journal_pos = std::max(journal_pos, m.journal_end);
+  const auto started = Clock::now();
+  Status why;
+  if (!Retry("commit", [&] { return store_.CommitBatch(batch, watermark, journal_pos); }, resolve, &why)) {
+    if (why.ok()) return Committed::kGaveUp;
+    if (refused) *refused = why;
+    return Committed::kRefused;
+  }
+  const auto took = Clock::now() - started;
+  commit_ms_.Add(std::chrono::duration<double, std::milli>(took).count());
+  counters_.commit_us += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(took).count());
+  batch_rows_.Add(static_cast<double>(batch.size()));
+  if (journal_ && journal_pos > 0) journal_->Release(journal_pos);
+  return Committed::kYes;
+}
+
+bool Relay::CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics) {
+  // Give the batch's SEQs and idx back (the rows were not committed), then
+  // number and commit each message on its own: a refused one is set aside
+  // and gives its SEQ back too, so its topic stays gapless.
+  for (std::size_t i = batch.size(); i-- > 0;) topics[i]->last_seq = batch[i].seq - 1;
+  sequencer_.SetLastIdx(batch.front().idx - 1);
+  std::vector<Message> kept, one;
+  std::vector<Sequencer::Topic*> kept_topics, one_topic;
+  for (Message& m : batch) {
+    one.clear();
+    one.push_back(std::move(m));
+    if (!Sequence(one, one_topic)) return false;
+    if (one.empty()) continue;  // out of SEQs: refused and counted by Sequence
+    Status refused;
+    switch (Commit(one, &refused)) {
+      case Committed::kYes:
+        kept.push_back(std::move(one.front()));
+        kept_topics.push_back(one_topic.front());
+        break;
+      case Committed::kRefused:
+        one_topic.front()->last_seq = one.front().seq - 1;
+        sequencer_.SetLastIdx(one.front().idx - 1);
+        SetAside(one.front(), refused);
+        break;
+      case Committed::kGaveUp:
+        return false;
+    }
+  }
+  batch = std::move(kept);
+  topics = std::move(kept_topics);
+  return true;
+}
+
+void Relay::SetAside(const Message& m, const Status& why) {
+  ++counters_.set_aside;
+  std::string where = "logged only (no --journal-dir)";
+  if (!config_.journal_dir.empty()) {
+    // <journal-dir>/set-aside/<ms since epoch>-<n>.topic and .payload: the
+    // raw topic and payload bytes, ready for mosquitto_pub -t ... -f ...
+    const std::string dir = config_.journal_dir + "/set-aside";
+    const std::string base = fmt::format(
+        "{}/{}-{}", dir,
+        std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count(),
+        counters_.set_aside.load());
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    std::ofstream(base + ".topic", std::ios::binary) << m.topic;
+    std::ofstream payload(base + ".payload", std::ios::binary);
+    payload.write(reinterpret_cast<const char*>(m.payload().data()), static_cast<std::streamsize>(m.payload().size()));
+    where = payload ? "kept in " + base + ".{topic,payload}" : "could not be written to " + base + ".payload";
+  }
+  LogError("database refused a message on '{}' ({} bytes) for good: {}; set aside, {}; the topic goes on without it",
+           m.topic, m.payload().size(), why.message(), where);
+}
+
+void Relay::WriterLoop() {
+  std::vector<Message> batch;
+  std::vector<Sequencer::Topic*> topics;
+  batch.reserve(config_.batch_max);
+  const auto linger = std::chrono::microseconds(config_.batch_delay_us);
+  Clock::duration lingered{};
+  ReplayGovernor& governor = retransmit_.governor();
+  while (queue_.PopBatch(batch, config_.batch_max, batch_max_bytes_, linger, &lingered)) {
+    // Timed from its oldest message's arrival, less the linger --batch-delay-us asked for.
+    const auto now = Clock::now();
+    const auto arrived = batch.front().received;
+    governor.LiveBatchTaken(arrived == Clock::time_point{} ? now : arrived + lingered, now);
+    const auto handed_over = static_cast<std::size_t>(
+        std::count_if(batch.begin(), batch.end(), [](const Message& m) { return !m.pending_journal.empty(); }));
+    bool ok = Sequence(batch, topics);
+    if (ok && !batch.empty()) {
+      Status refused;
+      switch (Commit(batch, &refused)) {
+        case Committed::kYes:
+          break;
+        case Committed::kGaveUp:
+          ok = false;
+          break;
+        case Committed::kRefused:
+          LogWarn("database refused a batch of {} rows for good ({}); committing them one by one to find the row",
+                  batch.size(), refused.message());
+          ok = CommitOneByOne(batch, topics);
+          break;
+      }
+    }
+    counters_.topics = sequencer_.topic_count();
+    pending_queued_ -= handed_over;  // committed, set aside or given up: the next round may go
+    if (!ok) {
+      counters_.lost += batch.size();
+      batch.clear();
+      governor.LiveBatchDone();
+      continue;  // giving up: drain the rest of the queue the same way
+    }
+    counters_.committed += batch.size();
+    ++counters_.batches;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (!Publish(topics[i]->seq_topic, batch[i].frame, batch[i].idx)) break;
+    }
+    governor.LiveBatchDone();
+    batch.clear();
+    // Every SEQ given out is committed and no Topic* is held: the cache may shrink.
+    counters_.topics_evicted += sequencer_.EvictIdle(static_cast<std::size_t>(config_.topic_cache));
+    counters_.topics = sequencer_.topic_count();
+    if (intake_paused_.load(std::memory_order_relaxed) && queue_.below_resume_mark()) {
+      std::lock_guard lock(stop_mu_);
+      resume_intake_ = true;  // the main thread owns the links
+      stop_cv_.notify_all();
+    }
+  }
+}
+
+}  // namespace seqrelay

@@ -1,0 +1,137 @@
+#include "replay/acl.h"
+
+#include <fmt/format.h>
+
+#include "core/topic_filter.h"
+
+namespace seqrelay {
+namespace {
+
+std::string_view Trim(std::string_view s) {
+  const auto first = s.find_first_not_of(" \t\r");
+  if (first == std::string_view::npos) return {};
+  const auto last = s.find_last_not_of(" \t\r");
+  return s.substr(first, last - first + 1);
+}
+
+// Splits "word rest" at the first run of blanks.
+std::pair<std::string_view, std::string_view> FirstWord(std::string_view s) {
+  const auto end = s.find_first_of(" \t");
+  if (end == std::string_view::npos) return {s, {}};
+  return {s.substr(0, end), Trim(s.substr(end))};
+}
+
+std::optional<Acl::Access> ParseAccess(std::string_view word) {
+  if (word == "read") return Acl::kRead;
+  if (word == "write") return Acl::kWrite;
+  if (word == "readwrite") return Acl::kReadWrite;
+  if (word == "deny") return Acl::kDeny;
+  return std::nullopt;
+}
+
+// %c and %u replaced in one pass, left to right, as mosquitto does: text
+// that came in with the client id is never expanded again.
+std::string Expand(std::string_view pattern, std::string_view client_id, std::optional<std::string_view> username) {
+  std::string out;
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] == '%' && i + 1 < pattern.size()) {
+      if (pattern[i + 1] == 'c') {
+        out += client_id;
+        ++i;
+        continue;
+      }
+      if (pattern[i + 1] == 'u' && username) {
+        out += *username;
+        ++i;
+        continue;
+      }
+    }
+    out += pattern[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<Acl> Acl::Parse(std::string_view text) {
+  Acl acl;
+  std::vector<Rule>* block = &acl.anonymous_;
+  int number = 0;
+  while (!text.empty()) {
+    ++number;
+    const auto nl = text.find('\n');
+    std::string_view line = Trim(text.substr(0, nl));
+    text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+    if (line.empty() || line.front() == '#') continue;
+    auto [keyword, rest] = FirstWord(line);
+    if (keyword == "user") {
+      if (rest.empty()) return Status::Error(fmt::format("acl line {}: 'user' needs a username", number));
+      block = &acl.users_[std::string(rest)];
+      continue;
+    }
+    if (keyword != "topic" && keyword != "pattern") {
+      return Status::Error(fmt::format("acl line {}: expected 'user', 'topic' or 'pattern', got '{}'", number, keyword));
+    }
+    // As mosquitto reads it: with one word after the keyword, that word is
+    // the topic (read and write); with more, the first is the access.
+    Rule rule;
+    auto [first, after] = FirstWord(rest);
+    if (first.empty()) return Status::Error(fmt::format("acl line {}: '{}' needs a topic", number, keyword));
+    if (after.empty()) {
+      rule.topic = std::string(first);
+    } else {
+      auto access = ParseAccess(first);
+      if (!access) {
+        return Status::Error(fmt::format("acl line {}: access must be read, write, readwrite or deny, got '{}'",
+                                         number, first));
+      }
+      rule.access = *access;
+      rule.topic = std::string(after);
+    }
+    if (Status s = ValidateFilter(rule.topic); !s.ok()) {
+      return Status::Error(fmt::format("acl line {}: {}", number, s.message()));
+    }
+    (keyword == "pattern" ? acl.patterns_ : *block).push_back(std::move(rule));
+  }
+  return acl;
+}
+
+std::optional<bool> Acl::Check(const std::vector<Rule>& rules, std::string_view topic, Access access,
+                               std::optional<std::string_view> username, std::string_view client_id, bool expand) {
+  auto matches = [&](const Rule& rule) -> bool {
+    if (!expand) return TopicMatches(rule.topic, topic);
+    if (!username && rule.topic.find("%u") != std::string::npos) return false;
+    return TopicMatches(Expand(rule.topic, client_id, username), topic);
+  };
+  for (const Rule& rule : rules) {
+    if (rule.access == kDeny && matches(rule)) return false;
+  }
+  for (const Rule& rule : rules) {
+    if (rule.access != kDeny && (rule.access & access) == access && matches(rule)) return true;
+  }
+  return std::nullopt;
+}
+
+bool Acl::Allows(std::optional<std::string_view> username, std::string_view client_id, std::string_view topic,
+                 Access access) const {
+  const std::vector<Rule>* block = &anonymous_;
+  if (username) {
+    auto it = users_.find(*username);
+    block = it == users_.end() ? nullptr : &it->second;
+  }
+  if (block) {
+    if (auto verdict = Check(*block, topic, access, username, client_id, /*expand=*/false)) return *verdict;
+  }
+  if (patterns_.empty()) return false;
+  auto wild = [](std::string_view s) { return s.find_first_of("+#") != std::string_view::npos; };
+  if (wild(client_id) || (username && wild(*username))) return false;
+  return Check(patterns_, topic, access, username, client_id, /*expand=*/true).value_or(false);
+}
+
+std::size_t Acl::rule_count() const {
+  std::size_t n = anonymous_.size() + patterns_.size();
+  for (const auto& [user, rules] : users_) n += rules.size();
+  return n;
+}
+
+}  // namespace seqrelay

@@ -1,0 +1,125 @@
+#include "replay/retransmit.h"
+
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/topic_filter.h"
+
+namespace seqrelay {
+namespace {
+
+using nlohmann::json;
+
+// A JSON integer (no fraction, not a string/bool/null) in [lo, hi].
+std::optional<uint64_t> ReadInteger(const json& v, uint64_t lo, uint64_t hi) {
+  if (v.is_number_unsigned()) {
+    uint64_t n = v.get<uint64_t>();
+    if (n >= lo && n <= hi) return n;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+ParsedRequest ParseRetransmitRequest(std::string_view text) {
+  ParsedRequest r;
+  if (text.size() > kMaxRequestBytes) {
+    r.error = fmt::format("request of {} bytes is over the limit of {}", text.size(), kMaxRequestBytes);
+    return r;
+  }
+  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) {
+    r.error = "request is not JSON";
+    return r;
+  }
+  if (!doc.is_object()) {
+    r.error = "request is not a JSON object";
+    return r;
+  }
+  // Read every field first, so that an error can echo what was readable.
+  std::string field_error;
+  auto note = [&](std::string e) {
+    if (field_error.empty()) field_error = std::move(e);
+  };
+  if (auto it = doc.find("topic"); it != doc.end()) {
+    if (it->is_string() && !it->get_ref<const std::string&>().empty()) {
+      r.fields.topic = it->get<std::string>();
+    } else {
+      note("\"topic\" must be a non-empty string");
+    }
+  }
+  if (auto it = doc.find("id"); it != doc.end()) {
+    if (auto id = ReadInteger(*it, 1, UINT32_MAX)) {
+      r.fields.id = static_cast<uint32_t>(*id);
+    } else {
+      note("\"id\" must be an integer from 1 to 4294967295");
+    }
+  }
+  if (auto it = doc.find("from"); it != doc.end()) {
+    if (auto from = ReadInteger(*it, 1, UINT64_MAX)) {
+      r.fields.from = *from;
+    } else {
+      note("\"from\" must be an integer >= 1");
+    }
+  } else {
+    note("\"from\" is required");
+  }
+  if (auto it = doc.find("to"); it != doc.end()) {
+    if (auto to = ReadInteger(*it, 1, UINT64_MAX)) {
+      r.fields.to = *to;
+    } else {
+      note("\"to\" must be an integer >= 1");
+    }
+  }
+  const bool has_topic = doc.contains("topic"), has_id = doc.contains("id");
+  if (has_topic && has_id) {
+    r.error = "give either \"topic\" or \"id\", not both";
+  } else if (!has_topic && !has_id) {
+    r.error = "give \"topic\" or \"id\"";
+  } else if (!field_error.empty()) {
+    r.error = field_error;
+  } else if (r.fields.to && *r.fields.to < *r.fields.from) {
+    r.error = "\"to\" is less than \"from\"";
+  }
+  return r;
+}
+
+std::string StatusJson(const RequestFields& f, const ReplyStatus& s) {
+  json out = json::object();
+  if (f.topic) out["topic"] = *f.topic;
+  if (f.id) out["id"] = *f.id;
+  if (f.from) out["from"] = *f.from;
+  if (f.to) out["to"] = *f.to;
+  if (s.error.empty()) {
+    out["sent"] = s.sent;
+    out["last"] = s.last;
+    out["status"] = "ok";
+    if (s.next) {
+      out["truncated"] = true;
+      out["next"] = *s.next;
+    }
+  } else {
+    out["status"] = "error";
+    out["error"] = s.error;
+  }
+  // Topics are bytes; one that is not valid UTF-8 is shown with U+FFFD.
+  return out.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+ReplyTopics DefaultReplyTopics(std::string_view control_prefix, std::string_view client) {
+  std::string frames = fmt::format("{}/replay/{}", control_prefix, client);
+  return {frames, frames + "/status"};
+}
+
+Result<ReplyTopics> ChooseReplyTopics(std::string_view control_prefix, std::string_view client,
+                                      std::optional<std::string_view> response_topic) {
+  ReplyTopics own = DefaultReplyTopics(control_prefix, client);
+  if (!response_topic) return own;
+  if (!IsUnderPrefix(*response_topic, own.frames) || response_topic->find_first_of("+#") != std::string_view::npos) {
+    return Status::Error(fmt::format("response topic '{}' is not under '{}'", *response_topic, own.frames));
+  }
+  return ReplyTopics{std::string(*response_topic), fmt::format("{}/status", *response_topic)};
+}
+
+}  // namespace seqrelay

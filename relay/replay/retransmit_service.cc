@@ -1,0 +1,363 @@
+#include "replay/retransmit_service.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include "core/frame.h"
+#include "core/log.h"
+#include "store/mysql_store.h"
+
+namespace seqrelay {
+namespace {
+
+constexpr std::size_t kReadChunk = 1000;  // rows per range query
+// A reply's memory is bounded in bytes, not only in rows: payloads read per
+// query (beyond a first row of any size), and reply bytes handed to the
+// broker and not yet acknowledged (libmosquitto keeps a copy of each until
+// its PUBACK, connected or not), for all replies together.
+constexpr std::size_t kReadBytes = 8 * 1024 * 1024;
+constexpr std::size_t kMaxUnackedBytes = 16 * 1024 * 1024;
+// How long a reply is served while other clients wait. Well under the
+// client library's reply timeout (2 s), which a reply waiting for its next
+// turn must not run into.
+constexpr auto kTurn = std::chrono::milliseconds(250);
+
+// The error of a reply a stop cut short, or of a request it left unserved.
+ReplyStatus Stopping(ReplyStatus status, uint64_t next) {
+  status.error = fmt::format("relay stopping after {} frames, ask again from {}", status.sent, next);
+  return status;
+}
+
+std::span<const uint8_t> AsBytes(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+}  // namespace
+
+RetransmitService::RetransmitService(const Config& config)
+    : config_(config),
+      governor_({.target = std::chrono::microseconds(config.replay_live_delay_us)}) {}
+
+RetransmitService::~RetransmitService() { Stop(); }
+
+void RetransmitService::Start(MqttLink& link) {
+  link_ = &link;
+  for (int i = 0; i < config_.replay_workers; ++i) workers_.emplace_back([this] { Worker(); });
+}
+
+void RetransmitService::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  work_.notify_all();
+  stop_cv_.notify_all();
+  for (auto& w : workers_) w.join();
+  workers_.clear();
+  // Every request still waiting gets its one status, saying where to ask
+  // again (after the frames of its first turns, if it had some).
+  std::lock_guard lock(mu_);
+  for (auto& [client, jobs] : pending_) {
+    for (Job& job : jobs) {
+      Answer(job, job.progress ? Stopping(job.progress->status, job.progress->next)
+                               : Stopping({}, job.fields.from.value_or(1)));
+    }
+  }
+  pending_.clear();
+  turns_.clear();
+}
+
+void RetransmitService::OnRequest(const InboundMessage& in) {
+  if (in.retain) {
+    // A stored request replayed on subscribe: answering it would replay on
+    // every relay restart.
+    ++counters_.ignored_retained;
+    return;
+  }
+  ++counters_.requests;
+  const std::string prefix = config_.control_prefix + "/retransmit/";
+  Job job;
+  job.client = std::string(in.topic.substr(std::min(prefix.size(), in.topic.size())));
+  job.topics = DefaultReplyTopics(config_.control_prefix, job.client);
+  if (in.correlation_data) job.correlation = std::string(in.correlation_data->begin(), in.correlation_data->end());
+
+  auto reply_topics = ChooseReplyTopics(config_.control_prefix, job.client, in.response_topic);
+  ParsedRequest request = ParseRetransmitRequest(
+      std::string_view(reinterpret_cast<const char*>(in.payload.data()), in.payload.size()));
+  job.fields = request.fields;
+  if (!reply_topics.ok()) {
+    Answer(job, ReplyStatus::Refused(reply_topics.error()));  // on the requester's own status topic
+    return;
+  }
+  job.topics = std::move(reply_topics).value();
+  if (!request.ok()) {
+    Answer(job, ReplyStatus::Refused(request.error));
+    return;
+  }
+  std::unique_lock lock(mu_);
+  if (stopping_) {
+    lock.unlock();
+    Answer(job, Stopping({}, *job.fields.from));
+    return;
+  }
+  auto& queue = pending_[job.client];
+  if (queue.size() >= kMaxPendingPerClient) {
+    lock.unlock();
+    Answer(job, ReplyStatus::Refused(fmt::format("too many requests pending (at most {} per client)", kMaxPendingPerClient)));
+    return;
+  }
+  if (queue.empty() && !serving_.count(job.client)) turns_.push_back(job.client);
+  queue.push_back(std::move(job));
+  work_.notify_one();
+}
+
+void RetransmitService::Worker() {
+  MysqlStore store(config_);
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock lock(mu_);
+      work_.wait(lock, [&] { return stopping_ || !turns_.empty(); });
+      if (stopping_) return;
+      std::string client = std::move(turns_.front());
+      turns_.pop_front();
+      auto it = pending_.find(client);
+      job = std::move(it->second.front());
+      it->second.pop_front();
+      if (it->second.empty()) pending_.erase(it);
+      serving_.insert(std::move(client));
+    }
+    const bool done = Serve(job, store);
+    const std::string client = job.client;
+    std::lock_guard lock(mu_);
+    serving_.erase(client);
+    if (!done) pending_[client].push_front(std::move(job));  // goes on before the client's next request
+    if (auto it = pending_.find(client); it != pending_.end()) {
+      turns_.push_back(it->first);  // its next turn waits for everyone else's
+      work_.notify_one();
+    }
+  }
+}
+
+namespace {
+
+// Runs a database call, reconnecting once if it fails. One reconnect per
+// call is enough here: a client whose request fails on a database outage
+// asks again.
+template <typename Call>
+auto WithDb(MysqlStore& store, Call&& call) {
+  auto r = store.connected() ? call() : decltype(call())(Status::Error("not connected"));
+  if (!r.ok()) {
+    if (Status c = store.Connect(false); c.ok()) r = call();
+  }
+  return r;
+}
+
+}  // namespace
+
+bool RetransmitService::Prepare(Job& job, MysqlStore& store) {
+  RequestFields& f = job.fields;
+  if (f.topic && !MayRead(job, *f.topic)) {  // before the database: not even "unknown topic"
+    Answer(job, ReplyStatus::Refused(std::string(kErrorForbidden)));
+    return false;
+  }
+  auto topic = WithDb(store, [&] { return store.FindTopic(f.topic, f.id); });
+  if (!topic.ok()) {
+    LogWarn("retransmit for {}: {}", job.client, topic.error());
+    Answer(job, ReplyStatus::Refused("database unavailable, try again"));
+    return false;
+  }
+  if (!topic.value()) {
+    Answer(job, ReplyStatus::Refused(std::string(f.topic ? kErrorUnknownTopic : kErrorUnknownId)));
+    return false;
+  }
+  const MysqlStore::TopicRow& t = **topic;
+  if (!MayRead(job, t.topic)) {
+    // By id: the client learns neither the topic's name nor its last SEQ.
+    Answer(job, ReplyStatus::Refused(std::string(kErrorForbidden)));
+    return false;
+  }
+  f.topic = t.topic;
+  f.id = t.id;
+  Job::Progress p;
+  p.status.last = t.last_seq;
+  const uint64_t from = *f.from;
+  const uint64_t to = std::min(f.to.value_or(t.last_seq), t.last_seq);
+  if (!f.to) f.to = t.last_seq;
+  if (from > to) {
+    Answer(job, p.status);  // nothing that new yet: ok, sent 0
+    return false;
+  }
+  const uint64_t cap = static_cast<uint64_t>(config_.replay_max);
+  p.next = from;
+  p.end = (to - from + 1 > cap) ? from + cap - 1 : to;
+  if (p.end < to) p.status.next = p.end + 1;
+  job.progress = std::move(p);
+  return true;
+}
+
+bool RetransmitService::Serve(Job& job, MysqlStore& store) {
+  if (!job.progress && !Prepare(job, store)) return true;
+  Job::Progress& p = *job.progress;
+  const std::string& topic = *job.fields.topic;
+  const uint32_t id = *job.fields.id;
+
+  // A frame goes out no earlier than k / rate seconds after the turn's
+  // first (--replay-rate), and then when the governor's slot for it comes.
+  using Clock = std::chrono::steady_clock;
+  const auto turn_started = Clock::now();
+  auto turn_ends = turn_started + kTurn;
+  uint64_t turn_sent = 0;
+  // Returns false when the relay is stopping: a slow reply must not hold
+  // the shutdown up.
+  auto wait_until = [&](Clock::time_point due) {
+    if (due <= Clock::now()) return !stopping_.load();
+    std::unique_lock lock(mu_);
+    return !stop_cv_.wait_until(lock, due, [&] { return stopping_.load(); });
+  };
+  auto pace = [&] {
+    if (config_.replay_rate > 0 &&
+        !wait_until(turn_started + std::chrono::microseconds(static_cast<int64_t>(turn_sent) * 1000000 /
+                                                             config_.replay_rate))) {
+      return false;
+    }
+    return wait_until(governor_.Reserve(Clock::now()));
+  };
+  while (p.next <= p.end) {
+    auto rows = WithDb(store, [&] { return store.ReadRange(topic, p.next, p.end, kReadChunk, kReadBytes); });
+    if (!rows.ok()) {
+      LogWarn("retransmit for {} of '{}' from {}: {}", job.client, topic, p.next, rows.error());
+      p.status.error = fmt::format("database unavailable after {} frames, ask again from {}", p.status.sent, p.next);
+      break;
+    }
+    if (rows->empty()) break;
+    for (const auto& row : *rows) {
+      auto frame = EncodeFrame({id, row.seq, static_cast<Ordering>(row.ordering & 1)}, AsBytes(row.payload));
+      if (!frame.ok()) continue;  // SEQ outside 1..2^40-1 cannot be in MSG
+      if (!pace()) {
+        p.status.sent -= SettleFrames(job);
+        Answer(job, Stopping(p.status, row.seq));
+        return true;
+      }
+      PublishFrame(job, AsBytes(frame.value()));
+      ++p.status.sent;
+      ++turn_sent;
+      p.next = row.seq + 1;
+      if (p.next <= p.end && Clock::now() >= turn_ends) {
+        if (OthersWaiting()) return false;  // the rest in a later turn
+        turn_ends = Clock::now() + kTurn;
+      }
+    }
+  }
+  // `sent` counts what reached the broker: a frame it refused (too large
+  // for its message_size_limit, say) is not sent, whatever libmosquitto did.
+  p.status.sent -= SettleFrames(job);
+  Answer(job, p.status);
+  return true;
+}
+
+bool RetransmitService::OthersWaiting() {
+  std::lock_guard lock(mu_);
+  return !turns_.empty();
+}
+
+bool RetransmitService::MayRead(const Job& job, std::string_view topic) const {
+  if (!acl_) return true;
+  const std::string frames = config_.seq_prefix + "/" + std::string(topic);
+  return acl_->MayRead(job.client, job.client, frames);
+}
+
+void RetransmitService::PublishFrame(Job& job, std::span<const uint8_t> frame) {
+  std::optional<std::span<const uint8_t>> correlation;
+  if (job.correlation) correlation = AsBytes(*job.correlation);
+  std::unique_lock lock(unacked_mu_);  // held across the publish: its PUBACK cannot come before the insert
+  if (job.serial == 0) job.serial = ++next_serial_;
+  // Room for it among the bytes in flight (one frame alone always goes).
+  // Waits in slices, so that a stop is seen even if no PUBACK ever comes.
+  while (unacked_bytes_ > 0 && unacked_bytes_ + frame.size() > kMaxUnackedBytes && !stopping_) {
+    acked_cv_.wait_for(lock, std::chrono::milliseconds(100));
+  }
+  if (auto mid = link_->Publish(job.topics.frames, frame, 1, correlation); mid.ok()) {
+    ++counters_.frames;
+    MarkUnackedLocked(mid.value(), frame.size(), job.serial);
+  }
+}
+
+void RetransmitService::MarkUnackedLocked(int mid, std::size_t bytes, uint64_t job) {
+  if (mid < 0 || mid >= static_cast<int>(unacked_.size()) || unacked_[mid] > 0) return;
+  unacked_[mid] = static_cast<uint32_t>(std::max<std::size_t>(bytes, 1));
+  unacked_bytes_ += unacked_[mid];
+  ++unacked_count_;
+  owner_[mid] = job;
+  if (job != 0) ++frame_acks_[job].pending;
+}
+
+uint64_t RetransmitService::SettleFrames(const Job& job) {
+  if (job.serial == 0) return 0;
+  std::unique_lock lock(unacked_mu_);
+  auto it = frame_acks_.find(job.serial);
+  if (it == frame_acks_.end()) return 0;
+  acked_cv_.wait_for(lock, std::chrono::seconds(2), [&] { return it->second.pending == 0; });
+  const uint64_t refused = it->second.refused;
+  frame_acks_.erase(it);  // a PUBACK still to come finds no entry and changes nothing
+  return refused;
+}
+
+void RetransmitService::OnPublished(int mid, int reason_code) {
+  if (reason_code >= 0x80) {
+    ++counters_.broker_refused;
+    static RateLimit limit(std::chrono::seconds(10));
+    if (auto suppressed = limit.Allow()) {
+      LogError("mosquitto refused a retransmit reply it acknowledged (PUBACK reason 0x{:02x}; check its "
+               "message_size_limit and ACL){}", reason_code, SuppressedNote(*suppressed));
+    }
+  }
+  std::lock_guard lock(unacked_mu_);
+  if (mid < 0 || mid >= static_cast<int>(unacked_.size()) || unacked_[mid] == 0) return;
+  unacked_bytes_ -= unacked_[mid];
+  unacked_[mid] = 0;
+  --unacked_count_;
+  if (owner_[mid] != 0) {
+    if (auto it = frame_acks_.find(owner_[mid]); it != frame_acks_.end()) {
+      --it->second.pending;
+      if (reason_code >= 0x80) ++it->second.refused;
+    }
+    owner_[mid] = 0;
+  }
+  acked_cv_.notify_all();  // a worker waiting for room, or WaitAcknowledged
+}
+
+std::size_t RetransmitService::WaitAcknowledged(std::chrono::milliseconds deadline) {
+  std::unique_lock lock(unacked_mu_);
+  acked_cv_.wait_for(lock, deadline, [&] { return unacked_count_ == 0; });
+  return unacked_count_;
+}
+
+void RetransmitService::Answer(const Job& job, const ReplyStatus& status) {
+  if (status.error.empty()) {
+    ++counters_.served;
+  } else {
+    ++(status.error == kErrorForbidden ? counters_.forbidden : counters_.refused);
+  }
+  if (!status.error.empty()) {
+    static RateLimit limit(std::chrono::seconds(10));
+    if (auto suppressed = limit.Allow()) {
+      LogInfo("retransmit request from '{}' refused: {}{}", job.client, status.error, SuppressedNote(*suppressed));
+    }
+  }
+  const std::string body = StatusJson(job.fields, status);
+  std::optional<std::span<const uint8_t>> correlation;
+  if (job.correlation) correlation = AsBytes(*job.correlation);
+  std::unique_lock lock(unacked_mu_);
+  auto mid = link_->Publish(job.topics.status, AsBytes(body), 1, correlation);
+  if (mid.ok()) MarkUnackedLocked(mid.value(), body.size(), 0);
+  lock.unlock();
+  if (!mid.ok()) {
+    LogWarn("retransmit status for '{}': {}", job.client, mid.error());
+  }
+}
+
+}  // namespace seqrelay

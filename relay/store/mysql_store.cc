@@ -1,0 +1,688 @@
+#include "store/mysql_store.h"
+
+#include <cppconn/exception.h>
+#include <cppconn/prepared_statement.h>
+#include <cppconn/resultset.h>
+#include <cppconn/statement.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <mysql_connection.h>
+#include <mysql_driver.h>
+
+#include <algorithm>
+#include <bit>
+#include <functional>
+#include <initializer_list>
+#include <unordered_set>
+
+#include "core/log.h"
+#include "store/schema.h"
+#include "store/store_errors.h"
+#include "core/topic_filter.h"
+
+namespace seqrelay {
+namespace {
+
+std::string Placeholders(std::size_t rows, const char* row) {
+  std::string s;
+  s.reserve(rows * (std::char_traits<char>::length(row) + 1));
+  for (std::size_t i = 0; i < rows; ++i) {
+    if (i > 0) s += ',';
+    s += row;
+  }
+  return s;
+}
+
+sql::SQLString Bytes(std::string_view s) { return sql::SQLString(s.data(), s.size()); }
+sql::SQLString Bytes(std::span<const uint8_t> s) {
+  return sql::SQLString(reinterpret_cast<const char*>(s.data()), s.size());
+}
+
+// Splits a migration file into statements: ';' ends a statement at a line
+// end; lines starting with "--" are comments.
+std::vector<std::string> Statements(std::string_view sql) {
+  std::vector<std::string> out;
+  std::string current;
+  while (!sql.empty()) {
+    auto nl = sql.find('\n');
+    std::string_view line = sql.substr(0, nl);
+    sql.remove_prefix(nl == std::string_view::npos ? sql.size() : nl + 1);
+    auto first = line.find_first_not_of(" \t\r");
+    if (first == std::string_view::npos || line.substr(first, 2) == "--") continue;
+    current.append(line).push_back('\n');
+    auto last = line.find_last_not_of(" \t\r");
+    if (line[last] == ';') {
+      current.resize(current.rfind(';'));
+      out.push_back(std::move(current));
+      current.clear();
+    }
+  }
+  if (current.find_first_not_of(" \t\r\n") != std::string::npos) out.push_back(current);
+  return out;
+}
+
+// True if the query, with these string parameters, returns a row.
+bool Exists(sql::Connection& conn, const char* query, std::initializer_list<std::string> params) {
+  std::unique_ptr<sql::PreparedStatement> ps(conn.prepareStatement(query));
+  int i = 0;
+  for (const auto& p : params) ps->setString(++i, p);
+  std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+  return rs->next();
+}
+
+}  // namespace
+
+MysqlStore::MysqlStore(const Config& config) : config_(config) {}
+MysqlStore::~MysqlStore() = default;
+
+void MysqlStore::CommitTransaction() {
+  // Not conn_->commit(): with Debian's Connector/C++ 1.1.12 on libmariadb,
+  // Connection::commit() on a connection the server has closed returns
+  // normally and commits nothing (seen: an INSERT, KILL of the session,
+  // commit() "succeeds", the row is not there). The writer would then
+  // publish frames whose rows do not exist. A COMMIT statement reports the
+  // lost connection (error 2013) like any other query.
+  if (!commit_) commit_.reset(conn_->createStatement());
+  commit_->execute("COMMIT");
+}
+
+void MysqlStore::DropConnection() {
+  inserts_.clear();
+  update_journal_.reset();
+  delete_pending_.reset();
+  fence_.reset();
+  commit_.reset();
+  conn_.reset();
+}
+
+Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
+  try {
+    body();
+    return Status::Ok();
+  } catch (const sql::SQLException& e) {
+    // The connection's state is unknown after an error: drop it so that the
+    // next use reconnects. Duplicate-key and similar errors are still errors
+    // here; the caller decides what they mean.
+    std::string message = fmt::format("{}: MySQL error {} ({}): {}", what, e.getErrorCode(), e.getSQLStateCStr(), e.what());
+    DropConnection();
+    return Status::Database(std::move(message), e.getErrorCode());
+  } catch (const std::exception& e) {
+    DropConnection();
+    return Status::Error(fmt::format("{}: {}", what, e.what()));
+  }
+}
+
+Status MysqlStore::Connect(bool create_database) {
+  DropConnection();
+  return Guard("connect", [&] {
+    sql::ConnectOptionsMap options;
+    if (!config_.db_socket.empty()) {
+      options["hostName"] = sql::SQLString("localhost");
+      options["socket"] = sql::SQLString(config_.db_socket);
+    } else {
+      options["hostName"] = sql::SQLString(fmt::format("tcp://{}:{}", config_.db_host, config_.db_port));
+    }
+    options["userName"] = sql::SQLString(config_.db_user);
+    options["password"] = sql::SQLString(config_.db_password);
+    options["OPT_CONNECT_TIMEOUT"] = 5;
+    // A hung server must not hang the writer forever: reads and writes time
+    // out, the connection is dropped and the batch retried.
+    options["OPT_READ_TIMEOUT"] = 30;
+    options["OPT_WRITE_TIMEOUT"] = 30;
+    options["OPT_CHARSET_NAME"] = sql::SQLString("utf8mb4");
+    conn_.reset(sql::mysql::get_mysql_driver_instance()->connect(options));
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    // Only when missing: a user with rights on an existing database but
+    // none to create one (least privilege) must be able to connect.
+    if (create_database && !Exists(*conn_, "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                                   {config_.db_name})) {
+      st->execute(fmt::format("CREATE DATABASE IF NOT EXISTS `{}`", config_.db_name));
+    }
+    conn_->setSchema(config_.db_name);
+    conn_->setAutoCommit(false);
+    conn_->setTransactionIsolation(sql::TRANSACTION_READ_COMMITTED);
+  });
+}
+
+Status MysqlStore::LimitLockWait(int seconds) {
+  return Guard("set lock wait timeout", [&] {
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    st->execute(fmt::format("SET SESSION innodb_lock_wait_timeout = {}", seconds));
+  });
+}
+
+Status MysqlStore::LimitIdleTransaction(int seconds) {
+  return Guard("set idle transaction timeout", [&] {
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT VERSION() LIKE '%MariaDB%'"));
+    if (rs->next() && rs->getInt(1) == 1) {
+      st->execute(fmt::format("SET SESSION idle_transaction_timeout = {}", seconds));
+    }
+  });
+}
+
+Status MysqlStore::Migrate(bool apply) {
+  int current = 0;
+  Status s = Guard("read schema version", [&] {
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    if (!Exists(*conn_,
+                "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+                {"SCHEMA_VERSION"})) {
+      st->execute(
+        "CREATE TABLE IF NOT EXISTS SCHEMA_VERSION (VERSION INT NOT NULL PRIMARY KEY, NAME VARCHAR(255) NOT NULL, "
+        "APPLIED_AT TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB");
+    }
+    std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT COALESCE(MAX(VERSION), 0) FROM SCHEMA_VERSION"));
+    rs->next();
+    current = rs->getInt(1);
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  const int newest = Migrations().empty() ? 0 : Migrations().back().version;
+  if (current > newest) {
+    return Status::Permanent(
+        fmt::format("database schema is at version {}, newer than this relay's {}", current, newest));
+  }
+  if (current == newest) return Status::Ok();
+  if (!apply) {
+    return Status::Permanent(
+        fmt::format("database schema is at version {}, the relay needs {} (run without --no-migrate)", current, newest));
+  }
+  for (const Migration& m : Migrations()) {
+    if (m.version <= current) continue;
+    LogInfo("schema: applying {} (version {})", m.name, m.version);
+    s = Guard("migrate", [&] {
+      std::unique_ptr<sql::Statement> st(conn_->createStatement());
+      for (const auto& statement : Statements(m.sql)) st->execute(statement);
+      std::unique_ptr<sql::PreparedStatement> done(
+          conn_->prepareStatement("INSERT INTO SCHEMA_VERSION (VERSION, NAME) VALUES (?, ?)"));
+      done->setInt(1, m.version);
+      done->setString(2, Bytes(m.name));
+      done->execute();
+      CommitTransaction();
+    });
+    if (!s.ok()) return Status::Error(fmt::format("{} ({})", s.message(), m.name));
+  }
+  return Status::Ok();
+}
+
+Result<MysqlStore::Progress> MysqlStore::ReadProgress() {
+  Progress p;
+  Status s = Guard("read progress", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "SELECT (SELECT COALESCE(MAX(idx), ?) FROM MSG WHERE idx > ? AND idx < ?), s.PUBLISHED_IDX, s.EPOCH, "
+        "(SELECT COALESCE(MAX(POS), 0) FROM JOURNAL WHERE ID = ?), r.JOURNAL_POS, r.INSTANCE "
+        "FROM SHARD s, RELAY_STATE r WHERE s.NAME = ? AND r.K = 1"));
+    ps->setUInt64(1, idx_base_);
+    ps->setUInt64(2, idx_base_);
+    ps->setUInt64(3, idx_base_ + kShardIdxSpan);
+    ps->setString(4, journal_id_);
+    ps->setString(5, shard_);
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    if (!rs->next()) throw std::runtime_error("shard '" + shard_ + "' has no row in SHARD");
+    p.max_idx = rs->getUInt64(1);
+    p.published_idx = rs->getUInt64(2);
+    p.epoch = rs->getUInt(3);
+    p.journal_pos = rs->getUInt64(4);
+    p.legacy_journal_pos = rs->getUInt64(5);
+    p.instance = rs->getString(6).asStdString();
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  saved_journal_pos_ = p.journal_pos;
+  return p;
+}
+
+void MysqlStore::UseShard(std::string shard, uint32_t num, std::string journal_id) {
+  shard_ = std::move(shard);
+  idx_base_ = uint64_t{num} * kShardIdxSpan;
+  journal_id_ = std::move(journal_id);
+}
+
+Result<uint32_t> MysqlStore::RegisterShard(std::string_view shard, const std::vector<std::string>& filters) {
+  std::vector<std::string> mine = filters;
+  std::sort(mine.begin(), mine.end());
+  std::string joined;
+  for (const auto& f : mine) joined += (joined.empty() ? "" : "\n") + f;
+  uint32_t num = 0;
+  std::string refusal;
+  Status s = Guard("register shard", [&] {
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    // RELAY_STATE's one row is the registry's lock: two relays registering
+    // at once are checked one after the other.
+    std::unique_ptr<sql::ResultSet>(st->executeQuery("SELECT K FROM RELAY_STATE WHERE K = 1 FOR UPDATE"));
+    std::unique_ptr<sql::ResultSet> rs(
+        st->executeQuery("SELECT NAME, NUM, FILTERS, OWNER, EXPIRES_AT > NOW(6) FROM SHARD ORDER BY NUM"));
+    std::optional<uint32_t> own;
+    uint32_t next_num = 1;
+    while (rs->next() && refusal.empty()) {
+      const std::string name = rs->getString(1).asStdString();
+      const uint32_t n = rs->getUInt(2);
+      next_num = std::max(next_num, n + 1);
+      std::vector<std::string> theirs;
+      std::string text = rs->getString(3).asStdString();
+      for (std::size_t at = 0; at < text.size();) {
+        std::size_t nl = text.find('\n', at);
+        if (nl == std::string::npos) nl = text.size();
+        if (nl > at) theirs.push_back(text.substr(at, nl - at));
+        at = nl + 1;
+      }
+      if (name == shard) {
+        own = n;
+        std::sort(theirs.begin(), theirs.end());
+        if (!theirs.empty() && theirs != mine && rs->getInt(5) == 1) {
+          refusal = fmt::format(
+              "shard '{}' is active on relay '{}' with --source '{}', but this relay was given '{}': relays of one "
+              "shard need the same sources", shard, rs->getString(4).asStdString(), fmt::join(theirs, "' '"),
+              fmt::join(mine, "' '"));
+        }
+        continue;
+      }
+      for (const auto& a : mine) {
+        for (const auto& b : theirs) {
+          if (refusal.empty() && FiltersOverlap(a, b)) {
+            refusal = fmt::format(
+                "--shard '{}' --source '{}' overlaps shard '{}', whose --source '{}' can match the same topics (a "
+                "topic must have exactly one writer): give the shards disjoint filters", shard, a, name, b);
+          }
+        }
+      }
+    }
+    if (!refusal.empty()) {
+      conn_->rollback();
+      return;
+    }
+    if (own) {
+      num = *own;
+      std::unique_ptr<sql::PreparedStatement> up(
+          conn_->prepareStatement("UPDATE SHARD SET FILTERS = ? WHERE NAME = ?"));
+      up->setString(1, joined);
+      up->setString(2, Bytes(shard));
+      up->execute();
+    } else {
+      num = next_num;
+      std::unique_ptr<sql::PreparedStatement> ins(
+          conn_->prepareStatement("INSERT INTO SHARD (NAME, NUM, FILTERS) VALUES (?, ?, ?)"));
+      ins->setString(1, Bytes(shard));
+      ins->setUInt(2, num);
+      ins->setString(3, joined);
+      ins->execute();
+    }
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  if (!refusal.empty()) return Status::Permanent(refusal);
+  return num;
+}
+
+Result<MysqlStore::Lease> MysqlStore::TryAcquireLease(std::string_view owner, int lease_ms) {
+  Lease lease;
+  Status s = Guard("acquire lease", [&] {
+    std::unique_ptr<sql::PreparedStatement> take(conn_->prepareStatement(
+        "UPDATE SHARD SET OWNER = ?, EPOCH = EPOCH + 1, EXPIRES_AT = NOW(6) + INTERVAL ? MICROSECOND, "
+        "ACQUIRED_AT = NOW(6) WHERE NAME = ? AND EXPIRES_AT < NOW(6)"));
+    take->setString(1, Bytes(owner));
+    take->setInt64(2, int64_t{lease_ms} * 1000);
+    take->setString(3, shard_);
+    lease.held = take->executeUpdate() == 1;
+    std::unique_ptr<sql::PreparedStatement> read(conn_->prepareStatement(
+        "SELECT OWNER, EPOCH, TIMESTAMPDIFF(MICROSECOND, NOW(6), EXPIRES_AT) FROM SHARD WHERE NAME = ?"));
+    read->setString(1, shard_);
+    std::unique_ptr<sql::ResultSet> rs(read->executeQuery());
+    if (!rs->next()) throw std::runtime_error("shard '" + shard_ + "' has no row in SHARD");
+    lease.owner = rs->getString(1).asStdString();
+    lease.epoch = rs->getUInt(2);
+    lease.expires_in_us = rs->getInt64(3);
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return lease;
+}
+
+Result<bool> MysqlStore::RenewLease(uint32_t epoch, int lease_ms) {
+  bool renewed = false;
+  Status s = Guard("renew lease", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "UPDATE SHARD SET EXPIRES_AT = NOW(6) + INTERVAL ? MICROSECOND WHERE NAME = ? AND EPOCH = ?"));
+    ps->setInt64(1, int64_t{lease_ms} * 1000);
+    ps->setString(2, shard_);
+    ps->setUInt(3, epoch);
+    renewed = ps->executeUpdate() == 1;
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return renewed;
+}
+
+Status MysqlStore::ReleaseLease(uint32_t epoch) {
+  return Guard("release lease", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "UPDATE SHARD SET EXPIRES_AT = NOW(6) - INTERVAL 1 MICROSECOND WHERE NAME = ? AND EPOCH = ?"));
+    ps->setString(1, shard_);
+    ps->setUInt(2, epoch);
+    ps->execute();
+    CommitTransaction();
+  });
+}
+
+Status MysqlStore::HandOver(std::span<const HandedOver> messages, uint64_t pos) {
+  return Guard("hand over journaled messages", [&] {
+    for (const HandedOver& m : messages) {
+      std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+          "INSERT IGNORE INTO PENDING (JOURNAL_ID, END_POS, SHARD, ID, MID, MSG) VALUES (?, ?, ?, ?, ?, ?)"));
+      ps->setString(1, journal_id_);
+      ps->setUInt64(2, m.end);
+      ps->setString(3, shard_);
+      ps->setString(4, Bytes(m.topic));
+      ps->setUInt(5, m.mid);
+      ps->setString(6, Bytes(m.payload));
+      ps->execute();
+    }
+    std::unique_ptr<sql::PreparedStatement> up(
+        conn_->prepareStatement("UPDATE JOURNAL SET POS = GREATEST(POS, ?) WHERE ID = ?"));
+    up->setUInt64(1, pos);
+    up->setString(2, journal_id_);
+    up->execute();
+    CommitTransaction();
+    saved_journal_pos_ = std::max(saved_journal_pos_, pos);
+  });
+}
+
+Result<std::vector<MysqlStore::PendingRow>> MysqlStore::ReadPending(std::size_t limit) {
+  std::vector<PendingRow> rows;
+  Status s = Guard("read handed-over messages", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "SELECT JOURNAL_ID, END_POS, MID, ID, MSG FROM PENDING WHERE SHARD = ? ORDER BY HANDED_AT, JOURNAL_ID, "
+        "END_POS LIMIT ?"));
+    ps->setString(1, shard_);
+    ps->setUInt64(2, limit);
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) {
+      rows.push_back({rs->getString(1).asStdString(), rs->getUInt64(2), static_cast<uint16_t>(rs->getUInt(3)),
+                      rs->getString(4).asStdString(), rs->getString(5).asStdString()});
+    }
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return rows;
+}
+
+Status MysqlStore::RegisterJournal(uint64_t initial_pos) {
+  return Guard("register journal", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(
+        conn_->prepareStatement("INSERT IGNORE INTO JOURNAL (ID, SHARD, POS) VALUES (?, ?, ?)"));
+    ps->setString(1, journal_id_);
+    ps->setString(2, shard_);
+    ps->setUInt64(3, initial_pos);
+    ps->execute();
+    CommitTransaction();
+  });
+}
+
+Result<uint64_t> MysqlStore::QueryNumber(const char* what, const char* query) {
+  uint64_t n = 0;
+  Status s = Guard(what, [&] {
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    std::unique_ptr<sql::ResultSet> rs(st->executeQuery(query));
+    rs->next();
+    n = rs->getUInt64(1);
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return n;
+}
+
+Result<uint64_t> MysqlStore::ReadMaxAllowedPacket() {
+  return QueryNumber("read max_allowed_packet", "SELECT @@max_allowed_packet");
+}
+
+Result<std::vector<MysqlStore::TopicRow>> MysqlStore::ResolveTopics(std::span<const std::string_view> topics,
+                                                                    std::size_t max_new) {
+  std::vector<TopicRow> rows;
+  auto select = [&](std::span<const std::string_view> which, bool created) {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "SELECT t.FRAME_ID, t.ID, COALESCE((SELECT MAX(m.SEQ) FROM MSG m WHERE m.ID = t.ID), 0) FROM TOPIC t "
+        "WHERE t.ID IN (" + Placeholders(which.size(), "?") + ")"));
+    for (std::size_t i = 0; i < which.size(); ++i) ps->setString(i + 1, Bytes(which[i]));
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) rows.push_back({rs->getString(2).asStdString(), rs->getUInt(1), rs->getUInt64(3), created});
+  };
+  std::size_t expected = topics.size();
+  Status s = Guard("resolve topics", [&] {
+    rows.clear();
+    select(topics, false);
+    if (rows.size() < topics.size()) {
+      std::unordered_set<std::string_view> found;
+      for (const auto& r : rows) found.insert(r.topic);
+      std::vector<std::string_view> missing;
+      for (auto t : topics) {
+        if (!found.contains(t) && missing.size() < max_new) missing.push_back(t);
+      }
+      expected = rows.size() + missing.size();
+      if (!missing.empty()) {
+        std::unique_ptr<sql::PreparedStatement> ins(
+            conn_->prepareStatement("INSERT INTO TOPIC (ID) VALUES " + Placeholders(missing.size(), "(?)")));
+        for (std::size_t i = 0; i < missing.size(); ++i) ins->setString(i + 1, Bytes(missing[i]));
+        ins->execute();
+        CommitTransaction();
+        select(missing, true);
+      }
+    }
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  if (rows.size() != expected) {
+    return Status::Error(fmt::format("resolve topics: expected {}, found {}", expected, rows.size()));
+  }
+  return rows;
+}
+
+Result<uint64_t> MysqlStore::CountTopics() { return QueryNumber("count topics", "SELECT COUNT(*) FROM TOPIC"); }
+
+sql::PreparedStatement& MysqlStore::InsertStatement(std::size_t rows) {
+  const std::size_t slot = std::countr_zero(rows);  // rows is a power of two
+  if (inserts_.size() <= slot) inserts_.resize(slot + 1);
+  if (!inserts_[slot]) {
+    inserts_[slot].reset(conn_->prepareStatement("INSERT INTO MSG (idx, ID, QOS, SEQ, MSG, EPOCH) VALUES " +
+                                                 Placeholders(rows, "(?,?,?,?,?,?)")));
+  }
+  return *inserts_[slot];
+}
+
+Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t published_idx, uint64_t journal_pos) {
+  return Guard("commit batch", [&] {
+    // The fence, first: a relay whose epoch has moved on writes nothing, and
+    // the shard's row stays locked until COMMIT, so that no takeover (which
+    // updates the same row) can begin while this transaction writes.
+    if (!fence_) {
+      fence_.reset(conn_->prepareStatement(
+          "UPDATE SHARD SET COMMITS = COMMITS + 1, PUBLISHED_IDX = ? WHERE NAME = ? AND EPOCH = ?"));
+    }
+    fence_->setUInt64(1, published_idx);
+    fence_->setString(2, shard_);
+    fence_->setUInt(3, epoch_);
+    if (fence_->executeUpdate() != 1) {
+      conn_->rollback();
+      throw sql::SQLException(
+          fmt::format("the lease of shard '{}' is no longer held under epoch {} (another relay took it over); "
+                      "rolled back", shard_, epoch_),
+          "HY000", kLeaseLostCode);
+    }
+    std::span<const Message> rest = batch;
+    while (!rest.empty()) {
+      const std::size_t n = std::bit_floor(rest.size());
+      sql::PreparedStatement& ps = InsertStatement(n);
+      unsigned p = 1;
+      for (const Message& m : rest.first(n)) {
+        ps.setUInt64(p++, m.idx);
+        ps.setString(p++, Bytes(m.topic));
+        ps.setInt(p++, m.frame[kFrameHeaderSize - 1]);
+        ps.setUInt64(p++, m.seq);
+        ps.setString(p++, Bytes(m.payload()));
+        ps.setUInt(p++, epoch_);
+      }
+      ps.execute();
+      rest = rest.subspan(n);
+    }
+    for (const Message& m : batch) {
+      if (m.pending_journal.empty()) continue;
+      if (!delete_pending_) {
+        delete_pending_.reset(conn_->prepareStatement("DELETE FROM PENDING WHERE JOURNAL_ID = ? AND END_POS = ?"));
+      }
+      delete_pending_->setString(1, m.pending_journal);
+      delete_pending_->setUInt64(2, m.pending_end);
+      delete_pending_->execute();
+    }
+    journal_pos = std::max(journal_pos, saved_journal_pos_);
+    if (!journal_id_.empty() && journal_pos != saved_journal_pos_) {
+      if (!update_journal_) update_journal_.reset(conn_->prepareStatement("UPDATE JOURNAL SET POS = ? WHERE ID = ?"));
+      update_journal_->setUInt64(1, journal_pos);
+      update_journal_->setString(2, journal_id_);
+      update_journal_->execute();
+    }
+    if (!batch.empty() && ++batches_tried_ == kill_before_commit_) {
+      LogWarn("fault injection: killing the database session before COMMIT of batch {}", batches_tried_);
+      try {
+        std::unique_ptr<sql::Statement> st(conn_->createStatement());
+        st->execute("KILL CONNECTION_ID()");
+      } catch (const sql::SQLException&) {
+        // 1927 "Connection was killed": what this hook is for.
+      }
+    }
+    CommitTransaction();
+    saved_journal_pos_ = journal_pos;
+  });
+}
+
+Status MysqlStore::SavePublished(uint64_t published_idx) {
+  return CommitBatch({}, published_idx, saved_journal_pos_);
+}
+
+Result<std::vector<MysqlStore::StoredRow>> MysqlStore::ReadRowsAfter(uint64_t after_idx, std::size_t limit) {
+  std::vector<StoredRow> rows;
+  Status s = Guard("read rows", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "SELECT m.idx, t.FRAME_ID, m.SEQ, m.QOS, m.ID, m.MSG FROM MSG m JOIN TOPIC t ON t.ID = m.ID "
+        "WHERE m.idx > ? AND m.idx < ? ORDER BY m.idx LIMIT ?"));
+    ps->setUInt64(1, std::max(after_idx, idx_base_));
+    ps->setUInt64(2, idx_base_ + kShardIdxSpan);
+    ps->setUInt64(3, limit);
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) {
+      rows.push_back({rs->getUInt64(1), rs->getUInt(2), rs->getUInt64(3), static_cast<uint8_t>(rs->getInt(4)),
+                      rs->getString(5).asStdString(), rs->getString(6).asStdString()});
+    }
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return rows;
+}
+
+}  // namespace seqrelay
+
+namespace seqrelay {
+
+Result<std::optional<MysqlStore::TopicRow>> MysqlStore::FindTopic(const std::optional<std::string>& topic,
+                                                                  std::optional<uint32_t> id) {
+  std::optional<TopicRow> row;
+  Status s = Guard("find topic", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        std::string("SELECT t.FRAME_ID, t.ID, COALESCE((SELECT MAX(m.SEQ) FROM MSG m WHERE m.ID = t.ID), 0) "
+                    "FROM TOPIC t WHERE ") +
+        (topic ? "t.ID = ?" : "t.FRAME_ID = ?")));
+    if (topic) {
+      ps->setString(1, Bytes(*topic));
+    } else {
+      ps->setUInt(1, id.value_or(0));
+    }
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    if (rs->next()) row = TopicRow{rs->getString(2).asStdString(), rs->getUInt(1), rs->getUInt64(3)};
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return row;
+}
+
+Result<std::vector<MysqlStore::RangeRow>> MysqlStore::ReadRange(std::string_view topic, uint64_t from, uint64_t to,
+                                                                std::size_t limit, std::size_t max_bytes) {
+  std::vector<RangeRow> rows;
+  Status s = Guard("read range", [&] {
+    // Payloads can be large (up to --max-payload each, and earlier rows may
+    // be larger still): unless `limit` rows of the largest size fit
+    // `max_bytes`, read their sizes first (a few bytes a row) and then only
+    // the rows that fit, at least one.
+    // The topic's rows in [from, to], at most `limit`: `columns` of each.
+    auto query = [&](const char* columns) {
+      std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+          fmt::format("SELECT {} FROM MSG WHERE ID = ? AND SEQ BETWEEN ? AND ? ORDER BY SEQ LIMIT ?", columns)));
+      ps->setString(1, Bytes(topic));
+      ps->setUInt64(2, from);
+      ps->setUInt64(3, to);
+      ps->setUInt64(4, limit);
+      return std::unique_ptr<sql::ResultSet>(ps->executeQuery());
+    };
+    if (limit * static_cast<uint64_t>(config_.max_payload) > max_bytes) {
+      std::unique_ptr<sql::ResultSet> rs = query("SEQ, LENGTH(MSG)");
+      std::size_t total = 0, fit = 0;
+      uint64_t last = from;
+      while (rs->next()) {
+        const uint64_t bytes = rs->getUInt64(2);
+        if (fit > 0 && total + bytes > max_bytes) break;
+        total += bytes;
+        ++fit;
+        last = rs->getUInt64(1);
+      }
+      if (fit == 0) {
+        CommitTransaction();
+        return;
+      }
+      limit = fit;
+      to = last;
+    }
+    std::unique_ptr<sql::ResultSet> rs = query("SEQ, QOS, MSG");
+    while (rs->next()) {
+      rows.push_back({rs->getUInt64(1), static_cast<uint8_t>(rs->getInt(2)), rs->getString(3).asStdString()});
+    }
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return rows;
+}
+
+Result<std::vector<MysqlStore::AuditRow>> MysqlStore::AuditTopics(const std::optional<std::string>& topic) {
+  std::vector<AuditRow> rows;
+  Status s = Guard("audit", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        std::string("SELECT t.ID, t.FRAME_ID, COUNT(m.SEQ), COALESCE(MIN(m.SEQ), 0), COALESCE(MAX(m.SEQ), 0) "
+                    "FROM TOPIC t LEFT JOIN MSG m ON m.ID = t.ID ") +
+        (topic ? "WHERE t.ID = ? " : "") + "GROUP BY t.FRAME_ID, t.ID ORDER BY t.FRAME_ID"));
+    if (topic) ps->setString(1, Bytes(*topic));
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) {
+      rows.push_back({rs->getString(1).asStdString(), rs->getUInt(2), rs->getUInt64(3), rs->getUInt64(4),
+                      rs->getUInt64(5)});
+    }
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return rows;
+}
+
+Result<std::vector<std::pair<uint64_t, uint64_t>>> MysqlStore::MissingRanges(std::string_view topic,
+                                                                             std::size_t limit) {
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  Status s = Guard("missing ranges", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "SELECT SEQ + 1, NEXT_SEQ - 1 FROM (SELECT SEQ, LEAD(SEQ) OVER (ORDER BY SEQ) AS NEXT_SEQ FROM MSG "
+        "WHERE ID = ?) x WHERE NEXT_SEQ > SEQ + 1 ORDER BY SEQ LIMIT ?"));
+    ps->setString(1, Bytes(topic));
+    ps->setUInt64(2, limit);
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) ranges.emplace_back(rs->getUInt64(1), rs->getUInt64(2));
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return ranges;
+}
+
+}  // namespace seqrelay

@@ -1,0 +1,230 @@
+// MysqlStore: the relay's one adapter to MySQL / MariaDB (Connector/C++ 1.1).
+//
+// Wraps one database connection. Every method returns a Status or Result;
+// Connector/C++ exceptions end here. After any failure the connection may be
+// gone: the caller calls Connect() again (with backoff) before the next use.
+//
+// Not thread-safe: each thread that needs the database owns its own store
+// (the writer has one; the retransmit service will have its own).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/config.h"
+#include "core/message.h"
+#include "core/status.h"
+
+namespace sql {
+class Connection;
+class PreparedStatement;
+class Statement;
+}  // namespace sql
+
+namespace seqrelay {
+
+class MysqlStore {
+ public:
+  explicit MysqlStore(const Config& config);
+  ~MysqlStore();
+  MysqlStore(const MysqlStore&) = delete;
+  MysqlStore& operator=(const MysqlStore&) = delete;
+
+  // Opens (or reopens) the connection. With create_database, creates the
+  // configured database if it does not exist.
+  Status Connect(bool create_database);
+  bool connected() const { return conn_ != nullptr; }
+
+  // Lock waits of this session fail after `seconds` (InnoDB's default: 50).
+  Status LimitLockWait(int seconds);
+  // The server ends this session if it idles inside a transaction for
+  // `seconds` (MariaDB's idle_transaction_timeout; a no-op on MySQL, which
+  // has none): a writer frozen mid-commit (SIGSTOP, a stalled VM) must not
+  // hold its shard's row, and so its lease, against a takeover.
+  Status LimitIdleTransaction(int seconds);
+
+  // Applies the migrations the database lacks; with apply = false only checks
+  // that it is at the newest version.
+  Status Migrate(bool apply);
+
+  // ---- Shards and their leases (schema 004) ----
+
+  // Each shard's rows in MSG have idx in (base, base + kShardIdxSpan):
+  // base = SHARD.NUM * kShardIdxSpan.
+  static constexpr uint64_t kShardIdxSpan = uint64_t{1} << 40;
+
+  // Records the shard's filters and gives its number, refusing (Permanent)
+  // filters that can match a topic of another shard's recorded filters, or
+  // other filters than those of its relay holding a live lease. Serialised
+  // among relays by a lock on RELAY_STATE's row.
+  Result<uint32_t> RegisterShard(std::string_view shard, const std::vector<std::string>& filters);
+
+  // The shard, its number and (without a journal: "") the journal whose
+  // position this store reads and writes. Set before ReadProgress.
+  void UseShard(std::string shard, uint32_t num, std::string journal_id);
+  // The epoch every commit checks (the fence); 0 = none yet.
+  void SetEpoch(uint32_t epoch) { epoch_ = epoch; }
+  uint32_t epoch() const { return epoch_; }
+  uint64_t idx_base() const { return idx_base_; }
+
+  struct Lease {
+    bool held = false;        // this call took it
+    std::string owner;        // SHARD.OWNER after the call
+    uint32_t epoch = 0;
+    int64_t expires_in_us = 0;  // by the database's clock; negative = expired
+  };
+  // Takes the shard's lease for `lease_ms` if it has expired (or was never
+  // held), bumping EPOCH; otherwise reports who holds it.
+  Result<Lease> TryAcquireLease(std::string_view owner, int lease_ms);
+  // Extends the lease held under `epoch`; false if the epoch moved on.
+  Result<bool> RenewLease(uint32_t epoch, int lease_ms);
+  // Ends the lease held under `epoch` at once (a clean stop: a standby may
+  // take over without waiting for it to expire).
+  Status ReleaseLease(uint32_t epoch);
+
+  // Creates the journal's row if it has none, at `initial_pos`.
+  Status RegisterJournal(uint64_t initial_pos);
+
+  struct HandedOver {
+    uint64_t end = 0;  // journal position after the record
+    uint16_t mid = 0;
+    std::string_view topic;
+    std::span<const uint8_t> payload;
+  };
+  // One transaction: records `messages` of this store's journal in PENDING
+  // for the shard's active (again: ignored) and moves JOURNAL.POS to `pos`.
+  Status HandOver(std::span<const HandedOver> messages, uint64_t pos);
+
+  struct PendingRow {
+    std::string journal_id;
+    uint64_t end = 0;
+    uint16_t mid = 0;
+    std::string topic;
+    std::string payload;
+  };
+  // The shard's handed-over messages, oldest journal position first, at most
+  // `limit`.
+  Result<std::vector<PendingRow>> ReadPending(std::size_t limit);
+
+  struct Progress {
+    uint64_t max_idx = 0;        // highest MSG.idx of the shard; its base when it has none
+    uint64_t published_idx = 0;  // SHARD.PUBLISHED_IDX
+    uint64_t journal_pos = 0;    // JOURNAL.POS of this store's journal
+    uint64_t legacy_journal_pos = 0;  // RELAY_STATE.JOURNAL_POS (before schema 004: the one journal's)
+    uint32_t epoch = 0;          // SHARD.EPOCH: the lease's current epoch
+    std::string instance;        // RELAY_STATE.INSTANCE: the database's identity (a UUID made with the schema)
+  };
+  Result<Progress> ReadProgress();
+
+  // The server's max_allowed_packet: no statement (so no row, no batch)
+  // may be larger.
+  Result<uint64_t> ReadMaxAllowedPacket();
+
+  struct TopicRow {
+    std::string topic;
+    uint32_t id = 0;
+    uint64_t last_seq = 0;  // highest SEQ committed for the topic; 0 = none
+    bool created = false;   // the TOPIC row was made by this call
+  };
+  // Ids and last SEQs of `topics`, creating TOPIC rows for at most
+  // `max_new` of those that have none (in the order given); the others are
+  // left out of the result.
+  Result<std::vector<TopicRow>> ResolveTopics(std::span<const std::string_view> topics,
+                                              std::size_t max_new = SIZE_MAX);
+  // Rows in TOPIC.
+  Result<uint64_t> CountTopics();
+
+  // One transaction: inserts every message (idx, topic, flag, SEQ, payload,
+  // epoch), sets the shard's PUBLISHED_IDX and, when it moved, the
+  // journal's POS (the position after the batch's last journaled message),
+  // and checks the fence: the shard's row must still carry this store's
+  // epoch, or everything is rolled back and the error has code
+  // kLeaseLostCode (store_errors.h). An error leaves the outcome unknown if
+  // it struck during COMMIT: the caller decides by reading
+  // ReadProgress() after reconnecting.
+  Status CommitBatch(std::span<const Message> batch, uint64_t published_idx, uint64_t journal_pos);
+
+  // Fault injection for the test suite: the `nth` non-empty CommitBatch
+  // of this store kills its own session after the INSERTs and before
+  // COMMIT, as a database restart at that instant would. 0 = off.
+  void InjectKillBeforeCommit(uint64_t nth) { kill_before_commit_ = nth; }
+
+  // Sets the shard's PUBLISHED_IDX on its own (at shutdown, or when idle),
+  // fenced like a commit.
+  Status SavePublished(uint64_t published_idx);
+
+  // A topic by name or by frame id (exactly one given), with its newest
+  // committed SEQ; nullopt if there is no such topic.
+  Result<std::optional<TopicRow>> FindTopic(const std::optional<std::string>& topic, std::optional<uint32_t> id);
+
+  struct RangeRow {
+    uint64_t seq = 0;
+    uint8_t ordering = 1;
+    std::string payload;
+  };
+  // Rows of `topic` with SEQ in [from, to], in SEQ order, at most `limit`
+  // and, beyond the first, at most `max_bytes` of payload together.
+  Result<std::vector<RangeRow>> ReadRange(std::string_view topic, uint64_t from, uint64_t to, std::size_t limit,
+                                          std::size_t max_bytes);
+
+  struct AuditRow {
+    std::string topic;
+    uint32_t id = 0;
+    uint64_t rows = 0;
+    uint64_t first_seq = 0;  // 0 when the topic has no rows
+    uint64_t last_seq = 0;
+  };
+  // Every topic (or only `topic`) with its row count and SEQ range. A topic
+  // is gapless when rows == last_seq and first_seq == 1 (SEQ is unique).
+  Result<std::vector<AuditRow>> AuditTopics(const std::optional<std::string>& topic);
+
+  // The first `limit` missing SEQ ranges of `topic` between its first and
+  // last SEQ (a window query: MySQL 8 and MariaDB 10.2+).
+  Result<std::vector<std::pair<uint64_t, uint64_t>>> MissingRanges(std::string_view topic, std::size_t limit);
+
+  struct StoredRow {
+    uint64_t idx = 0;
+    uint32_t topic_id = 0;
+    uint64_t seq = 0;
+    uint8_t ordering = 1;
+    std::string topic;
+    std::string payload;
+  };
+  // The shard's rows with idx > after_idx in idx order, at most `limit`.
+  Result<std::vector<StoredRow>> ReadRowsAfter(uint64_t after_idx, std::size_t limit);
+
+ private:
+  Status Guard(const char* what, const std::function<void()>& body);
+  // The first column of the first row of `query`, as a number.
+  Result<uint64_t> QueryNumber(const char* what, const char* query);
+  // Ends the open transaction; throws if the server did not confirm it.
+  void CommitTransaction();
+  // Forgets the connection and everything prepared on it.
+  void DropConnection();
+  sql::PreparedStatement& InsertStatement(std::size_t rows);
+
+  const Config& config_;
+  std::unique_ptr<sql::Connection> conn_;
+  // INSERT statements for 1, 2, 4, ... rows; a batch is split into
+  // power-of-two chunks so that at most log2(batch-max)+1 are ever prepared.
+  std::vector<std::unique_ptr<sql::PreparedStatement>> inserts_;
+  std::unique_ptr<sql::PreparedStatement> update_journal_;  // JOURNAL.POS, prepared once per connection
+  std::unique_ptr<sql::PreparedStatement> delete_pending_;  // a PENDING row stored by the commit
+  std::unique_ptr<sql::Statement> commit_;                 // runs COMMIT; created once per connection
+  std::unique_ptr<sql::PreparedStatement> fence_;         // the commit's SHARD update; prepared once per connection
+  std::string shard_ = "default";
+  uint64_t idx_base_ = 0;  // SHARD.NUM * kShardIdxSpan
+  std::string journal_id_;
+  uint32_t epoch_ = 0;
+  uint64_t saved_journal_pos_ = 0;    // last JOURNAL_POS written or read by this connection
+  uint64_t kill_before_commit_ = 0;   // see InjectKillBeforeCommit; 0 = off
+  uint64_t batches_tried_ = 0;        // non-empty CommitBatch calls, for kill_before_commit_
+};
+
+}  // namespace seqrelay

@@ -1,0 +1,24 @@
+#include "store/store_errors.h"
+
+namespace seqrelay {
+
+DatabaseFailure ClassifyDatabaseError(int server_error) {
+  if (server_error == kLeaseLostCode) return DatabaseFailure::kLeaseLost;
+  switch (server_error) {
+    case 1048:  // ER_BAD_NULL_ERROR: column cannot be null
+    case 1153:  // ER_NET_PACKET_TOO_LARGE: over max_allowed_packet
+    case 1264:  // ER_WARN_DATA_OUT_OF_RANGE
+    case 1292:  // ER_TRUNCATED_WRONG_VALUE
+    case 1301:  // ER_WARN_ALLOWED_PACKET_OVERFLOWED
+    case 1366:  // ER_TRUNCATED_WRONG_VALUE_FOR_FIELD: incorrect string value
+    case 1406:  // ER_DATA_TOO_LONG
+    case 1644:  // ER_SIGNAL_EXCEPTION: a trigger's SIGNAL
+    case 3819:  // ER_CHECK_CONSTRAINT_VIOLATED (MySQL)
+    case 4025:  // ER_CONSTRAINT_FAILED (MariaDB)
+      return DatabaseFailure::kRowRefused;
+    default:
+      return DatabaseFailure::kRetry;
+  }
+}
+
+}  // namespace seqrelay
