@@ -52,7 +52,8 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
        "Its password (prefer SEQRELAY_MQTT_INTAKE_PASSWORD; default: --mqtt-password).")
       ("mqtt-client-id", po::value(&c.mqtt_client_id)->default_value(c.mqtt_client_id)->value_name("ID"),
        "Client id of the intake session (persistent: the broker queues raw messages under it while the relay is "
-       "away). The output connection uses ID-out. Keep it fixed across restarts.")
+       "away): ID for the default shard, ID-<shard> for the others, shared by the shard's relays (one at a time). "
+       "Each relay's own links use ID-<relay-id>-out and ID-<relay-id>-replay. Keep it fixed across restarts.")
       ("mqtt-keepalive", po::value(&c.mqtt_keepalive_s)->default_value(c.mqtt_keepalive_s)->value_name("SECONDS"),
        "MQTT keepalive interval.")
       ("publish-qos", po::value(&c.publish_qos)->default_value(c.publish_qos)->value_name("0|1|2"),

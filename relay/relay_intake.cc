@@ -81,7 +81,9 @@ void Relay::PumpPending() {
     Message m(row.topic, row.payload.data(), row.payload.size());
     m.pending_journal = std::move(row.journal_id);
     m.pending_end = row.end;
-    if (queue_.Push(std::move(m))) {
+    // Never waits for room (the main thread must not block): at most one
+    // round of 1,000 over --buffer-max.
+    if (queue_.PushWithin(std::move(m), Clock::duration::zero()) != IntakeQueue::Pushed::kClosed) {
       ++counters_.journal_replayed;
     } else {
       --pending_queued_;

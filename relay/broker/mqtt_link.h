@@ -59,9 +59,10 @@ class MqttLink {
   enum class AfterMessage {
     kReadOn,
     kPause,  // stop reading: a clean DISCONNECT after this message, until Resume()
-    // Fault injection for the test suite: break the connection at once, with
-    // this message's PUBACK queued and unsent, as a network failure would;
-    // the link reconnects by itself.
+    // Break the connection at once, with this message's PUBACK queued and
+    // unsent, as a network failure would: the broker keeps the message in
+    // the session. The link reconnects by itself (when may_connect allows).
+    // Used by a relay whose lease lapsed, and for fault injection in tests.
     kBreakConnection,
   };
   struct Options {
