@@ -160,7 +160,6 @@ int Relay::Run() {
     LogError("database: {}", s.message());
     return 1;
   }
-  std::string journal_id;
   if (!config_.journal_dir.empty()) {
     journal_ = std::make_unique<Journal>(config_.journal_dir);
     auto identity = journal_->Identify();
@@ -168,12 +167,12 @@ int Relay::Run() {
       LogError("{}", identity.error());
       return 1;
     }
-    journal_id = identity->id;
+    journal_id_ = identity->id;
     journal_created_ = identity->created;
   } else {
     LogWarn("no --journal-dir: messages received but not yet committed are lost if the relay is killed");
   }
-  store_.UseShard(config_.shard, shard_num_, journal_id);
+  store_.UseShard(config_.shard, shard_num_, journal_id_);
   lease_ = std::make_unique<LeaseKeeper>(config_, shard_num_);
   pending_store_.UseShard(config_.shard, shard_num_, "");
   if (journal_) {
@@ -408,6 +407,7 @@ bool Relay::BecomeActive() {
     LogWarn("the database holds {} topics, --max-topics is {}: messages on new topics will be refused", topic_rows_,
             config_.max_topics);
   }
+  if (Status s = store_.PruneTaken(epoch); !s.ok()) LogWarn("{}", s.message());
   sequencer_.SetLastIdx(progress.max_idx);
   tracker_ = PublishTracker(std::clamp(progress.published_idx, std::min(progress.max_idx, store_.idx_base()),
                                        progress.max_idx));
@@ -440,7 +440,12 @@ bool Relay::BecomeActive() {
   PumpPending();
   if (stopping_) return true;
   auto intake = MqttLink::Start(intake_options_,
-                                {.on_connect = [this](bool session_present) { redelivery_.Connected(session_present); },
+                                {.on_connect =
+                                     [this](bool session_present) {
+                                       std::lock_guard lock(redelivery_mu_);
+                                       redelivery_.Connected(session_present);
+                                       resumed_left_ = session_present ? kResumedWindow : 0;
+                                     },
                                  .on_message = [this](const InboundMessage& m) { return OnIntake(m); },
                                  .on_published = nullptr,
                                  .on_fatal = [this](const std::string& why) { Fail("intake link: " + why); },

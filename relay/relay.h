@@ -176,8 +176,12 @@ class Relay {
   // thread, released by the writer, replayed by Run() at start.
   std::unique_ptr<Journal> journal_;
   // Recognises the broker's resends of messages already taken (after a kill,
-  // from the journal; after any reconnect, from the intake); filled by Run()
-  // from the journal, then used by the intake thread only.
+  // from the journal; after any reconnect, from the intake; after a
+  // failover, messages another relay handed over); filled at start from the
+  // journal.
+  // Guarded by redelivery_mu_: the intake thread checks and remembers every
+  // delivery, the main thread checks handed-over messages (PumpPending).
+  std::mutex redelivery_mu_;
   RedeliveryFilter redelivery_{kRedeliveryWindow};
   static constexpr std::size_t kRedeliveryWindow = 4096;  // taken messages a reconnect checks resends against
   // True from the intake's pause (its buffer stayed full for a third of the
@@ -193,6 +197,11 @@ class Relay {
   // after the Nth message taken, its PUBACK unsent. 0 = off. Intake thread only.
   uint64_t break_intake_after_ = 0;
   uint64_t taken_ = 0;
+  // Deliveries after a session-present connect still to record in TAKEN
+  // (mosquitto resends the unacknowledged ones first; its in-flight window
+  // is far smaller). Set on connect, then counted down; intake thread.
+  static constexpr int kResumedWindow = 1000;
+  int resumed_left_ = 0;
 
   // Writer state: touched by Run() before the writer starts, then only by
   // the writer thread.
@@ -227,6 +236,7 @@ class Relay {
   std::atomic<bool> stepped_down_{false};
   std::atomic<uint64_t> takeovers_{0};
   bool journal_created_ = false;
+  std::string journal_id_;         // this relay's journal (journal-id); empty without one
   uint32_t shard_num_ = 0;        // SHARD.NUM, from OpenDatabase
   bool shard_refused_ = false;    // OpenDatabase failed because the shard overlaps another: exit 2  // the journal got its id in this run (new, or written before ids)
   MqttLink::Options intake_options_;

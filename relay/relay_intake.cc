@@ -37,6 +37,7 @@ Status Relay::HandOverJournal() {
   std::vector<Owned> left;
   const uint64_t committed = progress->journal_pos;
   Status replayed = journal_->Replay(0, [&](const Journal::Record& r) {
+    std::lock_guard lock(redelivery_mu_);
     redelivery_.Remember(r.mid, r.topic, r.payload);
     if (r.end <= committed) return;
     left.push_back({r.end, r.mid, std::string(r.topic),
@@ -74,10 +75,44 @@ void Relay::PumpPending() {
     return;
   }
   if (rows->empty()) return;
+  // A message a relay took and journaled but never acknowledged was also
+  // resent by mosquitto to the shard's next active, in the shard's session,
+  // with the same packet id. Stored already if that resend is in TAKEN
+  // (committed by any relay) or among the messages this relay took (maybe
+  // not committed yet). Those it queues here are remembered, so that the
+  // resend, if it comes after, is dropped by the intake like any other.
+  std::vector<std::pair<std::string, uint64_t>> stored_already;
+  std::vector<MysqlStore::PendingRow> fresh;
+  {
+    std::lock_guard lock(redelivery_mu_);
+    for (auto& row : *rows) {
+      const std::span<const uint8_t> payload(reinterpret_cast<const uint8_t*>(row.payload.data()),
+                                             row.payload.size());
+      if (row.taken) {  // its resend was committed, by this relay or another (TAKEN)
+        stored_already.emplace_back(std::move(row.journal_id), row.end);
+      } else if (row.journal_id == journal_id_) {  // this relay's own: remembered from its journal at start
+        fresh.push_back(std::move(row));
+      } else if (redelivery_.Contains(row.mid, row.topic, payload)) {  // taken, perhaps not committed yet
+        stored_already.emplace_back(std::move(row.journal_id), row.end);
+      } else {
+        redelivery_.Remember(row.mid, row.topic, payload);
+        fresh.push_back(std::move(row));
+      }
+    }
+  }
+  if (!stored_already.empty()) {
+    if (Status s = pending_store_.DeletePending(stored_already); !s.ok()) {
+      LogWarn("{}; retried with the next round", s.message());
+      return;
+    }
+    LogInfo("{} messages handed over from another relay's journal were stored already (mosquitto resent them "
+            "to this relay); not stored again", stored_already.size());
+  }
+  if (fresh.empty()) return;
   LogInfo("storing {} messages a relay of shard '{}' took but did not commit (handed over from its journal; "
-          "recovered late, at the end of their topics)", rows->size(), config_.shard);
-  pending_queued_ += rows->size();
-  for (auto& row : *rows) {
+          "recovered late, at the end of their topics)", fresh.size(), config_.shard);
+  pending_queued_ += fresh.size();
+  for (auto& row : fresh) {
     Message m(row.topic, row.payload.data(), row.payload.size());
     m.pending_journal = std::move(row.journal_id);
     m.pending_end = row.end;
@@ -131,15 +166,21 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
       }
       return MqttLink::AfterMessage::kReadOn;
   }
+  std::unique_lock redelivery_lock(redelivery_mu_);
   if (redelivery_.IsRedelivery(in.mid, in.topic, in.payload)) {
     ++counters_.redeliveries;
     LogInfo("intake: dropped the broker's resend of message {} on '{}', already taken", in.mid, in.topic);
     return MqttLink::AfterMessage::kReadOn;
   }
   redelivery_.Remember(in.mid, in.topic, in.payload);
+  redelivery_lock.unlock();
   const bool break_link = ++taken_ == break_intake_after_;
   Message m(in.topic, in.payload.data(), in.payload.size());
   m.received = Clock::now();
+  if (resumed_left_ > 0) {  // perhaps the resend of a message the previous holder journaled
+    --resumed_left_;
+    m.resumed_mid = in.mid;
+  }
   if (journal_) {
     // Before this callback returns, so before libmosquitto sends the PUBACK.
     if (auto end = journal_->Append(in.topic, in.payload, in.mid); end.ok()) {

@@ -46,10 +46,24 @@ CREATE TABLE IF NOT EXISTS PENDING (
   SHARD      VARCHAR(64)     NOT NULL,
   ID         VARBINARY(255)  NOT NULL,
   MID        INT UNSIGNED    NOT NULL,
+  DIGEST     BIGINT UNSIGNED NOT NULL,
   MSG        MEDIUMBLOB      NOT NULL,
   HANDED_AT  TIMESTAMP(6)    NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
   PRIMARY KEY (JOURNAL_ID, END_POS),
   KEY PENDING_SHARD (SHARD)
+) ENGINE=InnoDB;
+
+-- TAKEN: the first deliveries an active took after resuming the shard's
+-- session (mosquitto resends the previous holder's unacknowledged messages
+-- first, with their packet ids), committed with them. A handed-over
+-- message that matches one (same MID and DIGEST of topic and payload) was
+-- stored already and is not stored again.
+CREATE TABLE IF NOT EXISTS TAKEN (
+  SHARD  VARCHAR(64)     NOT NULL,
+  MID    INT UNSIGNED    NOT NULL,
+  DIGEST BIGINT UNSIGNED NOT NULL,
+  EPOCH  INT UNSIGNED    NOT NULL,
+  PRIMARY KEY (SHARD, MID, DIGEST)
 ) ENGINE=InnoDB;
 
 -- The epoch of the lease a row was committed under: who wrote what, by value.

@@ -32,11 +32,30 @@ struct Message {
   uint64_t idx = 0;            // MSG.idx, set by the writer
   uint64_t seq = 0;            // SEQ within T, set by the writer
   uint64_t journal_end = 0;    // journal position after this message; 0 = not journaled
+  // Taken among the first deliveries after the shard's session resumed
+  // (maybe the resend of a message another relay journaled): the commit
+  // records its mid and Digest in TAKEN.
+  uint16_t resumed_mid = 0;
   // Handed over by a relay's journal (PENDING's key): the commit that stores
   // it deletes that row. Empty otherwise.
   std::string pending_journal;
   uint64_t pending_end = 0;
   std::chrono::steady_clock::time_point received{};  // arrival on the intake link; zero if from the journal
 };
+
+// A digest of a message's topic and payload (64-bit FNV-1a), the same in
+// every process and build: with the MQTT packet id it recognises a
+// message across relays (TAKEN, PENDING).
+inline uint64_t Digest(std::string_view topic, std::span<const uint8_t> payload) {
+  uint64_t h = 0xcbf29ce484222325u;
+  auto mix = [&h](uint8_t byte) {
+    h ^= byte;
+    h *= 0x100000001b3u;
+  };
+  for (char c : topic) mix(static_cast<uint8_t>(c));
+  mix(0);
+  for (uint8_t b : payload) mix(b);
+  return h;
+}
 
 }  // namespace seqrelay

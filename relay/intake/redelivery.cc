@@ -26,6 +26,15 @@ void RedeliveryFilter::Connected(bool session_present) {
   if (!session_present) entries_.clear();  // a new session: nothing of the old one comes again
 }
 
+bool RedeliveryFilter::Contains(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) const {
+  if (mid == 0) return false;
+  const uint64_t payload_hash = Hash(payload);
+  const uint64_t topic_hash = Hash(topic);
+  return std::any_of(entries_.begin(), entries_.end(), [&](const Entry& e) {
+    return e.mid == mid && e.size == payload.size() && e.payload_hash == payload_hash && e.topic_hash == topic_hash;
+  });
+}
+
 bool RedeliveryFilter::IsRedelivery(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) {
   if (!armed_ || mid == 0) return false;
   const uint64_t payload_hash = Hash(payload);

@@ -56,6 +56,13 @@ class RedeliveryFilter {
   // after a connect that is not a resend on, until the next connect.
   bool IsRedelivery(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
 
+  // True if a taken message with this id and content is still remembered.
+  // Unlike IsRedelivery it changes nothing: for a message another relay
+  // handed over from its journal, which mosquitto may have resent to this
+  // relay already (same packet id: the session is the shard's, not the
+  // relay's).
+  bool Contains(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) const;
+
   std::size_t remembered() const { return entries_.size(); }
 
  private:

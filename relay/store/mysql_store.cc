@@ -90,6 +90,7 @@ void MysqlStore::DropConnection() {
   inserts_.clear();
   update_journal_.reset();
   delete_pending_.reset();
+  insert_taken_.reset();
   fence_.reset();
   commit_.reset();
   conn_.reset();
@@ -369,13 +370,14 @@ Status MysqlStore::HandOver(std::span<const HandedOver> messages, uint64_t pos) 
   return Guard("hand over journaled messages", [&] {
     for (const HandedOver& m : messages) {
       std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
-          "INSERT IGNORE INTO PENDING (JOURNAL_ID, END_POS, SHARD, ID, MID, MSG) VALUES (?, ?, ?, ?, ?, ?)"));
+          "INSERT IGNORE INTO PENDING (JOURNAL_ID, END_POS, SHARD, ID, MID, DIGEST, MSG) VALUES (?, ?, ?, ?, ?, ?, ?)"));
       ps->setString(1, journal_id_);
       ps->setUInt64(2, m.end);
       ps->setString(3, shard_);
       ps->setString(4, Bytes(m.topic));
       ps->setUInt(5, m.mid);
-      ps->setString(6, Bytes(m.payload));
+      ps->setUInt64(6, Digest(m.topic, m.payload));
+      ps->setString(7, Bytes(m.payload));
       ps->execute();
     }
     std::unique_ptr<sql::PreparedStatement> up(
@@ -392,19 +394,44 @@ Result<std::vector<MysqlStore::PendingRow>> MysqlStore::ReadPending(std::size_t 
   std::vector<PendingRow> rows;
   Status s = Guard("read handed-over messages", [&] {
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
-        "SELECT JOURNAL_ID, END_POS, MID, ID, MSG FROM PENDING WHERE SHARD = ? ORDER BY HANDED_AT, JOURNAL_ID, "
-        "END_POS LIMIT ?"));
+        "SELECT p.JOURNAL_ID, p.END_POS, p.MID, p.ID, p.MSG, EXISTS (SELECT 1 FROM TAKEN t WHERE t.SHARD = p.SHARD "
+        "AND t.MID = p.MID AND t.DIGEST = p.DIGEST) FROM PENDING p WHERE p.SHARD = ? ORDER BY p.HANDED_AT, "
+        "p.JOURNAL_ID, p.END_POS LIMIT ?"));
     ps->setString(1, shard_);
     ps->setUInt64(2, limit);
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
     while (rs->next()) {
       rows.push_back({rs->getString(1).asStdString(), rs->getUInt64(2), static_cast<uint16_t>(rs->getUInt(3)),
-                      rs->getString(4).asStdString(), rs->getString(5).asStdString()});
+                      rs->getString(4).asStdString(), rs->getString(5).asStdString(), rs->getInt(6) == 1});
     }
     CommitTransaction();
   });
   if (!s.ok()) return s;
   return rows;
+}
+
+Status MysqlStore::DeletePending(std::span<const std::pair<std::string, uint64_t>> rows) {
+  return Guard("delete handed-over messages", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(
+        conn_->prepareStatement("DELETE FROM PENDING WHERE JOURNAL_ID = ? AND END_POS = ?"));
+    for (const auto& [journal, end] : rows) {
+      ps->setString(1, journal);
+      ps->setUInt64(2, end);
+      ps->execute();
+    }
+    CommitTransaction();
+  });
+}
+
+Status MysqlStore::PruneTaken(uint32_t epoch) {
+  return Guard("prune TAKEN", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(
+        conn_->prepareStatement("DELETE FROM TAKEN WHERE SHARD = ? AND EPOCH + 10 < ?"));
+    ps->setString(1, shard_);
+    ps->setUInt(2, epoch);
+    ps->execute();
+    CommitTransaction();
+  });
 }
 
 Status MysqlStore::RegisterJournal(uint64_t initial_pos) {
@@ -523,6 +550,19 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
       }
       ps.execute();
       rest = rest.subspan(n);
+    }
+    for (const Message& m : batch) {
+      if (m.resumed_mid == 0) continue;
+      if (!insert_taken_) {
+        insert_taken_.reset(conn_->prepareStatement(
+            "INSERT INTO TAKEN (SHARD, MID, DIGEST, EPOCH) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE EPOCH = "
+            "VALUES(EPOCH)"));
+      }
+      insert_taken_->setString(1, shard_);
+      insert_taken_->setUInt(2, m.resumed_mid);
+      insert_taken_->setUInt64(3, Digest(m.topic, m.payload()));
+      insert_taken_->setUInt(4, epoch_);
+      insert_taken_->execute();
     }
     for (const Message& m : batch) {
       if (m.pending_journal.empty()) continue;

@@ -88,6 +88,9 @@ class MysqlStore {
   // take over without waiting for it to expire).
   Status ReleaseLease(uint32_t epoch);
 
+  // Forgets TAKEN rows of epochs before `epoch` - 10 (at a takeover).
+  Status PruneTaken(uint32_t epoch);
+
   // Creates the journal's row if it has none, at `initial_pos`.
   Status RegisterJournal(uint64_t initial_pos);
 
@@ -107,10 +110,13 @@ class MysqlStore {
     uint16_t mid = 0;
     std::string topic;
     std::string payload;
+    bool taken = false;  // TAKEN holds its mid and digest: stored already
   };
-  // The shard's handed-over messages, oldest journal position first, at most
-  // `limit`.
+  // The shard's handed-over messages, oldest first, at most `limit`.
   Result<std::vector<PendingRow>> ReadPending(std::size_t limit);
+  // Deletes handed-over messages that are stored already (mosquitto resent
+  // them to the active, which took them live): journal id and position each.
+  Status DeletePending(std::span<const std::pair<std::string, uint64_t>> rows);
 
   struct Progress {
     uint64_t max_idx = 0;        // highest MSG.idx of the shard; its base when it has none
@@ -216,6 +222,7 @@ class MysqlStore {
   std::vector<std::unique_ptr<sql::PreparedStatement>> inserts_;
   std::unique_ptr<sql::PreparedStatement> update_journal_;  // JOURNAL.POS, prepared once per connection
   std::unique_ptr<sql::PreparedStatement> delete_pending_;  // a PENDING row stored by the commit
+  std::unique_ptr<sql::PreparedStatement> insert_taken_;    // a resumed session's delivery
   std::unique_ptr<sql::Statement> commit_;                 // runs COMMIT; created once per connection
   std::unique_ptr<sql::PreparedStatement> fence_;         // the commit's SHARD update; prepared once per connection
   std::string shard_ = "default";

@@ -1,5 +1,7 @@
 #include "intake/redelivery.h"
 
+#include "core/message.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
@@ -146,6 +148,35 @@ TEST(RedeliveryFilter, ANewSessionHoldsNoResends) {
   filter.Connected(false);  // e.g. the broker lost its persistence: packet ids start at 1 again
   EXPECT_FALSE(filter.IsRedelivery(1, "dev/a", Bytes(payload))) << "a new message, however alike";
   EXPECT_EQ(filter.remembered(), 0u);
+}
+
+// A message another relay handed over from its journal: stored already if
+// this relay took mosquitto's resend of it (same id, topic and payload),
+// whether or not the filter is armed, and asking changes nothing.
+TEST(RedeliveryFilter, ContainsAnswersForTakenMessagesWithoutForgettingThem) {
+  RedeliveryFilter filter(3);
+  filter.Remember(5, "chat/a", Bytes("x"));
+  filter.Remember(6, "chat/a", Bytes("y"));
+  EXPECT_TRUE(filter.Contains(5, "chat/a", Bytes("x")));
+  EXPECT_TRUE(filter.Contains(5, "chat/a", Bytes("x")));  // still there
+  EXPECT_FALSE(filter.Contains(5, "chat/a", Bytes("y")));  // same id, other payload
+  EXPECT_FALSE(filter.Contains(5, "chat/b", Bytes("x")));  // same id, other topic
+  EXPECT_FALSE(filter.Contains(7, "chat/a", Bytes("x")));  // other id
+  EXPECT_FALSE(filter.Contains(0, "chat/a", Bytes("x")));  // QoS 0: never remembered
+  filter.Remember(7, "t", Bytes("p"));
+  filter.Remember(8, "t", Bytes("p"));  // the window is 3: message 5 is forgotten
+  EXPECT_FALSE(filter.Contains(5, "chat/a", Bytes("x")));
+  EXPECT_TRUE(filter.Contains(6, "chat/a", Bytes("y")));
+}
+
+// The digest that, with the packet id, recognises a message across relays:
+// the topic and payload are kept apart, and it is the FNV-1a of the bytes
+// (topic, a NUL, payload), so every process and build agrees.
+TEST(MessageDigest, SeparatesTopicFromPayloadAndIsFnv1a) {
+  EXPECT_EQ(Digest("t", Bytes("ab")), Digest("t", Bytes("ab")));
+  EXPECT_NE(Digest("t", Bytes("ab")), Digest("ta", Bytes("b")));
+  EXPECT_NE(Digest("t", Bytes("ab")), Digest("t", Bytes("ba")));
+  EXPECT_EQ(Digest("", Bytes("")), 0xaf63bd4c8601b7dfu);  // FNV-1a 64 of one NUL byte
 }
 
 }  // namespace
