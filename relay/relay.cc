@@ -409,8 +409,8 @@ bool Relay::BecomeActive() {
   }
   if (Status s = store_.PruneTaken(epoch); !s.ok()) LogWarn("{}", s.message());
   sequencer_.SetLastIdx(progress.max_idx);
-  tracker_ = PublishTracker(std::clamp(progress.published_idx, std::min(progress.max_idx, store_.idx_base()),
-                                       progress.max_idx));
+  // max_idx is at least the shard's base (COALESCE in ReadProgress).
+  tracker_ = PublishTracker(std::clamp(progress.published_idx, store_.idx_base(), progress.max_idx));
   active_ = true;
   ++takeovers_;
   LogInfo("active: holding shard '{}' (epoch {}); {} rows of it committed up to idx {}, confirmed published up to {}",
