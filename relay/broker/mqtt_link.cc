@@ -5,10 +5,13 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <mutex>
+#include <utility>
 
 #include "core/log.h"
 
@@ -83,6 +86,7 @@ void MqttLink::Loop() {
     }
     if (mosquitto_socket(m) < 0) {
       // No connection: closed on purpose, lost, or never made.
+      FinishClose();
       connected_ = false;
       closing_ = false;
       if (want == Want::kStop) return;
@@ -136,12 +140,38 @@ void MqttLink::Loop() {
 }
 
 void MqttLink::Close() {
-  if (closing_ || mosquitto_socket(mosq_.get()) < 0) return;
+  const int fd = mosquitto_socket(mosq_.get());
+  if (closing_ || fd < 0) return;
   closing_ = true;
+  lingering_fd_ = dup(fd);  // -1 if out of descriptors: then closed as libmosquitto does
   mosquitto_disconnect(mosq_.get());
 }
 
-MqttLink::~MqttLink() { Stop(); }
+void MqttLink::FinishClose() {
+  if (lingering_fd_ < 0) return;
+  // Everything we wrote (the PUBACKs, the DISCONNECT) goes before our FIN;
+  // the broker reads it, closes its end, and whatever it sent meanwhile is
+  // read here and dropped (not acknowledged: it comes again). Then nothing
+  // is left unread, so closing sends no reset. At most 1 s: a broker that
+  // neither closes nor fails gets the reset after all.
+  const int fd = std::exchange(lingering_fd_, -1);
+  shutdown(fd, SHUT_WR);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd readable{fd, POLLIN, 0};
+    if (left.count() <= 0 || poll(&readable, 1, static_cast<int>(left.count())) <= 0) break;
+    char sink[4096];
+    const ssize_t n = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) break;  // the broker's close, or a failure
+  }
+  close(fd);
+}
+
+MqttLink::~MqttLink() {
+  Stop();
+  if (lingering_fd_ >= 0) close(lingering_fd_);  // the loop ended before finishing a close
+}
 
 Result<int> MqttLink::Publish(const std::string& topic, std::span<const uint8_t> payload, int qos,
                               std::optional<std::span<const uint8_t>> correlation_data, bool retain) {

@@ -130,6 +130,8 @@ class MqttLink {
   void Loop();
   // Network thread: queues a clean DISCONNECT once per connection.
   void Close();
+  // Network thread: ends the socket Close() kept (see lingering_fd_).
+  void FinishClose();
   static void OnConnect(mosquitto*, void* self, int rc, int flags) noexcept;
   static void OnDisconnect(mosquitto*, void* self, int rc) noexcept;
   static void OnPublish(mosquitto*, void* self, int mid, int reason_code, const mosquitto_property*) noexcept;
@@ -153,6 +155,15 @@ class MqttLink {
   // A DISCONNECT is queued on the current connection: nothing read after it
   // is handed to on_message. Network thread only.
   bool closing_ = false;
+  // A second descriptor of the socket being closed, taken when the
+  // DISCONNECT is queued: libmosquitto close()s its own right after writing
+  // the DISCONNECT, which with PUBLISHes still unread makes the kernel send
+  // a reset, and mosquitto, seeing the reset when it next writes, drops the
+  // connection before reading our last PUBACKs (it then sends those
+  // messages again to the next session: stored twice). This descriptor
+  // keeps the socket open so that it can be half-closed and drained to the
+  // broker's own close instead. Network thread only.
+  int lingering_fd_ = -1;
   std::thread thread_;  // the network thread; joined by Stop()
 };
 

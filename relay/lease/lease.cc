@@ -165,7 +165,11 @@ void LeaseKeeper::Stop(bool release) {
   cv_.notify_all();
   if (renewer_.joinable()) renewer_.join();
   if (release && valid() && EnsureConnected()) {
-    if (Status s = store_.ReleaseLease(epoch_); s.ok()) {
+    Status s = store_.ReleaseLease(epoch_);
+    // The connection may predate a database restart, found dead only now
+    // (the error dropped it): once more on a new one.
+    if (!s.ok() && valid() && EnsureConnected()) s = store_.ReleaseLease(epoch_);
+    if (s.ok()) {
       LogInfo("lease: released shard '{}' (epoch {}) for a standby to take at once", config_.shard, epoch_.load());
     } else {
       LogWarn("lease: could not release: {}; a standby takes over when it expires", s.message());
