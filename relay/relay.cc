@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "core/log.h"
 #include "core/topic_filter.h"
@@ -26,6 +27,7 @@ Relay::Relay(Config config)
       retransmit_(config_) {
   if (const char* n = std::getenv("SEQTEST_KILL_AFTER_JOURNAL")) kill_after_journal_ = std::strtoull(n, nullptr, 10);
   if (const char* n = std::getenv("SEQTEST_BREAK_INTAKE_AFTER")) break_intake_after_ = std::strtoull(n, nullptr, 10);
+  lose_frames_while_away_ = std::getenv("SEQTEST_LOSE_FRAMES_WHILE_AWAY") != nullptr;
   if (const char* n = std::getenv("SEQTEST_KILL_DB_BEFORE_COMMIT")) {
     store_.InjectKillBeforeCommit(std::strtoull(n, nullptr, 10));
   }
@@ -275,8 +277,14 @@ int Relay::Run() {
       // store what a relay of the shard handed over from its journal.
       auto until = Clock::now() + std::chrono::seconds(1);
       if (interval.count() > 0) until = std::min(until, next_stats);
-      stop_cv_.wait_until(lock, until, [&] { return stop_requested_ || resume_intake_; });
+      stop_cv_.wait_until(lock, until, [&] { return stop_requested_ || resume_intake_ || republish_due_; });
       if (stop_requested_) break;
+      const bool republish = std::exchange(republish_due_, false) || std::exchange(republish_retry_, false);
+      if (republish && active_) {
+        lock.unlock();
+        RepublishUnconfirmed();
+        lock.lock();
+      }
       if (resume_intake_) {
         resume_intake_ = false;
         lock.unlock();
@@ -418,7 +426,15 @@ bool Relay::BecomeActive() {
   lease_->StartRenewing([this](const std::string& why) { StepDown(why); });
 
   auto output = MqttLink::Start(output_options_,
-                                {.on_connect = nullptr,
+                                {.on_connect =
+                                     [this](bool) {
+                                       if (output_connects_.fetch_add(1) == 0) return;  // the first
+                                       {
+                                         std::lock_guard lock(stop_mu_);
+                                         republish_due_ = true;
+                                       }
+                                       stop_cv_.notify_all();
+                                     },
                                  .on_message = nullptr,
                                  .on_published = [this](int mid, int reason) { OnPublished(mid, reason); },
                                  .on_fatal = [this](const std::string& why) { Fail("output link: " + why); },
@@ -432,7 +448,11 @@ bool Relay::BecomeActive() {
     LogError("{}", s.message());
     return false;
   }
-  if (Status s = Republish(); !s.ok()) LogWarn("{}", s.message());
+  if (tracker_.watermark() < sequencer_.last_idx()) {
+    LogInfo("republishing rows {}..{}, committed before the last stop but not confirmed as published",
+            tracker_.watermark() + 1, sequencer_.last_idx());
+    if (Status s = Republish(tracker_.watermark(), sequencer_.last_idx(), false); !s.ok()) LogWarn("{}", s.message());
+  }
 
   writer_ = std::thread([this] { WriterLoop(); });
   // What this relay's journal (handed over at start) or another relay's

@@ -103,7 +103,14 @@ class Relay {
   // Refuses (permanently) a --max-payload whose rows the server's
   // max_allowed_packet cannot carry, and sets batch_max_bytes_ from it.
   Status CheckPacketLimit();
-  Status Republish();
+  // Publishes rows (after, last] of the shard again from MSG: at start the
+  // ones above the acknowledged watermark (`again` false: they are new to
+  // the tracker), after an output reconnect the ones sent and not
+  // acknowledged (`again` true).
+  Status Republish(uint64_t after, uint64_t last, bool again);
+  // Main thread, after the output link reconnected: what was in flight on
+  // the old connection may be lost to subscribers; it goes out again.
+  void RepublishUnconfirmed();
   void WriterLoop();
   bool Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics);
   enum class Committed { kYes, kRefused, kGaveUp };
@@ -117,7 +124,8 @@ class Relay {
   bool CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics);
   // Counts, logs and (with a journal directory) keeps a refused message.
   void SetAside(const Message& m, const Status& why);
-  bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx);
+  // `again`: row `idx` was published before and is not acknowledged yet.
+  bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, bool again = false);
   MqttLink::AfterMessage OnIntake(const InboundMessage& in);
   void OnPublished(int mid, int reason_code);
   // Publishes one frame of the largest size (--max-payload + header) and
@@ -196,6 +204,11 @@ class Relay {
   // SEQTEST_BREAK_INTAKE_AFTER=N: the intake connection is broken right
   // after the Nth message taken, its PUBACK unsent. 0 = off. Intake thread only.
   uint64_t break_intake_after_ = 0;
+  // SEQTEST_LOSE_FRAMES_WHILE_AWAY=1: a frame published while the output
+  // link is down is dropped, as if lost in flight (never acknowledged), to
+  // show the republish after the reconnect. Under publish_mu_.
+  bool lose_frames_while_away_ = false;
+  int lost_mid_ = -1;
   uint64_t taken_ = 0;
   // Deliveries after a session-present connect still to record in TAKEN
   // (mosquitto resends the unacknowledged ones first; its in-flight window
@@ -251,6 +264,9 @@ class Relay {
   std::condition_variable stop_cv_;
   bool stop_requested_ = false;
   bool resume_intake_ = false;
+  bool republish_due_ = false;  // the output link reconnected
+  bool republish_retry_ = false;  // the last republish failed (main thread only)
+  std::atomic<int> output_connects_{0};
   bool last_stats_acked_ = false;  // the broker acknowledged the newest stats report (its last publish)
   std::atomic<int> last_stats_mid_{-1};  // the writer asks the main thread to resume the paused intake
   std::string fatal_;  // non-empty: stop with exit code 1

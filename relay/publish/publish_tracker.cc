@@ -13,6 +13,7 @@ bool PublishTracker::Append(uint64_t idx, bool acked) {
     }
   }
   acked_.push_back(acked);
+  if (!acked) ++unacked_;
   Advance();
   return true;
 }
@@ -30,11 +31,20 @@ void PublishTracker::Sent(uint64_t idx, int mid) {
 
 void PublishTracker::SentUnconfirmed(uint64_t idx) { (void)Append(idx, true); }
 
+void PublishTracker::Resent(uint64_t idx, int mid) {
+  if (idx > watermark_ && idx <= last_sent() && !acked_[idx - watermark_ - 1]) by_mid_[mid] = idx;
+}
+
 void PublishTracker::Acked(int mid) {
   auto it = by_mid_.find(mid);
   if (it == by_mid_.end()) return;
-  acked_[it->second - watermark_ - 1] = true;
+  const uint64_t idx = it->second;
   by_mid_.erase(it);
+  if (idx <= watermark_) return;  // acknowledged already, by its other mid
+  auto slot = acked_.begin() + static_cast<std::ptrdiff_t>(idx - watermark_ - 1);
+  if (*slot) return;
+  *slot = true;
+  --unacked_;
   Advance();
 }
 

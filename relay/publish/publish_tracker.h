@@ -33,11 +33,20 @@ class PublishTracker {
   // watermark never waits for it. Same ordering rule as Sent().
   void SentUnconfirmed(uint64_t idx);
 
-  // The broker acknowledged `mid`. Unknown mids are ignored.
+  // Row `idx`, sent before and not acknowledged yet, went out again as
+  // message `mid` (republished after a reconnect): an acknowledgement of
+  // either message counts. Ignored for a row acknowledged already or never
+  // sent.
+  void Resent(uint64_t idx, int mid);
+
+  // The broker acknowledged `mid`. Unknown mids, and a second
+  // acknowledgement of a row, are ignored.
   void Acked(int mid);
 
   uint64_t watermark() const { return watermark_; }
-  std::size_t in_flight() const { return by_mid_.size(); }
+  uint64_t last_sent() const { return watermark_ + acked_.size(); }
+  // Rows sent and not acknowledged yet.
+  std::size_t in_flight() const { return unacked_; }
 
  private:
   // Appends the slot of `idx` (and of any it skips); false if `idx` is not
@@ -47,7 +56,11 @@ class PublishTracker {
 
   uint64_t watermark_;                         // every idx <= it is acknowledged
   std::deque<bool> acked_;                     // acked_[i] is idx watermark_ + 1 + i
-  std::unordered_map<int, uint64_t> by_mid_;   // mids awaiting acknowledgement
+  std::size_t unacked_ = 0;                    // false entries in acked_
+  // Mids awaiting acknowledgement. A row resent has two; the one that is
+  // never acknowledged (lost with its connection) stays until its mid is
+  // used again.
+  std::unordered_map<int, uint64_t> by_mid_;
 };
 
 }  // namespace seqrelay

@@ -259,6 +259,59 @@ TEST_F(RelayE2E, BrokerRestartedMidStreamLosesNothing) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+// A frame in flight on the output link when mosquitto goes away is
+// published again from MSG once the link is back (clients drop duplicates
+// by SEQ). libmosquitto resends its own unacknowledged messages too, so the
+// relay is made to lose every frame it publishes while the link is down
+// (SEQTEST_LOSE_FRAMES_WHILE_AWAY): without the republish those SEQs reach
+// the subscriber only by retransmit, and this test fails.
+TEST_F(RelayE2E, FramesLostWhileTheBrokerIsAwayArePublishedAgainAfterTheReconnect) {
+  // A lease longer than the database's pause below.
+  relay_ = std::make_unique<RelayProcess>(servers(), name_,
+                                          std::vector<std::string>{"--source=" + root() + "/#", "--lease-ms=15000"});
+  relay_->Start({"SEQTEST_LOSE_FRAMES_WHILE_AWAY=1"});
+  MqttClient sub(servers().mqtt_port(), name_ + "-sub", /*clean=*/false);
+  sub.Subscribe("seq/" + root() + "/#");
+  const std::string topic = root() + "/t";
+  constexpr int kCount = 250;
+  {
+    MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+    for (int i = 1; i <= 50; ++i) pub.Publish(topic, "p" + std::to_string(i));
+    ASSERT_TRUE(sub.WaitForCount(50, 20s));
+    // The database hangs: the relay takes the next messages but cannot
+    // commit them until the broker is gone.
+    servers().SignalDatabase(SIGSTOP);
+    for (int i = 51; i <= kCount; ++i) pub.Publish(topic, "p" + std::to_string(i));
+    const bool acked = pub.WaitAllAcked(20s);
+    servers().StopBroker();
+    servers().SignalDatabase(SIGCONT);
+    ASSERT_TRUE(acked);
+  }
+  // Committed now, and published into the link that is down: lost.
+  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("fault injection: frame of row") != std::string::npos; }, 20s))
+      << "no frame was published while the broker was away";
+  servers().StartBroker();
+
+  std::vector<std::pair<uint64_t, std::string>> trail;
+  ASSERT_TRUE(WaitFor([&] { return (trail = AuditTrail(topic)).size() >= kCount; }, 30s)) << trail.size();
+  ASSERT_EQ(trail.size(), static_cast<std::size_t>(kCount));
+  std::map<uint64_t, std::string> seen;  // SEQ -> payload, as a client dropping duplicates keeps them
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (const auto& f : Frames(sub.received())) seen.emplace(f.seq, f.payload);
+        return seen.size() >= trail.size();
+      },
+      30s))
+      << "the subscriber has " << seen.size() << " of " << trail.size() << " SEQs";
+  for (const auto& [seq, hex] : trail) {
+    ASSERT_TRUE(seen.count(seq)) << "SEQ " << seq << " never reached the subscriber";
+    EXPECT_EQ(Hex(seen[seq]), hex) << "SEQ " << seq;
+  }
+  const std::string log = relay_->log();
+  EXPECT_NE(log.find("output: reconnected; publishing rows"), std::string::npos) << log;
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // Topic names with '+' or '#', or bytes that are not UTF-8, never reach the
 // relay: mosquitto closes the publisher's connection (MQTT 3.1.1 sections
 // 4.7.1 and 1.5.3), and the relay keeps sequencing everyone else.

@@ -178,5 +178,54 @@ TEST(PublishTrackerTest, UnconfirmedRowsNeverHoldTheWatermark) {
   EXPECT_EQ(t.watermark(), 7u);
 }
 
+// After a reconnect the rows not yet acknowledged go out again under new
+// mids; whichever of a row's two messages the broker acknowledges counts,
+// and the other's acknowledgement, if it comes too, changes nothing.
+TEST(PublishTrackerTest, AResentRowCountsOnceByEitherMid) {
+  PublishTracker t;
+  t.Sent(1, 10);
+  t.Sent(2, 11);
+  t.Sent(3, 12);
+  EXPECT_EQ(t.last_sent(), 3u);
+  t.Resent(2, 20);
+  t.Resent(3, 21);
+  EXPECT_EQ(t.in_flight(), 3u) << "resending a row does not count it twice";
+  t.Acked(20);  // row 2 by its second message
+  EXPECT_EQ(t.watermark(), 0u);
+  t.Acked(10);
+  EXPECT_EQ(t.watermark(), 2u);
+  t.Acked(11);  // row 2 by its first message as well: nothing changes
+  EXPECT_EQ(t.watermark(), 2u);
+  EXPECT_EQ(t.in_flight(), 1u);
+  t.Acked(12);
+  EXPECT_EQ(t.watermark(), 3u);
+  EXPECT_EQ(t.in_flight(), 0u);
+  t.Acked(21);  // the late second acknowledgement of an acknowledged row
+  EXPECT_EQ(t.watermark(), 3u);
+  EXPECT_EQ(t.in_flight(), 0u);
+}
+
+// A message lost with its connection is never acknowledged: the row's
+// resend alone moves the watermark past it.
+TEST(PublishTrackerTest, ALostMessageIsReplacedByItsResend) {
+  PublishTracker t;
+  t.Sent(1, 7);  // lost
+  t.Sent(2, 8);
+  t.Acked(8);
+  EXPECT_EQ(t.watermark(), 0u);
+  t.Resent(1, 9);
+  t.Acked(9);
+  EXPECT_EQ(t.watermark(), 2u);
+  EXPECT_EQ(t.in_flight(), 0u);
+  t.Resent(2, 30);  // acknowledged already: ignored
+  t.Resent(5, 31);  // never sent: ignored
+  t.Acked(30);
+  t.Acked(31);
+  EXPECT_EQ(t.watermark(), 2u);
+  t.Sent(3, 7);  // libmosquitto may hand out the lost message's mid again
+  t.Acked(7);
+  EXPECT_EQ(t.watermark(), 3u);
+}
+
 }  // namespace
 }  // namespace seqrelay

@@ -31,6 +31,8 @@ class TestServers {
   void StopDatabase(int sig = SIGTERM);
   void StartBroker();
   void StopBroker(int sig = SIGTERM);
+  // Sends a signal and returns (SIGSTOP and SIGCONT: a server that hangs).
+  void SignalDatabase(int sig) { db_.Signal(sig); }
 
   // Runs SQL as root through the mariadb client; returns its output
   // (tab-separated, no column names). Fails the test on error.
