@@ -10,19 +10,27 @@
 #  - the official eclipse-mosquitto and mysql images are replaced by local
 #    Debian-based stand-ins (docker/stand-ins/), see compose.test.yaml.
 #
-# Usage: tools/test-docker.sh [--keep | --prepare]   (as root)
+# Usage: tools/test-docker.sh [--keep | --prepare | --images]   (as root)
 #   --keep     leaves the stack up
 #   --prepare  only installs the tools and makes the base images (network
 #              and disk bound: tools/test.sh runs it beside the build)
+#   --images   also builds the images, then stops (podman keeps their layers:
+#              the full run that follows finds them built; tools/test.sh
+#              runs it beside the sanitizer pass)
 # Everything it starts (podman API service, containers, volumes, network of
 # project $project) is removed on exit, failure included.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SEQRELAY_CACHE:-/var/cache/seqrelay}
 project=seqrelay-test
-keep=0 prepare=0
-[[ "${1:-}" == "--keep" ]] && keep=1
-[[ "${1:-}" == "--prepare" ]] && prepare=1
+keep=0 prepare=0 images_only=0
+case "${1:-}" in
+  --keep) keep=1 ;;
+  --prepare) prepare=1 ;;
+  --images) images_only=1 ;;
+  "") ;;
+  *) echo "usage: tools/test-docker.sh [--keep | --prepare | --images]" >&2; exit 2 ;;
+esac
 t0=$(date +%s)
 say() { echo "== docker [$(( $(date +%s) - t0 )) s] $*"; }
 die() { echo "test-docker: $*" >&2; exit 1; }
@@ -95,11 +103,6 @@ import_base "$slim_tar" bookworm-slim
 say "base images ready"
 ((prepare)) && exit 0
 
-# compose.yaml publishes these on 127.0.0.1; say so plainly if they are taken.
-for port in 1883 9108; do
-  [[ -z $(ss -Hltn "sport = :$port") ]] || die "port $port is in use on this machine; compose.yaml publishes it"
-done
-
 # ---- the run's own state, removed on exit ------------------------------------------
 work=$(mktemp -d /tmp/seqrelay-docker.XXXXXX)
 api_pid="" health_pid="" load_pid="" sha2_pid="" b1="" b2=""
@@ -151,6 +154,12 @@ wait "$b1" || die "stand-in build failed"
 wait "$b2" || die "stand-in build failed"
 image_bytes=$(podman image inspect --format '{{.Size}}' localhost/seqrelay:test)
 say "images built; relay image $((image_bytes / 1000000)) MB"
+((images_only)) && exit 0
+
+# compose.yaml publishes these on 127.0.0.1; say so plainly if they are taken.
+for port in 1883 9108; do
+  [[ -z $(ss -Hltn "sport = :$port") ]] || die "port $port is in use on this machine; compose.yaml publishes it"
+done
 
 # ---- the stack -------------------------------------------------------------------
 pw() { /usr/bin/python3 -c 'import secrets; print(secrets.token_hex(12))'; }

@@ -4,11 +4,15 @@
 #
 #   1. release build; unit tests, the integration shards (tests/integration,
 #      each shard with its own mosquitto and MariaDB) and the client tests
-#      (JavaScript, Python, the messenger in Chromium) side by side;
-#   2. the relay and the unit tests again under AddressSanitizer and UBSan,
-#      with the integration shards run against the sanitized relay;
-#   3. the container path: the image built and the compose stack run under
-#      podman (tools/test-docker.sh).
+#      (JavaScript, Python, the messenger in Chromium) side by side, while
+#      the sanitizer build runs at the lowest priority;
+#   2. the relay and the unit tests under AddressSanitizer and UBSan, with
+#      the integration shards run against the sanitized relay, while the
+#      container images build at the lowest priority;
+#   3. the container path: the compose stack run under podman
+#      (tools/test-docker.sh).
+# The tests mostly wait on servers and paced loads; the builds beside them
+# (nice 19) take the idle cores.
 #
 # Usage: tools/test.sh [--quick | --long]
 #   --quick  step 1 only
@@ -31,8 +35,10 @@ stamp() { echo "== [$(( $(date +%s) - start )) s] $*"; }
 # ended by its PID.
 docker_log=$(mktemp /tmp/seqdocker-XXXXXX.log)
 clients_log=$(mktemp /tmp/seqclients-XXXXXX.log)
-docker_prep= clients_pid=
-trap 'kill $docker_prep $clients_pid 2>/dev/null || true; rm -f "$clients_log" "$docker_log"' EXIT
+asan_log=$(mktemp /tmp/seqasan-XXXXXX.log)
+docker_prep= clients_pid= asan_pid= images_pid=
+trap 'kill $docker_prep $clients_pid $asan_pid $images_pid 2>/dev/null || true
+      rm -f "$clients_log" "$docker_log" "$asan_log"' EXIT
 
 "$root/tools/deps.sh"
 
@@ -59,7 +65,7 @@ clients_wait() {
 run_ctest() {  # build dir, extra ctest args...
   local dir=$1
   shift
-  (cd "$dir" && ctest --output-on-failure --timeout 900 -j 4 "$@")
+  (cd "$dir" && ctest --output-on-failure --timeout 900 -j 6 "$@")
 }
 
 stamp "release: build"
@@ -72,6 +78,10 @@ asan_build() {  # the relay and the unit tests with the sanitizers
 
 stamp "release: tests"
 clients_start "$root/build"
+if [[ $mode == default ]]; then
+  nice -n 19 bash -c "$(declare -p asan root); $(declare -f asan_build); asan_build" >"$asan_log" 2>&1 &
+  asan_pid=$!
+fi
 run_ctest "$root/build"
 clients_wait
 stamp "release: passed"
@@ -87,12 +97,16 @@ if [[ $mode == long ]]; then
   stamp "asan+ubsan: tests"
   run_ctest "$root/build-asan"
 else
-  # The relay and the pure logic under the sanitizers; the scenarios run
-  # from the release test binary against the sanitized relay.
-  # (Not beside the release tests: even at nice 19 it made their latency
-  # figures noisier.)
+  # The relay and the pure logic under the sanitizers (built beside the
+  # release tests: their latency figures are a little noisier for it); the
+  # scenarios run from the release test binary against the sanitized relay.
   stamp "asan+ubsan: build (relay, unit tests)"
-  asan_build
+  wait "$asan_pid" || { cat "$asan_log"; echo "== asan+ubsan: build FAILED"; exit 1; }
+  asan_pid=
+  # The container images build meanwhile (podman keeps their layers).
+  (wait_prep() { while kill -0 "$docker_prep" 2>/dev/null; do sleep 1; done; }
+   wait_prep; nice -n 19 "$root/tools/test-docker.sh" --images) >>"$docker_log" 2>&1 &
+  images_pid=$!
   stamp "asan+ubsan: tests"
   "$root/build-asan/tests/unit_tests" --gtest_brief=1
   SEQTEST_RELAY_BINARY="$root/build-asan/relay/seqrelay" SEQTEST_RELAY_SANITIZED=1 \
@@ -102,5 +116,9 @@ stamp "asan+ubsan: passed"
 
 stamp "containers"
 wait "$docker_prep" || { cat "$docker_log"; echo "== containers: preparing FAILED"; exit 1; }
+if [[ -n $images_pid ]]; then
+  wait "$images_pid" || { cat "$docker_log"; echo "== containers: building the images FAILED"; exit 1; }
+  images_pid=
+fi
 "$root/tools/test-docker.sh"
 stamp "all tests passed"
