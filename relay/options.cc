@@ -24,7 +24,7 @@ std::string EnvName(const std::string& option) {
 }
 
 po::options_description Describe(Config& c, std::string& config_file, std::string& log_level,
-                                 std::string& log_format, bool& no_migrate) {
+                                 std::string& log_format, bool& no_migrate, bool& no_journal) {
   po::options_description general("General");
   general.add_options()
       ("help", "Print this help and exit.")
@@ -128,10 +128,14 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
       ("buffer-max-bytes", po::value(&c.buffer_max_bytes)->default_value(c.buffer_max_bytes)->value_name("BYTES"),
        "The same bound in payload bytes.")
       ("journal-dir", po::value(&c.journal_dir)->value_name("DIR"),
-       "Write every accepted message to a local journal in DIR before it is acknowledged to mosquitto, and store "
-       "what the journal holds beyond the database at start. Without it, messages held in memory are lost if the "
-       "relay is killed. The page cache keeps the journal through a process kill; a machine crash can lose its "
-       "last records (no fsync).")
+       "The local journal: every accepted message is written there before it is acknowledged to mosquitto, and "
+       "what it holds beyond the database is stored at start, so a killed relay loses nothing. Default: "
+       "journal/<mqtt-client-id> under $STATE_DIRECTORY, $XDG_STATE_HOME/seqrelay, ~/.local/state/seqrelay or, "
+       "without a home, /var/lib/seqrelay. One relay per directory (it is locked). The page cache keeps the "
+       "journal through a process kill; a machine crash can lose its last records (no fsync).")
+      ("no-journal", po::bool_switch(&no_journal),
+       "Run without a journal: messages received but not yet committed (held in memory while the database is "
+       "slow or away) are lost if the relay is killed.")
       ("shutdown-timeout", po::value(&c.shutdown_timeout_s)->default_value(c.shutdown_timeout_s)->value_name("SECONDS"),
        "On SIGTERM/SIGINT, how long to keep trying to commit and publish what was received before giving up.");
 
@@ -215,12 +219,36 @@ Result<po::parsed_options> ParseConfigFile(const std::string& path, const po::op
 
 }  // namespace
 
+std::string DefaultJournalDir(const std::map<std::string, std::string>& env, const std::string& client_id) {
+  auto get = [&](const char* name) {
+    auto it = env.find(name);
+    return it == env.end() ? std::string() : it->second;
+  };
+  std::string base;
+  if (std::string state = get("STATE_DIRECTORY"); !state.empty()) {
+    base = state.substr(0, state.find(':'));  // systemd's StateDirectory=; the first of several
+  } else if (std::string xdg = get("XDG_STATE_HOME"); !xdg.empty()) {
+    base = xdg + "/seqrelay";
+  } else if (std::string home = get("HOME"); !home.empty()) {
+    base = home + "/.local/state/seqrelay";
+  } else {
+    base = "/var/lib/seqrelay";
+  }
+  // A client id is any string: one path level of it.
+  std::string level = client_id;
+  for (char& ch : level) {
+    if (ch == '/') ch = '_';
+  }
+  if (level.empty() || level == "." || level == "..") level = "_" + level;
+  return base + "/journal/" + level;
+}
+
 Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
   ParsedOptions out;
   Config& c = out.config;
   std::string config_file, log_level, log_format;
-  bool no_migrate = false;
-  po::options_description desc = Describe(c, config_file, log_level, log_format, no_migrate);
+  bool no_migrate = false, no_journal = false;
+  po::options_description desc = Describe(c, config_file, log_level, log_format, no_migrate, no_journal);
   std::ostringstream help;
   help << desc;
   out.help_text = help.str();
@@ -278,6 +306,10 @@ Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const s
   c.log_format = *format;
   c.migrate = !no_migrate;
   if (out.help || out.version) return out;
+  if (no_journal && !c.journal_dir.empty()) {
+    return Status::Error("--journal-dir and --no-journal contradict each other: give one of them");
+  }
+  if (!no_journal && c.journal_dir.empty()) c.journal_dir = DefaultJournalDir(env, c.mqtt_client_id);
   if (Status s = Validate(c); !s.ok()) return s;
   return out;
 }

@@ -32,6 +32,11 @@ struct ParsedOptions {
 // silently ignored).
 Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const std::map<std::string, std::string>& env);
 
+// Where the journal goes without --journal-dir: journal/<client id> under
+// $STATE_DIRECTORY (systemd), $XDG_STATE_HOME/seqrelay,
+// $HOME/.local/state/seqrelay or /var/lib/seqrelay, the first that is set.
+std::string DefaultJournalDir(const std::map<std::string, std::string>& env, const std::string& client_id);
+
 // The process environment as a map, for ParseOptions.
 std::map<std::string, std::string> ProcessEnvironment();
 

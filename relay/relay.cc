@@ -165,14 +165,14 @@ int Relay::Run() {
   if (!config_.journal_dir.empty()) {
     journal_ = std::make_unique<Journal>(config_.journal_dir);
     auto identity = journal_->Identify();
-    if (!identity.ok()) {
+    if (!identity.ok()) {  // the directory cannot be made, written or locked: a setting to change
       LogError("{}", identity.error());
-      return 1;
+      return 2;
     }
     journal_id_ = identity->id;
     journal_created_ = identity->created;
   } else {
-    LogWarn("no --journal-dir: messages received but not yet committed are lost if the relay is killed");
+    LogWarn("--no-journal: messages received but not yet committed are lost if the relay is killed");
   }
   store_.UseShard(config_.shard, shard_num_, journal_id_);
   lease_ = std::make_unique<LeaseKeeper>(config_, shard_num_);

@@ -451,7 +451,7 @@ int main(int argc, char** argv) {
                                      "--control-prefix=relay-" + name,
                                      "--log-level=warn",
                                      "--batch-delay-us=" + std::to_string(batch_delay_us)};
-    if (journal) argv.push_back("--journal-dir=" + work_dir + "/journal-" + name);
+    argv.push_back(journal ? "--journal-dir=" + work_dir + "/journal-" + name : "--no-journal");
     // +/inr/# is seq/inr/#: this relay's own frames, and nothing else.
     if (own_frames) argv.push_back("--source=+/" + source);
     proc.Start(argv, work_dir + "/" + name + ".log", {"SEQRELAY_DB_PASSWORD=" + db_password});

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -84,6 +85,7 @@ std::optional<uint64_t> SegmentBase(std::string_view name) {
 
 Journal::~Journal() {
   if (fd_ >= 0) close(fd_);
+  if (lock_fd_ >= 0) close(lock_fd_);
 }
 
 std::string Journal::SegmentPath(uint64_t base) const { return fmt::format("{}/journal-{:016x}.log", dir_, base); }
@@ -102,7 +104,30 @@ Status Journal::StartSegment(uint64_t base) {
 Result<Journal::Identity> Journal::Identify() {
   std::error_code ec;
   std::filesystem::create_directories(dir_, ec);
-  if (ec) return Status::Error(fmt::format("journal: create {}: {}", dir_, ec.message()));
+  if (ec) {
+    return Status::Error(fmt::format("journal: cannot create the directory '{}' ({}): give a writable one with "
+                                     "--journal-dir DIR, or run without a journal with --no-journal",
+                                     dir_, ec.message()));
+  }
+  if (lock_fd_ < 0) {
+    const std::string lock_path = dir_ + "/lock";
+    const int fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+      return Status::Error(fmt::format("journal: cannot write in '{}' ({}): give a writable directory with "
+                                       "--journal-dir DIR, or run without a journal with --no-journal",
+                                       dir_, strerror(errno)));
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      close(fd);
+      if (err == EWOULDBLOCK) {
+        return Status::Error(fmt::format("journal: '{}' is in use by another relay on this machine: give each "
+                                         "relay its own --journal-dir", dir_));
+      }
+      return Status::Error(fmt::format("journal: lock {}: {}", lock_path, strerror(err)));
+    }
+    lock_fd_ = fd;
+  }
   const std::string path = dir_ + "/journal-id";
   Identity identity;
   if (std::ifstream in(path); in) std::getline(in, identity.id);

@@ -53,7 +53,9 @@ class Journal {
     bool created = false;  // made by this call (a new journal, or one written before ids)
   };
   // The journal's own id, the key of its position in the database (JOURNAL
-  // table): made on first use, then kept with the journal. Creates dir.
+  // table): made on first use, then kept with the journal. Creates dir and
+  // locks it (dir/lock, flock) for as long as this object lives: a second
+  // relay on the same directory is refused, naming it.
   Result<Identity> Identify();
 
   // Opens the journal in dir (created if missing) for the database whose
@@ -96,6 +98,7 @@ class Journal {
   Status StartSegment(uint64_t base);
 
   const std::string dir_;
+  int lock_fd_ = -1;             // holds the directory's lock; set by Identify
   int fd_ = -1;                  // the segment being appended to; intake thread after Open
   uint64_t end_ = 0;             // position after the last record; intake thread after Open
   uint64_t current_base_ = 0;    // base of the segment fd_ appends to; intake thread after Open

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -70,7 +71,7 @@ TEST_F(FaultE2E, IntakeReconnectBeforeThePubackLeftStoresTheMessageOnce) {
   for (bool journal : {true, false}) {
     SCOPED_TRACE(journal ? "with the journal" : "without the journal");
     std::vector<std::string> args;
-    if (journal) args.push_back("--journal-dir=" + servers().dir() + "/journal-" + name_);
+    args.push_back(journal ? "--journal-dir=" + servers().dir() + "/journal-" + name_ : "--no-journal");
     StartRelay(args);
     relay_->Stop();
     relay_->Start({"SEQTEST_BREAK_INTAKE_AFTER=50"});
@@ -124,7 +125,7 @@ TEST_F(FaultE2E, StopWithTheBrokerGoneEndsWithinTheShutdownTimeout) {
 // second one is logged and changes nothing, and once the database is back
 // the stop ends cleanly with every message stored.
 TEST_F(FaultE2E, ASecondSigtermDuringTheStopIsHarmless) {
-  StartRelay();
+  StartRelay({"--no-journal"});  // what the broker redelivers is all there is
   const std::string topic = root() + "/t";
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   for (int i = 1; i <= 100; ++i) pub.Publish(topic, "p" + std::to_string(i));
@@ -176,11 +177,45 @@ TEST_F(FaultE2E, AJournalOfAnotherDatabaseIsRefusedAtStart) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+// The journal is on by default, under the user's state directory; a
+// journal directory that cannot be made stops the start (exit 2) with one
+// line naming it and both options; a second relay on a journal directory
+// in use is refused the same way.
+TEST_F(FaultE2E, TheJournalIsOnByDefaultAndAnUnusableDirectoryStopsTheStart) {
+  const std::string home = servers().dir() + "/home-" + name_;
+  relay_ = std::make_unique<RelayProcess>(servers(), name_, std::vector<std::string>{"--source=" + root() + "/#"});
+  relay_->Start({"HOME=" + home});
+  const std::string dir = home + "/.local/state/seqrelay/journal/" + name_;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/journal-id")) << relay_->log();
+  EXPECT_EQ(relay_->log().find("--no-journal:"), std::string::npos) << "no warning about a missing journal";
+
+  // The same directory, given by a second relay while the first runs.
+  RelayProcess second(servers(), name_, {"--source=" + root() + "/#", "--journal-dir=" + dir}, "second");
+  second.Launch();
+  auto code = second.WaitExit(Scaled(30s));
+  ASSERT_TRUE(code.has_value()) << second.log();
+  EXPECT_EQ(*code, 2) << second.log();
+  EXPECT_NE(second.log().find("journal: '" + dir + "' is in use by another relay"), std::string::npos)
+      << second.log();
+  EXPECT_EQ(relay_->Stop(), 0);
+
+  // A path under a file: it cannot be made, whoever runs the relay.
+  const std::string file = servers().dir() + "/file-" + name_;
+  std::ofstream(file) << "x";
+  RelayProcess bad(servers(), name_, {"--source=" + root() + "/#", "--journal-dir=" + file + "/journal"}, "bad");
+  bad.Launch();
+  code = bad.WaitExit(Scaled(30s));
+  ASSERT_TRUE(code.has_value()) << bad.log();
+  EXPECT_EQ(*code, 2) << bad.log();
+  EXPECT_NE(bad.log().find("cannot create the directory '" + file + "/journal'"), std::string::npos) << bad.log();
+  EXPECT_NE(bad.log().find("--no-journal"), std::string::npos) << bad.log();
+}
+
 // Without the journal, the messages the relay held in memory when it was
 // killed are lost (libmosquitto acknowledged them before the relay saw
 // them). The count is printed, not asserted: it depends on timing.
 TEST_F(FaultE2E, RelaySigkilledUnderLoadWithoutJournalShowsTheWindow) {
-  StartRelay({"--batch-delay-us=20000"});  // a wide window: up to 20 ms of messages in memory
+  StartRelay({"--no-journal", "--batch-delay-us=20000"});  // a wide window: up to 20 ms of messages in memory
   const std::string topic = root() + "/t";
   constexpr int kCount = 4000;
   PacedLoad load(servers().mqtt_port(), name_, topic, kCount, 1000);

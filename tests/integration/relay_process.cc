@@ -32,7 +32,8 @@ RelayProcess::RelayProcess(TestServers& servers, std::string name, std::vector<s
     : servers_(servers),
       name_(std::move(name)),
       extra_args_(std::move(extra_args)),
-      log_path_(servers_.dir() + "/relay-" + name_ + (instance.empty() ? "" : "-" + instance) + ".log") {}
+      log_path_(servers_.dir() + "/relay-" + name_ + (instance.empty() ? "" : "-" + instance) + ".log"),
+      journal_dir_(servers_.dir() + "/journal-" + name_ + (instance.empty() ? "" : "-" + instance)) {}
 
 RelayProcess::~RelayProcess() { process_.Stop(); }
 
@@ -57,6 +58,18 @@ void RelayProcess::Launch(const std::vector<std::string>& env) {
                                        [](const std::string& a) { return a.rfind("--shutdown-timeout", 0) == 0; });
   if (!own_timeout) argv.push_back("--shutdown-timeout=20");
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
+  // The journal is on by default, under the user's home: each relay of a
+  // test gets its own in the test's folder instead, unless the test chose
+  // (a flag, or the variables the default is made from).
+  auto given = [](const std::vector<std::string>& list, std::initializer_list<const char*> prefixes) {
+    return std::any_of(list.begin(), list.end(), [&](const std::string& a) {
+      return std::any_of(prefixes.begin(), prefixes.end(), [&](const char* p) { return a.rfind(p, 0) == 0; });
+    });
+  };
+  if (!given(extra_args_, {"--journal-dir", "--no-journal"}) &&
+      !given(env, {"HOME=", "XDG_STATE_HOME=", "STATE_DIRECTORY="})) {
+    argv.push_back("--journal-dir=" + journal_dir_);
+  }
   std::vector<std::string> environment = {"SEQRELAY_DB_PASSWORD=" + db_password_};
   if (!mqtt_user_.empty()) {
     argv.push_back("--mqtt-user=" + mqtt_user_);

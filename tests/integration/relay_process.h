@@ -52,6 +52,7 @@ class RelayProcess {
   const std::string name_;
   const std::vector<std::string> extra_args_;
   const std::string log_path_;
+  const std::string journal_dir_;  // --journal-dir unless the test gives its own
   std::string db_user_ = TestServers::kDbUser;
   std::string db_password_ = TestServers::kDbPassword;
   int mqtt_port_ = 0;  // 0: the shared broker

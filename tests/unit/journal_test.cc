@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -664,6 +665,37 @@ TEST(JournalTest, AJournalWithoutRecordsOrIdentityTakesTheDatabasesIdentity) {
     ASSERT_TRUE(journal.Open(0, "old").ok());
   }
   EXPECT_EQ(ReadFile(legacy.File("database-id")), (Bytes{'o', 'l', 'd', '\n'}));
+}
+
+// One relay per journal directory: a second one is refused while the first
+// holds it, with a line that names the directory, and takes it once the
+// first is gone.
+TEST(JournalTest, ASecondJournalOnTheSameDirectoryIsRefusedWhileTheFirstLives) {
+  TempDir dir;
+  auto first = std::make_unique<Journal>(dir.path());
+  ASSERT_TRUE(first->Identify().ok());
+  Journal second(dir.path());
+  auto refused = second.Identify();
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().find("'" + dir.path() + "' is in use by another relay"), std::string::npos)
+      << refused.error();
+  first.reset();
+  auto taken = second.Identify();
+  ASSERT_TRUE(taken.ok()) << taken.error();
+  EXPECT_FALSE(taken->created) << "the same journal, with its id";
+}
+
+// A directory that cannot be made: one line naming it and both options.
+TEST(JournalTest, ADirectoryThatCannotBeMadeNamesItAndTheOptions) {
+  TempDir dir;
+  std::ofstream(dir.File("file")) << "x";
+  Journal journal(dir.File("file") + "/journal");
+  auto refused = journal.Identify();
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().find("cannot create the directory '" + dir.File("file") + "/journal'"), std::string::npos)
+      << refused.error();
+  EXPECT_NE(refused.error().find("--journal-dir DIR"), std::string::npos);
+  EXPECT_NE(refused.error().find("--no-journal"), std::string::npos);
 }
 
 }  // namespace

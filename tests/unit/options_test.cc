@@ -413,7 +413,7 @@ TEST(OptionsTest, HelpSetsHelpAndListsEveryOption) {
         "db-port",        "db-socket",     "db-user",          "db-password",     "db-name",     "no-migrate",
         "source",         "immediate",     "seq-prefix",       "control-prefix",  "max-payload", "batch-max",
         "batch-delay-us", "buffer-max",    "buffer-max-bytes", "shutdown-timeout", "stats-interval", "log-format", "metrics-port", "metrics-bind",
-        "acl-file", "journal-dir", "replay-max", "replay-workers", "replay-rate",
+        "acl-file", "journal-dir", "no-journal", "replay-max", "replay-workers", "replay-rate",
         "replay-live-delay-us", "max-topics", "topic-cache", "mqtt-intake-user", "mqtt-intake-password"}) {
     // "--name " with the space, so "--buffer-max" is not found inside "--buffer-max-bytes".
     EXPECT_TRUE(Contains(text, std::string("--") + name + " ")) << "--help does not mention --" << name;
@@ -461,6 +461,22 @@ TEST(OptionsTest, ConfigFileCommentsAndErrors) {
   r = ParseOptions({"--config=/nonexistent/seqrelay.conf"}, {});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().find("cannot read '/nonexistent/seqrelay.conf'"), std::string::npos) << r.error();
+}
+
+// The journal is on unless --no-journal says otherwise: under the state
+// directory systemd gives, else the XDG one, else the home, else /var/lib.
+TEST(OptionsTest, TheJournalIsOnByDefaultUnderTheStateDirectory) {
+  EXPECT_EQ(ParseOk({}, {{"HOME", "/home/ann"}}).journal_dir, "/home/ann/.local/state/seqrelay/journal/seqrelay");
+  EXPECT_EQ(ParseOk({"--mqtt-client-id=chat/eu"}, {{"HOME", "/home/ann"}, {"XDG_STATE_HOME", "/st"}}).journal_dir,
+            "/st/seqrelay/journal/chat_eu");
+  EXPECT_EQ(ParseOk({}, {{"HOME", "/home/ann"}, {"STATE_DIRECTORY", "/var/lib/relay:/var/lib/other"}}).journal_dir,
+            "/var/lib/relay/journal/seqrelay");
+  EXPECT_EQ(ParseOk({}, {}).journal_dir, "/var/lib/seqrelay/journal/seqrelay");
+  EXPECT_EQ(ParseOk({"--journal-dir=/j"}, {{"HOME", "/home/ann"}}).journal_dir, "/j");
+  EXPECT_EQ(ParseOk({"--no-journal"}, {{"HOME", "/home/ann"}}).journal_dir, "");
+  auto both = ParseOptions({"--no-journal", "--journal-dir=/j"}, {});
+  ASSERT_FALSE(both.ok());
+  EXPECT_NE(both.error().find("--journal-dir and --no-journal"), std::string::npos) << both.error();
 }
 
 }  // namespace

@@ -9,12 +9,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 
 extern char** environ;
@@ -41,8 +43,16 @@ void Process::Start(const std::vector<std::string>& argv, const std::string& log
   if (pid_ > 0 && !exit_code_) throw std::runtime_error("process already running: " + argv.at(0));
   log_path_ = log_path;
   exit_code_.reset();
+  // The caller's variables replace the inherited ones of the same name
+  // (a duplicate would be read first-come by getenv).
+  auto name_of = [](std::string_view entry) { return entry.substr(0, entry.find('=')); };
   std::vector<std::string> env_strings;
-  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
+  for (char** e = environ; *e; ++e) {
+    const std::string_view inherited(*e);
+    const bool replaced = std::any_of(env.begin(), env.end(),
+                                      [&](const std::string& mine) { return name_of(mine) == name_of(inherited); });
+    if (!replaced) env_strings.emplace_back(inherited);
+  }
   for (const auto& e : env) env_strings.push_back(e);
   std::vector<char*> args, envp;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
