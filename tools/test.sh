@@ -5,10 +5,10 @@
 #   1. release build; unit tests, the integration shards (tests/integration,
 #      each shard with its own mosquitto and MariaDB) and the client tests
 #      (JavaScript, Python, the messenger in Chromium) side by side, while
-#      the sanitizer build runs at the lowest priority;
+#      the sanitizer build and then the container images build at a low
+#      priority;
 #   2. the relay under AddressSanitizer and UBSan, with the integration
-#      shards run against it, while the container images build at the
-#      lowest priority;
+#      shards run against it;
 #   3. the container path: the compose stack run under podman
 #      (tools/test-docker.sh).
 # The tests mostly wait on servers and paced loads; the builds beside them
@@ -78,8 +78,15 @@ asan_build() { "$root/tools/build.sh" --target seqrelay "$root/build-asan" "${as
 stamp "release: tests"
 clients_start "$root/build"
 if [[ $mode == default ]]; then
-  nice -n 19 bash -c "$(declare -p asan root); $(declare -f asan_build); asan_build" >"$asan_log" 2>&1 &
+  # Needed first (by the sanitizer stage): a higher priority than the images.
+  nice -n 15 bash -c "$(declare -p asan root); $(declare -f asan_build); asan_build" >"$asan_log" 2>&1 &
   asan_pid=$!
+fi
+if [[ $mode != quick ]]; then
+  # The container images (podman keeps their layers for the container stage).
+  (while kill -0 "$docker_prep" 2>/dev/null; do sleep 1; done
+   nice -n 19 "$root/tools/test-docker.sh" --images) >>"$docker_log" 2>&1 &
+  images_pid=$!
 fi
 run_ctest "$root/build"
 clients_wait
@@ -102,10 +109,6 @@ else
   stamp "asan+ubsan: build (relay)"
   wait "$asan_pid" || { cat "$asan_log"; echo "== asan+ubsan: build FAILED"; exit 1; }
   asan_pid=
-  # The container images build meanwhile (podman keeps their layers).
-  (wait_prep() { while kill -0 "$docker_prep" 2>/dev/null; do sleep 1; done; }
-   wait_prep; nice -n 19 "$root/tools/test-docker.sh" --images) >>"$docker_log" 2>&1 &
-  images_pid=$!
   stamp "asan+ubsan: tests"
   SEQTEST_RELAY_BINARY="$root/build-asan/relay/seqrelay" SEQTEST_RELAY_SANITIZED=1 \
     run_ctest "$root/build" -L integration

@@ -22,8 +22,37 @@ std::optional<uint64_t> ReadInteger(const json& v, uint64_t lo, uint64_t hi) {
 
 }  // namespace
 
+std::string_view CodeName(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kBadJson: return "bad_json";
+    case ErrorCode::kBadField: return "bad_field";
+    case ErrorCode::kUnknownTopic: return "unknown_topic";
+    case ErrorCode::kUnknownId: return "unknown_id";
+    case ErrorCode::kForbidden: return "forbidden";
+    case ErrorCode::kBadResponseTopic: return "bad_response_topic";
+    case ErrorCode::kBusy: return "busy";
+    case ErrorCode::kUnavailable: return "unavailable";
+    case ErrorCode::kStopping: return "stopping";
+    case ErrorCode::kInternal: return "internal";
+  }
+  return "internal";
+}
+
+bool Retryable(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kBusy:
+    case ErrorCode::kUnavailable:
+    case ErrorCode::kStopping:
+    case ErrorCode::kInternal:
+      return true;
+    default:
+      return false;
+  }
+}
+
 ParsedRequest ParseRetransmitRequest(std::string_view text) {
   ParsedRequest r;
+  r.code = ErrorCode::kBadJson;
   if (text.size() > kMaxRequestBytes) {
     r.error = fmt::format("request of {} bytes is over the limit of {}", text.size(), kMaxRequestBytes);
     return r;
@@ -37,6 +66,12 @@ ParsedRequest ParseRetransmitRequest(std::string_view text) {
     r.error = "request is not a JSON object";
     return r;
   }
+  r.code = ErrorCode::kBadField;
+  // An integer of either sign, or a string for the topic: readable, so
+  // echoed when invalid.
+  auto keep_invalid = [&](const char* name, const json& v, bool readable) {
+    if (readable) r.fields.invalid.emplace_back(name, v.dump());
+  };
   // Read every field first, so that an error can echo what was readable.
   std::string field_error;
   auto note = [&](std::string e) {
@@ -46,6 +81,7 @@ ParsedRequest ParseRetransmitRequest(std::string_view text) {
     if (it->is_string() && !it->get_ref<const std::string&>().empty()) {
       r.fields.topic = it->get<std::string>();
     } else {
+      keep_invalid("topic", *it, it->is_string());
       note("\"topic\" must be a non-empty string");
     }
   }
@@ -53,6 +89,7 @@ ParsedRequest ParseRetransmitRequest(std::string_view text) {
     if (auto id = ReadInteger(*it, 1, UINT32_MAX)) {
       r.fields.id = static_cast<uint32_t>(*id);
     } else {
+      keep_invalid("id", *it, it->is_number_integer());
       note("\"id\" must be an integer from 1 to 4294967295");
     }
   }
@@ -60,6 +97,7 @@ ParsedRequest ParseRetransmitRequest(std::string_view text) {
     if (auto from = ReadInteger(*it, 1, UINT64_MAX)) {
       r.fields.from = *from;
     } else {
+      keep_invalid("from", *it, it->is_number_integer());
       note("\"from\" must be an integer >= 1");
     }
   } else {
@@ -69,6 +107,7 @@ ParsedRequest ParseRetransmitRequest(std::string_view text) {
     if (auto to = ReadInteger(*it, 1, UINT64_MAX)) {
       r.fields.to = *to;
     } else {
+      keep_invalid("to", *it, it->is_number_integer());
       note("\"to\" must be an integer >= 1");
     }
   }
@@ -91,6 +130,7 @@ std::string StatusJson(const RequestFields& f, const ReplyStatus& s) {
   if (f.id) out["id"] = *f.id;
   if (f.from) out["from"] = *f.from;
   if (f.to) out["to"] = *f.to;
+  for (const auto& [name, value] : f.invalid) out[name] = json::parse(value);
   if (s.error.empty()) {
     out["sent"] = s.sent;
     out["last"] = s.last;
@@ -102,6 +142,9 @@ std::string StatusJson(const RequestFields& f, const ReplyStatus& s) {
   } else {
     out["status"] = "error";
     out["error"] = s.error;
+    out["code"] = CodeName(s.code);
+    out["retry"] = Retryable(s.code);
+    if (s.next) out["next"] = *s.next;
   }
   // Topics are bytes; one that is not valid UTF-8 is shown with U+FFFD.
   return out.dump(-1, ' ', false, json::error_handler_t::replace);

@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "core/status.h"
 
@@ -21,6 +23,23 @@ inline constexpr std::string_view kErrorForbidden = "forbidden";
 inline constexpr std::string_view kErrorUnknownTopic = "unknown topic";
 inline constexpr std::string_view kErrorUnknownId = "unknown id";
 
+// An error status's `code` (PROTOCOL.md 5.3): what a client decides on.
+enum class ErrorCode {
+  kBadJson,
+  kBadField,
+  kUnknownTopic,
+  kUnknownId,
+  kForbidden,
+  kBadResponseTopic,
+  kBusy,
+  kUnavailable,
+  kStopping,
+  kInternal,
+};
+std::string_view CodeName(ErrorCode code);
+// `retry`: whether the same request may succeed later.
+bool Retryable(ErrorCode code);
+
 // What a request said, as far as it could be read: an error status echoes
 // whichever of these were readable.
 struct RequestFields {
@@ -28,11 +47,15 @@ struct RequestFields {
   std::optional<uint32_t> id;
   std::optional<uint64_t> from;
   std::optional<uint64_t> to;
+  // Fields present with a readable JSON type but an invalid value ("id": 0,
+  // "topic": "", "from": -3): name and value as JSON text, echoed as sent.
+  std::vector<std::pair<std::string, std::string>> invalid;
 };
 
 struct ParsedRequest {
   RequestFields fields;
   std::string error;  // empty: a valid request
+  ErrorCode code = ErrorCode::kBadField;  // when not ok
   bool ok() const { return error.empty(); }
 };
 
@@ -42,11 +65,13 @@ ParsedRequest ParseRetransmitRequest(std::string_view json);
 struct ReplyStatus {
   uint64_t sent = 0;
   uint64_t last = 0;  // the topic's newest SEQ when the reply was made
-  std::optional<uint64_t> next;  // set when the range was cut at the cap
+  std::optional<uint64_t> next;  // set when the range was cut at the cap, or where to ask again
   std::string error;  // non-empty: "status": "error"
+  ErrorCode code = ErrorCode::kInternal;  // with an error
 
-  static ReplyStatus Refused(std::string why) {
+  static ReplyStatus Refused(ErrorCode code, std::string why) {
     ReplyStatus s;
+    s.code = code;
     s.error = std::move(why);
     return s;
   }

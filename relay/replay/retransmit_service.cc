@@ -28,6 +28,8 @@ constexpr auto kTurn = std::chrono::milliseconds(250);
 // The error of a reply a stop cut short, or of a request it left unserved.
 ReplyStatus Stopping(ReplyStatus status, uint64_t next) {
   status.error = fmt::format("relay stopping after {} frames, ask again from {}", status.sent, next);
+  status.code = ErrorCode::kStopping;
+  status.next = next;
   return status;
 }
 
@@ -89,12 +91,13 @@ void RetransmitService::OnRequest(const InboundMessage& in) {
       std::string_view(reinterpret_cast<const char*>(in.payload.data()), in.payload.size()));
   job.fields = request.fields;
   if (!reply_topics.ok()) {
-    Answer(job, ReplyStatus::Refused(reply_topics.error()));  // on the requester's own status topic
+    // On the requester's own status topic.
+    Answer(job, ReplyStatus::Refused(ErrorCode::kBadResponseTopic, reply_topics.error()));
     return;
   }
   job.topics = std::move(reply_topics).value();
   if (!request.ok()) {
-    Answer(job, ReplyStatus::Refused(request.error));
+    Answer(job, ReplyStatus::Refused(request.code, request.error));
     return;
   }
   std::unique_lock lock(mu_);
@@ -106,7 +109,8 @@ void RetransmitService::OnRequest(const InboundMessage& in) {
   auto& queue = pending_[job.client];
   if (queue.size() >= kMaxPendingPerClient) {
     lock.unlock();
-    Answer(job, ReplyStatus::Refused(fmt::format("too many requests pending (at most {} per client)", kMaxPendingPerClient)));
+    Answer(job, ReplyStatus::Refused(ErrorCode::kBusy, fmt::format("too many requests pending (at most {} per client)",
+                                                                    kMaxPendingPerClient)));
     return;
   }
   if (queue.empty() && !serving_.count(job.client)) turns_.push_back(job.client);
@@ -161,23 +165,24 @@ auto WithDb(MysqlStore& store, Call&& call) {
 bool RetransmitService::Prepare(Job& job, MysqlStore& store) {
   RequestFields& f = job.fields;
   if (f.topic && !MayRead(job, *f.topic)) {  // before the database: not even "unknown topic"
-    Answer(job, ReplyStatus::Refused(std::string(kErrorForbidden)));
+    Answer(job, ReplyStatus::Refused(ErrorCode::kForbidden, std::string(kErrorForbidden)));
     return false;
   }
   auto topic = WithDb(store, [&] { return store.FindTopic(f.topic, f.id); });
   if (!topic.ok()) {
     LogWarn("retransmit for {}: {}", job.client, topic.error());
-    Answer(job, ReplyStatus::Refused("database unavailable, try again"));
+    Answer(job, ReplyStatus::Refused(ErrorCode::kUnavailable, "database unavailable, try again"));
     return false;
   }
   if (!topic.value()) {
-    Answer(job, ReplyStatus::Refused(std::string(f.topic ? kErrorUnknownTopic : kErrorUnknownId)));
+    Answer(job, f.topic ? ReplyStatus::Refused(ErrorCode::kUnknownTopic, std::string(kErrorUnknownTopic))
+                        : ReplyStatus::Refused(ErrorCode::kUnknownId, std::string(kErrorUnknownId)));
     return false;
   }
   const MysqlStore::TopicRow& t = **topic;
   if (!MayRead(job, t.topic)) {
     // By id: the client learns neither the topic's name nor its last SEQ.
-    Answer(job, ReplyStatus::Refused(std::string(kErrorForbidden)));
+    Answer(job, ReplyStatus::Refused(ErrorCode::kForbidden, std::string(kErrorForbidden)));
     return false;
   }
   f.topic = t.topic;
@@ -231,6 +236,8 @@ bool RetransmitService::Serve(Job& job, MysqlStore& store) {
     if (!rows.ok()) {
       LogWarn("retransmit for {} of '{}' from {}: {}", job.client, topic, p.next, rows.error());
       p.status.error = fmt::format("database unavailable after {} frames, ask again from {}", p.status.sent, p.next);
+      p.status.code = ErrorCode::kUnavailable;
+      p.status.next = p.next;
       break;
     }
     if (rows->empty()) break;

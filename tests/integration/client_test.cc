@@ -191,6 +191,72 @@ TEST_F(ClientE2E, ALateStatusOfAnEarlierRequestDoesNotCloseTheNextOne) {
   EXPECT_EQ(client.stats().gaps_filled, 2u);
 }
 
+// v1.1 error statuses say whether to ask again: a gap request answered
+// "unavailable" (retry true, resume from `next`) is asked again after the
+// reply timeout, from `next`, and the gap filled; a final one ("forbidden",
+// retry false) gives the gap up at once. The test plays the relay.
+TEST_F(ClientE2E, ARetryableErrorIsAskedAgainFromNextAndAFinalOneGivesUp) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.gap_wait = std::chrono::milliseconds(20);
+  o.reply_timeout = std::chrono::milliseconds(300);
+  MqttClient relay(servers().mqtt_port(), name_ + "-fake-relay");
+  relay.Subscribe("relay/retransmit/" + o.client_id);
+  Sink sink;
+  seqclient::SeqClient client(o, std::ref(sink));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  constexpr uint32_t kId = 78;
+  auto frame = [&](uint64_t seq) {
+    const std::string payload = "m" + std::to_string(seq);
+    return seqrelay::EncodeFrame({kId, seq, seqrelay::Ordering::kOrdered},
+                                 {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()})
+        .value();
+  };
+  auto live = [&](uint64_t seq) { relay.Publish("seq/" + topic, frame(seq)); };
+  auto replay = [&](uint64_t seq) { relay.Publish("relay/replay/" + o.client_id, frame(seq)); };
+  auto answer = [&](nlohmann::json status) {
+    status["id"] = kId;
+    status["topic"] = topic;
+    relay.Publish("relay/replay/" + o.client_id + "/status", status.dump());
+  };
+  auto request = [&](std::size_t n) {
+    EXPECT_TRUE(relay.WaitForCount(n, 10s)) << "no request " << n;
+    auto got = relay.received();
+    return got.size() >= n ? nlohmann::json::parse(got[n - 1].payload) : nlohmann::json();
+  };
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        live(1);
+        return sink.size() >= 1;
+      },
+      10s));
+  live(5);  // 2..4 lost
+  auto first = request(1);
+  ASSERT_EQ(first["from"], 2);
+  ASSERT_EQ(first["to"], 4);
+  replay(2);  // one frame, then the database went away
+  answer({{"from", 2}, {"to", 4}, {"status", "error"}, {"error", "database unavailable after 1 frames, ask again from 3"},
+          {"code", "unavailable"}, {"retry", true}, {"next", 3}});
+  auto again = request(2);
+  EXPECT_EQ(again["from"], 3) << "asked again from next";
+  EXPECT_EQ(again["to"], 4);
+  replay(3), replay(4);
+  answer({{"from", 3}, {"to", 4}, {"sent", 2}, {"last", 5}, {"status", "ok"}});
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 5; }, 10s)) << Explain(client, sink, 5);
+  EXPECT_EQ(client.stats().gaps_unfilled, 0u);
+
+  live(7);  // 6 lost, and refused for good
+  auto third = request(3);
+  ASSERT_EQ(third["from"], 6);
+  answer({{"from", 6}, {"to", 6}, {"status", "error"}, {"error", "forbidden"}, {"code", "forbidden"},
+          {"retry", false}});
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 6; }, 10s)) << Explain(client, sink, 7);
+  EXPECT_EQ(client.stats().gaps_unfilled, 1u);
+  std::this_thread::sleep_for(Scaled(700ms));  // a negative check: longer than two reply timeouts
+  EXPECT_EQ(relay.received_count(), 3u) << "a final error is not asked again";
+  client.Stop();
+}
+
 // A history lookup that is never answered (no relay here at all) is asked
 // again with backoff, then given up: the live frames held for it are
 // delivered and the gap is reported, instead of being held for ever.

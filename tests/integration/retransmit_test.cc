@@ -215,22 +215,29 @@ TEST_F(RetransmitE2E, EveryBadRequestGetsOneErrorStatusAndTheRelayKeepsServing) 
     const char* rule;
     std::string request;
     std::string error;
+    std::string code;  // PROTOCOL 5.3; all of these are final (retry false)
   };
   const std::vector<Case> cases = {
-      {"not JSON", "{nope", "request is not JSON"},
-      {"not an object", "[1,2]", "request is not a JSON object"},
-      {"neither topic nor id", R"({"from":1})", "give \"topic\" or \"id\""},
-      {"both topic and id", R"({"topic":"x","id":1,"from":1})", "give either \"topic\" or \"id\", not both"},
-      {"unknown topic", json{{"topic", root() + "/nobody"}, {"from", 1}}.dump(), "unknown topic"},
-      {"unknown id", R"({"id":4000000,"from":1})", "unknown id"},
-      {"from missing", json{{"topic", topic}}.dump(), "\"from\" is required"},
-      {"from zero", json{{"topic", topic}, {"from", 0}}.dump(), "\"from\" must be an integer >= 1"},
-      {"from a float", json{{"topic", topic}, {"from", 1.5}}.dump(), "\"from\" must be an integer >= 1"},
-      {"from a string", json{{"topic", topic}, {"from", "1"}}.dump(), "\"from\" must be an integer >= 1"},
-      {"to below from", json{{"topic", topic}, {"from", 5}, {"to", 4}}.dump(), "\"to\" is less than \"from\""},
-      {"to null", json{{"topic", topic}, {"from", 1}, {"to", nullptr}}.dump(), "\"to\" must be an integer >= 1"},
-      {"empty topic", R"({"topic":"","from":1})", "\"topic\" must be a non-empty string"},
-      {"oversized", "{\"topic\":\"" + std::string(5000, 'x') + "\",\"from\":1}", "request of 5021 bytes is over the limit of 4096"},
+      {"not JSON", "{nope", "request is not JSON", "bad_json"},
+      {"not an object", "[1,2]", "request is not a JSON object", "bad_json"},
+      {"neither topic nor id", R"({"from":1})", "give \"topic\" or \"id\"", "bad_field"},
+      {"both topic and id", R"({"topic":"x","id":1,"from":1})", "give either \"topic\" or \"id\", not both",
+       "bad_field"},
+      {"unknown topic", json{{"topic", root() + "/nobody"}, {"from", 1}}.dump(), "unknown topic", "unknown_topic"},
+      {"unknown id", R"({"id":4000000,"from":1})", "unknown id", "unknown_id"},
+      {"from missing", json{{"topic", topic}}.dump(), "\"from\" is required", "bad_field"},
+      {"from zero", json{{"topic", topic}, {"from", 0}}.dump(), "\"from\" must be an integer >= 1", "bad_field"},
+      {"from a float", json{{"topic", topic}, {"from", 1.5}}.dump(), "\"from\" must be an integer >= 1", "bad_field"},
+      {"from a string", json{{"topic", topic}, {"from", "1"}}.dump(), "\"from\" must be an integer >= 1",
+       "bad_field"},
+      {"to below from", json{{"topic", topic}, {"from", 5}, {"to", 4}}.dump(), "\"to\" is less than \"from\"",
+       "bad_field"},
+      {"to null", json{{"topic", topic}, {"from", 1}, {"to", nullptr}}.dump(), "\"to\" must be an integer >= 1",
+       "bad_field"},
+      {"empty topic", R"({"topic":"","from":1})", "\"topic\" must be a non-empty string", "bad_field"},
+      {"oversized", "{\"topic\":\"" + std::string(5000, 'x') + "\",\"from\":1}",
+       "request of 5021 bytes is over the limit of 4096", "bad_json"},
+      {"negative from", json{{"topic", topic}, {"from", -3}}.dump(), "\"from\" must be an integer >= 1", "bad_field"},
   };
   // One at a time: malformed requests are answered at once, the others
   // after a database look-up, so replies to a burst need not keep its order.
@@ -244,9 +251,16 @@ TEST_F(RetransmitE2E, EveryBadRequestGetsOneErrorStatusAndTheRelayKeepsServing) 
     SCOPED_TRACE(cases[i].rule);
     EXPECT_EQ(statuses[i]["status"], "error");
     EXPECT_EQ(statuses[i]["error"].get<std::string>().rfind(cases[i].error, 0), 0u) << statuses[i].dump();
+    EXPECT_EQ(statuses[i].value("code", ""), cases[i].code) << statuses[i].dump();
+    EXPECT_EQ(statuses[i].value("retry", true), false) << statuses[i].dump();
   }
-  EXPECT_EQ(statuses[10]["from"], 5);  // readable fields are echoed
+  // Readable fields are echoed, valid or not.
+  EXPECT_EQ(statuses[10]["from"], 5);
   EXPECT_EQ(statuses[10]["to"], 4);
+  EXPECT_EQ(statuses[7]["from"], 0);
+  EXPECT_FALSE(statuses[8].contains("from")) << "a float is not an integer: not echoed";
+  EXPECT_EQ(statuses[12]["topic"], "");
+  EXPECT_EQ(statuses[14]["from"], -3);
   EXPECT_TRUE(FramesOn(bob, "relay/replay/" + name_ + "-bob").empty()) << "no frames for a bad request";
 
   bob.Publish(req, json{{"topic", topic}, {"from", 1}}.dump());  // still serving
@@ -284,6 +298,8 @@ TEST_F(RetransmitE2E, V5ResponseTopicIsHonouredOnlyUnderTheRequestersOwnReplyTop
   auto refused = Statuses(carol)[1];
   EXPECT_EQ(refused["status"], "error");
   EXPECT_NE(refused["error"].get<std::string>().find("is not under"), std::string::npos);
+  EXPECT_EQ(refused["code"], "bad_response_topic");
+  EXPECT_EQ(refused["retry"], false);
   EXPECT_EQ(watcher.received_count(), 0u) << "nothing may be published on seq/T for a request";
 }
 
@@ -310,7 +326,11 @@ TEST_F(RetransmitE2E, AFloodFromOneClientDoesNotStarveAnother) {
   int ok = 0, refused = 0;
   for (const auto& s : statuses) {
     if (s["status"] == "ok") ++ok;
-    if (s["status"] == "error" && s["error"].get<std::string>().find("too many requests pending") == 0) ++refused;
+    if (s["status"] == "error" && s["error"].get<std::string>().find("too many requests pending") == 0) {
+      EXPECT_EQ(s["code"], "busy");
+      EXPECT_EQ(s["retry"], true);
+      ++refused;
+    }
   }
   EXPECT_EQ(ok + refused, kFlood);
   EXPECT_GE(refused, 1) << "more than 16 pending from one client must be refused";
@@ -380,6 +400,9 @@ TEST_F(RetransmitE2E, AStopAnswersBothTheReplyInServiceAndTheOneWaitingForItsTur
     EXPECT_EQ(status["status"], "error");
     EXPECT_EQ(status["error"], fmt::format("relay stopping after {} frames, ask again from {}", seqs.size(),
                                            seqs.size() + 1));
+    EXPECT_EQ(status["code"], "stopping");
+    EXPECT_EQ(status["retry"], true);
+    EXPECT_EQ(status["next"], seqs.size() + 1);
   }
 }
 

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace seqrelay {
@@ -277,7 +278,9 @@ TEST(RetransmitStatusTest, LargeValuesAreEchoedExactly) {
   EXPECT_NE(text.find("\"from\":18446744073709551615"), std::string::npos) << text;
 }
 
-// Error statuses: "status": "error", the text, and only the readable fields.
+// Error statuses (PROTOCOL 5.3): "status": "error", the text, the code and
+// whether to retry, and every field present with a readable JSON type, valid
+// or not.
 struct ErrorStatusCase {
   const char* rule;
   std::string request;
@@ -287,13 +290,30 @@ struct ErrorStatusCase {
 const std::vector<ErrorStatusCase> kErrorStatusCases = {
     {"to_less_than_from_echoes_topic_from_to",
      R"({"topic":"a","from":5,"to":4})",
-     {{"topic", "a"}, {"from", 5}, {"to", 4}, {"status", "error"}, {"error", "\"to\" is less than \"from\""}}},
+     {{"topic", "a"}, {"from", 5}, {"to", 4}, {"status", "error"}, {"error", "\"to\" is less than \"from\""},
+      {"code", "bad_field"}, {"retry", false}}},
     {"not_json_echoes_nothing",
      "not json",
-     {{"status", "error"}, {"error", "request is not JSON"}}},
-    {"bad_from_echoes_the_id_only",
+     {{"status", "error"}, {"error", "request is not JSON"}, {"code", "bad_json"}, {"retry", false}}},
+    {"an_array_is_bad_json",
+     "[1,2]",
+     {{"status", "error"}, {"error", "request is not a JSON object"}, {"code", "bad_json"}, {"retry", false}}},
+    {"bad_from_is_echoed_as_sent",
      R"({"id":7,"from":0})",
-     {{"id", 7}, {"status", "error"}, {"error", "\"from\" must be an integer >= 1"}}},
+     {{"id", 7}, {"from", 0}, {"status", "error"}, {"error", "\"from\" must be an integer >= 1"},
+      {"code", "bad_field"}, {"retry", false}}},
+    {"negative_from_zero_id_and_empty_topic_are_echoed",
+     R"({"topic":"","id":0,"from":-3})",
+     {{"topic", ""}, {"id", 0}, {"from", -3}, {"status", "error"},
+      {"error", "give either \"topic\" or \"id\", not both"}, {"code", "bad_field"}, {"retry", false}}},
+    {"an_id_over_32_bits_is_echoed",
+     R"({"id":4294967296,"from":1})",
+     {{"id", 4294967296u}, {"from", 1}, {"status", "error"}, {"error", "\"id\" must be an integer from 1 to 4294967295"},
+      {"code", "bad_field"}, {"retry", false}}},
+    {"unreadable_types_are_not_echoed",
+     R"({"topic":5,"from":1.5,"to":"9"})",
+     {{"status", "error"}, {"error", "\"topic\" must be a non-empty string"}, {"code", "bad_field"},
+      {"retry", false}}},
     {"both_topic_and_id_echoes_both",
      R"({"topic":"chat/room1","id":7,"from":17,"to":25})",
      {{"topic", "chat/room1"},
@@ -301,30 +321,53 @@ const std::vector<ErrorStatusCase> kErrorStatusCases = {
       {"from", 17},
       {"to", 25},
       {"status", "error"},
-      {"error", "give either \"topic\" or \"id\", not both"}}},
+      {"error", "give either \"topic\" or \"id\", not both"},
+      {"code", "bad_field"},
+      {"retry", false}}},
 };
 
-TEST(RetransmitStatusTest, ErrorStatusEchoesOnlyTheReadableFields) {
+TEST(RetransmitStatusTest, ErrorStatusEchoesTheReadableFieldsWithCodeAndRetry) {
   for (const auto& c : kErrorStatusCases) {
     SCOPED_TRACE(c.rule);
     const ParsedRequest r = ParseRetransmitRequest(c.request);
     ASSERT_FALSE(r.ok());
-    const json got = ParseStatus(StatusJson(r.fields, ReplyStatus::Refused(r.error)));
+    const json got = ParseStatus(StatusJson(r.fields, ReplyStatus::Refused(r.code, r.error)));
     EXPECT_EQ(got, c.expected);
     EXPECT_FALSE(got.contains("sent"));
     EXPECT_FALSE(got.contains("last"));
   }
 }
 
-TEST(RetransmitStatusTest, ErrorStatusIgnoresCountsAndNext) {
+TEST(RetransmitStatusTest, ErrorStatusLeavesOutCountsAndSaysWhereToAskAgain) {
   RequestFields f;
   f.topic = "chat/room1";
-  ReplyStatus s = ReplyStatus::Refused("unknown topic");
+  ReplyStatus s = ReplyStatus::Refused(ErrorCode::kUnknownTopic, "unknown topic");
   s.sent = 3;
   s.last = 9;
-  s.next = 4;
-  const json expected = {{"topic", "chat/room1"}, {"status", "error"}, {"error", "unknown topic"}};
+  const json expected = {
+      {"topic", "chat/room1"}, {"status", "error"}, {"error", "unknown topic"}, {"code", "unknown_topic"},
+      {"retry", false}};
   EXPECT_EQ(ParseStatus(StatusJson(f, s)), expected);
+  ReplyStatus stopping = ReplyStatus::Refused(ErrorCode::kStopping, "relay stopping");
+  stopping.next = 4;
+  const json got = ParseStatus(StatusJson(f, stopping));
+  EXPECT_EQ(got["code"], "stopping");
+  EXPECT_EQ(got["retry"], true);
+  EXPECT_EQ(got["next"], 4);
+}
+
+// Every code of the fixed list, with its retry flag (PROTOCOL 5.3).
+TEST(RetransmitStatusTest, EveryCodeHasItsNameAndRetryFlag) {
+  const std::vector<std::tuple<ErrorCode, std::string, bool>> codes = {
+      {ErrorCode::kBadJson, "bad_json", false},       {ErrorCode::kBadField, "bad_field", false},
+      {ErrorCode::kUnknownTopic, "unknown_topic", false}, {ErrorCode::kUnknownId, "unknown_id", false},
+      {ErrorCode::kForbidden, "forbidden", false},    {ErrorCode::kBadResponseTopic, "bad_response_topic", false},
+      {ErrorCode::kBusy, "busy", true},               {ErrorCode::kUnavailable, "unavailable", true},
+      {ErrorCode::kStopping, "stopping", true},       {ErrorCode::kInternal, "internal", true}};
+  for (const auto& [code, name, retry] : codes) {
+    EXPECT_EQ(CodeName(code), name);
+    EXPECT_EQ(Retryable(code), retry) << name;
+  }
 }
 
 // Topics are bytes; a topic that is not valid UTF-8 must still give a JSON
@@ -353,7 +396,7 @@ TEST(RetransmitStatusTest, TopicThatIsNotUtf8IsReplacedNotThrown) {
     f.topic = c.topic;
     f.from = 1;
     std::string text;
-    ASSERT_NO_THROW(text = StatusJson(f, ReplyStatus::Refused("unknown topic")));
+    ASSERT_NO_THROW(text = StatusJson(f, ReplyStatus::Refused(ErrorCode::kUnknownTopic, "unknown topic")));
     const json got = ParseStatus(text);
     ASSERT_TRUE(got.contains("topic")) << text;
     EXPECT_EQ(got["topic"].get<std::string>(), c.shown);

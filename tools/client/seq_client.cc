@@ -216,9 +216,11 @@ void SeqClient::HandleStatus(const std::string& text) {
     if (!ok) {
       // Final answers end the lookup; anything else (the database away, too
       // many requests pending) is asked again by Timer, up to max_attempts.
+      // v1.1 relays say whether to ask again (`retry`); v1 relays, by the text.
       const std::string error = s.value("error", "lookup failed");
-      if (error == seqrelay::kErrorUnknownTopic || error == seqrelay::kErrorForbidden ||
-          lookups_[name].attempts >= options_.max_attempts) {
+      const bool retry = s.contains("retry") ? s.value("retry", true)
+                                             : error != seqrelay::kErrorUnknownTopic && error != seqrelay::kErrorForbidden;
+      if (!retry || lookups_[name].attempts >= options_.max_attempts) {
         AbandonLookupLocked(name, error);
       }
       return;
@@ -253,6 +255,13 @@ void SeqClient::HandleStatus(const std::string& text) {
   // closed that request and the timer asked for the next gap; taken as the
   // answer to the new request, it would give up SEQs that are on their way.
   if (from != t.asked->from || (t.asked->to != kOpenEnd && s.value("to", uint64_t{0}) != t.asked->to)) return;
+  if (!ok && s.value("retry", false) && t.attempts < options_.max_attempts) {
+    // Busy, the database away, the relay stopping: the timer asks again
+    // (with its backoff), from where the relay says it stopped.
+    const uint64_t resume = s.value("next", t.asked->from);
+    if (resume > t.asked->from && (t.asked->to == kOpenEnd || resume <= t.asked->to)) t.asked->from = resume;
+    return;
+  }
   if (t.asked->to == kOpenEnd) t.asked->to = s.value("to", s.value("last", uint64_t{0}));
   if (ok && s.value("truncated", false)) {
     const uint64_t next = s.value("next", uint64_t{0});
