@@ -59,6 +59,7 @@ RelayStats Relay::Snapshot() const {
   s.journal_replayed = c.journal_replayed;
   s.redeliveries = c.redeliveries;
   s.database_up = database_up_;
+  s.database_node = store_.endpoint();
   s.intake_connected = intake_ && intake_->connected();
   s.output_connected = output_ && output_->connected();
   s.replay_connected = replay_ && replay_->connected();

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
+#include <string_view>
 
 #include "core/topic_filter.h"
 
@@ -51,7 +53,48 @@ std::string OwnClientId(const Config& c, std::string_view suffix) {
   return fmt::format("{}-{}-{}", c.mqtt_client_id, c.relay_id, suffix);
 }
 
+Result<std::vector<DbEndpoint>> DbEndpoints(const std::string& db_host, int db_port) {
+  std::vector<DbEndpoint> out;
+  std::string_view rest = db_host;
+  for (;;) {
+    const std::size_t comma = rest.find(',');
+    std::string_view entry = rest.substr(0, comma);
+    while (!entry.empty() && entry.front() == ' ') entry.remove_prefix(1);
+    while (!entry.empty() && entry.back() == ' ') entry.remove_suffix(1);
+    DbEndpoint e{std::string(entry), db_port};
+    std::string_view port;
+    if (entry.starts_with('[')) {  // [v6]:port
+      const std::size_t close = entry.find(']');
+      if (close == std::string_view::npos || (close + 1 < entry.size() && entry[close + 1] != ':')) {
+        return Status::Error(fmt::format("--db-host entry '{}': write an IPv6 address as [address]:port", entry));
+      }
+      e.host = std::string(entry.substr(1, close - 1));
+      if (close + 1 < entry.size()) port = entry.substr(close + 2);
+    } else if (const std::size_t colon = entry.find(':'); colon != std::string_view::npos) {
+      if (entry.find(':', colon + 1) != std::string_view::npos) {
+        return Status::Error(fmt::format("--db-host entry '{}': write an IPv6 address as [address]:port", entry));
+      }
+      e.host = std::string(entry.substr(0, colon));
+      port = entry.substr(colon + 1);
+    }
+    if (e.host.empty()) return Status::Error(fmt::format("--db-host '{}': an entry has no host", db_host));
+    if (port.data() != nullptr) {
+      int n = 0;
+      auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
+      if (ec != std::errc() || end != port.data() + port.size() || n < 1 || n > 65535) {
+        return Status::Error(fmt::format("--db-host entry '{}': the port must be 1 to 65535", entry));
+      }
+      e.port = n;
+    }
+    out.push_back(std::move(e));
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
 Status Validate(const Config& c) {
+  if (auto endpoints = DbEndpoints(c.db_host, c.db_port); !endpoints.ok()) return endpoints.status();
   const Status checks[] = {
       CheckRange("mqtt-port", c.mqtt_port, 1, 65535),
       CheckRange("db-port", c.db_port, 1, 65535),

@@ -31,8 +31,8 @@ struct Config {
   int publish_qos = 1;  // MQTT QoS of frames on seq/T
 
   // MySQL / MariaDB
-  std::string db_host = "127.0.0.1";
-  int db_port = 3306;
+  std::string db_host = "127.0.0.1";  // or a list "h1:3306,h2,h3:3307" (a cluster's nodes); see DbEndpoints
+  int db_port = 3306;                 // for entries of db_host without a port
   std::string db_socket;  // unix socket; wins over host/port when set
   std::string db_user = "seqrelay";
   std::string db_password;
@@ -89,6 +89,17 @@ std::string IntakeClientId(const Config& config);
 std::string OwnClientId(const Config& config, std::string_view suffix);
 
 // Checks ranges and cross-field rules. The message names the option.
+// One database server of --db-host.
+struct DbEndpoint {
+  std::string host;
+  int port = 3306;
+  bool operator==(const DbEndpoint&) const = default;
+};
+// --db-host as a list: comma-separated entries "host", "host:port" or
+// "[v6 address]:port" (db_port where no port is given). An error names a
+// bad entry.
+Result<std::vector<DbEndpoint>> DbEndpoints(const std::string& db_host, int db_port);
+
 Status Validate(const Config& config);
 
 // One line per setting for the start-up log, passwords masked.

@@ -96,6 +96,7 @@ std::string StatsJson(const RelayStats& s) {
         {"rate", std::lround(s.replay_rate)}}},
       {"journal", {{"errors", s.journal_errors}, {"replayed", s.journal_replayed}, {"redeliveries", s.redeliveries}}},
       {"database", s.database_up ? "up" : "down"},
+      {"database_node", s.database_node},
       {"broker", {{"intake", up(s.intake_connected)}, {"output", up(s.output_connected)},
                   {"replay", up(s.replay_connected)}}},
   };
@@ -165,6 +166,11 @@ std::string PrometheusText(const RelayStats& s) {
   metric("seqrelay_journal_errors_total", "counter", "Messages that could not be journaled.", s.journal_errors);
   metric("seqrelay_database_up", "gauge", "1 while the writer's last database call succeeded.",
          s.database_up ? 1 : 0);
+  if (!s.database_node.empty()) {
+    const std::string node = fmt::format("{{node=\"{}\"}}", s.database_node);
+    metric("seqrelay_database_node", "gauge", "The database node the writer uses (label node): always 1.", 1,
+           node.c_str());
+  }
   const char* link = "1 while the relay's MQTT link is connected.";
   metric("seqrelay_broker_connected", "gauge", link, s.intake_connected ? 1 : 0, "{link=\"intake\"}");
   metric("seqrelay_broker_connected", "gauge", link, s.output_connected ? 1 : 0, "{link=\"output\"}");

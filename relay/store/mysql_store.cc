@@ -114,14 +114,46 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
 }
 
 Status MysqlStore::Connect(bool create_database) {
+  if (!config_.db_socket.empty()) return ConnectTo(std::nullopt, create_database);
+  auto endpoints = DbEndpoints(config_.db_host, config_.db_port);
+  if (!endpoints.ok()) return Status::Permanent(endpoints.error());
+  // The node used last first; on failure the next ones in order, once each.
+  const std::size_t n = endpoints->size();
+  std::string failures;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::size_t k = (endpoint_index_ + i) % n;
+    const DbEndpoint& e = (*endpoints)[k];
+    Status s = ConnectTo(e, create_database);
+    if (s.ok()) {
+      const std::string name = fmt::format("{}:{}", e.host, e.port);
+      if (n > 1 && name != endpoint_) LogInfo("database: connected to {} (node {} of {})", name, k + 1, n);
+      endpoint_index_ = k;
+      std::lock_guard lock(endpoint_mu_);
+      endpoint_ = name;
+      return s;
+    }
+    if (n == 1) return s;
+    failures += fmt::format("{}{}:{}: {}", failures.empty() ? "" : "; ", e.host, e.port, s.message());
+  }
+  return Status::Error(fmt::format("no database node answered ({})", failures));
+}
+
+std::string MysqlStore::endpoint() const {
+  std::lock_guard lock(endpoint_mu_);
+  return endpoint_;
+}
+
+Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_database) {
   DropConnection();
   return Guard("connect", [&] {
     sql::ConnectOptionsMap options;
-    if (!config_.db_socket.empty()) {
+    if (!e) {
       options["hostName"] = sql::SQLString("localhost");
       options["socket"] = sql::SQLString(config_.db_socket);
     } else {
-      options["hostName"] = sql::SQLString(fmt::format("tcp://{}:{}", config_.db_host, config_.db_port));
+      const bool v6 = e->host.find(':') != std::string::npos;
+      const std::string host = v6 ? "[" + e->host + "]" : e->host;
+      options["hostName"] = sql::SQLString(fmt::format("tcp://{}:{}", host, e->port));
     }
     options["userName"] = sql::SQLString(config_.db_user);
     options["password"] = sql::SQLString(config_.db_password);

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -37,8 +38,13 @@ class MysqlStore {
   MysqlStore& operator=(const MysqlStore&) = delete;
 
   // Opens (or reopens) the connection. With create_database, creates the
-  // configured database if it does not exist.
+  // configured database if it does not exist. With several --db-host
+  // entries (a cluster's nodes), tries the one used last first, then the
+  // others in order, once each.
   Status Connect(bool create_database);
+  // The node of the last successful connect ("host:port"; empty on a unix
+  // socket or before the first). Any thread.
+  std::string endpoint() const;
   bool connected() const { return conn_ != nullptr; }
 
   // Lock waits of this session fail after `seconds` (InnoDB's default: 50).
@@ -213,10 +219,14 @@ class MysqlStore {
   void CommitTransaction();
   // Forgets the connection and everything prepared on it.
   void DropConnection();
+  Status ConnectTo(const std::optional<DbEndpoint>& endpoint, bool create_database);
   sql::PreparedStatement& InsertStatement(std::size_t rows);
 
   const Config& config_;
   std::unique_ptr<sql::Connection> conn_;
+  std::size_t endpoint_index_ = 0;  // into DbEndpoints(--db-host): the node tried first
+  mutable std::mutex endpoint_mu_;
+  std::string endpoint_;  // guarded by endpoint_mu_
   // INSERT statements for 1, 2, 4, ... rows; a batch is split into
   // power-of-two chunks so that at most log2(batch-max)+1 are ever prepared.
   std::vector<std::unique_ptr<sql::PreparedStatement>> inserts_;

@@ -12,6 +12,8 @@
 #include <set>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "relay_fixture.h"
 
 namespace seqtest {
@@ -309,6 +311,30 @@ TEST_F(RelayE2E, FramesLostWhileTheBrokerIsAwayArePublishedAgainAfterTheReconnec
   }
   const std::string log = relay_->log();
   EXPECT_NE(log.find("output: reconnected; publishing rows"), std::string::npos) << log;
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
+// --db-host as a list (a cluster's nodes): a node that refuses the
+// connection is passed over for the next, the one in use is logged and in
+// relay/stats, and the relay sequences as usual.
+TEST_F(RelayE2E, ADeadDatabaseNodeInTheListIsPassedOverForTheNext) {
+  const int dead = FreePort();
+  StartRelay({"--db-host=127.0.0.1:" + std::to_string(dead) + ",127.0.0.1", "--stats-interval=1"});
+  const std::string live = "127.0.0.1:" + std::to_string(servers().db_port());
+  EXPECT_NE(relay_->log().find("database: connected to " + live + " (node 2 of 2)"), std::string::npos)
+      << relay_->log();
+  MqttClient stats(servers().mqtt_port(), name_ + "-stats");
+  stats.Subscribe("relay/stats");
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  const std::string topic = root() + "/t";
+  for (int i = 1; i <= 20; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  std::vector<std::pair<uint64_t, std::string>> trail;
+  ASSERT_TRUE(WaitFor([&] { return (trail = AuditTrail(topic)).size() >= 20; }, 20s)) << trail.size();
+  ASSERT_EQ(trail.size(), 20u);
+  ASSERT_TRUE(stats.WaitForCount(1, 10s));
+  const auto report = nlohmann::json::parse(stats.received().back().payload);
+  EXPECT_EQ(report.value("database_node", ""), live) << report.dump();
   EXPECT_EQ(relay_->Stop(), 0);
 }
 

@@ -479,5 +479,25 @@ TEST(OptionsTest, TheJournalIsOnByDefaultUnderTheStateDirectory) {
   EXPECT_NE(both.error().find("--journal-dir and --no-journal"), std::string::npos) << both.error();
 }
 
+// --db-host as a list of a cluster's nodes: host, host:port, [v6]:port,
+// --db-port where no port is given; a bad entry is named.
+TEST(OptionsTest, DbHostTakesAListOfNodes) {
+  auto one = DbEndpoints("db1", 3307);
+  ASSERT_TRUE(one.ok()) << one.error();
+  EXPECT_EQ(*one, (std::vector<DbEndpoint>{{"db1", 3307}}));
+  auto many = DbEndpoints("10.0.0.1:3306, db2 ,[::1]:4406,[fe80::1]", 3310);
+  ASSERT_TRUE(many.ok()) << many.error();
+  EXPECT_EQ(*many, (std::vector<DbEndpoint>{{"10.0.0.1", 3306}, {"db2", 3310}, {"::1", 4406}, {"fe80::1", 3310}}));
+  for (const char* bad : {"db1:0", "db1:65536", "db1:x", "db1:", ",db2", "db1,,db2", "::1", "[::1", "[::1]x"}) {
+    auto r = DbEndpoints(bad, 3306);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_NE(r.error().find("--db-host"), std::string::npos) << r.error();
+    }
+  }
+  EXPECT_NE(ParseError({"--db-host=db1:99999"}).find("the port must be 1 to 65535"), std::string::npos);
+  EXPECT_EQ(ParseOk({"--db-host=h1:1,h2:2"}).db_host, "h1:1,h2:2");
+}
+
 }  // namespace
 }  // namespace seqrelay
