@@ -43,7 +43,8 @@ export SEQTEST_RELAY_BINARY=$relay
 run() {  # name, command...: runs in the background, output to $logs/name.log
   local name=$1
   shift
-  ( "$@" >"$logs/$name.log" 2>&1; echo $? >"$logs/$name.rc" ) &
+  # set +e: a failing command must still leave its exit code (set -e would end the subshell first).
+  ( set +e; "$@" >"$logs/$name.log" 2>&1; echo $? >"$logs/$name.rc" ) &
 }
 run js node --test --test-concurrency=2 "$js"/test/*.test.js
 run python /usr/bin/python3 -m pytest -q -p no:cacheprovider "$root/clients/python/tests"

@@ -150,8 +150,12 @@ say "building the relay image and the two stand-ins"
 build localhost/seqrelay-standin-mosquitto:test mosquitto "$root/docker/stand-ins/mosquitto" & b1=$!
 build localhost/seqrelay-standin-mysql:test mysql "$root/docker/stand-ins/mysql" & b2=$!
 build localhost/seqrelay:test relay -f "$root/docker/Dockerfile" "$root" || die "image build failed"
-wait "$b1" || die "stand-in build failed"
-wait "$b2" || die "stand-in build failed"
+# Once reaped, their PIDs may be anyone's: forgotten, so that the cleanup
+# never signals a process this script did not start.
+wait "$b1" || { b1=""; die "stand-in build failed"; }
+b1=""
+wait "$b2" || { b2=""; die "stand-in build failed"; }
+b2=""
 image_bytes=$(podman image inspect --format '{{.Size}}' localhost/seqrelay:test)
 say "images built; relay image $((image_bytes / 1000000)) MB"
 ((images_only)) && exit 0

@@ -123,8 +123,9 @@ serverTest('history on join: 1..250 told before, then live, no gap or duplicate 
   assert.equal(history.first, 1);
   assert.equal(history.start, 1);
   assert.ok(history.last >= 250);
-  // A lookup, then replies of at most 100 frames (--replay-max=100), each asked from the last one's "next".
-  assert.ok(seq.stats.requests >= 1 + Math.ceil(history.last / 100), `requests: ${seq.stats.requests}`);
+  // A lookup, then replies of at most 100 frames (--replay-max=100), each asked from the last one's "next":
+  // at least three for the 250 stored before the join (the live ones may fill the rest first).
+  assert.ok(seq.stats.requests >= 1 + Math.ceil(250 / 100), `requests: ${seq.stats.requests}`);
   // A live frame may come before or after its replayed copy (they travel on
   // different relay connections): a duplicate is dropped, never delivered.
   assert.equal(seq.stats.delivered, 350, 'each SEQ delivered once');
