@@ -144,7 +144,11 @@ test('the messenger in Chromium: in order, offline and back, history, a bad fram
   assert.equal(stats.requests, bobRequestsBefore + bobRequests.length, 'the page counts the requests the broker saw');
   assert.ok(notices.some((n) => n.startsWith('fetching')), `the page said it was fetching: ${JSON.stringify(notices)}`);
   const bobEvents = await bob.evaluate(() => window.messenger.events);
-  assert.deepEqual(bobEvents.filter((e) => e.kind !== 'history').map((e) => [e.kind, e.from]), [['fetch', 51], ['filled', 51]]);
+  // The last fetch is the one for what bob missed (an earlier one may have filled the first messages, if
+  // alice's first came before the page's SUBSCRIBE was through); nothing was ever lost.
+  const bobFetches = bobEvents.filter((e) => e.kind !== 'history').map((e) => [e.kind, e.from]);
+  assert.deepEqual(bobFetches.slice(-2), [['fetch', 51], ['filled', 51]], JSON.stringify(bobFetches));
+  assert.ok(bobFetches.every(([kind]) => kind === 'fetch' || kind === 'filled'), JSON.stringify(bobFetches));
   await bob.waitForFunction(() => document.getElementById('notice').textContent === '', { timeout: 5000, polling: 50 })
     .catch(async (e) => { throw new Error(`${e.message}: notices ${JSON.stringify(notices)}, events ${JSON.stringify(await bob.evaluate(() => window.messenger.events))}`); });
 
