@@ -16,6 +16,42 @@
 namespace seqtest {
 namespace {
 
+// The test plays the relay for one topic, to order frames and statuses
+// exactly: it sees the client's requests and answers them by hand.
+class FakeRelay {
+ public:
+  FakeRelay(int port, const std::string& name, std::string client_id, std::string topic, uint32_t id)
+      : mqtt_(port, name + "-fake-relay"), client_id_(std::move(client_id)), topic_(std::move(topic)), id_(id) {
+    mqtt_.Subscribe("relay/retransmit/" + client_id_);
+  }
+  std::string Frame(uint64_t seq) const {
+    const std::string payload = "m" + std::to_string(seq);
+    return seqrelay::EncodeFrame({id_, seq, seqrelay::Ordering::kOrdered},
+                                 {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()})
+        .value();
+  }
+  void Live(uint64_t seq) { mqtt_.Publish("seq/" + topic_, Frame(seq)); }
+  void Replay(uint64_t seq) { mqtt_.Publish("relay/replay/" + client_id_, Frame(seq)); }
+  // A status for the topic: `status` plus its id and name.
+  void Answer(nlohmann::json status) {
+    status["id"] = id_;
+    status["topic"] = topic_;
+    mqtt_.Publish("relay/replay/" + client_id_ + "/status", status.dump());
+  }
+  // The client's nth request (from 1), waited for.
+  nlohmann::json Request(std::size_t n) {
+    EXPECT_TRUE(mqtt_.WaitForCount(n, std::chrono::seconds(10))) << "no request " << n;
+    auto got = mqtt_.received();
+    return got.size() >= n ? nlohmann::json::parse(got[n - 1].payload) : nlohmann::json();
+  }
+  std::size_t requests() { return mqtt_.received_count(); }
+
+ private:
+  MqttClient mqtt_;
+  const std::string client_id_, topic_;
+  const uint32_t id_;
+};
+
 class ClientE2E : public RelayE2E {
  protected:
   // Collects what a SeqClient delivers.
@@ -137,30 +173,15 @@ TEST_F(ClientE2E, ALateStatusOfAnEarlierRequestDoesNotCloseTheNextOne) {
   auto o = ClientOptions("c", {topic});
   o.gap_wait = std::chrono::milliseconds(20);
   o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request per gap
-  MqttClient relay(servers().mqtt_port(), name_ + "-fake-relay");
-  relay.Subscribe("relay/retransmit/" + o.client_id);
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
   Sink sink;
   seqclient::SeqClient client(o, std::ref(sink));
   ASSERT_EQ(client.Start(), std::nullopt);
-  constexpr uint32_t kId = 77;
-  auto frame = [&](uint64_t seq) {
-    const std::string payload = "m" + std::to_string(seq);
-    return seqrelay::EncodeFrame({kId, seq, seqrelay::Ordering::kOrdered},
-                                 {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()})
-        .value();
-  };
-  auto live = [&](uint64_t seq) { relay.Publish("seq/" + topic, frame(seq)); };
+  auto live = [&](uint64_t seq) { relay.Live(seq); };
   auto status = [&](uint64_t from, uint64_t to) {
-    relay.Publish("relay/replay/" + o.client_id + "/status",
-                  nlohmann::json{{"id", kId}, {"topic", topic}, {"from", from}, {"to", to}, {"sent", to - from + 1},
-                                 {"last", 9}, {"status", "ok"}}
-                      .dump());
+    relay.Answer({{"from", from}, {"to", to}, {"sent", to - from + 1}, {"last", 9}, {"status", "ok"}});
   };
-  auto request = [&](std::size_t n) {
-    EXPECT_TRUE(relay.WaitForCount(n, 10s)) << "no request " << n;
-    auto got = relay.received();
-    return got.size() >= n ? nlohmann::json::parse(got[n - 1].payload) : nlohmann::json();
-  };
+  auto request = [&](std::size_t n) { return relay.Request(n); };
 
   // Until the client's SUBSCRIBE is through, a frame can pass it by: send
   // SEQ 1 until it is delivered (repeats are dropped as duplicates).
@@ -174,7 +195,7 @@ TEST_F(ClientE2E, ALateStatusOfAnEarlierRequestDoesNotCloseTheNextOne) {
   auto first = request(1);
   EXPECT_EQ(first["from"], 3);
   EXPECT_EQ(first["to"], 3);
-  relay.Publish("relay/replay/" + o.client_id, frame(3));  // its frame, but not yet its status
+  relay.Replay(3);  // its frame, but not yet its status
   ASSERT_TRUE(WaitFor([&] { return sink.size() >= 4; }, 10s));
   live(5), live(7);  // 6 lost: a second request while the first status is still out
   auto second = request(2);
@@ -182,7 +203,7 @@ TEST_F(ClientE2E, ALateStatusOfAnEarlierRequestDoesNotCloseTheNextOne) {
   EXPECT_EQ(second["to"], 6);
   status(3, 3);  // late: answers the first request, not the second
   std::this_thread::sleep_for(Scaled(200ms));
-  relay.Publish("relay/replay/" + o.client_id, frame(6));
+  relay.Replay(6);
   status(6, 6);
   ASSERT_TRUE(WaitFor([&] { return sink.size() >= 7; }, 10s)) << Explain(client, sink, 7);
   client.Stop();
@@ -200,30 +221,14 @@ TEST_F(ClientE2E, ARetryableErrorIsAskedAgainFromNextAndAFinalOneGivesUp) {
   auto o = ClientOptions("c", {topic});
   o.gap_wait = std::chrono::milliseconds(20);
   o.reply_timeout = std::chrono::milliseconds(300);
-  MqttClient relay(servers().mqtt_port(), name_ + "-fake-relay");
-  relay.Subscribe("relay/retransmit/" + o.client_id);
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 78);
   Sink sink;
   seqclient::SeqClient client(o, std::ref(sink));
   ASSERT_EQ(client.Start(), std::nullopt);
-  constexpr uint32_t kId = 78;
-  auto frame = [&](uint64_t seq) {
-    const std::string payload = "m" + std::to_string(seq);
-    return seqrelay::EncodeFrame({kId, seq, seqrelay::Ordering::kOrdered},
-                                 {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()})
-        .value();
-  };
-  auto live = [&](uint64_t seq) { relay.Publish("seq/" + topic, frame(seq)); };
-  auto replay = [&](uint64_t seq) { relay.Publish("relay/replay/" + o.client_id, frame(seq)); };
-  auto answer = [&](nlohmann::json status) {
-    status["id"] = kId;
-    status["topic"] = topic;
-    relay.Publish("relay/replay/" + o.client_id + "/status", status.dump());
-  };
-  auto request = [&](std::size_t n) {
-    EXPECT_TRUE(relay.WaitForCount(n, 10s)) << "no request " << n;
-    auto got = relay.received();
-    return got.size() >= n ? nlohmann::json::parse(got[n - 1].payload) : nlohmann::json();
-  };
+  auto live = [&](uint64_t seq) { relay.Live(seq); };
+  auto replay = [&](uint64_t seq) { relay.Replay(seq); };
+  auto answer = [&](const nlohmann::json& status) { relay.Answer(status); };
+  auto request = [&](std::size_t n) { return relay.Request(n); };
   ASSERT_TRUE(WaitFor(
       [&] {
         live(1);
@@ -253,7 +258,7 @@ TEST_F(ClientE2E, ARetryableErrorIsAskedAgainFromNextAndAFinalOneGivesUp) {
   ASSERT_TRUE(WaitFor([&] { return sink.size() >= 6; }, 10s)) << Explain(client, sink, 7);
   EXPECT_EQ(client.stats().gaps_unfilled, 1u);
   std::this_thread::sleep_for(Scaled(700ms));  // a negative check: longer than two reply timeouts
-  EXPECT_EQ(relay.received_count(), 3u) << "a final error is not asked again";
+  EXPECT_EQ(relay.requests(), 3u) << "a final error is not asked again";
   client.Stop();
 }
 
