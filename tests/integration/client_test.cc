@@ -177,28 +177,26 @@ TEST_F(ClientE2E, ALateStatusOfAnEarlierRequestDoesNotCloseTheNextOne) {
   Sink sink;
   seqclient::SeqClient client(o, std::ref(sink));
   ASSERT_EQ(client.Start(), std::nullopt);
-  auto live = [&](uint64_t seq) { relay.Live(seq); };
   auto status = [&](uint64_t from, uint64_t to) {
     relay.Answer({{"from", from}, {"to", to}, {"sent", to - from + 1}, {"last", 9}, {"status", "ok"}});
   };
-  auto request = [&](std::size_t n) { return relay.Request(n); };
 
   // Until the client's SUBSCRIBE is through, a frame can pass it by: send
   // SEQ 1 until it is delivered (repeats are dropped as duplicates).
   ASSERT_TRUE(WaitFor(
       [&] {
-        live(1);
+        relay.Live(1);
         return sink.size() >= 1;
       },
       10s));
-  live(2), live(4);  // 3 lost
-  auto first = request(1);
+  relay.Live(2), relay.Live(4);  // 3 lost
+  auto first = relay.Request(1);
   EXPECT_EQ(first["from"], 3);
   EXPECT_EQ(first["to"], 3);
   relay.Replay(3);  // its frame, but not yet its status
   ASSERT_TRUE(WaitFor([&] { return sink.size() >= 4; }, 10s));
-  live(5), live(7);  // 6 lost: a second request while the first status is still out
-  auto second = request(2);
+  relay.Live(5), relay.Live(7);  // 6 lost: a second request while the first status is still out
+  auto second = relay.Request(2);
   EXPECT_EQ(second["from"], 6);
   EXPECT_EQ(second["to"], 6);
   status(3, 3);  // late: answers the first request, not the second
@@ -225,35 +223,31 @@ TEST_F(ClientE2E, ARetryableErrorIsAskedAgainFromNextAndAFinalOneGivesUp) {
   Sink sink;
   seqclient::SeqClient client(o, std::ref(sink));
   ASSERT_EQ(client.Start(), std::nullopt);
-  auto live = [&](uint64_t seq) { relay.Live(seq); };
-  auto replay = [&](uint64_t seq) { relay.Replay(seq); };
-  auto answer = [&](const nlohmann::json& status) { relay.Answer(status); };
-  auto request = [&](std::size_t n) { return relay.Request(n); };
   ASSERT_TRUE(WaitFor(
       [&] {
-        live(1);
+        relay.Live(1);
         return sink.size() >= 1;
       },
       10s));
-  live(5);  // 2..4 lost
-  auto first = request(1);
+  relay.Live(5);  // 2..4 lost
+  auto first = relay.Request(1);
   ASSERT_EQ(first["from"], 2);
   ASSERT_EQ(first["to"], 4);
-  replay(2);  // one frame, then the database went away
-  answer({{"from", 2}, {"to", 4}, {"status", "error"}, {"error", "database unavailable after 1 frames, ask again from 3"},
+  relay.Replay(2);  // one frame, then the database went away
+  relay.Answer({{"from", 2}, {"to", 4}, {"status", "error"}, {"error", "database unavailable after 1 frames, ask again from 3"},
           {"code", "unavailable"}, {"retry", true}, {"next", 3}});
-  auto again = request(2);
+  auto again = relay.Request(2);
   EXPECT_EQ(again["from"], 3) << "asked again from next";
   EXPECT_EQ(again["to"], 4);
-  replay(3), replay(4);
-  answer({{"from", 3}, {"to", 4}, {"sent", 2}, {"last", 5}, {"status", "ok"}});
+  relay.Replay(3), relay.Replay(4);
+  relay.Answer({{"from", 3}, {"to", 4}, {"sent", 2}, {"last", 5}, {"status", "ok"}});
   ASSERT_TRUE(WaitFor([&] { return sink.size() >= 5; }, 10s)) << Explain(client, sink, 5);
   EXPECT_EQ(client.stats().gaps_unfilled, 0u);
 
-  live(7);  // 6 lost, and refused for good
-  auto third = request(3);
+  relay.Live(7);  // 6 lost, and refused for good
+  auto third = relay.Request(3);
   ASSERT_EQ(third["from"], 6);
-  answer({{"from", 6}, {"to", 6}, {"status", "error"}, {"error", "forbidden"}, {"code", "forbidden"},
+  relay.Answer({{"from", 6}, {"to", 6}, {"status", "error"}, {"error", "forbidden"}, {"code", "forbidden"},
           {"retry", false}});
   ASSERT_TRUE(WaitFor([&] { return sink.size() >= 6; }, 10s)) << Explain(client, sink, 7);
   EXPECT_EQ(client.stats().gaps_unfilled, 1u);

@@ -128,6 +128,22 @@ class FailoverE2E : public FaultE2E {
     return WaitFor([&] { return r.log().find(text, from) != std::string::npos; }, Scaled(deadline));
   }
   // Starts `standby` and waits until it says it stands by.
+  // `active` (of shard 'a') starts and SIGKILLs itself right after journaling its 100th
+  // message (its PUBACK unsent); `standby` takes the shard over; all
+  // `count` messages published on `topic` end up stored.
+  void KillTheActiveAfterJournalingAndLetTheStandbyTakeOver(RelayProcess& active, RelayProcess& standby,
+                                                            const std::string& topic, int count) {
+    active.Start({"SEQTEST_KILL_AFTER_JOURNAL=100"});
+    StartStandby(standby);
+    MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+    for (int i = 1; i <= count; ++i) pub.Publish(topic, "p" + std::to_string(i));
+    ASSERT_EQ(active.WaitExit(10s), 128 + SIGKILL);
+    ASSERT_TRUE(LogHas(standby, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 10s))
+        << standby.log();
+    ASSERT_TRUE(pub.WaitAllAcked(30s));
+    WaitStored(topic, count);
+  }
+
   static void StartStandby(RelayProcess& standby) {
     standby.Launch();
     ASSERT_TRUE(LogHas(standby, "standby: shard", 20s)) << standby.log();
@@ -317,16 +333,10 @@ TEST_F(FailoverE2E, KillsInARowLoseNothing) {
 // topic and payload as a message it took) and stores it once.
 TEST_F(FailoverE2E, AMessageResentToTheSuccessorIsNotStoredAgainFromTheOldJournal) {
   auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
-  a1->Start({"SEQTEST_KILL_AFTER_JOURNAL=100"});
-  StartStandby(*a2);
   const std::string topic = root() + "/a/t";
   constexpr int kCount = 300;
-  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  for (int i = 1; i <= kCount; ++i) pub.Publish(topic, "p" + std::to_string(i));
-  ASSERT_EQ(a1->WaitExit(10s), 128 + SIGKILL);
-  ASSERT_TRUE(LogHas(*a2, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 10s)) << a2->log();
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
-  WaitStored(topic, kCount);
+  KillTheActiveAfterJournalingAndLetTheStandbyTakeOver(*a1, *a2, topic, kCount);
+  if (HasFatalFailure()) return;
   a1 = ShardRelay("a", 1);
   StartStandby(*a1);
   ASSERT_TRUE(LogHas(*a1, "but not committed handed over to shard 'a'", 10s)) << a1->log();
@@ -344,16 +354,10 @@ TEST_F(FailoverE2E, AMessageResentToTheSuccessorIsNotStoredAgainFromTheOldJourna
 // resends it took after resuming the session.
 TEST_F(FailoverE2E, AResentMessageIsNotStoredAgainWhenTheOldRelayIsActiveAgain) {
   auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
-  a1->Start({"SEQTEST_KILL_AFTER_JOURNAL=100"});
-  StartStandby(*a2);
   const std::string topic = root() + "/a/t";
   constexpr int kCount = 300;
-  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  for (int i = 1; i <= kCount; ++i) pub.Publish(topic, "p" + std::to_string(i));
-  ASSERT_EQ(a1->WaitExit(10s), 128 + SIGKILL);
-  ASSERT_TRUE(LogHas(*a2, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 10s)) << a2->log();
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
-  WaitStored(topic, kCount);
+  KillTheActiveAfterJournalingAndLetTheStandbyTakeOver(*a1, *a2, topic, kCount);
+  if (HasFatalFailure()) return;
   EXPECT_EQ(a2->Stop(), 0);  // hands the lease back at once
   EXPECT_GT(Number("SELECT COUNT(*) FROM `" + name_ + "`.TAKEN"), 0u);
   a1 = ShardRelay("a", 1);
