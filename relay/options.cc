@@ -24,7 +24,8 @@ std::string EnvName(const std::string& option) {
 }
 
 po::options_description Describe(Config& c, std::string& config_file, std::string& log_level,
-                                 std::string& log_format, bool& no_migrate, bool& no_journal) {
+                                 std::string& log_format, bool& no_migrate, bool& no_journal,
+                                 std::string& dedupe_window) {
   po::options_description general("General");
   general.add_options()
       ("help", "Print this help and exit.")
@@ -127,6 +128,12 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
        "the relay stops reading from mosquitto, which queues further messages in the relay's session.")
       ("buffer-max-bytes", po::value(&c.buffer_max_bytes)->default_value(c.buffer_max_bytes)->value_name("BYTES"),
        "The same bound in payload bytes.")
+      ("dedupe-window", po::value(&dedupe_window)->default_value(FormatDuration(c.dedupe_window_s))
+                            ->value_name("DURATION"),
+       "How long a publisher's msg-id is remembered (the MQTT v5 user property msg-id, 1 to 128 bytes of "
+       "UTF-8): a message whose topic and msg-id were sequenced within it is a resend and gets no SEQ, no row "
+       "and no frame (counted as dedupe.dropped). The record is committed with the message, so restarts and "
+       "failovers keep it; older ones are purged in the background. 90s, 30m, 24h, 7d; 0 ignores msg-ids.")
       ("journal-dir", po::value(&c.journal_dir)->value_name("DIR"),
        "The local journal: every accepted message is written there before it is acknowledged to mosquitto, and "
        "what it holds beyond the database is stored at start, so a killed relay loses nothing. Default: "
@@ -246,9 +253,10 @@ std::string DefaultJournalDir(const std::map<std::string, std::string>& env, con
 Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
   ParsedOptions out;
   Config& c = out.config;
-  std::string config_file, log_level, log_format;
+  std::string config_file, log_level, log_format, dedupe_window;
   bool no_migrate = false, no_journal = false;
-  po::options_description desc = Describe(c, config_file, log_level, log_format, no_migrate, no_journal);
+  po::options_description desc =
+      Describe(c, config_file, log_level, log_format, no_migrate, no_journal, dedupe_window);
   std::ostringstream help;
   help << desc;
   out.help_text = help.str();
@@ -306,6 +314,9 @@ Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const s
   c.log_format = *format;
   c.migrate = !no_migrate;
   if (out.help || out.version) return out;
+  auto window = ParseDuration(dedupe_window);
+  if (!window.ok()) return Status::Error(fmt::format("--dedupe-window: {}", window.error()));
+  c.dedupe_window_s = window.value();
   if (no_journal && !c.journal_dir.empty()) {
     return Status::Error("--journal-dir and --no-journal contradict each other: give one of them");
   }

@@ -194,11 +194,12 @@ int Relay::Run() {
   output_options_.clean_session = true;
   output_options_.name = "output";
   // v5 on the output link shows a frame the broker refused (PUBACK reason
-  // code). The intake stays on 3.1.1, whose clean-session-off keeps the
-  // session without a v5 session expiry interval.
+  // code). The intake is on v5 to read the publishers' msg-ids (with a
+  // session that never expires, as 3.1.1's clean session off); without
+  // dedupe it stays on 3.1.1.
   output_options_.mqtt_v5 = true;
   intake_options_ = output_options_;
-  intake_options_.mqtt_v5 = false;
+  intake_options_.mqtt_v5 = config_.dedupe_window_s > 0;
   intake_options_.client_id = IntakeClientId(config_);
   if (!config_.mqtt_intake_user.empty()) {
     intake_options_.user = config_.mqtt_intake_user;
@@ -294,7 +295,10 @@ int Relay::Run() {
         lock.lock();
       }
       lock.unlock();
-      if (active_) PumpPending();
+      if (active_) {
+        PumpPending();
+        PurgeMsgIds();
+      }
       stats_if_due();
       lock.lock();
     }
@@ -358,12 +362,13 @@ int Relay::Run() {
   const Counters& c = counters_;
   LogInfo("stopped: received {}, committed {} in {} batches, published {} ({} republished), acknowledged {}, "
           "refused {} (topic too long {}, payload too large {}, out of SEQ {}, over --max-topics {}), set aside {}, "
-          "ignored {} (own topics {}, retained {}); retransmit requests {} (ok {}, error {}, frames {})",
+          "ignored {} (own topics {}, retained {}), publishers' resends dropped {}; retransmit requests {} (ok {}, "
+          "error {}, frames {})",
           c.received.load(), c.committed.load(), c.batches.load(), c.published.load(), c.republished.load(),
           c.acked.load(), c.refused_topic + c.refused_payload + c.refused_seq + c.refused_topics,
           c.refused_topic.load(), c.refused_payload.load(), c.refused_seq.load(), c.refused_topics.load(),
           c.set_aside.load(), c.ignored_own + c.ignored_retained, c.ignored_own.load(),
-          c.ignored_retained.load(), retransmit_.counters().requests.load(), retransmit_.counters().served.load(),
+          c.ignored_retained.load(), c.dedupe_dropped.load(), retransmit_.counters().requests.load(), retransmit_.counters().served.load(),
           retransmit_.counters().failed(), retransmit_.counters().frames.load());
   if (stepped_down_) {
     if (c.lost > 0) {

@@ -90,6 +90,9 @@ class Relay {
     std::atomic<uint64_t> journal_errors{0};    // messages that could not be journaled (kept in memory)
     std::atomic<uint64_t> journal_replayed{0};  // messages stored at start from the journal
     std::atomic<uint64_t> redeliveries{0};      // broker resends of journaled messages, dropped
+    std::atomic<uint64_t> dedupe_dropped{0};    // publishers' resends (msg-id sequenced before), dropped
+    std::atomic<uint64_t> msg_ids_invalid{0};   // msg-ids ignored as invalid (empty, too long, not UTF-8)
+    std::atomic<uint64_t> msg_ids_purged{0};    // DEDUPE records purged past --dedupe-window
     std::atomic<uint64_t> topics{0};            // gauge: topics the writer knows (seen since start)
     std::atomic<uint64_t> commit_us{0};         // time spent in committed batches' commits, microseconds
   };
@@ -113,6 +116,13 @@ class Relay {
   void RepublishUnconfirmed();
   void WriterLoop();
   bool Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics);
+  // Drops from the batch the publishers' resends (PROTOCOL.md 5.1): a
+  // message whose topic and msg-id are in DEDUPE, or on an earlier message
+  // of the batch. False if the relay gave up meanwhile.
+  bool DropResends(std::vector<Message>& batch);
+  // Main thread, active only: deletes DEDUPE records past --dedupe-window,
+  // a small batch at a time, for at most a few hundred milliseconds a call.
+  void PurgeMsgIds();
   enum class Committed { kYes, kRefused, kGaveUp };
   // Commits the batch (retrying through outages). kRefused: the server will
   // never take one of its rows (`refused` says why); kGaveUp: the stop
@@ -222,6 +232,9 @@ class Relay {
   Sequencer sequencer_;
   uint64_t topic_rows_ = 0;  // rows in TOPIC: counted at start, then grown by the writer's lookups
   std::size_t batch_max_bytes_ = 0;  // bytes per transaction; set by CheckPacketLimit before the writer starts
+  // The journal position after the last resend dropped: released with the
+  // next commit (a resend dropped has nothing to commit).
+  uint64_t dropped_journal_end_ = 0;
 
   // Publishing: the tracker maps PUBACKs to rows; publish_mu_ guards it and
   // is held across each mosquitto_publish so that an acknowledgement can
@@ -253,7 +266,8 @@ class Relay {
   uint32_t shard_num_ = 0;        // SHARD.NUM, from OpenDatabase
   bool shard_refused_ = false;    // OpenDatabase failed because the shard overlaps another: exit 2  // the journal got its id in this run (new, or written before ids)
   MqttLink::Options intake_options_;
-  MysqlStore pending_store_{config_};  // PumpPending's connection (main thread)
+  MysqlStore pending_store_{config_};  // PumpPending's and PurgeMsgIds's connection (main thread)
+  std::chrono::steady_clock::time_point next_purge_{};  // main thread
   std::atomic<std::size_t> pending_queued_{0};  // handed-over messages queued and not yet committed or lost
   MqttLink::Options output_options_;
   std::thread writer_;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/log.h"
+#include "intake/intake.h"
 #include "relay_parts.h"
 
 namespace seqrelay {
@@ -32,7 +33,7 @@ Status Relay::HandOverJournal() {
   struct Owned {
     uint64_t end;
     uint16_t mid;
-    std::string topic, payload;
+    std::string topic, payload, msg_id;
   };
   std::vector<Owned> left;
   const uint64_t committed = progress->journal_pos;
@@ -41,7 +42,8 @@ Status Relay::HandOverJournal() {
     redelivery_.Remember(r.mid, r.topic, r.payload);
     if (r.end <= committed) return;
     left.push_back({r.end, r.mid, std::string(r.topic),
-                    std::string(reinterpret_cast<const char*>(r.payload.data()), r.payload.size())});
+                    std::string(reinterpret_cast<const char*>(r.payload.data()), r.payload.size()),
+                    std::string(r.msg_id)});
   });
   if (!replayed.ok()) LogError("{}; the records after the damage are not stored", replayed.message());
   if (left.empty()) return Status::Ok();
@@ -53,7 +55,8 @@ Status Relay::HandOverJournal() {
     std::vector<MysqlStore::HandedOver> chunk;
     for (std::size_t i = at; i < std::min(left.size(), at + kChunk); ++i) {
       chunk.push_back({left[i].end, left[i].mid, left[i].topic,
-                       {reinterpret_cast<const uint8_t*>(left[i].payload.data()), left[i].payload.size()}});
+                       {reinterpret_cast<const uint8_t*>(left[i].payload.data()), left[i].payload.size()},
+                       left[i].msg_id});
     }
     if (Status s = store_.HandOver(chunk, chunk.back().end); !s.ok()) return s;
   }
@@ -116,12 +119,38 @@ void Relay::PumpPending() {
     Message m(row.topic, row.payload.data(), row.payload.size());
     m.pending_journal = std::move(row.journal_id);
     m.pending_end = row.end;
+    m.msg_id = std::move(row.msg_id);
     // Never waits for room (the main thread must not block): at most one
     // round of 1,000 over --buffer-max.
     if (queue_.PushWithin(std::move(m), Clock::duration::zero()) != IntakeQueue::Pushed::kClosed) {
       ++counters_.journal_replayed;
     } else {
       --pending_queued_;
+    }
+  }
+}
+
+void Relay::PurgeMsgIds() {
+  // Every 10 s (or half the window, if shorter), batches of 1,000 rows,
+  // each its own short transaction, for at most 200 ms: never a long lock
+  // the writer's inserts could wait on.
+  if (config_.dedupe_window_s == 0 || stopping_ || Clock::now() < next_purge_) return;
+  next_purge_ = Clock::now() + std::chrono::seconds(std::clamp<uint64_t>(config_.dedupe_window_s / 2, 1, 10));
+  if (!pending_store_.connected() && !pending_store_.Connect(false).ok()) return;
+  constexpr std::size_t kPurgeBatch = 1000;
+  const auto until = Clock::now() + milliseconds(200);
+  for (;;) {
+    auto deleted = pending_store_.PurgeMsgIds(config_.dedupe_window_s, kPurgeBatch);
+    if (!deleted.ok()) {
+      static RateLimit limit(std::chrono::minutes(1));
+      if (auto suppressed = limit.Allow()) LogWarn("dedupe: {}{}", deleted.error(), SuppressedNote(*suppressed));
+      return;
+    }
+    counters_.msg_ids_purged += deleted.value();
+    if (deleted.value() < kPurgeBatch) return;
+    if (Clock::now() >= until) {
+      next_purge_ = Clock::now() + std::chrono::seconds(1);  // more to do: again soon
+      return;
     }
   }
 }
@@ -177,13 +206,27 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   const bool break_link = ++taken_ == break_intake_after_;
   Message m(in.topic, in.payload.data(), in.payload.size());
   m.received = Clock::now();
+  if (in.properties != nullptr && config_.dedupe_window_s > 0) {
+    if (auto id = MqttLink::UserProperty(in, kMsgIdProperty)) {
+      if (const MsgIdVerdict v = CheckMsgId(*id); v == MsgIdVerdict::kValid) {
+        m.msg_id = std::move(*id);
+      } else {
+        ++counters_.msg_ids_invalid;
+        static RateLimit limit(std::chrono::seconds(10));
+        if (auto suppressed = limit.Allow()) {
+          LogWarn("intake: a message on '{}' has an invalid msg-id ({}); sequenced as if it had none{}", in.topic,
+                  MsgIdVerdictName(v), SuppressedNote(*suppressed));
+        }
+      }
+    }
+  }
   if (resumed_left_ > 0) {  // perhaps the resend of a message the previous holder journaled
     --resumed_left_;
     m.resumed_mid = in.mid;
   }
   if (journal_) {
     // Before this callback returns, so before libmosquitto sends the PUBACK.
-    if (auto end = journal_->Append(in.topic, in.payload, in.mid); end.ok()) {
+    if (auto end = journal_->Append(in.topic, in.payload, in.mid, m.msg_id); end.ok()) {
       m.journal_end = end.value();
       if (++journaled_ == kill_after_journal_) {
         LogWarn("fault injection: SIGKILL after journaling message {} on '{}'", in.mid, in.topic);

@@ -58,6 +58,9 @@ RelayStats Relay::Snapshot() const {
   s.journal_errors = c.journal_errors;
   s.journal_replayed = c.journal_replayed;
   s.redeliveries = c.redeliveries;
+  s.dedupe_dropped = c.dedupe_dropped;
+  s.msg_ids_invalid = c.msg_ids_invalid;
+  s.msg_ids_purged = c.msg_ids_purged;
   s.database_up = database_up_;
   s.database_node = store_.endpoint();
   s.intake_connected = intake_ && intake_->connected();

@@ -91,7 +91,65 @@ bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
   }
 }
 
+bool Relay::DropResends(std::vector<Message>& batch) {
+  std::vector<MysqlStore::MsgIdKey> keys;
+  for (const Message& m : batch) {
+    if (!m.msg_id.empty()) keys.push_back({m.topic, m.msg_id});
+  }
+  if (keys.empty()) return true;
+  // Sequenced before: committed (by this relay or any before it; the lease
+  // keeps every other writer out from here to this batch's commit), or
+  // earlier in this batch.
+  Result<std::vector<MysqlStore::MsgIdKey>> found = Status::Ok();
+  if (!Retry("look up msg-ids", [&] { return (found = store_.FindSequencedMsgIds(keys)).status(); },
+             [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
+    return false;
+  }
+  struct KeyHash {
+    std::size_t operator()(const MysqlStore::MsgIdKey& k) const {
+      return std::hash<std::string_view>()(k.topic) * 31 + std::hash<std::string_view>()(k.msg_id);
+    }
+  };
+  // Views into the batch's messages: decided for all before any moves.
+  std::unordered_set<MysqlStore::MsgIdKey, KeyHash> sequenced(found->begin(), found->end());
+  std::vector<bool> resend(batch.size(), false);
+  std::size_t dropped = 0;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const Message& m = batch[i];
+    if (m.msg_id.empty() || sequenced.insert({m.topic, m.msg_id}).second) continue;
+    resend[i] = true;
+    ++dropped;
+  }
+  if (dropped == 0) return true;
+  std::vector<std::pair<std::string, uint64_t>> handed_over;  // PENDING rows of dropped resends
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    Message& m = batch[i];
+    if (!resend[i]) {
+      if (kept != i) batch[kept] = std::move(m);
+      ++kept;
+      continue;
+    }
+    dropped_journal_end_ = std::max(dropped_journal_end_, m.journal_end);
+    if (!m.pending_journal.empty()) handed_over.emplace_back(m.pending_journal, m.pending_end);
+    static RateLimit limit(std::chrono::seconds(10));
+    if (auto suppressed = limit.Allow()) {
+      LogInfo("dedupe: dropped a resend on '{}' (msg-id '{:.40}' was sequenced before){}", m.topic, m.msg_id,
+              SuppressedNote(*suppressed));
+    }
+  }
+  batch.erase(batch.begin() + static_cast<std::ptrdiff_t>(kept), batch.end());
+  counters_.dedupe_dropped += dropped;
+  if (!handed_over.empty() &&
+      !Retry("delete handed-over resends", [&] { return store_.DeletePending(handed_over); },
+             [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
+    return false;
+  }
+  return true;
+}
+
 bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics) {
+  if (config_.dedupe_window_s > 0 && !DropResends(batch)) return false;
   // Topics this process has not seen yet: one round trip for all of them.
   std::vector<std::string_view> unknown;
   std::unordered_set<std::string_view> seen;
@@ -174,7 +232,7 @@ Relay::Committed Relay::Commit(std::span<Message> batch, Status* refused) {
              "only safe way on", p.max_idx, first - 1, last);
     std::abort();
   };
-  uint64_t journal_pos = 0;
+  uint64_t journal_pos = dropped_journal_end_;
   for (const Message& m : batch) journal_pos = std::max(journal_pos, m.journal_end);
   const auto started = Clock::now();
   Status why;

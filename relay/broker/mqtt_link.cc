@@ -54,6 +54,14 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
   mosquitto_message_v5_callback_set(m, &MqttLink::OnMessage);
   mosquitto_subscribe_callback_set(m, &MqttLink::OnSubscribe);
 
+  MqttLink* raw = link.get();
+  if (o.mqtt_v5 && !o.clean_session) {
+    // Its CONNECT needs properties, which libmosquitto 2.0 takes only in a
+    // blocking connect: the network thread makes it.
+    link->first_connect_in_loop_ = true;
+    link->thread_ = std::thread([raw] { raw->Loop(); });
+    return link;
+  }
   // connect_async only records the target when the broker is not there yet;
   // the loop keeps trying.
   int rc = mosquitto_connect_async(m, o.host.c_str(), o.port, o.keepalive_s);
@@ -63,16 +71,49 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
   if (rc == MOSQ_ERR_ERRNO) {
     LogWarn("{}: mosquitto at {}:{} not reachable yet ({}); retrying", o.name, o.host, o.port, strerror(errno));
   }
-  MqttLink* raw = link.get();
   link->thread_ = std::thread([raw] { raw->Loop(); });
   return link;
+}
+
+int MqttLink::ConnectWithSessionExpiry() {
+  // Session Expiry Interval 0xFFFFFFFF: the broker keeps the session (and
+  // queues QoS 1 messages for it) until the client comes back, as it does
+  // for a 3.1.1 client with clean session off. libmosquitto keeps the
+  // properties and sends them again on every reconnect.
+  mosquitto_property* props = nullptr;
+  mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, UINT32_MAX);
+  const int rc = mosquitto_connect_bind_v5(mosq_.get(), options_.host.c_str(), options_.port, options_.keepalive_s,
+                                           nullptr, props);
+  mosquitto_property_free_all(&props);
+  if (rc == MOSQ_ERR_ERRNO) {
+    LogWarn("{}: mosquitto at {}:{} not reachable yet ({}); retrying", options_.name, options_.host, options_.port,
+            strerror(errno));
+  } else if (rc != MOSQ_ERR_SUCCESS) {
+    LogWarn("{}: connect to {}:{}: {}; retrying", options_.name, options_.host, options_.port, mosquitto_strerror(rc));
+  }
+  return rc;
+}
+
+std::optional<std::string> MqttLink::UserProperty(const InboundMessage& m, std::string_view name) {
+  std::optional<std::string> found;
+  bool skip_first = false;
+  for (const mosquitto_property* p = m.properties; p != nullptr && !found; skip_first = true) {
+    char* key = nullptr;
+    char* value = nullptr;
+    p = mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &key, &value, skip_first);
+    if (p != nullptr && key != nullptr && value != nullptr && name == key) found = value;
+    free(key);  // the read functions hand out copies
+    free(value);
+  }
+  return found;
 }
 
 void MqttLink::Loop() {
   using std::chrono::milliseconds;
   mosquitto* m = mosq_.get();
   milliseconds backoff(1000);
-  bool connecting = true;  // a connect is under way (or the link is up) on the current socket
+  bool connecting = !first_connect_in_loop_;  // a connect is under way (or the link is up) on the current socket
+  bool first = first_connect_in_loop_;        // the first connect is this loop's to make
   std::optional<std::chrono::steady_clock::time_point> stop_deadline;
   for (;;) {
     const Want want = want_.load();
@@ -95,7 +136,7 @@ void MqttLink::Loop() {
         wake_.wait(lock, [&] { return want_.load() != Want::kPause; });
         backoff = milliseconds(1000);
         if (want_.load() == Want::kStop) return;
-      } else if (!connecting) {
+      } else if (!connecting && !first) {
         // Lost, or a connect failed: wait, then try again (1 s doubling to 30 s).
         wake_.wait_for(lock, backoff, [&] { return want_.load() != Want::kRun; });
         backoff = std::min(backoff * 2, milliseconds(30000));
@@ -106,8 +147,9 @@ void MqttLink::Loop() {
         continue;
       }
       lock.unlock();
-      const int rc = mosquitto_reconnect_async(m);
+      const int rc = first ? ConnectWithSessionExpiry() : mosquitto_reconnect_async(m);
       connecting = rc == MOSQ_ERR_SUCCESS;
+      first = false;  // the target and the properties are recorded: reconnects from now
       continue;
     }
     if (closing_) {
@@ -287,6 +329,7 @@ void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m, cons
   }
   if (response_topic) in.response_topic = response_topic;
   if (correlation) in.correlation_data = std::span(static_cast<const uint8_t*>(correlation), correlation_len);
+  in.properties = props;
   try {
     switch (self->handlers_.on_message(in)) {
       case AfterMessage::kReadOn:

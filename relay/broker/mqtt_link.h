@@ -51,6 +51,9 @@ struct InboundMessage {
   // MQTT v5 request/response properties; absent on v3.1.1 links.
   std::optional<std::string_view> response_topic;
   std::optional<std::span<const uint8_t>> correlation_data;
+  // All of the message's v5 properties (null on v3.1.1 links, or none sent);
+  // valid while the handler runs. Read with MqttLink::UserProperty.
+  const mosquitto_property* properties = nullptr;
 };
 
 class MqttLink {
@@ -72,7 +75,10 @@ class MqttLink {
     std::string password;
     std::string client_id;
     bool clean_session = true;
-    bool mqtt_v5 = false;  // needed to read Response Topic / Correlation Data
+    // v5 is needed to read properties (Response Topic, Correlation Data,
+    // user properties). A v5 link with clean_session false asks for a
+    // session that never expires, as a 3.1.1 persistent session.
+    bool mqtt_v5 = false;
     int keepalive_s = 30;
     std::vector<std::string> subscriptions;  // subscribed at QoS 1 on every connect
     std::string name;                        // for log lines: "intake", "output"
@@ -106,6 +112,9 @@ class MqttLink {
   Result<int> Publish(const std::string& topic, std::span<const uint8_t> payload, int qos,
                       std::optional<std::span<const uint8_t>> correlation_data = std::nullopt, bool retain = false);
 
+  // The value of the message's first user property named `name`, if any.
+  static std::optional<std::string> UserProperty(const InboundMessage& m, std::string_view name);
+
   // Asks for a clean DISCONNECT and returns at once; the network thread
   // sends it once any handler it is running returns, then ends.
   void Disconnect();
@@ -128,6 +137,9 @@ class MqttLink {
   // The network thread: mosquitto_loop, the DISCONNECT when want_ says so,
   // reconnects with backoff.
   void Loop();
+  // Network thread: the first connect of a v5 persistent session, which
+  // carries its CONNECT properties (kept by libmosquitto for reconnects).
+  int ConnectWithSessionExpiry();
   // Network thread: queues a clean DISCONNECT once per connection.
   void Close();
   // Network thread: ends the socket Close() kept (see lingering_fd_).
@@ -164,6 +176,7 @@ class MqttLink {
   // keeps the socket open so that it can be half-closed and drained to the
   // broker's own close instead. Network thread only.
   int lingering_fd_ = -1;
+  bool first_connect_in_loop_ = false;  // set by Start before the thread runs
   std::thread thread_;  // the network thread; joined by Stop()
 };
 

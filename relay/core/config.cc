@@ -162,9 +162,10 @@ std::vector<std::string> Describe(const Config& c) {
                   c.db_socket.empty() ? fmt::format("{}:{}", c.db_host, c.db_port) : "unix:" + c.db_socket,
                   c.db_user, mask(c.db_password), c.db_name, c.migrate),
       fmt::format("sources [{}] immediate [{}] seq-prefix={} control-prefix={} max-payload={} max-topics={} "
-                  "topic-cache={}",
+                  "topic-cache={} dedupe-window={}",
                   fmt::join(c.sources, ", "), fmt::join(c.immediate, ", "), c.seq_prefix, c.control_prefix,
-                  c.max_payload, c.max_topics ? std::to_string(c.max_topics) : "unbounded", c.topic_cache),
+                  c.max_payload, c.max_topics ? std::to_string(c.max_topics) : "unbounded", c.topic_cache,
+                  c.dedupe_window_s ? FormatDuration(c.dedupe_window_s) : std::string("off")),
       fmt::format("batch-max={} batch-delay-us={} buffer-max={} buffer-max-bytes={} shutdown-timeout={}s "
                   "journal-dir={} replay-max={} replay-workers={} replay-rate={} replay-live-delay-us={} acl-file={} stats-interval={}s metrics={} "
                   "log-level={} log-format={}",
@@ -176,6 +177,37 @@ std::vector<std::string> Describe(const Config& c) {
                   levels[static_cast<int>(c.log_level)],
                   c.log_format == LogFormat::kJson ? "json" : "text"),
   };
+}
+
+Result<uint64_t> ParseDuration(std::string_view text) {
+  std::size_t digits = 0;
+  uint64_t value = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') {
+    if (value > (UINT64_MAX - 9) / 10) return Status::Error(fmt::format("'{}' is too large", text));
+    value = value * 10 + static_cast<uint64_t>(text[digits] - '0');
+    ++digits;
+  }
+  const std::string_view unit = text.substr(digits);
+  if (digits == 0 || unit.size() > 1) {
+    return Status::Error(fmt::format("'{}' is not a duration: a whole number with s, m, h or d (e.g. 90s, 24h, 30d)",
+                                     text));
+  }
+  uint64_t scale = 1;
+  if (unit == "m") scale = 60;
+  if (unit == "h") scale = 3600;
+  if (unit == "d") scale = 86400;
+  if (!unit.empty() && unit != "s" && scale == 1) {
+    return Status::Error(fmt::format("'{}' has an unknown unit '{}': use s, m, h or d", text, unit));
+  }
+  if (value > UINT64_MAX / scale / 1000) return Status::Error(fmt::format("'{}' is too large", text));
+  return value * scale;
+}
+
+std::string FormatDuration(uint64_t seconds) {
+  if (seconds != 0 && seconds % 86400 == 0) return fmt::format("{}d", seconds / 86400);
+  if (seconds != 0 && seconds % 3600 == 0) return fmt::format("{}h", seconds / 3600);
+  if (seconds != 0 && seconds % 60 == 0) return fmt::format("{}m", seconds / 60);
+  return fmt::format("{}s", seconds);
 }
 
 }  // namespace seqrelay

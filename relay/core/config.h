@@ -54,6 +54,9 @@ struct Config {
   int max_payload = 1024 * 1024;
   int max_topics = 1000000;  // topics the database may hold; a message on a further new topic is refused; 0 = no bound
   int topic_cache = 100000;  // topics the writer keeps in memory; the least recently used beyond are forgotten
+  // Publishers' msg-ids (PROTOCOL.md 5.1) are remembered this long; a
+  // resend within it gets no SEQ. 0: msg-ids are ignored.
+  uint64_t dedupe_window_s = 24 * 3600;
 
   // Pipeline
   int batch_max = 1000;
@@ -101,6 +104,12 @@ struct DbEndpoint {
 Result<std::vector<DbEndpoint>> DbEndpoints(const std::string& db_host, int db_port);
 
 Status Validate(const Config& config);
+
+// A duration such as "90s", "30m", "24h", "7d" or a plain number of
+// seconds, in seconds. An error names what is wrong with it.
+Result<uint64_t> ParseDuration(std::string_view text);
+// The same, written back the shortest way ("86400" -> "1d", "90" -> "90s").
+std::string FormatDuration(uint64_t seconds);
 
 // One line per setting for the start-up log, passwords masked.
 std::vector<std::string> Describe(const Config& config);

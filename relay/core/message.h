@@ -32,6 +32,7 @@ struct Message {
   uint64_t idx = 0;            // MSG.idx, set by the writer
   uint64_t seq = 0;            // SEQ within T, set by the writer
   uint64_t journal_end = 0;    // journal position after this message; 0 = not journaled
+  std::string msg_id;          // the publisher's msg-id (PROTOCOL.md 5.1), valid; empty if none
   // Taken among the first deliveries after the shard's session resumed
   // (maybe the resend of a message another relay journaled): the commit
   // records its mid and Digest in TAKEN.

@@ -26,4 +26,17 @@ struct IntakeRules {
 
 const char* VerdictName(Verdict v);
 
+// A publisher's message id (PROTOCOL.md 5.1): the MQTT v5 user property
+// `msg-id`, 1 to 128 bytes of valid UTF-8. An invalid one is ignored (the
+// message is sequenced as if it had none) and counted.
+inline constexpr std::string_view kMsgIdProperty = "msg-id";
+inline constexpr std::size_t kMaxMsgIdBytes = 128;
+enum class MsgIdVerdict { kValid, kEmpty, kTooLong, kNotUtf8 };
+MsgIdVerdict CheckMsgId(std::string_view id);
+const char* MsgIdVerdictName(MsgIdVerdict v);
+
+// True if `s` is well-formed UTF-8 (RFC 3629: no overlong forms, no
+// surrogates, nothing above U+10FFFF).
+bool IsValidUtf8(std::string_view s);
+
 }  // namespace seqrelay

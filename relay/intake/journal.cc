@@ -22,6 +22,10 @@ namespace {
 
 constexpr std::size_t kHeader = 8;  // crc32 + length
 constexpr std::size_t kFields = 4;  // topic length + message id, counted in length
+// Set in the topic length field when a msg-id (u8 length, bytes) follows the
+// topic. Topics are at most 255 bytes, so journals written before msg-ids
+// never have it set.
+constexpr uint16_t kHasMsgId = 0x8000;
 
 void PutU32(uint8_t* p, uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
@@ -240,12 +244,20 @@ Status Journal::Replay(uint64_t position, const std::function<void(const Record&
       const uint64_t end = base + at + kHeader + len;
       if (end > position) {
         const uint8_t* body = &data[at + kHeader];
-        const uint16_t topic_len = static_cast<uint16_t>(body[0] | (body[1] << 8));
-        if (topic_len + kFields > len) return Status::Error(fmt::format("journal: bad record at {}", base + at));
+        const uint16_t topic_field = static_cast<uint16_t>(body[0] | (body[1] << 8));
+        const std::size_t topic_len = topic_field & ~kHasMsgId;
+        std::size_t used = kFields + topic_len;  // of len: fields, topic, msg-id
+        if (used > len || ((topic_field & kHasMsgId) && used + 1 + body[used] > len)) {
+          return Status::Error(fmt::format("journal: bad record at {}", base + at));
+        }
         Record r;
         r.mid = static_cast<uint16_t>(body[2] | (body[3] << 8));
         r.topic = std::string_view(reinterpret_cast<const char*>(body + kFields), topic_len);
-        r.payload = {body + kFields + topic_len, len - kFields - topic_len};
+        if (topic_field & kHasMsgId) {
+          r.msg_id = std::string_view(reinterpret_cast<const char*>(body + used + 1), body[used]);
+          used += 1 + r.msg_id.size();
+        }
+        r.payload = {body + used, len - used};
         r.end = end;
         fn(r);
       }
@@ -255,21 +267,35 @@ Status Journal::Replay(uint64_t position, const std::function<void(const Record&
   return Status::Ok();
 }
 
-Result<uint64_t> Journal::Append(std::string_view topic, std::span<const uint8_t> payload, uint16_t mid) {
+Result<uint64_t> Journal::Append(std::string_view topic, std::span<const uint8_t> payload, uint16_t mid,
+                                 std::string_view msg_id) {
   if (torn_) return Status::Error("journal: unusable since a failed write could not be cut off");
   if (end_ - current_base_ >= kSegmentBytes) {
     if (Status s = StartSegment(end_); !s.ok()) return s;
   }
-  const std::size_t len = kFields + topic.size() + payload.size();
+  if (topic.size() >= kHasMsgId || msg_id.size() > 255) {
+    return Status::Error(fmt::format("journal: topic of {} bytes or msg-id of {} bytes too long for a record",
+                                     topic.size(), msg_id.size()));
+  }
+  const std::size_t id_field = msg_id.empty() ? 0 : 1 + msg_id.size();
+  const std::size_t len = kFields + topic.size() + id_field + payload.size();
   buffer_.resize(kHeader + len);
   uint8_t* p = buffer_.data();
   PutU32(p + 4, static_cast<uint32_t>(len));
-  p[8] = static_cast<uint8_t>(topic.size());
-  p[9] = static_cast<uint8_t>(topic.size() >> 8);
+  const uint16_t topic_field = static_cast<uint16_t>(topic.size() | (msg_id.empty() ? 0 : kHasMsgId));
+  p[8] = static_cast<uint8_t>(topic_field);
+  p[9] = static_cast<uint8_t>(topic_field >> 8);
   p[10] = static_cast<uint8_t>(mid);
   p[11] = static_cast<uint8_t>(mid >> 8);
-  std::memcpy(p + 8 + kFields, topic.data(), topic.size());
-  if (!payload.empty()) std::memcpy(p + 8 + kFields + topic.size(), payload.data(), payload.size());
+  uint8_t* at = p + 8 + kFields;
+  std::memcpy(at, topic.data(), topic.size());
+  at += topic.size();
+  if (!msg_id.empty()) {
+    *at++ = static_cast<uint8_t>(msg_id.size());
+    std::memcpy(at, msg_id.data(), msg_id.size());
+    at += msg_id.size();
+  }
+  if (!payload.empty()) std::memcpy(at, payload.data(), payload.size());
   PutU32(p, Crc(p + 4, 4 + len));
   std::size_t done = 0;
   while (done < buffer_.size()) {

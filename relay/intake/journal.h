@@ -8,7 +8,9 @@
 // "journal-<base offset, 16 hex digits>.log" of about kSegmentBytes each.
 // Each record is (little-endian):
 //   u32 crc32 (of everything after it)  u32 length (of what follows)
-//   u16 topic length  u16 MQTT message id  topic bytes  payload bytes
+//   u16 topic length  u16 MQTT message id  topic bytes  [msg-id]  payload bytes
+// where the topic length's top bit says whether the publisher's msg-id
+// (PROTOCOL.md 5.1) follows the topic, as u8 length and bytes.
 // The message id lets the relay recognise the broker's resend of a message
 // that was journaled but whose PUBACK never left (see Relay::OnIntake).
 // The commit that stores a message in MSG also stores the journal position
@@ -71,6 +73,7 @@ class Journal {
     std::string_view topic;
     std::span<const uint8_t> payload;
     uint16_t mid = 0;  // MQTT message id of the delivery; 0 for QoS 0
+    std::string_view msg_id;  // the publisher's msg-id; empty if none
     uint64_t end = 0;  // position after the record
   };
 
@@ -82,7 +85,8 @@ class Journal {
   // took only part of (full disk) is cut off again, and the journal stays
   // usable once there is room. If even the cut fails, every later Append
   // fails until the relay restarts (Open then cuts the torn tail).
-  Result<uint64_t> Append(std::string_view topic, std::span<const uint8_t> payload, uint16_t mid = 0);
+  Result<uint64_t> Append(std::string_view topic, std::span<const uint8_t> payload, uint16_t mid = 0,
+                          std::string_view msg_id = {});
 
   // Every record up to `position` is committed: segments wholly before it
   // are deleted.

@@ -95,6 +95,8 @@ std::string StatsJson(const RelayStats& s) {
         {"frames", s.replay_frames}, {"refused_by_broker", s.replay_broker_refused},
         {"rate", std::lround(s.replay_rate)}}},
       {"journal", {{"errors", s.journal_errors}, {"replayed", s.journal_replayed}, {"redeliveries", s.redeliveries}}},
+      {"dedupe", {{"dropped", s.dedupe_dropped}, {"invalid_msg_ids", s.msg_ids_invalid},
+                  {"purged", s.msg_ids_purged}}},
       {"database", s.database_up ? "up" : "down"},
       {"database_node", s.database_node},
       {"broker", {{"intake", up(s.intake_connected)}, {"output", up(s.output_connected)},
@@ -164,6 +166,13 @@ std::string PrometheusText(const RelayStats& s) {
   metric("seqrelay_replay_rate", "gauge", "Frames per second replies may go at now, as the live traffic allows.",
          std::lround(s.replay_rate));
   metric("seqrelay_journal_errors_total", "counter", "Messages that could not be journaled.", s.journal_errors);
+  metric("seqrelay_dedupe_dropped_total", "counter",
+         "Publishers' resends dropped: their topic and msg-id were sequenced before.", s.dedupe_dropped);
+  metric("seqrelay_dedupe_invalid_msg_ids_total", "counter",
+         "msg-ids ignored as invalid (empty, over 128 bytes, not UTF-8); the messages were sequenced.",
+         s.msg_ids_invalid);
+  metric("seqrelay_dedupe_purged_total", "counter", "msg-id records deleted past --dedupe-window.",
+         s.msg_ids_purged);
   metric("seqrelay_database_up", "gauge", "1 while the writer's last database call succeeded.",
          s.database_up ? 1 : 0);
   if (!s.database_node.empty()) {

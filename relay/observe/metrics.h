@@ -76,6 +76,7 @@ struct RelayStats {
            replay_frames = 0;
   double replay_rate = 0;  // frames per second the governor allows replies now; 0 when it is off
   uint64_t journal_errors = 0, journal_replayed = 0, redeliveries = 0;
+  uint64_t dedupe_dropped = 0, msg_ids_invalid = 0, msg_ids_purged = 0;
   bool database_up = false;
   std::string database_node;  // the writer's node, "host:port" (several --db-host entries: a cluster)
   bool intake_connected = false, output_connected = false, replay_connected = false;

@@ -1,5 +1,6 @@
 #include "store/mysql_store.h"
 
+#include <cppconn/datatype.h>
 #include <cppconn/exception.h>
 #include <cppconn/prepared_statement.h>
 #include <cppconn/resultset.h>
@@ -88,6 +89,8 @@ void MysqlStore::CommitTransaction() {
 
 void MysqlStore::DropConnection() {
   inserts_.clear();
+  insert_msg_ids_.clear();
+  find_msg_ids_.clear();
   update_journal_.reset();
   delete_pending_.reset();
   insert_taken_.reset();
@@ -402,7 +405,8 @@ Status MysqlStore::HandOver(std::span<const HandedOver> messages, uint64_t pos) 
   return Guard("hand over journaled messages", [&] {
     for (const HandedOver& m : messages) {
       std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
-          "INSERT IGNORE INTO PENDING (JOURNAL_ID, END_POS, SHARD, ID, MID, DIGEST, MSG) VALUES (?, ?, ?, ?, ?, ?, ?)"));
+          "INSERT IGNORE INTO PENDING (JOURNAL_ID, END_POS, SHARD, ID, MID, DIGEST, MSG, MSG_ID) VALUES (?, ?, ?, ?, ?, ?, "
+          "?, ?)"));
       ps->setString(1, journal_id_);
       ps->setUInt64(2, m.end);
       ps->setString(3, shard_);
@@ -410,6 +414,11 @@ Status MysqlStore::HandOver(std::span<const HandedOver> messages, uint64_t pos) 
       ps->setUInt(5, m.mid);
       ps->setUInt64(6, Digest(m.topic, m.payload));
       ps->setString(7, Bytes(m.payload));
+      if (m.msg_id.empty()) {
+        ps->setNull(8, sql::DataType::VARBINARY);
+      } else {
+        ps->setString(8, Bytes(m.msg_id));
+      }
       ps->execute();
     }
     std::unique_ptr<sql::PreparedStatement> up(
@@ -427,14 +436,15 @@ Result<std::vector<MysqlStore::PendingRow>> MysqlStore::ReadPending(std::size_t 
   Status s = Guard("read handed-over messages", [&] {
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
         "SELECT p.JOURNAL_ID, p.END_POS, p.MID, p.ID, p.MSG, EXISTS (SELECT 1 FROM TAKEN t WHERE t.SHARD = p.SHARD "
-        "AND t.MID = p.MID AND t.DIGEST = p.DIGEST) FROM PENDING p WHERE p.SHARD = ? ORDER BY p.HANDED_AT, "
+        "AND t.MID = p.MID AND t.DIGEST = p.DIGEST), COALESCE(p.MSG_ID, '') FROM PENDING p WHERE p.SHARD = ? ORDER BY p.HANDED_AT, "
         "p.JOURNAL_ID, p.END_POS LIMIT ?"));
     ps->setString(1, shard_);
     ps->setUInt64(2, limit);
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
     while (rs->next()) {
       rows.push_back({rs->getString(1).asStdString(), rs->getUInt64(2), static_cast<uint16_t>(rs->getUInt(3)),
-                      rs->getString(4).asStdString(), rs->getString(5).asStdString(), rs->getInt(6) == 1});
+                      rs->getString(4).asStdString(), rs->getString(5).asStdString(), rs->getInt(6) == 1,
+                      rs->getString(7).asStdString()});
     }
     CommitTransaction();
   });
@@ -538,14 +548,68 @@ Result<std::vector<MysqlStore::TopicRow>> MysqlStore::ResolveTopics(std::span<co
 
 Result<uint64_t> MysqlStore::CountTopics() { return QueryNumber("count topics", "SELECT COUNT(*) FROM TOPIC"); }
 
-sql::PreparedStatement& MysqlStore::InsertStatement(std::size_t rows) {
+sql::PreparedStatement& MysqlStore::Repeated(std::vector<std::unique_ptr<sql::PreparedStatement>>& cache,
+                                             std::size_t rows, const char* head, const char* row,
+                                             const char* separator) {
   const std::size_t slot = std::countr_zero(rows);  // rows is a power of two
-  if (inserts_.size() <= slot) inserts_.resize(slot + 1);
-  if (!inserts_[slot]) {
-    inserts_[slot].reset(conn_->prepareStatement("INSERT INTO MSG (idx, ID, QOS, SEQ, MSG, EPOCH) VALUES " +
-                                                 Placeholders(rows, "(?,?,?,?,?,?)")));
+  if (cache.size() <= slot) cache.resize(slot + 1);
+  if (!cache[slot]) {
+    std::string text = head;
+    for (std::size_t i = 0; i < rows; ++i) {
+      if (i > 0) text += separator;
+      text += row;
+    }
+    cache[slot].reset(conn_->prepareStatement(text));
   }
-  return *inserts_[slot];
+  return *cache[slot];
+}
+
+Result<std::vector<MysqlStore::MsgIdKey>> MysqlStore::FindSequencedMsgIds(std::span<const MsgIdKey> keys) {
+  std::vector<MsgIdKey> found;
+  Status s = Guard("look up msg-ids", [&] {
+    std::span<const MsgIdKey> rest = keys;
+    while (!rest.empty()) {
+      const std::size_t n = std::min<std::size_t>(std::bit_floor(rest.size()), 256);
+      sql::PreparedStatement& ps = Repeated(find_msg_ids_, n, "SELECT ID, MSG_ID FROM DEDUPE WHERE ",
+                                            "(ID = ? AND MSG_ID = ?)", " OR ");
+      unsigned p = 1;
+      for (const MsgIdKey& k : rest.first(n)) {
+        ps.setString(p++, Bytes(k.topic));
+        ps.setString(p++, Bytes(k.msg_id));
+      }
+      std::unique_ptr<sql::ResultSet> rs(ps.executeQuery());
+      while (rs->next()) {
+        const std::string topic = rs->getString(1).asStdString(), msg_id = rs->getString(2).asStdString();
+        // Handed back as views into `keys` (byte-exact, like the key).
+        for (const MsgIdKey& k : rest.first(n)) {
+          if (k.topic == topic && k.msg_id == msg_id) {
+            found.push_back(k);
+            break;
+          }
+        }
+      }
+      rest = rest.subspan(n);
+    }
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return found;
+}
+
+Result<uint64_t> MysqlStore::PurgeMsgIds(uint64_t window_s, std::size_t limit) {
+  uint64_t deleted = 0;
+  Status s = Guard("purge msg-ids", [&] {
+    std::unique_ptr<sql::Statement> level(conn_->createStatement());
+    level->execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED");  // the next transaction only
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "DELETE FROM DEDUPE WHERE SEEN_AT < NOW(6) - INTERVAL ? SECOND ORDER BY SEEN_AT LIMIT ?"));
+    ps->setUInt64(1, window_s);
+    ps->setUInt64(2, limit);
+    deleted = static_cast<uint64_t>(ps->executeUpdate());
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return deleted;
 }
 
 Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t published_idx, uint64_t journal_pos) {
@@ -570,7 +634,8 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     std::span<const Message> rest = batch;
     while (!rest.empty()) {
       const std::size_t n = std::bit_floor(rest.size());
-      sql::PreparedStatement& ps = InsertStatement(n);
+      sql::PreparedStatement& ps =
+          Repeated(inserts_, n, "INSERT INTO MSG (idx, ID, QOS, SEQ, MSG, EPOCH) VALUES ", "(?,?,?,?,?,?)");
       unsigned p = 1;
       for (const Message& m : rest.first(n)) {
         ps.setUInt64(p++, m.idx);
@@ -582,6 +647,25 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
       }
       ps.execute();
       rest = rest.subspan(n);
+    }
+    // The publishers' msg-ids, with the message: a resend that comes after
+    // this commit finds them (Relay::DropResends).
+    std::vector<const Message*> with_ids;
+    for (const Message& m : batch) {
+      if (!m.msg_id.empty()) with_ids.push_back(&m);
+    }
+    for (std::span<const Message* const> ids = with_ids; !ids.empty();) {
+      const std::size_t n = std::min<std::size_t>(std::bit_floor(ids.size()), 256);
+      sql::PreparedStatement& ps =
+          Repeated(insert_msg_ids_, n, "INSERT INTO DEDUPE (ID, MSG_ID, SEQ, SEEN_AT) VALUES ", "(?,?,?,NOW(6))");
+      unsigned p = 1;
+      for (const Message* m : ids.first(n)) {
+        ps.setString(p++, Bytes(m->topic));
+        ps.setString(p++, Bytes(m->msg_id));
+        ps.setUInt64(p++, m->seq);
+      }
+      ps.execute();
+      ids = ids.subspan(n);
     }
     for (const Message& m : batch) {
       if (m.resumed_mid == 0) continue;

@@ -105,6 +105,7 @@ class MysqlStore {
     uint16_t mid = 0;
     std::string_view topic;
     std::span<const uint8_t> payload;
+    std::string_view msg_id;  // the publisher's msg-id; empty if none
   };
   // One transaction: records `messages` of this store's journal in PENDING
   // for the shard's active (again: ignored) and moves JOURNAL.POS to `pos`.
@@ -117,6 +118,7 @@ class MysqlStore {
     std::string topic;
     std::string payload;
     bool taken = false;  // TAKEN holds its mid and digest: stored already
+    std::string msg_id;  // the publisher's msg-id; empty if none
   };
   // The shard's handed-over messages, oldest first, at most `limit`.
   Result<std::vector<PendingRow>> ReadPending(std::size_t limit);
@@ -152,8 +154,23 @@ class MysqlStore {
   // Rows in TOPIC.
   Result<uint64_t> CountTopics();
 
+  // ---- Publishers' message ids (schema 005, PROTOCOL.md 5.1) ----
+
+  struct MsgIdKey {
+    std::string_view topic;
+    std::string_view msg_id;
+    bool operator==(const MsgIdKey&) const = default;
+  };
+  // Which of `keys` DEDUPE holds (sequenced before and not purged yet), in
+  // no particular order.
+  Result<std::vector<MsgIdKey>> FindSequencedMsgIds(std::span<const MsgIdKey> keys);
+  // Deletes at most `limit` DEDUPE rows older than `window_s` seconds (the
+  // database's clock), in a short transaction of its own at READ COMMITTED,
+  // so that it takes no gap locks a commit could wait for. Returns how many.
+  Result<uint64_t> PurgeMsgIds(uint64_t window_s, std::size_t limit);
+
   // One transaction: inserts every message (idx, topic, flag, SEQ, payload,
-  // epoch), sets the shard's PUBLISHED_IDX and, when it moved, the
+  // epoch) and, for those with a msg-id, its DEDUPE row; sets the shard's PUBLISHED_IDX and, when it moved, the
   // journal's POS (the position after the batch's last journaled message),
   // and checks the fence: the shard's row must still carry this store's
   // epoch, or everything is rolled back and the error has code
@@ -220,7 +237,10 @@ class MysqlStore {
   // Forgets the connection and everything prepared on it.
   void DropConnection();
   Status ConnectTo(const std::optional<DbEndpoint>& endpoint, bool create_database);
-  sql::PreparedStatement& InsertStatement(std::size_t rows);
+  // A statement of `rows` (a power of two) copies of `row` after `head`,
+  // prepared once per connection and size in `cache`.
+  sql::PreparedStatement& Repeated(std::vector<std::unique_ptr<sql::PreparedStatement>>& cache, std::size_t rows,
+                                   const char* head, const char* row, const char* separator = ",");
 
   const Config& config_;
   std::unique_ptr<sql::Connection> conn_;
@@ -230,6 +250,8 @@ class MysqlStore {
   // INSERT statements for 1, 2, 4, ... rows; a batch is split into
   // power-of-two chunks so that at most log2(batch-max)+1 are ever prepared.
   std::vector<std::unique_ptr<sql::PreparedStatement>> inserts_;
+  std::vector<std::unique_ptr<sql::PreparedStatement>> insert_msg_ids_;  // DEDUPE rows, the same way
+  std::vector<std::unique_ptr<sql::PreparedStatement>> find_msg_ids_;    // DEDUPE lookups, the same way
   std::unique_ptr<sql::PreparedStatement> update_journal_;  // JOURNAL.POS, prepared once per connection
   std::unique_ptr<sql::PreparedStatement> delete_pending_;  // a PENDING row stored by the commit
   std::unique_ptr<sql::PreparedStatement> insert_taken_;    // a resumed session's delivery

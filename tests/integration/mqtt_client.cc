@@ -3,6 +3,8 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
+#include <sys/socket.h>
+
 #include <stdexcept>
 
 #include "process.h"
@@ -133,6 +135,30 @@ void MqttClient::PublishRequest(const std::string& topic, const std::string& pay
   mosquitto_property_free_all(&props);
   if (rc != MOSQ_ERR_SUCCESS) throw std::runtime_error(std::string("v5 publish failed: ") + mosquitto_strerror(rc));
 }
+
+void MqttClient::PublishWithProperties(const std::string& topic, const std::string& payload,
+                                       const std::vector<std::pair<std::string, std::string>>& user_properties,
+                                       std::size_t window) {
+  {
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, Scaled(std::chrono::seconds(60)), [&] { return unacked_ < window; })) {
+      throw std::runtime_error("publish window stuck");
+    }
+    ++unacked_;
+  }
+  mosquitto_property* props = nullptr;
+  for (const auto& [name, value] : user_properties) {
+    mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, name.c_str(), value.c_str());
+  }
+  int rc = mosquitto_publish_v5(mosq_, nullptr, topic.c_str(), static_cast<int>(payload.size()), payload.data(), 1,
+                                false, props);
+  mosquitto_property_free_all(&props);
+  if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN) {
+    throw std::runtime_error(std::string("v5 publish failed: ") + mosquitto_strerror(rc));
+  }
+}
+
+void MqttClient::BreakConnection() { shutdown(mosquitto_socket(mosq_), SHUT_RDWR); }
 
 std::size_t MqttClient::unacked() {
   std::lock_guard lock(mu_);

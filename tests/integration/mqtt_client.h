@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 struct mosquitto;
@@ -51,6 +52,15 @@ class MqttClient {
   // A v5 publish with Response Topic and Correlation Data (v5 clients only).
   void PublishRequest(const std::string& topic, const std::string& payload, const std::string& response_topic,
                       const std::string& correlation);
+  // A v5 QoS 1 publish with user properties (name, value), in the same
+  // window as Publish (v5 clients only).
+  void PublishWithProperties(const std::string& topic, const std::string& payload,
+                             const std::vector<std::pair<std::string, std::string>>& user_properties,
+                             std::size_t window = 200);
+  // Cuts the TCP connection as a network failure would (no DISCONNECT).
+  // libmosquitto reconnects and sends again every QoS 1 message whose
+  // PUBACK it has not seen: the broker takes those as new messages.
+  void BreakConnection();
   bool WaitAllAcked(std::chrono::milliseconds deadline);
   std::size_t unacked();
   bool WaitForCount(std::size_t n, std::chrono::milliseconds deadline);

@@ -88,3 +88,52 @@ TEST(IntakeTest, VerdictNamesSayWhatHappened) {
 
 }  // namespace
 }  // namespace seqrelay
+
+namespace seqrelay {
+namespace {
+
+// PROTOCOL.md 5.1: a msg-id is 1 to 128 bytes of valid UTF-8.
+struct MsgIdCase {
+  const char* rule;
+  std::string id;
+  MsgIdVerdict verdict;
+};
+
+const std::vector<MsgIdCase> kMsgIdCases = {
+    {"one_byte_is_valid", "a", MsgIdVerdict::kValid},
+    {"a_uuid_is_valid", "0f8fad5b-d9cb-469f-a165-70867728950e", MsgIdVerdict::kValid},
+    {"exactly_128_bytes_is_valid", std::string(128, 'x'), MsgIdVerdict::kValid},
+    {"multibyte_characters_are_valid", "caf\xc3\xa9-\xe2\x82\xac-\xf0\x9f\x98\x80", MsgIdVerdict::kValid},
+    {"empty_is_refused", "", MsgIdVerdict::kEmpty},
+    {"129_bytes_is_too_long", std::string(129, 'x'), MsgIdVerdict::kTooLong},
+    {"64_two_byte_characters_fit", [] {
+       std::string s;
+       for (int i = 0; i < 64; ++i) s += "\xc3\xa9";
+       return s;
+     }(), MsgIdVerdict::kValid},
+    {"65_two_byte_characters_are_too_long", [] {
+       std::string s;
+       for (int i = 0; i < 65; ++i) s += "\xc3\xa9";
+       return s;
+     }(), MsgIdVerdict::kTooLong},
+    {"a_lone_continuation_byte_is_not_utf8", "a\x80", MsgIdVerdict::kNotUtf8},
+    {"a_truncated_sequence_is_not_utf8", "a\xe2\x82", MsgIdVerdict::kNotUtf8},
+    {"an_overlong_slash_is_not_utf8", "\xc0\xaf", MsgIdVerdict::kNotUtf8},
+    {"an_overlong_three_byte_form_is_not_utf8", "\xe0\x80\xaf", MsgIdVerdict::kNotUtf8},
+    {"a_surrogate_is_not_utf8", "\xed\xa0\x80", MsgIdVerdict::kNotUtf8},
+    {"past_u10ffff_is_not_utf8", "\xf4\x90\x80\x80", MsgIdVerdict::kNotUtf8},
+    {"byte_ff_is_not_utf8", "\xff", MsgIdVerdict::kNotUtf8},
+    {"a_nul_byte_is_valid_utf8", std::string("a\0b", 3), MsgIdVerdict::kValid},
+};
+
+class MsgIdTest : public ::testing::TestWithParam<MsgIdCase> {};
+
+TEST_P(MsgIdTest, CheckMsgIdFollowsTheProtocol) {
+  EXPECT_EQ(CheckMsgId(GetParam().id), GetParam().verdict) << MsgIdVerdictName(CheckMsgId(GetParam().id));
+}
+
+INSTANTIATE_TEST_SUITE_P(Rules, MsgIdTest, ::testing::ValuesIn(kMsgIdCases),
+                         [](const auto& info) { return std::string(info.param.rule); });
+
+}  // namespace
+}  // namespace seqrelay

@@ -217,6 +217,42 @@ TEST(JournalTest, RecordOnDiskIsCrcLengthTopicLengthMidTopicPayload) {
                                                          {"c", {'z'}, 0, 298}}));
 }
 
+TEST(JournalTest, AMsgIdFollowsTheTopicAndTheTopLengthBitSaysSo) {
+  TempDir dir;
+  Journal journal(dir.path());
+  ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+  // 8 + 4 + 3 (topic) + 1 + 2 (msg-id) + 2 (payload) = 20.
+  auto end = journal.Append("a/b", AsSpan(Bytes{0x00, 0xFF}), 0x1234, "m1");
+  ASSERT_TRUE(end.ok()) << end.error();
+  EXPECT_EQ(*end, 20u);
+  // Then one without: the journal may mix them.
+  EXPECT_EQ(AppendOk(journal, "c", {'z'}, 7), 20u + 14u);
+  const std::string max_id(255, 'i');
+  auto long_end = journal.Append("d", AsSpan(Bytes{}), 8, max_id);
+  ASSERT_TRUE(long_end.ok()) << long_end.error();
+  EXPECT_EQ(*long_end, 34u + 8 + 4 + 1 + 1 + 255);
+  EXPECT_FALSE(journal.Append("e", AsSpan(Bytes{}), 9, std::string(256, 'i')).ok());
+
+  const Bytes disk = ReadFile(dir.File("journal-0000000000000000.log"));
+  // Length 12 = 2 + 2 + 3 + 1 + 2 + 2; topic length 3 with the top bit set (0x8003); mid 34 12; "a/b";
+  // msg-id length 2, "m1"; payload 00 FF.
+  EXPECT_EQ(Bytes(disk.begin() + 4, disk.begin() + 20),
+            (Bytes{0x0C, 0x00, 0x00, 0x00, 0x03, 0x80, 0x34, 0x12, 'a', '/', 'b', 0x02, 'm', '1', 0x00, 0xFF}));
+  EXPECT_EQ(LittleU32(disk, 0), ReferenceCrc32(&disk[4], 16));
+
+  Journal reopened(dir.path());
+  ASSERT_TRUE(reopened.Open(0, kDatabase).ok());
+  std::vector<std::string> ids;
+  std::vector<Record> records;
+  Status s = reopened.Replay(0, [&](const Journal::Record& r) {
+    ids.emplace_back(r.msg_id);
+    records.push_back({std::string(r.topic), Bytes(r.payload.begin(), r.payload.end()), r.mid, r.end});
+  });
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(ids, (std::vector<std::string>{"m1", "", max_id}));
+  EXPECT_EQ(records, (std::vector<Record>{{"a/b", {0x00, 0xFF}, 0x1234, 20}, {"c", {'z'}, 7, 34}, {"d", {}, 8, 303}}));
+}
+
 struct ReplayCase {
   const char* rule;
   uint64_t position;

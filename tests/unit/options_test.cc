@@ -205,6 +205,30 @@ TEST(OptionsTest, NoOptionsGiveTheDefaults) {
   EXPECT_EQ(c.buffer_max_bytes, int64_t{256} * 1024 * 1024);
   EXPECT_EQ(c.shutdown_timeout_s, 30);
   EXPECT_EQ(c.log_level, LogLevel::kInfo);
+  EXPECT_EQ(c.dedupe_window_s, 24u * 3600);
+}
+
+TEST(OptionsTest, DedupeWindowTakesADurationAndZeroTurnsItOff) {
+  EXPECT_EQ(ParseOk({"--dedupe-window=90s"}).dedupe_window_s, 90u);
+  EXPECT_EQ(ParseOk({"--dedupe-window=30m"}).dedupe_window_s, 1800u);
+  EXPECT_EQ(ParseOk({"--dedupe-window=2h"}).dedupe_window_s, 7200u);
+  EXPECT_EQ(ParseOk({"--dedupe-window=7d"}).dedupe_window_s, 7u * 86400);
+  EXPECT_EQ(ParseOk({"--dedupe-window=600"}).dedupe_window_s, 600u);
+  EXPECT_EQ(ParseOk({"--dedupe-window=0"}).dedupe_window_s, 0u);
+  EXPECT_EQ(ParseOk({}, {{"SEQRELAY_DEDUPE_WINDOW", "1h"}}).dedupe_window_s, 3600u);
+  for (const char* bad : {"--dedupe-window=", "--dedupe-window=h", "--dedupe-window=-5s", "--dedupe-window=1w",
+                          "--dedupe-window=1.5h", "--dedupe-window=10ms", "--dedupe-window=99999999999999999999d"}) {
+    const std::string error = ParseError({bad});
+    EXPECT_TRUE(Contains(error, "--dedupe-window")) << bad << ": " << error;
+  }
+}
+
+TEST(ConfigTest, DurationsAreWrittenTheShortestWay) {
+  EXPECT_EQ(FormatDuration(86400), "1d");
+  EXPECT_EQ(FormatDuration(7200), "2h");
+  EXPECT_EQ(FormatDuration(90), "90s");
+  EXPECT_EQ(FormatDuration(120), "2m");
+  EXPECT_EQ(FormatDuration(0), "0s");
 }
 
 TEST(OptionsTest, FlagsSetTheirFields) {
@@ -414,7 +438,8 @@ TEST(OptionsTest, HelpSetsHelpAndListsEveryOption) {
         "source",         "immediate",     "seq-prefix",       "control-prefix",  "max-payload", "batch-max",
         "batch-delay-us", "buffer-max",    "buffer-max-bytes", "shutdown-timeout", "stats-interval", "log-format", "metrics-port", "metrics-bind",
         "acl-file", "journal-dir", "no-journal", "replay-max", "replay-workers", "replay-rate",
-        "replay-live-delay-us", "max-topics", "topic-cache", "mqtt-intake-user", "mqtt-intake-password"}) {
+        "replay-live-delay-us", "max-topics", "topic-cache", "mqtt-intake-user", "mqtt-intake-password",
+        "dedupe-window"}) {
     // "--name " with the space, so "--buffer-max" is not found inside "--buffer-max-bytes".
     EXPECT_TRUE(Contains(text, std::string("--") + name + " ")) << "--help does not mention --" << name;
   }

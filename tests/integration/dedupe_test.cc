@@ -1,0 +1,191 @@
+// Publishers' message ids (PROTOCOL.md 5.1), on the real servers: a
+// publisher's resend of a message whose topic and msg-id were sequenced gets
+// no SEQ, no row and no frame; the record survives a restart and a kill;
+// records past --dedupe-window are purged.
+#include <signal.h>
+
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "relay_fixture.h"
+
+namespace seqtest {
+namespace {
+
+using nlohmann::json;
+using Properties = std::vector<std::pair<std::string, std::string>>;
+
+class DedupeE2E : public RelayE2E {
+ protected:
+  // The relay's final report, retained on its own control prefix after a
+  // clean stop: every counter of the run.
+  json FinalReport(const std::string& control) {
+    EXPECT_EQ(relay_->Stop(), 0);
+    MqttClient late(servers().mqtt_port(), name_ + "-late");
+    late.Subscribe(control + "/stats");
+    EXPECT_TRUE(late.WaitForCount(1, 10s)) << "no retained report";
+    auto all = late.received();
+    return all.empty() ? json() : json::parse(all.front().payload);
+  }
+
+  std::size_t Rows(const std::string& sql) { return std::stoul(servers().Sql(sql)); }
+
+  // (topic, msg-id, SEQ) of every DEDUPE row, sorted.
+  std::vector<std::string> DedupeRows() {
+    std::vector<std::string> rows;
+    std::istringstream lines(servers().Sql("SELECT CONCAT(ID, ' ', MSG_ID, ' ', SEQ) FROM `" + name_ +
+                                           "`.DEDUPE ORDER BY ID, MSG_ID"));
+    for (std::string line; std::getline(lines, line);) rows.push_back(line);
+    return rows;
+  }
+};
+
+TEST_F(DedupeE2E, APublisherCutOffMidStreamResendsAndEachMessageWithAnIdIsStoredOnce) {
+  const std::string control = name_ + "-ctl";
+  StartRelay({"--control-prefix=" + control});
+  MqttClient sub(servers().mqtt_port(), name_ + "-sub");
+  sub.Subscribe("seq/" + root() + "/#");
+  // Two topics in one QoS 1 stream: the same messages with and without a
+  // msg-id. The connection is cut four times while up to 200 are unacknowledged;
+  // libmosquitto sends those again, and mosquitto forwards them again.
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub", /*clean=*/true, /*v5=*/true);
+  const std::string with_ids = root() + "/ids", without = root() + "/plain";
+  constexpr int kCount = 2000;
+  for (int i = 1; i <= kCount; ++i) {
+    const std::string payload = "p" + std::to_string(i);
+    pub.PublishWithProperties(with_ids, payload, {{"msg-id", "id-" + std::to_string(i)}});
+    pub.Publish(without, payload);
+    if (i % 500 == 0) pub.BreakConnection();
+  }
+  ASSERT_TRUE(pub.WaitAllAcked(30s)) << pub.unacked() << " unacknowledged";
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(with_ids).size() >= kCount; }, 30s)) << AuditTrail(with_ids).size();
+  const json report = FinalReport(control);  // a clean stop: everything taken is committed
+
+  // With ids: each message once, SEQ 1..2000 without a gap.
+  const auto trail = AuditTrail(with_ids);
+  ASSERT_EQ(trail.size(), static_cast<std::size_t>(kCount));
+  std::set<std::string> payloads;
+  for (std::size_t i = 0; i < trail.size(); ++i) {
+    EXPECT_EQ(trail[i].first, i + 1);
+    payloads.insert(trail[i].second);
+  }
+  EXPECT_EQ(payloads.size(), static_cast<std::size_t>(kCount)) << "a payload stored twice";
+  // Without ids, as in v1: each resend is a new message. This is what the
+  // cut did; the topic with ids had as many resends, give or take the ones
+  // in flight at the instant.
+  const std::size_t plain_rows = AuditTrail(without).size();
+  const uint64_t dropped = report["dedupe"]["dropped"].get<uint64_t>();
+  std::cout << "resends stored twice without msg-id: " << plain_rows - kCount << "; dropped with msg-id: " << dropped
+            << "\n";
+  EXPECT_GE(plain_rows, static_cast<std::size_t>(kCount));
+  EXPECT_GT(dropped, 0u) << "the cuts caused no resend: this run shows nothing";
+  EXPECT_EQ(report["messages"]["received"].get<uint64_t>(), kCount + plain_rows + dropped)
+      << "every delivery is a row or a dropped resend";
+  EXPECT_EQ(report["messages"]["committed"].get<uint64_t>(), kCount + plain_rows);
+  EXPECT_EQ(report["dedupe"]["invalid_msg_ids"], 0);
+  // No frame for a dropped resend: the subscriber saw SEQ 1..2000 only.
+  std::set<uint64_t> seqs;
+  for (const Frame& f : Frames(sub.received())) {
+    if (f.raw_topic == with_ids) seqs.insert(f.seq);
+  }
+  EXPECT_EQ(seqs.size(), static_cast<std::size_t>(kCount));
+  EXPECT_EQ(seqs.empty() ? 0 : *seqs.rbegin(), static_cast<uint64_t>(kCount));
+  EXPECT_EQ(Rows("SELECT COUNT(*) FROM `" + name_ + "`.DEDUPE"), static_cast<std::size_t>(kCount));
+}
+
+TEST_F(DedupeE2E, AResendAfterARestartIsDroppedAndOnlyTheSameTopicAndIdMatch) {
+  const std::string control = name_ + "-ctl";
+  StartRelay({"--control-prefix=" + control});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub", true, true);
+  const std::string a = root() + "/a", b = root() + "/b";
+  pub.PublishWithProperties(a, "first", {{"msg-id", "x"}});
+  pub.PublishWithProperties(b, "same id, other topic", {{"msg-id", "x"}});
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(a).size() == 1 && AuditTrail(b).size() == 1; }, 20s));
+  ASSERT_EQ(relay_->Stop(), 0);
+
+  relay_->Start();  // a new process: what it knows of "x" is in the database
+  pub.PublishWithProperties(a, "second", {{"msg-id", "x"}});                // a resend: dropped
+  pub.PublishWithProperties(a, "y", {{"msg-id", "y"}});                     // new
+  pub.PublishWithProperties(a, "empty id", {{"msg-id", ""}});              // invalid: sequenced, counted
+  pub.PublishWithProperties(a, "long id", {{"msg-id", std::string(129, 'l')}});  // invalid too
+  pub.PublishWithProperties(a, "128-byte id", {{"msg-id", std::string(128, 'l')}});
+  pub.PublishWithProperties(a, "other property", {{"trace", "x"}});        // no msg-id
+  pub.Publish(a, "v3.1.1-style, no properties");
+  pub.PublishWithProperties(a, "z", {{"trace", "t"}, {"msg-id", "z"}});    // not the first property
+  pub.PublishWithProperties(a, "z again", {{"msg-id", "z"}});              // right behind it: dropped
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(a).size() >= 7; }, 20s));
+  const json report = FinalReport(control);
+
+  const auto trail = AuditTrail(a);
+  std::vector<std::string> stored;
+  for (const auto& [seq, hex] : trail) stored.push_back(std::to_string(seq) + ":" + hex);
+  auto row = [](int seq, const std::string& text) { return std::to_string(seq) + ":" + Hex(text); };
+  EXPECT_EQ(stored, (std::vector<std::string>{row(1, "first"), row(2, "y"), row(3, "empty id"), row(4, "long id"),
+                                              row(5, "128-byte id"), row(6, "other property"),
+                                              row(7, "v3.1.1-style, no properties"), row(8, "z")}));
+  EXPECT_EQ(AuditTrail(b).size(), 1u);
+  EXPECT_EQ(report["dedupe"]["dropped"], 2);
+  EXPECT_EQ(report["dedupe"]["invalid_msg_ids"], 2);
+  EXPECT_EQ(DedupeRows(), (std::vector<std::string>{a + " " + std::string(128, 'l') + " 5", a + " x 1", a + " y 2",
+                                                    a + " z 8", b + " x 1"}));
+  EXPECT_NE(relay_->log().find("invalid msg-id (empty)"), std::string::npos) << relay_->log();
+}
+
+TEST_F(DedupeE2E, AMessageJournaledByAKilledRelayKeepsItsIdThroughTheHandOver) {
+  StartRelay();
+  ASSERT_EQ(relay_->Stop(), 0);
+  // Dies after journaling the first message, before its PUBACK: the next
+  // start hands it over through PENDING, and mosquitto sends it again.
+  relay_->Start({"SEQTEST_KILL_AFTER_JOURNAL=1"});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub", true, true);
+  const std::string t = root() + "/t";
+  pub.PublishWithProperties(t, "journaled", {{"msg-id", "j"}});
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_EQ(relay_->WaitExit(10s), 128 + SIGKILL);
+  relay_->Start();
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() == 1; }, 20s));
+  EXPECT_EQ(DedupeRows(), (std::vector<std::string>{t + " j 1"}));
+  // The publisher's resend of it now, after the hand-over: dropped.
+  pub.PublishWithProperties(t, "journaled", {{"msg-id", "j"}});
+  pub.PublishWithProperties(t, "next", {{"msg-id", "k"}});
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() >= 2; }, 20s));
+  ASSERT_EQ(relay_->Stop(), 0);
+  EXPECT_EQ(AuditTrail(t), (std::vector<std::pair<uint64_t, std::string>>{{1, Hex("journaled")}, {2, Hex("next")}}));
+}
+
+TEST_F(DedupeE2E, RecordsPastTheWindowArePurgedAndTheIdIsNewAgain) {
+  StartRelay({"--dedupe-window=2s"});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub", true, true);
+  const std::string t = root() + "/t";
+  pub.PublishWithProperties(t, "one", {{"msg-id", "w"}});
+  pub.PublishWithProperties(t, "one again", {{"msg-id", "w"}});  // within the window: dropped
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() == 1; }, 20s));
+  ASSERT_EQ(DedupeRows().size(), 1u);
+  ASSERT_TRUE(WaitFor([&] { return DedupeRows().empty(); }, 15s)) << "the record outlived the window";
+  pub.PublishWithProperties(t, "one, much later", {{"msg-id", "w"}});
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() == 2; }, 20s));
+  ASSERT_EQ(relay_->Stop(), 0);
+  EXPECT_EQ(AuditTrail(t), (std::vector<std::pair<uint64_t, std::string>>{{1, Hex("one")}, {2, Hex("one, much later")}}));
+}
+
+TEST_F(DedupeE2E, WithTheWindowAtZeroMsgIdsAreIgnoredAsInV1) {
+  StartRelay({"--dedupe-window=0"});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub", true, true);
+  const std::string t = root() + "/t";
+  pub.PublishWithProperties(t, "one", {{"msg-id", "w"}});
+  pub.PublishWithProperties(t, "one again", {{"msg-id", "w"}});
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() == 2; }, 20s));
+  ASSERT_EQ(relay_->Stop(), 0);
+  EXPECT_TRUE(DedupeRows().empty());
+}
+
+}  // namespace
+}  // namespace seqtest
