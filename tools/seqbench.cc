@@ -8,6 +8,9 @@
 //                    subscriber on seq/inr/#
 //   relay-nojournal: the same through a second relay without the journal
 //                    (inn/#), with --journal-cost
+//   relay-ids:       the relay path with every message carrying a
+//                    publisher msg-id (MQTT v5 user property; the relay
+//                    records and checks it), with --msg-ids
 //
 // The forwarder has the relay's shape without its work: one connection in,
 // one out, each with its own network thread, TCP_NODELAY and the relay's
@@ -20,6 +23,7 @@
 // duplicates or reorders one makes seqbench fail. Starts its own mosquitto
 // and MariaDB on loopback unless --mqtt-port and --db-port name running ones.
 #include <mosquitto.h>
+#include <mqtt_protocol.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -108,6 +112,7 @@ struct Path {
   std::string out_filter;  // what the subscriber reads
   bool framed;             // relay frames (checked and unwrapped)
   seqtest::Process* relay; // the relay process, if any (for its RSS)
+  bool msg_ids = false;    // publishers are MQTT v5 and send a msg-id with every message
 };
 
 struct Params {
@@ -159,6 +164,10 @@ class Run {
       mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
       mosquitto_max_inflight_messages_set(m, 0);  // the window below bounds it
     }
+    if (path.msg_ids) {
+      for (auto* m : pubs_) mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+      id_prefix_ = id + "-";
+    }
     mosquitto_message_callback_set(sub_, &Run::OnMessage);
     mosquitto_subscribe_callback_set(sub_, [](mosquitto*, void* self, int, int, const int*) {
       static_cast<Run*>(self)->subscribed_ = true;
@@ -201,6 +210,15 @@ class Run {
       std::unique_lock lock(window_mu_);
       window_cv_.wait(lock, [&] { return unacked_ < p_.window; });
       ++unacked_;
+    }
+    if (path_.msg_ids) {
+      mosquitto_property* props = nullptr;
+      mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "msg-id",
+                                         (id_prefix_ + std::to_string(i)).c_str());
+      mosquitto_publish_v5(pubs_[i % pubs_.size()], nullptr, topic.c_str(), static_cast<int>(payload.size()),
+                           payload.data(), p_.qos, false, props);
+      mosquitto_property_free_all(&props);
+      return;
     }
     mosquitto_publish(pubs_[i % pubs_.size()], nullptr, topic.c_str(), static_cast<int>(payload.size()),
                       payload.data(), p_.qos, false);
@@ -272,6 +290,7 @@ class Run {
   const Params p_;
   mosquitto* sub_ = nullptr;
   std::vector<mosquitto*> pubs_;
+  std::string id_prefix_;  // msg-ids are <id_prefix_><i>: unique per run
   std::atomic<bool> subscribed_{false};
   std::atomic<uint64_t> received_{0};
   std::mutex window_mu_;
@@ -373,7 +392,7 @@ int main(int argc, char** argv) {
   uint64_t count = 50000;
   int rounds = 3, batch_delay_us = 0, mqtt_port = 0, db_port = 0;
   double duration = 5;
-  bool journal_cost = false, own_frames = false;
+  bool journal_cost = false, own_frames = false, msg_ids = false;
   {
     const std::string self = SelfPath();
     relay_binary = self.substr(0, self.rfind('/')) + "/../relay/seqrelay";
@@ -398,6 +417,9 @@ int main(int argc, char** argv) {
       ("window", po::value(&p.window)->default_value(p.window), "Unacknowledged QoS 1/2 publishes at most, in all.")
       ("qos", po::value(&p.qos)->default_value(p.qos), "QoS of publishes and subscriptions (0, 1 or 2).")
       ("journal-cost", po::bool_switch(&journal_cost), "Also run a relay without the journal (path relay-nojournal).")
+      ("msg-ids", po::bool_switch(&msg_ids),
+       "Also run the relay path with a publisher msg-id on every message (path relay-ids: MQTT v5 publishers; "
+       "the relay looks each up and records it, PROTOCOL.md 5.1).")
       ("own-frames", po::bool_switch(&own_frames),
        "The relays also read their own frames back (as with --source '#' on a broker whose ACL does not keep "
        "them from the intake): to price that traffic against a run without it.")
@@ -462,6 +484,8 @@ int main(int argc, char** argv) {
     start_relay(relay_nojournal, "relay-nojournal", "inn/#", false);
     paths.push_back({"relay-nojournal", "inn/", "seq/inn/#", true, &relay_nojournal});
   }
+  // The same relay, on topics of their own (runs never overlap).
+  if (msg_ids) paths.push_back({"relay-ids", "inr/ids/", "seq/inr/ids/#", true, &relay, true});
 
   // Ready when messages go through every path.
   for (const Path& path : paths) {
