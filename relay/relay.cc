@@ -223,7 +223,8 @@ int Relay::Run() {
   rep.client_id = OwnClientId(config_, "replay");
   rep.name = "replay";
   rep.mqtt_v5 = true;  // to honour Response Topic and Correlation Data
-  rep.subscriptions = {fmt::format("$share/{}/{}/retransmit/+", config_.mqtt_client_id, config_.control_prefix)};
+  rep.subscriptions = {fmt::format("$share/{}/{}/retransmit/+", config_.mqtt_client_id, config_.control_prefix),
+                       fmt::format("$share/{}/{}/retransmit/+/+", config_.mqtt_client_id, config_.control_prefix)};
   auto replay = MqttLink::Start(rep, {.on_connect = nullptr,
                                       .on_message =
                                           [this](const InboundMessage& m) {

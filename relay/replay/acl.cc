@@ -97,11 +97,17 @@ Result<Acl> Acl::Parse(std::string_view text) {
 }
 
 std::optional<bool> Acl::Check(const std::vector<Rule>& rules, std::string_view topic, Access access,
-                               std::optional<std::string_view> username, std::string_view client_id, bool expand) {
+                               std::optional<std::string_view> username, std::optional<std::string_view> client_id,
+                               bool expand) {
   auto matches = [&](const Rule& rule) -> bool {
     if (!expand) return TopicMatches(rule.topic, topic);
     if (!username && rule.topic.find("%u") != std::string::npos) return false;
-    return TopicMatches(Expand(rule.topic, client_id, username), topic);
+    if (!client_id && rule.topic.find("%c") != std::string::npos) {
+      // No client id to put in: a grant does not apply, and a deny applies
+      // as if the client id were any level at all ("+").
+      return rule.access == kDeny && TopicMatches(Expand(rule.topic, "+", username), topic);
+    }
+    return TopicMatches(Expand(rule.topic, client_id.value_or(""), username), topic);
   };
   for (const Rule& rule : rules) {
     if (rule.access == kDeny && matches(rule)) return false;
@@ -112,8 +118,8 @@ std::optional<bool> Acl::Check(const std::vector<Rule>& rules, std::string_view 
   return std::nullopt;
 }
 
-bool Acl::Allows(std::optional<std::string_view> username, std::string_view client_id, std::string_view topic,
-                 Access access) const {
+bool Acl::Allows(std::optional<std::string_view> username, std::optional<std::string_view> client_id,
+                 std::string_view topic, Access access) const {
   const std::vector<Rule>* block = &anonymous_;
   if (username) {
     auto it = users_.find(*username);
@@ -124,7 +130,7 @@ bool Acl::Allows(std::optional<std::string_view> username, std::string_view clie
   }
   if (patterns_.empty()) return false;
   auto wild = [](std::string_view s) { return s.find_first_of("+#") != std::string_view::npos; };
-  if (wild(client_id) || (username && wild(*username))) return false;
+  if ((client_id && wild(*client_id)) || (username && wild(*username))) return false;
   return Check(patterns_, topic, access, username, client_id, /*expand=*/true).value_or(false);
 }
 

@@ -45,10 +45,14 @@ class Acl {
   // Parses the file's text; an error names the line.
   static Result<Acl> Parse(std::string_view text);
 
-  // `username` is nullopt for an anonymous client.
-  bool Allows(std::optional<std::string_view> username, std::string_view client_id, std::string_view topic,
-              Access access) const;
-  bool MayRead(std::optional<std::string_view> username, std::string_view client_id, std::string_view topic) const {
+  // `username` is nullopt for an anonymous client; `client_id` is nullopt
+  // when the client is known by its username only (a per-user request,
+  // PROTOCOL.md 5.4): then %c patterns grant nothing, and a %c deny refuses
+  // if it would for some client id.
+  bool Allows(std::optional<std::string_view> username, std::optional<std::string_view> client_id,
+              std::string_view topic, Access access) const;
+  bool MayRead(std::optional<std::string_view> username, std::optional<std::string_view> client_id,
+               std::string_view topic) const {
     return Allows(username, client_id, topic, kRead);
   }
 
@@ -61,8 +65,8 @@ class Acl {
   };
   // Denies first, then grants in file order.
   static std::optional<bool> Check(const std::vector<Rule>& rules, std::string_view topic, Access access,
-                                   std::optional<std::string_view> username, std::string_view client_id,
-                                   bool expand);
+                                   std::optional<std::string_view> username,
+                                   std::optional<std::string_view> client_id, bool expand);
 
   std::vector<Rule> anonymous_;
   std::map<std::string, std::vector<Rule>, std::less<>> users_;

@@ -150,6 +150,17 @@ std::string StatusJson(const RequestFields& f, const ReplyStatus& s) {
   return out.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+std::optional<Requester> ParseRequestTopic(std::string_view control_prefix, std::string_view topic) {
+  const std::string prefix = fmt::format("{}/retransmit/", control_prefix);
+  if (topic.size() <= prefix.size() || topic.substr(0, prefix.size()) != prefix) return std::nullopt;
+  const std::string_view rest = topic.substr(prefix.size());
+  const auto slash = rest.find('/');
+  if (slash == std::string_view::npos) return Requester{std::string(rest), std::nullopt};
+  const std::string_view user = rest.substr(0, slash), client = rest.substr(slash + 1);
+  if (user.empty() || client.empty() || client.find('/') != std::string_view::npos) return std::nullopt;
+  return Requester{std::string(rest), std::string(user)};
+}
+
 ReplyTopics DefaultReplyTopics(std::string_view control_prefix, std::string_view client) {
   std::string frames = fmt::format("{}/replay/{}", control_prefix, client);
   return {frames, frames + "/status"};

@@ -81,6 +81,19 @@ struct ReplyStatus {
 // effective upper end and `topic`/`id` both known).
 std::string StatusJson(const RequestFields& fields, const ReplyStatus& status);
 
+// Who asks, from the request's topic (PROTOCOL.md 3 and 5.4).
+struct Requester {
+  // "R" for <control>/retransmit/R, "U/C" for <control>/retransmit/U/C:
+  // the replies go to <control>/replay/<key>.
+  std::string key;
+  // U, for the per-user form: the replay ACL is evaluated for this
+  // username (and no client id); for the v1 form, R is both.
+  std::optional<std::string> user;
+};
+// nullopt for a topic that names no requester: not under
+// <control>/retransmit/, an empty level, or deeper than U/C.
+std::optional<Requester> ParseRequestTopic(std::string_view control_prefix, std::string_view topic);
+
 struct ReplyTopics {
   std::string frames;  // where the frames go
   std::string status;  // where the status object goes

@@ -79,10 +79,21 @@ void RetransmitService::OnRequest(const InboundMessage& in) {
     ++counters_.ignored_retained;
     return;
   }
+  std::optional<Requester> requester = ParseRequestTopic(config_.control_prefix, in.topic);
+  if (!requester) {
+    // Subscribed filters allow only R and U/C, but a level may be empty.
+    ++counters_.ignored_topic;
+    static RateLimit limit(std::chrono::minutes(1));
+    if (auto suppressed = limit.Allow()) {
+      LogWarn("retransmit: ignored a request on '{}': not {}/retransmit/R or {}/retransmit/U/C{}", in.topic,
+              config_.control_prefix, config_.control_prefix, SuppressedNote(*suppressed));
+    }
+    return;
+  }
   ++counters_.requests;
-  const std::string prefix = config_.control_prefix + "/retransmit/";
   Job job;
-  job.client = std::string(in.topic.substr(std::min(prefix.size(), in.topic.size())));
+  job.client = std::move(requester->key);
+  job.user = std::move(requester->user);
   job.topics = DefaultReplyTopics(config_.control_prefix, job.client);
   if (in.correlation_data) job.correlation = std::string(in.correlation_data->begin(), in.correlation_data->end());
 
@@ -274,6 +285,9 @@ bool RetransmitService::OthersWaiting() {
 bool RetransmitService::MayRead(const Job& job, std::string_view topic) const {
   if (!acl_) return true;
   const std::string frames = config_.seq_prefix + "/" + std::string(topic);
+  // v1: the client id is the username (the broker makes it so); per user:
+  // the username the broker tied to the topic, and no client id.
+  if (job.user) return acl_->MayRead(*job.user, std::nullopt, frames);
   return acl_->MayRead(job.client, job.client, frames);
 }
 

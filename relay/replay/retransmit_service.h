@@ -86,6 +86,7 @@ class RetransmitService {
     std::atomic<uint64_t> served{0};          // answered "ok"
     std::atomic<uint64_t> frames{0};          // frames sent in replies
     std::atomic<uint64_t> ignored_retained{0};
+    std::atomic<uint64_t> ignored_topic{0};    // on a topic that names no requester (an empty level)
     std::atomic<uint64_t> forbidden{0};        // answered "error": refused by the ACL
     std::atomic<uint64_t> refused{0};          // answered "error": every other reason
     std::atomic<uint64_t> broker_refused{0};   // replies the broker acknowledged but refused (too large, ACL)
@@ -95,7 +96,8 @@ class RetransmitService {
 
  private:
   struct Job {
-    std::string client;
+    std::string client;               // the requester's key: R, or U/C (its reply topics, its turn)
+    std::optional<std::string> user;  // U of a per-user request
     RequestFields fields;  // topic and id both set once Prepare found the topic
     ReplyTopics topics;
     std::optional<std::string> correlation;

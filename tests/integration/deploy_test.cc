@@ -26,11 +26,21 @@ using nlohmann::json;
 // the file changes under it.
 class ShippedBroker {
  public:
-  explicit ShippedBroker(const std::string& dir, const std::string& extra_acl)
+  // With `many_connections_per_user`, the clients' listener is changed the
+  // way docs/retransmit.md says to let a user hold many connections: no
+  // use_username_as_clientid, and no %c patterns in its ACL.
+  explicit ShippedBroker(const std::string& dir, const std::string& extra_acl, bool many_connections_per_user = false)
       : dir_(dir), client_port_(FreePort()), relay_port_(FreePort()) {
     std::filesystem::create_directories(dir_);
     const std::string docker = std::string(SEQRELAY_SOURCE_DIR) + "/docker/mosquitto";
     std::string conf = ReadFile(docker + "/mosquitto.conf");
+    std::string acl = ReadFile(docker + "/acl");
+    if (many_connections_per_user) {
+      Rewrite(conf, "listener 1883\nuse_username_as_clientid true\n", "listener 1883\n");
+      Rewrite(acl, "pattern write relay/retransmit/%c\n", "");
+      Rewrite(acl, "pattern read relay/replay/%c\n", "");
+      Rewrite(acl, "pattern read relay/replay/%c/#\n", "");
+    }
     Rewrite(conf, "listener 1883\n", "listener " + std::to_string(client_port_) + " 127.0.0.1\n");
     Rewrite(conf, "listener 1884\n", "listener " + std::to_string(relay_port_) + " 127.0.0.1\n");
     // The messenger's WebSocket listener: mosquitto refuses to start if http_dir does not exist.
@@ -46,7 +56,7 @@ class ShippedBroker {
     Rewrite(conf, "acl_file /mosquitto/config/acl\n", "acl_file " + acl_path() + "\n");
     if (geteuid() == 0) conf += "user root\n";  // else mosquitto drops to 'mosquitto' and cannot read the files
     std::ofstream(dir_ + "/mosquitto.conf") << conf;
-    std::ofstream(acl_path()) << ReadFile(docker + "/acl") << "\n" << extra_acl;
+    std::ofstream(acl_path()) << acl << "\n" << extra_acl;
     // As compose.yaml's entrypoint makes them: the relay's user on its own.
     for (const auto& [file, user] : kUsers) {
       const std::string path = dir_ + "/" + file;
@@ -71,7 +81,7 @@ class ShippedBroker {
  private:
   static void Rewrite(std::string& text, const std::string& from, const std::string& to) {
     auto at = text.find(from);
-    if (at == std::string::npos) throw std::runtime_error("shipped mosquitto.conf lacks '" + from + "'");
+    if (at == std::string::npos) throw std::runtime_error("shipped mosquitto.conf or acl lacks '" + from + "'");
     text.replace(at, from.size(), to);
   }
   static bool PortOpen(int port) {
@@ -235,6 +245,79 @@ TEST_F(DeployE2E, ShippedConfAndAclLetAClientReplayOnlyWhatItMayRead) {
   // intake, although it reads '#'.
   EXPECT_EQ(report["messages"]["ignored"]["own_topics"], 0) << report.dump();
   EXPECT_EQ(relay_->log().find("delivers the relay's own topics back"), std::string::npos) << relay_->log();
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
+// Per-user request topics (PROTOCOL 5.4) on the shipped broker, with the
+// clients' listener set up for many connections per user: alice on two
+// connections asks on relay/retransmit/alice/<C> from each and gets her own
+// replies on each; she cannot ask in bob's name (the broker drops it), and
+// the relay checks her username against the ACL.
+TEST_F(DeployE2E, OneUserOnTwoConnectionsAsksOnItsOwnTopicsAndNotAsAnother) {
+  broker_ = std::make_unique<ShippedBroker>(servers().dir() + "/shipped-" + name_,
+                                            "user bob\ntopic write secret/#\ntopic read seq/secret/#\n",
+                                            /*many_connections_per_user=*/true);
+  relay_ = std::make_unique<RelayProcess>(
+      servers(), name_, std::vector<std::string>{"--source=#", "--acl-file=" + broker_->acl_path(),
+                                                 "--mqtt-intake-user=seqrelay-intake",
+                                                 "--mqtt-intake-password=" + ShippedBroker::Password("seqrelay-intake")});
+  relay_->SetBroker(broker_->relay_port(), "seqrelay", ShippedBroker::Password("seqrelay"));
+  relay_->Start();
+  const int port = broker_->client_port();
+  const std::string chat = "chat/" + name_, secret = "secret/" + name_;
+  auto login = [&](const std::string& user, const std::string& client_id) {
+    return std::make_unique<MqttClient>(port, client_id, true, false, user, ShippedBroker::Password(user));
+  };
+  auto phone = login("alice", "alice-phone"), laptop = login("alice", "alice-laptop");
+  auto bob = login("bob", "bob-1");
+  for (int i = 1; i <= 4; ++i) phone->Publish(chat, "c" + std::to_string(i));
+  for (int i = 1; i <= 2; ++i) bob->Publish(secret, "s" + std::to_string(i));
+  ASSERT_TRUE(phone->WaitAllAcked(10s));
+  ASSERT_TRUE(bob->WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(chat).size() == 4 && AuditTrail(secret).size() == 2; }, 20s));
+
+  phone->Subscribe("relay/replay/alice/phone/#");
+  laptop->Subscribe("relay/replay/alice/laptop/#");
+  bob->Subscribe("relay/replay/bob/#");
+  // Whatever the broker answers to this SUBSCRIBE, it delivers alice none
+  // of bob's replies (read access is checked for every message).
+  laptop->Subscribe("relay/replay/bob/#");
+  phone->Publish("relay/retransmit/alice/phone", json{{"topic", chat}, {"from", 1}}.dump());
+  laptop->Publish("relay/retransmit/alice/laptop", json{{"topic", chat}, {"from", 3}}.dump());
+  laptop->Publish("relay/retransmit/alice/laptop", json{{"topic", secret}, {"from", 1}}.dump());
+  laptop->Publish("relay/retransmit/bob/x", json{{"topic", secret}, {"from", 1}}.dump());  // dropped by the broker
+  ASSERT_TRUE(phone->WaitForCount(5, 10s)) << phone->received_count();
+  ASSERT_TRUE(laptop->WaitForCount(4, 10s)) << laptop->received_count();
+  std::this_thread::sleep_for(Scaled(300ms));  // a negative check: nothing more arrives
+
+  // The phone: 4 frames and the status, on its own reply topic.
+  auto got = phone->received();
+  ASSERT_EQ(got.size(), 5u);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(got[i].topic, "relay/replay/alice/phone");
+    auto view = seqrelay::DecodeFrame({reinterpret_cast<const uint8_t*>(got[i].payload.data()), got[i].payload.size()});
+    ASSERT_TRUE(view.ok());
+    EXPECT_EQ(view->header.seq, static_cast<uint64_t>(i + 1));
+  }
+  EXPECT_EQ(got[4].topic, "relay/replay/alice/phone/status");
+  EXPECT_EQ(json::parse(got[4].payload)["sent"], 4) << got[4].payload;
+  // The laptop: SEQ 3 and 4, its status, and "forbidden" for bob's topic;
+  // nothing from the request made in bob's name.
+  got = laptop->received();
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[0].topic, "relay/replay/alice/laptop");
+  EXPECT_EQ(got[1].topic, "relay/replay/alice/laptop");
+  EXPECT_EQ(got[2].topic, "relay/replay/alice/laptop/status");
+  EXPECT_EQ(json::parse(got[2].payload)["sent"], 2) << got[2].payload;
+  EXPECT_EQ(got[3].topic, "relay/replay/alice/laptop/status");
+  const json refused = json::parse(got[3].payload);
+  EXPECT_EQ(refused["code"], "forbidden") << got[3].payload;
+  EXPECT_EQ(refused["retry"], false);
+  EXPECT_EQ(bob->received_count(), 0u) << "bob got an answer to a request alice made in his name";
+  // bob asks for his own topic on his per-user topic: 2 frames and ok.
+  bob->Publish("relay/retransmit/bob/bob-1", json{{"topic", secret}, {"from", 1}}.dump());
+  ASSERT_TRUE(bob->WaitForCount(3, 10s));
+  EXPECT_EQ(json::parse(bob->received()[2].payload)["status"], "ok");
   EXPECT_EQ(relay_->Stop(), 0);
 }
 

@@ -125,3 +125,32 @@ TEST(AclTest, TheShippedAclParsesAndSaysWhatItsCommentsSay) {
 
 }  // namespace
 }  // namespace seqrelay
+
+namespace seqrelay {
+namespace {
+
+// A per-user request (PROTOCOL.md 5.4) is checked for its username alone.
+TEST(AclTest, WithoutAClientIdPercentCGrantsNothingAndItsDeniesRefuse) {
+  auto acl = Acl::Parse(
+      "user alice\n"
+      "topic read seq/chat/#\n"
+      "pattern read seq/inbox/%u/#\n"
+      "pattern read seq/device/%c/#\n"
+      "pattern deny seq/chat/%c\n");
+  ASSERT_TRUE(acl.ok()) << acl.error();
+  EXPECT_TRUE(acl->MayRead("alice", std::nullopt, "seq/chat/room1")) << "her user block";
+  EXPECT_TRUE(acl->MayRead("bob", std::nullopt, "seq/inbox/bob/1")) << "a %u pattern";
+  EXPECT_FALSE(acl->MayRead("bob", std::nullopt, "seq/inbox/alice/1"));
+  EXPECT_FALSE(acl->MayRead("bob", std::nullopt, "seq/device/bob/1")) << "a %c grant needs a client id";
+  EXPECT_TRUE(acl->MayRead("bob", "bob", "seq/device/bob/1")) << "as before with one";
+  // The %c deny, for any client id: it refuses carol's seq/chat/x, which a
+  // client id "x" would be denied (alice's own block decides first).
+  auto with_grant = Acl::Parse("pattern read seq/chat/#\npattern deny seq/chat/%c\n");
+  ASSERT_TRUE(with_grant.ok());
+  EXPECT_FALSE(with_grant->MayRead("carol", std::nullopt, "seq/chat/x"));
+  EXPECT_TRUE(with_grant->MayRead("carol", std::nullopt, "seq/chat/x/deeper"));
+  EXPECT_TRUE(with_grant->MayRead("carol", "y", "seq/chat/x")) << "with a client id, only its own level is denied";
+}
+
+}  // namespace
+}  // namespace seqrelay

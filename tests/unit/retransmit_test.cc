@@ -488,3 +488,40 @@ TEST(RetransmitReplyTopicsTest, ResponseTopicElsewhereIsRefused) {
 
 }  // namespace
 }  // namespace seqrelay
+
+namespace seqrelay {
+namespace {
+
+// ParseRequestTopic: who asks (PROTOCOL.md 3 and 5.4).
+TEST(RetransmitRequesterTest, TheV1TopicNamesTheClientAsUserAndKey) {
+  auto r = ParseRequestTopic("relay", "relay/retransmit/alice");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->key, "alice");
+  EXPECT_EQ(r->user, std::nullopt);
+}
+
+TEST(RetransmitRequesterTest, ThePerUserTopicNamesTheUserAndItsOwnLevel) {
+  auto r = ParseRequestTopic("relay", "relay/retransmit/alice/phone-1");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->key, "alice/phone-1");
+  EXPECT_EQ(r->user, "alice");
+  // Its replies: relay/replay/alice/phone-1 and .../status; a Response
+  // Topic under it is honoured, one under another connection's is not.
+  EXPECT_EQ(DefaultReplyTopics("relay", r->key).frames, "relay/replay/alice/phone-1");
+  EXPECT_EQ(DefaultReplyTopics("relay", r->key).status, "relay/replay/alice/phone-1/status");
+  EXPECT_TRUE(ChooseReplyTopics("relay", r->key, "relay/replay/alice/phone-1/req-7").ok());
+  EXPECT_FALSE(ChooseReplyTopics("relay", r->key, "relay/replay/alice/laptop").ok());
+  EXPECT_FALSE(ChooseReplyTopics("relay", r->key, "relay/replay/alice").ok());
+}
+
+TEST(RetransmitRequesterTest, TopicsThatNameNoRequesterAreIgnored) {
+  for (const char* topic : {"relay/retransmit/alice/phone/deeper", "relay/retransmit/", "relay/retransmit//c",
+                            "relay/retransmit/alice/", "relay/retransmit", "other/retransmit/alice",
+                            "relayx/retransmit/alice"}) {
+    EXPECT_EQ(ParseRequestTopic("relay", topic), std::nullopt) << topic;
+  }
+  EXPECT_TRUE(ParseRequestTopic("ctl/x", "ctl/x/retransmit/alice/c").has_value()) << "a prefix of two levels";
+}
+
+}  // namespace
+}  // namespace seqrelay
