@@ -25,7 +25,7 @@ std::string EnvName(const std::string& option) {
 
 po::options_description Describe(Config& c, std::string& config_file, std::string& log_level,
                                  std::string& log_format, bool& no_migrate, bool& no_journal,
-                                 std::string& dedupe_window) {
+                                 std::string& dedupe_window, std::vector<std::string>& retention) {
   po::options_description general("General");
   general.add_options()
       ("help", "Print this help and exit.")
@@ -134,6 +134,12 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
        "UTF-8): a message whose topic and msg-id were sequenced within it is a resend and gets no SEQ, no row "
        "and no frame (counted as dedupe.dropped). The record is committed with the message, so restarts and "
        "failovers keep it; older ones are purged in the background. 90s, 30m, 24h, 7d; 0 ignores msg-ids.")
+      ("retention", po::value(&retention)->value_name("FILTER=LIMIT")->multitoken(),
+       "Keep at most this much of each topic matching FILTER, repeatable: an age ('chat/#=30d'; s, m, h or d) or "
+       "a count of messages ('sensors/#=100000'); give both as two entries. Every matching rule applies. Older "
+       "rows are deleted from MSG in the background, 1,000 at a time, by the shard's active; a topic's newest "
+       "message is always kept, and SEQ never restarts. Retransmit statuses say where a topic's history now "
+       "starts (\"first\"). Default: keep everything.")
       ("journal-dir", po::value(&c.journal_dir)->value_name("DIR"),
        "The local journal: every accepted message is written there before it is acknowledged to mosquitto, and "
        "what it holds beyond the database is stored at start, so a killed relay loses nothing. Default: "
@@ -254,9 +260,10 @@ Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const s
   ParsedOptions out;
   Config& c = out.config;
   std::string config_file, log_level, log_format, dedupe_window;
+  std::vector<std::string> retention;
   bool no_migrate = false, no_journal = false;
   po::options_description desc =
-      Describe(c, config_file, log_level, log_format, no_migrate, no_journal, dedupe_window);
+      Describe(c, config_file, log_level, log_format, no_migrate, no_journal, dedupe_window, retention);
   std::ostringstream help;
   help << desc;
   out.help_text = help.str();
@@ -280,7 +287,7 @@ Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const s
         return Status::Error(fmt::format("{} cannot be set from the environment", name));
       }
       po::option opt(match->long_name(), {});
-      if (match->long_name() == "source" || match->long_name() == "immediate") {
+      if (match->long_name() == "source" || match->long_name() == "immediate" || match->long_name() == "retention") {
         boost::split(opt.value, value, boost::is_any_of(","));
         for (auto& v : opt.value) boost::trim(v);
         std::erase(opt.value, std::string());
@@ -317,6 +324,9 @@ Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const s
   auto window = ParseDuration(dedupe_window);
   if (!window.ok()) return Status::Error(fmt::format("--dedupe-window: {}", window.error()));
   c.dedupe_window_s = window.value();
+  auto rules = ParseRetention(retention);
+  if (!rules.ok()) return Status::Error(fmt::format("--retention: {}", rules.error()));
+  c.retention = std::move(rules).value();
   if (no_journal && !c.journal_dir.empty()) {
     return Status::Error("--journal-dir and --no-journal contradict each other: give one of them");
   }

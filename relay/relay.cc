@@ -299,6 +299,7 @@ int Relay::Run() {
       if (active_) {
         PumpPending();
         PurgeMsgIds();
+        ApplyRetention();
       }
       stats_if_due();
       lock.lock();

@@ -93,6 +93,7 @@ class Relay {
     std::atomic<uint64_t> dedupe_dropped{0};    // publishers' resends (msg-id sequenced before), dropped
     std::atomic<uint64_t> msg_ids_invalid{0};   // msg-ids ignored as invalid (empty, too long, not UTF-8)
     std::atomic<uint64_t> msg_ids_purged{0};    // DEDUPE records purged past --dedupe-window
+    std::atomic<uint64_t> retention_deleted{0};  // MSG rows deleted by --retention
     std::atomic<uint64_t> topics{0};            // gauge: topics the writer knows (seen since start)
     std::atomic<uint64_t> commit_us{0};         // time spent in committed batches' commits, microseconds
   };
@@ -123,6 +124,12 @@ class Relay {
   // Main thread, active only: deletes DEDUPE records past --dedupe-window,
   // a small batch at a time, for at most a few hundred milliseconds a call.
   void PurgeMsgIds();
+  // Main thread, active only: goes on with the pass over the shard's topics
+  // that deletes what --retention no longer keeps, for at most a few
+  // hundred milliseconds a call.
+  void ApplyRetention();
+  // Its work until `until`: true when the pass reached the last topic.
+  bool RetentionWork(std::chrono::steady_clock::time_point until);
   enum class Committed { kYes, kRefused, kGaveUp };
   // Commits the batch (retrying through outages). kRefused: the server will
   // never take one of its rows (`refused` says why); kGaveUp: the stop
@@ -268,6 +275,11 @@ class Relay {
   MqttLink::Options intake_options_;
   MysqlStore pending_store_{config_};  // PumpPending's and PurgeMsgIds's connection (main thread)
   std::chrono::steady_clock::time_point next_purge_{};  // main thread
+  // ApplyRetention's pass: the last topic done (byte order; "" = from the
+  // start), and when the next pass may begin. Main thread.
+  std::string retention_cursor_;
+  std::chrono::steady_clock::time_point next_retention_pass_{};
+  std::chrono::steady_clock::duration retention_pass_work_{};  // time spent in the current pass
   std::atomic<std::size_t> pending_queued_{0};  // handed-over messages queued and not yet committed or lost
   MqttLink::Options output_options_;
   std::thread writer_;

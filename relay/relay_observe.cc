@@ -61,6 +61,7 @@ RelayStats Relay::Snapshot() const {
   s.dedupe_dropped = c.dedupe_dropped;
   s.msg_ids_invalid = c.msg_ids_invalid;
   s.msg_ids_purged = c.msg_ids_purged;
+  s.retention_deleted = c.retention_deleted;
   s.database_up = database_up_;
   s.database_node = store_.endpoint();
   s.intake_connected = intake_ && intake_->connected();

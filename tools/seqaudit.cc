@@ -1,6 +1,8 @@
 // seqaudit: checks the audit trail in MySQL. For every topic (or one), the
-// rows must carry SEQ 1..last with no gap (SEQ is unique by the table's
-// key, so no duplicate can exist). Prints one line per topic and a summary.
+// rows must carry SEQ first..last with no gap (SEQ is unique by the table's
+// key, so no duplicate can exist). first is 1 unless --retention deleted
+// the oldest rows (PROTOCOL.md 5.2), which is shown; --from-one makes it a
+// gap. Prints one line per topic and a summary.
 //
 // Exit codes: 0 every topic gapless, 1 a gap was found, 2 bad options,
 // 3 the database could not be read.
@@ -17,9 +19,11 @@ namespace po = boost::program_options;
 int main(int argc, char** argv) {
   seqrelay::Config c;
   std::string topic;
+  bool from_one = false;
   if (const char* pw = std::getenv("SEQRELAY_DB_PASSWORD")) c.db_password = pw;
   po::options_description desc(
-      "seqaudit: check that every topic's rows in MSG carry SEQ 1..last with no gap.\n\n"
+      "seqaudit: check that every topic's rows in MSG carry SEQ first..last with no gap (first is 1 unless "
+      "--retention deleted older rows).\n\n"
       "Usage: seqaudit [options]   (the password also from SEQRELAY_DB_PASSWORD)\n\nOptions");
   desc.add_options()
       ("help", "Print this help and exit.")
@@ -29,7 +33,9 @@ int main(int argc, char** argv) {
       ("db-user", po::value(&c.db_user)->default_value(c.db_user), "Database user.")
       ("db-password", po::value(&c.db_password), "Database password.")
       ("db-name", po::value(&c.db_name)->default_value(c.db_name), "Database holding MSG and TOPIC.")
-      ("topic", po::value(&topic), "Check only this raw topic.");
+      ("topic", po::value(&topic), "Check only this raw topic.")
+      ("from-one", po::bool_switch(&from_one),
+       "Count rows missing before a topic's first stored SEQ as a gap (for a relay run without --retention).");
   if (auto exit_code = seqtools::ParseCommandLine("seqaudit", argc, argv, desc)) return *exit_code;
 
   seqrelay::MysqlStore store(c);
@@ -45,13 +51,18 @@ int main(int argc, char** argv) {
   uint64_t rows = 0, bad = 0;
   for (const auto& t : *topics) {
     rows += t.rows;
-    const bool gapless = t.rows == t.last_seq && (t.rows == 0 || t.first_seq == 1);
+    const bool trimmed = t.rows > 0 && t.first_seq > 1;  // by retention, or a gap with --from-one
+    const bool gapless =
+        t.rows == 0 || (t.rows == t.last_seq - t.first_seq + 1 && (!from_one || t.first_seq == 1));
     std::printf("%-40s id %-6u rows %-10llu SEQ %llu..%llu  %s", t.topic.c_str(), t.id,
                 static_cast<unsigned long long>(t.rows), static_cast<unsigned long long>(t.first_seq),
                 static_cast<unsigned long long>(t.last_seq), gapless ? "ok" : "GAPS:");
+    if (gapless && trimmed) {
+      std::printf(" (starts at %llu: older rows deleted)", static_cast<unsigned long long>(t.first_seq));
+    }
     if (!gapless) {
       ++bad;
-      if (t.first_seq > 1) std::printf(" 1..%llu", static_cast<unsigned long long>(t.first_seq - 1));
+      if (from_one && t.first_seq > 1) std::printf(" 1..%llu", static_cast<unsigned long long>(t.first_seq - 1));
       auto missing = store.MissingRanges(t.topic, 10);
       if (missing.ok()) {
         for (const auto& [from, to] : *missing) {

@@ -162,10 +162,11 @@ std::vector<std::string> Describe(const Config& c) {
                   c.db_socket.empty() ? fmt::format("{}:{}", c.db_host, c.db_port) : "unix:" + c.db_socket,
                   c.db_user, mask(c.db_password), c.db_name, c.migrate),
       fmt::format("sources [{}] immediate [{}] seq-prefix={} control-prefix={} max-payload={} max-topics={} "
-                  "topic-cache={} dedupe-window={}",
+                  "topic-cache={} dedupe-window={} retention [{}]",
                   fmt::join(c.sources, ", "), fmt::join(c.immediate, ", "), c.seq_prefix, c.control_prefix,
                   c.max_payload, c.max_topics ? std::to_string(c.max_topics) : "unbounded", c.topic_cache,
-                  c.dedupe_window_s ? FormatDuration(c.dedupe_window_s) : std::string("off")),
+                  c.dedupe_window_s ? FormatDuration(c.dedupe_window_s) : std::string("off"),
+                  DescribeRetention(c.retention)),
       fmt::format("batch-max={} batch-delay-us={} buffer-max={} buffer-max-bytes={} shutdown-timeout={}s "
                   "journal-dir={} replay-max={} replay-workers={} replay-rate={} replay-live-delay-us={} acl-file={} stats-interval={}s metrics={} "
                   "log-level={} log-format={}",
@@ -201,6 +202,43 @@ Result<uint64_t> ParseDuration(std::string_view text) {
   }
   if (value > UINT64_MAX / scale / 1000) return Status::Error(fmt::format("'{}' is too large", text));
   return value * scale;
+}
+
+Result<std::vector<RetentionRule>> ParseRetention(const std::vector<std::string>& entries) {
+  std::vector<RetentionRule> rules;
+  for (const std::string& entry : entries) {
+    const auto eq = entry.rfind('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == entry.size()) {
+      return Status::Error(fmt::format("'{}' is not FILTER=AGE or FILTER=COUNT (e.g. 'chat/#=30d', 'sensors/#=100000')",
+                                       entry));
+    }
+    const std::string filter = entry.substr(0, eq), limit = entry.substr(eq + 1);
+    if (Status s = ValidateFilter(filter); !s.ok()) return Status::Error(fmt::format("'{}': {}", entry, s.message()));
+    auto value = ParseDuration(limit);
+    if (!value.ok()) return Status::Error(fmt::format("'{}': {}", entry, value.error()));
+    if (value.value() == 0) return Status::Error(fmt::format("'{}': a limit of 0 would keep nothing", entry));
+    const bool is_count = limit.find_first_not_of("0123456789") == std::string::npos;
+    auto it = std::find_if(rules.begin(), rules.end(), [&](const RetentionRule& r) { return r.filter == filter; });
+    if (it == rules.end()) it = rules.insert(rules.end(), RetentionRule{filter, 0, 0});
+    uint64_t& field = is_count ? it->max_count : it->max_age_s;
+    if (field != 0) {
+      return Status::Error(fmt::format("'{}': '{}' has a {} already", entry, filter, is_count ? "count" : "maximum age"));
+    }
+    field = value.value();
+  }
+  return rules;
+}
+
+std::string DescribeRetention(const std::vector<RetentionRule>& rules) {
+  if (rules.empty()) return "keep everything";
+  std::vector<std::string> parts;
+  for (const RetentionRule& r : rules) {
+    std::vector<std::string> limits;
+    if (r.max_age_s) limits.push_back(FormatDuration(r.max_age_s));
+    if (r.max_count) limits.push_back(fmt::format("{} messages", r.max_count));
+    parts.push_back(fmt::format("{}={}", r.filter, fmt::join(limits, " and ")));
+  }
+  return fmt::format("{}", fmt::join(parts, ", "));
 }
 
 std::string FormatDuration(uint64_t seconds) {

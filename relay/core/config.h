@@ -15,6 +15,16 @@
 
 namespace seqrelay {
 
+// --retention FILTER=LIMIT (PROTOCOL.md 5.2): topics matching FILTER keep
+// at most `max_age_s` seconds and/or `max_count` messages; 0 = no such
+// limit. A topic's newest message is always kept (SEQ never restarts).
+struct RetentionRule {
+  std::string filter;
+  uint64_t max_age_s = 0;
+  uint64_t max_count = 0;
+  bool operator==(const RetentionRule&) const = default;
+};
+
 struct Config {
   // mosquitto
   std::string mqtt_host = "127.0.0.1";
@@ -57,6 +67,9 @@ struct Config {
   // Publishers' msg-ids (PROTOCOL.md 5.1) are remembered this long; a
   // resend within it gets no SEQ. 0: msg-ids are ignored.
   uint64_t dedupe_window_s = 24 * 3600;
+  // Retention per topic filter; empty: keep everything. Every rule whose
+  // filter matches a topic applies to it.
+  std::vector<RetentionRule> retention;
 
   // Pipeline
   int batch_max = 1000;
@@ -110,6 +123,14 @@ Status Validate(const Config& config);
 Result<uint64_t> ParseDuration(std::string_view text);
 // The same, written back the shortest way ("86400" -> "1d", "90" -> "90s").
 std::string FormatDuration(uint64_t seconds);
+
+// Parses --retention entries "FILTER=30d" (an age: a number with s, m, h or
+// d) or "FILTER=100000" (a count, at least 1). Entries of the same filter
+// merge into one rule (an age and a count); a second age or count for it is
+// an error. Errors name the entry.
+Result<std::vector<RetentionRule>> ParseRetention(const std::vector<std::string>& entries);
+// "chat/#=30d,100000 messages" and the like, for the start-up log.
+std::string DescribeRetention(const std::vector<RetentionRule>& rules);
 
 // One line per setting for the start-up log, passwords masked.
 std::vector<std::string> Describe(const Config& config);

@@ -97,6 +97,7 @@ std::string StatsJson(const RelayStats& s) {
       {"journal", {{"errors", s.journal_errors}, {"replayed", s.journal_replayed}, {"redeliveries", s.redeliveries}}},
       {"dedupe", {{"dropped", s.dedupe_dropped}, {"invalid_msg_ids", s.msg_ids_invalid},
                   {"purged", s.msg_ids_purged}}},
+      {"retention", {{"deleted", s.retention_deleted}}},
       {"database", s.database_up ? "up" : "down"},
       {"database_node", s.database_node},
       {"broker", {{"intake", up(s.intake_connected)}, {"output", up(s.output_connected)},
@@ -173,6 +174,7 @@ std::string PrometheusText(const RelayStats& s) {
          s.msg_ids_invalid);
   metric("seqrelay_dedupe_purged_total", "counter", "msg-id records deleted past --dedupe-window.",
          s.msg_ids_purged);
+  metric("seqrelay_retention_deleted_total", "counter", "MSG rows deleted by --retention.", s.retention_deleted);
   metric("seqrelay_database_up", "gauge", "1 while the writer's last database call succeeded.",
          s.database_up ? 1 : 0);
   if (!s.database_node.empty()) {

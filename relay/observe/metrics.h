@@ -77,6 +77,7 @@ struct RelayStats {
   double replay_rate = 0;  // frames per second the governor allows replies now; 0 when it is off
   uint64_t journal_errors = 0, journal_replayed = 0, redeliveries = 0;
   uint64_t dedupe_dropped = 0, msg_ids_invalid = 0, msg_ids_purged = 0;
+  uint64_t retention_deleted = 0;
   bool database_up = false;
   std::string database_node;  // the writer's node, "host:port" (several --db-host entries: a cluster)
   bool intake_connected = false, output_connected = false, replay_connected = false;

@@ -134,6 +134,7 @@ std::string StatusJson(const RequestFields& f, const ReplyStatus& s) {
   if (s.error.empty()) {
     out["sent"] = s.sent;
     out["last"] = s.last;
+    if (s.first) out["first"] = *s.first;
     out["status"] = "ok";
     if (s.next) {
       out["truncated"] = true;

@@ -65,6 +65,9 @@ ParsedRequest ParseRetransmitRequest(std::string_view json);
 struct ReplyStatus {
   uint64_t sent = 0;
   uint64_t last = 0;  // the topic's newest SEQ when the reply was made
+  // The topic's oldest SEQ still stored (PROTOCOL.md 5.2): in every ok
+  // status of a v1.1 relay.
+  std::optional<uint64_t> first;
   std::optional<uint64_t> next;  // set when the range was cut at the cap, or where to ask again
   std::string error;  // non-empty: "status": "error"
   ErrorCode code = ErrorCode::kInternal;  // with an error

@@ -200,7 +200,11 @@ bool RetransmitService::Prepare(Job& job, MysqlStore& store) {
   f.id = t.id;
   Job::Progress p;
   p.status.last = t.last_seq;
-  const uint64_t from = *f.from;
+  // The oldest SEQ still stored (retention deletes from the start); last +
+  // 1 when nothing is. A request from below it is served from it; its
+  // status keeps "from" as asked and says "first".
+  p.status.first = t.first_seq != 0 ? t.first_seq : t.last_seq + 1;
+  const uint64_t from = std::max(*f.from, *p.status.first);
   const uint64_t to = std::min(f.to.value_or(t.last_seq), t.last_seq);
   if (!f.to) f.to = t.last_seq;
   if (from > to) {

@@ -596,6 +596,72 @@ Result<std::vector<MysqlStore::MsgIdKey>> MysqlStore::FindSequencedMsgIds(std::s
   return found;
 }
 
+Result<std::vector<std::string>> MysqlStore::ListTopics(std::string_view after, std::size_t limit) {
+  std::vector<std::string> topics;
+  Status s = Guard("list topics", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(
+        conn_->prepareStatement("SELECT ID FROM TOPIC WHERE ID > ? ORDER BY ID LIMIT ?"));
+    ps->setString(1, Bytes(after));
+    ps->setUInt64(2, limit);
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) topics.push_back(rs->getString(1).asStdString());
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return topics;
+}
+
+Result<uint64_t> MysqlStore::TrimTopic(std::string_view topic, const RetentionRule& rule, uint64_t published_idx,
+                                       std::size_t limit) {
+  uint64_t deleted = 0;
+  Status s = Guard("trim topic", [&] {
+    std::unique_ptr<sql::Statement> level(conn_->createStatement());
+    level->execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED");  // the next transaction only
+    // The topic's ends (two index dives on (ID, SEQ)).
+    std::unique_ptr<sql::PreparedStatement> ends(
+        conn_->prepareStatement("SELECT COALESCE(MIN(SEQ), 0), COALESCE(MAX(SEQ), 0) FROM MSG WHERE ID = ?"));
+    ends->setString(1, Bytes(topic));
+    std::unique_ptr<sql::ResultSet> rs(ends->executeQuery());
+    rs->next();
+    const uint64_t first = rs->getUInt64(1), last = rs->getUInt64(2);
+    if (first == 0 || first == last) {
+      CommitTransaction();
+      return;
+    }
+    // Keep SEQ >= keep: the strictest of the limits, at most `limit` rows
+    // past first, and never the newest row.
+    uint64_t keep = first;
+    if (rule.max_count != 0 && last >= rule.max_count) keep = std::max(keep, last - rule.max_count + 1);
+    if (rule.max_age_s != 0) {
+      // The first row young enough among the next `limit`: rows are in SEQ
+      // order by arrival, so the ones before it are the old ones (a prefix,
+      // whatever a clock did).
+      std::unique_ptr<sql::PreparedStatement> young(conn_->prepareStatement(
+          "SELECT MIN(SEQ) FROM MSG WHERE ID = ? AND SEQ BETWEEN ? AND ? AND RECEIVED_AT >= NOW(6) - INTERVAL ? "
+          "SECOND"));
+      young->setString(1, Bytes(topic));
+      young->setUInt64(2, first);
+      young->setUInt64(3, first + limit - 1);
+      young->setUInt64(4, rule.max_age_s);
+      std::unique_ptr<sql::ResultSet> y(young->executeQuery());
+      y->next();
+      keep = std::max(keep, y->isNull(1) ? first + limit : y->getUInt64(1));
+    }
+    keep = std::min({keep, last, first + limit});
+    if (keep > first) {
+      std::unique_ptr<sql::PreparedStatement> del(
+          conn_->prepareStatement("DELETE FROM MSG WHERE ID = ? AND SEQ < ? AND idx <= ?"));
+      del->setString(1, Bytes(topic));
+      del->setUInt64(2, keep);
+      del->setUInt64(3, published_idx);
+      deleted = static_cast<uint64_t>(del->executeUpdate());
+    }
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return deleted;
+}
+
 Result<uint64_t> MysqlStore::PurgeMsgIds(uint64_t window_s, std::size_t limit) {
   uint64_t deleted = 0;
   Status s = Guard("purge msg-ids", [&] {
@@ -743,8 +809,8 @@ Result<std::optional<MysqlStore::TopicRow>> MysqlStore::FindTopic(const std::opt
   std::optional<TopicRow> row;
   Status s = Guard("find topic", [&] {
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
-        std::string("SELECT t.FRAME_ID, t.ID, COALESCE((SELECT MAX(m.SEQ) FROM MSG m WHERE m.ID = t.ID), 0) "
-                    "FROM TOPIC t WHERE ") +
+        std::string("SELECT t.FRAME_ID, t.ID, COALESCE((SELECT MAX(m.SEQ) FROM MSG m WHERE m.ID = t.ID), 0), "
+                    "COALESCE((SELECT MIN(m.SEQ) FROM MSG m WHERE m.ID = t.ID), 0) FROM TOPIC t WHERE ") +
         (topic ? "t.ID = ?" : "t.FRAME_ID = ?")));
     if (topic) {
       ps->setString(1, Bytes(*topic));
@@ -752,7 +818,10 @@ Result<std::optional<MysqlStore::TopicRow>> MysqlStore::FindTopic(const std::opt
       ps->setUInt(1, id.value_or(0));
     }
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
-    if (rs->next()) row = TopicRow{rs->getString(2).asStdString(), rs->getUInt(1), rs->getUInt64(3)};
+    if (rs->next()) {
+      row = TopicRow{.topic = rs->getString(2).asStdString(), .id = rs->getUInt(1), .last_seq = rs->getUInt64(3),
+                     .first_seq = rs->getUInt64(4)};
+    }
     CommitTransaction();
   });
   if (!s.ok()) return s;

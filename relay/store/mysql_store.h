@@ -145,6 +145,7 @@ class MysqlStore {
     uint32_t id = 0;
     uint64_t last_seq = 0;  // highest SEQ committed for the topic; 0 = none
     bool created = false;   // the TOPIC row was made by this call
+    uint64_t first_seq = 0;  // lowest SEQ still stored (FindTopic only); 0 = none
   };
   // Ids and last SEQs of `topics`, creating TOPIC rows for at most
   // `max_new` of those that have none (in the order given); the others are
@@ -153,6 +154,18 @@ class MysqlStore {
                                               std::size_t max_new = SIZE_MAX);
   // Rows in TOPIC.
   Result<uint64_t> CountTopics();
+
+  // ---- Retention (PROTOCOL.md 5.2) ----
+
+  // Up to `limit` topic names after `after` (byte order), for a pass over
+  // every topic.
+  Result<std::vector<std::string>> ListTopics(std::string_view after, std::size_t limit);
+  // Deletes the oldest rows of `topic` that `rule` no longer keeps, at most
+  // `limit` in one short transaction at READ COMMITTED: only a prefix of
+  // its SEQs, never its newest row, never a row above `published_idx` (not
+  // yet acknowledged on seq/T). Returns how many.
+  Result<uint64_t> TrimTopic(std::string_view topic, const RetentionRule& rule, uint64_t published_idx,
+                             std::size_t limit);
 
   // ---- Publishers' message ids (schema 005, PROTOCOL.md 5.1) ----
 
@@ -189,7 +202,8 @@ class MysqlStore {
   Status SavePublished(uint64_t published_idx);
 
   // A topic by name or by frame id (exactly one given), with its newest
-  // committed SEQ; nullopt if there is no such topic.
+  // committed SEQ and its oldest one still stored; nullopt if there is no
+  // such topic.
   Result<std::optional<TopicRow>> FindTopic(const std::optional<std::string>& topic, std::optional<uint32_t> id);
 
   struct RangeRow {

@@ -387,6 +387,36 @@ TEST_F(ClientE2E, AGapTheRelayCannotFillIsReportedNotWaitedForForever) {
   EXPECT_EQ(seqs, expected);
 }
 
+// Retention (PROTOCOL 5.2): the relay deleted SEQ 1..15; a newcomer that
+// wants the whole history hears "history starts at 16" once, asks for
+// nothing older, and gets 16..20 in order.
+TEST_F(ClientE2E, AHistoryCutByRetentionIsReportedOnceAndReadFromFirst) {
+  const std::string topic = root() + "/room";
+  StartRelay({"--retention=" + topic + "=5"});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  Publish(pub, topic, 1, 20);
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return servers().Sql("SELECT MIN(SEQ) FROM `" + name_ + "`.MSG") == "16\n"; }, 20s));
+
+  auto o = ClientOptions("reader", {topic});
+  o.history = seqclient::History::kAll;
+  Sink sink;
+  std::vector<std::string> gaps;
+  std::mutex gaps_mu;
+  seqclient::SeqClient client(o, std::ref(sink), [&](const std::string& t, uint64_t a, uint64_t b, const std::string& why) {
+    std::lock_guard lock(gaps_mu);
+    gaps.push_back(t + " " + std::to_string(a) + ".." + std::to_string(b) + " " + why);
+  });
+  ASSERT_EQ(client.Start(), std::nullopt);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 5; }, 20s)) << sink.size();
+  std::this_thread::sleep_for(Scaled(300ms));  // nothing more comes
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 16, 20);
+  std::lock_guard lock(gaps_mu);
+  EXPECT_EQ(gaps, std::vector<std::string>{topic + " 1..15 history starts at 16"});
+  EXPECT_EQ(client.stats().requests, 1u) << "16..20 (the lookup is not counted), nothing older";
+}
+
 TEST_F(ClientE2E, SeqsubPrintsHistoryAsJsonAndExitsAfterCount) {
   StartRelay();
   const std::string topic = root() + "/room";

@@ -99,8 +99,8 @@ TEST_F(RetransmitE2E, RangeHistoryAndCapReturnByteIdenticalFrames) {
   for (std::size_t i = 0; i < frames.size(); ++i) EXPECT_EQ(frames[i].payload, live_[16 + i].payload) << i;
   json status = Statuses(alice)[0];
   const uint32_t id = TopicId(topic);
-  EXPECT_EQ(status, (json{{"topic", topic}, {"id", id}, {"from", 17}, {"to", 25}, {"sent", 9}, {"last", 120},
-                          {"status", "ok"}}));
+  EXPECT_EQ(status, (json{{"topic", topic}, {"id", id}, {"from", 17}, {"to", 25}, {"first", 1}, {"sent", 9},
+                          {"last", 120}, {"status", "ok"}}));
 
   // History by id, from 1 with no "to": cut at the cap, with the SEQ to go on from.
   alice.Publish(req, json{{"id", id}, {"from", 1}}.dump());
@@ -108,8 +108,9 @@ TEST_F(RetransmitE2E, RangeHistoryAndCapReturnByteIdenticalFrames) {
   frames = FramesOn(alice, replies);
   ASSERT_EQ(frames.size(), 9u + 50u);
   for (std::size_t i = 0; i < 50; ++i) EXPECT_EQ(frames[9 + i].payload, live_[i].payload) << i;
-  EXPECT_EQ(Statuses(alice)[1], (json{{"topic", topic}, {"id", id}, {"from", 1}, {"to", 120}, {"sent", 50},
-                                      {"last", 120}, {"status", "ok"}, {"truncated", true}, {"next", 51}}));
+  EXPECT_EQ(Statuses(alice)[1], (json{{"topic", topic}, {"id", id}, {"from", 1}, {"to", 120}, {"first", 1},
+                                      {"sent", 50}, {"last", 120}, {"status", "ok"}, {"truncated", true},
+                                      {"next", 51}}));
 
   // Beyond the newest: not an error, nothing sent.
   alice.Publish(req, json{{"topic", topic}, {"from", 121}}.dump());

@@ -223,6 +223,25 @@ TEST(OptionsTest, DedupeWindowTakesADurationAndZeroTurnsItOff) {
   }
 }
 
+TEST(OptionsTest, RetentionTakesAnAgeOrACountPerFilterAndMergesThem) {
+  EXPECT_TRUE(ParseOk({}).retention.empty()) << "default: keep everything";
+  const Config c = ParseOk({"--retention=chat/#=30d", "--retention", "sensors/+/t=100000", "--retention=chat/#=5000"});
+  EXPECT_EQ(c.retention, (std::vector<RetentionRule>{{"chat/#", 30 * 86400, 5000}, {"sensors/+/t", 0, 100000}}));
+  EXPECT_EQ(DescribeRetention(c.retention), "chat/#=30d and 5000 messages, sensors/+/t=100000 messages");
+  EXPECT_EQ(ParseOk({}, {{"SEQRELAY_RETENTION", "a/#=1h, b=10"}}).retention,
+            (std::vector<RetentionRule>{{"a/#", 3600, 0}, {"b", 0, 10}}));
+  // A filter may hold '=': the last one splits.
+  EXPECT_EQ(ParseOk({"--retention=x=y/#=2h"}).retention, (std::vector<RetentionRule>{{"x=y/#", 7200, 0}}));
+  for (const char* bad : {"--retention=chat/#", "--retention==30d", "--retention=chat/#=", "--retention=chat/#=0",
+                          "--retention=chat/#=0d", "--retention=chat/#=30x", "--retention=chat/#=-1",
+                          "--retention=chat/#a=1d", "--retention=a/#/b=1d"}) {
+    const std::string error = ParseError({bad});
+    EXPECT_TRUE(Contains(error, "--retention")) << bad << ": " << error;
+  }
+  const std::string twice = ParseError({"--retention=chat/#=1d", "--retention=chat/#=2d"});
+  EXPECT_TRUE(Contains(twice, "has a maximum age already")) << twice;
+}
+
 TEST(ConfigTest, DurationsAreWrittenTheShortestWay) {
   EXPECT_EQ(FormatDuration(86400), "1d");
   EXPECT_EQ(FormatDuration(7200), "2h");
@@ -439,7 +458,7 @@ TEST(OptionsTest, HelpSetsHelpAndListsEveryOption) {
         "batch-delay-us", "buffer-max",    "buffer-max-bytes", "shutdown-timeout", "stats-interval", "log-format", "metrics-port", "metrics-bind",
         "acl-file", "journal-dir", "no-journal", "replay-max", "replay-workers", "replay-rate",
         "replay-live-delay-us", "max-topics", "topic-cache", "mqtt-intake-user", "mqtt-intake-password",
-        "dedupe-window"}) {
+        "dedupe-window", "retention"}) {
     // "--name " with the space, so "--buffer-max" is not found inside "--buffer-max-bytes".
     EXPECT_TRUE(Contains(text, std::string("--") + name + " ")) << "--help does not mention --" << name;
   }

@@ -228,6 +228,25 @@ TEST(RetransmitStatusTest, OkStatusHasExactlyTheProtocolExampleKeys) {
   EXPECT_EQ(ParseStatus(StatusJson(f, s)), expected);
 }
 
+TEST(RetransmitStatusTest, AV11OkStatusSaysWhereTheHistoryStartsAndKeepsFromAsAsked) {
+  RequestFields f;
+  f.topic = "chat/room1";
+  f.id = 7;
+  f.from = 1;
+  f.to = 50;
+  ReplyStatus s;
+  s.first = 20;
+  s.sent = 31;
+  s.last = 60;
+  const json expected = json::parse(
+      R"({"topic": "chat/room1", "id": 7, "from": 1, "to": 50, "first": 20, "sent": 31, "last": 60, "status": "ok"})");
+  EXPECT_EQ(ParseStatus(StatusJson(f, s)), expected);
+  // Not in an error status.
+  ReplyStatus refused = ReplyStatus::Refused(ErrorCode::kBusy, "too many requests pending");
+  refused.first = 20;
+  EXPECT_FALSE(ParseStatus(StatusJson(f, refused)).contains("first"));
+}
+
 TEST(RetransmitStatusTest, FromPastLastIsOkWithNothingSent) {
   RequestFields f;
   f.topic = "chat/room1";

@@ -1,5 +1,6 @@
 #include "seq_client.h"
 
+#include <fmt/format.h>
 #include <mosquitto.h>
 
 #include <fstream>
@@ -232,6 +233,14 @@ void SeqClient::HandleStatus(const std::string& text) {
     if (options_.history == History::kLast && start == 0) {
       start = last >= options_.history_n ? last - options_.history_n + 1 : 1;
     }
+    // PROTOCOL 5.2: what is older than `first` was deleted; a v1 relay
+    // deletes nothing. Reported once, never asked for.
+    const uint64_t first = s.value("first", uint64_t{1});
+    if (start != 0 && start < first) {
+      if (on_gap_) on_gap_(name, start, first - 1, fmt::format("history starts at {}", first));
+      ++stats_.gaps_unfilled;
+      start = first;
+    }
     Topic& t = topics_.emplace(id, Topic{name, true, OrderedStream(std::max<uint64_t>(start, 1)), {}, {}, {}, 0})
                    .first->second;
     if (start <= last) {
@@ -263,6 +272,22 @@ void SeqClient::HandleStatus(const std::string& text) {
     return;
   }
   if (t.asked->to == kOpenEnd) t.asked->to = s.value("to", s.value("last", uint64_t{0}));
+  if (const uint64_t first = s.value("first", uint64_t{0});
+      ok && first > t.asked->from && first > t.stream.next() && t.stream.next() != 0) {
+    // PROTOCOL 5.2: everything below `first` was deleted. Given up now, so
+    // delivery goes on from `first` (not after the rest of a truncated
+    // reply), and never asked for again; what is left of the request
+    // starts at `first`.
+    ++stats_.gaps_unfilled;
+    if (on_gap_) on_gap_(t.name, t.stream.next(), first - 1, fmt::format("history starts at {}", first));
+    Deliver(t, id, t.stream.GiveUp(first - 1));
+    if (first > t.asked->to) {
+      t.asked.reset();
+      t.attempts = 0;
+      return;
+    }
+    t.asked->from = first;
+  }
   if (ok && s.value("truncated", false)) {
     const uint64_t next = s.value("next", uint64_t{0});
     t.asked = Gap{next, t.asked->to};
