@@ -88,7 +88,7 @@ export interface SubscribeOptions {
 /** A request for missing SEQs was sent; `to` is null while the newest SEQ is not known yet. */
 export interface FetchEvent { topic: string; from: number; to: number | null }
 export interface FilledEvent { topic: string; from: number; to: number }
-/** SEQs that will not be delivered: the relay does not have them, refused, or did not answer. from = to = 0: a lookup failed. */
+/** SEQs that will not be delivered: the relay does not have them, deleted them (reason `history starts at N`, N its oldest SEQ), refused, or did not answer. from = to = 0: a lookup failed. */
 export interface LostEvent { topic: string; from: number; to: number; reason: string; code?: string; retry?: boolean }
 /** A topic joined with history or resume: the relay's oldest stored (first) and newest (last) SEQ, and where delivery starts. */
 export interface HistoryEvent { topic: string; first: number; last: number; start: number | null }

@@ -420,6 +420,17 @@ export class SeqClient extends Emitter {
       }
       this.#emitTopic('fetch', t.name, { topic: t.name, from: t.asked.from, to: t.asked.to });
     }
+    if (ok && Number.isInteger(s.first) && s.first > t.asked.from && s.first > t.stream.next) {
+      // PROTOCOL 5.2: the relay deleted everything below `first`. Give it up
+      // now, so delivery goes on from `first` (without waiting for the rest
+      // of a truncated reply), and never ask for it again. What is left of
+      // the request starts at `first`, or nothing is if it ended below.
+      const first = s.first;
+      t.asked = first <= t.asked.to ? { from: first, to: t.asked.to } : null;
+      if (!t.asked) t.attempts = 0;
+      this.#lose(t, t.stream.next, first - 1, `history starts at ${first}`);
+      if (!t.asked) return; // done: the frames from `first` on came already, or none were asked for
+    }
     if (ok && s.truncated === true && Number.isInteger(s.next)) {
       t.asked = { from: s.next, to: t.asked.to };
       t.askedAt = Date.now();
@@ -436,9 +447,7 @@ export class SeqClient extends Emitter {
     let missingTo = asked.to;
     if (gap && gap.from <= asked.to) missingTo = Math.min(asked.to, gap.to);
     if (t.stream.next > missingTo) return;
-    let reason = ok ? 'the relay has no such SEQ' : (s.error ?? 'refused');
-    if (ok && Number.isInteger(s.first) && s.first > t.stream.next) reason = `history starts at ${s.first}`;
-    this.#lose(t, t.stream.next, missingTo, reason, ok ? undefined : s);
+    this.#lose(t, t.stream.next, missingTo, ok ? 'the relay has no such SEQ' : (s.error ?? 'refused'), ok ? undefined : s);
   }
 
   #lookupAnswered(s, ok) {
@@ -457,14 +466,15 @@ export class SeqClient extends Emitter {
       return; // else the timer asks again
     }
     const last = s.last;
-    const first = Number.isInteger(s.first) ? s.first : 1;
-    let start = lookup.start < 0 ? Math.max(1, last + lookup.start + 1) : lookup.start;
-    // PROTOCOL 5.2: what is older than `first` is gone; do not wait for it.
-    if (start < first) start = first;
+    const first = Number.isInteger(s.first) ? s.first : 1; // a v1 relay deletes nothing
+    const wanted = lookup.start < 0 ? Math.max(1, last + lookup.start + 1) : lookup.start;
+    // PROTOCOL 5.2: what is older than `first` is gone; do not ask or wait for it.
+    const start = Math.max(wanted, first);
     this.lookups.delete(name);
     let t = this.topics.get(s.id);
     if (!t) t = this.#topic(s.id, name, start);
     this.#emitTopic('history', name, { topic: name, first, last, start });
+    if (wanted < first) this.#lose(t, wanted, first - 1, `history starts at ${first}`);
     if (start <= last) {
       t.asked = { from: start, to: last };
       t.askedAt = Date.now();

@@ -1,5 +1,5 @@
-// SeqClient against a scripted relay: statuses the relay in this tree does
-// not send yet (PROTOCOL 5.2 `first`, 5.3 `code`/`retry`/`next`), and
+// SeqClient against a scripted relay: the v1.1 statuses (PROTOCOL 5.2
+// `first`, 5.3 `code`/`retry`/`next`) in every order and combination, and
 // timeouts, driven through a stand-in for the mqtt.js client. What the real
 // relay sends is tested in client.test.js.
 import { test } from 'node:test';
@@ -62,12 +62,112 @@ test('subscribes to the replies before asking, and looks a topic up before its h
 test('history starts at `first` when older messages are gone (PROTOCOL 5.2)', (t) => {
   const { mqtt, seq, events, seen } = setup(t);
   seq.subscribe('chat/a', { history: true });
-  mqtt.status({ ...lookup('chat/a'), id: 7, to: MAX_SEQ, sent: 0, last: 30, first: 21, status: 'ok' });
-  assert.deepEqual(events[0], ['history', { topic: 'chat/a', first: 21, last: 30, start: 21 }]);
-  assert.deepEqual(mqtt.requests[1], { id: 7, from: 21, to: 30 });
-  for (const s of range(21, 30)) mqtt.frame('relay/replay/r1', s);
-  assert.deepEqual(seen, range(21, 30));
-  assert.deepEqual(events.at(-1), ['filled', { topic: 'chat/a', from: 21, to: 30 }]);
+  mqtt.frame('seq/chat/a', 61); // live, held while the lookup is out
+  mqtt.status({ ...lookup('chat/a'), id: 7, to: MAX_SEQ, sent: 0, last: 60, first: 20, status: 'ok' });
+  // SEQs 1..19 were deleted: reported once, at once, and never asked for.
+  assert.deepEqual(events, [
+    ['history', { topic: 'chat/a', first: 20, last: 60, start: 20 }],
+    ['lost', { topic: 'chat/a', from: 1, to: 19, reason: 'history starts at 20', code: undefined, retry: undefined }],
+    ['fetch', { topic: 'chat/a', from: 20, to: 60 }],
+  ]);
+  assert.deepEqual(mqtt.requests, [lookup('chat/a'), { id: 7, from: 20, to: 60 }]);
+  for (const s of range(20, 60)) mqtt.frame('relay/replay/r1', s);
+  mqtt.status({ topic: 'chat/a', id: 7, from: 20, to: 60, first: 20, sent: 41, last: 61, status: 'ok' });
+  assert.deepEqual(seen, range(20, 61));
+  assert.deepEqual(events.at(-1), ['filled', { topic: 'chat/a', from: 20, to: 60 }]);
+  assert.equal(events.filter(([e]) => e === 'lost').length, 1);
+  assert.equal(seq.stats.gapsLost, 1);
+});
+
+test('`last` reaching below `first` starts at `first` and says so; within it, nothing is lost', (t) => {
+  const { mqtt, seq, events } = setup(t);
+  seq.subscribe('chat/a', { last: 50 });
+  seq.subscribe('chat/b', { last: 5 });
+  mqtt.status({ ...lookup('chat/a'), id: 7, to: MAX_SEQ, sent: 0, last: 60, first: 20, status: 'ok' });
+  mqtt.status({ ...lookup('chat/b'), id: 8, to: MAX_SEQ, sent: 0, last: 60, first: 20, status: 'ok' });
+  assert.deepEqual(mqtt.requests.slice(2), [{ id: 7, from: 20, to: 60 }, { id: 8, from: 56, to: 60 }]);
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), [
+    ['lost', { topic: 'chat/a', from: 11, to: 19, reason: 'history starts at 20', code: undefined, retry: undefined }],
+  ]);
+});
+
+test('a gap reply whose `first` is above the gap gives the gone SEQs up at once, and they are never asked again', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t);
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.frame('seq/chat/a', 40);
+  await waitFor(() => mqtt.requests.length === 1, 'the gap request');
+  assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 39 });
+  // Rows 2..19 were deleted; the reply is cut after 10 frames.
+  for (const s of range(20, 29)) mqtt.frame('relay/replay/r1', s);
+  mqtt.status({ topic: 'chat/a', id: 7, from: 2, to: 39, first: 20, sent: 10, last: 40, truncated: true, next: 30, status: 'ok' });
+  // At once: not after the rest of the truncated reply.
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), [
+    ['lost', { topic: 'chat/a', from: 2, to: 19, reason: 'history starts at 20', code: undefined, retry: undefined }],
+  ]);
+  assert.deepEqual(seen, [1, ...range(20, 29)]);
+  assert.deepEqual(mqtt.requests[1], { id: 7, from: 30, to: 39 });
+  for (const s of range(30, 39)) mqtt.frame('relay/replay/r1', s);
+  mqtt.status({ topic: 'chat/a', id: 7, from: 30, to: 39, first: 20, sent: 10, last: 40, status: 'ok' });
+  assert.deepEqual(seen, [1, ...range(20, 40)]);
+  assert.deepEqual(events.at(-1), ['filled', { topic: 'chat/a', from: 30, to: 39 }]);
+  mqtt.frame('seq/chat/a', 41);
+  await new Promise((resolve) => setTimeout(resolve, 200)); // 5 reply timeouts: any retry would be out
+  assert.equal(mqtt.requests.length, 2);
+  assert.equal(events.filter(([e]) => e === 'lost').length, 1);
+  assert.deepEqual(seen, [1, ...range(20, 41)]);
+});
+
+test('a gap reply whose `first` is above the whole gap gives up to `first`, and the next gap is asked from `first`', async (t) => {
+  const { mqtt, events, seen, seq } = setup(t);
+  seq.subscribe('chat/a');
+  for (const s of [1, 3, 25]) mqtt.frame('seq/chat/a', s);
+  await waitFor(() => mqtt.requests.length === 1, 'the gap request');
+  assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 2 });
+  mqtt.status({ topic: 'chat/a', id: 7, from: 2, to: 2, first: 20, sent: 0, last: 25, status: 'ok' });
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), [
+    ['lost', { topic: 'chat/a', from: 2, to: 19, reason: 'history starts at 20', code: undefined, retry: undefined }],
+  ]);
+  assert.deepEqual(seen, [1, 3]);
+  await waitFor(() => mqtt.requests.length === 2, 'the next gap request');
+  assert.deepEqual(mqtt.requests[1], { id: 7, from: 20, to: 24 });
+});
+
+test('a catch-up after a reconnect whose `first` passed it gives the gone SEQs up and delivers the rest', (t) => {
+  const { mqtt, seq, events, seen } = setup(t);
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 5);
+  mqtt.emit('connect'); // a reconnect: asks from 6 to the newest
+  assert.deepEqual(mqtt.requests.at(-1), { id: 7, from: 6 });
+  for (const s of range(20, 25)) mqtt.frame('relay/replay/r1', s);
+  mqtt.status({ topic: 'chat/a', id: 7, from: 6, to: 25, first: 20, sent: 6, last: 25, status: 'ok' });
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), [
+    ['lost', { topic: 'chat/a', from: 6, to: 19, reason: 'history starts at 20', code: undefined, retry: undefined }],
+  ]);
+  assert.deepEqual(seen, [5, ...range(20, 25)]);
+  assert.equal(seq.topics.get(7).asked, null);
+});
+
+test('a v1 relay (no `first`): history from 1, and a missing SEQ is given up only when the reply ends', (t) => {
+  const { mqtt, seq, events, seen } = setup(t);
+  seq.subscribe('chat/a', { history: true });
+  mqtt.status({ ...lookup('chat/a'), id: 7, to: MAX_SEQ, sent: 0, last: 30, status: 'ok' });
+  assert.deepEqual(events, [
+    ['history', { topic: 'chat/a', first: 1, last: 30, start: 1 }],
+    ['fetch', { topic: 'chat/a', from: 1, to: 30 }],
+  ]);
+  assert.deepEqual(mqtt.requests[1], { id: 7, from: 1, to: 30 });
+  for (const s of range(1, 10)) if (s !== 4) mqtt.frame('relay/replay/r1', s);
+  mqtt.status({ topic: 'chat/a', id: 7, from: 1, to: 30, sent: 9, last: 30, truncated: true, next: 11, status: 'ok' });
+  assert.deepEqual(mqtt.requests[2], { id: 7, from: 11, to: 30 });
+  assert.equal(events.some(([e]) => e === 'lost'), false);
+  assert.deepEqual(seen, [1, 2, 3]);
+  for (const s of range(11, 30)) mqtt.frame('relay/replay/r1', s);
+  mqtt.status({ topic: 'chat/a', id: 7, from: 11, to: 30, sent: 20, last: 30, status: 'ok' });
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), [
+    ['lost', { topic: 'chat/a', from: 4, to: 4, reason: 'the relay has no such SEQ', code: undefined, retry: undefined }],
+  ]);
+  assert.deepEqual(seen, [1, 2, 3, ...range(5, 30)]);
 });
 
 test('a reply whose `first` passed the gap gives the gone SEQs up at once, saying where history starts', (t) => {

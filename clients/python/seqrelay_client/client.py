@@ -427,6 +427,17 @@ class SeqClient:
             if t.stream.next > t.asked[1]:
                 self._deliver(t, [])
                 return
+        first = s.get("first")
+        if ok and isinstance(first, int) and first > t.asked[0] and first > t.stream.next:
+            # PROTOCOL 5.2: the relay deleted everything below `first`. Give it up now, so delivery
+            # goes on from `first` (without waiting for the rest of a truncated reply), and never
+            # ask for it again. What is left of the request starts at `first`, or nothing is.
+            t.asked = [first, t.asked[1]] if t.asked[1] is OPEN_END or first <= t.asked[1] else None
+            if t.asked is None:
+                t.attempts = 0
+            self._lose(t, t.stream.next, first - 1, f"history starts at {first}", None)
+            if t.asked is None:
+                return  # done: the frames from `first` on came already, or none were asked for
         if ok and s.get("truncated") is True and isinstance(s.get("next"), int):
             t.asked = [s["next"], t.asked[1]]
             t.asked_at = time.monotonic()
@@ -443,9 +454,6 @@ class SeqClient:
         if t.stream.next > missing_to:
             return
         reason = "the relay has no such SEQ" if ok else s.get("error", "refused")
-        first = s.get("first")
-        if ok and isinstance(first, int) and first > t.stream.next:
-            reason = f"history starts at {first}"
         self._lose(t, t.stream.next, missing_to, reason, None if ok else s)
 
     def _lookup_answered(self, s: dict, ok: bool) -> None:
@@ -463,12 +471,14 @@ class SeqClient:
                 self._end_lookup(name, 0)
             return
         last = s.get("last", 0)
-        first = s.get("first") if isinstance(s.get("first"), int) else 1
-        start = max(1, last + lookup.start + 1) if lookup.start < 0 else lookup.start
-        start = max(start, first)  # PROTOCOL 5.2: older SEQs are gone
+        first = s.get("first") if isinstance(s.get("first"), int) else 1  # a v1 relay deletes nothing
+        wanted = max(1, last + lookup.start + 1) if lookup.start < 0 else lookup.start
+        start = max(wanted, first)  # PROTOCOL 5.2: older SEQs are gone; do not ask or wait for them
         del self._lookups[name]
         t = self._topics.get(s["id"]) or self._new_topic(s["id"], name, start)
         self._call(self.on_history, {"topic": name, "first": first, "last": last, "start": start})
+        if wanted < first:
+            self._lose(t, wanted, first - 1, f"history starts at {first}", None)
         if start <= last:
             t.asked, t.asked_at, t.attempts = [start, last], time.monotonic(), 1
             self._call(self.on_fetch, {"topic": name, "from": start, "to": last})

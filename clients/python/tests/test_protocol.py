@@ -31,16 +31,98 @@ class Scripted:
         self.c._tick(self.now)
 
 
+def lost(events):
+    return [e for kind, e in events if kind == "lost"]
+
+
 def test_history_starts_at_first():
     s = Scripted()
     s.sub("chat/a", history=True)
     assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}]
-    s.status(topic="chat/a", id=7, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=30, first=21, status="ok")
-    assert s.events[0] == ("history", {"topic": "chat/a", "first": 21, "last": 30, "start": 21})
-    assert s.requests[1] == {"id": 7, "from": 21, "to": 30}
-    for seq in range(21, 31):
+    s.frame("seq/chat/a", 61)  # live, held while the lookup is out
+    s.status(topic="chat/a", id=7, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=60, first=20, status="ok")
+    # SEQs 1..19 were deleted: reported once, at once, and never asked for.
+    assert s.events == [
+        ("history", {"topic": "chat/a", "first": 20, "last": 60, "start": 20}),
+        ("lost", {"topic": "chat/a", "from": 1, "to": 19, "reason": "history starts at 20", "code": None, "retry": None}),
+    ]
+    assert s.requests[1:] == [{"id": 7, "from": 20, "to": 60}]
+    for seq in range(20, 61):
         s.frame("relay/replay/r1", seq)
-    assert s.seen == list(range(21, 31))
+    s.status(topic="chat/a", id=7, **{"from": 20}, to=60, first=20, sent=41, last=61, status="ok")
+    assert s.seen == list(range(20, 62))
+    assert len(lost(s.events)) == 1 and s.c.stats.gaps_lost == 1 and s.c.stats.gaps_filled == 1
+
+
+def test_last_below_first_starts_at_first_and_says_so():
+    s = Scripted()
+    s.sub("chat/a", last=50)
+    s.sub("chat/b", last=5)
+    s.status(topic="chat/a", id=7, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=60, first=20, status="ok")
+    s.status(topic="chat/b", id=8, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=60, first=20, status="ok")
+    assert s.requests[2:] == [{"id": 7, "from": 20, "to": 60}, {"id": 8, "from": 56, "to": 60}]
+    assert lost(s.events) == [{"topic": "chat/a", "from": 11, "to": 19, "reason": "history starts at 20", "code": None, "retry": None}]
+
+
+def test_gap_reply_with_first_above_the_gap_gives_up_at_once_and_never_asks_again():
+    s = Scripted()
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.frame("seq/chat/a", 40)
+    s.advance(0.02)
+    s.advance(0.02)
+    assert s.requests == [{"id": 7, "from": 2, "to": 39}]
+    # Rows 2..19 were deleted; the reply is cut after 10 frames.
+    for seq in range(20, 30):
+        s.frame("relay/replay/r1", seq)
+    s.status(topic="chat/a", id=7, **{"from": 2}, to=39, first=20, sent=10, last=40, truncated=True, next=30, status="ok")
+    # At once: not after the rest of the truncated reply.
+    assert lost(s.events) == [{"topic": "chat/a", "from": 2, "to": 19, "reason": "history starts at 20", "code": None, "retry": None}]
+    assert s.seen == [1] + list(range(20, 30))
+    assert s.requests[1:] == [{"id": 7, "from": 30, "to": 39}]
+    for seq in range(30, 40):
+        s.frame("relay/replay/r1", seq)
+    s.status(topic="chat/a", id=7, **{"from": 30}, to=39, first=20, sent=10, last=40, status="ok")
+    s.frame("seq/chat/a", 41)
+    for _ in range(20):
+        s.advance(0.05)  # any retry or new request would be out by now
+    assert len(s.requests) == 2 and len(lost(s.events)) == 1
+    assert s.seen == [1] + list(range(20, 42))
+
+
+def test_gap_reply_with_first_above_the_whole_gap_gives_up_to_first():
+    s = Scripted()
+    s.sub("chat/a")
+    for seq in (1, 3, 25):
+        s.frame("seq/chat/a", seq)
+    s.advance(0.02)
+    s.advance(0.02)
+    assert s.requests == [{"id": 7, "from": 2, "to": 2}]
+    s.status(topic="chat/a", id=7, **{"from": 2}, to=2, first=20, sent=0, last=25, status="ok")
+    assert lost(s.events) == [{"topic": "chat/a", "from": 2, "to": 19, "reason": "history starts at 20", "code": None, "retry": None}]
+    assert s.seen == [1, 3]
+    s.advance(0.02)
+    s.advance(0.02)
+    assert s.requests[1:] == [{"id": 7, "from": 20, "to": 24}]
+
+
+def test_v1_relay_without_first_history_from_1_and_a_hole_given_up_when_the_reply_ends():
+    s = Scripted()
+    s.sub("chat/a", history=True)
+    s.status(topic="chat/a", id=7, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=30, status="ok")
+    assert s.events == [("history", {"topic": "chat/a", "first": 1, "last": 30, "start": 1})]
+    assert s.requests[1] == {"id": 7, "from": 1, "to": 30}
+    for seq in range(1, 11):
+        if seq != 4:
+            s.frame("relay/replay/r1", seq)
+    s.status(topic="chat/a", id=7, **{"from": 1}, to=30, sent=9, last=30, truncated=True, next=11, status="ok")
+    assert s.requests[2] == {"id": 7, "from": 11, "to": 30}
+    assert not lost(s.events) and s.seen == [1, 2, 3]
+    for seq in range(11, 31):
+        s.frame("relay/replay/r1", seq)
+    s.status(topic="chat/a", id=7, **{"from": 11}, to=30, sent=20, last=30, status="ok")
+    assert lost(s.events) == [{"topic": "chat/a", "from": 4, "to": 4, "reason": "the relay has no such SEQ", "code": None, "retry": None}]
+    assert s.seen == [1, 2, 3] + list(range(5, 31))
 
 
 def test_first_past_the_gap_is_reported_as_where_history_starts():
