@@ -52,6 +52,7 @@ RelayStats Relay::Snapshot() const {
   s.replay_served = r.served;
   s.replay_failed = r.failed();
   s.replay_forbidden = r.forbidden;
+  s.replay_ignored = r.ignored_topic;
   s.replay_refused = r.refused;
   s.replay_frames = r.frames;
   s.replay_rate = retransmit_.governor().enabled() ? retransmit_.governor().rate() : 0;

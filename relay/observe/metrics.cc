@@ -91,7 +91,7 @@ std::string StatsJson(const RelayStats& s) {
       {"buffer", {{"messages", s.buffer_messages}, {"max", s.buffer_max}, {"intake_pauses", s.intake_pauses}}},
       {"replay",
        {{"requests", s.replay_requests}, {"served", s.replay_served}, {"failed", s.replay_failed},
-        {"forbidden", s.replay_forbidden},
+        {"forbidden", s.replay_forbidden}, {"ignored", s.replay_ignored},
         {"frames", s.replay_frames}, {"refused_by_broker", s.replay_broker_refused},
         {"rate", std::lround(s.replay_rate)}}},
       {"journal", {{"errors", s.journal_errors}, {"replayed", s.journal_replayed}, {"redeliveries", s.redeliveries}}},
@@ -163,6 +163,7 @@ std::string PrometheusText(const RelayStats& s) {
   metric("seqrelay_replay_requests_total", "counter", replay, s.replay_served, "{outcome=\"ok\"}");
   metric("seqrelay_replay_requests_total", "counter", replay, s.replay_refused, "{outcome=\"error\"}");
   metric("seqrelay_replay_requests_total", "counter", replay, s.replay_forbidden, "{outcome=\"forbidden\"}");
+  metric("seqrelay_replay_requests_total", "counter", replay, s.replay_ignored, "{outcome=\"ignored\"}");
   metric("seqrelay_replay_frames_total", "counter", "Frames sent in retransmit replies.", s.replay_frames);
   metric("seqrelay_replay_rate", "gauge", "Frames per second replies may go at now, as the live traffic allows.",
          std::lround(s.replay_rate));

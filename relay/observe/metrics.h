@@ -74,6 +74,7 @@ struct RelayStats {
   uint64_t buffer_messages = 0, buffer_max = 0, intake_pauses = 0;
   uint64_t replay_requests = 0, replay_served = 0, replay_failed = 0, replay_forbidden = 0, replay_refused = 0,
            replay_frames = 0;
+  uint64_t replay_ignored = 0;  // requests on a topic that names no requester (an empty level)
   double replay_rate = 0;  // frames per second the governor allows replies now; 0 when it is off
   uint64_t journal_errors = 0, journal_replayed = 0, redeliveries = 0;
   uint64_t dedupe_dropped = 0, msg_ids_invalid = 0, msg_ids_purged = 0;

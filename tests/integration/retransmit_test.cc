@@ -264,9 +264,21 @@ TEST_F(RetransmitE2E, EveryBadRequestGetsOneErrorStatusAndTheRelayKeepsServing) 
   EXPECT_EQ(statuses[14]["from"], -3);
   EXPECT_TRUE(FramesOn(bob, "relay/replay/" + name_ + "-bob").empty()) << "no frames for a bad request";
 
+  // A request topic with an empty level names no requester (PROTOCOL 5.4):
+  // no answer anywhere, one log line, counted.
+  MqttClient watcher(servers().mqtt_port(), name_ + "-watch");
+  watcher.Subscribe("relay/replay/#");
+  bob.Publish("relay/retransmit//" + name_ + "-bob", json{{"topic", topic}, {"from", 1}}.dump());
+  bob.Publish(req + "/", json{{"topic", topic}, {"from", 1}}.dump());
+  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("retransmit: ignored a request on 'relay/retransmit//") !=
+                                   std::string::npos; }, 10s)) << relay_->log();
+
   bob.Publish(req, json{{"topic", topic}, {"from", 1}}.dump());  // still serving
   ASSERT_TRUE(WaitForStatuses(bob, cases.size() + 1));
   EXPECT_EQ(Statuses(bob).back()["sent"], 5);
+  for (const auto& r : watcher.received()) {
+    EXPECT_EQ(r.topic.rfind("relay/replay/" + name_ + "-bob", 0), 0u) << "an answer on " << r.topic;
+  }
 }
 
 TEST_F(RetransmitE2E, V5ResponseTopicIsHonouredOnlyUnderTheRequestersOwnReplyTopic) {

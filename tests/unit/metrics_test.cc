@@ -101,6 +101,9 @@ TEST(MetricsTest, PrometheusTextHasHelpTypeAndLabelledSeries) {
   st.replay_failed = 5;
   st.replay_forbidden = 3;
   st.replay_refused = 2;
+  st.replay_ignored = 1;
+  st.dedupe_dropped = 7;
+  st.retention_deleted = 1000;
   st.database_up = true;
   st.output_connected = true;
   const std::string text = PrometheusText(st);
@@ -113,6 +116,9 @@ TEST(MetricsTest, PrometheusTextHasHelpTypeAndLabelledSeries) {
   EXPECT_TRUE(has("seqrelay_messages_refused_total{reason=\"payload_too_large\"} 2")) << text;
   EXPECT_TRUE(has("seqrelay_replay_requests_total{outcome=\"error\"} 2")) << text;
   EXPECT_TRUE(has("seqrelay_replay_requests_total{outcome=\"forbidden\"} 3")) << text;
+  EXPECT_TRUE(has("seqrelay_replay_requests_total{outcome=\"ignored\"} 1")) << text;
+  EXPECT_TRUE(has("seqrelay_dedupe_dropped_total 7")) << text;
+  EXPECT_TRUE(has("seqrelay_retention_deleted_total 1000")) << text;
   EXPECT_TRUE(has("seqrelay_database_up 1")) << text;
   EXPECT_TRUE(has("seqrelay_broker_connected{link=\"output\"} 1")) << text;
   EXPECT_TRUE(has("seqrelay_broker_connected{link=\"intake\"} 0")) << text;
