@@ -172,7 +172,12 @@ TEST_F(RelayE2E, DatabaseStoppedForFiveSecondsMidStreamLosesNothing) {
   const std::string log = relay_->log();
   EXPECT_NE(log.find("holding messages and retrying"), std::string::npos) << "the outage was not noticed";
   EXPECT_NE(log.find("succeeded after"), std::string::npos) << "no recovery line";
-  EXPECT_NE(log.find("intake: was paused"), std::string::npos) << "the buffer never filled: back-pressure untested";
+  // Back-pressure, either way: the intake held on a full buffer, or (an
+  // outage longer than a third of the keepalive, as restarting a Galera
+  // node takes under SEQTEST_DB=galera) paused its link.
+  EXPECT_TRUE(log.find("intake: was paused") != std::string::npos ||
+              log.find("intake: buffer full for") != std::string::npos)
+      << "the buffer never filled: back-pressure untested";
   EXPECT_EQ(relay_->Stop(), 0);
 }
 

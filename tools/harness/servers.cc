@@ -41,14 +41,16 @@ TestServers::TestServers() {
   // would otherwise collide on the names MariaDB makes in /tmp (seen:
   // "Unknown table 'mysql.tmp_user_nopasswd'" from two installs at once).
   std::filesystem::create_directories(dir_ + "/tmp");
-  std::string out;
-  int rc = RunCommand({FindBinary("mariadb-install-db"), "--no-defaults", "--user=root", "--datadir=" + dir_ + "/db",
-                       "--tmpdir=" + dir_ + "/tmp", "--auth-root-authentication-method=normal", "--skip-test-db"},
-                      &out);
-  if (rc != 0) throw std::runtime_error("mariadb-install-db failed:\n" + out);
-  StartDatabase();
-  Sql(std::string("CREATE USER '") + kDbUser + "'@'%' IDENTIFIED BY '" + kDbPassword + "'; GRANT ALL ON *.* TO '" +
-      kDbUser + "'@'%';");
+  if (const char* db = std::getenv("SEQTEST_DB"); db != nullptr && std::string(db) == "galera") {
+    // The relay's tests read what any node committed (wsrep_sync_wait).
+    // galera.sh creates the same user and password.
+    galera_dir_ = dir_ + "/galera";
+    Galera("start", {"--option", "wsrep_sync_wait=1"});
+    db_port_ = std::stoi(GaleraEnv("NODE1_PORT"));
+    db_socket_ = GaleraEnv("NODE1_SOCKET");
+  } else {
+    InstallDatabase();
+  }
 
   std::ofstream conf(dir_ + "/mosquitto.conf");
   conf << "listener " << mqtt_port_ << " 127.0.0.1\n"
@@ -68,10 +70,52 @@ TestServers::TestServers() {
 TestServers::~TestServers() {
   broker_.Stop();
   db_.Stop();
+  if (galera()) {
+    try {
+      Galera("stop");
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s\n", e.what());
+    }
+  }
   if (!std::getenv("SEQTEST_KEEP")) std::filesystem::remove_all(dir_);
 }
 
+void TestServers::InstallDatabase() {
+  std::string out;
+  int rc = RunCommand({FindBinary("mariadb-install-db"), "--no-defaults", "--user=root", "--datadir=" + dir_ + "/db",
+                       "--tmpdir=" + dir_ + "/tmp", "--auth-root-authentication-method=normal", "--skip-test-db"},
+                      &out);
+  if (rc != 0) throw std::runtime_error("mariadb-install-db failed:\n" + out);
+  StartDatabase();
+  Sql(std::string("CREATE USER '") + kDbUser + "'@'%' IDENTIFIED BY '" + kDbPassword + "'; GRANT ALL ON *.* TO '" +
+      kDbUser + "'@'%';");
+}
+
+void TestServers::Galera(const std::string& command, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {std::string(SEQRELAY_SOURCE_DIR) + "/tools/galera.sh", command, galera_dir_};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::string out;
+  if (RunCommand(argv, &out) != 0) throw std::runtime_error("tools/galera.sh " + command + " failed:\n" + out);
+}
+
+std::string TestServers::GaleraEnv(const std::string& key) const {
+  std::ifstream env(galera_dir_ + "/cluster.env");
+  for (std::string line; std::getline(env, line);) {
+    if (line.rfind(key + "=", 0) == 0) return line.substr(key.size() + 1);
+  }
+  throw std::runtime_error("no " + key + " in " + galera_dir_ + "/cluster.env");
+}
+
+void TestServers::SignalDatabase(int sig) {
+  if (galera()) {
+    kill(static_cast<pid_t>(std::stol(GaleraEnv("NODE1_PID"))), sig);
+  } else {
+    db_.Signal(sig);
+  }
+}
+
 void TestServers::StartDatabase() {
+  if (galera()) return Galera("restart", {"1"});
   db_.Start({FindBinary("mariadbd"), "--no-defaults", "--user=root", "--datadir=" + dir_ + "/db",
              "--tmpdir=" + dir_ + "/tmp", "--socket=" + db_socket_, "--port=" + std::to_string(db_port_), "--bind-address=127.0.0.1",
              "--innodb-flush-log-at-trx-commit=1", "--skip-name-resolve"},
@@ -81,6 +125,7 @@ void TestServers::StartDatabase() {
 }
 
 void TestServers::StopDatabase(int sig) {
+  if (galera()) return sig == SIGKILL ? Galera("kill", {"1"}) : Galera("stop", {"1"});
   db_.Signal(sig);
   if (!db_.Wait(std::chrono::seconds(60))) throw std::runtime_error("mariadbd did not stop");
 }
@@ -111,7 +156,7 @@ std::string TestServers::Sql(const std::string& sql) {
 
 std::string TestServers::Logs() const {
   return "---- mosquitto log (tail) ----\n" + Tail(dir_ + "/mosquitto.log", 40) + "---- mariadb log (tail) ----\n" +
-         Tail(dir_ + "/mariadb.log", 40);
+         Tail(galera() ? GaleraEnv("NODE1_LOG") : dir_ + "/mariadb.log", 40);
 }
 
 TestServers& SharedServers() {

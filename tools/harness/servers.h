@@ -4,6 +4,11 @@
 // a server use the Stop/Start pairs, which keep data, ports and config.
 //
 // A missing server binary is a failure, not a skip.
+//
+// With SEQTEST_DB=galera in the environment the database is a 3-node
+// MariaDB Galera cluster (tools/galera.sh) instead: db_port(), db_socket()
+// and Sql() are node 1's, and the Stop/Start/Signal calls act on node 1 (the
+// other nodes keep running). For running the suite against a cluster.
 #pragma once
 
 #include <signal.h>
@@ -32,7 +37,8 @@ class TestServers {
   void StartBroker();
   void StopBroker(int sig = SIGTERM);
   // Sends a signal and returns (SIGSTOP and SIGCONT: a server that hangs).
-  void SignalDatabase(int sig) { db_.Signal(sig); }
+  void SignalDatabase(int sig);
+  bool galera() const { return !galera_dir_.empty(); }
 
   // Runs SQL as root through the mariadb client; returns its output
   // (tab-separated, no column names). Fails the test on error.
@@ -49,6 +55,13 @@ class TestServers {
   int db_port_ = 0;
   std::string db_socket_;
   Process db_;
+  std::string galera_dir_;  // SEQTEST_DB=galera: the cluster's folder
+  // A new MariaDB in dir_/db, started, with the tests' user.
+  void InstallDatabase();
+  // Runs tools/galera.sh with `args` (the cluster's folder after the command).
+  void Galera(const std::string& command, const std::vector<std::string>& args = {});
+  // A value of the cluster's cluster.env (it changes as nodes restart).
+  std::string GaleraEnv(const std::string& key) const;
   Process broker_;
 };
 
