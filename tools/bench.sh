@@ -50,6 +50,7 @@ start=$(date +%s)
 profile_args=()
 ((profile)) && profile_args=(--perf "$out/relay.perf.data")
 run throughput --mode throughput --count "$count" --rounds "$rounds" --journal-cost "${profile_args[@]}"
+run closed --mode closed --count "$count" --rounds "$rounds" --msg-ids
 run latency --mode latency --rate "$rates" --duration "$duration" --rounds "$rounds" --journal-cost
 run topics-10k --mode throughput --count "$count" --rounds "$rounds" --topics 10000
 run topics-100k --mode throughput --count "$big" --rounds 1 --topics 100000
@@ -71,11 +72,12 @@ calc() { awk "BEGIN { print $1 }"; }
   echo
   echo "| throughput, msg/s | plain | relay | relay / plain | relay without journal | its ratio |"
   echo "|---|---|---|---|---|---|"
-  for set in throughput topics-10k; do
+  for set in throughput closed topics-10k; do
     f=$out/$set.csv
     p=$(m "$f" plain 0 msg_per_s) r=$(m "$f" relay 0 msg_per_s)
     n=$(m "$f" relay-nojournal 0 msg_per_s)
-    label="1 topic"
+    label="1 topic, open (PUBACK window)"
+    [[ $set == closed ]] && label="1 topic, closed loop (1,000 end to end)"
     [[ $set == topics-10k ]] && label="10,000 topics"
     if [[ -n "$n" && "$n" != 0 ]]; then
       printf '| %s | %.0f | %.0f | %.2f | %.0f | %.2f |\n' "$label" "$p" "$r" "$(calc "$r/$p")" "$n" "$(calc "$n/$p")"
@@ -83,6 +85,9 @@ calc() { awk "BEGIN { print $1 }"; }
       printf '| %s | %.0f | %.0f | %.2f | - | - |\n' "$label" "$p" "$r" "$(calc "$r/$p")"
     fi
   done
+  ids=$(m "$out/closed.csv" relay-ids 0 msg_per_s) pc=$(m "$out/closed.csv" plain 0 msg_per_s)
+  printf '\nClosed loop with a publisher msg-id on every message (relay-ids): %.0f msg/s, %.2f of plain.\n' \
+    "$ids" "$(calc "$ids/$pc")"
   echo
   echo "| offered msg/s | plain p50 µs | relay p50 µs | added p50 µs | plain p99 µs | relay p99 µs | added p99 µs | relay without journal p50 / p99 µs |"
   echo "|---|---|---|---|---|---|---|---|"

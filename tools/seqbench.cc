@@ -16,9 +16,11 @@
 // one out, each with its own network thread, TCP_NODELAY and the relay's
 // in-flight window. It is the ceiling for anything shaped like the relay.
 //
-// Two modes: throughput (as fast as a window of unacknowledged QoS 1
-// publishes allows) and latency (fixed rates; publish-to-receive times from
-// a timestamp in the payload). Every message must arrive exactly once and,
+// Three modes: throughput (as fast as a window of unacknowledged QoS 1
+// publishes allows: the broker queues for the publisher), closed (at most
+// --e2e-window messages sent and not yet received, end to end: a chat room
+// waiting for its own echo) and latency (fixed rates; publish-to-receive
+// times from a timestamp in the payload). Every message must arrive exactly once and,
 // on the relay paths, with consecutive SEQs per topic; a run that loses,
 // duplicates or reorders one makes seqbench fail. Starts its own mosquitto
 // and MariaDB on loopback unless --mqtt-port and --db-port name running ones.
@@ -226,6 +228,16 @@ class Run {
 
   uint64_t received() const { return received_.load(); }
 
+  // Closed loop: blocks until fewer than `window` of the messages before
+  // `i` are still on their way (sent, not received).
+  void WaitEndToEnd(uint64_t i, uint64_t window) {
+    if (i < window + received_.load()) return;
+    std::unique_lock lock(mu_);
+    waiting_ = true;
+    received_cv_.wait(lock, [&] { return i < window + received_.load(); });
+    waiting_ = false;
+  }
+
   RunResult Finish(uint64_t sent, Clock::time_point start, std::chrono::seconds deadline) {
     seqtest::WaitFor([&] { return received_.load() >= sent; }, deadline);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a late duplicate still counts
@@ -284,6 +296,7 @@ class Run {
     self->latency_ns_[i] = now - sent_ns;
     self->last_receive_ = Clock::now();
     ++self->received_;
+    if (self->waiting_) self->received_cv_.notify_one();
   }
 
   const Path path_;
@@ -302,6 +315,8 @@ class Run {
   std::map<uint32_t, uint64_t> last_seq_;        // framed paths: last SEQ per topic id; mu_
   uint64_t duplicates_ = 0, out_of_order_ = 0;   // guarded by mu_
   Clock::time_point last_receive_{};             // guarded by mu_
+  std::condition_variable received_cv_;          // WaitEndToEnd, with mu_
+  bool waiting_ = false;                         // guarded by mu_
 };
 
 // A progress line per second: rewritten in place on a terminal, one line
@@ -328,11 +343,14 @@ class Progress {
   Clock::time_point next_{};
 };
 
-RunResult Throughput(int port, const Path& path, const Params& p, uint64_t count, const std::string& label) {
+// `e2e_window` 0: open (bounded by PUBACKs only); else a closed loop.
+RunResult Throughput(int port, const Path& path, const Params& p, uint64_t count, const std::string& label,
+                     uint64_t e2e_window = 0) {
   Run run(port, path, p, count);
   Progress progress(label);
   const auto start = Clock::now();
   for (uint64_t i = 0; i < count; ++i) {
+    if (e2e_window > 0) run.WaitEndToEnd(i, e2e_window);
     run.Publish(i);
     progress.Update(run, i + 1, count);
   }
@@ -389,7 +407,7 @@ int main(int argc, char** argv) {
   Params p;
   std::string mode = "both", json_path, csv_path, relay_binary, rate_list = "1000", perf_path;
   std::string db_user = seqtest::TestServers::kDbUser, db_password = seqtest::TestServers::kDbPassword;
-  uint64_t count = 50000;
+  uint64_t count = 50000, e2e_window = 1000;
   int rounds = 3, batch_delay_us = 0, mqtt_port = 0, db_port = 0;
   double duration = 5;
   bool journal_cost = false, own_frames = false, msg_ids = false;
@@ -405,7 +423,10 @@ int main(int argc, char** argv) {
       "Usage: seqbench [options]\n\nOptions");
   desc.add_options()
       ("help", "Print this help and exit.")
-      ("mode", po::value(&mode)->default_value(mode), "throughput, latency or both.")
+      ("mode", po::value(&mode)->default_value(mode),
+       "throughput, closed, latency, both (throughput and latency) or all (the three).")
+      ("e2e-window", po::value(&e2e_window)->default_value(e2e_window),
+       "Closed loop: most messages sent and not yet received by the subscriber.")
       ("count", po::value(&count)->default_value(count), "Messages per throughput run.")
       ("rate", po::value(&rate_list)->default_value(rate_list),
        "Offered msg/s in latency runs; a comma-separated list runs each (e.g. 1000,5000,10000).")
@@ -434,7 +455,10 @@ int main(int argc, char** argv) {
       ("csv", po::value(&csv_path), "Also write every run's figures to FILE as CSV.");
   std::vector<int> rates;
   auto check = [&](const po::variables_map&) {
-    if (mode != "throughput" && mode != "latency" && mode != "both") throw po::error("--mode: throughput, latency or both");
+    if (mode != "throughput" && mode != "closed" && mode != "latency" && mode != "both" && mode != "all") {
+      throw po::error("--mode: throughput, closed, latency, both or all");
+    }
+    if (e2e_window == 0) throw po::error("--e2e-window must be positive");
     if (p.payload < 16) throw po::error("--payload must be at least 16 (timestamp and index)");
     if (p.topics < 1 || p.publishers < 1 || p.window < 1 || rounds < 1 || count < 1 || duration <= 0)
       throw po::error("--topics, --publishers, --window, --rounds, --count and --duration must be positive");
@@ -471,12 +495,20 @@ int main(int argc, char** argv) {
                                      "--db-name=seqbench_" + std::to_string(getpid()) + "_" + std::to_string(journal),
                                      "--source=" + source,
                                      "--control-prefix=relay-" + name,
-                                     "--log-level=warn",
                                      "--batch-delay-us=" + std::to_string(batch_delay_us)};
     argv.push_back(journal ? "--journal-dir=" + work_dir + "/journal-" + name : "--no-journal");
     // +/inr/# is seq/inr/#: this relay's own frames, and nothing else.
     if (own_frames) argv.push_back("--source=+/" + source);
     proc.Start(argv, work_dir + "/" + name + ".log", {"SEQRELAY_DB_PASSWORD=" + db_password});
+    // Ready once its intake is subscribed: what is published before that
+    // is not queued for it (a new session), and the warm-up would wait for
+    // it in vain.
+    if (!seqtest::WaitFor([&] { return seqtest::ReadFile(work_dir + "/" + name + ".log").find("intake: subscribed") !=
+                                       std::string::npos || !proc.running(); },
+                          std::chrono::seconds(60)) || !proc.running()) {
+      throw std::runtime_error(fmt::format("the relay '{}' did not get ready; its log:\n{}", name,
+                                           seqtest::Tail(work_dir + "/" + name + ".log", 20)));
+    }
   };
   std::vector<Path> paths = {{"plain", "inp/", "out/#", false, nullptr}, {"relay", "inr/", "seq/inr/#", true, &relay}};
   start_relay(relay, "relay", "inr/#", true);
@@ -501,17 +533,18 @@ int main(int argc, char** argv) {
 
   std::vector<RunResult> results;
   std::vector<std::string> modes;
-  if (mode != "latency") modes.push_back("throughput");
-  if (mode != "throughput") modes.push_back("latency");
+  if (mode == "throughput" || mode == "both" || mode == "all") modes.push_back("throughput");
+  if (mode == "closed" || mode == "all") modes.push_back("closed");
+  if (mode == "latency" || mode == "both" || mode == "all") modes.push_back("latency");
   for (const auto& m : modes) {
-    for (int rate : m == "throughput" ? std::vector<int>{0} : rates) {
+    for (int rate : m != "latency" ? std::vector<int>{0} : rates) {
       for (int round = 1; round <= rounds; ++round) {
         // Rotate which path goes first, so none always runs on a warmer machine.
         std::vector<Path> order = paths;
         std::rotate(order.begin(), order.begin() + (round - 1) % order.size(), order.end());
         for (const Path& path : order) {
-          const std::string label = m == "throughput" ? fmt::format("throughput {} {}/{}", path.name, round, rounds)
-                                                      : fmt::format("{} msg/s {} {}/{}", rate, path.name, round, rounds);
+          const std::string label = m != "latency" ? fmt::format("{} {} {}/{}", m, path.name, round, rounds)
+                                                   : fmt::format("{} msg/s {} {}/{}", rate, path.name, round, rounds);
           std::optional<seqtest::Process> perf;
           if (!perf_path.empty() && m == "throughput" && round == 1 && path.name == "relay") {
             perf.emplace();
@@ -520,6 +553,7 @@ int main(int argc, char** argv) {
             std::this_thread::sleep_for(std::chrono::milliseconds(500));  // perf attaches
           }
           RunResult r = m == "throughput" ? Throughput(mqtt_port, path, p, count, label)
+                        : m == "closed"   ? Throughput(mqtt_port, path, p, count, label, e2e_window)
                                           : Latency(mqtt_port, path, p, rate, duration, label);
           if (perf) {
             perf->Signal(SIGINT);
@@ -550,9 +584,13 @@ int main(int argc, char** argv) {
               "(innodb_flush_log_at_trx_commit=1), batch-delay-us %d\n",
               p.payload, p.qos, p.topics, p.publishers, batch_delay_us);
   for (const auto& m : modes) {
-    for (int rate : m == "throughput" ? std::vector<int>{0} : rates) {
-      std::printf("\n%s\n", m == "throughput" ? fmt::format("throughput: {} messages, window {}", count, p.window).c_str()
-                                              : fmt::format("latency: {} msg/s for {} s", rate, duration).c_str());
+    for (int rate : m != "latency" ? std::vector<int>{0} : rates) {
+      const std::string title =
+          m == "throughput" ? fmt::format("throughput: {} messages, window {}", count, p.window)
+          : m == "closed"   ? fmt::format("closed loop: {} messages, at most {} sent and not yet received", count,
+                                          e2e_window)
+                            : fmt::format("latency: {} msg/s for {} s", rate, duration);
+      std::printf("\n%s\n", title.c_str());
       std::printf("  %-16s %5s %9s %9s %8s %8s %8s %9s %8s %4s %5s %9s\n", "path", "round", "msg/s", "received",
                   "p50 us", "p90 us", "p99 us", "p99.9 us", "max us", "dup", "order", "relay RSS");
       std::map<std::string, std::vector<double>> msg_per_s, p50, p99;
@@ -583,7 +621,7 @@ int main(int argc, char** argv) {
       }
       for (const Path& path : paths) {
         if (!path.relay) continue;
-        if (m == "throughput") {
+        if (m != "latency") {
           std::printf("  => median msg/s: plain %.0f, %s %.0f; %s / plain = %.2f\n", Median(msg_per_s["plain"]),
                       path.name.c_str(), Median(msg_per_s[path.name]), path.name.c_str(),
                       Median(msg_per_s[path.name]) / Median(msg_per_s["plain"]));

@@ -169,6 +169,7 @@ std::string ReadFile(const std::string& path) {
 
 std::string Tail(const std::string& path, std::size_t lines) {
   std::string text = ReadFile(path);
+  if (text.empty()) return text;
   std::size_t pos = text.size();
   for (std::size_t n = 0; n <= lines && pos > 0; ++n) {
     pos = text.rfind('\n', pos - 1);
