@@ -58,7 +58,6 @@ class ClientE2E : public RelayE2E {
   struct Sink {
     std::mutex mu;
     std::vector<seqclient::Message> got;
-    std::vector<std::string> gaps;
     void operator()(const seqclient::Message& m) {
       std::lock_guard lock(mu);
       got.push_back(m);
@@ -66,6 +65,20 @@ class ClientE2E : public RelayE2E {
     std::size_t size() {
       std::lock_guard lock(mu);
       return got.size();
+    }
+  };
+
+  // Collects the gaps a SeqClient reports, as "<topic> <from>..<to> <why>".
+  struct Gaps {
+    std::mutex mu;
+    std::vector<std::string> lines;
+    void operator()(const std::string& topic, uint64_t from, uint64_t to, const std::string& why) {
+      std::lock_guard lock(mu);
+      lines.push_back(topic + " " + std::to_string(from) + ".." + std::to_string(to) + " " + why);
+    }
+    std::vector<std::string> all() {
+      std::lock_guard lock(mu);
+      return lines;
     }
   };
 
@@ -368,18 +381,12 @@ TEST_F(ClientE2E, AGapTheRelayCannotFillIsReportedNotWaitedForForever) {
   auto o = ClientOptions("reader", {topic});
   o.history = seqclient::History::kAll;
   Sink sink;
-  std::vector<std::string> gaps;
-  std::mutex gaps_mu;
-  seqclient::SeqClient client(o, std::ref(sink), [&](const std::string& t, uint64_t a, uint64_t b, const std::string& why) {
-    std::lock_guard lock(gaps_mu);
-    gaps.push_back(t + " " + std::to_string(a) + ".." + std::to_string(b) + " " + why);
-  });
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
   ASSERT_EQ(client.Start(), std::nullopt);
   ASSERT_TRUE(WaitFor([&] { return sink.size() >= 15; }, 20s)) << sink.size();
   client.Stop();
-  std::lock_guard lock(gaps_mu);
-  ASSERT_EQ(gaps.size(), 1u);
-  EXPECT_EQ(gaps[0], topic + " 5..9 the relay has no such SEQ");
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{topic + " 5..9 the relay has no such SEQ"});
   EXPECT_EQ(client.stats().gaps_unfilled, 1u);
   std::vector<uint64_t> seqs;
   for (const auto& m : sink.got) seqs.push_back(m.seq);
@@ -401,19 +408,14 @@ TEST_F(ClientE2E, AHistoryCutByRetentionIsReportedOnceAndReadFromFirst) {
   auto o = ClientOptions("reader", {topic});
   o.history = seqclient::History::kAll;
   Sink sink;
-  std::vector<std::string> gaps;
-  std::mutex gaps_mu;
-  seqclient::SeqClient client(o, std::ref(sink), [&](const std::string& t, uint64_t a, uint64_t b, const std::string& why) {
-    std::lock_guard lock(gaps_mu);
-    gaps.push_back(t + " " + std::to_string(a) + ".." + std::to_string(b) + " " + why);
-  });
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
   ASSERT_EQ(client.Start(), std::nullopt);
   ASSERT_TRUE(WaitFor([&] { return sink.size() >= 5; }, 20s)) << sink.size();
   std::this_thread::sleep_for(Scaled(300ms));  // nothing more comes
   client.Stop();
   ExpectExactlyInOrder(sink, topic, 16, 20);
-  std::lock_guard lock(gaps_mu);
-  EXPECT_EQ(gaps, std::vector<std::string>{topic + " 1..15 history starts at 16"});
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{topic + " 1..15 history starts at 16"});
   EXPECT_EQ(client.stats().requests, 1u) << "16..20 (the lookup is not counted), nothing older";
 }
 

@@ -74,6 +74,31 @@ class GaleraE2E : public RelayE2E {
                          "`.MSG");
   }
 
+  // QoS 1 load from its own thread: `topics` x `per_topic` messages at
+  // `rate` msg/s, round robin over <root>/t<k>, payload "p<n>" for the n-th
+  // message of its topic; `published` counts what was handed to `pub`.
+  std::jthread Load(MqttClient& pub, int topics, int per_topic, int rate, std::atomic<int>& published) {
+    return std::jthread([&pub, &published, topics, per_topic, rate, root = root()] {
+      const auto start = std::chrono::steady_clock::now();
+      for (int i = 0; i < topics * per_topic; ++i) {
+        std::this_thread::sleep_until(start + std::chrono::microseconds(int64_t{1000000} * i / rate));
+        pub.Publish(fmt::format("{}/t{}", root, i % topics), fmt::format("p{}", i / topics + 1), 1, 10000);
+        published = i + 1;
+      }
+    });
+  }
+  // On node k: every topic <root>/t<k> holds `per_topic` rows, each payload
+  // once, SEQ 1..per_topic.
+  void ExpectEachTopicStoredOnce(int k, int topics, int per_topic) {
+    for (int t = 0; t < topics; ++t) {
+      const std::string topic = fmt::format("{}/t{}", root(), t);
+      EXPECT_EQ(OnNode(k, "SELECT COUNT(*), COUNT(DISTINCT MSG), MIN(SEQ), MAX(SEQ) FROM `" + name_ +
+                              "`.MSG WHERE ID = '" + topic + "'"),
+                fmt::format("{}\t{}\t1\t{}\n", per_topic, per_topic, per_topic))
+          << topic;
+    }
+  }
+
   static inline std::string* dir_ = nullptr;
   static inline std::map<std::string, std::string>* env_ = new std::map<std::string, std::string>();
   static inline bool started_ = false;
@@ -92,14 +117,7 @@ TEST_F(GaleraE2E, TheRelaysNodeKilledUnderLoadLosesNothingAndTheNodesAgree) {
   constexpr int kTopics = 10, kPerTopic = 300, kRate = 1000;
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   std::atomic<int> published{0};
-  std::thread load([&] {
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < kTopics * kPerTopic; ++i) {
-      std::this_thread::sleep_until(start + std::chrono::microseconds(int64_t{1000000} * i / kRate));
-      pub.Publish(fmt::format("{}/t{}", root(), i % kTopics), fmt::format("p{}", i / kTopics + 1), 1, 5000);
-      published = i + 1;
-    }
-  });
+  std::jthread load = Load(pub, kTopics, kPerTopic, kRate, published);
   ASSERT_TRUE(WaitFor([&] { return published >= 1000 && Count(2) != "0\n"; }, 30s));
   const auto killed_at = std::chrono::steady_clock::now();
   ASSERT_EQ(RunCommand({kGalera, "kill", *dir_, "1"}), 0);
@@ -172,14 +190,7 @@ TEST_F(GaleraE2E, AnActiveOnOneNodeAndItsStandbyOnAnotherNeverBothCommit) {
   constexpr int kTopics = 10, kPerTopic = 300, kRate = 1000;
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   std::atomic<int> published{0};
-  std::thread load([&] {
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < kTopics * kPerTopic; ++i) {
-      std::this_thread::sleep_until(start + std::chrono::microseconds(int64_t{1000000} * i / kRate));
-      pub.Publish(fmt::format("{}/t{}", root(), i % kTopics), fmt::format("p{}", i / kTopics + 1), 1, 5000);
-      published = i + 1;
-    }
-  });
+  std::jthread load = Load(pub, kTopics, kPerTopic, kRate, published);
   auto number = [&](int node, const std::string& sql) { return std::stoull("0" + OnNode(node, sql)); };
   const std::string db = "`" + name_ + "`";
   ASSERT_TRUE(WaitFor([&] { return published >= 1000 && number(3, "SELECT COUNT(*) FROM " + db + ".MSG") > 0; }, 30s));
@@ -212,13 +223,7 @@ TEST_F(GaleraE2E, AnActiveOnOneNodeAndItsStandbyOnAnotherNeverBothCommit) {
   EXPECT_EQ(number(2, "SELECT COUNT(*) FROM " + db + ".MSG m, " + db +
                           ".SHARD s WHERE s.NAME = 'default' AND m.EPOCH = 1 AND m.RECEIVED_AT >= s.ACQUIRED_AT"),
             0u);
-  for (int t = 0; t < kTopics; ++t) {
-    const std::string topic = fmt::format("{}/t{}", root(), t);
-    EXPECT_EQ(OnNode(3, "SELECT COUNT(*), COUNT(DISTINCT MSG), MIN(SEQ), MAX(SEQ) FROM " + db + ".MSG WHERE ID = '" +
-                            topic + "'"),
-              fmt::format("{}\t{}\t1\t{}\n", kPerTopic, kPerTopic, kPerTopic))
-        << topic;
-  }
+  ExpectEachTopicStoredOnce(3, kTopics, kPerTopic);
   const std::string sum = Checksum(1);
   EXPECT_EQ(Checksum(2), sum);
   EXPECT_EQ(Checksum(3), sum);
@@ -270,13 +275,7 @@ TEST_F(GaleraE2E, ACertificationConflictAtCommitIsRetriedWithTheSameSeqs) {
   std::fprintf(stderr, "[ figure ] Galera: %zu of the relay's commits failed certification (1213) and were retried\n",
                refused);
   EXPECT_GT(refused, 0u) << "no certification conflict happened: this run shows nothing\n" << log;
-  for (int t = 0; t < kTopics; ++t) {
-    const std::string topic = fmt::format("{}/t{}", root(), t);
-    EXPECT_EQ(OnNode(2, "SELECT COUNT(*), COUNT(DISTINCT MSG), MIN(SEQ), MAX(SEQ) FROM " + db + ".MSG WHERE ID = '" +
-                            topic + "'"),
-              fmt::format("{}\t{}\t1\t{}\n", kPerTopic, kPerTopic, kPerTopic))
-        << topic;
-  }
+  ExpectEachTopicStoredOnce(2, kTopics, kPerTopic);
   const std::string sum = Checksum(1);
   EXPECT_EQ(Checksum(2), sum);
   EXPECT_EQ(Checksum(3), sum);
@@ -294,14 +293,7 @@ TEST_F(GaleraE2E, QuorumLostAndRestoredUnderLoadLosesNothing) {
   constexpr int kTopics = 10, kPerTopic = 800, kRate = 1000;
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   std::atomic<int> published{0};
-  std::jthread load([&] {  // joined on every way out of the test
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < kTopics * kPerTopic; ++i) {
-      std::this_thread::sleep_until(start + std::chrono::microseconds(int64_t{1000000} * i / kRate));
-      pub.Publish(fmt::format("{}/t{}", root(), i % kTopics), fmt::format("p{}", i / kTopics + 1), 1, 10000);
-      published = i + 1;
-    }
-  });
+  std::jthread load = Load(pub, kTopics, kPerTopic, kRate, published);
   ASSERT_TRUE(WaitFor([&] { return published >= 1500; }, 30s));
   const auto lost_at = std::chrono::steady_clock::now();
   ASSERT_EQ(RunCommand({kGalera, "kill", *dir_, "2"}), 0);
@@ -331,14 +323,7 @@ TEST_F(GaleraE2E, QuorumLostAndRestoredUnderLoadLosesNothing) {
   const int total = kTopics * kPerTopic;
   ASSERT_TRUE(WaitFor([&] { return Count(1) == fmt::format("{}\n", total); }, 90s))
       << Count(1) << " rows of " << total << "\n" << relay_->log();
-  const std::string db = "`" + name_ + "`";
-  for (int t = 0; t < kTopics; ++t) {
-    const std::string topic = fmt::format("{}/t{}", root(), t);
-    EXPECT_EQ(OnNode(1, "SELECT COUNT(*), COUNT(DISTINCT MSG), MIN(SEQ), MAX(SEQ) FROM " + db + ".MSG WHERE ID = '" +
-                            topic + "'"),
-              fmt::format("{}\t{}\t1\t{}\n", kPerTopic, kPerTopic, kPerTopic))
-        << topic;
-  }
+  ExpectEachTopicStoredOnce(1, kTopics, kPerTopic);
   const std::string sum = Checksum(1);
   EXPECT_EQ(Checksum(2), sum);
   EXPECT_EQ(Checksum(3), sum);
