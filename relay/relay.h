@@ -239,6 +239,8 @@ class Relay {
   Sequencer sequencer_;
   uint64_t topic_rows_ = 0;  // rows in TOPIC: counted at start, then grown by the writer's lookups
   std::size_t batch_max_bytes_ = 0;  // bytes per transaction; set by CheckPacketLimit before the writer starts
+  // Time per pipeline stage, for /metrics (any thread observes).
+  LatencyHistogram stage_intake_queue_, stage_sequence_, stage_insert_, stage_commit_, stage_puback_;
   // The journal position after the last resend dropped: released with the
   // next commit (a resend dropped has nothing to commit).
   uint64_t dropped_journal_end_ = 0;
@@ -252,6 +254,9 @@ class Relay {
   PublishTracker tracker_;
   // The frame size check's publish and the broker's answer; guarded by publish_mu_.
   int probe_mid_ = -1;
+  // When each MQTT message id in flight was published (steady clock, ns;
+  // 0 = none): for the publish-to-PUBACK stage.
+  std::vector<int64_t> sent_at_ns_ = std::vector<int64_t>(65536, 0);
   std::optional<int> probe_reason_;
   bool probe_late_ = false;  // the start stopped waiting: OnPublished judges the answer
 

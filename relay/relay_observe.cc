@@ -63,6 +63,11 @@ RelayStats Relay::Snapshot() const {
   s.msg_ids_invalid = c.msg_ids_invalid;
   s.msg_ids_purged = c.msg_ids_purged;
   s.retention_deleted = c.retention_deleted;
+  s.stages = {{"intake_queue", stage_intake_queue_.Take()},
+              {"sequence", stage_sequence_.Take()},
+              {"insert", stage_insert_.Take()},
+              {"commit", stage_commit_.Take()},
+              {"puback", stage_puback_.Take()}};
   s.database_up = database_up_;
   s.database_node = store_.endpoint();
   s.intake_connected = intake_ && intake_->connected();

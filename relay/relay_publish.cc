@@ -112,6 +112,7 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
   } else {
     tracker_.Sent(idx, mid.value());
   }
+  sent_at_ns_[static_cast<uint16_t>(mid.value())] = Clock::now().time_since_epoch().count();
   // Under publish_mu_, like the PUBACK's LiveAcked: the ack cannot overtake this.
   retransmit_.governor().LiveSent(mid.value());
   ++counters_.published;
@@ -170,6 +171,10 @@ void Relay::OnPublished(int mid, int reason) {
       return;
     }
     tracker_.Acked(mid);
+    if (int64_t& sent = sent_at_ns_[static_cast<uint16_t>(mid)]; sent != 0) {
+      stage_puback_.Observe(std::chrono::nanoseconds(Clock::now().time_since_epoch().count() - sent));
+      sent = 0;
+    }
     ReplayGovernor& governor = retransmit_.governor();
     if (governor.Timing(mid)) governor.LiveAcked(mid, Clock::now());
   }

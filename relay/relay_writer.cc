@@ -236,12 +236,17 @@ Relay::Committed Relay::Commit(std::span<Message> batch, Status* refused) {
   for (const Message& m : batch) journal_pos = std::max(journal_pos, m.journal_end);
   const auto started = Clock::now();
   Status why;
-  if (!Retry("commit", [&] { return store_.CommitBatch(batch, watermark, journal_pos); }, resolve, &why)) {
+  MysqlStore::CommitTiming timing;
+  if (!Retry("commit", [&] { return store_.CommitBatch(batch, watermark, journal_pos, &timing); }, resolve, &why)) {
     if (why.ok()) return Committed::kGaveUp;
     if (refused) *refused = why;
     return Committed::kRefused;
   }
   const auto took = Clock::now() - started;
+  if (timing.commit.count() > 0) {  // zero when the COMMIT's outcome was learnt after a reconnect
+    stage_insert_.Observe(timing.statements);
+    stage_commit_.Observe(timing.commit);
+  }
   commit_ms_.Add(std::chrono::duration<double, std::milli>(took).count());
   counters_.commit_us += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(took).count());
   batch_rows_.Add(static_cast<double>(batch.size()));
@@ -318,7 +323,11 @@ void Relay::WriterLoop() {
     governor.LiveBatchTaken(arrived == Clock::time_point{} ? now : arrived + lingered, now);
     const auto handed_over = static_cast<std::size_t>(
         std::count_if(batch.begin(), batch.end(), [](const Message& m) { return !m.pending_journal.empty(); }));
+    for (const Message& m : batch) {
+      if (m.received != Clock::time_point{}) stage_intake_queue_.Observe(now - m.received);
+    }
     bool ok = Sequence(batch, topics);
+    stage_sequence_.Observe(Clock::now() - now);
     if (ok && !batch.empty()) {
       Status refused;
       switch (Commit(batch, &refused)) {

@@ -152,6 +152,71 @@ struct RunResult {
   bool clean() const { return received == sent && duplicates == 0 && out_of_order == 0; }
 };
 
+// ---- The relay's own stage histograms (/metrics) ------------------------------
+
+// seqrelay_stage_seconds from one scrape: per stage, the cumulative bucket
+// counts in bucket order (the last is +Inf), with their upper bounds.
+struct StageScrape {
+  std::map<std::string, std::vector<std::pair<double, uint64_t>>> buckets;
+  std::map<std::string, double> sum_s;
+};
+
+StageScrape ScrapeStages(int port) {
+  StageScrape out;
+  const int fd = seqtest::ConnectLoopback(port, std::chrono::seconds(5));
+  if (fd < 0) return out;
+  const std::string request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  std::string body;
+  if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+    char buf[8192];
+    for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) body.append(buf, static_cast<std::size_t>(n));
+  }
+  close(fd);
+  std::istringstream lines(body);
+  for (std::string line; std::getline(lines, line);) {
+    // seqrelay_stage_seconds_bucket{stage="commit",le="0.001"} 42
+    const auto stage_at = line.find("stage=\"");
+    if (line.rfind("seqrelay_stage_seconds_", 0) != 0 || stage_at == std::string::npos) continue;
+    const auto stage_end = line.find('"', stage_at + 7);
+    const std::string stage = line.substr(stage_at + 7, stage_end - stage_at - 7);
+    const double value = std::stod(line.substr(line.rfind(' ') + 1));
+    if (line.rfind("seqrelay_stage_seconds_bucket", 0) == 0) {
+      const auto le_at = line.find("le=\"") + 4;
+      const std::string le = line.substr(le_at, line.find('"', le_at) - le_at);
+      out.buckets[stage].emplace_back(le == "+Inf" ? 1e9 : std::stod(le), static_cast<uint64_t>(value));
+    } else if (line.rfind("seqrelay_stage_seconds_sum", 0) == 0) {
+      out.sum_s[stage] = value;
+    }
+  }
+  return out;
+}
+
+// One line per stage for what happened between two scrapes: count, mean,
+// and the bucket bounds the p50 and p99 fall under.
+void PrintStages(const StageScrape& before, const StageScrape& after) {
+  std::printf("    %-14s %8s %10s %10s %10s\n", "stage", "count", "mean us", "p50 <= us", "p99 <= us");
+  for (const char* stage : {"intake_queue", "sequence", "insert", "commit", "puback"}) {
+    const auto a = after.buckets.find(stage);
+    if (a == after.buckets.end()) continue;
+    const auto b = before.buckets.find(stage);
+    std::vector<uint64_t> delta;
+    for (std::size_t i = 0; i < a->second.size(); ++i) {
+      const uint64_t was = b != before.buckets.end() && i < b->second.size() ? b->second[i].second : 0;
+      delta.push_back(a->second[i].second - was);
+    }
+    const uint64_t count = delta.empty() ? 0 : delta.back();
+    const double sum = after.sum_s.count(stage) ? after.sum_s.at(stage) - (before.sum_s.count(stage) ? before.sum_s.at(stage) : 0) : 0;
+    auto bound = [&](double q) {
+      for (std::size_t i = 0; i < delta.size(); ++i) {
+        if (static_cast<double>(delta[i]) >= q * static_cast<double>(count)) return a->second[i].first * 1e6;
+      }
+      return 0.0;
+    };
+    std::printf("    %-14s %8llu %10.0f %10.0f %10.0f\n", stage, static_cast<unsigned long long>(count),
+                count ? sum / static_cast<double>(count) * 1e6 : 0.0, bound(0.5), bound(0.99));
+  }
+}
+
 // ---- One measured run: publishers and a subscriber on one path --------------
 
 class Run {
@@ -410,7 +475,7 @@ int main(int argc, char** argv) {
   uint64_t count = 50000, e2e_window = 1000;
   int rounds = 3, batch_delay_us = 0, mqtt_port = 0, db_port = 0;
   double duration = 5;
-  bool journal_cost = false, own_frames = false, msg_ids = false;
+  bool journal_cost = false, own_frames = false, msg_ids = false, stages = false;
   {
     const std::string self = SelfPath();
     relay_binary = self.substr(0, self.rfind('/')) + "/../relay/seqrelay";
@@ -438,6 +503,10 @@ int main(int argc, char** argv) {
       ("window", po::value(&p.window)->default_value(p.window), "Unacknowledged QoS 1/2 publishes at most, in all.")
       ("qos", po::value(&p.qos)->default_value(p.qos), "QoS of publishes and subscriptions (0, 1 or 2).")
       ("journal-cost", po::bool_switch(&journal_cost), "Also run a relay without the journal (path relay-nojournal).")
+      ("stages", po::bool_switch(&stages),
+       "Also print, after each run of the relay path, the time per pipeline stage from its /metrics histograms "
+       "(intake queue, sequence, insert, commit, publish to PUBACK): count, mean, and the bucket bounds of p50 "
+       "and p99.")
       ("msg-ids", po::bool_switch(&msg_ids),
        "Also run the relay path with a publisher msg-id on every message (path relay-ids: MQTT v5 publishers; "
        "the relay looks each up and records it, PROTOCOL.md 5.1).")
@@ -486,6 +555,7 @@ int main(int argc, char** argv) {
 
   seqtest::Process forwarder, relay, relay_nojournal;
   forwarder.Start({SelfPath(), "--forwarder", std::to_string(mqtt_port)}, work_dir + "/forwarder.log");
+  const int metrics_port = seqtest::FreePort();
   auto start_relay = [&](seqtest::Process& proc, const std::string& name, const std::string& source, bool journal) {
     std::vector<std::string> argv = {relay_binary,
                                      "--mqtt-port=" + std::to_string(mqtt_port),
@@ -497,6 +567,7 @@ int main(int argc, char** argv) {
                                      "--control-prefix=relay-" + name,
                                      "--batch-delay-us=" + std::to_string(batch_delay_us)};
     argv.push_back(journal ? "--journal-dir=" + work_dir + "/journal-" + name : "--no-journal");
+    if (stages && name == "relay") argv.push_back("--metrics-port=" + std::to_string(metrics_port));
     // +/inr/# is seq/inr/#: this relay's own frames, and nothing else.
     if (own_frames) argv.push_back("--source=+/" + source);
     proc.Start(argv, work_dir + "/" + name + ".log", {"SEQRELAY_DB_PASSWORD=" + db_password});
@@ -552,6 +623,8 @@ int main(int argc, char** argv) {
                         work_dir + "/perf.log");
             std::this_thread::sleep_for(std::chrono::milliseconds(500));  // perf attaches
           }
+          const bool scrape = stages && path.name == "relay";
+          const StageScrape before = scrape ? ScrapeStages(metrics_port) : StageScrape{};
           RunResult r = m == "throughput" ? Throughput(mqtt_port, path, p, count, label)
                         : m == "closed"   ? Throughput(mqtt_port, path, p, count, label, e2e_window)
                                           : Latency(mqtt_port, path, p, rate, duration, label);
@@ -559,6 +632,10 @@ int main(int argc, char** argv) {
             perf->Signal(SIGINT);
             if (perf->Wait(std::chrono::seconds(30)) != 0)
               std::fprintf(stderr, "seqbench: perf failed:\n%s\n", seqtest::Tail(perf->log_path(), 10).c_str());
+          }
+          if (scrape) {
+            std::printf("  stages of %s:\n", label.c_str());
+            PrintStages(before, ScrapeStages(metrics_port));
           }
           r.mode = m;
           r.round = round;

@@ -33,6 +33,24 @@ Summary Summarize(std::vector<double>& values) {
   return s;
 }
 
+void LatencyHistogram::Observe(std::chrono::nanoseconds d) {
+  const double s = std::chrono::duration<double>(d).count();
+  std::size_t i = 0;
+  while (i < kBounds.size() && s > kBounds[i]) ++i;
+  buckets_[i].fetch_add(1, std::memory_order_relaxed);
+  sum_ns_.fetch_add(static_cast<uint64_t>(std::max<int64_t>(d.count(), 0)), std::memory_order_relaxed);
+}
+
+LatencyHistogram::Snapshot LatencyHistogram::Take() const {
+  Snapshot s;
+  for (std::size_t i = 0; i < buckets_.size(); ++i) {
+    s.counts[i] = buckets_[i].load(std::memory_order_relaxed);
+    s.count += s.counts[i];
+  }
+  s.sum_s = static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9;
+  return s;
+}
+
 void SampleWindow::Add(double value) {
   std::lock_guard lock(mu_);
   ++seen_;
@@ -182,6 +200,23 @@ std::string PrometheusText(const RelayStats& s) {
     const std::string node = fmt::format("{{node=\"{}\"}}", s.database_node);
     metric("seqrelay_database_node", "gauge", "The database node the writer uses (label node): always 1.", 1,
            node.c_str());
+  }
+  if (!s.stages.empty()) {
+    out += "# HELP seqrelay_stage_seconds Time per pipeline stage: intake_queue (a message from its intake to its "
+           "batch), sequence (a batch's topic lookups, dedupe and SEQs), insert (a batch's statements before "
+           "COMMIT), commit (its COMMIT), puback (a frame from publish to the broker's PUBACK).\n"
+           "# TYPE seqrelay_stage_seconds histogram\n";
+    for (const auto& [stage, h] : s.stages) {
+      uint64_t cumulative = 0;
+      for (std::size_t i = 0; i < h.counts.size(); ++i) {
+        cumulative += h.counts[i];
+        const std::string le = i < LatencyHistogram::kBounds.size() ? fmt::format("{}", LatencyHistogram::kBounds[i])
+                                                                    : std::string("+Inf");
+        out += fmt::format("seqrelay_stage_seconds_bucket{{stage=\"{}\",le=\"{}\"}} {}\n", stage, le, cumulative);
+      }
+      out += fmt::format("seqrelay_stage_seconds_sum{{stage=\"{}\"}} {}\n", stage, h.sum_s);
+      out += fmt::format("seqrelay_stage_seconds_count{{stage=\"{}\"}} {}\n", stage, h.count);
+    }
   }
   const char* link = "1 while the relay's MQTT link is connected.";
   metric("seqrelay_broker_connected", "gauge", link, s.intake_connected ? 1 : 0, "{link=\"intake\"}");

@@ -9,9 +9,13 @@
 // reporter takes the summary. The rest is plain data. Pure: no I/O here.
 #pragma once
 
+#include <array>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace seqrelay {
@@ -25,6 +29,29 @@ struct Summary {
 
 // Nearest-rank percentiles of `values` (sorted in place).
 Summary Summarize(std::vector<double>& values);
+
+// LatencyHistogram: the time a pipeline stage takes, in Prometheus-style
+// buckets (seconds), for /metrics. Observe is lock-free (relaxed atomic
+// increments), cheap enough for every message; any thread.
+class LatencyHistogram {
+ public:
+  // Upper bounds of the buckets, in seconds; one more bucket (+Inf) follows.
+  static constexpr std::array<double, 16> kBounds = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                                     0.005,   0.01,   0.025,   0.05,   0.1,   0.25,
+                                                     0.5,     1,      2.5,     5};
+  struct Snapshot {
+    std::array<uint64_t, kBounds.size() + 1> counts{};  // per bucket (not cumulative); the last is +Inf
+    uint64_t count = 0;
+    double sum_s = 0;
+  };
+
+  void Observe(std::chrono::nanoseconds d);
+  Snapshot Take() const;  // since start (Prometheus counters never reset)
+
+ private:
+  std::array<std::atomic<uint64_t>, kBounds.size() + 1> buckets_{};
+  std::atomic<uint64_t> sum_ns_{0};
+};
 
 class SampleWindow {
  public:
@@ -79,6 +106,8 @@ struct RelayStats {
   uint64_t journal_errors = 0, journal_replayed = 0, redeliveries = 0;
   uint64_t dedupe_dropped = 0, msg_ids_invalid = 0, msg_ids_purged = 0;
   uint64_t retention_deleted = 0;
+  // Time per pipeline stage since start, by stage name (/metrics only).
+  std::vector<std::pair<std::string, LatencyHistogram::Snapshot>> stages;
   bool database_up = false;
   std::string database_node;  // the writer's node, "host:port" (several --db-host entries: a cluster)
   bool intake_connected = false, output_connected = false, replay_connected = false;

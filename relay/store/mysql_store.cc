@@ -678,7 +678,10 @@ Result<uint64_t> MysqlStore::PurgeMsgIds(uint64_t window_s, std::size_t limit) {
   return deleted;
 }
 
-Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t published_idx, uint64_t journal_pos) {
+Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t published_idx, uint64_t journal_pos,
+                               CommitTiming* timing) {
+  using Clock = std::chrono::steady_clock;
+  const auto started = Clock::now();
   return Guard("commit batch", [&] {
     // The fence, first: a relay whose epoch has moved on writes nothing, and
     // the shard's row stays locked until COMMIT, so that no takeover (which
@@ -771,8 +774,10 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
         // 1927 "Connection was killed": what this hook is for.
       }
     }
+    const auto committing = Clock::now();
     CommitTransaction();
     saved_journal_pos_ = journal_pos;
+    if (timing) *timing = {committing - started, Clock::now() - committing};
   });
 }
 

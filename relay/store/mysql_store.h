@@ -8,6 +8,7 @@
 // (the writer has one; the retransmit service will have its own).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -190,7 +191,13 @@ class MysqlStore {
   // kLeaseLostCode (store_errors.h). An error leaves the outcome unknown if
   // it struck during COMMIT: the caller decides by reading
   // ReadProgress() after reconnecting.
-  Status CommitBatch(std::span<const Message> batch, uint64_t published_idx, uint64_t journal_pos);
+  // With `timing`, the time of its statements before COMMIT and of the
+  // COMMIT itself are stored there (for a call that succeeded).
+  struct CommitTiming {
+    std::chrono::nanoseconds statements{}, commit{};
+  };
+  Status CommitBatch(std::span<const Message> batch, uint64_t published_idx, uint64_t journal_pos,
+                     CommitTiming* timing = nullptr);
 
   // Fault injection for the test suite: the `nth` non-empty CommitBatch
   // of this store kills its own session after the INSERTs and before

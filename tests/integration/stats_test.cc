@@ -147,6 +147,21 @@ TEST_F(RelayE2E, MetricsEndpointServesPrometheusTextOfTheSameFigures) {
   EXPECT_NE(body.find("\nseqrelay_topics 1\n"), std::string::npos) << body;
   EXPECT_NE(body.find("\nseqrelay_database_up 1\n"), std::string::npos) << body;
   EXPECT_NE(body.find("\nseqrelay_broker_connected{link=\"intake\"} 1\n"), std::string::npos) << body;
+  // The stages: every message through the intake queue and to its PUBACK;
+  // every batch through sequence, insert and commit (as many as committed).
+  EXPECT_NE(body.find("\nseqrelay_stage_seconds_count{stage=\"intake_queue\"} 10\n"), std::string::npos) << body;
+  EXPECT_NE(body.find("\nseqrelay_stage_seconds_count{stage=\"puback\"} 10\n"), std::string::npos) << body;
+  EXPECT_NE(body.find("\nseqrelay_stage_seconds_bucket{stage=\"puback\",le=\"+Inf\"} 10\n"), std::string::npos)
+      << body;
+  const auto count_of = [&](const std::string& stage) {
+    const std::string key = "\nseqrelay_stage_seconds_count{stage=\"" + stage + "\"} ";
+    const auto at = body.find(key);
+    return at == std::string::npos ? -1 : std::stol(body.substr(at + key.size()));
+  };
+  EXPECT_GE(count_of("commit"), 1) << body;
+  EXPECT_LE(count_of("commit"), 10) << body;
+  EXPECT_EQ(count_of("insert"), count_of("commit")) << body;
+  EXPECT_GE(count_of("sequence"), count_of("commit")) << body;
   EXPECT_EQ(HttpGet(port, "/other").rfind("HTTP/1.1 404", 0), 0u);
   EXPECT_EQ(HttpGet(port, "/metrics", "POST").rfind("HTTP/1.1 405", 0), 0u);
   // A client that connects and says nothing does not block the next scrape.

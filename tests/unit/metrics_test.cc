@@ -133,3 +133,38 @@ TEST(MetricsTest, PrometheusTextHasHelpTypeAndLabelledSeries) {
 
 }  // namespace
 }  // namespace seqrelay
+
+namespace seqrelay {
+namespace {
+
+TEST(MetricsTest, ALatencyHistogramCountsEachObservationInItsBucketAndPrometheusCumulates) {
+  using namespace std::chrono;
+  LatencyHistogram h;
+  h.Observe(microseconds(30));    // <= 50 us
+  h.Observe(microseconds(50));    // <= 50 us (bounds are inclusive)
+  h.Observe(microseconds(700));   // <= 1 ms
+  h.Observe(milliseconds(3));     // <= 5 ms
+  h.Observe(seconds(9));          // +Inf
+  const auto snap = h.Take();
+  EXPECT_EQ(snap.count, 5u);
+  EXPECT_EQ(snap.counts[0], 2u);
+  EXPECT_EQ(snap.counts[4], 1u);  // 0.001
+  EXPECT_EQ(snap.counts[6], 1u);  // 0.005
+  EXPECT_EQ(snap.counts.back(), 1u);
+  EXPECT_NEAR(snap.sum_s, 9.00378, 1e-9);
+
+  RelayStats st;
+  st.stages = {{"commit", snap}};
+  const std::string text = PrometheusText(st);
+  auto has = [&](const std::string& line) { return text.find(line + "\n") != std::string::npos; };
+  EXPECT_TRUE(has("# TYPE seqrelay_stage_seconds histogram")) << text;
+  EXPECT_TRUE(has("seqrelay_stage_seconds_bucket{stage=\"commit\",le=\"5e-05\"} 2")) << text;
+  EXPECT_TRUE(has("seqrelay_stage_seconds_bucket{stage=\"commit\",le=\"0.0005\"} 2")) << text;
+  EXPECT_TRUE(has("seqrelay_stage_seconds_bucket{stage=\"commit\",le=\"0.001\"} 3")) << text;
+  EXPECT_TRUE(has("seqrelay_stage_seconds_bucket{stage=\"commit\",le=\"5\"} 4")) << text;
+  EXPECT_TRUE(has("seqrelay_stage_seconds_bucket{stage=\"commit\",le=\"+Inf\"} 5")) << text;
+  EXPECT_TRUE(has("seqrelay_stage_seconds_count{stage=\"commit\"} 5")) << text;
+}
+
+}  // namespace
+}  // namespace seqrelay
