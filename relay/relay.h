@@ -278,7 +278,7 @@ class Relay {
   uint32_t shard_num_ = 0;        // SHARD.NUM, from OpenDatabase
   bool shard_refused_ = false;    // OpenDatabase failed because the shard overlaps another: exit 2  // the journal got its id in this run (new, or written before ids)
   MqttLink::Options intake_options_;
-  MysqlStore pending_store_{config_};  // PumpPending's and PurgeMsgIds's connection (main thread)
+  MysqlStore pending_store_{config_};  // PumpPending's and the housekeeping's connection (main thread)
   std::chrono::steady_clock::time_point next_purge_{};  // main thread
   // ApplyRetention's pass: the last topic done (byte order; "" = from the
   // start), and when the next pass may begin. Main thread.

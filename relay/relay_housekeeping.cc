@@ -1,0 +1,113 @@
+// Relay, housekeeping of the store: what the shard's active deletes in the
+// background, on the main thread's own connection: publishers' msg-ids
+// past --dedupe-window, and the rows --retention no longer keeps. Small
+// transactions, a bounded share of each second: never a long lock a commit
+// could wait on.
+#include "relay.h"
+
+#include <algorithm>
+#include <optional>
+#include <string>
+
+#include "core/log.h"
+#include "core/topic_filter.h"
+#include "relay_parts.h"
+
+namespace seqrelay {
+
+using namespace relay_parts;
+
+void Relay::PurgeMsgIds() {
+  // Every 10 s (or half the window, if shorter), batches of 1,000 rows,
+  // each its own short transaction, for at most 200 ms: never a long lock
+  // the writer's inserts could wait on.
+  if (config_.dedupe_window_s == 0 || stopping_ || Clock::now() < next_purge_) return;
+  next_purge_ = Clock::now() + std::chrono::seconds(std::clamp<uint64_t>(config_.dedupe_window_s / 2, 1, 10));
+  if (!pending_store_.connected() && !pending_store_.Connect(false).ok()) return;
+  constexpr std::size_t kPurgeBatch = 1000;
+  const auto until = Clock::now() + milliseconds(200);
+  for (;;) {
+    auto deleted = pending_store_.PurgeMsgIds(config_.dedupe_window_s, kPurgeBatch);
+    if (!deleted.ok()) {
+      static RateLimit limit(std::chrono::minutes(1));
+      if (auto suppressed = limit.Allow()) LogWarn("dedupe: {}{}", deleted.error(), SuppressedNote(*suppressed));
+      return;
+    }
+    counters_.msg_ids_purged += deleted.value();
+    if (deleted.value() < kPurgeBatch) return;
+    if (Clock::now() >= until) {
+      next_purge_ = Clock::now() + std::chrono::seconds(1);  // more to do: again soon
+      return;
+    }
+  }
+}
+
+void Relay::ApplyRetention() {
+  if (config_.retention.empty() || stopping_ || Clock::now() < next_retention_pass_) return;
+  if (!pending_store_.connected() && !pending_store_.Connect(false).ok()) return;
+  const auto started = Clock::now();
+  const bool pass_over = RetentionWork(started + milliseconds(200));
+  retention_pass_work_ += Clock::now() - started;
+  if (!pass_over) return;
+  // The next pass after ten times the time this one took (retention takes
+  // at most a tenth of the database's attention), 1 s to 60 s, and within
+  // half the shortest age.
+  auto pause = std::clamp<Clock::duration>(10 * retention_pass_work_, std::chrono::seconds(1),
+                                           std::chrono::seconds(60));
+  for (const RetentionRule& r : config_.retention) {
+    if (r.max_age_s != 0) {
+      pause = std::min<Clock::duration>(pause, std::chrono::seconds(std::max<uint64_t>(r.max_age_s / 2, 1)));
+    }
+  }
+  retention_pass_work_ = {};
+  retention_cursor_.clear();
+  next_retention_pass_ = Clock::now() + pause;
+}
+
+bool Relay::RetentionWork(Clock::time_point until) {
+  // Only rows every subscriber could have had live are deleted.
+  uint64_t published;
+  {
+    std::lock_guard lock(publish_mu_);
+    published = tracker_.watermark();
+  }
+  constexpr std::size_t kTopicsPerQuery = 1000, kRowsPerDelete = 1000;
+  auto failed = [](const std::string& what) {
+    static RateLimit limit(std::chrono::minutes(1));
+    if (auto suppressed = limit.Allow()) LogWarn("retention: {}{}", what, SuppressedNote(*suppressed));
+    return false;
+  };
+  while (Clock::now() < until) {
+    auto topics = pending_store_.ListTopics(retention_cursor_, kTopicsPerQuery);
+    if (!topics.ok()) return failed(topics.error());
+    for (const std::string& topic : *topics) {
+      // The shard's own topics, under the strictest of their rules.
+      std::optional<RetentionRule> rule;
+      if (std::any_of(config_.sources.begin(), config_.sources.end(),
+                      [&](const std::string& f) { return TopicMatches(f, topic); })) {
+        for (const RetentionRule& r : config_.retention) {
+          if (!TopicMatches(r.filter, topic)) continue;
+          if (!rule) rule = RetentionRule{r.filter, 0, 0};
+          auto stricter = [](uint64_t a, uint64_t b) { return a == 0 ? b : b == 0 ? a : std::min(a, b); };
+          rule->max_age_s = stricter(rule->max_age_s, r.max_age_s);
+          rule->max_count = stricter(rule->max_count, r.max_count);
+        }
+      }
+      // A full batch: more of this topic may go. Out of time, the cursor
+      // stays before it, for the next call.
+      while (rule) {
+        auto deleted = pending_store_.TrimTopic(topic, *rule, published, kRowsPerDelete);
+        if (!deleted.ok()) return failed(deleted.error());
+        counters_.retention_deleted += deleted.value();
+        if (deleted.value() < kRowsPerDelete) break;
+        if (Clock::now() >= until) return false;
+      }
+      retention_cursor_ = topic;
+      if (Clock::now() >= until) return false;
+    }
+    if (topics->size() < kTopicsPerQuery) return true;
+  }
+  return false;
+}
+
+}  // namespace seqrelay
