@@ -466,7 +466,9 @@ double Median(std::vector<double> v) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+int Main(int argc, char** argv) {
   if (argc == 3 && std::string(argv[1]) == "--forwarder") return RunForwarder(std::atoi(argv[2]));
 
   Params p;
@@ -715,4 +717,18 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+// An error anywhere ends the run through the stack, so that the servers and
+// relays it started are stopped by their destructors (an uncaught exception
+// would leave them running).
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "seqbench: %s\n", e.what());
+    return 1;
+  }
 }
