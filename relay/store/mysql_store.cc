@@ -87,6 +87,11 @@ void MysqlStore::CommitTransaction() {
   commit_->execute("COMMIT");
 }
 
+void MysqlStore::NextTransactionReadCommitted() {
+  std::unique_ptr<sql::Statement> level(conn_->createStatement());
+  level->execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
+}
+
 void MysqlStore::DropConnection() {
   inserts_.clear();
   insert_msg_ids_.clear();
@@ -615,8 +620,7 @@ Result<uint64_t> MysqlStore::TrimTopic(std::string_view topic, const RetentionRu
                                        std::size_t limit) {
   uint64_t deleted = 0;
   Status s = Guard("trim topic", [&] {
-    std::unique_ptr<sql::Statement> level(conn_->createStatement());
-    level->execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED");  // the next transaction only
+    NextTransactionReadCommitted();
     // The topic's ends (two index dives on (ID, SEQ)).
     std::unique_ptr<sql::PreparedStatement> ends(
         conn_->prepareStatement("SELECT COALESCE(MIN(SEQ), 0), COALESCE(MAX(SEQ), 0) FROM MSG WHERE ID = ?"));
@@ -665,8 +669,7 @@ Result<uint64_t> MysqlStore::TrimTopic(std::string_view topic, const RetentionRu
 Result<uint64_t> MysqlStore::PurgeMsgIds(uint64_t window_s, std::size_t limit) {
   uint64_t deleted = 0;
   Status s = Guard("purge msg-ids", [&] {
-    std::unique_ptr<sql::Statement> level(conn_->createStatement());
-    level->execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED");  // the next transaction only
+    NextTransactionReadCommitted();
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
         "DELETE FROM DEDUPE WHERE SEEN_AT < NOW(6) - INTERVAL ? SECOND ORDER BY SEEN_AT LIMIT ?"));
     ps->setUInt64(1, window_s);

@@ -255,6 +255,9 @@ class MysqlStore {
   Result<uint64_t> QueryNumber(const char* what, const char* query);
   // Ends the open transaction; throws if the server did not confirm it.
   void CommitTransaction();
+  // The next transaction at READ COMMITTED: it takes no gap locks, so a
+  // housekeeping delete never holds up the writer's inserts.
+  void NextTransactionReadCommitted();
   // Forgets the connection and everything prepared on it.
   void DropConnection();
   Status ConnectTo(const std::optional<DbEndpoint>& endpoint, bool create_database);

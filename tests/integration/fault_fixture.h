@@ -8,7 +8,6 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -17,6 +16,8 @@
 #include <thread>
 
 #include <fmt/format.h>
+
+#include "intake/journal.h"
 
 #include "relay_fixture.h"
 #include "seq_client.h"
@@ -213,26 +214,23 @@ class FaultE2E : public RelayE2E {
     return missing;
   }
 
-  // The payloads of every record in the journal `dir` still holds (its
-  // format: relay/intake/journal.h), read from the files: what mosquitto
-  // delivered to the relay (segments wholly committed may be deleted).
-  static std::set<std::string> JournaledPayloads(const std::string& dir) {
+  // The payloads of every record the journal in `dir` still holds, read
+  // with the relay's own reader (segments wholly committed may be deleted):
+  // what mosquitto delivered to the relay. The relay must be stopped (it
+  // holds the journal's lock).
+  std::set<std::string> JournaledPayloads(const std::string& dir) {
     std::set<std::string> payloads;
-    for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-      const std::string name = entry.path().filename().string();
-      if (name.rfind("journal-", 0) != 0 || !name.ends_with(".log")) continue;
-      const std::string data = ReadFile(entry.path().string());
-      auto u16 = [&](std::size_t at) { return std::size_t(uint8_t(data[at])) | std::size_t(uint8_t(data[at + 1])) << 8; };
-      for (std::size_t at = 0; at + 12 <= data.size();) {
-        const std::size_t len = u16(at + 4) | u16(at + 6) << 16;
-        if (len < 4 || at + 8 + len > data.size()) break;
-        const std::size_t topic_field = u16(at + 8);
-        std::size_t body = at + 12 + (topic_field & 0x7FFF);
-        if (topic_field & 0x8000) body += 1 + uint8_t(data[body]);  // a msg-id
-        payloads.insert(data.substr(body, at + 8 + len - body));
-        at += 8 + len;
-      }
+    seqrelay::Journal journal(dir);
+    auto identity = journal.Identify();
+    EXPECT_TRUE(identity.ok()) << (identity.ok() ? "" : identity.error());
+    const std::string database = servers().Sql("SELECT INSTANCE FROM `" + name_ + "`.RELAY_STATE WHERE K = 1");
+    seqrelay::Status s = journal.Open(0, database.substr(0, database.find('\n')));
+    if (s.ok()) {
+      s = journal.Replay(0, [&](const seqrelay::Journal::Record& r) {
+        payloads.emplace(reinterpret_cast<const char*>(r.payload.data()), r.payload.size());
+      });
     }
+    EXPECT_TRUE(s.ok()) << s.message();
     return payloads;
   }
 

@@ -260,6 +260,7 @@ TEST_F(FaultE2E, BrokerSigkilledUnderLoadWithTheRelayConnectedLosesNothing) {
   // session, in memory until the next autosave) dies with it: none when the
   // relay keeps up, a few dozen when it falls behind (seen beside the
   // sanitizer build). The relay's journal tells the two apart.
+  ASSERT_EQ(relay_->Stop(), 0);
   const std::set<std::string> journaled = JournaledPayloads(servers().dir() + "/journal-" + name_);
   std::size_t lost_by_broker = 0;
   for (int m : Missing(topic, kCount)) {
@@ -278,7 +279,6 @@ TEST_F(FaultE2E, BrokerSigkilledUnderLoadWithTheRelayConnectedLosesNothing) {
   EXPECT_NE(log.find("(session present)", log.find("lost the connection")), std::string::npos)
       << "the restarted broker no longer had the relay's session";
   EXPECT_TRUE(o.gapless);
-  EXPECT_EQ(relay_->Stop(), 0);
 }
 
 // mosquitto keeps queued messages only in memory between autosaves
