@@ -96,10 +96,10 @@ void MysqlStore::DropConnection() {
   inserts_.clear();
   insert_msg_ids_.clear();
   find_msg_ids_.clear();
-  update_journal_.reset();
   delete_pending_.reset();
   insert_taken_.reset();
   fence_.reset();
+  fence_journal_.reset();
   commit_.reset();
   conn_.reset();
 }
@@ -688,15 +688,37 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
   return Guard("commit batch", [&] {
     // The fence, first: a relay whose epoch has moved on writes nothing, and
     // the shard's row stays locked until COMMIT, so that no takeover (which
-    // updates the same row) can begin while this transaction writes.
-    if (!fence_) {
-      fence_.reset(conn_->prepareStatement(
-          "UPDATE SHARD SET COMMITS = COMMITS + 1, PUBLISHED_IDX = ? WHERE NAME = ? AND EPOCH = ?"));
+    // updates the same row) can begin while this transaction writes. The
+    // journal's position rides on the same statement (a round trip less per
+    // batch); a LEFT JOIN, so that a missing JOURNAL row cannot pass for a
+    // lost lease. The SHARD row always changes (COMMITS), so the fence holds
+    // exactly when a row was updated.
+    journal_pos = std::max(journal_pos, saved_journal_pos_);
+    const bool move_journal = !journal_id_.empty() && journal_pos != saved_journal_pos_;
+    sql::PreparedStatement* fence;
+    if (move_journal) {
+      if (!fence_journal_) {
+        fence_journal_.reset(conn_->prepareStatement(
+            "UPDATE SHARD s LEFT JOIN JOURNAL j ON j.ID = ? SET s.COMMITS = s.COMMITS + 1, s.PUBLISHED_IDX = ?, "
+            "j.POS = ? WHERE s.NAME = ? AND s.EPOCH = ?"));
+      }
+      fence = fence_journal_.get();
+      fence->setString(1, journal_id_);
+      fence->setUInt64(2, published_idx);
+      fence->setUInt64(3, journal_pos);
+      fence->setString(4, shard_);
+      fence->setUInt(5, epoch_);
+    } else {
+      if (!fence_) {
+        fence_.reset(conn_->prepareStatement(
+            "UPDATE SHARD SET COMMITS = COMMITS + 1, PUBLISHED_IDX = ? WHERE NAME = ? AND EPOCH = ?"));
+      }
+      fence = fence_.get();
+      fence->setUInt64(1, published_idx);
+      fence->setString(2, shard_);
+      fence->setUInt(3, epoch_);
     }
-    fence_->setUInt64(1, published_idx);
-    fence_->setString(2, shard_);
-    fence_->setUInt(3, epoch_);
-    if (fence_->executeUpdate() != 1) {
+    if (fence->executeUpdate() == 0) {
       conn_->rollback();
       throw sql::SQLException(
           fmt::format("the lease of shard '{}' is no longer held under epoch {} (another relay took it over); "
@@ -760,13 +782,6 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
       delete_pending_->setString(1, m.pending_journal);
       delete_pending_->setUInt64(2, m.pending_end);
       delete_pending_->execute();
-    }
-    journal_pos = std::max(journal_pos, saved_journal_pos_);
-    if (!journal_id_.empty() && journal_pos != saved_journal_pos_) {
-      if (!update_journal_) update_journal_.reset(conn_->prepareStatement("UPDATE JOURNAL SET POS = ? WHERE ID = ?"));
-      update_journal_->setUInt64(1, journal_pos);
-      update_journal_->setString(2, journal_id_);
-      update_journal_->execute();
     }
     if (!batch.empty() && ++batches_tried_ == kill_before_commit_) {
       LogWarn("fault injection: killing the database session before COMMIT of batch {}", batches_tried_);

@@ -276,11 +276,11 @@ class MysqlStore {
   std::vector<std::unique_ptr<sql::PreparedStatement>> inserts_;
   std::vector<std::unique_ptr<sql::PreparedStatement>> insert_msg_ids_;  // DEDUPE rows, the same way
   std::vector<std::unique_ptr<sql::PreparedStatement>> find_msg_ids_;    // DEDUPE lookups, the same way
-  std::unique_ptr<sql::PreparedStatement> update_journal_;  // JOURNAL.POS, prepared once per connection
   std::unique_ptr<sql::PreparedStatement> delete_pending_;  // a PENDING row stored by the commit
   std::unique_ptr<sql::PreparedStatement> insert_taken_;    // a resumed session's delivery
   std::unique_ptr<sql::Statement> commit_;                 // runs COMMIT; created once per connection
-  std::unique_ptr<sql::PreparedStatement> fence_;         // the commit's SHARD update; prepared once per connection
+  std::unique_ptr<sql::PreparedStatement> fence_;          // the commit's SHARD update; prepared once per connection
+  std::unique_ptr<sql::PreparedStatement> fence_journal_;  // the same, moving JOURNAL.POS too
   std::string shard_ = "default";
   uint64_t idx_base_ = 0;  // SHARD.NUM * kShardIdxSpan
   std::string journal_id_;
