@@ -32,7 +32,7 @@ uint64_t RecordSize(const std::string& topic, const Bytes& payload) {
   return kRecordOverhead + topic.size() + payload.size();
 }
 
-std::span<const uint8_t> AsSpan(const Bytes& b) { return {b.data(), b.size()}; }
+std::span<const uint8_t> ByteSpan(const Bytes& b) { return {b.data(), b.size()}; }
 
 // A fresh folder under /tmp, removed with everything in it at the end of the test.
 class TempDir {
@@ -142,7 +142,7 @@ std::vector<Record> ReplayFrom(Journal& journal, uint64_t position) {
 uint64_t AppendOk(Journal& journal, const std::string& topic, const Bytes& payload,
                   std::optional<uint16_t> mid = std::nullopt) {
   const uint64_t before = journal.end();
-  auto end = mid ? journal.Append(topic, AsSpan(payload), *mid) : journal.Append(topic, AsSpan(payload));
+  auto end = mid ? journal.Append(topic, ByteSpan(payload), *mid) : journal.Append(topic, ByteSpan(payload));
   EXPECT_TRUE(end.ok()) << end.error();
   if (!end.ok()) return 0;
   EXPECT_EQ(*end, before + RecordSize(topic, payload)) << "topic " << topic;
@@ -222,16 +222,16 @@ TEST(JournalTest, AMsgIdFollowsTheTopicAndTheTopLengthBitSaysSo) {
   Journal journal(dir.path());
   ASSERT_TRUE(journal.Open(0, kDatabase).ok());
   // 8 + 4 + 3 (topic) + 1 + 2 (msg-id) + 2 (payload) = 20.
-  auto end = journal.Append("a/b", AsSpan(Bytes{0x00, 0xFF}), 0x1234, "m1");
+  auto end = journal.Append("a/b", ByteSpan(Bytes{0x00, 0xFF}), 0x1234, "m1");
   ASSERT_TRUE(end.ok()) << end.error();
   EXPECT_EQ(*end, 20u);
   // Then one without: the journal may mix them.
   EXPECT_EQ(AppendOk(journal, "c", {'z'}, 7), 20u + 14u);
   const std::string max_id(255, 'i');
-  auto long_end = journal.Append("d", AsSpan(Bytes{}), 8, max_id);
+  auto long_end = journal.Append("d", ByteSpan(Bytes{}), 8, max_id);
   ASSERT_TRUE(long_end.ok()) << long_end.error();
   EXPECT_EQ(*long_end, 34u + 8 + 4 + 1 + 1 + 255);
-  EXPECT_FALSE(journal.Append("e", AsSpan(Bytes{}), 9, std::string(256, 'i')).ok());
+  EXPECT_FALSE(journal.Append("e", ByteSpan(Bytes{}), 9, std::string(256, 'i')).ok());
 
   const Bytes disk = ReadFile(dir.File("journal-0000000000000000.log"));
   // Length 12 = 2 + 2 + 3 + 1 + 2 + 2; topic length 3 with the top bit set (0x8003); mid 34 12; "a/b";
@@ -632,7 +632,7 @@ TEST(JournalTest, ARecordTheDiskTookOnlyPartOfIsCutOffAndAppendsGoOnWhenThereIsR
     first_end = AppendOk(journal, "t", first);
     {
       FileSizeLimit full(first_end + 40);  // room for 40 of the next record's 113 bytes
-      auto failed = journal.Append("t", AsSpan(refused));
+      auto failed = journal.Append("t", ByteSpan(refused));
       ASSERT_FALSE(failed.ok());
       EXPECT_NE(failed.error().find("journal: append: "), std::string::npos) << failed.error();
       EXPECT_EQ(journal.end(), first_end);
