@@ -24,8 +24,13 @@
 // on the relay paths, with consecutive SEQs per topic; a run that loses,
 // duplicates or reorders one makes seqbench fail. Starts its own mosquitto
 // and MariaDB on loopback unless --mqtt-port and --db-port name running ones.
+#include <cppconn/prepared_statement.h>
+#include <cppconn/resultset.h>
+#include <cppconn/statement.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <mysql_connection.h>
+#include <mysql_driver.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -136,6 +141,38 @@ std::pair<long, long> Memory(pid_t pid) {
   return {rss, hwm};
 }
 
+// User plus system CPU time a process has used so far, in seconds (-1 if
+// unknown: no such process). /proc counts in clock ticks (10 ms), so a run
+// must last seconds for a per-message figure to mean anything.
+double CpuSeconds(pid_t pid) {
+  if (pid <= 0) return -1;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return -1;
+  const auto name_end = stat.rfind(')');  // the command name may hold spaces
+  if (name_end == std::string::npos) return -1;
+  std::istringstream fields(stat.substr(name_end + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {  // field 3 is the state; 14 utime, 15 stime
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// The processes on a message's way whose CPU a run accounts: the broker,
+// the hop (the relay, or the plain path's forwarder) and the database.
+struct CpuPids {
+  pid_t broker = 0, hop = 0, db = 0;
+};
+struct CpuTimes {
+  double broker = -1, hop = -1, db = -1;  // seconds; -1 unknown
+};
+CpuTimes ReadCpu(const CpuPids& pids) {
+  return {CpuSeconds(pids.broker), CpuSeconds(pids.hop), CpuSeconds(pids.db)};
+}
+
 struct RunResult {
   std::string path, mode;
   int round = 0;
@@ -143,7 +180,10 @@ struct RunResult {
   uint64_t sent = 0, received = 0, duplicates = 0, out_of_order = 0;
   double seconds = 0;
   long relay_rss_kb = 0, relay_hwm_kb = 0;
+  CpuTimes cpu;                    // used during the run
   std::vector<double> latency_us;  // per message, publish to receive; sorted
+  // CPU microseconds per message received, -1 if unknown.
+  double CpuPerMessageUs(double seconds) const { return seconds < 0 || received == 0 ? -1 : seconds / received * 1e6; }
   double throughput() const { return seconds > 0 ? received / seconds : 0; }
   double Percentile(double q) const {
     if (latency_us.empty()) return 0;
@@ -215,6 +255,67 @@ void PrintStages(const StageScrape& before, const StageScrape& after) {
     std::printf("    %-14s %8llu %10.0f %10.0f %10.0f\n", stage, static_cast<unsigned long long>(count),
                 count ? sum / static_cast<double>(count) * 1e6 : 0.0, bound(0.5), bound(0.99));
   }
+}
+
+// ---- The database's floors, measured alone -------------------------------------
+
+// What the relay's statements cost at the least on this server, with the
+// relay's connector and nothing else running: a round trip (SELECT 1), and a
+// durable one-row transaction, its INSERT and its COMMIT (the redo log's
+// flush) timed apart. The insert and commit stages of --stages sit on these.
+struct DatabaseFloors {
+  std::vector<double> round_trip_us, insert_us, commit_us;  // sorted
+};
+
+DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const std::string& password, int n) {
+  sql::ConnectOptionsMap options;
+  options["hostName"] = sql::SQLString(fmt::format("tcp://127.0.0.1:{}", port));
+  options["userName"] = sql::SQLString(user);
+  options["password"] = sql::SQLString(password);
+  std::unique_ptr<sql::Connection> conn(sql::mysql::get_mysql_driver_instance()->connect(options));
+  const std::string db = fmt::format("seqbench_floor_{}", getpid());
+  std::unique_ptr<sql::Statement> st(conn->createStatement());
+  st->execute(fmt::format("CREATE DATABASE `{}`", db));
+  conn->setSchema(db);
+  st->execute("CREATE TABLE F (id BIGINT UNSIGNED NOT NULL PRIMARY KEY, b VARBINARY(64) NOT NULL) ENGINE=InnoDB");
+  conn->setAutoCommit(false);
+  std::unique_ptr<sql::PreparedStatement> select(conn->prepareStatement("SELECT 1"));
+  std::unique_ptr<sql::PreparedStatement> insert(conn->prepareStatement("INSERT INTO F (id, b) VALUES (?, ?)"));
+  DatabaseFloors f;
+  auto us_since = [](Clock::time_point t) { return std::chrono::duration<double, std::micro>(Clock::now() - t).count(); };
+  const std::string payload(20, 'x');
+  for (int i = 0; i < n; ++i) {
+    auto t = Clock::now();
+    std::unique_ptr<sql::ResultSet>(select->executeQuery());
+    f.round_trip_us.push_back(us_since(t));
+    t = Clock::now();
+    insert->setUInt64(1, static_cast<uint64_t>(i) + 1);
+    insert->setString(2, payload);
+    insert->execute();
+    f.insert_us.push_back(us_since(t));
+    t = Clock::now();
+    st->execute("COMMIT");
+    f.commit_us.push_back(us_since(t));
+  }
+  conn->setAutoCommit(true);
+  st->execute(fmt::format("DROP DATABASE `{}`", db));
+  for (auto* v : {&f.round_trip_us, &f.insert_us, &f.commit_us}) std::sort(v->begin(), v->end());
+  return f;
+}
+
+void PrintFloors(const DatabaseFloors& f) {
+  auto line = [](const char* what, const std::vector<double>& v) {
+    double sum = 0;
+    for (double x : v) sum += x;
+    auto at = [&](double q) { return v.empty() ? 0.0 : v[std::min(v.size() - 1, static_cast<std::size_t>(q * v.size()))]; };
+    std::printf("  %-40s %8.0f %8.0f %8.0f\n", what, v.empty() ? 0.0 : sum / static_cast<double>(v.size()), at(0.5),
+                at(0.99));
+  };
+  std::printf("\ndatabase floors, measured alone (%zu each; the relays idle):\n", f.commit_us.size());
+  std::printf("  %-40s %8s %8s %8s\n", "", "mean us", "p50 us", "p99 us");
+  line("round trip (prepared SELECT 1)", f.round_trip_us);
+  line("one-row INSERT (prepared)", f.insert_us);
+  line("COMMIT of it (redo log flush)", f.commit_us);
 }
 
 // ---- One measured run: publishers and a subscriber on one path --------------
@@ -475,7 +576,7 @@ int Main(int argc, char** argv) {
   std::string mode = "both", json_path, csv_path, relay_binary, rate_list = "1000", perf_path;
   std::string db_user = seqtest::TestServers::kDbUser, db_password = seqtest::TestServers::kDbPassword;
   uint64_t count = 50000, e2e_window = 1000;
-  int rounds = 3, batch_delay_us = 0, mqtt_port = 0, db_port = 0;
+  int rounds = 3, batch_delay_us = 0, mqtt_port = 0, db_port = 0, floors = 0;
   double duration = 5;
   bool journal_cost = false, own_frames = false, msg_ids = false, stages = false;
   {
@@ -521,6 +622,9 @@ int Main(int argc, char** argv) {
       ("db-port", po::value(&db_port), "Use the MariaDB/MySQL already on 127.0.0.1:PORT (needs --mqtt-port too).")
       ("db-user", po::value(&db_user)->default_value(db_user), "Database user for the relays (with --db-port).")
       ("db-password", po::value(&db_password), "Its password (with --db-port; default: the throwaway server's).")
+      ("floors", po::value(&floors)->default_value(floors),
+       "Also measure the database's floors alone, after the runs: N round trips, and N one-row transactions "
+       "with their INSERT and COMMIT timed apart (0: not measured).")
       ("perf", po::value(&perf_path), "Record a perf profile (call graphs) of the relay during its first throughput run into FILE.")
       ("json", po::value(&json_path), "Also write every run's figures to FILE as JSON.")
       ("csv", po::value(&csv_path), "Also write every run's figures to FILE as CSV.");
@@ -534,6 +638,7 @@ int Main(int argc, char** argv) {
     if (p.topics < 1 || p.publishers < 1 || p.window < 1 || rounds < 1 || count < 1 || duration <= 0)
       throw po::error("--topics, --publishers, --window, --rounds, --count and --duration must be positive");
     if (p.qos < 0 || p.qos > 2) throw po::error("--qos must be 0, 1 or 2");
+    if (floors < 0) throw po::error("--floors must be 0 or more");
     if ((mqtt_port == 0) != (db_port == 0)) throw po::error("--mqtt-port and --db-port go together");
     if (access(relay_binary.c_str(), X_OK) != 0) throw po::error("no relay executable at " + relay_binary);
     rates = ParseRates(rate_list);
@@ -627,9 +732,16 @@ int Main(int argc, char** argv) {
           }
           const bool scrape = stages && path.name == "relay";
           const StageScrape before = scrape ? ScrapeStages(metrics_port) : StageScrape{};
+          const CpuPids pids{servers ? servers->broker_pid() : 0, path.relay ? path.relay->pid() : forwarder.pid(),
+                             servers ? servers->db_pid() : 0};
+          const CpuTimes cpu_before = ReadCpu(pids);
           RunResult r = m == "throughput" ? Throughput(mqtt_port, path, p, count, label)
                         : m == "closed"   ? Throughput(mqtt_port, path, p, count, label, e2e_window)
                                           : Latency(mqtt_port, path, p, rate, duration, label);
+          const CpuTimes cpu_after = ReadCpu(pids);
+          auto used = [](double a, double b) { return a < 0 || b < 0 ? -1.0 : b - a; };
+          r.cpu = {used(cpu_before.broker, cpu_after.broker), used(cpu_before.hop, cpu_after.hop),
+                   used(cpu_before.db, cpu_after.db)};
           if (perf) {
             perf->Signal(SIGINT);
             if (perf->Wait(std::chrono::seconds(30)) != 0)
@@ -646,6 +758,8 @@ int Main(int argc, char** argv) {
       }
     }
   }
+  std::optional<DatabaseFloors> database_floors;
+  if (floors > 0) database_floors = MeasureDatabaseFloors(db_port, db_user, db_password, floors);
   relay.Stop();
   if (journal_cost) relay_nojournal.Stop();
   forwarder.Stop();
@@ -657,7 +771,7 @@ int Main(int argc, char** argv) {
   if (!csv_path.empty()) {
     csv.open(csv_path);
     csv << "mode,path,rate,round,topics,payload,sent,received,duplicates,out_of_order,msg_per_s,p50_us,p90_us,p99_us,"
-           "p999_us,max_us,relay_rss_kb,relay_hwm_kb\n";
+           "p999_us,max_us,relay_rss_kb,relay_hwm_kb,broker_cpu_us,hop_cpu_us,db_cpu_us\n";
   }
   std::printf("\nseqbench: %d-byte QoS %d messages, %d topic(s), %d publisher(s); relays commit durably to MariaDB "
               "(innodb_flush_log_at_trx_commit=1), batch-delay-us %d\n",
@@ -670,17 +784,24 @@ int Main(int argc, char** argv) {
                                           e2e_window)
                             : fmt::format("latency: {} msg/s for {} s", rate, duration);
       std::printf("\n%s\n", title.c_str());
-      std::printf("  %-16s %5s %9s %9s %8s %8s %8s %9s %8s %4s %5s %9s\n", "path", "round", "msg/s", "received",
-                  "p50 us", "p90 us", "p99 us", "p99.9 us", "max us", "dup", "order", "relay RSS");
-      std::map<std::string, std::vector<double>> msg_per_s, p50, p99;
+      std::printf("  %-16s %5s %9s %9s %8s %8s %8s %9s %8s %4s %5s %9s  %s\n", "path", "round", "msg/s", "received",
+                  "p50 us", "p90 us", "p99 us", "p99.9 us", "max us", "dup", "order", "relay RSS",
+                  "CPU us/msg: broker hop db");
+      std::map<std::string, std::vector<double>> msg_per_s, p50, p99, cpu_broker, cpu_hop, cpu_db;
       for (const auto& r : results) {
         if (r.mode != m || r.rate != rate) continue;
         const std::string rss = r.relay_rss_kb ? fmt::format("{:.1f} MiB", r.relay_rss_kb / 1024.0) : "-";
-        std::printf("  %-16s %5d %9.0f %9llu %8.0f %8.0f %8.0f %9.0f %8.0f %4llu %5llu %9s\n", r.path.c_str(), r.round,
-                    r.throughput(), static_cast<unsigned long long>(r.received), r.Percentile(0.5), r.Percentile(0.9),
-                    r.Percentile(0.99), r.Percentile(0.999), r.Percentile(1.0),
+        const double broker_us = r.CpuPerMessageUs(r.cpu.broker), hop_us = r.CpuPerMessageUs(r.cpu.hop),
+                     db_us = r.CpuPerMessageUs(r.cpu.db);
+        auto us = [](double v) { return v < 0 ? std::string("-") : fmt::format("{:.1f}", v); };
+        std::printf("  %-16s %5d %9.0f %9llu %8.0f %8.0f %8.0f %9.0f %8.0f %4llu %5llu %9s  %6s %6s %6s\n",
+                    r.path.c_str(), r.round, r.throughput(), static_cast<unsigned long long>(r.received),
+                    r.Percentile(0.5), r.Percentile(0.9), r.Percentile(0.99), r.Percentile(0.999), r.Percentile(1.0),
                     static_cast<unsigned long long>(r.duplicates), static_cast<unsigned long long>(r.out_of_order),
-                    rss.c_str());
+                    rss.c_str(), us(broker_us).c_str(), us(hop_us).c_str(), us(db_us).c_str());
+        cpu_broker[r.path].push_back(broker_us);
+        cpu_hop[r.path].push_back(hop_us);
+        cpu_db[r.path].push_back(db_us);
         if (!r.clean()) failed = true;
         msg_per_s[r.path].push_back(r.throughput());
         p50[r.path].push_back(r.Percentile(0.5));
@@ -690,12 +811,15 @@ int Main(int argc, char** argv) {
                         {"duplicates", r.duplicates}, {"out_of_order", r.out_of_order}, {"msg_per_s", r.throughput()},
                         {"p50_us", r.Percentile(0.5)}, {"p90_us", r.Percentile(0.9)}, {"p99_us", r.Percentile(0.99)},
                         {"p999_us", r.Percentile(0.999)}, {"max_us", r.Percentile(1.0)},
-                        {"relay_rss_kb", r.relay_rss_kb}, {"relay_hwm_kb", r.relay_hwm_kb}});
+                        {"relay_rss_kb", r.relay_rss_kb}, {"relay_hwm_kb", r.relay_hwm_kb},
+                        {"broker_cpu_us_per_msg", broker_us}, {"hop_cpu_us_per_msg", hop_us},
+                        {"db_cpu_us_per_msg", db_us}});
         if (csv.is_open()) {
-          csv << fmt::format("{},{},{},{},{},{},{},{},{},{},{:.0f},{:.0f},{:.0f},{:.0f},{:.0f},{:.0f},{},{}\n", r.mode,
-                             r.path, r.rate, r.round, p.topics, p.payload, r.sent, r.received, r.duplicates,
-                             r.out_of_order, r.throughput(), r.Percentile(0.5), r.Percentile(0.9), r.Percentile(0.99),
-                             r.Percentile(0.999), r.Percentile(1.0), r.relay_rss_kb, r.relay_hwm_kb);
+          csv << fmt::format(
+              "{},{},{},{},{},{},{},{},{},{},{:.0f},{:.0f},{:.0f},{:.0f},{:.0f},{:.0f},{},{},{:.1f},{:.1f},{:.1f}\n",
+              r.mode, r.path, r.rate, r.round, p.topics, p.payload, r.sent, r.received, r.duplicates, r.out_of_order,
+              r.throughput(), r.Percentile(0.5), r.Percentile(0.9), r.Percentile(0.99), r.Percentile(0.999),
+              r.Percentile(1.0), r.relay_rss_kb, r.relay_hwm_kb, broker_us, hop_us, db_us);
         }
       }
       for (const Path& path : paths) {
@@ -704,6 +828,16 @@ int Main(int argc, char** argv) {
           std::printf("  => median msg/s: plain %.0f, %s %.0f; %s / plain = %.2f\n", Median(msg_per_s["plain"]),
                       path.name.c_str(), Median(msg_per_s[path.name]), path.name.c_str(),
                       Median(msg_per_s[path.name]) / Median(msg_per_s["plain"]));
+          // Issue 14's measure: the relay's CPU per message against the
+          // broker's in the plain path, and the forwarder's (a libmosquitto
+          // receive and publish, nothing else) as the floor of any hop.
+          const double relay_us = Median(cpu_hop[path.name]), plain_broker_us = Median(cpu_broker["plain"]);
+          if (relay_us >= 0 && plain_broker_us > 0) {
+            std::printf("  => median CPU per message: %s %.1f us (its broker %.1f, MariaDB %.1f); plain: broker %.1f "
+                        "us, forwarder %.1f us; %s / plain broker = %.2f\n",
+                        path.name.c_str(), relay_us, Median(cpu_broker[path.name]), Median(cpu_db[path.name]),
+                        plain_broker_us, Median(cpu_hop["plain"]), path.name.c_str(), relay_us / plain_broker_us);
+          }
         } else {
           std::printf("  => median over rounds: %s - plain = %+.0f us at p50, %+.0f us at p99\n", path.name.c_str(),
                       Median(p50[path.name]) - Median(p50["plain"]), Median(p99[path.name]) - Median(p99["plain"]));
@@ -711,6 +845,7 @@ int Main(int argc, char** argv) {
       }
     }
   }
+  if (database_floors) PrintFloors(*database_floors);
   if (!json_path.empty()) std::ofstream(json_path) << json.dump(2) << "\n";
   if (failed) {
     std::printf("\nseqbench: FAILED: a run lost, duplicated or reordered messages (see received, dup, order)\n");

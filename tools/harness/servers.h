@@ -29,6 +29,10 @@ class TestServers {
   int mqtt_port() const { return mqtt_port_; }
   int db_port() const { return db_port_; }
   const std::string& db_socket() const { return db_socket_; }
+  // The servers' PIDs (0 when not running; the database's is node 1's
+  // with a cluster), for their CPU time.
+  pid_t broker_pid() const { return broker_.pid(); }
+  pid_t db_pid() const { return galera() ? 0 : db_.pid(); }
   static constexpr const char* kDbUser = "seqrelay";
   static constexpr const char* kDbPassword = "test-password";
 
