@@ -34,9 +34,9 @@ bench=$root/build/tools/seqbench
 mkdir -p "$out"
 
 if ((quick)); then
-  rounds=1 count=20000 big=100000 duration=2 rates=1000,5000,10000
+  rounds=1 count=20000 big=100000 duration=2 rates=100,1000,5000
 else
-  rounds=3 count=50000 big=200000 duration=4 rates=500,1000,2000,5000,10000,15000
+  rounds=3 count=50000 big=200000 duration=4 rates=100,500,1000,2000,5000,10000,15000
 fi
 
 run() {  # name, seqbench args...
@@ -51,7 +51,8 @@ profile_args=()
 ((profile)) && profile_args=(--perf "$out/relay.perf.data")
 run throughput --mode throughput --count "$count" --rounds "$rounds" --journal-cost "${profile_args[@]}"
 run closed --mode closed --count "$count" --rounds "$rounds" --msg-ids
-run latency --mode latency --rate "$rates" --duration "$duration" --rounds "$rounds" --journal-cost
+run latency --mode latency --rate "$rates" --duration "$duration" --rounds "$rounds" --journal-cost --stages \
+  --floors 2000
 run topics-10k --mode throughput --count "$count" --rounds "$rounds" --topics 10000
 run topics-100k --mode throughput --count "$big" --rounds 1 --topics 100000
 
@@ -98,6 +99,31 @@ calc() { awk "BEGIN { print $1 }"; }
     printf '| %s | %.0f | %.0f | %+.0f | %.0f | %.0f | %+.0f | %.0f / %.0f |\n' "$rate" "$pp50" "$rp50" \
       "$(calc "$rp50-$pp50")" "$pp99" "$rp99" "$(calc "$rp99-$pp99")" "$np50" "$np99"
   done
+  echo
+  echo "CPU per message received (user + system, from /proc), medians: the relay against mosquitto's own in the plain"
+  echo "path, and the plain path's forwarder (a libmosquitto receive and publish, nothing else: the floor of any hop)."
+  echo
+  echo "| load | relay µs | its broker µs | MariaDB µs | plain: broker µs | forwarder µs | relay / plain broker |"
+  echo "|---|---|---|---|---|---|---|"
+  for set in throughput closed; do
+    f=$out/$set.csv
+    r=$(m "$f" relay 0 hop_cpu_us) rb=$(m "$f" relay 0 broker_cpu_us) rd=$(m "$f" relay 0 db_cpu_us)
+    pb=$(m "$f" plain 0 broker_cpu_us) pf=$(m "$f" plain 0 hop_cpu_us)
+    label="open (PUBACK window)"
+    [[ $set == closed ]] && label="closed loop"
+    printf '| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f |\n' "$label" "$r" "$rb" "$rd" "$pb" "$pf" "$(calc "$r/$pb")"
+  done
+  echo
+  echo "The relay's pipeline stages (its /metrics histograms over the first latency round; p50 and p99 are the"
+  echo "bounds of the buckets they fall in, the mean is exact), in µs:"
+  echo
+  awk '
+    /^  stages of [0-9]+ msg\/s relay 1\// { rate = $3; next }
+    rate && /^    stage / { next }
+    rate && /^    [a-z_]+ / { printf "| %s msg/s | %s | %s | %s / ≤%s / ≤%s |\n", rate, $1, $2, $3, $4, $5; next }
+    { rate = "" }' "$out/latency.txt" | { echo "| load | stage | count | mean / p50 / p99 |"; echo "|---|---|---|---|"; cat; }
+  echo
+  sed -n '/^database floors/,$p' "$out/latency.txt" | sed 's/^/    /'
   echo
   f1=$out/throughput.csv f2=$out/topics-100k.csv
   rss1=$(col "$f1" relay 0 relay_rss_kb | tail -1) rss2=$(col "$f2" relay 0 relay_rss_kb | tail -1)

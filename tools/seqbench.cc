@@ -264,7 +264,10 @@ void PrintStages(const StageScrape& before, const StageScrape& after) {
 // durable one-row transaction, its INSERT and its COMMIT (the redo log's
 // flush) timed apart. The insert and commit stages of --stages sit on these.
 struct DatabaseFloors {
+  // Back to back, and one every 10 ms (as at 100 msg/s: the server's and
+  // the client's threads fall asleep between transactions).
   std::vector<double> round_trip_us, insert_us, commit_us;  // sorted
+  std::vector<double> idle_round_trip_us, idle_insert_us, idle_commit_us;
 };
 
 DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const std::string& password, int n) {
@@ -284,22 +287,31 @@ DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const st
   DatabaseFloors f;
   auto us_since = [](Clock::time_point t) { return std::chrono::duration<double, std::micro>(Clock::now() - t).count(); };
   const std::string payload(20, 'x');
-  for (int i = 0; i < n; ++i) {
+  uint64_t id = 0;
+  auto transaction = [&](std::vector<double>& round_trip, std::vector<double>& inserted, std::vector<double>& committed) {
     auto t = Clock::now();
     std::unique_ptr<sql::ResultSet>(select->executeQuery());
-    f.round_trip_us.push_back(us_since(t));
+    round_trip.push_back(us_since(t));
     t = Clock::now();
-    insert->setUInt64(1, static_cast<uint64_t>(i) + 1);
+    insert->setUInt64(1, ++id);
     insert->setString(2, payload);
     insert->execute();
-    f.insert_us.push_back(us_since(t));
+    inserted.push_back(us_since(t));
     t = Clock::now();
     st->execute("COMMIT");
-    f.commit_us.push_back(us_since(t));
+    committed.push_back(us_since(t));
+  };
+  for (int i = 0; i < n; ++i) transaction(f.round_trip_us, f.insert_us, f.commit_us);
+  for (int i = 0; i < std::max(n / 5, 1); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    transaction(f.idle_round_trip_us, f.idle_insert_us, f.idle_commit_us);
   }
   conn->setAutoCommit(true);
   st->execute(fmt::format("DROP DATABASE `{}`", db));
-  for (auto* v : {&f.round_trip_us, &f.insert_us, &f.commit_us}) std::sort(v->begin(), v->end());
+  for (auto* v : {&f.round_trip_us, &f.insert_us, &f.commit_us, &f.idle_round_trip_us, &f.idle_insert_us,
+                  &f.idle_commit_us}) {
+    std::sort(v->begin(), v->end());
+  }
   return f;
 }
 
@@ -311,11 +323,16 @@ void PrintFloors(const DatabaseFloors& f) {
     std::printf("  %-40s %8.0f %8.0f %8.0f\n", what, v.empty() ? 0.0 : sum / static_cast<double>(v.size()), at(0.5),
                 at(0.99));
   };
-  std::printf("\ndatabase floors, measured alone (%zu each; the relays idle):\n", f.commit_us.size());
+  std::printf("\ndatabase floors, measured alone with the relay's connector (the relays idle):\n");
   std::printf("  %-40s %8s %8s %8s\n", "", "mean us", "p50 us", "p99 us");
-  line("round trip (prepared SELECT 1)", f.round_trip_us);
-  line("one-row INSERT (prepared)", f.insert_us);
-  line("COMMIT of it (redo log flush)", f.commit_us);
+  std::printf("  back to back, %zu transactions:\n", f.commit_us.size());
+  line("  round trip (prepared SELECT 1)", f.round_trip_us);
+  line("  one-row INSERT (prepared)", f.insert_us);
+  line("  COMMIT of it (redo log flush)", f.commit_us);
+  std::printf("  one every 10 ms, %zu transactions:\n", f.idle_commit_us.size());
+  line("  round trip (prepared SELECT 1)", f.idle_round_trip_us);
+  line("  one-row INSERT (prepared)", f.idle_insert_us);
+  line("  COMMIT of it (redo log flush)", f.idle_commit_us);
 }
 
 // ---- One measured run: publishers and a subscriber on one path --------------
@@ -623,8 +640,8 @@ int Main(int argc, char** argv) {
       ("db-user", po::value(&db_user)->default_value(db_user), "Database user for the relays (with --db-port).")
       ("db-password", po::value(&db_password), "Its password (with --db-port; default: the throwaway server's).")
       ("floors", po::value(&floors)->default_value(floors),
-       "Also measure the database's floors alone, after the runs: N round trips, and N one-row transactions "
-       "with their INSERT and COMMIT timed apart (0: not measured).")
+       "Also measure the database's floors alone, after the runs: N round trips and N one-row transactions "
+       "(INSERT and COMMIT timed apart) back to back, then N/5 of them one every 10 ms (0: not measured).")
       ("perf", po::value(&perf_path), "Record a perf profile (call graphs) of the relay during its first throughput run into FILE.")
       ("json", po::value(&json_path), "Also write every run's figures to FILE as JSON.")
       ("csv", po::value(&csv_path), "Also write every run's figures to FILE as CSV.");
