@@ -16,8 +16,9 @@
 # Usage: tools/test.sh [--quick | --long]
 #   --quick  step 1 only
 #   --long   the long forms of the fault scenarios (SEQTEST_LONG), and
-#            every test binary built with the sanitizers, not only the relay
-#            (the unit tests under the sanitizers run only here)
+#            every test binary built with the sanitizers, not only the relay,
+#            file by file rather than as a unity build (the unit tests under
+#            the sanitizers run only here)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 mode=default
@@ -29,7 +30,17 @@ case "${1:-}" in
 esac
 
 start=$(date +%s)
-stamp() { echo "== [$(( $(date +%s) - start )) s] $*"; }
+# Each mark also says how busy the machine's CPUs were since the last one
+# (from /proc/stat): where the suite waits and where it computes.
+cpu_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6; exit }' /proc/stat; }
+read -r busy_was idle_was < <(cpu_ticks)
+stamp() {
+  local busy idle
+  read -r busy idle < <(cpu_ticks)
+  local total=$(( busy - busy_was + idle - idle_was ))
+  echo "== [$(( $(date +%s) - start )) s] $* (CPUs $(( total > 0 ? 100 * (busy - busy_was) / total : 0 ))% busy since the last mark)"
+  busy_was=$busy idle_was=$idle
+}
 
 # Background jobs, their logs, and on any exit: whatever still runs is
 # ended by its PID.
@@ -61,11 +72,11 @@ clients_wait() {
 }
 
 # ctest side by side: the integration shards mostly wait on servers and
-# paced loads, so more of them than cores run well.
+# paced loads, so more of them than cores run well: all fourteen at once.
 run_ctest() {  # build dir, extra ctest args...
   local dir=$1
   shift
-  (cd "$dir" && ctest --output-on-failure --timeout 900 -j 6 "$@")
+  (cd "$dir" && ctest --output-on-failure --timeout 900 -j 14 "$@")
 }
 
 stamp "release: build"
@@ -98,8 +109,10 @@ export SEQTEST_TIME_FACTOR=4
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 if [[ $mode == long ]]; then
-  stamp "asan+ubsan: build (everything)"
-  "$root/tools/build.sh" "$root/build-asan" "${asan[@]}"
+  # Each file compiled alone (no unity build): shows a file that does not
+  # include what it uses.
+  stamp "asan+ubsan: build (everything, file by file)"
+  "$root/tools/build.sh" "$root/build-asan" "${asan[@]}" -DCMAKE_UNITY_BUILD=OFF
   stamp "asan+ubsan: tests"
   run_ctest "$root/build-asan"
 else
