@@ -96,8 +96,8 @@ void MysqlStore::DropConnection() {
   inserts_.clear();
   insert_msg_ids_.clear();
   find_msg_ids_.clear();
-  delete_pending_.reset();
-  insert_taken_.reset();
+  delete_pending_.clear();
+  insert_taken_.clear();
   fence_.reset();
   fence_journal_.reset();
   commit_.reset();
@@ -555,7 +555,7 @@ Result<uint64_t> MysqlStore::CountTopics() { return QueryNumber("count topics", 
 
 sql::PreparedStatement& MysqlStore::Repeated(std::vector<std::unique_ptr<sql::PreparedStatement>>& cache,
                                              std::size_t rows, const char* head, const char* row,
-                                             const char* separator) {
+                                             const char* separator, const char* tail) {
   const std::size_t slot = std::countr_zero(rows);  // rows is a power of two
   if (cache.size() <= slot) cache.resize(slot + 1);
   if (!cache[slot]) {
@@ -564,9 +564,23 @@ sql::PreparedStatement& MysqlStore::Repeated(std::vector<std::unique_ptr<sql::Pr
       if (i > 0) text += separator;
       text += row;
     }
+    text += tail;
     cache[slot].reset(conn_->prepareStatement(text));
   }
   return *cache[slot];
+}
+
+template <typename T, typename Bind>
+void MysqlStore::InChunks(std::vector<std::unique_ptr<sql::PreparedStatement>>& cache, std::span<const T> items,
+                          const char* head, const char* row, const char* separator, const char* tail, Bind bind) {
+  while (!items.empty()) {
+    const std::size_t n = std::min<std::size_t>(std::bit_floor(items.size()), 256);
+    sql::PreparedStatement& ps = Repeated(cache, n, head, row, separator, tail);
+    unsigned p = 1;
+    for (const T& item : items.first(n)) p = bind(ps, p, item);
+    ps.execute();
+    items = items.subspan(n);
+  }
 }
 
 Result<std::vector<MysqlStore::MsgIdKey>> MysqlStore::FindSequencedMsgIds(std::span<const MsgIdKey> keys) {
@@ -748,41 +762,37 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     for (const Message& m : batch) {
       if (!m.msg_id.empty()) with_ids.push_back(&m);
     }
-    for (std::span<const Message* const> ids = with_ids; !ids.empty();) {
-      const std::size_t n = std::min<std::size_t>(std::bit_floor(ids.size()), 256);
-      sql::PreparedStatement& ps =
-          Repeated(insert_msg_ids_, n, "INSERT INTO DEDUPE (ID, MSG_ID, SEQ, SEEN_AT) VALUES ", "(?,?,?,NOW(6))");
-      unsigned p = 1;
-      for (const Message* m : ids.first(n)) {
-        ps.setString(p++, Bytes(m->topic));
-        ps.setString(p++, Bytes(m->msg_id));
-        ps.setUInt64(p++, m->seq);
-      }
-      ps.execute();
-      ids = ids.subspan(n);
-    }
+    InChunks<const Message*>(insert_msg_ids_, with_ids, "INSERT INTO DEDUPE (ID, MSG_ID, SEQ, SEEN_AT) VALUES ",
+                             "(?,?,?,NOW(6))", ",", "", [](sql::PreparedStatement& ps, unsigned p, const Message* m) {
+                               ps.setString(p++, Bytes(m->topic));
+                               ps.setString(p++, Bytes(m->msg_id));
+                               ps.setUInt64(p++, m->seq);
+                               return p;
+                             });
+    // Deliveries of a resumed session (TAKEN), and handed-over messages
+    // leaving PENDING: a statement per 256 rows, not per row, so that a
+    // big hand-over does not hold the shard's row (and its lease renewal)
+    // for hundreds of round trips.
+    std::vector<const Message*> resumed, pending;
     for (const Message& m : batch) {
-      if (m.resumed_mid == 0) continue;
-      if (!insert_taken_) {
-        insert_taken_.reset(conn_->prepareStatement(
-            "INSERT INTO TAKEN (SHARD, MID, DIGEST, EPOCH) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE EPOCH = "
-            "VALUES(EPOCH)"));
-      }
-      insert_taken_->setString(1, shard_);
-      insert_taken_->setUInt(2, m.resumed_mid);
-      insert_taken_->setUInt64(3, Digest(m.topic, m.payload()));
-      insert_taken_->setUInt(4, epoch_);
-      insert_taken_->execute();
+      if (m.resumed_mid != 0) resumed.push_back(&m);
+      if (!m.pending_journal.empty()) pending.push_back(&m);
     }
-    for (const Message& m : batch) {
-      if (m.pending_journal.empty()) continue;
-      if (!delete_pending_) {
-        delete_pending_.reset(conn_->prepareStatement("DELETE FROM PENDING WHERE JOURNAL_ID = ? AND END_POS = ?"));
-      }
-      delete_pending_->setString(1, m.pending_journal);
-      delete_pending_->setUInt64(2, m.pending_end);
-      delete_pending_->execute();
-    }
+    InChunks<const Message*>(insert_taken_, resumed, "INSERT INTO TAKEN (SHARD, MID, DIGEST, EPOCH) VALUES ",
+                             "(?,?,?,?)", ",", " ON DUPLICATE KEY UPDATE EPOCH = VALUES(EPOCH)",
+                             [&](sql::PreparedStatement& ps, unsigned p, const Message* m) {
+                               ps.setString(p++, shard_);
+                               ps.setUInt(p++, m->resumed_mid);
+                               ps.setUInt64(p++, Digest(m->topic, m->payload()));
+                               ps.setUInt(p++, epoch_);
+                               return p;
+                             });
+    InChunks<const Message*>(delete_pending_, pending, "DELETE FROM PENDING WHERE ", "(JOURNAL_ID = ? AND END_POS = ?)",
+                             " OR ", "", [](sql::PreparedStatement& ps, unsigned p, const Message* m) {
+                               ps.setString(p++, m->pending_journal);
+                               ps.setUInt64(p++, m->pending_end);
+                               return p;
+                             });
     if (!batch.empty() && ++batches_tried_ == kill_before_commit_) {
       LogWarn("fault injection: killing the database session before COMMIT of batch {}", batches_tried_);
       try {

@@ -262,9 +262,16 @@ class MysqlStore {
   void DropConnection();
   Status ConnectTo(const std::optional<DbEndpoint>& endpoint, bool create_database);
   // A statement of `rows` (a power of two) copies of `row` after `head`,
-  // prepared once per connection and size in `cache`.
+  // then `tail`, prepared once per connection and size in `cache`.
   sql::PreparedStatement& Repeated(std::vector<std::unique_ptr<sql::PreparedStatement>>& cache, std::size_t rows,
-                                   const char* head, const char* row, const char* separator = ",");
+                                   const char* head, const char* row, const char* separator = ",",
+                                   const char* tail = "");
+  // Runs `bind` over `items` in chunks of a power of two rows, at most 256,
+  // each one statement of `cache` (Repeated); `bind` sets one row's
+  // parameters from the given index on and returns the next index.
+  template <typename T, typename Bind>
+  void InChunks(std::vector<std::unique_ptr<sql::PreparedStatement>>& cache, std::span<const T> items,
+                const char* head, const char* row, const char* separator, const char* tail, Bind bind);
 
   const Config& config_;
   std::unique_ptr<sql::Connection> conn_;
@@ -276,8 +283,8 @@ class MysqlStore {
   std::vector<std::unique_ptr<sql::PreparedStatement>> inserts_;
   std::vector<std::unique_ptr<sql::PreparedStatement>> insert_msg_ids_;  // DEDUPE rows, the same way
   std::vector<std::unique_ptr<sql::PreparedStatement>> find_msg_ids_;    // DEDUPE lookups, the same way
-  std::unique_ptr<sql::PreparedStatement> delete_pending_;  // a PENDING row stored by the commit
-  std::unique_ptr<sql::PreparedStatement> insert_taken_;    // a resumed session's delivery
+  std::vector<std::unique_ptr<sql::PreparedStatement>> delete_pending_;  // PENDING rows stored by the commit
+  std::vector<std::unique_ptr<sql::PreparedStatement>> insert_taken_;    // a resumed session's deliveries
   std::unique_ptr<sql::Statement> commit_;                 // runs COMMIT; created once per connection
   std::unique_ptr<sql::PreparedStatement> fence_;          // the commit's SHARD update; prepared once per connection
   std::unique_ptr<sql::PreparedStatement> fence_journal_;  // the same, moving JOURNAL.POS too
