@@ -218,7 +218,10 @@ TEST_F(FailoverE2E, TwoShardsSurviveAKillAndAPauseOfTheirActives) {
   const int64_t takeover_ms = FirstRowMs("a", e2) - kill_ms;
   std::fprintf(stderr, "[ figure ] SIGKILL of shard a's active -> first new SEQ committed by its standby: %lld ms "
                "(--lease-ms %d)\n", static_cast<long long>(takeover_ms), kLeaseMs);
-  EXPECT_LT(takeover_ms, kLeaseMs + 1000);
+  // The lease plus a second of polling and takeover; the slack scales with
+  // SEQTEST_TIME_FACTOR (a sanitized relay on a busy machine is slower to
+  // take over, and what that stage checks is memory, not timing).
+  EXPECT_LT(takeover_ms, kLeaseMs + Scaled(1s).count());
 
   // 2. Restart the killed relay: a standby now.
   std::this_thread::sleep_for(1s);
@@ -267,7 +270,10 @@ TEST_F(FailoverE2E, TwoShardsSurviveAKillAndAPauseOfTheirActives) {
   }
   std::fprintf(stderr, "[ figure ] shard b, publish -> ordered client, p99: %.1f ms before the kill (%zu), %.1f ms "
                "during shard a's takeover (%zu)\n", P99(before), before.size(), P99(during), during.size());
-  EXPECT_LT(P99(during), 500.0) << "shard b stalled while shard a failed over";
+  // Stalled: half a second, or twice what the machine gave shard b before
+  // the kill when it was slower than that already (fourteen test shards at
+  // once under the sanitizers).
+  EXPECT_LT(P99(during), std::max(500.0, 2 * P99(before))) << "shard b stalled while shard a failed over";
   EXPECT_EQ(Epoch("b"), 1u);
 
   for (const auto& topic : topics) WaitStored(topic, load.Sent(std::find(topics.begin(), topics.end(), topic) -
@@ -309,7 +315,7 @@ TEST_F(FailoverE2E, KillsInARowLoseNothing) {
     ASSERT_EQ(Epoch("a"), epoch + 1);
     ASSERT_TRUE(WaitFor([&] { return FirstRowMs("a", epoch + 1) > 0; }, 10s));
     takeovers.push_back(FirstRowMs("a", epoch + 1) - kill_ms);
-    EXPECT_LT(takeovers.back(), kLeaseMs + 1000);
+    EXPECT_LT(takeovers.back(), kLeaseMs + Scaled(1s).count());
     relays[active] = ShardRelay("a", active + 1);
     StartStandby(*relays[active]);
     active = 1 - active;
