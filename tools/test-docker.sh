@@ -2,35 +2,48 @@
 # The container path, run for real: builds docker/Dockerfile, brings up the
 # compose stack (docker/compose.yaml with the docker/compose.test.yaml
 # override) with podman behind Debian's docker-compose, and checks it by
-# value (tests/deploy/stack_checks.sh).
+# value (tests/deploy/stack_checks.sh); then the cluster stack
+# (docker/compose.cluster.yaml: a 3-node Galera cluster; with the
+# docker/compose.cluster.test.yaml override), checked by
+# tests/deploy/cluster_checks.sh. The cluster's database nodes form beside
+# the first stack's checks (they publish no port), so the two stacks share
+# one podman service and the images, and the cluster adds little time.
 #
 # No registry is reachable here, so:
 #  - the base image debian:bookworm is made with debootstrap, once, and kept
 #    in $SEQRELAY_CACHE (default /var/cache/seqrelay) for later runs;
-#  - the official eclipse-mosquitto and mysql images are replaced by local
-#    Debian-based stand-ins (docker/stand-ins/), see compose.test.yaml.
+#  - the official eclipse-mosquitto, mysql and mariadb images are replaced
+#    by local Debian-based stand-ins (docker/stand-ins/), see
+#    compose.test.yaml and compose.cluster.test.yaml.
 #
-# Usage: tools/test-docker.sh [--keep | --prepare | --images]   (as root)
-#   --keep     leaves the stack up
+# Usage: tools/test-docker.sh [--cluster] [--keep | --prepare | --images]   (as root)
+#   --cluster  the cluster stack only
+#   --keep     leaves the stack up (without --cluster: the single-node stack
+#              only, whose ports the cluster stack would need)
 #   --prepare  only installs the tools and makes the base images (network
 #              and disk bound: tools/test.sh runs it beside the build)
 #   --images   also builds the images, then stops (podman keeps their layers:
 #              the full run that follows finds them built; tools/test.sh
 #              runs it beside the sanitizer pass)
-# Everything it starts (podman API service, containers, volumes, network of
-# project $project) is removed on exit, failure included.
+# Everything it starts (podman API service, containers, volumes, networks of
+# the projects $project and $cluster_project) is removed on exit, failure
+# included.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SEQRELAY_CACHE:-/var/cache/seqrelay}
 project=seqrelay-test
-keep=0 prepare=0 images_only=0
-case "${1:-}" in
-  --keep) keep=1 ;;
-  --prepare) prepare=1 ;;
-  --images) images_only=1 ;;
-  "") ;;
-  *) echo "usage: tools/test-docker.sh [--keep | --prepare | --images]" >&2; exit 2 ;;
-esac
+cluster_project=seqrelay-cluster-test
+keep=0 prepare=0 images_only=0 single=1 cluster=1
+for arg in "$@"; do
+  case $arg in
+    --cluster) single=0 ;;
+    --keep) keep=1 ;;
+    --prepare) prepare=1 ;;
+    --images) images_only=1 ;;
+    *) echo "usage: tools/test-docker.sh [--cluster] [--keep | --prepare | --images]" >&2; exit 2 ;;
+  esac
+done
+if ((keep && single)); then cluster=0; fi
 t0=$(date +%s)
 say() { echo "== docker [$(( $(date +%s) - t0 )) s] $*"; }
 die() { echo "test-docker: $*" >&2; exit 1; }
@@ -105,33 +118,45 @@ say "base images ready"
 
 # ---- the run's own state, removed on exit ------------------------------------------
 work=$(mktemp -d /tmp/seqrelay-docker.XXXXXX)
-api_pid="" health_pid="" load_pid="" sha2_pid="" b1="" b2=""
+api_pid="" health_pid="" load_pid="" sha2_pid="" cluster_db_pid="" b1="" b2="" b3=""
 export DOCKER_HOST=unix://$work/podman.sock
 compose=(docker-compose -p "$project" --env-file "$work/env"
          -f "$root/docker/compose.yaml" -f "$root/docker/compose.test.yaml")
 dc() { "${compose[@]}" "$@"; }
+cluster_compose=(docker-compose -p "$cluster_project" --env-file "$work/env"
+                 -f "$root/docker/compose.cluster.yaml" -f "$root/docker/compose.cluster.test.yaml")
+dcc() { "${cluster_compose[@]}" "$@"; }
 project_filter=label=com.docker.compose.project=$project
+cluster_filter=label=com.docker.compose.project=$cluster_project
 cleanup() {
   local rc=$?
   set +e
   trap - EXIT INT TERM
   [[ -n $load_pid ]] && kill "$load_pid" 2>/dev/null
   [[ -n $sha2_pid ]] && kill "$sha2_pid" 2>/dev/null
-  for b in $b1 $b2; do kill "$b" 2>/dev/null; done  # stand-in builds, if the relay's failed first
+  [[ -n $cluster_db_pid ]] && kill "$cluster_db_pid" 2>/dev/null && wait "$cluster_db_pid" 2>/dev/null
+  for b in $b1 $b2 $b3; do kill "$b" 2>/dev/null; done  # stand-in builds, if the relay's failed first
   if ((rc != 0)) && [[ -n $api_pid ]]; then
     echo "== docker: FAILED; the services' last log lines:" >&2
-    dc logs --no-color --tail=40 >&2 2>/dev/null || true
+    ((single)) && dc logs --no-color --tail=40 >&2 2>/dev/null
+    ((cluster)) && dcc logs --no-color --tail=40 >&2 2>/dev/null
   fi
   if ((keep == 0)) && [[ -n $api_pid ]]; then
     dc down -v --remove-orphans -t 40 >/dev/null 2>&1 || true
+    dcc down -v --remove-orphans -t 60 >/dev/null 2>&1 || true
     # Whatever compose could not remove (a failed `up` leaves half a project).
-    podman ps -aq --filter "$project_filter" | xargs -r podman rm -f >/dev/null 2>&1 || true
-    podman volume ls -q --filter "$project_filter" | xargs -r podman volume rm -f >/dev/null 2>&1 || true
-    podman network ls -q --filter "$project_filter" | xargs -r podman network rm -f >/dev/null 2>&1 || true
+    for f in "$project_filter" "$cluster_filter"; do
+      podman ps -aq --filter "$f" | xargs -r podman rm -f >/dev/null 2>&1 || true
+      podman volume ls -q --filter "$f" | xargs -r podman volume rm -f >/dev/null 2>&1 || true
+      podman network ls -q --filter "$f" | xargs -r podman network rm -f >/dev/null 2>&1 || true
+    done
   fi
   [[ -n $health_pid ]] && kill "$health_pid" 2>/dev/null && wait "$health_pid" 2>/dev/null
   if ((keep == 0)) && [[ -n $api_pid ]]; then kill "$api_pid" 2>/dev/null; wait "$api_pid" 2>/dev/null; fi
-  ((keep)) && echo "== docker: left running (DOCKER_HOST=$DOCKER_HOST, API service PID $api_pid): ${compose[*]}"
+  if ((keep)); then
+    if ((single)); then echo "== docker: left running (DOCKER_HOST=$DOCKER_HOST, API service PID $api_pid): ${compose[*]}"
+    else echo "== docker: left running (DOCKER_HOST=$DOCKER_HOST, API service PID $api_pid): ${cluster_compose[*]}"; fi
+  fi
   ((keep)) || rm -rf "$work"
   exit "$rc"
 }
@@ -146,9 +171,12 @@ build() {  # tag, log name, podman build arguments...
   podman build --pull=never --format docker -t "$tag" "$@" >"$work/build-$name.log" 2>&1 ||
     { tail -40 "$work/build-$name.log" >&2; echo "test-docker: building $tag failed" >&2; return 1; }
 }
-say "building the relay image and the two stand-ins"
+say "building the relay image and the three stand-ins"
 build localhost/seqrelay-standin-mosquitto:test mosquitto "$root/docker/stand-ins/mosquitto" & b1=$!
 build localhost/seqrelay-standin-mysql:test mysql "$root/docker/stand-ins/mysql" & b2=$!
+# From docker/stand-ins/: it shares the mysql stand-in's entrypoint.
+build localhost/seqrelay-standin-mariadb:test mariadb -f "$root/docker/stand-ins/mariadb/Dockerfile" \
+  "$root/docker/stand-ins" & b3=$!
 build localhost/seqrelay:test relay -f "$root/docker/Dockerfile" "$root" || die "image build failed"
 # Once reaped, their PIDs may be anyone's: forgotten, so that the cleanup
 # never signals a process this script did not start.
@@ -156,6 +184,8 @@ wait "$b1" || { b1=""; die "stand-in build failed"; }
 b1=""
 wait "$b2" || { b2=""; die "stand-in build failed"; }
 b2=""
+wait "$b3" || { b3=""; die "stand-in build failed"; }
+b3=""
 image_bytes=$(podman image inspect --format '{{.Size}}' localhost/seqrelay:test)
 say "images built; relay image $((image_bytes / 1000000)) MB"
 ((images_only)) && exit 0
@@ -186,17 +216,38 @@ for _ in $(seq 100); do
 done
 
 # podman schedules healthchecks with systemd timers, and there is no systemd
-# here: run each container's own HEALTHCHECK once a second instead.
+# here: run each container's own HEALTHCHECK instead, once a second while
+# it is not healthy (starting, or failing), every 5 s once it is (each run
+# is a podman exec: with eight containers, running them all every second
+# would slow everything else down).
 (
+  declare -A last=()
   while :; do
-    for c in $(podman ps -q --filter "$project_filter"); do
-      podman healthcheck run "$c" >/dev/null 2>&1 || true
-    done
+    now=$(date +%s)
+    while read -r c status; do
+      [[ $status == *"(healthy)"* ]] && ((now - ${last[$c]:-0} < 5)) && continue
+      podman healthcheck run "$c" </dev/null >/dev/null 2>&1 || true
+      last[$c]=$now
+    done < <(podman ps --filter "$project_filter" --format '{{.ID}} {{.Status}}'
+             podman ps --filter "$cluster_filter" --format '{{.ID}} {{.Status}}')
     sleep 1
   done
 ) &
 health_pid=$!
 
 source "$root/tests/deploy/stack_checks.sh"
-run_stack_checks
+source "$root/tests/deploy/cluster_checks.sh"
+if ((single)); then
+  # The cluster's database nodes form meanwhile (they publish no port).
+  if ((cluster)); then cluster_db_start; fi
+  run_stack_checks
+  say "single-node stack: all checks passed"
+fi
+if ((cluster)); then
+  t_cluster=$(date +%s)
+  # Its ports are the cluster stack's too.
+  if ((single)); then dc down -v -t 40 >/dev/null 2>&1 || die "docker-compose down -v of the single-node stack failed"; fi
+  run_cluster_checks
+  say "cluster stack: all checks passed, $(( $(date +%s) - t_cluster )) s after the single-node stack's"
+fi
 say "all container checks passed; relay image $((image_bytes / 1000000)) MB"

@@ -15,7 +15,7 @@ fail() { echo "check_docker: $*" >&2; exit 1; }
 docker-compose --env-file "$docker/.env.example" -f "$docker/compose.yaml" config -q ||
   fail "compose.yaml does not validate"
 empty=$(mktemp)
-trap 'rm -f "$empty"' EXIT
+trap 'rm -f "$empty" "$empty.single" "$empty.cluster"' EXIT
 if docker-compose --env-file "$empty" -f "$docker/compose.yaml" config -q 2>/dev/null; then
   fail "compose.yaml validates without secrets; it must demand them"
 fi
@@ -45,4 +45,39 @@ done
 grep -q 'SEQRELAY_ACL_FILE: /etc/seqrelay/acl' "$docker/compose.yaml" || fail "the relay does not read the ACL"
 grep -q 'SEQRELAY_MQTT_PORT: "1884"' "$docker/compose.yaml" || fail "the relay must use its own listener"
 grep -q 'SEQRELAY_METRICS_PORT: "9108"' "$docker/compose.yaml" || fail "compose.yaml must enable /metrics"
-echo "check_docker: compose.yaml valid, Dockerfile uses the shared scripts, mosquitto.conf as required"
+
+# The cluster file: valid, demands the secrets, and its relay and mosquitto
+# are compose.yaml's but for the database the relay is given and waits for.
+cluster=$docker/compose.cluster.yaml
+docker-compose --env-file "$docker/.env.example" -f "$cluster" config >"$empty.cluster" ||
+  fail "compose.cluster.yaml does not validate"
+if docker-compose --env-file "$empty" -f "$cluster" config -q 2>/dev/null; then
+  fail "compose.cluster.yaml validates without secrets; it must demand them"
+fi
+docker-compose --env-file "$docker/.env.example" -f "$docker/compose.yaml" config >"$empty.single"
+/usr/bin/python3 - "$empty.single" "$empty.cluster" <<'EOF' || fail "compose.cluster.yaml's relay or mosquitto differs from compose.yaml's"
+import sys, yaml
+single, cluster = (yaml.safe_load(open(f))["services"] for f in sys.argv[1:3])
+ok = True
+for name in ("mosquitto", "relay"):
+    a, b = dict(single[name]), dict(cluster[name])
+    for s in (a, b):  # extends may reorder these
+        for key in ("volumes", "ports"):
+            s[key] = sorted(map(str, s.get(key, [])))
+    if name == "relay":
+        for s in (a, b):
+            s.pop("depends_on", None)
+            s["environment"] = {k: v for k, v in s["environment"].items() if k != "SEQRELAY_DB_HOST"}
+        want = "db1:3306,db2:3306,db3:3306"
+        if cluster[name]["environment"].get("SEQRELAY_DB_HOST") != want:
+            print(f"the cluster's relay is not given {want}", file=sys.stderr); ok = False
+    if a != b:
+        print(f"{name}: {a} != {b}", file=sys.stderr); ok = False
+sys.exit(0 if ok else 1)
+EOF
+rm -f "$empty.single" "$empty.cluster"
+for line in 'wsrep_provider = /usr/lib/galera/libgalera_smm.so' 'wsrep_cluster_address = gcomm://db1,db2,db3' \
+            'binlog_format = ROW' 'innodb_autoinc_lock_mode = 2' 'wsrep_sst_method = mariabackup'; do
+  grep -qx "$line" "$docker/mariadb/galera.cnf" || fail "galera.cnf lacks '$line'"
+done
+echo "check_docker: compose.yaml and compose.cluster.yaml valid, Dockerfile uses the shared scripts, mosquitto.conf and galera.cnf as required"

@@ -88,6 +88,9 @@ kill_relay_and_up() {
 }
 restart_database() {
   dc restart mysql >/dev/null 2>&1 || die "docker-compose restart mysql failed"
+  # The container is up again when restart returns, the server a moment later.
+  db_answers() { sql "SELECT 1" >/dev/null 2>&1; }
+  wait_for 60 "the database answering after the restart" db_answers
   local stored
   stored=$(rows chat/dbrestart)
   ((stored < 600)) || die "the restart ended after the whole load was stored; nothing was tested"
@@ -123,8 +126,10 @@ check_caching_sha2_login() {  # image
 }
 
 run_stack_checks() {
+  # Volumes of this stack and of no other (the cluster stack's form beside it).
+  our_volumes() { podman volume ls -q | grep -v "^${cluster_project:-}_" | sort || true; }
   local volumes_before
-  volumes_before=$(podman volume ls -q | sort)
+  volumes_before=$(our_volumes)
   say "compose up (first start: empty volumes)"
   up_healthy
   local relay uid pid1 want_uid
@@ -232,8 +237,8 @@ run_stack_checks() {
   dc down -v >/dev/null 2>&1 || die "docker-compose down -v failed"
   [[ -z $(podman ps -aq --filter "$project_filter") ]] || die "containers left after down -v"
   [[ -z $(podman volume ls -q --filter "$project_filter") ]] || die "volumes left after down -v"
-  [[ $(podman volume ls -q | sort) == "$volumes_before" ]] ||
-    die "down -v left volumes behind: $(comm -13 <(echo "$volumes_before") <(podman volume ls -q | sort))"
+  [[ $(our_volumes) == "$volumes_before" ]] ||
+    die "down -v left volumes behind: $(comm -13 <(echo "$volumes_before") <(our_volumes))"
   up_healthy
   [[ $(sql "SELECT COUNT(*) FROM MSG") == 0 ]] || die "after down -v and up, MSG is not empty"
   probe roundtrip "${as_alice[@]}" --topic chat/deploy --payload "after down -v" --seq 1 >"$work/roundtrip" ||
