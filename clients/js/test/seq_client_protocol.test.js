@@ -47,6 +47,9 @@ function setup(t, options = {}) {
   return { mqtt, seq, events, seen };
 }
 
+// Waits are for at least N requests, then check them by index: on a busy
+// machine the client's timer may already have asked again by the time the
+// wait looks.
 const lookup = (topic) => ({ topic, from: MAX_SEQ });
 const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
@@ -96,7 +99,7 @@ test('a gap reply whose `first` is above the gap gives the gone SEQs up at once,
   seq.subscribe('chat/a');
   mqtt.frame('seq/chat/a', 1);
   mqtt.frame('seq/chat/a', 40);
-  await waitFor(() => mqtt.requests.length === 1, 'the gap request');
+  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
   assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 39 });
   // Rows 2..19 were deleted; the reply is cut after 10 frames.
   for (const s of range(20, 29)) mqtt.frame('relay/replay/r1', s);
@@ -122,14 +125,14 @@ test('a gap reply whose `first` is above the whole gap gives up to `first`, and 
   const { mqtt, events, seen, seq } = setup(t);
   seq.subscribe('chat/a');
   for (const s of [1, 3, 25]) mqtt.frame('seq/chat/a', s);
-  await waitFor(() => mqtt.requests.length === 1, 'the gap request');
+  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
   assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 2 });
   mqtt.status({ topic: 'chat/a', id: 7, from: 2, to: 2, first: 20, sent: 0, last: 25, status: 'ok' });
   assert.deepEqual(events.filter(([e]) => e === 'lost'), [
     ['lost', { topic: 'chat/a', from: 2, to: 19, reason: 'history starts at 20', code: undefined, retry: undefined }],
   ]);
   assert.deepEqual(seen, [1, 3]);
-  await waitFor(() => mqtt.requests.length === 2, 'the next gap request');
+  await waitFor(() => mqtt.requests.length >= 2, 'the next gap request');
   assert.deepEqual(mqtt.requests[1], { id: 7, from: 20, to: 24 });
 });
 
@@ -189,11 +192,11 @@ test('an error with retry: true is asked again after the backoff, not given up',
   seq.subscribe('chat/a');
   mqtt.frame('seq/chat/a', 1);
   mqtt.frame('seq/chat/a', 4);
-  await waitFor(() => mqtt.requests.length === 1, 'the gap request');
+  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
   assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 3 });
   mqtt.status({ id: 7, from: 2, to: 3, status: 'error', error: 'too many requests', code: 'busy', retry: true });
   assert.equal(events.some(([e]) => e === 'lost'), false);
-  await waitFor(() => mqtt.requests.length === 2, 'the retry');
+  await waitFor(() => mqtt.requests.length >= 2, 'the retry');
   assert.deepEqual(mqtt.requests[1], { id: 7, from: 2, to: 3 });
   mqtt.frame('relay/replay/r1', 2);
   mqtt.frame('relay/replay/r1', 3);
@@ -205,10 +208,10 @@ test('`stopping` with `next`: the retry asks from next', async (t) => {
   seq.subscribe('chat/a');
   mqtt.frame('seq/chat/a', 1);
   mqtt.frame('seq/chat/a', 10);
-  await waitFor(() => mqtt.requests.length === 1, 'the gap request');
+  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
   for (const s of [2, 3, 4]) mqtt.frame('relay/replay/r1', s);
   mqtt.status({ id: 7, from: 2, to: 9, status: 'error', error: 'relay stopping', code: 'stopping', retry: true, next: 5 });
-  await waitFor(() => mqtt.requests.length === 2, 'the retry');
+  await waitFor(() => mqtt.requests.length >= 2, 'the retry');
   assert.deepEqual(mqtt.requests[1], { id: 7, from: 5, to: 9 });
   for (const s of range(5, 9)) mqtt.frame('relay/replay/r1', s);
   assert.deepEqual(seen, range(1, 10));
@@ -219,7 +222,7 @@ test('an error with retry: false gives the range up at once, with its code', asy
   seq.subscribe('chat/a');
   mqtt.frame('seq/chat/a', 1);
   mqtt.frame('seq/chat/a', 3);
-  await waitFor(() => mqtt.requests.length === 1, 'the gap request');
+  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
   mqtt.status({ id: 7, from: 2, to: 2, status: 'error', error: 'forbidden', code: 'forbidden', retry: false });
   assert.deepEqual(events.find(([e]) => e === 'lost')[1], {
     topic: 'chat/a', from: 2, to: 2, reason: 'forbidden', code: 'forbidden', retry: false,
@@ -232,7 +235,7 @@ test('a status for another range is not taken as the answer', async (t) => {
   seq.subscribe('chat/a');
   mqtt.frame('seq/chat/a', 1);
   mqtt.frame('seq/chat/a', 5);
-  await waitFor(() => mqtt.requests.length === 1, 'the gap request');
+  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
   mqtt.status({ id: 7, from: 2, to: 3, sent: 0, last: 5, status: 'ok' }); // an older request's
   assert.equal(events.some(([e]) => e === 'lost'), false);
   for (const s of [2, 3, 4]) mqtt.frame('relay/replay/r1', s);
