@@ -7,8 +7,8 @@
 #      (JavaScript, Python, the messenger in Chromium) side by side, while
 #      the sanitizer build runs at the lowest priority;
 #   2. the integration shards against the relay built with AddressSanitizer
-#      and UBSan, while the container images build at the lowest priority;
-#   3. the container path: the compose stack run under podman
+#      and UBSan, and beside them the container path: the images built at
+#      the lowest priority, then the compose stacks run under podman
 #      (tools/test-docker.sh).
 # The tests mostly wait on servers and paced loads; the builds beside them
 # (nice 19) take the idle cores.
@@ -48,7 +48,7 @@ docker_log=$(mktemp /tmp/seqdocker-XXXXXX.log)
 clients_log=$(mktemp /tmp/seqclients-XXXXXX.log)
 asan_log=$(mktemp /tmp/seqasan-XXXXXX.log)
 docker_prep= clients_pid= asan_pid= images_pid=
-trap 'kill $docker_prep $clients_pid $asan_pid $images_pid 2>/dev/null || true
+trap 'for pid in $docker_prep $clients_pid $asan_pid $images_pid; do pkill -TERM -P "$pid"; kill "$pid"; done 2>/dev/null || true
       rm -f "$clients_log" "$docker_log" "$asan_log"' EXIT
 
 "$root/tools/deps.sh"
@@ -99,12 +99,14 @@ clients_wait
 stamp "release: passed"
 [[ $mode == quick ]] && { stamp "all tests passed (--quick)"; exit 0; }
 
-# The container images, beside the sanitizer stage (podman keeps their
-# layers for the container stage). Not beside the release tests as well:
-# with both builds there, a broker-kill scenario lost messages that the
-# relay, starved, had not taken in time.
+# The container path beside the sanitizer stage: its images built at the
+# lowest priority (not beside the release tests as well: with both builds
+# there, a broker-kill scenario lost messages that the relay, starved, had
+# not taken in time), then the compose stacks run and checked. They mostly
+# wait for containers to become healthy, which leaves the CPUs to the
+# scenarios.
 (while kill -0 "$docker_prep" 2>/dev/null; do sleep 1; done
- nice -n 19 "$root/tools/test-docker.sh" --images) >>"$docker_log" 2>&1 &
+ nice -n 19 "$root/tools/test-docker.sh" --images && "$root/tools/test-docker.sh") >>"$docker_log" 2>&1 &
 images_pid=$!
 
 # Sanitizers slow everything down: the tests' deadlines scale with this.
@@ -131,11 +133,10 @@ else
 fi
 stamp "asan+ubsan: passed"
 
-stamp "containers"
+stamp "containers (run beside the sanitizer stage)"
 wait "$docker_prep" || { cat "$docker_log"; echo "== containers: preparing FAILED"; exit 1; }
-if [[ -n $images_pid ]]; then
-  wait "$images_pid" || { cat "$docker_log"; echo "== containers: building the images FAILED"; exit 1; }
-  images_pid=
-fi
-"$root/tools/test-docker.sh"
+docker_prep=
+wait "$images_pid" || { cat "$docker_log"; echo "== containers FAILED"; exit 1; }
+images_pid=
+grep '^== docker' "$docker_log"
 stamp "all tests passed"
