@@ -54,18 +54,26 @@ OutageE2E::Outcome OutageE2E::RunDatabaseOutage(int outage_s, int tail_s, const 
 // pauses intake, and mosquitto queues the rest in the relay's session; when
 // the database returns, everything is committed and published in order.
 TEST_F(OutageE2E, DatabaseOutageUnderLoadLosesNothingAndBoundsMemory) {
-  StartRelay({"--journal-dir=" + servers().dir() + "/journal-" + name_, "--buffer-max=2000"});
+  // A buffer that fills in 1 s at 1,000 msg/s: well before the lease
+  // (3 s) lapses and the relay stops taking for that reason instead (a
+  // busy machine's load, behind its pace, once missed that with 2000).
+  StartRelay({"--journal-dir=" + servers().dir() + "/journal-" + name_, "--buffer-max=1000"});
   const int outage_s = LongForm() ? 30 : 10;
   double recover = 0;
   Outcome o = RunDatabaseOutage(outage_s, 6,
-                                fmt::format("MariaDB stopped {} s at 1,000 msg/s, --buffer-max 2000", outage_s),
+                                fmt::format("MariaDB stopped {} s at 1,000 msg/s, --buffer-max 1000", outage_s),
                                 &recover);
   if (!RelaySanitized()) {  // ASan's shadow memory and quarantine make RSS meaningless
     EXPECT_LT(o.peak_rss_kb, 64 * 1024) << "the buffer should bound the relay's memory";
   }
   const std::string log = relay_->log();
   EXPECT_NE(log.find("holding messages and retrying"), std::string::npos) << log;
-  EXPECT_NE(log.find("paused"), std::string::npos) << "intake never paused on the full buffer";
+  // Either the buffer drained within a third of the keepalive ("was
+  // paused N s") or the link paused ("pausing the intake link"): which one
+  // depends on how long the outage and the recovery take.
+  EXPECT_TRUE(log.find("intake: was paused") != std::string::npos ||
+              log.find("pausing the intake link") != std::string::npos)
+      << "intake never paused on the full buffer";
   EXPECT_LE(CountOf(log, "still unavailable"), outage_s / 10 + 2) << "one line per 10 s, not a flood";
   EXPECT_EQ(relay_->Stop(), 0);
 }
