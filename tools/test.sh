@@ -72,7 +72,7 @@ clients_wait() {
 }
 
 # ctest side by side: the integration shards mostly wait on servers and
-# paced loads, so more of them than cores run well; but not all fourteen
+# paced loads, so more of them than cores run well; but not all fifteen
 # at once: the CPUs are then saturated, and the load scenarios (the soak's
 # latency, a stop's deadline) measure the machine instead of the relay.
 # The longest start first (their COST).
