@@ -99,7 +99,6 @@ void MysqlStore::DropConnection() {
   delete_pending_.clear();
   insert_taken_.clear();
   fence_.reset();
-  fence_journal_.reset();
   commit_.reset();
   conn_.reset();
 }
@@ -572,9 +571,10 @@ sql::PreparedStatement& MysqlStore::Repeated(std::vector<std::unique_ptr<sql::Pr
 
 template <typename T, typename Bind>
 void MysqlStore::InChunks(std::vector<std::unique_ptr<sql::PreparedStatement>>& cache, std::span<const T> items,
-                          const char* head, const char* row, const char* separator, const char* tail, Bind bind) {
+                          std::size_t max_rows, const char* head, const char* row, const char* separator,
+                          const char* tail, Bind bind) {
   while (!items.empty()) {
-    const std::size_t n = std::min<std::size_t>(std::bit_floor(items.size()), 256);
+    const std::size_t n = std::min(std::bit_floor(items.size()), max_rows);
     sql::PreparedStatement& ps = Repeated(cache, n, head, row, separator, tail);
     unsigned p = 1;
     for (const T& item : items.first(n)) p = bind(ps, p, item);
@@ -704,34 +704,21 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     // the shard's row stays locked until COMMIT, so that no takeover (which
     // updates the same row) can begin while this transaction writes. The
     // journal's position rides on the same statement (a round trip less per
-    // batch); a LEFT JOIN, so that a missing JOURNAL row cannot pass for a
-    // lost lease. The SHARD row always changes (COMMITS), so the fence holds
-    // exactly when a row was updated.
+    // batch); a LEFT JOIN, so that a missing JOURNAL row (or no journal, ID
+    // '') cannot pass for a lost lease. The SHARD row always changes
+    // (COMMITS), so the fence holds exactly when a row was updated.
     journal_pos = std::max(journal_pos, saved_journal_pos_);
-    const bool move_journal = !journal_id_.empty() && journal_pos != saved_journal_pos_;
-    sql::PreparedStatement* fence;
-    if (move_journal) {
-      if (!fence_journal_) {
-        fence_journal_.reset(conn_->prepareStatement(
-            "UPDATE SHARD s LEFT JOIN JOURNAL j ON j.ID = ? SET s.COMMITS = s.COMMITS + 1, s.PUBLISHED_IDX = ?, "
-            "j.POS = ? WHERE s.NAME = ? AND s.EPOCH = ?"));
-      }
-      fence = fence_journal_.get();
-      fence->setString(1, journal_id_);
-      fence->setUInt64(2, published_idx);
-      fence->setUInt64(3, journal_pos);
-      fence->setString(4, shard_);
-      fence->setUInt(5, epoch_);
-    } else {
-      if (!fence_) {
-        fence_.reset(conn_->prepareStatement(
-            "UPDATE SHARD SET COMMITS = COMMITS + 1, PUBLISHED_IDX = ? WHERE NAME = ? AND EPOCH = ?"));
-      }
-      fence = fence_.get();
-      fence->setUInt64(1, published_idx);
-      fence->setString(2, shard_);
-      fence->setUInt(3, epoch_);
+    if (!fence_) {
+      fence_.reset(conn_->prepareStatement(
+          "UPDATE SHARD s LEFT JOIN JOURNAL j ON j.ID = ? SET s.COMMITS = s.COMMITS + 1, s.PUBLISHED_IDX = ?, "
+          "j.POS = GREATEST(j.POS, ?) WHERE s.NAME = ? AND s.EPOCH = ?"));
     }
+    sql::PreparedStatement* fence = fence_.get();
+    fence->setString(1, journal_id_);
+    fence->setUInt64(2, published_idx);
+    fence->setUInt64(3, journal_pos);
+    fence->setString(4, shard_);
+    fence->setUInt(5, epoch_);
     if (fence->executeUpdate() == 0) {
       conn_->rollback();
       throw sql::SQLException(
@@ -739,30 +726,23 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
                       "rolled back", shard_, epoch_),
           "HY000", kLeaseLostCode);
     }
-    std::span<const Message> rest = batch;
-    while (!rest.empty()) {
-      const std::size_t n = std::bit_floor(rest.size());
-      sql::PreparedStatement& ps =
-          Repeated(inserts_, n, "INSERT INTO MSG (idx, ID, QOS, SEQ, MSG, EPOCH) VALUES ", "(?,?,?,?,?,?)");
-      unsigned p = 1;
-      for (const Message& m : rest.first(n)) {
-        ps.setUInt64(p++, m.idx);
-        ps.setString(p++, Bytes(m.topic));
-        ps.setInt(p++, m.frame[kFrameHeaderSize - 1]);
-        ps.setUInt64(p++, m.seq);
-        ps.setString(p++, Bytes(m.payload()));
-        ps.setUInt(p++, epoch_);
-      }
-      ps.execute();
-      rest = rest.subspan(n);
-    }
+    InChunks<Message>(inserts_, batch, SIZE_MAX, "INSERT INTO MSG (idx, ID, QOS, SEQ, MSG, EPOCH) VALUES ",
+                      "(?,?,?,?,?,?)", ",", "", [&](sql::PreparedStatement& ps, unsigned p, const Message& m) {
+                        ps.setUInt64(p++, m.idx);
+                        ps.setString(p++, Bytes(m.topic));
+                        ps.setInt(p++, m.frame[kFrameHeaderSize - 1]);
+                        ps.setUInt64(p++, m.seq);
+                        ps.setString(p++, Bytes(m.payload()));
+                        ps.setUInt(p++, epoch_);
+                        return p;
+                      });
     // The publishers' msg-ids, with the message: a resend that comes after
     // this commit finds them (Relay::DropResends).
     std::vector<const Message*> with_ids;
     for (const Message& m : batch) {
       if (!m.msg_id.empty()) with_ids.push_back(&m);
     }
-    InChunks<const Message*>(insert_msg_ids_, with_ids, "INSERT INTO DEDUPE (ID, MSG_ID, SEQ, SEEN_AT) VALUES ",
+    InChunks<const Message*>(insert_msg_ids_, with_ids, 256, "INSERT INTO DEDUPE (ID, MSG_ID, SEQ, SEEN_AT) VALUES ",
                              "(?,?,?,NOW(6))", ",", "", [](sql::PreparedStatement& ps, unsigned p, const Message* m) {
                                ps.setString(p++, Bytes(m->topic));
                                ps.setString(p++, Bytes(m->msg_id));
@@ -778,7 +758,7 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
       if (m.resumed_mid != 0) resumed.push_back(&m);
       if (!m.pending_journal.empty()) pending.push_back(&m);
     }
-    InChunks<const Message*>(insert_taken_, resumed, "INSERT INTO TAKEN (SHARD, MID, DIGEST, EPOCH) VALUES ",
+    InChunks<const Message*>(insert_taken_, resumed, 256, "INSERT INTO TAKEN (SHARD, MID, DIGEST, EPOCH) VALUES ",
                              "(?,?,?,?)", ",", " ON DUPLICATE KEY UPDATE EPOCH = VALUES(EPOCH)",
                              [&](sql::PreparedStatement& ps, unsigned p, const Message* m) {
                                ps.setString(p++, shard_);
@@ -787,7 +767,7 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
                                ps.setUInt(p++, epoch_);
                                return p;
                              });
-    InChunks<const Message*>(delete_pending_, pending, "DELETE FROM PENDING WHERE ", "(JOURNAL_ID = ? AND END_POS = ?)",
+    InChunks<const Message*>(delete_pending_, pending, 256, "DELETE FROM PENDING WHERE ", "(JOURNAL_ID = ? AND END_POS = ?)",
                              " OR ", "", [](sql::PreparedStatement& ps, unsigned p, const Message* m) {
                                ps.setString(p++, m->pending_journal);
                                ps.setUInt64(p++, m->pending_end);

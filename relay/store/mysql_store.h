@@ -266,12 +266,14 @@ class MysqlStore {
   sql::PreparedStatement& Repeated(std::vector<std::unique_ptr<sql::PreparedStatement>>& cache, std::size_t rows,
                                    const char* head, const char* row, const char* separator = ",",
                                    const char* tail = "");
-  // Runs `bind` over `items` in chunks of a power of two rows, at most 256,
-  // each one statement of `cache` (Repeated); `bind` sets one row's
-  // parameters from the given index on and returns the next index.
+  // Runs `bind` over `items` in chunks of a power of two rows, at most
+  // `max_rows`, each one statement of `cache` (Repeated);
+  // `bind` sets one row's parameters from the given index on and returns
+  // the next index.
   template <typename T, typename Bind>
   void InChunks(std::vector<std::unique_ptr<sql::PreparedStatement>>& cache, std::span<const T> items,
-                const char* head, const char* row, const char* separator, const char* tail, Bind bind);
+                std::size_t max_rows, const char* head, const char* row, const char* separator, const char* tail,
+                Bind bind);
 
   const Config& config_;
   std::unique_ptr<sql::Connection> conn_;
@@ -286,8 +288,7 @@ class MysqlStore {
   std::vector<std::unique_ptr<sql::PreparedStatement>> delete_pending_;  // PENDING rows stored by the commit
   std::vector<std::unique_ptr<sql::PreparedStatement>> insert_taken_;    // a resumed session's deliveries
   std::unique_ptr<sql::Statement> commit_;                 // runs COMMIT; created once per connection
-  std::unique_ptr<sql::PreparedStatement> fence_;          // the commit's SHARD update; prepared once per connection
-  std::unique_ptr<sql::PreparedStatement> fence_journal_;  // the same, moving JOURNAL.POS too
+  std::unique_ptr<sql::PreparedStatement> fence_;  // the commit's SHARD and JOURNAL update; once per connection
   std::string shard_ = "default";
   uint64_t idx_base_ = 0;  // SHARD.NUM * kShardIdxSpan
   std::string journal_id_;
