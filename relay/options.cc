@@ -103,7 +103,8 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
        "Prefix of the relay's own control topics (retransmit, replay, stats).")
       ("max-payload", po::value(&c.max_payload)->default_value(c.max_payload)->value_name("BYTES"),
        fmt::format("Largest payload sequenced; larger ones are refused, logged and counted. At most {} "
-                   "(MEDIUMBLOB), and it must fit the database's max_allowed_packet (checked at start). Set "
+                   "(MEDIUMBLOB), and twice it must fit the database's max_allowed_packet (rows go as hex text; checked at "
+                   "start). Set "
                    "mosquitto's message_size_limit to this plus 10 (the frame header; checked at start).",
                    kMaxPayloadLimit)
            .c_str())

@@ -118,8 +118,9 @@ Status Relay::OpenDatabase() {
 Status Relay::CheckPacketLimit() {
   auto limit = store_.ReadMaxAllowedPacket();
   if (!limit.ok()) return limit.status();
-  // One row: the payload, the topic and the statement around them.
-  const uint64_t row = static_cast<uint64_t>(config_.max_payload) + 255 + kStatementOverhead;
+  // One row: the payload and the topic as hex (two bytes of text each,
+  // multi_statement.h) and the statement around them.
+  const uint64_t row = 2 * (static_cast<uint64_t>(config_.max_payload) + 255) + kStatementOverhead;
   if (row > *limit) {
     return Status::Permanent(fmt::format(
         "--max-payload {} does not fit the database's max_allowed_packet of {} bytes (a row needs up to {}): raise "

@@ -93,12 +93,8 @@ void MysqlStore::NextTransactionReadCommitted() {
 }
 
 void MysqlStore::DropConnection() {
-  inserts_.clear();
-  insert_msg_ids_.clear();
   find_msg_ids_.clear();
-  delete_pending_.clear();
-  insert_taken_.clear();
-  fence_.reset();
+  text_.reset();
   commit_.reset();
   conn_.reset();
 }
@@ -170,6 +166,9 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
     options["OPT_READ_TIMEOUT"] = 30;
     options["OPT_WRITE_TIMEOUT"] = 30;
     options["OPT_CHARSET_NAME"] = sql::SQLString("utf8mb4");
+    // CommitBatch sends a batch as one query of several statements. Every
+    // value in them is a number or a hex literal (multi_statement.h).
+    options["CLIENT_MULTI_STATEMENTS"] = true;
     conn_.reset(sql::mysql::get_mysql_driver_instance()->connect(options));
     std::unique_ptr<sql::Statement> st(conn_->createStatement());
     // Only when missing: a user with rights on an existing database but
@@ -177,6 +176,12 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
     if (create_database && !Exists(*conn_, "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
                                    {config_.db_name})) {
       st->execute(fmt::format("CREATE DATABASE IF NOT EXISTS `{}`", config_.db_name));
+    }
+    {
+      std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT @@max_allowed_packet"));
+      rs->next();
+      // Room for the packet's header and the command byte, with some to spare.
+      max_query_bytes_ = static_cast<std::size_t>(std::max<uint64_t>(rs->getUInt64(1), 2048) - 1024);
     }
     conn_->setSchema(config_.db_name);
     conn_->setAutoCommit(false);
@@ -569,20 +574,6 @@ sql::PreparedStatement& MysqlStore::Repeated(std::vector<std::unique_ptr<sql::Pr
   return *cache[slot];
 }
 
-template <typename T, typename Bind>
-void MysqlStore::InChunks(std::vector<std::unique_ptr<sql::PreparedStatement>>& cache, std::span<const T> items,
-                          std::size_t max_rows, const char* head, const char* row, const char* separator,
-                          const char* tail, Bind bind) {
-  while (!items.empty()) {
-    const std::size_t n = std::min(std::bit_floor(items.size()), max_rows);
-    sql::PreparedStatement& ps = Repeated(cache, n, head, row, separator, tail);
-    unsigned p = 1;
-    for (const T& item : items.first(n)) p = bind(ps, p, item);
-    ps.execute();
-    items = items.subspan(n);
-  }
-}
-
 Result<std::vector<MysqlStore::MsgIdKey>> MysqlStore::FindSequencedMsgIds(std::span<const MsgIdKey> keys) {
   std::vector<MsgIdKey> found;
   Status s = Guard("look up msg-ids", [&] {
@@ -700,84 +691,120 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
   using Clock = std::chrono::steady_clock;
   const auto started = Clock::now();
   return Guard("commit batch", [&] {
+    journal_pos = std::max(journal_pos, saved_journal_pos_);
+    MultiStatement& sql = commit_sql_;
+    sql.Clear(max_query_bytes_);
+    std::string& row = sql.row();
+    auto num = [&row](uint64_t v) { fmt::format_to(std::back_inserter(row), "{}", v); };
     // The fence, first: a relay whose epoch has moved on writes nothing, and
     // the shard's row stays locked until COMMIT, so that no takeover (which
     // updates the same row) can begin while this transaction writes. The
-    // journal's position rides on the same statement (a round trip less per
-    // batch); a LEFT JOIN, so that a missing JOURNAL row (or no journal, ID
-    // '') cannot pass for a lost lease. The SHARD row always changes
-    // (COMMITS), so the fence holds exactly when a row was updated.
-    journal_pos = std::max(journal_pos, saved_journal_pos_);
-    if (!fence_) {
-      fence_.reset(conn_->prepareStatement(
-          "UPDATE SHARD s LEFT JOIN JOURNAL j ON j.ID = ? SET s.COMMITS = s.COMMITS + 1, s.PUBLISHED_IDX = ?, "
-          "j.POS = GREATEST(j.POS, ?) WHERE s.NAME = ? AND s.EPOCH = ?"));
+    // journal's position rides on it; a LEFT JOIN, so that a missing
+    // JOURNAL row (or no journal, ID '') cannot pass for a lost lease. The
+    // SHARD row always changes (COMMITS), so the fence holds exactly when
+    // the statement changed a row.
+    sql.Open("UPDATE SHARD s LEFT JOIN JOURNAL j ON j.ID = ");
+    AppendHex(row, journal_id_);
+    row += " SET s.COMMITS = s.COMMITS + 1, s.PUBLISHED_IDX = ";
+    num(published_idx);
+    row += ", j.POS = GREATEST(j.POS, ";
+    num(journal_pos);
+    row += ") WHERE s.NAME = ";
+    AppendHex(row, shard_);
+    row += " AND s.EPOCH = ";
+    num(epoch_);
+    sql.EndRow();
+    sql.Close();
+
+    sql.Open("INSERT INTO MSG (idx, ID, QOS, SEQ, MSG, EPOCH) VALUES ");
+    for (const Message& m : batch) {
+      row += '(';
+      num(m.idx);
+      row += ',';
+      AppendHex(row, m.topic);
+      row += ',';
+      num(m.frame[kFrameHeaderSize - 1]);
+      row += ',';
+      num(m.seq);
+      row += ',';
+      AppendHex(row, m.payload());
+      row += ',';
+      num(epoch_);
+      row += ')';
+      sql.EndRow();
     }
-    sql::PreparedStatement* fence = fence_.get();
-    fence->setString(1, journal_id_);
-    fence->setUInt64(2, published_idx);
-    fence->setUInt64(3, journal_pos);
-    fence->setString(4, shard_);
-    fence->setUInt(5, epoch_);
-    if (fence->executeUpdate() == 0) {
-      conn_->rollback();
-      throw sql::SQLException(
-          fmt::format("the lease of shard '{}' is no longer held under epoch {} (another relay took it over); "
-                      "rolled back", shard_, epoch_),
-          "HY000", kLeaseLostCode);
-    }
-    InChunks<Message>(inserts_, batch, SIZE_MAX, "INSERT INTO MSG (idx, ID, QOS, SEQ, MSG, EPOCH) VALUES ",
-                      "(?,?,?,?,?,?)", ",", "", [&](sql::PreparedStatement& ps, unsigned p, const Message& m) {
-                        ps.setUInt64(p++, m.idx);
-                        ps.setString(p++, Bytes(m.topic));
-                        ps.setInt(p++, m.frame[kFrameHeaderSize - 1]);
-                        ps.setUInt64(p++, m.seq);
-                        ps.setString(p++, Bytes(m.payload()));
-                        ps.setUInt(p++, epoch_);
-                        return p;
-                      });
+    sql.Close();
     // The publishers' msg-ids, with the message: a resend that comes after
     // this commit finds them (Relay::DropResends).
-    std::vector<const Message*> with_ids;
+    sql.Open("INSERT INTO DEDUPE (ID, MSG_ID, SEQ, SEEN_AT) VALUES ");
     for (const Message& m : batch) {
-      if (!m.msg_id.empty()) with_ids.push_back(&m);
+      if (m.msg_id.empty()) continue;
+      row += '(';
+      AppendHex(row, m.topic);
+      row += ',';
+      AppendHex(row, m.msg_id);
+      row += ',';
+      num(m.seq);
+      row += ",NOW(6))";
+      sql.EndRow();
     }
-    InChunks<const Message*>(insert_msg_ids_, with_ids, 256, "INSERT INTO DEDUPE (ID, MSG_ID, SEQ, SEEN_AT) VALUES ",
-                             "(?,?,?,NOW(6))", ",", "", [](sql::PreparedStatement& ps, unsigned p, const Message* m) {
-                               ps.setString(p++, Bytes(m->topic));
-                               ps.setString(p++, Bytes(m->msg_id));
-                               ps.setUInt64(p++, m->seq);
-                               return p;
-                             });
+    sql.Close();
     // Deliveries of a resumed session (TAKEN), and handed-over messages
-    // leaving PENDING: a statement per 256 rows, not per row, so that a
-    // big hand-over does not hold the shard's row (and its lease renewal)
-    // for hundreds of round trips.
-    std::vector<const Message*> resumed, pending;
+    // leaving PENDING.
+    sql.Open("INSERT INTO TAKEN (SHARD, MID, DIGEST, EPOCH) VALUES ", " ON DUPLICATE KEY UPDATE EPOCH = VALUES(EPOCH)");
     for (const Message& m : batch) {
-      if (m.resumed_mid != 0) resumed.push_back(&m);
-      if (!m.pending_journal.empty()) pending.push_back(&m);
+      if (m.resumed_mid == 0) continue;
+      row += '(';
+      AppendHex(row, shard_);
+      row += ',';
+      num(m.resumed_mid);
+      row += ',';
+      num(Digest(m.topic, m.payload()));
+      row += ',';
+      num(epoch_);
+      row += ')';
+      sql.EndRow();
     }
-    InChunks<const Message*>(insert_taken_, resumed, 256, "INSERT INTO TAKEN (SHARD, MID, DIGEST, EPOCH) VALUES ",
-                             "(?,?,?,?)", ",", " ON DUPLICATE KEY UPDATE EPOCH = VALUES(EPOCH)",
-                             [&](sql::PreparedStatement& ps, unsigned p, const Message* m) {
-                               ps.setString(p++, shard_);
-                               ps.setUInt(p++, m->resumed_mid);
-                               ps.setUInt64(p++, Digest(m->topic, m->payload()));
-                               ps.setUInt(p++, epoch_);
-                               return p;
-                             });
-    InChunks<const Message*>(delete_pending_, pending, 256, "DELETE FROM PENDING WHERE ", "(JOURNAL_ID = ? AND END_POS = ?)",
-                             " OR ", "", [](sql::PreparedStatement& ps, unsigned p, const Message* m) {
-                               ps.setString(p++, m->pending_journal);
-                               ps.setUInt64(p++, m->pending_end);
-                               return p;
-                             });
+    sql.Close();
+    sql.Open("DELETE FROM PENDING WHERE ", "", " OR ");
+    for (const Message& m : batch) {
+      if (m.pending_journal.empty()) continue;
+      row += "(JOURNAL_ID = ";
+      AppendHex(row, m.pending_journal);
+      row += " AND END_POS = ";
+      num(m.pending_end);
+      row += ')';
+      sql.EndRow();
+    }
+    sql.Close();
+
+    // One round trip per query (one, unless the batch outgrows
+    // max_allowed_packet). Every statement's result is read before the next
+    // query; the server stops a query at its first error, which is thrown
+    // here, and the transaction stays open for the rollback below or the
+    // caller's reconnect.
+    if (!text_) text_.reset(conn_->createStatement());
+    bool lease_lost = false;
+    for (const MultiStatement::Query& q : sql.queries()) {
+      text_->execute(q.text);
+      if (&q == &sql.queries().front()) lease_lost = text_->getUpdateCount() == 0;  // the fence's
+      try {
+        for (std::size_t i = 1; i < q.statements; ++i) text_->getMoreResults();
+      } catch (const sql::SQLException&) {
+        if (!lease_lost) throw;  // else a row the new holder wrote meanwhile: the lease is the news
+      }
+      if (lease_lost) {
+        conn_->rollback();
+        throw sql::SQLException(
+            fmt::format("the lease of shard '{}' is no longer held under epoch {} (another relay took it over); "
+                        "rolled back", shard_, epoch_),
+            "HY000", kLeaseLostCode);
+      }
+    }
     if (!batch.empty() && ++batches_tried_ == kill_before_commit_) {
       LogWarn("fault injection: killing the database session before COMMIT of batch {}", batches_tried_);
       try {
-        std::unique_ptr<sql::Statement> st(conn_->createStatement());
-        st->execute("KILL CONNECTION_ID()");
+        text_->execute("KILL CONNECTION_ID()");
       } catch (const sql::SQLException&) {
         // 1927 "Connection was killed": what this hook is for.
       }

@@ -22,6 +22,7 @@
 #include "core/config.h"
 #include "core/message.h"
 #include "core/status.h"
+#include "store/multi_statement.h"
 
 namespace sql {
 class Connection;
@@ -266,29 +267,21 @@ class MysqlStore {
   sql::PreparedStatement& Repeated(std::vector<std::unique_ptr<sql::PreparedStatement>>& cache, std::size_t rows,
                                    const char* head, const char* row, const char* separator = ",",
                                    const char* tail = "");
-  // Runs `bind` over `items` in chunks of a power of two rows, at most
-  // `max_rows`, each one statement of `cache` (Repeated);
-  // `bind` sets one row's parameters from the given index on and returns
-  // the next index.
-  template <typename T, typename Bind>
-  void InChunks(std::vector<std::unique_ptr<sql::PreparedStatement>>& cache, std::span<const T> items,
-                std::size_t max_rows, const char* head, const char* row, const char* separator, const char* tail,
-                Bind bind);
 
   const Config& config_;
   std::unique_ptr<sql::Connection> conn_;
   std::size_t endpoint_index_ = 0;  // into DbEndpoints(--db-host): the node tried first
   mutable std::mutex endpoint_mu_;
   std::string endpoint_;  // guarded by endpoint_mu_
-  // INSERT statements for 1, 2, 4, ... rows; a batch is split into
+  // DEDUPE lookups for 1, 2, 4, ... keys: a lookup is split into
   // power-of-two chunks so that at most log2(batch-max)+1 are ever prepared.
-  std::vector<std::unique_ptr<sql::PreparedStatement>> inserts_;
-  std::vector<std::unique_ptr<sql::PreparedStatement>> insert_msg_ids_;  // DEDUPE rows, the same way
-  std::vector<std::unique_ptr<sql::PreparedStatement>> find_msg_ids_;    // DEDUPE lookups, the same way
-  std::vector<std::unique_ptr<sql::PreparedStatement>> delete_pending_;  // PENDING rows stored by the commit
-  std::vector<std::unique_ptr<sql::PreparedStatement>> insert_taken_;    // a resumed session's deliveries
+  std::vector<std::unique_ptr<sql::PreparedStatement>> find_msg_ids_;
   std::unique_ptr<sql::Statement> commit_;                 // runs COMMIT; created once per connection
-  std::unique_ptr<sql::PreparedStatement> fence_;  // the commit's SHARD and JOURNAL update; once per connection
+  std::unique_ptr<sql::Statement> text_;    // runs CommitBatch's queries; created once per connection
+  MultiStatement commit_sql_{0};            // CommitBatch's text, its buffers kept from batch to batch
+  // The server's max_allowed_packet less room for the packet's header, read
+  // at every connect: no query is larger.
+  std::size_t max_query_bytes_ = 0;
   std::string shard_ = "default";
   uint64_t idx_base_ = 0;  // SHARD.NUM * kShardIdxSpan
   std::string journal_id_;
