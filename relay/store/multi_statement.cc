@@ -28,6 +28,7 @@ void MultiStatement::Clear(std::size_t max_query_bytes) {
   }
   used_ = 0;
   rows_ = 0;
+  row_.clear();
 }
 
 std::size_t MultiStatement::statements() const {
