@@ -594,6 +594,7 @@ int Main(int argc, char** argv) {
   std::string db_user = seqtest::TestServers::kDbUser, db_password = seqtest::TestServers::kDbPassword;
   uint64_t count = 50000, e2e_window = 1000;
   int rounds = 3, batch_delay_us = 0, mqtt_port = 0, db_port = 0, floors = 0;
+  std::vector<std::string> relay_args;
   double duration = 5;
   bool journal_cost = false, own_frames = false, msg_ids = false, stages = false;
   {
@@ -634,6 +635,8 @@ int Main(int argc, char** argv) {
        "The relays also read their own frames back (as with --source '#' on a broker whose ACL does not keep "
        "them from the intake): to price that traffic against a run without it.")
       ("batch-delay-us", po::value(&batch_delay_us)->default_value(batch_delay_us), "The relays' --batch-delay-us.")
+      ("relay-arg", po::value(&relay_args)->value_name("ARG"),
+       "One more option for the relays, as on their command line (repeatable: --relay-arg=--dedupe-window=0).")
       ("relay-binary", po::value(&relay_binary)->default_value(relay_binary), "The seqrelay executable.")
       ("mqtt-port", po::value(&mqtt_port), "Use the mosquitto already on 127.0.0.1:PORT (needs --db-port too).")
       ("db-port", po::value(&db_port), "Use the MariaDB/MySQL already on 127.0.0.1:PORT (needs --mqtt-port too).")
@@ -691,6 +694,7 @@ int Main(int argc, char** argv) {
                                      "--control-prefix=relay-" + name,
                                      "--batch-delay-us=" + std::to_string(batch_delay_us)};
     argv.push_back(journal ? "--journal-dir=" + work_dir + "/journal-" + name : "--no-journal");
+    argv.insert(argv.end(), relay_args.begin(), relay_args.end());
     if (stages && name == "relay") argv.push_back("--metrics-port=" + std::to_string(metrics_port));
     // +/inr/# is seq/inr/#: this relay's own frames, and nothing else.
     if (own_frames) argv.push_back("--source=+/" + source);
