@@ -784,12 +784,14 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     // here, and the transaction stays open for the rollback below or the
     // caller's reconnect.
     if (!text_) text_.reset(conn_->createStatement());
-    bool lease_lost = false;
-    for (const MultiStatement::Query& q : sql.queries()) {
-      text_->execute(q.text);
-      if (&q == &sql.queries().front()) lease_lost = text_->getUpdateCount() == 0;  // the fence's
+    const std::span<const MultiStatement::Query> queries = sql.queries();
+    for (std::size_t k = 0; k < queries.size(); ++k) {
+      text_->execute(queries[k].text);
+      // The fence is the first statement, and the only result whose count
+      // Connector/C++ reports (getUpdateCount after getMoreResults does not).
+      const bool lease_lost = k == 0 && text_->getUpdateCount() == 0;
       try {
-        for (std::size_t i = 1; i < q.statements; ++i) text_->getMoreResults();
+        for (std::size_t i = 1; i < queries[k].statements; ++i) text_->getMoreResults();
       } catch (const sql::SQLException&) {
         if (!lease_lost) throw;  // else a row the new holder wrote meanwhile: the lease is the news
       }

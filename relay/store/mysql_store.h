@@ -185,15 +185,17 @@ class MysqlStore {
   Result<uint64_t> PurgeMsgIds(uint64_t window_s, std::size_t limit);
 
   // One transaction: inserts every message (idx, topic, flag, SEQ, payload,
-  // epoch) and, for those with a msg-id, its DEDUPE row; sets the shard's PUBLISHED_IDX and, when it moved, the
-  // journal's POS (the position after the batch's last journaled message),
-  // and checks the fence: the shard's row must still carry this store's
-  // epoch, or everything is rolled back and the error has code
-  // kLeaseLostCode (store_errors.h). An error leaves the outcome unknown if
-  // it struck during COMMIT: the caller decides by reading
-  // ReadProgress() after reconnecting.
-  // With `timing`, the time of its statements before COMMIT and of the
-  // COMMIT itself are stored there (for a call that succeeded).
+  // epoch) and, for those with a msg-id, its DEDUPE row; sets the shard's
+  // PUBLISHED_IDX and, when it moved, the journal's POS (the position after
+  // the batch's last journaled message), and checks the fence: the shard's
+  // row must still carry this store's epoch, or everything is rolled back
+  // and the error has code kLeaseLostCode (store_errors.h). Two round trips:
+  // the fence and the rows as one multi-statement query (more only if the
+  // batch outgrows max_allowed_packet), then COMMIT. An error leaves the
+  // outcome unknown if it struck during COMMIT: the caller decides by
+  // reading ReadProgress() after reconnecting.
+  // With `timing`, the time of its query before COMMIT and of the COMMIT
+  // itself are stored there (for a call that succeeded).
   struct CommitTiming {
     std::chrono::nanoseconds statements{}, commit{};
   };

@@ -95,6 +95,63 @@ TEST_F(DedupeE2E, APublisherCutOffMidStreamResendsAndEachMessageWithAnIdIsStored
   EXPECT_EQ(Rows("SELECT COUNT(*) FROM `" + name_ + "`.DEDUPE"), static_cast<std::size_t>(kCount));
 }
 
+// A batch whose statements outgrow the database's max_allowed_packet goes
+// as several queries of one transaction (MultiStatement): every row, every
+// DEDUPE row and every byte arrives, and no batch is refused for its size.
+// 64 KiB of packet against batches of up to 32 KiB of messages (half the
+// packet), each with a msg-id: about 130 KiB of SQL text per batch. The
+// payloads hold the bytes a quoted SQL string would need escaped.
+TEST_F(DedupeE2E, ABatchOverTheDatabasePacketLimitGoesAsSeveralQueriesAndEveryByteIsStored) {
+  const std::string packet_was = servers().Sql("SELECT @@GLOBAL.max_allowed_packet");
+  servers().Sql("SET GLOBAL max_allowed_packet = 65536");  // for sessions opened from now on
+  struct Restore {
+    TestServers& servers;
+    std::string value;
+    ~Restore() { servers.Sql("SET GLOBAL max_allowed_packet = " + value); }
+  } restore{servers(), packet_was.substr(0, packet_was.find('\n'))};
+  const std::string control = name_ + "-ctl";
+  StartRelay({"--control-prefix=" + control, "--max-payload=30000"});
+  const std::string inserts_before = servers().Sql("SHOW GLOBAL STATUS LIKE 'Com_insert'");
+
+  constexpr int kCount = 600;
+  const std::string topic = root() + "/" + std::string(60, 't');
+  auto payload = [](int i) {
+    std::string p("\0'\\\"\xff;--", 8);
+    p += std::to_string(i);
+    p.resize(100, static_cast<char>(i % 256));
+    return p;
+  };
+  auto msg_id = [](int i) { return "id-" + std::string(56, 'm') + std::to_string(i); };
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub", true, true);
+  // The database frozen while they come in: the relay journals and
+  // acknowledges them, and commits the backlog in batches as big as it may.
+  servers().SignalDatabase(SIGSTOP);
+  for (int i = 1; i <= kCount; ++i) pub.PublishWithProperties(topic, payload(i), {{"msg-id", msg_id(i)}});
+  const bool acked = pub.WaitAllAcked(10s);
+  servers().SignalDatabase(SIGCONT);
+  ASSERT_TRUE(acked);
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(topic).size() >= kCount; }, 60s)) << AuditTrail(topic).size();
+  const json report = FinalReport(control);
+
+  const auto trail = AuditTrail(topic);
+  ASSERT_EQ(trail.size(), static_cast<std::size_t>(kCount));
+  for (int i = 1; i <= kCount; ++i) {
+    EXPECT_EQ(trail[i - 1].first, static_cast<uint64_t>(i));
+    EXPECT_EQ(trail[i - 1].second, Hex(payload(i))) << "SEQ " << i;
+  }
+  EXPECT_EQ(Rows("SELECT COUNT(*) FROM `" + name_ + "`.DEDUPE WHERE MSG_ID = CONCAT('id-', REPEAT('m', 56), SEQ)"),
+            static_cast<std::size_t>(kCount));
+  EXPECT_EQ(relay_->log().find("refused a batch"), std::string::npos) << relay_->log();
+  EXPECT_EQ(report["messages"]["set_aside"], 0);
+  // Each batch is one INSERT into MSG and one into DEDUPE unless it was
+  // split: more INSERTs than that show the split happened.
+  const std::string inserts_after = servers().Sql("SHOW GLOBAL STATUS LIKE 'Com_insert'");
+  auto count = [](const std::string& row) { return std::stoull(row.substr(row.find('\t') + 1)); };
+  const uint64_t batches = report["batches"].get<uint64_t>();
+  EXPECT_GT(count(inserts_after) - count(inserts_before), 2 * batches)
+      << batches << " batches; before: " << inserts_before << "after: " << inserts_after;
+}
+
 TEST_F(DedupeE2E, AResendAfterARestartIsDroppedAndOnlyTheSameTopicAndIdMatch) {
   const std::string control = name_ + "-ctl";
   StartRelay({"--control-prefix=" + control});
