@@ -1,5 +1,7 @@
 #include "store/multi_statement.h"
 
+#include <charconv>
+
 namespace seqrelay {
 
 void AppendHex(std::string& out, std::span<const uint8_t> bytes) {
@@ -18,6 +20,12 @@ void AppendHex(std::string& out, std::span<const uint8_t> bytes) {
 
 void AppendHex(std::string& out, std::string_view bytes) {
   AppendHex(out, std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+}
+
+void MultiStatement::Append(uint64_t number) {
+  char digits[20];
+  const auto end = std::to_chars(digits, digits + sizeof digits, number).ptr;
+  row_.append(digits, end);
 }
 
 void MultiStatement::Clear(std::size_t max_query_bytes) {
@@ -53,10 +61,9 @@ void MultiStatement::Add(std::string_view statement) {
   ++q.statements;
 }
 
-void MultiStatement::Open(std::string_view head, std::string_view tail, std::string_view separator) {
+void MultiStatement::Open(std::string_view head, std::string_view tail) {
   head_ = head;
   tail_ = tail;
-  separator_ = separator;
   rows_ = 0;
   row_.clear();
 }
@@ -64,8 +71,8 @@ void MultiStatement::Open(std::string_view head, std::string_view tail, std::str
 void MultiStatement::EndRow() {
   if (rows_ > 0) {
     Query& last = queries_[used_ - 1];
-    if (last.text.size() + separator_.size() + row_.size() + tail_.size() <= max_query_bytes_) {
-      last.text += separator_;
+    if (last.text.size() + 1 + row_.size() + tail_.size() <= max_query_bytes_) {
+      last.text += ',';
       last.text += row_;
       ++rows_;
       row_.clear();

@@ -24,6 +24,17 @@ namespace seqrelay {
 void AppendHex(std::string& out, std::span<const uint8_t> bytes);
 void AppendHex(std::string& out, std::string_view bytes);
 
+// Values of MultiStatement::Row besides numbers: bytes (a hex literal) and
+// SQL written as it is (NOW(6)).
+struct Hex {
+  explicit Hex(std::span<const uint8_t> b) : bytes(b) {}
+  explicit Hex(std::string_view s) : bytes(reinterpret_cast<const uint8_t*>(s.data()), s.size()) {}
+  std::span<const uint8_t> bytes;
+};
+struct Raw {
+  std::string_view sql;
+};
+
 class MultiStatement {
  public:
   struct Query {
@@ -41,14 +52,25 @@ class MultiStatement {
   // A statement of its own.
   void Add(std::string_view statement);
 
-  // A multi-row statement: `head`, then the rows joined by `separator`,
-  // then `tail` ("INSERT INTO T (A, B) VALUES ", rows "(1,X'41')"). When
-  // the next row would take the query over the limit, the statement is
-  // ended and a new one (head, rows, tail) begins in a new query.
-  void Open(std::string_view head, std::string_view tail = {}, std::string_view separator = ",");
-  // The next row's text, to be written by the caller, then EndRow().
-  std::string& row() { return row_; }
-  void EndRow();
+  // A multi-row statement: `head`, then the rows joined by ',', then
+  // `tail` ("INSERT INTO T (A, B) VALUES ", rows "(1,X'41')"). When the
+  // next row would take the query over the limit, the statement is ended
+  // and a new one (head, rows, tail) begins in a new query.
+  void Open(std::string_view head, std::string_view tail = {});
+  // The next row: "(v1,v2,...)", numbers in decimal.
+  template <typename... Values>
+  void Row(const Values&... values) {
+    row_ += '(';
+    bool first = true;
+    auto value = [&](const auto& v) {
+      if (!first) row_ += ',';
+      first = false;
+      Append(v);
+    };
+    (value(values), ...);
+    row_ += ')';
+    EndRow();
+  }
   // Ends the statement Open began; one without rows sends nothing.
   void Close();
 
@@ -57,14 +79,19 @@ class MultiStatement {
   std::size_t statements() const;
 
  private:
+  // Adds row_ to the open statement.
+  void EndRow();
+  void Append(uint64_t number);
+  void Append(const Hex& hex) { AppendHex(row_, hex.bytes); }
+  void Append(const Raw& raw) { row_ += raw.sql; }
   // Room for `bytes` more in the last query, or a new query.
   Query& QueryWithRoom(std::size_t bytes);
 
   std::size_t max_query_bytes_;
   std::vector<Query> queries_;
   std::size_t used_ = 0;  // queries_[0..used_) hold statements; the rest are kept buffers
-  std::string head_, tail_, separator_;
-  std::string row_;
+  std::string head_, tail_;
+  std::string row_;  // the row being written
   std::size_t rows_ = 0;  // rows in the open statement
 };
 

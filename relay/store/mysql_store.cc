@@ -694,8 +694,6 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     journal_pos = std::max(journal_pos, saved_journal_pos_);
     MultiStatement& sql = commit_sql_;
     sql.Clear(max_query_bytes_);
-    std::string& row = sql.row();
-    auto num = [&row](uint64_t v) { fmt::format_to(std::back_inserter(row), "{}", v); };
     // The fence, first: a relay whose epoch has moved on writes nothing, and
     // the shard's row stays locked until COMMIT, so that no takeover (which
     // updates the same row) can begin while this transaction writes. The
@@ -703,78 +701,37 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     // JOURNAL row (or no journal, ID '') cannot pass for a lost lease. The
     // SHARD row always changes (COMMITS), so the fence holds exactly when
     // the statement changed a row.
-    sql.Open("UPDATE SHARD s LEFT JOIN JOURNAL j ON j.ID = ");
-    AppendHex(row, journal_id_);
-    row += " SET s.COMMITS = s.COMMITS + 1, s.PUBLISHED_IDX = ";
-    num(published_idx);
-    row += ", j.POS = GREATEST(j.POS, ";
-    num(journal_pos);
-    row += ") WHERE s.NAME = ";
-    AppendHex(row, shard_);
-    row += " AND s.EPOCH = ";
-    num(epoch_);
-    sql.EndRow();
-    sql.Close();
+    std::string fence = "UPDATE SHARD s LEFT JOIN JOURNAL j ON j.ID = ";
+    AppendHex(fence, journal_id_);
+    fmt::format_to(std::back_inserter(fence),
+                   " SET s.COMMITS = s.COMMITS + 1, s.PUBLISHED_IDX = {}, j.POS = GREATEST(j.POS, {}) WHERE s.NAME = ",
+                   published_idx, journal_pos);
+    AppendHex(fence, shard_);
+    fmt::format_to(std::back_inserter(fence), " AND s.EPOCH = {}", epoch_);
+    sql.Add(fence);
 
     sql.Open("INSERT INTO MSG (idx, ID, QOS, SEQ, MSG, EPOCH) VALUES ");
     for (const Message& m : batch) {
-      row += '(';
-      num(m.idx);
-      row += ',';
-      AppendHex(row, m.topic);
-      row += ',';
-      num(m.frame[kFrameHeaderSize - 1]);
-      row += ',';
-      num(m.seq);
-      row += ',';
-      AppendHex(row, m.payload());
-      row += ',';
-      num(epoch_);
-      row += ')';
-      sql.EndRow();
+      sql.Row(m.idx, Hex(m.topic), m.frame[kFrameHeaderSize - 1], m.seq, Hex(m.payload()), epoch_);
     }
     sql.Close();
     // The publishers' msg-ids, with the message: a resend that comes after
     // this commit finds them (Relay::DropResends).
     sql.Open("INSERT INTO DEDUPE (ID, MSG_ID, SEQ, SEEN_AT) VALUES ");
     for (const Message& m : batch) {
-      if (m.msg_id.empty()) continue;
-      row += '(';
-      AppendHex(row, m.topic);
-      row += ',';
-      AppendHex(row, m.msg_id);
-      row += ',';
-      num(m.seq);
-      row += ",NOW(6))";
-      sql.EndRow();
+      if (!m.msg_id.empty()) sql.Row(Hex(m.topic), Hex(m.msg_id), m.seq, Raw{"NOW(6)"});
     }
     sql.Close();
     // Deliveries of a resumed session (TAKEN), and handed-over messages
     // leaving PENDING.
     sql.Open("INSERT INTO TAKEN (SHARD, MID, DIGEST, EPOCH) VALUES ", " ON DUPLICATE KEY UPDATE EPOCH = VALUES(EPOCH)");
     for (const Message& m : batch) {
-      if (m.resumed_mid == 0) continue;
-      row += '(';
-      AppendHex(row, shard_);
-      row += ',';
-      num(m.resumed_mid);
-      row += ',';
-      num(Digest(m.topic, m.payload()));
-      row += ',';
-      num(epoch_);
-      row += ')';
-      sql.EndRow();
+      if (m.resumed_mid != 0) sql.Row(Hex(shard_), m.resumed_mid, Digest(m.topic, m.payload()), epoch_);
     }
     sql.Close();
-    sql.Open("DELETE FROM PENDING WHERE ", "", " OR ");
+    sql.Open("DELETE FROM PENDING WHERE (JOURNAL_ID, END_POS) IN (", ")");
     for (const Message& m : batch) {
-      if (m.pending_journal.empty()) continue;
-      row += "(JOURNAL_ID = ";
-      AppendHex(row, m.pending_journal);
-      row += " AND END_POS = ";
-      num(m.pending_end);
-      row += ')';
-      sql.EndRow();
+      if (!m.pending_journal.empty()) sql.Row(Hex(m.pending_journal), m.pending_end);
     }
     sql.Close();
 

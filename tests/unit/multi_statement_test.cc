@@ -31,28 +31,34 @@ TEST(AppendHex, EveryByteValueAsTwoDigitsInAHexLiteral) {
 
 void AddRows(MultiStatement& m, int from, int to) {
   m.Open("INSERT INTO T VALUES ", " ON DUPLICATE KEY UPDATE A = A");
-  for (int i = from; i <= to; ++i) {
-    m.row() = "(" + std::to_string(i) + ")";
-    m.EndRow();
-  }
+  for (int i = from; i <= to; ++i) m.Row(i);
   m.Close();
+}
+
+TEST(MultiStatement, RowsOfNumbersHexAndRawSql) {
+  MultiStatement m(1000);
+  m.Open("INSERT INTO D VALUES ");
+  const uint8_t payload[] = {0, 0x27, 0xff};
+  m.Row(uint64_t{18446744073709551615u}, Hex(std::string_view("ab")), Hex(payload), Raw{"NOW(6)"});
+  m.Row(uint8_t{1}, Hex(std::string_view()), uint16_t{65535}, Raw{"NULL"});
+  m.Close();
+  EXPECT_EQ(Texts(m), std::vector<std::string>{"INSERT INTO D VALUES (18446744073709551615,X'6162',X'0027FF',NOW(6)),"
+                                               "(1,X'',65535,NULL)"});
 }
 
 TEST(MultiStatement, StatementsAndRowsShareOneQueryWhileItFits) {
   MultiStatement m(1000);
   m.Add("UPDATE S SET N = N + 1");
   AddRows(m, 1, 3);
-  m.Open("DELETE FROM P WHERE ");  // no rows: nothing sent
+  m.Open("DELETE FROM P WHERE (K, L) IN (", ")");  // no rows: nothing sent
   m.Close();
-  m.Open("DELETE FROM Q WHERE ", "", " OR ");
-  m.row() = "(K = 1)";
-  m.EndRow();
-  m.row() = "(K = 2)";
-  m.EndRow();
+  m.Open("DELETE FROM Q WHERE (K, L) IN (", ")");
+  m.Row(1, 2);
+  m.Row(3, 4);
   m.Close();
   m.Add("COMMIT");
   EXPECT_EQ(Texts(m), std::vector<std::string>{"UPDATE S SET N = N + 1;INSERT INTO T VALUES (1),(2),(3) ON DUPLICATE "
-                                               "KEY UPDATE A = A;DELETE FROM Q WHERE (K = 1) OR (K = 2);COMMIT"});
+                                               "KEY UPDATE A = A;DELETE FROM Q WHERE (K, L) IN ((1,2),(3,4));COMMIT"});
   EXPECT_EQ(m.queries()[0].statements, 4u);
   EXPECT_EQ(m.statements(), 4u);
 }
@@ -62,10 +68,7 @@ TEST(MultiStatement, AFullQuerySplitsTheRowsIntoAStatementInTheNextQuery) {
   MultiStatement m(20);
   m.Add("A");
   m.Open("I V ", " E");
-  for (int i = 1; i <= 6; ++i) {
-    m.row() = "(" + std::to_string(i) + ")";
-    m.EndRow();
-  }
+  for (int i = 1; i <= 6; ++i) m.Row(i);
   m.Close();
   const auto texts = Texts(m);
   ASSERT_EQ(texts.size(), 2u);
@@ -81,11 +84,13 @@ TEST(MultiStatement, ARowLargerThanTheLimitGoesAloneAndClearStartsOver) {
   MultiStatement m(10);
   m.Add("A");
   m.Open("I ");
-  m.row() = std::string(30, 'x');
-  m.EndRow();
+  const std::string big(14, 'x');
+  m.Row(Hex(big));
   m.Close();
   m.Add("B");
-  EXPECT_EQ(Texts(m), (std::vector<std::string>{"A", "I " + std::string(30, 'x'), "B"}));
+  std::string hex;
+  for (int i = 0; i < 14; ++i) hex += "78";  // 'x'
+  EXPECT_EQ(Texts(m), (std::vector<std::string>{"A", "I (X'" + hex + "')", "B"}));
   m.Clear(100);
   EXPECT_TRUE(m.queries().empty());
   m.Add("C");
