@@ -91,7 +91,7 @@ class MultiStatement {
   std::vector<Query> queries_;
   std::size_t used_ = 0;  // queries_[0..used_) hold statements; the rest are kept buffers
   std::string head_, tail_;
-  std::string row_;  // the row being written
+  std::string row_;       // the row being written
   std::size_t rows_ = 0;  // rows in the open statement
 };
 
