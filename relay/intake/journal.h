@@ -14,8 +14,10 @@
 // The message id lets the relay recognise the broker's resend of a message
 // that was journaled but whose PUBACK never left (see Relay::OnIntake).
 // The commit that stores a message in MSG also stores the journal position
-// after it (JOURNAL.POS under the journal's id), in the same transaction, so at start
-// the records after that position are exactly the ones to store again.
+// after it, in the same transaction (on the shard's SHARD row while this
+// journal's relay is active, folded into JOURNAL.POS at the next takeover),
+// so at start the records after that position are exactly the ones to store
+// again.
 //
 // The journal belongs to one database: the file "database-id" holds that
 // database's identity (RELAY_STATE.INSTANCE). Its records and positions

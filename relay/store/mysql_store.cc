@@ -256,13 +256,14 @@ Result<MysqlStore::Progress> MysqlStore::ReadProgress() {
   Status s = Guard("read progress", [&] {
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
         "SELECT (SELECT COALESCE(MAX(idx), ?) FROM MSG WHERE idx > ? AND idx < ?), s.PUBLISHED_IDX, s.EPOCH, "
-        "(SELECT COALESCE(MAX(POS), 0) FROM JOURNAL WHERE ID = ?), r.JOURNAL_POS, r.INSTANCE "
-        "FROM SHARD s, RELAY_STATE r WHERE s.NAME = ? AND r.K = 1"));
+        "GREATEST((SELECT COALESCE(MAX(POS), 0) FROM JOURNAL WHERE ID = ?), IF(s.JOURNAL_ID = ?, s.JOURNAL_POS, 0)), "
+        "r.JOURNAL_POS, r.INSTANCE FROM SHARD s, RELAY_STATE r WHERE s.NAME = ? AND r.K = 1"));
     ps->setUInt64(1, idx_base_);
     ps->setUInt64(2, idx_base_);
     ps->setUInt64(3, idx_base_ + kShardIdxSpan);
     ps->setString(4, journal_id_);
-    ps->setString(5, shard_);
+    ps->setString(5, journal_id_);
+    ps->setString(6, shard_);
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
     if (!rs->next()) throw std::runtime_error("shard '" + shard_ + "' has no row in SHARD");
     p.max_idx = rs->getUInt64(1);
@@ -370,6 +371,17 @@ Result<MysqlStore::Lease> MysqlStore::TryAcquireLease(std::string_view owner, in
     take->setInt64(2, int64_t{lease_ms} * 1000);
     take->setString(3, shard_);
     lease.held = take->executeUpdate() == 1;
+    if (lease.held) {
+      // The previous holder's journal position leaves the SHARD row for its
+      // JOURNAL row before this holder's first batch overwrites it (schema
+      // 006). The takeover holds the row, so no batch of the old epoch can
+      // move it meanwhile.
+      std::unique_ptr<sql::PreparedStatement> fold(conn_->prepareStatement(
+          "UPDATE JOURNAL j JOIN SHARD s ON j.ID = s.JOURNAL_ID SET j.POS = GREATEST(j.POS, s.JOURNAL_POS) "
+          "WHERE s.NAME = ?"));
+      fold->setString(1, shard_);
+      fold->execute();
+    }
     std::unique_ptr<sql::PreparedStatement> read(conn_->prepareStatement(
         "SELECT OWNER, EPOCH, TIMESTAMPDIFF(MICROSECOND, NOW(6), EXPIRES_AT) FROM SHARD WHERE NAME = ?"));
     read->setString(1, shard_);
@@ -697,17 +709,15 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     // The fence, first: a relay whose epoch has moved on writes nothing, and
     // the shard's row stays locked until COMMIT, so that no takeover (which
     // updates the same row) can begin while this transaction writes. The
-    // journal's position rides on it; a LEFT JOIN, so that a missing
-    // JOURNAL row (or no journal, ID '') cannot pass for a lost lease. The
-    // SHARD row always changes (COMMITS), so the fence holds exactly when
-    // the statement changed a row.
-    std::string fence = "UPDATE SHARD s LEFT JOIN JOURNAL j ON j.ID = ";
+    // journal's position rides on the same row (schema 006), so the batch
+    // updates one row besides its inserts. The row always changes
+    // (COMMITS), so the fence holds exactly when the statement changed a row.
+    std::string fence = fmt::format("UPDATE SHARD SET COMMITS = COMMITS + 1, PUBLISHED_IDX = {}, JOURNAL_ID = ",
+                                    published_idx);
     AppendHex(fence, journal_id_);
-    fmt::format_to(std::back_inserter(fence),
-                   " SET s.COMMITS = s.COMMITS + 1, s.PUBLISHED_IDX = {}, j.POS = GREATEST(j.POS, {}) WHERE s.NAME = ",
-                   published_idx, journal_pos);
+    fmt::format_to(std::back_inserter(fence), ", JOURNAL_POS = {} WHERE NAME = ", journal_pos);
     AppendHex(fence, shard_);
-    fmt::format_to(std::back_inserter(fence), " AND s.EPOCH = {}", epoch_);
+    fmt::format_to(std::back_inserter(fence), " AND EPOCH = {}", epoch_);
     sql.Add(fence);
 
     sql.Open("INSERT INTO MSG (idx, ID, QOS, SEQ, MSG, EPOCH) VALUES ");

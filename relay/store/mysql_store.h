@@ -131,7 +131,7 @@ class MysqlStore {
   struct Progress {
     uint64_t max_idx = 0;        // highest MSG.idx of the shard; its base when it has none
     uint64_t published_idx = 0;  // SHARD.PUBLISHED_IDX
-    uint64_t journal_pos = 0;    // JOURNAL.POS of this store's journal
+    uint64_t journal_pos = 0;    // this store's journal: JOURNAL.POS, or SHARD.JOURNAL_POS if greater and SHARD names it
     uint64_t legacy_journal_pos = 0;  // RELAY_STATE.JOURNAL_POS (before schema 004: the one journal's)
     uint32_t epoch = 0;          // SHARD.EPOCH: the lease's current epoch
     std::string instance;        // RELAY_STATE.INSTANCE: the database's identity (a UUID made with the schema)
