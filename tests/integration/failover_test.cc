@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <fstream>
 #include <map>
 
 #include "fault_fixture.h"
@@ -373,6 +374,60 @@ TEST_F(FailoverE2E, AResentMessageIsNotStoredAgainWhenTheOldRelayIsActiveAgain) 
   ExpectEachStoredOnce(Audit(topic, kCount), kCount);
   EXPECT_EQ(Number("SELECT COUNT(*) FROM `" + name_ + "`.PENDING"), 0u);
   EXPECT_EQ(a1->Stop(), 0);
+}
+
+// The active's journal position rides on its shard's row with every batch
+// (schema 006), and the takeover moves it into the old journal's JOURNAL
+// row before the new holder's batches overwrite it: the old relay, started
+// again, hands over nothing it had stored.
+TEST_F(FailoverE2E, TheActivesJournalPositionMovesFromTheShardRowToItsJournalAtTheTakeover) {
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
+  const std::string topic = root() + "/a/t";
+  auto journal_id = [&](const std::string& relay) {
+    std::ifstream in(servers().dir() + "/journal-" + name_ + "-" + relay + "/journal-id");
+    std::string id;
+    std::getline(in, id);
+    return id;
+  };
+  auto shard_row = [&] {
+    return servers().Sql(fmt::format("SELECT JOURNAL_ID, JOURNAL_POS FROM `{}`.SHARD WHERE NAME = 'a'", name_));
+  };
+  auto journal_pos = [&](const std::string& id) {
+    return Number(fmt::format("SELECT POS FROM `{}`.JOURNAL WHERE ID = '{}'", name_, id));
+  };
+  a1->Start();
+  StartStandby(*a2);
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 50; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, 50);
+  const std::string id1 = journal_id("a1"), id2 = journal_id("a2");
+  ASSERT_FALSE(id1.empty());
+  ASSERT_FALSE(id2.empty());
+  ASSERT_NE(id1, id2);
+  // Stored: a1's position is on the shard's row, past its 50 records, and
+  // its JOURNAL row was left alone.
+  const std::string row = shard_row();
+  ASSERT_EQ(row.substr(0, id1.size() + 1), id1 + "\t") << row;
+  const uint64_t pos1 = std::stoull(row.substr(id1.size() + 1));
+  EXPECT_GT(pos1, 50u * 4);
+  EXPECT_LT(journal_pos(id1), pos1);
+
+  EXPECT_EQ(a1->Stop(), 0);  // hands the lease over at once
+  ASSERT_TRUE(LogHas(*a2, "active: holding shard 'a'", 20s)) << a2->log();
+  EXPECT_EQ(journal_pos(id1), pos1);  // folded by the takeover
+  for (int i = 51; i <= 60; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, 60);
+  EXPECT_EQ(shard_row().substr(0, id2.size() + 1), id2 + "\t");
+  EXPECT_EQ(journal_pos(id1), pos1);
+
+  a1 = ShardRelay("a", 1);
+  StartStandby(*a1);
+  EXPECT_EQ(a1->log().find("but not committed handed over"), std::string::npos) << a1->log();
+  ExpectEachStoredOnce(Audit(topic, 60), 60);
+  EXPECT_EQ(a1->Stop(), 0);
+  EXPECT_EQ(a2->Stop(), 0);
 }
 
 // The database restarted (down for longer than the lease) while a standby
