@@ -161,6 +161,8 @@ class Relay {
   // At start, any role: opens the journal and hands what it holds beyond the
   // database over to the shard's active, through PENDING.
   Status HandOverJournal();
+  // One transaction of HandOverJournal's, tried again on a lock conflict.
+  Status HandOverChunk(std::span<const MysqlStore::HandedOver> chunk);
   // Active, main thread: queues the shard's handed-over messages for the
   // writer, one round at a time.
   void PumpPending();

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/log.h"
@@ -58,12 +59,30 @@ Status Relay::HandOverJournal() {
                        {reinterpret_cast<const uint8_t*>(left[i].payload.data()), left[i].payload.size()},
                        left[i].msg_id});
     }
-    if (Status s = store_.HandOver(chunk, chunk.back().end); !s.ok()) return s;
+    if (Status s = HandOverChunk(chunk); !s.ok()) return s;
   }
   journal_->Release(left.back().end);
   LogInfo("journal: {} messages received before the last stop but not committed handed over to shard '{}''s "
           "active, which stores them at the end of their topics", left.size(), config_.shard);
   return Status::Ok();
+}
+
+Status Relay::HandOverChunk(std::span<const MysqlStore::HandedOver> chunk) {
+  // A takeover of the shard moves this journal's position too (it folds the
+  // SHARD row's into JOURNAL, schema 006), in the same JOURNAL row: on a
+  // Galera cluster the two transactions can conflict (1213), elsewhere one
+  // can wait out the lock timeout (1205). Either rolls back whole, so the
+  // chunk is tried again, a few times.
+  constexpr int kAttempts = 5;
+  Status s;
+  for (int attempt = 1; attempt <= kAttempts; ++attempt) {
+    s = store_.connected() ? Status::Ok() : store_.Connect(false);
+    if (s.ok()) s = store_.HandOver(chunk, chunk.back().end);
+    if (s.ok() || (s.database_code() != 1213 && s.database_code() != 1205) || attempt == kAttempts) break;
+    LogWarn("{}; trying again", s.message());
+    std::this_thread::sleep_for(milliseconds(100 * attempt));
+  }
+  return s;
 }
 
 void Relay::PumpPending() {

@@ -256,7 +256,8 @@ Result<MysqlStore::Progress> MysqlStore::ReadProgress() {
   Status s = Guard("read progress", [&] {
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
         "SELECT (SELECT COALESCE(MAX(idx), ?) FROM MSG WHERE idx > ? AND idx < ?), s.PUBLISHED_IDX, s.EPOCH, "
-        "GREATEST((SELECT COALESCE(MAX(POS), 0) FROM JOURNAL WHERE ID = ?), IF(s.JOURNAL_ID = ?, s.JOURNAL_POS, 0)), "
+        "GREATEST((SELECT COALESCE(MAX(POS), 0) FROM JOURNAL WHERE ID = ?), "
+        "(SELECT COALESCE(MAX(JOURNAL_POS), 0) FROM SHARD WHERE JOURNAL_ID = ?)), "
         "r.JOURNAL_POS, r.INSTANCE FROM SHARD s, RELAY_STATE r WHERE s.NAME = ? AND r.K = 1"));
     ps->setUInt64(1, idx_base_);
     ps->setUInt64(2, idx_base_);

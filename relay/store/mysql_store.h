@@ -131,7 +131,10 @@ class MysqlStore {
   struct Progress {
     uint64_t max_idx = 0;        // highest MSG.idx of the shard; its base when it has none
     uint64_t published_idx = 0;  // SHARD.PUBLISHED_IDX
-    uint64_t journal_pos = 0;    // this store's journal: JOURNAL.POS, or SHARD.JOURNAL_POS if greater and SHARD names it
+    // This store's journal: JOURNAL.POS, or the JOURNAL_POS of a SHARD row
+    // that still names the journal (any shard's: a relay may come back
+    // under another --shard with the same journal), if greater.
+    uint64_t journal_pos = 0;
     uint64_t legacy_journal_pos = 0;  // RELAY_STATE.JOURNAL_POS (before schema 004: the one journal's)
     uint32_t epoch = 0;          // SHARD.EPOCH: the lease's current epoch
     std::string instance;        // RELAY_STATE.INSTANCE: the database's identity (a UUID made with the schema)

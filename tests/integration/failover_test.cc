@@ -119,8 +119,10 @@ class FailoverE2E : public FaultE2E {
     const std::string id = shard + std::to_string(n);
     std::vector<std::string> args = {"--shard=" + shard, "--source=" + root() + "/" + shard + "/#",
                                      "--relay-id=" + id, "--lease-ms=" + std::to_string(kLeaseMs),
-                                     "--journal-dir=" + servers().dir() + "/journal-" + name_ + "-" + id,
                                      "--stats-interval=1"};
+    if (std::none_of(more.begin(), more.end(), [](const std::string& a) { return a.starts_with("--journal-dir="); })) {
+      args.push_back("--journal-dir=" + servers().dir() + "/journal-" + name_ + "-" + id);
+    }
     args.insert(args.end(), more.begin(), more.end());
     return std::make_unique<RelayProcess>(servers(), name_, args, id);
   }
@@ -395,18 +397,19 @@ TEST_F(FailoverE2E, TheActivesJournalPositionMovesFromTheShardRowToItsJournalAtT
   auto journal_pos = [&](const std::string& id) {
     return Number(fmt::format("SELECT POS FROM `{}`.JOURNAL WHERE ID = '{}'", name_, id));
   };
-  a1->Start();
-  StartStandby(*a2);
+  a1->Start();  // alone, so that no takeover can come before the checks below
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   for (int i = 1; i <= 50; ++i) pub.Publish(topic, "p" + std::to_string(i));
   ASSERT_TRUE(pub.WaitAllAcked(30s));
   WaitStored(topic, 50);
+  StartStandby(*a2);
   const std::string id1 = journal_id("a1"), id2 = journal_id("a2");
   ASSERT_FALSE(id1.empty());
   ASSERT_FALSE(id2.empty());
   ASSERT_NE(id1, id2);
   // Stored: a1's position is on the shard's row, past its 50 records, and
-  // its JOURNAL row was left alone.
+  // its JOURNAL row was left alone (a1 still holds the shard: epoch 1).
+  ASSERT_EQ(Epoch("a"), 1u);
   const std::string row = shard_row();
   ASSERT_EQ(row.substr(0, id1.size() + 1), id1 + "\t") << row;
   const uint64_t pos1 = std::stoull(row.substr(id1.size() + 1));
@@ -428,6 +431,32 @@ TEST_F(FailoverE2E, TheActivesJournalPositionMovesFromTheShardRowToItsJournalAtT
   ExpectEachStoredOnce(Audit(topic, 60), 60);
   EXPECT_EQ(a1->Stop(), 0);
   EXPECT_EQ(a2->Stop(), 0);
+}
+
+// A relay stopped cleanly leaves its journal's position on its shard's row
+// (nobody took the shard over to fold it into JOURNAL); started again under
+// another shard with the same journal, it still finds that position and
+// hands over nothing it had stored.
+TEST_F(FailoverE2E, AJournalMovedToAnotherShardFindsItsPositionOnTheOldShardsRow) {
+  const std::string journal = servers().dir() + "/journal-" + name_ + "-moved";
+  auto a1 = ShardRelay("a", 1, {"--journal-dir=" + journal});
+  const std::string topic = root() + "/a/t";
+  a1->Start();
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 50; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, 50);
+  EXPECT_EQ(a1->Stop(), 0);
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.SHARD WHERE NAME = 'a' AND JOURNAL_POS > 0", name_)), 1u);
+
+  auto b1 = ShardRelay("b", 1, {"--journal-dir=" + journal});
+  b1->Start();
+  ASSERT_TRUE(LogHas(*b1, "active: holding shard 'b'", 20s)) << b1->log();
+  EXPECT_EQ(b1->log().find("but not committed handed over"), std::string::npos) << b1->log();
+  std::this_thread::sleep_for(2s);  // a round of PENDING, had there been any
+  EXPECT_EQ(Number("SELECT COUNT(*) FROM `" + name_ + "`.PENDING"), 0u);
+  ExpectEachStoredOnce(Audit(topic, 50), 50);
+  EXPECT_EQ(b1->Stop(), 0);
 }
 
 // The database restarted (down for longer than the lease) while a standby
