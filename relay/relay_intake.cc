@@ -74,13 +74,14 @@ Status Relay::HandOverChunk(std::span<const MysqlStore::HandedOver> chunk) {
   // can wait out the lock timeout (1205). Either rolls back whole, so the
   // chunk is tried again, a few times.
   constexpr int kAttempts = 5;
+  Backoff backoff;
   Status s;
   for (int attempt = 1; attempt <= kAttempts; ++attempt) {
     s = store_.connected() ? Status::Ok() : store_.Connect(false);
     if (s.ok()) s = store_.HandOver(chunk, chunk.back().end);
     if (s.ok() || (s.database_code() != 1213 && s.database_code() != 1205) || attempt == kAttempts) break;
     LogWarn("{}; trying again", s.message());
-    std::this_thread::sleep_for(milliseconds(100 * attempt));
+    std::this_thread::sleep_for(backoff.Next());
   }
   return s;
 }
