@@ -27,6 +27,10 @@ Relay::Relay(Config config)
       retransmit_(config_) {
   if (const char* n = std::getenv("SEQTEST_KILL_AFTER_JOURNAL")) kill_after_journal_ = std::strtoull(n, nullptr, 10);
   if (const char* n = std::getenv("SEQTEST_BREAK_INTAKE_AFTER")) break_intake_after_ = std::strtoull(n, nullptr, 10);
+  if (const char* n = std::getenv("SEQTEST_KILL_AFTER_COMMIT")) {
+    kill_after_commit_ = std::strtoull(n, nullptr, 10);
+    break_intake_after_ = kill_after_commit_;
+  }
   lose_frames_while_away_ = std::getenv("SEQTEST_LOSE_FRAMES_WHILE_AWAY") != nullptr;
   if (const char* n = std::getenv("SEQTEST_KILL_DB_BEFORE_COMMIT")) {
     store_.InjectKillBeforeCommit(std::strtoull(n, nullptr, 10));
@@ -232,6 +236,7 @@ int Relay::Run() {
                                             retransmit_.OnRequest(m);
                                             return MqttLink::AfterMessage::kReadOn;
                                           },
+                                      .on_subscribed = nullptr,
                                       .on_published =
                                           [this](int mid, int reason) {
                                             if (mid == last_stats_mid_.load()) {
@@ -444,6 +449,7 @@ bool Relay::BecomeActive() {
                                        stop_cv_.notify_all();
                                      },
                                  .on_message = nullptr,
+                                 .on_subscribed = nullptr,
                                  .on_published = [this](int mid, int reason) { OnPublished(mid, reason); },
                                  .on_fatal = [this](const std::string& why) { Fail("output link: " + why); },
                                  .may_connect = nullptr});
@@ -473,13 +479,17 @@ bool Relay::BecomeActive() {
                                        std::lock_guard lock(redelivery_mu_);
                                        redelivery_.Connected(session_present);
                                        resumed_left_ = session_present ? kResumedWindow : 0;
+                                       ++intake_connects_;
+                                       if (!session_present) ++intake_session_;
+                                       before_suback_ = session_present;
                                      },
                                  .on_message = [this](const InboundMessage& m) { return OnIntake(m); },
+                                 .on_subscribed = [this] { before_suback_ = false; },
                                  .on_published = nullptr,
                                  .on_fatal = [this](const std::string& why) { Fail("intake link: " + why); },
                                  // The shard's session only while the lease is surely ours:
                                  // a relay that lost it must not take the session back from its successor.
-                                 .may_connect = [this] { return lease_->valid(); }});
+                                 .may_connect = [this] { return lease_->valid() && !intake_held_; }});
   if (!intake.ok()) {
     LogError("{}", intake.error());
     return false;

@@ -44,6 +44,7 @@
 #include "broker/mqtt_link.h"
 #include "store/mysql_store.h"
 #include "publish/publish_tracker.h"
+#include "intake/committed_resends.h"
 #include "intake/redelivery.h"
 #include "replay/retransmit_service.h"
 #include "store/sequencer.h"
@@ -121,6 +122,11 @@ class Relay {
   // message whose topic and msg-id are in DEDUPE, or on an earlier message
   // of the batch. False if the relay gave up meanwhile.
   bool DropResends(std::vector<Message>& batch);
+  // Drops mosquitto's resends of messages committed already (delivered
+  // before the SUBACK of a connect that resumed the shard's session, and
+  // equal to the session's next newest row: CommittedResends). False if the
+  // relay gave up.
+  bool DropCommittedResends(std::vector<Message>& batch);
   // Main thread, active only: deletes DEDUPE records past --dedupe-window,
   // a small batch at a time, for at most a few hundred milliseconds a call.
   void PurgeMsgIds();
@@ -223,6 +229,12 @@ class Relay {
   // SEQTEST_BREAK_INTAKE_AFTER=N: the intake connection is broken right
   // after the Nth message taken, its PUBACK unsent. 0 = off. Intake thread only.
   uint64_t break_intake_after_ = 0;
+  // SEQTEST_KILL_AFTER_COMMIT=N: as SEQTEST_BREAK_INTAKE_AFTER=N, and the
+  // link stays away; the relay SIGKILLs itself right after committing that
+  // message (its PUBACK never read by mosquitto, as after a kill with
+  // deliveries unread). 0 = off. Set before the threads start.
+  uint64_t kill_after_commit_ = 0;
+  std::atomic<bool> intake_held_{false};
   // SEQTEST_LOSE_FRAMES_WHILE_AWAY=1: a frame published while the output
   // link is down is dropped, as if lost in flight (never acknowledged), to
   // show the republish after the reconnect. Under publish_mu_.
@@ -234,6 +246,12 @@ class Relay {
   // is far smaller). Set on connect, then counted down; intake thread.
   static constexpr int kResumedWindow = 1000;
   int resumed_left_ = 0;
+  // The intake's MQTT sessions and connects (Message::session,
+  // Message::resume_connect), and whether this connect resumed a kept
+  // session and has no SUBACK yet. Intake thread.
+  uint32_t intake_session_ = 0;
+  uint32_t intake_connects_ = 0;
+  bool before_suback_ = false;
 
   // Writer state: touched by Run() before the writer starts, then only by
   // the writer thread.
@@ -246,6 +264,12 @@ class Relay {
   // The journal position after the last resend dropped: released with the
   // next commit (a resend dropped has nothing to commit).
   uint64_t dropped_journal_end_ = 0;
+  // The newest MQTT session the writer has stored messages of (packet ids
+  // of older ones are not stored), and the checks of the connect whose
+  // early deliveries it is looking at (CommittedResends).
+  uint32_t stored_session_ = 0;
+  uint32_t resends_connect_ = 0;
+  CommittedResends committed_resends_;
 
   // Publishing: the tracker maps PUBACKs to rows; publish_mu_ guards it and
   // is held across each mosquitto_publish so that an acknowledgement can

@@ -215,6 +215,9 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
       }
     }
   }
+  m.mid = in.mid;
+  m.session = intake_session_;
+  if (before_suback_) m.resume_connect = intake_connects_;
   if (resumed_left_ > 0) {  // perhaps the resend of a message the previous holder journaled
     --resumed_left_;
     m.resumed_mid = in.mid;
@@ -265,6 +268,7 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
             "the relay's session meanwhile", std::chrono::duration<double>(waited).count(), config_.buffer_max);
   }
   if (break_link) {
+    if (kill_after_commit_ != 0) intake_held_ = true;
     LogWarn("fault injection: breaking the intake connection after message {} on '{}', its PUBACK unsent", in.mid,
             in.topic);
     return MqttLink::AfterMessage::kBreakConnection;

@@ -9,6 +9,9 @@
 #include <fstream>
 #include <unordered_set>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include "core/log.h"
 #include "relay_parts.h"
 #include "store/store_errors.h"
@@ -148,7 +151,63 @@ bool Relay::DropResends(std::vector<Message>& batch) {
   return true;
 }
 
+bool Relay::DropCommittedResends(std::vector<Message>& batch) {
+  std::vector<bool> resend(batch.size(), false);
+  std::size_t dropped = 0;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    Message& m = batch[i];
+    if (m.resume_connect == 0 || m.mid == 0) continue;  // QoS 0 is never resent
+    if (m.resume_connect != resends_connect_) {
+      // The first early delivery of a resumed session: everything taken
+      // before it is committed, so the session's newest rows are in MSG.
+      resends_connect_ = m.resume_connect;
+      Result<std::vector<MysqlStore::LiveRow>> tail = Status::Ok();
+      auto read_tail = [&] {
+        return (tail = store_.ReadSessionTail(sequencer_.last_idx(), CommittedResends::kWindow)).status();
+      };
+      if (!Retry("read the session's newest rows", read_tail,
+                 [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
+        return false;
+      }
+      std::vector<CommittedResends::Row> rows;
+      rows.reserve(tail->size());
+      for (const auto& row : *tail) rows.push_back({row.idx, row.mid});
+      committed_resends_.Start(rows);
+    }
+    const std::optional<uint64_t> idx = committed_resends_.Candidate(m.mid);
+    if (!idx) continue;
+    Result<std::optional<std::pair<std::string, std::string>>> row = Status::Ok();
+    if (!Retry("read a row", [&] { return (row = store_.ReadRow(*idx)).status(); },
+               [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
+      return false;
+    }
+    const std::span<const uint8_t> payload = m.payload();
+    const bool same = row->has_value() && (*row)->first == m.topic &&
+                      std::equal(payload.begin(), payload.end(), (*row)->second.begin(), (*row)->second.end());
+    committed_resends_.Confirm(same);
+    if (!same) continue;
+    resend[i] = true;
+    ++dropped;
+    LogInfo("intake: dropped mosquitto's resend of message {} on '{}': committed already (idx {}) by a relay whose "
+            "connection ended before mosquitto read its PUBACK", m.mid, m.topic, *idx);
+  }
+  if (dropped == 0) return true;
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    if (resend[i]) {
+      dropped_journal_end_ = std::max(dropped_journal_end_, batch[i].journal_end);
+      continue;
+    }
+    if (kept != i) batch[kept] = std::move(batch[i]);
+    ++kept;
+  }
+  batch.erase(batch.begin() + static_cast<std::ptrdiff_t>(kept), batch.end());
+  counters_.redeliveries += dropped;
+  return true;
+}
+
 bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics) {
+  if (!DropCommittedResends(batch)) return false;
   if (config_.dedupe_window_s > 0 && !DropResends(batch)) return false;
   // Topics this process has not seen yet: one round trip for all of them.
   std::vector<std::string_view> unknown;
@@ -202,6 +261,15 @@ bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>
     }
     m.seq = seq.value();
     m.idx = sequencer_.NextIdx();
+    // Packet ids mean something only within their MQTT session: the first
+    // row of a new one moves SESSION_IDX (with this batch's fence), and a
+    // message of an older one, still queued, is stored without its id.
+    if (m.session > stored_session_) {
+      stored_session_ = m.session;
+      store_.SetSessionStart(m.idx);
+    } else if (m.session < stored_session_) {
+      m.mid = 0;
+    }
     (void)EncodeHeader({topic->id, m.seq, topic->ordering}, m.frame);  // SEQ checked above
     if (kept != i) batch[kept] = std::move(m);
     topics.push_back(topic);
@@ -353,6 +421,10 @@ void Relay::WriterLoop() {
     }
     counters_.committed += batch.size();
     ++counters_.batches;
+    if (kill_after_commit_ != 0 && intake_held_ && counters_.committed >= kill_after_commit_) {
+      LogWarn("fault injection: SIGKILL after committing {} messages", counters_.committed.load());
+      kill(getpid(), SIGKILL);
+    }
     for (std::size_t i = 0; i < batch.size(); ++i) {
       if (!Publish(topics[i]->seq_topic, batch[i].frame, batch[i].idx)) break;
     }

@@ -307,6 +307,7 @@ void MqttLink::OnSubscribe(mosquitto*, void* obj, int, int count, const int* gra
     }
   }
   LogInfo("{}: subscribed to {} filter(s)", self->options_.name, count);
+  if (self->handlers_.on_subscribed) self->handlers_.on_subscribed();
 }
 
 void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m, const mosquitto_property* props) noexcept {

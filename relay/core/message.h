@@ -37,6 +37,17 @@ struct Message {
   // (maybe the resend of a message another relay journaled): the commit
   // records its mid and Digest in TAKEN.
   uint16_t resumed_mid = 0;
+  // The MQTT packet id it was delivered under (0: QoS 0, or not live from
+  // the intake), stored as MSG.MID; the writer clears it for a message of
+  // an MQTT session older than one it has stored from.
+  uint16_t mid = 0;
+  // Which MQTT session of the intake delivered it: counts the connects
+  // that found no session kept (0 until the first such one).
+  uint32_t session = 0;
+  // Nonzero (the intake's connect count) for a delivery that came before
+  // the SUBACK of a connect that resumed a kept session: perhaps
+  // mosquitto's resend of a message committed already (CommittedResends).
+  uint32_t resume_connect = 0;
   // Handed over by a relay's journal (PENDING's key): the commit that stores
   // it deletes that row. Empty otherwise.
   std::string pending_journal;

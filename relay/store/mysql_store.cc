@@ -258,7 +258,7 @@ Result<MysqlStore::Progress> MysqlStore::ReadProgress() {
         "SELECT (SELECT COALESCE(MAX(idx), ?) FROM MSG WHERE idx > ? AND idx < ?), s.PUBLISHED_IDX, s.EPOCH, "
         "GREATEST((SELECT COALESCE(MAX(POS), 0) FROM JOURNAL WHERE ID = ?), "
         "(SELECT COALESCE(MAX(JOURNAL_POS), 0) FROM SHARD WHERE JOURNAL_ID = ?)), "
-        "r.JOURNAL_POS, r.INSTANCE FROM SHARD s, RELAY_STATE r WHERE s.NAME = ? AND r.K = 1"));
+        "r.JOURNAL_POS, r.INSTANCE, s.SESSION_IDX FROM SHARD s, RELAY_STATE r WHERE s.NAME = ? AND r.K = 1"));
     ps->setUInt64(1, idx_base_);
     ps->setUInt64(2, idx_base_);
     ps->setUInt64(3, idx_base_ + kShardIdxSpan);
@@ -273,10 +273,12 @@ Result<MysqlStore::Progress> MysqlStore::ReadProgress() {
     p.journal_pos = rs->getUInt64(4);
     p.legacy_journal_pos = rs->getUInt64(5);
     p.instance = rs->getString(6).asStdString();
+    p.session_idx = rs->getUInt64(7);
     CommitTransaction();
   });
   if (!s.ok()) return s;
   saved_journal_pos_ = p.journal_pos;
+  session_idx_ = p.session_idx;
   return p;
 }
 
@@ -716,14 +718,15 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     std::string fence = fmt::format("UPDATE SHARD SET COMMITS = COMMITS + 1, PUBLISHED_IDX = {}, JOURNAL_ID = ",
                                     published_idx);
     AppendHex(fence, journal_id_);
-    fmt::format_to(std::back_inserter(fence), ", JOURNAL_POS = {} WHERE NAME = ", journal_pos);
+    fmt::format_to(std::back_inserter(fence), ", JOURNAL_POS = {}, SESSION_IDX = {} WHERE NAME = ", journal_pos,
+                   session_idx_);
     AppendHex(fence, shard_);
     fmt::format_to(std::back_inserter(fence), " AND EPOCH = {}", epoch_);
     sql.Add(fence);
 
-    sql.Open("INSERT INTO MSG (idx, ID, QOS, SEQ, MSG, EPOCH) VALUES ");
+    sql.Open("INSERT INTO MSG (idx, ID, QOS, SEQ, MSG, EPOCH, MID) VALUES ");
     for (const Message& m : batch) {
-      sql.Row(m.idx, Hex(m.topic), m.frame[kFrameHeaderSize - 1], m.seq, Hex(m.payload()), epoch_);
+      sql.Row(m.idx, Hex(m.topic), m.frame[kFrameHeaderSize - 1], m.seq, Hex(m.payload()), epoch_, m.mid);
     }
     sql.Close();
     // The publishers' msg-ids, with the message: a resend that comes after
@@ -788,6 +791,35 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
 
 Status MysqlStore::SavePublished(uint64_t published_idx) {
   return CommitBatch({}, published_idx, saved_journal_pos_);
+}
+
+Result<std::vector<MysqlStore::LiveRow>> MysqlStore::ReadSessionTail(uint64_t last_idx, std::size_t limit) {
+  std::vector<LiveRow> rows;
+  Status s = Guard("read the session's newest rows", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "SELECT idx, MID FROM MSG WHERE idx >= ? AND idx <= ? AND MID <> 0 ORDER BY idx DESC LIMIT ?"));
+    ps->setUInt64(1, std::max(session_idx_, idx_base_ + 1));
+    ps->setUInt64(2, std::min(last_idx, idx_base_ + kShardIdxSpan - 1));
+    ps->setUInt64(3, limit);
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) rows.push_back({rs->getUInt64(1), static_cast<uint16_t>(rs->getUInt(2))});
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return rows;
+}
+
+Result<std::optional<std::pair<std::string, std::string>>> MysqlStore::ReadRow(uint64_t idx) {
+  std::optional<std::pair<std::string, std::string>> row;
+  Status s = Guard("read a row", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement("SELECT ID, MSG FROM MSG WHERE idx = ?"));
+    ps->setUInt64(1, idx);
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    if (rs->next()) row.emplace(rs->getString(1).asStdString(), rs->getString(2).asStdString());
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return row;
 }
 
 Result<std::vector<MysqlStore::StoredRow>> MysqlStore::ReadRowsAfter(uint64_t after_idx, std::size_t limit) {

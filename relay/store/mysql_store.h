@@ -137,6 +137,7 @@ class MysqlStore {
     uint64_t journal_pos = 0;
     uint64_t legacy_journal_pos = 0;  // RELAY_STATE.JOURNAL_POS (before schema 004: the one journal's)
     uint32_t epoch = 0;          // SHARD.EPOCH: the lease's current epoch
+    uint64_t session_idx = 0;    // SHARD.SESSION_IDX: the first row of the intake's current MQTT session
     std::string instance;        // RELAY_STATE.INSTANCE: the database's identity (a UUID made with the schema)
   };
   Result<Progress> ReadProgress();
@@ -188,7 +189,7 @@ class MysqlStore {
   Result<uint64_t> PurgeMsgIds(uint64_t window_s, std::size_t limit);
 
   // One transaction: inserts every message (idx, topic, flag, SEQ, payload,
-  // epoch) and, for those with a msg-id, its DEDUPE row; sets the shard's
+  // epoch, packet id) and, for those with a msg-id, its DEDUPE row; sets the shard's
   // PUBLISHED_IDX and, when it moved, the journal's POS (the position after
   // the batch's last journaled message), and checks the fence: the shard's
   // row must still carry this store's epoch, or everything is rolled back
@@ -209,6 +210,22 @@ class MysqlStore {
   // of this store kills its own session after the INSERTs and before
   // COMMIT, as a database restart at that instant would. 0 = off.
   void InjectKillBeforeCommit(uint64_t nth) { kill_before_commit_ = nth; }
+
+  // The first idx stored under the intake's current MQTT session: written
+  // with the fence of every commit from now on (SHARD.SESSION_IDX). Read
+  // back by ReadProgress.
+  void SetSessionStart(uint64_t idx) { session_idx_ = idx; }
+  uint64_t session_start() const { return session_idx_; }
+
+  struct LiveRow {
+    uint64_t idx = 0;
+    uint16_t mid = 0;
+  };
+  // The shard's newest rows with a packet id (MSG.MID) at or above
+  // SESSION_IDX and at most `last_idx`, newest first, at most `limit`.
+  Result<std::vector<LiveRow>> ReadSessionTail(uint64_t last_idx, std::size_t limit);
+  // Row `idx`'s topic and payload; nullopt if there is none.
+  Result<std::optional<std::pair<std::string, std::string>>> ReadRow(uint64_t idx);
 
   // Sets the shard's PUBLISHED_IDX on its own (at shutdown, or when idle),
   // fenced like a commit.
@@ -292,6 +309,7 @@ class MysqlStore {
   std::string journal_id_;
   uint32_t epoch_ = 0;
   uint64_t saved_journal_pos_ = 0;    // last JOURNAL_POS written or read by this connection
+  uint64_t session_idx_ = 0;          // SHARD.SESSION_IDX, read at ReadProgress and written by every fence
   uint64_t kill_before_commit_ = 0;   // see InjectKillBeforeCommit; 0 = off
   uint64_t batches_tried_ = 0;        // non-empty CommitBatch calls, for kill_before_commit_
 };

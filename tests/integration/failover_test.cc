@@ -378,6 +378,39 @@ TEST_F(FailoverE2E, AResentMessageIsNotStoredAgainWhenTheOldRelayIsActiveAgain) 
   EXPECT_EQ(a1->Stop(), 0);
 }
 
+// The relay dies after committing a message whose PUBACK mosquitto never
+// read (here: never sent, the link broken first; after a real kill, unread
+// in mosquitto's socket). mosquitto resends it to the standby that resumes
+// the session, before the standby's SUBACK; the standby finds it as the
+// session's newest row (MSG.MID, schema 007) and does not store it again.
+TEST_F(FailoverE2E, AMessageCommittedBeforeItsPubackWasReadIsNotStoredAgainByTheSuccessor) {
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
+  const std::string topic = root() + "/a/t";
+  constexpr int kFirst = 20, kCount = 40;
+  a1->Start({"SEQTEST_KILL_AFTER_COMMIT=" + std::to_string(kFirst)});
+  StartStandby(*a2);
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= kFirst; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  ASSERT_EQ(a1->WaitExit(10s), 128 + SIGKILL) << a1->log();
+  ASSERT_TRUE(LogHas(*a1, "fault injection: SIGKILL after committing 20 messages", 1s)) << a1->log();
+  EXPECT_EQ(RowsOfEpoch("a", 1), uint64_t{kFirst});
+  // The rows carry their packet ids: p20, the last one, is still in flight.
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(DISTINCT MID) FROM `{}`.MSG WHERE MID <> 0", name_)), uint64_t{kFirst});
+  // a1 began the shard's MQTT session: its first row is where the session's rows begin.
+  EXPECT_EQ(Number(fmt::format("SELECT SESSION_IDX FROM `{}`.SHARD WHERE NAME = 'a'", name_)),
+            Number(fmt::format("SELECT MIN(idx) FROM `{}`.MSG", name_)));
+  ASSERT_TRUE(LogHas(*a2, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 10s)) << a2->log();
+  for (int i = kFirst + 1; i <= kCount; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, kCount);
+  EXPECT_TRUE(LogHas(*a2, "dropped mosquitto's resend of message", 5s)) << a2->log();
+  std::this_thread::sleep_for(500ms);  // anything stored twice would be stored by now
+  ExpectEachStoredOnce(Audit(topic, kCount), kCount);
+  EXPECT_EQ(RowsOfEpoch("a", 2), uint64_t{kCount - kFirst});
+  EXPECT_EQ(a2->Stop(), 0);
+}
+
 // The active's journal position rides on its shard's row with every batch
 // (schema 006), and the takeover moves it into the old journal's JOURNAL
 // row before the new holder's batches overwrite it: the old relay, started
