@@ -199,6 +199,7 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   redelivery_.Remember(in.mid, in.topic, in.payload);
   redelivery_lock.unlock();
   const bool break_link = ++taken_ == break_intake_after_;
+  if (break_link && kill_after_commit_ != 0) intake_held_ = true;  // before the writer can commit it
   Message m(in.topic, in.payload.data(), in.payload.size());
   m.received = Clock::now();
   if (in.properties != nullptr && config_.dedupe_window_s > 0) {
@@ -268,7 +269,6 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
             "the relay's session meanwhile", std::chrono::duration<double>(waited).count(), config_.buffer_max);
   }
   if (break_link) {
-    if (kill_after_commit_ != 0) intake_held_ = true;
     LogWarn("fault injection: breaking the intake connection after message {} on '{}', its PUBACK unsent", in.mid,
             in.topic);
     return MqttLink::AfterMessage::kBreakConnection;

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <unordered_set>
+#include <utility>
 
 #include <signal.h>
 #include <unistd.h>
@@ -156,11 +157,17 @@ bool Relay::DropCommittedResends(std::vector<Message>& batch) {
   std::size_t dropped = 0;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     Message& m = batch[i];
-    if (m.resume_connect == 0 || m.mid == 0) continue;  // QoS 0 is never resent
-    if (m.resume_connect != resends_connect_) {
-      // The first early delivery of a resumed session: everything taken
-      // before it is committed, so the session's newest rows are in MSG.
-      resends_connect_ = m.resume_connect;
+    // Only in a session this process found kept (session 0): one it began
+    // itself delivered everything to it, and its RedeliveryFilter knows its
+    // own resends. QoS 0 is never resent. Checked once (CommitOneByOne
+    // sequences the batch again).
+    const uint32_t connect = std::exchange(m.resume_connect, 0);
+    if (connect == 0 || m.session != 0 || m.mid == 0) continue;
+    if (connect != resends_connect_) {
+      // The first early delivery of a resumed session: everything this
+      // process took before it is committed (sessions it began are not
+      // checked), so the session's newest rows are in MSG.
+      resends_connect_ = connect;
       Result<std::vector<MysqlStore::LiveRow>> tail = Status::Ok();
       auto read_tail = [&] {
         return (tail = store_.ReadSessionTail(sequencer_.last_idx(), CommittedResends::kWindow)).status();

@@ -17,6 +17,8 @@ echo "deps: installing ${missing[*]}"
 sudo=""
 if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
+# A run stopped during an install leaves dpkg half done; finish it first.
+$sudo dpkg --configure -a >/dev/null 2>&1 || true
 $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
 $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "deps: done"

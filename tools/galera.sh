@@ -115,6 +115,7 @@ ensure_packages() {
     local sudo=""
     if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive
+    $sudo dpkg --configure -a >/dev/null 2>&1 || true  # an install stopped half way
     $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
     $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi

@@ -26,6 +26,7 @@ done
 command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   echo "== test-clients: installing ${missing[*]}"
+  dpkg --configure -a >/dev/null 2>&1 || true  # an install stopped half way (a run ended meanwhile)
   apt-get -o DPkg::Lock::Timeout=300 update -qq && apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}" >/dev/null
 fi
 

@@ -89,7 +89,8 @@ class MqttLink {
     std::function<void(bool session_present)> on_connect;
     std::function<AfterMessage(const InboundMessage&)> on_message;
     // The SUBACK of the connection's SUBSCRIBE: every message before it
-    // came from the session the broker kept (its resends and queue).
+    // came through the session the broker kept (its resends, its queue,
+    // and live messages on its subscriptions).
     std::function<void()> on_subscribed;
     // PUBACK (QoS 1), or sent (QoS 0). On v5 links `reason_code` is the
     // PUBACK's: >= 0x80 means the broker refused the message (too large for

@@ -13,8 +13,8 @@
 //
 // Fed by the writer with the resumed session's newest rows (packet id and
 // idx), newest first, and then with the deliveries that came before the
-// relay's SUBACK on that connect, in order: only mosquitto's resends and
-// queued messages can come before it. The rule is the RedeliveryFilter's,
+// relay's SUBACK on that connect, in order (mosquitto's resends come
+// first, then its queue and live messages). The rule is the RedeliveryFilter's,
 // for rows instead of remembered deliveries: the first such delivery may be
 // the resend of any of those rows with its packet id, each next one only of
 // the next row, and the first that is not ends the checks until the next
@@ -25,7 +25,9 @@
 // mosquitto numbers messages in order, so a message newer than the
 // session's newest row carries a packet id past it; only rows whose id is
 // at most kWindow before the newest row's count. Rows of an older session
-// are left out by the caller (SHARD.SESSION_IDX). Pure logic; writer thread.
+// are left out by the caller (SHARD.SESSION_IDX), as far as that marks the
+// session's start (docs/faults.md, "Known bounds"), and only sessions the
+// process found kept are checked. Pure logic; writer thread.
 #pragma once
 
 #include <cstddef>

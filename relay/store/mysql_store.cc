@@ -278,7 +278,9 @@ Result<MysqlStore::Progress> MysqlStore::ReadProgress() {
   });
   if (!s.ok()) return s;
   saved_journal_pos_ = p.journal_pos;
-  session_idx_ = p.session_idx;
+  // A new session's start set by the writer but not committed yet (the
+  // connection broke) is newer than the row's: it stays, for the retry.
+  session_idx_ = std::max(session_idx_, p.session_idx);
   return p;
 }
 
