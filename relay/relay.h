@@ -127,6 +127,13 @@ class Relay {
   // equal to the session's next newest row: CommittedResends). False if the
   // relay gave up.
   bool DropCommittedResends(std::vector<Message>& batch);
+  // Writer: commits SHARD.SESSION_IDX past every row stored so far, for the
+  // intake's new MQTT session `session`, and tells the intake. False if the
+  // relay gave up.
+  bool MarkSession(uint32_t session);
+  // Intake: waits (at most a third of the keepalive) until the writer has
+  // marked the intake's current session; false if it has not.
+  bool AwaitSessionMark();
   // Main thread, active only: deletes DEDUPE records past --dedupe-window,
   // a small batch at a time, for at most a few hundred milliseconds a call.
   void PurgeMsgIds();
@@ -252,6 +259,14 @@ class Relay {
   uint32_t intake_session_ = 0;
   uint32_t intake_connects_ = 0;
   bool before_suback_ = false;
+  // A new session's first delivery is acknowledged only once SESSION_IDX
+  // marks where it begins (so no older row can be taken for its resend):
+  // the intake asks (session_mark_wanted_), the writer commits and answers
+  // (session_marked_). Guarded by session_mark_mu_.
+  std::mutex session_mark_mu_;
+  std::condition_variable session_mark_cv_;
+  uint32_t session_mark_wanted_ = 0;
+  uint32_t session_marked_ = 0;
 
   // Writer state: touched by Run() before the writer starts, then only by
   // the writer thread.
@@ -264,8 +279,8 @@ class Relay {
   // The journal position after the last resend dropped: released with the
   // next commit (a resend dropped has nothing to commit).
   uint64_t dropped_journal_end_ = 0;
-  // The newest MQTT session the writer has stored messages of (packet ids
-  // of older ones are not stored), and the checks of the connect whose
+  // The intake's MQTT session the writer last marked (packet ids of older
+  // ones are not stored), and the checks of the connect whose
   // early deliveries it is looking at (CommittedResends).
   uint32_t stored_session_ = 0;
   uint32_t resends_connect_ = 0;

@@ -152,12 +152,35 @@ void Relay::PumpPending() {
 
 // ---- Intake (intake link's network thread) -----------------------------------
 
+bool Relay::AwaitSessionMark() {
+  if (intake_session_ == 0) return true;  // the session this process found kept: marked by whoever began it
+  std::unique_lock lock(session_mark_mu_);
+  if (session_marked_ == intake_session_) return true;
+  if (session_mark_wanted_ != intake_session_) {
+    session_mark_wanted_ = intake_session_;
+    queue_.Wake();
+  }
+  const auto max_wait = Clock::duration(std::chrono::seconds(config_.mqtt_keepalive_s)) / 3;
+  return session_mark_cv_.wait_for(lock, max_wait, [&] { return session_marked_ == intake_session_; });
+}
+
 MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   if (!lease_->valid()) {
     // The lease has lapsed: not ours to take. The broken connection leaves
     // its PUBACK unsent, so the broker keeps it in the session, for this
     // relay once the lease is renewed (the link stays away until then) or
     // for the shard's next active.
+    return MqttLink::AfterMessage::kBreakConnection;
+  }
+  if (!AwaitSessionMark()) {
+    // The database is away: take nothing of the new session yet. The
+    // broken connection leaves this PUBACK unsent; mosquitto keeps the
+    // message in the session and the link asks again after reconnecting.
+    static RateLimit limit(std::chrono::seconds(10));
+    if (auto suppressed = limit.Allow()) {
+      LogWarn("intake: a new MQTT session cannot be marked in the database yet; taking nothing of it until it "
+              "is{}", SuppressedNote(*suppressed));
+    }
     return MqttLink::AfterMessage::kBreakConnection;
   }
   ++counters_.received;

@@ -213,6 +213,27 @@ bool Relay::DropCommittedResends(std::vector<Message>& batch) {
   return true;
 }
 
+bool Relay::MarkSession(uint32_t session) {
+  stored_session_ = session;  // rows from here on: this session's ids only
+  store_.SetSessionStart(sequencer_.last_idx() + 1);
+  uint64_t watermark;
+  {
+    std::lock_guard lock(publish_mu_);
+    watermark = tracker_.watermark();
+  }
+  if (!Retry("mark the intake's new MQTT session", [&] { return store_.SavePublished(watermark); },
+             [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
+    return false;
+  }
+  LogInfo("intake: a new MQTT session; its rows begin at idx {}", store_.session_start());
+  {
+    std::lock_guard lock(session_mark_mu_);
+    session_marked_ = session;
+  }
+  session_mark_cv_.notify_all();
+  return true;
+}
+
 bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics) {
   if (!DropCommittedResends(batch)) return false;
   if (config_.dedupe_window_s > 0 && !DropResends(batch)) return false;
@@ -268,15 +289,9 @@ bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>
     }
     m.seq = seq.value();
     m.idx = sequencer_.NextIdx();
-    // Packet ids mean something only within their MQTT session: the first
-    // row of a new one moves SESSION_IDX (with this batch's fence), and a
-    // message of an older one, still queued, is stored without its id.
-    if (m.session > stored_session_) {
-      stored_session_ = m.session;
-      store_.SetSessionStart(m.idx);
-    } else if (m.session < stored_session_) {
-      m.mid = 0;
-    }
+    // Packet ids mean something only within their MQTT session: a message
+    // of an older one, still queued, is stored without its id.
+    if (m.session != stored_session_) m.mid = 0;
     (void)EncodeHeader({topic->id, m.seq, topic->ordering}, m.frame);  // SEQ checked above
     if (kept != i) batch[kept] = std::move(m);
     topics.push_back(topic);
@@ -392,6 +407,17 @@ void Relay::WriterLoop() {
   Clock::duration lingered{};
   ReplayGovernor& governor = retransmit_.governor();
   while (queue_.PopBatch(batch, config_.batch_max, batch_max_bytes_, linger, &lingered)) {
+    uint32_t wanted;
+    {
+      std::lock_guard lock(session_mark_mu_);
+      wanted = session_mark_wanted_;
+    }
+    if (wanted != stored_session_ && !MarkSession(wanted)) {
+      counters_.lost += batch.size();
+      batch.clear();
+      continue;  // giving up: drain the rest of the queue the same way
+    }
+    if (batch.empty()) continue;  // woken for the mark only
     // Timed from its oldest message's arrival, less the linger --batch-delay-us asked for.
     const auto now = Clock::now();
     const auto arrived = batch.front().received;

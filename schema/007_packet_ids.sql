@@ -10,8 +10,8 @@
 -- MID: the packet id the intake received the message under; 0 for rows that
 -- did not come live from the current session (handed over from a journal,
 -- taken in an MQTT session that has since been replaced, QoS 0).
--- SESSION_IDX: the first idx the shard's active stored under its current MQTT
--- session (written with the batches' fence when a new session began); rows
--- below it belong to older sessions, whose packet ids mean nothing now.
+-- SESSION_IDX: where the shard's current MQTT session begins, committed by
+-- the active (fenced) before it acknowledges a new session's first delivery;
+-- rows below it belong to older sessions, whose packet ids mean nothing now.
 ALTER TABLE MSG ADD COLUMN MID SMALLINT UNSIGNED NOT NULL DEFAULT 0;
 ALTER TABLE SHARD ADD COLUMN SESSION_IDX BIGINT UNSIGNED NOT NULL DEFAULT 0;

@@ -51,7 +51,10 @@ die() { echo "test-docker: $*" >&2; exit 1; }
 
 # ---- tools -----------------------------------------------------------------------
 need=()
-for p in podman runc debootstrap docker-compose python3-paho-mqtt python3-cryptography mosquitto-clients curl; do
+# dnsname: service names resolve on compose networks (podman 4.3 with CNI; not a
+# dependency of podman, and without it the relay cannot find "mysql").
+for p in podman runc golang-github-containernetworking-plugin-dnsname debootstrap docker-compose python3-paho-mqtt \
+         python3-cryptography mosquitto-clients curl; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if ((${#need[@]})); then

@@ -1,5 +1,7 @@
 #include "intake/intake_queue.h"
 
+#include <utility>
+
 namespace seqrelay {
 
 bool IntakeQueue::Push(Message&& m, std::chrono::steady_clock::duration* waited) {
@@ -31,8 +33,9 @@ IntakeQueue::Pushed IntakeQueue::PushWithin(Message&& m, std::chrono::steady_clo
 bool IntakeQueue::PopBatch(std::vector<Message>& out, std::size_t max, std::size_t max_bytes,
                            std::chrono::microseconds linger, std::chrono::steady_clock::duration* lingered) {
   std::unique_lock lock(mu_);
-  not_empty_.wait(lock, [&] { return closed_ || !q_.empty(); });
-  if (q_.empty()) return false;  // closed and drained
+  not_empty_.wait(lock, [&] { return closed_ || woken_ || !q_.empty(); });
+  const bool woken = std::exchange(woken_, false);
+  if (q_.empty()) return woken && !closed_;  // false: closed and drained
   if (lingered) *lingered = {};
   if (linger.count() > 0 && q_.size() < max && !closed_) {
     const auto start = std::chrono::steady_clock::now();
@@ -48,6 +51,12 @@ bool IntakeQueue::PopBatch(std::vector<Message>& out, std::size_t max, std::size
   bytes_ -= taken_bytes;
   not_full_.notify_one();
   return true;
+}
+
+void IntakeQueue::Wake() {
+  std::lock_guard lock(mu_);
+  woken_ = true;
+  not_empty_.notify_all();
 }
 
 void IntakeQueue::Close() {

@@ -49,9 +49,13 @@ class IntakeQueue {
   // Moves up to `max` messages into `out`. Waits until at least one is
   // there; then, if `linger` > 0, waits up to `linger` from the first message
   // for the batch to fill, and says in `lingered` how long it waited.
-  // Returns false when closed and empty.
+  // Returns false when closed and empty; true with nothing after Wake().
   bool PopBatch(std::vector<Message>& out, std::size_t max, std::size_t max_bytes, std::chrono::microseconds linger,
                 std::chrono::steady_clock::duration* lingered = nullptr);
+
+  // Makes a PopBatch waiting on an empty queue return true with nothing
+  // (the consumer has other work: Relay::MarkSession).
+  void Wake();
 
   // Wakes everyone; Push refuses from now on, PopBatch drains what is left.
   void Close();
@@ -74,6 +78,7 @@ class IntakeQueue {
   std::size_t bytes_ = 0;   // sum of bytes() in q_; guarded by mu_
   std::size_t peak_ = 0;    // guarded by mu_
   bool closed_ = false;     // guarded by mu_
+  bool woken_ = false;      // guarded by mu_
 };
 
 }  // namespace seqrelay

@@ -211,9 +211,10 @@ class MysqlStore {
   // COMMIT, as a database restart at that instant would. 0 = off.
   void InjectKillBeforeCommit(uint64_t nth) { kill_before_commit_ = nth; }
 
-  // The first idx stored under the intake's current MQTT session: written
-  // with the fence of every commit from now on (SHARD.SESSION_IDX). Read
-  // back by ReadProgress.
+  // The first idx of the intake's current MQTT session: written with the
+  // fence of every commit from now on (SHARD.SESSION_IDX; the writer
+  // commits it at once, before the session's first delivery is
+  // acknowledged). Read back by ReadProgress.
   void SetSessionStart(uint64_t idx) { session_idx_ = idx; }
   uint64_t session_start() const { return session_idx_; }
 

@@ -411,6 +411,41 @@ TEST_F(FailoverE2E, AMessageCommittedBeforeItsPubackWasReadIsNotStoredAgainByThe
   EXPECT_EQ(a2->Stop(), 0);
 }
 
+// A new MQTT session (the broker forgot the shard's session) whose first
+// holder dies before committing anything of it: the standby that resumes it
+// gets that holder's unacknowledged delivery again, under packet id 1, with
+// the same topic and payload as the old session's first row. SESSION_IDX,
+// committed before the new session's first delivery was acknowledged,
+// keeps the old session's rows out of the comparison: it is stored.
+TEST_F(FailoverE2E, ANewSessionsResendIsNeverTakenForAnOlderSessionsRow) {
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
+  const std::string topic = root() + "/a/t";
+  a1->Start();
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 0; i < 10; ++i) pub.Publish(topic, "same");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, 10);
+  EXPECT_EQ(a1->Stop(), 0);
+  { MqttClient forget(servers().mqtt_port(), name_ + "-a", /*clean=*/true); }  // as a broker without persistence
+  a1 = ShardRelay("a", 1);
+  a1->Start({"SEQTEST_KILL_AFTER_JOURNAL=1"});
+  StartStandby(*a2);
+  pub.Publish(topic, "same");
+  ASSERT_EQ(a1->WaitExit(10s), 128 + SIGKILL) << a1->log();
+  EXPECT_TRUE(LogHas(*a1, "intake: a new MQTT session; its rows begin at idx", 1s)) << a1->log();
+  ASSERT_TRUE(LogHas(*a2, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 10s)) << a2->log();
+  for (int i = 0; i < 4; ++i) pub.Publish(topic, "same");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, 15);
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 15u);
+  EXPECT_EQ(Number(fmt::format("SELECT MAX(SEQ) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 15u);
+  EXPECT_EQ(Number(fmt::format("SELECT SESSION_IDX FROM `{}`.SHARD WHERE NAME = 'a'", name_)),
+            Number(fmt::format("SELECT MIN(idx) FROM `{}`.MSG", name_)) + 10);
+  EXPECT_EQ(a2->log().find("dropped mosquitto's resend"), std::string::npos) << a2->log();
+  EXPECT_EQ(a2->Stop(), 0);
+}
+
 // The active's journal position rides on its shard's row with every batch
 // (schema 006), and the takeover moves it into the old journal's JOURNAL
 // row before the new holder's batches overwrite it: the old relay, started

@@ -332,3 +332,33 @@ TEST(IntakeQueueTest, PushWithinQueuesOverTheLimitAfterItsWait) {
 
 }  // namespace
 }  // namespace seqrelay
+
+namespace seqrelay {
+namespace {
+
+TEST(IntakeQueueTest, WakeMakesAWaitingPopReturnWithNothing) {
+  IntakeQueue q(10, kUnlimitedBytes);
+  std::atomic<int> returned{-1};  // -1 waiting, else the batch's size
+  std::thread consumer([&] {
+    std::vector<Message> out;
+    const bool more = q.PopBatch(out, 10, kUnlimitedBytes, microseconds(0));
+    returned = more ? static_cast<int>(out.size()) : -2;
+  });
+  q.Wake();
+  ASSERT_TRUE(WaitUntil([&] { return returned != -1; }));
+  EXPECT_EQ(returned, 0);
+  consumer.join();
+  // Once: the next pop waits for a message again, and takes it.
+  std::vector<Message> out;
+  q.Push(Msg("a"));
+  ASSERT_TRUE(q.PopBatch(out, 10, kUnlimitedBytes, microseconds(0)));
+  EXPECT_EQ(Topics(out), std::vector<std::string>{"a"});
+  // A queue closed and empty still ends the consumer, woken or not.
+  q.Wake();
+  q.Close();
+  out.clear();
+  EXPECT_FALSE(q.PopBatch(out, 10, kUnlimitedBytes, microseconds(0)));
+}
+
+}  // namespace
+}  // namespace seqrelay
