@@ -131,9 +131,9 @@ class Relay {
   // intake's new MQTT session `session`, and tells the intake. False if the
   // relay gave up.
   bool MarkSession(uint32_t session);
-  // Intake: waits (at most a third of the keepalive) until the writer has
+  // Intake: waits (at most `max_wait`, less on a stop) until the writer has
   // marked the intake's current session; false if it has not.
-  bool AwaitSessionMark();
+  bool AwaitSessionMark(std::chrono::steady_clock::duration max_wait);
   // Main thread, active only: deletes DEDUPE records past --dedupe-window,
   // a small batch at a time, for at most a few hundred milliseconds a call.
   void PurgeMsgIds();

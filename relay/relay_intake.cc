@@ -152,7 +152,7 @@ void Relay::PumpPending() {
 
 // ---- Intake (intake link's network thread) -----------------------------------
 
-bool Relay::AwaitSessionMark() {
+bool Relay::AwaitSessionMark(Clock::duration max_wait) {
   if (intake_session_ == 0) return true;  // the session this process found kept: marked by whoever began it
   std::unique_lock lock(session_mark_mu_);
   if (session_marked_ == intake_session_) return true;
@@ -160,8 +160,13 @@ bool Relay::AwaitSessionMark() {
     session_mark_wanted_ = intake_session_;
     queue_.Wake();
   }
-  const auto max_wait = Clock::duration(std::chrono::seconds(config_.mqtt_keepalive_s)) / 3;
-  return session_mark_cv_.wait_for(lock, max_wait, [&] { return session_marked_ == intake_session_; });
+  // In slices, so that a stop (the writer gone) is seen at once.
+  const auto deadline = Clock::now() + max_wait;
+  while (session_marked_ != intake_session_) {
+    if (stopping_ || Clock::now() >= deadline) return false;
+    session_mark_cv_.wait_for(lock, milliseconds(50));
+  }
+  return true;
 }
 
 MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
@@ -172,14 +177,18 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
     // for the shard's next active.
     return MqttLink::AfterMessage::kBreakConnection;
   }
-  if (!AwaitSessionMark()) {
+  // Every wait of this callback together stays under a third of the
+  // keepalive (see PushWithin below).
+  const auto max_wait = Clock::duration(std::chrono::seconds(config_.mqtt_keepalive_s)) / 3;
+  const auto callback_start = Clock::now();
+  if (!AwaitSessionMark(max_wait) || !lease_->valid()) {
     // The database is away: take nothing of the new session yet. The
     // broken connection leaves this PUBACK unsent; mosquitto keeps the
     // message in the session and the link asks again after reconnecting.
     static RateLimit limit(std::chrono::seconds(10));
     if (auto suppressed = limit.Allow()) {
-      LogWarn("intake: a new MQTT session cannot be marked in the database yet; taking nothing of it until it "
-              "is{}", SuppressedNote(*suppressed));
+      LogWarn("intake: a new MQTT session cannot be marked in the database yet (or the lease lapsed); taking "
+              "nothing of it until it is{}", SuppressedNote(*suppressed));
     }
     return MqttLink::AfterMessage::kBreakConnection;
   }
@@ -267,9 +276,9 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   // mosquitto would drop the link after 1.5x the keepalive with our PUBACKs
   // unsent. Past that, the link pauses (a clean DISCONNECT) until the
   // writer has drained the buffer to half.
-  const auto max_wait = Clock::duration(std::chrono::seconds(config_.mqtt_keepalive_s)) / 3;
   Clock::duration waited{};
-  switch (queue_.PushWithin(std::move(m), max_wait, &waited)) {
+  const auto left = max_wait - std::min<Clock::duration>(max_wait, Clock::now() - callback_start);
+  switch (queue_.PushWithin(std::move(m), left, &waited)) {
     case IntakeQueue::Pushed::kQueued:
       break;
     case IntakeQueue::Pushed::kClosed:

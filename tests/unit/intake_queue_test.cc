@@ -348,10 +348,19 @@ TEST(IntakeQueueTest, WakeMakesAWaitingPopReturnWithNothing) {
   ASSERT_TRUE(WaitUntil([&] { return returned != -1; }));
   EXPECT_EQ(returned, 0);
   consumer.join();
-  // Once: the next pop waits for a message again, and takes it.
+  // Once: the next pop waits for a message again (still waiting 50 ms
+  // later; a pop that returned at once would be seen), and takes it.
   std::vector<Message> out;
+  returned = -1;
+  std::thread second([&] {
+    const bool more = q.PopBatch(out, 10, kUnlimitedBytes, microseconds(0));
+    returned = more ? static_cast<int>(out.size()) : -2;
+  });
+  std::this_thread::sleep_for(milliseconds(50));
+  EXPECT_EQ(returned, -1);
   q.Push(Msg("a"));
-  ASSERT_TRUE(q.PopBatch(out, 10, kUnlimitedBytes, microseconds(0)));
+  ASSERT_TRUE(WaitUntil([&] { return returned != -1; }));
+  second.join();
   EXPECT_EQ(Topics(out), std::vector<std::string>{"a"});
   // A queue closed and empty still ends the consumer, woken or not.
   q.Wake();
