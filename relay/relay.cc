@@ -27,6 +27,7 @@ Relay::Relay(Config config)
       retransmit_(config_) {
   if (const char* n = std::getenv("SEQTEST_KILL_AFTER_JOURNAL")) kill_after_journal_ = std::strtoull(n, nullptr, 10);
   if (const char* n = std::getenv("SEQTEST_BREAK_INTAKE_AFTER")) break_intake_after_ = std::strtoull(n, nullptr, 10);
+  kill_after_resend_drop_ = std::getenv("SEQTEST_KILL_AFTER_RESEND_DROP") != nullptr;
   if (const char* n = std::getenv("SEQTEST_KILL_AFTER_COMMIT")) {
     kill_after_commit_ = std::strtoull(n, nullptr, 10);
     break_intake_after_ = kill_after_commit_;

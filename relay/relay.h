@@ -131,6 +131,11 @@ class Relay {
   // intake's new MQTT session `session`, and tells the intake. False if the
   // relay gave up.
   bool MarkSession(uint32_t session);
+  // Writer: a batch whose every message was a dropped resend commits
+  // nothing, but the journal's position past them must be saved (else a
+  // restart hands them over and they are stored after all). False if the
+  // relay gave up.
+  bool SaveDroppedJournalPosition();
   // Intake: waits (at most `max_wait`, less on a stop) until the writer has
   // marked the intake's current session; false if it has not.
   bool AwaitSessionMark(std::chrono::steady_clock::duration max_wait);
@@ -241,6 +246,9 @@ class Relay {
   // message (its PUBACK never read by mosquitto, as after a kill with
   // deliveries unread). 0 = off. Set before the threads start.
   uint64_t kill_after_commit_ = 0;
+  // SEQTEST_KILL_AFTER_RESEND_DROP=1: SIGKILL right after a batch dropped a
+  // resend (and saved what it must). Writer thread.
+  bool kill_after_resend_drop_ = false;
   std::atomic<bool> intake_held_{false};
   // SEQTEST_LOSE_FRAMES_WHILE_AWAY=1: a frame published while the output
   // link is down is dropped, as if lost in flight (never acknowledged), to
@@ -279,6 +287,8 @@ class Relay {
   // The journal position after the last resend dropped: released with the
   // next commit (a resend dropped has nothing to commit).
   uint64_t dropped_journal_end_ = 0;
+  uint64_t saved_dropped_end_ = 0;  // the greatest dropped_journal_end_ committed so far
+  uint64_t resends_dropped_ = 0;    // by DropResends and DropCommittedResends
   // The intake's MQTT session the writer last marked (packet ids of older
   // ones are not stored), and the checks of the connect whose
   // early deliveries it is looking at (CommittedResends).

@@ -144,6 +144,7 @@ bool Relay::DropResends(std::vector<Message>& batch) {
   }
   batch.erase(batch.begin() + static_cast<std::ptrdiff_t>(kept), batch.end());
   counters_.dedupe_dropped += dropped;
+  resends_dropped_ += dropped;
   if (!handed_over.empty() &&
       !Retry("delete handed-over resends", [&] { return store_.DeletePending(handed_over); },
              [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
@@ -210,6 +211,25 @@ bool Relay::DropCommittedResends(std::vector<Message>& batch) {
   }
   batch.erase(batch.begin() + static_cast<std::ptrdiff_t>(kept), batch.end());
   counters_.redeliveries += dropped;
+  resends_dropped_ += dropped;
+  return true;
+}
+
+bool Relay::SaveDroppedJournalPosition() {
+  if (!journal_ || dropped_journal_end_ <= saved_dropped_end_) return true;
+  uint64_t watermark;
+  {
+    std::lock_guard lock(publish_mu_);
+    watermark = tracker_.watermark();
+  }
+  const uint64_t position = dropped_journal_end_;
+  if (!Retry("save the journal's position past dropped resends",
+             [&] { return store_.CommitBatch({}, watermark, position); },
+             [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
+    return false;
+  }
+  saved_dropped_end_ = position;
+  journal_->Release(position);
   return true;
 }
 
@@ -341,6 +361,7 @@ Relay::Committed Relay::Commit(std::span<Message> batch, Status* refused) {
   counters_.commit_us += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(took).count());
   batch_rows_.Add(static_cast<double>(batch.size()));
   if (journal_ && journal_pos > 0) journal_->Release(journal_pos);
+  saved_dropped_end_ = std::max(saved_dropped_end_, dropped_journal_end_);
   return Committed::kYes;
 }
 
@@ -427,8 +448,14 @@ void Relay::WriterLoop() {
     for (const Message& m : batch) {
       if (m.received != Clock::time_point{}) stage_intake_queue_.Observe(now - m.received);
     }
+    const uint64_t dropped_before = resends_dropped_;
     bool ok = Sequence(batch, topics);
     stage_sequence_.Observe(Clock::now() - now);
+    if (ok && batch.empty()) ok = SaveDroppedJournalPosition();
+    if (kill_after_resend_drop_ && resends_dropped_ > dropped_before) {
+      LogWarn("fault injection: SIGKILL after dropping a resend");
+      kill(getpid(), SIGKILL);
+    }
     if (ok && !batch.empty()) {
       Status refused;
       switch (Commit(batch, &refused)) {

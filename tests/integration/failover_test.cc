@@ -411,6 +411,35 @@ TEST_F(FailoverE2E, AMessageCommittedBeforeItsPubackWasReadIsNotStoredAgainByThe
   EXPECT_EQ(a2->Stop(), 0);
 }
 
+// The successor drops mosquitto's resend of a committed message, and that
+// is all its batch holds: nothing is committed, but the journal's position
+// past the resend is. Killed right then and started again, it hands over
+// nothing of it.
+TEST_F(FailoverE2E, ADroppedResendIsNotHandedOverByTheRelayThatDroppedIt) {
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
+  const std::string topic = root() + "/a/t";
+  constexpr int kFirst = 20, kCount = 40;
+  a1->Start({"SEQTEST_KILL_AFTER_COMMIT=" + std::to_string(kFirst)});
+  a2->Launch({"SEQTEST_KILL_AFTER_RESEND_DROP=1"});
+  ASSERT_TRUE(LogHas(*a2, "standby: shard", 20s)) << a2->log();
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= kFirst; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  ASSERT_EQ(a1->WaitExit(10s), 128 + SIGKILL) << a1->log();
+  ASSERT_EQ(a2->WaitExit(std::chrono::milliseconds(kLeaseMs) + 20s), 128 + SIGKILL) << a2->log();
+  ASSERT_TRUE(LogHas(*a2, "dropped mosquitto's resend of message", 1s)) << a2->log();
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG", name_)), uint64_t{kFirst});
+  a2 = ShardRelay("a", 2);
+  a2->Start();
+  for (int i = kFirst + 1; i <= kCount; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, kCount);
+  std::this_thread::sleep_for(1s);  // a hand-over would be stored by now
+  EXPECT_EQ(a2->log().find("but not committed handed over"), std::string::npos) << a2->log();
+  ExpectEachStoredOnce(Audit(topic, kCount), kCount);
+  EXPECT_EQ(a2->Stop(), 0);
+}
+
 // A new MQTT session (the broker forgot the shard's session) whose first
 // holder dies before committing anything of it: the standby that resumes it
 // gets that holder's unacknowledged delivery again, under packet id 1, with
