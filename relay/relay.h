@@ -265,6 +265,7 @@ class Relay {
   // Message::resume_connect), and whether this connect resumed a kept
   // session and has no SUBACK yet. Intake thread.
   uint32_t intake_session_ = 0;
+  uint32_t intake_marked_ = 0;  // the newest session seen marked
   uint32_t intake_connects_ = 0;
   bool before_suback_ = false;
   // A new session's first delivery is acknowledged only once SESSION_IDX

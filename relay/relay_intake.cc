@@ -153,9 +153,10 @@ void Relay::PumpPending() {
 // ---- Intake (intake link's network thread) -----------------------------------
 
 bool Relay::AwaitSessionMark(Clock::duration max_wait) {
-  if (intake_session_ == 0) return true;  // the session this process found kept: marked by whoever began it
+  // The session this process found kept was marked by whoever began it;
+  // one seen marked stays so (no lock per message).
+  if (intake_session_ == 0 || intake_session_ == intake_marked_) return true;
   std::unique_lock lock(session_mark_mu_);
-  if (session_marked_ == intake_session_) return true;
   if (session_mark_wanted_ != intake_session_) {
     session_mark_wanted_ = intake_session_;
     queue_.Wake();
@@ -166,6 +167,7 @@ bool Relay::AwaitSessionMark(Clock::duration max_wait) {
     if (stopping_ || Clock::now() >= deadline) return false;
     session_mark_cv_.wait_for(lock, milliseconds(50));
   }
+  intake_marked_ = intake_session_;
   return true;
 }
 

@@ -12,6 +12,7 @@
 #include <map>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "relay_fixture.h"
 
@@ -55,6 +56,22 @@ class GaleraE2E : public RelayE2E {
   void SetUp() override {
     RelayE2E::SetUp();
     ASSERT_TRUE(started_) << "the Galera cluster did not start (tools/galera.sh start)";
+  }
+  // A failed test shows what the nodes said (their error logs' tails):
+  // evictions, flow control, state transfers.
+  void TearDown() override {
+    if (HasFailure() && started_) {
+      for (int k = 1; k <= 3; ++k) {
+        std::ifstream log(Env(fmt::format("NODE{}_LOG", k)));
+        std::vector<std::string> lines;
+        for (std::string line; std::getline(log, line);) lines.push_back(line);
+        std::cerr << "---- galera node " << k << " log (tail) ----\n";
+        for (std::size_t i = lines.size() > 40 ? lines.size() - 40 : 0; i < lines.size(); ++i) {
+          std::cerr << lines[i] << "\n";
+        }
+      }
+    }
+    RelayE2E::TearDown();
   }
 
   static std::string Env(const std::string& name) { return (*env_)[name]; }
