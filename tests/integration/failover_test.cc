@@ -147,6 +147,18 @@ class FailoverE2E : public FaultE2E {
     WaitStored(topic, count);
   }
 
+  // `active` was started with SEQTEST_KILL_AFTER_COMMIT=count: publishes
+  // p1..p<count> on `topic` and waits for its SIGKILL right after it
+  // committed the last of them (whose PUBACK it never sent).
+  void PublishUntilTheActiveDiesAfterCommitting(RelayProcess& active, MqttClient& pub, const std::string& topic,
+                                                int count) {
+    for (int i = 1; i <= count; ++i) pub.Publish(topic, "p" + std::to_string(i));
+    ASSERT_TRUE(pub.WaitAllAcked(30s));
+    ASSERT_EQ(active.WaitExit(10s), 128 + SIGKILL) << active.log();
+    ASSERT_TRUE(LogHas(active, fmt::format("fault injection: SIGKILL after committing {} messages", count), 1s))
+        << active.log();
+  }
+
   static void StartStandby(RelayProcess& standby) {
     standby.Launch();
     ASSERT_TRUE(LogHas(standby, "standby: shard", 20s)) << standby.log();
@@ -390,10 +402,8 @@ TEST_F(FailoverE2E, AMessageCommittedBeforeItsPubackWasReadIsNotStoredAgainByThe
   a1->Start({"SEQTEST_KILL_AFTER_COMMIT=" + std::to_string(kFirst)});
   StartStandby(*a2);
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  for (int i = 1; i <= kFirst; ++i) pub.Publish(topic, "p" + std::to_string(i));
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
-  ASSERT_EQ(a1->WaitExit(10s), 128 + SIGKILL) << a1->log();
-  ASSERT_TRUE(LogHas(*a1, "fault injection: SIGKILL after committing 20 messages", 1s)) << a1->log();
+  PublishUntilTheActiveDiesAfterCommitting(*a1, pub, topic, kFirst);
+  if (HasFatalFailure()) return;
   EXPECT_EQ(RowsOfEpoch("a", 1), uint64_t{kFirst});
   // The rows carry their packet ids: p20, the last one, is still in flight.
   EXPECT_EQ(Number(fmt::format("SELECT COUNT(DISTINCT MID) FROM `{}`.MSG WHERE MID <> 0", name_)), uint64_t{kFirst});
@@ -423,9 +433,8 @@ TEST_F(FailoverE2E, ADroppedResendIsNotHandedOverByTheRelayThatDroppedIt) {
   a2->Launch({"SEQTEST_KILL_AFTER_RESEND_DROP=1"});
   ASSERT_TRUE(LogHas(*a2, "standby: shard", 20s)) << a2->log();
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  for (int i = 1; i <= kFirst; ++i) pub.Publish(topic, "p" + std::to_string(i));
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
-  ASSERT_EQ(a1->WaitExit(10s), 128 + SIGKILL) << a1->log();
+  PublishUntilTheActiveDiesAfterCommitting(*a1, pub, topic, kFirst);
+  if (HasFatalFailure()) return;
   ASSERT_EQ(a2->WaitExit(std::chrono::milliseconds(kLeaseMs) + 20s), 128 + SIGKILL) << a2->log();
   ASSERT_TRUE(LogHas(*a2, "dropped mosquitto's resend of message", 1s)) << a2->log();
   EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG", name_)), uint64_t{kFirst});
