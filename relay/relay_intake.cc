@@ -154,7 +154,7 @@ void Relay::PumpPending() {
 
 bool Relay::AwaitSessionMark(Clock::duration max_wait) {
   // The session this process found kept was marked by whoever began it;
-  // one seen marked stays so (no lock per message).
+  // one seen marked stays so (OnIntake asks only until then).
   if (intake_session_ == 0 || intake_session_ == intake_marked_) return true;
   std::unique_lock lock(session_mark_mu_);
   if (session_mark_wanted_ != intake_session_) {
@@ -182,17 +182,22 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   // Every wait of this callback together stays under a third of the
   // keepalive (see PushWithin below).
   const auto max_wait = Clock::duration(std::chrono::seconds(config_.mqtt_keepalive_s)) / 3;
-  const auto callback_start = Clock::now();
-  if (!AwaitSessionMark(max_wait) || !lease_->valid()) {
-    // The database is away: take nothing of the new session yet. The
-    // broken connection leaves this PUBACK unsent; mosquitto keeps the
-    // message in the session and the link asks again after reconnecting.
-    static RateLimit limit(std::chrono::seconds(10));
-    if (auto suppressed = limit.Allow()) {
-      LogWarn("intake: a new MQTT session cannot be marked in the database yet (or the lease lapsed); taking "
-              "nothing of it until it is{}", SuppressedNote(*suppressed));
+  Clock::duration mark_wait{};
+  if (intake_session_ != 0 && intake_session_ != intake_marked_) {  // a new session's first delivery
+    const auto started = Clock::now();
+    const bool marked = AwaitSessionMark(max_wait) && lease_->valid();
+    mark_wait = Clock::now() - started;
+    if (!marked) {
+      // The database is away: take nothing of the new session yet. The
+      // broken connection leaves this PUBACK unsent; mosquitto keeps the
+      // message in the session and the link asks again after reconnecting.
+      static RateLimit limit(std::chrono::seconds(10));
+      if (auto suppressed = limit.Allow()) {
+        LogWarn("intake: a new MQTT session cannot be marked in the database yet (or the lease lapsed); taking "
+                "nothing of it until it is{}", SuppressedNote(*suppressed));
+      }
+      return MqttLink::AfterMessage::kBreakConnection;
     }
-    return MqttLink::AfterMessage::kBreakConnection;
   }
   ++counters_.received;
   switch (rules_.Classify(in.topic, in.payload.size(), in.retain)) {
@@ -279,8 +284,7 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   // unsent. Past that, the link pauses (a clean DISCONNECT) until the
   // writer has drained the buffer to half.
   Clock::duration waited{};
-  const auto left = max_wait - std::min<Clock::duration>(max_wait, Clock::now() - callback_start);
-  switch (queue_.PushWithin(std::move(m), left, &waited)) {
+  switch (queue_.PushWithin(std::move(m), max_wait - std::min(max_wait, mark_wait), &waited)) {
     case IntakeQueue::Pushed::kQueued:
       break;
     case IntakeQueue::Pushed::kClosed:

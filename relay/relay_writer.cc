@@ -154,6 +154,9 @@ bool Relay::DropResends(std::vector<Message>& batch) {
 }
 
 bool Relay::DropCommittedResends(std::vector<Message>& batch) {
+  if (std::none_of(batch.begin(), batch.end(), [](const Message& m) { return m.resume_connect != 0; })) {
+    return true;  // the usual batch: nothing came before a resumed session's SUBACK
+  }
   std::vector<bool> resend(batch.size(), false);
   std::size_t dropped = 0;
   for (std::size_t i = 0; i < batch.size(); ++i) {
