@@ -337,11 +337,7 @@ int Relay::Run() {
       std::unique_lock lock(publish_mu_);
       acked_cv_.wait_until(lock, give_up_at_ + std::chrono::seconds(2), [&] { return tracker_.in_flight() == 0; });
     }
-    uint64_t watermark;
-    {
-      std::lock_guard lock(publish_mu_);
-      watermark = tracker_.watermark();
-    }
+    const uint64_t watermark = AckedWatermark();
     if (store_.connected()) {
       if (Status s = store_.SavePublished(watermark); !s.ok()) {
         LogWarn("could not save the published watermark: {}", s.message());
@@ -416,7 +412,7 @@ bool Relay::BecomeActive() {
         auto p = store_.ReadProgress();
         if (p.ok()) progress = *p;
         return p.status();
-      }, [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
+      })) {
     return false;
   }
   auto topic_rows = store_.CountTopics();

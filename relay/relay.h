@@ -139,6 +139,8 @@ class Relay {
   // Intake: waits (at most `max_wait`, less on a stop) until the writer has
   // marked the intake's current session; false if it has not.
   bool AwaitSessionMark(std::chrono::steady_clock::duration max_wait);
+  // Intake: the current session needs no mark (found kept) or has one.
+  bool IntakeSessionMarked() const { return intake_session_ == 0 || intake_session_ == intake_marked_; }
   // Main thread, active only: deletes DEDUPE records past --dedupe-window,
   // a small batch at a time, for at most a few hundred milliseconds a call.
   void PurgeMsgIds();
@@ -198,6 +200,12 @@ class Relay {
   // store_errors.h) ends the retry at once: false, with *refused set.
   bool Retry(const char* what, const std::function<Status()>& attempt,
              const std::function<AfterReconnect(const MysqlStore::Progress&)>& check, Status* refused = nullptr);
+  // The same for an attempt that a reconnect never makes unnecessary (a
+  // read, or a write that may safely be done twice): always tried again.
+  bool Retry(const char* what, const std::function<Status()>& attempt);
+  // The tracker's published watermark (rows up to it acknowledged on
+  // seq/T), read under publish_mu_.
+  uint64_t AckedWatermark();
   Status ConnectDatabase(MysqlStore::Progress& progress);
   bool GivingUp() const;
   void SleepUnlessGivingUp(std::chrono::milliseconds d);

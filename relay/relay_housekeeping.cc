@@ -66,11 +66,7 @@ void Relay::ApplyRetention() {
 
 bool Relay::RetentionWork(Clock::time_point until) {
   // Only rows every subscriber could have had live are deleted.
-  uint64_t published;
-  {
-    std::lock_guard lock(publish_mu_);
-    published = tracker_.watermark();
-  }
+  const uint64_t published = AckedWatermark();
   constexpr std::size_t kTopicsPerQuery = 1000, kRowsPerDelete = 1000;
   auto failed = [](const std::string& what) {
     static RateLimit limit(std::chrono::minutes(1));

@@ -153,9 +153,9 @@ void Relay::PumpPending() {
 // ---- Intake (intake link's network thread) -----------------------------------
 
 bool Relay::AwaitSessionMark(Clock::duration max_wait) {
-  // The session this process found kept was marked by whoever began it;
-  // one seen marked stays so (OnIntake asks only until then).
-  if (intake_session_ == 0 || intake_session_ == intake_marked_) return true;
+  // A session found kept was marked by whoever began it; one seen marked
+  // stays so (OnIntake asks only until then).
+  if (IntakeSessionMarked()) return true;
   std::unique_lock lock(session_mark_mu_);
   if (session_mark_wanted_ != intake_session_) {
     session_mark_wanted_ = intake_session_;
@@ -183,7 +183,7 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   // keepalive (see PushWithin below).
   const auto max_wait = Clock::duration(std::chrono::seconds(config_.mqtt_keepalive_s)) / 3;
   Clock::duration mark_wait{};
-  if (intake_session_ != 0 && intake_session_ != intake_marked_) {  // a new session's first delivery
+  if (!IntakeSessionMarked()) {  // a new session's first delivery
     const auto started = Clock::now();
     const bool marked = AwaitSessionMark(max_wait) && lease_->valid();
     mark_wait = Clock::now() - started;

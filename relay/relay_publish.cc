@@ -26,8 +26,7 @@ Status Relay::Republish(uint64_t after, const uint64_t last, bool again) {
       if (rows = pending_store_.ReadRowsAfter(after, kRepublishChunk); !rows.ok()) return rows.status();
     } else if (!Retry(
                    "read rows to republish",
-                   [&] { return (rows = store_.ReadRowsAfter(after, kRepublishChunk)).status(); },
-                   [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
+                   [&] { return (rows = store_.ReadRowsAfter(after, kRepublishChunk)).status(); })) {
       return Status::Error("stopped while republishing");
     }
     if (rows->empty()) break;  // rows deleted behind the watermark: nothing left to send

@@ -95,6 +95,15 @@ bool Relay::Retry(const char* what, const std::function<Status()>& attempt,
   }
 }
 
+bool Relay::Retry(const char* what, const std::function<Status()>& attempt) {
+  return Retry(what, attempt, [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; });
+}
+
+uint64_t Relay::AckedWatermark() {
+  std::lock_guard lock(publish_mu_);
+  return tracker_.watermark();
+}
+
 bool Relay::DropResends(std::vector<Message>& batch) {
   std::vector<MysqlStore::MsgIdKey> keys;
   for (const Message& m : batch) {
@@ -105,8 +114,7 @@ bool Relay::DropResends(std::vector<Message>& batch) {
   // keeps every other writer out from here to this batch's commit), or
   // earlier in this batch.
   Result<std::vector<MysqlStore::MsgIdKey>> found = Status::Ok();
-  if (!Retry("look up msg-ids", [&] { return (found = store_.FindSequencedMsgIds(keys)).status(); },
-             [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
+  if (!Retry("look up msg-ids", [&] { return (found = store_.FindSequencedMsgIds(keys)).status(); })) {
     return false;
   }
   struct KeyHash {
@@ -146,8 +154,7 @@ bool Relay::DropResends(std::vector<Message>& batch) {
   counters_.dedupe_dropped += dropped;
   resends_dropped_ += dropped;
   if (!handed_over.empty() &&
-      !Retry("delete handed-over resends", [&] { return store_.DeletePending(handed_over); },
-             [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
+      !Retry("delete handed-over resends", [&] { return store_.DeletePending(handed_over); })) {
     return false;
   }
   return true;
@@ -176,8 +183,7 @@ bool Relay::DropCommittedResends(std::vector<Message>& batch) {
       auto read_tail = [&] {
         return (tail = store_.ReadSessionTail(sequencer_.last_idx(), CommittedResends::kWindow)).status();
       };
-      if (!Retry("read the session's newest rows", read_tail,
-                 [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
+      if (!Retry("read the session's newest rows", read_tail)) {
         return false;
       }
       std::vector<CommittedResends::Row> rows;
@@ -188,8 +194,7 @@ bool Relay::DropCommittedResends(std::vector<Message>& batch) {
     const std::optional<uint64_t> idx = committed_resends_.Candidate(m.mid);
     if (!idx) continue;
     Result<std::optional<std::pair<std::string, std::string>>> row = Status::Ok();
-    if (!Retry("read a row", [&] { return (row = store_.ReadRow(*idx)).status(); },
-               [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
+    if (!Retry("read a row", [&] { return (row = store_.ReadRow(*idx)).status(); })) {
       return false;
     }
     const std::span<const uint8_t> payload = m.payload();
@@ -220,15 +225,10 @@ bool Relay::DropCommittedResends(std::vector<Message>& batch) {
 
 bool Relay::SaveDroppedJournalPosition() {
   if (!journal_ || dropped_journal_end_ <= saved_dropped_end_) return true;
-  uint64_t watermark;
-  {
-    std::lock_guard lock(publish_mu_);
-    watermark = tracker_.watermark();
-  }
+  const uint64_t watermark = AckedWatermark();
   const uint64_t position = dropped_journal_end_;
   if (!Retry("save the journal's position past dropped resends",
-             [&] { return store_.CommitBatch({}, watermark, position); },
-             [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
+             [&] { return store_.CommitBatch({}, watermark, position); })) {
     return false;
   }
   saved_dropped_end_ = position;
@@ -239,13 +239,8 @@ bool Relay::SaveDroppedJournalPosition() {
 bool Relay::MarkSession(uint32_t session) {
   stored_session_ = session;  // rows from here on: this session's ids only
   store_.SetSessionStart(sequencer_.last_idx() + 1);
-  uint64_t watermark;
-  {
-    std::lock_guard lock(publish_mu_);
-    watermark = tracker_.watermark();
-  }
-  if (!Retry("mark the intake's new MQTT session", [&] { return store_.SavePublished(watermark); },
-             [](const MysqlStore::Progress&) { return AfterReconnect::kRetry; })) {
+  const uint64_t watermark = AckedWatermark();
+  if (!Retry("mark the intake's new MQTT session", [&] { return store_.SavePublished(watermark); })) {
     return false;
   }
   LogInfo("intake: a new MQTT session; its rows begin at idx {}", store_.session_start());
@@ -326,11 +321,7 @@ bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>
 
 Relay::Committed Relay::Commit(std::span<Message> batch, Status* refused) {
   const uint64_t first = batch.front().idx, last = batch.back().idx;
-  uint64_t watermark;
-  {
-    std::lock_guard lock(publish_mu_);
-    watermark = tracker_.watermark();
-  }
+  const uint64_t watermark = AckedWatermark();
   // If the connection broke during COMMIT the outcome is unknown: the
   // database's MAX(idx) tells. This relay is the only writer, so it is
   // either `last` (committed) or `first - 1` (not); anything else breaks the

@@ -39,7 +39,7 @@ struct Message {
   uint16_t resumed_mid = 0;
   // The MQTT packet id it was delivered under (0: QoS 0, or not live from
   // the intake), stored as MSG.MID; the writer clears it for a message of
-  // an MQTT session older than one it has stored from.
+  // another session than the one it last marked (Relay::MarkSession).
   uint16_t mid = 0;
   // Which MQTT session of the intake delivered it: counts the connects
   // that found no session kept (0 until the first such one).

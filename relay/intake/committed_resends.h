@@ -50,7 +50,7 @@ class CommittedResends {
   // A resumed session's newest rows, newest first (at most kWindow are
   // kept). The checks of the previous connect end.
   void Start(const std::vector<Row>& newest_first);
-  // Ends the checks (a delivery that is not a resend, or the SUBACK).
+  // Ends the checks until the next Start (a delivery that is not a resend).
   void End() { rows_.clear(); }
   bool active() const { return !rows_.empty(); }
 
