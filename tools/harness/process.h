@@ -45,8 +45,11 @@ class Process {
 // Runs a command to completion; returns its exit code and output.
 int RunCommand(const std::vector<std::string>& argv, std::string* output = nullptr);
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
+// A TCP port on 127.0.0.1 that was free a moment ago (10000 to 19999).
 int FreePort();
+
+// Whether a connection to the Unix socket at `path` is accepted.
+bool UnixSocketAccepts(const std::string& path);
 
 // A TCP connection to 127.0.0.1:port, as a file descriptor the caller
 // closes, or -1. With recv_timeout > 0, reads on it time out after that.

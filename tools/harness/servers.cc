@@ -21,6 +21,12 @@ std::string FindBinary(const std::string& name) {
   throw std::runtime_error(name + " not found: install it (tools/test.sh does)");
 }
 
+// Whether a server's log says that its port was taken.
+bool LostItsPort(const std::string& log) {
+  const std::string text = ReadFile(log);
+  return text.find("Address already in use") != std::string::npos || text.find("Bind on TCP/IP port") != std::string::npos;
+}
+
 bool PortAccepts(int port) {
   const int fd = ConnectLoopback(port);
   if (fd >= 0) close(fd);
@@ -52,19 +58,17 @@ TestServers::TestServers() {
     InstallDatabase();
   }
 
-  std::ofstream conf(dir_ + "/mosquitto.conf");
-  conf << "listener " << mqtt_port_ << " 127.0.0.1\n"
-       << "allow_anonymous true\n"
-       << "user root\n"
-       << "set_tcp_nodelay true\n"
-       << "max_queued_messages 0\n"
-       << "persistence true\n"
-       << "persistence_location " << dir_ << "/\n"
-       << "autosave_interval 1\n"
-       << "log_dest stderr\n"
-       << "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n";
-  conf.close();
-  StartBroker();
+  WriteBrokerConfig();
+  for (int attempt = 1;; ++attempt) {
+    try {
+      StartBroker();
+      break;
+    } catch (const std::runtime_error&) {
+      if (attempt == 3 || !LostItsPort(dir_ + "/mosquitto.log")) throw;
+      mqtt_port_ = FreePort();
+      WriteBrokerConfig();
+    }
+  }
 }
 
 TestServers::~TestServers() {
@@ -86,9 +90,34 @@ void TestServers::InstallDatabase() {
                        "--tmpdir=" + dir_ + "/tmp", "--auth-root-authentication-method=normal", "--skip-test-db"},
                       &out);
   if (rc != 0) throw std::runtime_error("mariadb-install-db failed:\n" + out);
-  StartDatabase();
+  // Ports are picked free but not held until the server binds them: a
+  // server that lost its port to someone else starts again on another.
+  for (int attempt = 1;; ++attempt) {
+    try {
+      StartDatabase();
+      break;
+    } catch (const std::runtime_error&) {
+      if (attempt == 3 || !LostItsPort(dir_ + "/mariadb.log")) throw;
+      db_port_ = FreePort();
+    }
+  }
   Sql(std::string("CREATE USER '") + kDbUser + "'@'%' IDENTIFIED BY '" + kDbPassword + "'; GRANT ALL ON *.* TO '" +
       kDbUser + "'@'%';");
+}
+
+void TestServers::WriteBrokerConfig() {
+  std::ofstream conf(dir_ + "/mosquitto.conf");
+  conf << "listener " << mqtt_port_ << " 127.0.0.1\n"
+       << "allow_anonymous true\n"
+       << "user root\n"
+       << "set_tcp_nodelay true\n"
+       << "max_queued_messages 0\n"
+       << "persistence true\n"
+       << "persistence_location " << dir_ << "/\n"
+       << "autosave_interval 1\n"
+       << "log_dest stderr\n"
+       << "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n";
+  conf.close();
 }
 
 void TestServers::Galera(const std::string& command, const std::vector<std::string>& args) {
@@ -120,7 +149,9 @@ void TestServers::StartDatabase() {
              "--tmpdir=" + dir_ + "/tmp", "--socket=" + db_socket_, "--port=" + std::to_string(db_port_), "--bind-address=127.0.0.1",
              "--innodb-flush-log-at-trx-commit=1", "--skip-name-resolve"},
             dir_ + "/mariadb.log");
-  bool up = WaitFor([&] { return !db_.running() || PortAccepts(db_port_); }, std::chrono::seconds(60));
+  // The socket is ours alone (another server may answer on a port we lost),
+  // and MariaDB opens it after its TCP port.
+  bool up = WaitFor([&] { return !db_.running() || UnixSocketAccepts(db_socket_); }, std::chrono::seconds(60));
   if (!up || !db_.running()) throw std::runtime_error("mariadbd did not start:\n" + Tail(dir_ + "/mariadb.log", 30));
 }
 
@@ -132,7 +163,15 @@ void TestServers::StopDatabase(int sig) {
 
 void TestServers::StartBroker() {
   broker_.Start({FindBinary("mosquitto"), "-c", dir_ + "/mosquitto.conf"}, dir_ + "/mosquitto.log");
-  bool up = WaitFor([&] { return !broker_.running() || PortAccepts(mqtt_port_); }, std::chrono::seconds(20));
+  // Ready once it says so (another server may answer on a port we lost)
+  // and its port answers.
+  const std::size_t log_start = ReadFile(dir_ + "/mosquitto.log").size();
+  bool up = WaitFor(
+      [&] {
+        return !broker_.running() || (ReadFile(dir_ + "/mosquitto.log").find(" running", log_start) != std::string::npos &&
+                                      PortAccepts(mqtt_port_));
+      },
+      std::chrono::seconds(20));
   if (!up || !broker_.running()) {
     throw std::runtime_error("mosquitto did not start:\n" + Tail(dir_ + "/mosquitto.log", 30));
   }
@@ -150,7 +189,7 @@ std::vector<std::string> TestServers::SqlCommand(const std::string& sql) const {
 std::string TestServers::Sql(const std::string& sql) {
   std::string out;
   int rc = RunCommand(SqlCommand(sql), &out);
-  if (rc != 0) throw std::runtime_error("SQL failed (" + sql + "):\n" + out);
+  if (rc != 0) throw std::runtime_error("SQL failed (" + sql + "):\n" + out + Logs());
   return out;
 }
 

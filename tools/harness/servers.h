@@ -62,6 +62,7 @@ class TestServers {
   std::string galera_dir_;  // SEQTEST_DB=galera: the cluster's folder
   // A new MariaDB in dir_/db, started, with the tests' user.
   void InstallDatabase();
+  void WriteBrokerConfig();
   // Runs tools/galera.sh with `args` (the cluster's folder after the command).
   void Galera(const std::string& command, const std::vector<std::string>& args = {});
   // A value of the cluster's cluster.env (it changes as nodes restart).
