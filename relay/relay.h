@@ -139,6 +139,12 @@ class Relay {
   // Intake: waits (at most `max_wait`, less on a stop) until the writer has
   // marked the intake's current session; false if it has not.
   bool AwaitSessionMark(std::chrono::steady_clock::duration max_wait);
+  // Intake: waits until the writer has committed, or found committed, the
+  // delivery given `ticket` (Message::verdict_ticket); false on a stop.
+  bool AwaitVerdict(uint64_t ticket);
+  // Writer: every delivery with a ticket up to `ticket` is committed or
+  // found committed.
+  void GiveVerdicts(uint64_t ticket);
   // Intake: the current session needs no mark (found kept) or has one.
   bool IntakeSessionMarked() const { return intake_session_ == 0 || intake_session_ == intake_marked_; }
   // Main thread, active only: deletes DEDUPE records past --dedupe-window,
@@ -284,6 +290,14 @@ class Relay {
   std::condition_variable session_mark_cv_;
   uint32_t session_mark_wanted_ = 0;
   uint32_t session_marked_ = 0;
+  // Deliveries that may be mosquitto's resends of committed messages are
+  // acknowledged only after the writer's verdict: the intake numbers them
+  // (verdict_tickets_, intake thread), the writer answers up to which
+  // (verdicts_, guarded by verdict_mu_).
+  uint64_t verdict_tickets_ = 0;
+  std::mutex verdict_mu_;
+  std::condition_variable verdict_cv_;
+  uint64_t verdicts_ = 0;
 
   // Writer state: touched by Run() before the writer starts, then only by
   // the writer thread.

@@ -171,6 +171,18 @@ bool Relay::AwaitSessionMark(Clock::duration max_wait) {
   return true;
 }
 
+bool Relay::AwaitVerdict(uint64_t ticket) {
+  // No deadline: the writer retries until it commits, or the relay stops
+  // (a step-down stops it too). Meanwhile this link reads nothing, and a
+  // wait past 1.5 keepalives makes mosquitto drop it, the PUBACK unsent.
+  std::unique_lock lock(verdict_mu_);
+  while (verdicts_ < ticket) {
+    if (stopping_) return false;
+    verdict_cv_.wait_for(lock, milliseconds(50));  // in slices, so that a stop is seen at once
+  }
+  return true;
+}
+
 MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   if (!lease_->valid()) {
     // The lease has lapsed: not ours to take. The broken connection leaves
@@ -258,11 +270,22 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   m.mid = in.mid;
   m.session = intake_session_;
   if (before_suback_) m.resume_connect = intake_connects_;
+  // Early in a session this process found kept, a delivery may be
+  // mosquitto's resend of a message another relay (or this process before a
+  // reconnect) committed but whose PUBACK mosquitto never read. Only the
+  // writer can tell (DropCommittedResends), so its PUBACK waits for the
+  // writer's verdict, and it is not journaled: acknowledged, it is in MSG;
+  // not acknowledged (a kill, a stop), mosquitto sends it again. Journaled
+  // and acknowledged before the verdict, a restart would hand it over and
+  // store it a second time. At most mosquitto's in-flight window (20 by
+  // default) comes before the SUBACK, a commit's wait each.
+  const bool await_verdict = before_suback_ && intake_session_ == 0 && in.mid != 0;
+  if (await_verdict) m.verdict_ticket = ++verdict_tickets_;
   if (resumed_left_ > 0) {  // perhaps the resend of a message the previous holder journaled
     --resumed_left_;
     m.resumed_mid = in.mid;
   }
-  if (journal_) {
+  if (journal_ && !await_verdict) {
     // Before this callback returns, so before libmosquitto sends the PUBACK.
     if (auto end = journal_->Append(in.topic, in.payload, in.mid, m.msg_id); end.ok()) {
       m.journal_end = end.value();
@@ -284,11 +307,18 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   // unsent. Past that, the link pauses (a clean DISCONNECT) until the
   // writer has drained the buffer to half.
   Clock::duration waited{};
-  switch (queue_.PushWithin(std::move(m), max_wait - std::min(max_wait, mark_wait), &waited)) {
+  const uint64_t ticket = m.verdict_ticket;
+  const IntakeQueue::Pushed pushed = queue_.PushWithin(std::move(m), max_wait - std::min(max_wait, mark_wait), &waited);
+  if (ticket != 0 && pushed != IntakeQueue::Pushed::kClosed && !AwaitVerdict(ticket)) {
+    // Stopping: not committed, so not acknowledged (mosquitto keeps it).
+    return MqttLink::AfterMessage::kBreakConnection;
+  }
+  switch (pushed) {
     case IntakeQueue::Pushed::kQueued:
       break;
     case IntakeQueue::Pushed::kClosed:
       ++counters_.lost;  // only after the shutdown deadline closed the queue
+      if (ticket != 0) return MqttLink::AfterMessage::kBreakConnection;  // neither journaled nor committed
       return MqttLink::AfterMessage::kReadOn;
     case IntakeQueue::Pushed::kOverLimit:
       // The link takes nothing more once it has queued its DISCONNECT

@@ -252,6 +252,14 @@ bool Relay::MarkSession(uint32_t session) {
   return true;
 }
 
+void Relay::GiveVerdicts(uint64_t ticket) {
+  {
+    std::lock_guard lock(verdict_mu_);
+    verdicts_ = std::max(verdicts_, ticket);
+  }
+  verdict_cv_.notify_all();
+}
+
 bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics) {
   if (!DropCommittedResends(batch)) return false;
   if (config_.dedupe_window_s > 0 && !DropResends(batch)) return false;
@@ -442,6 +450,8 @@ void Relay::WriterLoop() {
     for (const Message& m : batch) {
       if (m.received != Clock::time_point{}) stage_intake_queue_.Observe(now - m.received);
     }
+    uint64_t verdicts = 0;  // the newest delivery whose PUBACK waits for this batch
+    for (const Message& m : batch) verdicts = std::max(verdicts, m.verdict_ticket);
     const uint64_t dropped_before = resends_dropped_;
     bool ok = Sequence(batch, topics);
     stage_sequence_.Observe(Clock::now() - now);
@@ -473,6 +483,7 @@ void Relay::WriterLoop() {
       governor.LiveBatchDone();
       continue;  // giving up: drain the rest of the queue the same way
     }
+    if (verdicts != 0) GiveVerdicts(verdicts);  // committed, dropped as committed already, or set aside
     counters_.committed += batch.size();
     ++counters_.batches;
     if (kill_after_commit_ != 0 && intake_held_ && counters_.committed >= kill_after_commit_) {

@@ -48,6 +48,10 @@ struct Message {
   // the SUBACK of a connect that resumed a kept session: perhaps
   // mosquitto's resend of a message committed already (CommittedResends).
   uint32_t resume_connect = 0;
+  // Nonzero while the intake holds this delivery's PUBACK until the writer
+  // has committed it or found it committed (Relay::OnIntake): the intake's
+  // count of such deliveries, which the writer reports back.
+  uint64_t verdict_ticket = 0;
   // Handed over by a relay's journal (PENDING's key): the commit that stores
   // it deletes that row. Empty otherwise.
   std::string pending_journal;
