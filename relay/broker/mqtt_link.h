@@ -1,5 +1,6 @@
 // MqttLink: the relay's one adapter to libmosquitto. One MQTT connection
-// with its own network thread (Loop: mosquitto_loop in a loop of ours), which
+// with its own network thread (Loop: poll, mosquitto_loop_read and _write in
+// a loop of ours), which
 // reconnects with exponential backoff (1 s .. 30 s) and re-subscribes on
 // every connect.
 //
@@ -21,6 +22,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -138,9 +140,17 @@ class MqttLink {
  private:
   MqttLink(Options options, Handlers handlers);
   enum class Want { kRun, kPause, kStop };
-  // The network thread: mosquitto_loop, the DISCONNECT when want_ says so,
+  // The network thread: Step, the DISCONNECT when want_ says so,
   // reconnects with backoff.
   void Loop();
+  // Network thread, connected: waits up to `timeout` for the socket or a
+  // wake-up, then reads, writes and keeps alive. A libmosquitto result
+  // (anything but MOSQ_ERR_SUCCESS: the connection is gone).
+  int Step(std::chrono::milliseconds timeout);
+  // Any thread: makes the network thread's poll return (once for any number
+  // of calls until it has).
+  void WakeLoop();
+  static constexpr int kMaxReadsPerStep = 64;
   // Network thread: the first connect of a v5 persistent session, which
   // carries its CONNECT properties (kept by libmosquitto for reconnects).
   int ConnectWithSessionExpiry();
@@ -163,8 +173,8 @@ class MqttLink {
   std::atomic<bool> connected_{false};
   std::atomic<bool> ever_connected_{false};
   // What the owner (or a handler) wants of the connection. The network
-  // thread acts on it between mosquitto_loop calls; wake_ (with want_mu_)
-  // cuts its backoff or pause short.
+  // thread acts on it between Steps; wake_ (with want_mu_) cuts its backoff
+  // or pause short, WakeLoop its poll.
   std::atomic<Want> want_{Want::kRun};
   std::mutex want_mu_;
   std::condition_variable wake_;
@@ -180,6 +190,11 @@ class MqttLink {
   // keeps the socket open so that it can be half-closed and drained to the
   // broker's own close instead. Network thread only.
   int lingering_fd_ = -1;
+  // The network thread's wake-up (an eventfd), written by WakeLoop when
+  // wake_pending_ was clear; the thread clears it before writing.
+  int wake_fd_ = -1;
+  std::atomic<bool> wake_pending_{false};
+  uint64_t messages_read_ = 0;  // PUBLISHes handed to OnMessage; network thread only
   bool first_connect_in_loop_ = false;  // set by Start before the thread runs
   std::thread thread_;  // the network thread; joined by Stop()
 };
