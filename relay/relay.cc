@@ -28,6 +28,9 @@ Relay::Relay(Config config)
   if (const char* n = std::getenv("SEQTEST_KILL_AFTER_JOURNAL")) kill_after_journal_ = std::strtoull(n, nullptr, 10);
   if (const char* n = std::getenv("SEQTEST_BREAK_INTAKE_AFTER")) break_intake_after_ = std::strtoull(n, nullptr, 10);
   kill_after_resend_drop_ = std::getenv("SEQTEST_KILL_AFTER_RESEND_DROP") != nullptr;
+  if (const char* n = std::getenv("SEQTEST_KILL_BEFORE_SESSION_MARK")) {
+    kill_before_session_mark_ = std::strtoull(n, nullptr, 10);
+  }
   if (const char* n = std::getenv("SEQTEST_KILL_AFTER_COMMIT")) {
     kill_after_commit_ = std::strtoull(n, nullptr, 10);
     break_intake_after_ = kill_after_commit_;
@@ -238,6 +241,7 @@ int Relay::Run() {
                                             return MqttLink::AfterMessage::kReadOn;
                                           },
                                       .on_subscribed = nullptr,
+                                      .subscription_tag = nullptr,
                                       .on_published =
                                           [this](int mid, int reason) {
                                             if (mid == last_stats_mid_.load()) {
@@ -447,6 +451,7 @@ bool Relay::BecomeActive() {
                                      },
                                  .on_message = nullptr,
                                  .on_subscribed = nullptr,
+                                 .subscription_tag = nullptr,
                                  .on_published = [this](int mid, int reason) { OnPublished(mid, reason); },
                                  .on_fatal = [this](const std::string& why) { Fail("output link: " + why); },
                                  .may_connect = nullptr});
@@ -482,6 +487,7 @@ bool Relay::BecomeActive() {
                                      },
                                  .on_message = [this](const InboundMessage& m) { return OnIntake(m); },
                                  .on_subscribed = [this] { before_suback_ = false; },
+                                 .subscription_tag = [this] { return IntakeSubscriptionTag(); },
                                  .on_published = nullptr,
                                  .on_fatal = [this](const std::string& why) { Fail("intake link: " + why); },
                                  // The shard's session only while the lease is surely ours:

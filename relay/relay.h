@@ -139,6 +139,9 @@ class Relay {
   // Intake: waits (at most `max_wait`, less on a stop) until the writer has
   // marked the intake's current session; false if it has not.
   bool AwaitSessionMark(std::chrono::steady_clock::duration max_wait);
+  // Intake, on every connect: the MQTT v5 Subscription Identifier the
+  // intake subscribes with (MSG.SUB_TAG of what it delivers).
+  uint32_t IntakeSubscriptionTag() const;
   // Intake: waits until the writer has committed, or found committed, the
   // delivery given `ticket` (Message::verdict_ticket); false on a stop.
   bool AwaitVerdict(uint64_t ticket);
@@ -263,6 +266,11 @@ class Relay {
   // SEQTEST_KILL_AFTER_RESEND_DROP=1: SIGKILL right after a batch dropped a
   // resend (and saved what it must). Writer thread.
   bool kill_after_resend_drop_ = false;
+  // SEQTEST_KILL_BEFORE_SESSION_MARK=N: SIGKILL right before committing the
+  // Nth new MQTT session's mark (its first delivery read, not acknowledged).
+  // 0 = off. Writer thread.
+  uint64_t kill_before_session_mark_ = 0;
+  uint64_t session_marks_ = 0;
   std::atomic<bool> intake_held_{false};
   // SEQTEST_LOSE_FRAMES_WHILE_AWAY=1: a frame published while the output
   // link is down is dropped, as if lost in flight (never acknowledged), to

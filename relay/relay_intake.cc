@@ -171,6 +171,14 @@ bool Relay::AwaitSessionMark(Clock::duration max_wait) {
   return true;
 }
 
+uint32_t Relay::IntakeSubscriptionTag() const {
+  // One per subscription of the shard's session: the holder's epoch (every
+  // holder has its own) and its connect count, in the 28 bits MQTT allows.
+  // A collision needs 32,768 epochs or 4,096 connects between two sessions
+  // whose rows are both among the last 1,000 (CommittedResends::kWindow).
+  return 1 + (((lease_->epoch() & 0x7FFFu) << 12) | (intake_connects_ & 0xFFFu));
+}
+
 bool Relay::AwaitVerdict(uint64_t ticket) {
   // No deadline: the writer retries until it commits, or the relay stops
   // (a step-down stops it too). Meanwhile this link reads nothing, and a
@@ -268,6 +276,7 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
     }
   }
   m.mid = in.mid;
+  m.sub_tag = in.subscription_tag;
   m.session = intake_session_;
   if (before_suback_) m.resume_connect = intake_connects_;
   // Early in a session this process found kept, a delivery may be

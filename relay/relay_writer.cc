@@ -193,13 +193,16 @@ bool Relay::DropCommittedResends(std::vector<Message>& batch) {
     }
     const std::optional<uint64_t> idx = committed_resends_.Candidate(m.mid);
     if (!idx) continue;
-    Result<std::optional<std::pair<std::string, std::string>>> row = Status::Ok();
+    Result<std::optional<MysqlStore::RowContent>> row = Status::Ok();
     if (!Retry("read a row", [&] { return (row = store_.ReadRow(*idx)).status(); })) {
       return false;
     }
+    // A resend carries the Subscription Identifier of its first delivery
+    // (schema 008), so a message of a newer session, subscribed under
+    // another, is never taken for an older session's row.
     const std::span<const uint8_t> payload = m.payload();
-    const bool same = row->has_value() && (*row)->first == m.topic &&
-                      std::equal(payload.begin(), payload.end(), (*row)->second.begin(), (*row)->second.end());
+    const bool same = row->has_value() && (*row)->sub_tag == m.sub_tag && (*row)->topic == m.topic &&
+                      std::equal(payload.begin(), payload.end(), (*row)->payload.begin(), (*row)->payload.end());
     committed_resends_.Confirm(same);
     if (!same) continue;
     resend[i] = true;
@@ -239,6 +242,10 @@ bool Relay::SaveDroppedJournalPosition() {
 bool Relay::MarkSession(uint32_t session) {
   stored_session_ = session;  // rows from here on: this session's ids only
   store_.SetSessionStart(sequencer_.last_idx() + 1);
+  if (++session_marks_ == kill_before_session_mark_) {
+    LogWarn("fault injection: SIGKILL before committing the mark of a new MQTT session");
+    kill(getpid(), SIGKILL);
+  }
   const uint64_t watermark = AckedWatermark();
   if (!Retry("mark the intake's new MQTT session", [&] { return store_.SavePublished(watermark); })) {
     return false;

@@ -316,8 +316,12 @@ void MqttLink::OnConnect(mosquitto* m, void* obj, int rc, int flags) noexcept {
     // One SUBSCRIBE for all filters, so one SUBACK says we are listening.
     std::vector<char*> filters;
     for (const auto& f : o.subscriptions) filters.push_back(const_cast<char*>(f.c_str()));
+    mosquitto_property* props = nullptr;
+    const uint32_t tag = o.mqtt_v5 && self->handlers_.subscription_tag ? self->handlers_.subscription_tag() : 0;
+    if (tag != 0) mosquitto_property_add_varint(&props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, tag);
     int sub_rc = mosquitto_subscribe_multiple(m, nullptr, static_cast<int>(filters.size()), filters.data(), 1, 0,
-                                              nullptr);
+                                              props);
+    mosquitto_property_free_all(&props);
     if (sub_rc != MOSQ_ERR_SUCCESS) LogError("{}: subscribe: {}", o.name, mosquitto_strerror(sub_rc));
   }
   self->connected_ = true;
@@ -370,6 +374,7 @@ void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m, cons
   if (props != nullptr) {
     mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &response_topic, false);
     mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &correlation, &correlation_len, false);
+    mosquitto_property_read_varint(props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, &in.subscription_tag, false);
   }
   if (response_topic) in.response_topic = response_topic;
   if (correlation) in.correlation_data = std::span(static_cast<const uint8_t*>(correlation), correlation_len);

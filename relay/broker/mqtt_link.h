@@ -50,6 +50,10 @@ struct InboundMessage {
   int qos = 0;
   bool retain = false;
   uint16_t mid = 0;  // the broker's packet identifier (0 for QoS 0)
+  // The Subscription Identifier the broker sent with it (the first, if the
+  // message matched several subscriptions); 0 if none (v3.1.1 links, or
+  // subscribed without one).
+  uint32_t subscription_tag = 0;
   // MQTT v5 request/response properties; absent on v3.1.1 links.
   std::optional<std::string_view> response_topic;
   std::optional<std::span<const uint8_t>> correlation_data;
@@ -94,6 +98,11 @@ class MqttLink {
     // came through the session the broker kept (its resends, its queue,
     // and live messages on its subscriptions).
     std::function<void()> on_subscribed;
+    // Asked on every connect, after on_connect, on v5 links: the
+    // Subscription Identifier (1 .. 268,435,455) to subscribe with; 0 for
+    // none. The broker sends it with every message the subscription
+    // matches, resends included. Null: none.
+    std::function<uint32_t()> subscription_tag;
     // PUBACK (QoS 1), or sent (QoS 0). On v5 links `reason_code` is the
     // PUBACK's: >= 0x80 means the broker refused the message (too large for
     // its message_size_limit, denied by its ACL) although it acknowledged

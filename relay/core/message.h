@@ -41,6 +41,9 @@ struct Message {
   // the intake), stored as MSG.MID; the writer clears it for a message of
   // another session than the one it last marked (Relay::MarkSession).
   uint16_t mid = 0;
+  // The MQTT v5 Subscription Identifier it was delivered under (0: none),
+  // stored as MSG.SUB_TAG: a resend carries its first delivery's.
+  uint32_t sub_tag = 0;
   // Which MQTT session of the intake delivered it: counts the connects
   // that found no session kept (0 until the first such one).
   uint32_t session = 0;

@@ -19,15 +19,19 @@
 // the resend of any of those rows with its packet id, each next one only of
 // the next row, and the first that is not ends the checks until the next
 // connect. A candidate row counts only once its topic and payload are found
-// byte for byte equal to the delivery's (Confirm).
+// byte for byte equal to the delivery's, and its subscription tag
+// (MSG.SUB_TAG, schema 008) the one the delivery came with (Confirm).
 //
 // Why a new message cannot be taken for a resend: within one MQTT session
 // mosquitto numbers messages in order, so a message newer than the
 // session's newest row carries a packet id past it; only rows whose id is
 // at most kWindow before the newest row's count. Rows of an older session
-// are left out by the caller (SHARD.SESSION_IDX), as far as that marks the
-// session's start (docs/faults.md, "Known bounds"), and only sessions the
-// process found kept are checked. Pure logic; writer thread.
+// are left out by the caller (SHARD.SESSION_IDX), and where that mark is
+// behind (its holder died before committing it), by their subscription tag:
+// each connect subscribes under a tag of its own, and mosquitto resends a
+// message with the tag of its first delivery (docs/faults.md, "Known
+// bounds"). Only sessions the process found kept are checked. Pure logic;
+// writer thread.
 #pragma once
 
 #include <cstddef>

@@ -726,9 +726,9 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     fmt::format_to(std::back_inserter(fence), " AND EPOCH = {}", epoch_);
     sql.Add(fence);
 
-    sql.Open("INSERT INTO MSG (idx, ID, QOS, SEQ, MSG, EPOCH, MID) VALUES ");
+    sql.Open("INSERT INTO MSG (idx, ID, QOS, SEQ, MSG, EPOCH, MID, SUB_TAG) VALUES ");
     for (const Message& m : batch) {
-      sql.Row(m.idx, Hex(m.topic), m.frame[kFrameHeaderSize - 1], m.seq, Hex(m.payload()), epoch_, m.mid);
+      sql.Row(m.idx, Hex(m.topic), m.frame[kFrameHeaderSize - 1], m.seq, Hex(m.payload()), epoch_, m.mid, m.sub_tag);
     }
     sql.Close();
     // The publishers' msg-ids, with the message: a resend that comes after
@@ -811,13 +811,14 @@ Result<std::vector<MysqlStore::LiveRow>> MysqlStore::ReadSessionTail(uint64_t la
   return rows;
 }
 
-Result<std::optional<std::pair<std::string, std::string>>> MysqlStore::ReadRow(uint64_t idx) {
-  std::optional<std::pair<std::string, std::string>> row;
+Result<std::optional<MysqlStore::RowContent>> MysqlStore::ReadRow(uint64_t idx) {
+  std::optional<RowContent> row;
   Status s = Guard("read a row", [&] {
-    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement("SELECT ID, MSG FROM MSG WHERE idx = ?"));
+    std::unique_ptr<sql::PreparedStatement> ps(
+        conn_->prepareStatement("SELECT ID, MSG, SUB_TAG FROM MSG WHERE idx = ?"));
     ps->setUInt64(1, idx);
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
-    if (rs->next()) row.emplace(rs->getString(1).asStdString(), rs->getString(2).asStdString());
+    if (rs->next()) row.emplace(RowContent{rs->getString(1).asStdString(), rs->getString(2).asStdString(), rs->getUInt(3)});
     CommitTransaction();
   });
   if (!s.ok()) return s;

@@ -225,8 +225,12 @@ class MysqlStore {
   // The shard's newest rows with a packet id (MSG.MID) at or above
   // SESSION_IDX and at most `last_idx`, newest first, at most `limit`.
   Result<std::vector<LiveRow>> ReadSessionTail(uint64_t last_idx, std::size_t limit);
-  // Row `idx`'s topic and payload; nullopt if there is none.
-  Result<std::optional<std::pair<std::string, std::string>>> ReadRow(uint64_t idx);
+  struct RowContent {
+    std::string topic, payload;
+    uint32_t sub_tag = 0;  // MSG.SUB_TAG
+  };
+  // Row `idx`'s topic, payload and subscription tag; nullopt if there is none.
+  Result<std::optional<RowContent>> ReadRow(uint64_t idx);
 
   // Sets the shard's PUBLISHED_IDX on its own (at shutdown, or when idle),
   // fenced like a commit.

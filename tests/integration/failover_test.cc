@@ -486,6 +486,45 @@ TEST_F(FailoverE2E, ANewSessionsResendIsNeverTakenForAnOlderSessionsRow) {
   EXPECT_EQ(a2->Stop(), 0);
 }
 
+// As above, but the new session's first holder dies before its mark is
+// committed: SESSION_IDX still points at the old session, whose rows hold
+// the same packet id, topic and payload as the resend. The resend carries
+// the Subscription Identifier of the new session's subscription, the old
+// rows another (MSG.SUB_TAG, schema 008): it is stored.
+TEST_F(FailoverE2E, ANewSessionsResendIsNeverTakenForAnOlderSessionsRowBeforeItsMark) {
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
+  const std::string topic = root() + "/a/t";
+  a1->Start();
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 0; i < 10; ++i) pub.Publish(topic, "same");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, 10);
+  EXPECT_EQ(a1->Stop(), 0);
+  const uint64_t first = Number(fmt::format("SELECT MIN(idx) FROM `{}`.MSG", name_));
+  EXPECT_EQ(Number(fmt::format("SELECT SESSION_IDX FROM `{}`.SHARD WHERE NAME = 'a'", name_)), first);
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(DISTINCT SUB_TAG) FROM `{}`.MSG WHERE SUB_TAG <> 0", name_)), 1u);
+  { MqttClient forget(servers().mqtt_port(), name_ + "-a", /*clean=*/true); }  // as a broker without persistence
+  a1 = ShardRelay("a", 1);
+  a1->Start({"SEQTEST_KILL_BEFORE_SESSION_MARK=1"});
+  StartStandby(*a2);
+  pub.Publish(topic, "same");
+  ASSERT_EQ(a1->WaitExit(10s), 128 + SIGKILL) << a1->log();
+  EXPECT_TRUE(LogHas(*a1, "SIGKILL before committing the mark of a new MQTT session", 1s)) << a1->log();
+  EXPECT_EQ(Number(fmt::format("SELECT SESSION_IDX FROM `{}`.SHARD WHERE NAME = 'a'", name_)), first);
+  ASSERT_TRUE(LogHas(*a2, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 10s)) << a2->log();
+  for (int i = 0; i < 4; ++i) pub.Publish(topic, "same");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, 15);
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 15u);
+  EXPECT_EQ(Number(fmt::format("SELECT MAX(SEQ) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 15u);
+  // Packet id 1 twice: the old session's first row and the resend, under a1's two subscriptions.
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE MID = 1", name_)), 2u);
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(DISTINCT SUB_TAG) FROM `{}`.MSG WHERE MID = 1", name_)), 2u);
+  EXPECT_EQ(a2->log().find("dropped mosquitto's resend"), std::string::npos) << a2->log();
+  EXPECT_EQ(a2->Stop(), 0);
+}
+
 // The active's journal position rides on its shard's row with every batch
 // (schema 006), and the takeover moves it into the old journal's JOURNAL
 // row before the new holder's batches overwrite it: the old relay, started

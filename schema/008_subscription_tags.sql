@@ -1,0 +1,16 @@
+-- seqrelay schema version 8: the subscription each live row was delivered
+-- under.
+--
+-- The intake subscribes on every connect with an MQTT v5 Subscription
+-- Identifier of its own (the holder's epoch and its connect count), and
+-- mosquitto delivers a message, and resends it after a reconnect, with the
+-- identifier of the subscription that matched it when it was published. A
+-- resend of a committed row carries that row's tag; a message of a newer
+-- MQTT session never does, whatever SHARD.SESSION_IDX says, so the check for
+-- resends of committed messages (docs/faults.md) cannot take it for an older
+-- session's row with the same packet id, topic and payload.
+--
+-- SUB_TAG: the Subscription Identifier the intake received the row under; 0
+-- when it carried none (an MQTT 3.1.1 intake, rows of older relays, rows
+-- handed over from a journal).
+ALTER TABLE MSG ADD COLUMN SUB_TAG INT UNSIGNED NOT NULL DEFAULT 0;
