@@ -159,6 +159,30 @@ class FailoverE2E : public FaultE2E {
         << active.log();
   }
 
+  // The new-session scenarios: `a1` alone stores ten "same" on `topic`
+  // (packet ids 1 to 10 of the shard's MQTT session) and stops, and the
+  // session is forgotten, as by a broker without persistence.
+  void StoreTenSameAndForgetTheSession(RelayProcess& a1, MqttClient& pub, const std::string& topic) {
+    a1.Start();
+    for (int i = 0; i < 10; ++i) pub.Publish(topic, "same");
+    ASSERT_TRUE(pub.WaitAllAcked(30s));
+    WaitStored(topic, 10);
+    EXPECT_EQ(a1.Stop(), 0);
+    { MqttClient forget(servers().mqtt_port(), name_ + "-a", /*clean=*/true); }
+  }
+  // Then `a2` took over the new session: four more "same", and every one of
+  // the 15 is stored, none dropped as a resend.
+  void ExpectAllFifteenStoredBy(RelayProcess& a2, MqttClient& pub, const std::string& topic) {
+    ASSERT_TRUE(LogHas(a2, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 10s)) << a2.log();
+    for (int i = 0; i < 4; ++i) pub.Publish(topic, "same");
+    ASSERT_TRUE(pub.WaitAllAcked(30s));
+    WaitStored(topic, 15);
+    std::this_thread::sleep_for(500ms);
+    EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 15u);
+    EXPECT_EQ(Number(fmt::format("SELECT MAX(SEQ) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 15u);
+    EXPECT_EQ(a2.log().find("dropped mosquitto's resend"), std::string::npos) << a2.log();
+  }
+
   static void StartStandby(RelayProcess& standby) {
     standby.Launch();
     ASSERT_TRUE(LogHas(standby, "standby: shard", 20s)) << standby.log();
@@ -460,29 +484,18 @@ TEST_F(FailoverE2E, ADroppedResendIsNotHandedOverByTheRelayThatDroppedIt) {
 TEST_F(FailoverE2E, ANewSessionsResendIsNeverTakenForAnOlderSessionsRow) {
   auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
   const std::string topic = root() + "/a/t";
-  a1->Start();
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  for (int i = 0; i < 10; ++i) pub.Publish(topic, "same");
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
-  WaitStored(topic, 10);
-  EXPECT_EQ(a1->Stop(), 0);
-  { MqttClient forget(servers().mqtt_port(), name_ + "-a", /*clean=*/true); }  // as a broker without persistence
+  StoreTenSameAndForgetTheSession(*a1, pub, topic);
+  if (HasFatalFailure()) return;
   a1 = ShardRelay("a", 1);
   a1->Start({"SEQTEST_KILL_AFTER_JOURNAL=1"});
   StartStandby(*a2);
   pub.Publish(topic, "same");
   ASSERT_EQ(a1->WaitExit(10s), 128 + SIGKILL) << a1->log();
   EXPECT_TRUE(LogHas(*a1, "intake: a new MQTT session; its rows begin at idx", 1s)) << a1->log();
-  ASSERT_TRUE(LogHas(*a2, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 10s)) << a2->log();
-  for (int i = 0; i < 4; ++i) pub.Publish(topic, "same");
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
-  WaitStored(topic, 15);
-  std::this_thread::sleep_for(500ms);
-  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 15u);
-  EXPECT_EQ(Number(fmt::format("SELECT MAX(SEQ) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 15u);
+  ExpectAllFifteenStoredBy(*a2, pub, topic);
   EXPECT_EQ(Number(fmt::format("SELECT SESSION_IDX FROM `{}`.SHARD WHERE NAME = 'a'", name_)),
             Number(fmt::format("SELECT MIN(idx) FROM `{}`.MSG", name_)) + 10);
-  EXPECT_EQ(a2->log().find("dropped mosquitto's resend"), std::string::npos) << a2->log();
   EXPECT_EQ(a2->Stop(), 0);
 }
 
@@ -494,16 +507,12 @@ TEST_F(FailoverE2E, ANewSessionsResendIsNeverTakenForAnOlderSessionsRow) {
 TEST_F(FailoverE2E, ANewSessionsResendIsNeverTakenForAnOlderSessionsRowBeforeItsMark) {
   auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
   const std::string topic = root() + "/a/t";
-  a1->Start();
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  for (int i = 0; i < 10; ++i) pub.Publish(topic, "same");
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
-  WaitStored(topic, 10);
-  EXPECT_EQ(a1->Stop(), 0);
+  StoreTenSameAndForgetTheSession(*a1, pub, topic);
+  if (HasFatalFailure()) return;
   const uint64_t first = Number(fmt::format("SELECT MIN(idx) FROM `{}`.MSG", name_));
   EXPECT_EQ(Number(fmt::format("SELECT SESSION_IDX FROM `{}`.SHARD WHERE NAME = 'a'", name_)), first);
   EXPECT_EQ(Number(fmt::format("SELECT COUNT(DISTINCT SUB_TAG) FROM `{}`.MSG WHERE SUB_TAG <> 0", name_)), 1u);
-  { MqttClient forget(servers().mqtt_port(), name_ + "-a", /*clean=*/true); }  // as a broker without persistence
   a1 = ShardRelay("a", 1);
   a1->Start({"SEQTEST_KILL_BEFORE_SESSION_MARK=1"});
   StartStandby(*a2);
@@ -511,17 +520,10 @@ TEST_F(FailoverE2E, ANewSessionsResendIsNeverTakenForAnOlderSessionsRowBeforeIts
   ASSERT_EQ(a1->WaitExit(10s), 128 + SIGKILL) << a1->log();
   EXPECT_TRUE(LogHas(*a1, "SIGKILL before committing the mark of a new MQTT session", 1s)) << a1->log();
   EXPECT_EQ(Number(fmt::format("SELECT SESSION_IDX FROM `{}`.SHARD WHERE NAME = 'a'", name_)), first);
-  ASSERT_TRUE(LogHas(*a2, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 10s)) << a2->log();
-  for (int i = 0; i < 4; ++i) pub.Publish(topic, "same");
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
-  WaitStored(topic, 15);
-  std::this_thread::sleep_for(500ms);
-  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 15u);
-  EXPECT_EQ(Number(fmt::format("SELECT MAX(SEQ) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 15u);
+  ExpectAllFifteenStoredBy(*a2, pub, topic);
   // Packet id 1 twice: the old session's first row and the resend, under a1's two subscriptions.
   EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE MID = 1", name_)), 2u);
   EXPECT_EQ(Number(fmt::format("SELECT COUNT(DISTINCT SUB_TAG) FROM `{}`.MSG WHERE MID = 1", name_)), 2u);
-  EXPECT_EQ(a2->log().find("dropped mosquitto's resend"), std::string::npos) << a2->log();
   EXPECT_EQ(a2->Stop(), 0);
 }
 

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <stdexcept>
 
 namespace seqtest {
@@ -25,6 +26,22 @@ std::string FindBinary(const std::string& name) {
 bool LostItsPort(const std::string& log) {
   const std::string text = ReadFile(log);
   return text.find("Address already in use") != std::string::npos || text.find("Bind on TCP/IP port") != std::string::npos;
+}
+
+// Runs `start`. Ports are picked free but not held until the server binds
+// them: a server whose log says it lost its port to someone else is
+// started again after `repick` chose another, up to three times in all.
+void StartKeepingPortsFree(const std::function<void()>& start, const std::string& log,
+                           const std::function<void()>& repick) {
+  for (int attempt = 1;; ++attempt) {
+    try {
+      start();
+      return;
+    } catch (const std::runtime_error&) {
+      if (attempt == 3 || !LostItsPort(log)) throw;
+      repick();
+    }
+  }
 }
 
 bool PortAccepts(int port) {
@@ -59,16 +76,10 @@ TestServers::TestServers() {
   }
 
   WriteBrokerConfig();
-  for (int attempt = 1;; ++attempt) {
-    try {
-      StartBroker();
-      break;
-    } catch (const std::runtime_error&) {
-      if (attempt == 3 || !LostItsPort(dir_ + "/mosquitto.log")) throw;
-      mqtt_port_ = FreePort();
-      WriteBrokerConfig();
-    }
-  }
+  StartKeepingPortsFree([&] { StartBroker(); }, dir_ + "/mosquitto.log", [&] {
+    mqtt_port_ = FreePort();
+    WriteBrokerConfig();
+  });
 }
 
 TestServers::~TestServers() {
@@ -90,17 +101,7 @@ void TestServers::InstallDatabase() {
                        "--tmpdir=" + dir_ + "/tmp", "--auth-root-authentication-method=normal", "--skip-test-db"},
                       &out);
   if (rc != 0) throw std::runtime_error("mariadb-install-db failed:\n" + out);
-  // Ports are picked free but not held until the server binds them: a
-  // server that lost its port to someone else starts again on another.
-  for (int attempt = 1;; ++attempt) {
-    try {
-      StartDatabase();
-      break;
-    } catch (const std::runtime_error&) {
-      if (attempt == 3 || !LostItsPort(dir_ + "/mariadb.log")) throw;
-      db_port_ = FreePort();
-    }
-  }
+  StartKeepingPortsFree([&] { StartDatabase(); }, dir_ + "/mariadb.log", [&] { db_port_ = FreePort(); });
   Sql(std::string("CREATE USER '") + kDbUser + "'@'%' IDENTIFIED BY '" + kDbPassword + "'; GRANT ALL ON *.* TO '" +
       kDbUser + "'@'%';");
 }
