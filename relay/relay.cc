@@ -42,6 +42,14 @@ Relay::Relay(Config config)
 }
 
 Relay::~Relay() {
+  {
+    // Past Run's shutdown, or leaving it early: whatever still waits (an
+    // intake callback for its verdict or its session's mark) gives up now.
+    std::lock_guard lock(stop_mu_);
+    if (!stop_requested_ || give_up_at_ > Clock::now()) give_up_at_ = Clock::now();
+    stop_requested_ = true;
+    stopping_ = true;
+  }
   metrics_.reset();
   queue_.Close();
   if (intake_) intake_->Stop();

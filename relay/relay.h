@@ -142,11 +142,12 @@ class Relay {
   // Intake, on every connect: the MQTT v5 Subscription Identifier the
   // intake subscribes with (MSG.SUB_TAG of what it delivers).
   uint32_t IntakeSubscriptionTag() const;
-  // Intake: waits until the writer has committed, or found committed, the
-  // delivery given `ticket` (Message::verdict_ticket); false on a stop.
+  // Intake: waits until the writer has committed, or found committed (or
+  // refused for good), the delivery given `ticket` (Message::verdict_ticket);
+  // false once the relay gives up (GivingUp).
   bool AwaitVerdict(uint64_t ticket);
-  // Writer: every delivery with a ticket up to `ticket` is committed or
-  // found committed.
+  // Writer: every delivery with a ticket up to `ticket` is committed, found
+  // committed, or refused for good.
   void GiveVerdicts(uint64_t ticket);
   // Intake: the current session needs no mark (found kept) or has one.
   bool IntakeSessionMarked() const { return intake_session_ == 0 || intake_session_ == intake_marked_; }

@@ -173,20 +173,28 @@ bool Relay::AwaitSessionMark(Clock::duration max_wait) {
 
 uint32_t Relay::IntakeSubscriptionTag() const {
   // One per subscription of the shard's session: the holder's epoch (every
-  // holder has its own) and its connect count, in the 28 bits MQTT allows.
+  // holder has its own) and its connect count, in 27 of the 28 bits MQTT
+  // allows.
   // A collision needs 32,768 epochs or 4,096 connects between two sessions
   // whose rows are both among the last 1,000 (CommittedResends::kWindow).
   return 1 + (((lease_->epoch() & 0x7FFFu) << 12) | (intake_connects_ & 0xFFFu));
 }
 
 bool Relay::AwaitVerdict(uint64_t ticket) {
-  // No deadline: the writer retries until it commits, or the relay stops
-  // (a step-down stops it too). Meanwhile this link reads nothing, and a
-  // wait past 1.5 keepalives makes mosquitto drop it, the PUBACK unsent.
+  // No deadline of its own: the writer gets to it once the batches before
+  // it are through (past a database outage, an output link that holds too
+  // many frames unacknowledged), or gives up (a step-down, the end of a
+  // stop's drain). Meanwhile this link reads nothing and sends no PINGREQ,
+  // and mosquitto may drop it after 1.5 keepalives: the PUBACK never
+  // leaves, mosquitto keeps the message and sends it again, and by then
+  // this process has its verdict (the redelivery filter drops the resend
+  // and acknowledges it). A deadline would be wrong: the filter would drop
+  // a resend that has no verdict yet, and acknowledge what is in neither
+  // MSG nor the journal.
   std::unique_lock lock(verdict_mu_);
   while (verdicts_ < ticket) {
-    if (stopping_) return false;
-    verdict_cv_.wait_for(lock, milliseconds(50));  // in slices, so that a stop is seen at once
+    if (GivingUp()) return false;
+    verdict_cv_.wait_for(lock, milliseconds(50));  // in slices, so that giving up is seen at once
   }
   return true;
 }
@@ -283,8 +291,9 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   // mosquitto's resend of a message another relay (or this process before a
   // reconnect) committed but whose PUBACK mosquitto never read. Only the
   // writer can tell (DropCommittedResends), so its PUBACK waits for the
-  // writer's verdict, and it is not journaled: acknowledged, it is in MSG;
-  // not acknowledged (a kill, a stop), mosquitto sends it again. Journaled
+  // writer's verdict, and it is not journaled: acknowledged, it is in MSG
+  // (or refused for good and set aside, as any message can be); not
+  // acknowledged (a kill, a stop that gave up), mosquitto sends it again. Journaled
   // and acknowledged before the verdict, a restart would hand it over and
   // store it a second time. At most mosquitto's in-flight window (20 by
   // default) comes before the SUBACK, a commit's wait each.
@@ -319,15 +328,19 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   const uint64_t ticket = m.verdict_ticket;
   const IntakeQueue::Pushed pushed = queue_.PushWithin(std::move(m), max_wait - std::min(max_wait, mark_wait), &waited);
   if (ticket != 0 && pushed != IntakeQueue::Pushed::kClosed && !AwaitVerdict(ticket)) {
-    // Stopping: not committed, so not acknowledged (mosquitto keeps it).
+    // The relay gave up before committing it: not acknowledged, so
+    // mosquitto keeps it for the next holder.
     return MqttLink::AfterMessage::kBreakConnection;
   }
   switch (pushed) {
     case IntakeQueue::Pushed::kQueued:
       break;
     case IntakeQueue::Pushed::kClosed:
-      ++counters_.lost;  // only after the shutdown deadline closed the queue
-      if (ticket != 0) return MqttLink::AfterMessage::kBreakConnection;  // neither journaled nor committed
+      // Only after the shutdown deadline closed the queue. A message
+      // awaiting its verdict is neither journaled nor committed: not
+      // acknowledged, so mosquitto keeps it (not lost).
+      if (ticket != 0) return MqttLink::AfterMessage::kBreakConnection;
+      ++counters_.lost;
       return MqttLink::AfterMessage::kReadOn;
     case IntakeQueue::Pushed::kOverLimit:
       // The link takes nothing more once it has queued its DISCONNECT

@@ -198,8 +198,9 @@ bool Relay::DropCommittedResends(std::vector<Message>& batch) {
       return false;
     }
     // A resend carries the Subscription Identifier of its first delivery
-    // (schema 008), so a message of a newer session, subscribed under
-    // another, is never taken for an older session's row.
+    // (schema 008), so on a v5 intake a message of a newer session,
+    // subscribed under another, is never taken for an older session's row
+    // (a 3.1.1 intake has none: every tag is 0).
     const std::span<const uint8_t> payload = m.payload();
     const bool same = row->has_value() && (*row)->sub_tag == m.sub_tag && (*row)->topic == m.topic &&
                       std::equal(payload.begin(), payload.end(), (*row)->payload.begin(), (*row)->payload.end());

@@ -6,7 +6,8 @@
 -- mosquitto delivers a message, and resends it after a reconnect, with the
 -- identifier of the subscription that matched it when it was published. A
 -- resend of a committed row carries that row's tag; a message of a newer
--- MQTT session never does, whatever SHARD.SESSION_IDX says, so the check for
+-- MQTT session never does, whatever SHARD.SESSION_IDX says (on a v5 intake:
+-- a 3.1.1 intake subscribes without identifiers), so the check for
 -- resends of committed messages (docs/faults.md) cannot take it for an older
 -- session's row with the same packet id, topic and payload.
 --

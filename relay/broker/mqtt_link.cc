@@ -44,8 +44,9 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
   // Outgoing QoS 1 messages in flight at once; beyond this libmosquitto
   // queues them. 20 (the default) caps a loopback relay near 20 / RTT.
   mosquitto_max_inflight_messages_set(m, 1000);
-  // Publish() from other threads while Loop() runs mosquitto_loop: packets
-  // are then queued and the loop woken, never written from two threads.
+  // Publish() from other threads while Loop() runs: packets are then only
+  // queued (Publish wakes the loop to write them), never written from two
+  // threads.
   mosquitto_threaded_set(m, true);
   if (!o.user.empty()) {
     int rc = mosquitto_username_pw_set(m, o.user.c_str(), o.password.empty() ? nullptr : o.password.c_str());
@@ -131,6 +132,7 @@ void MqttLink::Loop() {
     if (mosquitto_socket(m) < 0) {
       // No connection: closed on purpose, lost, or never made.
       FinishClose();
+      broken_ = false;
       connected_ = false;
       closing_ = false;
       if (want == Want::kStop) return;
@@ -194,21 +196,26 @@ int MqttLink::Step(std::chrono::milliseconds timeout) {
   if (fds[1].revents & POLLIN) {
     eventfd_t ignored;
     eventfd_read(wake_fd_, &ignored);
-    // Cleared before the write below: a publish queued after it wakes us again.
-    wake_pending_.store(false);
+    // Cleared before the write below: a publish queued after it wakes us
+    // again. Acquire: a publish that found the flag still set queued its
+    // packet before, and the write below sees it.
+    wake_pending_.exchange(false, std::memory_order_acq_rel);
   }
   if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-    // mosquitto_loop_read reads one packet here (libmosquitto 2.0: one per
-    // message awaiting processing, and the relay's links have none), so a
-    // handler's kPause is seen before anything more is read. Read on while
-    // the packets are messages: the broker sends them in runs (up to its
-    // in-flight window), and each further read saves a poll.
-    for (int i = 0; i < kMaxReadsPerStep && want_.load() == Want::kRun && !closing_; ++i) {
+    // mosquitto_loop_read reads one packet per call on the intake
+    // (libmosquitto 2.0 reads one per QoS 1 message of ours awaiting its
+    // PUBACK: none there; on the output link, one call reads many PUBACKs),
+    // so a handler's kPause or kBreakConnection is seen before anything
+    // more is read. Read on while the packets are messages: the broker
+    // sends them in runs (up to its in-flight window), and each further read
+    // saves a poll.
+    for (int i = 0; i < kMaxReadsPerStep && want_.load() == Want::kRun && !closing_ && !broken_; ++i) {
       const uint64_t before = messages_read_;
       if (const int rc = mosquitto_loop_read(m, 1); rc != MOSQ_ERR_SUCCESS) return rc;
       if (mosquitto_socket(m) < 0 || messages_read_ == before) break;
     }
   }
+  if (broken_) return MOSQ_ERR_CONN_LOST;  // the caller closes the socket and reconnects
   if (mosquitto_socket(m) >= 0 && mosquitto_want_write(m)) {
     // The PUBACKs the reads queued, the publishes of other threads, and
     // anything left over from a write the socket could not take at once.
@@ -391,8 +398,10 @@ void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m, cons
         break;
       }
       case AfterMessage::kBreakConnection:
-        // The loop sees the dead socket on its next read or write and
-        // reconnects; nothing queued (the PUBACK) is sent on this one.
+        // Nothing more is read (a shut-down socket still hands out what it
+        // had buffered): the loop's next write fails on the dead socket and
+        // it reconnects; nothing queued (the PUBACK) is sent on this one.
+        self->broken_ = true;
         shutdown(mosquitto_socket(self->mosq_.get()), SHUT_RDWR);
         break;
     }

@@ -1,8 +1,7 @@
 // MqttLink: the relay's one adapter to libmosquitto. One MQTT connection
-// with its own network thread (Loop: poll, mosquitto_loop_read and _write in
-// a loop of ours), which
-// reconnects with exponential backoff (1 s .. 30 s) and re-subscribes on
-// every connect.
+// with its own network thread (Loop: poll, mosquitto_loop_read and _write
+// in a loop of ours), which reconnects with exponential backoff (1 s ..
+// 30 s) and re-subscribes on every connect.
 //
 // Why a loop of our own and not mosquitto_loop_start: a clean DISCONNECT
 // must be queued on the network thread itself. libmosquitto queues the
@@ -204,6 +203,9 @@ class MqttLink {
   int wake_fd_ = -1;
   std::atomic<bool> wake_pending_{false};
   uint64_t messages_read_ = 0;  // PUBLISHes handed to OnMessage; network thread only
+  // A handler asked for kBreakConnection: nothing more is read from this
+  // socket. Network thread only; cleared once the socket is gone.
+  bool broken_ = false;
   bool first_connect_in_loop_ = false;  // set by Start before the thread runs
   std::thread thread_;  // the network thread; joined by Stop()
 };

@@ -27,10 +27,10 @@
 // session's newest row carries a packet id past it; only rows whose id is
 // at most kWindow before the newest row's count. Rows of an older session
 // are left out by the caller (SHARD.SESSION_IDX), and where that mark is
-// behind (its holder died before committing it), by their subscription tag:
-// each connect subscribes under a tag of its own, and mosquitto resends a
-// message with the tag of its first delivery (docs/faults.md, "Known
-// bounds"). Only sessions the process found kept are checked. Pure logic;
+// behind (its holder died before committing it), by their subscription tag
+// on a v5 intake: each connect subscribes under a tag of its own, and
+// mosquitto resends a message with the tag of its first delivery (a 3.1.1
+// intake has no tags; docs/faults.md, "Known bounds"). Only sessions the process found kept are checked. Pure logic;
 // writer thread.
 #pragma once
 
