@@ -293,10 +293,10 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   // writer can tell (DropCommittedResends), so its PUBACK waits for the
   // writer's verdict, and it is not journaled: acknowledged, it is in MSG
   // (or refused for good and set aside, as any message can be); not
-  // acknowledged (a kill, a stop that gave up), mosquitto sends it again. Journaled
-  // and acknowledged before the verdict, a restart would hand it over and
-  // store it a second time. At most mosquitto's in-flight window (20 by
-  // default) comes before the SUBACK, a commit's wait each.
+  // acknowledged (a kill, a stop that gave up), mosquitto sends it again.
+  // Journaled and acknowledged before the verdict, a restart would hand it
+  // over and store it a second time. At most mosquitto's in-flight window
+  // (20 by default) comes before the SUBACK, a commit's wait each.
   const bool await_verdict = before_suback_ && intake_session_ == 0 && in.mid != 0;
   if (await_verdict) m.verdict_ticket = ++verdict_tickets_;
   if (resumed_left_ > 0) {  // perhaps the resend of a message the previous holder journaled

@@ -399,8 +399,8 @@ void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m, cons
       }
       case AfterMessage::kBreakConnection:
         // Nothing more is read (a shut-down socket still hands out what it
-        // had buffered): the loop's next write fails on the dead socket and
-        // it reconnects; nothing queued (the PUBACK) is sent on this one.
+        // had buffered): Step returns at once, the loop closes the socket
+        // and reconnects; nothing queued (the PUBACK) is sent on this one.
         self->broken_ = true;
         shutdown(mosquitto_socket(self->mosq_.get()), SHUT_RDWR);
         break;
