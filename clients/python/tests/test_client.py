@@ -79,9 +79,39 @@ def test_lost_frames_are_fetched_once_each(make_client, pub):
     assert c.stats.gaps_lost == 0
 
 
-def test_history_then_live_with_truncated_replies(servers, make_client, pub):
+@pytest.fixture
+def live_frames(servers):
+    """Counts the frames the relay publishes live on seq/<topic>, from a raw subscriber."""
+    clients = []
+
+    def watch(topic):
+        kwargs = {"client_id": f"pywatch-{next(_ids)}"}
+        if hasattr(paho, "CallbackAPIVersion"):
+            kwargs["callback_api_version"] = paho.CallbackAPIVersion.VERSION1
+        client = paho.Client(**kwargs)
+        seen, subscribed = [0], []
+        client.on_message = lambda *_: seen.__setitem__(0, seen[0] + 1)
+        client.on_subscribe = lambda *_: subscribed.append(True)
+        client.connect("127.0.0.1", servers.mqtt_port)
+        client.loop_start()
+        client.subscribe(f"seq/{topic}", qos=1)
+        clients.append(client)
+        wait_for(lambda: subscribed, "the SUBACK", 10)
+        return lambda: seen[0]
+
+    yield watch
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_history_then_live_with_truncated_replies(servers, make_client, pub, live_frames):
+    # Committed is not yet published: the relay publishes a frame only
+    # after its commit. Frames still on their way when the client below
+    # subscribes would reach it live, and its history would ask for less.
+    published = live_frames("chat/py-history")
     pub("chat/py-history", 1, 250)
-    wait_for(lambda: servers.last_seq("chat/py-history") >= 250, "the history to be committed", 20)
+    wait_for(lambda: published() >= 250, "the history to be published live", 20)
     history = []
     c = make_client(on_history=history.append)
     room = c.subscribe("chat/py-history", history=True)
