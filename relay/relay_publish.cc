@@ -15,7 +15,12 @@ using namespace relay_parts;
 Status Relay::Republish(uint64_t after, const uint64_t last, bool again) {
   // Rows committed but perhaps never acknowledged on seq/T by the broker:
   // publish them again (clients drop duplicates by SEQ).
+  struct FlushAtEnd {
+    MqttLink& link;
+    ~FlushAtEnd() { link.Flush(); }
+  } flush{*output_};
   while (after < last) {
+    output_->Flush();  // the chunk before leaves while the next is read
     Result<std::vector<MysqlStore::StoredRow>> rows = Status::Ok();
     if (again) {
       // The main thread, beside the writer: on its own connection, one try
@@ -75,6 +80,7 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
   // the lease is lost instead, the next active republishes every row above
   // the acknowledged watermark.
   while (!lease_->valid()) {
+    output_->Flush();  // what is queued leaves meanwhile
     if (stepped_down_ || GivingUp()) return false;
     SleepUnlessGivingUp(milliseconds(20));
   }
@@ -89,9 +95,11 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
     // No one wakes us when the stop deadline passes (the broker may be
     // gone): wait in slices and look at the deadline between them.
     if (GivingUp()) return false;
+    output_->Flush();  // the frames whose PUBACKs we wait for must leave first
     acked_cv_.wait_for(lock, milliseconds(100));
   }
-  auto mid = output_->Publish(topic, frame, config_.publish_qos);
+  // Queued only: the caller flushes the run (WriterLoop, Republish).
+  auto mid = output_->Queue(topic, frame, config_.publish_qos);
   if (config_.publish_qos == 0) {
     // Nothing will confirm it: never wait for it (the watermark would stop
     // here for good when the connection drops with it queued).

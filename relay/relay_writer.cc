@@ -501,6 +501,7 @@ void Relay::WriterLoop() {
     for (std::size_t i = 0; i < batch.size(); ++i) {
       if (!Publish(topics[i]->seq_topic, batch[i].frame, batch[i].idx)) break;
     }
+    output_->Flush();  // the batch's frames leave together
     governor.LiveBatchDone();
     batch.clear();
     // Every SEQ given out is committed and no Topic* is held: the cache may shrink.

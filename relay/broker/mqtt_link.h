@@ -126,6 +126,14 @@ class MqttLink {
   Result<int> Publish(const std::string& topic, std::span<const uint8_t> payload, int qos,
                       std::optional<std::span<const uint8_t>> correlation_data = std::nullopt, bool retain = false);
 
+  // As Publish (no properties, no retain), but the network thread is not
+  // woken: the caller queues a run of publishes and then calls Flush (at
+  // the latest before it waits for anything), so that the run leaves in as
+  // few TCP segments as fit. Any thread.
+  Result<int> Queue(const std::string& topic, std::span<const uint8_t> payload, int qos);
+  // Wakes the network thread to write what Queue queued. Any thread.
+  void Flush() { WakeLoop(); }
+
   // The value of the message's first user property named `name`, if any.
   static std::optional<std::string> UserProperty(const InboundMessage& m, std::string_view name);
 
@@ -159,6 +167,9 @@ class MqttLink {
   // of calls until it has).
   void WakeLoop();
   static constexpr int kMaxReadsPerStep = 64;
+  // Queues a publish; wakes nothing.
+  Result<int> Enqueue(const std::string& topic, std::span<const uint8_t> payload, int qos,
+                      std::optional<std::span<const uint8_t>> correlation_data, bool retain);
   // Network thread: the first connect of a v5 persistent session, which
   // carries its CONNECT properties (kept by libmosquitto for reconnects).
   int ConnectWithSessionExpiry();
@@ -202,6 +213,8 @@ class MqttLink {
   // wake_pending_ was clear; the thread clears it before writing.
   int wake_fd_ = -1;
   std::atomic<bool> wake_pending_{false};
+  // Publishes queued since the network thread last wrote (to cork a run of them).
+  std::atomic<uint64_t> publishes_{0};
   uint64_t messages_read_ = 0;  // PUBLISHes handed to OnMessage; network thread only
   // A handler asked for kBreakConnection: nothing more is read from this
   // socket. Network thread only; cleared once the socket is gone.
