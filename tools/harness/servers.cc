@@ -163,10 +163,11 @@ void TestServers::StopDatabase(int sig) {
 }
 
 void TestServers::StartBroker() {
-  broker_.Start({FindBinary("mosquitto"), "-c", dir_ + "/mosquitto.conf"}, dir_ + "/mosquitto.log");
   // Ready once it says so (another server may answer on a port we lost)
-  // and its port answers.
+  // and its port answers. The log's end is taken before the start: the
+  // broker can say so before this thread reads on.
   const std::size_t log_start = ReadFile(dir_ + "/mosquitto.log").size();
+  broker_.Start({FindBinary("mosquitto"), "-c", dir_ + "/mosquitto.conf"}, dir_ + "/mosquitto.log");
   bool up = WaitFor(
       [&] {
         return !broker_.running() || (ReadFile(dir_ + "/mosquitto.log").find(" running", log_start) != std::string::npos &&
