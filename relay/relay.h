@@ -171,6 +171,9 @@ class Relay {
   bool CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics);
   // Counts, logs and (with a journal directory) keeps a refused message.
   void SetAside(const Message& m, const Status& why);
+  // Queues row `idx`'s frame on the output link without waking its network
+  // thread (MqttLink::Queue): the caller calls output_->Flush() after its
+  // run of frames (Publish flushes by itself before it waits for anything).
   // `again`: row `idx` was published before and is not acknowledged yet.
   bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, bool again = false);
   MqttLink::AfterMessage OnIntake(const InboundMessage& in);

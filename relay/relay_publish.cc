@@ -15,7 +15,7 @@ using namespace relay_parts;
 Status Relay::Republish(uint64_t after, const uint64_t last, bool again) {
   // Rows committed but perhaps never acknowledged on seq/T by the broker:
   // publish them again (clients drop duplicates by SEQ).
-  struct FlushAtEnd {
+  struct FlushAtEnd {  // Publish only queues: the last chunk leaves on any return
     MqttLink& link;
     ~FlushAtEnd() { link.Flush(); }
   } flush{*output_};
