@@ -72,6 +72,14 @@ RelayStats Relay::Snapshot() const {
   s.database_node = store_.endpoint();
   s.intake_connected = intake_ && intake_->connected();
   s.output_connected = output_ && output_->connected();
+  if (intake_) {
+    s.intake_reads = intake_->socket_reads();
+    s.intake_read_calls = intake_->socket_read_calls();
+  }
+  if (output_) {
+    s.output_reads = output_->socket_reads();
+    s.output_read_calls = output_->socket_read_calls();
+  }
   s.replay_connected = replay_ && replay_->connected();
   return s;
 }

@@ -65,7 +65,7 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
     // Its CONNECT needs properties, which libmosquitto 2.0 takes only in a
     // blocking connect: the network thread makes it.
     link->first_connect_in_loop_ = true;
-    link->thread_ = std::thread([raw] { raw->Loop(); });
+    link->thread_ = std::thread([raw] { raw->Run(); });
     return link;
   }
   // connect_async only records the target when the broker is not there yet;
@@ -77,7 +77,7 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
   if (rc == MOSQ_ERR_ERRNO) {
     LogWarn("{}: mosquitto at {}:{} not reachable yet ({}); retrying", o.name, o.host, o.port, strerror(errno));
   }
-  link->thread_ = std::thread([raw] { raw->Loop(); });
+  link->thread_ = std::thread([raw] { raw->Run(); });
   return link;
 }
 
@@ -114,6 +114,11 @@ std::optional<std::string> MqttLink::UserProperty(const InboundMessage& m, std::
   return found;
 }
 
+void MqttLink::Run() {
+  Loop();
+  read_ahead_.Detach();  // on the thread that attached it
+}
+
 void MqttLink::Loop() {
   using std::chrono::milliseconds;
   mosquitto* m = mosq_.get();
@@ -132,7 +137,9 @@ void MqttLink::Loop() {
       if (std::chrono::steady_clock::now() > *stop_deadline) shutdown(mosquitto_socket(m), SHUT_RDWR);
     }
     if (mosquitto_socket(m) < 0) {
-      // No connection: closed on purpose, lost, or never made.
+      // No connection: closed on purpose, lost, or never made. The bytes
+      // read ahead were the old socket's; a new one may get its number.
+      read_ahead_.Detach();
       FinishClose();
       broken_ = false;
       connected_ = false;
@@ -193,9 +200,15 @@ int MqttLink::Step(std::chrono::milliseconds timeout) {
   // is left unread (its writes fail without blocking once it is full).
   mosquitto* m = mosq_.get();
   const uint64_t read_before = messages_read_;
-  pollfd fds[2] = {{mosquitto_socket(m), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+  const int socket = mosquitto_socket(m);
+  if (read_ahead_.fd() != socket) read_ahead_.Attach(socket);
+  // Bytes read ahead are bytes to read now, whatever poll says.
+  const bool read_ahead = read_ahead_.pending() > 0;
+  pollfd fds[2] = {{socket, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
   if (mosquitto_want_write(m)) fds[0].events |= POLLOUT;
-  if (poll(fds, 2, static_cast<int>(timeout.count())) < 0) return errno == EINTR ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ERRNO;
+  if (poll(fds, 2, read_ahead ? 0 : static_cast<int>(timeout.count())) < 0) {
+    return errno == EINTR ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ERRNO;
+  }
   if (fds[1].revents & POLLIN) {
     eventfd_t ignored;
     eventfd_read(wake_fd_, &ignored);
@@ -204,7 +217,7 @@ int MqttLink::Step(std::chrono::milliseconds timeout) {
     // packet before, and the write below sees it.
     wake_pending_.exchange(false, std::memory_order_acq_rel);
   }
-  if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+  if (read_ahead || (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
     // mosquitto_loop_read reads one packet per call on the intake
     // (libmosquitto 2.0 reads one per QoS 1 message of ours awaiting its
     // PUBACK: none there; on the output link, one call reads many PUBACKs),

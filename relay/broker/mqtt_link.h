@@ -34,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include "broker/read_ahead.h"
 #include "core/status.h"
 
 struct mosquitto;
@@ -152,12 +153,17 @@ class MqttLink {
   void Stop();
 
   bool connected() const { return connected_.load(); }
+  // Reads libmosquitto made of the link's sockets, and the system calls
+  // they took (the rest were served from the read-ahead). Any thread.
+  uint64_t socket_reads() const { return read_ahead_.reads(); }
+  uint64_t socket_read_calls() const { return read_ahead_.system_reads(); }
 
  private:
   MqttLink(Options options, Handlers handlers);
   enum class Want { kRun, kPause, kStop };
-  // The network thread: Step, the DISCONNECT when want_ says so,
-  // reconnects with backoff.
+  // The network thread: Loop, then lets go of the read-ahead.
+  void Run();
+  // Step, the DISCONNECT when want_ says so, reconnects with backoff.
   void Loop();
   // Network thread, connected: waits up to `timeout` for the socket or a
   // wake-up, then reads, writes and keeps alive. A libmosquitto result
@@ -216,6 +222,10 @@ class MqttLink {
   // Publishes queued since the network thread last wrote (to cork a run of them).
   std::atomic<uint64_t> publishes_{0};
   uint64_t messages_read_ = 0;  // PUBLISHes handed to OnMessage; network thread only
+  // The socket's reads by libmosquitto, a burst at a time (read_ahead.h).
+  // Attached by Step to the current socket, detached once it is gone.
+  // Network thread only.
+  ReadAhead read_ahead_;
   // A handler asked for kBreakConnection: nothing more is read from this
   // socket. Network thread only; cleared once the socket is gone.
   bool broken_ = false;

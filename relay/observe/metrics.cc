@@ -222,6 +222,12 @@ std::string PrometheusText(const RelayStats& s) {
   metric("seqrelay_broker_connected", "gauge", link, s.intake_connected ? 1 : 0, "{link=\"intake\"}");
   metric("seqrelay_broker_connected", "gauge", link, s.output_connected ? 1 : 0, "{link=\"output\"}");
   metric("seqrelay_broker_connected", "gauge", link, s.replay_connected ? 1 : 0, "{link=\"replay\"}");
+  const char* reads = "Reads libmosquitto made of the link's socket.";
+  metric("seqrelay_broker_socket_reads_total", "counter", reads, s.intake_reads, "{link=\"intake\"}");
+  metric("seqrelay_broker_socket_reads_total", "counter", reads, s.output_reads, "{link=\"output\"}");
+  const char* calls = "System calls those reads took (the others were served from the link's read-ahead).";
+  metric("seqrelay_broker_socket_read_calls_total", "counter", calls, s.intake_read_calls, "{link=\"intake\"}");
+  metric("seqrelay_broker_socket_read_calls_total", "counter", calls, s.output_read_calls, "{link=\"output\"}");
   return out;
 }
 

@@ -162,6 +162,28 @@ TEST_F(RelayE2E, MetricsEndpointServesPrometheusTextOfTheSameFigures) {
   EXPECT_LE(count_of("commit"), 10) << body;
   EXPECT_EQ(count_of("insert"), count_of("commit")) << body;
   EXPECT_GE(count_of("sequence"), count_of("commit")) << body;
+  // libmosquitto's reads of the links' sockets come through the relay's
+  // read-ahead (broker/read_ahead.h): three per packet at least (a PUBLISH
+  // in, a PUBACK back on the output link), in fewer system calls, where
+  // libmosquitto alone takes one each. The intake's ten messages, however
+  // they come, take at most half as many: a burst's one, and the one that
+  // finds the socket empty.
+  const auto counter = [&](const std::string& key) {
+    const auto at = body.find("\n" + key + " ");
+    return at == std::string::npos ? -1 : std::stol(body.substr(at + key.size() + 2));
+  };
+  const auto reads = [&](const std::string& link) {
+    return counter("seqrelay_broker_socket_reads_total{link=\"" + link + "\"}");
+  };
+  const auto calls = [&](const std::string& link) {
+    return counter("seqrelay_broker_socket_read_calls_total{link=\"" + link + "\"}");
+  };
+  EXPECT_GE(reads("intake"), 3 * 10) << body;
+  EXPECT_GE(calls("intake"), 1) << body;
+  EXPECT_LE(2 * calls("intake"), reads("intake")) << body;
+  EXPECT_GE(reads("output"), 3 * 10) << body;
+  EXPECT_GE(calls("output"), 1) << body;
+  EXPECT_LT(calls("output"), reads("output")) << body;
   EXPECT_EQ(HttpGet(port, "/other").rfind("HTTP/1.1 404", 0), 0u);
   EXPECT_EQ(HttpGet(port, "/metrics", "POST").rfind("HTTP/1.1 405", 0), 0u);
   // A client that connects and says nothing does not block the next scrape.
