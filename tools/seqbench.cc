@@ -263,11 +263,17 @@ void PrintStages(const StageScrape& before, const StageScrape& after) {
 // relay's connector and nothing else running: a round trip (SELECT 1), and a
 // durable one-row transaction, its INSERT and its COMMIT (the redo log's
 // flush) timed apart. The insert and commit stages of --stages sit on these.
+// Last, the relay's own shape of a one-message batch: the fence (an UPDATE
+// of one row on a table of its own) and the INSERT in one query, then
+// COMMIT, each transaction the first statement after 10 ms idle, as a
+// message alone in its batch at 100 msg/s is.
 struct DatabaseFloors {
   // Back to back, and one every 10 ms (as at 100 msg/s: the server's and
-  // the client's threads fall asleep between transactions).
+  // the client's threads fall asleep between transactions; the INSERT
+  // comes right after the round trip, so it is not the first statement).
   std::vector<double> round_trip_us, insert_us, commit_us;  // sorted
   std::vector<double> idle_round_trip_us, idle_insert_us, idle_commit_us;
+  std::vector<double> idle_batch_us, idle_batch_commit_us;  // the relay's shape, first after 10 ms
 };
 
 DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const std::string& password, int n) {
@@ -275,18 +281,24 @@ DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const st
   options["hostName"] = sql::SQLString(fmt::format("tcp://127.0.0.1:{}", port));
   options["userName"] = sql::SQLString(user);
   options["password"] = sql::SQLString(password);
+  options["CLIENT_MULTI_STATEMENTS"] = true;  // the relay's batch: several statements in one query
   std::unique_ptr<sql::Connection> conn(sql::mysql::get_mysql_driver_instance()->connect(options));
   const std::string db = fmt::format("seqbench_floor_{}", getpid());
   std::unique_ptr<sql::Statement> st(conn->createStatement());
   st->execute(fmt::format("CREATE DATABASE `{}`", db));
   conn->setSchema(db);
   st->execute("CREATE TABLE F (id BIGINT UNSIGNED NOT NULL PRIMARY KEY, b VARBINARY(64) NOT NULL) ENGINE=InnoDB");
+  st->execute("CREATE TABLE FENCE (NAME VARCHAR(64) NOT NULL PRIMARY KEY, EPOCH INT UNSIGNED NOT NULL, "
+              "COMMITS BIGINT UNSIGNED NOT NULL, LAST BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB");
+  st->execute("INSERT INTO FENCE VALUES ('default', 1, 0, 0)");
   conn->setAutoCommit(false);
   std::unique_ptr<sql::PreparedStatement> select(conn->prepareStatement("SELECT 1"));
   std::unique_ptr<sql::PreparedStatement> insert(conn->prepareStatement("INSERT INTO F (id, b) VALUES (?, ?)"));
   DatabaseFloors f;
   auto us_since = [](Clock::time_point t) { return std::chrono::duration<double, std::micro>(Clock::now() - t).count(); };
   const std::string payload(20, 'x');
+  std::string payload_hex;
+  for (const char c : payload) payload_hex += fmt::format("{:02x}", static_cast<unsigned char>(c));
   uint64_t id = 0;
   auto transaction = [&](std::vector<double>& round_trip, std::vector<double>& inserted, std::vector<double>& committed) {
     auto t = Clock::now();
@@ -306,10 +318,24 @@ DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const st
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     transaction(f.idle_round_trip_us, f.idle_insert_us, f.idle_commit_us);
   }
+  for (int i = 0; i < std::max(n / 5, 1); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    auto t = Clock::now();
+    ++id;
+    st->execute(fmt::format("UPDATE FENCE SET COMMITS = COMMITS + 1, LAST = {} WHERE NAME = 'default' AND EPOCH = 1;"
+                            "INSERT INTO F (id, b) VALUES ({}, X'{}')",
+                            id, id, payload_hex));
+    while (st->getMoreResults()) {
+    }
+    f.idle_batch_us.push_back(us_since(t));
+    t = Clock::now();
+    st->execute("COMMIT");
+    f.idle_batch_commit_us.push_back(us_since(t));
+  }
   conn->setAutoCommit(true);
   st->execute(fmt::format("DROP DATABASE `{}`", db));
   for (auto* v : {&f.round_trip_us, &f.insert_us, &f.commit_us, &f.idle_round_trip_us, &f.idle_insert_us,
-                  &f.idle_commit_us}) {
+                  &f.idle_commit_us, &f.idle_batch_us, &f.idle_batch_commit_us}) {
     std::sort(v->begin(), v->end());
   }
   return f;
@@ -333,6 +359,9 @@ void PrintFloors(const DatabaseFloors& f) {
   line("  round trip (prepared SELECT 1)", f.idle_round_trip_us);
   line("  one-row INSERT (prepared)", f.idle_insert_us);
   line("  COMMIT of it (redo log flush)", f.idle_commit_us);
+  std::printf("  the relay's one-message batch, one every 10 ms, %zu transactions:\n", f.idle_batch_commit_us.size());
+  line("  fence UPDATE + INSERT, one query", f.idle_batch_us);
+  line("  COMMIT of it", f.idle_batch_commit_us);
 }
 
 // ---- One measured run: publishers and a subscriber on one path --------------
