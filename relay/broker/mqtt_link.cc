@@ -219,16 +219,16 @@ int MqttLink::Step(std::chrono::milliseconds timeout) {
   }
   if (read_ahead || (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
     // mosquitto_loop_read reads one packet per call on the intake
-    // (libmosquitto 2.0 reads one per QoS 1 message of ours awaiting its
-    // PUBACK: none there; on the output link, one call reads many PUBACKs),
-    // so a handler's kPause or kBreakConnection is seen before anything
-    // more is read. Read on while the packets are messages: the broker
-    // sends them in runs (up to its in-flight window), and each further read
-    // saves a poll.
+    // (libmosquitto 2.0 reads up to one per QoS 1 message of ours awaiting
+    // its PUBACK: none there, and on the output link it may stop after one
+    // too), so a handler's kPause or kBreakConnection is seen before
+    // anything more is read. Read on while the packets are messages (the
+    // broker sends them in runs, up to its in-flight window) or more bytes
+    // are read ahead (a run of PUBACKs): each further read saves a poll.
     for (int i = 0; i < kMaxReadsPerStep && want_.load() == Want::kRun && !closing_ && !broken_; ++i) {
       const uint64_t before = messages_read_;
       if (const int rc = mosquitto_loop_read(m, 1); rc != MOSQ_ERR_SUCCESS) return rc;
-      if (mosquitto_socket(m) < 0 || messages_read_ == before) break;
+      if (mosquitto_socket(m) < 0 || (messages_read_ == before && read_ahead_.pending() == 0)) break;
     }
   }
   if (broken_) return MOSQ_ERR_CONN_LOST;  // the caller closes the socket and reconnects

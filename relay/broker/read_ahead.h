@@ -11,15 +11,18 @@
 // How: this file defines read(2) for the process. The executable's symbol
 // comes before libc's for every library that calls read, libmosquitto
 // included, so a read of the attached socket by the attaching thread comes
-// here; any other read goes on to libc's at once (a thread-local load and a
-// compare on the way). The buffer holds only bytes the kernel already
+// here; any other read goes on to the next read(2) in the lookup order at
+// once (libc's, or a sanitizer's that checks it; a thread-local load and a
+// compare on the way). It must see every read of the socket: the Debian
+// libmosquitto 2.0.11 reads its sockets with read(2) only (no recv, no
+// __read_chk), and the metrics test fails if its reads stop coming here. The buffer holds only bytes the kernel already
 // handed out: to the reader (libmosquitto) they are the same stream, in
 // the same order, and a read that finds the buffer empty behaves exactly as
 // read(2) on the socket (EAGAIN, EOF, errors).
 //
 // The owner's two duties:
 //   - poll does not know about the buffer: while pending() > 0 the socket
-//     counts as readable (MqttLink::Step polls with no timeout then);
+//     counts as readable (MqttLink::Step then polls with a zero timeout);
 //   - the buffer is the socket's: Detach before the socket is closed or
 //     replaced (a new socket may get the same descriptor number). Bytes
 //     left in it are dropped, as unread bytes are by a close.

@@ -140,14 +140,43 @@ TEST_F(ReadAheadTest, OtherDescriptorsAndADetachedSocketGoToTheKernel) {
 TEST_F(ReadAheadTest, AReadAsLargeAsTheBufferGoesStraightIn) {
   ReadAhead ahead;
   ahead.Attach(fds_[0]);
-  const std::string big(ReadAhead::kCapacity, 'b');
+  const std::string big(2 * ReadAhead::kCapacity, 'b');
   Send(big);
-  std::vector<char> out(ReadAhead::kCapacity);
+  std::vector<char> out(big.size());
   const ssize_t n = read(fds_[0], out.data(), out.size());
-  ASSERT_GT(n, 0);
+  // More than the buffer holds: the read went into `out` itself.
+  ASSERT_GT(n, ssize_t(ReadAhead::kCapacity));
   EXPECT_EQ(std::string(out.data(), size_t(n)), big.substr(0, size_t(n)));
   EXPECT_EQ(ahead.pending(), 0u);
   EXPECT_EQ(ahead.system_reads(), 1u);
+}
+
+TEST_F(ReadAheadTest, AZeroByteReadAnswersZeroWithoutAskingTheSocket) {
+  ReadAhead ahead;
+  ahead.Attach(fds_[0]);
+  char c = 0;
+  EXPECT_EQ(read(fds_[0], &c, 0), 0);
+  EXPECT_EQ(ahead.system_reads(), 0u);
+}
+
+TEST_F(ReadAheadTest, AttachingAnotherOnTheSameThreadDetachesTheFirst) {
+  int other[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, other), 0);
+  ReadAhead first, second;
+  first.Attach(fds_[0]);
+  Send("12");
+  char c = 0;
+  ASSERT_EQ(read(fds_[0], &c, 1), 1);
+  ASSERT_EQ(first.pending(), 1u);
+  second.Attach(other[0]);
+  EXPECT_EQ(first.fd(), -1);
+  EXPECT_EQ(first.pending(), 0u);  // its bytes dropped, not left for a poll to spin on
+  ASSERT_EQ(write(other[1], "z", 1), 1);
+  EXPECT_EQ(read(other[0], &c, 1), 1);
+  EXPECT_EQ(c, 'z');
+  EXPECT_EQ(second.reads(), 1u);
+  close(other[0]);
+  close(other[1]);
 }
 
 }  // namespace
