@@ -15,10 +15,12 @@
 // once (libc's, or a sanitizer's that checks it; a thread-local load and a
 // compare on the way). It must see every read of the socket: the Debian
 // libmosquitto 2.0.11 reads its sockets with read(2) only (no recv, no
-// __read_chk), and the metrics test fails if its reads stop coming here. The buffer holds only bytes the kernel already
-// handed out: to the reader (libmosquitto) they are the same stream, in
-// the same order, and a read that finds the buffer empty behaves exactly as
-// read(2) on the socket (EAGAIN, EOF, errors).
+// __read_chk), and the metrics test fails if its reads stop coming here.
+//
+// The buffer holds only bytes the kernel already handed out: to the reader
+// (libmosquitto) they are the same stream, in the same order, and a read
+// that finds the buffer empty behaves exactly as read(2) on the socket
+// (EAGAIN, EOF, errors).
 //
 // The owner's two duties:
 //   - poll does not know about the buffer: while pending() > 0 the socket
