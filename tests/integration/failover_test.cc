@@ -170,6 +170,17 @@ class FailoverE2E : public FaultE2E {
     EXPECT_EQ(a1.Stop(), 0);
     { MqttClient forget(servers().mqtt_port(), name_ + "-a", /*clean=*/true); }
   }
+  // Then a new `a1` takes the new session with the fault hook `hook` set,
+  // `a2` waits as its standby, and the new session's first delivery (one
+  // more "same", packet id 1) is published, which kills `a1`.
+  std::unique_ptr<RelayProcess> KillTheNewSessionsFirstHolder(const std::string& hook, RelayProcess& a2,
+                                                              MqttClient& pub, const std::string& topic) {
+    auto a1 = ShardRelay("a", 1);
+    a1->Start({hook});
+    StartStandby(a2);
+    pub.Publish(topic, "same");
+    return a1;
+  }
   // Then `a2` took over the new session: four more "same", and every one of
   // the 15 is stored, none dropped as a resend.
   void ExpectAllFifteenStoredBy(RelayProcess& a2, MqttClient& pub, const std::string& topic) {
@@ -487,10 +498,7 @@ TEST_F(FailoverE2E, ANewSessionsResendIsNeverTakenForAnOlderSessionsRow) {
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   StoreTenSameAndForgetTheSession(*a1, pub, topic);
   if (HasFatalFailure()) return;
-  a1 = ShardRelay("a", 1);
-  a1->Start({"SEQTEST_KILL_AFTER_JOURNAL=1"});
-  StartStandby(*a2);
-  pub.Publish(topic, "same");
+  a1 = KillTheNewSessionsFirstHolder("SEQTEST_KILL_AFTER_JOURNAL=1", *a2, pub, topic);
   ASSERT_EQ(a1->WaitExit(10s), 128 + SIGKILL) << a1->log();
   EXPECT_TRUE(LogHas(*a1, "intake: a new MQTT session; its rows begin at idx", 1s)) << a1->log();
   ExpectAllFifteenStoredBy(*a2, pub, topic);
@@ -513,10 +521,7 @@ TEST_F(FailoverE2E, ANewSessionsResendIsNeverTakenForAnOlderSessionsRowBeforeIts
   const uint64_t first = Number(fmt::format("SELECT MIN(idx) FROM `{}`.MSG", name_));
   EXPECT_EQ(Number(fmt::format("SELECT SESSION_IDX FROM `{}`.SHARD WHERE NAME = 'a'", name_)), first);
   EXPECT_EQ(Number(fmt::format("SELECT COUNT(DISTINCT SUB_TAG) FROM `{}`.MSG WHERE SUB_TAG <> 0", name_)), 1u);
-  a1 = ShardRelay("a", 1);
-  a1->Start({"SEQTEST_KILL_BEFORE_SESSION_MARK=1"});
-  StartStandby(*a2);
-  pub.Publish(topic, "same");
+  a1 = KillTheNewSessionsFirstHolder("SEQTEST_KILL_BEFORE_SESSION_MARK=1", *a2, pub, topic);
   ASSERT_EQ(a1->WaitExit(10s), 128 + SIGKILL) << a1->log();
   EXPECT_TRUE(LogHas(*a1, "SIGKILL before committing the mark of a new MQTT session", 1s)) << a1->log();
   EXPECT_EQ(Number(fmt::format("SELECT SESSION_IDX FROM `{}`.SHARD WHERE NAME = 'a'", name_)), first);
