@@ -5,12 +5,15 @@
 #include <fmt/format.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -56,11 +59,16 @@ class GaleraE2E : public RelayE2E {
   void SetUp() override {
     RelayE2E::SetUp();
     ASSERT_TRUE(started_) << "the Galera cluster did not start (tools/galera.sh start)";
+    // A test that failed half way may have left a node down, or the
+    // survivors without quorum: one failure must not fail the tests after it.
+    ASSERT_TRUE(Heal()) << "the cluster could not be brought back to three Synced nodes\n" << ClusterState();
   }
-  // A failed test shows what the nodes said (their error logs' tails):
-  // evictions, flow control, state transfers.
+  // A failed test shows what the nodes said: their states and membership
+  // changes first, then their error logs' tails (evictions, flow control,
+  // state transfers).
   void TearDown() override {
     if (HasFailure() && started_) {
+      std::cerr << ClusterState();
       for (int k = 1; k <= 3; ++k) {
         std::ifstream log(Env(fmt::format("NODE{}_LOG", k)));
         std::vector<std::string> lines;
@@ -75,6 +83,81 @@ class GaleraE2E : public RelayE2E {
   }
 
   static std::string Env(const std::string& name) { return (*env_)[name]; }
+
+  // A node's row of `tools/galera.sh status`.
+  struct Node {
+    bool running = false;
+    std::string size, state, status;
+  };
+  static std::vector<Node> Nodes() {
+    std::string out;
+    RunCommand({kGalera, "status", *dir_}, &out);
+    std::vector<Node> nodes;
+    std::istringstream rows(out);
+    for (std::string row; std::getline(rows, row);) {
+      std::istringstream f(row);
+      std::string node, pid, running, port, ready;
+      Node n;
+      if (f >> node >> pid >> running >> port >> n.size >> n.state >> ready >> n.status && node != "node") {
+        n.running = running == "yes";
+        nodes.push_back(n);
+      }
+    }
+    return nodes;
+  }
+  // Every node runs and is Synced in the Primary component of all three.
+  static bool Healthy() {
+    const auto nodes = Nodes();
+    return nodes.size() == 3 && std::all_of(nodes.begin(), nodes.end(), [](const Node& n) {
+             return n.running && n.size == "3" && n.state == "Synced" && n.status == "Primary";
+           });
+  }
+  static bool AnyPrimary() {
+    const auto nodes = Nodes();
+    return std::any_of(nodes.begin(), nodes.end(), [](const Node& n) { return n.running && n.status == "Primary"; });
+  }
+  // `tools/galera.sh status` and the last membership changes each node
+  // logged (views, suspicions): what a failure needs first.
+  static std::string ClusterState() {
+    std::string out;
+    RunCommand({kGalera, "status", *dir_}, &out);
+    for (int k = 1; k <= 3; ++k) {
+      std::ifstream log(Env(fmt::format("NODE{}_LOG", k)));
+      std::vector<std::string> changes;
+      for (std::string line; std::getline(log, line);) {
+        for (const char* mark : {"view(view_id(", "suspecting node", "declaring inactive", "galera.sh: "}) {
+          if (line.find(mark) != std::string::npos) {
+            changes.push_back(line);
+            break;
+          }
+        }
+      }
+      out += fmt::format("---- galera node {}: last membership changes ----\n", k);
+      for (std::size_t i = changes.size() > 8 ? changes.size() - 8 : 0; i < changes.size(); ++i) {
+        out += changes[i] + "\n";
+      }
+    }
+    return out;
+  }
+  // Back to three Synced nodes: the survivors bootstrapped when none is
+  // Primary (as an operator would), then every stopped node restarted.
+  static bool Heal() {
+    if (WaitFor(Healthy, 10s)) return true;
+    auto nodes = Nodes();
+    if (nodes.size() != 3) return false;
+    if (!AnyPrimary()) {
+      for (int k = 1; k <= 3; ++k) {
+        if (nodes[k - 1].running) {
+          RunCommand({kGalera, "bootstrap", *dir_, std::to_string(k)});
+          break;
+        }
+      }
+    }
+    for (int k = 1; k <= 3; ++k) {
+      if (!nodes[k - 1].running) RunCommand({kGalera, "restart", *dir_, std::to_string(k)});
+    }
+    return WaitFor(Healthy, 60s);
+  }
 
   // SQL as root on node k; its output, or "" on failure.
   std::string OnNode(int k, const std::string& sql) {
@@ -136,6 +219,7 @@ TEST_F(GaleraE2E, TheRelaysNodeKilledUnderLoadLosesNothingAndTheNodesAgree) {
   std::atomic<int> published{0};
   std::jthread load = Load(pub, kTopics, kPerTopic, kRate, published);
   ASSERT_TRUE(WaitFor([&] { return published >= 1000 && Count(2) != "0\n"; }, 30s));
+  ASSERT_TRUE(WaitFor(Healthy, 30s)) << "before the kill\n" << ClusterState();
   const auto killed_at = std::chrono::steady_clock::now();
   ASSERT_EQ(RunCommand({kGalera, "kill", *dir_, "1"}), 0);
   // The relay's move to another node, then its first commit there (a count
@@ -144,17 +228,47 @@ TEST_F(GaleraE2E, TheRelaysNodeKilledUnderLoadLosesNothingAndTheNodesAgree) {
     const std::string log = relay_->log();
     return log.find("(node 2 of 3)") != std::string::npos || log.find("(node 3 of 3)") != std::string::npos;
   };
-  const bool reconnected = WaitFor(moved, 60s);
+  // Galera's own failure, not the relay's: a survivor that stalls for longer
+  // than evs.suspect_timeout while node 1 dies is split from the other, and
+  // the two stay non-Primary for good when they meet again (shown with
+  // SIGSTOP, docs/operations.md). A busy CI machine did that once. Then the
+  // survivors are bootstrapped, as an operator would, and the relay must go
+  // on from there losing nothing; the run says so.
+  std::optional<std::chrono::steady_clock::time_point> no_primary_since;
+  auto last_look = std::chrono::steady_clock::now();
+  bool quorum_lost = false;
+  bool reconnected = WaitFor(
+      [&] {
+        if (moved()) return true;
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_look < 1s) return false;
+        last_look = now;
+        if (AnyPrimary()) {
+          no_primary_since.reset();
+          return false;
+        }
+        if (!no_primary_since) no_primary_since = now;
+        return quorum_lost = now - *no_primary_since >= 30s;
+      },
+      60s);
+  if (quorum_lost) {
+    std::fprintf(stderr,
+                 "[ note ] Galera: both survivors non-Primary for 30 s after one node's kill (a split, not the "
+                 "relay's doing); bootstrapping node 2 as an operator would\n%s",
+                 ClusterState().c_str());
+    ASSERT_TRUE(RunCommand({kGalera, "bootstrap", *dir_, "2"}) == 0 || AnyPrimary()) << ClusterState();
+    reconnected = WaitFor(moved, 60s);
+  }
   const double moved_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
   const std::string before = Count(2);
   const bool committed = WaitFor([&] { return Count(2) != before; }, 60s);
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
   std::fprintf(stderr,
                "[ figure ] Galera, the relay's node SIGKILLed at %d msg/s: on another node after %.2f s, first new "
-               "commit there after %.2f s\n",
-               kRate, moved_s, took);
+               "commit there after %.2f s%s\n",
+               kRate, moved_s, took, quorum_lost ? " (after a bootstrap)" : "");
   load.join();
-  ASSERT_TRUE(reconnected && committed) << relay_->log();
+  ASSERT_TRUE(reconnected && committed) << ClusterState() << relay_->log();
   ASSERT_TRUE(pub.WaitAllAcked(30s));
 
   const int total = kTopics * kPerTopic;
