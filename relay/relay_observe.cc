@@ -81,6 +81,10 @@ RelayStats Relay::Snapshot() const {
     s.output_read_calls = output_->socket_read_calls();
   }
   s.replay_connected = replay_ && replay_->connected();
+  if (replay_) {
+    s.replay_reads = replay_->socket_reads();
+    s.replay_read_calls = replay_->socket_read_calls();
+  }
   return s;
 }
 

@@ -225,9 +225,11 @@ std::string PrometheusText(const RelayStats& s) {
   const char* reads = "Reads libmosquitto made of the link's socket.";
   metric("seqrelay_broker_socket_reads_total", "counter", reads, s.intake_reads, "{link=\"intake\"}");
   metric("seqrelay_broker_socket_reads_total", "counter", reads, s.output_reads, "{link=\"output\"}");
+  metric("seqrelay_broker_socket_reads_total", "counter", reads, s.replay_reads, "{link=\"replay\"}");
   const char* calls = "System calls those reads took (the others were served from the link's read-ahead).";
   metric("seqrelay_broker_socket_read_calls_total", "counter", calls, s.intake_read_calls, "{link=\"intake\"}");
   metric("seqrelay_broker_socket_read_calls_total", "counter", calls, s.output_read_calls, "{link=\"output\"}");
+  metric("seqrelay_broker_socket_read_calls_total", "counter", calls, s.replay_read_calls, "{link=\"replay\"}");
   return out;
 }
 

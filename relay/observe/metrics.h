@@ -111,9 +111,10 @@ struct RelayStats {
   bool database_up = false;
   std::string database_node;  // the writer's node, "host:port" (several --db-host entries: a cluster)
   bool intake_connected = false, output_connected = false, replay_connected = false;
-  // Reads libmosquitto made of the intake and output links' sockets, and
-  // the system calls they took (broker/read_ahead.h); /metrics only.
+  // Reads libmosquitto made of each link's socket, and the system calls
+  // they took (broker/read_ahead.h); /metrics only.
   uint64_t intake_reads = 0, intake_read_calls = 0, output_reads = 0, output_read_calls = 0;
+  uint64_t replay_reads = 0, replay_read_calls = 0;
 };
 
 std::string StatsJson(const RelayStats& stats);

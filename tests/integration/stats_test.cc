@@ -184,6 +184,16 @@ TEST_F(RelayE2E, MetricsEndpointServesPrometheusTextOfTheSameFigures) {
   EXPECT_GE(reads("output"), 3 * 10) << body;
   EXPECT_GE(calls("output"), 1) << body;
   EXPECT_LT(calls("output"), reads("output")) << body;
+  // The replay link reads through it too: a retransmit request of the ten
+  // (a PUBLISH in, then the PUBACKs of its frames and status).
+  MqttClient reader(servers().mqtt_port(), name_ + "-reader");
+  reader.Subscribe("relay/replay/" + name_ + "-reader/#");
+  reader.Publish("relay/retransmit/" + name_ + "-reader", R"({"topic":")" + root() + R"(/m","from":1,"to":10})");
+  ASSERT_TRUE(reader.WaitForCount(11, 10s)) << "ten frames and a status expected, got " << reader.received_count();
+  body = HttpGet(port, "/metrics");
+  EXPECT_GE(reads("replay"), 3 * 2) << body;
+  EXPECT_GE(calls("replay"), 1) << body;
+  EXPECT_LT(calls("replay"), reads("replay")) << body;
   EXPECT_EQ(HttpGet(port, "/other").rfind("HTTP/1.1 404", 0), 0u);
   EXPECT_EQ(HttpGet(port, "/metrics", "POST").rfind("HTTP/1.1 405", 0), 0u);
   // A client that connects and says nothing does not block the next scrape.
