@@ -70,21 +70,12 @@ RelayStats Relay::Snapshot() const {
               {"puback", stage_puback_.Take()}};
   s.database_up = database_up_;
   s.database_node = store_.endpoint();
-  s.intake_connected = intake_ && intake_->connected();
-  s.output_connected = output_ && output_->connected();
-  if (intake_) {
-    s.intake_reads = intake_->socket_reads();
-    s.intake_read_calls = intake_->socket_read_calls();
-  }
-  if (output_) {
-    s.output_reads = output_->socket_reads();
-    s.output_read_calls = output_->socket_read_calls();
-  }
-  s.replay_connected = replay_ && replay_->connected();
-  if (replay_) {
-    s.replay_reads = replay_->socket_reads();
-    s.replay_read_calls = replay_->socket_read_calls();
-  }
+  const auto link = [](const std::unique_ptr<MqttLink>& l) {
+    return l ? RelayStats::Link{l->connected(), l->socket_reads(), l->socket_read_calls()} : RelayStats::Link{};
+  };
+  s.intake = link(intake_);
+  s.output = link(output_);
+  s.replay = link(replay_);
   return s;
 }
 

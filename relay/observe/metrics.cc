@@ -118,8 +118,8 @@ std::string StatsJson(const RelayStats& s) {
       {"retention", {{"deleted", s.retention_deleted}}},
       {"database", s.database_up ? "up" : "down"},
       {"database_node", s.database_node},
-      {"broker", {{"intake", up(s.intake_connected)}, {"output", up(s.output_connected)},
-                  {"replay", up(s.replay_connected)}}},
+      {"broker", {{"intake", up(s.intake.connected)}, {"output", up(s.output.connected)},
+                  {"replay", up(s.replay.connected)}}},
   };
   return j.dump();
 }
@@ -218,18 +218,21 @@ std::string PrometheusText(const RelayStats& s) {
       out += fmt::format("seqrelay_stage_seconds_count{{stage=\"{}\"}} {}\n", stage, h.count);
     }
   }
-  const char* link = "1 while the relay's MQTT link is connected.";
-  metric("seqrelay_broker_connected", "gauge", link, s.intake_connected ? 1 : 0, "{link=\"intake\"}");
-  metric("seqrelay_broker_connected", "gauge", link, s.output_connected ? 1 : 0, "{link=\"output\"}");
-  metric("seqrelay_broker_connected", "gauge", link, s.replay_connected ? 1 : 0, "{link=\"replay\"}");
-  const char* reads = "Reads libmosquitto made of the link's socket.";
-  metric("seqrelay_broker_socket_reads_total", "counter", reads, s.intake_reads, "{link=\"intake\"}");
-  metric("seqrelay_broker_socket_reads_total", "counter", reads, s.output_reads, "{link=\"output\"}");
-  metric("seqrelay_broker_socket_reads_total", "counter", reads, s.replay_reads, "{link=\"replay\"}");
-  const char* calls = "System calls those reads took (the others were served from the link's read-ahead).";
-  metric("seqrelay_broker_socket_read_calls_total", "counter", calls, s.intake_read_calls, "{link=\"intake\"}");
-  metric("seqrelay_broker_socket_read_calls_total", "counter", calls, s.output_read_calls, "{link=\"output\"}");
-  metric("seqrelay_broker_socket_read_calls_total", "counter", calls, s.replay_read_calls, "{link=\"replay\"}");
+  const std::pair<const char*, const RelayStats::Link&> links[] = {
+      {"{link=\"intake\"}", s.intake}, {"{link=\"output\"}", s.output}, {"{link=\"replay\"}", s.replay}};
+  for (const auto& [label, link] : links) {
+    metric("seqrelay_broker_connected", "gauge", "1 while the relay's MQTT link is connected.",
+           link.connected ? 1 : 0, label);
+  }
+  for (const auto& [label, link] : links) {
+    metric("seqrelay_broker_socket_reads_total", "counter", "Reads libmosquitto made of the link's socket.",
+           link.reads, label);
+  }
+  for (const auto& [label, link] : links) {
+    metric("seqrelay_broker_socket_read_calls_total", "counter",
+           "System calls those reads took (the others were served from the link's read-ahead).", link.read_calls,
+           label);
+  }
   return out;
 }
 

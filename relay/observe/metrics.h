@@ -110,11 +110,14 @@ struct RelayStats {
   std::vector<std::pair<std::string, LatencyHistogram::Snapshot>> stages;
   bool database_up = false;
   std::string database_node;  // the writer's node, "host:port" (several --db-host entries: a cluster)
-  bool intake_connected = false, output_connected = false, replay_connected = false;
-  // Reads libmosquitto made of each link's socket, and the system calls
-  // they took (broker/read_ahead.h); /metrics only.
-  uint64_t intake_reads = 0, intake_read_calls = 0, output_reads = 0, output_read_calls = 0;
-  uint64_t replay_reads = 0, replay_read_calls = 0;
+  // One of the relay's MQTT links: whether it is connected, and the reads
+  // libmosquitto made of its socket with the system calls they took
+  // (broker/read_ahead.h; those two in /metrics only).
+  struct Link {
+    bool connected = false;
+    uint64_t reads = 0, read_calls = 0;
+  };
+  Link intake, output, replay;
 };
 
 std::string StatsJson(const RelayStats& stats);

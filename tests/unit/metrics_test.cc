@@ -72,7 +72,7 @@ TEST(MetricsTest, StatsJsonCarriesEveryFigure) {
   st.buffer_max = 100;
   st.replay_requests = 9;
   st.database_up = true;
-  st.intake_connected = true;
+  st.intake.connected = true;
   auto j = nlohmann::json::parse(StatsJson(st));
   EXPECT_DOUBLE_EQ(j["uptime_s"].get<double>(), 12.346);
   EXPECT_EQ(j["interval_s"], 10);
@@ -105,7 +105,9 @@ TEST(MetricsTest, PrometheusTextHasHelpTypeAndLabelledSeries) {
   st.dedupe_dropped = 7;
   st.retention_deleted = 1000;
   st.database_up = true;
-  st.output_connected = true;
+  st.output.connected = true;
+  st.replay.reads = 30;
+  st.replay.read_calls = 4;
   const std::string text = PrometheusText(st);
   auto has = [&](const std::string& line) { return text.find(line + "\n") != std::string::npos; };
   EXPECT_TRUE(has("# TYPE seqrelay_messages_committed_total counter")) << text;
@@ -122,6 +124,9 @@ TEST(MetricsTest, PrometheusTextHasHelpTypeAndLabelledSeries) {
   EXPECT_TRUE(has("seqrelay_database_up 1")) << text;
   EXPECT_TRUE(has("seqrelay_broker_connected{link=\"output\"} 1")) << text;
   EXPECT_TRUE(has("seqrelay_broker_connected{link=\"intake\"} 0")) << text;
+  EXPECT_TRUE(has("seqrelay_broker_socket_reads_total{link=\"replay\"} 30")) << text;
+  EXPECT_TRUE(has("seqrelay_broker_socket_read_calls_total{link=\"replay\"} 4")) << text;
+  EXPECT_TRUE(has("seqrelay_broker_socket_reads_total{link=\"intake\"} 0")) << text;
   // One HELP and one TYPE per metric, even with several labelled series.
   std::size_t types = 0;
   for (auto at = text.find("# TYPE seqrelay_messages_refused_total "); at != std::string::npos;
