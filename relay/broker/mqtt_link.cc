@@ -125,6 +125,7 @@ void MqttLink::Loop() {
   milliseconds backoff(1000);
   bool connecting = !first_connect_in_loop_;  // a connect is under way (or the link is up) on the current socket
   bool first = first_connect_in_loop_;        // the first connect is this loop's to make
+  bool held_back = false;                     // may_connect() said no: the next try is no failure's
   std::optional<std::chrono::steady_clock::time_point> stop_deadline;
   for (;;) {
     const Want want = want_.load();
@@ -150,16 +151,24 @@ void MqttLink::Loop() {
         wake_.wait(lock, [&] { return want_.load() != Want::kPause; });
         backoff = milliseconds(1000);
         if (want_.load() == Want::kStop) return;
-      } else if (!connecting && !first) {
+      } else if (!connecting && !first && !held_back) {
         // Lost, or a connect failed: wait, then try again (1 s doubling to 30 s).
         wake_.wait_for(lock, backoff, [&] { return want_.load() != Want::kRun; });
         backoff = std::min(backoff * 2, milliseconds(30000));
         if (want_.load() != Want::kRun) continue;
       }
       if (handlers_.may_connect && !handlers_.may_connect()) {
+        // Not ours to connect now (the relay's lease has lapsed): asked
+        // again every 100 ms, and once allowed, connected at once. The
+        // backoff is for a broker that fails; it must not grow while we
+        // stay away by choice (it did, to 30 s: the intake came back up to
+        // that long after the lease).
+        held_back = true;
+        backoff = milliseconds(1000);
         wake_.wait_for(lock, milliseconds(100), [&] { return want_.load() == Want::kStop; });
         continue;
       }
+      held_back = false;
       lock.unlock();
       const int rc = first ? ConnectWithSessionExpiry() : mosquitto_reconnect_async(m);
       connecting = rc == MOSQ_ERR_SUCCESS;

@@ -112,7 +112,8 @@ class MqttLink {
     // not authorised, bad client id).
     std::function<void(const std::string& why)> on_fatal;
     // Asked before every connect and reconnect; while it says false the
-    // link stays away (asking again every 100 ms). Null: always.
+    // link stays away (asking again every 100 ms), and connects as soon as
+    // it says true, without the reconnect backoff. Null: always.
     std::function<bool()> may_connect;
   };
 
