@@ -67,7 +67,7 @@ Settings of every node: wsrep_sst_method=mariabackup (as root via the node's
 socket, wsrep_sst_auth=root:; rsync SST fails as root), binlog_format=ROW, InnoDB,
 innodb_autoinc_lock_mode=2, a 64M buffer pool, skip-name-resolve, and
 Galera's own failure detection (evs.suspect_timeout 5 s, inactive_timeout
-15 s): the others drop a killed node after about 5 s. Shorter timeouts split
+15 s): the others drop a killed node after about 6 s. Shorter timeouts split
 the cluster when a node stalls for a few seconds on a busy machine.
 
 Examples:

@@ -19,7 +19,7 @@ node_sql() {  # node, SQL
 }
 # True when the node is in Galera's Primary component.
 node_primary() {  # node
-  [[ $(podman exec "${cids[$1]}" mariadb -uroot -p"$MYSQL_ROOT_PASSWORD" -N -B -e \
+  [[ $(podman exec "${cids[$1]}" mariadb --connect-timeout=2 -uroot -p"$MYSQL_ROOT_PASSWORD" -N -B -e \
     "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'wsrep_cluster_status'" \
     2>/dev/null) == Primary ]]
 }
@@ -27,11 +27,12 @@ node_primary() {  # node
 # stalls past evs.suspect_timeout when a node dies (a busy machine) splits
 # from the other, and both stay non-Primary for good (docs/operations.md,
 # "A Galera cluster for tests"). After 30 s in a row without a Primary
-# survivor, the first survivor is bootstrapped once, as an operator would,
-# the run says so, and the wait goes on for its full time from there.
-cluster_bootstrapped=""
+# survivor, the first survivor that takes it is bootstrapped, once, as an
+# operator would, the run says so, and the wait goes on for its full time
+# from there. The time without a Primary counts across the waits.
+cluster_bootstrapped="" no_primary_since=""
 wait_or_bootstrap() {  # seconds, description, survivors ("db2 db3"), command...
-  local seconds=$1 what=$2 survivors=$3 deadline no_primary_since="" last_look=0 node primary
+  local seconds=$1 what=$2 survivors=$3 deadline last_look=0 node primary
   shift 3
   deadline=$(( $(date +%s) + seconds ))
   until "$@"; do
@@ -45,11 +46,16 @@ wait_or_bootstrap() {  # seconds, description, survivors ("db2 db3"), command...
       elif [[ -z $no_primary_since ]]; then
         no_primary_since=$last_look
       elif (( last_look - no_primary_since >= 30 )); then
-        node=${survivors%% *}
-        say "note: Galera: no survivor Primary for 30 s (a split, not the relay's doing); bootstrapping $node as an operator would"
-        podman exec "${cids[$node]}" mariadb -uroot -p"$MYSQL_ROOT_PASSWORD" \
-          -e "SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'" || die "bootstrapping $node failed"
-        cluster_bootstrapped=$node
+        say "note: Galera: no survivor Primary for 30 s (a split, not the relay's doing); bootstrapping one as an operator would"
+        for node in $survivors; do
+          if podman exec "${cids[$node]}" mariadb --connect-timeout=2 -uroot -p"$MYSQL_ROOT_PASSWORD" \
+            -e "SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'"; then
+            cluster_bootstrapped=$node
+            break
+          fi
+        done
+        [[ -n $cluster_bootstrapped ]] || die "no survivor of $survivors could be bootstrapped"
+        say "note: $cluster_bootstrapped bootstrapped"
         deadline=$(( $(date +%s) + seconds ))
       fi
     fi
