@@ -23,44 +23,48 @@ node_primary() {  # node
     "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'wsrep_cluster_status'" \
     2>/dev/null) == Primary ]]
 }
-# wait_for, but for Galera's own failure, not the relay's: a survivor that
-# stalls past evs.suspect_timeout when a node dies (a busy machine) splits
-# from the other, and both stay non-Primary for good (docs/operations.md,
-# "A Galera cluster for tests"). After 30 s in a row without a Primary
-# survivor, the first survivor that takes it is bootstrapped, once, as an
-# operator would, the run says so, and the wait goes on for its full time
-# from there. The time without a Primary counts across the waits.
-cluster_bootstrapped="" no_primary_since=""
-wait_or_bootstrap() {  # seconds, description, survivors ("db2 db3"), command...
-  local seconds=$1 what=$2 survivors=$3 deadline last_look=0 node primary
-  shift 3
-  deadline=$(( $(date +%s) + seconds ))
-  until "$@"; do
-    (( $(date +%s) < deadline )) || die "timed out: $what"
-    if [[ -z $cluster_bootstrapped ]] && (( $(date +%s) > last_look )); then
-      last_look=$(date +%s)
-      primary=""
-      for node in $survivors; do node_primary "$node" && { primary=$node; break; }; done
-      if [[ -n $primary ]]; then
-        no_primary_since=""
-      elif [[ -z $no_primary_since ]]; then
-        no_primary_since=$last_look
-      elif (( last_look - no_primary_since >= 30 )); then
-        say "note: Galera: no survivor Primary for 30 s (a split, not the relay's doing); bootstrapping one as an operator would"
-        for node in $survivors; do
-          if podman exec "${cids[$node]}" mariadb --connect-timeout=2 -uroot -p"$MYSQL_ROOT_PASSWORD" \
-            -e "SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'"; then
-            cluster_bootstrapped=$node
-            break
-          fi
-        done
-        [[ -n $cluster_bootstrapped ]] || die "no survivor of $survivors could be bootstrapped"
-        say "note: $cluster_bootstrapped bootstrapped"
-        deadline=$(( $(date +%s) + seconds ))
-      fi
+# Galera's own failure, not the relay's: a survivor that stalls past
+# evs.suspect_timeout when a node dies (a busy machine) splits from the
+# other, and both stay non-Primary for good (docs/operations.md, "A Galera
+# cluster for tests"). The waits after a kill watch for that: after 30 s in
+# a row without a Primary survivor (counted across the waits), the first
+# survivor that takes it is bootstrapped, once, as an operator would, the
+# run says so, and the wait starts again.
+cluster_bootstrapped="" no_primary_since="" last_primary_look=0
+no_primary_for_30s() {  # survivors...: looked at once a second
+  local now node
+  now=$(date +%s)
+  (( now > last_primary_look )) || return 1
+  last_primary_look=$now
+  for node; do node_primary "$node" && { no_primary_since=""; return 1; }; done
+  [[ -n $no_primary_since ]] || no_primary_since=$now
+  (( now - no_primary_since >= 30 ))
+}
+bootstrap_a_survivor() {  # survivors...
+  local node
+  say "note: Galera: no survivor Primary for 30 s (a split, not the relay's doing); bootstrapping one as an operator would"
+  for node; do
+    if podman exec "${cids[$node]}" mariadb --connect-timeout=2 -uroot -p"$MYSQL_ROOT_PASSWORD" \
+      -e "SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'"; then
+      cluster_bootstrapped=$node
+      say "note: $node bootstrapped"
+      return 0
     fi
-    sleep 0.2
   done
+  die "no survivor of $* could be bootstrapped"
+}
+wait_or_bootstrap() {  # seconds, description, survivors ("db2 db3"), command...
+  local seconds=$1 what=$2 survivors=$3
+  shift 3
+  # The command, or a split not bootstrapped yet ($survivors: this call's).
+  # shellcheck disable=SC2086
+  ready_or_split() { "$@" || { [[ -z $cluster_bootstrapped ]] && no_primary_for_30s $survivors; }; }
+  wait_for "$seconds" "$what" ready_or_split "$@"
+  if ! "$@"; then
+    # shellcheck disable=SC2086
+    bootstrap_a_survivor $survivors
+    wait_for "$seconds" "$what" "$@"
+  fi
 }
 # The node the relay's writer uses, from /metrics: db1..db3, empty if none.
 relay_node() { curl -sf http://127.0.0.1:9108/metrics | sed -n 's/^seqrelay_database_node{node="\(db[0-9]\):3306"} 1$/\1/p'; }
