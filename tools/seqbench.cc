@@ -24,13 +24,8 @@
 // on the relay paths, with consecutive SEQs per topic; a run that loses,
 // duplicates or reorders one makes seqbench fail. Starts its own mosquitto
 // and MariaDB on loopback unless --mqtt-port and --db-port name running ones.
-#include <cppconn/prepared_statement.h>
-#include <cppconn/resultset.h>
-#include <cppconn/statement.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
-#include <mysql_connection.h>
-#include <mysql_driver.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -54,6 +49,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_floors.h"
 #include "cli.h"
 #include "core/frame.h"
 #include "process.h"
@@ -255,113 +251,6 @@ void PrintStages(const StageScrape& before, const StageScrape& after) {
     std::printf("    %-14s %8llu %10.0f %10.0f %10.0f\n", stage, static_cast<unsigned long long>(count),
                 count ? sum / static_cast<double>(count) * 1e6 : 0.0, bound(0.5), bound(0.99));
   }
-}
-
-// ---- The database's floors, measured alone -------------------------------------
-
-// What the relay's statements cost at the least on this server, with the
-// relay's connector and nothing else running: a round trip (SELECT 1), and a
-// durable one-row transaction, its INSERT and its COMMIT (the redo log's
-// flush) timed apart. The insert and commit stages of --stages sit on these.
-// Last, the relay's own shape of a one-message batch: the fence (an UPDATE
-// of one row on a table of its own) and the INSERT in one query, then
-// COMMIT, each transaction the first statement after 10 ms idle, as a
-// message alone in its batch at 100 msg/s is.
-struct DatabaseFloors {
-  // Back to back, and one every 10 ms (as at 100 msg/s: the server's and
-  // the client's threads fall asleep between transactions; the INSERT
-  // comes right after the round trip, so it is not the first statement).
-  std::vector<double> round_trip_us, insert_us, commit_us;  // sorted
-  std::vector<double> idle_round_trip_us, idle_insert_us, idle_commit_us;
-  std::vector<double> idle_batch_us, idle_batch_commit_us;  // the relay's shape, first after 10 ms
-};
-
-DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const std::string& password, int n) {
-  sql::ConnectOptionsMap options;
-  options["hostName"] = sql::SQLString(fmt::format("tcp://127.0.0.1:{}", port));
-  options["userName"] = sql::SQLString(user);
-  options["password"] = sql::SQLString(password);
-  options["CLIENT_MULTI_STATEMENTS"] = true;  // the relay's batch: several statements in one query
-  std::unique_ptr<sql::Connection> conn(sql::mysql::get_mysql_driver_instance()->connect(options));
-  const std::string db = fmt::format("seqbench_floor_{}", getpid());
-  std::unique_ptr<sql::Statement> st(conn->createStatement());
-  st->execute(fmt::format("CREATE DATABASE `{}`", db));
-  conn->setSchema(db);
-  st->execute("CREATE TABLE F (id BIGINT UNSIGNED NOT NULL PRIMARY KEY, b VARBINARY(64) NOT NULL) ENGINE=InnoDB");
-  st->execute("CREATE TABLE FENCE (NAME VARCHAR(64) NOT NULL PRIMARY KEY, EPOCH INT UNSIGNED NOT NULL, "
-              "COMMITS BIGINT UNSIGNED NOT NULL, LAST BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB");
-  st->execute("INSERT INTO FENCE VALUES ('default', 1, 0, 0)");
-  conn->setAutoCommit(false);
-  std::unique_ptr<sql::PreparedStatement> select(conn->prepareStatement("SELECT 1"));
-  std::unique_ptr<sql::PreparedStatement> insert(conn->prepareStatement("INSERT INTO F (id, b) VALUES (?, ?)"));
-  DatabaseFloors f;
-  auto us_since = [](Clock::time_point t) { return std::chrono::duration<double, std::micro>(Clock::now() - t).count(); };
-  const std::string payload(20, 'x');
-  std::string payload_hex;
-  for (const char c : payload) payload_hex += fmt::format("{:02x}", static_cast<unsigned char>(c));
-  uint64_t id = 0;
-  auto transaction = [&](std::vector<double>& round_trip, std::vector<double>& inserted, std::vector<double>& committed) {
-    auto t = Clock::now();
-    std::unique_ptr<sql::ResultSet>(select->executeQuery());
-    round_trip.push_back(us_since(t));
-    t = Clock::now();
-    insert->setUInt64(1, ++id);
-    insert->setString(2, payload);
-    insert->execute();
-    inserted.push_back(us_since(t));
-    t = Clock::now();
-    st->execute("COMMIT");
-    committed.push_back(us_since(t));
-  };
-  for (int i = 0; i < n; ++i) transaction(f.round_trip_us, f.insert_us, f.commit_us);
-  for (int i = 0; i < std::max(n / 5, 1); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    transaction(f.idle_round_trip_us, f.idle_insert_us, f.idle_commit_us);
-  }
-  for (int i = 0; i < std::max(n / 5, 1); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    auto t = Clock::now();
-    ++id;
-    st->execute(fmt::format("UPDATE FENCE SET COMMITS = COMMITS + 1, LAST = {} WHERE NAME = 'default' AND EPOCH = 1;"
-                            "INSERT INTO F (id, b) VALUES ({}, X'{}')",
-                            id, id, payload_hex));
-    while (st->getMoreResults()) {
-    }
-    f.idle_batch_us.push_back(us_since(t));
-    t = Clock::now();
-    st->execute("COMMIT");
-    f.idle_batch_commit_us.push_back(us_since(t));
-  }
-  conn->setAutoCommit(true);
-  st->execute(fmt::format("DROP DATABASE `{}`", db));
-  for (auto* v : {&f.round_trip_us, &f.insert_us, &f.commit_us, &f.idle_round_trip_us, &f.idle_insert_us,
-                  &f.idle_commit_us, &f.idle_batch_us, &f.idle_batch_commit_us}) {
-    std::sort(v->begin(), v->end());
-  }
-  return f;
-}
-
-void PrintFloors(const DatabaseFloors& f) {
-  auto line = [](const char* what, const std::vector<double>& v) {
-    double sum = 0;
-    for (double x : v) sum += x;
-    auto at = [&](double q) { return v.empty() ? 0.0 : v[std::min(v.size() - 1, static_cast<std::size_t>(q * v.size()))]; };
-    std::printf("  %-40s %8.0f %8.0f %8.0f\n", what, v.empty() ? 0.0 : sum / static_cast<double>(v.size()), at(0.5),
-                at(0.99));
-  };
-  std::printf("\ndatabase floors, measured alone with the relay's connector (the relays idle):\n");
-  std::printf("  %-40s %8s %8s %8s\n", "", "mean us", "p50 us", "p99 us");
-  std::printf("  back to back, %zu transactions:\n", f.commit_us.size());
-  line("  round trip (prepared SELECT 1)", f.round_trip_us);
-  line("  one-row INSERT (prepared)", f.insert_us);
-  line("  COMMIT of it (redo log flush)", f.commit_us);
-  std::printf("  one every 10 ms, %zu transactions:\n", f.idle_commit_us.size());
-  line("  round trip (prepared SELECT 1)", f.idle_round_trip_us);
-  line("  one-row INSERT (prepared)", f.idle_insert_us);
-  line("  COMMIT of it (redo log flush)", f.idle_commit_us);
-  std::printf("  the relay's one-message batch, one every 10 ms, %zu transactions:\n", f.idle_batch_commit_us.size());
-  line("  fence UPDATE + INSERT, one query", f.idle_batch_us);
-  line("  COMMIT of it", f.idle_batch_commit_us);
 }
 
 // ---- One measured run: publishers and a subscriber on one path --------------
@@ -667,13 +556,18 @@ int Main(int argc, char** argv) {
       ("relay-arg", po::value(&relay_args)->value_name("ARG"),
        "One more option for the relays, as on their command line (repeatable: --relay-arg=--dedupe-window=0).")
       ("relay-binary", po::value(&relay_binary)->default_value(relay_binary), "The seqrelay executable.")
-      ("mqtt-port", po::value(&mqtt_port), "Use the mosquitto already on 127.0.0.1:PORT (needs --db-port too).")
+      ("mqtt-port", po::value(&mqtt_port), "Use the mosquitto already on 127.0.0.1:PORT (needs --db-port too). It must queue without "
+       "limit for a slow subscriber (max_queued_messages 0), as seqbench's own does, or a run drops messages "
+       "and fails.")
       ("db-port", po::value(&db_port), "Use the MariaDB/MySQL already on 127.0.0.1:PORT (needs --mqtt-port too).")
       ("db-user", po::value(&db_user)->default_value(db_user), "Database user for the relays (with --db-port).")
       ("db-password", po::value(&db_password), "Its password (with --db-port; default: the throwaway server's).")
       ("floors", po::value(&floors)->default_value(floors),
-       "Also measure the database's floors alone, after the runs: N round trips and N one-row transactions "
-       "(INSERT and COMMIT timed apart) back to back, then N/5 of them one every 10 ms (0: not measured).")
+       "Also measure the floors under the relay's latency alone, after the runs: N round trips and N one-row "
+       "transactions (INSERT and COMMIT timed apart) back to back, then N/5 of them one every 10 ms; N/5 of the "
+       "relay's one-message batch (fence and INSERT, then COMMIT); N/5 pairs of batches on two connections (when "
+       "the second's fence, waiting on the row, returns); and the disk alone (512-byte pwrite + fdatasync in the "
+       "server's data directory, N back to back and N/5 one every 10 ms). 0: not measured.")
       ("perf", po::value(&perf_path), "Record a perf profile (call graphs) of the relay during its first throughput run into FILE.")
       ("json", po::value(&json_path), "Also write every run's figures to FILE as JSON.")
       ("csv", po::value(&csv_path), "Also write every run's figures to FILE as CSV.");
@@ -808,8 +702,8 @@ int Main(int argc, char** argv) {
       }
     }
   }
-  std::optional<DatabaseFloors> database_floors;
-  if (floors > 0) database_floors = MeasureDatabaseFloors(db_port, db_user, db_password, floors);
+  std::optional<seqbench::DatabaseFloors> database_floors;
+  if (floors > 0) database_floors = seqbench::MeasureDatabaseFloors(db_port, db_user, db_password, floors);
   relay.Stop();
   if (journal_cost) relay_nojournal.Stop();
   forwarder.Stop();
@@ -895,7 +789,7 @@ int Main(int argc, char** argv) {
       }
     }
   }
-  if (database_floors) PrintFloors(*database_floors);
+  if (database_floors) seqbench::PrintFloors(*database_floors);
   if (!json_path.empty()) std::ofstream(json_path) << json.dump(2) << "\n";
   if (failed) {
     std::printf("\nseqbench: FAILED: a run lost, duplicated or reordered messages (see received, dup, order)\n");

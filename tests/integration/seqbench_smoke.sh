@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# seqbench, the source of every performance figure, runs its three modes and
+# its floors end to end on servers of its own, small: every run delivers
+# every message once and in order (seqbench exits 1 otherwise), every run
+# and every floor reports a figure. No figure is judged: timing is the
+# bench's to print, not the suite's to assert.
+# Usage: seqbench_smoke.sh SEQBENCH_BINARY
+# With SEQTEST_RELAY_BINARY set (the suite's sanitizer stage), the relays
+# are that binary.
+set -euo pipefail
+bench=$1
+relay=()
+[[ -n ${SEQTEST_RELAY_BINARY:-} ]] && relay=(--relay-binary "$SEQTEST_RELAY_BINARY")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail() { echo "seqbench_smoke: $*" >&2; sed 's/^/  | /' "$work/out.txt" "$work/err.txt" >&2 || true; exit 1; }
+
+"$bench" --mode all --count 2000 --rounds 1 --rate 200 --duration 1 --floors 20 --stages "${relay[@]}" \
+  --json "$work/runs.json" >"$work/out.txt" 2>"$work/err.txt" || fail "exit status $?"
+
+# Every run of both paths in each mode: all sent, all received, none twice or
+# out of order, a rate and a p50.
+python3 - "$work/runs.json" <<'EOF' || fail "the runs' figures are not as expected"
+import json, sys
+runs = json.load(open(sys.argv[1]))
+want = {(m, p) for m in ("throughput", "closed", "latency") for p in ("plain", "relay")}
+got = {(r["mode"], r["path"]) for r in runs}
+assert got == want, f"runs {sorted(got)}, expected {sorted(want)}"
+for r in runs:
+    sent = 2000 if r["mode"] != "latency" else 200
+    assert r["sent"] == sent and r["received"] == sent, r
+    assert r["duplicates"] == 0 and r["out_of_order"] == 0, r
+    assert r["msg_per_s"] > 0 and r["p50_us"] > 0, r
+    if r["path"] == "relay":
+        assert r["hop_cpu_us_per_msg"] > 0, r
+print("seqbench_smoke: 6 runs, every message once and in order")
+EOF
+
+# The ratios, the relay's stages, and every floor with a positive p50.
+[[ $(grep -Ec 'median msg/s: .* relay / plain = [0-9.]+$' "$work/out.txt") -eq 2 ]] || fail "not two throughput ratios"
+grep -Eq 'relay - plain = [-+][0-9]+ us at p50' "$work/out.txt" || fail "no added latency"
+for stage in intake_queue sequence insert commit puback; do
+  grep -Eq "^    $stage +[1-9][0-9]* " "$work/out.txt" || fail "no count for the relay's stage $stage"
+done
+floors=0
+check_floor() {  # FILE WHAT
+  local line p50
+  line=$(grep -F -- "$2" "$1" | head -1) || fail "no floor '$2'"
+  p50=$(awk '{print $(NF-1)}' <<<"$line")
+  [[ $p50 =~ ^[0-9]+$ && $p50 -gt 0 ]] || fail "floor '$2' has p50 '$p50'"
+  floors=$((floors + 1))
+}
+sed -n '/^database floors/,/the disk alone/p' "$work/out.txt" >"$work/database.txt"
+sed -n '/the disk alone/,$p' "$work/out.txt" | tail -n +2 >"$work/disk.txt"
+for what in "round trip (prepared SELECT 1)" "one-row INSERT (prepared)" "COMMIT of it (redo log flush)" \
+            "fence UPDATE + INSERT, one query" "the first's COMMIT returns" "the second's held fence UPDATE returns"; do
+  check_floor "$work/database.txt" "$what"
+done
+for what in "back to back" "one every 10 ms"; do check_floor "$work/disk.txt" "$what"; done
+echo "seqbench_smoke: ratios, 5 stages and $floors floors reported"

@@ -1,0 +1,230 @@
+#include "bench_floors.h"
+
+#include <cppconn/prepared_statement.h>
+#include <cppconn/resultset.h>
+#include <cppconn/statement.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <mysql_connection.h>
+#include <mysql_driver.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+namespace seqbench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double UsSince(Clock::time_point t) { return std::chrono::duration<double, std::micro>(Clock::now() - t).count(); }
+
+void Idle() { std::this_thread::sleep_for(std::chrono::milliseconds(10)); }
+
+std::unique_ptr<sql::Connection> Connect(int port, const std::string& user, const std::string& password) {
+  sql::ConnectOptionsMap options;
+  options["hostName"] = sql::SQLString(fmt::format("tcp://127.0.0.1:{}", port));
+  options["userName"] = sql::SQLString(user);
+  options["password"] = sql::SQLString(password);
+  options["CLIENT_MULTI_STATEMENTS"] = true;  // the relay's batch: several statements in one query
+  return std::unique_ptr<sql::Connection>(sql::mysql::get_mysql_driver_instance()->connect(options));
+}
+
+// The disk under the server's redo log, without the server: what any
+// durable commit pays at the least. A 512-byte block (InnoDB's log block)
+// written in place in a preallocated file, as a redo log is, then
+// fdatasync. Nothing measured if the directory is not ours to write.
+void MeasureDisk(const std::string& dir, int n, DatabaseFloors& f) {
+  const std::string path = fmt::format("{}/seqbench_disk_{}.tmp", dir, getpid());
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  constexpr int kBlocks = 256;
+  std::vector<char> block(4096, 'x');
+  bool ok = true;
+  for (int i = 0; i < kBlocks && ok; ++i) ok = pwrite(fd, block.data(), block.size(), off_t{i} * 4096) == 4096;
+  ok = ok && fsync(fd) == 0;
+  auto write_one = [&](int i, std::vector<double>& into) {
+    const auto t = Clock::now();
+    ok = ok && pwrite(fd, block.data(), 512, off_t{i % kBlocks} * 4096) == 512 && fdatasync(fd) == 0;
+    into.push_back(UsSince(t));
+  };
+  for (int i = 0; i < n && ok; ++i) write_one(i, f.disk_us);
+  for (int i = 0; i < std::max(n / 5, 1) && ok; ++i) {
+    Idle();
+    write_one(i, f.idle_disk_us);
+  }
+  close(fd);
+  unlink(path.c_str());
+  if (!ok) {
+    f.disk_us.clear();
+    f.idle_disk_us.clear();
+    return;
+  }
+  f.disk_dir = dir;
+}
+
+// Whether connection `waiter` is waiting on a row lock, asked on `asker`
+// (INNODB_TRX needs the PROCESS privilege: without it, 1 ms is taken as
+// enough for the UPDATE sent to reach its wait).
+bool WaitsOnLock(sql::Connection& asker, uint64_t waiter) {
+  try {
+    std::unique_ptr<sql::Statement> st(asker.createStatement());
+    std::unique_ptr<sql::ResultSet> rs(st->executeQuery(fmt::format(
+        "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = {} AND trx_state = 'LOCK WAIT'",
+        waiter)));
+    return rs->next() && rs->getUInt64(1) == 1;
+  } catch (const sql::SQLException&) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return true;
+  }
+}
+
+// Two batches in a row on two connections: the second's fence UPDATE sent
+// while the first holds the row, then the first's COMMIT. InnoDB lets go of
+// a transaction's row locks when it commits in memory, before the redo
+// log's flush that the COMMIT waits for.
+void MeasureHeldFence(int port, const std::string& user, const std::string& password, const std::string& db,
+                      int n, DatabaseFloors& f) {
+  auto first = Connect(port, user, password), second = Connect(port, user, password);
+  for (sql::Connection* c : {first.get(), second.get()}) {
+    c->setSchema(db);
+    c->setAutoCommit(false);
+  }
+  std::unique_ptr<sql::Statement> a(first->createStatement()), b(second->createStatement());
+  uint64_t second_id = 0;
+  {
+    std::unique_ptr<sql::ResultSet> rs(b->executeQuery("SELECT CONNECTION_ID()"));
+    rs->next();
+    second_id = rs->getUInt64(1);
+  }
+  b->execute("COMMIT");
+  const std::string fence = "UPDATE FENCE SET COMMITS = COMMITS + 1 WHERE NAME = 'default' AND EPOCH = 1";
+  for (int i = 0; i < n; ++i) {
+    Idle();
+    a->execute(fence);
+    Clock::time_point committing{}, fenced{};
+    std::thread waiting([&] {
+      b->execute(fence);
+      fenced = Clock::now();
+    });
+    const auto give_up = Clock::now() + std::chrono::seconds(2);
+    while (!WaitsOnLock(*first, second_id) && Clock::now() < give_up) {
+    }
+    committing = Clock::now();
+    a->execute("COMMIT");
+    f.held_commit_us.push_back(UsSince(committing));
+    waiting.join();
+    b->execute("COMMIT");
+    f.waiting_fence_us.push_back(std::chrono::duration<double, std::micro>(fenced - committing).count());
+  }
+}
+
+}  // namespace
+
+DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const std::string& password, int n) {
+  auto conn = Connect(port, user, password);
+  const std::string db = fmt::format("seqbench_floor_{}", getpid());
+  std::unique_ptr<sql::Statement> st(conn->createStatement());
+  std::string datadir;
+  {
+    std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT @@datadir"));
+    if (rs->next()) datadir = rs->getString(1);
+    while (datadir.size() > 1 && datadir.back() == '/') datadir.pop_back();
+  }
+  st->execute(fmt::format("CREATE DATABASE `{}`", db));
+  conn->setSchema(db);
+  st->execute("CREATE TABLE F (id BIGINT UNSIGNED NOT NULL PRIMARY KEY, b VARBINARY(64) NOT NULL) ENGINE=InnoDB");
+  st->execute("CREATE TABLE FENCE (NAME VARCHAR(64) NOT NULL PRIMARY KEY, EPOCH INT UNSIGNED NOT NULL, "
+              "COMMITS BIGINT UNSIGNED NOT NULL, LAST BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB");
+  st->execute("INSERT INTO FENCE VALUES ('default', 1, 0, 0)");
+  conn->setAutoCommit(false);
+  std::unique_ptr<sql::PreparedStatement> select(conn->prepareStatement("SELECT 1"));
+  std::unique_ptr<sql::PreparedStatement> insert(conn->prepareStatement("INSERT INTO F (id, b) VALUES (?, ?)"));
+  DatabaseFloors f;
+  const std::string payload(20, 'x');
+  std::string payload_hex;
+  for (const char c : payload) payload_hex += fmt::format("{:02x}", static_cast<unsigned char>(c));
+  uint64_t id = 0;
+  auto transaction = [&](std::vector<double>& round_trip, std::vector<double>& inserted, std::vector<double>& committed) {
+    auto t = Clock::now();
+    std::unique_ptr<sql::ResultSet>(select->executeQuery());
+    round_trip.push_back(UsSince(t));
+    t = Clock::now();
+    insert->setUInt64(1, ++id);
+    insert->setString(2, payload);
+    insert->execute();
+    inserted.push_back(UsSince(t));
+    t = Clock::now();
+    st->execute("COMMIT");
+    committed.push_back(UsSince(t));
+  };
+  for (int i = 0; i < n; ++i) transaction(f.round_trip_us, f.insert_us, f.commit_us);
+  const int idle_n = std::max(n / 5, 1);
+  for (int i = 0; i < idle_n; ++i) {
+    Idle();
+    transaction(f.idle_round_trip_us, f.idle_insert_us, f.idle_commit_us);
+  }
+  for (int i = 0; i < idle_n; ++i) {
+    Idle();
+    auto t = Clock::now();
+    ++id;
+    st->execute(fmt::format("UPDATE FENCE SET COMMITS = COMMITS + 1, LAST = {} WHERE NAME = 'default' AND EPOCH = 1;"
+                            "INSERT INTO F (id, b) VALUES ({}, X'{}')",
+                            id, id, payload_hex));
+    while (st->getMoreResults()) {
+    }
+    f.idle_batch_us.push_back(UsSince(t));
+    t = Clock::now();
+    st->execute("COMMIT");
+    f.idle_batch_commit_us.push_back(UsSince(t));
+  }
+  MeasureHeldFence(port, user, password, db, idle_n, f);
+  conn->setAutoCommit(true);
+  st->execute(fmt::format("DROP DATABASE `{}`", db));
+  if (!datadir.empty()) MeasureDisk(datadir, n, f);
+  for (auto* v : {&f.round_trip_us, &f.insert_us, &f.commit_us, &f.idle_round_trip_us, &f.idle_insert_us,
+                  &f.idle_commit_us, &f.idle_batch_us, &f.idle_batch_commit_us, &f.disk_us, &f.idle_disk_us,
+                  &f.held_commit_us, &f.waiting_fence_us}) {
+    std::sort(v->begin(), v->end());
+  }
+  return f;
+}
+
+void PrintFloors(const DatabaseFloors& f) {
+  auto line = [](const char* what, const std::vector<double>& v) {
+    double sum = 0;
+    for (double x : v) sum += x;
+    auto at = [&](double q) { return v.empty() ? 0.0 : v[std::min(v.size() - 1, static_cast<std::size_t>(q * v.size()))]; };
+    std::printf("  %-40s %8.0f %8.0f %8.0f\n", what, v.empty() ? 0.0 : sum / static_cast<double>(v.size()), at(0.5),
+                at(0.99));
+  };
+  std::printf("\ndatabase floors, measured alone with the relay's connector (the relays idle):\n");
+  std::printf("  %-40s %8s %8s %8s\n", "", "mean us", "p50 us", "p99 us");
+  std::printf("  back to back, %zu transactions:\n", f.commit_us.size());
+  line("  round trip (prepared SELECT 1)", f.round_trip_us);
+  line("  one-row INSERT (prepared)", f.insert_us);
+  line("  COMMIT of it (redo log flush)", f.commit_us);
+  std::printf("  one every 10 ms, %zu transactions:\n", f.idle_commit_us.size());
+  line("  round trip (prepared SELECT 1)", f.idle_round_trip_us);
+  line("  one-row INSERT (prepared)", f.idle_insert_us);
+  line("  COMMIT of it (redo log flush)", f.idle_commit_us);
+  std::printf("  the relay's one-message batch, one every 10 ms, %zu transactions:\n", f.idle_batch_commit_us.size());
+  line("  fence UPDATE + INSERT, one query", f.idle_batch_us);
+  line("  COMMIT of it", f.idle_batch_commit_us);
+  std::printf("  two batches on two connections, one pair every 10 ms, %zu pairs (from the first's COMMIT sent):\n",
+              f.held_commit_us.size());
+  line("  the first's COMMIT returns", f.held_commit_us);
+  line("  the second's held fence UPDATE returns", f.waiting_fence_us);
+  if (f.disk_dir.empty()) {
+    std::printf("  the disk alone: not measured (the server's data directory is not writable here)\n");
+    return;
+  }
+  std::printf("  the disk alone, 512 B pwrite + fdatasync in %s:\n", f.disk_dir.c_str());
+  line("  back to back", f.disk_us);
+  line("  one every 10 ms", f.idle_disk_us);
+}
+
+}  // namespace seqbench

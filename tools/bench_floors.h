@@ -1,0 +1,45 @@
+// The floors under the relay's latency, measured alone (seqbench --floors):
+// what the database and its disk cost at the least on this machine, with
+// the relay's connector and nothing else running. The insert and commit
+// stages of seqbench --stages sit on these; an added latency below them
+// cannot be had with commit-before-publish.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace seqbench {
+
+struct DatabaseFloors {
+  // A round trip (SELECT 1), then a durable one-row transaction, its INSERT
+  // and its COMMIT (the redo log's flush) timed apart; back to back, and
+  // one every 10 ms (as at 100 msg/s: the server's and the client's threads
+  // fall asleep between transactions; the INSERT comes right after the
+  // round trip, so it is not the first statement). Sorted, in µs.
+  std::vector<double> round_trip_us, insert_us, commit_us;
+  std::vector<double> idle_round_trip_us, idle_insert_us, idle_commit_us;
+  // The relay's shape of a one-message batch: the fence (an UPDATE of one
+  // row on a table of its own) and the INSERT in one query, then COMMIT,
+  // each the first statement after 10 ms idle, as a message alone in its
+  // batch at 100 msg/s is.
+  std::vector<double> idle_batch_us, idle_batch_commit_us;
+  // The disk alone: a 512-byte pwrite and fdatasync of a file in the
+  // server's data directory, back to back and one every 10 ms. Empty when
+  // the directory could not be written (a server of another user).
+  std::string disk_dir;
+  std::vector<double> disk_us, idle_disk_us;
+  // Two batches on two connections, as a relay that overlapped them would
+  // run: the first's COMMIT, and the second's fence UPDATE, sent before
+  // that COMMIT and waiting on the row the first holds, both timed from
+  // the moment the COMMIT is sent (one every 10 ms). The fence serialises
+  // the batches only up to where the second's UPDATE returns.
+  std::vector<double> held_commit_us, waiting_fence_us;
+};
+
+// Creates a database of its own on the server (dropped afterwards); `n`
+// back-to-back transactions, n/5 of each idle kind. Throws sql::SQLException.
+DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const std::string& password, int n);
+
+void PrintFloors(const DatabaseFloors& f);
+
+}  // namespace seqbench
