@@ -366,12 +366,26 @@ TEST_F(GaleraE2E, AnActiveOnOneNodeAndItsStandbyOnAnotherNeverBothCommit) {
   const int total = kTopics * kPerTopic;
   ASSERT_TRUE(WaitFor([&] { return number(2, "SELECT COUNT(*) FROM " + db + ".MSG") == uint64_t(total); }, 60s))
       << number(2, "SELECT COUNT(*) FROM " + db + ".MSG") << " rows of " << total << "\n" << standby->log();
-  // The fence by value, read on node 2 (the old active's node).
-  EXPECT_EQ(number(2, "SELECT EPOCH FROM " + db + ".SHARD WHERE NAME = 'default'"), 2u);
+  // The fence by value, read on node 2 (the old active's node). The
+  // standby's takeover made the epoch 2. A stall of the machine longer than
+  // the 2 s lease may hand the shard on once more (the stepped-down relay
+  // waits as a standby again): then the relay that held epoch 2 must have
+  // seen its lease go, and no row of an older epoch may follow the newest
+  // takeover.
+  const uint64_t epoch = number(2, "SELECT EPOCH FROM " + db + ".SHARD WHERE NAME = 'default'");
+  EXPECT_GE(epoch, 2u);
+  if (epoch > 2) {
+    const std::size_t lost = standby->log().find("stepping down to standby", standby_before);
+    std::fprintf(stderr, "[ note ] the shard changed hands again after the standby's takeover (epoch %llu): %s\n",
+                 static_cast<unsigned long long>(epoch),
+                 lost == std::string::npos ? "unexplained" : standby->log().substr(lost, 200).c_str());
+    EXPECT_NE(lost, std::string::npos) << "epoch " << epoch << " but the relay on node 3 never lost its lease\n"
+                                       << standby->log() << "\n" << active->log();
+  }
   EXPECT_EQ(number(2, "SELECT COUNT(*) FROM " + db + ".MSG WHERE EPOCH = 1"), old_rows)
       << "the paused relay committed after the standby took over";
   EXPECT_EQ(number(2, "SELECT COUNT(*) FROM " + db + ".MSG m, " + db +
-                          ".SHARD s WHERE s.NAME = 'default' AND m.EPOCH = 1 AND m.RECEIVED_AT >= s.ACQUIRED_AT"),
+                          ".SHARD s WHERE s.NAME = 'default' AND m.EPOCH < s.EPOCH AND m.RECEIVED_AT >= s.ACQUIRED_AT"),
             0u);
   ExpectEachTopicStoredOnce(3, kTopics, kPerTopic);
   const std::string sum = Checksum(1);
