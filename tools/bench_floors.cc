@@ -11,8 +11,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 namespace seqbench {
@@ -122,6 +125,112 @@ void MeasureHeldFence(int port, const std::string& user, const std::string& pass
   }
 }
 
+// Arrival times, pushed at a fixed rate by a thread of its own for a
+// while; Take hands over all that arrived (waiting for one), false at the end.
+class Arrivals {
+ public:
+  Arrivals(int rate, std::chrono::milliseconds duration)
+      : thread_([this, rate, duration] {
+          const auto step = std::chrono::nanoseconds(1'000'000'000 / rate);
+          const auto end = Clock::now() + duration;
+          for (auto t = Clock::now() + step; t < end; t += step) {
+            std::this_thread::sleep_until(t);
+            {
+              std::lock_guard lock(mu_);
+              queue_.push_back(Clock::now());  // when it is there to take, not when it was due
+            }
+            cv_.notify_one();
+          }
+          {
+            std::lock_guard lock(mu_);
+            done_ = true;
+          }
+          cv_.notify_all();
+        }) {}
+  ~Arrivals() { thread_.join(); }
+  bool Take(std::vector<Clock::time_point>& batch) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return !queue_.empty() || done_; });
+    batch.assign(queue_.begin(), queue_.end());
+    queue_.clear();
+    return !batch.empty();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Clock::time_point> queue_;
+  bool done_ = false;
+  std::thread thread_;  // last: starts once the rest is built
+};
+
+DatabaseFloors::PacedWriter MeasurePacedWriter(sql::Statement* statements[2], uint64_t& id, int rate,
+                                               std::chrono::milliseconds duration, bool two_in_flight) {
+  DatabaseFloors::PacedWriter w;
+  w.rate = rate;
+  w.two_in_flight = two_in_flight;
+  std::mutex mu;  // guards w, next_id and turn
+  auto query = [&](std::size_t rows) {
+    std::lock_guard lock(mu);
+    std::string q = fmt::format("UPDATE FENCE SET COMMITS = COMMITS + 1, LAST = {} WHERE NAME = 'default' AND "
+                                "EPOCH = 1;INSERT INTO F (id, b) VALUES ", id + rows);
+    for (std::size_t i = 0; i < rows; ++i) {
+      fmt::format_to(std::back_inserter(q), "{}({}, X'7878787878787878787878787878787878787878')", i ? "," : "", ++id);
+    }
+    return q;
+  };
+  auto record = [&](const std::vector<Clock::time_point>& batch) {
+    const auto now = Clock::now();
+    std::lock_guard lock(mu);
+    ++w.batches;
+    for (const auto t : batch) w.latency_us.push_back(std::chrono::duration<double, std::micro>(now - t).count());
+  };
+  auto run = [](sql::Statement& st, const std::string& q) {
+    st.execute(q);
+    while (st.getMoreResults()) {
+    }
+  };
+  Arrivals arrivals(rate, duration);
+  if (!two_in_flight) {
+    std::vector<Clock::time_point> batch;
+    while (arrivals.Take(batch)) {
+      run(*statements[0], query(batch.size()));
+      statements[0]->execute("COMMIT");
+      record(batch);
+    }
+  } else {
+    // The turn to take a batch and send its statements passes to the other
+    // connection once they have returned: batches reach the fence in order.
+    std::condition_variable turned;
+    int turn = 0;
+    bool finished = false;
+    auto writer = [&](int k) {
+      std::vector<Clock::time_point> batch;
+      for (;;) {
+        {
+          std::unique_lock lock(mu);
+          turned.wait(lock, [&] { return turn == k || finished; });
+          if (finished) return;
+        }
+        const bool more = arrivals.Take(batch);
+        if (more) run(*statements[k], query(batch.size()));
+        {
+          std::lock_guard lock(mu);
+          turn = k ^ 1;
+          finished = !more;
+        }
+        turned.notify_all();
+        if (!more) return;
+        statements[k]->execute("COMMIT");
+        record(batch);
+      }
+    };
+    std::jthread first(writer, 0), second(writer, 1);
+  }
+  std::sort(w.latency_us.begin(), w.latency_us.end());
+  return w;
+}
+
 }  // namespace
 
 DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const std::string& password, int n) {
@@ -182,6 +291,17 @@ DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const st
     f.idle_batch_commit_us.push_back(UsSince(t));
   }
   MeasureHeldFence(port, user, password, db, idle_n, f);
+  {
+    auto other = Connect(port, user, password);
+    other->setSchema(db);
+    other->setAutoCommit(false);
+    std::unique_ptr<sql::Statement> st2(other->createStatement());
+    sql::Statement* statements[2] = {st.get(), st2.get()};
+    const std::chrono::milliseconds duration(std::min(n, 2000));
+    for (const int rate : {100, 1000, 5000}) {
+      for (const bool two : {false, true}) f.paced.push_back(MeasurePacedWriter(statements, id, rate, duration, two));
+    }
+  }
   conn->setAutoCommit(true);
   st->execute(fmt::format("DROP DATABASE `{}`", db));
   if (!datadir.empty()) MeasureDisk(datadir, n, f);
@@ -218,6 +338,12 @@ void PrintFloors(const DatabaseFloors& f) {
               f.held_commit_us.size());
   line("  the first's COMMIT returns", f.held_commit_us);
   line("  the second's held fence UPDATE returns", f.waiting_fence_us);
+  std::printf("  a writer alone, the relay's batch shape at a fixed rate, one or two transactions in flight,\n"
+              "  from arrival to COMMIT returned:\n");
+  for (const DatabaseFloors::PacedWriter& w : f.paced) {
+    line(fmt::format("  {:>5} msg/s, {}, {} batches", w.rate, w.two_in_flight ? "two" : "one", w.batches).c_str(),
+         w.latency_us);
+  }
   if (f.disk_dir.empty()) {
     std::printf("  the disk alone: not measured (the server's data directory is not writable here)\n");
     return;

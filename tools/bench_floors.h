@@ -34,10 +34,27 @@ struct DatabaseFloors {
   // the moment the COMMIT is sent (one every 10 ms). The fence serialises
   // the batches only up to where the second's UPDATE returns.
   std::vector<double> held_commit_us, waiting_fence_us;
+  // A writer alone, as the relay's would be without MQTT: messages arrive
+  // at a fixed rate, and each batch (all that arrived meanwhile) is the
+  // relay's shape, the fence and a multi-row INSERT in one query, then
+  // COMMIT; latency from arrival to the COMMIT's return. One transaction
+  // in flight (the relay's writer), or two: the next batch's statements sent
+  // once the previous batch's have returned (they wait on the fence's row
+  // until its COMMIT lets go of it), and its COMMIT without waiting for the
+  // previous COMMIT to return (a shared flush, if InnoDB groups them).
+  struct PacedWriter {
+    int rate = 0;
+    bool two_in_flight = false;
+    std::size_t batches = 0;
+    std::vector<double> latency_us;  // sorted
+  };
+  std::vector<PacedWriter> paced;
 };
 
 // Creates a database of its own on the server (dropped afterwards); `n`
-// back-to-back transactions, n/5 of each idle kind. Throws sql::SQLException.
+// back-to-back transactions, n/5 of each idle kind, the paced writer for
+// min(n, 2000) ms at each of 100, 1,000 and 5,000 msg/s, both ways. Throws
+// sql::SQLException.
 DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const std::string& password, int n);
 
 void PrintFloors(const DatabaseFloors& f);

@@ -566,8 +566,10 @@ int Main(int argc, char** argv) {
        "Also measure the floors under the relay's latency alone, after the runs: N round trips and N one-row "
        "transactions (INSERT and COMMIT timed apart) back to back, then N/5 of them one every 10 ms; N/5 of the "
        "relay's one-message batch (fence and INSERT, then COMMIT); N/5 pairs of batches on two connections (when "
-       "the second's fence, waiting on the row, returns); and the disk alone (512-byte pwrite + fdatasync in the "
-       "server's data directory, N back to back and N/5 one every 10 ms). 0: not measured.")
+       "the second's fence, waiting on the row, returns); a writer alone at 100, 1,000 and 5,000 msg/s for "
+       "min(N, 2000) ms each, one or two transactions in flight (arrival to COMMIT returned); and the disk alone "
+       "(512-byte pwrite + fdatasync in the server's data directory, N back to back and N/5 one every 10 ms). "
+       "0: not measured.")
       ("perf", po::value(&perf_path), "Record a perf profile (call graphs) of the relay during its first throughput run into FILE.")
       ("json", po::value(&json_path), "Also write every run's figures to FILE as JSON.")
       ("csv", po::value(&csv_path), "Also write every run's figures to FILE as CSV.");

@@ -56,5 +56,8 @@ for what in "round trip (prepared SELECT 1)" "one-row INSERT (prepared)" "COMMIT
             "fence UPDATE + INSERT, one query" "the first's COMMIT returns" "the second's held fence UPDATE returns"; do
   check_floor "$work/database.txt" "$what"
 done
+for rate in 100 1000 5000; do
+  for inflight in one two; do check_floor "$work/database.txt" "$rate msg/s, $inflight, "; done
+done
 for what in "back to back" "one every 10 ms"; do check_floor "$work/disk.txt" "$what"; done
 echo "seqbench_smoke: ratios, 5 stages and $floors floors reported"
