@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -37,9 +38,10 @@ std::unique_ptr<sql::Connection> Connect(int port, const std::string& user, cons
 }
 
 // The disk under the server's redo log, without the server: what any
-// durable commit pays at the least. A 512-byte block (InnoDB's log block)
-// written in place in a preallocated file, as a redo log is, then
-// fdatasync. Nothing measured if the directory is not ours to write.
+// durable commit pays at the least. A small write (512 bytes) in place in
+// a preallocated file, as a redo log's are, then fdatasync: the disk takes
+// one page (4 KiB, the block MariaDB 10.11 writes its log in) and a flush.
+// Nothing measured if the directory is not ours to write.
 void MeasureDisk(const std::string& dir, int n, DatabaseFloors& f) {
   const std::string path = fmt::format("{}/seqbench_disk_{}.tmp", dir, getpid());
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -109,17 +111,23 @@ void MeasureHeldFence(int port, const std::string& user, const std::string& pass
     Idle();
     a->execute(fence);
     Clock::time_point committing{}, fenced{};
-    std::thread waiting([&] {
-      b->execute(fence);
+    std::exception_ptr failed;
+    std::jthread waiting([&] {
+      try {
+        b->execute(fence);
+      } catch (...) {
+        failed = std::current_exception();
+      }
       fenced = Clock::now();
     });
     const auto give_up = Clock::now() + std::chrono::seconds(2);
     while (!WaitsOnLock(*first, second_id) && Clock::now() < give_up) {
     }
     committing = Clock::now();
-    a->execute("COMMIT");
+    a->execute("COMMIT");  // lets the waiting UPDATE go, even if this throws (the connection's end rolls back)
     f.held_commit_us.push_back(UsSince(committing));
     waiting.join();
+    if (failed) std::rethrow_exception(failed);
     b->execute("COMMIT");
     f.waiting_fence_us.push_back(std::chrono::duration<double, std::micro>(fenced - committing).count());
   }
@@ -169,7 +177,7 @@ DatabaseFloors::PacedWriter MeasurePacedWriter(sql::Statement* statements[2], ui
   DatabaseFloors::PacedWriter w;
   w.rate = rate;
   w.two_in_flight = two_in_flight;
-  std::mutex mu;  // guards w, next_id and turn
+  std::mutex mu;  // guards w and id, and turn and finished below
   auto query = [&](std::size_t rows) {
     std::lock_guard lock(mu);
     std::string q = fmt::format("UPDATE FENCE SET COMMITS = COMMITS + 1, LAST = {} WHERE NAME = 'default' AND "
@@ -204,7 +212,8 @@ DatabaseFloors::PacedWriter MeasurePacedWriter(sql::Statement* statements[2], ui
     std::condition_variable turned;
     int turn = 0;
     bool finished = false;
-    auto writer = [&](int k) {
+    std::exception_ptr failed;
+    auto write = [&](int k) {
       std::vector<Clock::time_point> batch;
       for (;;) {
         {
@@ -217,7 +226,7 @@ DatabaseFloors::PacedWriter MeasurePacedWriter(sql::Statement* statements[2], ui
         {
           std::lock_guard lock(mu);
           turn = k ^ 1;
-          finished = !more;
+          finished = finished || !more;
         }
         turned.notify_all();
         if (!more) return;
@@ -225,7 +234,22 @@ DatabaseFloors::PacedWriter MeasurePacedWriter(sql::Statement* statements[2], ui
         record(batch);
       }
     };
-    std::jthread first(writer, 0), second(writer, 1);
+    auto writer = [&](int k) {
+      try {
+        write(k);
+      } catch (...) {
+        {
+          std::lock_guard lock(mu);
+          if (!failed) failed = std::current_exception();
+          finished = true;
+        }
+        turned.notify_all();
+      }
+    };
+    {
+      std::jthread first(writer, 0), second(writer, 1);
+    }
+    if (failed) std::rethrow_exception(failed);
   }
   std::sort(w.latency_us.begin(), w.latency_us.end());
   return w;
