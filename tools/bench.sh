@@ -171,9 +171,20 @@ plot "$out/latency.dat" using 1:2 with linespoints lw 2 title "plain p50", \
 EOF
 
 if ((profile)); then
-  perf report -i "$out/relay.perf.data" --no-children --sort dso,symbol -g none --stdio 2>/dev/null |
-    grep '%' | grep -v '^#' | sed 's/[ -]*$//' | head -20 > "$out/profile.txt" || true
-  echo "== bench: top of the relay's profile ($out/profile.txt):"
+  report() { perf report -i "$out/relay.perf.data" -g none --stdio "$@" 2>/dev/null | grep '%' | grep -v '^#' | sed 's/[ -]*$//'; }
+  {
+    echo "The relay's profile during its first throughput run (perf report over $out/relay.perf.data)."
+    echo
+    echo "By library (--no-children --sort dso):"
+    report --no-children --sort dso || true
+    echo
+    echo "Samples under the kernel's send, poll and read paths (--children --sort symbol; self in the second column):"
+    report --children --sort symbol | grep -E '\] (tcp_sendmsg|do_sys_poll|vfs_read)$' || true
+    echo
+    echo "The top 20 (--no-children --sort dso,symbol):"
+    report --no-children --sort dso,symbol | head -20 || true
+  } > "$out/profile.txt"
+  echo "== bench: the relay's profile ($out/profile.txt):"
   cat "$out/profile.txt"
 fi
 

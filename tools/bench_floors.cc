@@ -34,14 +34,19 @@ std::unique_ptr<sql::Connection> Connect(int port, const std::string& user, cons
   options["userName"] = sql::SQLString(user);
   options["password"] = sql::SQLString(password);
   options["CLIENT_MULTI_STATEMENTS"] = true;  // the relay's batch: several statements in one query
-  return std::unique_ptr<sql::Connection>(sql::mysql::get_mysql_driver_instance()->connect(options));
+  std::unique_ptr<sql::Connection> conn(sql::mysql::get_mysql_driver_instance()->connect(options));
+  // Two of the measurements wait on a row another connection holds: should
+  // a statement of the holder fail, the waiter gives up after 5 s, not 50.
+  std::unique_ptr<sql::Statement>(conn->createStatement())->execute("SET SESSION innodb_lock_wait_timeout = 5");
+  return conn;
 }
 
-// The disk under the server's redo log, without the server: what any
-// durable commit pays at the least. A small write (512 bytes) in place in
-// a preallocated file, as a redo log's are, then fdatasync: the disk takes
-// one page (4 KiB, the block MariaDB 10.11 writes its log in) and a flush.
-// Nothing measured if the directory is not ours to write.
+// The disk under the server's redo log, without the server. A small write
+// (512 bytes) in place in a preallocated file, as a redo log's are, then
+// fdatasync: through the page cache, so the disk takes one 4 KiB page and
+// a flush (MariaDB 10.11 writes its log around the page cache, in the
+// device's block size). Nothing measured if the directory is not ours to
+// write.
 void MeasureDisk(const std::string& dir, int n, DatabaseFloors& f) {
   const std::string path = fmt::format("{}/seqbench_disk_{}.tmp", dir, getpid());
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -124,7 +129,7 @@ void MeasureHeldFence(int port, const std::string& user, const std::string& pass
     while (!WaitsOnLock(*first, second_id) && Clock::now() < give_up) {
     }
     committing = Clock::now();
-    a->execute("COMMIT");  // lets the waiting UPDATE go, even if this throws (the connection's end rolls back)
+    a->execute("COMMIT");  // lets the waiting UPDATE go (if it throws, the UPDATE times out after 5 s)
     f.held_commit_us.push_back(UsSince(committing));
     waiting.join();
     if (failed) std::rethrow_exception(failed);
@@ -257,7 +262,8 @@ DatabaseFloors::PacedWriter MeasurePacedWriter(sql::Statement* statements[2], ui
 
 }  // namespace
 
-DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const std::string& password, int n) {
+DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const std::string& password, int n,
+                                     bool server_is_ours) {
   auto conn = Connect(port, user, password);
   const std::string db = fmt::format("seqbench_floor_{}", getpid());
   std::unique_ptr<sql::Statement> st(conn->createStatement());
@@ -328,7 +334,8 @@ DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const st
   }
   conn->setAutoCommit(true);
   st->execute(fmt::format("DROP DATABASE `{}`", db));
-  if (!datadir.empty()) MeasureDisk(datadir, n, f);
+  if (server_is_ours && !datadir.empty()) MeasureDisk(datadir, n, f);
+  f.disk_measured = server_is_ours;
   for (auto* v : {&f.round_trip_us, &f.insert_us, &f.commit_us, &f.idle_round_trip_us, &f.idle_insert_us,
                   &f.idle_commit_us, &f.idle_batch_us, &f.idle_batch_commit_us, &f.disk_us, &f.idle_disk_us,
                   &f.held_commit_us, &f.waiting_fence_us}) {
@@ -369,7 +376,9 @@ void PrintFloors(const DatabaseFloors& f) {
          w.latency_us);
   }
   if (f.disk_dir.empty()) {
-    std::printf("  the disk alone: not measured (the server's data directory is not writable here)\n");
+    std::printf("  the disk alone: not measured (%s)\n", f.disk_measured
+                                                          ? "the server's data directory is not writable here"
+                                                          : "a server of --db-port: its disk may not be this one");
     return;
   }
   std::printf("  the disk alone, 512 B pwrite + fdatasync in %s:\n", f.disk_dir.c_str());

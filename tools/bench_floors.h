@@ -24,8 +24,10 @@ struct DatabaseFloors {
   // batch at 100 msg/s is.
   std::vector<double> idle_batch_us, idle_batch_commit_us;
   // The disk alone: a 512-byte pwrite and fdatasync of a file in the
-  // server's data directory, back to back and one every 10 ms. Empty when
-  // the directory could not be written (a server of another user).
+  // server's data directory, back to back and one every 10 ms. Measured
+  // only on a server seqbench started (disk_measured); empty when the
+  // directory could not be written.
+  bool disk_measured = false;
   std::string disk_dir;
   std::vector<double> disk_us, idle_disk_us;
   // Two batches on two connections, as a relay that overlapped them would
@@ -53,9 +55,12 @@ struct DatabaseFloors {
 
 // Creates a database of its own on the server (dropped afterwards); `n`
 // back-to-back transactions, n/5 of each idle kind, the paced writer for
-// min(n, 2000) ms at each of 100, 1,000 and 5,000 msg/s, both ways. Throws
-// sql::SQLException.
-DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const std::string& password, int n);
+// min(n, 2000) ms at each of 100, 1,000 and 5,000 msg/s, both ways; the
+// disk only if `server_is_ours` (started by seqbench, so its data directory
+// is on this machine). Throws sql::SQLException, from this thread or a
+// measuring thread of its own.
+DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const std::string& password, int n,
+                                     bool server_is_ours);
 
 void PrintFloors(const DatabaseFloors& f);
 

@@ -705,7 +705,7 @@ int Main(int argc, char** argv) {
     }
   }
   std::optional<seqbench::DatabaseFloors> database_floors;
-  if (floors > 0) database_floors = seqbench::MeasureDatabaseFloors(db_port, db_user, db_password, floors);
+  if (floors > 0) database_floors = seqbench::MeasureDatabaseFloors(db_port, db_user, db_password, floors, servers.has_value());
   relay.Stop();
   if (journal_cost) relay_nojournal.Stop();
   forwarder.Stop();
