@@ -61,6 +61,10 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr int kInflight = 1000;  // as the relay's links (relay/mqtt_link.cc)
+// A run that makes no progress for this long has lost its messages or its
+// broker: it stops with what it has (the run fails) instead of waiting out
+// its deadline, or for ever.
+constexpr std::chrono::seconds kStall(15);
 
 int64_t NowNs() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(); }
 
@@ -311,7 +315,10 @@ class Run {
     const std::string topic = path_.in_prefix + "t" + std::to_string(i % static_cast<uint64_t>(p_.topics));
     if (p_.qos > 0) {
       std::unique_lock lock(window_mu_);
-      window_cv_.wait(lock, [&] { return unacked_ < p_.window; });
+      if (!window_cv_.wait_for(lock, kStall, [&] { return unacked_ < p_.window; })) {
+        throw std::runtime_error(fmt::format("{}: no PUBACK for {} s with {} publishes unacknowledged: is the broker "
+                                             "still up?", path_.name, kStall.count(), unacked_));
+      }
       ++unacked_;
     }
     if (path_.msg_ids) {
@@ -335,12 +342,27 @@ class Run {
     if (i < window + received_.load()) return;
     std::unique_lock lock(mu_);
     waiting_ = true;
-    received_cv_.wait(lock, [&] { return i < window + received_.load(); });
+    for (uint64_t before = received_.load(); !received_cv_.wait_for(lock, kStall, [&] { return i < window + received_.load(); });
+         before = received_.load()) {
+      if (received_.load() == before) {
+        throw std::runtime_error(fmt::format("{}: closed loop: nothing received for {} s, {} of {} sent: messages were "
+                                             "lost on the way (with --mqtt-port, see --help)", path_.name,
+                                             kStall.count(), received_.load(), i));
+      }
+    }
     waiting_ = false;
   }
 
   RunResult Finish(uint64_t sent, Clock::time_point start, std::chrono::seconds deadline) {
-    seqtest::WaitFor([&] { return received_.load() >= sent; }, deadline);
+    uint64_t seen = received_.load();
+    auto moved = Clock::now();
+    seqtest::WaitFor([&] {
+      if (const uint64_t now = received_.load(); now != seen) {
+        seen = now;
+        moved = Clock::now();
+      }
+      return seen >= sent || Clock::now() - moved > kStall;  // the rest lost: the run fails with what came
+    }, deadline);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a late duplicate still counts
     RunResult r;
     std::lock_guard lock(mu_);
