@@ -5,8 +5,8 @@
 # and every floor reports a figure. No figure is judged: timing is the
 # bench's to print, not the suite's to assert.
 # Usage: seqbench_smoke.sh SEQBENCH_BINARY
-# With SEQTEST_RELAY_BINARY set (the suite's sanitizer stage), the relays
-# are that binary.
+# With SEQTEST_RELAY_BINARY set, the relays are that binary (a sanitized
+# one, say).
 set -euo pipefail
 bench=$1
 relay=()
