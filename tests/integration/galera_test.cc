@@ -376,15 +376,9 @@ TEST_F(GaleraE2E, AnActiveOnOneNodeAndItsStandbyOnAnotherNeverBothCommit) {
   const uint64_t epoch = number(2, "SELECT EPOCH FROM " + db + ".SHARD WHERE NAME = 'default'");
   EXPECT_GE(epoch, 2u);
   auto step_downs = [&] {
-    uint64_t n = 0;
-    for (const auto& [relay, since] : {std::pair{active.get(), active_before}, std::pair{standby.get(), standby_before}}) {
-      const std::string log = relay->log();
-      for (auto at = log.find("stepping down to standby", since); at != std::string::npos;
-           at = log.find("stepping down to standby", at + 1)) {
-        ++n;
-      }
-    }
-    return n;
+    const char* line = "stepping down to standby";
+    return static_cast<uint64_t>(CountOf(active->log(), line, active_before) +
+                                 CountOf(standby->log(), line, standby_before));
   };
   if (epoch > 2) {
     const bool said = WaitFor([&] { return step_downs() >= epoch - 1; }, 10s);
@@ -444,13 +438,10 @@ TEST_F(GaleraE2E, ACertificationConflictAtCommitIsRetriedWithTheSameSeqs) {
   ASSERT_TRUE(WaitFor([&] { return Count(2) == fmt::format("{}\n", total); }, 60s)) << Count(2) << relay_->log();
   ASSERT_EQ(relay_->Stop(), 0);
   const std::string log = relay_->log();
-  std::size_t refused = 0;
-  for (auto at = log.find("MySQL error 1213"); at != std::string::npos; at = log.find("MySQL error 1213", at + 1)) {
-    ++refused;
-  }
-  std::fprintf(stderr, "[ figure ] Galera: %zu of the relay's commits failed certification (1213) and were retried\n",
+  const int refused = CountOf(log, "MySQL error 1213");
+  std::fprintf(stderr, "[ figure ] Galera: %d of the relay's commits failed certification (1213) and were retried\n",
                refused);
-  EXPECT_GT(refused, 0u) << "no certification conflict happened: this run shows nothing\n" << log;
+  EXPECT_GT(refused, 0) << "no certification conflict happened: this run shows nothing\n" << log;
   ExpectEachTopicStoredOnce(2, kTopics, kPerTopic);
   const std::string sum = Checksum(1);
   EXPECT_EQ(Checksum(2), sum);

@@ -23,12 +23,6 @@ class OutageE2E : public FaultE2E {
   Outcome RunDatabaseOutage(int outage_s, int tail_s, const std::string& scenario, double* recover);
 };
 
-int CountOf(const std::string& haystack, const std::string& needle) {
-  int n = 0;
-  for (auto at = haystack.find(needle); at != std::string::npos; at = haystack.find(needle, at + 1)) ++n;
-  return n;
-}
-
 OutageE2E::Outcome OutageE2E::RunDatabaseOutage(int outage_s, int tail_s, const std::string& scenario, double* recover) {
   const std::string topic = root() + "/t";
   const int count = 1000 * (outage_s + tail_s);
@@ -107,7 +101,8 @@ TEST_F(OutageE2E, DatabaseOutageLongerThanTheKeepaliveStoresNoResendTwice) {
 // Seconds into the day of the log line that holds `at` (its leading
 // ISO 8601 time, "...THH:MM:SS.mmmZ").
 double LogLineSeconds(const std::string& log, std::size_t at) {
-  const std::size_t line = log.rfind('\n', at) == std::string::npos ? 0 : log.rfind('\n', at) + 1;
+  const std::size_t newline = log.rfind('\n', at);
+  const std::size_t line = newline == std::string::npos ? 0 : newline + 1;
   const std::string t = log.substr(line + 11, 12);
   return std::stoi(t.substr(0, 2)) * 3600 + std::stoi(t.substr(3, 2)) * 60 + std::stod(t.substr(6));
 }

@@ -30,6 +30,13 @@ struct Frame {
   std::string payload;
 };
 
+// How often `needle` occurs in `haystack` from `from` on (a log line, say).
+inline int CountOf(std::string_view haystack, std::string_view needle, std::size_t from = 0) {
+  int n = 0;
+  for (auto at = haystack.find(needle, from); at != std::string_view::npos; at = haystack.find(needle, at + 1)) ++n;
+  return n;
+}
+
 inline std::string Hex(std::string_view bytes) {
   static const char* digits = "0123456789ABCDEF";
   std::string out;
