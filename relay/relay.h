@@ -88,7 +88,7 @@ class Relay {
     std::atomic<uint64_t> lost{0};              // accepted but given up at shutdown
     std::atomic<uint64_t> set_aside{0};         // refused by the database for good; see SetAside
     std::atomic<uint64_t> intake_pauses{0};     // times intake blocked > 100 ms on a full buffer
-    std::atomic<uint64_t> journal_errors{0};    // messages that could not be journaled (kept in memory)
+    std::atomic<uint64_t> journal_errors{0};    // messages that could not be journaled (acknowledged once committed)
     std::atomic<uint64_t> journal_replayed{0};  // messages stored at start from the journal
     std::atomic<uint64_t> redeliveries{0};      // broker resends of journaled messages, dropped
     std::atomic<uint64_t> dedupe_dropped{0};    // publishers' resends (msg-id sequenced before), dropped

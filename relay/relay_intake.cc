@@ -312,10 +312,16 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
         kill(getpid(), SIGKILL);
       }
     } else {
+      // In neither the journal nor MSG: acknowledged only once committed,
+      // as a delivery awaiting the writer's verdict is (QoS 0 has no
+      // acknowledgement to hold). The link reads one commit at a time until
+      // the journal takes records again.
       ++counters_.journal_errors;
+      if (in.mid != 0) m.verdict_ticket = ++verdict_tickets_;
       static RateLimit limit(std::chrono::seconds(10));
       if (auto suppressed = limit.Allow()) {
-        LogError("{}; the message is kept in memory only{}", end.error(), SuppressedNote(*suppressed));
+        LogError("{}; the message is acknowledged to mosquitto only once committed{}", end.error(),
+                 SuppressedNote(*suppressed));
       }
     }
   }

@@ -2,7 +2,9 @@
 // written on the intake thread before the intake callback returns, so
 // before libmosquitto sends the PUBACK (it writes queued packets only after
 // the callback, on the same thread). A message the broker considers
-// delivered is therefore always in the journal or in MSG.
+// delivered is therefore always in the journal or in MSG: one the journal
+// could not take (a full disk) is acknowledged only once it is committed
+// (Relay::OnIntake).
 //
 // Positions are byte offsets in one endless log, split into segment files
 // "journal-<base offset, 16 hex digits>.log" of about kSegmentBytes each.
