@@ -171,6 +171,12 @@ class Relay {
   bool CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics);
   // Counts, logs and (with a journal directory) keeps a refused message.
   void SetAside(const Message& m, const Status& why);
+  // Writer: a handed-over message refused for good (a new topic over
+  // --max-topics, out of SEQs, set aside) is done with, as a committed one
+  // is: noted by Refuse, its PENDING row deleted by ForgetRefused (else the
+  // next round of PumpPending queues it again, for ever).
+  void Refuse(const Message& m);
+  void ForgetRefused();
   // Queues row `idx`'s frame on the output link without waking its network
   // thread (MqttLink::Queue): the caller calls output_->Flush() after its
   // run of frames (Publish flushes by itself before it waits for anything).
@@ -324,6 +330,7 @@ class Relay {
   uint64_t dropped_journal_end_ = 0;
   uint64_t saved_dropped_end_ = 0;  // the greatest dropped_journal_end_ committed so far
   uint64_t resends_dropped_ = 0;    // by DropResends and DropCommittedResends
+  std::vector<std::pair<std::string, uint64_t>> refused_pending_;  // PENDING rows of refused messages (Refuse)
   // The intake's MQTT session the writer last marked (packet ids of older
   // ones are not stored), and the checks of the connect whose
   // early deliveries it is looking at (CommittedResends).

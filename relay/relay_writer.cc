@@ -313,12 +313,14 @@ bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>
         LogWarn("refused a message on '{}': the database holds --max-topics {} topics, and this one would be new{}",
                 m.topic, config_.max_topics, SuppressedNote(*suppressed));
       }
+      Refuse(m);
       continue;
     }
     auto seq = sequencer_.NextSeq(*topic);
     if (!seq.ok()) {
       ++counters_.refused_seq;
       LogError("refused a message: {}", seq.error());
+      Refuse(m);
       continue;
     }
     m.seq = seq.value();
@@ -398,6 +400,7 @@ bool Relay::CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::T
         one_topic.front()->last_seq = one.front().seq - 1;
         sequencer_.SetLastIdx(one.front().idx - 1);
         SetAside(one.front(), refused);
+        Refuse(one.front());
         break;
       case Committed::kGaveUp:
         return false;
@@ -406,6 +409,21 @@ bool Relay::CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::T
   batch = std::move(kept);
   topics = std::move(kept_topics);
   return true;
+}
+
+void Relay::Refuse(const Message& m) {
+  if (!m.pending_journal.empty()) refused_pending_.emplace_back(m.pending_journal, m.pending_end);
+}
+
+void Relay::ForgetRefused() {
+  if (refused_pending_.empty()) return;
+  // After the batch's commit: a kill before this delete leaves the rows to
+  // the next holder, which refuses them again.
+  if (Retry("delete handed-over messages refused for good", [&] { return store_.DeletePending(refused_pending_); })) {
+    LogWarn("{} messages handed over from a journal were refused for good (logged above); their PENDING rows are "
+            "deleted", refused_pending_.size());
+  }
+  refused_pending_.clear();  // else given up: the relay is stopping, and the next holder meets them again
 }
 
 void Relay::SetAside(const Message& m, const Status& why) {
@@ -484,7 +502,8 @@ void Relay::WriterLoop() {
       }
     }
     counters_.topics = sequencer_.topic_count();
-    pending_queued_ -= handed_over;  // committed, set aside or given up: the next round may go
+    ForgetRefused();
+    pending_queued_ -= handed_over;  // committed, refused or given up: the next round may go
     if (!ok) {
       counters_.lost += batch.size();
       batch.clear();

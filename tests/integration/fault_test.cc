@@ -62,6 +62,34 @@ TEST_F(FaultE2E, KilledBetweenJournalAndPubackStoresTheMessageOnce) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+// A message handed over from a journal that the database refuses for good
+// (here: a new topic over --max-topics) is refused once, as a live one is,
+// and its PENDING row goes. Until 2026-12-05 the row stayed, and every
+// round of the hand-over (one a second) queued and refused it again.
+TEST_F(FaultE2E, AHandedOverMessageRefusedForGoodIsRefusedOnce) {
+  StartRelay({"--batch-delay-us=500000"});  // nothing is committed before the kill
+  ASSERT_EQ(relay_->Stop(), 0);
+  relay_->Start({"SEQTEST_KILL_AFTER_JOURNAL=20"});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int t = 1; t <= 20; ++t) pub.Publish(root() + "/t" + std::to_string(t), "p" + std::to_string(t));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_EQ(relay_->WaitExit(10s), 128 + SIGKILL);
+  ASSERT_EQ(servers().Sql("SELECT COUNT(*) FROM `" + name_ + "`.MSG"), "0\n");
+
+  // The same journal, now under a bound of 5 topics: 20 messages on 20 new
+  // topics are handed over; 5 are stored, 15 refused.
+  StartRelay({"--max-topics=5"});
+  const std::string pending = "SELECT COUNT(*) FROM `" + name_ + "`.PENDING";
+  const bool emptied = WaitFor([&] { return servers().Sql(pending) == "0\n"; }, Scaled(10s));
+  const std::string log = relay_->log();
+  EXPECT_TRUE(emptied) << servers().Sql(pending) << " PENDING rows left\n" << log;
+  EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM `" + name_ + "`.MSG"), "5\n");
+  EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM `" + name_ + "`.TOPIC"), "5\n");
+  EXPECT_EQ(CountOf(log, "storing 20 messages a relay of shard"), 1) << log;
+  EXPECT_EQ(CountOf(log, "15 messages handed over from a journal were refused for good"), 1) << log;
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // The intake connection breaks right after a message was taken and before
 // its PUBACK left (a network failure; here injected): the broker resends it
 // (and whatever else was unacknowledged) when the session resumes, and the
