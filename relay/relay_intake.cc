@@ -139,7 +139,10 @@ void Relay::PumpPending() {
     Message m(row.topic, row.payload.data(), row.payload.size());
     m.pending_journal = std::move(row.journal_id);
     m.pending_end = row.end;
-    m.msg_id = std::move(row.msg_id);
+    // As at the intake: with --dedupe-window 0 no msg-id is looked up or
+    // recorded (two copies of one would meet in DEDUPE's key, and the
+    // commit would be refused for ever).
+    if (config_.dedupe_window_s > 0) m.msg_id = std::move(row.msg_id);
     // Never waits for room (the main thread must not block): at most one
     // round of 1,000 over --buffer-max.
     if (queue_.PushWithin(std::move(m), Clock::duration::zero()) != IntakeQueue::Pushed::kClosed) {
