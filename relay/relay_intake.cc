@@ -336,6 +336,11 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   Clock::duration waited{};
   const uint64_t ticket = m.verdict_ticket;
   const IntakeQueue::Pushed pushed = queue_.PushWithin(std::move(m), max_wait - std::min(max_wait, mark_wait), &waited);
+  // Flagged before any wait for a verdict: the writer resumes a paused
+  // intake once it finds the flag after a batch, and the batch that gives
+  // this verdict may be the last before the queue runs dry. A resume that
+  // comes before the link pauses cancels the pause (MqttLink::Resume).
+  if (pushed == IntakeQueue::Pushed::kOverLimit) intake_paused_ = true;
   if (ticket != 0 && pushed != IntakeQueue::Pushed::kClosed && !AwaitVerdict(ticket)) {
     // The relay gave up before committing it: not acknowledged, so
     // mosquitto keeps it for the next holder.
@@ -355,7 +360,6 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
       // The link takes nothing more once it has queued its DISCONNECT
       // (MqttLink::Loop), so this one message is all the queue holds over
       // its limit.
-      intake_paused_ = true;
       ++counters_.intake_pauses;
       LogWarn("intake: buffer full for {:.1f} s (--buffer-max {}); pausing the intake link until it is half empty "
               "(mosquitto holds further messages in the relay's session)",

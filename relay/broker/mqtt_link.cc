@@ -336,10 +336,12 @@ void MqttLink::Disconnect() {
 }
 
 void MqttLink::Resume() {
+  std::lock_guard lock(want_mu_);
   Want pause = Want::kPause;
   if (want_.compare_exchange_strong(pause, Want::kRun)) {
-    std::lock_guard lock(want_mu_);
     wake_.notify_all();
+  } else if (want_.load() == Want::kRun) {
+    resume_early_ = true;  // the handler's kPause is on its way: it is cancelled
   }
 }
 
@@ -437,9 +439,13 @@ void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m, cons
         break;
       case AfterMessage::kPause: {
         // On the network thread, right after this message's PUBACK: see Loop.
+        std::unique_lock lock(self->want_mu_);
+        if (std::exchange(self->resume_early_, false)) break;  // resumed before it could pause
         Want run = Want::kRun;
-        self->want_.compare_exchange_strong(run, Want::kPause);
-        self->Close();
+        if (self->want_.compare_exchange_strong(run, Want::kPause)) {
+          lock.unlock();
+          self->Close();
+        }
         break;
       }
       case AfterMessage::kBreakConnection:

@@ -146,7 +146,10 @@ class MqttLink {
   // Connects again after a pause (a handler's kPause: a clean DISCONNECT
   // after the PUBACKs of what was taken, queued on the network thread; the
   // broker keeps a persistent session's messages meanwhile, and no keepalive
-  // can expire while we are away). A no-op when not paused. Any thread.
+  // can expire while we are away). Called while the link still runs, it
+  // cancels the next pause a handler asks for (one the owner decided on and
+  // the handler has not returned yet: the owner must not resume a link that
+  // is not about to pause). Any thread.
   void Resume();
 
   // Disconnects and joins the network thread, after any handler it is
@@ -204,6 +207,9 @@ class MqttLink {
   std::atomic<Want> want_{Want::kRun};
   std::mutex want_mu_;
   std::condition_variable wake_;
+  // A Resume that came before the pause it answers (guarded by want_mu_,
+  // as is a handler's kPause turning into want_).
+  bool resume_early_ = false;
   // A DISCONNECT is queued on the current connection: nothing read after it
   // is handed to on_message. Network thread only.
   bool closing_ = false;
