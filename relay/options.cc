@@ -271,7 +271,11 @@ Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const s
 
   try {
     po::variables_map vm;
-    po::store(po::command_line_parser(args).options(desc).run(), vm);
+    const po::parsed_options parsed = po::command_line_parser(args).options(desc).run();
+    if (auto stray = po::collect_unrecognized(parsed.options, po::include_positional); !stray.empty()) {
+      return Status::Error(fmt::format("unexpected argument '{}': options begin with --", stray.front()));
+    }
+    po::store(parsed, vm);
 
     // Environment: names map onto options; repeatable ones split on commas.
     po::parsed_options from_env(&desc);
@@ -282,7 +286,7 @@ Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const s
         if (EnvName(option->long_name()) == name) match = option.get();
       }
       if (match == nullptr) {
-        return Status::Error(fmt::format("environment variable {} names no option (see --help)", name));
+        return Status::Error(fmt::format("environment variable {} names no option", name));
       }
       if (match->long_name() == "help" || match->long_name() == "version") {
         return Status::Error(fmt::format("{} cannot be set from the environment", name));

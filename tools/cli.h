@@ -18,7 +18,12 @@ inline std::optional<int> ParseCommandLine(
   namespace po = boost::program_options;
   try {
     po::variables_map vm;
-    po::store(po::parse_command_line(argc, argv, desc), vm);
+    const po::parsed_options parsed = po::parse_command_line(argc, argv, desc);
+    if (auto stray = po::collect_unrecognized(parsed.options, po::include_positional); !stray.empty()) {
+      std::fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", program, stray.front().c_str());
+      return 2;
+    }
+    po::store(parsed, vm);
     po::notify(vm);
     if (vm.count("help")) {
       std::cout << desc;

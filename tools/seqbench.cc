@@ -532,7 +532,7 @@ int Main(int argc, char** argv) {
   Params p;
   std::string mode = "both", json_path, csv_path, relay_binary, rate_list = "1000", perf_path;
   std::string db_user = seqtest::TestServers::kDbUser, db_password = seqtest::TestServers::kDbPassword;
-  uint64_t count = 50000, e2e_window = 1000;
+  long long count = 50000, e2e_window = 1000;  // signed: a negative number is an error, not a huge count
   int rounds = 3, batch_delay_us = 0, mqtt_port = 0, db_port = 0, floors = 0;
   std::vector<std::string> relay_args;
   double duration = 5;
@@ -600,7 +600,8 @@ int Main(int argc, char** argv) {
     if (mode != "throughput" && mode != "closed" && mode != "latency" && mode != "both" && mode != "all") {
       throw po::error("--mode: throughput, closed, latency, both or all");
     }
-    if (e2e_window == 0) throw po::error("--e2e-window must be positive");
+    if (e2e_window < 1) throw po::error("--e2e-window must be positive");
+    if (count > 10'000'000) throw po::error("--count must be at most 10,000,000 (its latencies are kept in memory)");
     if (p.payload < 16) throw po::error("--payload must be at least 16 (timestamp and index)");
     if (p.topics < 1 || p.publishers < 1 || p.window < 1 || rounds < 1 || count < 1 || duration <= 0)
       throw po::error("--topics, --publishers, --window, --rounds, --count and --duration must be positive");

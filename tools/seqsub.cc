@@ -2,8 +2,9 @@
 // manner of mosquitto_sub. It prints each message once, in SEQ order per
 // topic, asking the relay for anything it missed.
 //
-// Exit codes: 0 done (-C reached, or SIGINT/SIGTERM), 1 connection or
-// authentication failure, 2 bad options.
+// Exit codes: 0 done (-C reached, or SIGINT/SIGTERM), 1 it could not start
+// (connection, authentication, a state file it cannot read or write) or a
+// save of the state file failed, 2 bad options.
 #include <signal.h>
 #include <unistd.h>
 
@@ -14,6 +15,8 @@
 
 #include "cli.h"
 #include "client/seq_client.h"
+#include "core/frame.h"
+#include "core/topic_filter.h"
 
 namespace po = boost::program_options;
 
@@ -58,7 +61,7 @@ int main(int argc, char** argv) {
   std::string format = "text";
   bool verbose = false, history = false;
   long long count = 0, gap_wait_ms = 200;
-  uint64_t from = 0, last = 0;
+  long long from = 0, last = 0;  // signed: a negative number is an error, not a huge SEQ
 
   po::options_description desc(
       "seqsub: subscribe to seqrelay's sequenced topics and print each message once, in SEQ order, filling gaps "
@@ -94,22 +97,27 @@ int main(int argc, char** argv) {
        "The relay's --control-prefix.");
   auto check = [&](const po::variables_map& vm) {
     if (o.filters.empty()) throw po::error("give at least one topic with -t");
+    for (const auto& f : o.filters) {
+      if (auto s = seqrelay::ValidateFilter(f); !s.ok()) throw po::error("-t '" + f + "': " + s.message());
+    }
+    if (o.port < 1 || o.port > 65535) throw po::error("--port must be 1 to 65535");
     if (format != "text" && format != "json") throw po::error("--format must be text or json");
     if (int(history) + int(vm.count("from")) + int(vm.count("last")) > 1) {
       throw po::error("give only one of --history, --from, --last");
     }
     if (o.qos < 0 || o.qos > 2) throw po::error("--qos must be 0, 1 or 2");
     if (gap_wait_ms < 0) throw po::error("--gap-wait must not be negative");
-    if (vm.count("from") && from < 1) throw po::error("--from must be at least 1");
-    if (vm.count("last") && last < 1) throw po::error("--last must be at least 1");
+    constexpr auto kMaxSeq = static_cast<long long>(seqrelay::kMaxSeq);
+    if (vm.count("from") && (from < 1 || from > kMaxSeq)) throw po::error("--from must be a SEQ, 1 to 2^40-1");
+    if (vm.count("last") && (last < 1 || last > kMaxSeq)) throw po::error("--last must be 1 to 2^40-1");
     if (vm.count("count") && count < 1) throw po::error("--count must be at least 1");
   };
   if (auto exit_code = seqtools::ParseCommandLine("seqsub", argc, argv, desc, check)) return *exit_code;
   if (o.client_id.empty()) o.client_id = o.user.empty() ? "seqsub-" + std::to_string(getpid()) : o.user;
   o.gap_wait = std::chrono::milliseconds(gap_wait_ms);
   if (history) o.history = seqclient::History::kAll;
-  if (from) o.history = seqclient::History::kFrom, o.history_n = from;
-  if (last) o.history = seqclient::History::kLast, o.history_n = last;
+  if (from) o.history = seqclient::History::kFrom, o.history_n = static_cast<uint64_t>(from);
+  if (last) o.history = seqclient::History::kLast, o.history_n = static_cast<uint64_t>(last);
 
   sigset_t stop;
   sigemptyset(&stop);
@@ -162,5 +170,10 @@ int main(int argc, char** argv) {
                "requests %llu\n",
                static_cast<unsigned long long>(printed.load()), (unsigned long long)s.duplicates, (unsigned long long)s.gaps_filled,
                (unsigned long long)s.gaps_unfilled, (unsigned long long)s.requests);
+  if (s.state_save_errors > 0) {
+    std::fprintf(stderr, "seqsub: %llu saves of the state file failed, the last: %s\n",
+                 (unsigned long long)s.state_save_errors, s.last_state_error.c_str());
+    return 1;
+  }
   return 0;
 }

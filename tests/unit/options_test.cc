@@ -422,6 +422,8 @@ const std::vector<ErrorCase> kErrorCases = {
     {"bad_log_level_variable", {}, {{"SEQRELAY_LOG_LEVEL", "INFO"}}, "--log-level"},
     {"single_valued_flag_given_twice", {"--db-port=1", "--db-port=2"}, {}, "db-port"},
     {"missing_config_file", {"--config=/nonexistent/seqrelay.conf"}, {}, "--config"},
+    {"stray_argument", {"--db-port=3306", "positional"}, {}, "unexpected argument 'positional'"},
+    {"value_after_a_switch", {"--no-migrate", "yes"}, {}, "unexpected argument 'yes'"},
 };
 
 TEST(OptionsTest, ErrorsNameTheOption) {
