@@ -3,6 +3,7 @@
 // file.
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <thread>
 
@@ -450,6 +451,17 @@ TEST_F(ClientE2E, SeqsubPrintsHistoryAsJsonAndExitsAfterCount) {
   EXPECT_NE(out.find("history and --state need topics without '+' or '#'"), std::string::npos) << out;
   EXPECT_EQ(RunCommand({SEQSUB_BINARY, "--qos", "3", "-t", "x"}, &out), 2);
   EXPECT_EQ(out, "seqsub: --qos must be 0, 1 or 2 (see --help)\n");
+  EXPECT_EQ(RunCommand({SEQSUB_BINARY, "-v", "stray", "-t", "x"}, &out), 2);
+  EXPECT_EQ(out, "seqsub: unexpected argument 'stray' (see --help)\n");
+
+  // A state file that cannot be written, or is not one: said at the start.
+  EXPECT_EQ(RunCommand({SEQSUB_BINARY, "-p", port, "-t", topic, "--state", "/nonexistent/dir/f"}, &out), 1);
+  EXPECT_NE(out.find("seqsub: state file /nonexistent/dir/f.tmp: cannot be written"), std::string::npos) << out;
+  const std::string garbage = servers().dir() + "/" + name_ + ".garbage";
+  std::ofstream(garbage) << "not json";
+  EXPECT_EQ(RunCommand({SEQSUB_BINARY, "-p", port, "-t", topic, "--state", garbage}, &out), 1);
+  EXPECT_NE(out.find("is not a seqrelay state file"), std::string::npos) << out;
+  EXPECT_EQ(ReadFile(garbage), "not json") << "a state file it could not read must be left as it was";
 }
 
 }  // namespace

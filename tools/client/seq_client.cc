@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 #include <mosquitto.h>
 
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -38,7 +41,11 @@ std::optional<std::string> SeqClient::Start() {
       if (HasWildcard(f)) return "history and --state need topics without '+' or '#': '" + f + "'";
     }
   }
-  LoadState();
+  if (auto error = LoadState()) return error;
+  state_loaded_ = true;
+  // Written once now: a state file that cannot be written is said at the
+  // start, not found out at the end.
+  if (auto error = SaveState()) return error;
   // History and resumption: look each topic up first (its id and newest SEQ);
   // live frames for it are held until the answer says where to start. Set
   // before connecting: a live frame that came between the SUBSCRIBE and this
@@ -400,30 +407,46 @@ void SeqClient::Timer() {
   }
 }
 
-void SeqClient::LoadState() {
-  if (options_.state_file.empty()) return;
+std::optional<std::string> SeqClient::LoadState() {
+  if (options_.state_file.empty()) return std::nullopt;
+  std::error_code ec;
+  if (!std::filesystem::exists(options_.state_file, ec)) return std::nullopt;  // first run
   std::ifstream in(options_.state_file);
-  if (!in) return;  // first run
+  if (!in) return "state file " + options_.state_file + ": cannot be read: " + std::strerror(errno);
   json s = json::parse(in, nullptr, false);
-  if (!s.is_object() || !s.contains("topics") || !s["topics"].is_object()) return;
+  if (!s.is_object() || !s.contains("topics") || !s["topics"].is_object()) {
+    return "state file " + options_.state_file + " is not a seqrelay state file ({\"topics\": {...}}); move it away "
+           "to start afresh";
+  }
   for (auto& [topic, last] : s["topics"].items()) {
     if (last.is_number_unsigned()) resume_[topic] = last.get<uint64_t>();
   }
+  return std::nullopt;
 }
 
-void SeqClient::SaveState() {
-  if (options_.state_file.empty()) return;
+std::optional<std::string> SeqClient::SaveState() {
+  if (options_.state_file.empty() || !state_loaded_) return std::nullopt;
   json s = {{"topics", json::object()}};
   for (const auto& [topic, last] : resume_) s["topics"][topic] = last;  // topics not seen this run
   for (const auto& [id, t] : topics_) {
     if (t.stream.next() > 1) s["topics"][t.name] = t.stream.next() - 1;
   }
   const std::string tmp = options_.state_file + ".tmp";
+  std::optional<std::string> error;
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << s.dump(2) << "\n";
+    out.close();
+    if (!out) error = "state file " + tmp + ": cannot be written: " + std::strerror(errno);
   }
-  std::rename(tmp.c_str(), options_.state_file.c_str());
+  if (!error && std::rename(tmp.c_str(), options_.state_file.c_str()) != 0) {
+    error = "state file " + options_.state_file + ": cannot be replaced: " + std::strerror(errno);
+  }
+  if (error) {
+    ++stats_.state_save_errors;
+    stats_.last_state_error = *error;
+  }
+  return error;
 }
 
 }  // namespace seqclient

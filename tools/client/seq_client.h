@@ -83,6 +83,8 @@ struct Stats {
   uint64_t gaps_filled = 0;    // gaps closed by retransmitted frames
   uint64_t gaps_unfilled = 0;  // gaps given up (reported through on_gap)
   uint64_t bad_frames = 0;
+  uint64_t state_save_errors = 0;  // saves of the state file that failed (last_state_error says why)
+  std::string last_state_error;
 };
 
 class SeqClient {
@@ -130,8 +132,12 @@ class SeqClient {
   // missed, and without a later frame no gap would show. Asks for every
   // known topic from its next SEQ on.
   void CatchUpLocked();
-  void LoadState();
-  void SaveState();
+  // The state file's positions; an error text if it exists but cannot be
+  // read or is not a state file (a missing one is a first run).
+  std::optional<std::string> LoadState();
+  // Writes it (a temporary file, then renamed over it); an error text if
+  // that fails. Counted in stats_; mu_ held (or not yet shared).
+  std::optional<std::string> SaveState();
 
   const Options options_;
   const OnMessage on_message_;
@@ -142,6 +148,7 @@ class SeqClient {
   std::condition_variable cv_;
   std::map<uint32_t, Topic> topics_;          // guarded by mu_
   std::map<std::string, uint64_t> resume_;    // topic -> last delivered SEQ from the state file; mu_
+  bool state_loaded_ = false;  // LoadState succeeded: only then may SaveState replace the file
   // Topics being looked up before they start (history or resume): where
   // each starts, and its outstanding lookup, retried by Timer. mu_.
   struct Lookup {
