@@ -19,7 +19,7 @@ for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
     --profile) profile=1 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "bench: unknown option $arg (see --help)" >&2; exit 2 ;;
     *) out=$arg ;;
   esac

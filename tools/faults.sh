@@ -29,7 +29,7 @@ rows=$(mktemp)
 trap 'rm -f "$rows"' EXIT
 start=$(date +%s)
 status=0
-SEQTEST_FAULT_TABLE=$rows "$root/build/tests/integration/integration_tests" --gtest_filter='FaultE2E.*' || status=$?
+SEQTEST_FAULT_TABLE=$rows "$root/build/tests/integration/integration_tests" --gtest_filter='FaultE2E.*:OutageE2E.*:SoakE2E.*' || status=$?
 {
   echo "Produced by \`tools/faults.sh${SEQTEST_LONG:+ --long}\` on $(date -u +%Y-%m-%d), $(nproc) cores."
   echo

@@ -7,7 +7,11 @@
 # Ports: MQTT_PORT (default 1883), DB_PORT (default 3306), WS_PORT (default
 # 8080: MQTT over WebSocket, and the messenger page at http://127.0.0.1:8080/).
 # Extra arguments go to the relay, e.g.  tools/run-local.sh --immediate 'sensors/#'
+# (its options: build/relay/seqrelay --help, or docs/operations.md).
 set -euo pipefail
+case "${1:-}" in
+  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 state=${STATE_DIR:-$root/.state}
 mqtt_port=${MQTT_PORT:-1883}
@@ -116,4 +120,5 @@ BANNER
 # what it holds and exits; then the trap stops mosquitto and MariaDB.
 SEQRELAY_DB_PASSWORD=$db_password "$root/build/relay/seqrelay" \
   --mqtt-port "$mqtt_port" --db-port "$db_port" --db-user seqrelay --db-name seqrelay \
-  --journal-dir "$state/journal" "$@" || true
+  --journal-dir "$state/journal" "$@" || status=$?
+exit "${status:-0}"  # the relay's own: 2 for a bad option (the trap stops the servers)

@@ -40,7 +40,8 @@ for arg in "$@"; do
     --keep) keep=1 ;;
     --prepare) prepare=1 ;;
     --images) images_only=1 ;;
-    *) echo "usage: tools/test-docker.sh [--cluster] [--keep | --prepare | --images]" >&2; exit 2 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    *) echo "usage: tools/test-docker.sh [--cluster] [--keep | --prepare | --images] (see --help)" >&2; exit 2 ;;
   esac
 done
 if ((keep && single)); then cluster=0; fi

@@ -26,7 +26,8 @@ case "${1:-}" in
   --quick) mode=quick ;;
   --long) mode=long; export SEQTEST_LONG=1 ;;
   "") ;;
-  *) echo "usage: tools/test.sh [--quick | --long]" >&2; exit 2 ;;
+  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+  *) echo "usage: tools/test.sh [--quick | --long] (see --help)" >&2; exit 2 ;;
 esac
 
 start=$(date +%s)
