@@ -62,7 +62,9 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
 
   po::options_description db("MySQL / MariaDB");
   db.add_options()
-      ("db-host", po::value(&c.db_host)->default_value(c.db_host)->value_name("HOST"), "Database host.")
+      ("db-host", po::value(&c.db_host)->default_value(c.db_host)->value_name("HOSTS"),
+       "Database host, or a Galera cluster's nodes as a comma-separated list (h1:3306,h2,h3): the relay connects "
+       "to one at a time and moves on when it fails. --db-port is the port of entries without one.")
       ("db-port", po::value(&c.db_port)->default_value(c.db_port)->value_name("PORT"), "Database port.")
       ("db-socket", po::value(&c.db_socket)->value_name("PATH"),
        "Unix socket of the database; when set, --db-host and --db-port are not used.")
@@ -163,7 +165,7 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
        "round-robin across clients; one client's requests are served one at a time, in order.")
       ("replay-rate", po::value(&c.replay_rate)->default_value(c.replay_rate)->value_name("FRAMES"),
        "Pace each reply at FRAMES per second, to leave the broker room for live traffic while replays run "
-       "(see the README's replay figures). 0 sends as fast as the broker takes them.")
+       "(docs/retransmit.md has figures). 0 sends as fast as the broker takes them.")
       ("replay-live-delay-us", po::value(&c.replay_live_delay_us)->default_value(c.replay_live_delay_us)
            ->value_name("MICROS"),
        "Replays yield to live traffic: the relay times live frames from intake to the broker's PUBACK, and when "
@@ -179,8 +181,9 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
   po::options_description observe("Observability");
   observe.add_options()
       ("stats-interval", po::value(&c.stats_interval_s)->default_value(c.stats_interval_s)->value_name("SECONDS"),
-       "Publish a JSON report (counters, commit latency, buffer, connection states) every SECONDS, retained, on "
-       "<control-prefix>/stats. 0 turns it off.")
+       "Publish a JSON report (counters, commit latency, buffer, connection states) every SECONDS on "
+       "<control-prefix>/stats/<shard>/<relay-id>; the shard's active relay also retained on "
+       "<control-prefix>/stats/<shard>, and the default shard's on <control-prefix>/stats. 0 turns it off.")
       ("metrics-port", po::value(&c.metrics_port)->default_value(c.metrics_port)->value_name("PORT"),
        "Serve the same figures for Prometheus at http://<metrics-bind>:PORT/metrics. 0 (the default) turns it "
        "off.")

@@ -27,7 +27,9 @@ int main(int argc, char** argv) {
       "Usage: seqaudit [options]   (the password also from SEQRELAY_DB_PASSWORD)\n\nOptions");
   desc.add_options()
       ("help", "Print this help and exit.")
-      ("db-host", po::value(&c.db_host)->default_value(c.db_host), "Database host.")
+      ("db-host", po::value(&c.db_host)->default_value(c.db_host)->value_name("HOSTS"),
+       "Database host, or a Galera cluster's nodes as a comma-separated list (h1:3306,h2): the first that answers "
+       "is read. --db-port is the port of entries without one.")
       ("db-port", po::value(&c.db_port)->default_value(c.db_port), "Database port.")
       ("db-socket", po::value(&c.db_socket), "Unix socket; wins over host and port.")
       ("db-user", po::value(&c.db_user)->default_value(c.db_user), "Database user.")
