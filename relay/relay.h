@@ -167,7 +167,8 @@ class Relay {
   Committed Commit(std::span<Message> batch, Status* refused = nullptr);
   // After kRefused: renumbers and commits the batch's messages one at a
   // time, sets aside the refused ones, and leaves in `batch` (and `topics`)
-  // the committed ones to publish. False if the relay gave up meanwhile.
+  // the committed ones to publish. False if the relay gave up meanwhile,
+  // with `batch` left holding the messages it did not get to.
   bool CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics);
   // Counts, logs and (with a journal directory) keeps a refused message.
   void SetAside(const Message& m, const Status& why);

@@ -385,10 +385,17 @@ bool Relay::CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::T
   sequencer_.SetLastIdx(batch.front().idx - 1);
   std::vector<Message> kept, one;
   std::vector<Sequencer::Topic*> kept_topics, one_topic;
-  for (Message& m : batch) {
+  // Giving up at message i: those before it are committed or refused, so
+  // the caller counts only the rest as lost (the committed ones are
+  // published by the next active, from above the acknowledged watermark).
+  auto give_up_at = [&](std::size_t i) {
+    batch.erase(batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(i));
+    return false;
+  };
+  for (std::size_t i = 0; i < batch.size(); ++i) {
     one.clear();
-    one.push_back(std::move(m));
-    if (!Sequence(one, one_topic)) return false;
+    one.push_back(std::move(batch[i]));
+    if (!Sequence(one, one_topic)) return give_up_at(i);
     if (one.empty()) continue;  // out of SEQs: refused and counted by Sequence
     Status refused;
     switch (Commit(one, &refused)) {
@@ -403,7 +410,7 @@ bool Relay::CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::T
         Refuse(one.front());
         break;
       case Committed::kGaveUp:
-        return false;
+        return give_up_at(i);
     }
   }
   batch = std::move(kept);
