@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
   auto check = [&](const po::variables_map& vm) {
     if (o.filters.empty()) throw po::error("give at least one topic with -t");
     for (const auto& f : o.filters) {
-      if (auto s = seqrelay::ValidateFilter(f); !s.ok()) throw po::error("-t '" + f + "': " + s.message());
+      if (auto s = seqrelay::ValidateFilter(f); !s.ok()) throw po::error("-t: " + s.message());
     }
     if (o.port < 1 || o.port > 65535) throw po::error("--port must be 1 to 65535");
     if (format != "text" && format != "json") throw po::error("--format must be text or json");
