@@ -130,7 +130,8 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
        "Most messages held in memory between intake and commit (e.g. while the database is away). When full, "
        "the relay stops reading from mosquitto, which queues further messages in the relay's session.")
       ("buffer-max-bytes", po::value(&c.buffer_max_bytes)->default_value(c.buffer_max_bytes)->value_name("BYTES"),
-       "The same bound in payload bytes.")
+       "The same bound in payload bytes; also the most bytes of published frames awaiting mosquitto's PUBACK "
+       "(the writer waits beyond it, as beyond 20,000 such frames).")
       ("dedupe-window", po::value(&dedupe_window)->default_value(FormatDuration(c.dedupe_window_s))
                             ->value_name("DURATION"),
        "How long a publisher's msg-id is remembered (the MQTT v5 user property msg-id, 1 to 128 bytes of "

@@ -342,10 +342,16 @@ class Relay {
   // Publishing: the tracker maps PUBACKs to rows; publish_mu_ guards it and
   // is held across each mosquitto_publish so that an acknowledgement can
   // never arrive before its mid is recorded. Frames in flight are bounded by
-  // kMaxUnacked (mids are 16-bit); the writer waits on acked_cv_ beyond it.
+  // kMaxUnacked (mids are 16-bit) and by --buffer-max-bytes (libmosquitto
+  // holds a copy of each until its PUBACK); the writer waits on acked_cv_
+  // beyond either.
   std::mutex publish_mu_;
   std::condition_variable acked_cv_;
   PublishTracker tracker_;
+  // Bytes of the frames libmosquitto holds for their PUBACK, in all and by
+  // MQTT message id; guarded by publish_mu_.
+  uint64_t held_bytes_ = 0;
+  std::vector<uint32_t> held_bytes_by_mid_ = std::vector<uint32_t>(65536, 0);
   // The frame size check's publish and the broker's answer; guarded by publish_mu_.
   int probe_mid_ = -1;
   // When each MQTT message id in flight was published (steady clock, ns;

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include <utility>
+
 #include "core/log.h"
 #include "relay_parts.h"
 
@@ -91,7 +93,13 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
     ++counters_.published;
     return true;
   }
-  while (!again && tracker_.in_flight() >= kMaxUnacked) {  // a row sent again is counted already
+  // A row sent again is counted already. A frame alone over the byte bound
+  // goes when nothing else is held.
+  auto full = [&] {
+    return tracker_.in_flight() >= kMaxUnacked ||
+           (held_bytes_ > 0 && held_bytes_ + frame.size() > static_cast<uint64_t>(config_.buffer_max_bytes));
+  };
+  while (!again && full()) {
     // No one wakes us when the stop deadline passes (the broker may be
     // gone): wait in slices and look at the deadline between them.
     if (GivingUp()) return false;
@@ -119,6 +127,8 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
   } else {
     tracker_.Sent(idx, mid.value());
   }
+  held_bytes_ += frame.size();
+  held_bytes_by_mid_[static_cast<uint16_t>(mid.value())] += static_cast<uint32_t>(frame.size());
   sent_at_ns_[static_cast<uint16_t>(mid.value())] = Clock::now().time_since_epoch().count();
   // Under publish_mu_, like the PUBACK's LiveAcked: the ack cannot overtake this.
   retransmit_.governor().LiveSent(mid.value());
@@ -178,6 +188,7 @@ void Relay::OnPublished(int mid, int reason) {
       return;
     }
     tracker_.Acked(mid);
+    held_bytes_ -= std::exchange(held_bytes_by_mid_[static_cast<uint16_t>(mid)], 0);
     if (int64_t& sent = sent_at_ns_[static_cast<uint16_t>(mid)]; sent != 0) {
       stage_puback_.Observe(std::chrono::nanoseconds(Clock::now().time_since_epoch().count() - sent));
       sent = 0;
