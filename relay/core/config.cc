@@ -1,5 +1,7 @@
 #include "core/config.h"
 
+#include <arpa/inet.h>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -29,6 +31,17 @@ Status CheckPrefix(const char* option, const std::string& prefix) {
         prefix));
   }
   return Status::Ok();
+}
+
+// The metrics endpoint listens on an address, not a name (checked here so
+// that a typo is an option error, not a failure once the database is up).
+Status CheckAddress(const char* option, const std::string& value) {
+  unsigned char bytes[16];
+  if (inet_pton(AF_INET, value.c_str(), bytes) == 1 || inet_pton(AF_INET6, value.c_str(), bytes) == 1) {
+    return Status::Ok();
+  }
+  return Status::Error(
+      fmt::format("--{} must be an IP address (127.0.0.1, 0.0.0.0 or ::, say), got '{}'", option, value));
 }
 
 // Names that go into client ids, topics and the SHARD table: 1..64 of
@@ -114,6 +127,7 @@ Status Validate(const Config& c) {
       CheckRange("replay-live-delay-us", c.replay_live_delay_us, 0, 10000000),
       CheckRange("stats-interval", c.stats_interval_s, 0, 86400),
       CheckRange("metrics-port", c.metrics_port, 0, 65535),
+      CheckAddress("metrics-bind", c.metrics_bind),
       CheckRange("lease-ms", c.lease_ms, 300, 600000),
       CheckName("shard", c.shard),
       c.relay_id.empty() ? Status::Ok() : CheckName("relay-id", c.relay_id),
