@@ -11,7 +11,7 @@
 #
 # No registry is reachable here, so:
 #  - the base image debian:bookworm is made with debootstrap, once, and kept
-#    in $SEQRELAY_CACHE (default /var/cache/seqrelay) for later runs;
+#    in $SEQTEST_IMAGE_CACHE (default /var/cache/seqrelay) for later runs;
 #  - the official eclipse-mosquitto, mysql and mariadb images are replaced
 #    by local Debian-based stand-ins (docker/stand-ins/), see
 #    compose.test.yaml and compose.cluster.test.yaml.
@@ -30,7 +30,7 @@
 # included.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-cache=${SEQRELAY_CACHE:-/var/cache/seqrelay}
+cache=${SEQTEST_IMAGE_CACHE:-/var/cache/seqrelay}
 project=seqrelay-test
 cluster_project=seqrelay-cluster-test
 keep=0 prepare=0 images_only=0 single=1 cluster=1
