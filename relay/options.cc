@@ -89,7 +89,12 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
       ("lease-ms", po::value(&c.lease_ms)->default_value(c.lease_ms)->value_name("MILLIS"),
        "The shard's lease: the active renews it about three times per lease; a standby takes the shard over once "
        "the lease has gone this long without renewal (the database's clock). An active that cannot renew within "
-       "it stops publishing and steps down. 300..600000.");
+       "it stops publishing and steps down. 300..600000.")
+      ("broker-grace", po::value(&c.broker_grace_s)->default_value(c.broker_grace_s)->value_name("SECONDS"),
+       "An active relay that has had no connection to mosquitto for this long stops renewing its lease, so that "
+       "a standby which reaches mosquitto takes the shard over (a relay cut off from the broker sequences "
+       "nothing); once it reaches mosquitto again it renews, or stands by if the shard moved. A standby takes a "
+       "shard over only while it reaches mosquitto. 0: the lease does not depend on mosquitto. 0..3600.");
 
   po::options_description seq("Sequencing");
   seq.add_options()

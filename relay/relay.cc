@@ -286,8 +286,12 @@ int Relay::Run() {
       PublishStats();
     }
   };
-  // Standby until this relay holds the shard's lease.
-  if (!stopping_ && lease_->Acquire([this] { return stopping_.load(); }, stats_if_due)) {
+  // Standby until this relay holds the shard's lease; with --broker-grace,
+  // only while it reaches mosquitto (its replay link is up).
+  std::function<bool()> may_take;
+  if (config_.broker_grace_s > 0) may_take = [this] { return replay_->connected(); };
+  if (!stopping_ && lease_->Acquire([this] { return stopping_.load(); }, stats_if_due, may_take,
+                                    "no connection to mosquitto (a relay cut off from it sequences nothing)")) {
     if (!BecomeActive()) Fail("could not take the shard over");
   }
 
@@ -445,7 +449,12 @@ bool Relay::BecomeActive() {
   ++takeovers_;
   LogInfo("active: holding shard '{}' (epoch {}); {} rows of it committed up to idx {}, confirmed published up to {}",
           config_.shard, epoch, progress.max_idx - store_.idx_base(), progress.max_idx, tracker_.watermark());
-  lease_->StartRenewing([this](const std::string& why) { StepDown(why); });
+  std::function<bool()> may_renew;
+  if (config_.broker_grace_s > 0) may_renew = [this] { return BrokerReachable(); };
+  lease_->StartRenewing([this](const std::string& why) { StepDown(why); }, std::move(may_renew),
+                        fmt::format("no connection to mosquitto for {} s (--broker-grace); a standby that reaches it "
+                                    "may take the shard over",
+                                    config_.broker_grace_s));
 
   auto output = MqttLink::Start(output_options_,
                                 {.on_connect =
@@ -522,6 +531,20 @@ void Relay::StepDown(const std::string& why) {
   }
   stop_cv_.notify_all();
   acked_cv_.notify_all();
+}
+
+bool Relay::BrokerReachable() {
+  if (replay_->connected()) {
+    broker_lost_at_ns_ = 0;
+    return true;
+  }
+  const int64_t now = Clock::now().time_since_epoch().count();
+  int64_t lost_at = broker_lost_at_ns_.load();
+  if (lost_at == 0) {
+    broker_lost_at_ns_ = now;
+    return true;
+  }
+  return std::chrono::nanoseconds(now - lost_at) < std::chrono::seconds(config_.broker_grace_s);
 }
 
 std::atomic<uint64_t>& Relay::StepDowns() {

@@ -184,6 +184,10 @@ class Relay {
   // `again`: row `idx` was published before and is not acknowledged yet.
   bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, bool again = false);
   MqttLink::AfterMessage OnIntake(const InboundMessage& in);
+  // The lease's renewer: true while the replay link (up for as long as the
+  // process runs) is connected, or lost its connection less than
+  // --broker-grace ago.
+  bool BrokerReachable();
   void OnPublished(int mid, int reason_code);
   // Publishes one frame of the largest size (--max-payload + header) and
   // waits up to 5 s for the broker's verdict; an error if it refuses it.
@@ -366,6 +370,7 @@ class Relay {
   // their own database connections.
   RetransmitService retransmit_;
   std::unique_ptr<MqttLink> replay_;
+  std::atomic<int64_t> broker_lost_at_ns_{0};  // steady clock; 0 = connected (BrokerReachable, renewer thread)
   std::unique_ptr<MetricsHttp> metrics_;  // null without --metrics-port; started after the links
   // The shard's lease; made once the shard is registered. active_: holding
   // it and the intake and writer run. stepped_down_: lost it.

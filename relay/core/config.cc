@@ -129,6 +129,7 @@ Status Validate(const Config& c) {
       CheckRange("metrics-port", c.metrics_port, 0, 65535),
       CheckAddress("metrics-bind", c.metrics_bind),
       CheckRange("lease-ms", c.lease_ms, 300, 600000),
+      CheckRange("broker-grace", c.broker_grace_s, 0, 3600),
       CheckName("shard", c.shard),
       c.relay_id.empty() ? Status::Ok() : CheckName("relay-id", c.relay_id),
       CheckPrefix("seq-prefix", c.seq_prefix),

@@ -55,6 +55,10 @@ struct Config {
   std::string shard = "default";
   std::string relay_id;  // this process among the shard's relays; empty: <hostname>-<pid>
   int lease_ms = 3000;   // a lease not renewed for this long may be taken over
+  // The active renews its lease only while it reaches mosquitto (or lost it
+  // less than this long ago), and a standby takes a shard over only while it
+  // reaches mosquitto; 0: the lease does not depend on mosquitto.
+  int broker_grace_s = 10;
 
   // Sequencing
   std::vector<std::string> sources = {"#"};

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "core/log.h"
 
@@ -54,11 +55,21 @@ std::string LeaseKeeper::holder() const {
   return holder_;
 }
 
-bool LeaseKeeper::Acquire(const std::function<bool()>& stopping, const std::function<void()>& idle) {
+bool LeaseKeeper::Acquire(const std::function<bool()>& stopping, const std::function<void()>& idle,
+                          const std::function<bool()>& may_take, const std::string& why_not) {
   std::string said;  // the last holder logged, so that a standby logs each change once
+  std::optional<Clock::time_point> refused_since;  // may_take has said no since
   while (!stopping()) {
     milliseconds wait(200);
-    if (EnsureConnected()) {
+    if (may_take && !may_take()) {
+      // Said once it lasts: at a start the connection it waits for is
+      // usually a few milliseconds away.
+      if (!refused_since) refused_since = Clock::now();
+      if (said != why_not && Clock::now() - *refused_since > std::chrono::seconds(2)) {
+        LogWarn("standby: not taking shard '{}' over: {}", config_.shard, why_not);
+        said = why_not;
+      }
+    } else if (refused_since.reset(); EnsureConnected()) {
       const auto sent = Clock::now();
       auto lease = store_.TryAcquireLease(config_.relay_id, config_.lease_ms);
       if (lease.ok() && lease->held) {
@@ -100,8 +111,11 @@ bool LeaseKeeper::Acquire(const std::function<bool()>& stopping, const std::func
   return false;
 }
 
-void LeaseKeeper::StartRenewing(std::function<void(const std::string& why)> lost) {
+void LeaseKeeper::StartRenewing(std::function<void(const std::string& why)> lost, std::function<bool()> may_renew,
+                               std::string why_not) {
   lost_ = std::move(lost);
+  may_renew_ = std::move(may_renew);
+  why_not_renewed_ = std::move(why_not);
   renewer_ = std::thread([this] { Renew(); });
 }
 
@@ -121,7 +135,14 @@ void LeaseKeeper::Renew() {
       if (cv_.wait_until(lock, next, [&] { return stop_; })) return;
     }
     bool renewed = false;
-    if (EnsureConnected()) {
+    if (may_renew_ && !may_renew_()) {
+      // Withheld: the lease lapses, and a standby may take the shard over.
+      // Whether one did shows at the first renewal after this.
+      if (failure != why_not_renewed_) {
+        LogWarn("lease: not renewing shard '{}' (epoch {}): {}", config_.shard, epoch_.load(), why_not_renewed_);
+      }
+      failure = why_not_renewed_;
+    } else if (EnsureConnected()) {
       const auto sent = Clock::now();
       auto r = store_.RenewLease(epoch_, config_.lease_ms);
       if (r.ok() && *r) {

@@ -42,12 +42,19 @@ class LeaseKeeper {
 
   // Waits as a standby until this relay holds the lease (true) or
   // `stopping` says to give up (false, checked at least every 100 ms).
-  // `idle` is called between polls (the main thread's other duties).
-  bool Acquire(const std::function<bool()>& stopping, const std::function<void()>& idle);
+  // `idle` is called between polls (the main thread's other duties). While
+  // `may_take` (if given) says no, the lease is not tried; `why_not` says
+  // why, once, in the log.
+  bool Acquire(const std::function<bool()>& stopping, const std::function<void()>& idle,
+               const std::function<bool()>& may_take = nullptr, const std::string& why_not = "");
 
   // Renews the lease in the background until Stop(); calls `lost` once, on
   // the renewer's thread, if it is lost (taken over, or not renewed in time).
-  void StartRenewing(std::function<void(const std::string& why)> lost);
+  // While `may_renew` (if given; called on the renewer's thread) says no,
+  // the lease is not renewed and lapses (`why_not` says why, in the log);
+  // renewals go on once it says yes again.
+  void StartRenewing(std::function<void(const std::string& why)> lost, std::function<bool()> may_renew = nullptr,
+                     std::string why_not = "");
 
   // Stops renewing; with `release`, ends the lease at once so that a standby
   // takes over without waiting for it to expire.
@@ -76,6 +83,8 @@ class LeaseKeeper {
   bool stop_ = false;        // guarded by mu_
   std::string holder_;       // guarded by mu_
   std::function<void(const std::string&)> lost_;
+  std::function<bool()> may_renew_;  // set before the renewer starts
+  std::string why_not_renewed_;
   std::thread renewer_;
 };
 

@@ -5,6 +5,7 @@
 // began, and at the end every topic is SEQ 1..n once, every acknowledged
 // message is stored once, and the ordered client delivered exactly MSG.
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
@@ -662,6 +663,118 @@ TEST_F(FailoverE2E, AShardOverlappingAnotherIsRefusedAtStart) {
             std::string::npos)
       << b.log();
   EXPECT_EQ(a->Stop(), 0);
+}
+
+
+// A relay cut off from mosquitto sequences nothing, so it takes no shard
+// over (--broker-grace): started first, against a port nothing listens on,
+// it stands by, and the relay started after it, which reaches mosquitto, is
+// the shard's active and stores what is published. Until 2026-12-05 the
+// first took the lease and kept it, and nothing was stored.
+TEST_F(FailoverE2E, ARelayThatCannotReachMosquittoTakesNoShardOver) {
+  auto cut_off = ShardRelay("a", 1);
+  cut_off->SetBroker(FreePort(), "", "");
+  cut_off->Launch();
+  // Until it has decided: it says it stands by (or, in the build before,
+  // that it is active).
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const std::string log = cut_off->log();
+        return log.find("standby: not taking shard 'a' over") != std::string::npos ||
+               log.find("active: holding shard 'a'") != std::string::npos;
+      },
+      Scaled(20s)))
+      << cut_off->log();
+  auto reaches = ShardRelay("a", 2);
+  reaches->Launch();
+  ASSERT_TRUE(LogHas(*reaches, "active: holding shard 'a'", 20s)) << cut_off->log() << reaches->log();
+  ASSERT_TRUE(LogHas(*reaches, "intake: subscribed", 20s)) << reaches->log();  // the shard's session exists
+  EXPECT_NE(cut_off->log().find("standby: not taking shard 'a' over: no connection to mosquitto"),
+            std::string::npos) << cut_off->log();
+  const std::string topic = root() + "/a/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 20; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  WaitStored(topic, 20);
+  ExpectEachStoredOnce(Audit(topic, 20), 20);
+  EXPECT_EQ(cut_off->log().find("active: holding shard"), std::string::npos) << cut_off->log();
+  EXPECT_EQ(reaches->Stop(), 0);
+  EXPECT_EQ(cut_off->Stop(), 0);
+}
+
+// A mosquitto of its own for one relay, on loopback: to cut that relay off
+// from the broker while the others keep theirs.
+class OwnBroker {
+ public:
+  explicit OwnBroker(const std::string& dir) : dir_(dir), port_(FreePort()) {
+    std::ofstream(dir_ + "/own-mosquitto.conf") << "listener " << port_ << " 127.0.0.1\nallow_anonymous true\n"
+                                                << (geteuid() == 0 ? "user root\n" : "");
+    Start();
+  }
+  void Start() {
+    process_.Start({"mosquitto", "-c", dir_ + "/own-mosquitto.conf"}, dir_ + "/own-mosquitto.log");
+    if (!WaitFor([&] { return !process_.running() || PortAccepts(); }, 20s) || !process_.running()) {
+      throw std::runtime_error("mosquitto did not start:\n" + ReadFile(dir_ + "/own-mosquitto.log"));
+    }
+  }
+  void Kill() {
+    process_.Signal(SIGKILL);
+    process_.Wait(10s);
+  }
+  int port() const { return port_; }
+
+ private:
+  bool PortAccepts() {
+    const int fd = ConnectLoopback(port_);
+    if (fd >= 0) close(fd);
+    return fd >= 0;
+  }
+  const std::string dir_;
+  const int port_;
+  Process process_;
+};
+
+// The active loses mosquitto (its own broker killed here; a network cut
+// alike) while the database stays: after --broker-grace it stops renewing
+// its lease, and the standby, which reaches mosquitto, takes the shard over
+// and stores what is published. Once the active reaches mosquitto again it
+// finds the shard moved and stands by. Until 2026-12-05 it kept renewing,
+// and the shard was sequenced by nobody.
+TEST_F(FailoverE2E, AnActiveCutOffFromMosquittoHandsItsShardToAStandbyThatReachesIt) {
+  OwnBroker own(servers().dir());
+  auto cut = ShardRelay("a", 1, {"--broker-grace=2"});
+  cut->SetBroker(own.port(), "", "");
+  cut->Start();
+  ASSERT_TRUE(LogHas(*cut, "active: holding shard 'a'", 20s)) << cut->log();
+  auto standby = ShardRelay("a", 2, {"--broker-grace=2"});
+  StartStandby(*standby);
+  const uint32_t epoch = Epoch("a");
+
+  const auto killed = Clock::now();
+  own.Kill();
+  ASSERT_TRUE(LogHas(*standby, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 20s))
+      << cut->log() << standby->log();
+  const double took = Ms(Clock::now() - killed);
+  // Its intake's session on this broker is new: published to once it is subscribed.
+  ASSERT_TRUE(LogHas(*standby, "intake: subscribed", 20s)) << standby->log();
+  EXPECT_EQ(Epoch("a"), epoch + 1);
+  EXPECT_NE(cut->log().find("lease: not renewing shard 'a' (epoch " + std::to_string(epoch) +
+                            "): no connection to mosquitto for 2 s (--broker-grace)"),
+            std::string::npos) << cut->log();
+  const std::string topic = root() + "/a/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 20; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  WaitStored(topic, 20);
+  ExpectEachStoredOnce(Audit(topic, 20), 20);
+  std::fprintf(stderr, "[ figure ] the active's broker killed -> the standby active: %.0f ms (--broker-grace 2, "
+               "--lease-ms %d)\n", took, kLeaseMs);
+
+  // Its broker back: the cut-off relay renews no more, it stands by.
+  own.Start();
+  EXPECT_TRUE(LogHas(*cut, "another relay took over shard 'a'", 40s)) << cut->log();
+  EXPECT_EQ(standby->Stop(), 0);
+  EXPECT_EQ(cut->Stop(), 0);
 }
 
 }  // namespace

@@ -123,7 +123,7 @@ TEST_F(FaultE2E, IntakeReconnectBeforeThePubackLeftStoresTheMessageOnce) {
 // the stop ends within --shutdown-timeout, and the rows stay committed for
 // the next start to publish.
 TEST_F(FaultE2E, StopWithTheBrokerGoneEndsWithinTheShutdownTimeout) {
-  StartRelay({"--shutdown-timeout=2"});
+  StartRelay({"--shutdown-timeout=2", "--broker-grace=0"});  // active with no broker
   const std::string topic = root() + "/t";
   constexpr int kCount = 25000;
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");

@@ -298,7 +298,7 @@ TEST_F(RelayE2E, FramesAwaitingTheirPubackAreBoundedInBytes) {
   relay_ = std::make_unique<RelayProcess>(
       servers(), name_,
       std::vector<std::string>{"--source=" + root() + "/#", "--metrics-port=" + std::to_string(port),
-                               "--buffer-max-bytes=4194304", "--shutdown-timeout=2"});
+                               "--buffer-max-bytes=4194304", "--shutdown-timeout=2", "--broker-grace=0"});
   relay_->SetBroker(FreePort(), "", "");
   relay_->Launch();
   long long published = -1;
