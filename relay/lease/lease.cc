@@ -135,13 +135,23 @@ void LeaseKeeper::Renew() {
       if (cv_.wait_until(lock, next, [&] { return stop_; })) return;
     }
     bool renewed = false;
-    if (may_renew_ && !may_renew_()) {
-      // Withheld: the lease lapses, and a standby may take the shard over.
-      // Whether one did shows at the first renewal after this.
+    const bool withheld = may_renew_ && !may_renew_();
+    if (withheld) {
+      // Withheld: the lease lapses, and a standby may take the shard over;
+      // looked at (not extended), so that this relay steps down once one
+      // did, and its journal goes to the new active.
       if (failure != why_not_renewed_) {
         LogWarn("lease: not renewing shard '{}' (epoch {}): {}", config_.shard, epoch_.load(), why_not_renewed_);
       }
       failure = why_not_renewed_;
+      if (EnsureConnected()) {
+        if (auto now = store_.LeaseEpoch(); now.ok() && *now != epoch_.load()) {
+          valid_until_ns_ = 0;
+          lost_(fmt::format("another relay took over shard '{}' (the lease moved past epoch {}) while this one "
+                            "could not reach mosquitto", config_.shard, epoch_.load()));
+          return;
+        }
+      }
     } else if (EnsureConnected()) {
       const auto sent = Clock::now();
       auto r = store_.RenewLease(epoch_, config_.lease_ms);
@@ -174,7 +184,7 @@ void LeaseKeeper::Renew() {
               "until it is renewed, or stepping down if another relay took over", config_.shard, epoch_.load(),
               config_.lease_ms, failure);
     }
-    next = Clock::now() + (renewed ? interval : milliseconds(100));
+    next = Clock::now() + (renewed || withheld ? interval : milliseconds(100));
   }
 }
 

@@ -416,6 +416,19 @@ Result<bool> MysqlStore::RenewLease(uint32_t epoch, int lease_ms) {
   return renewed;
 }
 
+Result<uint32_t> MysqlStore::LeaseEpoch() {
+  uint32_t epoch = 0;
+  Status s = Guard("read the lease", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement("SELECT EPOCH FROM SHARD WHERE NAME = ?"));
+    ps->setString(1, shard_);
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    if (rs->next()) epoch = rs->getUInt(1);
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return epoch;
+}
+
 Status MysqlStore::ReleaseLease(uint32_t epoch) {
   return Guard("release lease", [&] {
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(

@@ -92,6 +92,8 @@ class MysqlStore {
   Result<Lease> TryAcquireLease(std::string_view owner, int lease_ms);
   // Extends the lease held under `epoch`; false if the epoch moved on.
   Result<bool> RenewLease(uint32_t epoch, int lease_ms);
+  // The shard's lease epoch now: a read, that extends nothing.
+  Result<uint32_t> LeaseEpoch();
   // Ends the lease held under `epoch` at once (a clean stop: a standby may
   // take over without waiting for it to expire).
   Status ReleaseLease(uint32_t epoch);

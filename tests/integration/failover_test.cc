@@ -737,9 +737,9 @@ class OwnBroker {
 // The active loses mosquitto (its own broker killed here; a network cut
 // alike) while the database stays: after --broker-grace it stops renewing
 // its lease, and the standby, which reaches mosquitto, takes the shard over
-// and stores what is published. Once the active reaches mosquitto again it
-// finds the shard moved and stands by. Until 2026-12-05 it kept renewing,
-// and the shard was sequenced by nobody.
+// and stores what is published; the cut-off relay, looking at the lease
+// without renewing it, finds it moved and stands by. Until 2026-12-05 it
+// kept renewing, and the shard was sequenced by nobody.
 TEST_F(FailoverE2E, AnActiveCutOffFromMosquittoHandsItsShardToAStandbyThatReachesIt) {
   OwnBroker own(servers().dir());
   auto cut = ShardRelay("a", 1, {"--broker-grace=2"});
@@ -770,11 +770,16 @@ TEST_F(FailoverE2E, AnActiveCutOffFromMosquittoHandsItsShardToAStandbyThatReache
   std::fprintf(stderr, "[ figure ] the active's broker killed -> the standby active: %.0f ms (--broker-grace 2, "
                "--lease-ms %d)\n", took, kLeaseMs);
 
-  // Its broker back: the cut-off relay renews no more, it stands by.
+  // Cut off, it finds the shard moved and stands by (its journal goes to
+  // the new active), and stays a standby once its broker is back.
+  EXPECT_TRUE(LogHas(*cut, "another relay took over shard 'a' (the lease moved past epoch " + std::to_string(epoch) +
+                               ") while this one could not reach mosquitto",
+                     20s))
+      << cut->log();
   own.Start();
-  EXPECT_TRUE(LogHas(*cut, "another relay took over shard 'a'", 40s)) << cut->log();
+  EXPECT_TRUE(LogHas(*cut, "standby: shard 'a' is held by 'a2'", 40s)) << cut->log();
+  EXPECT_EQ(cut->Stop(), 0);  // first: the standby's stop releases the lease, which it would take
   EXPECT_EQ(standby->Stop(), 0);
-  EXPECT_EQ(cut->Stop(), 0);
 }
 
 }  // namespace
