@@ -313,12 +313,14 @@ int Relay::Run() {
       if (resume_intake_) {
         resume_intake_ = false;
         lock.unlock();
-        intake_paused_ = false;
         LogInfo("intake: buffer down to {} messages; resuming the intake link", queue_.size());
         if (intake_) intake_->Resume();
         lock.lock();
       }
       lock.unlock();
+      // Also here, not only after the writer's batches: the intake may flag
+      // its pause after the batch that emptied the queue looked.
+      ResumeIntakeIfDrained();
       if (active_) {
         PumpPending();
         PurgeMsgIds();
@@ -531,6 +533,16 @@ void Relay::StepDown(const std::string& why) {
   }
   stop_cv_.notify_all();
   acked_cv_.notify_all();
+}
+
+void Relay::ResumeIntakeIfDrained() {
+  // The flag is taken once: one resume per pause (a second Resume() would
+  // find the link running and cancel the next pause).
+  if (!intake_paused_.load(std::memory_order_relaxed) || !queue_.below_resume_mark()) return;
+  if (!intake_paused_.exchange(false)) return;
+  std::lock_guard lock(stop_mu_);
+  resume_intake_ = true;  // the main thread owns the links
+  stop_cv_.notify_all();
 }
 
 bool Relay::BrokerReachable() {

@@ -184,6 +184,9 @@ class Relay {
   // `again`: row `idx` was published before and is not acknowledged yet.
   bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, bool again = false);
   MqttLink::AfterMessage OnIntake(const InboundMessage& in);
+  // Writer and main thread: asks the main thread to resume a paused intake
+  // once the queue is down to half.
+  void ResumeIntakeIfDrained();
   // The lease's renewer: true while the replay link (up for as long as the
   // process runs) is connected, or lost its connection less than
   // --broker-grace ago.

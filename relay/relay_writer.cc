@@ -533,11 +533,7 @@ void Relay::WriterLoop() {
     // Every SEQ given out is committed and no Topic* is held: the cache may shrink.
     counters_.topics_evicted += sequencer_.EvictIdle(static_cast<std::size_t>(config_.topic_cache));
     counters_.topics = sequencer_.topic_count();
-    if (intake_paused_.load(std::memory_order_relaxed) && queue_.below_resume_mark()) {
-      std::lock_guard lock(stop_mu_);
-      resume_intake_ = true;  // the main thread owns the links
-      stop_cv_.notify_all();
-    }
+    ResumeIntakeIfDrained();
   }
 }
 

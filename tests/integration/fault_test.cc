@@ -77,12 +77,14 @@ TEST_F(FaultE2E, AHandedOverMessageRefusedForGoodIsRefusedOnce) {
   ASSERT_EQ(servers().Sql("SELECT COUNT(*) FROM `" + name_ + "`.MSG"), "0\n");
 
   // The same journal, now under a bound of 5 topics: 20 messages on 20 new
-  // topics are handed over; 5 are stored, 15 refused.
-  StartRelay({"--max-topics=5"});
+  // topics are handed over; 5 are stored, 15 refused (one batch: the
+  // linger gathers the 20).
+  StartRelay({"--max-topics=5", "--batch-delay-us=200000"});
   const std::string pending = "SELECT COUNT(*) FROM `" + name_ + "`.PENDING";
   const bool emptied = WaitFor([&] { return servers().Sql(pending) == "0\n"; }, Scaled(10s));
+  EXPECT_TRUE(emptied) << servers().Sql(pending) << " PENDING rows left\n" << relay_->log();
+  WaitFor([&] { return relay_->log().find("were refused for good") != std::string::npos; }, Scaled(5s));
   const std::string log = relay_->log();
-  EXPECT_TRUE(emptied) << servers().Sql(pending) << " PENDING rows left\n" << log;
   EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM `" + name_ + "`.MSG"), "5\n");
   EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM `" + name_ + "`.TOPIC"), "5\n");
   EXPECT_EQ(CountOf(log, "storing 20 messages a relay of shard"), 1) << log;
