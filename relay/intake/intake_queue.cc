@@ -37,7 +37,9 @@ bool IntakeQueue::PopBatch(std::vector<Message>& out, std::size_t max, std::size
   const bool woken = std::exchange(woken_, false);
   if (q_.empty()) return woken && !closed_;  // false: closed and drained
   if (lingered) *lingered = {};
-  if (linger.count() > 0 && q_.size() < max && !closed_) {
+  // No linger behind a delivery that awaits its verdict: the intake pushes
+  // nothing more until this batch is committed.
+  if (linger.count() > 0 && q_.size() < max && !closed_ && q_.back().verdict_ticket == 0) {
     const auto start = std::chrono::steady_clock::now();
     not_empty_.wait_until(lock, start + linger, [&] { return closed_ || q_.size() >= max; });
     if (lingered) *lingered = std::chrono::steady_clock::now() - start;

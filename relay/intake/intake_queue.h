@@ -48,7 +48,8 @@ class IntakeQueue {
 
   // Moves up to `max` messages into `out`. Waits until at least one is
   // there; then, if `linger` > 0, waits up to `linger` from the first message
-  // for the batch to fill, and says in `lingered` how long it waited.
+  // for the batch to fill (not when the newest awaits its verdict:
+  // Message::verdict_ticket), and says in `lingered` how long it waited.
   // Returns false when closed and empty; true with nothing after Wake().
   bool PopBatch(std::vector<Message>& out, std::size_t max, std::size_t max_bytes, std::chrono::microseconds linger,
                 std::chrono::steady_clock::duration* lingered = nullptr);

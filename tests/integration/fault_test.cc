@@ -406,7 +406,7 @@ TEST_F(FaultE2E, AFullJournalDiskIsCountedAndLoggedAndLosesNothing) {
     bytes += 12 + topic.size() + ("p" + std::to_string(fit + 1)).size();
     if (bytes > 64 * 1024 - 2 * 4096) break;
   }
-  const int count = fit + 600;
+  const int count = fit + 3000;
   constexpr int kAfter = 200;
 
   MqttClient stats(servers().mqtt_port(), name_ + "-stats");
@@ -415,15 +415,21 @@ TEST_F(FaultE2E, AFullJournalDiskIsCountedAndLoggedAndLosesNothing) {
   std::atomic<int> published{0};
   std::thread paced([&] { PublishPaced(pub, topic, count, 2000, published); });
   // Past the full disk each message waits for its own commit, and with it
-  // the reading of the next: killed once 20 of them are stored.
-  const bool past = WaitFor([&] { return StoredCount(topic) >= static_cast<std::size_t>(fit) + 20; }, Scaled(30s));
+  // the reading of the next: killed once 20 of them are stored and a report
+  // (one a second) has counted their errors.
+  int errors = -1;
+  const bool past = WaitFor(
+      [&] {
+        if (auto reports = stats.received(); !reports.empty()) {
+          errors = nlohmann::json::parse(reports.back().payload)["journal"]["errors"].get<int>();
+        }
+        return errors > 0 && StoredCount(topic) >= static_cast<std::size_t>(fit) + 20;
+      },
+      Scaled(30s));
   relay_->Kill();
   paced.join();
-  ASSERT_TRUE(past) << StoredCount(topic) << " stored, " << fit << " fit in the journal";
-  const auto reports = stats.received();
-  const int errors =
-      reports.empty() ? -1 : nlohmann::json::parse(reports.back().payload)["journal"]["errors"].get<int>();
-  EXPECT_GT(errors, 0) << "no report counted a journal error";
+  ASSERT_TRUE(past) << StoredCount(topic) << " stored, " << fit << " fit in the journal, " << errors
+                    << " journal errors reported";
   ASSERT_TRUE(pub.WaitAllAcked(10s));  // by the broker, which keeps the rest for the relay's session
   const std::size_t stored_at_kill = StoredCount(topic);
   EXPECT_LT(stored_at_kill, static_cast<std::size_t>(count)) << "the kill came after the whole load was stored";
