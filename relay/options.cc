@@ -93,8 +93,9 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
       ("broker-grace", po::value(&c.broker_grace_s)->default_value(c.broker_grace_s)->value_name("SECONDS"),
        "An active relay that has had no connection to mosquitto for this long stops renewing its lease, so that "
        "a standby which reaches mosquitto takes the shard over (a relay cut off from the broker sequences "
-       "nothing); once it reaches mosquitto again it renews, or stands by if the shard moved. A standby takes a "
-       "shard over only while it reaches mosquitto. 0: the lease does not depend on mosquitto. 0..3600.");
+       "nothing); it stands by once the shard has moved, and renews again if it reaches mosquitto before that. A "
+       "standby takes a shard over only while it reaches mosquitto. 0: the lease does not depend on mosquitto. "
+       "0..3600.");
 
   po::options_description seq("Sequencing");
   seq.add_options()
