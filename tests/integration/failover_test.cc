@@ -195,6 +195,15 @@ class FailoverE2E : public FaultE2E {
     EXPECT_EQ(a2.log().find("dropped mosquitto's resend"), std::string::npos) << a2.log();
   }
 
+  // `n` messages "p1".."p<n>" on `topic`, each stored once, SEQ 1..n.
+  void PublishAndExpectEachStoredOnce(const std::string& topic, int n) {
+    MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+    for (int i = 1; i <= n; ++i) pub.Publish(topic, "p" + std::to_string(i));
+    ASSERT_TRUE(pub.WaitAllAcked(10s));
+    WaitStored(topic, static_cast<std::size_t>(n));
+    ExpectEachStoredOnce(Audit(topic, static_cast<std::size_t>(n)), static_cast<std::size_t>(n));
+  }
+
   static void StartStandby(RelayProcess& standby) {
     standby.Launch();
     ASSERT_TRUE(LogHas(standby, "standby: shard", 20s)) << standby.log();
@@ -691,12 +700,7 @@ TEST_F(FailoverE2E, ARelayThatCannotReachMosquittoTakesNoShardOver) {
   ASSERT_TRUE(LogHas(*reaches, "intake: subscribed", 20s)) << reaches->log();  // the shard's session exists
   EXPECT_NE(cut_off->log().find("standby: not taking shard 'a' over: no connection to mosquitto"),
             std::string::npos) << cut_off->log();
-  const std::string topic = root() + "/a/t";
-  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  for (int i = 1; i <= 20; ++i) pub.Publish(topic, "p" + std::to_string(i));
-  ASSERT_TRUE(pub.WaitAllAcked(10s));
-  WaitStored(topic, 20);
-  ExpectEachStoredOnce(Audit(topic, 20), 20);
+  PublishAndExpectEachStoredOnce(root() + "/a/t", 20);
   EXPECT_EQ(cut_off->log().find("active: holding shard"), std::string::npos) << cut_off->log();
   EXPECT_EQ(reaches->Stop(), 0);
   EXPECT_EQ(cut_off->Stop(), 0);
@@ -761,12 +765,7 @@ TEST_F(FailoverE2E, AnActiveCutOffFromMosquittoHandsItsShardToAStandbyThatReache
   EXPECT_NE(cut->log().find("lease: not renewing shard 'a' (epoch " + std::to_string(epoch) +
                             "): no connection to mosquitto for 2 s (--broker-grace)"),
             std::string::npos) << cut->log();
-  const std::string topic = root() + "/a/t";
-  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  for (int i = 1; i <= 20; ++i) pub.Publish(topic, "p" + std::to_string(i));
-  ASSERT_TRUE(pub.WaitAllAcked(10s));
-  WaitStored(topic, 20);
-  ExpectEachStoredOnce(Audit(topic, 20), 20);
+  PublishAndExpectEachStoredOnce(root() + "/a/t", 20);
   std::fprintf(stderr, "[ figure ] the active's broker killed -> the standby active: %.0f ms (--broker-grace 2, "
                "--lease-ms %d)\n", took, kLeaseMs);
 
