@@ -32,16 +32,23 @@ class GaleraE2E : public RelayE2E {
   static void SetUpTestSuite() {
     RelayE2E::SetUpTestSuite();
     static int starts = 0;  // one cluster per run of the suite (--gtest_repeat)
-    dir_ = new std::string(SharedServers().dir() + "/galera-" + std::to_string(++starts));
-    std::string out;
-    // wsrep_sync_wait=1: a read on one node sees what any node committed
-    // before it (the relay's checks after a lost COMMIT read another node).
-    if (RunCommand({kGalera, "start", *dir_, "--option", "wsrep_sync_wait=1"}, &out) != 0) {
-      std::cerr << out;
-      started_ = false;
-      return;
+    ++starts;
+    // Twice at most: the Galera shards start their clusters side by side,
+    // each picking its ports at random, and a port one takes after the
+    // other picked it (seen: a joiner's IST listener, bound only when it
+    // joins) fails that start.
+    started_ = false;
+    for (int attempt = 1; attempt <= 2 && !started_; ++attempt) {
+      delete dir_;
+      dir_ = new std::string(SharedServers().dir() + "/galera-" + std::to_string(starts) + "-" +
+                             std::to_string(attempt));
+      std::string out;
+      // wsrep_sync_wait=1: a read on one node sees what any node committed
+      // before it (the relay's checks after a lost COMMIT read another node).
+      started_ = RunCommand({kGalera, "start", *dir_, "--option", "wsrep_sync_wait=1"}, &out) == 0;
+      if (!started_) std::cerr << out << (attempt == 1 ? "galera: starting a new cluster once more\n" : "");
     }
-    started_ = true;
+    if (!started_) return;
     std::ifstream env(*dir_ + "/cluster.env");
     for (std::string line; std::getline(env, line);) {
       auto eq = line.find('=');
