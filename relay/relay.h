@@ -355,15 +355,18 @@ class Relay {
   std::mutex publish_mu_;
   std::condition_variable acked_cv_;
   PublishTracker tracker_;
-  // Bytes of the frames libmosquitto holds for their PUBACK, in all and by
-  // MQTT message id; guarded by publish_mu_.
+  // Each MQTT message id in flight: when it was published (steady clock,
+  // ns; 0 = none), for the publish-to-PUBACK stage, and the bytes
+  // libmosquitto holds for it until its PUBACK; held_bytes_ is their sum.
+  // Guarded by publish_mu_.
+  struct InFlight {
+    int64_t sent_at_ns = 0;
+    uint32_t bytes = 0;
+  };
+  std::vector<InFlight> in_flight_ = std::vector<InFlight>(65536);
   uint64_t held_bytes_ = 0;
-  std::vector<uint32_t> held_bytes_by_mid_ = std::vector<uint32_t>(65536, 0);
   // The frame size check's publish and the broker's answer; guarded by publish_mu_.
   int probe_mid_ = -1;
-  // When each MQTT message id in flight was published (steady clock, ns;
-  // 0 = none): for the publish-to-PUBACK stage.
-  std::vector<int64_t> sent_at_ns_ = std::vector<int64_t>(65536, 0);
   std::optional<int> probe_reason_;
   bool probe_late_ = false;  // the start stopped waiting: OnPublished judges the answer
 

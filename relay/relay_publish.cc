@@ -127,9 +127,10 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
   } else {
     tracker_.Sent(idx, mid.value());
   }
+  InFlight& sent = in_flight_[static_cast<uint16_t>(mid.value())];
+  sent.sent_at_ns = Clock::now().time_since_epoch().count();
+  sent.bytes += static_cast<uint32_t>(frame.size());
   held_bytes_ += frame.size();
-  held_bytes_by_mid_[static_cast<uint16_t>(mid.value())] += static_cast<uint32_t>(frame.size());
-  sent_at_ns_[static_cast<uint16_t>(mid.value())] = Clock::now().time_since_epoch().count();
   // Under publish_mu_, like the PUBACK's LiveAcked: the ack cannot overtake this.
   retransmit_.governor().LiveSent(mid.value());
   ++counters_.published;
@@ -188,10 +189,11 @@ void Relay::OnPublished(int mid, int reason) {
       return;
     }
     tracker_.Acked(mid);
-    held_bytes_ -= std::exchange(held_bytes_by_mid_[static_cast<uint16_t>(mid)], 0);
-    if (int64_t& sent = sent_at_ns_[static_cast<uint16_t>(mid)]; sent != 0) {
-      stage_puback_.Observe(std::chrono::nanoseconds(Clock::now().time_since_epoch().count() - sent));
-      sent = 0;
+    InFlight& sent = in_flight_[static_cast<uint16_t>(mid)];
+    held_bytes_ -= std::exchange(sent.bytes, 0);
+    if (sent.sent_at_ns != 0) {
+      stage_puback_.Observe(std::chrono::nanoseconds(Clock::now().time_since_epoch().count() - sent.sent_at_ns));
+      sent.sent_at_ns = 0;
     }
     ReplayGovernor& governor = retransmit_.governor();
     if (governor.Timing(mid)) governor.LiveAcked(mid, Clock::now());
