@@ -66,8 +66,9 @@ class ShippedBroker {
       if (rc != 0) throw std::runtime_error("mosquitto_passwd failed: " + out);
     }
     process_.Start({"mosquitto", "-c", dir_ + "/mosquitto.conf"}, dir_ + "/mosquitto.log");
-    bool up = WaitFor([&] { return !process_.running() || (PortOpen(client_port_) && PortOpen(relay_port_)); },
-                      std::chrono::seconds(20));
+    bool up = WaitFor(
+        [&] { return !process_.running() || (PortAccepts(client_port_) && PortAccepts(relay_port_)); },
+        std::chrono::seconds(20));
     if (!up || !process_.running()) throw std::runtime_error("mosquitto did not start:\n" + log());
   }
   ~ShippedBroker() { process_.Stop(); }
@@ -84,12 +85,6 @@ class ShippedBroker {
     if (at == std::string::npos) throw std::runtime_error("shipped mosquitto.conf or acl lacks '" + from + "'");
     text.replace(at, from.size(), to);
   }
-  static bool PortOpen(int port) {
-    const int fd = ConnectLoopback(port);
-    if (fd >= 0) close(fd);
-    return fd >= 0;
-  }
-
   inline static const std::vector<std::pair<std::string, std::string>> kUsers = {
       {"relay-passwords", "seqrelay"}, {"relay-passwords", "seqrelay-intake"}, {"passwords", "alice"},
       {"passwords", "bob"}};

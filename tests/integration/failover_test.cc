@@ -717,7 +717,7 @@ class OwnBroker {
   }
   void Start() {
     process_.Start({"mosquitto", "-c", dir_ + "/own-mosquitto.conf"}, dir_ + "/own-mosquitto.log");
-    if (!WaitFor([&] { return !process_.running() || PortAccepts(); }, 20s) || !process_.running()) {
+    if (!WaitFor([&] { return !process_.running() || PortAccepts(port_); }, 20s) || !process_.running()) {
       throw std::runtime_error("mosquitto did not start:\n" + ReadFile(dir_ + "/own-mosquitto.log"));
     }
   }
@@ -728,11 +728,6 @@ class OwnBroker {
   int port() const { return port_; }
 
  private:
-  bool PortAccepts() {
-    const int fd = ConnectLoopback(port_);
-    if (fd >= 0) close(fd);
-    return fd >= 0;
-  }
   const std::string dir_;
   const int port_;
   Process process_;

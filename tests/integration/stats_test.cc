@@ -33,6 +33,14 @@ std::string HttpGet(int port, const std::string& target, const std::string& meth
   return response;
 }
 
+// A series' value in a /metrics response, `name` with its labels as
+// printed; -1 if it is not there.
+long long MetricValue(const std::string& body, const std::string& name) {
+  const std::string line = "\n" + name + " ";
+  const auto at = body.find(line);
+  return at == std::string::npos ? -1 : std::stoll(body.substr(at + line.size()));
+}
+
 // Every report received so far, parsed.
 std::vector<json> Reports(MqttClient& client) {
   std::vector<json> out;
@@ -154,9 +162,7 @@ TEST_F(RelayE2E, MetricsEndpointServesPrometheusTextOfTheSameFigures) {
   EXPECT_NE(body.find("\nseqrelay_stage_seconds_bucket{stage=\"puback\",le=\"+Inf\"} 10\n"), std::string::npos)
       << body;
   const auto count_of = [&](const std::string& stage) {
-    const std::string key = "\nseqrelay_stage_seconds_count{stage=\"" + stage + "\"} ";
-    const auto at = body.find(key);
-    return at == std::string::npos ? -1 : std::stol(body.substr(at + key.size()));
+    return MetricValue(body, "seqrelay_stage_seconds_count{stage=\"" + stage + "\"}");
   };
   EXPECT_GE(count_of("commit"), 1) << body;
   EXPECT_LE(count_of("commit"), 10) << body;
@@ -264,14 +270,6 @@ TEST_F(RelayE2E, MetricsEndpointBoundsConnectionsAndRequestSizes) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
-
-// A counter's value in a /metrics response (an unlabelled series); -1 if
-// it is not there.
-long long MetricValue(const std::string& body, const std::string& name) {
-  const std::string line = "\n" + name + " ";
-  const auto at = body.find(line);
-  return at == std::string::npos ? -1 : std::stoll(body.substr(at + line.size()));
-}
 
 // libmosquitto keeps every published frame until its PUBACK. With the
 // broker gone, what the relay hands it is bounded by --buffer-max-bytes as

@@ -122,6 +122,12 @@ int RunCommand(const std::vector<std::string>& argv, std::string* output) {
   return code.value_or(-1);
 }
 
+bool PortAccepts(int port) {
+  const int fd = ConnectLoopback(port);
+  if (fd >= 0) close(fd);
+  return fd >= 0;
+}
+
 int ConnectLoopback(int port, std::chrono::milliseconds recv_timeout) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return -1;

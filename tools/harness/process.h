@@ -55,6 +55,9 @@ bool UnixSocketAccepts(const std::string& path);
 // closes, or -1. With recv_timeout > 0, reads on it time out after that.
 int ConnectLoopback(int port, std::chrono::milliseconds recv_timeout = std::chrono::milliseconds(0));
 
+// Whether a TCP connection to 127.0.0.1:port is accepted (closed at once).
+bool PortAccepts(int port);
+
 // Polls `ready` every 20 ms until it returns true or `deadline` passes.
 bool WaitFor(const std::function<bool()>& ready, std::chrono::milliseconds deadline);
 

@@ -44,12 +44,6 @@ void StartKeepingPortsFree(const std::function<void()>& start, const std::string
   }
 }
 
-bool PortAccepts(int port) {
-  const int fd = ConnectLoopback(port);
-  if (fd >= 0) close(fd);
-  return fd >= 0;
-}
-
 }  // namespace
 
 TestServers::TestServers() {
