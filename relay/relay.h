@@ -88,6 +88,7 @@ class Relay {
     std::atomic<uint64_t> lost{0};              // accepted but given up at shutdown
     std::atomic<uint64_t> set_aside{0};         // refused by the database for good; see SetAside
     std::atomic<uint64_t> intake_pauses{0};     // times intake blocked > 100 ms on a full buffer
+    std::atomic<uint64_t> intake_errors{0};     // deliveries whose handling failed, left to mosquitto's resend
     std::atomic<uint64_t> journal_errors{0};    // messages that could not be journaled (acknowledged once committed)
     std::atomic<uint64_t> journal_replayed{0};  // messages stored at start from the journal
     std::atomic<uint64_t> redeliveries{0};      // broker resends of journaled messages, dropped
@@ -184,6 +185,10 @@ class Relay {
   // `again`: row `idx` was published before and is not acknowledged yet.
   bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, bool again = false);
   MqttLink::AfterMessage OnIntake(const InboundMessage& in);
+  // OnIntake's part after the redelivery filter remembered the delivery:
+  // copies, journals and queues it (`queued` set once in the queue), within
+  // `max_wait` of waiting for room.
+  MqttLink::AfterMessage Take(const InboundMessage& in, std::chrono::steady_clock::duration max_wait, bool& queued);
   // Writer and main thread: asks the main thread to resume a paused intake
   // once the queue is down to half.
   void ResumeIntakeIfDrained();
@@ -296,6 +301,9 @@ class Relay {
   bool lose_frames_while_away_ = false;
   int lost_mid_ = -1;
   uint64_t taken_ = 0;
+  // SEQTEST_THROW_IN_INTAKE=N: copying the Nth message taken throws
+  // std::bad_alloc, as when memory runs out. 0 = off. Intake thread only.
+  uint64_t throw_in_intake_at_ = 0;
   // Deliveries after a session-present connect still to record in TAKEN
   // (mosquitto resends the unacknowledged ones first; its in-flight window
   // is far smaller). Set on connect, then counted down; intake thread.

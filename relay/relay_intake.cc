@@ -268,9 +268,31 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   }
   redelivery_.Remember(in.mid, in.topic, in.payload);
   redelivery_lock.unlock();
+  bool queued = false;
+  try {
+    return Take(in, max_wait - std::min(max_wait, mark_wait), queued);
+  } catch (const std::exception& e) {
+    // Not taken (memory ran out copying it, say): its PUBACK must not
+    // leave, so the connection is broken with it unsent, and the filter
+    // forgets it, so that mosquitto's resend is taken and not dropped as
+    // one already taken. Once queued it is taken: the writer commits it and
+    // the resend is dropped.
+    if (!queued) {
+      std::lock_guard lock(redelivery_mu_);
+      redelivery_.Forget(in.mid, in.topic, in.payload);
+    }
+    ++counters_.intake_errors;
+    LogError("intake: message {} on '{}' {}: {}; its PUBACK is withheld (the connection is broken) and mosquitto "
+             "sends it again", in.mid, in.topic, queued ? "queued, but its handling failed" : "not taken", e.what());
+    return MqttLink::AfterMessage::kBreakConnection;
+  }
+}
+
+MqttLink::AfterMessage Relay::Take(const InboundMessage& in, Clock::duration max_wait, bool& queued) {
   const bool break_link = ++taken_ == break_intake_after_;
   if (break_link && kill_after_commit_ != 0) intake_held_ = true;  // before the writer can commit it
   Message m(in.topic, in.payload.data(), in.payload.size());
+  if (taken_ == throw_in_intake_at_) throw std::bad_alloc();
   m.received = Clock::now();
   if (in.properties != nullptr && config_.dedupe_window_s > 0) {
     if (auto id = MqttLink::UserProperty(in, kMsgIdProperty)) {
@@ -335,7 +357,8 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   // writer has drained the buffer to half.
   Clock::duration waited{};
   const uint64_t ticket = m.verdict_ticket;
-  const IntakeQueue::Pushed pushed = queue_.PushWithin(std::move(m), max_wait - std::min(max_wait, mark_wait), &waited);
+  const IntakeQueue::Pushed pushed = queue_.PushWithin(std::move(m), max_wait, &waited);
+  queued = pushed != IntakeQueue::Pushed::kClosed;
   // Flagged before any wait for a verdict: the writer resumes a paused
   // intake once it finds the flag after a batch, and the batch that gives
   // this verdict may be the last before the queue runs dry. A resume that

@@ -48,6 +48,7 @@ RelayStats Relay::Snapshot() const {
   s.buffer_messages = queue_.size();
   s.buffer_max = static_cast<uint64_t>(config_.buffer_max);
   s.intake_pauses = c.intake_pauses;
+  s.intake_errors = c.intake_errors;
   s.replay_requests = r.requests;
   s.replay_served = r.served;
   s.replay_failed = r.failed();

@@ -20,6 +20,14 @@ void RedeliveryFilter::Remember(uint16_t mid, std::string_view topic, std::span<
   if (entries_.size() > window_) entries_.pop_front();
 }
 
+void RedeliveryFilter::Forget(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) {
+  if (mid == 0 || entries_.empty()) return;
+  const Entry& e = entries_.back();
+  if (e.mid == mid && e.size == payload.size() && e.payload_hash == Hash(payload) && e.topic_hash == Hash(topic)) {
+    entries_.pop_back();
+  }
+}
+
 void RedeliveryFilter::Connected(bool session_present) {
   matched_ = false;
   armed_ = session_present;

@@ -51,6 +51,10 @@ class RedeliveryFilter {
   // CONNACK's session-present flag.
   void Connected(bool session_present);
 
+  // Forgets the newest remembered delivery if it is this one: it was not
+  // taken after all (its handling failed), and its resend must be taken.
+  void Forget(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
+
   // True if this delivery is the resend of a remembered message; that one
   // (and every older one) is then forgotten. False from the first delivery
   // after a connect that is not a resend on, until the next connect.

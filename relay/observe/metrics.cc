@@ -106,7 +106,8 @@ std::string StatsJson(const RelayStats& s) {
       {"batches", s.batches},
       {"batch_rows", ToJson(s.batch_rows)},
       {"commit_ms", ToJson(s.commit_ms)},
-      {"buffer", {{"messages", s.buffer_messages}, {"max", s.buffer_max}, {"intake_pauses", s.intake_pauses}}},
+      {"buffer", {{"messages", s.buffer_messages}, {"max", s.buffer_max}, {"intake_pauses", s.intake_pauses},
+                  {"intake_errors", s.intake_errors}}},
       {"replay",
        {{"requests", s.replay_requests}, {"served", s.replay_served}, {"failed", s.replay_failed},
         {"forbidden", s.replay_forbidden}, {"ignored", s.replay_ignored},
@@ -177,6 +178,9 @@ std::string PrometheusText(const RelayStats& s) {
   metric("seqrelay_buffer_messages", "gauge", "Messages held between intake and commit.", s.buffer_messages);
   metric("seqrelay_buffer_max_messages", "gauge", "The buffer's bound (--buffer-max).", s.buffer_max);
   metric("seqrelay_intake_pauses_total", "counter", "Times intake paused on a full buffer.", s.intake_pauses);
+  metric("seqrelay_intake_errors_total", "counter",
+         "Deliveries whose handling failed (out of memory), left unacknowledged for mosquitto to send again.",
+         s.intake_errors);
   const char* replay = "Retransmit requests, by outcome.";
   metric("seqrelay_replay_requests_total", "counter", replay, s.replay_served, "{outcome=\"ok\"}");
   metric("seqrelay_replay_requests_total", "counter", replay, s.replay_refused, "{outcome=\"error\"}");

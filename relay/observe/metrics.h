@@ -98,7 +98,7 @@ struct RelayStats {
   Summary batch_rows;  // rows per committed batch
   Summary commit_ms;   // time from a batch's first commit attempt to its confirmed commit
   double commit_seconds_total = 0;  // the same, summed over every batch since start
-  uint64_t buffer_messages = 0, buffer_max = 0, intake_pauses = 0;
+  uint64_t buffer_messages = 0, buffer_max = 0, intake_pauses = 0, intake_errors = 0;
   uint64_t replay_requests = 0, replay_served = 0, replay_failed = 0, replay_forbidden = 0, replay_refused = 0,
            replay_frames = 0;
   uint64_t replay_ignored = 0;  // requests on a topic that names no requester (an empty level)

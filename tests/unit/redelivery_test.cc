@@ -31,6 +31,20 @@ TEST(RedeliveryFilter, DropsTheResendOfAJournaledMessageOnce) {
   EXPECT_FALSE(filter.IsRedelivery(7, "chat/a", Bytes(payload)));
 }
 
+TEST(RedeliveryFilter, AForgottenDeliveryIsTakenWhenItComesAgain) {
+  RedeliveryFilter filter(20);
+  filter.Remember(1, "t", Bytes("p1"));
+  filter.Remember(2, "t", Bytes("p2"));
+  filter.Forget(1, "t", Bytes("p1"));  // not the newest: kept
+  filter.Forget(2, "t", Bytes("px"));  // another content: kept
+  EXPECT_EQ(filter.remembered(), 2u);
+  filter.Forget(2, "t", Bytes("p2"));
+  EXPECT_EQ(filter.remembered(), 1u);
+  filter.Connected(true);
+  EXPECT_TRUE(filter.IsRedelivery(1, "t", Bytes("p1")));
+  EXPECT_FALSE(filter.IsRedelivery(2, "t", Bytes("p2")));  // its handling failed: taken this time
+}
+
 TEST(RedeliveryFilter, MatchesOnlyWhenMidTopicAndPayloadAllAgree) {
   const std::string payload = "hello", other = "hellp";
   struct Case {
