@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/topic_filter.h"
 #include "relay_parts.h"
+#include "store/store_errors.h"
 
 namespace seqrelay {
 
@@ -122,6 +123,13 @@ Status Relay::OpenDatabase() {
     }
     if (s.ok()) return s;
     if (s.permanent()) return s;
+    if (IsLoginRefusal(s.database_code())) {
+      // A setting to change, not a server still starting: said once, and
+      // the process ends (a supervisor's restart tries again).
+      return Status::Permanent(fmt::format(
+          "{} refused the relay's login: {} (check --db-user, its password in SEQRELAY_DB_PASSWORD or "
+          "--db-password, and the user's grants on '{}')", target, s.message(), config_.db_name));
+    }
     if (auto suppressed = limit.Allow()) {
       LogWarn("database {} not ready: {}; retrying", target, s.message());
     }

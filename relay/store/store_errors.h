@@ -25,4 +25,9 @@ inline constexpr int kLeaseLostCode = -1;
 
 DatabaseFailure ClassifyDatabaseError(int server_error);
 
+// True if the server refused the login itself (a wrong user or password,
+// no grant on the database, a database that does not exist): at start, a
+// setting to change rather than a server still coming up.
+bool IsLoginRefusal(int server_error);
+
 }  // namespace seqrelay

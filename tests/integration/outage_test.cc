@@ -221,6 +221,18 @@ TEST_F(OutageE2E, AMaxPayloadOverTheDatabasePacketLimitIsRefusedAtStart) {
       << log;
 }
 
+// A wrong database password is a setting to change, not a server still
+// starting: one line naming the cause, and exit 1 at once. The build before
+// retried it for ever, logging "not ready" every 10 s.
+TEST_F(OutageE2E, AWrongDatabasePasswordEndsTheStartWithOneClearLine) {
+  RelayProcess relay(servers(), name_);
+  relay.SetDbUser(TestServers::kDbUser, "not-the-password");
+  const std::string log = LogOfARefusedStart(relay);
+  EXPECT_NE(log.find("refused the relay's login: connect: MySQL error 1045"), std::string::npos) << log;
+  EXPECT_NE(log.find("check --db-user, its password in SEQRELAY_DB_PASSWORD"), std::string::npos) << log;
+  EXPECT_EQ(CountOf(log, "Access denied for user"), 1) << log;
+}
+
 // A publisher that may write under a wildcard creates topics without end:
 // --max-topics bounds the TOPIC rows (a message on a further new topic is
 // refused, logged and counted; known topics go on), and --topic-cache
