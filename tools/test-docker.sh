@@ -20,8 +20,10 @@
 #   --cluster  the cluster stack only
 #   --keep     leaves the stack up (without --cluster: the single-node stack
 #              only, whose ports the cluster stack would need)
-#   --prepare  only installs the tools and makes the base images (network
-#              and disk bound: tools/test.sh runs it beside the build)
+#   --prepare  only installs the tools, makes the base images and builds
+#              what needs no compiler: the three stand-ins and the relay
+#              image's package stages (network and dpkg, at the lowest
+#              priority: tools/test.sh runs it beside the build)
 #   --images   also builds the images, then stops (podman keeps their layers:
 #              the full run that follows finds them built; tools/test.sh
 #              runs it beside the sanitizer pass)
@@ -119,7 +121,6 @@ import_base() {  # tar, tag
 import_base "$base_tar" bookworm
 import_base "$slim_tar" bookworm-slim
 say "base images ready"
-((prepare)) && exit 0
 
 # ---- the run's own state, removed on exit ------------------------------------------
 work=$(mktemp -d /tmp/seqrelay-docker.XXXXXX)
@@ -176,13 +177,26 @@ build() {  # tag, log name, podman build arguments...
   podman build --pull=never --format docker -t "$tag" "$@" >"$work/build-$name.log" 2>&1 ||
     { tail -40 "$work/build-$name.log" >&2; echo "test-docker: building $tag failed" >&2; return 1; }
 }
-say "building the relay image and the three stand-ins"
+if ((prepare)); then
+  build_stage() { build "localhost/seqrelay-$1:test" "$1" --target "$1" -f "$root/docker/Dockerfile" "$root"; }
+  what="the three stand-ins and the relay image's package stages"
+  # Package installs (network, dpkg) beside the compile: at the lowest
+  # priority, so that they take only the CPU the compile leaves.
+  renice -n 19 $$ >/dev/null
+else
+  what="the relay image and the three stand-ins"
+fi
+say "building $what"
 build localhost/seqrelay-standin-mosquitto:test mosquitto "$root/docker/stand-ins/mosquitto" & b1=$!
 build localhost/seqrelay-standin-mysql:test mysql "$root/docker/stand-ins/mysql" & b2=$!
 # From docker/stand-ins/: it shares the mysql stand-in's entrypoint.
 build localhost/seqrelay-standin-mariadb:test mariadb -f "$root/docker/stand-ins/mariadb/Dockerfile" \
   "$root/docker/stand-ins" & b3=$!
-build localhost/seqrelay:test relay -f "$root/docker/Dockerfile" "$root" || die "image build failed"
+if ((prepare)); then
+  build_stage build-deps && build_stage runtime-deps || die "image build failed"
+else
+  build localhost/seqrelay:test relay -f "$root/docker/Dockerfile" "$root" || die "image build failed"
+fi
 # Once reaped, their PIDs may be anyone's: forgotten, so that the cleanup
 # never signals a process this script did not start.
 wait "$b1" || { b1=""; die "stand-in build failed"; }
@@ -191,6 +205,10 @@ wait "$b2" || { b2=""; die "stand-in build failed"; }
 b2=""
 wait "$b3" || { b3=""; die "stand-in build failed"; }
 b3=""
+if ((prepare)); then
+  say "built $what"
+  exit 0
+fi
 image_bytes=$(podman image inspect --format '{{.Size}}' localhost/seqrelay:test)
 say "images built; relay image $((image_bytes / 1000000)) MB"
 ((images_only)) && exit 0

@@ -54,8 +54,9 @@ trap 'for pid in $docker_prep $clients_pid $asan_pid $images_pid; do pkill -TERM
 
 "$root/tools/deps.sh"
 
-# The container stage's tools and base images (network and disk, not CPU)
-# are made while the relay builds.
+# The container stage's tools, base images, stand-in images and the relay
+# image's package stages (network and dpkg, at the lowest priority) are made
+# while the relay builds: what is left for later is the image's compile.
 if [[ $mode != quick ]]; then
   "$root/tools/test-docker.sh" --prepare >"$docker_log" 2>&1 &
   docker_prep=$!
