@@ -171,18 +171,22 @@ trap 'exit 130' INT TERM
 
 # ---- images ----------------------------------------------------------------------
 # --format docker: podman's default OCI format would drop HEALTHCHECK.
+build_opts=()
 build() {  # tag, log name, podman build arguments...
   local tag=$1 name=$2
   shift 2
-  podman build --pull=never --format docker -t "$tag" "$@" >"$work/build-$name.log" 2>&1 ||
+  podman build --pull=never --format docker "${build_opts[@]}" -t "$tag" "$@" >"$work/build-$name.log" 2>&1 ||
     { tail -40 "$work/build-$name.log" >&2; echo "test-docker: building $tag failed" >&2; return 1; }
 }
 if ((prepare)); then
   build_stage() { build "localhost/seqrelay-$1:test" "$1" --target "$1" -f "$root/docker/Dockerfile" "$root"; }
   what="the three stand-ins and the relay image's package stages"
   # Package installs (network, dpkg) beside the compile: at the lowest
-  # priority, so that they take only the CPU the compile leaves.
+  # priority, so that they take only the CPU the compile leaves. A build's
+  # RUN steps are in a cgroup of their own, where nice does not reach: they
+  # get the smallest CPU weight instead.
   renice -n 19 $$ >/dev/null
+  build_opts=(--cpu-shares=2)
 else
   what="the relay image and the three stand-ins"
 fi
