@@ -32,7 +32,9 @@ void PublishTracker::Sent(uint64_t idx, int mid) {
 void PublishTracker::SentUnconfirmed(uint64_t idx) { (void)Append(idx, true); }
 
 void PublishTracker::Resent(uint64_t idx, int mid) {
-  if (idx > watermark_ && idx <= last_sent() && !acked_[idx - watermark_ - 1]) by_mid_[mid] = idx;
+  if (idx > last_sent()) return;
+  if (idx > resent_through_) resent_through_ = idx;
+  if (idx > watermark_ && !acked_[idx - watermark_ - 1]) by_mid_[mid] = idx;
 }
 
 void PublishTracker::Acked(int mid) {

@@ -44,6 +44,12 @@ class PublishTracker {
   void Acked(int mid);
 
   uint64_t watermark() const { return watermark_; }
+  // Rows above this one were not resent since they were sent: a republish
+  // after a reconnect starts here. A row resent once is queued twice in
+  // libmosquitto, which sends both again by itself on every reconnect;
+  // resending it at each of a flapping link's reconnects would add the
+  // whole unacknowledged window to that queue each time.
+  uint64_t unresent_after() const { return resent_through_ > watermark_ ? resent_through_ : watermark_; }
   uint64_t last_sent() const { return watermark_ + acked_.size(); }
   // Rows sent and not acknowledged yet.
   std::size_t in_flight() const { return unacked_; }
@@ -57,6 +63,7 @@ class PublishTracker {
   uint64_t watermark_;                         // every idx <= it is acknowledged
   std::deque<bool> acked_;                     // acked_[i] is idx watermark_ + 1 + i
   std::size_t unacked_ = 0;                    // false entries in acked_
+  uint64_t resent_through_ = 0;                // the highest idx resent
   // Mids awaiting acknowledgement. A row resent has two; the one that is
   // never acknowledged (lost with its connection) stays until its mid is
   // used again.

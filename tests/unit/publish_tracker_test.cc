@@ -205,6 +205,31 @@ TEST(PublishTrackerTest, AResentRowCountsOnceByEitherMid) {
   EXPECT_EQ(t.in_flight(), 0u);
 }
 
+// A flapping link: each reconnect republishes only the rows not resent yet
+// (libmosquitto holds the resent ones twice already and sends them again
+// by itself), so its queue holds at most two copies of a row.
+TEST(PublishTrackerTest, ARowIsResentOnceWhileUnacknowledged) {
+  PublishTracker t;
+  for (uint64_t idx = 1; idx <= 5; ++idx) t.Sent(idx, static_cast<int>(idx));
+  EXPECT_EQ(t.unresent_after(), 0u);
+  for (uint64_t idx = 1; idx <= 5; ++idx) t.Resent(idx, static_cast<int>(100 + idx));  // the first reconnect
+  EXPECT_EQ(t.unresent_after(), 5u) << "the next reconnect has nothing of rows 1..5 to resend";
+  t.Sent(6, 6);
+  t.Sent(7, 7);
+  EXPECT_EQ(t.unresent_after(), 5u) << "rows 6 and 7 are owed a resend";
+  t.Resent(6, 106);
+  t.Resent(7, 107);
+  t.Resent(9, 109);  // never sent: ignored
+  EXPECT_EQ(t.unresent_after(), 7u);
+  for (int mid = 1; mid <= 7; ++mid) t.Acked(mid);
+  EXPECT_EQ(t.watermark(), 7u);
+  EXPECT_EQ(t.unresent_after(), 7u);
+  t.Sent(8, 8);
+  EXPECT_EQ(t.unresent_after(), 7u) << "row 8 was never resent";
+  t.Acked(8);
+  EXPECT_EQ(t.unresent_after(), 8u) << "the watermark, once past every resent row";
+}
+
 // A message lost with its connection is never acknowledged: the row's
 // resend alone moves the watermark past it.
 TEST(PublishTrackerTest, ALostMessageIsReplacedByItsResend) {
