@@ -121,6 +121,7 @@ void MqttLink::Run() {
 
 void MqttLink::Loop() {
   using std::chrono::milliseconds;
+  constexpr milliseconds kMaxReconnectDelay(5000);
   mosquitto* m = mosq_.get();
   milliseconds backoff(1000);
   bool connecting = !first_connect_in_loop_;  // a connect is under way (or the link is up) on the current socket
@@ -152,17 +153,19 @@ void MqttLink::Loop() {
         backoff = milliseconds(1000);
         if (want_.load() == Want::kStop) return;
       } else if (!connecting && !first && !held_back) {
-        // Lost, or a connect failed: wait, then try again (1 s doubling to 30 s).
+        // Lost, or a connect failed: wait, then try again (1 s doubling to
+        // 5 s: a try is one connect to a broker nearby, and the relay is
+        // back within 5 s of mosquitto's return, not up to 30 s after it).
         wake_.wait_for(lock, backoff, [&] { return want_.load() != Want::kRun; });
-        backoff = std::min(backoff * 2, milliseconds(30000));
+        backoff = std::min(backoff * 2, kMaxReconnectDelay);
         if (want_.load() != Want::kRun) continue;
       }
       if (handlers_.may_connect && !handlers_.may_connect()) {
         // Not ours to connect now (the relay's lease has lapsed): asked
         // again every 100 ms, and once allowed, connected at once. The
         // backoff is for a broker that fails; it must not grow while we
-        // stay away by choice (it did, to 30 s: the intake came back up to
-        // that long after the lease).
+        // stay away by choice (it did: the intake came back up to 30 s, the
+        // cap then, after the lease).
         held_back = true;
         backoff = milliseconds(1000);
         wake_.wait_for(lock, milliseconds(100), [&] { return want_.load() == Want::kStop; });

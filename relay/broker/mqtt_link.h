@@ -1,7 +1,7 @@
 // MqttLink: the relay's one adapter to libmosquitto. One MQTT connection
 // with its own network thread (Loop: poll, mosquitto_loop_read and _write
 // in a loop of ours), which reconnects with exponential backoff (1 s ..
-// 30 s) and re-subscribes on every connect.
+// 5 s) and re-subscribes on every connect.
 //
 // Why a loop of our own and not mosquitto_loop_start: a clean DISCONNECT
 // must be queued on the network thread itself. libmosquitto queues the

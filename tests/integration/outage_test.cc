@@ -221,6 +221,35 @@ TEST_F(OutageE2E, AMaxPayloadOverTheDatabasePacketLimitIsRefusedAtStart) {
       << log;
 }
 
+// mosquitto away for 16 s, longer than --broker-grace and the lease
+// together: the relay's links try again every 5 s at most (1 s doubling),
+// the relay takes its shard's lease again once it reaches mosquitto, and
+// the messages mosquitto kept in its session meanwhile are stored within
+// seconds of its return. The build before doubled the wait to 30 s: its
+// links tried at 15 s and next at 31 s, 15 s after the broker was back.
+TEST_F(OutageE2E, AfterALongBrokerOutageTheRelayIsBackWithinSeconds) {
+  StartRelay();
+  const std::string topic = root() + "/t";
+  MqttClient early(servers().mqtt_port(), name_ + "-early");
+  early.Publish(topic, "p0");  // the relay's session is known to mosquitto
+  ASSERT_TRUE(early.WaitAllAcked(5s));
+  WaitStored(topic, 1);
+  servers().StopBroker(SIGTERM);  // a clean stop keeps the relay's session
+  std::this_thread::sleep_for(16s);
+  servers().StartBroker();
+  const auto back = std::chrono::steady_clock::now();
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 20; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  // Not WaitStored: nothing moves until the relay is back.
+  WaitFor([&] { return StoredCount(topic) >= 21; }, Scaled(40s));
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - back).count();
+  std::fprintf(stderr, "[ figure ] mosquitto away 16 s: all stored %.2f s after its return\n", took);
+  EXPECT_LT(took, std::chrono::duration<double>(Scaled(8s)).count()) << relay_->log();
+  ExpectEachStoredOnce(Audit(topic, 20), 21);  // p1..p20 once each, and p0
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // A wrong database password is a setting to change, not a server still
 // starting: one line naming the cause, and exit 1 at once. The build before
 // retried it for ever, logging "not ready" every 10 s.
