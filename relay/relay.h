@@ -88,7 +88,7 @@ class Relay {
     std::atomic<uint64_t> lost{0};              // accepted but given up at shutdown
     std::atomic<uint64_t> set_aside{0};         // refused by the database for good; see SetAside
     std::atomic<uint64_t> intake_pauses{0};     // times intake blocked > 100 ms on a full buffer
-    std::atomic<uint64_t> intake_errors{0};     // deliveries whose handling failed, left to mosquitto's resend
+    std::atomic<uint64_t> intake_errors{0};     // deliveries whose handling failed (Relay::OnIntake)
     std::atomic<uint64_t> journal_errors{0};    // messages that could not be journaled (acknowledged once committed)
     std::atomic<uint64_t> journal_replayed{0};  // messages stored at start from the journal
     std::atomic<uint64_t> redeliveries{0};      // broker resends of journaled messages, dropped
@@ -186,9 +186,14 @@ class Relay {
   bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, bool again = false);
   MqttLink::AfterMessage OnIntake(const InboundMessage& in);
   // OnIntake's part after the redelivery filter remembered the delivery:
-  // copies, journals and queues it (`queued` set once in the queue), within
-  // `max_wait` of waiting for room.
-  MqttLink::AfterMessage Take(const InboundMessage& in, std::chrono::steady_clock::duration max_wait, bool& queued);
+  // copies, journals and queues it (`progress` says how far it got, for a
+  // failure), within `max_wait` of waiting for room.
+  struct TakeProgress {
+    bool journaled = false;  // in the journal
+    bool queued = false;     // in the queue: the writer will commit it
+  };
+  MqttLink::AfterMessage Take(const InboundMessage& in, std::chrono::steady_clock::duration max_wait,
+                              TakeProgress& progress);
   // Writer and main thread: asks the main thread to resume a paused intake
   // once the queue is down to half.
   void ResumeIntakeIfDrained();
@@ -304,6 +309,9 @@ class Relay {
   // SEQTEST_THROW_IN_INTAKE=N: copying the Nth message taken throws
   // std::bad_alloc, as when memory runs out. 0 = off. Intake thread only.
   uint64_t throw_in_intake_at_ = 0;
+  // SEQTEST_THROW_AFTER_JOURNAL=N: the same right after journaling the Nth
+  // message (before it is queued).
+  uint64_t throw_after_journal_ = 0;
   // Deliveries after a session-present connect still to record in TAKEN
   // (mosquitto resends the unacknowledged ones first; its in-flight window
   // is far smaller). Set on connect, then counted down; intake thread.
@@ -416,6 +424,8 @@ class Relay {
   bool resume_intake_ = false;
   bool republish_due_ = false;  // the output link reconnected
   bool republish_retry_ = false;  // the last republish failed (main thread only)
+  std::chrono::steady_clock::time_point last_republish_{};  // main thread only
+  static constexpr std::chrono::seconds kRepublishAgainAfter{10};
   std::atomic<int> output_connects_{0};
   bool last_stats_acked_ = false;  // the broker acknowledged the newest stats report (its last publish)
   std::atomic<int> last_stats_mid_{-1};  // the writer asks the main thread to resume the paused intake

@@ -268,27 +268,53 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   }
   redelivery_.Remember(in.mid, in.topic, in.payload);
   redelivery_lock.unlock();
-  bool queued = false;
+  TakeProgress progress;
   try {
-    return Take(in, max_wait - std::min(max_wait, mark_wait), queued);
-  } catch (const std::exception& e) {
-    // Not taken (memory ran out copying it, say): its PUBACK must not
-    // leave, so the connection is broken with it unsent, and the filter
-    // forgets it, so that mosquitto's resend is taken and not dropped as
-    // one already taken. Once queued it is taken: the writer commits it and
-    // the resend is dropped.
-    if (!queued) {
+    return Take(in, max_wait - std::min(max_wait, mark_wait), progress);
+  } catch (const std::bad_alloc&) {
+    ++counters_.intake_errors;
+    if (progress.queued) {
+      // Taken: the writer commits it. Only what came after failed.
+      LogError("intake: message {} on '{}' queued, then memory ran out", in.mid, in.topic);
+      return MqttLink::AfterMessage::kReadOn;
+    }
+    if (progress.journaled) {
+      // In the journal but not queued: this process would never commit
+      // it, and the next commit's journal position would pass over it. The
+      // path that keeps it is a crash's: the journal hands it over at the
+      // next start, and the PUBACK never leaves, so mosquitto's resend
+      // (to this relay restarted or to a standby) is recognised as such.
+      LogError("intake: message {} on '{}' journaled, then memory ran out before it was queued; ending the process "
+               "so that its journal hands it over at the next start", in.mid, in.topic);
+      std::abort();
+    }
+    if (in.mid == 0) {  // QoS 0: nothing will send it again
+      ++counters_.lost;
+      LogError("intake: QoS 0 message on '{}' lost: memory ran out taking it", in.topic);
+      return MqttLink::AfterMessage::kReadOn;
+    }
+    // Not taken: its PUBACK must not leave, so the connection is broken with
+    // it unsent, and the filter forgets it, so that mosquitto's resend is
+    // taken and not dropped as one already taken.
+    {
       std::lock_guard lock(redelivery_mu_);
       redelivery_.Forget(in.mid, in.topic, in.payload);
     }
-    ++counters_.intake_errors;
-    LogError("intake: message {} on '{}' {}: {}; its PUBACK is withheld (the connection is broken) and mosquitto "
-             "sends it again", in.mid, in.topic, queued ? "queued, but its handling failed" : "not taken", e.what());
+    LogError("intake: message {} on '{}' not taken: memory ran out; its PUBACK is withheld (the connection is "
+             "broken) and mosquitto sends it again", in.mid, in.topic);
     return MqttLink::AfterMessage::kBreakConnection;
+  } catch (const std::exception& e) {
+    // Not a shortage: the resend would fail the same way, for ever. Counted
+    // and logged as lost unless it was queued.
+    ++counters_.intake_errors;
+    if (!progress.queued) ++counters_.lost;
+    LogError("intake: message {} on '{}' {}: {}", in.mid, in.topic,
+             progress.queued ? "queued, but its handling failed" : "lost: its handling failed", e.what());
+    return MqttLink::AfterMessage::kReadOn;
   }
 }
 
-MqttLink::AfterMessage Relay::Take(const InboundMessage& in, Clock::duration max_wait, bool& queued) {
+MqttLink::AfterMessage Relay::Take(const InboundMessage& in, Clock::duration max_wait, TakeProgress& progress) {
   const bool break_link = ++taken_ == break_intake_after_;
   if (break_link && kill_after_commit_ != 0) intake_held_ = true;  // before the writer can commit it
   Message m(in.topic, in.payload.data(), in.payload.size());
@@ -332,7 +358,9 @@ MqttLink::AfterMessage Relay::Take(const InboundMessage& in, Clock::duration max
     // Before this callback returns, so before libmosquitto sends the PUBACK.
     if (auto end = journal_->Append(in.topic, in.payload, in.mid, m.msg_id); end.ok()) {
       m.journal_end = end.value();
-      if (++journaled_ == kill_after_journal_) {
+      progress.journaled = true;
+      if (++journaled_ == throw_after_journal_) throw std::bad_alloc();
+      if (journaled_ == kill_after_journal_) {
         LogWarn("fault injection: SIGKILL after journaling message {} on '{}'", in.mid, in.topic);
         kill(getpid(), SIGKILL);
       }
@@ -358,7 +386,7 @@ MqttLink::AfterMessage Relay::Take(const InboundMessage& in, Clock::duration max
   Clock::duration waited{};
   const uint64_t ticket = m.verdict_ticket;
   const IntakeQueue::Pushed pushed = queue_.PushWithin(std::move(m), max_wait, &waited);
-  queued = pushed != IntakeQueue::Pushed::kClosed;
+  progress.queued = pushed != IntakeQueue::Pushed::kClosed;
   // Flagged before any wait for a verdict: the writer resumes a paused
   // intake once it finds the flag after a batch, and the batch that gives
   // this verdict may be the last before the queue runs dry. A resume that

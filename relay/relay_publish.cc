@@ -58,18 +58,25 @@ Status Relay::Republish(uint64_t after, const uint64_t last, bool again) {
 }
 
 void Relay::RepublishUnconfirmed() {
+  // A row resent at a reconnect is queued twice in libmosquitto, which
+  // sends both copies again by itself at every reconnect: resent at each
+  // reconnect of a link that flaps, the whole unacknowledged window would
+  // be added to that queue each time. So a reconnect within 10 s of the
+  // last republish resends only the rows not resent yet; a later one
+  // resends every unacknowledged row (a copy may be lost all the same).
+  const auto now = Clock::now();
+  const bool recently = now - last_republish_ < kRepublishAgainAfter;
   uint64_t after = 0, last = 0;
   {
     std::lock_guard lock(publish_mu_);
-    after = tracker_.unresent_after();
+    after = recently ? tracker_.unresent_after() : tracker_.watermark();
     last = tracker_.last_sent();
   }
   if (after >= last) return;
+  last_republish_ = now;
   // libmosquitto sends its own unacknowledged messages again too; a frame
   // lost anyway (seen once in a broker restart test, cause not found) is
   // covered by this, at the cost of duplicates that clients drop by SEQ.
-  // Once per row: one resent at an earlier reconnect and still not
-  // acknowledged is queued twice in libmosquitto already (PublishTracker).
   LogInfo("output: reconnected; publishing rows {}..{} again (sent, not yet acknowledged by mosquitto)", after + 1,
           last);
   if (Status s = Republish(after, last, true); !s.ok()) {

@@ -460,12 +460,9 @@ void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m, cons
         break;
     }
   } catch (const std::exception& e) {
-    // Its PUBACK is queued already: only a broken connection keeps it from
-    // the broker, which then sends the message again.
-    LogError("{}: message on '{}' not handled: {}; breaking the connection so that it comes again",
-             self->options_.name, in.topic, e.what());
-    self->broken_ = true;
-    shutdown(mosquitto_socket(self->mosq_.get()), SHUT_RDWR);
+    // The handlers deal with their own failures (Relay::OnIntake); this is
+    // a last guard for the network thread.
+    LogError("{}: message on '{}' not handled: {}", self->options_.name, in.topic, e.what());
   }
   free(response_topic);  // the read functions hand out copies
   free(correlation);

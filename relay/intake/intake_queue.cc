@@ -23,8 +23,9 @@ IntakeQueue::Pushed IntakeQueue::PushWithin(Message&& m, std::chrono::steady_clo
   }
   if (closed_) return Pushed::kClosed;
   const bool over = FullLocked();
-  bytes_ += m.bytes();
-  q_.push_back(std::move(m));
+  const std::size_t bytes = m.bytes();
+  q_.push_back(std::move(m));  // first: if it throws, nothing is counted
+  bytes_ += bytes;
   peak_ = std::max(peak_, q_.size());
   not_empty_.notify_one();
   return over ? Pushed::kOverLimit : Pushed::kQueued;

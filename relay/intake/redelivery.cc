@@ -21,11 +21,13 @@ void RedeliveryFilter::Remember(uint16_t mid, std::string_view topic, std::span<
 }
 
 void RedeliveryFilter::Forget(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) {
-  if (mid == 0 || entries_.empty()) return;
-  const Entry& e = entries_.back();
-  if (e.mid == mid && e.size == payload.size() && e.payload_hash == Hash(payload) && e.topic_hash == Hash(topic)) {
-    entries_.pop_back();
-  }
+  if (mid == 0) return;
+  const uint64_t payload_hash = Hash(payload);
+  const uint64_t topic_hash = Hash(topic);
+  auto it = std::find_if(entries_.rbegin(), entries_.rend(), [&](const Entry& e) {
+    return e.mid == mid && e.size == payload.size() && e.payload_hash == payload_hash && e.topic_hash == topic_hash;
+  });
+  if (it != entries_.rend()) entries_.erase(std::next(it).base());
 }
 
 void RedeliveryFilter::Connected(bool session_present) {

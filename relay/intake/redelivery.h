@@ -51,8 +51,10 @@ class RedeliveryFilter {
   // CONNACK's session-present flag.
   void Connected(bool session_present);
 
-  // Forgets the newest remembered delivery if it is this one: it was not
+  // Forgets the newest remembered delivery that is this one: it was not
   // taken after all (its handling failed), and its resend must be taken.
+  // (Not always the newest of all: a handed-over message may be remembered
+  // in between.)
   void Forget(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
 
   // True if this delivery is the resend of a remembered message; that one

@@ -179,7 +179,8 @@ std::string PrometheusText(const RelayStats& s) {
   metric("seqrelay_buffer_max_messages", "gauge", "The buffer's bound (--buffer-max).", s.buffer_max);
   metric("seqrelay_intake_pauses_total", "counter", "Times intake paused on a full buffer.", s.intake_pauses);
   metric("seqrelay_intake_errors_total", "counter",
-         "Deliveries whose handling failed (out of memory), left unacknowledged for mosquitto to send again.",
+         "Deliveries whose handling failed (memory ran out: left unacknowledged for mosquitto to send again; "
+         "any other failure: counted as lost too).",
          s.intake_errors);
   const char* replay = "Retransmit requests, by outcome.";
   metric("seqrelay_replay_requests_total", "counter", replay, s.replay_served, "{outcome=\"ok\"}");

@@ -44,11 +44,9 @@ class PublishTracker {
   void Acked(int mid);
 
   uint64_t watermark() const { return watermark_; }
-  // Rows above this one were not resent since they were sent: a republish
-  // after a reconnect starts here. A row resent once is queued twice in
-  // libmosquitto, which sends both again by itself on every reconnect;
-  // resending it at each of a flapping link's reconnects would add the
-  // whole unacknowledged window to that queue each time.
+  // Rows above this one were not resent since they were sent: where a
+  // republish after a reconnect soon after another starts (see
+  // Relay::RepublishUnconfirmed).
   uint64_t unresent_after() const { return resent_through_ > watermark_ ? resent_through_ : watermark_; }
   uint64_t last_sent() const { return watermark_ + acked_.size(); }
   // Rows sent and not acknowledged yet.

@@ -123,6 +123,7 @@ Status MysqlStore::Connect(bool create_database) {
   // The node used last first; on failure the next ones in order, once each.
   const std::size_t n = endpoints->size();
   std::string failures;
+  int refusal = 0;  // the login refusal every node gave so far (IsLoginRefusal), or 0
   for (std::size_t i = 0; i < n; ++i) {
     const std::size_t k = (endpoint_index_ + i) % n;
     const DbEndpoint& e = (*endpoints)[k];
@@ -136,8 +137,10 @@ Status MysqlStore::Connect(bool create_database) {
       return s;
     }
     if (n == 1) return s;
+    refusal = (i == 0 || refusal != 0) && IsLoginRefusal(s.database_code()) ? s.database_code() : 0;
     failures += fmt::format("{}{}:{}: {}", failures.empty() ? "" : "; ", e.host, e.port, s.message());
   }
+  if (refusal != 0) return Status::Database(fmt::format("every database node refused the login ({})", failures), refusal);
   return Status::Error(fmt::format("no database node answered ({})", failures));
 }
 

@@ -140,10 +140,33 @@ TEST_F(FaultE2E, AMessageWhoseHandlingFailsIsNotAcknowledgedAndComesAgain) {
     std::this_thread::sleep_for(Scaled(300ms));  // a duplicate, if any, lands now
     ExpectEachStoredOnce(Audit(topic, 100), 100);
     const std::string log = relay_->log();
-    EXPECT_NE(log.find("not taken: std::bad_alloc; its PUBACK is withheld"), std::string::npos) << log;
+    EXPECT_NE(log.find("not taken: memory ran out; its PUBACK is withheld"), std::string::npos) << log;
     EXPECT_NE(log.find("(session present)"), std::string::npos) << log;
     EXPECT_EQ(relay_->Stop(), 0);
   }
+}
+
+// Memory runs out right after a message was journaled, before it was
+// queued (here injected): this process would never commit it, and its next
+// commit's journal position would pass over it. So it ends itself, and the
+// crash path keeps the message: the journal hands it over at the next
+// start, and mosquitto's resend is recognised. Every message once.
+TEST_F(FaultE2E, MemoryRunningOutAfterTheJournalEndsTheProcessAndLosesNothing) {
+  StartRelay({"--journal-dir=" + servers().dir() + "/journal-" + name_});
+  ASSERT_EQ(relay_->Stop(), 0);
+  relay_->Start({"SEQTEST_THROW_AFTER_JOURNAL=50"});
+  const std::string topic = root() + "/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 100; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));  // the broker queues for the dead relay's session
+  ASSERT_EQ(relay_->WaitExit(10s), 128 + SIGABRT) << relay_->log();
+  relay_->Start();
+  WaitStored(topic, 100);
+  ExpectEachStoredOnce(Audit(topic, 100), 100);
+  const std::string log = relay_->log();
+  EXPECT_NE(log.find("journaled, then memory ran out before it was queued; ending the process"), std::string::npos)
+      << log;
+  EXPECT_EQ(relay_->Stop(), 0);
 }
 
 // SIGTERM while the relay holds 20,000 frames the broker never acknowledged

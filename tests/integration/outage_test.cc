@@ -252,14 +252,22 @@ TEST_F(OutageE2E, AfterALongBrokerOutageTheRelayIsBackWithinSeconds) {
 
 // A wrong database password is a setting to change, not a server still
 // starting: one line naming the cause, and exit 1 at once. The build before
-// retried it for ever, logging "not ready" every 10 s.
+// retried it for ever, logging "not ready" every 10 s. The same when every
+// node of a cluster (--db-host with several) refuses the login.
 TEST_F(OutageE2E, AWrongDatabasePasswordEndsTheStartWithOneClearLine) {
-  RelayProcess relay(servers(), name_);
-  relay.SetDbUser(TestServers::kDbUser, "not-the-password");
-  const std::string log = LogOfARefusedStart(relay);
-  EXPECT_NE(log.find("refused the relay's login: connect: MySQL error 1045"), std::string::npos) << log;
-  EXPECT_NE(log.find("check --db-user, its password in SEQRELAY_DB_PASSWORD"), std::string::npos) << log;
-  EXPECT_EQ(CountOf(log, "Access denied for user"), 1) << log;
+  {
+    RelayProcess relay(servers(), name_);
+    relay.SetDbUser(TestServers::kDbUser, "not-the-password");
+    const std::string log = LogOfARefusedStart(relay);
+    EXPECT_NE(log.find("refused the relay's login: connect: MySQL error 1045"), std::string::npos) << log;
+    EXPECT_NE(log.find("check --db-user, its password in SEQRELAY_DB_PASSWORD"), std::string::npos) << log;
+    EXPECT_EQ(CountOf(log, "Access denied for user"), 1) << log;
+  }
+  RelayProcess nodes(servers(), name_, {"--db-host=127.0.0.1,127.0.0.1"}, "nodes");  // two "nodes", one server
+  nodes.SetDbUser(TestServers::kDbUser, "not-the-password");
+  const std::string log = LogOfARefusedStart(nodes);
+  EXPECT_NE(log.find("refused the relay's login: every database node refused the login"), std::string::npos) << log;
+  EXPECT_EQ(CountOf(log, "Access denied for user"), 2) << log;
 }
 
 // A publisher that may write under a wildcard creates topics without end:

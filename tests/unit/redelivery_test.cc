@@ -35,11 +35,12 @@ TEST(RedeliveryFilter, AForgottenDeliveryIsTakenWhenItComesAgain) {
   RedeliveryFilter filter(20);
   filter.Remember(1, "t", Bytes("p1"));
   filter.Remember(2, "t", Bytes("p2"));
-  filter.Forget(1, "t", Bytes("p1"));  // not the newest: kept
   filter.Forget(2, "t", Bytes("px"));  // another content: kept
+  filter.Forget(3, "t", Bytes("p2"));  // another mid: kept
   EXPECT_EQ(filter.remembered(), 2u);
+  filter.Remember(9, "h", Bytes("handed over"));  // remembered in between, by another thread
   filter.Forget(2, "t", Bytes("p2"));
-  EXPECT_EQ(filter.remembered(), 1u);
+  EXPECT_EQ(filter.remembered(), 2u);
   filter.Connected(true);
   EXPECT_TRUE(filter.IsRedelivery(1, "t", Bytes("p1")));
   EXPECT_FALSE(filter.IsRedelivery(2, "t", Bytes("p2")));  // its handling failed: taken this time
