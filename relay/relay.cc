@@ -202,7 +202,7 @@ int Relay::Run() {
     LogWarn("--no-journal: messages received but not yet committed are lost if the relay is killed");
   }
   store_.UseShard(config_.shard, shard_num_, journal_id_);
-  lease_ = std::make_unique<LeaseKeeper>(config_, shard_num_);
+  lease_ = std::make_unique<LeaseKeeper>(config_, shard_num_, journal_id_);
   pending_store_.UseShard(config_.shard, shard_num_, "");
   if (journal_) {
     if (Status s = HandOverJournal(); !s.ok()) {

@@ -17,8 +17,9 @@ int64_t Ns(Clock::time_point t) { return t.time_since_epoch().count(); }
 
 }  // namespace
 
-LeaseKeeper::LeaseKeeper(const Config& config, uint32_t shard_num) : config_(config), store_(config) {
-  store_.UseShard(config.shard, shard_num, "");
+LeaseKeeper::LeaseKeeper(const Config& config, uint32_t shard_num, const std::string& journal_id)
+    : config_(config), store_(config) {
+  store_.UseShard(config.shard, shard_num, journal_id);
 }
 
 LeaseKeeper::~LeaseKeeper() { Stop(false); }

@@ -34,8 +34,9 @@ namespace seqrelay {
 
 class LeaseKeeper {
  public:
-  // `shard_num` and `journal_id` as for MysqlStore::UseShard.
-  LeaseKeeper(const Config& config, uint32_t shard_num);
+  // `shard_num` and `journal_id` as for MysqlStore::UseShard (the journal's
+  // JOURNAL row records the epoch of each takeover).
+  LeaseKeeper(const Config& config, uint32_t shard_num, const std::string& journal_id);
   ~LeaseKeeper();
   LeaseKeeper(const LeaseKeeper&) = delete;
   LeaseKeeper& operator=(const LeaseKeeper&) = delete;

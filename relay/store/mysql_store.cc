@@ -389,6 +389,15 @@ Result<MysqlStore::Lease> MysqlStore::TryAcquireLease(std::string_view owner, in
           "WHERE s.NAME = ?"));
       fold->setString(1, shard_);
       fold->execute();
+      if (!journal_id_.empty()) {
+        // This holder's own journal: what it hands over later counts only
+        // resends taken after this epoch (schema 009).
+        std::unique_ptr<sql::PreparedStatement> mark(conn_->prepareStatement(
+            "UPDATE JOURNAL j JOIN SHARD s ON s.NAME = ? SET j.EPOCH = s.EPOCH WHERE j.ID = ?"));
+        mark->setString(1, shard_);
+        mark->setString(2, journal_id_);
+        mark->execute();
+      }
     }
     std::unique_ptr<sql::PreparedStatement> read(conn_->prepareStatement(
         "SELECT OWNER, EPOCH, TIMESTAMPDIFF(MICROSECOND, NOW(6), EXPIRES_AT) FROM SHARD WHERE NAME = ?"));
@@ -447,8 +456,8 @@ Status MysqlStore::HandOver(std::span<const HandedOver> messages, uint64_t pos) 
   return Guard("hand over journaled messages", [&] {
     for (const HandedOver& m : messages) {
       std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
-          "INSERT IGNORE INTO PENDING (JOURNAL_ID, END_POS, SHARD, ID, MID, DIGEST, MSG, MSG_ID) VALUES (?, ?, ?, ?, ?, ?, "
-          "?, ?)"));
+          "INSERT IGNORE INTO PENDING (JOURNAL_ID, END_POS, SHARD, ID, MID, DIGEST, MSG, MSG_ID, EPOCH) VALUES (?, ?, ?, "
+          "?, ?, ?, ?, ?, COALESCE((SELECT EPOCH FROM JOURNAL WHERE ID = ?), 0))"));
       ps->setString(1, journal_id_);
       ps->setUInt64(2, m.end);
       ps->setString(3, shard_);
@@ -461,6 +470,7 @@ Status MysqlStore::HandOver(std::span<const HandedOver> messages, uint64_t pos) 
       } else {
         ps->setString(8, Bytes(m.msg_id));
       }
+      ps->setString(9, journal_id_);
       ps->execute();
     }
     std::unique_ptr<sql::PreparedStatement> up(
@@ -478,8 +488,8 @@ Result<std::vector<MysqlStore::PendingRow>> MysqlStore::ReadPending(std::size_t 
   Status s = Guard("read handed-over messages", [&] {
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
         "SELECT p.JOURNAL_ID, p.END_POS, p.MID, p.ID, p.MSG, EXISTS (SELECT 1 FROM TAKEN t WHERE t.SHARD = p.SHARD "
-        "AND t.MID = p.MID AND t.DIGEST = p.DIGEST), COALESCE(p.MSG_ID, '') FROM PENDING p WHERE p.SHARD = ? ORDER BY p.HANDED_AT, "
-        "p.JOURNAL_ID, p.END_POS LIMIT ?"));
+        "AND t.MID = p.MID AND t.DIGEST = p.DIGEST AND t.EPOCH > p.EPOCH), COALESCE(p.MSG_ID, '') FROM PENDING p "
+        "WHERE p.SHARD = ? ORDER BY p.HANDED_AT, p.JOURNAL_ID, p.END_POS LIMIT ?"));
     ps->setString(1, shard_);
     ps->setUInt64(2, limit);
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());

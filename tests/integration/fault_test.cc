@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/message.h"
 #include "fault_fixture.h"
 
 namespace seqtest {
@@ -59,6 +60,38 @@ TEST_F(FaultE2E, KilledBetweenJournalAndPubackStoresTheMessageOnce) {
   EXPECT_NE(log.find("fault injection: SIGKILL after journaling message"), std::string::npos);
   EXPECT_NE(log.find("but not committed handed over to shard"), std::string::npos) << log;
   EXPECT_NE(log.find("dropped the broker's resend of message"), std::string::npos) << log;
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
+// A TAKEN row of an earlier takeover with the same packet id and content as
+// a message handed over later (a device that publishes the same payload
+// again and again) is another message: the handed-over one is stored. Up
+// to schema 8 every TAKEN row counted, and the message was dropped as
+// stored already: lost. Here every packet id of that content is in TAKEN
+// under epoch 1 before the relay of epoch 2 journals it and is killed.
+TEST_F(FaultE2E, AnOlderTakenRowOfTheSameContentDoesNotHideAHandedOverMessage) {
+  StartRelay({"--journal-dir=" + servers().dir() + "/journal-" + name_});
+  ASSERT_EQ(relay_->Stop(), 0);
+  const std::string topic = root() + "/t";
+  const std::string payload = "p1";
+  const uint64_t digest = seqrelay::Digest(
+      topic, std::span(reinterpret_cast<const uint8_t*>(payload.data()), payload.size()));
+  servers().Sql("INSERT INTO `" + name_ + "`.TAKEN (SHARD, MID, DIGEST, EPOCH) SELECT 'default', seq, " +
+                std::to_string(digest) + ", 1 FROM `" + name_ + "`.seq_1_to_65535");
+  relay_->Start({"SEQTEST_KILL_AFTER_JOURNAL=1"});  // takes the shard under epoch 2
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(topic, payload);
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_EQ(relay_->WaitExit(10s), 128 + SIGKILL);
+  relay_->Start();
+  WaitFor([&] { return StoredCount(topic) >= 1; }, Scaled(10s));
+  std::this_thread::sleep_for(Scaled(300ms));  // a duplicate, if any, lands now
+  ExpectEachStoredOnce(Audit(topic, 1), 1);
+  const std::string log = relay_->log();
+  EXPECT_NE(log.find("but not committed handed over to shard"), std::string::npos) << log;
+  EXPECT_EQ(log.find("were stored already"), std::string::npos) << log;
+  // The restarted relay's own takeover, after the hand-over (of epoch 2).
+  EXPECT_EQ(servers().Sql("SELECT EPOCH FROM `" + name_ + "`.JOURNAL"), "3\n");
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
