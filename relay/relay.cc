@@ -221,12 +221,13 @@ int Relay::Run() {
   output_options_.clean_session = true;
   output_options_.name = "output";
   // v5 on the output link shows a frame the broker refused (PUBACK reason
-  // code). The intake is on v5 to read the publishers' msg-ids (with a
-  // session that never expires, as 3.1.1's clean session off); without
-  // dedupe it stays on 3.1.1.
+  // code). The intake is on v5 (with a session that never expires, as
+  // 3.1.1's clean session off) to read the publishers' msg-ids and, dedupe
+  // or not, to subscribe under Subscription Identifiers: a resend of a
+  // new session's message is never taken for an older session's row
+  // (docs/faults.md, "Known bounds").
   output_options_.mqtt_v5 = true;
   intake_options_ = output_options_;
-  intake_options_.mqtt_v5 = config_.dedupe_window_s > 0;
   intake_options_.client_id = IntakeClientId(config_);
   if (!config_.mqtt_intake_user.empty()) {
     intake_options_.user = config_.mqtt_intake_user;

@@ -125,8 +125,10 @@ class FailoverE2E : public FaultE2E {
       args.push_back("--journal-dir=" + servers().dir() + "/journal-" + name_ + "-" + id);
     }
     args.insert(args.end(), more.begin(), more.end());
+    args.insert(args.end(), shard_relay_args_.begin(), shard_relay_args_.end());
     return std::make_unique<RelayProcess>(servers(), name_, args, id);
   }
+  std::vector<std::string> shard_relay_args_;  // given to every ShardRelay
   static bool LogHas(RelayProcess& r, const std::string& text, std::chrono::milliseconds deadline,
                      std::size_t from = 0) {
     return WaitFor([&] { return r.log().find(text, from) != std::string::npos; }, Scaled(deadline));
@@ -203,6 +205,10 @@ class FailoverE2E : public FaultE2E {
     WaitStored(topic, static_cast<std::size_t>(n));
     ExpectEachStoredOnce(Audit(topic, static_cast<std::size_t>(n)), static_cast<std::size_t>(n));
   }
+
+  // Ten "same" in a session that is then forgotten; the new session's
+  // holder killed before its mark, with the session's first "same" read.
+  void ResendOfANewSessionBeforeItsMark();
 
   static void StartStandby(RelayProcess& standby) {
     standby.Launch();
@@ -523,6 +529,18 @@ TEST_F(FailoverE2E, ANewSessionsResendIsNeverTakenForAnOlderSessionsRow) {
 // the Subscription Identifier of the new session's subscription, the old
 // rows another (MSG.SUB_TAG, schema 008): it is stored.
 TEST_F(FailoverE2E, ANewSessionsResendIsNeverTakenForAnOlderSessionsRowBeforeItsMark) {
+  ResendOfANewSessionBeforeItsMark();
+}
+
+// The same with --dedupe-window 0, whose intake spoke MQTT 3.1.1 (no
+// Subscription Identifiers) until 2026-12-05: the standby took the new
+// session's five messages for the old session's rows (10 rows of 15).
+TEST_F(FailoverE2E, ANewSessionsResendIsNeverTakenForAnOlderSessionsRowWithDedupeOff) {
+  shard_relay_args_ = {"--dedupe-window=0"};
+  ResendOfANewSessionBeforeItsMark();
+}
+
+void FailoverE2E::ResendOfANewSessionBeforeItsMark() {
   auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
   const std::string topic = root() + "/a/t";
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
