@@ -265,6 +265,23 @@ export class SeqClient extends Emitter {
     this.subscriptions.delete(sub);
     const stillWanted = [...this.subscriptions].some((s) => s.filter === sub.filter);
     if (!stillWanted && !this.closed && this.mqtt.connected) this.mqtt.unsubscribe(`${this.seqPrefix}/${sub.filter}`);
+    // Topics no subscription matches any more are forgotten: a reconnect
+    // asks nothing for them, and a later subscribe starts afresh.
+    for (const [id, t] of this.topics) {
+      if (!this.#wanted(t.name)) {
+        this.topics.delete(id);
+        this.ids.delete(t.name);
+      }
+    }
+    for (const map of [this.lookups, this.heldLive, this.startAt]) {
+      for (const name of [...map.keys()]) if (!this.#wanted(name)) map.delete(name);
+    }
+  }
+
+  // True if a subscription's filter matches `topic`.
+  #wanted(topic) {
+    for (const s of this.subscriptions) if (topicMatches(s.filter, topic)) return true;
+    return false;
   }
 
   #onConnect() {
@@ -321,6 +338,8 @@ export class SeqClient extends Emitter {
         this.heldLive.get(name).push(bytes);
         return;
       }
+      // A frame of a topic unsubscribed from, still on its way: not a new topic.
+      if (!this.#wanted(name)) return;
       // A topic keeps its id for the life of the database (PROTOCOL 2).
       if (this.ids.has(name)) {
         this.#badFrame(`${this.seqPrefix}/${name}`, `'${name}' is topic id ${this.ids.get(name)}, not ${frame.topicId}`);
@@ -352,6 +371,7 @@ export class SeqClient extends Emitter {
       askedAt: 0, // when it was sent, or its newest frame came
       attempts: 0, // requests sent for it
       gapSeen: 0, // when the current gap was first seen; 0 = no gap
+      catchUpOwed: false, // a reconnect came while a request was out: ask for what came meanwhile after it
     };
     this.topics.set(id, t);
     this.ids.set(name, id);
@@ -527,13 +547,25 @@ export class SeqClient extends Emitter {
 
   #catchUp() {
     for (const t of this.topics.values()) {
-      if (t.asked || t.stream.next === 0) continue; // a request is out; its retry covers the rest
-      t.asked = { from: t.stream.next, to: OPEN_END };
-      t.askedAt = Date.now();
-      t.attempts = 1;
-      this.#emitTopic('fetch', t.name, { topic: t.name, from: t.stream.next, to: null });
+      if (t.stream.next === 0) continue;
+      if (t.asked) {
+        // A request is out: its range ends where it ends, and what was
+        // published while away comes after it. Asked for once it is done.
+        t.catchUpOwed = true;
+        continue;
+      }
+      this.#startCatchUp(t);
       this.#requestRange(t);
     }
+  }
+
+  // An open-ended request from the next SEQ not delivered yet.
+  #startCatchUp(t) {
+    t.catchUpOwed = false;
+    t.asked = { from: t.stream.next, to: OPEN_END };
+    t.askedAt = Date.now();
+    t.attempts = 1;
+    this.#emitTopic('fetch', t.name, { topic: t.name, from: t.stream.next, to: null });
   }
 
   #backoff(attempts) {
@@ -565,6 +597,8 @@ export class SeqClient extends Emitter {
           continue;
         }
         ++t.attempts; // no status in time: ask again
+      } else if (t.catchUpOwed) {
+        this.#startCatchUp(t); // from the next SEQ: any gap is in it
       } else {
         if (!gap) continue;
         if (t.gapSeen === 0) t.gapSeen = now;

@@ -285,3 +285,40 @@ test('a status that is not JSON, or not an object, is ignored', (t) => {
   mqtt.emit('message', 'relay/replay/r1/status', Buffer.from('null'));
   mqtt.emit('message', 'relay/replay/r1/status', Buffer.from('[1]'));
 });
+
+test('a reconnect while a gap request is out asks for what came meanwhile once that request is done', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t);
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.frame('seq/chat/a', 4);
+  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
+  assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 3 });
+  mqtt.emit('connect'); // a reconnect with the gap request out: 5.. were published while away
+  assert.equal(mqtt.requests.length, 1, 'no second request while the first is out');
+  for (const s of [2, 3]) mqtt.frame('relay/replay/r1', s);
+  mqtt.status({ id: 7, from: 2, to: 3, sent: 2, last: 6, status: 'ok' });
+  await waitFor(() => mqtt.requests.some((r) => r.from === 5), 'the catch-up');
+  assert.deepEqual(mqtt.requests.find((r) => r.from === 5), { id: 7, from: 5 });
+  for (const s of [5, 6]) mqtt.frame('relay/replay/r1', s);
+  mqtt.status({ id: 7, from: 5, to: 6, sent: 2, last: 6, status: 'ok' });
+  assert.deepEqual(seen, range(1, 6));
+  assert.deepEqual(events.filter(([e]) => e === 'filled').map(([, v]) => [v.from, v.to]), [[2, 3], [5, 6]]);
+});
+
+test('a topic no subscription matches any more is forgotten: no catch-up for it, and a new subscribe starts afresh', (t) => {
+  const { mqtt, seq, seen } = setup(t);
+  const a = seq.subscribe('chat/a');
+  seq.subscribe('chat/b');
+  mqtt.frame('seq/chat/a', 5);
+  mqtt.frame('seq/chat/b', 3, 'b3', 8);
+  a.unsubscribe();
+  assert.equal(seq.position('chat/a'), 0);
+  assert.equal(seq.position('chat/b'), 3);
+  mqtt.frame('seq/chat/a', 6); // still on its way after the UNSUBSCRIBE
+  mqtt.emit('connect'); // a reconnect: asks for chat/b only
+  assert.deepEqual(mqtt.requests, [{ id: 8, from: 4 }]);
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 9); // starts at the first frame, as a first subscribe does
+  assert.deepEqual(seen, [5, 3, 9]);
+  assert.equal(seq.position('chat/a'), 9);
+});

@@ -84,6 +84,7 @@ class _Topic:
     asked_at: float = 0.0  # when sent, or when its newest frame came
     attempts: int = 0
     gap_seen: float = 0.0  # when the current gap was first seen; 0 = no gap
+    catch_up_owed: bool = False  # a reconnect came while a request was out: ask for what came meanwhile after it
 
 
 @dataclass
@@ -304,6 +305,18 @@ class SeqClient:
                 self._subscriptions.remove(sub)
             if not any(s.filter == sub.filter for s in self._subscriptions) and not self._closed:
                 self.mqtt.unsubscribe(f"{self.seq_prefix}/{sub.filter}")
+            # Topics no subscription matches any more are forgotten: a reconnect asks nothing
+            # for them, and a later subscribe starts afresh.
+            for tid, t in list(self._topics.items()):
+                if not self._wanted(t.name):
+                    del self._topics[tid]
+                    self._ids.pop(t.name, None)
+            for table in (self._lookups, self._held_live, self._start_at):
+                for name in [n for n in table if not self._wanted(n)]:
+                    del table[name]
+
+    def _wanted(self, topic: str) -> bool:
+        return any(topic_matches(s.filter, topic) for s in self._subscriptions)
 
     # ---- paho callbacks (network thread) --------------------------------------------
 
@@ -364,6 +377,8 @@ class SeqClient:
             if name in self._lookups:
                 self._held_live.setdefault(name, []).append(data)
                 return
+            if not self._wanted(name):
+                return  # a frame of a topic unsubscribed from, still on its way: not a new topic
             if name in self._ids:  # a topic keeps its id for the life of the database
                 self._bad_frame(f"{self.seq_prefix}/{name}", f"{name!r} is topic id {self._ids[name]}, not {frame.topic_id}")
                 return
@@ -519,11 +534,21 @@ class SeqClient:
 
     def _catch_up(self) -> None:
         for t in self._topics.values():
-            if t.asked or t.stream.next == 0:
+            if t.stream.next == 0:
                 continue
-            t.asked, t.asked_at, t.attempts = [t.stream.next, OPEN_END], time.monotonic(), 1
-            self._call(self.on_fetch, {"topic": t.name, "from": t.stream.next, "to": None})
+            if t.asked:
+                # A request is out: its range ends where it ends, and what was published while
+                # away comes after it. Asked for once it is done.
+                t.catch_up_owed = True
+                continue
+            self._start_catch_up(t, time.monotonic())
             self._request_range(t)
+
+    def _start_catch_up(self, t: _Topic, now: float) -> None:
+        """An open-ended request from the next SEQ not delivered yet."""
+        t.catch_up_owed = False
+        t.asked, t.asked_at, t.attempts = [t.stream.next, OPEN_END], now, 1
+        self._call(self.on_fetch, {"topic": t.name, "from": t.stream.next, "to": None})
 
     def _backoff(self, attempts: int) -> float:
         return self.reply_timeout * 2 ** min(attempts - 1, 10)
@@ -558,6 +583,8 @@ class SeqClient:
                         self._lose(t, t.stream.next, to, "no reply from the relay", None)
                     continue
                 t.attempts += 1
+            elif t.catch_up_owed:
+                self._start_catch_up(t, now)  # from the next SEQ: any gap is in it
             else:
                 if gap is None:
                     continue

@@ -164,3 +164,42 @@ def test_no_reply_gives_up_after_max_attempts_and_goes_on():
     assert s.events[0][1]["reason"] == "no reply from the relay"
     s.frame("seq/chat/a", 4)
     assert s.seen == [1, 3, 4]
+
+
+def test_a_reconnect_while_a_gap_request_is_out_asks_for_what_came_meanwhile_once_it_is_done():
+    s = Scripted()
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.frame("seq/chat/a", 4)
+    s.advance(0.001)  # the gap is seen
+    s.advance(0.02)  # past gap_wait: asked for
+    assert s.requests == [{"id": 7, "from": 2, "to": 3}]
+    s.c._on_connect(None, None, {}, 0)  # a reconnect with the gap request out: 5.. came while away
+    assert len(s.requests) == 1, "no second request while the first is out"
+    for seq in (2, 3):
+        s.frame("relay/replay/r1", seq)
+    s.status(id=7, **{"from": 2}, to=3, sent=2, last=6, status="ok")
+    s.advance(0.001)
+    assert s.requests[1:] == [{"id": 7, "from": 5}]
+    for seq in (5, 6):
+        s.frame("relay/replay/r1", seq)
+    s.status(id=7, **{"from": 5}, to=6, sent=2, last=6, status="ok")
+    assert s.seen == list(range(1, 7))
+    assert s.c.stats.gaps_filled == 2 and not lost(s.events)
+
+
+def test_a_topic_no_subscription_matches_is_forgotten_and_a_new_subscribe_starts_afresh():
+    s = Scripted()
+    a = s.sub("chat/a")
+    s.sub("chat/b")
+    s.frame("seq/chat/a", 5)
+    s.frame("seq/chat/b", 3, tid=8)
+    a.unsubscribe()
+    assert s.c.position("chat/a") == 0 and s.c.position("chat/b") == 3
+    s.frame("seq/chat/a", 6)  # still on its way after the UNSUBSCRIBE
+    s.c._on_connect(None, None, {}, 0)  # a reconnect: asks for chat/b only
+    assert s.requests == [{"id": 8, "from": 4}]
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 9)  # starts at the first frame, as a first subscribe does
+    assert s.seen == [5, 3, 9]
+    assert s.c.position("chat/a") == 9
