@@ -156,3 +156,5 @@ export function connect(url: string, options?: IClientOptions & SeqClientOptions
 
 /** MQTT topic filter matching: '+' one level, '#' the rest. */
 export function topicMatches(filter: string, topic: string): boolean;
+/** The default requester: `U/C` (PROTOCOL 5.4) with a username and another client id, else the one given. */
+export function defaultRequester(clientId?: string, username?: string): string | undefined;

@@ -3,11 +3,11 @@
 // their own mqtt.js client or only need the frame codec.
 import mqtt from 'mqtt';
 
-import { SeqClient } from './seq_client.js';
+import { defaultRequester, SeqClient } from './seq_client.js';
 
 export { decodeFrame, encodeFrame, FrameError, HEADER_SIZE, MAX_SEQ } from './frame.js';
 export { OrderedStream } from './ordered_stream.js';
-export { SeqClient, SeqMessage, Subscription, topicMatches } from './seq_client.js';
+export { defaultRequester, SeqClient, SeqMessage, Subscription, topicMatches } from './seq_client.js';
 
 const SEQ_OPTIONS = ['requester', 'seqPrefix', 'controlPrefix', 'qos', 'gapWait', 'replyTimeout', 'maxAttempts', 'dropLiveFrame'];
 
@@ -15,8 +15,8 @@ const SEQ_OPTIONS = ['requester', 'seqPrefix', 'controlPrefix', 'qos', 'gapWait'
  * Connects to the broker (mqtt.js: 'mqtt://host:1883' in Node,
  * 'ws://host:8080' in a browser) and returns a SeqClient on it. Options are
  * mqtt.js's, plus the SeqClient's. The requester (whose replies these are)
- * defaults to the client id, else the username: with the shipped broker
- * configuration (use_username_as_clientid) the username is the client id.
+ * defaults to defaultRequester(clientId, username): U/C with both (and
+ * different), else the one given.
  * seq.end() closes the client and the connection.
  */
 export function connect(url, options = {}) {
@@ -26,9 +26,15 @@ export function connect(url, options = {}) {
     if (key in mqttOptions) seqOptions[key] = mqttOptions[key];
     delete mqttOptions[key];
   }
-  seqOptions.requester ??= mqttOptions.clientId ?? mqttOptions.username;
+  seqOptions.requester ??= defaultRequester(mqttOptions.clientId, mqttOptions.username);
   const client = mqtt.connect(url, mqttOptions);
-  const seq = new SeqClient(client, seqOptions);
+  let seq;
+  try {
+    seq = new SeqClient(client, seqOptions);
+  } catch (error) {
+    client.end(true); // a bad requester: no connection left reconnecting behind the error
+    throw error;
+  }
   seq.end = async (force = false) => {
     seq.close();
     await client.endAsync(force);

@@ -55,6 +55,18 @@ export class SeqMessage {
   }
 }
 
+/**
+ * The requester a connection gets by default (its replies' topic):
+ * `U/C` (PROTOCOL 5.4) when it has a username U and another client id C,
+ * which the shipped ACL allows whatever the broker does with client ids;
+ * else the username or the client id (with the shipped broker's
+ * use_username_as_clientid the two are the same).
+ */
+export function defaultRequester(clientId, username) {
+  if (username && clientId && clientId !== username) return `${username}/${clientId}`;
+  return username || clientId || undefined;
+}
+
 /** MQTT topic filter matching ('+' one level, '#' the rest). */
 export function topicMatches(filter, topic) {
   const f = filter.split('/');
@@ -151,10 +163,15 @@ export class SeqClient extends Emitter {
   constructor(mqttClient, options = {}) {
     super();
     this.mqtt = mqttClient;
-    this.requester = options.requester ?? mqttClient.options?.clientId;
+    this.requester =
+      options.requester ?? defaultRequester(mqttClient.options?.clientId, mqttClient.options?.username);
     if (!this.requester) throw new Error('a requester (the client id the broker knows) is required');
     // 'U/C' (a username and one level more) is PROTOCOL 5.4's per-user form.
     if (/[+#]/.test(this.requester)) throw new Error(`requester '${this.requester}' holds a wildcard`);
+    const levels = this.requester.split('/');
+    if (levels.length > 2 || levels.includes('')) {
+      throw new Error(`requester '${this.requester}' is not R or U/C (PROTOCOL 3 and 5.4: one or two non-empty levels)`);
+    }
     this.seqPrefix = options.seqPrefix ?? 'seq';
     this.controlPrefix = options.controlPrefix ?? 'relay';
     this.qos = options.qos ?? 1;

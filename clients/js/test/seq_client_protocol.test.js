@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 
-import { encodeFrame, MAX_SEQ, SeqClient } from '../src/index.js';
+import { defaultRequester, encodeFrame, MAX_SEQ, SeqClient } from '../src/index.js';
 import { waitFor } from './servers.js';
 
 // The part of mqtt.js's MqttClient that SeqClient uses; records requests.
@@ -321,4 +321,20 @@ test('a topic no subscription matches any more is forgotten: no catch-up for it,
   mqtt.frame('seq/chat/a', 9); // starts at the first frame, as a first subscribe does
   assert.deepEqual(seen, [5, 3, 9]);
   assert.equal(seq.position('chat/a'), 9);
+});
+
+test('the default requester: U/C with a username and another client id, else the one given (PROTOCOL 5.4)', () => {
+  assert.equal(defaultRequester('c1', 'alice'), 'alice/c1');
+  assert.equal(defaultRequester('alice', 'alice'), 'alice');
+  assert.equal(defaultRequester('c1', undefined), 'c1');
+  assert.equal(defaultRequester(undefined, 'alice'), 'alice');
+  assert.equal(defaultRequester(undefined, undefined), undefined);
+  const mqtt = new FakeMqtt();
+  mqtt.options = { clientId: 'c1', username: 'alice' };
+  const seq = new SeqClient(mqtt, {});
+  assert.equal(seq.requestTopic, 'relay/retransmit/alice/c1');
+  seq.close();
+  mqtt.options = { clientId: 'a/b', username: 'alice' };
+  assert.throws(() => new SeqClient(mqtt, {}), /is not R or U\/C/);
+  assert.throws(() => new SeqClient(mqtt, { requester: 'x//y' }), /is not R or U\/C/);
 });

@@ -102,6 +102,16 @@ def _no_delay(client: paho.Client) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def default_requester(client_id: str, username: Optional[str]) -> str:
+    """The requester a connection gets by default (its replies' topic): U/C (PROTOCOL 5.4) with
+    a username U and another client id C, which the shipped ACL allows whatever the broker does
+    with client ids; else the username or the client id (with the shipped broker's
+    use_username_as_clientid the two are the same)."""
+    if username and client_id and client_id != username:
+        return f"{username}/{client_id}"
+    return username or client_id
+
+
 def topic_matches(filter_: str, topic: str) -> bool:
     """MQTT topic filter matching: '+' one level, '#' the rest."""
     f, t = filter_.split("/"), topic.split("/")
@@ -174,13 +184,17 @@ class SeqClient:
         transport: str = "tcp",
     ) -> None:
         """Connects (unless connect=False; then call connect()). The requester (whose replies
-        these are) defaults to client_id, else username: with the shipped broker configuration
-        (use_username_as_clientid) the username is the client id."""
-        self.requester = requester or client_id or username
+        these are) defaults to default_requester(client_id, username): U/C with both (and
+        different), else the one given."""
+        self.requester = requester or default_requester(client_id, username)
         if not self.requester:
             raise ValueError("give a client_id, username or requester: it names the retransmit topics")
         if "+" in self.requester or "#" in self.requester:
             raise ValueError(f"requester {self.requester!r} holds a wildcard")
+        levels = self.requester.split("/")
+        if len(levels) > 2 or "" in levels:
+            raise ValueError(f"requester {self.requester!r} is not R or U/C (PROTOCOL 3 and 5.4: one or two "
+                             "non-empty levels)")
         self.host, self.port = host, port
         self.seq_prefix, self.control_prefix, self.qos = seq_prefix, control_prefix, qos
         self.gap_wait, self.reply_timeout, self.max_attempts = gap_wait, reply_timeout, max_attempts

@@ -203,3 +203,18 @@ def test_a_topic_no_subscription_matches_is_forgotten_and_a_new_subscribe_starts
     s.frame("seq/chat/a", 9)  # starts at the first frame, as a first subscribe does
     assert s.seen == [5, 3, 9]
     assert s.c.position("chat/a") == 9
+
+
+def test_the_default_requester_is_u_slash_c_with_a_username_and_another_client_id():
+    from seqrelay_client import default_requester
+    import pytest
+    assert default_requester("c1", "alice") == "alice/c1"
+    assert default_requester("alice", "alice") == "alice"
+    assert default_requester("c1", None) == "c1"
+    assert default_requester("", "alice") == "alice"
+    c = SeqClient(client_id="c1", username="alice", connect=False)
+    assert c.request_topic == "relay/retransmit/alice/c1"
+    with pytest.raises(ValueError, match="is not R or U/C"):
+        SeqClient(client_id="a/b", username="alice", connect=False)
+    with pytest.raises(ValueError, match="is not R or U/C"):
+        SeqClient(requester="x//y", connect=False)
