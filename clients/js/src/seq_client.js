@@ -95,8 +95,8 @@ export class Subscription extends Emitter {
     this.filter = filter;
   }
 
-  onListenerError(error) {
-    this.#client.onListenerError(error);
+  onListenerError(error, event) {
+    this.#client.onListenerError(error, event);
   }
 
   /** Stops this subscription (its iterators end). The MQTT subscription is dropped too. */
@@ -272,9 +272,11 @@ export class SeqClient extends Emitter {
     for (const sub of [...this.subscriptions]) sub.unsubscribe();
   }
 
-  onListenerError(error) {
+  onListenerError(error, event) {
     ++this.stats.listenerErrors;
-    if (this.listenerCount('error') > 0) this.emit('error', error);
+    // An 'error' listener that throws surfaces as unhandled: sent back to
+    // 'error', it would recurse until the stack ran out.
+    if (event !== 'error' && this.listenerCount('error') > 0) this.emit('error', error);
     else super.onListenerError(error);
   }
 

@@ -32,6 +32,13 @@ async function seqClient(t, options = {}) {
   return seq;
 }
 
+// Waits for the broker's SUBACK of seq/<filter> (a second SUBSCRIBE of the
+// filter changes nothing, and the broker handles a connection's packets in
+// order): a live-only subscription sees the first message published after.
+async function subscribed(seq, filter) {
+  await seq.mqtt.subscribeAsync(`seq/${filter}`, { qos: 1 });
+}
+
 async function publisher(t) {
   const client = await mqtt.connectAsync(url(), { clientId: `pub-${process.pid}-${++clients}` });
   t.after(() => client.endAsync(true));
@@ -73,7 +80,7 @@ async function waitCommitted(topic, seq) {
 serverTest('live messages arrive once each, in SEQ order, payloads exact', async (t) => {
   const seq = await seqClient(t);
   const room = seq.subscribe('chat/live');
-  await waitFor(() => seq.mqtt.connected, 'subscribe');
+  await subscribed(seq, 'chat/live');
   const got = collect(room, 200);
   const pub = await publisher(t);
   await publishRange(pub, 'chat/live', 1, 200);
@@ -90,6 +97,7 @@ serverTest('lost frames are asked for and come back: every SEQ once, in order, o
   const lost = (s) => s % 7 === 0 || (s >= 100 && s < 150);
   const seq = await seqClient(t, { dropLiveFrame: (topic, s) => lost(s), gapWait: 50 });
   const room = seq.subscribe('chat/lossy');
+  await subscribed(seq, 'chat/lossy');
   const got = collect(room, 300, 30000);
   const pub = await publisher(t);
   await publishRange(pub, 'chat/lossy', 1, 300);
@@ -162,6 +170,7 @@ serverTest('history of a topic nobody wrote to yet starts at its first message',
 serverTest('async iterator: for await delivers in order; unsubscribe ends it', async (t) => {
   const seq = await seqClient(t);
   const room = seq.subscribe('chat/iter');
+  await subscribed(seq, 'chat/iter');
   const pub = await publisher(t);
   const reader = (async () => {
     const seen = [];
@@ -182,6 +191,7 @@ serverTest('bad frames are counted, never reach a listener; a throwing listener 
   seq.on('badframe', (e) => bad.push(e));
   seq.on('error', (e) => errors.push(e.message));
   const room = seq.subscribe('chat/bad');
+  await subscribed(seq, 'chat/bad');
   const delivered = [];
   room.on('message', (m) => {
     delivered.push(m.seq);
@@ -213,6 +223,7 @@ serverTest('bad frames are counted, never reach a listener; a throwing listener 
 serverTest('a forged frame on a known topic id of another topic is refused', async (t) => {
   const seq = await seqClient(t);
   seq.subscribe('chat/forge/#');
+  await subscribed(seq, 'chat/forge/#');
   const got = [];
   seq.on('message', (m) => got.push(`${m.topic}#${m.seq}`));
   const pub = await publisher(t);
@@ -256,6 +267,7 @@ serverTest('immediate topics show a frame at once and mark the late gap fill', a
     },
   });
   const sensor = seq.subscribe('sensors/t1');
+  await subscribed(seq, 'sensors/t1');
   const got = collect(sensor, 5);
   const pub = await publisher(t);
   await publishRange(pub, 'sensors/t1', 1, 5);

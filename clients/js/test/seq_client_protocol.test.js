@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 
 import { defaultRequester, encodeFrame, MAX_SEQ, SeqClient } from '../src/index.js';
+import { Emitter } from '../src/emitter.js';
 import { waitFor } from './servers.js';
 
 // The part of mqtt.js's MqttClient that SeqClient uses; records requests.
@@ -337,4 +338,30 @@ test('the default requester: U/C with a username and another client id, else the
   mqtt.options = { clientId: 'a/b', username: 'alice' };
   assert.throws(() => new SeqClient(mqtt, {}), /is not R or U\/C/);
   assert.throws(() => new SeqClient(mqtt, { requester: 'x//y' }), /is not R or U\/C/);
+});
+
+test("an 'error' listener that throws surfaces as unhandled, once, instead of recursing", (t) => {
+  const { mqtt, seq, seen } = setup(t);
+  seq.subscribe('chat/a', {}, (m) => {
+    if (m.seq === 1) throw new Error('listener bug');
+  });
+  let calls = 0;
+  seq.on('error', () => {
+    ++calls;
+    throw new Error('error listener bug');
+  });
+  // Where an unhandled listener error goes (it throws on a later turn of
+  // the event loop), recorded instead.
+  const unhandled = [];
+  const surface = Emitter.prototype.onListenerError;
+  Emitter.prototype.onListenerError = (e) => unhandled.push(e.message);
+  t.after(() => {
+    Emitter.prototype.onListenerError = surface;
+  });
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.frame('seq/chat/a', 2);
+  assert.equal(calls, 1);
+  assert.deepEqual(unhandled, ['error listener bug']);
+  assert.deepEqual(seen, [1, 2]);
+  assert.equal(seq.stats.listenerErrors, 2);
 });

@@ -56,9 +56,21 @@ def take(sub, count, timeout=15.0):
     return got
 
 
+def subscribed(c, filter_, timeout=10.0):
+    """Waits for the broker's SUBACK of seq/<filter_> (a second SUBSCRIBE of the filter changes
+    nothing, and the broker handles a connection's packets in order): a live-only subscription
+    sees the first message published after."""
+    acked = set()  # the packet ids of the SUBACKs seen
+    c.mqtt.on_subscribe = lambda _client, _userdata, mid, *_: acked.add(mid)
+    _, mid = c.mqtt.subscribe(f"seq/{filter_}", 1)
+    wait_for(lambda: mid in acked, f"the SUBACK of seq/{filter_}", timeout)
+    c.mqtt.on_subscribe = None
+
+
 def test_live_in_order_exactly_once(make_client, pub):
     c = make_client()
     room = c.subscribe("chat/py-live")
+    subscribed(c, "chat/py-live")
     pub("chat/py-live", 1, 200)
     got = take(room, 200)
     assert [m.seq for m in got] == list(range(1, 201))
@@ -144,6 +156,7 @@ def test_callback_api_and_bad_frames(make_client, pub):
             raise RuntimeError("listener bug")
 
     c.subscribe("chat/py-bad", on_message=on_message)
+    subscribed(c, "chat/py-bad")
     pub("chat/py-bad", 1, 2)
     wait_for(lambda: len(seen) >= 2, "two messages")
     pub.raw("seq/chat/py-bad", b"short")
