@@ -106,9 +106,28 @@
     window.addEventListener('pagehide', () => clearInterval(timer));
   }
 
+  // What the client would refuse once the chat view is open, said on the
+  // form instead: [field, why] or null.
+  function signInProblem(user, room) {
+    if (!user) return ['user', 'a user name is needed'];
+    if (/[+#/]/.test(user)) return ['user', "a user name holds no '+', '#' or '/'"];
+    if (!room) return ['room', 'a room is needed'];
+    if (/[+#]/.test(room)) return ['room', "a room is one topic: no '+' or '#'"];
+    return null;
+  }
   $('signin').addEventListener('submit', (e) => {
     e.preventDefault();
-    join($('user').value.trim(), $('password').value, $('room').value.trim());
+    const user = $('user').value.trim();
+    const room = $('room').value.trim();
+    const problem = signInProblem(user, room);
+    if (problem) {
+      const input = $(problem[0]);
+      input.setCustomValidity(problem[1]);
+      input.reportValidity();
+      input.addEventListener('input', () => input.setCustomValidity(''), { once: true });
+      return;
+    }
+    join(user, $('password').value, room);
   });
   $('send').addEventListener('submit', (e) => {
     e.preventDefault();

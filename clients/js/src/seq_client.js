@@ -235,6 +235,10 @@ export class SeqClient extends Emitter {
     }
     if (start !== null) {
       if (/[+#]/.test(filter)) throw new Error(`history and resume need a topic without '+' or '#': '${filter}'`);
+      // Its stream has a position already: history below it would be dropped as duplicates.
+      if (this.ids.has(filter) || this.lookups.has(filter)) {
+        throw new Error(`'${filter}' is followed already: history and resume apply to a topic's first subscription (unsubscribe every subscription that matches it first)`);
+      }
       // Set before the SUBSCRIBE: a live frame that came first would start
       // the topic's stream there, and the history below it would be dropped.
       this.lookups.set(filter, { start, sent: 0, attempts: 0 });

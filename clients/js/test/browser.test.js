@@ -183,3 +183,26 @@ test('the messenger in Chromium: in order, offline and back, history, a bad fram
   });
   await bob.screenshot({ path: `${OUT}/messenger.png` });
 }));
+
+test('the messenger says on its form what is wrong with a blank user or a wildcard room', withLogs(() => servers, async () => {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`http://127.0.0.1:${servers.wsPort}/index.html?room=chat/%23`);
+  await page.type('#user', '   ');
+  await page.click('#signin button');
+  const form = () => page.evaluate(() => ({
+    chat: !document.getElementById('chat').hidden,
+    user: document.getElementById('user').validationMessage,
+    room: document.getElementById('room').validationMessage,
+  }));
+  assert.deepEqual(await form(), { chat: false, user: 'a user name is needed', room: '' });
+  await page.$eval('#user', (e) => {
+    e.value = 'dave';
+    e.dispatchEvent(new Event('input'));
+  });
+  await page.click('#signin button');
+  assert.deepEqual(await form(), { chat: false, user: '', room: "a room is one topic: no '+' or '#'" });
+  assert.deepEqual(errors, []);
+  await page.close();
+}));

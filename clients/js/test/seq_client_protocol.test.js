@@ -365,3 +365,15 @@ test("an 'error' listener that throws surfaces as unhandled, once, instead of re
   assert.deepEqual(seen, [1, 2]);
   assert.equal(seq.stats.listenerErrors, 2);
 });
+
+test('history or resume on a topic followed already is refused, not silently dropped as duplicates', (t) => {
+  const { mqtt, seq } = setup(t);
+  const all = seq.subscribe('chat/#');
+  mqtt.frame('seq/chat/a', 5);
+  assert.throws(() => seq.subscribe('chat/a', { history: true }), /is followed already/);
+  seq.subscribe('chat/b', { from: 3 });
+  assert.throws(() => seq.subscribe('chat/b', { last: 2 }), /is followed already/);
+  all.unsubscribe();
+  seq.subscribe('chat/a', { history: true }); // forgotten with the last subscription that matched it
+  assert.deepEqual(mqtt.requests.at(-1), lookup('chat/a'));
+});

@@ -278,14 +278,22 @@ class SeqClient:
         """Subscribes to seq/<filter_>. history=True reads from SEQ 1 first, from_seq=N resumes
         at N, last=N starts N back; those need a topic without wildcards. Without on_message,
         iterate the returned Subscription."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        if not isinstance(filter_, str) or not filter_:
+            raise TypeError("a topic filter is a non-empty string")
         start: Optional[int] = None
+
+        def whole(n) -> bool:
+            return isinstance(n, int) and not isinstance(n, bool) and n >= 1
+
         if from_seq is not None:
-            if from_seq < 1:
-                raise ValueError("from_seq is a SEQ >= 1")
+            if not whole(from_seq):
+                raise ValueError("from_seq is a SEQ >= 1 (an int)")
             start = from_seq
         elif last is not None:
-            if last < 1:
-                raise ValueError("last is a count >= 1")
+            if not whole(last):
+                raise ValueError("last is a count >= 1 (an int)")
             start = -last
         elif history:
             start = 1
@@ -293,6 +301,10 @@ class SeqClient:
             raise ValueError(f"history and resume need a topic without '+' or '#': {filter_!r}")
         sub = Subscription(self, filter_, on_message)
         with self._lock:
+            if start is not None and (filter_ in self._ids or filter_ in self._lookups):
+                # Its stream has a position already: history below it would be dropped as duplicates.
+                raise ValueError(f"{filter_!r} is followed already: history and resume apply to a topic's "
+                                 "first subscription (unsubscribe every subscription that matches it first)")
             if start is not None:
                 # Before the SUBSCRIBE: a live frame that came first would start the stream there.
                 self._lookups[filter_] = _Lookup(start)

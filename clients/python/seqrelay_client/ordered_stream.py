@@ -59,11 +59,12 @@ class OrderedStream:
         out: List[Delivery] = []
         if self.next == 0 or to < self.next:
             return out
-        while self._keys and self._keys[0] <= to:
-            seq = self._keys.pop(0)
+        k = bisect.bisect_right(self._keys, to)
+        for seq in self._keys[:k]:
             payload = self._above.pop(seq)
             if payload is not _SHOWN:
                 self._deliver(out, seq, payload)
+        del self._keys[:k]  # at once: a pop(0) each would make a long drain quadratic
         self.next = to + 1
         self._drain(out)
         return out
@@ -73,12 +74,15 @@ class OrderedStream:
         self.last_delivered = max(self.last_delivered, seq)
 
     def _drain(self, out: List[Delivery]) -> None:
-        while self._keys and self._keys[0] == self.next:
-            seq = self._keys.pop(0)
+        k = 0
+        while k < len(self._keys) and self._keys[k] == self.next:
+            seq = self._keys[k]
             payload = self._above.pop(seq)
             if payload is not _SHOWN:
                 self._deliver(out, seq, payload)
             self.next += 1
+            k += 1
+        del self._keys[:k]  # at once: a pop(0) each would make a long drain quadratic
 
     def _hold(self, seq: int, payload: Any) -> None:
         self._above[seq] = payload

@@ -1,9 +1,35 @@
 """SeqClient against a scripted relay: v1.1 statuses (first, code, retry, next) and timeouts,
 driven without a broker (the paho client is never connected; its publish is recorded)."""
 import json
+import time
 from types import SimpleNamespace
 
+import pytest
+
+import seqrelay_client.client as client_module
 from seqrelay_client import MAX_SEQ, SeqClient, encode_frame
+
+
+class FakeClock:
+    """The client's clock in these tests: every time it reads (requests sent, replies seen, ticks)
+    is this one's, which only advance() moves."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        time.sleep(seconds)
+
+
+@pytest.fixture(autouse=True)
+def fake_clock(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(client_module, "time", clock)
+    Scripted.clock = clock
+    return clock
 
 
 class Scripted:
@@ -15,7 +41,6 @@ class Scripted:
         self.c.mqtt.publish = lambda topic, body, qos: self.requests.append(json.loads(body))
         self.c.mqtt.subscribe = lambda *a: None
         self.c._on_connect(None, None, {}, 0)
-        self.now = 0.0
 
     def sub(self, topic, **kw):
         return self.c.subscribe(topic, on_message=lambda m: self.seen.append(m.seq), **kw)
@@ -27,8 +52,8 @@ class Scripted:
         self.c._on_message(None, None, SimpleNamespace(topic="relay/replay/r1/status", payload=json.dumps(body).encode()))
 
     def advance(self, seconds):
-        self.now += seconds
-        self.c._tick(self.now)
+        self.clock.now += seconds
+        self.c._tick(self.clock.now)
 
 
 def lost(events):
@@ -218,3 +243,23 @@ def test_the_default_requester_is_u_slash_c_with_a_username_and_another_client_i
         SeqClient(client_id="a/b", username="alice", connect=False)
     with pytest.raises(ValueError, match="is not R or U/C"):
         SeqClient(requester="x//y", connect=False)
+
+
+def test_history_on_a_followed_topic_and_bad_arguments_are_refused():
+    import pytest
+    s = Scripted()
+    everything = s.sub("chat/#")
+    s.frame("seq/chat/a", 5)
+    with pytest.raises(ValueError, match="is followed already"):
+        s.sub("chat/a", history=True)
+    everything.unsubscribe()
+    s.sub("chat/a", history=True)  # forgotten with the last subscription that matched it
+    assert s.requests[-1] == {"topic": "chat/a", "from": MAX_SEQ}
+    for bad in ({"from_seq": 1.5}, {"from_seq": True}, {"last": 0}, {"last": "3"}):
+        with pytest.raises(ValueError):
+            s.sub("chat/c", **bad)
+    with pytest.raises(TypeError):
+        s.c.subscribe("")
+    s.c._closed = True
+    with pytest.raises(RuntimeError, match="closed"):
+        s.c.subscribe("chat/d")
