@@ -99,7 +99,8 @@
       if (e.first > 1) notice(`history starts at #${e.first}`);
     });
     sub.on('lost', (e) => {
-      notice(e.from ? `#${e.from}..#${e.to} could not be fetched (${e.reason})` : `history unavailable (${e.reason})`);
+      if (e.to === null) notice(`missed messages could not be fetched (${e.reason})`);
+      else notice(e.from ? `#${e.from}..#${e.to} could not be fetched (${e.reason})` : `history unavailable (${e.reason})`);
     });
     seq.on('badframe', showStats);
     const timer = setInterval(showStats, 1000);

@@ -88,8 +88,8 @@ export interface SubscribeOptions {
 /** A request for missing SEQs was sent; `to` is null while the newest SEQ is not known yet. */
 export interface FetchEvent { topic: string; from: number; to: number | null }
 export interface FilledEvent { topic: string; from: number; to: number }
-/** SEQs that will not be delivered: the relay does not have them, deleted them (reason `history starts at N`, N its oldest SEQ), refused, or did not answer. from = to = 0: a lookup failed. */
-export interface LostEvent { topic: string; from: number; to: number; reason: string; code?: string; retry?: boolean }
+/** SEQs that will not be delivered: the relay does not have them, deleted them (reason `history starts at N`, N its oldest SEQ), refused, or did not answer. from = to = 0: a lookup failed. to = null: a catch-up from `from` (after a reconnect) was never answered, so what it would have brought is unknown; a later frame's gap is fetched as usual. */
+export interface LostEvent { topic: string; from: number; to: number | null; reason: string; code?: string; retry?: boolean }
 /** A topic joined with history or resume: the relay's oldest stored (first) and newest (last) SEQ, and where delivery starts. */
 export interface HistoryEvent { topic: string; first: number; last: number; start: number | null }
 /** Bytes on seq/T or the reply topic that are not a frame (or carry another topic's id). */

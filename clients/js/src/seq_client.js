@@ -395,6 +395,7 @@ export class SeqClient extends Emitter {
       attempts: 0, // requests sent for it
       gapSeen: 0, // when the current gap was first seen; 0 = no gap
       catchUpOwed: false, // a reconnect came while a request was out: ask for what came meanwhile after it
+      refusal: null, // the outstanding request's last status with retry: true, if any
     };
     this.topics.set(id, t);
     this.ids.set(name, id);
@@ -414,6 +415,7 @@ export class SeqClient extends Emitter {
       const { from, to } = t.asked;
       t.asked = null;
       t.attempts = 0;
+      t.refusal = null;
       this.#emitTopic('filled', t.name, { topic: t.name, from, to });
     }
     if (!t.stream.gap()) t.gapSeen = 0;
@@ -451,6 +453,7 @@ export class SeqClient extends Emitter {
     if (!ok && s.retry === true) {
       // busy, unavailable, stopping, internal (PROTOCOL 5.3): the timer
       // asks again after the backoff; `stopping` says where to go on from.
+      t.refusal = s;
       if (Number.isInteger(s.next) && s.next > t.asked.from) t.asked = { from: s.next, to: t.asked.to };
       return;
     }
@@ -585,6 +588,7 @@ export class SeqClient extends Emitter {
   // An open-ended request from the next SEQ not delivered yet.
   #startCatchUp(t) {
     t.catchUpOwed = false;
+    t.refusal = null;
     t.asked = { from: t.stream.next, to: OPEN_END };
     t.askedAt = Date.now();
     t.attempts = 1;
@@ -612,11 +616,22 @@ export class SeqClient extends Emitter {
       if (t.asked) {
         if (now - t.askedAt < this.#backoff(t.attempts)) continue;
         if (t.attempts >= this.maxAttempts) {
-          // An open end never answered gives up only what is known missing.
-          const to = t.asked.to !== OPEN_END ? t.asked.to : gap ? gap.to : t.stream.next - 1;
+          // An open end never answered gives up only what is known missing;
+          // with nothing known, `lost` says so with no end (to: null).
+          const openEnd = t.asked.to === OPEN_END;
+          const to = !openEnd ? t.asked.to : gap ? gap.to : t.stream.next - 1;
+          // The last answer, if the relay kept asking for a retry (busy, ...).
+          const refusal = t.refusal;
+          const reason = refusal ? (refusal.error ?? 'refused') : 'no reply from the relay';
           t.asked = null;
           t.attempts = 0;
-          if (to >= t.stream.next) this.#lose(t, t.stream.next, to, 'no reply from the relay');
+          t.refusal = null;
+          if (to >= t.stream.next) {
+            this.#lose(t, t.stream.next, to, reason, refusal ?? undefined);
+          } else if (openEnd) {
+            ++this.stats.gapsLost;
+            this.#emitTopic('lost', t.name, { topic: t.name, from: t.stream.next, to: null, reason, code: refusal?.code, retry: refusal?.retry });
+          }
           continue;
         }
         ++t.attempts; // no status in time: ask again
@@ -628,6 +643,7 @@ export class SeqClient extends Emitter {
         if (now - t.gapSeen < this.gapWait) continue;
         t.asked = gap;
         t.attempts = 1;
+        t.refusal = null;
         this.#emitTopic('fetch', t.name, { topic: t.name, from: gap.from, to: gap.to });
       }
       t.askedAt = now;

@@ -259,15 +259,33 @@ test('no reply at all: asked maxAttempts times with backoff, then reported lost;
   assert.deepEqual(seen, [1, 3, 4]);
 });
 
-test('a catch-up never answered gives nothing up and the stream goes on', async (t) => {
-  const { mqtt, seq, seen } = setup(t, { replyTimeout: 10, maxAttempts: 2 });
+test('a catch-up never answered gives nothing up, says so with no end, and the stream goes on', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 10, maxAttempts: 2 });
   seq.subscribe('chat/a');
   mqtt.frame('seq/chat/a', 1);
   mqtt.emit('connect'); // a reconnect: asks from 2 to the newest
   assert.deepEqual(mqtt.requests.at(-1), { id: 7, from: 2 });
   await waitFor(() => !seq.topics.get(7).asked, 'the give-up', 5000);
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), [
+    ['lost', { topic: 'chat/a', from: 2, to: null, reason: 'no reply from the relay', code: undefined, retry: undefined }],
+  ]);
   mqtt.frame('seq/chat/a', 2);
   assert.deepEqual(seen, [1, 2]);
+});
+
+test('a range the relay keeps answering busy is given up with its last refusal, not as unanswered', async (t) => {
+  const { mqtt, seq, events } = setup(t, { replyTimeout: 10, maxAttempts: 2 });
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.frame('seq/chat/a', 3);
+  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
+  const busy = { id: 7, from: 2, to: 2, status: 'error', error: 'busy', code: 'busy', retry: true };
+  mqtt.status(busy);
+  await waitFor(() => mqtt.requests.length >= 2, 'the retry');
+  mqtt.status(busy);
+  await waitFor(() => events.some(([e]) => e === 'lost'), 'the give-up', 5000);
+  assert.deepEqual(events.find(([e]) => e === 'lost')[1],
+    { topic: 'chat/a', from: 2, to: 2, reason: 'busy', code: 'busy', retry: true });
 });
 
 test('a lookup refused for good (v1 error text) starts the topic at its first live frame', (t) => {

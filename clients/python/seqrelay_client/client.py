@@ -85,6 +85,7 @@ class _Topic:
     attempts: int = 0
     gap_seen: float = 0.0  # when the current gap was first seen; 0 = no gap
     catch_up_owed: bool = False  # a reconnect came while a request was out: ask for what came meanwhile after it
+    refusal: Optional[dict] = None  # the outstanding request's last status with retry: true, if any
 
 
 @dataclass
@@ -436,7 +437,7 @@ class SeqClient:
         # Done once every SEQ asked for was delivered or given up.
         if t.asked and t.asked[1] is not OPEN_END and t.stream.next > t.asked[1]:
             self.stats.gaps_filled += 1
-            t.asked, t.attempts = None, 0
+            t.asked, t.attempts, t.refusal = None, 0, None
         if t.stream.gap() is None:
             t.gap_seen = 0.0
 
@@ -458,6 +459,7 @@ class SeqClient:
         if s.get("from") != t.asked[0] or (t.asked[1] is not OPEN_END and s.get("to") != t.asked[1]):
             return
         if not ok and s.get("retry") is True:
+            t.refusal = s
             nxt = s.get("next")
             if isinstance(nxt, int) and nxt > t.asked[0]:
                 t.asked = [nxt, t.asked[1]]
@@ -572,7 +574,7 @@ class SeqClient:
 
     def _start_catch_up(self, t: _Topic, now: float) -> None:
         """An open-ended request from the next SEQ not delivered yet."""
-        t.catch_up_owed = False
+        t.catch_up_owed, t.refusal = False, None
         t.asked, t.asked_at, t.attempts = [t.stream.next, OPEN_END], now, 1
         self._call(self.on_fetch, {"topic": t.name, "from": t.stream.next, "to": None})
 
@@ -602,11 +604,20 @@ class SeqClient:
                 if now - t.asked_at < self._backoff(t.attempts):
                     continue
                 if t.attempts >= self.max_attempts:
-                    # An open end never answered gives up only what is known to be missing.
-                    to = t.asked[1] if t.asked[1] is not OPEN_END else (gap[1] if gap else t.stream.next - 1)
-                    t.asked, t.attempts = None, 0
+                    # An open end never answered gives up only what is known to be missing; with
+                    # nothing known, on_lost says so with no end (to None).
+                    open_end = t.asked[1] is OPEN_END
+                    to = t.asked[1] if not open_end else (gap[1] if gap else t.stream.next - 1)
+                    refusal = t.refusal  # the last answer, if the relay kept asking for a retry
+                    reason = refusal.get("error", "refused") if refusal else "no reply from the relay"
+                    t.asked, t.attempts, t.refusal = None, 0, None
                     if to >= t.stream.next:
-                        self._lose(t, t.stream.next, to, "no reply from the relay", None)
+                        self._lose(t, t.stream.next, to, reason, refusal)
+                    elif open_end:
+                        self.stats.gaps_lost += 1
+                        self._call(self.on_lost, {"topic": t.name, "from": t.stream.next, "to": None, "reason": reason,
+                                                  "code": (refusal or {}).get("code"),
+                                                  "retry": (refusal or {}).get("retry")})
                     continue
                 t.attempts += 1
             elif t.catch_up_owed:
@@ -618,7 +629,7 @@ class SeqClient:
                     t.gap_seen = now
                 if now - t.gap_seen < self.gap_wait:
                     continue
-                t.asked, t.attempts = list(gap), 1
+                t.asked, t.attempts, t.refusal = list(gap), 1, None
                 self._call(self.on_fetch, {"topic": t.name, "from": gap[0], "to": gap[1]})
             t.asked_at = now
             self._request_range(t)

@@ -263,3 +263,27 @@ def test_history_on_a_followed_topic_and_bad_arguments_are_refused():
     s.c._closed = True
     with pytest.raises(RuntimeError, match="closed"):
         s.c.subscribe("chat/d")
+
+
+def test_a_catch_up_never_answered_says_so_with_no_end_and_a_busy_range_is_given_up_as_busy():
+    s = Scripted(max_attempts=2)
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.c._on_connect(None, None, {}, 0)  # a reconnect: asks from 2 to the newest
+    assert s.requests == [{"id": 7, "from": 2}]
+    for _ in range(10):
+        s.advance(0.1)  # 0.04 then 0.08 of backoff: past both attempts
+    assert lost(s.events) == [{"topic": "chat/a", "from": 2, "to": None, "reason": "no reply from the relay",
+                               "code": None, "retry": None}]
+    s.frame("seq/chat/a", 3)
+    s.advance(0.001)
+    s.advance(0.02)
+    assert s.requests[-1] == {"id": 7, "from": 2, "to": 2}
+    busy = dict(id=7, to=2, status="error", error="busy", code="busy", retry=True, **{"from": 2})
+    s.status(**busy)
+    s.advance(0.05)
+    s.status(**busy)
+    for _ in range(10):
+        s.advance(0.1)
+    assert lost(s.events)[-1] == {"topic": "chat/a", "from": 2, "to": 2, "reason": "busy", "code": "busy",
+                                  "retry": True}
