@@ -215,6 +215,7 @@ class SeqClient:
         self._connects = 0
         self._connected = threading.Event()
         self._connack: Optional[int] = None
+        self._connack_seen = threading.Event()  # any CONNACK, refusals included
         self._closed = False
 
         kwargs = {"client_id": client_id, "clean_session": True, "transport": transport}
@@ -234,15 +235,20 @@ class SeqClient:
     # ---- lifecycle --------------------------------------------------------------
 
     def connect(self, timeout: float = 10.0) -> None:
-        """Connects and waits for the CONNACK; ConnectionError if refused or unanswered."""
+        """Connects and waits for the CONNACK; ConnectionError if refused or unanswered (at once
+        when the broker refuses). Once connected, a second call does nothing."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        if self._timer.is_alive():
+            return
         self.mqtt.connect(self.host, self.port, keepalive=30)
         self.mqtt.loop_start()
-        if not self._connected.wait(timeout):
+        if not self._connack_seen.wait(timeout) or not self._connected.is_set():
             self.close()
-            raise ConnectionError(
-                f"no CONNACK from {self.host}:{self.port}"
-                + (f": {paho.connack_string(self._connack)}" if self._connack else "")
-            )
+            if self._connack:
+                raise ConnectionError(f"{self.host}:{self.port} refused the connection: "
+                                      f"{paho.connack_string(self._connack)}")
+            raise ConnectionError(f"no CONNACK from {self.host}:{self.port} within {timeout} s")
         self._timer.start()
 
     def close(self) -> None:
@@ -350,6 +356,7 @@ class SeqClient:
     def _on_connect(self, _client, _userdata, _flags, rc) -> None:
         self._connack = rc
         if rc != 0:
+            self._connack_seen.set()
             return
         _no_delay(self.mqtt)
         with self._lock:
@@ -364,6 +371,7 @@ class SeqClient:
             if self._connects > 1:
                 self._catch_up()
         self._connected.set()
+        self._connack_seen.set()
 
     def _on_message(self, _client, _userdata, msg) -> None:
         with self._lock:

@@ -2,6 +2,7 @@
 import itertools
 import queue
 import socket
+import threading
 import time
 
 import paho.mqtt.client as paho
@@ -197,3 +198,36 @@ def test_reconnect_fetches_what_was_missed(servers, make_client, pub):
     assert c._connects == 2 and c.stats.requests >= 1, "reconnected and asked from SEQ 11"
     with pytest.raises(queue.Empty):
         room.get(timeout=0.3)  # and nothing twice
+
+
+def test_a_refused_connection_is_an_error_at_once_and_connect_twice_is_harmless(make_client):
+    # A broker that refuses every CONNECT (CONNACK return code 5, not authorised), on loopback.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    conns = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conns.append(conn)
+            conn.recv(1024)
+            conn.sendall(b"\x20\x02\x00\x05")
+
+    threading.Thread(target=serve, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConnectionError, match="refused the connection"):
+            SeqClient(port=port, client_id="py-refused")
+    finally:
+        listener.close()
+        for conn in conns:
+            conn.close()
+    assert time.monotonic() - started < 5, "not the whole 10 s timeout"
+    c = make_client()
+    c.connect()  # connected already: nothing happens
+    assert c.mqtt.is_connected()
