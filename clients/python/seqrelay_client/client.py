@@ -478,6 +478,7 @@ class SeqClient:
             if t.stream.next > t.asked[1]:
                 self._deliver(t, [])
                 return
+            self._call(self.on_fetch, {"topic": t.name, "from": t.asked[0], "to": t.asked[1]})  # as JS does
         first = s.get("first")
         if ok and isinstance(first, int) and first > t.asked[0] and first > t.stream.next:
             # PROTOCOL 5.2: the relay deleted everything below `first`. Give it up now, so delivery

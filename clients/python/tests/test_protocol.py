@@ -287,3 +287,14 @@ def test_a_catch_up_never_answered_says_so_with_no_end_and_a_busy_range_is_given
         s.advance(0.1)
     assert lost(s.events)[-1] == {"topic": "chat/a", "from": 2, "to": 2, "reason": "busy", "code": "busy",
                                   "retry": True}
+
+
+def test_a_catch_up_that_learns_its_end_says_what_it_fetches_as_js_does():
+    fetches = []
+    s = Scripted(on_fetch=fetches.append)
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.c._on_connect(None, None, {}, 0)  # a reconnect: asks from 2 to the newest
+    s.frame("relay/replay/r1", 2)
+    s.status(id=7, **{"from": 2}, to=4, sent=3, last=4, truncated=True, next=3, status="ok")
+    assert fetches == [{"topic": "chat/a", "from": 2, "to": None}, {"topic": "chat/a", "from": 2, "to": 4}]
