@@ -219,7 +219,8 @@ class Relay {
   // database over to the shard's active, through PENDING.
   Status HandOverJournal();
   // One transaction of HandOverJournal's, tried again on a lock conflict.
-  Status HandOverChunk(std::span<const MysqlStore::HandedOver> chunk);
+  // Returns the shard they went to (MysqlStore::HandOver).
+  Result<std::string> HandOverChunk(std::span<const MysqlStore::HandedOver> chunk);
   // Active, main thread: queues the shard's handed-over messages for the
   // writer, one round at a time.
   void PumpPending();
@@ -373,7 +374,8 @@ class Relay {
   PublishTracker tracker_;
   // Each MQTT message id in flight: when it was published (steady clock,
   // ns; 0 = none), for the publish-to-PUBACK stage, and the bytes
-  // libmosquitto holds for it until its PUBACK; held_bytes_ is their sum.
+  // libmosquitto holds for it until its PUBACK; held_bytes_ is their sum,
+  // held_frames_ their number (copies of a row republished included).
   // Guarded by publish_mu_.
   struct InFlight {
     int64_t sent_at_ns = 0;
@@ -381,6 +383,7 @@ class Relay {
   };
   std::vector<InFlight> in_flight_ = std::vector<InFlight>(65536);
   uint64_t held_bytes_ = 0;
+  uint64_t held_frames_ = 0;
   // The frame size check's publish and the broker's answer; guarded by publish_mu_.
   int probe_mid_ = -1;
   std::optional<int> probe_reason_;

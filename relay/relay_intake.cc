@@ -52,6 +52,7 @@ Status Relay::HandOverJournal() {
   // (this one, if it becomes active): it stores them after the topics'
   // current ends, each once.
   constexpr std::size_t kChunk = 500;
+  std::string shard = config_.shard;
   for (std::size_t at = 0; at < left.size(); at += kChunk) {
     std::vector<MysqlStore::HandedOver> chunk;
     for (std::size_t i = at; i < std::min(left.size(), at + kChunk); ++i) {
@@ -59,15 +60,18 @@ Status Relay::HandOverJournal() {
                        {reinterpret_cast<const uint8_t*>(left[i].payload.data()), left[i].payload.size()},
                        left[i].msg_id});
     }
-    if (Status s = HandOverChunk(chunk); !s.ok()) return s;
+    auto to = HandOverChunk(chunk);
+    if (!to.ok()) return to.status();
+    shard = std::move(to).value();
   }
   journal_->Release(left.back().end);
   LogInfo("journal: {} messages received before the last stop but not committed handed over to shard '{}''s "
-          "active, which stores them at the end of their topics", left.size(), config_.shard);
+          "active, which stores them at the end of their topics{}", left.size(), shard,
+          shard == config_.shard ? "" : " (the shard this journal's relay took them for)");
   return Status::Ok();
 }
 
-Status Relay::HandOverChunk(std::span<const MysqlStore::HandedOver> chunk) {
+Result<std::string> Relay::HandOverChunk(std::span<const MysqlStore::HandedOver> chunk) {
   // A takeover of the shard moves this journal's position too (it folds the
   // SHARD row's into JOURNAL, schema 006), in the same JOURNAL row: on a
   // Galera cluster the two transactions can conflict (1213), elsewhere one
@@ -75,15 +79,17 @@ Status Relay::HandOverChunk(std::span<const MysqlStore::HandedOver> chunk) {
   // chunk is tried again, a few times.
   constexpr int kAttempts = 5;
   Backoff backoff;
-  Status s;
-  for (int attempt = 1; attempt <= kAttempts; ++attempt) {
-    s = store_.connected() ? Status::Ok() : store_.Connect(false);
-    if (s.ok()) s = store_.HandOver(chunk, chunk.back().end);
-    if (s.ok() || (s.database_code() != 1213 && s.database_code() != 1205) || attempt == kAttempts) break;
+  for (int attempt = 1;; ++attempt) {
+    Status s = store_.connected() ? Status::Ok() : store_.Connect(false);
+    if (s.ok()) {
+      auto shard = store_.HandOver(chunk, chunk.back().end);
+      if (shard.ok()) return shard;
+      s = shard.status();
+    }
+    if ((s.database_code() != 1213 && s.database_code() != 1205) || attempt == kAttempts) return s;
     LogWarn("{}; trying again", s.message());
     std::this_thread::sleep_for(backoff.Next());
   }
-  return s;
 }
 
 void Relay::PumpPending() {
@@ -275,7 +281,7 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
     ++counters_.intake_errors;
     if (progress.queued) {
       // Taken: the writer commits it. Only what came after failed.
-      LogError("intake: message {} on '{}' queued, then memory ran out", in.mid, in.topic);
+      LogErrorNoThrow("intake: message {} on '{}' queued, then memory ran out", in.mid, in.topic);
       return MqttLink::AfterMessage::kReadOn;
     }
     if (progress.journaled) {
@@ -284,13 +290,13 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
       // path that keeps it is a crash's: the journal hands it over at the
       // next start, and the PUBACK never leaves, so mosquitto's resend
       // (to this relay restarted or to a standby) is recognised as such.
-      LogError("intake: message {} on '{}' journaled, then memory ran out before it was queued; ending the process "
-               "so that its journal hands it over at the next start", in.mid, in.topic);
+      LogErrorNoThrow("intake: message {} on '{}' journaled, then memory ran out before it was queued; ending the "
+                      "process so that its journal hands it over at the next start", in.mid, in.topic);
       std::abort();
     }
     if (in.mid == 0) {  // QoS 0: nothing will send it again
       ++counters_.lost;
-      LogError("intake: QoS 0 message on '{}' lost: memory ran out taking it", in.topic);
+      LogErrorNoThrow("intake: QoS 0 message on '{}' lost: memory ran out taking it", in.topic);
       return MqttLink::AfterMessage::kReadOn;
     }
     // Not taken: its PUBACK must not leave, so the connection is broken with
@@ -300,8 +306,8 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
       std::lock_guard lock(redelivery_mu_);
       redelivery_.Forget(in.mid, in.topic, in.payload);
     }
-    LogError("intake: message {} on '{}' not taken: memory ran out; its PUBACK is withheld (the connection is "
-             "broken) and mosquitto sends it again", in.mid, in.topic);
+    LogErrorNoThrow("intake: message {} on '{}' not taken: memory ran out; its PUBACK is withheld (the connection "
+                    "is broken) and mosquitto sends it again", in.mid, in.topic);
     return MqttLink::AfterMessage::kBreakConnection;
   } catch (const std::exception& e) {
     // Not a shortage: the resend would fail the same way, for ever. Counted

@@ -61,15 +61,18 @@ void Relay::RepublishUnconfirmed() {
   // A row resent at a reconnect is queued twice in libmosquitto, which
   // sends both copies again by itself at every reconnect: resent at each
   // reconnect of a link that flaps, the whole unacknowledged window would
-  // be added to that queue each time. So a reconnect within 10 s of the
-  // last republish resends only the rows not resent yet; a later one
-  // resends every unacknowledged row (a copy may be lost all the same).
+  // be added to that queue each time. So a reconnect resends only the rows
+  // not resent yet, unless the last republish is 10 s old and what
+  // libmosquitto holds is within the bounds of one window (20,000 frames,
+  // --buffer-max-bytes): then every unacknowledged row goes again (a copy
+  // may be lost all the same). It holds at most two windows' worth.
   const auto now = Clock::now();
   const bool recently = now - last_republish_ < kRepublishAgainAfter;
   uint64_t after = 0, last = 0;
   {
     std::lock_guard lock(publish_mu_);
-    after = recently ? tracker_.unresent_after() : tracker_.watermark();
+    const bool room = held_frames_ <= kMaxUnacked && held_bytes_ <= static_cast<uint64_t>(config_.buffer_max_bytes);
+    after = !recently && room ? tracker_.watermark() : tracker_.unresent_after();
     last = tracker_.last_sent();
   }
   if (after >= last) return;
@@ -138,6 +141,7 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
   }
   InFlight& sent = in_flight_[static_cast<uint16_t>(mid.value())];
   sent.sent_at_ns = Clock::now().time_since_epoch().count();
+  if (sent.bytes == 0) ++held_frames_;
   sent.bytes += static_cast<uint32_t>(frame.size());
   held_bytes_ += frame.size();
   // Under publish_mu_, like the PUBACK's LiveAcked: the ack cannot overtake this.
@@ -199,7 +203,9 @@ void Relay::OnPublished(int mid, int reason) {
     }
     tracker_.Acked(mid);
     InFlight& sent = in_flight_[static_cast<uint16_t>(mid)];
-    held_bytes_ -= std::exchange(sent.bytes, 0);
+    const uint32_t bytes = std::exchange(sent.bytes, 0);
+    held_bytes_ -= bytes;
+    if (bytes != 0) --held_frames_;
     if (sent.sent_at_ns != 0) {
       stage_puback_.Observe(std::chrono::nanoseconds(Clock::now().time_since_epoch().count() - sent.sent_at_ns));
       sent.sent_at_ns = 0;

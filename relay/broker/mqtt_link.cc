@@ -459,6 +459,14 @@ void MqttLink::OnMessage(mosquitto*, void* obj, const mosquitto_message* m, cons
         shutdown(mosquitto_socket(self->mosq_.get()), SHUT_RDWR);
         break;
     }
+  } catch (const std::bad_alloc&) {
+    // Memory ran out in a handler's own failure path: its PUBACK is queued
+    // already, and only a broken connection keeps it from the broker,
+    // which then sends the message again.
+    self->broken_ = true;
+    shutdown(mosquitto_socket(self->mosq_.get()), SHUT_RDWR);
+    LogErrorNoThrow("{}: message on '{}' not handled: memory ran out; breaking the connection so that it comes again",
+                    self->options_.name, in.topic);
   } catch (const std::exception& e) {
     // The handlers deal with their own failures (Relay::OnIntake); this is
     // a last guard for the network thread.

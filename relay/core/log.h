@@ -56,6 +56,15 @@ template <typename... Args>
 void LogError(fmt::format_string<Args...> f, Args&&... args) {
   Log(LogLevel::kError, f, std::forward<Args>(args)...);
 }
+// For a path that runs when memory is short: a line that cannot be made is
+// not written, and what the caller does next still happens.
+template <typename... Args>
+void LogErrorNoThrow(fmt::format_string<Args...> f, Args&&... args) noexcept {
+  try {
+    Log(LogLevel::kError, f, std::forward<Args>(args)...);
+  } catch (...) {
+  }
+}
 
 // Lets one event through per interval. Any thread may call Allow().
 class RateLimit {

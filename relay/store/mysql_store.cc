@@ -241,7 +241,16 @@ Status MysqlStore::Migrate(bool apply) {
     LogInfo("schema: applying {} (version {})", m.name, m.version);
     s = Guard("migrate", [&] {
       std::unique_ptr<sql::Statement> st(conn_->createStatement());
-      for (const auto& statement : Statements(m.sql)) st->execute(statement);
+      for (const auto& statement : Statements(m.sql)) {
+        try {
+          st->execute(statement);
+        } catch (const sql::SQLException& e) {
+          // Each DDL statement commits on its own: a migration cut short (a
+          // kill between two ALTERs) is applied again, and what it did is done.
+          if (!IsAlreadyApplied(e.getErrorCode())) throw;
+          LogInfo("schema: {}: {} (done before; going on)", m.name, e.what());
+        }
+      }
       std::unique_ptr<sql::PreparedStatement> done(
           conn_->prepareStatement("INSERT INTO SCHEMA_VERSION (VERSION, NAME) VALUES (?, ?)"));
       done->setInt(1, m.version);
@@ -390,10 +399,10 @@ Result<MysqlStore::Lease> MysqlStore::TryAcquireLease(std::string_view owner, in
       fold->setString(1, shard_);
       fold->execute();
       if (!journal_id_.empty()) {
-        // This holder's own journal: what it hands over later counts only
-        // resends taken after this epoch (schema 009).
+        // This holder's own journal: what it hands over later goes to this
+        // shard, and counts only resends taken after this epoch (schema 009).
         std::unique_ptr<sql::PreparedStatement> mark(conn_->prepareStatement(
-            "UPDATE JOURNAL j JOIN SHARD s ON s.NAME = ? SET j.EPOCH = s.EPOCH WHERE j.ID = ?"));
+            "UPDATE JOURNAL j JOIN SHARD s ON s.NAME = ? SET j.EPOCH = s.EPOCH, j.SHARD = s.NAME WHERE j.ID = ?"));
         mark->setString(1, shard_);
         mark->setString(2, journal_id_);
         mark->execute();
@@ -452,25 +461,31 @@ Status MysqlStore::ReleaseLease(uint32_t epoch) {
   });
 }
 
-Status MysqlStore::HandOver(std::span<const HandedOver> messages, uint64_t pos) {
-  return Guard("hand over journaled messages", [&] {
+Result<std::string> MysqlStore::HandOver(std::span<const HandedOver> messages, uint64_t pos) {
+  std::string shard = shard_;
+  Status s = Guard("hand over journaled messages", [&] {
     for (const HandedOver& m : messages) {
       std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
-          "INSERT IGNORE INTO PENDING (JOURNAL_ID, END_POS, SHARD, ID, MID, DIGEST, MSG, MSG_ID, EPOCH) VALUES (?, ?, ?, "
-          "?, ?, ?, ?, ?, COALESCE((SELECT EPOCH FROM JOURNAL WHERE ID = ?), 0))"));
+          "INSERT IGNORE INTO PENDING (JOURNAL_ID, END_POS, SHARD, ID, MID, DIGEST, MSG, MSG_ID, EPOCH) VALUES (?, ?, "
+          "COALESCE((SELECT SHARD FROM JOURNAL WHERE ID = ?), ?), ?, ?, ?, ?, ?, "
+          "COALESCE((SELECT EPOCH FROM JOURNAL WHERE ID = ?), 0))"));
+      // The shard the journal's relay last held (its takeover wrote it):
+      // that shard's session got mosquitto's resends, so its active is the
+      // one to store these, also if this relay came back under another.
       ps->setString(1, journal_id_);
       ps->setUInt64(2, m.end);
-      ps->setString(3, shard_);
-      ps->setString(4, Bytes(m.topic));
-      ps->setUInt(5, m.mid);
-      ps->setUInt64(6, Digest(m.topic, m.payload));
-      ps->setString(7, Bytes(m.payload));
+      ps->setString(3, journal_id_);
+      ps->setString(4, shard_);
+      ps->setString(5, Bytes(m.topic));
+      ps->setUInt(6, m.mid);
+      ps->setUInt64(7, Digest(m.topic, m.payload));
+      ps->setString(8, Bytes(m.payload));
       if (m.msg_id.empty()) {
-        ps->setNull(8, sql::DataType::VARBINARY);
+        ps->setNull(9, sql::DataType::VARBINARY);
       } else {
-        ps->setString(8, Bytes(m.msg_id));
+        ps->setString(9, Bytes(m.msg_id));
       }
-      ps->setString(9, journal_id_);
+      ps->setString(10, journal_id_);
       ps->execute();
     }
     std::unique_ptr<sql::PreparedStatement> up(
@@ -478,9 +493,15 @@ Status MysqlStore::HandOver(std::span<const HandedOver> messages, uint64_t pos) 
     up->setUInt64(1, pos);
     up->setString(2, journal_id_);
     up->execute();
+    std::unique_ptr<sql::PreparedStatement> which(conn_->prepareStatement("SELECT SHARD FROM JOURNAL WHERE ID = ?"));
+    which->setString(1, journal_id_);
+    std::unique_ptr<sql::ResultSet> rs(which->executeQuery());
+    if (rs->next()) shard = rs->getString(1).asStdString();
     CommitTransaction();
     saved_journal_pos_ = std::max(saved_journal_pos_, pos);
   });
+  if (!s.ok()) return s;
+  return shard;
 }
 
 Result<std::vector<MysqlStore::PendingRow>> MysqlStore::ReadPending(std::size_t limit) {

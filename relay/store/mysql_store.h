@@ -112,8 +112,10 @@ class MysqlStore {
     std::string_view msg_id;  // the publisher's msg-id; empty if none
   };
   // One transaction: records `messages` of this store's journal in PENDING
-  // for the shard's active (again: ignored) and moves JOURNAL.POS to `pos`.
-  Status HandOver(std::span<const HandedOver> messages, uint64_t pos);
+  // for the active of the shard the journal's relay last held (JOURNAL.SHARD;
+  // this store's shard if none; again: ignored) and moves JOURNAL.POS to
+  // `pos`. Returns that shard.
+  Result<std::string> HandOver(std::span<const HandedOver> messages, uint64_t pos);
 
   struct PendingRow {
     std::string journal_id;

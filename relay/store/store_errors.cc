@@ -33,4 +33,15 @@ bool IsLoginRefusal(int server_error) {
   }
 }
 
+bool IsAlreadyApplied(int server_error) {
+  switch (server_error) {
+    case 1050:  // ER_TABLE_EXISTS_ERROR
+    case 1060:  // ER_DUP_FIELDNAME: duplicate column name
+    case 1061:  // ER_DUP_KEYNAME: duplicate key name
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace seqrelay

@@ -398,6 +398,27 @@ TEST_F(FailoverE2E, KillsInARowLoseNothing) {
   EXPECT_EQ(relays[1]->Stop(), 0);
 }
 
+// As below, but the dead relay comes back under another shard with the
+// same journal: its records go to the shard it took them for, whose active
+// recognises them. Until 2026-12-05 they went to the new --shard, whose
+// active stored the message a second time, in a topic of another shard.
+TEST_F(FailoverE2E, AJournalBackUnderAnotherShardIsHandedToTheShardItWasTakenFor) {
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
+  const std::string topic = root() + "/a/t";
+  constexpr int kCount = 300;
+  KillTheActiveAfterJournalingAndLetTheStandbyTakeOver(*a1, *a2, topic, kCount);
+  if (HasFatalFailure()) return;
+  auto b1 = ShardRelay("b", 1, {"--journal-dir=" + servers().dir() + "/journal-" + name_ + "-a1"});
+  b1->Start();
+  ASSERT_TRUE(LogHas(*b1, "but not committed handed over to shard 'a'", 10s)) << b1->log();
+  EXPECT_TRUE(LogHas(*a2, "were stored already (mosquitto resent them", 10s)) << a2->log();
+  std::this_thread::sleep_for(2s);  // both actives' next rounds: nothing more to store
+  ExpectEachStoredOnce(Audit(topic, kCount), kCount);
+  EXPECT_EQ(Number("SELECT COUNT(*) FROM `" + name_ + "`.PENDING"), 0u);
+  EXPECT_EQ(b1->Stop(), 0);
+  EXPECT_EQ(a2->Stop(), 0);
+}
+
 // The relay dies right after journaling a message, its PUBACK unsent:
 // mosquitto resends that message to the standby once it has taken the
 // shard's session over, and the dead relay, restarted, hands the same

@@ -36,6 +36,15 @@ TEST(StoreErrorsTest, OnlyErrorsAboutTheRowItselfRefuseIt) {
   }
 }
 
+TEST(StoreErrorsTest, OnlyWhatExistsAlreadyIsAMigrationStepDoneBefore) {
+  EXPECT_TRUE(IsAlreadyApplied(1060)) << "duplicate column";
+  EXPECT_TRUE(IsAlreadyApplied(1061)) << "duplicate key name";
+  EXPECT_TRUE(IsAlreadyApplied(1050)) << "table exists";
+  EXPECT_FALSE(IsAlreadyApplied(1146)) << "no such table";
+  EXPECT_FALSE(IsAlreadyApplied(1064)) << "syntax error";
+  EXPECT_FALSE(IsAlreadyApplied(0));
+}
+
 TEST(StoreErrorsTest, OnlyTheServerRefusingTheLoginIsALoginRefusal) {
   EXPECT_TRUE(IsLoginRefusal(1045)) << "wrong password";
   EXPECT_TRUE(IsLoginRefusal(1044)) << "no grant on the database";
