@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -152,6 +153,29 @@ class FaultE2E : public RelayE2E {
     }
     if (relay_ && relay_->running()) o.peak_rss_kb = relay_->PeakRssKb();
     return o;
+  }
+
+  // With the journal, then without: the relay restarted with the fault
+  // `env` ("NAME=value"), p1..p100 published on root()/j (or /m), and each
+  // stored once; `check` then reads the relay's log.
+  void HundredMessagesWithAFault(const std::string& env, const std::function<void(const std::string&)>& check) {
+    for (bool journal : {true, false}) {
+      SCOPED_TRACE(journal ? "with the journal" : "without the journal");
+      std::vector<std::string> args;
+      args.push_back(journal ? "--journal-dir=" + servers().dir() + "/journal-" + name_ : "--no-journal");
+      StartRelay(args);
+      relay_->Stop();
+      relay_->Start({env});
+      const std::string topic = root() + (journal ? "/j" : "/m");
+      MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+      for (int i = 1; i <= 100; ++i) pub.Publish(topic, "p" + std::to_string(i));
+      ASSERT_TRUE(pub.WaitAllAcked(std::chrono::seconds(10)));
+      WaitStored(topic, 100);
+      std::this_thread::sleep_for(Scaled(std::chrono::milliseconds(300)));  // a duplicate, if any, lands now
+      ExpectEachStoredOnce(Audit(topic, 100), 100);
+      check(relay_->log());
+      EXPECT_EQ(relay_->Stop(), 0);
+    }
   }
 
   // Every one of the `n` messages stored exactly once, SEQ 1..n.

@@ -131,26 +131,11 @@ TEST_F(FaultE2E, AHandedOverMessageRefusedForGoodIsRefusedOnce) {
 // relay must recognise the resends on that reconnect too, not only on the
 // first connect of a process. With and without the journal.
 TEST_F(FaultE2E, IntakeReconnectBeforeThePubackLeftStoresTheMessageOnce) {
-  for (bool journal : {true, false}) {
-    SCOPED_TRACE(journal ? "with the journal" : "without the journal");
-    std::vector<std::string> args;
-    args.push_back(journal ? "--journal-dir=" + servers().dir() + "/journal-" + name_ : "--no-journal");
-    StartRelay(args);
-    relay_->Stop();
-    relay_->Start({"SEQTEST_BREAK_INTAKE_AFTER=50"});
-    const std::string topic = root() + (journal ? "/j" : "/m");
-    MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-    for (int i = 1; i <= 100; ++i) pub.Publish(topic, "p" + std::to_string(i));
-    ASSERT_TRUE(pub.WaitAllAcked(10s));
-    WaitStored(topic, 100);
-    std::this_thread::sleep_for(Scaled(300ms));  // a duplicate, if any, lands now
-    ExpectEachStoredOnce(Audit(topic, 100), 100);
-    const std::string log = relay_->log();
+  HundredMessagesWithAFault("SEQTEST_BREAK_INTAKE_AFTER=50", [](const std::string& log) {
     EXPECT_NE(log.find("fault injection: breaking the intake connection"), std::string::npos) << log;
     EXPECT_NE(log.find("(session present)"), std::string::npos) << log;
     EXPECT_NE(log.find("dropped the broker's resend of message"), std::string::npos) << log;
-    EXPECT_EQ(relay_->Stop(), 0);
-  }
+  });
 }
 
 // Taking a message fails (memory ran out copying it; here injected): its
@@ -158,25 +143,10 @@ TEST_F(FaultE2E, IntakeReconnectBeforeThePubackLeftStoresTheMessageOnce) {
 // filter must not drop that resend as one already taken. The build before
 // acknowledged it and lost it. With and without the journal.
 TEST_F(FaultE2E, AMessageWhoseHandlingFailsIsNotAcknowledgedAndComesAgain) {
-  for (bool journal : {true, false}) {
-    SCOPED_TRACE(journal ? "with the journal" : "without the journal");
-    std::vector<std::string> args;
-    args.push_back(journal ? "--journal-dir=" + servers().dir() + "/journal-" + name_ : "--no-journal");
-    StartRelay(args);
-    relay_->Stop();
-    relay_->Start({"SEQTEST_THROW_IN_INTAKE=50"});
-    const std::string topic = root() + (journal ? "/j" : "/m");
-    MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-    for (int i = 1; i <= 100; ++i) pub.Publish(topic, "p" + std::to_string(i));
-    ASSERT_TRUE(pub.WaitAllAcked(10s));
-    WaitStored(topic, 100);
-    std::this_thread::sleep_for(Scaled(300ms));  // a duplicate, if any, lands now
-    ExpectEachStoredOnce(Audit(topic, 100), 100);
-    const std::string log = relay_->log();
+  HundredMessagesWithAFault("SEQTEST_THROW_IN_INTAKE=50", [](const std::string& log) {
     EXPECT_NE(log.find("not taken: memory ran out; its PUBACK is withheld"), std::string::npos) << log;
     EXPECT_NE(log.find("(session present)"), std::string::npos) << log;
-    EXPECT_EQ(relay_->Stop(), 0);
-  }
+  });
 }
 
 // Memory runs out right after a message was journaled, before it was

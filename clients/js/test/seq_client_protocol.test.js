@@ -298,11 +298,19 @@ test('a lookup refused for good (v1 error text) starts the topic at its first li
   assert.deepEqual(seen, [6]);
 });
 
-test('a status that is not JSON, or not an object, is ignored', (t) => {
-  const { mqtt } = setup(t);
-  mqtt.emit('message', 'relay/replay/r1/status', Buffer.from('{not json'));
-  mqtt.emit('message', 'relay/replay/r1/status', Buffer.from('null'));
-  mqtt.emit('message', 'relay/replay/r1/status', Buffer.from('[1]'));
+test('a status that is not JSON, or not an object, is ignored', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t);
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.frame('seq/chat/a', 3);
+  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
+  for (const body of ['{not json', 'null', '[1]', '"ok"']) {
+    mqtt.emit('message', 'relay/replay/r1/status', Buffer.from(body));
+  }
+  assert.deepEqual(seq.topics.get(7).asked, { from: 2, to: 2 }, 'the request is still out');
+  assert.deepEqual(events.map(([e]) => e), ['fetch']);
+  mqtt.frame('relay/replay/r1', 2);
+  assert.deepEqual(seen, [1, 2, 3]);
 });
 
 test('a reconnect while a gap request is out asks for what came meanwhile once that request is done', async (t) => {
