@@ -72,6 +72,7 @@ class Stats:
     gaps_lost: int = 0  # ranges given up (reported to on_lost)
     bad_frames: int = 0
     listener_errors: int = 0
+    unread_dropped: int = 0  # messages a Subscription without on_message dropped, its buffer full
 
 
 @dataclass
@@ -127,18 +128,37 @@ def topic_matches(filter_: str, topic: str) -> bool:
 class Subscription:
     """One subscribe(): iterate it (blocking) or give it an on_message callback."""
 
-    def __init__(self, client: "SeqClient", filter_: str, on_message: Optional[Callable[[Message], None]]):
+    def __init__(self, client: "SeqClient", filter_: str, on_message: Optional[Callable[[Message], None]],
+                 max_buffered: int):
         self.filter = filter_
         self.on_message = on_message
         self._client = client
+        # Without on_message, what is not read yet waits here, up to max_buffered messages: past
+        # that the oldest goes (counted in stats.unread_dropped and logged), not the memory.
+        # (Unbounded as a queue.Queue, so that the end marker None always fits.)
         self._queue: "queue.Queue[Optional[Message]]" = queue.Queue()
+        self._max_buffered = max_buffered
         self.closed = False
 
     def _deliver(self, message: Message) -> None:
         if self.on_message is not None:
             self.on_message(message)
-        else:
-            self._queue.put(message)
+            return
+        while self._queue.qsize() >= self._max_buffered:
+            try:
+                dropped = self._queue.get_nowait()
+            except queue.Empty:
+                break  # a reader took them meanwhile
+            if dropped is None:  # unsubscribed: the end marker stays, and nothing more comes
+                self._queue.put(None)
+                return
+            stats = self._client.stats
+            stats.unread_dropped += 1
+            if stats.unread_dropped == 1 or stats.unread_dropped % 10000 == 0:
+                log.warning("seqrelay_client: subscription %r is not read: dropped %d unread messages so far "
+                            "(the oldest first; SEQ %d of %r now)", self.filter, stats.unread_dropped,
+                            dropped.seq, dropped.topic)
+        self._queue.put(message)
 
     def get(self, timeout: Optional[float] = None) -> Message:
         """The next message; queue.Empty after `timeout` seconds; StopIteration once unsubscribed."""
@@ -281,6 +301,7 @@ class SeqClient:
         from_seq: Optional[int] = None,
         last: Optional[int] = None,
         on_message: Optional[Callable[[Message], None]] = None,
+        max_buffered: int = 100_000,
     ) -> Subscription:
         """Subscribes to seq/<filter_>. history=True reads from SEQ 1 first, from_seq=N resumes
         at N, last=N starts N back; those need a topic without wildcards. Without on_message,
@@ -306,7 +327,9 @@ class SeqClient:
             start = 1
         if start is not None and ("+" in filter_ or "#" in filter_):
             raise ValueError(f"history and resume need a topic without '+' or '#': {filter_!r}")
-        sub = Subscription(self, filter_, on_message)
+        if not isinstance(max_buffered, int) or isinstance(max_buffered, bool) or max_buffered < 1:
+            raise ValueError("max_buffered is a count >= 1 (an int)")
+        sub = Subscription(self, filter_, on_message, max_buffered)
         with self._lock:
             if start is not None and (filter_ in self._ids or filter_ in self._lookups):
                 # Its stream has a position already: history below it would be dropped as duplicates.

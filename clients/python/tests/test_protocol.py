@@ -298,3 +298,17 @@ def test_a_catch_up_that_learns_its_end_says_what_it_fetches_as_js_does():
     s.frame("relay/replay/r1", 2)
     s.status(id=7, **{"from": 2}, to=4, sent=3, last=4, truncated=True, next=3, status="ok")
     assert fetches == [{"topic": "chat/a", "from": 2, "to": None}, {"topic": "chat/a", "from": 2, "to": 4}]
+
+
+def test_an_unread_subscription_keeps_its_newest_max_buffered_messages():
+    s = Scripted()
+    room = s.c.subscribe("chat/a", max_buffered=3)
+    for seq in range(1, 8):
+        s.frame("seq/chat/a", seq)
+    assert [room.get(timeout=0).seq for _ in range(3)] == [5, 6, 7]
+    assert s.c.stats.unread_dropped == 4
+    room.unsubscribe()
+    with pytest.raises(StopIteration):
+        room.get(timeout=0)
+    with pytest.raises(ValueError):
+        s.c.subscribe("chat/b", max_buffered=0)
