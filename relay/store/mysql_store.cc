@@ -140,7 +140,9 @@ Status MysqlStore::Connect(bool create_database) {
     refusal = (i == 0 || refusal != 0) && IsLoginRefusal(s.database_code()) ? s.database_code() : 0;
     failures += fmt::format("{}{}:{}: {}", failures.empty() ? "" : "; ", e.host, e.port, s.message());
   }
-  if (refusal != 0) return Status::Database(fmt::format("every database node refused the login ({})", failures), refusal);
+  if (refusal != 0) {
+    return Status::Database(fmt::format("every database node refused the login ({})", failures), refusal);
+  }
   return Status::Error(fmt::format("no database node answered ({})", failures));
 }
 
