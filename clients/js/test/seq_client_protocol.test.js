@@ -48,6 +48,17 @@ function setup(t, options = {}) {
   return { mqtt, seq, events, seen };
 }
 
+// chat/a followed from SEQ 1, then SEQ `next` live: waits for the request
+// for the gap between.
+async function gapAsked(t, next, options = {}) {
+  const ctx = setup(t, options);
+  ctx.seq.subscribe('chat/a');
+  ctx.mqtt.frame('seq/chat/a', 1);
+  ctx.mqtt.frame('seq/chat/a', next);
+  await waitFor(() => ctx.mqtt.requests.length >= 1, 'the gap request');
+  return ctx;
+}
+
 // Waits are for at least N requests, then check them by index: on a busy
 // machine the client's timer may already have asked again by the time the
 // wait looks.
@@ -96,11 +107,7 @@ test('`last` reaching below `first` starts at `first` and says so; within it, no
 });
 
 test('a gap reply whose `first` is above the gap gives the gone SEQs up at once, and they are never asked again', async (t) => {
-  const { mqtt, seq, events, seen } = setup(t);
-  seq.subscribe('chat/a');
-  mqtt.frame('seq/chat/a', 1);
-  mqtt.frame('seq/chat/a', 40);
-  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
+  const { mqtt, seq, events, seen } = await gapAsked(t, 40);
   assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 39 });
   // Rows 2..19 were deleted; the reply is cut after 10 frames.
   for (const s of range(20, 29)) mqtt.frame('relay/replay/r1', s);
@@ -189,11 +196,7 @@ test('a reply whose `first` passed the gap gives the gone SEQs up at once, sayin
 });
 
 test('an error with retry: true is asked again after the backoff, not given up', async (t) => {
-  const { mqtt, seq, events, seen } = setup(t);
-  seq.subscribe('chat/a');
-  mqtt.frame('seq/chat/a', 1);
-  mqtt.frame('seq/chat/a', 4);
-  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
+  const { mqtt, seq, events, seen } = await gapAsked(t, 4);
   assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 3 });
   mqtt.status({ id: 7, from: 2, to: 3, status: 'error', error: 'too many requests', code: 'busy', retry: true });
   assert.equal(events.some(([e]) => e === 'lost'), false);
@@ -205,11 +208,7 @@ test('an error with retry: true is asked again after the backoff, not given up',
 });
 
 test('`stopping` with `next`: the retry asks from next', async (t) => {
-  const { mqtt, seq, seen } = setup(t);
-  seq.subscribe('chat/a');
-  mqtt.frame('seq/chat/a', 1);
-  mqtt.frame('seq/chat/a', 10);
-  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
+  const { mqtt, seq, seen } = await gapAsked(t, 10);
   for (const s of [2, 3, 4]) mqtt.frame('relay/replay/r1', s);
   mqtt.status({ id: 7, from: 2, to: 9, status: 'error', error: 'relay stopping', code: 'stopping', retry: true, next: 5 });
   await waitFor(() => mqtt.requests.length >= 2, 'the retry');
@@ -219,11 +218,7 @@ test('`stopping` with `next`: the retry asks from next', async (t) => {
 });
 
 test('an error with retry: false gives the range up at once, with its code', async (t) => {
-  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 60000 });
-  seq.subscribe('chat/a');
-  mqtt.frame('seq/chat/a', 1);
-  mqtt.frame('seq/chat/a', 3);
-  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
+  const { mqtt, seq, events, seen } = await gapAsked(t, 3, { replyTimeout: 60000 });
   mqtt.status({ id: 7, from: 2, to: 2, status: 'error', error: 'forbidden', code: 'forbidden', retry: false });
   assert.deepEqual(events.find(([e]) => e === 'lost')[1], {
     topic: 'chat/a', from: 2, to: 2, reason: 'forbidden', code: 'forbidden', retry: false,
@@ -232,11 +227,7 @@ test('an error with retry: false gives the range up at once, with its code', asy
 });
 
 test('a status for another range is not taken as the answer', async (t) => {
-  const { mqtt, seq, events, seen } = setup(t);
-  seq.subscribe('chat/a');
-  mqtt.frame('seq/chat/a', 1);
-  mqtt.frame('seq/chat/a', 5);
-  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
+  const { mqtt, seq, events, seen } = await gapAsked(t, 5);
   mqtt.status({ id: 7, from: 2, to: 3, sent: 0, last: 5, status: 'ok' }); // an older request's
   assert.equal(events.some(([e]) => e === 'lost'), false);
   for (const s of [2, 3, 4]) mqtt.frame('relay/replay/r1', s);
@@ -274,11 +265,7 @@ test('a catch-up never answered gives nothing up, says so with no end, and the s
 });
 
 test('a range the relay keeps answering busy is given up with its last refusal, not as unanswered', async (t) => {
-  const { mqtt, seq, events } = setup(t, { replyTimeout: 10, maxAttempts: 2 });
-  seq.subscribe('chat/a');
-  mqtt.frame('seq/chat/a', 1);
-  mqtt.frame('seq/chat/a', 3);
-  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
+  const { mqtt, seq, events } = await gapAsked(t, 3, { replyTimeout: 10, maxAttempts: 2 });
   const busy = { id: 7, from: 2, to: 2, status: 'error', error: 'busy', code: 'busy', retry: true };
   mqtt.status(busy);
   await waitFor(() => mqtt.requests.length >= 2, 'the retry');
@@ -299,11 +286,7 @@ test('a lookup refused for good (v1 error text) starts the topic at its first li
 });
 
 test('a status that is not JSON, or not an object, is ignored', async (t) => {
-  const { mqtt, seq, events, seen } = setup(t);
-  seq.subscribe('chat/a');
-  mqtt.frame('seq/chat/a', 1);
-  mqtt.frame('seq/chat/a', 3);
-  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
+  const { mqtt, seq, events, seen } = await gapAsked(t, 3);
   for (const body of ['{not json', 'null', '[1]', '"ok"']) {
     mqtt.emit('message', 'relay/replay/r1/status', Buffer.from(body));
   }
@@ -314,11 +297,7 @@ test('a status that is not JSON, or not an object, is ignored', async (t) => {
 });
 
 test('a reconnect while a gap request is out asks for what came meanwhile once that request is done', async (t) => {
-  const { mqtt, seq, events, seen } = setup(t);
-  seq.subscribe('chat/a');
-  mqtt.frame('seq/chat/a', 1);
-  mqtt.frame('seq/chat/a', 4);
-  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
+  const { mqtt, seq, events, seen } = await gapAsked(t, 4);
   assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 3 });
   mqtt.emit('connect'); // a reconnect with the gap request out: 5.. were published while away
   assert.equal(mqtt.requests.length, 1, 'no second request while the first is out');
