@@ -152,6 +152,11 @@ int main(int argc, char** argv) {
         ++printed;
       },
       [](const std::string& topic, uint64_t a, uint64_t b, const std::string& why) {
+        if (b == 0) {  // a catch-up never answered: its end is unknown
+          std::fprintf(stderr, "seqsub: '%s': what came after SEQ %llu while away could not be fetched (%s)\n",
+                       topic.c_str(), static_cast<unsigned long long>(a - 1), why.c_str());
+          return;
+        }
         std::fprintf(stderr, "seqsub: gap in '%s': SEQ %llu..%llu not delivered (%s)\n", topic.c_str(),
                      static_cast<unsigned long long>(a), static_cast<unsigned long long>(b), why.c_str());
       });

@@ -224,6 +224,100 @@ TEST_F(ClientE2E, ALateStatusOfAnEarlierRequestDoesNotCloseTheNextOne) {
   EXPECT_EQ(client.stats().gaps_filled, 2u);
 }
 
+// A reconnect while a gap request is out: what was published while away
+// comes after that request's range, so it is asked for (open-ended, from
+// the next SEQ) once the request is done. The build before skipped the
+// topic's catch-up, and on a quiet topic it waited for the next message.
+TEST_F(ClientE2E, AReconnectWhileAGapRequestIsOutAsksForWhatCameMeanwhileOnceItIsDone) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.gap_wait = std::chrono::milliseconds(20);
+  o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request per gap
+  Sink sink;
+  seqclient::SeqClient client(o, std::ref(sink));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  {
+    FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          relay.Live(1);
+          return sink.size() >= 1;
+        },
+        10s));
+    relay.Live(2), relay.Live(4);  // 3 lost
+    auto gap = relay.Request(1);
+    EXPECT_EQ(gap["from"], 3);
+    EXPECT_EQ(gap["to"], 3);
+  }
+  servers().StopBroker();  // the client reconnects with the request out
+  servers().StartBroker();
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  // Sent until the client has subscribed again (repeats are duplicates).
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        relay.Replay(3);
+        return sink.size() >= 4;
+      },
+      30s));
+  relay.Answer({{"from", 3}, {"to", 3}, {"sent", 1}, {"last", 6}, {"status", "ok"}});
+  auto catch_up = relay.Request(1);
+  EXPECT_EQ(catch_up, nlohmann::json({{"id", 77}, {"from", 5}})) << catch_up.dump();
+  relay.Replay(5), relay.Replay(6);
+  relay.Answer({{"from", 5}, {"to", 6}, {"sent", 2}, {"last", 6}, {"status", "ok"}});
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 6; }, 10s)) << Explain(client, sink, 6);
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 6);
+  EXPECT_EQ(client.stats().gaps_unfilled, 0u);
+}
+
+// A catch-up after a reconnect that the relay never answers gives up only
+// what is known to be missing: the stream goes on from where it was. The
+// build before gave up to the open end: the stream's next SEQ wrapped to 0,
+// it started over at the next frame that came, an old one included.
+TEST_F(ClientE2E, AnUnansweredCatchUpGivesUpNothingItDoesNotKnowToBeMissing) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.reply_timeout = std::chrono::milliseconds(50);
+  o.max_attempts = 2;
+  Sink sink;
+  std::mutex gaps_mu;
+  std::vector<std::pair<uint64_t, uint64_t>> gaps;
+  seqclient::SeqClient client(o, std::ref(sink), [&](const std::string&, uint64_t from, uint64_t to,
+                                                     const std::string&) {
+    std::lock_guard lock(gaps_mu);
+    gaps.emplace_back(from, to);
+  });
+  ASSERT_EQ(client.Start(), std::nullopt);
+  {
+    FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          relay.Live(1);
+          return sink.size() >= 1;
+        },
+        10s));
+  }
+  servers().StopBroker();  // the client reconnects and asks from 2 on; nobody answers
+  servers().StartBroker();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::lock_guard lock(gaps_mu);
+        return !gaps.empty();
+      },
+      30s));
+  {
+    std::lock_guard lock(gaps_mu);
+    EXPECT_EQ(gaps, (std::vector<std::pair<uint64_t, uint64_t>>{{2, 0}}));
+  }
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  relay.Live(1);  // an old frame again: a duplicate, not a new start
+  relay.Live(2);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 2; }, 10s)) << Explain(client, sink, 2);
+  std::this_thread::sleep_for(Scaled(200ms));
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 2);
+}
+
 // v1.1 error statuses say whether to ask again: a gap request answered
 // "unavailable" (retry true, resume from `next`) is asked again after the
 // reply timeout, from `next`, and the gap filled; a final one ("forbidden",

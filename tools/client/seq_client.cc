@@ -348,7 +348,13 @@ void SeqClient::RequestRange(uint32_t id, const Gap& range) {
 
 void SeqClient::CatchUpLocked() {
   for (auto& [id, t] : topics_) {
-    if (t.asked || t.stream.next() == 0) continue;  // a request is out; its retry covers the rest
+    if (t.stream.next() == 0) continue;
+    if (t.asked) {
+      // A request is out: its range ends where it ends, and what was
+      // published while away comes after it. Asked for once it is done.
+      t.catch_up_owed = true;
+      continue;
+    }
     t.asked = Gap{t.stream.next(), kOpenEnd};
     t.asked_at = Clock::now();
     t.attempts = 1;
@@ -380,15 +386,27 @@ void SeqClient::Timer() {
         const auto timeout = options_.reply_timeout * (1 << std::min(t.attempts - 1, 10));
         if (now - t.asked_at < timeout) continue;
         if (t.attempts >= options_.max_attempts) {
-          ++stats_.gaps_unfilled;
-          if (on_gap_) on_gap_(t.name, t.asked->from, t.asked->to, "no reply from the relay");
-          const uint64_t to = t.asked->to;
+          // An open end never answered gives up only what is known to be
+          // missing (giving up to the open end would give up every SEQ).
+          const bool open_end = t.asked->to == kOpenEnd;
+          const uint64_t to = !open_end ? t.asked->to : gap ? gap->to : t.stream.next() - 1;
+          const uint64_t from = t.stream.next();
           t.asked.reset();
           t.attempts = 0;
-          Deliver(t, id, t.stream.GiveUp(to));
+          ++stats_.gaps_unfilled;
+          if (to >= from) {
+            if (on_gap_) on_gap_(t.name, from, to, "no reply from the relay");
+            Deliver(t, id, t.stream.GiveUp(to));
+          } else if (on_gap_) {
+            on_gap_(t.name, from, 0, "no reply from the relay");  // the end was never learnt
+          }
           continue;
         }
         ++t.attempts;  // no status in time: ask again
+      } else if (t.catch_up_owed) {
+        t.catch_up_owed = false;
+        t.asked = Gap{t.stream.next(), kOpenEnd};  // from the next SEQ: any gap is in it
+        t.attempts = 1;
       } else {
         if (!gap) continue;
         if (t.gap_seen == Clock::time_point{}) t.gap_seen = now;

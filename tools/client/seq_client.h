@@ -91,6 +91,9 @@ class SeqClient {
  public:
   using OnMessage = std::function<void(const Message&)>;
   // Called when a gap is given up: topic, first and last missing SEQ, why.
+  // `to` 0: a catch-up after a reconnect (from `from` on) was never
+  // answered, so what it would have brought is unknown; a later frame's gap
+  // is asked for as usual.
   using OnGap = std::function<void(const std::string& topic, uint64_t from, uint64_t to, const std::string& why)>;
 
   SeqClient(Options options, OnMessage on_message, OnGap on_gap = nullptr);
@@ -112,6 +115,9 @@ class SeqClient {
     std::optional<Gap> asked;
     std::chrono::steady_clock::time_point gap_seen{}, asked_at{};
     int attempts = 0;
+    // A reconnect came while a request was out: what was published while
+    // away is asked for (open-ended, from the next SEQ) once it is done.
+    bool catch_up_owed = false;
   };
 
   static void OnConnect(mosquitto*, void* self, int rc);
