@@ -4,6 +4,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <thread>
 
@@ -68,6 +69,19 @@ class ClientE2E : public RelayE2E {
       return got.size();
     }
   };
+
+  // Sends again (`send`) until the client has delivered `n` messages: until
+  // its SUBSCRIBE is through, a frame can pass it by (repeats are dropped
+  // as duplicates).
+  static bool DeliveredWhileRepeating(Sink& sink, std::size_t n, const std::function<void()>& send,
+                                      std::chrono::seconds deadline = std::chrono::seconds(10)) {
+    return WaitFor(
+        [&] {
+          send();
+          return sink.size() >= n;
+        },
+        deadline);
+  }
 
   // Collects the gaps a SeqClient reports, as "<topic> <from>..<to> <why>".
   struct Gaps {
@@ -195,14 +209,7 @@ TEST_F(ClientE2E, ALateStatusOfAnEarlierRequestDoesNotCloseTheNextOne) {
     relay.Answer({{"from", from}, {"to", to}, {"sent", to - from + 1}, {"last", 9}, {"status", "ok"}});
   };
 
-  // Until the client's SUBSCRIBE is through, a frame can pass it by: send
-  // SEQ 1 until it is delivered (repeats are dropped as duplicates).
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        relay.Live(1);
-        return sink.size() >= 1;
-      },
-      10s));
+  ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
   relay.Live(2), relay.Live(4);  // 3 lost
   auto first = relay.Request(1);
   EXPECT_EQ(first["from"], 3);
@@ -238,12 +245,7 @@ TEST_F(ClientE2E, AReconnectWhileAGapRequestIsOutAsksForWhatCameMeanwhileOnceItI
   ASSERT_EQ(client.Start(), std::nullopt);
   {
     FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          relay.Live(1);
-          return sink.size() >= 1;
-        },
-        10s));
+    ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
     relay.Live(2), relay.Live(4);  // 3 lost
     auto gap = relay.Request(1);
     EXPECT_EQ(gap["from"], 3);
@@ -252,13 +254,8 @@ TEST_F(ClientE2E, AReconnectWhileAGapRequestIsOutAsksForWhatCameMeanwhileOnceItI
   servers().StopBroker();  // the client reconnects with the request out
   servers().StartBroker();
   FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
-  // Sent until the client has subscribed again (repeats are duplicates).
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        relay.Replay(3);
-        return sink.size() >= 4;
-      },
-      30s));
+  // Until the client has subscribed again.
+  ASSERT_TRUE(DeliveredWhileRepeating(sink, 4, [&] { relay.Replay(3); }, 30s));
   relay.Answer({{"from", 3}, {"to", 3}, {"sent", 1}, {"last", 6}, {"status", "ok"}});
   auto catch_up = relay.Request(1);
   EXPECT_EQ(catch_up, nlohmann::json({{"id", 77}, {"from", 5}})) << catch_up.dump();
@@ -280,35 +277,17 @@ TEST_F(ClientE2E, AnUnansweredCatchUpGivesUpNothingItDoesNotKnowToBeMissing) {
   o.reply_timeout = std::chrono::milliseconds(50);
   o.max_attempts = 2;
   Sink sink;
-  std::mutex gaps_mu;
-  std::vector<std::pair<uint64_t, uint64_t>> gaps;
-  seqclient::SeqClient client(o, std::ref(sink), [&](const std::string&, uint64_t from, uint64_t to,
-                                                     const std::string&) {
-    std::lock_guard lock(gaps_mu);
-    gaps.emplace_back(from, to);
-  });
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
   ASSERT_EQ(client.Start(), std::nullopt);
   {
     FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          relay.Live(1);
-          return sink.size() >= 1;
-        },
-        10s));
+    ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
   }
   servers().StopBroker();  // the client reconnects and asks from 2 on; nobody answers
   servers().StartBroker();
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        std::lock_guard lock(gaps_mu);
-        return !gaps.empty();
-      },
-      30s));
-  {
-    std::lock_guard lock(gaps_mu);
-    EXPECT_EQ(gaps, (std::vector<std::pair<uint64_t, uint64_t>>{{2, 0}}));
-  }
+  ASSERT_TRUE(WaitFor([&] { return !gaps.all().empty(); }, 30s));
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{topic + " 2..0 no reply from the relay"});
   FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
   relay.Live(1);  // an old frame again: a duplicate, not a new start
   relay.Live(2);
@@ -331,12 +310,7 @@ TEST_F(ClientE2E, ARetryableErrorIsAskedAgainFromNextAndAFinalOneGivesUp) {
   Sink sink;
   seqclient::SeqClient client(o, std::ref(sink));
   ASSERT_EQ(client.Start(), std::nullopt);
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        relay.Live(1);
-        return sink.size() >= 1;
-      },
-      10s));
+  ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
   relay.Live(5);  // 2..4 lost
   auto first = relay.Request(1);
   ASSERT_EQ(first["from"], 2);
