@@ -34,7 +34,9 @@ Commands:
         SIGKILLs node K (a crash: the others notice it within a few seconds).
   restart DIR K
         Stops node K if it runs, starts it again and waits until it has
-        rejoined the cluster (Synced, and sees every running node). When no
+        rejoined the cluster (Synced, and sees every running node); a node
+        that leaves the group after a failed join is started again, up to 3
+        starts in all. When no
         other node runs, node K bootstraps a new cluster, but only if it was
         the last node to leave cleanly (safe_to_bootstrap in its grastate.dat).
   bootstrap DIR K
@@ -252,10 +254,14 @@ wsrep_state() {
 
 # Waits until node N is Synced and ready and sees WANT nodes. With a third
 # argument 1, gives up early when no other running node is in the Primary
-# component for 20 s in a row: a joiner cannot get in until quorum is back.
+# component for 20 s in a row: a joiner cannot get in until quorum is back;
+# and returns 3 when node N has been Disconnected for 5 s while another node
+# is Primary: it left the group after a failed join ("Sending JOIN failed"
+# after its state transfer, seen on a loaded machine) and stays out until it
+# is started again.
 wait_synced() {
   local n=$1 want=$2 check_quorum=${3:-0} deadline=$((SECONDS + timeout)) size state ready status
-  local no_primary_since=""
+  local no_primary_since="" disconnected_since=""
   while :; do
     if ! node_alive "$n"; then
       log_tail "$n"
@@ -264,6 +270,17 @@ wait_synced() {
     read -r size state ready status < <(wsrep_state "$n")
     if [[ $state == Synced && $ready == ON && $size == "$want" ]]; then
       return 0
+    fi
+    if ((check_quorum)) && [[ $status == Disconnected ]] && primary_alive "$n"; then
+      if [[ -z $disconnected_since ]]; then
+        disconnected_since=$SECONDS
+      elif ((SECONDS - disconnected_since >= 5)); then
+        log_tail "$n" 15
+        log "node $n is out of the group (state $state, status $status) while another node is Primary"
+        return 3
+      fi
+    else
+      disconnected_since=""
     fi
     if ((check_quorum)) && [[ $status != Primary ]]; then
       if primary_alive "$n"; then
@@ -587,11 +604,19 @@ cmd_restart() {
     bootstrap=1
   fi
   local t0=$SECONDS
-  if ((others > 0)); then wait_evicted "$n" "$others"; fi
   # shellcheck disable=SC2064 # the values now, not at exit
   trap "node_alive $n && log \"node $n is left running: '$prog stop $dir $n' stops it\"" EXIT
-  launch_node "$n" "$bootstrap"
-  wait_synced "$n" $((others + 1)) 1
+  local attempt rc
+  for ((attempt = 1; ; attempt++)); do
+    if ((others > 0)); then wait_evicted "$n" "$others"; fi
+    launch_node "$n" "$bootstrap"
+    rc=0
+    wait_synced "$n" $((others + 1)) 1 || rc=$?
+    ((rc == 0)) && break
+    ((attempt < 3)) || die "node $n did not get into the group in $attempt starts (log: ${cfg[NODE${n}_LOG]})"
+    log "node $n: stopping it and starting it again (start $((attempt + 1)) of 3)"
+    stop_nodes "$n"
+  done
   trap - EXIT
   if ((bootstrap)); then
     log "node $n (pid ${cfg[NODE${n}_PID]}) bootstrapped the cluster again: Synced, in $((SECONDS - t0)) s"
