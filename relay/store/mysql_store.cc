@@ -188,6 +188,20 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
       // Room for the packet's header and the command byte, with some to spare.
       max_query_bytes_ = static_cast<std::size_t>(std::max<uint64_t>(rs->getUInt64(1), 2048) - 1024);
     }
+    // On a Galera cluster a node answers reads from the write-sets it has
+    // applied, which may lag what the cluster has ordered: a batch the
+    // previous active committed through another node, the row a takeover
+    // wrote a moment ago, the frame a subscriber asks to have resent. Each
+    // read of this session first waits until its node has applied
+    // everything ordered before it (wsrep_sync_wait bit 1, kept with the
+    // bits the operator set). The batches' fence and inserts are not reads
+    // and do not wait (certification orders them). Without Galera the
+    // setting does nothing; MySQL has none (error 1193) and nothing lags.
+    try {
+      st->execute("SET SESSION wsrep_sync_wait = @@GLOBAL.wsrep_sync_wait | 1");
+    } catch (const sql::SQLException& e) {
+      if (e.getErrorCode() != 1193) throw;  // ER_UNKNOWN_SYSTEM_VARIABLE
+    }
     conn_->setSchema(config_.db_name);
     conn_->setAutoCommit(false);
     conn_->setTransactionIsolation(sql::TRANSACTION_READ_COMMITTED);
@@ -466,28 +480,39 @@ Status MysqlStore::ReleaseLease(uint32_t epoch) {
 Result<std::string> MysqlStore::HandOver(std::span<const HandedOver> messages, uint64_t pos) {
   std::string shard = shard_;
   Status s = Guard("hand over journaled messages", [&] {
+    // The shard this journal's relay last held, and the epoch it took it
+    // under (its takeover wrote both): that shard's session got
+    // mosquitto's resends, so its active is the one to store these, also
+    // if this relay came back under another; and only TAKEN rows of later
+    // epochs are resends of them. Written maybe through another node just
+    // before a crash: the read is causal (ConnectTo), as a stale, older
+    // epoch would count older TAKEN rows as these messages' resends.
+    uint32_t epoch = 0;
+    std::unique_ptr<sql::PreparedStatement> journal(
+        conn_->prepareStatement("SELECT SHARD, EPOCH FROM JOURNAL WHERE ID = ?"));
+    journal->setString(1, journal_id_);
+    std::unique_ptr<sql::ResultSet> rs(journal->executeQuery());
+    if (rs->next()) {
+      shard = rs->getString(1).asStdString();
+      epoch = rs->getUInt(2);
+    }
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "INSERT IGNORE INTO PENDING (JOURNAL_ID, END_POS, SHARD, ID, MID, DIGEST, MSG, MSG_ID, EPOCH) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     for (const HandedOver& m : messages) {
-      std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
-          "INSERT IGNORE INTO PENDING (JOURNAL_ID, END_POS, SHARD, ID, MID, DIGEST, MSG, MSG_ID, EPOCH) VALUES (?, ?, "
-          "COALESCE((SELECT SHARD FROM JOURNAL WHERE ID = ?), ?), ?, ?, ?, ?, ?, "
-          "COALESCE((SELECT EPOCH FROM JOURNAL WHERE ID = ?), 0))"));
-      // The shard the journal's relay last held (its takeover wrote it):
-      // that shard's session got mosquitto's resends, so its active is the
-      // one to store these, also if this relay came back under another.
       ps->setString(1, journal_id_);
       ps->setUInt64(2, m.end);
-      ps->setString(3, journal_id_);
-      ps->setString(4, shard_);
-      ps->setString(5, Bytes(m.topic));
-      ps->setUInt(6, m.mid);
-      ps->setUInt64(7, Digest(m.topic, m.payload));
-      ps->setString(8, Bytes(m.payload));
+      ps->setString(3, shard);
+      ps->setString(4, Bytes(m.topic));
+      ps->setUInt(5, m.mid);
+      ps->setUInt64(6, Digest(m.topic, m.payload));
+      ps->setString(7, Bytes(m.payload));
       if (m.msg_id.empty()) {
-        ps->setNull(9, sql::DataType::VARBINARY);
+        ps->setNull(8, sql::DataType::VARBINARY);
       } else {
-        ps->setString(9, Bytes(m.msg_id));
+        ps->setString(8, Bytes(m.msg_id));
       }
-      ps->setString(10, journal_id_);
+      ps->setUInt(9, epoch);
       ps->execute();
     }
     std::unique_ptr<sql::PreparedStatement> up(
@@ -495,10 +520,6 @@ Result<std::string> MysqlStore::HandOver(std::span<const HandedOver> messages, u
     up->setUInt64(1, pos);
     up->setString(2, journal_id_);
     up->execute();
-    std::unique_ptr<sql::PreparedStatement> which(conn_->prepareStatement("SELECT SHARD FROM JOURNAL WHERE ID = ?"));
-    which->setString(1, journal_id_);
-    std::unique_ptr<sql::ResultSet> rs(which->executeQuery());
-    if (rs->next()) shard = rs->getString(1).asStdString();
     CommitTransaction();
     saved_journal_pos_ = std::max(saved_journal_pos_, pos);
   });
