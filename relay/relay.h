@@ -191,6 +191,7 @@ class Relay {
   struct TakeProgress {
     bool journaled = false;  // in the journal
     bool queued = false;     // in the queue: the writer will commit it
+    uint64_t ticket = 0;     // queued to be acknowledged only after the writer's verdict (AwaitVerdict)
   };
   MqttLink::AfterMessage Take(const InboundMessage& in, std::chrono::steady_clock::duration max_wait,
                               TakeProgress& progress);
@@ -313,6 +314,9 @@ class Relay {
   // SEQTEST_THROW_AFTER_JOURNAL=N: the same right after journaling the Nth
   // message (before it is queued).
   uint64_t throw_after_journal_ = 0;
+  // SEQTEST_THROW_AFTER_QUEUE=N: the same right after queueing the Nth
+  // message taken (before any wait for its verdict).
+  uint64_t throw_after_queue_ = 0;
   // Deliveries after a session-present connect still to record in TAKEN
   // (mosquitto resends the unacknowledged ones first; its in-flight window
   // is far smaller). Set on connect, then counted down; intake thread.

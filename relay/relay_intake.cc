@@ -280,8 +280,11 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
   } catch (const std::bad_alloc&) {
     ++counters_.intake_errors;
     if (progress.queued) {
-      // Taken: the writer commits it. Only what came after failed.
+      // Taken: the writer commits it. Only what came after failed. One
+      // that is acknowledged only once committed (neither journaled nor
+      // known to be new) still waits for that, as Take would have.
       LogErrorNoThrow("intake: message {} on '{}' queued, then memory ran out", in.mid, in.topic);
+      if (progress.ticket != 0 && !AwaitVerdict(progress.ticket)) return MqttLink::AfterMessage::kBreakConnection;
       return MqttLink::AfterMessage::kReadOn;
     }
     if (progress.journaled) {
@@ -393,11 +396,13 @@ MqttLink::AfterMessage Relay::Take(const InboundMessage& in, Clock::duration max
   const uint64_t ticket = m.verdict_ticket;
   const IntakeQueue::Pushed pushed = queue_.PushWithin(std::move(m), max_wait, &waited);
   progress.queued = pushed != IntakeQueue::Pushed::kClosed;
+  if (progress.queued) progress.ticket = ticket;
   // Flagged before any wait for a verdict: the writer resumes a paused
   // intake once it finds the flag after a batch, and the batch that gives
   // this verdict may be the last before the queue runs dry. A resume that
   // comes before the link pauses cancels the pause (MqttLink::Resume).
   if (pushed == IntakeQueue::Pushed::kOverLimit) intake_paused_ = true;
+  if (taken_ == throw_after_queue_) throw std::bad_alloc();
   if (ticket != 0 && pushed != IntakeQueue::Pushed::kClosed && !AwaitVerdict(ticket)) {
     // The relay gave up before committing it: not acknowledged, so
     // mosquitto keeps it for the next holder.

@@ -172,6 +172,40 @@ TEST_F(FaultE2E, MemoryRunningOutAfterTheJournalEndsTheProcessAndLosesNothing) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+// Early in a session this process found kept, a delivery is neither
+// journaled nor acknowledged before the writer's verdict (it may be
+// mosquitto's resend of a message committed already). Memory running out
+// right after it was queued (here injected) read on, so its PUBACK left
+// before its commit, and a kill before the commit (here held up by a lock
+// on MSG) lost it: 0 of 1 stored with the build before. It now waits for
+// its verdict as it would have without the shortage: not acknowledged at
+// the kill, sent again, stored once.
+TEST_F(FaultE2E, MemoryRunningOutAfterADeliveryAwaitingItsVerdictWasQueuedStillWaitsForItsCommit) {
+  StartRelay();
+  ASSERT_EQ(relay_->Stop(), 0);
+  const std::string topic = root() + "/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(topic, "p1");
+  ASSERT_TRUE(pub.WaitAllAcked(10s));  // the broker holds it in the stopped relay's session
+  // MSG locked for reading by another session for 3 s: the relay reads it
+  // at start, and its first commit waits for the lock.
+  std::jthread lock([&] { servers().Sql("LOCK TABLES `" + name_ + "`.MSG READ; DO SLEEP(3); UNLOCK TABLES"); });
+  ASSERT_TRUE(WaitFor(
+      [&] { return servers().Sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'DO SLEEP(3)'") == "1\n"; },
+      5s));
+  relay_->Launch({"SEQTEST_THROW_AFTER_QUEUE=1"});  // its SUBACK comes after the verdict: no waiting for it
+  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("queued, then memory ran out") != std::string::npos; }, 2s))
+      << relay_->log();
+  std::this_thread::sleep_for(300ms);  // a PUBACK, if one is due, leaves now
+  ASSERT_EQ(StoredCount(topic), 0u) << "committed before the kill: this run shows nothing\n" << relay_->log();
+  relay_->Kill();
+  lock.join();
+  relay_->Start();
+  WaitStored(topic, 1);
+  ExpectEachStoredOnce(Audit(topic, 1), 1);
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // SIGTERM while the relay holds 20,000 frames the broker never acknowledged
 // (mosquitto unreachable, 25,000 committed rows to publish again at start):
 // the stop ends within --shutdown-timeout, and the rows stay committed for
