@@ -14,7 +14,8 @@
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
   // events: what the client reported (fetch, filled, lost, history), in order.
-  const state = { seq: null, room: null, user: null, shown: new Set(), fetching: null, events: [] };
+  // elsewhere: another page has the user's connection; this one waits.
+  const state = { seq: null, room: null, user: null, shown: new Set(), fetching: null, events: [], elsewhere: false };
   // For tests and the curious: the client, and what the page showed.
   window.messenger = state;
 
@@ -60,6 +61,34 @@
     state.shown.add(m.seq);
   }
 
+  // One connection per user: the broker names it after the user, so the
+  // same user signing in on another page takes it over, and reconnecting
+  // would take it back: the two pages would take turns every second. The
+  // pages of one browser tell each other when one takes the connection;
+  // the others wait until asked to be the one again. (Pages in two
+  // browsers still take turns: mosquitto 2.0.11 closes the connection it
+  // takes over without saying why.)
+  const PAGE = `${Date.now()}-${Math.random()}`;
+  const pages = typeof BroadcastChannel === 'function' ? new BroadcastChannel('seqrelay-messenger') : null;
+  if (pages) {
+    pages.onmessage = (e) => {
+      if (state.seq && !state.elsewhere && e.data?.user === state.user && e.data?.page !== PAGE) waitElsewhere();
+    };
+  }
+  function waitElsewhere() {
+    state.elsewhere = true;
+    state.seq.mqtt.end(true);
+    setStatus('open in another tab or window', 'offline');
+    $('here').hidden = false;
+  }
+  $('here').addEventListener('click', () => {
+    state.elsewhere = false;
+    $('here').hidden = true;
+    setStatus('connecting', '');
+    pages?.postMessage({ user: state.user, page: PAGE });
+    state.seq.mqtt.reconnect();
+  });
+
   function join(user, password, room) {
     state.user = user;
     state.room = room;
@@ -70,6 +99,8 @@
     const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/`;
     // The shipped broker names each connection after its user
     // (use_username_as_clientid), so the replies come on relay/replay/<user>.
+    // Pages of this browser say so when they take the user's connection.
+    pages?.postMessage({ user, page: PAGE });
     const seq = seqrelay.connect(url, {
       username: user,
       password: password || undefined,
@@ -79,7 +110,9 @@
     });
     state.seq = seq;
     seq.mqtt.on('connect', () => setStatus('online', 'online'));
-    seq.mqtt.on('offline', () => setStatus('offline, reconnecting', 'offline'));
+    seq.mqtt.on('offline', () => {
+      if (!state.elsewhere) setStatus('offline, reconnecting', 'offline');
+    });
     seq.mqtt.on('error', (e) => setStatus(`error: ${e.message}`, 'offline'));
     const sub = seq.subscribe(room, { history: true });
     sub.on('message', (m) => {
@@ -134,6 +167,10 @@
     e.preventDefault();
     const text = $('text').value;
     if (!text || !state.seq) return;
+    if (state.elsewhere) {
+      notice('this page is not connected: "Use here" makes it the one');
+      return;
+    }
     state.seq.publish(state.room, JSON.stringify({ user: state.user, text })).catch((err) => notice(`not sent: ${err.message}`));
     $('text').value = '';
   });

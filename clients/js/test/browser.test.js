@@ -8,7 +8,9 @@
 //    duplicate, the gap filled by retransmit (requests counted on the broker);
 //  - carol joins later and sees the history 1..100;
 //  - a bad frame published by hand on seq/<room> does not break any page;
-//  - a screenshot is written (test-output/messenger.png).
+//  - a screenshot is written (test-output/messenger.png);
+//  - dave signs in in a second tab: the first says so and stays off (no
+//    taking turns), "Use here" takes the connection back.
 // $CHROMIUM names another browser binary.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,7 +23,7 @@ import puppeteer from 'puppeteer-core';
 import { REPO, TestServers, waitFor, withLogs } from './servers.js';
 
 const ROOM = 'chat/room1';
-const USERS = { alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw' };
+const USERS = { alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw', dave: 'dave-pw' };
 const OUT = fileURLToPath(new URL('../test-output/', import.meta.url));
 let servers;
 let browser;
@@ -37,7 +39,7 @@ before(async () => {
       httpDir: `${REPO}/clients/messenger`,
       users: USERS,
       // As the shipped acl's comment says: one block per user, like alice's.
-      extraAcl: ['bob', 'carol'].map((u) => `user ${u}\ntopic write chat/#\ntopic read seq/chat/#\n`).join('\n'),
+      extraAcl: ['bob', 'carol', 'dave'].map((u) => `user ${u}\ntopic write chat/#\ntopic read seq/chat/#\n`).join('\n'),
     },
   });
   monitor = await mqtt.connectAsync(`mqtt://127.0.0.1:${servers.relayPort}`, {
@@ -205,4 +207,31 @@ test('the messenger says on its form what is wrong with a blank user or a wildca
   assert.deepEqual(await form(), { chat: false, user: '', room: "a room is one topic: no '+' or '#'" });
   assert.deepEqual(errors, []);
   await page.close();
+}));
+
+test('the same user in a second tab: the first page says so and waits, "Use here" takes it back', withLogs(() => servers, async () => {
+  const first = await openMessenger('dave');
+  const second = await openMessenger('dave'); // the broker gives the user's connection to this one
+  const status = (page) => page.$eval('#status', (e) => e.textContent);
+  const texts = (page) => page.$$eval('#messages li', (items) => items.map((li) => li.textContent));
+  const elsewhere = 'open in another tab or window';
+  await waitFor(async () => (await status(first)) === elsewhere, 'the first page to say the second has the connection');
+  assert.equal(await first.$eval('#here', (e) => e.hidden), false);
+  // Three reconnect periods on, each page is where it was: they do not take turns.
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  assert.equal(await status(first), elsewhere);
+  assert.equal(await status(second), 'online');
+  await send(second, 'from the second tab');
+  await waitFor(async () => (await texts(second)).some((t) => t.endsWith('davefrom the second tab')), 'the message on the second page');
+
+  await first.bringToFront(); // the user goes back to the first tab
+  await first.click('#here');
+  await waitFor(async () => (await status(first)) === 'online', 'the first page online again');
+  await waitFor(async () => (await status(second)) === elsewhere, 'the second page to say the first has the connection');
+  assert.equal(await first.$eval('#here', (e) => e.hidden), true);
+  // The first page, back, catches up on what the second sent meanwhile.
+  await waitFor(async () => (await texts(first)).some((t) => t.endsWith('davefrom the second tab')), 'the message on the first page');
+  assert.deepEqual([...first.errors, ...second.errors], []);
+  await first.close();
+  await second.close();
 }));
