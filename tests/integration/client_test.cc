@@ -297,6 +297,70 @@ TEST_F(ClientE2E, AnUnansweredCatchUpGivesUpNothingItDoesNotKnowToBeMissing) {
   ExpectExactlyInOrder(sink, topic, 1, 2);
 }
 
+// A frame above the topic's newest SEQ (forged: a publisher on seq/ the
+// broker should not let in) is not the relay's. The status of the gap it
+// opened names the newest SEQ: the frame is dropped (a bad frame), nothing
+// below it is given up, and delivery goes on with the real frames. The
+// build before gave up 3..999999 and dropped every real frame after that
+// as a duplicate.
+TEST_F(ClientE2E, AFrameAboveTheTopicsNewestSeqIsDroppedAndNothingIsGivenUpForIt) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.gap_wait = std::chrono::milliseconds(20);
+  o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request per gap
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+  relay.Live(1000000);
+  auto request = relay.Request(1);
+  EXPECT_EQ(request["from"], 2);
+  EXPECT_EQ(request["to"], 999999);
+  relay.Replay(2);
+  relay.Answer({{"from", 2}, {"to", 999999}, {"sent", 1}, {"last", 2}, {"status", "ok"}});
+  relay.Live(3);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 3; }, 10s)) << Explain(client, sink, 3);
+  std::this_thread::sleep_for(Scaled(200ms));
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 3);
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{});
+  EXPECT_EQ(client.stats().bad_frames, 1u);
+}
+
+// The status's `last` is the newest SEQ once the relay had the request: a
+// frame that came after the request was sent may be newer than the reply.
+// It stays, and the gap below it is asked for next.
+TEST_F(ClientE2E, AFrameThatCameAfterTheRequestAboveTheRepliesNewestSeqStays) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.gap_wait = std::chrono::milliseconds(20);
+  o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request per gap
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+  relay.Live(4);
+  auto first = relay.Request(1);
+  EXPECT_EQ(first["from"], 2);
+  EXPECT_EQ(first["to"], 3);
+  relay.Live(6);  // committed after the relay read `last`
+  relay.Replay(2), relay.Replay(3);
+  relay.Answer({{"from", 2}, {"to", 3}, {"sent", 2}, {"last", 5}, {"status", "ok"}});
+  auto second = relay.Request(2);
+  EXPECT_EQ(second["from"], 5);
+  EXPECT_EQ(second["to"], 5);
+  relay.Replay(5);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 6; }, 10s)) << Explain(client, sink, 6);
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 6);
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{});
+  EXPECT_EQ(client.stats().bad_frames, 0u);
+}
+
 // v1.1 error statuses say whether to ask again: a gap request answered
 // "unavailable" (retry true, resume from `next`) is asked again after the
 // reply timeout, from `next`, and the gap filled; a final one ("forbidden",

@@ -327,6 +327,26 @@ TEST(OrderedStreamTest, GivenUpFrameArrivingLaterIsADuplicate) {
   }
 }
 
+// Frames the relay never stored (held above its newest SEQ, forged) are
+// forgotten: the gap ends below them again, and their SEQs are free for
+// the real frames when those come.
+TEST(OrderedStreamTest, ForgetDropsWhatIsHeldInARangeAndFreesThoseSeqs) {
+  for (bool ordered : {kOrdered, kImmediate}) {
+    SCOPED_TRACE(ordered ? "ordered" : "immediate");
+    OrderedStream s;
+    for (uint64_t seq : {1, 4, 9, 12, 1000000}) (void)s.Offer(seq, ordered, PayloadOf(seq));
+    EXPECT_EQ(s.highest_held(), 1000000u);
+    EXPECT_EQ(s.Forget(6, 1000000), 3u);
+    EXPECT_EQ(GapText(s.gap()), "2..3");
+    EXPECT_EQ(s.highest_held(), 4u);
+    EXPECT_EQ(s.last_delivered(), ordered ? 1u : 4u);
+    EXPECT_EQ(s.Forget(6, 1000000), 0u);
+    bool duplicate = true;
+    (void)s.Offer(9, ordered, PayloadOf(9), &duplicate);
+    EXPECT_FALSE(duplicate);
+  }
+}
+
 // The header: GiveUp(to) gives up "every SEQ up to and including `to` that
 // has not come: they will not be delivered", and every SEQ below next() was
 // delivered or given up. A held frame inside the range does not change that:

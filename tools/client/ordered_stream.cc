@@ -67,4 +67,19 @@ std::vector<Delivery> OrderedStream::GiveUp(uint64_t to) {
   return out;
 }
 
+std::size_t OrderedStream::Forget(uint64_t from, uint64_t to) {
+  if (from > to) return 0;
+  const auto first = above_.lower_bound(from), end = above_.upper_bound(to);
+  const auto dropped = static_cast<std::size_t>(std::distance(first, end));
+  if (dropped == 0) return 0;
+  above_.erase(first, end);
+  // The highest SEQ delivered: below next_ (every SEQ there is passed either
+  // way), or an immediate frame still held as shown.
+  last_delivered_ = next_ > 0 ? next_ - 1 : 0;
+  for (const auto& [seq, held] : above_) {
+    if (held.delivered) last_delivered_ = std::max(last_delivered_, seq);
+  }
+  return dropped;
+}
+
 }  // namespace seqclient

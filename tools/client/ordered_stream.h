@@ -47,6 +47,14 @@ class OrderedStream {
   // will not be delivered. Returns what becomes deliverable (held frames).
   std::vector<Delivery> GiveUp(uint64_t to);
 
+  // Forgets every frame held with a SEQ from `from` to `to` (ordered: never
+  // delivered; immediate: delivered, its SEQ free again), as frames the
+  // relay never stored. Returns how many were forgotten.
+  std::size_t Forget(uint64_t from, uint64_t to);
+  // The highest SEQ held above next() (ordered) or shown from there
+  // (immediate); 0 = none.
+  uint64_t highest_held() const { return above_.empty() ? 0 : above_.rbegin()->first; }
+
   // The next SEQ to deliver in order; every SEQ below it was delivered or
   // given up. 0 = nothing seen yet.
   uint64_t next() const { return next_; }

@@ -180,7 +180,7 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
     // not asked for.
     if (!replayed && lookups_.count(name)) held_live_[name].push_back(bytes);
     if (replayed || lookups_.count(name)) return;
-    it = topics_.emplace(id, Topic{name, true, OrderedStream(0), {}, {}, {}, 0}).first;
+    it = topics_.emplace(id, Topic{name, true, OrderedStream(0), {}, {}, {}, 0, false, {}, 0}).first;
   }
   Topic& t = it->second;
   t.ordered = view->header.ordering == seqrelay::Ordering::kOrdered;
@@ -248,7 +248,7 @@ void SeqClient::HandleStatus(const std::string& text) {
       ++stats_.gaps_unfilled;
       start = first;
     }
-    Topic& t = topics_.emplace(id, Topic{name, true, OrderedStream(std::max<uint64_t>(start, 1)), {}, {}, {}, 0})
+    Topic& t = topics_.emplace(id, Topic{name, true, OrderedStream(std::max<uint64_t>(start, 1)), {}, {}, {}, 0, false, {}, 0})
                    .first->second;
     if (start <= last) {
       t.asked = Gap{start, last};
@@ -278,6 +278,18 @@ void SeqClient::HandleStatus(const std::string& text) {
     if (resume > t.asked->from && (t.asked->to == kOpenEnd || resume <= t.asked->to)) t.asked->from = resume;
     return;
   }
+  // The topic's newest SEQ when the relay answered (UINT64_MAX: not said).
+  const bool has_last = ok && s.contains("last") && s["last"].is_number_unsigned();
+  const uint64_t last = has_last ? s["last"].get<uint64_t>() : UINT64_MAX;
+  if (has_last && t.sent && t.sent->from == t.asked->from && t.sent->to == t.asked->to) {
+    // `last` is the topic's newest SEQ once the relay had the request. A
+    // frame held since before the request was sent, and above it, was never
+    // stored by the relay: not its frame (a publisher on seq/ the broker
+    // should not let in). Forgotten, so that the SEQs below it, which do not
+    // exist yet, are not given up for it. (A frame that came later may be
+    // newer than the reply: it stays.)
+    stats_.bad_frames += t.stream.Forget(last + 1, t.sent_held);
+  }
   if (t.asked->to == kOpenEnd) t.asked->to = s.value("to", s.value("last", uint64_t{0}));
   if (const uint64_t first = s.value("first", uint64_t{0});
       ok && first > t.asked->from && first > t.stream.next() && t.stream.next() != 0) {
@@ -300,7 +312,7 @@ void SeqClient::HandleStatus(const std::string& text) {
     t.asked = Gap{next, t.asked->to};
     t.asked_at = Clock::now();
     ++stats_.requests;
-    RequestRange(id, *t.asked);
+    RequestRange(id, t);
     return;
   }
   // Frames come before their status: whatever of the asked range is still
@@ -311,6 +323,7 @@ void SeqClient::HandleStatus(const std::string& text) {
   t.attempts = 0;
   uint64_t missing_to = asked.to;
   if (gap && gap->from <= asked.to) missing_to = std::min(asked.to, gap->to);
+  missing_to = std::min(missing_to, last);  // nothing above it exists yet
   if (!gap && t.stream.next() > asked.to) return;  // filled
   if (t.stream.next() <= missing_to) {
     const std::string why = ok ? "the relay has no such SEQ" : s.value("error", "refused");
@@ -340,7 +353,13 @@ void SeqClient::Request(const std::string& json_text) {
   mosquitto_publish(mosq_, nullptr, topic.c_str(), static_cast<int>(json_text.size()), json_text.data(), 1, false);
 }
 
-void SeqClient::RequestRange(uint32_t id, const Gap& range) {
+void SeqClient::RequestRange(uint32_t id, Topic& t) {
+  const Gap& range = *t.asked;
+  // What was held when this range was first asked for (see HandleStatus).
+  if (!t.sent || t.sent->from != range.from || t.sent->to != range.to) {
+    t.sent = range;
+    t.sent_held = t.stream.highest_held();
+  }
   json request{{"id", id}, {"from", range.from}};
   if (range.to != kOpenEnd) request["to"] = range.to;
   Request(request.dump());
@@ -359,7 +378,7 @@ void SeqClient::CatchUpLocked() {
     t.asked_at = Clock::now();
     t.attempts = 1;
     ++stats_.requests;
-    RequestRange(id, *t.asked);
+    RequestRange(id, t);
   }
 }
 
@@ -416,7 +435,7 @@ void SeqClient::Timer() {
       }
       t.asked_at = now;
       ++stats_.requests;
-      RequestRange(id, *t.asked);
+      RequestRange(id, t);
     }
     if (now >= next_save) {
       SaveState();

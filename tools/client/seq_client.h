@@ -118,6 +118,9 @@ class SeqClient {
     // A reconnect came while a request was out: what was published while
     // away is asked for (open-ended, from the next SEQ) once it is done.
     bool catch_up_owed = false;
+    // The range last asked for, and the highest SEQ held when it first was.
+    std::optional<Gap> sent;
+    uint64_t sent_held = 0;
   };
 
   static void OnConnect(mosquitto*, void* self, int rc);
@@ -132,8 +135,8 @@ class SeqClient {
   // The lookup of `topic` failed or was never answered: it starts at its
   // first live frame, the held ones included.
   void AbandonLookupLocked(const std::string& topic, const std::string& why);
-  // Asks for `range` of topic `id` (an open end: up to the newest SEQ).
-  void RequestRange(uint32_t id, const Gap& range);
+  // Asks for `t.asked` of topic `id` (an open end: up to the newest SEQ).
+  void RequestRange(uint32_t id, Topic& t);
   // After a reconnect: frames published while the client was away are
   // missed, and without a later frame no gap would show. Asks for every
   // known topic from its next SEQ on.

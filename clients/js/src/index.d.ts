@@ -41,6 +41,10 @@ export class OrderedStream<P = Uint8Array> {
   offer(seq: number, ordered: boolean, payload: P): { deliveries: Delivery<P>[]; duplicate: boolean };
   gap(): { from: number; to: number } | null;
   giveUp(to: number): Delivery<P>[];
+  /** The highest SEQ held above next; 0 = none. */
+  readonly highestHeld: number;
+  /** Forgets what is held with a SEQ from `from` to `to` (frames the relay never stored); returns how many. */
+  forget(from: number, to: number): number;
 }
 
 export class SeqMessage {

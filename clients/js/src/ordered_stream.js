@@ -72,6 +72,33 @@ export class OrderedStream {
     return out;
   }
 
+  /** The highest SEQ held above next (ordered) or shown from there (immediate); 0 = none. */
+  get highestHeld() {
+    return this.aboveKeys.length > this.aboveHead ? this.aboveKeys[this.aboveKeys.length - 1] : 0;
+  }
+
+  /**
+   * Forgets every frame held with a SEQ from `from` to `to` (ordered: never
+   * delivered; immediate: delivered, its SEQ free again), as frames the
+   * relay never stored. Returns how many were forgotten.
+   */
+  forget(from, to) {
+    const keep = this.aboveKeys.slice(this.aboveHead).filter((seq) => seq < from || seq > to);
+    const dropped = this.aboveKeys.length - this.aboveHead - keep.length;
+    if (dropped === 0) return 0;
+    for (let i = this.aboveHead; i < this.aboveKeys.length; ++i) {
+      const seq = this.aboveKeys[i];
+      if (seq >= from && seq <= to) this.above.delete(seq);
+    }
+    this.aboveKeys = keep;
+    this.aboveHead = 0;
+    // The highest SEQ delivered: below next (every SEQ there is passed
+    // either way), or an immediate frame still held as shown.
+    this.lastDelivered = Math.max(this.next - 1, 0);
+    for (const seq of keep) if (this.above.get(seq) === null && seq > this.lastDelivered) this.lastDelivered = seq;
+    return dropped;
+  }
+
   #deliver(out, seq, payload) {
     out.push({ seq, payload, late: seq < this.lastDelivered });
     if (seq > this.lastDelivered) this.lastDelivered = seq;

@@ -396,6 +396,7 @@ export class SeqClient extends Emitter {
       gapSeen: 0, // when the current gap was first seen; 0 = no gap
       catchUpOwed: false, // a reconnect came while a request was out: ask for what came meanwhile after it
       refusal: null, // the outstanding request's last status with retry: true, if any
+      sent: null, // the range last asked for {from, to} and the highest SEQ held when it first was
     };
     this.topics.set(id, t);
     this.ids.set(name, id);
@@ -457,6 +458,20 @@ export class SeqClient extends Emitter {
       if (Number.isInteger(s.next) && s.next > t.asked.from) t.asked = { from: s.next, to: t.asked.to };
       return;
     }
+    const last = ok && Number.isInteger(s.last) ? s.last : null;
+    if (last !== null && t.sent && t.sent.from === t.asked.from && t.sent.to === t.asked.to) {
+      // `last` is the topic's newest SEQ once the relay had the request. A
+      // frame held since before the request was sent, and above it, was
+      // never stored by the relay: not its frame (a publisher on seq/ the
+      // broker should not let in). Forgotten, so that the SEQs below it,
+      // which do not exist yet, are not given up for it. (A frame that came
+      // later may be newer than the reply: it stays.)
+      const dropped = t.stream.forget(last + 1, t.sent.held);
+      if (dropped > 0) {
+        this.stats.badFrames += dropped;
+        this.emit('badframe', { topic: `${this.seqPrefix}/${t.name}`, reason: `${dropped} frame(s) above SEQ ${last}, the newest the relay stored` });
+      }
+    }
     if (t.asked.to === OPEN_END && Number.isInteger(s.to ?? s.last)) {
       // A catch-up learns its end: done if its frames came already.
       t.asked = { from: t.asked.from, to: s.to ?? s.last };
@@ -492,7 +507,15 @@ export class SeqClient extends Emitter {
     if (asked.to === OPEN_END) return; // an error without a range: nothing to give up
     let missingTo = asked.to;
     if (gap && gap.from <= asked.to) missingTo = Math.min(asked.to, gap.to);
-    if (t.stream.next > missingTo) return;
+    if (last !== null) missingTo = Math.min(missingTo, last); // nothing above it exists yet
+    if (t.stream.next > missingTo) {
+      // Everything asked for that exists came (the rest was above `last`).
+      if (missingTo >= asked.from) {
+        ++this.stats.gapsFilled;
+        this.#emitTopic('filled', t.name, { topic: t.name, from: asked.from, to: missingTo });
+      }
+      return;
+    }
     this.#lose(t, t.stream.next, missingTo, ok ? 'the relay has no such SEQ' : (s.error ?? 'refused'), ok ? undefined : s);
   }
 
@@ -560,6 +583,10 @@ export class SeqClient extends Emitter {
   }
 
   #requestRange(t) {
+    // What was held when this range was first asked for (see #handleStatus).
+    if (!t.sent || t.sent.from !== t.asked.from || t.sent.to !== t.asked.to) {
+      t.sent = { from: t.asked.from, to: t.asked.to, held: t.stream.highestHeld };
+    }
     const request = { id: t.id, from: t.asked.from };
     if (t.asked.to !== OPEN_END) request.to = t.asked.to;
     this.#request(request);

@@ -241,19 +241,41 @@ serverTest('a gap the relay cannot fill is reported as lost, and delivery goes o
   const pub = await publisher(t);
   await publishRange(pub, 'chat/hole', 1, 5);
   await waitCommitted('chat/hole', 5);
-  const seq = await seqClient(t, { gapWait: 20 });
+  // 6 and 7 lost on the way, and then gone from the database too.
+  const seq = await seqClient(t, { gapWait: 20, dropLiveFrame: (topic, s) => s === 6 || s === 7 });
   const room = seq.subscribe('chat/hole', { history: true });
   const lost = new Promise((resolve) => room.once('lost', resolve));
   const got = collect(room, 6);
   await waitFor(() => seq.position('chat/hole') === 5, 'the history');
-  // SEQ 8 by hand: 6 and 7 were never sequenced.
-  const id = seq.topics.values().next().value.id;
-  await pub.publishAsync('seq/chat/hole', Buffer.from(encodeFrame({ topicId: id, seq: 8 }, 'eight')), { qos: 1 });
+  await publishRange(pub, 'chat/hole', 6, 7);
+  await waitCommitted('chat/hole', 7);
+  servers.sql("DELETE FROM seqrelay.MSG WHERE ID = 'chat/hole' AND SEQ IN (6, 7)");
+  await publishRange(pub, 'chat/hole', 8, 8);
   assert.deepEqual(await lost, {
     topic: 'chat/hole', from: 6, to: 7, reason: 'the relay has no such SEQ', code: undefined, retry: undefined,
   });
   assert.deepEqual((await got).map((m) => m.seq), [1, 2, 3, 4, 5, 8]);
   assert.equal(seq.stats.gapsLost, 1);
+});
+
+serverTest("a forged frame above the topic's newest SEQ is dropped: nothing is given up for it, delivery goes on", async (t) => {
+  const pub = await publisher(t);
+  await publishRange(pub, 'chat/forged', 1, 5);
+  await waitCommitted('chat/forged', 5);
+  const seq = await seqClient(t, { gapWait: 20 });
+  const room = seq.subscribe('chat/forged', { history: true });
+  const lost = [];
+  room.on('lost', (e) => lost.push(e));
+  const bad = new Promise((resolve) => seq.once('badframe', resolve));
+  const got = collect(room, 7);
+  await waitFor(() => seq.position('chat/forged') === 5, 'the history');
+  // SEQ 8 by hand, on a topic whose newest SEQ is 5.
+  const id = seq.topics.values().next().value.id;
+  await pub.publishAsync('seq/chat/forged', Buffer.from(encodeFrame({ topicId: id, seq: 8 }, 'forged')), { qos: 1 });
+  assert.deepEqual(await bad, { topic: 'seq/chat/forged', reason: '1 frame(s) above SEQ 5, the newest the relay stored' });
+  await publishRange(pub, 'chat/forged', 6, 7);
+  assert.deepEqual((await got).map((m) => m.seq), range(1, 7));
+  assert.deepEqual(lost, []);
 });
 
 serverTest('immediate topics show a frame at once and mark the late gap fill', async (t) => {

@@ -71,6 +71,21 @@ test('a given-up frame arriving later is a duplicate', () => {
   }
 });
 
+// As OrderedStreamTest.DropAboveForgetsWhatIsHeldAboveTheNewestSeq.
+test('forget drops what is held in a range, and frees those SEQs', () => {
+  for (const ordered of [true, false]) {
+    const s = new OrderedStream();
+    for (const seq of [1, 4, 9, 12, 1000000]) s.offer(seq, ordered, payloadOf(seq));
+    assert.equal(s.highestHeld, 1000000);
+    assert.equal(s.forget(6, 1000000), 3);
+    assert.equal(gapText(s.gap()), '2..3');
+    assert.equal(s.highestHeld, 4);
+    assert.equal(s.lastDelivered, ordered ? 1 : 4);
+    assert.equal(s.forget(6, 1000000), 0);
+    assert.equal(s.offer(9, ordered, payloadOf(9)).duplicate, false);
+  }
+});
+
 // mulberry32: a small seeded generator, so a failure replays exactly.
 function random(seed) {
   let a = seed >>> 0;

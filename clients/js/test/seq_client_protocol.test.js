@@ -226,6 +226,38 @@ test('an error with retry: false gives the range up at once, with its code', asy
   assert.deepEqual(seen, [1, 3]);
 });
 
+test("a frame above the topic's newest SEQ is not the relay's: dropped, nothing below it given up, delivery goes on", async (t) => {
+  const { mqtt, seq, events, seen } = await gapAsked(t, 1000000); // a forged SEQ after 1
+  assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 999999 });
+  const bad = [];
+  seq.on('badframe', (e) => bad.push(e));
+  mqtt.frame('relay/replay/r1', 2);
+  mqtt.frame('relay/replay/r1', 3);
+  mqtt.status({ id: 7, from: 2, to: 999999, sent: 2, last: 3, status: 'ok' });
+  assert.equal(events.some(([e]) => e === 'lost'), false);
+  assert.deepEqual(events.find(([e]) => e === 'filled')[1], { topic: 'chat/a', from: 2, to: 3 });
+  assert.equal(seq.stats.badFrames, 1);
+  assert.deepEqual(bad, [{ topic: 'seq/chat/a', reason: '1 frame(s) above SEQ 3, the newest the relay stored' }]);
+  mqtt.frame('seq/chat/a', 4);
+  mqtt.frame('seq/chat/a', 5);
+  assert.deepEqual(seen, range(1, 5));
+});
+
+test("a frame that came after the request, above the reply's newest SEQ, is newer than the reply: it stays", async (t) => {
+  const { mqtt, seq, events, seen } = await gapAsked(t, 4);
+  assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 3 });
+  mqtt.frame('seq/chat/a', 6); // committed after the relay read `last`
+  mqtt.frame('relay/replay/r1', 2);
+  mqtt.frame('relay/replay/r1', 3);
+  mqtt.status({ id: 7, from: 2, to: 3, sent: 2, last: 5, status: 'ok' });
+  assert.equal(seq.stats.badFrames, 0);
+  await waitFor(() => mqtt.requests.length >= 2, 'the request for 5');
+  assert.deepEqual(mqtt.requests[1], { id: 7, from: 5, to: 5 });
+  mqtt.frame('relay/replay/r1', 5);
+  assert.deepEqual(seen, range(1, 6));
+  assert.equal(events.some(([e]) => e === 'lost'), false);
+});
+
 test('a status for another range is not taken as the answer', async (t) => {
   const { mqtt, seq, events, seen } = await gapAsked(t, 5);
   mqtt.status({ id: 7, from: 2, to: 3, sent: 0, last: 5, status: 'ok' }); // an older request's

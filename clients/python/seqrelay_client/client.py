@@ -87,6 +87,7 @@ class _Topic:
     gap_seen: float = 0.0  # when the current gap was first seen; 0 = no gap
     catch_up_owed: bool = False  # a reconnect came while a request was out: ask for what came meanwhile after it
     refusal: Optional[dict] = None  # the outstanding request's last status with retry: true, if any
+    sent: Optional[tuple] = None  # the range last asked for and the highest SEQ held when it first was
 
 
 @dataclass
@@ -495,6 +496,18 @@ class SeqClient:
             if isinstance(nxt, int) and nxt > t.asked[0]:
                 t.asked = [nxt, t.asked[1]]
             return  # the timer asks again after the backoff
+        last = s.get("last") if ok and isinstance(s.get("last"), int) else None
+        if last is not None and t.sent is not None and t.sent[:2] == (t.asked[0], t.asked[1]):
+            # `last` is the topic's newest SEQ once the relay had the request. A frame held since
+            # before the request was sent, and above it, was never stored by the relay: not its
+            # frame (a publisher on seq/ the broker should not let in). Forgotten, so that the SEQs
+            # below it, which do not exist yet, are not given up for it. (A frame that came later
+            # may be newer than the reply: it stays.)
+            dropped = t.stream.forget(last + 1, t.sent[2])
+            if dropped:
+                self.stats.bad_frames += dropped
+                self._call(self.on_bad_frame, {"topic": f"{self.seq_prefix}/{t.name}",
+                                               "reason": f"{dropped} frame(s) above SEQ {last}, the newest the relay stored"})
         if t.asked[1] is OPEN_END and isinstance(s.get("to", s.get("last")), int):
             # A catch-up learns its end: done if its frames came already.
             t.asked = [t.asked[0], s.get("to", s.get("last"))]
@@ -526,7 +539,11 @@ class SeqClient:
         missing_to = asked[1]
         if gap and gap[0] <= asked[1]:
             missing_to = min(asked[1], gap[1])
+        if last is not None:
+            missing_to = min(missing_to, last)  # nothing above it exists yet
         if t.stream.next > missing_to:
+            if missing_to >= asked[0]:
+                self.stats.gaps_filled += 1  # everything asked for that exists came (the rest was above `last`)
             return
         reason = "the relay has no such SEQ" if ok else s.get("error", "refused")
         self._lose(t, t.stream.next, missing_to, reason, None if ok else s)
@@ -583,6 +600,9 @@ class SeqClient:
         self._request({"topic": name, "from": LOOKUP_FROM})
 
     def _request_range(self, t: _Topic) -> None:
+        # What was held when this range was first asked for (see _handle_status).
+        if t.sent is None or t.sent[:2] != (t.asked[0], t.asked[1]):
+            t.sent = (t.asked[0], t.asked[1], t.stream.highest_held)
         body = {"id": t.id, "from": t.asked[0]}
         if t.asked[1] is not OPEN_END:
             body["to"] = t.asked[1]

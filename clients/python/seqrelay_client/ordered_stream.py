@@ -69,6 +69,27 @@ class OrderedStream:
         self._drain(out)
         return out
 
+    @property
+    def highest_held(self) -> int:
+        """The highest SEQ held above next (ordered) or shown from there (immediate); 0 = none."""
+        return self._keys[-1] if self._keys else 0
+
+    def forget(self, from_seq: int, to: int) -> int:
+        """Forgets every frame held with a SEQ from `from_seq` to `to` (ordered: never delivered;
+        immediate: delivered, its SEQ free again), as frames the relay never stored. Returns how
+        many were forgotten."""
+        lo, hi = bisect.bisect_left(self._keys, from_seq), bisect.bisect_right(self._keys, to)
+        if lo >= hi:
+            return 0
+        for seq in self._keys[lo:hi]:
+            del self._above[seq]
+        del self._keys[lo:hi]
+        # The highest SEQ delivered: below next (every SEQ there is passed either way), or an
+        # immediate frame still held as shown.
+        shown = [seq for seq in self._keys if self._above[seq] is _SHOWN]
+        self.last_delivered = max([max(self.next - 1, 0)] + shown)
+        return hi - lo
+
     def _deliver(self, out: List[Delivery], seq: int, payload: Any) -> None:
         out.append(Delivery(seq, payload, seq < self.last_delivered))
         self.last_delivered = max(self.last_delivered, seq)

@@ -175,14 +175,33 @@ def test_gap_the_relay_cannot_fill_is_lost(servers, make_client, pub):
     pub("chat/py-hole", 1, 5)
     wait_for(lambda: servers.last_seq("chat/py-hole") >= 5, "commit", 20)
     lost = []
-    c = make_client(on_lost=lost.append, gap_wait=0.02)
+    # 6 and 7 lost on the way, and then gone from the database too.
+    c = make_client(on_lost=lost.append, gap_wait=0.02, drop_live_frame=lambda topic, seq: seq in (6, 7))
     room = c.subscribe("chat/py-hole", history=True)
     assert [m.seq for m in take(room, 5)] == [1, 2, 3, 4, 5]
-    tid = c._ids["chat/py-hole"]
-    pub.raw("seq/chat/py-hole", encode_frame(tid, 8, "eight"))
+    pub("chat/py-hole", 6, 7)
+    wait_for(lambda: servers.last_seq("chat/py-hole") >= 7, "commit", 20)
+    servers.sql("DELETE FROM seqrelay.MSG WHERE ID = 'chat/py-hole' AND SEQ IN (6, 7)")
+    pub("chat/py-hole", 8, 8)
     assert take(room, 1)[0].seq == 8
     assert lost == [{"topic": "chat/py-hole", "from": 6, "to": 7, "reason": "the relay has no such SEQ",
                      "code": None, "retry": None}]
+
+
+def test_a_forged_frame_above_the_newest_seq_is_dropped_and_nothing_is_given_up(servers, make_client, pub):
+    pub("chat/py-forged", 1, 5)
+    wait_for(lambda: servers.last_seq("chat/py-forged") >= 5, "commit", 20)
+    lost, bad = [], []
+    c = make_client(on_lost=lost.append, on_bad_frame=bad.append, gap_wait=0.02)
+    room = c.subscribe("chat/py-forged", history=True)
+    assert [m.seq for m in take(room, 5)] == [1, 2, 3, 4, 5]
+    tid = c._ids["chat/py-forged"]
+    pub.raw("seq/chat/py-forged", encode_frame(tid, 8, "forged"))  # on a topic whose newest SEQ is 5
+    wait_for(lambda: bad, "the forged frame reported")
+    assert bad == [{"topic": "seq/chat/py-forged", "reason": "1 frame(s) above SEQ 5, the newest the relay stored"}]
+    pub("chat/py-forged", 6, 7)
+    assert [m.seq for m in take(room, 2)] == [6, 7]
+    assert lost == []
 
 
 def test_reconnect_fetches_what_was_missed(servers, make_client, pub):

@@ -40,6 +40,21 @@ def test_give_up_table(testdata):
         assert (s.next, gap_text(s.gap()), s.last_delivered) == (c["next"], c["gap"], c["last_delivered"]), c["rule"]
 
 
+def test_forget_drops_what_is_held_in_a_range_and_frees_those_seqs():
+    """As the JavaScript client's test of forget."""
+    for ordered in (True, False):
+        s = OrderedStream()
+        for seq in (1, 4, 9, 12, 1000000):
+            s.offer(seq, ordered, payload_of(seq))
+        assert s.highest_held == 1000000
+        assert s.forget(6, 1000000) == 3
+        assert gap_text(s.gap()) == "2..3"
+        assert s.highest_held == 4
+        assert s.last_delivered == (1 if ordered else 4)
+        assert s.forget(6, 1000000) == 0
+        assert s.offer(9, ordered, payload_of(9))[1] is False
+
+
 def shuffled_with_duplicates(seed, last):
     rng = random.Random(seed)
     seqs = []

@@ -178,6 +178,47 @@ def test_retry_true_asks_again_and_retry_false_gives_up_with_code():
     assert s.seen == [1, 4]
 
 
+def test_a_frame_above_the_topics_newest_seq_is_dropped_and_nothing_below_it_is_given_up():
+    s = Scripted()
+    bad = []
+    s.c.on_bad_frame = bad.append
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.frame("seq/chat/a", 1000000)  # a forged SEQ
+    s.advance(0.02)
+    s.advance(0.02)
+    assert s.requests[-1] == {"id": 7, "from": 2, "to": 999999}
+    s.frame("relay/replay/r1", 2)
+    s.frame("relay/replay/r1", 3)
+    s.status(id=7, **{"from": 2}, to=999999, sent=2, last=3, status="ok")
+    assert lost(s.events) == []
+    assert s.c.stats.bad_frames == 1 and s.c.stats.gaps_filled == 1
+    assert bad == [{"topic": "seq/chat/a", "reason": "1 frame(s) above SEQ 3, the newest the relay stored"}]
+    s.frame("seq/chat/a", 4)
+    s.frame("seq/chat/a", 5)
+    assert s.seen == [1, 2, 3, 4, 5]
+
+
+def test_a_frame_that_came_after_the_request_above_the_replys_newest_seq_stays():
+    s = Scripted()
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.frame("seq/chat/a", 4)
+    s.advance(0.02)
+    s.advance(0.02)
+    assert s.requests[-1] == {"id": 7, "from": 2, "to": 3}
+    s.frame("seq/chat/a", 6)  # committed after the relay read `last`
+    s.frame("relay/replay/r1", 2)
+    s.frame("relay/replay/r1", 3)
+    s.status(id=7, **{"from": 2}, to=3, sent=2, last=5, status="ok")
+    assert s.c.stats.bad_frames == 0
+    s.advance(0.02)
+    s.advance(0.02)
+    assert s.requests[-1] == {"id": 7, "from": 5, "to": 5}
+    s.frame("relay/replay/r1", 5)
+    assert s.seen == [1, 2, 3, 4, 5, 6] and lost(s.events) == []
+
+
 def test_no_reply_gives_up_after_max_attempts_and_goes_on():
     s = Scripted(max_attempts=3)
     s.sub("chat/a")
