@@ -195,12 +195,15 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
     // read of this session first waits until its node has applied
     // everything ordered before it (wsrep_sync_wait bit 1, kept with the
     // bits the operator set). The batches' fence and inserts are not reads
-    // and do not wait (certification orders them). Without Galera the
-    // setting does nothing; MySQL has none (error 1193) and nothing lags.
+    // and do not wait (certification orders them), nor does the DEDUPE
+    // lookup (FindSequencedMsgIds). Without Galera the setting does
+    // nothing; MySQL has none (error 1193) and nothing lags.
     try {
       st->execute("SET SESSION wsrep_sync_wait = @@GLOBAL.wsrep_sync_wait | 1");
+      sync_wait_ = true;
     } catch (const sql::SQLException& e) {
       if (e.getErrorCode() != 1193) throw;  // ER_UNKNOWN_SYSTEM_VARIABLE
+      sync_wait_ = false;
     }
     conn_->setSchema(config_.db_name);
     conn_->setAutoCommit(false);
@@ -667,8 +670,15 @@ Result<std::vector<MysqlStore::MsgIdKey>> MysqlStore::FindSequencedMsgIds(std::s
     std::span<const MsgIdKey> rest = keys;
     while (!rest.empty()) {
       const std::size_t n = std::min<std::size_t>(std::bit_floor(rest.size()), 256);
-      sql::PreparedStatement& ps = Repeated(find_msg_ids_, n, "SELECT ID, MSG_ID FROM DEDUPE WHERE ",
-                                            "(ID = ? AND MSG_ID = ?)", " OR ");
+      // Not a causal read (ConnectTo): this relay alone writes its topics'
+      // DEDUPE rows while it holds the lease, and the causal ReadProgress
+      // after its takeover or any reconnect saw every row written before.
+      // A wait for the cluster per batch would be for nothing.
+      sql::PreparedStatement& ps =
+          Repeated(find_msg_ids_, n,
+                   sync_wait_ ? "SET STATEMENT wsrep_sync_wait = 0 FOR SELECT ID, MSG_ID FROM DEDUPE WHERE "
+                              : "SELECT ID, MSG_ID FROM DEDUPE WHERE ",
+                   "(ID = ? AND MSG_ID = ?)", " OR ");
       unsigned p = 1;
       for (const MsgIdKey& k : rest.first(n)) {
         ps.setString(p++, Bytes(k.topic));
