@@ -192,6 +192,7 @@ class Relay {
     bool journaled = false;  // in the journal
     bool queued = false;     // in the queue: the writer will commit it
     uint64_t ticket = 0;     // queued to be acknowledged only after the writer's verdict (AwaitVerdict)
+    bool over_limit = false;  // queued over the buffer's limit: the link is to pause
   };
   MqttLink::AfterMessage Take(const InboundMessage& in, std::chrono::steady_clock::duration max_wait,
                               TakeProgress& progress);

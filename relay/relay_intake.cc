@@ -285,7 +285,7 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
       // known to be new) still waits for that, as Take would have.
       LogErrorNoThrow("intake: message {} on '{}' queued, then memory ran out", in.mid, in.topic);
       if (progress.ticket != 0 && !AwaitVerdict(progress.ticket)) return MqttLink::AfterMessage::kBreakConnection;
-      return MqttLink::AfterMessage::kReadOn;
+      return progress.over_limit ? MqttLink::AfterMessage::kPause : MqttLink::AfterMessage::kReadOn;
     }
     if (progress.journaled) {
       // In the journal but not queued: this process would never commit
@@ -397,6 +397,7 @@ MqttLink::AfterMessage Relay::Take(const InboundMessage& in, Clock::duration max
   const IntakeQueue::Pushed pushed = queue_.PushWithin(std::move(m), max_wait, &waited);
   progress.queued = pushed != IntakeQueue::Pushed::kClosed;
   if (progress.queued) progress.ticket = ticket;
+  progress.over_limit = pushed == IntakeQueue::Pushed::kOverLimit;
   // Flagged before any wait for a verdict: the writer resumes a paused
   // intake once it finds the flag after a batch, and the batch that gives
   // this verdict may be the last before the queue runs dry. A resume that

@@ -187,19 +187,26 @@ TEST_F(FaultE2E, MemoryRunningOutAfterADeliveryAwaitingItsVerdictWasQueuedStillW
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   pub.Publish(topic, "p1");
   ASSERT_TRUE(pub.WaitAllAcked(10s));  // the broker holds it in the stopped relay's session
-  // MSG locked for reading by another session for 3 s: the relay reads it
-  // at start, and its first commit waits for the lock.
-  std::jthread lock([&] { servers().Sql("LOCK TABLES `" + name_ + "`.MSG READ; DO SLEEP(3); UNLOCK TABLES"); });
-  ASSERT_TRUE(WaitFor(
-      [&] { return servers().Sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'DO SLEEP(3)'") == "1\n"; },
-      5s));
+  // MSG locked for reading by another session (in the background, until
+  // killed below): the relay reads it at start, and its first commit waits
+  // for the lock. The session prints its id once it has the lock.
+  auto command = servers().SqlCommand("LOCK TABLES `" + name_ + "`.MSG READ; SELECT CONNECTION_ID(); DO SLEEP(120);");
+  command.insert(command.begin() + 2, "--unbuffered");  // after --no-defaults, which must come first
+  Process holder;
+  holder.Start(command, servers().dir() + "/holder-" + name_ + ".log");
+  std::string session;
+  ASSERT_TRUE(WaitFor([&] { return (session = ReadFile(holder.log_path())).find('\n') != std::string::npos; },
+                      Scaled(5s)))
+      << "the lock was not taken: " << session;
   relay_->Launch({"SEQTEST_THROW_AFTER_QUEUE=1"});  // its SUBACK comes after the verdict: no waiting for it
-  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("queued, then memory ran out") != std::string::npos; }, 2s))
-      << relay_->log();
-  std::this_thread::sleep_for(300ms);  // a PUBACK, if one is due, leaves now
-  ASSERT_EQ(StoredCount(topic), 0u) << "committed before the kill: this run shows nothing\n" << relay_->log();
+  const bool thrown = WaitFor(
+      [&] { return relay_->log().find("queued, then memory ran out") != std::string::npos; }, Scaled(10s));
+  if (thrown) std::this_thread::sleep_for(Scaled(300ms));  // a PUBACK, if one is due, leaves now
+  const std::size_t stored = StoredCount(topic);
   relay_->Kill();
-  lock.join();
+  servers().Sql("KILL " + session.substr(0, session.find('\n')));  // the lock goes with the session
+  ASSERT_TRUE(thrown) << relay_->log();
+  ASSERT_EQ(stored, 0u) << "committed before the kill: this run shows nothing\n" << relay_->log();
   relay_->Start();
   WaitStored(topic, 1);
   ExpectEachStoredOnce(Audit(topic, 1), 1);
