@@ -15,7 +15,9 @@
   const params = new URLSearchParams(location.search);
   // events: what the client reported (fetch, filled, lost, history), in order.
   // elsewhere: another page has the user's connection; this one waits.
-  const state = { seq: null, room: null, user: null, shown: new Set(), fetching: null, events: [], elsewhere: false };
+  const state = {
+    seq: null, room: null, user: null, shown: new Set(), fetching: null, events: [], elsewhere: false, connectedAt: 0,
+  };
   // For tests and the curious: the client, and what the page showed.
   window.messenger = state;
 
@@ -68,11 +70,16 @@
   // the others wait until asked to be the one again. (Pages in two
   // browsers still take turns: mosquitto 2.0.11 closes the connection it
   // takes over without saying why.)
+  // A page says so once the broker has let it in (a sign-in that fails
+  // takes nothing from the page that works); of two pages that connect at
+  // once, the later one keeps the connection.
   const PAGE = `${Date.now()}-${Math.random()}`;
   const pages = typeof BroadcastChannel === 'function' ? new BroadcastChannel('seqrelay-messenger') : null;
   if (pages) {
     pages.onmessage = (e) => {
-      if (state.seq && !state.elsewhere && e.data?.user === state.user && e.data?.page !== PAGE) waitElsewhere();
+      const { user, page, at } = e.data ?? {};
+      if (!state.seq || state.elsewhere || user !== state.user || page === PAGE) return;
+      if (at > state.connectedAt || (at === state.connectedAt && page > PAGE)) waitElsewhere();
     };
   }
   function waitElsewhere() {
@@ -85,7 +92,6 @@
     state.elsewhere = false;
     $('here').hidden = true;
     setStatus('connecting', '');
-    pages?.postMessage({ user: state.user, page: PAGE });
     state.seq.mqtt.reconnect();
   });
 
@@ -99,8 +105,6 @@
     const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/`;
     // The shipped broker names each connection after its user
     // (use_username_as_clientid), so the replies come on relay/replay/<user>.
-    // Pages of this browser say so when they take the user's connection.
-    pages?.postMessage({ user, page: PAGE });
     const seq = seqrelay.connect(url, {
       username: user,
       password: password || undefined,
@@ -109,7 +113,12 @@
       connectTimeout: 5000,
     });
     state.seq = seq;
-    seq.mqtt.on('connect', () => setStatus('online', 'online'));
+    seq.mqtt.on('connect', () => {
+      setStatus('online', 'online');
+      // Pages of this browser learn that this one has the user's connection.
+      state.connectedAt = Date.now();
+      pages?.postMessage({ user, page: PAGE, at: state.connectedAt });
+    });
     seq.mqtt.on('offline', () => {
       if (!state.elsewhere) setStatus('offline, reconnecting', 'offline');
     });

@@ -330,8 +330,9 @@ TEST_F(ClientE2E, AFrameAboveTheTopicsNewestSeqIsDroppedAndNothingIsGivenUpForIt
 }
 
 // The status's `last` is the newest SEQ once the relay had the request: a
-// frame that came after the request was sent may be newer than the reply.
-// It stays, and the gap below it is asked for next.
+// frame that came after the request was first sent may be newer than the
+// reply, also below a forged frame held from before. It stays; only the
+// forged frame goes.
 TEST_F(ClientE2E, AFrameThatCameAfterTheRequestAboveTheRepliesNewestSeqStays) {
   const std::string topic = root() + "/t";
   auto o = ClientOptions("c", {topic});
@@ -343,22 +344,66 @@ TEST_F(ClientE2E, AFrameThatCameAfterTheRequestAboveTheRepliesNewestSeqStays) {
   seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
   ASSERT_EQ(client.Start(), std::nullopt);
   ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
-  relay.Live(4);
+  relay.Live(3);
+  relay.Live(1000000);  // forged, held before the request below it
   auto first = relay.Request(1);
   EXPECT_EQ(first["from"], 2);
-  EXPECT_EQ(first["to"], 3);
-  relay.Live(6);  // committed after the relay read `last`
-  relay.Replay(2), relay.Replay(3);
-  relay.Answer({{"from", 2}, {"to", 3}, {"sent", 2}, {"last", 5}, {"status", "ok"}});
-  auto second = relay.Request(2);
-  EXPECT_EQ(second["from"], 5);
-  EXPECT_EQ(second["to"], 5);
-  relay.Replay(5);
+  EXPECT_EQ(first["to"], 2);
+  relay.Replay(2);  // fills the request before its status
+  auto second = relay.Request(2);  // the gap below the forged frame
+  EXPECT_EQ(second["from"], 4);
+  EXPECT_EQ(second["to"], 999999);
+  // The relay read `last` (3); then 4 was lost on the way, and 5 came after
+  // the request: real, below the forged frame, above `last`.
+  relay.Live(5);
+  relay.Answer({{"from", 4}, {"to", 999999}, {"sent", 0}, {"last", 3}, {"status", "ok"}});
+  auto third = relay.Request(3);
+  EXPECT_EQ(third["from"], 4);
+  EXPECT_EQ(third["to"], 4);
+  relay.Replay(4);
+  relay.Live(6);
   ASSERT_TRUE(WaitFor([&] { return sink.size() >= 6; }, 10s)) << Explain(client, sink, 6);
   client.Stop();
   ExpectExactlyInOrder(sink, topic, 1, 6);
   EXPECT_EQ(gaps.all(), std::vector<std::string>{});
-  EXPECT_EQ(client.stats().bad_frames, 0u);
+  EXPECT_EQ(client.stats().bad_frames, 1u);  // the forged one only
+}
+
+// History of a topic nobody wrote to yet: nothing is missing, and the
+// topic starts at SEQ 1. What is published while the client is away shows
+// as no gap (no later live frame comes), so after the reconnect the topic
+// is looked up again and fetched. The build before reported the empty
+// history as lost ("unknown topic") and, after the reconnect, fetched
+// nothing.
+TEST_F(ClientE2E, AHistoryOfATopicWithNoMessageYetIsLookedUpAgainAfterAReconnect) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.history = seqclient::History::kAll;
+  o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request each
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  {
+    FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+    ASSERT_EQ(client.Start(), std::nullopt);
+    EXPECT_EQ(relay.Request(1), nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}}));
+    relay.Answer({{"from", seqrelay::kMaxSeq}, {"status", "error"}, {"error", "unknown topic"},
+                  {"code", "unknown_topic"}, {"retry", false}});
+  }
+  servers().StopBroker();  // 1 and 2 are published while the client is away
+  servers().StartBroker();
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  auto again = relay.Request(1);
+  EXPECT_EQ(again, nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}})) << again.dump();
+  relay.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 2}, {"first", 1},
+                {"status", "ok"}});
+  auto fetch = relay.Request(2);
+  EXPECT_EQ(fetch, nlohmann::json({{"id", 77}, {"from", 1}, {"to", 2}})) << fetch.dump();
+  relay.Replay(1), relay.Replay(2);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 2; }, 10s)) << Explain(client, sink, 2);
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 2);
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{});
 }
 
 // v1.1 error statuses say whether to ask again: a gap request answered

@@ -328,22 +328,25 @@ TEST(OrderedStreamTest, GivenUpFrameArrivingLaterIsADuplicate) {
 }
 
 // Frames the relay never stored (held above its newest SEQ, forged) are
-// forgotten: the gap ends below them again, and their SEQs are free for
-// the real frames when those come.
-TEST(OrderedStreamTest, ForgetDropsWhatIsHeldInARangeAndFreesThoseSeqs) {
+// forgotten: those that came by a given moment, in a range. The gap ends
+// below them again, and their SEQs are free for the real frames.
+TEST(OrderedStreamTest, ForgetDropsWhatIsHeldInARangeAndCameByAMoment) {
   for (bool ordered : {kOrdered, kImmediate}) {
     SCOPED_TRACE(ordered ? "ordered" : "immediate");
     OrderedStream s;
-    for (uint64_t seq : {1, 4, 9, 12, 1000000}) (void)s.Offer(seq, ordered, PayloadOf(seq));
-    EXPECT_EQ(s.highest_held(), 1000000u);
-    EXPECT_EQ(s.Forget(6, 1000000), 3u);
+    for (uint64_t seq : {1, 4, 9, 1000000}) (void)s.Offer(seq, ordered, PayloadOf(seq));
+    const uint64_t moment = s.arrivals();
+    (void)s.Offer(12, ordered, PayloadOf(12));  // came after the moment
+    EXPECT_EQ(s.Forget(6, UINT64_MAX, moment), 2u);
     EXPECT_EQ(GapText(s.gap()), "2..3");
-    EXPECT_EQ(s.highest_held(), 4u);
-    EXPECT_EQ(s.last_delivered(), ordered ? 1u : 4u);
-    EXPECT_EQ(s.Forget(6, 1000000), 0u);
+    EXPECT_EQ(s.last_delivered(), ordered ? 1u : 12u);
+    EXPECT_EQ(s.Forget(6, UINT64_MAX, moment), 0u);
     bool duplicate = true;
     (void)s.Offer(9, ordered, PayloadOf(9), &duplicate);
     EXPECT_FALSE(duplicate);
+    (void)s.Offer(12, ordered, PayloadOf(12), &duplicate);
+    EXPECT_TRUE(duplicate);
+    EXPECT_EQ(s.Forget(10, 12), 1u);  // no moment: whenever it came
   }
 }
 

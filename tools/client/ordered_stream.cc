@@ -21,13 +21,13 @@ std::vector<Delivery> OrderedStream::Offer(uint64_t seq, bool ordered, std::stri
     return out;
   }
   if (ordered) {
-    above_[seq] = {std::move(payload), false};
+    above_[seq] = {std::move(payload), false, ++arrivals_};
     return out;
   }
   // Immediate: show it now, remember that it was shown.
   out.push_back({seq, std::move(payload), seq < last_delivered_});
   last_delivered_ = std::max(last_delivered_, seq);
-  above_[seq] = {{}, true};
+  above_[seq] = {{}, true, ++arrivals_};
   return out;
 }
 
@@ -67,14 +67,20 @@ std::vector<Delivery> OrderedStream::GiveUp(uint64_t to) {
   return out;
 }
 
-std::size_t OrderedStream::Forget(uint64_t from, uint64_t to) {
+std::size_t OrderedStream::Forget(uint64_t from, uint64_t to, uint64_t by) {
   if (from > to) return 0;
-  const auto first = above_.lower_bound(from), end = above_.upper_bound(to);
-  const auto dropped = static_cast<std::size_t>(std::distance(first, end));
+  std::size_t dropped = 0;
+  for (auto it = above_.lower_bound(from); it != above_.end() && it->first <= to;) {
+    if (it->second.arrival <= by) {
+      it = above_.erase(it);
+      ++dropped;
+    } else {
+      ++it;
+    }
+  }
   if (dropped == 0) return 0;
-  above_.erase(first, end);
-  // The highest SEQ delivered: below next_ (every SEQ there is passed either
-  // way), or an immediate frame still held as shown.
+  // Below next_ every SEQ is passed (delivered or given up), so the highest
+  // delivered is next_ - 1, or an immediate frame still held.
   last_delivered_ = next_ > 0 ? next_ - 1 : 0;
   for (const auto& [seq, held] : above_) {
     if (held.delivered) last_delivered_ = std::max(last_delivered_, seq);

@@ -47,13 +47,13 @@ class OrderedStream {
   // will not be delivered. Returns what becomes deliverable (held frames).
   std::vector<Delivery> GiveUp(uint64_t to);
 
-  // Forgets every frame held with a SEQ from `from` to `to` (ordered: never
-  // delivered; immediate: delivered, its SEQ free again), as frames the
-  // relay never stored. Returns how many were forgotten.
-  std::size_t Forget(uint64_t from, uint64_t to);
-  // The highest SEQ held above next() (ordered) or shown from there
-  // (immediate); 0 = none.
-  uint64_t highest_held() const { return above_.empty() ? 0 : above_.rbegin()->first; }
+  // Forgets every frame held with a SEQ from `from` to `to` that came by the
+  // moment arrivals() was `by` (ordered: never delivered; immediate:
+  // delivered, its SEQ free again), as frames the relay never stored.
+  // Returns how many were forgotten.
+  std::size_t Forget(uint64_t from, uint64_t to, uint64_t by = UINT64_MAX);
+  // Frames held so far, ever: a moment for Forget().
+  uint64_t arrivals() const { return arrivals_; }
 
   // The next SEQ to deliver in order; every SEQ below it was delivered or
   // given up. 0 = nothing seen yet.
@@ -71,8 +71,10 @@ class OrderedStream {
   struct Above {
     std::string payload;
     bool delivered = false;
+    uint64_t arrival = 0;  // arrivals_ once it came
   };
   std::map<uint64_t, Above> above_;
+  uint64_t arrivals_ = 0;
 };
 
 }  // namespace seqclient

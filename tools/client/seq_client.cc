@@ -180,7 +180,10 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
     // not asked for.
     if (!replayed && lookups_.count(name)) held_live_[name].push_back(bytes);
     if (replayed || lookups_.count(name)) return;
-    it = topics_.emplace(id, Topic{name, true, OrderedStream(0), {}, {}, {}, 0, false, {}, 0}).first;
+    const auto wanted = start_at_.find(name);
+    const uint64_t start = wanted == start_at_.end() ? 0 : wanted->second;
+    if (wanted != start_at_.end()) start_at_.erase(wanted);
+    it = topics_.emplace(id, Topic{name, true, OrderedStream(start), {}, {}, {}, 0, false, {}, 0}).first;
   }
   Topic& t = it->second;
   t.ordered = view->header.ordering == seqrelay::Ordering::kOrdered;
@@ -226,8 +229,15 @@ void SeqClient::HandleStatus(const std::string& text) {
       // many requests pending) is asked again by Timer, up to max_attempts.
       // v1.1 relays say whether to ask again (`retry`); v1 relays, by the text.
       const std::string error = s.value("error", "lookup failed");
-      const bool retry = s.contains("retry") ? s.value("retry", true)
-                                             : error != seqrelay::kErrorUnknownTopic && error != seqrelay::kErrorForbidden;
+      if (s.value("code", "") == "unknown_topic" || error == seqrelay::kErrorUnknownTopic) {
+        // Nothing was said yet: nothing is missing, and the first live
+        // frame must be SEQ `start` (1 for history).
+        if (const uint64_t start = lookups_[name].start; start > 0) start_at_[name] = start;
+        lookups_.erase(name);
+        OfferHeldLocked(name);
+        return;
+      }
+      const bool retry = s.contains("retry") ? s.value("retry", true) : error != seqrelay::kErrorForbidden;
       if (!retry || lookups_[name].attempts >= options_.max_attempts) {
         AbandonLookupLocked(name, error);
       }
@@ -235,6 +245,7 @@ void SeqClient::HandleStatus(const std::string& text) {
     }
     uint64_t start = lookups_[name].start;
     lookups_.erase(name);
+    start_at_.erase(name);
     const uint32_t id = s.value("id", uint32_t{0});
     const uint64_t last = s.value("last", uint64_t{0});
     if (options_.history == History::kLast && start == 0) {
@@ -255,7 +266,7 @@ void SeqClient::HandleStatus(const std::string& text) {
       t.asked_at = Clock::now();
       t.attempts = 1;
       ++stats_.requests;
-      Request(json{{"id", id}, {"from", start}, {"to", last}}.dump());
+      RequestRange(id, t);
     }
     for (const auto& bytes : held_live_[name]) OfferLocked(name, bytes, /*replayed=*/false);
     held_live_.erase(name);
@@ -283,12 +294,12 @@ void SeqClient::HandleStatus(const std::string& text) {
   const uint64_t last = has_last ? s["last"].get<uint64_t>() : UINT64_MAX;
   if (has_last && t.sent && t.sent->from == t.asked->from && t.sent->to == t.asked->to) {
     // `last` is the topic's newest SEQ once the relay had the request. A
-    // frame held since before the request was sent, and above it, was never
-    // stored by the relay: not its frame (a publisher on seq/ the broker
-    // should not let in). Forgotten, so that the SEQs below it, which do not
-    // exist yet, are not given up for it. (A frame that came later may be
-    // newer than the reply: it stays.)
-    stats_.bad_frames += t.stream.Forget(last + 1, t.sent_held);
+    // frame held since before the request was first sent, and above it, was
+    // never stored by the relay: not its frame (a publisher on seq/ the
+    // broker should not let in). Forgotten, so that the SEQs below it, which
+    // do not exist yet, are not given up for it. A frame that came later may
+    // be newer than the reply: it stays.
+    stats_.bad_frames += t.stream.Forget(last + 1, UINT64_MAX, t.sent_arrivals);
   }
   if (t.asked->to == kOpenEnd) t.asked->to = s.value("to", s.value("last", uint64_t{0}));
   if (const uint64_t first = s.value("first", uint64_t{0});
@@ -325,6 +336,11 @@ void SeqClient::HandleStatus(const std::string& text) {
   if (gap && gap->from <= asked.to) missing_to = std::min(asked.to, gap->to);
   missing_to = std::min(missing_to, last);  // nothing above it exists yet
   if (!gap && t.stream.next() > asked.to) return;  // filled
+  if (t.stream.next() > missing_to) {
+    // Everything asked for that exists came (the rest was above `last`).
+    if (missing_to >= asked.from) ++stats_.gaps_filled;
+    return;
+  }
   if (t.stream.next() <= missing_to) {
     const std::string why = ok ? "the relay has no such SEQ" : s.value("error", "refused");
     ++stats_.gaps_unfilled;
@@ -343,6 +359,10 @@ void SeqClient::SendLookupLocked(const std::string& topic) {
 void SeqClient::AbandonLookupLocked(const std::string& topic, const std::string& why) {
   lookups_.erase(topic);
   if (on_gap_) on_gap_(topic, 0, 0, why);
+  OfferHeldLocked(topic);
+}
+
+void SeqClient::OfferHeldLocked(const std::string& topic) {
   auto held = std::move(held_live_[topic]);
   held_live_.erase(topic);
   for (const auto& bytes : held) OfferLocked(topic, bytes, /*replayed=*/false);
@@ -355,10 +375,11 @@ void SeqClient::Request(const std::string& json_text) {
 
 void SeqClient::RequestRange(uint32_t id, Topic& t) {
   const Gap& range = *t.asked;
-  // What was held when this range was first asked for (see HandleStatus).
+  // Which frames were held when this range was first asked for (see
+  // HandleStatus). Kept for the retries: an earlier moment only spares more.
   if (!t.sent || t.sent->from != range.from || t.sent->to != range.to) {
     t.sent = range;
-    t.sent_held = t.stream.highest_held();
+    t.sent_arrivals = t.stream.arrivals();
   }
   json request{{"id", id}, {"from", range.from}};
   if (range.to != kOpenEnd) request["to"] = range.to;
@@ -366,6 +387,14 @@ void SeqClient::RequestRange(uint32_t id, Topic& t) {
 }
 
 void SeqClient::CatchUpLocked() {
+  // A topic the relay had no message of when it was looked up starts at its
+  // first live frame, SEQ `start`: what was published while away would wait
+  // for a later live frame to show as a gap. Looked up again.
+  for (const auto& [name, start] : start_at_) {
+    if (lookups_.count(name)) continue;
+    lookups_[name].start = start;
+    SendLookupLocked(name);
+  }
   for (auto& [id, t] : topics_) {
     if (t.stream.next() == 0) continue;
     if (t.asked) {

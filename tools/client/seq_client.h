@@ -118,9 +118,9 @@ class SeqClient {
     // A reconnect came while a request was out: what was published while
     // away is asked for (open-ended, from the next SEQ) once it is done.
     bool catch_up_owed = false;
-    // The range last asked for, and the highest SEQ held when it first was.
+    // The range last asked for, and stream.arrivals() when it first was.
     std::optional<Gap> sent;
-    uint64_t sent_held = 0;
+    uint64_t sent_arrivals = 0;
   };
 
   static void OnConnect(mosquitto*, void* self, int rc);
@@ -135,6 +135,8 @@ class SeqClient {
   // The lookup of `topic` failed or was never answered: it starts at its
   // first live frame, the held ones included.
   void AbandonLookupLocked(const std::string& topic, const std::string& why);
+  // Offers the live frames held while `topic` was looked up.
+  void OfferHeldLocked(const std::string& topic);
   // Asks for `t.asked` of topic `id` (an open end: up to the newest SEQ).
   void RequestRange(uint32_t id, Topic& t);
   // After a reconnect: frames published while the client was away are
@@ -166,6 +168,10 @@ class SeqClient {
     int attempts = 0;
   };
   std::map<std::string, Lookup> lookups_;
+  // Topics the relay had no message of when looked up: the first SEQ wanted
+  // (the first live frame must be it; looked up again after a reconnect,
+  // since what came while away shows as no gap). mu_.
+  std::map<std::string, uint64_t> start_at_;
   std::map<std::string, std::vector<std::string>> held_live_;  // live frames of topics being looked up; mu_
   Stats stats_;                               // guarded by mu_
   int connack_ = -1;                          // guarded by mu_

@@ -41,10 +41,10 @@ export class OrderedStream<P = Uint8Array> {
   offer(seq: number, ordered: boolean, payload: P): { deliveries: Delivery<P>[]; duplicate: boolean };
   gap(): { from: number; to: number } | null;
   giveUp(to: number): Delivery<P>[];
-  /** The highest SEQ held above next; 0 = none. */
-  readonly highestHeld: number;
-  /** Forgets what is held with a SEQ from `from` to `to` (frames the relay never stored); returns how many. */
-  forget(from: number, to: number): number;
+  /** Frames held so far, ever: a moment for forget(). */
+  readonly arrivals: number;
+  /** Forgets what is held with a SEQ from `from` to `to` that came by the moment `by` (frames the relay never stored); returns how many. */
+  forget(from: number, to: number, by?: number): number;
 }
 
 export class SeqMessage {

@@ -23,6 +23,10 @@ export class OrderedStream {
     this.above = new Map();
     this.aboveKeys = [];
     this.aboveHead = 0;
+    // Frames held so far, ever; and when each one held now came (that count
+    // after it), so that forget() can spare what came after a given moment.
+    this.arrivals = 0;
+    this.arrivedAt = new Map();
   }
 
   /**
@@ -72,30 +76,33 @@ export class OrderedStream {
     return out;
   }
 
-  /** The highest SEQ held above next (ordered) or shown from there (immediate); 0 = none. */
-  get highestHeld() {
-    return this.aboveKeys.length > this.aboveHead ? this.aboveKeys[this.aboveKeys.length - 1] : 0;
-  }
-
   /**
-   * Forgets every frame held with a SEQ from `from` to `to` (ordered: never
-   * delivered; immediate: delivered, its SEQ free again), as frames the
-   * relay never stored. Returns how many were forgotten.
+   * Forgets every frame held with a SEQ from `from` to `to` that came by the
+   * moment `arrivals` had the value `by` (ordered: never delivered;
+   * immediate: delivered, its SEQ free again), as frames the relay never
+   * stored. Returns how many were forgotten.
    */
-  forget(from, to) {
-    const keep = this.aboveKeys.slice(this.aboveHead).filter((seq) => seq < from || seq > to);
-    const dropped = this.aboveKeys.length - this.aboveHead - keep.length;
-    if (dropped === 0) return 0;
+  forget(from, to, by = Infinity) {
+    const gone = (seq) => seq >= from && seq <= to && this.arrivedAt.get(seq) <= by;
+    const keep = [];
     for (let i = this.aboveHead; i < this.aboveKeys.length; ++i) {
       const seq = this.aboveKeys[i];
-      if (seq >= from && seq <= to) this.above.delete(seq);
+      if (!gone(seq)) {
+        keep.push(seq);
+        continue;
+      }
+      this.above.delete(seq);
+      this.arrivedAt.delete(seq);
     }
+    const dropped = this.aboveKeys.length - this.aboveHead - keep.length;
     this.aboveKeys = keep;
     this.aboveHead = 0;
-    // The highest SEQ delivered: below next (every SEQ there is passed
-    // either way), or an immediate frame still held as shown.
-    this.lastDelivered = Math.max(this.next - 1, 0);
-    for (const seq of keep) if (this.above.get(seq) === null && seq > this.lastDelivered) this.lastDelivered = seq;
+    if (dropped > 0) {
+      // Below next every SEQ is passed (delivered or given up), so the
+      // highest delivered is next - 1, or an immediate frame still held.
+      this.lastDelivered = Math.max(this.next - 1, 0);
+      for (const seq of keep) if (this.above.get(seq) === null && seq > this.lastDelivered) this.lastDelivered = seq;
+    }
     return dropped;
   }
 
@@ -116,6 +123,7 @@ export class OrderedStream {
 
   #hold(seq, payload) {
     this.above.set(seq, payload);
+    this.arrivedAt.set(seq, ++this.arrivals);
     const keys = this.aboveKeys;
     if (keys.length === this.aboveHead || keys[keys.length - 1] < seq) {
       keys.push(seq); // the usual case: frames arrive in order
@@ -133,6 +141,7 @@ export class OrderedStream {
 
   #popFirst() {
     const seq = this.aboveKeys[this.aboveHead++];
+    this.arrivedAt.delete(seq);
     if (this.aboveHead === this.aboveKeys.length) {
       this.aboveKeys = [];
       this.aboveHead = 0;

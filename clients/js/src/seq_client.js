@@ -396,7 +396,7 @@ export class SeqClient extends Emitter {
       gapSeen: 0, // when the current gap was first seen; 0 = no gap
       catchUpOwed: false, // a reconnect came while a request was out: ask for what came meanwhile after it
       refusal: null, // the outstanding request's last status with retry: true, if any
-      sent: null, // the range last asked for {from, to} and the highest SEQ held when it first was
+      sent: null, // the range last asked for {from, to}, and stream.arrivals when it first was
     };
     this.topics.set(id, t);
     this.ids.set(name, id);
@@ -461,12 +461,12 @@ export class SeqClient extends Emitter {
     const last = ok && Number.isInteger(s.last) ? s.last : null;
     if (last !== null && t.sent && t.sent.from === t.asked.from && t.sent.to === t.asked.to) {
       // `last` is the topic's newest SEQ once the relay had the request. A
-      // frame held since before the request was sent, and above it, was
-      // never stored by the relay: not its frame (a publisher on seq/ the
-      // broker should not let in). Forgotten, so that the SEQs below it,
-      // which do not exist yet, are not given up for it. (A frame that came
-      // later may be newer than the reply: it stays.)
-      const dropped = t.stream.forget(last + 1, t.sent.held);
+      // frame held since before the request was first sent, and above it,
+      // was never stored by the relay: not its frame (a publisher on seq/
+      // the broker should not let in). Forgotten, so that the SEQs below
+      // it, which do not exist yet, are not given up for it. A frame that
+      // came later may be newer than the reply: it stays.
+      const dropped = t.stream.forget(last + 1, Infinity, t.sent.arrivals);
       if (dropped > 0) {
         this.stats.badFrames += dropped;
         this.emit('badframe', { topic: `${this.seqPrefix}/${t.name}`, reason: `${dropped} frame(s) above SEQ ${last}, the newest the relay stored` });
@@ -527,7 +527,7 @@ export class SeqClient extends Emitter {
       if (s.code === 'unknown_topic' || s.error === 'unknown topic') {
         // Nothing was said yet: the topic starts at its first live frame,
         // which must be SEQ `start` (1 for history).
-        this.#endLookup(name, { topic: name, first: 1, last: 0 }, lookup.start > 0 ? lookup.start : 0);
+        this.#endLookup(name, lookup.again ? null : { topic: name, first: 1, last: 0 }, lookup.start > 0 ? lookup.start : 0);
       } else if (!retry || lookup.attempts >= this.maxAttempts) {
         this.#emitTopic('lost', name, { topic: name, from: 0, to: 0, reason: s.error ?? 'lookup failed', code: s.code });
         this.#endLookup(name, null, 0);
@@ -540,9 +540,10 @@ export class SeqClient extends Emitter {
     // PROTOCOL 5.2: what is older than `first` is gone; do not ask or wait for it.
     const start = Math.max(wanted, first);
     this.lookups.delete(name);
+    this.startAt.delete(name);
     let t = this.topics.get(s.id);
     if (!t) t = this.#topic(s.id, name, start);
-    this.#emitTopic('history', name, { topic: name, first, last, start });
+    if (!lookup.again) this.#emitTopic('history', name, { topic: name, first, last, start });
     if (wanted < first) this.#lose(t, wanted, first - 1, `history starts at ${first}`);
     if (start <= last) {
       t.asked = { from: start, to: last };
@@ -583,9 +584,11 @@ export class SeqClient extends Emitter {
   }
 
   #requestRange(t) {
-    // What was held when this range was first asked for (see #handleStatus).
+    // Which frames were held when this range was first asked for (see
+    // #handleStatus). Kept for the retries: an earlier moment only spares
+    // more frames.
     if (!t.sent || t.sent.from !== t.asked.from || t.sent.to !== t.asked.to) {
-      t.sent = { from: t.asked.from, to: t.asked.to, held: t.stream.highestHeld };
+      t.sent = { from: t.asked.from, to: t.asked.to, arrivals: t.stream.arrivals };
     }
     const request = { id: t.id, from: t.asked.from };
     if (t.asked.to !== OPEN_END) request.to = t.asked.to;
@@ -599,6 +602,14 @@ export class SeqClient extends Emitter {
   }
 
   #catchUp() {
+    // A topic the relay had no message of when it was looked up starts at
+    // its first live frame, SEQ `start`: what was published while away
+    // would wait for a later live frame to show as a gap. Looked up again.
+    for (const [name, start] of this.startAt) {
+      if (this.lookups.has(name)) continue;
+      this.lookups.set(name, { start, sent: 0, attempts: 0, again: true });
+      this.#sendLookup(name);
+    }
     for (const t of this.topics.values()) {
       if (t.stream.next === 0) continue;
       if (t.asked) {

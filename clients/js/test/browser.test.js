@@ -210,9 +210,17 @@ test('the messenger says on its form what is wrong with a blank user or a wildca
 }));
 
 test('the same user in a second tab: the first page says so and waits, "Use here" takes it back', withLogs(() => servers, async () => {
-  const first = await openMessenger('dave');
-  const second = await openMessenger('dave'); // the broker gives the user's connection to this one
   const status = (page) => page.$eval('#status', (e) => e.textContent);
+  const first = await openMessenger('dave');
+  // A sign-in the broker refuses (a wrong password) takes nothing from the page that works.
+  const refused = await browser.newPage();
+  await refused.goto(`http://127.0.0.1:${servers.wsPort}/index.html?user=dave&room=${ROOM}`);
+  await refused.type('#password', 'not-the-password');
+  await refused.click('#signin button');
+  await waitFor(async () => (await status(refused)).startsWith('error'), 'the refused sign-in');
+  await refused.close();
+  assert.equal(await status(first), 'online');
+  const second = await openMessenger('dave'); // the broker gives the user's connection to this one
   const texts = (page) => page.$$eval('#messages li', (items) => items.map((li) => li.textContent));
   const elsewhere = 'open in another tab or window';
   await waitFor(async () => (await status(first)) === elsewhere, 'the first page to say the second has the connection');

@@ -72,17 +72,19 @@ test('a given-up frame arriving later is a duplicate', () => {
 });
 
 // As OrderedStreamTest.DropAboveForgetsWhatIsHeldAboveTheNewestSeq.
-test('forget drops what is held in a range, and frees those SEQs', () => {
+test('forget drops what is held in a range and came by a moment, and frees those SEQs', () => {
   for (const ordered of [true, false]) {
     const s = new OrderedStream();
-    for (const seq of [1, 4, 9, 12, 1000000]) s.offer(seq, ordered, payloadOf(seq));
-    assert.equal(s.highestHeld, 1000000);
-    assert.equal(s.forget(6, 1000000), 3);
+    for (const seq of [1, 4, 9, 1000000]) s.offer(seq, ordered, payloadOf(seq));
+    const moment = s.arrivals;
+    s.offer(12, ordered, payloadOf(12)); // came after the moment
+    assert.equal(s.forget(6, Infinity, moment), 2);
     assert.equal(gapText(s.gap()), '2..3');
-    assert.equal(s.highestHeld, 4);
-    assert.equal(s.lastDelivered, ordered ? 1 : 4);
-    assert.equal(s.forget(6, 1000000), 0);
+    assert.equal(s.lastDelivered, ordered ? 1 : 12);
+    assert.equal(s.forget(6, Infinity, moment), 0);
     assert.equal(s.offer(9, ordered, payloadOf(9)).duplicate, false);
+    assert.equal(s.offer(12, ordered, payloadOf(12)).duplicate, true);
+    assert.equal(s.forget(10, 12), 1); // no moment: whenever it came
   }
 });
 

@@ -244,17 +244,30 @@ test("a frame above the topic's newest SEQ is not the relay's: dropped, nothing 
 });
 
 test("a frame that came after the request, above the reply's newest SEQ, is newer than the reply: it stays", async (t) => {
-  const { mqtt, seq, events, seen } = await gapAsked(t, 4);
+  const { mqtt, seq, events, seen } = setup(t);
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.frame('seq/chat/a', 4);
+  mqtt.frame('seq/chat/a', 1000000); // forged, held before the request
+  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
   assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 3 });
-  mqtt.frame('seq/chat/a', 6); // committed after the relay read `last`
+  mqtt.frame('seq/chat/a', 6); // real, below the forged one, committed after the relay read `last`
   mqtt.frame('relay/replay/r1', 2);
-  mqtt.frame('relay/replay/r1', 3);
-  mqtt.status({ id: 7, from: 2, to: 3, sent: 2, last: 5, status: 'ok' });
-  assert.equal(seq.stats.badFrames, 0);
+  mqtt.frame('relay/replay/r1', 3); // fills the request before its status
   await waitFor(() => mqtt.requests.length >= 2, 'the request for 5');
   assert.deepEqual(mqtt.requests[1], { id: 7, from: 5, to: 5 });
   mqtt.frame('relay/replay/r1', 5);
   assert.deepEqual(seen, range(1, 6));
+  // The gap below the forged frame: its status says there is nothing above 6.
+  await waitFor(() => mqtt.requests.length >= 3, 'the request below the forged frame');
+  assert.deepEqual(mqtt.requests[2], { id: 7, from: 7, to: 999999 });
+  mqtt.frame('seq/chat/a', 8); // real, after the request: stays
+  mqtt.status({ id: 7, from: 7, to: 999999, sent: 0, last: 6, status: 'ok' });
+  assert.equal(seq.stats.badFrames, 1); // the forged one only
+  await waitFor(() => mqtt.requests.length >= 4, 'the request for 7');
+  assert.deepEqual(mqtt.requests[3], { id: 7, from: 7, to: 7 });
+  mqtt.frame('relay/replay/r1', 7);
+  assert.deepEqual(seen, range(1, 8));
   assert.equal(events.some(([e]) => e === 'lost'), false);
 });
 
@@ -341,6 +354,21 @@ test('a reconnect while a gap request is out asks for what came meanwhile once t
   mqtt.status({ id: 7, from: 5, to: 6, sent: 2, last: 6, status: 'ok' });
   assert.deepEqual(seen, range(1, 6));
   assert.deepEqual(events.filter(([e]) => e === 'filled').map(([, v]) => [v.from, v.to]), [[2, 3], [5, 6]]);
+});
+
+test('history of a topic with no message yet: after a reconnect it is looked up again, so what came while away is fetched', (t) => {
+  const { mqtt, seq, events, seen } = setup(t);
+  seq.subscribe('chat/a', { history: true });
+  mqtt.status({ topic: 'chat/a', from: MAX_SEQ, status: 'error', error: 'unknown topic', code: 'unknown_topic', retry: false });
+  mqtt.emit('connect'); // 1 and 2 were published while away; nothing live comes after them
+  assert.deepEqual(mqtt.requests, [lookup('chat/a'), lookup('chat/a')]);
+  mqtt.status({ topic: 'chat/a', id: 7, from: MAX_SEQ, to: MAX_SEQ, sent: 0, last: 2, first: 1, status: 'ok' });
+  assert.deepEqual(mqtt.requests[2], { id: 7, from: 1, to: 2 });
+  for (const s of [1, 2]) mqtt.frame('relay/replay/r1', s);
+  assert.deepEqual(seen, [1, 2]);
+  assert.equal(events.filter(([e]) => e === 'history').length, 1, 'the history is told once');
+  mqtt.emit('connect'); // the topic is known now: caught up by id, not looked up
+  assert.deepEqual(mqtt.requests[3], { id: 7, from: 3 });
 });
 
 test('a topic no subscription matches any more is forgotten: no catch-up for it, and a new subscribe starts afresh', (t) => {

@@ -87,7 +87,7 @@ class _Topic:
     gap_seen: float = 0.0  # when the current gap was first seen; 0 = no gap
     catch_up_owed: bool = False  # a reconnect came while a request was out: ask for what came meanwhile after it
     refusal: Optional[dict] = None  # the outstanding request's last status with retry: true, if any
-    sent: Optional[tuple] = None  # the range last asked for and the highest SEQ held when it first was
+    sent: Optional[tuple] = None  # the range last asked for, and stream.arrivals when it first was
 
 
 @dataclass
@@ -95,6 +95,7 @@ class _Lookup:
     start: int  # first SEQ wanted; -N = the last N
     sent: float = 0.0
     attempts: int = 0
+    again: bool = False  # after a reconnect, of a topic the relay had no message of: the history was told
 
 
 def _no_delay(client: paho.Client) -> None:
@@ -499,11 +500,11 @@ class SeqClient:
         last = s.get("last") if ok and isinstance(s.get("last"), int) else None
         if last is not None and t.sent is not None and t.sent[:2] == (t.asked[0], t.asked[1]):
             # `last` is the topic's newest SEQ once the relay had the request. A frame held since
-            # before the request was sent, and above it, was never stored by the relay: not its
-            # frame (a publisher on seq/ the broker should not let in). Forgotten, so that the SEQs
-            # below it, which do not exist yet, are not given up for it. (A frame that came later
-            # may be newer than the reply: it stays.)
-            dropped = t.stream.forget(last + 1, t.sent[2])
+            # before the request was first sent, and above it, was never stored by the relay: not
+            # its frame (a publisher on seq/ the broker should not let in). Forgotten, so that the
+            # SEQs below it, which do not exist yet, are not given up for it. A frame that came
+            # later may be newer than the reply: it stays.
+            dropped = t.stream.forget(last + 1, by=t.sent[2])
             if dropped:
                 self.stats.bad_frames += dropped
                 self._call(self.on_bad_frame, {"topic": f"{self.seq_prefix}/{t.name}",
@@ -557,7 +558,8 @@ class SeqClient:
                 # Nothing said yet: the first live frame must be SEQ `start` (1 for history).
                 start = lookup.start if lookup.start > 0 else 0
                 self._end_lookup(name, start)
-                self._call(self.on_history, {"topic": name, "first": 1, "last": 0, "start": start or None})
+                if not lookup.again:
+                    self._call(self.on_history, {"topic": name, "first": 1, "last": 0, "start": start or None})
             elif not retry or lookup.attempts >= self.max_attempts:
                 self._call(self.on_lost, {"topic": name, "from": 0, "to": 0, "reason": s.get("error", "lookup failed"), "code": s.get("code")})
                 self._end_lookup(name, 0)
@@ -567,8 +569,10 @@ class SeqClient:
         wanted = max(1, last + lookup.start + 1) if lookup.start < 0 else lookup.start
         start = max(wanted, first)  # PROTOCOL 5.2: older SEQs are gone; do not ask or wait for them
         del self._lookups[name]
+        self._start_at.pop(name, None)
         t = self._topics.get(s["id"]) or self._new_topic(s["id"], name, start)
-        self._call(self.on_history, {"topic": name, "first": first, "last": last, "start": start})
+        if not lookup.again:
+            self._call(self.on_history, {"topic": name, "first": first, "last": last, "start": start})
         if wanted < first:
             self._lose(t, wanted, first - 1, f"history starts at {first}", None)
         if start <= last:
@@ -600,9 +604,10 @@ class SeqClient:
         self._request({"topic": name, "from": LOOKUP_FROM})
 
     def _request_range(self, t: _Topic) -> None:
-        # What was held when this range was first asked for (see _handle_status).
+        # Which frames were held when this range was first asked for (see _handle_status). Kept
+        # for the retries: an earlier moment only spares more frames.
         if t.sent is None or t.sent[:2] != (t.asked[0], t.asked[1]):
-            t.sent = (t.asked[0], t.asked[1], t.stream.highest_held)
+            t.sent = (t.asked[0], t.asked[1], t.stream.arrivals)
         body = {"id": t.id, "from": t.asked[0]}
         if t.asked[1] is not OPEN_END:
             body["to"] = t.asked[1]
@@ -613,6 +618,13 @@ class SeqClient:
         self.mqtt.publish(self.request_topic, json.dumps(body), 1)
 
     def _catch_up(self) -> None:
+        # A topic the relay had no message of when it was looked up starts at its first live frame,
+        # SEQ `start`: what was published while away would wait for a later live frame to show as
+        # a gap. Looked up again.
+        for name, start in list(self._start_at.items()):
+            if name not in self._lookups:
+                self._lookups[name] = _Lookup(start, again=True)
+                self._send_lookup(name)
         for t in self._topics.values():
             if t.stream.next == 0:
                 continue

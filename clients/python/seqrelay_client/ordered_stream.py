@@ -10,6 +10,7 @@ guards it with its lock.
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
@@ -29,6 +30,10 @@ class OrderedStream:
         self.last_delivered = 0  # the highest SEQ delivered; 0 = none
         self._above: dict = {}  # SEQ above next -> held payload, or _SHOWN
         self._keys: List[int] = []  # the keys of _above, ascending
+        # Frames held so far, ever; and when each one held now came (that count after it), so that
+        # forget() can spare what came after a given moment.
+        self.arrivals = 0
+        self._arrived_at: dict = {}
 
     def offer(self, seq: int, ordered: bool, payload: Any) -> Tuple[List[Delivery], bool]:
         """Offers one frame; returns (what to deliver now, in order; whether it was a duplicate)."""
@@ -62,6 +67,7 @@ class OrderedStream:
         k = bisect.bisect_right(self._keys, to)
         for seq in self._keys[:k]:
             payload = self._above.pop(seq)
+            del self._arrived_at[seq]
             if payload is not _SHOWN:
                 self._deliver(out, seq, payload)
         del self._keys[:k]  # at once: a pop(0) each would make a long drain quadratic
@@ -69,26 +75,21 @@ class OrderedStream:
         self._drain(out)
         return out
 
-    @property
-    def highest_held(self) -> int:
-        """The highest SEQ held above next (ordered) or shown from there (immediate); 0 = none."""
-        return self._keys[-1] if self._keys else 0
-
-    def forget(self, from_seq: int, to: int) -> int:
-        """Forgets every frame held with a SEQ from `from_seq` to `to` (ordered: never delivered;
-        immediate: delivered, its SEQ free again), as frames the relay never stored. Returns how
-        many were forgotten."""
-        lo, hi = bisect.bisect_left(self._keys, from_seq), bisect.bisect_right(self._keys, to)
-        if lo >= hi:
-            return 0
-        for seq in self._keys[lo:hi]:
+    def forget(self, from_seq: int, to: float = math.inf, by: float = math.inf) -> int:
+        """Forgets every frame held with a SEQ from `from_seq` to `to` that came by the moment
+        `arrivals` had the value `by` (ordered: never delivered; immediate: delivered, its SEQ free
+        again), as frames the relay never stored. Returns how many were forgotten."""
+        gone = [seq for seq in self._keys if from_seq <= seq <= to and self._arrived_at[seq] <= by]
+        for seq in gone:
             del self._above[seq]
-        del self._keys[lo:hi]
-        # The highest SEQ delivered: below next (every SEQ there is passed either way), or an
-        # immediate frame still held as shown.
-        shown = [seq for seq in self._keys if self._above[seq] is _SHOWN]
-        self.last_delivered = max([max(self.next - 1, 0)] + shown)
-        return hi - lo
+            del self._arrived_at[seq]
+        if gone:
+            self._keys = [seq for seq in self._keys if seq in self._above]
+            # Below next every SEQ is passed (delivered or given up), so the highest delivered is
+            # next - 1, or an immediate frame still held.
+            shown = [seq for seq in self._keys if self._above[seq] is _SHOWN]
+            self.last_delivered = max([max(self.next - 1, 0)] + shown)
+        return len(gone)
 
     def _deliver(self, out: List[Delivery], seq: int, payload: Any) -> None:
         out.append(Delivery(seq, payload, seq < self.last_delivered))
@@ -99,6 +100,7 @@ class OrderedStream:
         while k < len(self._keys) and self._keys[k] == self.next:
             seq = self._keys[k]
             payload = self._above.pop(seq)
+            del self._arrived_at[seq]
             if payload is not _SHOWN:
                 self._deliver(out, seq, payload)
             self.next += 1
@@ -107,6 +109,8 @@ class OrderedStream:
 
     def _hold(self, seq: int, payload: Any) -> None:
         self._above[seq] = payload
+        self.arrivals += 1
+        self._arrived_at[seq] = self.arrivals
         if not self._keys or self._keys[-1] < seq:
             self._keys.append(seq)
         else:

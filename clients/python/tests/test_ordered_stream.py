@@ -40,19 +40,21 @@ def test_give_up_table(testdata):
         assert (s.next, gap_text(s.gap()), s.last_delivered) == (c["next"], c["gap"], c["last_delivered"]), c["rule"]
 
 
-def test_forget_drops_what_is_held_in_a_range_and_frees_those_seqs():
+def test_forget_drops_what_is_held_in_a_range_and_came_by_a_moment():
     """As the JavaScript client's test of forget."""
     for ordered in (True, False):
         s = OrderedStream()
-        for seq in (1, 4, 9, 12, 1000000):
+        for seq in (1, 4, 9, 1000000):
             s.offer(seq, ordered, payload_of(seq))
-        assert s.highest_held == 1000000
-        assert s.forget(6, 1000000) == 3
+        moment = s.arrivals
+        s.offer(12, ordered, payload_of(12))  # came after the moment
+        assert s.forget(6, by=moment) == 2
         assert gap_text(s.gap()) == "2..3"
-        assert s.highest_held == 4
-        assert s.last_delivered == (1 if ordered else 4)
-        assert s.forget(6, 1000000) == 0
+        assert s.last_delivered == (1 if ordered else 12)
+        assert s.forget(6, by=moment) == 0
         assert s.offer(9, ordered, payload_of(9))[1] is False
+        assert s.offer(12, ordered, payload_of(12))[1] is True
+        assert s.forget(10, 12) == 1  # no moment: whenever it came
 
 
 def shuffled_with_duplicates(seed, last):

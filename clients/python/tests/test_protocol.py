@@ -204,19 +204,47 @@ def test_a_frame_that_came_after_the_request_above_the_replys_newest_seq_stays()
     s.sub("chat/a")
     s.frame("seq/chat/a", 1)
     s.frame("seq/chat/a", 4)
+    s.frame("seq/chat/a", 1000000)  # forged, held before the request
     s.advance(0.02)
     s.advance(0.02)
     assert s.requests[-1] == {"id": 7, "from": 2, "to": 3}
-    s.frame("seq/chat/a", 6)  # committed after the relay read `last`
+    s.frame("seq/chat/a", 6)  # real, below the forged one, committed after the relay read `last`
     s.frame("relay/replay/r1", 2)
-    s.frame("relay/replay/r1", 3)
-    s.status(id=7, **{"from": 2}, to=3, sent=2, last=5, status="ok")
-    assert s.c.stats.bad_frames == 0
+    s.frame("relay/replay/r1", 3)  # fills the request before its status
     s.advance(0.02)
     s.advance(0.02)
     assert s.requests[-1] == {"id": 7, "from": 5, "to": 5}
     s.frame("relay/replay/r1", 5)
-    assert s.seen == [1, 2, 3, 4, 5, 6] and lost(s.events) == []
+    assert s.seen == [1, 2, 3, 4, 5, 6]
+    # The gap below the forged frame: its status says there is nothing above 6.
+    s.advance(0.02)
+    s.advance(0.02)
+    assert s.requests[-1] == {"id": 7, "from": 7, "to": 999999}
+    s.frame("seq/chat/a", 8)  # real, after the request: stays
+    s.status(id=7, **{"from": 7}, to=999999, sent=0, last=6, status="ok")
+    assert s.c.stats.bad_frames == 1  # the forged one only
+    s.advance(0.02)
+    s.advance(0.02)
+    assert s.requests[-1] == {"id": 7, "from": 7, "to": 7}
+    s.frame("relay/replay/r1", 7)
+    assert s.seen == list(range(1, 9)) and lost(s.events) == []
+
+
+def test_history_of_a_topic_with_no_message_yet_is_looked_up_again_after_a_reconnect():
+    s = Scripted()
+    histories = []
+    s.c.on_history = histories.append
+    s.sub("chat/a", history=True)
+    s.status(topic="chat/a", **{"from": MAX_SEQ}, status="error", error="unknown topic", code="unknown_topic", retry=False)
+    s.c._on_connect(None, None, {}, 0)  # a reconnect: 1 and 2 were published while away, nothing live after them
+    assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}] * 2
+    s.status(topic="chat/a", id=7, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=2, first=1, status="ok")
+    assert s.requests[2] == {"id": 7, "from": 1, "to": 2}
+    s.frame("relay/replay/r1", 1)
+    s.frame("relay/replay/r1", 2)
+    assert s.seen == [1, 2] and len(histories) == 1
+    s.c._on_connect(None, None, {}, 0)  # the topic is known now: caught up by id, not looked up
+    assert s.requests[3] == {"id": 7, "from": 3}
 
 
 def test_no_reply_gives_up_after_max_attempts_and_goes_on():
