@@ -67,20 +67,22 @@ std::vector<Delivery> OrderedStream::GiveUp(uint64_t to) {
   return out;
 }
 
-std::size_t OrderedStream::Forget(uint64_t from, uint64_t to, uint64_t by) {
-  if (from > to) return 0;
-  std::size_t dropped = 0;
+std::vector<uint64_t> OrderedStream::Forget(uint64_t from, uint64_t to, uint64_t by) {
+  std::vector<uint64_t> dropped;
+  if (from > to) return dropped;
   for (auto it = above_.lower_bound(from); it != above_.end() && it->first <= to;) {
     if (it->second.arrival <= by) {
+      dropped.push_back(it->first);
       it = above_.erase(it);
-      ++dropped;
     } else {
       ++it;
     }
   }
-  if (dropped == 0) return 0;
-  // Below next_ every SEQ is passed (delivered or given up), so the highest
-  // delivered is next_ - 1, or an immediate frame still held.
+  if (dropped.empty()) return dropped;
+  // The highest SEQ delivered may have been a forgotten (immediate) frame:
+  // recounted from next_ - 1 (every SEQ below next_ is passed; a given-up one
+  // there makes no frame late, as none comes below next_) and the immediate
+  // frames still held.
   last_delivered_ = next_ > 0 ? next_ - 1 : 0;
   for (const auto& [seq, held] : above_) {
     if (held.delivered) last_delivered_ = std::max(last_delivered_, seq);

@@ -50,8 +50,8 @@ class OrderedStream {
   // Forgets every frame held with a SEQ from `from` to `to` that came by the
   // moment arrivals() was `by` (ordered: never delivered; immediate:
   // delivered, its SEQ free again), as frames the relay never stored.
-  // Returns how many were forgotten.
-  std::size_t Forget(uint64_t from, uint64_t to, uint64_t by = UINT64_MAX);
+  // Returns their SEQs, ascending.
+  std::vector<uint64_t> Forget(uint64_t from, uint64_t to, uint64_t by = UINT64_MAX);
   // Frames held so far, ever: a moment for Forget().
   uint64_t arrivals() const { return arrivals_; }
 

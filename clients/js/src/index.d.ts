@@ -43,8 +43,8 @@ export class OrderedStream<P = Uint8Array> {
   giveUp(to: number): Delivery<P>[];
   /** Frames held so far, ever: a moment for forget(). */
   readonly arrivals: number;
-  /** Forgets what is held with a SEQ from `from` to `to` that came by the moment `by` (frames the relay never stored); returns how many. */
-  forget(from: number, to: number, by?: number): number;
+  /** Forgets what is held with a SEQ from `from` to `to` that came by the moment `by` (frames the relay never stored); returns their SEQs. */
+  forget(from: number, to: number, by?: number): number[];
 }
 
 export class SeqMessage {
@@ -97,7 +97,8 @@ export interface LostEvent { topic: string; from: number; to: number | null; rea
 /** A topic joined with history or resume: the relay's oldest stored (first) and newest (last) SEQ, and where delivery starts. */
 export interface HistoryEvent { topic: string; first: number; last: number; start: number | null }
 /** Bytes on seq/T or the reply topic that are not a frame (or carry another topic's id). */
-export interface BadFrameEvent { topic: string; reason: string }
+/** `seqs`: frames forgotten as never stored by the relay (an immediate topic showed them already). */
+export interface BadFrameEvent { topic: string; reason: string; seqs?: number[] }
 
 interface TopicEvents {
   message: (message: SeqMessage) => void;

@@ -80,11 +80,12 @@ export class OrderedStream {
    * Forgets every frame held with a SEQ from `from` to `to` that came by the
    * moment `arrivals` had the value `by` (ordered: never delivered;
    * immediate: delivered, its SEQ free again), as frames the relay never
-   * stored. Returns how many were forgotten.
+   * stored. Returns their SEQs, ascending.
    */
   forget(from, to, by = Infinity) {
     const gone = (seq) => seq >= from && seq <= to && this.arrivedAt.get(seq) <= by;
     const keep = [];
+    const dropped = [];
     for (let i = this.aboveHead; i < this.aboveKeys.length; ++i) {
       const seq = this.aboveKeys[i];
       if (!gone(seq)) {
@@ -93,13 +94,15 @@ export class OrderedStream {
       }
       this.above.delete(seq);
       this.arrivedAt.delete(seq);
+      dropped.push(seq);
     }
-    const dropped = this.aboveKeys.length - this.aboveHead - keep.length;
     this.aboveKeys = keep;
     this.aboveHead = 0;
-    if (dropped > 0) {
-      // Below next every SEQ is passed (delivered or given up), so the
-      // highest delivered is next - 1, or an immediate frame still held.
+    if (dropped.length > 0) {
+      // The highest SEQ delivered may have been a forgotten (immediate)
+      // frame: recounted from next - 1 (every SEQ below next is passed; a
+      // given-up one there makes no frame late, as none comes below next)
+      // and the immediate frames still held.
       this.lastDelivered = Math.max(this.next - 1, 0);
       for (const seq of keep) if (this.above.get(seq) === null && seq > this.lastDelivered) this.lastDelivered = seq;
     }

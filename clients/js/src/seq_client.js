@@ -466,10 +466,13 @@ export class SeqClient extends Emitter {
       // the broker should not let in). Forgotten, so that the SEQs below
       // it, which do not exist yet, are not given up for it. A frame that
       // came later may be newer than the reply: it stays.
-      const dropped = t.stream.forget(last + 1, Infinity, t.sent.arrivals);
-      if (dropped > 0) {
-        this.stats.badFrames += dropped;
-        this.emit('badframe', { topic: `${this.seqPrefix}/${t.name}`, reason: `${dropped} frame(s) above SEQ ${last}, the newest the relay stored` });
+      const seqs = t.stream.forget(last + 1, Infinity, t.sent.arrivals);
+      if (seqs.length > 0) {
+        // `seqs`: an immediate topic showed them already.
+        this.stats.badFrames += seqs.length;
+        this.emit('badframe', {
+          topic: `${this.seqPrefix}/${t.name}`, reason: `${seqs.length} frame(s) above SEQ ${last}, the newest the relay stored`, seqs,
+        });
       }
     }
     if (t.asked.to === OPEN_END && Number.isInteger(s.to ?? s.last)) {

@@ -272,7 +272,7 @@ serverTest("a forged frame above the topic's newest SEQ is dropped: nothing is g
   // SEQ 8 by hand, on a topic whose newest SEQ is 5.
   const id = seq.topics.values().next().value.id;
   await pub.publishAsync('seq/chat/forged', Buffer.from(encodeFrame({ topicId: id, seq: 8 }, 'forged')), { qos: 1 });
-  assert.deepEqual(await bad, { topic: 'seq/chat/forged', reason: '1 frame(s) above SEQ 5, the newest the relay stored' });
+  assert.deepEqual(await bad, { topic: 'seq/chat/forged', reason: '1 frame(s) above SEQ 5, the newest the relay stored', seqs: [8] });
   await publishRange(pub, 'chat/forged', 6, 7);
   assert.deepEqual((await got).map((m) => m.seq), range(1, 7));
   assert.deepEqual(lost, []);

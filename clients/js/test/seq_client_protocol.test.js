@@ -237,7 +237,7 @@ test("a frame above the topic's newest SEQ is not the relay's: dropped, nothing 
   assert.equal(events.some(([e]) => e === 'lost'), false);
   assert.deepEqual(events.find(([e]) => e === 'filled')[1], { topic: 'chat/a', from: 2, to: 3 });
   assert.equal(seq.stats.badFrames, 1);
-  assert.deepEqual(bad, [{ topic: 'seq/chat/a', reason: '1 frame(s) above SEQ 3, the newest the relay stored' }]);
+  assert.deepEqual(bad, [{ topic: 'seq/chat/a', reason: '1 frame(s) above SEQ 3, the newest the relay stored', seqs: [1000000] }]);
   mqtt.frame('seq/chat/a', 4);
   mqtt.frame('seq/chat/a', 5);
   assert.deepEqual(seen, range(1, 5));

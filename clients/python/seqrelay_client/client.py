@@ -504,11 +504,11 @@ class SeqClient:
             # its frame (a publisher on seq/ the broker should not let in). Forgotten, so that the
             # SEQs below it, which do not exist yet, are not given up for it. A frame that came
             # later may be newer than the reply: it stays.
-            dropped = t.stream.forget(last + 1, by=t.sent[2])
-            if dropped:
-                self.stats.bad_frames += dropped
-                self._call(self.on_bad_frame, {"topic": f"{self.seq_prefix}/{t.name}",
-                                               "reason": f"{dropped} frame(s) above SEQ {last}, the newest the relay stored"})
+            seqs = t.stream.forget(last + 1, by=t.sent[2])
+            if seqs:  # `seqs`: an immediate topic showed them already
+                self.stats.bad_frames += len(seqs)
+                self._call(self.on_bad_frame, {"topic": f"{self.seq_prefix}/{t.name}", "seqs": seqs,
+                                               "reason": f"{len(seqs)} frame(s) above SEQ {last}, the newest the relay stored"})
         if t.asked[1] is OPEN_END and isinstance(s.get("to", s.get("last")), int):
             # A catch-up learns its end: done if its frames came already.
             t.asked = [t.asked[0], s.get("to", s.get("last"))]

@@ -75,21 +75,22 @@ class OrderedStream:
         self._drain(out)
         return out
 
-    def forget(self, from_seq: int, to: float = math.inf, by: float = math.inf) -> int:
+    def forget(self, from_seq: int, to: float = math.inf, by: float = math.inf) -> List[int]:
         """Forgets every frame held with a SEQ from `from_seq` to `to` that came by the moment
         `arrivals` had the value `by` (ordered: never delivered; immediate: delivered, its SEQ free
-        again), as frames the relay never stored. Returns how many were forgotten."""
+        again), as frames the relay never stored. Returns their SEQs, ascending."""
         gone = [seq for seq in self._keys if from_seq <= seq <= to and self._arrived_at[seq] <= by]
         for seq in gone:
             del self._above[seq]
             del self._arrived_at[seq]
         if gone:
             self._keys = [seq for seq in self._keys if seq in self._above]
-            # Below next every SEQ is passed (delivered or given up), so the highest delivered is
-            # next - 1, or an immediate frame still held.
+            # The highest SEQ delivered may have been a forgotten (immediate) frame: recounted from
+            # next - 1 (every SEQ below next is passed; a given-up one there makes no frame late, as
+            # none comes below next) and the immediate frames still held.
             shown = [seq for seq in self._keys if self._above[seq] is _SHOWN]
             self.last_delivered = max([max(self.next - 1, 0)] + shown)
-        return len(gone)
+        return gone
 
     def _deliver(self, out: List[Delivery], seq: int, payload: Any) -> None:
         out.append(Delivery(seq, payload, seq < self.last_delivered))

@@ -198,7 +198,7 @@ def test_a_forged_frame_above_the_newest_seq_is_dropped_and_nothing_is_given_up(
     tid = c._ids["chat/py-forged"]
     pub.raw("seq/chat/py-forged", encode_frame(tid, 8, "forged"))  # on a topic whose newest SEQ is 5
     wait_for(lambda: bad, "the forged frame reported")
-    assert bad == [{"topic": "seq/chat/py-forged", "reason": "1 frame(s) above SEQ 5, the newest the relay stored"}]
+    assert bad == [{"topic": "seq/chat/py-forged", "seqs": [8], "reason": "1 frame(s) above SEQ 5, the newest the relay stored"}]
     pub("chat/py-forged", 6, 7)
     assert [m.seq for m in take(room, 2)] == [6, 7]
     assert lost == []

@@ -193,7 +193,7 @@ def test_a_frame_above_the_topics_newest_seq_is_dropped_and_nothing_below_it_is_
     s.status(id=7, **{"from": 2}, to=999999, sent=2, last=3, status="ok")
     assert lost(s.events) == []
     assert s.c.stats.bad_frames == 1 and s.c.stats.gaps_filled == 1
-    assert bad == [{"topic": "seq/chat/a", "reason": "1 frame(s) above SEQ 3, the newest the relay stored"}]
+    assert bad == [{"topic": "seq/chat/a", "seqs": [1000000], "reason": "1 frame(s) above SEQ 3, the newest the relay stored"}]
     s.frame("seq/chat/a", 4)
     s.frame("seq/chat/a", 5)
     assert s.seen == [1, 2, 3, 4, 5]
