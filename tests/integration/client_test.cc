@@ -105,6 +105,32 @@ class ClientE2E : public RelayE2E {
     return o;
   }
 
+  // A client of root()/t (topic id 77) against a FakeRelay: a gap is asked
+  // for after 20 ms and never again (one request per gap, answered by the
+  // test). Begin() starts it and has SEQ 1 delivered live.
+  struct Scripted {
+    explicit Scripted(ClientE2E& test)
+        : topic(test.root() + "/t"),
+          options(test.OneRequestPerGap(topic)),
+          relay(test.servers().mqtt_port(), test.name_, options.client_id, topic, 77),
+          client(options, std::ref(sink), std::ref(gaps)) {}
+    bool Begin() {
+      return client.Start() == std::nullopt && DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); });
+    }
+    const std::string topic;
+    const seqclient::Options options;
+    FakeRelay relay;
+    Sink sink;
+    Gaps gaps;
+    seqclient::SeqClient client;
+  };
+  seqclient::Options OneRequestPerGap(const std::string& topic) {
+    auto o = ClientOptions("c", {topic});
+    o.gap_wait = std::chrono::milliseconds(20);
+    o.reply_timeout = std::chrono::milliseconds(60000);  // no retries
+    return o;
+  }
+
   static void Publish(MqttClient& pub, const std::string& topic, int from, int to) {
     for (int i = from; i <= to; ++i) pub.Publish(topic, "m" + std::to_string(i), 1, 1000);
   }
@@ -197,19 +223,13 @@ TEST_F(ClientE2E, LostFramesAreRequestedAndDeliveredOnceInOrder) {
 // new request (it was, and the client gave up a SEQ on its way: a frame
 // missing in one ASan run of the lossy test above).
 TEST_F(ClientE2E, ALateStatusOfAnEarlierRequestDoesNotCloseTheNextOne) {
-  const std::string topic = root() + "/t";
-  auto o = ClientOptions("c", {topic});
-  o.gap_wait = std::chrono::milliseconds(20);
-  o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request per gap
-  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
-  Sink sink;
-  seqclient::SeqClient client(o, std::ref(sink));
-  ASSERT_EQ(client.Start(), std::nullopt);
+  Scripted c(*this);
+  auto& [topic, o, relay, sink, gaps, client] = c;
   auto status = [&](uint64_t from, uint64_t to) {
     relay.Answer({{"from", from}, {"to", to}, {"sent", to - from + 1}, {"last", 9}, {"status", "ok"}});
   };
 
-  ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+  ASSERT_TRUE(c.Begin());
   relay.Live(2), relay.Live(4);  // 3 lost
   auto first = relay.Request(1);
   EXPECT_EQ(first["from"], 3);
@@ -304,16 +324,9 @@ TEST_F(ClientE2E, AnUnansweredCatchUpGivesUpNothingItDoesNotKnowToBeMissing) {
 // build before gave up 3..999999 and dropped every real frame after that
 // as a duplicate.
 TEST_F(ClientE2E, AFrameAboveTheTopicsNewestSeqIsDroppedAndNothingIsGivenUpForIt) {
-  const std::string topic = root() + "/t";
-  auto o = ClientOptions("c", {topic});
-  o.gap_wait = std::chrono::milliseconds(20);
-  o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request per gap
-  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
-  Sink sink;
-  Gaps gaps;
-  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
-  ASSERT_EQ(client.Start(), std::nullopt);
-  ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+  Scripted c(*this);
+  auto& [topic, o, relay, sink, gaps, client] = c;
+  ASSERT_TRUE(c.Begin());
   relay.Live(1000000);
   auto request = relay.Request(1);
   EXPECT_EQ(request["from"], 2);
@@ -334,16 +347,9 @@ TEST_F(ClientE2E, AFrameAboveTheTopicsNewestSeqIsDroppedAndNothingIsGivenUpForIt
 // reply, also below a forged frame held from before. It stays; only the
 // forged frame goes.
 TEST_F(ClientE2E, AFrameThatCameAfterTheRequestAboveTheRepliesNewestSeqStays) {
-  const std::string topic = root() + "/t";
-  auto o = ClientOptions("c", {topic});
-  o.gap_wait = std::chrono::milliseconds(20);
-  o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request per gap
-  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
-  Sink sink;
-  Gaps gaps;
-  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
-  ASSERT_EQ(client.Start(), std::nullopt);
-  ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+  Scripted c(*this);
+  auto& [topic, o, relay, sink, gaps, client] = c;
+  ASSERT_TRUE(c.Begin());
   relay.Live(3);
   relay.Live(1000000);  // forged, held before the request below it
   auto first = relay.Request(1);
