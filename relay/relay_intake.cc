@@ -285,7 +285,9 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
       // known to be new) still waits for that, as Take would have.
       LogErrorNoThrow("intake: message {} on '{}' queued, then memory ran out", in.mid, in.topic);
       if (progress.ticket != 0 && !AwaitVerdict(progress.ticket)) return MqttLink::AfterMessage::kBreakConnection;
-      return progress.over_limit ? MqttLink::AfterMessage::kPause : MqttLink::AfterMessage::kReadOn;
+      if (!progress.over_limit) return MqttLink::AfterMessage::kReadOn;
+      ++counters_.intake_pauses;
+      return MqttLink::AfterMessage::kPause;
     }
     if (progress.journaled) {
       // In the journal but not queued: this process would never commit

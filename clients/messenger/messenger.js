@@ -78,7 +78,8 @@
   if (pages) {
     pages.onmessage = (e) => {
       const { user, page, at } = e.data ?? {};
-      if (!state.seq || state.elsewhere || user !== state.user || page === PAGE) return;
+      // A page still signing in (not connected yet) keeps going: the broker decides.
+      if (!state.seq || !state.connectedAt || state.elsewhere || user !== state.user || page === PAGE) return;
       if (at > state.connectedAt || (at === state.connectedAt && page > PAGE)) waitElsewhere();
     };
   }

@@ -183,10 +183,11 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
       st->execute(fmt::format("CREATE DATABASE IF NOT EXISTS `{}`", config_.db_name));
     }
     {
-      std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT @@max_allowed_packet"));
+      std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT @@max_allowed_packet, VERSION() LIKE '%MariaDB%'"));
       rs->next();
       // Room for the packet's header and the command byte, with some to spare.
       max_query_bytes_ = static_cast<std::size_t>(std::max<uint64_t>(rs->getUInt64(1), 2048) - 1024);
+      mariadb_ = rs->getInt(2) == 1;
     }
     // On a Galera cluster a node answers reads from the write-sets it has
     // applied, which may lag what the cluster has ordered: a batch the
@@ -673,11 +674,13 @@ Result<std::vector<MysqlStore::MsgIdKey>> MysqlStore::FindSequencedMsgIds(std::s
       // Not a causal read (ConnectTo): this relay alone writes its topics'
       // DEDUPE rows while it holds the lease, and the causal ReadProgress
       // after its takeover or any reconnect saw every row written before.
-      // A wait for the cluster per batch would be for nothing.
+      // A wait for the cluster per batch would be for nothing. (SET
+      // STATEMENT is MariaDB's; another server with wsrep_sync_wait, such
+      // as Percona XtraDB Cluster, waits.)
       sql::PreparedStatement& ps =
           Repeated(find_msg_ids_, n,
-                   sync_wait_ ? "SET STATEMENT wsrep_sync_wait = 0 FOR SELECT ID, MSG_ID FROM DEDUPE WHERE "
-                              : "SELECT ID, MSG_ID FROM DEDUPE WHERE ",
+                   sync_wait_ && mariadb_ ? "SET STATEMENT wsrep_sync_wait = 0 FOR SELECT ID, MSG_ID FROM DEDUPE WHERE "
+                                          : "SELECT ID, MSG_ID FROM DEDUPE WHERE ",
                    "(ID = ? AND MSG_ID = ?)", " OR ");
       unsigned p = 1;
       for (const MsgIdKey& k : rest.first(n)) {

@@ -321,7 +321,8 @@ class MysqlStore {
   uint64_t session_idx_ = 0;          // SHARD.SESSION_IDX, read at ReadProgress and written by every fence
   uint64_t kill_before_commit_ = 0;   // see InjectKillBeforeCommit; 0 = off
   uint64_t batches_tried_ = 0;        // non-empty CommitBatch calls, for kill_before_commit_
-  bool sync_wait_ = false;            // the server knows wsrep_sync_wait (MariaDB): reads are causal
+  bool sync_wait_ = false;            // the server knows wsrep_sync_wait: reads are causal
+  bool mariadb_ = false;              // the server is MariaDB (SET STATEMENT ... FOR)
 };
 
 }  // namespace seqrelay

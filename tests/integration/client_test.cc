@@ -378,9 +378,10 @@ TEST_F(ClientE2E, AFrameThatCameAfterTheRequestAboveTheRepliesNewestSeqStays) {
 // History of a topic nobody wrote to yet: nothing is missing, and the
 // topic starts at SEQ 1. What is published while the client is away shows
 // as no gap (no later live frame comes), so after the reconnect the topic
-// is looked up again and fetched. The build before reported the empty
-// history as lost ("unknown topic") and, after the reconnect, fetched
-// nothing.
+// is looked up again and fetched; a lookup again that fails loses nothing
+// (the topic's first live frame would still show what is missing). The
+// build before reported the empty history as lost ("unknown topic") and,
+// after the reconnect, fetched nothing.
 TEST_F(ClientE2E, AHistoryOfATopicWithNoMessageYetIsLookedUpAgainAfterAReconnect) {
   const std::string topic = root() + "/t";
   auto o = ClientOptions("c", {topic});
@@ -395,6 +396,15 @@ TEST_F(ClientE2E, AHistoryOfATopicWithNoMessageYetIsLookedUpAgainAfterAReconnect
     EXPECT_EQ(relay.Request(1), nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}}));
     relay.Answer({{"from", seqrelay::kMaxSeq}, {"status", "error"}, {"error", "unknown topic"},
                   {"code", "unknown_topic"}, {"retry", false}});
+  }
+  {
+    servers().StopBroker();  // a reconnect: looked up again, refused this time (no loss)
+    servers().StartBroker();
+    FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+    auto again = relay.Request(1);
+    EXPECT_EQ(again, nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}})) << again.dump();
+    relay.Answer({{"from", seqrelay::kMaxSeq}, {"status", "error"}, {"error", "forbidden"}, {"code", "forbidden"},
+                  {"retry", false}});
   }
   servers().StopBroker();  // 1 and 2 are published while the client is away
   servers().StartBroker();

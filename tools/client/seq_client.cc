@@ -229,10 +229,13 @@ void SeqClient::HandleStatus(const std::string& text) {
       // many requests pending) is asked again by Timer, up to max_attempts.
       // v1.1 relays say whether to ask again (`retry`); v1 relays, by the text.
       const std::string error = s.value("error", "lookup failed");
-      if (s.value("code", "") == "unknown_topic" || error == seqrelay::kErrorUnknownTopic) {
+      const uint64_t start = lookups_[name].start;
+      if ((s.value("code", "") == "unknown_topic" || error == seqrelay::kErrorUnknownTopic) && start <= 1) {
         // Nothing was said yet: nothing is missing, and the first live
-        // frame must be SEQ `start` (1 for history).
-        if (const uint64_t start = lookups_[name].start; start > 0) start_at_[name] = start;
+        // frame must be SEQ 1 (history, or the last N of nothing). A resume
+        // from a later SEQ (a state file of a database since reset, or
+        // --from) is reported below and starts at the first live frame.
+        start_at_[name] = 1;
         lookups_.erase(name);
         OfferHeldLocked(name);
         return;
@@ -335,7 +338,10 @@ void SeqClient::HandleStatus(const std::string& text) {
   uint64_t missing_to = asked.to;
   if (gap && gap->from <= asked.to) missing_to = std::min(asked.to, gap->to);
   missing_to = std::min(missing_to, last);  // nothing above it exists yet
-  if (!gap && t.stream.next() > asked.to) return;  // filled
+  if (!gap && t.stream.next() > asked.to) {  // filled (a catch-up that found nothing new: nothing)
+    if (asked.to >= asked.from) ++stats_.gaps_filled;
+    return;
+  }
   if (t.stream.next() > missing_to) {
     // Everything asked for that exists came (the rest was above `last`).
     if (missing_to >= asked.from) ++stats_.gaps_filled;
@@ -357,8 +363,10 @@ void SeqClient::SendLookupLocked(const std::string& topic) {
 }
 
 void SeqClient::AbandonLookupLocked(const std::string& topic, const std::string& why) {
+  // A lookup again after a reconnect loses nothing by failing: the topic's
+  // first live frame still shows what is missing.
+  if (!lookups_[topic].again && on_gap_) on_gap_(topic, 0, 0, why);
   lookups_.erase(topic);
-  if (on_gap_) on_gap_(topic, 0, 0, why);
   OfferHeldLocked(topic);
 }
 
@@ -392,7 +400,7 @@ void SeqClient::CatchUpLocked() {
   // for a later live frame to show as a gap. Looked up again.
   for (const auto& [name, start] : start_at_) {
     if (lookups_.count(name)) continue;
-    lookups_[name].start = start;
+    lookups_[name] = Lookup{.start = start, .again = true};
     SendLookupLocked(name);
   }
   for (auto& [id, t] : topics_) {

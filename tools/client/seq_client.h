@@ -166,6 +166,7 @@ class SeqClient {
     uint64_t start = 0;  // first SEQ wanted; 0 for kLast, known once the lookup answers
     std::chrono::steady_clock::time_point sent{};
     int attempts = 0;
+    bool again = false;  // after a reconnect (start_at_): failing loses nothing
   };
   std::map<std::string, Lookup> lookups_;
   // Topics the relay had no message of when looked up: the first SEQ wanted

@@ -412,12 +412,14 @@ export class SeqClient extends Emitter {
     // given up): an empty hold-back set alone says nothing, because a
     // history request starts with nothing held.
     if (t.asked && t.stream.next > t.asked.to) {
-      ++this.stats.gapsFilled;
       const { from, to } = t.asked;
       t.asked = null;
       t.attempts = 0;
       t.refusal = null;
-      this.#emitTopic('filled', t.name, { topic: t.name, from, to });
+      if (to >= from) { // a catch-up that found nothing new filled nothing
+        ++this.stats.gapsFilled;
+        this.#emitTopic('filled', t.name, { topic: t.name, from, to });
+      }
     }
     if (!t.stream.gap()) t.gapSeen = 0;
   }
@@ -530,9 +532,12 @@ export class SeqClient extends Emitter {
       if (s.code === 'unknown_topic' || s.error === 'unknown topic') {
         // Nothing was said yet: the topic starts at its first live frame,
         // which must be SEQ `start` (1 for history).
-        this.#endLookup(name, lookup.again ? null : { topic: name, first: 1, last: 0 }, lookup.start > 0 ? lookup.start : 0);
+        // (The last N of nothing: from SEQ 1.)
+        this.#endLookup(name, lookup.again ? null : { topic: name, first: 1, last: 0 }, lookup.start > 0 ? lookup.start : 1);
       } else if (!retry || lookup.attempts >= this.maxAttempts) {
-        this.#emitTopic('lost', name, { topic: name, from: 0, to: 0, reason: s.error ?? 'lookup failed', code: s.code });
+        // A lookup again after a reconnect loses nothing by failing: the
+        // topic's first live frame still shows what is missing.
+        if (!lookup.again) this.#emitTopic('lost', name, { topic: name, from: 0, to: 0, reason: s.error ?? 'lookup failed', code: s.code });
         this.#endLookup(name, null, 0);
       }
       return; // else the timer asks again
@@ -646,7 +651,7 @@ export class SeqClient extends Emitter {
     for (const [name, lookup] of this.lookups) {
       if (lookup.sent === 0 || now - lookup.sent < this.#backoff(lookup.attempts)) continue;
       if (lookup.attempts >= this.maxAttempts) {
-        this.#emitTopic('lost', name, { topic: name, from: 0, to: 0, reason: 'no reply from the relay to the lookup' });
+        if (!lookup.again) this.#emitTopic('lost', name, { topic: name, from: 0, to: 0, reason: 'no reply from the relay to the lookup' });
         this.#endLookup(name, null, 0);
       } else {
         this.#sendLookup(name);

@@ -371,6 +371,25 @@ test('history of a topic with no message yet: after a reconnect it is looked up 
   assert.deepEqual(mqtt.requests[3], { id: 7, from: 3 });
 });
 
+test('the last N of a topic with no message yet start at SEQ 1; a lookup again that fails loses nothing and is tried again', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { maxAttempts: 1 });
+  seq.subscribe('chat/a', { last: 5 });
+  const unknown = { topic: 'chat/a', from: MAX_SEQ, status: 'error', error: 'unknown topic', code: 'unknown_topic', retry: false };
+  mqtt.status(unknown);
+  mqtt.emit('connect'); // looked up again; the relay refuses it for good this time
+  assert.deepEqual(mqtt.requests, [lookup('chat/a'), lookup('chat/a')]);
+  mqtt.status({ topic: 'chat/a', from: MAX_SEQ, status: 'error', error: 'forbidden', code: 'forbidden', retry: false });
+  mqtt.emit('connect'); // and again at the next reconnect, which gets no answer
+  assert.equal(mqtt.requests.length, 3);
+  await waitFor(() => events.some(([e]) => e === 'fetch') || seq.lookups.size === 0, 'the unanswered lookup given up');
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
+  mqtt.frame('seq/chat/a', 2); // 1 came while away: asked for, as the stream starts at 1
+  await waitFor(() => mqtt.requests.length >= 4, 'the gap request');
+  assert.deepEqual(mqtt.requests[3], { id: 7, from: 1, to: 1 });
+  mqtt.frame('relay/replay/r1', 1);
+  assert.deepEqual(seen, [1, 2]);
+});
+
 test('a topic no subscription matches any more is forgotten: no catch-up for it, and a new subscribe starts afresh', (t) => {
   const { mqtt, seq, seen } = setup(t);
   const a = seq.subscribe('chat/a');

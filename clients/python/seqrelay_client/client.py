@@ -469,7 +469,8 @@ class SeqClient:
                     self._call(sub._deliver, message)
         # Done once every SEQ asked for was delivered or given up.
         if t.asked and t.asked[1] is not OPEN_END and t.stream.next > t.asked[1]:
-            self.stats.gaps_filled += 1
+            if t.asked[1] >= t.asked[0]:  # a catch-up that found nothing new filled nothing
+                self.stats.gaps_filled += 1
             t.asked, t.attempts, t.refusal = None, 0, None
         if t.stream.gap() is None:
             t.gap_seen = 0.0
@@ -556,12 +557,13 @@ class SeqClient:
             retry = s.get("retry", s.get("error") not in FINAL_ERRORS)
             if s.get("code") == "unknown_topic" or s.get("error") == "unknown topic":
                 # Nothing said yet: the first live frame must be SEQ `start` (1 for history).
-                start = lookup.start if lookup.start > 0 else 0
+                start = lookup.start if lookup.start > 0 else 1  # the last N of nothing: from SEQ 1
                 self._end_lookup(name, start)
                 if not lookup.again:
                     self._call(self.on_history, {"topic": name, "first": 1, "last": 0, "start": start or None})
             elif not retry or lookup.attempts >= self.max_attempts:
-                self._call(self.on_lost, {"topic": name, "from": 0, "to": 0, "reason": s.get("error", "lookup failed"), "code": s.get("code")})
+                if not lookup.again:  # a lookup again after a reconnect loses nothing by failing
+                    self._call(self.on_lost, {"topic": name, "from": 0, "to": 0, "reason": s.get("error", "lookup failed"), "code": s.get("code")})
                 self._end_lookup(name, 0)
             return
         last = s.get("last", 0)
@@ -658,7 +660,8 @@ class SeqClient:
             if lookup.sent == 0 or now - lookup.sent < self._backoff(lookup.attempts):
                 continue
             if lookup.attempts >= self.max_attempts:
-                self._call(self.on_lost, {"topic": name, "from": 0, "to": 0, "reason": "no reply from the relay to the lookup", "code": None})
+                if not lookup.again:
+                    self._call(self.on_lost, {"topic": name, "from": 0, "to": 0, "reason": "no reply from the relay to the lookup", "code": None})
                 self._end_lookup(name, 0)
             else:
                 self._send_lookup(name)

@@ -247,6 +247,25 @@ def test_history_of_a_topic_with_no_message_yet_is_looked_up_again_after_a_recon
     assert s.requests[3] == {"id": 7, "from": 3}
 
 
+def test_the_last_n_of_an_unknown_topic_start_at_1_and_a_failed_lookup_again_loses_nothing():
+    s = Scripted(max_attempts=1)
+    s.sub("chat/a", last=5)
+    s.status(topic="chat/a", **{"from": MAX_SEQ}, status="error", error="unknown topic", code="unknown_topic", retry=False)
+    s.c._on_connect(None, None, {}, 0)  # looked up again; the relay refuses it for good this time
+    assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}] * 2
+    s.status(topic="chat/a", **{"from": MAX_SEQ}, status="error", error="forbidden", code="forbidden", retry=False)
+    s.c._on_connect(None, None, {}, 0)  # and again at the next reconnect, which gets no answer
+    assert len(s.requests) == 3
+    s.advance(0.1)  # given up
+    assert lost(s.events) == []
+    s.frame("seq/chat/a", 2)  # 1 came while away: asked for, as the stream starts at 1
+    s.advance(0.02)
+    s.advance(0.02)
+    assert s.requests[-1] == {"id": 7, "from": 1, "to": 1}
+    s.frame("relay/replay/r1", 1)
+    assert s.seen == [1, 2]
+
+
 def test_no_reply_gives_up_after_max_attempts_and_goes_on():
     s = Scripted(max_attempts=3)
     s.sub("chat/a")
