@@ -510,9 +510,9 @@ TEST_F(GaleraE2E, AJournalHandedOverThroughAnotherNodeIsReadCausally) {
 // read: the relay alone writes its topics' rows while it holds the lease,
 // and its causal read of the shard's progress after the takeover saw every
 // row written before. 200 messages with msg-ids, one at a time (about one
-// batch each), through node 2 with the server's default: a wait per batch
-// would show as about 200 causal reads; housekeeping and the start make a
-// few a second.
+// batch each on an idle machine), through node 2 with the server's
+// default: a wait per batch would show as a causal read per batch;
+// housekeeping and the start make a few a second.
 TEST_F(GaleraE2E, ABatchWithMsgIdsDoesNotWaitForTheCluster) {
   const auto restore = ServerDefaultSyncWait(2);
   StartRelay({"--db-host=127.0.0.1:" + Env("NODE2_PORT")});
@@ -526,8 +526,9 @@ TEST_F(GaleraE2E, ABatchWithMsgIdsDoesNotWaitForTheCluster) {
   ASSERT_TRUE(WaitFor([&] { return Count(2) == "200\n"; }, 30s)) << Count(2) << relay_->log();
   const long long waited = CausalReads(2) - before;
   ASSERT_EQ(relay_->Stop(), 0);
-  // The stop's summary: "committed N in B batches". A lookup per batch, so
-  // the check means something only with batches of about one message.
+  // The stop's summary: "committed N in B batches". A causal lookup would
+  // be one wait per batch: the check means something with many batches (a
+  // loaded machine joins messages into fewer).
   const std::string log = relay_->log();
   const auto at = log.find(" batches, published");
   ASSERT_NE(at, std::string::npos) << log;
@@ -537,8 +538,8 @@ TEST_F(GaleraE2E, ABatchWithMsgIdsDoesNotWaitForTheCluster) {
                "[ figure ] Galera: %lld causal reads on the relay's node while it stored 200 messages with msg-ids in "
                "%ld batches\n",
                waited, batches);
-  EXPECT_GE(batches, 150);
-  EXPECT_LT(waited, 50);
+  EXPECT_GE(batches, 50);
+  EXPECT_LT(waited, batches / 2);
   ExpectEachTopicStoredOnce(2, 1, 200);
 }
 
