@@ -155,6 +155,33 @@ class FaultE2E : public RelayE2E {
     return o;
   }
 
+  // The test database's MSG locked for reading by another session, in the
+  // background: the relay reads it, and its commits wait. Locked once the
+  // constructor returns (the session prints its id when it has the lock);
+  // Release() kills that session, and the lock goes with it.
+  class MsgLock {
+   public:
+    MsgLock(TestServers& servers, const std::string& database) : servers_(servers) {
+      auto command = servers.SqlCommand("LOCK TABLES `" + database + "`.MSG READ; SELECT CONNECTION_ID(); DO SLEEP(120);");
+      command.insert(command.begin() + 2, "--unbuffered");  // after --no-defaults, which must come first
+      holder_.Start(command, servers.dir() + "/holder-" + database + ".log");
+      locked_ = WaitFor([&] { return (session_ = ReadFile(holder_.log_path())).find('\n') != std::string::npos; },
+                        Scaled(std::chrono::seconds(5)));
+    }
+    bool locked() const { return locked_; }
+    void Release() {
+      if (locked_) servers_.Sql("KILL " + session_.substr(0, session_.find('\n')));
+      locked_ = false;
+    }
+    ~MsgLock() { Release(); }
+
+   private:
+    TestServers& servers_;
+    Process holder_;
+    std::string session_;
+    bool locked_ = false;
+  };
+
   // With the journal, then without: the relay restarted with the fault
   // `env` ("NAME=value"), p1..p100 published on root()/j (or /m), and each
   // stored once; `check` then reads the relay's log.

@@ -187,30 +187,66 @@ TEST_F(FaultE2E, MemoryRunningOutAfterADeliveryAwaitingItsVerdictWasQueuedStillW
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   pub.Publish(topic, "p1");
   ASSERT_TRUE(pub.WaitAllAcked(10s));  // the broker holds it in the stopped relay's session
-  // MSG locked for reading by another session (in the background, until
-  // killed below): the relay reads it at start, and its first commit waits
-  // for the lock. The session prints its id once it has the lock.
-  auto command = servers().SqlCommand("LOCK TABLES `" + name_ + "`.MSG READ; SELECT CONNECTION_ID(); DO SLEEP(120);");
-  command.insert(command.begin() + 2, "--unbuffered");  // after --no-defaults, which must come first
-  Process holder;
-  holder.Start(command, servers().dir() + "/holder-" + name_ + ".log");
-  std::string session;
-  ASSERT_TRUE(WaitFor([&] { return (session = ReadFile(holder.log_path())).find('\n') != std::string::npos; },
-                      Scaled(5s)))
-      << "the lock was not taken: " << session;
+  // The relay reads MSG at start; its first commit waits for the lock.
+  MsgLock lock(servers(), name_);
+  ASSERT_TRUE(lock.locked());
   relay_->Launch({"SEQTEST_THROW_AFTER_QUEUE=1"});  // its SUBACK comes after the verdict: no waiting for it
   const bool thrown = WaitFor(
       [&] { return relay_->log().find("queued, then memory ran out") != std::string::npos; }, Scaled(10s));
   if (thrown) std::this_thread::sleep_for(Scaled(300ms));  // a PUBACK, if one is due, leaves now
   const std::size_t stored = StoredCount(topic);
   relay_->Kill();
-  servers().Sql("KILL " + session.substr(0, session.find('\n')));  // the lock goes with the session
+  lock.Release();
   ASSERT_TRUE(thrown) << relay_->log();
   ASSERT_EQ(stored, 0u) << "committed before the kill: this run shows nothing\n" << relay_->log();
   relay_->Start();
   WaitStored(topic, 1);
   ExpectEachStoredOnce(Audit(topic, 1), 1);
   EXPECT_EQ(relay_->Stop(), 0);
+}
+
+// A shortage right after a message was queued over --buffer-max (here
+// injected on the third message, batches of one: the first is in the
+// writer's batch, held up by a lock on MSG, the second fills the buffer of
+// one, the third
+// waits a third of the keepalive and goes in over the limit): the link
+// pauses, as it does without the shortage. The build before read on,
+// counted no pause, and left the writer's resume armed for a pause that
+// never came.
+TEST_F(FaultE2E, MemoryRunningOutAfterAMessageQueuedOverTheLimitStillPausesTheLink) {
+  const std::string control = name_ + "-ctl";
+  StartRelay({"--buffer-max=1", "--batch-max=1", "--mqtt-keepalive=5", "--control-prefix=" + control});
+  ASSERT_EQ(relay_->Stop(), 0);
+  relay_->Start({"SEQTEST_THROW_AFTER_QUEUE=3"});
+  MsgLock lock(servers(), name_);
+  ASSERT_TRUE(lock.locked());
+  const std::string topic = root() + "/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(topic, "p1");
+  const bool held_up = WaitFor(
+      [&] {
+        return servers().Sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = '" + name_ +
+                             "' AND STATE LIKE 'Waiting for table%'") != "0\n";
+      },
+      Scaled(5s));
+  if (held_up) {
+    pub.Publish(topic, "p2");
+    std::this_thread::sleep_for(Scaled(300ms));  // queued: the buffer is full
+    pub.Publish(topic, "p3");
+  }
+  const bool thrown = held_up && WaitFor(
+      [&] { return relay_->log().find("queued, then memory ran out") != std::string::npos; }, Scaled(10s));
+  lock.Release();
+  ASSERT_TRUE(held_up) << "the relay's commit was not held up by the lock\n" << relay_->log();
+  ASSERT_TRUE(thrown) << relay_->log();
+  WaitStored(topic, 3);
+  ASSERT_EQ(relay_->Stop(), 0);
+  MqttClient late(servers().mqtt_port(), name_ + "-late");
+  late.Subscribe(control + "/stats");
+  ASSERT_TRUE(late.WaitForCount(1, 10s)) << "no retained report";
+  const auto report = nlohmann::json::parse(late.received().front().payload);
+  EXPECT_EQ(report["buffer"]["intake_pauses"], 1) << report.dump();
+  ExpectEachStoredOnce(Audit(topic, 3), 3);
 }
 
 // SIGTERM while the relay holds 20,000 frames the broker never acknowledged
