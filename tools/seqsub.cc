@@ -115,6 +115,11 @@ int main(int argc, char** argv) {
   if (auto exit_code = seqtools::ParseCommandLine("seqsub", argc, argv, desc, check)) return *exit_code;
   if (o.client_id.empty()) o.client_id = o.user.empty() ? "seqsub-" + std::to_string(getpid()) : o.user;
   o.gap_wait = std::chrono::milliseconds(gap_wait_ms);
+  o.on_forged_frames = [](const std::string& topic, const std::vector<uint64_t>& seqs) {
+    std::fprintf(stderr, "seqsub: '%s': %zu frame(s) from SEQ %llu on above the newest the relay stored, dropped "
+                 "(someone else publishes on its sequenced topic)\n",
+                 topic.c_str(), seqs.size(), static_cast<unsigned long long>(seqs.front()));
+  };
   if (history) o.history = seqclient::History::kAll;
   if (from) o.history = seqclient::History::kFrom, o.history_n = static_cast<uint64_t>(from);
   if (last) o.history = seqclient::History::kLast, o.history_n = static_cast<uint64_t>(last);

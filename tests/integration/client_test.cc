@@ -109,9 +109,9 @@ class ClientE2E : public RelayE2E {
   // for after 20 ms and never again (one request per gap, answered by the
   // test). Begin() starts it and has SEQ 1 delivered live.
   struct Scripted {
-    explicit Scripted(ClientE2E& test)
+    explicit Scripted(ClientE2E& test, decltype(seqclient::Options::on_forged_frames) on_forged = nullptr)
         : topic(test.root() + "/t"),
-          options(test.OneRequestPerGap(topic)),
+          options(test.OneRequestPerGap(topic, std::move(on_forged))),
           relay(test.servers().mqtt_port(), test.name_, options.client_id, topic, 77),
           client(options, std::ref(sink), std::ref(gaps)) {}
     bool Begin() {
@@ -124,8 +124,10 @@ class ClientE2E : public RelayE2E {
     Gaps gaps;
     seqclient::SeqClient client;
   };
-  seqclient::Options OneRequestPerGap(const std::string& topic) {
+  seqclient::Options OneRequestPerGap(const std::string& topic,
+                                      decltype(seqclient::Options::on_forged_frames) on_forged = nullptr) {
     auto o = ClientOptions("c", {topic});
+    o.on_forged_frames = std::move(on_forged);
     o.gap_wait = std::chrono::milliseconds(20);
     o.reply_timeout = std::chrono::milliseconds(60000);  // no retries
     return o;
@@ -324,7 +326,12 @@ TEST_F(ClientE2E, AnUnansweredCatchUpGivesUpNothingItDoesNotKnowToBeMissing) {
 // build before gave up 3..999999 and dropped every real frame after that
 // as a duplicate.
 TEST_F(ClientE2E, AFrameAboveTheTopicsNewestSeqIsDroppedAndNothingIsGivenUpForIt) {
-  Scripted c(*this);
+  std::mutex mu;
+  std::vector<std::string> forged;
+  Scripted c(*this, [&](const std::string& topic, const std::vector<uint64_t>& seqs) {
+    std::lock_guard lock(mu);
+    for (uint64_t seq : seqs) forged.push_back(topic + " " + std::to_string(seq));
+  });
   auto& [topic, o, relay, sink, gaps, client] = c;
   ASSERT_TRUE(c.Begin());
   relay.Live(1000000);
@@ -340,6 +347,8 @@ TEST_F(ClientE2E, AFrameAboveTheTopicsNewestSeqIsDroppedAndNothingIsGivenUpForIt
   ExpectExactlyInOrder(sink, topic, 1, 3);
   EXPECT_EQ(gaps.all(), std::vector<std::string>{});
   EXPECT_EQ(client.stats().bad_frames, 1u);
+  std::lock_guard lock(mu);
+  EXPECT_EQ(forged, std::vector<std::string>{topic + " 1000000"});
 }
 
 // The status's `last` is the newest SEQ once the relay had the request: a

@@ -302,7 +302,9 @@ void SeqClient::HandleStatus(const std::string& text) {
     // broker should not let in). Forgotten, so that the SEQs below it, which
     // do not exist yet, are not given up for it. A frame that came later may
     // be newer than the reply: it stays.
-    stats_.bad_frames += t.stream.Forget(last + 1, UINT64_MAX, t.sent_arrivals).size();
+    const std::vector<uint64_t> seqs = t.stream.Forget(last + 1, UINT64_MAX, t.sent_arrivals);
+    stats_.bad_frames += seqs.size();
+    if (!seqs.empty() && options_.on_forged_frames) options_.on_forged_frames(t.name, seqs);
   }
   if (t.asked->to == kOpenEnd) t.asked->to = s.value("to", s.value("last", uint64_t{0}));
   if (const uint64_t first = s.value("first", uint64_t{0});

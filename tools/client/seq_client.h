@@ -65,6 +65,10 @@ struct Options {
   // Test hook: live frames for which this returns true are dropped as if the
   // network had lost them (retransmitted frames are never dropped).
   std::function<bool(const std::string& topic, uint64_t seq)> drop_live_frame;
+  // Frames forgotten as never stored by the relay (held above the topic's
+  // newest SEQ: forged), with their SEQs; an immediate topic delivered them
+  // already. Called as on_message is, under the client's lock.
+  std::function<void(const std::string& topic, const std::vector<uint64_t>& seqs)> on_forged_frames;
 };
 
 struct Message {
