@@ -182,6 +182,28 @@ class FaultE2E : public RelayE2E {
     bool locked_ = false;
   };
 
+  // The relay (its journal in a folder of its own) restarted with the
+  // fault `env` ("NAME=value"), which ends it with `exit_code` while
+  // p1..p100 are published on root()/t (the broker queues them for its
+  // session), then restarted without it: each stored once. `check` then
+  // reads the relay's log.
+  void HundredMessagesThroughADyingRelay(const std::string& env, int exit_code,
+                                         const std::function<void(const std::string&)>& check) {
+    StartRelay({"--journal-dir=" + servers().dir() + "/journal-" + name_});
+    ASSERT_EQ(relay_->Stop(), 0);
+    relay_->Start({env});
+    const std::string topic = root() + "/t";
+    MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+    for (int i = 1; i <= 100; ++i) pub.Publish(topic, "p" + std::to_string(i));
+    ASSERT_TRUE(pub.WaitAllAcked(std::chrono::seconds(10)));
+    ASSERT_EQ(relay_->WaitExit(std::chrono::seconds(10)), exit_code) << relay_->log();
+    relay_->Start();
+    WaitStored(topic, 100);
+    ExpectEachStoredOnce(Audit(topic, 100), 100);
+    check(relay_->log());
+    EXPECT_EQ(relay_->Stop(), 0);
+  }
+
   // With the journal, then without: the relay restarted with the fault
   // `env` ("NAME=value"), p1..p100 published on root()/j (or /m), and each
   // stored once; `check` then reads the relay's log.

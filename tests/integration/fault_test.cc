@@ -45,22 +45,11 @@ TEST_F(FaultE2E, RelaySigkilledUnderLoadLosesNothingWithTheJournal) {
 // PUBACK left. The journal stores it, and the broker resends it with the
 // same packet identifier; the relay must store it once.
 TEST_F(FaultE2E, KilledBetweenJournalAndPubackStoresTheMessageOnce) {
-  StartRelay({"--journal-dir=" + servers().dir() + "/journal-" + name_});
-  ASSERT_EQ(relay_->Stop(), 0);
-  relay_->Start({"SEQTEST_KILL_AFTER_JOURNAL=50"});
-  const std::string topic = root() + "/t";
-  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  for (int i = 1; i <= 100; ++i) pub.Publish(topic, "p" + std::to_string(i));
-  ASSERT_TRUE(pub.WaitAllAcked(10s));  // the broker queues for the dead relay's session
-  ASSERT_EQ(relay_->WaitExit(10s), 128 + SIGKILL);
-  relay_->Start();
-  WaitStored(topic, 100);
-  ExpectEachStoredOnce(Audit(topic, 100), 100);
-  const std::string log = relay_->log();
-  EXPECT_NE(log.find("fault injection: SIGKILL after journaling message"), std::string::npos);
-  EXPECT_NE(log.find("but not committed handed over to shard"), std::string::npos) << log;
-  EXPECT_NE(log.find("dropped the broker's resend of message"), std::string::npos) << log;
-  EXPECT_EQ(relay_->Stop(), 0);
+  HundredMessagesThroughADyingRelay("SEQTEST_KILL_AFTER_JOURNAL=50", 128 + SIGKILL, [](const std::string& log) {
+    EXPECT_NE(log.find("fault injection: SIGKILL after journaling message"), std::string::npos);
+    EXPECT_NE(log.find("but not committed handed over to shard"), std::string::npos) << log;
+    EXPECT_NE(log.find("dropped the broker's resend of message"), std::string::npos) << log;
+  });
 }
 
 // A TAKEN row of an earlier takeover with the same packet id and content as
@@ -155,21 +144,10 @@ TEST_F(FaultE2E, AMessageWhoseHandlingFailsIsNotAcknowledgedAndComesAgain) {
 // crash path keeps the message: the journal hands it over at the next
 // start, and mosquitto's resend is recognised. Every message once.
 TEST_F(FaultE2E, MemoryRunningOutAfterTheJournalEndsTheProcessAndLosesNothing) {
-  StartRelay({"--journal-dir=" + servers().dir() + "/journal-" + name_});
-  ASSERT_EQ(relay_->Stop(), 0);
-  relay_->Start({"SEQTEST_THROW_AFTER_JOURNAL=50"});
-  const std::string topic = root() + "/t";
-  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  for (int i = 1; i <= 100; ++i) pub.Publish(topic, "p" + std::to_string(i));
-  ASSERT_TRUE(pub.WaitAllAcked(10s));  // the broker queues for the dead relay's session
-  ASSERT_EQ(relay_->WaitExit(10s), 128 + SIGABRT) << relay_->log();
-  relay_->Start();
-  WaitStored(topic, 100);
-  ExpectEachStoredOnce(Audit(topic, 100), 100);
-  const std::string log = relay_->log();
-  EXPECT_NE(log.find("journaled, then memory ran out before it was queued; ending the process"), std::string::npos)
-      << log;
-  EXPECT_EQ(relay_->Stop(), 0);
+  HundredMessagesThroughADyingRelay("SEQTEST_THROW_AFTER_JOURNAL=50", 128 + SIGABRT, [](const std::string& log) {
+    EXPECT_NE(log.find("journaled, then memory ran out before it was queued; ending the process"), std::string::npos)
+        << log;
+  });
 }
 
 // Early in a session this process found kept, a delivery is neither

@@ -183,7 +183,7 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
     const auto wanted = start_at_.find(name);
     const uint64_t start = wanted == start_at_.end() ? 0 : wanted->second;
     if (wanted != start_at_.end()) start_at_.erase(wanted);
-    it = topics_.emplace(id, Topic{name, true, OrderedStream(start), {}, {}, {}, 0, false, {}, 0}).first;
+    it = topics_.emplace(id, Topic{.name = name, .stream = OrderedStream(start)}).first;
   }
   Topic& t = it->second;
   t.ordered = view->header.ordering == seqrelay::Ordering::kOrdered;
@@ -262,7 +262,7 @@ void SeqClient::HandleStatus(const std::string& text) {
       ++stats_.gaps_unfilled;
       start = first;
     }
-    Topic& t = topics_.emplace(id, Topic{name, true, OrderedStream(std::max<uint64_t>(start, 1)), {}, {}, {}, 0, false, {}, 0})
+    Topic& t = topics_.emplace(id, Topic{.name = name, .stream = OrderedStream(std::max<uint64_t>(start, 1))})
                    .first->second;
     if (start <= last) {
       t.asked = Gap{start, last};
@@ -271,8 +271,7 @@ void SeqClient::HandleStatus(const std::string& text) {
       ++stats_.requests;
       RequestRange(id, t);
     }
-    for (const auto& bytes : held_live_[name]) OfferLocked(name, bytes, /*replayed=*/false);
-    held_live_.erase(name);
+    OfferHeldLocked(name);
     return;
   }
 
@@ -340,21 +339,16 @@ void SeqClient::HandleStatus(const std::string& text) {
   uint64_t missing_to = asked.to;
   if (gap && gap->from <= asked.to) missing_to = std::min(asked.to, gap->to);
   missing_to = std::min(missing_to, last);  // nothing above it exists yet
-  if (!gap && t.stream.next() > asked.to) {  // filled (a catch-up that found nothing new: nothing)
-    if (asked.to >= asked.from) ++stats_.gaps_filled;
-    return;
-  }
   if (t.stream.next() > missing_to) {
-    // Everything asked for that exists came (the rest was above `last`).
+    // Everything asked for that exists came (the rest, if any, was above
+    // `last`; a catch-up that found nothing new filled nothing).
     if (missing_to >= asked.from) ++stats_.gaps_filled;
     return;
   }
-  if (t.stream.next() <= missing_to) {
-    const std::string why = ok ? "the relay has no such SEQ" : s.value("error", "refused");
-    ++stats_.gaps_unfilled;
-    if (on_gap_) on_gap_(t.name, t.stream.next(), missing_to, why);
-    Deliver(t, id, t.stream.GiveUp(missing_to));
-  }
+  const std::string why = ok ? "the relay has no such SEQ" : s.value("error", "refused");
+  ++stats_.gaps_unfilled;
+  if (on_gap_) on_gap_(t.name, t.stream.next(), missing_to, why);
+  Deliver(t, id, t.stream.GiveUp(missing_to));
 }
 
 void SeqClient::SendLookupLocked(const std::string& topic) {

@@ -116,14 +116,14 @@ class SeqClient {
     bool ordered = true;
     OrderedStream stream;
     // The outstanding retransmit request for the current gap.
-    std::optional<Gap> asked;
+    std::optional<Gap> asked{};
     std::chrono::steady_clock::time_point gap_seen{}, asked_at{};
     int attempts = 0;
     // A reconnect came while a request was out: what was published while
     // away is asked for (open-ended, from the next SEQ) once it is done.
     bool catch_up_owed = false;
     // The range last asked for, and stream.arrivals() when it first was.
-    std::optional<Gap> sent;
+    std::optional<Gap> sent{};
     uint64_t sent_arrivals = 0;
   };
 
