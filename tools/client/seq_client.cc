@@ -119,7 +119,9 @@ void SeqClient::Stop() {
 
 Stats SeqClient::stats() {
   std::lock_guard lock(mu_);
-  return stats_;
+  Stats s = stats_;
+  s.lookups_pending = lookups_.size();
+  return s;
 }
 
 void SeqClient::OnConnect(mosquitto* m, void* obj, int rc) {

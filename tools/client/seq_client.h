@@ -87,6 +87,7 @@ struct Stats {
   uint64_t gaps_filled = 0;    // gaps closed by retransmitted frames
   uint64_t gaps_unfilled = 0;  // gaps given up (reported through on_gap)
   uint64_t bad_frames = 0;
+  uint64_t lookups_pending = 0;    // topics whose history lookup is not answered yet (a gauge)
   uint64_t state_save_errors = 0;  // saves of the state file that failed (last_state_error says why)
   std::string last_state_error;
 };
