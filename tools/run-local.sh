@@ -77,6 +77,19 @@ if ((fresh)); then
     GRANT ALL ON seqrelay.* TO 'seqrelay'@'%';"
 fi
 
+# Every client may do anything (a local trial, no passwords), except the
+# relay's intake link: it reads the raw topics and never the relay's own
+# frames and control topics, which its --source '#' would otherwise bring
+# back (mosquitto checks "deny" lines first). As docker/mosquitto/acl.
+cat >"$state/acl" <<ACL
+topic readwrite #
+pattern readwrite #
+
+user seqrelay-intake
+topic deny seq/#
+topic deny relay/#
+topic read #
+ACL
 cat >"$state/mosquitto.conf" <<CONF
 listener $mqtt_port 127.0.0.1
 # Browsers: MQTT over WebSocket, and the messenger page served from http_dir.
@@ -84,6 +97,7 @@ listener $ws_port 127.0.0.1
 protocol websockets
 http_dir $root/clients/messenger
 allow_anonymous true
+acl_file $state/acl
 user root
 # Nagle's algorithm adds ~5 ms per hop on loopback.
 set_tcp_nodelay true
@@ -120,5 +134,5 @@ BANNER
 # what it holds and exits; then the trap stops mosquitto and MariaDB.
 SEQRELAY_DB_PASSWORD=$db_password "$root/build/relay/seqrelay" \
   --mqtt-port "$mqtt_port" --db-port "$db_port" --db-user seqrelay --db-name seqrelay \
-  --journal-dir "$state/journal" "$@" || status=$?
+  --mqtt-intake-user seqrelay-intake --journal-dir "$state/journal" "$@" || status=$?
 exit "${status:-0}"  # the relay's own: 2 for a bad option (the trap stops the servers)
