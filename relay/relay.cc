@@ -162,25 +162,36 @@ Status Relay::CheckPacketLimit() {
 
 int Relay::Run() {
   for (const auto& line : Describe(config_)) LogInfo("config: {}", line);
-
   // Configuration files first: a bad one stops the relay before it connects.
-  if (!config_.acl_file.empty()) {
-    std::ifstream file(config_.acl_file);
-    if (!file) {
-      LogError("--acl-file: cannot read '{}'", config_.acl_file);
-      return 1;
-    }
-    std::stringstream text;
-    text << file.rdbuf();
-    auto acl = Acl::Parse(text.str());
-    if (!acl.ok()) {
-      LogError("--acl-file {}: {}", config_.acl_file, acl.error());
-      return 1;
-    }
-    LogInfo("replay access control: {} rules from {}", acl->rule_count(), config_.acl_file);
-    retransmit_.SetAcl(std::make_shared<const Acl>(std::move(acl).value()));
-  }
+  if (!LoadAcl()) return 1;
+  if (std::optional<int> exit_code = OpenStorage()) return *exit_code;
+  ConfigureLinks();
+  if (!StartServing()) return 1;
+  ServeUntilStopped();
+  ShutDown();
+  return ExitCode();
+}
 
+bool Relay::LoadAcl() {
+  if (config_.acl_file.empty()) return true;
+  std::ifstream file(config_.acl_file);
+  if (!file) {
+    LogError("--acl-file: cannot read '{}'", config_.acl_file);
+    return false;
+  }
+  std::stringstream text;
+  text << file.rdbuf();
+  auto acl = Acl::Parse(text.str());
+  if (!acl.ok()) {
+    LogError("--acl-file {}: {}", config_.acl_file, acl.error());
+    return false;
+  }
+  LogInfo("replay access control: {} rules from {}", acl->rule_count(), config_.acl_file);
+  retransmit_.SetAcl(std::make_shared<const Acl>(std::move(acl).value()));
+  return true;
+}
+
+std::optional<int> Relay::OpenStorage() {
   if (Status s = OpenDatabase(); !s.ok()) {
     if (!s.permanent() && stopping_) return 0;
     if (shard_refused_) {
@@ -212,7 +223,10 @@ int Relay::Run() {
     }
   }
   database_up_ = true;
+  return std::nullopt;
+}
 
+void Relay::ConfigureLinks() {
   output_options_.host = config_.mqtt_host;
   output_options_.port = config_.mqtt_port;
   output_options_.user = config_.mqtt_user;
@@ -244,7 +258,9 @@ int Relay::Run() {
       LogInfo("source '{}' is covered by another source; not subscribed separately", f);
     }
   }
+}
 
+bool Relay::StartServing() {
   // Retransmit: every relay, active or standby, serves replays of any topic
   // from the database. The request topic is a shared subscription, so that
   // the broker hands each request to exactly one of them.
@@ -275,7 +291,7 @@ int Relay::Run() {
                                       .may_connect = nullptr});
   if (!replay.ok()) {
     LogError("{}", replay.error());
-    return 1;
+    return false;
   }
   replay_ = std::move(replay).value();
   retransmit_.Start(*replay_);
@@ -289,7 +305,10 @@ int Relay::Run() {
       LogInfo("metrics: serving http://{}:{}/metrics", config_.metrics_bind, metrics_->port());
     }
   }
+  return true;
+}
 
+void Relay::ServeUntilStopped() {
   const auto interval = std::chrono::seconds(config_.stats_interval_s);
   auto next_stats = Clock::now() + interval;
   auto stats_if_due = [&] {
@@ -307,43 +326,42 @@ int Relay::Run() {
     if (!BecomeActive()) Fail("could not take the shard over");
   }
 
-  {
-    std::unique_lock lock(stop_mu_);
-    while (!stop_requested_) {
-      // Woken for the stats, a resume, and every second while active to
-      // store what a relay of the shard handed over from its journal.
-      auto until = Clock::now() + std::chrono::seconds(1);
-      if (interval.count() > 0) until = std::min(until, next_stats);
-      stop_cv_.wait_until(lock, until, [&] { return stop_requested_ || resume_intake_ || republish_due_; });
-      if (stop_requested_) break;
-      const bool republish = std::exchange(republish_due_, false) || std::exchange(republish_retry_, false);
-      if (republish && active_) {
-        lock.unlock();
-        RepublishUnconfirmed();
-        lock.lock();
-      }
-      if (resume_intake_) {
-        resume_intake_ = false;
-        lock.unlock();
-        LogInfo("intake: buffer down to {} messages; resuming the intake link", queue_.size());
-        if (intake_) intake_->Resume();
-        lock.lock();
-      }
+  std::unique_lock lock(stop_mu_);
+  while (!stop_requested_) {
+    // Woken for the stats, a resume, and every second while active to
+    // store what a relay of the shard handed over from its journal.
+    auto until = Clock::now() + std::chrono::seconds(1);
+    if (interval.count() > 0) until = std::min(until, next_stats);
+    stop_cv_.wait_until(lock, until, [&] { return stop_requested_ || resume_intake_ || republish_due_; });
+    if (stop_requested_) break;
+    const bool republish = std::exchange(republish_due_, false) || std::exchange(republish_retry_, false);
+    if (republish && active_) {
       lock.unlock();
-      // Also here, not only after the writer's batches: the intake may flag
-      // its pause after the batch that emptied the queue looked.
-      ResumeIntakeIfDrained();
-      if (active_) {
-        PumpPending();
-        PurgeMsgIds();
-        ApplyRetention();
-      }
-      stats_if_due();
+      RepublishUnconfirmed();
       lock.lock();
     }
+    if (resume_intake_) {
+      resume_intake_ = false;
+      lock.unlock();
+      LogInfo("intake: buffer down to {} messages; resuming the intake link", queue_.size());
+      if (intake_) intake_->Resume();
+      lock.lock();
+    }
+    lock.unlock();
+    // Also here, not only after the writer's batches: the intake may flag
+    // its pause after the batch that emptied the queue looked.
+    ResumeIntakeIfDrained();
+    if (active_) {
+      PumpPending();
+      PurgeMsgIds();
+      ApplyRetention();
+    }
+    stats_if_due();
+    lock.lock();
   }
+}
 
-  // ---- Orderly shutdown ----------------------------------------------------
+void Relay::ShutDown() {
   // 1. Stop taking messages: DISCONNECT the intake. Whatever the broker had
   //    already delivered is still pushed; the rest stays queued in our session.
   if (active_ || stepped_down_) LogInfo("stopping: no new messages; committing and publishing {} held", queue_.size());
@@ -393,7 +411,9 @@ int Relay::Run() {
   }
   replay_->Stop();
   if (output_) output_->Stop();
+}
 
+int Relay::ExitCode() {
   const Counters& c = counters_;
   LogInfo("stopped: received {}, committed {} in {} batches, published {} ({} republished), acknowledged {}, "
           "refused {} (topic too long {}, payload too large {}, out of SEQ {}, over --max-topics {}), set aside {}, "

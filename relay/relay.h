@@ -28,6 +28,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -104,6 +105,20 @@ class Relay {
 
  private:
   enum class AfterReconnect { kRetry, kDone, kLeaseLost };
+
+  // Run()'s phases, in order. LoadAcl and StartServing log why they
+  // failed; OpenStorage returns the exit code to stop with, if any.
+  bool LoadAcl();
+  std::optional<int> OpenStorage();
+  void ConfigureLinks();
+  bool StartServing();  // the replay link (every relay serves retransmits) and /metrics
+  // Standby until the lease is taken, then active, until a stop: stats,
+  // resumes, republishes and the active relay's periodic work.
+  void ServeUntilStopped();
+  // Orderly: intake off, the queue committed and published, the watermark
+  // saved and the lease handed over, the last stats and replies sent.
+  void ShutDown();
+  int ExitCode();  // logs the final counters and says how the run ended
 
   Status OpenDatabase();
   // Refuses (permanently) a --max-payload whose rows the server's
