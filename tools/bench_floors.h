@@ -23,6 +23,7 @@ struct DatabaseFloors {
   // each the first statement after 10 ms idle, as a message alone in its
   // batch at 100 msg/s is.
   std::vector<double> idle_batch_us, idle_batch_commit_us;
+  std::vector<double> idle_batch_in_one_us;  // the same batch with its COMMIT in the query
   // The disk alone: a 512-byte pwrite and fdatasync of a file in the
   // server's data directory, back to back and one every 10 ms. Measured
   // only on a server seqbench started (disk_measured); empty when the

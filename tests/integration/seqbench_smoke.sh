@@ -47,13 +47,13 @@ done
 sed -n '/^database floors/,$p' "$work/out.txt" | grep -E '^ +[^ ].* +[0-9]+ +[0-9]+ +[0-9]+$' >"$work/floors.txt" ||
   fail "no floors"
 floors=$(wc -l <"$work/floors.txt")
-[[ $floors -eq 18 ]] || fail "$floors floor lines, expected 18"
+[[ $floors -eq 19 ]] || fail "$floors floor lines, expected 19"
 while IFS= read -r line; do
   p50=$(awk '{print $(NF-1)}' <<<"$line")
   [[ $p50 -gt 0 ]] || fail "a floor with p50 $p50: $line"
 done <"$work/floors.txt"
 for what in "round trip (prepared SELECT 1)" "one-row INSERT (prepared)" "COMMIT of it (redo log flush)" \
-            "fence UPDATE + INSERT, one query" "COMMIT of it" "the first's COMMIT returns" \
+            "fence UPDATE + INSERT, one query" "COMMIT of it" "the three in one query" "the first's COMMIT returns" \
             "the second's held fence UPDATE returns" "back to back" "one every 10 ms"; do
   grep -qF -- "$what" "$work/floors.txt" || fail "no floor '$what'"
 done
