@@ -219,64 +219,71 @@ void SeqClient::HandleStatus(const std::string& text) {
   json s = json::parse(text, nullptr, false);
   if (!s.is_object()) return;
   std::lock_guard lock(mu_);
-  const bool ok = s.value("status", "") == "ok";
-  const uint64_t from = s.value("from", uint64_t{0});
   const std::string name = s.value("topic", "");
+  if (s.value("from", uint64_t{0}) == kLookupFrom && lookups_.count(name)) {
+    LookupAnsweredLocked(s, name);
+  } else {
+    RangeAnsweredLocked(s);
+  }
+}
 
-  if (from == kLookupFrom && lookups_.count(name)) {
-    // The lookup answered: create the topic's stream at its start, then ask
-    // for everything from there to the newest SEQ.
-    if (!ok) {
-      // Final answers end the lookup; anything else (the database away, too
-      // many requests pending) is asked again by Timer, up to max_attempts.
-      // v1.1 relays say whether to ask again (`retry`); v1 relays, by the text.
-      const std::string error = s.value("error", "lookup failed");
-      const uint64_t start = lookups_[name].start;
-      if ((s.value("code", "") == "unknown_topic" || error == seqrelay::kErrorUnknownTopic) && start <= 1) {
-        // Nothing was said yet: nothing is missing, and the first live
-        // frame must be SEQ 1 (history, or the last N of nothing). A resume
-        // from a later SEQ (a state file of a database since reset, or
-        // --from) is reported below and starts at the first live frame.
-        start_at_[name] = 1;
-        lookups_.erase(name);
-        OfferHeldLocked(name);
-        return;
-      }
-      const bool retry = s.contains("retry") ? s.value("retry", true) : error != seqrelay::kErrorForbidden;
-      if (!retry || lookups_[name].attempts >= options_.max_attempts) {
-        AbandonLookupLocked(name, error);
-      }
+void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
+  // The lookup answered: create the topic's stream at its start, then ask
+  // for everything from there to the newest SEQ.
+  const bool ok = s.value("status", "") == "ok";
+  if (!ok) {
+    // Final answers end the lookup; anything else (the database away, too
+    // many requests pending) is asked again by Timer, up to max_attempts.
+    // v1.1 relays say whether to ask again (`retry`); v1 relays, by the text.
+    const std::string error = s.value("error", "lookup failed");
+    const uint64_t start = lookups_[name].start;
+    if ((s.value("code", "") == "unknown_topic" || error == seqrelay::kErrorUnknownTopic) && start <= 1) {
+      // Nothing was said yet: nothing is missing, and the first live
+      // frame must be SEQ 1 (history, or the last N of nothing). A resume
+      // from a later SEQ (a state file of a database since reset, or
+      // --from) is reported below and starts at the first live frame.
+      start_at_[name] = 1;
+      lookups_.erase(name);
+      OfferHeldLocked(name);
       return;
     }
-    uint64_t start = lookups_[name].start;
-    lookups_.erase(name);
-    start_at_.erase(name);
-    const uint32_t id = s.value("id", uint32_t{0});
-    const uint64_t last = s.value("last", uint64_t{0});
-    if (options_.history == History::kLast && start == 0) {
-      start = last >= options_.history_n ? last - options_.history_n + 1 : 1;
+    const bool retry = s.contains("retry") ? s.value("retry", true) : error != seqrelay::kErrorForbidden;
+    if (!retry || lookups_[name].attempts >= options_.max_attempts) {
+      AbandonLookupLocked(name, error);
     }
-    // PROTOCOL 5.2: what is older than `first` was deleted; a v1 relay
-    // deletes nothing. Reported once, never asked for.
-    const uint64_t first = s.value("first", uint64_t{1});
-    if (start != 0 && start < first) {
-      if (on_gap_) on_gap_(name, start, first - 1, fmt::format("history starts at {}", first));
-      ++stats_.gaps_unfilled;
-      start = first;
-    }
-    Topic& t = topics_.emplace(id, Topic{.name = name, .stream = OrderedStream(std::max<uint64_t>(start, 1))})
-                   .first->second;
-    if (start <= last) {
-      t.asked = Gap{start, last};
-      t.asked_at = Clock::now();
-      t.attempts = 1;
-      ++stats_.requests;
-      RequestRange(id, t);
-    }
-    OfferHeldLocked(name);
     return;
   }
+  uint64_t start = lookups_[name].start;
+  lookups_.erase(name);
+  start_at_.erase(name);
+  const uint32_t id = s.value("id", uint32_t{0});
+  const uint64_t last = s.value("last", uint64_t{0});
+  if (options_.history == History::kLast && start == 0) {
+    start = last >= options_.history_n ? last - options_.history_n + 1 : 1;
+  }
+  // PROTOCOL 5.2: what is older than `first` was deleted; a v1 relay
+  // deletes nothing. Reported once, never asked for.
+  const uint64_t first = s.value("first", uint64_t{1});
+  if (start != 0 && start < first) {
+    if (on_gap_) on_gap_(name, start, first - 1, fmt::format("history starts at {}", first));
+    ++stats_.gaps_unfilled;
+    start = first;
+  }
+  Topic& t = topics_.emplace(id, Topic{.name = name, .stream = OrderedStream(std::max<uint64_t>(start, 1))})
+                 .first->second;
+  if (start <= last) {
+    t.asked = Gap{start, last};
+    t.asked_at = Clock::now();
+    t.attempts = 1;
+    ++stats_.requests;
+    RequestRange(id, t);
+  }
+  OfferHeldLocked(name);
+}
 
+void SeqClient::RangeAnsweredLocked(const json& s) {
+  const bool ok = s.value("status", "") == "ok";
+  const uint64_t from = s.value("from", uint64_t{0});
   const uint32_t id = s.value("id", uint32_t{0});
   auto it = topics_.find(id);
   if (it == topics_.end() || !it->second.asked) return;

@@ -37,6 +37,8 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "ordered_stream.h"
 
 struct mosquitto;
@@ -133,6 +135,8 @@ class SeqClient {
   void HandleFrame(const std::string& topic_name, const std::string& bytes, bool replayed);
   void OfferLocked(const std::string& topic_name, const std::string& bytes, bool replayed);
   void HandleStatus(const std::string& json_text);
+  void LookupAnsweredLocked(const nlohmann::json& status, const std::string& topic);
+  void RangeAnsweredLocked(const nlohmann::json& status);
   void Deliver(Topic& t, uint32_t id, std::vector<Delivery> deliveries);
   void Timer();
   void Request(const std::string& json_text);
