@@ -435,6 +435,38 @@ TEST_F(ClientE2E, AHistoryOfATopicWithNoMessageYetIsLookedUpAgainAfterAReconnect
   EXPECT_EQ(gaps.all(), std::vector<std::string>{});
 }
 
+// A resume from a later SEQ of a topic the relay does not know (a position
+// saved against a database reset since) asked for SEQs that do not exist:
+// reported, and the topic read from SEQ 1, the new database's first
+// message included. A v1 relay's "unknown topic" (no `retry`) is final.
+// The build before asked a v1 relay again up to max_attempts, then started
+// at the first live frame (here 2: SEQ 1 never asked for).
+TEST_F(ClientE2E, AResumeFromALaterSeqOfAnUnknownTopicIsReportedAndReadFromSeqOne) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.history = seqclient::History::kFrom;
+  o.history_n = 5;
+  o.gap_wait = std::chrono::milliseconds(20);
+  o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request each
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  ASSERT_EQ(client.Start(), std::nullopt);
+  EXPECT_EQ(relay.Request(1), nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}}));
+  relay.Answer({{"from", seqrelay::kMaxSeq}, {"status", "error"}, {"error", "unknown topic"}});
+  ASSERT_TRUE(WaitFor([&] { return client.stats().lookups_pending == 0; }, 10s)) << "unknown topic unanswered";
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{topic + " 0..0 unknown topic"});
+  relay.Live(2);
+  auto gap = relay.Request(2);
+  EXPECT_EQ(gap, nlohmann::json({{"id", 77}, {"from", 1}, {"to", 1}})) << gap.dump();
+  relay.Replay(1);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 2; }, 10s)) << Explain(client, sink, 2);
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 2);
+  EXPECT_EQ(relay.requests(), 2u);
+}
+
 // v1.1 error statuses say whether to ask again: a gap request answered
 // "unavailable" (retry true, resume from `next`) is asked again after the
 // reply timeout, from `next`, and the gap filled; a final one ("forbidden",

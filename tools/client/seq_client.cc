@@ -236,18 +236,21 @@ void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
     // many requests pending) is asked again by Timer, up to max_attempts.
     // v1.1 relays say whether to ask again (`retry`); v1 relays, by the text.
     const std::string error = s.value("error", "lookup failed");
-    const uint64_t start = lookups_[name].start;
-    if ((s.value("code", "") == "unknown_topic" || error == seqrelay::kErrorUnknownTopic) && start <= 1) {
-      // Nothing was said yet: nothing is missing, and the first live
-      // frame must be SEQ 1 (history, or the last N of nothing). A resume
-      // from a later SEQ (a state file of a database since reset, or
-      // --from) is reported below and starts at the first live frame.
+    const Lookup& lookup = lookups_[name];
+    if (s.value("code", "") == "unknown_topic" || error == seqrelay::kErrorUnknownTopic) {
+      // Nothing was said yet: the first live frame must be SEQ 1. Nothing
+      // is missing for the history or the last N of nothing; a resume from
+      // a later SEQ (a state file of a database since reset, or --from)
+      // asked for SEQs that do not exist, and is told so.
+      if (lookup.start > 1 && on_gap_) on_gap_(name, 0, 0, error);
       start_at_[name] = 1;
       lookups_.erase(name);
       OfferHeldLocked(name);
       return;
     }
-    const bool retry = s.contains("retry") ? s.value("retry", true) : error != seqrelay::kErrorForbidden;
+    const bool final_error =
+        error == seqrelay::kErrorForbidden || error == seqrelay::kErrorUnknownId;  // as a v1 relay words them
+    const bool retry = s.contains("retry") ? s.value("retry", true) : !final_error;
     if (!retry || lookups_[name].attempts >= options_.max_attempts) {
       AbandonLookupLocked(name, error);
     }

@@ -529,12 +529,14 @@ export class SeqClient extends Emitter {
     const lookup = this.lookups.get(name);
     if (!ok) {
       const retry = s.retry ?? !FINAL_ERRORS.has(s.error);
-      if ((s.code === 'unknown_topic' || s.error === 'unknown topic') && lookup.start <= 1) {
-        // Nothing was said yet: nothing is missing, and the first live frame
-        // must be SEQ 1 (history, or the last N of nothing). A resume from a
-        // later SEQ (a position saved against a database since reset) is
-        // reported below and starts at the first live frame.
-        this.#endLookup(name, lookup.again ? null : { topic: name, first: 1, last: 0 }, 1);
+      if (s.code === 'unknown_topic' || s.error === 'unknown topic') {
+        // Nothing was said yet: the first live frame must be SEQ 1. Nothing
+        // is missing for the history or the last N of nothing; a resume from
+        // a later SEQ (a position saved against a database since reset)
+        // asked for SEQs that do not exist, and is told so.
+        const resumed = lookup.start > 1;
+        if (resumed) this.#emitTopic('lost', name, { topic: name, from: 0, to: 0, reason: s.error ?? 'unknown topic', code: s.code });
+        this.#endLookup(name, lookup.again || resumed ? null : { topic: name, first: 1, last: 0 }, 1);
       } else if (!retry || lookup.attempts >= this.maxAttempts) {
         // A lookup again after a reconnect loses nothing by failing: the
         // topic's first live frame still shows what is missing.

@@ -555,12 +555,16 @@ class SeqClient:
         lookup = self._lookups[name]
         if not ok:
             retry = s.get("retry", s.get("error") not in FINAL_ERRORS)
-            if (s.get("code") == "unknown_topic" or s.get("error") == "unknown topic") and lookup.start <= 1:
-                # Nothing said yet: nothing is missing, and the first live frame must be SEQ 1 (history,
-                # or the last N of nothing). A resume from a later SEQ (a position saved against a
-                # database since reset) is reported below and starts at the first live frame.
+            if s.get("code") == "unknown_topic" or s.get("error") == "unknown topic":
+                # Nothing said yet: the first live frame must be SEQ 1. Nothing is missing for the
+                # history or the last N of nothing; a resume from a later SEQ (a position saved against
+                # a database since reset) asked for SEQs that do not exist, and is told so.
+                resumed = lookup.start > 1
+                if resumed:
+                    self._call(self.on_lost, {"topic": name, "from": 0, "to": 0,
+                                              "reason": s.get("error", "unknown topic"), "code": s.get("code")})
                 self._end_lookup(name, 1)
-                if not lookup.again:
+                if not lookup.again and not resumed:
                     self._call(self.on_history, {"topic": name, "first": 1, "last": 0, "start": 1})
             elif not retry or lookup.attempts >= self.max_attempts:
                 if not lookup.again:  # a lookup again after a reconnect loses nothing by failing

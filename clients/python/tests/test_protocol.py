@@ -266,16 +266,19 @@ def test_the_last_n_of_an_unknown_topic_start_at_1_and_a_failed_lookup_again_los
     assert s.seen == [1, 2]
 
 
-def test_a_resume_from_a_later_seq_of_an_unknown_topic_is_reported_and_starts_at_the_first_live_frame():
+def test_a_resume_from_a_later_seq_of_an_unknown_topic_is_reported_and_the_topic_read_from_seq_1():
     s = Scripted()
     s.sub("chat/a", from_seq=5)  # a position saved against a database since reset
-    s.status(topic="chat/a", **{"from": MAX_SEQ}, status="error", error="unknown topic", code="unknown_topic", retry=False)
-    assert lost(s.events) == [{"topic": "chat/a", "from": 0, "to": 0, "reason": "unknown topic", "code": "unknown_topic"}]
-    s.frame("seq/chat/a", 1)  # the new database's first message: delivered, not taken for an old one
-    s.frame("seq/chat/a", 2)
+    s.status(topic="chat/a", **{"from": MAX_SEQ}, status="error", error="unknown topic")  # a v1 relay's: no code, no retry
+    assert s.events == [("lost", {"topic": "chat/a", "from": 0, "to": 0, "reason": "unknown topic", "code": None})]
+    s.frame("seq/chat/a", 2)  # the new database's second message: its first is missing, not an old one
+    s.advance(0.02)
+    s.advance(0.02)
+    assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}, {"id": 7, "from": 1, "to": 1}]
+    s.frame("relay/replay/r1", 1)
     assert s.seen == [1, 2]
     s.c._on_connect(None, None, {}, 0)  # known by id now: caught up, not looked up again
-    assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}, {"id": 7, "from": 3}]
+    assert s.requests[2] == {"id": 7, "from": 3}
 
 
 def test_no_reply_gives_up_after_max_attempts_and_goes_on():
