@@ -80,10 +80,13 @@ fi
 # Every client may do anything (a local trial, no passwords), except the
 # relay's intake link: it reads the raw topics and never the relay's own
 # frames and control topics, which its --source '#' would otherwise bring
-# back (mosquitto checks "deny" lines first). As docker/mosquitto/acl.
+# back (mosquitto checks "deny" lines first). As docker/mosquitto/acl; with
+# another --seq-prefix or --control-prefix, change the deny lines to match.
 cat >"$state/acl" <<ACL
 topic readwrite #
+topic read \$SYS/#
 pattern readwrite #
+pattern read \$SYS/#
 
 user seqrelay-intake
 topic deny seq/#
@@ -130,9 +133,13 @@ cat <<BANNER
   Ctrl-C stops the relay, mosquitto and MariaDB.
 
 BANNER
+intake_user=(--mqtt-intake-user seqrelay-intake)
+for arg in "$@"; do
+  if [[ $arg == --mqtt-intake-user* ]]; then intake_user=(); fi  # the caller's own
+done
 # In the foreground: Ctrl-C reaches the relay, which commits and publishes
 # what it holds and exits; then the trap stops mosquitto and MariaDB.
 SEQRELAY_DB_PASSWORD=$db_password "$root/build/relay/seqrelay" \
   --mqtt-port "$mqtt_port" --db-port "$db_port" --db-user seqrelay --db-name seqrelay \
-  --mqtt-intake-user seqrelay-intake --journal-dir "$state/journal" "$@" || status=$?
+  "${intake_user[@]}" --journal-dir "$state/journal" "$@" || status=$?
 exit "${status:-0}"  # the relay's own: 2 for a bad option (the trap stops the servers)
