@@ -7,7 +7,8 @@ not, and prints one JSON line of figures. Debian's python3-paho-mqtt (1.6).
 
   roundtrip  publish one message as an allowed user; its frame must come
              back on seq/T with the payload byte for byte and SEQ = --seq
-  load       publish --count messages at QoS 1 at --rate per second, write
+  load       publish --count messages at QoS 1 at --rate per second (the rest
+             unpaced once --hurry-file exists), write
              each payload the broker acknowledged (PUBACK) to --acked, and
              wait until every acknowledged payload came back as a frame
   denied     as a user the ACL does not allow: a subscription to seq/T
@@ -18,6 +19,7 @@ not, and prints one JSON line of figures. Debian's python3-paho-mqtt (1.6).
 """
 import argparse
 import json
+import os
 import struct
 import sys
 import threading
@@ -137,11 +139,14 @@ def load(args):
     p.subscribe(f"seq/{args.topic}")
     payload_of = {}
     start = time.monotonic()
+    hurried = False
     for i in range(args.count):
         # Paced against the clock, so a stall (a kill) is not made up later in
-        # a burst bigger than the rate.
+        # a burst bigger than the rate; once --hurry-file exists (what the
+        # load ran for is over), the rest goes unpaced.
+        hurried = hurried or (args.hurry_file is not None and os.path.exists(args.hurry_file))
         delay = start + i / args.rate - time.monotonic()
-        if delay > 0:
+        if delay > 0 and not hurried:
             time.sleep(delay)
         payload = f"{args.topic}#{i}".encode()
         payload_of[p.publish(args.topic, payload)] = payload
@@ -229,6 +234,7 @@ def main():
     ap.add_argument("--count", type=int, default=300)
     ap.add_argument("--rate", type=float, default=100)
     ap.add_argument("--acked")
+    ap.add_argument("--hurry-file", help="load: once this file exists, publish the rest unpaced")
     ap.add_argument("--expect", type=int)
     ap.add_argument("--timeout", type=float, default=60)
     args = ap.parse_args()

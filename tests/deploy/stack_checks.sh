@@ -61,17 +61,19 @@ check_trail() {  # topic, acked file
 # against the stack once 50 are stored (the command checks that it hit the
 # load midway: 15 s of load leave room for a podman command that takes
 # seconds on a busy machine; a docker-compose kill beside the sanitizer
-# stage once took longer than 10 s). Then nothing acknowledged may be
-# missing.
+# stage once took longer than 10 s). Once the command is done, the rest of
+# the load goes unpaced (the probe's --hurry-file). Then nothing
+# acknowledged may be missing.
 load_count=1500
 load_through() {  # topic, command...
   local topic=$1 out=$work/load-${1//\//_}
   shift
   probe load "${as_alice[@]}" --topic "$topic" --count "$load_count" --rate 100 --acked "$out.acked" \
-    --timeout 120 >"$out" &
+    --hurry-file "$out.hurry" --timeout 120 >"$out" &
   load_pid=$!
   wait_for 30 "the first 50 messages of $topic stored" at_least_rows "$topic" 50
   "$@"
+  touch "$out.hurry"
   wait "$load_pid" || { load_pid=""; die "$topic: load failed: $(cat "$out")"; }
   load_pid=""
   say "$topic load: $(cat "$out")"
