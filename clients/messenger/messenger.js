@@ -15,8 +15,11 @@
   const params = new URLSearchParams(location.search);
   // events: what the client reported (fetch, filled, lost, history), in order.
   // elsewhere: another page has the user's connection; this one waits.
+  // up: connected now; claimedAt: when the user last made this page the
+  // one (signed in, "Use here"); takenInARow: see "Pages in two browsers".
   const state = {
     seq: null, room: null, user: null, shown: new Set(), fetching: null, events: [], elsewhere: false, connectedAt: 0,
+    up: false, claimedAt: 0, takenInARow: 0,
   };
   // For tests and the curious: the client, and what the page showed.
   window.messenger = state;
@@ -67,12 +70,12 @@
   // same user signing in on another page takes it over, and reconnecting
   // would take it back: the two pages would take turns every second. The
   // pages of one browser tell each other when one takes the connection;
-  // the others wait until asked to be the one again. (Pages in two
-  // browsers still take turns: mosquitto 2.0.11 closes the connection it
-  // takes over without saying why.)
+  // the others wait until asked to be the one again.
   // A page says so once the broker has let it in (a sign-in that fails
   // takes nothing from the page that works); of two pages that connect at
   // once, the later one keeps the connection.
+  const ELSEWHERE_TAB = 'open in another tab or window';
+  const ELSEWHERE_BROWSER = 'open in another browser or on another device';
   const PAGE = `${Date.now()}-${Math.random()}`;
   const pages = typeof BroadcastChannel === 'function' ? new BroadcastChannel('seqrelay-messenger') : null;
   if (pages) {
@@ -80,17 +83,41 @@
       const { user, page, at } = e.data ?? {};
       // A page still signing in (not connected yet) keeps going: the broker decides.
       if (!state.seq || !state.connectedAt || state.elsewhere || user !== state.user || page === PAGE) return;
-      if (at > state.connectedAt || (at === state.connectedAt && page > PAGE)) waitElsewhere();
+      if (at > state.connectedAt || (at === state.connectedAt && page > PAGE)) waitElsewhere(ELSEWHERE_TAB);
     };
   }
-  function waitElsewhere() {
+  // Pages in two browsers (or devices) cannot tell each other: mosquitto
+  // 2.0.11 closes the connection it gives to the other page without saying
+  // why. What a page sees is a connection that ends soon after it was made,
+  // again and again, while each reconnect gets in at once (a network drop
+  // or a broker restart makes reconnects fail, which ends the count). After
+  // two such in a row the page steps aside, unless the user made it the
+  // one in the last CLAIM_MS: then the other page is the one that counts
+  // and steps aside, so the page signed in last keeps the connection.
+  const TAKEN_MS = 3000; // a connection that ended sooner may have been taken
+  const TAKEN_IN_A_ROW = 2;
+  const CLAIM_MS = 6000;
+  function connectionEnded() {
+    if (!state.up) {
+      state.takenInARow = 0; // an attempt that failed: the network or the broker, not another page
+      return;
+    }
+    state.up = false;
+    state.takenInARow = Date.now() - state.connectedAt < TAKEN_MS ? state.takenInARow + 1 : 0;
+    if (state.takenInARow >= TAKEN_IN_A_ROW && Date.now() - state.claimedAt > CLAIM_MS && !state.elsewhere) {
+      waitElsewhere(ELSEWHERE_BROWSER);
+    }
+  }
+  function waitElsewhere(why) {
     state.elsewhere = true;
     state.seq.mqtt.end(true);
-    setStatus('open in another tab or window', 'offline');
+    setStatus(why, 'offline');
     $('here').hidden = false;
   }
   $('here').addEventListener('click', () => {
     state.elsewhere = false;
+    state.claimedAt = Date.now();
+    state.takenInARow = 0;
     $('here').hidden = true;
     setStatus('connecting', '');
     state.seq.mqtt.reconnect();
@@ -114,12 +141,15 @@
       connectTimeout: 5000,
     });
     state.seq = seq;
+    state.claimedAt = Date.now();
     seq.mqtt.on('connect', () => {
       setStatus('online', 'online');
       // Pages of this browser learn that this one has the user's connection.
+      state.up = true;
       state.connectedAt = Date.now();
       pages?.postMessage({ user, page: PAGE, at: state.connectedAt });
     });
+    seq.mqtt.on('close', connectionEnded);
     seq.mqtt.on('offline', () => {
       if (!state.elsewhere) setStatus('offline, reconnecting', 'offline');
     });

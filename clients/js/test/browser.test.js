@@ -10,7 +10,10 @@
 //  - a bad frame published by hand on seq/<room> does not break any page;
 //  - a screenshot is written (test-output/messenger.png);
 //  - dave signs in in a second tab: the first says so and stays off (no
-//    taking turns), "Use here" takes the connection back.
+//    taking turns), "Use here" takes the connection back;
+//  - erin signs in in a second browser (no channel between the two): after
+//    a few turns the first page steps aside and says so, the second keeps
+//    the connection, "Use here" takes it back.
 // $CHROMIUM names another browser binary.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,7 +26,7 @@ import puppeteer from 'puppeteer-core';
 import { REPO, TestServers, waitFor, withLogs } from './servers.js';
 
 const ROOM = 'chat/room1';
-const USERS = { alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw', dave: 'dave-pw' };
+const USERS = { alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw', dave: 'dave-pw', erin: 'erin-pw' };
 const OUT = fileURLToPath(new URL('../test-output/', import.meta.url));
 let servers;
 let browser;
@@ -39,7 +42,7 @@ before(async () => {
       httpDir: `${REPO}/clients/messenger`,
       users: USERS,
       // As the shipped acl's comment says: one block per user, like alice's.
-      extraAcl: ['bob', 'carol', 'dave'].map((u) => `user ${u}\ntopic write chat/#\ntopic read seq/chat/#\n`).join('\n'),
+      extraAcl: ['bob', 'carol', 'dave', 'erin'].map((u) => `user ${u}\ntopic write chat/#\ntopic read seq/chat/#\n`).join('\n'),
     },
   });
   monitor = await mqtt.connectAsync(`mqtt://127.0.0.1:${servers.relayPort}`, {
@@ -60,8 +63,8 @@ after(async () => {
   await servers?.stop();
 });
 
-async function openMessenger(user) {
-  const page = await browser.newPage();
+async function openMessenger(user, where = browser) {
+  const page = await where.newPage();
   await page.setViewport({ width: 760, height: 640 });
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
@@ -242,4 +245,34 @@ test('the same user in a second tab: the first page says so and waits, "Use here
   assert.deepEqual([...first.errors, ...second.errors], []);
   await first.close();
   await second.close();
+}));
+
+test('the same user in a second browser: after a few turns the first page steps aside, "Use here" takes it back', withLogs(() => servers, async () => {
+  const status = (page) => page.$eval('#status', (e) => e.textContent);
+  const texts = (page) => page.$$eval('#messages li', (items) => items.map((li) => li.textContent));
+  const elsewhere = 'open in another browser or on another device';
+  const other = await browser.createBrowserContext(); // its pages share no BroadcastChannel with the first's
+  const first = await openMessenger('erin');
+  const second = await openMessenger('erin', other);
+  await waitFor(async () => (await status(first)) === elsewhere, 'the first page to step aside', 20000);
+  assert.equal(await first.$eval('#here', (e) => e.hidden), false);
+  // Settled: two reconnect periods on, the second page is still online and the first still aside.
+  await waitFor(async () => (await status(second)) === 'online', 'the second page online');
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  assert.equal(await status(first), elsewhere);
+  assert.equal(await status(second), 'online');
+  await send(second, 'from the second browser');
+  await waitFor(async () => (await texts(second)).some((t) => t.endsWith('erinfrom the second browser')), 'the message on the second page');
+
+  await first.click('#here'); // the user is back at the first browser
+  await waitFor(async () => (await status(second)) === elsewhere, 'the second page to step aside', 20000);
+  await waitFor(async () => (await status(first)) === 'online', 'the first page online again');
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  assert.equal(await status(first), 'online');
+  assert.equal(await status(second), elsewhere);
+  await waitFor(async () => (await texts(first)).some((t) => t.endsWith('erinfrom the second browser')), 'the message on the first page');
+  assert.deepEqual([...first.errors, ...second.errors], []);
+  await first.close();
+  await second.close();
+  await other.close();
 }));
