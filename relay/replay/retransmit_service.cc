@@ -46,7 +46,11 @@ RetransmitService::RetransmitService(const Config& config)
 RetransmitService::~RetransmitService() { Stop(); }
 
 void RetransmitService::Start(MqttLink& link) {
-  link_ = &link;
+  {
+    std::lock_guard lock(mu_);
+    link_ = &link;
+  }
+  started_.notify_all();
   for (int i = 0; i < config_.replay_workers; ++i) workers_.emplace_back([this] { Worker(); });
 }
 
@@ -57,6 +61,7 @@ void RetransmitService::Stop() {
   }
   work_.notify_all();
   stop_cv_.notify_all();
+  started_.notify_all();
   for (auto& w : workers_) w.join();
   workers_.clear();
   // Every request still waiting gets its one status, saying where to ask
@@ -69,10 +74,19 @@ void RetransmitService::Stop() {
     }
   }
   pending_.clear();
+  pending_jobs_ = pending_bytes_ = 0;
+  pending_per_user_.clear();
   turns_.clear();
 }
 
 void RetransmitService::OnRequest(const InboundMessage& in) {
+  {
+    // The link's thread runs from MqttLink::Start, before Start() here has
+    // the link to answer on: a request that comes first waits for it.
+    std::unique_lock lock(mu_);
+    started_.wait(lock, [&] { return link_ != nullptr || stopping_; });
+    if (link_ == nullptr) return;  // stopped before it started
+  }
   if (in.retain) {
     // A stored request replayed on subscribe: answering it would replay on
     // every relay restart.
@@ -117,16 +131,46 @@ void RetransmitService::OnRequest(const InboundMessage& in) {
     Answer(job, Stopping({}, *job.fields.from));
     return;
   }
-  auto& queue = pending_[job.client];
-  if (queue.size() >= kMaxPendingPerClient) {
+  if (std::optional<std::string> why = OverPendingBoundLocked(job)) {
     lock.unlock();
-    Answer(job, ReplyStatus::Refused(ErrorCode::kBusy, fmt::format("too many requests pending (at most {} per client)",
-                                                                    kMaxPendingPerClient)));
+    Answer(job, ReplyStatus::Refused(ErrorCode::kBusy, *why));
     return;
   }
+  auto& queue = pending_[job.client];
   if (queue.empty() && !serving_.count(job.client)) turns_.push_back(job.client);
+  CountPendingLocked(job, true);
   queue.push_back(std::move(job));
   work_.notify_one();
+}
+
+std::size_t RetransmitService::BytesOf(const Job& job) {
+  return sizeof(Job) + job.client.size() + (job.user ? job.user->size() : 0) + job.topics.frames.size() +
+         job.topics.status.size() + (job.correlation ? job.correlation->size() : 0) +
+         (job.fields.topic ? job.fields.topic->size() : 0);
+}
+
+void RetransmitService::CountPendingLocked(const Job& job, bool in) {
+  const std::size_t bytes = BytesOf(job);
+  if (in) {
+    ++pending_jobs_;
+    pending_bytes_ += bytes;
+    ++pending_per_user_[UserOf(job)];
+    return;
+  }
+  --pending_jobs_;
+  pending_bytes_ -= bytes;
+  if (auto it = pending_per_user_.find(UserOf(job)); --it->second == 0) pending_per_user_.erase(it);
+}
+
+std::optional<std::string> RetransmitService::OverPendingBoundLocked(const Job& job) const {
+  if (auto it = pending_per_user_.find(UserOf(job)); it != pending_per_user_.end() && it->second >= kMaxPendingPerUser) {
+    return fmt::format("too many requests pending (at most {} per user)", kMaxPendingPerUser);
+  }
+  if (pending_jobs_ >= kMaxPendingInAll || pending_bytes_ + BytesOf(job) > kMaxPendingBytes) {
+    return fmt::format("too many requests pending (at most {} or {} MiB in all)", kMaxPendingInAll,
+                       kMaxPendingBytes >> 20);
+  }
+  return std::nullopt;
 }
 
 void RetransmitService::Worker() {
@@ -143,13 +187,17 @@ void RetransmitService::Worker() {
       job = std::move(it->second.front());
       it->second.pop_front();
       if (it->second.empty()) pending_.erase(it);
+      CountPendingLocked(job, false);
       serving_.insert(std::move(client));
     }
     const bool done = Serve(job, store);
     const std::string client = job.client;
     std::lock_guard lock(mu_);
     serving_.erase(client);
-    if (!done) pending_[client].push_front(std::move(job));  // goes on before the client's next request
+    if (!done) {
+      CountPendingLocked(job, true);  // a job already taken is never refused: it may go over the bounds
+      pending_[client].push_front(std::move(job));  // goes on before the client's next request
+    }
     if (auto it = pending_.find(client); it != pending_.end()) {
       turns_.push_back(it->first);  // its next turn waits for everyone else's
       work_.notify_one();

@@ -6,8 +6,12 @@
 // parses each request and answers a bad one at once; a good one is queued
 // for its client. Workers (--replay-workers, each with its own database
 // connection, so replays never wait on the writer's) take jobs round-robin
-// across clients: a client flooding requests delays only itself, and one
-// with more than kMaxPendingPerClient waiting gets an error instead. A
+// across clients: a client flooding requests delays only itself by a turn
+// per round, and with kMaxPendingPerUser requests waiting it gets "busy"
+// instead. The bound is per user: U of a per-user request topic (PROTOCOL.md
+// 5.4, U/C for any C) counts all of U's connections, each of which gets its
+// own turns; R is its own user. Anyone gets "busy" once kMaxPendingInAll
+// requests or kMaxPendingBytes of them wait in all. A
 // client's good requests are served one at a time, in the order they came:
 // its replies never interleave, and each status follows its own frames
 // (a client that retries a slow request must not see the retry's status
@@ -54,7 +58,9 @@ class MysqlStore;
 
 class RetransmitService {
  public:
-  static constexpr std::size_t kMaxPendingPerClient = 16;
+  static constexpr std::size_t kMaxPendingPerUser = 16;
+  static constexpr std::size_t kMaxPendingInAll = 4096;
+  static constexpr std::size_t kMaxPendingBytes = 16 * 1024 * 1024;  // request topics, names, correlation data
 
   explicit RetransmitService(const Config& config);
   ~RetransmitService();
@@ -110,6 +116,13 @@ class RetransmitService {
     uint64_t serial = 0;  // names the job's frames among the unacknowledged (0: none sent yet)
   };
 
+  // Whose jobs a per-user bound counts together: U of U/C, else R.
+  static const std::string& UserOf(const Job& job) { return job.user ? *job.user : job.client; }
+  static std::size_t BytesOf(const Job& job);
+  // A job enters or leaves pending_ (mu_ held): the bounds' counts.
+  void CountPendingLocked(const Job& job, bool in);
+  // Why a new job may not wait now (mu_ held), or nullopt.
+  std::optional<std::string> OverPendingBoundLocked(const Job& job) const;
   void Worker();
   // Looks the topic up and checks the request against it. Answers and
   // returns false if there is nothing to send; else sets job.progress.
@@ -131,7 +144,7 @@ class RetransmitService {
 
   const Config& config_;
   ReplayGovernor governor_;
-  MqttLink* link_ = nullptr;  // set by Start, before any worker runs
+  MqttLink* link_ = nullptr;  // set by Start (under mu_, started_ notified), before any worker runs
   std::shared_ptr<const Acl> acl_;  // null: no access control; set before Start, then read-only
   // Which MQTT message ids (16-bit) of replies are published and not yet
   // acknowledged, with their bytes, and how many: a slot per id, so a frame
@@ -164,7 +177,10 @@ class RetransmitService {
   // for an idle worker (work_ is notified one at a time) must never be
   // taken by a worker that is pacing.
   std::condition_variable stop_cv_;
+  std::condition_variable started_;  // link_ set, or stopping_
   std::map<std::string, std::deque<Job>> pending_;
+  std::size_t pending_jobs_ = 0, pending_bytes_ = 0;      // over all of pending_
+  std::unordered_map<std::string, std::size_t> pending_per_user_;  // no entry for 0
   std::deque<std::string> turns_;
   std::set<std::string> serving_;
   std::atomic<bool> stopping_{false};  // written under mu_; read by pacing workers without it

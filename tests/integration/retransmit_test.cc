@@ -356,6 +356,68 @@ TEST_F(RetransmitE2E, AFloodFromOneClientDoesNotStarveAnother) {
       << "polite answered after " << flood_done_when_polite_answered << " flood statuses";
 }
 
+// One user asking on many connections (PROTOCOL 5.4: relay/retransmit/U/C
+// for any C) is bounded as one: 16 requests waiting for the user, then
+// "busy". The build before bounded each connection only: 40 connections, 40
+// requests held.
+TEST_F(RetransmitE2E, AUserAskingOnManyConnectionsGetsBusyAtSixteenWaiting) {
+  StartRelay({"--replay-workers=1", "--replay-rate=2000"});  // each reply takes 1.5 s: they pile up
+  const std::string topic = root() + "/room";
+  Seed(topic, 3000);
+  const std::string user = name_ + "-u";
+  MqttClient many(servers().mqtt_port(), name_ + "-many");
+  many.Subscribe("relay/replay/" + user + "/+/status");
+  constexpr int kConnections = 40;
+  for (int c = 0; c < kConnections; ++c) {
+    many.Publish("relay/retransmit/" + user + "/c" + std::to_string(c), json{{"topic", topic}, {"from", 1}}.dump());
+  }
+  ASSERT_TRUE(many.WaitAllAcked(10s));
+  // One in service and 16 waiting at most: the others are refused at once.
+  constexpr int kPerUser = 16;
+  const int at_least = kConnections - 1 - kPerUser;
+  auto busy = [&] {
+    int n = 0;
+    for (const auto& s : Statuses(many)) {
+      if (s["status"] == "error" && s["code"] == "busy") ++n;
+    }
+    return n;
+  };
+  ASSERT_TRUE(WaitFor([&] { return busy() >= at_least; }, Scaled(20s))) << busy() << " busy of " << kConnections;
+  for (const auto& s : Statuses(many)) {
+    if (s["code"] != "busy") continue;
+    EXPECT_EQ(s["error"], "too many requests pending (at most 16 per user)");
+    EXPECT_EQ(s["retry"], true);
+  }
+}
+
+// Many requesters, each within its own bound: 4,096 requests waiting in all,
+// then "busy" for anyone (the relay's memory is bounded whatever the
+// number of requesters). 300 clients x 16 requests.
+TEST_F(RetransmitE2E, RequestsWaitingInAllAreBoundedToo) {
+  StartRelay({"--replay-workers=1", "--replay-rate=2000"});
+  const std::string topic = root() + "/room";
+  Seed(topic, 3000);
+  MqttClient many(servers().mqtt_port(), name_ + "-many");
+  many.Subscribe("relay/replay/+/status");
+  constexpr int kClients = 300, kEach = 16, kInAll = 4096;
+  const std::string request = json{{"topic", topic}, {"from", 1}}.dump();
+  for (int c = 0; c < kClients; ++c) {
+    for (int k = 0; k < kEach; ++k) many.Publish("relay/retransmit/" + name_ + "-r" + std::to_string(c), request);
+  }
+  ASSERT_TRUE(many.WaitAllAcked(30s));
+  const int at_least = kClients * kEach - 1 - kInAll;
+  auto in_all = [&] {
+    int n = 0;
+    for (const auto& s : Statuses(many)) {
+      if (s["code"] == "busy" && s["error"] == "too many requests pending (at most 4096 or 16 MiB in all)") ++n;
+    }
+    return n;
+  };
+  ASSERT_TRUE(WaitFor([&] { return in_all() >= at_least; }, Scaled(30s))) << in_all() << " refused, expected "
+                                                                          << at_least << " at least";
+  for (const auto& s : Statuses(many)) EXPECT_EQ(s["code"], "busy") << s.dump();  // none served to its end yet
+}
+
 // One worker, a long paced history reply in service: another client's small
 // request is answered after at most a turn (250 ms, 500 frames) of the long one,
 // not after all of it, and the long reply still arrives whole and in order
