@@ -66,6 +66,14 @@ Result<Acl> Acl::Parse(std::string_view text) {
     auto [keyword, rest] = FirstWord(line);
     if (keyword == "user") {
       if (rest.empty()) return Status::Error(fmt::format("acl line {}: 'user' needs a username", number));
+      if (rest.find('/') != std::string_view::npos) {
+        // Its requests on relay/retransmit/<name> would read as user U's on
+        // connection C (PROTOCOL.md 5.4), and be answered with U's rights.
+        return Status::Error(fmt::format(
+            "acl line {}: user '{}': a username with '/' is refused; its requests would read as those of user '{}' "
+            "on one of its connections (relay/retransmit/U/C, PROTOCOL.md 5.4)",
+            number, rest, rest.substr(0, rest.find('/'))));
+      }
       block = &acl.users_[std::string(rest)];
       continue;
     }

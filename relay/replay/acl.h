@@ -12,7 +12,9 @@
 //                                  its client id, %u by its username
 // ACCESS is read, write, readwrite (the default) or deny; TOPIC may hold
 // '+' and '#', and spaces when ACCESS is given. A line mosquitto would
-// refuse (an unknown keyword or access, a bad filter) is an error here too.
+// refuse (an unknown keyword or access, a bad filter) is an error here too,
+// and so is a NAME with '/', which mosquitto takes: that user's requests on
+// relay/retransmit/NAME would read as another user's (PROTOCOL.md 5.4).
 //
 // A check for (username, client id, topic, access) goes like mosquitto's:
 //   1. the client's block (its user's, or the anonymous one): a matching

@@ -95,6 +95,8 @@ TEST(AclTest, BadLinesAreErrorsThatNameTheLine) {
       {"unknown access", "topic reed a/b\n", "access must be"},
       {"topic keyword without a topic", "topic\n", "needs a topic"},
       {"user without a name", "user\n", "needs a username"},
+      {"a '/' in a username", "topic read a\n\nuser team/alice\ntopic read b\n",
+       "line 3: user 'team/alice': a username with '/' is refused; its requests would read as those of user 'team'"},
       {"# not at the end of a filter", "topic read a/#/b\n", "line 1"},
   };
   for (const auto& c : cases) {
