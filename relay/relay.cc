@@ -457,6 +457,15 @@ int Relay::ExitCode() {
 bool Relay::BecomeActive() {
   const uint32_t epoch = lease_->epoch();
   store_.SetEpoch(epoch);
+  // Renewed from the moment it is taken: the reads below wait as long as
+  // the database makes them (a lock, a Galera node catching up), and a lease
+  // left to lapse meanwhile goes to the next standby, which waits the same.
+  std::function<bool()> may_renew;
+  if (config_.broker_grace_s > 0) may_renew = [this] { return BrokerReachable(); };
+  lease_->StartRenewing([this](const std::string& why) { StepDown(why); }, std::move(may_renew),
+                        fmt::format("no connection to mosquitto for {} s (--broker-grace); a standby that reaches it "
+                                    "may take the shard over",
+                                    config_.broker_grace_s));
   MysqlStore::Progress progress;
   if (!Retry("read the shard's progress", [&] {
         auto p = store_.ReadProgress();
@@ -476,6 +485,7 @@ bool Relay::BecomeActive() {
             config_.max_topics);
   }
   if (Status s = store_.PruneTaken(epoch); !s.ok()) LogWarn("{}", s.message());
+  if (stepped_down_) return true;  // lost meanwhile: the stop that StepDown asked for follows
   sequencer_.SetLastIdx(progress.max_idx);
   // max_idx is at least the shard's base (COALESCE in ReadProgress).
   tracker_ = PublishTracker(std::clamp(progress.published_idx, store_.idx_base(), progress.max_idx));
@@ -483,12 +493,6 @@ bool Relay::BecomeActive() {
   ++takeovers_;
   LogInfo("active: holding shard '{}' (epoch {}); {} rows of it committed up to idx {}, confirmed published up to {}",
           config_.shard, epoch, progress.max_idx - store_.idx_base(), progress.max_idx, tracker_.watermark());
-  std::function<bool()> may_renew;
-  if (config_.broker_grace_s > 0) may_renew = [this] { return BrokerReachable(); };
-  lease_->StartRenewing([this](const std::string& why) { StepDown(why); }, std::move(may_renew),
-                        fmt::format("no connection to mosquitto for {} s (--broker-grace); a standby that reaches it "
-                                    "may take the shard over",
-                                    config_.broker_grace_s));
 
   auto output = MqttLink::Start(output_options_,
                                 {.on_connect =

@@ -398,6 +398,38 @@ TEST_F(FailoverE2E, KillsInARowLoseNothing) {
   EXPECT_EQ(relays[1]->Stop(), 0);
 }
 
+// A new active whose first reads wait (MSG locked by another session for
+// twice the lease) keeps the lease it took: it is renewed from the takeover
+// on, so the second standby does not take the shard over meanwhile, and
+// nobody steps down. The build before renewed only after those reads: the
+// lease lapsed, the other standby took it (epoch 3) and the first stepped
+// down once its reads returned.
+TEST_F(FailoverE2E, ANewActiveWhoseFirstReadsWaitKeepsTheLeaseItTook) {
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2), a3 = ShardRelay("a", 3);
+  a1->Start();
+  StartStandby(*a2);
+  StartStandby(*a3);
+  ASSERT_EQ(Epoch("a"), 1u);
+  {
+    MsgLock lock(servers(), name_, "WRITE");
+    ASSERT_TRUE(lock.locked());
+    a1->Kill();
+    ASSERT_TRUE(WaitFor([&] { return Epoch("a") == 2; }, Scaled(std::chrono::milliseconds(kLeaseMs) + 10s)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2 * kLeaseMs));
+    EXPECT_EQ(Epoch("a"), 2u) << "the lease went on while the new active's reads waited";
+  }
+  const std::string holding = "active: holding shard 'a'";  // said once its reads returned
+  auto holds = [&](RelayProcess& r) { return r.log().find(holding) != std::string::npos; };
+  ASSERT_TRUE(WaitFor([&] { return holds(*a2) || holds(*a3); }, Scaled(10s)));
+  RelayProcess& active = holds(*a2) ? *a2 : *a3;
+  const std::string topic = root() + "/a/t";
+  PublishAndExpectEachStoredOnce(topic, 10);
+  EXPECT_EQ(Epoch("a"), 2u);
+  for (RelayProcess* r : {a2.get(), a3.get()}) EXPECT_EQ(r->log().find("stepping down"), std::string::npos) << r->log();
+  EXPECT_EQ(active.Stop(), 0);
+  EXPECT_EQ((&active == a2.get() ? *a3 : *a2).Stop(), 0);
+}
+
 // As below, but the dead relay comes back under another shard with the
 // same journal: its records go to the shard it took them for, whose active
 // recognises them. Until 2026-12-05 they went to the new --shard, whose

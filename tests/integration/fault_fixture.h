@@ -161,8 +161,10 @@ class FaultE2E : public RelayE2E {
   // Release() kills that session, and the lock goes with it.
   class MsgLock {
    public:
-    MsgLock(TestServers& servers, const std::string& database) : servers_(servers) {
-      auto command = servers.SqlCommand("LOCK TABLES `" + database + "`.MSG READ; SELECT CONNECTION_ID(); DO SLEEP(120);");
+    // `mode` READ holds the relay's writes; WRITE its reads too.
+    MsgLock(TestServers& servers, const std::string& database, const std::string& mode = "READ") : servers_(servers) {
+      auto command =
+          servers.SqlCommand("LOCK TABLES `" + database + "`.MSG " + mode + "; SELECT CONNECTION_ID(); DO SLEEP(120);");
       command.insert(command.begin() + 2, "--unbuffered");  // after --no-defaults, which must come first
       holder_.Start(command, servers.dir() + "/holder-" + database + ".log");
       locked_ = WaitFor([&] { return (session_ = ReadFile(holder_.log_path())).find('\n') != std::string::npos; },
