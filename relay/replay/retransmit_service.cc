@@ -163,7 +163,8 @@ void RetransmitService::CountPendingLocked(const Job& job, bool in) {
 }
 
 std::optional<std::string> RetransmitService::OverPendingBoundLocked(const Job& job) const {
-  if (auto it = pending_per_user_.find(UserOf(job)); it != pending_per_user_.end() && it->second >= kMaxPendingPerUser) {
+  if (auto it = pending_per_user_.find(UserOf(job));
+      it != pending_per_user_.end() && it->second >= kMaxPendingPerUser) {
     return fmt::format("too many requests pending (at most {} per user)", kMaxPendingPerUser);
   }
   if (pending_jobs_ >= kMaxPendingInAll || pending_bytes_ + BytesOf(job) > kMaxPendingBytes) {
@@ -312,8 +313,7 @@ bool RetransmitService::Serve(Job& job, MysqlStore& store) {
         Answer(job, Stopping(p.status, row.seq));
         return true;
       }
-      PublishFrame(job, AsBytes(frame.value()));
-      ++p.status.sent;
+      if (PublishFrame(job, AsBytes(frame.value()))) ++p.status.sent;
       ++turn_sent;
       p.next = row.seq + 1;
       if (p.next <= p.end && Clock::now() >= turn_ends) {
@@ -343,7 +343,7 @@ bool RetransmitService::MayRead(const Job& job, std::string_view topic) const {
   return acl_->MayRead(job.client, job.client, frames);
 }
 
-void RetransmitService::PublishFrame(Job& job, std::span<const uint8_t> frame) {
+bool RetransmitService::PublishFrame(Job& job, std::span<const uint8_t> frame) {
   std::optional<std::span<const uint8_t>> correlation;
   if (job.correlation) correlation = AsBytes(*job.correlation);
   std::unique_lock lock(unacked_mu_);  // held across the publish: its PUBACK cannot come before the insert
@@ -353,10 +353,18 @@ void RetransmitService::PublishFrame(Job& job, std::span<const uint8_t> frame) {
   while (unacked_bytes_ > 0 && unacked_bytes_ + frame.size() > kMaxUnackedBytes && !stopping_) {
     acked_cv_.wait_for(lock, std::chrono::milliseconds(100));
   }
-  if (auto mid = link_->Publish(job.topics.frames, frame, 1, correlation); mid.ok()) {
-    ++counters_.frames;
-    MarkUnackedLocked(mid.value(), frame.size(), job.serial);
+  auto mid = link_->Publish(job.topics.frames, frame, 1, correlation);
+  if (!mid.ok()) {
+    static RateLimit limit(std::chrono::minutes(1));
+    if (auto suppressed = limit.Allow()) {
+      LogError("retransmit for {}: a frame of {} bytes was not sent: {}{}", job.client, frame.size(), mid.error(),
+               SuppressedNote(*suppressed));
+    }
+    return false;
   }
+  ++counters_.frames;
+  MarkUnackedLocked(mid.value(), frame.size(), job.serial);
+  return true;
 }
 
 void RetransmitService::MarkUnackedLocked(int mid, std::size_t bytes, uint64_t job) {

@@ -135,7 +135,10 @@ class RetransmitService {
   // True if the ACL (if any) lets the job's client read the frames of `topic`.
   bool MayRead(const Job& job, std::string_view topic) const;
   void Answer(const Job& job, const ReplyStatus& status);
-  void PublishFrame(Job& job, std::span<const uint8_t> frame);  // gives the job its serial at its first frame
+  // Gives the job its serial at its first frame. False if the frame did not
+  // go out (libmosquitto refused it: too large for the broker's maximum
+  // packet size, say), which the status must not count as sent.
+  bool PublishFrame(Job& job, std::span<const uint8_t> frame);
   void MarkUnackedLocked(int mid, std::size_t bytes, uint64_t job);  // unacked_mu_ held
   // Before a job's final status: waits (2 s at most) until the broker has
   // answered each of its frames, and returns how many it refused (v5 PUBACK
