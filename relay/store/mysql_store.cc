@@ -567,10 +567,23 @@ Status MysqlStore::DeletePending(std::span<const std::pair<std::string, uint64_t
 
 Status MysqlStore::PruneTaken(uint32_t epoch) {
   return Guard("prune TAKEN", [&] {
-    std::unique_ptr<sql::PreparedStatement> ps(
-        conn_->prepareStatement("DELETE FROM TAKEN WHERE SHARD = ? AND EPOCH + 10 < ?"));
+    // A row of epoch t counts only for a handed-over message of an older
+    // epoch: the shard's PENDING rows, and the records of the journals
+    // whose relays took the shard before t (one that is down may come back
+    // with some). Rows no newer than the oldest of those count for nobody.
+    // A journal that never comes back keeps the rest for kTakenEpochsKept
+    // takeovers at most.
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "DELETE FROM TAKEN WHERE SHARD = ? AND (EPOCH + ? < ? OR EPOCH <= LEAST("
+        "COALESCE((SELECT MIN(EPOCH) FROM JOURNAL WHERE SHARD = ? AND EPOCH > 0), ?), "
+        "COALESCE((SELECT MIN(EPOCH) FROM PENDING WHERE SHARD = ?), ?)))"));
     ps->setString(1, shard_);
-    ps->setUInt(2, epoch);
+    ps->setUInt(2, kTakenEpochsKept);
+    ps->setUInt(3, epoch);
+    ps->setString(4, shard_);
+    ps->setUInt(5, epoch);
+    ps->setString(6, shard_);
+    ps->setUInt(7, epoch);
     ps->execute();
     CommitTransaction();
   });

@@ -98,7 +98,11 @@ class MysqlStore {
   // take over without waiting for it to expire).
   Status ReleaseLease(uint32_t epoch);
 
-  // Forgets TAKEN rows of epochs before `epoch` - 10 (at a takeover).
+  // At a takeover under `epoch`: forgets the TAKEN rows no handed-over
+  // message can match any more (none newer than the oldest epoch of the
+  // shard's PENDING rows and of its journals' takeovers), and any older
+  // than kTakenEpochsKept epochs.
+  static constexpr uint32_t kTakenEpochsKept = 1000;
   Status PruneTaken(uint32_t epoch);
 
   // Creates the journal's row if it has none, at `initial_pos`.

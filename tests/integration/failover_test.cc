@@ -477,6 +477,40 @@ TEST_F(FailoverE2E, AMessageResentToTheSuccessorIsNotStoredAgainFromTheOldJourna
 // successor stopped meanwhile): it cannot remember what its successor took,
 // so it learns it from TAKEN, which the successor committed with the
 // resends it took after resuming the session.
+// As above, but the dead relay comes back only after the shard changed
+// hands eleven more times (the epoch moved by hand, as by relays that came
+// and went): the successor's record of the resend (TAKEN, epoch 2) is still
+// there for its journal. Until 2026-12-05 every takeover deleted TAKEN rows
+// older than 10 epochs, and the returning journal's messages that mosquitto
+// had resent to the successor were stored a second time.
+TEST_F(FailoverE2E, AJournalBackAfterElevenTakeoversStillFindsWhatItsSuccessorTook) {
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2), a3 = ShardRelay("a", 3);
+  const std::string topic = root() + "/a/t";
+  constexpr int kCount = 300;
+  KillTheActiveAfterJournalingAndLetTheStandbyTakeOver(*a1, *a2, topic, kCount);
+  if (HasFatalFailure()) return;
+  ASSERT_EQ(Epoch("a"), 2u);
+  ASSERT_GT(Number("SELECT COUNT(*) FROM `" + name_ + "`.TAKEN WHERE EPOCH = 2"), 0u);
+  StartStandby(*a3);
+  servers().Sql("UPDATE `" + name_ + "`.SHARD SET EPOCH = EPOCH + 11 WHERE NAME = 'a'");
+  // a2's lease is gone (it steps down and waits as a standby again); one of
+  // the two takes the shard over under epoch 14, and prunes TAKEN.
+  ASSERT_TRUE(WaitFor([&] { return Epoch("a") == 14; }, Scaled(std::chrono::milliseconds(kLeaseMs) + 10s)));
+  const std::string holding = "active: holding shard 'a' (epoch 14)";
+  auto holds = [&](RelayProcess& r) { return r.log().find(holding) != std::string::npos; };
+  ASSERT_TRUE(WaitFor([&] { return holds(*a2) || holds(*a3); }, Scaled(10s))) << a2->log() << a3->log();
+  RelayProcess& active = holds(*a2) ? *a2 : *a3;
+  EXPECT_GT(Number("SELECT COUNT(*) FROM `" + name_ + "`.TAKEN WHERE EPOCH = 2"), 0u) << "pruned";
+  a1 = ShardRelay("a", 1);
+  StartStandby(*a1);
+  ASSERT_TRUE(LogHas(*a1, "but not committed handed over to shard 'a'", 10s)) << a1->log();
+  EXPECT_TRUE(LogHas(active, "were stored already (mosquitto resent them", 10s)) << active.log();
+  std::this_thread::sleep_for(2s);  // the active's next rounds: nothing more to store
+  ExpectEachStoredOnce(Audit(topic, kCount), kCount);
+  EXPECT_EQ(Number("SELECT COUNT(*) FROM `" + name_ + "`.PENDING"), 0u);
+  for (RelayProcess* r : {a1.get(), a2.get(), a3.get()}) EXPECT_EQ(r->Stop(), 0);
+}
+
 TEST_F(FailoverE2E, AResentMessageIsNotStoredAgainWhenTheOldRelayIsActiveAgain) {
   auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
   const std::string topic = root() + "/a/t";
