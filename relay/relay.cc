@@ -486,6 +486,15 @@ bool Relay::BecomeActive() {
   }
   if (Status s = store_.PruneTaken(epoch); !s.ok()) LogWarn("{}", s.message());
   if (stepped_down_) return true;  // lost meanwhile: the stop that StepDown asked for follows
+  if (lease_->previous_journal() != journal_id_) {
+    // What this relay's journal remembers of the shard's session is from an
+    // earlier stint: another relay took deliveries since, under packet ids
+    // that may have wrapped round to remembered ones, and a new message
+    // matching one would be dropped as a resend. Only the previous writer's
+    // journal knows the session's newest unacknowledged deliveries.
+    std::lock_guard lock(redelivery_mu_);
+    redelivery_.Clear();
+  }
   sequencer_.SetLastIdx(progress.max_idx);
   // max_idx is at least the shard's base (COALESCE in ReadProgress).
   tracker_ = PublishTracker(std::clamp(progress.published_idx, store_.idx_base(), progress.max_idx));

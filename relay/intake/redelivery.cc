@@ -36,6 +36,11 @@ void RedeliveryFilter::Connected(bool session_present) {
   if (!session_present) entries_.clear();  // a new session: nothing of the old one comes again
 }
 
+void RedeliveryFilter::Clear() {
+  entries_.clear();
+  armed_ = matched_ = false;
+}
+
 bool RedeliveryFilter::Contains(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) const {
   if (mid == 0) return false;
   const uint64_t payload_hash = Hash(payload);

@@ -25,8 +25,11 @@
 // Why a new message cannot match: the broker numbers a session's messages
 // in order, so the first new message after a reconnect carries an
 // identifier past every remembered one (the window, 4096, is far below the
-// 65535 identifiers). QoS 0 deliveries are never resent and neither match
-// nor end the checks.
+// 65535 identifiers). That holds while the remembered deliveries are the
+// session's newest: a relay that takes the shard over from another relay
+// (whose deliveries moved the identifiers on, maybe round past the
+// remembered ones) clears what its journal remembered (Clear). QoS 0
+// deliveries are never resent and neither match nor end the checks.
 //
 // Pure logic; used by the intake thread only (and by Run() before that).
 #pragma once
@@ -50,6 +53,11 @@ class RedeliveryFilter {
   // The intake link connected (first connect or reconnect), with the
   // CONNACK's session-present flag.
   void Connected(bool session_present);
+
+  // Forgets every remembered delivery: another relay took the shard's
+  // session since (its packet identifiers have moved on, and may have
+  // wrapped round to remembered ones).
+  void Clear();
 
   // Forgets the newest remembered delivery that is this one: it was not
   // taken after all (its handling failed), and its resend must be taken.

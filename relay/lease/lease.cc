@@ -76,6 +76,7 @@ bool LeaseKeeper::Acquire(const std::function<bool()>& stopping, const std::func
       if (lease.ok() && lease->held) {
         MarkHeld(sent);
         epoch_ = lease->epoch;
+        previous_journal_ = lease->previous_journal;
         {
           std::lock_guard lock(mu_);
           holder_ = config_.relay_id;

@@ -63,6 +63,9 @@ class LeaseKeeper {
 
   bool valid() const;
   uint32_t epoch() const { return epoch_.load(); }
+  // Once held: the journal of the shard's previous writer (SHARD.JOURNAL_ID
+  // when this relay took it; empty if none). Main thread.
+  const std::string& previous_journal() const { return previous_journal_; }
   // Seconds since the lease was last taken or renewed; 0 before.
   double age_s() const;
   // The lease as the standby saw it last: holder and epoch.
@@ -83,6 +86,7 @@ class LeaseKeeper {
   std::condition_variable cv_;
   bool stop_ = false;        // guarded by mu_
   std::string holder_;       // guarded by mu_
+  std::string previous_journal_;  // set by Acquire
   std::function<void(const std::string&)> lost_;
   std::function<bool()> may_renew_;  // set before the renewer starts
   std::string why_not_renewed_;

@@ -409,6 +409,11 @@ Result<MysqlStore::Lease> MysqlStore::TryAcquireLease(std::string_view owner, in
     take->setString(3, shard_);
     lease.held = take->executeUpdate() == 1;
     if (lease.held) {
+      std::unique_ptr<sql::PreparedStatement> last(
+          conn_->prepareStatement("SELECT JOURNAL_ID FROM SHARD WHERE NAME = ?"));
+      last->setString(1, shard_);
+      std::unique_ptr<sql::ResultSet> row(last->executeQuery());
+      if (row->next()) lease.previous_journal = row->getString(1).asStdString();
       // The previous holder's journal position leaves the SHARD row for its
       // JOURNAL row before this holder's first batch overwrites it (schema
       // 006). The takeover holds the row, so no batch of the old epoch can

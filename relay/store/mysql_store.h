@@ -86,6 +86,9 @@ class MysqlStore {
     std::string owner;        // SHARD.OWNER after the call
     uint32_t epoch = 0;
     int64_t expires_in_us = 0;  // by the database's clock; negative = expired
+    // Taken: the journal of the relay whose batches were the shard's last
+    // (SHARD.JOURNAL_ID; empty: none, or a relay without a journal).
+    std::string previous_journal;
   };
   // Takes the shard's lease for `lease_ms` if it has expired (or was never
   // held), bumping EPOCH; otherwise reports who holds it.

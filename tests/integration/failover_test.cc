@@ -595,6 +595,34 @@ TEST_F(FailoverE2E, ADroppedResendIsNotHandedOverByTheRelayThatDroppedIt) {
 // the same topic and payload as the old session's first row. SESSION_IDX,
 // committed before the new session's first delivery was acknowledged,
 // keeps the old session's rows out of the comparison: it is stored.
+// A relay active again after another relay wrote the shard: what its
+// journal remembers of the session is from its earlier stint. a1 stores ten
+// "same" (packet ids 1..10) and stops; the session is forgotten; a2 stores
+// five more in a new session (ids 1..5) and stops; a1, back and active, gets
+// a sixth (id 6, the content of its remembered id 6). Until 2026-12-05 it
+// took that new message for mosquitto's resend of its own: acknowledged, and
+// stored nowhere.
+TEST_F(FailoverE2E, ARelayActiveAgainTakesNoNewMessageForAResendOfItsEarlierStint) {
+  const std::string topic = root() + "/a/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
+  StoreTenSameAndForgetTheSession(*a1, pub, topic);
+  if (HasFatalFailure()) return;
+  a2->Start();
+  for (int i = 0; i < 5; ++i) pub.Publish(topic, "same");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, 15);
+  EXPECT_EQ(a2->Stop(), 0);
+  a1 = ShardRelay("a", 1);
+  a1->Start();
+  pub.Publish(topic, "same");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, 16, 10s);
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 16u);
+  EXPECT_EQ(a1->log().find("dropped the broker's resend"), std::string::npos) << a1->log();
+  EXPECT_EQ(a1->Stop(), 0);
+}
+
 TEST_F(FailoverE2E, ANewSessionsResendIsNeverTakenForAnOlderSessionsRow) {
   auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
   const std::string topic = root() + "/a/t";

@@ -31,6 +31,18 @@ TEST(RedeliveryFilter, DropsTheResendOfAJournaledMessageOnce) {
   EXPECT_FALSE(filter.IsRedelivery(7, "chat/a", Bytes(payload)));
 }
 
+// After a takeover from another relay, the journal's records of an earlier
+// stint say nothing of the session's newest deliveries: cleared, a new
+// message with a remembered id and content is not a resend.
+TEST(RedeliveryFilter, ClearedItTakesNothingForAResend) {
+  RedeliveryFilter filter = Remembering(10);
+  filter.Clear();
+  EXPECT_EQ(filter.remembered(), 0u);
+  filter.Connected(true);
+  EXPECT_FALSE(filter.IsRedelivery(6, "t", Bytes("p")));
+  EXPECT_FALSE(filter.Contains(6, "t", Bytes("p")));
+}
+
 TEST(RedeliveryFilter, AForgottenDeliveryIsTakenWhenItComesAgain) {
   RedeliveryFilter filter(20);
   filter.Remember(1, "t", Bytes("p1"));
