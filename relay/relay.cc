@@ -490,10 +490,12 @@ bool Relay::BecomeActive() {
     // What this relay's journal remembers of the shard's session is from an
     // earlier stint: another relay took deliveries since, under packet ids
     // that may have wrapped round to remembered ones, and a new message
-    // matching one would be dropped as a resend. Only the previous writer's
-    // journal knows the session's newest unacknowledged deliveries.
+    // matching a committed record would be dropped as a resend. Its
+    // uncommitted records stay: mosquitto may still hold them unacknowledged
+    // (resent to the other relay, which died before committing them) and
+    // resend them here, while they are stored from PENDING.
     std::lock_guard lock(redelivery_mu_);
-    redelivery_.Clear();
+    redelivery_.ForgetCommitted();
   }
   sequencer_.SetLastIdx(progress.max_idx);
   // max_idx is at least the shard's base (COALESCE in ReadProgress).

@@ -179,8 +179,9 @@ class Relay {
   enum class Committed { kYes, kRefused, kGaveUp };
   // Commits the batch (retrying through outages). kRefused: the server will
   // never take one of its rows (`refused` says why); kGaveUp: the stop
-  // deadline passed.
-  Committed Commit(std::span<Message> batch, Status* refused = nullptr);
+  // deadline passed. The journal position saved with it is at most
+  // `journal_cap`: past it lie records not committed yet.
+  Committed Commit(std::span<Message> batch, Status* refused = nullptr, uint64_t journal_cap = UINT64_MAX);
   // After kRefused: renumbers and commits the batch's messages one at a
   // time, sets aside the refused ones, and leaves in `batch` (and `topics`)
   // the committed ones to publish. False if the relay gave up meanwhile,

@@ -40,7 +40,7 @@ Status Relay::HandOverJournal() {
   const uint64_t committed = progress->journal_pos;
   Status replayed = journal_->Replay(0, [&](const Journal::Record& r) {
     std::lock_guard lock(redelivery_mu_);
-    redelivery_.Remember(r.mid, r.topic, r.payload);
+    redelivery_.Remember(r.mid, r.topic, r.payload, /*committed=*/r.end <= committed);
     if (r.end <= committed) return;
     left.push_back({r.end, r.mid, std::string(r.topic),
                     std::string(reinterpret_cast<const char*>(r.payload.data()), r.payload.size()),

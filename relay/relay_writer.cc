@@ -337,7 +337,7 @@ bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>
   return true;
 }
 
-Relay::Committed Relay::Commit(std::span<Message> batch, Status* refused) {
+Relay::Committed Relay::Commit(std::span<Message> batch, Status* refused, uint64_t journal_cap) {
   const uint64_t first = batch.front().idx, last = batch.back().idx;
   const uint64_t watermark = AckedWatermark();
   // If the connection broke during COMMIT the outcome is unknown: the
@@ -356,6 +356,7 @@ Relay::Committed Relay::Commit(std::span<Message> batch, Status* refused) {
   };
   uint64_t journal_pos = dropped_journal_end_;
   for (const Message& m : batch) journal_pos = std::max(journal_pos, m.journal_end);
+  journal_pos = std::min(journal_pos, journal_cap);
   const auto started = Clock::now();
   Status why;
   MysqlStore::CommitTiming timing;
@@ -373,7 +374,7 @@ Relay::Committed Relay::Commit(std::span<Message> batch, Status* refused) {
   counters_.commit_us += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(took).count());
   batch_rows_.Add(static_cast<double>(batch.size()));
   if (journal_ && journal_pos > 0) journal_->Release(journal_pos);
-  saved_dropped_end_ = std::max(saved_dropped_end_, dropped_journal_end_);
+  if (journal_pos >= dropped_journal_end_) saved_dropped_end_ = std::max(saved_dropped_end_, dropped_journal_end_);
   return Committed::kYes;
 }
 
@@ -392,13 +393,18 @@ bool Relay::CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::T
     batch.erase(batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(i));
     return false;
   };
+  // The journal position each commit saves: never past a record of the
+  // batch not committed yet (a resend dropped from it may end later: that
+  // end is saved with the last message, or by the next batch).
+  uint64_t reached = 0;
   for (std::size_t i = 0; i < batch.size(); ++i) {
+    reached = std::max(reached, batch[i].journal_end);
     one.clear();
     one.push_back(std::move(batch[i]));
     if (!Sequence(one, one_topic)) return give_up_at(i);
     if (one.empty()) continue;  // out of SEQs: refused and counted by Sequence
     Status refused;
-    switch (Commit(one, &refused)) {
+    switch (Commit(one, &refused, i + 1 < batch.size() ? reached : UINT64_MAX)) {
       case Committed::kYes:
         kept.push_back(std::move(one.front()));
         kept_topics.push_back(one_topic.front());

@@ -14,9 +14,10 @@ uint64_t Hash(std::span<const uint8_t> payload) {
 
 }  // namespace
 
-void RedeliveryFilter::Remember(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) {
+void RedeliveryFilter::Remember(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload,
+                                bool committed) {
   if (mid == 0 || window_ == 0) return;
-  entries_.push_back({mid, payload.size(), Hash(topic), Hash(payload)});
+  entries_.push_back({mid, payload.size(), Hash(topic), Hash(payload), committed});
   if (entries_.size() > window_) entries_.pop_front();
 }
 
@@ -36,9 +37,9 @@ void RedeliveryFilter::Connected(bool session_present) {
   if (!session_present) entries_.clear();  // a new session: nothing of the old one comes again
 }
 
-void RedeliveryFilter::Clear() {
-  entries_.clear();
-  armed_ = matched_ = false;
+void RedeliveryFilter::ForgetCommitted() {
+  std::erase_if(entries_, [](const Entry& e) { return e.committed; });
+  matched_ = false;
 }
 
 bool RedeliveryFilter::Contains(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) const {

@@ -28,7 +28,7 @@
 // 65535 identifiers). That holds while the remembered deliveries are the
 // session's newest: a relay that takes the shard over from another relay
 // (whose deliveries moved the identifiers on, maybe round past the
-// remembered ones) clears what its journal remembered (Clear). QoS 0
+// remembered ones) forgets its journal's committed records (ForgetCommitted). QoS 0
 // deliveries are never resent and neither match nor end the checks.
 //
 // Pure logic; used by the intake thread only (and by Run() before that).
@@ -48,16 +48,18 @@ class RedeliveryFilter {
 
   // A delivery the relay took (stored, journaled or queued), in the order
   // taken. QoS 0 messages (mid 0) are never resent and are not remembered.
-  void Remember(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
+  // `committed`: a journal record read at start that the database has.
+  void Remember(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload, bool committed = false);
 
   // The intake link connected (first connect or reconnect), with the
   // CONNACK's session-present flag.
   void Connected(bool session_present);
 
-  // Forgets every remembered delivery: another relay took the shard's
-  // session since (its packet identifiers have moved on, and may have
-  // wrapped round to remembered ones).
-  void Clear();
+  // Forgets the committed journal records: another relay took deliveries
+  // of the shard's session since, so their packet identifiers have moved on
+  // (maybe round to remembered ones), and what the session still holds
+  // unacknowledged of this relay's is among its uncommitted records only.
+  void ForgetCommitted();
 
   // Forgets the newest remembered delivery that is this one: it was not
   // taken after all (its handling failed), and its resend must be taken.
@@ -85,6 +87,7 @@ class RedeliveryFilter {
     std::size_t size;
     uint64_t topic_hash;
     uint64_t payload_hash;
+    bool committed;
   };
   const std::size_t window_;
   bool armed_ = false;         // a kept session resumed and no new message came yet

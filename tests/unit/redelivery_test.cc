@@ -31,16 +31,19 @@ TEST(RedeliveryFilter, DropsTheResendOfAJournaledMessageOnce) {
   EXPECT_FALSE(filter.IsRedelivery(7, "chat/a", Bytes(payload)));
 }
 
-// After a takeover from another relay, the journal's records of an earlier
-// stint say nothing of the session's newest deliveries: cleared, a new
-// message with a remembered id and content is not a resend.
-TEST(RedeliveryFilter, ClearedItTakesNothingForAResend) {
-  RedeliveryFilter filter = Remembering(10);
-  filter.Clear();
-  EXPECT_EQ(filter.remembered(), 0u);
+// After a takeover from another relay, the journal's committed records of
+// an earlier stint say nothing of the session's newest deliveries: a new
+// message with such an id and content is not a resend. Its uncommitted
+// records may still be resent, and are recognised.
+TEST(RedeliveryFilter, AfterForgettingTheCommittedOnlyTheUncommittedAreResends) {
+  RedeliveryFilter filter(20);
+  for (uint16_t mid = 1; mid <= 10; ++mid) filter.Remember(mid, "t", Bytes("p"), /*committed=*/mid <= 8);
+  filter.ForgetCommitted();
+  EXPECT_EQ(filter.remembered(), 2u);
   filter.Connected(true);
-  EXPECT_FALSE(filter.IsRedelivery(6, "t", Bytes("p")));
   EXPECT_FALSE(filter.Contains(6, "t", Bytes("p")));
+  EXPECT_TRUE(filter.IsRedelivery(9, "t", Bytes("p")));
+  EXPECT_TRUE(filter.IsRedelivery(10, "t", Bytes("p")));
 }
 
 TEST(RedeliveryFilter, AForgottenDeliveryIsTakenWhenItComesAgain) {
