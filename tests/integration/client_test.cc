@@ -289,6 +289,66 @@ TEST_F(ClientE2E, AReconnectWhileAGapRequestIsOutAsksForWhatCameMeanwhileOnceItI
   EXPECT_EQ(client.stats().gaps_unfilled, 0u);
 }
 
+// Frames of a reply that the relay published while the client was away
+// (its session is clean) are asked for again when the request's status
+// comes, not given up as "the relay has no such SEQ". The build before gave
+// up SEQ 2 here, which the relay had.
+TEST_F(ClientE2E, FramesOfAReplyLostInAReconnectAreAskedForAgain) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.gap_wait = std::chrono::milliseconds(20);
+  o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request each
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  {
+    FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+    ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+    relay.Live(4);  // 2 and 3 missing
+    EXPECT_EQ(relay.Request(1), nlohmann::json({{"id", 77}, {"from", 2}, {"to", 3}}));
+  }
+  servers().StopBroker();  // the relay's frame 2 goes out while the client is away
+  servers().StartBroker();
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  // Frame 3 until the client is back (held: a second copy is a duplicate).
+  const uint64_t duplicates = client.stats().duplicates;
+  ASSERT_TRUE(WaitFor([&] { relay.Replay(3); return client.stats().duplicates > duplicates; }, 30s));
+  relay.Answer({{"from", 2}, {"to", 3}, {"sent", 2}, {"last", 4}, {"status", "ok"}});
+  auto again = relay.Request(1);
+  EXPECT_EQ(again, nlohmann::json({{"id", 77}, {"from", 2}, {"to", 2}})) << again.dump();
+  relay.Replay(2);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 4; }, 10s)) << Explain(client, sink, 4);
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 4);
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{});
+}
+
+// A message callback that throws loses nothing after it: 2 releases the
+// held 3 in one go, the callback throws on 2, and 3 is still delivered. The
+// build before caught the exception outside the loop (counted as a bad
+// frame): 3 was out of the stream and never delivered.
+TEST_F(ClientE2E, AMessageCallbackThatThrowsLosesNoLaterMessage) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.gap_wait = std::chrono::milliseconds(60000);  // no request: 2 comes live
+  Sink sink;
+  seqclient::SeqClient client(o, [&](const seqclient::Message& m) {
+    if (m.seq == 2) throw std::runtime_error("the application failed on 2");
+    sink(m);
+  });
+  ASSERT_EQ(client.Start(), std::nullopt);
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+  relay.Live(3);
+  relay.Live(2);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 2; }, 10s)) << Explain(client, sink, 2);
+  client.Stop();
+  EXPECT_EQ(client.stats().callback_errors, 1u);
+  EXPECT_EQ(client.stats().delivered, 3u);
+  EXPECT_EQ(client.stats().bad_frames, 0u);
+}
+
 // A catch-up after a reconnect that the relay never answers gives up only
 // what is known to be missing: the stream goes on from where it was. The
 // build before gave up to the open end: the stream's next SEQ wrapped to 0,

@@ -77,6 +77,7 @@ std::optional<std::string> SeqClient::Start() {
                               options_.password.empty() ? nullptr : options_.password.c_str());
   }
   mosquitto_connect_callback_set(mosq_, &SeqClient::OnConnect);
+  mosquitto_disconnect_callback_set(mosq_, &SeqClient::OnDisconnect);
   mosquitto_message_callback_set(mosq_, &SeqClient::OnMessageTrampoline);
   int rc = mosquitto_connect(mosq_, options_.host.c_str(), options_.port, 30);
   if (rc != MOSQ_ERR_SUCCESS) {
@@ -124,6 +125,12 @@ Stats SeqClient::stats() {
   return s;
 }
 
+void SeqClient::OnDisconnect(mosquitto*, void* obj, int) {
+  auto* self = static_cast<SeqClient*>(obj);
+  std::lock_guard lock(self->mu_);
+  self->connected_ = false;
+}
+
 void SeqClient::OnConnect(mosquitto* m, void* obj, int rc) {
   auto* self = static_cast<SeqClient*>(obj);
   if (rc == 0) {
@@ -134,6 +141,10 @@ void SeqClient::OnConnect(mosquitto* m, void* obj, int rc) {
     mosquitto_subscribe(m, nullptr, replies.c_str(), 1);
   }
   std::lock_guard lock(self->mu_);
+  if (rc == 0) {
+    ++self->connections_;
+    self->connected_ = true;
+  }
   if (self->connack_ < 0) {
     self->connack_ = rc;
   } else if (rc == 0) {
@@ -202,7 +213,13 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
 void SeqClient::Deliver(Topic& t, uint32_t id, std::vector<Delivery> deliveries) {
   for (auto& d : deliveries) {
     ++stats_.delivered;
-    on_message_(Message{t.name, id, d.seq, t.ordered, d.late, std::move(d.payload)});
+    // A callback that throws loses no message after it (they are out of the
+    // stream already) and ends no thread.
+    try {
+      on_message_(Message{t.name, id, d.seq, t.ordered, d.late, std::move(d.payload)});
+    } catch (...) {
+      ++stats_.callback_errors;
+    }
   }
   // The request is done once every SEQ it asked for was delivered (or
   // given up): an empty hold-back set alone says nothing, because a history
@@ -296,9 +313,11 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
   // closed that request and the timer asked for the next gap; taken as the
   // answer to the new request, it would give up SEQs that are on their way.
   if (from != t.asked->from || (t.asked->to != kOpenEnd && s.value("to", uint64_t{0}) != t.asked->to)) return;
-  if (!ok && s.value("retry", false) && t.attempts < options_.max_attempts) {
+  if (!ok && s.value("retry", false)) {
     // Busy, the database away, the relay stopping: the timer asks again
-    // (with its backoff), from where the relay says it stopped.
+    // (with its backoff), from where the relay says it stopped, and gives
+    // the request up with this reason after max_attempts.
+    t.refusal = s.value("error", "refused");
     const uint64_t resume = s.value("next", t.asked->from);
     if (resume > t.asked->from && (t.asked->to == kOpenEnd || resume <= t.asked->to)) t.asked->from = resume;
     return;
@@ -334,8 +353,13 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
     }
     t.asked->from = first;
   }
+  // Sent before the latest reconnect: frames of the reply published while
+  // the client was away never came (its session is clean), so what is
+  // missing is no sign that the relay lacks it: asked for again.
+  const bool stale = t.asked_on != connections_;
   if (ok && s.value("truncated", false)) {
-    const uint64_t next = s.value("next", uint64_t{0});
+    uint64_t next = s.value("next", uint64_t{0});
+    if (stale) next = std::min(next, t.stream.next());
     t.asked = Gap{next, t.asked->to};
     t.asked_at = Clock::now();
     ++stats_.requests;
@@ -355,6 +379,14 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
     // Everything asked for that exists came (the rest, if any, was above
     // `last`; a catch-up that found nothing new filled nothing).
     if (missing_to >= asked.from) ++stats_.gaps_filled;
+    return;
+  }
+  if (ok && stale) {
+    t.asked = Gap{t.stream.next(), missing_to};
+    t.asked_at = Clock::now();
+    t.attempts = 1;
+    ++stats_.requests;
+    RequestRange(id, t);
     return;
   }
   const std::string why = ok ? "the relay has no such SEQ" : s.value("error", "refused");
@@ -397,6 +429,7 @@ void SeqClient::RequestRange(uint32_t id, Topic& t) {
     t.sent = range;
     t.sent_arrivals = t.stream.arrivals();
   }
+  t.asked_on = connections_;
   json request{{"id", id}, {"from", range.from}};
   if (range.to != kOpenEnd) request["to"] = range.to;
   Request(request.dump());
@@ -422,6 +455,7 @@ void SeqClient::CatchUpLocked() {
     t.asked = Gap{t.stream.next(), kOpenEnd};
     t.asked_at = Clock::now();
     t.attempts = 1;
+    t.refusal.clear();
     ++stats_.requests;
     RequestRange(id, t);
   }
@@ -432,60 +466,71 @@ void SeqClient::Timer() {
   std::unique_lock lock(mu_);
   while (!cv_.wait_for(lock, std::chrono::milliseconds(20), [&] { return stopping_; })) {
     const auto now = Clock::now();
-    // Lookups without an answer: ask again with backoff, then give up on
-    // the history so that held live frames do not pile up for ever.
-    std::vector<std::string> abandon;
-    for (auto& [topic, l] : lookups_) {
-      if (now - l.sent < options_.reply_timeout * (1 << std::min(l.attempts - 1, 10))) continue;
-      if (l.attempts >= options_.max_attempts) {
-        abandon.push_back(topic);
-      } else {
-        SendLookupLocked(topic);
-      }
-    }
-    for (const auto& topic : abandon) AbandonLookupLocked(topic, "no reply from the relay to the lookup");
-    for (auto& [id, t] : topics_) {
-      auto gap = t.stream.gap();
-      if (t.asked) {
-        const auto timeout = options_.reply_timeout * (1 << std::min(t.attempts - 1, 10));
-        if (now - t.asked_at < timeout) continue;
-        if (t.attempts >= options_.max_attempts) {
-          // An open end never answered gives up only what is known to be
-          // missing (giving up to the open end would give up every SEQ).
-          const bool open_end = t.asked->to == kOpenEnd;
-          const uint64_t to = !open_end ? t.asked->to : gap ? gap->to : t.stream.next() - 1;
-          const uint64_t from = t.stream.next();
-          t.asked.reset();
-          t.attempts = 0;
-          ++stats_.gaps_unfilled;
-          if (to >= from) {
-            if (on_gap_) on_gap_(t.name, from, to, "no reply from the relay");
-            Deliver(t, id, t.stream.GiveUp(to));
-          } else if (on_gap_) {
-            on_gap_(t.name, from, 0, "no reply from the relay");  // the end was never learnt
-          }
-          continue;
-        }
-        ++t.attempts;  // no status in time: ask again
-      } else if (t.catch_up_owed) {
-        t.catch_up_owed = false;
-        t.asked = Gap{t.stream.next(), kOpenEnd};  // from the next SEQ: any gap is in it
-        t.attempts = 1;
-      } else {
-        if (!gap) continue;
-        if (t.gap_seen == Clock::time_point{}) t.gap_seen = now;
-        if (now - t.gap_seen < options_.gap_wait) continue;
-        t.asked = *gap;
-        t.attempts = 1;
-      }
-      t.asked_at = now;
-      ++stats_.requests;
-      RequestRange(id, t);
-    }
+    // Offline, requests wait for the connection (and a catch-up follows
+    // it): no attempt is spent, and nothing given up, while none can go.
+    if (connected_) TickLocked(now);
     if (now >= next_save) {
       SaveState();
       next_save = now + std::chrono::seconds(1);
     }
+  }
+}
+
+void SeqClient::TickLocked(Clock::time_point now) {
+  // Lookups without an answer: ask again with backoff, then give up on
+  // the history so that held live frames do not pile up for ever.
+  std::vector<std::string> abandon;
+  for (auto& [topic, l] : lookups_) {
+    if (now - l.sent < options_.reply_timeout * (1 << std::min(l.attempts - 1, 10))) continue;
+    if (l.attempts >= options_.max_attempts) {
+      abandon.push_back(topic);
+    } else {
+      SendLookupLocked(topic);
+    }
+  }
+  for (const auto& topic : abandon) AbandonLookupLocked(topic, "no reply from the relay to the lookup");
+  for (auto& [id, t] : topics_) {
+    auto gap = t.stream.gap();
+    if (t.asked) {
+      const auto timeout = options_.reply_timeout * (1 << std::min(t.attempts - 1, 10));
+      if (now - t.asked_at < timeout) continue;
+      if (t.attempts >= options_.max_attempts) {
+        // An open end never answered gives up only what is known to be
+        // missing (giving up to the open end would give up every SEQ).
+        const bool open_end = t.asked->to == kOpenEnd;
+        const uint64_t to = !open_end ? t.asked->to : gap ? gap->to : t.stream.next() - 1;
+        const uint64_t from = t.stream.next();
+        // The relay's last answer if it kept asking for a retry (busy, ...).
+        const std::string why = t.refusal.empty() ? "no reply from the relay" : t.refusal;
+        t.asked.reset();
+        t.attempts = 0;
+        t.refusal.clear();
+        ++stats_.gaps_unfilled;
+        if (to >= from) {
+          if (on_gap_) on_gap_(t.name, from, to, why);
+          Deliver(t, id, t.stream.GiveUp(to));
+        } else if (on_gap_) {
+          on_gap_(t.name, from, 0, why);  // the end was never learnt
+        }
+        continue;
+      }
+      ++t.attempts;  // no status in time: ask again
+    } else if (t.catch_up_owed) {
+      t.catch_up_owed = false;
+      t.asked = Gap{t.stream.next(), kOpenEnd};  // from the next SEQ: any gap is in it
+      t.attempts = 1;
+      t.refusal.clear();
+    } else {
+      if (!gap) continue;
+      if (t.gap_seen == Clock::time_point{}) t.gap_seen = now;
+      if (now - t.gap_seen < options_.gap_wait) continue;
+      t.asked = *gap;
+      t.attempts = 1;
+      t.refusal.clear();
+    }
+    t.asked_at = now;
+    ++stats_.requests;
+    RequestRange(id, t);
   }
 }
 

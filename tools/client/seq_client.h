@@ -89,6 +89,7 @@ struct Stats {
   uint64_t gaps_filled = 0;    // gaps closed by retransmitted frames
   uint64_t gaps_unfilled = 0;  // gaps given up (reported through on_gap)
   uint64_t bad_frames = 0;
+  uint64_t callback_errors = 0;  // exceptions the message callback threw (each message still counts as delivered)
   uint64_t lookups_pending = 0;    // topics whose history lookup is not answered yet (a gauge)
   uint64_t state_save_errors = 0;  // saves of the state file that failed (last_state_error says why)
   std::string last_state_error;
@@ -128,9 +129,16 @@ class SeqClient {
     // The range last asked for, and stream.arrivals() when it first was.
     std::optional<Gap> sent{};
     uint64_t sent_arrivals = 0;
+    // connections_ when the request was last sent: one sent before the
+    // latest reconnect may have lost frames of its reply.
+    uint64_t asked_on = 0;
+    // The last answer asking for a retry (busy, ...): the reason, if the
+    // request is given up after all.
+    std::string refusal{};
   };
 
   static void OnConnect(mosquitto*, void* self, int rc);
+  static void OnDisconnect(mosquitto*, void* self, int rc);
   static void OnMessageTrampoline(mosquitto*, void* self, const mosquitto_message* m);
   void HandleFrame(const std::string& topic_name, const std::string& bytes, bool replayed);
   void OfferLocked(const std::string& topic_name, const std::string& bytes, bool replayed);
@@ -139,6 +147,9 @@ class SeqClient {
   void RangeAnsweredLocked(const nlohmann::json& status);
   void Deliver(Topic& t, uint32_t id, std::vector<Delivery> deliveries);
   void Timer();
+  // The timer's work while connected: lookups and requests asked again or
+  // given up, gaps asked for, owed catch-ups sent.
+  void TickLocked(std::chrono::steady_clock::time_point now);
   void Request(const std::string& json_text);
   void SendLookupLocked(const std::string& topic);
   // The lookup of `topic` failed or was never answered: it starts at its
@@ -185,6 +196,8 @@ class SeqClient {
   std::map<std::string, std::vector<std::string>> held_live_;  // live frames of topics being looked up; mu_
   Stats stats_;                               // guarded by mu_
   int connack_ = -1;                          // guarded by mu_
+  uint64_t connections_ = 0;                  // connects accepted so far; guarded by mu_
+  bool connected_ = false;                    // guarded by mu_
   bool stopping_ = false;                     // guarded by mu_
   std::thread timer_;
 };

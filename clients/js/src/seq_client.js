@@ -391,6 +391,7 @@ export class SeqClient extends Emitter {
       ordered: true,
       stream: new OrderedStream(start),
       asked: null, // the outstanding request {from, to}; to may be OPEN_END
+      askedOn: 0, // this.connects when it was last sent: one sent before a reconnect may have lost frames
       askedAt: 0, // when it was sent, or its newest frame came
       attempts: 0, // requests sent for it
       gapSeen: 0, // when the current gap was first seen; 0 = no gap
@@ -497,8 +498,12 @@ export class SeqClient extends Emitter {
       this.#lose(t, t.stream.next, first - 1, `history starts at ${first}`);
       if (!t.asked) return; // done: the frames from `first` on came already, or none were asked for
     }
+    // Sent before the latest reconnect: frames of the reply published while
+    // the client was away never came (its session is clean), so what is
+    // missing is no sign that the relay lacks it: asked for again.
+    const stale = t.askedOn !== this.connects;
     if (ok && s.truncated === true && Number.isInteger(s.next)) {
-      t.asked = { from: s.next, to: t.asked.to };
+      t.asked = { from: stale ? Math.min(s.next, t.stream.next) : s.next, to: t.asked.to };
       t.askedAt = Date.now();
       this.#requestRange(t);
       return;
@@ -519,6 +524,14 @@ export class SeqClient extends Emitter {
         ++this.stats.gapsFilled;
         this.#emitTopic('filled', t.name, { topic: t.name, from: asked.from, to: missingTo });
       }
+      return;
+    }
+    if (ok && stale) {
+      t.asked = { from: t.stream.next, to: missingTo };
+      t.askedAt = Date.now();
+      t.attempts = 1;
+      this.#emitTopic('fetch', t.name, { topic: t.name, from: t.asked.from, to: t.asked.to });
+      this.#requestRange(t);
       return;
     }
     this.#lose(t, t.stream.next, missingTo, ok ? 'the relay has no such SEQ' : (s.error ?? 'refused'), ok ? undefined : s);
@@ -601,6 +614,7 @@ export class SeqClient extends Emitter {
     if (!t.sent || t.sent.from !== t.asked.from || t.sent.to !== t.asked.to) {
       t.sent = { from: t.asked.from, to: t.asked.to, arrivals: t.stream.arrivals };
     }
+    t.askedOn = this.connects;
     const request = { id: t.id, from: t.asked.from };
     if (t.asked.to !== OPEN_END) request.to = t.asked.to;
     this.#request(request);

@@ -356,6 +356,19 @@ test('a reconnect while a gap request is out asks for what came meanwhile once t
   assert.deepEqual(events.filter(([e]) => e === 'filled').map(([, v]) => [v.from, v.to]), [[2, 3], [5, 6]]);
 });
 
+test('frames of a reply lost in a reconnect are asked for again, not given up as missing', async (t) => {
+  const { mqtt, events, seen } = await gapAsked(t, 4);
+  assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 3 });
+  mqtt.emit('connect'); // the relay sent 2 while the client was away: lost with the old connection
+  mqtt.frame('relay/replay/r1', 3);
+  mqtt.status({ id: 7, from: 2, to: 3, sent: 2, last: 4, status: 'ok' }); // the old request's status
+  assert.ok(mqtt.requests.some((r) => r.from === 2 && r.to === 2), JSON.stringify(mqtt.requests));
+  mqtt.frame('relay/replay/r1', 2);
+  mqtt.status({ id: 7, from: 2, to: 2, sent: 1, last: 4, status: 'ok' });
+  assert.deepEqual(seen, range(1, 4));
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
+});
+
 test('history of a topic with no message yet: after a reconnect it is looked up again, so what came while away is fetched', (t) => {
   const { mqtt, seq, events, seen } = setup(t);
   seq.subscribe('chat/a', { history: true });

@@ -88,6 +88,7 @@ class _Topic:
     catch_up_owed: bool = False  # a reconnect came while a request was out: ask for what came meanwhile after it
     refusal: Optional[dict] = None  # the outstanding request's last status with retry: true, if any
     sent: Optional[tuple] = None  # the range last asked for, and stream.arrivals when it first was
+    asked_on: int = 0  # _connects when the request was last sent: one sent before a reconnect may have lost frames
 
 
 @dataclass
@@ -528,8 +529,12 @@ class SeqClient:
             self._lose(t, t.stream.next, first - 1, f"history starts at {first}", None)
             if t.asked is None:
                 return  # done: the frames from `first` on came already, or none were asked for
+        # Sent before the latest reconnect: frames of the reply published while the client was away
+        # never came (its session is clean), so what is missing is no sign that the relay lacks it:
+        # asked for again.
+        stale = t.asked_on != self._connects
         if ok and s.get("truncated") is True and isinstance(s.get("next"), int):
-            t.asked = [s["next"], t.asked[1]]
+            t.asked = [min(s["next"], t.stream.next) if stale else s["next"], t.asked[1]]
             t.asked_at = time.monotonic()
             self._request_range(t)
             return
@@ -546,6 +551,11 @@ class SeqClient:
         if t.stream.next > missing_to:
             if missing_to >= asked[0]:
                 self.stats.gaps_filled += 1  # everything asked for that exists came (the rest was above `last`)
+            return
+        if ok and stale:
+            t.asked, t.asked_at, t.attempts = [t.stream.next, missing_to], time.monotonic(), 1
+            self._call(self.on_fetch, {"topic": t.name, "from": t.asked[0], "to": t.asked[1]})
+            self._request_range(t)
             return
         reason = "the relay has no such SEQ" if ok else s.get("error", "refused")
         self._lose(t, t.stream.next, missing_to, reason, None if ok else s)
@@ -615,6 +625,7 @@ class SeqClient:
         # for the retries: an earlier moment only spares more frames.
         if t.sent is None or t.sent[:2] != (t.asked[0], t.asked[1]):
             t.sent = (t.asked[0], t.asked[1], t.stream.arrivals)
+        t.asked_on = self._connects
         body = {"id": t.id, "from": t.asked[0]}
         if t.asked[1] is not OPEN_END:
             body["to"] = t.asked[1]

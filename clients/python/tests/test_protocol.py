@@ -294,6 +294,24 @@ def test_no_reply_gives_up_after_max_attempts_and_goes_on():
     assert s.seen == [1, 3, 4]
 
 
+def test_frames_of_a_reply_lost_in_a_reconnect_are_asked_for_again_not_given_up():
+    s = Scripted()
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.frame("seq/chat/a", 4)
+    s.advance(0.001)  # the gap is seen
+    s.advance(0.02)  # past gap_wait: asked for
+    assert s.requests == [{"id": 7, "from": 2, "to": 3}]
+    s.c._on_connect(None, None, {}, 0)  # the relay sent 2 while the client was away: lost with the old connection
+    s.frame("relay/replay/r1", 3)
+    s.status(id=7, **{"from": 2}, to=3, sent=2, last=4, status="ok")  # the old request's status
+    assert {"id": 7, "from": 2, "to": 2} in s.requests
+    s.frame("relay/replay/r1", 2)
+    s.status(id=7, **{"from": 2}, to=2, sent=1, last=4, status="ok")
+    assert s.seen == [1, 2, 3, 4]
+    assert lost(s.events) == []
+
+
 def test_a_reconnect_while_a_gap_request_is_out_asks_for_what_came_meanwhile_once_it_is_done():
     s = Scripted()
     s.sub("chat/a")
