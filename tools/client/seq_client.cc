@@ -210,6 +210,15 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
   Deliver(t, id, std::move(out));
 }
 
+void SeqClient::ReportGapLocked(const std::string& topic, uint64_t from, uint64_t to, const std::string& why) {
+  if (!on_gap_) return;
+  try {
+    on_gap_(topic, from, to, why);
+  } catch (...) {
+    ++stats_.callback_errors;  // what follows the report (the give-up, delivery) goes on
+  }
+}
+
 void SeqClient::Deliver(Topic& t, uint32_t id, std::vector<Delivery> deliveries) {
   for (auto& d : deliveries) {
     ++stats_.delivered;
@@ -259,7 +268,7 @@ void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
       // is missing for the history or the last N of nothing; a resume from
       // a later SEQ (a state file of a database since reset, or --from)
       // asked for SEQs that do not exist, and is told so.
-      if (lookup.start > 1 && on_gap_) on_gap_(name, 0, 0, error);
+      if (lookup.start > 1) ReportGapLocked(name, 0, 0, error);
       start_at_[name] = 1;
       lookups_.erase(name);
       OfferHeldLocked(name);
@@ -285,7 +294,7 @@ void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
   // deletes nothing. Reported once, never asked for.
   const uint64_t first = s.value("first", uint64_t{1});
   if (start != 0 && start < first) {
-    if (on_gap_) on_gap_(name, start, first - 1, fmt::format("history starts at {}", first));
+    ReportGapLocked(name, start, first - 1, fmt::format("history starts at {}", first));
     ++stats_.gaps_unfilled;
     start = first;
   }
@@ -334,7 +343,13 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
     // be newer than the reply: it stays.
     const std::vector<uint64_t> seqs = t.stream.Forget(last + 1, UINT64_MAX, t.sent_arrivals);
     stats_.bad_frames += seqs.size();
-    if (!seqs.empty() && options_.on_forged_frames) options_.on_forged_frames(t.name, seqs);
+    if (!seqs.empty() && options_.on_forged_frames) {
+      try {
+        options_.on_forged_frames(t.name, seqs);
+      } catch (...) {
+        ++stats_.callback_errors;
+      }
+    }
   }
   if (t.asked->to == kOpenEnd) t.asked->to = s.value("to", s.value("last", uint64_t{0}));
   if (const uint64_t first = s.value("first", uint64_t{0});
@@ -344,7 +359,7 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
     // reply), and never asked for again; what is left of the request
     // starts at `first`.
     ++stats_.gaps_unfilled;
-    if (on_gap_) on_gap_(t.name, t.stream.next(), first - 1, fmt::format("history starts at {}", first));
+    ReportGapLocked(t.name, t.stream.next(), first - 1, fmt::format("history starts at {}", first));
     Deliver(t, id, t.stream.GiveUp(first - 1));
     if (first > t.asked->to) {
       t.asked.reset();
@@ -370,6 +385,7 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
   // missing now, the relay does not have (or refused to send).
   auto gap = t.stream.gap();
   const Gap asked = *t.asked;
+  const int attempts = t.attempts;
   t.asked.reset();
   t.attempts = 0;
   uint64_t missing_to = asked.to;
@@ -381,17 +397,17 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
     if (missing_to >= asked.from) ++stats_.gaps_filled;
     return;
   }
-  if (ok && stale) {
+  if (ok && stale && attempts < options_.max_attempts) {
     t.asked = Gap{t.stream.next(), missing_to};
     t.asked_at = Clock::now();
-    t.attempts = 1;
+    t.attempts = attempts + 1;  // reconnects that keep cutting replies short end in a report too
     ++stats_.requests;
     RequestRange(id, t);
     return;
   }
   const std::string why = ok ? "the relay has no such SEQ" : s.value("error", "refused");
   ++stats_.gaps_unfilled;
-  if (on_gap_) on_gap_(t.name, t.stream.next(), missing_to, why);
+  ReportGapLocked(t.name, t.stream.next(), missing_to, why);
   Deliver(t, id, t.stream.GiveUp(missing_to));
 }
 
@@ -405,7 +421,7 @@ void SeqClient::SendLookupLocked(const std::string& topic) {
 void SeqClient::AbandonLookupLocked(const std::string& topic, const std::string& why) {
   // A lookup again after a reconnect loses nothing by failing: the topic's
   // first live frame still shows what is missing.
-  if (!lookups_[topic].again && on_gap_) on_gap_(topic, 0, 0, why);
+  if (!lookups_[topic].again) ReportGapLocked(topic, 0, 0, why);
   lookups_.erase(topic);
   OfferHeldLocked(topic);
 }
@@ -421,7 +437,7 @@ void SeqClient::Request(const std::string& json_text) {
   mosquitto_publish(mosq_, nullptr, topic.c_str(), static_cast<int>(json_text.size()), json_text.data(), 1, false);
 }
 
-void SeqClient::RequestRange(uint32_t id, Topic& t) {
+void SeqClient::RequestRange(uint32_t id, Topic& t, bool retry) {
   const Gap& range = *t.asked;
   // Which frames were held when this range was first asked for (see
   // HandleStatus). Kept for the retries: an earlier moment only spares more.
@@ -429,7 +445,9 @@ void SeqClient::RequestRange(uint32_t id, Topic& t) {
     t.sent = range;
     t.sent_arrivals = t.stream.arrivals();
   }
-  t.asked_on = connections_;
+  // A retry keeps the connection the request first went out on: sent after
+  // a reconnect, it does not make the first request's reply whole.
+  if (!retry) t.asked_on = connections_;
   json request{{"id", id}, {"from", range.from}};
   if (range.to != kOpenEnd) request["to"] = range.to;
   Request(request.dump());
@@ -507,14 +525,18 @@ void SeqClient::TickLocked(Clock::time_point now) {
         t.refusal.clear();
         ++stats_.gaps_unfilled;
         if (to >= from) {
-          if (on_gap_) on_gap_(t.name, from, to, why);
+          ReportGapLocked(t.name, from, to, why);
           Deliver(t, id, t.stream.GiveUp(to));
-        } else if (on_gap_) {
-          on_gap_(t.name, from, 0, why);  // the end was never learnt
+        } else {
+          ReportGapLocked(t.name, from, 0, why);  // the end was never learnt
         }
         continue;
       }
       ++t.attempts;  // no status in time: ask again
+      t.asked_at = now;
+      ++stats_.requests;
+      RequestRange(id, t, /*retry=*/true);
+      continue;
     } else if (t.catch_up_owed) {
       t.catch_up_owed = false;
       t.asked = Gap{t.stream.next(), kOpenEnd};  // from the next SEQ: any gap is in it

@@ -89,7 +89,7 @@ struct Stats {
   uint64_t gaps_filled = 0;    // gaps closed by retransmitted frames
   uint64_t gaps_unfilled = 0;  // gaps given up (reported through on_gap)
   uint64_t bad_frames = 0;
-  uint64_t callback_errors = 0;  // exceptions the message callback threw (each message still counts as delivered)
+  uint64_t callback_errors = 0;  // exceptions the callbacks threw (a message still counts as delivered)
   uint64_t lookups_pending = 0;    // topics whose history lookup is not answered yet (a gauge)
   uint64_t state_save_errors = 0;  // saves of the state file that failed (last_state_error says why)
   std::string last_state_error;
@@ -146,6 +146,8 @@ class SeqClient {
   void LookupAnsweredLocked(const nlohmann::json& status, const std::string& topic);
   void RangeAnsweredLocked(const nlohmann::json& status);
   void Deliver(Topic& t, uint32_t id, std::vector<Delivery> deliveries);
+  // Calls on_gap (an exception it throws is counted, and nothing else changes).
+  void ReportGapLocked(const std::string& topic, uint64_t from, uint64_t to, const std::string& why);
   void Timer();
   // The timer's work while connected: lookups and requests asked again or
   // given up, gaps asked for, owed catch-ups sent.
@@ -158,7 +160,8 @@ class SeqClient {
   // Offers the live frames held while `topic` was looked up.
   void OfferHeldLocked(const std::string& topic);
   // Asks for `t.asked` of topic `id` (an open end: up to the newest SEQ).
-  void RequestRange(uint32_t id, Topic& t);
+  // `retry`: the same request again, after no status came in time.
+  void RequestRange(uint32_t id, Topic& t, bool retry = false);
   // After a reconnect: frames published while the client was away are
   // missed, and without a later frame no gap would show. Asks for every
   // known topic from its next SEQ on.

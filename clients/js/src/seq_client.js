@@ -511,6 +511,7 @@ export class SeqClient extends Emitter {
     // Frames come before their status: whatever of the asked range is still
     // missing now, the relay does not have (or refused to send).
     const asked = t.asked;
+    const attempts = t.attempts;
     const gap = t.stream.gap();
     t.asked = null;
     t.attempts = 0;
@@ -526,10 +527,10 @@ export class SeqClient extends Emitter {
       }
       return;
     }
-    if (ok && stale) {
+    if (ok && stale && attempts < this.maxAttempts) {
       t.asked = { from: t.stream.next, to: missingTo };
       t.askedAt = Date.now();
-      t.attempts = 1;
+      t.attempts = attempts + 1; // reconnects that keep cutting replies short end in a report too
       this.#emitTopic('fetch', t.name, { topic: t.name, from: t.asked.from, to: t.asked.to });
       this.#requestRange(t);
       return;
@@ -607,14 +608,17 @@ export class SeqClient extends Emitter {
     this.#request({ topic: name, from: LOOKUP_FROM });
   }
 
-  #requestRange(t) {
+  // `retry`: the same request again, after no status came in time.
+  #requestRange(t, retry = false) {
     // Which frames were held when this range was first asked for (see
     // #handleStatus). Kept for the retries: an earlier moment only spares
     // more frames.
     if (!t.sent || t.sent.from !== t.asked.from || t.sent.to !== t.asked.to) {
       t.sent = { from: t.asked.from, to: t.asked.to, arrivals: t.stream.arrivals };
     }
-    t.askedOn = this.connects;
+    // A retry keeps the connection the request first went out on: sent
+    // after a reconnect, it does not make the first request's reply whole.
+    if (!retry) t.askedOn = this.connects;
     const request = { id: t.id, from: t.asked.from };
     if (t.asked.to !== OPEN_END) request.to = t.asked.to;
     this.#request(request);
@@ -698,6 +702,9 @@ export class SeqClient extends Emitter {
           continue;
         }
         ++t.attempts; // no status in time: ask again
+        t.askedAt = now;
+        this.#requestRange(t, true);
+        continue;
       } else if (t.catchUpOwed) {
         this.#startCatchUp(t); // from the next SEQ: any gap is in it
       } else {

@@ -369,6 +369,18 @@ test('frames of a reply lost in a reconnect are asked for again, not given up as
   assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
 });
 
+test('a retry sent after the reconnect does not make the first request\'s cut reply whole', async (t) => {
+  const { mqtt, events, seen } = await gapAsked(t, 4);
+  mqtt.emit('connect'); // 2 goes out while the client is away
+  await waitFor(() => mqtt.requests.filter((r) => r.from === 2 && r.to === 3).length >= 2, 'the retry');
+  mqtt.frame('relay/replay/r1', 3);
+  mqtt.status({ id: 7, from: 2, to: 3, sent: 2, last: 4, status: 'ok' }); // the first request's status
+  assert.ok(mqtt.requests.some((r) => r.from === 2 && r.to === 2), JSON.stringify(mqtt.requests));
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
+  mqtt.frame('relay/replay/r1', 2);
+  assert.deepEqual(seen, range(1, 4));
+});
+
 test('history of a topic with no message yet: after a reconnect it is looked up again, so what came while away is fetched', (t) => {
   const { mqtt, seq, events, seen } = setup(t);
   seq.subscribe('chat/a', { history: true });

@@ -539,7 +539,7 @@ class SeqClient:
             self._request_range(t)
             return
         # Frames come before their status: what is still missing, the relay does not have.
-        asked, gap = t.asked, t.stream.gap()
+        asked, gap, attempts = t.asked, t.stream.gap(), t.attempts
         t.asked, t.attempts = None, 0
         if asked[1] is OPEN_END:
             return
@@ -552,8 +552,9 @@ class SeqClient:
             if missing_to >= asked[0]:
                 self.stats.gaps_filled += 1  # everything asked for that exists came (the rest was above `last`)
             return
-        if ok and stale:
-            t.asked, t.asked_at, t.attempts = [t.stream.next, missing_to], time.monotonic(), 1
+        if ok and stale and attempts < self.max_attempts:
+            # attempts + 1: reconnects that keep cutting replies short end in a report too
+            t.asked, t.asked_at, t.attempts = [t.stream.next, missing_to], time.monotonic(), attempts + 1
             self._call(self.on_fetch, {"topic": t.name, "from": t.asked[0], "to": t.asked[1]})
             self._request_range(t)
             return
@@ -620,12 +621,14 @@ class SeqClient:
         lookup.attempts += 1
         self._request({"topic": name, "from": LOOKUP_FROM})
 
-    def _request_range(self, t: _Topic) -> None:
+    def _request_range(self, t: _Topic, retry: bool = False) -> None:
+        # retry: the same request again, after no status came in time.
         # Which frames were held when this range was first asked for (see _handle_status). Kept
         # for the retries: an earlier moment only spares more frames.
         if t.sent is None or t.sent[:2] != (t.asked[0], t.asked[1]):
             t.sent = (t.asked[0], t.asked[1], t.stream.arrivals)
-        t.asked_on = self._connects
+        if not retry:  # a retry keeps the connection the request first went out on
+            t.asked_on = self._connects
         body = {"id": t.id, "from": t.asked[0]}
         if t.asked[1] is not OPEN_END:
             body["to"] = t.asked[1]
@@ -702,7 +705,10 @@ class SeqClient:
                                                   "code": (refusal or {}).get("code"),
                                                   "retry": (refusal or {}).get("retry")})
                     continue
-                t.attempts += 1
+                t.attempts += 1  # no status in time: ask again
+                t.asked_at = now
+                self._request_range(t, retry=True)
+                continue
             elif t.catch_up_owed:
                 self._start_catch_up(t, now)  # from the next SEQ: any gap is in it
             else:

@@ -312,6 +312,24 @@ def test_frames_of_a_reply_lost_in_a_reconnect_are_asked_for_again_not_given_up(
     assert lost(s.events) == []
 
 
+def test_a_retry_sent_after_the_reconnect_does_not_make_the_first_requests_cut_reply_whole():
+    s = Scripted()
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.frame("seq/chat/a", 4)
+    s.advance(0.001)
+    s.advance(0.02)  # asked for 2..3
+    s.c._on_connect(None, None, {}, 0)  # 2 goes out while the client is away
+    s.advance(0.05)  # no status in time: asked again, on the new connection
+    assert s.requests == [{"id": 7, "from": 2, "to": 3}] * 2
+    s.frame("relay/replay/r1", 3)
+    s.status(id=7, **{"from": 2}, to=3, sent=2, last=4, status="ok")  # the first request's status
+    assert s.requests[-1] == {"id": 7, "from": 2, "to": 2}
+    assert lost(s.events) == []
+    s.frame("relay/replay/r1", 2)
+    assert s.seen == [1, 2, 3, 4]
+
+
 def test_a_reconnect_while_a_gap_request_is_out_asks_for_what_came_meanwhile_once_it_is_done():
     s = Scripted()
     s.sub("chat/a")
