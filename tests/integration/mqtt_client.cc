@@ -1,5 +1,8 @@
 #include "mqtt_client.h"
 
+#include <algorithm>
+#include <cstdio>
+
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
@@ -52,9 +55,10 @@ MqttClient::MqttClient(int port, const std::string& id, bool clean, bool v5, con
   mosquitto_disconnect_callback_set(mosq_, [](mosquitto*, void* self, int) {
     static_cast<MqttClient*>(self)->connected_ = false;
   });
-  mosquitto_publish_callback_set(mosq_, [](mosquitto*, void* obj, int) {
+  mosquitto_publish_callback_set(mosq_, [](mosquitto*, void* obj, int mid) {
     auto* self = static_cast<MqttClient*>(obj);
     std::lock_guard lock(self->mu_);
+    self->in_flight_.erase(mid);
     if (self->unacked_ > 0) --self->unacked_;
     self->cv_.notify_all();
   });
@@ -116,12 +120,32 @@ void MqttClient::Publish(const std::string& topic, const std::string& payload, i
     }
     ++unacked_;
   }
-  lock.unlock();
-  int rc = mosquitto_publish(mosq_, nullptr, topic.c_str(), static_cast<int>(payload.size()), payload.data(), qos,
+  // Under mu_: the PUBACK's callback (which takes mu_) finds the record.
+  int mid = 0;
+  int rc = mosquitto_publish(mosq_, &mid, topic.c_str(), static_cast<int>(payload.size()), payload.data(), qos,
                              retain);
-  if (rc != MOSQ_ERR_SUCCESS && !(rc == MOSQ_ERR_NO_CONN && qos > 0)) {
-    throw std::runtime_error(std::string("publish failed: ") + mosquitto_strerror(rc));
+  const bool queued = rc == MOSQ_ERR_SUCCESS || (rc == MOSQ_ERR_NO_CONN && qos > 0);
+  if (queued && qos > 0) in_flight_[mid] = {topic, payload};
+  lock.unlock();
+  if (!queued) throw std::runtime_error(std::string("publish failed: ") + mosquitto_strerror(rc));
+}
+
+bool MqttClient::WaitAllAckedAfterARestart(std::chrono::milliseconds deadline) {
+  if (WaitAllAcked(deadline / 3)) return true;
+  const std::size_t n = ResendUnacked();
+  std::fprintf(stderr, "[ figure ] %zu publishes never acknowledged after the broker's restart: published again\n", n);
+  return WaitAllAcked(deadline - deadline / 3);
+}
+
+std::size_t MqttClient::ResendUnacked() {
+  std::map<int, std::pair<std::string, std::string>> lost;
+  {
+    std::lock_guard lock(mu_);
+    lost.swap(in_flight_);
+    unacked_ -= std::min(unacked_, lost.size());
   }
+  for (const auto& [mid, message] : lost) Publish(message.first, message.second, 1);
+  return lost.size();
 }
 
 void MqttClient::PublishRequest(const std::string& topic, const std::string& payload,

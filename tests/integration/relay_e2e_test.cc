@@ -230,8 +230,8 @@ TEST_F(RelayE2E, BrokerRestartedMidStreamLosesNothing) {
   servers().StopBroker();
   servers().StartBroker();
   pub.Join();
-  ASSERT_TRUE(pub.client().WaitAllAcked(60s)) << pub.client().unacked() << " of the publisher's "
-                                                << pub.published() << " unacknowledged";
+  ASSERT_TRUE(pub.client().WaitAllAckedAfterARestart(60s)) << pub.client().unacked() << " of the publisher's "
+                                                             << pub.published() << " unacknowledged";
 
   // Every message the broker acknowledged is in MSG, SEQ gapless. A QoS 1
   // resend after the reconnect may store a message twice (PROTOCOL.md 1).
