@@ -324,6 +324,40 @@ TEST_F(ClientE2E, FramesOfAReplyLostInAReconnectAreAskedForAgain) {
   EXPECT_EQ(gaps.all(), std::vector<std::string>{});
 }
 
+// As above, but the client asks again after the reconnect (no status in
+// time) before the first request's status comes: the retry does not make
+// that cut reply whole, and 2 is still asked for. The build before took the
+// retry's connection for the request's and gave 2 up.
+TEST_F(ClientE2E, ARetryAfterTheReconnectDoesNotMakeACutReplyWhole) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.gap_wait = std::chrono::milliseconds(20);
+  o.reply_timeout = std::chrono::milliseconds(2000);  // the retry: about when the broker is back
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  {
+    FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+    ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+    relay.Live(4);
+    EXPECT_EQ(relay.Request(1), nlohmann::json({{"id", 77}, {"from", 2}, {"to", 3}}));
+  }
+  servers().StopBroker();
+  servers().StartBroker();
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  EXPECT_EQ(relay.Request(1), nlohmann::json({{"id", 77}, {"from", 2}, {"to", 3}}));  // the retry
+  relay.Replay(3);
+  relay.Answer({{"from", 2}, {"to", 3}, {"sent", 2}, {"last", 4}, {"status", "ok"}});  // the first request's
+  auto again = relay.Request(2);
+  EXPECT_EQ(again, nlohmann::json({{"id", 77}, {"from", 2}, {"to", 2}})) << again.dump();
+  relay.Replay(2);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 4; }, 10s)) << Explain(client, sink, 4);
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 4);
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{});
+}
+
 // A message callback that throws loses nothing after it: 2 releases the
 // held 3 in one go, the callback throws on 2, and 3 is still delivered. The
 // build before caught the exception outside the loop (counted as a bad
