@@ -83,6 +83,50 @@ class ClientE2E : public RelayE2E {
         deadline);
   }
 
+  // SEQ 1 delivered and 4 held, the gap 2..3 asked for; then the broker
+  // restarts: the relay's frame 2 of the reply goes out while the client is
+  // away, frame 3 and the request's status after the reconnect. `retried`:
+  // the client has asked again (no status in time) before the status comes.
+  // Either way 2 is asked for again: 1..4 delivered, nothing given up.
+  void ReplyCutByAReconnect(bool retried) {
+    const std::string topic = root() + "/t";
+    auto o = ClientOptions("c", {topic});
+    o.gap_wait = std::chrono::milliseconds(20);
+    // Retried: about when the broker is back. Else no retry: one request each.
+    o.reply_timeout = std::chrono::milliseconds(retried ? 2000 : 60000);
+    Sink sink;
+    Gaps gaps;
+    seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+    ASSERT_EQ(client.Start(), std::nullopt);
+    {
+      FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+      ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+      relay.Live(4);  // 2 and 3 missing
+      EXPECT_EQ(relay.Request(1), nlohmann::json({{"id", 77}, {"from", 2}, {"to", 3}}));
+    }
+    servers().StopBroker();
+    servers().StartBroker();
+    FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+    std::size_t request = 1;
+    if (retried) {
+      // The retry (sent after the client's SUBSCRIBE: the replies reach it).
+      EXPECT_EQ(relay.Request(request++), nlohmann::json({{"id", 77}, {"from", 2}, {"to", 3}}));
+      relay.Replay(3);
+    } else {
+      // Frame 3 until the client is back (held: a second copy is a duplicate).
+      const uint64_t duplicates = client.stats().duplicates;
+      ASSERT_TRUE(WaitFor([&] { relay.Replay(3); return client.stats().duplicates > duplicates; }, 30s));
+    }
+    relay.Answer({{"from", 2}, {"to", 3}, {"sent", 2}, {"last", 4}, {"status", "ok"}});  // the first request's
+    auto again = relay.Request(request);
+    EXPECT_EQ(again, nlohmann::json({{"id", 77}, {"from", 2}, {"to", 2}})) << again.dump();
+    relay.Replay(2);
+    ASSERT_TRUE(WaitFor([&] { return sink.size() >= 4; }, 10s)) << Explain(client, sink, 4);
+    client.Stop();
+    ExpectExactlyInOrder(sink, topic, 1, 4);
+    EXPECT_EQ(gaps.all(), std::vector<std::string>{});
+  }
+
   // Collects the gaps a SeqClient reports, as "<topic> <from>..<to> <why>".
   struct Gaps {
     std::mutex mu;
@@ -293,70 +337,13 @@ TEST_F(ClientE2E, AReconnectWhileAGapRequestIsOutAsksForWhatCameMeanwhileOnceItI
 // (its session is clean) are asked for again when the request's status
 // comes, not given up as "the relay has no such SEQ". The build before gave
 // up SEQ 2 here, which the relay had.
-TEST_F(ClientE2E, FramesOfAReplyLostInAReconnectAreAskedForAgain) {
-  const std::string topic = root() + "/t";
-  auto o = ClientOptions("c", {topic});
-  o.gap_wait = std::chrono::milliseconds(20);
-  o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request each
-  Sink sink;
-  Gaps gaps;
-  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
-  ASSERT_EQ(client.Start(), std::nullopt);
-  {
-    FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
-    ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
-    relay.Live(4);  // 2 and 3 missing
-    EXPECT_EQ(relay.Request(1), nlohmann::json({{"id", 77}, {"from", 2}, {"to", 3}}));
-  }
-  servers().StopBroker();  // the relay's frame 2 goes out while the client is away
-  servers().StartBroker();
-  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
-  // Frame 3 until the client is back (held: a second copy is a duplicate).
-  const uint64_t duplicates = client.stats().duplicates;
-  ASSERT_TRUE(WaitFor([&] { relay.Replay(3); return client.stats().duplicates > duplicates; }, 30s));
-  relay.Answer({{"from", 2}, {"to", 3}, {"sent", 2}, {"last", 4}, {"status", "ok"}});
-  auto again = relay.Request(1);
-  EXPECT_EQ(again, nlohmann::json({{"id", 77}, {"from", 2}, {"to", 2}})) << again.dump();
-  relay.Replay(2);
-  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 4; }, 10s)) << Explain(client, sink, 4);
-  client.Stop();
-  ExpectExactlyInOrder(sink, topic, 1, 4);
-  EXPECT_EQ(gaps.all(), std::vector<std::string>{});
-}
+TEST_F(ClientE2E, FramesOfAReplyLostInAReconnectAreAskedForAgain) { ReplyCutByAReconnect(/*retried=*/false); }
 
 // As above, but the client asks again after the reconnect (no status in
 // time) before the first request's status comes: the retry does not make
 // that cut reply whole, and 2 is still asked for. The build before took the
 // retry's connection for the request's and gave 2 up.
-TEST_F(ClientE2E, ARetryAfterTheReconnectDoesNotMakeACutReplyWhole) {
-  const std::string topic = root() + "/t";
-  auto o = ClientOptions("c", {topic});
-  o.gap_wait = std::chrono::milliseconds(20);
-  o.reply_timeout = std::chrono::milliseconds(2000);  // the retry: about when the broker is back
-  Sink sink;
-  Gaps gaps;
-  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
-  ASSERT_EQ(client.Start(), std::nullopt);
-  {
-    FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
-    ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
-    relay.Live(4);
-    EXPECT_EQ(relay.Request(1), nlohmann::json({{"id", 77}, {"from", 2}, {"to", 3}}));
-  }
-  servers().StopBroker();
-  servers().StartBroker();
-  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
-  EXPECT_EQ(relay.Request(1), nlohmann::json({{"id", 77}, {"from", 2}, {"to", 3}}));  // the retry
-  relay.Replay(3);
-  relay.Answer({{"from", 2}, {"to", 3}, {"sent", 2}, {"last", 4}, {"status", "ok"}});  // the first request's
-  auto again = relay.Request(2);
-  EXPECT_EQ(again, nlohmann::json({{"id", 77}, {"from", 2}, {"to", 2}})) << again.dump();
-  relay.Replay(2);
-  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 4; }, 10s)) << Explain(client, sink, 4);
-  client.Stop();
-  ExpectExactlyInOrder(sink, topic, 1, 4);
-  EXPECT_EQ(gaps.all(), std::vector<std::string>{});
-}
+TEST_F(ClientE2E, ARetryAfterTheReconnectDoesNotMakeACutReplyWhole) { ReplyCutByAReconnect(/*retried=*/true); }
 
 // A message callback that throws loses nothing after it: 2 releases the
 // held 3 in one go, the callback throws on 2, and 3 is still delivered. The

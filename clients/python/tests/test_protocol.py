@@ -60,6 +60,18 @@ def lost(events):
     return [e for kind, e in events if kind == "lost"]
 
 
+def gap_2_to_3_asked():
+    """chat/a with SEQ 1 delivered and 4 held: the gap 2..3 asked for."""
+    s = Scripted()
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.frame("seq/chat/a", 4)
+    s.advance(0.001)  # the gap is seen
+    s.advance(0.02)  # past gap_wait: asked for
+    assert s.requests == [{"id": 7, "from": 2, "to": 3}]
+    return s
+
+
 def test_history_starts_at_first():
     s = Scripted()
     s.sub("chat/a", history=True)
@@ -295,13 +307,7 @@ def test_no_reply_gives_up_after_max_attempts_and_goes_on():
 
 
 def test_frames_of_a_reply_lost_in_a_reconnect_are_asked_for_again_not_given_up():
-    s = Scripted()
-    s.sub("chat/a")
-    s.frame("seq/chat/a", 1)
-    s.frame("seq/chat/a", 4)
-    s.advance(0.001)  # the gap is seen
-    s.advance(0.02)  # past gap_wait: asked for
-    assert s.requests == [{"id": 7, "from": 2, "to": 3}]
+    s = gap_2_to_3_asked()
     s.c._on_connect(None, None, {}, 0)  # the relay sent 2 while the client was away: lost with the old connection
     s.frame("relay/replay/r1", 3)
     s.status(id=7, **{"from": 2}, to=3, sent=2, last=4, status="ok")  # the old request's status
@@ -313,12 +319,7 @@ def test_frames_of_a_reply_lost_in_a_reconnect_are_asked_for_again_not_given_up(
 
 
 def test_a_retry_sent_after_the_reconnect_does_not_make_the_first_requests_cut_reply_whole():
-    s = Scripted()
-    s.sub("chat/a")
-    s.frame("seq/chat/a", 1)
-    s.frame("seq/chat/a", 4)
-    s.advance(0.001)
-    s.advance(0.02)  # asked for 2..3
+    s = gap_2_to_3_asked()
     s.c._on_connect(None, None, {}, 0)  # 2 goes out while the client is away
     s.advance(0.05)  # no status in time: asked again, on the new connection
     assert s.requests == [{"id": 7, "from": 2, "to": 3}] * 2
@@ -331,13 +332,7 @@ def test_a_retry_sent_after_the_reconnect_does_not_make_the_first_requests_cut_r
 
 
 def test_a_reconnect_while_a_gap_request_is_out_asks_for_what_came_meanwhile_once_it_is_done():
-    s = Scripted()
-    s.sub("chat/a")
-    s.frame("seq/chat/a", 1)
-    s.frame("seq/chat/a", 4)
-    s.advance(0.001)  # the gap is seen
-    s.advance(0.02)  # past gap_wait: asked for
-    assert s.requests == [{"id": 7, "from": 2, "to": 3}]
+    s = gap_2_to_3_asked()
     s.c._on_connect(None, None, {}, 0)  # a reconnect with the gap request out: 5.. came while away
     assert len(s.requests) == 1, "no second request while the first is out"
     for seq in (2, 3):
