@@ -486,7 +486,16 @@ bool Relay::BecomeActive() {
   }
   if (Status s = store_.PruneTaken(epoch); !s.ok()) LogWarn("{}", s.message());
   if (stepped_down_) return true;  // lost meanwhile: the stop that StepDown asked for follows
-  if (lease_->previous_journal() != journal_id_) {
+  intake_session_no_ = progress.session_no;
+  if (const std::optional<Journal::Session> journaled = journal_ ? journal_->session() : std::nullopt;
+      journaled && journaled->number != progress.session_no) {
+    // What this relay's journal remembers was taken in an MQTT session that
+    // has been replaced since (another holder began a new one after the
+    // broker forgot it): nothing of it can be resent, and a new message
+    // matching a record would be dropped as a resend.
+    std::lock_guard lock(redelivery_mu_);
+    redelivery_.ForgetAll();
+  } else if (lease_->previous_journal() != journal_id_) {
     // What this relay's journal remembers of the shard's session is from an
     // earlier stint: another relay took deliveries since, under packet ids
     // that may have wrapped round to remembered ones, and a new message
@@ -544,6 +553,7 @@ bool Relay::BecomeActive() {
   auto intake = MqttLink::Start(intake_options_,
                                 {.on_connect =
                                      [this](bool session_present) {
+                                       if (!session_present) NoteNewSession();
                                        std::lock_guard lock(redelivery_mu_);
                                        redelivery_.Connected(session_present);
                                        resumed_left_ = session_present ? kResumedWindow : 0;

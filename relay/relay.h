@@ -155,6 +155,9 @@ class Relay {
   // Intake: waits (at most `max_wait`, less on a stop) until the writer has
   // marked the intake's current session; false if it has not.
   bool AwaitSessionMark(std::chrono::steady_clock::duration max_wait);
+  // Intake: the broker kept no session; the journal's records so far are
+  // of sessions that can resend nothing.
+  void NoteNewSession();
   // Intake, on every connect: the MQTT v5 Subscription Identifier the
   // intake subscribes with (MSG.SUB_TAG of what it delivers).
   uint32_t IntakeSubscriptionTag() const;
@@ -344,6 +347,11 @@ class Relay {
   // session and has no SUBACK yet. Intake thread.
   uint32_t intake_session_ = 0;
   uint32_t intake_marked_ = 0;  // the newest session seen marked
+  // SHARD.SESSION_NO of the session the intake takes deliveries in, which
+  // the journal records (Journal::InSession): the shard's, read at the
+  // takeover, until this relay marks a session of its own. Set before the
+  // intake starts, then intake thread.
+  uint64_t intake_session_no_ = 0;
   uint32_t intake_connects_ = 0;
   bool before_suback_ = false;
   // A new session's first delivery is acknowledged only once SESSION_IDX
@@ -354,6 +362,7 @@ class Relay {
   std::condition_variable session_mark_cv_;
   uint32_t session_mark_wanted_ = 0;
   uint32_t session_marked_ = 0;
+  uint64_t marked_session_no_ = 0;  // SHARD.SESSION_NO committed with session_marked_
   // Deliveries that may be mosquitto's resends of committed messages are
   // acknowledged only after the writer's verdict: the intake numbers them
   // (verdict_tickets_, intake thread), the writer answers up to which

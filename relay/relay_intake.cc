@@ -38,9 +38,12 @@ Status Relay::HandOverJournal() {
   };
   std::vector<Owned> left;
   const uint64_t committed = progress->journal_pos;
+  // Only the newest session's records: mosquitto resends nothing of an
+  // earlier one (a journal from before sessions were recorded: all).
+  const uint64_t session_start = journal_->session() ? journal_->session()->start : 0;
   Status replayed = journal_->Replay(0, [&](const Journal::Record& r) {
     std::lock_guard lock(redelivery_mu_);
-    redelivery_.Remember(r.mid, r.topic, r.payload, /*committed=*/r.end <= committed);
+    if (r.end > session_start) redelivery_.Remember(r.mid, r.topic, r.payload, /*committed=*/r.end <= committed);
     if (r.end <= committed) return;
     left.push_back({r.end, r.mid, std::string(r.topic),
                     std::string(reinterpret_cast<const char*>(r.payload.data()), r.payload.size()),
@@ -177,7 +180,16 @@ bool Relay::AwaitSessionMark(Clock::duration max_wait) {
     session_mark_cv_.wait_for(lock, milliseconds(50));
   }
   intake_marked_ = intake_session_;
+  intake_session_no_ = marked_session_no_;
   return true;
+}
+
+void Relay::NoteNewSession() {
+  if (!journal_) return;
+  // Failing here, the journal records the session with its first record
+  // (Journal::InSession), from the same position: nothing is journaled in
+  // between, as the session's first delivery waits for its number.
+  if (Status s = journal_->NewSession(); !s.ok()) LogWarn("{}", s.message());
 }
 
 uint32_t Relay::IntakeSubscriptionTag() const {
@@ -367,7 +379,10 @@ MqttLink::AfterMessage Relay::Take(const InboundMessage& in, Clock::duration max
   }
   if (journal_ && !await_verdict) {
     // Before this callback returns, so before libmosquitto sends the PUBACK.
-    if (auto end = journal_->Append(in.topic, in.payload, in.mid, m.msg_id); end.ok()) {
+    // The journal says which session its newest records are of, or takes none.
+    const Status in_session = journal_->InSession(intake_session_no_);
+    auto end = in_session.ok() ? journal_->Append(in.topic, in.payload, in.mid, m.msg_id) : Result<uint64_t>(in_session);
+    if (end.ok()) {
       m.journal_end = end.value();
       progress.journaled = true;
       if (++journaled_ == throw_after_journal_) throw std::bad_alloc();

@@ -242,7 +242,7 @@ bool Relay::SaveDroppedJournalPosition() {
 
 bool Relay::MarkSession(uint32_t session) {
   stored_session_ = session;  // rows from here on: this session's ids only
-  store_.SetSessionStart(sequencer_.last_idx() + 1);
+  store_.BeginSession(sequencer_.last_idx() + 1);
   if (++session_marks_ == kill_before_session_mark_) {
     LogWarn("fault injection: SIGKILL before committing the mark of a new MQTT session");
     kill(getpid(), SIGKILL);
@@ -255,6 +255,7 @@ bool Relay::MarkSession(uint32_t session) {
   {
     std::lock_guard lock(session_mark_mu_);
     session_marked_ = session;
+    marked_session_no_ = store_.session_no();
   }
   session_mark_cv_.notify_all();
   return true;

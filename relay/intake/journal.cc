@@ -168,6 +168,7 @@ Status Journal::Open(uint64_t min_position, std::string_view database_id) {
   if (ec) return Status::Error(fmt::format("journal: list {}: {}", dir_, ec.message()));
   std::sort(bases.begin(), bases.end());
   if (Status s = CheckIdentity(database_id, bytes); !s.ok()) return s;
+  ReadSession();
   {
     std::lock_guard lock(mu_);
     segments_ = bases;
@@ -318,6 +319,56 @@ Result<uint64_t> Journal::Append(std::string_view topic, std::span<const uint8_t
   }
   end_ += buffer_.size();
   return end_;
+}
+
+void Journal::ReadSession() {
+  session_.reset();
+  const std::string path = dir_ + "/session";
+  std::ifstream in(path);
+  if (!in) return;  // never written: a journal from before sessions were recorded
+  std::string start, number;
+  Session read;
+  in >> start >> number;
+  auto parse = [](std::string_view text, uint64_t& to) {
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), to);
+    return ec == std::errc() && end == text.data() + text.size();
+  };
+  uint64_t value = 0;
+  if (parse(start, read.start) && (number == "-" || parse(number, value))) {
+    if (number != "-") read.number = value;
+    session_ = read;
+    return;
+  }
+  // Which records are of which session is unknown: none is remembered for
+  // resends (a resend may then be stored twice, but no new message is ever
+  // taken for one).
+  LogWarn("journal: {} is not '<position> <session>'; none of the journal's records is taken for the session the "
+          "broker may resume", path);
+  session_ = Session{.start = UINT64_MAX, .number = std::nullopt};
+}
+
+Status Journal::WriteSession(const Session& session) {
+  // Written to a temporary file and renamed: a kill leaves the old record or the new one.
+  const std::string path = dir_ + "/session";
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << session.start << " " << (session.number ? std::to_string(*session.number) : "-") << "\n";
+    out.flush();
+    if (!out) return Status::Error(fmt::format("journal: cannot write {}", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename " + tmp);
+  session_ = session;
+  return Status::Ok();
+}
+
+Status Journal::NewSession() { return WriteSession({.start = end_, .number = std::nullopt}); }
+
+Status Journal::InSession(uint64_t number) {
+  if (session_ && session_->number == number) return Status::Ok();
+  // A session on record without a number is the one this number was given
+  // to, and nothing of it is journaled yet: end_ is still its start.
+  return WriteSession({.start = end_, .number = number});
 }
 
 void Journal::Release(uint64_t position) {

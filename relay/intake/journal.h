@@ -29,13 +29,21 @@
 // Durability: a write(2) per record, no fsync. The page cache survives a
 // process kill (SIGKILL, crash); a machine crash can lose the last records.
 //
-// Threads: Append is called by the intake thread only; Release by the
-// writer thread; Open and Replay before either runs. mu_ guards segments_.
+// Records carry no MQTT session, but the journal says where the newest
+// session's records begin (the file "session": a position and the
+// session's number, SHARD.SESSION_NO): the broker resends a message only
+// in the session it was delivered in, so the relay remembers for resends
+// only the records of the session it may resume.
+//
+// Threads: Append, NewSession and InSession are called by the intake
+// thread only; Release by the writer thread; Open and Replay before either
+// runs. mu_ guards segments_.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -96,6 +104,28 @@ class Journal {
   // are deleted.
   void Release(uint64_t position);
 
+  // Where the newest MQTT session's records begin: the records that end at
+  // or before `start` were taken in earlier sessions. `number` is the
+  // session's SHARD.SESSION_NO; nullopt for a session begun here and not
+  // numbered yet (nothing of it is journaled: its first delivery waits for
+  // the number). Read at Open; nullopt for a journal that never recorded a
+  // session (one written before schema 010).
+  struct Session {
+    uint64_t start = 0;
+    std::optional<uint64_t> number;
+  };
+  const std::optional<Session>& session() const { return session_; }
+
+  // The intake began a new MQTT session (the broker kept none): the records
+  // from the end on are of it. Written to dir/session before it returns.
+  Status NewSession();
+
+  // The next records are of session `number`: recorded (dir/session) unless
+  // the newest session on record is that one already. Fails when the file
+  // cannot be written; the record must then not be journaled, or a restart
+  // would take it for one of the session before.
+  Status InSession(uint64_t number);
+
   uint64_t end() const { return end_; }
 
  private:
@@ -104,6 +134,8 @@ class Journal {
   // the size of the segments found) and records it when the journal takes it.
   Status CheckIdentity(std::string_view database_id, uint64_t bytes);
   Status StartSegment(uint64_t base);
+  Status WriteSession(const Session& session);
+  void ReadSession();
 
   const std::string dir_;
   int lock_fd_ = -1;             // holds the directory's lock; set by Identify
@@ -114,6 +146,7 @@ class Journal {
   std::vector<uint64_t> segments_;  // bases of the segment files, ascending; guarded by mu_
   std::vector<uint8_t> buffer_;     // record assembly; intake thread
   bool torn_ = false;               // a partial record could not be cut off: no more appends; intake thread
+  std::optional<Session> session_;  // as in dir/session; read at Open, then intake thread
 };
 
 }  // namespace seqrelay

@@ -42,6 +42,11 @@ void RedeliveryFilter::ForgetCommitted() {
   matched_ = false;
 }
 
+void RedeliveryFilter::ForgetAll() {
+  entries_.clear();
+  matched_ = false;
+}
+
 bool RedeliveryFilter::Contains(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) const {
   if (mid == 0) return false;
   const uint64_t payload_hash = Hash(payload);

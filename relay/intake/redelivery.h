@@ -28,8 +28,11 @@
 // 65535 identifiers). That holds while the remembered deliveries are the
 // session's newest: a relay that takes the shard over from another relay
 // (whose deliveries moved the identifiers on, maybe round past the
-// remembered ones) forgets its journal's committed records (ForgetCommitted). QoS 0
-// deliveries are never resent and neither match nor end the checks.
+// remembered ones) forgets its journal's committed records (ForgetCommitted),
+// and all of them (ForgetAll) if the session they were taken in has been
+// replaced; a relay restarting remembers only its journal's newest
+// session's records (Journal::session). QoS 0 deliveries are never resent
+// and neither match nor end the checks.
 //
 // Pure logic; used by the intake thread only (and by Run() before that).
 #pragma once
@@ -60,6 +63,10 @@ class RedeliveryFilter {
   // (maybe round to remembered ones), and what the session still holds
   // unacknowledged of this relay's is among its uncommitted records only.
   void ForgetCommitted();
+
+  // Forgets everything: the deliveries remembered were taken in an MQTT
+  // session that has been replaced since, so none can be resent.
+  void ForgetAll();
 
   // Forgets the newest remembered delivery that is this one: it was not
   // taken after all (its handling failed), and its resend must be taken.

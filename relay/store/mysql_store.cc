@@ -290,7 +290,7 @@ Result<MysqlStore::Progress> MysqlStore::ReadProgress() {
         "SELECT (SELECT COALESCE(MAX(idx), ?) FROM MSG WHERE idx > ? AND idx < ?), s.PUBLISHED_IDX, s.EPOCH, "
         "GREATEST((SELECT COALESCE(MAX(POS), 0) FROM JOURNAL WHERE ID = ?), "
         "(SELECT COALESCE(MAX(JOURNAL_POS), 0) FROM SHARD WHERE JOURNAL_ID = ?)), "
-        "r.JOURNAL_POS, r.INSTANCE, s.SESSION_IDX FROM SHARD s, RELAY_STATE r WHERE s.NAME = ? AND r.K = 1"));
+        "r.JOURNAL_POS, r.INSTANCE, s.SESSION_IDX, s.SESSION_NO FROM SHARD s, RELAY_STATE r WHERE s.NAME = ? AND r.K = 1"));
     ps->setUInt64(1, idx_base_);
     ps->setUInt64(2, idx_base_);
     ps->setUInt64(3, idx_base_ + kShardIdxSpan);
@@ -306,6 +306,7 @@ Result<MysqlStore::Progress> MysqlStore::ReadProgress() {
     p.legacy_journal_pos = rs->getUInt64(5);
     p.instance = rs->getString(6).asStdString();
     p.session_idx = rs->getUInt64(7);
+    p.session_no = rs->getUInt64(8);
     CommitTransaction();
   });
   if (!s.ok()) return s;
@@ -313,6 +314,7 @@ Result<MysqlStore::Progress> MysqlStore::ReadProgress() {
   // A new session's start set by the writer but not committed yet (the
   // connection broke) is newer than the row's: it stays, for the retry.
   session_idx_ = std::max(session_idx_, p.session_idx);
+  session_no_ = std::max(session_no_, p.session_no);
   return p;
 }
 
@@ -821,8 +823,8 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     std::string fence = fmt::format("UPDATE SHARD SET COMMITS = COMMITS + 1, PUBLISHED_IDX = {}, JOURNAL_ID = ",
                                     published_idx);
     AppendHex(fence, journal_id_);
-    fmt::format_to(std::back_inserter(fence), ", JOURNAL_POS = {}, SESSION_IDX = {} WHERE NAME = ", journal_pos,
-                   session_idx_);
+    fmt::format_to(std::back_inserter(fence), ", JOURNAL_POS = {}, SESSION_IDX = {}, SESSION_NO = {} WHERE NAME = ",
+                   journal_pos, session_idx_, session_no_);
     AppendHex(fence, shard_);
     fmt::format_to(std::back_inserter(fence), " AND EPOCH = {}", epoch_);
     sql.Add(fence);

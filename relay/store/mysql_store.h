@@ -149,6 +149,7 @@ class MysqlStore {
     uint64_t legacy_journal_pos = 0;  // RELAY_STATE.JOURNAL_POS (before schema 004: the one journal's)
     uint32_t epoch = 0;          // SHARD.EPOCH: the lease's current epoch
     uint64_t session_idx = 0;    // SHARD.SESSION_IDX: the first row of the intake's current MQTT session
+    uint64_t session_no = 0;     // SHARD.SESSION_NO: that session's number (schema 010)
     std::string instance;        // RELAY_STATE.INSTANCE: the database's identity (a UUID made with the schema)
   };
   Result<Progress> ReadProgress();
@@ -222,12 +223,17 @@ class MysqlStore {
   // COMMIT, as a database restart at that instant would. 0 = off.
   void InjectKillBeforeCommit(uint64_t nth) { kill_before_commit_ = nth; }
 
-  // The first idx of the intake's current MQTT session: written with the
-  // fence of every commit from now on (SHARD.SESSION_IDX; the writer
-  // commits it at once, before the session's first delivery is
-  // acknowledged). Read back by ReadProgress.
-  void SetSessionStart(uint64_t idx) { session_idx_ = idx; }
+  // The intake began a new MQTT session, whose rows start at `idx`: it
+  // and the session's number, one past the last (SHARD.SESSION_IDX and
+  // SESSION_NO), are written with the fence of every commit from now on
+  // (the writer commits them at once, before the session's first delivery
+  // is acknowledged). Read back by ReadProgress.
+  void BeginSession(uint64_t idx) {
+    session_idx_ = idx;
+    ++session_no_;
+  }
   uint64_t session_start() const { return session_idx_; }
+  uint64_t session_no() const { return session_no_; }
 
   struct LiveRow {
     uint64_t idx = 0;
@@ -326,6 +332,7 @@ class MysqlStore {
   uint32_t epoch_ = 0;
   uint64_t saved_journal_pos_ = 0;    // last JOURNAL_POS written or read by this connection
   uint64_t session_idx_ = 0;          // SHARD.SESSION_IDX, read at ReadProgress and written by every fence
+  uint64_t session_no_ = 0;           // SHARD.SESSION_NO, the same way
   uint64_t kill_before_commit_ = 0;   // see InjectKillBeforeCommit; 0 = off
   uint64_t batches_tried_ = 0;        // non-empty CommitBatch calls, for kill_before_commit_
   bool sync_wait_ = false;            // the server knows wsrep_sync_wait: reads are causal

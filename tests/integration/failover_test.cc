@@ -623,6 +623,69 @@ TEST_F(FailoverE2E, ARelayActiveAgainTakesNoNewMessageForAResendOfItsEarlierStin
   EXPECT_EQ(a1->Stop(), 0);
 }
 
+// The same relay across a session mosquitto forgot: a1 stores ten "same"
+// (packet ids 1..10) and stops; the session is forgotten; a1 stores three
+// more in a new session (ids 1..3) and stops; a1, back and resuming that
+// session, gets a fourth (id 4, the content of the old session's id 4).
+// Until 2026-12-05 its journal gave the filter the records of both
+// sessions, and it took that new message for a resend: acknowledged, and
+// stored nowhere.
+TEST_F(FailoverE2E, ARelayActiveAgainAfterTheBrokerForgotItsSessionRemembersOnlyTheNewOne) {
+  const std::string topic = root() + "/a/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  auto a1 = ShardRelay("a", 1);
+  StoreTenSameAndForgetTheSession(*a1, pub, topic);
+  if (HasFatalFailure()) return;
+  a1 = ShardRelay("a", 1);
+  a1->Start();
+  for (int i = 0; i < 3; ++i) pub.Publish(topic, "same");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, 13);
+  EXPECT_EQ(a1->Stop(), 0);
+  a1 = ShardRelay("a", 1);
+  a1->Start();
+  pub.Publish(topic, "same");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, 14, 10s);
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 14u);
+  EXPECT_EQ(a1->log().find("dropped the broker's resend"), std::string::npos) << a1->log();
+  EXPECT_EQ(a1->Stop(), 0);
+}
+
+// A relay killed right after journaling a message keeps that record as
+// perhaps unacknowledged: at its next takeover, mosquitto may still resend
+// it. Not if the session it was taken in is gone: a1 journals three "same"
+// (ids 1..3) and is killed; the session is forgotten; a2 stores two in a new
+// session (ids 1, 2) and stops; a1, back and active, hands its journal over
+// and gets a new message (id 3, the content of its uncommitted record).
+// Until 2026-12-05 it took it for a resend: acknowledged, and stored
+// nowhere.
+TEST_F(FailoverE2E, ARelayActiveAgainForgetsWhatItJournaledInASessionAnotherRelayReplaced) {
+  const std::string topic = root() + "/a/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
+  a1->Start({"SEQTEST_KILL_AFTER_JOURNAL=3"});
+  for (int i = 0; i < 3; ++i) pub.Publish(topic, "same");
+  ASSERT_EQ(a1->WaitExit(10s), 128 + SIGKILL) << a1->log();
+  { MqttClient forget(servers().mqtt_port(), name_ + "-a", /*clean=*/true); }
+  a2->Start();
+  for (int i = 0; i < 2; ++i) pub.Publish(topic, "same");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  const uint64_t before = Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic));
+  EXPECT_GE(before, 2u);
+  EXPECT_EQ(a2->Stop(), 0);
+  a1 = ShardRelay("a", 1);
+  a1->Start();
+  WaitStored(topic, 5, 10s);  // a1's three (committed, or handed over now) and a2's two
+  pub.Publish(topic, "same");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, 6, 10s);
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 6u);
+  EXPECT_EQ(Number(fmt::format("SELECT MAX(SEQ) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 6u);
+  EXPECT_EQ(a1->log().find("dropped the broker's resend"), std::string::npos) << a1->log();
+  EXPECT_EQ(a1->Stop(), 0);
+}
+
 TEST_F(FailoverE2E, ANewSessionsResendIsNeverTakenForAnOlderSessionsRow) {
   auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
   const std::string topic = root() + "/a/t";

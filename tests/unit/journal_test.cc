@@ -703,6 +703,66 @@ TEST(JournalTest, AJournalWithoutRecordsOrIdentityTakesTheDatabasesIdentity) {
   EXPECT_EQ(ReadFile(legacy.File("database-id")), (Bytes{'o', 'l', 'd', '\n'}));
 }
 
+// The journal says where its newest MQTT session's records begin, and
+// which session that is: nothing before the first session on record, then
+// a new session at the end (numbered or not yet), kept across a reopen.
+TEST(JournalTest, TheNewestSessionsStartAndNumberAreKeptAcrossAReopen) {
+  TempDir dir;
+  uint64_t first_end = 0;
+  {
+    Journal journal(dir.path());
+    ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+    EXPECT_FALSE(journal.session().has_value()) << "a journal that never recorded a session";
+    ASSERT_TRUE(journal.InSession(4).ok());
+    ASSERT_TRUE(journal.session().has_value());
+    EXPECT_EQ(journal.session()->start, 0u);
+    EXPECT_EQ(journal.session()->number, 4u);
+    first_end = AppendOk(journal, "t", {'x'}, 1);
+    ASSERT_TRUE(journal.InSession(4).ok());
+    EXPECT_EQ(journal.session()->start, 0u) << "the same session: its start stays";
+    ASSERT_TRUE(journal.NewSession().ok());
+    EXPECT_EQ(journal.session()->start, first_end);
+    EXPECT_FALSE(journal.session()->number.has_value()) << "begun, not numbered yet";
+  }
+  EXPECT_EQ(ReadFile(dir.File("session")), (Bytes{'1', '4', ' ', '-', '\n'}));
+  {
+    Journal journal(dir.path());
+    ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+    ASSERT_TRUE(journal.session().has_value());
+    EXPECT_EQ(journal.session()->start, first_end);
+    EXPECT_FALSE(journal.session()->number.has_value());
+    ASSERT_TRUE(journal.InSession(5).ok());
+    EXPECT_EQ(journal.session()->start, first_end) << "nothing journaled since the session began";
+    EXPECT_EQ(journal.session()->number, 5u);
+    const uint64_t second_end = AppendOk(journal, "t", {'y'}, 1);
+    ASSERT_TRUE(journal.InSession(6).ok());  // another session, found kept
+    EXPECT_EQ(journal.session()->start, second_end);
+    EXPECT_EQ(journal.session()->number, 6u);
+  }
+  Journal reopened(dir.path());
+  ASSERT_TRUE(reopened.Open(0, kDatabase).ok());
+  ASSERT_TRUE(reopened.session().has_value());
+  EXPECT_EQ(reopened.session()->start, 2 * first_end);
+  EXPECT_EQ(reopened.session()->number, 6u);
+}
+
+// A session file that cannot be read leaves no record to remember: its
+// start is past every record, and it has no number.
+TEST(JournalTest, ASessionFileThatCannotBeReadRemembersNoRecord) {
+  TempDir dir;
+  {
+    Journal journal(dir.path());
+    ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+    AppendOk(journal, "t", {'x'}, 1);
+  }
+  std::ofstream(dir.File("session")) << "14 x7\n";
+  Journal journal(dir.path());
+  ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+  ASSERT_TRUE(journal.session().has_value());
+  EXPECT_EQ(journal.session()->start, UINT64_MAX);
+  EXPECT_FALSE(journal.session()->number.has_value());
+}
+
 // One relay per journal directory: a second one is refused while the first
 // holds it, with a line that names the directory, and takes it once the
 // first is gone.

@@ -46,6 +46,18 @@ TEST(RedeliveryFilter, AfterForgettingTheCommittedOnlyTheUncommittedAreResends) 
   EXPECT_TRUE(filter.IsRedelivery(10, "t", Bytes("p")));
 }
 
+// After a takeover that finds the session replaced, nothing remembered is
+// a resend, committed or not.
+TEST(RedeliveryFilter, AfterForgettingAllNothingIsAResend) {
+  RedeliveryFilter filter(20);
+  for (uint16_t mid = 1; mid <= 10; ++mid) filter.Remember(mid, "t", Bytes("p"), /*committed=*/mid <= 8);
+  filter.ForgetAll();
+  EXPECT_EQ(filter.remembered(), 0u);
+  filter.Connected(true);
+  EXPECT_FALSE(filter.IsRedelivery(9, "t", Bytes("p")));
+  EXPECT_FALSE(filter.IsRedelivery(10, "t", Bytes("p")));
+}
+
 TEST(RedeliveryFilter, AForgottenDeliveryIsTakenWhenItComesAgain) {
   RedeliveryFilter filter(20);
   filter.Remember(1, "t", Bytes("p1"));

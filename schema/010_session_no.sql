@@ -1,0 +1,17 @@
+-- seqrelay schema version 10: a number for each MQTT session of a shard.
+--
+-- A relay remembers the deliveries it took (its journal's newest records)
+-- to recognise mosquitto's resends of them after a reconnect. Only the
+-- session they were taken in can resend them: after mosquitto forgot it (a
+-- broker without persistence, a restart) and any holder began a new one,
+-- a new message with the packet id, topic and payload of such a record is
+-- new. SESSION_IDX (schema 7) cannot tell two sessions apart when no row
+-- was stored between their marks; this number can.
+--
+-- SHARD.SESSION_NO: how many new MQTT sessions holders of the shard have
+-- begun, raised by the active (fenced) in the same commit that moves
+-- SESSION_IDX, before it acknowledges a new session's first delivery. A
+-- relay's journal records which number its newest records were taken under
+-- (the file "session" in its folder); the relay forgets them when it takes
+-- the shard and finds another number.
+ALTER TABLE SHARD ADD COLUMN SESSION_NO BIGINT UNSIGNED NOT NULL DEFAULT 0;
