@@ -486,7 +486,7 @@ bool Relay::BecomeActive() {
   }
   if (Status s = store_.PruneTaken(epoch); !s.ok()) LogWarn("{}", s.message());
   if (stepped_down_) return true;  // lost meanwhile: the stop that StepDown asked for follows
-  intake_session_no_ = progress.session_no;
+  intake_session_no_.store(progress.session_no, std::memory_order_relaxed);
   if (const std::optional<Journal::Session> journaled = journal_ ? journal_->session() : std::nullopt;
       journaled && journaled->number != progress.session_no) {
     // What this relay's journal remembers was taken in an MQTT session that
@@ -552,15 +552,7 @@ bool Relay::BecomeActive() {
   if (stopping_) return true;
   auto intake = MqttLink::Start(intake_options_,
                                 {.on_connect =
-                                     [this](bool session_present) {
-                                       if (!session_present) NoteNewSession();
-                                       std::lock_guard lock(redelivery_mu_);
-                                       redelivery_.Connected(session_present);
-                                       resumed_left_ = session_present ? kResumedWindow : 0;
-                                       ++intake_connects_;
-                                       if (!session_present) ++intake_session_;
-                                       before_suback_ = session_present;
-                                     },
+                                     [this](bool session_present) { OnIntakeConnected(session_present); },
                                  .on_message = [this](const InboundMessage& m) { return OnIntake(m); },
                                  .on_subscribed = [this] { before_suback_ = false; },
                                  .subscription_tag = [this] { return IntakeSubscriptionTag(); },

@@ -155,9 +155,14 @@ class Relay {
   // Intake: waits (at most `max_wait`, less on a stop) until the writer has
   // marked the intake's current session; false if it has not.
   bool AwaitSessionMark(std::chrono::steady_clock::duration max_wait);
-  // Intake: the broker kept no session; the journal's records so far are
-  // of sessions that can resend nothing.
-  void NoteNewSession();
+  // Intake: asks the writer to mark the intake's new session, without waiting.
+  void AskForSessionMark();
+  // Whether mosquitto may still resend to this relay's intake a message
+  // taken in session `taken_in` (a handed-over one: PENDING.SESSION_NO).
+  bool SessionMayResend(std::optional<uint64_t> taken_in) const;
+  // Intake: the link connected (again); a new MQTT session if the broker
+  // kept none.
+  void OnIntakeConnected(bool session_present);
   // Intake, on every connect: the MQTT v5 Subscription Identifier the
   // intake subscribes with (MSG.SUB_TAG of what it delivers).
   uint32_t IntakeSubscriptionTag() const;
@@ -317,10 +322,11 @@ class Relay {
   // resend (and saved what it must). Writer thread.
   bool kill_after_resend_drop_ = false;
   // SEQTEST_KILL_BEFORE_SESSION_MARK=N: SIGKILL right before committing the
-  // Nth new MQTT session's mark (its first delivery read, not acknowledged).
-  // 0 = off. Writer thread.
+  // Nth new MQTT session's mark, once a delivery waits for it (read, not
+  // acknowledged; 10 s at most). 0 = off. Writer thread.
   uint64_t kill_before_session_mark_ = 0;
   uint64_t session_marks_ = 0;
+  std::atomic<bool> mark_awaited_{false};  // a delivery waited for a session's mark (set by the intake)
   std::atomic<bool> intake_held_{false};
   // SEQTEST_LOSE_FRAMES_WHILE_AWAY=1: a frame published while the output
   // link is down is dropped, as if lost in flight (never acknowledged), to
@@ -348,10 +354,13 @@ class Relay {
   uint32_t intake_session_ = 0;
   uint32_t intake_marked_ = 0;  // the newest session seen marked
   // SHARD.SESSION_NO of the session the intake takes deliveries in, which
-  // the journal records (Journal::InSession): the shard's, read at the
-  // takeover, until this relay marks a session of its own. Set before the
-  // intake starts, then intake thread.
-  uint64_t intake_session_no_ = 0;
+  // the journal records (Journal::InSession) and TAKEN rows carry: the
+  // shard's, read at the takeover, until this relay marks a session of its
+  // own; kSessionUnnumbered from a connect that found no session kept to
+  // its mark. Written before the intake starts, then by the intake thread;
+  // read by PumpPending too.
+  static constexpr uint64_t kSessionUnnumbered = MysqlStore::kOlderSession - 1;
+  std::atomic<uint64_t> intake_session_no_{0};
   uint32_t intake_connects_ = 0;
   bool before_suback_ = false;
   // A new session's first delivery is acknowledged only once SESSION_IDX

@@ -35,19 +35,28 @@ Status Relay::HandOverJournal() {
     uint64_t end;
     uint16_t mid;
     std::string topic, payload, msg_id;
+    std::optional<uint64_t> session_no;
   };
   std::vector<Owned> left;
   const uint64_t committed = progress->journal_pos;
   // Only the newest session's records: mosquitto resends nothing of an
   // earlier one (a journal from before sessions were recorded: all).
-  const uint64_t session_start = journal_->session() ? journal_->session()->start : 0;
+  const std::optional<Journal::Session> session = journal_->session();
+  auto session_of = [&](uint64_t end) -> std::optional<uint64_t> {
+    if (!session) return std::nullopt;
+    if (end <= session->start) return MysqlStore::kOlderSession;
+    return session->number.value_or(MysqlStore::kOlderSession);  // (none journaled before it is numbered)
+  };
   Status replayed = journal_->Replay(0, [&](const Journal::Record& r) {
+    const std::optional<uint64_t> taken_in = session_of(r.end);
     std::lock_guard lock(redelivery_mu_);
-    if (r.end > session_start) redelivery_.Remember(r.mid, r.topic, r.payload, /*committed=*/r.end <= committed);
+    if (taken_in != MysqlStore::kOlderSession) {
+      redelivery_.Remember(r.mid, r.topic, r.payload, /*committed=*/r.end <= committed);
+    }
     if (r.end <= committed) return;
     left.push_back({r.end, r.mid, std::string(r.topic),
                     std::string(reinterpret_cast<const char*>(r.payload.data()), r.payload.size()),
-                    std::string(r.msg_id)});
+                    std::string(r.msg_id), taken_in});
   });
   if (!replayed.ok()) LogError("{}; the records after the damage are not stored", replayed.message());
   if (left.empty()) return Status::Ok();
@@ -61,7 +70,7 @@ Status Relay::HandOverJournal() {
     for (std::size_t i = at; i < std::min(left.size(), at + kChunk); ++i) {
       chunk.push_back({left[i].end, left[i].mid, left[i].topic,
                        {reinterpret_cast<const uint8_t*>(left[i].payload.data()), left[i].payload.size()},
-                       left[i].msg_id});
+                       left[i].msg_id, left[i].session_no});
     }
     auto to = HandOverChunk(chunk);
     if (!to.ok()) return to.status();
@@ -124,6 +133,8 @@ void Relay::PumpPending() {
         stored_already.emplace_back(std::move(row.journal_id), row.end);
       } else if (row.journal_id == journal_id_) {  // this relay's own: remembered from its journal at start
         fresh.push_back(std::move(row));
+      } else if (!SessionMayResend(row.session_no)) {  // taken in a session the shard has left
+        fresh.push_back(std::move(row));
       } else if (redelivery_.Contains(row.mid, row.topic, payload)) {  // taken, perhaps not committed yet
         stored_already.emplace_back(std::move(row.journal_id), row.end);
       } else {
@@ -164,15 +175,27 @@ void Relay::PumpPending() {
 
 // ---- Intake (intake link's network thread) -----------------------------------
 
-bool Relay::AwaitSessionMark(Clock::duration max_wait) {
-  // A session found kept was marked by whoever began it; one seen marked
-  // stays so (OnIntake asks only until then).
-  if (IntakeSessionMarked()) return true;
-  std::unique_lock lock(session_mark_mu_);
+bool Relay::SessionMayResend(std::optional<uint64_t> taken_in) const {
+  if (!taken_in) return true;  // not known (handed over before sessions were numbered): as then
+  const uint64_t now = intake_session_no_.load(std::memory_order_relaxed);
+  return now != kSessionUnnumbered && *taken_in == now;
+}
+
+void Relay::AskForSessionMark() {
+  std::lock_guard lock(session_mark_mu_);
   if (session_mark_wanted_ != intake_session_) {
     session_mark_wanted_ = intake_session_;
     queue_.Wake();
   }
+}
+
+bool Relay::AwaitSessionMark(Clock::duration max_wait) {
+  // A session found kept was marked by whoever began it; one seen marked
+  // stays so (OnIntake asks only until then).
+  if (IntakeSessionMarked()) return true;
+  AskForSessionMark();
+  mark_awaited_ = true;
+  std::unique_lock lock(session_mark_mu_);
   // In slices, so that a stop (the writer gone) is seen at once.
   const auto deadline = Clock::now() + max_wait;
   while (session_marked_ != intake_session_) {
@@ -180,16 +203,34 @@ bool Relay::AwaitSessionMark(Clock::duration max_wait) {
     session_mark_cv_.wait_for(lock, milliseconds(50));
   }
   intake_marked_ = intake_session_;
-  intake_session_no_ = marked_session_no_;
+  intake_session_no_.store(marked_session_no_, std::memory_order_relaxed);
   return true;
 }
 
-void Relay::NoteNewSession() {
-  if (!journal_) return;
-  // Failing here, the journal records the session with its first record
-  // (Journal::InSession), from the same position: nothing is journaled in
-  // between, as the session's first delivery waits for its number.
-  if (Status s = journal_->NewSession(); !s.ok()) LogWarn("{}", s.message());
+void Relay::OnIntakeConnected(bool session_present) {
+  {
+    std::lock_guard lock(redelivery_mu_);
+    redelivery_.Connected(session_present);
+  }
+  resumed_left_ = session_present ? kResumedWindow : 0;
+  ++intake_connects_;
+  before_suback_ = session_present;
+  if (session_present) return;
+  // A new session: what the journal holds so far is of sessions that can
+  // resend nothing. Failing to record that here, the journal records it
+  // with the session's first record (Journal::InSession), from the same
+  // position: nothing is journaled in between, as the first delivery waits
+  // for the session's number. (A relay that dies before that record, with
+  // the session's mark below not committed either, remembers the old
+  // session's records at its next start.)
+  if (journal_) {
+    if (Status s = journal_->NewSession(); !s.ok()) LogWarn("{}", s.message());
+  }
+  ++intake_session_;
+  intake_session_no_.store(kSessionUnnumbered, std::memory_order_relaxed);
+  // Numbered at once, not at its first delivery, so that a holder dying
+  // before that leaves the session with a number of its own.
+  AskForSessionMark();
 }
 
 uint32_t Relay::IntakeSubscriptionTag() const {
@@ -360,6 +401,7 @@ MqttLink::AfterMessage Relay::Take(const InboundMessage& in, Clock::duration max
   m.mid = in.mid;
   m.sub_tag = in.subscription_tag;
   m.session = intake_session_;
+  m.session_no = intake_session_no_.load(std::memory_order_relaxed);
   if (before_suback_) m.resume_connect = intake_connects_;
   // Early in a session this process found kept, a delivery may be
   // mosquitto's resend of a message another relay (or this process before a
@@ -380,7 +422,7 @@ MqttLink::AfterMessage Relay::Take(const InboundMessage& in, Clock::duration max
   if (journal_ && !await_verdict) {
     // Before this callback returns, so before libmosquitto sends the PUBACK.
     // The journal says which session its newest records are of, or takes none.
-    const Status in_session = journal_->InSession(intake_session_no_);
+    const Status in_session = journal_->InSession(m.session_no);
     auto end = in_session.ok() ? journal_->Append(in.topic, in.payload, in.mid, m.msg_id) : Result<uint64_t>(in_session);
     if (end.ok()) {
       m.journal_end = end.value();

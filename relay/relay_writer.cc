@@ -244,6 +244,9 @@ bool Relay::MarkSession(uint32_t session) {
   stored_session_ = session;  // rows from here on: this session's ids only
   store_.BeginSession(sequencer_.last_idx() + 1);
   if (++session_marks_ == kill_before_session_mark_) {
+    // The window under test: a delivery of the new session read, its
+    // PUBACK held until this mark commits.
+    for (int i = 0; i < 200 && !mark_awaited_; ++i) std::this_thread::sleep_for(milliseconds(50));
     LogWarn("fault injection: SIGKILL before committing the mark of a new MQTT session");
     kill(getpid(), SIGKILL);
   }

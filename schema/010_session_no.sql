@@ -1,4 +1,5 @@
--- seqrelay schema version 10: a number for each MQTT session of a shard.
+-- seqrelay schema version 10: a number for each MQTT session of a shard,
+-- on the shard, on the resends a holder took, and on handed-over messages.
 --
 -- A relay remembers the deliveries it took (its journal's newest records)
 -- to recognise mosquitto's resends of them after a reconnect. Only the
@@ -14,4 +15,16 @@
 -- relay's journal records which number its newest records were taken under
 -- (the file "session" in its folder); the relay forgets them when it takes
 -- the shard and finds another number.
+--
+-- TAKEN.SESSION_NO: the number of the session a resend candidate was
+-- delivered in; PENDING.SESSION_NO: the number of the session a
+-- handed-over message was taken in, as its journal knew it. A handed-over
+-- message matches a TAKEN row only of the same session (a new message of
+-- a later session with the same packet id and content is another
+-- message), and is remembered for resends only while the shard is in its
+-- session. NULL: written before this version, or by a journal that never
+-- recorded its session (matches as before); 18446744073709551615: of an
+-- older session than its journal's newest, number unknown (matches none).
 ALTER TABLE SHARD ADD COLUMN SESSION_NO BIGINT UNSIGNED NOT NULL DEFAULT 0;
+ALTER TABLE TAKEN ADD COLUMN SESSION_NO BIGINT UNSIGNED NULL;
+ALTER TABLE PENDING ADD COLUMN SESSION_NO BIGINT UNSIGNED NULL;

@@ -37,6 +37,9 @@ struct Message {
   // (maybe the resend of a message another relay journaled): the commit
   // records its mid and Digest in TAKEN.
   uint16_t resumed_mid = 0;
+  // The SHARD.SESSION_NO of the MQTT session it was delivered in, as the
+  // intake knew it (TAKEN.SESSION_NO).
+  uint64_t session_no = 0;
   // The MQTT packet id it was delivered under (0: QoS 0, or not live from
   // the intake), stored as MSG.MID; the writer clears it for a message of
   // another session than the one it last marked (Relay::MarkSession).

@@ -686,6 +686,75 @@ TEST_F(FailoverE2E, ARelayActiveAgainForgetsWhatItJournaledInASessionAnotherRela
   EXPECT_EQ(a1->Stop(), 0);
 }
 
+// A new MQTT session is numbered at its connect, not at its first
+// delivery: a2 stores ten "same" (ids 1..10) and stops; a1 takes the shard
+// over, and the broker forgets the session under it (a clean connect under
+// the session's client id), so a1 reconnects to a new one, and is killed
+// before any delivery. a2, back, resumes a1's session and gets a new "same"
+// (id 1, the content of its remembered id 1). Until 2026-12-05 nothing
+// numbered a session before its first delivery, so a2 took the new message
+// for a resend: acknowledged, stored nowhere.
+TEST_F(FailoverE2E, ARelayActiveAgainAfterASessionBegunWithoutADeliveryForgetsTheOldOne) {
+  const std::string topic = root() + "/a/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
+  a2->Start();
+  for (int i = 0; i < 10; ++i) pub.Publish(topic, "same");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, 10);
+  EXPECT_EQ(a2->Stop(), 0);
+  a1->Start();
+  { MqttClient forget(servers().mqtt_port(), name_ + "-a", /*clean=*/true); }
+  EXPECT_TRUE(LogHas(*a1, "intake: a new MQTT session; its rows begin at idx", 10s)) << a1->log();
+  a1->Kill();
+  a2 = ShardRelay("a", 2);
+  a2->Start();
+  pub.Publish(topic, "same");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, 11, 10s);
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 11u);
+  EXPECT_EQ(a2->log().find("dropped the broker's resend"), std::string::npos) << a2->log();
+  EXPECT_EQ(a2->Stop(), 0);
+}
+
+// A handed-over message is "stored already" when a later holder took its
+// resend (TAKEN): only a resend of the same MQTT session. a2 journals two
+// "same" (ids 1, 2) and is killed; the session is forgotten; a1 stores one
+// in a new session (id 1), stops, resumes that session and takes another
+// (id 2, a TAKEN row: the content of a2's uncommitted record); a2, back,
+// hands its record over. Until 2026-12-05 that TAKEN row hid it: deleted
+// from PENDING, stored nowhere.
+TEST_F(FailoverE2E, ARelayActiveAgainStoresAHandedOverMessageThatALaterSessionsResendLooksLike) {
+  const std::string topic = root() + "/a/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
+  a2->Start({"SEQTEST_KILL_AFTER_JOURNAL=2"});
+  for (int i = 0; i < 2; ++i) pub.Publish(topic, "same");
+  ASSERT_EQ(a2->WaitExit(10s), 128 + SIGKILL) << a2->log();
+  { MqttClient forget(servers().mqtt_port(), name_ + "-a", /*clean=*/true); }
+  a1->Start();
+  pub.Publish(topic, "same");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, 2, 10s);  // a2's first, if it committed it, and a1's
+  EXPECT_EQ(a1->Stop(), 0);
+  a1 = ShardRelay("a", 1);
+  a1->Start();
+  pub.Publish(topic, "same");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  ASSERT_TRUE(WaitFor([&] { return Number(fmt::format("SELECT COUNT(*) FROM `{}`.TAKEN WHERE MID = 2", name_)) == 1; },
+                      Scaled(10s)))
+      << "a1's second delivery is a resend candidate under packet id 2";
+  a2 = ShardRelay("a", 2);
+  StartStandby(*a2);
+  WaitStored(topic, 4, 10s);
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 4u);
+  EXPECT_EQ(Number(fmt::format("SELECT MAX(SEQ) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 4u);
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.PENDING", name_)), 0u);
+  EXPECT_EQ(a1->Stop(), 0);
+  EXPECT_EQ(a2->Stop(), 0);
+}
+
 TEST_F(FailoverE2E, ANewSessionsResendIsNeverTakenForAnOlderSessionsRow) {
   auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
   const std::string topic = root() + "/a/t";
