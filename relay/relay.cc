@@ -487,8 +487,7 @@ bool Relay::BecomeActive() {
   if (Status s = store_.PruneTaken(epoch); !s.ok()) LogWarn("{}", s.message());
   if (stepped_down_) return true;  // lost meanwhile: the stop that StepDown asked for follows
   intake_session_no_.store(progress.session_no, std::memory_order_relaxed);
-  if (const std::optional<Journal::Session> journaled = journal_ ? journal_->session() : std::nullopt;
-      journaled && journaled->number != progress.session_no) {
+  if (journal_ && journal_->session().number != progress.session_no) {
     // What this relay's journal remembers was taken in an MQTT session that
     // has been replaced since (another holder began a new one after the
     // broker forgot it): nothing of it can be resent, and a new message

@@ -159,7 +159,7 @@ class Relay {
   void AskForSessionMark();
   // Whether mosquitto may still resend to this relay's intake a message
   // taken in session `taken_in` (a handed-over one: PENDING.SESSION_NO).
-  bool SessionMayResend(std::optional<uint64_t> taken_in) const;
+  bool SessionMayResend(uint64_t taken_in) const;
   // Intake: the link connected (again); a new MQTT session if the broker
   // kept none.
   void OnIntakeConnected(bool session_present);
@@ -323,7 +323,7 @@ class Relay {
   bool kill_after_resend_drop_ = false;
   // SEQTEST_KILL_BEFORE_SESSION_MARK=N: SIGKILL right before committing the
   // Nth new MQTT session's mark, once a delivery waits for it (read, not
-  // acknowledged; 10 s at most). 0 = off. Writer thread.
+  // acknowledged; 60 s at most). 0 = off. Writer thread.
   uint64_t kill_before_session_mark_ = 0;
   uint64_t session_marks_ = 0;
   std::atomic<bool> mark_awaited_{false};  // a delivery waited for a session's mark (set by the intake)

@@ -35,20 +35,19 @@ Status Relay::HandOverJournal() {
     uint64_t end;
     uint16_t mid;
     std::string topic, payload, msg_id;
-    std::optional<uint64_t> session_no;
+    uint64_t session_no;
   };
   std::vector<Owned> left;
   const uint64_t committed = progress->journal_pos;
   // Only the newest session's records: mosquitto resends nothing of an
-  // earlier one (a journal from before sessions were recorded: all).
-  const std::optional<Journal::Session> session = journal_->session();
-  auto session_of = [&](uint64_t end) -> std::optional<uint64_t> {
-    if (!session) return std::nullopt;
-    if (end <= session->start) return MysqlStore::kOlderSession;
-    return session->number.value_or(MysqlStore::kOlderSession);  // (none journaled before it is numbered)
+  // earlier one.
+  const Journal::Session session = journal_->session();
+  auto session_of = [&](uint64_t end) {
+    if (end <= session.start) return MysqlStore::kOlderSession;
+    return session.number.value_or(MysqlStore::kOlderSession);  // (none journaled before it is numbered)
   };
   Status replayed = journal_->Replay(0, [&](const Journal::Record& r) {
-    const std::optional<uint64_t> taken_in = session_of(r.end);
+    const uint64_t taken_in = session_of(r.end);
     std::lock_guard lock(redelivery_mu_);
     if (taken_in != MysqlStore::kOlderSession) {
       redelivery_.Remember(r.mid, r.topic, r.payload, /*committed=*/r.end <= committed);
@@ -138,7 +137,7 @@ void Relay::PumpPending() {
       } else if (redelivery_.Contains(row.mid, row.topic, payload)) {  // taken, perhaps not committed yet
         stored_already.emplace_back(std::move(row.journal_id), row.end);
       } else {
-        redelivery_.Remember(row.mid, row.topic, payload);
+        redelivery_.RememberHandedOver(row.mid, row.topic, payload);
         fresh.push_back(std::move(row));
       }
     }
@@ -175,10 +174,9 @@ void Relay::PumpPending() {
 
 // ---- Intake (intake link's network thread) -----------------------------------
 
-bool Relay::SessionMayResend(std::optional<uint64_t> taken_in) const {
-  if (!taken_in) return true;  // not known (handed over before sessions were numbered): as then
+bool Relay::SessionMayResend(uint64_t taken_in) const {
   const uint64_t now = intake_session_no_.load(std::memory_order_relaxed);
-  return now != kSessionUnnumbered && *taken_in == now;
+  return now != kSessionUnnumbered && taken_in == now;
 }
 
 void Relay::AskForSessionMark() {
@@ -209,8 +207,11 @@ bool Relay::AwaitSessionMark(Clock::duration max_wait) {
 
 void Relay::OnIntakeConnected(bool session_present) {
   {
+    // Together: PumpPending, under the same lock, must not remember a
+    // handed-over message of the old session in the new session's filter.
     std::lock_guard lock(redelivery_mu_);
     redelivery_.Connected(session_present);
+    if (!session_present) intake_session_no_.store(kSessionUnnumbered, std::memory_order_relaxed);
   }
   resumed_left_ = session_present ? kResumedWindow : 0;
   ++intake_connects_;
@@ -227,7 +228,6 @@ void Relay::OnIntakeConnected(bool session_present) {
     if (Status s = journal_->NewSession(); !s.ok()) LogWarn("{}", s.message());
   }
   ++intake_session_;
-  intake_session_no_.store(kSessionUnnumbered, std::memory_order_relaxed);
   // Numbered at once, not at its first delivery, so that a holder dying
   // before that leaves the session with a number of its own.
   AskForSessionMark();

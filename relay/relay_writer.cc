@@ -246,8 +246,9 @@ bool Relay::MarkSession(uint32_t session) {
   if (++session_marks_ == kill_before_session_mark_) {
     // The window under test: a delivery of the new session read, its
     // PUBACK held until this mark commits.
-    for (int i = 0; i < 200 && !mark_awaited_; ++i) std::this_thread::sleep_for(milliseconds(50));
-    LogWarn("fault injection: SIGKILL before committing the mark of a new MQTT session");
+    for (int i = 0; i < 1200 && !mark_awaited_; ++i) std::this_thread::sleep_for(milliseconds(50));
+    LogWarn("fault injection: SIGKILL before committing the mark of a new MQTT session ({})",
+            mark_awaited_ ? "a delivery waits for it" : "no delivery came in 60 s");
     kill(getpid(), SIGKILL);
   }
   const uint64_t watermark = AckedWatermark();

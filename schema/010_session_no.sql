@@ -17,14 +17,17 @@
 -- the shard and finds another number.
 --
 -- TAKEN.SESSION_NO: the number of the session a resend candidate was
--- delivered in; PENDING.SESSION_NO: the number of the session a
--- handed-over message was taken in, as its journal knew it. A handed-over
--- message matches a TAKEN row only of the same session (a new message of
--- a later session with the same packet id and content is another
--- message), and is remembered for resends only while the shard is in its
--- session. NULL: written before this version, or by a journal that never
--- recorded its session (matches as before); 18446744073709551615: of an
--- older session than its journal's newest, number unknown (matches none).
+-- delivered in, part of the key (two sessions' deliveries with one packet
+-- id and content are two rows); PENDING.SESSION_NO: the number of the
+-- session a handed-over message was taken in, as its journal knew it. A
+-- handed-over message matches a TAKEN row only of the same session (a new
+-- message of a later session with the same packet id and content is
+-- another message), and is remembered for resends only while the shard is
+-- in its session. Sessions before this version are all number 0, as the
+-- shard's own number starts at 0: rows of before it match as before.
+-- 18446744073709551615: of an older session than its journal's newest,
+-- whose number the journal does not know (matches no TAKEN row).
 ALTER TABLE SHARD ADD COLUMN SESSION_NO BIGINT UNSIGNED NOT NULL DEFAULT 0;
-ALTER TABLE TAKEN ADD COLUMN SESSION_NO BIGINT UNSIGNED NULL;
-ALTER TABLE PENDING ADD COLUMN SESSION_NO BIGINT UNSIGNED NULL;
+ALTER TABLE TAKEN ADD COLUMN SESSION_NO BIGINT UNSIGNED NOT NULL DEFAULT 0, DROP PRIMARY KEY,
+  ADD PRIMARY KEY (SHARD, MID, DIGEST, SESSION_NO);
+ALTER TABLE PENDING ADD COLUMN SESSION_NO BIGINT UNSIGNED NOT NULL DEFAULT 0;

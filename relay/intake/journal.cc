@@ -322,10 +322,10 @@ Result<uint64_t> Journal::Append(std::string_view topic, std::span<const uint8_t
 }
 
 void Journal::ReadSession() {
-  session_.reset();
+  session_ = Session{};  // never written: the records are of sessions before they were numbered
   const std::string path = dir_ + "/session";
   std::ifstream in(path);
-  if (!in) return;  // never written: a journal from before sessions were recorded
+  if (!in) return;
   std::string start, number;
   Session read;
   in >> start >> number;
@@ -335,7 +335,7 @@ void Journal::ReadSession() {
   };
   uint64_t value = 0;
   if (parse(start, read.start) && (number == "-" || parse(number, value))) {
-    if (number != "-") read.number = value;
+    read.number = number == "-" ? std::nullopt : std::optional<uint64_t>(value);
     session_ = read;
     return;
   }
@@ -365,7 +365,7 @@ Status Journal::WriteSession(const Session& session) {
 Status Journal::NewSession() { return WriteSession({.start = end_, .number = std::nullopt}); }
 
 Status Journal::InSession(uint64_t number) {
-  if (session_ && session_->number == number) return Status::Ok();
+  if (session_.number == number) return Status::Ok();
   // A session on record without a number is the one this number was given
   // to, and nothing of it is journaled yet: end_ is still its start.
   return WriteSession({.start = end_, .number = number});

@@ -108,13 +108,13 @@ class Journal {
   // or before `start` were taken in earlier sessions. `number` is the
   // session's SHARD.SESSION_NO; nullopt for a session begun here and not
   // numbered yet (nothing of it is journaled: its first delivery waits for
-  // the number). Read at Open; nullopt for a journal that never recorded a
-  // session (one written before schema 010).
+  // the number). Read at Open. A journal that never recorded a session
+  // holds records of sessions before schema 010 only, which are number 0.
   struct Session {
     uint64_t start = 0;
-    std::optional<uint64_t> number;
+    std::optional<uint64_t> number = 0;
   };
-  const std::optional<Session>& session() const { return session_; }
+  const Session& session() const { return session_; }
 
   // The intake began a new MQTT session (the broker kept none): the records
   // from the end on are of it. Written to dir/session before it returns.
@@ -146,7 +146,7 @@ class Journal {
   std::vector<uint64_t> segments_;  // bases of the segment files, ascending; guarded by mu_
   std::vector<uint8_t> buffer_;     // record assembly; intake thread
   bool torn_ = false;               // a partial record could not be cut off: no more appends; intake thread
-  std::optional<Session> session_;  // as in dir/session; read at Open, then intake thread
+  Session session_;                 // as in dir/session; read at Open, then intake thread
 };
 
 }  // namespace seqrelay

@@ -14,27 +14,38 @@ uint64_t Hash(std::span<const uint8_t> payload) {
 
 }  // namespace
 
+RedeliveryFilter::Entry RedeliveryFilter::Make(uint16_t mid, std::string_view topic,
+                                               std::span<const uint8_t> payload, bool committed) {
+  return {mid, payload.size(), Hash(topic), Hash(payload), committed};
+}
+
 void RedeliveryFilter::Remember(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload,
                                 bool committed) {
   if (mid == 0 || window_ == 0) return;
-  entries_.push_back({mid, payload.size(), Hash(topic), Hash(payload), committed});
+  entries_.push_back(Make(mid, topic, payload, committed));
   if (entries_.size() > window_) entries_.pop_front();
+}
+
+void RedeliveryFilter::RememberHandedOver(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) {
+  if (mid == 0 || window_ == 0) return;
+  handed_over_.push_back(Make(mid, topic, payload, /*committed=*/false));
+  if (handed_over_.size() > window_) handed_over_.pop_front();
 }
 
 void RedeliveryFilter::Forget(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) {
   if (mid == 0) return;
-  const uint64_t payload_hash = Hash(payload);
-  const uint64_t topic_hash = Hash(topic);
-  auto it = std::find_if(entries_.rbegin(), entries_.rend(), [&](const Entry& e) {
-    return e.mid == mid && e.size == payload.size() && e.payload_hash == payload_hash && e.topic_hash == topic_hash;
-  });
+  const Entry e = Make(mid, topic, payload, false);
+  auto it = std::find_if(entries_.rbegin(), entries_.rend(), [&](const Entry& x) { return Same(x, e); });
   if (it != entries_.rend()) entries_.erase(std::next(it).base());
 }
 
 void RedeliveryFilter::Connected(bool session_present) {
   matched_ = false;
   armed_ = session_present;
-  if (!session_present) entries_.clear();  // a new session: nothing of the old one comes again
+  if (!session_present) {  // a new session: nothing of the old one comes again
+    entries_.clear();
+    handed_over_.clear();
+  }
 }
 
 void RedeliveryFilter::ForgetCommitted() {
@@ -44,36 +55,37 @@ void RedeliveryFilter::ForgetCommitted() {
 
 void RedeliveryFilter::ForgetAll() {
   entries_.clear();
+  handed_over_.clear();
   matched_ = false;
 }
 
 bool RedeliveryFilter::Contains(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) const {
   if (mid == 0) return false;
-  const uint64_t payload_hash = Hash(payload);
-  const uint64_t topic_hash = Hash(topic);
-  return std::any_of(entries_.begin(), entries_.end(), [&](const Entry& e) {
-    return e.mid == mid && e.size == payload.size() && e.payload_hash == payload_hash && e.topic_hash == topic_hash;
-  });
+  const Entry e = Make(mid, topic, payload, false);
+  auto same = [&](const Entry& x) { return Same(x, e); };
+  return std::any_of(entries_.begin(), entries_.end(), same) ||
+         std::any_of(handed_over_.begin(), handed_over_.end(), same);
 }
 
 bool RedeliveryFilter::IsRedelivery(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) {
   if (!armed_ || mid == 0) return false;
-  const uint64_t payload_hash = Hash(payload);
-  const uint64_t topic_hash = Hash(topic);
-  auto same = [&](const Entry& e) {
-    return e.mid == mid && e.size == payload.size() && e.payload_hash == payload_hash && e.topic_hash == topic_hash;
-  };
+  const Entry e = Make(mid, topic, payload, false);
+  auto same = [&](const Entry& x) { return Same(x, e); };
   // The first resend may be any remembered message (the older ones were
   // acknowledged); every next one is the next remembered message.
   auto it = matched_ ? (!entries_.empty() && same(entries_.front()) ? entries_.begin() : entries_.end())
                      : std::find_if(entries_.begin(), entries_.end(), same);
-  if (it == entries_.end()) {
-    armed_ = false;  // past the resends: nothing new may match until the next reconnect
-    return false;
+  if (it != entries_.end()) {
+    entries_.erase(entries_.begin(), it + 1);
+    matched_ = true;
+    return true;
   }
-  entries_.erase(entries_.begin(), it + 1);
-  matched_ = true;
-  return true;
+  if (auto h = std::find_if(handed_over_.begin(), handed_over_.end(), same); h != handed_over_.end()) {
+    handed_over_.erase(h);
+    return true;
+  }
+  armed_ = false;  // past the resends: nothing new may match until the next reconnect
+  return false;
 }
 
 }  // namespace seqrelay

@@ -54,6 +54,14 @@ class RedeliveryFilter {
   // `committed`: a journal record read at start that the database has.
   void Remember(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload, bool committed = false);
 
+  // A message another relay took and handed over from its journal, which
+  // this relay stores: mosquitto may resend it here (the other relay's
+  // PUBACK never left). Kept apart from the deliveries this relay took, so
+  // that it does not break their run: its resend may come anywhere among
+  // the resends after a connect, and matching it neither ends the checks
+  // nor skips a delivery of this relay's.
+  void RememberHandedOver(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
+
   // The intake link connected (first connect or reconnect), with the
   // CONNACK's session-present flag.
   void Connected(bool session_present);
@@ -70,13 +78,12 @@ class RedeliveryFilter {
 
   // Forgets the newest remembered delivery that is this one: it was not
   // taken after all (its handling failed), and its resend must be taken.
-  // (Not always the newest of all: a handed-over message may be remembered
-  // in between.)
   void Forget(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
 
   // True if this delivery is the resend of a remembered message; that one
-  // (and every older one) is then forgotten. False from the first delivery
-  // after a connect that is not a resend on, until the next connect.
+  // (and every older one this relay took) is then forgotten. False from the
+  // first delivery after a connect that is not a resend on, until the next
+  // connect.
   bool IsRedelivery(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
 
   // True if a taken message with this id and content is still remembered.
@@ -86,7 +93,7 @@ class RedeliveryFilter {
   // relay's).
   bool Contains(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) const;
 
-  std::size_t remembered() const { return entries_.size(); }
+  std::size_t remembered() const { return entries_.size() + handed_over_.size(); }
 
  private:
   struct Entry {
@@ -100,6 +107,12 @@ class RedeliveryFilter {
   bool armed_ = false;         // a kept session resumed and no new message came yet
   bool matched_ = false;       // a resend was found: the next must be the next remembered
   std::deque<Entry> entries_;  // the newest `window_` taken, oldest first
+  std::deque<Entry> handed_over_;  // the newest `window_` handed over, oldest first
+
+  static Entry Make(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload, bool committed);
+  static bool Same(const Entry& a, const Entry& b) {
+    return a.mid == b.mid && a.size == b.size && a.payload_hash == b.payload_hash && a.topic_hash == b.topic_hash;
+  }
 };
 
 }  // namespace seqrelay

@@ -524,11 +524,7 @@ Result<std::string> MysqlStore::HandOver(std::span<const HandedOver> messages, u
         ps->setString(8, Bytes(m.msg_id));
       }
       ps->setUInt(9, epoch);
-      if (m.session_no) {
-        ps->setUInt64(10, *m.session_no);
-      } else {
-        ps->setNull(10, sql::DataType::BIGINT);
-      }
+      ps->setUInt64(10, m.session_no);
       ps->execute();
     }
     std::unique_ptr<sql::PreparedStatement> up(
@@ -548,8 +544,8 @@ Result<std::vector<MysqlStore::PendingRow>> MysqlStore::ReadPending(std::size_t 
   Status s = Guard("read handed-over messages", [&] {
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
         "SELECT p.JOURNAL_ID, p.END_POS, p.MID, p.ID, p.MSG, EXISTS (SELECT 1 FROM TAKEN t WHERE t.SHARD = p.SHARD "
-        "AND t.MID = p.MID AND t.DIGEST = p.DIGEST AND t.EPOCH > p.EPOCH AND (p.SESSION_NO IS NULL OR "
-        "t.SESSION_NO IS NULL OR t.SESSION_NO = p.SESSION_NO)), COALESCE(p.MSG_ID, ''), p.SESSION_NO FROM PENDING p "
+        "AND t.MID = p.MID AND t.DIGEST = p.DIGEST AND t.EPOCH > p.EPOCH AND t.SESSION_NO = p.SESSION_NO), "
+        "COALESCE(p.MSG_ID, ''), p.SESSION_NO FROM PENDING p "
         "WHERE p.SHARD = ? ORDER BY p.HANDED_AT, p.JOURNAL_ID, p.END_POS LIMIT ?"));
     ps->setString(1, shard_);
     ps->setUInt64(2, limit);
@@ -557,8 +553,7 @@ Result<std::vector<MysqlStore::PendingRow>> MysqlStore::ReadPending(std::size_t 
     while (rs->next()) {
       rows.push_back({rs->getString(1).asStdString(), rs->getUInt64(2), static_cast<uint16_t>(rs->getUInt(3)),
                       rs->getString(4).asStdString(), rs->getString(5).asStdString(), rs->getInt(6) == 1,
-                      rs->getString(7).asStdString(),
-                      rs->isNull(8) ? std::nullopt : std::optional<uint64_t>(rs->getUInt64(8))});
+                      rs->getString(7).asStdString(), rs->getUInt64(8)});
     }
     CommitTransaction();
   });
@@ -851,7 +846,7 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     // Deliveries of a resumed session (TAKEN), and handed-over messages
     // leaving PENDING.
     sql.Open("INSERT INTO TAKEN (SHARD, MID, DIGEST, EPOCH, SESSION_NO) VALUES ",
-             " ON DUPLICATE KEY UPDATE EPOCH = VALUES(EPOCH), SESSION_NO = VALUES(SESSION_NO)");
+             " ON DUPLICATE KEY UPDATE EPOCH = VALUES(EPOCH)");
     for (const Message& m : batch) {
       if (m.resumed_mid != 0) {
         sql.Row(Hex(shard_), m.resumed_mid, Digest(m.topic, m.payload()), epoch_, m.session_no);

@@ -117,9 +117,9 @@ class MysqlStore {
     std::string_view topic;
     std::span<const uint8_t> payload;
     std::string_view msg_id;  // the publisher's msg-id; empty if none
-    // The SHARD.SESSION_NO of the session it was taken in (kOlderSession:
-    // an older one than its journal's newest); nullopt: not known.
-    std::optional<uint64_t> session_no;
+    // The SHARD.SESSION_NO of the session it was taken in (0: before schema
+    // 010; kOlderSession: an older one than its journal's newest).
+    uint64_t session_no = 0;
   };
   static constexpr uint64_t kOlderSession = UINT64_MAX;
   // One transaction: records `messages` of this store's journal in PENDING
@@ -136,7 +136,7 @@ class MysqlStore {
     std::string payload;
     bool taken = false;  // TAKEN holds its mid and digest: stored already
     std::string msg_id;  // the publisher's msg-id; empty if none
-    std::optional<uint64_t> session_no;  // as HandedOver's
+    uint64_t session_no = 0;  // as HandedOver's
   };
   // The shard's handed-over messages, oldest first, at most `limit`.
   Result<std::vector<PendingRow>> ReadPending(std::size_t limit);

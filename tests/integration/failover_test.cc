@@ -755,6 +755,49 @@ TEST_F(FailoverE2E, ARelayActiveAgainStoresAHandedOverMessageThatALaterSessionsR
   EXPECT_EQ(a2->Stop(), 0);
 }
 
+// The other side of the same check: the resend a later holder took is
+// found in TAKEN although another session's delivery has since had the
+// same packet id and content. a1 journals one "same" (id 1) and is
+// killed; a2 resumes the session and stores mosquitto's resend (a TAKEN
+// row); the broker forgets the session under a2, which reconnects to a new
+// one and stops; a2, back, resumes that and takes a new "same" (id 1
+// again: a second TAKEN row); a1, back, hands its record over, and it is
+// not stored a second time. With one TAKEN row per packet id and content,
+// the new session's overwrote the old one's: 3 rows for 2 messages.
+TEST_F(FailoverE2E, ARelayActiveAgainFindsTheResendTakenInItsSessionAfterALaterSessionsLookalike) {
+  const std::string topic = root() + "/a/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
+  a1->Start({"SEQTEST_KILL_AFTER_JOURNAL=1"});
+  pub.Publish(topic, "same");
+  ASSERT_EQ(a1->WaitExit(10s), 128 + SIGKILL) << a1->log();
+  a2->Start();
+  WaitStored(topic, 1, 10s);  // mosquitto's resend of a1's unacknowledged delivery
+  ASSERT_TRUE(WaitFor([&] { return Number(fmt::format("SELECT COUNT(*) FROM `{}`.TAKEN", name_)) == 1; },
+                      Scaled(10s)));
+  { MqttClient forget(servers().mqtt_port(), name_ + "-a", /*clean=*/true); }
+  ASSERT_TRUE(LogHas(*a2, "intake: a new MQTT session; its rows begin at idx", 10s)) << a2->log();
+  EXPECT_EQ(a2->Stop(), 0);
+  a2 = ShardRelay("a", 2);
+  a2->Start();
+  pub.Publish(topic, "same");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(topic, 2, 10s);
+  EXPECT_TRUE(WaitFor([&] { return Number(fmt::format("SELECT COUNT(*) FROM `{}`.TAKEN", name_)) == 2; },
+                      Scaled(10s)))
+      << "the new session's delivery under packet id 1 is a second row";
+  a1 = ShardRelay("a", 1);
+  StartStandby(*a1);
+  ASSERT_TRUE(WaitFor([&] { return Number(fmt::format("SELECT COUNT(*) FROM `{}`.PENDING", name_)) == 0; },
+                      Scaled(10s)))
+      << "a1's record, handed over, is dealt with";
+  EXPECT_TRUE(LogHas(*a2, "handed over from another relay's journal were stored already", 1s)) << a2->log();
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 2u);
+  EXPECT_EQ(a2->Stop(), 0);
+  EXPECT_EQ(a1->Stop(), 0);
+}
+
 TEST_F(FailoverE2E, ANewSessionsResendIsNeverTakenForAnOlderSessionsRow) {
   auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
   const std::string topic = root() + "/a/t";
@@ -798,7 +841,8 @@ void FailoverE2E::ResendOfANewSessionBeforeItsMark() {
   EXPECT_EQ(Number(fmt::format("SELECT COUNT(DISTINCT SUB_TAG) FROM `{}`.MSG WHERE SUB_TAG <> 0", name_)), 1u);
   a1 = KillTheNewSessionsFirstHolder("SEQTEST_KILL_BEFORE_SESSION_MARK=1", *a2, pub, topic);
   ASSERT_EQ(a1->WaitExit(10s), 128 + SIGKILL) << a1->log();
-  EXPECT_TRUE(LogHas(*a1, "SIGKILL before committing the mark of a new MQTT session", 1s)) << a1->log();
+  EXPECT_TRUE(LogHas(*a1, "SIGKILL before committing the mark of a new MQTT session (a delivery waits for it)", 1s))
+      << a1->log();
   EXPECT_EQ(Number(fmt::format("SELECT SESSION_IDX FROM `{}`.SHARD WHERE NAME = 'a'", name_)), first);
   ExpectAllFifteenStoredBy(*a2, pub, topic);
   // Packet id 1 twice: the old session's first row and the resend, under a1's two subscriptions.

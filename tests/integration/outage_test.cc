@@ -253,8 +253,9 @@ TEST_F(OutageE2E, AfterALongBrokerOutageTheRelayIsBackWithinSeconds) {
 
 // A migration cut short: each DDL statement commits on its own, so a relay
 // killed between migration 9's two ALTERs leaves the first done and the
-// version at 8 (and the later migrations not begun: SESSION_NO is 10's
-// column). The next start applies 9 again and goes on past what was done.
+// version at 8 (and migration 10's first column undone: SHARD.SESSION_NO;
+// its others are found done). The next start applies 9 and 10 again and
+// goes on past what was done.
 // The build before retried the duplicate column (1060) for ever.
 TEST_F(OutageE2E, AMigrationCutShortIsAppliedAgain) {
   StartRelay();

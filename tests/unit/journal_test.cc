@@ -712,38 +712,38 @@ TEST(JournalTest, TheNewestSessionsStartAndNumberAreKeptAcrossAReopen) {
   {
     Journal journal(dir.path());
     ASSERT_TRUE(journal.Open(0, kDatabase).ok());
-    EXPECT_FALSE(journal.session().has_value()) << "a journal that never recorded a session";
+    EXPECT_EQ(journal.session().start, 0u) << "a journal that never recorded a session: its records are";
+    EXPECT_EQ(journal.session().number, 0u) << "of sessions before they were numbered";
+    ASSERT_TRUE(journal.InSession(0).ok());
+    EXPECT_FALSE(std::filesystem::exists(dir.File("session"))) << "nothing new to record";
     ASSERT_TRUE(journal.InSession(4).ok());
-    ASSERT_TRUE(journal.session().has_value());
-    EXPECT_EQ(journal.session()->start, 0u);
-    EXPECT_EQ(journal.session()->number, 4u);
+    EXPECT_EQ(journal.session().start, 0u);
+    EXPECT_EQ(journal.session().number, 4u);
     first_end = AppendOk(journal, "t", {'x'}, 1);
     ASSERT_TRUE(journal.InSession(4).ok());
-    EXPECT_EQ(journal.session()->start, 0u) << "the same session: its start stays";
+    EXPECT_EQ(journal.session().start, 0u) << "the same session: its start stays";
     ASSERT_TRUE(journal.NewSession().ok());
-    EXPECT_EQ(journal.session()->start, first_end);
-    EXPECT_FALSE(journal.session()->number.has_value()) << "begun, not numbered yet";
+    EXPECT_EQ(journal.session().start, first_end);
+    EXPECT_FALSE(journal.session().number.has_value()) << "begun, not numbered yet";
   }
   EXPECT_EQ(ReadFile(dir.File("session")), (Bytes{'1', '4', ' ', '-', '\n'}));
   {
     Journal journal(dir.path());
     ASSERT_TRUE(journal.Open(0, kDatabase).ok());
-    ASSERT_TRUE(journal.session().has_value());
-    EXPECT_EQ(journal.session()->start, first_end);
-    EXPECT_FALSE(journal.session()->number.has_value());
+    EXPECT_EQ(journal.session().start, first_end);
+    EXPECT_FALSE(journal.session().number.has_value());
     ASSERT_TRUE(journal.InSession(5).ok());
-    EXPECT_EQ(journal.session()->start, first_end) << "nothing journaled since the session began";
-    EXPECT_EQ(journal.session()->number, 5u);
+    EXPECT_EQ(journal.session().start, first_end) << "nothing journaled since the session began";
+    EXPECT_EQ(journal.session().number, 5u);
     const uint64_t second_end = AppendOk(journal, "t", {'y'}, 1);
     ASSERT_TRUE(journal.InSession(6).ok());  // another session, found kept
-    EXPECT_EQ(journal.session()->start, second_end);
-    EXPECT_EQ(journal.session()->number, 6u);
+    EXPECT_EQ(journal.session().start, second_end);
+    EXPECT_EQ(journal.session().number, 6u);
   }
   Journal reopened(dir.path());
   ASSERT_TRUE(reopened.Open(0, kDatabase).ok());
-  ASSERT_TRUE(reopened.session().has_value());
-  EXPECT_EQ(reopened.session()->start, 2 * first_end);
-  EXPECT_EQ(reopened.session()->number, 6u);
+  EXPECT_EQ(reopened.session().start, 2 * first_end);
+  EXPECT_EQ(reopened.session().number, 6u);
 }
 
 // A session file that cannot be read leaves no record to remember: its
@@ -758,9 +758,8 @@ TEST(JournalTest, ASessionFileThatCannotBeReadRemembersNoRecord) {
   std::ofstream(dir.File("session")) << "14 x7\n";
   Journal journal(dir.path());
   ASSERT_TRUE(journal.Open(0, kDatabase).ok());
-  ASSERT_TRUE(journal.session().has_value());
-  EXPECT_EQ(journal.session()->start, UINT64_MAX);
-  EXPECT_FALSE(journal.session()->number.has_value());
+  EXPECT_EQ(journal.session().start, UINT64_MAX);
+  EXPECT_FALSE(journal.session().number.has_value());
 }
 
 // One relay per journal directory: a second one is refused while the first

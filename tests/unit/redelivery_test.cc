@@ -182,6 +182,46 @@ TEST(RedeliveryFilter, ResendsAreOneUnbrokenRun) {
   EXPECT_FALSE(filter.IsRedelivery(6, "t", Bytes(payload)));
 }
 
+// A handed-over message remembered between two deliveries of this relay's
+// breaks no run: after a reconnect, this relay's resends 2 and 3 are both
+// recognised, and so is the handed-over one's, wherever it comes. Until
+// 2026-12-05 the handed-over message sat in the run between 2 and 3, the
+// resend of 3 ended the checks, and 3 was stored twice.
+TEST(RedeliveryFilter, AHandedOverMessageRememberedBetweenTwoDeliveriesBreaksNoRun) {
+  RedeliveryFilter filter(20);
+  filter.Connected(true);
+  EXPECT_FALSE(filter.IsRedelivery(1, "t", Bytes("a")));
+  filter.Remember(1, "t", Bytes("a"));
+  filter.Remember(2, "t", Bytes("b"));
+  filter.RememberHandedOver(7, "t", Bytes("h"));
+  filter.Remember(3, "t", Bytes("c"));
+  EXPECT_EQ(filter.remembered(), 4u);
+  filter.Connected(true);  // the PUBACKs of 2 and 3 never left
+  EXPECT_TRUE(filter.IsRedelivery(2, "t", Bytes("b")));
+  EXPECT_TRUE(filter.IsRedelivery(3, "t", Bytes("c")));
+  EXPECT_TRUE(filter.IsRedelivery(7, "t", Bytes("h"))) << "the handed-over message's resend, after them";
+  EXPECT_FALSE(filter.IsRedelivery(4, "t", Bytes("d")));
+  // And first: a handed-over resend does not end the run that follows it.
+  RedeliveryFilter other(20);
+  other.Remember(2, "t", Bytes("b"));
+  other.RememberHandedOver(7, "t", Bytes("h"));
+  other.Remember(3, "t", Bytes("c"));
+  other.Connected(true);
+  EXPECT_TRUE(other.IsRedelivery(7, "t", Bytes("h")));
+  EXPECT_TRUE(other.IsRedelivery(2, "t", Bytes("b")));
+  EXPECT_TRUE(other.IsRedelivery(3, "t", Bytes("c")));
+  EXPECT_FALSE(other.IsRedelivery(7, "t", Bytes("h"))) << "taken once: a new message now";
+}
+
+// A new session forgets handed-over messages too.
+TEST(RedeliveryFilter, ANewSessionForgetsHandedOverMessagesToo) {
+  RedeliveryFilter filter(20);
+  filter.RememberHandedOver(1, "t", Bytes("h"));
+  filter.Connected(false);
+  EXPECT_EQ(filter.remembered(), 0u);
+  EXPECT_FALSE(filter.Contains(1, "t", Bytes("h")));
+}
+
 TEST(RedeliveryFilter, ANewSessionHoldsNoResends) {
   RedeliveryFilter filter(20);
   const std::string payload = "online";
