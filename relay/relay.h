@@ -326,7 +326,9 @@ class Relay {
   // acknowledged; 60 s at most). 0 = off. Writer thread.
   uint64_t kill_before_session_mark_ = 0;
   uint64_t session_marks_ = 0;
-  std::atomic<bool> mark_awaited_{false};  // a delivery waited for a session's mark (set by the intake)
+  // A delivery has waited for a session's mark (set by the intake; never
+  // reset: the hook is meaningful for N = 1).
+  std::atomic<bool> mark_awaited_{false};
   std::atomic<bool> intake_held_{false};
   // SEQTEST_LOSE_FRAMES_WHILE_AWAY=1: a frame published while the output
   // link is down is dropped, as if lost in flight (never acknowledged), to

@@ -27,7 +27,7 @@ void RedeliveryFilter::Remember(uint16_t mid, std::string_view topic, std::span<
 }
 
 void RedeliveryFilter::RememberHandedOver(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) {
-  if (mid == 0 || window_ == 0) return;
+  if (mid == 0 || window_ == 0 || !first_run_) return;
   handed_over_.push_back(Make(mid, topic, payload, /*committed=*/false));
   if (handed_over_.size() > window_) handed_over_.pop_front();
 }
@@ -44,8 +44,13 @@ void RedeliveryFilter::Connected(bool session_present) {
   armed_ = session_present;
   if (!session_present) {  // a new session: nothing of the old one comes again
     entries_.clear();
-    handed_over_.clear();
+    EndFirstRun();
   }
+}
+
+void RedeliveryFilter::EndFirstRun() {
+  first_run_ = false;
+  handed_over_.clear();
 }
 
 void RedeliveryFilter::ForgetCommitted() {
@@ -85,6 +90,7 @@ bool RedeliveryFilter::IsRedelivery(uint16_t mid, std::string_view topic, std::s
     return true;
   }
   armed_ = false;  // past the resends: nothing new may match until the next reconnect
+  EndFirstRun();
   return false;
 }
 

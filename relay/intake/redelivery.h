@@ -34,7 +34,8 @@
 // session's records (Journal::session). QoS 0 deliveries are never resent
 // and neither match nor end the checks.
 //
-// Pure logic; used by the intake thread only (and by Run() before that).
+// Pure logic, not thread-safe: the relay serialises its callers (the
+// intake thread, and PumpPending on the main thread) with redelivery_mu_.
 #pragma once
 
 #include <cstddef>
@@ -56,10 +57,15 @@ class RedeliveryFilter {
 
   // A message another relay took and handed over from its journal, which
   // this relay stores: mosquitto may resend it here (the other relay's
-  // PUBACK never left). Kept apart from the deliveries this relay took, so
-  // that it does not break their run: its resend may come anywhere among
-  // the resends after a connect, and matching it neither ends the checks
-  // nor skips a delivery of this relay's.
+  // PUBACK never left), but only among the resends that follow this
+  // relay's first resumption of the session, the first run. Kept apart
+  // from the deliveries this relay took, so that it does not break their
+  // run: its resend may come anywhere in that run, and matching it neither
+  // ends the checks nor skips a delivery of this relay's. Once the first
+  // run has ended (or a connect found no session kept), handed-over
+  // messages are neither remembered nor matched: they never age out as
+  // the relay's own deliveries do, and after the packet ids wrap a new
+  // delivery could look like one.
   void RememberHandedOver(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
 
   // The intake link connected (first connect or reconnect), with the
@@ -108,7 +114,9 @@ class RedeliveryFilter {
   bool matched_ = false;       // a resend was found: the next must be the next remembered
   std::deque<Entry> entries_;  // the newest `window_` taken, oldest first
   std::deque<Entry> handed_over_;  // the newest `window_` handed over, oldest first
+  bool first_run_ = true;          // the first run of resends has not ended: handed-over ones may come
 
+  void EndFirstRun();
   static Entry Make(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload, bool committed);
   static bool Same(const Entry& a, const Entry& b) {
     return a.mid == b.mid && a.size == b.size && a.payload_hash == b.payload_hash && a.topic_hash == b.topic_hash;

@@ -183,14 +183,12 @@ TEST(RedeliveryFilter, ResendsAreOneUnbrokenRun) {
 }
 
 // A handed-over message remembered between two deliveries of this relay's
-// breaks no run: after a reconnect, this relay's resends 2 and 3 are both
-// recognised, and so is the handed-over one's, wherever it comes. Until
-// 2026-12-05 the handed-over message sat in the run between 2 and 3, the
-// resend of 3 ended the checks, and 3 was stored twice.
+// breaks no run: when the session resumes, this relay's resends 2 and 3
+// are both recognised, and so is the handed-over one's, wherever it comes.
+// Until 2026-12-05 the handed-over message sat in the run between 2 and 3,
+// the resend of 3 ended the checks, and 3 was stored twice.
 TEST(RedeliveryFilter, AHandedOverMessageRememberedBetweenTwoDeliveriesBreaksNoRun) {
   RedeliveryFilter filter(20);
-  filter.Connected(true);
-  EXPECT_FALSE(filter.IsRedelivery(1, "t", Bytes("a")));
   filter.Remember(1, "t", Bytes("a"));
   filter.Remember(2, "t", Bytes("b"));
   filter.RememberHandedOver(7, "t", Bytes("h"));
@@ -211,6 +209,22 @@ TEST(RedeliveryFilter, AHandedOverMessageRememberedBetweenTwoDeliveriesBreaksNoR
   EXPECT_TRUE(other.IsRedelivery(2, "t", Bytes("b")));
   EXPECT_TRUE(other.IsRedelivery(3, "t", Bytes("c")));
   EXPECT_FALSE(other.IsRedelivery(7, "t", Bytes("h"))) << "taken once: a new message now";
+}
+
+// A handed-over message's resend can come only in the first run of
+// resends after the relay resumed the session: once that run ends, what
+// was handed over is forgotten and nothing more is remembered, so a new
+// delivery that looks like one (the packet ids wrapped) is taken.
+TEST(RedeliveryFilter, HandedOverMessagesCountOnlyInTheFirstRunOfResends) {
+  RedeliveryFilter filter(20);
+  filter.RememberHandedOver(100, "t", Bytes("1"));
+  filter.Connected(true);
+  EXPECT_FALSE(filter.IsRedelivery(5, "t", Bytes("new"))) << "the first run ends";
+  EXPECT_FALSE(filter.Contains(100, "t", Bytes("1")));
+  filter.RememberHandedOver(101, "t", Bytes("2"));
+  EXPECT_EQ(filter.remembered(), 0u);
+  filter.Connected(true);  // a blip, much later: the ids wrapped
+  EXPECT_FALSE(filter.IsRedelivery(100, "t", Bytes("1"))) << "a new message that looks like the handed-over one";
 }
 
 // A new session forgets handed-over messages too.
