@@ -553,7 +553,12 @@ bool Relay::BecomeActive() {
                                 {.on_connect =
                                      [this](bool session_present) { OnIntakeConnected(session_present); },
                                  .on_message = [this](const InboundMessage& m) { return OnIntake(m); },
-                                 .on_subscribed = [this] { before_suback_ = false; },
+                                 .on_subscribed =
+                                     [this] {
+                                       before_suback_ = false;
+                                       std::lock_guard lock(redelivery_mu_);
+                                       redelivery_.Subscribed();
+                                     },
                                  .subscription_tag = [this] { return IntakeSubscriptionTag(); },
                                  .on_published = nullptr,
                                  .on_fatal = [this](const std::string& why) { Fail("intake link: " + why); },

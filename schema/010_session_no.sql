@@ -22,7 +22,7 @@
 -- session a handed-over message was taken in, as its journal knew it. A
 -- handed-over message matches a TAKEN row only of the same session (a new
 -- message of a later session with the same packet id and content is
--- another message), and is remembered for resends only while the shard is
+-- another message), and is remembered for resends only while the intake is
 -- in its session. Sessions before this version are all number 0, as the
 -- shard's own number starts at 0: rows of before it match as before.
 -- 18446744073709551615: of an older session than its journal's newest,

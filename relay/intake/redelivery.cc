@@ -24,11 +24,17 @@ void RedeliveryFilter::Remember(uint16_t mid, std::string_view topic, std::span<
   if (mid == 0 || window_ == 0) return;
   entries_.push_back(Make(mid, topic, payload, committed));
   if (entries_.size() > window_) entries_.pop_front();
+  // Handed-over messages age with this relay's deliveries, as its own do:
+  // `window_` deliveries on, the session's packet ids may wrap round to theirs.
+  ++taken_;
+  while (!handed_over_.empty() && taken_ - handed_over_.front().taken_before >= window_) handed_over_.pop_front();
 }
 
 void RedeliveryFilter::RememberHandedOver(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) {
-  if (mid == 0 || window_ == 0 || !first_run_) return;
-  handed_over_.push_back(Make(mid, topic, payload, /*committed=*/false));
+  if (mid == 0 || window_ == 0) return;
+  Entry e = Make(mid, topic, payload, /*committed=*/false);
+  e.taken_before = taken_;
+  handed_over_.push_back(e);
   if (handed_over_.size() > window_) handed_over_.pop_front();
 }
 
@@ -44,14 +50,12 @@ void RedeliveryFilter::Connected(bool session_present) {
   armed_ = session_present;
   if (!session_present) {  // a new session: nothing of the old one comes again
     entries_.clear();
-    EndFirstRun();
+    handed_over_.clear();
+    first_run_ = false;
   }
 }
 
-void RedeliveryFilter::EndFirstRun() {
-  first_run_ = false;
-  handed_over_.clear();
-}
+void RedeliveryFilter::Subscribed() { first_run_ = false; }
 
 void RedeliveryFilter::ForgetCommitted() {
   std::erase_if(entries_, [](const Entry& e) { return e.committed; });
@@ -73,24 +77,29 @@ bool RedeliveryFilter::Contains(uint16_t mid, std::string_view topic, std::span<
 }
 
 bool RedeliveryFilter::IsRedelivery(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) {
-  if (!armed_ || mid == 0) return false;
+  if (mid == 0) return false;
   const Entry e = Make(mid, topic, payload, false);
   auto same = [&](const Entry& x) { return Same(x, e); };
-  // The first resend may be any remembered message (the older ones were
-  // acknowledged); every next one is the next remembered message.
-  auto it = matched_ ? (!entries_.empty() && same(entries_.front()) ? entries_.begin() : entries_.end())
-                     : std::find_if(entries_.begin(), entries_.end(), same);
-  if (it != entries_.end()) {
-    entries_.erase(entries_.begin(), it + 1);
-    matched_ = true;
-    return true;
+  if (armed_) {
+    // The first resend may be any remembered message (the older ones were
+    // acknowledged); every next one is the next remembered message.
+    auto it = matched_ ? (!entries_.empty() && same(entries_.front()) ? entries_.begin() : entries_.end())
+                       : std::find_if(entries_.begin(), entries_.end(), same);
+    if (it != entries_.end()) {
+      entries_.erase(entries_.begin(), it + 1);
+      matched_ = true;
+      return true;
+    }
   }
-  if (auto h = std::find_if(handed_over_.begin(), handed_over_.end(), same); h != handed_over_.end()) {
-    handed_over_.erase(h);
-    return true;
+  // Another relay's, anywhere before the first SUBACK (after resends this
+  // relay knows nothing of, which the writer checks: CommittedResends).
+  if (first_run_) {
+    if (auto h = std::find_if(handed_over_.begin(), handed_over_.end(), same); h != handed_over_.end()) {
+      handed_over_.erase(h);
+      return true;
+    }
   }
-  armed_ = false;  // past the resends: nothing new may match until the next reconnect
-  EndFirstRun();
+  armed_ = false;  // past this relay's resends: none of its own may match until the next reconnect
   return false;
 }
 

@@ -34,6 +34,10 @@
 // session's records (Journal::session). QoS 0 deliveries are never resent
 // and neither match nor end the checks.
 //
+// Messages other relays handed over (RememberHandedOver) are kept apart:
+// mosquitto resends one only once, among the resends of this relay's first
+// resumption of the session, in no order this relay knows.
+//
 // Pure logic, not thread-safe: the relay serialises its callers (the
 // intake thread, and PumpPending on the main thread) with redelivery_mu_.
 #pragma once
@@ -58,14 +62,16 @@ class RedeliveryFilter {
   // A message another relay took and handed over from its journal, which
   // this relay stores: mosquitto may resend it here (the other relay's
   // PUBACK never left), but only among the resends that follow this
-  // relay's first resumption of the session, the first run. Kept apart
-  // from the deliveries this relay took, so that it does not break their
-  // run: its resend may come anywhere in that run, and matching it neither
-  // ends the checks nor skips a delivery of this relay's. Once the first
-  // run has ended (or a connect found no session kept), handed-over
-  // messages are neither remembered nor matched: they never age out as
-  // the relay's own deliveries do, and after the packet ids wrap a new
-  // delivery could look like one.
+  // relay's first resumption of the session, before that connect's SUBACK
+  // (Subscribed). Kept apart from the deliveries this relay took, so that
+  // it does not break their run: its resend may come anywhere before that
+  // SUBACK, also after resends this relay does not know (the writer checks
+  // those), and matching it neither ends the checks nor skips a delivery
+  // of this relay's. Contains finds it for as long as this relay's own
+  // deliveries would be found (the newest `window` of them).
+  // The SUBACK of the intake's first connect to a kept session came: no
+  // resend of a handed-over message can come after it.
+  void Subscribed();
   void RememberHandedOver(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
 
   // The intake link connected (first connect or reconnect), with the
@@ -92,7 +98,8 @@ class RedeliveryFilter {
   // connect.
   bool IsRedelivery(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
 
-  // True if a taken message with this id and content is still remembered.
+  // True if a taken or handed-over message with this id and content is
+  // still remembered.
   // Unlike IsRedelivery it changes nothing: for a message another relay
   // handed over from its journal, which mosquitto may have resent to this
   // relay already (same packet id: the session is the shard's, not the
@@ -108,15 +115,16 @@ class RedeliveryFilter {
     uint64_t topic_hash;
     uint64_t payload_hash;
     bool committed;
+    uint64_t taken_before = 0;  // handed over: this relay's deliveries remembered before it
   };
   const std::size_t window_;
   bool armed_ = false;         // a kept session resumed and no new message came yet
   bool matched_ = false;       // a resend was found: the next must be the next remembered
   std::deque<Entry> entries_;  // the newest `window_` taken, oldest first
   std::deque<Entry> handed_over_;  // the newest `window_` handed over, oldest first
-  bool first_run_ = true;          // the first run of resends has not ended: handed-over ones may come
+  bool first_run_ = true;          // no SUBACK of a resumed session yet: a handed-over message's resend may come
+  uint64_t taken_ = 0;             // this relay's deliveries remembered so far
 
-  void EndFirstRun();
   static Entry Make(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload, bool committed);
   static bool Same(const Entry& a, const Entry& b) {
     return a.mid == b.mid && a.size == b.size && a.payload_hash == b.payload_hash && a.topic_hash == b.topic_hash;

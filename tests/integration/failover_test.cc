@@ -747,7 +747,9 @@ TEST_F(FailoverE2E, ARelayActiveAgainStoresAHandedOverMessageThatALaterSessionsR
   a2 = ShardRelay("a", 2);
   StartStandby(*a2);
   WaitStored(topic, 4, 10s);
-  std::this_thread::sleep_for(500ms);
+  ASSERT_TRUE(WaitFor([&] { return Number(fmt::format("SELECT COUNT(*) FROM `{}`.PENDING", name_)) == 0; },
+                      Scaled(10s)));
+  std::this_thread::sleep_for(Scaled(500ms));  // a duplicate, if any, lands now
   EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 4u);
   EXPECT_EQ(Number(fmt::format("SELECT MAX(SEQ) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 4u);
   EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.PENDING", name_)), 0u);
@@ -792,7 +794,7 @@ TEST_F(FailoverE2E, ARelayActiveAgainFindsTheResendTakenInItsSessionAfterALaterS
                       Scaled(10s)))
       << "a1's record, handed over, is dealt with";
   EXPECT_TRUE(LogHas(*a2, "handed over from another relay's journal were stored already", 1s)) << a2->log();
-  std::this_thread::sleep_for(500ms);
+  std::this_thread::sleep_for(Scaled(500ms));  // a duplicate, if any, lands now
   EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 2u);
   EXPECT_EQ(a2->Stop(), 0);
   EXPECT_EQ(a1->Stop(), 0);
