@@ -119,8 +119,10 @@ void Relay::PumpPending() {
   // resent by mosquitto to the shard's next active, in the shard's session,
   // with the same packet id. Stored already if that resend is in TAKEN
   // (committed by any relay) or among the messages this relay took (maybe
-  // not committed yet). Those it queues here are remembered, so that the
-  // resend, if it comes after, is dropped by the intake like any other.
+  // not committed yet). Those it queues here are remembered: the resend, if
+  // it comes after (before the intake's first SUBACK), is dropped by the
+  // intake like any other, and a second hand-over of the same message is
+  // found stored already.
   std::vector<std::pair<std::string, uint64_t>> stored_already;
   std::vector<MysqlStore::PendingRow> fresh;
   {

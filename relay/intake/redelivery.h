@@ -18,8 +18,9 @@
 // newest taken messages whose PUBACK never left, one unbroken run. The first
 // delivery after such a connect may match any remembered message (the ones
 // before it were acknowledged), each next one only the next remembered
-// message, and the first delivery that does not match ends the checks until
-// the next reconnect, so no new message can be taken for a resend. A
+// message, and the first delivery that does not match ends the checks of
+// this relay's own deliveries until the next reconnect, so no new message
+// can be taken for a resend. A
 // connect without a session resets everything (nothing can be resent).
 //
 // Why a new message cannot match: the broker numbers a session's messages
@@ -35,8 +36,9 @@
 // and neither match nor end the checks.
 //
 // Messages other relays handed over (RememberHandedOver) are kept apart:
-// mosquitto resends one only once, among the resends of this relay's first
-// resumption of the session, in no order this relay knows.
+// mosquitto resends one to this relay only right after its first
+// resumption of the session, before the SUBACK, in no order this relay
+// knows (later resends would be of a delivery this relay took itself).
 //
 // Pure logic, not thread-safe: the relay serialises its callers (the
 // intake thread, and PumpPending on the main thread) with redelivery_mu_.
@@ -69,10 +71,11 @@ class RedeliveryFilter {
   // those), and matching it neither ends the checks nor skips a delivery
   // of this relay's. Contains finds it for as long as this relay's own
   // deliveries would be found (the newest `window` of them).
-  // The SUBACK of the intake's first connect to a kept session came: no
-  // resend of a handed-over message can come after it.
-  void Subscribed();
   void RememberHandedOver(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
+
+  // The intake's SUBACK came (of any connect: the first one ends the
+  // window for handed-over messages' resends).
+  void Subscribed();
 
   // The intake link connected (first connect or reconnect), with the
   // CONNACK's session-present flag.
@@ -93,9 +96,10 @@ class RedeliveryFilter {
   void Forget(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
 
   // True if this delivery is the resend of a remembered message; that one
-  // (and every older one this relay took) is then forgotten. False from the
-  // first delivery after a connect that is not a resend on, until the next
-  // connect.
+  // (and every older one this relay took) is then forgotten. For this
+  // relay's own deliveries, false from the first delivery after a connect
+  // that is not a resend on, until the next connect; for handed-over
+  // messages, false from the first SUBACK on.
   bool IsRedelivery(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
 
   // True if a taken or handed-over message with this id and content is
