@@ -197,6 +197,23 @@ class FailoverE2E : public FaultE2E {
     EXPECT_EQ(a2.log().find("dropped mosquitto's resend"), std::string::npos) << a2.log();
   }
 
+  // `n` more "same" on `topic`, each acknowledged by mosquitto.
+  static void PublishSame(MqttClient& pub, const std::string& topic, int n) {
+    for (int i = 0; i < n; ++i) pub.Publish(topic, "same");
+    ASSERT_TRUE(pub.WaitAllAcked(30s));
+  }
+  // The scenarios' last step: one more "same" reaches `relay`, which
+  // stores it (`total` rows, SEQ 1..total) and drops nothing as a resend.
+  void ExpectANewSameStoredBy(RelayProcess& relay, MqttClient& pub, const std::string& topic, uint64_t total) {
+    PublishSame(pub, topic, 1);
+    if (HasFatalFailure()) return;
+    WaitStored(topic, total, 10s);
+    EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), total);
+    EXPECT_EQ(Number(fmt::format("SELECT MAX(SEQ) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), total);
+    EXPECT_EQ(relay.log().find("dropped the broker's resend"), std::string::npos) << relay.log();
+    EXPECT_EQ(relay.Stop(), 0);
+  }
+
   // `n` messages "p1".."p<n>" on `topic`, each stored once, SEQ 1..n.
   void PublishAndExpectEachStoredOnce(const std::string& topic, int n) {
     MqttClient pub(servers().mqtt_port(), name_ + "-pub");
@@ -615,12 +632,7 @@ TEST_F(FailoverE2E, ARelayActiveAgainTakesNoNewMessageForAResendOfItsEarlierStin
   EXPECT_EQ(a2->Stop(), 0);
   a1 = ShardRelay("a", 1);
   a1->Start();
-  pub.Publish(topic, "same");
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
-  WaitStored(topic, 16, 10s);
-  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 16u);
-  EXPECT_EQ(a1->log().find("dropped the broker's resend"), std::string::npos) << a1->log();
-  EXPECT_EQ(a1->Stop(), 0);
+  ExpectANewSameStoredBy(*a1, pub, topic, 16);
 }
 
 // The same relay across a session mosquitto forgot: a1 stores ten "same"
@@ -638,18 +650,13 @@ TEST_F(FailoverE2E, ARelayActiveAgainAfterTheBrokerForgotItsSessionRemembersOnly
   if (HasFatalFailure()) return;
   a1 = ShardRelay("a", 1);
   a1->Start();
-  for (int i = 0; i < 3; ++i) pub.Publish(topic, "same");
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  PublishSame(pub, topic, 3);
+  if (HasFatalFailure()) return;
   WaitStored(topic, 13);
   EXPECT_EQ(a1->Stop(), 0);
   a1 = ShardRelay("a", 1);
   a1->Start();
-  pub.Publish(topic, "same");
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
-  WaitStored(topic, 14, 10s);
-  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 14u);
-  EXPECT_EQ(a1->log().find("dropped the broker's resend"), std::string::npos) << a1->log();
-  EXPECT_EQ(a1->Stop(), 0);
+  ExpectANewSameStoredBy(*a1, pub, topic, 14);
 }
 
 // A relay killed right after journaling a message keeps that record as
@@ -669,21 +676,14 @@ TEST_F(FailoverE2E, ARelayActiveAgainForgetsWhatItJournaledInASessionAnotherRela
   ASSERT_EQ(a1->WaitExit(10s), 128 + SIGKILL) << a1->log();
   { MqttClient forget(servers().mqtt_port(), name_ + "-a", /*clean=*/true); }
   a2->Start();
-  for (int i = 0; i < 2; ++i) pub.Publish(topic, "same");
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
-  const uint64_t before = Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic));
-  EXPECT_GE(before, 2u);
+  PublishSame(pub, topic, 2);
+  if (HasFatalFailure()) return;
+  WaitStored(topic, 2);  // a2's two (and a1's committed ones)
   EXPECT_EQ(a2->Stop(), 0);
   a1 = ShardRelay("a", 1);
   a1->Start();
   WaitStored(topic, 5, 10s);  // a1's three (committed, or handed over now) and a2's two
-  pub.Publish(topic, "same");
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
-  WaitStored(topic, 6, 10s);
-  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 6u);
-  EXPECT_EQ(Number(fmt::format("SELECT MAX(SEQ) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 6u);
-  EXPECT_EQ(a1->log().find("dropped the broker's resend"), std::string::npos) << a1->log();
-  EXPECT_EQ(a1->Stop(), 0);
+  ExpectANewSameStoredBy(*a1, pub, topic, 6);
 }
 
 // A new MQTT session is numbered at its connect, not at its first
@@ -699,8 +699,8 @@ TEST_F(FailoverE2E, ARelayActiveAgainAfterASessionBegunWithoutADeliveryForgetsTh
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
   a2->Start();
-  for (int i = 0; i < 10; ++i) pub.Publish(topic, "same");
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  PublishSame(pub, topic, 10);
+  if (HasFatalFailure()) return;
   WaitStored(topic, 10);
   EXPECT_EQ(a2->Stop(), 0);
   a1->Start();
@@ -709,12 +709,7 @@ TEST_F(FailoverE2E, ARelayActiveAgainAfterASessionBegunWithoutADeliveryForgetsTh
   a1->Kill();
   a2 = ShardRelay("a", 2);
   a2->Start();
-  pub.Publish(topic, "same");
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
-  WaitStored(topic, 11, 10s);
-  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 11u);
-  EXPECT_EQ(a2->log().find("dropped the broker's resend"), std::string::npos) << a2->log();
-  EXPECT_EQ(a2->Stop(), 0);
+  ExpectANewSameStoredBy(*a2, pub, topic, 11);
 }
 
 // A handed-over message is "stored already" when a later holder took its
