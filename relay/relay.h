@@ -358,9 +358,10 @@ class Relay {
   // SHARD.SESSION_NO of the session the intake takes deliveries in, which
   // the journal records (Journal::InSession) and TAKEN rows carry: the
   // shard's, read at the takeover, until this relay marks a session of its
-  // own; kSessionUnnumbered from a connect that found no session kept to
-  // its mark. Written before the intake starts, then by the intake thread;
-  // read by PumpPending too.
+  // own; kSessionUnnumbered from a connect that found no session kept
+  // until the first delivery after its mark (AwaitSessionMark). Written
+  // before the intake starts, then by the intake thread; read by
+  // PumpPending too.
   static constexpr uint64_t kSessionUnnumbered = MysqlStore::kOlderSession - 1;
   std::atomic<uint64_t> intake_session_no_{0};
   uint32_t intake_connects_ = 0;

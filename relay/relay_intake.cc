@@ -191,7 +191,7 @@ void Relay::AskForSessionMark() {
 
 bool Relay::AwaitSessionMark(Clock::duration max_wait) {
   // A session found kept was marked by whoever began it; one seen marked
-  // stays so (OnIntake asks only until then).
+  // stays so. The mark was asked for at the connect; asking again is free.
   if (IntakeSessionMarked()) return true;
   AskForSessionMark();
   mark_awaited_ = true;
