@@ -39,6 +39,21 @@ uint32_t Crc(const uint8_t* p, std::size_t n) {
 
 Status Errno(const std::string& what) { return Status::Error(fmt::format("journal: {}: {}", what, strerror(errno))); }
 
+// Replaces the file at `path` with the line `line`: written to a temporary
+// file and renamed, so a kill leaves the old line or the new one.
+// `hint`, if any, follows the error of a failed write.
+Status ReplaceLine(const std::string& path, std::string_view line, std::string_view hint = {}) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << line << "\n";
+    out.flush();
+    if (!out) return Status::Error(fmt::format("journal: cannot write {}{}", tmp, hint));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename " + tmp);
+  return Status::Ok();
+}
+
 std::vector<uint8_t> ReadWhole(const std::string& path) {
   std::vector<uint8_t> data;
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -142,14 +157,7 @@ Result<Journal::Identity> Journal::Identify() {
   identity.id.clear();
   for (uint8_t b : bytes) identity.id += fmt::format("{:02x}", b);
   identity.created = true;
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << identity.id << "\n";
-    out.flush();
-    if (!out) return Status::Error(fmt::format("journal: cannot write {} (is --journal-dir writable?)", tmp));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename " + tmp);
+  if (Status s = ReplaceLine(path, identity.id, " (is --journal-dir writable?)"); !s.ok()) return s;
   return identity;
 }
 
@@ -213,16 +221,7 @@ Status Journal::CheckIdentity(std::string_view database_id, uint64_t bytes) {
     LogWarn("journal: {} has no database identity (written by an older relay); it now belongs to database {}", dir_,
             database_id);
   }
-  // Written to a temporary file and renamed: a crash leaves the old identity or the new one.
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << database_id << "\n";
-    out.flush();
-    if (!out) return Status::Error(fmt::format("journal: cannot write {}", tmp));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename " + tmp);
-  return Status::Ok();
+  return ReplaceLine(path, database_id);
 }
 
 Status Journal::Replay(uint64_t position, const std::function<void(const Record&)>& fn) {
@@ -348,16 +347,9 @@ void Journal::ReadSession() {
 }
 
 Status Journal::WriteSession(const Session& session) {
-  // Written to a temporary file and renamed: a kill leaves the old record or the new one.
-  const std::string path = dir_ + "/session";
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << session.start << " " << (session.number ? std::to_string(*session.number) : "-") << "\n";
-    out.flush();
-    if (!out) return Status::Error(fmt::format("journal: cannot write {}", tmp));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename " + tmp);
+  const std::string line =
+      fmt::format("{} {}", session.start, session.number ? std::to_string(*session.number) : "-");
+  if (Status s = ReplaceLine(dir_ + "/session", line); !s.ok()) return s;
   session_ = session;
   return Status::Ok();
 }
