@@ -206,6 +206,14 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
       if (e.getErrorCode() != 1193) throw;  // ER_UNKNOWN_SYSTEM_VARIABLE
       sync_wait_ = false;
     }
+    // The lease is the database's clock: EXPIRES_AT is written and compared
+    // with NOW(6), which is in the session's time zone. Every relay's
+    // sessions keep UTC, so that relays whose connections began in other
+    // zones (the server's zone changed between them, or the hour a server
+    // on local time sets its clocks forward or back) agree on when a lease
+    // ends: an hour's disagreement either made a live active's lease look
+    // expired to a standby or kept a dead one's for an hour.
+    st->execute("SET time_zone = '+00:00'");
     conn_->setSchema(config_.db_name);
     conn_->setAutoCommit(false);
     conn_->setTransactionIsolation(sql::TRANSACTION_READ_COMMITTED);

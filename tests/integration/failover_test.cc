@@ -1012,6 +1012,53 @@ TEST_F(FailoverE2E, ARelayThatCannotReachMosquittoTakesNoShardOver) {
   EXPECT_EQ(cut_off->Stop(), 0);
 }
 
+// The lease's clock is the database's, in UTC whatever zone a relay's
+// connection began in. The server's zone moves five hours east (as a
+// server on local time moves by one when its clocks go forward): a standby
+// that connects then sees the live active's lease as any relay does and
+// waits; once the zone is back, a standby that connects then takes the
+// shard over within a lease of its holder's death. Until 2026-12-05 NOW(6)
+// was in the connection's zone: the first standby took the shard from its
+// live active at once, and the second would have waited five hours.
+TEST_F(FailoverE2E, StandbysWhoseConnectionsBeganInAnotherTimeZoneAgreeOnTheLease) {
+  std::string zone = servers().Sql("SELECT @@GLOBAL.time_zone");
+  zone.erase(zone.find_last_not_of('\n') + 1);
+  struct RestoreZone {
+    TestServers& servers;
+    std::string zone;
+    ~RestoreZone() {
+      try {
+        servers.Sql("SET GLOBAL time_zone = '" + zone + "'");
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "time zone not restored: " << e.what();
+      }
+    }
+  } restore{servers(), zone};
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2), a3 = ShardRelay("a", 3);
+  a1->Start();
+  ASSERT_TRUE(LogHas(*a1, "active: holding shard 'a'", 20s)) << a1->log();
+  const uint32_t epoch = Epoch("a");
+
+  servers().Sql("SET GLOBAL time_zone = '+05:00'");
+  StartStandby(*a2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2 * kLeaseMs));
+  EXPECT_EQ(Epoch("a"), epoch);
+  EXPECT_EQ(a2->log().find("active: holding shard 'a'"), std::string::npos) << a2->log();
+
+  a1->Kill();
+  ASSERT_TRUE(LogHas(*a2, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 10s)) << a2->log();
+  servers().Sql("SET GLOBAL time_zone = '" + zone + "'");
+  StartStandby(*a3);
+  const auto killed = Clock::now();
+  a2->Kill();
+  ASSERT_TRUE(LogHas(*a3, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 10s)) << a3->log();
+  std::fprintf(stderr, "[ figure ] the active in UTC+5 killed -> the standby in the server's zone active: %.0f ms "
+               "(--lease-ms %d)\n", Ms(Clock::now() - killed), kLeaseMs);
+  EXPECT_EQ(Epoch("a"), epoch + 2);
+  PublishAndExpectEachStoredOnce(root() + "/a/t", 20);
+  EXPECT_EQ(a3->Stop(), 0);
+}
+
 // A mosquitto of its own for one relay, on loopback: to cut that relay off
 // from the broker while the others keep theirs.
 class OwnBroker {
