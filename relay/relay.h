@@ -159,7 +159,7 @@ class Relay {
   void AskForSessionMark();
   // Whether mosquitto may still resend to this relay's intake a message
   // taken in session `taken_in` (a handed-over one: PENDING.SESSION_NO).
-  bool SessionMayResend(uint64_t taken_in) const;
+  bool SessionMayResend(SessionNo taken_in) const;
   // Intake: the link connected (again); a new MQTT session if the broker
   // kept none.
   void OnIntakeConnected(bool session_present);
@@ -350,7 +350,7 @@ class Relay {
   // is far smaller). Set on connect, then counted down; intake thread.
   static constexpr int kResumedWindow = 1000;
   int resumed_left_ = 0;
-  // The intake's MQTT sessions and connects (Message::session,
+  // The intake's MQTT sessions and connects (Message::intake_session,
   // Message::resume_connect), and whether this connect resumed a kept
   // session and has no SUBACK yet. Intake thread.
   uint32_t intake_session_ = 0;
@@ -358,12 +358,11 @@ class Relay {
   // SHARD.SESSION_NO of the session the intake takes deliveries in, which
   // the journal records (Journal::InSession) and TAKEN rows carry: the
   // shard's, read at the takeover, until this relay marks a session of its
-  // own; kSessionUnnumbered from a connect that found no session kept
+  // own; kUnknownSession from a connect that found no session kept
   // until the first delivery after its mark (AwaitSessionMark). Written
   // before the intake starts, then by the intake thread; read by
   // PumpPending too.
-  static constexpr uint64_t kSessionUnnumbered = MysqlStore::kOlderSession - 1;
-  std::atomic<uint64_t> intake_session_no_{0};
+  std::atomic<SessionNo> intake_session_no_{0};
   uint32_t intake_connects_ = 0;
   bool before_suback_ = false;
   // A new session's first delivery is acknowledged only once SESSION_IDX
@@ -374,7 +373,7 @@ class Relay {
   std::condition_variable session_mark_cv_;
   uint32_t session_mark_wanted_ = 0;
   uint32_t session_marked_ = 0;
-  uint64_t marked_session_no_ = 0;  // SHARD.SESSION_NO committed with session_marked_
+  SessionNo marked_session_no_ = 0;  // SHARD.SESSION_NO committed with session_marked_
   // Deliveries that may be mosquitto's resends of committed messages are
   // acknowledged only after the writer's verdict: the intake numbers them
   // (verdict_tickets_, intake thread), the writer answers up to which

@@ -35,21 +35,19 @@ Status Relay::HandOverJournal() {
     uint64_t end;
     uint16_t mid;
     std::string topic, payload, msg_id;
-    uint64_t session_no;
+    SessionNo session_no;
   };
   std::vector<Owned> left;
   const uint64_t committed = progress->journal_pos;
   // Only the newest session's records: mosquitto resends nothing of an
   // earlier one.
   const Journal::Session session = journal_->session();
-  auto session_of = [&](uint64_t end) {
-    if (end <= session.start) return MysqlStore::kOlderSession;
-    return session.number.value_or(MysqlStore::kOlderSession);  // (none journaled before it is numbered)
-  };
+  // (None is journaled in a session before it is numbered.)
+  auto session_of = [&](uint64_t end) { return end <= session.start ? kUnknownSession : session.number; };
   Status replayed = journal_->Replay(0, [&](const Journal::Record& r) {
-    const uint64_t taken_in = session_of(r.end);
+    const SessionNo taken_in = session_of(r.end);
     std::lock_guard lock(redelivery_mu_);
-    if (taken_in != MysqlStore::kOlderSession) {
+    if (taken_in != kUnknownSession) {
       redelivery_.Remember(r.mid, r.topic, r.payload, /*committed=*/r.end <= committed);
     }
     if (r.end <= committed) return;
@@ -176,9 +174,9 @@ void Relay::PumpPending() {
 
 // ---- Intake (intake link's network thread) -----------------------------------
 
-bool Relay::SessionMayResend(uint64_t taken_in) const {
-  const uint64_t now = intake_session_no_.load(std::memory_order_relaxed);
-  return now != kSessionUnnumbered && taken_in == now;
+bool Relay::SessionMayResend(SessionNo taken_in) const {
+  const SessionNo now = intake_session_no_.load(std::memory_order_relaxed);
+  return now != kUnknownSession && taken_in == now;
 }
 
 void Relay::AskForSessionMark() {
@@ -213,7 +211,7 @@ void Relay::OnIntakeConnected(bool session_present) {
     // handed-over message of the old session in the new session's filter.
     std::lock_guard lock(redelivery_mu_);
     redelivery_.Connected(session_present);
-    if (!session_present) intake_session_no_.store(kSessionUnnumbered, std::memory_order_relaxed);
+    if (!session_present) intake_session_no_.store(kUnknownSession, std::memory_order_relaxed);
   }
   resumed_left_ = session_present ? kResumedWindow : 0;
   ++intake_connects_;
@@ -402,7 +400,7 @@ MqttLink::AfterMessage Relay::Take(const InboundMessage& in, Clock::duration max
   }
   m.mid = in.mid;
   m.sub_tag = in.subscription_tag;
-  m.session = intake_session_;
+  m.intake_session = intake_session_;
   m.session_no = intake_session_no_.load(std::memory_order_relaxed);
   if (before_suback_) m.resume_connect = intake_connects_;
   // Early in a session this process found kept, a delivery may be

@@ -173,7 +173,7 @@ bool Relay::DropCommittedResends(std::vector<Message>& batch) {
     // own resends. QoS 0 is never resent. Checked once (CommitOneByOne
     // sequences the batch again).
     const uint32_t connect = std::exchange(m.resume_connect, 0);
-    if (connect == 0 || m.session != 0 || m.mid == 0) continue;
+    if (connect == 0 || m.intake_session != 0 || m.mid == 0) continue;
     if (connect != resends_connect_) {
       // The first early delivery of a resumed session: everything this
       // process took before it is committed (sessions it began are not
@@ -332,7 +332,7 @@ bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>
     m.idx = sequencer_.NextIdx();
     // Packet ids mean something only within their MQTT session: a message
     // of an older one, still queued, is stored without its id.
-    if (m.session != stored_session_) m.mid = 0;
+    if (m.intake_session != stored_session_) m.mid = 0;
     (void)EncodeHeader({topic->id, m.seq, topic->ordering}, m.frame);  // SEQ checked above
     if (kept != i) batch[kept] = std::move(m);
     topics.push_back(topic);

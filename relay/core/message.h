@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/frame.h"
+#include "core/session_no.h"
 
 namespace seqrelay {
 
@@ -39,7 +40,7 @@ struct Message {
   uint16_t resumed_mid = 0;
   // The SHARD.SESSION_NO of the MQTT session it was delivered in, as the
   // intake knew it (TAKEN.SESSION_NO).
-  uint64_t session_no = 0;
+  SessionNo session_no = 0;
   // The MQTT packet id it was delivered under (0: QoS 0, or not live from
   // the intake), stored as MSG.MID; the writer clears it for a message of
   // another session than the one it last marked (Relay::MarkSession).
@@ -47,9 +48,10 @@ struct Message {
   // The MQTT v5 Subscription Identifier it was delivered under (0: none),
   // stored as MSG.SUB_TAG: a resend carries its first delivery's.
   uint32_t sub_tag = 0;
-  // Which MQTT session of the intake delivered it: counts the connects
-  // that found no session kept (0 until the first such one).
-  uint32_t session = 0;
+  // Which MQTT session of this process's intake delivered it: counts the
+  // connects that found no session kept (0 until the first such one);
+  // the shard's number for the session is session_no.
+  uint32_t intake_session = 0;
   // Nonzero (the intake's connect count) for a delivery that came before
   // the SUBACK of a connect that resumed a kept session: perhaps
   // mosquitto's resend of a message committed already (CommittedResends).

@@ -334,7 +334,7 @@ void Journal::ReadSession() {
   };
   uint64_t value = 0;
   if (parse(start, read.start) && (number == "-" || parse(number, value))) {
-    read.number = number == "-" ? std::nullopt : std::optional<uint64_t>(value);
+    read.number = number == "-" ? kUnknownSession : value;
     session_ = read;
     return;
   }
@@ -343,20 +343,20 @@ void Journal::ReadSession() {
   // taken for one).
   LogWarn("journal: {} is not '<position> <session>'; none of the journal's records is taken for the session the "
           "broker may resume", path);
-  session_ = Session{.start = UINT64_MAX, .number = std::nullopt};
+  session_ = Session{.start = UINT64_MAX, .number = kUnknownSession};
 }
 
 Status Journal::WriteSession(const Session& session) {
   const std::string line =
-      fmt::format("{} {}", session.start, session.number ? std::to_string(*session.number) : "-");
+      fmt::format("{} {}", session.start, session.number == kUnknownSession ? "-" : std::to_string(session.number));
   if (Status s = ReplaceLine(dir_ + "/session", line); !s.ok()) return s;
   session_ = session;
   return Status::Ok();
 }
 
-Status Journal::NewSession() { return WriteSession({.start = end_, .number = std::nullopt}); }
+Status Journal::NewSession() { return WriteSession({.start = end_, .number = kUnknownSession}); }
 
-Status Journal::InSession(uint64_t number) {
+Status Journal::InSession(SessionNo number) {
   if (session_.number == number) return Status::Ok();
   // A session on record without a number is the one this number was given
   // to, and nothing of it is journaled yet: end_ is still its start.

@@ -43,12 +43,12 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
-#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/session_no.h"
 #include "core/status.h"
 
 namespace seqrelay {
@@ -106,13 +106,13 @@ class Journal {
 
   // Where the newest MQTT session's records begin: the records that end at
   // or before `start` were taken in earlier sessions. `number` is the
-  // session's SHARD.SESSION_NO; nullopt for a session begun here and not
-  // numbered yet (nothing of it is journaled: its first delivery waits for
-  // the number). Read at Open. A journal that never recorded a session
+  // session's SHARD.SESSION_NO; kUnknownSession for a session begun here and
+  // not numbered yet (nothing of it is journaled: its first delivery waits
+  // for the number). Read at Open. A journal that never recorded a session
   // holds records of sessions before schema 010 only, which are number 0.
   struct Session {
     uint64_t start = 0;
-    std::optional<uint64_t> number = 0;
+    SessionNo number = 0;
   };
   const Session& session() const { return session_; }
 
@@ -124,7 +124,7 @@ class Journal {
   // the newest session on record is that one already. Fails when the file
   // cannot be written; the record must then not be journaled, or a restart
   // would take it for one of the session before.
-  Status InSession(uint64_t number);
+  Status InSession(SessionNo number);
 
   uint64_t end() const { return end_; }
 

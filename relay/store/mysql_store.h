@@ -21,6 +21,7 @@
 
 #include "core/config.h"
 #include "core/message.h"
+#include "core/session_no.h"
 #include "core/status.h"
 #include "store/multi_statement.h"
 
@@ -118,10 +119,10 @@ class MysqlStore {
     std::span<const uint8_t> payload;
     std::string_view msg_id;  // the publisher's msg-id; empty if none
     // The SHARD.SESSION_NO of the session it was taken in (0: before schema
-    // 010; kOlderSession: an older one than its journal's newest).
-    uint64_t session_no = 0;
+    // 010; kUnknownSession: an older one than its journal's newest, or
+    // one the journal has no number for), in PENDING.SESSION_NO.
+    SessionNo session_no = 0;
   };
-  static constexpr uint64_t kOlderSession = UINT64_MAX;
   // One transaction: records `messages` of this store's journal in PENDING
   // for the active of the shard the journal's relay last held (JOURNAL.SHARD;
   // this store's shard if none; again: ignored) and moves JOURNAL.POS to
@@ -136,7 +137,7 @@ class MysqlStore {
     std::string payload;
     bool taken = false;  // TAKEN holds its mid and digest: stored already
     std::string msg_id;  // the publisher's msg-id; empty if none
-    uint64_t session_no = 0;  // as HandedOver's
+    SessionNo session_no = 0;  // as HandedOver's
   };
   // The shard's handed-over messages, oldest first, at most `limit`.
   Result<std::vector<PendingRow>> ReadPending(std::size_t limit);
@@ -154,7 +155,7 @@ class MysqlStore {
     uint64_t legacy_journal_pos = 0;  // RELAY_STATE.JOURNAL_POS (before schema 004: the one journal's)
     uint32_t epoch = 0;          // SHARD.EPOCH: the lease's current epoch
     uint64_t session_idx = 0;    // SHARD.SESSION_IDX: the first row of the intake's current MQTT session
-    uint64_t session_no = 0;     // SHARD.SESSION_NO: that session's number (schema 010)
+    SessionNo session_no = 0;    // SHARD.SESSION_NO: that session's number (schema 010)
     std::string instance;        // RELAY_STATE.INSTANCE: the database's identity (a UUID made with the schema)
   };
   Result<Progress> ReadProgress();
@@ -238,7 +239,7 @@ class MysqlStore {
     ++session_no_;
   }
   uint64_t session_start() const { return session_idx_; }
-  uint64_t session_no() const { return session_no_; }
+  SessionNo session_no() const { return session_no_; }
 
   struct LiveRow {
     uint64_t idx = 0;
@@ -337,7 +338,7 @@ class MysqlStore {
   uint32_t epoch_ = 0;
   uint64_t saved_journal_pos_ = 0;    // last JOURNAL_POS written or read by this connection
   uint64_t session_idx_ = 0;          // SHARD.SESSION_IDX, read at ReadProgress and written by every fence
-  uint64_t session_no_ = 0;           // SHARD.SESSION_NO, the same way
+  SessionNo session_no_ = 0;          // SHARD.SESSION_NO, the same way
   uint64_t kill_before_commit_ = 0;   // see InjectKillBeforeCommit; 0 = off
   uint64_t batches_tried_ = 0;        // non-empty CommitBatch calls, for kill_before_commit_
   bool sync_wait_ = false;            // the server knows wsrep_sync_wait: reads are causal

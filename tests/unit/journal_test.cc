@@ -724,14 +724,14 @@ TEST(JournalTest, TheNewestSessionsStartAndNumberAreKeptAcrossAReopen) {
     EXPECT_EQ(journal.session().start, 0u) << "the same session: its start stays";
     ASSERT_TRUE(journal.NewSession().ok());
     EXPECT_EQ(journal.session().start, first_end);
-    EXPECT_FALSE(journal.session().number.has_value()) << "begun, not numbered yet";
+    EXPECT_EQ(journal.session().number, kUnknownSession) << "begun, not numbered yet";
   }
   EXPECT_EQ(ReadFile(dir.File("session")), (Bytes{'1', '4', ' ', '-', '\n'}));
   {
     Journal journal(dir.path());
     ASSERT_TRUE(journal.Open(0, kDatabase).ok());
     EXPECT_EQ(journal.session().start, first_end);
-    EXPECT_FALSE(journal.session().number.has_value());
+    EXPECT_EQ(journal.session().number, kUnknownSession);
     ASSERT_TRUE(journal.InSession(5).ok());
     EXPECT_EQ(journal.session().start, first_end) << "nothing journaled since the session began";
     EXPECT_EQ(journal.session().number, 5u);
@@ -759,7 +759,7 @@ TEST(JournalTest, ASessionFileThatCannotBeReadRemembersNoRecord) {
   Journal journal(dir.path());
   ASSERT_TRUE(journal.Open(0, kDatabase).ok());
   EXPECT_EQ(journal.session().start, UINT64_MAX);
-  EXPECT_FALSE(journal.session().number.has_value());
+  EXPECT_EQ(journal.session().number, kUnknownSession);
 }
 
 // One relay per journal directory: a second one is refused while the first
