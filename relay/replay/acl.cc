@@ -51,6 +51,24 @@ std::string Expand(std::string_view pattern, std::string_view client_id, std::op
   return out;
 }
 
+// Whether `pattern` matches `topic` for some client id, when the client id
+// is not known (a per-user request's connection). A client id that makes
+// it match is written into it as is, so it is a piece of `topic`: each
+// piece is tried, one byte or more, '/' among them (an id may hold one, and
+// then spans levels) but neither '+' nor '#', which mosquitto refuses in an
+// id. A topic is at most a few hundred bytes; a request is checked once.
+bool MatchesForSomeClientId(std::string_view pattern, std::string_view topic,
+                            std::optional<std::string_view> username) {
+  for (std::size_t start = 0; start < topic.size(); ++start) {
+    for (std::size_t end = start + 1; end <= topic.size(); ++end) {
+      const std::string_view id = topic.substr(start, end - start);
+      if (id.back() == '+' || id.back() == '#') break;
+      if (TopicMatches(Expand(pattern, id, username), topic)) return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 Result<Acl> Acl::Parse(std::string_view text) {
@@ -112,8 +130,8 @@ std::optional<bool> Acl::Check(const std::vector<Rule>& rules, std::string_view 
     if (!username && rule.topic.find("%u") != std::string::npos) return false;
     if (!client_id && rule.topic.find("%c") != std::string::npos) {
       // No client id to put in: a grant does not apply, and a deny applies
-      // as if the client id were any level at all ("+").
-      return rule.access == kDeny && TopicMatches(Expand(rule.topic, "+", username), topic);
+      // if it would for some client id.
+      return rule.access == kDeny && MatchesForSomeClientId(rule.topic, topic, username);
     }
     return TopicMatches(Expand(rule.topic, client_id.value_or(""), username), topic);
   };

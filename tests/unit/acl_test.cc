@@ -146,12 +146,38 @@ TEST(AclTest, WithoutAClientIdPercentCGrantsNothingAndItsDeniesRefuse) {
   EXPECT_FALSE(acl->MayRead("bob", std::nullopt, "seq/device/bob/1")) << "a %c grant needs a client id";
   EXPECT_TRUE(acl->MayRead("bob", "bob", "seq/device/bob/1")) << "as before with one";
   // The %c deny, for any client id: it refuses carol's seq/chat/x, which a
-  // client id "x" would be denied (alice's own block decides first).
-  auto with_grant = Acl::Parse("pattern read seq/chat/#\npattern deny seq/chat/%c\n");
+  // client id "x" would be denied (alice's own block decides first), and
+  // seq/chat/x/deeper, which the client id "x/deeper" would.
+  auto with_grant = Acl::Parse("pattern read seq/#\npattern deny seq/chat/%c\n");
   ASSERT_TRUE(with_grant.ok());
   EXPECT_FALSE(with_grant->MayRead("carol", std::nullopt, "seq/chat/x"));
-  EXPECT_TRUE(with_grant->MayRead("carol", std::nullopt, "seq/chat/x/deeper"));
+  EXPECT_FALSE(with_grant->MayRead("carol", std::nullopt, "seq/chat/x/deeper"));
+  EXPECT_TRUE(with_grant->MayRead("carol", std::nullopt, "seq/room/x")) << "not under the deny";
   EXPECT_TRUE(with_grant->MayRead("carol", "y", "seq/chat/x")) << "with a client id, only its own level is denied";
+  EXPECT_TRUE(with_grant->MayRead("carol", "y", "seq/chat/x/deeper"));
+}
+
+// mosquitto writes %c in wherever it stands, and a client id may hold '/':
+// a deny with %c inside a level, or followed by more levels, refuses a
+// per-user request whenever some client id would be refused. Until
+// 2026-12-05 the id was taken for one whole level ("+"), and such denies
+// refused nothing.
+TEST(AclTest, WithoutAClientIdADenyRefusesWhatItWouldForSomeClientIdAnywhereInTheTopic) {
+  auto acl = Acl::Parse(
+      "pattern read seq/#\n"
+      "pattern deny seq/chat/x-%c\n"
+      "pattern deny seq/%c/secret\n"
+      "pattern deny seq/twice/%c/%c\n");
+  ASSERT_TRUE(acl.ok()) << acl.error();
+  EXPECT_FALSE(acl->MayRead("u", std::nullopt, "seq/chat/x-bob")) << "%c inside a level";
+  EXPECT_TRUE(acl->MayRead("u", std::nullopt, "seq/chat/y-bob"));
+  EXPECT_TRUE(acl->MayRead("u", "bob", "seq/chat/x-carol")) << "with a client id, only its own";
+  EXPECT_FALSE(acl->MayRead("u", "bob", "seq/chat/x-bob"));
+  EXPECT_FALSE(acl->MayRead("u", std::nullopt, "seq/a/secret"));
+  EXPECT_FALSE(acl->MayRead("u", std::nullopt, "seq/a/b/secret")) << "the client id 'a/b'";
+  EXPECT_TRUE(acl->MayRead("u", std::nullopt, "seq/a/b/public"));
+  EXPECT_FALSE(acl->MayRead("u", std::nullopt, "seq/twice/k/k")) << "one client id in both places";
+  EXPECT_TRUE(acl->MayRead("u", std::nullopt, "seq/twice/k/j"));
 }
 
 }  // namespace
