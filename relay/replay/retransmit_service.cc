@@ -16,14 +16,23 @@ namespace {
 constexpr std::size_t kReadChunk = 1000;  // rows per range query
 // A reply's memory is bounded in bytes, not only in rows: payloads read per
 // query (beyond a first row of any size), and reply bytes handed to the
-// broker and not yet acknowledged (libmosquitto keeps a copy of each until
-// its PUBACK, connected or not), for all replies together.
+// broker and not yet acknowledged (libmosquitto keeps a copy of each
+// publish, its topic and properties included, until its PUBACK, connected
+// or not), for all replies together.
 constexpr std::size_t kReadBytes = 8 * 1024 * 1024;
 constexpr std::size_t kMaxUnackedBytes = 16 * 1024 * 1024;
 // How long a reply is served while other clients wait. Well under the
 // client library's reply timeout (2 s), which a reply waiting for its next
 // turn must not run into.
 constexpr auto kTurn = std::chrono::milliseconds(250);
+
+// What libmosquitto holds of a reply's publish until its PUBACK: the
+// payload, and the topic and correlation data it carries (a v5 request may
+// bring 64 KiB of each, for every frame of its reply).
+std::size_t HeldBytes(std::size_t payload, std::string_view topic,
+                      const std::optional<std::span<const uint8_t>>& correlation) {
+  return payload + topic.size() + (correlation ? correlation->size() : 0);
+}
 
 // The error of a reply a stop cut short, or of a request it left unserved.
 ReplyStatus Stopping(ReplyStatus status, uint64_t next) {
@@ -346,11 +355,12 @@ bool RetransmitService::MayRead(const Job& job, std::string_view topic) const {
 bool RetransmitService::PublishFrame(Job& job, std::span<const uint8_t> frame) {
   std::optional<std::span<const uint8_t>> correlation;
   if (job.correlation) correlation = AsBytes(*job.correlation);
+  const std::size_t held = HeldBytes(frame.size(), job.topics.frames, correlation);
   std::unique_lock lock(unacked_mu_);  // held across the publish: its PUBACK cannot come before the insert
   if (job.serial == 0) job.serial = ++next_serial_;
   // Room for it among the bytes in flight (one frame alone always goes).
   // Waits in slices, so that a stop is seen even if no PUBACK ever comes.
-  while (unacked_bytes_ > 0 && unacked_bytes_ + frame.size() > kMaxUnackedBytes && !stopping_) {
+  while (unacked_bytes_ > 0 && unacked_bytes_ + held > kMaxUnackedBytes && !stopping_) {
     acked_cv_.wait_for(lock, std::chrono::milliseconds(100));
   }
   auto mid = link_->Publish(job.topics.frames, frame, 1, correlation);
@@ -363,7 +373,7 @@ bool RetransmitService::PublishFrame(Job& job, std::span<const uint8_t> frame) {
     return false;
   }
   ++counters_.frames;
-  MarkUnackedLocked(mid.value(), frame.size(), job.serial);
+  MarkUnackedLocked(mid.value(), held, job.serial);
   return true;
 }
 
@@ -434,7 +444,7 @@ void RetransmitService::Answer(const Job& job, const ReplyStatus& status) {
   if (job.correlation) correlation = AsBytes(*job.correlation);
   std::unique_lock lock(unacked_mu_);
   auto mid = link_->Publish(job.topics.status, AsBytes(body), 1, correlation);
-  if (mid.ok()) MarkUnackedLocked(mid.value(), body.size(), 0);
+  if (mid.ok()) MarkUnackedLocked(mid.value(), HeldBytes(body.size(), job.topics.status, correlation), 0);
   lock.unlock();
   if (!mid.ok()) {
     LogWarn("retransmit status for '{}': {}", job.client, mid.error());

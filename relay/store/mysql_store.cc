@@ -993,10 +993,10 @@ Result<std::vector<MysqlStore::RangeRow>> MysqlStore::ReadRange(std::string_view
                                                                 std::size_t limit, std::size_t max_bytes) {
   std::vector<RangeRow> rows;
   Status s = Guard("read range", [&] {
-    // Payloads can be large (up to --max-payload each, and earlier rows may
-    // be larger still): unless `limit` rows of the largest size fit
-    // `max_bytes`, read their sizes first (a few bytes a row) and then only
-    // the rows that fit, at least one.
+    // Payloads can be large: up to --max-payload each, and rows stored under
+    // an earlier, larger --max-payload larger still. So their sizes are read
+    // first (a few bytes a row), and then only the rows that fit, at least
+    // one.
     // The topic's rows in [from, to], at most `limit`: `columns` of each.
     auto query = [&](const char* columns) {
       std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
@@ -1007,7 +1007,7 @@ Result<std::vector<MysqlStore::RangeRow>> MysqlStore::ReadRange(std::string_view
       ps->setUInt64(4, limit);
       return std::unique_ptr<sql::ResultSet>(ps->executeQuery());
     };
-    if (limit * static_cast<uint64_t>(config_.max_payload) > max_bytes) {
+    {  // the sizes
       std::unique_ptr<sql::ResultSet> rs = query("SEQ, LENGTH(MSG)");
       std::size_t total = 0, fit = 0;
       uint64_t last = from;
