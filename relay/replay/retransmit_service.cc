@@ -316,7 +316,10 @@ bool RetransmitService::Serve(Job& job, MysqlStore& store) {
     if (rows->empty()) break;
     for (const auto& row : *rows) {
       auto frame = EncodeFrame({id, row.seq, static_cast<Ordering>(row.ordering & 1)}, AsBytes(row.payload));
-      if (!frame.ok()) continue;  // SEQ outside 1..2^40-1 cannot be in MSG
+      if (!frame.ok()) {  // a SEQ outside 1..2^40-1, which the relay never writes: passed over
+        p.next = row.seq + 1;
+        continue;
+      }
       if (!pace()) {
         p.status.sent -= SettleFrames(job);
         Answer(job, Stopping(p.status, row.seq));
