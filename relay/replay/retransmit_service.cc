@@ -313,8 +313,15 @@ bool RetransmitService::Serve(Job& job, MysqlStore& store) {
       p.status.next = p.next;
       break;
     }
-    if (rows->empty()) break;
+    // Retention deletes a topic's rows from its oldest on, maybe while a
+    // reply goes: rows of the range missing from here on are gone, and the
+    // status's `first` says where the history starts now (PROTOCOL.md 5.2).
+    if (rows->empty()) {
+      p.status.first = std::max(p.status.first.value_or(0), p.end + 1);
+      break;
+    }
     for (const auto& row : *rows) {
+      if (row.seq != p.next) p.status.first = std::max(p.status.first.value_or(0), row.seq);
       auto frame = EncodeFrame({id, row.seq, static_cast<Ordering>(row.ordering & 1)}, AsBytes(row.payload));
       if (!frame.ok()) {  // a SEQ outside 1..2^40-1, which the relay never writes: passed over
         p.next = row.seq + 1;

@@ -2,7 +2,9 @@
 // topic's oldest rows in the background, never its newest; SEQ goes on; a
 // retransmit status says where the history now starts ("first"), and a
 // request from below it is served from there.
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
+
 #include <functional>
 #include <set>
 #include <string>
@@ -17,12 +19,18 @@ using nlohmann::json;
 
 class RetentionE2E : public RelayE2E {
  protected:
-  // Asks for `topic` from `from` and returns (frames' SEQs, status).
-  std::pair<std::vector<uint64_t>, json> Replay(const std::string& topic, uint64_t from) {
+  // Asks for `topic` from `from` and returns (frames' SEQs, status);
+  // calls `on_first_frame`, if given, once the reply's first frame came.
+  std::pair<std::vector<uint64_t>, json> Replay(const std::string& topic, uint64_t from,
+                                                const std::function<void()>& on_first_frame = {}) {
     const std::string who = name_ + "-r" + std::to_string(++requests_);
     MqttClient client(servers().mqtt_port(), who);
     client.Subscribe("relay/replay/" + who + "/#");
     client.Publish("relay/retransmit/" + who, json{{"topic", topic}, {"from", from}}.dump());
+    if (on_first_frame) {
+      EXPECT_TRUE(WaitFor([&] { return client.received_count() > 0; }, 10s));
+      on_first_frame();
+    }
     std::vector<uint64_t> seqs;
     json status;
     EXPECT_TRUE(WaitFor(
@@ -92,6 +100,33 @@ TEST_F(RetentionE2E, ACountKeepsTheNewestRowsAndAReplyFromBelowStartsAtFirst) {
   pub.Publish(kept, "k23");
   ASSERT_TRUE(pub.WaitAllAcked(10s));
   ASSERT_TRUE(WaitFor([&] { return !StoredSeqs(kept).empty() && StoredSeqs(kept).back() == 23; }, 20s));
+  ASSERT_EQ(relay_->Stop(), 0);
+}
+
+// Rows deleted while a reply goes (as retention deletes them, from the
+// topic's oldest on; here by hand, once the reply has read its first 1,000
+// rows): the status's `first` says where the history starts now, so that a
+// client waits for nothing that is gone. Until 2026-12-05 it kept the
+// reply's `first` from before, 1, with SEQ 1,001 to 1,500 neither sent nor
+// stored.
+TEST_F(RetentionE2E, RowsDeletedWhileAReplyGoesMoveItsFirst) {
+  const std::string t = root() + "/t";
+  StartRelay({"--replay-rate=500"});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 2000; ++i) pub.Publish(t, "m" + std::to_string(i), 1, 1000);
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  ASSERT_TRUE(WaitFor([&] { return StoredSeqs(t).size() == 2000; }, 30s)) << AuditTrail(t).size();
+
+  auto [seqs, status] = Replay(t, 1, [&] {
+    servers().Sql(fmt::format("DELETE FROM `{}`.MSG WHERE ID = X'{}' AND SEQ <= 1500", name_, Hex(t)));
+  });
+  std::vector<uint64_t> expected = Range(1, 1000);
+  for (uint64_t s = 1501; s <= 2000; ++s) expected.push_back(s);
+  EXPECT_EQ(seqs, expected);
+  EXPECT_EQ(status["status"], "ok") << status.dump();
+  EXPECT_EQ(status["first"], 1501) << status.dump();
+  EXPECT_EQ(status["sent"], 1500);
+  EXPECT_EQ(status["last"], 2000);
   ASSERT_EQ(relay_->Stop(), 0);
 }
 
