@@ -313,15 +313,12 @@ bool RetransmitService::Serve(Job& job, MysqlStore& store) {
       p.status.next = p.next;
       break;
     }
-    // Retention deletes a topic's rows from its oldest on, maybe while a
-    // reply goes: rows of the range missing from here on are gone, and the
-    // status's `first` says where the history starts now (PROTOCOL.md 5.2).
     if (rows->empty()) {
-      p.status.first = std::max(p.status.first.value_or(0), p.end + 1);
+      MissingFrom(p.next, job, store);
       break;
     }
     for (const auto& row : *rows) {
-      if (row.seq != p.next) p.status.first = std::max(p.status.first.value_or(0), row.seq);
+      if (row.seq != p.next) MissingFrom(p.next, job, store);
       auto frame = EncodeFrame({id, row.seq, static_cast<Ordering>(row.ordering & 1)}, AsBytes(row.payload));
       if (!frame.ok()) {  // a SEQ outside 1..2^40-1, which the relay never writes: passed over
         p.next = row.seq + 1;
@@ -351,6 +348,20 @@ bool RetransmitService::Serve(Job& job, MysqlStore& store) {
 bool RetransmitService::OthersWaiting() {
   std::lock_guard lock(mu_);
   return !turns_.empty();
+}
+
+void RetransmitService::MissingFrom(uint64_t seq, Job& job, MysqlStore& store) {
+  // Retention deletes a topic's rows from its oldest on, maybe while a
+  // reply goes: if everything before the oldest row stored now is gone,
+  // `first` says where the history starts now (PROTOCOL.md 5.2). A hole
+  // above older rows (an operator's purge) stays a hole: the client asks
+  // for it and hears that the relay has no such SEQ.
+  auto now = WithDb(store, [&] { return store.FindTopic(*job.fields.topic, std::nullopt); });
+  if (!now.ok() || !now.value()) return;
+  const MysqlStore::TopicRow& t = **now;
+  const uint64_t oldest = t.first_seq != 0 ? t.first_seq : t.last_seq + 1;
+  Job::Progress& p = *job.progress;
+  if (oldest > seq) p.status.first = std::max(p.status.first.value_or(0), oldest);
 }
 
 bool RetransmitService::MayRead(const Job& job, std::string_view topic) const {

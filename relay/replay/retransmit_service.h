@@ -131,6 +131,9 @@ class RetransmitService {
   // for kTurn if other clients are waiting (returns false; the job goes on
   // at its client's next turn).
   bool Serve(Job& job, MysqlStore& store);
+  // Rows of the job's range are missing from `seq` on: moves its status's
+  // `first` past them if retention deleted them.
+  void MissingFrom(uint64_t seq, Job& job, MysqlStore& store);
   bool OthersWaiting();
   // True if the ACL (if any) lets the job's client read the frames of `topic`.
   bool MayRead(const Job& job, std::string_view topic) const;
