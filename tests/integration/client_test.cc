@@ -432,6 +432,33 @@ TEST_F(ClientE2E, AFrameAboveTheTopicsNewestSeqIsDroppedAndNothingIsGivenUpForIt
   EXPECT_EQ(forged, std::vector<std::string>{topic + " 1000000"});
 }
 
+// PROTOCOL 5.2 in a gap's reply: the whole gap was deleted (`first` above
+// it). It is given up, reported once, counted unfilled, and delivery goes
+// on. Until 2026-12-05 the client read the request after the delivery had
+// ended it (an empty std::optional: undefined, and an abort with
+// _GLIBCXX_ASSERTIONS) and counted the gap filled as well.
+TEST_F(ClientE2E, AGapWhoseRowsWereAllDeletedIsGivenUpOnceAndDeliveryGoesOn) {
+  Scripted c(*this);
+  auto& [topic, o, relay, sink, gaps, client] = c;
+  ASSERT_TRUE(c.Begin());
+  relay.Live(5);
+  auto request = relay.Request(1);
+  EXPECT_EQ(request["from"], 2);
+  EXPECT_EQ(request["to"], 4);
+  relay.Answer({{"from", 2}, {"to", 4}, {"sent", 0}, {"last", 5}, {"first", 5}, {"status", "ok"}});
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 2; }, 10s)) << Explain(client, sink, 5);
+  relay.Live(6);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 3; }, 10s)) << Explain(client, sink, 6);
+  client.Stop();
+  std::vector<uint64_t> seqs;
+  for (const auto& m : sink.got) seqs.push_back(m.seq);
+  EXPECT_EQ(seqs, (std::vector<uint64_t>{1, 5, 6}));
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{topic + " 2..4 history starts at 5"});
+  EXPECT_EQ(client.stats().gaps_unfilled, 1u);
+  EXPECT_EQ(client.stats().gaps_filled, 0u);
+  EXPECT_EQ(relay.requests(), 1u);
+}
+
 // The status's `last` is the newest SEQ once the relay had the request: a
 // frame that came after the request was first sent may be newer than the
 // reply, also below a forged frame held from before. It stays; only the

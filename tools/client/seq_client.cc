@@ -360,13 +360,15 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
     // starts at `first`.
     ++stats_.gaps_unfilled;
     ReportGapLocked(t.name, t.stream.next(), first - 1, fmt::format("history starts at {}", first));
-    Deliver(t, id, t.stream.GiveUp(first - 1));
-    if (first > t.asked->to) {
+    if (first > t.asked->to) {  // all of it given up: the request ends, unfilled
       t.asked.reset();
       t.attempts = 0;
-      return;
+    } else {
+      t.asked->from = first;
     }
-    t.asked->from = first;
+    // Delivery may end the request too: its frames from `first` on came.
+    Deliver(t, id, t.stream.GiveUp(first - 1));
+    if (!t.asked) return;
   }
   // Sent before the latest reconnect: frames of the reply published while
   // the client was away never came (its session is clean), so what is
