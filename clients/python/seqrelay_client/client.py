@@ -19,7 +19,9 @@ on_lost, ...) run on those threads, one at a time, in delivery order, with
 the lock held: they must not call close(). A callback that raises is
 counted (stats.listener_errors) and logged; the stream goes on. Bad frames
 are counted (stats.bad_frames) and reported to on_bad_frame, never
-delivered.
+delivered; so are statuses whose fields have the wrong types. Nothing a
+broker delivers raises into paho's network thread, whose end would stop
+the client for good.
 """
 from __future__ import annotations
 
@@ -47,6 +49,26 @@ OPEN_END = None
 TICK = 0.025
 # v1 relays send no `code`: these error texts mean the request can never succeed.
 FINAL_ERRORS = {"unknown topic", "unknown id", "forbidden"}
+# A status's fields and their types (PROTOCOL.md 3, 5.3); any other type
+# makes it a bad one, dropped whole.
+_STATUS_FIELDS = {
+    **{key: int for key in ("id", "from", "to", "sent", "last", "first", "next")},
+    **{key: str for key in ("status", "error", "code", "topic")},
+    **{key: bool for key in ("retry", "truncated")},
+}
+
+
+def _status_shape_error(s: dict) -> Optional[str]:
+    """Why the status `s` is not of the protocol's shape, or None."""
+    for key, kind in _STATUS_FIELDS.items():
+        if key not in s:
+            continue
+        value = s[key]
+        if kind is int and (type(value) is not int or value < 0):
+            return f"{key!r} is not a non-negative integer"
+        if kind is not int and type(value) is not kind:
+            return f"{key!r} is not a {kind.__name__}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -401,12 +423,16 @@ class SeqClient:
 
     def _on_message(self, _client, _userdata, msg) -> None:
         with self._lock:
-            if msg.topic == f"{self.reply_topic}/status":
-                self._handle_status(msg.payload)
-            elif msg.topic == self.reply_topic:
-                self._handle_frame(None, msg.payload, replayed=True)
-            elif msg.topic.startswith(f"{self.seq_prefix}/"):
-                self._handle_frame(msg.topic[len(self.seq_prefix) + 1 :], msg.payload, replayed=False)
+            try:
+                if msg.topic == f"{self.reply_topic}/status":
+                    self._handle_status(msg.payload)
+                elif msg.topic == self.reply_topic:
+                    self._handle_frame(None, msg.payload, replayed=True)
+                elif msg.topic.startswith(f"{self.seq_prefix}/"):
+                    self._handle_frame(msg.topic[len(self.seq_prefix) + 1 :], msg.payload, replayed=False)
+            except Exception:  # paho re-raises, and its network thread would end: counted, logged, dropped
+                self.stats.bad_frames += 1
+                log.exception("seqrelay_client: a message on %r could not be handled", msg.topic)
 
     # ---- the protocol (lock held) -----------------------------------------------------
 
@@ -482,6 +508,10 @@ class SeqClient:
         except ValueError:
             return
         if not isinstance(s, dict):
+            return
+        why = _status_shape_error(s)
+        if why is not None:
+            self._bad_frame(f"{self.reply_topic}/status", f"malformed status: {why}")
             return
         ok = s.get("status") == "ok"
         if s.get("from") == LOOKUP_FROM and s.get("topic") in self._lookups:

@@ -446,3 +446,25 @@ def test_an_unread_subscription_keeps_its_newest_max_buffered_messages():
         room.get(timeout=0)
     with pytest.raises(ValueError):
         s.c.subscribe("chat/b", max_buffered=0)
+
+
+def test_a_status_of_the_wrong_shape_is_counted_and_breaks_nothing():
+    """Statuses whose fields have the wrong types (from a publisher the broker should not let
+    in) raised into paho's network thread, which re-raises and ends: no message after them came.
+    Each is now a bad frame, dropped whole, and the real answer is still taken."""
+    s = gap_2_to_3_asked()
+    bad = [
+        {"id": [7], "from": 2, "to": 3, "sent": 0, "last": 4, "status": "ok"},
+        {"id": 7, "from": 2, "to": 3, "status": "error", "error": ["busy"]},
+        {"topic": "chat/a", "from": MAX_SEQ, "to": MAX_SEQ, "sent": 0, "last": None, "status": "ok"},
+        {"id": 7, "from": 2, "to": 3, "sent": 0, "last": 4, "truncated": "yes", "status": "ok"},
+    ]
+    for body in bad:
+        s.status(**body)
+    assert s.c.stats.bad_frames == len(bad)
+    assert s.events == [] and s.seen == [1]
+    s.frame("relay/replay/r1", 2)
+    s.frame("relay/replay/r1", 3)
+    s.status(id=7, **{"from": 2}, to=3, sent=2, last=4, status="ok")
+    assert s.seen == [1, 2, 3, 4]
+    assert s.c.stats.gaps_filled == 1
