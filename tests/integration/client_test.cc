@@ -575,6 +575,41 @@ TEST_F(ClientE2E, AResumeFromALaterSeqOfAnUnknownTopicIsReportedAndReadFromSeqOn
   EXPECT_EQ(relay.requests(), 2u);
 }
 
+// A resume past a known topic's newest SEQ (a state file or --from kept
+// across a database reset; the new database has 10 messages of the topic):
+// SEQ 11 and on were taken for ones delivered before and dropped as
+// duplicates, with nothing said. Now the reset is reported and the topic
+// read from its first SEQ.
+TEST_F(ClientE2E, AResumePastAKnownTopicsNewestSeqIsReportedAndReadFromItsFirst) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.history = seqclient::History::kFrom;
+  o.history_n = 500;
+  o.gap_wait = std::chrono::milliseconds(20);
+  o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request each
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  ASSERT_EQ(client.Start(), std::nullopt);
+  EXPECT_EQ(relay.Request(1), nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}}));
+  relay.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 10}, {"first", 1},
+                {"status", "ok"}});
+  auto fetch = relay.Request(2);
+  EXPECT_EQ(fetch, nlohmann::json({{"id", 77}, {"from", 1}, {"to", 10}})) << fetch.dump();
+  for (uint64_t seq = 1; seq <= 10; ++seq) relay.Replay(seq);
+  relay.Answer({{"from", 1}, {"to", 10}, {"sent", 10}, {"last", 10}, {"first", 1}, {"status", "ok"}});
+  relay.Live(11);
+  relay.Live(12);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 12; }, 10s)) << Explain(client, sink, 12);
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 12);
+  EXPECT_EQ(gaps.all(),
+            std::vector<std::string>{topic + " 0..0 resumed at 500, past the topic's newest SEQ 10: its history began "
+                                             "again"});
+  EXPECT_EQ(client.stats().duplicates, 0u);
+}
+
 // v1.1 error statuses say whether to ask again: a gap request answered
 // "unavailable" (retry true, resume from `next`) is asked again after the
 // reply timeout, from `next`, and the gap filled; a final one ("forbidden",

@@ -26,6 +26,12 @@ constexpr uint64_t kOpenEnd = UINT64_MAX;
 
 bool HasWildcard(const std::string& filter) { return filter.find_first_of("+#") != std::string::npos; }
 
+// Why a resume at `start` past the topic's newest SEQ `last` is given up:
+// the same words in the three client libraries.
+std::string ResetReason(uint64_t start, uint64_t last) {
+  return fmt::format("resumed at {}, past the topic's newest SEQ {}: its history began again", start, last);
+}
+
 }  // namespace
 
 SeqClient::SeqClient(Options options, OnMessage on_message, OnGap on_gap)
@@ -293,6 +299,14 @@ void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
   // PROTOCOL 5.2: what is older than `first` was deleted; a v1 relay
   // deletes nothing. Reported once, never asked for.
   const uint64_t first = s.value("first", uint64_t{1});
+  if (start > last + 1) {
+    // A resume past the topic's newest SEQ (a state file or --from kept
+    // across a database reset): the SEQs up to it would be taken for ones
+    // delivered before and dropped. The topic began again: told so, and
+    // read from its oldest SEQ, as a topic the relay does not know is.
+    ReportGapLocked(name, 0, 0, ResetReason(start, last));
+    start = first;
+  }
   if (start != 0 && start < first) {
     ReportGapLocked(name, start, first - 1, fmt::format("history starts at {}", first));
     ++stats_.gaps_unfilled;

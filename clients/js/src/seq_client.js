@@ -36,6 +36,10 @@ const TICK_MS = 25;
 // v1 relays have no `code`: these error texts mean the same request can never succeed.
 const FINAL_ERRORS = new Set(['unknown topic', 'unknown id', 'forbidden']);
 
+// Why a resume at `start` past the topic's newest SEQ `last` is given up:
+// the same words in the three client libraries.
+const resetReason = (start, last) => `resumed at ${start}, past the topic's newest SEQ ${last}: its history began again`;
+
 const decoder = new TextDecoder();
 
 /** One delivered message. */
@@ -561,7 +565,15 @@ export class SeqClient extends Emitter {
     }
     const last = s.last;
     const first = Number.isInteger(s.first) ? s.first : 1; // a v1 relay deletes nothing
-    const wanted = lookup.start < 0 ? Math.max(1, last + lookup.start + 1) : lookup.start;
+    let wanted = lookup.start < 0 ? Math.max(1, last + lookup.start + 1) : lookup.start;
+    if (wanted > last + 1) {
+      // A resume past the topic's newest SEQ (a position saved against a
+      // database since reset): the SEQs up to it would be taken for ones
+      // delivered before and dropped. The topic began again: told so, and
+      // read from its oldest SEQ, as a topic the relay does not know is.
+      this.#emitTopic('lost', name, { topic: name, from: 0, to: 0, reason: resetReason(wanted, last) });
+      wanted = first;
+    }
     // PROTOCOL 5.2: what is older than `first` is gone; do not ask or wait for it.
     const start = Math.max(wanted, first);
     this.lookups.delete(name);

@@ -429,6 +429,25 @@ test('a resume from a later SEQ of a topic the relay does not know is reported, 
   assert.deepEqual(mqtt.requests[2], { id: 7, from: 3 });
 });
 
+// A position saved against a database since reset, on a topic the new
+// database has 10 messages of: SEQ 11 and on were taken for ones delivered
+// before and dropped as duplicates, with nothing said. Now the reset is
+// reported and the topic read from its first SEQ.
+test('a resume past a known topic\'s newest SEQ is reported, and the topic read from its first', (t) => {
+  const { mqtt, seq, events, seen } = setup(t);
+  seq.subscribe('chat/a', { from: 500 });
+  mqtt.status({ topic: 'chat/a', id: 7, from: MAX_SEQ, to: MAX_SEQ, sent: 0, last: 10, first: 1, status: 'ok' });
+  const reason = "resumed at 500, past the topic's newest SEQ 10: its history began again";
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), [['lost', { topic: 'chat/a', from: 0, to: 0, reason }]]);
+  assert.deepEqual(mqtt.requests, [lookup('chat/a'), { id: 7, from: 1, to: 10 }]);
+  for (let s = 1; s <= 10; ++s) mqtt.frame('relay/replay/r1', s);
+  mqtt.status({ id: 7, from: 1, to: 10, sent: 10, last: 10, first: 1, status: 'ok' });
+  mqtt.frame('seq/chat/a', 11);
+  mqtt.frame('seq/chat/a', 12);
+  assert.deepEqual(seen, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+  assert.equal(seq.stats.duplicates, 0);
+});
+
 test('a topic no subscription matches any more is forgotten: no catch-up for it, and a new subscribe starts afresh', (t) => {
   const { mqtt, seq, seen } = setup(t);
   const a = seq.subscribe('chat/a');

@@ -58,6 +58,12 @@ _STATUS_FIELDS = {
 }
 
 
+def reset_reason(start: int, last: int) -> str:
+    """Why a resume at `start` past the topic's newest SEQ `last` is given up (the same words in the
+    three client libraries)."""
+    return f"resumed at {start}, past the topic's newest SEQ {last}: its history began again"
+
+
 def _status_shape_error(s: dict) -> Optional[str]:
     """Why the status `s` is not of the protocol's shape, or None."""
     for key, kind in _STATUS_FIELDS.items():
@@ -615,6 +621,13 @@ class SeqClient:
         last = s.get("last", 0)
         first = s.get("first") if isinstance(s.get("first"), int) else 1  # a v1 relay deletes nothing
         wanted = max(1, last + lookup.start + 1) if lookup.start < 0 else lookup.start
+        if wanted > last + 1:
+            # A resume past the topic's newest SEQ (a position saved against a database since reset):
+            # the SEQs up to it would be taken for ones delivered before and dropped. The topic began
+            # again: told so, and read from its oldest SEQ, as a topic the relay does not know is.
+            self._call(self.on_lost, {"topic": name, "from": 0, "to": 0, "reason": reset_reason(wanted, last),
+                                      "code": None})
+            wanted = first
         start = max(wanted, first)  # PROTOCOL 5.2: older SEQs are gone; do not ask or wait for them
         del self._lookups[name]
         self._start_at.pop(name, None)

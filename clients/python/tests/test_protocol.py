@@ -293,6 +293,25 @@ def test_a_resume_from_a_later_seq_of_an_unknown_topic_is_reported_and_the_topic
     assert s.requests[2] == {"id": 7, "from": 3}
 
 
+def test_a_resume_past_a_known_topics_newest_seq_is_reported_and_the_topic_read_from_its_first():
+    """A position saved against a database since reset, on a topic the new database has 10
+    messages of: SEQ 11 and on were taken for ones delivered before and dropped as duplicates,
+    with nothing said. Now the reset is reported and the topic read from its first SEQ."""
+    s = Scripted()
+    s.sub("chat/a", from_seq=500)
+    s.status(topic="chat/a", id=7, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=10, first=1, status="ok")
+    reason = "resumed at 500, past the topic's newest SEQ 10: its history began again"
+    assert lost(s.events) == [{"topic": "chat/a", "from": 0, "to": 0, "reason": reason, "code": None}]
+    assert s.requests[-1] == {"id": 7, "from": 1, "to": 10}
+    for seq in range(1, 11):
+        s.frame("relay/replay/r1", seq)
+    s.status(id=7, **{"from": 1}, to=10, sent=10, last=10, first=1, status="ok")
+    s.frame("seq/chat/a", 11)
+    s.frame("seq/chat/a", 12)
+    assert s.seen == list(range(1, 13))
+    assert s.c.stats.duplicates == 0
+
+
 def test_no_reply_gives_up_after_max_attempts_and_goes_on():
     s = Scripted(max_attempts=3)
     s.sub("chat/a")
