@@ -26,13 +26,17 @@ class FakeRelay {
       : mqtt_(port, name + "-fake-relay"), client_id_(std::move(client_id)), topic_(std::move(topic)), id_(id) {
     mqtt_.Subscribe("relay/retransmit/" + client_id_);
   }
-  std::string Frame(uint64_t seq) const {
+  std::string Frame(uint64_t seq) const { return Frame(seq, id_); }
+  static std::string Frame(uint64_t seq, uint32_t id) {
     const std::string payload = "m" + std::to_string(seq);
-    return seqrelay::EncodeFrame({id_, seq, seqrelay::Ordering::kOrdered},
+    return seqrelay::EncodeFrame({id, seq, seqrelay::Ordering::kOrdered},
                                  {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()})
         .value();
   }
   void Live(uint64_t seq) { mqtt_.Publish("seq/" + topic_, Frame(seq)); }
+  // A frame of id `id` on seq/<topic>: what only a publisher the broker
+  // should not let in could send.
+  void LiveAs(const std::string& topic, uint32_t id, uint64_t seq) { mqtt_.Publish("seq/" + topic, Frame(seq, id)); }
   void Replay(uint64_t seq) { mqtt_.Publish("relay/replay/" + client_id_, Frame(seq)); }
   // A status for the topic: `status` plus its id and name.
   void Answer(nlohmann::json status) {
@@ -457,6 +461,33 @@ TEST_F(ClientE2E, AGapWhoseRowsWereAllDeletedIsGivenUpOnceAndDeliveryGoesOn) {
   EXPECT_EQ(client.stats().gaps_unfilled, 1u);
   EXPECT_EQ(client.stats().gaps_filled, 0u);
   EXPECT_EQ(relay.requests(), 1u);
+}
+
+// A topic keeps its id for the life of the database (docs/clients.md): a
+// frame on seq/U with topic T's id, or on seq/T with an id other than
+// T's, is not the relay's. Dropped and counted, as the JavaScript and
+// Python clients do. Until 2026-12-06 the C++ client delivered the first
+// as T's message (T's real frame of that SEQ then dropped as a
+// duplicate) and made the second a second stream of T.
+TEST_F(ClientE2E, AFrameWithAnotherTopicsIdIsABadFrame) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {root() + "/#"});
+  Sink sink;
+  seqclient::SeqClient client(o, std::ref(sink));
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  ASSERT_EQ(client.Start(), std::nullopt);
+  ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+  relay.LiveAs(root() + "/u", 77, 2);  // T's id on another topic
+  relay.LiveAs(topic, 78, 2);          // another id on T
+  relay.Live(2);
+  relay.Live(3);
+  ASSERT_TRUE(WaitFor([&] { return client.stats().delivered >= 3 && client.stats().bad_frames >= 2; }, 10s))
+      << Explain(client, sink, 3) << ", bad frames " << client.stats().bad_frames;
+  std::this_thread::sleep_for(Scaled(200ms));
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 3);
+  EXPECT_EQ(sink.size(), 3u);
+  EXPECT_EQ(client.stats().bad_frames, 2u);
 }
 
 // The status's `last` is the newest SEQ once the relay had the request: a

@@ -179,6 +179,12 @@ void SeqClient::OnMessageTrampoline(mosquitto*, void* obj, const mosquitto_messa
   }
 }
 
+std::map<uint32_t, SeqClient::Topic>::iterator SeqClient::AddTopicLocked(uint32_t id, const std::string& name,
+                                                                        uint64_t start) {
+  ids_.emplace(name, id);
+  return topics_.emplace(id, Topic{.name = name, .stream = OrderedStream(start)}).first;
+}
+
 void SeqClient::HandleFrame(const std::string& name, const std::string& bytes, bool replayed) {
   std::lock_guard lock(mu_);
   OfferLocked(name, bytes, replayed);
@@ -193,16 +199,24 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
   if (!replayed && options_.drop_live_frame && options_.drop_live_frame(name, view->header.seq)) return;
   const uint32_t id = view->header.topic_id;
   auto it = topics_.find(id);
+  if (it != topics_.end() && !replayed && it->second.name != name) {
+    ++stats_.bad_frames;  // another topic's id on seq/<name>: not the relay's frame
+    return;
+  }
   if (it == topics_.end()) {
     // A live frame of a topic still being looked up waits for the answer
     // (HandleStatus offers it then); a replayed frame of an unknown id was
     // not asked for.
     if (!replayed && lookups_.count(name)) held_live_[name].push_back(bytes);
     if (replayed || lookups_.count(name)) return;
+    if (ids_.count(name)) {
+      ++stats_.bad_frames;  // <name> has another id
+      return;
+    }
     const auto wanted = start_at_.find(name);
     const uint64_t start = wanted == start_at_.end() ? 0 : wanted->second;
     if (wanted != start_at_.end()) start_at_.erase(wanted);
-    it = topics_.emplace(id, Topic{.name = name, .stream = OrderedStream(start)}).first;
+    it = AddTopicLocked(id, name, start);
   }
   Topic& t = it->second;
   t.ordered = view->header.ordering == seqrelay::Ordering::kOrdered;
@@ -288,17 +302,19 @@ void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
     }
     return;
   }
+  // Read before the lookup ends: a status of the wrong shape throws here
+  // (a bad frame), and the lookup is asked again.
+  const uint32_t id = s.value("id", uint32_t{0});
+  const uint64_t last = s.value("last", uint64_t{0});
+  // PROTOCOL 5.2: what is older than `first` was deleted; a v1 relay
+  // deletes nothing.
+  const uint64_t first = s.value("first", uint64_t{1});
   uint64_t start = lookups_[name].start;
   lookups_.erase(name);
   start_at_.erase(name);
-  const uint32_t id = s.value("id", uint32_t{0});
-  const uint64_t last = s.value("last", uint64_t{0});
   if (options_.history == History::kLast && start == 0) {
     start = last >= options_.history_n ? last - options_.history_n + 1 : 1;
   }
-  // PROTOCOL 5.2: what is older than `first` was deleted; a v1 relay
-  // deletes nothing. Reported once, never asked for.
-  const uint64_t first = s.value("first", uint64_t{1});
   if (start > last + 1) {
     // A resume past the topic's newest SEQ (a state file or --from kept
     // across a database reset): the SEQs up to it would be taken for ones
@@ -307,13 +323,12 @@ void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
     ReportGapLocked(name, 0, 0, ResetReason(start, last));
     start = first;
   }
-  if (start != 0 && start < first) {
+  if (start != 0 && start < first) {  // reported once, never asked for
     ReportGapLocked(name, start, first - 1, fmt::format("history starts at {}", first));
     ++stats_.gaps_unfilled;
     start = first;
   }
-  Topic& t = topics_.emplace(id, Topic{.name = name, .stream = OrderedStream(std::max<uint64_t>(start, 1))})
-                 .first->second;
+  Topic& t = AddTopicLocked(id, name, std::max<uint64_t>(start, 1))->second;
   if (start <= last) {
     t.asked = Gap{start, last};
     t.asked_at = Clock::now();

@@ -142,6 +142,8 @@ class SeqClient {
   static void OnMessageTrampoline(mosquitto*, void* self, const mosquitto_message* m);
   void HandleFrame(const std::string& topic_name, const std::string& bytes, bool replayed);
   void OfferLocked(const std::string& topic_name, const std::string& bytes, bool replayed);
+  // Topic `name`, id `id`: its stream from `start`, made if new.
+  std::map<uint32_t, Topic>::iterator AddTopicLocked(uint32_t id, const std::string& name, uint64_t start);
   void HandleStatus(const std::string& json_text);
   void LookupAnsweredLocked(const nlohmann::json& status, const std::string& topic);
   void RangeAnsweredLocked(const nlohmann::json& status);
@@ -181,6 +183,9 @@ class SeqClient {
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<uint32_t, Topic> topics_;          // guarded by mu_
+  // Each topic's id, once known: a topic keeps it for the life of the
+  // database, so a frame on seq/T with another id is not the relay's. mu_
+  std::map<std::string, uint32_t> ids_;
   std::map<std::string, uint64_t> resume_;    // topic -> last delivered SEQ from the state file; mu_
   bool state_loaded_ = false;  // LoadState succeeded: only then may SaveState replace the file
   // Topics being looked up before they start (history or resume): where
