@@ -39,6 +39,17 @@ sql::SQLString Bytes(std::span<const uint8_t> s) {
   return sql::SQLString(reinterpret_cast<const char*>(s.data()), s.size());
 }
 
+// The lease is the database's clock: EXPIRES_AT is written and compared
+// with NOW(6), which is in the session's time zone. Every relay session
+// keeps UTC, so that relays whose connections began in other zones (the
+// server's zone changed between them, or the hour a server on local time
+// sets its clocks forward or back) agree on when a lease ends: an hour's
+// disagreement either made a live active's lease look expired to a standby
+// or kept a dead one's for an hour. (Since schema 11 the columns are
+// TIMESTAMP, converted from and to any session's zone, for relays of
+// before it beside newer ones.)
+constexpr const char* kSessionTimeZone = "SET time_zone = '+00:00'";
+
 // Splits a migration file into statements: ';' ends a statement at a line
 // end; lines starting with "--" are comments.
 std::vector<std::string> Statements(std::string_view sql) {
@@ -206,14 +217,7 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
       if (e.getErrorCode() != 1193) throw;  // ER_UNKNOWN_SYSTEM_VARIABLE
       sync_wait_ = false;
     }
-    // The lease is the database's clock: EXPIRES_AT is written and compared
-    // with NOW(6), which is in the session's time zone. Every relay's
-    // sessions keep UTC, so that relays whose connections began in other
-    // zones (the server's zone changed between them, or the hour a server
-    // on local time sets its clocks forward or back) agree on when a lease
-    // ends: an hour's disagreement either made a live active's lease look
-    // expired to a standby or kept a dead one's for an hour.
-    st->execute("SET time_zone = '+00:00'");
+    st->execute(kSessionTimeZone);
     conn_->setSchema(config_.db_name);
     conn_->setAutoCommit(false);
     conn_->setTransactionIsolation(sql::TRANSACTION_READ_COMMITTED);
@@ -279,6 +283,7 @@ Status MysqlStore::Migrate(bool apply) {
           LogInfo("schema: {}: {} (done before; going on)", m.name, e.what());
         }
       }
+      st->execute(kSessionTimeZone);  // whatever zone the migration worked in (011 reads the server's)
       std::unique_ptr<sql::PreparedStatement> done(
           conn_->prepareStatement("INSERT INTO SCHEMA_VERSION (VERSION, NAME) VALUES (?, ?)"));
       done->setInt(1, m.version);

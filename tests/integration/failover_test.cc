@@ -1021,25 +1021,12 @@ TEST_F(FailoverE2E, ARelayThatCannotReachMosquittoTakesNoShardOver) {
 // was in the connection's zone: the first standby took the shard from its
 // live active at once, and the second would have waited five hours.
 TEST_F(FailoverE2E, StandbysWhoseConnectionsBeganInAnotherTimeZoneAgreeOnTheLease) {
-  std::string zone = servers().Sql("SELECT @@GLOBAL.time_zone");
-  zone.erase(zone.find_last_not_of('\n') + 1);
-  struct RestoreZone {
-    TestServers& servers;
-    std::string zone;
-    ~RestoreZone() {
-      try {
-        servers.Sql("SET GLOBAL time_zone = '" + zone + "'");
-      } catch (const std::exception& e) {
-        ADD_FAILURE() << "time zone not restored: " << e.what();
-      }
-    }
-  } restore{servers(), zone};
   auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2), a3 = ShardRelay("a", 3);
   a1->Start();
   ASSERT_TRUE(LogHas(*a1, "active: holding shard 'a'", 20s)) << a1->log();
   const uint32_t epoch = Epoch("a");
 
-  servers().Sql("SET GLOBAL time_zone = '+05:00'");
+  ServerTimeZone zone(servers(), "+05:00");
   StartStandby(*a2);
   std::this_thread::sleep_for(std::chrono::milliseconds(2 * kLeaseMs));
   EXPECT_EQ(Epoch("a"), epoch);
@@ -1047,7 +1034,7 @@ TEST_F(FailoverE2E, StandbysWhoseConnectionsBeganInAnotherTimeZoneAgreeOnTheLeas
 
   a1->Kill();
   ASSERT_TRUE(LogHas(*a2, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 10s)) << a2->log();
-  servers().Sql("SET GLOBAL time_zone = '" + zone + "'");
+  zone.Restore();
   StartStandby(*a3);
   const auto killed = Clock::now();
   a2->Kill();

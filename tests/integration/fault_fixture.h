@@ -35,6 +35,30 @@ inline void PublishPaced(MqttClient& pub, const std::string& topic, int count, i
   }
 }
 
+// The database server's global time zone set to `zone` for what follows
+// (sessions opened from then on take it), and put back when this goes.
+class ServerTimeZone {
+ public:
+  ServerTimeZone(TestServers& servers, const std::string& zone) : servers_(servers) {
+    was_ = servers_.Sql("SELECT @@GLOBAL.time_zone");
+    was_.erase(was_.find_last_not_of('\n') + 1);
+    Set(zone);
+  }
+  ~ServerTimeZone() {
+    try {
+      Set(was_);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "time zone not restored: " << e.what();
+    }
+  }
+  void Set(const std::string& zone) { servers_.Sql("SET GLOBAL time_zone = '" + zone + "'"); }
+  void Restore() { Set(was_); }
+
+ private:
+  TestServers& servers_;
+  std::string was_;
+};
+
 // A subscriber on seq/<topic> through the client library: it delivers in
 // SEQ order, once, and asks the relay for frames it missed.
 class OrderedSubscriber {

@@ -278,6 +278,45 @@ TEST_F(OutageE2E, AMigrationCutShortIsAppliedAgain) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+// An upgrade on a server whose time zone is not UTC (+05:00 here). Relays of
+// before schema 11 wrote the lease's and the dedupe records' times as
+// DATETIME in the server's zone; relays since keep their sessions in UTC.
+// Schema 11 makes them TIMESTAMP, converting what is there from the
+// server's zone: the lease the relay of before released at its stop is
+// taken at once, and its dedupe record of a moment ago is a moment old.
+// Before schema 11 the new relay read the released lease as five hours
+// away and stood by behind it.
+TEST_F(OutageE2E, AnUpgradeOnAServerOutsideUtcReadsTheTimesWrittenBeforeInTheServersZone) {
+  StartRelay();
+  ASSERT_EQ(relay_->Stop(), 0);
+  ServerTimeZone zone(servers(), "+05:00");
+  // Back as a relay of before schema 11 left it: its columns, and its times
+  // written in the server's zone (each mariadb session below takes it).
+  const std::string db = "`" + name_ + "`";
+  servers().Sql("DELETE FROM " + db + ".SCHEMA_VERSION WHERE VERSION >= 11; ALTER TABLE " + db +
+                ".SHARD MODIFY EXPIRES_AT DATETIME(6) NOT NULL DEFAULT '2000-01-01 00:00:00', MODIFY ACQUIRED_AT "
+                "DATETIME(6) NULL; ALTER TABLE " + db + ".DEDUPE MODIFY SEEN_AT DATETIME(6) NOT NULL; UPDATE " + db +
+                ".SHARD SET OWNER = 'a-relay-of-before', EXPIRES_AT = NOW(6) - INTERVAL 1 MICROSECOND; INSERT INTO " +
+                db + ".DEDUPE (ID, MSG_ID, SEQ, SEEN_AT) VALUES ('" + root() + "/t', 'm1', 1, NOW(6));");
+  const std::size_t from = relay_->log().size();
+  relay_->Launch();
+  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("active: holding shard", from) != std::string::npos; },
+                      Scaled(15s)))
+      << relay_->log().substr(from);
+  EXPECT_EQ(servers().Sql("SELECT MAX(VERSION) FROM " + db + ".SCHEMA_VERSION"),
+            std::to_string(seqrelay::Migrations().back().version) + "\n");
+  const int64_t age_s = std::stoll(servers().Sql("SET time_zone = '+00:00'; SELECT TIMESTAMPDIFF(SECOND, SEEN_AT, "
+                                                 "NOW(6)) FROM " + db + ".DEDUPE WHERE MSG_ID = 'm1'"));
+  EXPECT_GE(age_s, 0) << "the record written a moment ago, read in UTC";
+  EXPECT_LT(age_s, 120);
+  const std::string topic = root() + "/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(topic, "p1");
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  WaitStored(topic, 1);
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // A wrong database password is a setting to change, not a server still
 // starting: one line naming the cause, and exit 1 at once. The build before
 // retried it for ever, logging "not ready" every 10 s. The same when every
