@@ -712,12 +712,19 @@ Result<std::vector<MysqlStore::MsgIdKey>> MysqlStore::FindSequencedMsgIds(std::s
       // A wait for the cluster per batch would be for nothing. (SET
       // STATEMENT is MariaDB's; another server with wsrep_sync_wait, such
       // as Percona XtraDB Cluster, waits.)
-      sql::PreparedStatement& ps =
-          Repeated(find_msg_ids_, n,
-                   sync_wait_ && mariadb_ ? "SET STATEMENT wsrep_sync_wait = 0 FOR SELECT ID, MSG_ID FROM DEDUPE WHERE "
-                                          : "SELECT ID, MSG_ID FROM DEDUPE WHERE ",
-                   "(ID = ? AND MSG_ID = ?)", " OR ");
+      // Only records within the window: one past it, not purged yet (the
+      // purge runs every few seconds, and drains a backlog 1,000 rows at a
+      // time), is of a message the publisher may send again as new, whose
+      // commit then replaces the record (CommitBatch).
+      sql::PreparedStatement& ps = Repeated(
+          find_msg_ids_, n,
+          sync_wait_ && mariadb_
+              ? "SET STATEMENT wsrep_sync_wait = 0 FOR SELECT ID, MSG_ID FROM DEDUPE WHERE SEEN_AT >= NOW(6) - "
+                "INTERVAL ? SECOND AND ("
+              : "SELECT ID, MSG_ID FROM DEDUPE WHERE SEEN_AT >= NOW(6) - INTERVAL ? SECOND AND (",
+          "(ID = ? AND MSG_ID = ?)", " OR ", ")");
       unsigned p = 1;
+      ps.setUInt64(p++, config_.dedupe_window_s);
       for (const MsgIdKey& k : rest.first(n)) {
         ps.setString(p++, Bytes(k.topic));
         ps.setString(p++, Bytes(k.msg_id));
@@ -851,7 +858,10 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     sql.Close();
     // The publishers' msg-ids, with the message: a resend that comes after
     // this commit finds them (Relay::DropResends).
-    sql.Open("INSERT INTO DEDUPE (ID, MSG_ID, SEQ, SEEN_AT) VALUES ");
+    // A record past the window that the purge has not reached yet is of an
+    // older message: replaced.
+    sql.Open("INSERT INTO DEDUPE (ID, MSG_ID, SEQ, SEEN_AT) VALUES ",
+             " ON DUPLICATE KEY UPDATE SEQ = VALUES(SEQ), SEEN_AT = VALUES(SEEN_AT)");
     for (const Message& m : batch) {
       if (!m.msg_id.empty()) sql.Row(Hex(m.topic), Hex(m.msg_id), m.seq, Raw{"NOW(6)"});
     }
