@@ -336,7 +336,7 @@ Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const s
   c.log_format = *format;
   c.migrate = !no_migrate;
   if (out.help || out.version) return out;
-  auto window = ParseDuration(dedupe_window);
+  auto window = ParseAge(dedupe_window);
   if (!window.ok()) return Status::Error(fmt::format("--dedupe-window: {}", window.error()));
   c.dedupe_window_s = window.value();
   auto rules = ParseRetention(retention);

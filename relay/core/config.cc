@@ -219,6 +219,14 @@ Result<uint64_t> ParseDuration(std::string_view text) {
   return value * scale;
 }
 
+Result<uint64_t> ParseAge(std::string_view text) {
+  auto seconds = ParseDuration(text);
+  if (seconds.ok() && seconds.value() > kMaxAgeS) {
+    return Status::Error(fmt::format("'{}' is over 36500d (100 years)", text));
+  }
+  return seconds;
+}
+
 Result<std::vector<RetentionRule>> ParseRetention(const std::vector<std::string>& entries) {
   std::vector<RetentionRule> rules;
   for (const std::string& entry : entries) {
@@ -229,10 +237,10 @@ Result<std::vector<RetentionRule>> ParseRetention(const std::vector<std::string>
     }
     const std::string filter = entry.substr(0, eq), limit = entry.substr(eq + 1);
     if (Status s = ValidateFilter(filter); !s.ok()) return Status::Error(fmt::format("'{}': {}", entry, s.message()));
-    auto value = ParseDuration(limit);
+    const bool is_count = limit.find_first_not_of("0123456789") == std::string::npos;
+    auto value = is_count ? ParseDuration(limit) : ParseAge(limit);
     if (!value.ok()) return Status::Error(fmt::format("'{}': {}", entry, value.error()));
     if (value.value() == 0) return Status::Error(fmt::format("'{}': a limit of 0 would keep nothing", entry));
-    const bool is_count = limit.find_first_not_of("0123456789") == std::string::npos;
     auto it = std::find_if(rules.begin(), rules.end(), [&](const RetentionRule& r) { return r.filter == filter; });
     if (it == rules.end()) it = rules.insert(rules.end(), RetentionRule{filter, 0, 0});
     uint64_t& field = is_count ? it->max_count : it->max_age_s;

@@ -125,6 +125,13 @@ Status Validate(const Config& config);
 // A duration such as "90s", "30m", "24h", "7d" or a plain number of
 // seconds, in seconds. An error names what is wrong with it.
 Result<uint64_t> ParseDuration(std::string_view text);
+// Ages (--retention, --dedupe-window) are at most 100 years: the database's
+// NOW(6) - INTERVAL leaves its date range some millennia back, and a
+// cutoff out of range is NULL, which finds no row young (retention then
+// deleted all but each topic's newest row).
+inline constexpr uint64_t kMaxAgeS = uint64_t{36500} * 86400;
+// ParseDuration, refusing more than kMaxAgeS.
+Result<uint64_t> ParseAge(std::string_view text);
 // The same, written back the shortest way ("86400" -> "1d", "90" -> "90s").
 std::string FormatDuration(uint64_t seconds);
 

@@ -219,7 +219,8 @@ TEST(OptionsTest, DedupeWindowTakesADurationAndZeroTurnsItOff) {
   EXPECT_EQ(ParseOk({"--dedupe-window=0"}).dedupe_window_s, 0u);
   EXPECT_EQ(ParseOk({}, {{"SEQRELAY_DEDUPE_WINDOW", "1h"}}).dedupe_window_s, 3600u);
   for (const char* bad : {"--dedupe-window=", "--dedupe-window=h", "--dedupe-window=-5s", "--dedupe-window=1w",
-                          "--dedupe-window=1.5h", "--dedupe-window=10ms", "--dedupe-window=99999999999999999999d"}) {
+                          "--dedupe-window=1.5h", "--dedupe-window=10ms", "--dedupe-window=99999999999999999999d",
+                          "--dedupe-window=36501d"}) {
     const std::string error = ParseError({bad});
     EXPECT_TRUE(Contains(error, "--dedupe-window")) << bad << ": " << error;
   }
@@ -242,6 +243,15 @@ TEST(OptionsTest, RetentionTakesAnAgeOrACountPerFilterAndMergesThem) {
   }
   const std::string twice = ParseError({"--retention=chat/#=1d", "--retention=chat/#=2d"});
   EXPECT_TRUE(Contains(twice, "has a maximum age already")) << twice;
+  // Ages up to 100 years: past a few millennia the database's cutoff was
+  // NULL, and every pass deleted all but each topic's newest row. Counts
+  // have no such bound.
+  EXPECT_EQ(ParseOk({"--retention=chat/#=36500d"}).retention,
+            (std::vector<RetentionRule>{{"chat/#", 36500ull * 86400, 0}}));
+  const std::string too_old = ParseError({"--retention=chat/#=1000000d"});
+  EXPECT_TRUE(Contains(too_old, "is over 36500d (100 years)")) << too_old;
+  EXPECT_EQ(ParseOk({"--retention=chat/#=5000000000"}).retention,
+            (std::vector<RetentionRule>{{"chat/#", 0, 5000000000ull}}));
 }
 
 TEST(ConfigTest, DurationsAreWrittenTheShortestWay) {
