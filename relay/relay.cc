@@ -533,7 +533,10 @@ bool Relay::BecomeActive() {
     LogError("{}", output.error());
     return false;
   }
-  output_ = std::move(output).value();
+  {
+    std::lock_guard lock(links_mu_);
+    output_ = std::move(output).value();
+  }
   if (Status s = CheckFrameLimit(); !s.ok()) {
     LogError("{}", s.message());
     return false;
@@ -569,7 +572,10 @@ bool Relay::BecomeActive() {
     LogError("{}", intake.error());
     return false;
   }
-  intake_ = std::move(intake).value();
+  {
+    std::lock_guard lock(links_mu_);
+    intake_ = std::move(intake).value();
+  }
   return true;
 }
 

@@ -430,6 +430,9 @@ class Relay {
   std::optional<int> probe_reason_;
   bool probe_late_ = false;  // the start stopped waiting: OnPublished judges the answer
 
+  // Set by BecomeActive while the metrics thread may read them (Snapshot):
+  // both under links_mu_ then.
+  mutable std::mutex links_mu_;
   std::unique_ptr<MqttLink> output_;
   std::unique_ptr<MqttLink> intake_;
   // Retransmit: requests and replies on their own v5 link, served from

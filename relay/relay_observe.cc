@@ -74,9 +74,12 @@ RelayStats Relay::Snapshot() const {
   const auto link = [](const std::unique_ptr<MqttLink>& l) {
     return l ? RelayStats::Link{l->connected(), l->socket_reads(), l->socket_read_calls()} : RelayStats::Link{};
   };
-  s.intake = link(intake_);
-  s.output = link(output_);
-  s.replay = link(replay_);
+  {
+    std::lock_guard lock(links_mu_);
+    s.intake = link(intake_);
+    s.output = link(output_);
+  }
+  s.replay = link(replay_);  // set before the metrics thread starts
   return s;
 }
 
