@@ -172,6 +172,29 @@ class ClientE2E : public RelayE2E {
     Gaps gaps;
     seqclient::SeqClient client;
   };
+  // A client of root()/t resuming at SEQ `from` (History::kFrom), one
+  // request each, against a FakeRelay (topic id 77).
+  struct Resuming {
+    Resuming(ClientE2E& test, uint64_t from)
+        : topic(test.root() + "/t"),
+          options(ResumeOptions(test, topic, from)),
+          client(options, std::ref(sink), std::ref(gaps)),
+          relay(test.servers().mqtt_port(), test.name_, options.client_id, topic, 77) {}
+    static seqclient::Options ResumeOptions(ClientE2E& test, const std::string& topic, uint64_t from) {
+      auto o = test.ClientOptions("c", {topic});
+      o.history = seqclient::History::kFrom;
+      o.history_n = from;
+      o.gap_wait = std::chrono::milliseconds(20);
+      o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request each
+      return o;
+    }
+    const std::string topic;
+    const seqclient::Options options;
+    Sink sink;
+    Gaps gaps;
+    seqclient::SeqClient client;
+    FakeRelay relay;
+  };
   seqclient::Options OneRequestPerGap(const std::string& topic,
                                       decltype(seqclient::Options::on_forged_frames) on_forged = nullptr) {
     auto o = ClientOptions("c", {topic});
@@ -581,16 +604,8 @@ TEST_F(ClientE2E, AHistoryOfATopicWithNoMessageYetIsLookedUpAgainAfterAReconnect
 // The build before asked a v1 relay again up to max_attempts, then started
 // at the first live frame (here 2: SEQ 1 never asked for).
 TEST_F(ClientE2E, AResumeFromALaterSeqOfAnUnknownTopicIsReportedAndReadFromSeqOne) {
-  const std::string topic = root() + "/t";
-  auto o = ClientOptions("c", {topic});
-  o.history = seqclient::History::kFrom;
-  o.history_n = 5;
-  o.gap_wait = std::chrono::milliseconds(20);
-  o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request each
-  Sink sink;
-  Gaps gaps;
-  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
-  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  Resuming r(*this, 5);
+  auto& [topic, o, sink, gaps, client, relay] = r;
   ASSERT_EQ(client.Start(), std::nullopt);
   EXPECT_EQ(relay.Request(1), nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}}));
   relay.Answer({{"from", seqrelay::kMaxSeq}, {"status", "error"}, {"error", "unknown topic"}});
@@ -612,16 +627,8 @@ TEST_F(ClientE2E, AResumeFromALaterSeqOfAnUnknownTopicIsReportedAndReadFromSeqOn
 // duplicates, with nothing said. Now the reset is reported and the topic
 // read from its first SEQ.
 TEST_F(ClientE2E, AResumePastAKnownTopicsNewestSeqIsReportedAndReadFromItsFirst) {
-  const std::string topic = root() + "/t";
-  auto o = ClientOptions("c", {topic});
-  o.history = seqclient::History::kFrom;
-  o.history_n = 500;
-  o.gap_wait = std::chrono::milliseconds(20);
-  o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request each
-  Sink sink;
-  Gaps gaps;
-  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
-  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  Resuming r(*this, 500);
+  auto& [topic, o, sink, gaps, client, relay] = r;
   ASSERT_EQ(client.Start(), std::nullopt);
   EXPECT_EQ(relay.Request(1), nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}}));
   relay.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 10}, {"first", 1},

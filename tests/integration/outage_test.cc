@@ -22,6 +22,14 @@ class OutageE2E : public FaultE2E {
   // is lost, stored twice or out of order, prints the row and returns the
   // audit, with the time from the restart to the last row in `recover`.
   Outcome RunDatabaseOutage(int outage_s, int tail_s, const std::string& scenario, double* recover);
+  // A message published on root()/t is stored (the relay took it in).
+  void StoresAMessage() {
+    const std::string topic = root() + "/t";
+    MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+    pub.Publish(topic, "p1");
+    ASSERT_TRUE(pub.WaitAllAcked(10s));
+    WaitStored(topic, 1);
+  }
 };
 
 OutageE2E::Outcome OutageE2E::RunDatabaseOutage(int outage_s, int tail_s, const std::string& scenario, double* recover) {
@@ -270,11 +278,7 @@ TEST_F(OutageE2E, AMigrationCutShortIsAppliedAgain) {
                           "' AND TABLE_NAME = 'PENDING' AND COLUMN_NAME = 'EPOCH'"), "1\n");
   EXPECT_NE(relay_->log().find("Duplicate column name 'EPOCH' (done before; going on)"), std::string::npos)
       << relay_->log();
-  const std::string topic = root() + "/t";
-  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  pub.Publish(topic, "p1");
-  ASSERT_TRUE(pub.WaitAllAcked(10s));
-  WaitStored(topic, 1);
+  StoresAMessage();
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
@@ -309,11 +313,7 @@ TEST_F(OutageE2E, AnUpgradeOnAServerOutsideUtcReadsTheTimesWrittenBeforeInTheSer
                                                  "NOW(6)) FROM " + db + ".DEDUPE WHERE MSG_ID = 'm1'"));
   EXPECT_GE(age_s, 0) << "the record written a moment ago, read in UTC";
   EXPECT_LT(age_s, 120);
-  const std::string topic = root() + "/t";
-  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  pub.Publish(topic, "p1");
-  ASSERT_TRUE(pub.WaitAllAcked(10s));
-  WaitStored(topic, 1);
+  StoresAMessage();
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
