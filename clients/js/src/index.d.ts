@@ -87,6 +87,8 @@ export interface SubscribeOptions {
   from?: number;
   /** Start this many messages back from the newest. */
   last?: number;
+  /** An iterator holds at most this many unread messages (default 100000); past it the oldest goes, counted in stats.unreadDropped. */
+  maxBuffered?: number;
 }
 
 /** A request for missing SEQs was sent; `to` is null while the newest SEQ is not known yet. */
@@ -135,6 +137,8 @@ export interface SeqStats {
   gapsLost: number;
   badFrames: number;
   listenerErrors: number;
+  /** Messages an iterator dropped, maxBuffered unread already. */
+  unreadDropped: number;
 }
 
 export class SeqClient extends Events<ClientEvents> {

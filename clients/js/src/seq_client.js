@@ -93,10 +93,13 @@ export class Subscription extends Emitter {
   #iterators = new Set(); // wake functions of the iterators waiting
   closed = false;
 
-  constructor(client, filter) {
+  #maxBuffered;
+
+  constructor(client, filter, maxBuffered) {
     super();
     this.#client = client;
     this.filter = filter;
+    this.#maxBuffered = maxBuffered;
   }
 
   onListenerError(error, event) {
@@ -116,7 +119,16 @@ export class Subscription extends Emitter {
     let head = 0;
     let wake = null;
     const onMessage = (m) => {
+      if (queue.length - head >= this.#maxBuffered) {
+        // A reader this far behind: the oldest goes, not the memory.
+        queue[head++] = undefined;
+        ++this.#client.stats.unreadDropped;
+      }
       queue.push(m);
+      if (head >= 1024 && head * 2 >= queue.length) {
+        queue.splice(0, head); // what was read (or dropped) leaves the array
+        head = 0;
+      }
       wake?.();
     };
     const iterators = this.#iterators;
@@ -197,6 +209,7 @@ export class SeqClient extends Emitter {
       gapsLost: 0, // ranges given up (reported as 'lost')
       badFrames: 0,
       listenerErrors: 0,
+      unreadDropped: 0, // messages an iterator dropped, its maxBuffered unread already
     };
     this.topics = new Map(); // topic id -> per-topic state (see #topic)
     this.ids = new Map(); // topic name -> topic id, for every entry of topics
@@ -237,6 +250,8 @@ export class SeqClient extends Emitter {
     } else if (options.history) {
       start = 1;
     }
+    const maxBuffered = options.maxBuffered ?? 100000;
+    if (!Number.isInteger(maxBuffered) || maxBuffered < 1) throw new RangeError('maxBuffered is a count >= 1');
     if (start !== null) {
       if (/[+#]/.test(filter)) throw new Error(`history and resume need a topic without '+' or '#': '${filter}'`);
       // Its stream has a position already: history below it would be dropped as duplicates.
@@ -247,7 +262,7 @@ export class SeqClient extends Emitter {
       // the topic's stream there, and the history below it would be dropped.
       this.lookups.set(filter, { start, sent: 0, attempts: 0 });
     }
-    const sub = new Subscription(this, filter);
+    const sub = new Subscription(this, filter, maxBuffered);
     if (onMessage) sub.on('message', onMessage);
     this.subscriptions.add(sub);
     if (this.mqtt.connected) {

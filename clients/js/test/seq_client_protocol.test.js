@@ -448,6 +448,24 @@ test('a resume past a known topic\'s newest SEQ is reported, and the topic read 
   assert.equal(seq.stats.duplicates, 0);
 });
 
+// An iterator nobody reads holds at most maxBuffered messages: past it the
+// oldest goes, counted, as in the Python client. Before 2026-12-06 it
+// buffered without a bound.
+test('an iterator read too slowly keeps its newest maxBuffered messages and counts the rest', async (t) => {
+  const { mqtt, seq } = setup(t);
+  const sub = seq.subscribe('chat/a', { maxBuffered: 3 });
+  const it = sub[Symbol.asyncIterator]();
+  for (let s = 1; s <= 5; ++s) mqtt.frame('seq/chat/a', s);
+  assert.equal(seq.stats.unreadDropped, 2);
+  const read = [];
+  for (let i = 0; i < 3; ++i) read.push((await it.next()).value.seq);
+  assert.deepEqual(read, [3, 4, 5]);
+  mqtt.frame('seq/chat/a', 6);
+  assert.equal((await it.next()).value.seq, 6);
+  await it.return();
+  assert.throws(() => seq.subscribe('chat/b', { maxBuffered: 0 }), RangeError);
+});
+
 test('a topic no subscription matches any more is forgotten: no catch-up for it, and a new subscribe starts afresh', (t) => {
   const { mqtt, seq, seen } = setup(t);
   const a = seq.subscribe('chat/a');
