@@ -79,6 +79,41 @@ class RetransmitE2E : public RelayE2E {
     MqttClient mqtt;
   };
 
+  // `count` messages of `size` bytes on `topic`, the i-th carrying i in its
+  // first bytes, published (at most `window` unacknowledged) and stored.
+  void StoreTagged(const std::string& topic, int count, std::size_t size, int window,
+                   std::chrono::milliseconds deadline) {
+    MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+    for (int i = 1; i <= count; ++i) {
+      std::string payload(size, static_cast<char>('a' + i % 26));
+      std::memcpy(payload.data(), &i, sizeof i);
+      pub.Publish(topic, payload, 1, window);
+    }
+    ASSERT_TRUE(pub.WaitAllAcked(Scaled(deadline)));
+    ASSERT_TRUE(WaitFor([&] { return AuditTrail(topic).size() == static_cast<std::size_t>(count); }, Scaled(deadline)));
+  }
+  // Asks for `topic`'s whole history, stored by StoreTagged: every message
+  // comes back whole and in order, the status counts them, and the relay's
+  // peak RSS before and after the reply is in `before_kb`, `after_kb`.
+  void AskHistoryOfTagged(const std::string& topic, int count, std::size_t size, std::chrono::milliseconds deadline,
+                          long* before_kb, long* after_kb) {
+    *before_kb = relay_->PeakRssKb();
+    Requester bob(servers().mqtt_port(), name_ + "-bob");
+    bob.Ask(json{{"topic", topic}, {"from", 1}});
+    ASSERT_TRUE(WaitForStatuses(bob.mqtt, 1, deadline));
+    *after_kb = relay_->PeakRssKb();
+    const auto frames = bob.Frames();
+    ASSERT_EQ(frames.size(), static_cast<std::size_t>(count));
+    for (int i = 1; i <= count; ++i) {
+      const std::string& f = frames[i - 1].payload;
+      ASSERT_EQ(f.size(), 10u + size) << i;
+      int tag = 0;
+      std::memcpy(&tag, f.data() + 10, sizeof tag);
+      ASSERT_EQ(tag, i) << "frames out of order or wrong";
+    }
+    EXPECT_EQ(Statuses(bob.mqtt)[0]["sent"], count);
+  }
+
   std::vector<Received> live_;  // the live frames Seed saw, in SEQ order
 };
 
@@ -136,32 +171,11 @@ TEST_F(RetransmitE2E, AHistoryOfLargeMessagesKeepsTheRelayMemoryBounded) {
   const int count = std::getenv("SEQTEST_LONG") ? 10000 : 128;
   StartRelay();
   const std::string topic = root() + "/big";
-  {
-    MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-    for (int i = 1; i <= count; ++i) {
-      std::string payload(1024 * 1024, static_cast<char>('a' + i % 26));
-      std::memcpy(payload.data(), &i, sizeof i);
-      pub.Publish(topic, payload, 1, 20);
-    }
-    ASSERT_TRUE(pub.WaitAllAcked(Scaled(300s)));
-  }
-  ASSERT_TRUE(WaitFor([&] { return AuditTrail(topic).size() == static_cast<std::size_t>(count); }, Scaled(300s)));
-  const long before_kb = relay_->PeakRssKb();
-
-  Requester bob(servers().mqtt_port(), name_ + "-bob");
-  bob.Ask(json{{"topic", topic}, {"from", 1}});
-  ASSERT_TRUE(WaitForStatuses(bob.mqtt, 1, 300s));
-  const long after_kb = relay_->PeakRssKb();
-  auto frames = bob.Frames();
-  ASSERT_EQ(frames.size(), static_cast<std::size_t>(count));
-  for (int i = 1; i <= count; ++i) {
-    const std::string& f = frames[i - 1].payload;
-    ASSERT_EQ(f.size(), 10u + 1024 * 1024) << i;
-    int tag = 0;
-    std::memcpy(&tag, f.data() + 10, sizeof tag);
-    ASSERT_EQ(tag, i) << "frames out of order or wrong";
-  }
-  EXPECT_EQ(Statuses(bob.mqtt)[0]["sent"], count);
+  StoreTagged(topic, count, 1024 * 1024, 20, 300s);
+  if (HasFatalFailure()) return;
+  long before_kb = 0, after_kb = 0;
+  AskHistoryOfTagged(topic, count, 1024 * 1024, 300s, &before_kb, &after_kb);
+  if (HasFatalFailure()) return;
   std::fprintf(stderr, "[ figure ] history of %d x 1 MiB: relay peak RSS %.1f MiB before the request, %.1f MiB "
                "after\n", count, before_kb / 1024.0, after_kb / 1024.0);
   if (!RelaySanitized()) {
@@ -226,34 +240,13 @@ TEST_F(RetransmitE2E, RowsLargerThanTodaysMaxPayloadAreReadABoundedChunkAtATime)
   constexpr std::size_t kSize = 256 * 1024;
   StartRelay();
   const std::string topic = root() + "/big";
-  {
-    MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-    for (int i = 1; i <= kCount; ++i) {
-      std::string payload(kSize, static_cast<char>('a' + i % 26));
-      std::memcpy(payload.data(), &i, sizeof i);
-      pub.Publish(topic, payload, 1, 50);
-    }
-    ASSERT_TRUE(pub.WaitAllAcked(Scaled(120s)));
-  }
-  ASSERT_TRUE(WaitFor([&] { return AuditTrail(topic).size() == static_cast<std::size_t>(kCount); }, Scaled(120s)));
+  StoreTagged(topic, kCount, kSize, 50, 120s);
+  if (HasFatalFailure()) return;
   EXPECT_EQ(relay_->Stop(), 0);
   StartRelay({"--max-payload=4096"});
-  const long before_kb = relay_->PeakRssKb();
-
-  Requester bob(servers().mqtt_port(), name_ + "-bob");
-  bob.Ask(json{{"topic", topic}, {"from", 1}});
-  ASSERT_TRUE(WaitForStatuses(bob.mqtt, 1, Scaled(120s)));
-  const long after_kb = relay_->PeakRssKb();
-  const auto frames = bob.Frames();
-  ASSERT_EQ(frames.size(), static_cast<std::size_t>(kCount));
-  for (int i = 1; i <= kCount; ++i) {
-    const std::string& f = frames[i - 1].payload;
-    ASSERT_EQ(f.size(), 10u + kSize) << i;
-    int tag = 0;
-    std::memcpy(&tag, f.data() + 10, sizeof tag);
-    ASSERT_EQ(tag, i) << "frames out of order or wrong";
-  }
-  EXPECT_EQ(Statuses(bob.mqtt)[0]["sent"], kCount);
+  long before_kb = 0, after_kb = 0;
+  AskHistoryOfTagged(topic, kCount, kSize, Scaled(120s), &before_kb, &after_kb);
+  if (HasFatalFailure()) return;
   std::fprintf(stderr, "[ figure ] history of %d x 256 KiB stored before --max-payload 4096: relay peak RSS %.1f MiB "
                "before the request, %.1f MiB after\n", kCount, before_kb / 1024.0, after_kb / 1024.0);
   if (!RelaySanitized()) {
