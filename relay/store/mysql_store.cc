@@ -84,7 +84,8 @@ bool Exists(sql::Connection& conn, const char* query, std::initializer_list<std:
 
 }  // namespace
 
-MysqlStore::MysqlStore(const Config& config) : config_(config) {}
+MysqlStore::MysqlStore(const Config& config)
+    : config_(config), dedupe_expiry_(fmt::format("NOW(6) + INTERVAL {} SECOND", config.dedupe_window_s)) {}
 MysqlStore::~MysqlStore() = default;
 
 void MysqlStore::CommitTransaction() {
@@ -817,11 +818,21 @@ Result<uint64_t> MysqlStore::PurgeMsgIds(uint64_t window_s, std::size_t limit) {
   uint64_t deleted = 0;
   Status s = Guard("purge msg-ids", [&] {
     NextTransactionReadCommitted();
-    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
-        "DELETE FROM DEDUPE WHERE SEEN_AT < NOW(6) - INTERVAL ? SECOND ORDER BY SEEN_AT LIMIT ?"));
-    ps->setUInt64(1, window_s);
-    ps->setUInt64(2, limit);
-    deleted = static_cast<uint64_t>(ps->executeUpdate());
+    // Whatever shard wrote a record, and with whatever window: each
+    // carries its end (schema 12). Those from before it carry none and age
+    // out by this relay's window.
+    std::unique_ptr<sql::PreparedStatement> expired(conn_->prepareStatement(
+        "DELETE FROM DEDUPE WHERE EXPIRES_AT < NOW(6) ORDER BY EXPIRES_AT LIMIT ?"));
+    expired->setUInt64(1, limit);
+    deleted = static_cast<uint64_t>(expired->executeUpdate());
+    if (deleted < limit) {
+      std::unique_ptr<sql::PreparedStatement> older(
+          conn_->prepareStatement("DELETE FROM DEDUPE WHERE EXPIRES_AT IS NULL AND SEEN_AT < NOW(6) - INTERVAL ? "
+                                  "SECOND ORDER BY EXPIRES_AT, SEEN_AT LIMIT ?"));
+      older->setUInt64(1, window_s);
+      older->setUInt64(2, limit - deleted);
+      deleted += static_cast<uint64_t>(older->executeUpdate());
+    }
     CommitTransaction();
   });
   if (!s.ok()) return s;
@@ -860,10 +871,12 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     // this commit finds them (Relay::DropResends).
     // A record past the window that the purge has not reached yet is of an
     // older message: replaced.
-    sql.Open("INSERT INTO DEDUPE (ID, MSG_ID, SEQ, SEEN_AT) VALUES ",
-             " ON DUPLICATE KEY UPDATE SEQ = VALUES(SEQ), SEEN_AT = VALUES(SEEN_AT)");
+    // Each record ends after this relay's window, which another shard's
+    // purge honours (schema 12).
+    sql.Open("INSERT INTO DEDUPE (ID, MSG_ID, SEQ, SEEN_AT, EXPIRES_AT) VALUES ",
+             " ON DUPLICATE KEY UPDATE SEQ = VALUES(SEQ), SEEN_AT = VALUES(SEEN_AT), EXPIRES_AT = VALUES(EXPIRES_AT)");
     for (const Message& m : batch) {
-      if (!m.msg_id.empty()) sql.Row(Hex(m.topic), Hex(m.msg_id), m.seq, Raw{"NOW(6)"});
+      if (!m.msg_id.empty()) sql.Row(Hex(m.topic), Hex(m.msg_id), m.seq, Raw{"NOW(6)"}, Raw{dedupe_expiry_});
     }
     sql.Close();
     // Deliveries of a resumed session (TAKEN), and handed-over messages

@@ -329,6 +329,7 @@ class MysqlStore {
   std::unique_ptr<sql::Statement> commit_;                 // runs COMMIT; created once per connection
   std::unique_ptr<sql::Statement> text_;    // runs CommitBatch's queries; created once per connection
   MultiStatement commit_sql_{0};            // CommitBatch's text, its buffers kept from batch to batch
+  const std::string dedupe_expiry_;         // a DEDUPE record's EXPIRES_AT: NOW(6) + the window
   // The server's max_allowed_packet less room for the packet's header, read
   // at every connect: no query is larger.
   std::size_t max_query_bytes_ = 0;

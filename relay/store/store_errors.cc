@@ -38,6 +38,7 @@ bool IsAlreadyApplied(int server_error) {
     case 1050:  // ER_TABLE_EXISTS_ERROR
     case 1060:  // ER_DUP_FIELDNAME: duplicate column name
     case 1061:  // ER_DUP_KEYNAME: duplicate key name
+    case 1091:  // ER_CANT_DROP_FIELD_OR_KEY: dropped before
       return true;
     default:
       return false;

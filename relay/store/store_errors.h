@@ -31,9 +31,9 @@ DatabaseFailure ClassifyDatabaseError(int server_error);
 bool IsLoginRefusal(int server_error);
 
 // True if a migration's DDL statement failed because what it makes exists
-// already (a column, an index, a table): a migration cut short is applied
-// again from its start, and its statements that took effect (each DDL
-// commits on its own) are done.
+// already (a column, an index, a table), or what it drops is gone: a
+// migration cut short is applied again from its start, and its statements
+// that took effect (each DDL commits on its own) are done.
 bool IsAlreadyApplied(int server_error);
 
 }  // namespace seqrelay

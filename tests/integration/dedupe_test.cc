@@ -254,6 +254,54 @@ TEST_F(DedupeE2E, ARecordPastTheWindowIsNotTakenForTheMessageBeforeThePurgeReach
   EXPECT_EQ(DedupeRows(), std::vector<std::string>{t + " w 1"});
 }
 
+// Shards of one database with different windows: each record ends after
+// the window of the relay that wrote it (schema 12), whichever relay
+// purges. Until 2026-12-06 each relay purged every record older than its
+// own window: shard a's 2 s purged shard b's record of a moment ago, and
+// b's publisher's resend within b's hour was sequenced again.
+TEST_F(DedupeE2E, AShardWithAShorterWindowDoesNotPurgeAnotherShardsRecords) {
+  RelayProcess a(servers(), name_, {"--shard=a", "--source=" + root() + "/a/#", "--dedupe-window=2s"}, "a");
+  RelayProcess b(servers(), name_, {"--shard=b", "--source=" + root() + "/b/#", "--dedupe-window=1h"}, "b");
+  a.Start();
+  b.Start();
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub", true, true);
+  const std::string ta = root() + "/a/t", tb = root() + "/b/t";
+  pub.PublishWithProperties(ta, "on a", {{"msg-id", "m"}});
+  pub.PublishWithProperties(tb, "on b", {{"msg-id", "m"}});
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(ta).size() == 1 && AuditTrail(tb).size() == 1; }, 20s));
+  // a purges its own record after its 2 s (every second), and only that.
+  ASSERT_TRUE(WaitFor([&] { return DedupeRows() == std::vector<std::string>{tb + " m 1"}; }, 15s))
+      << "rows: " << testing::PrintToString(DedupeRows()) << "\n" << a.log();
+  const auto purged = std::chrono::steady_clock::now();
+  // Three more of a's purges, and b's record is still there: a resend on b
+  // is dropped, one on a is new.
+  ASSERT_TRUE(WaitFor([&] { return std::chrono::steady_clock::now() - purged > 3s; }, 5s));
+  EXPECT_EQ(DedupeRows(), std::vector<std::string>{tb + " m 1"});
+  pub.PublishWithProperties(tb, "on b, resent", {{"msg-id", "m"}});
+  pub.PublishWithProperties(ta, "on a, later", {{"msg-id", "m"}});
+  pub.PublishWithProperties(tb, "on b, next", {{"msg-id", "n"}});
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(ta).size() == 2 && AuditTrail(tb).size() >= 2; }, 20s));
+  ASSERT_EQ(a.Stop(), 0);
+  ASSERT_EQ(b.Stop(), 0);
+  EXPECT_EQ(AuditTrail(tb), (std::vector<std::pair<uint64_t, std::string>>{{1, Hex("on b")}, {2, Hex("on b, next")}}));
+  EXPECT_EQ(AuditTrail(ta), (std::vector<std::pair<uint64_t, std::string>>{{1, Hex("on a")}, {2, Hex("on a, later")}}));
+}
+
+// Records written before schema 12 carry no end of their own: they age out
+// by the purging relay's window, as they did.
+TEST_F(DedupeE2E, RecordsFromBeforeTheirOwnEndAgeOutByThePurgingRelaysWindow) {
+  StartRelay({"--dedupe-window=1h"});
+  const std::string t = root() + "/t";
+  servers().Sql("INSERT INTO `" + name_ + "`.DEDUPE (ID, MSG_ID, SEQ, SEEN_AT) VALUES ('" + t +
+                "', 'old', 1, NOW(6) - INTERVAL 2 HOUR), ('" + t + "', 'recent', 2, NOW(6) - INTERVAL 30 MINUTE)");
+  ASSERT_TRUE(WaitFor([&] { return DedupeRows() == std::vector<std::string>{t + " recent 2"}; }, 20s))
+      << testing::PrintToString(DedupeRows());
+  EXPECT_EQ(Rows("SELECT COUNT(*) FROM `" + name_ + "`.DEDUPE WHERE EXPIRES_AT IS NULL"), 1u);
+  ASSERT_EQ(relay_->Stop(), 0);
+}
+
 TEST_F(DedupeE2E, WithTheWindowAtZeroMsgIdsAreIgnoredAsInV1) {
   StartRelay({"--dedupe-window=0"});
   MqttClient pub(servers().mqtt_port(), name_ + "-pub", true, true);
