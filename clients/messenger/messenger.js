@@ -15,11 +15,10 @@
   const params = new URLSearchParams(location.search);
   // events: what the client reported (fetch, filled, lost, history), in order.
   // elsewhere: another page has the user's connection; this one waits.
-  // up: connected now; claimedAt: when the user last made this page the
-  // one (signed in, "Use here"); takenInARow: see "Pages in two browsers".
+  // up: connected now; takenInARow: see "Pages in two browsers".
   const state = {
     seq: null, room: null, user: null, shown: new Set(), fetching: null, events: [], elsewhere: false, connectedAt: 0,
-    up: false, claimedAt: 0, takenInARow: 0,
+    up: false, takenInARow: 0,
   };
   // For tests and the curious: the client, and what the page showed.
   window.messenger = state;
@@ -88,23 +87,29 @@
   }
   // Pages in two browsers (or devices) cannot tell each other: mosquitto
   // 2.0.11 closes the connection it gives to the other page without saying
-  // why. What a page sees is a connection that ends soon after it was made,
-  // again and again, while each reconnect gets in at once (a network drop
-  // or a broker restart makes reconnects fail, which ends the count). After
-  // two such in a row the page steps aside, unless the user made it the
-  // one in the last CLAIM_MS: then the other page is the one that counts
-  // and steps aside, so the page signed in last keeps the connection.
-  const TAKEN_MS = 3000; // a connection that ended sooner may have been taken
+  // why (not even to an MQTT v5 client). What a page sees is its connection
+  // ending, again and again, each time soon after it was made, while each
+  // reconnect gets in at once (a network drop or a broker restart makes
+  // reconnects fail, which ends the count). The page that had the
+  // connection is the first taken from: its long connection counts one,
+  // and at its second in a row it steps aside, a turn before the newer
+  // page would. The page the user has just made the one (signed in, or
+  // "Use here") starts its count one behind, so that it keeps the
+  // connection even when the turns fall unevenly. (Until 2026-12-06 a long
+  // connection counted nothing and the newer page was kept by a 6 s grace
+  // instead: on a loaded machine, with slow turns, the grace could run out
+  // first and the newer page step aside.)
+  const TAKEN_MS = 5000; // a connection that ended sooner may have been taken
   const TAKEN_IN_A_ROW = 2;
-  const CLAIM_MS = 6000;
+  const CLAIMED = -1; // the count of a page the user has just made the one
   function connectionEnded() {
     if (!state.up) {
       state.takenInARow = 0; // an attempt that failed: the network or the broker, not another page
       return;
     }
     state.up = false;
-    state.takenInARow = Date.now() - state.connectedAt < TAKEN_MS ? state.takenInARow + 1 : 0;
-    if (state.takenInARow >= TAKEN_IN_A_ROW && Date.now() - state.claimedAt > CLAIM_MS && !state.elsewhere) {
+    state.takenInARow = Date.now() - state.connectedAt < TAKEN_MS ? state.takenInARow + 1 : 1;
+    if (state.takenInARow >= TAKEN_IN_A_ROW && !state.elsewhere) {
       waitElsewhere(ELSEWHERE_BROWSER);
     }
   }
@@ -116,8 +121,7 @@
   }
   $('here').addEventListener('click', () => {
     state.elsewhere = false;
-    state.claimedAt = Date.now();
-    state.takenInARow = 0;
+    state.takenInARow = CLAIMED;
     $('here').hidden = true;
     setStatus('connecting', '');
     state.seq.mqtt.reconnect();
@@ -141,7 +145,7 @@
       connectTimeout: 5000,
     });
     state.seq = seq;
-    state.claimedAt = Date.now();
+    state.takenInARow = CLAIMED;
     seq.mqtt.on('connect', () => {
       setStatus('online', 'online');
       // Pages of this browser learn that this one has the user's connection.
