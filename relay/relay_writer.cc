@@ -201,9 +201,12 @@ bool Relay::DropCommittedResends(std::vector<Message>& batch) {
     // (schema 008), so on a v5 intake a message of a newer session,
     // subscribed under another, is never taken for an older session's row
     // (a 3.1.1 intake has none: every tag is 0).
+    // Compared as bytes of one type: uint8_t against (signed) char took
+    // every byte >= 0x80 for a difference.
     const std::span<const uint8_t> payload = m.payload();
     const bool same = row->has_value() && (*row)->sub_tag == m.sub_tag && (*row)->topic == m.topic &&
-                      std::equal(payload.begin(), payload.end(), (*row)->payload.begin(), (*row)->payload.end());
+                      std::string_view(reinterpret_cast<const char*>(payload.data()), payload.size()) ==
+                          (*row)->payload;
     committed_resends_.Confirm(same);
     if (!same) continue;
     resend[i] = true;

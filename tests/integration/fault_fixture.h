@@ -147,9 +147,10 @@ class FaultE2E : public RelayE2E {
     long peak_rss_kb = 0;  // the relay's, if it is still running
   };
 
-  // Compares MSG's trail of `topic` with payloads "p1".."p<sent>".
+  // Compares MSG's trail of `topic` with payloads "p1".."p<sent>" (each
+  // followed by `tail`).
   Outcome Audit(const std::string& topic, std::size_t sent, MqttClient* pub = nullptr,
-                OrderedSubscriber* sub = nullptr) {
+                OrderedSubscriber* sub = nullptr, const std::string& tail = "") {
     Outcome o;
     o.sent = sent;
     o.acked = pub ? sent - pub->unacked() : sent;
@@ -161,7 +162,7 @@ class FaultE2E : public RelayE2E {
       ++copies[trail[i].second];
     }
     for (std::size_t i = 1; i <= sent; ++i) {
-      auto it = copies.find(Hex("p" + std::to_string(i)));
+      auto it = copies.find(Hex("p" + std::to_string(i) + tail));
       if (it == copies.end()) {
         ++o.lost;
       } else {
