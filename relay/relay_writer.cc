@@ -476,6 +476,13 @@ void Relay::WriterLoop() {
   const auto linger = std::chrono::microseconds(config_.batch_delay_us);
   Clock::duration lingered{};
   ReplayGovernor& governor = retransmit_.governor();
+  // Cleared when a frame could not be given to the broker (the stop's
+  // deadline passed while the broker held back its PUBACKs, or the lease
+  // went): no frame after it is published either, so that the acknowledged
+  // watermark stops below the frames left unsent, which the next active
+  // republishes. (The tracker takes rows it never saw below a later one for
+  // rows deleted.)
+  bool publishing = true;
   while (queue_.PopBatch(batch, config_.batch_max, batch_max_bytes_, linger, &lingered)) {
     uint32_t wanted;
     {
@@ -538,8 +545,8 @@ void Relay::WriterLoop() {
       LogWarn("fault injection: SIGKILL after committing {} messages", counters_.committed.load());
       kill(getpid(), SIGKILL);
     }
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (!Publish(topics[i]->seq_topic, batch[i].frame, batch[i].idx)) break;
+    for (std::size_t i = 0; publishing && i < batch.size(); ++i) {
+      publishing = Publish(topics[i]->seq_topic, batch[i].frame, batch[i].idx);
     }
     output_->Flush();  // the batch's frames leave together
     governor.LiveBatchDone();

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -191,7 +192,9 @@ class FaultE2E : public RelayE2E {
       auto command =
           servers.SqlCommand("LOCK TABLES `" + database + "`.MSG " + mode + "; SELECT CONNECTION_ID(); DO SLEEP(120);");
       command.insert(command.begin() + 2, "--unbuffered");  // after --no-defaults, which must come first
-      holder_.Start(command, servers.dir() + "/holder-" + database + ".log");
+      const std::string log = servers.dir() + "/holder-" + database + ".log";
+      std::filesystem::remove(log);  // a lock taken before in the test wrote its session there
+      holder_.Start(command, log);
       locked_ = WaitFor([&] { return (session_ = ReadFile(holder_.log_path())).find('\n') != std::string::npos; },
                         Scaled(std::chrono::seconds(5)));
     }
