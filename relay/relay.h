@@ -136,8 +136,15 @@ class Relay {
   bool Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics);
   // Drops from the batch the publishers' resends (PROTOCOL.md 5.1): a
   // message whose topic and msg-id are in DEDUPE, or on an earlier message
-  // of the batch. False if the relay gave up meanwhile.
+  // of the batch. False if the relay gave up meanwhile. The PENDING rows of
+  // handed-over resends it drops are deleted by ForgetDroppedResends.
   bool DropResends(std::vector<Message>& batch);
+  // Writer, after the batch: deletes the PENDING rows of the handed-over
+  // resends DropResends dropped, once the batch that holds the copy they
+  // were dropped for (if it was in the batch) is `committed`. A batch given
+  // up leaves them, to be handed over again (else a message whose only
+  // other copy was in memory, with no journal, would be stored nowhere).
+  void ForgetDroppedResends(bool committed);
   // Drops mosquitto's resends of messages committed already (delivered
   // before the SUBACK of a connect that resumed the shard's session, and
   // equal to the session's next newest row: CommittedResends). False if the
@@ -397,6 +404,7 @@ class Relay {
   uint64_t saved_dropped_end_ = 0;  // the greatest dropped_journal_end_ committed so far
   uint64_t resends_dropped_ = 0;    // by DropResends and DropCommittedResends
   std::vector<std::pair<std::string, uint64_t>> refused_pending_;  // PENDING rows of refused messages (Refuse)
+  std::vector<std::pair<std::string, uint64_t>> dropped_pending_;  // PENDING rows of dropped resends (DropResends)
   // The intake's MQTT session the writer last marked (packet ids of older
   // ones are not stored), and the checks of the connect whose
   // early deliveries it is looking at (CommittedResends).

@@ -133,7 +133,6 @@ bool Relay::DropResends(std::vector<Message>& batch) {
     ++dropped;
   }
   if (dropped == 0) return true;
-  std::vector<std::pair<std::string, uint64_t>> handed_over;  // PENDING rows of dropped resends
   std::size_t kept = 0;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     Message& m = batch[i];
@@ -143,7 +142,7 @@ bool Relay::DropResends(std::vector<Message>& batch) {
       continue;
     }
     dropped_journal_end_ = std::max(dropped_journal_end_, m.journal_end);
-    if (!m.pending_journal.empty()) handed_over.emplace_back(m.pending_journal, m.pending_end);
+    if (!m.pending_journal.empty()) dropped_pending_.emplace_back(m.pending_journal, m.pending_end);
     static RateLimit limit(std::chrono::seconds(10));
     if (auto suppressed = limit.Allow()) {
       LogInfo("dedupe: dropped a resend on '{}' (msg-id '{:.40}' was sequenced before){}", m.topic, m.msg_id,
@@ -153,11 +152,15 @@ bool Relay::DropResends(std::vector<Message>& batch) {
   batch.erase(batch.begin() + static_cast<std::ptrdiff_t>(kept), batch.end());
   counters_.dedupe_dropped += dropped;
   resends_dropped_ += dropped;
-  if (!handed_over.empty() &&
-      !Retry("delete handed-over resends", [&] { return store_.DeletePending(handed_over); })) {
-    return false;
-  }
   return true;
+}
+
+void Relay::ForgetDroppedResends(bool committed) {
+  if (dropped_pending_.empty()) return;
+  // A kill before this delete leaves the rows to the next holder, which
+  // finds their msg-ids committed and drops them again.
+  if (committed) Retry("delete handed-over resends", [&] { return store_.DeletePending(dropped_pending_); });
+  dropped_pending_.clear();
 }
 
 bool Relay::DropCommittedResends(std::vector<Message>& batch) {
@@ -531,6 +534,7 @@ void Relay::WriterLoop() {
     }
     counters_.topics = sequencer_.topic_count();
     ForgetRefused();
+    ForgetDroppedResends(ok);
     pending_queued_ -= handed_over;  // committed, refused or given up: the next round may go
     if (!ok) {
       counters_.lost += batch.size();

@@ -258,6 +258,44 @@ TEST_F(FaultE2E, StopWithTheBrokerGoneEndsWithinTheShutdownTimeout) {
   EXPECT_EQ(StoredCount(topic), static_cast<std::size_t>(kCount)) << "committed rows are never lost";
 }
 
+// A publisher's message (msg-id x), acknowledged with no journal and held
+// in memory only, and a copy of it handed over from a dead relay's journal
+// (a PENDING row) meet in one batch: the copy is dropped as a resend. Its
+// PENDING row goes only with the batch's commit, so a relay killed before
+// that commit leaves the copy to be handed over again, and the message is
+// stored once. Until 2026-12-06 the row was deleted at once, before the
+// commit: the message was stored nowhere.
+TEST_F(FaultE2E, AHandedOverResendIsForgottenOnlyWithTheCommitOfTheCopyItWasDroppedFor) {
+  StartRelay({"--no-journal"});
+  ASSERT_EQ(relay_->Stop(), 0);
+  relay_->Start({"SEQTEST_KILL_AFTER_RESEND_DROP=1"});
+  const std::string t = root() + "/t", db = "`" + name_ + "`";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub", true, true);
+  {
+    MsgLock lock(servers(), name_);
+    ASSERT_TRUE(lock.locked());
+    pub.Publish(t, "first");  // its batch waits for the lock
+    ASSERT_TRUE(WaitFor([&] {
+      return servers().Sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = '" + name_ +
+                           "' AND STATE LIKE 'Waiting for table%'") != "0\n";
+    }, 10s));
+    pub.PublishWithProperties(t, "x", {{"msg-id", "x"}});  // queued behind it, acknowledged
+    ASSERT_TRUE(pub.WaitAllAcked(10s));
+    servers().Sql("INSERT INTO " + db + ".PENDING (JOURNAL_ID, END_POS, SHARD, ID, MID, DIGEST, MSG, MSG_ID) "
+                  "VALUES ('a-dead-relays-journal', 100, 'default', '" + t + "', 7, 0, 'x', 'x')");
+    ASSERT_TRUE(WaitFor([&] { return relay_->log().find("storing 1 messages a relay") != std::string::npos; }, 10s))
+        << relay_->log();
+  }
+  // The next batch holds both: the copy is dropped, and the relay killed before the commit.
+  ASSERT_EQ(relay_->WaitExit(Scaled(20s)), 128 + SIGKILL) << relay_->log();
+  EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM " + db + ".PENDING"), "1\n");
+  relay_->Start();
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() >= 2; }, 20s)) << relay_->log();
+  ASSERT_EQ(relay_->Stop(), 0);
+  EXPECT_EQ(AuditTrail(t), (std::vector<std::pair<uint64_t, std::string>>{{1, Hex("first")}, {2, Hex("x")}}));
+  EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM " + db + ".PENDING"), "0\n");
+}
+
 // A stop whose deadline passes while the broker holds back its PUBACKs
 // (paused here, with 20,000 frames in flight) leaves the frames of a
 // committed batch unsent. The batches the writer still commits after that
