@@ -26,6 +26,26 @@ void InitLibraryOnce() {
   std::call_once(once, [] { mosquitto_lib_init(); });
 }
 
+// A CONNACK code that trying again cannot change: a setting to fix. (A
+// server busy or unavailable, or a code we do not know, is tried again.)
+bool IsLoginRefusal(int rc, bool mqtt_v5) {
+  if (!mqtt_v5) {
+    return rc == CONNACK_REFUSED_IDENTIFIER_REJECTED || rc == CONNACK_REFUSED_BAD_USERNAME_PASSWORD ||
+           rc == CONNACK_REFUSED_NOT_AUTHORIZED;
+  }
+  switch (rc) {
+    case MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION:
+    case MQTT_RC_CLIENTID_NOT_VALID:
+    case MQTT_RC_BAD_USERNAME_OR_PASSWORD:
+    case MQTT_RC_NOT_AUTHORIZED:
+    case MQTT_RC_BANNED:
+    case MQTT_RC_BAD_AUTHENTICATION_METHOD:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 void MqttLink::Deleter::operator()(mosquitto* m) const { mosquitto_destroy(m); }
@@ -359,10 +379,11 @@ void MqttLink::OnConnect(mosquitto* m, void* obj, int rc, int flags) noexcept {
   auto* self = static_cast<MqttLink*>(obj);
   const Options& o = self->options_;
   if (rc != 0) {
-    std::string why = mosquitto_connack_string(rc);
+    // An MQTT v5 link's code is a v5 reason code (PROTOCOL: the links are
+    // v5 since the intake's session numbers), 3.1.1's otherwise.
+    std::string why = o.mqtt_v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc);
     LogError("{}: mosquitto at {}:{} refused the connection: {}", o.name, o.host, o.port, why);
-    // 2: identifier rejected, 4: bad user name or password, 5: not authorised.
-    if ((rc == 2 || rc == 4 || rc == 5) && self->handlers_.on_fatal) self->handlers_.on_fatal(why);
+    if (IsLoginRefusal(rc, o.mqtt_v5) && self->handlers_.on_fatal) self->handlers_.on_fatal(why);
     return;
   }
   const bool again = self->ever_connected_.exchange(true);

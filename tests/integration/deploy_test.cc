@@ -316,6 +316,28 @@ TEST_F(DeployE2E, OneUserOnTwoConnectionsAsksOnItsOwnTopicsAndNotAsAnother) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+// A broker that refuses the relay's login (either of its accounts) ends the
+// start with the broker's reason, exit 1. The links are MQTT v5, whose
+// CONNACK reason codes (mosquitto 2.0.11 answers a wrong password with 135,
+// not authorised) the build before did not take for a refusal: it tried
+// again every 5 s for ever.
+TEST_F(DeployE2E, ABrokerThatRefusesTheRelaysLoginEndsTheStart) {
+  broker_ = std::make_unique<ShippedBroker>(servers().dir() + "/shipped-" + name_, "");
+  {
+    RelayProcess relay(servers(), name_, {"--source=chat/#"}, "main");
+    relay.SetBroker(broker_->relay_port(), "seqrelay", "not-the-password");
+    const std::string log = LogOfARefusedStart(relay);
+    EXPECT_NE(log.find("refused the connection: Not authorized"), std::string::npos) << log;
+    EXPECT_NE(log.find("stopped because of: "), std::string::npos) << log;
+  }
+  RelayProcess relay(servers(), name_,
+                     {"--source=chat/#", "--mqtt-intake-user=seqrelay-intake", "--mqtt-intake-password=wrong"},
+                     "intake");
+  relay.SetBroker(broker_->relay_port(), "seqrelay", ShippedBroker::Password("seqrelay"));
+  const std::string log = LogOfARefusedStart(relay);
+  EXPECT_NE(log.find("stopped because of: intake link: Not authorized"), std::string::npos) << log;
+}
+
 // The shipped message_size_limit and the relay's --max-payload fit
 // together: a payload of exactly --max-payload becomes a frame 10 bytes
 // larger, which the broker must carry to subscribers (it used to drop it
