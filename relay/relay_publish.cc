@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <thread>
 #include <utility>
 
 #include "core/log.h"
@@ -128,11 +129,14 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
     return true;
   }
   if (!mid.ok()) {
-    // Only a QoS 0 publish while disconnected, or a broken client: the row
-    // is committed, so a client can still fetch it by retransmit.
-    static RateLimit limit(std::chrono::seconds(10));
-    if (auto suppressed = limit.Allow()) LogWarn("{}{}", mid.error(), SuppressedNote(*suppressed));
-    return true;
+    // libmosquitto refused it for good (a frame over the maximum packet size
+    // the broker announced, a QoS the broker does not take, memory). Passed
+    // over, the row would count as deleted once a later one is sent, and be
+    // published by no start: the relay stops instead, saying why, with the
+    // watermark below the row.
+    Fail(fmt::format("output link: mosquitto refuses the frame of row {} ({} bytes): {}", idx, frame.size(),
+                     mid.error()));
+    return false;
   }
   if (again) {
     tracker_.Resent(idx, mid.value());
@@ -157,14 +161,28 @@ Status Relay::CheckFrameLimit() {
   // find out now, before taking any message.
   const std::vector<uint8_t> probe(static_cast<std::size_t>(config_.max_payload) + kFrameHeaderSize, 0);
   const std::string topic = fmt::format("{}/replay/{}/probe", config_.control_prefix, config_.mqtt_client_id);
+  // After the CONNACK, which may announce the broker's maximum packet size
+  // (max_packet_size): libmosquitto refuses a larger publish then, and
+  // drops one it queued before without a word.
+  const auto connack_by = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!output_->connected() && !stopping_ && std::chrono::steady_clock::now() < connack_by) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
   {
     std::lock_guard lock(publish_mu_);
     auto mid = output_->Publish(topic, probe, 1);
-    if (!mid.ok()) return Status::Error(fmt::format("frame size check: {}", mid.error()));
+    if (!mid.ok()) {
+      return Status::Error(fmt::format(
+          "frame size check: mosquitto refuses a frame of {} bytes (--max-payload {} + the {}-byte header): {}; "
+          "raise its max_packet_size, or lower --max-payload", probe.size(), config_.max_payload, kFrameHeaderSize,
+          mid.error()));
+    }
     probe_mid_ = mid.value();
   }
+  // 5 s for the answer once connected; none more if the 5 s went waiting.
+  const auto answer_by = output_->connected() ? std::chrono::steady_clock::now() + std::chrono::seconds(5) : connack_by;
   std::unique_lock lock(publish_mu_);
-  if (!acked_cv_.wait_for(lock, std::chrono::seconds(5), [&] { return probe_reason_.has_value() || stopping_; })) {
+  if (!acked_cv_.wait_until(lock, answer_by, [&] { return probe_reason_.has_value() || stopping_; })) {
     LogWarn("frame size check: mosquitto has not answered in 5 s; checked when it does");
     probe_late_ = true;
     return Status::Ok();

@@ -29,7 +29,9 @@ class ShippedBroker {
   // With `many_connections_per_user`, the clients' listener is changed the
   // way docs/retransmit.md says to let a user hold many connections: no
   // use_username_as_clientid, and no %c patterns in its ACL.
-  explicit ShippedBroker(const std::string& dir, const std::string& extra_acl, bool many_connections_per_user = false)
+  // `extra_conf` is added to mosquitto.conf's global options.
+  explicit ShippedBroker(const std::string& dir, const std::string& extra_acl, bool many_connections_per_user = false,
+                         const std::string& extra_conf = "")
       : dir_(dir), client_port_(FreePort()), relay_port_(FreePort()) {
     std::filesystem::create_directories(dir_);
     const std::string docker = std::string(SEQRELAY_SOURCE_DIR) + "/docker/mosquitto";
@@ -54,6 +56,7 @@ class ShippedBroker {
     Rewrite(conf, "acl_file /mosquitto/config/acl\n", "acl_file " + acl_path() + "\n");  // one per listener
     Rewrite(conf, "acl_file /mosquitto/config/acl\n", "acl_file " + acl_path() + "\n");
     Rewrite(conf, "acl_file /mosquitto/config/acl\n", "acl_file " + acl_path() + "\n");
+    conf = extra_conf + conf;  // before the first listener: global
     if (geteuid() == 0) conf += "user root\n";  // else mosquitto drops to 'mosquitto' and cannot read the files
     std::ofstream(dir_ + "/mosquitto.conf") << conf;
     std::ofstream(acl_path()) << acl << "\n" << extra_acl;
@@ -393,6 +396,24 @@ TEST_F(DeployE2E, TheLargestFrameFitsTheShippedLimitAndAMismatchStopsTheStart) {
             std::string::npos)
       << log;
   EXPECT_NE(log.find("set its message_size_limit to at least 1048587, or lower --max-payload"), std::string::npos);
+}
+
+// A broker whose max_packet_size (announced to MQTT v5 clients in the
+// CONNACK) is below the relay's largest frame: the start is refused, naming
+// the two settings. The build before queued its probe before the CONNACK,
+// and libmosquitto dropped it without a word: the relay started, and every
+// frame over the limit was refused by libmosquitto, logged, and passed over
+// for good (never published, the watermark past it).
+TEST_F(DeployE2E, ABrokersMaxPacketSizeBelowTheLargestFrameStopsTheStart) {
+  broker_ = std::make_unique<ShippedBroker>(servers().dir() + "/shipped-" + name_, "", false, "max_packet_size 2000\n");
+  RelayProcess relay(servers(), name_, {"--source=chat/#", "--max-payload=4096"});
+  relay.SetBroker(broker_->relay_port(), "seqrelay", ShippedBroker::Password("seqrelay"));
+  const std::string log = LogOfARefusedStart(relay);
+  EXPECT_NE(log.find("frame size check: mosquitto refuses a frame of 4106 bytes (--max-payload 4096 + the 10-byte "
+                     "header)"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("raise its max_packet_size, or lower --max-payload"), std::string::npos) << log;
 }
 
 TEST(DeployOptions, ABadAclFileStopsTheRelayAtStartAndNamesTheLine) {
