@@ -40,6 +40,7 @@ Status Relay::Republish(uint64_t after, const uint64_t last, bool again) {
     if (rows->empty()) break;  // rows deleted behind the watermark: nothing left to send
     for (const auto& row : *rows) {
       if (row.idx > last) return Status::Ok();
+      after = row.idx;  // even a row that cannot be framed is passed over, not read again
       auto frame = EncodeFrame({row.topic_id, row.seq, static_cast<Ordering>(row.ordering & 1)},
                                {reinterpret_cast<const uint8_t*>(row.payload.data()), row.payload.size()});
       if (!frame.ok()) {
@@ -52,7 +53,6 @@ Status Relay::Republish(uint64_t after, const uint64_t last, bool again) {
         return Status::Error("stopped while republishing");
       }
       ++counters_.republished;
-      after = row.idx;
     }
   }
   return Status::Ok();

@@ -460,6 +460,32 @@ TEST_F(RelayE2E, NoMigrateRefusesAnEmptyDatabaseWithAClearError) {
   EXPECT_EQ(relay.Stop(), 1);
 }
 
+// A stored row that cannot be framed (SEQ 0, written by hand), the newest
+// above the published watermark: the start's republish passes over it. The
+// build before read it again for ever on the main thread: the relay never
+// got ready, and answered only SIGKILL.
+TEST_F(RelayE2E, ARowThatCannotBeFramedIsPassedOverByTheStartsRepublish) {
+  StartRelay();
+  const std::string t = root() + "/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(t, "one");
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() == 1; }, 20s));
+  ASSERT_EQ(relay_->Stop(), 0);
+  servers().Sql("INSERT INTO `" + name_ + "`.MSG (idx, ID, QOS, SEQ, MSG) SELECT MAX(idx) + 1, '" + t +
+                "', 1, 0, 'unframeable' FROM `" + name_ + "`.MSG");
+  MqttClient sub(servers().mqtt_port(), name_ + "-sub");
+  sub.Subscribe("seq/" + t);
+  relay_->Start();
+  EXPECT_NE(relay_->log().find("cannot be framed"), std::string::npos) << relay_->log();
+  pub.Publish(t, "two");
+  ASSERT_TRUE(sub.WaitForCount(1, 20s)) << relay_->log();
+  ASSERT_EQ(relay_->Stop(), 0);
+  const auto frames = sub.received();
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0].payload.substr(10), "two");
+  EXPECT_EQ(static_cast<uint8_t>(frames[0].payload[8]), 2);  // SEQ 2 (bytes 4..8, big-endian)
+}
+
 TEST(RelayOptions, BadOptionIsOneClearLineAndExitCode2) {
   std::string out;
   EXPECT_EQ(RunRelay({"--mqtt-port=70000"}, &out), 2);
