@@ -381,9 +381,13 @@ void Relay::ShutDown() {
   //    watermark so the next active republishes as little as possible, and
   //    hand the lease over at once.
   if (active_) {
+    const auto until = [&] {
+      std::lock_guard lock(stop_mu_);  // the lease's thread may step down meanwhile
+      return give_up_at_ + std::chrono::seconds(2);
+    }();
     {
       std::unique_lock lock(publish_mu_);
-      acked_cv_.wait_until(lock, give_up_at_ + std::chrono::seconds(2), [&] { return tracker_.in_flight() == 0; });
+      acked_cv_.wait_until(lock, until, [&] { return tracker_.in_flight() == 0; });
     }
     const uint64_t watermark = AckedWatermark();
     if (store_.connected()) {
