@@ -113,7 +113,9 @@ void Relay::PumpPending() {
   // round's are committed (each commit deletes its rows).
   if (pending_queued_.load() > 0 || stopping_) return;
   if (!pending_store_.connected() && !pending_store_.Connect(false).ok()) return;
-  auto rows = pending_store_.ReadPending(1000);
+  // A round of at most 1,000 messages and 8 MiB (but for a larger one
+  // alone): it goes to the queue past --buffer-max-bytes.
+  auto rows = pending_store_.ReadPending(1000, std::size_t{8} << 20);
   if (!rows.ok()) {
     static RateLimit limit(std::chrono::seconds(30));
     if (auto suppressed = limit.Allow()) LogWarn("{}{}", rows.error(), SuppressedNote(*suppressed));
@@ -170,7 +172,7 @@ void Relay::PumpPending() {
     // commit would be refused for ever).
     if (config_.dedupe_window_s > 0) m.msg_id = std::move(row.msg_id);
     // Never waits for room (the main thread must not block): at most one
-    // round of 1,000 over --buffer-max.
+    // round over --buffer-max and --buffer-max-bytes.
     if (queue_.PushWithin(std::move(m), Clock::duration::zero()) != IntakeQueue::Pushed::kClosed) {
       ++counters_.journal_replayed;
     } else {

@@ -553,21 +553,48 @@ Result<std::string> MysqlStore::HandOver(std::span<const HandedOver> messages, u
   return shard;
 }
 
-Result<std::vector<MysqlStore::PendingRow>> MysqlStore::ReadPending(std::size_t limit) {
+Result<std::vector<MysqlStore::PendingRow>> MysqlStore::ReadPending(std::size_t limit, std::size_t max_bytes) {
   std::vector<PendingRow> rows;
   Status s = Guard("read handed-over messages", [&] {
-    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
-        "SELECT p.JOURNAL_ID, p.END_POS, p.MID, p.ID, p.MSG, EXISTS (SELECT 1 FROM TAKEN t WHERE t.SHARD = p.SHARD "
-        "AND t.MID = p.MID AND t.DIGEST = p.DIGEST AND t.EPOCH > p.EPOCH AND t.SESSION_NO = p.SESSION_NO), "
-        "COALESCE(p.MSG_ID, ''), p.SESSION_NO FROM PENDING p "
-        "WHERE p.SHARD = ? ORDER BY p.HANDED_AT, p.JOURNAL_ID, p.END_POS LIMIT ?"));
-    ps->setString(1, shard_);
-    ps->setUInt64(2, limit);
-    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
-    while (rs->next()) {
-      rows.push_back({rs->getString(1).asStdString(), rs->getUInt64(2), static_cast<uint16_t>(rs->getUInt(3)),
-                      rs->getString(4).asStdString(), rs->getString(5).asStdString(), rs->getInt(6) == 1,
-                      rs->getString(7).asStdString(), rs->getUInt64(8)});
+    // Oldest first: the journals in the order they were first handed over,
+    // each journal's records in its own order (END_POS), whatever the
+    // database's clock did between two of its chunks. Payloads can be large
+    // (up to --max-payload each, or the larger one of the relay that took
+    // them): their sizes are read first (in the same snapshot), and then
+    // only the rows that fit `max_bytes`, at least one.
+    auto query = [&](const char* columns, std::size_t n) {
+      std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(fmt::format(
+          "SELECT {} FROM PENDING p JOIN (SELECT JOURNAL_ID, MIN(HANDED_AT) AS FIRST_AT FROM PENDING WHERE SHARD = ? "
+          "GROUP BY JOURNAL_ID) j ON j.JOURNAL_ID = p.JOURNAL_ID WHERE p.SHARD = ? "
+          "ORDER BY j.FIRST_AT, p.JOURNAL_ID, p.END_POS LIMIT ?",
+          columns)));
+      ps->setString(1, shard_);
+      ps->setString(2, shard_);
+      ps->setUInt64(3, n);
+      return std::unique_ptr<sql::ResultSet>(ps->executeQuery());
+    };
+    std::size_t fit = 0;
+    {
+      std::unique_ptr<sql::ResultSet> rs = query("LENGTH(p.MSG)", limit);
+      std::size_t total = 0;
+      while (rs->next()) {
+        const std::size_t bytes = rs->getUInt64(1);
+        if (fit > 0 && total + bytes > max_bytes) break;
+        total += bytes;
+        ++fit;
+      }
+    }
+    if (fit > 0) {
+      std::unique_ptr<sql::ResultSet> rs = query(
+          "p.JOURNAL_ID, p.END_POS, p.MID, p.ID, p.MSG, EXISTS (SELECT 1 FROM TAKEN t WHERE t.SHARD = p.SHARD "
+          "AND t.MID = p.MID AND t.DIGEST = p.DIGEST AND t.EPOCH > p.EPOCH AND t.SESSION_NO = p.SESSION_NO), "
+          "COALESCE(p.MSG_ID, ''), p.SESSION_NO",
+          fit);
+      while (rs->next()) {
+        rows.push_back({rs->getString(1).asStdString(), rs->getUInt64(2), static_cast<uint16_t>(rs->getUInt(3)),
+                        rs->getString(4).asStdString(), rs->getString(5).asStdString(), rs->getInt(6) == 1,
+                        rs->getString(7).asStdString(), rs->getUInt64(8)});
+      }
     }
     CommitTransaction();
   });

@@ -486,6 +486,34 @@ TEST_F(RelayE2E, ARowThatCannotBeFramedIsPassedOverByTheStartsRepublish) {
   EXPECT_EQ(static_cast<uint8_t>(frames[0].payload[8]), 2);  // SEQ 2 (bytes 4..8, big-endian)
 }
 
+// Handed-over messages (PENDING, written here by hand as a dead relay's
+// journal would leave them) are stored in their journal's order, whatever
+// the database's clock said when each chunk was handed over, and read in
+// rounds of at most 8 MiB (but for one larger row alone). Until 2026-12-06
+// they were ordered by HANDED_AT first, and a round was 1,000 rows of any
+// size (16 GiB of 16 MiB rows).
+TEST_F(RelayE2E, HandedOverMessagesKeepTheirJournalsOrderAndComeInRoundsOfBoundedBytes) {
+  StartRelay({"--max-payload=4194304"});
+  const std::string t = root() + "/t";
+  std::string values;
+  for (int i = 1; i <= 5; ++i) {  // the later the record, the earlier its clock said
+    values += fmt::format("{}('a-dead-relays-journal', {}, 'default', '{}', {}, 0, CONCAT('m{}', REPEAT('x', 3145728)), "
+                          "NOW(6) - INTERVAL {} SECOND)",
+                          i == 1 ? "" : ", ", i * 10, t, i, i, i);
+  }
+  servers().Sql("INSERT INTO `" + name_ + "`.PENDING (JOURNAL_ID, END_POS, SHARD, ID, MID, DIGEST, MSG, HANDED_AT) "
+                "VALUES " + values);
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() >= 5; }, 30s)) << relay_->log();
+  ASSERT_EQ(relay_->Stop(), 0);
+  const std::string order = servers().Sql("SELECT GROUP_CONCAT(LEFT(MSG, 2) ORDER BY SEQ SEPARATOR ' ') FROM `" +
+                                          name_ + "`.MSG WHERE ID = '" + t + "'");
+  EXPECT_EQ(order, "m1 m2 m3 m4 m5\n");
+  // Rows of 3 MiB: two to a round of 8 MiB.
+  EXPECT_NE(relay_->log().find("storing 2 messages a relay of shard 'default' took"), std::string::npos)
+      << relay_->log();
+  EXPECT_EQ(relay_->log().find("storing 5 messages"), std::string::npos) << relay_->log();
+}
+
 TEST(RelayOptions, BadOptionIsOneClearLineAndExitCode2) {
   std::string out;
   EXPECT_EQ(RunRelay({"--mqtt-port=70000"}, &out), 2);
