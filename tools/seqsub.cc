@@ -22,15 +22,33 @@ namespace po = boost::program_options;
 
 namespace {
 
+// Well-formed UTF-8 (RFC 3629): no overlong form, no surrogate, nothing
+// above U+10FFFF. What passes goes out as JSON text unchanged; anything
+// else would be replaced (U+FFFD) by the JSON writer, so it goes as base64.
 bool ValidUtf8(const std::string& s) {
   std::size_t i = 0;
   while (i < s.size()) {
     const auto c = static_cast<unsigned char>(s[i]);
-    int extra = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : -1;
-    if (extra < 0 || i + extra >= s.size()) return false;  // not a lead byte, or cut short
-    for (int k = 1; k <= extra; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return false;
+    int extra = 0;
+    uint32_t cp = c, least = 0;
+    if (c >= 0x80) {
+      if ((c >> 5) == 6) {
+        extra = 1, cp = c & 0x1F, least = 0x80;
+      } else if ((c >> 4) == 14) {
+        extra = 2, cp = c & 0x0F, least = 0x800;
+      } else if ((c >> 3) == 30) {
+        extra = 3, cp = c & 0x07, least = 0x10000;
+      } else {
+        return false;  // not a lead byte
+      }
     }
+    if (i + extra >= s.size()) return false;  // cut short
+    for (int k = 1; k <= extra; ++k) {
+      const auto b = static_cast<unsigned char>(s[i + k]);
+      if ((b >> 6) != 2) return false;
+      cp = (cp << 6) | (b & 0x3F);
+    }
+    if (cp < least || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
     i += extra + 1;
   }
   return true;
@@ -120,6 +138,9 @@ int main(int argc, char** argv) {
                  "(someone else publishes on its sequenced topic)\n",
                  topic.c_str(), seqs.size(), static_cast<unsigned long long>(seqs.front()));
   };
+  // The client stops delivering at -C, so that --state resumes at the first
+  // message not printed (frames keep coming until Stop()).
+  o.max_messages = static_cast<uint64_t>(count);
   if (history) o.history = seqclient::History::kAll;
   if (from) o.history = seqclient::History::kFrom, o.history_n = static_cast<uint64_t>(from);
   if (last) o.history = seqclient::History::kLast, o.history_n = static_cast<uint64_t>(last);
@@ -157,6 +178,10 @@ int main(int argc, char** argv) {
         ++printed;
       },
       [](const std::string& topic, uint64_t a, uint64_t b, const std::string& why) {
+        if (a == 0 && b == 0) {  // the topic's start (history, resume) could not be settled
+          std::fprintf(stderr, "seqsub: '%s': %s\n", topic.c_str(), why.c_str());
+          return;
+        }
         if (b == 0) {  // a catch-up never answered: its end is unknown
           std::fprintf(stderr, "seqsub: '%s': what came after SEQ %llu while away could not be fetched (%s)\n",
                        topic.c_str(), static_cast<unsigned long long>(a - 1), why.c_str());

@@ -887,5 +887,51 @@ TEST_F(ClientE2E, SeqsubPrintsHistoryAsJsonAndExitsAfterCount) {
   EXPECT_EQ(ReadFile(garbage), "not json") << "a state file it could not read must be left as it was";
 }
 
+// seqsub -C N --state F remembers what it printed, not what came: the next
+// run goes on from the first message it did not print. Until 2026-12-06 the
+// client had moved past every frame that came before the stop (a history
+// of 20 read to its end), and the next run skipped them without a word.
+// And: a payload that is not well-formed UTF-8 (an overlong form here) goes
+// out as payload_base64 (the JSON writer would have replaced its bytes), and
+// a resume the relay cannot settle is said as such (it printed SEQ
+// 18446744073709551615, 0 - 1).
+TEST_F(ClientE2E, SeqsubWithCountAndStateResumesAtTheFirstMessageItDidNotPrint) {
+  StartRelay();
+  const std::string topic = root() + "/room";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 20; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  pub.Publish(topic, std::string("\xC0\x80", 2));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return servers().Sql("SELECT COUNT(*) FROM `" + name_ + "`.MSG") == "21\n"; }, 10s));
+  const std::string port = std::to_string(servers().mqtt_port()), state = servers().dir() + "/" + name_ + ".state";
+  std::string out;
+  ASSERT_EQ(RunCommand({SEQSUB_BINARY, "-p", port, "-t", topic, "--history", "-C", "2", "--state", state,
+                        "-i", name_ + "-a"}, &out), 0) << out;
+  EXPECT_NE(out.find("p1\np2\n"), std::string::npos) << out;
+  EXPECT_EQ(nlohmann::json::parse(ReadFile(state))["topics"][topic], 2) << ReadFile(state);
+  ASSERT_EQ(RunCommand({SEQSUB_BINARY, "-p", port, "-t", topic, "-C", "19", "--state", state, "--format", "json",
+                        "-i", name_ + "-b"}, &out), 0) << out;
+  EXPECT_NE(out.find("\"payload\":\"p3\",\"seq\":3"), std::string::npos) << out;
+  EXPECT_EQ(out.find("\"seq\":2,"), std::string::npos) << out;
+  EXPECT_NE(out.find("\"payload_base64\":\"wIA=\",\"seq\":21"), std::string::npos) << out;
+  EXPECT_EQ(nlohmann::json::parse(ReadFile(state))["topics"][topic], 21) << ReadFile(state);
+
+  const std::string fresh = root() + "/never";
+  std::atomic<bool> done{false};
+  std::thread later([&] {  // until seqsub has one (it may subscribe after the first)
+    for (int i = 0; i < 50 && !done; ++i) {
+      std::this_thread::sleep_for(300ms);
+      pub.Publish(fresh, "m");
+    }
+  });
+  const int rc = RunCommand({SEQSUB_BINARY, "-p", port, "-t", fresh, "--from", "5", "-C", "1", "-i", name_ + "-c"},
+                            &out);
+  done = true;
+  later.join();
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_EQ(out.find("18446744073709551615"), std::string::npos) << out;
+  EXPECT_NE(out.find("seqsub: '" + fresh + "': "), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace seqtest

@@ -241,6 +241,10 @@ void SeqClient::ReportGapLocked(const std::string& topic, uint64_t from, uint64_
 
 void SeqClient::Deliver(Topic& t, uint32_t id, std::vector<Delivery> deliveries) {
   for (auto& d : deliveries) {
+    if (options_.max_messages != 0 && stats_.delivered >= options_.max_messages) {
+      if (t.undelivered_from == 0 || d.seq < t.undelivered_from) t.undelivered_from = d.seq;
+      continue;
+    }
     ++stats_.delivered;
     // A callback that throws loses no message after it (they are out of the
     // stream already) and ends no thread.
@@ -609,7 +613,8 @@ std::optional<std::string> SeqClient::SaveState() {
   json s = {{"topics", json::object()}};
   for (const auto& [topic, last] : resume_) s["topics"][topic] = last;  // topics not seen this run
   for (const auto& [id, t] : topics_) {
-    if (t.stream.next() > 1) s["topics"][t.name] = t.stream.next() - 1;
+    const uint64_t next = t.undelivered_from != 0 ? t.undelivered_from : t.stream.next();
+    if (next > 1) s["topics"][t.name] = next - 1;
   }
   const std::string tmp = options_.state_file + ".tmp";
   std::optional<std::string> error;

@@ -64,6 +64,9 @@ struct Options {
   History history = History::kNone;  // needs filters without wildcards
   uint64_t history_n = 0;            // the N of kFrom / kLast
   std::string state_file;            // remember the last delivered SEQ per topic
+  // Deliver at most this many messages in all (0: no limit). Those past it
+  // are not delivered, and the state file resumes from the first of them.
+  uint64_t max_messages = 0;
   // Test hook: live frames for which this returns true are dropped as if the
   // network had lost them (retransmitted frames are never dropped).
   std::function<bool(const std::string& topic, uint64_t seq)> drop_live_frame;
@@ -126,6 +129,9 @@ class SeqClient {
     // A reconnect came while a request was out: what was published while
     // away is asked for (open-ended, from the next SEQ) once it is done.
     bool catch_up_owed = false;
+    // The first SEQ the stream released but max_messages kept from the
+    // callback (0: none): what the state file resumes from.
+    uint64_t undelivered_from = 0;
     // The range last asked for, and stream.arrivals() when it first was.
     std::optional<Gap> sent{};
     uint64_t sent_arrivals = 0;
