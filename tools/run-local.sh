@@ -13,6 +13,7 @@ case "${1:-}" in
   -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
 esac
 root=$(cd "$(dirname "$0")/.." && pwd)
+PATH=$PATH:/usr/sbin:/sbin  # mariadbd and mosquitto, for a user whose PATH lacks them
 state=${STATE_DIR:-$root/.state}
 mqtt_port=${MQTT_PORT:-1883}
 db_port=${DB_PORT:-3306}
@@ -25,7 +26,7 @@ echo "run-local: building"
 
 # The messenger page (clients/messenger) loads the JavaScript client and
 # mqtt.js from its vendor/ folder, made from clients/js.
-command -v npm >/dev/null || apt-get install -y -qq nodejs npm >/dev/null
+command -v npm >/dev/null || "$root/tools/deps.sh" nodejs npm || true
 (cd "$root/clients/js" && { [[ -d node_modules/mqtt ]] || npm ci --omit=dev --silent; } &&
   node scripts/bundle.js --copy-to "$root/clients/messenger/vendor") ||
   echo "run-local: the messenger page could not be bundled (npm ci failed); MQTT works without it"
@@ -46,6 +47,17 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
+# Ours alone: a server already there (the Debian packages start their own
+# MariaDB and mosquitto on 3306 and 1883 where systemd runs) would take
+# the relay's connections in place of the ones configured here.
+for port in "$db_port" "$mqtt_port" "$ws_port"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "run-local: port $port on 127.0.0.1 is in use (a MariaDB or mosquitto of the system? e.g." \
+      "'systemctl stop mariadb mosquitto'), or choose others: DB_PORT, MQTT_PORT, WS_PORT" >&2
+    exit 1
+  fi
+done
+
 wait_port() {  # port, name, pid, log
   for _ in $(seq 300); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
@@ -59,9 +71,6 @@ if [[ ! -d "$state/mariadb" ]]; then
   echo "run-local: creating the database in $state/mariadb"
   mariadb-install-db --no-defaults --user=root --datadir="$state/mariadb" \
     --auth-root-authentication-method=normal --skip-test-db >"$state/mariadb-install.log" 2>&1
-  fresh=1
-else
-  fresh=0
 fi
 # The servers get sessions of their own (setsid): Ctrl-C reaches only the
 # relay, which commits and publishes what it holds while both are still up;
@@ -70,12 +79,12 @@ setsid mariadbd --no-defaults --user=root --datadir="$state/mariadb" --socket="$
   --bind-address=127.0.0.1 --skip-name-resolve >>"$state/mariadb.log" 2>&1 &
 pids+=($!)
 wait_port "$db_port" mariadbd "${pids[-1]}" "$state/mariadb.log"
-if ((fresh)); then
-  mariadb --no-defaults -S "$socket" -uroot -e "
-    CREATE DATABASE IF NOT EXISTS seqrelay;
-    CREATE USER IF NOT EXISTS 'seqrelay'@'%' IDENTIFIED BY '$db_password';
-    GRANT ALL ON seqrelay.* TO 'seqrelay'@'%';"
-fi
+# Every run (each is a no-op once done): a first run cut short after the
+# data directory was made still gets them.
+mariadb --no-defaults -S "$socket" -uroot -e "
+  CREATE DATABASE IF NOT EXISTS seqrelay;
+  CREATE USER IF NOT EXISTS 'seqrelay'@'%' IDENTIFIED BY '$db_password';
+  GRANT ALL ON seqrelay.* TO 'seqrelay'@'%';"
 
 # Every client may do anything (a local trial, no passwords), except the
 # relay's intake link: it reads the raw topics and never the relay's own

@@ -65,7 +65,10 @@ fi
 # Runs the client tests in the background; clients_wait reports them.
 clients_start() { "$root/tools/test-clients.sh" "$1" >"$clients_log" 2>&1 & clients_pid=$!; }
 clients_wait() {
-  if ! wait "$clients_pid"; then
+  local rc=0
+  wait "$clients_pid" || rc=$?
+  clients_pid=  # reaped: the exit trap must not signal its PID, which may be another process's by then
+  if ((rc != 0)); then
     cat "$clients_log"
     echo "== client tests FAILED"
     return 1
