@@ -10,6 +10,8 @@
 -- go. Records written before (EXPIRES_AT NULL) age out by the purging
 -- relay's window, as they did. The lookup is unchanged: a relay takes a
 -- record for a resend only if it is within its own window.
-ALTER TABLE DEDUPE ADD COLUMN EXPIRES_AT TIMESTAMP(6) NULL;
+-- DATETIME, in UTC (every relay session is, since schema 11): a window
+-- may reach past TIMESTAMP's end in 2038.
+ALTER TABLE DEDUPE ADD COLUMN EXPIRES_AT DATETIME(6) NULL;
 ALTER TABLE DEDUPE ADD KEY DEDUPE_EXPIRES (EXPIRES_AT, SEEN_AT);
 ALTER TABLE DEDUPE DROP KEY DEDUPE_SEEN;

@@ -289,6 +289,23 @@ TEST_F(DedupeE2E, AShardWithAShorterWindowDoesNotPurgeAnotherShardsRecords) {
   EXPECT_EQ(AuditTrail(ta), (std::vector<std::pair<uint64_t, std::string>>{{1, Hex("on a")}, {2, Hex("on a, later")}}));
 }
 
+// The longest window (36500d): a record's end lies past 2038, where a
+// TIMESTAMP ends (the first form of schema 12 had one: in strict mode every
+// message with a msg-id was refused, and set aside).
+TEST_F(DedupeE2E, TheLongestWindowEndsRecordsPast2038) {
+  StartRelay({"--dedupe-window=36500d"});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub", true, true);
+  const std::string t = root() + "/t";
+  pub.PublishWithProperties(t, "one", {{"msg-id", "w"}});
+  pub.PublishWithProperties(t, "one again", {{"msg-id", "w"}});
+  pub.PublishWithProperties(t, "two", {{"msg-id", "v"}});
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() >= 2; }, 20s)) << relay_->log();
+  ASSERT_EQ(relay_->Stop(), 0);
+  EXPECT_EQ(AuditTrail(t), (std::vector<std::pair<uint64_t, std::string>>{{1, Hex("one")}, {2, Hex("two")}}));
+  EXPECT_EQ(Rows("SELECT COUNT(*) FROM `" + name_ + "`.DEDUPE WHERE YEAR(EXPIRES_AT) > 2100"), 2u);
+}
+
 // Records written before schema 12 carry no end of their own: they age out
 // by the purging relay's window, as they did.
 TEST_F(DedupeE2E, RecordsFromBeforeTheirOwnEndAgeOutByThePurgingRelaysWindow) {
