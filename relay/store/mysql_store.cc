@@ -556,19 +556,31 @@ Result<std::string> MysqlStore::HandOver(std::span<const HandedOver> messages, u
 Result<std::vector<MysqlStore::PendingRow>> MysqlStore::ReadPending(std::size_t limit, std::size_t max_bytes) {
   std::vector<PendingRow> rows;
   Status s = Guard("read handed-over messages", [&] {
-    // Oldest first: the journals in the order they were first handed over,
-    // each journal's records in its own order (END_POS), whatever the
-    // database's clock did between two of its chunks. Payloads can be large
-    // (up to --max-payload each, or the larger one of the relay that took
-    // them): their sizes are read first (in the same snapshot), and then
-    // only the rows that fit `max_bytes`, at least one.
-    auto query = [&](const char* columns, std::size_t n) {
-      std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(fmt::format(
-          "SELECT {} FROM PENDING p JOIN (SELECT JOURNAL_ID, MIN(HANDED_AT) AS FIRST_AT FROM PENDING WHERE SHARD = ? "
-          "GROUP BY JOURNAL_ID) j ON j.JOURNAL_ID = p.JOURNAL_ID WHERE p.SHARD = ? "
-          "ORDER BY j.FIRST_AT, p.JOURNAL_ID, p.END_POS LIMIT ?",
-          columns)));
+    // One journal a round, the one whose oldest record left was handed
+    // over first (no payload read for the choice), its records in their own
+    // order (END_POS), whatever the database's clock did between two of its
+    // chunks. Payloads can be large (up to --max-payload each, or the larger
+    // one of the relay that took them): their sizes are read first, in the
+    // same snapshot, by the primary key, and then only the rows that fit
+    // `max_bytes`, at least one.
+    std::string journal;
+    {
+      std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+          "SELECT JOURNAL_ID FROM PENDING WHERE SHARD = ? GROUP BY JOURNAL_ID ORDER BY MIN(HANDED_AT), JOURNAL_ID "
+          "LIMIT 1"));
       ps->setString(1, shard_);
+      std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+      if (!rs->next()) {
+        CommitTransaction();
+        return;
+      }
+      journal = rs->getString(1).asStdString();
+    }
+    auto query = [&](const char* columns, std::size_t n) {
+      std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+          fmt::format("SELECT {} FROM PENDING p WHERE p.JOURNAL_ID = ? AND p.SHARD = ? ORDER BY p.END_POS LIMIT ?",
+                      columns)));
+      ps->setString(1, journal);
       ps->setString(2, shard_);
       ps->setUInt64(3, n);
       return std::unique_ptr<sql::ResultSet>(ps->executeQuery());

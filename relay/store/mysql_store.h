@@ -139,8 +139,9 @@ class MysqlStore {
     std::string msg_id;  // the publisher's msg-id; empty if none
     SessionNo session_no = 0;  // as HandedOver's
   };
-  // The shard's handed-over messages, oldest first, at most `limit` and,
-  // but for the first, `max_bytes` of payload.
+  // The shard's handed-over messages, oldest first: of one journal (the
+  // one handed over first), at most `limit` and, but for the first,
+  // `max_bytes` of payload.
   Result<std::vector<PendingRow>> ReadPending(std::size_t limit, std::size_t max_bytes);
   // Deletes handed-over messages that are stored already (mosquitto resent
   // them to the active, which took them live): journal id and position each.
