@@ -520,6 +520,9 @@ bool Relay::BecomeActive() {
   auto output = MqttLink::Start(output_options_,
                                 {.on_connect =
                                      [this](bool) {
+                                       if (probe_on_connect_.exchange(false)) {
+                                         if (Status s = SendProbe(); !s.ok()) Fail(s.message());
+                                       }
                                        if (output_connects_.fetch_add(1) == 0) return;  // the first
                                        {
                                          std::lock_guard lock(stop_mu_);

@@ -235,9 +235,15 @@ class Relay {
   // --broker-grace ago.
   bool BrokerReachable();
   void OnPublished(int mid, int reason_code);
-  // Publishes one frame of the largest size (--max-payload + header) and
-  // waits up to 5 s for the broker's verdict; an error if it refuses it.
+  // Publishes one frame of the largest size (--max-payload + header, on a
+  // topic as long as the longest seq/ topic) once the output link has its
+  // CONNACK, and waits up to 5 s for the broker's verdict; an error if it
+  // refuses it. Without a CONNACK in 5 s the output link's first connect
+  // sends it, and a refusal then stops the relay.
   Status CheckFrameLimit();
+  // Publishes the probe (under publish_mu_); an error if libmosquitto
+  // refuses it at once (over the broker's announced maximum packet size).
+  Status SendProbe();
   Status FrameLimitVerdict(int reason_code) const;
   void Fail(const std::string& why);
   // Lost the lease (taken over, or not renewed in time): commit and publish
@@ -437,6 +443,7 @@ class Relay {
   int probe_mid_ = -1;
   std::optional<int> probe_reason_;
   bool probe_late_ = false;  // the start stopped waiting: OnPublished judges the answer
+  std::atomic<bool> probe_on_connect_{false};  // no CONNACK at start: the output link's connect sends the probe
 
   // Set by BecomeActive while the metrics thread may read them (Snapshot):
   // both under links_mu_ then.

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "core/log.h"
+#include "core/topic_filter.h"
 #include "relay_parts.h"
 
 namespace seqrelay {
@@ -159,35 +160,54 @@ Status Relay::CheckFrameLimit() {
   // broker whose message_size_limit is smaller drops it (while still
   // acknowledging it), and every subscriber loses that message for good:
   // find out now, before taking any message.
-  const std::vector<uint8_t> probe(static_cast<std::size_t>(config_.max_payload) + kFrameHeaderSize, 0);
-  const std::string topic = fmt::format("{}/replay/{}/probe", config_.control_prefix, config_.mqtt_client_id);
   // After the CONNACK, which may announce the broker's maximum packet size
-  // (max_packet_size): libmosquitto refuses a larger publish then, and
-  // drops one it queued before without a word.
+  // (max_packet_size): libmosquitto refuses a larger publish then, and one
+  // queued before it, resent after, is dropped (libmosquitto 2.0.11 was seen
+  // to abort on an assertion of its own there).
   const auto connack_by = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (!output_->connected() && !stopping_ && std::chrono::steady_clock::now() < connack_by) {
     std::this_thread::sleep_for(milliseconds(5));
   }
-  {
-    std::lock_guard lock(publish_mu_);
-    auto mid = output_->Publish(topic, probe, 1);
-    if (!mid.ok()) {
-      return Status::Error(fmt::format(
-          "frame size check: mosquitto refuses a frame of {} bytes (--max-payload {} + the {}-byte header): {}; "
-          "raise its max_packet_size, or lower --max-payload", probe.size(), config_.max_payload, kFrameHeaderSize,
-          mid.error()));
+  if (!output_->connected()) {
+    LogWarn("frame size check: no answer from mosquitto in 5 s; checked when the output link connects");
+    {
+      std::lock_guard lock(publish_mu_);
+      probe_late_ = true;
     }
-    probe_mid_ = mid.value();
+    probe_on_connect_ = true;
+    // Connected meanwhile (its connect may have come before the flag): sent here.
+    if (output_->connected() && probe_on_connect_.exchange(false)) {
+      if (Status s = SendProbe(); !s.ok()) return s;
+    }
+    return Status::Ok();
   }
-  // 5 s for the answer once connected; none more if the 5 s went waiting.
-  const auto answer_by = output_->connected() ? std::chrono::steady_clock::now() + std::chrono::seconds(5) : connack_by;
+  if (Status s = SendProbe(); !s.ok()) return s;
   std::unique_lock lock(publish_mu_);
-  if (!acked_cv_.wait_until(lock, answer_by, [&] { return probe_reason_.has_value() || stopping_; })) {
+  if (!acked_cv_.wait_for(lock, std::chrono::seconds(5), [&] { return probe_reason_.has_value() || stopping_; })) {
     LogWarn("frame size check: mosquitto has not answered in 5 s; checked when it does");
     probe_late_ = true;
     return Status::Ok();
   }
   return probe_reason_ ? FrameLimitVerdict(*probe_reason_) : Status::Ok();
+}
+
+Status Relay::SendProbe() {
+  const std::vector<uint8_t> probe(static_cast<std::size_t>(config_.max_payload) + kFrameHeaderSize, 0);
+  // As long as the longest seq/ topic: the broker's max_packet_size counts
+  // the topic too.
+  std::string topic = fmt::format("{}/replay/{}/probe", config_.control_prefix, config_.mqtt_client_id);
+  const std::size_t longest = config_.seq_prefix.size() + 1 + kMaxTopicBytes;
+  if (topic.size() + 1 < longest) topic += "/" + std::string(longest - topic.size() - 1, 'x');
+  std::lock_guard lock(publish_mu_);
+  auto mid = output_->Publish(topic, probe, 1);
+  if (!mid.ok()) {
+    return Status::Error(fmt::format(
+        "frame size check: mosquitto refuses a frame of {} bytes (--max-payload {} + the {}-byte header) on a topic "
+        "of {} bytes: {}; raise its max_packet_size, or lower --max-payload",
+        probe.size(), config_.max_payload, kFrameHeaderSize, topic.size(), mid.error()));
+  }
+  probe_mid_ = mid.value();
+  return Status::Ok();
 }
 
 Status Relay::FrameLimitVerdict(int reason) const {
