@@ -924,7 +924,7 @@ TEST_F(ClientE2E, SeqsubWithCountAndStateResumesAtTheFirstMessageItDidNotPrint) 
       pub.Publish(fresh, "m");
     }
   });
-  const int rc = RunCommand({SEQSUB_BINARY, "-p", port, "-t", fresh, "--from", "5", "-C", "1", "-i", name_ + "-c"},
+  const int rc = RunCommand({SEQSUB_BINARY, "-p", port, "-t", fresh, "--from", "1000000", "-C", "1", "-i", name_ + "-c"},
                             &out);
   done = true;
   later.join();

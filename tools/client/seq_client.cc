@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <mosquitto.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -613,7 +614,8 @@ std::optional<std::string> SeqClient::SaveState() {
   json s = {{"topics", json::object()}};
   for (const auto& [topic, last] : resume_) s["topics"][topic] = last;  // topics not seen this run
   for (const auto& [id, t] : topics_) {
-    const uint64_t next = t.undelivered_from != 0 ? t.undelivered_from : t.stream.next();
+    // An immediate topic may have delivered past an open gap: never beyond it.
+    const uint64_t next = t.undelivered_from != 0 ? std::min(t.undelivered_from, t.stream.next()) : t.stream.next();
     if (next > 1) s["topics"][t.name] = next - 1;
   }
   const std::string tmp = options_.state_file + ".tmp";
