@@ -92,15 +92,16 @@
   // reconnect gets in at once (a network drop or a broker restart makes
   // reconnects fail, which ends the count). The page that had the
   // connection is the first taken from: its long connection counts one,
-  // and at its second in a row it steps aside, a turn before the newer
-  // page would. The page the user has just made the one (signed in, or
-  // "Use here") starts its count one behind, so that it keeps the
-  // connection even when the turns fall unevenly. (Until 2026-12-06 a long
-  // connection counted nothing and the newer page was kept by a 6 s grace
-  // instead: on a loaded machine, with slow turns, the grace could run out
-  // first and the newer page step aside.)
+  // and at its third in a row it steps aside, a turn before the newer
+  // page would (a page alone on a flapping network needs two short
+  // connections after a long one, as before). The page the user has just
+  // made the one (signed in, or "Use here") starts its count one behind,
+  // so that it keeps the connection even when the turns fall unevenly.
+  // (Until 2026-12-06 a long connection counted nothing and the newer page
+  // was kept by a 6 s grace instead: on a loaded machine, with slow turns,
+  // the grace could run out first and the newer page step aside.)
   const TAKEN_MS = 5000; // a connection that ended sooner may have been taken
-  const TAKEN_IN_A_ROW = 2;
+  const TAKEN_IN_A_ROW = 3;
   const CLAIMED = -1; // the count of a page the user has just made the one
   function connectionEnded() {
     if (!state.up) {
