@@ -6,6 +6,8 @@
 #
 # Ports: MQTT_PORT (default 1883), DB_PORT (default 3306), WS_PORT (default
 # 8080: MQTT over WebSocket, and the messenger page at http://127.0.0.1:8080/).
+# A default port another server holds gives way to a free one (the banner
+# says which); a port given that is in use stops the run.
 # Extra arguments go to the relay, e.g.  tools/run-local.sh --immediate 'sensors/#'
 # (its options: build/relay/seqrelay --help, or docs/operations.md).
 set -euo pipefail
@@ -15,9 +17,26 @@ esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 PATH=$PATH:/usr/sbin:/sbin  # mariadbd and mosquitto, for a user whose PATH lacks them
 state=${STATE_DIR:-$root/.state}
-mqtt_port=${MQTT_PORT:-1883}
-db_port=${DB_PORT:-3306}
-ws_port=${WS_PORT:-8080}
+# A port given is used, or the run stops; a default held by another server
+# (the Debian packages start their own MariaDB and mosquitto on 3306 and
+# 1883 where systemd runs) gives way to a free one, said at the start.
+in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port() {  # variable name, default
+  local given=${!1:-} p=$2
+  if [[ -n $given ]]; then
+    if in_use "$given"; then
+      echo "run-local: $1=$given: port $given on 127.0.0.1 is in use; choose another" >&2
+      exit 1
+    fi
+    echo "$given"
+    return
+  fi
+  while in_use "$p"; do p=$((p + 10000 > 65535 ? p + 1 : p + 10000)); done
+  if [[ $p != "$2" ]]; then
+    echo "run-local: port $2 is in use (a MariaDB or mosquitto of the system?): using $p ($1 sets it)" >&2
+  fi
+  echo "$p"
+}
 db_password=local-password
 
 "$root/tools/deps.sh"
@@ -30,6 +49,11 @@ command -v npm >/dev/null || "$root/tools/deps.sh" nodejs npm || true
 (cd "$root/clients/js" && { [[ -d node_modules/mqtt ]] || npm ci --omit=dev --silent; } &&
   node scripts/bundle.js --copy-to "$root/clients/messenger/vendor") ||
   echo "run-local: the messenger page could not be bundled (npm ci failed); MQTT works without it"
+
+# After the install: it may have started the system's servers.
+mqtt_port=$(port MQTT_PORT 1883)
+db_port=$(port DB_PORT 3306)
+ws_port=$(port WS_PORT 8080)
 
 mkdir -p "$state"
 socket="$state/mysqld.sock"
@@ -46,17 +70,6 @@ cleanup() {
   echo "run-local: stopped (data kept in $state)"
 }
 trap cleanup INT TERM EXIT
-
-# Ours alone: a server already there (the Debian packages start their own
-# MariaDB and mosquitto on 3306 and 1883 where systemd runs) would take
-# the relay's connections in place of the ones configured here.
-for port in "$db_port" "$mqtt_port" "$ws_port"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "run-local: port $port on 127.0.0.1 is in use (a MariaDB or mosquitto of the system? e.g." \
-      "'systemctl stop mariadb mosquitto'), or choose others: DB_PORT, MQTT_PORT, WS_PORT" >&2
-    exit 1
-  fi
-done
 
 wait_port() {  # port, name, pid, log
   for _ in $(seq 300); do
