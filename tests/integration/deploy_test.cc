@@ -78,6 +78,7 @@ class ShippedBroker {
 
   int client_port() const { return client_port_; }
   int relay_port() const { return relay_port_; }
+  void Signal(int sig) { process_.Signal(sig); }
   std::string acl_path() const { return dir_ + "/acl"; }
   std::string log() const { return ReadFile(dir_ + "/mosquitto.log"); }
   static std::string Password(const std::string& user) { return user + "-secret"; }
@@ -414,6 +415,32 @@ TEST_F(DeployE2E, ABrokersMaxPacketSizeBelowTheLargestFrameStopsTheStart) {
             std::string::npos)
       << log;
   EXPECT_NE(log.find("raise its max_packet_size, or lower --max-payload"), std::string::npos) << log;
+}
+
+// The same when the broker's CONNACK comes late (mosquitto paused at the
+// relay's start, --broker-grace 0: active without it): the start goes on
+// without the check, and the output link's first connect sends the probe,
+// whose refusal stops the relay.
+TEST_F(DeployE2E, ABrokersMaxPacketSizeIsCheckedWhenItsConnackComesLate) {
+  broker_ = std::make_unique<ShippedBroker>(servers().dir() + "/shipped-" + name_, "", false, "max_packet_size 2000\n");
+  RelayProcess relay(servers(), name_, {"--source=chat/#", "--max-payload=4096", "--broker-grace=0"});
+  relay.SetBroker(broker_->relay_port(), "seqrelay", ShippedBroker::Password("seqrelay"));
+  broker_->Signal(SIGSTOP);
+  struct Resume {
+    ShippedBroker& broker;
+    ~Resume() { broker.Signal(SIGCONT); }
+  } resume{*broker_};
+  relay.Launch();
+  ASSERT_TRUE(WaitFor([&] { return relay.log().find("checked when the output link connects") != std::string::npos; },
+                      Scaled(30s)))
+      << relay.log();
+  broker_->Signal(SIGCONT);
+  const auto code = relay.WaitExit(Scaled(30s));
+  ASSERT_TRUE(code.has_value()) << relay.log();
+  EXPECT_EQ(*code, 1) << relay.log();
+  EXPECT_NE(relay.log().find("stopped because of: frame size check: mosquitto refuses a frame of 4106 bytes"),
+            std::string::npos)
+      << relay.log();
 }
 
 TEST(DeployOptions, ABadAclFileStopsTheRelayAtStartAndNamesTheLine) {
