@@ -20,18 +20,18 @@ state=${STATE_DIR:-$root/.state}
 # A port given is used, or the run stops; a default held by another server
 # (the Debian packages start their own MariaDB and mosquitto on 3306 and
 # 1883 where systemd runs) gives way to a free one, said at the start.
-in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 port() {  # variable name, default
   local given=${!1:-} p=$2
   if [[ -n $given ]]; then
-    if in_use "$given"; then
+    if listening "$given"; then
       echo "run-local: $1=$given: port $given on 127.0.0.1 is in use; choose another" >&2
       exit 1
     fi
     echo "$given"
     return
   fi
-  while in_use "$p"; do p=$((p + 10000 > 65535 ? p + 1 : p + 10000)); done
+  while listening "$p"; do p=$((p + 10000 > 65535 ? p + 1 : p + 10000)); done
   if [[ $p != "$2" ]]; then
     echo "run-local: port $2 is in use (a MariaDB or mosquitto of the system?): using $p ($1 sets it)" >&2
   fi
@@ -73,7 +73,7 @@ trap cleanup INT TERM EXIT
 
 wait_port() {  # port, name, pid, log
   for _ in $(seq 300); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    if listening "$1"; then return 0; fi
     if ! kill -0 "$3" 2>/dev/null; then echo "run-local: $2 exited; its log:"; tail -20 "$4"; exit 1; fi
     sleep 0.1
   done

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/frame.h"
 #include "core/message.h"
 #include "fault_fixture.h"
 
@@ -357,9 +358,8 @@ TEST_F(FaultE2E, FramesLeftUnsentAtTheStopsDeadlineAreRepublishedByTheNextStart)
   auto seqs = [&] {
     std::set<uint64_t> seen;
     for (const auto& m : sub.received()) {
-      uint64_t seq = 0;
-      for (int i = 4; i < 9; ++i) seq = (seq << 8) | static_cast<uint8_t>(m.payload[i]);
-      seen.insert(seq);
+      auto view = seqrelay::DecodeFrame({reinterpret_cast<const uint8_t*>(m.payload.data()), m.payload.size()});
+      if (view.ok()) seen.insert(view->header.seq);
     }
     return seen;
   };
