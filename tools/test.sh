@@ -44,12 +44,15 @@ stamp() {
 }
 
 # Background jobs, their logs, and on any exit: whatever still runs is
-# ended by its PID.
+# ended. Each job is the leader of a process group of its own (setsid, which
+# execs in place: a background job is no group leader, so $! is the group's
+# id), and the exit signals the whole group: the servers, browser and
+# builds the job started, however deep, not only its direct children.
 docker_log=$(mktemp /tmp/seqdocker-XXXXXX.log)
 clients_log=$(mktemp /tmp/seqclients-XXXXXX.log)
 asan_log=$(mktemp /tmp/seqasan-XXXXXX.log)
 docker_prep= clients_pid= asan_pid= images_pid=
-trap 'for pid in $docker_prep $clients_pid $asan_pid $images_pid; do pkill -TERM -P "$pid"; kill "$pid"; done 2>/dev/null || true
+trap 'for pid in $docker_prep $clients_pid $asan_pid $images_pid; do kill -TERM -- "-$pid"; done 2>/dev/null || true
       rm -f "$clients_log" "$docker_log" "$asan_log"' EXIT
 
 "$root/tools/deps.sh"
@@ -58,12 +61,12 @@ trap 'for pid in $docker_prep $clients_pid $asan_pid $images_pid; do pkill -TERM
 # image's package stages (network and dpkg, at the lowest priority) are made
 # while the relay builds: what is left for later is the image's compile.
 if [[ $mode != quick ]]; then
-  "$root/tools/test-docker.sh" --prepare >"$docker_log" 2>&1 &
+  setsid "$root/tools/test-docker.sh" --prepare >"$docker_log" 2>&1 &
   docker_prep=$!
 fi
 
 # Runs the client tests in the background; clients_wait reports them.
-clients_start() { "$root/tools/test-clients.sh" "$1" >"$clients_log" 2>&1 & clients_pid=$!; }
+clients_start() { setsid "$root/tools/test-clients.sh" "$1" >"$clients_log" 2>&1 & clients_pid=$!; }
 clients_wait() {
   local rc=0
   wait "$clients_pid" || rc=$?
@@ -96,7 +99,7 @@ asan_build() { "$root/tools/build.sh" --target seqrelay "$root/build-asan" "${as
 stamp "release: tests"
 clients_start "$root/build"
 if [[ $mode == default ]]; then
-  nice -n 19 bash -c "$(declare -p asan root); $(declare -f asan_build); asan_build" >"$asan_log" 2>&1 &
+  setsid nice -n 19 bash -c "$(declare -p asan root); $(declare -f asan_build); asan_build" >"$asan_log" 2>&1 &
   asan_pid=$!
 fi
 run_ctest "$root/build"
@@ -110,8 +113,8 @@ stamp "release: passed"
 # not taken in time), then the compose stacks run and checked. They mostly
 # wait for containers to become healthy, which leaves the CPUs to the
 # scenarios.
-(while kill -0 "$docker_prep" 2>/dev/null; do sleep 1; done
- nice -n 19 "$root/tools/test-docker.sh" --images && "$root/tools/test-docker.sh") >>"$docker_log" 2>&1 &
+setsid bash -c "while kill -0 $docker_prep 2>/dev/null; do sleep 1; done
+  nice -n 19 '$root/tools/test-docker.sh' --images && '$root/tools/test-docker.sh'" >>"$docker_log" 2>&1 &
 images_pid=$!
 
 # Sanitizers slow everything down: the tests' deadlines scale with this.
