@@ -399,14 +399,14 @@ void Relay::ShutDown() {
   lease_->Stop(/*release=*/active_ && !stepped_down_);
   if (config_.stats_interval_s > 0) {
     // The final figures stay retained: wait (2 s at most) for the broker to
-    // take them before the replay link goes.
+    // take them before the replay link goes, if it is connected.
     {
       std::lock_guard lock(stop_mu_);
       last_stats_acked_ = false;
     }
     PublishStats();
     std::unique_lock lock(stop_mu_);
-    stop_cv_.wait_for(lock, std::chrono::seconds(2), [&] { return last_stats_acked_; });
+    if (replay_->connected()) stop_cv_.wait_for(lock, std::chrono::seconds(2), [&] { return last_stats_acked_; });
   }
   metrics_.reset();
   retransmit_.Stop();  // while the replay link can still send the last statuses

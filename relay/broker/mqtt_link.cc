@@ -4,6 +4,8 @@
 #include <mqtt_protocol.h>
 
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -14,6 +16,7 @@
 #include <cerrno>
 #include <chrono>
 #include <mutex>
+#include <thread>
 #include <utility>
 
 #include "core/log.h"
@@ -24,6 +27,22 @@ namespace {
 void InitLibraryOnce() {
   static std::once_flag once;
   std::call_once(once, [] { mosquitto_lib_init(); });
+}
+
+// The signal that breaks a network thread out of libmosquitto's blocking
+// connect (connect(2) fails with EINTR): a handler that does nothing,
+// installed without SA_RESTART, and sent to that thread alone.
+int InterruptSignal() { return SIGRTMIN + 4; }
+
+void InstallInterruptHandlerOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction action {};
+    action.sa_handler = [](int) {};
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = 0;
+    sigaction(InterruptSignal(), &action, nullptr);
+  });
 }
 
 // A CONNACK code that trying again cannot change: a setting to fix. (A
@@ -83,7 +102,8 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
   MqttLink* raw = link.get();
   if (o.mqtt_v5 && !o.clean_session) {
     // Its CONNECT needs properties, which libmosquitto 2.0 takes only in a
-    // blocking connect: the network thread makes it.
+    // blocking connect: the network thread makes it, and Stop interrupts it.
+    InstallInterruptHandlerOnce();
     link->first_connect_in_loop_ = true;
     link->thread_ = std::thread([raw] { raw->Run(); });
     return link;
@@ -106,11 +126,28 @@ int MqttLink::ConnectWithSessionExpiry() {
   // queues QoS 1 messages for it) until the client comes back, as it does
   // for a 3.1.1 client with clean session off. libmosquitto keeps the
   // properties and sends them again on every reconnect.
+  //
+  // The connect blocks: to a host that drops SYNs (gone from the network,
+  // or a listener whose queue is full) for the kernel's SYN retries, about
+  // two minutes. Stop interrupts it (connect fails with EINTR), and, as
+  // libmosquitto has recorded the target and the properties before it
+  // connects, the next try is an asynchronous reconnect. Stop stores kStop
+  // before it reads in_blocking_connect_, and this stores the flag before
+  // it reads want_: one of the two sees the other.
+  in_blocking_connect_.store(true);
+  if (want_.load() == Want::kStop) {
+    in_blocking_connect_.store(false);
+    return MOSQ_ERR_NO_CONN;
+  }
   mosquitto_property* props = nullptr;
   mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, UINT32_MAX);
   const int rc = mosquitto_connect_bind_v5(mosq_.get(), options_.host.c_str(), options_.port, options_.keepalive_s,
                                            nullptr, props);
+  const int error = errno;
+  in_blocking_connect_.store(false);
   mosquitto_property_free_all(&props);
+  if (want_.load() == Want::kStop) return rc;  // interrupted, or done meanwhile: the loop ends it
+  errno = error;
   if (rc == MOSQ_ERR_ERRNO) {
     LogWarn("{}: mosquitto at {}:{} not reachable yet ({}); retrying", options_.name, options_.host, options_.port,
             strerror(errno));
@@ -152,10 +189,13 @@ void MqttLink::Loop() {
     const Want want = want_.load();
     if (want != Want::kRun) Close();
     if (want == Want::kStop && mosquitto_socket(m) >= 0) {
-      // A DISCONNECT that cannot be written (a broker that stopped reading,
-      // a connect that never completes) must not hold the stop: 2 s, then
-      // the socket is shut down.
-      if (!stop_deadline) stop_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+      // A DISCONNECT that cannot be written (a broker that stopped reading)
+      // must not hold the stop: 2 s, then the socket is shut down. Before
+      // the CONNACK (a connect that may never complete) there is nothing
+      // to flush: shut down at once.
+      if (!stop_deadline) {
+        stop_deadline = std::chrono::steady_clock::now() + (connected_ ? std::chrono::seconds(2) : std::chrono::seconds(0));
+      }
       if (std::chrono::steady_clock::now() > *stop_deadline) shutdown(mosquitto_socket(m), SHUT_RDWR);
     }
     if (mosquitto_socket(m) < 0) {
@@ -370,6 +410,14 @@ void MqttLink::Resume() {
 
 void MqttLink::Stop() {
   Disconnect();
+  // A blocking first connect is interrupted, again every 50 ms while it
+  // lasts (a signal sent before the thread enters connect(2) is spent).
+  if (thread_.joinable()) {
+    while (in_blocking_connect_.load()) {
+      pthread_kill(thread_.native_handle(), InterruptSignal());
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
   // The loop ends once the DISCONNECT is written (or the socket fails).
   if (thread_.joinable()) thread_.join();
   connected_ = false;

@@ -237,6 +237,8 @@ class MqttLink {
   // socket. Network thread only; cleared once the socket is gone.
   bool broken_ = false;
   bool first_connect_in_loop_ = false;  // set by Start before the thread runs
+  // The network thread is in (or about to enter) the blocking first connect.
+  std::atomic<bool> in_blocking_connect_{false};
   std::thread thread_;  // the network thread; joined by Stop()
 };
 

@@ -5,6 +5,9 @@
 // files work together as the README says: clients are their usernames, the
 // broker enforces the ACL live, and the relay replays only what a client may
 // read.
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -441,6 +444,65 @@ TEST_F(DeployE2E, ABrokersMaxPacketSizeIsCheckedWhenItsConnackComesLate) {
   EXPECT_NE(relay.log().find("stopped because of: frame size check: mosquitto refuses a frame of 4106 bytes"),
             std::string::npos)
       << relay.log();
+}
+
+// A broker whose address takes no connection and refuses none (a host gone
+// from the network drops the SYNs; here a loopback listener whose accept
+// queue is full, which the kernel then drops them for). The intake's first
+// connect is libmosquitto's blocking one (it carries the session's expiry):
+// the build before waited it out, the kernel's SYN retries, about two
+// minutes, past --shutdown-timeout. Now the stop interrupts it.
+TEST_F(DeployE2E, AStopIsNotHeldByAConnectToABrokerThatDropsItsSyns) {
+  const int port = FreePort();
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << strerror(errno);
+  ASSERT_EQ(listen(listener, 0), 0);
+  // A backlog of 0 queues one connection; the SYNs after it are dropped.
+  std::vector<int> fillers;
+  for (int i = 0; i < 2; ++i) {
+    fillers.push_back(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    connect(fillers.back(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  }
+  struct Close {
+    std::vector<int> fds;
+    ~Close() {
+      for (int fd : fds) close(fd);
+    }
+  } closer{{listener, fillers[0], fillers[1]}};
+  {  // the premise: a connect there neither completes nor fails
+    const int probe = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    pollfd done{probe, POLLOUT, 0};
+    const int ready = poll(&done, 1, 1500);
+    close(probe);
+    ASSERT_EQ(ready, 0) << "a connect to the full listener completed or failed: the test proves nothing here";
+  }
+
+  RelayProcess relay(servers(), name_, {"--source=chat/#", "--broker-grace=0", "--shutdown-timeout=2"});
+  relay.SetBroker(port, "", "");
+  relay.Launch();
+  // The intake connects once the start's frame size check has waited its
+  // 5 s for the output link's CONNACK.
+  ASSERT_TRUE(WaitFor([&] { return relay.log().find("checked when the output link connects") != std::string::npos; },
+                      Scaled(30s)))
+      << relay.log();
+  std::this_thread::sleep_for(1s);  // the intake's connect under way
+  const auto asked = std::chrono::steady_clock::now();
+  relay.Signal(SIGTERM);
+  const auto code = relay.WaitExit(Scaled(20s));
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - asked);
+  if (!code) relay.Kill();
+  ASSERT_TRUE(code.has_value()) << "the stop was still held after " << took.count() << " ms:\n" << relay.log();
+  EXPECT_EQ(*code, 0) << relay.log();
+  // Nothing to flush to a broker never reached: --shutdown-timeout (2 s) is
+  // not even needed (the build before: 20 s and more, the SYN retries'
+  // two minutes).
+  EXPECT_LT(took, Scaled(5s)) << relay.log();
 }
 
 TEST(DeployOptions, ABadAclFileStopsTheRelayAtStartAndNamesTheLine) {
