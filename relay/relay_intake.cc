@@ -152,12 +152,16 @@ void Relay::PumpPending() {
     }
   }
   if (!stored_already.empty()) {
+    // A failed DELETE leaves those rows for the next round, which finds them
+    // stored already again; the fresh ones go to the queue all the same:
+    // they are remembered as handed over (above), so the next round would
+    // take them for resends this relay took, and store them nowhere.
     if (Status s = pending_store_.DeletePending(stored_already); !s.ok()) {
       LogWarn("{}; retried with the next round", s.message());
-      return;
+    } else {
+      LogInfo("{} messages handed over from another relay's journal were stored already (mosquitto resent them "
+              "to this relay); not stored again", stored_already.size());
     }
-    LogInfo("{} messages handed over from another relay's journal were stored already (mosquitto resent them "
-            "to this relay); not stored again", stored_already.size());
   }
   if (fresh.empty()) return;
   LogInfo("storing {} messages a relay of shard '{}' took but did not commit (handed over from its journal; "

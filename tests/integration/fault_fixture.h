@@ -181,16 +181,15 @@ class FaultE2E : public RelayE2E {
     return o;
   }
 
-  // The test database's MSG locked for reading by another session, in the
-  // background: the relay reads it, and its commits wait. Locked once the
-  // constructor returns (the session prints its id when it has the lock);
-  // Release() kills that session, and the lock goes with it.
-  class MsgLock {
+  // A database session in the background that runs `statements` (taking
+  // locks) and then holds them (120 s at most). Locked once the constructor
+  // returns (the session prints its id when it has run them); Release()
+  // kills that session, and the locks go with it.
+  class SessionHolder {
    public:
-    // `mode` READ holds the relay's writes; WRITE its reads too.
-    MsgLock(TestServers& servers, const std::string& database, const std::string& mode = "READ") : servers_(servers) {
-      auto command =
-          servers.SqlCommand("LOCK TABLES `" + database + "`.MSG " + mode + "; SELECT CONNECTION_ID(); DO SLEEP(120);");
+    SessionHolder(TestServers& servers, const std::string& database, const std::string& statements)
+        : servers_(servers) {
+      auto command = servers.SqlCommand(statements + " SELECT CONNECTION_ID(); DO SLEEP(120);");
       command.insert(command.begin() + 2, "--unbuffered");  // after --no-defaults, which must come first
       const std::string log = servers.dir() + "/holder-" + database + ".log";
       std::filesystem::remove(log);  // a lock taken before in the test wrote its session there
@@ -203,13 +202,21 @@ class FaultE2E : public RelayE2E {
       if (locked_) servers_.Sql("KILL " + session_.substr(0, session_.find('\n')));
       locked_ = false;
     }
-    ~MsgLock() { Release(); }
+    ~SessionHolder() { Release(); }
 
    private:
     TestServers& servers_;
     Process holder_;
     std::string session_;
     bool locked_ = false;
+  };
+
+  // The test database's MSG locked by another session: `mode` READ holds
+  // the relay's writes (it reads, and its commits wait); WRITE its reads too.
+  class MsgLock : public SessionHolder {
+   public:
+    MsgLock(TestServers& servers, const std::string& database, const std::string& mode = "READ")
+        : SessionHolder(servers, database, "LOCK TABLES `" + database + "`.MSG " + mode + ";") {}
   };
 
   // The relay (its journal in a folder of its own) restarted with the

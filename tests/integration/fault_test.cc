@@ -297,6 +297,55 @@ TEST_F(FaultE2E, AHandedOverResendIsForgottenOnlyWithTheCommitOfTheCopyItWasDrop
   EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM " + db + ".PENDING"), "0\n");
 }
 
+// A round of handed-over messages (one journal's) holds one the shard's
+// session has stored already (its resend is in TAKEN) and one it has not;
+// the first one's DELETE fails (here killed while PENDING is locked), and
+// the round is tried again. Until 2026-12-06 the second had been
+// remembered as handed over before the failed DELETE returned it unqueued,
+// and the next round took it for a resend this relay had taken: deleted
+// from PENDING, stored nowhere.
+TEST_F(FaultE2E, AHandedOverMessageIsStoredWhenTheDeleteOfAnotherInItsRoundFails) {
+  StartRelay();
+  const std::string t = root() + "/t", db = "`" + name_ + "`";
+  auto value = [&](const std::string& query) {  // one value, its newline cut
+    std::string out = servers().Sql(query);
+    if (!out.empty() && out.back() == '\n') out.pop_back();
+    return out;
+  };
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(t, "first");
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() == 1; }, Scaled(10s))) << relay_->log();
+  // The intake's session (numbered by its first delivery): both rows were
+  // taken in it, so mosquitto may resend them to this relay.
+  const std::string session = value("SELECT SESSION_NO FROM " + db + ".SHARD WHERE NAME = 'default'");
+  {
+    SessionHolder holder(
+        servers(), name_,
+        "INSERT INTO " + db + ".PENDING (JOURNAL_ID, END_POS, SHARD, ID, MID, DIGEST, MSG, EPOCH, SESSION_NO) "
+        "VALUES ('a-dead-relays-journal', 50, 'default', '" + t + "', 5, 11, 'stored-already', 0, " + session +
+        "), ('a-dead-relays-journal', 100, 'default', '" + t + "', 7, 12, 'not-stored', 0, " + session + "); " +
+        "INSERT INTO " + db + ".TAKEN (SHARD, MID, DIGEST, EPOCH, SESSION_NO) VALUES ('default', 5, 11, 1, " +
+        session + "); LOCK TABLES " + db + ".PENDING READ, " + db + ".TAKEN READ;");
+    ASSERT_TRUE(holder.locked());
+    std::string deleting;
+    ASSERT_TRUE(WaitFor([&] {
+      deleting = value("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = '" + name_ +
+                       "' AND INFO LIKE 'DELETE FROM PENDING%'");
+      return !deleting.empty();
+    }, Scaled(10s))) << "the round's DELETE never waited on PENDING:\n" << relay_->log();
+    servers().Sql("KILL QUERY " + deleting);
+    ASSERT_TRUE(WaitFor([&] { return relay_->log().find("retried with the next round") != std::string::npos; },
+                        Scaled(10s)))
+        << relay_->log();
+  }
+  ASSERT_TRUE(WaitFor([&] { return servers().Sql("SELECT COUNT(*) FROM " + db + ".PENDING") == "0\n"; }, Scaled(20s)))
+      << relay_->log();
+  std::this_thread::sleep_for(Scaled(300ms));  // a duplicate, if any, lands now
+  ASSERT_EQ(relay_->Stop(), 0);
+  EXPECT_EQ(AuditTrail(t),
+            (std::vector<std::pair<uint64_t, std::string>>{{1, Hex("first")}, {2, Hex("not-stored")}}));
+}
+
 // A stop whose deadline passes while the broker holds back its PUBACKs
 // (paused here, with 20,000 frames in flight) leaves the frames of a
 // committed batch unsent. The batches the writer still commits after that
