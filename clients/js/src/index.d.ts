@@ -41,6 +41,8 @@ export class OrderedStream<P = Uint8Array> {
   offer(seq: number, ordered: boolean, payload: P): { deliveries: Delivery<P>[]; duplicate: boolean };
   gap(): { from: number; to: number } | null;
   giveUp(to: number): Delivery<P>[];
+  /** The runs of SEQs from `from` to `to` (Infinity: no end) that are not held, ascending. */
+  missing(from: number, to: number): { from: number; to: number }[];
   /** Frames held so far, ever: a moment for forget(). */
   readonly arrivals: number;
   /** Forgets what is held with a SEQ from `from` to `to` that came by the moment `by` (frames the relay never stored); returns their SEQs. */
@@ -94,7 +96,7 @@ export interface SubscribeOptions {
 /** A request for missing SEQs was sent; `to` is null while the newest SEQ is not known yet. */
 export interface FetchEvent { topic: string; from: number; to: number | null }
 export interface FilledEvent { topic: string; from: number; to: number }
-/** SEQs that will not be delivered: the relay does not have them, deleted them (reason `history starts at N`, N its oldest SEQ), refused, or did not answer. from = to = 0: a lookup failed. to = null: a catch-up from `from` (after a reconnect) was never answered, so what it would have brought is unknown; a later frame's gap is fetched as usual. */
+/** SEQs that will not be delivered (never a SEQ the client holds: a range with held frames in it is reported as one event per missing run): the relay does not have them, deleted them (reason `history starts at N`, N its oldest SEQ), refused, or did not answer. from = to = 0: a lookup failed. to = null: a catch-up from `from` (after a reconnect) was never answered, so what it would have brought is unknown; a later frame's gap is fetched as usual. */
 export interface LostEvent { topic: string; from: number; to: number | null; reason: string; code?: string; retry?: boolean }
 /** A topic joined with history or resume: the relay's oldest stored (first) and newest (last) SEQ, and where delivery starts. */
 export interface HistoryEvent { topic: string; first: number; last: number; start: number | null }

@@ -77,6 +77,30 @@ export class OrderedStream {
   }
 
   /**
+   * The runs of SEQs from `from` to `to` (Infinity: no end) that are not
+   * held, ascending, as [{from, to}]. SEQs below next count as missing
+   * here: callers start at next where what was passed is not wanted.
+   */
+  missing(from, to) {
+    const keys = this.aboveKeys;
+    let lo = this.aboveHead;
+    let hi = keys.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (keys[mid] < from) lo = mid + 1;
+      else hi = mid;
+    }
+    const runs = [];
+    let at = from; // the lowest SEQ not yet placed in a run or passed as held
+    for (let i = lo; i < keys.length && keys[i] <= to; ++i) {
+      if (keys[i] > at) runs.push({ from: at, to: keys[i] - 1 });
+      at = keys[i] + 1;
+    }
+    if (at <= to) runs.push({ from: at, to });
+    return runs;
+  }
+
+  /**
    * Forgets every frame held with a SEQ from `from` to `to` that came by the
    * moment `arrivals` had the value `by` (ordered: never delivered;
    * immediate: delivered, its SEQ free again), as frames the relay never

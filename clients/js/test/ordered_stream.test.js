@@ -165,3 +165,17 @@ test('random order, immediate topic: every SEQ exactly once, late exactly when a
     assert.equal(s.gap(), null);
   }
 });
+
+test('missing(): the runs of a range that are not held', () => {
+  const s = new OrderedStream(5);
+  for (const seq of [7, 10, 11, 20]) s.offer(seq, true, payloadOf(seq));
+  const shown = new OrderedStream(5);
+  for (const seq of [7, 10, 11, 20]) shown.offer(seq, false, payloadOf(seq)); // delivered, still above next
+  for (const stream of [s, shown]) {
+    assert.deepEqual(stream.missing(5, 19), [{ from: 5, to: 6 }, { from: 8, to: 9 }, { from: 12, to: 19 }]);
+    assert.deepEqual(stream.missing(10, 11), []);
+    assert.deepEqual(stream.missing(11, Infinity), [{ from: 12, to: 19 }, { from: 21, to: Infinity }]);
+    assert.deepEqual(stream.missing(1, 4), [{ from: 1, to: 4 }], 'below next counts as missing');
+  }
+  assert.deepEqual(new OrderedStream(0).missing(3, 3), [{ from: 3, to: 3 }]);
+});

@@ -653,9 +653,13 @@ class SeqClient:
             self._handle_frame(name, data, replayed=False)
 
     def _lose(self, t: _Topic, from_: int, to: int, reason: str, status: Optional[dict]) -> None:
-        self.stats.gaps_lost += 1
-        self._call(self.on_lost, {"topic": t.name, "from": from_, "to": to, "reason": reason,
-                                  "code": (status or {}).get("code"), "retry": (status or {}).get("retry")})
+        """Gives up every SEQ up to `to`. Reported lost are only the SEQs from `from_` that are not
+        held, one report per run: a held frame is delivered, not gone (until 2026-12-06 the lost
+        range ran over held frames, which then came)."""
+        for run_from, run_to in t.stream.missing(from_, to):
+            self.stats.gaps_lost += 1
+            self._call(self.on_lost, {"topic": t.name, "from": run_from, "to": run_to, "reason": reason,
+                                      "code": (status or {}).get("code"), "retry": (status or {}).get("retry")})
         self._deliver(t, t.stream.give_up(to))
 
     def _send_lookup(self, name: str) -> None:

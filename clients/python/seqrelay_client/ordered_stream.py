@@ -75,6 +75,23 @@ class OrderedStream:
         self._drain(out)
         return out
 
+    def missing(self, from_seq: int, to: float = math.inf) -> List[Tuple[int, float]]:
+        """The runs (from, to) of SEQs from `from_seq` to `to` (inf: no end) that are not held,
+        ascending. SEQs below next count as missing here: callers start at next where what was
+        passed is not wanted."""
+        runs: List[Tuple[int, float]] = []
+        at = from_seq  # the lowest SEQ not yet placed in a run or passed as held
+        for k in range(bisect.bisect_left(self._keys, from_seq), len(self._keys)):
+            seq = self._keys[k]
+            if seq > to:
+                break
+            if seq > at:
+                runs.append((at, seq - 1))
+            at = seq + 1
+        if at <= to:
+            runs.append((at, to))
+        return runs
+
     def forget(self, from_seq: int, to: float = math.inf, by: float = math.inf) -> List[int]:
         """Forgets every frame held with a SEQ from `from_seq` to `to` that came by the moment
         `arrivals` had the value `by` (ordered: never delivered; immediate: delivered, its SEQ free

@@ -1,4 +1,5 @@
 """OrderedStream against the C++ client's tables (clients/testdata) and the exactly-once property."""
+import math
 import random
 
 from seqrelay_client import OrderedStream
@@ -98,3 +99,16 @@ def test_random_order_immediate_every_seq_once():
             duplicates += dup
         assert sorted(delivered) == list(range(1, 501)), seed
         assert duplicates == extra
+
+
+def test_missing_lists_the_runs_of_a_range_that_are_not_held():
+    held, shown = OrderedStream(5), OrderedStream(5)
+    for seq in (7, 10, 11, 20):
+        held.offer(seq, True, payload_of(seq))
+        shown.offer(seq, False, payload_of(seq))  # delivered, still above next
+    for s in (held, shown):
+        assert s.missing(5, 19) == [(5, 6), (8, 9), (12, 19)]
+        assert s.missing(10, 11) == []
+        assert s.missing(11) == [(12, 19), (21, math.inf)]
+        assert s.missing(1, 4) == [(1, 4)]  # below next counts as missing
+    assert OrderedStream(0).missing(3, 3) == [(3, 3)]
