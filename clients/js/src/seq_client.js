@@ -473,9 +473,11 @@ export class SeqClient extends Emitter {
     // closed it and the timer asked for the next gap; taken as the answer
     // to the new one, it would give up SEQs that are on their way.
     if (s.from !== t.asked.from || (t.asked.to !== OPEN_END && s.to !== t.asked.to)) return;
-    if (!ok && s.retry === true) {
-      // busy, unavailable, stopping, internal (PROTOCOL 5.3): the timer
-      // asks again after the backoff; `stopping` says where to go on from.
+    // busy, unavailable, stopping, internal (PROTOCOL 5.3), and a v1 relay's
+    // error without `retry` other than the final ones (as for lookups).
+    const retry = !ok && (typeof s.retry === 'boolean' ? s.retry : !FINAL_ERRORS.has(s.error));
+    if (retry) {
+      // The timer asks again after the backoff; `stopping` says where to go on from.
       t.refusal = s;
       if (Number.isInteger(s.next) && s.next > t.asked.from) t.asked = { from: s.next, to: t.asked.to };
       return;
@@ -527,6 +529,14 @@ export class SeqClient extends Emitter {
       this.#requestRange(t);
       return;
     }
+    if (t.asked.to === OPEN_END) {
+      // A catch-up refused for good before its end was known: given up as
+      // one never answered is (until 2026-12-06 it was dropped unreported).
+      if (!ok) this.#abandon(t, s.error ?? 'refused', s);
+      else t.asked = null; // an ok status without `to` or `last`: nothing to go by
+      t.attempts = 0;
+      return;
+    }
     // Frames come before their status: whatever of the asked range is still
     // missing now, the relay does not have (or refused to send).
     const asked = t.asked;
@@ -534,7 +544,6 @@ export class SeqClient extends Emitter {
     const gap = t.stream.gap();
     t.asked = null;
     t.attempts = 0;
-    if (asked.to === OPEN_END) return; // an error without a range: nothing to give up
     let missingTo = asked.to;
     if (gap && gap.from <= asked.to) missingTo = Math.min(asked.to, gap.to);
     if (last !== null) missingTo = Math.min(missingTo, last); // nothing above it exists yet
@@ -626,6 +635,24 @@ export class SeqClient extends Emitter {
   // `from` that are not held, one event per run: a held frame is delivered,
   // not gone (until 2026-12-06 the lost range ran over held frames, which
   // then came).
+  // Gives the outstanding request up: a range to its end; an open end (a
+  // catch-up) only what is known missing, below the first held frame, and
+  // with nothing known, `lost` says so with no end (to: null).
+  #abandon(t, reason, status) {
+    const gap = t.stream.gap();
+    const openEnd = t.asked.to === OPEN_END;
+    const to = !openEnd ? t.asked.to : gap ? gap.to : t.stream.next - 1;
+    t.asked = null;
+    t.attempts = 0;
+    t.refusal = null;
+    if (to >= t.stream.next) {
+      this.#lose(t, t.stream.next, to, reason, status);
+    } else if (openEnd) {
+      ++this.stats.gapsLost;
+      this.#emitTopic('lost', t.name, { topic: t.name, from: t.stream.next, to: null, reason, code: status?.code, retry: status?.retry });
+    }
+  }
+
   #lose(t, from, to, reason, status) {
     for (const run of t.stream.missing(from, to)) {
       ++this.stats.gapsLost;
@@ -716,22 +743,9 @@ export class SeqClient extends Emitter {
       if (t.asked) {
         if (now - t.askedAt < this.#backoff(t.attempts)) continue;
         if (t.attempts >= this.maxAttempts) {
-          // An open end never answered gives up only what is known missing;
-          // with nothing known, `lost` says so with no end (to: null).
-          const openEnd = t.asked.to === OPEN_END;
-          const to = !openEnd ? t.asked.to : gap ? gap.to : t.stream.next - 1;
-          // The last answer, if the relay kept asking for a retry (busy, ...).
+          // The last answer, if the relay kept asking for a retry (unavailable, ...).
           const refusal = t.refusal;
-          const reason = refusal ? (refusal.error ?? 'refused') : 'no reply from the relay';
-          t.asked = null;
-          t.attempts = 0;
-          t.refusal = null;
-          if (to >= t.stream.next) {
-            this.#lose(t, t.stream.next, to, reason, refusal ?? undefined);
-          } else if (openEnd) {
-            ++this.stats.gapsLost;
-            this.#emitTopic('lost', t.name, { topic: t.name, from: t.stream.next, to: null, reason, code: refusal?.code, retry: refusal?.retry });
-          }
+          this.#abandon(t, refusal ? (refusal.error ?? 'refused') : 'no reply from the relay', refusal ?? undefined);
           continue;
         }
         ++t.attempts; // no status in time: ask again

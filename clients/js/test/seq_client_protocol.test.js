@@ -329,6 +329,50 @@ test('a catch-up never answered gives nothing up, says so with no end, and the s
   assert.deepEqual(seen, [1, 2]);
 });
 
+// A catch-up refused for good was dropped with nothing said (until
+// 2026-12-06): the application never learnt that what was published while
+// it was away would not come.
+test('a catch-up refused for good (retry: false) is reported lost from the next SEQ with no end, and its code', (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 60000 });
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.emit('connect'); // a reconnect: asks from 2 to the newest
+  assert.deepEqual(mqtt.requests.at(-1), { id: 7, from: 2 });
+  mqtt.status({ id: 7, from: 2, status: 'error', error: 'forbidden', code: 'forbidden', retry: false });
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), [
+    ['lost', { topic: 'chat/a', from: 2, to: null, reason: 'forbidden', code: 'forbidden', retry: false }],
+  ]);
+  assert.equal(seq.stats.gapsLost, 1);
+  assert.equal(seq.topics.get(7).asked, null);
+  mqtt.frame('seq/chat/a', 2);
+  assert.deepEqual(seen, [1, 2]);
+});
+
+// docs/clients.md: without `code` (a v1 relay) only "unknown topic",
+// "unknown id" and "forbidden" are final. A range request took every v1
+// error as final, and a catch-up's was dropped unreported.
+test('a v1 error without code is asked again unless its text is a final one; a final one on a catch-up is reported', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 20 });
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.emit('connect');
+  assert.deepEqual(mqtt.requests, [{ id: 7, from: 2 }]);
+  mqtt.status({ id: 7, from: 2, status: 'error', error: 'database unavailable, try again' });
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
+  await waitFor(() => mqtt.requests.length >= 2, 'the catch-up asked again');
+  assert.deepEqual(mqtt.requests[1], { id: 7, from: 2 });
+  for (const s of [2, 3]) mqtt.frame('relay/replay/r1', s);
+  mqtt.status({ id: 7, from: 2, to: 3, sent: 2, last: 3, status: 'ok' });
+  assert.deepEqual(seen, [1, 2, 3]);
+  assert.equal(seq.topics.get(7).asked, null);
+  mqtt.emit('connect'); // again, and this time the v1 relay refuses for good
+  assert.deepEqual(mqtt.requests.at(-1), { id: 7, from: 4 });
+  mqtt.status({ id: 7, from: 4, status: 'error', error: 'forbidden' });
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), [
+    ['lost', { topic: 'chat/a', from: 4, to: null, reason: 'forbidden', code: undefined, retry: undefined }],
+  ]);
+});
+
 test('a range the relay keeps answering busy is given up with its last refusal, not as unanswered', async (t) => {
   const { mqtt, seq, events } = await gapAsked(t, 3, { replyTimeout: 10, maxAttempts: 2 });
   const busy = { id: 7, from: 2, to: 2, status: 'error', error: 'busy', code: 'busy', retry: true };

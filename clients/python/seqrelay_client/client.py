@@ -529,7 +529,11 @@ class SeqClient:
         # Only the answer to the outstanding request: an older request's status can come late.
         if s.get("from") != t.asked[0] or (t.asked[1] is not OPEN_END and s.get("to") != t.asked[1]):
             return
-        if not ok and s.get("retry") is True:
+        # busy, unavailable, stopping, internal (PROTOCOL 5.3), and a v1 relay's error without
+        # `retry` other than the final ones (as for lookups): the timer asks again after the backoff;
+        # `stopping` says where to go on from.
+        retry = not ok and s.get("retry", s.get("error") not in FINAL_ERRORS)
+        if retry:
             t.refusal = s
             nxt = s.get("next")
             if isinstance(nxt, int) and nxt > t.asked[0]:
@@ -574,11 +578,16 @@ class SeqClient:
             t.asked_at = time.monotonic()
             self._request_range(t)
             return
+        if t.asked[1] is OPEN_END:
+            # A catch-up refused for good before its end was known: given up as one never
+            # answered is (until 2026-12-06 it was dropped unreported).
+            if not ok:
+                self._abandon(t, s.get("error", "refused"), s)
+            t.asked, t.attempts = None, 0  # ok without `to` or `last`: nothing to go by
+            return
         # Frames come before their status: what is still missing, the relay does not have.
         asked, gap, attempts = t.asked, t.stream.gap(), t.attempts
         t.asked, t.attempts = None, 0
-        if asked[1] is OPEN_END:
-            return
         missing_to = asked[1]
         if gap and gap[0] <= asked[1]:
             missing_to = min(asked[1], gap[1])
@@ -651,6 +660,21 @@ class SeqClient:
     def _offer_held(self, name: str) -> None:
         for data in self._held_live.pop(name, []):
             self._handle_frame(name, data, replayed=False)
+
+    def _abandon(self, t: _Topic, reason: str, status: Optional[dict]) -> None:
+        """Gives the outstanding request up: a range to its end; an open end (a catch-up) only
+        what is known missing, below the first held frame, and with nothing known, on_lost says so
+        with no end (to None)."""
+        gap = t.stream.gap()
+        open_end = t.asked[1] is OPEN_END
+        to = t.asked[1] if not open_end else (gap[1] if gap else t.stream.next - 1)
+        t.asked, t.attempts, t.refusal = None, 0, None
+        if to >= t.stream.next:
+            self._lose(t, t.stream.next, to, reason, status)
+        elif open_end:
+            self.stats.gaps_lost += 1
+            self._call(self.on_lost, {"topic": t.name, "from": t.stream.next, "to": None, "reason": reason,
+                                      "code": (status or {}).get("code"), "retry": (status or {}).get("retry")})
 
     def _lose(self, t: _Topic, from_: int, to: int, reason: str, status: Optional[dict]) -> None:
         """Gives up every SEQ up to `to`. Reported lost are only the SEQs from `from_` that are not
@@ -737,20 +761,8 @@ class SeqClient:
                 if now - t.asked_at < self._backoff(t.attempts):
                     continue
                 if t.attempts >= self.max_attempts:
-                    # An open end never answered gives up only what is known to be missing; with
-                    # nothing known, on_lost says so with no end (to None).
-                    open_end = t.asked[1] is OPEN_END
-                    to = t.asked[1] if not open_end else (gap[1] if gap else t.stream.next - 1)
-                    refusal = t.refusal  # the last answer, if the relay kept asking for a retry
-                    reason = refusal.get("error", "refused") if refusal else "no reply from the relay"
-                    t.asked, t.attempts, t.refusal = None, 0, None
-                    if to >= t.stream.next:
-                        self._lose(t, t.stream.next, to, reason, refusal)
-                    elif open_end:
-                        self.stats.gaps_lost += 1
-                        self._call(self.on_lost, {"topic": t.name, "from": t.stream.next, "to": None, "reason": reason,
-                                                  "code": (refusal or {}).get("code"),
-                                                  "retry": (refusal or {}).get("retry")})
+                    refusal = t.refusal  # the last answer, if the relay kept asking for a retry (unavailable, ...)
+                    self._abandon(t, refusal.get("error", "refused") if refusal else "no reply from the relay", refusal)
                     continue
                 t.attempts += 1  # no status in time: ask again
                 t.asked_at = now

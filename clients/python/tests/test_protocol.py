@@ -35,7 +35,8 @@ def fake_clock(monkeypatch):
 class Scripted:
     def __init__(self, **options):
         self.requests, self.events, self.seen = [], [], []
-        self.c = SeqClient(client_id="r1", connect=False, reply_timeout=0.04, gap_wait=0.01,
+        options = {"reply_timeout": 0.04, "gap_wait": 0.01, **options}
+        self.c = SeqClient(client_id="r1", connect=False,
                            on_lost=lambda e: self.events.append(("lost", e)),
                            on_history=lambda e: self.events.append(("history", e)), **options)
         self.c.mqtt.publish = lambda topic, body, qos: self.requests.append(json.loads(body))
@@ -462,6 +463,46 @@ def test_a_catch_up_never_answered_says_so_with_no_end_and_a_busy_range_is_given
         s.advance(0.1)
     assert lost(s.events)[-1] == {"topic": "chat/a", "from": 2, "to": 2, "reason": "busy", "code": "busy",
                                   "retry": True}
+
+
+def test_a_catch_up_refused_for_good_is_reported_lost_from_the_next_seq_with_no_end():
+    """A catch-up refused for good was dropped with nothing said (until 2026-12-06): the
+    application never learnt that what was published while it was away would not come."""
+    s = Scripted(reply_timeout=60)
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.c._on_connect(None, None, {}, 0)  # a reconnect: asks from 2 to the newest
+    assert s.requests == [{"id": 7, "from": 2}]
+    s.status(id=7, **{"from": 2}, status="error", error="forbidden", code="forbidden", retry=False)
+    assert lost(s.events) == [{"topic": "chat/a", "from": 2, "to": None, "reason": "forbidden", "code": "forbidden",
+                               "retry": False}]
+    assert s.c.stats.gaps_lost == 1 and s.c._topics[7].asked is None
+    s.frame("seq/chat/a", 2)
+    assert s.seen == [1, 2]
+
+
+def test_a_v1_error_without_code_is_asked_again_unless_final_and_a_final_one_on_a_catch_up_is_reported():
+    """docs/clients.md: without `code` (a v1 relay) only "unknown topic", "unknown id" and
+    "forbidden" are final. A range request took every v1 error as final, and a catch-up's was
+    dropped unreported."""
+    s = Scripted()
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.c._on_connect(None, None, {}, 0)
+    assert s.requests == [{"id": 7, "from": 2}]
+    s.status(id=7, **{"from": 2}, status="error", error="database unavailable, try again")
+    assert lost(s.events) == []
+    s.advance(0.05)  # past the reply timeout: asked again
+    assert s.requests[1:] == [{"id": 7, "from": 2}]
+    for seq in (2, 3):
+        s.frame("relay/replay/r1", seq)
+    s.status(id=7, **{"from": 2}, to=3, sent=2, last=3, status="ok")
+    assert s.seen == [1, 2, 3] and s.c._topics[7].asked is None
+    s.c._on_connect(None, None, {}, 0)  # again, and this time the v1 relay refuses for good
+    assert s.requests[-1] == {"id": 7, "from": 4}
+    s.status(id=7, **{"from": 4}, status="error", error="forbidden")
+    assert lost(s.events) == [{"topic": "chat/a", "from": 4, "to": None, "reason": "forbidden", "code": None,
+                               "retry": None}]
 
 
 def test_a_catch_up_that_learns_its_end_says_what_it_fetches_as_js_does():
