@@ -154,10 +154,10 @@ class Relay {
   // intake's new MQTT session `session`, and tells the intake. False if the
   // relay gave up.
   bool MarkSession(uint32_t session);
-  // Writer: a batch whose every message was a dropped resend commits
-  // nothing, but the journal's position past them must be saved (else a
-  // restart hands them over and they are stored after all). False if the
-  // relay gave up.
+  // Writer: a batch whose every message was a dropped resend or refused
+  // for good commits nothing, but the journal's position past them must be
+  // saved (else a restart hands them over, and they are stored or refused
+  // again, and the journal keeps them all). False if the relay gave up.
   bool SaveDroppedJournalPosition();
   // Intake: waits (at most `max_wait`, less on a stop) until the writer has
   // marked the intake's current session; false if it has not.
@@ -204,9 +204,10 @@ class Relay {
   bool CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics);
   // Counts, logs and (with a journal directory) keeps a refused message.
   void SetAside(const Message& m, const Status& why);
-  // Writer: a handed-over message refused for good (a new topic over
-  // --max-topics, out of SEQs, set aside) is done with, as a committed one
-  // is: noted by Refuse, its PENDING row deleted by ForgetRefused (else the
+  // Writer: a message refused for good (a new topic over --max-topics, out
+  // of SEQs, set aside) is done with, as a committed one is: noted by
+  // Refuse, the journal's position moved past it (dropped_journal_end_),
+  // and a handed-over one's PENDING row deleted by ForgetRefused (else the
   // next round of PumpPending queues it again, for ever).
   void Refuse(const Message& m);
   void ForgetRefused();
@@ -404,8 +405,8 @@ class Relay {
   std::size_t batch_max_bytes_ = 0;  // bytes per transaction; set by CheckPacketLimit before the writer starts
   // Time per pipeline stage, for /metrics (any thread observes).
   LatencyHistogram stage_intake_queue_, stage_sequence_, stage_insert_, stage_commit_, stage_puback_;
-  // The journal position after the last resend dropped: released with the
-  // next commit (a resend dropped has nothing to commit).
+  // The journal position after the last resend dropped or message refused
+  // for good: released with the next commit (neither has anything to commit).
   uint64_t dropped_journal_end_ = 0;
   uint64_t saved_dropped_end_ = 0;  // the greatest dropped_journal_end_ committed so far
   uint64_t resends_dropped_ = 0;    // by DropResends and DropCommittedResends

@@ -436,6 +436,7 @@ bool Relay::CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::T
 }
 
 void Relay::Refuse(const Message& m) {
+  dropped_journal_end_ = std::max(dropped_journal_end_, m.journal_end);
   if (!m.pending_journal.empty()) refused_pending_.emplace_back(m.pending_journal, m.pending_end);
 }
 
@@ -532,6 +533,9 @@ void Relay::WriterLoop() {
           break;
       }
     }
+    // A message refused after the batch's last commit (one by one) ends
+    // the journal's run of done records: saved now, not at the next batch.
+    if (ok) ok = SaveDroppedJournalPosition();
     counters_.topics = sequencer_.topic_count();
     ForgetRefused();
     ForgetDroppedResends(ok);

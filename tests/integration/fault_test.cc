@@ -116,6 +116,31 @@ TEST_F(FaultE2E, AHandedOverMessageRefusedForGoodIsRefusedOnce) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+// Messages refused for good (here on new topics over --max-topics), and
+// nothing else: their journal records are done with, and the journal's
+// position moves past them. Until 2026-12-06 only a commit moved it: a
+// stream of refused messages alone kept every record (the journal's
+// segments grew without bound), and the next start handed them over and
+// refused them all again.
+TEST_F(FaultE2E, MessagesRefusedForGoodAreNotHandedOverAgainByTheNextStart) {
+  StartRelay({"--max-topics=1"});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(root() + "/known", "k");
+  ASSERT_TRUE(WaitFor([&] { return StoredCount(root() + "/known") == 1; }, Scaled(10s))) << relay_->log();
+  for (int t = 1; t <= 10; ++t) pub.Publish(root() + "/new" + std::to_string(t), "n" + std::to_string(t));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("and this one would be new") != std::string::npos; },
+                      Scaled(10s)));
+  ASSERT_EQ(relay_->Stop(), 0);
+  EXPECT_EQ(CountOf(relay_->log(), "over --max-topics 10)"), 1) << relay_->log();
+  relay_->Start();
+  ASSERT_EQ(relay_->Stop(), 0);
+  const std::string log = relay_->log();
+  EXPECT_EQ(CountOf(log, "handed over"), 0) << log;
+  EXPECT_EQ(CountOf(log, "over --max-topics 0)"), 1) << "the second run refused them again:\n" << log;
+  EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM `" + name_ + "`.MSG"), "1\n");
+}
+
 // The intake connection breaks right after a message was taken and before
 // its PUBACK left (a network failure; here injected): the broker resends it
 // (and whatever else was unacknowledged) when the session resumes, and the
