@@ -192,7 +192,9 @@ export class SeqClient extends Emitter {
     this.controlPrefix = options.controlPrefix ?? 'relay';
     this.qos = options.qos ?? 1;
     this.gapWait = options.gapWait ?? 200;
-    this.replyTimeout = options.replyTimeout ?? 2000; // per request, doubled on each retry
+    // Per request, doubled on each retry; it runs from the request's sending
+    // or from the relay's last word on the reply topics, whichever is later.
+    this.replyTimeout = options.replyTimeout ?? 2000;
     this.maxAttempts = options.maxAttempts ?? 5; // requests per gap before it is reported lost
     // Test hook: live frames for which this returns true are dropped as if
     // the network had lost them (replayed frames never are).
@@ -218,6 +220,14 @@ export class SeqClient extends Emitter {
     this.startAt = new Map(); // topic name -> first SEQ wanted, for topics the relay had no message of yet
     this.subscriptions = new Set();
     this.connects = 0; // CONNACKs seen; above 1 means a reconnect
+    // When a frame or a status last came on the reply topics (Date.now(); 0 =
+    // never). The relay serves one client's requests one after another, so a
+    // request waiting behind another's reply hears nothing of its own: any
+    // word from the relay to this client restarts every reply timeout. (Until
+    // 2026-12-06 only a frame of the same topic did: a request behind a long
+    // reply was asked again at each timeout, each time a new job queued at
+    // the relay, and then given up as unanswered.)
+    this.heardAt = 0;
     this.closed = false;
 
     this.onConnect = () => this.#onConnect();
@@ -369,6 +379,7 @@ export class SeqClient extends Emitter {
       this.#badFrame(replayed ? this.replyTopic : `${this.seqPrefix}/${name}`, error.reason);
       return;
     }
+    if (replayed) this.heardAt = Date.now(); // the relay is serving this client
     if (!replayed && this.dropLiveFrame?.(name, frame.seq)) return;
     let t = this.topics.get(frame.topicId);
     if (!t) {
@@ -394,8 +405,6 @@ export class SeqClient extends Emitter {
       return;
     }
     t.ordered = frame.ordered;
-    // A reply in progress is not late: its timeout runs from its newest frame.
-    if (replayed && t.asked) t.askedAt = Date.now();
     // A copy: mqtt.js may hand out views into a larger buffer.
     const payload = Uint8Array.prototype.slice.call(frame.payload);
     const { deliveries, duplicate } = t.stream.offer(frame.seq, frame.ordered, payload);
@@ -411,7 +420,7 @@ export class SeqClient extends Emitter {
       stream: new OrderedStream(start),
       asked: null, // the outstanding request {from, to}; to may be OPEN_END
       askedOn: 0, // this.connects when it was last sent: one sent before a reconnect may have lost frames
-      askedAt: 0, // when it was sent, or its newest frame came
+      askedAt: 0, // when it was last sent; its timeout runs from then or from heardAt, whichever is later
       attempts: 0, // requests sent for it
       gapSeen: 0, // when the current gap was first seen; 0 = no gap
       catchUpOwed: false, // a reconnect came while a request was out: ask for what came meanwhile after it
@@ -460,6 +469,7 @@ export class SeqClient extends Emitter {
       return;
     }
     if (s === null || typeof s !== 'object') return;
+    this.heardAt = Date.now(); // the relay is serving this client
     const ok = s.status === 'ok';
 
     if (s.from === LOOKUP_FROM && this.lookups.has(s.topic)) {
@@ -668,8 +678,13 @@ export class SeqClient extends Emitter {
     this.#request({ topic: name, from: LOOKUP_FROM });
   }
 
-  // `retry`: the same request again, after no status came in time.
+  // `retry`: the request again (what is left of it), after no status came in time.
   #requestRange(t, retry = false) {
+    // Never asked again is what came already: the range starts at its first
+    // SEQ not delivered or held (a retry after part of the reply came; until
+    // 2026-12-06 a retry asked the whole range again).
+    const [missing] = t.stream.missing(Math.max(t.asked.from, t.stream.next), t.asked.to);
+    if (missing && missing.from > t.asked.from) t.asked = { from: missing.from, to: t.asked.to };
     // Which frames were held when this range was first asked for (see
     // #handleStatus). Kept for the retries: an earlier moment only spares
     // more frames.
@@ -730,7 +745,7 @@ export class SeqClient extends Emitter {
     if (!this.mqtt.connected) return; // requests wait for the connection; catch-up follows it
     const now = Date.now();
     for (const [name, lookup] of this.lookups) {
-      if (lookup.sent === 0 || now - lookup.sent < this.#backoff(lookup.attempts)) continue;
+      if (lookup.sent === 0 || now - Math.max(lookup.sent, this.heardAt) < this.#backoff(lookup.attempts)) continue;
       if (lookup.attempts >= this.maxAttempts) {
         if (!lookup.again) this.#emitTopic('lost', name, { topic: name, from: 0, to: 0, reason: 'no reply from the relay to the lookup' });
         this.#endLookup(name, null, 0);
@@ -741,7 +756,7 @@ export class SeqClient extends Emitter {
     for (const t of this.topics.values()) {
       const gap = t.stream.gap();
       if (t.asked) {
-        if (now - t.askedAt < this.#backoff(t.attempts)) continue;
+        if (now - Math.max(t.askedAt, this.heardAt) < this.#backoff(t.attempts)) continue;
         if (t.attempts >= this.maxAttempts) {
           // The last answer, if the relay kept asking for a retry (unavailable, ...).
           const refusal = t.refusal;

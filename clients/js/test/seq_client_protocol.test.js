@@ -25,8 +25,10 @@ class FakeMqtt extends EventEmitter {
   unsubscribe() {}
   publish(topic, payload, options, callback) {
     assert.equal(topic, 'relay/retransmit/r1');
-    this.requests.push(JSON.parse(payload));
+    const body = JSON.parse(payload);
+    this.requests.push(body);
     callback?.();
+    if (this.relay) setImmediate(() => this.relay.take(body)); // as over the network: later
   }
   // The relay's side.
   frame(topic, seq, text = `m${seq}`, id = 7) {
@@ -34,6 +36,60 @@ class FakeMqtt extends EventEmitter {
   }
   status(body) {
     this.emit('message', 'relay/replay/r1/status', Buffer.from(JSON.stringify(body)));
+  }
+}
+
+// A relay for FakeMqtt that serves the client's requests as
+// relay/replay/retransmit_service.cc does: one after another, in the order
+// they came, each frame `pace` ms after the one before. With more than
+// `maxPending` requests waiting (the one in service not counted) a request
+// is refused at once with `busy`. `topics`: name -> {id, last}; every SEQ
+// from 1 to last is stored.
+class FifoRelay {
+  constructor(mqtt, topics, { pace = 0, maxPending = Infinity } = {}) {
+    this.mqtt = mqtt;
+    this.topics = topics;
+    this.pace = pace;
+    this.maxPending = maxPending;
+    this.waiting = [];
+    this.serving = false;
+    this.stopped = false;
+    this.busy = 0; // requests refused
+    mqtt.relay = this;
+  }
+  stop() {
+    this.stopped = true;
+  }
+  take(body) {
+    if (this.stopped) return;
+    if (this.waiting.length >= this.maxPending) {
+      ++this.busy;
+      this.mqtt.status({ ...body, status: 'error', error: 'too many requests pending', code: 'busy', retry: true });
+      return;
+    }
+    this.waiting.push(body);
+    if (!this.serving) this.#serve();
+  }
+  async #serve() {
+    this.serving = true;
+    const pause = (ms) => new Promise((resolve) => (ms > 0 ? setTimeout(resolve, ms) : setImmediate(resolve)));
+    while (this.waiting.length > 0 && !this.stopped) {
+      const job = this.waiting.shift();
+      const [name, topic] = job.topic !== undefined
+        ? [job.topic, this.topics[job.topic]]
+        : Object.entries(this.topics).find(([, v]) => v.id === job.id);
+      const last = topic.last;
+      const to = job.to ?? last;
+      let sent = 0;
+      for (let s = job.from; s <= Math.min(to, last) && !this.stopped; ++s, ++sent) {
+        await pause(this.pace);
+        this.mqtt.frame('relay/replay/r1', s, `${name}:${s}`, topic.id);
+      }
+      await pause(0);
+      if (this.stopped) break;
+      this.mqtt.status({ ...job, id: topic.id, to: Math.max(to, job.from - 1), sent, last, first: 1, status: 'ok' });
+    }
+    this.serving = false;
   }
 }
 
@@ -289,6 +345,43 @@ test("a frame that came after the request, above the reply's newest SEQ, is newe
   mqtt.frame('relay/replay/r1', 7);
   assert.deepEqual(seen, range(1, 8));
   assert.equal(events.some(([e]) => e === 'lost'), false);
+});
+
+// The relay serves one client's requests one after another: b's reply waits
+// behind a's, and b sees none of its frames meanwhile. Until 2026-12-06 b's
+// timeout ran from b's own frames only: b was asked again at each timeout
+// (each time a new job queued behind a's at the relay) and then given up as
+// "no reply from the relay" while a's reply still streamed. Any traffic on
+// the reply topics shows the relay is serving this client.
+test("a request waiting behind another topic's reply is not asked again nor given up while that reply streams", async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 120, maxAttempts: 3 });
+  // a's reply: 50 frames, 20 ms apart, 1 s in all, past the 120 + 240 + 480 ms
+  // of b's timeouts; a pause between frames is far below one timeout.
+  const relay = new FifoRelay(mqtt, { 'chat/a': { id: 7, last: 50 }, 'chat/b': { id: 8, last: 50 } }, { pace: 20 });
+  t.after(() => relay.stop());
+  const bySeq = { 'chat/a': [], 'chat/b': [] };
+  seq.on('message', (m) => bySeq[m.topic].push(m.seq));
+  seq.subscribe('chat/a', { history: true });
+  seq.subscribe('chat/b', { history: true });
+  await waitFor(() => seen.length === 100 || events.some(([e]) => e === 'lost'), 'both histories', 20000);
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
+  assert.deepEqual(mqtt.requests.filter((r) => r.id === 8), [{ id: 8, from: 1, to: 50 }], 'b asked once');
+  assert.deepEqual(mqtt.requests.filter((r) => r.id === 7), [{ id: 7, from: 1, to: 50 }], 'a asked once');
+  assert.deepEqual(bySeq['chat/a'], range(1, 50));
+  assert.deepEqual(bySeq['chat/b'], range(1, 50));
+});
+
+// Until 2026-12-06 a retry asked the whole range again, so a reply cut
+// short was sent from its start once more.
+test('a retry asks from the next SEQ still missing, not for what came already', async (t) => {
+  const { mqtt, seq, events, seen } = await gapAsked(t, 11, { replyTimeout: 200 });
+  assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 10 });
+  for (const s of [2, 3, 4, 5]) mqtt.frame('relay/replay/r1', s); // and then nothing: the reply was lost
+  await waitFor(() => mqtt.requests.length >= 2, 'the retry');
+  assert.deepEqual(mqtt.requests[1], { id: 7, from: 6, to: 10 });
+  for (const s of range(6, 10)) mqtt.frame('relay/replay/r1', s);
+  assert.deepEqual(seen, range(1, 11));
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
 });
 
 test('a status for another range is not taken as the answer', async (t) => {

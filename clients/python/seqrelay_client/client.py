@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import socket
 import threading
@@ -110,7 +111,7 @@ class _Topic:
     stream: OrderedStream
     ordered: bool = True
     asked: Optional[list] = None  # the outstanding request [from, to]; to may be OPEN_END
-    asked_at: float = 0.0  # when sent, or when its newest frame came
+    asked_at: float = 0.0  # when last sent; its timeout runs from then or from _heard_at, whichever is later
     attempts: int = 0
     gap_seen: float = 0.0  # when the current gap was first seen; 0 = no gap
     catch_up_owed: bool = False  # a reconnect came while a request was out: ask for what came meanwhile after it
@@ -264,6 +265,13 @@ class SeqClient:
         self._start_at: Dict[str, int] = {}  # topics the relay had no message of yet -> first SEQ wanted
         self._subscriptions: List[Subscription] = []
         self._connects = 0
+        # When a frame or a status last came on the reply topics (time.monotonic(); 0 = never). The
+        # relay serves one client's requests one after another, so a request waiting behind
+        # another's reply hears nothing of its own: any word from the relay to this client restarts
+        # every reply timeout. (Until 2026-12-06 only a frame of the same topic did: a request behind
+        # a long reply was asked again at each timeout, each time a new job queued at the relay,
+        # and then given up as unanswered.)
+        self._heard_at = 0.0
         self._connected = threading.Event()
         self._connack: Optional[int] = None
         self._connack_seen = threading.Event()  # any CONNACK, refusals included
@@ -461,6 +469,8 @@ class SeqClient:
         except FrameError as e:
             self._bad_frame(self.reply_topic if replayed else f"{self.seq_prefix}/{name}", str(e))
             return
+        if replayed:
+            self._heard_at = time.monotonic()  # the relay is serving this client
         if not replayed and self.drop_live_frame and self.drop_live_frame(name, frame.seq):
             return
         t = self._topics.get(frame.topic_id)
@@ -480,8 +490,6 @@ class SeqClient:
             self._bad_frame(f"{self.seq_prefix}/{name}", f"topic id {frame.topic_id} is {t.name!r}, not {name!r}")
             return
         t.ordered = frame.ordered
-        if replayed and t.asked:
-            t.asked_at = time.monotonic()  # a reply in progress is not late
         deliveries, duplicate = t.stream.offer(frame.seq, frame.ordered, frame.payload)
         if duplicate:
             self.stats.duplicates += 1
@@ -519,6 +527,7 @@ class SeqClient:
         if why is not None:
             self._bad_frame(f"{self.reply_topic}/status", f"malformed status: {why}")
             return
+        self._heard_at = time.monotonic()  # the relay is serving this client
         ok = s.get("status") == "ok"
         if s.get("from") == LOOKUP_FROM and s.get("topic") in self._lookups:
             self._lookup_answered(s, ok)
@@ -693,7 +702,13 @@ class SeqClient:
         self._request({"topic": name, "from": LOOKUP_FROM})
 
     def _request_range(self, t: _Topic, retry: bool = False) -> None:
-        # retry: the same request again, after no status came in time.
+        # retry: the request again (what is left of it), after no status came in time.
+        # Never asked again is what came already: the range starts at its first SEQ not delivered
+        # or held (a retry after part of the reply came; until 2026-12-06 a retry asked the whole
+        # range again).
+        missing = t.stream.missing(max(t.asked[0], t.stream.next), math.inf if t.asked[1] is OPEN_END else t.asked[1])
+        if missing and missing[0][0] > t.asked[0]:
+            t.asked = [missing[0][0], t.asked[1]]
         # Which frames were held when this range was first asked for (see _handle_status). Kept
         # for the retries: an earlier moment only spares more frames.
         if t.sent is None or t.sent[:2] != (t.asked[0], t.asked[1]):
@@ -747,7 +762,7 @@ class SeqClient:
 
     def _tick(self, now: float) -> None:
         for name, lookup in list(self._lookups.items()):
-            if lookup.sent == 0 or now - lookup.sent < self._backoff(lookup.attempts):
+            if lookup.sent == 0 or now - max(lookup.sent, self._heard_at) < self._backoff(lookup.attempts):
                 continue
             if lookup.attempts >= self.max_attempts:
                 if not lookup.again:
@@ -758,7 +773,7 @@ class SeqClient:
         for t in list(self._topics.values()):
             gap = t.stream.gap()
             if t.asked:
-                if now - t.asked_at < self._backoff(t.attempts):
+                if now - max(t.asked_at, self._heard_at) < self._backoff(t.attempts):
                     continue
                 if t.attempts >= self.max_attempts:
                     refusal = t.refusal  # the last answer, if the relay kept asking for a retry (unavailable, ...)

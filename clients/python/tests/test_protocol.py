@@ -335,6 +335,55 @@ def test_a_resume_past_a_known_topics_newest_seq_is_reported_and_the_topic_read_
     assert s.c.stats.duplicates == 0
 
 
+def test_a_request_waiting_behind_another_topics_reply_is_not_asked_again_nor_given_up():
+    """The relay serves one client's requests one after another: b's reply waits behind a's, and
+    b sees none of its frames meanwhile. Until 2026-12-06 b's timeout ran from b's own frames only:
+    b was asked again at each timeout and then given up as "no reply from the relay" while a's
+    reply still streamed. Any traffic on the reply topics (a frame or a status of any request)
+    shows the relay is serving this client."""
+    s = Scripted(max_attempts=3)  # timeouts of 0.04, 0.08, 0.16 s
+    s.sub("chat/a", history=True)
+    s.sub("chat/b", history=True)
+    s.status(topic="chat/a", id=7, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=50, first=1, status="ok")
+    s.status(topic="chat/b", id=8, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=50, first=1, status="ok")
+    assert s.requests[2:] == [{"id": 7, "from": 1, "to": 50}, {"id": 8, "from": 1, "to": 50}]
+    # a's reply, cut in two by the relay's cap: a frame each 0.03 s, 1.5 s in all.
+    for seq in range(1, 51):
+        s.advance(0.03)
+        s.frame("relay/replay/r1", seq)
+        if seq == 25:
+            s.advance(0.03)
+            s.status(id=7, **{"from": 1}, to=50, sent=25, last=50, first=1, truncated=True, next=26, status="ok")
+    s.advance(0.03)
+    s.status(id=7, **{"from": 26}, to=50, sent=25, last=50, first=1, status="ok")
+    assert [r for r in s.requests if r.get("id") == 8] == [{"id": 8, "from": 1, "to": 50}], "b asked once"
+    assert lost(s.events) == []
+    for seq in range(1, 51):
+        s.advance(0.03)
+        s.frame("relay/replay/r1", seq, tid=8)
+    s.status(id=8, **{"from": 1}, to=50, sent=50, last=50, first=1, status="ok")
+    assert s.seen == list(range(1, 51)) * 2 and lost(s.events) == []
+
+
+def test_a_retry_asks_from_the_next_seq_still_missing():
+    """Until 2026-12-06 a retry asked the whole range again, so a reply cut short was sent from its
+    start once more."""
+    s = Scripted()
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.frame("seq/chat/a", 11)
+    s.advance(0.02)
+    s.advance(0.02)
+    assert s.requests == [{"id": 7, "from": 2, "to": 10}]
+    for seq in (2, 3, 4, 5):  # and then nothing: the reply was lost
+        s.frame("relay/replay/r1", seq)
+    s.advance(0.05)
+    assert s.requests[1:] == [{"id": 7, "from": 6, "to": 10}]
+    for seq in range(6, 11):
+        s.frame("relay/replay/r1", seq)
+    assert s.seen == list(range(1, 12)) and lost(s.events) == []
+
+
 def test_no_reply_gives_up_after_max_attempts_and_goes_on():
     s = Scripted(max_attempts=3)
     s.sub("chat/a")
