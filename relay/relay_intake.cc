@@ -55,7 +55,9 @@ Status Relay::HandOverJournal() {
                     std::string(reinterpret_cast<const char*>(r.payload.data()), r.payload.size()),
                     std::string(r.msg_id), taken_in});
   });
-  if (!replayed.ok()) LogError("{}; the records after the damage are not stored", replayed.message());
+  if (!replayed.ok()) {
+    LogError("{}: the messages recorded there are lost; every intact record is handed over", replayed.message());
+  }
   if (left.empty()) return Status::Ok();
   // Handed over through PENDING to whichever relay is the shard's active
   // (this one, if it becomes active): it stores them after the topics'

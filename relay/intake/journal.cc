@@ -230,14 +230,19 @@ Status Journal::Replay(uint64_t position, const std::function<void(const Record&
     std::lock_guard lock(mu_);
     bases = segments_;
   }
+  // Damage before the last segment's end (Open cuts a torn tail off the
+  // last one) is reported once every intact record has been read: positions
+  // are absolute, so the next segment's records stand on their own.
+  std::string damage;
   for (std::size_t i = 0; i < bases.size(); ++i) {
     const uint64_t base = bases[i];
     const uint64_t next_base = i + 1 < bases.size() ? bases[i + 1] : UINT64_MAX;
     if (next_base <= position) continue;  // wholly committed
     const std::vector<uint8_t> data = ReadWhole(SegmentPath(base));
-    const std::size_t valid = ValidPrefix(data);
+    std::size_t valid = ValidPrefix(data);
     if (valid < data.size() && i + 1 < bases.size()) {
-      return Status::Error(fmt::format("journal: {} is damaged at byte {}", SegmentPath(base), valid));
+      damage += fmt::format("{}{} is damaged at byte {} ({} bytes unreadable)", damage.empty() ? "" : "; ",
+                            SegmentPath(base), valid, data.size() - valid);
     }
     for (std::size_t at = 0; at < valid;) {
       const uint32_t len = GetU32(&data[at + 4]);
@@ -248,7 +253,9 @@ Status Journal::Replay(uint64_t position, const std::function<void(const Record&
         const std::size_t topic_len = topic_field & ~kHasMsgId;
         std::size_t used = kFields + topic_len;  // of len: fields, topic, msg-id
         if (used > len || ((topic_field & kHasMsgId) && used + 1 + body[used] > len)) {
-          return Status::Error(fmt::format("journal: bad record at {}", base + at));
+          damage += fmt::format("{}a bad record at {}", damage.empty() ? "" : "; ", base + at);
+          at += kHeader + len;
+          continue;
         }
         Record r;
         r.mid = static_cast<uint16_t>(body[2] | (body[3] << 8));
@@ -264,6 +271,7 @@ Status Journal::Replay(uint64_t position, const std::function<void(const Record&
       at += kHeader + len;
     }
   }
+  if (!damage.empty()) return Status::Error("journal: " + damage);
   return Status::Ok();
 }
 

@@ -89,8 +89,10 @@ class Journal {
     uint64_t end = 0;  // position after the record
   };
 
-  // Calls `fn` for every record that ends after `position`, in order. Fails
-  // on a damaged record before the end.
+  // Calls `fn` for every record that ends after `position`, in order. A
+  // damaged stretch before the end (of a segment before the last, or a
+  // malformed record) is passed over, and named in the error returned once
+  // every intact record has been read.
   Status Replay(uint64_t position, const std::function<void(const Record&)>& fn);
 
   // Appends one record; returns the position after it. A record the disk

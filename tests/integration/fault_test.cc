@@ -751,7 +751,7 @@ TEST_F(FaultE2E, AFullJournalDiskIsCountedAndLoggedAndLosesNothing) {
   WaitStored(topic, count + kAfter);
   const std::string log = relay_->log();
   EXPECT_NE(log.find("but not committed handed over to shard"), std::string::npos) << log;
-  EXPECT_EQ(log.find("records after the damage are not stored"), std::string::npos) << log;
+  EXPECT_EQ(log.find("the messages recorded there are lost"), std::string::npos) << log;
   Outcome o = Audit(topic, count + kAfter);
   std::cout << "[ figure ] full journal disk: " << fit << " journaled, killed with " << stored_at_kill << " of "
             << count << " stored (" << errors << " journal errors reported), " << stored_after_restart

@@ -486,6 +486,38 @@ TEST(JournalTest, OpenWithMinPositionPastJournalEndStartsNewSegment) {
   }
 }
 
+// A segment before the last one damaged (a machine crash can lose a
+// segment's tail and keep the next segment's start): Replay reads every
+// intact record, those of the later segments too (positions are absolute),
+// and reports the damage. Until 2026-12-06 it stopped at the damage, and
+// the start handed over none of the later records, which the next commit's
+// position then released for good.
+TEST(JournalTest, ADamagedSegmentBeforeTheLastHidesNoneOfTheLaterSegmentsRecords) {
+  TempDir dir;
+  WriteTwoRecords(dir);
+  const Record first = {kFirstTopic, kFirstPayload, 0, kFirstEnd};
+  const Record third = {"t/3", {'3'}, 0, 1000 + 8 + 4 + 3 + 1};
+  const Record fourth = {"t/4", {'4'}, 0, third.end + 8 + 4 + 3 + 1};
+  {
+    Journal journal(dir.path());
+    ASSERT_TRUE(journal.Open(1000, kDatabase).ok());  // a second segment, at 1000
+    AppendOk(journal, "t/3", {'3'});
+    AppendOk(journal, "t/4", {'4'});
+  }
+  FlipByte(dir.File("journal-0000000000000000.log"), kFirstEnd + 20);  // inside the second record's payload
+  Journal journal(dir.path());
+  ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+  std::vector<Record> replayed;
+  Status s = journal.Replay(0, [&](const Journal::Record& r) {
+    replayed.push_back({std::string(r.topic), Bytes(r.payload.begin(), r.payload.end()), r.mid, r.end});
+  });
+  EXPECT_EQ(replayed, (std::vector<Record>{first, third, fourth}));
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("journal-0000000000000000.log is damaged at byte 18 (115 bytes unreadable)"),
+            std::string::npos)
+      << s.message();
+}
+
 // Files in the folder that are not segments ("journal-<16 hex>.log") are left alone.
 struct StrayFileCase {
   const char* rule;
