@@ -74,10 +74,12 @@ export interface SeqClientOptions {
   qos?: 0 | 1 | 2;
   /** How long a gap may stay open before it is asked for, ms. Default 200. */
   gapWait?: number;
-  /** How long to wait for a reply, ms; doubled on each retry. Default 2000. */
+  /** How long to wait for a reply, ms; doubled on each retry; restarted for every request out by any frame or status on the client's reply topics. Default 2000. */
   replyTimeout?: number;
-  /** Requests per range before it is given up and reported 'lost'. Default 5. */
+  /** Requests per range before it is given up and reported 'lost'; a `busy` refusal does not count. Default 5. */
   maxAttempts?: number;
+  /** Requests (ranges and lookups) out at the relay at once, at most; the rest wait their turn. The relay holds 16 of a user waiting. Default 8. */
+  maxOutstanding?: number;
   /** Test hook: live frames for which it returns true are dropped as if lost. */
   dropLiveFrame?: (topic: string, seq: number) => boolean;
 }
@@ -93,7 +95,7 @@ export interface SubscribeOptions {
   maxBuffered?: number;
 }
 
-/** A request for missing SEQs was sent; `to` is null while the newest SEQ is not known yet. */
+/** A request for missing SEQs was made (sent, or waiting its turn behind maxOutstanding others); `to` is null while the newest SEQ is not known yet. */
 export interface FetchEvent { topic: string; from: number; to: number | null }
 export interface FilledEvent { topic: string; from: number; to: number }
 /** SEQs that will not be delivered (never a SEQ the client holds: a range with held frames in it is reported as one event per missing run): the relay does not have them, deleted them (reason `history starts at N`, N its oldest SEQ), refused, or did not answer. from = to = 0: a lookup failed. to = null: a catch-up from `from` (after a reconnect) was never answered, so what it would have brought is unknown; a later frame's gap is fetched as usual. */

@@ -9,7 +9,7 @@ export { decodeFrame, encodeFrame, FrameError, HEADER_SIZE, MAX_SEQ } from './fr
 export { OrderedStream } from './ordered_stream.js';
 export { defaultRequester, SeqClient, SeqMessage, Subscription, topicMatches } from './seq_client.js';
 
-const SEQ_OPTIONS = ['requester', 'seqPrefix', 'controlPrefix', 'qos', 'gapWait', 'replyTimeout', 'maxAttempts', 'dropLiveFrame'];
+const SEQ_OPTIONS = ['requester', 'seqPrefix', 'controlPrefix', 'qos', 'gapWait', 'replyTimeout', 'maxAttempts', 'maxOutstanding', 'dropLiveFrame'];
 
 /**
  * Connects to the broker (mqtt.js: 'mqtt://host:1883' in Node,

@@ -196,6 +196,12 @@ export class SeqClient extends Emitter {
     // or from the relay's last word on the reply topics, whichever is later.
     this.replyTimeout = options.replyTimeout ?? 2000;
     this.maxAttempts = options.maxAttempts ?? 5; // requests per gap before it is reported lost
+    // Requests (ranges and lookups) out at the relay at once, at most. The
+    // relay holds at most 16 of a user waiting and refuses more `busy`; 8
+    // leaves room for a second connection of the same user, and keeps this
+    // client's own requests from being refused.
+    this.maxOutstanding = options.maxOutstanding ?? 8;
+    if (!Number.isInteger(this.maxOutstanding) || this.maxOutstanding < 1) throw new RangeError('maxOutstanding is a count >= 1');
     // Test hook: live frames for which this returns true are dropped as if
     // the network had lost them (replayed frames never are).
     this.dropLiveFrame = options.dropLiveFrame ?? null;
@@ -228,6 +234,19 @@ export class SeqClient extends Emitter {
     // reply was asked again at each timeout, each time a new job queued at
     // the relay, and then given up as unanswered.)
     this.heardAt = 0;
+    // The requests out at the relay and not answered yet: topic states with
+    // a range sent (t.asked, not t.queued) and lookups sent (an entry of
+    // lookups with sent != 0). At most maxOutstanding; #pump drops those
+    // answered, given up or forgotten, and sends what waits.
+    this.inFlight = new Set();
+    // Requests made and not sent yet, in the order they were made: topic
+    // states with t.queued, and lookups with sent = 0.
+    this.waiting = new Set();
+    // `busy` (PROTOCOL 5.3): nothing waiting is sent before busyUntil
+    // (Date.now(); 0 = no pause). busyRounds: pauses since the relay last
+    // served this client (a frame or an ok status), each twice the one before.
+    this.busyUntil = 0;
+    this.busyRounds = 0;
     this.closed = false;
 
     this.onConnect = () => this.#onConnect();
@@ -270,14 +289,14 @@ export class SeqClient extends Emitter {
       }
       // Set before the SUBSCRIBE: a live frame that came first would start
       // the topic's stream there, and the history below it would be dropped.
-      this.lookups.set(filter, { start, sent: 0, attempts: 0 });
+      this.lookups.set(filter, { name: filter, start, sent: 0, attempts: 0 });
     }
     const sub = new Subscription(this, filter, maxBuffered);
     if (onMessage) sub.on('message', onMessage);
     this.subscriptions.add(sub);
     if (this.mqtt.connected) {
       this.mqtt.subscribe(`${this.seqPrefix}/${filter}`, { qos: this.qos });
-      if (start !== null) this.#sendLookup(filter);
+      if (start !== null) this.#ask(this.lookups.get(filter));
     }
     return sub;
   }
@@ -328,6 +347,7 @@ export class SeqClient extends Emitter {
     for (const map of [this.lookups, this.heldLive, this.startAt]) {
       for (const name of [...map.keys()]) if (!this.#wanted(name)) map.delete(name);
     }
+    if (!this.closed && this.mqtt.connected) this.#pump(); // their places go to requests waiting
   }
 
   // True if a subscription's filter matches `topic`.
@@ -348,7 +368,7 @@ export class SeqClient extends Emitter {
     this.mqtt.subscribe(`${this.replyTopic}/#`, { qos: 1 });
     const filters = new Set([...this.subscriptions].map((s) => s.filter));
     for (const f of filters) this.mqtt.subscribe(`${this.seqPrefix}/${f}`, { qos: this.qos });
-    for (const [name, lookup] of this.lookups) if (lookup.sent === 0) this.#sendLookup(name);
+    for (const lookup of this.lookups.values()) if (lookup.sent === 0) this.#ask(lookup);
     // After a reconnect: what was published while away is missed, and
     // without a later frame no gap would show.
     if (this.connects > 1) this.#catchUp();
@@ -361,8 +381,10 @@ export class SeqClient extends Emitter {
       this.#handleFrame(null, payload, true);
     } else if (topic.startsWith(`${this.seqPrefix}/`)) {
       this.#handleFrame(topic.slice(this.seqPrefix.length + 1), payload, false);
+    } else {
+      return; // the application's own subscription
     }
-    // Anything else is the application's own subscription.
+    this.#pump(); // a request answered or done: its place goes to the next waiting
   }
 
   #badFrame(topic, reason) {
@@ -379,7 +401,10 @@ export class SeqClient extends Emitter {
       this.#badFrame(replayed ? this.replyTopic : `${this.seqPrefix}/${name}`, error.reason);
       return;
     }
-    if (replayed) this.heardAt = Date.now(); // the relay is serving this client
+    if (replayed) {
+      this.heardAt = Date.now(); // the relay is serving this client
+      this.busyRounds = 0;
+    }
     if (!replayed && this.dropLiveFrame?.(name, frame.seq)) return;
     let t = this.topics.get(frame.topicId);
     if (!t) {
@@ -424,6 +449,7 @@ export class SeqClient extends Emitter {
       attempts: 0, // requests sent for it
       gapSeen: 0, // when the current gap was first seen; 0 = no gap
       catchUpOwed: false, // a reconnect came while a request was out: ask for what came meanwhile after it
+      queued: false, // t.asked waits to be sent (in waiting), behind maxOutstanding others or a busy pause
       refusal: null, // the outstanding request's last status with retry: true, if any
       sent: null, // the range last asked for {from, to}, and stream.arrivals when it first was
     };
@@ -471,18 +497,24 @@ export class SeqClient extends Emitter {
     if (s === null || typeof s !== 'object') return;
     this.heardAt = Date.now(); // the relay is serving this client
     const ok = s.status === 'ok';
+    if (ok) this.busyRounds = 0;
 
     if (s.from === LOOKUP_FROM && this.lookups.has(s.topic)) {
       this.#lookupAnswered(s, ok);
       return;
     }
     const t = this.topics.get(s.id);
-    if (!t || !t.asked) return;
+    // A request waiting to be sent has nothing out at the relay to answer.
+    if (!t || !t.asked || t.queued) return;
     // A status answers the outstanding request only if it names the same
     // range: the status of an earlier request can come after its frames
     // closed it and the timer asked for the next gap; taken as the answer
     // to the new one, it would give up SEQs that are on their way.
     if (s.from !== t.asked.from || (t.asked.to !== OPEN_END && s.to !== t.asked.to)) return;
+    if (!ok && s.code === 'busy') {
+      this.#refusedBusy(t);
+      return;
+    }
     // busy, unavailable, stopping, internal (PROTOCOL 5.3), and a v1 relay's
     // error without `retry` other than the final ones (as for lookups).
     const retry = !ok && (typeof s.retry === 'boolean' ? s.retry : !FINAL_ERRORS.has(s.error));
@@ -579,6 +611,10 @@ export class SeqClient extends Emitter {
   #lookupAnswered(s, ok) {
     const name = s.topic;
     const lookup = this.lookups.get(name);
+    if (!ok && s.code === 'busy') {
+      this.#refusedBusy(lookup);
+      return;
+    }
     if (!ok) {
       const retry = s.retry ?? !FINAL_ERRORS.has(s.error);
       if (s.code === 'unknown_topic' || s.error === 'unknown topic') {
@@ -621,7 +657,7 @@ export class SeqClient extends Emitter {
       t.askedAt = Date.now();
       t.attempts = 1;
       this.#emitTopic('fetch', name, { topic: name, from: start, to: last });
-      this.#requestRange(t);
+      this.#ask(t);
     }
     this.#offerHeld(name);
   }
@@ -671,6 +707,68 @@ export class SeqClient extends Emitter {
     this.#deliver(t, t.stream.giveUp(to));
   }
 
+  // A new request of `item` (a topic state with t.asked set, or a lookup):
+  // it waits its turn behind those made before it, and goes out when fewer
+  // than maxOutstanding are out (at once, if none waits and a place is free).
+  #ask(item) {
+    if (item.stream) item.queued = true;
+    else item.sent = 0;
+    this.waiting.add(item); // a Set: one that waits already keeps its place
+    this.#pump();
+  }
+
+  // True if `item` has a request out at the relay: a range sent and not
+  // done, or a lookup sent and not answered, of a topic still followed.
+  #isOut(item) {
+    if (item.stream) return this.topics.get(item.id) === item && item.asked !== null && !item.queued;
+    return this.lookups.get(item.name) === item && item.sent !== 0;
+  }
+
+  // True if `item` still has a request to send.
+  #isWaiting(item) {
+    if (item.stream) return this.topics.get(item.id) === item && item.asked !== null && item.queued;
+    return this.lookups.get(item.name) === item && item.sent === 0;
+  }
+
+  // Sends what waits, oldest first, while fewer than maxOutstanding are out
+  // and no busy pause runs.
+  #pump() {
+    for (const item of this.inFlight) if (!this.#isOut(item)) this.inFlight.delete(item);
+    if (this.waiting.size === 0 || Date.now() < this.busyUntil) return;
+    for (const item of this.waiting) {
+      if (this.inFlight.size >= this.maxOutstanding) break;
+      this.waiting.delete(item);
+      if (!this.#isWaiting(item)) continue; // done, given up or forgotten meanwhile
+      this.inFlight.add(item);
+      if (item.stream) {
+        item.queued = false;
+        item.askedAt = Date.now();
+        this.#requestRange(item);
+      } else {
+        this.#sendLookup(item.name);
+      }
+    }
+  }
+
+  // `busy` (PROTOCOL 5.3): the relay holds too many requests of this user
+  // (with its other connections') or of everyone. No failed attempt, and
+  // nothing is given up for it: the request waits again, behind the others
+  // (a range, from its first SEQ still missing when it goes out), and
+  // nothing waiting is sent for a pause of replyTimeout, doubled for each
+  // pause since the relay last served this client (at most 16 times), times
+  // a random 0.5 to 1.5, so that clients refused together do not come back
+  // together. (Until 2026-12-06 a busy answer counted as an attempt, and
+  // every refused request was asked again on the same schedule, together.)
+  #refusedBusy(item) {
+    if (!item.stream) --item.attempts; // its sending counted one
+    const now = Date.now();
+    if (now >= this.busyUntil) { // else refused during the pause that runs: the same round
+      this.busyUntil = now + this.replyTimeout * 2 ** Math.min(this.busyRounds, 4) * (0.5 + Math.random());
+      ++this.busyRounds;
+    }
+    this.#ask(item);
+  }
+
   #sendLookup(name) {
     const lookup = this.lookups.get(name);
     lookup.sent = Date.now();
@@ -711,8 +809,9 @@ export class SeqClient extends Emitter {
     // would wait for a later live frame to show as a gap. Looked up again.
     for (const [name, start] of this.startAt) {
       if (this.lookups.has(name)) continue;
-      this.lookups.set(name, { start, sent: 0, attempts: 0, again: true });
-      this.#sendLookup(name);
+      const lookup = { name, start, sent: 0, attempts: 0, again: true };
+      this.lookups.set(name, lookup);
+      this.#ask(lookup);
     }
     for (const t of this.topics.values()) {
       if (t.stream.next === 0) continue;
@@ -723,7 +822,7 @@ export class SeqClient extends Emitter {
         continue;
       }
       this.#startCatchUp(t);
-      this.#requestRange(t);
+      this.#ask(t);
     }
   }
 
@@ -756,6 +855,7 @@ export class SeqClient extends Emitter {
     for (const t of this.topics.values()) {
       const gap = t.stream.gap();
       if (t.asked) {
+        if (t.queued) continue; // not sent yet: no reply is due
         if (now - Math.max(t.askedAt, this.heardAt) < this.#backoff(t.attempts)) continue;
         if (t.attempts >= this.maxAttempts) {
           // The last answer, if the relay kept asking for a retry (unavailable, ...).
@@ -778,8 +878,8 @@ export class SeqClient extends Emitter {
         t.refusal = null;
         this.#emitTopic('fetch', t.name, { topic: t.name, from: gap.from, to: gap.to });
       }
-      t.askedAt = now;
-      this.#requestRange(t);
+      this.#ask(t);
     }
+    this.#pump(); // places freed by requests given up, or a busy pause over
   }
 }

@@ -384,6 +384,64 @@ test('a retry asks from the next SEQ still missing, not for what came already', 
   assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
 });
 
+// 100 topics, a reconnect: one catch-up each. The relay holds at most 16
+// requests of a user waiting; until 2026-12-06 the client sent all 100 at
+// once, the rest were refused `busy` and asked again all together on the
+// same schedule, and some were reported lost. Now at most maxOutstanding
+// (8) are out at once, the next sent as one completes.
+test('after a reconnect with 100 topics the catch-ups go out at most maxOutstanding at a time: none refused, none lost', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 200, maxAttempts: 2 });
+  const topics = {};
+  for (let i = 0; i < 100; ++i) topics[`room/${i}`] = { id: 100 + i, last: 3 };
+  const relay = new FifoRelay(mqtt, topics, { pace: 10, maxPending: 16 });
+  t.after(() => relay.stop());
+  let most = 0;
+  const out = new Set();
+  const publish = mqtt.publish.bind(mqtt);
+  mqtt.publish = (topic, payload, options, callback) => {
+    out.add(JSON.parse(payload).id);
+    most = Math.max(most, out.size);
+    publish(topic, payload, options, callback);
+  };
+  seq.on('filled', (e) => out.delete(topics[e.topic].id));
+  seq.subscribe('room/#');
+  for (const [name, { id }] of Object.entries(topics)) mqtt.frame(`seq/${name}`, 1, 'live', id);
+  mqtt.emit('connect'); // 2 and 3 of each were published while away
+  await waitFor(() => seen.length === 300 || events.some(([e]) => e === 'lost'), 'every topic caught up', 30000);
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
+  assert.equal(seen.length, 300);
+  for (const name of Object.keys(topics)) assert.equal(seq.position(name), 3, name);
+  assert.equal(relay.busy, 0, 'nothing refused busy');
+  assert.ok(most <= 8, `${most} requests out at once`);
+  assert.equal(mqtt.requests.length, 100, 'one request per topic');
+});
+
+// The relay's bound is per user: another connection of the same user may
+// hold most of it, and the relay refuses this client's requests `busy`
+// even below maxOutstanding. A busy refusal is no failed attempt: the
+// request waits and goes out again after a pause with jitter, as long as
+// it takes (until 2026-12-06 it counted, and with maxAttempts 1 each
+// refused range was reported lost).
+test('requests refused busy are asked again after a pause, and never reported lost for it', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 100, maxAttempts: 1 });
+  const topics = {};
+  for (let i = 0; i < 20; ++i) topics[`room/${i}`] = { id: 100 + i, last: 3 };
+  const relay = new FifoRelay(mqtt, topics, { pace: 5, maxPending: 2 });
+  t.after(() => relay.stop());
+  seq.subscribe('room/#');
+  for (const [name, { id }] of Object.entries(topics)) mqtt.frame(`seq/${name}`, 1, 'live', id);
+  mqtt.emit('connect');
+  await waitFor(() => seen.length === 60 || events.some(([e]) => e === 'lost'), 'every topic caught up', 30000);
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
+  assert.ok(relay.busy > 0, 'the relay refused some');
+  for (const name of Object.keys(topics)) assert.equal(seq.position(name), 3, name);
+});
+
+test('maxOutstanding is a count >= 1', () => {
+  assert.throws(() => new SeqClient(new FakeMqtt(), { maxOutstanding: 0 }), RangeError);
+  assert.throws(() => new SeqClient(new FakeMqtt(), { maxOutstanding: 1.5 }), RangeError);
+});
+
 test('a status for another range is not taken as the answer', async (t) => {
   const { mqtt, seq, events, seen } = await gapAsked(t, 5);
   mqtt.status({ id: 7, from: 2, to: 3, sent: 0, last: 5, status: 'ok' }); // an older request's
@@ -466,15 +524,17 @@ test('a v1 error without code is asked again unless its text is a final one; a f
   ]);
 });
 
-test('a range the relay keeps answering busy is given up with its last refusal, not as unanswered', async (t) => {
+// `busy` never counts as an attempt (see above); the other codes with
+// retry: true do.
+test('a range the relay keeps answering unavailable is given up with its last refusal, not as unanswered', async (t) => {
   const { mqtt, seq, events } = await gapAsked(t, 3, { replyTimeout: 10, maxAttempts: 2 });
-  const busy = { id: 7, from: 2, to: 2, status: 'error', error: 'busy', code: 'busy', retry: true };
-  mqtt.status(busy);
+  const down = { id: 7, from: 2, to: 2, status: 'error', error: 'database unavailable', code: 'unavailable', retry: true };
+  mqtt.status(down);
   await waitFor(() => mqtt.requests.length >= 2, 'the retry');
-  mqtt.status(busy);
+  mqtt.status(down);
   await waitFor(() => events.some(([e]) => e === 'lost'), 'the give-up', 5000);
   assert.deepEqual(events.find(([e]) => e === 'lost')[1],
-    { topic: 'chat/a', from: 2, to: 2, reason: 'busy', code: 'busy', retry: true });
+    { topic: 'chat/a', from: 2, to: 2, reason: 'database unavailable', code: 'unavailable', retry: true });
 });
 
 test('a lookup refused for good (v1 error text) starts the topic at its first live frame', (t) => {

@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import queue
+import random
 import socket
 import threading
 import time
@@ -104,7 +105,7 @@ class Stats:
     unread_dropped: int = 0  # messages a Subscription without on_message dropped, its buffer full
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: kept in sets of requests
 class _Topic:
     id: int
     name: str
@@ -118,10 +119,12 @@ class _Topic:
     refusal: Optional[dict] = None  # the outstanding request's last status with retry: true, if any
     sent: Optional[tuple] = None  # the range last asked for, and stream.arrivals when it first was
     asked_on: int = 0  # _connects when the request was last sent: one sent before a reconnect may have lost frames
+    queued: bool = False  # `asked` waits to be sent (in _waiting), behind max_outstanding others or a busy pause
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: kept in sets of requests
 class _Lookup:
+    name: str  # the topic looked up
     start: int  # first SEQ wanted; -N = the last N
     sent: float = 0.0
     attempts: int = 0
@@ -228,6 +231,7 @@ class SeqClient:
         gap_wait: float = 0.2,
         reply_timeout: float = 2.0,
         max_attempts: int = 5,
+        max_outstanding: int = 8,
         on_lost: Optional[Callable[[dict], None]] = None,
         on_fetch: Optional[Callable[[dict], None]] = None,
         on_history: Optional[Callable[[dict], None]] = None,
@@ -238,7 +242,9 @@ class SeqClient:
     ) -> None:
         """Connects (unless connect=False; then call connect()). The requester (whose replies
         these are) defaults to default_requester(client_id, username): U/C with both (and
-        different), else the one given."""
+        different), else the one given. max_outstanding: requests (ranges and lookups) out at the
+        relay at once, at most; the relay holds 16 of a user waiting and refuses more busy, and 8
+        leaves room for a second connection of the same user."""
         self.requester = requester or default_requester(client_id, username)
         if not self.requester:
             raise ValueError("give a client_id, username or requester: it names the retransmit topics")
@@ -251,6 +257,9 @@ class SeqClient:
         self.host, self.port = host, port
         self.seq_prefix, self.control_prefix, self.qos = seq_prefix, control_prefix, qos
         self.gap_wait, self.reply_timeout, self.max_attempts = gap_wait, reply_timeout, max_attempts
+        if not isinstance(max_outstanding, int) or isinstance(max_outstanding, bool) or max_outstanding < 1:
+            raise ValueError("max_outstanding is a count >= 1 (an int)")
+        self.max_outstanding = max_outstanding
         self.on_lost, self.on_fetch, self.on_history, self.on_bad_frame = on_lost, on_fetch, on_history, on_bad_frame
         self.drop_live_frame = drop_live_frame  # test hook: live frames it returns True for are dropped
         self.request_topic = f"{control_prefix}/retransmit/{self.requester}"
@@ -272,6 +281,18 @@ class SeqClient:
         # a long reply was asked again at each timeout, each time a new job queued at the relay,
         # and then given up as unanswered.)
         self._heard_at = 0.0
+        # The requests out at the relay and not answered yet: topics with a range sent (asked, not
+        # queued) and lookups sent (an entry of _lookups with sent != 0). At most max_outstanding;
+        # _pump drops those answered, given up or forgotten, and sends what waits.
+        self._in_flight: set = set()
+        # Requests made and not sent yet, in the order they were made (a dict as an ordered set):
+        # topics with `queued`, and lookups with sent == 0.
+        self._waiting: dict = {}
+        # busy (PROTOCOL 5.3): nothing waiting is sent before _busy_until (time.monotonic(); 0 = no
+        # pause). _busy_rounds: pauses since the relay last served this client (a frame or an ok
+        # status), each twice the one before.
+        self._busy_until = 0.0
+        self._busy_rounds = 0
         self._connected = threading.Event()
         self._connack: Optional[int] = None
         self._connack_seen = threading.Event()  # any CONNACK, refusals included
@@ -376,12 +397,12 @@ class SeqClient:
                                  "first subscription (unsubscribe every subscription that matches it first)")
             if start is not None:
                 # Before the SUBSCRIBE: a live frame that came first would start the stream there.
-                self._lookups[filter_] = _Lookup(start)
+                self._lookups[filter_] = _Lookup(filter_, start)
             self._subscriptions.append(sub)
             if self._connected.is_set():
                 self.mqtt.subscribe(f"{self.seq_prefix}/{filter_}", self.qos)
                 if start is not None:
-                    self._send_lookup(filter_)
+                    self._ask(self._lookups[filter_])
         return sub
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> paho.MQTTMessageInfo:
@@ -409,6 +430,8 @@ class SeqClient:
             for table in (self._lookups, self._held_live, self._start_at):
                 for name in [n for n in table if not self._wanted(n)]:
                     del table[name]
+            if not self._closed and self._connected.is_set():
+                self._pump()  # their places go to requests waiting
 
     def _wanted(self, topic: str) -> bool:
         return any(topic_matches(s.filter, topic) for s in self._subscriptions)
@@ -427,9 +450,9 @@ class SeqClient:
             self.mqtt.subscribe(f"{self.reply_topic}/#", 1)
             for f in dict.fromkeys(s.filter for s in self._subscriptions):
                 self.mqtt.subscribe(f"{self.seq_prefix}/{f}", self.qos)
-            for name, lookup in self._lookups.items():
+            for lookup in list(self._lookups.values()):
                 if lookup.sent == 0:
-                    self._send_lookup(name)
+                    self._ask(lookup)
             if self._connects > 1:
                 self._catch_up()
         self._connected.set()
@@ -444,6 +467,9 @@ class SeqClient:
                     self._handle_frame(None, msg.payload, replayed=True)
                 elif msg.topic.startswith(f"{self.seq_prefix}/"):
                     self._handle_frame(msg.topic[len(self.seq_prefix) + 1 :], msg.payload, replayed=False)
+                else:
+                    return  # the application's own subscription
+                self._pump()  # a request answered or done: its place goes to the next waiting
             except Exception:  # paho re-raises, and its network thread would end: counted, logged, dropped
                 self.stats.bad_frames += 1
                 log.exception("seqrelay_client: a message on %r could not be handled", msg.topic)
@@ -471,6 +497,7 @@ class SeqClient:
             return
         if replayed:
             self._heard_at = time.monotonic()  # the relay is serving this client
+            self._busy_rounds = 0
         if not replayed and self.drop_live_frame and self.drop_live_frame(name, frame.seq):
             return
         t = self._topics.get(frame.topic_id)
@@ -529,14 +556,19 @@ class SeqClient:
             return
         self._heard_at = time.monotonic()  # the relay is serving this client
         ok = s.get("status") == "ok"
+        if ok:
+            self._busy_rounds = 0
         if s.get("from") == LOOKUP_FROM and s.get("topic") in self._lookups:
             self._lookup_answered(s, ok)
             return
         t = self._topics.get(s.get("id"))
-        if t is None or t.asked is None:
+        if t is None or t.asked is None or t.queued:  # one waiting to be sent has nothing to answer
             return
         # Only the answer to the outstanding request: an older request's status can come late.
         if s.get("from") != t.asked[0] or (t.asked[1] is not OPEN_END and s.get("to") != t.asked[1]):
+            return
+        if not ok and s.get("code") == "busy":
+            self._refused_busy(t)
             return
         # busy, unavailable, stopping, internal (PROTOCOL 5.3), and a v1 relay's error without
         # `retry` other than the final ones (as for lookups): the timer asks again after the backoff;
@@ -618,6 +650,9 @@ class SeqClient:
     def _lookup_answered(self, s: dict, ok: bool) -> None:
         name = s["topic"]
         lookup = self._lookups[name]
+        if not ok and s.get("code") == "busy":
+            self._refused_busy(lookup)
+            return
         if not ok:
             retry = s.get("retry", s.get("error") not in FINAL_ERRORS)
             if s.get("code") == "unknown_topic" or s.get("error") == "unknown topic":
@@ -657,7 +692,7 @@ class SeqClient:
         if start <= last:
             t.asked, t.asked_at, t.attempts = [start, last], time.monotonic(), 1
             self._call(self.on_fetch, {"topic": name, "from": start, "to": last})
-            self._request_range(t)
+            self._ask(t)
         self._offer_held(name)
 
     def _end_lookup(self, name: str, start: int) -> None:
@@ -695,6 +730,65 @@ class SeqClient:
                                       "code": (status or {}).get("code"), "retry": (status or {}).get("retry")})
         self._deliver(t, t.stream.give_up(to))
 
+    def _ask(self, item) -> None:
+        """A new request of `item` (a _Topic with `asked` set, or a _Lookup): it waits its turn behind
+        those made before it, and goes out when fewer than max_outstanding are out (at once, if none
+        waits and a place is free)."""
+        if isinstance(item, _Topic):
+            item.queued = True
+        else:
+            item.sent = 0.0
+        self._waiting.setdefault(item, None)  # one that waits already keeps its place
+        self._pump()
+
+    def _is_out(self, item) -> bool:
+        """True if `item` has a request out at the relay: a range sent and not done, or a lookup sent
+        and not answered, of a topic still followed."""
+        if isinstance(item, _Topic):
+            return self._topics.get(item.id) is item and item.asked is not None and not item.queued
+        return self._lookups.get(item.name) is item and item.sent != 0
+
+    def _is_waiting(self, item) -> bool:
+        """True if `item` still has a request to send."""
+        if isinstance(item, _Topic):
+            return self._topics.get(item.id) is item and item.asked is not None and item.queued
+        return self._lookups.get(item.name) is item and item.sent == 0
+
+    def _pump(self) -> None:
+        """Sends what waits, oldest first, while fewer than max_outstanding are out and no busy
+        pause runs."""
+        self._in_flight = {item for item in self._in_flight if self._is_out(item)}
+        if not self._waiting or time.monotonic() < self._busy_until:
+            return
+        for item in list(self._waiting):
+            if len(self._in_flight) >= self.max_outstanding:
+                break
+            del self._waiting[item]
+            if not self._is_waiting(item):
+                continue  # done, given up or forgotten meanwhile
+            self._in_flight.add(item)
+            if isinstance(item, _Topic):
+                item.queued, item.asked_at = False, time.monotonic()
+                self._request_range(item)
+            else:
+                self._send_lookup(item.name)
+
+    def _refused_busy(self, item) -> None:
+        """busy (PROTOCOL 5.3): the relay holds too many requests of this user (with its other
+        connections') or of everyone. No failed attempt, and nothing is given up for it: the request
+        waits again, behind the others (a range, from its first SEQ still missing when it goes out),
+        and nothing waiting is sent for a pause of reply_timeout, doubled for each pause since the
+        relay last served this client (at most 16 times), times a random 0.5 to 1.5, so that clients
+        refused together do not come back together. (Until 2026-12-06 a busy answer counted as an
+        attempt, and every refused request was asked again on the same schedule, together.)"""
+        if isinstance(item, _Lookup):
+            item.attempts -= 1  # its sending counted one
+        now = time.monotonic()
+        if now >= self._busy_until:  # else refused during the pause that runs: the same round
+            self._busy_until = now + self.reply_timeout * 2 ** min(self._busy_rounds, 4) * random.uniform(0.5, 1.5)
+            self._busy_rounds += 1
+        self._ask(item)
+
     def _send_lookup(self, name: str) -> None:
         lookup = self._lookups[name]
         lookup.sent = time.monotonic()
@@ -730,8 +824,8 @@ class SeqClient:
         # a gap. Looked up again.
         for name, start in list(self._start_at.items()):
             if name not in self._lookups:
-                self._lookups[name] = _Lookup(start, again=True)
-                self._send_lookup(name)
+                self._lookups[name] = _Lookup(name, start, again=True)
+                self._ask(self._lookups[name])
         for t in self._topics.values():
             if t.stream.next == 0:
                 continue
@@ -741,7 +835,7 @@ class SeqClient:
                 t.catch_up_owed = True
                 continue
             self._start_catch_up(t, time.monotonic())
-            self._request_range(t)
+            self._ask(t)
 
     def _start_catch_up(self, t: _Topic, now: float) -> None:
         """An open-ended request from the next SEQ not delivered yet."""
@@ -773,6 +867,8 @@ class SeqClient:
         for t in list(self._topics.values()):
             gap = t.stream.gap()
             if t.asked:
+                if t.queued:
+                    continue  # not sent yet: no reply is due
                 if now - max(t.asked_at, self._heard_at) < self._backoff(t.attempts):
                     continue
                 if t.attempts >= self.max_attempts:
@@ -794,5 +890,5 @@ class SeqClient:
                     continue
                 t.asked, t.attempts, t.refusal = list(gap), 1, None
                 self._call(self.on_fetch, {"topic": t.name, "from": gap[0], "to": gap[1]})
-            t.asked_at = now
-            self._request_range(t)
+            self._ask(t)
+        self._pump()  # places freed by requests given up, or a busy pause over

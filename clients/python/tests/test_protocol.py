@@ -57,6 +57,60 @@ class Scripted:
         self.c._tick(self.clock.now)
 
 
+class FifoRelay:
+    """Serves a Scripted client's requests as relay/replay/retransmit_service.cc does: one after
+    another, in the order they came. A request that finds `max_pending` others waiting (the one in
+    service not counted) is refused at once with busy. `topics`: name -> (id, last); every SEQ from
+    1 to last is stored."""
+
+    def __init__(self, s, topics, max_pending):
+        self.s, self.topics, self.max_pending = s, topics, max_pending
+        self.read = len(s.requests)  # requests before this index were sent before the relay came
+        self.waiting, self.busy = [], 0
+
+    def step(self):
+        """What a turn of the relay does: takes the requests sent since the last turn, refusing
+        those over the bound, then serves the oldest waiting one whole (frames, then its status);
+        then 0.01 s pass."""
+        for body in self.s.requests[self.read:]:
+            if len(self.waiting) >= self.max_pending:
+                self.busy += 1
+                self.s.status(**body, status="error", error="too many requests pending", code="busy", retry=True)
+            else:
+                self.waiting.append(body)
+        self.read = len(self.s.requests)
+        if self.waiting:
+            job = self.waiting.pop(0)
+            tid, last = next(v for v in self.topics.values() if v[0] == job["id"])
+            to = job.get("to", last)
+            sent = 0
+            for seq in range(job["from"], min(to, last) + 1):
+                self.s.frame("relay/replay/r1", seq, tid=tid)
+                sent += 1
+            self.s.status(**{**job, "to": max(to, job["from"] - 1)}, sent=sent, last=last, first=1, status="ok")
+        self.s.advance(0.01)
+
+
+def hundred_topics_caught_up_after_a_reconnect(max_pending, count=100, **options):
+    """`count` topics with SEQ 1 delivered, then a reconnect: one catch-up each, served by a
+    FifoRelay with `max_pending`. Returns the Scripted client and the relay once every topic is at
+    SEQ 3 (or after 2000 turns), and the most requests that were out at once."""
+    s = Scripted(**options)
+    topics = {f"room/{i}": (100 + i, 3) for i in range(count)}
+    s.sub("room/#")
+    for name, (tid, _) in topics.items():
+        s.frame(f"seq/{name}", 1, tid=tid)
+    relay = FifoRelay(s, topics, max_pending)
+    s.c._on_connect(None, None, {}, 0)  # 2 and 3 of each were published while away
+    most = 0
+    for _ in range(2000):
+        most = max(most, sum(1 for t in s.c._topics.values() if t.asked is not None and not getattr(t, "queued", False)))
+        if len(s.seen) == 3 * count or lost(s.events):
+            break
+        relay.step()
+    return s, relay, topics, most
+
+
 def lost(events):
     return [e for kind, e in events if kind == "lost"]
 
@@ -206,7 +260,7 @@ def test_retry_true_asks_again_and_retry_false_gives_up_with_code():
     assert s.requests[-1] == {"id": 7, "from": 2, "to": 3}
     s.status(id=7, **{"from": 2}, to=3, status="error", error="busy", code="busy", retry=True)
     assert not s.events
-    s.advance(0.05)
+    s.advance(0.07)  # past the busy pause: reply_timeout times 0.5 to 1.5
     assert len(s.requests) == 2 and s.requests[-1] == {"id": 7, "from": 2, "to": 3}
     s.status(id=7, **{"from": 2}, to=3, status="error", error="forbidden", code="forbidden", retry=False)
     assert s.events == [("lost", {"topic": "chat/a", "from": 2, "to": 3, "reason": "forbidden", "code": "forbidden", "retry": False})]
@@ -384,6 +438,65 @@ def test_a_retry_asks_from_the_next_seq_still_missing():
     assert s.seen == list(range(1, 12)) and lost(s.events) == []
 
 
+def test_after_a_reconnect_with_100_topics_the_catch_ups_go_out_at_most_max_outstanding_at_a_time():
+    """The relay holds at most 16 requests of a user waiting; until 2026-12-06 the client sent all
+    100 catch-ups at once, the rest were refused busy and asked again all together on the same
+    schedule, and some were reported lost. Now at most max_outstanding (8) are out at once, the
+    next sent as one completes."""
+    sent = []
+    s, relay, topics, _ = hundred_topics_caught_up_after_a_reconnect(16, max_attempts=2, on_fetch=sent.append)
+    assert lost(s.events) == []
+    assert all(s.c.position(name) == 3 for name in topics) and len(s.seen) == 300
+    assert relay.busy == 0
+    assert len(s.requests) == 100
+    assert len(sent) == 100  # each catch-up was asked for once
+
+
+def test_no_more_than_max_outstanding_requests_are_out_at_once():
+    s = Scripted(max_outstanding=3)
+    s.sub("room/#")
+    for i in range(10):
+        s.frame(f"seq/room/{i}", 1, tid=100 + i)
+    s.c._on_connect(None, None, {}, 0)
+    assert s.requests == [{"id": 100 + i, "from": 2} for i in range(3)]
+    s.status(id=100, **{"from": 2}, to=1, sent=0, last=1, first=1, status="ok")  # nothing new: done
+    assert s.requests[3:] == [{"id": 103, "from": 2}]
+    with pytest.raises(ValueError):
+        Scripted(max_outstanding=0)
+
+
+def test_requests_refused_busy_are_asked_again_after_a_pause_and_never_reported_lost_for_it():
+    """The relay's bound is per user: another connection of the same user may hold most of it, and
+    the relay refuses this client's requests busy even below max_outstanding. A busy refusal is no
+    failed attempt: the request waits and goes out again after a pause with jitter, as long as it
+    takes (until 2026-12-06 it counted, and with max_attempts 1 each refused range was reported
+    lost)."""
+    s, relay, topics, most = hundred_topics_caught_up_after_a_reconnect(2, count=20, max_attempts=1)
+    assert lost(s.events) == []
+    assert relay.busy > 0
+    assert all(s.c.position(name) == 3 for name in topics)
+    assert most <= 8
+
+
+def test_after_a_busy_refusal_nothing_new_goes_out_for_a_while():
+    s = Scripted()  # reply_timeout 0.04: the pause is 0.02 to 0.06 s at first
+    s.sub("room/#")
+    for i in range(10):
+        s.frame(f"seq/room/{i}", 1, tid=100 + i)
+    s.c._on_connect(None, None, {}, 0)
+    assert len(s.requests) == 8
+    s.status(id=100, **{"from": 2}, status="error", error="too many requests pending", code="busy", retry=True)
+    s.status(id=101, **{"from": 2}, to=1, sent=0, last=1, first=1, status="ok")  # a place frees
+    s.advance(0.019)
+    assert len(s.requests) == 8, "paused"
+    for _ in range(5):
+        s.advance(0.01)  # past the pause (and the timeouts of the 6 unanswered: asked again)
+    assert [r["id"] for r in s.requests[8:] if r["id"] in (100, 108, 109)] == [108, 109]  # 8 out again
+    s.status(id=102, **{"from": 2}, to=1, sent=0, last=1, first=1, status="ok")
+    assert [r for r in s.requests[8:] if r["id"] == 100] == [{"id": 100, "from": 2}]  # the refused one, last
+    assert lost(s.events) == []
+
+
 def test_no_reply_gives_up_after_max_attempts_and_goes_on():
     s = Scripted(max_attempts=3)
     s.sub("chat/a")
@@ -490,7 +603,7 @@ def test_history_on_a_followed_topic_and_bad_arguments_are_refused():
         s.c.subscribe("chat/d")
 
 
-def test_a_catch_up_never_answered_says_so_with_no_end_and_a_busy_range_is_given_up_as_busy():
+def test_a_catch_up_never_answered_says_so_with_no_end_and_an_unavailable_range_is_given_up_as_such():
     s = Scripted(max_attempts=2)
     s.sub("chat/a")
     s.frame("seq/chat/a", 1)
@@ -504,14 +617,15 @@ def test_a_catch_up_never_answered_says_so_with_no_end_and_a_busy_range_is_given
     s.advance(0.001)
     s.advance(0.02)
     assert s.requests[-1] == {"id": 7, "from": 2, "to": 2}
-    busy = dict(id=7, to=2, status="error", error="busy", code="busy", retry=True, **{"from": 2})
-    s.status(**busy)
+    # busy never counts as an attempt (see the busy tests); the other codes with retry: true do.
+    down = dict(id=7, to=2, status="error", error="database unavailable", code="unavailable", retry=True, **{"from": 2})
+    s.status(**down)
     s.advance(0.05)
-    s.status(**busy)
+    s.status(**down)
     for _ in range(10):
         s.advance(0.1)
-    assert lost(s.events)[-1] == {"topic": "chat/a", "from": 2, "to": 2, "reason": "busy", "code": "busy",
-                                  "retry": True}
+    assert lost(s.events)[-1] == {"topic": "chat/a", "from": 2, "to": 2, "reason": "database unavailable",
+                                  "code": "unavailable", "retry": True}
 
 
 def test_a_catch_up_refused_for_good_is_reported_lost_from_the_next_seq_with_no_end():
