@@ -8,6 +8,8 @@
 // <control-prefix>/retransmit/<requester>: a gap after `gapWait`, with
 // retries and backoff; a truncated reply from its `next`; the history of a
 // topic on join; everything after the last SEQ delivered after a reconnect.
+// At most `maxOutstanding` requests are out at the relay at once; the rest
+// wait their turn.
 //
 //   const seq = new SeqClient(mqtt.connect(url, { username: 'alice' }), { requester: 'alice' });
 //   const room = seq.subscribe('chat/room1', { history: true });

@@ -6,8 +6,9 @@ OrderedStream per topic id (in SEQ order, exactly once, duplicates dropped)
 and asks <control-prefix>/retransmit/<requester> for what is missing: a gap
 after `gap_wait`, with retries and backoff; a truncated reply from its
 `next`; a topic's history on join; everything after the last SEQ delivered
-after a reconnect. v1.1 statuses (`first`, `code`, `retry`, `next`) are
-understood when present.
+after a reconnect. At most `max_outstanding` requests are out at the relay at
+once; the rest wait their turn. v1.1 statuses (`first`, `code`, `retry`,
+`next`) are understood when present.
 
     with SeqClient(port=1883, client_id="alice") as client:
         for m in client.subscribe("chat/room1", history=True):
