@@ -429,15 +429,16 @@ int Relay::ExitCode() {
           c.set_aside.load(), c.ignored_own + c.ignored_retained, c.ignored_own.load(),
           c.ignored_retained.load(), c.dedupe_dropped.load(), retransmit_.counters().requests.load(), retransmit_.counters().served.load(),
           retransmit_.counters().failed(), retransmit_.counters().frames.load());
+  if (c.deferred > 0) {
+    LogWarn("{} received messages were not committed before {}: kept for the shard's next active (journaled ones "
+            "are handed over at this relay's next start; the others mosquitto sends again, or stay handed over)",
+            c.deferred.load(), stepped_down_ ? "the lease was lost" : fmt::format("--shutdown-timeout ({} s)",
+                                                                                  config_.shutdown_timeout_s));
+  }
   if (stepped_down_) {
     if (c.lost > 0) {
-      if (journal_) {
-        LogWarn("stepped down with {} received messages not committed: they stay in the journal and are stored "
-                "when this relay is active again", c.lost.load());
-      } else {
-        LogError("stepped down with {} received messages not committed and no --journal-dir: they are lost",
-                 c.lost.load());
-      }
+      LogError("stepped down with {} received messages not committed, acknowledged and held in memory only "
+               "(no --journal-dir, or the journal failed): they are lost", c.lost.load());
     }
     return kSteppedDown;
   }
@@ -447,7 +448,8 @@ int Relay::ExitCode() {
     fatal = fatal_;
   }
   if (c.lost > 0) {
-    LogError("{} received messages could not be committed before --shutdown-timeout ({} s) and are lost",
+    LogError("{} received messages could not be committed before --shutdown-timeout ({} s), were acknowledged "
+             "and held in memory only (no --journal-dir, or the journal failed): they are lost",
              c.lost.load(), config_.shutdown_timeout_s);
     return 1;
   }

@@ -86,7 +86,11 @@ class Relay {
     std::atomic<uint64_t> republished{0};       // of those, rows from before this start
     std::atomic<uint64_t> acked{0};             // frames acknowledged by the broker
     std::atomic<uint64_t> broker_refused{0};    // of those, refused (v5 PUBACK reason >= 0x80): lost to live subscribers
-    std::atomic<uint64_t> lost{0};              // accepted but given up at shutdown
+    std::atomic<uint64_t> lost{0};              // accepted, given up at shutdown, and kept nowhere
+    // Given up at shutdown (or a step-down) but kept for the shard's next
+    // holder: journaled (handed over at the next start), handed over
+    // (its PENDING row stays), or not acknowledged (mosquitto resends it).
+    std::atomic<uint64_t> deferred{0};
     std::atomic<uint64_t> set_aside{0};         // refused by the database for good; see SetAside
     std::atomic<uint64_t> intake_pauses{0};     // times intake blocked > 100 ms on a full buffer
     std::atomic<uint64_t> intake_errors{0};     // deliveries whose handling failed (Relay::OnIntake)
@@ -210,6 +214,10 @@ class Relay {
   // and a handed-over one's PENDING row deleted by ForgetRefused (else the
   // next round of PumpPending queues it again, for ever).
   void Refuse(const Message& m);
+  // Writer: a batch not committed because the relay gives up (a stop past
+  // its deadline, the lease lost) is counted lost or deferred, message by
+  // message, and cleared.
+  void GiveUp(std::vector<Message>& batch);
   void ForgetRefused();
   // Queues row `idx`'s frame on the output link without waking its network
   // thread (MqttLink::Queue): the caller calls output_->Flush() after its

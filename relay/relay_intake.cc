@@ -489,9 +489,10 @@ MqttLink::AfterMessage Relay::Take(const InboundMessage& in, Clock::duration max
     case IntakeQueue::Pushed::kClosed:
       // Only after the shutdown deadline closed the queue. A message
       // awaiting its verdict is neither journaled nor committed: not
-      // acknowledged, so mosquitto keeps it (not lost).
+      // acknowledged, so mosquitto keeps it (not lost). A journaled one is
+      // handed over at the next start (no commit passes it now).
       if (ticket != 0) return MqttLink::AfterMessage::kBreakConnection;
-      ++counters_.lost;
+      ++(progress.journaled ? counters_.deferred : counters_.lost);
       return MqttLink::AfterMessage::kReadOn;
     case IntakeQueue::Pushed::kOverLimit:
       // The link takes nothing more once it has queued its DISCONNECT

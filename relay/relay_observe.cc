@@ -34,6 +34,7 @@ RelayStats Relay::Snapshot() const {
   s.replay_broker_refused = r.broker_refused;
   s.republished = c.republished;
   s.lost = c.lost;
+  s.deferred = c.deferred;
   s.set_aside = c.set_aside;
   s.refused_topic = c.refused_topic;
   s.refused_payload = c.refused_payload;

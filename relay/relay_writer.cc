@@ -440,6 +440,18 @@ void Relay::Refuse(const Message& m) {
   if (!m.pending_journal.empty()) refused_pending_.emplace_back(m.pending_journal, m.pending_end);
 }
 
+void Relay::GiveUp(std::vector<Message>& batch) {
+  // Nothing is committed once the relay gives up, so no journal position
+  // passes a journaled message, and a handed-over one's PENDING row stays.
+  // Lost: acknowledged to mosquitto and held in memory only (--no-journal,
+  // a journal that failed, QoS 0).
+  for (const Message& m : batch) {
+    const bool kept = m.journal_end > 0 || !m.pending_journal.empty() || m.verdict_ticket != 0;
+    ++(kept ? counters_.deferred : counters_.lost);
+  }
+  batch.clear();
+}
+
 void Relay::ForgetRefused() {
   if (refused_pending_.empty()) return;
   // After the batch's commit: a kill before this delete leaves the rows to
@@ -494,8 +506,7 @@ void Relay::WriterLoop() {
       wanted = session_mark_wanted_;
     }
     if (wanted != stored_session_ && !MarkSession(wanted)) {
-      counters_.lost += batch.size();
-      batch.clear();
+      GiveUp(batch);
       continue;  // giving up: drain the rest of the queue the same way
     }
     if (batch.empty()) continue;  // woken for the mark only
@@ -541,8 +552,7 @@ void Relay::WriterLoop() {
     ForgetDroppedResends(ok);
     pending_queued_ -= handed_over;  // committed, refused or given up: the next round may go
     if (!ok) {
-      counters_.lost += batch.size();
-      batch.clear();
+      GiveUp(batch);
       governor.LiveBatchDone();
       continue;  // giving up: drain the rest of the queue the same way
     }

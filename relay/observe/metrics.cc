@@ -97,6 +97,7 @@ std::string StatsJson(const RelayStats& s) {
         {"refused_by_broker", s.broker_refused},
         {"republished", s.republished},
         {"lost", s.lost},
+        {"deferred", s.deferred},
         {"set_aside", s.set_aside},
         {"refused", {{"topic_too_long", s.refused_topic}, {"payload_too_large", s.refused_payload},
                      {"out_of_seq", s.refused_seq}, {"too_many_topics", s.refused_topics}}},
@@ -156,7 +157,11 @@ std::string PrometheusText(const RelayStats& s) {
          "{link=\"replay\"}");
   metric("seqrelay_messages_republished_total", "counter", "Rows of an earlier run published again at start.",
          s.republished);
-  metric("seqrelay_messages_lost_total", "counter", "Messages given up at shutdown (--shutdown-timeout).", s.lost);
+  metric("seqrelay_messages_lost_total", "counter",
+         "Messages given up at shutdown (--shutdown-timeout) and kept nowhere (held in memory only).", s.lost);
+  metric("seqrelay_messages_deferred_total", "counter",
+         "Messages given up at shutdown or a step-down but kept for the shard's next active (journal, mosquitto).",
+         s.deferred);
   metric("seqrelay_messages_set_aside_total", "counter",
          "Messages the database refused for good (constraint, size), set aside for the operator.", s.set_aside);
   const char* refused = "Messages refused, by reason.";

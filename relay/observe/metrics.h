@@ -87,7 +87,7 @@ struct RelayStats {
   uint64_t takeovers = 0, step_downs = 0;
   double uptime_s = 0;
   int interval_s = 0;
-  uint64_t received = 0, committed = 0, published = 0, acked = 0, republished = 0, lost = 0;
+  uint64_t received = 0, committed = 0, published = 0, acked = 0, republished = 0, lost = 0, deferred = 0;
   uint64_t refused_topic = 0, refused_payload = 0, refused_seq = 0;
   uint64_t set_aside = 0;
   uint64_t refused_topics = 0, topics_evicted = 0;  // --max-topics refusals; --topic-cache evictions  // refused by the database for good, kept aside

@@ -480,6 +480,48 @@ TEST_F(FaultE2E, ASecondSigtermDuringTheStopIsHarmless) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+// A stop past --shutdown-timeout with the database gone gives up what it
+// holds uncommitted: journaled (and acknowledged), it is kept, not lost.
+// The stop says so and exits 0, and the next start hands it over. Until
+// 2026-12-06 it was counted lost, and the stop exited 1 saying so.
+TEST_F(FaultE2E, JournaledMessagesAStopGivesUpAreKeptForTheNextStartNotLost) {
+  StartRelay({"--shutdown-timeout=2", "--lease-ms=60000"});  // no step-down while the database is gone
+  const std::string topic = root() + "/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 10; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  WaitStored(topic, 10);
+  servers().StopDatabase();
+  struct Restart {  // never left down for the shard's next tests
+    TestServers& servers;
+    bool down = true;
+    void Now() {
+      if (std::exchange(down, false)) servers.StartDatabase();
+    }
+    ~Restart() { Now(); }
+  } restart{servers()};
+  for (int i = 11; i <= 20; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("holding messages and retrying") != std::string::npos; }, 20s))
+      << relay_->log();
+  EXPECT_EQ(relay_->Stop(), 0) << relay_->log();
+  const std::string log = relay_->log();
+  EXPECT_NE(log.find("10 received messages were not committed before --shutdown-timeout (2 s): kept for the "
+                     "shard's next active"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("they are lost"), std::string::npos) << log;
+  restart.Now();
+  // The stop could not release the lease (the database was gone): it is
+  // let run out rather than waited for.
+  servers().Sql("UPDATE `" + name_ + "`.SHARD SET EXPIRES_AT = '2000-01-01' WHERE NAME = 'default'");
+  relay_->Start();
+  WaitStored(topic, 20);
+  Outcome o = Audit(topic, 20);
+  EXPECT_EQ(o.lost, 0u);
+  EXPECT_EQ(o.duplicates, 0u);
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // The journal belongs to its database: started against a fresh database
 // (here: dropped and made again) with an old --journal-dir, the relay
 // refuses with one clear line instead of storing the journal's records
