@@ -679,10 +679,6 @@ export class SeqClient extends Emitter {
     for (const bytes of held) this.#handleFrame(name, bytes, false);
   }
 
-  // Gives up every SEQ up to `to`. Reported lost are only the SEQs from
-  // `from` that are not held, one event per run: a held frame is delivered,
-  // not gone (until 2026-12-06 the lost range ran over held frames, which
-  // then came).
   // Gives the outstanding request up: a range to its end; an open end (a
   // catch-up) only what is known missing, below the first held frame, and
   // with nothing known, `lost` says so with no end (to: null).
@@ -701,6 +697,10 @@ export class SeqClient extends Emitter {
     }
   }
 
+  // Gives up every SEQ up to `to`. Reported lost are only the SEQs from
+  // `from` that are not held, one event per run: a held frame is delivered,
+  // not gone (until 2026-12-06 the lost range ran over held frames, which
+  // then came).
   #lose(t, from, to, reason, status) {
     for (const run of t.stream.missing(from, to)) {
       ++this.stats.gapsLost;
