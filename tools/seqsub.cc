@@ -94,9 +94,13 @@ int main(int argc, char** argv) {
       ("username,u", po::value(&o.user), "Username.")
       ("pw,P", po::value(&o.password), "Password.")
       ("id,i", po::value(&o.client_id),
-       "Client id; retransmit replies come on <control-prefix>/replay/ID. Default: the username when -u is "
-       "given (a broker with use_username_as_clientid, like the shipped one, renames the client to it), else "
-       "seqsub-<pid>.")
+       "Client id. Default: the username when -u is given (a broker with use_username_as_clientid, like the "
+       "shipped one, renames the client to it), else seqsub-<pid>.")
+      ("requester,r", po::value(&o.requester),
+       "Where retransmit requests go and replies come: <control-prefix>/retransmit/R and "
+       "<control-prefix>/replay/R, R one level or USER/C (the relay's per-user topics). Default: USER/ID when -u "
+       "and an -i other than USER are given (the shipped ACL lets a user ask there whatever the broker makes of "
+       "client ids), else the username or the client id.")
       ("qos,q", po::value(&o.qos)->default_value(o.qos), "QoS of the subscription (0, 1 or 2).")
       ("verbose,v", po::bool_switch(&verbose), "Print 'topic SEQ payload' instead of the payload alone.")
       ("count,C", po::value(&count), "Exit after N messages.")
@@ -119,6 +123,14 @@ int main(int argc, char** argv) {
       if (auto s = seqrelay::ValidateFilter(f); !s.ok()) throw po::error("-t: " + s.message());
     }
     if (o.port < 1 || o.port > 65535) throw po::error("--port must be 1 to 65535");
+    if (vm.count("requester")) {
+      const auto& r = o.requester;
+      const auto slash = r.find('/');
+      if (r.empty() || r.find_first_of("+#") != std::string::npos || r.front() == '/' || r.back() == '/' ||
+          (slash != std::string::npos && r.find('/', slash + 1) != std::string::npos)) {
+        throw po::error("--requester must be one topic level, or USER/C: two, without '+' or '#'");
+      }
+    }
     if (format != "text" && format != "json") throw po::error("--format must be text or json");
     if (int(history) + int(vm.count("from")) + int(vm.count("last")) > 1) {
       throw po::error("give only one of --history, --from, --last");

@@ -486,6 +486,189 @@ TEST_F(ClientE2E, AGapWhoseRowsWereAllDeletedIsGivenUpOnceAndDeliveryGoesOn) {
   EXPECT_EQ(relay.requests(), 1u);
 }
 
+// A gap given up (here by PROTOCOL 5.2's `first`, above it) reports only
+// the SEQs that are gone, one report per run: the frames held inside the
+// range are delivered. Until 2026-12-06 the report ran over them ("2..11").
+TEST_F(ClientE2E, AGapGivenUpReportsOnlyTheSeqsThatAreGoneNotTheHeldOnes) {
+  Scripted c(*this);
+  auto& [topic, o, relay, sink, gaps, client] = c;
+  ASSERT_TRUE(c.Begin());
+  for (uint64_t seq : {3, 10, 11}) relay.Live(seq);
+  auto request = relay.Request(1);
+  EXPECT_EQ(request, nlohmann::json({{"id", 77}, {"from", 2}, {"to", 2}})) << request.dump();
+  relay.Answer({{"from", 2}, {"to", 2}, {"sent", 0}, {"last", 11}, {"first", 12}, {"status", "ok"}});
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 4; }, 10s)) << Explain(client, sink, 11);
+  client.Stop();
+  std::vector<uint64_t> seqs;
+  for (const auto& m : sink.got) seqs.push_back(m.seq);
+  EXPECT_EQ(seqs, (std::vector<uint64_t>{1, 3, 10, 11}));
+  EXPECT_EQ(gaps.all(), (std::vector<std::string>{topic + " 2..2 history starts at 12",
+                                                  topic + " 4..9 history starts at 12"}));
+  EXPECT_EQ(client.stats().gaps_unfilled, 2u);
+}
+
+// The relay serves one client's requests one after another: a request
+// waiting behind another topic's long reply hears nothing of its own. Any
+// word from the relay to the client restarts every reply timeout, so it is
+// not asked again meanwhile. Until 2026-12-06 only a frame of its own topic
+// did: each timeout sent it again (a new job at the relay, which queued
+// it), and enough of them gave it up unanswered.
+TEST_F(ClientE2E, ARequestWaitingBehindAnotherTopicsReplyIsNotAskedAgain) {
+  const std::string a = root() + "/a", b = root() + "/b";
+  auto o = ClientOptions("c", {a, b});
+  o.history = seqclient::History::kAll;
+  o.reply_timeout = std::chrono::milliseconds(150);
+  o.max_attempts = 3;
+  FakeRelay relay_a(servers().mqtt_port(), name_ + "-a", o.client_id, a, 7);
+  FakeRelay relay_b(servers().mqtt_port(), name_ + "-b", o.client_id, b, 8);
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  relay_a.Request(2);  // both lookups
+  relay_a.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 10}, {"status", "ok"}});
+  relay_b.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 10}, {"status", "ok"}});
+  relay_a.Request(4);  // both ranges
+  for (uint64_t seq = 1; seq <= 10; ++seq) {  // a's reply, paced: 1 s, many of b's timeouts
+    relay_a.Replay(seq);
+    std::this_thread::sleep_for(100ms);
+  }
+  relay_a.Answer({{"from", 1}, {"to", 10}, {"sent", 10}, {"last", 10}, {"status", "ok"}});
+  for (uint64_t seq = 1; seq <= 10; ++seq) relay_b.Replay(seq);
+  relay_b.Answer({{"from", 1}, {"to", 10}, {"sent", 10}, {"last", 10}, {"status", "ok"}});
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 20; }, 10s)) << Explain(client, sink, 10);
+  std::this_thread::sleep_for(Scaled(300ms));  // a retry, if any, comes now
+  client.Stop();
+  EXPECT_EQ(relay_a.requests(), 4u) << "b's range was asked again while a's reply came";
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{});
+}
+
+// At most max_outstanding requests are out at the relay at once (it holds
+// 16 of a user and refuses more `busy`); the rest wait their turn and go
+// as answers come. A `busy` refusal is no failed attempt: the request
+// waits again, and nothing is given up for it. Until 2026-12-06 the client
+// sent one request per topic at once (twenty lookups here), and a `busy`
+// counted towards giving up.
+TEST_F(ClientE2E, AtMostMaxOutstandingRequestsAreOutAndABusyOneWaitsItsTurnAgain) {
+  constexpr int kTopics = 20;
+  std::vector<std::string> topics;
+  for (int i = 1; i <= kTopics; ++i) topics.push_back(root() + "/t" + std::to_string(i));
+  auto o = ClientOptions("c", topics);
+  o.history = seqclient::History::kAll;
+  o.reply_timeout = std::chrono::milliseconds(2000);  // the busy pause: 1 to 3 s
+  o.max_attempts = 1;  // a busy that counted would give up at once
+  o.max_outstanding = 8;
+  MqttClient relay(servers().mqtt_port(), name_ + "-fake-relay");
+  relay.Subscribe("relay/retransmit/" + o.client_id);
+  auto answer = [&](const nlohmann::json& request, const nlohmann::json& status) {
+    nlohmann::json s = status;
+    s["topic"] = request["topic"];
+    s["from"] = request["from"];
+    relay.Publish("relay/replay/" + o.client_id + "/status", s.dump());
+  };
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  ASSERT_TRUE(relay.WaitForCount(8, 10s));
+  std::this_thread::sleep_for(Scaled(300ms));  // a negative check: no ninth before an answer
+  ASSERT_EQ(relay.received_count(), 8u);
+  auto requests = [&] {
+    std::vector<nlohmann::json> out;
+    for (const auto& m : relay.received()) out.push_back(nlohmann::json::parse(m.payload));
+    return out;
+  };
+  // The first refused busy, the other seven answered: seven places free.
+  answer(requests()[0], {{"status", "error"}, {"error", "busy"}, {"code", "busy"}, {"retry", true}});
+  for (int i = 1; i < 8; ++i) answer(requests()[i], {{"status", "error"}, {"error", "unknown topic"},
+                                                     {"code", "unknown_topic"}, {"retry", false}});
+  ASSERT_TRUE(relay.WaitForCount(15, 10s)) << relay.received_count();
+  std::size_t answered = 8;
+  std::set<std::string> asked;
+  ASSERT_TRUE(WaitFor([&] {
+    auto all = requests();
+    for (; answered < all.size(); ++answered) {
+      answer(all[answered], {{"status", "error"}, {"error", "unknown topic"}, {"code", "unknown_topic"},
+                             {"retry", false}});
+    }
+    for (const auto& r : all) asked.insert(r["topic"].get<std::string>());
+    return client.stats().lookups_pending == 0;
+  }, 20s)) << client.stats().lookups_pending << " lookups pending after " << relay.received_count() << " requests";
+  client.Stop();
+  const auto all = requests();
+  EXPECT_EQ(asked.size(), static_cast<std::size_t>(kTopics));
+  EXPECT_EQ(all.size(), static_cast<std::size_t>(kTopics + 1)) << "the busy one asked again, once";
+  EXPECT_EQ(std::count_if(all.begin(), all.end(), [&](const auto& r) { return r["topic"] == all[0]["topic"]; }), 2);
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{}) << "nothing is given up for a busy refusal";
+}
+
+// A catch-up after a reconnect (an open-ended request) that the relay
+// refuses: a v1 relay's error without `code` or `retry` that is not final
+// is asked again; a final refusal gives the catch-up up with a report
+// ("2..0": its end never learnt). Until 2026-12-06 both ended the
+// catch-up without a word, and what was published meanwhile was never
+// asked for.
+TEST_F(ClientE2E, ACatchUpRefusedIsAskedAgainOrReportedNeverDroppedUnsaid) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.reply_timeout = std::chrono::milliseconds(200);
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  {
+    FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+    ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+  }
+  servers().StopBroker();  // the client reconnects and asks from 2 on
+  servers().StartBroker();
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  EXPECT_EQ(relay.Request(1), nlohmann::json({{"id", 77}, {"from", 2}}));
+  relay.Answer({{"from", 2}, {"status", "error"}, {"error", "database unavailable, try again"}});  // v1
+  EXPECT_EQ(relay.Request(2), nlohmann::json({{"id", 77}, {"from", 2}})) << "a temporary v1 error is asked again";
+  relay.Answer({{"from", 2}, {"status", "error"}, {"error", "forbidden"}, {"code", "forbidden"}, {"retry", false}});
+  ASSERT_TRUE(WaitFor([&] { return !gaps.all().empty(); }, 10s)) << Explain(client, sink, 1);
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{topic + " 2..0 forbidden"});
+  client.Stop();
+}
+
+// A state file whose topic the relay does not know any more (its database
+// reset) is corrected by the run that finds out, even if it stops before
+// any message: the next run starts the topic at SEQ 1. Until 2026-12-06 the
+// file kept the old position, and the next run, the topic grown past it
+// again, skipped every SEQ below it without a word.
+TEST_F(ClientE2E, AStateFileOfATopicTheRelayForgotResumesItFromSeqOne) {
+  const std::string topic = root() + "/t";
+  const std::string state = servers().dir() + "/" + name_ + ".state";
+  std::ofstream(state) << nlohmann::json({{"topics", {{topic, 500}}}}).dump();
+  auto o = ClientOptions("c", {topic});
+  o.state_file = state;
+  o.reply_timeout = std::chrono::milliseconds(60000);  // one request each
+  {
+    FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+    Sink sink;
+    Gaps gaps;
+    seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+    ASSERT_EQ(client.Start(), std::nullopt);
+    EXPECT_EQ(relay.Request(1), nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}}));
+    relay.Answer({{"from", seqrelay::kMaxSeq}, {"status", "error"}, {"error", "unknown topic"},
+                  {"code", "unknown_topic"}, {"retry", false}});
+    ASSERT_TRUE(WaitFor([&] { return client.stats().lookups_pending == 0; }, 10s));
+    client.Stop();
+    EXPECT_EQ(gaps.all(), std::vector<std::string>{topic + " 0..0 unknown topic"});
+  }
+  EXPECT_EQ(nlohmann::json::parse(ReadFile(state))["topics"][topic], 0) << ReadFile(state);
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  Sink sink;
+  seqclient::SeqClient client(o, std::ref(sink));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  EXPECT_EQ(relay.Request(1), nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}}));
+  relay.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 600}, {"status", "ok"}});
+  auto range = relay.Request(2);
+  EXPECT_EQ(range, nlohmann::json({{"id", 77}, {"from", 1}, {"to", 600}})) << range.dump();
+  client.Stop();
+}
+
 // A topic keeps its id for the life of the database (docs/clients.md): a
 // frame on seq/U with topic T's id, or on seq/T with an id other than
 // T's, is not the relay's. Dropped and counted, as the JavaScript and
@@ -874,6 +1057,8 @@ TEST_F(ClientE2E, SeqsubPrintsHistoryAsJsonAndExitsAfterCount) {
   EXPECT_NE(out.find("history and --state need topics without '+' or '#'"), std::string::npos) << out;
   EXPECT_EQ(RunCommand({SEQSUB_BINARY, "--qos", "3", "-t", "x"}, &out), 2);
   EXPECT_EQ(out, "seqsub: --qos must be 0, 1 or 2 (see --help)\n");
+  EXPECT_EQ(RunCommand({SEQSUB_BINARY, "-r", "a/b/c", "-t", "x"}, &out), 2);
+  EXPECT_EQ(out, "seqsub: --requester must be one topic level, or USER/C: two, without '+' or '#' (see --help)\n");
   EXPECT_EQ(RunCommand({SEQSUB_BINARY, "-v", "stray", "-t", "x"}, &out), 2);
   EXPECT_EQ(out, "seqsub: unexpected argument 'stray' (see --help)\n");
 

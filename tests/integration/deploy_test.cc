@@ -250,6 +250,36 @@ TEST_F(DeployE2E, ShippedConfAndAclLetAClientReplayOnlyWhatItMayRead) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+// seqsub logged in as alice with a client id of her own choosing (-i
+// laptop): the shipped broker makes her client id "alice", and lets her ask
+// on relay/retransmit/alice (%c) or relay/retransmit/alice/<C> (%u/+),
+// never on relay/retransmit/laptop. The C++ client now asks where the
+// JavaScript and Python clients do, on alice/laptop (PROTOCOL 5.4). Until
+// 2026-12-06 it asked on relay/retransmit/laptop: the broker dropped every
+// request, and the history lookup was given up after about a minute.
+TEST_F(DeployE2E, SeqsubWithAClientIdOfItsOwnAsksOnItsUsersRequestTopics) {
+  broker_ = std::make_unique<ShippedBroker>(servers().dir() + "/shipped-" + name_, "");
+  relay_ = std::make_unique<RelayProcess>(
+      servers(), name_, std::vector<std::string>{"--source=chat/#", "--acl-file=" + broker_->acl_path()});
+  relay_->SetBroker(broker_->relay_port(), "seqrelay", ShippedBroker::Password("seqrelay"));
+  relay_->Start();
+  const std::string chat = "chat/" + name_;
+  {
+    MqttClient alice(broker_->client_port(), "alice", true, false, "alice", ShippedBroker::Password("alice"));
+    for (int i = 1; i <= 3; ++i) alice.Publish(chat, "h" + std::to_string(i));
+    ASSERT_TRUE(alice.WaitAllAcked(10s));
+  }
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(chat).size() == 3; }, 20s));
+  std::string out;
+  const int rc = RunCommand({"timeout", "30", SEQSUB_BINARY, "-p", std::to_string(broker_->client_port()), "-u",
+                             "alice", "-P", ShippedBroker::Password("alice"), "-i", "laptop", "-t", chat, "--history",
+                             "-C", "3"},
+                            &out);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("h1\nh2\nh3\n"), std::string::npos) << out;
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // Per-user request topics (PROTOCOL 5.4) on the shipped broker, with the
 // clients' listener set up for many connections per user: alice on two
 // connections asks on relay/retransmit/alice/<C> from each and gets her own

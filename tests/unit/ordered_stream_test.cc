@@ -350,6 +350,27 @@ TEST(OrderedStreamTest, ForgetDropsWhatIsHeldInARangeAndCameByAMoment) {
   }
 }
 
+// Missing(): the runs of a range that are not held (held back, or shown on
+// an immediate topic), as the JavaScript and Python streams' missing() say.
+TEST(OrderedStreamTest, MissingNamesTheRunsOfARangeThatAreNotHeld) {
+  auto text = [](const std::vector<Gap>& runs) {
+    std::string out;
+    for (const Gap& g : runs) out += (out.empty() ? "" : " ") + GapText(g);
+    return out;
+  };
+  for (bool ordered : {kOrdered, kImmediate}) {
+    SCOPED_TRACE(ordered ? "ordered" : "immediate");
+    OrderedStream s(5);
+    for (uint64_t seq : {7, 10, 11, 20}) (void)s.Offer(seq, ordered, PayloadOf(seq));
+    EXPECT_EQ(text(s.Missing(5, 19)), "5..6 8..9 12..19");
+    EXPECT_EQ(text(s.Missing(10, 11)), "");
+    EXPECT_EQ(text(s.Missing(11, UINT64_MAX)), "12..19 21.." + std::to_string(UINT64_MAX));
+    EXPECT_EQ(text(s.Missing(1, 4)), "1..4") << "below next() counts as missing";
+    EXPECT_EQ(text(s.Missing(9, 8)), "");
+  }
+  EXPECT_EQ(text(OrderedStream(0).Missing(3, 3)), "3..3");
+}
+
 // The header: GiveUp(to) gives up "every SEQ up to and including `to` that
 // has not come: they will not be delivered", and every SEQ below next() was
 // delivered or given up. A held frame inside the range does not change that:

@@ -67,6 +67,18 @@ std::vector<Delivery> OrderedStream::GiveUp(uint64_t to) {
   return out;
 }
 
+std::vector<Gap> OrderedStream::Missing(uint64_t from, uint64_t to) const {
+  std::vector<Gap> runs;
+  if (from > to) return runs;
+  uint64_t at = from;  // the lowest SEQ not yet placed in a run or passed as held
+  for (auto it = above_.lower_bound(from); it != above_.end() && it->first <= to; ++it) {
+    if (it->first > at) runs.push_back({at, it->first - 1});
+    at = it->first + 1;
+  }
+  if (at <= to && at != 0) runs.push_back({at, to});  // at 0: the last held SEQ was UINT64_MAX
+  return runs;
+}
+
 std::vector<uint64_t> OrderedStream::Forget(uint64_t from, uint64_t to, uint64_t by) {
   std::vector<uint64_t> dropped;
   if (from > to) return dropped;

@@ -47,6 +47,11 @@ class OrderedStream {
   // will not be delivered. Returns what becomes deliverable (held frames).
   std::vector<Delivery> GiveUp(uint64_t to);
 
+  // The runs of SEQs from `from` to `to` (UINT64_MAX: no end) that are not
+  // held (nor, immediate, shown), ascending. SEQs below next() count as
+  // missing here: callers start at next() where what was passed is not wanted.
+  std::vector<Gap> Missing(uint64_t from, uint64_t to) const;
+
   // Forgets every frame held with a SEQ from `from` to `to` that came by the
   // moment arrivals() was `by` (ordered: never delivered; immediate:
   // delivered, its SEQ free again), as frames the relay never stored.

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include "core/frame.h"
@@ -33,15 +34,43 @@ std::string ResetReason(uint64_t start, uint64_t last) {
   return fmt::format("resumed at {}, past the topic's newest SEQ {}: its history began again", start, last);
 }
 
+std::string RequesterOf(const Options& o) {
+  return o.requester.empty() ? DefaultRequester(o.client_id, o.user) : o.requester;
+}
+
+// A v1 relay's error without `code` or `retry`: final only if it is one of
+// these (any other, the database away say, is asked again).
+bool FinalV1Error(const std::string& error) {
+  return error == seqrelay::kErrorUnknownTopic || error == seqrelay::kErrorUnknownId ||
+         error == seqrelay::kErrorForbidden;
+}
+
 }  // namespace
 
+std::string DefaultRequester(const std::string& client_id, const std::string& user) {
+  if (!user.empty() && !client_id.empty() && client_id != user) return user + "/" + client_id;
+  return user.empty() ? client_id : user;
+}
+
 SeqClient::SeqClient(Options options, OnMessage on_message, OnGap on_gap)
-    : options_(std::move(options)), on_message_(std::move(on_message)), on_gap_(std::move(on_gap)) {}
+    : options_(std::move(options)),
+      requests_topic_(options_.control_prefix + "/retransmit/" + RequesterOf(options_)),
+      replies_topic_(options_.control_prefix + "/replay/" + RequesterOf(options_)),
+      on_message_(std::move(on_message)),
+      on_gap_(std::move(on_gap)) {}
 
 SeqClient::~SeqClient() { Stop(); }
 
 std::optional<std::string> SeqClient::Start() {
-  if (options_.client_id.empty()) return "a client id is required (it names the retransmit topics)";
+  if (options_.client_id.empty()) return "a client id is required";
+  const std::string requester = RequesterOf(options_);
+  const auto slash = requester.find('/');
+  if (requester.find_first_of("+#") != std::string::npos || requester.empty() || requester.front() == '/' ||
+      requester.back() == '/' || (slash != std::string::npos && requester.find('/', slash + 1) != std::string::npos)) {
+    return "requester '" + requester + "' is not R or U/C (PROTOCOL 3 and 5.4: one or two non-empty levels, no "
+           "wildcard)";
+  }
+  if (options_.max_outstanding < 1) return "max_outstanding must be at least 1";
   if (options_.filters.empty()) return "give at least one topic";
   if (options_.history != History::kNone || !options_.state_file.empty()) {
     for (const auto& f : options_.filters) {
@@ -101,7 +130,7 @@ std::optional<std::string> SeqClient::Start() {
   }
   {
     std::lock_guard lock(mu_);
-    for (const auto& [topic, lookup] : lookups_) SendLookupLocked(topic);
+    for (const auto& [topic, lookup] : lookups_) AskLookupLocked(topic);
   }
   timer_ = std::thread([this] { Timer(); });
   return std::nullopt;
@@ -144,8 +173,7 @@ void SeqClient::OnConnect(mosquitto* m, void* obj, int rc) {
     for (const auto& f : self->options_.filters) {
       mosquitto_subscribe(m, nullptr, (self->options_.seq_prefix + "/" + f).c_str(), self->options_.qos);
     }
-    const std::string replies = self->options_.control_prefix + "/replay/" + self->options_.client_id + "/#";
-    mosquitto_subscribe(m, nullptr, replies.c_str(), 1);
+    mosquitto_subscribe(m, nullptr, (self->replies_topic_ + "/#").c_str(), 1);
   }
   std::lock_guard lock(self->mu_);
   if (rc == 0) {
@@ -164,7 +192,7 @@ void SeqClient::OnMessageTrampoline(mosquitto*, void* obj, const mosquitto_messa
   auto* self = static_cast<SeqClient*>(obj);
   const std::string topic = m->topic;
   const std::string bytes(static_cast<const char*>(m->payload), m->payloadlen);
-  const std::string replies = self->options_.control_prefix + "/replay/" + self->options_.client_id;
+  const std::string& replies = self->replies_topic_;
   const std::string live_prefix = self->options_.seq_prefix + "/";
   try {
     if (topic == replies + "/status") {
@@ -189,6 +217,7 @@ std::map<uint32_t, SeqClient::Topic>::iterator SeqClient::AddTopicLocked(uint32_
 void SeqClient::HandleFrame(const std::string& name, const std::string& bytes, bool replayed) {
   std::lock_guard lock(mu_);
   OfferLocked(name, bytes, replayed);
+  PumpLocked();  // a request answered or done: its place goes to the next waiting
 }
 
 void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, bool replayed) {
@@ -196,6 +225,16 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
   if (!view.ok()) {
     ++stats_.bad_frames;
     return;
+  }
+  if (replayed) {
+    // The relay is serving this client: every reply timeout runs from now.
+    // (It serves one client's requests one after another: a request behind
+    // another's long reply hears nothing of its own. Until 2026-12-06 only
+    // a frame of the same topic restarted its timeout: such a request was
+    // asked again at each timeout, each time a new job at the relay, and
+    // then given up as unanswered.)
+    heard_at_ = Clock::now();
+    busy_rounds_ = 0;
   }
   if (!replayed && options_.drop_live_frame && options_.drop_live_frame(name, view->header.seq)) return;
   const uint32_t id = view->header.topic_id;
@@ -221,9 +260,6 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
   }
   Topic& t = it->second;
   t.ordered = view->header.ordering == seqrelay::Ordering::kOrdered;
-  // A reply in progress is not late: its timeout runs from its newest
-  // frame (a paced reply, --replay-rate, can take longer than reply_timeout).
-  if (replayed && t.asked) t.asked_at = Clock::now();
   bool duplicate = false;
   std::string payload(reinterpret_cast<const char*>(view->payload.data()), view->payload.size());
   auto out = t.stream.Offer(view->header.seq, t.ordered, std::move(payload), &duplicate);
@@ -270,18 +306,27 @@ void SeqClient::HandleStatus(const std::string& text) {
   json s = json::parse(text, nullptr, false);
   if (!s.is_object()) return;
   std::lock_guard lock(mu_);
+  heard_at_ = Clock::now();  // the relay is serving this client
+  if (s.value("status", "") == "ok") busy_rounds_ = 0;
   const std::string name = s.value("topic", "");
   if (s.value("from", uint64_t{0}) == kLookupFrom && lookups_.count(name)) {
     LookupAnsweredLocked(s, name);
   } else {
     RangeAnsweredLocked(s);
   }
+  PumpLocked();  // a request answered: its place goes to the next waiting
 }
 
 void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
   // The lookup answered: create the topic's stream at its start, then ask
   // for everything from there to the newest SEQ.
   const bool ok = s.value("status", "") == "ok";
+  if (!ok && s.value("code", "") == "busy") {
+    --lookups_[name].attempts;  // its sending counted one
+    RefusedBusyLocked();
+    AskLookupLocked(name);
+    return;
+  }
   if (!ok) {
     // Final answers end the lookup; anything else (the database away, too
     // many requests pending) is asked again by Timer, up to max_attempts.
@@ -294,14 +339,16 @@ void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
       // a later SEQ (a state file of a database since reset, or --from)
       // asked for SEQs that do not exist, and is told so.
       if (lookup.start > 1) ReportGapLocked(name, 0, 0, error);
+      // A state file saved now starts the topic at SEQ 1 next time, not
+      // again at its old position (which the next run would take for one
+      // of the new database's SEQs, skipping those below it).
+      if (auto kept = resume_.find(name); kept != resume_.end()) kept->second = 0;
       start_at_[name] = 1;
       lookups_.erase(name);
       OfferHeldLocked(name);
       return;
     }
-    const bool final_error =
-        error == seqrelay::kErrorForbidden || error == seqrelay::kErrorUnknownId;  // as a v1 relay words them
-    const bool retry = s.contains("retry") ? s.value("retry", true) : !final_error;
+    const bool retry = s.contains("retry") ? s.value("retry", true) : !FinalV1Error(error);
     if (!retry || lookups_[name].attempts >= options_.max_attempts) {
       AbandonLookupLocked(name, error);
     }
@@ -327,6 +374,9 @@ void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
     // read from its oldest SEQ, as a topic the relay does not know is.
     ReportGapLocked(name, 0, 0, ResetReason(start, last));
     start = first;
+    // As for an unknown topic: a state file saved before the first frame
+    // comes says where the topic begins now.
+    if (auto kept = resume_.find(name); kept != resume_.end()) kept->second = start - 1;
   }
   if (start != 0 && start < first) {  // reported once, never asked for
     ReportGapLocked(name, start, first - 1, fmt::format("history starts at {}", first));
@@ -336,10 +386,8 @@ void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
   Topic& t = AddTopicLocked(id, name, std::max<uint64_t>(start, 1))->second;
   if (start <= last) {
     t.asked = Gap{start, last};
-    t.asked_at = Clock::now();
     t.attempts = 1;
-    ++stats_.requests;
-    RequestRange(id, t);
+    AskRangeLocked(id, t);
   }
   OfferHeldLocked(name);
 }
@@ -349,18 +397,28 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
   const uint64_t from = s.value("from", uint64_t{0});
   const uint32_t id = s.value("id", uint32_t{0});
   auto it = topics_.find(id);
-  if (it == topics_.end() || !it->second.asked) return;
+  // A request waiting to be sent has nothing out at the relay to answer.
+  if (it == topics_.end() || !it->second.asked || it->second.waiting != 0) return;
   Topic& t = it->second;
   // A status answers the outstanding request only if it names the same
   // range. The status of an earlier request can come after its frames
   // closed that request and the timer asked for the next gap; taken as the
   // answer to the new request, it would give up SEQs that are on their way.
   if (from != t.asked->from || (t.asked->to != kOpenEnd && s.value("to", uint64_t{0}) != t.asked->to)) return;
-  if (!ok && s.value("retry", false)) {
-    // Busy, the database away, the relay stopping: the timer asks again
-    // (with its backoff), from where the relay says it stopped, and gives
-    // the request up with this reason after max_attempts.
-    t.refusal = s.value("error", "refused");
+  if (!ok && s.value("code", "") == "busy") {
+    RefusedBusyLocked();
+    AskRangeLocked(id, t);  // again, behind the others, from its first SEQ still missing
+    return;
+  }
+  const std::string error = s.value("error", "refused");
+  // Unavailable, stopping, internal (PROTOCOL 5.3), and a v1 relay's error
+  // without `retry` but for the final ones (as for lookups).
+  const bool retry = !ok && (s.contains("retry") && s["retry"].is_boolean() ? s["retry"].get<bool>()
+                                                                              : !FinalV1Error(error));
+  if (retry) {
+    // The timer asks again (with its backoff), from where the relay says it
+    // stopped, and gives the request up with this reason after max_attempts.
+    t.refusal = error;
     const uint64_t resume = s.value("next", t.asked->from);
     if (resume > t.asked->from && (t.asked->to == kOpenEnd || resume <= t.asked->to)) t.asked->from = resume;
     return;
@@ -385,15 +443,15 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
       }
     }
   }
-  if (t.asked->to == kOpenEnd) t.asked->to = s.value("to", s.value("last", uint64_t{0}));
+  if (t.asked->to == kOpenEnd && (s.contains("to") || s.contains("last"))) {
+    t.asked->to = s.value("to", s.value("last", uint64_t{0}));
+  }
   if (const uint64_t first = s.value("first", uint64_t{0});
       ok && first > t.asked->from && first > t.stream.next() && t.stream.next() != 0) {
     // PROTOCOL 5.2: everything below `first` was deleted. Given up now, so
     // delivery goes on from `first` (not after the rest of a truncated
     // reply), and never asked for again; what is left of the request
     // starts at `first`.
-    ++stats_.gaps_unfilled;
-    ReportGapLocked(t.name, t.stream.next(), first - 1, fmt::format("history starts at {}", first));
     if (first > t.asked->to) {  // all of it given up: the request ends, unfilled
       t.asked.reset();
       t.attempts = 0;
@@ -401,7 +459,7 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
       t.asked->from = first;
     }
     // Delivery may end the request too: its frames from `first` on came.
-    Deliver(t, id, t.stream.GiveUp(first - 1));
+    LoseLocked(id, t, t.stream.next(), first - 1, fmt::format("history starts at {}", first));
     if (!t.asked) return;
   }
   // Sent before the latest reconnect: frames of the reply published while
@@ -415,6 +473,18 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
     t.asked_at = Clock::now();
     ++stats_.requests;
     RequestRange(id, t);
+    return;
+  }
+  if (t.asked->to == kOpenEnd) {
+    // A catch-up refused for good before its end was known: given up as one
+    // never answered is (until 2026-12-06 it was dropped unreported). An ok
+    // status without `to` or `last` leaves nothing to go by.
+    if (!ok) {
+      AbandonLocked(id, t, error);
+    } else {
+      t.asked.reset();
+      t.attempts = 0;
+    }
     return;
   }
   // Frames come before their status: whatever of the asked range is still
@@ -441,10 +511,96 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
     RequestRange(id, t);
     return;
   }
-  const std::string why = ok ? "the relay has no such SEQ" : s.value("error", "refused");
-  ++stats_.gaps_unfilled;
-  ReportGapLocked(t.name, t.stream.next(), missing_to, why);
-  Deliver(t, id, t.stream.GiveUp(missing_to));
+  LoseLocked(id, t, t.stream.next(), missing_to, ok ? "the relay has no such SEQ" : error);
+}
+
+void SeqClient::LoseLocked(uint32_t id, Topic& t, uint64_t from, uint64_t to, const std::string& why) {
+  // Until 2026-12-06 the report ran over held frames, which were then
+  // delivered: only the runs really gone are reported.
+  for (const Gap& run : t.stream.Missing(from, to)) {
+    ++stats_.gaps_unfilled;
+    ReportGapLocked(t.name, run.from, run.to, why);
+  }
+  Deliver(t, id, t.stream.GiveUp(to));
+}
+
+void SeqClient::AbandonLocked(uint32_t id, Topic& t, const std::string& why) {
+  const auto gap = t.stream.gap();
+  const bool open_end = t.asked->to == kOpenEnd;
+  // An open end gives up only what is known to be missing (giving up to
+  // the open end would give up every SEQ).
+  const uint64_t to = !open_end ? t.asked->to : gap ? gap->to : t.stream.next() - 1;
+  const uint64_t from = t.stream.next();
+  t.asked.reset();
+  t.attempts = 0;
+  t.refusal.clear();
+  if (to >= from) {
+    LoseLocked(id, t, from, to, why);
+  } else if (open_end) {
+    ++stats_.gaps_unfilled;
+    ReportGapLocked(t.name, from, 0, why);  // the end was never learnt
+  }
+}
+
+void SeqClient::AskRangeLocked(uint32_t id, Topic& t) {
+  if (t.waiting != 0) return;  // waits already: keeps its place
+  t.waiting = ++tickets_;
+  waiting_.push_back({false, id, {}, t.waiting});
+  PumpLocked();
+}
+
+void SeqClient::AskLookupLocked(const std::string& name) {
+  Lookup& l = lookups_[name];
+  l.sent = {};
+  if (l.waiting != 0) return;
+  l.waiting = ++tickets_;
+  waiting_.push_back({true, 0, name, l.waiting});
+  PumpLocked();
+}
+
+void SeqClient::PumpLocked() {
+  std::erase_if(out_ranges_, [&](uint32_t id) {
+    auto it = topics_.find(id);
+    return it == topics_.end() || !it->second.asked || it->second.waiting != 0;
+  });
+  std::erase_if(out_lookups_, [&](const std::string& name) {
+    auto it = lookups_.find(name);
+    return it == lookups_.end() || it->second.waiting != 0;
+  });
+  const auto now = Clock::now();
+  if (now < busy_until_) return;
+  const auto limit = static_cast<std::size_t>(options_.max_outstanding);
+  while (!waiting_.empty() && out_ranges_.size() + out_lookups_.size() < limit) {
+    Waiting w = std::move(waiting_.front());
+    waiting_.pop_front();
+    if (w.lookup) {
+      auto it = lookups_.find(w.name);
+      if (it == lookups_.end() || it->second.waiting != w.ticket) continue;  // answered or forgotten meanwhile
+      it->second.waiting = 0;
+      out_lookups_.insert(w.name);
+      SendLookupLocked(w.name);
+    } else {
+      auto it = topics_.find(w.id);
+      if (it == topics_.end() || it->second.waiting != w.ticket) continue;
+      Topic& t = it->second;
+      t.waiting = 0;
+      if (!t.asked) continue;  // done or given up meanwhile
+      out_ranges_.insert(w.id);
+      t.asked_at = now;
+      ++stats_.requests;
+      RequestRange(w.id, t);
+    }
+  }
+}
+
+void SeqClient::RefusedBusyLocked() {
+  const auto now = Clock::now();
+  if (now < busy_until_) return;  // refused during the pause that runs: the same round
+  static thread_local std::mt19937 random(std::random_device{}());
+  const double jitter = std::uniform_real_distribution<double>(0.5, 1.5)(random);
+  const auto pause = options_.reply_timeout * (1 << std::min(busy_rounds_, 4));
+  busy_until_ = now + std::chrono::duration_cast<Clock::duration>(pause * jitter);
+  ++busy_rounds_;
 }
 
 void SeqClient::SendLookupLocked(const std::string& topic) {
@@ -469,11 +625,16 @@ void SeqClient::OfferHeldLocked(const std::string& topic) {
 }
 
 void SeqClient::Request(const std::string& json_text) {
-  const std::string topic = options_.control_prefix + "/retransmit/" + options_.client_id;
-  mosquitto_publish(mosq_, nullptr, topic.c_str(), static_cast<int>(json_text.size()), json_text.data(), 1, false);
+  mosquitto_publish(mosq_, nullptr, requests_topic_.c_str(), static_cast<int>(json_text.size()), json_text.data(), 1,
+                    false);
 }
 
 void SeqClient::RequestRange(uint32_t id, Topic& t, bool retry) {
+  // Never asked again is what came already: the range starts at its first
+  // SEQ not delivered or held (until 2026-12-06 a retry asked the whole
+  // range again).
+  const auto missing = t.stream.Missing(std::max(t.asked->from, t.stream.next()), t.asked->to);
+  if (!missing.empty() && missing.front().from > t.asked->from) t.asked->from = missing.front().from;
   const Gap& range = *t.asked;
   // Which frames were held when this range was first asked for (see
   // HandleStatus). Kept for the retries: an earlier moment only spares more.
@@ -496,7 +657,7 @@ void SeqClient::CatchUpLocked() {
   for (const auto& [name, start] : start_at_) {
     if (lookups_.count(name)) continue;
     lookups_[name] = Lookup{.start = start, .again = true};
-    SendLookupLocked(name);
+    AskLookupLocked(name);
   }
   for (auto& [id, t] : topics_) {
     if (t.stream.next() == 0) continue;
@@ -507,11 +668,9 @@ void SeqClient::CatchUpLocked() {
       continue;
     }
     t.asked = Gap{t.stream.next(), kOpenEnd};
-    t.asked_at = Clock::now();
     t.attempts = 1;
     t.refusal.clear();
-    ++stats_.requests;
-    RequestRange(id, t);
+    AskRangeLocked(id, t);
   }
 }
 
@@ -533,9 +692,13 @@ void SeqClient::Timer() {
 void SeqClient::TickLocked(Clock::time_point now) {
   // Lookups without an answer: ask again with backoff, then give up on
   // the history so that held live frames do not pile up for ever.
+  // A timeout runs from the request's sending or the relay's last word to
+  // this client, whichever is later.
+  auto since = [&](Clock::time_point sent) { return now - std::max(sent, heard_at_); };
   std::vector<std::string> abandon;
   for (auto& [topic, l] : lookups_) {
-    if (now - l.sent < options_.reply_timeout * (1 << std::min(l.attempts - 1, 10))) continue;
+    if (l.waiting != 0) continue;  // not sent yet: no reply is due
+    if (since(l.sent) < options_.reply_timeout * (1 << std::min(l.attempts - 1, 10))) continue;
     if (l.attempts >= options_.max_attempts) {
       abandon.push_back(topic);
     } else {
@@ -546,29 +709,15 @@ void SeqClient::TickLocked(Clock::time_point now) {
   for (auto& [id, t] : topics_) {
     auto gap = t.stream.gap();
     if (t.asked) {
+      if (t.waiting != 0) continue;  // not sent yet: no reply is due
       const auto timeout = options_.reply_timeout * (1 << std::min(t.attempts - 1, 10));
-      if (now - t.asked_at < timeout) continue;
+      if (since(t.asked_at) < timeout) continue;
       if (t.attempts >= options_.max_attempts) {
-        // An open end never answered gives up only what is known to be
-        // missing (giving up to the open end would give up every SEQ).
-        const bool open_end = t.asked->to == kOpenEnd;
-        const uint64_t to = !open_end ? t.asked->to : gap ? gap->to : t.stream.next() - 1;
-        const uint64_t from = t.stream.next();
-        // The relay's last answer if it kept asking for a retry (busy, ...).
-        const std::string why = t.refusal.empty() ? "no reply from the relay" : t.refusal;
-        t.asked.reset();
-        t.attempts = 0;
-        t.refusal.clear();
-        ++stats_.gaps_unfilled;
-        if (to >= from) {
-          ReportGapLocked(t.name, from, to, why);
-          Deliver(t, id, t.stream.GiveUp(to));
-        } else {
-          ReportGapLocked(t.name, from, 0, why);  // the end was never learnt
-        }
+        // The relay's last answer if it kept asking for a retry (unavailable, ...).
+        AbandonLocked(id, t, t.refusal.empty() ? "no reply from the relay" : t.refusal);
         continue;
       }
-      ++t.attempts;  // no status in time: ask again
+      ++t.attempts;  // no status in time: ask again (the request keeps its place out)
       t.asked_at = now;
       ++stats_.requests;
       RequestRange(id, t, /*retry=*/true);
@@ -586,10 +735,9 @@ void SeqClient::TickLocked(Clock::time_point now) {
       t.attempts = 1;
       t.refusal.clear();
     }
-    t.asked_at = now;
-    ++stats_.requests;
-    RequestRange(id, t);
+    AskRangeLocked(id, t);
   }
+  PumpLocked();  // a busy pause may have ended
 }
 
 std::optional<std::string> SeqClient::LoadState() {

@@ -3,8 +3,9 @@
 // Subscribes to <seq-prefix>/<filter> for each filter, checks every frame's
 // SEQ per topic id, drops duplicates, holds ordered topics back while a gap
 // is open, and asks the relay for what is missing (after `gap_wait`, with
-// retries and backoff) on <control>/retransmit/<client id>. It can start from
-// a topic's history and remember where it stopped in a state file.
+// retries and backoff) on <control>/retransmit/<requester>, at most
+// `max_outstanding` requests out at once. It can start from a topic's
+// history and remember where it stopped in a state file.
 //
 //   seqclient::Options o;
 //   o.port = 1883;
@@ -28,11 +29,13 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -53,14 +56,26 @@ struct Options {
   int port = 1883;
   std::string user;
   std::string password;
-  std::string client_id;             // required: names the retransmit topics
+  std::string client_id;             // required
+  // Names the retransmit topics: <control>/retransmit/<requester> and
+  // <control>/replay/<requester>. R, or U/C (PROTOCOL 5.4: U the username,
+  // C one more level). Empty: DefaultRequester(client_id, user).
+  std::string requester;
   std::vector<std::string> filters;  // raw topic filters; "+"/"#" allowed
   std::string seq_prefix = "seq";
   std::string control_prefix = "relay";
   int qos = 1;
   std::chrono::milliseconds gap_wait{200};
-  std::chrono::milliseconds reply_timeout{2000};  // per request, doubled on each retry
+  // Per request, doubled on each retry; it runs from the request's sending
+  // or from the relay's last word on the reply topics, whichever is later
+  // (the relay serves one client's requests one after another).
+  std::chrono::milliseconds reply_timeout{2000};
   int max_attempts = 5;                            // requests per gap before it is reported unfilled
+  // Requests (ranges and lookups) out at the relay at once, at most; the
+  // rest wait in the order they were made. The relay holds at most 16 of a
+  // user waiting and refuses more `busy`: 8 leaves room for a second
+  // connection of the same user.
+  int max_outstanding = 8;
   History history = History::kNone;  // needs filters without wildcards
   uint64_t history_n = 0;            // the N of kFrom / kLast
   std::string state_file;            // remember the last delivered SEQ per topic
@@ -76,6 +91,13 @@ struct Options {
   std::function<void(const std::string& topic, const std::vector<uint64_t>& seqs)> on_forged_frames;
 };
 
+// The requester a client gets by default: U/C (PROTOCOL 5.4) when it has a
+// username U and another client id C, which the shipped ACL allows whatever
+// the broker does with client ids; else the username or the client id (with
+// the shipped broker's use_username_as_clientid the two are the same). As
+// the JavaScript and Python clients choose it.
+std::string DefaultRequester(const std::string& client_id, const std::string& user);
+
 struct Message {
   std::string topic;
   uint32_t topic_id = 0;
@@ -90,7 +112,7 @@ struct Stats {
   uint64_t duplicates = 0;
   uint64_t requests = 0;       // retransmit requests sent
   uint64_t gaps_filled = 0;    // gaps closed by retransmitted frames
-  uint64_t gaps_unfilled = 0;  // gaps given up (reported through on_gap)
+  uint64_t gaps_unfilled = 0;  // runs of SEQs given up (each reported through on_gap)
   uint64_t bad_frames = 0;
   uint64_t callback_errors = 0;  // exceptions the callbacks threw (a message still counts as delivered)
   uint64_t lookups_pending = 0;    // topics whose history lookup is not answered yet (a gauge)
@@ -138,9 +160,12 @@ class SeqClient {
     // connections_ when the request was last sent: one sent before the
     // latest reconnect may have lost frames of its reply.
     uint64_t asked_on = 0;
-    // The last answer asking for a retry (busy, ...): the reason, if the
-    // request is given up after all.
+    // The last answer asking for a retry (unavailable, ...): the reason,
+    // if the request is given up after all.
     std::string refusal{};
+    // Nonzero while `asked` waits to be sent (in waiting_, behind
+    // max_outstanding others or a busy pause): its place's ticket.
+    uint64_t waiting = 0;
   };
 
   static void OnConnect(mosquitto*, void* self, int rc);
@@ -167,9 +192,30 @@ class SeqClient {
   void AbandonLookupLocked(const std::string& topic, const std::string& why);
   // Offers the live frames held while `topic` was looked up.
   void OfferHeldLocked(const std::string& topic);
-  // Asks for `t.asked` of topic `id` (an open end: up to the newest SEQ).
-  // `retry`: the same request again, after no status came in time.
+  // Asks for `t.asked` of topic `id` (an open end: up to the newest SEQ),
+  // from its first SEQ not delivered or held. `retry`: the request again,
+  // after no status came in time.
   void RequestRange(uint32_t id, Topic& t, bool retry = false);
+  // A new request of topic `id` (t.asked set) or of lookup `name`: it waits
+  // its turn behind those made before it (keeping its place if it waits
+  // already), and goes out when fewer than max_outstanding are out.
+  void AskRangeLocked(uint32_t id, Topic& t);
+  void AskLookupLocked(const std::string& name);
+  // Sends what waits, oldest first, while fewer than max_outstanding are
+  // out and no busy pause runs.
+  void PumpLocked();
+  // `busy` (PROTOCOL 5.3): no failed attempt, nothing given up; the request
+  // waits again, behind the others, and nothing waiting goes out for a
+  // pause (reply_timeout, doubled for each pause since the relay last
+  // served this client, at most 16 times, times a random 0.5 to 1.5).
+  void RefusedBusyLocked();
+  // Gives up every SEQ of topic `id` up to `to`, and reports the runs from
+  // `from` that are not held (a held frame is delivered, not gone).
+  void LoseLocked(uint32_t id, Topic& t, uint64_t from, uint64_t to, const std::string& why);
+  // Gives the outstanding request of topic `id` up: a range to its end; an
+  // open end (a catch-up) only what is known missing, and with nothing
+  // known, reported with `to` 0.
+  void AbandonLocked(uint32_t id, Topic& t, const std::string& why);
   // After a reconnect: frames published while the client was away are
   // missed, and without a later frame no gap would show. Asks for every
   // known topic from its next SEQ on.
@@ -182,6 +228,7 @@ class SeqClient {
   std::optional<std::string> SaveState();
 
   const Options options_;
+  const std::string requests_topic_, replies_topic_;  // <control>/retransmit|replay/<requester>
   const OnMessage on_message_;
   const OnGap on_gap_;
   mosquitto* mosq_ = nullptr;
@@ -198,9 +245,10 @@ class SeqClient {
   // each starts, and its outstanding lookup, retried by Timer. mu_.
   struct Lookup {
     uint64_t start = 0;  // first SEQ wanted; 0 for kLast, known once the lookup answers
-    std::chrono::steady_clock::time_point sent{};
+    std::chrono::steady_clock::time_point sent{};  // zero while it waits to be sent
     int attempts = 0;
     bool again = false;  // after a reconnect (start_at_): failing loses nothing
+    uint64_t waiting = 0;  // nonzero while it waits to be sent: its place's ticket
   };
   std::map<std::string, Lookup> lookups_;
   // Topics the relay had no message of when looked up: the first SEQ wanted
@@ -208,6 +256,28 @@ class SeqClient {
   // since what came while away shows as no gap). mu_.
   std::map<std::string, uint64_t> start_at_;
   std::map<std::string, std::vector<std::string>> held_live_;  // live frames of topics being looked up; mu_
+  // Requests made and not sent yet, in the order they were made: a topic's
+  // range (by id) or a lookup (by name), with the ticket of its place (an
+  // entry whose request has another ticket, or none, is stale). mu_.
+  struct Waiting {
+    bool lookup = false;
+    uint32_t id = 0;
+    std::string name;
+    uint64_t ticket = 0;
+  };
+  std::deque<Waiting> waiting_;
+  uint64_t tickets_ = 0;
+  // The requests out at the relay and not answered yet; PumpLocked drops
+  // those answered, given up or forgotten. mu_.
+  std::set<uint32_t> out_ranges_;
+  std::set<std::string> out_lookups_;
+  // When a frame or a status last came on the reply topics: any word from
+  // the relay to this client restarts every reply timeout. mu_.
+  std::chrono::steady_clock::time_point heard_at_{};
+  // `busy`: nothing waiting is sent before busy_until_; busy_rounds_: pauses
+  // since the relay last served this client (a frame or an ok status). mu_.
+  std::chrono::steady_clock::time_point busy_until_{};
+  int busy_rounds_ = 0;
   Stats stats_;                               // guarded by mu_
   int connack_ = -1;                          // guarded by mu_
   uint64_t connections_ = 0;                  // connects accepted so far; guarded by mu_
