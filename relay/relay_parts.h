@@ -40,9 +40,9 @@ class Backoff {
   milliseconds next_{100};
 };
 
-// The writer's session may idle inside a transaction this long (seconds,
-// whole, at least 1) before the server ends it: about one lease.
-inline int IdleTransactionLimit(int lease_ms) { return std::max(1, (lease_ms + 999) / 1000); }
+// The writer's session may idle inside a transaction this long (seconds)
+// before the server ends it: about one lease.
+inline int IdleTransactionLimit(int lease_ms) { return MysqlStore::IdleTransactionLimit(lease_ms); }
 
 inline double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();

@@ -9,6 +9,7 @@
 #include <fmt/ranges.h>
 #include <mysql_connection.h>
 #include <mysql_driver.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <bit>
@@ -472,6 +473,12 @@ Result<bool> MysqlStore::RenewLease(uint32_t epoch, int lease_ms) {
     ps->setString(2, shard_);
     ps->setUInt(3, epoch);
     renewed = ps->executeUpdate() == 1;
+    if (++renewals_ == stop_in_renewal_) {
+      LogWarn("fault injection: SIGSTOP between a lease renewal's UPDATE and its COMMIT");
+      // To this thread (raise): sent to the process, another thread may take
+      // it, and this one sends the COMMIT before the group stop reaches it.
+      raise(SIGSTOP);
+    }
     CommitTransaction();
   });
   if (!s.ok()) return s;

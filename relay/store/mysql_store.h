@@ -54,9 +54,13 @@ class MysqlStore {
   Status LimitLockWait(int seconds);
   // The server ends this session if it idles inside a transaction for
   // `seconds` (MariaDB's idle_transaction_timeout; a no-op on MySQL, which
-  // has none): a writer frozen mid-commit (SIGSTOP, a stalled VM) must not
-  // hold its shard's row, and so its lease, against a takeover.
+  // has none): a writer frozen mid-commit, or a lease keeper frozen between
+  // its renewal's UPDATE and COMMIT (SIGSTOP, a stalled VM, a host gone),
+  // must not hold its shard's row, and so its lease, against a takeover.
+  // IdleTransactionLimit(lease_ms) is the limit the relay's sessions take.
   Status LimitIdleTransaction(int seconds);
+  // About one lease: seconds, whole, at least 1.
+  static int IdleTransactionLimit(int lease_ms) { return std::max(1, (lease_ms + 999) / 1000); }
 
   // Applies the migrations the database lacks; with apply = false only checks
   // that it is at the newest version.
@@ -230,6 +234,9 @@ class MysqlStore {
   // of this store kills its own session after the INSERTs and before
   // COMMIT, as a database restart at that instant would. 0 = off.
   void InjectKillBeforeCommit(uint64_t nth) { kill_before_commit_ = nth; }
+  // Tests: SIGSTOP to this process between the nth RenewLease's UPDATE and
+  // its COMMIT (0 = never).
+  void InjectStopInRenewal(uint64_t nth) { stop_in_renewal_ = nth; }
 
   // The intake began a new MQTT session, whose rows start at `idx`: it
   // and the session's number, one past the last (SHARD.SESSION_IDX and
@@ -343,6 +350,8 @@ class MysqlStore {
   uint64_t session_idx_ = 0;          // SHARD.SESSION_IDX, read at ReadProgress and written by every fence
   SessionNo session_no_ = 0;          // SHARD.SESSION_NO, the same way
   uint64_t kill_before_commit_ = 0;   // see InjectKillBeforeCommit; 0 = off
+  uint64_t stop_in_renewal_ = 0;      // see InjectStopInRenewal
+  uint64_t renewals_ = 0;             // RenewLease calls, for stop_in_renewal_
   uint64_t batches_tried_ = 0;        // non-empty CommitBatch calls, for kill_before_commit_
   bool sync_wait_ = false;            // the server knows wsrep_sync_wait: reads are causal
   bool mariadb_ = false;              // the server is MariaDB (SET STATEMENT ... FOR)

@@ -447,6 +447,30 @@ TEST_F(FailoverE2E, ANewActiveWhoseFirstReadsWaitKeepsTheLeaseItTook) {
   EXPECT_EQ((&active == a2.get() ? *a3 : *a2).Stop(), 0);
 }
 
+// The active stops (SIGSTOP: a stalled VM, a host gone) between a lease
+// renewal's UPDATE and its COMMIT, the shard's row locked by that open
+// transaction. The server ends the session after about one lease
+// (idle_transaction_timeout, as the writer's), and a standby takes over.
+// Until 2026-12-06 only the writer's session had the limit: the frozen
+// renewal held the row for the server's wait_timeout (8 h), and every
+// takeover failed on its lock wait.
+TEST_F(FailoverE2E, AnActiveFrozenInsideALeaseRenewalDoesNotHoldItsShardAgainstATakeover) {
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
+  a1->Start({"SEQTEST_STOP_IN_RENEWAL=3"});
+  struct Resume {  // never left stopped: the fixture ends it
+    RelayProcess& relay;
+    ~Resume() { relay.Signal(SIGCONT); }
+  } resume{*a1};
+  StartStandby(*a2);
+  ASSERT_TRUE(LogHas(*a1, "fault injection: SIGSTOP between a lease renewal's UPDATE", 20s)) << a1->log();
+  ASSERT_TRUE(LogHas(*a2, "active: holding shard 'a'", std::chrono::milliseconds(4 * kLeaseMs) + 10s))
+      << "no takeover while the frozen renewal's transaction holds the row:\n" << a2->log();
+  EXPECT_EQ(Epoch("a"), 2u);
+  PublishAndExpectEachStoredOnce(root() + "/a/t", 10);
+  a1->Kill();
+  EXPECT_EQ(a2->Stop(), 0);
+}
+
 // As below, but the dead relay comes back under another shard with the
 // same journal: its records go to the shard it took them for, whose active
 // recognises them. Until 2026-12-05 they went to the new --shard, whose
