@@ -78,8 +78,14 @@ ParsedRequest ParseRetransmitRequest(std::string_view text) {
     if (field_error.empty()) field_error = std::move(e);
   };
   if (auto it = doc.find("topic"); it != doc.end()) {
-    if (it->is_string() && !it->get_ref<const std::string&>().empty()) {
+    if (it->is_string() && !it->get_ref<const std::string&>().empty() &&
+        it->get_ref<const std::string&>().size() <= kMaxTopicBytes) {
       r.fields.topic = it->get<std::string>();
+    } else if (it->is_string() && !it->get_ref<const std::string&>().empty()) {
+      // No such topic is ever stored (the intake refuses it), and none may
+      // reach the replay ACL, whose patterns cost more with every byte.
+      keep_invalid("topic", *it, true);
+      note(fmt::format("\"topic\" is longer than {} bytes, the longest the relay stores", kMaxTopicBytes));
     } else {
       keep_invalid("topic", *it, it->is_string());
       note("\"topic\" must be a non-empty string");
@@ -173,6 +179,14 @@ Result<ReplyTopics> ChooseReplyTopics(std::string_view control_prefix, std::stri
   if (!response_topic) return own;
   if (!IsUnderPrefix(*response_topic, own.frames) || response_topic->find_first_of("+#") != std::string_view::npos) {
     return Status::Error(fmt::format("response topic '{}' is not under '{}'", *response_topic, own.frames));
+  }
+  // Its status goes to <response topic>/status, itself an MQTT topic of at
+  // most 65,535 bytes: a longer one could not be published, and the frames
+  // would go without the one status every request gets.
+  constexpr std::size_t kMaxMqttTopic = 65535, kStatusLevel = sizeof("/status") - 1;
+  if (response_topic->size() > kMaxMqttTopic - kStatusLevel) {
+    return Status::Error(fmt::format("response topic of {} bytes leaves no room for its status topic (at most {} "
+                                     "bytes)", response_topic->size(), kMaxMqttTopic - kStatusLevel));
   }
   return ReplyTopics{std::string(*response_topic), fmt::format("{}/status", *response_topic)};
 }

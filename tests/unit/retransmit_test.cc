@@ -173,6 +173,21 @@ TEST(RetransmitParseTest, BadRequests) {
   for (const auto& c : kBadRequests) ExpectParsed(c);
 }
 
+// The longest topic the relay stores is 255 bytes (the intake refuses a
+// longer one): a request for a longer one is a bad field, read no further,
+// echoed. Until 2026-12-06 it went on to the replay ACL, whose %c patterns
+// took seconds of a worker's time for a topic of 4,000 bytes.
+TEST(RetransmitParseTest, ATopicLongerThanAnyStoredIsABadField) {
+  const std::string longest(255, 't'), longer(256, 't');
+  ExpectParsed({"topic_of_255_bytes", R"({"topic":")" + longest + R"(","from":1})", "", longest, kNone, 1, kNone});
+  ExpectParsed({"topic_of_256_bytes", R"({"topic":")" + longer + R"(","from":1})",
+                "\"topic\" is longer than 255 bytes, the longest the relay stores", kNone, kNone, 1, kNone});
+  const ParsedRequest r = ParseRetransmitRequest(R"({"topic":")" + longer + R"(","from":1})");
+  EXPECT_EQ(r.code, ErrorCode::kBadField);
+  ASSERT_EQ(r.fields.invalid.size(), 1u);
+  EXPECT_EQ(r.fields.invalid[0].second, "\"" + longer + "\"") << "echoed";
+}
+
 // A valid request padded with spaces to `size` bytes.
 std::string PaddedRequest(std::size_t size) {
   std::string request = R"({"topic":"chat/room1","from":1})";
@@ -494,6 +509,21 @@ const std::vector<RefusedCase> kRefused = {
     {"different_control_prefix", "ctl", "relay/replay/R"},
     {"different_control_prefix_under", "ctl", "relay/replay/R/q1"},
 };
+
+// A response topic under the requester's own, but so long that its status
+// topic (<response topic>/status) would pass MQTT's 65,535 bytes: refused,
+// as the frames would otherwise go without a status.
+TEST(RetransmitReplyTopicsTest, AResponseTopicWithNoRoomForItsStatusTopicIsRefused) {
+  const std::string own = "relay/replay/R/";
+  const std::string fits = own + std::string(65528 - own.size(), 'q');
+  auto t = ChooseReplyTopics("relay", "R", fits);
+  ASSERT_TRUE(t.ok()) << t.error();
+  EXPECT_EQ(t->status.size(), 65535u);
+  const std::string over = fits + "q";
+  t = ChooseReplyTopics("relay", "R", over);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.error(), "response topic of 65529 bytes leaves no room for its status topic (at most 65528 bytes)");
+}
 
 TEST(RetransmitReplyTopicsTest, ResponseTopicElsewhereIsRefused) {
   for (const auto& c : kRefused) {
