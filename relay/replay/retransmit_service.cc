@@ -314,7 +314,15 @@ bool RetransmitService::Serve(Job& job, MysqlStore& store) {
       break;
     }
     if (rows->empty()) {
-      MissingFrom(p.next, job, store);
+      // Nothing from p.next to p.end, or (the read's two statements see two
+      // snapshots) retention deleted what its first one counted: the rows
+      // from the topic's oldest now on are still to send. (Until 2026-12-06
+      // the reply ended here, "ok", without them.)
+      const uint64_t oldest = MissingFrom(p.next, job, store);
+      if (oldest > p.next && oldest <= p.end) {
+        p.next = oldest;
+        continue;
+      }
       break;
     }
     for (const auto& row : *rows) {
@@ -350,18 +358,19 @@ bool RetransmitService::OthersWaiting() {
   return !turns_.empty();
 }
 
-void RetransmitService::MissingFrom(uint64_t seq, Job& job, MysqlStore& store) {
+uint64_t RetransmitService::MissingFrom(uint64_t seq, Job& job, MysqlStore& store) {
   // Retention deletes a topic's rows from its oldest on, maybe while a
   // reply goes: if everything before the oldest row stored now is gone,
   // `first` says where the history starts now (PROTOCOL.md 5.2). A hole
   // above older rows (an operator's purge) stays a hole: the client asks
   // for it and hears that the relay has no such SEQ.
   auto now = WithDb(store, [&] { return store.FindTopic(*job.fields.topic, std::nullopt); });
-  if (!now.ok() || !now.value()) return;
+  if (!now.ok() || !now.value()) return 0;
   const MysqlStore::TopicRow& t = **now;
   const uint64_t oldest = t.first_seq != 0 ? t.first_seq : t.last_seq + 1;
   Job::Progress& p = *job.progress;
   if (oldest > seq) p.status.first = std::max(p.status.first.value_or(0), oldest);
+  return oldest;
 }
 
 bool RetransmitService::MayRead(const Job& job, std::string_view topic) const {

@@ -132,8 +132,9 @@ class RetransmitService {
   // at its client's next turn).
   bool Serve(Job& job, MysqlStore& store);
   // Rows of the job's range are missing from `seq` on: moves its status's
-  // `first` past them if retention deleted them.
-  void MissingFrom(uint64_t seq, Job& job, MysqlStore& store);
+  // `first` past them if retention deleted them. Returns the topic's oldest
+  // SEQ now (0 if the database could not say).
+  uint64_t MissingFrom(uint64_t seq, Job& job, MysqlStore& store);
   bool OthersWaiting();
   // True if the ACL (if any) lets the job's client read the frames of `topic`.
   bool MayRead(const Job& job, std::string_view topic) const;

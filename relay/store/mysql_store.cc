@@ -13,8 +13,11 @@
 
 #include <algorithm>
 #include <bit>
+#include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <initializer_list>
+#include <thread>
 #include <unordered_set>
 
 #include "core/log.h"
@@ -1098,6 +1101,16 @@ Result<std::vector<MysqlStore::RangeRow>> MysqlStore::ReadRange(std::string_view
       }
       limit = fit;
       to = last;
+    }
+    // Fault injection for the tests: a pause between the two statements,
+    // each of which reads its own snapshot (READ COMMITTED).
+    static const long pause_ms = [] {
+      const char* ms = std::getenv("SEQTEST_PAUSE_IN_RANGE_READ_MS");
+      return ms ? std::strtol(ms, nullptr, 10) : 0L;
+    }();
+    if (pause_ms > 0) {
+      LogWarn("fault injection: pausing {} ms between a range read's two statements", pause_ms);
+      std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
     }
     std::unique_ptr<sql::ResultSet> rs = query("SEQ, QOS, MSG");
     while (rs->next()) {

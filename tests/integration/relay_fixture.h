@@ -87,10 +87,11 @@ class RelayE2E : public ::testing::Test {
   TestServers& servers() { return SharedServers(); }
   std::string root() const { return name_; }
 
-  RelayProcess& StartRelay(std::vector<std::string> args = {}) {
+  // `env`: "NAME=value" pairs for the relay (fault injection).
+  RelayProcess& StartRelay(std::vector<std::string> args = {}, const std::vector<std::string>& env = {}) {
     args.push_back("--source=" + root() + "/#");
     relay_ = std::make_unique<RelayProcess>(servers(), name_, args);
-    relay_->Start();
+    relay_->Start(env);
     return *relay_;
   }
 

@@ -130,6 +130,31 @@ TEST_F(RetentionE2E, RowsDeletedWhileAReplyGoesMoveItsFirst) {
   ASSERT_EQ(relay_->Stop(), 0);
 }
 
+// The same between the two statements of one read (the rows' sizes, then
+// the rows, each its own snapshot): all the first counted (a read's 1,000
+// rows) is gone by the second. The reply goes on from the topic's oldest
+// row now. Until 2026-12-06 it ended there, "ok" with nothing sent, SEQ
+// 1,001 to 1,100 stored and never sent.
+TEST_F(RetentionE2E, RowsDeletedBetweenTheTwoStatementsOfARangeReadAreNotTheReplysEnd) {
+  const std::string t = root() + "/t";
+  StartRelay({}, {"SEQTEST_PAUSE_IN_RANGE_READ_MS=1500"});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 1100; ++i) pub.Publish(t, "m" + std::to_string(i), 1, 1000);
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  ASSERT_TRUE(WaitFor([&] { return StoredSeqs(t).size() == 1100; }, 30s)) << AuditTrail(t).size();
+  std::thread remover([&] {  // while the reply's first read pauses
+    WaitFor([&] { return relay_->log().find("pausing 1500 ms between a range read") != std::string::npos; }, 10s);
+    servers().Sql(fmt::format("DELETE FROM `{}`.MSG WHERE ID = X'{}' AND SEQ <= 1000", name_, Hex(t)));
+  });
+  auto [seqs, status] = Replay(t, 1);
+  remover.join();
+  EXPECT_EQ(seqs, Range(1001, 1100));
+  EXPECT_EQ(status["status"], "ok") << status.dump();
+  EXPECT_EQ(status["first"], 1001) << status.dump();
+  EXPECT_EQ(status["sent"], 100) << status.dump();
+  ASSERT_EQ(relay_->Stop(), 0);
+}
+
 TEST_F(RetentionE2E, AnAgeDeletesOldRowsButNeverATopicsNewest) {
   const std::string t = root() + "/t";
   StartRelay({"--retention=" + root() + "/#=2s"});
