@@ -93,9 +93,11 @@ class FifoRelay {
   }
 }
 
+// No retries unless a test asks for them (replyTimeout): a test that reads
+// the requests by index must not find a retry among them on a slow machine.
 function setup(t, options = {}) {
   const mqtt = new FakeMqtt();
-  const seq = new SeqClient(mqtt, { replyTimeout: 40, gapWait: 10, ...options });
+  const seq = new SeqClient(mqtt, { replyTimeout: 60000, gapWait: 10, ...options });
   t.after(() => seq.close());
   const events = [];
   for (const e of ['history', 'fetch', 'filled', 'lost']) seq.on(e, (v) => events.push([e, v]));
@@ -272,7 +274,7 @@ test('a reply whose `first` passed the gap gives the gone SEQs up at once, sayin
 });
 
 test('an error with retry: true is asked again after the backoff, not given up', async (t) => {
-  const { mqtt, seq, events, seen } = await gapAsked(t, 4);
+  const { mqtt, seq, events, seen } = await gapAsked(t, 4, { replyTimeout: 40 });
   assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 3 });
   mqtt.status({ id: 7, from: 2, to: 3, status: 'error', error: 'too many requests', code: 'busy', retry: true });
   assert.equal(events.some(([e]) => e === 'lost'), false);
@@ -284,7 +286,7 @@ test('an error with retry: true is asked again after the backoff, not given up',
 });
 
 test('`stopping` with `next`: the retry asks from next', async (t) => {
-  const { mqtt, seq, seen } = await gapAsked(t, 10);
+  const { mqtt, seq, seen } = await gapAsked(t, 10, { replyTimeout: 40 });
   for (const s of [2, 3, 4]) mqtt.frame('relay/replay/r1', s);
   mqtt.status({ id: 7, from: 2, to: 9, status: 'error', error: 'relay stopping', code: 'stopping', retry: true, next: 5 });
   await waitFor(() => mqtt.requests.length >= 2, 'the retry');
@@ -587,7 +589,7 @@ test('frames of a reply lost in a reconnect are asked for again, not given up as
 });
 
 test('a retry sent after the reconnect does not make the first request\'s cut reply whole', async (t) => {
-  const { mqtt, events, seen } = await gapAsked(t, 4);
+  const { mqtt, events, seen } = await gapAsked(t, 4, { replyTimeout: 40 });
   mqtt.emit('connect'); // 2 goes out while the client is away
   await waitFor(() => mqtt.requests.filter((r) => r.from === 2 && r.to === 3).length >= 2, 'the retry');
   mqtt.frame('relay/replay/r1', 3);
@@ -614,7 +616,7 @@ test('history of a topic with no message yet: after a reconnect it is looked up 
 });
 
 test('the last N of a topic with no message yet start at SEQ 1; a lookup again that fails loses nothing and is tried again', async (t) => {
-  const { mqtt, seq, events, seen } = setup(t, { maxAttempts: 1 });
+  const { mqtt, seq, events, seen } = setup(t, { maxAttempts: 1, replyTimeout: 40 });
   seq.subscribe('chat/a', { last: 5 });
   const unknown = { topic: 'chat/a', from: MAX_SEQ, status: 'error', error: 'unknown topic', code: 'unknown_topic', retry: false };
   mqtt.status(unknown);
