@@ -517,7 +517,7 @@ TEST_F(ClientE2E, ARequestWaitingBehindAnotherTopicsReplyIsNotAskedAgain) {
   const std::string a = root() + "/a", b = root() + "/b";
   auto o = ClientOptions("c", {a, b});
   o.history = seqclient::History::kAll;
-  o.reply_timeout = std::chrono::milliseconds(150);
+  o.reply_timeout = Scaled(std::chrono::milliseconds(600));
   o.max_attempts = 3;
   FakeRelay relay_a(servers().mqtt_port(), name_ + "-a", o.client_id, a, 7);
   FakeRelay relay_b(servers().mqtt_port(), name_ + "-b", o.client_id, b, 8);
@@ -526,10 +526,12 @@ TEST_F(ClientE2E, ARequestWaitingBehindAnotherTopicsReplyIsNotAskedAgain) {
   seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
   ASSERT_EQ(client.Start(), std::nullopt);
   relay_a.Request(2);  // both lookups
+  // a's range asked first, then b's: the relay serves them in that order.
   relay_a.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 10}, {"status", "ok"}});
+  EXPECT_EQ(relay_a.Request(3), nlohmann::json({{"id", 7}, {"from", 1}, {"to", 10}}));
   relay_b.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 10}, {"status", "ok"}});
-  relay_a.Request(4);  // both ranges
-  for (uint64_t seq = 1; seq <= 10; ++seq) {  // a's reply, paced: 1 s, many of b's timeouts
+  EXPECT_EQ(relay_a.Request(4), nlohmann::json({{"id", 8}, {"from", 1}, {"to", 10}}));
+  for (uint64_t seq = 1; seq <= 10; ++seq) {  // a's reply, paced: 1 s, more than b's timeout
     relay_a.Replay(seq);
     std::this_thread::sleep_for(100ms);
   }
@@ -541,6 +543,53 @@ TEST_F(ClientE2E, ARequestWaitingBehindAnotherTopicsReplyIsNotAskedAgain) {
   client.Stop();
   EXPECT_EQ(relay_a.requests(), 4u) << "b's range was asked again while a's reply came";
   EXPECT_EQ(gaps.all(), std::vector<std::string>{});
+}
+
+// The other side of that rule: a request whose reply is lost (a relay
+// frozen with it, a reply sent while the client was away) times out
+// although the relay keeps answering the client's requests sent after it:
+// it was served before them, or not at all. Until 2026-12-06 (that rule's
+// first form) any word from the relay restarted every timeout, and b's gap
+// was never asked again nor given up while a's requests were answered.
+TEST_F(ClientE2E, ARequestWhoseReplyIsLostTimesOutWhileLaterOnesAreAnswered) {
+  const std::string a = root() + "/a", b = root() + "/b";
+  auto o = ClientOptions("c", {a, b});
+  o.gap_wait = std::chrono::milliseconds(20);
+  o.reply_timeout = std::chrono::milliseconds(400);
+  o.max_attempts = 2;
+  FakeRelay relay_a(servers().mqtt_port(), name_ + "-a", o.client_id, a, 7);
+  FakeRelay relay_b(servers().mqtt_port(), name_ + "-b", o.client_id, b, 8);
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay_b.Live(1); }));
+  relay_b.Live(3);  // b's gap, asked first; its reply never comes
+  EXPECT_EQ(relay_a.Request(1), nlohmann::json({{"id", 8}, {"from", 2}, {"to", 2}}));
+  relay_a.Live(1);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 2; }, 10s));
+  // a's gaps, one after another, each answered within 150 ms, for 2.4 s:
+  // six of b's timeouts.
+  uint64_t next = 2;
+  std::size_t seen = 1;
+  const auto until = std::chrono::steady_clock::now() + 2400ms;
+  while (std::chrono::steady_clock::now() < until) {
+    relay_a.Live(next + 1);
+    for (bool asked = false; !asked;) {
+      auto r = relay_a.Request(++seen);
+      asked = r["id"] == 7;
+    }
+    relay_a.Replay(next);
+    relay_a.Answer({{"from", next}, {"to", next}, {"sent", 1}, {"last", next + 1}, {"status", "ok"}});
+    next += 2;
+    std::this_thread::sleep_for(100ms);
+  }
+  std::size_t b_requests = 0;
+  for (std::size_t i = 1; i <= relay_a.requests(); ++i) b_requests += relay_a.Request(i)["id"] == 8;
+  EXPECT_GE(b_requests, 2u) << "b's gap was not asked again while a's requests were answered";
+  EXPECT_TRUE(WaitFor([&] { return !gaps.all().empty(); }, 10s)) << "b's gap never given up";
+  client.Stop();
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{b + " 2..2 no reply from the relay"});
 }
 
 // At most max_outstanding requests are out at the relay at once (it holds

@@ -226,16 +226,7 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
     ++stats_.bad_frames;
     return;
   }
-  if (replayed) {
-    // The relay is serving this client: every reply timeout runs from now.
-    // (It serves one client's requests one after another: a request behind
-    // another's long reply hears nothing of its own. Until 2026-12-06 only
-    // a frame of the same topic restarted its timeout: such a request was
-    // asked again at each timeout, each time a new job at the relay, and
-    // then given up as unanswered.)
-    heard_at_ = Clock::now();
-    busy_rounds_ = 0;
-  }
+  if (replayed) busy_rounds_ = 0;  // the relay is serving this client
   if (!replayed && options_.drop_live_frame && options_.drop_live_frame(name, view->header.seq)) return;
   const uint32_t id = view->header.topic_id;
   auto it = topics_.find(id);
@@ -259,6 +250,12 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
     it = AddTopicLocked(id, name, start);
   }
   Topic& t = it->second;
+  // A frame of the request out: the relay is serving it, and so it and the
+  // requests sent after it wait their turn. (Until 2026-12-06 only a frame
+  // of the same topic restarted a request's timeout: a request queued
+  // behind another topic's long reply was asked again at each timeout,
+  // each time a new job at the relay, and then given up as unanswered.)
+  if (replayed && t.asked && t.waiting == 0) HeardLocked(t.sent_seq);
   t.ordered = view->header.ordering == seqrelay::Ordering::kOrdered;
   bool duplicate = false;
   std::string payload(reinterpret_cast<const char*>(view->payload.data()), view->payload.size());
@@ -306,10 +303,10 @@ void SeqClient::HandleStatus(const std::string& text) {
   json s = json::parse(text, nullptr, false);
   if (!s.is_object()) return;
   std::lock_guard lock(mu_);
-  heard_at_ = Clock::now();  // the relay is serving this client
   if (s.value("status", "") == "ok") busy_rounds_ = 0;
   const std::string name = s.value("topic", "");
   if (s.value("from", uint64_t{0}) == kLookupFrom && lookups_.count(name)) {
+    if (const Lookup& l = lookups_[name]; l.waiting == 0 && l.sent != Clock::time_point{}) HeardLocked(l.sent_seq);
     LookupAnsweredLocked(s, name);
   } else {
     RangeAnsweredLocked(s);
@@ -322,7 +319,9 @@ void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
   // for everything from there to the newest SEQ.
   const bool ok = s.value("status", "") == "ok";
   if (!ok && s.value("code", "") == "busy") {
-    --lookups_[name].attempts;  // its sending counted one
+    Lookup& l = lookups_[name];
+    if (l.waiting != 0) return;  // waits already (a second copy of the status)
+    if (l.attempts > 0) --l.attempts;  // its sending counted one
     RefusedBusyLocked();
     AskLookupLocked(name);
     return;
@@ -405,6 +404,7 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
   // closed that request and the timer asked for the next gap; taken as the
   // answer to the new request, it would give up SEQs that are on their way.
   if (from != t.asked->from || (t.asked->to != kOpenEnd && s.value("to", uint64_t{0}) != t.asked->to)) return;
+  HeardLocked(t.sent_seq);
   if (!ok && s.value("code", "") == "busy") {
     RefusedBusyLocked();
     AskRangeLocked(id, t);  // again, behind the others, from its first SEQ still missing
@@ -470,7 +470,6 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
     uint64_t next = s.value("next", uint64_t{0});
     if (stale) next = std::min(next, t.stream.next());
     t.asked = Gap{next, t.asked->to};
-    t.asked_at = Clock::now();
     ++stats_.requests;
     RequestRange(id, t);
     return;
@@ -505,7 +504,6 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
   }
   if (ok && stale && attempts < options_.max_attempts) {
     t.asked = Gap{t.stream.next(), missing_to};
-    t.asked_at = Clock::now();
     t.attempts = attempts + 1;  // reconnects that keep cutting replies short end in a report too
     ++stats_.requests;
     RequestRange(id, t);
@@ -586,9 +584,20 @@ void SeqClient::PumpLocked() {
       t.waiting = 0;
       if (!t.asked) continue;  // done or given up meanwhile
       out_ranges_.insert(w.id);
-      t.asked_at = now;
       ++stats_.requests;
       RequestRange(w.id, t);
+    }
+  }
+}
+
+void SeqClient::HeardLocked(uint64_t sent_seq) {
+  const auto now = Clock::now();
+  for (uint32_t id : out_ranges_) {
+    if (auto it = topics_.find(id); it != topics_.end() && it->second.sent_seq >= sent_seq) it->second.asked_at = now;
+  }
+  for (const auto& name : out_lookups_) {
+    if (auto it = lookups_.find(name); it != lookups_.end() && it->second.sent_seq >= sent_seq) {
+      it->second.wait_from = now;
     }
   }
 }
@@ -605,7 +614,8 @@ void SeqClient::RefusedBusyLocked() {
 
 void SeqClient::SendLookupLocked(const std::string& topic) {
   Lookup& l = lookups_[topic];
-  l.sent = Clock::now();
+  l.sent = l.wait_from = Clock::now();
+  l.sent_seq = ++sends_;
   ++l.attempts;
   Request(json{{"topic", topic}, {"from", kLookupFrom}}.dump());
 }
@@ -645,6 +655,8 @@ void SeqClient::RequestRange(uint32_t id, Topic& t, bool retry) {
   // A retry keeps the connection the request first went out on: sent after
   // a reconnect, it does not make the first request's reply whole.
   if (!retry) t.asked_on = connections_;
+  t.asked_at = Clock::now();  // its timeout runs from here
+  t.sent_seq = ++sends_;
   json request{{"id", id}, {"from", range.from}};
   if (range.to != kOpenEnd) request["to"] = range.to;
   Request(request.dump());
@@ -692,13 +704,13 @@ void SeqClient::Timer() {
 void SeqClient::TickLocked(Clock::time_point now) {
   // Lookups without an answer: ask again with backoff, then give up on
   // the history so that held live frames do not pile up for ever.
-  // A timeout runs from the request's sending or the relay's last word to
-  // this client, whichever is later.
-  auto since = [&](Clock::time_point sent) { return now - std::max(sent, heard_at_); };
+  // A timeout runs from the request's sending, or from the last word of the
+  // relay serving it or a request sent before it (HeardLocked).
+  auto backoff = [&](int attempts) { return options_.reply_timeout * (1 << std::clamp(attempts - 1, 0, 10)); };
   std::vector<std::string> abandon;
   for (auto& [topic, l] : lookups_) {
     if (l.waiting != 0) continue;  // not sent yet: no reply is due
-    if (since(l.sent) < options_.reply_timeout * (1 << std::min(l.attempts - 1, 10))) continue;
+    if (now - l.wait_from < backoff(l.attempts)) continue;
     if (l.attempts >= options_.max_attempts) {
       abandon.push_back(topic);
     } else {
@@ -710,15 +722,13 @@ void SeqClient::TickLocked(Clock::time_point now) {
     auto gap = t.stream.gap();
     if (t.asked) {
       if (t.waiting != 0) continue;  // not sent yet: no reply is due
-      const auto timeout = options_.reply_timeout * (1 << std::min(t.attempts - 1, 10));
-      if (since(t.asked_at) < timeout) continue;
+      if (now - t.asked_at < backoff(t.attempts)) continue;
       if (t.attempts >= options_.max_attempts) {
         // The relay's last answer if it kept asking for a retry (unavailable, ...).
         AbandonLocked(id, t, t.refusal.empty() ? "no reply from the relay" : t.refusal);
         continue;
       }
       ++t.attempts;  // no status in time: ask again (the request keeps its place out)
-      t.asked_at = now;
       ++stats_.requests;
       RequestRange(id, t, /*retry=*/true);
       continue;

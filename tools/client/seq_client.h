@@ -146,7 +146,12 @@ class SeqClient {
     OrderedStream stream;
     // The outstanding retransmit request for the current gap.
     std::optional<Gap> asked{};
-    std::chrono::steady_clock::time_point gap_seen{}, asked_at{};
+    std::chrono::steady_clock::time_point gap_seen{};
+    // When the outstanding request was last sent, or later when the relay
+    // was heard serving it or a request sent before it: its timeout runs
+    // from here. sent_seq: its place among this client's sends.
+    std::chrono::steady_clock::time_point asked_at{};
+    uint64_t sent_seq = 0;
     int attempts = 0;
     // A reconnect came while a request was out: what was published while
     // away is asked for (open-ended, from the next SEQ) once it is done.
@@ -204,6 +209,9 @@ class SeqClient {
   // Sends what waits, oldest first, while fewer than max_outstanding are
   // out and no busy pause runs.
   void PumpLocked();
+  // The relay was heard serving the request sent `sent_seq`-th: the
+  // timeouts of the requests out that were sent then or later start again.
+  void HeardLocked(uint64_t sent_seq);
   // `busy` (PROTOCOL 5.3): no failed attempt, nothing given up; the request
   // waits again, behind the others, and nothing waiting goes out for a
   // pause (reply_timeout, doubled for each pause since the relay last
@@ -246,6 +254,8 @@ class SeqClient {
   struct Lookup {
     uint64_t start = 0;  // first SEQ wanted; 0 for kLast, known once the lookup answers
     std::chrono::steady_clock::time_point sent{};  // zero while it waits to be sent
+    std::chrono::steady_clock::time_point wait_from{};  // as Topic::asked_at
+    uint64_t sent_seq = 0;
     int attempts = 0;
     bool again = false;  // after a reconnect (start_at_): failing loses nothing
     uint64_t waiting = 0;  // nonzero while it waits to be sent: its place's ticket
@@ -271,9 +281,12 @@ class SeqClient {
   // those answered, given up or forgotten. mu_.
   std::set<uint32_t> out_ranges_;
   std::set<std::string> out_lookups_;
-  // When a frame or a status last came on the reply topics: any word from
-  // the relay to this client restarts every reply timeout. mu_.
-  std::chrono::steady_clock::time_point heard_at_{};
+  // Requests sent so far (first sends, retries, continuations): each
+  // send's place. The relay serves a client's requests one after another:
+  // a frame or status of one sent k-th shows the relay busy with this
+  // client, so the timeouts of those sent k-th or later start again; one
+  // sent before it is done or lost, and its timeout runs on. mu_.
+  uint64_t sends_ = 0;
   // `busy`: nothing waiting is sent before busy_until_; busy_rounds_: pauses
   // since the relay last served this client (a frame or an ok status). mu_.
   std::chrono::steady_clock::time_point busy_until_{};
