@@ -401,6 +401,10 @@ bool Relay::CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::T
   // the caller counts only the rest as lost (the committed ones are
   // published by the next active, from above the acknowledged watermark).
   auto give_up_at = [&](std::size_t i) {
+    // Message i may be in `one` already: back into the batch, whole, for
+    // the caller's count (a handed-over one moved out has no PENDING key
+    // left, and would be counted lost rather than deferred).
+    if (!one.empty()) batch[i] = std::move(one.front());
     batch.erase(batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(i));
     return false;
   };

@@ -70,7 +70,11 @@ clients_start() { setsid "$root/tools/test-clients.sh" "$1" >"$clients_log" 2>&1
 clients_wait() {
   local rc=0
   wait "$clients_pid" || rc=$?
-  clients_pid=  # reaped: the exit trap must not signal its PID, which may be another process's by then
+  # What the group still holds (a failed test's servers or browser) goes
+  # now: the exit trap must not signal the PID once reaped, as it may be
+  # another process's by then (the group's id stays ours while a member lives).
+  kill -TERM -- "-$clients_pid" 2>/dev/null || true
+  clients_pid=
   if ((rc != 0)); then
     cat "$clients_log"
     echo "== client tests FAILED"
@@ -133,7 +137,7 @@ else
   # latency figures are a little noisier for it); the scenarios run from
   # the release test binary against it.
   stamp "asan+ubsan: build (relay)"
-  wait "$asan_pid" || { cat "$asan_log"; echo "== asan+ubsan: build FAILED"; exit 1; }
+  wait "$asan_pid" || { kill -TERM -- "-$asan_pid" 2>/dev/null; cat "$asan_log"; echo "== asan+ubsan: build FAILED"; exit 1; }
   asan_pid=
   stamp "asan+ubsan: tests"
   # seqbench's smoke run once, in the release stage: its bursts beside the

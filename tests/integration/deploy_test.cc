@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -521,7 +522,17 @@ TEST_F(DeployE2E, AStopIsNotHeldByAConnectToABrokerThatDropsItsSyns) {
   ASSERT_TRUE(WaitFor([&] { return relay.log().find("checked when the output link connects") != std::string::npos; },
                       Scaled(30s)))
       << relay.log();
-  std::this_thread::sleep_for(1s);  // the intake's connect under way
+  // The intake's connect under way: a thread of the relay in connect(2).
+  auto in_connect = [&] {
+    std::error_code ec;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(relay.pid()) + "/task", ec)) {
+      std::istringstream call(ReadFile(task.path().string() + "/syscall"));
+      long number = -1;
+      if (call >> number && number == SYS_connect) return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(WaitFor(in_connect, Scaled(10s))) << "no thread of the relay in connect(2):\n" << relay.log();
   const auto asked = std::chrono::steady_clock::now();
   relay.Signal(SIGTERM);
   const auto code = relay.WaitExit(Scaled(20s));
