@@ -74,7 +74,7 @@ export interface SeqClientOptions {
   qos?: 0 | 1 | 2;
   /** How long a gap may stay open before it is asked for, ms. Default 200. */
   gapWait?: number;
-  /** How long to wait for a reply, ms; doubled on each retry; restarted for every request out by any frame or status on the client's reply topics. Default 2000. */
+  /** How long to wait for a reply, ms; doubled on each retry; restarted by each frame or status of the request or of one sent before it and still out (the relay serves them in order). Default 2000. */
   replyTimeout?: number;
   /** Requests per range before it is given up and reported 'lost'; a `busy` refusal does not count. Default 5. */
   maxAttempts?: number;

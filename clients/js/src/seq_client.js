@@ -194,8 +194,8 @@ export class SeqClient extends Emitter {
     this.controlPrefix = options.controlPrefix ?? 'relay';
     this.qos = options.qos ?? 1;
     this.gapWait = options.gapWait ?? 200;
-    // Per request, doubled on each retry; it runs from the request's sending
-    // or from the relay's last word on the reply topics, whichever is later.
+    // Per request, doubled on each retry; it runs from the request's sending,
+    // restarted by replies to it and to requests sent before it (#heard).
     this.replyTimeout = options.replyTimeout ?? 2000;
     this.maxAttempts = options.maxAttempts ?? 5; // requests per gap before it is reported lost
     // Requests (ranges and lookups) out at the relay at once, at most. The
@@ -223,26 +223,22 @@ export class SeqClient extends Emitter {
     };
     this.topics = new Map(); // topic id -> per-topic state (see #topic)
     this.ids = new Map(); // topic name -> topic id, for every entry of topics
-    this.lookups = new Map(); // topic name -> {start, sent, attempts}: joining at history or a given SEQ
+    this.lookups = new Map(); // topic name -> {start, sentSeq, waitFrom, attempts}: joining at history or a given SEQ
     this.heldLive = new Map(); // topic name -> live frames that came while its lookup was out
     this.startAt = new Map(); // topic name -> first SEQ wanted, for topics the relay had no message of yet
     this.subscriptions = new Set();
     this.connects = 0; // CONNACKs seen; above 1 means a reconnect
-    // When a frame or a status last came on the reply topics (Date.now(); 0 =
-    // never). The relay serves one client's requests one after another, so a
-    // request waiting behind another's reply hears nothing of its own: any
-    // word from the relay to this client restarts every reply timeout. (Until
-    // 2026-12-06 only a frame of the same topic did: a request behind a long
-    // reply was asked again at each timeout, each time a new job queued at
-    // the relay, and then given up as unanswered.)
-    this.heardAt = 0;
+    // Requests sent (#request): each sending gets the next number, its
+    // sentSeq, so that the order in which the relay serves them is known
+    // (see #heard).
+    this.sends = 0;
     // The requests out at the relay and not answered yet: topic states with
     // a range sent (t.asked, not t.queued) and lookups sent (an entry of
-    // lookups with sent != 0). At most maxOutstanding; #pump drops those
+    // lookups with sentSeq != 0). At most maxOutstanding; #pump drops those
     // answered, given up or forgotten, and sends what waits.
     this.inFlight = new Set();
     // Requests made and not sent yet, in the order they were made: topic
-    // states with t.queued, and lookups with sent = 0.
+    // states with t.queued, and lookups with sentSeq = 0.
     this.waiting = new Set();
     // `busy` (PROTOCOL 5.3): nothing waiting is sent before busyUntil
     // (Date.now(); 0 = no pause). busyRounds: pauses since the relay last
@@ -291,7 +287,7 @@ export class SeqClient extends Emitter {
       }
       // Set before the SUBSCRIBE: a live frame that came first would start
       // the topic's stream there, and the history below it would be dropped.
-      this.lookups.set(filter, { name: filter, start, sent: 0, attempts: 0 });
+      this.lookups.set(filter, { name: filter, start, sentSeq: 0, waitFrom: 0, attempts: 0 });
     }
     const sub = new Subscription(this, filter, maxBuffered);
     if (onMessage) sub.on('message', onMessage);
@@ -370,7 +366,7 @@ export class SeqClient extends Emitter {
     this.mqtt.subscribe(`${this.replyTopic}/#`, { qos: 1 });
     const filters = new Set([...this.subscriptions].map((s) => s.filter));
     for (const f of filters) this.mqtt.subscribe(`${this.seqPrefix}/${f}`, { qos: this.qos });
-    for (const lookup of this.lookups.values()) if (lookup.sent === 0) this.#ask(lookup);
+    for (const lookup of this.lookups.values()) if (lookup.sentSeq === 0) this.#ask(lookup);
     // After a reconnect: what was published while away is missed, and
     // without a later frame no gap would show.
     if (this.connects > 1) this.#catchUp();
@@ -403,10 +399,7 @@ export class SeqClient extends Emitter {
       this.#badFrame(replayed ? this.replyTopic : `${this.seqPrefix}/${name}`, error.reason);
       return;
     }
-    if (replayed) {
-      this.heardAt = Date.now(); // the relay is serving this client
-      this.busyRounds = 0;
-    }
+    if (replayed) this.busyRounds = 0; // the relay is serving this client
     if (!replayed && this.dropLiveFrame?.(name, frame.seq)) return;
     let t = this.topics.get(frame.topicId);
     if (!t) {
@@ -431,6 +424,7 @@ export class SeqClient extends Emitter {
       this.#badFrame(`${this.seqPrefix}/${name}`, `topic id ${frame.topicId} is '${t.name}', not '${name}'`);
       return;
     }
+    if (replayed && this.#isOut(t)) this.#heard(t); // before the frame may complete the request
     t.ordered = frame.ordered;
     // A copy: mqtt.js may hand out views into a larger buffer.
     const payload = Uint8Array.prototype.slice.call(frame.payload);
@@ -447,7 +441,8 @@ export class SeqClient extends Emitter {
       stream: new OrderedStream(start),
       asked: null, // the outstanding request {from, to}; to may be OPEN_END
       askedOn: 0, // this.connects when it was last sent: one sent before a reconnect may have lost frames
-      askedAt: 0, // when it was last sent; its timeout runs from then or from heardAt, whichever is later
+      sentSeq: 0, // this.sends when it was last sent (see #heard)
+      waitFrom: 0, // when its reply timeout started: its last sending, or a reply since (see #heard)
       attempts: 0, // requests sent for it
       gapSeen: 0, // when the current gap was first seen; 0 = no gap
       catchUpOwed: false, // a reconnect came while a request was out: ask for what came meanwhile after it
@@ -497,7 +492,6 @@ export class SeqClient extends Emitter {
       return;
     }
     if (s === null || typeof s !== 'object') return;
-    this.heardAt = Date.now(); // the relay is serving this client
     const ok = s.status === 'ok';
     if (ok) this.busyRounds = 0;
 
@@ -513,6 +507,7 @@ export class SeqClient extends Emitter {
     // closed it and the timer asked for the next gap; taken as the answer
     // to the new one, it would give up SEQs that are on their way.
     if (s.from !== t.asked.from || (t.asked.to !== OPEN_END && s.to !== t.asked.to)) return;
+    this.#heard(t);
     if (!ok && s.code === 'busy') {
       this.#refusedBusy(t);
       return;
@@ -569,7 +564,6 @@ export class SeqClient extends Emitter {
     const stale = t.askedOn !== this.connects;
     if (ok && s.truncated === true && Number.isInteger(s.next)) {
       t.asked = { from: stale ? Math.min(s.next, t.stream.next) : s.next, to: t.asked.to };
-      t.askedAt = Date.now();
       this.#requestRange(t);
       return;
     }
@@ -601,7 +595,6 @@ export class SeqClient extends Emitter {
     }
     if (ok && stale && attempts < this.maxAttempts) {
       t.asked = { from: t.stream.next, to: missingTo };
-      t.askedAt = Date.now();
       t.attempts = attempts + 1; // reconnects that keep cutting replies short end in a report too
       this.#emitTopic('fetch', t.name, { topic: t.name, from: t.asked.from, to: t.asked.to });
       this.#requestRange(t);
@@ -613,6 +606,7 @@ export class SeqClient extends Emitter {
   #lookupAnswered(s, ok) {
     const name = s.topic;
     const lookup = this.lookups.get(name);
+    if (this.#isOut(lookup)) this.#heard(lookup);
     if (!ok && s.code === 'busy') {
       this.#refusedBusy(lookup);
       return;
@@ -656,7 +650,6 @@ export class SeqClient extends Emitter {
     if (wanted < first) this.#lose(t, wanted, first - 1, `history starts at ${first}`);
     if (start <= last) {
       t.asked = { from: start, to: last };
-      t.askedAt = Date.now();
       t.attempts = 1;
       this.#emitTopic('fetch', name, { topic: name, from: start, to: last });
       this.#ask(t);
@@ -714,7 +707,7 @@ export class SeqClient extends Emitter {
   // than maxOutstanding are out (at once, if none waits and a place is free).
   #ask(item) {
     if (item.stream) item.queued = true;
-    else item.sent = 0;
+    else item.sentSeq = 0;
     this.waiting.add(item); // a Set: one that waits already keeps its place
     this.#pump();
   }
@@ -723,13 +716,13 @@ export class SeqClient extends Emitter {
   // done, or a lookup sent and not answered, of a topic still followed.
   #isOut(item) {
     if (item.stream) return this.topics.get(item.id) === item && item.asked !== null && !item.queued;
-    return this.lookups.get(item.name) === item && item.sent !== 0;
+    return this.lookups.get(item.name) === item && item.sentSeq !== 0;
   }
 
   // True if `item` still has a request to send.
   #isWaiting(item) {
     if (item.stream) return this.topics.get(item.id) === item && item.asked !== null && item.queued;
-    return this.lookups.get(item.name) === item && item.sent === 0;
+    return this.lookups.get(item.name) === item && item.sentSeq === 0;
   }
 
   // Sends what waits, oldest first, while fewer than maxOutstanding are out
@@ -744,7 +737,6 @@ export class SeqClient extends Emitter {
       this.inFlight.add(item);
       if (item.stream) {
         item.queued = false;
-        item.askedAt = Date.now();
         this.#requestRange(item);
       } else {
         this.#sendLookup(item.name);
@@ -773,9 +765,8 @@ export class SeqClient extends Emitter {
 
   #sendLookup(name) {
     const lookup = this.lookups.get(name);
-    lookup.sent = Date.now();
     ++lookup.attempts;
-    this.#request({ topic: name, from: LOOKUP_FROM });
+    this.#request(lookup, { topic: name, from: LOOKUP_FROM });
   }
 
   // `retry`: the request again (what is left of it), after no status came in time.
@@ -796,10 +787,15 @@ export class SeqClient extends Emitter {
     if (!retry) t.askedOn = this.connects;
     const request = { id: t.id, from: t.asked.from };
     if (t.asked.to !== OPEN_END) request.to = t.asked.to;
-    this.#request(request);
+    this.#request(t, request);
   }
 
-  #request(body) {
+  // Sends `item`'s request `body`: every sending of a range or a lookup
+  // (first, retry, continuation, again after a reconnect) comes here, and
+  // starts the request's reply timeout anew.
+  #request(item, body) {
+    item.sentSeq = ++this.sends;
+    item.waitFrom = Date.now();
     ++this.stats.requests;
     // Offline, mqtt.js queues it; the timer's retry covers a lost one.
     this.mqtt.publish(this.requestTopic, JSON.stringify(body), { qos: 1 }, () => {});
@@ -811,7 +807,7 @@ export class SeqClient extends Emitter {
     // would wait for a later live frame to show as a gap. Looked up again.
     for (const [name, start] of this.startAt) {
       if (this.lookups.has(name)) continue;
-      const lookup = { name, start, sent: 0, attempts: 0, again: true };
+      const lookup = { name, start, sentSeq: 0, waitFrom: 0, attempts: 0, again: true };
       this.lookups.set(name, lookup);
       this.#ask(lookup);
     }
@@ -833,7 +829,6 @@ export class SeqClient extends Emitter {
     t.catchUpOwed = false;
     t.refusal = null;
     t.asked = { from: t.stream.next, to: OPEN_END };
-    t.askedAt = Date.now();
     t.attempts = 1;
     this.#emitTopic('fetch', t.name, { topic: t.name, from: t.stream.next, to: null });
   }
@@ -842,11 +837,30 @@ export class SeqClient extends Emitter {
     return this.replyTimeout * 2 ** Math.min(attempts - 1, 10);
   }
 
+  // Traffic on the reply topics that belongs to `q`, a request out at the
+  // relay: a replayed frame of its topic, or a status that answers it. The
+  // relay serves this client's requests one after another, in the order they
+  // came, so `q` and every request sent after it are still waiting their
+  // turn: their reply timeouts start anew. Those sent before `q` are not
+  // waiting: the relay is past them, and their replies came or were lost (a
+  // relay instance froze, or the reply went out while the client
+  // reconnected); their timeouts run on, so that a lost reply is asked again
+  // and, after maxAttempts, given up. (Until 2026-12-06 only frames of its
+  // own topic restarted a request's timeout: a request behind another's long
+  // reply was asked again at each timeout, each time a new job queued at the
+  // relay, and then given up as unanswered. For a while that day any word on
+  // the reply topics restarted every timeout, and a lost reply never timed
+  // out while the client's other requests were answered.)
+  #heard(q) {
+    const now = Date.now();
+    for (const p of this.inFlight) if (p.sentSeq >= q.sentSeq && this.#isOut(p)) p.waitFrom = now;
+  }
+
   #tick() {
     if (!this.mqtt.connected) return; // requests wait for the connection; catch-up follows it
     const now = Date.now();
     for (const [name, lookup] of this.lookups) {
-      if (lookup.sent === 0 || now - Math.max(lookup.sent, this.heardAt) < this.#backoff(lookup.attempts)) continue;
+      if (lookup.sentSeq === 0 || now - lookup.waitFrom < this.#backoff(lookup.attempts)) continue;
       if (lookup.attempts >= this.maxAttempts) {
         if (!lookup.again) this.#emitTopic('lost', name, { topic: name, from: 0, to: 0, reason: 'no reply from the relay to the lookup' });
         this.#endLookup(name, null, 0);
@@ -858,7 +872,7 @@ export class SeqClient extends Emitter {
       const gap = t.stream.gap();
       if (t.asked) {
         if (t.queued) continue; // not sent yet: no reply is due
-        if (now - Math.max(t.askedAt, this.heardAt) < this.#backoff(t.attempts)) continue;
+        if (now - t.waitFrom < this.#backoff(t.attempts)) continue;
         if (t.attempts >= this.maxAttempts) {
           // The last answer, if the relay kept asking for a retry (unavailable, ...).
           const refusal = t.refusal;
@@ -866,7 +880,6 @@ export class SeqClient extends Emitter {
           continue;
         }
         ++t.attempts; // no status in time: ask again
-        t.askedAt = now;
         this.#requestRange(t, true);
         continue;
       } else if (t.catchUpOwed) {

@@ -353,8 +353,9 @@ test("a frame that came after the request, above the reply's newest SEQ, is newe
 // behind a's, and b sees none of its frames meanwhile. Until 2026-12-06 b's
 // timeout ran from b's own frames only: b was asked again at each timeout
 // (each time a new job queued behind a's at the relay) and then given up as
-// "no reply from the relay" while a's reply still streamed. Any traffic on
-// the reply topics shows the relay is serving this client.
+// "no reply from the relay" while a's reply still streamed. A frame or a
+// status of a request restarts the timeouts of that request and of every
+// request sent after it: they wait behind it at the relay.
 test("a request waiting behind another topic's reply is not asked again nor given up while that reply streams", async (t) => {
   const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 120, maxAttempts: 3 });
   // a's reply: 50 frames, 20 ms apart, 1 s in all, past the 120 + 240 + 480 ms
@@ -371,6 +372,55 @@ test("a request waiting behind another topic's reply is not asked again nor give
   assert.deepEqual(mqtt.requests.filter((r) => r.id === 7), [{ id: 7, from: 1, to: 50 }], 'a asked once');
   assert.deepEqual(bySeq['chat/a'], range(1, 50));
   assert.deepEqual(bySeq['chat/b'], range(1, 50));
+});
+
+// The other side of the rule above. From that change until the fix (both
+// on 2026-12-06) any word on the reply topics restarted every request's
+// timeout: a request whose reply was lost (a relay instance froze, or the
+// reply went out while the client reconnected) never timed out while the
+// client's other requests kept being answered; it was never asked again nor
+// reported lost, and its ordered topic held every later frame for ever. The
+// relay serves the requests in the order they came: replies to requests
+// sent after b's say it is past b, and restart no timeout of b.
+test('a request whose reply is lost times out while the relay keeps answering requests sent after it', async (t) => {
+  const { mqtt, seq, events } = setup(t, { replyTimeout: 300, maxAttempts: 2 });
+  const bySeq = { 'chat/a': [], 'chat/b': [] };
+  seq.on('message', (m) => bySeq[m.topic].push(m.seq));
+  let newest = 1; // a's newest SEQ
+  // The relay answers a's requests 10 ms after they come; b's reply is lost.
+  mqtt.relay = {
+    take(body) {
+      if (body.id !== 7) return;
+      setTimeout(() => {
+        for (let s = body.from; s <= body.to; ++s) mqtt.frame('relay/replay/r1', s, `a:${s}`, 7);
+        mqtt.status({ ...body, sent: body.to - body.from + 1, last: newest, first: 1, status: 'ok' });
+      }, 10);
+    },
+  };
+  seq.subscribe('chat/a');
+  seq.subscribe('chat/b');
+  mqtt.frame('seq/chat/b', 1, 'b:1', 8);
+  mqtt.frame('seq/chat/b', 3, 'b:3', 8);
+  await waitFor(() => mqtt.requests.length >= 1, "b's gap request");
+  assert.deepEqual(mqtt.requests[0], { id: 8, from: 2, to: 2 });
+  // Then a live frame of a every 20 ms, each after a missing one: a new gap
+  // of a each time, asked for after b's and answered, far more often than
+  // b's timeout.
+  mqtt.frame('seq/chat/a', 1, 'a:1', 7);
+  const live = setInterval(() => {
+    newest += 2;
+    mqtt.frame('seq/chat/a', newest, `a:${newest}`, 7);
+  }, 20);
+  t.after(() => clearInterval(live));
+  await waitFor(() => events.some(([e]) => e === 'lost'), "b's give-up", 5000);
+  clearInterval(live);
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), [
+    ['lost', { topic: 'chat/b', from: 2, to: 2, reason: 'no reply from the relay', code: undefined, retry: undefined }],
+  ]);
+  assert.deepEqual(mqtt.requests.filter((r) => r.id === 8), [{ id: 8, from: 2, to: 2 }, { id: 8, from: 2, to: 2 }], 'b asked maxAttempts times');
+  assert.deepEqual(bySeq['chat/b'], [1, 3], 'b goes on past the loss');
+  assert.ok(mqtt.requests.filter((r) => r.id === 7).length >= 3, 'a was asked and answered meanwhile');
+  assert.deepEqual(bySeq['chat/a'], range(1, bySeq['chat/a'].length));
 });
 
 // Until 2026-12-06 a retry asked the whole range again, so a reply cut

@@ -113,7 +113,8 @@ class _Topic:
     stream: OrderedStream
     ordered: bool = True
     asked: Optional[list] = None  # the outstanding request [from, to]; to may be OPEN_END
-    asked_at: float = 0.0  # when last sent; its timeout runs from then or from _heard_at, whichever is later
+    sent_seq: int = 0  # _sends when it was last sent (see _heard)
+    wait_from: float = 0.0  # when its reply timeout started: its last sending, or a reply since (see _heard)
     attempts: int = 0
     gap_seen: float = 0.0  # when the current gap was first seen; 0 = no gap
     catch_up_owed: bool = False  # a reconnect came while a request was out: ask for what came meanwhile after it
@@ -127,7 +128,8 @@ class _Topic:
 class _Lookup:
     name: str  # the topic looked up
     start: int  # first SEQ wanted; -N = the last N
-    sent: float = 0.0
+    sent_seq: int = 0  # _sends when it was last sent (see _heard); 0 = waiting to be sent
+    wait_from: float = 0.0  # when its reply timeout started: its last sending, or a reply since
     attempts: int = 0
     again: bool = False  # after a reconnect, of a topic the relay had no message of: the history was told
 
@@ -275,19 +277,15 @@ class SeqClient:
         self._start_at: Dict[str, int] = {}  # topics the relay had no message of yet -> first SEQ wanted
         self._subscriptions: List[Subscription] = []
         self._connects = 0
-        # When a frame or a status last came on the reply topics (time.monotonic(); 0 = never). The
-        # relay serves one client's requests one after another, so a request waiting behind
-        # another's reply hears nothing of its own: any word from the relay to this client restarts
-        # every reply timeout. (Until 2026-12-06 only a frame of the same topic did: a request behind
-        # a long reply was asked again at each timeout, each time a new job queued at the relay,
-        # and then given up as unanswered.)
-        self._heard_at = 0.0
+        # Requests sent (_request): each sending gets the next number, its sent_seq, so that the
+        # order in which the relay serves them is known (see _heard).
+        self._sends = 0
         # The requests out at the relay and not answered yet: topics with a range sent (asked, not
-        # queued) and lookups sent (an entry of _lookups with sent != 0). At most max_outstanding;
+        # queued) and lookups sent (an entry of _lookups with sent_seq != 0). At most max_outstanding;
         # _pump drops those answered, given up or forgotten, and sends what waits.
         self._in_flight: set = set()
         # Requests made and not sent yet, in the order they were made (a dict as an ordered set):
-        # topics with `queued`, and lookups with sent == 0.
+        # topics with `queued`, and lookups with sent_seq == 0.
         self._waiting: dict = {}
         # busy (PROTOCOL 5.3): nothing waiting is sent before _busy_until (time.monotonic(); 0 = no
         # pause). _busy_rounds: pauses since the relay last served this client (a frame or an ok
@@ -452,7 +450,7 @@ class SeqClient:
             for f in dict.fromkeys(s.filter for s in self._subscriptions):
                 self.mqtt.subscribe(f"{self.seq_prefix}/{f}", self.qos)
             for lookup in list(self._lookups.values()):
-                if lookup.sent == 0:
+                if lookup.sent_seq == 0:
                     self._ask(lookup)
             if self._connects > 1:
                 self._catch_up()
@@ -497,8 +495,7 @@ class SeqClient:
             self._bad_frame(self.reply_topic if replayed else f"{self.seq_prefix}/{name}", str(e))
             return
         if replayed:
-            self._heard_at = time.monotonic()  # the relay is serving this client
-            self._busy_rounds = 0
+            self._busy_rounds = 0  # the relay is serving this client
         if not replayed and self.drop_live_frame and self.drop_live_frame(name, frame.seq):
             return
         t = self._topics.get(frame.topic_id)
@@ -517,6 +514,8 @@ class SeqClient:
         elif not replayed and t.name != name:
             self._bad_frame(f"{self.seq_prefix}/{name}", f"topic id {frame.topic_id} is {t.name!r}, not {name!r}")
             return
+        if replayed and self._is_out(t):
+            self._heard(t)  # before the frame may complete the request
         t.ordered = frame.ordered
         deliveries, duplicate = t.stream.offer(frame.seq, frame.ordered, frame.payload)
         if duplicate:
@@ -555,7 +554,6 @@ class SeqClient:
         if why is not None:
             self._bad_frame(f"{self.reply_topic}/status", f"malformed status: {why}")
             return
-        self._heard_at = time.monotonic()  # the relay is serving this client
         ok = s.get("status") == "ok"
         if ok:
             self._busy_rounds = 0
@@ -568,6 +566,7 @@ class SeqClient:
         # Only the answer to the outstanding request: an older request's status can come late.
         if s.get("from") != t.asked[0] or (t.asked[1] is not OPEN_END and s.get("to") != t.asked[1]):
             return
+        self._heard(t)
         if not ok and s.get("code") == "busy":
             self._refused_busy(t)
             return
@@ -617,7 +616,6 @@ class SeqClient:
         stale = t.asked_on != self._connects
         if ok and s.get("truncated") is True and isinstance(s.get("next"), int):
             t.asked = [min(s["next"], t.stream.next) if stale else s["next"], t.asked[1]]
-            t.asked_at = time.monotonic()
             self._request_range(t)
             return
         if t.asked[1] is OPEN_END:
@@ -641,7 +639,7 @@ class SeqClient:
             return
         if ok and stale and attempts < self.max_attempts:
             # attempts + 1: reconnects that keep cutting replies short end in a report too
-            t.asked, t.asked_at, t.attempts = [t.stream.next, missing_to], time.monotonic(), attempts + 1
+            t.asked, t.attempts = [t.stream.next, missing_to], attempts + 1
             self._call(self.on_fetch, {"topic": t.name, "from": t.asked[0], "to": t.asked[1]})
             self._request_range(t)
             return
@@ -651,6 +649,8 @@ class SeqClient:
     def _lookup_answered(self, s: dict, ok: bool) -> None:
         name = s["topic"]
         lookup = self._lookups[name]
+        if self._is_out(lookup):
+            self._heard(lookup)
         if not ok and s.get("code") == "busy":
             self._refused_busy(lookup)
             return
@@ -691,7 +691,7 @@ class SeqClient:
         if wanted < first:
             self._lose(t, wanted, first - 1, f"history starts at {first}", None)
         if start <= last:
-            t.asked, t.asked_at, t.attempts = [start, last], time.monotonic(), 1
+            t.asked, t.attempts = [start, last], 1
             self._call(self.on_fetch, {"topic": name, "from": start, "to": last})
             self._ask(t)
         self._offer_held(name)
@@ -738,7 +738,7 @@ class SeqClient:
         if isinstance(item, _Topic):
             item.queued = True
         else:
-            item.sent = 0.0
+            item.sent_seq = 0
         self._waiting.setdefault(item, None)  # one that waits already keeps its place
         self._pump()
 
@@ -747,13 +747,13 @@ class SeqClient:
         and not answered, of a topic still followed."""
         if isinstance(item, _Topic):
             return self._topics.get(item.id) is item and item.asked is not None and not item.queued
-        return self._lookups.get(item.name) is item and item.sent != 0
+        return self._lookups.get(item.name) is item and item.sent_seq != 0
 
     def _is_waiting(self, item) -> bool:
         """True if `item` still has a request to send."""
         if isinstance(item, _Topic):
             return self._topics.get(item.id) is item and item.asked is not None and item.queued
-        return self._lookups.get(item.name) is item and item.sent == 0
+        return self._lookups.get(item.name) is item and item.sent_seq == 0
 
     def _pump(self) -> None:
         """Sends what waits, oldest first, while fewer than max_outstanding are out and no busy
@@ -769,7 +769,7 @@ class SeqClient:
                 continue  # done, given up or forgotten meanwhile
             self._in_flight.add(item)
             if isinstance(item, _Topic):
-                item.queued, item.asked_at = False, time.monotonic()
+                item.queued = False
                 self._request_range(item)
             else:
                 self._send_lookup(item.name)
@@ -792,9 +792,8 @@ class SeqClient:
 
     def _send_lookup(self, name: str) -> None:
         lookup = self._lookups[name]
-        lookup.sent = time.monotonic()
         lookup.attempts += 1
-        self._request({"topic": name, "from": LOOKUP_FROM})
+        self._request(lookup, {"topic": name, "from": LOOKUP_FROM})
 
     def _request_range(self, t: _Topic, retry: bool = False) -> None:
         # retry: the request again (what is left of it), after no status came in time.
@@ -813,9 +812,14 @@ class SeqClient:
         body = {"id": t.id, "from": t.asked[0]}
         if t.asked[1] is not OPEN_END:
             body["to"] = t.asked[1]
-        self._request(body)
+        self._request(t, body)
 
-    def _request(self, body: dict) -> None:
+    def _request(self, item, body: dict) -> None:
+        """Sends `item`'s request `body`: every sending of a range or a lookup (first, retry,
+        continuation, again after a reconnect) comes here, and starts the request's reply timeout
+        anew."""
+        self._sends += 1
+        item.sent_seq, item.wait_from = self._sends, time.monotonic()
         self.stats.requests += 1
         self.mqtt.publish(self.request_topic, json.dumps(body), 1)
 
@@ -835,17 +839,34 @@ class SeqClient:
                 # away comes after it. Asked for once it is done.
                 t.catch_up_owed = True
                 continue
-            self._start_catch_up(t, time.monotonic())
+            self._start_catch_up(t)
             self._ask(t)
 
-    def _start_catch_up(self, t: _Topic, now: float) -> None:
+    def _start_catch_up(self, t: _Topic) -> None:
         """An open-ended request from the next SEQ not delivered yet."""
         t.catch_up_owed, t.refusal = False, None
-        t.asked, t.asked_at, t.attempts = [t.stream.next, OPEN_END], now, 1
+        t.asked, t.attempts = [t.stream.next, OPEN_END], 1
         self._call(self.on_fetch, {"topic": t.name, "from": t.stream.next, "to": None})
 
     def _backoff(self, attempts: int) -> float:
         return self.reply_timeout * 2 ** min(attempts - 1, 10)
+
+    def _heard(self, q) -> None:
+        """Traffic on the reply topics that belongs to `q`, a request out at the relay: a replayed
+        frame of its topic, or a status that answers it. The relay serves this client's requests one
+        after another, in the order they came, so `q` and every request sent after it are still
+        waiting their turn: their reply timeouts start anew. Those sent before `q` are not waiting:
+        the relay is past them, and their replies came or were lost (a relay instance froze, or the
+        reply went out while the client reconnected); their timeouts run on, so that a lost reply is
+        asked again and, after max_attempts, given up. (Until 2026-12-06 only frames of its own topic
+        restarted a request's timeout: a request behind another's long reply was asked again at each
+        timeout, each time a new job queued at the relay, and then given up as unanswered. For a
+        while that day any word on the reply topics restarted every timeout, and a lost reply never
+        timed out while the client's other requests were answered.)"""
+        now = time.monotonic()
+        for p in self._in_flight:
+            if p.sent_seq >= q.sent_seq and self._is_out(p):
+                p.wait_from = now
 
     def _tick_loop(self) -> None:
         while not self._closed:
@@ -857,7 +878,7 @@ class SeqClient:
 
     def _tick(self, now: float) -> None:
         for name, lookup in list(self._lookups.items()):
-            if lookup.sent == 0 or now - max(lookup.sent, self._heard_at) < self._backoff(lookup.attempts):
+            if lookup.sent_seq == 0 or now - lookup.wait_from < self._backoff(lookup.attempts):
                 continue
             if lookup.attempts >= self.max_attempts:
                 if not lookup.again:
@@ -870,18 +891,17 @@ class SeqClient:
             if t.asked:
                 if t.queued:
                     continue  # not sent yet: no reply is due
-                if now - max(t.asked_at, self._heard_at) < self._backoff(t.attempts):
+                if now - t.wait_from < self._backoff(t.attempts):
                     continue
                 if t.attempts >= self.max_attempts:
                     refusal = t.refusal  # the last answer, if the relay kept asking for a retry (unavailable, ...)
                     self._abandon(t, refusal.get("error", "refused") if refusal else "no reply from the relay", refusal)
                     continue
                 t.attempts += 1  # no status in time: ask again
-                t.asked_at = now
                 self._request_range(t, retry=True)
                 continue
             elif t.catch_up_owed:
-                self._start_catch_up(t, now)  # from the next SEQ: any gap is in it
+                self._start_catch_up(t)  # from the next SEQ: any gap is in it
             else:
                 if gap is None:
                     continue

@@ -393,30 +393,73 @@ def test_a_request_waiting_behind_another_topics_reply_is_not_asked_again_nor_gi
     """The relay serves one client's requests one after another: b's reply waits behind a's, and
     b sees none of its frames meanwhile. Until 2026-12-06 b's timeout ran from b's own frames only:
     b was asked again at each timeout and then given up as "no reply from the relay" while a's
-    reply still streamed. Any traffic on the reply topics (a frame or a status of any request)
-    shows the relay is serving this client."""
+    reply still streamed. A frame or a status of a request restarts the timeouts of that request and
+    of every request sent after it: they wait behind it at the relay."""
     s = Scripted(max_attempts=3)  # timeouts of 0.04, 0.08, 0.16 s
     s.sub("chat/a", history=True)
     s.sub("chat/b", history=True)
     s.status(topic="chat/a", id=7, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=50, first=1, status="ok")
     s.status(topic="chat/b", id=8, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=50, first=1, status="ok")
     assert s.requests[2:] == [{"id": 7, "from": 1, "to": 50}, {"id": 8, "from": 1, "to": 50}]
-    # a's reply, cut in two by the relay's cap: a frame each 0.03 s, 1.5 s in all.
-    for seq in range(1, 51):
+    # a's reply, cut after 25 frames by the relay's cap: a frame each 0.03 s, 0.75 s.
+    for seq in range(1, 26):
         s.advance(0.03)
         s.frame("relay/replay/r1", seq)
-        if seq == 25:
-            s.advance(0.03)
-            s.status(id=7, **{"from": 1}, to=50, sent=25, last=50, first=1, truncated=True, next=26, status="ok")
     s.advance(0.03)
-    s.status(id=7, **{"from": 26}, to=50, sent=25, last=50, first=1, status="ok")
+    s.status(id=7, **{"from": 1}, to=50, sent=25, last=50, first=1, truncated=True, next=26, status="ok")
+    assert s.requests[4:] == [{"id": 7, "from": 26, "to": 50}]  # the rest of a: behind b at the relay
     assert [r for r in s.requests if r.get("id") == 8] == [{"id": 8, "from": 1, "to": 50}], "b asked once"
     assert lost(s.events) == []
+    # Then b's reply, and then the rest of a's, which waited behind it.
     for seq in range(1, 51):
         s.advance(0.03)
         s.frame("relay/replay/r1", seq, tid=8)
     s.status(id=8, **{"from": 1}, to=50, sent=50, last=50, first=1, status="ok")
-    assert s.seen == list(range(1, 51)) * 2 and lost(s.events) == []
+    for seq in range(26, 51):
+        s.advance(0.03)
+        s.frame("relay/replay/r1", seq)
+    s.status(id=7, **{"from": 26}, to=50, sent=25, last=50, first=1, status="ok")
+    assert len(s.requests) == 5, "each asked for once, and a's rest once"
+    assert s.seen == list(range(1, 26)) + list(range(1, 51)) + list(range(26, 51)) and lost(s.events) == []
+
+
+def test_a_request_whose_reply_is_lost_times_out_while_the_relay_keeps_answering_requests_sent_after_it():
+    """The other side of the rule above. From that change until the fix (both on 2026-12-06) any
+    word on the reply topics restarted every request's timeout: a request whose reply was lost (a
+    relay instance froze, or the reply went out while the client reconnected) never timed out while
+    the client's other requests kept being answered; it was never asked again nor reported lost, and
+    its ordered topic held every later frame for ever. The relay serves the requests in the order
+    they came: replies to requests sent after b's say it is past b, and restart no timeout of b."""
+    s = Scripted(max_attempts=2)  # timeouts of 0.04 and 0.08 s
+    by_topic = {"chat/a": [], "chat/b": []}
+    for name in by_topic:
+        s.c.subscribe(name, on_message=lambda m: by_topic[m.topic].append(m.seq))
+    s.frame("seq/chat/b", 1, tid=8)
+    s.frame("seq/chat/b", 3, tid=8)
+    s.advance(0.001)
+    s.advance(0.02)
+    assert s.requests == [{"id": 8, "from": 2, "to": 2}]  # b's gap: its reply is lost
+    # Then a live frame of a every 0.01 s, each after a missing one: a new gap of a each time, asked
+    # for after b's and answered, far more often than b's timeout.
+    s.frame("seq/chat/a", 1)
+    newest, answered = 1, len(s.requests)
+    for _ in range(100):
+        if lost(s.events):
+            break
+        newest += 2
+        s.frame("seq/chat/a", newest)
+        new, answered = s.requests[answered:], len(s.requests)
+        for body in (r for r in new if r["id"] == 7):
+            for seq in range(body["from"], body["to"] + 1):
+                s.frame("relay/replay/r1", seq)
+            s.status(**body, sent=body["to"] - body["from"] + 1, last=newest, first=1, status="ok")
+        s.advance(0.01)
+    assert lost(s.events) == [{"topic": "chat/b", "from": 2, "to": 2, "reason": "no reply from the relay",
+                               "code": None, "retry": None}]
+    assert [r for r in s.requests if r["id"] == 8] == [{"id": 8, "from": 2, "to": 2}] * 2, "b asked max_attempts times"
+    assert by_topic["chat/b"] == [1, 3], "b goes on past the loss"
+    assert len([r for r in s.requests if r["id"] == 7]) >= 3, "a was asked and answered meanwhile"
+    assert by_topic["chat/a"] == list(range(1, len(by_topic["chat/a"]) + 1))
 
 
 def test_a_retry_asks_from_the_next_seq_still_missing():
