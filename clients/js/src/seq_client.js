@@ -606,9 +606,12 @@ export class SeqClient extends Emitter {
   #lookupAnswered(s, ok) {
     const name = s.topic;
     const lookup = this.lookups.get(name);
-    if (this.#isOut(lookup)) this.#heard(lookup);
+    // A lookup waiting to be sent (again) has nothing out to answer: a busy
+    // status for it is one delivered twice, and gives no attempt back.
+    const out = this.#isOut(lookup);
+    if (out) this.#heard(lookup);
     if (!ok && s.code === 'busy') {
-      this.#refusedBusy(lookup);
+      if (out) this.#refusedBusy(lookup);
       return;
     }
     if (!ok) {
@@ -754,7 +757,7 @@ export class SeqClient extends Emitter {
   // together. (Until 2026-12-06 a busy answer counted as an attempt, and
   // every refused request was asked again on the same schedule, together.)
   #refusedBusy(item) {
-    if (!item.stream) --item.attempts; // its sending counted one
+    if (!item.stream && item.attempts > 0) --item.attempts; // its sending counted one
     const now = Date.now();
     if (now >= this.busyUntil) { // else refused during the pause that runs: the same round
       this.busyUntil = now + this.replyTimeout * 2 ** Math.min(this.busyRounds, 4) * (0.5 + Math.random());
@@ -833,8 +836,9 @@ export class SeqClient extends Emitter {
     this.#emitTopic('fetch', t.name, { topic: t.name, from: t.stream.next, to: null });
   }
 
+  // The reply timeout of a request sent `attempts` times (at least once).
   #backoff(attempts) {
-    return this.replyTimeout * 2 ** Math.min(attempts - 1, 10);
+    return this.replyTimeout * 2 ** Math.min(Math.max(attempts, 1) - 1, 10);
   }
 
   // Traffic on the reply topics that belongs to `q`, a request out at the

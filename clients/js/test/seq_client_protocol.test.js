@@ -423,6 +423,24 @@ test('a request whose reply is lost times out while the relay keeps answering re
   assert.deepEqual(bySeq['chat/a'], range(1, bySeq['chat/a'].length));
 });
 
+// A busy status delivered twice (QoS 1 may deliver a message again) finds
+// the lookup waiting to be sent again, not out. Until 2026-12-06 it gave one
+// more attempt back: the lookup was sent maxAttempts + 1 times unanswered,
+// its first timeout computed for attempt 0, before it was given up.
+test('a busy status delivered twice for a lookup gives one attempt back only: given up after maxAttempts unanswered sends', async (t) => {
+  const { mqtt, seq, events } = setup(t, { replyTimeout: 50, maxAttempts: 2 });
+  seq.subscribe('chat/a', { history: true });
+  assert.deepEqual(mqtt.requests, [lookup('chat/a')]);
+  const busy = { ...lookup('chat/a'), status: 'error', error: 'too many requests pending', code: 'busy', retry: true };
+  mqtt.status(busy);
+  mqtt.status(busy); // the same status again
+  await waitFor(() => events.some(([e]) => e === 'lost'), 'the give-up', 5000);
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), [
+    ['lost', { topic: 'chat/a', from: 0, to: 0, reason: 'no reply from the relay to the lookup' }],
+  ]);
+  assert.deepEqual(mqtt.requests, [lookup('chat/a'), lookup('chat/a'), lookup('chat/a')], 'refused once, then sent maxAttempts times');
+});
+
 // Until 2026-12-06 a retry asked the whole range again, so a reply cut
 // short was sent from its start once more.
 test('a retry asks from the next SEQ still missing, not for what came already', async (t) => {

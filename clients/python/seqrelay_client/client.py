@@ -649,10 +649,14 @@ class SeqClient:
     def _lookup_answered(self, s: dict, ok: bool) -> None:
         name = s["topic"]
         lookup = self._lookups[name]
-        if self._is_out(lookup):
+        # A lookup waiting to be sent (again) has nothing out to answer: a busy status for it is one
+        # delivered twice, and gives no attempt back.
+        out = self._is_out(lookup)
+        if out:
             self._heard(lookup)
         if not ok and s.get("code") == "busy":
-            self._refused_busy(lookup)
+            if out:
+                self._refused_busy(lookup)
             return
         if not ok:
             retry = s.get("retry", s.get("error") not in FINAL_ERRORS)
@@ -782,7 +786,7 @@ class SeqClient:
         relay last served this client (at most 16 times), times a random 0.5 to 1.5, so that clients
         refused together do not come back together. (Until 2026-12-06 a busy answer counted as an
         attempt, and every refused request was asked again on the same schedule, together.)"""
-        if isinstance(item, _Lookup):
+        if isinstance(item, _Lookup) and item.attempts > 0:
             item.attempts -= 1  # its sending counted one
         now = time.monotonic()
         if now >= self._busy_until:  # else refused during the pause that runs: the same round
@@ -849,7 +853,8 @@ class SeqClient:
         self._call(self.on_fetch, {"topic": t.name, "from": t.stream.next, "to": None})
 
     def _backoff(self, attempts: int) -> float:
-        return self.reply_timeout * 2 ** min(attempts - 1, 10)
+        """The reply timeout of a request sent `attempts` times (at least once)."""
+        return self.reply_timeout * 2 ** min(max(attempts, 1) - 1, 10)
 
     def _heard(self, q) -> None:
         """Traffic on the reply topics that belongs to `q`, a request out at the relay: a replayed

@@ -462,6 +462,25 @@ def test_a_request_whose_reply_is_lost_times_out_while_the_relay_keeps_answering
     assert by_topic["chat/a"] == list(range(1, len(by_topic["chat/a"]) + 1))
 
 
+def test_a_busy_status_delivered_twice_for_a_lookup_gives_one_attempt_back_only():
+    """A busy status delivered twice (QoS 1 may deliver a message again) finds the lookup waiting to
+    be sent again, not out. Until 2026-12-06 it gave one more attempt back: the lookup was sent
+    max_attempts + 1 times unanswered, its first timeout computed for attempt 0, before it was
+    given up."""
+    s = Scripted(max_attempts=2)
+    s.sub("chat/a", history=True)
+    assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}]
+    busy = {"topic": "chat/a", "from": MAX_SEQ, "status": "error", "error": "too many requests pending",
+            "code": "busy", "retry": True}
+    s.status(**busy)
+    s.status(**busy)  # the same status again
+    for _ in range(100):
+        s.advance(0.01)
+    assert lost(s.events) == [{"topic": "chat/a", "from": 0, "to": 0, "reason": "no reply from the relay to the lookup",
+                               "code": None}]
+    assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}] * 3, "refused once, then sent max_attempts times"
+
+
 def test_a_retry_asks_from_the_next_seq_still_missing():
     """Until 2026-12-06 a retry asked the whole range again, so a reply cut short was sent from its
     start once more."""
