@@ -357,9 +357,10 @@ test("a frame that came after the request, above the reply's newest SEQ, is newe
 // status of a request restarts the timeouts of that request and of every
 // request sent after it: they wait behind it at the relay.
 test("a request waiting behind another topic's reply is not asked again nor given up while that reply streams", async (t) => {
-  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 120, maxAttempts: 3 });
-  // a's reply: 50 frames, 20 ms apart, 1 s in all, past the 120 + 240 + 480 ms
-  // of b's timeouts; a pause between frames is far below one timeout.
+  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 400, maxAttempts: 3 });
+  // a's reply: 50 frames, 20 ms apart, 1 s in all, past b's first timeout
+  // (400 ms); a pause between frames is far below one timeout, even on a
+  // loaded machine.
   const relay = new FifoRelay(mqtt, { 'chat/a': { id: 7, last: 50 }, 'chat/b': { id: 8, last: 50 } }, { pace: 20 });
   t.after(() => relay.stop());
   const bySeq = { 'chat/a': [], 'chat/b': [] };
@@ -460,7 +461,8 @@ test('a retry asks from the next SEQ still missing, not for what came already', 
 // same schedule, and some were reported lost. Now at most maxOutstanding
 // (8) are out at once, the next sent as one completes.
 test('after a reconnect with 100 topics the catch-ups go out at most maxOutstanding at a time: none refused, none lost', async (t) => {
-  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 200, maxAttempts: 2 });
+  // No timeout is due here (a loaded machine must not make one).
+  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 2000, maxAttempts: 2 });
   const topics = {};
   for (let i = 0; i < 100; ++i) topics[`room/${i}`] = { id: 100 + i, last: 3 };
   const relay = new FifoRelay(mqtt, topics, { pace: 10, maxPending: 16 });
@@ -493,7 +495,9 @@ test('after a reconnect with 100 topics the catch-ups go out at most maxOutstand
 // it takes (until 2026-12-06 it counted, and with maxAttempts 1 each
 // refused range was reported lost).
 test('requests refused busy are asked again after a pause, and never reported lost for it', async (t) => {
-  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 100, maxAttempts: 1 });
+  // The busy pauses are 0.5 to 1.5 times 400 ms at first; a request out
+  // waits far less than its 400 ms, even on a loaded machine.
+  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 400, maxAttempts: 1 });
   const topics = {};
   for (let i = 0; i < 20; ++i) topics[`room/${i}`] = { id: 100 + i, last: 3 };
   const relay = new FifoRelay(mqtt, topics, { pace: 5, maxPending: 2 });
