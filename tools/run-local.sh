@@ -80,15 +80,25 @@ wait_port() {  # port, name, pid, log
   echo "run-local: $2 did not open port $1; its log:"; tail -20 "$4"; exit 1
 }
 
+# MariaDB runs as whoever runs this script. Its data directory is made
+# aside and renamed once complete: a first run that failed or was cut short
+# leaves none half made, and the next run makes it again.
+me=$(id -un)
 if [[ ! -d "$state/mariadb" ]]; then
   echo "run-local: creating the database in $state/mariadb"
-  mariadb-install-db --no-defaults --user=root --datadir="$state/mariadb" \
-    --auth-root-authentication-method=normal --skip-test-db >"$state/mariadb-install.log" 2>&1
+  rm -rf "$state/mariadb.new"
+  if ! mariadb-install-db --no-defaults --user="$me" --datadir="$state/mariadb.new" \
+       --auth-root-authentication-method=normal --skip-test-db >"$state/mariadb-install.log" 2>&1; then
+    echo "run-local: mariadb-install-db failed; its log ($state/mariadb-install.log):" >&2
+    tail -20 "$state/mariadb-install.log" >&2
+    exit 1
+  fi
+  mv "$state/mariadb.new" "$state/mariadb"
 fi
 # The servers get sessions of their own (setsid): Ctrl-C reaches only the
 # relay, which commits and publishes what it holds while both are still up;
 # cleanup() then stops mosquitto, then MariaDB.
-setsid mariadbd --no-defaults --user=root --datadir="$state/mariadb" --socket="$socket" --port="$db_port" \
+setsid mariadbd --no-defaults --user="$me" --datadir="$state/mariadb" --socket="$socket" --port="$db_port" \
   --bind-address=127.0.0.1 --skip-name-resolve >>"$state/mariadb.log" 2>&1 &
 pids+=($!)
 wait_port "$db_port" mariadbd "${pids[-1]}" "$state/mariadb.log"

@@ -30,9 +30,12 @@ if ((${#missing[@]})); then
   apt-get -o DPkg::Lock::Timeout=300 update -qq && apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# npm packages: again only when package-lock.json changed since the last install.
+# npm packages: again only when package-lock.json changed since the last
+# install, or when the test-only ones are missing (tools/run-local.sh
+# installs the runtime ones alone: npm ci --omit=dev).
 js=$root/clients/js
-if [[ ! -f $js/node_modules/.package-lock.json || $js/package-lock.json -nt $js/node_modules/.package-lock.json ]]; then
+if [[ ! -f $js/node_modules/.package-lock.json || $js/package-lock.json -nt $js/node_modules/.package-lock.json ||
+      ! -d $js/node_modules/puppeteer-core || ! -d $js/node_modules/typescript ]]; then
   echo "== test-clients: npm ci"
   (cd "$js" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
 fi

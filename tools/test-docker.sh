@@ -217,10 +217,16 @@ image_bytes=$(podman image inspect --format '{{.Size}}' localhost/seqrelay:test)
 say "images built; relay image $((image_bytes / 1000000)) MB"
 ((images_only)) && exit 0
 
-# compose.yaml publishes these on 127.0.0.1; say so plainly if they are taken.
-for port in 1883 9108; do
-  [[ -z $(ss -Hltn "sport = :$port") ]] || die "port $port is in use on this machine; compose.yaml publishes it"
-done
+# compose.yaml publishes these on 127.0.0.1: a default another server
+# holds (Debian's mosquitto package starts one on 1883 where systemd runs)
+# gives way to a free port, passed to compose and the checks.
+host_port() {  # default
+  local p=$1
+  while [[ -n $(ss -Hltn "sport = :$p") ]]; do p=$((p < 20000 ? p + 20000 : p + 1)); done
+  [[ $p == "$1" ]] || say "port $1 is in use on this machine: the stacks publish $p instead" >&2
+  echo "$p"
+}
+MQTT_HOST_PORT=$(host_port 1883) HTTP_HOST_PORT=$(host_port 8080) METRICS_HOST_PORT=$(host_port 9108)
 
 # ---- the stack -------------------------------------------------------------------
 pw() { /usr/bin/python3 -c 'import secrets; print(secrets.token_hex(12))'; }
@@ -229,6 +235,9 @@ RELAY_MQTT_PASSWORD=$(pw)
 ALICE_MQTT_PASSWORD=$(pw)
 RELAY_DB_PASSWORD=$(pw)
 MYSQL_ROOT_PASSWORD=$(pw)
+MQTT_HOST_PORT=$MQTT_HOST_PORT
+HTTP_HOST_PORT=$HTTP_HOST_PORT
+METRICS_HOST_PORT=$METRICS_HOST_PORT
 EOF
 bob_pw=$(pw)
 # shellcheck disable=SC1091

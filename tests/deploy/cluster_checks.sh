@@ -67,7 +67,7 @@ wait_or_bootstrap() {  # seconds, description, survivors ("db2 db3"), command...
   fi
 }
 # The node the relay's writer uses, from /metrics: db1..db3, empty if none.
-relay_node() { curl -sf http://127.0.0.1:9108/metrics | sed -n 's/^seqrelay_database_node{node="\(db[0-9]\):3306"} 1$/\1/p'; }
+relay_node() { curl -sf "http://127.0.0.1:${METRICS_HOST_PORT:-9108}/metrics" | sed -n 's/^seqrelay_database_node{node="\(db[0-9]\):3306"} 1$/\1/p'; }
 now() { date +%s.%N; }
 seconds_since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
 

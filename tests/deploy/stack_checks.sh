@@ -3,7 +3,8 @@
 # override), say, die, $work, $project, $project_filter, $bob_pw and the
 # secrets of $work/env. Every wait polls against a deadline.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-probe() { /usr/bin/python3 "$here/mqtt_probe.py" "$@"; }
+# The stack's ports on the host (tools/test-docker.sh chooses them).
+probe() { /usr/bin/python3 "$here/mqtt_probe.py" --port "${MQTT_HOST_PORT:-1883}" "$@"; }
 as_alice=(--user alice --password "$ALICE_MQTT_PASSWORD")
 
 # The relay image run beside the stack, for its files (no healthcheck timer:
@@ -16,7 +17,7 @@ find_ids() { local s; for s in mosquitto mysql relay; do ids[$s]=$(dc ps -q "$s"
 cid() { echo "${ids[$1]}"; }
 # Reads through the database container, as an operator would.
 sql() { podman exec "$(cid mysql)" mysql -uroot -p"$MYSQL_ROOT_PASSWORD" -N -B seqrelay -e "$1"; }
-metric() { curl -sf http://127.0.0.1:9108/metrics | awk -v m="$1" '$1 == m {print $2}'; }
+metric() { curl -sf "http://127.0.0.1:${METRICS_HOST_PORT:-9108}/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
 wait_for() {  # seconds, description, command...
   local deadline=$(( $(date +%s) + $1 )) what=$2
@@ -174,7 +175,7 @@ run_stack_checks() {
       chown mosquitto:mosquitto /mosquitto/data/passwords && kill -HUP 1' "$bob_pw" ||
     die "could not add user bob"
   bob_can_log_in() {
-    mosquitto_sub -h 127.0.0.1 -p 1883 -u bob -P "$bob_pw" -t relay/replay/bob/ping -E 2>/dev/null
+    mosquitto_sub -h 127.0.0.1 -p "${MQTT_HOST_PORT:-1883}" -u bob -P "$bob_pw" -t relay/replay/bob/ping -E 2>/dev/null
   }
   wait_for 10 "bob can log in after the reload" bob_can_log_in
 
@@ -195,7 +196,7 @@ run_stack_checks() {
   intake=$(metric 'seqrelay_broker_connected{link="intake"}')
   [[ $committed == 1 && $db_up == 1 && $intake == 1 ]] ||
     die "/metrics: committed $committed, database_up $db_up, intake connected $intake; expected 1, 1, 1"
-  say "/metrics on 127.0.0.1:9108: committed 1, database up, intake connected"
+  say "/metrics on 127.0.0.1:${METRICS_HOST_PORT:-9108}: committed 1, database up, intake connected"
 
   # bob may neither read seq/T nor have it replayed; alice may.
   probe denied --user bob --password "$bob_pw" --allowed-user alice --allowed-password "$ALICE_MQTT_PASSWORD" \
