@@ -546,6 +546,38 @@ TEST_F(GaleraE2E, ABatchWithMsgIdsDoesNotWaitForTheCluster) {
   ExpectEachTopicStoredOnce(2, 1, 200);
 }
 
+// Node 1, the relay's (the first of --db-host), cut off from the other two
+// (gmcast.isolate): it leaves the primary component, and the relay moves to
+// a node of the majority and goes on. A review asked whether the relay's
+// connect could succeed on such a node (statements that read no table) and
+// bring it back there for ever: on MariaDB 10.11 the node refuses the
+// connect's first query (SELECT @@max_allowed_packet: 1047), so the
+// connect fails and the next node is tried. This shows it.
+TEST_F(GaleraE2E, ANodeCutOffFromTheMajorityIsLeftForOneOfIt) {
+  StartRelay({"--db-host=" + Env("DB_HOSTS"), "--lease-ms=3000"});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  const std::string topic = root() + "/t0";
+  for (int i = 1; i <= 50; ++i) pub.Publish(topic, "p" + std::to_string(i), 1, 10000);
+  ASSERT_TRUE(WaitFor([&] { return Count(1) == "50\n"; }, 30s)) << Count(1) << relay_->log();
+  struct AtExit {
+    std::function<void()> run;
+    ~AtExit() { run(); }
+  } rejoin{[&] {
+    OnNode(1, "SET GLOBAL wsrep_provider_options = 'gmcast.isolate=0'");
+    EXPECT_TRUE(Heal()) << "node 1 did not rejoin\n" << ClusterState();
+  }};
+  OnNode(1, "SET GLOBAL wsrep_provider_options = 'gmcast.isolate=1'");
+  std::string refusal;
+  ASSERT_TRUE(WaitFor([&] { return (refusal = Count(1)).find("ERROR 1047") != std::string::npos; }, 30s))
+      << "node 1 still answers: " << refusal;
+  for (int i = 51; i <= 100; ++i) pub.Publish(topic, "p" + std::to_string(i), 1, 10000);
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  EXPECT_TRUE(WaitFor([&] { return Count(2) == "100\n"; }, 30s))
+      << Count(2) << " rows on node 2 with node 1 cut off\n" << relay_->log();
+  ExpectEachTopicStoredOnce(2, 1, 100);
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // Two of three nodes SIGKILLed under load: the survivor, the relay's node,
 // loses quorum and refuses reads and writes (error 1047). The relay holds
 // what it has, its lease lapses locally so it takes nothing more (mosquitto
