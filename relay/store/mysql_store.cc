@@ -354,6 +354,22 @@ Result<uint32_t> MysqlStore::RegisterShard(std::string_view shard, const std::ve
     // RELAY_STATE's one row is the registry's lock: two relays registering
     // at once are checked one after the other.
     std::unique_ptr<sql::ResultSet>(st->executeQuery("SELECT K FROM RELAY_STATE WHERE K = 1 FOR UPDATE"));
+    {
+      // SHARD.NAME compares by its collation (case, and on MySQL 8 accents,
+      // ignored): a name that differs from an existing one only so would
+      // pass the checks below as another shard and then fail the INSERT
+      // (1062) on every try.
+      std::unique_ptr<sql::PreparedStatement> same(conn_->prepareStatement("SELECT NAME FROM SHARD WHERE NAME = ?"));
+      same->setString(1, Bytes(shard));
+      std::unique_ptr<sql::ResultSet> rs(same->executeQuery());
+      while (rs->next() && refusal.empty()) {
+        if (const std::string name = rs->getString(1).asStdString(); name != shard) {
+          refusal = fmt::format("--shard '{}' is the existing shard '{}' to the database, whose shard names compare "
+                                "without case (and on MySQL, accents): give the same name, or one that differs "
+                                "otherwise", shard, name);
+        }
+      }
+    }
     std::unique_ptr<sql::ResultSet> rs(
         st->executeQuery("SELECT NAME, NUM, FILTERS, OWNER, EXPIRES_AT > NOW(6) FROM SHARD ORDER BY NUM"));
     std::optional<uint32_t> own;

@@ -1009,6 +1009,23 @@ TEST_F(FailoverE2E, AShardOverlappingAnotherIsRefusedAtStart) {
 }
 
 
+// A shard name that differs from an existing one only in case is the same
+// name to the database (SHARD.NAME's collation): refused at start, naming
+// both. Until 2026-12-06 it passed the overlap checks as another shard and
+// its INSERT failed (1062) on every try, the relay never ready.
+TEST_F(FailoverE2E, AShardNameThatDiffersFromAnotherOnlyInCaseIsRefusedAtStart) {
+  auto a = ShardRelay("a", 1);
+  a->Start();
+  RelayProcess b(servers(), name_, {"--shard=A", "--source=" + root() + "/b/#", "--relay-id=b1"}, "b1");
+  b.Launch();
+  auto code = b.WaitExit(30s);
+  if (!code) b.Kill();
+  ASSERT_TRUE(code.has_value()) << b.log();
+  EXPECT_EQ(*code, 2);
+  EXPECT_NE(b.log().find("--shard 'A' is the existing shard 'a' to the database"), std::string::npos) << b.log();
+  EXPECT_EQ(a->Stop(), 0);
+}
+
 // A relay cut off from mosquitto sequences nothing, so it takes no shard
 // over (--broker-grace): started first, against a port nothing listens on,
 // it stands by, and the relay started after it, which reaches mosquitto, is
