@@ -327,6 +327,19 @@ bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>
       Refuse(m);
       continue;
     }
+    if (sequencer_.last_idx() >= store_.idx_base() + MysqlStore::kShardIdxSpan - 1) {
+      // Every row number of the shard's range is used (2^40 rows, deleted
+      // by retention or not): the next would be another shard's, or no
+      // shard's. Nothing more can be stored in this shard: the relay stops,
+      // and what it holds is kept for the next start (journal, mosquitto).
+      Fail(fmt::format("shard '{}' has used every row number of its range (MSG.idx up to {}): sequence its topics "
+                       "under a new --shard name", config_.shard, sequencer_.last_idx()));
+      for (std::size_t j = i; j < batch.size(); ++j, ++kept) {
+        if (kept != j) batch[kept] = std::move(batch[j]);
+      }
+      batch.erase(batch.begin() + static_cast<std::ptrdiff_t>(kept), batch.end());
+      return false;
+    }
     auto seq = sequencer_.NextSeq(*topic);
     if (!seq.ok()) {
       ++counters_.refused_seq;

@@ -141,6 +141,36 @@ TEST_F(FaultE2E, MessagesRefusedForGoodAreNotHandedOverAgainByTheNextStart) {
   EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM `" + name_ + "`.MSG"), "1\n");
 }
 
+// A shard whose rows have used every number of its idx range (2^40; here
+// a row written by hand at its last but one): a batch that would pass the
+// range's end stops the relay, saying so, with what it holds kept for the
+// next start (journaled). Until 2026-12-06 the next rows took numbers past
+// the range (another shard's, or none's), which the next start did not
+// count as the shard's, and numbers were given out twice.
+TEST_F(FaultE2E, AShardThatHasUsedEveryRowNumberOfItsRangeStopsTheRelay) {
+  StartRelay();
+  const std::string t = root() + "/t", db = "`" + name_ + "`";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(t, "m1");
+  ASSERT_TRUE(WaitFor([&] { return StoredCount(t) == 1; }, Scaled(10s))) << relay_->log();
+  ASSERT_EQ(relay_->Stop(), 0);
+  constexpr uint64_t kLast = (uint64_t{1} << 40) - 1;  // the default shard's range: 1 .. 2^40 - 1
+  servers().Sql(fmt::format("INSERT INTO {}.MSG (idx, ID, QOS, SEQ, MSG) VALUES ({}, '{}/other', 1, 1, 'x')", db,
+                            kLast - 1, root()));
+  relay_->Start();
+  for (int i = 2; i <= 4; ++i) pub.Publish(t, "m" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  const auto code = relay_->WaitExit(Scaled(30s));
+  ASSERT_TRUE(code.has_value()) << relay_->log();
+  EXPECT_EQ(*code, 1) << relay_->log();
+  EXPECT_NE(relay_->log().find("stopped because of: shard 'default' has used every row number of its range"),
+            std::string::npos)
+      << relay_->log();
+  EXPECT_LE(std::stoull(servers().Sql(fmt::format("SELECT MAX(idx) FROM {}.MSG", db))), kLast)
+      << "a row past the shard's range";
+  EXPECT_NE(relay_->log().find("kept for the shard's next active"), std::string::npos) << relay_->log();
+}
+
 // The intake connection breaks right after a message was taken and before
 // its PUBACK left (a network failure; here injected): the broker resends it
 // (and whatever else was unacknowledged) when the session resumes, and the
