@@ -5,8 +5,9 @@
 // gap. Prints one line per topic and a summary.
 //
 // Exit codes: 0 every topic gapless, 1 a gap was found, 2 bad options,
-// 3 the database could not be read.
+// 3 the database could not be read, 4 no such topic (--topic).
 #include <boost/program_options.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -24,7 +25,9 @@ int main(int argc, char** argv) {
   po::options_description desc(
       "seqaudit: check that every topic's rows in MSG carry SEQ first..last with no gap (first is 1 unless "
       "--retention deleted older rows).\n\n"
-      "Usage: seqaudit [options]   (the password also from SEQRELAY_DB_PASSWORD)\n\nOptions");
+      "Usage: seqaudit [options]   (the password also from SEQRELAY_DB_PASSWORD)\n\n"
+      "Exit codes: 0 every topic gapless, 1 a gap found, 2 bad options, 3 the database could not be read, 4 no "
+      "such topic (--topic).\n\nOptions");
   desc.add_options()
       ("help", "Print this help and exit.")
       ("db-host", po::value(&c.db_host)->default_value(c.db_host)->value_name("HOSTS"),
@@ -65,18 +68,28 @@ int main(int argc, char** argv) {
     if (!gapless) {
       ++bad;
       if (from_one && t.first_seq > 1) std::printf(" 1..%llu", static_cast<unsigned long long>(t.first_seq - 1));
-      auto missing = store.MissingRanges(t.topic, 10);
+      // The first ten ranges, "..." if there are more, and the count of
+      // every missing SEQ.
+      constexpr std::size_t kShown = 10;
+      auto missing = store.MissingRanges(t.topic, kShown + 1);
       if (missing.ok()) {
-        for (const auto& [from, to] : *missing) {
-          std::printf(" %llu..%llu", static_cast<unsigned long long>(from), static_cast<unsigned long long>(to));
+        for (std::size_t i = 0; i < std::min(kShown, missing->size()); ++i) {
+          std::printf(" %llu..%llu", static_cast<unsigned long long>((*missing)[i].first),
+                      static_cast<unsigned long long>((*missing)[i].second));
         }
+        if (missing->size() > kShown) std::printf(" ...");
+      } else {
+        std::printf(" (ranges not read: %s)", missing.error().c_str());
       }
+      const uint64_t in_range = t.last_seq - t.first_seq + 1 - t.rows;
+      const uint64_t before = from_one ? t.first_seq - 1 : 0;
+      std::printf(" (%llu SEQs missing)", static_cast<unsigned long long>(in_range + before));
     }
     std::printf("\n");
   }
   if (!topic.empty() && topics->empty()) {
     std::fprintf(stderr, "seqaudit: no topic '%s'\n", topic.c_str());
-    return 1;
+    return 4;
   }
   std::printf("seqaudit: %zu topics, %llu rows, %llu with gaps\n", topics->size(),
               static_cast<unsigned long long>(rows), static_cast<unsigned long long>(bad));

@@ -195,6 +195,27 @@ class ClientE2E : public RelayE2E {
     seqclient::SeqClient client;
     FakeRelay relay;
   };
+  // A client of root()/a (topic id 7) and root()/b (id 8), each topic
+  // played by a FakeRelay (both see every request); `tune` sets its options.
+  struct TwoTopics {
+    TwoTopics(ClientE2E& test, const std::function<void(seqclient::Options&)>& tune)
+        : a(test.root() + "/a"),
+          b(test.root() + "/b"),
+          options(Tuned(test.ClientOptions("c", {a, b}), tune)),
+          relay_a(test.servers().mqtt_port(), test.name_ + "-a", options.client_id, a, 7),
+          relay_b(test.servers().mqtt_port(), test.name_ + "-b", options.client_id, b, 8),
+          client(options, std::ref(sink), std::ref(gaps)) {}
+    static seqclient::Options Tuned(seqclient::Options o, const std::function<void(seqclient::Options&)>& tune) {
+      tune(o);
+      return o;
+    }
+    const std::string a, b;
+    const seqclient::Options options;
+    FakeRelay relay_a, relay_b;
+    Sink sink;
+    Gaps gaps;
+    seqclient::SeqClient client;
+  };
   seqclient::Options OneRequestPerGap(const std::string& topic,
                                       decltype(seqclient::Options::on_forged_frames) on_forged = nullptr) {
     auto o = ClientOptions("c", {topic});
@@ -514,16 +535,12 @@ TEST_F(ClientE2E, AGapGivenUpReportsOnlyTheSeqsThatAreGoneNotTheHeldOnes) {
 // did: each timeout sent it again (a new job at the relay, which queued
 // it), and enough of them gave it up unanswered.
 TEST_F(ClientE2E, ARequestWaitingBehindAnotherTopicsReplyIsNotAskedAgain) {
-  const std::string a = root() + "/a", b = root() + "/b";
-  auto o = ClientOptions("c", {a, b});
-  o.history = seqclient::History::kAll;
-  o.reply_timeout = Scaled(std::chrono::milliseconds(600));
-  o.max_attempts = 3;
-  FakeRelay relay_a(servers().mqtt_port(), name_ + "-a", o.client_id, a, 7);
-  FakeRelay relay_b(servers().mqtt_port(), name_ + "-b", o.client_id, b, 8);
-  Sink sink;
-  Gaps gaps;
-  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  TwoTopics c(*this, [](seqclient::Options& o) {
+    o.history = seqclient::History::kAll;
+    o.reply_timeout = Scaled(std::chrono::milliseconds(600));
+    o.max_attempts = 3;
+  });
+  auto& [a, b, o, relay_a, relay_b, sink, gaps, client] = c;
   ASSERT_EQ(client.Start(), std::nullopt);
   relay_a.Request(2);  // both lookups
   // a's range asked first, then b's: the relay serves them in that order.
@@ -552,16 +569,12 @@ TEST_F(ClientE2E, ARequestWaitingBehindAnotherTopicsReplyIsNotAskedAgain) {
 // first form) any word from the relay restarted every timeout, and b's gap
 // was never asked again nor given up while a's requests were answered.
 TEST_F(ClientE2E, ARequestWhoseReplyIsLostTimesOutWhileLaterOnesAreAnswered) {
-  const std::string a = root() + "/a", b = root() + "/b";
-  auto o = ClientOptions("c", {a, b});
-  o.gap_wait = std::chrono::milliseconds(20);
-  o.reply_timeout = std::chrono::milliseconds(400);
-  o.max_attempts = 2;
-  FakeRelay relay_a(servers().mqtt_port(), name_ + "-a", o.client_id, a, 7);
-  FakeRelay relay_b(servers().mqtt_port(), name_ + "-b", o.client_id, b, 8);
-  Sink sink;
-  Gaps gaps;
-  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  TwoTopics c(*this, [](seqclient::Options& o) {
+    o.gap_wait = std::chrono::milliseconds(20);
+    o.reply_timeout = std::chrono::milliseconds(400);
+    o.max_attempts = 2;
+  });
+  auto& [a, b, o, relay_a, relay_b, sink, gaps, client] = c;
   ASSERT_EQ(client.Start(), std::nullopt);
   ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay_b.Live(1); }));
   relay_b.Live(3);  // b's gap, asked first; its reply never comes

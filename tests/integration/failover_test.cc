@@ -997,14 +997,11 @@ TEST_F(FailoverE2E, AShardOverlappingAnotherIsRefusedAtStart) {
   auto a = ShardRelay("a", 1);
   a->Start();
   RelayProcess b(servers(), name_, {"--shard=b", "--source=" + root() + "/+/x", "--relay-id=b1"}, "b1");
-  b.Launch();
-  auto code = b.WaitExit(30s);
-  ASSERT_TRUE(code.has_value()) << b.log();
-  EXPECT_EQ(*code, 2);
-  EXPECT_NE(b.log().find(fmt::format("--shard 'b' --source '{}/+/x' overlaps shard 'a', whose --source '{}/a/#'",
-                                     root(), root())),
+  const std::string log = LogOfARefusedStart(b, 2);
+  EXPECT_NE(log.find(fmt::format("--shard 'b' --source '{}/+/x' overlaps shard 'a', whose --source '{}/a/#'",
+                                 root(), root())),
             std::string::npos)
-      << b.log();
+      << log;
   EXPECT_EQ(a->Stop(), 0);
 }
 
@@ -1017,12 +1014,8 @@ TEST_F(FailoverE2E, AShardNameThatDiffersFromAnotherOnlyInCaseIsRefusedAtStart) 
   auto a = ShardRelay("a", 1);
   a->Start();
   RelayProcess b(servers(), name_, {"--shard=A", "--source=" + root() + "/b/#", "--relay-id=b1"}, "b1");
-  b.Launch();
-  auto code = b.WaitExit(30s);
-  if (!code) b.Kill();
-  ASSERT_TRUE(code.has_value()) << b.log();
-  EXPECT_EQ(*code, 2);
-  EXPECT_NE(b.log().find("--shard 'A' is the existing shard 'a' to the database"), std::string::npos) << b.log();
+  const std::string log = LogOfARefusedStart(b, 2);
+  EXPECT_NE(log.find("--shard 'A' is the existing shard 'a' to the database"), std::string::npos) << log;
   EXPECT_EQ(a->Stop(), 0);
 }
 

@@ -850,7 +850,7 @@ TEST_F(FaultE2E, SeqauditFindsGapsAndPassesAGaplessTrail) {
 
   servers().Sql("DELETE FROM `" + name_ + "`.MSG WHERE ID = '" + root() + "/b' AND SEQ IN (1, 4, 5, 9)");
   EXPECT_EQ(RunCommand(db, &out), 1) << out;
-  EXPECT_NE(out.find("rows 11         SEQ 2..15  GAPS: 4..5 9..9"), std::string::npos) << out;
+  EXPECT_NE(out.find("rows 11         SEQ 2..15  GAPS: 4..5 9..9 (3 SEQs missing)"), std::string::npos) << out;
   EXPECT_NE(out.find("seqaudit: 2 topics, 26 rows, 1 with gaps"), std::string::npos) << out;
   // Rows missing before the first stored one are what retention deletes
   // (PROTOCOL 5.2): shown, not a gap, unless --from-one.
@@ -861,7 +861,7 @@ TEST_F(FaultE2E, SeqauditFindsGapsAndPassesAGaplessTrail) {
   EXPECT_NE(out.find("rows 12         SEQ 4..15  ok (starts at 4: older rows deleted)"), std::string::npos) << out;
   a_from_one.push_back("--from-one");
   EXPECT_EQ(RunCommand(a_from_one, &out), 1) << out;
-  EXPECT_NE(out.find("SEQ 4..15  GAPS: 1..3"), std::string::npos) << out;
+  EXPECT_NE(out.find("SEQ 4..15  GAPS: 1..3 (3 SEQs missing)"), std::string::npos) << out;
 
   auto only_a = db;
   only_a.push_back("--topic=" + root() + "/a");
@@ -870,6 +870,20 @@ TEST_F(FaultE2E, SeqauditFindsGapsAndPassesAGaplessTrail) {
   auto wrong_port = db;
   wrong_port[1] = "--db-port=" + std::to_string(FreePort());
   EXPECT_EQ(RunCommand(wrong_port, &out), 3) << out;
+  auto no_such = db;
+  no_such.push_back("--topic=" + root() + "/none");
+  EXPECT_EQ(RunCommand(no_such, &out), 4) << out;
+  // More than ten ranges: the first ten, "...", and the count of all.
+  for (int i = 31; i <= 60; ++i) pub.Publish(root() + "/c", "c" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  WaitStored(root() + "/c", 30);
+  servers().Sql("DELETE FROM `" + name_ + "`.MSG WHERE ID = '" + root() + "/c' AND SEQ % 2 = 0 AND SEQ < 30");
+  auto only_c = db;
+  only_c.push_back("--topic=" + root() + "/c");
+  EXPECT_EQ(RunCommand(only_c, &out), 1) << out;
+  EXPECT_NE(out.find("GAPS: 2..2 4..4 6..6 8..8 10..10 12..12 14..14 16..16 18..18 20..20 ... (14 SEQs missing)"),
+            std::string::npos)
+      << out;
 }
 
 }  // namespace

@@ -132,14 +132,17 @@ class RelayE2E : public ::testing::Test {
     return payloads;
   }
 
-  // Launches a relay that must refuse to start: expects exit code 1 and
-  // returns its log, for the caller to check the one line that says why.
-  static std::string LogOfARefusedStart(RelayProcess& relay) {
+  // Launches a relay that must refuse to start: expects `exit_code` (1, or
+  // 2 for a refusal of its options, the shard's among them) and returns its
+  // log, for the caller to check the one line that says why.
+  static std::string LogOfARefusedStart(RelayProcess& relay, int exit_code = 1) {
     relay.Launch();
     auto code = relay.WaitExit(Scaled(std::chrono::seconds(30)));
     EXPECT_TRUE(code.has_value()) << "the relay did not exit:\n" << relay.log();
     if (code) {
-      EXPECT_EQ(*code, 1) << relay.log();
+      EXPECT_EQ(*code, exit_code) << relay.log();
+    } else {
+      relay.Kill();
     }
     return relay.log();
   }
