@@ -194,7 +194,8 @@ void MqttLink::Loop() {
       // the CONNACK (a connect that may never complete) there is nothing
       // to flush: shut down at once.
       if (!stop_deadline) {
-        stop_deadline = std::chrono::steady_clock::now() + (connected_ ? std::chrono::seconds(2) : std::chrono::seconds(0));
+        const auto flush = connected_ ? std::chrono::seconds(2) : std::chrono::seconds(0);
+        stop_deadline = std::chrono::steady_clock::now() + flush;
       }
       if (std::chrono::steady_clock::now() > *stop_deadline) shutdown(mosquitto_socket(m), SHUT_RDWR);
     }
