@@ -135,6 +135,17 @@ TEST(PublishTrackerTest, SkippedIdxWithNothingPendingAdvancesTheWatermarkAtOnce)
   ASSERT_EQ(u.watermark(), 1u);
   u.Sent(4, 2);
   EXPECT_EQ(u.watermark(), 3u) << "rows 2 and 3 count as acknowledged";
+
+  // A row far ahead (a shard's last idx, 2^40 - 1, after its first): one
+  // step, not one per skipped idx (the build before counted 2^40 of them).
+  PublishTracker far;
+  far.Sent(1, 1);
+  far.Acked(1);
+  far.Sent((uint64_t{1} << 40) - 1, 2);
+  EXPECT_EQ(far.watermark(), (uint64_t{1} << 40) - 2);
+  EXPECT_EQ(far.in_flight(), 1u);
+  far.Acked(2);
+  EXPECT_EQ(far.watermark(), (uint64_t{1} << 40) - 1);
 }
 
 TEST(PublishTrackerTest, InFlightCountsUnacknowledgedPublishes) {
