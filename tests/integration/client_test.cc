@@ -131,6 +131,18 @@ class ClientE2E : public RelayE2E {
     EXPECT_EQ(gaps.all(), std::vector<std::string>{});
   }
 
+  // SEQ 1 of `topic` (id 77) delivered live by a FakeRelay, then the broker
+  // restarted: the client reconnects and asks for what came meanwhile (an
+  // open-ended catch-up from 2), which the caller's FakeRelay sees.
+  void FirstFrameThenABrokerRestart(const seqclient::Options& o, const std::string& topic, Sink& sink) {
+    {
+      FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+      ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+    }
+    servers().StopBroker();
+    servers().StartBroker();
+  }
+
   // Collects the gaps a SeqClient reports, as "<topic> <from>..<to> <why>".
   struct Gaps {
     std::mutex mu;
@@ -431,12 +443,8 @@ TEST_F(ClientE2E, AnUnansweredCatchUpGivesUpNothingItDoesNotKnowToBeMissing) {
   Gaps gaps;
   seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
   ASSERT_EQ(client.Start(), std::nullopt);
-  {
-    FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
-    ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
-  }
-  servers().StopBroker();  // the client reconnects and asks from 2 on; nobody answers
-  servers().StartBroker();
+  FirstFrameThenABrokerRestart(o, topic, sink);  // the client asks from 2 on; nobody answers
+  if (HasFatalFailure()) return;
   ASSERT_TRUE(WaitFor([&] { return !gaps.all().empty(); }, 30s));
   EXPECT_EQ(gaps.all(), std::vector<std::string>{topic + " 2..0 no reply from the relay"});
   FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
@@ -678,12 +686,8 @@ TEST_F(ClientE2E, ACatchUpRefusedIsAskedAgainOrReportedNeverDroppedUnsaid) {
   Gaps gaps;
   seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
   ASSERT_EQ(client.Start(), std::nullopt);
-  {
-    FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
-    ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
-  }
-  servers().StopBroker();  // the client reconnects and asks from 2 on
-  servers().StartBroker();
+  FirstFrameThenABrokerRestart(o, topic, sink);  // the client asks from 2 on
+  if (HasFatalFailure()) return;
   FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
   EXPECT_EQ(relay.Request(1), nlohmann::json({{"id", 77}, {"from", 2}}));
   relay.Answer({{"from", 2}, {"status", "error"}, {"error", "database unavailable, try again"}});  // v1
