@@ -64,3 +64,36 @@ for rate in 100 1000 5000; do
 done
 grep -q "the disk alone, 512 B pwrite" "$work/out.txt" || fail "the disk of seqbench's own server not measured"
 echo "seqbench_smoke: ratios, 5 stages and $floors floors reported"
+
+# A seqbench that dies (Ctrl-C, which mariadbd ignores; a SIGKILL) takes
+# its servers and relays with it.
+"$bench" --mode latency --rate 100 --duration 60 --rounds 1 "${relay[@]}" >"$work/out.txt" 2>"$work/err.txt" &
+bench_pid=$!
+children=()
+alive() {  # the children not yet ended (a zombie waits only for its reaping)
+  local pid
+  for pid in "${children[@]}"; do
+    if [[ $(ps -o stat= -p "$pid" 2>/dev/null) == [^Z]* ]]; then echo "$pid"; fi
+  done
+}
+for ((i = 0; i < 600; i++)); do
+  mapfile -t children < <(pgrep -P "$bench_pid" || true)
+  names=
+  ((${#children[@]})) && names=$(ps -o comm= -p "$(IFS=,; echo "${children[*]}")" | sort | tr '\n' ' ' || true)
+  [[ $names == *mariadbd* && $names == *mosquitto* && $names == *seqbench* ]] && break
+  sleep 0.1
+done
+[[ $names == *mariadbd* && $names == *mosquitto* ]] || { kill -KILL "$bench_pid"; fail "seqbench started no servers: $names"; }
+{ kill -KILL "$bench_pid" && wait "$bench_pid"; } 2>/dev/null || true  # (and bash's "Killed" line)
+for ((i = 0; i < 100; i++)); do
+  [[ -z $(alive) ]] && break
+  sleep 0.1
+done
+left=$(alive | tr '\n' ' ')
+if [[ -n $left ]]; then
+  left=${left% }
+  running=$(ps -o pid=,comm= -p "${left// /,}" | tr -s '\n ' ' ')
+  kill -KILL $left 2>/dev/null || true
+  fail "a killed seqbench left running:$running"
+fi
+echo "seqbench_smoke: a killed seqbench left none of its ${#children[@]} processes (${names% }) running"

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/time.h>
@@ -64,10 +65,17 @@ void Process::Start(const std::vector<std::string>& argv, const std::string& log
 
   int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) throw std::runtime_error("cannot open " + log_path + ": " + strerror(errno));
+  const pid_t parent = getpid();
   pid_ = fork();
   if (pid_ < 0) throw std::runtime_error(std::string("fork: ") + strerror(errno));
   if (pid_ == 0) {
-    // Child: a clean signal state, stdin from /dev/null, output to the log.
+    // Child: ends with the thread that started it, however that ends
+    // (Ctrl-C, which mariadbd ignores; a SIGKILL; a crash), so that no
+    // server outlives its test or bench. The check after it catches a
+    // parent gone before the request.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    // A clean signal state, stdin from /dev/null, output to the log.
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);

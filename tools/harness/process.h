@@ -1,5 +1,8 @@
 // Process: a child process the tests own, started with fork/exec, its
-// stdout and stderr appended to a log file, and ended only by its PID.
+// stdout and stderr appended to a log file, and ended only by its PID. A
+// child is SIGKILLed when the thread that started it ends (the kernel's
+// parent-death signal): start a process that must outlive a short thread
+// from a longer one.
 #pragma once
 
 #include <sys/types.h>
