@@ -101,6 +101,7 @@ class Relay {
     std::atomic<uint64_t> msg_ids_invalid{0};   // msg-ids ignored as invalid (empty, too long, not UTF-8)
     std::atomic<uint64_t> msg_ids_purged{0};    // DEDUPE records purged past --dedupe-window
     std::atomic<uint64_t> retention_deleted{0};  // MSG rows deleted by --retention
+    std::atomic<uint64_t> retention_transactions{0};  // transactions in which it deleted rows
     std::atomic<uint64_t> topics{0};            // gauge: topics the writer knows (seen since start)
     std::atomic<uint64_t> commit_us{0};         // time spent in committed batches' commits, microseconds
   };
@@ -481,6 +482,7 @@ class Relay {
   // ApplyRetention's pass: the last topic done (byte order; "" = from the
   // start), and when the next pass may begin. Main thread.
   std::string retention_cursor_;
+  uint64_t retention_max_bytes_;  // payload per delete: kRetentionMaxBytes (a test lowers it)
   std::chrono::steady_clock::time_point next_retention_pass_{};
   std::chrono::steady_clock::duration retention_pass_work_{};  // time spent in the current pass
   std::atomic<std::size_t> pending_queued_{0};  // handed-over messages queued and not yet committed or lost

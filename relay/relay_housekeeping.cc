@@ -89,13 +89,16 @@ bool Relay::RetentionWork(Clock::time_point until) {
           rule->max_count = stricter(rule->max_count, r.max_count);
         }
       }
-      // A full batch: more of this topic may go. Out of time, the cursor
-      // stays before it, for the next call.
+      // A delete its bounds cut short: more of this topic may go. Out of
+      // time, the cursor stays before it, for the next call.
       while (rule) {
-        auto deleted = pending_store_.TrimTopic(topic, *rule, published, kRowsPerDelete);
-        if (!deleted.ok()) return failed(deleted.error());
-        counters_.retention_deleted += deleted.value();
-        if (deleted.value() < kRowsPerDelete) break;
+        auto trimmed = pending_store_.TrimTopic(topic, *rule, published, kRowsPerDelete, retention_max_bytes_);
+        if (!trimmed.ok()) return failed(trimmed.error());
+        if (trimmed->deleted > 0) {
+          counters_.retention_deleted += trimmed->deleted;
+          ++counters_.retention_transactions;
+        }
+        if (!trimmed->more) break;
         if (Clock::now() >= until) return false;
       }
       retention_cursor_ = topic;

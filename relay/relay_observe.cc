@@ -65,6 +65,7 @@ RelayStats Relay::Snapshot() const {
   s.msg_ids_invalid = c.msg_ids_invalid;
   s.msg_ids_purged = c.msg_ids_purged;
   s.retention_deleted = c.retention_deleted;
+  s.retention_transactions = c.retention_transactions;
   s.stages = {{"intake_queue", stage_intake_queue_.Take()},
               {"sequence", stage_sequence_.Take()},
               {"insert", stage_insert_.Take()},

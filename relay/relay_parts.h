@@ -17,6 +17,12 @@ using Clock = std::chrono::steady_clock;
 // limit at start. A single larger row still goes alone.
 inline constexpr std::size_t kBatchMaxBytes = 4 * 1024 * 1024;
 
+// Payload bytes a retention delete removes in one transaction, at most (but
+// always one row): what a server writing a binary log, or a Galera
+// cluster's write-set, carries for it. 64 rows of the largest default
+// payload; 1,000 rows (the other bound) of up to 64 KiB.
+inline constexpr uint64_t kRetentionMaxBytes = 64 * 1024 * 1024;
+
 // What an INSERT adds to a row's payload and topic, with room to spare.
 inline constexpr uint64_t kStatementOverhead = 1024;
 

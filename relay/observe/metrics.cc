@@ -117,7 +117,7 @@ std::string StatsJson(const RelayStats& s) {
       {"journal", {{"errors", s.journal_errors}, {"replayed", s.journal_replayed}, {"redeliveries", s.redeliveries}}},
       {"dedupe", {{"dropped", s.dedupe_dropped}, {"invalid_msg_ids", s.msg_ids_invalid},
                   {"purged", s.msg_ids_purged}}},
-      {"retention", {{"deleted", s.retention_deleted}}},
+      {"retention", {{"deleted", s.retention_deleted}, {"transactions", s.retention_transactions}}},
       {"database", s.database_up ? "up" : "down"},
       {"database_node", s.database_node},
       {"broker", {{"intake", up(s.intake.connected)}, {"output", up(s.output.connected)},
@@ -204,6 +204,9 @@ std::string PrometheusText(const RelayStats& s) {
   metric("seqrelay_dedupe_purged_total", "counter", "msg-id records deleted past --dedupe-window.",
          s.msg_ids_purged);
   metric("seqrelay_retention_deleted_total", "counter", "MSG rows deleted by --retention.", s.retention_deleted);
+  metric("seqrelay_retention_transactions_total", "counter",
+         "Transactions in which --retention deleted rows (each at most 1,000 rows and 64 MiB of payload).",
+         s.retention_transactions);
   metric("seqrelay_database_up", "gauge", "1 while the writer's last database call succeeded.",
          s.database_up ? 1 : 0);
   if (!s.database_node.empty()) {

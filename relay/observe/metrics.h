@@ -105,7 +105,7 @@ struct RelayStats {
   double replay_rate = 0;  // frames per second the governor allows replies now; 0 when it is off
   uint64_t journal_errors = 0, journal_replayed = 0, redeliveries = 0;
   uint64_t dedupe_dropped = 0, msg_ids_invalid = 0, msg_ids_purged = 0;
-  uint64_t retention_deleted = 0;
+  uint64_t retention_deleted = 0, retention_transactions = 0;
   // Time per pipeline stage since start, by stage name (/metrics only).
   std::vector<std::pair<std::string, LatencyHistogram::Snapshot>> stages;
   bool database_up = false;

@@ -829,10 +829,11 @@ Result<std::vector<std::string>> MysqlStore::ListTopics(std::string_view after, 
   return topics;
 }
 
-Result<uint64_t> MysqlStore::TrimTopic(std::string_view topic, const RetentionRule& rule, uint64_t published_idx,
-                                       std::size_t limit) {
-  uint64_t deleted = 0;
+Result<MysqlStore::Trimmed> MysqlStore::TrimTopic(std::string_view topic, const RetentionRule& rule,
+                                                  uint64_t published_idx, std::size_t max_rows, uint64_t max_bytes) {
+  Trimmed trimmed;
   Status s = Guard("trim topic", [&] {
+    trimmed = {};
     NextTransactionReadCommitted();
     // The topic's ends (two index dives on (ID, SEQ)).
     std::unique_ptr<sql::PreparedStatement> ends(
@@ -845,38 +846,63 @@ Result<uint64_t> MysqlStore::TrimTopic(std::string_view topic, const RetentionRu
       CommitTransaction();
       return;
     }
-    // Keep SEQ >= keep: the strictest of the limits, at most `limit` rows
-    // past first, and never the newest row.
+    // Keep SEQ >= keep: the strictest of the limits, at most `max_rows`
+    // rows past first, and never the newest row.
     uint64_t keep = first;
     if (rule.max_count != 0 && last >= rule.max_count) keep = std::max(keep, last - rule.max_count + 1);
     if (rule.max_age_s != 0) {
-      // The first row young enough among the next `limit`: rows are in SEQ
-      // order by arrival, so the ones before it are the old ones (a prefix,
-      // whatever a clock did).
+      // The first row young enough among the next `max_rows`: rows are in
+      // SEQ order by arrival, so the ones before it are the old ones (a
+      // prefix, whatever a clock did).
       std::unique_ptr<sql::PreparedStatement> young(conn_->prepareStatement(
           "SELECT MIN(SEQ) FROM MSG WHERE ID = ? AND SEQ BETWEEN ? AND ? AND RECEIVED_AT >= NOW(6) - INTERVAL ? "
           "SECOND"));
       young->setString(1, Bytes(topic));
       young->setUInt64(2, first);
-      young->setUInt64(3, first + limit - 1);
+      young->setUInt64(3, first + max_rows - 1);
       young->setUInt64(4, rule.max_age_s);
       std::unique_ptr<sql::ResultSet> y(young->executeQuery());
       y->next();
-      keep = std::max(keep, y->isNull(1) ? first + limit : y->getUInt64(1));
+      keep = std::max(keep, y->isNull(1) ? first + max_rows : y->getUInt64(1));
     }
-    keep = std::min({keep, last, first + limit});
+    bool cut = keep >= first + max_rows;
+    keep = std::min({keep, last, first + max_rows});
     if (keep > first) {
-      std::unique_ptr<sql::PreparedStatement> del(
-          conn_->prepareStatement("DELETE FROM MSG WHERE ID = ? AND SEQ < ? AND idx <= ?"));
-      del->setString(1, Bytes(topic));
-      del->setUInt64(2, keep);
-      del->setUInt64(3, published_idx);
-      deleted = static_cast<uint64_t>(del->executeUpdate());
+      // The rows' sizes, to stop before `max_bytes` (the DELETE reads
+      // these rows anyway).
+      std::unique_ptr<sql::PreparedStatement> sizes(conn_->prepareStatement(
+          "SELECT SEQ, LENGTH(MSG) FROM MSG WHERE ID = ? AND SEQ >= ? AND SEQ < ? AND idx <= ? ORDER BY SEQ"));
+      sizes->setString(1, Bytes(topic));
+      sizes->setUInt64(2, first);
+      sizes->setUInt64(3, keep);
+      sizes->setUInt64(4, published_idx);
+      std::unique_ptr<sql::ResultSet> r(sizes->executeQuery());
+      uint64_t rows = 0, bytes = 0;
+      while (r->next()) {
+        bytes += r->getUInt64(2);
+        if (rows > 0 && bytes > max_bytes) {
+          keep = r->getUInt64(1);
+          cut = true;
+          break;
+        }
+        ++rows;
+      }
+      if (rows > 0) {
+        std::unique_ptr<sql::PreparedStatement> del(
+            conn_->prepareStatement("DELETE FROM MSG WHERE ID = ? AND SEQ < ? AND idx <= ?"));
+        del->setString(1, Bytes(topic));
+        del->setUInt64(2, keep);
+        del->setUInt64(3, published_idx);
+        trimmed.deleted = static_cast<uint64_t>(del->executeUpdate());
+      }
+      // A row not yet acknowledged on seq/T (or one a reader of the sizes
+      // did not see) holds the rest back until the next pass.
+      trimmed.more = cut && trimmed.deleted == rows;
     }
     CommitTransaction();
   });
   if (!s.ok()) return s;
-  return deleted;
+  return trimmed;
 }
 
 Result<uint64_t> MysqlStore::PurgeMsgIds(uint64_t window_s, std::size_t limit) {

@@ -191,11 +191,17 @@ class MysqlStore {
   // every topic.
   Result<std::vector<std::string>> ListTopics(std::string_view after, std::size_t limit);
   // Deletes the oldest rows of `topic` that `rule` no longer keeps, at most
-  // `limit` in one short transaction at READ COMMITTED: only a prefix of
-  // its SEQs, never its newest row, never a row above `published_idx` (not
-  // yet acknowledged on seq/T). Returns how many.
-  Result<uint64_t> TrimTopic(std::string_view topic, const RetentionRule& rule, uint64_t published_idx,
-                             std::size_t limit);
+  // `max_rows` and `max_bytes` of payload (but always one row) in one short
+  // transaction at READ COMMITTED: only a prefix of its SEQs, never its
+  // newest row, never a row above `published_idx` (not yet acknowledged on
+  // seq/T). The bytes bound what a server writing a binary log, or a Galera
+  // cluster (its write-set), holds for one transaction.
+  struct Trimmed {
+    uint64_t deleted = 0;
+    bool more = false;  // a bound cut the delete short: the topic may have more to go now
+  };
+  Result<Trimmed> TrimTopic(std::string_view topic, const RetentionRule& rule, uint64_t published_idx,
+                            std::size_t max_rows, uint64_t max_bytes);
 
   // ---- Publishers' message ids (schema 005, PROTOCOL.md 5.1) ----
 

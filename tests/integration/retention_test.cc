@@ -103,6 +103,34 @@ TEST_F(RetentionE2E, ACountKeepsTheNewestRowsAndAReplyFromBelowStartsAtFirst) {
   ASSERT_EQ(relay_->Stop(), 0);
 }
 
+// A delete stops at its payload bytes (64 MiB; 100,000 here), what a
+// server's binary log or a Galera write-set holds for one transaction: 35
+// rows of 30,000 bytes go in transactions of at most three, and all go.
+// Until 2026-12-06 the bound was 1,000 rows whatever their size.
+TEST_F(RetentionE2E, ADeleteOfLargeRowsStopsAtItsBytesAndTheRestGoesInFurtherTransactions) {
+  const std::string t = root() + "/big", control = name_ + "-ctl";
+  MqttClient watcher(servers().mqtt_port(), name_ + "-watch");
+  watcher.Subscribe(control + "/stats");
+  StartRelay({"--retention=" + t + "=5", "--stats-interval=1", "--control-prefix=" + control},
+             {"SEQTEST_RETENTION_MAX_BYTES=100000"});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 40; ++i) pub.Publish(t, std::string(30000, static_cast<char>('a' + i % 26)));
+  ASSERT_TRUE(pub.WaitAllAcked(20s));
+  ASSERT_TRUE(WaitFor([&] { return StoredSeqs(t) == Range(36, 40); }, 30s)) << AuditTrail(t).size();
+  json retention;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto got = watcher.received();
+        if (!got.empty()) retention = json::parse(got.back().payload)["retention"];
+        return retention.is_object() && retention["deleted"] == 35;
+      },
+      10s))
+      << retention.dump();
+  EXPECT_GE(retention["transactions"].get<int>(), 12) << retention.dump();  // 35 rows, three at most in each
+  EXPECT_LE(retention["transactions"].get<int>(), 35) << retention.dump();
+  ASSERT_EQ(relay_->Stop(), 0);
+}
+
 // Rows deleted while a reply goes (as retention deletes them, from the
 // topic's oldest on; here by hand, once the reply has read its first 1,000
 // rows): the status's `first` says where the history starts now, so that a

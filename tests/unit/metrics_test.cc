@@ -104,6 +104,7 @@ TEST(MetricsTest, PrometheusTextHasHelpTypeAndLabelledSeries) {
   st.replay_ignored = 1;
   st.dedupe_dropped = 7;
   st.retention_deleted = 1000;
+  st.retention_transactions = 3;
   st.database_up = true;
   st.output.connected = true;
   st.replay.reads = 30;
@@ -121,6 +122,7 @@ TEST(MetricsTest, PrometheusTextHasHelpTypeAndLabelledSeries) {
   EXPECT_TRUE(has("seqrelay_replay_requests_total{outcome=\"ignored\"} 1")) << text;
   EXPECT_TRUE(has("seqrelay_dedupe_dropped_total 7")) << text;
   EXPECT_TRUE(has("seqrelay_retention_deleted_total 1000")) << text;
+  EXPECT_TRUE(has("seqrelay_retention_transactions_total 3")) << text;
   EXPECT_TRUE(has("seqrelay_database_up 1")) << text;
   EXPECT_TRUE(has("seqrelay_broker_connected{link=\"output\"} 1")) << text;
   EXPECT_TRUE(has("seqrelay_broker_connected{link=\"intake\"} 0")) << text;
