@@ -89,7 +89,8 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
       ("lease-ms", po::value(&c.lease_ms)->default_value(c.lease_ms)->value_name("MILLIS"),
        "The shard's lease: the active renews it about three times per lease; a standby takes the shard over once "
        "the lease has gone this long without renewal (the database's clock). An active that cannot renew within "
-       "it stops publishing and steps down. 300..600000.")
+       "it takes and publishes nothing until it renews, and steps down if another relay took the shard over. "
+       "300..600000.")
       ("broker-grace", po::value(&c.broker_grace_s)->default_value(c.broker_grace_s)->value_name("SECONDS"),
        "An active relay that has had no connection to mosquitto for this long stops renewing its lease, so that "
        "a standby which reaches mosquitto takes the shard over (a relay cut off from the broker sequences "
@@ -101,7 +102,8 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
   seq.add_options()
       ("source", po::value(&c.sources)->value_name("FILTER")->multitoken(),
        "Raw topic filter to sequence; repeatable. Default '#'. Topics under the relay's own prefixes are never "
-       "sequenced; filters covered by another are dropped so no message arrives twice.")
+       "sequenced; filters covered by another are dropped so no message arrives twice, and two that share topics "
+       "otherwise ('a/+' and '+/b') are refused.")
       ("immediate", po::value(&c.immediate)->value_name("FILTER")->multitoken(),
        "Topics matching FILTER get ordering flag 0 (clients show them at once); repeatable. All others get 1 "
        "(ordered).")

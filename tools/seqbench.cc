@@ -27,11 +27,13 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <boost/program_options.hpp>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -603,13 +605,32 @@ int Main(int argc, char** argv) {
     if (e2e_window < 1) throw po::error("--e2e-window must be positive");
     if (count > 10'000'000) throw po::error("--count must be at most 10,000,000 (its latencies are kept in memory)");
     if (p.payload < 16) throw po::error("--payload must be at least 16 (timestamp and index)");
-    if (p.topics < 1 || p.publishers < 1 || p.window < 1 || rounds < 1 || count < 1 || duration <= 0)
+    if (p.topics < 1 || p.publishers < 1 || p.window < 1 || rounds < 1 || count < 1 || !(duration > 0))
       throw po::error("--topics, --publishers, --window, --rounds, --count and --duration must be positive");
     if (p.qos < 0 || p.qos > 2) throw po::error("--qos must be 0, 1 or 2");
     if (floors < 0) throw po::error("--floors must be 0 or more");
     if ((mqtt_port == 0) != (db_port == 0)) throw po::error("--mqtt-port and --db-port go together");
-    if (access(relay_binary.c_str(), X_OK) != 0) throw po::error("no relay executable at " + relay_binary);
+    if (mqtt_port < 0 || mqtt_port > 65535 || db_port < 0 || db_port > 65535)
+      throw po::error("--mqtt-port and --db-port must be 1..65535");
+    if (batch_delay_us < 0) throw po::error("--batch-delay-us must be 0 or more");
+    if (own_frames && msg_ids)
+      throw po::error("--own-frames and --msg-ids do not go together (the relay-ids topics have another depth)");
+    struct stat st{};
+    if (stat(relay_binary.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || access(relay_binary.c_str(), X_OK) != 0)
+      throw po::error("no relay executable at " + relay_binary);
     rates = ParseRates(rate_list);
+    // A latency run keeps every message's figures in memory, as --count does.
+    for (int rate : rates) {
+      const double messages = rate * duration;
+      if (!(messages >= 1 && messages <= 10'000'000))
+        throw po::error(fmt::format("--rate {} for --duration {} s is {} messages a run: give 1 to 10,000,000", rate,
+                                    duration, messages));
+    }
+    // The figures' files can be written: known now, not after the runs.
+    for (const std::string* path : {&json_path, &csv_path}) {
+      if (!path->empty() && !std::ofstream(*path, std::ios::app))
+        throw po::error("cannot write " + *path + ": " + std::strerror(errno));
+    }
   };
   if (auto exit_code = seqtools::ParseCommandLine("seqbench", argc, argv, desc, check)) return *exit_code;
 
@@ -631,21 +652,23 @@ int Main(int argc, char** argv) {
   seqtest::Process forwarder, relay, relay_nojournal;
   forwarder.Start({SelfPath(), "--forwarder", std::to_string(mqtt_port)}, work_dir + "/forwarder.log");
   const int metrics_port = seqtest::FreePort();
-  auto start_relay = [&](seqtest::Process& proc, const std::string& name, const std::string& source, bool journal) {
+  // A relay reads the raw topics <in>/... (with --own-frames, <in>/t<k> and
+  // its frames seq/<in>/t<k>: filters that share no topic, as the relay
+  // requires).
+  auto start_relay = [&](seqtest::Process& proc, const std::string& name, const std::string& in, bool journal) {
     std::vector<std::string> argv = {relay_binary,
                                      "--mqtt-port=" + std::to_string(mqtt_port),
                                      "--mqtt-client-id=seqbench-" + name,
                                      "--db-port=" + std::to_string(db_port),
                                      "--db-user=" + db_user,
                                      "--db-name=seqbench_" + std::to_string(getpid()) + "_" + std::to_string(journal),
-                                     "--source=" + source,
+                                     "--source=" + in + (own_frames ? "/+" : "/#"),
                                      "--control-prefix=relay-" + name,
                                      "--batch-delay-us=" + std::to_string(batch_delay_us)};
     argv.push_back(journal ? "--journal-dir=" + work_dir + "/journal-" + name : "--no-journal");
     argv.insert(argv.end(), relay_args.begin(), relay_args.end());
     if (stages && name == "relay") argv.push_back("--metrics-port=" + std::to_string(metrics_port));
-    // +/inr/# is seq/inr/#: this relay's own frames, and nothing else.
-    if (own_frames) argv.push_back("--source=+/" + source);
+    if (own_frames) argv.push_back("--source=+/" + in + "/+");
     proc.Start(argv, work_dir + "/" + name + ".log", {"SEQRELAY_DB_PASSWORD=" + db_password});
     // Ready once its intake is subscribed: what is published before that
     // is not queued for it (a new session), and the warm-up would wait for
@@ -658,9 +681,9 @@ int Main(int argc, char** argv) {
     }
   };
   std::vector<Path> paths = {{"plain", "inp/", "out/#", false, nullptr}, {"relay", "inr/", "seq/inr/#", true, &relay}};
-  start_relay(relay, "relay", "inr/#", true);
+  start_relay(relay, "relay", "inr", true);
   if (journal_cost) {
-    start_relay(relay_nojournal, "relay-nojournal", "inn/#", false);
+    start_relay(relay_nojournal, "relay-nojournal", "inn", false);
     paths.push_back({"relay-nojournal", "inn/", "seq/inn/#", true, &relay_nojournal});
   }
   // The same relay, on topics of their own (runs never overlap).

@@ -157,6 +157,21 @@ Status Validate(const Config& c) {
       }
     }
   }
+  // mosquitto delivers a message to an MQTT v5 session once for each
+  // subscription it matches: a filter another covers is not subscribed
+  // (RemoveCoveredFilters), and two that share topics otherwise would have
+  // each such message sequenced twice.
+  const std::vector<std::string> subscribed = RemoveCoveredFilters(c.sources);
+  for (std::size_t i = 0; i < subscribed.size(); ++i) {
+    for (std::size_t j = i + 1; j < subscribed.size(); ++j) {
+      if (!FiltersOverlap(subscribed[i], subscribed[j])) continue;
+      return Status::Error(fmt::format(
+          "--source '{}' and '{}' share topics, and neither covers the other: mosquitto would deliver a message "
+          "on such a topic once for each, and it would be sequenced twice. Give one filter that covers both, or "
+          "filters that share no topic",
+          subscribed[i], subscribed[j]));
+    }
+  }
   for (const auto& filter : c.immediate) {
     if (Status s = ValidateFilter(filter); !s.ok()) return Status::Error(fmt::format("--immediate: {}", s.message()));
   }

@@ -461,6 +461,33 @@ TEST_F(RelayE2E, NoMigrateRefusesAnEmptyDatabaseWithAClearError) {
   EXPECT_EQ(relay.Stop(), 1);
 }
 
+// Two --source filters that share topics without one covering the other
+// ('T/+/b' and 'T/a/+' both match 'T/a/b'): mosquitto delivers such a
+// message to an MQTT v5 session once for each subscription it matches
+// (2.0.11, checked by hand with mosquitto_sub -V 5), so the relay would
+// sequence it twice. The start is refused. Until 2026-12-06 the relay ran,
+// and the test below reports what it stored of one message.
+TEST_F(RelayE2E, SourceFiltersThatShareTopicsWithoutOneCoveringTheOtherAreRefused) {
+  const std::string t = root() + "/a/b";
+  RelayProcess relay(servers(), name_, {"--source=" + root() + "/+/b", "--source=" + root() + "/a/+"}, "main");
+  relay.Launch();
+  const auto code = relay.WaitExit(Scaled(10s));
+  if (!code) {  // running: what it makes of one message
+    MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+    WaitFor([&] { return relay.log().find("intake: subscribed") != std::string::npos; }, 10s);
+    pub.Publish(t, "once");
+    EXPECT_TRUE(pub.WaitAllAcked(10s));
+    WaitFor([&] { return AuditTrail(t).size() >= 2; }, 5s);
+    const std::size_t rows = AuditTrail(t).size();
+    relay.Kill();
+    FAIL() << "the relay started; rows stored of one message on " << t << ": " << rows;
+  }
+  EXPECT_EQ(*code, 2) << relay.log();
+  EXPECT_NE(relay.log().find("--source '" + root() + "/+/b' and '" + root() + "/a/+' share topics"),
+            std::string::npos)
+      << relay.log();
+}
+
 // A stored row that cannot be framed (SEQ 0, written by hand), the newest
 // above the published watermark: the start's republish passes over it. The
 // build before read it again for ever on the main thread: the relay never

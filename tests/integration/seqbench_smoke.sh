@@ -84,6 +84,11 @@ for ((i = 0; i < 600; i++)); do
   sleep 0.1
 done
 [[ $names == *mariadbd* && $names == *mosquitto* ]] || { kill -KILL "$bench_pid"; fail "seqbench started no servers: $names"; }
+# Its servers' directory, which no destructor removes now.
+for pid in "${children[@]}"; do
+  datadir=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n 's|^--datadir=\(/tmp/seqtest-[^/]*\)/db$|\1|p')
+  if [[ -n $datadir ]]; then trap 'rm -rf "$work" "'"$datadir"'"' EXIT; fi
+done
 { kill -KILL "$bench_pid" && wait "$bench_pid"; } 2>/dev/null || true  # (and bash's "Killed" line)
 for ((i = 0; i < 100; i++)); do
   [[ -z $(alive) ]] && break

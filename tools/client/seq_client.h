@@ -66,9 +66,9 @@ struct Options {
   std::string control_prefix = "relay";
   int qos = 1;
   std::chrono::milliseconds gap_wait{200};
-  // Per request, doubled on each retry; it runs from the request's sending
-  // or from the relay's last word on the reply topics, whichever is later
-  // (the relay serves one client's requests one after another).
+  // Per request, doubled on each retry; it runs from the request's sending,
+  // and a frame or status of this request or of one sent before it starts
+  // it again (the relay serves one client's requests one after another).
   std::chrono::milliseconds reply_timeout{2000};
   int max_attempts = 5;                            // requests per gap before it is reported unfilled
   // Requests (ranges and lookups) out at the relay at once, at most; the

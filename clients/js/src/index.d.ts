@@ -64,7 +64,7 @@ export class SeqMessage {
 }
 
 export interface SeqClientOptions {
-  /** Whose replies: requests go to relay/retransmit/<requester>. Default: the mqtt client's id. */
+  /** Whose replies: requests go to relay/retransmit/<requester>. Default: `defaultRequester(clientId, username)`: `U/C` with a username and another client id, else the client id. */
   requester?: string;
   /** Default 'seq'. */
   seqPrefix?: string;
