@@ -5,6 +5,7 @@
 #include <boost/algorithm/string.hpp>
 #include <boost/program_options.hpp>
 #include <cctype>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -54,7 +55,8 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
       ("mqtt-client-id", po::value(&c.mqtt_client_id)->default_value(c.mqtt_client_id)->value_name("ID"),
        "Client id of the intake session (persistent: the broker queues raw messages under it while the relay is "
        "away): ID for the default shard, ID-<shard> for the others, shared by the shard's relays (one at a time). "
-       "Each relay's own links use ID-<relay-id>-out and ID-<relay-id>-replay. Keep it fixed across restarts.")
+       "Each relay's own links use ID-<relay-id>-out and ID-<relay-id>-replay, and their retransmit subscription "
+       "is shared as $share/ID/... (so no '/', '+' or '#' in ID). Keep it fixed across restarts.")
       ("mqtt-keepalive", po::value(&c.mqtt_keepalive_s)->default_value(c.mqtt_keepalive_s)->value_name("SECONDS"),
        "MQTT keepalive interval.")
       ("publish-qos", po::value(&c.publish_qos)->default_value(c.publish_qos)->value_name("0|1|2"),
@@ -222,7 +224,12 @@ const po::option_description* FindOption(const po::options_description& desc, co
 // non-blank character is '#' or ';' is a comment.
 Result<po::parsed_options> ParseConfigFile(const std::string& path, const po::options_description& desc) {
   std::ifstream file(path);
-  if (!file) return Status::Error(fmt::format("--config: cannot read '{}'", path));
+  // (A directory opens, and reads as empty.)
+  std::error_code ec;
+  if (!file || std::filesystem::is_directory(path, ec)) {
+    return Status::Error(fmt::format("--config: cannot read '{}'{}", path,
+                                     std::filesystem::is_directory(path, ec) ? ": a directory" : ""));
+  }
   po::parsed_options parsed(&desc);
   std::string line;
   for (int number = 1; std::getline(file, line); ++number) {
@@ -261,7 +268,7 @@ std::string DefaultJournalDir(const std::map<std::string, std::string>& env, con
   } else {
     base = "/var/lib/seqrelay";
   }
-  // A client id is any string: one path level of it.
+  // One path level of the client id (which Validate allows no '/').
   std::string level = client_id;
   for (char& ch : level) {
     if (ch == '/') ch = '_';
@@ -303,6 +310,13 @@ Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const s
       }
       if (match->long_name() == "help" || match->long_name() == "version") {
         return Status::Error(fmt::format("{} cannot be set from the environment", name));
+      }
+      // Boost reads an empty value as a switch's "on": a blank entry (in a
+      // compose file, say) would turn the journal off.
+      if (match->semantic()->max_tokens() == 0 && boost::trim_copy(value).empty()) {
+        return Status::Error(fmt::format("environment variable {} is empty: set it to 1 (or true) to turn --{} on, "
+                                         "or leave it unset",
+                                         name, match->long_name()));
       }
       po::option opt(match->long_name(), {});
       if (match->long_name() == "source" || match->long_name() == "immediate" || match->long_name() == "retention") {

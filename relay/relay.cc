@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <utility>
@@ -177,8 +178,10 @@ int Relay::Run() {
 bool Relay::LoadAcl() {
   if (config_.acl_file.empty()) return true;
   std::ifstream file(config_.acl_file);
-  if (!file) {
-    LogError("--acl-file: cannot read '{}'", config_.acl_file);
+  std::error_code ec;
+  if (!file || std::filesystem::is_directory(config_.acl_file, ec)) {  // (a directory opens, and reads as empty)
+    LogError("--acl-file: cannot read '{}'{}", config_.acl_file,
+             std::filesystem::is_directory(config_.acl_file, ec) ? ": a directory" : "");
     return false;
   }
   std::stringstream text;

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "core/topic_filter.h"
+#include "core/utf8.h"
 
 namespace seqrelay {
 namespace {
@@ -24,6 +25,9 @@ Status CheckRange(const char* option, int64_t value, int64_t lo, int64_t hi) {
 
 Status CheckPrefix(const char* option, const std::string& prefix) {
   if (prefix.empty()) return Status::Error(fmt::format("--{} must not be empty", option));
+  if (prefix.find('\0') != std::string::npos || !IsValidUtf8(prefix)) {
+    return Status::Error(fmt::format("--{} must be UTF-8 without NUL bytes (a topic)", option));
+  }
   if (prefix.find_first_of("+#") != std::string::npos || prefix.front() == '/' || prefix.back() == '/' ||
       prefix.front() == '$') {
     return Status::Error(fmt::format(
@@ -139,6 +143,14 @@ Status Validate(const Config& c) {
     if (!status.ok()) return status;
   }
   if (c.mqtt_client_id.empty()) return Status::Error("--mqtt-client-id must not be empty");
+  // It names the replay link's shared subscription ($share/<id>/...), whose
+  // name MQTT v5 allows no '/', '+' or '#'.
+  if (c.mqtt_client_id.find_first_of(std::string_view("/+#\0", 4)) != std::string::npos ||
+      !IsValidUtf8(c.mqtt_client_id)) {
+    return Status::Error(fmt::format("--mqtt-client-id '{}': no '/', '+', '#' or NUL, and valid UTF-8 (it also names "
+                                     "the relay's shared retransmit subscription, $share/<id>/...)",
+                                     c.mqtt_client_id));
+  }
   if (c.db_name.empty()) return Status::Error("--db-name must not be empty");
   if (c.buffer_max < c.batch_max) {
     return Status::Error(fmt::format("--buffer-max ({}) must be at least --batch-max ({})", c.buffer_max, c.batch_max));

@@ -4,6 +4,8 @@
 
 #include <vector>
 
+#include "core/utf8.h"
+
 namespace seqrelay {
 namespace {
 
@@ -42,6 +44,7 @@ Status ValidateFilter(std::string_view filter) {
   if (filter.empty()) return Status::Error("empty topic filter");
   if (filter.size() > 65535) return Status::Error("topic filter longer than 65535 bytes");
   if (filter.find('\0') != std::string_view::npos) return Status::Error("topic filter contains a NUL byte");
+  if (!IsValidUtf8(filter)) return Status::Error("topic filter is not valid UTF-8");
   Levels levels(filter);
   std::string_view level;
   bool after_hash = false;

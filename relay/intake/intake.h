@@ -35,8 +35,4 @@ enum class MsgIdVerdict { kValid, kEmpty, kTooLong, kNotUtf8 };
 MsgIdVerdict CheckMsgId(std::string_view id);
 const char* MsgIdVerdictName(MsgIdVerdict v);
 
-// True if `s` is well-formed UTF-8 (RFC 3629: no overlong forms, no
-// surrogates, nothing above U+10FFFF).
-bool IsValidUtf8(std::string_view s);
-
 }  // namespace seqrelay

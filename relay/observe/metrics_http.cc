@@ -6,12 +6,15 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <list>
+#include <memory>
 #include <thread>
 
 #include "core/log.h"
 
 namespace seqrelay {
-namespace {
+// (Named, not anonymous: Impl, declared in the header, holds its sessions.)
+namespace metrics_http_detail {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -19,9 +22,11 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
 constexpr auto kIdleTimeout = std::chrono::seconds(5);
-// Scrapes served at once; a connection beyond it is closed on accept, so
-// the endpoint can never hold more descriptors than this (MQTT, MySQL and
-// the journal need theirs). A GET has no body; its header is small.
+// Scrapes served at once; beyond it a new connection closes the oldest one
+// still waiting for its request (else it is closed itself), so the endpoint
+// never holds more descriptors than this (MQTT, MySQL and the journal need
+// theirs), and idle connections cannot keep a scraper out: its request
+// comes with its connection. A GET has no body; its header is small.
 constexpr int kMaxConnections = 16;
 constexpr std::uint32_t kMaxHeaderBytes = 8 * 1024;
 constexpr std::uint64_t kMaxBodyBytes = 1024;
@@ -39,6 +44,14 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   ~Session() { --live_; }
 
+  // Waiting for its request (not yet answering).
+  bool reading() const { return reading_; }
+  // Ends a connection that is still reading: its read completes with an error.
+  void Close() {
+    beast::error_code ignored;
+    stream_.socket().close(ignored);
+  }
+
   void Run() {
     stream_.expires_after(kIdleTimeout);
     http::async_read(stream_, buffer_, parser_,
@@ -47,7 +60,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   void OnRead(beast::error_code ec) {
-    if (ec) return;  // timeout, reset, garbage or over a limit: nothing to answer
+    reading_ = false;
+    if (ec) return;  // timeout, reset, garbage, over a limit or closed for a newer one: nothing to answer
     const auto& request_ = parser_.get();
     response_.version(request_.version());
     response_.keep_alive(false);
@@ -85,9 +99,11 @@ class Session : public std::enable_shared_from_this<Session> {
   http::response<http::string_body> response_;
   const MetricsHttp::Render& render_;  // owned by the server, which outlives its sessions
   int& live_;
+  bool reading_ = true;
 };
 
-}  // namespace
+}  // namespace metrics_http_detail
+using namespace metrics_http_detail;
 
 struct MetricsHttp::Impl {
   Impl(Render r) : render(std::move(r)), acceptor(io) {}
@@ -96,14 +112,17 @@ struct MetricsHttp::Impl {
     acceptor.async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
       if (ec == asio::error::operation_aborted) return;  // stopping
       if (!ec) {
-        if (live < kMaxConnections) {
-          std::make_shared<Session>(std::move(socket), render, live)->Run();
+        while (!sessions.empty() && sessions.front().expired()) sessions.pop_front();  // (sessions last seconds)
+        if (live < kMaxConnections || CloseOldestReading()) {
+          auto session = std::make_shared<Session>(std::move(socket), render, live);
+          sessions.push_back(session);
+          session->Run();
         } else {
           beast::error_code ignored;
           socket.close(ignored);
           static RateLimit limit(std::chrono::seconds(60));
           if (auto suppressed = limit.Allow()) {
-            LogWarn("metrics: {} scrapes open at once, closed a further connection{}", kMaxConnections,
+            LogWarn("metrics: {} scrapes answering at once, closed a further connection{}", kMaxConnections,
                     SuppressedNote(*suppressed));
           }
         }
@@ -120,10 +139,27 @@ struct MetricsHttp::Impl {
     });
   }
 
+  // Closes the oldest session still waiting for its request; false if none is.
+  // (A session that has read its request never reads again: it leaves the
+  // list when it comes to the front.)
+  bool CloseOldestReading() {
+    while (!sessions.empty()) {
+      std::shared_ptr<Session> session = sessions.front().lock();
+      sessions.pop_front();
+      if (session && session->reading()) {
+        session->Close();
+        return true;
+      }
+    }
+    return false;
+  }
+
   Render render;
-  // Sessions alive; io thread only. Declared before `io`, whose destruction
-  // ends the sessions still pending.
+  // Sessions alive, and the ones that may still be reading, oldest first;
+  // io thread only. Declared before `io`, whose destruction ends the
+  // sessions still pending.
   int live = 0;
+  std::list<std::weak_ptr<Session>> sessions;
   asio::io_context io{1};
   tcp::acceptor acceptor;
   asio::steady_timer retry{io};

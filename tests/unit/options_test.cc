@@ -109,6 +109,15 @@ const std::vector<ValidateCase> kValidateCases = {
     {"empty_client_id_is_refused", [](Config& c) { c.mqtt_client_id = ""; }, "--mqtt-client-id"},
     {"empty_db_name_is_refused", [](Config& c) { c.db_name = ""; }, "--db-name"},
     {"no_sources_is_refused", [](Config& c) { c.sources.clear(); }, "--source"},
+    {"source_not_utf8_is_refused", [](Config& c) { c.sources = {"caf\xe9/#"}; }, "--source: topic filter is not valid UTF-8"},
+    {"seq_prefix_not_utf8_is_refused", [](Config& c) { c.seq_prefix = "s\xff"; }, "--seq-prefix must be UTF-8"},
+    {"control_prefix_with_nul_is_refused", [](Config& c) { c.control_prefix = std::string("r\0x", 3); },
+     "--control-prefix must be UTF-8"},
+    {"client_id_with_slash_is_refused", [](Config& c) { c.mqtt_client_id = "grp/x"; }, "--mqtt-client-id 'grp/x'"},
+    {"client_id_with_plus_is_refused", [](Config& c) { c.mqtt_client_id = "a+b"; }, "--mqtt-client-id 'a+b'"},
+    {"client_id_with_hash_is_refused", [](Config& c) { c.mqtt_client_id = "a#"; }, "--mqtt-client-id 'a#'"},
+    {"client_id_not_utf8_is_refused", [](Config& c) { c.mqtt_client_id = "r\xc3"; }, "--mqtt-client-id"},
+    {"client_id_utf8_is_fine", [](Config& c) { c.mqtt_client_id = "relais-\xc3\xa9t\xc3\xa9"; }, nullptr},
     // mosquitto delivers a v5 session a message once per matching subscription.
     {"sources_sharing_topics_are_refused", [](Config& c) { c.sources = {"a/+", "+/b"}; },
      "--source 'a/+' and '+/b' share topics"},
@@ -527,14 +536,29 @@ TEST(OptionsTest, ConfigFileCommentsAndErrors) {
   r = ParseOptions({"--config=/nonexistent/seqrelay.conf"}, {});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().find("cannot read '/nonexistent/seqrelay.conf'"), std::string::npos) << r.error();
+
+  // A directory opens and reads as empty: it was taken for a file of no settings.
+  r = ParseOptions({"--config=/tmp"}, {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().find("cannot read '/tmp': a directory"), std::string::npos) << r.error();
+}
+
+// Boost reads an empty value as a switch's "on": SEQRELAY_NO_JOURNAL= (a
+// blank entry in a compose file) turned the journal off.
+TEST(OptionsTest, AnEmptyEnvironmentValueForASwitchIsAnError) {
+  EXPECT_NE(ParseError({}, {{"SEQRELAY_NO_JOURNAL", ""}}).find("SEQRELAY_NO_JOURNAL is empty"), std::string::npos);
+  EXPECT_NE(ParseError({}, {{"SEQRELAY_NO_MIGRATE", " "}}).find("SEQRELAY_NO_MIGRATE is empty"), std::string::npos);
+  EXPECT_EQ(ParseOk({}, {{"SEQRELAY_NO_JOURNAL", "1"}}).journal_dir, "") << "1: no journal";
+  EXPECT_NE(ParseOk({}, {{"SEQRELAY_NO_JOURNAL", "false"}}).journal_dir, "") << "false: the default journal";
+  EXPECT_EQ(ParseOk({}, {{"SEQRELAY_MQTT_PASSWORD", ""}}).mqtt_password, "") << "an empty value that is not a switch";
 }
 
 // The journal is on unless --no-journal says otherwise: under the state
 // directory systemd gives, else the XDG one, else the home, else /var/lib.
 TEST(OptionsTest, TheJournalIsOnByDefaultUnderTheStateDirectory) {
   EXPECT_EQ(ParseOk({}, {{"HOME", "/home/ann"}}).journal_dir, "/home/ann/.local/state/seqrelay/journal/seqrelay");
-  EXPECT_EQ(ParseOk({"--mqtt-client-id=chat/eu"}, {{"HOME", "/home/ann"}, {"XDG_STATE_HOME", "/st"}}).journal_dir,
-            "/st/seqrelay/journal/chat_eu");
+  EXPECT_EQ(ParseOk({"--mqtt-client-id=.."}, {{"HOME", "/home/ann"}, {"XDG_STATE_HOME", "/st"}}).journal_dir,
+            "/st/seqrelay/journal/_..");
   EXPECT_EQ(ParseOk({}, {{"HOME", "/home/ann"}, {"STATE_DIRECTORY", "/var/lib/relay:/var/lib/other"}}).journal_dir,
             "/var/lib/relay/journal/seqrelay");
   EXPECT_EQ(ParseOk({}, {}).journal_dir, "/var/lib/seqrelay/journal/seqrelay");
