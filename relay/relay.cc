@@ -521,6 +521,7 @@ bool Relay::BecomeActive() {
   tracker_ = PublishTracker(std::clamp(progress.published_idx, store_.idx_base(), progress.max_idx));
   active_ = true;
   ++takeovers_;
+  ++Takeovers();
   LogInfo("active: holding shard '{}' (epoch {}); {} rows of it committed up to idx {}, confirmed published up to {}",
           config_.shard, epoch, progress.max_idx - store_.idx_base(), progress.max_idx, tracker_.watermark());
 
@@ -630,6 +631,11 @@ bool Relay::BrokerReachable() {
     return true;
   }
   return std::chrono::nanoseconds(now - lost_at) < std::chrono::seconds(config_.broker_grace_s);
+}
+
+std::atomic<uint64_t>& Relay::Takeovers() {
+  static std::atomic<uint64_t> count{0};
+  return count;
 }
 
 std::atomic<uint64_t>& Relay::StepDowns() {

@@ -107,6 +107,7 @@ class Relay {
   };
   const Counters& counters() const { return counters_; }
   static std::atomic<uint64_t>& StepDowns();  // across the Relays of this process
+  static std::atomic<uint64_t>& Takeovers();  // the same
 
  private:
   enum class AfterReconnect { kRetry, kDone, kLeaseLost };

@@ -22,7 +22,7 @@ RelayStats Relay::Snapshot() const {
   s.active = active_;
   s.epoch = lease_ ? lease_->epoch() : 0;
   s.lease_age_s = lease_ && active_ ? lease_->age_s() : 0;
-  s.takeovers = takeovers_;
+  s.takeovers = Takeovers();
   s.step_downs = StepDowns();
   s.uptime_s = SecondsSince(started_);
   s.interval_s = config_.stats_interval_s;

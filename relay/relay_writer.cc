@@ -395,7 +395,9 @@ Relay::Committed Relay::Commit(std::span<Message> batch, Status* refused, uint64
     stage_commit_.Observe(timing.commit);
   }
   commit_ms_.Add(std::chrono::duration<double, std::milli>(took).count());
+  // A sum and its count, per transaction (one by one, a batch is several).
   counters_.commit_us += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(took).count());
+  ++counters_.batches;
   batch_rows_.Add(static_cast<double>(batch.size()));
   if (journal_ && journal_pos > 0) journal_->Release(journal_pos);
   if (journal_pos >= dropped_journal_end_) saved_dropped_end_ = std::max(saved_dropped_end_, dropped_journal_end_);
@@ -414,6 +416,7 @@ bool Relay::CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::T
   // the caller counts only the rest as lost (the committed ones are
   // published by the next active, from above the acknowledged watermark).
   auto give_up_at = [&](std::size_t i) {
+    counters_.committed += kept.size();  // (not published by this relay)
     // Message i may be in `one` already: back into the batch, whole, for
     // the caller's count (a handed-over one moved out has no PENDING key
     // left, and would be counted lost rather than deferred).
@@ -575,7 +578,6 @@ void Relay::WriterLoop() {
     }
     if (verdicts != 0) GiveVerdicts(verdicts);  // committed, dropped as committed already, or set aside
     counters_.committed += batch.size();
-    ++counters_.batches;
     if (kill_after_commit_ != 0 && intake_held_ && counters_.committed >= kill_after_commit_) {
       LogWarn("fault injection: SIGKILL after committing {} messages", counters_.committed.load());
       kill(getpid(), SIGKILL);
