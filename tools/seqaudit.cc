@@ -41,7 +41,13 @@ int main(int argc, char** argv) {
       ("topic", po::value(&topic), "Check only this raw topic.")
       ("from-one", po::bool_switch(&from_one),
        "Count rows missing before a topic's first stored SEQ as a gap (for a relay run without --retention).");
-  if (auto exit_code = seqtools::ParseCommandLine("seqaudit", argc, argv, desc)) return *exit_code;
+  auto check = [&](const po::variables_map&) {
+    if (c.db_port < 1 || c.db_port > 65535) throw po::error("--db-port must be 1 to 65535");
+    if (auto endpoints = seqrelay::DbEndpoints(c.db_host, c.db_port); !endpoints.ok()) {
+      throw po::error(endpoints.error());
+    }
+  };
+  if (auto exit_code = seqtools::ParseCommandLine("seqaudit", argc, argv, desc, check)) return *exit_code;
 
   seqrelay::MysqlStore store(c);
   if (auto s = store.Connect(false); !s.ok()) {

@@ -8,10 +8,14 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/program_options.hpp>
+#include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "cli.h"
 #include "client/seq_client.h"
@@ -88,7 +92,7 @@ int main(int argc, char** argv) {
       ("help", "Print this help and exit.")
       ("host,h", po::value(&o.host)->default_value(o.host), "Broker host.")
       ("port,p", po::value(&o.port)->default_value(o.port), "Broker port.")
-      ("topic,t", po::value(&o.filters)->multitoken(),
+      ("topic,t", po::value(&o.filters),
        "Raw topic T (seqsub subscribes to <seq-prefix>/T); repeatable; '+' and '#' allowed except with history "
        "and --state.")
       ("username,u", po::value(&o.user), "Username.")
@@ -136,15 +140,21 @@ int main(int argc, char** argv) {
       throw po::error("give only one of --history, --from, --last");
     }
     if (o.qos < 0 || o.qos > 2) throw po::error("--qos must be 0, 1 or 2");
-    if (gap_wait_ms < 0) throw po::error("--gap-wait must not be negative");
+    if (gap_wait_ms < 0 || gap_wait_ms > 86'400'000) throw po::error("--gap-wait must be 0 to 86400000 (a day)");
+    if (vm.count("state") && o.state_file.empty()) throw po::error("--state: give a file name");
     constexpr auto kMaxSeq = static_cast<long long>(seqrelay::kMaxSeq);
     if (vm.count("from") && (from < 1 || from > kMaxSeq)) throw po::error("--from must be a SEQ, 1 to 2^40-1");
     if (vm.count("last") && (last < 1 || last > kMaxSeq)) throw po::error("--last must be 1 to 2^40-1");
     if (vm.count("count") && count < 1) throw po::error("--count must be at least 1");
+    // The rest as the client checks it at its start: an option error here.
+    if (o.client_id.empty()) o.client_id = o.user.empty() ? "seqsub-" + std::to_string(getpid()) : o.user;
+    o.gap_wait = std::chrono::milliseconds(gap_wait_ms);
+    if (history) o.history = seqclient::History::kAll;
+    if (from) o.history = seqclient::History::kFrom, o.history_n = static_cast<uint64_t>(from);
+    if (last) o.history = seqclient::History::kLast, o.history_n = static_cast<uint64_t>(last);
+    if (auto error = seqclient::CheckOptions(o)) throw po::error(*error);
   };
   if (auto exit_code = seqtools::ParseCommandLine("seqsub", argc, argv, desc, check)) return *exit_code;
-  if (o.client_id.empty()) o.client_id = o.user.empty() ? "seqsub-" + std::to_string(getpid()) : o.user;
-  o.gap_wait = std::chrono::milliseconds(gap_wait_ms);
   o.on_forged_frames = [](const std::string& topic, const std::vector<uint64_t>& seqs) {
     std::fprintf(stderr, "seqsub: '%s': %zu frame(s) from SEQ %llu on above the newest the relay stored, dropped "
                  "(someone else publishes on its sequenced topic)\n",
@@ -153,15 +163,26 @@ int main(int argc, char** argv) {
   // The client stops delivering at -C, so that --state resumes at the first
   // message not printed (frames keep coming until Stop()).
   o.max_messages = static_cast<uint64_t>(count);
-  if (history) o.history = seqclient::History::kAll;
-  if (from) o.history = seqclient::History::kFrom, o.history_n = static_cast<uint64_t>(from);
-  if (last) o.history = seqclient::History::kLast, o.history_n = static_cast<uint64_t>(last);
 
+  // SIGINT and SIGTERM go to one thread. During the start (up to the
+  // broker's CONNACK, or a connect to a host that does not answer) they end
+  // the process at once: nothing was delivered, and the state file is as it
+  // was. After it, the loop below stops the client, which saves its state.
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  std::atomic<bool> started{false}, stopping{false};
+  std::thread([&stop, &started, &stopping] {
+    int sig = 0;
+    sigwait(&stop, &sig);
+    if (!started) {
+      std::fprintf(stderr, "seqsub: %s before the broker answered: stopped\n", strsignal(sig));
+      std::_Exit(0);
+    }
+    stopping = true;
+  }).detach();
 
   std::atomic<long long> printed{0};
   const bool json_out = format == "json";
@@ -180,8 +201,9 @@ int main(int argc, char** argv) {
           std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
           std::fprintf(stdout, "%s\n", text.c_str());
         } else if (verbose) {
-          std::fprintf(stdout, "%s %llu %s\n", m.topic.c_str(), static_cast<unsigned long long>(m.seq),
-                       m.payload.c_str());
+          std::fprintf(stdout, "%s %llu ", m.topic.c_str(), static_cast<unsigned long long>(m.seq));
+          std::fwrite(m.payload.data(), 1, m.payload.size(), stdout);  // (NUL bytes and all)
+          std::fputc('\n', stdout);
         } else {
           std::fwrite(m.payload.data(), 1, m.payload.size(), stdout);
           std::fputc('\n', stdout);
@@ -206,10 +228,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "seqsub: %s\n", error->c_str());
     return 1;
   }
-  timespec tick{0, 50 * 1000 * 1000};
-  while (count == 0 || printed.load() < count) {
-    if (sigtimedwait(&stop, nullptr, &tick) > 0) break;
-  }
+  started = true;
+  while ((count == 0 || printed.load() < count) && !stopping) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   client.Stop();
   auto s = client.stats();
   std::fprintf(stderr,

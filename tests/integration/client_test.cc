@@ -1,6 +1,12 @@
 // The client module (tools/client) against the real relay: gap filling under
 // loss, history with live traffic at the seam, and resumption from a state
 // file.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -1182,6 +1188,36 @@ TEST_F(ClientE2E, SeqsubWithCountAndStateResumesAtTheFirstMessageItDidNotPrint) 
   EXPECT_EQ(rc, 0) << out;
   EXPECT_EQ(out.find("18446744073709551615"), std::string::npos) << out;
   EXPECT_NE(out.find("seqsub: '" + fresh + "': "), std::string::npos) << out;
+}
+
+// Ctrl-C while seqsub waits for a broker that does not answer (a listener
+// that never accepts: the kernel completes the handshake, nothing more)
+// stops it at once. Until 2026-12-06 the signal waited, blocked, for the
+// start's 10 s CONNACK deadline, and seqsub then exited 1.
+TEST_F(ClientE2E, SeqsubStopsAtOnceOnASignalWhileTheBrokerDoesNotAnswer) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(fd, 4), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string log = servers().dir() + "/" + name_ + "-seqsub.log";
+  Process seqsub;
+  seqsub.Start({SEQSUB_BINARY, "-p", std::to_string(ntohs(addr.sin_port)), "-t", root() + "/t"}, log);
+  std::this_thread::sleep_for(500ms);  // connected, waiting for the CONNACK
+  ASSERT_TRUE(seqsub.running()) << ReadFile(log);
+  const auto signalled = std::chrono::steady_clock::now();
+  seqsub.Signal(SIGINT);
+  const auto code = seqsub.Wait(Scaled(5s));
+  const auto took = std::chrono::steady_clock::now() - signalled;
+  close(fd);
+  ASSERT_TRUE(code.has_value()) << ReadFile(log);
+  EXPECT_EQ(*code, 0) << ReadFile(log);
+  EXPECT_LT(took, Scaled(3s)) << ReadFile(log);
+  EXPECT_NE(ReadFile(log).find("before the broker answered: stopped"), std::string::npos) << ReadFile(log);
 }
 
 }  // namespace

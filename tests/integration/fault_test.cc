@@ -879,6 +879,13 @@ TEST_F(FaultE2E, SeqauditFindsGapsAndPassesAGaplessTrail) {
   auto wrong_port = db;
   wrong_port[1] = "--db-port=" + std::to_string(FreePort());
   EXPECT_EQ(RunCommand(wrong_port, &out), 3) << out;
+  // A port no server can have is an option error (until 2026-12-06 70000
+  // reached port 4464, and 0 port 3306: exit 3).
+  for (const char* bad : {"--db-port=70000", "--db-port=0", "--db-host=127.0.0.1:abc"}) {
+    auto bad_port = db;
+    bad_port[1] = bad;
+    EXPECT_EQ(RunCommand(bad_port, &out), 2) << bad << ": " << out;
+  }
   auto no_such = db;
   no_such.push_back("--topic=" + root() + "/none");
   EXPECT_EQ(RunCommand(no_such, &out), 4) << out;

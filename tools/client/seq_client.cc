@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/frame.h"
+#include "core/topic_filter.h"
+#include "core/utf8.h"
 #include "replay/retransmit.h"
 
 namespace seqclient {
@@ -61,22 +63,49 @@ SeqClient::SeqClient(Options options, OnMessage on_message, OnGap on_gap)
 
 SeqClient::~SeqClient() { Stop(); }
 
-std::optional<std::string> SeqClient::Start() {
-  if (options_.client_id.empty()) return "a client id is required";
-  const std::string requester = RequesterOf(options_);
+std::optional<std::string> CheckOptions(const Options& o) {
+  if (o.client_id.empty()) return "a client id is required";
+  const std::string requester = RequesterOf(o);
   const auto slash = requester.find('/');
   if (requester.find_first_of("+#") != std::string::npos || requester.empty() || requester.front() == '/' ||
       requester.back() == '/' || (slash != std::string::npos && requester.find('/', slash + 1) != std::string::npos)) {
     return "requester '" + requester + "' is not R or U/C (PROTOCOL 3 and 5.4: one or two non-empty levels, no "
            "wildcard)";
   }
-  if (options_.max_outstanding < 1) return "max_outstanding must be at least 1";
-  if (options_.filters.empty()) return "give at least one topic";
-  if (options_.history != History::kNone || !options_.state_file.empty()) {
-    for (const auto& f : options_.filters) {
+  // A prefix libmosquitto would refuse in a topic made nothing subscribed,
+  // silently (the SUBSCRIBE is sent from the connect callback).
+  for (const auto& [name, prefix] : {std::pair{"seq prefix", &o.seq_prefix}, {"control prefix", &o.control_prefix}}) {
+    if (prefix->empty() || prefix->find_first_of(std::string_view("+#\0", 3)) != std::string::npos ||
+        prefix->front() == '/' || prefix->back() == '/' || !seqrelay::IsValidUtf8(*prefix)) {
+      return fmt::format("{} '{}' must be a plain topic prefix: UTF-8, no '+', '#' or NUL, no leading or trailing "
+                         "'/'", name, *prefix);
+    }
+  }
+  if (o.filters.empty()) return "give at least one topic";
+  for (const auto& f : o.filters) {
+    if (auto s = seqrelay::ValidateFilter(f); !s.ok()) return "topic '" + f + "': " + s.message();
+  }
+  if (o.history != History::kNone || !o.state_file.empty()) {
+    for (const auto& f : o.filters) {
       if (HasWildcard(f)) return "history and --state need topics without '+' or '#': '" + f + "'";
     }
   }
+  if (o.qos < 0 || o.qos > 2) return "qos must be 0, 1 or 2";
+  if (o.max_outstanding < 1) return "max_outstanding must be at least 1";
+  constexpr auto kDay = std::chrono::hours(24);
+  if (o.gap_wait < std::chrono::milliseconds(0) || o.gap_wait > kDay) return "gap_wait must be 0 to 24 hours";
+  if (o.reply_timeout <= std::chrono::milliseconds(0) || o.reply_timeout > kDay) {
+    return "reply_timeout must be more than 0 and at most 24 hours";
+  }
+  std::error_code ec;
+  if (!o.state_file.empty() && std::filesystem::is_directory(o.state_file, ec)) {
+    return "state file " + o.state_file + " is a directory";
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> SeqClient::Start() {
+  if (auto error = CheckOptions(options_)) return error;
   if (auto error = LoadState()) return error;
   state_loaded_ = true;
   // Written once now: a state file that cannot be written is said at the
@@ -755,8 +784,16 @@ std::optional<std::string> SeqClient::LoadState() {
   std::error_code ec;
   if (!std::filesystem::exists(options_.state_file, ec)) return std::nullopt;  // first run
   std::ifstream in(options_.state_file);
-  if (!in) return "state file " + options_.state_file + ": cannot be read: " + std::strerror(errno);
-  json s = json::parse(in, nullptr, false);
+  if (!in || std::filesystem::is_directory(options_.state_file, ec)) {
+    return "state file " + options_.state_file + ": cannot be read: " +
+           (in ? std::string("a directory") : std::strerror(errno));
+  }
+  json s;
+  try {
+    s = json::parse(in, nullptr, false);
+  } catch (const std::exception& e) {  // a read error (the stream's, not the JSON's)
+    return "state file " + options_.state_file + ": cannot be read: " + e.what();
+  }
   if (!s.is_object() || !s.contains("topics") || !s["topics"].is_object()) {
     return "state file " + options_.state_file + " is not a seqrelay state file ({\"topics\": {...}}); move it away "
            "to start afresh";

@@ -98,6 +98,12 @@ struct Options {
 // the JavaScript and Python clients choose it.
 std::string DefaultRequester(const std::string& client_id, const std::string& user);
 
+// What is wrong with `options`, if anything (Start checks the same first):
+// topics and prefixes as MQTT and the relay take them, the requester, QoS,
+// waits of at most a day, and topics without wildcards for history and a
+// state file.
+std::optional<std::string> CheckOptions(const Options& options);
+
 struct Message {
   std::string topic;
   uint32_t topic_id = 0;
