@@ -3,6 +3,10 @@
 # command line, that are missing.
 # Usage: tools/deps.sh [PACKAGE...]   (needs root, or sudo, when something is missing)
 set -euo pipefail
+case "${1:-}" in
+  -h|--help) sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -*) echo "usage: tools/deps.sh [PACKAGE...] (see --help)" >&2; exit 2 ;;
+esac
 here=$(cd "$(dirname "$0")" && pwd)
 mapfile -t wanted < <(grep -v '^\s*#' "$here/packages.txt" | grep -v '^\s*$')
 wanted+=("$@")

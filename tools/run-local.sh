@@ -14,6 +14,15 @@ set -euo pipefail
 case "${1:-}" in
   -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
 esac
+# The relay options this script sets itself: said now, not after the
+# install, the build and the servers' start.
+for arg in "$@"; do
+  case "$arg" in
+    --mqtt-port|--mqtt-port=*|--db-port|--db-port=*|--db-user|--db-user=*|--db-name|--db-name=*|--journal-dir|--journal-dir=*)
+      echo "run-local: ${arg%%=*} is set by run-local.sh (ports: MQTT_PORT, DB_PORT; the journal and the data: STATE_DIR)" >&2
+      exit 2 ;;
+  esac
+done
 root=$(cd "$(dirname "$0")/.." && pwd)
 PATH=$PATH:/usr/sbin:/sbin  # mariadbd and mosquitto, for a user whose PATH lacks them
 state=${STATE_DIR:-$root/.state}
@@ -23,6 +32,10 @@ state=${STATE_DIR:-$root/.state}
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 port() {  # variable name, default
   local given=${!1:-} p=$2
+  if [[ -n $given ]] && ! [[ $given =~ ^[0-9]+$ && $given -ge 1 && $given -le 65535 ]]; then
+    echo "run-local: $1=$given: give a port, 1 to 65535" >&2
+    exit 2
+  fi
   if [[ -n $given ]]; then
     if listening "$given"; then
       echo "run-local: $1=$given: port $given on 127.0.0.1 is in use; choose another" >&2
@@ -54,6 +67,10 @@ command -v npm >/dev/null || "$root/tools/deps.sh" nodejs npm || true
 mqtt_port=$(port MQTT_PORT 1883)
 db_port=$(port DB_PORT 3306)
 ws_port=$(port WS_PORT 8080)
+if [[ $mqtt_port == "$db_port" || $mqtt_port == "$ws_port" || $db_port == "$ws_port" ]]; then
+  echo "run-local: MQTT_PORT $mqtt_port, DB_PORT $db_port and WS_PORT $ws_port must differ" >&2
+  exit 2
+fi
 
 mkdir -p "$state"
 socket="$state/mysqld.sock"
@@ -159,19 +176,30 @@ cat <<BANNER
 
     mosquitto_sub -p $mqtt_port -t 'seq/#' -v | xxd     # sequenced frames (10-byte header + payload)
     mosquitto_pub -p $mqtt_port -t chat/room1 -m hello  # any raw topic
-    mariadb -S $socket -uroot seqrelay \\
+    mariadb -S $(printf %q "$socket") -uroot seqrelay \\
       -e "SELECT SEQ, MSG FROM MSG WHERE ID = 'chat/room1' ORDER BY SEQ"   # the audit trail
 
   Ctrl-C stops the relay, mosquitto and MariaDB.
 
 BANNER
 intake_user=(--mqtt-intake-user seqrelay-intake)
+journal=(--journal-dir "$state/journal")
 for arg in "$@"; do
   if [[ $arg == --mqtt-intake-user* ]]; then intake_user=(); fi  # the caller's own
+  if [[ $arg == --no-journal ]]; then journal=(); fi
 done
-# In the foreground: Ctrl-C reaches the relay, which commits and publishes
-# what it holds and exits; then the trap stops mosquitto and MariaDB.
+# The relay runs as a child this script waits for: Ctrl-C, or a SIGTERM
+# sent to the script, is passed on to it as SIGTERM (bash would hold a
+# trap until a foreground child exits); it commits and publishes what it
+# holds and exits, and then the EXIT trap stops mosquitto and MariaDB.
 SEQRELAY_DB_PASSWORD=$db_password "$root/build/relay/seqrelay" \
   --mqtt-port "$mqtt_port" --db-port "$db_port" --db-user seqrelay --db-name seqrelay \
-  "${intake_user[@]}" --journal-dir "$state/journal" "$@" || status=$?
-exit "${status:-0}"  # the relay's own: 2 for a bad option (the trap stops the servers)
+  "${intake_user[@]}" "${journal[@]}" "$@" &
+relay=$!
+trap 'kill -TERM "$relay" 2>/dev/null || true' INT TERM
+status=0
+while :; do
+  wait "$relay" && status=0 || status=$?
+  kill -0 "$relay" 2>/dev/null || break  # ended: $status is its exit code (a signal only interrupted the wait)
+done
+exit "$status"  # the relay's own: 2 for a bad option (the trap stops the servers)

@@ -38,6 +38,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
 #include <iostream>
@@ -634,6 +635,19 @@ int Main(int argc, char** argv) {
   };
   if (auto exit_code = seqtools::ParseCommandLine("seqbench", argc, argv, desc, check)) return *exit_code;
 
+  // Ctrl-C ends the servers and relays this run started and removes their
+  // directories (a MariaDB's is 150 MB).
+  seqtest::EndCleanlyOnSignals("seqbench");
+  // The run's own directory when the servers are given: removed at the end.
+  struct OwnDir {
+    std::string path;
+    ~OwnDir() {
+      if (path.empty()) return;
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+      seqtest::ForgetOnSignal(path);
+    }
+  } own_dir;
   std::optional<seqtest::TestServers> servers;
   std::string work_dir;
   if (mqtt_port == 0) {
@@ -645,7 +659,8 @@ int Main(int argc, char** argv) {
   } else {
     char tmpl[] = "/tmp/seqbench-XXXXXX";
     if (!mkdtemp(tmpl)) return 1;
-    work_dir = tmpl;
+    work_dir = own_dir.path = tmpl;
+    seqtest::RemoveOnSignal(work_dir);
   }
   mosquitto_lib_init();
 

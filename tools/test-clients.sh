@@ -11,8 +11,11 @@
 # and Python suites run side by side; each owns its servers.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:?usage: tools/test-clients.sh BUILD_DIR}
-build=$(cd "$build" && pwd)
+case "${1:-}" in
+  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+  ""|-*) echo "usage: tools/test-clients.sh BUILD_DIR (see --help)" >&2; exit 2 ;;
+esac
+build=$(cd "$1" && pwd) || { echo "test-clients: no directory $1" >&2; exit 2; }
 relay=$build/relay/seqrelay
 [[ -x $relay ]] || { echo "test-clients: no relay at $relay: build first" >&2; exit 1; }
 start=$(date +%s)
@@ -26,8 +29,12 @@ done
 command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   echo "== test-clients: installing ${missing[*]}"
-  dpkg --configure -a >/dev/null 2>&1 || true  # an install stopped half way (a run ended meanwhile)
-  apt-get -o DPkg::Lock::Timeout=300 update -qq && apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}" >/dev/null
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo dpkg --configure -a >/dev/null 2>&1 || true  # an install stopped half way (a run ended meanwhile)
+  $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq &&
+    $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # npm packages: again only when package-lock.json changed since the last

@@ -17,6 +17,11 @@ std::string RelayBinary() {
   return other && *other ? other : SEQRELAY_BINARY;
 }
 
+// Ctrl-C on ctest or on this binary ends the servers and relays the tests
+// started and removes their directories. Set before main, so before any
+// thread (gtest_main starts none before it).
+const bool kEndsCleanlyOnSignals = (EndCleanlyOnSignals("integration_tests"), true);
+
 }  // namespace
 
 bool RelaySanitized() {

@@ -65,40 +65,54 @@ done
 grep -q "the disk alone, 512 B pwrite" "$work/out.txt" || fail "the disk of seqbench's own server not measured"
 echo "seqbench_smoke: ratios, 5 stages and $floors floors reported"
 
-# A seqbench that dies (Ctrl-C, which mariadbd ignores; a SIGKILL) takes
-# its servers and relays with it.
-"$bench" --mode latency --rate 100 --duration 60 --rounds 1 "${relay[@]}" >"$work/out.txt" 2>"$work/err.txt" &
-bench_pid=$!
-children=()
+# A seqbench stopped midway: by SIGINT (Ctrl-C, which mariadbd ignores)
+# it ends its servers and relays and removes their directory, exit 130; by
+# SIGKILL its children still end (their parent-death signal).
 alive() {  # the children not yet ended (a zombie waits only for its reaping)
   local pid
   for pid in "${children[@]}"; do
     if [[ $(ps -o stat= -p "$pid" 2>/dev/null) == [^Z]* ]]; then echo "$pid"; fi
   done
 }
-for ((i = 0; i < 600; i++)); do
-  mapfile -t children < <(pgrep -P "$bench_pid" || true)
-  names=
-  ((${#children[@]})) && names=$(ps -o comm= -p "$(IFS=,; echo "${children[*]}")" | sort | tr '\n' ' ' || true)
-  [[ $names == *mariadbd* && $names == *mosquitto* && $names == *seqbench* ]] && break
-  sleep 0.1
-done
-[[ $names == *mariadbd* && $names == *mosquitto* ]] || { kill -KILL "$bench_pid"; fail "seqbench started no servers: $names"; }
-# Its servers' directory, which no destructor removes now.
-for pid in "${children[@]}"; do
-  datadir=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n 's|^--datadir=\(/tmp/seqtest-[^/]*\)/db$|\1|p')
-  if [[ -n $datadir ]]; then trap 'rm -rf "$work" "'"$datadir"'"' EXIT; fi
-done
-{ kill -KILL "$bench_pid" && wait "$bench_pid"; } 2>/dev/null || true  # (and bash's "Killed" line)
-for ((i = 0; i < 100; i++)); do
-  [[ -z $(alive) ]] && break
-  sleep 0.1
-done
-left=$(alive | tr '\n' ' ')
-if [[ -n $left ]]; then
-  left=${left% }
-  running=$(ps -o pid=,comm= -p "${left// /,}" | tr -s '\n ' ' ')
-  kill -KILL $left 2>/dev/null || true
-  fail "a killed seqbench left running:$running"
-fi
-echo "seqbench_smoke: a killed seqbench left none of its ${#children[@]} processes (${names% }) running"
+stop_midway() {  # signal
+  "$bench" --mode latency --rate 100 --duration 60 --rounds 1 "${relay[@]}" >"$work/out.txt" 2>"$work/err.txt" &
+  bench_pid=$!
+  children=() names=
+  for ((i = 0; i < 600; i++)); do
+    mapfile -t children < <(pgrep -P "$bench_pid" || true)
+    names=
+    ((${#children[@]})) && names=$(ps -o comm= -p "$(IFS=,; echo "${children[*]}")" | sort | tr '\n' ' ' || true)
+    [[ $names == *mariadbd* && $names == *mosquitto* && $names == *seqbench* ]] && break
+    sleep 0.1
+  done
+  [[ $names == *mariadbd* && $names == *mosquitto* ]] || { kill -KILL "$bench_pid"; fail "seqbench started no servers: $names"; }
+  # Its servers' directory, which a SIGKILL leaves.
+  datadir=
+  for pid in "${children[@]}"; do
+    [[ -n $datadir ]] || datadir=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null |
+                                   sed -n 's|^--datadir=\(/tmp/seqtest-[^/]*\)/db$|\1|p')
+  done
+  [[ -n $datadir ]] || { kill -KILL "$bench_pid"; fail "no datadir of seqbench's MariaDB found"; }
+  trap 'rm -rf "$work" "'"$datadir"'"' EXIT
+  status=0
+  { kill "-$1" "$bench_pid" && wait "$bench_pid"; } 2>/dev/null || status=$?  # (and bash's "Killed" line)
+  for ((i = 0; i < 100; i++)); do
+    [[ -z $(alive) ]] && break
+    sleep 0.1
+  done
+  left=$(alive | tr '\n' ' ')
+  if [[ -n $left ]]; then
+    left=${left% }
+    running=$(ps -o pid=,comm= -p "${left// /,}" | tr -s '\n ' ' ')
+    kill -KILL $left 2>/dev/null || true
+    fail "seqbench stopped by SIG$1 left running:$running"
+  fi
+}
+stop_midway INT
+[[ $status -eq 130 ]] || fail "seqbench stopped by SIGINT exited $status, not 130"
+[[ ! -e $datadir ]] || fail "seqbench stopped by SIGINT left $datadir"
+grep -q "seqbench: Interrupt: stopped [0-9]* processes it had started and removed [0-9]* directories" "$work/err.txt" ||
+  fail "seqbench stopped by SIGINT said nothing of it"
+echo "seqbench_smoke: SIGINT: exit 130, none of its ${#children[@]} processes (${names% }) left, its directory removed"
+stop_midway KILL
+echo "seqbench_smoke: SIGKILL: none of its ${#children[@]} processes (${names% }) left running"

@@ -19,12 +19,66 @@
 #include <random>
 #include <sstream>
 #include <stdexcept>
+#include <filesystem>
+#include <mutex>
+#include <set>
 #include <string_view>
 #include <thread>
 
 extern char** environ;
 
 namespace seqtest {
+namespace {
+
+// What a signal ends (EndCleanlyOnSignals): the running children's PIDs and
+// the directories to remove.
+struct Leftovers {
+  std::mutex mu;
+  std::set<pid_t> children;
+  std::set<std::string> dirs;
+};
+Leftovers& leftovers() {
+  static Leftovers l;
+  return l;
+}
+void Forget(pid_t pid) {
+  std::lock_guard lock(leftovers().mu);
+  leftovers().children.erase(pid);
+}
+
+}  // namespace
+
+void EndCleanlyOnSignals(const char* program) {
+  static sigset_t signals;
+  sigemptyset(&signals);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&signals, sig);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::thread([program] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    Leftovers& l = leftovers();
+    std::lock_guard lock(l.mu);  // held until the exit: nothing starts meanwhile
+    for (pid_t pid : l.children) kill(pid, SIGKILL);
+    for (pid_t pid : l.children) waitpid(pid, nullptr, 0);
+    for (const std::string& dir : l.dirs) {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+    std::fprintf(stderr, "%s: %s: stopped %zu processes it had started and removed %zu directories\n", program,
+                 strsignal(sig), l.children.size(), l.dirs.size());
+    std::_Exit(128 + sig);
+  }).detach();
+}
+
+void RemoveOnSignal(const std::string& dir) {
+  std::lock_guard lock(leftovers().mu);
+  leftovers().dirs.insert(dir);
+}
+
+void ForgetOnSignal(const std::string& dir) {
+  std::lock_guard lock(leftovers().mu);
+  leftovers().dirs.erase(dir);
+}
 
 std::chrono::milliseconds Scaled(std::chrono::milliseconds d) {
   static const double factor = [] {
@@ -38,6 +92,7 @@ Process::~Process() {
   if (pid_ > 0 && !exit_code_) {
     kill(pid_, SIGKILL);
     waitpid(pid_, nullptr, 0);
+    Forget(pid_);
   }
 }
 
@@ -66,6 +121,9 @@ void Process::Start(const std::vector<std::string>& argv, const std::string& log
   int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) throw std::runtime_error("cannot open " + log_path + ": " + strerror(errno));
   const pid_t parent = getpid();
+  // Held across the fork: a signal's cleanup waits until the child is
+  // registered, and kills it too.
+  std::unique_lock registry(leftovers().mu);
   pid_ = fork();
   if (pid_ < 0) throw std::runtime_error(std::string("fork: ") + strerror(errno));
   if (pid_ == 0) {
@@ -87,6 +145,8 @@ void Process::Start(const std::vector<std::string>& argv, const std::string& log
     dprintf(2, "exec %s: %s\n", args[0], strerror(errno));
     _exit(127);
   }
+  leftovers().children.insert(pid_);
+  registry.unlock();
   close(log_fd);
 }
 
@@ -96,6 +156,7 @@ bool Process::running() {
   pid_t r = waitpid(pid_, &status, WNOHANG);
   if (r == pid_) {
     exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    Forget(pid_);
     return false;
   }
   return true;
@@ -122,11 +183,13 @@ int RunCommand(const std::vector<std::string>& argv, std::string* output) {
   char path[] = "/tmp/seqtest-cmd-XXXXXX";
   int fd = mkstemp(path);
   close(fd);
+  RemoveOnSignal(path);
   Process p;
   p.Start(argv, path);
   auto code = p.Wait(std::chrono::minutes(2));
   if (output) *output = ReadFile(path);
   unlink(path);
+  ForgetOnSignal(path);
   return code.value_or(-1);
 }
 

@@ -45,6 +45,18 @@ class Process {
   std::string log_path_;
 };
 
+// On SIGINT, SIGTERM or SIGHUP (Ctrl-C on seqbench or ctest): every child
+// a Process started and that still runs is killed by its PID and reaped,
+// the directories named to RemoveOnSignal are removed, and the process
+// exits 128 + the signal, saying so. Call it before any other thread
+// starts: it blocks the signals in the calling thread, and the threads
+// started after inherit that (children get a clean mask).
+void EndCleanlyOnSignals(const char* program);
+// A directory (or file) to remove on such a signal (a TestServers' own),
+// and no longer (removed already).
+void RemoveOnSignal(const std::string& dir);
+void ForgetOnSignal(const std::string& dir);
+
 // Runs a command to completion; returns its exit code and output.
 int RunCommand(const std::vector<std::string>& argv, std::string* output = nullptr);
 

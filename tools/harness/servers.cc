@@ -61,11 +61,14 @@ TestServers::TestServers() {
   if (const char* db = std::getenv("SEQTEST_DB"); db != nullptr && std::string(db) == "galera") {
     // The relay's tests read what any node committed (wsrep_sync_wait).
     // galera.sh creates the same user and password.
+    // (Its nodes are galera.sh's, in sessions of their own: a signal's
+    // cleanup leaves this directory to them.)
     galera_dir_ = dir_ + "/galera";
     Galera("start", {"--option", "wsrep_sync_wait=1"});
     db_port_ = std::stoi(GaleraEnv("NODE1_PORT"));
     db_socket_ = GaleraEnv("NODE1_SOCKET");
   } else {
+    RemoveOnSignal(dir_);
     InstallDatabase();
   }
 
@@ -87,6 +90,7 @@ TestServers::~TestServers() {
     }
   }
   if (!std::getenv("SEQTEST_KEEP")) std::filesystem::remove_all(dir_);
+  ForgetOnSignal(dir_);
 }
 
 void TestServers::InstallDatabase() {
