@@ -8,6 +8,7 @@
 #include <chrono>
 #include <list>
 #include <memory>
+#include <string_view>
 #include <thread>
 
 #include "core/log.h"
@@ -66,11 +67,18 @@ class Session : public std::enable_shared_from_this<Session> {
     response_.version(request_.version());
     response_.keep_alive(false);
     response_.set(http::field::server, "seqrelay");
-    const auto target = request_.target();
-    if (request_.method() != http::verb::get) {
+    // The path; a proxy sends the absolute form, http://host:port/path
+    // (RFC 9112, 3.2.2).
+    std::string_view target(request_.target().data(), request_.target().size());
+    if (target.starts_with("http://") || target.starts_with("https://")) {
+      const auto path = target.find('/', target.find("//") + 2);
+      target = path == std::string_view::npos ? "/" : target.substr(path);
+    }
+    const bool head = request_.method() == http::verb::head;  // GET's header alone (RFC 9110, 9.3.2)
+    if (request_.method() != http::verb::get && !head) {
       response_.result(http::status::method_not_allowed);
-      response_.set(http::field::allow, "GET");
-      response_.body() = "only GET\n";
+      response_.set(http::field::allow, "GET, HEAD");
+      response_.body() = "only GET and HEAD\n";
     } else if (target != "/metrics" && target.substr(0, 9) != "/metrics?") {
       response_.result(http::status::not_found);
       response_.body() = "seqrelay serves /metrics only\n";
@@ -86,6 +94,11 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (response_.result() != http::status::ok) response_.set(http::field::content_type, "text/plain");
     response_.prepare_payload();
+    if (head) {  // the length the GET's body would have, and no body
+      const std::size_t length = response_.body().size();
+      response_.body().clear();
+      response_.content_length(length);
+    }
     stream_.expires_after(kIdleTimeout);
     http::async_write(stream_, response_, [self = shared_from_this()](beast::error_code, std::size_t) {
       beast::error_code ignored;
@@ -112,7 +125,7 @@ struct MetricsHttp::Impl {
     acceptor.async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
       if (ec == asio::error::operation_aborted) return;  // stopping
       if (!ec) {
-        while (!sessions.empty() && sessions.front().expired()) sessions.pop_front();  // (sessions last seconds)
+        sessions.remove_if([](const std::weak_ptr<Session>& s) { return s.expired(); });
         if (live < kMaxConnections || CloseOldestReading()) {
           auto session = std::make_shared<Session>(std::move(socket), render, live);
           sessions.push_back(session);

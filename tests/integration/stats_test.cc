@@ -202,6 +202,19 @@ TEST_F(RelayE2E, MetricsEndpointServesPrometheusTextOfTheSameFigures) {
   EXPECT_LT(calls("replay"), reads("replay")) << body;
   EXPECT_EQ(HttpGet(port, "/other").rfind("HTTP/1.1 404", 0), 0u);
   EXPECT_EQ(HttpGet(port, "/metrics", "POST").rfind("HTTP/1.1 405", 0), 0u);
+  // HEAD: GET's header, its Content-Length, no body; and the absolute
+  // form a proxy sends (until 2026-12-06: 405 and 404).
+  const std::string head = HttpGet(port, "/metrics", "HEAD");
+  EXPECT_EQ(head.rfind("HTTP/1.1 200 OK", 0), 0u) << head;
+  const auto header_end = head.find("\r\n\r\n");
+  ASSERT_NE(header_end, std::string::npos) << head;
+  EXPECT_EQ(header_end + 4, head.size()) << "a body after HEAD's header: " << head;
+  const auto length_at = head.find("Content-Length: ");
+  ASSERT_NE(length_at, std::string::npos) << head;
+  EXPECT_GT(std::stoll(head.substr(length_at + 16)), 1000) << head;
+  const std::string absolute = HttpGet(port, "http://127.0.0.1:" + std::to_string(port) + "/metrics");
+  EXPECT_EQ(absolute.rfind("HTTP/1.1 200 OK", 0), 0u) << absolute.substr(0, 200);
+  EXPECT_NE(absolute.find("seqrelay_messages_committed_total"), std::string::npos);
   // A client that connects and says nothing does not block the next scrape.
   // (The server drops an idle client after 5 s, so the scrape must come well
   // before that to show it was not waiting for the idle one.)
