@@ -197,9 +197,6 @@ SEQRELAY_DB_PASSWORD=$db_password "$root/build/relay/seqrelay" \
   "${intake_user[@]}" "${journal[@]}" "$@" &
 relay=$!
 trap 'kill -TERM "$relay" 2>/dev/null || true' INT TERM
-status=0
-while :; do
-  wait "$relay" && status=0 || status=$?
-  kill -0 "$relay" 2>/dev/null || break  # ended: $status is its exit code (a signal only interrupted the wait)
-done
+while kill -0 "$relay" 2>/dev/null; do wait "$relay" || true; done  # (a trapped signal ends a wait early)
+wait "$relay" && status=0 || status=$?  # its exit code, kept by bash
 exit "$status"  # the relay's own: 2 for a bad option (the trap stops the servers)

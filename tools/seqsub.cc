@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -166,29 +167,32 @@ int main(int argc, char** argv) {
 
   // SIGINT and SIGTERM go to one thread. During the start (up to the
   // broker's CONNACK, or a connect to a host that does not answer) they end
-  // the process at once: nothing was delivered, and the state file is as it
-  // was. After it, the loop below stops the client, which saves its state.
+  // the process at once if nothing was printed yet: the state file is then
+  // as it was. Else the loop below stops the client, which saves its state.
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   std::atomic<bool> started{false}, stopping{false};
-  std::thread([&stop, &started, &stopping] {
+  std::atomic<long long> printed{0};
+  std::mutex printing;  // a print, or the decision to end before the start's end
+  std::thread([&] {
     int sig = 0;
     sigwait(&stop, &sig);
-    if (!started) {
+    std::lock_guard lock(printing);
+    if (!started && printed == 0) {
       std::fprintf(stderr, "seqsub: %s before the broker answered: stopped\n", strsignal(sig));
       std::_Exit(0);
     }
     stopping = true;
   }).detach();
 
-  std::atomic<long long> printed{0};
   const bool json_out = format == "json";
   seqclient::SeqClient client(
       o,
       [&](const seqclient::Message& m) {
+        std::lock_guard lock(printing);
         if (count > 0 && printed.load() >= count) return;
         if (json_out) {
           nlohmann::json line = {{"topic", m.topic}, {"id", m.topic_id}, {"seq", m.seq},

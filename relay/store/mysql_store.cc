@@ -868,24 +868,38 @@ Result<MysqlStore::Trimmed> MysqlStore::TrimTopic(std::string_view topic, const 
     bool cut = keep >= first + max_rows;
     keep = std::min({keep, last, first + max_rows});
     if (keep > first) {
-      // The rows' sizes, to stop before `max_bytes` (the DELETE reads
-      // these rows anyway).
+      // The rows' sizes, to stop before `max_bytes`. LENGTH reads a row's
+      // whole payload, so they come in chunks that grow from what the bound
+      // holds of the largest payload (plus one): no more is read than the
+      // cut needs, give or take a chunk of rows smaller than that.
       std::unique_ptr<sql::PreparedStatement> sizes(conn_->prepareStatement(
-          "SELECT SEQ, LENGTH(MSG) FROM MSG WHERE ID = ? AND SEQ >= ? AND SEQ < ? AND idx <= ? ORDER BY SEQ"));
+          "SELECT SEQ, LENGTH(MSG) FROM MSG WHERE ID = ? AND SEQ >= ? AND SEQ < ? AND idx <= ? ORDER BY SEQ "
+          "LIMIT ?"));
       sizes->setString(1, Bytes(topic));
-      sizes->setUInt64(2, first);
       sizes->setUInt64(3, keep);
       sizes->setUInt64(4, published_idx);
-      std::unique_ptr<sql::ResultSet> r(sizes->executeQuery());
-      uint64_t rows = 0, bytes = 0;
-      while (r->next()) {
-        bytes += r->getUInt64(2);
-        if (rows > 0 && bytes > max_bytes) {
-          keep = r->getUInt64(1);
-          cut = true;
-          break;
+      const uint64_t largest = static_cast<uint64_t>(std::max(config_.max_payload, 1));
+      uint64_t rows = 0, bytes = 0, from = first;
+      uint64_t chunk = std::clamp<uint64_t>(max_bytes / largest + 1, 1, max_rows);
+      bool full = false;
+      for (bool more_rows = true; more_rows && !full;) {
+        sizes->setUInt64(2, from);
+        sizes->setUInt64(5, chunk);
+        std::unique_ptr<sql::ResultSet> r(sizes->executeQuery());
+        uint64_t got = 0;
+        while (r->next()) {
+          ++got;
+          bytes += r->getUInt64(2);
+          if (rows > 0 && bytes > max_bytes) {
+            keep = r->getUInt64(1);
+            cut = full = true;
+            break;
+          }
+          ++rows;
+          from = r->getUInt64(1) + 1;
         }
-        ++rows;
+        more_rows = got == chunk;
+        chunk = std::min<uint64_t>(chunk * 4, max_rows);
       }
       if (rows > 0) {
         std::unique_ptr<sql::PreparedStatement> del(
@@ -895,9 +909,10 @@ Result<MysqlStore::Trimmed> MysqlStore::TrimTopic(std::string_view topic, const 
         del->setUInt64(3, published_idx);
         trimmed.deleted = static_cast<uint64_t>(del->executeUpdate());
       }
-      // A row not yet acknowledged on seq/T (or one a reader of the sizes
-      // did not see) holds the rest back until the next pass.
-      trimmed.more = cut && trimmed.deleted == rows;
+      // More may go at once only if a bound cut this delete short and it
+      // deleted what it counted: a row not yet acknowledged on seq/T (the
+      // newest are the last so) holds the rest back until the next pass.
+      trimmed.more = cut && rows > 0 && trimmed.deleted == rows;
     }
     CommitTransaction();
   });

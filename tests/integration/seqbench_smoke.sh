@@ -82,10 +82,11 @@ stop_midway() {  # signal
     mapfile -t children < <(pgrep -P "$bench_pid" || true)
     names=
     ((${#children[@]})) && names=$(ps -o comm= -p "$(IFS=,; echo "${children[*]}")" | sort | tr '\n' ' ' || true)
-    [[ $names == *mariadbd* && $names == *mosquitto* && $names == *seqbench* ]] && break
+    [[ $names == *mariadbd* && $names == *mosquitto* && $names == *seqbench* && $names == *seqrelay* ]] && break
     sleep 0.1
   done
-  [[ $names == *mariadbd* && $names == *mosquitto* ]] || { kill -KILL "$bench_pid"; fail "seqbench started no servers: $names"; }
+  [[ $names == *mariadbd* && $names == *mosquitto* && $names == *seqrelay* ]] ||
+    { kill -KILL "$bench_pid"; fail "seqbench started not all of its servers and relay: $names"; }
   # Its servers' directory, which a SIGKILL leaves.
   datadir=
   for pid in "${children[@]}"; do

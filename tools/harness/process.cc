@@ -41,10 +41,6 @@ Leftovers& leftovers() {
   static Leftovers l;
   return l;
 }
-void Forget(pid_t pid) {
-  std::lock_guard lock(leftovers().mu);
-  leftovers().children.erase(pid);
-}
 
 }  // namespace
 
@@ -56,9 +52,14 @@ void EndCleanlyOnSignals(const char* program) {
   std::thread([program] {
     int sig = 0;
     sigwait(&signals, &sig);
+    // A second signal ends the process at once, should the cleanup hang.
+    for (int s : {SIGINT, SIGTERM, SIGHUP}) signal(s, SIG_DFL);
+    pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
     Leftovers& l = leftovers();
     std::lock_guard lock(l.mu);  // held until the exit: nothing starts meanwhile
-    for (pid_t pid : l.children) kill(pid, SIGKILL);
+    // Each child leads a process group of its own: what it started goes
+    // too (mariadb-install-db's mariadbd --bootstrap, say).
+    for (pid_t pid : l.children) kill(-pid, SIGKILL);
     for (pid_t pid : l.children) waitpid(pid, nullptr, 0);
     for (const std::string& dir : l.dirs) {
       std::error_code ec;
@@ -91,8 +92,11 @@ std::chrono::milliseconds Scaled(std::chrono::milliseconds d) {
 Process::~Process() {
   if (pid_ > 0 && !exit_code_) {
     kill(pid_, SIGKILL);
+    // Reaped and forgotten in one step: a signal's cleanup never kills a
+    // PID reaped and taken by another process meanwhile.
+    std::lock_guard lock(leftovers().mu);
     waitpid(pid_, nullptr, 0);
-    Forget(pid_);
+    leftovers().children.erase(pid_);
   }
 }
 
@@ -133,6 +137,9 @@ void Process::Start(const std::vector<std::string>& argv, const std::string& log
     // parent gone before the request.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);
+    // A process group of its own, which a signal's cleanup ends whole; the
+    // terminal's Ctrl-C reaches the harness alone, which ends it so.
+    setpgid(0, 0);
     // A clean signal state, stdin from /dev/null, output to the log.
     sigset_t none;
     sigemptyset(&none);
@@ -153,10 +160,11 @@ void Process::Start(const std::vector<std::string>& argv, const std::string& log
 bool Process::running() {
   if (pid_ <= 0 || exit_code_) return false;
   int status = 0;
+  std::lock_guard lock(leftovers().mu);  // reaped and forgotten in one step (~Process)
   pid_t r = waitpid(pid_, &status, WNOHANG);
   if (r == pid_) {
     exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    Forget(pid_);
+    leftovers().children.erase(pid_);
     return false;
   }
   return true;

@@ -68,7 +68,7 @@ TestServers::TestServers() {
     db_port_ = std::stoi(GaleraEnv("NODE1_PORT"));
     db_socket_ = GaleraEnv("NODE1_SOCKET");
   } else {
-    RemoveOnSignal(dir_);
+    if (!std::getenv("SEQTEST_KEEP")) RemoveOnSignal(dir_);
     InstallDatabase();
   }
 
