@@ -69,6 +69,16 @@ TEST(ClientOptionsTest, RequesterHistoryAndWaitsAreChecked) {
   o.reply_timeout = std::chrono::milliseconds(0);
   EXPECT_NE(ErrorOf(o).find("reply_timeout"), std::string::npos);
   o = Valid();
+  o.history = History::kFrom;
+  o.history_n = uint64_t{1} << 40;
+  EXPECT_NE(ErrorOf(o).find("history_n"), std::string::npos);
+  o = Valid();
+  o.max_attempts = 0;
+  EXPECT_NE(ErrorOf(o).find("max_attempts"), std::string::npos);
+  o = Valid();
+  o.requester = std::string("r\0", 2);
+  EXPECT_NE(ErrorOf(o).find("NUL"), std::string::npos);
+  o = Valid();
   o.qos = 3;
   EXPECT_NE(ErrorOf(o).find("qos"), std::string::npos);
   o = Valid();

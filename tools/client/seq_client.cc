@@ -72,6 +72,9 @@ std::optional<std::string> CheckOptions(const Options& o) {
     return "requester '" + requester + "' is not R or U/C (PROTOCOL 3 and 5.4: one or two non-empty levels, no "
            "wildcard)";
   }
+  if (requester.find('\0') != std::string::npos || !seqrelay::IsValidUtf8(requester)) {
+    return "requester '" + requester + "' is not valid UTF-8 without NUL";
+  }
   // A prefix libmosquitto would refuse in a topic made nothing subscribed,
   // silently (the SUBSCRIBE is sent from the connect callback).
   for (const auto& [name, prefix] : {std::pair{"seq prefix", &o.seq_prefix}, {"control prefix", &o.control_prefix}}) {
@@ -90,8 +93,13 @@ std::optional<std::string> CheckOptions(const Options& o) {
       if (HasWildcard(f)) return "history and --state need topics without '+' or '#': '" + f + "'";
     }
   }
+  if ((o.history == History::kFrom || o.history == History::kLast) &&
+      (o.history_n < 1 || o.history_n > seqrelay::kMaxSeq)) {
+    return fmt::format("history_n must be 1 to {} (a SEQ, or a count back)", seqrelay::kMaxSeq);
+  }
   if (o.qos < 0 || o.qos > 2) return "qos must be 0, 1 or 2";
   if (o.max_outstanding < 1) return "max_outstanding must be at least 1";
+  if (o.max_attempts < 1) return "max_attempts must be at least 1";
   constexpr auto kDay = std::chrono::hours(24);
   if (o.gap_wait < std::chrono::milliseconds(0) || o.gap_wait > kDay) return "gap_wait must be 0 to 24 hours";
   if (o.reply_timeout <= std::chrono::milliseconds(0) || o.reply_timeout > kDay) {

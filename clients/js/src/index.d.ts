@@ -66,17 +66,17 @@ export class SeqMessage {
 export interface SeqClientOptions {
   /** Whose replies: requests go to relay/retransmit/<requester>. Default: `defaultRequester(clientId, username)`: `U/C` with a username and another client id, else the client id. */
   requester?: string;
-  /** Default 'seq'. */
+  /** Default 'seq'. A plain topic prefix: UTF-8, no '+', '#' or NUL, no leading or trailing '/' (else the constructor throws). */
   seqPrefix?: string;
-  /** Default 'relay'. */
+  /** Default 'relay'. A plain topic prefix, as seqPrefix. */
   controlPrefix?: string;
   /** MQTT QoS of the seq/ subscriptions. Default 1. */
   qos?: 0 | 1 | 2;
-  /** How long a gap may stay open before it is asked for, ms. Default 200. */
+  /** How long a gap may stay open before it is asked for, ms, 0 to 86400000 (a day). Default 200. */
   gapWait?: number;
-  /** How long to wait for a reply, ms; doubled on each retry; restarted by each frame or status of the request or of one sent before it and still out (the relay serves them in order). Default 2000. */
+  /** How long to wait for a reply, ms; doubled on each retry; restarted by each frame or status of the request or of one sent before it and still out (the relay serves them in order); more than 0, at most 86400000. Default 2000. */
   replyTimeout?: number;
-  /** Requests per range before it is given up and reported 'lost'; a `busy` refusal does not count. Default 5. */
+  /** Requests per range before it is given up and reported 'lost' (an integer >= 1); a `busy` refusal does not count. Default 5. */
   maxAttempts?: number;
   /** Requests (ranges and lookups) out at the relay at once, at most; the rest wait their turn. The relay holds 16 of a user waiting. Default 8. */
   maxOutstanding?: number;
@@ -85,11 +85,11 @@ export interface SeqClientOptions {
 }
 
 export interface SubscribeOptions {
-  /** Read the topic's history from SEQ 1 first. */
+  /** Read the topic's history from SEQ 1 first. Only one of history, from and last. */
   history?: boolean;
-  /** Resume: deliver from this SEQ on. */
+  /** Resume: deliver from this SEQ on (1 to MAX_SEQ). */
   from?: number;
-  /** Start this many messages back from the newest. */
+  /** Start this many messages back from the newest (1 to MAX_SEQ). */
   last?: number;
   /** An iterator holds at most this many unread messages (default 100000); past it the oldest goes, counted in stats.unreadDropped. */
   maxBuffered?: number;
@@ -151,7 +151,7 @@ export class SeqClient extends Events<ClientEvents> {
   readonly mqtt: MqttClient;
   readonly requester: string;
   readonly stats: Readonly<SeqStats>;
-  /** Subscribes to seq/<filter>. history/from/last need a topic without wildcards. */
+  /** Subscribes to seq/<filter>. The filter must be a valid MQTT topic filter ('+' and '#' whole levels, '#' last; no NUL; UTF-8), else it throws; history/from/last need a topic without wildcards. */
   subscribe(filter: string, options?: SubscribeOptions, onMessage?: (message: SeqMessage) => void): Subscription;
   /** Publishes a raw message for the relay to sequence. */
   publish(topic: string, message: string | Uint8Array, options?: IClientPublishOptions): Promise<Packet | undefined>;

@@ -172,6 +172,40 @@ export class Subscription extends Emitter {
   }
 }
 
+const DAY_MS = 86_400_000;
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u; // no UTF-8 for it: encoded as U+FFFD, never matched again
+
+/**
+ * What is wrong with a topic filter as MQTT takes it (null if nothing):
+ * '#' alone in the last level, '+' alone in its level, no NUL, valid UTF-8,
+ * at most 65535 bytes. The relay's rule (relay/core/topic_filter.cc), and
+ * the C++ and Python clients'.
+ */
+export function filterError(filter) {
+  if (typeof filter !== 'string' || filter === '') return 'a topic filter is a non-empty string';
+  if (filter.includes('\0')) return `topic filter '${filter}' contains a NUL`;
+  if (LONE_SURROGATE.test(filter)) return `topic filter '${filter}' is not valid UTF-8`;
+  if (new TextEncoder().encode(filter).length > 65535) return 'topic filter longer than 65535 bytes';
+  const levels = filter.split('/');
+  if (levels.some((l, i) => (l === '#' ? i < levels.length - 1 : l !== '+' && /[+#]/.test(l)))) {
+    return `'+' and '#' must fill a whole level, '#' the last, in topic filter '${filter}'`;
+  }
+  return null;
+}
+
+function checkPrefix(name, prefix) {
+  if (typeof prefix !== 'string' || prefix === '' || /[+#\0]/.test(prefix) || prefix.startsWith('/') ||
+      prefix.endsWith('/') || LONE_SURROGATE.test(prefix)) {
+    throw new Error(`${name} '${prefix}' must be a plain topic prefix: UTF-8, no '+', '#' or NUL, no leading or trailing '/'`);
+  }
+}
+
+function checkMs(name, value, min, inclusive) {
+  if (!(Number.isFinite(value) && (inclusive ? value >= min : value > min) && value <= DAY_MS)) {
+    throw new RangeError(`${name} is milliseconds, ${inclusive ? 'from' : 'more than'} ${min} to 24 h (${DAY_MS}); got ${value}`);
+  }
+}
+
 export class SeqClient extends Emitter {
   /**
    * @param mqttClient an mqtt.js MqttClient (connected or not). The caller
@@ -186,6 +220,9 @@ export class SeqClient extends Emitter {
     if (!this.requester) throw new Error('a requester (the client id the broker knows) is required');
     // 'U/C' (a username and one level more) is PROTOCOL 5.4's per-user form.
     if (/[+#]/.test(this.requester)) throw new Error(`requester '${this.requester}' holds a wildcard`);
+    if (/\0/.test(this.requester) || LONE_SURROGATE.test(this.requester)) {
+      throw new Error(`requester '${this.requester}' is not valid UTF-8 without NUL`);
+    }
     const levels = this.requester.split('/');
     if (levels.length > 2 || levels.includes('')) {
       throw new Error(`requester '${this.requester}' is not R or U/C (PROTOCOL 3 and 5.4: one or two non-empty levels)`);
@@ -204,6 +241,14 @@ export class SeqClient extends Emitter {
     // client's own requests from being refused.
     this.maxOutstanding = options.maxOutstanding ?? 8;
     if (!Number.isInteger(this.maxOutstanding) || this.maxOutstanding < 1) throw new RangeError('maxOutstanding is a count >= 1');
+    // What would subscribe to nothing, ask on the wrong topics or wait for
+    // ever is refused here, as the C++ client's CheckOptions does.
+    checkPrefix('seqPrefix', this.seqPrefix);
+    checkPrefix('controlPrefix', this.controlPrefix);
+    if (![0, 1, 2].includes(this.qos)) throw new RangeError(`qos is 0, 1 or 2; got ${this.qos}`);
+    checkMs('gapWait', this.gapWait, 0, true);
+    checkMs('replyTimeout', this.replyTimeout, 0, false);
+    if (!Number.isInteger(this.maxAttempts) || this.maxAttempts < 1) throw new RangeError('maxAttempts is a count >= 1');
     // Test hook: live frames for which this returns true are dropped as if
     // the network had lost them (replayed frames never are).
     this.dropLiveFrame = options.dropLiveFrame ?? null;
@@ -266,13 +311,21 @@ export class SeqClient extends Emitter {
    */
   subscribe(filter, options = {}, onMessage = undefined) {
     if (this.closed) throw new Error('the client is closed');
-    if (typeof filter !== 'string' || filter === '') throw new TypeError('a topic filter is a non-empty string');
+    const bad = filterError(filter);
+    if (bad) throw (typeof filter !== 'string' || filter === '' ? new TypeError(bad) : new Error(bad));
+    if ((options.from !== undefined) + (options.last !== undefined) + Boolean(options.history) > 1) {
+      throw new Error('give only one of history, from, last');
+    }
     let start = null;
     if (options.from !== undefined) {
-      if (!Number.isInteger(options.from) || options.from < 1) throw new RangeError('from is a SEQ >= 1');
+      if (!Number.isInteger(options.from) || options.from < 1 || options.from > MAX_SEQ) {
+        throw new RangeError(`from is a SEQ, 1 to ${MAX_SEQ}`);
+      }
       start = options.from;
     } else if (options.last !== undefined) {
-      if (!Number.isInteger(options.last) || options.last < 1) throw new RangeError('last is a count >= 1');
+      if (!Number.isInteger(options.last) || options.last < 1 || options.last > MAX_SEQ) {
+        throw new RangeError(`last is a count, 1 to ${MAX_SEQ}`);
+      }
       start = -options.last; // resolved once the lookup says the newest SEQ
     } else if (options.history) {
       start = 1;

@@ -828,3 +828,50 @@ test('history or resume on a topic followed already is refused, not silently dro
   seq.subscribe('chat/a', { history: true }); // forgotten with the last subscription that matched it
   assert.deepEqual(mqtt.requests.at(-1), lookup('chat/a'));
 });
+
+// What would subscribe to nothing (mqtt.js drops an invalid filter into a
+// no-op callback), ask on the wrong topics or wait for ever is refused when
+// it is given, as the C++ client's CheckOptions does. Until 2026-12-06 all
+// of these were taken.
+test('options and filters that would subscribe to nothing or wait for ever are refused', () => {
+  const make = (options) => () => new SeqClient(new FakeMqtt(), options).close();
+  for (const [options, words] of [
+    [{ seqPrefix: '' }, /seqPrefix '' must be a plain topic prefix/],
+    [{ seqPrefix: 'seq/' }, /seqPrefix 'seq\/'/],
+    [{ seqPrefix: 'se+q' }, /seqPrefix/],
+    [{ controlPrefix: 'relay/+' }, /controlPrefix/],
+    [{ controlPrefix: 're\0lay' }, /controlPrefix/],
+    [{ seqPrefix: 's\uD800' }, /UTF-8/],
+    [{ qos: 3 }, /qos is 0, 1 or 2/],
+    [{ gapWait: Infinity }, /gapWait/],
+    [{ gapWait: -1 }, /gapWait/],
+    [{ gapWait: NaN }, /gapWait/],
+    [{ replyTimeout: 0 }, /replyTimeout/],
+    [{ replyTimeout: 1e12 }, /replyTimeout/],
+    [{ maxAttempts: NaN }, /maxAttempts/],
+    [{ requester: 'r\0' }, /requester/],
+  ]) {
+    assert.throws(make(options), words, JSON.stringify(options));
+  }
+  assert.doesNotThrow(make({ seqPrefix: 'a/b', controlPrefix: 'c', qos: 0, gapWait: 0, replyTimeout: 86_400_000 }));
+
+  const mqtt = new FakeMqtt();
+  const client = new SeqClient(mqtt, {});
+  for (const [filter, words] of [
+    ['a/#/b', /'#' the last/],
+    ['a#', /whole level/],
+    ['a/b+', /whole level/],
+    ['a\0b', /NUL/],
+    ['a\uDCFF', /UTF-8/],
+    ['', /non-empty/],
+  ]) {
+    assert.throws(() => client.subscribe(filter), words, JSON.stringify(filter));
+  }
+  assert.throws(() => client.subscribe('t', { from: MAX_SEQ + 1 }), /from is a SEQ, 1 to/);
+  assert.throws(() => client.subscribe('t', { last: 2 ** 41 }), /last is a count, 1 to/);
+  assert.throws(() => client.subscribe('t', { history: true, from: 5 }), /only one of history, from, last/);
+  assert.deepEqual(mqtt.subscriptions, ['relay/replay/r1/#'], 'nothing subscribed for a refused filter');
+  client.subscribe('a/+/c/#');
+  assert.deepEqual(mqtt.subscriptions, ['relay/replay/r1/#', 'seq/a/+/c/#']);
+  client.close();
+});

@@ -219,6 +219,50 @@ class Subscription:
             self._queue.put(None)
 
 
+_DAY_S = 86_400
+
+
+def filter_error(filter_: object) -> Optional[str]:
+    """What is wrong with a topic filter as MQTT takes it (None if nothing): '#' alone in the last
+    level, '+' alone in its level, no NUL, valid UTF-8, at most 65535 bytes. The relay's rule
+    (relay/core/topic_filter.cc), and the C++ and JavaScript clients'."""
+    if not isinstance(filter_, str) or not filter_:
+        return "a topic filter is a non-empty string"
+    if "\0" in filter_:
+        return f"topic filter {filter_!r} contains a NUL"
+    try:
+        size = len(filter_.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"topic filter {filter_!r} is not valid UTF-8"
+    if size > 65535:
+        return "topic filter longer than 65535 bytes"
+    levels = filter_.split("/")
+    for i, level in enumerate(levels):
+        if (level == "#" and i < len(levels) - 1) or (level not in ("+", "#") and ("+" in level or "#" in level)):
+            return f"'+' and '#' must fill a whole level, '#' the last, in topic filter {filter_!r}"
+    return None
+
+
+def _check_prefix(name: str, prefix: object) -> None:
+    ok = isinstance(prefix, str) and prefix and not any(c in prefix for c in "+#\0") \
+        and not prefix.startswith("/") and not prefix.endswith("/")
+    if ok:
+        try:
+            prefix.encode("utf-8")
+        except UnicodeEncodeError:
+            ok = False
+    if not ok:
+        raise ValueError(f"{name} {prefix!r} must be a plain topic prefix: UTF-8, no '+', '#' or NUL, no leading or "
+                         "trailing '/'")
+
+
+def _seconds(name: str, value: object, least: float, inclusive: bool) -> None:
+    real = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (real and (value >= least if inclusive else value > least) and value <= _DAY_S):
+        raise ValueError(f"{name} is seconds, {'from' if inclusive else 'more than'} {least} to 86400 (a day); "
+                         f"got {value!r}")
+
+
 class SeqClient:
     def __init__(
         self,
@@ -253,6 +297,8 @@ class SeqClient:
             raise ValueError("give a client_id, username or requester: it names the retransmit topics")
         if "+" in self.requester or "#" in self.requester:
             raise ValueError(f"requester {self.requester!r} holds a wildcard")
+        if "\0" in self.requester or filter_error(self.requester) is not None:
+            raise ValueError(f"requester {self.requester!r} is not valid UTF-8 without NUL")
         levels = self.requester.split("/")
         if len(levels) > 2 or "" in levels:
             raise ValueError(f"requester {self.requester!r} is not R or U/C (PROTOCOL 3 and 5.4: one or two "
@@ -262,6 +308,16 @@ class SeqClient:
         self.gap_wait, self.reply_timeout, self.max_attempts = gap_wait, reply_timeout, max_attempts
         if not isinstance(max_outstanding, int) or isinstance(max_outstanding, bool) or max_outstanding < 1:
             raise ValueError("max_outstanding is a count >= 1 (an int)")
+        # What would subscribe to nothing, ask on the wrong topics, wait for ever or end a thread
+        # of the client's is refused here, as the C++ client's CheckOptions does.
+        _check_prefix("seq_prefix", seq_prefix)
+        _check_prefix("control_prefix", control_prefix)
+        if qos not in (0, 1, 2) or isinstance(qos, bool):
+            raise ValueError(f"qos is 0, 1 or 2; got {qos!r}")
+        _seconds("gap_wait", gap_wait, 0, True)
+        _seconds("reply_timeout", reply_timeout, 0, False)
+        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
+            raise ValueError("max_attempts is a count >= 1 (an int)")
         self.max_outstanding = max_outstanding
         self.on_lost, self.on_fetch, self.on_history, self.on_bad_frame = on_lost, on_fetch, on_history, on_bad_frame
         self.drop_live_frame = drop_live_frame  # test hook: live frames it returns True for are dropped
@@ -369,18 +425,23 @@ class SeqClient:
             raise RuntimeError("the client is closed")
         if not isinstance(filter_, str) or not filter_:
             raise TypeError("a topic filter is a non-empty string")
+        bad = filter_error(filter_)
+        if bad is not None:
+            raise ValueError(bad)
+        if (from_seq is not None) + (last is not None) + bool(history) > 1:
+            raise ValueError("give only one of history, from_seq, last")
         start: Optional[int] = None
 
         def whole(n) -> bool:
-            return isinstance(n, int) and not isinstance(n, bool) and n >= 1
+            return isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_SEQ
 
         if from_seq is not None:
             if not whole(from_seq):
-                raise ValueError("from_seq is a SEQ >= 1 (an int)")
+                raise ValueError(f"from_seq is a SEQ, 1 to {MAX_SEQ} (an int)")
             start = from_seq
         elif last is not None:
             if not whole(last):
-                raise ValueError("last is a count >= 1 (an int)")
+                raise ValueError(f"last is a count, 1 to {MAX_SEQ} (an int)")
             start = -last
         elif history:
             start = 1

@@ -775,3 +775,44 @@ def test_a_status_of_the_wrong_shape_is_counted_and_breaks_nothing():
     s.status(id=7, **{"from": 2}, to=3, sent=2, last=4, status="ok")
     assert s.seen == [1, 2, 3, 4]
     assert s.c.stats.gaps_filled == 1
+
+
+def test_options_and_filters_that_would_subscribe_to_nothing_or_wait_for_ever_are_refused():
+    """paho raises for an invalid filter only after subscribe() registered it, and again from every
+    later connect callback, which ends paho's network thread; prefixes were never checked, and a
+    None or infinite wait ended or stalled the timer thread. Refused when given now, as the C++
+    client's CheckOptions does (until 2026-12-06 all of these were taken)."""
+    for options, words in [
+        ({"seq_prefix": ""}, "seq_prefix '' must be a plain topic prefix"),
+        ({"seq_prefix": "seq/"}, "seq_prefix 'seq/'"),
+        ({"seq_prefix": "se+q"}, "seq_prefix"),
+        ({"control_prefix": "relay/+"}, "control_prefix"),
+        ({"control_prefix": "re\0lay"}, "control_prefix"),
+        ({"seq_prefix": "s\udcff"}, "UTF-8"),
+        ({"qos": 3}, "qos is 0, 1 or 2"),
+        ({"gap_wait": float("inf")}, "gap_wait"),
+        ({"gap_wait": None}, "gap_wait"),
+        ({"reply_timeout": 0}, "reply_timeout"),
+        ({"reply_timeout": 10 ** 400}, "reply_timeout"),
+        ({"max_attempts": float("nan")}, "max_attempts"),
+        ({"requester": "r\0"}, "requester"),
+    ]:
+        with pytest.raises(ValueError, match=words.replace("+", r"\+")):
+            SeqClient(client_id="r1", connect=False, **options)
+    SeqClient(client_id="r1", connect=False, seq_prefix="a/b", control_prefix="c", qos=0, gap_wait=0,
+              reply_timeout=86400).close()
+
+    s = Scripted()
+    for filter_, words in [("a/#/b", "'#' the last"), ("a#", "whole level"), ("a/b+", "whole level"),
+                           ("a\0b", "NUL"), ("a\udcff", "UTF-8")]:
+        with pytest.raises(ValueError, match=words):
+            s.sub(filter_)
+    with pytest.raises(ValueError, match="from_seq is a SEQ, 1 to"):
+        s.sub("t", from_seq=MAX_SEQ + 1)
+    with pytest.raises(ValueError, match="last is a count, 1 to"):
+        s.sub("t", last=2 ** 64)
+    with pytest.raises(ValueError, match="only one of history, from_seq, last"):
+        s.sub("t", history=True, from_seq=5)
+    assert s.c._subscriptions == [], "a refused filter is not registered (paho would raise on each connect)"
+    s.sub("a/+/c/#")
+    assert len(s.c._subscriptions) == 1
