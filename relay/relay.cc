@@ -528,10 +528,13 @@ bool Relay::BecomeActive() {
   auto output = MqttLink::Start(output_options_,
                                 {.on_connect =
                                      [this](bool) {
+                                       // Counted before the probe's flag is read; CheckFrameLimit
+                                       // sets the flag, then reads the count: one of the two sends it.
+                                       const bool first = output_connects_.fetch_add(1) == 0;
                                        if (probe_on_connect_.exchange(false)) {
                                          if (Status s = SendProbe(); !s.ok()) Fail(s.message());
                                        }
-                                       if (output_connects_.fetch_add(1) == 0) return;  // the first
+                                       if (first) return;
                                        {
                                          std::lock_guard lock(stop_mu_);
                                          republish_due_ = true;

@@ -175,8 +175,11 @@ Status Relay::CheckFrameLimit() {
       probe_late_ = true;
     }
     probe_on_connect_ = true;
-    // Connected meanwhile (its connect may have come before the flag): sent here.
-    if (output_->connected() && probe_on_connect_.exchange(false)) {
+    // Connected meanwhile (its connect handler may have read the flag before
+    // it was set): sent here. The handler counts the connect before it reads
+    // the flag, so one of the two sees the other. (`connected()` turns true
+    // only after the handler: a review found the probe skipped between them.)
+    if (output_connects_ > 0 && probe_on_connect_.exchange(false)) {
       if (Status s = SendProbe(); !s.ok()) return s;
     }
     return Status::Ok();
