@@ -169,15 +169,16 @@ int main(int argc, char** argv) {
   // broker's CONNACK, or a connect to a host that does not answer) they end
   // the process at once if nothing was printed yet: the state file is then
   // as it was. Else the loop below stops the client, which saves its state.
-  sigset_t stop;
+  // (Static: the thread, detached, may outlive main's locals.)
+  static sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
-  std::atomic<bool> started{false}, stopping{false};
-  std::atomic<long long> printed{0};
-  std::mutex printing;  // a print, or the decision to end before the start's end
-  std::thread([&] {
+  static std::atomic<bool> started{false}, stopping{false};
+  static std::atomic<long long> printed{0};
+  static std::mutex printing;  // a print, or the decision to end before the start's end
+  std::thread([] {
     int sig = 0;
     sigwait(&stop, &sig);
     std::lock_guard lock(printing);
@@ -233,7 +234,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   started = true;
-  while ((count == 0 || printed.load() < count) && !stopping) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  while ((count == 0 || printed.load() < count) && !stopping) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   client.Stop();
   auto s = client.stats();
   std::fprintf(stderr,

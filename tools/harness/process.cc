@@ -15,13 +15,13 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
+#include <set>
 #include <sstream>
 #include <stdexcept>
-#include <filesystem>
-#include <mutex>
-#include <set>
 #include <string_view>
 #include <thread>
 
