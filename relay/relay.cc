@@ -41,6 +41,7 @@ Relay::Relay(Config config)
     break_intake_after_ = kill_after_commit_;
   }
   lose_frames_while_away_ = std::getenv("SEQTEST_LOSE_FRAMES_WHILE_AWAY") != nullptr;
+  if (const char* n = std::getenv("SEQTEST_LOSE_FRAME_AT")) lose_frame_at_ = std::strtoull(n, nullptr, 10);
   const char* retention_bytes = std::getenv("SEQTEST_RETENTION_MAX_BYTES");
   retention_max_bytes_ = retention_bytes ? std::strtoull(retention_bytes, nullptr, 10) : kRetentionMaxBytes;
   if (const char* n = std::getenv("SEQTEST_KILL_DB_BEFORE_COMMIT")) {

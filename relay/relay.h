@@ -358,6 +358,7 @@ class Relay {
   // link is down is dropped, as if lost in flight (never acknowledged), to
   // show the republish after the reconnect. Under publish_mu_.
   bool lose_frames_while_away_ = false;
+  uint64_t lose_frame_at_ = 0;  // test hook: the frame of the N-th row published is lost, link up or not
   int lost_mid_ = -1;
   uint64_t taken_ = 0;
   // SEQTEST_THROW_IN_INTAKE=N: copying the Nth message taken throws

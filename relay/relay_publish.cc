@@ -42,6 +42,14 @@ Status Relay::Republish(uint64_t after, const uint64_t last, bool again) {
     for (const auto& row : *rows) {
       if (row.idx > last) return Status::Ok();
       after = row.idx;  // even a row that cannot be framed is passed over, not read again
+      if (again) {
+        // After a reconnect only what the broker has not acknowledged: a
+        // frame never acknowledged holds the watermark while the rows
+        // after it are (until 2026-12-06 all of them went again, past the
+        // bound on frames in flight).
+        std::lock_guard lock(publish_mu_);
+        if (tracker_.Acknowledged(row.idx)) continue;
+      }
       auto frame = EncodeFrame({row.topic_id, row.seq, static_cast<Ordering>(row.ordering & 1)},
                                {reinterpret_cast<const uint8_t*>(row.payload.data()), row.payload.size()});
       if (!frame.ok()) {
@@ -101,8 +109,10 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
     SleepUnlessGivingUp(milliseconds(20));
   }
   std::unique_lock lock(publish_mu_);
-  if (lose_frames_while_away_ && !again && config_.publish_qos > 0 && !output_->connected()) {
-    LogWarn("fault injection: frame of row {} lost (the output link is down)", idx);
+  const bool lose_this = lose_frame_at_ != 0 && !again && counters_.published + 1 == lose_frame_at_;
+  if ((lose_frames_while_away_ || lose_this) && !again && config_.publish_qos > 0 &&
+      (lose_this || !output_->connected())) {
+    LogWarn("fault injection: frame of row {} lost ({})", idx, lose_this ? "SEQTEST_LOSE_FRAME_AT" : "the output link is down");
     tracker_.Sent(idx, lost_mid_--);  // a mid libmosquitto never uses: never acknowledged
     ++counters_.published;
     return true;

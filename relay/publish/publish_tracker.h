@@ -44,6 +44,11 @@ class PublishTracker {
   void Acked(int mid);
 
   uint64_t watermark() const { return watermark_; }
+  // Whether the broker has acknowledged row `idx` (a row at or below the
+  // watermark, or one above it acknowledged out of order).
+  bool Acknowledged(uint64_t idx) const {
+    return idx <= watermark_ || (idx <= last_sent() && acked_[idx - watermark_ - 1]);
+  }
   // Rows above this one were not resent since they were sent: where a
   // republish after a reconnect soon after another starts (see
   // Relay::RepublishUnconfirmed).

@@ -30,6 +30,25 @@ TEST(PublishTrackerTest, InOrderAcksAdvanceTheWatermark) {
   EXPECT_EQ(t.in_flight(), 0u);
 }
 
+// What a reconnect's republish skips: rows acknowledged, below the
+// watermark or above it out of order.
+TEST(PublishTrackerTest, AcknowledgedSaysWhichRowsTheBrokerHas) {
+  PublishTracker t(10);
+  t.Sent(11, 1);
+  t.Sent(12, 2);
+  t.Sent(13, 3);
+  t.Acked(2);
+  t.Acked(3);
+  EXPECT_TRUE(t.Acknowledged(10)) << "at the watermark";
+  EXPECT_FALSE(t.Acknowledged(11)) << "the row holding the watermark";
+  EXPECT_TRUE(t.Acknowledged(12));
+  EXPECT_TRUE(t.Acknowledged(13));
+  EXPECT_FALSE(t.Acknowledged(14)) << "never sent";
+  t.Acked(1);
+  EXPECT_TRUE(t.Acknowledged(11));
+  EXPECT_EQ(t.watermark(), 13u);
+}
+
 TEST(PublishTrackerTest, OutOfOrderAcksHoldTheWatermarkUntilTheGapCloses) {
   PublishTracker t;
   t.Sent(1, 11);
