@@ -150,7 +150,7 @@ else
   # them is the code the other shards run sanitized, but for the causal
   # reads' statements and the retry of a certification conflict.
   SEQTEST_RELAY_BINARY="$root/build-asan/relay/seqrelay" SEQTEST_RELAY_SANITIZED=1 \
-    run_ctest "$root/build" -L integration -E 'integration_(seqbench|history|replay_memory|galera|galera_quorum)$'
+    run_ctest "$root/build" -L integration -E 'integration_(seqbench|seqbench_stops|history|replay_memory|galera|galera_quorum)$'
 fi
 stamp "asan+ubsan: passed"
 
