@@ -268,11 +268,8 @@ std::string DefaultJournalDir(const std::map<std::string, std::string>& env, con
   } else {
     base = "/var/lib/seqrelay";
   }
-  // One path level of the client id (which Validate allows no '/').
+  // One path level: the client id, which Validate allows no '/'.
   std::string level = client_id;
-  for (char& ch : level) {
-    if (ch == '/') ch = '_';
-  }
   if (level.empty() || level == "." || level == "..") level = "_" + level;
   return base + "/journal/" + level;
 }
