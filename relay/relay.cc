@@ -42,6 +42,9 @@ Relay::Relay(Config config)
   }
   lose_frames_while_away_ = std::getenv("SEQTEST_LOSE_FRAMES_WHILE_AWAY") != nullptr;
   if (const char* n = std::getenv("SEQTEST_LOSE_FRAME_AT")) lose_frame_at_ = std::strtoull(n, nullptr, 10);
+  if (const char* n = std::getenv("SEQTEST_REPUBLISH_DELAY_MS")) {
+    republish_delay_ = milliseconds(std::strtoull(n, nullptr, 10));
+  }
   const char* retention_bytes = std::getenv("SEQTEST_RETENTION_MAX_BYTES");
   retention_max_bytes_ = retention_bytes ? std::strtoull(retention_bytes, nullptr, 10) : kRetentionMaxBytes;
   if (const char* n = std::getenv("SEQTEST_KILL_DB_BEFORE_COMMIT")) {
@@ -277,6 +280,7 @@ bool Relay::StartServing() {
   rep.subscriptions = {fmt::format("$share/{}/{}/retransmit/+", config_.mqtt_client_id, config_.control_prefix),
                        fmt::format("$share/{}/{}/retransmit/+/+", config_.mqtt_client_id, config_.control_prefix)};
   auto replay = MqttLink::Start(rep, {.on_connect = nullptr,
+                                      .on_connected = nullptr,
                                       .on_message =
                                           [this](const InboundMessage& m) {
                                             retransmit_.OnRequest(m);
@@ -372,6 +376,11 @@ void Relay::ShutDown() {
   //    already delivered is still pushed; the rest stays queued in our session.
   if (active_ || stepped_down_) LogInfo("stopping: no new messages; committing and publishing {} held", queue_.size());
   if (intake_) intake_->Disconnect();
+  // The output link reconnected and its republish is not done yet: the
+  // writer's frames wait for it (and the intake, on a full queue, for them).
+  if (active_ && output_ && output_->connected() && republished_reconnects_.load() != output_reconnects_.load()) {
+    RepublishUnconfirmed();
+  }
   // 2. Wait until the intake link has disconnected: its callback may be
   //    blocked on a full queue while the writer drains it. If the deadline
   //    passes first, closing the queue unblocks the callback (that message is
@@ -535,7 +544,14 @@ bool Relay::BecomeActive() {
                                        if (probe_on_connect_.exchange(false)) {
                                          if (Status s = SendProbe(); !s.ok()) Fail(s.message());
                                        }
-                                       if (first) return;
+                                       // Before the link counts as connected: the writer's next
+                                       // frame waits for this reconnect's republish.
+                                       if (!first) ++output_reconnects_;
+                                     },
+                                 .on_connected =
+                                     [this] {
+                                       // After libmosquitto's resends: the rows sent again go next.
+                                       if (republished_reconnects_.load() == output_reconnects_.load()) return;
                                        {
                                          std::lock_guard lock(stop_mu_);
                                          republish_due_ = true;
@@ -574,6 +590,7 @@ bool Relay::BecomeActive() {
   auto intake = MqttLink::Start(intake_options_,
                                 {.on_connect =
                                      [this](bool session_present) { OnIntakeConnected(session_present); },
+                                 .on_connected = nullptr,
                                  .on_message = [this](const InboundMessage& m) { return OnIntake(m); },
                                  .on_subscribed =
                                      [this] {

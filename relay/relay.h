@@ -225,7 +225,11 @@ class Relay {
   // thread (MqttLink::Queue): the caller calls output_->Flush() after its
   // run of frames (Publish flushes by itself before it waits for anything).
   // `again`: row `idx` was published before and is not acknowledged yet.
-  bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, bool again = false);
+  // Otherwise it waits for the output link to be connected, and with
+  // `behind_republish` (the writer's frames) for the republish of the
+  // link's last reconnect to be queued: frames leave in SEQ order.
+  bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, bool again,
+               bool behind_republish);
   MqttLink::AfterMessage OnIntake(const InboundMessage& in);
   // OnIntake's part after the redelivery filter remembered the delivery:
   // copies, journals and queues it (`progress` says how far it got, for a
@@ -360,6 +364,9 @@ class Relay {
   bool lose_frames_while_away_ = false;
   uint64_t lose_frame_at_ = 0;  // test hook: the frame of the N-th row published is lost, link up or not
   int lost_mid_ = -1;
+  // SEQTEST_REPUBLISH_DELAY_MS: Republish starts this late (at start, and
+  // after an output reconnect: to show that the writer's frames wait for it).
+  std::chrono::milliseconds republish_delay_{0};
   uint64_t taken_ = 0;
   // SEQTEST_THROW_IN_INTAKE=N: copying the Nth message taken throws
   // std::bad_alloc, as when memory runs out. 0 = off. Intake thread only.
@@ -502,6 +509,12 @@ class Relay {
   std::chrono::steady_clock::time_point last_republish_{};  // main thread only
   static constexpr std::chrono::seconds kRepublishAgainAfter{10};
   std::atomic<int> output_connects_{0};
+  // The output link's reconnects (counted by its on_connect, before the
+  // link counts as connected), and how many of them RepublishUnconfirmed
+  // has answered: the writer publishes only when the two are equal, so
+  // its frames follow what goes again.
+  std::atomic<uint64_t> output_reconnects_{0};
+  std::atomic<uint64_t> republished_reconnects_{0};
   bool last_stats_acked_ = false;  // the broker acknowledged the newest stats report (its last publish)
   std::atomic<int> last_stats_mid_{-1};  // the writer asks the main thread to resume the paused intake
   std::string fatal_;  // non-empty: stop with exit code 1

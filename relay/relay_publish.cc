@@ -23,6 +23,7 @@ Status Relay::Republish(uint64_t after, const uint64_t last, bool again) {
     MqttLink& link;
     ~FlushAtEnd() { link.Flush(); }
   } flush{*output_};
+  if (republish_delay_.count() > 0) SleepUnlessGivingUp(republish_delay_);  // test hook
   while (after < last) {
     output_->Flush();  // the chunk before leaves while the next is read
     Result<std::vector<MysqlStore::StoredRow>> rows = Status::Ok();
@@ -58,7 +59,8 @@ Status Relay::Republish(uint64_t after, const uint64_t last, bool again) {
       }
       const std::string topic = fmt::format("{}/{}", config_.seq_prefix, row.topic);
       const auto& bytes = frame.value();
-      if (!Publish(topic, {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, row.idx, again)) {
+      if (!Publish(topic, {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, row.idx, again,
+                   /*behind_republish=*/false)) {
         return Status::Error("stopped while republishing");
       }
       ++counters_.republished;
@@ -76,6 +78,10 @@ void Relay::RepublishUnconfirmed() {
   // libmosquitto holds is within the bounds of one window (20,000 frames,
   // --buffer-max-bytes): then every unacknowledged row goes again (a copy
   // may be lost all the same). It holds at most two windows' worth.
+  // The connects this call answers: the writer's frames wait until it
+  // has queued what it sends again (a later reconnect asks for another).
+  const uint64_t reconnects = output_reconnects_.load();
+  if (!output_->connected()) return;  // lost again: its next connect asks for this
   const auto now = Clock::now();
   const bool recently = now - last_republish_ < kRepublishAgainAfter;
   uint64_t after = 0, last = 0;
@@ -85,7 +91,10 @@ void Relay::RepublishUnconfirmed() {
     after = !recently && room ? tracker_.watermark() : tracker_.unresent_after();
     last = tracker_.last_sent();
   }
-  if (after >= last) return;
+  if (after >= last) {
+    republished_reconnects_ = reconnects;
+    return;
+  }
   last_republish_ = now;
   // libmosquitto sends its own unacknowledged messages again too; a frame
   // lost anyway (seen once in a broker restart test, cause not found) is
@@ -93,12 +102,19 @@ void Relay::RepublishUnconfirmed() {
   LogInfo("output: reconnected; publishing rows {}..{} again (sent, not yet acknowledged by mosquitto)", after + 1,
           last);
   if (Status s = Republish(after, last, true); !s.ok()) {
-    LogWarn("output: republishing after the reconnect: {}; trying again in 1 s", s.message());
+    if (!output_->connected()) {
+      LogWarn("output: the link went while publishing again; the next connect does it");
+      return;
+    }
+    LogWarn("output: republishing after the reconnect: {}; trying again in 1 s (new frames wait)", s.message());
     republish_retry_ = true;
+    return;
   }
+  republished_reconnects_ = reconnects;
 }
 
-bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, bool again) {
+bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, bool again,
+                    bool behind_republish) {
   // Committed under the lease, but once it has lapsed a successor may be
   // publishing: wait for the renewal (the writer holds back meanwhile); if
   // the lease is lost instead, the next active republishes every row above
@@ -109,26 +125,42 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
     SleepUnlessGivingUp(milliseconds(20));
   }
   std::unique_lock lock(publish_mu_);
-  const bool lose_this = lose_frame_at_ != 0 && !again && counters_.published + 1 == lose_frame_at_;
-  if ((lose_frames_while_away_ || lose_this) && !again && config_.publish_qos > 0 &&
-      (lose_this || !output_->connected())) {
+  // Fault injection (SEQTEST_LOSE_FRAME_AT, SEQTEST_LOSE_FRAMES_WHILE_AWAY):
+  // the frame is lost as if in flight, never acknowledged.
+  auto lost_for_test = [&] {
+    const bool lose_this = lose_frame_at_ != 0 && counters_.published + 1 == lose_frame_at_;
+    if (config_.publish_qos == 0 || !(lose_this || (lose_frames_while_away_ && !output_->connected()))) return false;
     LogWarn("fault injection: frame of row {} lost ({})", idx, lose_this ? "SEQTEST_LOSE_FRAME_AT" : "the output link is down");
     tracker_.Sent(idx, lost_mid_--);  // a mid libmosquitto never uses: never acknowledged
     ++counters_.published;
     return true;
-  }
+  };
   // A row sent again is counted already. A frame alone over the byte bound
   // goes when nothing else is held.
   auto full = [&] {
     return tracker_.in_flight() >= kMaxUnacked ||
            (held_bytes_ > 0 && held_bytes_ + frame.size() > static_cast<uint64_t>(config_.buffer_max_bytes));
   };
-  while (!again && full()) {
+  // In SEQ order on seq/T: a new frame waits for the output link (a frame
+  // queued before the CONNACK went out ahead of the ones libmosquitto
+  // resends), and the writer's frames for the reconnect's republish too.
+  auto in_order = [&] {
+    return output_->connected() &&
+           (!behind_republish || republished_reconnects_.load() == output_reconnects_.load());
+  };
+  // A row sent again goes only on the connection it was meant for: queued
+  // during the next CONNECT it would go ahead of libmosquitto's resends.
+  if (again && !output_->connected()) return false;
+  while (!again) {
+    if (lost_for_test()) return true;
+    if (in_order() && !full()) break;
     // No one wakes us when the stop deadline passes (the broker may be
-    // gone): wait in slices and look at the deadline between them.
-    if (GivingUp()) return false;
+    // gone) or the link connects: wait in slices and look between them.
+    // The writer drains its queue at a stop; a start's republish (the main
+    // thread's) gives way to it (the next start publishes those rows).
+    if (GivingUp() || stepped_down_ || (!behind_republish && stopping_)) return false;
     output_->Flush();  // the frames whose PUBACKs we wait for must leave first
-    acked_cv_.wait_for(lock, milliseconds(100));
+    acked_cv_.wait_for(lock, milliseconds(in_order() ? 100 : 5));
   }
   // Queued only: the caller flushes the run (WriterLoop, Republish).
   auto mid = output_->Queue(topic, frame, config_.publish_qos);

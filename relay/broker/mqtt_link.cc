@@ -206,6 +206,7 @@ void MqttLink::Loop() {
       FinishClose();
       broken_ = false;
       connected_ = false;
+      connack_taken_ = false;
       closing_ = false;
       if (want == Want::kStop) return;
       std::unique_lock lock(want_mu_);
@@ -303,6 +304,15 @@ int MqttLink::Step(std::chrono::milliseconds timeout) {
       if (const int rc = mosquitto_loop_read(m, 1); rc != MOSQ_ERR_SUCCESS) return rc;
       if (mosquitto_socket(m) < 0 || (messages_read_ == before && read_ahead_.pending() == 0)) break;
     }
+  }
+  if (std::exchange(connack_taken_, false)) {
+    // libmosquitto queues its resends of the messages it holds (those not
+    // acknowledged on the old connection) after our on_connect returns and
+    // before the read that took the CONNACK ends. Connected from here: a
+    // publish made once connected() is true goes after them, in the order
+    // it was made. (Queued between the CONNECT and here, it went first.)
+    connected_ = true;
+    if (handlers_.on_connected) handlers_.on_connected();
   }
   if (broken_) return MOSQ_ERR_CONN_LOST;  // the caller closes the socket and reconnects
   if (const int fd = mosquitto_socket(m); fd >= 0 && mosquitto_want_write(m)) {
@@ -451,7 +461,7 @@ void MqttLink::OnConnect(mosquitto* m, void* obj, int rc, int flags) noexcept {
     mosquitto_property_free_all(&props);
     if (sub_rc != MOSQ_ERR_SUCCESS) LogError("{}: subscribe: {}", o.name, mosquitto_strerror(sub_rc));
   }
-  self->connected_ = true;
+  self->connack_taken_ = true;  // connected once the read that took it ends (Step)
 }
 
 void MqttLink::OnDisconnect(mosquitto*, void* obj, int rc) noexcept {

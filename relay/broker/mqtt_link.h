@@ -93,6 +93,10 @@ class MqttLink {
     // Connected (again), before any message of the connection; `session_present`
     // is the CONNACK's flag.
     std::function<void(bool session_present)> on_connect;
+    // Then, once connected() has turned true (libmosquitto's resends of
+    // what it held are queued by then: a publish made from here on goes
+    // after them). Null: none.
+    std::function<void()> on_connected;
     std::function<AfterMessage(const InboundMessage&)> on_message;
     // The SUBACK of the connection's SUBSCRIBE: every message before it
     // came through the session the broker kept (its resends, its queue,
@@ -156,6 +160,11 @@ class MqttLink {
   // running returns (the owner unblocks handlers first). Idempotent.
   void Stop();
 
+  // From the end of the read that took a successful CONNACK to the
+  // connection's loss. A QoS >= 1 publish made while this is true goes to
+  // the broker after the messages libmosquitto resends at a reconnect (it
+  // queues them after on_connect); one made before it (during the
+  // CONNECT) would go before them.
   bool connected() const { return connected_.load(); }
   // Reads libmosquitto made of the link's sockets, and the system calls
   // they took (the rest were served from the read-ahead). Any thread.
@@ -233,6 +242,9 @@ class MqttLink {
   // Attached by Step to the current socket, detached once it is gone.
   // Network thread only.
   ReadAhead read_ahead_;
+  // OnConnect took a successful CONNACK; Step turns connected_ on once the
+  // read that took it has returned. Network thread only.
+  bool connack_taken_ = false;
   // A handler asked for kBreakConnection: nothing more is read from this
   // socket. Network thread only; cleared once the socket is gone.
   bool broken_ = false;
