@@ -244,6 +244,10 @@ int main(int argc, char** argv) {
                "requests %llu\n",
                static_cast<unsigned long long>(printed.load()), (unsigned long long)s.duplicates, (unsigned long long)s.gaps_filled,
                (unsigned long long)s.gaps_unfilled, (unsigned long long)s.requests);
+  if (s.subscribe_errors > 0) {
+    std::fprintf(stderr, "seqsub: %llu subscriptions failed after a reconnect, the last: %s\n",
+                 (unsigned long long)s.subscribe_errors, s.last_subscribe_error.c_str());
+  }
   if (s.state_save_errors > 0) {
     std::fprintf(stderr, "seqsub: %llu saves of the state file failed, the last: %s\n",
                  (unsigned long long)s.state_save_errors, s.last_state_error.c_str());

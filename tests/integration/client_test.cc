@@ -1221,5 +1221,42 @@ TEST_F(ClientE2E, SeqsubStopsAtOnceOnASignalWhileTheBrokerDoesNotAnswer) {
   EXPECT_NE(ReadFile(log).find("before the broker answered: stopped"), std::string::npos) << ReadFile(log);
 }
 
+// A broker that refuses the client's SUBSCRIBE (mosquitto's dynamic
+// security plugin denies every subscription of a client with no role: SUBACK
+// 0x80; an acl_file never refuses one, it only withholds delivery): the
+// client's start says which topic and why. Until 2026-12-06 it started and
+// delivered nothing, silently.
+TEST_F(ClientE2E, ASubscriptionTheBrokerRefusesFailsTheStartAndSaysWhich) {
+  const std::string plugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
+  if (!std::filesystem::exists(plugin)) GTEST_SKIP() << "no " << plugin;
+  const std::string dir = servers().dir() + "/" + name_ + "-dynsec";
+  std::filesystem::create_directories(dir);
+  std::string out;
+  ASSERT_EQ(RunCommand({"mosquitto_ctrl", "dynsec", "init", dir + "/dynsec.json", "admin", "admin-secret"}, &out), 0)
+      << out;
+  const int port = FreePort();
+  std::ofstream(dir + "/mosquitto.conf") << "listener " << port << " 127.0.0.1\nallow_anonymous true\n"
+                                         << "plugin " << plugin << "\nplugin_opt_config_file " << dir
+                                         << "/dynsec.json\n" << (geteuid() == 0 ? "user root\n" : "");
+  Process broker;
+  broker.Start({"mosquitto", "-c", dir + "/mosquitto.conf"}, dir + "/mosquitto.log");
+  ASSERT_TRUE(WaitFor([&] { return !broker.running() || PortAccepts(port); }, 20s)) << ReadFile(dir + "/mosquitto.log");
+  ASSERT_TRUE(broker.running()) << ReadFile(dir + "/mosquitto.log");
+
+  seqclient::Options o;
+  o.port = port;
+  o.client_id = name_ + "-c";
+  o.filters = {root() + "/t"};
+  seqclient::SeqClient client(o, [](const seqclient::Message&) {});
+  const auto error = client.Start();
+  client.Stop();
+  ASSERT_TRUE(error.has_value()) << "started, subscribed to nothing";
+  EXPECT_NE(error->find("the broker refused the subscription to 'seq/" + root() + "/t' (SUBACK 128)"),
+            std::string::npos)
+      << *error;
+  EXPECT_GE(client.stats().subscribe_errors, 1u);
+  EXPECT_EQ(client.stats().last_subscribe_error.rfind("the broker refused the subscription to '", 0), 0u);
+}
+
 }  // namespace
 }  // namespace seqtest

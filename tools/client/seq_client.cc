@@ -152,6 +152,7 @@ std::optional<std::string> SeqClient::Start() {
   mosquitto_connect_callback_set(mosq_, &SeqClient::OnConnect);
   mosquitto_disconnect_callback_set(mosq_, &SeqClient::OnDisconnect);
   mosquitto_message_callback_set(mosq_, &SeqClient::OnMessageTrampoline);
+  mosquitto_subscribe_callback_set(mosq_, &SeqClient::OnSubscribe);
   int rc = mosquitto_connect(mosq_, options_.host.c_str(), options_.port, 30);
   if (rc != MOSQ_ERR_SUCCESS) {
     return "cannot connect to " + options_.host + ":" + std::to_string(options_.port) + ": " +
@@ -164,6 +165,13 @@ std::optional<std::string> SeqClient::Start() {
       return "no answer from the broker at " + options_.host + ":" + std::to_string(options_.port);
     }
     if (connack_ != 0) return std::string("the broker refused the connection: ") + mosquitto_connack_string(connack_);
+    // Subscribed, or told why not (an ACL that does not let this user read
+    // a topic would otherwise deliver nothing, silently).
+    if (!cv_.wait_for(lock, std::chrono::seconds(10),
+                      [&] { return subscribing_.empty() || !first_subscribe_error_.empty(); })) {
+      return "no SUBACK from the broker at " + options_.host + ":" + std::to_string(options_.port);
+    }
+    if (!first_subscribe_error_.empty()) return first_subscribe_error_;
   }
   {
     std::lock_guard lock(mu_);
@@ -206,16 +214,27 @@ void SeqClient::OnDisconnect(mosquitto*, void* obj, int) {
 
 void SeqClient::OnConnect(mosquitto* m, void* obj, int rc) {
   auto* self = static_cast<SeqClient*>(obj);
+  // The SUBACKs come on this thread, after this returns.
+  std::map<int, std::string> subscribing;
+  std::vector<std::string> failed;
   if (rc == 0) {
-    for (const auto& f : self->options_.filters) {
-      mosquitto_subscribe(m, nullptr, (self->options_.seq_prefix + "/" + f).c_str(), self->options_.qos);
-    }
-    mosquitto_subscribe(m, nullptr, (self->replies_topic_ + "/#").c_str(), 1);
+    auto subscribe = [&](const std::string& topic, int qos) {
+      int mid = 0;
+      if (int src = mosquitto_subscribe(m, &mid, topic.c_str(), qos); src != MOSQ_ERR_SUCCESS) {
+        failed.push_back("cannot subscribe to '" + topic + "': " + mosquitto_strerror(src));
+      } else {
+        subscribing[mid] = topic;
+      }
+    };
+    for (const auto& f : self->options_.filters) subscribe(self->options_.seq_prefix + "/" + f, self->options_.qos);
+    subscribe(self->replies_topic_ + "/#", 1);
   }
   std::lock_guard lock(self->mu_);
   if (rc == 0) {
     ++self->connections_;
     self->connected_ = true;
+    self->subscribing_ = std::move(subscribing);
+    for (const auto& why : failed) self->SubscribeFailedLocked(why);
   }
   if (self->connack_ < 0) {
     self->connack_ = rc;
@@ -223,6 +242,29 @@ void SeqClient::OnConnect(mosquitto* m, void* obj, int rc) {
     self->CatchUpLocked();
   }
   self->cv_.notify_all();
+}
+
+void SeqClient::OnSubscribe(mosquitto*, void* obj, int mid, int count, const int* granted) {
+  auto* self = static_cast<SeqClient*>(obj);
+  std::lock_guard lock(self->mu_);
+  auto it = self->subscribing_.find(mid);
+  if (it == self->subscribing_.end()) return;
+  // 0x80 (3.1.1) or a v5 reason code >= 0x80: refused, as mosquitto's ACL
+  // does with a topic the user may not read.
+  if (count < 1 || granted[0] >= 0x80) {
+    self->SubscribeFailedLocked("the broker refused the subscription to '" + it->second +
+                                "' (SUBACK " + (count < 1 ? std::string("empty") : std::to_string(granted[0])) +
+                                "): its ACL does not let this user read it?");
+  }
+  self->subscribing_.erase(it);
+  self->cv_.notify_all();
+}
+
+void SeqClient::SubscribeFailedLocked(const std::string& why) {
+  ++stats_.subscribe_errors;
+  stats_.last_subscribe_error = why;
+  if (connections_ <= 1 && first_subscribe_error_.empty()) first_subscribe_error_ = why;
+  cv_.notify_all();
 }
 
 void SeqClient::OnMessageTrampoline(mosquitto*, void* obj, const mosquitto_message* m) {

@@ -124,6 +124,11 @@ struct Stats {
   uint64_t lookups_pending = 0;    // topics whose history lookup is not answered yet (a gauge)
   uint64_t state_save_errors = 0;  // saves of the state file that failed (last_state_error says why)
   std::string last_state_error;
+  // Filters the broker refused in a SUBACK (its ACL) or libmosquitto would
+  // not send, on a reconnect (Start reports the first connect's as its
+  // error); last_subscribe_error says which.
+  uint64_t subscribe_errors = 0;
+  std::string last_subscribe_error;
 };
 
 class SeqClient {
@@ -181,6 +186,9 @@ class SeqClient {
 
   static void OnConnect(mosquitto*, void* self, int rc);
   static void OnDisconnect(mosquitto*, void* self, int rc);
+  static void OnSubscribe(mosquitto*, void* self, int mid, int count, const int* granted);
+  // Under mu_: a subscription failed (`why` names the topic).
+  void SubscribeFailedLocked(const std::string& why);
   static void OnMessageTrampoline(mosquitto*, void* self, const mosquitto_message* m);
   void HandleFrame(const std::string& topic_name, const std::string& bytes, bool replayed);
   void OfferLocked(const std::string& topic_name, const std::string& bytes, bool replayed);
@@ -301,6 +309,10 @@ class SeqClient {
   int connack_ = -1;                          // guarded by mu_
   uint64_t connections_ = 0;                  // connects accepted so far; guarded by mu_
   bool connected_ = false;                    // guarded by mu_
+  // The SUBSCRIBEs of the current connection awaiting their SUBACK: mid ->
+  // the topic it asked for. mu_.
+  std::map<int, std::string> subscribing_;
+  std::string first_subscribe_error_;  // of the first connection: Start's error. mu_
   bool stopping_ = false;                     // guarded by mu_
   std::thread timer_;
 };
