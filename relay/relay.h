@@ -138,6 +138,12 @@ class Relay {
   // Main thread, after the output link reconnected: what was in flight on
   // the old connection may be lost to subscribers; it goes out again.
   void RepublishUnconfirmed();
+  // Main thread, every second while active: a row mosquitto has not
+  // acknowledged for unacknowledged_after_ while it acknowledged later
+  // frames (its PUBACK lost, or the frame) gets the output link
+  // reconnected, after which it goes again. MQTT allows a resend on a new
+  // connection only.
+  void WatchUnacknowledged();
   void WriterLoop();
   bool Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics);
   // Drops from the batch the publishers' resends (PROTOCOL.md 5.1): a
@@ -514,6 +520,12 @@ class Relay {
   // has answered: the writer publishes only when the two are equal, so
   // its frames follow what goes again.
   std::atomic<uint64_t> output_reconnects_{0};
+  // WatchUnacknowledged's state (main thread): the watermark it last saw
+  // move (or rows above it unacknowledged), and since when.
+  // SEQTEST_UNACKNOWLEDGED_S shortens the wait.
+  uint64_t watched_watermark_ = 0;
+  std::chrono::steady_clock::time_point watermark_moved_at_{};
+  std::chrono::seconds unacknowledged_after_{30};
   std::atomic<uint64_t> republished_reconnects_{0};
   bool last_stats_acked_ = false;  // the broker acknowledged the newest stats report (its last publish)
   std::atomic<int> last_stats_mid_{-1};  // the writer asks the main thread to resume the paused intake

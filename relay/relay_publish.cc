@@ -113,6 +113,29 @@ void Relay::RepublishUnconfirmed() {
   republished_reconnects_ = reconnects;
 }
 
+void Relay::WatchUnacknowledged() {
+  uint64_t watermark = 0, acked_above = 0;
+  {
+    std::lock_guard lock(publish_mu_);
+    watermark = tracker_.watermark();
+    acked_above = tracker_.last_sent() - watermark - tracker_.in_flight();
+  }
+  const auto now = Clock::now();
+  // A broker that acknowledges nothing (paused, overloaded) is not this:
+  // its keepalive is the link's business. Nor is a row sent a moment ago.
+  if (watermark != watched_watermark_ || acked_above == 0 || !output_ || !output_->connected()) {
+    watched_watermark_ = watermark;
+    watermark_moved_at_ = now;
+    return;
+  }
+  if (now - watermark_moved_at_ < unacknowledged_after_) return;
+  LogWarn("output: row {} not acknowledged by mosquitto for {} s while {} later frames were; reconnecting the "
+          "output link to send it again", watermark + 1,
+          std::chrono::duration_cast<std::chrono::seconds>(now - watermark_moved_at_).count(), acked_above);
+  output_->Reconnect();
+  watermark_moved_at_ = now;
+}
+
 bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, bool again,
                     bool behind_republish) {
   // Committed under the lease, but once it has lapsed a successor may be

@@ -314,7 +314,7 @@ int MqttLink::Step(std::chrono::milliseconds timeout) {
     connected_ = true;
     if (handlers_.on_connected) handlers_.on_connected();
   }
-  if (broken_) return MOSQ_ERR_CONN_LOST;  // the caller closes the socket and reconnects
+  if (broken_ || reconnect_asked_.exchange(false)) return MOSQ_ERR_CONN_LOST;  // the caller closes and reconnects
   if (const int fd = mosquitto_socket(m); fd >= 0 && mosquitto_want_write(m)) {
     // The PUBACKs the reads queued, the publishes of other threads, and
     // anything left over from a write the socket could not take at once.

@@ -156,6 +156,14 @@ class MqttLink {
   // is not about to pause). Any thread.
   void Resume();
 
+  // Drops the connection and connects again at once (the reconnect's
+  // backoff aside): libmosquitto resends what it holds unacknowledged, the
+  // only way MQTT lets a client send a message again. Any thread.
+  void Reconnect() {
+    reconnect_asked_ = true;
+    WakeLoop();
+  }
+
   // Disconnects and joins the network thread, after any handler it is
   // running returns (the owner unblocks handlers first). Idempotent.
   void Stop();
@@ -245,6 +253,7 @@ class MqttLink {
   // OnConnect took a successful CONNACK; Step turns connected_ on once the
   // read that took it has returned. Network thread only.
   bool connack_taken_ = false;
+  std::atomic<bool> reconnect_asked_{false};  // Reconnect(): Step drops the connection
   // A handler asked for kBreakConnection: nothing more is read from this
   // socket. Network thread only; cleared once the socket is gone.
   bool broken_ = false;

@@ -402,6 +402,38 @@ TEST_F(RelayE2E, AReconnectPublishesAgainOnlyTheRowsNotAcknowledged) {
   EXPECT_LE(republished, 10) << "rows acknowledged already were published again";
 }
 
+// The same lost frame with the broker up all along: once mosquitto has
+// acknowledged later frames and not it for a while (30 s; 2 s here,
+// SEQTEST_UNACKNOWLEDGED_S), the relay reconnects its output link, and the
+// reconnect's republish sends it. (MQTT lets a client send a message again
+// on a new connection only.) Until 2026-12-06 it waited for a reconnect for
+// some other reason, and live subscribers had it only by retransmit.
+TEST_F(RelayE2E, AFrameMosquittoNeverAcknowledgesGoesAgainWhileTheBrokerStaysUp) {
+  relay_ = std::make_unique<RelayProcess>(servers(), name_, std::vector<std::string>{"--source=" + root() + "/#"});
+  relay_->Start({"SEQTEST_LOSE_FRAME_AT=5", "SEQTEST_UNACKNOWLEDGED_S=2"});
+  MqttClient sub(servers().mqtt_port(), name_ + "-sub");
+  sub.Subscribe("seq/" + root() + "/#");
+  const std::string topic = root() + "/t";
+  constexpr int kCount = 50;
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= kCount; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(20s));
+  std::map<uint64_t, std::string> seen;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (const auto& f : Frames(sub.received())) seen.emplace(f.seq, f.payload);
+        return seen.size() >= kCount;
+      },
+      Scaled(20s)))
+      << "the subscriber has " << seen.size() << " of " << kCount << " SEQs\n" << relay_->log();
+  EXPECT_EQ(seen[5], "p5");
+  const std::string log = relay_->log();
+  EXPECT_NE(log.find("fault injection: frame of row"), std::string::npos) << log;
+  EXPECT_NE(log.find("not acknowledged by mosquitto for"), std::string::npos) << log;
+  EXPECT_NE(log.find("output: reconnected; publishing rows"), std::string::npos) << log;
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // --db-host as a list (a cluster's nodes): a node that refuses the
 // connection is passed over for the next, the one in use is logged and in
 // relay/stats, and the relay sequences as usual.
