@@ -115,7 +115,12 @@ interface TopicEvents {
 }
 interface ClientEvents extends TopicEvents {
   badframe: (event: BadFrameEvent) => void;
-  /** A listener threw; without a listener here the error surfaces asynchronously. */
+  /**
+   * A listener threw, or the broker refused a subscription of the first
+   * connection (a SUBACK code >= 0x80: "the broker refused the subscription
+   * to '<topic>' (SUBACK <code>): its ACL does not let this user read it?");
+   * without a listener here the error surfaces asynchronously.
+   */
   error: (error: unknown) => void;
 }
 
@@ -143,6 +148,10 @@ export interface SeqStats {
   listenerErrors: number;
   /** Messages an iterator dropped, maxBuffered unread already. */
   unreadDropped: number;
+  /** Subscriptions (seq/<filter>, the reply topic) the broker refused in a SUBACK, on any connection; on the first each is an 'error' event too. */
+  subscribeErrors: number;
+  /** The last of them, as the error says it ('' = none). */
+  lastSubscribeError: string;
 }
 
 export class SeqClient extends Events<ClientEvents> {

@@ -18,7 +18,10 @@
 // Frames that are not frames are counted (stats.badFrames) and reported as
 // 'badframe' events; they never reach a message listener. A listener that
 // throws does not disturb the stream; its error goes to the 'error' event
-// (or, without an 'error' listener, surfaces asynchronously).
+// (or, without an 'error' listener, surfaces asynchronously). So does a
+// subscription the broker refuses on the first connection (its ACL does not
+// let this user read the topic); on a reconnect a refusal is only counted
+// (stats.subscribeErrors, stats.lastSubscribeError), as the C++ client does.
 //
 // Everything runs on the JavaScript event loop: no locking, and every
 // listener is called from the mqtt.js 'message' handler or the client's timer.
@@ -41,6 +44,14 @@ const FINAL_ERRORS = new Set(['unknown topic', 'unknown id', 'forbidden']);
 // Why a resume at `start` past the topic's newest SEQ `last` is given up:
 // the same words in the three client libraries.
 const resetReason = (start, last) => `resumed at ${start}, past the topic's newest SEQ ${last}: its history began again`;
+
+// A SUBACK code from 0x80 on refuses the subscription: 0x80 on MQTT 3.1.1, a
+// reason code on v5 (mosquitto's dynamic security plugin answers so for a
+// topic the user may not read; an acl_file never refuses a SUBSCRIBE).
+const SUBACK_REFUSED = 0x80;
+// The same words in the three client libraries.
+const refusedReason = (topic, code) =>
+  `the broker refused the subscription to '${topic}' (SUBACK ${code}): its ACL does not let this user read it?`;
 
 const decoder = new TextDecoder();
 
@@ -265,6 +276,10 @@ export class SeqClient extends Emitter {
       badFrames: 0,
       listenerErrors: 0,
       unreadDropped: 0, // messages an iterator dropped, its maxBuffered unread already
+      // Subscriptions (seq/<filter>, the reply topic) the broker refused in a
+      // SUBACK; on the first connection each is an 'error' event too.
+      subscribeErrors: 0,
+      lastSubscribeError: '', // the last of them: which topic, which code
     };
     this.topics = new Map(); // topic id -> per-topic state (see #topic)
     this.ids = new Map(); // topic name -> topic id, for every entry of topics
@@ -273,6 +288,12 @@ export class SeqClient extends Emitter {
     this.startAt = new Map(); // topic name -> first SEQ wanted, for topics the relay had no message of yet
     this.subscriptions = new Set();
     this.connects = 0; // CONNACKs seen; above 1 means a reconnect
+    // SUBSCRIBEs sent and not acknowledged yet: packet id -> their topics, in
+    // the order of the SUBACK's codes. Every SUBSCRIBE of the connection is
+    // seen, mqtt.js's own resubscription after a reconnect too (our own
+    // subscribe() of a topic it has subscribed sends nothing). An entry whose
+    // connection ended is replaced when its id is used again: at most 65535.
+    this.subscribing = new Map();
     // Requests sent (#request): each sending gets the next number, its
     // sentSeq, so that the order in which the relay serves them is known
     // (see #heard).
@@ -294,8 +315,16 @@ export class SeqClient extends Emitter {
 
     this.onConnect = () => this.#onConnect();
     this.onMessage = (topic, payload) => this.#onMessage(topic, payload);
+    this.onPacketSend = (packet) => {
+      if (packet.cmd === 'subscribe') this.subscribing.set(packet.messageId, packet.subscriptions.map((s) => s.topic));
+    };
+    this.onPacketReceive = (packet) => {
+      if (packet.cmd === 'suback') this.#onSuback(packet);
+    };
     mqttClient.on('connect', this.onConnect);
     mqttClient.on('message', this.onMessage);
+    mqttClient.on('packetsend', this.onPacketSend);
+    mqttClient.on('packetreceive', this.onPacketReceive);
     this.timer = setInterval(() => this.#tick(), TICK_MS);
     this.timer.unref?.(); // a Node process may exit with the client still open
     if (mqttClient.connected) this.#onConnect();
@@ -372,6 +401,8 @@ export class SeqClient extends Emitter {
     clearInterval(this.timer);
     this.mqtt.off('connect', this.onConnect);
     this.mqtt.off('message', this.onMessage);
+    this.mqtt.off('packetsend', this.onPacketSend);
+    this.mqtt.off('packetreceive', this.onPacketReceive);
     for (const sub of [...this.subscriptions]) sub.unsubscribe();
   }
 
@@ -415,14 +446,46 @@ export class SeqClient extends Emitter {
     this.mqtt.stream?.setNoDelay?.(true);
     // Our own SUBSCRIBEs on every CONNACK (mqtt.js may resubscribe too; a
     // second SUBSCRIBE changes nothing): they must reach the broker before
-    // the requests below, and the replies' topic before any request.
-    this.mqtt.subscribe(`${this.replyTopic}/#`, { qos: 1 });
+    // the requests below, and the replies' topic before any request. The
+    // topics first, as the C++ client does: a broker that refuses both
+    // reports the topic first.
     const filters = new Set([...this.subscriptions].map((s) => s.filter));
     for (const f of filters) this.mqtt.subscribe(`${this.seqPrefix}/${f}`, { qos: this.qos });
+    this.mqtt.subscribe(`${this.replyTopic}/#`, { qos: 1 });
     for (const lookup of this.lookups.values()) if (lookup.sentSeq === 0) this.#ask(lookup);
     // After a reconnect: what was published while away is missed, and
     // without a later frame no gap would show.
     if (this.connects > 1) this.#catchUp();
+  }
+
+  // A SUBACK: a refused subscription of ours (a seq/ topic a subscription
+  // wants, or the replies') would deliver nothing, and say nothing. Counted;
+  // on the first connection an error too (the C++ client's Start fails).
+  #onSuback(packet) {
+    const topics = this.subscribing.get(packet.messageId);
+    if (!topics) return;
+    this.subscribing.delete(packet.messageId);
+    const granted = packet.granted ?? [];
+    topics.forEach((topic, i) => {
+      const code = granted[i];
+      if (typeof code !== 'number' || code < SUBACK_REFUSED || !this.#ours(topic)) return;
+      const why = refusedReason(topic, code);
+      ++this.stats.subscribeErrors;
+      this.stats.lastSubscribeError = why;
+      if (this.connects > 1) return;
+      const error = new Error(why);
+      if (this.listenerCount('error') > 0) this.emit('error', error);
+      else super.onListenerError(error); // unhandled: thrown on a later turn, as a listener's error is
+    });
+  }
+
+  // True if `topic` is one this client subscribes to.
+  #ours(topic) {
+    if (topic === `${this.replyTopic}/#`) return true;
+    if (!topic.startsWith(`${this.seqPrefix}/`)) return false;
+    const filter = topic.slice(this.seqPrefix.length + 1);
+    for (const s of this.subscriptions) if (s.filter === filter) return true;
+    return false;
   }
 
   #onMessage(topic, payload) {

@@ -5,10 +5,11 @@
 // truncated/next rule, and with sensors/# immediate.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import mqtt from 'mqtt';
 
 import { connect, encodeFrame } from '../src/index.js';
-import { TestServers, waitFor, withLogs } from './servers.js';
+import { DYNSEC_PLUGIN, DynsecBroker, TestServers, waitFor, withLogs } from './servers.js';
 
 let servers;
 const serverTest = (name, fn) => test(name, withLogs(() => servers, fn));
@@ -320,4 +321,43 @@ serverTest('after a reconnect, what was published while away is fetched', async 
   assert.deepEqual(seen, range(1, 40));
   assert.deepEqual(fetches[0], { topic: 'chat/away', from: 11, to: null });
   assert.equal(seq.stats.duplicates, 0);
+});
+
+// A broker of its own (the relay is not needed): mosquitto's dynamic
+// security plugin refuses every SUBSCRIBE of an anonymous client, which has
+// no role. Until 2026-12-06 the client took the SUBACK's 128 for a
+// subscription, and delivered nothing, silently.
+test('a subscription the broker refuses is an error on the first connection, and counted on a reconnect', {
+  skip: !existsSync(DYNSEC_PLUGIN) && `no ${DYNSEC_PLUGIN} (mosquitto's dynamic security plugin)`,
+}, async () => {
+  const broker = await DynsecBroker.start();
+  let seq;
+  try {
+    seq = connect(`mqtt://127.0.0.1:${broker.port}`, { clientId: `js-${process.pid}-${++clients}`, reconnectPeriod: 0 });
+    const errors = [];
+    seq.on('error', (e) => errors.push(e.message));
+    seq.subscribe('chat/refused');
+    const refused = (topic) =>
+      `the broker refused the subscription to '${topic}' (SUBACK 128): its ACL does not let this user read it?`;
+    // The topic first, then the replies' (as the C++ client subscribes).
+    await waitFor(() => errors.length >= 2, 'the refusals of the first connection');
+    assert.deepEqual(errors, [refused('seq/chat/refused'), refused(`relay/replay/${seq.requester}/#`)]);
+    assert.equal(seq.stats.subscribeErrors, 2);
+    assert.equal(seq.stats.lastSubscribeError, errors[1]);
+    // A reconnect subscribes again: refused again, counted, no error event.
+    const closed = new Promise((resolve) => seq.mqtt.once('close', resolve));
+    seq.mqtt.stream.destroy();
+    await closed;
+    seq.mqtt.reconnect();
+    await waitFor(() => seq.stats.subscribeErrors >= 4, 'the refusals of the second connection');
+    assert.equal(seq.stats.subscribeErrors, 4);
+    assert.equal(seq.stats.lastSubscribeError, refused(`relay/replay/${seq.requester}/#`));
+    assert.equal(errors.length, 2, 'on a reconnect only counted');
+  } catch (error) {
+    error.message += `\n${broker.logs()}`;
+    throw error;
+  } finally {
+    await seq?.end(true);
+    await broker.stop();
+  }
 });

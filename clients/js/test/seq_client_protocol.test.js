@@ -21,6 +21,12 @@ class FakeMqtt extends EventEmitter {
   }
   subscribe(topic) {
     this.subscriptions.push(topic);
+    // As mqtt.js: a SUBSCRIBE packet per call, its packet id the count so far.
+    this.emit('packetsend', { cmd: 'subscribe', messageId: this.subscriptions.length, subscriptions: [{ topic }] });
+  }
+  // The broker's SUBACK of the `i`th subscribe() (0-based) with `code`.
+  suback(i, code) {
+    this.emit('packetreceive', { cmd: 'suback', messageId: i + 1, granted: [code] });
   }
   unsubscribe() {}
   publish(topic, payload, options, callback) {
@@ -874,4 +880,31 @@ test('options and filters that would subscribe to nothing or wait for ever are r
   client.subscribe('a/+/c/#');
   assert.deepEqual(mqtt.subscriptions, ['relay/replay/r1/#', 'seq/a/+/c/#']);
   client.close();
+});
+
+test('a subscription the broker refuses: an error on the first connection, counted on a reconnect', (t) => {
+  const { mqtt, seq } = setup(t);
+  const errors = [];
+  seq.on('error', (e) => errors.push(e.message));
+  seq.subscribe('chat/a');
+  seq.subscribe('chat/b');
+  assert.deepEqual(mqtt.subscriptions, ['relay/replay/r1/#', 'seq/chat/a', 'seq/chat/b']);
+  const refused = (topic, code) =>
+    `the broker refused the subscription to '${topic}' (SUBACK ${code}): its ACL does not let this user read it?`;
+  mqtt.suback(0, 1); // granted QoS 1
+  mqtt.suback(1, 0x80); // MQTT 3.1.1's failure
+  mqtt.suback(2, 0x87); // v5: not authorized
+  mqtt.suback(2, 0x80); // a SUBACK of no SUBSCRIBE out: nothing
+  assert.deepEqual(errors, [refused('seq/chat/a', 128), refused('seq/chat/b', 135)]);
+  assert.equal(seq.stats.subscribeErrors, 2);
+  assert.equal(seq.stats.lastSubscribeError, refused('seq/chat/b', 135));
+
+  mqtt.emit('connect'); // a reconnect subscribes again, the topics first
+  assert.deepEqual(mqtt.subscriptions.slice(3), ['seq/chat/a', 'seq/chat/b', 'relay/replay/r1/#']);
+  mqtt.suback(3, 0x80);
+  mqtt.suback(4, 1);
+  mqtt.suback(5, 0x80);
+  assert.equal(errors.length, 2, 'on a reconnect only counted');
+  assert.equal(seq.stats.subscribeErrors, 4);
+  assert.equal(seq.stats.lastSubscribeError, refused('relay/replay/r1/#', 128));
 });

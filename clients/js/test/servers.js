@@ -273,6 +273,55 @@ export class TestServers {
   }
 }
 
+/** mosquitto's dynamic security plugin, as Debian and Ubuntu install it. */
+export const DYNSEC_PLUGIN = '/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so';
+
+/**
+ * A mosquitto of its own (no relay, no database) with the dynamic security
+ * plugin and anonymous clients allowed: an anonymous client has no role, so
+ * every SUBSCRIBE of one is refused (SUBACK 128), as a broker whose ACL does
+ * not let a user read a topic. (An acl_file never refuses a SUBSCRIBE: it
+ * grants it and delivers nothing.)
+ *
+ *   const broker = await DynsecBroker.start();  // broker.port
+ *   ...
+ *   await broker.stop();                        // by PID; its folder removed
+ */
+export class DynsecBroker {
+  static async start() {
+    const b = new DynsecBroker();
+    try {
+      b.dir = mkdtempSync('/tmp/seqjs-dynsec-');
+      b.port = await freePort();
+      execFileSync(findBinary('mosquitto_ctrl'), ['dynsec', 'init', `${b.dir}/dynsec.json`, 'admin', 'admin-secret'], { stdio: 'pipe' });
+      writeFileSync(`${b.dir}/mosquitto.conf`, [
+        `listener ${b.port} 127.0.0.1`, 'allow_anonymous true', `plugin ${DYNSEC_PLUGIN}`,
+        `plugin_opt_config_file ${b.dir}/dynsec.json`,
+        // Else mosquitto drops to 'mosquitto' and cannot read the files.
+        ...(process.getuid?.() === 0 ? ['user root'] : []),
+        'log_dest stderr', 'log_type all', '',
+      ].join('\n'));
+      b.broker = new Server('mosquitto', [findBinary('mosquitto'), '-c', `${b.dir}/mosquitto.conf`], `${b.dir}/mosquitto.log`);
+      await b.broker.ready(() => portAccepts(b.port), 'mosquitto (dynamic security) to open its port');
+    } catch (error) {
+      error.message += `\n${b.logs()}`;
+      await b.stop();
+      throw error;
+    }
+    return b;
+  }
+
+  logs() {
+    return this.dir ? `---- mosquitto log (tail) ----\n${tail(`${this.dir}/mosquitto.log`)}` : '';
+  }
+
+  /** Stops the broker by PID; removes the folder unless SEQTEST_KEEP is set. */
+  async stop() {
+    await this.broker?.stop();
+    if (this.dir && !process.env.SEQTEST_KEEP) rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
 /**
  * test() with the servers' logs appended to a failure's message, as the C++
  * fixtures print them.

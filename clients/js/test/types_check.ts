@@ -10,6 +10,7 @@ async function readme(): Promise<void> {
   room.on('fetch', (e) => console.log(e.from, e.to ?? 'newest'));
   room.on('lost', (e) => console.log(e.reason, e.code, e.retry));
   seq.on('badframe', (e) => console.log(e.reason));
+  seq.on('error', (e) => console.log(e, seq.stats.subscribeErrors, seq.stats.lastSubscribeError.length));
   for await (const m of room) console.log(m.topic, m.payload.byteLength);
   await seq.publish('chat/room1', 'hello');
   await seq.end();

@@ -23,6 +23,12 @@ are counted (stats.bad_frames) and reported to on_bad_frame, never
 delivered; so are statuses whose fields have the wrong types. Nothing a
 broker delivers raises into paho's network thread, whose end would stop
 the client for good.
+
+A subscription the broker refuses in its SUBACK (its ACL does not let this
+user read the topic) would deliver nothing, silently: connect() raises
+ConnectionError for one of the SUBSCRIBEs it sends; any other (a subscribe()
+once connected, a reconnect) is counted (stats.subscribe_errors,
+stats.last_subscribe_error) and logged, as the C++ client does.
 """
 from __future__ import annotations
 
@@ -59,6 +65,18 @@ _STATUS_FIELDS = {
     **{key: str for key in ("status", "error", "code", "topic")},
     **{key: bool for key in ("retry", "truncated")},
 }
+
+
+# A SUBACK code from 0x80 on refuses the subscription: 0x80 on MQTT 3.1.1, a reason code on v5
+# (mosquitto's dynamic security plugin answers so for a topic the user may not read; an acl_file
+# never refuses a SUBSCRIBE).
+SUBACK_REFUSED = 0x80
+
+
+def refused_reason(topic: str, code) -> str:
+    """Why the subscription to `topic` failed (the same words in the three client libraries)."""
+    return (f"the broker refused the subscription to '{topic}' (SUBACK {code}): "
+            "its ACL does not let this user read it?")
 
 
 def reset_reason(start: int, last: int) -> str:
@@ -104,6 +122,10 @@ class Stats:
     bad_frames: int = 0
     listener_errors: int = 0
     unread_dropped: int = 0  # messages a Subscription without on_message dropped, its buffer full
+    # Subscriptions (seq/<filter>, the reply topic) the broker refused in a SUBACK, or paho would not
+    # send; those of the SUBSCRIBEs connect() sends are its ConnectionError as well.
+    subscribe_errors: int = 0
+    last_subscribe_error: str = ""  # the last of them: which topic, why
 
 
 @dataclass(eq=False)  # compared and hashed by identity: kept in sets of requests
@@ -351,6 +373,13 @@ class SeqClient:
         self._connected = threading.Event()
         self._connack: Optional[int] = None
         self._connack_seen = threading.Event()  # any CONNACK, refusals included
+        # The SUBSCRIBEs of the current connection awaiting their SUBACK: mid -> the topic.
+        self._subscribing: Dict[int, str] = {}
+        # connect() waits for the SUBACKs of the first connection: _subscribe_error is the first
+        # refusal among them, and _subacked is set once they all came or one was refused.
+        self._awaiting_subacks = False
+        self._subscribe_error: Optional[str] = None
+        self._subacked = threading.Event()
         self._closed = False
 
         kwargs = {"client_id": client_id, "clean_session": True, "transport": transport}
@@ -363,6 +392,7 @@ class SeqClient:
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_disconnect = lambda *_: self._connected.clear()
         self.mqtt.on_message = self._on_message
+        self.mqtt.on_subscribe = self._on_subscribe
         self._timer = threading.Thread(target=self._tick_loop, name="seqrelay-timer", daemon=True)
         if connect:
             self.connect()
@@ -370,12 +400,16 @@ class SeqClient:
     # ---- lifecycle --------------------------------------------------------------
 
     def connect(self, timeout: float = 10.0) -> None:
-        """Connects and waits for the CONNACK; ConnectionError if refused or unanswered (at once
-        when the broker refuses). Once connected, a second call does nothing."""
+        """Connects and waits for the CONNACK, then for the SUBACKs of the subscriptions it sends
+        (the reply topic, and the filters subscribed before with connect=False); ConnectionError
+        if the connection or one of those subscriptions is refused (at once), or unanswered. Once
+        connected, a second call does nothing."""
         if self._closed:
             raise RuntimeError("the client is closed")
         if self._timer.is_alive():
             return
+        with self._lock:
+            self._awaiting_subacks = True
         self.mqtt.connect(self.host, self.port, keepalive=30)
         self.mqtt.loop_start()
         if not self._connack_seen.wait(timeout) or not self._connected.is_set():
@@ -384,6 +418,15 @@ class SeqClient:
                 raise ConnectionError(f"{self.host}:{self.port} refused the connection: "
                                       f"{paho.connack_string(self._connack)}")
             raise ConnectionError(f"no CONNACK from {self.host}:{self.port} within {timeout} s")
+        # Subscribed, or told why not: a topic the broker's ACL does not let this user read would
+        # otherwise deliver nothing, silently.
+        subacked = self._subacked.wait(timeout)
+        with self._lock:
+            self._awaiting_subacks = False
+            error = self._subscribe_error
+        if error is not None or not subacked:
+            self.close()
+            raise ConnectionError(error or f"no SUBACK from {self.host}:{self.port} within {timeout} s")
         self._timer.start()
 
     def close(self) -> None:
@@ -460,7 +503,7 @@ class SeqClient:
                 self._lookups[filter_] = _Lookup(filter_, start)
             self._subscriptions.append(sub)
             if self._connected.is_set():
-                self.mqtt.subscribe(f"{self.seq_prefix}/{filter_}", self.qos)
+                self._subscribe(f"{self.seq_prefix}/{filter_}", self.qos)
                 if start is not None:
                     self._ask(self._lookups[filter_])
         return sub
@@ -506,10 +549,14 @@ class SeqClient:
         _no_delay(self.mqtt)
         with self._lock:
             self._connects += 1
-            # The replies' topic before any request, and the topics before their lookups.
-            self.mqtt.subscribe(f"{self.reply_topic}/#", 1)
+            self._subscribing = {}  # the SUBACKs of a connection that ended do not come
+            # The replies' topic before any request, and the topics before their lookups; the
+            # topics first, as the C++ client does (a broker that refuses both reports the topic).
             for f in dict.fromkeys(s.filter for s in self._subscriptions):
-                self.mqtt.subscribe(f"{self.seq_prefix}/{f}", self.qos)
+                self._subscribe(f"{self.seq_prefix}/{f}", self.qos)
+            self._subscribe(f"{self.reply_topic}/#", 1)
+            if not self._subscribing and self._awaiting_subacks:
+                self._subacked.set()  # nothing went out: no SUBACK to wait for
             for lookup in list(self._lookups.values()):
                 if lookup.sent_seq == 0:
                     self._ask(lookup)
@@ -517,6 +564,19 @@ class SeqClient:
                 self._catch_up()
         self._connected.set()
         self._connack_seen.set()
+
+    def _on_subscribe(self, _client, _userdata, mid, granted_qos, *_properties) -> None:
+        with self._lock:
+            topic = self._subscribing.pop(mid, None)
+            if topic is None:
+                return  # not ours (the application's own, on self.mqtt), or of a connection that ended
+            # 128 (3.1.1) or a v5 reason code from 0x80 on: refused, as mosquitto's dynamic security
+            # plugin does with a topic the user may not read.
+            codes = [getattr(code, "value", code) for code in granted_qos or ()]
+            if not codes or codes[0] >= SUBACK_REFUSED:
+                self._subscribe_failed(refused_reason(topic, codes[0] if codes else "empty"))
+            if not self._subscribing and self._awaiting_subacks:
+                self._subacked.set()
 
     def _on_message(self, _client, _userdata, msg) -> None:
         with self._lock:
@@ -535,6 +595,26 @@ class SeqClient:
                 log.exception("seqrelay_client: a message on %r could not be handled", msg.topic)
 
     # ---- the protocol (lock held) -----------------------------------------------------
+
+    def _subscribe(self, topic: str, qos: int) -> None:
+        """Sends a SUBSCRIBE; its SUBACK (_on_subscribe) says whether the broker took it."""
+        rc, mid = self.mqtt.subscribe(topic, qos)
+        if rc == paho.MQTT_ERR_SUCCESS:
+            self._subscribing[mid] = topic
+        elif rc != paho.MQTT_ERR_NO_CONN:  # offline: the next connection subscribes again
+            self._subscribe_failed(f"cannot subscribe to '{topic}': {paho.error_string(rc)}")
+
+    def _subscribe_failed(self, why: str) -> None:
+        """A subscription failed (`why` names the topic): connect()'s error if it waits for the
+        SUBACKs of the first connection, else counted and logged."""
+        self.stats.subscribe_errors += 1
+        self.stats.last_subscribe_error = why
+        if self._awaiting_subacks:
+            if self._subscribe_error is None:
+                self._subscribe_error = why
+            self._subacked.set()
+        else:
+            log.warning("seqrelay_client: %s", why)
 
     def _call(self, callback, value) -> None:
         if callback is None:

@@ -30,3 +30,5 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.failed and "servers" in item.fixturenames:
         report.sections.append(("server logs", item.funcargs["servers"].logs()))
+    if report.failed and "dynsec_broker" in item.fixturenames and "dynsec_broker" in item.funcargs:
+        report.sections.append(("broker log", item.funcargs["dynsec_broker"].logs()))

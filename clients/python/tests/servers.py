@@ -147,3 +147,44 @@ class TestServers:
                 server.stop(60 if server is self.db else 30)
         if not os.environ.get("SEQTEST_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# mosquitto's dynamic security plugin, as Debian and Ubuntu install it.
+DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+
+
+class DynsecBroker:
+    """A mosquitto of its own (no relay, no database) with the dynamic security plugin and
+    anonymous clients allowed: an anonymous client has no role, so every SUBSCRIBE of one is
+    refused (SUBACK 128), as by a broker whose ACL does not let a user read a topic. (An acl_file
+    never refuses a SUBSCRIBE: it grants it and delivers nothing.) stop() stops it by PID and
+    removes its folder."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="seqpy-dynsec-", dir="/tmp"))
+        self.port = free_port()
+        self.broker = None
+        try:
+            subprocess.run([find_binary("mosquitto_ctrl"), "dynsec", "init", str(self.dir / "dynsec.json"), "admin",
+                            "admin-secret"], check=True, capture_output=True)
+            # As root, mosquitto would drop to 'mosquitto' and could not read the files.
+            user = "user root\n" if os.getuid() == 0 else ""
+            (self.dir / "mosquitto.conf").write_text(
+                f"listener {self.port} 127.0.0.1\nallow_anonymous true\nplugin {DYNSEC_PLUGIN}\n"
+                f"plugin_opt_config_file {self.dir / 'dynsec.json'}\n{user}log_dest stderr\nlog_type all\n")
+            self.broker = Server("mosquitto", [find_binary("mosquitto"), "-c", str(self.dir / "mosquitto.conf")],
+                                 self.dir / "mosquitto.log")
+            self.broker.ready(lambda: port_accepts(self.port), "mosquitto (dynamic security) to open its port", 20)
+        except BaseException as e:
+            logs = self.logs()
+            self.stop()
+            raise RuntimeError(f"{e}\n{logs}") from e
+
+    def logs(self) -> str:
+        return f"---- mosquitto log (tail) ----\n{tail(self.dir / 'mosquitto.log')}"
+
+    def stop(self) -> None:
+        if self.broker:
+            self.broker.stop()
+        if not os.environ.get("SEQTEST_KEEP"):
+            shutil.rmtree(self.dir, ignore_errors=True)

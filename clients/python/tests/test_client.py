@@ -1,5 +1,6 @@
 """SeqClient against the real relay, mosquitto and MariaDB (the session's servers)."""
 import itertools
+import os
 import queue
 import socket
 import threading
@@ -9,7 +10,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from seqrelay_client import SeqClient, encode_frame
-from servers import wait_for
+from servers import DYNSEC_PLUGIN, DynsecBroker, wait_for
 
 _ids = itertools.count(1)
 
@@ -62,10 +63,16 @@ def subscribed(c, filter_, timeout=10.0):
     nothing, and the broker handles a connection's packets in order): a live-only subscription
     sees the first message published after."""
     acked = set()  # the packet ids of the SUBACKs seen
-    c.mqtt.on_subscribe = lambda _client, _userdata, mid, *_: acked.add(mid)
+    client_callback = c.mqtt.on_subscribe  # the client's own (it counts refused subscriptions): kept
+
+    def on_subscribe(client, userdata, mid, *rest):
+        acked.add(mid)
+        client_callback(client, userdata, mid, *rest)
+
+    c.mqtt.on_subscribe = on_subscribe
     _, mid = c.mqtt.subscribe(f"seq/{filter_}", 1)
     wait_for(lambda: mid in acked, f"the SUBACK of seq/{filter_}", timeout)
-    c.mqtt.on_subscribe = None
+    c.mqtt.on_subscribe = client_callback
 
 
 def test_live_in_order_exactly_once(make_client, pub):
@@ -250,3 +257,32 @@ def test_a_refused_connection_is_an_error_at_once_and_connect_twice_is_harmless(
     c = make_client()
     c.connect()  # connected already: nothing happens
     assert c.mqtt.is_connected()
+
+
+@pytest.fixture
+def dynsec_broker():
+    """A mosquitto of its own that refuses every SUBSCRIBE of an anonymous client; stopped (by PID)
+    and its folder removed after the test, passed or failed (a failure shows its log: conftest)."""
+    if not os.path.exists(DYNSEC_PLUGIN):
+        pytest.skip(f"no {DYNSEC_PLUGIN} (mosquitto's dynamic security plugin)")
+    broker = DynsecBroker()
+    yield broker
+    broker.stop()
+
+
+def test_a_refused_subscription_is_an_error_of_connect_at_once(dynsec_broker):
+    """Until 2026-12-06 connect() took the SUBACK's 128 for a subscription, and the client
+    delivered nothing, silently. A refusal on a later connection is counted (test_protocol)."""
+    c = SeqClient(port=dynsec_broker.port, client_id=f"py-{next(_ids)}", connect=False)
+    try:
+        c.subscribe("chat/py-refused")
+        started = time.monotonic()
+        with pytest.raises(ConnectionError) as refused:
+            c.connect()
+        assert time.monotonic() - started < 5, "not the whole 10 s timeout"
+        # The topic first, then the replies' (as the C++ client subscribes): the first refusal.
+        assert str(refused.value) == ("the broker refused the subscription to 'seq/chat/py-refused' (SUBACK 128): "
+                                      "its ACL does not let this user read it?")
+        assert c.stats.subscribe_errors >= 1
+    finally:
+        c.close()

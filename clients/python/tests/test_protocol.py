@@ -40,7 +40,8 @@ class Scripted:
                            on_lost=lambda e: self.events.append(("lost", e)),
                            on_history=lambda e: self.events.append(("history", e)), **options)
         self.c.mqtt.publish = lambda topic, body, qos: self.requests.append(json.loads(body))
-        self.c.mqtt.subscribe = lambda *a: None
+        self.subscribed = []  # the topics subscribed, in order; the mid of each is its index + 1
+        self.c.mqtt.subscribe = lambda topic, qos: (self.subscribed.append(topic), (0, len(self.subscribed)))[1]
         self.c._on_connect(None, None, {}, 0)
 
     def sub(self, topic, **kw):
@@ -816,3 +817,33 @@ def test_options_and_filters_that_would_subscribe_to_nothing_or_wait_for_ever_ar
     assert s.c._subscriptions == [], "a refused filter is not registered (paho would raise on each connect)"
     s.sub("a/+/c/#")
     assert len(s.c._subscriptions) == 1
+
+
+def test_a_subscription_the_broker_refuses_is_counted_and_logged_once_connected(caplog):
+    """connect() raises for a refusal among the SUBACKs it waits for (test_client); one that comes
+    later, of a subscribe() once connected or of a reconnect, is counted and logged (until
+    2026-12-06 a SUBACK's 128 was taken for a subscription, and nothing came, silently)."""
+    s = Scripted()
+    s.sub("chat/a")
+    s.sub("chat/b")
+    assert s.subscribed == ["relay/replay/r1/#", "seq/chat/a", "seq/chat/b"]
+
+    def refused(topic, code):
+        return f"the broker refused the subscription to '{topic}' (SUBACK {code}): its ACL does not let this user read it?"
+
+    s.c._on_subscribe(None, None, 1, (1,))  # granted QoS 1
+    s.c._on_subscribe(None, None, 2, (128,))  # MQTT 3.1.1's failure
+    s.c._on_subscribe(None, None, 2, (128,))  # a SUBACK of no SUBSCRIBE out: nothing
+    s.c._on_subscribe(None, None, 3, (0,))
+    assert s.c.stats.subscribe_errors == 1
+    assert s.c.stats.last_subscribe_error == refused("seq/chat/a", 128)
+    assert refused("seq/chat/a", 128) in caplog.text
+
+    s.c._on_connect(None, None, {}, 0)  # a reconnect subscribes again, the topics first
+    assert s.subscribed[3:] == ["seq/chat/a", "seq/chat/b", "relay/replay/r1/#"]
+    s.c._on_subscribe(None, None, 3, (128,))  # of the connection that ended: nothing
+    s.c._on_subscribe(None, None, 5, (0x87,))  # a v5 reason code: not authorized
+    s.c._on_subscribe(None, None, 6, (128,))
+    assert s.c.stats.subscribe_errors == 3
+    assert s.c.stats.last_subscribe_error == refused("relay/replay/r1/#", 128)
+    assert refused("seq/chat/b", 135) in caplog.text
