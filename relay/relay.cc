@@ -553,6 +553,7 @@ bool Relay::BecomeActive() {
                                  .on_connected =
                                      [this] {
                                        // After libmosquitto's resends: the rows sent again go next.
+                                       acked_cv_.notify_all();  // a writer waiting for the link
                                        if (republished_reconnects_.load() == output_reconnects_.load()) return;
                                        {
                                          std::lock_guard lock(stop_mu_);

@@ -104,6 +104,7 @@ class Relay {
     std::atomic<uint64_t> retention_transactions{0};  // transactions in which it deleted rows
     std::atomic<uint64_t> topics{0};            // gauge: topics the writer knows (seen since start)
     std::atomic<uint64_t> commit_us{0};         // time spent in committed batches' commits, microseconds
+    std::atomic<uint64_t> unacknowledged_reconnects{0};  // output reconnects for a row left unacknowledged
   };
   const Counters& counters() const { return counters_; }
   static std::atomic<uint64_t>& StepDowns();  // across the Relays of this process
@@ -144,6 +145,9 @@ class Relay {
   // reconnected, after which it goes again. MQTT allows a resend on a new
   // connection only.
   void WatchUnacknowledged();
+  // Main thread: the output link's reconnects up to `reconnects` are
+  // answered (their republish queued, or given up); wakes the writer.
+  void AnsweredReconnects(uint64_t reconnects);
   void WriterLoop();
   bool Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics);
   // Drops from the batch the publishers' resends (PROTOCOL.md 5.1): a
@@ -526,6 +530,12 @@ class Relay {
   uint64_t watched_watermark_ = 0;
   std::chrono::steady_clock::time_point watermark_moved_at_{};
   std::chrono::seconds unacknowledged_after_{30};
+  std::chrono::seconds unacknowledged_wait_{30};  // doubles while the same row stays unacknowledged
+  std::atomic<int64_t> last_puback_ns_{0};  // steady clock, the latest frame's PUBACK
+  // RepublishUnconfirmed failing since (main thread); after
+  // kRepublishGiveUpAfter the writer's frames go on without those rows.
+  std::chrono::steady_clock::time_point republish_failing_since_{};
+  static constexpr std::chrono::seconds kRepublishGiveUpAfter{10};
   std::atomic<uint64_t> republished_reconnects_{0};
   bool last_stats_acked_ = false;  // the broker acknowledged the newest stats report (its last publish)
   std::atomic<int> last_stats_mid_{-1};  // the writer asks the main thread to resume the paused intake

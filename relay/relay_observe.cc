@@ -31,6 +31,7 @@ RelayStats Relay::Snapshot() const {
   s.published = c.published;
   s.acked = c.acked;
   s.broker_refused = c.broker_refused;
+  s.unacknowledged_reconnects = c.unacknowledged_reconnects;
   s.replay_broker_refused = r.broker_refused;
   s.republished = c.republished;
   s.lost = c.lost;

@@ -92,7 +92,7 @@ void Relay::RepublishUnconfirmed() {
     last = tracker_.last_sent();
   }
   if (after >= last) {
-    republished_reconnects_ = reconnects;
+    AnsweredReconnects(reconnects);
     return;
   }
   last_republish_ = now;
@@ -106,11 +106,27 @@ void Relay::RepublishUnconfirmed() {
       LogWarn("output: the link went while publishing again; the next connect does it");
       return;
     }
-    LogWarn("output: republishing after the reconnect: {}; trying again in 1 s (new frames wait)", s.message());
-    republish_retry_ = true;
-    return;
+    if (republish_failing_since_ == Clock::time_point{}) republish_failing_since_ = now;
+    if (now - republish_failing_since_ < kRepublishGiveUpAfter) {
+      LogWarn("output: republishing after the reconnect: {}; trying again in 1 s (new frames wait)", s.message());
+      republish_retry_ = true;
+      return;
+    }
+    // Order gives way to delivery: the rows stay below the watermark (a
+    // reconnect or the next start sends them).
+    LogError("output: could not publish rows {}..{} again for {} s ({}); newer frames go on without them", after + 1,
+             last, std::chrono::duration_cast<std::chrono::seconds>(kRepublishGiveUpAfter).count(), s.message());
   }
-  republished_reconnects_ = reconnects;
+  republish_failing_since_ = {};
+  AnsweredReconnects(reconnects);
+}
+
+void Relay::AnsweredReconnects(uint64_t reconnects) {
+  {
+    std::lock_guard lock(publish_mu_);  // the writer waits on acked_cv_ for this
+    republished_reconnects_ = reconnects;
+  }
+  acked_cv_.notify_all();
 }
 
 void Relay::WatchUnacknowledged() {
@@ -121,19 +137,25 @@ void Relay::WatchUnacknowledged() {
     acked_above = tracker_.last_sent() - watermark - tracker_.in_flight();
   }
   const auto now = Clock::now();
-  // A broker that acknowledges nothing (paused, overloaded) is not this:
-  // its keepalive is the link's business. Nor is a row sent a moment ago.
   if (watermark != watched_watermark_ || acked_above == 0 || !output_ || !output_->connected()) {
     watched_watermark_ = watermark;
     watermark_moved_at_ = now;
+    unacknowledged_wait_ = unacknowledged_after_;
     return;
   }
-  if (now - watermark_moved_at_ < unacknowledged_after_) return;
+  if (now - watermark_moved_at_ < unacknowledged_wait_) return;
+  // A broker that acknowledges nothing (paused, overloaded) is not this:
+  // its keepalive is the link's business. (Rows passed over count as
+  // acknowledged above the watermark too: the PUBACKs must be recent.)
+  const auto last_puback = Clock::time_point(Clock::duration(last_puback_ns_.load()));
+  if (now - last_puback > unacknowledged_wait_ + std::chrono::seconds(2)) return;
   LogWarn("output: row {} not acknowledged by mosquitto for {} s while {} later frames were; reconnecting the "
           "output link to send it again", watermark + 1,
           std::chrono::duration_cast<std::chrono::seconds>(now - watermark_moved_at_).count(), acked_above);
+  ++counters_.unacknowledged_reconnects;
   output_->Reconnect();
-  watermark_moved_at_ = now;
+  // Again for the same row after twice as long each time (10 min at most).
+  unacknowledged_wait_ = std::min<std::chrono::seconds>(2 * unacknowledged_wait_, std::chrono::minutes(10));
 }
 
 bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, bool again,
@@ -167,9 +189,12 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
   // In SEQ order on seq/T: a new frame waits for the output link (a frame
   // queued before the CONNACK went out ahead of the ones libmosquitto
   // resends), and the writer's frames for the reconnect's republish too.
+  // At a stop the main thread no longer answers reconnects: the writer's
+  // frames then go after libmosquitto's resends only (a frame lost all the
+  // same stays below the saved watermark: the next start sends it).
   auto in_order = [&] {
     return output_->connected() &&
-           (!behind_republish || republished_reconnects_.load() == output_reconnects_.load());
+           (!behind_republish || stopping_ || republished_reconnects_.load() == output_reconnects_.load());
   };
   // A row sent again goes only on the connection it was meant for: queued
   // during the next CONNECT it would go ahead of libmosquitto's resends.
@@ -183,7 +208,7 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
     // thread's) gives way to it (the next start publishes those rows).
     if (GivingUp() || stepped_down_ || (!behind_republish && stopping_)) return false;
     output_->Flush();  // the frames whose PUBACKs we wait for must leave first
-    acked_cv_.wait_for(lock, milliseconds(in_order() ? 100 : 5));
+    acked_cv_.wait_for(lock, milliseconds(100));  // PUBACKs, a connect and a republish's end notify it
   }
   // Queued only: the caller flushes the run (WriterLoop, Republish).
   auto mid = output_->Queue(topic, frame, config_.publish_qos);
@@ -308,6 +333,7 @@ void Relay::OnPublished(int mid, int reason) {
       return;
     }
     tracker_.Acked(mid);
+    last_puback_ns_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     InFlight& sent = in_flight_[static_cast<uint16_t>(mid)];
     const uint32_t bytes = std::exchange(sent.bytes, 0);
     held_bytes_ -= bytes;

@@ -207,6 +207,7 @@ void MqttLink::Loop() {
       broken_ = false;
       connected_ = false;
       connack_taken_ = false;
+      reconnect_asked_ = false;  // asked of a connection that is gone already
       closing_ = false;
       if (want == Want::kStop) return;
       std::unique_lock lock(want_mu_);
@@ -305,7 +306,7 @@ int MqttLink::Step(std::chrono::milliseconds timeout) {
       if (mosquitto_socket(m) < 0 || (messages_read_ == before && read_ahead_.pending() == 0)) break;
     }
   }
-  if (std::exchange(connack_taken_, false)) {
+  if (std::exchange(connack_taken_, false) && mosquitto_socket(m) >= 0) {
     // libmosquitto queues its resends of the messages it holds (those not
     // acknowledged on the old connection) after our on_connect returns and
     // before the read that took the CONNACK ends. Connected from here: a

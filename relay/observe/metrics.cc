@@ -95,6 +95,7 @@ std::string StatsJson(const RelayStats& s) {
         {"published", s.published},
         {"acknowledged", s.acked},
         {"refused_by_broker", s.broker_refused},
+        {"unacknowledged_reconnects", s.unacknowledged_reconnects},
         {"republished", s.republished},
         {"lost", s.lost},
         {"deferred", s.deferred},
@@ -155,6 +156,9 @@ std::string PrometheusText(const RelayStats& s) {
   metric("seqrelay_frames_refused_by_broker_total", "counter", broker_refused, s.broker_refused, "{link=\"output\"}");
   metric("seqrelay_frames_refused_by_broker_total", "counter", broker_refused, s.replay_broker_refused,
          "{link=\"replay\"}");
+  metric("seqrelay_output_unacknowledged_reconnects_total", "counter",
+         "Output reconnects for a frame the broker left unacknowledged while it acknowledged later ones.",
+         s.unacknowledged_reconnects);
   metric("seqrelay_messages_republished_total", "counter", "Rows of an earlier run published again at start.",
          s.republished);
   metric("seqrelay_messages_lost_total", "counter",

@@ -93,6 +93,8 @@ struct RelayStats {
   uint64_t refused_topics = 0, topics_evicted = 0;  // --max-topics refusals; --topic-cache evictions  // refused by the database for good, kept aside
   // Frames the broker acknowledged but refused (v5 PUBACK reason >= 0x80), live and in replies.
   uint64_t broker_refused = 0, replay_broker_refused = 0;
+  // Output reconnects for a row mosquitto left unacknowledged while it acknowledged later ones.
+  uint64_t unacknowledged_reconnects = 0;
   uint64_t ignored_own = 0, ignored_retained = 0;
   uint64_t topics = 0, batches = 0;
   Summary batch_rows;  // rows per committed batch

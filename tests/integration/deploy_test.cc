@@ -185,7 +185,6 @@ TEST_F(DeployE2E, ShippedConfAndAclLetAClientReplayOnlyWhatItMayRead) {
   ASSERT_TRUE(WaitFor([&] { std::lock_guard lock(mu); return seqs.size() >= 5; }, 10s));
   reader.Stop();
   EXPECT_EQ(seqs, (std::vector<uint64_t>{1, 2, 3, 4, 5}));
-  EXPECT_EQ(reader.stats().subscribe_errors, 0u) << reader.stats().last_subscribe_error;
 
   // alice asks for bob's topic, by name and by id: "forbidden", no frames,
   // and the id request does not learn the topic's name.

@@ -140,6 +140,10 @@ std::optional<std::string> SeqClient::Start() {
       lookups_[t].start = start;
     }
   }
+  {
+    std::lock_guard lock(mu_);
+    starting_ = true;
+  }
   mosquitto_lib_init();
   mosq_ = mosquitto_new(options_.client_id.c_str(), true, this);
   if (!mosq_) return "cannot create the MQTT client";
@@ -167,11 +171,12 @@ std::optional<std::string> SeqClient::Start() {
     if (connack_ != 0) return std::string("the broker refused the connection: ") + mosquitto_connack_string(connack_);
     // Subscribed, or told why not (an ACL that does not let this user read
     // a topic would otherwise deliver nothing, silently).
-    if (!cv_.wait_for(lock, std::chrono::seconds(10),
-                      [&] { return subscribing_.empty() || !first_subscribe_error_.empty(); })) {
-      return "no SUBACK from the broker at " + options_.host + ":" + std::to_string(options_.port);
-    }
+    const bool answered = cv_.wait_for(lock, std::chrono::seconds(10), [&] {
+      return (connected_ && subscribing_.empty()) || !first_subscribe_error_.empty();
+    });
+    starting_ = false;
     if (!first_subscribe_error_.empty()) return first_subscribe_error_;
+    if (!answered) return "no SUBACK from the broker at " + options_.host + ":" + std::to_string(options_.port);
   }
   {
     std::lock_guard lock(mu_);
@@ -210,6 +215,7 @@ void SeqClient::OnDisconnect(mosquitto*, void* obj, int) {
   auto* self = static_cast<SeqClient*>(obj);
   std::lock_guard lock(self->mu_);
   self->connected_ = false;
+  self->subscribing_.clear();  // their SUBACKs do not come; the next connect subscribes again
 }
 
 void SeqClient::OnConnect(mosquitto* m, void* obj, int rc) {
@@ -263,7 +269,7 @@ void SeqClient::OnSubscribe(mosquitto*, void* obj, int mid, int count, const int
 void SeqClient::SubscribeFailedLocked(const std::string& why) {
   ++stats_.subscribe_errors;
   stats_.last_subscribe_error = why;
-  if (connections_ <= 1 && first_subscribe_error_.empty()) first_subscribe_error_ = why;
+  if (starting_ && first_subscribe_error_.empty()) first_subscribe_error_ = why;
   cv_.notify_all();
 }
 

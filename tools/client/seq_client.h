@@ -312,7 +312,8 @@ class SeqClient {
   // The SUBSCRIBEs of the current connection awaiting their SUBACK: mid ->
   // the topic it asked for. mu_.
   std::map<int, std::string> subscribing_;
-  std::string first_subscribe_error_;  // of the first connection: Start's error. mu_
+  std::string first_subscribe_error_;  // while Start waits for the SUBACKs: its error. mu_
+  bool starting_ = false;              // Start waits for the first SUBACKs (across reconnects). mu_
   bool stopping_ = false;                     // guarded by mu_
   std::thread timer_;
 };
