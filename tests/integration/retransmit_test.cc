@@ -327,6 +327,10 @@ TEST_F(RetransmitE2E, EveryBadRequestGetsOneErrorStatusAndTheRelayKeepsServing) 
       {"oversized", "{\"topic\":\"" + std::string(5000, 'x') + "\",\"from\":1}",
        "request of 5021 bytes is over the limit of 4096", "bad_json"},
       {"negative from", json{{"topic", topic}, {"from", -3}}.dump(), "\"from\" must be an integer >= 1", "bad_field"},
+      // RFC 8259 lets a parser limit numbers' range: beyond a double's, the
+      // request is not read at all, an unknown field's number too.
+      {"a number beyond a double", "{\"topic\":\"" + topic + "\",\"from\":1,\"x\":1e400}", "request is not JSON",
+       "bad_json"},
   };
   // One at a time: malformed requests are answered at once, the others
   // after a database look-up, so replies to a burst need not keep its order.
