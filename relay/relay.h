@@ -524,8 +524,10 @@ class Relay {
   // has answered: the writer publishes only when the two are equal, so
   // its frames follow what goes again.
   std::atomic<uint64_t> output_reconnects_{0};
-  // WatchUnacknowledged's state (main thread): the watermark it last saw
-  // move (or rows above it unacknowledged), and since when.
+  std::atomic<uint64_t> republished_reconnects_{0};
+  // WatchUnacknowledged's state (main thread): the watermark it last saw,
+  // since when it has stood with later rows acknowledged and the link up,
+  // and how long it waits before a reconnect.
   // SEQTEST_UNACKNOWLEDGED_S shortens the wait.
   uint64_t watched_watermark_ = 0;
   std::chrono::steady_clock::time_point watermark_moved_at_{};
@@ -536,7 +538,6 @@ class Relay {
   // kRepublishGiveUpAfter the writer's frames go on without those rows.
   std::chrono::steady_clock::time_point republish_failing_since_{};
   static constexpr std::chrono::seconds kRepublishGiveUpAfter{10};
-  std::atomic<uint64_t> republished_reconnects_{0};
   bool last_stats_acked_ = false;  // the broker acknowledged the newest stats report (its last publish)
   std::atomic<int> last_stats_mid_{-1};  // the writer asks the main thread to resume the paused intake
   std::string fatal_;  // non-empty: stop with exit code 1

@@ -137,10 +137,14 @@ void Relay::WatchUnacknowledged() {
     acked_above = tracker_.last_sent() - watermark - tracker_.in_flight();
   }
   const auto now = Clock::now();
-  if (watermark != watched_watermark_ || acked_above == 0 || !output_ || !output_->connected()) {
+  if (watermark != watched_watermark_) {
     watched_watermark_ = watermark;
     watermark_moved_at_ = now;
     unacknowledged_wait_ = unacknowledged_after_;
+    return;
+  }
+  if (acked_above == 0 || !output_ || !output_->connected()) {
+    watermark_moved_at_ = now;  // the clock starts again, the wait stays (a reconnect of ours is under way)
     return;
   }
   if (now - watermark_moved_at_ < unacknowledged_wait_) return;
@@ -155,6 +159,7 @@ void Relay::WatchUnacknowledged() {
   ++counters_.unacknowledged_reconnects;
   output_->Reconnect();
   // Again for the same row after twice as long each time (10 min at most).
+  watermark_moved_at_ = now;
   unacknowledged_wait_ = std::min<std::chrono::seconds>(2 * unacknowledged_wait_, std::chrono::minutes(10));
 }
 
