@@ -255,8 +255,9 @@ void SeqClient::OnSubscribe(mosquitto*, void* obj, int mid, int count, const int
   std::lock_guard lock(self->mu_);
   auto it = self->subscribing_.find(mid);
   if (it == self->subscribing_.end()) return;
-  // 0x80 (3.1.1) or a v5 reason code >= 0x80: refused, as mosquitto's ACL
-  // does with a topic the user may not read.
+  // 0x80 (3.1.1) or a v5 reason code >= 0x80: refused, as mosquitto's
+  // dynamic-security plugin does with a topic the user may not read (an
+  // acl_file never refuses a SUBSCRIBE: it withholds delivery).
   if (count < 1 || granted[0] >= 0x80) {
     self->SubscribeFailedLocked("the broker refused the subscription to '" + it->second +
                                 "' (SUBACK " + (count < 1 ? std::string("empty") : std::to_string(granted[0])) +
