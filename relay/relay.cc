@@ -378,8 +378,9 @@ void Relay::ShutDown() {
   //    already delivered is still pushed; the rest stays queued in our session.
   if (active_ || stepped_down_) LogInfo("stopping: no new messages; committing and publishing {} held", queue_.size());
   if (intake_) intake_->Disconnect();
-  // The output link reconnected and its republish is not done yet: the
-  // writer's frames wait for it (and the intake, on a full queue, for them).
+  // The output link reconnected and its republish is not done yet: done
+  // now while the link is up, so that the rows sent again go before most
+  // of the writer's last frames (which, at a stop, no longer wait for it).
   if (active_ && output_ && output_->connected() && republished_reconnects_.load() != output_reconnects_.load()) {
     RepublishUnconfirmed();
   }

@@ -231,15 +231,17 @@ class Relay {
   // message, and cleared.
   void GiveUp(std::vector<Message>& batch);
   void ForgetRefused();
+  // What a frame waits for before it is queued, so that frames leave in
+  // SEQ order (see Publish).
+  enum class Sending {
+    kNew,    // the writer's: the output link connected, its reconnect's republish queued (not at a stop), room
+    kStart,  // a row of an earlier run, at start: the link connected, room; gives way to a stop
+    kAgain,  // published before, not acknowledged yet (a reconnect's republish): the link connected, no wait
+  };
   // Queues row `idx`'s frame on the output link without waking its network
   // thread (MqttLink::Queue): the caller calls output_->Flush() after its
   // run of frames (Publish flushes by itself before it waits for anything).
-  // `again`: row `idx` was published before and is not acknowledged yet.
-  // Otherwise it waits for the output link to be connected, and with
-  // `behind_republish` (the writer's frames) for the republish of the
-  // link's last reconnect to be queued: frames leave in SEQ order.
-  bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, bool again,
-               bool behind_republish);
+  bool Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, Sending sending);
   MqttLink::AfterMessage OnIntake(const InboundMessage& in);
   // OnIntake's part after the redelivery filter remembered the delivery:
   // copies, journals and queues it (`progress` says how far it got, for a

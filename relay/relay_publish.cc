@@ -59,8 +59,8 @@ Status Relay::Republish(uint64_t after, const uint64_t last, bool again) {
       }
       const std::string topic = fmt::format("{}/{}", config_.seq_prefix, row.topic);
       const auto& bytes = frame.value();
-      if (!Publish(topic, {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, row.idx, again,
-                   /*behind_republish=*/false)) {
+      if (!Publish(topic, {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, row.idx,
+                   again ? Sending::kAgain : Sending::kStart)) {
         return Status::Error("stopped while republishing");
       }
       ++counters_.republished;
@@ -163,8 +163,8 @@ void Relay::WatchUnacknowledged() {
   unacknowledged_wait_ = std::min<std::chrono::seconds>(2 * unacknowledged_wait_, std::chrono::minutes(10));
 }
 
-bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, bool again,
-                    bool behind_republish) {
+bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, uint64_t idx, Sending sending) {
+  const bool again = sending == Sending::kAgain;
   // Committed under the lease, but once it has lapsed a successor may be
   // publishing: wait for the renewal (the writer holds back meanwhile); if
   // the lease is lost instead, the next active republishes every row above
@@ -199,7 +199,7 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
   // same stays below the saved watermark: the next start sends it).
   auto in_order = [&] {
     return output_->connected() &&
-           (!behind_republish || stopping_ || republished_reconnects_.load() == output_reconnects_.load());
+           (sending != Sending::kNew || stopping_ || republished_reconnects_.load() == output_reconnects_.load());
   };
   // A row sent again goes only on the connection it was meant for: queued
   // during the next CONNECT it would go ahead of libmosquitto's resends.
@@ -208,10 +208,10 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
     if (lost_for_test()) return true;
     if (in_order() && !full()) break;
     // No one wakes us when the stop deadline passes (the broker may be
-    // gone) or the link connects: wait in slices and look between them.
-    // The writer drains its queue at a stop; a start's republish (the main
-    // thread's) gives way to it (the next start publishes those rows).
-    if (GivingUp() || stepped_down_ || (!behind_republish && stopping_)) return false;
+    // gone): wait in slices and look between them. The writer drains its
+    // queue at a stop; a start's republish (the main thread's) gives way to
+    // it (the next start publishes those rows).
+    if (GivingUp() || stepped_down_ || (sending == Sending::kStart && stopping_)) return false;
     output_->Flush();  // the frames whose PUBACKs we wait for must leave first
     acked_cv_.wait_for(lock, milliseconds(100));  // PUBACKs, a connect and a republish's end notify it
   }

@@ -583,8 +583,7 @@ void Relay::WriterLoop() {
       kill(getpid(), SIGKILL);
     }
     for (std::size_t i = 0; publishing && i < batch.size(); ++i) {
-      publishing = Publish(topics[i]->seq_topic, batch[i].frame, batch[i].idx, /*again=*/false,
-                           /*behind_republish=*/true);
+      publishing = Publish(topics[i]->seq_topic, batch[i].frame, batch[i].idx, Sending::kNew);
     }
     output_->Flush();  // the batch's frames leave together
     governor.LiveBatchDone();

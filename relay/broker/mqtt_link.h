@@ -156,9 +156,10 @@ class MqttLink {
   // is not about to pause). Any thread.
   void Resume();
 
-  // Drops the connection and connects again at once (the reconnect's
-  // backoff aside): libmosquitto resends what it holds unacknowledged, the
-  // only way MQTT lets a client send a message again. Any thread.
+  // Drops the connection (a clean DISCONNECT) and connects again after the
+  // reconnect backoff's first step (1 s): libmosquitto resends what it
+  // holds unacknowledged, the only way MQTT lets a client send a message
+  // again. Any thread.
   void Reconnect() {
     reconnect_asked_ = true;
     WakeLoop();
