@@ -49,7 +49,13 @@ done
 if ((keep && single)); then cluster=0; fi
 t0=$(date +%s)
 say() { echo "== docker [$(( $(date +%s) - t0 )) s] $*"; }
-die() { echo "test-docker: $*" >&2; exit 1; }
+# The reason is kept too: cleanup prints it again after the services' logs,
+# which would otherwise bury it (a caller shows a failed run's last lines).
+die() {
+  echo "test-docker: $*" >&2
+  [[ -n ${work:-} && -d ${work:-} ]] && echo "test-docker: $*" >>"$work/failure"
+  exit 1
+}
 [[ $(id -u) -eq 0 ]] || die "needs root (podman as root, debootstrap)"
 
 # ---- tools -----------------------------------------------------------------------
@@ -146,6 +152,7 @@ cleanup() {
     echo "== docker: FAILED; the services' last log lines:" >&2
     ((single)) && dc logs --no-color --tail=40 >&2 2>/dev/null
     ((cluster)) && dcc logs --no-color --tail=40 >&2 2>/dev/null
+    [[ -s $work/failure ]] && { echo "== docker: FAILED because:" >&2; cat "$work/failure" >&2; }
   fi
   if ((keep == 0)) && [[ -n $api_pid ]]; then
     dc down -v --remove-orphans -t 40 >/dev/null 2>&1 || true

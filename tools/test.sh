@@ -157,7 +157,11 @@ stamp "asan+ubsan: passed"
 stamp "containers (run beside the sanitizer stage)"
 wait "$docker_prep" || { cat "$docker_log"; echo "== containers: preparing FAILED"; exit 1; }
 docker_prep=
-wait "$images_pid" || { cat "$docker_log"; echo "== containers FAILED"; exit 1; }
+wait "$images_pid" || {
+  cat "$docker_log"
+  # The reason again, last (the services' logs above it are long).
+  grep -E '^(== docker|test-docker:)' "$docker_log" | tail -n 6
+  echo "== containers FAILED"; exit 1; }
 images_pid=
 grep '^== docker' "$docker_log"
 stamp "all tests passed"
