@@ -16,7 +16,7 @@
 #    by local Debian-based stand-ins (docker/stand-ins/), see
 #    compose.test.yaml and compose.cluster.test.yaml.
 #
-# Usage: tools/test-docker.sh [--cluster] [--keep | --prepare | --images]   (as root)
+# Usage: tools/test-docker.sh [--cluster] [--keep | --prepare | --images] [--prebuilt DIR]   (as root)
 #   --cluster  the cluster stack only
 #   --keep     leaves the stack up (without --cluster: the single-node stack
 #              only, whose ports the cluster stack would need)
@@ -27,6 +27,16 @@
 #   --images   also builds the images, then stops (podman keeps their layers:
 #              the full run that follows finds them built; tools/test.sh
 #              runs it beside the sanitizer pass)
+#   --prebuilt DIR
+#              the relay image ships the three programs of DIR (a build of
+#              this checkout on this bookworm host: DIR/relay/seqrelay,
+#              DIR/tools/seqsub, DIR/tools/seqaudit, stripped on the way
+#              in), not ones compiled in the image: its final stage is
+#              docker/Dockerfile's, on the runtime-deps stage, with only
+#              the COPY of the binaries taken from DIR. The image then holds
+#              the binaries the suite has just tested, and its build
+#              compiles nothing (tools/test.sh without --long; with
+#              --long, and without this option, the Dockerfile compiles)
 # Everything it starts (podman API service, containers, volumes, networks of
 # the projects $project and $cluster_project) is removed on exit, failure
 # included.
@@ -35,16 +45,19 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SEQTEST_IMAGE_CACHE:-/var/cache/seqrelay}
 project=seqrelay-test
 cluster_project=seqrelay-cluster-test
-keep=0 prepare=0 images_only=0 single=1 cluster=1
-for arg in "$@"; do
-  case $arg in
+keep=0 prepare=0 images_only=0 single=1 cluster=1 prebuilt=""
+usage() { echo "usage: tools/test-docker.sh [--cluster] [--keep | --prepare | --images] [--prebuilt DIR] (see --help)" >&2; exit 2; }
+while (($#)); do
+  case $1 in
     --cluster) single=0 ;;
     --keep) keep=1 ;;
     --prepare) prepare=1 ;;
     --images) images_only=1 ;;
+    --prebuilt) (($# > 1)) || usage; prebuilt=$2; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-    *) echo "usage: tools/test-docker.sh [--cluster] [--keep | --prepare | --images] (see --help)" >&2; exit 2 ;;
+    *) usage ;;
   esac
+  shift
 done
 if ((keep && single)); then cluster=0; fi
 t0=$(date +%s)
@@ -57,6 +70,15 @@ die() {
   exit 1
 }
 [[ $(id -u) -eq 0 ]] || die "needs root (podman as root, debootstrap)"
+if [[ -n $prebuilt ]] && ((prepare == 0)); then
+  prebuilt=$(cd "$prebuilt" 2>/dev/null && pwd) || die "--prebuilt: no directory '$prebuilt'"
+  for f in relay/seqrelay tools/seqsub tools/seqaudit; do
+    [[ -x $prebuilt/$f ]] || die "--prebuilt: no $prebuilt/$f (tools/build.sh builds it)"
+  done
+  # Linked against this host's libraries, which must be the image's.
+  (source /etc/os-release && [[ ${VERSION_CODENAME:-} == bookworm ]]) ||
+    die "--prebuilt: this host is not Debian bookworm, the image's base; run without it"
+fi
 
 # ---- tools -----------------------------------------------------------------------
 need=()
@@ -185,15 +207,38 @@ build() {  # tag, log name, podman build arguments...
   podman build --pull=never --format docker "${build_opts[@]}" -t "$tag" "$@" >"$work/build-$name.log" 2>&1 ||
     { tail -40 "$work/build-$name.log" >&2; echo "test-docker: building $tag failed" >&2; return 1; }
 }
+build_stage() { build "localhost/seqrelay-$1:test" "$1" --target "$1" -f "$root/docker/Dockerfile" "$root"; }
+# --prebuilt: docker/Dockerfile's final stage as it is but for two lines,
+# its base (the runtime-deps stage, built by name) and the COPY of the
+# three programs (from a context of their own, stripped as the build stage
+# strips them).
+build_prebuilt() {
+  local ctx=$work/prebuilt f
+  mkdir -p "$ctx/build/relay" "$ctx/build/tools"
+  for f in relay/seqrelay tools/seqsub tools/seqaudit; do strip -o "$ctx/build/$f" "$prebuilt/$f" || return 1; done
+  cp -r "$root/schema" "$ctx/"
+  awk '/^FROM / { stage = "" } { stage = stage $0 "\n" } END { printf "%s", stage }' "$root/docker/Dockerfile" |
+    sed -e 's#^FROM runtime-deps$#FROM localhost/seqrelay-runtime-deps:test#' \
+        -e '/^COPY --from=build /{s#--from=build ##; s# /build/# build/#g}' >"$ctx/Dockerfile"
+  if ! grep -qx 'FROM localhost/seqrelay-runtime-deps:test' "$ctx/Dockerfile" ||
+     ! grep -qx 'COPY build/relay/seqrelay build/tools/seqsub build/tools/seqaudit /usr/local/bin/' "$ctx/Dockerfile" ||
+     grep -q -- '--from=' "$ctx/Dockerfile"; then
+    echo "test-docker: docker/Dockerfile's final stage is not the one --prebuilt rewrites:" >&2
+    cat "$ctx/Dockerfile" >&2
+    return 1
+  fi
+  build_stage runtime-deps && build localhost/seqrelay:test relay "$ctx"
+}
 if ((prepare)); then
-  build_stage() { build "localhost/seqrelay-$1:test" "$1" --target "$1" -f "$root/docker/Dockerfile" "$root"; }
-  what="the three stand-ins and the relay image's package stages"
+  what="the three stand-ins and the relay image's package stage$([[ -n $prebuilt ]] && echo " (runtime-deps: with --prebuilt, no compiler)" || echo "s")"
   # Package installs (network, dpkg) beside the compile: at the lowest
   # priority, so that they take only the CPU the compile leaves. A build's
   # RUN steps are in a cgroup of their own, where nice does not reach: they
   # get the smallest CPU weight instead.
   renice -n 19 $$ >/dev/null
   build_opts=(--cpu-shares=2)
+elif [[ -n $prebuilt ]]; then
+  what="the relay image (the programs of $prebuilt) and the three stand-ins"
 else
   what="the relay image and the three stand-ins"
 fi
@@ -204,7 +249,10 @@ build localhost/seqrelay-standin-mysql:test mysql "$root/docker/stand-ins/mysql"
 build localhost/seqrelay-standin-mariadb:test mariadb -f "$root/docker/stand-ins/mariadb/Dockerfile" \
   "$root/docker/stand-ins" & b3=$!
 if ((prepare)); then
-  build_stage build-deps && build_stage runtime-deps || die "image build failed"
+  # With --prebuilt the image compiles nothing: no compiler stage.
+  { [[ -n $prebuilt ]] || build_stage build-deps; } && build_stage runtime-deps || die "image build failed"
+elif [[ -n $prebuilt ]]; then
+  build_prebuilt || die "image build failed"
 else
   build localhost/seqrelay:test relay -f "$root/docker/Dockerfile" "$root" || die "image build failed"
 fi

@@ -7,9 +7,9 @@
 #      (JavaScript, Python, the messenger in Chromium) side by side, while
 #      the sanitizer build runs at the lowest priority;
 #   2. the integration shards against the relay built with AddressSanitizer
-#      and UBSan, and beside them the container path: the images built at
-#      the lowest priority, then the compose stacks run under podman
-#      (tools/test-docker.sh).
+#      and UBSan, and beside them the container path: the relay image made
+#      of step 1's programs, then the compose stacks run under podman
+#      (tools/test-docker.sh --prebuilt build).
 # The tests mostly wait on servers and paced loads; the builds beside them
 # (nice 19) take the idle cores.
 #
@@ -18,7 +18,8 @@
 #   --long   the long forms of the fault scenarios (SEQTEST_LONG), and
 #            every test binary built with the sanitizers, not only the relay,
 #            file by file rather than as a unity build (the unit tests under
-#            the sanitizers run only here)
+#            the sanitizers run only here); the relay image compiled from
+#            source by docker/Dockerfile, as `docker compose build` does
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 mode=default
@@ -60,8 +61,13 @@ trap 'for pid in $docker_prep $clients_pid $asan_pid $images_pid; do kill -TERM 
 # The container stage's tools, base images, stand-in images and the relay
 # image's package stages (network and dpkg, at the lowest priority) are made
 # while the relay builds: what is left for later is the image's compile.
+# Without --long, the relay image ships the release build's programs (the
+# ones the tests below run; tools/test-docker.sh --prebuilt), and only
+# --long compiles them in the image as docker/Dockerfile does for users.
+docker_binaries=(--prebuilt "$root/build")
+[[ $mode == long ]] && docker_binaries=()
 if [[ $mode != quick ]]; then
-  setsid "$root/tools/test-docker.sh" --prepare >"$docker_log" 2>&1 &
+  setsid "$root/tools/test-docker.sh" --prepare "${docker_binaries[@]}" >"$docker_log" 2>&1 &
   docker_prep=$!
 fi
 
@@ -111,14 +117,18 @@ clients_wait
 stamp "release: passed"
 [[ $mode == quick ]] && { stamp "all tests passed (--quick)"; exit 0; }
 
-# The container path beside the sanitizer stage: its images built at the
-# lowest priority (not beside the release tests as well: with both builds
-# there, a broker-kill scenario lost messages that the relay, starved, had
-# not taken in time), then the compose stacks run and checked. They mostly
-# wait for containers to become healthy, which leaves the CPUs to the
-# scenarios.
-setsid bash -c "while kill -0 $docker_prep 2>/dev/null; do sleep 1; done
-  nice -n 19 '$root/tools/test-docker.sh' --images && '$root/tools/test-docker.sh'" >>"$docker_log" 2>&1 &
+# The container path beside the sanitizer stage (not beside the release
+# tests: with both builds there, a broker-kill scenario lost messages that
+# the relay, starved, had not taken in time): the relay image made (with
+# --long, compiled at the lowest priority), then the compose stacks run
+# and checked. They mostly wait for containers to become healthy, which
+# leaves the CPUs to the scenarios.
+if [[ $mode == long ]]; then
+  docker_run="nice -n 19 '$root/tools/test-docker.sh' --images && '$root/tools/test-docker.sh'"
+else
+  docker_run="'$root/tools/test-docker.sh' --prebuilt '$root/build'"
+fi
+setsid bash -c "while kill -0 $docker_prep 2>/dev/null; do sleep 1; done; $docker_run" >>"$docker_log" 2>&1 &
 images_pid=$!
 
 # Sanitizers slow everything down: the tests' deadlines scale with this.
