@@ -1258,5 +1258,60 @@ TEST_F(ClientE2E, ASubscriptionTheBrokerRefusesFailsTheStartAndSaysWhich) {
   EXPECT_EQ(client.stats().last_subscribe_error.rfind("the broker refused the subscription to '", 0), 0u);
 }
 
+// The same refusal on a later connection: granted at the start, refused
+// once the broker comes back with a policy that denies it (the dynamic
+// security plugin's default access, rewritten while the broker is down).
+// The client keeps running and counts it, saying which topic; until
+// 2026-12-06 only the start's path was run end to end.
+TEST_F(ClientE2E, ASubscriptionRefusedAfterAReconnectIsCountedAndSaysWhich) {
+  const std::string plugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
+  if (!std::filesystem::exists(plugin)) GTEST_SKIP() << "no " << plugin;
+  const std::string dir = servers().dir() + "/" + name_ + "-dynsec";
+  std::filesystem::create_directories(dir);
+  const std::string policy = dir + "/dynsec.json";
+  std::string out;
+  ASSERT_EQ(RunCommand({"mosquitto_ctrl", "dynsec", "init", policy, "admin", "admin-secret"}, &out), 0) << out;
+  auto may_subscribe = [&](bool allowed) {
+    auto config = nlohmann::json::parse(ReadFile(policy));
+    config["defaultACLAccess"]["subscribe"] = allowed;
+    std::ofstream(policy) << config.dump(2);
+  };
+  const int port = FreePort();
+  std::ofstream(dir + "/mosquitto.conf") << "listener " << port << " 127.0.0.1\nallow_anonymous true\n"
+                                         << "plugin " << plugin << "\nplugin_opt_config_file " << policy << "\n"
+                                         << (geteuid() == 0 ? "user root\n" : "");
+  Process broker;
+  auto start_broker = [&] {
+    broker.Start({"mosquitto", "-c", dir + "/mosquitto.conf"}, dir + "/mosquitto.log");
+    return WaitFor([&] { return !broker.running() || PortAccepts(port); }, Scaled(20s)) && broker.running();
+  };
+  may_subscribe(true);
+  ASSERT_TRUE(start_broker()) << ReadFile(dir + "/mosquitto.log");
+
+  seqclient::Options o;
+  o.port = port;
+  o.client_id = name_ + "-c";
+  o.filters = {root() + "/t"};
+  seqclient::SeqClient client(o, [](const seqclient::Message&) {});
+  const auto error = client.Start();
+  ASSERT_FALSE(error.has_value()) << *error;
+  EXPECT_EQ(client.stats().subscribe_errors, 0u);
+
+  ASSERT_EQ(broker.Stop(), 0) << ReadFile(dir + "/mosquitto.log");
+  may_subscribe(false);
+  ASSERT_TRUE(start_broker()) << ReadFile(dir + "/mosquitto.log");
+  // Both subscriptions (seq/T and the client's reply topic) are refused:
+  // the policy denies every topic; the last one counted names either.
+  const bool counted = WaitFor([&] { return client.stats().subscribe_errors >= 2; }, Scaled(20s));
+  const auto stats = client.stats();
+  client.Stop();
+  ASSERT_TRUE(counted) << stats.subscribe_errors << " refusals counted after the reconnect; "
+                       << ReadFile(dir + "/mosquitto.log");
+  EXPECT_EQ(stats.subscribe_errors, 2u) << stats.last_subscribe_error;
+  EXPECT_EQ(stats.last_subscribe_error.rfind("the broker refused the subscription to '", 0), 0u)
+      << stats.last_subscribe_error;
+  EXPECT_NE(stats.last_subscribe_error.find("(SUBACK 128)"), std::string::npos) << stats.last_subscribe_error;
+}
+
 }  // namespace
 }  // namespace seqtest
