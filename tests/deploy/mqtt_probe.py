@@ -8,7 +8,8 @@ not, and prints one JSON line of figures. Debian's python3-paho-mqtt (1.6).
   roundtrip  publish one message as an allowed user; its frame must come
              back on seq/T with the payload byte for byte and SEQ = --seq
   load       publish --count messages at QoS 1 at --rate per second (the rest
-             unpaced once --hurry-file exists), write
+             unpaced once --hurry-file exists; the last --hold-last wait
+             for that file, so the load outlasts what it runs beside), write
              each payload the broker acknowledged (PUBACK) to --acked, and
              wait until every acknowledged payload came back as a frame
   denied     as a user the ACL does not allow: a subscription to seq/T
@@ -145,6 +146,13 @@ def load(args):
         # a burst bigger than the rate; once --hurry-file exists (what the
         # load ran for is over), the rest goes unpaced.
         hurried = hurried or (args.hurry_file is not None and os.path.exists(args.hurry_file))
+        if args.hold_last > 0 and i == max(0, args.count - args.hold_last) and not hurried:
+            deadline = time.monotonic() + args.timeout
+            while not os.path.exists(args.hurry_file):
+                if time.monotonic() > deadline:
+                    fail(f"timed out after {args.timeout} s: {args.hurry_file} (the last {args.hold_last} wait for it)")
+                time.sleep(0.05)
+            hurried = True
         delay = start + i / args.rate - time.monotonic()
         if delay > 0 and not hurried:
             time.sleep(delay)
@@ -235,9 +243,13 @@ def main():
     ap.add_argument("--rate", type=float, default=100)
     ap.add_argument("--acked")
     ap.add_argument("--hurry-file", help="load: once this file exists, publish the rest unpaced")
+    ap.add_argument("--hold-last", type=int, default=0,
+                    help="load: the last N messages wait for --hurry-file (then go unpaced)")
     ap.add_argument("--expect", type=int)
     ap.add_argument("--timeout", type=float, default=60)
     args = ap.parse_args()
+    if args.hold_last and not args.hurry_file:
+        ap.error("--hold-last needs --hurry-file")
     globals()[args.command](args)
 
 
