@@ -22,21 +22,24 @@
 #              only, whose ports the cluster stack would need)
 #   --prepare  only installs the tools, makes the base images and builds
 #              what needs no compiler: the three stand-ins and the relay
-#              image's package stages (network and dpkg, at the lowest
-#              priority: tools/test.sh runs it beside the build)
+#              image's package stages, build-deps and runtime-deps (with
+#              --prebuilt, runtime-deps only; DIR is not looked at yet)
+#              (network and dpkg, at the lowest priority: tools/test.sh
+#              runs it beside the build)
 #   --images   also builds the images, then stops (podman keeps their layers:
 #              the full run that follows finds them built; tools/test.sh
-#              runs it beside the sanitizer pass)
+#              --long runs it, compiling, beside the sanitizer pass)
 #   --prebuilt DIR
-#              the relay image ships the three programs of DIR (a build of
-#              this checkout on this bookworm host: DIR/relay/seqrelay,
-#              DIR/tools/seqsub, DIR/tools/seqaudit, stripped on the way
-#              in), not ones compiled in the image: its final stage is
-#              docker/Dockerfile's, on the runtime-deps stage, with only
-#              the COPY of the binaries taken from DIR. The image then holds
-#              the binaries the suite has just tested, and its build
-#              compiles nothing (tools/test.sh without --long; with
-#              --long, and without this option, the Dockerfile compiles)
+#              the relay image ships the three programs of DIR (a Release
+#              build of this checkout without sanitizers, on this bookworm
+#              host: DIR/relay/seqrelay, DIR/tools/seqsub,
+#              DIR/tools/seqaudit, stripped on the way in), not ones
+#              compiled in the image: its final stage is docker/Dockerfile's,
+#              on the runtime-deps stage, with only the COPY of the binaries
+#              taken from DIR. The image then holds the binaries the suite
+#              has just tested, and its build compiles nothing (tools/test.sh
+#              without --long; with --long, and without this option, the
+#              Dockerfile compiles, as `docker compose build` does)
 # Everything it starts (podman API service, containers, volumes, networks of
 # the projects $project and $cluster_project) is removed on exit, failure
 # included.
@@ -45,7 +48,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SEQTEST_IMAGE_CACHE:-/var/cache/seqrelay}
 project=seqrelay-test
 cluster_project=seqrelay-cluster-test
-keep=0 prepare=0 images_only=0 single=1 cluster=1 prebuilt=""
+keep=0 prepare=0 images_only=0 single=1 cluster=1 prebuilt="" work=""
 usage() { echo "usage: tools/test-docker.sh [--cluster] [--keep | --prepare | --images] [--prebuilt DIR] (see --help)" >&2; exit 2; }
 while (($#)); do
   case $1 in
@@ -53,7 +56,7 @@ while (($#)); do
     --keep) keep=1 ;;
     --prepare) prepare=1 ;;
     --images) images_only=1 ;;
-    --prebuilt) (($# > 1)) || usage; prebuilt=$2; shift ;;
+    --prebuilt) (($# > 1)) && [[ -n $2 ]] || usage; prebuilt=$2; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) usage ;;
   esac
@@ -75,6 +78,10 @@ if [[ -n $prebuilt ]] && ((prepare == 0)); then
   for f in relay/seqrelay tools/seqsub tools/seqaudit; do
     [[ -x $prebuilt/$f ]] || die "--prebuilt: no $prebuilt/$f (tools/build.sh builds it)"
   done
+  # The image's build flags: Release, no sanitizer runtime to look for.
+  cache_value() { sed -n "s/^$1:[A-Z]*=//p" "$prebuilt/CMakeCache.txt" 2>/dev/null; }
+  [[ $(cache_value CMAKE_BUILD_TYPE) == Release && -z $(cache_value SEQRELAY_SANITIZE) ]] ||
+    die "--prebuilt: $prebuilt is not a Release build without sanitizers (CMAKE_BUILD_TYPE '$(cache_value CMAKE_BUILD_TYPE)', SEQRELAY_SANITIZE '$(cache_value SEQRELAY_SANITIZE)')"
   # Linked against this host's libraries, which must be the image's.
   (source /etc/os-release && [[ ${VERSION_CODENAME:-} == bookworm ]]) ||
     die "--prebuilt: this host is not Debian bookworm, the image's base; run without it"

@@ -60,10 +60,11 @@ trap 'for pid in $docker_prep $clients_pid $asan_pid $images_pid; do kill -TERM 
 
 # The container stage's tools, base images, stand-in images and the relay
 # image's package stages (network and dpkg, at the lowest priority) are made
-# while the relay builds: what is left for later is the image's compile.
-# Without --long, the relay image ships the release build's programs (the
-# ones the tests below run; tools/test-docker.sh --prebuilt), and only
-# --long compiles them in the image as docker/Dockerfile does for users.
+# while the relay builds. Without --long, the relay image ships the release
+# build's programs (the ones the tests below run; tools/test-docker.sh
+# --prebuilt): no compiler stage, and nothing left for later but putting
+# them in. --long compiles them in the image, as docker/Dockerfile does
+# for users.
 docker_binaries=(--prebuilt "$root/build")
 [[ $mode == long ]] && docker_binaries=()
 if [[ $mode != quick ]]; then
@@ -170,7 +171,7 @@ docker_prep=
 wait "$images_pid" || {
   cat "$docker_log"
   # The reason again, last (the services' logs above it are long).
-  grep -E '^(== docker|test-docker:)' "$docker_log" | tail -n 6
+  grep -E '^(== docker|test-docker:)' "$docker_log" | tail -n 6 || true
   echo "== containers FAILED"; exit 1; }
 images_pid=
 grep '^== docker' "$docker_log"

@@ -146,11 +146,11 @@ def load(args):
         # a burst bigger than the rate; once --hurry-file exists (what the
         # load ran for is over), the rest goes unpaced.
         hurried = hurried or (args.hurry_file is not None and os.path.exists(args.hurry_file))
-        if args.hold_last > 0 and i == max(0, args.count - args.hold_last) and not hurried:
-            deadline = time.monotonic() + args.timeout
+        if args.hold_last > 0 and i == args.count - args.hold_last and not hurried:
+            deadline = time.monotonic() + args.hold_timeout
             while not os.path.exists(args.hurry_file):
                 if time.monotonic() > deadline:
-                    fail(f"timed out after {args.timeout} s: {args.hurry_file} (the last {args.hold_last} wait for it)")
+                    fail(f"timed out after {args.hold_timeout} s: no {args.hurry_file} (the last {args.hold_last} wait for it)")
                 time.sleep(0.05)
             hurried = True
         delay = start + i / args.rate - time.monotonic()
@@ -245,11 +245,15 @@ def main():
     ap.add_argument("--hurry-file", help="load: once this file exists, publish the rest unpaced")
     ap.add_argument("--hold-last", type=int, default=0,
                     help="load: the last N messages wait for --hurry-file (then go unpaced)")
+    ap.add_argument("--hold-timeout", type=float, default=600,
+                    help="load: how long the held messages wait for --hurry-file")
     ap.add_argument("--expect", type=int)
     ap.add_argument("--timeout", type=float, default=60)
     args = ap.parse_args()
     if args.hold_last and not args.hurry_file:
         ap.error("--hold-last needs --hurry-file")
+    if not 0 <= args.hold_last < args.count:
+        ap.error("--hold-last must be at least 0 and below --count")
     globals()[args.command](args)
 
 

@@ -59,29 +59,34 @@ check_trail() {  # topic, acked file
 }
 
 # A QoS 1 load on topic ($load_count messages at 100/s) while "$@" runs
-# against the stack once 50 are stored (the command checks that it hit the
-# load midway: 15 s of load leave room for a podman command that takes
-# seconds on a busy machine; a docker-compose kill beside the sanitizer
-# stage once took longer than 10 s). Once the command is done, the rest of
-# the load goes unpaced (the probe's --hurry-file); its last 100 wait for
-# that, so however long the command takes on a busy machine, the load is
-# not over before it is (614 of 1,500 were stored before the kill in a
-# run beside the sanitizer stage). Then nothing acknowledged may be
+# against the stack once 50 are stored. Its last $load_hold wait for the
+# file $load_hurry, which the command touches as soon as its blow is
+# struck (the kill, the restart); then the rest goes unpaced. So the load
+# cannot end before the command, and the command checks that it struck
+# while the paced part still ran: 29 s of it leave room for podman
+# commands that take seconds on a busy machine (a kill came 614 messages
+# in, beside the sanitizer stage). Then nothing acknowledged may be
 # missing.
-load_count=1500
+load_count=3000 load_hold=100 load_hurry=""
 load_through() {  # topic, command...
   local topic=$1 out=$work/load-${1//\//_}
   shift
+  load_hurry=$out.hurry
   probe load "${as_alice[@]}" --topic "$topic" --count "$load_count" --rate 100 --acked "$out.acked" \
-    --hurry-file "$out.hurry" --hold-last 100 --timeout 120 >"$out" &
+    --hurry-file "$load_hurry" --hold-last "$load_hold" --timeout 120 >"$out" 2>"$out.err" &
   load_pid=$!
   wait_for 30 "the first 50 messages of $topic stored" at_least_rows "$topic" 50
   "$@"
-  touch "$out.hurry"
-  wait "$load_pid" || { load_pid=""; die "$topic: load failed: $(cat "$out")"; }
+  touch "$load_hurry"
+  wait "$load_pid" || { load_pid=""; die "$topic: load failed: $(cat "$out" "$out.err")"; }
   load_pid=""
   say "$topic load: $(cat "$out")"
   check_trail "$topic" "$out.acked"
+}
+# What a command of load_through says of the rows stored when it struck.
+struck_midway() {  # stored, what
+  (($1 < load_count - load_hold)) ||
+    die "$2 came after the paced part of the load ($1 of $load_count stored): nothing was under way"
 }
 
 kill_relay_and_up() {
@@ -93,21 +98,23 @@ kill_relay_and_up() {
   code=$(timeout 30 podman wait "$(cid relay)") || die "podman wait for the killed relay failed"
   [[ $code == 137 ]] || die "relay exit code after SIGKILL: $code, expected 137"
   local stored
-  stored=$(rows chat/kill)
-  ((stored < load_count)) || die "the kill came after the whole load was stored; nothing was tested"
+  stored=$(rows chat/kill)  # no more: the relay is dead
+  touch "$load_hurry"
+  struck_midway "$stored" "the kill"
   say "relay killed (SIGKILL, exit 137, $((SECONDS - kill_started)) s) with $stored of $load_count rows stored"
   dc up -d --no-build relay >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; die "up after kill failed"; }
   wait_for 60 "relay healthy after the kill" all_healthy
 }
 restart_database() {
+  local stored
+  stored=$(rows chat/dbrestart)  # as the restart begins
   dc restart mysql >/dev/null 2>&1 || die "docker-compose restart mysql failed"
+  touch "$load_hurry"
+  struck_midway "$stored" "the restart"
   # The container is up again when restart returns, the server a moment later.
   db_answers() { sql "SELECT 1" >/dev/null 2>&1; }
   wait_for 60 "the database answering after the restart" db_answers
-  local stored
-  stored=$(rows chat/dbrestart)
-  ((stored < load_count)) || die "the restart ended after the whole load was stored; nothing was tested"
-  say "database restarted with $stored of $load_count rows stored"
+  say "database restarted with $stored of $load_count rows stored when it began"
   wait_for 60 "database healthy after the restart" all_healthy
 }
 

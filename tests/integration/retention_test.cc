@@ -272,7 +272,7 @@ TEST_F(RetentionE2E, LiveLatencyWhileAMillionRowsArePurgedFigures) {
   const auto purge_start = Clock::now();
   auto purged = [&] {
     const auto got = watcher.received();
-    return !got.empty() && json::parse(got.back().payload)["retention"]["deleted"] == kRows - 1;
+    return !got.empty() && json::parse(got.back().payload)["retention"]["deleted"] >= kRows - 1;
   };
   window("during the purge", 10, purged);
   const double purge_s = std::chrono::duration<double>(Clock::now() - purge_start).count();
