@@ -1198,6 +1198,64 @@ Result<std::vector<MysqlStore::AuditRow>> MysqlStore::AuditTopics(const std::opt
   return rows;
 }
 
+Result<std::vector<MysqlStore::TopicSpan>> MysqlStore::TopicSpans(uint32_t after, std::size_t limit,
+                                                                  const std::optional<std::string>& topic) {
+  std::vector<TopicSpan> spans;
+  Status s = Guard("topic spans", [&] {
+    NextTransactionReadCommitted();
+    // ORDER BY ... LIMIT 1 on the (ID, SEQ) key: one index entry each, where
+    // a correlated MIN or MAX may read every row of the topic.
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        std::string("SELECT t.FRAME_ID, t.ID, "
+                    "COALESCE((SELECT m.SEQ FROM MSG m WHERE m.ID = t.ID ORDER BY m.SEQ LIMIT 1), 0), "
+                    "COALESCE((SELECT m.SEQ FROM MSG m WHERE m.ID = t.ID ORDER BY m.SEQ DESC LIMIT 1), 0) "
+                    "FROM TOPIC t WHERE ") +
+        (topic ? "t.ID = ?" : "t.FRAME_ID > ? ORDER BY t.FRAME_ID LIMIT ?")));
+    if (topic) {
+      ps->setString(1, Bytes(*topic));
+    } else {
+      ps->setUInt(1, after);
+      ps->setUInt64(2, limit);
+    }
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) {
+      spans.push_back({.topic = rs->getString(2).asStdString(), .id = rs->getUInt(1), .first_seq = rs->getUInt64(3),
+                       .last_seq = rs->getUInt64(4)});
+    }
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return spans;
+}
+
+Result<std::vector<uint64_t>> MysqlStore::CountRows(const std::vector<SeqWindow>& windows) {
+  std::vector<uint64_t> counts(windows.size(), 0);
+  if (windows.empty()) return counts;
+  Status s = Guard("count rows", [&] {
+    NextTransactionReadCommitted();
+    // One range of the (ID, SEQ) key per window, each numbered.
+    std::string sql;
+    for (std::size_t i = 0; i < windows.size(); ++i) {
+      if (i > 0) sql += " UNION ALL ";
+      sql += fmt::format("SELECT {}, COUNT(*) FROM MSG WHERE ID = ? AND SEQ BETWEEN ? AND ?", i);
+    }
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(sql));
+    for (std::size_t i = 0; i < windows.size(); ++i) {
+      ps->setString(static_cast<unsigned>(3 * i + 1), Bytes(windows[i].topic));
+      ps->setUInt64(static_cast<unsigned>(3 * i + 2), windows[i].from);
+      ps->setUInt64(static_cast<unsigned>(3 * i + 3), windows[i].to);
+    }
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) {
+      const uint64_t i = rs->getUInt64(1);
+      if (i < counts.size()) counts[i] = rs->getUInt64(2);
+    }
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return counts;
+}
+
 Result<std::vector<std::pair<uint64_t, uint64_t>>> MysqlStore::MissingRanges(std::string_view topic,
                                                                              std::size_t limit) {
   std::vector<std::pair<uint64_t, uint64_t>> ranges;

@@ -300,6 +300,27 @@ class MysqlStore {
   // is gapless when rows == last_seq and first_seq == 1 (SEQ is unique).
   Result<std::vector<AuditRow>> AuditTopics(const std::optional<std::string>& topic);
 
+  // The same audit in short statements (seqaudit on a live database): a
+  // page of topics with their first and last SEQ (two index lookups each),
+  // then the rows of SEQ windows counted, no statement reading an index
+  // entry outside its windows. Each statement is a transaction of its own.
+  struct TopicSpan {
+    std::string topic;
+    uint32_t id = 0;
+    uint64_t first_seq = 0;  // 0 when the topic has no rows
+    uint64_t last_seq = 0;
+  };
+  // Up to `limit` topics with a FRAME_ID above `after` (or only `topic`),
+  // in FRAME_ID order.
+  Result<std::vector<TopicSpan>> TopicSpans(uint32_t after, std::size_t limit, const std::optional<std::string>& topic);
+  struct SeqWindow {
+    std::string topic;
+    uint64_t from = 0;  // SEQ from..to, both included
+    uint64_t to = 0;
+  };
+  // The rows in each window, in the windows' order.
+  Result<std::vector<uint64_t>> CountRows(const std::vector<SeqWindow>& windows);
+
   // The first `limit` missing SEQ ranges of `topic` between its first and
   // last SEQ (a window query: MySQL 8 and MariaDB 10.2+).
   Result<std::vector<std::pair<uint64_t, uint64_t>>> MissingRanges(std::string_view topic, std::size_t limit);

@@ -5,10 +5,12 @@
 #include <sys/mount.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -964,6 +966,74 @@ TEST_F(FaultE2E, SeqauditFindsGapsAndPassesAGaplessTrail) {
   EXPECT_NE(out.find("GAPS: 2..2 4..4 6..6 8..8 10..10 12..12 14..14 16..16 18..18 20..20 ... (14 SEQs missing)"),
             std::string::npos)
       << out;
+}
+
+// seqaudit reads a live database in short statements (--chunk-rows index
+// entries at most, --busy percent of its time): the verdicts are the same
+// whatever the windows, one SEQ or the default 100,000.
+TEST_F(FaultE2E, SeqauditInWindowsOfAnySizeGivesTheSameVerdicts) {
+  StartRelay();
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  const std::vector<std::pair<std::string, int>> sizes = {{"/a", 25}, {"/b", 7}, {"/c", 1}, {"/d", 13}};
+  for (const auto& [t, n] : sizes) {
+    for (int i = 1; i <= n; ++i) pub.Publish(root() + t, "p" + std::to_string(i));
+  }
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  for (const auto& [t, n] : sizes) WaitStored(root() + t, n);
+  const std::string msg = "`" + name_ + "`.MSG";
+  servers().Sql("DELETE FROM " + msg + " WHERE ID = '" + root() + "/a' AND SEQ IN (5, 6, 17)");
+  servers().Sql("DELETE FROM " + msg + " WHERE ID = '" + root() + "/d' AND SEQ <= 4");  // as retention does
+  const std::vector<std::string> db = {SEQAUDIT_BINARY, "--db-port=" + std::to_string(servers().db_port()),
+                                       "--db-user=seqrelay", "--db-password=" + std::string(TestServers::kDbPassword),
+                                       "--db-name=" + name_};
+  // stdout alone: the last line on stderr gives the statements and times.
+  auto audit = [&](std::vector<std::string> options, std::string* report, std::string* figures) {
+    auto argv = db;
+    argv.insert(argv.end(), options.begin(), options.end());
+    std::string out;
+    const int code = RunCommand(argv, &out);
+    report->clear();
+    figures->clear();
+    std::istringstream lines(out);
+    for (std::string line; std::getline(lines, line);) {
+      (line.find(" statements, ") != std::string::npos ? *figures : *report) += line + "\n";
+    }
+    return code;
+  };
+  std::string whole, whole_figures;
+  ASSERT_EQ(audit({}, &whole, &whole_figures), 1) << whole << whole_figures;
+  EXPECT_NE(whole.find("rows 22         SEQ 1..25  GAPS: 5..6 17..17 (3 SEQs missing)"), std::string::npos) << whole;
+  EXPECT_NE(whole.find("rows 9          SEQ 5..13  ok (starts at 5: older rows deleted)"), std::string::npos)
+      << whole;
+  EXPECT_NE(whole.find("seqaudit: 4 topics, 39 rows, 1 with gaps"), std::string::npos) << whole;
+  EXPECT_NE(whole_figures.find("(--busy 50, --chunk-rows 100000)"), std::string::npos) << whole_figures;
+  for (const char* chunk : {"--chunk-rows=1", "--chunk-rows=4", "--chunk-rows=25"}) {
+    std::string report, figures;
+    EXPECT_EQ(audit({chunk, "--busy=100"}, &report, &figures), 1) << chunk << ": " << report << figures;
+    EXPECT_EQ(report, whole) << chunk;
+    EXPECT_NE(figures.find("0.00 s paused"), std::string::npos) << chunk << ": " << figures;
+  }
+  // Windows of one SEQ, each a statement: at least one per SEQ of the
+  // spans (25 + 7 + 1 + 9), where the default needs three (the page of
+  // spans, one count, the gap's count again).
+  std::string report, figures;
+  ASSERT_EQ(audit({"--chunk-rows=1", "--busy=100"}, &report, &figures), 1);
+  unsigned long long statements = 0;
+  ASSERT_EQ(std::sscanf(figures.c_str(), "seqaudit: %llu statements", &statements), 1) << figures;
+  EXPECT_GE(statements, 42u) << figures;
+  unsigned long long default_statements = 0;
+  ASSERT_EQ(std::sscanf(whole_figures.c_str(), "seqaudit: %llu statements", &default_statements), 1);
+  EXPECT_EQ(default_statements, 3u) << whole_figures;
+  // The pause: (100 - busy) / busy of each statement's time.
+  ASSERT_EQ(audit({"--busy=10"}, &report, &figures), 1);
+  double reading = 0, paused = 0;
+  ASSERT_EQ(std::sscanf(figures.c_str(), "seqaudit: %*u statements, %lf s reading, %lf s paused", &reading, &paused),
+            2)
+      << figures;
+  EXPECT_NEAR(paused, 9 * reading, 0.06) << figures;  // both rounded to 0.01 s
+  for (const char* bad : {"--chunk-rows=0", "--busy=0", "--busy=101"}) {
+    EXPECT_EQ(audit({bad}, &report, &figures), 2) << bad << ": " << report << figures;
+  }
 }
 
 }  // namespace
