@@ -5,9 +5,14 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <functional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "relay_fixture.h"
@@ -61,6 +66,56 @@ class RetentionE2E : public RelayE2E {
     std::vector<uint64_t> out;
     for (uint64_t s = from; s <= to; ++s) out.push_back(s);
     return out;
+  }
+
+  // `rows` rows of `topic` (SEQ 1..rows, 20 bytes each), all acknowledged
+  // on seq/, written straight into the relay's tables (the relay stopped).
+  void FillTopic(const std::string& topic, uint64_t rows) {
+    using Clock = std::chrono::steady_clock;
+    StartRelay();  // the schema
+    ASSERT_EQ(relay_->Stop(), 0);
+    const std::string db = "`" + name_ + "`";
+    const auto filled = Clock::now();
+    servers().Sql("INSERT INTO " + db + ".TOPIC (ID) VALUES ('" + topic + "')");
+    servers().Sql("INSERT INTO " + db + ".MSG (idx, ID, QOS, SEQ, MSG) SELECT seq, '" + topic +
+                  "', 1, seq, REPEAT('x', 20) FROM " + db + ".seq_1_to_" + std::to_string(rows));
+    servers().Sql("UPDATE " + db + ".SHARD SET PUBLISHED_IDX = " + std::to_string(rows) + " WHERE NAME = 'default'");
+    std::fprintf(stderr, "[ figure ] %llu rows inserted in %.1f s\n", static_cast<unsigned long long>(rows),
+                 std::chrono::duration<double>(Clock::now() - filled).count());
+  }
+
+  // One window of live load on `live`, 1,000 msg/s through the running
+  // relay, each message's publish-to-receive time; `until` (asked once a
+  // second after `min_s`) ends it, 240 s at most. Prints the figures;
+  // expects every message delivered. Returns the p99 in ms.
+  double LiveWindow(const std::string& live, const std::string& label, int min_s, const std::function<bool()>& until) {
+    using Clock = std::chrono::steady_clock;
+    MqttClient sub(servers().mqtt_port(), name_ + "-sub-" + label);
+    sub.Subscribe("seq/" + live);
+    MqttClient pub(servers().mqtt_port(), name_ + "-pub-" + label);
+    std::vector<Clock::time_point> sent;
+    const auto start = Clock::now();
+    for (int i = 0;; ++i) {
+      std::this_thread::sleep_until(start + std::chrono::microseconds(int64_t{1000} * i));
+      if (i >= min_s * 1000 && i % 1000 == 0 && (until() || i >= 240000)) break;  // asked once a second
+      sent.push_back(Clock::now());
+      pub.Publish(live, std::to_string(i), 1, 5000);
+    }
+    EXPECT_TRUE(sub.WaitForCount(sent.size(), 60s)) << label << ": " << sub.received_count() << " of " << sent.size();
+    std::vector<double> ms;
+    std::set<std::size_t> seen;
+    for (const auto& r : sub.received()) {
+      const std::size_t i = std::stoul(r.payload.substr(10));
+      if (!seen.insert(i).second || i >= sent.size()) continue;
+      ms.push_back(std::chrono::duration<double, std::milli>(r.at - sent[i]).count());
+    }
+    EXPECT_EQ(seen.size(), sent.size()) << label;
+    std::sort(ms.begin(), ms.end());
+    const auto at = [&](double q) { return ms.empty() ? 0 : ms[std::min(ms.size() - 1, std::size_t(q * ms.size()))]; };
+    std::fprintf(stderr, "[ figure ] %s: %zu live messages at 1,000 msg/s over %.0f s, publish to receive p50 %.2f ms, "
+                 "p99 %.2f ms, max %.2f ms\n", label.c_str(), ms.size(),
+                 std::chrono::duration<double>(Clock::now() - start).count(), at(0.5), at(0.99), ms.empty() ? 0 : ms.back());
+    return at(0.99);
   }
 
   int requests_ = 0;
@@ -212,51 +267,12 @@ TEST_F(RetentionE2E, AnAgeDeletesOldRowsButNeverATopicsNewest) {
 // form only (SEQTEST_LONG).
 TEST_F(RetentionE2E, LiveLatencyWhileAMillionRowsArePurgedFigures) {
   if (!std::getenv("SEQTEST_LONG")) GTEST_SKIP() << "long form only (SEQTEST_LONG)";
-  using Clock = std::chrono::steady_clock;
   const std::string big = root() + "/big", live = root() + "/live";
   constexpr uint64_t kRows = 1000000;
-  // The schema, then a million rows of `big`, all acknowledged on seq/.
-  StartRelay();
-  ASSERT_EQ(relay_->Stop(), 0);
+  FillTopic(big, kRows);
   const std::string db = "`" + name_ + "`";
-  const auto filled = Clock::now();
-  servers().Sql("INSERT INTO " + db + ".TOPIC (ID) VALUES ('" + big + "')");
-  servers().Sql("INSERT INTO " + db + ".MSG (idx, ID, QOS, SEQ, MSG) SELECT seq, '" + big +
-                "', 1, seq, REPEAT('x', 20) FROM " + db + ".seq_1_to_" + std::to_string(kRows));
-  servers().Sql("UPDATE " + db + ".SHARD SET PUBLISHED_IDX = " + std::to_string(kRows) + " WHERE NAME = 'default'");
-  std::fprintf(stderr, "[ figure ] %llu rows inserted in %.1f s\n", static_cast<unsigned long long>(kRows),
-               std::chrono::duration<double>(Clock::now() - filled).count());
-
-  // One window of live load; `until` ends it (after at least `min_s`).
-  auto window = [&](const std::string& label, int min_s, const std::function<bool()>& until) {
-    MqttClient sub(servers().mqtt_port(), name_ + "-sub-" + label);
-    sub.Subscribe("seq/" + live);
-    MqttClient pub(servers().mqtt_port(), name_ + "-pub-" + label);
-    std::vector<Clock::time_point> sent;
-    const auto start = Clock::now();
-    for (int i = 0;; ++i) {
-      std::this_thread::sleep_until(start + std::chrono::microseconds(int64_t{1000} * i));
-      if (i >= min_s * 1000 && i % 1000 == 0 && (until() || i >= 240000)) break;  // asked once a second
-      sent.push_back(Clock::now());
-      pub.Publish(live, std::to_string(i), 1, 5000);
-    }
-    EXPECT_TRUE(sub.WaitForCount(sent.size(), 60s)) << label << ": " << sub.received_count() << " of " << sent.size();
-    std::vector<double> ms;
-    std::set<std::size_t> seen;
-    for (const auto& r : sub.received()) {
-      const std::size_t i = std::stoul(r.payload.substr(10));
-      if (!seen.insert(i).second || i >= sent.size()) continue;
-      ms.push_back(std::chrono::duration<double, std::milli>(r.at - sent[i]).count());
-    }
-    EXPECT_EQ(seen.size(), sent.size()) << label;
-    std::sort(ms.begin(), ms.end());
-    const auto at = [&](double q) { return ms.empty() ? 0 : ms[std::min(ms.size() - 1, std::size_t(q * ms.size()))]; };
-    std::fprintf(stderr, "[ figure ] %s: %zu live messages at 1,000 msg/s over %.0f s, publish to receive p50 %.2f ms, "
-                 "p99 %.2f ms, max %.2f ms\n", label.c_str(), ms.size(),
-                 std::chrono::duration<double>(Clock::now() - start).count(), at(0.5), at(0.99), ms.empty() ? 0 : ms.back());
-  };
   relay_->Start();
-  window("without retention", 10, [] { return true; });
+  LiveWindow(live, "without retention", 10, [] { return true; });
   ASSERT_EQ(relay_->Stop(), 0);
 
   // The purge's progress from the relay's own stats, once a second: a
@@ -269,13 +285,13 @@ TEST_F(RetentionE2E, LiveLatencyWhileAMillionRowsArePurgedFigures) {
                         {"--source=" + root() + "/#", "--retention=" + big + "=1", "--stats-interval=1",
                          "--control-prefix=" + control});
   trimming.Start();
-  const auto purge_start = Clock::now();
+  const auto purge_start = std::chrono::steady_clock::now();
   auto purged = [&] {
     const auto got = watcher.received();
     return !got.empty() && json::parse(got.back().payload)["retention"]["deleted"] >= kRows - 1;
   };
-  window("during the purge", 10, purged);
-  const double purge_s = std::chrono::duration<double>(Clock::now() - purge_start).count();
+  LiveWindow(live, "during the purge", 10, purged);
+  const double purge_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - purge_start).count();
   const uint64_t left =
       std::stoull(servers().Sql("SELECT COUNT(*) FROM " + db + ".MSG WHERE ID = '" + big + "'"));
   std::fprintf(stderr, "[ figure ] purge: %llu rows deleted in %.0f s (%.0f rows/s), %llu left\n",
@@ -284,6 +300,49 @@ TEST_F(RetentionE2E, LiveLatencyWhileAMillionRowsArePurgedFigures) {
   EXPECT_EQ(left, 1u) << "the purge did not finish within the window";
   EXPECT_EQ(servers().Sql("SELECT MAX(SEQ) FROM " + db + ".MSG WHERE ID = '" + big + "'"), std::to_string(kRows) + "\n");
   EXPECT_EQ(trimming.Stop(), 0);
+}
+
+// seqaudit beside the live path (it lives here for the million rows and
+// the live windows): live latency at 1,000 msg/s while seqaudit audits a
+// topic of 1,000,000 rows again and again, in one statement
+// (--chunk-rows above the topic's size, --busy 100: what seqaudit did
+// until 2026-12-06, one GROUP BY over MSG) against its defaults (windows
+// of 100,000 SEQs, busy half the time). Prints the figures; asserts the
+// audits' verdicts. The long form only (SEQTEST_LONG).
+TEST_F(RetentionE2E, LiveLatencyWhileSeqauditReadsAMillionRowsFigures) {
+  if (!std::getenv("SEQTEST_LONG")) GTEST_SKIP() << "long form only (SEQTEST_LONG)";
+  const std::string big = root() + "/big", live = root() + "/live";
+  constexpr uint64_t kRows = 1000000;
+  FillTopic(big, kRows);
+  relay_->Start();
+  LiveWindow(live, "without an audit", 10, [] { return true; });
+  for (const std::vector<std::string>& options :
+       {std::vector<std::string>{"--chunk-rows=10000000", "--busy=100"}, std::vector<std::string>{}}) {
+    std::vector<std::string> argv = {SEQAUDIT_BINARY, "--db-port=" + std::to_string(servers().db_port()),
+                                     "--db-user=seqrelay", "--db-password=" + std::string(TestServers::kDbPassword),
+                                     "--db-name=" + name_, "--topic=" + big};
+    argv.insert(argv.end(), options.begin(), options.end());
+    std::atomic<bool> done{false};
+    int audits = 0, failures = 0;
+    std::string last;
+    std::thread auditor([&] {
+      while (!done) {
+        std::string out;
+        const int code = RunCommand(argv, &out);
+        ++audits;
+        if (code != 0 || out.find("rows 1000000    SEQ 1..1000000  ok") == std::string::npos) ++failures;
+        last = out;
+      }
+    });
+    const std::string label = options.empty() ? "seqaudit (defaults) in a loop" : "seqaudit in one statement, in a loop";
+    LiveWindow(live, label, 10, [] { return true; });
+    done = true;
+    auditor.join();
+    std::fprintf(stderr, "[ figure ] %s: %d audits; the last said: %s", label.c_str(), audits, last.c_str());
+    EXPECT_GE(audits, 1) << label;
+    EXPECT_EQ(failures, 0) << label << ": " << last;
+  }
+  EXPECT_EQ(relay_->Stop(), 0);
 }
 
 }  // namespace
