@@ -146,14 +146,13 @@ int main(int argc, char** argv) {
   // A count short of its span: a gap, or rows retention deleted between the
   // span's read and the count. Counted again in one statement to tell.
   for (auto& t : audited) {
-    if (t.rows == 0 || t.rows == t.last_seq - t.first_seq + 1) continue;
+    if (t.first_seq == 0 || t.rows == t.last_seq - t.first_seq + 1) continue;
     auto again = paced([&] { return store.AuditTopics(t.topic); });
     if (!again.ok()) return failed(again.error());
     if (!again->empty()) t = again->front();
   }
-  const auto* topics = &audited;
   uint64_t rows = 0, bad = 0;
-  for (const auto& t : *topics) {
+  for (const auto& t : audited) {
     rows += t.rows;
     const bool trimmed = t.rows > 0 && t.first_seq > 1;  // by retention, or a gap with --from-one
     const bool gapless =
@@ -186,11 +185,11 @@ int main(int argc, char** argv) {
     }
     std::printf("\n");
   }
-  if (!topic.empty() && topics->empty()) {
+  if (!topic.empty() && audited.empty()) {
     std::fprintf(stderr, "seqaudit: no topic '%s'\n", topic.c_str());
     return 4;
   }
-  std::printf("seqaudit: %zu topics, %llu rows, %llu with gaps\n", topics->size(),
+  std::printf("seqaudit: %zu topics, %llu rows, %llu with gaps\n", audited.size(),
               static_cast<unsigned long long>(rows), static_cast<unsigned long long>(bad));
   using Seconds = std::chrono::duration<double>;
   std::fprintf(stderr, "seqaudit: %llu statements, %.2f s reading, %.2f s paused (--busy %d, --chunk-rows %llu)\n",
