@@ -326,7 +326,9 @@ TEST_F(RelayE2E, FramesAwaitingTheirPubackAreBoundedInBytes) {
     pid_t pid;
     ~Resume() { kill(pid, SIGCONT); }
   } resume{servers().broker_pid()};
-  relay_->Launch({"SEQTEST_REPUBLISH_DELAY_MS=3000"});
+  // The republish waits (after its log line) long enough for the pause
+  // below to come first, scaled as the tests' deadlines are.
+  relay_->Launch({"SEQTEST_REPUBLISH_DELAY_MS=" + std::to_string(Scaled(3000ms).count())});
   ASSERT_TRUE(WaitFor([&] { return relay_->log().find("republishing rows 1..300") != std::string::npos; }, 30s))
       << relay_->log();
   kill(servers().broker_pid(), SIGSTOP);
