@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <functional>
 #include <initializer_list>
+#include <stdexcept>
 #include <thread>
 #include <unordered_set>
 
@@ -1179,30 +1180,10 @@ Result<std::vector<MysqlStore::RangeRow>> MysqlStore::ReadRange(std::string_view
   return rows;
 }
 
-Result<std::vector<MysqlStore::AuditRow>> MysqlStore::AuditTopics(const std::optional<std::string>& topic) {
-  std::vector<AuditRow> rows;
-  Status s = Guard("audit", [&] {
-    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
-        std::string("SELECT t.ID, t.FRAME_ID, COUNT(m.SEQ), COALESCE(MIN(m.SEQ), 0), COALESCE(MAX(m.SEQ), 0) "
-                    "FROM TOPIC t LEFT JOIN MSG m ON m.ID = t.ID ") +
-        (topic ? "WHERE t.ID = ? " : "") + "GROUP BY t.FRAME_ID, t.ID ORDER BY t.FRAME_ID"));
-    if (topic) ps->setString(1, Bytes(*topic));
-    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
-    while (rs->next()) {
-      rows.push_back({rs->getString(1).asStdString(), rs->getUInt(2), rs->getUInt64(3), rs->getUInt64(4),
-                      rs->getUInt64(5)});
-    }
-    CommitTransaction();
-  });
-  if (!s.ok()) return s;
-  return rows;
-}
-
 Result<std::vector<MysqlStore::TopicSpan>> MysqlStore::TopicSpans(uint32_t after, std::size_t limit,
                                                                   const std::optional<std::string>& topic) {
   std::vector<TopicSpan> spans;
   Status s = Guard("topic spans", [&] {
-    NextTransactionReadCommitted();
     // ORDER BY ... LIMIT 1 on the (ID, SEQ) key: one index entry each, where
     // a correlated MIN or MAX may read every row of the topic.
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
@@ -1228,27 +1209,38 @@ Result<std::vector<MysqlStore::TopicSpan>> MysqlStore::TopicSpans(uint32_t after
   return spans;
 }
 
-Result<std::vector<uint64_t>> MysqlStore::CountRows(const std::vector<SeqWindow>& windows) {
-  std::vector<uint64_t> counts(windows.size(), 0);
+Result<std::vector<MysqlStore::WindowCount>> MysqlStore::CountRows(const std::vector<SeqWindow>& windows) {
+  std::vector<WindowCount> counts(windows.size());
   if (windows.empty()) return counts;
   Status s = Guard("count rows", [&] {
-    NextTransactionReadCommitted();
-    // One range of the (ID, SEQ) key per window, each numbered.
+    // One statement, so one read: a range of the (ID, SEQ) key per window,
+    // numbered, with the topic's first SEQ (one entry of the same key).
     std::string sql;
     for (std::size_t i = 0; i < windows.size(); ++i) {
       if (i > 0) sql += " UNION ALL ";
-      sql += fmt::format("SELECT {}, COUNT(*) FROM MSG WHERE ID = ? AND SEQ BETWEEN ? AND ?", i);
+      sql += fmt::format(
+          "SELECT {}, COUNT(*), COALESCE((SELECT f.SEQ FROM MSG f WHERE f.ID = ? ORDER BY f.SEQ LIMIT 1), 0) "
+          "FROM MSG WHERE ID = ? AND SEQ BETWEEN ? AND ?",
+          i);
     }
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(sql));
     for (std::size_t i = 0; i < windows.size(); ++i) {
-      ps->setString(static_cast<unsigned>(3 * i + 1), Bytes(windows[i].topic));
-      ps->setUInt64(static_cast<unsigned>(3 * i + 2), windows[i].from);
-      ps->setUInt64(static_cast<unsigned>(3 * i + 3), windows[i].to);
+      const auto at = static_cast<unsigned>(4 * i);
+      ps->setString(at + 1, Bytes(windows[i].topic));
+      ps->setString(at + 2, Bytes(windows[i].topic));
+      ps->setUInt64(at + 3, windows[i].from);
+      ps->setUInt64(at + 4, windows[i].to);
     }
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    std::vector<bool> seen(windows.size(), false);
     while (rs->next()) {
       const uint64_t i = rs->getUInt64(1);
-      if (i < counts.size()) counts[i] = rs->getUInt64(2);
+      if (i >= counts.size() || seen[i]) throw std::runtime_error(fmt::format("count rows: window {} twice or unknown", i));
+      seen[i] = true;
+      counts[i] = {.rows = rs->getUInt64(2), .first_seq = rs->getUInt64(3)};
+    }
+    if (std::count(seen.begin(), seen.end(), true) != static_cast<std::ptrdiff_t>(windows.size())) {
+      throw std::runtime_error("count rows: a window's count did not come back");
     }
     CommitTransaction();
   });
@@ -1256,15 +1248,27 @@ Result<std::vector<uint64_t>> MysqlStore::CountRows(const std::vector<SeqWindow>
   return counts;
 }
 
-Result<std::vector<std::pair<uint64_t, uint64_t>>> MysqlStore::MissingRanges(std::string_view topic,
-                                                                             std::size_t limit) {
+Result<std::vector<std::pair<uint64_t, uint64_t>>> MysqlStore::MissingRanges(std::string_view topic, uint64_t from,
+                                                                             uint64_t to, std::size_t limit) {
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   Status s = Guard("missing ranges", [&] {
+    // The rows of lo..to between two markers, lo - 1 and to + 1, so that a
+    // gap at either end of the window shows too (lo: from, or the topic's
+    // first SEQ if retention deleted up to it).
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
-        "SELECT SEQ + 1, NEXT_SEQ - 1 FROM (SELECT SEQ, LEAD(SEQ) OVER (ORDER BY SEQ) AS NEXT_SEQ FROM MSG "
-        "WHERE ID = ?) x WHERE NEXT_SEQ > SEQ + 1 ORDER BY SEQ LIMIT ?"));
-    ps->setString(1, Bytes(topic));
-    ps->setUInt64(2, limit);
+        "WITH b AS (SELECT GREATEST(?, COALESCE((SELECT f.SEQ FROM MSG f WHERE f.ID = ? ORDER BY f.SEQ LIMIT 1), 0)) "
+        "AS lo) "
+        "SELECT SEQ + 1, NEXT_SEQ - 1 FROM (SELECT SEQ, LEAD(SEQ) OVER (ORDER BY SEQ) AS NEXT_SEQ FROM ("
+        "SELECT b.lo - 1 AS SEQ FROM b UNION ALL "
+        "SELECT m.SEQ FROM MSG m, b WHERE m.ID = ? AND m.SEQ BETWEEN b.lo AND ? UNION ALL "
+        "SELECT ? + 1) s) x WHERE NEXT_SEQ > SEQ + 1 AND SEQ + 1 <= ? ORDER BY SEQ LIMIT ?"));
+    ps->setUInt64(1, from);
+    ps->setString(2, Bytes(topic));
+    ps->setString(3, Bytes(topic));
+    ps->setUInt64(4, to);
+    ps->setUInt64(5, to);
+    ps->setUInt64(6, to);
+    ps->setUInt64(7, limit);
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
     while (rs->next()) ranges.emplace_back(rs->getUInt64(1), rs->getUInt64(2));
     CommitTransaction();

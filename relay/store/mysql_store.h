@@ -289,18 +289,7 @@ class MysqlStore {
   Result<std::vector<RangeRow>> ReadRange(std::string_view topic, uint64_t from, uint64_t to, std::size_t limit,
                                           std::size_t max_bytes);
 
-  struct AuditRow {
-    std::string topic;
-    uint32_t id = 0;
-    uint64_t rows = 0;
-    uint64_t first_seq = 0;  // 0 when the topic has no rows
-    uint64_t last_seq = 0;
-  };
-  // Every topic (or only `topic`) with its row count and SEQ range. A topic
-  // is gapless when rows == last_seq and first_seq == 1 (SEQ is unique).
-  Result<std::vector<AuditRow>> AuditTopics(const std::optional<std::string>& topic);
-
-  // The same audit in short statements (seqaudit on a live database): a
+  // The audit of seqaudit, in short statements on a live database: a
   // page of topics with their first and last SEQ (two index lookups each),
   // then the rows of SEQ windows counted, no statement reading an index
   // entry outside its windows. Each statement is a transaction of its own.
@@ -318,12 +307,21 @@ class MysqlStore {
     uint64_t from = 0;  // SEQ from..to, both included
     uint64_t to = 0;
   };
-  // The rows in each window, in the windows' order.
-  Result<std::vector<uint64_t>> CountRows(const std::vector<SeqWindow>& windows);
+  struct WindowCount {
+    uint64_t rows = 0;
+    // The topic's first SEQ in the same read (0: it has no rows): retention
+    // deletes a topic's oldest rows meanwhile, and a window's rows below it
+    // are deleted, not missing.
+    uint64_t first_seq = 0;
+  };
+  // Each window's rows, in the windows' order, all in one read.
+  Result<std::vector<WindowCount>> CountRows(const std::vector<SeqWindow>& windows);
 
-  // The first `limit` missing SEQ ranges of `topic` between its first and
-  // last SEQ (a window query: MySQL 8 and MariaDB 10.2+).
-  Result<std::vector<std::pair<uint64_t, uint64_t>>> MissingRanges(std::string_view topic, std::size_t limit);
+  // The first `limit` missing SEQ ranges of `topic` within from..to, from
+  // raised to the topic's first SEQ in the same read (a window query:
+  // MySQL 8 and MariaDB 10.2+). Reads the rows of from..to only.
+  Result<std::vector<std::pair<uint64_t, uint64_t>>> MissingRanges(std::string_view topic, uint64_t from, uint64_t to,
+                                                                   std::size_t limit);
 
   struct StoredRow {
     uint64_t idx = 0;
