@@ -1221,33 +1221,69 @@ TEST_F(ClientE2E, SeqsubStopsAtOnceOnASignalWhileTheBrokerDoesNotAnswer) {
   EXPECT_NE(ReadFile(log).find("before the broker answered: stopped"), std::string::npos) << ReadFile(log);
 }
 
+// mosquitto with the dynamic security plugin, on a free port of
+// 127.0.0.1, anonymous clients allowed; its policy file is made by
+// `mosquitto_ctrl dynsec init`, which gives a client without a role no
+// subscription (the plugin answers SUBACK 0x80) unless
+// AllowSubscriptions(true) rewrites its default access.
+class DynsecBroker {
+ public:
+  static constexpr const char* kPlugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
+
+  explicit DynsecBroker(std::string dir) : dir_(std::move(dir)), policy_(dir_ + "/dynsec.json") {}
+
+  // The policy and the configuration; what failed, or "".
+  std::string Prepare() {
+    std::filesystem::create_directories(dir_);
+    std::string out;
+    if (RunCommand({"mosquitto_ctrl", "dynsec", "init", policy_, "admin", "admin-secret"}, &out) != 0) return out;
+    std::ofstream(dir_ + "/mosquitto.conf") << "listener " << port_ << " 127.0.0.1\nallow_anonymous true\n"
+                                            << "plugin " << kPlugin << "\nplugin_opt_config_file " << policy_ << "\n"
+                                            << (geteuid() == 0 ? "user root\n" : "");
+    return "";
+  }
+  // The policy's default subscription access (read when the broker starts).
+  void AllowSubscriptions(bool allowed) {
+    auto config = nlohmann::json::parse(ReadFile(policy_));
+    config["defaultACLAccess"]["subscribe"] = allowed;
+    std::ofstream(policy_) << config.dump(2);
+  }
+  bool Start() {
+    process_.Start({"mosquitto", "-c", dir_ + "/mosquitto.conf"}, dir_ + "/mosquitto.log");
+    return WaitFor([&] { return !process_.running() || PortAccepts(port_); }, Scaled(20s)) && process_.running();
+  }
+  int Stop() { return process_.Stop(); }
+  int port() const { return port_; }
+  std::string log() const { return ReadFile(dir_ + "/mosquitto.log"); }
+
+ private:
+  std::string dir_, policy_;
+  int port_ = FreePort();
+  Process process_;
+};
+
+// A client of one topic, T, on a broker at `port`.
+seqclient::Options OneTopicClient(int port, const std::string& client_id, const std::string& topic) {
+  seqclient::Options o;
+  o.port = port;
+  o.client_id = client_id;
+  o.filters = {topic};
+  return o;
+}
+
 // A broker that refuses the client's SUBSCRIBE (mosquitto's dynamic
 // security plugin denies every subscription of a client with no role: SUBACK
 // 0x80; an acl_file never refuses one, it only withholds delivery): the
 // client's start says which topic and why. Until 2026-12-06 it started and
 // delivered nothing, silently.
 TEST_F(ClientE2E, ASubscriptionTheBrokerRefusesFailsTheStartAndSaysWhich) {
-  const std::string plugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
-  if (!std::filesystem::exists(plugin)) GTEST_SKIP() << "no " << plugin;
-  const std::string dir = servers().dir() + "/" + name_ + "-dynsec";
-  std::filesystem::create_directories(dir);
-  std::string out;
-  ASSERT_EQ(RunCommand({"mosquitto_ctrl", "dynsec", "init", dir + "/dynsec.json", "admin", "admin-secret"}, &out), 0)
-      << out;
-  const int port = FreePort();
-  std::ofstream(dir + "/mosquitto.conf") << "listener " << port << " 127.0.0.1\nallow_anonymous true\n"
-                                         << "plugin " << plugin << "\nplugin_opt_config_file " << dir
-                                         << "/dynsec.json\n" << (geteuid() == 0 ? "user root\n" : "");
-  Process broker;
-  broker.Start({"mosquitto", "-c", dir + "/mosquitto.conf"}, dir + "/mosquitto.log");
-  ASSERT_TRUE(WaitFor([&] { return !broker.running() || PortAccepts(port); }, 20s)) << ReadFile(dir + "/mosquitto.log");
-  ASSERT_TRUE(broker.running()) << ReadFile(dir + "/mosquitto.log");
+  if (!std::filesystem::exists(DynsecBroker::kPlugin)) GTEST_SKIP() << "no " << DynsecBroker::kPlugin;
+  DynsecBroker broker(servers().dir() + "/" + name_ + "-dynsec");
+  ASSERT_EQ(broker.Prepare(), "");
+  ASSERT_TRUE(broker.Start()) << broker.log();
 
-  seqclient::Options o;
-  o.port = port;
-  o.client_id = name_ + "-c";
-  o.filters = {root() + "/t"};
-  seqclient::SeqClient client(o, [](const seqclient::Message&) {});
+  seqclient::SeqClient client(OneTopicClient(broker.port(), name_ + "-c", root() + "/t"),
+                              [](const seqclient::Message&) {});
   const auto error = client.Start();
   client.Stop();
   ASSERT_TRUE(error.has_value()) << "started, subscribed to nothing";
@@ -1265,49 +1301,27 @@ TEST_F(ClientE2E, ASubscriptionTheBrokerRefusesFailsTheStartAndSaysWhich) {
 // start's path was run end to end. (libmosquitto's reconnect delay grows
 // 1, 4, 9 s...: the wait leaves room for a slow broker start.)
 TEST_F(ClientE2E, ASubscriptionRefusedAfterAReconnectIsCountedAndSaysWhich) {
-  const std::string plugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
-  if (!std::filesystem::exists(plugin)) GTEST_SKIP() << "no " << plugin;
-  const std::string dir = servers().dir() + "/" + name_ + "-dynsec";
-  std::filesystem::create_directories(dir);
-  const std::string policy = dir + "/dynsec.json";
-  std::string out;
-  ASSERT_EQ(RunCommand({"mosquitto_ctrl", "dynsec", "init", policy, "admin", "admin-secret"}, &out), 0) << out;
-  auto may_subscribe = [&](bool allowed) {
-    auto config = nlohmann::json::parse(ReadFile(policy));
-    config["defaultACLAccess"]["subscribe"] = allowed;
-    std::ofstream(policy) << config.dump(2);
-  };
-  const int port = FreePort();
-  std::ofstream(dir + "/mosquitto.conf") << "listener " << port << " 127.0.0.1\nallow_anonymous true\n"
-                                         << "plugin " << plugin << "\nplugin_opt_config_file " << policy << "\n"
-                                         << (geteuid() == 0 ? "user root\n" : "");
-  Process broker;
-  auto start_broker = [&] {
-    broker.Start({"mosquitto", "-c", dir + "/mosquitto.conf"}, dir + "/mosquitto.log");
-    return WaitFor([&] { return !broker.running() || PortAccepts(port); }, Scaled(20s)) && broker.running();
-  };
-  may_subscribe(true);
-  ASSERT_TRUE(start_broker()) << ReadFile(dir + "/mosquitto.log");
+  if (!std::filesystem::exists(DynsecBroker::kPlugin)) GTEST_SKIP() << "no " << DynsecBroker::kPlugin;
+  DynsecBroker broker(servers().dir() + "/" + name_ + "-dynsec");
+  ASSERT_EQ(broker.Prepare(), "");
+  broker.AllowSubscriptions(true);
+  ASSERT_TRUE(broker.Start()) << broker.log();
 
-  seqclient::Options o;
-  o.port = port;
-  o.client_id = name_ + "-c";
-  o.filters = {root() + "/t"};
-  seqclient::SeqClient client(o, [](const seqclient::Message&) {});
+  seqclient::SeqClient client(OneTopicClient(broker.port(), name_ + "-c", root() + "/t"),
+                              [](const seqclient::Message&) {});
   const auto error = client.Start();
   ASSERT_FALSE(error.has_value()) << *error;
   EXPECT_EQ(client.stats().subscribe_errors, 0u);
 
-  ASSERT_EQ(broker.Stop(), 0) << ReadFile(dir + "/mosquitto.log");
-  may_subscribe(false);
-  ASSERT_TRUE(start_broker()) << ReadFile(dir + "/mosquitto.log");
+  ASSERT_EQ(broker.Stop(), 0) << broker.log();
+  broker.AllowSubscriptions(false);
+  ASSERT_TRUE(broker.Start()) << broker.log();
   // Both subscriptions (seq/T and the client's reply topic) are refused:
   // the policy denies every topic; the last one counted names either.
   const bool counted = WaitFor([&] { return client.stats().subscribe_errors >= 2; }, Scaled(40s));
   const auto stats = client.stats();
   client.Stop();
-  ASSERT_TRUE(counted) << stats.subscribe_errors << " refusals counted after the reconnect; "
-                       << ReadFile(dir + "/mosquitto.log");
+  ASSERT_TRUE(counted) << stats.subscribe_errors << " refusals counted after the reconnect; " << broker.log();
   EXPECT_EQ(stats.subscribe_errors, 2u) << stats.last_subscribe_error;
   EXPECT_EQ(stats.last_subscribe_error.rfind("the broker refused the subscription to '", 0), 0u)
       << stats.last_subscribe_error;
