@@ -11,7 +11,8 @@
 // read (rows retention deleted meanwhile are no gap), and a pause before
 // each next statement so that they take at most --busy percent of its
 // time. A window short of rows has its missing ranges read, that window
-// only. (One statement over the whole table, as before 2026-12-06, runs
+// only; after a full window the next starts at the next stored SEQ, so a
+// gap costs no statements. (One statement over the whole table, as before 2026-12-06, runs
 // into the store's 30 s read timeout on a large one and holds InnoDB's
 // purge as long: docs/faults.md.)
 //
@@ -102,10 +103,17 @@ int main(int argc, char** argv) {
   };
   const std::optional<std::string> only = topic.empty() ? std::nullopt : std::optional(topic);
 
+  // Where a topic's missing SEQs are: a window short of rows (its ranges
+  // read for the report), or a run of SEQs known missing whole (skipped:
+  // nothing stored between a full window and the next stored SEQ).
+  struct Gap {
+    uint64_t from = 0, to = 0;
+    bool known = false;
+  };
   struct Audited {
     seqrelay::MysqlStore::TopicSpan span;  // first_seq: as of the topic's last count
     uint64_t missing = 0;                  // SEQs missing within its windows
-    std::vector<seqrelay::MysqlStore::SeqWindow> short_windows;
+    std::vector<Gap> gaps;                 // in SEQ order
   };
   std::vector<Audited> audited;
   // Topic by topic in FRAME_ID order: a page's spans, then their rows
@@ -121,10 +129,11 @@ int main(int argc, char** argv) {
       std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(ms)));
     }
     const std::size_t first_of_page = audited.size();
-    for (const auto& t : *spans) audited.push_back({.span = t, .missing = 0, .short_windows = {}});
+    for (const auto& t : *spans) audited.push_back({.span = t, .missing = 0, .gaps = {}});
     std::vector<seqrelay::MysqlStore::SeqWindow> windows;
     std::vector<std::size_t> window_of;  // index into audited
     uint64_t window_seqs = 0;
+    seqrelay::MysqlStore::WindowCount last_count;  // of the last window counted
     auto count = [&]() -> std::optional<std::string> {
       if (windows.empty()) return std::nullopt;
       auto counts = paced([&] { return store.CountRows(windows); });
@@ -138,27 +147,42 @@ int main(int argc, char** argv) {
         const uint64_t expected = first == 0 || from > w.to ? 0 : w.to - from + 1;
         if ((*counts)[i].rows < expected) {
           a.missing += expected - (*counts)[i].rows;
-          a.short_windows.push_back(w);
+          a.gaps.push_back({.from = w.from, .to = w.to, .known = false});
         }
       }
+      last_count = counts->back();
       windows.clear();
       window_of.clear();
       window_seqs = 0;
       return std::nullopt;
     };
     for (std::size_t k = first_of_page; k < audited.size(); ++k) {
-      const auto& t = audited[k].span;
+      Audited& a = audited[k];
+      const auto& t = a.span;
       if (t.first_seq == 0 || t.first_seq > t.last_seq) continue;  // no rows
+      const uint64_t last = t.last_seq;
       for (uint64_t from = t.first_seq;;) {
-        const uint64_t to = t.last_seq - from < chunk_rows ? t.last_seq : from + chunk_rows - 1;
+        const uint64_t to = last - from < chunk_rows ? last : from + chunk_rows - 1;
         if (window_seqs + (to - from + 1) > chunk_rows || windows.size() == kWindowsPerStatement) {
           if (auto error = count()) return failed(*error);
         }
         windows.push_back({.topic = t.topic, .from = from, .to = to});
         window_of.push_back(k);
         window_seqs += to - from + 1;
-        if (to == t.last_seq) break;
-        from = to + 1;
+        if (to == last) break;
+        // A full window is a statement of its own: counted now, the next
+        // starts at the next stored SEQ, and the SEQs between (above the
+        // topic's first: below it, retention deleted them) are missing
+        // whole. A gap costs no statements, however many SEQs it spans.
+        if (auto error = count()) return failed(*error);
+        const uint64_t next = last_count.next_seq == 0 || last_count.next_seq > last ? last + 1 : last_count.next_seq;
+        const uint64_t gap_from = std::max(to + 1, last_count.first_seq);
+        if (last_count.first_seq != 0 && gap_from < next) {
+          a.missing += next - gap_from;
+          a.gaps.push_back({.from = gap_from, .to = next - 1, .known = true});
+        }
+        if (next > last) break;
+        from = std::max(next, last_count.first_seq);
       }
     }
     if (auto error = count()) return failed(*error);
@@ -190,9 +214,11 @@ int main(int argc, char** argv) {
       constexpr std::size_t kShown = 10;
       std::vector<std::pair<uint64_t, uint64_t>> ranges;
       std::string error;
-      for (const auto& w : a.short_windows) {
+      for (const auto& g : a.gaps) {
         if (ranges.size() > kShown) break;
-        auto missing = paced([&] { return store.MissingRanges(w.topic, w.from, w.to, kShown + 1); });
+        auto missing = g.known ? seqrelay::Result<std::vector<std::pair<uint64_t, uint64_t>>>(
+                                     std::vector<std::pair<uint64_t, uint64_t>>{{g.from, g.to}})
+                               : paced([&] { return store.MissingRanges(t.topic, g.from, g.to, kShown + 1); });
         if (!missing.ok()) {
           error = missing.error();
           break;

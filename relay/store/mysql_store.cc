@@ -1214,22 +1214,26 @@ Result<std::vector<MysqlStore::WindowCount>> MysqlStore::CountRows(const std::ve
   if (windows.empty()) return counts;
   Status s = Guard("count rows", [&] {
     // One statement, so one read: a range of the (ID, SEQ) key per window,
-    // numbered, with the topic's first SEQ (one entry of the same key).
+    // numbered, with the topic's first SEQ and the first above the window
+    // (one entry of the same key each).
     std::string sql;
     for (std::size_t i = 0; i < windows.size(); ++i) {
       if (i > 0) sql += " UNION ALL ";
       sql += fmt::format(
-          "SELECT {}, COUNT(*), COALESCE((SELECT f.SEQ FROM MSG f WHERE f.ID = ? ORDER BY f.SEQ LIMIT 1), 0) "
+          "SELECT {}, COUNT(*), COALESCE((SELECT f.SEQ FROM MSG f WHERE f.ID = ? ORDER BY f.SEQ LIMIT 1), 0), "
+          "COALESCE((SELECT n.SEQ FROM MSG n WHERE n.ID = ? AND n.SEQ > ? ORDER BY n.SEQ LIMIT 1), 0) "
           "FROM MSG WHERE ID = ? AND SEQ BETWEEN ? AND ?",
           i);
     }
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(sql));
     for (std::size_t i = 0; i < windows.size(); ++i) {
-      const auto at = static_cast<unsigned>(4 * i);
+      const auto at = static_cast<unsigned>(6 * i);
       ps->setString(at + 1, Bytes(windows[i].topic));
       ps->setString(at + 2, Bytes(windows[i].topic));
-      ps->setUInt64(at + 3, windows[i].from);
-      ps->setUInt64(at + 4, windows[i].to);
+      ps->setUInt64(at + 3, windows[i].to);
+      ps->setString(at + 4, Bytes(windows[i].topic));
+      ps->setUInt64(at + 5, windows[i].from);
+      ps->setUInt64(at + 6, windows[i].to);
     }
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
     std::vector<bool> seen(windows.size(), false);
@@ -1237,7 +1241,7 @@ Result<std::vector<MysqlStore::WindowCount>> MysqlStore::CountRows(const std::ve
       const uint64_t i = rs->getUInt64(1);
       if (i >= counts.size() || seen[i]) throw std::runtime_error(fmt::format("count rows: window {} twice or unknown", i));
       seen[i] = true;
-      counts[i] = {.rows = rs->getUInt64(2), .first_seq = rs->getUInt64(3)};
+      counts[i] = {.rows = rs->getUInt64(2), .first_seq = rs->getUInt64(3), .next_seq = rs->getUInt64(4)};
     }
     if (std::count(seen.begin(), seen.end(), true) != static_cast<std::ptrdiff_t>(windows.size())) {
       throw std::runtime_error("count rows: a window's count did not come back");

@@ -313,6 +313,7 @@ class MysqlStore {
     // deletes a topic's oldest rows meanwhile, and a window's rows below it
     // are deleted, not missing.
     uint64_t first_seq = 0;
+    uint64_t next_seq = 0;  // the first stored SEQ above the window, in the same read (0: none)
   };
   // Each window's rows, in the windows' order, all in one read.
   Result<std::vector<WindowCount>> CountRows(const std::vector<SeqWindow>& windows);
