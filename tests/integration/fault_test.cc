@@ -517,10 +517,6 @@ TEST_F(FaultE2E, ASecondSigtermDuringTheStopIsHarmless) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
-// A stop past --shutdown-timeout with the database gone gives up what it
-// holds uncommitted: journaled (and acknowledged), it is kept, not lost.
-// The stop says so and exits 0, and the next start hands it over. Until
-// 2026-12-06 it was counted lost, and the stop exited 1 saying so.
 // A stop with both servers away: the writer commits what it holds once
 // MariaDB is back and publishes it once mosquitto is, its frames after
 // libmosquitto's resends. Until 9ba772b they also waited for the output
@@ -580,6 +576,10 @@ TEST_F(FaultE2E, AStopWhileBothServersAreAwayPublishesOnceTheyReturn) {
   EXPECT_EQ(relay_->log().find("not committed before --shutdown-timeout"), std::string::npos) << relay_->log();
 }
 
+// A stop past --shutdown-timeout with the database gone gives up what it
+// holds uncommitted: journaled (and acknowledged), it is kept, not lost.
+// The stop says so and exits 0, and the next start hands it over. Until
+// 2026-12-06 it was counted lost, and the stop exited 1 saying so.
 TEST_F(FaultE2E, JournaledMessagesAStopGivesUpAreKeptForTheNextStartNotLost) {
   StartRelay({"--shutdown-timeout=2", "--lease-ms=60000"});  // no step-down while the database is gone
   const std::string topic = root() + "/t";
