@@ -176,6 +176,49 @@ CpuTimes ReadCpu(const CpuPids& pids) {
   return {CpuSeconds(pids.broker), CpuSeconds(pids.hop), CpuSeconds(pids.db)};
 }
 
+// What a process asked of the kernel so far: its read and write calls
+// (/proc/PID/io: syscr and syscw count read(2), write(2) and their vector
+// forms, which is how mosquitto, libmosquitto and the relay move MQTT) and
+// its threads' context switches, voluntary (a wait for I/O or a lock: a
+// wake-up each) and not. -1 where unknown.
+struct KernelCounts {
+  double calls = -1, switches = -1;
+};
+KernelCounts ReadKernelCounts(pid_t pid) {
+  if (pid <= 0) return {};
+  KernelCounts k;
+  const std::string dir = "/proc/" + std::to_string(pid);
+  {
+    std::ifstream io(dir + "/io");
+    double calls = 0;
+    int found = 0;
+    for (std::string line; std::getline(io, line);) {
+      if (line.rfind("syscr:", 0) == 0 || line.rfind("syscw:", 0) == 0) {
+        calls += std::atof(line.c_str() + 6);
+        ++found;
+      }
+    }
+    if (found == 2) k.calls = calls;
+  }
+  std::error_code ec;
+  double switches = 0;
+  for (const auto& task : std::filesystem::directory_iterator(dir + "/task", ec)) {
+    std::ifstream status(task.path() / "status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) switches += std::atof(line.c_str() + 24);
+      if (line.rfind("nonvoluntary_ctxt_switches:", 0) == 0) switches += std::atof(line.c_str() + 27);
+    }
+  }
+  if (!ec) k.switches = switches;
+  return k;
+}
+struct KernelTimes {
+  KernelCounts broker, hop, db;
+};
+KernelTimes ReadKernel(const CpuPids& pids) {
+  return {ReadKernelCounts(pids.broker), ReadKernelCounts(pids.hop), ReadKernelCounts(pids.db)};
+}
+
 struct RunResult {
   std::string path, mode;
   int round = 0;
@@ -184,9 +227,11 @@ struct RunResult {
   double seconds = 0;
   long relay_rss_kb = 0, relay_hwm_kb = 0;
   CpuTimes cpu;                    // used during the run
+  KernelTimes kernel;              // counted during the run
   std::vector<double> latency_us;  // per message, publish to receive; sorted
   // CPU microseconds per message received, -1 if unknown.
   double CpuPerMessageUs(double seconds) const { return seconds < 0 || received == 0 ? -1 : seconds / received * 1e6; }
+  double PerMessage(double count) const { return count < 0 || received == 0 ? -1 : count / received; }
   double throughput() const { return seconds > 0 ? received / seconds : 0; }
   double Percentile(double q) const {
     if (latency_us.empty()) return 0;
@@ -238,7 +283,7 @@ StageScrape ScrapeStages(int port) {
 // and the bucket bounds the p50 and p99 fall under.
 void PrintStages(const StageScrape& before, const StageScrape& after) {
   std::printf("    %-14s %8s %10s %10s %10s\n", "stage", "count", "mean us", "p50 <= us", "p99 <= us");
-  for (const char* stage : {"intake_queue", "sequence", "insert", "commit", "puback"}) {
+  for (const char* stage : {"intake_queue", "sequence", "transaction", "insert", "commit", "puback"}) {
     const auto a = after.buckets.find(stage);
     if (a == after.buckets.end()) continue;
     const auto b = before.buckets.find(stage);
@@ -569,7 +614,7 @@ int Main(int argc, char** argv) {
       ("journal-cost", po::bool_switch(&journal_cost), "Also run a relay without the journal (path relay-nojournal).")
       ("stages", po::bool_switch(&stages),
        "Also print, after each run of the relay path, the time per pipeline stage from its /metrics histograms "
-       "(intake queue, sequence, insert, commit, publish to PUBACK): count, mean, and the bucket bounds of p50 "
+       "(intake queue, sequence, transaction, with --relay-arg=--separate-commit insert and commit apart, publish to PUBACK): count, mean, and the bucket bounds of p50 "
        "and p99.")
       ("msg-ids", po::bool_switch(&msg_ids),
        "Also run the relay path with a publisher msg-id on every message (path relay-ids: MQTT v5 publishers; "
@@ -742,13 +787,20 @@ int Main(int argc, char** argv) {
           const CpuPids pids{servers ? servers->broker_pid() : 0, path.relay ? path.relay->pid() : forwarder.pid(),
                              servers ? servers->db_pid() : 0};
           const CpuTimes cpu_before = ReadCpu(pids);
+          const KernelTimes kernel_before = ReadKernel(pids);
           RunResult r = m == "throughput" ? Throughput(mqtt_port, path, p, count, label)
                         : m == "closed"   ? Throughput(mqtt_port, path, p, count, label, e2e_window)
                                           : Latency(mqtt_port, path, p, rate, duration, label);
           const CpuTimes cpu_after = ReadCpu(pids);
+          const KernelTimes kernel_after = ReadKernel(pids);
           auto used = [](double a, double b) { return a < 0 || b < 0 ? -1.0 : b - a; };
           r.cpu = {used(cpu_before.broker, cpu_after.broker), used(cpu_before.hop, cpu_after.hop),
                    used(cpu_before.db, cpu_after.db)};
+          auto counted = [&](const KernelCounts& a, const KernelCounts& b) {
+            return KernelCounts{used(a.calls, b.calls), used(a.switches, b.switches)};
+          };
+          r.kernel = {counted(kernel_before.broker, kernel_after.broker), counted(kernel_before.hop, kernel_after.hop),
+                      counted(kernel_before.db, kernel_after.db)};
           if (perf) {
             perf->Signal(SIGINT);
             if (perf->Wait(std::chrono::seconds(30)) != 0)
@@ -778,7 +830,8 @@ int Main(int argc, char** argv) {
   if (!csv_path.empty()) {
     csv.open(csv_path);
     csv << "mode,path,rate,round,topics,payload,sent,received,duplicates,out_of_order,msg_per_s,p50_us,p90_us,p99_us,"
-           "p999_us,max_us,relay_rss_kb,relay_hwm_kb,broker_cpu_us,hop_cpu_us,db_cpu_us\n";
+           "p999_us,max_us,relay_rss_kb,relay_hwm_kb,broker_cpu_us,hop_cpu_us,db_cpu_us,broker_calls,hop_calls,db_calls,"
+           "broker_switches,hop_switches,db_switches\n";
   }
   std::printf("\nseqbench: %d-byte QoS %d messages, %d topic(s), %d publisher(s); relays commit durably to MariaDB "
               "(innodb_flush_log_at_trx_commit=1), batch-delay-us %d\n",
@@ -795,6 +848,10 @@ int Main(int argc, char** argv) {
                   "p50 us", "p90 us", "p99 us", "p99.9 us", "max us", "dup", "order", "relay RSS",
                   "CPU us/msg: broker hop db");
       std::map<std::string, std::vector<double>> msg_per_s, p50, p99, cpu_broker, cpu_hop, cpu_db;
+      // Per path: read/write calls and context switches per message, of the
+      // broker, the hop and the database.
+      std::map<std::string, std::vector<double>> calls_broker, calls_hop, calls_db, switches_broker, switches_hop,
+          switches_db;
       for (const auto& r : results) {
         if (r.mode != m || r.rate != rate) continue;
         const std::string rss = r.relay_rss_kb ? fmt::format("{:.1f} MiB", r.relay_rss_kb / 1024.0) : "-";
@@ -809,6 +866,12 @@ int Main(int argc, char** argv) {
         cpu_broker[r.path].push_back(broker_us);
         cpu_hop[r.path].push_back(hop_us);
         cpu_db[r.path].push_back(db_us);
+        calls_broker[r.path].push_back(r.PerMessage(r.kernel.broker.calls));
+        calls_hop[r.path].push_back(r.PerMessage(r.kernel.hop.calls));
+        calls_db[r.path].push_back(r.PerMessage(r.kernel.db.calls));
+        switches_broker[r.path].push_back(r.PerMessage(r.kernel.broker.switches));
+        switches_hop[r.path].push_back(r.PerMessage(r.kernel.hop.switches));
+        switches_db[r.path].push_back(r.PerMessage(r.kernel.db.switches));
         if (!r.clean()) failed = true;
         msg_per_s[r.path].push_back(r.throughput());
         p50[r.path].push_back(r.Percentile(0.5));
@@ -820,13 +883,23 @@ int Main(int argc, char** argv) {
                         {"p999_us", r.Percentile(0.999)}, {"max_us", r.Percentile(1.0)},
                         {"relay_rss_kb", r.relay_rss_kb}, {"relay_hwm_kb", r.relay_hwm_kb},
                         {"broker_cpu_us_per_msg", broker_us}, {"hop_cpu_us_per_msg", hop_us},
-                        {"db_cpu_us_per_msg", db_us}});
+                        {"db_cpu_us_per_msg", db_us},
+                        {"broker_calls_per_msg", r.PerMessage(r.kernel.broker.calls)},
+                        {"hop_calls_per_msg", r.PerMessage(r.kernel.hop.calls)},
+                        {"db_calls_per_msg", r.PerMessage(r.kernel.db.calls)},
+                        {"broker_switches_per_msg", r.PerMessage(r.kernel.broker.switches)},
+                        {"hop_switches_per_msg", r.PerMessage(r.kernel.hop.switches)},
+                        {"db_switches_per_msg", r.PerMessage(r.kernel.db.switches)}});
         if (csv.is_open()) {
           csv << fmt::format(
-              "{},{},{},{},{},{},{},{},{},{},{:.0f},{:.0f},{:.0f},{:.0f},{:.0f},{:.0f},{},{},{:.1f},{:.1f},{:.1f}\n",
+              "{},{},{},{},{},{},{},{},{},{},{:.0f},{:.0f},{:.0f},{:.0f},{:.0f},{:.0f},{},{},{:.1f},{:.1f},{:.1f},{:.2f},"
+              "{:.2f},{:.2f},{:.2f},{:.2f},{:.2f}\n",
               r.mode, r.path, r.rate, r.round, p.topics, p.payload, r.sent, r.received, r.duplicates, r.out_of_order,
               r.throughput(), r.Percentile(0.5), r.Percentile(0.9), r.Percentile(0.99), r.Percentile(0.999),
-              r.Percentile(1.0), r.relay_rss_kb, r.relay_hwm_kb, broker_us, hop_us, db_us);
+              r.Percentile(1.0), r.relay_rss_kb, r.relay_hwm_kb, broker_us, hop_us, db_us,
+              r.PerMessage(r.kernel.broker.calls), r.PerMessage(r.kernel.hop.calls), r.PerMessage(r.kernel.db.calls),
+              r.PerMessage(r.kernel.broker.switches), r.PerMessage(r.kernel.hop.switches),
+              r.PerMessage(r.kernel.db.switches));
         }
       }
       for (const Path& path : paths) {
@@ -845,6 +918,12 @@ int Main(int argc, char** argv) {
                         path.name.c_str(), relay_us, Median(cpu_broker[path.name]), Median(cpu_db[path.name]),
                         plain_broker_us, Median(cpu_hop["plain"]), path.name.c_str(), relay_us / plain_broker_us);
           }
+          std::printf("  => median per message, read/write calls | context switches: %s: broker %.2f | %.2f, hop "
+                      "%.2f | %.2f, MariaDB %.2f | %.2f; plain: broker %.2f | %.2f, forwarder %.2f | %.2f\n",
+                      path.name.c_str(), Median(calls_broker[path.name]), Median(switches_broker[path.name]),
+                      Median(calls_hop[path.name]), Median(switches_hop[path.name]), Median(calls_db[path.name]),
+                      Median(switches_db[path.name]), Median(calls_broker["plain"]), Median(switches_broker["plain"]),
+                      Median(calls_hop["plain"]), Median(switches_hop["plain"]));
         } else {
           std::printf("  => median over rounds: %s - plain = %+.0f us at p50, %+.0f us at p99\n", path.name.c_str(),
                       Median(p50[path.name]) - Median(p50["plain"]), Median(p99[path.name]) - Median(p99["plain"]));
