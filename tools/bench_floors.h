@@ -44,10 +44,14 @@ struct DatabaseFloors {
   // in flight (the relay's writer), or two: the next batch's statements sent
   // once the previous batch's have returned (they wait on the fence's row
   // until its COMMIT lets go of it), and its COMMIT without waiting for the
-  // previous COMMIT to return (a shared flush, if InnoDB groups them).
+  // previous COMMIT to return (a shared flush, if InnoDB groups them); or
+  // one, with the COMMIT in the batch's query behind the relay's fence
+  // check (its default since --separate-commit). The COMMIT apart and in
+  // the query run in turns, a third of the time each, three times.
   struct PacedWriter {
     int rate = 0;
     bool two_in_flight = false;
+    bool commit_in_query = false;
     std::size_t batches = 0;
     std::vector<double> latency_us;  // sorted
   };
@@ -56,7 +60,7 @@ struct DatabaseFloors {
 
 // Creates a database of its own on the server (dropped afterwards); `n`
 // back-to-back transactions, n/5 of each idle kind, the paced writer for
-// min(n, 2000) ms at each of 100, 1,000 and 5,000 msg/s, both ways; the
+// min(n, 2000) ms at each of 100, 1,000 and 5,000 msg/s, three ways; the
 // disk only if `server_is_ours` (started by seqbench, so its data directory
 // is on this machine). Throws sql::SQLException, from this thread or a
 // measuring thread of its own.
