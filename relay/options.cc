@@ -136,11 +136,6 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
        "How long a batch waits for more rows after its first before it commits. 0 commits whatever has arrived "
        "as soon as the previous commit is done: under load batches grow by themselves, and an idle relay adds no "
        "delay.")
-      ("separate-commit", po::bool_switch(&c.separate_commit),
-       "Send each batch's COMMIT in a round trip of its own, after its statements, so that /metrics can tell the "
-       "statements' time (stage insert) from the database's flush (stage commit). By default the COMMIT ends the "
-       "batch's query, behind a check that stops the query if the lease was lost: one round trip a batch fewer "
-       "(a few tens of microseconds at 5,000 msg/s on a 2-core machine, none at low rates: docs/performance.md).")
       ("buffer-max", po::value(&c.buffer_max)->default_value(c.buffer_max)->value_name("MESSAGES"),
        "Most messages held in memory between intake and commit (e.g. while the database is away). When full, "
        "the relay stops reading from mosquitto, which queues further messages in the relay's session.")

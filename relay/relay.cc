@@ -51,7 +51,6 @@ Relay::Relay(Config config)
   if (const char* n = std::getenv("SEQTEST_KILL_DB_BEFORE_COMMIT")) {
     store_.InjectKillBeforeCommit(std::strtoull(n, nullptr, 10));
   }
-  if (std::getenv("SEQTEST_MISJUDGING_FENCE_CHECK")) store_.InjectMisjudgingFenceCheck();
 }
 
 Relay::~Relay() {

@@ -434,8 +434,7 @@ class Relay {
   uint64_t topic_rows_ = 0;  // rows in TOPIC: counted at start, then grown by the writer's lookups
   std::size_t batch_max_bytes_ = 0;  // bytes per transaction; set by CheckPacketLimit before the writer starts
   // Time per pipeline stage, for /metrics (any thread observes).
-  LatencyHistogram stage_intake_queue_, stage_sequence_, stage_transaction_, stage_insert_, stage_commit_,
-      stage_puback_;
+  LatencyHistogram stage_intake_queue_, stage_sequence_, stage_insert_, stage_commit_, stage_puback_;
   // The journal position after the last resend dropped or message refused
   // for good: released with the next commit (neither has anything to commit).
   uint64_t dropped_journal_end_ = 0;

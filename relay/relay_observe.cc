@@ -69,12 +69,9 @@ RelayStats Relay::Snapshot() const {
   s.retention_transactions = c.retention_transactions;
   s.stages = {{"intake_queue", stage_intake_queue_.Take()},
               {"sequence", stage_sequence_.Take()},
-              {"transaction", stage_transaction_.Take()}};
-  if (config_.separate_commit) {  // the transaction's two round trips apart
-    s.stages.emplace_back("insert", stage_insert_.Take());
-    s.stages.emplace_back("commit", stage_commit_.Take());
-  }
-  s.stages.emplace_back("puback", stage_puback_.Take());
+              {"insert", stage_insert_.Take()},
+              {"commit", stage_commit_.Take()},
+              {"puback", stage_puback_.Take()}};
   s.database_up = database_up_;
   s.database_node = store_.endpoint();
   const auto link = [](const std::unique_ptr<MqttLink>& l) {

@@ -390,12 +390,9 @@ Relay::Committed Relay::Commit(std::span<Message> batch, Status* refused, uint64
     return Committed::kRefused;
   }
   const auto took = Clock::now() - started;
-  if (timing.transaction.count() > 0) {  // zero when the COMMIT's outcome was learnt after a reconnect
-    stage_transaction_.Observe(timing.transaction);
-    if (timing.commit.count() > 0) {  // --separate-commit
-      stage_insert_.Observe(timing.statements);
-      stage_commit_.Observe(timing.commit);
-    }
+  if (timing.commit.count() > 0) {  // zero when the COMMIT's outcome was learnt after a reconnect
+    stage_insert_.Observe(timing.statements);
+    stage_commit_.Observe(timing.commit);
   }
   commit_ms_.Add(std::chrono::duration<double, std::milli>(took).count());
   // A sum and its count, per transaction (one by one, a batch is several).

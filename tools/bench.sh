@@ -55,10 +55,6 @@ run throughput --mode throughput --count "$count" --rounds "$ratio_rounds" --jou
 run closed --mode closed --count "$count" --rounds "$ratio_rounds" --msg-ids
 run latency --mode latency --rate "$rates" --duration "$duration" --rounds "$rounds" --journal-cost --stages \
   --floors 2000
-# The transaction's statements and its COMMIT apart (the relay's default
-# sends both in one round trip): one round, for the stage table.
-run stages-apart --mode latency --rate "$rates" --duration "$duration" --rounds 1 --stages \
-  --relay-arg=--separate-commit
 run topics-10k --mode throughput --count "$count" --rounds "$ratio_rounds" --topics 10000
 run topics-100k --mode throughput --count "$big" --rounds 1 --topics 100000
 
@@ -151,23 +147,13 @@ calc() { awk "BEGIN { print $1 }"; }
   done
   echo
   echo "The relay's pipeline stages (its /metrics histograms over the first latency round; p50 and p99 are the"
-  echo "bounds of the buckets they fall in, the mean is exact), in µs. The transaction is one round trip (the"
-  echo "statements and COMMIT); the insert and commit stages are of a run with --separate-commit (the COMMIT apart,"
-  echo "one round trip more), after the transaction they split:"
+  echo "bounds of the buckets they fall in, the mean is exact), in µs:"
   echo
-  # The first round's stage rows per rate; the apart run's insert and commit
-  # after the transaction they split.
   awk '
     /^  stages of [0-9]+ msg\/s relay 1\// { rate = $3; next }
     rate && /^    stage / { next }
-    rate && /^    [a-z_]+ / {
-      row = sprintf("| %s msg/s | %s%s | %s | %s / ≤%s / ≤%s |", rate, $1, FILENAME ~ /apart/ ? " (apart)" : "", $2, $3, $4, $5)
-      if (FILENAME ~ /apart/) { if ($1 == "insert" || $1 == "commit") apart[rate] = apart[rate] row "\n" }
-      else { print row; if ($1 == "transaction") printf "%s", apart[rate] }
-      next
-    }
-    { rate = "" }' "$out/stages-apart.txt" "$out/latency.txt" |
-    { echo "| load | stage | count | mean / p50 / p99 |"; echo "|---|---|---|---|"; cat; }
+    rate && /^    [a-z_]+ / { printf "| %s msg/s | %s | %s | %s / ≤%s / ≤%s |\n", rate, $1, $2, $3, $4, $5; next }
+    { rate = "" }' "$out/latency.txt" | { echo "| load | stage | count | mean / p50 / p99 |"; echo "|---|---|---|---|"; cat; }
   echo
   sed -n '/^database floors/,$p' "$out/latency.txt" | sed 's/^/    /'
   echo

@@ -189,7 +189,7 @@ DatabaseFloors::PacedWriter MeasurePacedWriter(sql::Statement* statements[2], ui
     std::lock_guard lock(mu);
     std::string q = fmt::format("UPDATE FENCE SET COMMITS = COMMITS + 1, LAST = {} WHERE NAME = 'default' AND "
                                 "EPOCH = 1;{}INSERT INTO F (id, b) VALUES ", id + rows,
-                                commit_in_query ? "SET @seqrelay_fence = ~0 + (1 - ROW_COUNT());" : "");
+                                commit_in_query ? "SET @fence = ~0 + (1 - ROW_COUNT());" : "");
     for (std::size_t i = 0; i < rows; ++i) {
       fmt::format_to(std::back_inserter(q), "{}({}, X'7878787878787878787878787878787878787878')", i ? "," : "", ++id);
     }

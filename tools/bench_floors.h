@@ -45,9 +45,12 @@ struct DatabaseFloors {
   // once the previous batch's have returned (they wait on the fence's row
   // until its COMMIT lets go of it), and its COMMIT without waiting for the
   // previous COMMIT to return (a shared flush, if InnoDB groups them); or
-  // one, with the COMMIT in the batch's query behind the relay's fence
-  // check (its default since --separate-commit). The COMMIT apart and in
-  // the query run in turns, a third of the time each, three times.
+  // one, with the COMMIT in the batch's query behind a check that stops
+  // the query when the fence changed no row (`SET @f = ~0 + (1 -
+  // ROW_COUNT())`: BIGINT UNSIGNED overflow, error 1690), the shape the
+  // relay would need to save a round trip a batch (docs/performance.md:
+  // tried, not kept). The COMMIT apart and in the query run in turns, a
+  // third of the time each, three times.
   struct PacedWriter {
     int rate = 0;
     bool two_in_flight = false;

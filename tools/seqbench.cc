@@ -283,7 +283,7 @@ StageScrape ScrapeStages(int port) {
 // and the bucket bounds the p50 and p99 fall under.
 void PrintStages(const StageScrape& before, const StageScrape& after) {
   std::printf("    %-14s %8s %10s %10s %10s\n", "stage", "count", "mean us", "p50 <= us", "p99 <= us");
-  for (const char* stage : {"intake_queue", "sequence", "transaction", "insert", "commit", "puback"}) {
+  for (const char* stage : {"intake_queue", "sequence", "insert", "commit", "puback"}) {
     const auto a = after.buckets.find(stage);
     if (a == after.buckets.end()) continue;
     const auto b = before.buckets.find(stage);
@@ -614,7 +614,7 @@ int Main(int argc, char** argv) {
       ("journal-cost", po::bool_switch(&journal_cost), "Also run a relay without the journal (path relay-nojournal).")
       ("stages", po::bool_switch(&stages),
        "Also print, after each run of the relay path, the time per pipeline stage from its /metrics histograms "
-       "(intake queue, sequence, transaction, with --relay-arg=--separate-commit insert and commit apart, publish to PUBACK): count, mean, and the bucket bounds of p50 "
+       "(intake queue, sequence, insert, commit, publish to PUBACK): count, mean, and the bucket bounds of p50 "
        "and p99.")
       ("msg-ids", po::bool_switch(&msg_ids),
        "Also run the relay path with a publisher msg-id on every message (path relay-ids: MQTT v5 publishers; "

@@ -209,10 +209,10 @@ std::vector<std::string> Describe(const Config& c) {
                   c.max_payload, c.max_topics ? std::to_string(c.max_topics) : "unbounded", c.topic_cache,
                   c.dedupe_window_s ? FormatDuration(c.dedupe_window_s) : std::string("off"),
                   DescribeRetention(c.retention)),
-      fmt::format("batch-max={} batch-delay-us={} separate-commit={} buffer-max={} buffer-max-bytes={} shutdown-timeout={}s "
+      fmt::format("batch-max={} batch-delay-us={} buffer-max={} buffer-max-bytes={} shutdown-timeout={}s "
                   "journal-dir={} replay-max={} replay-workers={} replay-rate={} replay-live-delay-us={} acl-file={} stats-interval={}s metrics={} "
                   "log-level={} log-format={}",
-                  c.batch_max, c.batch_delay_us, c.separate_commit, c.buffer_max, c.buffer_max_bytes, c.shutdown_timeout_s,
+                  c.batch_max, c.batch_delay_us, c.buffer_max, c.buffer_max_bytes, c.shutdown_timeout_s,
                   c.journal_dir.empty() ? "(none)" : c.journal_dir, c.replay_max, c.replay_workers,
                   c.replay_rate, c.replay_live_delay_us, c.acl_file.empty() ? "(none)" : c.acl_file,
                   c.stats_interval_s,

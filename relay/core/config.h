@@ -78,9 +78,6 @@ struct Config {
   // Pipeline
   int batch_max = 1000;
   int batch_delay_us = 0;  // 0: commit what has arrived as soon as the writer is free
-  // A batch's COMMIT in a round trip of its own, after its statements (for
-  // the insert and commit stages of /metrics); false: in the same query.
-  bool separate_commit = false;
   int buffer_max = 100000;
   int64_t buffer_max_bytes = int64_t{256} * 1024 * 1024;
   int shutdown_timeout_s = 30;

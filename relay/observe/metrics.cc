@@ -220,9 +220,8 @@ std::string PrometheusText(const RelayStats& s) {
   }
   if (!s.stages.empty()) {
     out += "# HELP seqrelay_stage_seconds Time per pipeline stage: intake_queue (a message from its intake to its "
-           "batch), sequence (a batch's topic lookups, dedupe and SEQs), transaction (its statements and "
-           "COMMIT, one round trip), with --separate-commit insert (its query before COMMIT: the fence and its rows) "
-           "and commit (its COMMIT apart), puback (a frame from publish to the broker's PUBACK).\n"
+           "batch), sequence (a batch's topic lookups, dedupe and SEQs), insert (a batch's query before "
+           "COMMIT: the fence and its rows), commit (its COMMIT), puback (a frame from publish to the broker's PUBACK).\n"
            "# TYPE seqrelay_stage_seconds histogram\n";
     for (const auto& [stage, h] : s.stages) {
       uint64_t cumulative = 0;

@@ -29,9 +29,6 @@
 namespace seqrelay {
 namespace {
 
-// ER_DATA_OUT_OF_RANGE: what the fence's check in CommitBatch raises.
-constexpr int kOutOfRangeCode = 1690;
-
 std::string Placeholders(std::size_t rows, const char* row) {
   std::string s;
   s.reserve(rows * (std::char_traits<char>::length(row) + 1));
@@ -971,18 +968,6 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     AppendHex(fence, shard_);
     fmt::format_to(std::back_inserter(fence), " AND EPOCH = {}", epoch_);
     sql.Add(fence);
-    // With the COMMIT in the same query, a fence that changed no row must
-    // stop the query, and only an error does: BIGINT UNSIGNED arithmetic
-    // that overflows (error 1690, whatever the sql_mode) unless the
-    // statement before changed exactly one row. Not DO: MariaDB's DO turns
-    // errors into warnings. No table read and no result set: a SELECT
-    // that read SHARD cost about 50 us more here.
-    const bool kill_now = !batch.empty() && batches_tried_ + 1 == kill_before_commit_;
-    const bool commit_in_query = !config_.separate_commit && !commit_check_failed_ && !kill_now;
-    if (commit_in_query) {
-      sql.Add(misjudging_fence_check_ ? "SET @seqrelay_fence = ~0 + (2 - ROW_COUNT())"
-                                      : "SET @seqrelay_fence = ~0 + (1 - ROW_COUNT())");
-    }
 
     sql.Open("INSERT INTO MSG (idx, ID, QOS, SEQ, MSG, EPOCH, MID, SUB_TAG) VALUES ");
     for (const Message& m : batch) {
@@ -1016,13 +1001,12 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
       if (!m.pending_journal.empty()) sql.Row(Hex(m.pending_journal), m.pending_end);
     }
     sql.Close();
-    if (commit_in_query) sql.Add("COMMIT");
 
     // One round trip per query (one, unless the batch outgrows
     // max_allowed_packet). Every statement's result is read before the next
     // query; the server stops a query at its first error, which is thrown
-    // here, and the transaction stays open (uncommitted: the COMMIT is the
-    // last statement) for the rollback below or the caller's reconnect.
+    // here, and the transaction stays open for the rollback below or the
+    // caller's reconnect.
     if (!text_) text_.reset(conn_->createStatement());
     const std::span<const MultiStatement::Query> queries = sql.queries();
     for (std::size_t k = 0; k < queries.size(); ++k) {
@@ -1030,18 +1014,9 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
       // The fence is the first statement, and the only result whose count
       // Connector/C++ reports (getUpdateCount after getMoreResults does not).
       const bool lease_lost = k == 0 && text_->getUpdateCount() == 0;
-      std::size_t i = 1;
       try {
-        for (; i < queries[k].statements; ++i) text_->getMoreResults();
-      } catch (const sql::SQLException& e) {
-        if (!lease_lost && commit_in_query && k == 0 && i == 1 && e.getErrorCode() == kOutOfRangeCode) {
-          // The check refused a fence that changed its row: a server whose
-          // ROW_COUNT() says otherwise. Safe, and the batch is retried, but
-          // with the COMMIT apart, which needs no check, from now on.
-          commit_check_failed_ = true;
-          LogError("database: the fence's check refused a fence that held ({}); from now on each COMMIT goes in "
-                   "a round trip of its own, as with --separate-commit", e.what());
-        }
+        for (std::size_t i = 1; i < queries[k].statements; ++i) text_->getMoreResults();
+      } catch (const sql::SQLException&) {
         if (!lease_lost) throw;  // else a row the new holder wrote meanwhile: the lease is the news
       }
       if (lease_lost) {
@@ -1061,13 +1036,9 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
       }
     }
     const auto committing = Clock::now();
-    if (!commit_in_query) CommitTransaction();
+    CommitTransaction();
     saved_journal_pos_ = journal_pos;
-    if (timing) {
-      const auto done = Clock::now();
-      *timing = commit_in_query ? CommitTiming{done - started, {}, {}}
-                                : CommitTiming{done - started, committing - started, done - committing};
-    }
+    if (timing) *timing = {committing - started, Clock::now() - committing};
   });
 }
 

@@ -223,30 +223,23 @@ class MysqlStore {
   // PUBLISHED_IDX and, when it moved, the journal's POS (the position after
   // the batch's last journaled message), and checks the fence: the shard's
   // row must still carry this store's epoch, or everything is rolled back
-  // and the error has code kLeaseLostCode (store_errors.h). One round trip:
-  // the fence, a check that stops the query unless the fence held, the rows
-  // and COMMIT as one multi-statement query (more only if the batch
-  // outgrows max_allowed_packet: the COMMIT ends the last); with
-  // Config::separate_commit two, the COMMIT apart. An error leaves the
-  // outcome unknown if it struck during the query that holds the COMMIT:
-  // the caller decides by reading ReadProgress() after reconnecting.
-  // With `timing`, the whole transaction's time, and with separate_commit
-  // the time of its statements and of the COMMIT apart, are stored there
-  // (for a call that succeeded).
+  // and the error has code kLeaseLostCode (store_errors.h). Two round trips:
+  // the fence and the rows as one multi-statement query (more only if the
+  // batch outgrows max_allowed_packet), then COMMIT. An error leaves the
+  // outcome unknown if it struck during COMMIT: the caller decides by
+  // reading ReadProgress() after reconnecting.
+  // With `timing`, the time of its query before COMMIT and of the COMMIT
+  // itself are stored there (for a call that succeeded).
   struct CommitTiming {
-    std::chrono::nanoseconds transaction{}, statements{}, commit{};  // statements and commit: 0 unless apart
+    std::chrono::nanoseconds statements{}, commit{};
   };
   Status CommitBatch(std::span<const Message> batch, uint64_t published_idx, uint64_t journal_pos,
                      CommitTiming* timing = nullptr);
 
   // Fault injection for the test suite: the `nth` non-empty CommitBatch
   // of this store kills its own session after the INSERTs and before
-  // COMMIT (sent apart for that batch), as a database restart at that
-  // instant would. 0 = off.
+  // COMMIT, as a database restart at that instant would. 0 = off.
   void InjectKillBeforeCommit(uint64_t nth) { kill_before_commit_ = nth; }
-  // Tests: the fence's check (the COMMIT in the batch's query) fails even
-  // when the fence held, as on a server whose ROW_COUNT() differed would.
-  void InjectMisjudgingFenceCheck() { misjudging_fence_check_ = true; }
   // Tests: SIGSTOP to this process between the nth RenewLease's UPDATE and
   // its COMMIT (0 = never).
   void InjectStopInRenewal(uint64_t nth) { stop_in_renewal_ = nth; }
@@ -380,8 +373,6 @@ class MysqlStore {
   std::string journal_id_;
   uint32_t epoch_ = 0;
   uint64_t saved_journal_pos_ = 0;    // last JOURNAL_POS written or read by this connection
-  bool commit_check_failed_ = false;  // the fence's check misjudged once: COMMITs apart from then on
-  bool misjudging_fence_check_ = false;  // see InjectMisjudgingFenceCheck
   uint64_t session_idx_ = 0;          // SHARD.SESSION_IDX, read at ReadProgress and written by every fence
   SessionNo session_no_ = 0;          // SHARD.SESSION_NO, the same way
   uint64_t kill_before_commit_ = 0;   // see InjectKillBeforeCommit; 0 = off

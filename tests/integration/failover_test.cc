@@ -1157,71 +1157,41 @@ TEST_F(FailoverE2E, AnActiveCutOffFromMosquittoHandsItsShardToAStandbyThatReache
   EXPECT_EQ(standby->Stop(), 0);
 }
 
-// The fence, with the COMMIT in the batch's own query (the default) and
-// apart (--separate-commit): the shard's epoch moved by hand (as by a
-// takeover this relay has not noticed: its lease of 60 s is renewed every
-// 20 s) makes its next batch roll back, not commit under the old epoch.
-// In one query only the check after the fence's UPDATE stops the COMMIT
-// (an UPDATE that matched no row is no error): without it the row was
-// committed (seen when the check was taken out).
-TEST_F(FailoverE2E, ABatchAfterTheEpochMovedIsRolledBackWithTheCommitInItsQueryOrApart) {
-  for (const bool apart : {false, true}) {
-    SCOPED_TRACE(apart ? "--separate-commit" : "the COMMIT in the batch's query");
-    const std::string shard = apart ? "apart" : "inquery", topic = root() + "/" + shard + "/t";
-    std::vector<std::string> args = {"--shard=" + shard, "--source=" + root() + "/" + shard + "/#",
-                                     "--relay-id=" + shard + "1", "--lease-ms=60000",
-                                     "--journal-dir=" + servers().dir() + "/journal-" + name_ + "-" + shard};
-    if (apart) args.push_back("--separate-commit");
-    RelayProcess relay(servers(), name_, args, shard + "1");
-    relay.Start();
-    MqttClient sub(servers().mqtt_port(), name_ + "-sub-" + shard);
-    sub.Subscribe("seq/" + topic);
-    MqttClient pub(servers().mqtt_port(), name_ + "-pub-" + shard);
-    pub.Publish(topic, "before");
-    ASSERT_TRUE(sub.WaitForCount(1, 10s)) << relay.log();
-    const uint32_t epoch = Epoch(shard);
-    ASSERT_GT(epoch, 0u);
-    servers().Sql("UPDATE `" + name_ + "`.SHARD SET EPOCH = EPOCH + 1 WHERE NAME = '" + shard + "'");
-    pub.Publish(topic, "after");
-    ASSERT_TRUE(pub.WaitAllAcked(10s));
-    EXPECT_TRUE(LogHas(relay, fmt::format("is no longer held under epoch {} (another relay took it over); rolled "
-                                          "back", epoch), 10s))
-        << relay.log();
-    EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE EPOCH = {} AND ID = '{}' AND MSG = 'after'", name_,
-                                 epoch, topic)),
-              0u)
-        << "committed under the epoch that had moved on";
-    EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE EPOCH = {} AND ID = '{}' AND MSG = 'before'", name_,
-                                 epoch, topic)),
-              1u);
-    std::this_thread::sleep_for(200ms);  // a frame of 'after', if one were published, has time to arrive
-    EXPECT_EQ(sub.received_count(), 1u) << "a frame published after the fence failed";
-    EXPECT_EQ(relay.Stop(), 0) << relay.log();
-  }
-}
-
-// A fence check that misjudges a fence that held (as on a server whose
-// ROW_COUNT() counted otherwise) costs a retry, not a message: the relay
-// says so once and sends each COMMIT apart from then on.
-TEST_F(FailoverE2E, AFenceCheckThatMisjudgesAHeldFenceTurnsTheCommitsApartAndLosesNothing) {
+// The writer's fence, by itself: the shard's epoch moved by hand (as by a
+// takeover this relay has not noticed yet: its lease of 60 s is renewed
+// every 20 s) makes its next batch roll back, nothing of it committed under
+// the old epoch or published, and the relay steps down. (The other fence
+// tests pause or kill relays, and a renewal may find the move first.)
+TEST_F(FailoverE2E, ABatchAfterTheEpochMovedIsRolledBackAndNothingOfItIsPublished) {
   const std::string topic = root() + "/a/t";
-  auto relay = ShardRelay("a", 1);
-  relay->Start({"SEQTEST_MISJUDGING_FENCE_CHECK=1"});
+  RelayProcess relay(servers(), name_,
+                     {"--shard=a", "--source=" + root() + "/a/#", "--relay-id=a1", "--lease-ms=60000",
+                      "--journal-dir=" + servers().dir() + "/journal-" + name_ + "-a1"},
+                     "a1");
+  relay.Start();
   MqttClient sub(servers().mqtt_port(), name_ + "-sub");
   sub.Subscribe("seq/" + topic);
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  for (int i = 1; i <= 20; ++i) pub.Publish(topic, std::to_string(i));
-  ASSERT_TRUE(sub.WaitForCount(20, 20s)) << relay->log();
-  EXPECT_TRUE(LogHas(*relay, "the fence's check refused a fence that held", 1s)) << relay->log();
-  const std::string log = relay->log();
-  EXPECT_EQ(log.find("the fence's check refused"), log.rfind("the fence's check refused")) << "said more than once";
-  EXPECT_EQ(log.find("stepping down"), std::string::npos) << log;
-  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE ID = '{}'", name_, topic)), 20u);
-  const auto frames = sub.received();
-  for (std::size_t i = 0; i < frames.size(); ++i) {
-    EXPECT_EQ(frames[i].payload.substr(10), std::to_string(i + 1)) << "frame " << i;
-  }
-  EXPECT_EQ(relay->Stop(), 0);
+  pub.Publish(topic, "before");
+  ASSERT_TRUE(sub.WaitForCount(1, 10s)) << relay.log();
+  const uint32_t epoch = Epoch("a");
+  ASSERT_GT(epoch, 0u);
+  servers().Sql("UPDATE `" + name_ + "`.SHARD SET EPOCH = EPOCH + 1 WHERE NAME = 'a'");
+  pub.Publish(topic, "after");
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  EXPECT_TRUE(LogHas(relay, fmt::format("is no longer held under epoch {} (another relay took it over); rolled back",
+                                        epoch), 10s))
+      << relay.log();
+  EXPECT_TRUE(LogHas(relay, "stepping down to standby", 10s)) << relay.log();
+  const auto rows = [&](const std::string& payload) {
+    return Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE EPOCH = {} AND ID = '{}' AND MSG = '{}'", name_,
+                              epoch, topic, payload));
+  };
+  EXPECT_EQ(rows("after"), 0u) << "committed under the epoch that had moved on";
+  EXPECT_EQ(rows("before"), 1u);
+  std::this_thread::sleep_for(200ms);  // a frame of 'after', if one were published, has time to arrive
+  EXPECT_EQ(sub.received_count(), 1u) << "a frame published after the fence failed";
+  EXPECT_EQ(relay.Stop(), 0) << relay.log();
 }
 
 }  // namespace

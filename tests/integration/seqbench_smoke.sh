@@ -45,7 +45,7 @@ EOF
   # The ratios, the relay's stages, and every floor with a positive p50.
   [[ $(grep -Ec 'median msg/s: .* relay / plain = [0-9.]+$' "$work/out.txt") -eq 2 ]] || fail "not two throughput ratios"
   grep -Eq 'relay - plain = [-+][0-9]+ us at p50' "$work/out.txt" || fail "no added latency"
-  for stage in intake_queue sequence transaction puback; do
+  for stage in intake_queue sequence insert commit puback; do
     grep -Eq "^    $stage +[1-9][0-9]* " "$work/out.txt" || fail "no count for the relay's stage $stage"
   done
   # Every floor: each line of the floors (a label, then mean, p50 and p99)
@@ -69,7 +69,7 @@ EOF
     done
   done
   grep -q "the disk alone, 512 B pwrite" "$work/out.txt" || fail "the disk of seqbench's own server not measured"
-  echo "seqbench_smoke: ratios, 4 stages and $floors floors reported"
+  echo "seqbench_smoke: ratios, 5 stages and $floors floors reported"
 }
 
 # A seqbench stopped midway: by SIGINT (Ctrl-C, which mariadbd ignores)

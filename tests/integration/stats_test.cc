@@ -157,8 +157,7 @@ TEST_F(RelayE2E, MetricsEndpointServesPrometheusTextOfTheSameFigures) {
   EXPECT_NE(body.find("\nseqrelay_database_up 1\n"), std::string::npos) << body;
   EXPECT_NE(body.find("\nseqrelay_broker_connected{link=\"intake\"} 1\n"), std::string::npos) << body;
   // The stages: every message through the intake queue and to its PUBACK;
-  // every batch through sequence and its transaction (one round trip: no
-  // insert and commit stages apart without --separate-commit).
+  // every batch through sequence, insert and commit (as many as committed).
   EXPECT_NE(body.find("\nseqrelay_stage_seconds_count{stage=\"intake_queue\"} 10\n"), std::string::npos) << body;
   EXPECT_NE(body.find("\nseqrelay_stage_seconds_count{stage=\"puback\"} 10\n"), std::string::npos) << body;
   EXPECT_NE(body.find("\nseqrelay_stage_seconds_bucket{stage=\"puback\",le=\"+Inf\"} 10\n"), std::string::npos)
@@ -166,11 +165,10 @@ TEST_F(RelayE2E, MetricsEndpointServesPrometheusTextOfTheSameFigures) {
   const auto count_of = [&](const std::string& stage) {
     return MetricValue(body, "seqrelay_stage_seconds_count{stage=\"" + stage + "\"}");
   };
-  EXPECT_GE(count_of("transaction"), 1) << body;
-  EXPECT_LE(count_of("transaction"), 10) << body;
-  EXPECT_GE(count_of("sequence"), count_of("transaction")) << body;
-  EXPECT_EQ(body.find("stage=\"insert\""), std::string::npos) << body;
-  EXPECT_EQ(body.find("stage=\"commit\""), std::string::npos) << body;
+  EXPECT_GE(count_of("commit"), 1) << body;
+  EXPECT_LE(count_of("commit"), 10) << body;
+  EXPECT_EQ(count_of("insert"), count_of("commit")) << body;
+  EXPECT_GE(count_of("sequence"), count_of("commit")) << body;
   // libmosquitto's reads of the links' sockets come through the relay's
   // read-ahead (broker/read_ahead.h): three per packet at least (a PUBLISH
   // in, a PUBACK back on the output link), in fewer system calls, where
@@ -238,36 +236,6 @@ std::size_t OpenDescriptors(pid_t pid) {
     ++n;
   }
   return n;
-}
-
-// With --separate-commit a batch's COMMIT goes apart, and its transaction
-// is split into the insert and commit stages, one each per batch.
-TEST_F(RelayE2E, WithSeparateCommitTheTransactionStageSplitsIntoInsertAndCommit) {
-  const int port = FreePort();
-  StartRelay({"--metrics-port=" + std::to_string(port), "--separate-commit"});
-  MqttClient sub(servers().mqtt_port(), name_ + "-sub");
-  sub.Subscribe("seq/" + root() + "/m");
-  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  for (int i = 1; i <= 10; ++i) pub.Publish(root() + "/m", std::to_string(i));
-  ASSERT_TRUE(sub.WaitForCount(10, 10s)) << relay_->log();
-  std::string body;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        body = HttpGet(port, "/metrics");
-        return body.find("\nseqrelay_messages_acknowledged_total 10\n") != std::string::npos;
-      },
-      10s))
-      << body;
-  const auto count_of = [&](const std::string& stage) {
-    return MetricValue(body, "seqrelay_stage_seconds_count{stage=\"" + stage + "\"}");
-  };
-  EXPECT_GE(count_of("transaction"), 1) << body;
-  EXPECT_LE(count_of("transaction"), 10) << body;
-  EXPECT_EQ(count_of("insert"), count_of("transaction")) << body;
-  EXPECT_EQ(count_of("commit"), count_of("transaction")) << body;
-  EXPECT_NE(relay_->log().find("separate-commit=true"), std::string::npos) << relay_->log();
-  const auto frames = sub.received();
-  for (std::size_t i = 0; i < frames.size(); ++i) EXPECT_EQ(frames[i].payload.substr(10), std::to_string(i + 1));
 }
 
 // A thousand connections that say nothing must not take the relay's file
