@@ -131,7 +131,9 @@ calc() { awk "BEGIN { print $1 }"; }
   done
   echo
   echo "What each process asked of the kernel per message received (medians): read and write calls (/proc/PID/io"
-  echo "syscr + syscw) and context switches of all its threads (voluntary and not; each voluntary one is a wake-up)."
+  echo "syscr + syscw: read(2), write(2) and their forms, as mosquitto and libmosquitto move MQTT; not recv(2) and"
+  echo "send(2), which MariaDB's protocol uses, so its figure is mostly its redo log's writes) and context switches"
+  echo "of its threads (voluntary and not; each voluntary one is a wake-up; a thread that ends takes its own along)."
   echo
   echo "| load | path | broker calls | hop calls | MariaDB calls | broker switches | hop switches | MariaDB switches |"
   echo "|---|---|---|---|---|---|---|---|"

@@ -346,11 +346,14 @@ DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const st
     sql::Statement* statements[2] = {st.get(), st2.get()};
     const std::chrono::milliseconds duration(std::min(n, 2000));
     for (const int rate : {100, 1000, 5000}) {
-      // The COMMIT apart and in the query, in turns of a third each: the
-      // machine's drift (a minute's) falls on both alike.
+      // The COMMIT apart and in the query, in turns of a third each, the
+      // first of a turn alternating: the machine's drift (a minute's), and
+      // whatever the run before leaves, fall on both alike.
       DatabaseFloors::PacedWriter apart, in_query;
       for (int turn = 0; turn < 3; ++turn) {
-        for (DatabaseFloors::PacedWriter* w : {&apart, &in_query}) {
+        DatabaseFloors::PacedWriter* first = turn % 2 ? &in_query : &apart;
+        DatabaseFloors::PacedWriter* second = turn % 2 ? &apart : &in_query;
+        for (DatabaseFloors::PacedWriter* w : {first, second}) {
           DatabaseFloors::PacedWriter part =
               MeasurePacedWriter(statements, id, rate, std::max(duration / 3, std::chrono::milliseconds(20)),
                                  false, w == &in_query);

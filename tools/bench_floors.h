@@ -46,11 +46,11 @@ struct DatabaseFloors {
   // until its COMMIT lets go of it), and its COMMIT without waiting for the
   // previous COMMIT to return (a shared flush, if InnoDB groups them); or
   // one, with the COMMIT in the batch's query behind a check that stops
-  // the query when the fence changed no row (`SET @f = ~0 + (1 -
+  // the query when the fence changed no row (`SET @fence = ~0 + (1 -
   // ROW_COUNT())`: BIGINT UNSIGNED overflow, error 1690), the shape the
   // relay would need to save a round trip a batch (docs/performance.md:
   // tried, not kept). The COMMIT apart and in the query run in turns, a
-  // third of the time each, three times.
+  // third of the time each, three times, the first of a turn alternating.
   struct PacedWriter {
     int rate = 0;
     bool two_in_flight = false;

@@ -176,17 +176,21 @@ CpuTimes ReadCpu(const CpuPids& pids) {
   return {CpuSeconds(pids.broker), CpuSeconds(pids.hop), CpuSeconds(pids.db)};
 }
 
-// What a process asked of the kernel so far: its read and write calls
-// (/proc/PID/io: syscr and syscw count read(2), write(2) and their vector
-// forms, which is how mosquitto, libmosquitto and the relay move MQTT) and
+// What a process asked of the kernel: its read and write calls (/proc/PID/io:
+// syscr and syscw count read(2), write(2) and their vector and positioned
+// forms, for all its threads, those that ended too; how mosquitto 2.0.11,
+// libmosquitto and the relay move MQTT, but not recv(2) and send(2), which
+// MariaDB's client protocol uses: the database's figure is mostly its redo
+// log's writes, and the relay's leaves out its database round trips), and
 // its threads' context switches, voluntary (a wait for I/O or a lock: a
-// wake-up each) and not. -1 where unknown.
-struct KernelCounts {
-  double calls = -1, switches = -1;
+// wake-up each) and not, per thread (/proc/PID/task/TID/status).
+struct KernelSnapshot {
+  double calls = -1;                              // -1: unknown
+  std::optional<std::map<std::string, double>> switches;  // per thread id
 };
-KernelCounts ReadKernelCounts(pid_t pid) {
-  if (pid <= 0) return {};
-  KernelCounts k;
+KernelSnapshot ReadKernelSnapshot(pid_t pid) {
+  KernelSnapshot k;
+  if (pid <= 0) return k;
   const std::string dir = "/proc/" + std::to_string(pid);
   {
     std::ifstream io(dir + "/io");
@@ -201,23 +205,46 @@ KernelCounts ReadKernelCounts(pid_t pid) {
     if (found == 2) k.calls = calls;
   }
   std::error_code ec;
-  double switches = 0;
-  for (const auto& task : std::filesystem::directory_iterator(dir + "/task", ec)) {
-    std::ifstream status(task.path() / "status");
+  std::map<std::string, double> threads;
+  std::filesystem::directory_iterator task(dir + "/task", ec), end;
+  for (; !ec && task != end; task.increment(ec)) {
+    std::ifstream status(task->path() / "status");
+    double& switches = threads[task->path().filename().string()];
     for (std::string line; std::getline(status, line);) {
       if (line.rfind("voluntary_ctxt_switches:", 0) == 0) switches += std::atof(line.c_str() + 24);
       if (line.rfind("nonvoluntary_ctxt_switches:", 0) == 0) switches += std::atof(line.c_str() + 27);
     }
   }
-  if (!ec) k.switches = switches;
+  if (!ec && !threads.empty()) k.switches = std::move(threads);
   return k;
+}
+// Counted between two snapshots, -1 where unknown. The switches are a
+// lower bound: a thread that ended in between takes its own with it (one
+// that began counts whole).
+struct KernelCounts {
+  double calls = -1, switches = -1;
+};
+KernelCounts Between(const KernelSnapshot& before, const KernelSnapshot& after) {
+  KernelCounts k;
+  if (before.calls >= 0 && after.calls >= 0) k.calls = after.calls - before.calls;
+  if (before.switches && after.switches) {
+    k.switches = 0;
+    for (const auto& [tid, n] : *after.switches) {
+      const auto was = before.switches->find(tid);
+      k.switches += n - (was != before.switches->end() ? was->second : 0);
+    }
+  }
+  return k;
+}
+struct KernelSnapshots {
+  KernelSnapshot broker, hop, db;
+};
+KernelSnapshots ReadKernel(const CpuPids& pids) {
+  return {ReadKernelSnapshot(pids.broker), ReadKernelSnapshot(pids.hop), ReadKernelSnapshot(pids.db)};
 }
 struct KernelTimes {
   KernelCounts broker, hop, db;
 };
-KernelTimes ReadKernel(const CpuPids& pids) {
-  return {ReadKernelCounts(pids.broker), ReadKernelCounts(pids.hop), ReadKernelCounts(pids.db)};
-}
 
 struct RunResult {
   std::string path, mode;
@@ -787,20 +814,17 @@ int Main(int argc, char** argv) {
           const CpuPids pids{servers ? servers->broker_pid() : 0, path.relay ? path.relay->pid() : forwarder.pid(),
                              servers ? servers->db_pid() : 0};
           const CpuTimes cpu_before = ReadCpu(pids);
-          const KernelTimes kernel_before = ReadKernel(pids);
+          const KernelSnapshots kernel_before = ReadKernel(pids);
           RunResult r = m == "throughput" ? Throughput(mqtt_port, path, p, count, label)
                         : m == "closed"   ? Throughput(mqtt_port, path, p, count, label, e2e_window)
                                           : Latency(mqtt_port, path, p, rate, duration, label);
           const CpuTimes cpu_after = ReadCpu(pids);
-          const KernelTimes kernel_after = ReadKernel(pids);
+          const KernelSnapshots kernel_after = ReadKernel(pids);
           auto used = [](double a, double b) { return a < 0 || b < 0 ? -1.0 : b - a; };
           r.cpu = {used(cpu_before.broker, cpu_after.broker), used(cpu_before.hop, cpu_after.hop),
                    used(cpu_before.db, cpu_after.db)};
-          auto counted = [&](const KernelCounts& a, const KernelCounts& b) {
-            return KernelCounts{used(a.calls, b.calls), used(a.switches, b.switches)};
-          };
-          r.kernel = {counted(kernel_before.broker, kernel_after.broker), counted(kernel_before.hop, kernel_after.hop),
-                      counted(kernel_before.db, kernel_after.db)};
+          r.kernel = {Between(kernel_before.broker, kernel_after.broker), Between(kernel_before.hop, kernel_after.hop),
+                      Between(kernel_before.db, kernel_after.db)};
           if (perf) {
             perf->Signal(SIGINT);
             if (perf->Wait(std::chrono::seconds(30)) != 0)
@@ -918,12 +942,15 @@ int Main(int argc, char** argv) {
                         path.name.c_str(), relay_us, Median(cpu_broker[path.name]), Median(cpu_db[path.name]),
                         plain_broker_us, Median(cpu_hop["plain"]), path.name.c_str(), relay_us / plain_broker_us);
           }
-          std::printf("  => median per message, read/write calls | context switches: %s: broker %.2f | %.2f, hop "
-                      "%.2f | %.2f, MariaDB %.2f | %.2f; plain: broker %.2f | %.2f, forwarder %.2f | %.2f\n",
-                      path.name.c_str(), Median(calls_broker[path.name]), Median(switches_broker[path.name]),
-                      Median(calls_hop[path.name]), Median(switches_hop[path.name]), Median(calls_db[path.name]),
-                      Median(switches_db[path.name]), Median(calls_broker["plain"]), Median(switches_broker["plain"]),
-                      Median(calls_hop["plain"]), Median(switches_hop["plain"]));
+          auto n = [](double v) { return v < 0 ? std::string("-") : fmt::format("{:.2f}", v); };
+          std::printf("  => median per message, read/write calls | context switches: %s: broker %s | %s, hop %s | "
+                      "%s, MariaDB %s | %s; plain: broker %s | %s, forwarder %s | %s\n",
+                      path.name.c_str(), n(Median(calls_broker[path.name])).c_str(),
+                      n(Median(switches_broker[path.name])).c_str(), n(Median(calls_hop[path.name])).c_str(),
+                      n(Median(switches_hop[path.name])).c_str(), n(Median(calls_db[path.name])).c_str(),
+                      n(Median(switches_db[path.name])).c_str(), n(Median(calls_broker["plain"])).c_str(),
+                      n(Median(switches_broker["plain"])).c_str(), n(Median(calls_hop["plain"])).c_str(),
+                      n(Median(switches_hop["plain"])).c_str());
         } else {
           std::printf("  => median over rounds: %s - plain = %+.0f us at p50, %+.0f us at p99\n", path.name.c_str(),
                       Median(p50[path.name]) - Median(p50["plain"]), Median(p99[path.name]) - Median(p99["plain"]));

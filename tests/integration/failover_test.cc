@@ -1189,7 +1189,7 @@ TEST_F(FailoverE2E, ABatchAfterTheEpochMovedIsRolledBackAndNothingOfItIsPublishe
   };
   EXPECT_EQ(rows("after"), 0u) << "committed under the epoch that had moved on";
   EXPECT_EQ(rows("before"), 1u);
-  std::this_thread::sleep_for(200ms);  // a frame of 'after', if one were published, has time to arrive
+  std::this_thread::sleep_for(Scaled(500ms));  // a frame of 'after', if one were published, has time to arrive
   EXPECT_EQ(sub.received_count(), 1u) << "a frame published after the fence failed";
   EXPECT_EQ(relay.Stop(), 0) << relay.log();
 }
