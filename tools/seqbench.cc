@@ -258,7 +258,14 @@ struct RunResult {
   std::vector<double> latency_us;  // per message, publish to receive; sorted
   // CPU microseconds per message received, -1 if unknown.
   double CpuPerMessageUs(double seconds) const { return seconds < 0 || received == 0 ? -1 : seconds / received * 1e6; }
-  double PerMessage(double count) const { return count < 0 || received == 0 ? -1 : count / received; }
+  // The kernel counts per message received, -1 where unknown.
+  KernelTimes KernelPerMessage() const {
+    auto per = [&](const KernelCounts& k) {
+      auto one = [&](double count) { return count < 0 || received == 0 ? -1 : count / received; };
+      return KernelCounts{one(k.calls), one(k.switches)};
+    };
+    return {per(kernel.broker), per(kernel.hop), per(kernel.db)};
+  }
   double throughput() const { return seconds > 0 ? received / seconds : 0; }
   double Percentile(double q) const {
     if (latency_us.empty()) return 0;
@@ -872,15 +879,22 @@ int Main(int argc, char** argv) {
                   "p50 us", "p90 us", "p99 us", "p99.9 us", "max us", "dup", "order", "relay RSS",
                   "CPU us/msg: broker hop db");
       std::map<std::string, std::vector<double>> msg_per_s, p50, p99, cpu_broker, cpu_hop, cpu_db;
-      // Per path: read/write calls and context switches per message, of the
-      // broker, the hop and the database.
-      std::map<std::string, std::vector<double>> calls_broker, calls_hop, calls_db, switches_broker, switches_hop,
-          switches_db;
+      // The median over this mode's and rate's runs of `path` of a kernel
+      // count per message: `proc`'s (broker, hop, db) `what` (calls, switches).
+      auto kernel_median = [&](const std::string& path, KernelCounts KernelTimes::*proc, double KernelCounts::*what) {
+        std::vector<double> v;
+        for (const auto& r : results) {
+          if (r.mode == m && r.rate == rate && r.path == path) v.push_back(r.KernelPerMessage().*proc.*what);
+        }
+        const double x = Median(v);
+        return x < 0 ? std::string("-") : fmt::format("{:.2f}", x);
+      };
       for (const auto& r : results) {
         if (r.mode != m || r.rate != rate) continue;
         const std::string rss = r.relay_rss_kb ? fmt::format("{:.1f} MiB", r.relay_rss_kb / 1024.0) : "-";
         const double broker_us = r.CpuPerMessageUs(r.cpu.broker), hop_us = r.CpuPerMessageUs(r.cpu.hop),
                      db_us = r.CpuPerMessageUs(r.cpu.db);
+        const KernelTimes k = r.KernelPerMessage();
         auto us = [](double v) { return v < 0 ? std::string("-") : fmt::format("{:.1f}", v); };
         std::printf("  %-16s %5d %9.0f %9llu %8.0f %8.0f %8.0f %9.0f %8.0f %4llu %5llu %9s  %6s %6s %6s\n",
                     r.path.c_str(), r.round, r.throughput(), static_cast<unsigned long long>(r.received),
@@ -890,12 +904,6 @@ int Main(int argc, char** argv) {
         cpu_broker[r.path].push_back(broker_us);
         cpu_hop[r.path].push_back(hop_us);
         cpu_db[r.path].push_back(db_us);
-        calls_broker[r.path].push_back(r.PerMessage(r.kernel.broker.calls));
-        calls_hop[r.path].push_back(r.PerMessage(r.kernel.hop.calls));
-        calls_db[r.path].push_back(r.PerMessage(r.kernel.db.calls));
-        switches_broker[r.path].push_back(r.PerMessage(r.kernel.broker.switches));
-        switches_hop[r.path].push_back(r.PerMessage(r.kernel.hop.switches));
-        switches_db[r.path].push_back(r.PerMessage(r.kernel.db.switches));
         if (!r.clean()) failed = true;
         msg_per_s[r.path].push_back(r.throughput());
         p50[r.path].push_back(r.Percentile(0.5));
@@ -908,22 +916,17 @@ int Main(int argc, char** argv) {
                         {"relay_rss_kb", r.relay_rss_kb}, {"relay_hwm_kb", r.relay_hwm_kb},
                         {"broker_cpu_us_per_msg", broker_us}, {"hop_cpu_us_per_msg", hop_us},
                         {"db_cpu_us_per_msg", db_us},
-                        {"broker_calls_per_msg", r.PerMessage(r.kernel.broker.calls)},
-                        {"hop_calls_per_msg", r.PerMessage(r.kernel.hop.calls)},
-                        {"db_calls_per_msg", r.PerMessage(r.kernel.db.calls)},
-                        {"broker_switches_per_msg", r.PerMessage(r.kernel.broker.switches)},
-                        {"hop_switches_per_msg", r.PerMessage(r.kernel.hop.switches)},
-                        {"db_switches_per_msg", r.PerMessage(r.kernel.db.switches)}});
+                        {"broker_calls_per_msg", k.broker.calls}, {"hop_calls_per_msg", k.hop.calls},
+                        {"db_calls_per_msg", k.db.calls}, {"broker_switches_per_msg", k.broker.switches},
+                        {"hop_switches_per_msg", k.hop.switches}, {"db_switches_per_msg", k.db.switches}});
         if (csv.is_open()) {
           csv << fmt::format(
               "{},{},{},{},{},{},{},{},{},{},{:.0f},{:.0f},{:.0f},{:.0f},{:.0f},{:.0f},{},{},{:.1f},{:.1f},{:.1f},{:.2f},"
               "{:.2f},{:.2f},{:.2f},{:.2f},{:.2f}\n",
               r.mode, r.path, r.rate, r.round, p.topics, p.payload, r.sent, r.received, r.duplicates, r.out_of_order,
               r.throughput(), r.Percentile(0.5), r.Percentile(0.9), r.Percentile(0.99), r.Percentile(0.999),
-              r.Percentile(1.0), r.relay_rss_kb, r.relay_hwm_kb, broker_us, hop_us, db_us,
-              r.PerMessage(r.kernel.broker.calls), r.PerMessage(r.kernel.hop.calls), r.PerMessage(r.kernel.db.calls),
-              r.PerMessage(r.kernel.broker.switches), r.PerMessage(r.kernel.hop.switches),
-              r.PerMessage(r.kernel.db.switches));
+              r.Percentile(1.0), r.relay_rss_kb, r.relay_hwm_kb, broker_us, hop_us, db_us, k.broker.calls,
+              k.hop.calls, k.db.calls, k.broker.switches, k.hop.switches, k.db.switches);
         }
       }
       for (const Path& path : paths) {
@@ -942,15 +945,15 @@ int Main(int argc, char** argv) {
                         path.name.c_str(), relay_us, Median(cpu_broker[path.name]), Median(cpu_db[path.name]),
                         plain_broker_us, Median(cpu_hop["plain"]), path.name.c_str(), relay_us / plain_broker_us);
           }
-          auto n = [](double v) { return v < 0 ? std::string("-") : fmt::format("{:.2f}", v); };
-          std::printf("  => median per message, read/write calls | context switches: %s: broker %s | %s, hop %s | "
-                      "%s, MariaDB %s | %s; plain: broker %s | %s, forwarder %s | %s\n",
-                      path.name.c_str(), n(Median(calls_broker[path.name])).c_str(),
-                      n(Median(switches_broker[path.name])).c_str(), n(Median(calls_hop[path.name])).c_str(),
-                      n(Median(switches_hop[path.name])).c_str(), n(Median(calls_db[path.name])).c_str(),
-                      n(Median(switches_db[path.name])).c_str(), n(Median(calls_broker["plain"])).c_str(),
-                      n(Median(switches_broker["plain"])).c_str(), n(Median(calls_hop["plain"])).c_str(),
-                      n(Median(switches_hop["plain"])).c_str());
+          auto counts = [&](const std::string& of, KernelCounts KernelTimes::*proc) {
+            return kernel_median(of, proc, &KernelCounts::calls) + " | " +
+                   kernel_median(of, proc, &KernelCounts::switches);
+          };
+          std::printf("  => median per message, read/write calls | context switches: %s: broker %s, hop %s, MariaDB "
+                      "%s; plain: broker %s, forwarder %s\n",
+                      path.name.c_str(), counts(path.name, &KernelTimes::broker).c_str(),
+                      counts(path.name, &KernelTimes::hop).c_str(), counts(path.name, &KernelTimes::db).c_str(),
+                      counts("plain", &KernelTimes::broker).c_str(), counts("plain", &KernelTimes::hop).c_str());
         } else {
           std::printf("  => median over rounds: %s - plain = %+.0f us at p50, %+.0f us at p99\n", path.name.c_str(),
                       Median(p50[path.name]) - Median(p50["plain"]), Median(p99[path.name]) - Median(p99["plain"]));
