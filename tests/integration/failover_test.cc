@@ -115,15 +115,17 @@ class Recorder {
 class FailoverE2E : public FaultE2E {
  protected:
   // Relay `n` of shard `shard`, which sequences <root>/<shard>/#, with its
-  // own journal and log.
+  // own journal and log, and a lease of kLeaseMs (unless `more` says
+  // otherwise).
   std::unique_ptr<RelayProcess> ShardRelay(const std::string& shard, int n, std::vector<std::string> more = {}) {
     const std::string id = shard + std::to_string(n);
     std::vector<std::string> args = {"--shard=" + shard, "--source=" + root() + "/" + shard + "/#",
-                                     "--relay-id=" + id, "--lease-ms=" + std::to_string(kLeaseMs),
-                                     "--stats-interval=1"};
-    if (std::none_of(more.begin(), more.end(), [](const std::string& a) { return a.starts_with("--journal-dir="); })) {
-      args.push_back("--journal-dir=" + servers().dir() + "/journal-" + name_ + "-" + id);
-    }
+                                     "--relay-id=" + id, "--stats-interval=1"};
+    const auto given = [&](const char* option) {
+      return std::any_of(more.begin(), more.end(), [&](const std::string& a) { return a.starts_with(option); });
+    };
+    if (!given("--lease-ms=")) args.push_back("--lease-ms=" + std::to_string(kLeaseMs));
+    if (!given("--journal-dir=")) args.push_back("--journal-dir=" + servers().dir() + "/journal-" + name_ + "-" + id);
     args.insert(args.end(), more.begin(), more.end());
     args.insert(args.end(), shard_relay_args_.begin(), shard_relay_args_.end());
     return std::make_unique<RelayProcess>(servers(), name_, args, id);
@@ -1164,25 +1166,22 @@ TEST_F(FailoverE2E, AnActiveCutOffFromMosquittoHandsItsShardToAStandbyThatReache
 // tests pause or kill relays, and a renewal may find the move first.)
 TEST_F(FailoverE2E, ABatchAfterTheEpochMovedIsRolledBackAndNothingOfItIsPublished) {
   const std::string topic = root() + "/a/t";
-  RelayProcess relay(servers(), name_,
-                     {"--shard=a", "--source=" + root() + "/a/#", "--relay-id=a1", "--lease-ms=60000",
-                      "--journal-dir=" + servers().dir() + "/journal-" + name_ + "-a1"},
-                     "a1");
-  relay.Start();
+  auto relay = ShardRelay("a", 1, {"--lease-ms=60000"});
+  relay->Start();
   MqttClient sub(servers().mqtt_port(), name_ + "-sub");
   sub.Subscribe("seq/" + topic);
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   pub.Publish(topic, "before");
-  ASSERT_TRUE(sub.WaitForCount(1, 10s)) << relay.log();
+  ASSERT_TRUE(sub.WaitForCount(1, 10s)) << relay->log();
   const uint32_t epoch = Epoch("a");
   ASSERT_GT(epoch, 0u);
   servers().Sql("UPDATE `" + name_ + "`.SHARD SET EPOCH = EPOCH + 1 WHERE NAME = 'a'");
   pub.Publish(topic, "after");
   ASSERT_TRUE(pub.WaitAllAcked(10s));
-  EXPECT_TRUE(LogHas(relay, fmt::format("is no longer held under epoch {} (another relay took it over); rolled back",
+  EXPECT_TRUE(LogHas(*relay, fmt::format("is no longer held under epoch {} (another relay took it over); rolled back",
                                         epoch), 10s))
-      << relay.log();
-  EXPECT_TRUE(LogHas(relay, "stepping down to standby", 10s)) << relay.log();
+      << relay->log();
+  EXPECT_TRUE(LogHas(*relay, "stepping down to standby", 10s)) << relay->log();
   const auto rows = [&](const std::string& payload) {
     return Number(fmt::format("SELECT COUNT(*) FROM `{}`.MSG WHERE EPOCH = {} AND ID = '{}' AND MSG = '{}'", name_,
                               epoch, topic, payload));
@@ -1191,7 +1190,7 @@ TEST_F(FailoverE2E, ABatchAfterTheEpochMovedIsRolledBackAndNothingOfItIsPublishe
   EXPECT_EQ(rows("before"), 1u);
   std::this_thread::sleep_for(Scaled(500ms));  // a frame of 'after', if one were published, has time to arrive
   EXPECT_EQ(sub.received_count(), 1u) << "a frame published after the fence failed";
-  EXPECT_EQ(relay.Stop(), 0) << relay.log();
+  EXPECT_EQ(relay->Stop(), 0) << relay->log();
 }
 
 }  // namespace
