@@ -519,7 +519,9 @@ void Relay::WriterLoop() {
   // republishes. (The tracker takes rows it never saw below a later one for
   // rows deleted.)
   bool publishing = true;
-  while (queue_.PopBatch(batch, config_.batch_max, batch_max_bytes_, linger, &lingered)) {
+  // Idle, the writer keeps its database session (KeepAlive): one the server
+  // ended meanwhile (wait_timeout) would cost the next batch a reconnect.
+  while (queue_.PopBatch(batch, config_.batch_max, batch_max_bytes_, linger, &lingered, store_.keep_alive_due())) {
     uint32_t wanted;
     {
       std::lock_guard lock(session_mark_mu_);
@@ -529,7 +531,10 @@ void Relay::WriterLoop() {
       GiveUp(batch);
       continue;  // giving up: drain the rest of the queue the same way
     }
-    if (batch.empty()) continue;  // woken for the mark only
+    if (batch.empty()) {  // woken for the mark, or idle for a while
+      if (store_.connected()) (void)store_.KeepAlive();  // a failure: the next batch reconnects
+      continue;
+    }
     // Timed from its oldest message's arrival, less the linger --batch-delay-us asked for.
     const auto now = Clock::now();
     const auto arrived = batch.front().received;

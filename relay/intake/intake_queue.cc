@@ -32,9 +32,15 @@ IntakeQueue::Pushed IntakeQueue::PushWithin(Message&& m, std::chrono::steady_clo
 }
 
 bool IntakeQueue::PopBatch(std::vector<Message>& out, std::size_t max, std::size_t max_bytes,
-                           std::chrono::microseconds linger, std::chrono::steady_clock::duration* lingered) {
+                           std::chrono::microseconds linger, std::chrono::steady_clock::duration* lingered,
+                           std::chrono::steady_clock::time_point idle_until) {
   std::unique_lock lock(mu_);
-  not_empty_.wait(lock, [&] { return closed_ || woken_ || !q_.empty(); });
+  auto ready = [&] { return closed_ || woken_ || !q_.empty(); };
+  if (idle_until == std::chrono::steady_clock::time_point::max()) {
+    not_empty_.wait(lock, ready);
+  } else if (!not_empty_.wait_until(lock, idle_until, ready)) {
+    return true;  // idle until then: the consumer's other work
+  }
   const bool woken = std::exchange(woken_, false);
   if (q_.empty()) return woken && !closed_;  // false: closed and drained
   if (lingered) *lingered = {};

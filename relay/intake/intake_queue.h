@@ -50,9 +50,11 @@ class IntakeQueue {
   // there; then, if `linger` > 0, waits up to `linger` from the first message
   // for the batch to fill (not when the newest awaits its verdict:
   // Message::verdict_ticket), and says in `lingered` how long it waited.
-  // Returns false when closed and empty; true with nothing after Wake().
+  // Returns false when closed and empty; true with nothing after Wake(), or
+  // once `idle_until` has passed with the queue empty.
   bool PopBatch(std::vector<Message>& out, std::size_t max, std::size_t max_bytes, std::chrono::microseconds linger,
-                std::chrono::steady_clock::duration* lingered = nullptr);
+                std::chrono::steady_clock::duration* lingered = nullptr,
+                std::chrono::steady_clock::time_point idle_until = std::chrono::steady_clock::time_point::max());
 
   // Makes a PopBatch waiting on an empty queue return true with nothing
   // (the consumer has other work: Relay::MarkSession).

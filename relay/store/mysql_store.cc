@@ -117,8 +117,19 @@ void MysqlStore::DropConnection() {
 }
 
 Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
+  if (conn_ && !reconnecting_ && idle_limit_s_ > 0 && std::chrono::steady_clock::now() >= StaleAt()) {
+    // The server has ended this session or is about to (its wait_timeout):
+    // a new one now, rather than a statement that fails and a retry. Every
+    // call here ends its transaction, so nothing open is lost.
+    reconnecting_ = true;
+    Status s = Connect(false);
+    reconnecting_ = false;
+    if (!s.ok()) return s;
+    LogInfo("database: a session idle for its wait_timeout ({} s) was replaced before '{}'", idle_limit_s_, what);
+  }
   try {
     body();
+    last_used_ = std::chrono::steady_clock::now();
     return Status::Ok();
   } catch (const sql::SQLException& e) {
     // The connection's state is unknown after an error: drop it so that the
@@ -131,6 +142,27 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
     DropConnection();
     return Status::Error(fmt::format("{}: {}", what, e.what()));
   }
+}
+
+std::chrono::steady_clock::time_point MysqlStore::StaleAt() const {
+  // A margin for the clocks' granularity and the statement's way there: the
+  // server counts from its last answer, a little after last_used_ began.
+  const auto limit = std::chrono::seconds(idle_limit_s_);
+  return last_used_ + limit - std::min<std::chrono::steady_clock::duration>(std::chrono::seconds(1), limit / 3);
+}
+
+std::chrono::steady_clock::time_point MysqlStore::keep_alive_due() const {
+  if (!conn_ || idle_limit_s_ <= 0) return std::chrono::steady_clock::time_point::max();
+  return last_used_ + std::chrono::seconds(idle_limit_s_) / 3;
+}
+
+Status MysqlStore::KeepAlive() {
+  if (std::chrono::steady_clock::now() < keep_alive_due()) return Status::Ok();
+  // A COM_PING: it starts no transaction (idle_transaction_timeout stays
+  // out of it) and resets the server's idle count.
+  return Guard("keep the session alive", [&] {
+    if (!conn_->isValid()) throw std::runtime_error("the server did not answer a ping");
+  });
 }
 
 Status MysqlStore::Connect(bool create_database) {
@@ -200,11 +232,15 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
       st->execute(fmt::format("CREATE DATABASE IF NOT EXISTS `{}`", config_.db_name));
     }
     {
-      std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT @@max_allowed_packet, VERSION() LIKE '%MariaDB%'"));
+      std::unique_ptr<sql::ResultSet> rs(
+          st->executeQuery("SELECT @@max_allowed_packet, VERSION() LIKE '%MariaDB%', @@SESSION.wait_timeout"));
       rs->next();
       // Room for the packet's header and the command byte, with some to spare.
       max_query_bytes_ = static_cast<std::size_t>(std::max<uint64_t>(rs->getUInt64(1), 2048) - 1024);
       mariadb_ = rs->getInt(2) == 1;
+      // Test hook: the session as on MySQL, which lacks the setting.
+      idle_transaction_timeout_ = mariadb_ && !std::getenv("SEQTEST_NO_IDLE_TRANSACTION_TIMEOUT");
+      idle_limit_s_ = static_cast<int>(std::min<uint64_t>(rs->getUInt64(3), 365 * 86400));
     }
     // On a Galera cluster a node answers reads from the write-sets it has
     // applied, which may lag what the cluster has ordered: a batch the
@@ -224,6 +260,8 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
       sync_wait_ = false;
     }
     st->execute(kSessionTimeZone);
+    if (lock_wait_s_ > 0) ApplyLockWait(*st);
+    if (idle_transaction_s_ > 0) ApplyIdleTransactionLimit(*st);
     conn_->setSchema(config_.db_name);
     conn_->setAutoCommit(false);
     conn_->setTransactionIsolation(sql::TRANSACTION_READ_COMMITTED);
@@ -231,20 +269,33 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
 }
 
 Status MysqlStore::LimitLockWait(int seconds) {
+  lock_wait_s_ = seconds;
   return Guard("set lock wait timeout", [&] {
     std::unique_ptr<sql::Statement> st(conn_->createStatement());
-    st->execute(fmt::format("SET SESSION innodb_lock_wait_timeout = {}", seconds));
+    ApplyLockWait(*st);
   });
 }
 
 Status MysqlStore::LimitIdleTransaction(int seconds) {
+  idle_transaction_s_ = seconds;
   return Guard("set idle transaction timeout", [&] {
     std::unique_ptr<sql::Statement> st(conn_->createStatement());
-    std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT VERSION() LIKE '%MariaDB%'"));
-    if (rs->next() && rs->getInt(1) == 1) {
-      st->execute(fmt::format("SET SESSION idle_transaction_timeout = {}", seconds));
-    }
+    ApplyIdleTransactionLimit(*st);
   });
+}
+
+void MysqlStore::ApplyLockWait(sql::Statement& st) {
+  st.execute(fmt::format("SET SESSION innodb_lock_wait_timeout = {}", lock_wait_s_));
+}
+
+void MysqlStore::ApplyIdleTransactionLimit(sql::Statement& st) {
+  if (idle_transaction_timeout_) {
+    st.execute(fmt::format("SET SESSION idle_transaction_timeout = {}", idle_transaction_s_));
+  } else {
+    // MySQL: the session's idleness, in a transaction or not (KeepAlive).
+    st.execute(fmt::format("SET SESSION wait_timeout = {}", idle_transaction_s_));
+    idle_limit_s_ = idle_transaction_s_;
+  }
 }
 
 Status MysqlStore::Migrate(bool apply) {

@@ -49,15 +49,27 @@ class MysqlStore {
   // socket or before the first). Any thread.
   std::string endpoint() const;
   bool connected() const { return conn_ != nullptr; }
+  // A session idle for its wait_timeout is ended by the server, and its next
+  // statement fails ("server has gone away"). Every call of this store's
+  // first reconnects, quietly, a session idle for that long less a margin;
+  // KeepAlive pings one idle for a third of it, so that a waiting writer
+  // keeps its session (and pays no reconnect at its next batch). Cheap
+  // when not due: call it whenever idle. The time by which it is next due.
+  Status KeepAlive();
+  std::chrono::steady_clock::time_point keep_alive_due() const;
 
   // Lock waits of this session fail after `seconds` (InnoDB's default: 50).
+  // Kept, and applied again at every connect.
   Status LimitLockWait(int seconds);
   // The server ends this session if it idles inside a transaction for
-  // `seconds` (MariaDB's idle_transaction_timeout; a no-op on MySQL, which
-  // has none): a writer frozen mid-commit, or a lease keeper frozen between
+  // `seconds`: a writer frozen mid-commit, or a lease keeper frozen between
   // its renewal's UPDATE and COMMIT (SIGSTOP, a stalled VM, a host gone),
   // must not hold its shard's row, and so its lease, against a takeover.
-  // IdleTransactionLimit(lease_ms) is the limit the relay's sessions take.
+  // MariaDB's idle_transaction_timeout; MySQL has none, so there the
+  // session's wait_timeout takes the limit, and the session ends after
+  // `seconds` of any idleness (KeepAlive keeps a waiting one). Kept, and
+  // applied again at every connect. IdleTransactionLimit(lease_ms) is the
+  // limit the relay's sessions take.
   Status LimitIdleTransaction(int seconds);
   // About one lease: seconds, whole, at least 1.
   static int IdleTransactionLimit(int lease_ms) { return std::max(1, (lease_ms + 999) / 1000); }
@@ -346,6 +358,12 @@ class MysqlStore {
   void NextTransactionReadCommitted();
   // Forgets the connection and everything prepared on it.
   void DropConnection();
+  // The session limits asked for (LimitLockWait, LimitIdleTransaction),
+  // on this connection.
+  void ApplyLockWait(sql::Statement& st);
+  void ApplyIdleTransactionLimit(sql::Statement& st);
+  // When Guard replaces the session rather than use it (see KeepAlive).
+  std::chrono::steady_clock::time_point StaleAt() const;
   Status ConnectTo(const std::optional<DbEndpoint>& endpoint, bool create_database);
   // A statement of `rows` (a power of two) copies of `row` after `head`,
   // then `tail`, prepared once per connection and size in `cache`.
@@ -381,6 +399,15 @@ class MysqlStore {
   uint64_t batches_tried_ = 0;        // non-empty CommitBatch calls, for kill_before_commit_
   bool sync_wait_ = false;            // the server knows wsrep_sync_wait: reads are causal
   bool mariadb_ = false;              // the server is MariaDB (SET STATEMENT ... FOR)
+  bool idle_transaction_timeout_ = false;  // it has idle_transaction_timeout (MariaDB; MySQL has not)
+  // The limits asked for (0: the server's), applied at every connect.
+  int lock_wait_s_ = 0;
+  int idle_transaction_s_ = 0;
+  // The session's wait_timeout, read or set at connect; and when the
+  // session last answered (see KeepAlive).
+  int idle_limit_s_ = 0;
+  std::chrono::steady_clock::time_point last_used_{};
+  bool reconnecting_ = false;  // Guard's quiet reconnect is under way
 };
 
 }  // namespace seqrelay

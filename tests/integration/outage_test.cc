@@ -176,6 +176,49 @@ TEST_F(OutageE2E, ADatabaseUserWithoutInsertRightIsAClearErrorAndNothingIsLost) 
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+// The server ends a session idle for its wait_timeout (8 h by default, 2 s
+// here), and the session's next statement fails. A relay without traffic
+// for that long (a night, a quiet topic) used to find its writer's session
+// gone at the next message: "commit failed ... Server has gone away",
+// retried after 0.1 s. The writer now pings its session while it waits,
+// and any other of the relay's sessions idle that long is replaced before
+// its next statement rather than failing it. On MySQL (as the relay sees
+// this MariaDB with the test hook) the sessions' wait_timeout is the
+// idle-transaction limit, about one lease, so the pings are what keeps them.
+TEST_F(OutageE2E, ASessionIdleLongerThanTheServersWaitTimeoutCostsTheNextMessageNothing) {
+  const std::string was = servers().Sql("SELECT @@GLOBAL.wait_timeout");
+  struct Restore {
+    TestServers& servers;
+    std::string value;
+    ~Restore() { servers.Sql("SET GLOBAL wait_timeout = " + value); }
+  } restore{servers(), was.substr(0, was.find('\n'))};
+  servers().Sql("SET GLOBAL wait_timeout = 2");  // sessions opened from now on
+  const std::string topic = root() + "/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  int sent = 0;
+  for (const bool as_mysql : {false, true}) {
+    SCOPED_TRACE(as_mysql ? "as on MySQL" : "on MariaDB");
+    std::vector<std::string> env;
+    if (as_mysql) env.push_back("SEQTEST_NO_IDLE_TRANSACTION_TIMEOUT=1");
+    if (relay_) {
+      ASSERT_EQ(relay_->Stop(), 0);
+    }
+    StartRelay({}, env);
+    pub.Publish(topic, "p" + std::to_string(++sent));
+    ASSERT_TRUE(pub.WaitAllAcked(10s));
+    WaitStored(topic, static_cast<std::size_t>(sent));
+    std::this_thread::sleep_for(5s);  // idle for more than the sessions' wait_timeout (2 s, or the lease's 3 s)
+    pub.Publish(topic, "p" + std::to_string(++sent));
+    ASSERT_TRUE(pub.WaitAllAcked(10s));
+    WaitStored(topic, static_cast<std::size_t>(sent));
+    const std::string log = relay_->log();
+    EXPECT_EQ(CountOf(log, "gone away"), 0) << log;
+    EXPECT_EQ(CountOf(log, "failed"), 0) << log;
+    EXPECT_EQ(CountOf(log, "was replaced before 'commit batch'"), 0) << "the writer did not keep its session:\n" << log;
+  }
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // A row the database will never take (here a CHECK constraint refuses one
 // payload; in the wild also a trigger, or a row over max_allowed_packet) used to be
 // retried forever, stalling every message behind it. It is set aside:

@@ -254,6 +254,25 @@ TEST(IntakeQueueTest, PopBatchWaitsForTheFirstMessage) {
   EXPECT_EQ(Topics(out), (std::vector<std::string>{"a"}));
 }
 
+// The writer's idle wake-up (its database session's keep-alive): an empty
+// queue returns true with nothing once idle_until has passed, and a message
+// there before it is taken as usual.
+TEST(IntakeQueueTest, PopBatchReturnsEmptyOnceIdleUntilHasPassed) {
+  IntakeQueue q(10, kUnlimitedBytes);
+  std::vector<Message> out;
+  const auto asked = std::chrono::steady_clock::now();
+  EXPECT_TRUE(q.PopBatch(out, 10, kUnlimitedBytes, microseconds(0), nullptr, asked + milliseconds(20)));
+  EXPECT_GE(std::chrono::steady_clock::now() - asked, milliseconds(20));
+  EXPECT_TRUE(out.empty());
+  ASSERT_TRUE(q.Push(Msg("a")));
+  EXPECT_TRUE(q.PopBatch(out, 10, kUnlimitedBytes, microseconds(0), nullptr, std::chrono::steady_clock::now()));
+  EXPECT_EQ(Topics(out), (std::vector<std::string>{"a"}));
+  q.Close();
+  out.clear();
+  EXPECT_FALSE(q.PopBatch(out, 10, kUnlimitedBytes, microseconds(0), nullptr, std::chrono::steady_clock::now()))
+      << "closed and drained is the end, idle or not";
+}
+
 TEST(IntakeQueueTest, LingerWaitsForTheBatchToFill) {
   IntakeQueue q(10, kUnlimitedBytes);
   ASSERT_TRUE(q.Push(Msg("a")));
