@@ -27,6 +27,10 @@ Relay::Relay(Config config)
       store_(config_),
       sequencer_(config_.seq_prefix, config_.immediate),
       retransmit_(config_) {
+  // The main thread's session deletes PENDING rows (PumpPending) and purges
+  // DEDUPE: frozen inside one of those transactions it must not hold the
+  // rows against the next active's commits either.
+  (void)pending_store_.LimitIdleTransaction(IdleTransactionLimit(config_.lease_ms));  // from its first connect
   if (const char* n = std::getenv("SEQTEST_KILL_AFTER_JOURNAL")) kill_after_journal_ = std::strtoull(n, nullptr, 10);
   if (const char* n = std::getenv("SEQTEST_BREAK_INTAKE_AFTER")) break_intake_after_ = std::strtoull(n, nullptr, 10);
   if (const char* n = std::getenv("SEQTEST_THROW_IN_INTAKE")) throw_in_intake_at_ = std::strtoull(n, nullptr, 10);

@@ -37,7 +37,8 @@ struct DatabaseFloors {
   // the moment the COMMIT is sent (one every 10 ms). The fence serialises
   // the batches only up to where the second's UPDATE returns.
   std::vector<double> held_commit_us, waiting_fence_us;
-  int held_fence_unseen = 0;  // pairs whose COMMIT went after the 2 s give-up
+  int held_fence_unseen = 0;   // pairs whose COMMIT went after the 2 s give-up
+  int held_fence_unasked = 0;  // pairs whose lock wait the server would not report
   // A writer alone, as the relay's would be without MQTT: messages arrive
   // at a fixed rate, and each batch (all that arrived meanwhile) is the
   // relay's shape, the fence and a multi-row INSERT in one query, then

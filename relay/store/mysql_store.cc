@@ -120,12 +120,20 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
   if (conn_ && !reconnecting_ && idle_limit_s_ > 0 && std::chrono::steady_clock::now() >= StaleAt()) {
     // The server has ended this session or is about to (its wait_timeout):
     // a new one now, rather than a statement that fails and a retry. Every
-    // call here ends its transaction, so nothing open is lost.
+    // call here ends its transaction, so nothing open is lost. (Time the
+    // machine spent suspended does not count here: such a session fails
+    // its statement, as any lost one.)
+    const int limit = idle_limit_s_;
     reconnecting_ = true;
-    Status s = Connect(false);
-    reconnecting_ = false;
-    if (!s.ok()) return s;
-    LogInfo("database: a session idle for its wait_timeout ({} s) was replaced before '{}'", idle_limit_s_, what);
+    struct Reset {
+      bool& flag;
+      ~Reset() { flag = false; }
+    } reset{reconnecting_};
+    if (Status s = Connect(false); !s.ok()) return s;
+    if (auto suppressed = replaced_log_.Allow()) {
+      LogInfo("database: a session idle for its wait_timeout ({} s) was replaced before '{}'{}", limit, what,
+              SuppressedNote(*suppressed));
+    }
   }
   try {
     body();
@@ -145,10 +153,10 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
 }
 
 std::chrono::steady_clock::time_point MysqlStore::StaleAt() const {
-  // A margin for the clocks' granularity and the statement's way there: the
-  // server counts from its last answer, a little after last_used_ began.
+  // A margin for the statement's way there: the server counts from its
+  // last answer, a little before last_used_.
   const auto limit = std::chrono::seconds(idle_limit_s_);
-  return last_used_ + limit - std::min<std::chrono::steady_clock::duration>(std::chrono::seconds(1), limit / 3);
+  return last_used_ + limit - std::min<std::chrono::steady_clock::duration>(std::chrono::seconds(1), limit / 5);
 }
 
 std::chrono::steady_clock::time_point MysqlStore::keep_alive_due() const {
@@ -270,6 +278,7 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
 
 Status MysqlStore::LimitLockWait(int seconds) {
   lock_wait_s_ = seconds;
+  if (!conn_) return Status::Ok();  // applied at the connect
   return Guard("set lock wait timeout", [&] {
     std::unique_ptr<sql::Statement> st(conn_->createStatement());
     ApplyLockWait(*st);
@@ -278,6 +287,7 @@ Status MysqlStore::LimitLockWait(int seconds) {
 
 Status MysqlStore::LimitIdleTransaction(int seconds) {
   idle_transaction_s_ = seconds;
+  if (!conn_) return Status::Ok();  // applied at the connect
   return Guard("set idle transaction timeout", [&] {
     std::unique_ptr<sql::Statement> st(conn_->createStatement());
     ApplyIdleTransactionLimit(*st);

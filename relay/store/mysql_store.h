@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/log.h"
 #include "core/message.h"
 #include "core/session_no.h"
 #include "core/status.h"
@@ -59,7 +60,7 @@ class MysqlStore {
   std::chrono::steady_clock::time_point keep_alive_due() const;
 
   // Lock waits of this session fail after `seconds` (InnoDB's default: 50).
-  // Kept, and applied again at every connect.
+  // Kept, and applied at every connect (now too, if connected).
   Status LimitLockWait(int seconds);
   // The server ends this session if it idles inside a transaction for
   // `seconds`: a writer frozen mid-commit, or a lease keeper frozen between
@@ -68,8 +69,8 @@ class MysqlStore {
   // MariaDB's idle_transaction_timeout; MySQL has none, so there the
   // session's wait_timeout takes the limit, and the session ends after
   // `seconds` of any idleness (KeepAlive keeps a waiting one). Kept, and
-  // applied again at every connect. IdleTransactionLimit(lease_ms) is the
-  // limit the relay's sessions take.
+  // applied at every connect (now too, if connected).
+  // IdleTransactionLimit(lease_ms) is the limit the relay's sessions take.
   Status LimitIdleTransaction(int seconds);
   // About one lease: seconds, whole, at least 1.
   static int IdleTransactionLimit(int lease_ms) { return std::max(1, (lease_ms + 999) / 1000); }
@@ -408,6 +409,7 @@ class MysqlStore {
   int idle_limit_s_ = 0;
   std::chrono::steady_clock::time_point last_used_{};
   bool reconnecting_ = false;  // Guard's quiet reconnect is under way
+  RateLimit replaced_log_{std::chrono::minutes(1)};  // its line, once a minute at most
 };
 
 }  // namespace seqrelay

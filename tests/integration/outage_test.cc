@@ -181,10 +181,10 @@ TEST_F(OutageE2E, ADatabaseUserWithoutInsertRightIsAClearErrorAndNothingIsLost) 
 // for that long (a night, a quiet topic) used to find its writer's session
 // gone at the next message: "commit failed ... Server has gone away",
 // retried after 0.1 s. The writer now pings its session while it waits,
-// and any other of the relay's sessions idle that long is replaced before
-// its next statement rather than failing it. On MySQL (as the relay sees
-// this MariaDB with the test hook) the sessions' wait_timeout is the
-// idle-transaction limit, about one lease, so the pings are what keeps them.
+// and any other of the relay's sessions idle that long (here the replay
+// worker's) is replaced before its next statement rather than failing it.
+// On MySQL (as the relay sees this MariaDB with the test hook) the
+// sessions' wait_timeout is the idle-transaction limit, about one lease.
 TEST_F(OutageE2E, ASessionIdleLongerThanTheServersWaitTimeoutCostsTheNextMessageNothing) {
   const std::string was = servers().Sql("SELECT @@GLOBAL.wait_timeout");
   struct Restore {
@@ -195,26 +195,50 @@ TEST_F(OutageE2E, ASessionIdleLongerThanTheServersWaitTimeoutCostsTheNextMessage
   servers().Sql("SET GLOBAL wait_timeout = 2");  // sessions opened from now on
   const std::string topic = root() + "/t";
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  const std::string asker_id = name_ + "-asker";
+  MqttClient asker(servers().mqtt_port(), asker_id);
+  asker.Subscribe("relay/replay/" + asker_id + "/#");
   int sent = 0;
+  auto publish_one = [&] {
+    pub.Publish(topic, "p" + std::to_string(++sent));
+    ASSERT_TRUE(pub.WaitAllAcked(10s));
+    WaitStored(topic, static_cast<std::size_t>(sent));
+  };
+  std::vector<nlohmann::json> statuses;
+  auto ask_history = [&] {  // answered "ok" with every message so far
+    asker.Publish("relay/retransmit/" + asker_id, nlohmann::json{{"topic", topic}, {"from", 1}}.dump());
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          statuses.clear();
+          for (const auto& r : asker.received()) {
+            if (r.topic.ends_with("/status")) statuses.push_back(nlohmann::json::parse(r.payload));
+          }
+          return !statuses.empty() && statuses.back().value("sent", 0) == sent;
+        },
+        Scaled(10s)))
+        << (statuses.empty() ? "no status" : statuses.back().dump());
+    EXPECT_EQ(statuses.back().value("status", ""), "ok");
+  };
   for (const bool as_mysql : {false, true}) {
     SCOPED_TRACE(as_mysql ? "as on MySQL" : "on MariaDB");
     std::vector<std::string> env;
     if (as_mysql) env.push_back("SEQTEST_NO_IDLE_TRANSACTION_TIMEOUT=1");
+    std::size_t from = 0;  // where this run's lines begin in the log
     if (relay_) {
       ASSERT_EQ(relay_->Stop(), 0);
+      from = relay_->log().size();
     }
-    StartRelay({}, env);
-    pub.Publish(topic, "p" + std::to_string(++sent));
-    ASSERT_TRUE(pub.WaitAllAcked(10s));
-    WaitStored(topic, static_cast<std::size_t>(sent));
+    StartRelay({"--replay-workers=1"}, env);  // one worker: its session is the one asked again
+    publish_one();
+    ask_history();
     std::this_thread::sleep_for(5s);  // idle for more than the sessions' wait_timeout (2 s, or the lease's 3 s)
-    pub.Publish(topic, "p" + std::to_string(++sent));
-    ASSERT_TRUE(pub.WaitAllAcked(10s));
-    WaitStored(topic, static_cast<std::size_t>(sent));
-    const std::string log = relay_->log();
+    publish_one();
+    ask_history();
+    const std::string log = relay_->log().substr(from);
     EXPECT_EQ(CountOf(log, "gone away"), 0) << log;
     EXPECT_EQ(CountOf(log, "failed"), 0) << log;
     EXPECT_EQ(CountOf(log, "was replaced before 'commit batch'"), 0) << "the writer did not keep its session:\n" << log;
+    EXPECT_EQ(CountOf(log, "was replaced before 'find topic'"), 1) << "the replay worker's idle session:\n" << log;
   }
   EXPECT_EQ(relay_->Stop(), 0);
 }
