@@ -16,7 +16,7 @@ A MariaDB Galera cluster on 127.0.0.1 for tests and local runs. The nodes
 run in the background and outlive this script; stop them with '$prog stop DIR'.
 
 Commands:
-  start DIR [--nodes N] [--option NAME=VALUE]...
+  start DIR [--nodes N] [--option NAME=VALUE]... [--owner PID]
         Creates DIR (it must not exist, or be empty) with a data dir per node
         (DIR/node1 .. DIR/nodeN), picks free ports on 127.0.0.1, writes each
         node's option file (DIR/nodeK.cnf), bootstraps node 1, waits until it
@@ -56,6 +56,10 @@ Options:
   --nodes N             start: number of nodes, 1 to 9 (default 3)
   --option NAME=VALUE   start: one more [mysqld] setting for every node's
                         option file (repeatable), e.g. --option wsrep_sync_wait=1
+  --owner PID           start: the cluster belongs to process PID (a test run):
+                        a watchdog stops it once PID is gone, however it ended
+                        (a Ctrl-C, a crash); it is done with once DIR is gone
+                        and no node runs (DIR/watchdog.log says what it did)
   --timeout SECONDS     start, restart, bootstrap: bound of each wait for a node
                         (default 120; env GALERA_TIMEOUT)
   -h, --help            this text
@@ -549,8 +553,44 @@ cmd_start() {
       "-p$db_password" -N -B -e 'SELECT 1' >/dev/null || die "node $n: $db_user cannot log in over TCP"
   done
   trap - EXIT
+  [[ -z $owner ]] || start_watchdog "$owner"
   log "cluster of $nodes node(s) up in $((SECONDS - t0)) s; settings in $dir/cluster.env"
   grep -E '^(DB_HOSTS|NODE[0-9]_(PORT|PID))=' "$dir/cluster.env"
+}
+
+# Stops the cluster once process $1 is gone: its owner, a test run, which a
+# Ctrl-C or a crash may end without a stop (and whose signal cleanup may
+# remove DIR first). Runs as 'galera.sh __watch DIR PID' in a session of
+# its own; keeps the nodes' PIDs as DIR/cluster.env last said them (a node
+# restarted gets a new one), and stops only live mariadbd of this cluster
+# (pid_is_node: by their command lines, which name DIR whether or not it is
+# still there). Done with once DIR is gone and no node runs.
+start_watchdog() {
+  local self
+  self=$(cd "$(dirname "$0")" && pwd)/$prog
+  setsid "$self" __watch "$dir" "$1" </dev/null >>"$dir/watchdog.log" 2>&1 &
+  log "watchdog: the cluster stops once process $1 is gone"
+}
+
+cmd_watch() {
+  local owner=$1 n line alive
+  while :; do
+    if [[ -r $dir/cluster.env ]]; then
+      while IFS= read -r line; do
+        [[ $line =~ ^(NODES|NODE[1-9]_PID)=([0-9]*)$ ]] && cfg[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
+      done <"$dir/cluster.env" || true
+    fi
+    alive=0
+    for ((n = 1; n <= ${cfg[NODES]:-0}; n++)); do node_alive "$n" && alive=$((alive + 1)); done
+    if ! kill -0 "$owner" 2>/dev/null; then
+      ((alive == 0)) && exit 0
+      log "watchdog: owner $owner gone: stopping the cluster"
+      stop_nodes $(seq 1 "${cfg[NODES]}")
+      exit 0
+    fi
+    [[ ! -e $dir && $alive -eq 0 ]] && exit 0
+    sleep 1
+  done
 }
 
 cmd_stop() {
@@ -694,6 +734,7 @@ if [[ $command == sql ]]; then
 fi
 
 node_count=3
+owner=""
 nodes_given=0
 options_given=0
 extra_options=()
@@ -704,18 +745,20 @@ while (($# > 0)); do
       usage
       exit 0
       ;;
-    --nodes | --option | --timeout)
+    --nodes | --option | --timeout | --owner)
       (($# >= 2)) || usage_error "$1 needs a value"
       case $1 in
         --nodes) node_count=$2 nodes_given=1 ;;
         --option) extra_options+=("$2") options_given=1 ;;
         --timeout) timeout=$2 ;;
+        --owner) owner=$2 options_given=1 ;;
       esac
       shift 2
       ;;
     --nodes=*) node_count=${1#*=} nodes_given=1 && shift ;;
     --option=*) extra_options+=("${1#*=}") options_given=1 && shift ;;
     --timeout=*) timeout=${1#*=} && shift ;;
+    --owner=*) owner=${1#*=} options_given=1 && shift ;;
     --)
       shift
       positional+=("$@")
@@ -733,10 +776,18 @@ for opt in "${extra_options[@]}"; do
   [[ $opt =~ ^[A-Za-z][A-Za-z0-9_-]*(=[^[:cntrl:]]*)?$ ]] || usage_error "--option '$opt': expected NAME=VALUE"
 done
 if [[ $command != start ]] && ((nodes_given || options_given)); then
-  usage_error "--nodes and --option go with 'start' only"
+  usage_error "--nodes, --option and --owner go with 'start' only"
+fi
+if [[ -n $owner ]] && ! { [[ $owner =~ ^[1-9][0-9]*$ ]] && kill -0 "$owner" 2>/dev/null; }; then
+  usage_error "--owner '$owner': expected the PID of a running process"
 fi
 
 case $command in
+  __watch)
+    ((${#positional[@]} == 2)) || usage_error "usage: $prog __watch DIR PID (internal: start --owner)"
+    dir=${positional[0]}
+    cmd_watch "${positional[1]}"
+    ;;
   start)
     ((${#positional[@]} == 1)) || usage_error "usage: $prog start DIR [--nodes N] [--option NAME=VALUE]..."
     set_dir "${positional[0]}"

@@ -4,6 +4,7 @@
 // different between the nodes.
 #include <fmt/format.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -46,7 +47,10 @@ class GaleraE2E : public RelayE2E {
       // wsrep_sync_wait=1: the tests' own reads on one node see what any
       // node committed before them. The relay's sessions set it themselves
       // (AJournalHandedOverThroughAnotherNodeIsReadCausally shows it without).
-      started_ = RunCommand({kGalera, "start", *dir_, "--option", "wsrep_sync_wait=1"}, &out) == 0;
+      // --owner: the nodes stop once this process is gone, a Ctrl-C too.
+      started_ = RunCommand({kGalera, "start", *dir_, "--option", "wsrep_sync_wait=1", "--owner",
+                             std::to_string(getpid())},
+                            &out) == 0;
       if (!started_) std::cerr << out << (attempt == 1 ? "galera: starting a new cluster once more\n" : "");
     }
     if (!started_) return;

@@ -62,9 +62,10 @@ TestServers::TestServers() {
     // The relay's tests read what any node committed (wsrep_sync_wait).
     // galera.sh creates the same user and password.
     // (Its nodes are galera.sh's, in sessions of their own: a signal's
-    // cleanup leaves this directory to them.)
+    // cleanup leaves this directory to them, and galera.sh's watchdog stops
+    // them once this process is gone.)
     galera_dir_ = dir_ + "/galera";
-    Galera("start", {"--option", "wsrep_sync_wait=1"});
+    Galera("start", {"--option", "wsrep_sync_wait=1", "--owner", std::to_string(getpid())});
     db_port_ = std::stoi(GaleraEnv("NODE1_PORT"));
     db_socket_ = GaleraEnv("NODE1_SOCKET");
   } else {
