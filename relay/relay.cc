@@ -27,10 +27,12 @@ Relay::Relay(Config config)
       store_(config_),
       sequencer_(config_.seq_prefix, config_.immediate),
       retransmit_(config_) {
-  // The main thread's session deletes PENDING rows (PumpPending) and purges
-  // DEDUPE: frozen inside one of those transactions it must not hold the
-  // rows against the next active's commits either.
-  (void)pending_store_.LimitIdleTransaction(IdleTransactionLimit(config_.lease_ms));  // from its first connect
+  // The sessions' limit, applied at every connect: the writer's, frozen
+  // mid-commit, must not hold its shard's row against a takeover, nor the
+  // main thread's (it deletes PENDING rows and purges DEDUPE) those rows
+  // against the next active's commits.
+  store_.LimitIdleTransaction(IdleTransactionLimit(config_.lease_ms));
+  pending_store_.LimitIdleTransaction(IdleTransactionLimit(config_.lease_ms));
   if (const char* n = std::getenv("SEQTEST_KILL_AFTER_JOURNAL")) kill_after_journal_ = std::strtoull(n, nullptr, 10);
   if (const char* n = std::getenv("SEQTEST_BREAK_INTAKE_AFTER")) break_intake_after_ = std::strtoull(n, nullptr, 10);
   if (const char* n = std::getenv("SEQTEST_THROW_IN_INTAKE")) throw_in_intake_at_ = std::strtoull(n, nullptr, 10);
@@ -110,7 +112,6 @@ void Relay::SleepUnlessGivingUp(milliseconds d) {
 
 Status Relay::ConnectDatabase(MysqlStore::Progress& progress) {
   if (Status s = store_.Connect(config_.migrate); !s.ok()) return s;
-  if (Status s = store_.LimitIdleTransaction(IdleTransactionLimit(config_.lease_ms)); !s.ok()) return s;
   auto p = store_.ReadProgress();
   if (!p.ok()) return p.status();
   progress = p.value();
@@ -124,7 +125,6 @@ Status Relay::OpenDatabase() {
                                                        : "unix:" + config_.db_socket;
   for (;;) {
     Status s = store_.Connect(config_.migrate);
-    if (s.ok()) s = store_.LimitIdleTransaction(IdleTransactionLimit(config_.lease_ms));
     if (s.ok()) s = store_.Migrate(config_.migrate);
     if (s.ok()) s = CheckPacketLimit();
     if (s.ok()) {

@@ -92,13 +92,9 @@ Result<std::string> Relay::HandOverChunk(std::span<const MysqlStore::HandedOver>
   Backoff backoff;
   for (int attempt = 1;; ++attempt) {
     Status s = Status::Ok();
-    if (!store_.connected()) {
-      // The writer's connection, kept when the relay becomes active: limited
-      // as at every connect (ConnectDatabase), or a relay frozen mid-commit
-      // would hold its shard's row against a takeover.
-      s = store_.Connect(false);
-      if (s.ok()) s = store_.LimitIdleTransaction(IdleTransactionLimit(config_.lease_ms));
-    }
+    // The writer's connection, kept when the relay becomes active (with
+    // its limits, which every connect applies).
+    if (!store_.connected()) s = store_.Connect(false);
     if (s.ok()) {
       auto shard = store_.HandOver(chunk, chunk.back().end);
       if (shard.ok()) return shard;

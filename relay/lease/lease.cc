@@ -21,6 +21,14 @@ int64_t Ns(Clock::time_point t) { return t.time_since_epoch().count(); }
 LeaseKeeper::LeaseKeeper(const Config& config, uint32_t shard_num, const std::string& journal_id)
     : config_(config), store_(config) {
   store_.UseShard(config.shard, shard_num, journal_id);
+  // The session's limits, applied at every connect. A commit holding the
+  // shard's row (its fence) must not hold a renewal or a takeover for
+  // InnoDB's default 50 s: fail after 1 s and poll again. And this session,
+  // frozen between a renewal's (or a takeover's) UPDATE and its COMMIT,
+  // must not hold the row for the server's wait_timeout (8 h): ended after
+  // about one lease, as the writer's is.
+  store_.LimitLockWait(1);
+  store_.LimitIdleTransaction(MysqlStore::IdleTransactionLimit(config_.lease_ms));
   // Fault injection for the tests: the process stops itself (SIGSTOP)
   // between the Nth renewal's UPDATE and its COMMIT.
   if (const char* n = std::getenv("SEQTEST_STOP_IN_RENEWAL")) store_.InjectStopInRenewal(std::strtoull(n, nullptr, 10));
@@ -30,15 +38,7 @@ LeaseKeeper::~LeaseKeeper() { Stop(false); }
 
 bool LeaseKeeper::EnsureConnected() {
   if (store_.connected()) return true;
-  Status s = store_.Connect(false);
-  // A commit holding the shard's row (its fence) must not hold a renewal
-  // or a takeover for InnoDB's default 50 s: fail after 1 s and poll again.
-  if (s.ok()) s = store_.LimitLockWait(1);
-  // And this session, frozen between a renewal's (or a takeover's) UPDATE
-  // and its COMMIT, must not hold the row for the server's wait_timeout
-  // (8 h): ended after about one lease, as the writer's is. (Until
-  // 2026-12-06 only the writer's session was limited.)
-  if (s.ok()) s = store_.LimitIdleTransaction(MysqlStore::IdleTransactionLimit(config_.lease_ms));
+  Status s = store_.Connect(false);  // with the limits set at construction
   if (!s.ok()) {
     static RateLimit limit(std::chrono::seconds(10));
     if (auto suppressed = limit.Allow()) LogWarn("lease: database unavailable: {}{}", s.message(), SuppressedNote(*suppressed));

@@ -276,24 +276,6 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
   });
 }
 
-Status MysqlStore::LimitLockWait(int seconds) {
-  lock_wait_s_ = seconds;
-  if (!conn_) return Status::Ok();  // applied at the connect
-  return Guard("set lock wait timeout", [&] {
-    std::unique_ptr<sql::Statement> st(conn_->createStatement());
-    ApplyLockWait(*st);
-  });
-}
-
-Status MysqlStore::LimitIdleTransaction(int seconds) {
-  idle_transaction_s_ = seconds;
-  if (!conn_) return Status::Ok();  // applied at the connect
-  return Guard("set idle transaction timeout", [&] {
-    std::unique_ptr<sql::Statement> st(conn_->createStatement());
-    ApplyIdleTransactionLimit(*st);
-  });
-}
-
 void MysqlStore::ApplyLockWait(sql::Statement& st) {
   st.execute(fmt::format("SET SESSION innodb_lock_wait_timeout = {}", lock_wait_s_));
 }

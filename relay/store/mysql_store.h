@@ -59,19 +59,19 @@ class MysqlStore {
   Status KeepAlive();
   std::chrono::steady_clock::time_point keep_alive_due() const;
 
-  // Lock waits of this session fail after `seconds` (InnoDB's default: 50).
-  // Kept, and applied at every connect (now too, if connected).
-  Status LimitLockWait(int seconds);
-  // The server ends this session if it idles inside a transaction for
+  // The session's limits, from the next connect on (set them before the
+  // first): every connect applies them.
+  // Lock waits fail after `seconds` (InnoDB's default: 50).
+  void LimitLockWait(int seconds) { lock_wait_s_ = seconds; }
+  // The server ends the session if it idles inside a transaction for
   // `seconds`: a writer frozen mid-commit, or a lease keeper frozen between
   // its renewal's UPDATE and COMMIT (SIGSTOP, a stalled VM, a host gone),
   // must not hold its shard's row, and so its lease, against a takeover.
   // MariaDB's idle_transaction_timeout; MySQL has none, so there the
   // session's wait_timeout takes the limit, and the session ends after
-  // `seconds` of any idleness (KeepAlive keeps a waiting one). Kept, and
-  // applied at every connect (now too, if connected).
+  // `seconds` of any idleness (KeepAlive keeps a waiting one).
   // IdleTransactionLimit(lease_ms) is the limit the relay's sessions take.
-  Status LimitIdleTransaction(int seconds);
+  void LimitIdleTransaction(int seconds) { idle_transaction_s_ = seconds; }
   // About one lease: seconds, whole, at least 1.
   static int IdleTransactionLimit(int lease_ms) { return std::max(1, (lease_ms + 999) / 1000); }
 
