@@ -3,10 +3,12 @@
 #include "relay.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <string_view>
 #include <unordered_set>
 #include <utility>
 
@@ -483,9 +485,24 @@ void Relay::ForgetRefused() {
   refused_pending_.clear();  // else given up: the relay is stopping, and the next holder meets them again
 }
 
+namespace {
+
+// `bytes`, whole, in the file at `path` (created or emptied), closed: false
+// if any of it failed (a full disk shows at the close, when the buffer goes).
+bool WriteWholeFile(const std::string& path, std::string_view bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  return !out.fail();
+}
+
+}  // namespace
+
 void Relay::SetAside(const Message& m, const Status& why) {
   ++counters_.set_aside;
+  const std::span<const uint8_t> payload = m.payload();
   std::string where = "logged only (no --journal-dir)";
+  bool kept = false;
   if (!config_.journal_dir.empty()) {
     // <journal-dir>/set-aside/<ms since epoch>-<n>.topic and .payload: the
     // raw topic and payload bytes, ready for mosquitto_pub -t ... -f ...
@@ -496,13 +513,22 @@ void Relay::SetAside(const Message& m, const Status& why) {
         counters_.set_aside.load());
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
-    std::ofstream(base + ".topic", std::ios::binary) << m.topic;
-    std::ofstream payload(base + ".payload", std::ios::binary);
-    payload.write(reinterpret_cast<const char*>(m.payload().data()), static_cast<std::streamsize>(m.payload().size()));
-    where = payload ? "kept in " + base + ".{topic,payload}" : "could not be written to " + base + ".payload";
+    kept = WriteWholeFile(base + ".topic", m.topic) &&
+           WriteWholeFile(base + ".payload",
+                          std::string_view(reinterpret_cast<const char*>(payload.data()), payload.size()));
+    where = kept ? "kept in " + base + ".{topic,payload}" : "could not be written to " + base + ".{topic,payload}";
   }
-  LogError("database refused a message on '{}' ({} bytes) for good: {}; set aside, {}; the topic goes on without it",
-           m.topic, m.payload().size(), why.message(), where);
+  // With no copy, the log is the only one left: the payload in it, in hex
+  // (at most its first 64 KiB: a log line, not a store).
+  std::string copy;
+  if (!kept) {
+    constexpr std::size_t kMaxLogged = 64 * 1024;
+    const std::size_t n = std::min(payload.size(), kMaxLogged);
+    copy = fmt::format("; its payload in hex{}: {:02x}", n < payload.size() ? fmt::format(" (the first {} bytes)", n) : "",
+                       fmt::join(payload.first(n), ""));
+  }
+  LogError("database refused a message on '{}' ({} bytes) for good: {}; set aside, {}; the topic goes on without it{}",
+           m.topic, payload.size(), why.message(), where, copy);
 }
 
 void Relay::WriterLoop() {

@@ -4,6 +4,7 @@
 #include <mosquitto.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -283,6 +284,30 @@ TEST_F(OutageE2E, ARowTheDatabaseRefusesForGoodIsSetAsideAndOthersGoOn) {
       },
       10s));
   EXPECT_TRUE(relay_->running());
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
+// The same refusal when the set-aside copy cannot be written (here a file
+// stands where its folder would go; in the wild a full disk): the copy in
+// the log is all there is, so the log line carries the payload. Until
+// 2026-12-06 it said "could not be written" (and only when the payload's
+// write failed at once), and the payload was gone.
+TEST_F(OutageE2E, ARefusedRowWhoseSetAsideCopyCannotBeWrittenIsInTheLog) {
+  const std::string journal = servers().dir() + "/journal-" + name_;
+  std::filesystem::create_directories(journal);
+  std::ofstream(journal + "/set-aside") << "not a folder";
+  StartRelay({"--journal-dir=" + journal});
+  servers().Sql("ALTER TABLE `" + name_ + "`.MSG ADD CONSTRAINT no_poison CHECK (MSG <> 'poison')");
+  const std::string topic = root() + "/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (const char* payload : {"p1", "poison", "p3"}) pub.Publish(topic, payload);
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  WaitStored(topic, 2, 30s);
+  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("its payload in hex") != std::string::npos; }, 10s))
+      << relay_->log();
+  const std::string log = relay_->log();
+  EXPECT_NE(log.find("could not be written to " + journal + "/set-aside/"), std::string::npos) << log;
+  EXPECT_NE(log.find("the topic goes on without it; its payload in hex: 706f69736f6e\n"), std::string::npos) << log;
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
