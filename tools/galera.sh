@@ -507,6 +507,9 @@ cmd_start() {
     write_cnf "$n" "$cluster_address"
   done
   write_env
+  # Before the first node: an owner gone while this start still runs (a
+  # Ctrl-C kills this script too) must not leave nodes behind either.
+  [[ -z $owner ]] || start_watchdog "$owner"
 
   # System tables for node 1; the others get copies of its data dir.
   if ! "$install_db" --no-defaults "--user=$(id -un)" "--datadir=$dir/node1" "--tmpdir=$dir/tmp1" \
@@ -553,42 +556,64 @@ cmd_start() {
       "-p$db_password" -N -B -e 'SELECT 1' >/dev/null || die "node $n: $db_user cannot log in over TCP"
   done
   trap - EXIT
-  [[ -z $owner ]] || start_watchdog "$owner"
   log "cluster of $nodes node(s) up in $((SECONDS - t0)) s; settings in $dir/cluster.env"
   grep -E '^(DB_HOSTS|NODE[0-9]_(PORT|PID))=' "$dir/cluster.env"
 }
 
 # Stops the cluster once process $1 is gone: its owner, a test run, which a
 # Ctrl-C or a crash may end without a stop (and whose signal cleanup may
-# remove DIR first). Runs as 'galera.sh __watch DIR PID' in a session of
-# its own; keeps the nodes' PIDs as DIR/cluster.env last said them (a node
-# restarted gets a new one), and stops only live mariadbd of this cluster
-# (pid_is_node: by their command lines, which name DIR whether or not it is
-# still there). Done with once DIR is gone and no node runs.
+# remove DIR first). Runs as 'galera.sh __watch DIR PID START' in a session
+# of its own (START: the owner's start time, so that a PID taken by another
+# process later is not the owner); keeps the nodes' PIDs as DIR/cluster.env
+# last said them (a node restarted gets a new one), and stops only live
+# mariadbd of this cluster (pid_is_node: by their command lines, which name
+# DIR whether or not it is still there), until a pass finds none. Done with
+# once DIR is gone and no node runs.
 start_watchdog() {
   local self
   self=$(cd "$(dirname "$0")" && pwd)/$prog
-  setsid "$self" __watch "$dir" "$1" </dev/null >>"$dir/watchdog.log" 2>&1 &
+  setsid "$self" __watch "$dir" "$1" "$(start_time "$1")" </dev/null >>"$dir/watchdog.log" 2>&1 &
   log "watchdog: the cluster stops once process $1 is gone"
 }
 
+# A process's start time (clock ticks after boot), empty once it is gone or
+# a zombie.
+start_time() {
+  local stat fields
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  stat=${stat##*) }
+  read -r -a fields <<<"$stat"
+  if [[ ${fields[0]} != Z ]]; then echo "${fields[19]}"; fi
+}
+
 cmd_watch() {
-  local owner=$1 n line alive
-  while :; do
-    if [[ -r $dir/cluster.env ]]; then
-      while IFS= read -r line; do
-        [[ $line =~ ^(NODES|NODE[1-9]_PID)=([0-9]*)$ ]] && cfg[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
-      done <"$dir/cluster.env" || true
-    fi
+  local owner=$1 started=$2 n line alive
+  read_pids() {
+    [[ -r $dir/cluster.env ]] || return 0
+    while IFS= read -r line; do
+      if [[ $line =~ ^(NODES|NODE[1-9]_PID)=([0-9]*)$ ]]; then cfg[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}; fi
+    done <"$dir/cluster.env" || true
+  }
+  count_alive() {
     alive=0
-    for ((n = 1; n <= ${cfg[NODES]:-0}; n++)); do node_alive "$n" && alive=$((alive + 1)); done
-    if ! kill -0 "$owner" 2>/dev/null; then
-      ((alive == 0)) && exit 0
-      log "watchdog: owner $owner gone: stopping the cluster"
-      stop_nodes $(seq 1 "${cfg[NODES]}")
+    for ((n = 1; n <= ${cfg[NODES]:-0}; n++)); do
+      if node_alive "$n"; then alive=$((alive + 1)); fi
+    done
+  }
+  while :; do
+    read_pids
+    count_alive
+    if [[ -z $started || $(start_time "$owner") != "$started" ]]; then
+      local pass
+      for ((pass = 1; pass <= 3 && alive > 0; pass++)); do
+        log "watchdog: owner $owner gone: stopping the cluster's $alive running node(s)"
+        for ((n = cfg[NODES]; n >= 1; n--)); do (stop_node "$n") || true; done
+        read_pids
+        count_alive
+      done
       exit 0
     fi
-    [[ ! -e $dir && $alive -eq 0 ]] && exit 0
+    if [[ ! -e $dir ]] && ((alive == 0)); then exit 0; fi
     sleep 1
   done
 }
@@ -784,12 +809,12 @@ fi
 
 case $command in
   __watch)
-    ((${#positional[@]} == 2)) || usage_error "usage: $prog __watch DIR PID (internal: start --owner)"
+    ((${#positional[@]} == 3)) || usage_error "usage: $prog __watch DIR PID START (internal: start --owner)"
     dir=${positional[0]}
-    cmd_watch "${positional[1]}"
+    cmd_watch "${positional[1]}" "${positional[2]}"
     ;;
   start)
-    ((${#positional[@]} == 1)) || usage_error "usage: $prog start DIR [--nodes N] [--option NAME=VALUE]..."
+    ((${#positional[@]} == 1)) || usage_error "usage: $prog start DIR [--nodes N] [--option NAME=VALUE]... [--owner PID]"
     set_dir "${positional[0]}"
     cmd_start "$node_count"
     ;;
