@@ -516,19 +516,31 @@ void Relay::SetAside(const Message& m, const Status& why) {
     kept = WriteWholeFile(base + ".topic", m.topic) &&
            WriteWholeFile(base + ".payload",
                           std::string_view(reinterpret_cast<const char*>(payload.data()), payload.size()));
-    where = kept ? "kept in " + base + ".{topic,payload}" : "could not be written to " + base + ".{topic,payload}";
+    if (kept) {
+      where = "kept in " + base + ".{topic,payload}";
+    } else {
+      // Not half a copy that mosquitto_pub would send as if whole.
+      std::filesystem::remove(base + ".topic", ec);
+      std::filesystem::remove(base + ".payload", ec);
+      where = "could not be written to " + base + ".{topic,payload}";
+    }
   }
-  // With no copy, the log is the only one left: the payload in it, in hex
-  // (at most its first 64 KiB: a log line, not a store).
-  std::string copy;
-  if (!kept) {
-    constexpr std::size_t kMaxLogged = 64 * 1024;
-    const std::size_t n = std::min(payload.size(), kMaxLogged);
-    copy = fmt::format("; its payload in hex{}: {:02x}", n < payload.size() ? fmt::format(" (the first {} bytes)", n) : "",
-                       fmt::join(payload.first(n), ""));
-  }
+  // With no copy, the log is the only one left: the payload follows in hex,
+  // 2 KiB of it a line (a line a log collector keeps whole), its first
+  // 64 KiB at most (a log, not a store).
+  constexpr std::size_t kLoggedMax = 64 * 1024, kLoggedPerLine = 2 * 1024;
+  const std::size_t logged = kept ? 0 : std::min(payload.size(), kLoggedMax);
+  const std::size_t lines = (logged + kLoggedPerLine - 1) / kLoggedPerLine;
   LogError("database refused a message on '{}' ({} bytes) for good: {}; set aside, {}; the topic goes on without it{}",
-           m.topic, payload.size(), why.message(), where, copy);
+           m.topic, payload.size(), why.message(), where,
+           kept ? std::string()
+                : fmt::format("; its payload follows in hex ({} line{}{})", lines, lines == 1 ? "" : "s",
+                              logged < payload.size() ? fmt::format(", its first {} bytes", logged) : ""));
+  for (std::size_t at = 0; at < logged; at += kLoggedPerLine) {
+    const std::size_t n = std::min(kLoggedPerLine, logged - at);
+    LogError("set-aside payload of '{}', bytes {}..{} of {}: {:02x}", m.topic, at, at + n, payload.size(),
+             fmt::join(payload.subspan(at, n), ""));
+  }
 }
 
 void Relay::WriterLoop() {

@@ -268,6 +268,8 @@ TEST_F(OutageE2E, ARowTheDatabaseRefusesForGoodIsSetAsideAndOthersGoOn) {
   EXPECT_EQ(sub.out_of_order(), 0u);
   const std::string log = relay_->log();
   EXPECT_NE(log.find("database refused a message on '" + topic + "' (6 bytes) for good"), std::string::npos) << log;
+  EXPECT_NE(log.find("set aside, kept in " + journal + "/set-aside/"), std::string::npos) << log;
+  EXPECT_EQ(log.find("set-aside payload of"), std::string::npos) << "a kept copy is not logged again:\n" << log;
   std::string kept_topic, kept_payload;
   for (const auto& f : std::filesystem::directory_iterator(journal + "/set-aside")) {
     if (f.path().extension() == ".topic") kept_topic = ReadFile(f.path());
@@ -288,26 +290,39 @@ TEST_F(OutageE2E, ARowTheDatabaseRefusesForGoodIsSetAsideAndOthersGoOn) {
 }
 
 // The same refusal when the set-aside copy cannot be written (here a file
-// stands where its folder would go; in the wild a full disk): the copy in
-// the log is all there is, so the log line carries the payload. Until
-// 2026-12-06 it said "could not be written" (and only when the payload's
-// write failed at once), and the payload was gone.
+// stands where its folder would go; in the wild a full disk): the log is
+// all there is, so the payload follows the error in hex, 2 KiB a line, its
+// first 64 KiB. Until 2026-12-06 the log said "could not be written" (and
+// only when the payload's write failed at once), and the payload was gone.
 TEST_F(OutageE2E, ARefusedRowWhoseSetAsideCopyCannotBeWrittenIsInTheLog) {
   const std::string journal = servers().dir() + "/journal-" + name_;
   std::filesystem::create_directories(journal);
   std::ofstream(journal + "/set-aside") << "not a folder";
   StartRelay({"--journal-dir=" + journal});
-  servers().Sql("ALTER TABLE `" + name_ + "`.MSG ADD CONSTRAINT no_poison CHECK (MSG <> 'poison')");
+  servers().Sql("ALTER TABLE `" + name_ +
+                "`.MSG ADD CONSTRAINT no_poison CHECK (MSG <> 'poison' AND LENGTH(MSG) < 60000)");
   const std::string topic = root() + "/t";
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  for (const char* payload : {"p1", "poison", "p3"}) pub.Publish(topic, payload);
+  const std::string large(70000, 'z');  // refused too: logged in part
+  for (const std::string& payload : {std::string("p1"), std::string("poison"), large, std::string("p4")}) {
+    pub.Publish(topic, payload);
+  }
   ASSERT_TRUE(pub.WaitAllAcked(10s));
   WaitStored(topic, 2, 30s);
-  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("its payload in hex") != std::string::npos; }, 10s))
-      << relay_->log();
+  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("bytes 63488..65536 of 70000") != std::string::npos; }, 10s))
+      << relay_->log().substr(0, 4000);
   const std::string log = relay_->log();
   EXPECT_NE(log.find("could not be written to " + journal + "/set-aside/"), std::string::npos) << log;
-  EXPECT_NE(log.find("the topic goes on without it; its payload in hex: 706f69736f6e\n"), std::string::npos) << log;
+  EXPECT_NE(log.find("the topic goes on without it; its payload follows in hex (1 line)\n"), std::string::npos) << log;
+  EXPECT_NE(log.find("set-aside payload of '" + topic + "', bytes 0..6 of 6: 706f69736f6e\n"), std::string::npos)
+      << log;
+  // The large one: 32 lines of 2 KiB, its first 64 KiB.
+  EXPECT_NE(log.find("(70000 bytes) for good"), std::string::npos);
+  EXPECT_NE(log.find("its payload follows in hex (32 lines, its first 65536 bytes)\n"), std::string::npos);
+  EXPECT_EQ(CountOf(log, "set-aside payload of '" + topic + "', bytes "), 1 + 32);
+  std::string z_hex;  // 'z' is 0x7a
+  for (int i = 0; i < 2048; ++i) z_hex += "7a";
+  EXPECT_NE(log.find("bytes 63488..65536 of 70000: " + z_hex + "\n"), std::string::npos);
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
