@@ -570,7 +570,7 @@ void Relay::WriterLoop() {
       continue;  // giving up: drain the rest of the queue the same way
     }
     if (batch.empty()) {  // woken for the mark, or idle for a while
-      if (store_.connected()) (void)store_.KeepAlive();  // a failure: the next batch reconnects
+      (void)store_.KeepAlive();  // a failure: the next batch reconnects
       continue;
     }
     // Timed from its oldest message's arrival, less the linger --batch-delay-us asked for.

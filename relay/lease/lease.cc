@@ -118,7 +118,7 @@ bool LeaseKeeper::Acquire(const std::function<bool()>& stopping, const std::func
     // Refused (the links down) this keeper may go a while without a
     // statement: its session kept, so that the takeover does not begin with
     // a reconnect (on MySQL the session's wait_timeout is about a lease).
-    if (store_.connected()) (void)store_.KeepAlive();
+    (void)store_.KeepAlive();
     for (auto until = Clock::now() + wait; Clock::now() < until && !stopping();) {
       std::this_thread::sleep_for(std::min<Clock::duration>(milliseconds(100), until - Clock::now()));
     }

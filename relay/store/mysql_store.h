@@ -55,8 +55,9 @@ class MysqlStore {
   // first reconnects, quietly, a session idle for that long less a margin;
   // KeepAlive pings one idle for a third of it, so that a waiting writer
   // keeps its session (and pays no reconnect at its next batch). Cheap
-  // when not due: call it whenever idle. The time by which it is next due.
+  // when not due or not connected: call it whenever idle.
   Status KeepAlive();
+  // When KeepAlive is next due (time_point::max() when not connected).
   std::chrono::steady_clock::time_point keep_alive_due() const;
 
   // The session's limits, from the next connect on (set them before the
