@@ -16,17 +16,21 @@ export class Emitter {
   off(event, listener) {
     const list = this.#listeners.get(event);
     if (!list) return this;
-    const i = list.indexOf(listener);
+    // The last one added goes first, as in Node; a once() listener is found
+    // by the function given to once().
+    const i = list.findLastIndex((l) => l === listener || l.listener === listener);
     if (i >= 0) list.splice(i, 1);
     if (list.length === 0) this.#listeners.delete(event);
     return this;
   }
 
   once(event, listener) {
+    if (typeof listener !== 'function') throw new TypeError('a listener is a function');
     const wrapper = (...args) => {
       this.off(event, wrapper);
       listener(...args);
     };
+    wrapper.listener = listener; // so that off(event, listener) removes it before it fires
     return this.on(event, wrapper);
   }
 

@@ -64,7 +64,7 @@ export class SeqMessage {
 }
 
 export interface SeqClientOptions {
-  /** Whose replies: requests go to relay/retransmit/<requester>. Default: `defaultRequester(clientId, username)`: `U/C` with a username and another client id, else the client id. */
+  /** Whose replies: requests go to relay/retransmit/<requester>. Default: `defaultRequester(clientId, username)`: `U/C` with a username and another client id, else the username, else the client id. */
   requester?: string;
   /** Default 'seq'. A plain topic prefix: UTF-8, no '+', '#' or NUL, no leading or trailing '/' (else the constructor throws). */
   seqPrefix?: string;
@@ -96,7 +96,9 @@ export interface SubscribeOptions {
 }
 
 /** A request for missing SEQs was made (sent, or waiting its turn behind maxOutstanding others); `to` is null while the newest SEQ is not known yet. */
+/** A request for missing SEQs was made (to = null: a catch-up after a reconnect, its end not known yet). Each ends in one `filled` or `lost`. */
 export interface FetchEvent { topic: string; from: number; to: number | null }
+/** A request's SEQs all came (or those that exist did): to = from - 1 when nothing was missing (a catch-up that found nothing new). */
 export interface FilledEvent { topic: string; from: number; to: number }
 /** SEQs that will not be delivered (never a SEQ the client holds: a range with held frames in it is reported as one event per missing run): the relay does not have them, deleted them (reason `history starts at N`, N its oldest SEQ), refused, or did not answer. from = to = 0: a lookup failed. to = null: a catch-up from `from` (after a reconnect) was never answered, so what it would have brought is unknown; a later frame's gap is fetched as usual. */
 export interface LostEvent { topic: string; from: number; to: number | null; reason: string; code?: string; retry?: boolean }

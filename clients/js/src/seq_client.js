@@ -43,6 +43,30 @@ const FINAL_ERRORS = new Set(['unknown topic', 'unknown id', 'forbidden']);
 
 // Why a resume at `start` past the topic's newest SEQ `last` is given up:
 // the same words in the three client libraries.
+// The fields of a status and the types the protocol gives them (PROTOCOL 3
+// and 5): a status with any of them of another type is not the relay's.
+const STATUS_FIELDS = {
+  ...Object.fromEntries(['id', 'from', 'to', 'sent', 'last', 'first', 'next'].map((key) => [key, 'count'])),
+  ...Object.fromEntries(['status', 'error', 'code', 'topic'].map((key) => [key, 'string'])),
+  ...Object.fromEntries(['retry', 'truncated'].map((key) => [key, 'boolean'])),
+};
+
+/** Why the status `s` is not of the protocol's shape, or null (as the Python client's). */
+function statusShapeError(s) {
+  for (const [key, kind] of Object.entries(STATUS_FIELDS)) {
+    if (!Object.hasOwn(s, key)) continue;
+    const value = s[key];
+    if (kind === 'count' ? !(Number.isSafeInteger(value) && value >= 0) : typeof value !== kind) {
+      return kind === 'count' ? `'${key}' is not a non-negative integer` : `'${key}' is not a ${kind}`;
+    }
+  }
+  if (s.status === 'ok') {
+    // Every ok status names the topic's id and newest SEQ (PROTOCOL 3).
+    for (const key of ['id', 'last']) if (!Object.hasOwn(s, key)) return `an ok status without '${key}'`;
+  }
+  return null;
+}
+
 const resetReason = (start, last) => `resumed at ${start}, past the topic's newest SEQ ${last}: its history began again`;
 
 // A SUBACK code from 0x80 on refuses the subscription: 0x80 on MQTT 3.1.1, a
@@ -103,7 +127,7 @@ export function topicMatches(filter, topic) {
  */
 export class Subscription extends Emitter {
   #client;
-  #iterators = new Set(); // wake functions of the iterators waiting
+  #iterators = new Set(); // each live iterator's end, called when the subscription ends
   closed = false;
 
   #maxBuffered;
@@ -124,14 +148,22 @@ export class Subscription extends Emitter {
     if (this.closed) return;
     this.closed = true;
     this.#client._unsubscribe(this);
-    for (const wake of this.#iterators) wake();
+    for (const end of this.#iterators) end();
   }
 
   [Symbol.asyncIterator]() {
-    const queue = [];
+    const queue = []; // messages not read yet: queue[head] is the next
     let head = 0;
-    let wake = null;
+    const waiting = []; // the resolvers of next() calls that found nothing to read, in call order
+    let ended = false; // return() was called: nothing more is read
+    const endWaiting = () => {
+      for (const resolve of waiting.splice(0)) resolve({ value: undefined, done: true });
+    };
     const onMessage = (m) => {
+      if (waiting.length > 0) {
+        waiting.shift()({ value: m, done: false }); // nothing queued while a reader waits
+        return;
+      }
       if (queue.length - head >= this.#maxBuffered) {
         // A reader this far behind: the oldest goes, not the memory.
         queue[head++] = undefined;
@@ -142,38 +174,39 @@ export class Subscription extends Emitter {
         queue.splice(0, head); // what was read (or dropped) leaves the array
         head = 0;
       }
-      wake?.();
     };
     const iterators = this.#iterators;
-    const stop = () => {
+    // The subscription ended: readers waiting are done (what is queued is
+    // still read, then done).
+    const onClosed = () => {
       this.off('message', onMessage);
-      iterators.delete(wakeUp);
+      iterators.delete(onClosed);
+      endWaiting();
     };
-    const wakeUp = () => wake?.();
     this.on('message', onMessage);
-    iterators.add(wakeUp);
+    iterators.add(onClosed);
     return {
       next: async () => {
-        while (head === queue.length && !this.closed) {
-          await new Promise((resolve) => {
-            wake = resolve;
-          });
-          wake = null;
+        if (!ended && head < queue.length) {
+          const value = queue[head];
+          queue[head++] = undefined;
+          if (head === queue.length) {
+            queue.length = 0;
+            head = 0;
+          }
+          return { value, done: false };
         }
-        if (head === queue.length) {
-          stop();
+        if (ended || this.closed) {
+          onClosed();
           return { value: undefined, done: true };
         }
-        const value = queue[head];
-        queue[head++] = undefined;
-        if (head === queue.length) {
-          queue.length = 0;
-          head = 0;
-        }
-        return { value, done: false };
+        return new Promise((resolve) => waiting.push(resolve));
       },
       return: async () => {
-        stop();
+        ended = true;
+        queue.length = 0;
+        head = 0;
+        onClosed();
         return { value: undefined, done: true };
       },
       [Symbol.asyncIterator]() {
@@ -417,7 +450,9 @@ export class SeqClient extends Emitter {
   _unsubscribe(sub) {
     this.subscriptions.delete(sub);
     const stillWanted = [...this.subscriptions].some((s) => s.filter === sub.filter);
-    if (!stillWanted && !this.closed && this.mqtt.connected) this.mqtt.unsubscribe(`${this.seqPrefix}/${sub.filter}`);
+    // Offline too: mqtt.js would subscribe again at the next connect to
+    // every filter it was not told to drop (and sends the UNSUBSCRIBE then).
+    if (!stillWanted && !this.closed) this.mqtt.unsubscribe(`${this.seqPrefix}/${sub.filter}`);
     // Topics no subscription matches any more are forgotten: a reconnect
     // asks nothing for them, and a later subscribe starts afresh.
     for (const [id, t] of this.topics) {
@@ -584,10 +619,10 @@ export class SeqClient extends Emitter {
       t.asked = null;
       t.attempts = 0;
       t.refusal = null;
-      if (to >= from) { // a catch-up that found nothing new filled nothing
-        ++this.stats.gapsFilled;
-        this.#emitTopic('filled', t.name, { topic: t.name, from, to });
-      }
+      // Every fetch ends in `filled` or `lost`: a catch-up that found
+      // nothing new in an empty one (to = from - 1), which fills no gap.
+      if (to >= from) ++this.stats.gapsFilled;
+      this.#emitTopic('filled', t.name, { topic: t.name, from, to: Math.max(to, from - 1) });
     }
     if (!t.stream.gap()) t.gapSeen = 0;
   }
@@ -607,7 +642,12 @@ export class SeqClient extends Emitter {
     } catch {
       return;
     }
-    if (s === null || typeof s !== 'object') return;
+    if (s === null || typeof s !== 'object' || Array.isArray(s)) return;
+    const why = statusShapeError(s);
+    if (why !== null) {
+      this.#badFrame(`${this.replyTopic}/status`, `malformed status: ${why}`);
+      return;
+    }
     const ok = s.status === 'ok';
     if (ok) this.busyRounds = 0;
 
@@ -702,11 +742,11 @@ export class SeqClient extends Emitter {
     if (gap && gap.from <= asked.to) missingTo = Math.min(asked.to, gap.to);
     if (last !== null) missingTo = Math.min(missingTo, last); // nothing above it exists yet
     if (t.stream.next > missingTo) {
-      // Everything asked for that exists came (the rest was above `last`).
-      if (missingTo >= asked.from) {
-        ++this.stats.gapsFilled;
-        this.#emitTopic('filled', t.name, { topic: t.name, from: asked.from, to: missingTo });
-      }
+      // Everything asked for that exists came (the rest was above `last`;
+      // all of it was: an empty `filled`, as for a catch-up).
+      const to = Math.max(missingTo, asked.from - 1);
+      if (to >= asked.from) ++this.stats.gapsFilled;
+      this.#emitTopic('filled', t.name, { topic: t.name, from: asked.from, to });
       return;
     }
     if (ok && stale && attempts < this.maxAttempts) {

@@ -638,6 +638,117 @@ test('a status that is not JSON, or not an object, is ignored', async (t) => {
   assert.deepEqual(seen, [1, 2, 3]);
 });
 
+// Until 2026-12-06 statuses were read without a type check (docs/clients.md
+// said otherwise): a lookup status with the id "9" made the topic's id a
+// string, and every live frame of it was then a bad frame for ever.
+test('a status with a field of the wrong type, or an ok status without id or last, is dropped whole as a bad frame', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t);
+  const bad = [];
+  seq.on('badframe', (e) => bad.push(e.reason));
+  seq.subscribe('chat/a', { history: true });
+  assert.deepEqual(mqtt.requests, [{ topic: 'chat/a', from: MAX_SEQ }]);
+  const lookup = { topic: 'chat/a', from: MAX_SEQ, to: MAX_SEQ, sent: 0, status: 'ok' };
+  mqtt.frame('seq/chat/a', 4, 'm4', 9); // live, held until the lookup's answer
+  mqtt.status({ ...lookup, id: '9', last: 3 });
+  mqtt.status({ ...lookup, id: 9, last: '3' });
+  mqtt.status({ ...lookup, id: 9, last: -3 });
+  mqtt.status({ ...lookup, id: 9, last: 3, truncated: 'yes' });
+  mqtt.status({ ...lookup, last: 3 });
+  mqtt.status({ ...lookup, id: 9 });
+  assert.deepEqual(bad, [
+    "malformed status: 'id' is not a non-negative integer",
+    "malformed status: 'last' is not a non-negative integer",
+    "malformed status: 'last' is not a non-negative integer",
+    "malformed status: 'truncated' is not a boolean",
+    "malformed status: an ok status without 'id'",
+    "malformed status: an ok status without 'last'",
+  ]);
+  assert.deepEqual(events, [], 'the lookup is still out');
+  assert.deepEqual(seen, []);
+  mqtt.status({ ...lookup, id: 9, last: 3 }); // the real answer
+  assert.deepEqual(mqtt.requests.at(-1), { id: 9, from: 1, to: 3 });
+  for (const s of [1, 2, 3]) mqtt.frame('relay/replay/r1', s, `m${s}`, 9);
+  assert.deepEqual(seen, [1, 2, 3, 4]);
+  mqtt.frame('seq/chat/a', 5, 'm5', 9);
+  assert.deepEqual(seen, [1, 2, 3, 4, 5]);
+  assert.equal(bad.length, 6);
+});
+
+// Until 2026-12-06 a catch-up that found nothing new ended without an event:
+// the messenger showed "fetching missed messages…" until the next gap.
+test('every fetch ends in filled or lost: a catch-up that found nothing new in an empty filled', (t) => {
+  const { mqtt, seq, events } = setup(t);
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.frame('seq/chat/a', 2);
+  mqtt.emit('connect'); // a reconnect: asks from 3 to the newest
+  assert.deepEqual(mqtt.requests.at(-1), { id: 7, from: 3 });
+  mqtt.status({ topic: 'chat/a', id: 7, from: 3, to: 2, sent: 0, last: 2, status: 'ok' });
+  assert.deepEqual(events, [
+    ['fetch', { topic: 'chat/a', from: 3, to: null }],
+    ['filled', { topic: 'chat/a', from: 3, to: 2 }],
+  ]);
+  assert.equal(seq.stats.gapsFilled, 0, 'an empty catch-up fills no gap');
+  assert.equal(seq.topics.get(7).asked, null);
+});
+
+test("a subscription's iterator: next() calls at once are served in call order, and return() settles those waiting", async (t) => {
+  const { mqtt, seq } = setup(t);
+  const sub = seq.subscribe('chat/a');
+  const it = sub[Symbol.asyncIterator]();
+  const first = it.next();
+  const second = it.next();
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.frame('seq/chat/a', 2);
+  assert.equal((await first).value.seq, 1);
+  assert.equal((await second).value.seq, 2);
+  const waiting = [it.next(), it.next()];
+  await it.return();
+  assert.deepEqual(await Promise.all(waiting), [{ value: undefined, done: true }, { value: undefined, done: true }]);
+  mqtt.frame('seq/chat/a', 3);
+  assert.deepEqual(await it.next(), { value: undefined, done: true }, 'after return(), done');
+  // unsubscribe() ends an iterator waiting, and one with messages queued after them.
+  const other = seq.subscribe('chat/b');
+  const a = other[Symbol.asyncIterator]();
+  const b = other[Symbol.asyncIterator]();
+  const aWaits = a.next();
+  mqtt.frame('seq/chat/b', 1, 'b1', 8);
+  other.unsubscribe();
+  assert.equal((await aWaits).value.seq, 1);
+  assert.deepEqual(await a.next(), { value: undefined, done: true });
+  assert.equal((await b.next()).value.seq, 1, 'what was queued before the end is still read');
+  assert.deepEqual(await b.next(), { value: undefined, done: true });
+});
+
+test('unsubscribing while offline tells mqtt.js too, which would subscribe again at the next connect', (t) => {
+  const { mqtt, seq } = setup(t);
+  const dropped = [];
+  mqtt.unsubscribe = (topic) => dropped.push(topic);
+  const a = seq.subscribe('chat/a');
+  const b1 = seq.subscribe('chat/b');
+  seq.subscribe('chat/b');
+  mqtt.connected = false;
+  a.unsubscribe();
+  b1.unsubscribe(); // another subscription still wants chat/b
+  assert.deepEqual(dropped, ['seq/chat/a']);
+});
+
+test("off() removes a once() listener by the function given, before it fires, as Node's EventEmitter", () => {
+  const e = new Emitter();
+  const calls = [];
+  const listener = (v) => calls.push(v);
+  e.once('x', listener);
+  e.off('x', listener);
+  assert.equal(e.listenerCount('x'), 0);
+  e.emit('x', 1);
+  e.on('x', listener);
+  e.once('x', listener);
+  e.off('x', listener); // the newest first: the once() one
+  e.emit('x', 2);
+  e.emit('x', 3);
+  assert.deepEqual(calls, [2, 3]);
+});
+
 test('a reconnect while a gap request is out asks for what came meanwhile once that request is done', async (t) => {
   const { mqtt, seq, events, seen } = await gapAsked(t, 4);
   assert.deepEqual(mqtt.requests[0], { id: 7, from: 2, to: 3 });

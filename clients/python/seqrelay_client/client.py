@@ -95,6 +95,10 @@ def _status_shape_error(s: dict) -> Optional[str]:
             return f"{key!r} is not a non-negative integer"
         if kind is not int and type(value) is not kind:
             return f"{key!r} is not a {kind.__name__}"
+    if s.get("status") == "ok":
+        for key in ("id", "last"):  # every ok status names the topic's id and newest SEQ (PROTOCOL 3)
+            if key not in s:
+                return f"an ok status without {key!r}"
     return None
 
 
@@ -562,7 +566,10 @@ class SeqClient:
                     self._ask(lookup)
             if self._connects > 1:
                 self._catch_up()
-        self._connected.set()
+            # Under the lock: a subscribe() made after the loop above must see the connection and
+            # send its own SUBSCRIBE (set after the lock, one in between sent none until the next
+            # connect).
+            self._connected.set()
         self._connack_seen.set()
 
     def _on_subscribe(self, _client, _userdata, mid, granted_qos, *_properties) -> None:
@@ -809,9 +816,9 @@ class SeqClient:
                 if resumed:
                     self._call(self.on_lost, {"topic": name, "from": 0, "to": 0,
                                               "reason": s.get("error", "unknown topic"), "code": s.get("code")})
-                self._end_lookup(name, 1)
-                if not lookup.again and not resumed:
+                if not lookup.again and not resumed:  # before the held live frames, as in JS
                     self._call(self.on_history, {"topic": name, "first": 1, "last": 0, "start": 1})
+                self._end_lookup(name, 1)
             elif not retry or lookup.attempts >= self.max_attempts:
                 if not lookup.again:  # a lookup again after a reconnect loses nothing by failing
                     self._call(self.on_lost, {"topic": name, "from": 0, "to": 0, "reason": s.get("error", "lookup failed"), "code": s.get("code")})

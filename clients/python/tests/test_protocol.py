@@ -1,6 +1,7 @@
 """SeqClient against a scripted relay: v1.1 statuses (first, code, retry, next) and timeouts,
 driven without a broker (the paho client is never connected; its publish is recorded)."""
 import json
+import threading
 import time
 from types import SimpleNamespace
 
@@ -776,6 +777,66 @@ def test_a_status_of_the_wrong_shape_is_counted_and_breaks_nothing():
     s.status(id=7, **{"from": 2}, to=3, sent=2, last=4, status="ok")
     assert s.seen == [1, 2, 3, 4]
     assert s.c.stats.gaps_filled == 1
+
+
+def test_an_ok_lookup_status_without_id_or_last_is_a_bad_frame_and_the_history_is_still_taken():
+    """An ok lookup status without `id` deleted the lookup before reading it (a KeyError, counted
+    as a bad frame): the history was never asked for, and the live frames held for it stayed held
+    for good. Now it is dropped whole before anything changes, and the real answer is taken."""
+    s = Scripted()
+    s.sub("chat/a", history=True)
+    s.frame("seq/chat/a", 4)  # live, held until the lookup's answer
+    s.frame("seq/chat/a", 5)
+    lookup = {"topic": "chat/a", "from": MAX_SEQ, "to": MAX_SEQ, "sent": 0, "status": "ok"}
+    s.status(**lookup, last=3)
+    s.status(**lookup, id=7)
+    assert s.c.stats.bad_frames == 2
+    assert s.events == [] and s.seen == []
+    s.status(**lookup, id=7, last=3, first=1)
+    assert s.requests[-1] == {"id": 7, "from": 1, "to": 3}
+    for seq in (1, 2, 3):
+        s.frame("relay/replay/r1", seq)
+    assert s.seen == [1, 2, 3, 4, 5]
+
+
+def test_the_history_of_a_topic_the_relay_does_not_know_is_told_before_its_held_live_frames_as_in_js():
+    s = Scripted()
+    order = []
+    s.c.on_history = lambda e: order.append(("history", e["first"], e["last"]))
+    s.c.subscribe("chat/a", on_message=lambda m: order.append(("message", m.seq)), history=True)
+    s.frame("seq/chat/a", 1)  # held until the lookup's answer
+    s.status(topic="chat/a", **{"from": MAX_SEQ}, status="error", error="unknown topic", code="unknown_topic", retry=False)
+    assert order == [("history", 1, 0), ("message", 1)]
+
+
+def test_a_subscribe_made_while_a_connect_is_handled_sends_its_subscribe():
+    """_on_connect subscribes to the filters it finds under the lock, and marked the connection up
+    only after releasing it: a subscribe() in between found neither, and sent nothing until the
+    next connect. The mark is now set under the lock."""
+    s = Scripted()
+    other = []
+
+    class MarkedLate(threading.Event):
+        """Lets the racing subscribe() run before the mark is set: with the mark set outside the
+        lock, it finds the lock free and the connection not marked; under the lock, it waits."""
+
+        def set(self):
+            other[0].join(0.5)
+            super().set()
+
+    s.c._connected = MarkedLate()  # as after a disconnect: not set
+    real_subscribe = s.c._subscribe
+
+    def subscribe_then_race(topic, qos):
+        real_subscribe(topic, qos)
+        if topic.endswith("/#") and not other:  # _on_connect's last SUBSCRIBE, made under the lock
+            other.append(threading.Thread(target=lambda: s.sub("chat/b")))
+            other[0].start()  # waits for the lock
+
+    s.c._subscribe = subscribe_then_race
+    s.c._on_connect(None, None, {}, 0)
+    other[0].join(5)
+    assert "seq/chat/b" in s.subscribed
 
 
 def test_options_and_filters_that_would_subscribe_to_nothing_or_wait_for_ever_are_refused():
