@@ -1173,8 +1173,7 @@ Result<std::vector<MysqlStore::RangeRow>> MysqlStore::ReadRange(std::string_view
   Status s = Guard("read range", [&] {
     // Payloads can be large: up to --max-payload each, and rows stored under
     // an earlier, larger --max-payload larger still. So their sizes are read
-    // first (a few bytes a row), and then only the rows that fit, at least
-    // one.
+    // first, and then only the rows that fit, at least one.
     // The topic's rows in [from, to], at most `limit`: `columns` of each.
     auto query = [&](const char* columns) {
       std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
@@ -1185,16 +1184,40 @@ Result<std::vector<MysqlStore::RangeRow>> MysqlStore::ReadRange(std::string_view
       ps->setUInt64(4, limit);
       return std::unique_ptr<sql::ResultSet>(ps->executeQuery());
     };
-    {  // the sizes
-      std::unique_ptr<sql::ResultSet> rs = query("SEQ, LENGTH(MSG)");
+    {
+      // The sizes. LENGTH reads a row's whole payload, so they come in
+      // chunks that grow from what `max_bytes` holds of the largest payload
+      // (plus one), as in TrimTopic: no more is read than the reply takes,
+      // give or take a chunk of rows smaller than that. (Until 2026-12-06
+      // one statement read the sizes of `limit` rows: a history of 1 MiB
+      // messages read a thousand payloads to send eight.)
+      std::unique_ptr<sql::PreparedStatement> sizes(conn_->prepareStatement(
+          "SELECT SEQ, LENGTH(MSG) FROM MSG WHERE ID = ? AND SEQ BETWEEN ? AND ? ORDER BY SEQ LIMIT ?"));
+      sizes->setString(1, Bytes(topic));
+      sizes->setUInt64(3, to);
+      const uint64_t largest = static_cast<uint64_t>(std::max(config_.max_payload, 1));
+      uint64_t chunk = std::clamp<uint64_t>(max_bytes / largest + 1, 1, std::max<std::size_t>(limit, 1));
       std::size_t total = 0, fit = 0;
       uint64_t last = from;
-      while (rs->next()) {
-        const uint64_t bytes = rs->getUInt64(2);
-        if (fit > 0 && total + bytes > max_bytes) break;
-        total += bytes;
-        ++fit;
-        last = rs->getUInt64(1);
+      for (bool more = true, full = false; more && !full && fit < limit;) {
+        const uint64_t asked = std::min<uint64_t>(chunk, limit - fit);
+        sizes->setUInt64(2, fit == 0 ? from : last + 1);
+        sizes->setUInt64(4, asked);
+        std::unique_ptr<sql::ResultSet> rs(sizes->executeQuery());
+        uint64_t got = 0;
+        while (rs->next()) {
+          ++got;
+          const uint64_t bytes = rs->getUInt64(2);
+          if (fit > 0 && total + bytes > max_bytes) {
+            full = true;
+            break;
+          }
+          total += bytes;
+          ++fit;
+          last = rs->getUInt64(1);
+        }
+        more = got == asked;
+        chunk = std::min<uint64_t>(chunk * 4, limit);
       }
       if (fit == 0) {
         CommitTransaction();
