@@ -59,6 +59,7 @@ RelayStats Relay::Snapshot() const {
   s.replay_refused = r.refused;
   s.replay_frames = r.frames;
   s.replay_rate = retransmit_.governor().enabled() ? retransmit_.governor().rate() : 0;
+  s.replay_unacknowledged = retransmit_.Unacknowledged();
   s.journal_errors = c.journal_errors;
   s.journal_replayed = c.journal_replayed;
   s.redeliveries = c.redeliveries;

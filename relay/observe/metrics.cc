@@ -199,6 +199,9 @@ std::string PrometheusText(const RelayStats& s) {
   metric("seqrelay_replay_frames_total", "counter", "Frames sent in retransmit replies.", s.replay_frames);
   metric("seqrelay_replay_rate", "gauge", "Frames per second replies may go at now, as the live traffic allows.",
          std::lround(s.replay_rate));
+  metric("seqrelay_replay_unacknowledged", "gauge",
+         "Reply frames and statuses handed to mosquitto and not yet acknowledged (at most 20,000 frames and 16 MiB).",
+         s.replay_unacknowledged);
   metric("seqrelay_journal_errors_total", "counter", "Messages that could not be journaled.", s.journal_errors);
   metric("seqrelay_dedupe_dropped_total", "counter",
          "Publishers' resends dropped: their topic and msg-id were sequenced before.", s.dedupe_dropped);

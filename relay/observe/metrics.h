@@ -105,6 +105,7 @@ struct RelayStats {
            replay_frames = 0;
   uint64_t replay_ignored = 0;  // requests on a topic that names no requester (an empty level)
   double replay_rate = 0;  // frames per second the governor allows replies now; 0 when it is off
+  uint64_t replay_unacknowledged = 0;  // replies handed to the broker and not yet acknowledged (/metrics only)
   uint64_t journal_errors = 0, journal_replayed = 0, redeliveries = 0;
   uint64_t dedupe_dropped = 0, msg_ids_invalid = 0, msg_ids_purged = 0;
   uint64_t retention_deleted = 0, retention_transactions = 0;

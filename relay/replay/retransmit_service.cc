@@ -21,6 +21,12 @@ constexpr std::size_t kReadChunk = 1000;  // rows per range query
 // or not), for all replies together.
 constexpr std::size_t kReadBytes = 8 * 1024 * 1024;
 constexpr std::size_t kMaxUnackedBytes = 16 * 1024 * 1024;
+// And in count: libmosquitto numbers publishes with a 16-bit counter that
+// does not pass over ids still in flight, so past 65,535 unacknowledged a
+// new frame would share its id with an older one (untracked, and its
+// PUBACK taken for the other's). Small frames reach that long before the
+// bytes bound (a 30-byte frame on a short reply topic holds about 50).
+constexpr std::size_t kMaxUnackedFrames = 20000;
 // How long a reply is served while other clients wait. Well under the
 // client library's reply timeout (2 s), which a reply waiting for its next
 // turn must not run into.
@@ -388,9 +394,12 @@ bool RetransmitService::PublishFrame(Job& job, std::span<const uint8_t> frame) {
   const std::size_t held = HeldBytes(frame.size(), job.topics.frames, correlation);
   std::unique_lock lock(unacked_mu_);  // held across the publish: its PUBACK cannot come before the insert
   if (job.serial == 0) job.serial = ++next_serial_;
-  // Room for it among the bytes in flight (one frame alone always goes).
-  // Waits in slices, so that a stop is seen even if no PUBACK ever comes.
-  while (unacked_bytes_ > 0 && unacked_bytes_ + held > kMaxUnackedBytes && !stopping_) {
+  // Room for it among the frames and bytes in flight (one frame alone
+  // always goes). Waits in slices, so that a stop is seen even if no PUBACK
+  // ever comes. (Statuses do not wait: one a job, at most kMaxPendingInAll
+  // and the workers' in all, which keeps every id in flight distinct.)
+  while (unacked_bytes_ > 0 && (unacked_bytes_ + held > kMaxUnackedBytes || unacked_count_ >= kMaxUnackedFrames) &&
+         !stopping_) {
     acked_cv_.wait_for(lock, std::chrono::milliseconds(100));
   }
   auto mid = link_->Publish(job.topics.frames, frame, 1, correlation);
@@ -421,9 +430,12 @@ uint64_t RetransmitService::SettleFrames(const Job& job) {
   std::unique_lock lock(unacked_mu_);
   auto it = frame_acks_.find(job.serial);
   if (it == frame_acks_.end()) return 0;
-  acked_cv_.wait_for(lock, std::chrono::seconds(2), [&] { return it->second.pending == 0; });
-  const uint64_t refused = it->second.refused;
-  frame_acks_.erase(it);  // a PUBACK still to come finds no entry and changes nothing
+  // The element, not the iterator: other workers insert while this one
+  // waits, and a rehash moves iterators, not elements.
+  const FrameAcks& acks = it->second;
+  acked_cv_.wait_for(lock, std::chrono::seconds(2), [&] { return acks.pending == 0; });
+  const uint64_t refused = acks.refused;
+  frame_acks_.erase(job.serial);  // a PUBACK still to come finds no entry and changes nothing
   return refused;
 }
 
@@ -449,6 +461,11 @@ void RetransmitService::OnPublished(int mid, int reason_code) {
     owner_[mid] = 0;
   }
   acked_cv_.notify_all();  // a worker waiting for room, or WaitAcknowledged
+}
+
+std::size_t RetransmitService::Unacknowledged() const {
+  std::lock_guard lock(unacked_mu_);
+  return unacked_count_;
 }
 
 std::size_t RetransmitService::WaitAcknowledged(std::chrono::milliseconds deadline) {

@@ -82,6 +82,9 @@ class RetransmitService {
   // published, or `deadline` passes, so that the last statuses are not lost
   // when the link disconnects. Returns the number still unacknowledged.
   std::size_t WaitAcknowledged(std::chrono::milliseconds deadline);
+  // Replies (frames and statuses) handed to the link and not yet
+  // acknowledged by the broker.
+  std::size_t Unacknowledged() const;
 
   // Times live frames so that replays yield to them (--replay-live-delay-us).
   ReplayGovernor& governor() { return governor_; }
@@ -157,7 +160,7 @@ class RetransmitService {
   // acknowledged, with their bytes, and how many: a slot per id, so a frame
   // costs no allocation. Guarded by unacked_mu_ (workers set, the link
   // thread clears; PUBACKs of the link's other publishes find their slot 0).
-  std::mutex unacked_mu_;
+  mutable std::mutex unacked_mu_;
   std::condition_variable acked_cv_;
   std::vector<uint32_t> unacked_ = std::vector<uint32_t>(65536);  // bytes of publish `mid`; 0 = acknowledged
   std::size_t unacked_count_ = 0;
