@@ -17,7 +17,9 @@
 // (a client that retries a slow request must not see the retry's status
 // before the first request's frames). While other clients wait, a long
 // reply is served in turns of 250 ms, so a small gap fill does not wait
-// behind a whole history replay.
+// behind a whole history replay; with more clients waiting than workers,
+// turns are shorter (25 ms at least), so that each client's next turn
+// comes within about 250 ms.
 //
 // All replies together go at the rate the governor sets, which slows them
 // down while they delay live frames (replay_governor.h); --replay-rate caps
@@ -131,7 +133,7 @@ class RetransmitService {
   // returns false if there is nothing to send; else sets job.progress.
   bool Prepare(Job& job, MysqlStore& store);
   // Serves one turn of the job: to its end (answered, returns true), or
-  // for kTurn if other clients are waiting (returns false; the job goes on
+  // for a turn if other clients are waiting (returns false; the job goes on
   // at its client's next turn).
   bool Serve(Job& job, MysqlStore& store);
   // Rows of the job's range are missing from `seq` on: moves its status's
@@ -139,6 +141,8 @@ class RetransmitService {
   // SEQ now (0 if the database could not say).
   uint64_t MissingFrom(uint64_t seq, Job& job, MysqlStore& store);
   bool OthersWaiting();
+  // How long a turn of a reply lasts now: shorter the more clients wait.
+  std::chrono::steady_clock::duration TurnLength();
   // True if the ACL (if any) lets the job's client read the frames of `topic`.
   bool MayRead(const Job& job, std::string_view topic) const;
   void Answer(const Job& job, const ReplyStatus& status);

@@ -556,6 +556,44 @@ TEST_F(RetransmitE2E, ASmallRequestDoesNotWaitBehindAWholeHistoryReplay) {
   EXPECT_EQ(differing, 0u) << "the reply, cut in turns, is the live frames byte for byte, in order";
 }
 
+// Many clients with long replies at once (a broker restart, and every
+// client loads its room's history again): each must hear from the relay
+// within the client libraries' reply timeout, 2 s, or it asks again (a
+// second whole job, queued behind the first). 24 clients on the 2 default
+// workers, each reply 500 frames at 1,000 a second (--replay-rate), so
+// half a second of turns each. Until 2026-12-06 every turn was 250 ms: a
+// client waited 11 turns of the others between its own, about 3 s.
+TEST_F(RetransmitE2E, ManyClientsTakingTurnsEachHearFromTheRelayWithinTheClientsReplyTimeout) {
+  constexpr int kClients = 24, kFrames = 500;
+  StartRelay({"--replay-rate=1000"});
+  const std::string topic = root() + "/room";
+  Seed(topic, kFrames);
+  std::vector<std::unique_ptr<Requester>> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.push_back(std::make_unique<Requester>(servers().mqtt_port(), name_ + "-c" + std::to_string(c)));
+  }
+  const auto asked = std::chrono::steady_clock::now();
+  for (auto& c : clients) c->Ask({{"topic", topic}, {"from", 1}});
+  for (auto& c : clients) ASSERT_TRUE(WaitForStatuses(c->mqtt, 1, 60s)) << c->id;
+  double longest_ms = 0;
+  for (auto& c : clients) {
+    // The longest silence a client's reply timeout saw: from its request to
+    // the first frame, between frames, and before the status.
+    auto last = asked;
+    double silence_ms = 0;
+    for (const auto& r : c->mqtt.received()) {
+      silence_ms = std::max(silence_ms, std::chrono::duration<double, std::milli>(r.at - last).count());
+      last = r.at;
+    }
+    longest_ms = std::max(longest_ms, silence_ms);
+    EXPECT_LT(silence_ms, 2000) << c->id << " heard nothing for longer than the clients' reply timeout";
+    EXPECT_EQ(Seqs(c->Frames()), Range(1, kFrames)) << c->id;
+    EXPECT_EQ(Statuses(c->mqtt)[0]["sent"], kFrames) << c->id;
+  }
+  std::fprintf(stderr, "[ figure ] %d clients asking for %d frames each at once (2 workers, 1,000 frames/s a "
+               "reply): the longest a client heard nothing, %.0f ms\n", kClients, kFrames, longest_ms);
+}
+
 // Two long replies taking turns on one worker when the relay stops: the one
 // in service ends at its next frame, the one waiting for its next turn is
 // answered too. Both statuses say how many frames came and where to ask
