@@ -174,7 +174,7 @@ cat <<BANNER
   (data in $state). The messenger: http://127.0.0.1:$ws_port/ (any user name,
   no password). In another terminal:
 
-    mosquitto_sub -p $mqtt_port -t 'seq/#' -v | xxd     # sequenced frames (10-byte header + payload)
+    mosquitto_sub -p $mqtt_port -t 'seq/#' -F '%t %x'   # sequenced frames in hex (10-byte header + payload)
     mosquitto_pub -p $mqtt_port -t chat/room1 -m hello  # any raw topic
     mariadb -S $(printf %q "$socket") -uroot seqrelay \\
       -e "SELECT SEQ, MSG FROM MSG WHERE ID = 'chat/room1' ORDER BY SEQ"   # the audit trail

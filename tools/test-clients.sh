@@ -15,6 +15,7 @@ case "${1:-}" in
   -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
   ""|-*) echo "usage: tools/test-clients.sh BUILD_DIR (see --help)" >&2; exit 2 ;;
 esac
+(($# == 1)) || { echo "usage: tools/test-clients.sh BUILD_DIR (see --help)" >&2; exit 2; }
 build=$(cd "$1" && pwd) || { echo "test-clients: no directory $1" >&2; exit 2; }
 relay=$build/relay/seqrelay
 [[ -x $relay ]] || { echo "test-clients: no relay at $relay: build first" >&2; exit 1; }
@@ -33,8 +34,9 @@ if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
   $sudo dpkg --configure -a >/dev/null 2>&1 || true  # an install stopped half way (a run ended meanwhile)
-  $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq &&
-    $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}" >/dev/null
+  # Two commands: under set -e a failure left of && would not stop the script.
+  $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
+  $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # npm packages: again only when package-lock.json changed since the last
@@ -48,14 +50,20 @@ if [[ ! -f $js/node_modules/.package-lock.json || $js/package-lock.json -nt $js/
 fi
 
 logs=$(mktemp -d /tmp/seqclients-XXXXXX)
-trap 'rm -rf "$logs"' EXIT
+# Each job is a process group of its own (setsid: a background job is no
+# group leader, so setsid execs in place and $! is the group's id), ended
+# whole on any exit, a signal's too: an interrupted run left its servers
+# (mariadbd ignores SIGINT) and browser running.
+groups=()
+trap 'for pid in "${groups[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done; rm -rf "$logs"' EXIT
 export SEQTEST_RELAY_BINARY=$relay
 
 run() {  # name, command...: runs in the background, output to $logs/name.log
   local name=$1
   shift
-  # set +e: a failing command must still leave its exit code (set -e would end the subshell first).
-  ( set +e; "$@" >"$logs/$name.log" 2>&1; echo $? >"$logs/$name.rc" ) &
+  # set +e: a failing command must still leave its exit code.
+  setsid bash -c 'set +e; "$@" >"$0.log" 2>&1; echo $? >"$0.rc"' "$logs/$name" "$@" &
+  groups+=("$!")
 }
 run js node --test --test-concurrency=2 "$js"/test/*.test.js
 run python /usr/bin/python3 -m pytest -q -p no:cacheprovider "$root/clients/python/tests"

@@ -23,13 +23,21 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 mode=default
+usage() { echo "usage: tools/test.sh [--quick | --long] (see --help)" >&2; exit 2; }
 case "${1:-}" in
   --quick) mode=quick ;;
   --long) mode=long; export SEQTEST_LONG=1 ;;
   "") ;;
   -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-  *) echo "usage: tools/test.sh [--quick | --long] (see --help)" >&2; exit 2 ;;
+  *) usage ;;
 esac
+(($# <= 1)) || usage
+if [[ $(id -u) -ne 0 ]]; then
+  # The test servers' data folders are made with mariadb-install-db
+  # --user=root, and the container checks run podman as root.
+  echo "tools/test.sh: run it as root (sudo tools/test.sh)" >&2
+  exit 2
+fi
 
 start=$(date +%s)
 # Each mark also says how busy the machine's CPUs were since the last one
@@ -52,9 +60,23 @@ stamp() {
 docker_log=$(mktemp /tmp/seqdocker-XXXXXX.log)
 clients_log=$(mktemp /tmp/seqclients-XXXXXX.log)
 asan_log=$(mktemp /tmp/seqasan-XXXXXX.log)
-docker_prep= clients_pid= asan_pid= images_pid=
-trap 'for pid in $docker_prep $clients_pid $asan_pid $images_pid; do kill -TERM -- "-$pid"; done 2>/dev/null || true
+docker_prep= clients_pid= asan_pid= images_pid= step_pid=
+trap 'for pid in $docker_prep $clients_pid $asan_pid $images_pid $step_pid; do kill -TERM -- "-$pid"; done 2>/dev/null || true
       rm -f "$clients_log" "$docker_log" "$asan_log"' EXIT
+
+# A step waited for (a build, a ctest run), in a process group of its own
+# as the jobs are: a SIGTERM to this script ends it too, with the servers
+# it started. (A foreground child in this shell's group carried on under
+# init, ctest's shards and their servers with it; Ctrl-C reached it only
+# because a terminal signals the whole group.)
+step() {
+  local rc=0
+  setsid "$@" &
+  step_pid=$!
+  wait "$step_pid" || rc=$?
+  step_pid=
+  return "$rc"
+}
 
 "$root/tools/deps.sh"
 
@@ -98,12 +120,12 @@ clients_wait() {
 run_ctest() {  # build dir, extra ctest args...
   local dir=$1
   shift
-  (cd "$dir" && ctest --output-on-failure --timeout 900 -j 8 "$@")
+  step ctest --test-dir "$dir" --output-on-failure --timeout 900 -j 8 "$@"
 }
 
 stamp "release: build"
 # Release, as the image ships it (no debug info: a quarter of the build).
-"$root/tools/build.sh" "$root/build" -DCMAKE_BUILD_TYPE=Release
+step "$root/tools/build.sh" "$root/build" -DCMAKE_BUILD_TYPE=Release
 asan=(-DSEQRELAY_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Debug)
 asan_build() { "$root/tools/build.sh" --target seqrelay "$root/build-asan" "${asan[@]}"; }
 
@@ -140,7 +162,7 @@ if [[ $mode == long ]]; then
   # Each file compiled alone (no unity build): shows a file that does not
   # include what it uses.
   stamp "asan+ubsan: build (everything, file by file)"
-  "$root/tools/build.sh" "$root/build-asan" "${asan[@]}" -DCMAKE_UNITY_BUILD=OFF
+  step "$root/tools/build.sh" "$root/build-asan" "${asan[@]}" -DCMAKE_UNITY_BUILD=OFF
   stamp "asan+ubsan: tests"
   run_ctest "$root/build-asan"
 else
