@@ -32,6 +32,7 @@ inline constexpr std::size_t kMaxUnacked = 20000;
 
 // Rows read per query when publishing again what a previous run committed.
 inline constexpr std::size_t kRepublishChunk = 1000;
+inline constexpr std::size_t kRepublishChunkBytes = 8 * 1024 * 1024;  // beyond a chunk's first row
 
 // Exponential backoff for database reconnects: 100 ms doubling to 5 s.
 class Backoff {

@@ -33,10 +33,11 @@ Status Relay::Republish(uint64_t after, const uint64_t last, bool again) {
       if (!pending_store_.connected()) {
         if (Status s = pending_store_.Connect(false); !s.ok()) return s;
       }
-      if (rows = pending_store_.ReadRowsAfter(after, kRepublishChunk); !rows.ok()) return rows.status();
-    } else if (!Retry(
-                   "read rows to republish",
-                   [&] { return (rows = store_.ReadRowsAfter(after, kRepublishChunk)).status(); })) {
+      rows = pending_store_.ReadRowsAfter(after, kRepublishChunk, kRepublishChunkBytes);
+      if (!rows.ok()) return rows.status();
+    } else if (!Retry("read rows to republish", [&] {
+                 return (rows = store_.ReadRowsAfter(after, kRepublishChunk, kRepublishChunkBytes)).status();
+               })) {
       return Status::Error("stopped while republishing");
     }
     if (rows->empty()) break;  // rows deleted behind the watermark: nothing left to send

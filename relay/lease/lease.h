@@ -78,7 +78,7 @@ class LeaseKeeper {
   void MarkHeld(std::chrono::steady_clock::time_point sent);
 
   const Config& config_;
-  MysqlStore store_;  // the lease's own connection: renewals never wait behind a commit
+  MysqlStore store_;  // the lease's own connection: a renewal waits for a commit in flight only (the fence's row lock)
   std::atomic<uint32_t> epoch_{0};
   std::atomic<int64_t> valid_until_ns_{0};  // steady clock; 0 = not held
   std::atomic<int64_t> renewed_at_ns_{0};

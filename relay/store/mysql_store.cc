@@ -1119,15 +1119,27 @@ Result<std::optional<MysqlStore::RowContent>> MysqlStore::ReadRow(uint64_t idx) 
   return row;
 }
 
-Result<std::vector<MysqlStore::StoredRow>> MysqlStore::ReadRowsAfter(uint64_t after_idx, std::size_t limit) {
+Result<std::vector<MysqlStore::StoredRow>> MysqlStore::ReadRowsAfter(uint64_t after_idx, std::size_t limit,
+                                                                     std::size_t max_bytes) {
   std::vector<StoredRow> rows;
   Status s = Guard("read rows", [&] {
+    // The sizes first: a chunk of 1,000 rows of 1 MiB each held a GiB
+    // twice over (until 2026-12-06).
+    const uint64_t first = std::max(after_idx, idx_base_) + 1;
+    std::unique_ptr<sql::PreparedStatement> sizes(conn_->prepareStatement(
+        "SELECT idx, LENGTH(MSG) FROM MSG WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?"));
+    sizes->setUInt64(2, idx_base_ + kShardIdxSpan);
+    const Fit fit = FitRows(*sizes, 1, 3, first, limit, max_bytes);
+    if (fit.rows == 0) {
+      CommitTransaction();
+      return;
+    }
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
         "SELECT m.idx, t.FRAME_ID, m.SEQ, m.QOS, m.ID, m.MSG FROM MSG m JOIN TOPIC t ON t.ID = m.ID "
-        "WHERE m.idx > ? AND m.idx < ? ORDER BY m.idx LIMIT ?"));
-    ps->setUInt64(1, std::max(after_idx, idx_base_));
-    ps->setUInt64(2, idx_base_ + kShardIdxSpan);
-    ps->setUInt64(3, limit);
+        "WHERE m.idx >= ? AND m.idx <= ? ORDER BY m.idx LIMIT ?"));
+    ps->setUInt64(1, first);
+    ps->setUInt64(2, fit.last);
+    ps->setUInt64(3, fit.rows);
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
     while (rs->next()) {
       rows.push_back({rs->getUInt64(1), rs->getUInt(2), rs->getUInt64(3), static_cast<uint8_t>(rs->getInt(4)),
@@ -1167,6 +1179,35 @@ Result<std::optional<MysqlStore::TopicRow>> MysqlStore::FindTopic(const std::opt
   return row;
 }
 
+MysqlStore::Fit MysqlStore::FitRows(sql::PreparedStatement& sizes, int from_param, int limit_param, uint64_t from,
+                                    std::size_t limit, std::size_t max_bytes) {
+  const uint64_t largest = static_cast<uint64_t>(std::max(config_.max_payload, 1));
+  uint64_t chunk = std::clamp<uint64_t>(max_bytes / largest + 1, 1, std::max<std::size_t>(limit, 1));
+  Fit fit;
+  uint64_t total = 0;
+  for (bool more = true, full = false; more && !full && fit.rows < limit;) {
+    const uint64_t asked = std::min<uint64_t>(chunk, limit - fit.rows);
+    sizes.setUInt64(from_param, fit.rows == 0 ? from : fit.last + 1);
+    sizes.setUInt64(limit_param, asked);
+    std::unique_ptr<sql::ResultSet> rs(sizes.executeQuery());
+    uint64_t got = 0;
+    while (rs->next()) {
+      ++got;
+      const uint64_t bytes = rs->getUInt64(2);
+      if (fit.rows > 0 && total + bytes > max_bytes) {
+        full = true;
+        break;
+      }
+      total += bytes;
+      ++fit.rows;
+      fit.last = rs->getUInt64(1);
+    }
+    more = got == asked;
+    chunk = std::min<uint64_t>(chunk * 4, limit);
+  }
+  return fit;
+}
+
 Result<std::vector<MysqlStore::RangeRow>> MysqlStore::ReadRange(std::string_view topic, uint64_t from, uint64_t to,
                                                                 std::size_t limit, std::size_t max_bytes) {
   std::vector<RangeRow> rows;
@@ -1185,46 +1226,17 @@ Result<std::vector<MysqlStore::RangeRow>> MysqlStore::ReadRange(std::string_view
       return std::unique_ptr<sql::ResultSet>(ps->executeQuery());
     };
     {
-      // The sizes. LENGTH reads a row's whole payload, so they come in
-      // chunks that grow from what `max_bytes` holds of the largest payload
-      // (plus one), as in TrimTopic: no more is read than the reply takes,
-      // give or take a chunk of rows smaller than that. (Until 2026-12-06
-      // one statement read the sizes of `limit` rows: a history of 1 MiB
-      // messages read a thousand payloads to send eight.)
       std::unique_ptr<sql::PreparedStatement> sizes(conn_->prepareStatement(
           "SELECT SEQ, LENGTH(MSG) FROM MSG WHERE ID = ? AND SEQ BETWEEN ? AND ? ORDER BY SEQ LIMIT ?"));
       sizes->setString(1, Bytes(topic));
       sizes->setUInt64(3, to);
-      const uint64_t largest = static_cast<uint64_t>(std::max(config_.max_payload, 1));
-      uint64_t chunk = std::clamp<uint64_t>(max_bytes / largest + 1, 1, std::max<std::size_t>(limit, 1));
-      std::size_t total = 0, fit = 0;
-      uint64_t last = from;
-      for (bool more = true, full = false; more && !full && fit < limit;) {
-        const uint64_t asked = std::min<uint64_t>(chunk, limit - fit);
-        sizes->setUInt64(2, fit == 0 ? from : last + 1);
-        sizes->setUInt64(4, asked);
-        std::unique_ptr<sql::ResultSet> rs(sizes->executeQuery());
-        uint64_t got = 0;
-        while (rs->next()) {
-          ++got;
-          const uint64_t bytes = rs->getUInt64(2);
-          if (fit > 0 && total + bytes > max_bytes) {
-            full = true;
-            break;
-          }
-          total += bytes;
-          ++fit;
-          last = rs->getUInt64(1);
-        }
-        more = got == asked;
-        chunk = std::min<uint64_t>(chunk * 4, limit);
-      }
-      if (fit == 0) {
+      const Fit fit = FitRows(*sizes, 2, 4, from, limit, max_bytes);
+      if (fit.rows == 0) {
         CommitTransaction();
         return;
       }
-      limit = fit;
-      to = last;
+      limit = fit.rows;
+      to = fit.last;
     }
     // Fault injection for the tests: a pause between the two statements,
     // each of which reads its own snapshot (READ COMMITTED).

@@ -346,11 +346,26 @@ class MysqlStore {
     std::string topic;
     std::string payload;
   };
-  // The shard's rows with idx > after_idx in idx order, at most `limit`.
-  Result<std::vector<StoredRow>> ReadRowsAfter(uint64_t after_idx, std::size_t limit);
+  // The shard's rows with idx > after_idx in idx order, at most `limit`
+  // and, beyond the first, at most `max_bytes` of payload together.
+  Result<std::vector<StoredRow>> ReadRowsAfter(uint64_t after_idx, std::size_t limit, std::size_t max_bytes);
 
  private:
   Status Guard(const char* what, const std::function<void()>& body);
+  // How many rows, in key order from `from`, fit in `max_bytes` (always the
+  // first), at most `limit`, and the key of the last: `sizes` selects a
+  // key and LENGTH(MSG) in key order, its parameter `from_param` the first
+  // key and `limit_param` the LIMIT (the others bound by the caller).
+  // LENGTH reads a payload whole, so the sizes come in chunks that grow
+  // from what `max_bytes` holds of --max-payload (plus one): no more is
+  // read than the caller takes, give or take a chunk of rows smaller than
+  // that. Inside a Guard.
+  struct Fit {
+    std::size_t rows = 0;
+    uint64_t last = 0;
+  };
+  Fit FitRows(sql::PreparedStatement& sizes, int from_param, int limit_param, uint64_t from, std::size_t limit,
+              std::size_t max_bytes);
   // The first column of the first row of `query`, as a number.
   Result<uint64_t> QueryNumber(const char* what, const char* query);
   // Ends the open transaction; throws if the server did not confirm it.

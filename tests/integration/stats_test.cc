@@ -346,6 +346,53 @@ TEST_F(RelayE2E, FramesAwaitingTheirPubackAreBoundedInBytes) {
   relay_->Kill();  // its stop would wait for PUBACKs that cannot come (FaultE2E times that)
 }
 
+// Publishing again what a run committed but never saw acknowledged reads
+// the rows a bounded chunk at a time, in bytes too: 48 rows of 1 MiB to
+// publish again at start, mosquitto paused once the relay said so, frames
+// in flight bounded to 4 MiB. Until 2026-12-06 a chunk was 1,000 rows
+// whatever their size: all 48 MiB at once, held twice (the result set
+// and the rows), 1 GiB at the default --max-payload for a full chunk.
+TEST_F(RelayE2E, RowsPublishedAgainAreReadABoundedChunkAtATime) {
+  StartRelay();
+  const std::string topic = root() + "/big";
+  constexpr int kRows = 48;
+  const std::string payload(1024 * 1024, 'x');
+  {
+    MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+    for (int i = 1; i <= kRows; ++i) pub.Publish(topic, payload, 1, 8);
+    ASSERT_TRUE(pub.WaitAllAcked(Scaled(60s)));
+  }
+  const std::string count = "SELECT COUNT(*) FROM `" + name_ + "`.MSG";
+  ASSERT_TRUE(WaitFor([&] { return servers().Sql(count) == std::to_string(kRows) + "\n"; }, Scaled(60s)));
+  ASSERT_EQ(relay_->Stop(), 0);
+
+  servers().Sql("UPDATE `" + name_ + "`.SHARD SET PUBLISHED_IDX = 0");  // as if none had been acknowledged
+  relay_ = std::make_unique<RelayProcess>(
+      servers(), name_,
+      std::vector<std::string>{"--source=" + root() + "/#", "--buffer-max-bytes=4194304", "--shutdown-timeout=2",
+                               "--broker-grace=0"});
+  struct Resume {  // mosquitto is paused below: never left so for the shard's next tests
+    pid_t pid;
+    ~Resume() { kill(pid, SIGCONT); }
+  } resume{servers().broker_pid()};
+  relay_->Launch({"SEQTEST_REPUBLISH_DELAY_MS=" + std::to_string(Scaled(3000ms).count())});
+  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("republishing rows 1..48") != std::string::npos; }, 30s))
+      << relay_->log();
+  const long before_kb = relay_->PeakRssKb();
+  kill(servers().broker_pid(), SIGSTOP);
+  std::this_thread::sleep_for(Scaled(3000ms) + Scaled(2000ms));  // the delay, then time to read all, if it would
+  const long paused_kb = relay_->PeakRssKb();
+  kill(servers().broker_pid(), SIGCONT);
+  std::cout << "[ figure ] publishing 48 rows of 1 MiB again at start, mosquitto paused: relay peak RSS "
+            << before_kb / 1024 << " MiB before, " << paused_kb / 1024 << " MiB after\n";
+  if (!RelaySanitized()) {
+    // 8 MiB of rows read at a time (and a row beyond), 4 MiB of frames in
+    // flight, with their copies, against the 48 MiB twice before.
+    EXPECT_LT(paused_kb - before_kb, 40 * 1024) << "the republish read more than a bounded chunk";
+  }
+  relay_->Kill();  // its stop would wait for PUBACKs that may not come
+}
+
 // Reply frames awaiting their PUBACK are bounded in count too: libmosquitto
 // numbers publishes with a 16-bit counter that does not pass over ids in
 // flight, and small frames reach 65,535 of them long before the 16 MiB
