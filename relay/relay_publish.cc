@@ -82,7 +82,10 @@ void Relay::RepublishUnconfirmed() {
   // The connects this call answers: the writer's frames wait until it
   // has queued what it sends again (a later reconnect asks for another).
   const uint64_t reconnects = output_reconnects_.load();
-  if (!output_->connected()) return;  // lost again: its next connect asks for this
+  if (!output_->connected()) {  // lost again: its next connect asks for this, with 10 s of tries of its own
+    republish_failing_since_ = {};
+    return;
+  }
   const auto now = Clock::now();
   const bool recently = now - last_republish_ < kRepublishAgainAfter;
   uint64_t after = 0, last = 0;
@@ -105,6 +108,7 @@ void Relay::RepublishUnconfirmed() {
   if (Status s = Republish(after, last, true); !s.ok()) {
     if (!output_->connected()) {
       LogWarn("output: the link went while publishing again; the next connect does it");
+      republish_failing_since_ = {};  // (a failure of this connection's must not shorten the next one's tries)
       return;
     }
     if (republish_failing_since_ == Clock::time_point{}) republish_failing_since_ = now;
