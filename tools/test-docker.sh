@@ -42,7 +42,9 @@
 #              Dockerfile compiles, as `docker compose build` does)
 # Everything it starts (podman API service, containers, volumes, networks of
 # the projects $project and $cluster_project) is removed on exit, failure
-# included.
+# included. Left in place: the base images' cache, podman's image layers,
+# and podman's machine-wide settings, /etc/containers/containers.conf
+# (runc, cgroupfs, open-file limits), written on first use when missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SEQTEST_IMAGE_CACHE:-/var/cache/seqrelay}
@@ -104,7 +106,10 @@ if ((${#need[@]})); then
 fi
 
 # Root here cannot raise the open-files hard limit, and cgroups are in hybrid
-# mode (crun refuses it, runc works): see FACTS.md, "Containers".
+# mode (crun refuses it, runc works), so podman gets its settings in the
+# machine-wide /etc/containers/containers.conf, written once and left there
+# (said in --help and docs/docker.md); an existing file without them is
+# not changed.
 conf=/etc/containers/containers.conf
 if ! grep -qs '^runtime = "runc"' "$conf"; then
   [[ -s $conf ]] && die "$conf exists without runtime = \"runc\"; add the settings of tools/test-docker.sh by hand"
@@ -307,11 +312,13 @@ source "$work/env"
 
 podman system service --time=0 "$DOCKER_HOST" >"$work/podman-service.log" 2>&1 &
 api_pid=$!
+api_up=0
 for _ in $(seq 100); do
-  [[ $(curl -s --unix-socket "$work/podman.sock" http://d/_ping 2>/dev/null) == OK ]] && break
+  [[ $(curl -s --unix-socket "$work/podman.sock" http://d/_ping 2>/dev/null) == OK ]] && { api_up=1; break; }
   kill -0 "$api_pid" 2>/dev/null || die "podman system service died: $(cat "$work/podman-service.log")"
   sleep 0.1
 done
+((api_up)) || die "podman system service did not answer on $work/podman.sock within 10 s: $(cat "$work/podman-service.log")"
 
 # podman schedules healthchecks with systemd timers, and there is no systemd
 # here: run each container's own HEALTHCHECK instead, once a second while
