@@ -375,12 +375,12 @@ TEST_F(RelayE2E, RowsPublishedAgainAreReadABoundedChunkAtATime) {
     pid_t pid;
     ~Resume() { kill(pid, SIGCONT); }
   } resume{servers().broker_pid()};
-  relay_->Launch({"SEQTEST_REPUBLISH_DELAY_MS=" + std::to_string(Scaled(3000ms).count())});
+  relay_->Launch({"SEQTEST_REPUBLISH_DELAY_MS=" + std::to_string(Scaled(1500ms).count())});
   ASSERT_TRUE(WaitFor([&] { return relay_->log().find("republishing rows 1..48") != std::string::npos; }, 30s))
       << relay_->log();
   const long before_kb = relay_->PeakRssKb();
   kill(servers().broker_pid(), SIGSTOP);
-  std::this_thread::sleep_for(Scaled(3000ms) + Scaled(2000ms));  // the delay, then time to read all, if it would
+  std::this_thread::sleep_for(Scaled(1500ms) + Scaled(1500ms));  // the delay, then time to read all, if it would
   const long paused_kb = relay_->PeakRssKb();
   kill(servers().broker_pid(), SIGCONT);
   std::cout << "[ figure ] publishing 48 rows of 1 MiB again at start, mosquitto paused: relay peak RSS "
