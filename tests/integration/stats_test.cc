@@ -291,48 +291,62 @@ TEST_F(RelayE2E, MetricsEndpointBoundsConnectionsAndRequestSizes) {
 }
 
 
+// A start with rows to publish again and mosquitto paused (SIGSTOP) as it
+// begins: the bounds on what the republish reads and hands libmosquitto.
+class RepublishE2E : public RelayE2E {
+ protected:
+  // Stores `rows` messages of `size` bytes, then starts the relay again as
+  // if none of them had been confirmed published, with `args` besides the
+  // frames in flight bounded to 4 MiB, and pauses mosquitto once the relay
+  // says it republishes them (its republish waits `delay` after that line,
+  // so that the pause comes first). mosquitto is resumed when the test ends.
+  void StoreThenRepublishPaused(int rows, std::size_t size, std::vector<std::string> args,
+                                std::chrono::milliseconds delay) {
+    StartRelay();
+    const std::string topic = root() + "/big";
+    {
+      MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+      for (int i = 1; i <= rows; ++i) pub.Publish(topic, std::string(size, 'x'), 1, 8);
+      ASSERT_TRUE(pub.WaitAllAcked(Scaled(60s)));
+    }
+    const std::string count = "SELECT COUNT(*) FROM `" + name_ + "`.MSG";
+    ASSERT_TRUE(WaitFor([&] { return servers().Sql(count) == std::to_string(rows) + "\n"; }, Scaled(60s)));
+    ASSERT_EQ(relay_->Stop(), 0);
+
+    servers().Sql("UPDATE `" + name_ + "`.SHARD SET PUBLISHED_IDX = 0");
+    args.insert(args.end(), {"--source=" + root() + "/#", "--buffer-max-bytes=4194304", "--shutdown-timeout=2",
+                             "--broker-grace=0"});
+    relay_ = std::make_unique<RelayProcess>(servers(), name_, args);
+    resume_ = servers().broker_pid();
+    relay_->Launch({"SEQTEST_REPUBLISH_DELAY_MS=" + std::to_string(Scaled(delay).count())});
+    const std::string line = "republishing rows 1.." + std::to_string(rows);
+    ASSERT_TRUE(WaitFor([&] { return relay_->log().find(line) != std::string::npos; }, 30s)) << relay_->log();
+    kill(servers().broker_pid(), SIGSTOP);
+  }
+
+  void TearDown() override {
+    if (resume_ != 0) kill(resume_, SIGCONT);  // never left paused for the shard's next tests
+    RelayE2E::TearDown();
+  }
+
+ private:
+  pid_t resume_ = 0;
+};
+
 // libmosquitto keeps every published frame until its PUBACK. With the
 // broker not answering, what the relay hands it is bounded by
 // --buffer-max-bytes as well as by count: 20,000 frames of up to
 // --max-payload each would be gigabytes (until 2026-12-05 the count was the
 // only bound). Here a start has 300 rows of 64 KiB to publish again, and
-// mosquitto is paused (SIGSTOP) once the relay is connected, before the
-// republish starts (SEQTEST_REPUBLISH_DELAY_MS); under a 4 MiB bound the
+// mosquitto is paused before the republish starts; under a 4 MiB bound the
 // relay hands libmosquitto 63 of them (4 MiB over 64 KiB and the frame's
 // header) and waits. (Since 2026-12-06 nothing is handed over while the
 // broker is gone, so that frames leave in SEQ order: a paused broker is
 // the case left.)
-TEST_F(RelayE2E, FramesAwaitingTheirPubackAreBoundedInBytes) {
-  StartRelay();
-  const std::string topic = root() + "/big";
-  constexpr int kRows = 300;
-  const std::string payload(64 * 1024, 'x');
-  {
-    MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-    for (int i = 1; i <= kRows; ++i) pub.Publish(topic, payload);
-    ASSERT_TRUE(pub.WaitAllAcked(30s));
-  }
-  const std::string count = "SELECT COUNT(*) FROM `" + name_ + "`.MSG";
-  ASSERT_TRUE(WaitFor([&] { return servers().Sql(count) == std::to_string(kRows) + "\n"; }, 30s));
-  ASSERT_EQ(relay_->Stop(), 0);
-
-  // As if none of it had been confirmed published.
-  servers().Sql("UPDATE `" + name_ + "`.SHARD SET PUBLISHED_IDX = 0");
+TEST_F(RepublishE2E, FramesAwaitingTheirPubackAreBoundedInBytes) {
   const int port = FreePort();
-  relay_ = std::make_unique<RelayProcess>(
-      servers(), name_,
-      std::vector<std::string>{"--source=" + root() + "/#", "--metrics-port=" + std::to_string(port),
-                               "--buffer-max-bytes=4194304", "--shutdown-timeout=2", "--broker-grace=0"});
-  struct Resume {  // mosquitto is paused below: never left so for the shard's next tests
-    pid_t pid;
-    ~Resume() { kill(pid, SIGCONT); }
-  } resume{servers().broker_pid()};
-  // The republish waits (after its log line) long enough for the pause
-  // below to come first, scaled as the tests' deadlines are.
-  relay_->Launch({"SEQTEST_REPUBLISH_DELAY_MS=" + std::to_string(Scaled(3000ms).count())});
-  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("republishing rows 1..300") != std::string::npos; }, 30s))
-      << relay_->log();
-  kill(servers().broker_pid(), SIGSTOP);
+  StoreThenRepublishPaused(300, 64 * 1024, {"--metrics-port=" + std::to_string(port)}, 3000ms);
+  if (HasFatalFailure()) return;
   long long published = -1;
   const bool filled = WaitFor(
       [&] { return (published = MetricValue(HttpGet(port, "/metrics"), "seqrelay_messages_published_total")) >= 63; },
@@ -348,41 +362,15 @@ TEST_F(RelayE2E, FramesAwaitingTheirPubackAreBoundedInBytes) {
 
 // Publishing again what a run committed but never saw acknowledged reads
 // the rows a bounded chunk at a time, in bytes too: 48 rows of 1 MiB to
-// publish again at start, mosquitto paused once the relay said so, frames
-// in flight bounded to 4 MiB. Until 2026-12-06 a chunk was 1,000 rows
-// whatever their size: all 48 MiB at once, held twice (the result set
-// and the rows), 1 GiB at the default --max-payload for a full chunk.
-TEST_F(RelayE2E, RowsPublishedAgainAreReadABoundedChunkAtATime) {
-  StartRelay();
-  const std::string topic = root() + "/big";
-  constexpr int kRows = 48;
-  const std::string payload(1024 * 1024, 'x');
-  {
-    MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-    for (int i = 1; i <= kRows; ++i) pub.Publish(topic, payload, 1, 8);
-    ASSERT_TRUE(pub.WaitAllAcked(Scaled(60s)));
-  }
-  const std::string count = "SELECT COUNT(*) FROM `" + name_ + "`.MSG";
-  ASSERT_TRUE(WaitFor([&] { return servers().Sql(count) == std::to_string(kRows) + "\n"; }, Scaled(60s)));
-  ASSERT_EQ(relay_->Stop(), 0);
-
-  servers().Sql("UPDATE `" + name_ + "`.SHARD SET PUBLISHED_IDX = 0");  // as if none had been acknowledged
-  relay_ = std::make_unique<RelayProcess>(
-      servers(), name_,
-      std::vector<std::string>{"--source=" + root() + "/#", "--buffer-max-bytes=4194304", "--shutdown-timeout=2",
-                               "--broker-grace=0"});
-  struct Resume {  // mosquitto is paused below: never left so for the shard's next tests
-    pid_t pid;
-    ~Resume() { kill(pid, SIGCONT); }
-  } resume{servers().broker_pid()};
-  relay_->Launch({"SEQTEST_REPUBLISH_DELAY_MS=" + std::to_string(Scaled(1500ms).count())});
-  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("republishing rows 1..48") != std::string::npos; }, 30s))
-      << relay_->log();
+// publish again at start. Until 2026-12-06 a chunk was 1,000 rows whatever
+// their size: all 48 MiB at once, held twice (the result set and the
+// rows), 1 GiB at the default --max-payload for a full chunk.
+TEST_F(RepublishE2E, RowsPublishedAgainAreReadABoundedChunkAtATime) {
+  StoreThenRepublishPaused(48, 1024 * 1024, {}, 1500ms);
+  if (HasFatalFailure()) return;
   const long before_kb = relay_->PeakRssKb();
-  kill(servers().broker_pid(), SIGSTOP);
   std::this_thread::sleep_for(Scaled(1500ms) + Scaled(1500ms));  // the delay, then time to read all, if it would
   const long paused_kb = relay_->PeakRssKb();
-  kill(servers().broker_pid(), SIGCONT);
   std::cout << "[ figure ] publishing 48 rows of 1 MiB again at start, mosquitto paused: relay peak RSS "
             << before_kb / 1024 << " MiB before, " << paused_kb / 1024 << " MiB after\n";
   if (!RelaySanitized()) {
