@@ -50,7 +50,17 @@ Status ReplaceLine(const std::string& path, std::string_view line, std::string_v
     out.flush();
     if (!out) return Status::Error(fmt::format("journal: cannot write {}{}", tmp, hint));
   }
+  // On the disk before the rename (and the rename after it), so that a
+  // machine crash leaves the old line or the new one, not an empty file.
+  const auto sync = [](const std::string& file, int flags) {
+    const int fd = open(file.c_str(), flags | O_CLOEXEC);
+    if (fd < 0) return;
+    fsync(fd);
+    close(fd);
+  };
+  sync(tmp, O_RDONLY);
   if (std::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename " + tmp);
+  sync(std::filesystem::path(path).parent_path().string(), O_RDONLY | O_DIRECTORY);
   return Status::Ok();
 }
 
@@ -149,8 +159,32 @@ Result<Journal::Identity> Journal::Identify() {
   }
   const std::string path = dir_ + "/journal-id";
   Identity identity;
-  if (std::ifstream in(path); in) std::getline(in, identity.id);
-  if (identity.id.size() == 32) return identity;
+  bool found = false;
+  if (std::ifstream in(path); in) {
+    found = true;
+    std::getline(in, identity.id);
+  }
+  if (identity.id.size() == 32 && identity.id.find_first_not_of("0123456789abcdef") == std::string::npos) {
+    return identity;
+  }
+  // A journal written before ids has records and no id file: it takes a new
+  // id (and the database's one position of before, HandOverJournal). An id
+  // file that is there but damaged (emptied by a machine crash, edited)
+  // is not that: under a new id every record would count as uncommitted
+  // and be stored a second time.
+  if (found) {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+      if (SegmentBase(entry.path().filename().string())) {
+        return Status::Permanent(fmt::format(
+            "journal: {} holds records, but its journal-id file does not hold an id ('{:.40}'); under a new id they "
+            "would all be stored again. Write the journal's id back into {} (the JOURNAL table lists the ids the "
+            "database knows, by shard: SELECT ID, SHARD, POS FROM JOURNAL), or move the journal "
+            "away if its messages are committed",
+            dir_, identity.id, path));
+      }
+    }
+  }
   std::ifstream random("/dev/urandom", std::ios::binary);
   uint8_t bytes[16];
   if (!random.read(reinterpret_cast<char*>(bytes), sizeof bytes)) return Errno("read /dev/urandom");

@@ -812,6 +812,46 @@ TEST(JournalTest, ASecondJournalOnTheSameDirectoryIsRefusedWhileTheFirstLives) {
   EXPECT_FALSE(taken->created) << "the same journal, with its id";
 }
 
+// A journal with records whose id file is damaged (emptied by a machine
+// crash, edited) is refused: under a new id every record would count as
+// uncommitted and be stored a second time (until 2026-12-06 it took a new
+// id). One written before ids (records, no id file) still takes one.
+TEST(JournalTest, AJournalWithRecordsAndADamagedIdFileIsRefused) {
+  TempDir dir;
+  std::string id;
+  {
+    Journal journal(dir.path());
+    auto identity = journal.Identify();
+    ASSERT_TRUE(identity.ok()) << identity.error();
+    id = identity->id;
+    ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+    const uint8_t payload[] = {'x'};
+    ASSERT_TRUE(journal.Append("t", payload).ok());
+  }
+  for (const std::string& damaged : std::vector<std::string>{"", "0123", id.substr(0, 31) + "Z"}) {
+    std::ofstream(dir.File("journal-id"), std::ios::trunc) << damaged << "\n";
+    Journal journal(dir.path());
+    auto refused = journal.Identify();
+    ASSERT_FALSE(refused.ok()) << "'" << damaged << "' taken for an id";
+    EXPECT_NE(refused.error().find("holds records, but its journal-id file does not hold an id"), std::string::npos)
+        << refused.error();
+  }
+  std::ofstream(dir.File("journal-id"), std::ios::trunc) << id << "\n";
+  {
+    Journal journal(dir.path());
+    auto same = journal.Identify();
+    ASSERT_TRUE(same.ok()) << same.error();
+    EXPECT_EQ(same->id, id);
+    EXPECT_FALSE(same->created);
+  }
+  std::filesystem::remove(dir.File("journal-id"));  // as written before ids
+  Journal journal(dir.path());
+  auto legacy = journal.Identify();
+  ASSERT_TRUE(legacy.ok()) << legacy.error();
+  EXPECT_TRUE(legacy->created);
+  EXPECT_NE(legacy->id, id);
+}
+
 // A directory that cannot be made: one line naming it and both options.
 TEST(JournalTest, ADirectoryThatCannotBeMadeNamesItAndTheOptions) {
   TempDir dir;
