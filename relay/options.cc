@@ -244,7 +244,15 @@ Result<po::parsed_options> ParseConfigFile(const std::string& path, const po::op
     if (option == nullptr || name == "help" || name == "version" || name == "config") {
       return Status::Error(fmt::format("--config {} line {}: unknown option '{}'", path, number, name));
     }
-    po::option opt(name, {boost::trim_copy(line.substr(eq + 1))});
+    const std::string value = boost::trim_copy(line.substr(eq + 1));
+    // As for the environment: Boost reads an empty value as a switch's "on",
+    // and a blank template line (`no-journal =`) would turn the journal off.
+    if (option->semantic()->max_tokens() == 0 && value.empty()) {
+      return Status::Error(fmt::format("--config {} line {}: '{}' has no value: set it to 1 (or true) to turn --{} "
+                                       "on, or leave the line out",
+                                       path, number, name, name));
+    }
+    po::option opt(name, {value});
     opt.original_tokens = {line};
     parsed.options.push_back(std::move(opt));
   }

@@ -553,6 +553,21 @@ TEST(OptionsTest, AnEmptyEnvironmentValueForASwitchIsAnError) {
   EXPECT_EQ(ParseOk({}, {{"SEQRELAY_MQTT_PASSWORD", ""}}).mqtt_password, "") << "an empty value that is not a switch";
 }
 
+// The same in a --config file: `no-journal =` (a blank template line)
+// turned the journal off until 2026-12-06.
+TEST(OptionsTest, AnEmptyConfigFileValueForASwitchIsAnError) {
+  TempConfigFile blank("db-port = 3307\nno-journal =\n");
+  auto r = ParseOptions({"--config=" + blank.path()}, {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().find("line 2: 'no-journal' has no value"), std::string::npos) << r.error();
+  TempConfigFile on("no-journal = 1\n");
+  EXPECT_EQ(ParseOk({"--config=" + on.path()}).journal_dir, "") << "1: no journal";
+  TempConfigFile off("no-journal = false\n");
+  EXPECT_NE(ParseOk({"--config=" + off.path()}, {{"HOME", "/home/ann"}}).journal_dir, "") << "false: the journal";
+  TempConfigFile password("db-password =\n");
+  EXPECT_EQ(ParseOk({"--config=" + password.path()}).db_password, "") << "an empty value that is not a switch";
+}
+
 // The journal is on unless --no-journal says otherwise: under the state
 // directory systemd gives, else the XDG one, else the home, else /var/lib.
 TEST(OptionsTest, TheJournalIsOnByDefaultUnderTheStateDirectory) {
