@@ -526,9 +526,11 @@ void Relay::SetAside(const Message& m, const Status& why) {
     }
   }
   // With no copy, the log is the only one left: the payload follows in hex,
-  // 2 KiB of it a line (a line a log collector keeps whole), its first
-  // 64 KiB at most (a log, not a store).
-  constexpr std::size_t kLoggedMax = 64 * 1024, kLoggedPerLine = 2 * 1024;
+  // 1 KiB of it a line, its first 64 KiB at most (a log, not a store). A
+  // line stays under PIPE_BUF (4 KiB) with a topic of 255 bytes, so its one
+  // write(2) is never interleaved with another thread's line on a pipe, and
+  // a log collector keeps it whole. (2 KiB a line until 2026-12-06: 4.2 KB.)
+  constexpr std::size_t kLoggedMax = 64 * 1024, kLoggedPerLine = 1024;
   const std::size_t logged = kept ? 0 : std::min(payload.size(), kLoggedMax);
   const std::size_t lines = (logged + kLoggedPerLine - 1) / kLoggedPerLine;
   LogError("database refused a message on '{}' ({} bytes) for good: {}; set aside, {}; the topic goes on without it{}",

@@ -291,7 +291,7 @@ TEST_F(OutageE2E, ARowTheDatabaseRefusesForGoodIsSetAsideAndOthersGoOn) {
 
 // The same refusal when the set-aside copy cannot be written (here a file
 // stands where its folder would go; in the wild a full disk): the log is
-// all there is, so the payload follows the error in hex, 2 KiB a line, its
+// all there is, so the payload follows the error in hex, 1 KiB a line, its
 // first 64 KiB. Until 2026-12-06 the log said "could not be written" (and
 // only when the payload's write failed at once), and the payload was gone.
 TEST_F(OutageE2E, ARefusedRowWhoseSetAsideCopyCannotBeWrittenIsInTheLog) {
@@ -309,20 +309,20 @@ TEST_F(OutageE2E, ARefusedRowWhoseSetAsideCopyCannotBeWrittenIsInTheLog) {
   }
   ASSERT_TRUE(pub.WaitAllAcked(10s));
   WaitStored(topic, 2, 30s);
-  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("bytes 63488..65536 of 70000") != std::string::npos; }, 10s))
+  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("bytes 64512..65536 of 70000") != std::string::npos; }, 10s))
       << relay_->log().substr(0, 4000);
   const std::string log = relay_->log();
   EXPECT_NE(log.find("could not be written to " + journal + "/set-aside/"), std::string::npos) << log;
   EXPECT_NE(log.find("the topic goes on without it; its payload follows in hex (1 line)\n"), std::string::npos) << log;
   EXPECT_NE(log.find("set-aside payload of '" + topic + "', bytes 0..6 of 6: 706f69736f6e\n"), std::string::npos)
       << log;
-  // The large one: 32 lines of 2 KiB, its first 64 KiB.
+  // The large one: 64 lines of 1 KiB, its first 64 KiB.
   EXPECT_NE(log.find("(70000 bytes) for good"), std::string::npos);
-  EXPECT_NE(log.find("its payload follows in hex (32 lines, its first 65536 bytes)\n"), std::string::npos);
-  EXPECT_EQ(CountOf(log, "set-aside payload of '" + topic + "', bytes "), 1 + 32);
+  EXPECT_NE(log.find("its payload follows in hex (64 lines, its first 65536 bytes)\n"), std::string::npos);
+  EXPECT_EQ(CountOf(log, "set-aside payload of '" + topic + "', bytes "), 1 + 64);
   std::string z_hex;  // 'z' is 0x7a
-  for (int i = 0; i < 2048; ++i) z_hex += "7a";
-  EXPECT_NE(log.find("bytes 63488..65536 of 70000: " + z_hex + "\n"), std::string::npos);
+  for (int i = 0; i < 1024; ++i) z_hex += "7a";
+  EXPECT_NE(log.find("bytes 64512..65536 of 70000: " + z_hex + "\n"), std::string::npos);
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
