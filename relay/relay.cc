@@ -502,12 +502,15 @@ bool Relay::BecomeActive() {
       })) {
     return false;
   }
-  auto topic_rows = store_.CountTopics();
-  if (!topic_rows.ok()) {
-    LogError("database: {}", topic_rows.error());
+  // Retried as the progress is: a database error here ended the process
+  // (exit 1), its lease held until it lapsed.
+  if (!Retry("count the topics", [&] {
+        auto n = store_.CountTopics();
+        if (n.ok()) topic_rows_ = *n;
+        return n.status();
+      })) {
     return false;
   }
-  topic_rows_ = *topic_rows;
   if (config_.max_topics > 0 && topic_rows_ >= static_cast<uint64_t>(config_.max_topics)) {
     LogWarn("the database holds {} topics, --max-topics is {}: messages on new topics will be refused", topic_rows_,
             config_.max_topics);
