@@ -598,6 +598,7 @@ bool Relay::BecomeActive() {
   // holds for the shard: stored before anything new is taken.
   PumpPending();
   if (stopping_) return true;
+  resumed_left_ = kResumedWindow;  // before the intake's thread exists
   auto intake = MqttLink::Start(intake_options_,
                                 {.on_connect =
                                      [this](bool session_present) { OnIntakeConnected(session_present); },

@@ -389,9 +389,13 @@ class Relay {
   // SEQTEST_THROW_AFTER_QUEUE=N: the same right after queueing the Nth
   // message taken (before any wait for its verdict).
   uint64_t throw_after_queue_ = 0;
-  // Deliveries after a session-present connect still to record in TAKEN
-  // (mosquitto resends the unacknowledged ones first; its in-flight window
-  // is far smaller). Set on connect, then counted down; intake thread.
+  // Deliveries after taking the shard still to record in TAKEN, over every
+  // connect that resumes the session (mosquitto resends the previous
+  // holder's unacknowledged ones first; its in-flight window is far
+  // smaller). Set by BecomeActive before the intake starts, then on the
+  // intake thread: counted down, and zeroed by a connect without a session.
+  // (Until 2026-12-06 every resuming connect set it again, and TAKEN grew by
+  // up to 1,000 rows a reconnect for as long as the relay held the shard.)
   static constexpr int kResumedWindow = 1000;
   int resumed_left_ = 0;
   // The intake's MQTT sessions and connects (Message::intake_session,

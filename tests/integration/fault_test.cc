@@ -191,6 +191,29 @@ TEST_F(FaultE2E, IntakeReconnectBeforeThePubackLeftStoresTheMessageOnce) {
   });
 }
 
+// TAKEN records the first 1,000 deliveries after a relay takes the shard,
+// in the sessions it resumes, for a previous holder's journal to find its
+// messages that mosquitto resent here. Until 2026-12-06 every reconnect
+// that resumed the session recorded 1,000 more, and the table grew for as
+// long as one relay held the shard: here a break after 1,050 deliveries
+// recorded the 50 after it too (1,050 rows).
+TEST_F(FaultE2E, TakenRecordsTheFirstThousandDeliveriesAfterATakeoverNotAfterEachReconnect) {
+  StartRelay({"--journal-dir=" + servers().dir() + "/journal-" + name_});
+  relay_->Stop();
+  relay_->Start({"SEQTEST_BREAK_INTAKE_AFTER=1050"});  // its session kept: resumed at the first connect
+  const std::string topic = root() + "/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 1100; ++i) pub.Publish(topic, "p" + std::to_string(i), 1, 100);
+  ASSERT_TRUE(pub.WaitAllAcked(Scaled(std::chrono::seconds(30))));
+  WaitStored(topic, 1100);
+  ExpectEachStoredOnce(Audit(topic, 1100), 1100);
+  const std::string log = relay_->log();
+  EXPECT_NE(log.find("fault injection: breaking the intake connection"), std::string::npos) << log;
+  EXPECT_NE(log.find("(session present)", log.find("fault injection: breaking")), std::string::npos) << log;
+  EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM `" + name_ + "`.TAKEN"), "1000\n");
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // Taking a message fails (memory ran out copying it; here injected): its
 // PUBACK must not leave, so mosquitto sends it again, and the redelivery
 // filter must not drop that resend as one already taken. The build before
