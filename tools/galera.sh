@@ -2,7 +2,8 @@
 # Starts and stops a throwaway MariaDB Galera cluster on 127.0.0.1 (3 nodes
 # by default), for tests and for trying the relay against a cluster by hand.
 # Every node has its own data dir, socket, ports and option file under DIR;
-# nothing outside DIR is read or written (no /etc/mysql, no system service).
+# nothing outside DIR is read or written (no /etc/mysql, no system service)
+# but the list of this machine's clusters' ports (/tmp/seqrelay-galera-ports).
 # Usage: tools/galera.sh --help
 set -euo pipefail
 
@@ -415,10 +416,39 @@ free_port() {
 
 declare -A used_ports=()
 load_used_ports() {
-  local addr
+  local addr file owner p ports_of=()
   while read -r addr; do
     used_ports[${addr##*:}]=1
   done < <(ss -Htan | awk '{print $4}')
+  # The ports other clusters of this machine picked: a node's IST and SST
+  # ports are bound only during a state transfer, so ss does not show them,
+  # and two clusters started side by side (the Galera test shards) could
+  # pick the same one. A list whose cluster folder is gone is stale.
+  for file in "$ports_dir"/*.ports; do
+    [[ -f $file ]] || continue
+    { read -r owner && read -r -a ports_of; } <"$file" || continue
+    if [[ ! -d $owner ]]; then
+      rm -f "$file"
+      continue
+    fi
+    for p in "${ports_of[@]}"; do used_ports[$p]=1; done
+  done
+}
+
+# This machine's clusters' ports, a file per cluster (its folder, then its
+# ports), written under an exclusive lock held from load_used_ports on, so
+# that clusters started at once pick apart.
+ports_dir=/tmp/seqrelay-galera-ports  # one list for every caller, whatever its TMPDIR
+lock_ports() {
+  mkdir -p "$ports_dir"
+  exec 8>"$ports_dir/lock"
+  flock -w 60 8 || die "no lock on $ports_dir/lock within 60 s"
+}
+record_ports() {  # the ports picked by this run, then the lock goes
+  local file
+  file=$ports_dir/$(printf '%s' "$dir" | md5sum | cut -c1-16).ports
+  { echo "$dir"; echo "${!taken_ports[*]}"; } >"$file.tmp" && mv "$file.tmp" "$file"
+  exec 8>&-
 }
 
 # ---- commands --------------------------------------------------------------
@@ -487,6 +517,7 @@ cmd_start() {
   ((${#dir} + 12 < 108)) || die "DIR '$dir' is too long for the nodes' socket paths"
 
   local t0=$SECONDS
+  lock_ports
   load_used_ports
   cfg[NODES]=$nodes
   local cluster_address="" port
@@ -500,6 +531,7 @@ cmd_start() {
     cfg[NODE${n}_PID]=""
     cluster_address+="${cluster_address:+,}127.0.0.1:${cfg[NODE${n}_GALERA_PORT]}"
   done
+  record_ports
   cluster_address="gcomm://$cluster_address"
 
   for ((n = 1; n <= nodes; n++)); do
