@@ -230,10 +230,18 @@ int FreePort() {
   // makes thousands) takes the port before the server binds it, and below
   // the 20000 where tools/galera.sh picks its nodes' ports. Random, so that
   // test shards started side by side do not try the same ports in order.
+  // Never the same port twice in one process: a port given out is not
+  // bound until its server starts, and a test that asks for two ports
+  // before starting anything (the shipped broker's two listeners) got the
+  // same one twice once (its broker: "Address already in use").
+  static std::mutex mu;
+  static std::set<int> given;
+  std::lock_guard lock(mu);
   static std::mt19937 random(std::random_device{}() ^ static_cast<unsigned>(getpid()));
   std::uniform_int_distribution<int> pick(10000, 19999);
   for (int attempt = 0; attempt < 1000; ++attempt) {
     const int port = pick(random);
+    if (given.count(port) > 0) continue;
     const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) throw std::runtime_error(std::string("socket: ") + strerror(errno));
     sockaddr_in addr{};
@@ -242,7 +250,10 @@ int FreePort() {
     addr.sin_port = htons(static_cast<uint16_t>(port));
     const bool free = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
     close(fd);
-    if (free) return port;
+    if (free) {
+      given.insert(port);
+      return port;
+    }
   }
   throw std::runtime_error("no free TCP port on 127.0.0.1 between 10000 and 19999");
 }
