@@ -912,38 +912,21 @@ Result<MysqlStore::Trimmed> MysqlStore::TrimTopic(std::string_view topic, const 
     bool cut = keep >= first + max_rows;
     keep = std::min({keep, last, first + max_rows});
     if (keep > first) {
-      // The rows' sizes, to stop before `max_bytes`. LENGTH reads a row's
-      // whole payload, so they come in chunks that grow from what the bound
-      // holds of the largest payload (plus one): no more is read than the
-      // cut needs, give or take a chunk of rows smaller than that.
+      // The rows' sizes, to stop before `max_bytes` (FitRows: in growing
+      // chunks, as LENGTH reads a payload whole). Cut after the last row
+      // that fits: the rows between it and the one that did not are not
+      // acknowledged yet, which the delete leaves anyway.
       std::unique_ptr<sql::PreparedStatement> sizes(conn_->prepareStatement(
           "SELECT SEQ, LENGTH(MSG) FROM MSG WHERE ID = ? AND SEQ >= ? AND SEQ < ? AND idx <= ? ORDER BY SEQ "
           "LIMIT ?"));
       sizes->setString(1, Bytes(topic));
       sizes->setUInt64(3, keep);
       sizes->setUInt64(4, published_idx);
-      const uint64_t largest = static_cast<uint64_t>(std::max(config_.max_payload, 1));
-      uint64_t rows = 0, bytes = 0, from = first;
-      uint64_t chunk = std::clamp<uint64_t>(max_bytes / largest + 1, 1, max_rows);
-      bool full = false;
-      for (bool more_rows = true; more_rows && !full;) {
-        sizes->setUInt64(2, from);
-        sizes->setUInt64(5, chunk);
-        std::unique_ptr<sql::ResultSet> r(sizes->executeQuery());
-        uint64_t got = 0;
-        while (r->next()) {
-          ++got;
-          bytes += r->getUInt64(2);
-          if (rows > 0 && bytes > max_bytes) {
-            keep = r->getUInt64(1);
-            cut = full = true;
-            break;
-          }
-          ++rows;
-          from = r->getUInt64(1) + 1;
-        }
-        more_rows = got == chunk;
-        chunk = std::min<uint64_t>(chunk * 4, max_rows);
+      const Fit fit = FitRows(*sizes, 2, 5, first, max_rows, max_bytes);
+      const uint64_t rows = fit.rows;
+      if (fit.full) {
+        keep = fit.last + 1;
+        cut = true;
       }
       if (rows > 0) {
         std::unique_ptr<sql::PreparedStatement> del(
@@ -1195,7 +1178,7 @@ MysqlStore::Fit MysqlStore::FitRows(sql::PreparedStatement& sizes, int from_para
       ++got;
       const uint64_t bytes = rs->getUInt64(2);
       if (fit.rows > 0 && total + bytes > max_bytes) {
-        full = true;
+        full = fit.full = true;
         break;
       }
       total += bytes;

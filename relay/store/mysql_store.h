@@ -363,6 +363,7 @@ class MysqlStore {
   struct Fit {
     std::size_t rows = 0;
     uint64_t last = 0;
+    bool full = false;  // a row after them did not fit (else the rows or `limit` ran out)
   };
   Fit FitRows(sql::PreparedStatement& sizes, int from_param, int limit_param, uint64_t from, std::size_t limit,
               std::size_t max_bytes);
