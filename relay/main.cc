@@ -5,7 +5,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <cctype>
 #include <cstdio>
 #include <cstring>
@@ -90,10 +93,38 @@ int main(int argc, char** argv) {
     }
     // A second signal during the orderly stop: said, not acted on (the stop
     // already runs against --shutdown-timeout).
-    while (sigwait(&stop_signals, &sig) == 0 && !runs_over) {
-      LogWarn("received {} again; already stopping (--shutdown-timeout bounds the stop)",
-              sig == SIGINT ? "SIGINT" : "SIGTERM");
+    //
+    // The stop is bounded: --shutdown-timeout for committing what the relay
+    // holds, then Relay::kStopMargin for its last steps. One still running
+    // after that waits on a database or a broker that does not answer (a
+    // call in flight holds out for the connector's 30 s read timeout). The
+    // process then ends here, as the SIGKILL an orchestrator would send
+    // next, and as safely: every message acknowledged and not committed is
+    // in the journal, which the next start hands over.
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(config.shutdown_timeout_s) + Relay::kStopMargin;
+    for (;;) {
+      const auto left = std::max(deadline - std::chrono::steady_clock::now(), std::chrono::nanoseconds(0));
+      const auto left_s = std::chrono::duration_cast<std::chrono::seconds>(left);
+      const timespec wait{static_cast<time_t>(left_s.count()), static_cast<long>((left - left_s).count())};
+      const int got = sigtimedwait(&stop_signals, nullptr, &wait);
+      if (runs_over) return;
+      if (got > 0) {
+        LogWarn("received {} again; already stopping (--shutdown-timeout bounds the stop)",
+                got == SIGINT ? "SIGINT" : "SIGTERM");
+      } else if (errno == EAGAIN && std::chrono::steady_clock::now() >= deadline) {
+        break;
+      }
     }
+    std::lock_guard lock(mu);  // main() cannot end the run meanwhile
+    if (runs_over) return;
+    LogError("the stop did not end within --shutdown-timeout ({} s) + {} s; {}: ending the process now (exit 1). {}",
+             config.shutdown_timeout_s, Relay::kStopMargin.count(),
+             current != nullptr ? std::string("still ") + current->Step() : std::string("its run had ended"),
+             config.journal_dir.empty()
+                 ? "With --no-journal, messages acknowledged and not committed are lost"
+                 : "Messages acknowledged and not committed stay in the journal, for its next start");
+    _exit(1);
   });
   int code = 0;
   for (;;) {
@@ -112,7 +143,10 @@ int main(int argc, char** argv) {
     LogInfo("starting again as a standby of shard '{}'", config.shard);
   }
   if (code == Relay::kSteppedDown) code = 0;  // stopped by a signal right after stepping down
-  runs_over = true;
+  {
+    std::lock_guard lock(mu);  // the signal thread decides under it whether the stop overran
+    runs_over = true;
+  }
   pthread_kill(signals.native_handle(), SIGTERM);
   signals.join();
   return code;

@@ -166,7 +166,10 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
        "Run without a journal: messages received but not yet committed (held in memory while the database is "
        "slow or away) are lost if the relay is killed.")
       ("shutdown-timeout", po::value(&c.shutdown_timeout_s)->default_value(c.shutdown_timeout_s)->value_name("SECONDS"),
-       "On SIGTERM/SIGINT, how long to keep trying to commit and publish what was received before giving up.");
+       "On SIGTERM/SIGINT, how long to keep trying to commit and publish what was received before giving up. "
+       "The stop's last steps take up to 10 s more; a stop still running then (a database or broker that does "
+       "not answer) ends the process with exit code 1, as a SIGKILL would: the journal keeps what was not "
+       "committed.");
 
   po::options_description replay("Retransmit and history");
   replay.add_options()

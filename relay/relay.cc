@@ -176,8 +176,10 @@ int Relay::Run() {
   for (const auto& line : Describe(config_)) LogInfo("config: {}", line);
   // Configuration files first: a bad one stops the relay before it connects.
   if (!LoadAcl()) return 1;
+  step_ = "opening the database and the journal";
   if (std::optional<int> exit_code = OpenStorage()) return *exit_code;
   ConfigureLinks();
+  step_ = "connecting to mosquitto";
   if (!StartServing()) return 1;
   ServeUntilStopped();
   ShutDown();
@@ -336,10 +338,13 @@ void Relay::ServeUntilStopped() {
   // only while it reaches mosquitto (its replay link is up).
   std::function<bool()> may_take;
   if (config_.broker_grace_s > 0) may_take = [this] { return replay_->connected(); };
+  step_ = "waiting for the shard's lease";
   if (!stopping_ && lease_->Acquire([this] { return stopping_.load(); }, stats_if_due, may_take,
                                     "no connection to mosquitto (a relay cut off from it sequences nothing)")) {
+    step_ = "taking the shard over";
     if (!BecomeActive()) Fail("could not take the shard over");
   }
+  step_ = "serving";
 
   std::unique_lock lock(stop_mu_);
   while (!stop_requested_) {
@@ -381,6 +386,7 @@ void Relay::ShutDown() {
   // 1. Stop taking messages: DISCONNECT the intake. Whatever the broker had
   //    already delivered is still pushed; the rest stays queued in our session.
   if (active_ || stepped_down_) LogInfo("stopping: no new messages; committing and publishing {} held", queue_.size());
+  step_ = "closing the intake";
   if (intake_) intake_->Disconnect();
   // The output link reconnected and its republish is not done yet: done
   // now while the link is up, so that the rows sent again go before most
@@ -398,6 +404,7 @@ void Relay::ShutDown() {
     intake_->Stop();
   }
   queue_.Close();  // the writer drains what is left, then ends
+  step_ = "committing what it holds";
   if (writer_.joinable()) writer_.join();
   // 3. Wait for the broker to acknowledge what was published, then save the
   //    watermark so the next active republishes as little as possible, and
@@ -407,19 +414,23 @@ void Relay::ShutDown() {
       std::lock_guard lock(stop_mu_);  // the lease's thread may step down meanwhile
       return give_up_at_ + std::chrono::seconds(2);
     }();
+    step_ = "waiting for the broker to acknowledge its last frames";
     {
       std::unique_lock lock(publish_mu_);
       acked_cv_.wait_until(lock, until, [&] { return tracker_.in_flight() == 0; });
     }
     const uint64_t watermark = AckedWatermark();
+    step_ = "saving the published watermark";
     if (store_.connected()) {
       if (Status s = store_.SavePublished(watermark); !s.ok()) {
         LogWarn("could not save the published watermark: {}", s.message());
       }
     }
   }
+  step_ = "releasing the lease";
   lease_->Stop(/*release=*/active_ && !stepped_down_);
   if (config_.stats_interval_s > 0) {
+    step_ = "publishing the final stats";
     // The final figures stay retained: wait (2 s at most) for the broker to
     // take them before the replay link goes, if it is connected.
     {
@@ -431,12 +442,15 @@ void Relay::ShutDown() {
     if (replay_->connected()) stop_cv_.wait_for(lock, std::chrono::seconds(2), [&] { return last_stats_acked_; });
   }
   metrics_.reset();
+  step_ = "sending the last retransmit replies";
   retransmit_.Stop();  // while the replay link can still send the last statuses
   if (std::size_t n = retransmit_.WaitAcknowledged(std::chrono::seconds(2)); n > 0) {
     LogWarn("stopping: {} retransmit replies not acknowledged by the broker", n);
   }
+  step_ = "closing its links";
   replay_->Stop();
   if (output_) output_->Stop();
+  step_ = "stopped";
 }
 
 int Relay::ExitCode() {

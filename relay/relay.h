@@ -70,6 +70,16 @@ class Relay {
   // Safe from any thread. Starts the orderly shutdown.
   void RequestStop();
 
+  // What the run is doing or waiting on ("committing what it holds"), for
+  // the line that ends a stop past its bound (main.cc). Any thread.
+  const char* Step() const { return step_.load(); }
+
+  // A stop ends within --shutdown-timeout plus this: the acknowledgements
+  // of the last frames (2 s), the final stats (2 s), the last replies (2 s)
+  // and the links' closing. A stop still running after it waits on a
+  // database or a broker that does not answer, and main() ends the process.
+  static constexpr std::chrono::seconds kStopMargin{10};
+
   // Counters since start. Each is written by one stage and read by anyone.
   struct Counters {
     std::atomic<uint64_t> received{0};          // delivered by the broker (all verdicts)
@@ -549,6 +559,7 @@ class Relay {
   std::string fatal_;  // non-empty: stop with exit code 1
   std::atomic<bool> stopping_{false};
   std::chrono::steady_clock::time_point give_up_at_{};  // guarded by stop_mu_
+  std::atomic<const char*> step_{"starting"};  // a string literal (Step())
 };
 
 }  // namespace seqrelay

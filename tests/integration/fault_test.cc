@@ -540,6 +540,57 @@ TEST_F(FaultE2E, ASecondSigtermDuringTheStopIsHarmless) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+// A stop is bounded even by a database that hangs (paused here: its
+// connections stay open and answer nothing, as on a stalled disk). The
+// writer's call in flight would hold the stop for the connector's 30 s read
+// timeout, and the lease's release after it as long again. The process ends
+// at --shutdown-timeout + 10 s instead, with one line saying what it was
+// waiting on, and the messages it had acknowledged, journaled, are stored
+// once by the next start. Until 2026-12-06 it was still stopping 25 s after
+// the SIGTERM, when this test gives up.
+TEST_F(FaultE2E, AStopPastItsBoundEndsTheProcessAndTheJournalKeepsWhatItHeld) {
+  StartRelay({"--shutdown-timeout=1", "--lease-ms=120000"});  // no step-down while the database hangs
+  const std::string topic = root() + "/t";
+  MqttClient sub(servers().mqtt_port(), name_ + "-sub");
+  sub.Subscribe("seq/" + topic);
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 10; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(sub.WaitForCount(10, Scaled(20s))) << relay_->log();
+  struct Resume {  // never left paused for the shard's next tests
+    TestServers& servers;
+    bool paused = true;
+    void Now() {
+      if (std::exchange(paused, false)) servers.SignalDatabase(SIGCONT);
+    }
+    ~Resume() { Now(); }
+  } resume{servers()};
+  servers().SignalDatabase(SIGSTOP);
+  for (int i = 11; i <= 20; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));  // journaled; the writer's batch waits on the database
+  const auto signalled = std::chrono::steady_clock::now();
+  kill(relay_->pid(), SIGTERM);
+  const auto code = relay_->WaitExit(25s);
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - signalled);
+  ASSERT_TRUE(code.has_value()) << "still stopping after " << took.count() << " ms\n" << relay_->log();
+  EXPECT_EQ(*code, 1);
+  EXPECT_GE(took, 10s) << relay_->log();  // 11 s, less the stop's start
+  EXPECT_LE(took, 16s) << relay_->log();
+  EXPECT_NE(relay_->log().find("the stop did not end within --shutdown-timeout (1 s) + 10 s; still committing what "
+                               "it holds: ending the process now (exit 1). Messages acknowledged and not committed "
+                               "stay in the journal, for its next start"),
+            std::string::npos)
+      << relay_->log();
+  resume.Now();
+  // The lease was not released (the database hung): let it run out.
+  servers().Sql("UPDATE `" + name_ + "`.SHARD SET EXPIRES_AT = '2000-01-01' WHERE NAME = 'default'");
+  relay_->Start();
+  WaitStored(topic, 20);
+  Outcome o = Audit(topic, 20);
+  EXPECT_EQ(o.lost, 0u);
+  EXPECT_EQ(o.duplicates, 0u);
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // A stop with both servers away: the writer commits what it holds once
 // MariaDB is back and publishes it once mosquitto is, its frames after
 // libmosquitto's resends. Until 9ba772b they also waited for the output
