@@ -1,7 +1,8 @@
 // seqrelay: options in, exit code out.
 //
 // Exit codes: 0 clean stop, 1 runtime failure (see the log), 2 bad options
-// (or a shard whose filters overlap another's).
+// (or a shard whose filters overlap another's, or a relay id that another
+// live relay of the shard runs with).
 #include <signal.h>
 #include <unistd.h>
 

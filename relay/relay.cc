@@ -88,10 +88,13 @@ void Relay::RequestStop() {
   acked_cv_.notify_all();
 }
 
-void Relay::Fail(const std::string& why) {
+void Relay::Fail(const std::string& why, int exit_code) {
   {
     std::lock_guard lock(stop_mu_);
-    if (fatal_.empty()) fatal_ = why;
+    if (fatal_.empty()) {
+      fatal_ = why;
+      fatal_code_ = exit_code;
+    }
   }
   RequestStop();
 }
@@ -343,6 +346,8 @@ void Relay::ServeUntilStopped() {
                                     "no connection to mosquitto (a relay cut off from it sequences nothing)")) {
     step_ = "taking the shard over";
     if (!BecomeActive()) Fail("could not take the shard over");
+  } else if (!lease_->twin().empty()) {
+    Fail(lease_->twin(), kBadConfiguration);
   }
   step_ = "serving";
 
@@ -479,9 +484,11 @@ int Relay::ExitCode() {
     return kSteppedDown;
   }
   std::string fatal;
+  int fatal_code = 1;
   {
     std::lock_guard lock(stop_mu_);
     fatal = fatal_;
+    fatal_code = fatal_code_;
   }
   if (c.lost > 0) {
     LogError("{} received messages could not be committed before --shutdown-timeout ({} s), were acknowledged "
@@ -491,7 +498,7 @@ int Relay::ExitCode() {
   }
   if (!fatal.empty()) {
     LogError("stopped because of: {}", fatal);
-    return 1;
+    return fatal_code;
   }
   return 0;
 }

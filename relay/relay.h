@@ -57,14 +57,18 @@ class Relay {
   // Run()'s exit code when the relay lost its shard's lease: main() runs a
   // fresh Relay, which starts as a standby.
   static constexpr int kSteppedDown = 3;
+  // Run()'s exit code for a configuration that cannot work (main() uses it
+  // for bad options too).
+  static constexpr int kBadConfiguration = 2;
 
   explicit Relay(Config config);
   ~Relay();
 
   // Runs until RequestStop() or a fatal error; returns the exit code:
   // 0 after a clean stop with every received message committed and
-  // published, 1 otherwise, 2 for a shard refused at start (overlapping
-  // filters), kSteppedDown after losing the lease.
+  // published, 1 otherwise, kBadConfiguration for a shard refused at start
+  // (overlapping filters) or a relay id another live relay of the shard
+  // uses, kSteppedDown after losing the lease.
   int Run();
 
   // Safe from any thread. Starts the orderly shutdown.
@@ -282,7 +286,7 @@ class Relay {
   // refuses it at once (over the broker's announced maximum packet size).
   Status SendProbe();
   Status FrameLimitVerdict(int reason_code) const;
-  void Fail(const std::string& why);
+  void Fail(const std::string& why, int exit_code = 1);
   // Lost the lease (taken over, or not renewed in time): commit and publish
   // nothing more, stop at once, and let main() start again as a standby.
   // Any thread; once.
@@ -556,7 +560,8 @@ class Relay {
   static constexpr std::chrono::seconds kRepublishGiveUpAfter{10};
   bool last_stats_acked_ = false;  // the broker acknowledged the newest stats report (its last publish)
   std::atomic<int> last_stats_mid_{-1};  // the writer asks the main thread to resume the paused intake
-  std::string fatal_;  // non-empty: stop with exit code 1
+  std::string fatal_;  // non-empty: stop with exit code fatal_code_
+  int fatal_code_ = 1;
   std::atomic<bool> stopping_{false};
   std::chrono::steady_clock::time_point give_up_at_{};  // guarded by stop_mu_
   std::atomic<const char*> step_{"starting"};  // a string literal (Step())

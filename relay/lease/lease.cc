@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "core/log.h"
+#include "lease/twin_watch.h"
 
 namespace seqrelay {
 namespace {
@@ -69,6 +70,8 @@ bool LeaseKeeper::Acquire(const std::function<bool()>& stopping, const std::func
                           const std::function<bool()>& may_take, const std::string& why_not) {
   std::string said;  // the last holder logged, so that a standby logs each change once
   std::optional<Clock::time_point> refused_since;  // may_take has said no since
+  TwinWatch twin(config_.relay_id, std::max(std::chrono::microseconds(milliseconds(config_.lease_ms)) / 10,
+                                            std::chrono::microseconds(5000)));
   while (!stopping()) {
     milliseconds wait(200);
     if (may_take && !may_take()) {
@@ -91,6 +94,15 @@ bool LeaseKeeper::Acquire(const std::function<bool()>& stopping, const std::func
           holder_ = config_.relay_id;
         }
         return true;
+      }
+      if (lease.ok() && twin.Observe(lease->owner, lease->epoch, lease->expires_in_us, sent)) {
+        twin_ = fmt::format(
+            "shard '{}' is held by another live relay with this relay's id '{}' (it renewed the lease, epoch {}, "
+            "while this one stood by). Relay ids must be unique among the relays of one broker (--relay-id; the "
+            "default, <hostname>-<pid>, repeats in containers that share the host's name and network): the two "
+            "would take each other's MQTT links over, since their client ids are made of it",
+            config_.shard, config_.relay_id, lease->epoch);
+        return false;
       }
       if (lease.ok()) {
         const std::string who = fmt::format("'{}' (epoch {})", lease->owner, lease->epoch);

@@ -41,8 +41,9 @@ class LeaseKeeper {
   LeaseKeeper(const LeaseKeeper&) = delete;
   LeaseKeeper& operator=(const LeaseKeeper&) = delete;
 
-  // Waits as a standby until this relay holds the lease (true) or
-  // `stopping` says to give up (false, checked at least every 100 ms).
+  // Waits as a standby until this relay holds the lease (true), `stopping`
+  // says to give up (false, checked at least every 100 ms), or another live
+  // relay holds it under this relay's id (false, twin() says so).
   // `idle` is called between polls (the main thread's other duties). While
   // `may_take` (if given) says no, the lease is not tried; `why_not` says
   // why, once, in the log.
@@ -70,6 +71,9 @@ class LeaseKeeper {
   double age_s() const;
   // The lease as the standby saw it last: holder and epoch.
   std::string holder() const;
+  // Non-empty once Acquire saw another live relay renew the lease under
+  // this relay's id (TwinWatch): what to say. Main thread.
+  const std::string& twin() const { return twin_; }
 
  private:
   void Renew();
@@ -87,6 +91,7 @@ class LeaseKeeper {
   bool stop_ = false;        // guarded by mu_
   std::string holder_;       // guarded by mu_
   std::string previous_journal_;  // set by Acquire
+  std::string twin_;              // set by Acquire
   std::function<void(const std::string&)> lost_;
   std::function<bool()> may_renew_;  // set before the renewer starts
   std::string why_not_renewed_;

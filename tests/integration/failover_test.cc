@@ -281,6 +281,42 @@ class FailoverE2E : public FaultE2E {
   static constexpr int kLeaseMs = 3000;
 };
 
+// Two relays of one shard with one --relay-id (a copied configuration, or
+// containers on the host's network, each process 1 under the host's name,
+// where the default id is <hostname>-<pid>): their own links, output and
+// replay, have one client id, and mosquitto 2.0 closes the one's link at
+// each connect of the other's, with no reason given. Until 2026-12-06 the
+// two did so for as long as both ran, each saying only that it had lost its
+// connection. Now the one that stands by sees the lease renewed under its
+// own id and stops (exit 2) with a line saying why; the active goes on.
+TEST_F(FailoverE2E, AStandbyWithTheActivesRelayIdStopsAndSaysWhy) {
+  auto a1 = ShardRelay("a", 1);
+  a1->Start();
+  ASSERT_TRUE(LogHas(*a1, "active: holding shard 'a'", 10s)) << a1->log();
+  RelayProcess twin(servers(), name_,
+                    {"--shard=a", "--source=" + root() + "/a/#", "--relay-id=a1",
+                     "--lease-ms=" + std::to_string(kLeaseMs),
+                     "--journal-dir=" + servers().dir() + "/journal-" + name_ + "-twin"},
+                    "twin");
+  twin.Launch();
+  const auto code = twin.WaitExit(Scaled(20s));
+  ASSERT_TRUE(code.has_value()) << twin.log();
+  EXPECT_EQ(*code, 2) << twin.log();
+  EXPECT_NE(twin.log().find("stopped because of: shard 'a' is held by another live relay with this relay's id "
+                            "'a1' (it renewed the lease"),
+            std::string::npos)
+      << twin.log();
+  // The active was not disturbed beyond its replay link's reconnects.
+  const std::string topic = root() + "/a/t";
+  MqttClient sub(servers().mqtt_port(), name_ + "-sub");
+  sub.Subscribe("seq/" + topic);
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 5; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(sub.WaitForCount(5, Scaled(20s))) << a1->log();
+  EXPECT_EQ(a1->log().find("stepping down"), std::string::npos) << a1->log();
+  EXPECT_EQ(a1->Stop(), 0) << a1->log();
+}
+
 TEST_F(FailoverE2E, TwoShardsSurviveAKillAndAPauseOfTheirActives) {
   auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2), b1 = ShardRelay("b", 1), b2 = ShardRelay("b", 2);
   a1->Start();
