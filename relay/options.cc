@@ -88,7 +88,8 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
       ("relay-id", po::value(&c.relay_id)->value_name("ID"),
        "This relay among its shard's relays, in the lease and in its own client ids (ID-<relay-id>-out, "
        "-replay): unique among all relays on one broker, every shard's (two relays with one id knock each other's "
-       "links off the broker). Default: <hostname>-<pid>.")
+       "links off the broker; a standby that finds its shard's active under its own id stops, exit 2). Default: "
+       "<hostname>-<pid>.")
       ("lease-ms", po::value(&c.lease_ms)->default_value(c.lease_ms)->value_name("MILLIS"),
        "The shard's lease: the active renews it about three times per lease; a standby takes the shard over once "
        "the lease has gone this long without renewal (the database's clock). An active that cannot renew within "
