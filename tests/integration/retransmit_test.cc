@@ -742,6 +742,15 @@ TEST_F(RetransmitE2E, ReplaysDropToTheFloorWhileLiveMessagesAreHeldUp) {
   ASSERT_TRUE(WaitFor([&] { return ReadFile(holder.log_path()) == "1\n"; }, Scaled(5s)))
       << "the lock was not taken: " << ReadFile(holder.log_path());
   pub.Publish(live, "held up");
+  // Taken by the relay before the replay is asked for: a replay that began
+  // first could end (3,000 frames at a rate still growing take well under
+  // a second) before the writer took the live message and the governor saw
+  // it held up, as in one CI run under load.
+  auto received = [&] {
+    const auto reports = stats.received();
+    return reports.empty() ? 0 : json::parse(reports.back().payload)["messages"]["received"].get<int>();
+  };
+  ASSERT_TRUE(WaitFor([&] { return received() >= 3001; }, Scaled(5s))) << received();
   reader.Ask({{"topic", history}, {"from", 1}});
   std::this_thread::sleep_for(2s);
   const std::size_t during = rates().size();
