@@ -542,6 +542,42 @@ TEST_F(ClientE2E, AGapGivenUpReportsOnlyTheSeqsThatAreGoneNotTheHeldOnes) {
   EXPECT_EQ(client.stats().gaps_unfilled, 2u);
 }
 
+// A frame of a reply that never came although the relay sent it (the
+// broker dropped it: a reply larger than its queue for a slow client) is
+// asked for again, not given up as missing at the relay, which keeps no
+// gaps of its own between a topic's first and last SEQ. Only after
+// max_attempts requests is it reported, saying which side failed. Until
+// 2026-12-06 an ok status gave up at once whatever had not come ("the relay
+// has no such SEQ"), a review's finding.
+TEST_F(ClientE2E, AFrameOfAReplyTheBrokerDroppedIsAskedForAgainNotGivenUp) {
+  Scripted c(*this);
+  auto& [topic, o, relay, sink, gaps, client] = c;
+  ASSERT_TRUE(c.Begin());
+  relay.Live(4);
+  EXPECT_EQ(relay.Request(1), nlohmann::json({{"id", 77}, {"from", 2}, {"to", 3}}));
+  relay.Replay(3);  // 2 dropped on the way
+  relay.Answer({{"from", 2}, {"to", 3}, {"sent", 2}, {"last", 4}, {"status", "ok"}});
+  auto again = relay.Request(2);
+  EXPECT_EQ(again, nlohmann::json({{"id", 77}, {"from", 2}, {"to", 2}})) << again.dump();
+  relay.Replay(2);
+  relay.Answer({{"from", 2}, {"to", 2}, {"sent", 1}, {"last", 4}, {"status", "ok"}});
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 4; }, 10s)) << Explain(client, sink, 4);
+  ExpectExactlyInOrder(sink, topic, 1, 4);
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{});
+
+  // Dropped every time: reported after max_attempts (5) requests.
+  relay.Live(6);
+  for (std::size_t n = 3; n <= 7; ++n) {
+    auto asked = relay.Request(n);
+    EXPECT_EQ(asked, nlohmann::json({{"id", 77}, {"from", 5}, {"to", 5}})) << asked.dump();
+    relay.Answer({{"from", 5}, {"to", 5}, {"sent", 1}, {"last", 6}, {"status", "ok"}});
+  }
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 5; }, 10s)) << Explain(client, sink, 6);
+  client.Stop();
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{topic + " 5..5 sent by the relay, not delivered by the broker"});
+  EXPECT_EQ(relay.requests(), 7u);
+}
+
 // The relay serves one client's requests one after another: a request
 // waiting behind another topic's long reply hears nothing of its own. Any
 // word from the relay to the client restarts every reply timeout, so it is

@@ -573,7 +573,11 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
     return;
   }
   // Frames come before their status: whatever of the asked range is still
-  // missing now, the relay does not have (or refused to send).
+  // missing now, the relay does not have (an operator's purge), or the
+  // broker dropped on the way (a reply larger than its queue for a slow
+  // client: mosquitto's max_queued_messages, 1,000 by default). The relay
+  // keeps no gaps of its own between `first` and `last`, so it is asked for
+  // again, up to max_attempts requests, before it is reported.
   auto gap = t.stream.gap();
   const Gap asked = *t.asked;
   const int attempts = t.attempts;
@@ -588,14 +592,18 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
     if (missing_to >= asked.from) ++stats_.gaps_filled;
     return;
   }
-  if (ok && stale && attempts < options_.max_attempts) {
+  if (ok && attempts < options_.max_attempts) {
     t.asked = Gap{t.stream.next(), missing_to};
-    t.attempts = attempts + 1;  // reconnects that keep cutting replies short end in a report too
+    t.attempts = attempts + 1;  // (reconnects that keep cutting replies short end in a report too)
     ++stats_.requests;
     RequestRange(id, t);
     return;
   }
-  LoseLocked(id, t, t.stream.next(), missing_to, ok ? "the relay has no such SEQ" : error);
+  // The last reply says which: did the relay send every SEQ it was asked for?
+  const uint64_t exist = std::min(asked.to, last) >= asked.from ? std::min(asked.to, last) - asked.from + 1 : 0;
+  const bool all_sent = s.contains("sent") && s["sent"].is_number_unsigned() && s["sent"].get<uint64_t>() >= exist;
+  LoseLocked(id, t, t.stream.next(), missing_to,
+             !ok ? error : all_sent ? "sent by the relay, not delivered by the broker" : "the relay has no such SEQ");
 }
 
 void SeqClient::LoseLocked(uint32_t id, Topic& t, uint64_t from, uint64_t to, const std::string& why) {

@@ -732,7 +732,11 @@ export class SeqClient extends Emitter {
       return;
     }
     // Frames come before their status: whatever of the asked range is still
-    // missing now, the relay does not have (or refused to send).
+    // missing now, the relay does not have (an operator's purge), or the
+    // broker dropped on the way (a reply larger than its queue for a slow
+    // client: mosquitto's max_queued_messages, 1,000 by default). The relay
+    // keeps no gaps of its own between `first` and `last`, so it is asked
+    // for again, up to maxAttempts requests, before it is reported.
     const asked = t.asked;
     const attempts = t.attempts;
     const gap = t.stream.gap();
@@ -749,14 +753,19 @@ export class SeqClient extends Emitter {
       this.#emitTopic('filled', t.name, { topic: t.name, from: asked.from, to });
       return;
     }
-    if (ok && stale && attempts < this.maxAttempts) {
+    if (ok && attempts < this.maxAttempts) {
       t.asked = { from: t.stream.next, to: missingTo };
-      t.attempts = attempts + 1; // reconnects that keep cutting replies short end in a report too
+      t.attempts = attempts + 1; // (reconnects that keep cutting replies short end in a report too)
       this.#emitTopic('fetch', t.name, { topic: t.name, from: t.asked.from, to: t.asked.to });
       this.#requestRange(t);
       return;
     }
-    this.#lose(t, t.stream.next, missingTo, ok ? 'the relay has no such SEQ' : (s.error ?? 'refused'), ok ? undefined : s);
+    // The last reply says which: did the relay send every SEQ it was asked for?
+    const top = last === null ? asked.to : Math.min(asked.to, last);
+    const allSent = Number.isInteger(s.sent) && s.sent >= Math.max(0, top - asked.from + 1);
+    const reason = !ok ? (s.error ?? 'refused')
+      : allSent ? 'sent by the relay, not delivered by the broker' : 'the relay has no such SEQ';
+    this.#lose(t, t.stream.next, missingTo, reason, ok ? undefined : s);
   }
 
   #lookupAnswered(s, ok) {

@@ -773,7 +773,11 @@ class SeqClient:
                 self._abandon(t, s.get("error", "refused"), s)
             t.asked, t.attempts = None, 0  # ok without `to` or `last`: nothing to go by
             return
-        # Frames come before their status: what is still missing, the relay does not have.
+        # Frames come before their status: what is still missing, the relay does not have (an
+        # operator's purge), or the broker dropped on the way (a reply larger than its queue for a
+        # slow client: mosquitto's max_queued_messages, 1,000 by default). The relay keeps no gaps
+        # of its own between `first` and `last`, so it is asked for again, up to max_attempts
+        # requests, before it is reported.
         asked, gap, attempts = t.asked, t.stream.gap(), t.attempts
         t.asked, t.attempts = None, 0
         missing_to = asked[1]
@@ -785,13 +789,20 @@ class SeqClient:
             if missing_to >= asked[0]:
                 self.stats.gaps_filled += 1  # everything asked for that exists came (the rest was above `last`)
             return
-        if ok and stale and attempts < self.max_attempts:
+        if ok and attempts < self.max_attempts:
             # attempts + 1: reconnects that keep cutting replies short end in a report too
             t.asked, t.attempts = [t.stream.next, missing_to], attempts + 1
             self._call(self.on_fetch, {"topic": t.name, "from": t.asked[0], "to": t.asked[1]})
             self._request_range(t)
             return
-        reason = "the relay has no such SEQ" if ok else s.get("error", "refused")
+        # The last reply says which: did the relay send every SEQ it was asked for?
+        top = asked[1] if last is None else min(asked[1], last)
+        sent = s.get("sent")
+        all_sent = isinstance(sent, int) and not isinstance(sent, bool) and sent >= max(0, top - asked[0] + 1)
+        if not ok:
+            reason = s.get("error", "refused")
+        else:
+            reason = "sent by the relay, not delivered by the broker" if all_sent else "the relay has no such SEQ"
         self._lose(t, t.stream.next, missing_to, reason, None if ok else s)
 
     def _lookup_answered(self, s: dict, ok: bool) -> None:

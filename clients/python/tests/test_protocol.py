@@ -222,7 +222,7 @@ def test_a_gap_below_held_frames_whose_reply_says_first_is_above_them_reports_on
     assert s.seen == [4, 10, 11, 12]
 
 
-def test_v1_relay_without_first_history_from_1_and_a_hole_given_up_when_the_reply_ends():
+def test_v1_relay_without_first_history_from_1_and_a_hole_asked_again_then_given_up():
     s = Scripted()
     s.sub("chat/a", history=True)
     s.status(topic="chat/a", id=7, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=30, status="ok")
@@ -237,8 +237,42 @@ def test_v1_relay_without_first_history_from_1_and_a_hole_given_up_when_the_repl
     for seq in range(11, 31):
         s.frame("relay/replay/r1", seq)
     s.status(topic="chat/a", id=7, **{"from": 11}, to=30, sent=20, last=30, status="ok")
+    # 4 may have been dropped by the broker: asked again, up to max_attempts (5) requests in all.
+    for n in range(3, 7):
+        assert s.requests[n] == {"id": 7, "from": 4, "to": 4}
+        assert not lost(s.events)
+        s.status(topic="chat/a", id=7, **{"from": 4}, to=4, sent=0, last=30, status="ok")
+    assert len(s.requests) == 7
     assert lost(s.events) == [{"topic": "chat/a", "from": 4, "to": 4, "reason": "the relay has no such SEQ", "code": None, "retry": None}]
     assert s.seen == [1, 2, 3] + list(range(5, 31))
+
+
+def test_a_frame_the_broker_dropped_from_a_reply_is_asked_for_again_and_reported_only_after_max_attempts():
+    # The relay keeps no gaps of its own between first and last: a frame of an ok reply that never
+    # came was dropped on the way (a reply larger than the broker's queue for a slow client). Until
+    # 2026-12-06 it was given up at once as "the relay has no such SEQ".
+    s = Scripted()
+    s.sub("chat/a", history=True)
+    s.status(topic="chat/a", id=7, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=3, first=1, status="ok")
+    assert s.requests[1] == {"id": 7, "from": 1, "to": 3}
+    s.frame("relay/replay/r1", 1)
+    s.frame("relay/replay/r1", 3)
+    s.status(topic="chat/a", id=7, **{"from": 1}, to=3, sent=3, last=3, status="ok")
+    assert s.requests[2] == {"id": 7, "from": 2, "to": 2}
+    s.frame("relay/replay/r1", 2)
+    s.status(topic="chat/a", id=7, **{"from": 2}, to=2, sent=1, last=3, status="ok")
+    assert s.seen == [1, 2, 3] and not lost(s.events)
+    # Dropped every time: reported after max_attempts requests, saying the relay did send it.
+    s.frame("seq/chat/a", 5)
+    s.advance(0.02)
+    s.advance(0.02)
+    for n in range(3, 8):
+        assert s.requests[n] == {"id": 7, "from": 4, "to": 4}
+        s.status(topic="chat/a", id=7, **{"from": 4}, to=4, sent=1, last=5, status="ok")
+    assert len(s.requests) == 8
+    assert lost(s.events) == [{"topic": "chat/a", "from": 4, "to": 4, "reason": "sent by the relay, not delivered by the broker",
+                               "code": None, "retry": None}]
+    assert s.seen == [1, 2, 3, 5]
 
 
 def test_first_past_the_gap_is_reported_as_where_history_starts():
