@@ -3,8 +3,9 @@
 // topic, asking the relay for anything it missed.
 //
 // Exit codes: 0 done (-C reached, or SIGINT/SIGTERM), 1 it could not start
-// (connection, authentication, a state file it cannot read or write) or a
-// save of the state file failed, 2 bad options.
+// (connection, authentication, a state file it cannot read or write), a
+// save of the state file failed, or stdout could not be written (a closed
+// pipe, a full disk), 2 bad options.
 #include <signal.h>
 #include <unistd.h>
 
@@ -88,7 +89,9 @@ int main(int argc, char** argv) {
 
   po::options_description desc(
       "seqsub: subscribe to seqrelay's sequenced topics and print each message once, in SEQ order, filling gaps "
-      "from the relay.\n\nUsage: seqsub -t TOPIC [-t TOPIC...] [options]\n\nOptions");
+      "from the relay.\n\nUsage: seqsub -t TOPIC [-t TOPIC...] [options]\n\nExit codes: 0 done (-C reached, or "
+      "SIGINT/SIGTERM); 1 it could not start, a save of the state file failed, or stdout could not be written (a "
+      "closed pipe: --state then resumes at the first message not printed); 2 bad options.\n\nOptions");
   desc.add_options()
       ("help", "Print this help and exit.")
       ("host,h", po::value(&o.host)->default_value(o.host), "Broker host.")
@@ -118,7 +121,8 @@ int main(int argc, char** argv) {
       ("gap-wait", po::value(&gap_wait_ms)->default_value(gap_wait_ms),
        "Milliseconds a gap may stay open before the missing range is requested.")
       ("state", po::value(&o.state_file),
-       "Remember the last delivered SEQ per topic in FILE and resume from it on the next start.")
+       "Remember the last delivered SEQ per topic in FILE and resume from it on the next start. A topic FILE "
+       "knows resumes there, whatever --history, --from or --last say.")
       ("seq-prefix", po::value(&o.seq_prefix)->default_value(o.seq_prefix), "The relay's --seq-prefix.")
       ("control-prefix", po::value(&o.control_prefix)->default_value(o.control_prefix),
        "The relay's --control-prefix.");
@@ -175,7 +179,12 @@ int main(int argc, char** argv) {
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  // A closed pipe (`seqsub ... | head`) is a write error, which stops the
+  // client with its state file at the first message not printed, not a
+  // SIGPIPE, which ended the process before it saved anything.
+  signal(SIGPIPE, SIG_IGN);
   static std::atomic<bool> started{false}, stopping{false};
+  static std::atomic<int> write_error{0};  // errno of a failed write to stdout
   static std::atomic<long long> printed{0};
   static std::mutex printing;  // a print, or the decision to end before the start's end
   std::thread([] {
@@ -213,7 +222,10 @@ int main(int argc, char** argv) {
           std::fwrite(m.payload.data(), 1, m.payload.size(), stdout);
           std::fputc('\n', stdout);
         }
-        std::fflush(stdout);
+        if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+          write_error = errno != 0 ? errno : EIO;
+          throw seqclient::Undelivered{};  // neither this message nor any later one counts as printed
+        }
         ++printed;
       },
       [](const std::string& topic, uint64_t a, uint64_t b, const std::string& why) {
@@ -234,10 +246,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   started = true;
-  while ((count == 0 || printed.load() < count) && !stopping) {
+  while ((count == 0 || printed.load() < count) && !stopping && write_error == 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   client.Stop();
+  if (write_error != 0) {
+    std::fprintf(stderr, "seqsub: writing to stdout: %s; stopped after %lld messages%s\n", std::strerror(write_error),
+                 printed.load(), o.state_file.empty() ? "" : " (--state resumes at the first one not printed)");
+  }
   auto s = client.stats();
   std::fprintf(stderr,
                "seqsub: delivered %llu, duplicates dropped %llu, gaps filled %llu, gaps unfilled %llu, retransmit "
@@ -253,5 +269,5 @@ int main(int argc, char** argv) {
                  (unsigned long long)s.state_save_errors, s.last_state_error.c_str());
     return 1;
   }
-  return 0;
+  return write_error != 0 ? 1 : 0;
 }

@@ -1227,6 +1227,48 @@ TEST_F(ClientE2E, SeqsubWithCountAndStateResumesAtTheFirstMessageItDidNotPrint) 
   EXPECT_NE(out.find("seqsub: '" + fresh + "': "), std::string::npos) << out;
 }
 
+// seqsub whose stdout cannot be written: a full disk (/dev/full), or a pipe
+// whose reader has gone. It stops, exits 1 saying why, and its --state
+// resumes at the first message it did not print. Until 2026-12-06 a write
+// error went unseen (the state file moved past messages never printed, exit
+// 0: a review's finding) and a closed pipe was a SIGPIPE, which ended the
+// process before it saved its state.
+TEST_F(ClientE2E, SeqsubThatCannotWriteStopsAndItsStateResumesAtTheFirstMessageNotPrinted) {
+  StartRelay();
+  const std::string topic = root() + "/room";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 10; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return servers().Sql("SELECT COUNT(*) FROM `" + name_ + "`.MSG") == "10\n"; }, 10s));
+  const std::string port = std::to_string(servers().mqtt_port()), state = servers().dir() + "/" + name_ + ".state";
+  auto resumes_at = [&] {
+    const auto topics = nlohmann::json::parse(ReadFile(state))["topics"];
+    return topics.contains(topic) ? topics[topic].get<uint64_t>() : 0;
+  };
+  std::string out;
+  ASSERT_EQ(RunCommand({SEQSUB_BINARY, "-p", port, "-t", topic, "--history", "-C", "2", "--state", state, "-i",
+                        name_ + "-a"}, &out), 0) << out;
+  ASSERT_EQ(resumes_at(), 2u) << ReadFile(state);
+
+  EXPECT_EQ(RunCommand({"/bin/sh", "-c", "exec \"$0\" \"$@\" > /dev/full", SEQSUB_BINARY, "-p", port, "-t", topic,
+                        "-C", "8", "--state", state, "-i", name_ + "-b"}, &out), 1) << out;
+  EXPECT_NE(out.find("seqsub: writing to stdout: No space left on device; stopped after 0 messages (--state "
+                     "resumes at the first one not printed)"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(resumes_at(), 2u) << ReadFile(state);
+
+  EXPECT_EQ(RunCommand({"/bin/bash", "-c", "\"$0\" \"$@\" | true; exit ${PIPESTATUS[0]}", SEQSUB_BINARY, "-p", port,
+                        "-t", topic, "-C", "8", "--state", state, "-i", name_ + "-c"}, &out), 1) << out;
+  EXPECT_NE(out.find("seqsub: writing to stdout: Broken pipe"), std::string::npos) << out;
+  EXPECT_EQ(resumes_at(), 2u) << ReadFile(state);
+
+  ASSERT_EQ(RunCommand({SEQSUB_BINARY, "-p", port, "-t", topic, "-C", "8", "--state", state, "-i", name_ + "-d"}, &out),
+            0) << out;
+  EXPECT_NE(out.find("p3\np4\np5\np6\np7\np8\np9\np10\n"), std::string::npos) << out;
+  EXPECT_EQ(resumes_at(), 10u) << ReadFile(state);
+}
+
 // Ctrl-C while seqsub waits for a broker that does not answer (a listener
 // that never accepts: the kernel completes the handshake, nothing more)
 // stops it at once. Until 2026-12-06 the signal waited, blocked, for the

@@ -361,7 +361,7 @@ void SeqClient::ReportGapLocked(const std::string& topic, uint64_t from, uint64_
 
 void SeqClient::Deliver(Topic& t, uint32_t id, std::vector<Delivery> deliveries) {
   for (auto& d : deliveries) {
-    if (options_.max_messages != 0 && stats_.delivered >= options_.max_messages) {
+    if (undelivered_ || (options_.max_messages != 0 && stats_.delivered >= options_.max_messages)) {
       if (t.undelivered_from == 0 || d.seq < t.undelivered_from) t.undelivered_from = d.seq;
       continue;
     }
@@ -370,6 +370,10 @@ void SeqClient::Deliver(Topic& t, uint32_t id, std::vector<Delivery> deliveries)
     // stream already) and ends no thread.
     try {
       on_message_(Message{t.name, id, d.seq, t.ordered, d.late, std::move(d.payload)});
+    } catch (const Undelivered&) {
+      --stats_.delivered;
+      undelivered_ = true;
+      if (t.undelivered_from == 0 || d.seq < t.undelivered_from) t.undelivered_from = d.seq;
     } catch (...) {
       ++stats_.callback_errors;
     }

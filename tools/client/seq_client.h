@@ -113,6 +113,11 @@ struct Message {
   std::string payload;
 };
 
+// Thrown by an OnMessage callback whose consumer could not take the message
+// (seqsub's stdout closed or full): neither it nor any later message is
+// delivered, and the state file resumes from it.
+struct Undelivered {};
+
 struct Stats {
   uint64_t delivered = 0;
   uint64_t duplicates = 0;
@@ -133,6 +138,7 @@ struct Stats {
 
 class SeqClient {
  public:
+  // Called for each message, in order per topic; may throw Undelivered.
   using OnMessage = std::function<void(const Message&)>;
   // Called when a gap is given up: topic, first and last missing SEQ, why.
   // `to` 0: a catch-up after a reconnect (from `from` on) was never
@@ -167,8 +173,9 @@ class SeqClient {
     // A reconnect came while a request was out: what was published while
     // away is asked for (open-ended, from the next SEQ) once it is done.
     bool catch_up_owed = false;
-    // The first SEQ the stream released but max_messages kept from the
-    // callback (0: none): what the state file resumes from.
+    // The first SEQ the stream released but max_messages (or a callback
+    // that threw Undelivered) kept from the callback (0: none): what the
+    // state file resumes from.
     uint64_t undelivered_from = 0;
     // The range last asked for, and stream.arrivals() when it first was.
     std::optional<Gap> sent{};
@@ -306,6 +313,7 @@ class SeqClient {
   std::chrono::steady_clock::time_point busy_until_{};
   int busy_rounds_ = 0;
   Stats stats_;                               // guarded by mu_
+  bool undelivered_ = false;                  // a callback threw Undelivered; guarded by mu_
   int connack_ = -1;                          // guarded by mu_
   uint64_t connections_ = 0;                  // connects accepted so far; guarded by mu_
   bool connected_ = false;                    // guarded by mu_
