@@ -333,7 +333,8 @@ class Relay {
   Counters counters_;
   // For the stats report: written by the writer thread, read by the main
   // thread. database_up_ starts false and is true while the writer's last
-  // database call succeeded; the windows hold samples since the last report.
+  // database call succeeded (the report's "database" also asks the lease);
+  // the windows hold samples since the last report.
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::atomic<bool> database_up_{false};
   SampleWindow commit_ms_;

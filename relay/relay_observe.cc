@@ -73,7 +73,9 @@ RelayStats Relay::Snapshot() const {
               {"insert", stage_insert_.Take()},
               {"commit", stage_commit_.Take()},
               {"puback", stage_puback_.Take()}};
-  s.database_up = database_up_;
+  // The writer's last call, and the lease's (every third of a lease, also
+  // on a standby, which has no writer, and on an idle active).
+  s.database_up = database_up_ && (!lease_ || lease_->reaches_database());
   s.database_node = store_.endpoint();
   const auto link = [](const std::unique_ptr<MqttLink>& l) {
     return l ? RelayStats::Link{l->connected(), l->socket_reads(), l->socket_read_calls()} : RelayStats::Link{};
@@ -99,7 +101,10 @@ void Relay::PublishStats() {
   const std::string base = config_.control_prefix + "/stats";
   std::vector<std::pair<std::string, bool>> topics = {
       {fmt::format("{}/{}/{}", base, config_.shard, config_.relay_id), false}};
-  if (takeovers_ > 0) {  // active in this run (its final report too)
+  // Active in this run (its final report too), and not replaced: a relay
+  // resumed after a pause past its lease publishes before it learns it
+  // lost the shard, and must not put its report over its successor's.
+  if (takeovers_ > 0 && !stepped_down_ && lease_ && lease_->valid()) {
     topics.emplace_back(fmt::format("{}/{}", base, config_.shard), true);
     if (config_.shard == "default") topics.emplace_back(base, true);
   }

@@ -37,9 +37,18 @@ LeaseKeeper::LeaseKeeper(const Config& config, uint32_t shard_num, const std::st
 
 LeaseKeeper::~LeaseKeeper() { Stop(false); }
 
+void LeaseKeeper::NoteReach(const Status& outcome) {
+  // A server's own error (below 2000: a lock wait, a grant) came from a
+  // server that answers; the client's (2000 and up: cannot connect, the
+  // server gone away, lost during the query) and no code at all did not.
+  const int code = outcome.database_code();
+  reaches_database_ = outcome.ok() || (code > 0 && code < 2000);
+}
+
 bool LeaseKeeper::EnsureConnected() {
   if (store_.connected()) return true;
   Status s = store_.Connect(false);  // with the limits set at construction
+  NoteReach(s);
   if (!s.ok()) {
     static RateLimit limit(std::chrono::seconds(10));
     if (auto suppressed = limit.Allow()) LogWarn("lease: database unavailable: {}{}", s.message(), SuppressedNote(*suppressed));
@@ -85,6 +94,7 @@ bool LeaseKeeper::Acquire(const std::function<bool()>& stopping, const std::func
     } else if (refused_since.reset(); EnsureConnected()) {
       const auto sent = Clock::now();
       auto lease = store_.TryAcquireLease(config_.relay_id, config_.lease_ms);
+      NoteReach(lease.status());
       if (lease.ok() && lease->held) {
         MarkHeld(sent);
         epoch_ = lease->epoch;
@@ -172,7 +182,9 @@ void LeaseKeeper::Renew() {
       }
       failure = why_not_renewed_;
       if (EnsureConnected()) {
-        if (auto now = store_.LeaseEpoch(); now.ok() && *now != epoch_.load()) {
+        auto now = store_.LeaseEpoch();
+        NoteReach(now.status());
+        if (now.ok() && *now != epoch_.load()) {
           valid_until_ns_ = 0;
           lost_(fmt::format("another relay took over shard '{}' (the lease moved past epoch {}) while this one "
                             "could not reach mosquitto", config_.shard, epoch_.load()));
@@ -182,6 +194,7 @@ void LeaseKeeper::Renew() {
     } else if (EnsureConnected()) {
       const auto sent = Clock::now();
       auto r = store_.RenewLease(epoch_, config_.lease_ms);
+      NoteReach(r.status());
       if (r.ok() && *r) {
         MarkHeld(sent);
         renewed = true;

@@ -71,6 +71,10 @@ class LeaseKeeper {
   double age_s() const;
   // The lease as the standby saw it last: holder and epoch.
   std::string holder() const;
+  // Whether the lease's last call reached the database (answered, if only
+  // with an error of its own): polled or renewed every third of a lease,
+  // standby or active, busy or idle. Any thread.
+  bool reaches_database() const { return reaches_database_.load(); }
   // Non-empty once Acquire saw another live relay renew the lease under
   // this relay's id (TwinWatch): what to say. Main thread.
   const std::string& twin() const { return twin_; }
@@ -80,12 +84,15 @@ class LeaseKeeper {
   // Connects the lease's own session if needed; false on failure (logged, rate-limited).
   bool EnsureConnected();
   void MarkHeld(std::chrono::steady_clock::time_point sent);
+  // Records whether a call's outcome came from the server (reaches_database).
+  void NoteReach(const Status& outcome);
 
   const Config& config_;
   MysqlStore store_;  // the lease's own connection: a renewal waits for a commit in flight only (the fence's row lock)
   std::atomic<uint32_t> epoch_{0};
   std::atomic<int64_t> valid_until_ns_{0};  // steady clock; 0 = not held
   std::atomic<int64_t> renewed_at_ns_{0};
+  std::atomic<bool> reaches_database_{true};  // (the start connected)
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;        // guarded by mu_

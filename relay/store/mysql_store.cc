@@ -278,6 +278,9 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
 
 void MysqlStore::ApplyLockWait(sql::Statement& st) {
   st.execute(fmt::format("SET SESSION innodb_lock_wait_timeout = {}", lock_wait_s_));
+  // A table's metadata lock too (another session's ALTER waiting for it, or
+  // holding it): the server's default wait is a day (MariaDB), a year (MySQL).
+  st.execute(fmt::format("SET SESSION lock_wait_timeout = {}", lock_wait_s_));
 }
 
 void MysqlStore::ApplyIdleTransactionLimit(sql::Statement& st) {
@@ -290,6 +293,11 @@ void MysqlStore::ApplyIdleTransactionLimit(sql::Statement& st) {
   }
 }
 
+namespace {
+// How long a migration's DDL waits for its table (Migrate).
+constexpr int kMigrationLockWaitS = 2;
+}  // namespace
+
 Status MysqlStore::Migrate(bool apply) {
   int current = 0;
   Status s = Guard("read schema version", [&] {
@@ -297,6 +305,7 @@ Status MysqlStore::Migrate(bool apply) {
     if (!Exists(*conn_,
                 "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
                 {"SCHEMA_VERSION"})) {
+      if (!apply) return;  // version 0: --no-migrate creates nothing
       st->execute(
         "CREATE TABLE IF NOT EXISTS SCHEMA_VERSION (VERSION INT NOT NULL PRIMARY KEY, NAME VARCHAR(255) NOT NULL, "
         "APPLIED_AT TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB");
@@ -322,6 +331,12 @@ Status MysqlStore::Migrate(bool apply) {
     LogInfo("schema: applying {} (version {})", m.name, m.version);
     s = Guard("migrate", [&] {
       std::unique_ptr<sql::Statement> st(conn_->createStatement());
+      // An ALTER waits for its table's metadata lock, and every statement
+      // on the table after it queues behind it meanwhile: the running
+      // relays' commits and lease renewals, on every shard. A transaction
+      // some other session left open on the table would hold them all for
+      // as long as it stays open. So the wait is short, and tried again.
+      st->execute(fmt::format("SET SESSION lock_wait_timeout = {}", kMigrationLockWaitS));
       for (const auto& statement : Statements(m.sql)) {
         try {
           st->execute(statement);
@@ -339,7 +354,14 @@ Status MysqlStore::Migrate(bool apply) {
       done->setString(2, Bytes(m.name));
       done->execute();
       CommitTransaction();
+      st->execute(lock_wait_s_ > 0 ? fmt::format("SET SESSION lock_wait_timeout = {}", lock_wait_s_)
+                                   : std::string("SET SESSION lock_wait_timeout = DEFAULT"));
     });
+    if (s.database_code() == kLockWaitTimeout) {
+      return Status::Error(fmt::format("{} ({}: waited {} s for a table another session holds, maybe a transaction "
+                                       "left open; trying again)",
+                                       s.message(), m.name, kMigrationLockWaitS));
+    }
     if (!s.ok()) return Status::Error(fmt::format("{} ({})", s.message(), m.name));
   }
   return Status::Ok();

@@ -36,4 +36,8 @@ bool IsLoginRefusal(int server_error);
 // that took effect (each DDL commits on its own) are done.
 bool IsAlreadyApplied(int server_error);
 
+// ER_LOCK_WAIT_TIMEOUT: a row lock (innodb_lock_wait_timeout) or a table's
+// metadata lock (lock_wait_timeout) waited for too long.
+inline constexpr int kLockWaitTimeout = 1205;
+
 }  // namespace seqrelay

@@ -356,6 +356,8 @@ TEST_F(FailoverE2E, TwoShardsSurviveAKillAndAPauseOfTheirActives) {
   // 3. SIGSTOP the new active for twice the lease: the restarted relay takes
   //    over; SIGCONT: the paused one commits and publishes nothing, and steps down.
   const std::size_t a2_log_before = a2->log().size(), a1_log_before = a1->log().size();
+  MqttClient shard_stats(servers().mqtt_port(), name_ + "-stats");  // the shard's retained report, as it changes
+  shard_stats.Subscribe("relay/stats/a");
   const auto stop_at = Clock::now();
   a2->Signal(SIGSTOP);
   ASSERT_TRUE(LogHas(*a1, "active: holding shard 'a'", std::chrono::milliseconds(kLeaseMs) + 10s, a1_log_before))
@@ -367,6 +369,22 @@ TEST_F(FailoverE2E, TwoShardsSurviveAKillAndAPauseOfTheirActives) {
   a2->Signal(SIGCONT);
   EXPECT_TRUE(LogHas(*a2, "stepping down to standby", 10s, a2_log_before)) << a2->log();
   EXPECT_TRUE(LogHas(*a2, "standby: shard 'a' is held by 'a1'", 10s, a2_log_before)) << a2->log();
+  // The shard's report is the new active's from its first on: the old one,
+  // resumed, neither republished its own periodic one nor its final one
+  // there (until 2026-12-06 its final report, "standby", replaced the new
+  // active's retained one until that one's next: a review's finding).
+  std::this_thread::sleep_for(Scaled(1500ms));  // the new active's next report, and the old one's, if any
+  {
+    std::vector<std::string> order;
+    for (const auto& m : shard_stats.received()) {
+      const auto r = nlohmann::json::parse(m.payload);
+      order.push_back(r["relay_id"].get<std::string>() + "/" + r["role"].get<std::string>());
+    }
+    const auto first_a1 = std::find(order.begin(), order.end(), "a1/active");
+    ASSERT_NE(first_a1, order.end()) << fmt::format("{}", fmt::join(order, " "));
+    EXPECT_EQ(std::count_if(first_a1, order.end(), [](const std::string& o) { return o != "a1/active"; }), 0)
+        << fmt::format("{}", fmt::join(order, " "));
+  }
 
   load.Join();
   ASSERT_TRUE(load.pub.WaitAllAcked(30s));

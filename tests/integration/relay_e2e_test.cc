@@ -563,6 +563,56 @@ TEST_F(RelayE2E, NoMigrateRefusesAnEmptyDatabaseWithAClearError) {
             std::string::npos)
       << relay.log();
   EXPECT_EQ(relay.Stop(), 1);
+  // Nothing made (until 2026-12-06 it created SCHEMA_VERSION: a review's finding).
+  EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '" + name_ + "'"),
+            "0\n");
+}
+
+// A relay that migrates while another session holds one of the tables (a
+// transaction left open on SHARD) waits 2 s for it and tries again later.
+// Meanwhile the running relays' statements on that table queue behind its
+// ALTER, so until 2026-12-06 (the server's lock wait: a day) every commit
+// and lease renewal of every shard stood still for as long as the
+// transaction stayed open (a review's finding).
+TEST_F(RelayE2E, AMigrationWaitingForATableDoesNotHoldTheRunningRelaysBehindIt) {
+  StartRelay({"--lease-ms=60000"});  // its renewals may wait as long as its commits
+  const std::string topic = root() + "/t";
+  MqttClient sub(servers().mqtt_port(), name_ + "-sub");
+  sub.Subscribe("seq/" + topic);
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(topic, "before");
+  ASSERT_TRUE(sub.WaitForCount(1, Scaled(10s))) << relay_->log();
+  // As before an upgrade: a second relay applies 011 and 012 (their
+  // statements done before, but 011's ALTER of SHARD waits for the table).
+  servers().Sql("DELETE FROM `" + name_ + "`.SCHEMA_VERSION WHERE VERSION >= 11");
+  auto command = servers().SqlCommand("START TRANSACTION; SELECT COUNT(*) FROM `" + name_ +
+                                      "`.SHARD; DO SLEEP(10); COMMIT;");
+  command.insert(command.begin() + 2, "--unbuffered");  // after --no-defaults, which must come first
+  Process holder;
+  holder.Start(command, servers().dir() + "/holder-" + name_ + ".log");
+  ASSERT_TRUE(WaitFor([&] { return ReadFile(holder.log_path()) == "1\n"; }, Scaled(5s)))
+      << "the table was not read: " << ReadFile(holder.log_path());
+  RelayProcess second(servers(), name_,
+                      {"--source=" + root() + "/#", "--relay-id=second",
+                       "--journal-dir=" + servers().dir() + "/journal-" + name_ + "-second"},
+                      "second");
+  second.Launch();
+  ASSERT_TRUE(WaitFor([&] { return second.log().find("schema: applying 011") != std::string::npos; }, Scaled(10s)))
+      << second.log();
+  std::this_thread::sleep_for(300ms);  // its ALTER waits for SHARD
+  const auto sent = std::chrono::steady_clock::now();
+  pub.Publish(topic, "during");
+  ASSERT_TRUE(sub.WaitForCount(2, 20s)) << relay_->log();
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - sent);
+  // Each try of the migration holds it up to 2 s; the transaction stays open 10 s.
+  EXPECT_LT(took, 6s) << "the running relay stood still behind the migration";
+  ASSERT_EQ(holder.Wait(Scaled(20s)), 0) << ReadFile(holder.log_path());
+  // Once the table is free, the migration goes through.
+  EXPECT_TRUE(WaitFor([&] { return second.log().find("standby: shard") != std::string::npos; }, Scaled(20s)))
+      << second.log();
+  EXPECT_NE(second.log().find("waited 2 s for a table another session holds"), std::string::npos) << second.log();
+  EXPECT_EQ(second.Stop(), 0) << second.log();
+  EXPECT_EQ(relay_->Stop(), 0) << relay_->log();
 }
 
 // Two --source filters that share topics without one covering the other

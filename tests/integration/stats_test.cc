@@ -129,6 +129,43 @@ TEST_F(RelayE2E, StatsIntervalZeroPublishesNoReport) {
   EXPECT_EQ(watcher.received_count(), 0u);
 }
 
+// seqrelay_database_up follows the database on a standby, which has no
+// writer, and on an idle active, whose writer makes no call: the lease's
+// session, which polls or renews every third of a lease, tells too. Until
+// 2026-12-06 both said 1 through an outage (a review's finding).
+TEST_F(RelayE2E, DatabaseUpFollowsTheDatabaseOnAStandbyAndAnIdleActive) {
+  const int active_port = FreePort(), standby_port = FreePort();
+  StartRelay({"--metrics-port=" + std::to_string(active_port)});
+  RelayProcess standby(servers(), name_,
+                       {"--source=" + root() + "/#", "--relay-id=standby",
+                        "--metrics-port=" + std::to_string(standby_port),
+                        "--journal-dir=" + servers().dir() + "/journal-" + name_ + "-standby"},
+                       "standby");
+  standby.Launch();
+  auto up = [&](int port) {  // 1, 0, or -1: no answer
+    const std::string body = HttpGet(port, "/metrics");
+    if (body.find("\nseqrelay_database_up 1\n") != std::string::npos) return 1;
+    return body.find("\nseqrelay_database_up 0\n") != std::string::npos ? 0 : -1;
+  };
+  auto both = [&](int value) { return up(active_port) == value && up(standby_port) == value; };
+  ASSERT_TRUE(WaitFor([&] { return both(1); }, Scaled(20s))) << up(active_port) << " " << up(standby_port) << "\n"
+                                                            << standby.log();
+  servers().StopDatabase();
+  struct Restart {  // never left down for the shard's next tests
+    TestServers& servers;
+    bool down = true;
+    void Now() {
+      if (std::exchange(down, false)) servers.StartDatabase();
+    }
+    ~Restart() { Now(); }
+  } restart{servers()};
+  EXPECT_TRUE(WaitFor([&] { return both(0); }, Scaled(10s))) << up(active_port) << " " << up(standby_port);
+  restart.Now();
+  EXPECT_TRUE(WaitFor([&] { return both(1); }, Scaled(30s))) << up(active_port) << " " << up(standby_port);
+  standby.Stop();
+  relay_->Stop();
+}
+
 TEST_F(RelayE2E, MetricsEndpointServesPrometheusTextOfTheSameFigures) {
   const int port = FreePort();
   StartRelay({"--metrics-port=" + std::to_string(port)});
