@@ -439,7 +439,7 @@ void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
     }
     const bool retry = s.contains("retry") ? s.value("retry", true) : !FinalV1Error(error);
     if (!retry || lookups_[name].attempts >= options_.max_attempts) {
-      AbandonLookupLocked(name, error);
+      AbandonLookupLocked(name, error, /*refused=*/!retry);
     }
     return;
   }
@@ -718,10 +718,22 @@ void SeqClient::SendLookupLocked(const std::string& topic) {
   Request(json{{"topic", topic}, {"from", kLookupFrom}}.dump());
 }
 
-void SeqClient::AbandonLookupLocked(const std::string& topic, const std::string& why) {
-  // A lookup again after a reconnect loses nothing by failing: the topic's
-  // first live frame still shows what is missing.
-  if (!lookups_[topic].again) ReportGapLocked(topic, 0, 0, why);
+void SeqClient::AbandonLookupLocked(const std::string& topic, const std::string& why, bool refused) {
+  const Lookup& l = lookups_[topic];
+  if (l.start > 0 && !refused) {
+    // Unanswered, and its start is known (a state file, history, --from):
+    // kept, so that the first live frame shows the SEQs from it on as a
+    // gap, asked for by the frame's topic id as any other, when the relay
+    // may answer again. Until 2026-12-06 the topic started at its first
+    // live frame, and a state file saved then skipped the SEQs below it for
+    // good (a review's finding). The last N, which needs the newest SEQ, and
+    // a lookup the relay refused for good (forbidden) are given up.
+    start_at_[topic] = l.start;
+  } else if (!l.again) {
+    // (A lookup again after a reconnect loses nothing by failing: the
+    // topic's first live frame still shows what is missing.)
+    ReportGapLocked(topic, 0, 0, why);
+  }
   lookups_.erase(topic);
   OfferHeldLocked(topic);
 }

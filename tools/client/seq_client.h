@@ -214,8 +214,9 @@ class SeqClient {
   void Request(const std::string& json_text);
   void SendLookupLocked(const std::string& topic);
   // The lookup of `topic` failed or was never answered: it starts at its
-  // first live frame, the held ones included.
-  void AbandonLookupLocked(const std::string& topic, const std::string& why);
+  // first live frame, the held ones included, or, unanswered with its
+  // start known, at that start. `refused`: the relay's answer was final (forbidden), not a lack of one.
+  void AbandonLookupLocked(const std::string& topic, const std::string& why, bool refused = false);
   // Offers the live frames held while `topic` was looked up.
   void OfferHeldLocked(const std::string& topic);
   // Asks for `t.asked` of topic `id` (an open end: up to the newest SEQ),

@@ -100,7 +100,7 @@ export interface SubscribeOptions {
 export interface FetchEvent { topic: string; from: number; to: number | null }
 /** A request's SEQs all came (or those that exist did): to = from - 1 when nothing was missing (a catch-up that found nothing new). */
 export interface FilledEvent { topic: string; from: number; to: number }
-/** SEQs that will not be delivered (never a SEQ the client holds: a range with held frames in it is reported as one event per missing run): the relay does not have them, deleted them (reason `history starts at N`, N its oldest SEQ), sent them maxAttempts times without the broker delivering them, refused, or did not answer. from = to = 0: a lookup failed. to = null: a catch-up from `from` (after a reconnect) was never answered, so what it would have brought is unknown; a later frame's gap is fetched as usual. */
+/** SEQs that will not be delivered (never a SEQ the client holds: a range with held frames in it is reported as one event per missing run): the relay does not have them, deleted them (reason `history starts at N`, N its oldest SEQ), sent them maxAttempts times without the broker delivering them, refused, or did not answer. from = to = 0: a lookup failed (refused for good, or never answered for `last`). to = null: a catch-up from `from` (after a reconnect) was never answered, so what it would have brought is unknown; a later frame's gap is fetched as usual. */
 export interface LostEvent { topic: string; from: number; to: number | null; reason: string; code?: string; retry?: boolean }
 /** A topic joined with history or resume: the relay's oldest stored (first) and newest (last) SEQ, and where delivery starts. */
 export interface HistoryEvent { topic: string; first: number; last: number; start: number | null }

@@ -790,10 +790,7 @@ export class SeqClient extends Emitter {
         if (resumed) this.#emitTopic('lost', name, { topic: name, from: 0, to: 0, reason: s.error ?? 'unknown topic', code: s.code });
         this.#endLookup(name, lookup.again || resumed ? null : { topic: name, first: 1, last: 0 }, 1);
       } else if (!retry || lookup.attempts >= this.maxAttempts) {
-        // A lookup again after a reconnect loses nothing by failing: the
-        // topic's first live frame still shows what is missing.
-        if (!lookup.again) this.#emitTopic('lost', name, { topic: name, from: 0, to: 0, reason: s.error ?? 'lookup failed', code: s.code });
-        this.#endLookup(name, null, 0);
+        this.#giveUpLookup(name, lookup, { topic: name, from: 0, to: 0, reason: s.error ?? 'lookup failed', code: s.code }, !retry);
       }
       return; // else the timer asks again
     }
@@ -823,6 +820,23 @@ export class SeqClient extends Emitter {
       this.#ask(t);
     }
     this.#offerHeld(name);
+  }
+
+  // A lookup given up. Unanswered, its start known (a saved position,
+  // history, a given SEQ): kept, so that the first live frame shows the
+  // SEQs from it on as a gap, asked for by the frame's topic id as any
+  // other, when the relay may answer again (until 2026-12-06 the topic
+  // started at its first live frame, and a position saved then skipped the
+  // SEQs below it for good). The last N, which needs the newest SEQ, and a
+  // lookup `refused` for good (forbidden) are given up (`lost`). A lookup
+  // again after a reconnect loses nothing by failing.
+  #giveUpLookup(name, lookup, lost, refused = false) {
+    if (lookup.start > 0 && !refused) {
+      this.#endLookup(name, null, lookup.start);
+      return;
+    }
+    if (!lookup.again) this.#emitTopic('lost', name, lost);
+    this.#endLookup(name, null, 0);
   }
 
   // Ends a lookup without an answer to build on: the topic starts at its
@@ -1031,8 +1045,7 @@ export class SeqClient extends Emitter {
     for (const [name, lookup] of this.lookups) {
       if (lookup.sentSeq === 0 || now - lookup.waitFrom < this.#backoff(lookup.attempts)) continue;
       if (lookup.attempts >= this.maxAttempts) {
-        if (!lookup.again) this.#emitTopic('lost', name, { topic: name, from: 0, to: 0, reason: 'no reply from the relay to the lookup' });
-        this.#endLookup(name, null, 0);
+        this.#giveUpLookup(name, lookup, { topic: name, from: 0, to: 0, reason: 'no reply from the relay to the lookup' });
       } else {
         this.#sendLookup(name);
       }

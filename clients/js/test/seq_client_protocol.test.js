@@ -474,7 +474,7 @@ test('a request whose reply is lost times out while the relay keeps answering re
 // its first timeout computed for attempt 0, before it was given up.
 test('a busy status delivered twice for a lookup gives one attempt back only: given up after maxAttempts unanswered sends', async (t) => {
   const { mqtt, seq, events } = setup(t, { replyTimeout: 50, maxAttempts: 2 });
-  seq.subscribe('chat/a', { history: true });
+  seq.subscribe('chat/a', { last: 5 }); // (whose start the lookup alone can tell: given up, it is lost)
   assert.deepEqual(mqtt.requests, [lookup('chat/a')]);
   const busy = { ...lookup('chat/a'), status: 'error', error: 'too many requests pending', code: 'busy', retry: true };
   mqtt.status(busy);
@@ -484,6 +484,21 @@ test('a busy status delivered twice for a lookup gives one attempt back only: gi
     ['lost', { topic: 'chat/a', from: 0, to: 0, reason: 'no reply from the relay to the lookup' }],
   ]);
   assert.deepEqual(mqtt.requests, [lookup('chat/a'), lookup('chat/a'), lookup('chat/a')], 'refused once, then sent maxAttempts times');
+});
+
+// Until 2026-12-06 the topic started at its first live frame, and the SEQs
+// below it were reported lost with the lookup (a saved position skipped
+// them for good).
+test('a history lookup never answered keeps its start: the first live frame asks from it', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 50, maxAttempts: 2 });
+  seq.subscribe('chat/a', { history: true });
+  mqtt.frame('seq/chat/a', 5); // held while the lookup is out
+  await waitFor(() => mqtt.requests.length >= 3, 'the range after the give-up', 5000);
+  assert.deepEqual(mqtt.requests, [lookup('chat/a'), lookup('chat/a'), { id: 7, from: 1, to: 4 }]);
+  assert.deepEqual(seen, []);
+  for (const s of range(1, 4)) mqtt.frame('relay/replay/r1', s);
+  assert.deepEqual(seen, range(1, 5));
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
 });
 
 // Until 2026-12-06 a retry asked the whole range again, so a reply cut

@@ -831,9 +831,7 @@ class SeqClient:
                     self._call(self.on_history, {"topic": name, "first": 1, "last": 0, "start": 1})
                 self._end_lookup(name, 1)
             elif not retry or lookup.attempts >= self.max_attempts:
-                if not lookup.again:  # a lookup again after a reconnect loses nothing by failing
-                    self._call(self.on_lost, {"topic": name, "from": 0, "to": 0, "reason": s.get("error", "lookup failed"), "code": s.get("code")})
-                self._end_lookup(name, 0)
+                self._give_up_lookup(name, lookup, s.get("error", "lookup failed"), s.get("code"), refused=not retry)
             return
         last = s.get("last", 0)
         first = s.get("first") if isinstance(s.get("first"), int) else 1  # a v1 relay deletes nothing
@@ -858,6 +856,20 @@ class SeqClient:
             self._call(self.on_fetch, {"topic": name, "from": start, "to": last})
             self._ask(t)
         self._offer_held(name)
+
+    def _give_up_lookup(self, name: str, lookup, reason: str, code, refused: bool = False) -> None:
+        # Unanswered, its start known (a saved position, history, a given SEQ): kept, so that the
+        # first live frame shows the SEQs from it on as a gap, asked for by the frame's topic id as
+        # any other, when the relay may answer again (until 2026-12-06 the topic started at its
+        # first live frame, and a position saved then skipped the SEQs below it for good). The last
+        # N, which needs the newest SEQ, and a lookup refused for good (`refused`: forbidden) are
+        # given up. A lookup again after a reconnect loses nothing.
+        if lookup.start > 0 and not refused:
+            self._end_lookup(name, lookup.start)
+            return
+        if not lookup.again:
+            self._call(self.on_lost, {"topic": name, "from": 0, "to": 0, "reason": reason, "code": code})
+        self._end_lookup(name, 0)
 
     def _end_lookup(self, name: str, start: int) -> None:
         self._lookups.pop(name, None)
@@ -1045,9 +1057,7 @@ class SeqClient:
             if lookup.sent_seq == 0 or now - lookup.wait_from < self._backoff(lookup.attempts):
                 continue
             if lookup.attempts >= self.max_attempts:
-                if not lookup.again:
-                    self._call(self.on_lost, {"topic": name, "from": 0, "to": 0, "reason": "no reply from the relay to the lookup", "code": None})
-                self._end_lookup(name, 0)
+                self._give_up_lookup(name, lookup, "no reply from the relay to the lookup", None)
             else:
                 self._send_lookup(name)
         for t in list(self._topics.values()):

@@ -504,7 +504,7 @@ def test_a_busy_status_delivered_twice_for_a_lookup_gives_one_attempt_back_only(
     max_attempts + 1 times unanswered, its first timeout computed for attempt 0, before it was
     given up."""
     s = Scripted(max_attempts=2)
-    s.sub("chat/a", history=True)
+    s.sub("chat/a", last=5)  # (whose start the lookup alone can tell: given up, it is lost)
     assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}]
     busy = {"topic": "chat/a", "from": MAX_SEQ, "status": "error", "error": "too many requests pending",
             "code": "busy", "retry": True}
@@ -515,6 +515,23 @@ def test_a_busy_status_delivered_twice_for_a_lookup_gives_one_attempt_back_only(
     assert lost(s.events) == [{"topic": "chat/a", "from": 0, "to": 0, "reason": "no reply from the relay to the lookup",
                                "code": None}]
     assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}] * 3, "refused once, then sent max_attempts times"
+
+
+def test_a_history_lookup_never_answered_keeps_its_start_and_the_first_live_frame_asks_from_it():
+    """Until 2026-12-06 the topic started at its first live frame, and the SEQs below it were
+    reported lost with the lookup (a saved position skipped them for good)."""
+    s = Scripted(max_attempts=2)
+    s.sub("chat/a", history=True)
+    s.frame("seq/chat/a", 5)  # held while the lookup is out
+    for _ in range(100):
+        if len(s.requests) >= 3:
+            break
+        s.advance(0.01)
+    assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}] * 2 + [{"id": 7, "from": 1, "to": 4}]  # by the frame's id
+    assert not lost(s.events) and s.seen == []
+    for seq in range(1, 5):
+        s.frame("relay/replay/r1", seq)
+    assert s.seen == [1, 2, 3, 4, 5] and not lost(s.events)
 
 
 def test_a_retry_asks_from_the_next_seq_still_missing():
