@@ -411,6 +411,42 @@ TEST_F(ClientE2E, FramesOfAReplyLostInAReconnectAreAskedForAgain) { ReplyCutByAR
 // retry's connection for the request's and gave 2 up.
 TEST_F(ClientE2E, ARetryAfterTheReconnectDoesNotMakeACutReplyWhole) { ReplyCutByAReconnect(/*retried=*/true); }
 
+// A request whose last try went out before the link dropped gets one more
+// on the new connection: its reply, published while the client was away,
+// was lost with the old one, and time offline does not count against its
+// timeout. Until 2026-12-06 it was given up at the first tick after the
+// reconnect, never asked again (a review's finding).
+TEST_F(ClientE2E, ARequestAtItsLastTryWhenTheLinkDropsIsAskedOnceMoreAfterTheReconnect) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.gap_wait = std::chrono::milliseconds(20);
+  o.reply_timeout = Scaled(std::chrono::milliseconds(300));
+  o.max_attempts = 2;
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  {
+    FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+    ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+    relay.Live(3);
+    EXPECT_EQ(relay.Request(1), nlohmann::json({{"id", 77}, {"from", 2}, {"to", 2}}));
+    EXPECT_EQ(relay.Request(2), nlohmann::json({{"id", 77}, {"from", 2}, {"to", 2}})) << "its last try";
+  }
+  servers().StopBroker();
+  std::this_thread::sleep_for(Scaled(std::chrono::milliseconds(1000)));  // past the last try's timeout
+  servers().StartBroker();
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  auto again = relay.Request(1);
+  EXPECT_EQ(again, nlohmann::json({{"id", 77}, {"from", 2}, {"to", 2}})) << again.dump();
+  relay.Replay(2);
+  relay.Answer({{"from", 2}, {"to", 2}, {"sent", 1}, {"last", 3}, {"status", "ok"}});
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 3; }, 10s)) << Explain(client, sink, 3);
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 3);
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{});
+}
+
 // A message callback that throws loses nothing after it: 2 releases the
 // held 3 in one go, the callback throws on 2, and 3 is still delivered. The
 // build before caught the exception outside the loop (counted as a bad

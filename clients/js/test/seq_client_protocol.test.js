@@ -501,6 +501,24 @@ test('a history lookup never answered keeps its start: the first live frame asks
   assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
 });
 
+// Its reply, published while away, was lost with the old connection; time
+// offline does not count against its timeout. Until 2026-12-06 it was given
+// up at the first tick after the reconnect, never asked again.
+test('a request at its last try when the link drops is asked once more after the reconnect', async (t) => {
+  const { mqtt, events, seen } = await gapAsked(t, 3, { replyTimeout: 50, maxAttempts: 2 });
+  await waitFor(() => mqtt.requests.length >= 2, 'its last try');
+  mqtt.connected = false;
+  mqtt.emit('close');
+  await new Promise((resolve) => setTimeout(resolve, 300)); // offline, past the last try's timeout
+  mqtt.connected = true;
+  mqtt.emit('connect');
+  await waitFor(() => mqtt.requests.length >= 3 || events.some(([e]) => e === 'lost'), 'a try after the reconnect', 5000);
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
+  assert.deepEqual(mqtt.requests.slice(0, 3), Array(3).fill({ id: 7, from: 2, to: 2 }));
+  mqtt.frame('relay/replay/r1', 2);
+  assert.deepEqual(seen, [1, 2, 3]);
+});
+
 // Until 2026-12-06 a retry asked the whole range again, so a reply cut
 // short was sent from its start once more.
 test('a retry asks from the next SEQ still missing, not for what came already', async (t) => {

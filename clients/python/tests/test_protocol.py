@@ -534,6 +534,31 @@ def test_a_history_lookup_never_answered_keeps_its_start_and_the_first_live_fram
     assert s.seen == [1, 2, 3, 4, 5] and not lost(s.events)
 
 
+def test_a_request_at_its_last_try_when_the_link_drops_is_asked_once_more_after_the_reconnect():
+    """Its reply, published while away, was lost with the old connection; time offline does not count
+    against its timeout. Until 2026-12-06 it was given up at the first tick after the reconnect."""
+    s = Scripted(max_attempts=2)
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.frame("seq/chat/a", 3)
+    for _ in range(100):
+        if len(s.requests) >= 2:
+            break
+        s.advance(0.01)
+    assert s.requests == [{"id": 7, "from": 2, "to": 2}] * 2  # the gap, then its last try
+    s.c.mqtt.on_disconnect()
+    s.clock.now += 10  # offline, far past the last try's timeout
+    s.c._on_connect(None, None, {}, 0)
+    for _ in range(100):
+        if len(s.requests) >= 3 or lost(s.events):
+            break
+        s.advance(0.01)
+    assert not lost(s.events)
+    assert s.requests[2] == {"id": 7, "from": 2, "to": 2}
+    s.frame("relay/replay/r1", 2)
+    assert s.seen == [1, 2, 3]
+
+
 def test_a_retry_asks_from_the_next_seq_still_missing():
     """Until 2026-12-06 a retry asked the whole range again, so a reply cut short was sent from its
     start once more."""
