@@ -19,9 +19,11 @@ inline constexpr std::size_t kBatchMaxBytes = 4 * 1024 * 1024;
 
 // Payload bytes a retention delete removes in one transaction, at most (but
 // always one row): what a server writing a binary log, or a Galera
-// cluster's write-set, carries for it. 64 rows of the largest default
-// payload; 1,000 rows (the other bound) of up to 64 KiB.
-inline constexpr uint64_t kRetentionMaxBytes = 64 * 1024 * 1024;
+// cluster's write-set, carries for it, and what the writer's next commit
+// may queue behind (on Galera, in the cluster's total order). 8 rows of the
+// largest default payload; 1,000 rows (the other bound) of up to 8 KiB.
+// (64 MiB until 2026-12-06: sixteen of the writer's own largest batches.)
+inline constexpr uint64_t kRetentionMaxBytes = 8 * 1024 * 1024;
 
 // What an INSERT adds to a row's payload and topic, with room to spare.
 inline constexpr uint64_t kStatementOverhead = 1024;
