@@ -103,8 +103,10 @@ void Relay::PublishStats() {
       {fmt::format("{}/{}/{}", base, config_.shard, config_.relay_id), false}};
   // Active in this run (its final report too), and not replaced: a relay
   // resumed after a pause past its lease publishes before it learns it
-  // lost the shard, and must not put its report over its successor's.
-  if (takeovers_ > 0 && !stepped_down_ && lease_ && lease_->valid()) {
+  // lost the shard, and must not put its report over its successor's. A
+  // lease lapsed because the database cannot be reached still reports:
+  // "database": "down" is the news then.
+  if (takeovers_ > 0 && !stepped_down_ && lease_ && (lease_->valid() || !lease_->reaches_database())) {
     topics.emplace_back(fmt::format("{}/{}", base, config_.shard), true);
     if (config_.shard == "default") topics.emplace_back(base, true);
   }

@@ -193,8 +193,12 @@ int main(int argc, char** argv) {
   uint64_t rows = 0, bad = 0;
   for (const auto& a : audited) {
     const auto& t = a.span;
-    // Rows: the span as of its last count, less the SEQs found missing.
-    const uint64_t n = t.first_seq == 0 ? 0 : t.last_seq - t.first_seq + 1 - a.missing;
+    // Rows: the span as of its last count, less the SEQs found missing
+    // (counted against an older first, if retention moved it meanwhile: at
+    // most the whole span; it wrapped around to a huge count before
+    // 2026-12-06, a review's finding).
+    const uint64_t span = t.first_seq == 0 ? 0 : t.last_seq - t.first_seq + 1;
+    const uint64_t n = span - std::min(span, a.missing);
     const uint64_t first = t.first_seq == 0 ? 0 : t.first_seq, last = t.first_seq == 0 ? 0 : t.last_seq;
     rows += n;
     const bool trimmed = n > 0 && first > 1;  // by retention, or a gap with --from-one

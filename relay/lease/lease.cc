@@ -38,11 +38,13 @@ LeaseKeeper::LeaseKeeper(const Config& config, uint32_t shard_num, const std::st
 LeaseKeeper::~LeaseKeeper() { Stop(false); }
 
 void LeaseKeeper::NoteReach(const Status& outcome) {
-  // A server's own error (below 2000: a lock wait, a grant) came from a
-  // server that answers; the client's (2000 and up: cannot connect, the
-  // server gone away, lost during the query) and no code at all did not.
+  // A server's own error (a lock wait, a grant) came from a server that
+  // answers; the client's (2000 to 2999: cannot connect, the server gone
+  // away, lost during the query), a server shutting down (1053) or a Galera
+  // node outside the primary component (1047), and no code at all, did not.
   const int code = outcome.database_code();
-  reaches_database_ = outcome.ok() || (code > 0 && code < 2000);
+  const bool client_side = code >= 2000 && code < 3000;
+  reaches_database_ = outcome.ok() || (code > 0 && !client_side && code != 1053 && code != 1047);
 }
 
 bool LeaseKeeper::EnsureConnected() {
@@ -79,8 +81,7 @@ bool LeaseKeeper::Acquire(const std::function<bool()>& stopping, const std::func
                           const std::function<bool()>& may_take, const std::string& why_not) {
   std::string said;  // the last holder logged, so that a standby logs each change once
   std::optional<Clock::time_point> refused_since;  // may_take has said no since
-  TwinWatch twin(config_.relay_id, std::max(std::chrono::microseconds(milliseconds(config_.lease_ms)) / 10,
-                                            std::chrono::microseconds(5000)));
+  TwinWatch twin(config_.relay_id);
   while (!stopping()) {
     milliseconds wait(200);
     if (may_take && !may_take()) {
@@ -105,7 +106,7 @@ bool LeaseKeeper::Acquire(const std::function<bool()>& stopping, const std::func
         }
         return true;
       }
-      if (lease.ok() && twin.Observe(lease->owner, lease->epoch, lease->expires_in_us, sent)) {
+      if (lease.ok() && twin.Observe(lease->owner, lease->epoch, lease->expires_at_us, lease->expires_in_us > 0)) {
         twin_ = fmt::format(
             "shard '{}' is held by another live relay with this relay's id '{}' (it renewed the lease, epoch {}, "
             "while this one stood by). Relay ids must be unique among the relays of one broker (--relay-id; the "

@@ -6,13 +6,13 @@
 // process (killed: nothing renews its lease, which runs out) or another
 // process started with the same --relay-id (a copied configuration, or
 // containers on one host network, each process 1 under the host's name).
-// The other process renews the lease: its expiry moves ahead within one
-// epoch. Seen once, that settles it. Such twins share their own MQTT links'
-// client ids, and mosquitto closes the one's link at each connect of the
-// other's, for as long as both run.
+// The other process renews the lease: the stored expiry (EXPIRES_AT, by the
+// database's clock, never the reader's) moves within one epoch, which
+// nothing else does. Seen once, that settles it. Such twins share their
+// own MQTT links' client ids, and mosquitto closes the one's link at each
+// connect of the other's, for as long as both run.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -22,24 +22,19 @@ namespace seqrelay {
 
 class TwinWatch {
  public:
-  using Clock = std::chrono::steady_clock;
+  explicit TwinWatch(std::string relay_id);
 
-  // `slack`: how far two readings of an unrenewed expiry may disagree (the
-  // round trips of the reads); a renewal moves it by about a third of a lease.
-  TwinWatch(std::string relay_id, std::chrono::microseconds slack);
-
-  // One reading of the lease, sent at `at` (expiry by the database's clock,
-  // as microseconds from its NOW). True once a lease held under this
-  // relay's id was seen renewed.
-  bool Observe(std::string_view owner, uint32_t epoch, int64_t expires_in_us, Clock::time_point at);
+  // One reading of the lease: its owner, epoch, stored expiry (any fixed
+  // origin), and whether it is live (not expired by the database's clock).
+  // True once a live lease held under this relay's id was seen renewed.
+  bool Observe(std::string_view owner, uint32_t epoch, int64_t expires_at_us, bool live);
 
  private:
   struct Reading {
     uint32_t epoch;
-    Clock::time_point expires_at;  // by the local clock
+    int64_t expires_at_us;
   };
   std::string relay_id_;
-  std::chrono::microseconds slack_;
   std::optional<Reading> last_;  // the last reading of a live lease under this relay's id
 };
 

@@ -536,13 +536,15 @@ Result<MysqlStore::Lease> MysqlStore::TryAcquireLease(std::string_view owner, in
       }
     }
     std::unique_ptr<sql::PreparedStatement> read(conn_->prepareStatement(
-        "SELECT OWNER, EPOCH, TIMESTAMPDIFF(MICROSECOND, NOW(6), EXPIRES_AT) FROM SHARD WHERE NAME = ?"));
+        "SELECT OWNER, EPOCH, TIMESTAMPDIFF(MICROSECOND, NOW(6), EXPIRES_AT), "
+        "TIMESTAMPDIFF(MICROSECOND, '2000-01-01', EXPIRES_AT) FROM SHARD WHERE NAME = ?"));
     read->setString(1, shard_);
     std::unique_ptr<sql::ResultSet> rs(read->executeQuery());
     if (!rs->next()) throw std::runtime_error("shard '" + shard_ + "' has no row in SHARD");
     lease.owner = rs->getString(1).asStdString();
     lease.epoch = rs->getUInt(2);
     lease.expires_in_us = rs->getInt64(3);
+    lease.expires_at_us = rs->getInt64(4);
     CommitTransaction();
   });
   if (!s.ok()) return s;

@@ -105,6 +105,7 @@ class MysqlStore {
     std::string owner;        // SHARD.OWNER after the call
     uint32_t epoch = 0;
     int64_t expires_in_us = 0;  // by the database's clock; negative = expired
+    int64_t expires_at_us = 0;  // EXPIRES_AT itself (µs since 2000): within an epoch, only a renewal moves it
     // Taken: the journal of the relay whose batches were the shard's last
     // (SHARD.JOURNAL_ID; empty: none, or a relay without a journal).
     std::string previous_journal;

@@ -135,7 +135,13 @@ TEST_F(RelayE2E, StatsIntervalZeroPublishesNoReport) {
 // 2026-12-06 both said 1 through an outage (a review's finding).
 TEST_F(RelayE2E, DatabaseUpFollowsTheDatabaseOnAStandbyAndAnIdleActive) {
   const int active_port = FreePort(), standby_port = FreePort();
-  StartRelay({"--metrics-port=" + std::to_string(active_port)});
+  StartRelay({"--metrics-port=" + std::to_string(active_port), "--stats-interval=1"});
+  MqttClient watcher(servers().mqtt_port(), name_ + "-stats");
+  watcher.Subscribe("relay/stats");  // the shard's report, retained
+  auto database = [&] {
+    const auto reports = watcher.received();
+    return reports.empty() ? std::string() : nlohmann::json::parse(reports.back().payload)["database"].get<std::string>();
+  };
   RelayProcess standby(servers(), name_,
                        {"--source=" + root() + "/#", "--relay-id=standby",
                         "--metrics-port=" + std::to_string(standby_port),
@@ -160,6 +166,9 @@ TEST_F(RelayE2E, DatabaseUpFollowsTheDatabaseOnAStandbyAndAnIdleActive) {
     ~Restart() { Now(); }
   } restart{servers()};
   EXPECT_TRUE(WaitFor([&] { return both(0); }, Scaled(10s))) << up(active_port) << " " << up(standby_port);
+  // The active's lease lapses meanwhile (it cannot renew it); the shard's
+  // report says so all the same.
+  EXPECT_TRUE(WaitFor([&] { return database() == "down"; }, Scaled(10s))) << database();
   restart.Now();
   EXPECT_TRUE(WaitFor([&] { return both(1); }, Scaled(30s))) << up(active_port) << " " << up(standby_port);
   standby.Stop();

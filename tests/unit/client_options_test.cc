@@ -32,6 +32,18 @@ TEST(ClientOptionsTest, ValidOptionsPass) {
   EXPECT_EQ(ErrorOf(o), "") << "wildcards live, a username, a day's gap wait";
 }
 
+// PROTOCOL 1: the relay never sequences a topic over 255 bytes. Until
+// 2026-12-06 the client took one and waited: nothing came, and a history
+// lookup of it outgrew the relay's request limit (a review's finding).
+TEST(ClientOptionsTest, ATopicTheRelayNeverSequencesIsRefused) {
+  Options o = Valid();
+  o.filters = {std::string(255, 't')};
+  EXPECT_EQ(ErrorOf(o), "") << "255 bytes: sequenced";
+  o.filters = {std::string(256, 't')};
+  EXPECT_NE(ErrorOf(o).find("is 256 bytes: the relay sequences topics of at most 255 bytes"), std::string::npos)
+      << ErrorOf(o);
+}
+
 TEST(ClientOptionsTest, WhatWouldSubscribeToNothingIsNamed) {
   Options o = Valid();
   o.seq_prefix = "#";

@@ -93,6 +93,15 @@ std::optional<std::string> CheckOptions(const Options& o) {
       if (HasWildcard(f)) return "history and --state need topics without '+' or '#': '" + f + "'";
     }
   }
+  for (const auto& f : o.filters) {
+    // PROTOCOL 1: a longer topic is never sequenced, so nothing would come
+    // (and its lookup outgrew the relay's request limit: no answer for a
+    // minute, then "no reply").
+    if (!HasWildcard(f) && f.size() > 255) {
+      return fmt::format("topic '{}...' is {} bytes: the relay sequences topics of at most 255 bytes",
+                         f.substr(0, 40), f.size());
+    }
+  }
   if ((o.history == History::kFrom || o.history == History::kLast) &&
       (o.history_n < 1 || o.history_n > seqrelay::kMaxSeq)) {
     return fmt::format("history_n must be 1 to {} (a SEQ, or a count back)", seqrelay::kMaxSeq);
