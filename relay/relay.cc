@@ -150,8 +150,14 @@ Status Relay::OpenDatabase() {
     if (auto suppressed = limit.Allow()) {
       LogWarn("database {} not ready: {}; retrying", target, s.message());
     }
+    // A migration that waited for a table (MysqlStore::Migrate) held the
+    // running relays' statements on it behind its ALTER meanwhile: it tries
+    // again only after they have had a while to themselves.
+    const auto wait = s.database_code() == kLockWaitTimeout ? std::max<std::chrono::milliseconds>(
+                                                                  backoff.Next(), kMigrationRetryAfter)
+                                                            : backoff.Next();
     std::unique_lock lock(stop_mu_);
-    if (stop_cv_.wait_for(lock, backoff.Next(), [&] { return stop_requested_; })) {
+    if (stop_cv_.wait_for(lock, wait, [&] { return stop_requested_; })) {
       return Status::Error("stopped before the database was ready");
     }
   }

@@ -37,6 +37,11 @@ inline constexpr std::size_t kRepublishChunk = 1000;
 inline constexpr std::size_t kRepublishChunkBytes = 8 * 1024 * 1024;  // beyond a chunk's first row
 
 // Exponential backoff for database reconnects: 100 ms doubling to 5 s.
+// A migration that waited for a table in vain tries again after this at
+// least (Relay::OpenDatabase): its ALTER held the running relays'
+// statements on the table behind it while it waited.
+inline constexpr std::chrono::milliseconds kMigrationRetryAfter{5000};
+
 class Backoff {
  public:
   milliseconds Next() {

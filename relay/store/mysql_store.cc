@@ -294,8 +294,10 @@ void MysqlStore::ApplyIdleTransactionLimit(sql::Statement& st) {
 }
 
 namespace {
-// How long a migration's DDL waits for its table (Migrate).
-constexpr int kMigrationLockWaitS = 2;
+// How long a migration's DDL waits for its table (Migrate): no longer than
+// a lease's session (1 s), whose renewal, queued behind it, then still gets
+// the table before its own wait ends.
+constexpr int kMigrationLockWaitS = 1;
 }  // namespace
 
 Status MysqlStore::Migrate(bool apply) {
@@ -358,9 +360,10 @@ Status MysqlStore::Migrate(bool apply) {
                                    : std::string("SET SESSION lock_wait_timeout = DEFAULT"));
     });
     if (s.database_code() == kLockWaitTimeout) {
-      return Status::Error(fmt::format("{} ({}: waited {} s for a table another session holds, maybe a transaction "
-                                       "left open; trying again)",
-                                       s.message(), m.name, kMigrationLockWaitS));
+      return Status::Database(fmt::format("{} ({}: waited {} s for a table another session holds, maybe a "
+                                          "transaction left open; trying again)",
+                                          s.message(), m.name, kMigrationLockWaitS),
+                              kLockWaitTimeout);
     }
     if (!s.ok()) return Status::Error(fmt::format("{} ({})", s.message(), m.name));
   }
