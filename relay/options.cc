@@ -153,7 +153,7 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
       ("retention", po::value(&retention)->value_name("FILTER=LIMIT")->multitoken(),
        "Keep at most this much of each topic matching FILTER, repeatable: an age ('chat/#=30d'; s, m, h or d) or "
        "a count of messages ('sensors/#=100000'); give both as two entries. Every matching rule applies. Older "
-       "rows are deleted from MSG in the background, at most 1,000 rows and 64 MiB of payload a transaction, by the "
+       "rows are deleted from MSG in the background, at most 1,000 rows and 8 MiB of payload a transaction, by the "
        "shard's active; a topic's newest "
        "message is always kept, and SEQ never restarts. Retransmit statuses say where a topic's history now "
        "starts (\"first\"). Default: keep everything.")

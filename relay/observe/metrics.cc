@@ -212,7 +212,7 @@ std::string PrometheusText(const RelayStats& s) {
          s.msg_ids_purged);
   metric("seqrelay_retention_deleted_total", "counter", "MSG rows deleted by --retention.", s.retention_deleted);
   metric("seqrelay_retention_transactions_total", "counter",
-         "Transactions in which --retention deleted rows (each at most 1,000 rows and 64 MiB of payload).",
+         "Transactions in which --retention deleted rows (each at most 1,000 rows and 8 MiB of payload).",
          s.retention_transactions);
   metric("seqrelay_database_up", "gauge", "1 while the writer's last database call succeeded.",
          s.database_up ? 1 : 0);

@@ -158,7 +158,7 @@ TEST_F(RetentionE2E, ACountKeepsTheNewestRowsAndAReplyFromBelowStartsAtFirst) {
   ASSERT_EQ(relay_->Stop(), 0);
 }
 
-// A delete stops at its payload bytes (64 MiB; 100,000 here), what a
+// A delete stops at its payload bytes (8 MiB; 100,000 here), what a
 // server's binary log or a Galera write-set holds for one transaction: 35
 // rows of 30,000 bytes go in transactions of at most three, and all go.
 // Until 2026-12-06 the bound was 1,000 rows whatever their size.

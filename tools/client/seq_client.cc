@@ -783,20 +783,19 @@ void SeqClient::RequestRange(uint32_t id, Topic& t, bool retry) {
 
 void SeqClient::CatchUpLocked() {
   // Requests out at the reconnect: their replies, published while away, are
-  // lost with the old connection. Each gets its full timeout again from now
-  // and at least one more try on the new connection. Until 2026-12-06 time
-  // offline counted against the timeout, and a request whose last try went
-  // out before the disconnect was given up at the first tick after it,
-  // never asked on the new connection (a review's finding).
-  const auto now = Clock::now();
+  // lost with the old connection. Each has at least one more try, on the
+  // new connection: once its timeout has run (time offline counts), the
+  // next tick asks again. Until 2026-12-06 a request whose last try went
+  // out before the disconnect was given up at that tick, never asked on
+  // the new connection (a review's finding). (Its timeout is not restarted
+  // here: a link that drops more often than the timeout would then hold
+  // the request unsent for as long as it kept dropping.)
   for (auto& [name, l] : lookups_) {
     if (l.waiting != 0 || l.sent == Clock::time_point{}) continue;  // not out
-    l.wait_from = now;
     l.attempts = std::min(l.attempts, options_.max_attempts - 1);
   }
   for (auto& [id, t] : topics_) {
     if (!t.asked || t.waiting != 0) continue;
-    t.asked_at = now;
     t.attempts = std::min(t.attempts, options_.max_attempts - 1);
   }
   // A topic the relay had no message of when it was looked up starts at its

@@ -985,16 +985,14 @@ export class SeqClient extends Emitter {
 
   #catchUp() {
     // Requests out at the reconnect: their replies, published while away,
-    // are lost with the old connection. Each gets its full timeout again
-    // from now and at least one more try on the new connection. (Until
-    // 2026-12-06 time offline counted against the timeout, and a request
-    // whose last try went out before the disconnect was given up at the
-    // first tick after it, never asked on the new connection.)
-    const now = Date.now();
+    // are lost with the old connection. Each has at least one more try, on
+    // the new connection: once its timeout has run (time offline counts),
+    // the next tick asks again. (Until 2026-12-06 a request whose last try
+    // went out before the disconnect was given up at that tick, never asked
+    // on the new connection. Its timeout is not restarted here: a link that
+    // drops more often than the timeout would then hold it unsent.)
     for (const q of [...this.lookups.values(), ...this.topics.values()]) {
-      if (!this.#isOut(q)) continue;
-      q.waitFrom = now;
-      q.attempts = Math.min(q.attempts, this.maxAttempts - 1);
+      if (this.#isOut(q)) q.attempts = Math.min(q.attempts, this.maxAttempts - 1);
     }
     // A topic the relay had no message of when it was looked up starts at
     // its first live frame, SEQ `start`: what was published while away

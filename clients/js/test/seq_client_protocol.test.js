@@ -505,11 +505,12 @@ test('a history lookup never answered keeps its start: the first live frame asks
 // offline does not count against its timeout. Until 2026-12-06 it was given
 // up at the first tick after the reconnect, never asked again.
 test('a request at its last try when the link drops is asked once more after the reconnect', async (t) => {
-  const { mqtt, events, seen } = await gapAsked(t, 3, { replyTimeout: 50, maxAttempts: 2 });
+  // Its last try's timeout is 2 x 150 ms: the close comes well within it.
+  const { mqtt, events, seen } = await gapAsked(t, 3, { replyTimeout: 150, maxAttempts: 2 });
   await waitFor(() => mqtt.requests.length >= 2, 'its last try');
   mqtt.connected = false;
   mqtt.emit('close');
-  await new Promise((resolve) => setTimeout(resolve, 300)); // offline, past the last try's timeout
+  await new Promise((resolve) => setTimeout(resolve, 500)); // offline, past the last try's timeout
   mqtt.connected = true;
   mqtt.emit('connect');
   await waitFor(() => mqtt.requests.length >= 3 || events.some(([e]) => e === 'lost'), 'a try after the reconnect', 5000);
