@@ -117,8 +117,8 @@ int main(int argc, char** argv) {
       ("history", po::bool_switch(&history), "Start with each topic's whole history, then go live (no gap, no "
        "duplicate at the seam).")
       ("from", po::value(&from),
-       "Start each topic at SEQ N (a resume: N past a topic's newest SEQ + 1 is taken for a database reset since, "
-       "said on stderr, and that topic is read from its oldest SEQ).")
+       "Start each topic at SEQ N (a resume: if the relay's answer puts N past a topic's newest SEQ + 1, that is "
+       "taken for a database reset since, said on stderr, and that topic is read from its oldest SEQ).")
       ("last", po::value(&last), "Start with each topic's last N messages.")
       ("gap-wait", po::value(&gap_wait_ms)->default_value(gap_wait_ms),
        "Milliseconds a gap may stay open before the missing range is requested.")
