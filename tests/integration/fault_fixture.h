@@ -140,6 +140,19 @@ class PacedLoad {
 
 class FaultE2E : public RelayE2E {
  protected:
+  // The relay, stopped without releasing its lease (the database hung or
+  // was gone), is started again once the lease is let run out (rather than
+  // waited for), and stores p1..p<count> on `topic`, each once.
+  void RestartAfterAnUnreleasedLeaseAndExpectAllStored(const std::string& topic, std::size_t count) {
+    servers().Sql("UPDATE `" + name_ + "`.SHARD SET EXPIRES_AT = '2000-01-01' WHERE NAME = 'default'");
+    relay_->Start();
+    WaitStored(topic, count);
+    Outcome o = Audit(topic, count);
+    EXPECT_EQ(o.lost, 0u);
+    EXPECT_EQ(o.duplicates, 0u);
+    EXPECT_EQ(relay_->Stop(), 0);
+  }
+
   struct Outcome {
     std::size_t sent = 0, acked = 0, stored = 0, distinct = 0, lost = 0, duplicates = 0;
     std::size_t delivered = 0;  // by the ordered subscriber, if there was one

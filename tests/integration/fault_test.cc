@@ -558,11 +558,7 @@ TEST_F(FaultE2E, AStopPastItsBoundEndsTheProcessAndTheJournalKeepsWhatItHeld) {
   ASSERT_TRUE(sub.WaitForCount(10, Scaled(20s))) << relay_->log();
   struct Resume {  // never left paused for the shard's next tests
     TestServers& servers;
-    bool paused = true;
-    void Now() {
-      if (std::exchange(paused, false)) servers.SignalDatabase(SIGCONT);
-    }
-    ~Resume() { Now(); }
+    ~Resume() { servers.SignalDatabase(SIGCONT); }
   } resume{servers()};
   servers().SignalDatabase(SIGSTOP);
   for (int i = 11; i <= 20; ++i) pub.Publish(topic, "p" + std::to_string(i));
@@ -580,15 +576,8 @@ TEST_F(FaultE2E, AStopPastItsBoundEndsTheProcessAndTheJournalKeepsWhatItHeld) {
                                "stay in the journal, for its next start"),
             std::string::npos)
       << relay_->log();
-  resume.Now();
-  // The lease was not released (the database hung): let it run out.
-  servers().Sql("UPDATE `" + name_ + "`.SHARD SET EXPIRES_AT = '2000-01-01' WHERE NAME = 'default'");
-  relay_->Start();
-  WaitStored(topic, 20);
-  Outcome o = Audit(topic, 20);
-  EXPECT_EQ(o.lost, 0u);
-  EXPECT_EQ(o.duplicates, 0u);
-  EXPECT_EQ(relay_->Stop(), 0);
+  servers().SignalDatabase(SIGCONT);
+  RestartAfterAnUnreleasedLeaseAndExpectAllStored(topic, 20);
 }
 
 // A stop with both servers away: the writer commits what it holds once
@@ -664,15 +653,7 @@ TEST_F(FaultE2E, JournaledMessagesAStopGivesUpAreKeptForTheNextStartNotLost) {
   // Published: the relay has its COMMITs' answers (rows merely in MSG may
   // be of a COMMIT whose answer the database's stop then cuts off).
   ASSERT_TRUE(sub.WaitForCount(10, Scaled(20s))) << relay_->log();
-  servers().StopDatabase();
-  struct Restart {  // never left down for the shard's next tests
-    TestServers& servers;
-    bool down = true;
-    void Now() {
-      if (std::exchange(down, false)) servers.StartDatabase();
-    }
-    ~Restart() { Now(); }
-  } restart{servers()};
+  DatabaseDown database(servers());
   for (int i = 11; i <= 20; ++i) pub.Publish(topic, "p" + std::to_string(i));
   ASSERT_TRUE(pub.WaitAllAcked(10s));
   ASSERT_TRUE(WaitFor([&] { return relay_->log().find("holding messages and retrying") != std::string::npos; }, 20s))
@@ -689,16 +670,8 @@ TEST_F(FaultE2E, JournaledMessagesAStopGivesUpAreKeptForTheNextStartNotLost) {
   EXPECT_GE(not_committed, 1) << log;
   EXPECT_LE(not_committed, 10) << log;
   EXPECT_EQ(log.find("they are lost"), std::string::npos) << log;
-  restart.Now();
-  // The stop could not release the lease (the database was gone): it is
-  // let run out rather than waited for.
-  servers().Sql("UPDATE `" + name_ + "`.SHARD SET EXPIRES_AT = '2000-01-01' WHERE NAME = 'default'");
-  relay_->Start();
-  WaitStored(topic, 20);
-  Outcome o = Audit(topic, 20);
-  EXPECT_EQ(o.lost, 0u);
-  EXPECT_EQ(o.duplicates, 0u);
-  EXPECT_EQ(relay_->Stop(), 0);
+  database.Now();
+  RestartAfterAnUnreleasedLeaseAndExpectAllStored(topic, 20);
 }
 
 // The journal belongs to its database: started against a fresh database

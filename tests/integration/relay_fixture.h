@@ -11,6 +11,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/frame.h"
@@ -86,6 +87,35 @@ class RelayE2E : public ::testing::Test {
 
   TestServers& servers() { return SharedServers(); }
   std::string root() const { return name_; }
+
+  // Runs `sql` in a mysql client in the background (`holder`), which prints
+  // each result at once (--unbuffered), and returns once its first line is
+  // "1": the statements before it have run (a lock taken, a table read).
+  // Watching its output costs no fork, which takes long in a sanitizer build.
+  void StartHolder(Process& holder, const std::string& sql) {
+    auto command = servers().SqlCommand(sql);
+    command.insert(command.begin() + 2, "--unbuffered");  // after --no-defaults, which must come first
+    holder.Start(command, servers().dir() + "/holder-" + name_ + ".log");
+    ASSERT_TRUE(WaitFor([&] { return ReadFile(holder.log_path()) == "1\n"; }, Scaled(std::chrono::seconds(5))))
+        << "the holder's first result did not come: " << ReadFile(holder.log_path());
+  }
+
+  // Stops the shared database; it is started again by Now(), or when this
+  // goes out of scope, so that the shard's next tests find it up.
+  class DatabaseDown {
+   public:
+    explicit DatabaseDown(TestServers& servers) : servers_(servers) { servers_.StopDatabase(); }
+    ~DatabaseDown() { Now(); }
+    DatabaseDown(const DatabaseDown&) = delete;
+    DatabaseDown& operator=(const DatabaseDown&) = delete;
+    void Now() {
+      if (std::exchange(down_, false)) servers_.StartDatabase();
+    }
+
+   private:
+    TestServers& servers_;
+    bool down_ = true;
+  };
 
   // `env`: "NAME=value" pairs for the relay (fault injection).
   RelayProcess& StartRelay(std::vector<std::string> args = {}, const std::vector<std::string>& env = {}) {

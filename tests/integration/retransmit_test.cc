@@ -731,16 +731,10 @@ TEST_F(RetransmitE2E, ReplaysDropToTheFloorWhileLiveMessagesAreHeldUp) {
   };
 
   // Every commit updates its shard's row (the fence): the writer waits for the lock.
-  // A second session, in the background, holds the lock for 4 s. It prints
-  // the row as soon as it has the lock (--unbuffered): watching its output
-  // costs no fork, which takes long in a sanitizer build.
-  auto command = servers().SqlCommand("START TRANSACTION; SELECT 1 FROM `" + name_ +
-                                      "`.SHARD WHERE NAME = 'default' FOR UPDATE; DO SLEEP(4); COMMIT;");
-  command.insert(command.begin() + 2, "--unbuffered");  // after --no-defaults, which must come first
+  // A second session, in the background, holds the lock for 4 s.
   Process holder;
-  holder.Start(command, servers().dir() + "/holder-" + name_ + ".log");
-  ASSERT_TRUE(WaitFor([&] { return ReadFile(holder.log_path()) == "1\n"; }, Scaled(5s)))
-      << "the lock was not taken: " << ReadFile(holder.log_path());
+  ASSERT_NO_FATAL_FAILURE(StartHolder(holder, "START TRANSACTION; SELECT 1 FROM `" + name_ +
+                                                  "`.SHARD WHERE NAME = 'default' FOR UPDATE; DO SLEEP(4); COMMIT;"));
   pub.Publish(live, "held up");
   // Taken by the relay before the replay is asked for: a replay that began
   // first could end (3,000 frames at a rate still growing take well under

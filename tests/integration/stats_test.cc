@@ -156,20 +156,12 @@ TEST_F(RelayE2E, DatabaseUpFollowsTheDatabaseOnAStandbyAndAnIdleActive) {
   auto both = [&](int value) { return up(active_port) == value && up(standby_port) == value; };
   ASSERT_TRUE(WaitFor([&] { return both(1); }, Scaled(20s))) << up(active_port) << " " << up(standby_port) << "\n"
                                                             << standby.log();
-  servers().StopDatabase();
-  struct Restart {  // never left down for the shard's next tests
-    TestServers& servers;
-    bool down = true;
-    void Now() {
-      if (std::exchange(down, false)) servers.StartDatabase();
-    }
-    ~Restart() { Now(); }
-  } restart{servers()};
+  DatabaseDown outage(servers());
   EXPECT_TRUE(WaitFor([&] { return both(0); }, Scaled(10s))) << up(active_port) << " " << up(standby_port);
   // The active's lease lapses meanwhile (it cannot renew it); the shard's
   // report says so all the same.
   EXPECT_TRUE(WaitFor([&] { return database() == "down"; }, Scaled(10s))) << database();
-  restart.Now();
+  outage.Now();
   EXPECT_TRUE(WaitFor([&] { return both(1); }, Scaled(30s))) << up(active_port) << " " << up(standby_port);
   standby.Stop();
   relay_->Stop();
