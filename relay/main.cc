@@ -6,14 +6,13 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -83,49 +82,48 @@ int main(int argc, char** argv) {
   bool stop = false;         // guarded by mu
   std::atomic<bool> runs_over{false};
   std::thread signals([&] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    if (runs_over) return;
-    LogInfo("received {}, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    {
-      std::lock_guard lock(mu);
-      stop = true;
-      if (current != nullptr) current->RequestStop();
-    }
     // A second signal during the orderly stop: said, not acted on (the stop
     // already runs against --shutdown-timeout).
     //
     // The stop is bounded: --shutdown-timeout for committing what the relay
-    // holds, then Relay::kStopMargin for its last steps. One still running
-    // after that waits on a database or a broker that does not answer (a
-    // call in flight holds out for the connector's 30 s read timeout). The
-    // process then ends here, as the SIGKILL an orchestrator would send
-    // next, and as safely: every message acknowledged and not committed is
-    // in the journal, which the next start hands over.
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::seconds(config.shutdown_timeout_s) + Relay::kStopMargin;
+    // holds, then Relay::kStopMargin for its last steps, whether a signal or
+    // a fatal error began it. One still running after that waits on a
+    // database or a broker that does not answer (a call in flight holds out
+    // for the connector's 30 s read timeout). The process then ends here,
+    // as the SIGKILL an orchestrator would send next, and as safely: every
+    // message acknowledged and not committed is in the journal, which the
+    // next start hands over. Looked at every second.
+    using Clock = std::chrono::steady_clock;
+    std::optional<Clock::time_point> signalled;  // a signal's stop: its bound (the run may end before it)
     for (;;) {
-      const auto left = std::max(deadline - std::chrono::steady_clock::now(), std::chrono::nanoseconds(0));
-      const auto left_s = std::chrono::duration_cast<std::chrono::seconds>(left);
-      const timespec wait{static_cast<time_t>(left_s.count()), static_cast<long>((left - left_s).count())};
-      const int got = sigtimedwait(&stop_signals, nullptr, &wait);
+      const timespec tick{1, 0};
+      const int sig = sigtimedwait(&stop_signals, nullptr, &tick);
       if (runs_over) return;
-      if (got > 0) {
-        LogWarn("received {} again; already stopping (--shutdown-timeout bounds the stop)",
-                got == SIGINT ? "SIGINT" : "SIGTERM");
-      } else if (errno == EAGAIN && std::chrono::steady_clock::now() >= deadline) {
-        break;
+      if (sig > 0 && !signalled) {
+        LogInfo("received {}, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        signalled = Clock::now() + std::chrono::seconds(config.shutdown_timeout_s) + Relay::kStopMargin;
+        std::lock_guard lock(mu);
+        stop = true;
+        if (current != nullptr) current->RequestStop();
+        continue;
       }
+      if (sig > 0) {
+        LogWarn("received {} again; already stopping (--shutdown-timeout bounds the stop)",
+                sig == SIGINT ? "SIGINT" : "SIGTERM");
+      }
+      std::lock_guard lock(mu);  // main() cannot end the run meanwhile
+      if (runs_over) return;
+      const auto now = Clock::now();
+      const std::optional<Clock::time_point> fatal = current != nullptr ? current->StopDeadline() : std::nullopt;
+      if (!(signalled && now >= *signalled) && !(fatal && now >= *fatal)) continue;
+      LogError("the stop did not end within --shutdown-timeout ({} s) + {} s; {}: ending the process now (exit 1). {}",
+               config.shutdown_timeout_s, Relay::kStopMargin.count(),
+               current != nullptr ? std::string("still ") + current->Step() : std::string("its run had ended"),
+               config.journal_dir.empty()
+                   ? "With --no-journal, messages acknowledged and not committed are lost"
+                   : "Messages acknowledged and not committed stay in the journal, for its next start");
+      _exit(1);
     }
-    std::lock_guard lock(mu);  // main() cannot end the run meanwhile
-    if (runs_over) return;
-    LogError("the stop did not end within --shutdown-timeout ({} s) + {} s; {}: ending the process now (exit 1). {}",
-             config.shutdown_timeout_s, Relay::kStopMargin.count(),
-             current != nullptr ? std::string("still ") + current->Step() : std::string("its run had ended"),
-             config.journal_dir.empty()
-                 ? "With --no-journal, messages acknowledged and not committed are lost"
-                 : "Messages acknowledged and not committed stay in the journal, for its next start");
-    _exit(1);
   });
   int code = 0;
   for (;;) {

@@ -99,6 +99,12 @@ void Relay::Fail(const std::string& why, int exit_code) {
   RequestStop();
 }
 
+std::optional<std::chrono::steady_clock::time_point> Relay::StopDeadline() const {
+  std::lock_guard lock(stop_mu_);
+  if (!stop_requested_ || stepped_down_) return std::nullopt;
+  return give_up_at_ + kStopMargin;
+}
+
 bool Relay::GivingUp() const {
   if (!stopping_) return false;
   std::lock_guard lock(stop_mu_);

@@ -77,6 +77,10 @@ class Relay {
   // What the run is doing or waiting on ("committing what it holds"), for
   // the line that ends a stop past its bound (main.cc). Any thread.
   const char* Step() const { return step_.load(); }
+  // Once a stop was asked for (a signal, a fatal error): when it has
+  // overrun its bound, --shutdown-timeout + kStopMargin. None for a
+  // step-down, which starts the relay again as a standby. Any thread.
+  std::optional<std::chrono::steady_clock::time_point> StopDeadline() const;
 
   // A stop ends within --shutdown-timeout plus this: the acknowledgements
   // of the last frames (2 s), the final stats (2 s), the last replies (2 s)
