@@ -375,6 +375,11 @@ export class SeqClient extends Emitter {
     if (this.closed) throw new Error('the client is closed');
     const bad = filterError(filter);
     if (bad) throw (typeof filter !== 'string' || filter === '' ? new TypeError(bad) : new Error(bad));
+    // PROTOCOL 1: a longer topic is never sequenced, so nothing would come.
+    const size = new TextEncoder().encode(filter).length;
+    if (!/[+#]/.test(filter) && size > 255) {
+      throw new Error(`topic '${filter.slice(0, 40)}...' is ${size} bytes: the relay sequences topics of at most 255 bytes`);
+    }
     if ((options.from !== undefined) + (options.last !== undefined) + Boolean(options.history) > 1) {
       throw new Error('give only one of history, from, last');
     }

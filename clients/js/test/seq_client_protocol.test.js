@@ -1021,6 +1021,16 @@ test('history or resume on a topic followed already is refused, not silently dro
   assert.deepEqual(mqtt.requests.at(-1), lookup('chat/a'));
 });
 
+// PROTOCOL 1: the relay never sequences a topic over 255 bytes. Until
+// 2026-12-06 the clients took one and waited.
+test('a topic the relay never sequences (over 255 bytes) is refused', (t) => {
+  const { seq } = setup(t);
+  seq.subscribe('t'.repeat(255));
+  assert.throws(() => seq.subscribe('t'.repeat(256)), /is 256 bytes: the relay sequences topics of at most 255 bytes/);
+  assert.throws(() => seq.subscribe('é'.repeat(128)), /is 256 bytes/); // bytes, not characters
+  seq.subscribe(`${'t'.repeat(300)}/#`); // a filter: its topics are the relay's to refuse
+});
+
 // What would subscribe to nothing (mqtt.js drops an invalid filter into a
 // no-op callback), ask on the wrong topics or wait for ever is refused when
 // it is given, as the C++ client's CheckOptions does. Until 2026-12-06 all

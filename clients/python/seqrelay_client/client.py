@@ -475,6 +475,9 @@ class SeqClient:
         bad = filter_error(filter_)
         if bad is not None:
             raise ValueError(bad)
+        size = len(filter_.encode("utf-8"))
+        if "+" not in filter_ and "#" not in filter_ and size > 255:  # PROTOCOL 1: never sequenced
+            raise ValueError(f"topic '{filter_[:40]}...' is {size} bytes: the relay sequences topics of at most 255 bytes")
         if (from_seq is not None) + (last is not None) + bool(history) > 1:
             raise ValueError("give only one of history, from_seq, last")
         start: Optional[int] = None

@@ -723,6 +723,18 @@ def test_the_default_requester_is_u_slash_c_with_a_username_and_another_client_i
         SeqClient(requester="x//y", connect=False)
 
 
+def test_a_topic_the_relay_never_sequences_over_255_bytes_is_refused():
+    """PROTOCOL 1. Until 2026-12-06 the clients took one and waited."""
+    import pytest
+    s = Scripted()
+    s.sub("t" * 255)
+    with pytest.raises(ValueError, match="is 256 bytes: the relay sequences topics of at most 255 bytes"):
+        s.sub("t" * 256)
+    with pytest.raises(ValueError, match="is 256 bytes"):
+        s.sub("é" * 128)  # bytes, not characters
+    s.sub("t" * 300 + "/#")  # a filter: its topics are the relay's to refuse
+
+
 def test_history_on_a_followed_topic_and_bad_arguments_are_refused():
     import pytest
     s = Scripted()
