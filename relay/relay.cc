@@ -36,7 +36,11 @@ Relay::Relay(Config config)
   if (const char* n = std::getenv("SEQTEST_KILL_AFTER_JOURNAL")) kill_after_journal_ = std::strtoull(n, nullptr, 10);
   if (const char* n = std::getenv("SEQTEST_BREAK_INTAKE_AFTER")) break_intake_after_ = std::strtoull(n, nullptr, 10);
   if (const char* n = std::getenv("SEQTEST_THROW_IN_INTAKE")) throw_in_intake_at_ = std::strtoull(n, nullptr, 10);
-  if (const char* n = std::getenv("SEQTEST_THROW_AFTER_JOURNAL")) throw_after_journal_ = std::strtoull(n, nullptr, 10);
+  if (const char* n = std::getenv("SEQTEST_THROW_AFTER_JOURNAL")) {
+    char* end = nullptr;
+    throw_after_journal_ = std::strtoull(n, &end, 10);
+    throw_after_journal_error_ = std::string_view(end) == ":error";
+  }
   if (const char* n = std::getenv("SEQTEST_THROW_AFTER_QUEUE")) throw_after_queue_ = std::strtoull(n, nullptr, 10);
   kill_after_resend_drop_ = std::getenv("SEQTEST_KILL_AFTER_RESEND_DROP") != nullptr;
   if (const char* n = std::getenv("SEQTEST_KILL_BEFORE_SESSION_MARK")) {

@@ -272,6 +272,8 @@ class Relay {
   };
   MqttLink::AfterMessage Take(const InboundMessage& in, std::chrono::steady_clock::duration max_wait,
                               TakeProgress& progress);
+  // Ends the process (SIGABRT) for a message journaled and not queued.
+  [[noreturn]] void EndSoThatTheJournalHandsItOver(const InboundMessage& in, std::string_view why);
   // Writer and main thread: asks the main thread to resume a paused intake
   // once the queue is down to half.
   void ResumeIntakeIfDrained();
@@ -403,8 +405,9 @@ class Relay {
   // std::bad_alloc, as when memory runs out. 0 = off. Intake thread only.
   uint64_t throw_in_intake_at_ = 0;
   // SEQTEST_THROW_AFTER_JOURNAL=N: the same right after journaling the Nth
-  // message (before it is queued).
+  // message (before it is queued); N:error throws std::runtime_error.
   uint64_t throw_after_journal_ = 0;
+  bool throw_after_journal_error_ = false;
   // SEQTEST_THROW_AFTER_QUEUE=N: the same right after queueing the Nth
   // message taken (before any wait for its verdict).
   uint64_t throw_after_queue_ = 0;

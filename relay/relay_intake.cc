@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -356,16 +357,7 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
       ++counters_.intake_pauses;
       return MqttLink::AfterMessage::kPause;
     }
-    if (progress.journaled) {
-      // In the journal but not queued: this process would never commit
-      // it, and the next commit's journal position would pass over it. The
-      // path that keeps it is a crash's: the journal hands it over at the
-      // next start, and the PUBACK never leaves, so mosquitto's resend
-      // (to this relay restarted or to a standby) is recognised as such.
-      LogErrorNoThrow("intake: message {} on '{}' journaled, then memory ran out before it was queued; ending the "
-                      "process so that its journal hands it over at the next start", in.mid, in.topic);
-      std::abort();
-    }
+    if (progress.journaled) EndSoThatTheJournalHandsItOver(in, "memory ran out");
     if (in.mid == 0) {  // QoS 0: nothing will send it again
       ++counters_.lost;
       LogErrorNoThrow("intake: QoS 0 message on '{}' lost: memory ran out taking it", in.topic);
@@ -382,14 +374,28 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
                     "is broken) and mosquitto sends it again", in.mid, in.topic);
     return MqttLink::AfterMessage::kBreakConnection;
   } catch (const std::exception& e) {
+    ++counters_.intake_errors;
+    // Journaled and not queued, whatever failed: acknowledged and then
+    // passed over by the next commit's journal position, it would be lost.
+    if (progress.journaled && !progress.queued) EndSoThatTheJournalHandsItOver(in, e.what());
     // Not a shortage: the resend would fail the same way, for ever. Counted
     // and logged as lost unless it was queued.
-    ++counters_.intake_errors;
     if (!progress.queued) ++counters_.lost;
     LogError("intake: message {} on '{}' {}: {}", in.mid, in.topic,
              progress.queued ? "queued, but its handling failed" : "lost: its handling failed", e.what());
     return MqttLink::AfterMessage::kReadOn;
   }
+}
+
+void Relay::EndSoThatTheJournalHandsItOver(const InboundMessage& in, std::string_view why) {
+  // In the journal but not queued: this process would never commit it, and
+  // the next commit's journal position would pass over it. The path that
+  // keeps it is a crash's: the journal hands it over at the next start, and
+  // the PUBACK never leaves, so mosquitto's resend (to this relay restarted
+  // or to a standby) is recognised as such.
+  LogErrorNoThrow("intake: message {} on '{}' journaled, then {} before it was queued; ending the process so that "
+                  "its journal hands it over at the next start", in.mid, in.topic, why);
+  std::abort();
 }
 
 MqttLink::AfterMessage Relay::Take(const InboundMessage& in, Clock::duration max_wait, TakeProgress& progress) {
@@ -441,7 +447,10 @@ MqttLink::AfterMessage Relay::Take(const InboundMessage& in, Clock::duration max
     if (end.ok()) {
       m.journal_end = end.value();
       progress.journaled = true;
-      if (++journaled_ == throw_after_journal_) throw std::bad_alloc();
+      if (++journaled_ == throw_after_journal_) {
+        if (throw_after_journal_error_) throw std::runtime_error("injected failure");
+        throw std::bad_alloc();
+      }
       if (journaled_ == kill_after_journal_) {
         LogWarn("fault injection: SIGKILL after journaling message {} on '{}'", in.mid, in.topic);
         kill(getpid(), SIGKILL);

@@ -237,6 +237,17 @@ TEST_F(FaultE2E, MemoryRunningOutAfterTheJournalEndsTheProcessAndLosesNothing) {
   });
 }
 
+// Any other failure there (here an injected std::runtime_error) takes the
+// same path. Until 2026-12-07 it was logged and counted as lost while the
+// PUBACK left: 99 of 100 stored.
+TEST_F(FaultE2E, AnyFailureAfterTheJournalEndsTheProcessAndLosesNothing) {
+  HundredMessagesThroughADyingRelay("SEQTEST_THROW_AFTER_JOURNAL=50:error", 128 + SIGABRT, [](const std::string& log) {
+    EXPECT_NE(log.find("journaled, then injected failure before it was queued; ending the process"),
+              std::string::npos)
+        << log;
+  });
+}
+
 // Early in a session this process found kept, a delivery is neither
 // journaled nor acknowledged before the writer's verdict (it may be
 // mosquitto's resend of a message committed already). Memory running out
