@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/durable_file.h"
 #include "core/log.h"
 
 namespace seqrelay {
@@ -39,28 +40,12 @@ uint32_t Crc(const uint8_t* p, std::size_t n) {
 
 Status Errno(const std::string& what) { return Status::Error(fmt::format("journal: {}: {}", what, strerror(errno))); }
 
-// Replaces the file at `path` with the line `line`: written to a temporary
-// file and renamed, so a kill leaves the old line or the new one.
+// Replaces the file at `path` with the line `line` (ReplaceFileDurably).
 // `hint`, if any, follows the error of a failed write.
 Status ReplaceLine(const std::string& path, std::string_view line, std::string_view hint = {}) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << line << "\n";
-    out.flush();
-    if (!out) return Status::Error(fmt::format("journal: cannot write {}{}", tmp, hint));
+  if (auto error = ReplaceFileDurably(path, std::string(line) + "\n")) {
+    return Status::Error(fmt::format("journal: {}{}", *error, hint));
   }
-  // On the disk before the rename (and the rename after it), so that a
-  // machine crash leaves the old line or the new one, not an empty file.
-  const auto sync = [](const std::string& file, int flags) {
-    const int fd = open(file.c_str(), flags | O_CLOEXEC);
-    if (fd < 0) return;
-    fsync(fd);
-    close(fd);
-  };
-  sync(tmp, O_RDONLY);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return Errno("rename " + tmp);
-  sync(std::filesystem::path(path).parent_path().string(), O_RDONLY | O_DIRECTORY);
   return Status::Ok();
 }
 

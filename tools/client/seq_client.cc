@@ -11,6 +11,7 @@
 #include <random>
 #include <nlohmann/json.hpp>
 
+#include "core/durable_file.h"
 #include "core/frame.h"
 #include "core/topic_filter.h"
 #include "core/utf8.h"
@@ -919,16 +920,9 @@ std::optional<std::string> SeqClient::SaveState() {
     const uint64_t next = t.undelivered_from != 0 ? std::min(t.undelivered_from, t.stream.next()) : t.stream.next();
     if (next > 1) s["topics"][t.name] = next - 1;
   }
-  const std::string tmp = options_.state_file + ".tmp";
   std::optional<std::string> error;
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << s.dump(2) << "\n";
-    out.close();
-    if (!out) error = "state file " + tmp + ": cannot be written: " + std::strerror(errno);
-  }
-  if (!error && std::rename(tmp.c_str(), options_.state_file.c_str()) != 0) {
-    error = "state file " + options_.state_file + ": cannot be replaced: " + std::strerror(errno);
+  if (auto failed = seqrelay::ReplaceFileDurably(options_.state_file, s.dump(2) + "\n")) {
+    error = "state file: " + *failed;
   }
   if (error) {
     ++stats_.state_save_errors;
