@@ -195,6 +195,9 @@ int Relay::Run() {
   for (const auto& line : Describe(config_)) LogInfo("config: {}", line);
   // Configuration files first: a bad one stops the relay before it connects.
   if (!LoadAcl()) return 1;
+  // Before the database: a relay that waits for it answers scrapes meanwhile
+  // (seqrelay_database_up 0).
+  if (!StartMetrics()) return 1;
   step_ = "opening the database and the journal";
   if (std::optional<int> exit_code = OpenStorage()) return *exit_code;
   ConfigureLinks();
@@ -258,6 +261,7 @@ std::optional<int> Relay::OpenStorage() {
     }
   }
   database_up_ = true;
+  storage_open_.store(true, std::memory_order_release);  // lease_ is set
   return std::nullopt;
 }
 
@@ -329,18 +333,24 @@ bool Relay::StartServing() {
     LogError("{}", replay.error());
     return false;
   }
-  replay_ = std::move(replay).value();
-  retransmit_.Start(*replay_);
-  if (config_.metrics_port > 0) {
-    auto metrics = MetricsHttp::Start(config_.metrics_bind, config_.metrics_port,
-                                      [this] { return PrometheusText(Snapshot()); });
-    if (!metrics.ok()) {
-      Fail(metrics.error());
-    } else {
-      metrics_ = std::move(metrics).value();
-      LogInfo("metrics: serving http://{}:{}/metrics", config_.metrics_bind, metrics_->port());
-    }
+  {
+    std::lock_guard lock(links_mu_);  // the metrics thread reads it
+    replay_ = std::move(replay).value();
   }
+  retransmit_.Start(*replay_);
+  return true;
+}
+
+bool Relay::StartMetrics() {
+  if (config_.metrics_port <= 0) return true;
+  auto metrics =
+      MetricsHttp::Start(config_.metrics_bind, config_.metrics_port, [this] { return PrometheusText(Snapshot()); });
+  if (!metrics.ok()) {
+    LogError("{}", metrics.error());
+    return false;
+  }
+  metrics_ = std::move(metrics).value();
+  LogInfo("metrics: serving http://{}:{}/metrics", config_.metrics_bind, metrics_->port());
   return true;
 }
 

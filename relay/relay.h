@@ -131,12 +131,13 @@ class Relay {
  private:
   enum class AfterReconnect { kRetry, kDone, kLeaseLost };
 
-  // Run()'s phases, in order. LoadAcl and StartServing log why they
-  // failed; OpenStorage returns the exit code to stop with, if any.
+  // Run()'s phases, in order. LoadAcl, StartMetrics and StartServing log
+  // why they failed; OpenStorage returns the exit code to stop with, if any.
   bool LoadAcl();
+  bool StartMetrics();  // /metrics, with --metrics-port; false if it cannot listen
   std::optional<int> OpenStorage();
   void ConfigureLinks();
-  bool StartServing();  // the replay link (every relay serves retransmits) and /metrics
+  bool StartServing();  // the replay link: every relay serves retransmits
   // Standby until the lease is taken, then active, until a stop: stats,
   // resumes, republishes and the active relay's periodic work.
   void ServeUntilStopped();
@@ -502,8 +503,8 @@ class Relay {
   bool probe_late_ = false;  // the start stopped waiting: OnPublished judges the answer
   std::atomic<bool> probe_on_connect_{false};  // no CONNACK at start: the output link's connect sends the probe
 
-  // Set by BecomeActive while the metrics thread may read them (Snapshot):
-  // both under links_mu_ then.
+  // Set while the metrics thread may read them (Snapshot): under links_mu_
+  // then (replay_ by StartServing, the others by BecomeActive).
   mutable std::mutex links_mu_;
   std::unique_ptr<MqttLink> output_;
   std::unique_ptr<MqttLink> intake_;
@@ -512,10 +513,11 @@ class Relay {
   RetransmitService retransmit_;
   std::unique_ptr<MqttLink> replay_;
   std::atomic<int64_t> broker_lost_at_ns_{0};  // steady clock; 0 = connected (BrokerReachable, renewer thread)
-  std::unique_ptr<MetricsHttp> metrics_;  // null without --metrics-port; started after the links
+  std::unique_ptr<MetricsHttp> metrics_;  // null without --metrics-port; started before the database
   // The shard's lease; made once the shard is registered. active_: holding
   // it and the intake and writer run. stepped_down_: lost it.
   std::unique_ptr<LeaseKeeper> lease_;
+  std::atomic<bool> storage_open_{false};  // OpenStorage is done: lease_ is set (for the metrics thread)
   std::atomic<bool> active_{false};
   std::atomic<bool> stepped_down_{false};
   std::atomic<uint64_t> takeovers_{0};

@@ -20,8 +20,11 @@ RelayStats Relay::Snapshot() const {
   s.shard = config_.shard;
   s.relay_id = config_.relay_id;
   s.active = active_;
-  s.epoch = lease_ ? lease_->epoch() : 0;
-  s.lease_age_s = lease_ && active_ ? lease_->age_s() : 0;
+  // Served from before the database is open (StartMetrics): the lease is
+  // read once it is made.
+  const LeaseKeeper* lease = storage_open_.load(std::memory_order_acquire) ? lease_.get() : nullptr;
+  s.epoch = lease ? lease->epoch() : 0;
+  s.lease_age_s = lease && active_ ? lease->age_s() : 0;
   s.takeovers = Takeovers();
   s.step_downs = StepDowns();
   s.uptime_s = SecondsSince(started_);
@@ -75,17 +78,15 @@ RelayStats Relay::Snapshot() const {
               {"puback", stage_puback_.Take()}};
   // The writer's last call, and the lease's (every third of a lease, also
   // on a standby, which has no writer, and on an idle active).
-  s.database_up = database_up_ && (!lease_ || lease_->reaches_database());
+  s.database_up = database_up_ && (!lease || lease->reaches_database());
   s.database_node = store_.endpoint();
   const auto link = [](const std::unique_ptr<MqttLink>& l) {
     return l ? RelayStats::Link{l->connected(), l->socket_reads(), l->socket_read_calls()} : RelayStats::Link{};
   };
-  {
-    std::lock_guard lock(links_mu_);
-    s.intake = link(intake_);
-    s.output = link(output_);
-  }
-  s.replay = link(replay_);  // set before the metrics thread starts
+  std::lock_guard lock(links_mu_);
+  s.intake = link(intake_);
+  s.output = link(output_);
+  s.replay = link(replay_);
   return s;
 }
 

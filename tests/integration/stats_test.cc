@@ -132,7 +132,9 @@ TEST_F(RelayE2E, StatsIntervalZeroPublishesNoReport) {
 // seqrelay_database_up follows the database on a standby, which has no
 // writer, and on an idle active, whose writer makes no call: the lease's
 // session, which polls or renews every third of a lease, tells too. Until
-// 2026-12-06 both said 1 through an outage (a review's finding).
+// 2026-12-06 both said 1 through an outage (a review's finding). A relay
+// started while the database is down answers scrapes while it waits for
+// it; until 2026-12-07 /metrics listened only once the database was open.
 TEST_F(RelayE2E, DatabaseUpFollowsTheDatabaseOnAStandbyAndAnIdleActive) {
   const int active_port = FreePort(), standby_port = FreePort();
   StartRelay({"--metrics-port=" + std::to_string(active_port), "--stats-interval=1"});
@@ -147,13 +149,18 @@ TEST_F(RelayE2E, DatabaseUpFollowsTheDatabaseOnAStandbyAndAnIdleActive) {
                         "--metrics-port=" + std::to_string(standby_port),
                         "--journal-dir=" + servers().dir() + "/journal-" + name_ + "-standby"},
                        "standby");
-  standby.Launch();
   auto up = [&](int port) {  // 1, 0, or -1: no answer
     const std::string body = HttpGet(port, "/metrics");
     if (body.find("\nseqrelay_database_up 1\n") != std::string::npos) return 1;
     return body.find("\nseqrelay_database_up 0\n") != std::string::npos ? 0 : -1;
   };
   auto both = [&](int value) { return up(active_port) == value && up(standby_port) == value; };
+  {
+    DatabaseDown outage(servers());
+    standby.Launch();  // waits for the database
+    EXPECT_TRUE(WaitFor([&] { return up(standby_port) == 0; }, Scaled(10s))) << up(standby_port) << "\n"
+                                                                            << standby.log();
+  }
   ASSERT_TRUE(WaitFor([&] { return both(1); }, Scaled(20s))) << up(active_port) << " " << up(standby_port) << "\n"
                                                             << standby.log();
   DatabaseDown outage(servers());
@@ -170,7 +177,7 @@ TEST_F(RelayE2E, DatabaseUpFollowsTheDatabaseOnAStandbyAndAnIdleActive) {
 TEST_F(RelayE2E, MetricsEndpointServesPrometheusTextOfTheSameFigures) {
   const int port = FreePort();
   StartRelay({"--metrics-port=" + std::to_string(port)});
-  // The endpoint starts after the intake link, which Start() waits for.
+  // The endpoint starts before the database is open (Start() waits for the intake link).
   EXPECT_TRUE(WaitFor(
       [&] {
         return relay_->log().find("metrics: serving http://127.0.0.1:" + std::to_string(port) + "/metrics") !=
