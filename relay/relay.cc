@@ -458,25 +458,22 @@ void Relay::ShutDown() {
       }
     }
   }
-  // The final figures, before the lease goes: a standby that takes the
-  // shard over at the release publishes its own report on the shard's
-  // retained topic after this one, not before it.
+  // The final figures, taken by the broker (2 s at most, if the replay link
+  // is connected) before the lease goes: a standby that takes the shard
+  // over at the release publishes its own report on the shard's retained
+  // topic after this one, not before it; and they stay retained.
   if (config_.stats_interval_s > 0) {
     {
       std::lock_guard lock(stop_mu_);
       last_stats_acked_ = false;
     }
     PublishStats();
-  }
-  step_ = "releasing the lease";
-  lease_->Stop(/*release=*/active_ && !stepped_down_);
-  if (config_.stats_interval_s > 0) {
     step_ = "publishing the final stats";
-    // They stay retained: wait (2 s at most) for the broker to take them
-    // before the replay link goes, if it is connected.
     std::unique_lock lock(stop_mu_);
     if (replay_->connected()) stop_cv_.wait_for(lock, std::chrono::seconds(2), [&] { return last_stats_acked_; });
   }
+  step_ = "releasing the lease";
+  lease_->Stop(/*release=*/active_ && !stepped_down_);
   metrics_.reset();
   step_ = "sending the last retransmit replies";
   retransmit_.Stop();  // while the replay link can still send the last statuses
