@@ -392,7 +392,9 @@ uint64_t RetransmitService::MissingFrom(uint64_t seq, Job& job, MysqlStore& stor
   const MysqlStore::TopicRow& t = **now;
   const uint64_t oldest = t.first_seq != 0 ? t.first_seq : t.last_seq + 1;
   Job::Progress& p = *job.progress;
-  if (oldest > seq) p.status.first = std::max(p.status.first.value_or(0), oldest);
+  // At most the reply's `last` + 1 (nothing stored up to it): rows deleted
+  // past it are newer than the reply, whose `last` stays as it began.
+  if (oldest > seq) p.status.first = std::min(std::max(p.status.first.value_or(0), oldest), p.status.last + 1);
   return oldest;
 }
 

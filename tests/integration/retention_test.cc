@@ -213,6 +213,31 @@ TEST_F(RetentionE2E, RowsDeletedWhileAReplyGoesMoveItsFirst) {
   ASSERT_EQ(relay_->Stop(), 0);
 }
 
+// Rows deleted while a reply goes past the reply's `last` (a count rule on
+// a busy topic: newer rows came, and every row up to `last` is gone): the
+// status's `first` is `last` + 1, nothing stored up to it. Until
+// 2026-12-07 it was the oldest row now, past `last` + 1, which PROTOCOL.md
+// 5.2 does not allow (a helper's review).
+TEST_F(RetentionE2E, RowsDeletedWhileAReplyGoesPastItsLastMakeItsFirstLastPlusOne) {
+  const std::string t = root() + "/t";
+  StartRelay({"--replay-rate=500"});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 1010; ++i) pub.Publish(t, "m" + std::to_string(i), 1, 1000);
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  ASSERT_TRUE(WaitFor([&] { return StoredSeqs(t).size() == 1010; }, 30s)) << AuditTrail(t).size();
+  auto [seqs, status] = Replay(t, 1, [&] {  // the reply holds its first 1,000 rows
+    for (int i = 1011; i <= 1015; ++i) pub.Publish(t, "m" + std::to_string(i));
+    ASSERT_TRUE(WaitFor([&] { return StoredSeqs(t).size() == 1015; }, 10s));
+    servers().Sql(fmt::format("DELETE FROM `{}`.MSG WHERE ID = X'{}' AND SEQ <= 1012", name_, Hex(t)));
+  });
+  EXPECT_EQ(seqs, Range(1, 1000));
+  EXPECT_EQ(status["status"], "ok") << status.dump();
+  EXPECT_EQ(status["last"], 1010) << status.dump();
+  EXPECT_EQ(status["first"], 1011) << status.dump();
+  EXPECT_EQ(status["sent"], 1000) << status.dump();
+  ASSERT_EQ(relay_->Stop(), 0);
+}
+
 // The same between the two statements of one read (the rows' sizes, then
 // the rows, each its own snapshot): all the first counted (a read's 1,000
 // rows) is gone by the second. The reply goes on from the topic's oldest
