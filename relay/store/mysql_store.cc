@@ -179,23 +179,44 @@ Status MysqlStore::Connect(bool create_database) {
   if (!endpoints.ok()) return Status::Permanent(endpoints.error());
   // The node used last first; on failure the next ones in order, once each.
   const std::size_t n = endpoints->size();
+  const auto connected = [&](std::size_t k) {
+    const DbEndpoint& e = (*endpoints)[k];
+    const std::string name = fmt::format("{}:{}", e.host, e.port);
+    if (n > 1 && name != endpoint_) {
+      LogInfo("database: connected to {} (node {} of {}{})", name, k + 1, n, read_only_ ? ", read_only on" : "");
+    }
+    endpoint_index_ = k;
+    std::lock_guard lock(endpoint_mu_);
+    endpoint_ = name;
+    return Status::Ok();
+  };
   std::string failures;
   int refusal = 0;  // the login refusal every node gave so far (IsLoginRefusal), or 0
+  // A node with read_only on (an operator draining it, a donor of a state
+  // transfer) answers, and refuses every write (error 1290) for as long as
+  // it stays so: a node that takes writes goes first, and the first such
+  // node only when none does (reads work there; writes fail and are tried
+  // again, on the next connect).
+  std::optional<std::size_t> read_only_node;
   for (std::size_t i = 0; i < n; ++i) {
     const std::size_t k = (endpoint_index_ + i) % n;
     const DbEndpoint& e = (*endpoints)[k];
     Status s = ConnectTo(e, create_database);
-    if (s.ok()) {
-      const std::string name = fmt::format("{}:{}", e.host, e.port);
-      if (n > 1 && name != endpoint_) LogInfo("database: connected to {} (node {} of {})", name, k + 1, n);
-      endpoint_index_ = k;
-      std::lock_guard lock(endpoint_mu_);
-      endpoint_ = name;
-      return s;
-    }
+    if (s.ok() && (n == 1 || !read_only_)) return connected(k);
     if (n == 1) return s;
+    if (s.ok()) {
+      DropConnection();
+      if (!read_only_node) read_only_node = k;
+      s = Status::Error("read_only is on");
+    }
     refusal = (i == 0 || refusal != 0) && IsLoginRefusal(s.database_code()) ? s.database_code() : 0;
     failures += fmt::format("{}{}:{}: {}", failures.empty() ? "" : "; ", e.host, e.port, s.message());
+  }
+  if (read_only_node) {
+    LogWarn("database: every node that answered has read_only on ({}); writes will fail until one takes them",
+            failures);
+    if (Status s = ConnectTo((*endpoints)[*read_only_node], create_database); !s.ok()) return s;
+    return connected(*read_only_node);
   }
   if (refusal != 0) {
     return Status::Database(fmt::format("every database node refused the login ({})", failures), refusal);
@@ -241,7 +262,8 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
     }
     {
       std::unique_ptr<sql::ResultSet> rs(
-          st->executeQuery("SELECT @@max_allowed_packet, VERSION() LIKE '%MariaDB%', @@SESSION.wait_timeout"));
+          st->executeQuery("SELECT @@max_allowed_packet, VERSION() LIKE '%MariaDB%', @@SESSION.wait_timeout, "
+                           "@@GLOBAL.read_only"));
       rs->next();
       // Room for the packet's header and the command byte, with some to spare.
       max_query_bytes_ = static_cast<std::size_t>(std::max<uint64_t>(rs->getUInt64(1), 2048) - 1024);
@@ -249,6 +271,7 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
       // Test hook: the session as on MySQL, which lacks the setting.
       idle_transaction_timeout_ = mariadb_ && !std::getenv("SEQTEST_NO_IDLE_TRANSACTION_TIMEOUT");
       idle_limit_s_ = static_cast<int>(std::min<uint64_t>(rs->getUInt64(3), 365 * 86400));
+      read_only_ = rs->getInt(4) != 0;
     }
     // On a Galera cluster a node answers reads from the write-sets it has
     // applied, which may lag what the cluster has ordered: a batch the

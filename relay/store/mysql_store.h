@@ -393,6 +393,7 @@ class MysqlStore {
   const Config& config_;
   std::unique_ptr<sql::Connection> conn_;
   std::size_t endpoint_index_ = 0;  // into DbEndpoints(--db-host): the node tried first
+  bool read_only_ = false;          // the connected node's read_only (read at connect)
   mutable std::mutex endpoint_mu_;
   std::string endpoint_;  // guarded by endpoint_mu_
   // DEDUPE lookups for 1, 2, 4, ... keys: a lookup is split into

@@ -582,6 +582,40 @@ TEST_F(GaleraE2E, ANodeCutOffFromTheMajorityIsLeftForOneOfIt) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
+// Node 1, the relay's, set read_only (an operator draining it; a donor of
+// a state transfer): it still answers, and refuses every write of a user
+// without READ ONLY ADMIN (error 1290). Until 2026-12-07 the relay's
+// writer and lease reconnected to the node they used last, which took the
+// connect, and failed there for as long as it stayed so (a helper's
+// review): nothing was stored on the healthy nodes. A node that takes
+// writes now goes first.
+TEST_F(GaleraE2E, ANodeWithReadOnlyOnIsLeftForOneThatTakesWrites) {
+  StartRelay({"--db-host=" + Env("DB_HOSTS"), "--lease-ms=3000"});  // the database made as the full user
+  ASSERT_EQ(relay_->Stop(), 0);
+  const std::string user = name_.substr(0, 30) + "_w";
+  OnNode(1, fmt::format("CREATE USER '{0}'@'127.0.0.1' IDENTIFIED BY 'w-password'; GRANT SELECT, INSERT, UPDATE, "
+                        "DELETE ON `{1}`.* TO '{0}'@'127.0.0.1'",
+                        user, name_));
+  relay_->SetDbUser(user, "w-password");
+  relay_->Start();
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  const std::string topic = root() + "/t0";
+  for (int i = 1; i <= 50; ++i) pub.Publish(topic, "p" + std::to_string(i), 1, 10000);
+  ASSERT_TRUE(WaitFor([&] { return Count(1) == "50\n"; }, 30s)) << Count(1) << relay_->log();
+  struct AtExit {
+    std::function<void()> run;
+    ~AtExit() { run(); }
+  } writable{[&] { OnNode(1, "SET GLOBAL read_only = 0"); }};
+  OnNode(1, "SET GLOBAL read_only = 1");
+  for (int i = 51; i <= 100; ++i) pub.Publish(topic, "p" + std::to_string(i), 1, 10000);
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  EXPECT_TRUE(WaitFor([&] { return Count(2) == "100\n"; }, 30s))
+      << Count(2) << " rows on node 2 with node 1 read-only\n" << relay_->log();
+  ExpectEachTopicStoredOnce(2, 1, 100);
+  EXPECT_NE(relay_->log().find("(node 2 of 3)"), std::string::npos) << relay_->log();
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 // Two of three nodes SIGKILLed under load: the survivor, the relay's node,
 // loses quorum and refuses reads and writes (error 1047). The relay holds
 // what it has, its lease lapses locally so it takes nothing more (mosquitto
