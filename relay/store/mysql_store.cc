@@ -12,11 +12,15 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <chrono>
 #include <cstdlib>
 #include <functional>
 #include <initializer_list>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 #include <unordered_set>
@@ -87,10 +91,27 @@ bool Exists(sql::Connection& conn, const char* query, std::initializer_list<std:
   return rs->next();
 }
 
+// The node of --db-host that this process's sessions use, shared by its
+// stores (the writer's, the lease's, the replies'...): on Galera, two of
+// them on two nodes certify against each other (the writer's batch and
+// the lease's renewal update the same SHARD row, and one of them fails
+// with error 1213), so when one moves, the others follow at their next
+// call. By the --db-host list, for a process with stores of two.
+std::atomic<std::size_t>& SharedNode(const std::string& db_host) {
+  static std::mutex mu;
+  static std::map<std::string, std::unique_ptr<std::atomic<std::size_t>>> nodes;
+  std::lock_guard lock(mu);
+  auto& node = nodes[db_host];
+  if (!node) node = std::make_unique<std::atomic<std::size_t>>(0);
+  return *node;
+}
+
 }  // namespace
 
 MysqlStore::MysqlStore(const Config& config)
-    : config_(config), dedupe_expiry_(fmt::format("NOW(6) + INTERVAL {} SECOND", config.dedupe_window_s)) {}
+    : config_(config),
+      shared_node_(SharedNode(config.db_host)),
+      dedupe_expiry_(fmt::format("NOW(6) + INTERVAL {} SECOND", config.dedupe_window_s)) {}
 MysqlStore::~MysqlStore() = default;
 
 void MysqlStore::CommitTransaction() {
@@ -117,6 +138,17 @@ void MysqlStore::DropConnection() {
 }
 
 Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
+  if (conn_ && !reconnecting_ && endpoint_index_ != shared_node_.load(std::memory_order_relaxed)) {
+    // Another session of this process moved to another node (its own
+    // failed, or read_only came on): this one follows before it writes
+    // (SharedNode). Every call here ends its transaction.
+    reconnecting_ = true;
+    struct Reset {
+      bool& flag;
+      ~Reset() { flag = false; }
+    } reset{reconnecting_};
+    if (Status s = Connect(false); !s.ok()) return s;
+  }
   if (conn_ && !reconnecting_ && idle_limit_s_ > 0 && std::chrono::steady_clock::now() >= StaleAt()) {
     // The server has ended this session or is about to (its wait_timeout):
     // a new one now, rather than a statement that fails and a retry. Every
@@ -177,8 +209,10 @@ Status MysqlStore::Connect(bool create_database) {
   if (!config_.db_socket.empty()) return ConnectTo(std::nullopt, create_database);
   auto endpoints = DbEndpoints(config_.db_host, config_.db_port);
   if (!endpoints.ok()) return Status::Permanent(endpoints.error());
-  // The node used last first; on failure the next ones in order, once each.
+  // The node this process's sessions use first (SharedNode); on failure
+  // the next ones in order, once each.
   const std::size_t n = endpoints->size();
+  const std::size_t first = shared_node_.load(std::memory_order_relaxed) % n;
   const auto connected = [&](std::size_t k) {
     const DbEndpoint& e = (*endpoints)[k];
     const std::string name = fmt::format("{}:{}", e.host, e.port);
@@ -186,6 +220,7 @@ Status MysqlStore::Connect(bool create_database) {
       LogInfo("database: connected to {} (node {} of {}{})", name, k + 1, n, read_only_ ? ", read_only on" : "");
     }
     endpoint_index_ = k;
+    shared_node_.store(k, std::memory_order_relaxed);
     std::lock_guard lock(endpoint_mu_);
     endpoint_ = name;
     return Status::Ok();
@@ -199,7 +234,7 @@ Status MysqlStore::Connect(bool create_database) {
   // again, on the next connect).
   std::optional<std::size_t> read_only_node;
   for (std::size_t i = 0; i < n; ++i) {
-    const std::size_t k = (endpoint_index_ + i) % n;
+    const std::size_t k = (first + i) % n;
     const DbEndpoint& e = (*endpoints)[k];
     Status s = ConnectTo(e, create_database);
     if (s.ok() && (n == 1 || !read_only_)) return connected(k);

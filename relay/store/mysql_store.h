@@ -8,6 +8,7 @@
 // (the writer has one; the retransmit service will have its own).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -392,7 +393,8 @@ class MysqlStore {
 
   const Config& config_;
   std::unique_ptr<sql::Connection> conn_;
-  std::size_t endpoint_index_ = 0;  // into DbEndpoints(--db-host): the node tried first
+  std::size_t endpoint_index_ = 0;  // into DbEndpoints(--db-host): the node this session is on
+  std::atomic<std::size_t>& shared_node_;  // the node this process's sessions use (SharedNode)
   bool read_only_ = false;          // the connected node's read_only (read at connect)
   mutable std::mutex endpoint_mu_;
   std::string endpoint_;  // guarded by endpoint_mu_

@@ -582,16 +582,20 @@ TEST_F(GaleraE2E, ANodeCutOffFromTheMajorityIsLeftForOneOfIt) {
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
-// Node 1, the relay's, set read_only (an operator draining it; a donor of
-// a state transfer): it still answers, and refuses every write of a user
-// without READ ONLY ADMIN (error 1290). Until 2026-12-07 the relay's
-// writer and lease reconnected to the node they used last, which took the
-// connect, and failed there for as long as it stayed so (a helper's
-// review): nothing was stored on the healthy nodes. A node that takes
-// writes now goes first.
-TEST_F(GaleraE2E, ANodeWithReadOnlyOnIsLeftForOneThatTakesWrites) {
-  StartRelay({"--db-host=" + Env("DB_HOSTS"), "--lease-ms=3000"});  // the database made as the full user
-  ASSERT_EQ(relay_->Stop(), 0);
+// A node set read_only (an operator draining it; a donor of a state
+// transfer) still answers, and refuses every write of a user without READ
+// ONLY ADMIN (error 1290). Until 2026-12-07 the relay's sessions
+// reconnected to the node they used last, which took the connect, and
+// failed there for as long as it stayed so (a helper's review): a node that
+// takes writes now goes first. And the relay's sessions move together:
+// here the lease's renewal, every second, moves first, while the writer
+// is idle. Before, the writer stayed on its node, and its batches and the
+// lease's renewals, on two nodes, certified against each other (error
+// 1213) for as long as both stayed; now it follows at its next call.
+TEST_F(GaleraE2E, ARelaysSessionsLeaveANodeWithReadOnlyOnTogether) {
+  const int metrics = FreePort();
+  StartRelay({"--db-host=" + Env("DB_HOSTS"), "--lease-ms=3000", "--metrics-port=" + std::to_string(metrics)});
+  ASSERT_EQ(relay_->Stop(), 0);  // the database made as the full user
   const std::string user = name_.substr(0, 30) + "_w";
   OnNode(1, fmt::format("CREATE USER '{0}'@'127.0.0.1' IDENTIFIED BY 'w-password'; GRANT SELECT, INSERT, UPDATE, "
                         "DELETE ON `{1}`.* TO '{0}'@'127.0.0.1'",
@@ -600,19 +604,41 @@ TEST_F(GaleraE2E, ANodeWithReadOnlyOnIsLeftForOneThatTakesWrites) {
   relay_->Start();
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   const std::string topic = root() + "/t0";
-  for (int i = 1; i <= 50; ++i) pub.Publish(topic, "p" + std::to_string(i), 1, 10000);
+  auto publish = [&](int from, int to) {
+    for (int i = from; i <= to; ++i) pub.Publish(topic, "p" + std::to_string(i), 1, 10000);
+    ASSERT_TRUE(pub.WaitAllAcked(30s));
+  };
+  auto node = [&] {  // the writer's, by /metrics
+    const std::string body = HttpGet(metrics, "/metrics");
+    const auto at = body.find("seqrelay_database_node{node=\"");
+    return at == std::string::npos ? std::string() : body.substr(at + 29, body.find('"', at + 29) - at - 29);
+  };
+  const std::string node1 = "127.0.0.1:" + Env("NODE1_PORT"), node2 = "127.0.0.1:" + Env("NODE2_PORT");
+  publish(1, 50);
   ASSERT_TRUE(WaitFor([&] { return Count(1) == "50\n"; }, 30s)) << Count(1) << relay_->log();
+  EXPECT_EQ(node(), node1);
   struct AtExit {
     std::function<void()> run;
     ~AtExit() { run(); }
-  } writable{[&] { OnNode(1, "SET GLOBAL read_only = 0"); }};
+  } writable{[&] { OnNode(1, "SET GLOBAL read_only = 0"), OnNode(2, "SET GLOBAL read_only = 0"); }};
+
+  // Idle: the lease's session moves on its own.
+  const std::size_t before = relay_->log().size();
   OnNode(1, "SET GLOBAL read_only = 1");
-  for (int i = 51; i <= 100; ++i) pub.Publish(topic, "p" + std::to_string(i), 1, 10000);
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
-  EXPECT_TRUE(WaitFor([&] { return Count(2) == "100\n"; }, 30s))
-      << Count(2) << " rows on node 2 with node 1 read-only\n" << relay_->log();
-  ExpectEachTopicStoredOnce(2, 1, 100);
-  EXPECT_NE(relay_->log().find("(node 2 of 3)"), std::string::npos) << relay_->log();
+  ASSERT_TRUE(WaitFor([&] { return relay_->log().find(node2 + " (node 2 of 3)", before) != std::string::npos; }, 10s))
+      << relay_->log();
+  OnNode(1, "SET GLOBAL read_only = 0");
+  publish(51, 100);
+  EXPECT_TRUE(WaitFor([&] { return Count(2) == "100\n"; }, 30s)) << Count(2) << relay_->log();
+  EXPECT_EQ(node(), node2) << "the writer did not follow the lease's session";
+
+  // Under load: the writer's own batch fails, and it moves.
+  OnNode(2, "SET GLOBAL read_only = 1");
+  publish(101, 150);
+  EXPECT_TRUE(WaitFor([&] { return Count(3) == "150\n"; }, 30s))
+      << Count(3) << " rows on node 3 with node 2 read-only\n" << relay_->log();
+  EXPECT_NE(node(), node2);
+  ExpectEachTopicStoredOnce(3, 1, 150);
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
