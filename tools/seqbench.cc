@@ -285,16 +285,7 @@ struct StageScrape {
 
 StageScrape ScrapeStages(int port) {
   StageScrape out;
-  const int fd = seqtest::ConnectLoopback(port, std::chrono::seconds(5));
-  if (fd < 0) return out;
-  const std::string request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-  std::string body;
-  if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-    char buf[8192];
-    for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) body.append(buf, static_cast<std::size_t>(n));
-  }
-  close(fd);
-  std::istringstream lines(body);
+  std::istringstream lines(seqtest::HttpGet(port, "/metrics"));
   for (std::string line; std::getline(lines, line);) {
     // seqrelay_stage_seconds_bucket{stage="commit",le="0.001"} 42
     const auto stage_at = line.find("stage=\"");

@@ -18,23 +18,6 @@ namespace {
 
 using nlohmann::json;
 
-// A plain HTTP/1.1 GET on 127.0.0.1:port; returns the whole response
-// (status line, headers, body), or "" if the connection failed.
-std::string HttpGet(int port, const std::string& target, const std::string& method = "GET") {
-  const int fd = ConnectLoopback(port, std::chrono::seconds(10));
-  if (fd < 0) return "";
-  const std::string request = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return "";
-  }
-  std::string response;
-  char buf[4096];
-  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) response.append(buf, static_cast<std::size_t>(n));
-  close(fd);
-  return response;
-}
-
 // A series' value in a /metrics response, `name` with its labels as
 // printed; -1 if it is not there.
 long long MetricValue(const std::string& body, const std::string& name) {

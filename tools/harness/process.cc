@@ -225,6 +225,21 @@ int ConnectLoopback(int port, std::chrono::milliseconds recv_timeout) {
   return fd;
 }
 
+std::string HttpGet(int port, const std::string& target, const std::string& method) {
+  const int fd = ConnectLoopback(port, std::chrono::seconds(10));
+  if (fd < 0) return "";
+  const std::string request = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return "";
+  }
+  std::string response;
+  char buf[8192];
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) response.append(buf, static_cast<std::size_t>(n));
+  close(fd);
+  return response;
+}
+
 int FreePort() {
   // Below the ephemeral range, so that no outgoing connection (the suite
   // makes thousands) takes the port before the server binds it, and below

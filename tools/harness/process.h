@@ -70,6 +70,11 @@ bool UnixSocketAccepts(const std::string& path);
 // closes, or -1. With recv_timeout > 0, reads on it time out after that.
 int ConnectLoopback(int port, std::chrono::milliseconds recv_timeout = std::chrono::milliseconds(0));
 
+// A plain HTTP/1.1 request (GET by default) on 127.0.0.1:port; returns the
+// whole response (status line, headers, body), or "" if the connection
+// failed. Reads time out after 10 s.
+std::string HttpGet(int port, const std::string& target, const std::string& method = "GET");
+
 // Whether a TCP connection to 127.0.0.1:port is accepted (closed at once).
 bool PortAccepts(int port);
 
