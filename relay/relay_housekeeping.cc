@@ -20,9 +20,11 @@ using namespace relay_parts;
 void Relay::PurgeMsgIds() {
   // Every 10 s (or half the window, if shorter), batches of 1,000 rows,
   // each its own short transaction, for at most 200 ms: never a long lock
-  // the writer's inserts could wait on.
-  if (config_.dedupe_window_s == 0 || stopping_ || Clock::now() < next_purge_) return;
-  next_purge_ = Clock::now() + std::chrono::seconds(std::clamp<uint64_t>(config_.dedupe_window_s / 2, 1, 10));
+  // the writer's inserts could wait on. With the window at zero too: the
+  // records of an earlier window, or of another shard's, still expire.
+  if (stopping_ || Clock::now() < next_purge_) return;
+  const uint64_t every_s = config_.dedupe_window_s == 0 ? 10 : std::clamp<uint64_t>(config_.dedupe_window_s / 2, 1, 10);
+  next_purge_ = Clock::now() + std::chrono::seconds(every_s);
   if (!pending_store_.connected() && !pending_store_.Connect(false).ok()) return;
   constexpr std::size_t kPurgeBatch = 1000;
   const auto until = Clock::now() + milliseconds(200);

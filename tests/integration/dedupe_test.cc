@@ -328,10 +328,16 @@ TEST_F(DedupeE2E, RecordsFromBeforeTheirOwnEndAgeOutByThePurgingRelaysWindow) {
   ASSERT_EQ(relay_->Stop(), 0);
 }
 
+// With the window at zero, msg-ids are ignored, and the records written
+// under an earlier window are still purged once they expire (until
+// 2026-12-07 the purge did not run at all then: they stayed for good).
 TEST_F(DedupeE2E, WithTheWindowAtZeroMsgIdsAreIgnoredAsInV1) {
   StartRelay({"--dedupe-window=0"});
   MqttClient pub(servers().mqtt_port(), name_ + "-pub", true, true);
   const std::string t = root() + "/t";
+  servers().Sql("INSERT INTO `" + name_ + "`.DEDUPE (ID, MSG_ID, SEQ, SEEN_AT, EXPIRES_AT) VALUES ('" + t +
+                "', 'earlier', 1, UTC_TIMESTAMP(6) - INTERVAL 2 HOUR, UTC_TIMESTAMP(6) - INTERVAL 1 HOUR)");
+  EXPECT_TRUE(WaitFor([&] { return DedupeRows().empty(); }, 20s)) << testing::PrintToString(DedupeRows());
   pub.PublishWithProperties(t, "one", {{"msg-id", "w"}});
   pub.PublishWithProperties(t, "one again", {{"msg-id", "w"}});
   ASSERT_TRUE(pub.WaitAllAcked(10s));
