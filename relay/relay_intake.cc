@@ -171,8 +171,7 @@ void Relay::PumpPending() {
     m.pending_journal = std::move(row.journal_id);
     m.pending_end = row.end;
     // As at the intake: with --dedupe-window 0 no msg-id is looked up or
-    // recorded (two copies of one would meet in DEDUPE's key, and the
-    // commit would be refused for ever).
+    // recorded.
     if (config_.dedupe_window_s > 0) m.msg_id = std::move(row.msg_id);
     // Never waits for room (the main thread must not block): at most one
     // round over --buffer-max and --buffer-max-bytes.

@@ -26,7 +26,9 @@ struct Message {
   }
 
   std::span<const uint8_t> payload() const { return std::span(frame).subspan(kFrameHeaderSize); }
-  std::size_t bytes() const { return topic.size() + frame.size(); }
+  // What it holds, for --buffer-max-bytes and a batch's size (the queue
+  // counts it at push and pop: nothing here changes while it is queued).
+  std::size_t bytes() const { return topic.size() + frame.size() + msg_id.size(); }
 
   std::string topic;           // raw topic T, as received
   std::vector<uint8_t> frame;  // header (filled by the writer) + payload
