@@ -124,13 +124,16 @@ void Relay::PumpPending() {
   // A message a relay took and journaled but never acknowledged was also
   // resent by mosquitto to the shard's next active, in the shard's session,
   // with the same packet id. Stored already if that resend is in TAKEN
-  // (committed by any relay) or among the messages this relay took (maybe
-  // not committed yet). Those it queues here are remembered: the resend, if
-  // it comes after (before the intake's first SUBACK), is dropped by the
-  // intake like any other, and a second hand-over of the same message is
-  // found stored already.
+  // (committed by any relay). One among the messages this relay took and
+  // has not committed yet waits in PENDING until it is: deleted now, the
+  // message would be lost with this relay, should it die before that
+  // commit without a journal (or with its disk). Those it queues here are
+  // remembered: the resend, if it comes after (before the intake's first
+  // SUBACK), is dropped by the intake like any other, and a second
+  // hand-over of the same message is found stored already.
   std::vector<std::pair<std::string, uint64_t>> stored_already;
   std::vector<MysqlStore::PendingRow> fresh;
+  std::size_t awaiting = 0;
   {
     std::lock_guard lock(redelivery_mu_);
     for (auto& row : *rows) {
@@ -142,8 +145,8 @@ void Relay::PumpPending() {
         fresh.push_back(std::move(row));
       } else if (!SessionMayResend(row.session_no)) {  // taken in a session the shard has left
         fresh.push_back(std::move(row));
-      } else if (redelivery_.Contains(row.mid, row.topic, payload)) {  // taken, perhaps not committed yet
-        stored_already.emplace_back(std::move(row.journal_id), row.end);
+      } else if (redelivery_.Contains(row.mid, row.topic, payload)) {  // taken here: TAKEN shows its commit
+        ++awaiting;
       } else {
         redelivery_.RememberHandedOver(row.mid, row.topic, payload);
         fresh.push_back(std::move(row));
@@ -160,6 +163,14 @@ void Relay::PumpPending() {
     } else {
       LogInfo("{} messages handed over from another relay's journal were stored already (mosquitto resent them "
               "to this relay); not stored again", stored_already.size());
+    }
+  }
+  if (awaiting > 0) {
+    static RateLimit limit(std::chrono::seconds(30));
+    if (auto suppressed = limit.Allow()) {
+      LogInfo("{} messages handed over from another relay's journal are among those this relay took (mosquitto "
+              "resent them here) and has not committed yet; kept until it has{}", awaiting,
+              SuppressedNote(*suppressed));
     }
   }
   if (fresh.empty()) return;

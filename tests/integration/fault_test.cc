@@ -393,6 +393,68 @@ TEST_F(FaultE2E, AHandedOverResendIsForgottenOnlyWithTheCommitOfTheCopyItWasDrop
   EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM " + db + ".PENDING"), "0\n");
 }
 
+// A handed-over message whose resend this relay took and has not committed
+// yet (its commit held up by a lock on MSG; the relay without a journal,
+// so that resend is in its memory only) stays in PENDING until that
+// commit: with the relay killed before it, the next start stores it from
+// PENDING; committed, the row goes as stored already. Until 2026-12-07 the
+// row was deleted as soon as it matched, and with the kill the message was
+// stored nowhere (a helper's review).
+TEST_F(FaultE2E, AHandedOverResendTakenHereStaysInPendingUntilItsCommit) {
+  StartRelay({"--no-journal"});
+  ASSERT_EQ(relay_->Stop(), 0);
+  relay_->Start();  // a takeover that resumes the session: its first deliveries go to TAKEN
+  const std::string t = root() + "/t", db = "`" + name_ + "`";
+  auto value = [&](const std::string& query) {  // one value, its newline cut
+    std::string out = servers().Sql(query);
+    if (!out.empty() && out.back() == '\n') out.pop_back();
+    return out;
+  };
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(t, "first");
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() == 1; }, Scaled(10s))) << relay_->log();
+  const std::string session = value("SELECT SESSION_NO FROM " + db + ".SHARD WHERE NAME = 'default'");
+  // The resend of `payload`, taken live while MSG is locked, and its copy
+  // handed over (the packet id mosquitto gives it: this session's next);
+  // then `end` runs with the lock still held.
+  int next_mid = std::stoi(value("SELECT MID FROM " + db + ".MSG WHERE MSG = 'first'")) + 1;
+  auto taken_and_handed_over = [&](const std::string& payload, int end_pos, const std::function<void()>& end) {
+    const int mid = next_mid++;
+    const uint64_t digest =
+        seqrelay::Digest(t, std::span(reinterpret_cast<const uint8_t*>(payload.data()), payload.size()));
+    const std::size_t logged = relay_->log().size();
+    MsgLock lock(servers(), name_);
+    ASSERT_TRUE(lock.locked());
+    pub.Publish(t, payload);  // taken and acknowledged; its commit waits for the lock
+    ASSERT_TRUE(pub.WaitAllAcked(10s));
+    servers().Sql(fmt::format("INSERT INTO {}.PENDING (JOURNAL_ID, END_POS, SHARD, ID, MID, DIGEST, MSG, EPOCH, "
+                              "SESSION_NO) VALUES ('a-dead-relays-journal', {}, 'default', '{}', {}, {}, '{}', 0, {})",
+                              db, end_pos, t, mid, digest, payload, session));
+    ASSERT_TRUE(WaitFor(
+        [&] { return relay_->log().find("and has not committed yet; kept", logged) != std::string::npos; },
+        Scaled(10s)))
+        << relay_->log();
+    EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM " + db + ".PENDING"), "1\n");
+    end();
+  };
+  // (Each in a process of its own: the line waited for is said once in 30 s.)
+  taken_and_handed_over("x", 100, [&] {  // killed before the commit
+    relay_->Kill();
+    ASSERT_EQ(relay_->WaitExit(Scaled(10s)), 128 + SIGKILL);
+  });
+  relay_->Start();  // stores x from PENDING
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() == 2; }, Scaled(20s))) << relay_->log();
+  taken_and_handed_over("y", 200, [] {});  // committed: then stored already
+  ASSERT_TRUE(WaitFor([&] { return servers().Sql("SELECT COUNT(*) FROM " + db + ".PENDING") == "0\n"; },
+                      Scaled(10s)))
+      << relay_->log();
+  std::this_thread::sleep_for(Scaled(300ms));  // a duplicate, if any, lands now
+  ASSERT_EQ(relay_->Stop(), 0);
+  EXPECT_EQ(AuditTrail(t),
+            (std::vector<std::pair<uint64_t, std::string>>{{1, Hex("first")}, {2, Hex("x")}, {3, Hex("y")}}));
+  EXPECT_EQ(servers().Sql("SELECT COUNT(*) FROM " + db + ".PENDING"), "0\n");
+}
+
 // A round of handed-over messages (one journal's) holds one the shard's
 // session has stored already (its resend is in TAKEN) and one it has not;
 // the first one's DELETE fails (here killed while PENDING is locked), and
