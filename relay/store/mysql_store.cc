@@ -137,17 +137,32 @@ void MysqlStore::DropConnection() {
   conn_.reset();
 }
 
+Status MysqlStore::QuietReconnect() {
+  reconnecting_ = true;
+  struct Reset {
+    bool& flag;
+    ~Reset() { flag = false; }
+  } reset{reconnecting_};
+  const std::size_t was = endpoint_index_;
+  if (Status s = Connect(false); !s.ok()) return s;
+  if (endpoint_index_ == was || !sync_wait_) return Status::Ok();
+  // On another Galera node, which may not have applied this process's
+  // last commits through the one before yet: one causal read waits until
+  // it has, so that the reads that do not wait (the DEDUPE lookup) see
+  // them, as after any reconnect that reads the shard's progress.
+  return Guard("catch up with the cluster", [&] {
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT COUNT(*) FROM SCHEMA_VERSION"));
+    CommitTransaction();
+  });
+}
+
 Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
   if (conn_ && !reconnecting_ && endpoint_index_ != shared_node_.load(std::memory_order_relaxed)) {
     // Another session of this process moved to another node (its own
     // failed, or read_only came on): this one follows before it writes
     // (SharedNode). Every call here ends its transaction.
-    reconnecting_ = true;
-    struct Reset {
-      bool& flag;
-      ~Reset() { flag = false; }
-    } reset{reconnecting_};
-    if (Status s = Connect(false); !s.ok()) return s;
+    if (Status s = QuietReconnect(); !s.ok()) return s;
   }
   if (conn_ && !reconnecting_ && idle_limit_s_ > 0 && std::chrono::steady_clock::now() >= StaleAt()) {
     // The server has ended this session or is about to (its wait_timeout):
@@ -156,12 +171,7 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
     // machine spent suspended does not count here: such a session fails
     // its statement, as any lost one.)
     const int limit = idle_limit_s_;
-    reconnecting_ = true;
-    struct Reset {
-      bool& flag;
-      ~Reset() { flag = false; }
-    } reset{reconnecting_};
-    if (Status s = Connect(false); !s.ok()) return s;
+    if (Status s = QuietReconnect(); !s.ok()) return s;
     if (auto suppressed = replaced_log_.Allow()) {
       LogInfo("database: a session idle for its wait_timeout ({} s) was replaced before '{}'{}", limit, what,
               SuppressedNote(*suppressed));

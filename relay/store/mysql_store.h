@@ -354,6 +354,9 @@ class MysqlStore {
 
  private:
   Status Guard(const char* what, const std::function<void()>& body);
+  // Guard's reconnect before a call (to follow SharedNode, or for a session
+  // idle for its wait_timeout): a causal read after it, if on another node.
+  Status QuietReconnect();
   // How many rows, in key order from `from`, fit in `max_bytes` (always the
   // first), at most `limit`, and the key of the last: `sizes` selects a
   // key and LENGTH(MSG) in key order, its parameter `from_param` the first
