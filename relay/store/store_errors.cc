@@ -26,6 +26,7 @@ bool IsLoginRefusal(int server_error) {
     case 1044:  // ER_DBACCESS_DENIED_ERROR: no grant on the database
     case 1045:  // ER_ACCESS_DENIED_ERROR: wrong user or password
     case 1049:  // ER_BAD_DB_ERROR: no such database (--no-migrate)
+    case 1130:  // ER_HOST_NOT_PRIVILEGED: the user may not connect from this host
     case 1698:  // ER_ACCESS_DENIED_NO_PASSWORD_ERROR: a user that logs in by socket only
       return true;
     default:

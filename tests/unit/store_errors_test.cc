@@ -50,6 +50,7 @@ TEST(StoreErrorsTest, OnlyTheServerRefusingTheLoginIsALoginRefusal) {
   EXPECT_TRUE(IsLoginRefusal(1044)) << "no grant on the database";
   EXPECT_TRUE(IsLoginRefusal(1049)) << "no such database";
   EXPECT_TRUE(IsLoginRefusal(1698)) << "socket-only user over TCP";
+  EXPECT_TRUE(IsLoginRefusal(1130)) << "the user may not connect from this host";
   EXPECT_FALSE(IsLoginRefusal(2002)) << "cannot connect: the server may be starting";
   EXPECT_FALSE(IsLoginRefusal(1040)) << "too many connections";
   EXPECT_FALSE(IsLoginRefusal(1142)) << "a table's grant: fixed by a GRANT while running";
