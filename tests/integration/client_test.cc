@@ -1053,6 +1053,37 @@ TEST_F(ClientE2E, AnUnansweredHistoryLookupIsRetriedThenGivenUpAndItsStartIsKept
   EXPECT_EQ(gaps.all(), std::vector<std::string>{});
 }
 
+// The same on a quiet topic, which sends no live frame: its lookup is asked
+// again every 16 reply timeouts until the relay answers, and what was
+// stored meanwhile is delivered. Until 2026-12-07 nothing came until the
+// topic's next live frame or the client's next reconnect.
+TEST_F(ClientE2E, AQuietTopicWhoseLookupWentUnansweredIsLookedUpAgainLater) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.history = seqclient::History::kAll;
+  o.reply_timeout = Scaled(std::chrono::milliseconds(100));
+  o.max_attempts = 2;  // given up 100 + 200 ms (scaled) after the first lookup
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 9);
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  EXPECT_EQ(relay.Request(1)["from"], seqrelay::kMaxSeq);
+  EXPECT_EQ(relay.Request(2)["from"], seqrelay::kMaxSeq);
+  // Given up; 16 reply timeouts (1.6 s, scaled) later, asked again.
+  const auto again = relay.Request(3);
+  EXPECT_EQ(again, nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}})) << again.dump();
+  relay.Answer({{"from", seqrelay::kMaxSeq}, {"sent", 0}, {"first", 1}, {"last", 3}, {"status", "ok"}});
+  const auto range = relay.Request(4);
+  EXPECT_EQ(range, nlohmann::json({{"id", 9}, {"from", 1}, {"to", 3}})) << range.dump();
+  for (uint64_t seq = 1; seq <= 3; ++seq) relay.Replay(seq);
+  relay.Answer({{"from", 1}, {"to", 3}, {"sent", 3}, {"last", 3}, {"status", "ok"}});
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 3; }, 10s)) << Explain(client, sink, 3);
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 3);
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{});
+}
+
 TEST_F(ClientE2E, HistoryThenLiveHasNoGapAndNoDuplicateAtTheSeam) {
   StartRelay();
   const std::string topic = root() + "/room";

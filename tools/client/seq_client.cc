@@ -343,6 +343,7 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
     const auto wanted = start_at_.find(name);
     const uint64_t start = wanted == start_at_.end() ? 0 : wanted->second;
     if (wanted != start_at_.end()) start_at_.erase(wanted);
+    unanswered_starts_.erase(name);
     it = AddTopicLocked(id, name, start);
   }
   Topic& t = it->second;
@@ -443,6 +444,7 @@ void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
       // of the new database's SEQs, skipping those below it).
       if (auto kept = resume_.find(name); kept != resume_.end()) kept->second = 0;
       start_at_[name] = 1;
+      unanswered_starts_.erase(name);
       lookups_.erase(name);
       OfferHeldLocked(name);
       return;
@@ -463,6 +465,7 @@ void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
   uint64_t start = lookups_[name].start;
   lookups_.erase(name);
   start_at_.erase(name);
+  unanswered_starts_.erase(name);
   if (options_.history == History::kLast && start == 0) {
     start = last >= options_.history_n ? last - options_.history_n + 1 : 1;
   }
@@ -737,12 +740,17 @@ void SeqClient::AbandonLookupLocked(const std::string& topic, const std::string&
     // may answer again. Until 2026-12-06 the topic started at its first
     // live frame, and a state file saved then skipped the SEQs below it for
     // good (a review's finding). The last N, which needs the newest SEQ, and
-    // a lookup the relay refused for good (forbidden) are given up.
+    // a lookup the relay refused for good (forbidden) are given up. A
+    // quiet topic has no live frame: it is looked up again now and then
+    // (TickLocked), and at the next reconnect.
     start_at_[topic] = l.start;
-  } else if (!l.again) {
+    if (unanswered_starts_.empty()) kept_lookups_at_ = Clock::now() + kept_lookup_every();
+    unanswered_starts_.insert(topic);
+  } else {
+    unanswered_starts_.erase(topic);
     // (A lookup again after a reconnect loses nothing by failing: the
     // topic's first live frame still shows what is missing.)
-    ReportGapLocked(topic, 0, 0, why);
+    if (!l.again) ReportGapLocked(topic, 0, 0, why);
   }
   lookups_.erase(topic);
   OfferHeldLocked(topic);
@@ -854,6 +862,14 @@ void SeqClient::TickLocked(Clock::time_point now) {
     }
   }
   for (const auto& topic : abandon) AbandonLookupLocked(topic, "no reply from the relay to the lookup");
+  if (!unanswered_starts_.empty() && now >= kept_lookups_at_) {
+    kept_lookups_at_ = now + kept_lookup_every();
+    for (const auto& name : unanswered_starts_) {
+      if (lookups_.count(name)) continue;
+      lookups_[name] = Lookup{.start = start_at_[name], .again = true};
+      AskLookupLocked(name);
+    }
+  }
   for (auto& [id, t] : topics_) {
     auto gap = t.stream.gap();
     if (t.asked) {

@@ -287,6 +287,12 @@ class SeqClient {
   // (the first live frame must be it; looked up again after a reconnect,
   // since what came while away shows as no gap). mu_.
   std::map<std::string, uint64_t> start_at_;
+  // Of those, the ones whose lookup went unanswered (AbandonLookupLocked):
+  // looked up again every kept_lookup_every() while no live frame of theirs
+  // comes, so that a quiet topic catches up once the relay answers. mu_.
+  std::set<std::string> unanswered_starts_;
+  std::chrono::steady_clock::time_point kept_lookups_at_{};
+  std::chrono::milliseconds kept_lookup_every() const { return options_.reply_timeout * 16; }
   std::map<std::string, std::vector<std::string>> held_live_;  // live frames of topics being looked up; mu_
   // Requests made and not sent yet, in the order they were made: a topic's
   // range (by id) or a lookup (by name), with the ticket of its place (an

@@ -319,6 +319,11 @@ export class SeqClient extends Emitter {
     this.lookups = new Map(); // topic name -> {start, sentSeq, waitFrom, attempts}: joining at history or a given SEQ
     this.heldLive = new Map(); // topic name -> live frames that came while its lookup was out
     this.startAt = new Map(); // topic name -> first SEQ wanted, for topics the relay had no message of yet
+    // Of those, the ones whose lookup went unanswered (#giveUpLookup): a quiet
+    // topic sends no live frame to start it, so they are looked up again
+    // every 16 reply timeouts (#tick), and at the next reconnect.
+    this.unansweredStarts = new Set();
+    this.keptLookupsAt = 0;
     this.subscriptions = new Set();
     this.connects = 0; // CONNACKs seen; above 1 means a reconnect
     // SUBSCRIBEs sent and not acknowledged yet: packet id -> their topics, in
@@ -469,6 +474,7 @@ export class SeqClient extends Emitter {
     for (const map of [this.lookups, this.heldLive, this.startAt]) {
       for (const name of [...map.keys()]) if (!this.#wanted(name)) map.delete(name);
     }
+    for (const name of [...this.unansweredStarts]) if (!this.#wanted(name)) this.unansweredStarts.delete(name);
     if (!this.closed && this.mqtt.connected) this.#pump(); // their places go to requests waiting
   }
 
@@ -576,6 +582,7 @@ export class SeqClient extends Emitter {
       }
       t = this.#topic(frame.topicId, name, this.startAt.get(name) ?? 0);
       this.startAt.delete(name);
+      this.unansweredStarts.delete(name);
     } else if (!replayed && t.name !== name) {
       this.#badFrame(`${this.seqPrefix}/${name}`, `topic id ${frame.topicId} is '${t.name}', not '${name}'`);
       return;
@@ -814,6 +821,7 @@ export class SeqClient extends Emitter {
     const start = Math.max(wanted, first);
     this.lookups.delete(name);
     this.startAt.delete(name);
+    this.unansweredStarts.delete(name);
     let t = this.topics.get(s.id);
     if (!t) t = this.#topic(s.id, name, start);
     if (!lookup.again) this.#emitTopic('history', name, { topic: name, first, last, start });
@@ -837,9 +845,12 @@ export class SeqClient extends Emitter {
   // again after a reconnect loses nothing by failing.
   #giveUpLookup(name, lookup, lost, refused = false) {
     if (lookup.start > 0 && !refused) {
+      if (this.unansweredStarts.size === 0) this.keptLookupsAt = Date.now() + this.replyTimeout * 16;
+      this.unansweredStarts.add(name);
       this.#endLookup(name, null, lookup.start);
       return;
     }
+    this.unansweredStarts.delete(name);
     if (!lookup.again) this.#emitTopic('lost', name, lost);
     this.#endLookup(name, null, 0);
   }
@@ -1063,6 +1074,15 @@ export class SeqClient extends Emitter {
         this.#giveUpLookup(name, lookup, { topic: name, from: 0, to: 0, reason: 'no reply from the relay to the lookup' });
       } else {
         this.#sendLookup(name);
+      }
+    }
+    if (this.unansweredStarts.size > 0 && now >= this.keptLookupsAt) {
+      this.keptLookupsAt = now + this.replyTimeout * 16;
+      for (const name of this.unansweredStarts) {
+        if (this.lookups.has(name)) continue;
+        const lookup = { name, start: this.startAt.get(name), sentSeq: 0, waitFrom: 0, attempts: 0, again: true };
+        this.lookups.set(name, lookup);
+        this.#ask(lookup);
       }
     }
     for (const t of this.topics.values()) {

@@ -501,6 +501,21 @@ test('a history lookup never answered keeps its start: the first live frame asks
   assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
 });
 
+// A quiet topic sends no live frame: the lookup is asked again every 16
+// reply timeouts until the relay answers. Until 2026-12-07 nothing came
+// until the topic's next live frame or a reconnect.
+test('a quiet topic whose lookup went unanswered is looked up again later, and its history delivered', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 50, maxAttempts: 2 });
+  seq.subscribe('chat/a', { history: true });
+  await waitFor(() => mqtt.requests.length >= 3, 'the lookup again, 16 reply timeouts after the give-up', 5000);
+  assert.deepEqual(mqtt.requests, [lookup('chat/a'), lookup('chat/a'), lookup('chat/a')]);
+  mqtt.status({ ...lookup('chat/a'), id: 7, to: MAX_SEQ, sent: 0, last: 3, first: 1, status: 'ok' });
+  assert.deepEqual(mqtt.requests[3], { id: 7, from: 1, to: 3 });
+  for (const s of range(1, 3)) mqtt.frame('relay/replay/r1', s);
+  assert.deepEqual(seen, range(1, 3));
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
+});
+
 // Its reply, published while away, was lost with the old connection; time
 // offline does not count against its timeout. Until 2026-12-06 it was given
 // up at the first tick after the reconnect, never asked again.

@@ -41,7 +41,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Set
 
 import paho.mqtt.client as paho
 
@@ -357,6 +357,11 @@ class SeqClient:
         self._lookups: Dict[str, _Lookup] = {}
         self._held_live: Dict[str, List[bytes]] = {}  # live frames of topics being looked up
         self._start_at: Dict[str, int] = {}  # topics the relay had no message of yet -> first SEQ wanted
+        # Of those, the ones whose lookup went unanswered (_give_up_lookup): a quiet topic sends no
+        # live frame to start it, so they are looked up again every 16 reply timeouts (_tick), and at
+        # the next reconnect.
+        self._unanswered_starts: Set[str] = set()
+        self._kept_lookups_at = 0.0
         self._subscriptions: List[Subscription] = []
         self._connects = 0
         # Requests sent (_request): each sending gets the next number, its sent_seq, so that the
@@ -540,6 +545,7 @@ class SeqClient:
             for table in (self._lookups, self._held_live, self._start_at):
                 for name in [n for n in table if not self._wanted(n)]:
                     del table[name]
+            self._unanswered_starts = {n for n in self._unanswered_starts if self._wanted(n)}
             if not self._closed and self._connected.is_set():
                 self._pump()  # their places go to requests waiting
 
@@ -662,6 +668,7 @@ class SeqClient:
                 self._bad_frame(f"{self.seq_prefix}/{name}", f"{name!r} is topic id {self._ids[name]}, not {frame.topic_id}")
                 return
             t = self._new_topic(frame.topic_id, name, self._start_at.pop(name, 0))
+            self._unanswered_starts.discard(name)
         elif not replayed and t.name != name:
             self._bad_frame(f"{self.seq_prefix}/{name}", f"topic id {frame.topic_id} is {t.name!r}, not {name!r}")
             return
@@ -849,6 +856,7 @@ class SeqClient:
         start = max(wanted, first)  # PROTOCOL 5.2: older SEQs are gone; do not ask or wait for them
         del self._lookups[name]
         self._start_at.pop(name, None)
+        self._unanswered_starts.discard(name)
         t = self._topics.get(s["id"]) or self._new_topic(s["id"], name, start)
         if not lookup.again:
             self._call(self.on_history, {"topic": name, "first": first, "last": last, "start": start})
@@ -868,8 +876,12 @@ class SeqClient:
         # N, which needs the newest SEQ, and a lookup refused for good (`refused`: forbidden) are
         # given up. A lookup again after a reconnect loses nothing.
         if lookup.start > 0 and not refused:
+            if not self._unanswered_starts:
+                self._kept_lookups_at = time.monotonic() + self.reply_timeout * 16
+            self._unanswered_starts.add(name)
             self._end_lookup(name, lookup.start)
             return
+        self._unanswered_starts.discard(name)
         if not lookup.again:
             self._call(self.on_lost, {"topic": name, "from": 0, "to": 0, "reason": reason, "code": code})
         self._end_lookup(name, 0)
@@ -1072,6 +1084,12 @@ class SeqClient:
                 self._give_up_lookup(name, lookup, "no reply from the relay to the lookup", None)
             else:
                 self._send_lookup(name)
+        if self._unanswered_starts and now >= self._kept_lookups_at:
+            self._kept_lookups_at = now + self.reply_timeout * 16
+            for name in sorted(self._unanswered_starts):
+                if name not in self._lookups:
+                    self._lookups[name] = _Lookup(name, self._start_at[name], again=True)
+                    self._ask(self._lookups[name])
         for t in list(self._topics.values()):
             gap = t.stream.gap()
             if t.asked:

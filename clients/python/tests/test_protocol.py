@@ -534,6 +534,23 @@ def test_a_history_lookup_never_answered_keeps_its_start_and_the_first_live_fram
     assert s.seen == [1, 2, 3, 4, 5] and not lost(s.events)
 
 
+def test_a_quiet_topic_whose_lookup_went_unanswered_is_looked_up_again_later_and_its_history_delivered():
+    """A quiet topic sends no live frame: the lookup is asked again every 16 reply timeouts until
+    the relay answers. Until 2026-12-07 nothing came until its next live frame or a reconnect."""
+    s = Scripted(max_attempts=2)
+    s.sub("chat/a", history=True)
+    for _ in range(200):
+        if len(s.requests) >= 3:
+            break
+        s.advance(0.01)
+    assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}] * 3
+    s.status(topic="chat/a", id=7, to=MAX_SEQ, sent=0, first=1, last=3, status="ok", **{"from": MAX_SEQ})
+    assert s.requests[3] == {"id": 7, "from": 1, "to": 3}
+    for seq in range(1, 4):
+        s.frame("relay/replay/r1", seq)
+    assert s.seen == [1, 2, 3] and not lost(s.events)
+
+
 def test_a_request_at_its_last_try_when_the_link_drops_is_asked_once_more_after_the_reconnect():
     """Its reply, published while away, was lost with the old connection; time offline does not count
     against its timeout. Until 2026-12-06 it was given up at the first tick after the reconnect."""
