@@ -270,6 +270,7 @@ class Relay {
     bool queued = false;     // in the queue: the writer will commit it
     uint64_t ticket = 0;     // queued to be acknowledged only after the writer's verdict (AwaitVerdict)
     bool over_limit = false;  // queued over the buffer's limit: the link is to pause
+    uint64_t delivery = 0;    // its number in the redelivery filter (Message::delivery)
   };
   MqttLink::AfterMessage Take(const InboundMessage& in, std::chrono::steady_clock::duration max_wait,
                               TakeProgress& progress);
@@ -521,6 +522,11 @@ class Relay {
   std::atomic<bool> active_{false};
   std::atomic<bool> stepped_down_{false};
   std::atomic<uint64_t> takeovers_{0};
+  // The newest delivery (Message::delivery) the writer has committed, or
+  // dropped as stored already, or set aside: PumpPending deletes a
+  // handed-over copy of one only then. Deliveries are queued and committed
+  // in the order they are numbered.
+  std::atomic<uint64_t> committed_delivery_{0};
   bool journal_created_ = false;
   std::string journal_id_;         // this relay's journal (journal-id); empty without one
   uint32_t shard_num_ = 0;        // SHARD.NUM, from OpenDatabase

@@ -49,7 +49,7 @@ Status Relay::HandOverJournal() {
     const SessionNo taken_in = session_of(r.end);
     std::lock_guard lock(redelivery_mu_);
     if (taken_in != kUnknownSession) {
-      redelivery_.Remember(r.mid, r.topic, r.payload, /*committed=*/r.end <= committed);
+      redelivery_.RememberFromJournal(r.mid, r.topic, r.payload, /*committed=*/r.end <= committed);
     }
     if (r.end <= committed) return;
     left.push_back({r.end, r.mid, std::string(r.topic),
@@ -124,10 +124,12 @@ void Relay::PumpPending() {
   // A message a relay took and journaled but never acknowledged was also
   // resent by mosquitto to the shard's next active, in the shard's session,
   // with the same packet id. Stored already if that resend is in TAKEN
-  // (committed by any relay). One among the messages this relay took and
-  // has not committed yet waits in PENDING until it is: deleted now, the
-  // message would be lost with this relay, should it die before that
-  // commit without a journal (or with its disk). Those it queues here are
+  // (committed by any relay), or among the messages this relay took and has
+  // committed (or handed over, in a round before this one, all committed
+  // by now; or has in its journal). One this relay took and has not
+  // committed yet waits in PENDING until it has: deleted now, the message
+  // would be lost with this relay, should it die before that commit
+  // without a journal (or with its disk). Those it queues here are
   // remembered: the resend, if it comes after (before the intake's first
   // SUBACK), is dropped by the intake like any other, and a second
   // hand-over of the same message is found stored already.
@@ -145,11 +147,15 @@ void Relay::PumpPending() {
         fresh.push_back(std::move(row));
       } else if (!SessionMayResend(row.session_no)) {  // taken in a session the shard has left
         fresh.push_back(std::move(row));
-      } else if (redelivery_.Contains(row.mid, row.topic, payload)) {  // taken here: TAKEN shows its commit
-        ++awaiting;
-      } else {
+      } else if (const auto match = redelivery_.Find(row.mid, row.topic, payload);
+                 match.kind == RedeliveryFilter::Match::Kind::kNone) {
         redelivery_.RememberHandedOver(row.mid, row.topic, payload);
         fresh.push_back(std::move(row));
+      } else if (match.kind == RedeliveryFilter::Match::Kind::kDelivery &&
+                 match.delivery > committed_delivery_.load(std::memory_order_acquire)) {
+        ++awaiting;  // taken here, not committed yet
+      } else {
+        stored_already.emplace_back(std::move(row.journal_id), row.end);
       }
     }
   }
@@ -350,9 +356,9 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
     LogInfo("intake: dropped the broker's resend of message {} on '{}', already taken", in.mid, in.topic);
     return MqttLink::AfterMessage::kReadOn;
   }
-  redelivery_.Remember(in.mid, in.topic, in.payload);
-  redelivery_lock.unlock();
   TakeProgress progress;
+  progress.delivery = redelivery_.Remember(in.mid, in.topic, in.payload);
+  redelivery_lock.unlock();
   try {
     return Take(in, max_wait - std::min(max_wait, mark_wait), progress);
   } catch (const std::bad_alloc&) {
@@ -429,6 +435,7 @@ MqttLink::AfterMessage Relay::Take(const InboundMessage& in, Clock::duration max
     }
   }
   m.mid = in.mid;
+  m.delivery = progress.delivery;
   m.sub_tag = in.subscription_tag;
   m.intake_session = intake_session_;
   m.session_no = intake_session_no_.load(std::memory_order_relaxed);

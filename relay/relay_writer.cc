@@ -585,7 +585,11 @@ void Relay::WriterLoop() {
       if (m.received != Clock::time_point{}) stage_intake_queue_.Observe(now - m.received);
     }
     uint64_t verdicts = 0;  // the newest delivery whose PUBACK waits for this batch
-    for (const Message& m : batch) verdicts = std::max(verdicts, m.verdict_ticket);
+    uint64_t delivered = 0;  // the batch's newest delivery (Message::delivery)
+    for (const Message& m : batch) {
+      verdicts = std::max(verdicts, m.verdict_ticket);
+      delivered = std::max(delivered, m.delivery);
+    }
     const uint64_t dropped_before = resends_dropped_;
     bool ok = Sequence(batch, topics);
     stage_sequence_.Observe(Clock::now() - now);
@@ -622,6 +626,7 @@ void Relay::WriterLoop() {
       continue;  // giving up: drain the rest of the queue the same way
     }
     if (verdicts != 0) GiveVerdicts(verdicts);  // committed, dropped as committed already, or set aside
+    if (delivered != 0) committed_delivery_.store(delivered, std::memory_order_release);
     counters_.committed += batch.size();
     if (kill_after_commit_ != 0 && intake_held_ && counters_.committed >= kill_after_commit_) {
       LogWarn("fault injection: SIGKILL after committing {} messages", counters_.committed.load());

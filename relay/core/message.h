@@ -36,6 +36,10 @@ struct Message {
   uint64_t seq = 0;            // SEQ within T, set by the writer
   uint64_t journal_end = 0;    // journal position after this message; 0 = not journaled
   std::string msg_id;          // the publisher's msg-id (PROTOCOL.md 5.1), valid; empty if none
+  // Its number among this process's deliveries (RedeliveryFilter::Remember;
+  // 0: QoS 0, or not live from the intake): the writer publishes the
+  // newest one committed (Relay::committed_delivery_).
+  uint64_t delivery = 0;
   // Taken among the first deliveries after the shard's session resumed
   // (maybe the resend of a message another relay journaled): the commit
   // records its mid and Digest in TAKEN.

@@ -19,10 +19,22 @@ RedeliveryFilter::Entry RedeliveryFilter::Make(uint16_t mid, std::string_view to
   return {mid, payload.size(), Hash(topic), Hash(payload), committed};
 }
 
-void RedeliveryFilter::Remember(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload,
-                                bool committed) {
+uint64_t RedeliveryFilter::Remember(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) {
+  if (mid == 0 || window_ == 0) return 0;
+  Entry e = Make(mid, topic, payload, /*committed=*/false);
+  e.number = taken_ + 1;
+  Add(e);
+  return e.number;
+}
+
+void RedeliveryFilter::RememberFromJournal(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload,
+                                           bool committed) {
   if (mid == 0 || window_ == 0) return;
-  entries_.push_back(Make(mid, topic, payload, committed));
+  Add(Make(mid, topic, payload, committed));
+}
+
+void RedeliveryFilter::Add(const Entry& e) {
+  entries_.push_back(e);
   if (entries_.size() > window_) entries_.pop_front();
   // Handed-over messages age with this relay's deliveries, as its own do:
   // `window_` deliveries on, the session's packet ids may wrap round to theirs.
@@ -68,12 +80,19 @@ void RedeliveryFilter::ForgetAll() {
   matched_ = false;
 }
 
-bool RedeliveryFilter::Contains(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) const {
-  if (mid == 0) return false;
+RedeliveryFilter::Match RedeliveryFilter::Find(uint16_t mid, std::string_view topic,
+                                               std::span<const uint8_t> payload) const {
+  if (mid == 0) return {};
   const Entry e = Make(mid, topic, payload, false);
   auto same = [&](const Entry& x) { return Same(x, e); };
-  return std::any_of(entries_.begin(), entries_.end(), same) ||
-         std::any_of(handed_over_.begin(), handed_over_.end(), same);
+  // The newest first: a later delivery of the same content is the one a
+  // resend would be of.
+  if (auto it = std::find_if(entries_.rbegin(), entries_.rend(), same); it != entries_.rend()) {
+    if (it->number == 0) return {Match::Kind::kJournal, 0};
+    return {Match::Kind::kDelivery, it->number};
+  }
+  if (std::any_of(handed_over_.begin(), handed_over_.end(), same)) return {Match::Kind::kHandedOver, 0};
+  return {};
 }
 
 bool RedeliveryFilter::IsRedelivery(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) {

@@ -56,10 +56,14 @@ class RedeliveryFilter {
  public:
   explicit RedeliveryFilter(std::size_t window) : window_(window) {}
 
-  // A delivery the relay took (stored, journaled or queued), in the order
-  // taken. QoS 0 messages (mid 0) are never resent and are not remembered.
-  // `committed`: a journal record read at start that the database has.
-  void Remember(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload, bool committed = false);
+  // A delivery the relay took (journaled or queued), in the order taken.
+  // Returns its number (1, 2, ... in that order; 0 for QoS 0 messages,
+  // mid 0, which are never resent and are not remembered).
+  uint64_t Remember(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
+
+  // A record of this relay's journal, read at start, of the session that
+  // may still resend it; `committed`: the database has it.
+  void RememberFromJournal(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload, bool committed);
 
   // A message another relay took and handed over from its journal, which
   // this relay stores: mosquitto may resend it here (the other relay's
@@ -102,13 +106,24 @@ class RedeliveryFilter {
   // messages, false from the first SUBACK on.
   bool IsRedelivery(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
 
-  // True if a taken or handed-over message with this id and content is
-  // still remembered.
-  // Unlike IsRedelivery it changes nothing: for a message another relay
-  // handed over from its journal, which mosquitto may have resent to this
-  // relay already (same packet id: the session is the shard's, not the
-  // relay's).
-  bool Contains(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) const;
+  // What remembered message has this id and content, if any. Unlike
+  // IsRedelivery it changes nothing: for a message another relay handed
+  // over from its journal, which mosquitto may have resent to this relay
+  // already (same packet id: the session is the shard's, not the relay's).
+  struct Match {
+    enum class Kind {
+      kNone,
+      kHandedOver,  // handed over to this relay (RememberHandedOver)
+      kJournal,     // a record of this relay's journal (RememberFromJournal)
+      kDelivery,    // a delivery this relay took (Remember): `delivery` is its number
+    };
+    Kind kind = Kind::kNone;
+    uint64_t delivery = 0;
+  };
+  Match Find(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) const;
+  bool Contains(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload) const {
+    return Find(mid, topic, payload).kind != Match::Kind::kNone;
+  }
 
   std::size_t remembered() const { return entries_.size() + handed_over_.size(); }
 
@@ -120,6 +135,7 @@ class RedeliveryFilter {
     uint64_t payload_hash;
     bool committed;
     uint64_t taken_before = 0;  // handed over: this relay's deliveries remembered before it
+    uint64_t number = 0;        // a delivery's (Remember's); 0 for a journal record
   };
   const std::size_t window_;
   bool armed_ = false;         // a kept session resumed and no new message came yet
@@ -130,6 +146,7 @@ class RedeliveryFilter {
   uint64_t taken_ = 0;             // this relay's deliveries remembered so far
 
   static Entry Make(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload, bool committed);
+  void Add(const Entry& e);  // to entries_, the oldest past the window dropped
   static bool Same(const Entry& a, const Entry& b) {
     return a.mid == b.mid && a.size == b.size && a.payload_hash == b.payload_hash && a.topic_hash == b.topic_hash;
   }

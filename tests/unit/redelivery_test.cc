@@ -37,7 +37,7 @@ TEST(RedeliveryFilter, DropsTheResendOfAJournaledMessageOnce) {
 // records may still be resent, and are recognised.
 TEST(RedeliveryFilter, AfterForgettingTheCommittedOnlyTheUncommittedAreResends) {
   RedeliveryFilter filter(20);
-  for (uint16_t mid = 1; mid <= 10; ++mid) filter.Remember(mid, "t", Bytes("p"), /*committed=*/mid <= 8);
+  for (uint16_t mid = 1; mid <= 10; ++mid) filter.RememberFromJournal(mid, "t", Bytes("p"), /*committed=*/mid <= 8);
   filter.ForgetCommitted();
   EXPECT_EQ(filter.remembered(), 2u);
   filter.Connected(true);
@@ -50,7 +50,7 @@ TEST(RedeliveryFilter, AfterForgettingTheCommittedOnlyTheUncommittedAreResends) 
 // a resend, committed or not.
 TEST(RedeliveryFilter, AfterForgettingAllNothingIsAResend) {
   RedeliveryFilter filter(20);
-  for (uint16_t mid = 1; mid <= 10; ++mid) filter.Remember(mid, "t", Bytes("p"), /*committed=*/mid <= 8);
+  for (uint16_t mid = 1; mid <= 10; ++mid) filter.RememberFromJournal(mid, "t", Bytes("p"), /*committed=*/mid <= 8);
   filter.ForgetAll();
   EXPECT_EQ(filter.remembered(), 0u);
   EXPECT_FALSE(filter.Contains(9, "t", Bytes("p")));
@@ -265,20 +265,41 @@ TEST(RedeliveryFilter, ANewSessionHoldsNoResends) {
 // A message another relay handed over from its journal: stored already if
 // this relay took mosquitto's resend of it (same id, topic and payload),
 // whether or not the filter is armed, and asking changes nothing.
-TEST(RedeliveryFilter, ContainsAnswersForTakenMessagesWithoutForgettingThem) {
+TEST(RedeliveryFilter, FindAnswersForTakenMessagesWithoutForgettingThem) {
+  using Kind = RedeliveryFilter::Match::Kind;
   RedeliveryFilter filter(3);
-  filter.Remember(5, "chat/a", Bytes("x"));
-  filter.Remember(6, "chat/a", Bytes("y"));
-  EXPECT_TRUE(filter.Contains(5, "chat/a", Bytes("x")));
-  EXPECT_TRUE(filter.Contains(5, "chat/a", Bytes("x")));  // still there
-  EXPECT_FALSE(filter.Contains(5, "chat/a", Bytes("y")));  // same id, other payload
-  EXPECT_FALSE(filter.Contains(5, "chat/b", Bytes("x")));  // same id, other topic
-  EXPECT_FALSE(filter.Contains(7, "chat/a", Bytes("x")));  // other id
-  EXPECT_FALSE(filter.Contains(0, "chat/a", Bytes("x")));  // QoS 0: never remembered
+  EXPECT_EQ(filter.Remember(5, "chat/a", Bytes("x")), 1u);
+  EXPECT_EQ(filter.Remember(6, "chat/a", Bytes("y")), 2u);
+  EXPECT_EQ(filter.Remember(0, "chat/a", Bytes("z")), 0u);  // QoS 0: never remembered, no number
+  auto delivery = [&](uint16_t mid, std::string_view topic, std::string_view payload) {
+    const auto m = filter.Find(mid, topic, Bytes(std::string(payload)));
+    return m.kind == Kind::kDelivery ? m.delivery : 0;
+  };
+  EXPECT_EQ(delivery(5, "chat/a", "x"), 1u);
+  EXPECT_EQ(delivery(5, "chat/a", "x"), 1u);  // still there
+  EXPECT_EQ(delivery(6, "chat/a", "y"), 2u);
+  EXPECT_EQ(filter.Find(5, "chat/a", Bytes("y")).kind, Kind::kNone);  // same id, other payload
+  EXPECT_EQ(filter.Find(5, "chat/b", Bytes("x")).kind, Kind::kNone);  // same id, other topic
+  EXPECT_EQ(filter.Find(7, "chat/a", Bytes("x")).kind, Kind::kNone);  // other id
+  EXPECT_EQ(filter.Find(0, "chat/a", Bytes("x")).kind, Kind::kNone);  // QoS 0
   filter.Remember(7, "t", Bytes("p"));
   filter.Remember(8, "t", Bytes("p"));  // the window is 3: message 5 is forgotten
-  EXPECT_FALSE(filter.Contains(5, "chat/a", Bytes("x")));
-  EXPECT_TRUE(filter.Contains(6, "chat/a", Bytes("y")));
+  EXPECT_EQ(filter.Find(5, "chat/a", Bytes("x")).kind, Kind::kNone);
+  EXPECT_EQ(delivery(6, "chat/a", "y"), 2u);
+}
+
+// What kind of remembered message a handed-over one matches: PumpPending
+// waits only for a delivery of this relay's not committed yet.
+TEST(RedeliveryFilter, FindTellsJournalRecordsAndHandedOverMessagesFromDeliveries) {
+  using Kind = RedeliveryFilter::Match::Kind;
+  RedeliveryFilter filter(10);
+  filter.RememberFromJournal(1, "t", Bytes("j"), /*committed=*/false);
+  filter.RememberHandedOver(2, "t", Bytes("h"));
+  EXPECT_EQ(filter.Remember(3, "t", Bytes("d")), 2u) << "numbered after the journal's record";
+  EXPECT_EQ(filter.Find(1, "t", Bytes("j")).kind, Kind::kJournal);
+  EXPECT_EQ(filter.Find(2, "t", Bytes("h")).kind, Kind::kHandedOver);
+  EXPECT_EQ(filter.Find(3, "t", Bytes("d")).kind, Kind::kDelivery);
+  EXPECT_EQ(filter.Find(3, "t", Bytes("d")).delivery, 2u);
 }
 
 // The digest that, with the packet id, recognises a message across relays:
