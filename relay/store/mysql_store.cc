@@ -1053,7 +1053,9 @@ Result<uint64_t> MysqlStore::PurgeMsgIds(uint64_t window_s, std::size_t limit) {
         "DELETE FROM DEDUPE WHERE EXPIRES_AT < NOW(6) ORDER BY EXPIRES_AT LIMIT ?"));
     expired->setUInt64(1, limit);
     deleted = static_cast<uint64_t>(expired->executeUpdate());
-    if (deleted < limit) {
+    // With the window at zero (msg-ids ignored), none: another shard's
+    // records from before schema 12 still count by its own window.
+    if (deleted < limit && window_s > 0) {
       std::unique_ptr<sql::PreparedStatement> older(
           conn_->prepareStatement("DELETE FROM DEDUPE WHERE EXPIRES_AT IS NULL AND SEEN_AT < NOW(6) - INTERVAL ? "
                                   "SECOND ORDER BY EXPIRES_AT, SEEN_AT LIMIT ?"));
