@@ -158,7 +158,7 @@ Status MysqlStore::QuietReconnect() {
 }
 
 Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
-  if (conn_ && !reconnecting_ && endpoint_index_ != shared_node_.load(std::memory_order_relaxed)) {
+  if (conn_ && !reconnecting_ && followed_ != shared_node_.load(std::memory_order_relaxed)) {
     // Another session of this process moved to another node (its own
     // failed, or read_only came on): this one follows before it writes
     // (SharedNode). Every call here ends its transaction.
@@ -223,6 +223,10 @@ Status MysqlStore::Connect(bool create_database) {
   // the next ones in order, once each.
   const std::size_t n = endpoints->size();
   const std::size_t first = shared_node_.load(std::memory_order_relaxed) % n;
+  // A session the node refused for a limit of sessions (its own, or the
+  // user's) goes elsewhere alone: were the others to follow, the same
+  // limit would move them all round the nodes.
+  bool follow = true;
   const auto connected = [&](std::size_t k) {
     const DbEndpoint& e = (*endpoints)[k];
     const std::string name = fmt::format("{}:{}", e.host, e.port);
@@ -230,7 +234,8 @@ Status MysqlStore::Connect(bool create_database) {
       LogInfo("database: connected to {} (node {} of {}{})", name, k + 1, n, read_only_ ? ", read_only on" : "");
     }
     endpoint_index_ = k;
-    shared_node_.store(k, std::memory_order_relaxed);
+    if (follow) shared_node_.store(k, std::memory_order_relaxed);
+    followed_ = shared_node_.load(std::memory_order_relaxed);
     std::lock_guard lock(endpoint_mu_);
     endpoint_ = name;
     return Status::Ok();
@@ -249,6 +254,7 @@ Status MysqlStore::Connect(bool create_database) {
     Status s = ConnectTo(e, create_database);
     if (s.ok() && (n == 1 || !read_only_)) return connected(k);
     if (n == 1) return s;
+    if (i == 0 && IsSessionLimit(s.database_code())) follow = false;
     if (s.ok()) {
       DropConnection();
       if (!read_only_node) read_only_node = k;

@@ -398,6 +398,7 @@ class MysqlStore {
   std::unique_ptr<sql::Connection> conn_;
   std::size_t endpoint_index_ = 0;  // into DbEndpoints(--db-host): the node this session is on
   std::atomic<std::size_t>& shared_node_;  // the node this process's sessions use (SharedNode)
+  std::size_t followed_ = 0;  // shared_node_ when this session connected: a change of it is followed
   bool read_only_ = false;          // the connected node's read_only (read at connect)
   mutable std::mutex endpoint_mu_;
   std::string endpoint_;  // guarded by endpoint_mu_

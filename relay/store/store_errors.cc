@@ -34,6 +34,17 @@ bool IsLoginRefusal(int server_error) {
   }
 }
 
+bool IsSessionLimit(int server_error) {
+  switch (server_error) {
+    case 1040:  // ER_CON_COUNT_ERROR: too many connections
+    case 1203:  // ER_TOO_MANY_USER_CONNECTIONS: the user's max_user_connections
+    case 1226:  // ER_USER_LIMIT_REACHED: the user's resources (connections an hour, ...)
+      return true;
+    default:
+      return false;
+  }
+}
+
 bool IsAlreadyApplied(int server_error) {
   switch (server_error) {
     case 1050:  // ER_TABLE_EXISTS_ERROR

@@ -30,6 +30,11 @@ DatabaseFailure ClassifyDatabaseError(int server_error);
 // setting to change rather than a server still coming up.
 bool IsLoginRefusal(int server_error);
 
+// True if a node refused a session for a limit of sessions (the server's
+// max_connections, the user's max_user_connections or its resources): the
+// node is up, and another session may still find room there.
+bool IsSessionLimit(int server_error);
+
 // True if a migration's DDL statement failed because what it makes exists
 // already (a column, an index, a table), or what it drops is gone: a
 // migration cut short is applied again from its start, and its statements

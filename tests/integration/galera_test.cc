@@ -640,6 +640,33 @@ TEST_F(GaleraE2E, ARelaysSessionsLeaveANodeWithReadOnlyOnTogether) {
   EXPECT_NE(node(), node2);
   ExpectEachTopicStoredOnce(3, 1, 150);
   EXPECT_EQ(relay_->Stop(), 0);
+
+  // A node that takes fewer of the user's sessions than the relay opens
+  // (max_user_connections, error 1203): the sessions it refuses go to
+  // another node alone. Were the others to follow them, the same limit
+  // would move them all round the nodes for good (the review of the
+  // change): the log would say so on every move.
+  OnNode(2, "SET GLOBAL read_only = 0");
+  OnNode(1, fmt::format("ALTER USER '{}'@'127.0.0.1' WITH MAX_USER_CONNECTIONS 2", user));  // on every node
+  relay_->Start();
+  publish(151, 200);
+  ASSERT_TRUE(WaitFor([&] { return Count(1) == "200\n"; }, 30s)) << Count(1) << relay_->log();
+  auto moves = [&] {
+    const std::string log = relay_->log();
+    std::size_t n = 0;
+    for (auto at = log.find("database: connected to"); at != std::string::npos;
+         at = log.find("database: connected to", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  const std::size_t settled = moves();
+  publish(201, 250);
+  std::this_thread::sleep_for(Scaled(3s));  // a negative check: moves, if any, take place now
+  EXPECT_EQ(moves(), settled) << relay_->log();
+  ASSERT_TRUE(WaitFor([&] { return Count(1) == "250\n"; }, 30s)) << Count(1) << relay_->log();
+  ExpectEachTopicStoredOnce(1, 1, 250);
+  EXPECT_EQ(relay_->Stop(), 0);
 }
 
 // Two of three nodes SIGKILLed under load: the survivor, the relay's node,

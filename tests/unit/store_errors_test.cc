@@ -51,10 +51,23 @@ TEST(StoreErrorsTest, OnlyTheServerRefusingTheLoginIsALoginRefusal) {
   EXPECT_TRUE(IsLoginRefusal(1049)) << "no such database";
   EXPECT_TRUE(IsLoginRefusal(1698)) << "socket-only user over TCP";
   EXPECT_TRUE(IsLoginRefusal(1130)) << "the user may not connect from this host";
+  EXPECT_FALSE(IsLoginRefusal(1203)) << "a limit of sessions: the user may log in once one ends";
   EXPECT_FALSE(IsLoginRefusal(2002)) << "cannot connect: the server may be starting";
   EXPECT_FALSE(IsLoginRefusal(1040)) << "too many connections";
   EXPECT_FALSE(IsLoginRefusal(1142)) << "a table's grant: fixed by a GRANT while running";
   EXPECT_FALSE(IsLoginRefusal(0));
+}
+
+// A session refused for a limit of sessions moves to another node alone
+// (MysqlStore::Connect): the node is up.
+TEST(StoreErrorsTest, OnlyALimitOfSessionsIsASessionLimit) {
+  EXPECT_TRUE(IsSessionLimit(1040)) << "too many connections";
+  EXPECT_TRUE(IsSessionLimit(1203)) << "the user's max_user_connections";
+  EXPECT_TRUE(IsSessionLimit(1226)) << "the user's resources";
+  EXPECT_FALSE(IsSessionLimit(2003)) << "cannot connect: the node is down";
+  EXPECT_FALSE(IsSessionLimit(1047)) << "a Galera node outside the primary component";
+  EXPECT_FALSE(IsSessionLimit(1045));
+  EXPECT_FALSE(IsSessionLimit(0));
 }
 
 }  // namespace
