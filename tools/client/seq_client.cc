@@ -866,7 +866,8 @@ void SeqClient::TickLocked(Clock::time_point now) {
     kept_lookups_at_ = now + kept_lookup_every();
     for (const auto& name : unanswered_starts_) {
       if (lookups_.count(name)) continue;
-      lookups_[name] = Lookup{.start = start_at_[name], .again = true};
+      // One try a round (its timeout the last try's), not max_attempts.
+      lookups_[name] = Lookup{.start = start_at_[name], .attempts = options_.max_attempts - 1, .again = true};
       AskLookupLocked(name);
     }
   }

@@ -799,6 +799,7 @@ export class SeqClient extends Emitter {
         // a later SEQ (a position saved against a database since reset)
         // asked for SEQs that do not exist, and is told so.
         const resumed = lookup.start > 1;
+        this.unansweredStarts.delete(name); // answered: it starts at its first live frame
         if (resumed) this.#emitTopic('lost', name, { topic: name, from: 0, to: 0, reason: s.error ?? 'unknown topic', code: s.code });
         this.#endLookup(name, lookup.again || resumed ? null : { topic: name, first: 1, last: 0 }, 1);
       } else if (!retry || lookup.attempts >= this.maxAttempts) {
@@ -1080,7 +1081,9 @@ export class SeqClient extends Emitter {
       this.keptLookupsAt = now + this.replyTimeout * 16;
       for (const name of this.unansweredStarts) {
         if (this.lookups.has(name)) continue;
-        const lookup = { name, start: this.startAt.get(name), sentSeq: 0, waitFrom: 0, attempts: 0, again: true };
+        // One try a round (its timeout the last try's), not maxAttempts.
+        const attempts = this.maxAttempts - 1;
+        const lookup = { name, start: this.startAt.get(name), sentSeq: 0, waitFrom: 0, attempts, again: true };
         this.lookups.set(name, lookup);
         this.#ask(lookup);
       }

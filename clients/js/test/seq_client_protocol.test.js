@@ -516,6 +516,17 @@ test('a quiet topic whose lookup went unanswered is looked up again later, and i
   assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
 });
 
+// Answered `unknown_topic` at last: nothing to fetch, and not looked up again.
+test('a quiet topic looked up again and answered unknown_topic is not looked up again after that', async (t) => {
+  const { mqtt, seq, events } = setup(t, { replyTimeout: 20, maxAttempts: 1 });
+  seq.subscribe('chat/a', { history: true });
+  await waitFor(() => mqtt.requests.length >= 2, 'the lookup again', 5000);
+  mqtt.status({ ...lookup('chat/a'), status: 'error', error: 'unknown topic', code: 'unknown_topic', retry: false });
+  await new Promise((resolve) => setTimeout(resolve, 20 * 16 * 3)); // three rounds' time
+  assert.equal(mqtt.requests.length, 2);
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
+});
+
 // Its reply, published while away, was lost with the old connection; time
 // offline does not count against its timeout. Until 2026-12-06 it was given
 // up at the first tick after the reconnect, never asked again.

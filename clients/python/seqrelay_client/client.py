@@ -834,6 +834,7 @@ class SeqClient:
                 # history or the last N of nothing; a resume from a later SEQ (a position saved against
                 # a database since reset) asked for SEQs that do not exist, and is told so.
                 resumed = lookup.start > 1
+                self._unanswered_starts.discard(name)  # answered: it starts at its first live frame
                 if resumed:
                     self._call(self.on_lost, {"topic": name, "from": 0, "to": 0,
                                               "reason": s.get("error", "unknown topic"), "code": s.get("code")})
@@ -1087,8 +1088,9 @@ class SeqClient:
         if self._unanswered_starts and now >= self._kept_lookups_at:
             self._kept_lookups_at = now + self.reply_timeout * 16
             for name in sorted(self._unanswered_starts):
-                if name not in self._lookups:
-                    self._lookups[name] = _Lookup(name, self._start_at[name], again=True)
+                if name not in self._lookups:  # one try a round (its timeout the last try's)
+                    self._lookups[name] = _Lookup(name, self._start_at[name], attempts=self.max_attempts - 1,
+                                                  again=True)
                     self._ask(self._lookups[name])
         for t in list(self._topics.values()):
             gap = t.stream.gap()

@@ -551,6 +551,21 @@ def test_a_quiet_topic_whose_lookup_went_unanswered_is_looked_up_again_later_and
     assert s.seen == [1, 2, 3] and not lost(s.events)
 
 
+def test_a_quiet_topic_looked_up_again_and_answered_unknown_topic_is_not_looked_up_again_after_that():
+    s = Scripted(max_attempts=1)
+    s.sub("chat/a", history=True)
+    for _ in range(200):
+        if len(s.requests) >= 2:
+            break
+        s.advance(0.01)
+    assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}] * 2
+    s.status(topic="chat/a", status="error", error="unknown topic", code="unknown_topic", retry=False,
+             **{"from": MAX_SEQ})
+    for _ in range(300):  # three rounds' time (16 reply timeouts each)
+        s.advance(0.01)
+    assert len(s.requests) == 2 and not lost(s.events)
+
+
 def test_a_request_at_its_last_try_when_the_link_drops_is_asked_once_more_after_the_reconnect():
     """Its reply, published while away, was lost with the old connection; time offline does not count
     against its timeout. Until 2026-12-06 it was given up at the first tick after the reconnect."""
