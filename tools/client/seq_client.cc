@@ -839,8 +839,15 @@ void SeqClient::Timer() {
     // it): no attempt is spent, and nothing given up, while none can go.
     if (connected_) TickLocked(now);
     if (now >= next_save) {
-      SaveState();
       next_save = now + std::chrono::seconds(1);
+      // Flushed to the disk (two fsyncs) without the lock, which the
+      // network thread takes for every frame; only when it changed.
+      if (auto text = StateTextLocked()) {
+        lock.unlock();
+        const auto error = WriteState(*text);
+        lock.lock();
+        NoteSavedLocked(*text, error);
+      }
     }
   }
 }
@@ -929,6 +936,14 @@ std::optional<std::string> SeqClient::LoadState() {
 }
 
 std::optional<std::string> SeqClient::SaveState() {
+  auto text = StateTextLocked();
+  if (!text) return std::nullopt;
+  auto error = WriteState(*text);
+  NoteSavedLocked(*text, error);
+  return error;
+}
+
+std::optional<std::string> SeqClient::StateTextLocked() const {
   if (options_.state_file.empty() || !state_loaded_) return std::nullopt;
   json s = {{"topics", json::object()}};
   for (const auto& [topic, last] : resume_) s["topics"][topic] = last;  // topics not seen this run
@@ -937,15 +952,23 @@ std::optional<std::string> SeqClient::SaveState() {
     const uint64_t next = t.undelivered_from != 0 ? std::min(t.undelivered_from, t.stream.next()) : t.stream.next();
     if (next > 1) s["topics"][t.name] = next - 1;
   }
-  std::optional<std::string> error;
-  if (auto failed = seqrelay::ReplaceFileDurably(options_.state_file, s.dump(2) + "\n")) {
-    error = "state file: " + *failed;
+  std::string text = s.dump(2) + "\n";
+  if (saved_state_ && text == *saved_state_) return std::nullopt;  // on the disk already
+  return text;
+}
+
+std::optional<std::string> SeqClient::WriteState(const std::string& text) const {
+  if (auto failed = seqrelay::ReplaceFileDurably(options_.state_file, text)) return "state file: " + *failed;
+  return std::nullopt;
+}
+
+void SeqClient::NoteSavedLocked(const std::string& text, const std::optional<std::string>& error) {
+  if (!error) {
+    saved_state_ = text;
+    return;
   }
-  if (error) {
-    ++stats_.state_save_errors;
-    stats_.last_state_error = *error;
-  }
-  return error;
+  ++stats_.state_save_errors;
+  stats_.last_state_error = *error;
 }
 
 }  // namespace seqclient

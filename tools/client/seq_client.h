@@ -253,9 +253,16 @@ class SeqClient {
   // The state file's positions; an error text if it exists but cannot be
   // read or is not a state file (a missing one is a first run).
   std::optional<std::string> LoadState();
-  // Writes it (a temporary file, then renamed over it); an error text if
-  // that fails. Counted in stats_; mu_ held (or not yet shared).
+  // Writes it (a temporary file, flushed, then renamed over it) if it
+  // changed since the last save; an error text if that fails. Counted in
+  // stats_; mu_ held (or not yet shared).
   std::optional<std::string> SaveState();
+  // SaveState's steps, for Timer, which writes without mu_: the text to
+  // save (mu_ held; nullopt if unchanged or no state file), the write (no
+  // lock), and its outcome (mu_ held).
+  std::optional<std::string> StateTextLocked() const;
+  std::optional<std::string> WriteState(const std::string& text) const;
+  void NoteSavedLocked(const std::string& text, const std::optional<std::string>& error);
 
   const Options options_;
   const std::string requests_topic_, replies_topic_;  // <control>/retransmit|replay/<requester>
@@ -271,6 +278,7 @@ class SeqClient {
   std::map<std::string, uint32_t> ids_;
   std::map<std::string, uint64_t> resume_;    // topic -> last delivered SEQ from the state file; mu_
   bool state_loaded_ = false;  // LoadState succeeded: only then may SaveState replace the file
+  std::optional<std::string> saved_state_;  // what the file holds since the last save that worked; mu_
   // Topics being looked up before they start (history or resume): where
   // each starts, and its outstanding lookup, retried by Timer. mu_.
   struct Lookup {
