@@ -33,6 +33,7 @@ Relay::Relay(Config config)
   // against the next active's commits.
   store_.LimitIdleTransaction(IdleTransactionLimit(config_.lease_ms));
   pending_store_.LimitIdleTransaction(IdleTransactionLimit(config_.lease_ms));
+  store_.LeadTheNode();  // (SharedNode: the writer and the lease stay on one node)
   if (const char* n = std::getenv("SEQTEST_KILL_AFTER_JOURNAL")) kill_after_journal_ = std::strtoull(n, nullptr, 10);
   if (const char* n = std::getenv("SEQTEST_BREAK_INTAKE_AFTER")) break_intake_after_ = std::strtoull(n, nullptr, 10);
   if (const char* n = std::getenv("SEQTEST_THROW_IN_INTAKE")) throw_in_intake_at_ = std::strtoull(n, nullptr, 10);

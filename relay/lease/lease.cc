@@ -22,6 +22,7 @@ int64_t Ns(Clock::time_point t) { return t.time_since_epoch().count(); }
 LeaseKeeper::LeaseKeeper(const Config& config, uint32_t shard_num, const std::string& journal_id)
     : config_(config), store_(config) {
   store_.UseShard(config.shard, shard_num, journal_id);
+  store_.LeadTheNode();  // (SharedNode: the lease and the writer stay on one node)
   // The session's limits, applied at every connect. A commit holding the
   // shard's row (its fence) must not hold a renewal or a takeover for
   // InnoDB's default 50 s: fail after 1 s and poll again. And this session,

@@ -158,11 +158,17 @@ Status MysqlStore::QuietReconnect() {
 }
 
 Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
-  if (conn_ && !reconnecting_ && followed_ != shared_node_.load(std::memory_order_relaxed)) {
+  if (const std::size_t shared = shared_node_.load(std::memory_order_relaxed); conn_ && !reconnecting_ &&
+                                                                                 followed_ != shared) {
     // Another session of this process moved to another node (its own
     // failed, or read_only came on): this one follows before it writes
-    // (SharedNode). Every call here ends its transaction.
-    if (Status s = QuietReconnect(); !s.ok()) return s;
+    // (SharedNode), unless it is there already. Every call here ends its
+    // transaction.
+    if (endpoint_index_ == shared) {
+      followed_ = shared;
+    } else if (Status s = QuietReconnect(); !s.ok()) {
+      return s;
+    }
   }
   if (conn_ && !reconnecting_ && idle_limit_s_ > 0 && std::chrono::steady_clock::now() >= StaleAt()) {
     // The server has ended this session or is about to (its wait_timeout):
@@ -222,10 +228,13 @@ Status MysqlStore::Connect(bool create_database) {
   // The node this process's sessions use first (SharedNode); on failure
   // the next ones in order, once each.
   const std::size_t n = endpoints->size();
-  const std::size_t first = shared_node_.load(std::memory_order_relaxed) % n;
+  const std::size_t shared = shared_node_.load(std::memory_order_relaxed);
+  const std::size_t first = shared % n;
   // A session the node refused for a limit of sessions (its own, or the
   // user's) goes elsewhere alone: were the others to follow, the same
-  // limit would move them all round the nodes.
+  // limit would move them all round the nodes. Not the writer's or the
+  // lease's (LeadTheNode), which both update the shard's row: apart, on
+  // Galera, they would certify against each other.
   bool follow = true;
   const auto connected = [&](std::size_t k) {
     const DbEndpoint& e = (*endpoints)[k];
@@ -235,7 +244,7 @@ Status MysqlStore::Connect(bool create_database) {
     }
     endpoint_index_ = k;
     if (follow) shared_node_.store(k, std::memory_order_relaxed);
-    followed_ = shared_node_.load(std::memory_order_relaxed);
+    followed_ = follow ? k : shared;
     std::lock_guard lock(endpoint_mu_);
     endpoint_ = name;
     return Status::Ok();
@@ -254,7 +263,7 @@ Status MysqlStore::Connect(bool create_database) {
     Status s = ConnectTo(e, create_database);
     if (s.ok() && (n == 1 || !read_only_)) return connected(k);
     if (n == 1) return s;
-    if (i == 0 && IsSessionLimit(s.database_code())) follow = false;
+    if (i == 0 && !leads_ && IsSessionLimit(s.database_code())) follow = false;
     if (s.ok()) {
       DropConnection();
       if (!read_only_node) read_only_node = k;

@@ -44,9 +44,14 @@ class MysqlStore {
 
   // Opens (or reopens) the connection. With create_database, creates the
   // configured database if it does not exist. With several --db-host
-  // entries (a cluster's nodes), tries the one used last first, then the
-  // others in order, once each.
+  // entries (a cluster's nodes), tries the node this process's sessions
+  // use first (a read_only one last), then the others in order, once each;
+  // the others follow where it lands at their next call.
   Status Connect(bool create_database);
+  // The writer's and the lease's sessions: refused by the process's node
+  // for a limit of sessions, they move it (the others follow), where
+  // other sessions move alone.
+  void LeadTheNode() { leads_ = true; }
   // The node of the last successful connect ("host:port"; empty on a unix
   // socket or before the first). Any thread.
   std::string endpoint() const;
@@ -399,6 +404,7 @@ class MysqlStore {
   std::size_t endpoint_index_ = 0;  // into DbEndpoints(--db-host): the node this session is on
   std::atomic<std::size_t>& shared_node_;  // the node this process's sessions use (SharedNode)
   std::size_t followed_ = 0;  // shared_node_ when this session connected: a change of it is followed
+  bool leads_ = false;        // LeadTheNode
   bool read_only_ = false;          // the connected node's read_only (read at connect)
   mutable std::mutex endpoint_mu_;
   std::string endpoint_;  // guarded by endpoint_mu_
