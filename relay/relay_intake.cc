@@ -395,8 +395,13 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
     // passed over by the next commit's journal position, it would be lost.
     if (progress.journaled && !progress.queued) EndSoThatTheJournalHandsItOver(in, e.what());
     // Not a shortage: the resend would fail the same way, for ever. Counted
-    // and logged as lost unless it was queued.
-    if (!progress.queued) ++counters_.lost;
+    // and logged as lost unless it was queued; and forgotten, so that a copy
+    // another relay hands over is not taken for it (PumpPending).
+    if (!progress.queued) {
+      ++counters_.lost;
+      std::lock_guard lock(redelivery_mu_);
+      redelivery_.Forget(in.mid, in.topic, in.payload);
+    }
     LogError("intake: message {} on '{}' {}: {}", in.mid, in.topic,
              progress.queued ? "queued, but its handling failed" : "lost: its handling failed", e.what());
     return MqttLink::AfterMessage::kReadOn;
