@@ -861,8 +861,8 @@ void SeqClient::TickLocked(Clock::time_point now) {
   std::vector<std::string> abandon;
   for (auto& [topic, l] : lookups_) {
     if (l.waiting != 0) continue;  // not sent yet: no reply is due
-    if (now - l.wait_from < backoff(l.attempts)) continue;
-    if (l.attempts >= options_.max_attempts) {
+    if (now - l.wait_from < backoff(l.round ? 1 : l.attempts)) continue;
+    if (l.round || l.attempts >= options_.max_attempts) {
       abandon.push_back(topic);
     } else {
       SendLookupLocked(topic);
@@ -873,8 +873,7 @@ void SeqClient::TickLocked(Clock::time_point now) {
     kept_lookups_at_ = now + kept_lookup_every();
     for (const auto& name : unanswered_starts_) {
       if (lookups_.count(name)) continue;
-      // One try a round (its timeout the last try's), not max_attempts.
-      lookups_[name] = Lookup{.start = start_at_[name], .attempts = options_.max_attempts - 1, .again = true};
+      lookups_[name] = Lookup{.start = start_at_[name], .again = true, .round = true};
       AskLookupLocked(name);
     }
   }

@@ -288,6 +288,7 @@ class SeqClient {
     uint64_t sent_seq = 0;
     int attempts = 0;
     bool again = false;  // after a reconnect (start_at_): failing loses nothing
+    bool round = false;  // a kept start's round (unanswered_starts_): one try, one reply timeout
     uint64_t waiting = 0;  // nonzero while it waits to be sent: its place's ticket
   };
   std::map<std::string, Lookup> lookups_;

@@ -1070,8 +1070,8 @@ export class SeqClient extends Emitter {
     if (!this.mqtt.connected) return; // requests wait for the connection; catch-up follows it
     const now = Date.now();
     for (const [name, lookup] of this.lookups) {
-      if (lookup.sentSeq === 0 || now - lookup.waitFrom < this.#backoff(lookup.attempts)) continue;
-      if (lookup.attempts >= this.maxAttempts) {
+      if (lookup.sentSeq === 0 || now - lookup.waitFrom < this.#backoff(lookup.round ? 1 : lookup.attempts)) continue;
+      if (lookup.round || lookup.attempts >= this.maxAttempts) {
         this.#giveUpLookup(name, lookup, { topic: name, from: 0, to: 0, reason: 'no reply from the relay to the lookup' });
       } else {
         this.#sendLookup(name);
@@ -1081,9 +1081,9 @@ export class SeqClient extends Emitter {
       this.keptLookupsAt = now + this.replyTimeout * 16;
       for (const name of this.unansweredStarts) {
         if (this.lookups.has(name)) continue;
-        // One try a round (its timeout the last try's), not maxAttempts.
-        const attempts = this.maxAttempts - 1;
-        const lookup = { name, start: this.startAt.get(name), sentSeq: 0, waitFrom: 0, attempts, again: true };
+        // One try a round, with one reply timeout.
+        const start = this.startAt.get(name);
+        const lookup = { name, start, sentSeq: 0, waitFrom: 0, attempts: 0, again: true, round: true };
         this.lookups.set(name, lookup);
         this.#ask(lookup);
       }

@@ -158,6 +158,7 @@ class _Lookup:
     wait_from: float = 0.0  # when its reply timeout started: its last sending, or a reply since
     attempts: int = 0
     again: bool = False  # after a reconnect, of a topic the relay had no message of: the history was told
+    round: bool = False  # a kept start's round (_unanswered_starts): one try, one reply timeout
 
 
 def _no_delay(client: paho.Client) -> None:
@@ -1079,18 +1080,17 @@ class SeqClient:
 
     def _tick(self, now: float) -> None:
         for name, lookup in list(self._lookups.items()):
-            if lookup.sent_seq == 0 or now - lookup.wait_from < self._backoff(lookup.attempts):
+            if lookup.sent_seq == 0 or now - lookup.wait_from < self._backoff(1 if lookup.round else lookup.attempts):
                 continue
-            if lookup.attempts >= self.max_attempts:
+            if lookup.round or lookup.attempts >= self.max_attempts:
                 self._give_up_lookup(name, lookup, "no reply from the relay to the lookup", None)
             else:
                 self._send_lookup(name)
         if self._unanswered_starts and now >= self._kept_lookups_at:
             self._kept_lookups_at = now + self.reply_timeout * 16
             for name in sorted(self._unanswered_starts):
-                if name not in self._lookups:  # one try a round (its timeout the last try's)
-                    self._lookups[name] = _Lookup(name, self._start_at[name], attempts=self.max_attempts - 1,
-                                                  again=True)
+                if name not in self._lookups:  # one try a round, with one reply timeout
+                    self._lookups[name] = _Lookup(name, self._start_at[name], again=True, round=True)
                     self._ask(self._lookups[name])
         for t in list(self._topics.values()):
             gap = t.stream.gap()

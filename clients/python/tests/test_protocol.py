@@ -58,6 +58,13 @@ class Scripted:
         self.clock.now += seconds
         self.c._tick(self.clock.now)
 
+    def advance_until_requests(self, n, steps):
+        """Advances 0.01 s at a time, at most `steps` times, until `n` requests were sent."""
+        for _ in range(steps):
+            if len(self.requests) >= n:
+                return
+            self.advance(0.01)
+
 
 class FifoRelay:
     """Serves a Scripted client's requests as relay/replay/retransmit_service.cc does: one after
@@ -523,10 +530,7 @@ def test_a_history_lookup_never_answered_keeps_its_start_and_the_first_live_fram
     s = Scripted(max_attempts=2)
     s.sub("chat/a", history=True)
     s.frame("seq/chat/a", 5)  # held while the lookup is out
-    for _ in range(100):
-        if len(s.requests) >= 3:
-            break
-        s.advance(0.01)
+    s.advance_until_requests(3, 100)
     assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}] * 2 + [{"id": 7, "from": 1, "to": 4}]  # by the frame's id
     assert not lost(s.events) and s.seen == []
     for seq in range(1, 5):
@@ -539,10 +543,7 @@ def test_a_quiet_topic_whose_lookup_went_unanswered_is_looked_up_again_later_and
     the relay answers. Until 2026-12-07 nothing came until its next live frame or a reconnect."""
     s = Scripted(max_attempts=2)
     s.sub("chat/a", history=True)
-    for _ in range(200):
-        if len(s.requests) >= 3:
-            break
-        s.advance(0.01)
+    s.advance_until_requests(3, 200)
     assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}] * 3
     s.status(topic="chat/a", id=7, to=MAX_SEQ, sent=0, first=1, last=3, status="ok", **{"from": MAX_SEQ})
     assert s.requests[3] == {"id": 7, "from": 1, "to": 3}
@@ -551,13 +552,21 @@ def test_a_quiet_topic_whose_lookup_went_unanswered_is_looked_up_again_later_and
     assert s.seen == [1, 2, 3] and not lost(s.events)
 
 
+def test_a_kept_starts_lookup_is_asked_once_every_16_reply_timeouts_whatever_max_attempts():
+    s = Scripted(max_attempts=5)  # given up after 1 + 2 + 4 + 8 + 16 reply timeouts (0.04 s)
+    s.sub("chat/a", history=True)
+    s.advance_until_requests(5, 200)
+    for _ in range(64 + 290):  # the 5th try's timeout (0.64 s: the give-up), then 2.9 s
+        s.advance(0.01)
+    # A round 0.64 s after the give-up, then every 0.64 s: 4, one request each.
+    assert s.requests[5:] == [{"topic": "chat/a", "from": MAX_SEQ}] * 4, len(s.requests) - 5
+    assert not lost(s.events)
+
+
 def test_a_quiet_topic_looked_up_again_and_answered_unknown_topic_is_not_looked_up_again_after_that():
     s = Scripted(max_attempts=1)
     s.sub("chat/a", history=True)
-    for _ in range(200):
-        if len(s.requests) >= 2:
-            break
-        s.advance(0.01)
+    s.advance_until_requests(2, 200)
     assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}] * 2
     s.status(topic="chat/a", status="error", error="unknown topic", code="unknown_topic", retry=False,
              **{"from": MAX_SEQ})
@@ -573,10 +582,7 @@ def test_a_request_at_its_last_try_when_the_link_drops_is_asked_once_more_after_
     s.sub("chat/a")
     s.frame("seq/chat/a", 1)
     s.frame("seq/chat/a", 3)
-    for _ in range(100):
-        if len(s.requests) >= 2:
-            break
-        s.advance(0.01)
+    s.advance_until_requests(2, 100)
     assert s.requests == [{"id": 7, "from": 2, "to": 2}] * 2  # the gap, then its last try
     s.c.mqtt.on_disconnect()
     s.clock.now += 10  # offline, far past the last try's timeout
