@@ -224,6 +224,13 @@ class FaultE2E : public RelayE2E {
     bool locked_ = false;
   };
 
+  // One value of a query on the test database's server, its newline cut.
+  std::string SqlValue(const std::string& query) {
+    std::string out = servers().Sql(query);
+    if (!out.empty() && out.back() == '\n') out.pop_back();
+    return out;
+  }
+
   // The test database's MSG locked by another session: `mode` READ holds
   // the relay's writes (it reads, and its commits wait); WRITE its reads too.
   class MsgLock : public SessionHolder {

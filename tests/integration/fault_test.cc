@@ -405,19 +405,14 @@ TEST_F(FaultE2E, AHandedOverResendTakenHereStaysInPendingUntilItsCommit) {
   ASSERT_EQ(relay_->Stop(), 0);
   relay_->Start();  // a takeover that resumes the session: its first deliveries go to TAKEN
   const std::string t = root() + "/t", db = "`" + name_ + "`";
-  auto value = [&](const std::string& query) {  // one value, its newline cut
-    std::string out = servers().Sql(query);
-    if (!out.empty() && out.back() == '\n') out.pop_back();
-    return out;
-  };
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   pub.Publish(t, "first");
   ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() == 1; }, Scaled(10s))) << relay_->log();
-  const std::string session = value("SELECT SESSION_NO FROM " + db + ".SHARD WHERE NAME = 'default'");
+  const std::string session = SqlValue("SELECT SESSION_NO FROM " + db + ".SHARD WHERE NAME = 'default'");
   // The resend of `payload`, taken live while MSG is locked, and its copy
   // handed over (the packet id mosquitto gives it: this session's next);
   // then `end` runs with the lock still held.
-  int next_mid = std::stoi(value("SELECT MID FROM " + db + ".MSG WHERE MSG = 'first'")) + 1;
+  int next_mid = std::stoi(SqlValue("SELECT MID FROM " + db + ".MSG WHERE MSG = 'first'")) + 1;
   auto taken_and_handed_over = [&](const std::string& payload, int end_pos, const std::function<void()>& end) {
     const int mid = next_mid++;
     const uint64_t digest =
@@ -479,17 +474,12 @@ TEST_F(FaultE2E, AHandedOverResendTakenHereStaysInPendingUntilItsCommit) {
 TEST_F(FaultE2E, AHandedOverMessageIsStoredWhenTheDeleteOfAnotherInItsRoundFails) {
   StartRelay();
   const std::string t = root() + "/t", db = "`" + name_ + "`";
-  auto value = [&](const std::string& query) {  // one value, its newline cut
-    std::string out = servers().Sql(query);
-    if (!out.empty() && out.back() == '\n') out.pop_back();
-    return out;
-  };
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   pub.Publish(t, "first");
   ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() == 1; }, Scaled(10s))) << relay_->log();
   // The intake's session (numbered by its first delivery): both rows were
   // taken in it, so mosquitto may resend them to this relay.
-  const std::string session = value("SELECT SESSION_NO FROM " + db + ".SHARD WHERE NAME = 'default'");
+  const std::string session = SqlValue("SELECT SESSION_NO FROM " + db + ".SHARD WHERE NAME = 'default'");
   {
     SessionHolder holder(
         servers(), name_,
@@ -501,7 +491,7 @@ TEST_F(FaultE2E, AHandedOverMessageIsStoredWhenTheDeleteOfAnotherInItsRoundFails
     ASSERT_TRUE(holder.locked());
     std::string deleting;
     ASSERT_TRUE(WaitFor([&] {
-      deleting = value("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = '" + name_ +
+      deleting = SqlValue("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = '" + name_ +
                        "' AND INFO LIKE 'DELETE FROM PENDING%'");
       return !deleting.empty();
     }, Scaled(10s))) << "the round's DELETE never waited on PENDING:\n" << relay_->log();
