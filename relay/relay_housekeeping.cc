@@ -67,7 +67,9 @@ void Relay::ApplyRetention() {
 }
 
 bool Relay::RetentionWork(Clock::time_point until) {
-  // Only rows every subscriber could have had live are deleted.
+  // Only rows every subscriber could have had live are deleted: this
+  // shard's up to its watermark, and a higher-numbered shard's (a topic
+  // that moved here) up to that shard's.
   const uint64_t published = AckedWatermark();
   constexpr std::size_t kTopicsPerQuery = 1000, kRowsPerDelete = 1000;
   auto failed = [](const std::string& what) {
@@ -75,6 +77,8 @@ bool Relay::RetentionWork(Clock::time_point until) {
     if (auto suppressed = limit.Allow()) LogWarn("retention: {}{}", what, SuppressedNote(*suppressed));
     return false;
   };
+  auto published_above = pending_store_.PublishedAbove();
+  if (!published_above.ok()) return failed(published_above.error());
   while (Clock::now() < until) {
     auto topics = pending_store_.ListTopics(retention_cursor_, kTopicsPerQuery);
     if (!topics.ok()) return failed(topics.error());
@@ -94,7 +98,8 @@ bool Relay::RetentionWork(Clock::time_point until) {
       // A delete its bounds cut short: more of this topic may go. Out of
       // time, the cursor stays before it, for the next call.
       while (rule) {
-        auto trimmed = pending_store_.TrimTopic(topic, *rule, published, kRowsPerDelete, retention_max_bytes_);
+        auto trimmed =
+            pending_store_.TrimTopic(topic, *rule, published, *published_above, kRowsPerDelete, retention_max_bytes_);
         if (!trimmed.ok()) return failed(trimmed.error());
         if (trimmed->deleted > 0) {
           counters_.retention_deleted += trimmed->deleted;

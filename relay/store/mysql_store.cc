@@ -983,8 +983,33 @@ Result<std::vector<std::string>> MysqlStore::ListTopics(std::string_view after, 
   return topics;
 }
 
+Result<std::vector<MysqlStore::IdxRange>> MysqlStore::PublishedAbove() {
+  std::vector<IdxRange> ranges;
+  Status s = Guard("read the other shards' acknowledged rows", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(
+        conn_->prepareStatement("SELECT NUM, PUBLISHED_IDX FROM SHARD WHERE NUM > ? ORDER BY NUM"));
+    ps->setUInt64(1, idx_base_ / kShardIdxSpan);
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) {
+      const uint64_t base = rs->getUInt64(1) * kShardIdxSpan;
+      const uint64_t to = std::min(rs->getUInt64(2), base + kShardIdxSpan - 1);
+      if (to > base) ranges.push_back({base + 1, to});
+    }
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return ranges;
+}
+
 Result<MysqlStore::Trimmed> MysqlStore::TrimTopic(std::string_view topic, const RetentionRule& rule,
-                                                  uint64_t published_idx, std::size_t max_rows, uint64_t max_bytes) {
+                                                  uint64_t published_idx, const std::vector<IdxRange>& published_above,
+                                                  std::size_t max_rows, uint64_t max_bytes) {
+  // Acknowledged on seq/T: this shard's rows up to its watermark (and the
+  // lower shards' below it), and the higher shards' acknowledged ones. The
+  // values are numbers: written into the statements.
+  std::string acknowledged = "(idx <= ?";
+  for (const IdxRange& r : published_above) acknowledged += fmt::format(" OR idx BETWEEN {} AND {}", r.from, r.to);
+  acknowledged += ")";
   Trimmed trimmed;
   Status s = Guard("trim topic", [&] {
     trimmed = {};
@@ -1026,9 +1051,9 @@ Result<MysqlStore::Trimmed> MysqlStore::TrimTopic(std::string_view topic, const 
       // chunks, as LENGTH reads a payload whole). Cut after the last row
       // that fits: the rows between it and the one that did not are not
       // acknowledged yet, which the delete leaves anyway.
-      std::unique_ptr<sql::PreparedStatement> sizes(conn_->prepareStatement(
-          "SELECT SEQ, LENGTH(MSG) FROM MSG WHERE ID = ? AND SEQ >= ? AND SEQ < ? AND idx <= ? ORDER BY SEQ "
-          "LIMIT ?"));
+      std::unique_ptr<sql::PreparedStatement> sizes(conn_->prepareStatement(fmt::format(
+          "SELECT SEQ, LENGTH(MSG) FROM MSG WHERE ID = ? AND SEQ >= ? AND SEQ < ? AND {} ORDER BY SEQ LIMIT ?",
+          acknowledged)));
       sizes->setString(1, Bytes(topic));
       sizes->setUInt64(3, keep);
       sizes->setUInt64(4, published_idx);
@@ -1040,7 +1065,7 @@ Result<MysqlStore::Trimmed> MysqlStore::TrimTopic(std::string_view topic, const 
       }
       if (rows > 0) {
         std::unique_ptr<sql::PreparedStatement> del(
-            conn_->prepareStatement("DELETE FROM MSG WHERE ID = ? AND SEQ < ? AND idx <= ?"));
+            conn_->prepareStatement(fmt::format("DELETE FROM MSG WHERE ID = ? AND SEQ < ? AND {}", acknowledged)));
         del->setString(1, Bytes(topic));
         del->setUInt64(2, keep);
         del->setUInt64(3, published_idx);
