@@ -145,6 +145,60 @@ check_caching_sha2_login() {  # image
   say "caching_sha2_password (MySQL 8.4's default): $logins"
 }
 
+# What the programs a script runs in a container get on their command
+# lines, an argument a line: the script run by sh with each of the named
+# programs replaced by a stub that records its arguments and reads its
+# input. The command given runs sh in the container; it gets `-s`.
+args_given() {  # script, "program...", command...
+  local script=$1 programs=$2
+  shift 2
+  "$@" -s -- "$script" "$programs" <<'EOF'
+d=$(mktemp -d) || exit 1
+cat > "$d/stub" <<STUB
+#!/bin/sh
+for a in "\$@"; do printf '%s\n' "\$a"; done >> "$d/args"
+cat > /dev/null
+STUB
+for p in $2; do cp "$d/stub" "$d/$p" && chmod +x "$d/$p"; done
+PATH="$d:$PATH" sh -c "$1" < /dev/null > /dev/null 2>&1
+cat "$d/args" 2>/dev/null
+rm -rf "$d"
+EOF
+}
+
+# No password on a command line, which every user of the host can read (ps):
+# mosquitto's and MySQL's healthchecks run in their containers, and
+# mosquitto's entrypoint in a container of its image, with their clients
+# recorded.
+check_no_secret_in_argv() {
+  local c script args secret image
+  local secrets=("$RELAY_MQTT_PASSWORD" "$ALICE_MQTT_PASSWORD" "$RELAY_DB_PASSWORD" "$MYSQL_ROOT_PASSWORD")
+  # The script of a ["CMD-SHELL", script] or ["sh", "-c", script], which
+  # podman 4.3 shows joined into one string for an entrypoint.
+  script_of() {
+    /usr/bin/python3 -c 'import json, sys; v = json.load(sys.stdin)
+print(v[-1] if isinstance(v, list) else v.removeprefix("sh -c "))'
+  }
+  no_secret_in() {  # what, recorded arguments
+    [[ -n $2 ]] || die "$1 ran none of the programs it should"
+    for secret in "${secrets[@]}"; do
+      ! grep -qF -- "$secret" <<<"$2" || die "$1 puts a password on a command line: $(tr '\n' ' ' <<<"$2")"
+    done
+  }
+  for c in mosquitto mysql; do
+    script=$(podman inspect --format '{{json .Config.Healthcheck.Test}}' "$(cid "$c")" | script_of)
+    args=$(args_given "$script" "mosquitto_sub mysql" podman exec -i "$(cid "$c")" sh)
+    no_secret_in "the $c healthcheck" "$args"
+  done
+  script=$(podman inspect --format '{{json .Config.Entrypoint}}' "$(cid mosquitto)" | script_of)
+  image=$(podman inspect --format '{{.ImageName}}' "$(cid mosquitto)")
+  args=$(args_given "$script" "mosquitto_passwd mosquitto chown" \
+    podman run --rm -i --no-healthcheck --env-file "$work/env" --entrypoint sh "$image")
+  grep -qx seqrelay-intake <<<"$args" || die "mosquitto's entrypoint did not add the user seqrelay-intake: $args"
+  no_secret_in "mosquitto's entrypoint" "$args"
+  say "no password on a command line: both healthchecks and mosquitto's entrypoint, their clients recorded"
+}
+
 run_stack_checks() {
   # Volumes of this stack and of no other (the cluster stack's form beside it).
   our_volumes() { podman volume ls -q | grep -v "^${cluster_project:-}_" | sort || true; }
@@ -178,12 +232,14 @@ run_stack_checks() {
   [[ $pid1 == seqrelay ]] || die "PID 1 of the relay container is '$pid1'"
   [[ $uid == "$want_uid" && $uid != 0 ]] || die "the relay runs as uid $uid, expected seqrelay ($want_uid)"
   say "relay is PID 1 as uid $uid (seqrelay)"
+  check_no_secret_in_argv
 
   # A second application user whom the shipped ACL gives nothing: added the
-  # way README says (a password line), then mosquitto reloads on SIGHUP.
-  podman exec "$(cid mosquitto)" sh -c 'mosquitto_passwd -b /mosquitto/data/passwords bob "$0" &&
-      chown mosquitto:mosquitto /mosquitto/data/passwords && kill -HUP 1' "$bob_pw" ||
-    die "could not add user bob"
+  # way docs/docker.md says (the password on mosquitto_passwd's input),
+  # then mosquitto reloads on SIGHUP.
+  printf '%s\n%s\n' "$bob_pw" "$bob_pw" | podman exec -i "$(cid mosquitto)" sh -c \
+    'mosquitto_passwd /mosquitto/data/passwords bob > /dev/null &&
+     chown mosquitto:mosquitto /mosquitto/data/passwords && kill -HUP 1' || die "could not add user bob"
   bob_can_log_in() {
     mosquitto_sub -h 127.0.0.1 -p "${MQTT_HOST_PORT:-1883}" -u bob -P "$bob_pw" -t relay/replay/bob/ping -E 2>/dev/null
   }
