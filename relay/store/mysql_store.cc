@@ -183,6 +183,7 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
               SuppressedNote(*suppressed));
     }
   }
+  const bool in_session = conn_ != nullptr;  // not a connect
   try {
     body();
     last_used_ = std::chrono::steady_clock::now();
@@ -192,12 +193,21 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
     // next use reconnects. Duplicate-key and similar errors are still errors
     // here; the caller decides what they mean.
     std::string message = fmt::format("{}: MySQL error {} ({}): {}", what, e.getErrorCode(), e.getSQLStateCStr(), e.what());
+    if (in_session && IsConnectionLost(e.getErrorCode())) LeaveTheNode();
     DropConnection();
     return Status::Database(std::move(message), e.getErrorCode());
   } catch (const std::exception& e) {
     DropConnection();
     return Status::Error(fmt::format("{}: {}", what, e.what()));
   }
+}
+
+void MysqlStore::LeaveTheNode() {
+  // A node that hangs (a frozen server, a host gone without a reset) takes
+  // a reconnect's whole connect timeout (5 s) to fail where it would start.
+  // Unless another session moved the process on already.
+  std::size_t here = endpoint_index_;
+  if (node_count_ > 1) shared_node_.compare_exchange_strong(here, (here + 1) % node_count_, std::memory_order_relaxed);
 }
 
 std::chrono::steady_clock::time_point MysqlStore::StaleAt() const {
@@ -228,6 +238,7 @@ Status MysqlStore::Connect(bool create_database) {
   // The node this process's sessions use first (SharedNode); on failure
   // the next ones in order, once each.
   const std::size_t n = endpoints->size();
+  node_count_ = n;
   const std::size_t shared = shared_node_.load(std::memory_order_relaxed);
   const std::size_t first = shared % n;
   // A session the node refused for a limit of sessions (its own, or the

@@ -393,6 +393,11 @@ class MysqlStore {
   // The next transaction at READ COMMITTED: it takes no gap locks, so a
   // housekeeping delete never holds up the writer's inserts.
   void NextTransactionReadCommitted();
+  // After a connection lost in the middle of a call (IsConnectionLost):
+  // the process's sessions start from the next node (SharedNode), the
+  // idle ones moving before their next call, rather than try this one
+  // again first.
+  void LeaveTheNode();
   // Forgets the connection and everything prepared on it.
   void DropConnection();
   // The session limits asked for (LimitLockWait, LimitIdleTransaction),
@@ -411,6 +416,7 @@ class MysqlStore {
   const Config& config_;
   std::unique_ptr<sql::Connection> conn_;
   std::size_t endpoint_index_ = 0;  // into DbEndpoints(--db-host): the node this session is on
+  std::size_t node_count_ = 1;      // DbEndpoints(--db-host).size() at the last Connect
   std::atomic<std::size_t>& shared_node_;  // the node this process's sessions use (SharedNode)
   std::size_t followed_ = 0;  // shared_node_ when this session connected: a change of it is followed
   bool leads_ = false;        // LeadTheNode

@@ -45,6 +45,12 @@ bool IsSessionLimit(int server_error) {
   }
 }
 
+bool IsConnectionLost(int error) {
+  return error == 2006     // CR_SERVER_GONE_ERROR: the server has gone away
+         || error == 2013  // CR_SERVER_LOST: lost connection to the server during a query
+         || error == 2055;  // CR_SERVER_LOST_EXTENDED (MySQL's client library)
+}
+
 bool IsAlreadyApplied(int server_error) {
   switch (server_error) {
     case 1050:  // ER_TABLE_EXISTS_ERROR

@@ -35,6 +35,12 @@ bool IsLoginRefusal(int server_error);
 // node is up, and another session may still find room there.
 bool IsSessionLimit(int server_error);
 
+// True if the connection to the server broke in the middle of a call
+// (client errors 2006 and 2013: the server went away, or stopped answering
+// until the read timeout), as opposed to the server answering with an
+// error: whatever the session did there, the node itself may be gone.
+bool IsConnectionLost(int error);
+
 // True if a migration's DDL statement failed because what it makes exists
 // already (a column, an index, a table), or what it drops is gone: a
 // migration cut short is applied again from its start, and its statements

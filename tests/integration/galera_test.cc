@@ -100,6 +100,7 @@ class GaleraE2E : public RelayE2E {
   // A node's row of `tools/galera.sh status`.
   struct Node {
     bool running = false;
+    pid_t pid = 0;
     std::string size, state, status;
   };
   // Nodes 1..3 by their rows' numbers; a node without a row: not running.
@@ -115,6 +116,7 @@ class GaleraE2E : public RelayE2E {
       if (f >> node >> pid >> running >> port >> n.size >> n.state >> ready >> n.status &&
           (node == "1" || node == "2" || node == "3") && (running == "yes" || running == "no")) {
         n.running = running == "yes";
+        n.pid = static_cast<pid_t>(std::atoi(pid.c_str()));
         nodes[std::stoi(node) - 1] = n;
       }
     }
@@ -578,6 +580,54 @@ TEST_F(GaleraE2E, ANodeCutOffFromTheMajorityIsLeftForOneOfIt) {
   ASSERT_TRUE(pub.WaitAllAcked(30s));
   EXPECT_TRUE(WaitFor([&] { return Count(2) == "100\n"; }, 30s))
       << Count(2) << " rows on node 2 with node 1 cut off\n" << relay_->log();
+  ExpectEachTopicStoredOnce(2, 1, 100);
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
+// A node that hangs without closing its connections: the relay's node
+// paused (SIGSTOP), its sockets open, the kernel still taking their
+// packets. The relay, alone (no standby), goes on through another node once
+// its calls on the paused one time out (the connector's read timeout,
+// 30 s), and loses nothing. Until 2026-12-07 its sessions then tried the
+// paused node first again, which took the connect timeout (5 s) to fail:
+// now a session whose connection broke in a call sends the process's
+// sessions to the next node.
+TEST_F(GaleraE2E, TheRelaysNodeFrozenIsLeftOnceItsCallsTimeOut) {
+  StartRelay({"--db-host=" + Env("DB_HOSTS"), "--lease-ms=3000"});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  const std::string topic = root() + "/t0";
+  auto publish = [&](int from, int to) {
+    for (int i = from; i <= to; ++i) pub.Publish(topic, "p" + std::to_string(i), 1, 10000);
+    ASSERT_TRUE(pub.WaitAllAcked(30s));
+  };
+  publish(1, 50);
+  ASSERT_TRUE(WaitFor([&] { return Count(1) == "50\n"; }, 30s)) << Count(1) << relay_->log();
+  const pid_t node1 = Nodes()[0].pid;
+  ASSERT_GT(node1, 0) << ClusterState();
+  struct AtExit {
+    std::function<void()> run;
+    ~AtExit() { run(); }
+  } thaw{[&] {
+    kill(node1, SIGCONT);
+    EXPECT_TRUE(Heal()) << "node 1 did not rejoin\n" << ClusterState();
+  }};
+  const auto frozen_at = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(node1, SIGSTOP), 0);
+  publish(51, 100);
+  const bool stored = WaitFor([&] { return Count(2) == "100\n"; }, 90s);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - frozen_at).count();
+  const std::string log = relay_->log();
+  ASSERT_TRUE(stored) << Count(2) << " rows on node 2 with node 1 paused\n" << log;
+  // From the first call that timed out to the first session on another node.
+  const auto lost = log.find("Lost connection");
+  const auto moved = log.find(" of 3)", lost);
+  ASSERT_NE(moved, std::string::npos) << log;
+  const double gap = LogSecondsBetween(log, lost, moved);
+  std::fprintf(stderr,
+               "[ figure ] Galera, the relay's node paused (SIGSTOP): a call timed out after the read timeout, "
+               "another node %.2f s after that; all stored there %.2f s after the pause\n",
+               gap, took);
+  EXPECT_LT(gap, 2.5) << "the paused node was tried again first\n" << log;
   ExpectEachTopicStoredOnce(2, 1, 100);
   EXPECT_EQ(relay_->Stop(), 0);
 }

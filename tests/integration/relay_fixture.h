@@ -38,6 +38,19 @@ inline int CountOf(std::string_view haystack, std::string_view needle, std::size
   return n;
 }
 
+// Seconds from the relay's log line that holds `from` to the one that holds
+// `to` (their leading ISO 8601 times, "...THH:MM:SS.mmmZ"; across midnight
+// too).
+inline double LogSecondsBetween(std::string_view log, std::size_t from, std::size_t to) {
+  const auto seconds = [&](std::size_t at) {
+    const std::size_t newline = log.rfind('\n', at);
+    const std::string t(log.substr((newline == std::string_view::npos ? 0 : newline + 1) + 11, 12));
+    return std::stoi(t.substr(0, 2)) * 3600 + std::stoi(t.substr(3, 2)) * 60 + std::stod(t.substr(6));
+  };
+  const double gap = seconds(to) - seconds(from);
+  return gap < 0 ? gap + 24 * 3600 : gap;
+}
+
 inline std::string Hex(std::string_view bytes) {
   static const char* digits = "0123456789ABCDEF";
   std::string out;

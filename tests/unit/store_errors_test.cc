@@ -70,5 +70,18 @@ TEST(StoreErrorsTest, OnlyALimitOfSessionsIsASessionLimit) {
   EXPECT_FALSE(IsSessionLimit(0));
 }
 
+// A connection lost in the middle of a call sends the process's sessions
+// to the next node first (MysqlStore::Guard); an error the server answered
+// with does not.
+TEST(StoreErrorsTest, OnlyABrokenConnectionIsAConnectionLost) {
+  EXPECT_TRUE(IsConnectionLost(2013)) << "lost during a query (the read timeout of a node that hangs)";
+  EXPECT_TRUE(IsConnectionLost(2006)) << "the server has gone away";
+  EXPECT_TRUE(IsConnectionLost(2055)) << "MySQL's extended form of 2013";
+  EXPECT_FALSE(IsConnectionLost(2003)) << "cannot connect: no call was in flight";
+  EXPECT_FALSE(IsConnectionLost(1047)) << "a Galera node outside the primary component answers";
+  EXPECT_FALSE(IsConnectionLost(1213)) << "a deadlock or certification conflict";
+  EXPECT_FALSE(IsConnectionLost(0));
+}
+
 }  // namespace
 }  // namespace seqrelay
