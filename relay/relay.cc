@@ -646,7 +646,7 @@ bool Relay::BecomeActive() {
   writer_ = std::thread([this] { WriterLoop(); });
   // What this relay's journal (handed over at start) or another relay's
   // holds for the shard: stored before anything new is taken.
-  PumpPending();
+  StorePendingBeforeTheIntake();
   if (stopping_) return true;
   resumed_left_ = kResumedWindow;  // before the intake's thread exists
   auto intake = MqttLink::Start(intake_options_,

@@ -311,7 +311,16 @@ class Relay {
   Result<std::string> HandOverChunk(std::span<const MysqlStore::HandedOver> chunk);
   // Active, main thread: queues the shard's handed-over messages for the
   // writer, one round at a time.
-  void PumpPending();
+  enum class PendingRound {
+    kNone,       // nothing handed over, or nothing of it to store yet (kept until this relay commits it)
+    kWaiting,    // the round before is not committed yet, or the relay is stopping
+    kProgress,   // rows queued, or found stored already and deleted
+    kFailed,     // the database did not answer (logged)
+  };
+  PendingRound PumpPending();
+  // BecomeActive: every round handed over by then, each once the one before
+  // is committed, before the intake starts.
+  void StorePendingBeforeTheIntake();
   // The figures of the stats report and /metrics. Safe from any thread once
   // Run() has started the links (it reads atomics and locked state only).
   RelayStats Snapshot() const;

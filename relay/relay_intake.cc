@@ -107,20 +107,20 @@ Result<std::string> Relay::HandOverChunk(std::span<const MysqlStore::HandedOver>
   }
 }
 
-void Relay::PumpPending() {
+Relay::PendingRound Relay::PumpPending() {
   // One round at a time: rows go to the queue only once the previous
   // round's are committed (each commit deletes its rows).
-  if (pending_queued_.load() > 0 || stopping_) return;
-  if (!pending_store_.connected() && !pending_store_.Connect(false).ok()) return;
+  if (pending_queued_.load() > 0 || stopping_) return PendingRound::kWaiting;
+  if (!pending_store_.connected() && !pending_store_.Connect(false).ok()) return PendingRound::kFailed;
   // A round of at most 1,000 messages and 8 MiB (but for a larger one
   // alone): it goes to the queue past --buffer-max-bytes.
   auto rows = pending_store_.ReadPending(1000, std::size_t{8} << 20);
   if (!rows.ok()) {
     static RateLimit limit(std::chrono::seconds(30));
     if (auto suppressed = limit.Allow()) LogWarn("{}{}", rows.error(), SuppressedNote(*suppressed));
-    return;
+    return PendingRound::kFailed;
   }
-  if (rows->empty()) return;
+  if (rows->empty()) return PendingRound::kNone;
   // A message a relay took and journaled but never acknowledged was also
   // resent by mosquitto to the shard's next active, in the shard's session,
   // with the same packet id. Stored already if that resend is in TAKEN
@@ -166,6 +166,7 @@ void Relay::PumpPending() {
     // take them for resends this relay took, and store them nowhere.
     if (Status s = pending_store_.DeletePending(stored_already); !s.ok()) {
       LogWarn("{}; retried with the next round", s.message());
+      if (fresh.empty()) return PendingRound::kFailed;
     } else {
       LogInfo("{} messages handed over from another relay's journal were stored already (mosquitto resent them "
               "to this relay); not stored again", stored_already.size());
@@ -179,7 +180,7 @@ void Relay::PumpPending() {
               SuppressedNote(*suppressed));
     }
   }
-  if (fresh.empty()) return;
+  if (fresh.empty()) return stored_already.empty() ? PendingRound::kNone : PendingRound::kProgress;
   LogInfo("storing {} messages a relay of shard '{}' took but did not commit (handed over from its journal; "
           "recovered late, at the end of their topics)", fresh.size(), config_.shard);
   pending_queued_ += fresh.size();
@@ -198,6 +199,27 @@ void Relay::PumpPending() {
       --pending_queued_;
     }
   }
+  return PendingRound::kProgress;
+}
+
+void Relay::StorePendingBeforeTheIntake() {
+  // What is handed over when the relay takes the shard (its own journal's
+  // records at its start, a dead active's) was taken before anything the
+  // intake will take: all of it goes first, so that SEQs follow arrival.
+  // Until 2026-12-07 only the first round did (1,000 messages, 8 MiB): the
+  // rest of a larger journal was stored after newer messages. What comes
+  // later (a standby's journal at its start) is stored by the main loop's
+  // rounds, recovered late. If the database fails meanwhile, the intake
+  // starts, and the main loop stores the rest as it can.
+  const char* step = step_.load();
+  step_ = "storing the messages handed over to the shard";
+  for (PendingRound round; !stopping_ && (round = PumpPending()) == PendingRound::kProgress;) {
+    std::unique_lock lock(stop_mu_);
+    stop_cv_.wait(lock, [&] {
+      return stop_requested_ || stopping_ || pending_queued_.load() == 0;  // the writer committed the round
+    });
+  }
+  step_ = step;
 }
 
 // ---- Intake (intake link's network thread) -----------------------------------

@@ -619,7 +619,11 @@ void Relay::WriterLoop() {
     counters_.topics = sequencer_.topic_count();
     ForgetRefused();
     ForgetDroppedResends(ok);
-    pending_queued_ -= handed_over;  // committed, refused or given up: the next round may go
+    if (handed_over != 0) {
+      pending_queued_ -= handed_over;  // committed, refused or given up: the next round may go
+      std::lock_guard lock(stop_mu_);  // StorePendingBeforeTheIntake waits for it
+      stop_cv_.notify_all();
+    }
     if (!ok) {
       GiveUp(batch);
       governor.LiveBatchDone();

@@ -671,6 +671,49 @@ TEST_F(FaultE2E, AStopPastItsBoundEndsTheProcessAndTheJournalKeepsWhatItHeld) {
   RestartAfterAnUnreleasedLeaseAndExpectAllStored(topic, 20);
 }
 
+// A relay killed during a database outage with more in its journal than one
+// round of the hand-over (1,000 messages): at its next start every round
+// is stored before the intake takes anything new, so SEQs follow arrival.
+// Until 2026-12-07 only the first round went before: the messages mosquitto
+// kept for the relay meanwhile were stored between the rounds.
+TEST_F(FaultE2E, AJournalOfSeveralRoundsIsStoredBeforeAnythingNewAtTheNextStart) {
+  StartRelay();
+  const std::string topic = root() + "/t";
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 10; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  WaitStored(topic, 10);
+  struct Resume {  // never left paused for the shard's next tests
+    TestServers& servers;
+    ~Resume() { servers.SignalDatabase(SIGCONT); }
+  } resume{servers()};
+  servers().SignalDatabase(SIGSTOP);
+  constexpr int kJournaled = 2510, kKept = 200;  // three rounds; then what mosquitto keeps for the relay
+  for (int i = 11; i <= kJournaled; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(Scaled(20s)));
+  const std::string journal = servers().dir() + "/journal-" + name_;
+  auto journaled = [&] {  // the relay journals in arrival order: the last one, and all before it
+    for (const auto& entry : std::filesystem::directory_iterator(journal)) {
+      if (ReadFile(entry.path().string()).find("p" + std::to_string(kJournaled)) != std::string::npos) return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(WaitFor(journaled, Scaled(20s))) << relay_->log();
+  relay_->Kill();
+  servers().SignalDatabase(SIGCONT);
+  for (int i = kJournaled + 1; i <= kJournaled + kKept; ++i) pub.Publish(topic, "p" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  RestartAfterAnUnreleasedLeaseAndExpectAllStored(topic, kJournaled + kKept);
+  const auto trail = AuditTrail(topic);
+  ASSERT_EQ(trail.size(), static_cast<std::size_t>(kJournaled + kKept));
+  std::size_t out_of_order = 0, first = 0;
+  for (std::size_t i = 0; i < trail.size(); ++i) {
+    if (trail[i].second != Hex("p" + std::to_string(i + 1)) && out_of_order++ == 0) first = i;
+  }
+  EXPECT_EQ(out_of_order, 0u) << "SEQ " << trail[first].first << " holds a message taken after later SEQs'\n"
+                              << relay_->log();
+}
+
 // A stop with both servers away: the writer commits what it holds once
 // MariaDB is back and publishes it once mosquitto is, its frames after
 // libmosquitto's resends. Until 9ba772b they also waited for the output
