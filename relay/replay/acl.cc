@@ -7,18 +7,33 @@
 namespace seqrelay {
 namespace {
 
-std::string_view Trim(std::string_view s) {
-  const auto first = s.find_first_not_of(" \t\r");
+// The file is read as mosquitto 2.0 reads it (aclfile__parse), or a replay
+// could grant what the broker does not: words are split at spaces only
+// (strtok with " "), and what follows the last word is the rest, white
+// space (tabs too) trimmed at both ends. So "topic read<TAB>seq/a/#" is
+// one word after "topic": a topic of that name, read and write, as the
+// broker takes it; until 2026-12-07 the relay read it as read on
+// seq/a/#, which the broker did not grant (a helper's review). A line
+// the broker refuses to start with (a keyword after a tab, a comment
+// after blanks) the relay refuses too.
+constexpr std::string_view kWhite = " \t\r\n\v\f";
+
+std::string_view TrimWhite(std::string_view s) {
+  const auto first = s.find_first_not_of(kWhite);
   if (first == std::string_view::npos) return {};
-  const auto last = s.find_last_not_of(" \t\r");
-  return s.substr(first, last - first + 1);
+  return s.substr(first, s.find_last_not_of(kWhite) - first + 1);
 }
 
-// Splits "word rest" at the first run of blanks.
+// Splits "word rest" as strtok_r(" ") then strtok_r(""): the word after
+// any leading spaces, up to the next space; the rest after that space,
+// trimmed.
 std::pair<std::string_view, std::string_view> FirstWord(std::string_view s) {
-  const auto end = s.find_first_of(" \t");
+  const auto start = s.find_first_not_of(' ');
+  if (start == std::string_view::npos) return {};
+  s.remove_prefix(start);
+  const auto end = s.find(' ');
   if (end == std::string_view::npos) return {s, {}};
-  return {s.substr(0, end), Trim(s.substr(end))};
+  return {s.substr(0, end), TrimWhite(s.substr(end + 1))};
 }
 
 std::optional<Acl::Access> ParseAccess(std::string_view word) {
@@ -78,10 +93,12 @@ Result<Acl> Acl::Parse(std::string_view text) {
   while (!text.empty()) {
     ++number;
     const auto nl = text.find('\n');
-    std::string_view line = Trim(text.substr(0, nl));
+    std::string_view line = text.substr(0, nl);
     text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+    line = line.substr(0, line.find_last_not_of(kWhite) + 1);  // npos + 1 == 0: a blank line
     if (line.empty() || line.front() == '#') continue;
     auto [keyword, rest] = FirstWord(line);
+    if (keyword.empty()) continue;  // spaces only
     if (keyword == "user") {
       if (rest.empty()) return Status::Error(fmt::format("acl line {}: 'user' needs a username", number));
       if (rest.find('/') != std::string_view::npos) {

@@ -106,6 +106,28 @@ TEST(AclTest, BadLinesAreErrorsThatNameTheLine) {
   }
 }
 
+// Words as mosquitto 2.0 splits them: at spaces only. A tab between the
+// access and the topic makes them one word, which mosquitto takes for the
+// topic (read and write): tried against mosquitto 2.0.11, a subscriber as
+// alice on seq/chat/# gets nothing. Until 2026-12-07 the relay read it as
+// read on seq/chat/#, and replayed alice what the broker kept from her.
+TEST(AclTest, WordsAreSplitAtSpacesOnlyAsMosquittoSplitsThem) {
+  auto tab = Acl::Parse("user alice\ntopic read\tseq/chat/#\n");
+  ASSERT_TRUE(tab.ok()) << tab.error();
+  EXPECT_FALSE(tab->MayRead("alice", "alice", "seq/chat/room1"));
+  EXPECT_TRUE(tab->MayRead("alice", "alice", "read\tseq/chat/#")) << "the topic of that name, read and write";
+  // After the access word's space, the rest is trimmed of white space, tabs too.
+  auto spaced = Acl::Parse("user  alice\ntopic read \tseq/chat/#\ntopic  read  seq/news \t\r\n");
+  ASSERT_TRUE(spaced.ok()) << spaced.error();
+  EXPECT_TRUE(spaced->MayRead("alice", "alice", "seq/chat/room1"));
+  EXPECT_TRUE(spaced->MayRead("alice", "alice", "seq/news"));
+  EXPECT_FALSE(spaced->Allows("alice", "alice", "seq/news", Acl::kWrite));
+  // Lines mosquitto refuses to start with.
+  for (const char* text : {"\ttopic read seq/a\n", "user alice\n  # an indented comment\n", "user\talice\n"}) {
+    EXPECT_FALSE(Acl::Parse(text).ok()) << text;
+  }
+}
+
 TEST(AclTest, TheShippedAclParsesAndSaysWhatItsCommentsSay) {
   std::ifstream in(std::string(SEQRELAY_SOURCE_DIR) + "/docker/mosquitto/acl");
   ASSERT_TRUE(in) << "docker/mosquitto/acl not found";
