@@ -166,7 +166,7 @@ export class SeqClient extends Events<ClientEvents> {
   subscribe(filter: string, options?: SubscribeOptions, onMessage?: (message: SeqMessage) => void): Subscription;
   /** Publishes a raw message for the relay to sequence. */
   publish(topic: string, message: string | Uint8Array, options?: IClientPublishOptions): Promise<Packet | undefined>;
-  /** The last SEQ delivered or given up of `topic` (0 = none): resume later with { from: position + 1 }. */
+  /** The last SEQ delivered or given up of `topic` (0 = none): resume later with { from: position + 1 }. A topic not started yet (its lookup out, or given up with its start kept) says where it starts. */
   position(topic: string): number;
   /** Detaches from the mqtt.js client; does not end it. */
   close(): void;

@@ -429,12 +429,17 @@ export class SeqClient extends Emitter {
     return this.mqtt.publishAsync(topic, message, options);
   }
 
-  /** The last SEQ delivered (or given up) of `topic`: where to resume later with from: n + 1. 0 = none. */
+  /**
+   * The last SEQ delivered (or given up) of `topic`: where to resume later with from: n + 1. 0 = none.
+   * A topic not started yet (its lookup out, or given up with its start kept) says where it starts.
+   */
   position(topic) {
-    for (const t of this.topics.values()) {
-      if (t.name === topic) return Math.max(0, t.stream.next - 1);
-    }
-    return 0;
+    const id = this.ids.get(topic);
+    if (id !== undefined && this.topics.has(id)) return Math.max(0, this.topics.get(id).stream.next - 1);
+    // Until 2026-12-07 such a topic said 0: an app that saved it at exit
+    // asked for the whole history at its next start.
+    const start = this.lookups.get(topic)?.start || this.startAt.get(topic) || 0;
+    return Math.max(0, start - 1);
   }
 
   /** Detaches from the mqtt.js client and stops the timer. Idempotent. */

@@ -516,6 +516,19 @@ test('a quiet topic whose lookup went unanswered is looked up again later, and i
   assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
 });
 
+// position() of a topic resumed with from: n that has not started yet (its
+// lookup out, or given up with the start kept) is n - 1, where an app that
+// saves it resumes. Until 2026-12-07 it was 0: the next run asked for the
+// whole history.
+test('position() of a topic resumed at from: n is n - 1 while its lookup is out and once given up', async (t) => {
+  const { seq } = setup(t, { replyTimeout: 20, maxAttempts: 1 });
+  seq.subscribe('chat/a', { from: 501 });
+  assert.equal(seq.position('chat/a'), 500);
+  await waitFor(() => seq.lookups.size === 0, 'the lookup given up, its start kept', 5000);
+  assert.equal(seq.position('chat/a'), 500);
+  assert.equal(seq.position('chat/b'), 0);
+});
+
 // Answered `unknown_topic` at last: nothing to fetch, and not looked up again.
 test('a quiet topic looked up again and answered unknown_topic is not looked up again after that', async (t) => {
   const { mqtt, seq, events } = setup(t, { replyTimeout: 20, maxAttempts: 1 });

@@ -526,10 +526,17 @@ class SeqClient:
         return self.mqtt.publish(topic, payload, qos)
 
     def position(self, topic: str) -> int:
-        """The last SEQ delivered or given up of `topic` (0 = none): resume with from_seq=position+1."""
+        """The last SEQ delivered or given up of `topic` (0 = none): resume with from_seq=position+1.
+        A topic not started yet (its lookup out, or given up with its start kept) says where it starts."""
         with self._lock:
             tid = self._ids.get(topic)
-            return max(0, self._topics[tid].stream.next - 1) if tid is not None else 0
+            if tid is not None and tid in self._topics:
+                return max(0, self._topics[tid].stream.next - 1)
+            # Until 2026-12-07 such a topic said 0: an app that saved it at exit asked for the
+            # whole history at its next start.
+            lookup = self._lookups.get(topic)
+            start = lookup.start if lookup is not None else self._start_at.get(topic, 0)
+            return max(0, start - 1)
 
     def _unsubscribe(self, sub: Subscription) -> None:
         with self._lock:

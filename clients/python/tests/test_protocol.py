@@ -552,6 +552,19 @@ def test_a_quiet_topic_whose_lookup_went_unanswered_is_looked_up_again_later_and
     assert s.seen == [1, 2, 3] and not lost(s.events)
 
 
+def test_position_of_a_topic_resumed_at_n_is_n_minus_1_while_its_lookup_is_out_and_once_given_up():
+    """An app that saves position() resumes there. Until 2026-12-07 a topic not started yet said 0:
+    the next run asked for the whole history."""
+    s = Scripted(max_attempts=1)
+    s.sub("chat/a", from_seq=501)
+    assert s.c.position("chat/a") == 500
+    for _ in range(100):  # the lookup's tries and their timeouts: given up, its start kept
+        s.advance(0.01)
+    assert not s.c._lookups and s.c._start_at == {"chat/a": 501}
+    assert s.c.position("chat/a") == 500
+    assert s.c.position("chat/b") == 0
+
+
 def test_a_kept_starts_lookup_is_asked_once_every_16_reply_timeouts_whatever_max_attempts():
     s = Scripted(max_attempts=5)  # given up after 1 + 2 + 4 + 8 + 16 reply timeouts (0.04 s)
     s.sub("chat/a", history=True)
