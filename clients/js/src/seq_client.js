@@ -37,6 +37,10 @@ const LOOKUP_FROM = MAX_SEQ;
 const OPEN_END = Infinity;
 // How often the timer looks at open gaps and outstanding requests.
 const TICK_MS = 25;
+// Every timeout here runs on a monotonic clock, as in the C++ and Python
+// clients: the wall clock steps (an NTP correction, a machine resumed), and
+// a step back held every retry and give-up for as long (until 2026-12-07).
+const monotonicMs = () => performance.now();
 
 // v1 relays have no `code`: these error texts mean the same request can never succeed.
 const FINAL_ERRORS = new Set(['unknown topic', 'unknown id', 'forbidden']);
@@ -345,7 +349,7 @@ export class SeqClient extends Emitter {
     // states with t.queued, and lookups with sentSeq = 0.
     this.waiting = new Set();
     // `busy` (PROTOCOL 5.3): nothing waiting is sent before busyUntil
-    // (Date.now(); 0 = no pause). busyRounds: pauses since the relay last
+    // (monotonicMs(); 0 = no pause). busyRounds: pauses since the relay last
     // served this client (a frame or an ok status), each twice the one before.
     this.busyUntil = 0;
     this.busyRounds = 0;
@@ -851,7 +855,7 @@ export class SeqClient extends Emitter {
   // again after a reconnect loses nothing by failing.
   #giveUpLookup(name, lookup, lost, refused = false) {
     if (lookup.start > 0 && !refused) {
-      if (this.unansweredStarts.size === 0) this.keptLookupsAt = Date.now() + this.replyTimeout * 16;
+      if (this.unansweredStarts.size === 0) this.keptLookupsAt = monotonicMs() + this.replyTimeout * 16;
       this.unansweredStarts.add(name);
       this.#endLookup(name, null, lookup.start);
       return;
@@ -933,7 +937,7 @@ export class SeqClient extends Emitter {
   // and no busy pause runs.
   #pump() {
     for (const item of this.inFlight) if (!this.#isOut(item)) this.inFlight.delete(item);
-    if (this.waiting.size === 0 || Date.now() < this.busyUntil) return;
+    if (this.waiting.size === 0 || monotonicMs() < this.busyUntil) return;
     for (const item of this.waiting) {
       if (this.inFlight.size >= this.maxOutstanding) break;
       this.waiting.delete(item);
@@ -959,7 +963,7 @@ export class SeqClient extends Emitter {
   // every refused request was asked again on the same schedule, together.)
   #refusedBusy(item) {
     if (!item.stream && item.attempts > 0) --item.attempts; // its sending counted one
-    const now = Date.now();
+    const now = monotonicMs();
     if (now >= this.busyUntil) { // else refused during the pause that runs: the same round
       this.busyUntil = now + this.replyTimeout * 2 ** Math.min(this.busyRounds, 4) * (0.5 + Math.random());
       ++this.busyRounds;
@@ -999,7 +1003,7 @@ export class SeqClient extends Emitter {
   // starts the request's reply timeout anew.
   #request(item, body) {
     item.sentSeq = ++this.sends;
-    item.waitFrom = Date.now();
+    item.waitFrom = monotonicMs();
     ++this.stats.requests;
     // Offline, mqtt.js queues it; the timer's retry covers a lost one.
     this.mqtt.publish(this.requestTopic, JSON.stringify(body), { qos: 1 }, () => {});
@@ -1067,13 +1071,13 @@ export class SeqClient extends Emitter {
   // the reply topics restarted every timeout, and a lost reply never timed
   // out while the client's other requests were answered.)
   #heard(q) {
-    const now = Date.now();
+    const now = monotonicMs();
     for (const p of this.inFlight) if (p.sentSeq >= q.sentSeq && this.#isOut(p)) p.waitFrom = now;
   }
 
   #tick() {
     if (!this.mqtt.connected) return; // requests wait for the connection; catch-up follows it
-    const now = Date.now();
+    const now = monotonicMs();
     for (const [name, lookup] of this.lookups) {
       if (lookup.sentSeq === 0 || now - lookup.waitFrom < this.#backoff(lookup.round ? 1 : lookup.attempts)) continue;
       if (lookup.round || lookup.attempts >= this.maxAttempts) {

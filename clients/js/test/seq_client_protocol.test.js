@@ -529,6 +529,20 @@ test('position() of a topic resumed at from: n is n - 1 while its lookup is out 
   assert.equal(seq.position('chat/b'), 0);
 });
 
+// The client's timeouts run on a monotonic clock, as the C++ and Python
+// clients' do. Until 2026-12-07 they ran on Date.now(): a wall clock stepped
+// back (an NTP correction) held the retry for as long as the step.
+test('a wall clock stepped back an hour holds no retry: the timeouts run on a monotonic clock', async (t) => {
+  const { mqtt } = await gapAsked(t, 3, { replyTimeout: 50, maxAttempts: 5 });
+  const wallClock = Date.now;
+  Date.now = () => wallClock() - 3_600_000;
+  t.after(() => {
+    Date.now = wallClock;
+  });
+  await waitFor(() => mqtt.requests.length >= 2, 'the retry one reply timeout on', 2000);
+  assert.deepEqual(mqtt.requests.slice(0, 2), Array(2).fill({ id: 7, from: 2, to: 2 }));
+});
+
 // Answered `unknown_topic` at last: nothing to fetch, and not looked up again.
 test('a quiet topic looked up again and answered unknown_topic is not looked up again after that', async (t) => {
   const { mqtt, seq, events } = setup(t, { replyTimeout: 20, maxAttempts: 1 });
