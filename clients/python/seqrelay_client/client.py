@@ -1036,11 +1036,11 @@ class SeqClient:
         # SEQ `start`: what was published while away would wait for a later live frame to show as
         # a gap. Looked up again.
         for name, start in list(self._start_at.items()):
-            if name not in self._lookups:
+            if name not in self._lookups and name in self._start_at:
                 self._lookups[name] = _Lookup(name, start, again=True)
                 self._ask(self._lookups[name])
-        for t in self._topics.values():
-            if t.stream.next == 0:
+        for t in list(self._topics.values()):  # a callback may unsubscribe (see _tick)
+            if self._topics.get(t.id) is not t or t.stream.next == 0:
                 continue
             if t.asked:
                 # A request is out: its range ends where it ends, and what was published while
@@ -1083,10 +1083,19 @@ class SeqClient:
             if self._connected.is_set():
                 with self._lock:
                     if not self._closed:
-                        self._tick(time.monotonic())
+                        try:
+                            self._tick(time.monotonic())
+                        except Exception:  # the timer must not end: no retry or give-up would come again
+                            log.exception("seqrelay_client: the timer's round failed")
 
     def _tick(self, now: float) -> None:
+        # A callback called from here (on_lost, on_fetch, ...) may unsubscribe, which forgets
+        # topics and lookups: each is looked at only while it is still the client's. (Until
+        # 2026-12-07 a lookup forgotten so was asked again, a KeyError ended the timer's thread,
+        # and no request was retried or given up from then on.)
         for name, lookup in list(self._lookups.items()):
+            if self._lookups.get(name) is not lookup:
+                continue
             if lookup.sent_seq == 0 or now - lookup.wait_from < self._backoff(1 if lookup.round else lookup.attempts):
                 continue
             if lookup.round or lookup.attempts >= self.max_attempts:
@@ -1096,10 +1105,12 @@ class SeqClient:
         if self._unanswered_starts and now >= self._kept_lookups_at:
             self._kept_lookups_at = now + self.reply_timeout * 16
             for name in sorted(self._unanswered_starts):
-                if name not in self._lookups:  # one try a round, with one reply timeout
+                if name not in self._lookups and name in self._start_at:  # one try a round, with one reply timeout
                     self._lookups[name] = _Lookup(name, self._start_at[name], again=True, round=True)
                     self._ask(self._lookups[name])
         for t in list(self._topics.values()):
+            if self._topics.get(t.id) is not t:
+                continue
             gap = t.stream.gap()
             if t.asked:
                 if t.queued:

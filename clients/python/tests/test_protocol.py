@@ -552,6 +552,35 @@ def test_a_quiet_topic_whose_lookup_went_unanswered_is_looked_up_again_later_and
     assert s.seen == [1, 2, 3] and not lost(s.events)
 
 
+def test_a_callback_that_unsubscribes_during_a_reconnects_catch_up_ends_no_thread():
+    """on_fetch unsubscribes another topic while the client asks for what each missed. Until
+    2026-12-07 the catch-up's loop over the topics raised (the dict changed size) in paho's
+    network thread, which ended it."""
+    subs = {}
+    s = Scripted(on_fetch=lambda e: subs.pop("chat/b").unsubscribe() if "chat/b" in subs else None)
+    subs["chat/a"], subs["chat/b"] = s.sub("chat/a"), s.sub("chat/b")
+    s.frame("seq/chat/a", 1, tid=7)
+    s.frame("seq/chat/b", 1, tid=8)
+    s.c._on_connect(None, None, {}, 0)  # a reconnect: each topic's catch-up
+    assert [r.get("id") for r in s.requests] == [7]
+    assert s.c.position("chat/b") == 0 and s.c.position("chat/a") == 1
+
+
+def test_a_callback_that_unsubscribes_during_the_timers_round_ends_no_thread():
+    """A's lookup given up (on_lost) unsubscribes B, whose lookup the same round was about to ask
+    again. Until 2026-12-07 that raised a KeyError, which ended the timer's thread: no request was
+    retried or given up after it."""
+    subs = {}
+    s = Scripted(max_attempts=2)
+    s.c.on_lost = lambda e: subs.pop("chat/b").unsubscribe() if "chat/b" in subs else None
+    subs["chat/a"] = s.sub("chat/a", last=5)  # the last N: given up for good (lost), not kept
+    s.advance(0.05)  # A asked again: its last try
+    subs["chat/b"] = s.sub("chat/b", last=5)
+    s.advance(1.0)  # A given up, B due for its second try in the same round: raised here
+    assert not s.c._lookups
+    assert [r["topic"] for r in s.requests] == ["chat/a", "chat/a", "chat/b"]
+
+
 def test_position_of_a_topic_resumed_at_n_is_n_minus_1_while_its_lookup_is_out_and_once_given_up():
     """An app that saves position() resumes there. Until 2026-12-07 a topic not started yet said 0:
     the next run asked for the whole history."""
