@@ -97,6 +97,34 @@ TEST_F(RelayE2E, StatsReportIsRetainedAndCountsWhatTheRelayDid) {
   EXPECT_EQ(retained["broker"]["intake"], "disconnected") << "the final report is made after intake stopped";
 }
 
+// No report is queued while the broker is away: each would be kept by
+// libmosquitto (QoS 1) until the reconnect, without bound, and all sent at
+// once then. Until 2026-12-07 a relay away from the broker for 4 s with
+// --stats-interval 1 sent four or more reports within moments of its
+// reconnect.
+TEST_F(RelayE2E, StatsReportsAreNotQueuedWhileTheBrokerIsAway) {
+  const std::string id = name_.substr(0, 20) + "-r";
+  StartRelay({"--stats-interval=1", "--relay-id=" + id});
+  const std::string own = "relay/stats/default/" + id;  // not retained: what comes is what the relay sent
+  {
+    MqttClient first(servers().mqtt_port(), name_ + "-first");
+    first.Subscribe(own);
+    ASSERT_TRUE(first.WaitForCount(1, Scaled(10s))) << relay_->log();
+  }
+  servers().StopBroker();
+  std::this_thread::sleep_for(4s);  // four intervals of the relay's, away
+  servers().StartBroker();
+  MqttClient sub(servers().mqtt_port(), name_ + "-sub");  // before the relay's reconnect (1 s on)
+  sub.Subscribe(own);
+  ASSERT_TRUE(sub.WaitForCount(2, Scaled(20s))) << relay_->log();
+  const auto received = sub.received();
+  const auto burst = std::count_if(received.begin(), received.end(), [&](const Received& r) {
+    return r.topic == own && r.at - received.front().at < 500ms;
+  });
+  EXPECT_LE(burst, 1) << received.size() << " reports\n" << relay_->log();
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 TEST_F(RelayE2E, StatsIntervalZeroPublishesNoReport) {
   const std::string control = name_ + "-ctl";
   StartRelay({"--stats-interval=0", "--control-prefix=" + control});
