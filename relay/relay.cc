@@ -384,7 +384,10 @@ void Relay::ServeUntilStopped() {
     // store what a relay of the shard handed over from its journal.
     auto until = Clock::now() + std::chrono::seconds(1);
     if (interval.count() > 0) until = std::min(until, next_stats);
-    stop_cv_.wait_until(lock, until, [&] { return stop_requested_ || resume_intake_ || republish_due_; });
+    stop_cv_.wait_until(lock, until, [&] {
+      return stop_requested_ || resume_intake_ || republish_due_ ||
+             (intake_after_hand_over_ && pending_queued_.load() == 0);  // a round of the hand-over committed
+    });
     if (stop_requested_) break;
     const bool republish = std::exchange(republish_due_, false) || std::exchange(republish_retry_, false);
     if (republish && active_) {
@@ -404,7 +407,8 @@ void Relay::ServeUntilStopped() {
     // its pause after the batch that emptied the queue looked.
     ResumeIntakeIfDrained();
     if (active_) {
-      PumpPending();
+      const PendingRound round = PumpPending();
+      if (intake_after_hand_over_) StartIntakeOnceHandedOverStored(round);
       PurgeMsgIds();
       ApplyRetention();
       WatchUnacknowledged();
@@ -645,9 +649,42 @@ bool Relay::BecomeActive() {
 
   writer_ = std::thread([this] { WriterLoop(); });
   // What this relay's journal (handed over at start) or another relay's
-  // holds for the shard: stored before anything new is taken.
-  StorePendingBeforeTheIntake();
+  // holds for the shard was taken before anything the intake will take:
+  // stored first, round after round (the main loop queues each once the
+  // writer has committed the one before), and then the intake starts.
+  if (PumpPending() == PendingRound::kProgress) {
+    intake_after_hand_over_ = true;
+    hand_over_progress_at_ = Clock::now();
+    return true;
+  }
   if (stopping_) return true;
+  return StartIntake();
+}
+
+void Relay::StartIntakeOnceHandedOverStored(PendingRound round) {
+  // Until 2026-12-07 the intake started after the first round (1,000
+  // messages, 8 MiB): the rest of a larger journal was stored after newer
+  // messages (a helper's review). A database that stops answering, or a
+  // round not committed for kHandOverStall, lets the intake start all the
+  // same: what is left is then stored after newer messages, recovered late,
+  // rather than new ones left in the broker's queue for the outage.
+  const auto now = Clock::now();
+  if (round == PendingRound::kProgress) hand_over_progress_at_ = now;
+  if (round == PendingRound::kProgress ||
+      (round == PendingRound::kWaiting && now - hand_over_progress_at_ < kHandOverStall)) {
+    return;
+  }
+  if (round != PendingRound::kNone) {
+    LogWarn("taking new messages before all that was handed over to shard '{}' is stored ({}): the rest is stored "
+            "after them, recovered late",
+            config_.shard,
+            round == PendingRound::kFailed ? "the database did not answer" : "a round not committed for 30 s");
+  }
+  intake_after_hand_over_ = false;
+  if (!StartIntake()) Fail("could not start the intake link");
+}
+
+bool Relay::StartIntake() {
   resumed_left_ = kResumedWindow;  // before the intake's thread exists
   auto intake = MqttLink::Start(intake_options_,
                                 {.on_connect =

@@ -318,9 +318,12 @@ class Relay {
     kFailed,     // the database did not answer (logged)
   };
   PendingRound PumpPending();
-  // BecomeActive: every round handed over by then, each once the one before
-  // is committed, before the intake starts.
-  void StorePendingBeforeTheIntake();
+  // Main thread, active: starts the intake once what was handed over when
+  // the relay took the shard is stored (`round`: PumpPending's last), or
+  // the database fails or stalls meanwhile.
+  void StartIntakeOnceHandedOverStored(PendingRound round);
+  // BecomeActive's last step, or the main loop's; false if it failed.
+  bool StartIntake();
   // The figures of the stats report and /metrics. Safe from any thread once
   // Run() has started the links (it reads atomics and locked state only).
   RelayStats Snapshot() const;
@@ -550,6 +553,10 @@ class Relay {
   std::chrono::steady_clock::time_point next_retention_pass_{};
   std::chrono::steady_clock::duration retention_pass_work_{};  // time spent in the current pass
   std::atomic<std::size_t> pending_queued_{0};  // handed-over messages queued and not yet committed or lost
+  // The intake waits for what was handed over at takeover (main thread).
+  bool intake_after_hand_over_ = false;
+  std::chrono::steady_clock::time_point hand_over_progress_at_;  // its last round queued
+  static constexpr std::chrono::seconds kHandOverStall{30};
   MqttLink::Options output_options_;
   std::thread writer_;
 

@@ -202,26 +202,6 @@ Relay::PendingRound Relay::PumpPending() {
   return PendingRound::kProgress;
 }
 
-void Relay::StorePendingBeforeTheIntake() {
-  // What is handed over when the relay takes the shard (its own journal's
-  // records at its start, a dead active's) was taken before anything the
-  // intake will take: all of it goes first, so that SEQs follow arrival.
-  // Until 2026-12-07 only the first round did (1,000 messages, 8 MiB): the
-  // rest of a larger journal was stored after newer messages. What comes
-  // later (a standby's journal at its start) is stored by the main loop's
-  // rounds, recovered late. If the database fails meanwhile, the intake
-  // starts, and the main loop stores the rest as it can.
-  const char* step = step_.load();
-  step_ = "storing the messages handed over to the shard";
-  for (PendingRound round; !stopping_ && (round = PumpPending()) == PendingRound::kProgress;) {
-    std::unique_lock lock(stop_mu_);
-    stop_cv_.wait(lock, [&] {
-      return stop_requested_ || stopping_ || pending_queued_.load() == 0;  // the writer committed the round
-    });
-  }
-  step_ = step;
-}
-
 // ---- Intake (intake link's network thread) -----------------------------------
 
 bool Relay::SessionMayResend(SessionNo taken_in) const {
