@@ -25,15 +25,17 @@ std::string_view TrimWhite(std::string_view s) {
 }
 
 // Splits "word rest" as strtok_r(" ") then strtok_r(""): the word after
-// any leading spaces, up to the next space; the rest after that space,
-// trimmed.
+// any leading spaces, up to the next space; the rest after that space, as
+// it is (a tab there starts the next word, as for mosquitto). The caller
+// trims what mosquitto trims (misc__trimblanks): a username, the topic
+// after an access word.
 std::pair<std::string_view, std::string_view> FirstWord(std::string_view s) {
   const auto start = s.find_first_not_of(' ');
   if (start == std::string_view::npos) return {};
   s.remove_prefix(start);
   const auto end = s.find(' ');
   if (end == std::string_view::npos) return {s, {}};
-  return {s.substr(0, end), TrimWhite(s.substr(end + 1))};
+  return {s.substr(0, end), s.substr(end + 1)};
 }
 
 std::optional<Acl::Access> ParseAccess(std::string_view word) {
@@ -97,9 +99,10 @@ Result<Acl> Acl::Parse(std::string_view text) {
     text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
     line = line.substr(0, line.find_last_not_of(kWhite) + 1);  // npos + 1 == 0: a blank line
     if (line.empty() || line.front() == '#') continue;
-    auto [keyword, rest] = FirstWord(line);
+    auto [keyword, after_keyword] = FirstWord(line);
     if (keyword.empty()) continue;  // spaces only
     if (keyword == "user") {
+      const std::string_view rest = TrimWhite(after_keyword);
       if (rest.empty()) return Status::Error(fmt::format("acl line {}: 'user' needs a username", number));
       if (rest.find('/') != std::string_view::npos) {
         // Its requests on relay/retransmit/<name> would read as user U's on
@@ -118,7 +121,7 @@ Result<Acl> Acl::Parse(std::string_view text) {
     // As mosquitto reads it: with one word after the keyword, that word is
     // the topic (read and write); with more, the first is the access.
     Rule rule;
-    auto [first, after] = FirstWord(rest);
+    auto [first, after] = FirstWord(after_keyword);
     if (first.empty()) return Status::Error(fmt::format("acl line {}: '{}' needs a topic", number, keyword));
     if (after.empty()) {
       rule.topic = std::string(first);
@@ -129,7 +132,7 @@ Result<Acl> Acl::Parse(std::string_view text) {
                                          number, first));
       }
       rule.access = *access;
-      rule.topic = std::string(after);
+      rule.topic = std::string(TrimWhite(after));
     }
     if (Status s = ValidateFilter(rule.topic); !s.ok()) {
       return Status::Error(fmt::format("acl line {}: {}", number, s.message()));

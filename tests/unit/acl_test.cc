@@ -122,8 +122,14 @@ TEST(AclTest, WordsAreSplitAtSpacesOnlyAsMosquittoSplitsThem) {
   EXPECT_TRUE(spaced->MayRead("alice", "alice", "seq/chat/room1"));
   EXPECT_TRUE(spaced->MayRead("alice", "alice", "seq/news"));
   EXPECT_FALSE(spaced->Allows("alice", "alice", "seq/news", Acl::kWrite));
+  // A tab after the keyword's space starts the next word: the odd topic "\tseq/a", read and write.
+  auto tab_first = Acl::Parse("user alice\ntopic \tseq/a\n");
+  ASSERT_TRUE(tab_first.ok()) << tab_first.error();
+  EXPECT_FALSE(tab_first->MayRead("alice", "alice", "seq/a"));
+  EXPECT_TRUE(tab_first->MayRead("alice", "alice", "\tseq/a"));
   // Lines mosquitto refuses to start with.
-  for (const char* text : {"\ttopic read seq/a\n", "user alice\n  # an indented comment\n", "user\talice\n"}) {
+  for (const char* text : {"\ttopic read seq/a\n", "user alice\n  # an indented comment\n", "user\talice\n",
+                           "topic \tread seq/a\n"}) {
     EXPECT_FALSE(Acl::Parse(text).ok()) << text;
   }
 }
