@@ -184,6 +184,7 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
     }
   }
   const bool in_session = conn_ != nullptr;  // not a connect
+  const auto called_at = std::chrono::steady_clock::now();
   try {
     body();
     last_used_ = std::chrono::steady_clock::now();
@@ -193,7 +194,13 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
     // next use reconnects. Duplicate-key and similar errors are still errors
     // here; the caller decides what they mean.
     std::string message = fmt::format("{}: MySQL error {} ({}): {}", what, e.getErrorCode(), e.getSQLStateCStr(), e.what());
-    if (in_session && IsConnectionLost(e.getErrorCode())) LeaveTheNode();
+    // A call that ran into the read timeout: its node hangs. (A session the
+    // server ended, killed or idle past its wait_timeout, fails at once,
+    // and its node is fine.)
+    if (in_session && IsConnectionLost(e.getErrorCode()) &&
+        std::chrono::steady_clock::now() - called_at >= std::chrono::seconds(kReadTimeoutS) * 9 / 10) {
+      LeaveTheNode();
+    }
     DropConnection();
     return Status::Database(std::move(message), e.getErrorCode());
   } catch (const std::exception& e) {
@@ -205,7 +212,9 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
 void MysqlStore::LeaveTheNode() {
   // A node that hangs (a frozen server, a host gone without a reset) takes
   // a reconnect's whole connect timeout (5 s) to fail where it would start.
-  // Unless another session moved the process on already.
+  // Unless another session moved the process on already. (A session ended
+  // by a healthy server, by KILL or its wait_timeout, fails at once: Guard
+  // moves only after a call that ran into the read timeout.)
   std::size_t here = endpoint_index_;
   if (node_count_ > 1) shared_node_.compare_exchange_strong(here, (here + 1) % node_count_, std::memory_order_relaxed);
 }
@@ -317,8 +326,8 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
     options["OPT_CONNECT_TIMEOUT"] = 5;
     // A hung server must not hang the writer forever: reads and writes time
     // out, the connection is dropped and the batch retried.
-    options["OPT_READ_TIMEOUT"] = 30;
-    options["OPT_WRITE_TIMEOUT"] = 30;
+    options["OPT_READ_TIMEOUT"] = kReadTimeoutS;
+    options["OPT_WRITE_TIMEOUT"] = kReadTimeoutS;
     options["OPT_CHARSET_NAME"] = sql::SQLString("utf8mb4");
     // CommitBatch sends a batch as one query of several statements. Every
     // value in them is a number or a hex literal (multi_statement.h).

@@ -393,11 +393,14 @@ class MysqlStore {
   // The next transaction at READ COMMITTED: it takes no gap locks, so a
   // housekeeping delete never holds up the writer's inserts.
   void NextTransactionReadCommitted();
-  // After a connection lost in the middle of a call (IsConnectionLost):
-  // the process's sessions start from the next node (SharedNode), the
-  // idle ones moving before their next call, rather than try this one
-  // again first.
+  // After a connection lost in the middle of a call (IsConnectionLost)
+  // that ran into the read timeout: the process's sessions start from the
+  // next node (SharedNode), the idle ones moving before their next call,
+  // rather than try this one again first.
   void LeaveTheNode();
+  // The connector's read and write timeouts, seconds: a hung server's call
+  // fails after this long.
+  static constexpr int kReadTimeoutS = 30;
   // Forgets the connection and everything prepared on it.
   void DropConnection();
   // The session limits asked for (LimitLockWait, LimitIdleTransaction),
