@@ -91,6 +91,12 @@ RelayStats Relay::Snapshot() const {
 }
 
 void Relay::PublishStats() {
+  // Not while the replay link is away: libmosquitto would keep every
+  // report (QoS 1) for the reconnect, without bound, and send them all then
+  // (until 2026-12-07: a report an interval for as long as the broker was
+  // away; a helper's review). The interval's figures go into the next
+  // report, made once the link is back.
+  if (!replay_->connected()) return;
   RelayStats s = Snapshot();
   s.batch_rows = batch_rows_.Take();
   s.commit_ms = commit_ms_.Take();
@@ -111,11 +117,6 @@ void Relay::PublishStats() {
     topics.emplace_back(fmt::format("{}/{}", base, config_.shard), true);
     if (config_.shard == "default") topics.emplace_back(base, true);
   }
-  // Not while the replay link is away: libmosquitto would keep every
-  // report (QoS 1) for the reconnect, without bound, and send them all then
-  // (until 2026-12-07: a report an interval for as long as the broker was
-  // away; a helper's review). The next interval's report is fresh.
-  if (!replay_->connected()) return;
   for (const auto& [topic, retain] : topics) {
     auto sent = replay_->Publish(topic, bytes, 1, std::nullopt, retain);
     if (sent.ok()) last_stats_mid_ = sent.value();
