@@ -652,8 +652,9 @@ bool Relay::BecomeActive() {
   // holds for the shard was taken before anything the intake will take:
   // stored first, round after round (the main loop queues each once the
   // writer has committed the one before), and then the intake starts.
-  if (PumpPending() == PendingRound::kProgress) {
-    intake_after_hand_over_ = true;
+  if (const PendingRound round = PumpPending();
+      round == PendingRound::kProgress || (round == PendingRound::kFailed && !stopping_)) {
+    intake_after_hand_over_ = true;  // a failed read is tried again, for kHandOverStall
     hand_over_progress_at_ = Clock::now();
     return true;
   }
@@ -664,23 +665,28 @@ bool Relay::BecomeActive() {
 void Relay::StartIntakeOnceHandedOverStored(PendingRound round) {
   // Until 2026-12-07 the intake started after the first round (1,000
   // messages, 8 MiB): the rest of a larger journal was stored after newer
-  // messages (a helper's review). A database that stops answering, or a
-  // round not committed for kHandOverStall, lets the intake start all the
+  // messages (a helper's review). A database that fails for kHandOverStall
+  // (no round queued or committed meanwhile) lets the intake start all the
   // same: what is left is then stored after newer messages, recovered late,
-  // rather than new ones left in the broker's queue for the outage.
+  // rather than new ones left in the broker's queue for the outage. Time
+  // with the output link away does not count (the writer waits to publish).
+  if (stopping_) return;
   const auto now = Clock::now();
-  if (round == PendingRound::kProgress) hand_over_progress_at_ = now;
-  if (round == PendingRound::kProgress ||
-      (round == PendingRound::kWaiting && now - hand_over_progress_at_ < kHandOverStall)) {
+  const Clock::time_point committed_at{Clock::duration(hand_over_committed_at_.load(std::memory_order_relaxed))};
+  if (round == PendingRound::kProgress || !output_->connected()) hand_over_progress_at_ = now;
+  hand_over_progress_at_ = std::max(hand_over_progress_at_, committed_at);
+  if (round != PendingRound::kNone && now - hand_over_progress_at_ < kHandOverStall) {
+    step_ = "storing the messages handed over to the shard";
     return;
   }
   if (round != PendingRound::kNone) {
-    LogWarn("taking new messages before all that was handed over to shard '{}' is stored ({}): the rest is stored "
-            "after them, recovered late",
-            config_.shard,
-            round == PendingRound::kFailed ? "the database did not answer" : "a round not committed for 30 s");
+    LogWarn("taking new messages before all that was handed over to shard '{}' is stored (no round stored for {} "
+            "s{}): the rest is stored after them, recovered late",
+            config_.shard, kHandOverStall.count(),
+            round == PendingRound::kFailed ? ", the database failing" : "");
   }
   intake_after_hand_over_ = false;
+  step_ = "serving";
   if (!StartIntake()) Fail("could not start the intake link");
 }
 

@@ -428,7 +428,7 @@ class Relay {
   // Deliveries after taking the shard still to record in TAKEN, over every
   // connect that resumes the session (mosquitto resends the previous
   // holder's unacknowledged ones first; its in-flight window is far
-  // smaller). Set by BecomeActive before the intake starts, then on the
+  // smaller). Set by StartIntake before the intake starts, then on the
   // intake thread: counted down, and zeroed by a connect without a session.
   // (Until 2026-12-06 every resuming connect set it again, and TAKEN grew by
   // up to 1,000 rows a reconnect for as long as the relay held the shard.)
@@ -517,7 +517,8 @@ class Relay {
   std::atomic<bool> probe_on_connect_{false};  // no CONNACK at start: the output link's connect sends the probe
 
   // Set while the metrics thread may read them (Snapshot): under links_mu_
-  // then (replay_ by StartServing, the others by BecomeActive).
+  // then (replay_ by StartServing, output_ by BecomeActive, intake_ by
+  // StartIntake).
   mutable std::mutex links_mu_;
   std::unique_ptr<MqttLink> output_;
   std::unique_ptr<MqttLink> intake_;
@@ -555,7 +556,10 @@ class Relay {
   std::atomic<std::size_t> pending_queued_{0};  // handed-over messages queued and not yet committed or lost
   // The intake waits for what was handed over at takeover (main thread).
   bool intake_after_hand_over_ = false;
-  std::chrono::steady_clock::time_point hand_over_progress_at_;  // its last round queued
+  // Its last progress: a round queued, or committed by the writer (which
+  // stores the time, in steady_clock's ticks), or the output link away.
+  std::chrono::steady_clock::time_point hand_over_progress_at_;
+  std::atomic<int64_t> hand_over_committed_at_{0};
   static constexpr std::chrono::seconds kHandOverStall{30};
   MqttLink::Options output_options_;
   std::thread writer_;

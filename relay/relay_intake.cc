@@ -244,7 +244,7 @@ void Relay::OnIntakeConnected(bool session_present) {
     if (!session_present) intake_session_no_.store(kUnknownSession, std::memory_order_relaxed);
   }
   // Another holder's resends come only in a session this relay resumed
-  // after taking the shard (BecomeActive sets the count); in one it began
+  // after taking the shard (StartIntake sets the count); in one it began
   // itself, every delivery is a message of its own stint.
   if (!session_present) resumed_left_ = 0;
   ++intake_connects_;
