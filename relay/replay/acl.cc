@@ -9,8 +9,8 @@ namespace {
 
 // The file is read as mosquitto 2.0 reads it (aclfile__parse), or a replay
 // could grant what the broker does not: words are split at spaces only
-// (strtok with " "), and what follows the last word is the rest, white
-// space (tabs too) trimmed at both ends. So "topic read<TAB>seq/a/#" is
+// (strtok with " "); a username, and a topic after an access word, are
+// trimmed of white space (tabs too) at both ends. So "topic read<TAB>seq/a/#" is
 // one word after "topic": a topic of that name, read and write, as the
 // broker takes it; until 2026-12-07 the relay read it as read on
 // seq/a/#, which the broker did not grant (a helper's review). A line

@@ -204,6 +204,10 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
     DropConnection();
     return Status::Database(std::move(message), e.getErrorCode());
   } catch (const std::exception& e) {
+    // A ping (KeepAlive) on a hung node fails so, after the read timeout.
+    if (in_session && std::chrono::steady_clock::now() - called_at >= std::chrono::seconds(kReadTimeoutS) * 9 / 10) {
+      LeaveTheNode();
+    }
     DropConnection();
     return Status::Error(fmt::format("{}: {}", what, e.what()));
   }
