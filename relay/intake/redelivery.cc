@@ -35,7 +35,10 @@ void RedeliveryFilter::RememberFromJournal(uint16_t mid, std::string_view topic,
 
 void RedeliveryFilter::Add(const Entry& e) {
   entries_.push_back(e);
-  if (entries_.size() > window_) entries_.pop_front();
+  if (entries_.size() > window_) {
+    entries_.pop_front();
+    if (next_ > 0) --next_;
+  }
   // Handed-over messages age with this relay's deliveries, as its own do:
   // `window_` deliveries on, the session's packet ids may wrap round to theirs.
   ++taken_;
@@ -54,11 +57,16 @@ void RedeliveryFilter::Forget(uint16_t mid, std::string_view topic, std::span<co
   if (mid == 0) return;
   const Entry e = Make(mid, topic, payload, false);
   auto it = std::find_if(entries_.rbegin(), entries_.rend(), [&](const Entry& x) { return Same(x, e); });
-  if (it != entries_.rend()) entries_.erase(std::next(it).base());
+  if (it == entries_.rend()) return;
+  const auto at = std::next(it).base();
+  if (static_cast<std::size_t>(at - entries_.begin()) < next_) --next_;
+  entries_.erase(at);
 }
 
 void RedeliveryFilter::Connected(bool session_present) {
   matched_ = false;
+  next_ = 0;
+  for (Entry& h : handed_over_) h.resent = false;
   armed_ = session_present;
   if (!session_present) {  // a new session: nothing of the old one comes again
     entries_.clear();
@@ -72,12 +80,14 @@ void RedeliveryFilter::Subscribed() { first_run_ = false; }
 void RedeliveryFilter::ForgetCommitted() {
   std::erase_if(entries_, [](const Entry& e) { return e.committed; });
   matched_ = false;
+  next_ = 0;
 }
 
 void RedeliveryFilter::ForgetAll() {
   entries_.clear();
   handed_over_.clear();
   matched_ = false;
+  next_ = 0;
 }
 
 RedeliveryFilter::Match RedeliveryFilter::Find(uint16_t mid, std::string_view topic,
@@ -101,20 +111,28 @@ bool RedeliveryFilter::IsRedelivery(uint16_t mid, std::string_view topic, std::s
   auto same = [&](const Entry& x) { return Same(x, e); };
   if (armed_) {
     // The first resend may be any remembered message (the older ones were
-    // acknowledged); every next one is the next remembered message.
-    auto it = matched_ ? (!entries_.empty() && same(entries_.front()) ? entries_.begin() : entries_.end())
-                       : std::find_if(entries_.begin(), entries_.end(), same);
-    if (it != entries_.end()) {
-      entries_.erase(entries_.begin(), it + 1);
-      matched_ = true;
+    // acknowledged, and are forgotten); every next one is the next
+    // remembered message. The resends stay: their PUBACKs may be lost with
+    // this connection too.
+    if (!matched_) {
+      if (auto it = std::find_if(entries_.begin(), entries_.end(), same); it != entries_.end()) {
+        entries_.erase(entries_.begin(), it);
+        matched_ = true;
+        next_ = 1;
+        return true;
+      }
+    } else if (next_ < entries_.size() && same(entries_[next_])) {
+      ++next_;
       return true;
     }
   }
   // Another relay's, anywhere before the first SUBACK (after resends this
-  // relay knows nothing of, which the writer checks: CommittedResends).
+  // relay knows nothing of, which the writer checks: CommittedResends); once
+  // a connection. It stays remembered, as this relay's resends do.
   if (first_run_) {
-    if (auto h = std::find_if(handed_over_.begin(), handed_over_.end(), same); h != handed_over_.end()) {
-      handed_over_.erase(h);
+    auto h = std::find_if(handed_over_.begin(), handed_over_.end(), [&](const Entry& x) { return !x.resent && same(x); });
+    if (h != handed_over_.end()) {
+      h->resent = true;
       return true;
     }
   }

@@ -99,8 +99,12 @@ class RedeliveryFilter {
   // taken after all (its handling failed), and its resend must be taken.
   void Forget(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload);
 
-  // True if this delivery is the resend of a remembered message; that one
-  // (and every older one this relay took) is then forgotten. For this
+  // True if this delivery is the resend of a remembered message. The
+  // first resend after a connect forgets every older one this relay took
+  // (the broker had acknowledged them); the resends themselves stay
+  // remembered, as handed-over messages do: a connection that breaks
+  // before their PUBACKs leave brings them again (until 2026-12-07 they
+  // were forgotten, and taken as new then; a helper's review). For this
   // relay's own deliveries, false from the first delivery after a connect
   // that is not a resend on, until the next connect; for handed-over
   // messages, false from the first SUBACK on.
@@ -136,10 +140,12 @@ class RedeliveryFilter {
     bool committed;
     uint64_t taken_before = 0;  // handed over: this relay's deliveries remembered before it
     uint64_t number = 0;        // a delivery's (Remember's); 0 for a journal record
+    bool resent = false;        // handed over: its resend came on this connection (once a connection)
   };
   const std::size_t window_;
   bool armed_ = false;         // a kept session resumed and no new message came yet
   bool matched_ = false;       // a resend was found: the next must be the next remembered
+  std::size_t next_ = 0;       // matched_: the index in entries_ of the next remembered
   std::deque<Entry> entries_;  // the newest `window_` taken, oldest first
   std::deque<Entry> handed_over_;  // the newest `window_` handed over, oldest first
   bool first_run_ = true;          // no SUBACK of a resumed session yet: a handed-over message's resend may come

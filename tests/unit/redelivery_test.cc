@@ -136,7 +136,7 @@ TEST(RedeliveryFilter, TheFirstDeliveryThatIsNoResendEndsTheChecks) {
   EXPECT_TRUE(filter.IsRedelivery(1, "t", Bytes(payload)));
   EXPECT_FALSE(filter.IsRedelivery(9, "t", Bytes(payload)));  // a new message
   EXPECT_FALSE(filter.IsRedelivery(2, "t", Bytes(payload))) << "a new message that happens to look like one";
-  EXPECT_EQ(filter.remembered(), 2u) << "kept for the next reconnect";
+  EXPECT_EQ(filter.remembered(), 3u) << "kept for the next reconnect, the resend too";
 }
 
 // Checks are not only for the first connect of a process: the broker may
@@ -169,8 +169,35 @@ TEST(RedeliveryFilter, MessagesTheBrokerHadAcknowledgedAreSkipped) {
   RedeliveryFilter filter = Remembering(10);
   const std::string payload = "p";
   EXPECT_TRUE(filter.IsRedelivery(4, "t", Bytes(payload)));  // 1..3 were acknowledged before the kill
-  EXPECT_EQ(filter.remembered(), 6u);
+  EXPECT_EQ(filter.remembered(), 7u) << "4..10: the resend stays, its PUBACK may be lost again";
   EXPECT_FALSE(filter.IsRedelivery(2, "t", Bytes(payload))) << "older than the last resend: new";
+}
+
+// A connection that breaks again before the PUBACKs of the resends it
+// brought leave (the lease lapsing, a delivery waiting past the keepalive
+// for its verdict) brings them once more, this relay's and a handed-over
+// one alike: recognised again. Until 2026-12-07 each resend was forgotten
+// when recognised, and taken as a new message the second time (a helper's
+// review).
+TEST(RedeliveryFilter, ResendsAreRecognisedAgainAfterASecondBreak) {
+  RedeliveryFilter filter(20);
+  for (uint16_t mid = 1; mid <= 4; ++mid) filter.Remember(mid, "t", Bytes("p" + std::to_string(mid)));
+  filter.RememberHandedOver(9, "t", Bytes("h"));
+  filter.Connected(true);  // the PUBACKs of 3 and 4 never left
+  EXPECT_TRUE(filter.IsRedelivery(3, "t", Bytes("p3")));
+  EXPECT_TRUE(filter.IsRedelivery(9, "t", Bytes("h")));
+  EXPECT_TRUE(filter.IsRedelivery(4, "t", Bytes("p4")));
+  filter.Connected(true);  // broken again before their PUBACKs left
+  EXPECT_TRUE(filter.IsRedelivery(3, "t", Bytes("p3")));
+  EXPECT_TRUE(filter.IsRedelivery(4, "t", Bytes("p4")));
+  EXPECT_TRUE(filter.IsRedelivery(9, "t", Bytes("h")));
+  EXPECT_FALSE(filter.IsRedelivery(5, "t", Bytes("p5"))) << "a new message ends the checks";
+  EXPECT_FALSE(filter.IsRedelivery(4, "t", Bytes("p4"))) << "after a new one: new too";
+  filter.Connected(true);  // their PUBACKs left this time: the next resend is of a later delivery
+  filter.Remember(5, "t", Bytes("p5"));
+  filter.Connected(true);
+  EXPECT_TRUE(filter.IsRedelivery(5, "t", Bytes("p5")));
+  EXPECT_EQ(filter.remembered(), 2u) << "5, and the handed-over one (it ages with this relay's deliveries)";
 }
 
 TEST(RedeliveryFilter, ResendsAreOneUnbrokenRun) {
