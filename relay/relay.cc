@@ -376,7 +376,7 @@ void Relay::ServeUntilStopped() {
   } else if (!lease_->twin().empty()) {
     Fail(lease_->twin(), kBadConfiguration);
   }
-  step_ = "serving";
+  if (!intake_after_hand_over_) step_ = "serving";
 
   std::unique_lock lock(stop_mu_);
   while (!stop_requested_) {
@@ -386,7 +386,8 @@ void Relay::ServeUntilStopped() {
     if (interval.count() > 0) until = std::min(until, next_stats);
     stop_cv_.wait_until(lock, until, [&] {
       return stop_requested_ || resume_intake_ || republish_due_ ||
-             (intake_after_hand_over_ && pending_queued_.load() == 0);  // a round of the hand-over committed
+             // a round of the hand-over committed (a failed one is tried again a second on)
+             (intake_after_hand_over_ && !hand_over_round_failed_ && pending_queued_.load() == 0);
     });
     if (stop_requested_) break;
     const bool republish = std::exchange(republish_due_, false) || std::exchange(republish_retry_, false);
@@ -655,7 +656,9 @@ bool Relay::BecomeActive() {
   if (const PendingRound round = PumpPending();
       round == PendingRound::kProgress || (round == PendingRound::kFailed && !stopping_)) {
     intake_after_hand_over_ = true;  // a failed read is tried again, for kHandOverStall
+    hand_over_round_failed_ = round == PendingRound::kFailed;
     hand_over_progress_at_ = Clock::now();
+    step_ = "storing the messages handed over to the shard";
     return true;
   }
   if (stopping_) return true;
@@ -671,6 +674,7 @@ void Relay::StartIntakeOnceHandedOverStored(PendingRound round) {
   // rather than new ones left in the broker's queue for the outage. Time
   // with the output link away does not count (the writer waits to publish).
   if (stopping_) return;
+  hand_over_round_failed_ = round == PendingRound::kFailed;
   const auto now = Clock::now();
   const Clock::time_point committed_at{Clock::duration(hand_over_committed_at_.load(std::memory_order_relaxed))};
   if (round == PendingRound::kProgress || !output_->connected()) hand_over_progress_at_ = now;

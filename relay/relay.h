@@ -556,6 +556,7 @@ class Relay {
   std::atomic<std::size_t> pending_queued_{0};  // handed-over messages queued and not yet committed or lost
   // The intake waits for what was handed over at takeover (main thread).
   bool intake_after_hand_over_ = false;
+  bool hand_over_round_failed_ = false;  // its last round failed: the next one a second on, not at once
   // Its last progress: a round queued, or committed by the writer (which
   // stores the time, in steady_clock's ticks), or the output link away.
   std::chrono::steady_clock::time_point hand_over_progress_at_;

@@ -165,7 +165,10 @@ Relay::PendingRound Relay::PumpPending() {
     // they are remembered as handed over (above), so the next round would
     // take them for resends this relay took, and store them nowhere.
     if (Status s = pending_store_.DeletePending(stored_already); !s.ok()) {
-      LogWarn("{}; retried with the next round", s.message());
+      static RateLimit limit(std::chrono::seconds(30));
+      if (auto suppressed = limit.Allow()) {
+        LogWarn("{}; retried with the next round{}", s.message(), SuppressedNote(*suppressed));
+      }
       if (fresh.empty()) return PendingRound::kFailed;
     } else {
       LogInfo("{} messages handed over from another relay's journal were stored already (mosquitto resent them "
