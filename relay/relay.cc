@@ -672,13 +672,14 @@ void Relay::StartIntakeOnceHandedOverStored(PendingRound round) {
   // (no round queued or committed meanwhile) lets the intake start all the
   // same: what is left is then stored after newer messages, recovered late,
   // rather than new ones left in the broker's queue for the outage. Time
-  // with the output link away does not count (the writer waits to publish).
+  // the writer waits for the broker (the output link away, too many frames
+  // unacknowledged) does not count.
   if (stopping_) return;
   hand_over_round_failed_ = round == PendingRound::kFailed;
   const auto now = Clock::now();
-  const Clock::time_point committed_at{Clock::duration(hand_over_committed_at_.load(std::memory_order_relaxed))};
+  const Clock::time_point unstalled_at{Clock::duration(writer_unstalled_at_.load(std::memory_order_relaxed))};
   if (round == PendingRound::kProgress || !output_->connected()) hand_over_progress_at_ = now;
-  hand_over_progress_at_ = std::max(hand_over_progress_at_, committed_at);
+  hand_over_progress_at_ = std::max(hand_over_progress_at_, unstalled_at);
   if (round != PendingRound::kNone && now - hand_over_progress_at_ < kHandOverStall) {
     step_ = "storing the messages handed over to the shard";
     return;

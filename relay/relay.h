@@ -557,10 +557,11 @@ class Relay {
   // The intake waits for what was handed over at takeover (main thread).
   bool intake_after_hand_over_ = false;
   bool hand_over_round_failed_ = false;  // its last round failed: the next one a second on, not at once
-  // Its last progress: a round queued, or committed by the writer (which
-  // stores the time, in steady_clock's ticks), or the output link away.
+  // Its last progress: a round queued, or the output link away; or, on the
+  // writer's side (steady_clock's ticks), a round committed or the writer
+  // waiting for the broker (not stalled on the database).
   std::chrono::steady_clock::time_point hand_over_progress_at_;
-  std::atomic<int64_t> hand_over_committed_at_{0};
+  std::atomic<int64_t> writer_unstalled_at_{0};
   static constexpr std::chrono::seconds kHandOverStall{30};
   MqttLink::Options output_options_;
   std::thread writer_;

@@ -218,6 +218,9 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
     // it (the next start publishes those rows).
     if (GivingUp() || stepped_down_ || (sending == Sending::kStart && stopping_)) return false;
     output_->Flush();  // the frames whose PUBACKs we wait for must leave first
+    // Waiting for the broker, not the database: the hand-over's stall clock
+    // (StartIntakeOnceHandedOverStored) does not run meanwhile.
+    writer_unstalled_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     acked_cv_.wait_for(lock, milliseconds(100));  // PUBACKs, a connect and a republish's end notify it
   }
   // Queued only: the caller flushes the run (WriterLoop, Republish).

@@ -621,7 +621,7 @@ void Relay::WriterLoop() {
     ForgetDroppedResends(ok);
     if (handed_over != 0) {
       pending_queued_ -= handed_over;  // committed, refused or given up: the next round may go
-      hand_over_committed_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+      writer_unstalled_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
       std::lock_guard lock(stop_mu_);  // the main loop queues the next round (intake_after_hand_over_)
       stop_cv_.notify_all();
     }
