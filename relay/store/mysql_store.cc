@@ -183,8 +183,14 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
               SuppressedNote(*suppressed));
     }
   }
-  const bool in_session = conn_ != nullptr;  // not a connect
+  // A call of a session (not a connect) that ran into the read timeout:
+  // its node hangs. A session the server ended (killed, or idle past its
+  // wait_timeout) fails at once, and its node is fine.
+  const bool in_session = conn_ != nullptr;
   const auto called_at = std::chrono::steady_clock::now();
+  const auto hung = [&] {
+    return in_session && std::chrono::steady_clock::now() - called_at >= std::chrono::seconds(kReadTimeoutS) * 9 / 10;
+  };
   try {
     body();
     last_used_ = std::chrono::steady_clock::now();
@@ -194,20 +200,11 @@ Status MysqlStore::Guard(const char* what, const std::function<void()>& body) {
     // next use reconnects. Duplicate-key and similar errors are still errors
     // here; the caller decides what they mean.
     std::string message = fmt::format("{}: MySQL error {} ({}): {}", what, e.getErrorCode(), e.getSQLStateCStr(), e.what());
-    // A call that ran into the read timeout: its node hangs. (A session the
-    // server ended, killed or idle past its wait_timeout, fails at once,
-    // and its node is fine.)
-    if (in_session && IsConnectionLost(e.getErrorCode()) &&
-        std::chrono::steady_clock::now() - called_at >= std::chrono::seconds(kReadTimeoutS) * 9 / 10) {
-      LeaveTheNode();
-    }
+    if (IsConnectionLost(e.getErrorCode()) && hung()) LeaveTheNode();
     DropConnection();
     return Status::Database(std::move(message), e.getErrorCode());
   } catch (const std::exception& e) {
-    // A ping (KeepAlive) on a hung node fails so, after the read timeout.
-    if (in_session && std::chrono::steady_clock::now() - called_at >= std::chrono::seconds(kReadTimeoutS) * 9 / 10) {
-      LeaveTheNode();
-    }
+    if (hung()) LeaveTheNode();  // a ping (KeepAlive) on a hung node fails so
     DropConnection();
     return Status::Error(fmt::format("{}: {}", what, e.what()));
   }
