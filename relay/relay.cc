@@ -310,11 +310,18 @@ bool Relay::StartServing() {
   rep.mqtt_v5 = true;  // to honour Response Topic and Correlation Data
   rep.subscriptions = {fmt::format("$share/{}/{}/retransmit/+", config_.mqtt_client_id, config_.control_prefix),
                        fmt::format("$share/{}/{}/retransmit/+/+", config_.mqtt_client_id, config_.control_prefix)};
+  // The shard's retained report too, to learn of a successor (PublishStats).
+  const std::string shard_stats = config_.stats_interval_s > 0 ? ShardStatsTopic() : std::string();
+  if (!shard_stats.empty()) rep.subscriptions.push_back(shard_stats);
   auto replay = MqttLink::Start(rep, {.on_connect = nullptr,
                                       .on_connected = nullptr,
                                       .on_message =
-                                          [this](const InboundMessage& m) {
-                                            retransmit_.OnRequest(m);
+                                          [this, shard_stats](const InboundMessage& m) {
+                                            if (!shard_stats.empty() && m.topic == shard_stats) {
+                                              OnShardReport(m);
+                                            } else {
+                                              retransmit_.OnRequest(m);
+                                            }
                                             return MqttLink::AfterMessage::kReadOn;
                                           },
                                       .on_subscribed = nullptr,

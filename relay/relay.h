@@ -329,6 +329,12 @@ class Relay {
   RelayStats Snapshot() const;
   // Publishes the stats report (retained) on the replay link; main thread.
   void PublishStats();
+  // <control>/stats/<shard>: the shard's active's report, retained.
+  std::string ShardStatsTopic() const;
+  // A report read off ShardStatsTopic (replay link's thread): another
+  // relay's report as active, under a newer epoch than this relay's, says
+  // that one holds the shard now (successor_epoch_).
+  void OnShardReport(const InboundMessage& report);
 
   // Runs `attempt` until it succeeds, reconnecting to the database with
   // backoff in between. After each reconnect `check` sees the committed
@@ -535,6 +541,10 @@ class Relay {
   std::atomic<bool> active_{false};
   std::atomic<bool> stepped_down_{false};
   std::atomic<uint64_t> takeovers_{0};
+  // The newest epoch another relay of the shard reported itself active
+  // under (OnShardReport): a relay whose lease lapsed while it could not
+  // reach the database stops putting its report over that one's.
+  std::atomic<uint32_t> successor_epoch_{0};
   // The newest delivery (Message::delivery) the writer has committed, or
   // dropped as stored already, or set aside: PumpPending deletes a
   // handed-over copy of one only then. Deliveries are queued and committed

@@ -111,10 +111,15 @@ void Relay::PublishStats() {
   // Active in this run (its final report too), and not replaced: a relay
   // resumed after a pause past its lease publishes before it learns it
   // lost the shard, and must not put its report over its successor's. A
-  // lease lapsed because the database cannot be reached still reports:
-  // "database": "down" is the news then.
-  if (takeovers_ > 0 && !stepped_down_ && lease_ && (lease_->valid() || !lease_->reaches_database())) {
-    topics.emplace_back(fmt::format("{}/{}", base, config_.shard), true);
+  // lease lapsed because the database cannot be reached still reports
+  // ("database": "down" is the news then), until another relay reports
+  // itself active under a newer epoch: cut off from the database but not
+  // from the broker, this relay would otherwise put "down" over its
+  // successor's report every interval (until 2026-12-07).
+  const bool lapsed_unreached = lease_ && !lease_->valid() && !lease_->reaches_database() &&
+                                successor_epoch_.load() <= lease_->epoch();
+  if (takeovers_ > 0 && !stepped_down_ && lease_ && (lease_->valid() || lapsed_unreached)) {
+    topics.emplace_back(ShardStatsTopic(), true);
     if (config_.shard == "default") topics.emplace_back(base, true);
   }
   for (const auto& [topic, retain] : topics) {
@@ -124,6 +129,23 @@ void Relay::PublishStats() {
       static RateLimit limit(std::chrono::minutes(1));
       if (auto suppressed = limit.Allow()) LogWarn("stats: {}{}", sent.error(), SuppressedNote(*suppressed));
     }
+  }
+}
+
+std::string Relay::ShardStatsTopic() const { return fmt::format("{}/stats/{}", config_.control_prefix, config_.shard); }
+
+void Relay::OnShardReport(const InboundMessage& report) {
+  // Live reports only: the one the broker kept (retained, sent at each
+  // subscribe) may be of another database's relays, an older deployment's,
+  // with epochs of their own. A successor reports every interval.
+  if (report.retain) return;
+  const std::string_view body(reinterpret_cast<const char*>(report.payload.data()), report.payload.size());
+  const auto holder = ParseReportHolder(body);
+  // This relay's own reports come back to it (and a twin's, started under
+  // the same id, which the lease tells apart).
+  if (!holder || !holder->active || holder->relay_id == config_.relay_id) return;
+  uint32_t seen = successor_epoch_.load();
+  while (holder->epoch > seen && !successor_epoch_.compare_exchange_weak(seen, holder->epoch)) {
   }
 }
 

@@ -127,6 +127,21 @@ std::string StatsJson(const RelayStats& s) {
   return j.dump();
 }
 
+std::optional<ReportHolder> ParseReportHolder(std::string_view json) {
+  const nlohmann::json j = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return std::nullopt;
+  const auto id = j.find("relay_id");
+  const auto role = j.find("role");
+  const auto lease = j.find("lease");
+  if (id == j.end() || !id->is_string() || role == j.end() || !role->is_string() || lease == j.end() ||
+      !lease->is_object()) {
+    return std::nullopt;
+  }
+  const auto epoch = lease->find("epoch");
+  if (epoch == lease->end() || !epoch->is_number_unsigned() || epoch->get<uint64_t>() > UINT32_MAX) return std::nullopt;
+  return ReportHolder{id->get<std::string>(), role->get<std::string>() == "active", epoch->get<uint32_t>()};
+}
+
 std::string PrometheusText(const RelayStats& s) {
   std::string out;
   auto metric = [&](const char* name, const char* type, const char* help, auto value, const char* labels = "") {

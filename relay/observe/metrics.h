@@ -14,7 +14,9 @@
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -124,6 +126,15 @@ struct RelayStats {
 };
 
 std::string StatsJson(const RelayStats& stats);
+
+// Who made a shard's report (StatsJson's), as another relay of the shard
+// reads it off the shard's retained topic: nullopt for anything else.
+struct ReportHolder {
+  std::string relay_id;
+  bool active = false;
+  uint32_t epoch = 0;
+};
+std::optional<ReportHolder> ParseReportHolder(std::string_view json);
 
 // The same figures in Prometheus' text exposition format (version 0.0.4),
 // for --metrics-port: counters as *_total, states as 0/1 gauges.

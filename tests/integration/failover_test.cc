@@ -12,6 +12,7 @@
 #include <map>
 
 #include "fault_fixture.h"
+#include "tcp_gate.h"
 
 namespace seqtest {
 namespace {
@@ -1228,6 +1229,74 @@ TEST_F(FailoverE2E, AnActiveCutOffFromMosquittoHandsItsShardToAStandbyThatReache
       << cut->log();
   own.Start();
   EXPECT_TRUE(LogHas(*cut, "standby: shard 'a' is held by 'a2'", 40s)) << cut->log();
+  EXPECT_EQ(cut->Stop(), 0);  // first: the standby's stop releases the lease, which it would take
+  EXPECT_EQ(standby->Stop(), 0);
+}
+
+// The active loses the database (its network to it cut, TcpGate) while
+// mosquitto stays: its lease lapses, and the standby, which reaches the
+// database, takes the shard over. The shard's retained report says
+// "database": "down" while no relay holds the shard, then is the new
+// active's alone: until 2026-12-07 the cut-off relay put its own "down"
+// over its successor's report every interval for as long as the cut
+// lasted. Once the database is back, the cut-off relay stands by.
+TEST_F(FailoverE2E, AnActiveCutOffFromTheDatabaseLeavesTheShardsReportToItsSuccessor) {
+  TcpGate gate(servers().db_port());
+  {  // A report left retained by the relays of an older deployment (another
+     // database), under an epoch above this one's: not taken for a successor's.
+    MqttClient old(servers().mqtt_port(), name_ + "-old");
+    old.Publish("relay/stats/a", R"({"relay_id": "old", "role": "active", "lease": {"epoch": 99}, "database": "up"})",
+                1, 200, /*retain=*/true);
+    ASSERT_TRUE(old.WaitAllAcked(10s));
+  }
+  // A longer lease than the fixture's: seconds between the cut and the
+  // takeover, for the cut-off relay's reports of the database.
+  constexpr int kLongLeaseMs = 6000;
+  auto cut = ShardRelay("a", 1, {"--lease-ms=" + std::to_string(kLongLeaseMs)});
+  cut->SetDbPort(gate.port());
+  cut->Start();
+  ASSERT_TRUE(LogHas(*cut, "active: holding shard 'a'", 20s)) << cut->log();
+  auto standby = ShardRelay("a", 2, {"--lease-ms=" + std::to_string(kLongLeaseMs)});
+  StartStandby(*standby);
+  const uint32_t epoch = Epoch("a");
+  MqttClient shard_stats(servers().mqtt_port(), name_ + "-stats");
+  shard_stats.Subscribe("relay/stats/a");
+
+  gate.Shut();
+  ASSERT_TRUE(LogHas(*standby, "active: holding shard 'a'", std::chrono::milliseconds(kLongLeaseMs) + 20s))
+      << cut->log() << standby->log();
+  EXPECT_EQ(Epoch("a"), epoch + 1);
+  PublishAndExpectEachStoredOnce(root() + "/a/t", 20);
+  // Reports by relay and role, with what they say of the database, in the
+  // order the broker passed them on.
+  const auto reports = [&] {
+    std::vector<std::string> order;
+    for (const auto& m : shard_stats.received()) {
+      const auto r = nlohmann::json::parse(m.payload);
+      order.push_back(fmt::format("{}/{}/{}", r["relay_id"].get<std::string>(), r["role"].get<std::string>(),
+                                  r["database"].get<std::string>()));
+    }
+    return order;
+  };
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const auto order = reports();
+        return std::count(order.begin(), order.end(), "a2/active/up") >= 4;  // four intervals of the new active
+      },
+      Scaled(20s)))
+      << fmt::format("{}", fmt::join(reports(), " "));
+  const auto order = reports();
+  ASSERT_EQ(order.front(), "old/active/up");
+  const auto first_a2 = std::find(order.begin(), order.end(), "a2/active/up");
+  // The news while the shard had no writer: the cut-off active's, of the database.
+  EXPECT_NE(std::find(order.begin(), first_a2, "a1/active/down"), first_a2)
+      << fmt::format("{}", fmt::join(order, " "));
+  // From the successor's first report on: the successor's only.
+  EXPECT_EQ(std::count_if(first_a2, order.end(), [](const std::string& o) { return o != "a2/active/up"; }), 0)
+      << fmt::format("{}", fmt::join(order, " "));
+
+  gate.Open();
+  EXPECT_TRUE(LogHas(*cut, "standby: shard 'a' is held by 'a2'", 30s)) << cut->log();
   EXPECT_EQ(cut->Stop(), 0);  // first: the standby's stop releases the lease, which it would take
   EXPECT_EQ(standby->Stop(), 0);
 }

@@ -55,7 +55,7 @@ void RelayProcess::Start(const std::vector<std::string>& env) {
 void RelayProcess::Launch(const std::vector<std::string>& env) {
   std::vector<std::string> argv = {RelayBinary(),
                                    "--mqtt-port=" + std::to_string(mqtt_port_ ? mqtt_port_ : servers_.mqtt_port()),
-                                   "--db-port=" + std::to_string(servers_.db_port()),
+                                   "--db-port=" + std::to_string(db_port_ ? db_port_ : servers_.db_port()),
                                    "--db-user=" + db_user_,
                                    "--db-name=" + name_,
                                    "--mqtt-client-id=" + name_};

@@ -39,6 +39,8 @@ class RelayProcess {
     db_user_ = std::move(user);
     db_password_ = std::move(password);
   }
+  // Reach the database on another port (a TcpGate's) from the next Start() on.
+  void SetDbPort(int port) { db_port_ = port; }
   // Use another broker (port, user, password) from the next Start() on.
   void SetBroker(int port, std::string user, std::string password) {
     mqtt_port_ = port;
@@ -55,6 +57,7 @@ class RelayProcess {
   const std::string journal_dir_;  // --journal-dir unless the test gives its own
   std::string db_user_ = TestServers::kDbUser;
   std::string db_password_ = TestServers::kDbPassword;
+  int db_port_ = 0;    // 0: the shared database's
   int mqtt_port_ = 0;  // 0: the shared broker
   std::string mqtt_user_, mqtt_password_;
   Process process_;

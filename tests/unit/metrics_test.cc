@@ -92,6 +92,32 @@ TEST(MetricsTest, StatsJsonCarriesEveryFigure) {
   EXPECT_EQ(j["broker"]["output"], "disconnected");
 }
 
+// Another relay of the shard reads who made a report back from it.
+TEST(MetricsTest, AReportsHolderIsReadBackFromItsJson) {
+  RelayStats st;
+  st.relay_id = "a2";
+  st.active = true;
+  st.epoch = 7;
+  const auto holder = ParseReportHolder(StatsJson(st));
+  ASSERT_TRUE(holder.has_value());
+  EXPECT_EQ(holder->relay_id, "a2");
+  EXPECT_TRUE(holder->active);
+  EXPECT_EQ(holder->epoch, 7u);
+  st.active = false;
+  EXPECT_FALSE(ParseReportHolder(StatsJson(st))->active);
+  // Anything else on the topic is no report: not JSON, or without the fields.
+  EXPECT_FALSE(ParseReportHolder("").has_value());
+  EXPECT_FALSE(ParseReportHolder("{\"relay_id\": \"a2\", \"role\": \"active\"").has_value());
+  EXPECT_FALSE(ParseReportHolder("[1, 2]").has_value());
+  EXPECT_FALSE(ParseReportHolder(R"({"relay_id": "a2", "role": "active"})").has_value());
+  EXPECT_FALSE(ParseReportHolder(R"({"relay_id": 2, "role": "active", "lease": {"epoch": 3}})").has_value());
+  EXPECT_FALSE(ParseReportHolder(R"({"relay_id": "a2", "role": "active", "lease": {"epoch": -3}})").has_value());
+  EXPECT_FALSE(
+      ParseReportHolder(R"({"relay_id": "a2", "role": "active", "lease": {"epoch": 4294967296}})").has_value());
+  EXPECT_EQ(ParseReportHolder(R"({"relay_id": "a2", "role": "active", "lease": {"epoch": 4294967295}})")->epoch,
+            4294967295u);
+}
+
 TEST(MetricsTest, PrometheusTextHasHelpTypeAndLabelledSeries) {
   RelayStats st;
   st.committed = 42;

@@ -1,0 +1,141 @@
+#include "tcp_gate.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace seqtest {
+namespace {
+
+sockaddr_in Loopback(int port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  return a;
+}
+
+// Writes all of `data` (blocking); false if the socket failed.
+bool WriteAll(int fd, const char* data, std::size_t size) {
+  while (size > 0) {
+    const ssize_t n = write(fd, data, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data += n;
+    size -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+TcpGate::TcpGate(int target_port) : target_port_(target_port) {
+  listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a = Loopback(0);
+  socklen_t len = sizeof a;
+  if (listen_fd_ < 0 || bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      listen(listen_fd_, 64) != 0 || getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    throw std::runtime_error(std::string("TcpGate: listen: ") + std::strerror(errno));
+  }
+  port_ = ntohs(a.sin_port);
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) throw std::runtime_error(std::string("TcpGate: eventfd: ") + std::strerror(errno));
+  thread_ = std::thread([this] { Run(); });
+}
+
+TcpGate::~TcpGate() {
+  stop_ = true;
+  eventfd_write(wake_fd_, 1);
+  thread_.join();
+  close(listen_fd_);
+  close(wake_fd_);
+}
+
+void TcpGate::Shut() {
+  shut_ = true;
+  eventfd_write(wake_fd_, 1);
+}
+
+void TcpGate::Open() {
+  shut_ = false;
+  eventfd_write(wake_fd_, 1);
+}
+
+void TcpGate::Run() {
+  struct Pair {
+    int client, server;
+  };
+  std::vector<Pair> pairs;
+  const auto close_pair = [](const Pair& p) {
+    close(p.client);
+    close(p.server);
+  };
+  std::vector<char> buffer(64 * 1024);
+  while (!stop_) {
+    if (shut_) {
+      for (const Pair& p : pairs) close_pair(p);
+      pairs.clear();
+    }
+    std::vector<pollfd> fds = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    for (const Pair& p : pairs) {
+      fds.push_back({p.client, POLLIN, 0});
+      fds.push_back({p.server, POLLIN, 0});
+    }
+    if (poll(fds.data(), fds.size(), 1000) < 0 && errno != EINTR) break;
+    if (fds[1].revents & POLLIN) {
+      eventfd_t ignored;
+      eventfd_read(wake_fd_, &ignored);
+    }
+    if (fds[0].revents & POLLIN) {
+      const int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (client >= 0 && shut_) {
+        close(client);  // no server answers
+      } else if (client >= 0) {
+        const int server = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        const sockaddr_in target = Loopback(target_port_);
+        if (server >= 0 && connect(server, reinterpret_cast<const sockaddr*>(&target), sizeof target) == 0) {
+          const int on = 1;
+          setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+          setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+          pairs.push_back({client, server});
+        } else {
+          close(client);
+          if (server >= 0) close(server);
+        }
+      }
+    }
+    // The pairs polled this round are the first (fds.size() - 2) / 2.
+    std::vector<Pair> kept;
+    const std::size_t polled = (fds.size() - 2) / 2;
+    for (std::size_t i = 0; i < pairs.size(); ++i) {
+      bool open = true;
+      if (i < polled) {
+        for (const auto& [from, to] : {std::pair{fds[2 + 2 * i], pairs[i].server},
+                                       std::pair{fds[3 + 2 * i], pairs[i].client}}) {
+          if (!open || !(from.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+          const ssize_t n = read(from.fd, buffer.data(), buffer.size());
+          open = n > 0 && WriteAll(to, buffer.data(), static_cast<std::size_t>(n));
+        }
+      }
+      if (open) {
+        kept.push_back(pairs[i]);
+      } else {
+        close_pair(pairs[i]);
+      }
+    }
+    pairs.swap(kept);
+  }
+  for (const Pair& p : pairs) close_pair(p);
+}
+
+}  // namespace seqtest

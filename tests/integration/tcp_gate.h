@@ -1,0 +1,41 @@
+// TcpGate: a loopback TCP forwarder in front of one server port, which a
+// test shuts to cut one client (a relay) off from a server that every other
+// client still reaches: a network partition between two processes on one
+// machine, without touching the server.
+//
+// Shut() closes every connection it forwards, and from then on accepts new
+// ones only to close them at once: the client sees its connections lost
+// and its reconnects fail (no server answers), as when a link goes down
+// and the client's kernel learns of it. Open() forwards new connections
+// again.
+#pragma once
+
+#include <atomic>
+#include <thread>
+
+namespace seqtest {
+
+class TcpGate {
+ public:
+  // Listens on a free port of 127.0.0.1 and forwards to 127.0.0.1:target_port.
+  explicit TcpGate(int target_port);
+  ~TcpGate();
+  TcpGate(const TcpGate&) = delete;
+  TcpGate& operator=(const TcpGate&) = delete;
+
+  int port() const { return port_; }
+  void Shut();
+  void Open();
+
+ private:
+  void Run();
+
+  const int target_port_;
+  int port_ = 0;
+  int listen_fd_ = -1;
+  int wake_fd_ = -1;  // eventfd: Shut, Open and the destructor wake the loop
+  std::atomic<bool> shut_{false}, stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace seqtest
