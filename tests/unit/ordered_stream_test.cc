@@ -350,6 +350,42 @@ TEST(OrderedStreamTest, ForgetDropsWhatIsHeldInARangeAndCameByAMoment) {
   }
 }
 
+// An immediate topic's frames shown above a gap, as runs (what the state
+// file keeps), and a stream resumed below the gap that takes them for shown:
+// the frames of those SEQs are duplicates, and the gap's frames are late.
+TEST(OrderedStreamTest, ShownRunsAboveAGapAreNotShownAgainAfterAResume) {
+  auto text = [](const std::vector<Gap>& runs) {
+    std::string out;
+    for (const Gap& g : runs) out += (out.empty() ? "" : " ") + GapText(g);
+    return out;
+  };
+  OrderedStream before;
+  for (uint64_t seq : {1, 2, 5, 6, 9}) (void)before.Offer(seq, kImmediate, PayloadOf(seq));
+  EXPECT_EQ(text(before.Shown()), "5..6 9..9");
+  EXPECT_EQ(before.next(), 3u);
+  OrderedStream ordered;
+  for (uint64_t seq : {1, 5, 6}) (void)ordered.Offer(seq, kOrdered, PayloadOf(seq));
+  EXPECT_EQ(text(ordered.Shown()), "");  // held back, not shown
+
+  OrderedStream after(3);
+  for (const Gap& run : before.Shown()) {
+    for (uint64_t seq = run.from; seq <= run.to; ++seq) after.MarkShown(seq);
+  }
+  after.MarkShown(3);  // the gap's own first SEQ was never shown: not taken
+  EXPECT_EQ(text(after.Shown()), "5..6 9..9");
+  std::vector<std::string> shown;
+  for (uint64_t seq = 3; seq <= 10; ++seq) {
+    bool duplicate = false;
+    for (const Delivery& d : after.Offer(seq, kImmediate, PayloadOf(seq), &duplicate)) {
+      shown.push_back(std::to_string(d.seq) + (d.late ? " late" : ""));
+    }
+    EXPECT_EQ(duplicate, seq == 5 || seq == 6 || seq == 9) << seq;
+  }
+  EXPECT_EQ(shown, (std::vector<std::string>{"3 late", "4 late", "7 late", "8 late", "10"}));
+  EXPECT_EQ(after.next(), 11u);
+  EXPECT_EQ(text(after.Shown()), "");
+}
+
 // Missing(): the runs of a range that are not held (held back, or shown on
 // an immediate topic), as the JavaScript and Python streams' missing() say.
 TEST(OrderedStreamTest, MissingNamesTheRunsOfARangeThatAreNotHeld) {

@@ -102,4 +102,22 @@ std::vector<uint64_t> OrderedStream::Forget(uint64_t from, uint64_t to, uint64_t
   return dropped;
 }
 
+std::vector<Gap> OrderedStream::Shown() const {
+  std::vector<Gap> runs;
+  for (const auto& [seq, held] : above_) {
+    if (!held.delivered) continue;
+    if (!runs.empty() && runs.back().to + 1 == seq) {
+      runs.back().to = seq;
+    } else {
+      runs.push_back({seq, seq});
+    }
+  }
+  return runs;
+}
+
+void OrderedStream::MarkShown(uint64_t seq) {
+  if (next_ == 0 || seq <= next_) return;  // only above a gap: next_ itself is missing
+  if (above_.try_emplace(seq, Above{{}, true, ++arrivals_}).second) last_delivered_ = std::max(last_delivered_, seq);
+}
+
 }  // namespace seqclient

@@ -60,6 +60,14 @@ class OrderedStream {
   // Frames held so far, ever: a moment for Forget().
   uint64_t arrivals() const { return arrivals_; }
 
+  // Immediate topics: the runs of SEQs above next() shown already, ascending
+  // (a state file keeps them, so that a restart does not show them again).
+  std::vector<Gap> Shown() const;
+  // Takes `seq` (above next(), which must be set) for one shown already, as
+  // by an earlier run: a frame of it is a duplicate, and a gap below it
+  // filled later is late.
+  void MarkShown(uint64_t seq);
+
   // The next SEQ to deliver in order; every SEQ below it was delivered or
   // given up. 0 = nothing seen yet.
   uint64_t next() const { return next_; }

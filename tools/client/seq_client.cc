@@ -28,6 +28,9 @@ using Clock = std::chrono::steady_clock;
 constexpr uint64_t kLookupFrom = seqrelay::kMaxSeq;
 // The `to` of an open-ended request, until its status names the newest SEQ.
 constexpr uint64_t kOpenEnd = UINT64_MAX;
+// The most SEQs a state file's "shown" may hold for a topic (an immediate
+// topic's frames shown above a gap, kept in memory as they are at run time).
+constexpr uint64_t kMaxShownOnResume = uint64_t{1} << 20;
 
 bool HasWildcard(const std::string& filter) { return filter.find_first_of("+#") != std::string::npos; }
 
@@ -307,7 +310,18 @@ void SeqClient::OnMessageTrampoline(mosquitto*, void* obj, const mosquitto_messa
 std::map<uint32_t, SeqClient::Topic>::iterator SeqClient::AddTopicLocked(uint32_t id, const std::string& name,
                                                                         uint64_t start) {
   ids_.emplace(name, id);
-  return topics_.emplace(id, Topic{.name = name, .stream = OrderedStream(start)}).first;
+  auto it = topics_.emplace(id, Topic{.name = name, .stream = OrderedStream(start)}).first;
+  // Resumed from the state file: what an immediate topic showed above its
+  // gap there is not shown again (until 2026-12-07 it was, after a restart).
+  if (auto shown = resume_shown_.find(name); shown != resume_shown_.end()) {
+    if (auto kept = resume_.find(name); kept != resume_.end() && start != 0 && kept->second + 1 == start) {
+      for (const Gap& run : shown->second) {
+        for (uint64_t seq = run.from; seq <= run.to && seq != 0; ++seq) it->second.stream.MarkShown(seq);
+      }
+    }
+    resume_shown_.erase(shown);
+  }
+  return it;
 }
 
 void SeqClient::HandleFrame(const std::string& name, const std::string& bytes, bool replayed) {
@@ -443,6 +457,7 @@ void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
       // again at its old position (which the next run would take for one
       // of the new database's SEQs, skipping those below it).
       if (auto kept = resume_.find(name); kept != resume_.end()) kept->second = 0;
+      resume_shown_.erase(name);  // of the topic's earlier history
       start_at_[name] = 1;
       unanswered_starts_.erase(name);
       lookups_.erase(name);
@@ -479,6 +494,7 @@ void SeqClient::LookupAnsweredLocked(const json& s, const std::string& name) {
     // As for an unknown topic: a state file saved before the first frame
     // comes says where the topic begins now.
     if (auto kept = resume_.find(name); kept != resume_.end()) kept->second = start - 1;
+    resume_shown_.erase(name);  // of the topic's earlier history
   }
   if (start != 0 && start < first) {  // reported once, never asked for
     ReportGapLocked(name, start, first - 1, fmt::format("history starts at {}", first));
@@ -931,6 +947,26 @@ std::optional<std::string> SeqClient::LoadState() {
   for (auto& [topic, last] : s["topics"].items()) {
     if (last.is_number_unsigned()) resume_[topic] = last.get<uint64_t>();
   }
+  // "shown": {topic: [[from, to], ...]}, SEQs above the topic's position
+  // shown already. Taken only whole and plausible for its topic: anything
+  // else is left out, and those SEQs are shown again, as before the key.
+  if (auto shown = s.find("shown"); shown != s.end() && shown->is_object()) {
+    for (auto& [topic, runs] : shown->items()) {
+      const auto kept = resume_.find(topic);
+      if (kept == resume_.end() || !runs.is_array()) continue;
+      std::vector<Gap> taken;
+      uint64_t above = kept->second + 1, count = 0;  // each run above the one before, past the gap at `above`
+      for (const auto& run : runs) {
+        if (!run.is_array() || run.size() != 2 || !run[0].is_number_unsigned() || !run[1].is_number_unsigned()) break;
+        const Gap g{run[0].get<uint64_t>(), run[1].get<uint64_t>()};
+        if (g.from <= above || g.to < g.from || g.to - g.from >= kMaxShownOnResume - count) break;
+        count += g.to - g.from + 1;
+        above = g.to + 1;
+        taken.push_back(g);
+      }
+      if (taken.size() == runs.size() && !taken.empty()) resume_shown_[topic] = std::move(taken);
+    }
+  }
   return std::nullopt;
 }
 
@@ -945,12 +981,30 @@ std::optional<std::string> SeqClient::SaveState() {
 std::optional<std::string> SeqClient::StateTextLocked() const {
   if (options_.state_file.empty() || !state_loaded_) return std::nullopt;
   json s = {{"topics", json::object()}};
+  json shown = json::object();
+  const auto add_shown = [&](const std::string& topic, const std::vector<Gap>& runs) {
+    json list = json::array();
+    for (const Gap& g : runs) list.push_back({g.from, g.to});
+    if (!list.empty()) shown[topic] = std::move(list);
+  };
   for (const auto& [topic, last] : resume_) s["topics"][topic] = last;  // topics not seen this run
+  for (const auto& [topic, runs] : resume_shown_) add_shown(topic, runs);
   for (const auto& [id, t] : topics_) {
-    // An immediate topic may have delivered past an open gap: never beyond it.
+    // An immediate topic may have delivered past an open gap: never beyond
+    // it, and what it showed above it is listed.
     const uint64_t next = t.undelivered_from != 0 ? std::min(t.undelivered_from, t.stream.next()) : t.stream.next();
     if (next > 1) s["topics"][t.name] = next - 1;
+    std::vector<Gap> runs;
+    for (Gap g : t.stream.Shown()) {
+      if (t.undelivered_from != 0) {  // what the callback never had is not shown
+        if (g.from >= t.undelivered_from) break;
+        g.to = std::min(g.to, t.undelivered_from - 1);
+      }
+      runs.push_back(g);
+    }
+    if (next > 1) add_shown(t.name, runs);
   }
+  if (!shown.empty()) s["shown"] = std::move(shown);
   std::string text = s.dump(2) + "\n";
   if (saved_state_ && text == *saved_state_) return std::nullopt;  // on the disk already
   return text;

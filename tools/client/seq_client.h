@@ -277,6 +277,9 @@ class SeqClient {
   // database, so a frame on seq/T with another id is not the relay's. mu_
   std::map<std::string, uint32_t> ids_;
   std::map<std::string, uint64_t> resume_;    // topic -> last delivered SEQ from the state file; mu_
+  // Immediate topics: the SEQs above that one shown already (an open gap
+  // below them), from the state file, until the topic's stream takes them. mu_
+  std::map<std::string, std::vector<Gap>> resume_shown_;
   bool state_loaded_ = false;  // LoadState succeeded: only then may SaveState replace the file
   std::optional<std::string> saved_state_;  // what the file holds since the last save that worked; mu_
   // Topics being looked up before they start (history or resume): where
