@@ -141,8 +141,9 @@ void Relay::OnShardReport(const InboundMessage& report) {
   if (report.retain) return;
   const std::string_view body(reinterpret_cast<const char*>(report.payload.data()), report.payload.size());
   const auto holder = ParseReportHolder(body);
-  // This relay's own reports come back to it (and a twin's, started under
-  // the same id, which the lease tells apart).
+  // This relay's own reports come back to it. (A twin's, another process
+  // started under the same id, come back as its own: the lease's twin
+  // check, not this, stops such a pair.)
   if (!holder || !holder->active || holder->relay_id == config_.relay_id) return;
   uint32_t seen = successor_epoch_.load();
   while (holder->epoch > seen && !successor_epoch_.compare_exchange_weak(seen, holder->epoch)) {

@@ -152,6 +152,61 @@ class ClientE2E : public RelayE2E {
     servers().StartBroker();
   }
 
+  // An immediate topic (a FakeRelay, id 77): 1 shown, then 4 above the gap
+  // 2..3, and the client stopped with the gap open; then a new client on
+  // the same state file, to which the relay says the topic's SEQs run from
+  // `first` to 5 and replays them: it shows `expected` ("<seq>[ late]").
+  void ImmediateGapThenRestart(uint64_t first, const std::vector<std::string>& expected) {
+    const std::string topic = root() + "/t";
+    const std::string state = servers().dir() + "/" + name_ + ".state";
+    auto o = ClientOptions("c", {topic});
+    o.state_file = state;
+    o.gap_wait = std::chrono::milliseconds(20);
+    o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request each
+    FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+    relay.set_ordering(seqrelay::Ordering::kImmediate);
+    {
+      Sink sink;
+      seqclient::SeqClient client(o, std::ref(sink));
+      ASSERT_EQ(client.Start(), std::nullopt);
+      ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+      relay.Live(4);  // shown at once: 2 and 3 missing
+      EXPECT_EQ(relay.Request(1), nlohmann::json({{"id", 77}, {"from", 2}, {"to", 3}}));
+      ASSERT_TRUE(WaitFor([&] { return sink.size() >= 2; }, std::chrono::seconds(10))) << Explain(client, sink, 2);
+      client.Stop();  // the gap still open
+    }
+    const auto saved = nlohmann::json::parse(ReadFile(state));
+    EXPECT_EQ(saved["topics"][topic], 1) << saved.dump();
+    EXPECT_EQ(saved["shown"][topic], nlohmann::json::parse("[[4, 4]]")) << saved.dump();
+
+    Sink sink;
+    seqclient::SeqClient client(o, std::ref(sink));
+    ASSERT_EQ(client.Start(), std::nullopt);
+    EXPECT_EQ(relay.Request(2), nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}}));
+    relay.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 5}, {"first", first},
+                  {"status", "ok"}});
+    const uint64_t from = std::max<uint64_t>(first, 2);
+    auto fetch = relay.Request(3);
+    EXPECT_EQ(fetch, nlohmann::json({{"id", 77}, {"from", from}, {"to", 5}})) << fetch.dump();
+    for (uint64_t seq = from; seq <= 5; ++seq) relay.Replay(seq);
+    relay.Answer({{"from", from}, {"to", 5}, {"sent", 6 - from}, {"last", 5}, {"first", first}, {"status", "ok"}});
+    // 5 comes after 4: once 5 is shown, 4 was passed over or shown again.
+    const auto shown = [&] {
+      std::lock_guard lock(sink.mu);
+      std::vector<std::string> out;
+      for (const auto& m : sink.got) out.push_back(std::to_string(m.seq) + (m.late ? " late" : ""));
+      return out;
+    };
+    ASSERT_TRUE(WaitFor([&] { const auto s = shown(); return !s.empty() && s.back() == "5"; }, std::chrono::seconds(10)))
+        << Explain(client, sink, expected.size());
+    client.Stop();
+    EXPECT_EQ(shown(), expected);
+    EXPECT_EQ(client.stats().duplicates, 1u);  // 4, replayed
+    const auto resaved = nlohmann::json::parse(ReadFile(state));
+    EXPECT_EQ(resaved["topics"][topic], 5) << resaved.dump();
+    EXPECT_FALSE(resaved.contains("shown")) << resaved.dump();
+  }
+
   // Collects the gaps a SeqClient reports, as "<topic> <from>..<to> <why>".
   struct Gaps {
     std::mutex mu;
@@ -1151,53 +1206,13 @@ TEST_F(ClientE2E, StateFileResumesWhereTheClientStopped) {
 // gap's frames (late) and what is new, nothing twice. Until 2026-12-07 the
 // restart showed 4 a second time. The test plays the relay.
 TEST_F(ClientE2E, AStateFileKeepsWhatAnImmediateTopicShowedAboveAGap) {
-  const std::string topic = root() + "/t";
-  const std::string state = servers().dir() + "/" + name_ + ".state";
-  auto o = ClientOptions("c", {topic});
-  o.state_file = state;
-  o.gap_wait = std::chrono::milliseconds(20);
-  o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request each
-  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
-  relay.set_ordering(seqrelay::Ordering::kImmediate);
-  {
-    Sink sink;
-    seqclient::SeqClient client(o, std::ref(sink));
-    ASSERT_EQ(client.Start(), std::nullopt);
-    ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
-    relay.Live(4);  // shown at once: 2 and 3 missing
-    EXPECT_EQ(relay.Request(1), nlohmann::json({{"id", 77}, {"from", 2}, {"to", 3}}));
-    ASSERT_TRUE(WaitFor([&] { return sink.size() >= 2; }, 10s)) << Explain(client, sink, 2);
-    client.Stop();  // the gap still open
-  }
-  const auto saved = nlohmann::json::parse(ReadFile(state));
-  EXPECT_EQ(saved["topics"][topic], 1) << saved.dump();
-  EXPECT_EQ(saved["shown"][topic], nlohmann::json::parse("[[4, 4]]")) << saved.dump();
+  ImmediateGapThenRestart(/*first=*/1, {"2 late", "3 late", "5"});
+}
 
-  Sink sink;
-  seqclient::SeqClient client(o, std::ref(sink));
-  ASSERT_EQ(client.Start(), std::nullopt);
-  EXPECT_EQ(relay.Request(2), nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}}));
-  relay.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 5}, {"first", 1},
-                {"status", "ok"}});
-  auto fetch = relay.Request(3);
-  EXPECT_EQ(fetch, nlohmann::json({{"id", 77}, {"from", 2}, {"to", 5}})) << fetch.dump();
-  for (uint64_t seq = 2; seq <= 5; ++seq) relay.Replay(seq);
-  relay.Answer({{"from", 2}, {"to", 5}, {"sent", 4}, {"last", 5}, {"first", 1}, {"status", "ok"}});
-  // 5 comes after 4: once 5 is shown, 4 was passed over or shown again.
-  const auto shown = [&] {
-    std::lock_guard lock(sink.mu);
-    std::vector<std::string> out;
-    for (const auto& m : sink.got) out.push_back(std::to_string(m.seq) + (m.late ? " late" : ""));
-    return out;
-  };
-  ASSERT_TRUE(WaitFor([&] { const auto s = shown(); return !s.empty() && s.back() == "5"; }, 10s))
-      << Explain(client, sink, 3);
-  client.Stop();
-  EXPECT_EQ(shown(), (std::vector<std::string>{"2 late", "3 late", "5"}));
-  EXPECT_EQ(client.stats().duplicates, 1u);  // 4, replayed
-  const auto resaved = nlohmann::json::parse(ReadFile(state));
-  EXPECT_EQ(resaved["topics"][topic], 5) << resaved.dump();
-  EXPECT_FALSE(resaved.contains("shown")) << resaved.dump();
+// The same when retention deleted the start of the gap meanwhile: the
+// client resumes from the topic's first SEQ and still shows 4 once only.
+TEST_F(ClientE2E, AStateFileKeepsWhatAnImmediateTopicShowedAboveAGapCutByRetention) {
+  ImmediateGapThenRestart(/*first=*/3, {"3 late", "5"});
 }
 
 TEST_F(ClientE2E, AGapTheRelayCannotFillIsReportedNotWaitedForForever) {

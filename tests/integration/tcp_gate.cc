@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -25,11 +26,19 @@ sockaddr_in Loopback(int port) {
   return a;
 }
 
-// Writes all of `data` (blocking); false if the socket failed.
+// Writes all of `data`; false if the socket failed, or its reader took
+// nothing for a second (the pair is closed then, not waited for: Shut()
+// and the destructor must not hang on a client that stopped reading).
+// MSG_NOSIGNAL: a peer gone is an error here, not a SIGPIPE for the tests.
 bool WriteAll(int fd, const char* data, std::size_t size) {
   while (size > 0) {
-    const ssize_t n = write(fd, data, size);
+    const ssize_t n = send(fd, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd writable{fd, POLLOUT, 0};
+      if (poll(&writable, 1, 1000) <= 0) return false;
+      continue;
+    }
     if (n <= 0) return false;
     data += n;
     size -= static_cast<std::size_t>(n);
@@ -45,11 +54,17 @@ TcpGate::TcpGate(int target_port) : target_port_(target_port) {
   socklen_t len = sizeof a;
   if (listen_fd_ < 0 || bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
       listen(listen_fd_, 64) != 0 || getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    throw std::runtime_error(std::string("TcpGate: listen: ") + std::strerror(errno));
+    const std::string why = std::strerror(errno);
+    if (listen_fd_ >= 0) close(listen_fd_);
+    throw std::runtime_error("TcpGate: listen: " + why);
   }
   port_ = ntohs(a.sin_port);
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) throw std::runtime_error(std::string("TcpGate: eventfd: ") + std::strerror(errno));
+  if (wake_fd_ < 0) {
+    const std::string why = std::strerror(errno);
+    close(listen_fd_);
+    throw std::runtime_error("TcpGate: eventfd: " + why);
+  }
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -62,8 +77,12 @@ TcpGate::~TcpGate() {
 }
 
 void TcpGate::Shut() {
+  const uint64_t asked = ++shuts_;
   shut_ = true;
   eventfd_write(wake_fd_, 1);
+  // Returns once the loop has closed what it forwarded.
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return shuts_done_ >= asked; });
 }
 
 void TcpGate::Open() {
@@ -85,6 +104,9 @@ void TcpGate::Run() {
     if (shut_) {
       for (const Pair& p : pairs) close_pair(p);
       pairs.clear();
+      std::lock_guard lock(mu_);
+      shuts_done_ = shuts_.load();
+      cv_.notify_all();
     }
     std::vector<pollfd> fds = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     for (const Pair& p : pairs) {
@@ -136,6 +158,9 @@ void TcpGate::Run() {
     pairs.swap(kept);
   }
   for (const Pair& p : pairs) close_pair(p);
+  std::lock_guard lock(mu_);
+  shuts_done_ = UINT64_MAX;  // nothing is forwarded any more: no Shut() waits
+  cv_.notify_all();
 }
 
 }  // namespace seqtest

@@ -11,6 +11,9 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
 #include <thread>
 
 namespace seqtest {
@@ -24,6 +27,7 @@ class TcpGate {
   TcpGate& operator=(const TcpGate&) = delete;
 
   int port() const { return port_; }
+  // Returns once every forwarded connection is closed.
   void Shut();
   void Open();
 
@@ -35,6 +39,10 @@ class TcpGate {
   int listen_fd_ = -1;
   int wake_fd_ = -1;  // eventfd: Shut, Open and the destructor wake the loop
   std::atomic<bool> shut_{false}, stop_{false};
+  std::atomic<uint64_t> shuts_{0};  // Shut() calls so far
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t shuts_done_ = 0;  // of them, those the loop has acted on; mu_
   std::thread thread_;
 };
 

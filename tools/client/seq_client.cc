@@ -313,8 +313,10 @@ std::map<uint32_t, SeqClient::Topic>::iterator SeqClient::AddTopicLocked(uint32_
   auto it = topics_.emplace(id, Topic{.name = name, .stream = OrderedStream(start)}).first;
   // Resumed from the state file: what an immediate topic showed above its
   // gap there is not shown again (until 2026-12-07 it was, after a restart).
+  // The start may be later than the file's (retention deleted SEQs): the
+  // stream takes only the SEQs above it.
   if (auto shown = resume_shown_.find(name); shown != resume_shown_.end()) {
-    if (auto kept = resume_.find(name); kept != resume_.end() && start != 0 && kept->second + 1 == start) {
+    if (auto kept = resume_.find(name); kept != resume_.end() && start != 0 && start > kept->second) {
       for (const Gap& run : shown->second) {
         for (uint64_t seq = run.from; seq <= run.to && seq != 0; ++seq) it->second.stream.MarkShown(seq);
       }
@@ -995,11 +997,15 @@ std::optional<std::string> SeqClient::StateTextLocked() const {
     const uint64_t next = t.undelivered_from != 0 ? std::min(t.undelivered_from, t.stream.next()) : t.stream.next();
     if (next > 1) s["topics"][t.name] = next - 1;
     std::vector<Gap> runs;
+    uint64_t listed = 0;  // at most kMaxShownOnResume, which LoadState takes
     for (Gap g : t.stream.Shown()) {
-      if (t.undelivered_from != 0) {  // what the callback never had is not shown
+      if (t.undelivered_from != 0) {  // what the callback may never have had is not listed
         if (g.from >= t.undelivered_from) break;
         g.to = std::min(g.to, t.undelivered_from - 1);
       }
+      if (listed == kMaxShownOnResume) break;
+      g.to = std::min(g.to, g.from + (kMaxShownOnResume - listed - 1));
+      listed += g.to - g.from + 1;
       runs.push_back(g);
     }
     if (next > 1) add_shown(t.name, runs);
