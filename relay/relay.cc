@@ -366,8 +366,11 @@ void Relay::ServeUntilStopped() {
   const auto interval = std::chrono::seconds(config_.stats_interval_s);
   auto next_stats = Clock::now() + interval;
   auto stats_if_due = [&] {
-    if (interval.count() > 0 && Clock::now() >= next_stats) {
-      next_stats += interval;
+    const auto now = Clock::now();
+    if (interval.count() > 0 && now >= next_stats) {
+      // One report for intervals missed (the main thread held up by a
+      // takeover, say), not one each in a burst.
+      next_stats = std::max(next_stats + interval, now + interval);
       PublishStats();
     }
   };

@@ -1,6 +1,6 @@
-// Values into Connector/C++'s types for the mysql_store*.cc files (and no
-// other: only they include <cppconn/...>): byte strings as SQLString, and
-// placeholder lists for a statement of many rows.
+// Values into Connector/C++'s types for the relay's adapter to it, the
+// mysql_store*.cc files: byte strings as SQLString, and placeholder lists
+// for a statement of many rows.
 #pragma once
 
 #include <cppconn/sqlstring.h>

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
@@ -26,17 +27,20 @@ sockaddr_in Loopback(int port) {
   return a;
 }
 
-// Writes all of `data`; false if the socket failed, or its reader took
-// nothing for a second (the pair is closed then, not waited for: Shut()
+// Writes all of `data`; false if the socket failed, or its reader had not
+// taken it all within 5 s (the pair is closed then, not waited for: Shut()
 // and the destructor must not hang on a client that stopped reading).
 // MSG_NOSIGNAL: a peer gone is an error here, not a SIGPIPE for the tests.
 bool WriteAll(int fd, const char* data, std::size_t size) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (size > 0) {
     const ssize_t n = send(fd, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                            std::chrono::steady_clock::now());
       pollfd writable{fd, POLLOUT, 0};
-      if (poll(&writable, 1, 1000) <= 0) return false;
+      if (left.count() <= 0 || poll(&writable, 1, static_cast<int>(left.count())) <= 0) return false;
       continue;
     }
     if (n <= 0) return false;
@@ -65,7 +69,13 @@ TcpGate::TcpGate(int target_port) : target_port_(target_port) {
     close(listen_fd_);
     throw std::runtime_error("TcpGate: eventfd: " + why);
   }
-  thread_ = std::thread([this] { Run(); });
+  try {
+    thread_ = std::thread([this] { Run(); });
+  } catch (...) {
+    close(listen_fd_);
+    close(wake_fd_);
+    throw;
+  }
 }
 
 TcpGate::~TcpGate() {
@@ -100,12 +110,17 @@ void TcpGate::Run() {
     close(p.server);
   };
   std::vector<char> buffer(64 * 1024);
+  uint64_t shuts_done_seen = 0;  // shuts_done_, as this thread last set it
   while (!stop_) {
-    if (shut_) {
+    // A Shut() is confirmed by its count, also when an Open() came before
+    // the loop saw it.
+    const uint64_t asked = shuts_.load();
+    if (shut_ || asked > shuts_done_seen) {
       for (const Pair& p : pairs) close_pair(p);
       pairs.clear();
+      shuts_done_seen = asked;
       std::lock_guard lock(mu_);
-      shuts_done_ = shuts_.load();
+      shuts_done_ = asked;
       cv_.notify_all();
     }
     std::vector<pollfd> fds = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
