@@ -604,6 +604,9 @@ bool Relay::BecomeActive() {
   sequencer_.SetLastIdx(progress.max_idx);
   // max_idx is at least the shard's base (COALESCE in ReadProgress).
   tracker_ = PublishTracker(std::clamp(progress.published_idx, store_.idx_base(), progress.max_idx));
+  // A successor this relay saw in an earlier stint is one no more (and
+  // epochs may have begun again with the database).
+  successor_epoch_.store(0);
   active_ = true;
   ++takeovers_;
   ++Takeovers();
