@@ -16,16 +16,11 @@
 #include <string>
 #include <vector>
 
+#include "process.h"
+
 namespace seqtest {
 namespace {
 
-sockaddr_in Loopback(int port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  return a;
-}
 
 // Writes all of `data`; false if the socket failed, or its reader had not
 // taken it all within 5 s (the pair is closed then, not waited for: Shut()
@@ -54,7 +49,9 @@ bool WriteAll(int fd, const char* data, std::size_t size) {
 
 TcpGate::TcpGate(int target_port) : target_port_(target_port) {
   listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a = Loopback(0);
+  sockaddr_in a{};  // 127.0.0.1, a port the kernel picks
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof a;
   if (listen_fd_ < 0 || bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
       listen(listen_fd_, 64) != 0 || getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
@@ -113,9 +110,9 @@ void TcpGate::Run() {
   uint64_t shuts_done_seen = 0;  // shuts_done_, as this thread last set it
   while (!stop_) {
     // A Shut() is confirmed by its count, also when an Open() came before
-    // the loop saw it.
+    // the loop saw it. (While shut, no pair is made: nothing more to close.)
     const uint64_t asked = shuts_.load();
-    if (shut_ || asked > shuts_done_seen) {
+    if (asked > shuts_done_seen) {
       for (const Pair& p : pairs) close_pair(p);
       pairs.clear();
       shuts_done_seen = asked;
@@ -138,16 +135,14 @@ void TcpGate::Run() {
       if (client >= 0 && shut_) {
         close(client);  // no server answers
       } else if (client >= 0) {
-        const int server = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        const sockaddr_in target = Loopback(target_port_);
-        if (server >= 0 && connect(server, reinterpret_cast<const sockaddr*>(&target), sizeof target) == 0) {
+        const int server = ConnectLoopback(target_port_);
+        if (server >= 0) {
           const int on = 1;
           setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
           setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
           pairs.push_back({client, server});
         } else {
           close(client);
-          if (server >= 0) close(server);
         }
       }
     }
