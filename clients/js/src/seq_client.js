@@ -869,7 +869,9 @@ export class SeqClient extends Emitter {
   // first live frame (held ones included), or at `start` if given.
   #endLookup(name, history, start) {
     this.lookups.delete(name);
-    if (start > 0) this.startAt.set(name, start);
+    // Not for a topic a listener unsubscribed from meanwhile: the next
+    // reconnect would look it up and read its history for nobody.
+    if (start > 0 && this.#wanted(name)) this.startAt.set(name, start);
     if (history) this.#emitTopic('history', name, { ...history, start: start || null });
     this.#offerHeld(name);
   }

@@ -929,6 +929,18 @@ test('history of a topic with no message yet: after a reconnect it is looked up 
   assert.deepEqual(mqtt.requests[3], { id: 7, from: 3 });
 });
 
+// Until 2026-12-07 the topic's start was kept after a `lost` listener had
+// unsubscribed (the event comes before the lookup ends), and the next
+// reconnect looked it up and read its history for nobody.
+test('a topic unsubscribed from in its lost event is not looked up again after a reconnect', (t) => {
+  const { mqtt, seq } = setup(t);
+  const room = seq.subscribe('chat/a', { from: 5 }); // a position saved against a database since reset
+  room.on('lost', () => room.unsubscribe());
+  mqtt.status({ topic: 'chat/a', from: MAX_SEQ, status: 'error', error: 'unknown topic', code: 'unknown_topic', retry: false });
+  mqtt.emit('connect');
+  assert.deepEqual(mqtt.requests, [lookup('chat/a')]);
+});
+
 test('the last N of a topic with no message yet start at SEQ 1; a lookup again that fails loses nothing and is tried again', async (t) => {
   const { mqtt, seq, events, seen } = setup(t, { maxAttempts: 1, replyTimeout: 40 });
   seq.subscribe('chat/a', { last: 5 });

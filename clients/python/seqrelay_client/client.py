@@ -391,6 +391,7 @@ class SeqClient:
         self._subscribe_error: Optional[str] = None
         self._subacked = threading.Event()
         self._closed = False
+        self._network_thread: Optional[threading.Thread] = None  # paho's, once it called back
 
         kwargs = {"client_id": client_id, "clean_session": True, "transport": transport}
         if hasattr(paho, "CallbackAPIVersion"):  # paho-mqtt 2
@@ -400,7 +401,7 @@ class SeqClient:
             self.mqtt.username_pw_set(username, password)
         self.mqtt.reconnect_delay_set(1, 30)
         self.mqtt.on_connect = self._on_connect
-        self.mqtt.on_disconnect = lambda *_: self._connected.clear()
+        self.mqtt.on_disconnect = self._on_disconnect
         self.mqtt.on_message = self._on_message
         self.mqtt.on_subscribe = self._on_subscribe
         self._timer = threading.Thread(target=self._tick_loop, name="seqrelay-timer", daemon=True)
@@ -440,7 +441,8 @@ class SeqClient:
         self._timer.start()
 
     def close(self) -> None:
-        """Disconnects; iterators end. Idempotent."""
+        """Disconnects; iterators end. Idempotent. A callback may call it too: the client's threads
+        then end by themselves, once the callback returns."""
         with self._lock:
             if self._closed:
                 return
@@ -449,7 +451,13 @@ class SeqClient:
         for sub in subs:
             sub.closed = True
             sub._queue.put(None)
-        self.mqtt.disconnect()
+        self.mqtt.disconnect()  # paho's network thread ends its loop once the DISCONNECT is out
+        # From a callback (with the lock held, on paho's thread or the timer's), each thread would
+        # wait for the other: the one waits for the lock, the other joins it. (Until 2026-12-07 a
+        # close() in a callback hung so.) The timer sees _closed at its next round.
+        here = threading.current_thread()
+        if here is self._timer or here is self._network_thread:
+            return
         self.mqtt.loop_stop()
         if self._timer.is_alive():
             self._timer.join()
@@ -507,6 +515,8 @@ class SeqClient:
             raise ValueError("max_buffered is a count >= 1 (an int)")
         sub = Subscription(self, filter_, on_message, max_buffered)
         with self._lock:
+            if self._closed:  # again, under the lock: close() ends only the subscriptions it found
+                raise RuntimeError("the client is closed")
             if start is not None and (filter_ in self._ids or filter_ in self._lookups):
                 # Its stream has a position already: history below it would be dropped as duplicates.
                 raise ValueError(f"{filter_!r} is followed already: history and resume apply to a topic's "
@@ -562,12 +572,24 @@ class SeqClient:
 
     # ---- paho callbacks (network thread) --------------------------------------------
 
+    # Nothing may raise into paho: its network thread would end, and with it the client's traffic.
+
     def _on_connect(self, _client, _userdata, _flags, rc) -> None:
+        self._network_thread = threading.current_thread()
         self._connack = rc
-        if rc != 0:
+        try:
+            if rc == 0:
+                self._connected_anew()
+        except Exception:
+            log.exception("seqrelay_client: the connection's set-up failed")
+        finally:
             self._connack_seen.set()
-            return
-        _no_delay(self.mqtt)
+
+    def _connected_anew(self) -> None:
+        try:
+            _no_delay(self.mqtt)
+        except OSError:
+            pass  # a socket the broker already closed: the disconnect comes next
         with self._lock:
             self._connects += 1
             self._subscribing = {}  # the SUBACKs of a connection that ended do not come
@@ -587,9 +609,18 @@ class SeqClient:
             # send its own SUBSCRIBE (set after the lock, one in between sent none until the next
             # connect).
             self._connected.set()
-        self._connack_seen.set()
+
+    def _on_disconnect(self, *_args) -> None:
+        with self._lock:  # a timer round runs wholly before or after it (see _tick_loop)
+            self._connected.clear()
 
     def _on_subscribe(self, _client, _userdata, mid, granted_qos, *_properties) -> None:
+        try:
+            self._subacked_one(mid, granted_qos)
+        except Exception:
+            log.exception("seqrelay_client: a SUBACK could not be handled")
+
+    def _subacked_one(self, mid, granted_qos) -> None:
         with self._lock:
             topic = self._subscribing.pop(mid, None)
             if topic is None:
@@ -603,20 +634,25 @@ class SeqClient:
                 self._subacked.set()
 
     def _on_message(self, _client, _userdata, msg) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # not a topic of ours (a broker that let a non-UTF-8 one through)
+            log.warning("seqrelay_client: a message on a topic that is not UTF-8 dropped: %r", msg._topic)
+            return
         with self._lock:
             try:
-                if msg.topic == f"{self.reply_topic}/status":
+                if topic == f"{self.reply_topic}/status":
                     self._handle_status(msg.payload)
-                elif msg.topic == self.reply_topic:
+                elif topic == self.reply_topic:
                     self._handle_frame(None, msg.payload, replayed=True)
-                elif msg.topic.startswith(f"{self.seq_prefix}/"):
-                    self._handle_frame(msg.topic[len(self.seq_prefix) + 1 :], msg.payload, replayed=False)
+                elif topic.startswith(f"{self.seq_prefix}/"):
+                    self._handle_frame(topic[len(self.seq_prefix) + 1 :], msg.payload, replayed=False)
                 else:
                     return  # the application's own subscription
                 self._pump()  # a request answered or done: its place goes to the next waiting
             except Exception:  # paho re-raises, and its network thread would end: counted, logged, dropped
                 self.stats.bad_frames += 1
-                log.exception("seqrelay_client: a message on %r could not be handled", msg.topic)
+                log.exception("seqrelay_client: a message on %r could not be handled", topic)
 
     # ---- the protocol (lock held) -----------------------------------------------------
 
@@ -897,7 +933,9 @@ class SeqClient:
 
     def _end_lookup(self, name: str, start: int) -> None:
         self._lookups.pop(name, None)
-        if start > 0:
+        # Not for a topic a callback unsubscribed from meanwhile: the next reconnect would look it
+        # up and read its history for nobody.
+        if start > 0 and self._wanted(name):
             self._start_at[name] = start
         self._offer_held(name)
 
@@ -1082,7 +1120,9 @@ class SeqClient:
             time.sleep(TICK)
             if self._connected.is_set():
                 with self._lock:
-                    if not self._closed:
+                    # Again under the lock: a disconnect handled while this waited for it ends the
+                    # round (offline, nothing is asked again or given up).
+                    if not self._closed and self._connected.is_set():
                         try:
                             self._tick(time.monotonic())
                         except Exception:  # the timer must not end: no retry or give-up would come again

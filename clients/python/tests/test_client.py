@@ -286,3 +286,50 @@ def test_a_refused_subscription_is_an_error_of_connect_at_once(dynsec_broker):
         assert c.stats.subscribe_errors >= 1
     finally:
         c.close()
+
+
+def test_close_from_a_callback_on_pahos_thread_returns_and_the_threads_end(make_client, pub):
+    # on_message runs on paho's network thread with the client's lock held. Until 2026-12-07 a
+    # close() there joined the timer thread, which waited for that lock: it never returned.
+    returned = threading.Event()
+    c = make_client()
+
+    def on_message(_m):
+        c.close()
+        returned.set()
+
+    c.subscribe("chat/py-close-in-message", on_message=on_message)
+    subscribed(c, "chat/py-close-in-message")
+    pub("chat/py-close-in-message", 1, 1)
+    assert returned.wait(10), "close() in on_message did not return"
+    wait_for(lambda: not c._timer.is_alive(), "the timer thread to end", 10)
+    wait_for(lambda: not c._network_thread.is_alive(), "paho's network thread to end", 10)
+
+
+def test_close_from_a_callback_on_the_timers_thread_returns_and_the_threads_end(make_client, pub):
+    # A gap's request is made by the timer (after gap_wait), and on_fetch runs there with the lock
+    # held. Until 2026-12-07 a close() there joined paho's thread, which waited for that lock.
+    returned = threading.Event()
+    fetched_on = []
+
+    def on_fetch(_e):
+        fetched_on.append(threading.current_thread().name)
+        c.close()
+        returned.set()
+
+    c = make_client(drop_live_frame=lambda topic, s: s == 2, gap_wait=0.05, on_fetch=on_fetch)
+    room = c.subscribe("chat/py-close-in-fetch")
+    subscribed(c, "chat/py-close-in-fetch")
+    pub("chat/py-close-in-fetch", 1, 3)
+    assert returned.wait(10), "close() in on_fetch did not return"
+    assert fetched_on == ["seqrelay-timer"]
+    wait_for(lambda: not c._timer.is_alive(), "the timer thread to end", 10)
+    wait_for(lambda: not c._network_thread.is_alive(), "paho's network thread to end", 10)
+    assert [m.seq for m in room] == [1]  # delivered before the gap; then the iterator ends
+
+
+def test_subscribe_after_close_is_refused(make_client):
+    c = make_client()
+    c.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        c.subscribe("chat/py-after-close")

@@ -379,6 +379,17 @@ def test_history_of_a_topic_with_no_message_yet_is_looked_up_again_after_a_recon
     assert s.requests[3] == {"id": 7, "from": 3}
 
 
+def test_a_topic_unsubscribed_from_in_its_history_event_is_not_looked_up_again_after_a_reconnect():
+    # Until 2026-12-07 the topic's start was kept after the listener had unsubscribed, and the next
+    # reconnect looked it up and read its history for nobody.
+    s = Scripted()
+    room = s.sub("chat/a", history=True)
+    s.c.on_history = lambda _e: room.unsubscribe()
+    s.status(topic="chat/a", **{"from": MAX_SEQ}, status="error", error="unknown topic", code="unknown_topic", retry=False)
+    s.c._on_connect(None, None, {}, 0)
+    assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}]
+
+
 def test_the_last_n_of_an_unknown_topic_start_at_1_and_a_failed_lookup_again_loses_nothing():
     s = Scripted(max_attempts=1)
     s.sub("chat/a", last=5)
