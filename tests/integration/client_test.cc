@@ -1033,6 +1033,43 @@ TEST_F(ClientE2E, AResumePastAKnownTopicsNewestSeqIsReportedAndReadFromItsFirst)
   EXPECT_EQ(client.stats().duplicates, 0u);
 }
 
+// A resume whose lookup went unanswered keeps its start; a live frame below
+// it is checked with the relay before the topic starts. Until 2026-12-07 the
+// topic started at the kept start: after a database reset (the relay
+// restarting on it while the lookup went unanswered) the new database's SEQs
+// below it were all dropped as duplicates, with nothing said. The test plays
+// the relay: the lookup unanswered, then the new database's SEQ 2 live.
+TEST_F(ClientE2E, ALiveFrameBelowAKeptStartIsCheckedAndADatabaseResetToldAndReadFromItsFirst) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.history = seqclient::History::kFrom;
+  o.history_n = 501;
+  o.gap_wait = std::chrono::milliseconds(20);
+  o.reply_timeout = Scaled(std::chrono::milliseconds(2000));
+  o.max_attempts = 1;
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  const nlohmann::json lookup = {{"topic", topic}, {"from", seqrelay::kMaxSeq}};
+  EXPECT_EQ(relay.Request(1), lookup);
+  ASSERT_TRUE(WaitFor([&] { return client.stats().lookups_pending == 0; }, 20s)) << "the lookup given up";
+  relay.Live(2);
+  EXPECT_EQ(relay.Request(2), lookup) << "the live frame below the kept start checked";
+  EXPECT_EQ(sink.size(), 0u);
+  relay.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 2}, {"first", 1},
+                {"status", "ok"}});
+  EXPECT_EQ(relay.Request(3), nlohmann::json({{"id", 77}, {"from", 1}, {"to", 2}}));
+  relay.Replay(1);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 2; }, 10s)) << Explain(client, sink, 2);
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 2);
+  EXPECT_EQ(gaps.all(),
+            std::vector<std::string>{topic + " 0..0 resumed at 501, past the topic's newest SEQ 2: its history began "
+                                             "again"});
+}
+
 // v1.1 error statuses say whether to ask again: a gap request answered
 // "unavailable" (retry true, resume from `next`) is asked again after the
 // reply timeout, from `next`, and the gap filled; a final one ("forbidden",

@@ -358,6 +358,19 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
     }
     const auto wanted = start_at_.find(name);
     const uint64_t start = wanted == start_at_.end() ? 0 : wanted->second;
+    if (start > view->header.seq && unanswered_starts_.erase(name) != 0) {
+      // A start kept from a lookup the relay did not answer, and a live
+      // frame below it: an old frame sent again (a relay's restart), or one
+      // of a database since reset, whose SEQs below the start would all be
+      // dropped as duplicates, saying nothing. Only the relay can tell: the
+      // frame waits for a lookup, asked now, once (given up, the topic
+      // starts at the kept start, as it did for every frame until
+      // 2026-12-07).
+      lookups_[name] = Lookup{.start = start, .again = true, .check = true};
+      held_live_[name].push_back(bytes);
+      AskLookupLocked(name);
+      return;
+    }
     if (wanted != start_at_.end()) start_at_.erase(wanted);
     unanswered_starts_.erase(name);
     it = AddTopicLocked(id, name, start);
@@ -751,7 +764,11 @@ void SeqClient::SendLookupLocked(const std::string& topic) {
 
 void SeqClient::AbandonLookupLocked(const std::string& topic, const std::string& why, bool refused) {
   const Lookup& l = lookups_[topic];
-  if (l.start > 0 && !refused) {
+  if (l.check) {
+    // The check of a live frame below a kept start: the start stands (the
+    // held frame starts the topic there).
+    start_at_[topic] = l.start;
+  } else if (l.start > 0 && !refused) {
     // Unanswered, and its start is known (a state file, history, --from):
     // kept, so that the first live frame shows the SEQs from it on as a
     // gap, asked for by the frame's topic id as any other, when the relay

@@ -292,6 +292,7 @@ class SeqClient {
     int attempts = 0;
     bool again = false;  // after a reconnect (start_at_): failing loses nothing
     bool round = false;  // a kept start's round (unanswered_starts_): one try, one reply timeout
+    bool check = false;  // of a live frame below a kept start (OfferLocked): given up, the start stands
     uint64_t waiting = 0;  // nonzero while it waits to be sent: its place's ticket
   };
   std::map<std::string, Lookup> lookups_;

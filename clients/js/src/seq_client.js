@@ -584,6 +584,22 @@ export class SeqClient extends Emitter {
       }
       // A frame of a topic unsubscribed from, still on its way: not a new topic.
       if (!this.#wanted(name)) return;
+      // A start kept from a lookup the relay did not answer, and a live
+      // frame below it: an old frame sent again (a relay's restart), or one
+      // of a database since reset, whose SEQs below the start would all be
+      // dropped as duplicates, saying nothing. Only the relay can tell: the
+      // frame waits for a lookup, asked now, once (given up, the topic
+      // starts at the kept start, as it did for every frame until
+      // 2026-12-07).
+      const kept = this.startAt.get(name);
+      if (kept > frame.seq && this.unansweredStarts.has(name)) {
+        this.unansweredStarts.delete(name);
+        const lookup = { name, start: kept, sentSeq: 0, waitFrom: 0, attempts: 0, again: true, check: true };
+        this.lookups.set(name, lookup);
+        this.heldLive.set(name, [bytes]);
+        this.#ask(lookup);
+        return;
+      }
       // A topic keeps its id for the life of the database (PROTOCOL 2).
       if (this.ids.has(name)) {
         this.#badFrame(`${this.seqPrefix}/${name}`, `'${name}' is topic id ${this.ids.get(name)}, not ${frame.topicId}`);
@@ -854,6 +870,10 @@ export class SeqClient extends Emitter {
   // lookup `refused` for good (forbidden) are given up (`lost`). A lookup
   // again after a reconnect loses nothing by failing.
   #giveUpLookup(name, lookup, lost, refused = false) {
+    if (lookup.check) { // the check of a live frame below a kept start: the start stands
+      this.#endLookup(name, null, lookup.start);
+      return;
+    }
     if (lookup.start > 0 && !refused) {
       if (this.unansweredStarts.size === 0) this.keptLookupsAt = monotonicMs() + this.replyTimeout * 16;
       this.unansweredStarts.add(name);

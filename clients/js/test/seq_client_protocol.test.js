@@ -529,6 +529,55 @@ test('position() of a topic resumed at from: n is n - 1 while its lookup is out 
   assert.equal(seq.position('chat/b'), 0);
 });
 
+// A resume whose lookup went unanswered keeps its start; a live frame
+// below it is checked with the relay before the topic starts. Until
+// 2026-12-07 the topic started at the kept start: after a database reset
+// (the relay restarting on it while the lookup went unanswered) the new
+// database's SEQs below it were all dropped as duplicates, saying nothing.
+async function keptStart(t) {
+  const s = setup(t, { replyTimeout: 20, maxAttempts: 1 });
+  s.seq.subscribe('chat/a', { from: 501 });
+  await waitFor(() => s.seq.lookups.size === 0, 'the lookup given up, its start kept', 5000);
+  s.seq.replyTimeout = 60000; // the check below waits for its answer
+  assert.deepEqual(s.mqtt.requests, [lookup('chat/a')]);
+  return s;
+}
+
+test('a live frame below a kept start, of a database since reset: checked, told, and the topic read from its first SEQ', async (t) => {
+  const { mqtt, events, seen } = await keptStart(t);
+  mqtt.frame('seq/chat/a', 2); // the new database's second message
+  assert.deepEqual(mqtt.requests, [lookup('chat/a'), lookup('chat/a')]);
+  assert.deepEqual(seen, []);
+  mqtt.status({ ...lookup('chat/a'), id: 7, to: MAX_SEQ, sent: 0, last: 2, first: 1, status: 'ok' });
+  assert.deepEqual(events.filter(([e]) => e === 'lost').map(([, e]) => e.reason),
+    ["resumed at 501, past the topic's newest SEQ 2: its history began again"]);
+  assert.deepEqual(mqtt.requests[2], { id: 7, from: 1, to: 2 });
+  mqtt.frame('relay/replay/r1', 1);
+  assert.deepEqual(seen, [1, 2]);
+});
+
+test('a live frame below a kept start, sent again by a restarted relay: checked, dropped, and the topic goes on from the start', async (t) => {
+  const { mqtt, events, seen, seq } = await keptStart(t);
+  mqtt.frame('seq/chat/a', 480); // a frame the client had before its restart, published again
+  assert.deepEqual(mqtt.requests, [lookup('chat/a'), lookup('chat/a')]);
+  mqtt.status({ ...lookup('chat/a'), id: 7, to: MAX_SEQ, sent: 0, last: 502, first: 1, status: 'ok' });
+  assert.deepEqual(mqtt.requests[2], { id: 7, from: 501, to: 502 });
+  for (const s of [501, 502]) mqtt.frame('relay/replay/r1', s);
+  assert.deepEqual(seen, [501, 502]);
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
+  assert.equal(seq.stats.duplicates, 1);
+});
+
+test('a live frame below a kept start whose check goes unanswered: the topic starts at the kept start', async (t) => {
+  const { mqtt, seq, seen } = await keptStart(t);
+  seq.replyTimeout = 20;
+  mqtt.frame('seq/chat/a', 480);
+  await waitFor(() => seq.lookups.size === 0, 'the check given up', 5000);
+  assert.equal(mqtt.requests.length, 2, 'checked once');
+  mqtt.frame('seq/chat/a', 501);
+  assert.deepEqual(seen, [501]);
+});
+
 // The client's timeouts run on a monotonic clock, as the C++ and Python
 // clients' do. Until 2026-12-07 they ran on Date.now(): a wall clock stepped
 // back (an NTP correction) held the retry for as long as the step.

@@ -159,6 +159,7 @@ class _Lookup:
     attempts: int = 0
     again: bool = False  # after a reconnect, of a topic the relay had no message of: the history was told
     round: bool = False  # a kept start's round (_unanswered_starts): one try, one reply timeout
+    check: bool = False  # of a live frame below a kept start (see _handle_frame): given up, the start stands
 
 
 def _no_delay(client: paho.Client) -> None:
@@ -708,6 +709,19 @@ class SeqClient:
                 return
             if not self._wanted(name):
                 return  # a frame of a topic unsubscribed from, still on its way: not a new topic
+            # A start kept from a lookup the relay did not answer, and a live frame below it: an old
+            # frame sent again (a relay's restart), or one of a database since reset, whose SEQs
+            # below the start would all be dropped as duplicates, saying nothing. Only the relay
+            # can tell: the frame waits for a lookup, asked now, once (given up, the topic starts
+            # at the kept start, as it did for every frame until 2026-12-07).
+            kept = self._start_at.get(name, 0)
+            if kept > frame.seq and name in self._unanswered_starts:
+                self._unanswered_starts.discard(name)
+                lookup = _Lookup(name, kept, again=True, check=True)
+                self._lookups[name] = lookup
+                self._held_live[name] = [data]
+                self._ask(lookup)
+                return
             if name in self._ids:  # a topic keeps its id for the life of the database
                 self._bad_frame(f"{self.seq_prefix}/{name}", f"{name!r} is topic id {self._ids[name]}, not {frame.topic_id}")
                 return
@@ -920,6 +934,9 @@ class SeqClient:
         # first live frame, and a position saved then skipped the SEQs below it for good). The last
         # N, which needs the newest SEQ, and a lookup refused for good (`refused`: forbidden) are
         # given up. A lookup again after a reconnect loses nothing.
+        if lookup.check:  # the check of a live frame below a kept start: the start stands
+            self._end_lookup(name, lookup.start)
+            return
         if lookup.start > 0 and not refused:
             if not self._unanswered_starts:
                 self._kept_lookups_at = time.monotonic() + self.reply_timeout * 16

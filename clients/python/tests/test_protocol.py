@@ -605,6 +605,52 @@ def test_position_of_a_topic_resumed_at_n_is_n_minus_1_while_its_lookup_is_out_a
     assert s.c.position("chat/b") == 0
 
 
+def kept_start():
+    """A resume whose lookup went unanswered: its start (501) kept. A live frame below it is checked
+    with the relay before the topic starts. Until 2026-12-07 the topic started at the kept start:
+    after a database reset (the relay restarting on it while the lookup went unanswered) the new
+    database's SEQs below it were all dropped as duplicates, saying nothing."""
+    s = Scripted(max_attempts=1)
+    s.sub("chat/a", from_seq=501)
+    for _ in range(10):  # the lookup's try and its timeout: given up, its start kept
+        s.advance(0.01)
+    assert not s.c._lookups and s.c._start_at == {"chat/a": 501}
+    assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}]
+    return s
+
+
+def test_a_live_frame_below_a_kept_start_of_a_database_since_reset_is_checked_and_the_topic_read_from_1():
+    s = kept_start()
+    s.frame("seq/chat/a", 2)  # the new database's second message
+    assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}] * 2 and s.seen == []
+    s.status(topic="chat/a", id=7, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=2, first=1, status="ok")
+    assert [e["reason"] for e in lost(s.events)] == ["resumed at 501, past the topic's newest SEQ 2: its history began again"]
+    assert s.requests[2] == {"id": 7, "from": 1, "to": 2}
+    s.frame("relay/replay/r1", 1)
+    assert s.seen == [1, 2]
+
+
+def test_a_live_frame_below_a_kept_start_sent_again_by_a_restarted_relay_is_checked_and_dropped():
+    s = kept_start()
+    s.frame("seq/chat/a", 480)  # a frame the client had before its restart, published again
+    assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}] * 2
+    s.status(topic="chat/a", id=7, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=502, first=1, status="ok")
+    assert s.requests[2] == {"id": 7, "from": 501, "to": 502}
+    s.frame("relay/replay/r1", 501)
+    s.frame("relay/replay/r1", 502)
+    assert s.seen == [501, 502] and lost(s.events) == [] and s.c.stats.duplicates == 1
+
+
+def test_a_live_frame_below_a_kept_start_whose_check_goes_unanswered_starts_the_topic_at_the_kept_start():
+    s = kept_start()
+    s.frame("seq/chat/a", 480)
+    for _ in range(10):  # the check's try and its timeout
+        s.advance(0.01)
+    assert not s.c._lookups and len(s.requests) == 2, "checked once"
+    s.frame("seq/chat/a", 501)
+    assert s.seen == [501]
+
+
 def test_a_kept_starts_lookup_is_asked_once_every_16_reply_timeouts_whatever_max_attempts():
     s = Scripted(max_attempts=5)  # given up after 1 + 2 + 4 + 8 + 16 reply timeouts (0.04 s)
     s.sub("chat/a", history=True)
