@@ -78,9 +78,11 @@ MqttClient::MqttClient(int port, const std::string& id, bool clean, bool v5, con
       correlation.assign(static_cast<const char*>(data), len);
       free(data);
     }
+    const auto size = static_cast<std::size_t>(m->payloadlen);
     std::lock_guard lock(self->mu_);
-    self->received_.push_back({m->topic, std::string(static_cast<const char*>(m->payload), m->payloadlen),
-                               std::move(correlation), std::chrono::steady_clock::now()});
+    const std::size_t kept = self->prefix_topic_ == m->topic ? std::min(size, self->prefix_bytes_) : size;
+    self->received_.push_back({m->topic, std::string(static_cast<const char*>(m->payload), kept), std::move(correlation),
+                               std::chrono::steady_clock::now(), size});
     self->cv_.notify_all();
   });
   if (mosquitto_connect(mosq_, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS) {
@@ -202,6 +204,12 @@ bool MqttClient::WaitForCount(std::size_t n, std::chrono::milliseconds deadline)
 std::vector<Received> MqttClient::received() {
   std::lock_guard lock(mu_);
   return received_;
+}
+
+void MqttClient::KeepPayloadPrefix(const std::string& topic, std::size_t bytes) {
+  std::lock_guard lock(mu_);
+  prefix_topic_ = topic;
+  prefix_bytes_ = bytes;
 }
 
 std::size_t MqttClient::received_count() {

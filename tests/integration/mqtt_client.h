@@ -23,6 +23,7 @@ struct Received {
   std::string payload;
   std::string correlation;  // v5 Correlation Data, empty if none
   std::chrono::steady_clock::time_point at;  // when the client received it
+  std::size_t size = 0;  // the payload's whole size: `payload` holds its first bytes only after KeepPayloadPrefix
 };
 
 // MQTT 3.1.1 packets by hand, for tests that send what libmosquitto refuses
@@ -75,6 +76,10 @@ class MqttClient {
   // stderr), then waited for.
   bool WaitAllAckedAfterARestart(std::chrono::milliseconds deadline);
   bool WaitForCount(std::size_t n, std::chrono::milliseconds deadline);
+  // Keeps only the first `bytes` of each payload received on `topic` from
+  // now on (Received::size has the whole size): a history of gigabytes is
+  // checked without holding it.
+  void KeepPayloadPrefix(const std::string& topic, std::size_t bytes);
   std::vector<Received> received();
   std::size_t received_count();
   bool connected() const { return connected_; }
@@ -89,6 +94,8 @@ class MqttClient {
   int suback_mid_ = -1;             // guarded by mu_
   bool suback_ = false;             // guarded by mu_
   std::atomic<bool> connected_{false};
+  std::string prefix_topic_;          // KeepPayloadPrefix's; guarded by mu_
+  std::size_t prefix_bytes_ = 0;      // guarded by mu_
 };
 
 }  // namespace seqtest
