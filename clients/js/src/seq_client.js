@@ -835,6 +835,13 @@ export class SeqClient extends Emitter {
     const last = s.last;
     const first = Number.isInteger(s.first) ? s.first : 1; // a v1 relay deletes nothing
     let wanted = lookup.start < 0 ? Math.max(1, last + lookup.start + 1) : lookup.start;
+    // The lookup ends before any event: a listener that unsubscribes from
+    // the topic finds nothing of it left, and nothing is made of it after
+    // (until 2026-12-07 an unsubscribe in the reset's `lost` left the topic
+    // started, and caught up at reconnects, for nobody).
+    this.lookups.delete(name);
+    this.startAt.delete(name);
+    this.unansweredStarts.delete(name);
     if (wanted > last + 1) {
       // A resume past the topic's newest SEQ (a position saved against a
       // database since reset): the SEQs up to it would be taken for ones
@@ -842,16 +849,15 @@ export class SeqClient extends Emitter {
       // read from its oldest SEQ, as a topic the relay does not know is.
       this.#emitTopic('lost', name, { topic: name, from: 0, to: 0, reason: resetReason(wanted, last) });
       wanted = first;
+      if (!this.#wanted(name)) return;
     }
     // PROTOCOL 5.2: what is older than `first` is gone; do not ask or wait for it.
     const start = Math.max(wanted, first);
-    this.lookups.delete(name);
-    this.startAt.delete(name);
-    this.unansweredStarts.delete(name);
     let t = this.topics.get(s.id);
     if (!t) t = this.#topic(s.id, name, start);
     if (!lookup.again) this.#emitTopic('history', name, { topic: name, first, last, start });
     if (wanted < first) this.#lose(t, wanted, first - 1, `history starts at ${first}`);
+    if (!this.#wanted(name)) return; // a listener above unsubscribed: the topic is forgotten
     if (start <= last) {
       t.asked = { from: start, to: last };
       t.attempts = 1;

@@ -990,6 +990,18 @@ test('a topic unsubscribed from in its lost event is not looked up again after a
   assert.deepEqual(mqtt.requests, [lookup('chat/a')]);
 });
 
+// Until 2026-12-07 the topic was started (and caught up at reconnects)
+// for nobody.
+test('a topic unsubscribed from in its reset\'s lost event is forgotten', (t) => {
+  const { mqtt, seq } = setup(t);
+  const room = seq.subscribe('chat/a', { from: 501 });
+  room.on('lost', () => room.unsubscribe());
+  mqtt.status({ ...lookup('chat/a'), id: 7, to: MAX_SEQ, sent: 0, last: 2, first: 1, status: 'ok' });
+  assert.equal(seq.topics.size, 0);
+  mqtt.emit('connect');
+  assert.deepEqual(mqtt.requests, [lookup('chat/a')]);
+});
+
 test('the last N of a topic with no message yet start at SEQ 1; a lookup again that fails loses nothing and is tried again', async (t) => {
   const { mqtt, seq, events, seen } = setup(t, { maxAttempts: 1, replyTimeout: 40 });
   seq.subscribe('chat/a', { last: 5 });

@@ -905,6 +905,12 @@ class SeqClient:
         last = s.get("last", 0)
         first = s.get("first") if isinstance(s.get("first"), int) else 1  # a v1 relay deletes nothing
         wanted = max(1, last + lookup.start + 1) if lookup.start < 0 else lookup.start
+        # The lookup ends before any callback: one that unsubscribes from the topic finds nothing of
+        # it left, and nothing is made of it after (until 2026-12-07 an unsubscribe in the reset's
+        # on_lost made the lookup's end raise, and the topic was started for nobody).
+        del self._lookups[name]
+        self._start_at.pop(name, None)
+        self._unanswered_starts.discard(name)
         if wanted > last + 1:
             # A resume past the topic's newest SEQ (a position saved against a database since reset):
             # the SEQs up to it would be taken for ones delivered before and dropped. The topic began
@@ -912,15 +918,16 @@ class SeqClient:
             self._call(self.on_lost, {"topic": name, "from": 0, "to": 0, "reason": reset_reason(wanted, last),
                                       "code": None})
             wanted = first
+            if not self._wanted(name):
+                return
         start = max(wanted, first)  # PROTOCOL 5.2: older SEQs are gone; do not ask or wait for them
-        del self._lookups[name]
-        self._start_at.pop(name, None)
-        self._unanswered_starts.discard(name)
         t = self._topics.get(s["id"]) or self._new_topic(s["id"], name, start)
         if not lookup.again:
             self._call(self.on_history, {"topic": name, "first": first, "last": last, "start": start})
         if wanted < first:
             self._lose(t, wanted, first - 1, f"history starts at {first}", None)
+        if not self._wanted(name):
+            return  # a callback above unsubscribed: the topic is forgotten
         if start <= last:
             t.asked, t.attempts = [start, last], 1
             self._call(self.on_fetch, {"topic": name, "from": start, "to": last})
@@ -1071,7 +1078,11 @@ class SeqClient:
     def _request(self, item, body: dict) -> None:
         """Sends `item`'s request `body`: every sending of a range or a lookup (first, retry,
         continuation, again after a reconnect) comes here, and starts the request's reply timeout
-        anew."""
+        anew. Closed (a callback of this round called close()), nothing more goes out: the round
+        runs on with the lock held, and a publish could wait for paho, which may be waiting for the
+        lock to report the disconnect."""
+        if self._closed:
+            return
         self._sends += 1
         item.sent_seq, item.wait_from = self._sends, time.monotonic()
         self.stats.requests += 1

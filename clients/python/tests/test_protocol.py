@@ -390,6 +390,19 @@ def test_a_topic_unsubscribed_from_in_its_history_event_is_not_looked_up_again_a
     assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}]
 
 
+def test_a_topic_unsubscribed_from_in_its_reset_on_lost_is_forgotten():
+    # Until 2026-12-07 the lookup's end raised (a KeyError, counted as a bad frame) and the topic
+    # was started for nobody.
+    s = Scripted()
+    room = s.sub("chat/a", from_seq=501)
+    s.c.on_lost = lambda _e: room.unsubscribe()
+    s.status(topic="chat/a", id=7, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=2, first=1, status="ok")
+    assert s.c.stats.bad_frames == 0
+    assert not s.c._topics and not s.c._lookups
+    s.c._on_connect(None, None, {}, 0)
+    assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}]
+
+
 def test_the_last_n_of_an_unknown_topic_start_at_1_and_a_failed_lookup_again_loses_nothing():
     s = Scripted(max_attempts=1)
     s.sub("chat/a", last=5)
