@@ -11,6 +11,8 @@
 #include <fstream>
 #include <map>
 
+#include <nlohmann/json.hpp>
+
 #include "fault_fixture.h"
 #include "tcp_gate.h"
 
