@@ -251,17 +251,20 @@ class ClientE2E : public RelayE2E {
   // A client of root()/t resuming at SEQ `from` (History::kFrom), one
   // request each, against a FakeRelay (topic id 77).
   struct Resuming {
-    Resuming(ClientE2E& test, uint64_t from)
+    // `tune`, if given, changes the options last.
+    Resuming(ClientE2E& test, uint64_t from, const std::function<void(seqclient::Options&)>& tune = nullptr)
         : topic(test.root() + "/t"),
-          options(ResumeOptions(test, topic, from)),
+          options(ResumeOptions(test, topic, from, tune)),
           client(options, std::ref(sink), std::ref(gaps)),
           relay(test.servers().mqtt_port(), test.name_, options.client_id, topic, 77) {}
-    static seqclient::Options ResumeOptions(ClientE2E& test, const std::string& topic, uint64_t from) {
+    static seqclient::Options ResumeOptions(ClientE2E& test, const std::string& topic, uint64_t from,
+                                            const std::function<void(seqclient::Options&)>& tune) {
       auto o = test.ClientOptions("c", {topic});
       o.history = seqclient::History::kFrom;
       o.history_n = from;
       o.gap_wait = std::chrono::milliseconds(20);
       o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request each
+      if (tune) tune(o);
       return o;
     }
     const std::string topic;
@@ -1040,17 +1043,11 @@ TEST_F(ClientE2E, AResumePastAKnownTopicsNewestSeqIsReportedAndReadFromItsFirst)
 // below it were all dropped as duplicates, with nothing said. The test plays
 // the relay: the lookup unanswered, then the new database's SEQ 2 live.
 TEST_F(ClientE2E, ALiveFrameBelowAKeptStartIsCheckedAndADatabaseResetToldAndReadFromItsFirst) {
-  const std::string topic = root() + "/t";
-  auto o = ClientOptions("c", {topic});
-  o.history = seqclient::History::kFrom;
-  o.history_n = 501;
-  o.gap_wait = std::chrono::milliseconds(20);
-  o.reply_timeout = Scaled(std::chrono::milliseconds(2000));
-  o.max_attempts = 1;
-  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
-  Sink sink;
-  Gaps gaps;
-  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  Resuming r(*this, 501, [](seqclient::Options& o) {
+    o.reply_timeout = Scaled(std::chrono::milliseconds(2000));  // the lookup given up after one
+    o.max_attempts = 1;
+  });
+  auto& [topic, o, sink, gaps, client, relay] = r;
   ASSERT_EQ(client.Start(), std::nullopt);
   const nlohmann::json lookup = {{"topic", topic}, {"from", seqrelay::kMaxSeq}};
   EXPECT_EQ(relay.Request(1), lookup);
