@@ -18,14 +18,6 @@ namespace {
 
 using nlohmann::json;
 
-// A series' value in a /metrics response, `name` with its labels as
-// printed; -1 if it is not there.
-long long MetricValue(const std::string& body, const std::string& name) {
-  const std::string line = "\n" + name + " ";
-  const auto at = body.find(line);
-  return at == std::string::npos ? -1 : std::stoll(body.substr(at + line.size()));
-}
-
 // Every report received so far, parsed.
 std::vector<json> Reports(MqttClient& client) {
   std::vector<json> out;

@@ -240,6 +240,12 @@ std::string HttpGet(int port, const std::string& target, const std::string& meth
   return response;
 }
 
+long long MetricValue(const std::string& body, const std::string& name) {
+  const std::string line = "\n" + name + " ";
+  const auto at = body.find(line);
+  return at == std::string::npos ? -1 : std::stoll(body.substr(at + line.size()));
+}
+
 int FreePort() {
   // Below the ephemeral range, so that no outgoing connection (the suite
   // makes thousands) takes the port before the server binds it, and below

@@ -75,6 +75,10 @@ int ConnectLoopback(int port, std::chrono::milliseconds recv_timeout = std::chro
 // failed. Reads time out after 10 s.
 std::string HttpGet(int port, const std::string& target, const std::string& method = "GET");
 
+// A series' value in a /metrics response, `name` with its labels as
+// printed; -1 if it is not there.
+long long MetricValue(const std::string& body, const std::string& name);
+
 // Whether a TCP connection to 127.0.0.1:port is accepted (closed at once).
 bool PortAccepts(int port);
 
