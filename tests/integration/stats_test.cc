@@ -45,7 +45,10 @@ TEST_F(RelayE2E, StatsReportIsRetainedAndCountsWhatTheRelayDid) {
         auto reports = Reports(watcher);
         if (reports.empty()) return false;
         last = reports.back();
-        return last["messages"]["published"] == 50 && last["messages"]["acknowledged"] == 50;
+        // The refusal too: it was published last, and nothing orders its
+        // intake before the 50th frame's PUBACK.
+        return last["messages"]["published"] == 50 && last["messages"]["acknowledged"] == 50 &&
+               last["messages"]["received"] == 51;
       },
       20s))
       << "last report: " << last.dump();
