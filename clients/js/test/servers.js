@@ -33,16 +33,34 @@ function findBinary(name) {
   throw new Error(`${name} not found: install it (tools/test-clients.sh does)`);
 }
 
-export async function freePort() {
-  return new Promise((resolve, reject) => {
+// Ports given out by this process: each once, as the C++ harness does.
+const givenPorts = new Set();
+
+function bindable(port) {
+  return new Promise((resolve) => {
     const server = net.createServer();
     server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
+}
+
+/**
+ * A TCP port on 127.0.0.1 that was free a moment ago: random, between
+ * 10000 and 19999 as the C++ harness picks them (FreePort in
+ * tools/harness/process.cc), below the ephemeral range. A port the kernel
+ * picks (listen on 0) is in that range, and stays unbound for the seconds
+ * a database takes to start: an outgoing connection of the C++ suite,
+ * running beside, could take it meanwhile.
+ */
+export async function freePort() {
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const port = 10000 + Math.floor(Math.random() * 10000);
+    if (givenPorts.has(port) || !(await bindable(port))) continue;
+    givenPorts.add(port);
+    return port;
+  }
+  throw new Error('no free TCP port on 127.0.0.1 between 10000 and 19999');
 }
 
 function portAccepts(port) {

@@ -8,6 +8,7 @@ Deadlines scale with $SEQTEST_TIME_FACTOR.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,10 +36,28 @@ def find_binary(name: str) -> str:
     raise RuntimeError(f"{name} not found: install it (tools/test-clients.sh does)")
 
 
+_given_ports: set = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago: random, between
+    10000 and 19999 as the C++ harness picks them (FreePort in
+    tools/harness/process.cc), below the ephemeral range. A port the kernel
+    picks (bind to 0) is in that range, and stays unbound for the seconds a
+    database takes to start: an outgoing connection of the C++ suite,
+    running beside, could take it meanwhile."""
+    for _ in range(1000):
+        port = random.randint(10000, 19999)
+        if port in _given_ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given_ports.add(port)
+        return port
+    raise RuntimeError("no free TCP port on 127.0.0.1 between 10000 and 19999")
 
 
 def port_accepts(port: int) -> bool:
