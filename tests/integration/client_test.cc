@@ -3,6 +3,7 @@
 // file.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -481,7 +482,10 @@ TEST_F(ClientE2E, ARequestAtItsLastTryWhenTheLinkDropsIsAskedOnceMoreAfterTheRec
   const std::string topic = root() + "/t";
   auto o = ClientOptions("c", {topic});
   o.gap_wait = std::chrono::milliseconds(20);
-  o.reply_timeout = Scaled(std::chrono::milliseconds(300));
+  // The last try's timeout (1.2 s) must outlast the broker's stop below,
+  // which saves its persistence first: the client must see the link drop
+  // before it gives the request up.
+  o.reply_timeout = Scaled(std::chrono::milliseconds(600));
   o.max_attempts = 2;
   Sink sink;
   Gaps gaps;
@@ -495,7 +499,7 @@ TEST_F(ClientE2E, ARequestAtItsLastTryWhenTheLinkDropsIsAskedOnceMoreAfterTheRec
     EXPECT_EQ(relay.Request(2), nlohmann::json({{"id", 77}, {"from", 2}, {"to", 2}})) << "its last try";
   }
   servers().StopBroker();
-  std::this_thread::sleep_for(Scaled(std::chrono::milliseconds(1000)));  // past the last try's timeout
+  std::this_thread::sleep_for(Scaled(std::chrono::milliseconds(1500)));  // past the last try's timeout
   servers().StartBroker();
   FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
   auto again = relay.Request(1);
@@ -1457,7 +1461,11 @@ TEST_F(ClientE2E, SeqsubStopsAtOnceOnASignalWhileTheBrokerDoesNotAnswer) {
   const std::string log = servers().dir() + "/" + name_ + "-seqsub.log";
   Process seqsub;
   seqsub.Start({SEQSUB_BINARY, "-p", std::to_string(ntohs(addr.sin_port)), "-t", root() + "/t"}, log);
-  std::this_thread::sleep_for(500ms);  // connected, waiting for the CONNACK
+  // Connected (its connection waits in the listener's queue), so waiting
+  // for the CONNACK, its signals set up before (a fixed 500 ms wait could
+  // signal a seqsub still starting, on a busy machine).
+  pollfd pending{fd, POLLIN, 0};
+  ASSERT_EQ(poll(&pending, 1, static_cast<int>(Scaled(10s).count())), 1) << ReadFile(log);
   ASSERT_TRUE(seqsub.running()) << ReadFile(log);
   const auto signalled = std::chrono::steady_clock::now();
   seqsub.Signal(SIGINT);

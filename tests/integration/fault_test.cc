@@ -972,7 +972,9 @@ TEST_F(FaultE2E, BrokerSigkilledWhileTheRelayIsAwayLosesAtMostItsLastAutosaveInt
   // save's own timing) before the kill may be missing.
   for (int m : Missing(topic, kCount)) {
     EXPECT_GT(m, at_broker_kill - 2 * kRate) << "message " << m << " was queued long before the kill";
-    EXPECT_LE(m, at_broker_kill + 50) << "message " << m << " was published after the broker came back";
+    // (+200: the publisher goes on between the count read and the kill,
+    // 1 message a millisecond; a busy machine may pause the test that long.)
+    EXPECT_LE(m, at_broker_kill + 200) << "message " << m << " was published after the broker came back";
   }
   EXPECT_GT(at_broker_kill - at_relay_kill, 1500) << "the queue the session had to keep";
   EXPECT_EQ(relay_->Stop(), 0);

@@ -716,7 +716,7 @@ TEST_F(RetransmitE2E, ReplayWhileLiveTrafficFlowsFigures) {
 }
 
 // The governor's wiring: while live messages are held up in the relay
-// (here a commit waits 4 s on a row lock another session holds), replays
+// (here a commit waits on a row lock another session holds), replays
 // drop to the floor of 500 frames/s, and they speed up again once live
 // messages flow. relay/stats shows the rate.
 TEST_F(RetransmitE2E, ReplaysDropToTheFloorWhileLiveMessagesAreHeldUp) {
@@ -737,10 +737,18 @@ TEST_F(RetransmitE2E, ReplaysDropToTheFloorWhileLiveMessagesAreHeldUp) {
   };
 
   // Every commit updates its shard's row (the fence): the writer waits for the lock.
-  // A second session, in the background, holds the lock for 4 s.
+  // A second session, in the background, holds the lock until the test
+  // interrupts its SLEEP (KILL QUERY), at most 60 s. (A lock of a fixed 4 s
+  // could end before the test had seen the floor, on a machine slow to
+  // take the live message.)
   Process holder;
   ASSERT_NO_FATAL_FAILURE(StartHolder(holder, "START TRANSACTION; SELECT 1 FROM `" + name_ +
-                                                  "`.SHARD WHERE NAME = 'default' FOR UPDATE; DO SLEEP(4); COMMIT;"));
+                                                  "`.SHARD WHERE NAME = 'default' FOR UPDATE; DO SLEEP(60); COMMIT;"));
+  auto release = [&] {
+    const std::string id = servers().Sql("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'DO SLEEP(60)'");
+    ASSERT_FALSE(id.empty()) << "the holder's SLEEP is not running";
+    servers().Sql("KILL QUERY " + id);
+  };
   pub.Publish(live, "held up");
   // Taken by the relay before the replay is asked for: a replay that began
   // first could end (3,000 frames at a rate still growing take well under
@@ -751,10 +759,19 @@ TEST_F(RetransmitE2E, ReplaysDropToTheFloorWhileLiveMessagesAreHeldUp) {
     return reports.empty() ? 0 : json::parse(reports.back().payload)["messages"]["received"].get<int>();
   };
   ASSERT_TRUE(WaitFor([&] { return received() >= 3001; }, Scaled(5s))) << received();
+  const std::size_t before = rates().size();
   reader.Ask({{"topic", history}, {"from", 1}});
-  std::this_thread::sleep_for(2s);
+  // Two reports made after the request, the last at the floor.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const auto r = rates();
+        return r.size() >= before + 2 && r.back() == 500;
+      },
+      Scaled(10s)))
+      << "replay rates reported: " << ::testing::PrintToString(rates());
   const std::size_t during = rates().size();
   EXPECT_EQ(sub.received_count(), 0u) << "the live message is still held up";
+  ASSERT_NO_FATAL_FAILURE(release());
   ASSERT_EQ(holder.Wait(Scaled(10s)), 0) << ReadFile(holder.log_path());
 
   ASSERT_TRUE(WaitForStatuses(reader.mqtt, 1, 60s));
