@@ -132,7 +132,7 @@ TEST_F(RetentionE2E, ACountKeepsTheNewestRowsAndAReplyFromBelowStartsAtFirst) {
   ASSERT_TRUE(pub.WaitAllAcked(10s));
   // a20 was published after k20: its commit may come a batch later.
   ASSERT_TRUE(WaitFor([&] { return StoredSeqs(kept) == Range(16, 20) && StoredSeqs(all).size() == 20; }, 20s))
-      << AuditTrail(kept).size();
+      << AuditTrail(kept).size() << " and " << AuditTrail(all).size() << " rows";
   EXPECT_EQ(StoredSeqs(all), Range(1, 20)) << "a topic no rule names keeps everything";
 
   auto [seqs, status] = Replay(kept, 1);

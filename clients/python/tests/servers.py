@@ -36,7 +36,7 @@ def find_binary(name: str) -> str:
     raise RuntimeError(f"{name} not found: install it (tools/test-clients.sh does)")
 
 
-_given_ports: set = set()
+_given_ports: set[int] = set()
 
 
 def free_port() -> int:
