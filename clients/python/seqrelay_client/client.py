@@ -425,7 +425,10 @@ class SeqClient:
         self.mqtt.connect(self.host, self.port, keepalive=30)
         self.mqtt.loop_start()
         if not self._connack_seen.wait(timeout) or not self._connected.is_set():
+            closed = self._closed  # by another thread or a callback, meanwhile
             self.close()
+            if closed:
+                raise ConnectionError("closed while connecting")
             if self._connack:
                 raise ConnectionError(f"{self.host}:{self.port} refused the connection: "
                                       f"{paho.connack_string(self._connack)}")
@@ -436,6 +439,9 @@ class SeqClient:
         with self._lock:
             self._awaiting_subacks = False
             error = self._subscribe_error
+            closed = self._closed
+        if closed:  # by another thread or a callback, meanwhile
+            raise ConnectionError("closed while connecting")
         if error is not None or not subacked:
             self.close()
             raise ConnectionError(error or f"no SUBACK from {self.host}:{self.port} within {timeout} s")
@@ -449,6 +455,10 @@ class SeqClient:
                 return
             self._closed = True
             subs = list(self._subscriptions)
+        # A connect() waiting for the CONNACK or the SUBACKs returns at once. (Until 2026-12-07
+        # it waited for them up to its timeout.)
+        self._connack_seen.set()
+        self._subacked.set()
         for sub in subs:
             sub.closed = True
             sub._queue.put(None)

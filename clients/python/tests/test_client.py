@@ -259,6 +259,44 @@ def test_a_refused_connection_is_an_error_at_once_and_connect_twice_is_harmless(
     assert c.mqtt.is_connected()
 
 
+@pytest.mark.parametrize("connack", [False, True], ids=["before-the-connack", "before-the-subacks"])
+def test_close_while_connect_waits_ends_connect_at_once(connack):
+    """A broker that never answers the CONNECT, or answers it and never a SUBSCRIBE; close() from
+    another thread while connect() waits. Until 2026-12-07 connect() waited on for its timeout
+    (10 s), then raised as if the broker had not answered."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    conns = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conns.append(conn)
+            conn.recv(1024)
+            if connack:
+                conn.sendall(b"\x20\x02\x00\x00")
+
+    threading.Thread(target=serve, daemon=True).start()
+    c = SeqClient(port=port, client_id="py-closed-while-connecting", connect=False)
+    threading.Timer(0.5, c.close).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConnectionError, match="closed while connecting"):
+            c.connect(timeout=10)
+    finally:
+        listener.close()
+        for conn in conns:
+            conn.close()
+    assert time.monotonic() - started < 5, "not the whole 10 s timeout"
+    with pytest.raises(RuntimeError, match="closed"):
+        c.connect()
+
+
 @pytest.fixture
 def dynsec_broker():
     """A mosquitto of its own that refuses every SUBSCRIBE of an anonymous client; stopped (by PID)
