@@ -5,7 +5,8 @@
 // Exit codes: 0 done (-C reached, or SIGINT/SIGTERM), 1 it could not start
 // (connection, authentication, a state file it cannot read or write), a
 // save of the state file failed, or stdout could not be written (a closed
-// pipe, a full disk), 2 bad options.
+// pipe, a full disk), 2 bad options, 128 + the signal for a second
+// SIGINT/SIGTERM during a stop (which quits without waiting).
 #include <signal.h>
 #include <unistd.h>
 
@@ -91,7 +92,9 @@ int main(int argc, char** argv) {
       "seqsub: subscribe to seqrelay's sequenced topics and print each message once, in SEQ order, filling gaps "
       "from the relay.\n\nUsage: seqsub -t TOPIC [-t TOPIC...] [options]\n\nExit codes: 0 done (-C reached, or "
       "SIGINT/SIGTERM); 1 it could not start, a save of the state file failed, or stdout could not be written (a "
-      "closed pipe: --state then resumes at the first message not printed); 2 bad options.\n\nOptions");
+      "closed pipe: --state then resumes at the first message not printed); 2 bad options; 128 + the signal for a "
+      "second SIGINT/SIGTERM during a stop, which quits at once (a stop waits for a connection attempt under way; "
+      "--state is saved before).\n\nOptions");
   desc.add_options()
       ("help", "Print this help and exit.")
       ("host,h", po::value(&o.host)->default_value(o.host), "Broker host.")
@@ -192,12 +195,27 @@ int main(int argc, char** argv) {
   std::thread([] {
     int sig = 0;
     sigwait(&stop, &sig);
-    std::lock_guard lock(printing);
-    if (!started && printed == 0) {
-      std::fprintf(stderr, "seqsub: %s before the broker answered: stopped\n", strsignal(sig));
-      std::_Exit(0);
+    {
+      std::lock_guard lock(printing);
+      if (!started && printed == 0) {
+        std::fprintf(stderr, "seqsub: %s before the broker answered: stopped\n", strsignal(sig));
+        std::_Exit(0);
+      }
+      stopping = true;
     }
-    stopping = true;
+    // The stop saves the state file, then waits for the network thread,
+    // which may be in a connect to a broker that does not answer (the
+    // kernel's SYN retries take about 2 minutes): a second signal ends the
+    // process at once, its state file saved by then.
+    const timespec patience{2, 0};
+    int again = sigtimedwait(&stop, nullptr, &patience);
+    if (again < 0) {
+      std::fprintf(stderr, "seqsub: stopping: waiting for the connection attempt to the broker to end (%s again "
+                   "quits at once)\n", strsignal(sig));
+      sigwait(&stop, &again);
+    }
+    std::fprintf(stderr, "seqsub: %s again: quit without waiting\n", strsignal(again));
+    std::_Exit(128 + again);
   }).detach();
 
   const bool json_out = format == "json";

@@ -21,6 +21,7 @@
 
 #include "relay_fixture.h"
 #include "seq_client.h"
+#include "tcp_gate.h"
 
 namespace seqtest {
 namespace {
@@ -1476,6 +1477,63 @@ TEST_F(ClientE2E, SeqsubStopsAtOnceOnASignalWhileTheBrokerDoesNotAnswer) {
   EXPECT_EQ(*code, 0) << ReadFile(log);
   EXPECT_LT(took, Scaled(3s)) << ReadFile(log);
   EXPECT_NE(ReadFile(log).find("before the broker answered: stopped"), std::string::npos) << ReadFile(log);
+}
+
+// SIGINT while seqsub's link reconnects to a port that drops the SYNs (a
+// listener whose accept queue is full, standing in for a broker host gone
+// from the network): the stop waits for libmosquitto's connect, which the
+// kernel retries for about 2 minutes; seqsub says so after 2 s, and a second
+// SIGINT quits at once, with the state file saved at the stop's start. Until
+// 2026-12-07 the second signal was ignored, and the state file was saved
+// only once the connect gave up.
+TEST_F(ClientE2E, SeqsubStoppingWhileAReconnectHangsQuitsAtASecondSignalWithItsStateSaved) {
+  StartRelay();
+  const std::string topic = root() + "/t", state = servers().dir() + "/" + name_ + ".state";
+  auto gate = std::make_unique<TcpGate>(servers().mqtt_port());
+  const int port = gate->port();
+  const std::string log = servers().dir() + "/" + name_ + "-seqsub.log";
+  Process seqsub;
+  seqsub.Start({SEQSUB_BINARY, "-p", std::to_string(port), "-t", topic, "--state", state, "-i", name_ + "-sub"}, log);
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        pub.Publish(topic, "p");  // until seqsub has subscribed and printed one
+        return ReadFile(log).find("p\n") != std::string::npos;
+      },
+      Scaled(10s)))
+      << ReadFile(log);
+  gate.reset();  // the broker gone: seqsub's link is cut, and reconnects after 1 s
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << strerror(errno);
+  ASSERT_EQ(listen(fd, 0), 0);
+  const int filler = ConnectLoopback(port);  // the accept queue's one place: later SYNs are dropped
+  ASSERT_GE(filler, 0);
+  // seqsub's connect under way: a socket of this machine in SYN_SENT
+  // (state 02) to the port, in /proc/net/tcp.
+  const std::string remote = fmt::format("0100007F:{:04X} 02", port);
+  ASSERT_TRUE(WaitFor([&] { return ReadFile("/proc/net/tcp").find(remote) != std::string::npos; }, Scaled(10s)))
+      << ReadFile(log);
+  seqsub.Signal(SIGINT);
+  EXPECT_TRUE(WaitFor([&] { return ReadFile(log).find("(Interrupt again quits at once)") != std::string::npos; },
+                      Scaled(10s)))
+      << ReadFile(log);
+  seqsub.Signal(SIGINT);
+  const auto code = seqsub.Wait(Scaled(5s));
+  close(filler);
+  close(fd);
+  ASSERT_TRUE(code.has_value()) << ReadFile(log);
+  EXPECT_EQ(*code, 128 + SIGINT) << ReadFile(log);
+  EXPECT_NE(ReadFile(log).find("quit without waiting"), std::string::npos) << ReadFile(log);
+  const auto topics = nlohmann::json::parse(ReadFile(state))["topics"];
+  ASSERT_TRUE(topics.contains(topic)) << ReadFile(state);
+  EXPECT_GE(topics[topic].get<uint64_t>(), 1u) << ReadFile(state);
 }
 
 // mosquitto with the dynamic security plugin, on a free port of

@@ -207,6 +207,14 @@ void SeqClient::Stop() {
   }
   cv_.notify_all();
   if (timer_.joinable()) timer_.join();
+  {
+    // Saved before the network thread's stop, which waits for a connect
+    // under way: to a host that drops the SYNs, the kernel's retries
+    // (about 2 minutes). A process that cannot wait that long may end
+    // meanwhile (seqsub at a second signal) with its state saved.
+    std::lock_guard lock(mu_);
+    SaveState();
+  }
   if (mosq_) {
     mosquitto_disconnect(mosq_);
     mosquitto_loop_stop(mosq_, false);

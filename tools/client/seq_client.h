@@ -152,7 +152,10 @@ class SeqClient {
   // Connects (waits for the CONNACK), subscribes, starts history and
   // resumption requests. Returns an error text on failure.
   std::optional<std::string> Start();
-  // Saves the state file (if any) and disconnects. Idempotent.
+  // Saves the state file (if any) and disconnects; saves it again once the
+  // network thread has stopped, which waits for a connect under way (up to
+  // the kernel's SYN retries, about 2 minutes, to a host that drops them).
+  // Idempotent.
   void Stop();
   Stats stats();
 
