@@ -428,6 +428,7 @@ class SeqClient:
             closed = self._closed  # by another thread or a callback, meanwhile
             self.close()
             if closed:
+                self._stop_network()
                 raise ConnectionError("closed while connecting")
             if self._connack:
                 raise ConnectionError(f"{self.host}:{self.port} refused the connection: "
@@ -441,11 +442,22 @@ class SeqClient:
             error = self._subscribe_error
             closed = self._closed
         if closed:  # by another thread or a callback, meanwhile
+            self._stop_network()
             raise ConnectionError("closed while connecting")
         if error is not None or not subacked:
             self.close()
             raise ConnectionError(error or f"no SUBACK from {self.host}:{self.port} within {timeout} s")
-        self._timer.start()
+        with self._lock:
+            if self._closed:  # just now
+                raise ConnectionError("closed while connecting")
+            self._timer.start()
+
+    def _stop_network(self) -> None:
+        """After a close() that came while connect() ran: it may have come before paho's
+        connect() and loop_start(), which then started a network thread close() did not stop."""
+        self.mqtt.disconnect()
+        if threading.current_thread() is not self._network_thread:
+            self.mqtt.loop_stop()
 
     def close(self) -> None:
         """Disconnects; iterators end. Idempotent. A callback may call it too: the client's threads

@@ -269,6 +269,7 @@ def test_close_while_connect_waits_ends_connect_at_once(connack):
     listener.listen(4)
     port = listener.getsockname()[1]
     conns = []
+    c = SeqClient(port=port, client_id="py-closed-while-connecting", connect=False)
 
     def serve():
         while True:
@@ -277,13 +278,13 @@ def test_close_while_connect_waits_ends_connect_at_once(connack):
             except OSError:
                 return
             conns.append(conn)
-            conn.recv(1024)
+            conn.recv(1024)  # the CONNECT
             if connack:
                 conn.sendall(b"\x20\x02\x00\x00")
+                c._connack_seen.wait(5)  # connect() now waits for the SUBACKs
+            c.close()
 
     threading.Thread(target=serve, daemon=True).start()
-    c = SeqClient(port=port, client_id="py-closed-while-connecting", connect=False)
-    threading.Timer(0.5, c.close).start()
     started = time.monotonic()
     try:
         with pytest.raises(ConnectionError, match="closed while connecting"):
@@ -293,6 +294,7 @@ def test_close_while_connect_waits_ends_connect_at_once(connack):
         for conn in conns:
             conn.close()
     assert time.monotonic() - started < 5, "not the whole 10 s timeout"
+    assert c._connack == (0 if connack else None), "closed in the wait the case names"
     with pytest.raises(RuntimeError, match="closed"):
         c.connect()
 
