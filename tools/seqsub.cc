@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
       "SIGINT/SIGTERM); 1 it could not start, a save of the state file failed, or stdout could not be written (a "
       "closed pipe: --state then resumes at the first message not printed); 2 bad options; 128 + the signal for a "
       "second SIGINT/SIGTERM during a stop, which quits at once (a stop waits for a connection attempt under way; "
-      "--state is saved before).\n\nOptions");
+      "--state is saved first).\n\nOptions");
   desc.add_options()
       ("help", "Print this help and exit.")
       ("host,h", po::value(&o.host)->default_value(o.host), "Broker host.")
@@ -191,30 +191,38 @@ int main(int argc, char** argv) {
   static std::atomic<bool> started{false}, stopping{false};
   static std::atomic<int> write_error{0};  // errno of a failed write to stdout
   static std::atomic<long long> printed{0};
-  static std::mutex printing;  // a print, or the decision to end before the start's end
+  static std::timed_mutex printing;  // a print, or the decision to end before the start's end
+  static std::atomic<bool> state_saved{false};  // by the stop, before it waits for the network thread
+  static const bool with_state = !o.state_file.empty();
   std::thread([] {
     int sig = 0;
     sigwait(&stop, &sig);
-    {
-      std::lock_guard lock(printing);
+    // (A print blocked on a stalled stdout holds the lock: then the start
+    // is over anyway.)
+    if (std::unique_lock lock(printing, std::defer_lock); lock.try_lock_for(std::chrono::seconds(1))) {
       if (!started && printed == 0) {
         std::fprintf(stderr, "seqsub: %s before the broker answered: stopped\n", strsignal(sig));
         std::_Exit(0);
       }
-      stopping = true;
     }
+    stopping = true;
     // The stop saves the state file, then waits for the network thread,
     // which may be in a connect to a broker that does not answer (the
     // kernel's SYN retries take about 2 minutes): a second signal ends the
-    // process at once, its state file saved by then.
+    // process at once, once the state file is saved (2 s at most).
     const timespec patience{2, 0};
     int again = sigtimedwait(&stop, nullptr, &patience);
     if (again < 0) {
-      std::fprintf(stderr, "seqsub: stopping: waiting for the connection attempt to the broker to end (%s again "
-                   "quits at once)\n", strsignal(sig));
+      std::fprintf(stderr, "seqsub: still stopping after 2 s, waiting for the network thread (a connection attempt "
+                   "to the broker?); %s again quits at once\n", strsignal(sig));
       sigwait(&stop, &again);
     }
-    std::fprintf(stderr, "seqsub: %s again: quit without waiting\n", strsignal(again));
+    for (int i = 0; i < 200 && with_state && !state_saved; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::fprintf(stderr, "seqsub: %s again: quit without waiting%s\n", strsignal(again),
+                 with_state && !state_saved ? " (the state file not saved: the last second's messages may be printed "
+                                              "again)" : "");
     std::_Exit(128 + again);
   }).detach();
 
@@ -269,6 +277,8 @@ int main(int argc, char** argv) {
   while ((count == 0 || printed.load() < count) && !stopping && write_error == 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  (void)client.SaveStateNow();  // a failure is counted, and said below
+  state_saved = true;
   client.Stop();
   if (write_error != 0) {
     std::fprintf(stderr, "seqsub: writing to stdout: %s; stopped after %lld messages%s\n", std::strerror(write_error),

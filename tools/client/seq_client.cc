@@ -225,6 +225,11 @@ void SeqClient::Stop() {
   SaveState();
 }
 
+std::optional<std::string> SeqClient::SaveStateNow() {
+  std::lock_guard lock(mu_);
+  return SaveState();
+}
+
 Stats SeqClient::stats() {
   std::lock_guard lock(mu_);
   Stats s = stats_;

@@ -157,6 +157,10 @@ class SeqClient {
   // the kernel's SYN retries, about 2 minutes, to a host that drops them).
   // Idempotent.
   void Stop();
+  // Saves the state file now (if any, and changed since the last save; the
+  // client saves it every second by itself): what was delivered so far.
+  // Returns the error of a failed save, which stats() counts too.
+  std::optional<std::string> SaveStateNow();
   Stats stats();
 
  private:
