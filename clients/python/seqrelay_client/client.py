@@ -481,7 +481,12 @@ class SeqClient:
         here = threading.current_thread()
         if here is self._timer or here is self._network_thread:
             return
-        self.mqtt.loop_stop()
+        try:
+            self.mqtt.loop_stop()
+        except RuntimeError:
+            # paho's thread made and not started yet: connect(), on another thread, is in its
+            # loop_start(), and stops the thread once it has started (_stop_network).
+            pass
         if self._timer.is_alive():
             self._timer.join()
 

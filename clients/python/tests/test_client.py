@@ -1,4 +1,5 @@
 """SeqClient against the real relay, mosquitto and MariaDB (the session's servers)."""
+import contextlib
 import itertools
 import os
 import queue
@@ -226,50 +227,14 @@ def test_reconnect_fetches_what_was_missed(servers, make_client, pub):
         room.get(timeout=0.3)  # and nothing twice
 
 
-def test_a_refused_connection_is_an_error_at_once_and_connect_twice_is_harmless(make_client):
-    # A broker that refuses every CONNECT (CONNACK return code 5, not authorised), on loopback.
+@contextlib.contextmanager
+def scripted_broker(on_connect):
+    """A stand-in broker on loopback: for each connection it reads the CONNECT and calls
+    on_connect(conn), in its own thread. Yields its port; closes everything after."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
-    port = listener.getsockname()[1]
     conns = []
-
-    def serve():
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            conns.append(conn)
-            conn.recv(1024)
-            conn.sendall(b"\x20\x02\x00\x05")
-
-    threading.Thread(target=serve, daemon=True).start()
-    started = time.monotonic()
-    try:
-        with pytest.raises(ConnectionError, match="refused the connection"):
-            SeqClient(port=port, client_id="py-refused")
-    finally:
-        listener.close()
-        for conn in conns:
-            conn.close()
-    assert time.monotonic() - started < 5, "not the whole 10 s timeout"
-    c = make_client()
-    c.connect()  # connected already: nothing happens
-    assert c.mqtt.is_connected()
-
-
-@pytest.mark.parametrize("connack", [False, True], ids=["before-the-connack", "before-the-subacks"])
-def test_close_while_connect_waits_ends_connect_at_once(connack):
-    """A broker that never answers the CONNECT, or answers it and never a SUBSCRIBE; close() from
-    another thread while connect() waits. Until 2026-12-07 connect() waited on for its timeout
-    (10 s), then raised as if the broker had not answered."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
-    port = listener.getsockname()[1]
-    conns = []
-    c = SeqClient(port=port, client_id="py-closed-while-connecting", connect=False)
 
     def serve():
         while True:
@@ -279,20 +244,50 @@ def test_close_while_connect_waits_ends_connect_at_once(connack):
                 return
             conns.append(conn)
             conn.recv(1024)  # the CONNECT
-            if connack:
-                conn.sendall(b"\x20\x02\x00\x00")
-                c._connack_seen.wait(5)  # connect() now waits for the SUBACKs
-            c.close()
+            on_connect(conn)
 
     threading.Thread(target=serve, daemon=True).start()
-    started = time.monotonic()
     try:
-        with pytest.raises(ConnectionError, match="closed while connecting"):
-            c.connect(timeout=10)
+        yield listener.getsockname()[1]
     finally:
         listener.close()
         for conn in conns:
             conn.close()
+
+
+def test_a_refused_connection_is_an_error_at_once_and_connect_twice_is_harmless(make_client):
+    # Every CONNECT refused: CONNACK return code 5, not authorised.
+    started = time.monotonic()
+    with scripted_broker(lambda conn: conn.sendall(b"\x20\x02\x00\x05")) as port:
+        with pytest.raises(ConnectionError, match="refused the connection"):
+            SeqClient(port=port, client_id="py-refused")
+    assert time.monotonic() - started < 5, "not the whole 10 s timeout"
+    c = make_client()
+    c.connect()  # connected already: nothing happens
+    assert c.mqtt.is_connected()
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # close() must not raise
+@pytest.mark.parametrize("connack", [False, True], ids=["before-the-connack", "before-the-subacks"])
+def test_close_while_connect_waits_ends_connect_at_once(connack):
+    """A broker that never answers the CONNECT, or answers it and never a SUBSCRIBE; close() from
+    another thread while connect() waits. Until 2026-12-07 connect() waited on for its timeout
+    (10 s), then raised as if the broker had not answered."""
+    clients = []
+
+    def answer(conn):
+        c = clients[0]
+        if connack:
+            conn.sendall(b"\x20\x02\x00\x00")
+            c._connack_seen.wait(5)  # connect() now waits for the SUBACKs
+        c.close()
+
+    started = time.monotonic()
+    with scripted_broker(answer) as port:
+        c = SeqClient(port=port, client_id="py-closed-while-connecting", connect=False)
+        clients.append(c)
+        with pytest.raises(ConnectionError, match="closed while connecting"):
+            c.connect(timeout=10)
     assert time.monotonic() - started < 5, "not the whole 10 s timeout"
     assert c._connack == (0 if connack else None), "closed in the wait the case names"
     with pytest.raises(RuntimeError, match="closed"):
