@@ -1503,21 +1503,8 @@ TEST_F(ClientE2E, SeqsubStoppingWhileAReconnectHangsQuitsAtASecondSignalWithItsS
       Scaled(10s)))
       << ReadFile(log);
   gate.reset();  // the broker gone: seqsub's link is cut, and reconnects after 1 s
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(fd, 0);
-  const int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << strerror(errno);
-  // A backlog of 1 holds two connections, the test's own: a third SYN is
-  // dropped. (With 0 even the first waits for a SYN cookie.)
-  ASSERT_EQ(listen(fd, 1), 0);
-  const int filler = ConnectLoopback(port), filler2 = ConnectLoopback(port);
-  ASSERT_GE(filler, 0);
-  ASSERT_GE(filler2, 0);
+  const FullListener listener(port);
+  ASSERT_TRUE(listener.DropsSyns()) << "a connect to the full listener completed or failed: this proves nothing";
   // seqsub's connect under way: a socket of this machine in SYN_SENT
   // (state 02) to the port, in /proc/net/tcp.
   const std::string remote = fmt::format("0100007F:{:04X} 02", port);
@@ -1529,9 +1516,6 @@ TEST_F(ClientE2E, SeqsubStoppingWhileAReconnectHangsQuitsAtASecondSignalWithItsS
       << ReadFile(log);
   seqsub.Signal(SIGINT);
   const auto code = seqsub.Wait(Scaled(5s));
-  close(filler);
-  close(filler2);
-  close(fd);
   ASSERT_TRUE(code.has_value()) << ReadFile(log);
   EXPECT_EQ(*code, 128 + SIGINT) << ReadFile(log);
   EXPECT_NE(ReadFile(log).find("Interrupt again: quit without waiting\n"), std::string::npos)

@@ -6,7 +6,6 @@
 // broker enforces the ACL live, and the relay replays only what a client may
 // read.
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -485,34 +484,8 @@ TEST_F(DeployE2E, ABrokersMaxPacketSizeIsCheckedWhenItsConnackComesLate) {
 // minutes, past --shutdown-timeout. Now the stop interrupts it.
 TEST_F(DeployE2E, AStopIsNotHeldByAConnectToABrokerThatDropsItsSyns) {
   const int port = FreePort();
-  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(listener, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << strerror(errno);
-  ASSERT_EQ(listen(listener, 0), 0);
-  // A backlog of 0 queues one connection; the SYNs after it are dropped.
-  std::vector<int> fillers;
-  for (int i = 0; i < 2; ++i) {
-    fillers.push_back(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    connect(fillers.back(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  }
-  struct Close {
-    std::vector<int> fds;
-    ~Close() {
-      for (int fd : fds) close(fd);
-    }
-  } closer{{listener, fillers[0], fillers[1]}};
-  {  // the premise: a connect there neither completes nor fails
-    const int probe = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    pollfd done{probe, POLLOUT, 0};
-    const int ready = poll(&done, 1, 1500);
-    close(probe);
-    ASSERT_EQ(ready, 0) << "a connect to the full listener completed or failed: the test proves nothing here";
-  }
+  const FullListener listener(port);
+  ASSERT_TRUE(listener.DropsSyns()) << "a connect to the full listener completed or failed: this proves nothing";
 
   RelayProcess relay(servers(), name_, {"--source=chat/#", "--broker-grace=0", "--shutdown-timeout=2"});
   relay.SetBroker(port, "", "");

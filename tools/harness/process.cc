@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -205,6 +206,61 @@ bool PortAccepts(int port) {
   const int fd = ConnectLoopback(port);
   if (fd >= 0) close(fd);
   return fd >= 0;
+}
+
+namespace {
+
+sockaddr_in Loopback(int port) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  return addr;
+}
+
+// A connect to 127.0.0.1:port that does not wait: a socket, or -1.
+int ConnectWithoutWaiting(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  const sockaddr_in addr = Loopback(port);
+  connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);  // EINPROGRESS
+  return fd;
+}
+
+}  // namespace
+
+FullListener::FullListener(int port) : port_(port) {
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listener < 0) throw std::runtime_error(std::string("socket: ") + strerror(errno));
+  fds_.push_back(listener);
+  const int reuse = 1;  // a port whose last connections wait in TIME_WAIT
+  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof reuse);
+  const sockaddr_in addr = Loopback(port);
+  // A backlog of 1 queues two connections (the kernel counts past it);
+  // the SYNs after them are dropped. (A backlog of 0 queues one, which
+  // then needs a SYN cookie.)
+  if (bind(listener, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 || listen(listener, 1) != 0) {
+    const std::string why = strerror(errno);
+    close(listener);
+    throw std::runtime_error("FullListener: port " + std::to_string(port) + ": " + why);
+  }
+  for (int i = 0; i < 2; ++i) fds_.push_back(ConnectWithoutWaiting(port));
+}
+
+FullListener::~FullListener() {
+  for (int fd : fds_) {
+    if (fd >= 0) close(fd);
+  }
+}
+
+bool FullListener::DropsSyns() const {
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the fillers' handshakes, on loopback
+  const int probe = ConnectWithoutWaiting(port_);
+  if (probe < 0) return false;
+  pollfd done{probe, POLLOUT, 0};
+  const int ready = poll(&done, 1, 1500);
+  close(probe);
+  return ready == 0;
 }
 
 int ConnectLoopback(int port, std::chrono::milliseconds recv_timeout) {

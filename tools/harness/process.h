@@ -82,6 +82,25 @@ long long MetricValue(const std::string& body, const std::string& name);
 // Whether a TCP connection to 127.0.0.1:port is accepted (closed at once).
 bool PortAccepts(int port);
 
+// A listener on 127.0.0.1:port whose accept queue is full of its own
+// connections: the kernel drops the SYNs of any other connect there, which
+// neither completes nor fails (the client's kernel retries for about 2
+// minutes), as to a broker host gone from the network. Closed with it.
+class FullListener {
+ public:
+  explicit FullListener(int port);  // throws std::runtime_error if the port cannot be bound
+  ~FullListener();
+  FullListener(const FullListener&) = delete;
+  FullListener& operator=(const FullListener&) = delete;
+
+  // The premise, tried: a connect there neither completes nor fails within 1.5 s.
+  bool DropsSyns() const;
+
+ private:
+  int port_;
+  std::vector<int> fds_;  // the listener, then the connections that fill its queue
+};
+
 // Polls `ready` every 20 ms until it returns true or `deadline` passes.
 bool WaitFor(const std::function<bool()>& ready, std::chrono::milliseconds deadline);
 
