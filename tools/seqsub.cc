@@ -197,8 +197,8 @@ int main(int argc, char** argv) {
   std::thread([] {
     int sig = 0;
     sigwait(&stop, &sig);
-    // (A print blocked on a stalled stdout holds the lock: then the start
-    // is over anyway.)
+    // (A print blocked on a stalled stdout holds the lock: a message came,
+    // and the stop is the loop's below, not an end at once.)
     if (std::unique_lock lock(printing, std::defer_lock); lock.try_lock_for(std::chrono::seconds(1))) {
       if (!started && printed == 0) {
         std::fprintf(stderr, "seqsub: %s before the broker answered: stopped\n", strsignal(sig));
@@ -211,7 +211,9 @@ int main(int argc, char** argv) {
     // kernel's SYN retries take about 2 minutes): a second signal ends the
     // process at once, once the state file is saved (2 s at most).
     const timespec patience{2, 0};
-    int again = sigtimedwait(&stop, nullptr, &patience);
+    int again;
+    while ((again = sigtimedwait(&stop, nullptr, &patience)) < 0 && errno == EINTR) {
+    }
     if (again < 0) {
       std::fprintf(stderr, "seqsub: still stopping after 2 s, waiting for the network thread (a connection attempt "
                    "to the broker?); %s again quits at once\n", strsignal(sig));
@@ -231,6 +233,9 @@ int main(int argc, char** argv) {
       o,
       [&](const seqclient::Message& m) {
         std::lock_guard lock(printing);
+        // Stopping: the state file is saved, and may be the last word
+        // (a second signal); what comes now is for the next start.
+        if (stopping) throw seqclient::Undelivered{};
         if (count > 0 && printed.load() >= count) return;
         if (json_out) {
           nlohmann::json line = {{"topic", m.topic}, {"id", m.topic_id}, {"seq", m.seq},
@@ -277,9 +282,7 @@ int main(int argc, char** argv) {
   while ((count == 0 || printed.load() < count) && !stopping && write_error == 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  (void)client.SaveStateNow();  // a failure is counted, and said below
-  state_saved = true;
-  client.Stop();
+  client.Stop([](bool saved) { state_saved = saved; });  // a failed save is counted, and said below
   if (write_error != 0) {
     std::fprintf(stderr, "seqsub: writing to stdout: %s; stopped after %lld messages%s\n", std::strerror(write_error),
                  printed.load(), o.state_file.empty() ? "" : " (--state resumes at the first one not printed)");

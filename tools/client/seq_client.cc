@@ -199,7 +199,7 @@ std::optional<std::string> SeqClient::Start() {
   return std::nullopt;
 }
 
-void SeqClient::Stop() {
+void SeqClient::Stop(const std::function<void(bool saved)>& saved) {
   {
     std::lock_guard lock(mu_);
     if (stopping_) return;
@@ -211,9 +211,12 @@ void SeqClient::Stop() {
     // Saved before the network thread's stop, which waits for a connect
     // under way: to a host that drops the SYNs, the kernel's retries
     // (about 2 minutes). A process that cannot wait that long may end
-    // meanwhile (seqsub at a second signal) with its state saved.
-    std::lock_guard lock(mu_);
-    SaveState();
+    // meanwhile (seqsub at a second signal) with its state saved. (The
+    // timer, which saves without the lock, has ended.)
+    std::unique_lock lock(mu_);
+    const bool ok = !SaveState();
+    lock.unlock();
+    if (saved) saved(ok);
   }
   if (mosq_) {
     mosquitto_disconnect(mosq_);
@@ -223,11 +226,6 @@ void SeqClient::Stop() {
   }
   std::lock_guard lock(mu_);
   SaveState();
-}
-
-std::optional<std::string> SeqClient::SaveStateNow() {
-  std::lock_guard lock(mu_);
-  return SaveState();
 }
 
 Stats SeqClient::stats() {

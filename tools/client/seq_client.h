@@ -155,12 +155,10 @@ class SeqClient {
   // Saves the state file (if any) and disconnects; saves it again once the
   // network thread has stopped, which waits for a connect under way (up to
   // the kernel's SYN retries, about 2 minutes, to a host that drops them).
-  // Idempotent.
-  void Stop();
-  // Saves the state file now (if any, and changed since the last save; the
-  // client saves it every second by itself): what was delivered so far.
-  // Returns the error of a failed save, which stats() counts too.
-  std::optional<std::string> SaveStateNow();
+  // `saved`, if given, is called after the first save, with whether it
+  // succeeded (true without a state file): a process that cannot wait for
+  // the network thread may end from then on. Idempotent.
+  void Stop(const std::function<void(bool saved)>& saved = {});
   Stats stats();
 
  private:
