@@ -17,7 +17,8 @@ once; the rest wait their turn. v1.1 statuses (`first`, `code`, `retry`,
 Threads: paho's network thread and the client's timer thread call into the
 client; one lock (self._lock) guards all its state. Callbacks (on_message,
 on_lost, ...) run on those threads, one at a time, in delivery order, with
-the lock held: they must not call close(). A callback that raises is
+the lock held; they may call close(), which then returns without waiting
+for the two threads (they end once the callback returns). A callback that raises is
 counted (stats.listener_errors) and logged; the stream goes on. Bad frames
 are counted (stats.bad_frames) and reported to on_bad_frame, never
 delivered; so are statuses whose fields have the wrong types. Nothing a
@@ -393,6 +394,9 @@ class SeqClient:
         self._subacked = threading.Event()
         self._closed = False
         self._network_thread: Optional[threading.Thread] = None  # paho's, once it called back
+        # paho's loop_start() and loop_stop(), one at a time: a close() on another thread while
+        # connect() is in loop_start() joined a thread made and not started (RuntimeError).
+        self._net_lock = threading.Lock()
 
         kwargs = {"client_id": client_id, "clean_session": True, "transport": transport}
         if hasattr(paho, "CallbackAPIVersion"):  # paho-mqtt 2
@@ -423,7 +427,11 @@ class SeqClient:
         with self._lock:
             self._awaiting_subacks = True
         self.mqtt.connect(self.host, self.port, keepalive=30)
-        self.mqtt.loop_start()
+        with self._net_lock:  # a close() meanwhile stops no thread: none is started
+            if self._closed:
+                self.mqtt.disconnect()
+                raise ConnectionError("closed while connecting")
+            self.mqtt.loop_start()
         if not self._connack_seen.wait(timeout) or not self._connected.is_set():
             closed = self._closed  # by another thread or a callback, meanwhile
             self.close()
@@ -453,10 +461,10 @@ class SeqClient:
             self._timer.start()
 
     def _stop_network(self) -> None:
-        """After a close() that came while connect() ran: it may have come before paho's
-        connect() and loop_start(), which then started a network thread close() did not stop."""
+        """After a close() that came while connect() waited: from a callback, close() left paho's
+        thread to end by itself; it is joined here, on connect()'s thread."""
         self.mqtt.disconnect()
-        if threading.current_thread() is not self._network_thread:
+        with self._net_lock:
             self.mqtt.loop_stop()
 
     def close(self) -> None:
@@ -481,12 +489,8 @@ class SeqClient:
         here = threading.current_thread()
         if here is self._timer or here is self._network_thread:
             return
-        try:
+        with self._net_lock:  # not inside connect()'s loop_start()
             self.mqtt.loop_stop()
-        except RuntimeError:
-            # paho's thread made and not started yet: connect(), on another thread, is in its
-            # loop_start(), and stops the thread once it has started (_stop_network).
-            pass
         if self._timer.is_alive():
             self._timer.join()
 

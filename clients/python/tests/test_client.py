@@ -250,6 +250,10 @@ def scripted_broker(on_connect):
     try:
         yield listener.getsockname()[1]
     finally:
+        try:
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        except OSError:
+            pass
         listener.close()
         for conn in conns:
             conn.close()
