@@ -206,17 +206,17 @@ int main(int argc, char** argv) {
       }
     }
     stopping = true;
-    // The stop saves the state file, then waits for the network thread,
-    // which may be in a connect to a broker that does not answer (the
-    // kernel's SYN retries take about 2 minutes): a second signal ends the
-    // process at once, once the state file is saved (2 s at most).
+    // The stop saves the state file, then waits for the network thread
+    // (a print under way; a connect under way is interrupted): should that
+    // take long, a second signal ends the process at once, once the state
+    // file is saved (2 s at most).
     const timespec patience{2, 0};
     int again;
     while ((again = sigtimedwait(&stop, nullptr, &patience)) < 0 && errno == EINTR) {
     }
     if (again < 0) {
-      std::fprintf(stderr, "seqsub: still stopping after 2 s, waiting for the network thread (a connection attempt "
-                   "to the broker?); %s again quits at once\n", strsignal(sig));
+      std::fprintf(stderr, "seqsub: still stopping after 2 s, waiting for the network thread; %s again quits at "
+                   "once\n", strsignal(sig));
       sigwait(&stop, &again);
     }
     for (int i = 0; i < 200 && with_state && !state_saved; ++i) {

@@ -4,8 +4,6 @@
 #include <mqtt_protocol.h>
 
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <sys/eventfd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -20,6 +18,7 @@
 #include <utility>
 
 #include "core/log.h"
+#include "core/thread_interrupt.h"
 
 namespace seqrelay {
 namespace {
@@ -27,22 +26,6 @@ namespace {
 void InitLibraryOnce() {
   static std::once_flag once;
   std::call_once(once, [] { mosquitto_lib_init(); });
-}
-
-// The signal that breaks a network thread out of libmosquitto's blocking
-// connect (connect(2) fails with EINTR): a handler that does nothing,
-// installed without SA_RESTART, and sent to that thread alone.
-int InterruptSignal() { return SIGRTMIN + 4; }
-
-void InstallInterruptHandlerOnce() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    struct sigaction action {};
-    action.sa_handler = [](int) {};
-    sigemptyset(&action.sa_mask);
-    action.sa_flags = 0;
-    sigaction(InterruptSignal(), &action, nullptr);
-  });
 }
 
 // A CONNACK code that trying again cannot change: a setting to fix. (A
@@ -103,7 +86,6 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
   if (o.mqtt_v5 && !o.clean_session) {
     // Its CONNECT needs properties, which libmosquitto 2.0 takes only in a
     // blocking connect: the network thread makes it, and Stop interrupts it.
-    InstallInterruptHandlerOnce();
     link->first_connect_in_loop_ = true;
     link->thread_ = std::thread([raw] { raw->Run(); });
     return link;
@@ -426,7 +408,7 @@ void MqttLink::Stop() {
   // lasts (a signal sent before the thread enters connect(2) is spent).
   if (thread_.joinable()) {
     while (in_blocking_connect_.load()) {
-      pthread_kill(thread_.native_handle(), InterruptSignal());
+      InterruptThread(thread_);
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }

@@ -13,6 +13,7 @@
 
 #include "core/durable_file.h"
 #include "core/frame.h"
+#include "core/thread_interrupt.h"
 #include "core/topic_filter.h"
 #include "core/utf8.h"
 #include "replay/retransmit.h"
@@ -170,12 +171,20 @@ std::optional<std::string> SeqClient::Start() {
   mosquitto_disconnect_callback_set(mosq_, &SeqClient::OnDisconnect);
   mosquitto_message_callback_set(mosq_, &SeqClient::OnMessageTrampoline);
   mosquitto_subscribe_callback_set(mosq_, &SeqClient::OnSubscribe);
-  int rc = mosquitto_connect(mosq_, options_.host.c_str(), options_.port, 30);
+  int rc = mosquitto_connect(mosq_, options_.host.c_str(), options_.port, kKeepaliveS);
   if (rc != MOSQ_ERR_SUCCESS) {
     return "cannot connect to " + options_.host + ":" + std::to_string(options_.port) + ": " +
            (rc == MOSQ_ERR_ERRNO ? std::string(strerror(errno)) : mosquitto_strerror(rc));
   }
-  mosquitto_loop_start(mosq_);
+  // The network thread is the client's own, not mosquitto_loop_start's,
+  // so that Stop can interrupt a blocking reconnect (see there).
+  mosquitto_threaded_set(mosq_, true);
+  network_ = std::thread([this] {
+    mosquitto_loop_forever(mosq_, kKeepaliveS * 1000, 1);
+    std::lock_guard lock(mu_);
+    network_ended_ = true;
+    cv_.notify_all();
+  });
   {
     std::unique_lock lock(mu_);
     if (!cv_.wait_for(lock, std::chrono::seconds(10), [&] { return connack_ >= 0; })) {
@@ -208,10 +217,9 @@ void SeqClient::Stop(const std::function<void(bool saved)>& saved) {
   cv_.notify_all();
   if (timer_.joinable()) timer_.join();
   {
-    // Saved before the network thread's stop, which waits for a connect
-    // under way: to a host that drops the SYNs, the kernel's retries
-    // (about 2 minutes). A process that cannot wait that long may end
-    // meanwhile (seqsub at a second signal) with its state saved. (The
+    // Saved before the network thread's stop, which waits for a callback
+    // under way (the application's code). A process that cannot wait may
+    // end meanwhile (seqsub at a second signal) with its state saved. (The
     // timer, which saves without the lock, has ended.)
     std::unique_lock lock(mu_);
     const bool ok = !SaveState();
@@ -220,12 +228,31 @@ void SeqClient::Stop(const std::function<void(bool saved)>& saved) {
   }
   if (mosq_) {
     mosquitto_disconnect(mosq_);
-    mosquitto_loop_stop(mosq_, false);
+    StopNetwork();
     mosquitto_destroy(mosq_);
     mosq_ = nullptr;
   }
   std::lock_guard lock(mu_);
   SaveState();
+}
+
+void SeqClient::StopNetwork() {
+  if (!network_.joinable()) return;
+  // The loop ends once the DISCONNECT is written, or at its next look at
+  // the state, which mosquitto_disconnect has set. A reconnect under way
+  // blocks in connect(2) (to a host that drops the SYNs: the kernel's
+  // retries, about 2 minutes), and its start and its failure each set the
+  // state again: so, until the loop has ended, the state is set again and
+  // the connect (or the backoff's sleep) interrupted, every 50 ms.
+  std::unique_lock lock(mu_);
+  while (!cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return network_ended_; })) {
+    lock.unlock();
+    mosquitto_disconnect(mosq_);
+    seqrelay::InterruptThread(network_);
+    lock.lock();
+  }
+  lock.unlock();
+  network_.join();
 }
 
 Stats SeqClient::stats() {

@@ -153,15 +153,17 @@ class SeqClient {
   // resumption requests. Returns an error text on failure.
   std::optional<std::string> Start();
   // Saves the state file (if any) and disconnects; saves it again once the
-  // network thread has stopped, which waits for a connect under way (up to
-  // the kernel's SYN retries, about 2 minutes, to a host that drops them).
-  // `saved`, if given, is called after the first save, with whether it
-  // succeeded (true without a state file): a process that cannot wait for
-  // the network thread may end from then on. Idempotent.
+  // network thread has stopped (a reconnect under way is interrupted: the
+  // thread is sent a real-time signal, SIGRTMIN + 4, whose handler, installed
+  // then, does nothing). `saved`, if given, is called after the first save,
+  // with whether it succeeded (true without a state file): a process that
+  // cannot wait for the network thread may end from then on. Idempotent.
   void Stop(const std::function<void(bool saved)>& saved = {});
   Stats stats();
 
  private:
+  // Ends and joins network_ once mosquitto_disconnect has been called.
+  void StopNetwork();
   struct Topic {
     std::string name;
     bool ordered = true;
@@ -273,7 +275,10 @@ class SeqClient {
   const std::string requests_topic_, replies_topic_;  // <control>/retransmit|replay/<requester>
   const OnMessage on_message_;
   const OnGap on_gap_;
+  static constexpr int kKeepaliveS = 30;
   mosquitto* mosq_ = nullptr;
+  std::thread network_;  // runs mosquitto_loop_forever; StopNetwork ends it
+  bool network_ended_ = false;  // its loop has returned; mu_
 
   std::mutex mu_;
   std::condition_variable cv_;
