@@ -1072,6 +1072,91 @@ TEST_F(ClientE2E, ALiveFrameBelowAKeptStartIsCheckedAndADatabaseResetToldAndRead
                                              "again"});
 }
 
+// A relay that answers `busy` for long (never a failed attempt, so never
+// given up for it) while the topic's live frames keep coming: the client
+// holds them behind the gap up to max_held_bytes, then gives the gap up,
+// says why, and delivers what it held. Until 2026-12-07 it held every
+// frame for as long as the relay stayed busy. The test plays the relay.
+TEST_F(ClientE2E, FramesHeldBehindAGapPastMaxHeldBytesGiveTheGapUp) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.gap_wait = std::chrono::milliseconds(20);
+  o.reply_timeout = Scaled(std::chrono::milliseconds(60000));  // no give-up for want of a reply
+  o.max_held_bytes = 1000;
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 79);
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+  relay.Live(3);  // 2 lost
+  const auto request = relay.Request(1);
+  EXPECT_EQ(request, nlohmann::json({{"id", 79}, {"from", 2}, {"to", 2}}));
+  relay.Answer({{"from", 2}, {"to", 2}, {"status", "error"}, {"error", "busy"}, {"code", "busy"}, {"retry", true}});
+  // Each frame held: its payload ("m3" .. "m12") and 96 bytes of record;
+  // 3..12 take 983 bytes, 13 would take them to 1,082.
+  uint64_t held = 0;
+  for (uint64_t seq = 3; seq <= 12; ++seq) {
+    if (seq > 3) relay.Live(seq);
+    held += ("m" + std::to_string(seq)).size() + seqclient::OrderedStream::kEntryBytes;
+  }
+  ASSERT_EQ(held, 983u);
+  ASSERT_TRUE(WaitFor([&] { return client.stats().held_bytes == held; }, 10s)) << client.stats().held_bytes;
+  EXPECT_EQ(sink.size(), 1u) << "held behind 2";
+  EXPECT_TRUE(gaps.all().empty());
+  relay.Live(13);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 12; }, 10s)) << Explain(client, sink, 13);
+  client.Stop();
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{topic + " 2..2 1082 bytes held behind the gap, over max_held_bytes"});
+  EXPECT_EQ(client.stats().held_bytes, 0u);
+  EXPECT_EQ(client.stats().gaps_unfilled, 1u);
+  std::vector<uint64_t> seqs;
+  for (const auto& m : sink.got) seqs.push_back(m.seq);
+  EXPECT_EQ(seqs, (std::vector<uint64_t>{1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}));
+}
+
+// The same while a history's lookup waits (here unanswered, its timeout
+// far off; a `busy` answer would also delay the range request below by its
+// pause): the live frames held meanwhile, past max_held_bytes, give the
+// lookup up as if unanswered; its start (the first SEQ, for the whole
+// history) is kept, so the history below the first live frame is asked for
+// by range, and nothing is lost.
+TEST_F(ClientE2E, LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsGiveTheLookupUp) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.history = seqclient::History::kAll;
+  o.gap_wait = std::chrono::milliseconds(20);
+  o.reply_timeout = Scaled(std::chrono::milliseconds(60000));
+  o.max_held_bytes = 1000;
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 79);
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  EXPECT_EQ(relay.Request(1), nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}}));
+  // Each live frame held: its 10-byte header, its payload ("m5" .. "m13")
+  // and 96 bytes of record; 5..13 take 976 bytes, 14 would take 1,085.
+  uint64_t held = 0;
+  for (uint64_t seq = 5; seq <= 13; ++seq) {
+    relay.Live(seq);
+    held += 10 + ("m" + std::to_string(seq)).size() + seqclient::OrderedStream::kEntryBytes;
+  }
+  ASSERT_EQ(held, 976u);
+  ASSERT_TRUE(WaitFor([&] { return client.stats().held_bytes == held; }, 10s)) << client.stats().held_bytes;
+  EXPECT_EQ(client.stats().lookups_pending, 1u);
+  EXPECT_EQ(relay.requests(), 1u);
+  relay.Live(14);
+  EXPECT_EQ(relay.Request(2), nlohmann::json({{"id", 79}, {"from", 1}, {"to", 4}})) << "the history below 5, by range";
+  EXPECT_EQ(client.stats().lookups_pending, 0u);
+  for (uint64_t seq = 1; seq <= 4; ++seq) relay.Replay(seq);
+  relay.Answer({{"from", 1}, {"to", 4}, {"sent", 4}, {"last", 14}, {"status", "ok"}});
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 14; }, 10s)) << Explain(client, sink, 14);
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 14);
+  EXPECT_TRUE(gaps.all().empty()) << gaps.all().front();
+  EXPECT_EQ(client.stats().held_bytes, 0u);
+}
+
 // v1.1 error statuses say whether to ask again: a gap request answered
 // "unavailable" (retry true, resume from `next`) is asked again after the
 // reply timeout, from `next`, and the gap filled; a final one ("forbidden",

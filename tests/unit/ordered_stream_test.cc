@@ -350,6 +350,41 @@ TEST(OrderedStreamTest, ForgetDropsWhatIsHeldInARangeAndCameByAMoment) {
   }
 }
 
+// What a stream holds above a gap, in bytes: an ordered topic's payloads
+// and a record each, an immediate topic's records of the SEQs shown; back
+// to nothing once the gap fills, or is given up, or its frames forgotten.
+TEST(OrderedStreamTest, HeldBytesCountWhatWaitsAboveAGapAndFallAsItGoes) {
+  constexpr uint64_t kEntry = OrderedStream::kEntryBytes;
+  for (bool ordered : {kOrdered, kImmediate}) {
+    SCOPED_TRACE(ordered ? "ordered" : "immediate");
+    const uint64_t payload = ordered ? 10 : 0;  // PayloadOf(seq) of two digits: "payload-NN"
+    OrderedStream s(1);
+    (void)s.Offer(1, ordered, "payload-01");
+    EXPECT_EQ(s.held_bytes(), 0u) << "delivered at once: nothing held";
+    for (uint64_t seq : {10, 11, 12, 20}) (void)s.Offer(seq, ordered, "payload-" + std::to_string(seq));
+    EXPECT_EQ(s.held_bytes(), 4 * (payload + kEntry));
+    (void)s.Offer(11, ordered, "payload-11");  // a duplicate adds nothing
+    EXPECT_EQ(s.held_bytes(), 4 * (payload + kEntry));
+    EXPECT_EQ(s.Forget(20, 20), std::vector<uint64_t>{20});
+    EXPECT_EQ(s.held_bytes(), 3 * (payload + kEntry));
+    (void)s.GiveUp(5);  // 2..5 given up; 6..9 still missing
+    EXPECT_EQ(s.held_bytes(), 3 * (payload + kEntry));
+    for (uint64_t seq : {8, 7}) (void)s.Offer(seq, ordered, "payload-0" + std::to_string(seq));
+    EXPECT_EQ(s.held_bytes(), 5 * (payload + kEntry));
+    (void)s.Offer(6, ordered, "payload-06");  // 6..8 out; 9 still missing
+    EXPECT_EQ(s.held_bytes(), 3 * (payload + kEntry));
+    (void)s.Offer(9, ordered, "payload-09");  // fills the gap: 9..12 out
+    EXPECT_EQ(s.held_bytes(), 0u);
+    (void)s.Offer(30, ordered, "payload-30");
+    (void)s.GiveUp(29);
+    EXPECT_EQ(s.held_bytes(), 0u);
+    s.MarkShown(40);
+    EXPECT_EQ(s.held_bytes(), kEntry);
+    s.MarkShown(40);
+    EXPECT_EQ(s.held_bytes(), kEntry) << "marked twice, held once";
+  }
+}
+
 // An immediate topic's frames shown above a gap, as runs (what the state
 // file keeps), and a stream resumed below the gap that takes them for shown:
 // the frames of those SEQs are duplicates, and the gap's frames are late.

@@ -21,19 +21,30 @@ std::vector<Delivery> OrderedStream::Offer(uint64_t seq, bool ordered, std::stri
     return out;
   }
   if (ordered) {
-    above_[seq] = {std::move(payload), false, ++arrivals_};
+    Hold(seq, std::move(payload), false);
     return out;
   }
   // Immediate: show it now, remember that it was shown.
   out.push_back({seq, std::move(payload), seq < last_delivered_});
   last_delivered_ = std::max(last_delivered_, seq);
-  above_[seq] = {{}, true, ++arrivals_};
+  Hold(seq, {}, true);
   return out;
+}
+
+void OrderedStream::Hold(uint64_t seq, std::string payload, bool delivered) {
+  const uint64_t bytes = payload.size() + kEntryBytes;
+  above_[seq] = {std::move(payload), delivered, ++arrivals_, bytes};
+  held_bytes_ += bytes;
+}
+
+std::map<uint64_t, OrderedStream::Above>::iterator OrderedStream::Erase(std::map<uint64_t, Above>::iterator it) {
+  held_bytes_ -= it->second.bytes;
+  return above_.erase(it);
 }
 
 std::vector<Delivery> OrderedStream::Drain() {
   std::vector<Delivery> out;
-  for (auto it = above_.begin(); it != above_.end() && it->first == next_; it = above_.erase(it)) {
+  for (auto it = above_.begin(); it != above_.end() && it->first == next_; it = Erase(it)) {
     if (!it->second.delivered) {
       out.push_back({it->first, std::move(it->second.payload), it->first < last_delivered_});
       last_delivered_ = std::max(last_delivered_, it->first);
@@ -59,7 +70,7 @@ std::vector<Delivery> OrderedStream::GiveUp(uint64_t to) {
       out.push_back({it->first, std::move(it->second.payload), it->first < last_delivered_});
       last_delivered_ = std::max(last_delivered_, it->first);
     }
-    above_.erase(it);
+    Erase(it);
   }
   next_ = to + 1;
   auto more = Drain();
@@ -85,7 +96,7 @@ std::vector<uint64_t> OrderedStream::Forget(uint64_t from, uint64_t to, uint64_t
   for (auto it = above_.lower_bound(from); it != above_.end() && it->first <= to;) {
     if (it->second.arrival <= by) {
       dropped.push_back(it->first);
-      it = above_.erase(it);
+      it = Erase(it);
     } else {
       ++it;
     }
@@ -117,7 +128,9 @@ std::vector<Gap> OrderedStream::Shown() const {
 
 void OrderedStream::MarkShown(uint64_t seq) {
   if (next_ == 0 || seq <= next_) return;  // only above a gap: next_ itself is missing
-  if (above_.try_emplace(seq, Above{{}, true, ++arrivals_}).second) last_delivered_ = std::max(last_delivered_, seq);
+  if (above_.count(seq)) return;
+  Hold(seq, {}, true);
+  last_delivered_ = std::max(last_delivered_, seq);
 }
 
 }  // namespace seqclient

@@ -74,6 +74,13 @@ class OrderedStream {
   // The highest SEQ delivered so far (0 = none).
   uint64_t last_delivered() const { return last_delivered_; }
 
+  // What the frames above next() hold: their payloads (held back, ordered)
+  // and kEntryBytes each for the record (an immediate topic's shown SEQs
+  // too). It grows while a gap stays open, and falls as it fills or is
+  // given up.
+  static constexpr uint64_t kEntryBytes = 96;
+  uint64_t held_bytes() const { return held_bytes_; }
+
  private:
   std::vector<Delivery> Drain();
 
@@ -85,9 +92,15 @@ class OrderedStream {
     std::string payload;
     bool delivered = false;
     uint64_t arrival = 0;  // arrivals_ once it came
+    uint64_t bytes = 0;    // its share of held_bytes_
   };
+  // Adds or erases an entry of above_, and its bytes to or from held_bytes_.
+  void Hold(uint64_t seq, std::string payload, bool delivered);
+  std::map<uint64_t, Above>::iterator Erase(std::map<uint64_t, Above>::iterator it);
+
   std::map<uint64_t, Above> above_;
   uint64_t arrivals_ = 0;
+  uint64_t held_bytes_ = 0;
 };
 
 }  // namespace seqclient

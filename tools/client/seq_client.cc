@@ -259,6 +259,8 @@ Stats SeqClient::stats() {
   std::lock_guard lock(mu_);
   Stats s = stats_;
   s.lookups_pending = lookups_.size();
+  for (const auto& [id, t] : topics_) s.held_bytes += t.stream.held_bytes();
+  for (const auto& [name, held] : held_live_) s.held_bytes += held.bytes;
   return s;
 }
 
@@ -388,7 +390,16 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
     // A live frame of a topic still being looked up waits for the answer
     // (HandleStatus offers it then); a replayed frame of an unknown id was
     // not asked for.
-    if (!replayed && lookups_.count(name)) held_live_[name].push_back(bytes);
+    if (!replayed && lookups_.count(name)) {
+      HeldLive& held = held_live_[name];
+      held.frames.push_back(bytes);
+      held.bytes += bytes.size() + OrderedStream::kEntryBytes;
+      if (options_.max_held_bytes != 0 && held.bytes > options_.max_held_bytes) {
+        AbandonLookupLocked(name, fmt::format("{} bytes of live frames held while the lookup waited, over "
+                                              "max_held_bytes", held.bytes), /*refused=*/false);
+      }
+      return;
+    }
     if (replayed || lookups_.count(name)) return;
     if (ids_.count(name)) {
       ++stats_.bad_frames;  // <name> has another id
@@ -405,7 +416,7 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
       // starts at the kept start, as it did for every frame until
       // 2026-12-07).
       lookups_[name] = Lookup{.start = start, .again = true, .check = true};
-      held_live_[name].push_back(bytes);
+      held_live_[name] = {{bytes}, bytes.size() + OrderedStream::kEntryBytes};
       AskLookupLocked(name);
       return;
     }
@@ -426,6 +437,22 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
   auto out = t.stream.Offer(view->header.seq, t.ordered, std::move(payload), &duplicate);
   if (duplicate) ++stats_.duplicates;
   Deliver(t, id, std::move(out));
+  BoundHeldLocked(id, t);
+}
+
+void SeqClient::BoundHeldLocked(uint32_t id, Topic& t) {
+  const uint64_t bound = options_.max_held_bytes;
+  while (bound != 0 && t.stream.held_bytes() > bound && t.stream.gap()) {
+    // Each turn moves next() on: the asked range given up (then the gap
+    // above it, if the range ended below it), or the gap itself.
+    const std::string why = fmt::format("{} bytes held behind the gap, over max_held_bytes", t.stream.held_bytes());
+    if (t.asked) {
+      AbandonLocked(id, t, why);
+    } else {
+      const Gap gap = *t.stream.gap();
+      LoseLocked(id, t, gap.from, gap.to, why);
+    }
+  }
 }
 
 void SeqClient::ReportGapLocked(const std::string& topic, uint64_t from, uint64_t to, const std::string& why) {
@@ -830,7 +857,7 @@ void SeqClient::AbandonLookupLocked(const std::string& topic, const std::string&
 }
 
 void SeqClient::OfferHeldLocked(const std::string& topic) {
-  auto held = std::move(held_live_[topic]);
+  auto held = std::move(held_live_[topic].frames);
   held_live_.erase(topic);
   for (const auto& bytes : held) OfferLocked(topic, bytes, /*replayed=*/false);
 }

@@ -71,6 +71,15 @@ struct Options {
   // it again (the relay serves one client's requests one after another).
   std::chrono::milliseconds reply_timeout{2000};
   int max_attempts = 5;                            // requests per gap before it is reported unfilled
+  // Per topic, what may wait behind its oldest gap (OrderedStream's
+  // held_bytes: an ordered topic's payloads, 96 bytes a frame for the
+  // record), or, while its lookup is out, its live frames (each frame's
+  // bytes and the same 96). Past it
+  // the gap is given up (through on_gap), or the lookup (as if
+  // unanswered): a relay that answers `busy` for long, which is never a
+  // failed attempt, would otherwise have the client hold every frame that
+  // comes meanwhile. 0: no bound.
+  uint64_t max_held_bytes = uint64_t{64} << 20;
   // Requests (ranges and lookups) out at the relay at once, at most; the
   // rest wait in the order they were made. The relay holds at most 16 of a
   // user waiting and refuses more `busy`: 8 leaves room for a second
@@ -127,6 +136,9 @@ struct Stats {
   uint64_t bad_frames = 0;
   uint64_t callback_errors = 0;  // exceptions the callbacks threw (a message still counts as delivered)
   uint64_t lookups_pending = 0;    // topics whose history lookup is not answered yet (a gauge)
+  // What waits behind gaps and lookups now, over all topics, as
+  // Options::max_held_bytes counts it per topic (a gauge).
+  uint64_t held_bytes = 0;
   uint64_t state_save_errors = 0;  // saves of the state file that failed (last_state_error says why)
   std::string last_state_error;
   // Filters the broker refused in a SUBACK (its ACL) or libmosquitto would
@@ -248,6 +260,8 @@ class SeqClient {
   void RefusedBusyLocked();
   // Gives up every SEQ of topic `id` up to `to`, and reports the runs from
   // `from` that are not held (a held frame is delivered, not gone).
+  // Gives up `t`'s oldest gaps while it holds more than max_held_bytes.
+  void BoundHeldLocked(uint32_t id, Topic& t);
   void LoseLocked(uint32_t id, Topic& t, uint64_t from, uint64_t to, const std::string& why);
   // Gives the outstanding request of topic `id` up: a range to its end; an
   // open end (a catch-up) only what is known missing, and with nothing
@@ -316,7 +330,12 @@ class SeqClient {
   std::set<std::string> unanswered_starts_;
   std::chrono::steady_clock::time_point kept_lookups_at_{};
   std::chrono::milliseconds kept_lookup_every() const { return options_.reply_timeout * 16; }
-  std::map<std::string, std::vector<std::string>> held_live_;  // live frames of topics being looked up; mu_
+  // Live frames of topics being looked up, and their bytes; mu_.
+  struct HeldLive {
+    std::vector<std::string> frames;
+    uint64_t bytes = 0;
+  };
+  std::map<std::string, HeldLive> held_live_;
   // Requests made and not sent yet, in the order they were made: a topic's
   // range (by id) or a lookup (by name), with the ticket of its place (an
   // entry whose request has another ticket, or none, is stale). mu_.
