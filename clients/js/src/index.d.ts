@@ -45,6 +45,10 @@ export class OrderedStream<P = Uint8Array> {
   missing(from: number, to: number): { from: number; to: number }[];
   /** Frames held so far, ever: a moment for forget(). */
   readonly arrivals: number;
+  /** What the entries above next hold: their payloads' bytes (held back, ordered) and ENTRY_BYTES each (an immediate topic's shown SEQs too). */
+  readonly heldBytes: number;
+  /** What an entry above next counts besides its payload: 96, the C++ client's kEntryBytes. */
+  static readonly ENTRY_BYTES: 96;
   /** Forgets what is held with a SEQ from `from` to `to` that came by the moment `by` (frames the relay never stored); returns their SEQs. */
   forget(from: number, to: number, by?: number): number[];
 }
@@ -80,6 +84,8 @@ export interface SeqClientOptions {
   maxAttempts?: number;
   /** Requests (ranges and lookups) out at the relay at once, at most; the rest wait their turn. The relay holds 16 of a user waiting. Default 8. */
   maxOutstanding?: number;
+  /** Per topic, the bytes that may wait behind its oldest gap (payloads and OrderedStream.ENTRY_BYTES a frame) or, while its lookup is out, in its live frames (each frame's bytes and the same 96); past it the gap is given up ('lost', "N bytes held behind the gap, over max_held_bytes") or the lookup, as if unanswered. An integer >= 0; 0: no bound. Default 64 MiB (67108864). */
+  maxHeldBytes?: number;
   /** Test hook: live frames for which it returns true are dropped as if lost. */
   dropLiveFrame?: (topic: string, seq: number) => boolean;
 }
@@ -154,6 +160,8 @@ export interface SeqStats {
   subscribeErrors: number;
   /** The last of them, as the error says it ('' = none). */
   lastSubscribeError: string;
+  /** What waits behind gaps and lookups now, over all topics, as maxHeldBytes counts it per topic (a gauge). */
+  heldBytes: number;
 }
 
 export class SeqClient extends Events<ClientEvents> {

@@ -11,22 +11,45 @@
 //    delivered when it comes and marked late.
 // Either way each SEQ is delivered at most once. Pure logic, no I/O.
 
+const encoder = new TextEncoder();
+
+// A payload's size in bytes: a Uint8Array's (a Buffer's) byteLength, a
+// string's in UTF-8 (tests and typed callers may hold strings); null (a
+// shown SEQ's record) holds none.
+function payloadBytes(payload) {
+  if (payload === null || payload === undefined) return 0;
+  if (typeof payload === 'string') return encoder.encode(payload).length;
+  return payload.byteLength ?? 0;
+}
+
 export class OrderedStream {
+  // What an entry above next costs besides its payload: its record (the
+  // map's entry, its key, its arrival). A count, not a measure: the same 96
+  // as the C++ client's kEntryBytes, so that the three clients bound a topic
+  // alike (SeqClient's maxHeldBytes).
+  static ENTRY_BYTES = 96;
+
   /** @param {number} next the first SEQ wanted; 0 = start at the first frame seen. */
   constructor(next = 0) {
     // Every SEQ below next was delivered or given up; 0 = nothing seen yet.
     this.next = next;
     // The highest SEQ delivered so far; 0 = none.
     this.lastDelivered = 0;
-    // Above next: SEQ -> held payload (ordered), or null once delivered
-    // (immediate). Its keys, ascending, in aboveKeys from aboveHead on.
+    // Above next: SEQ -> {payload, arrival, bytes}: the held payload
+    // (ordered), or null once delivered (immediate); when it came (arrivals
+    // after it), so that forget() can spare what came after a given moment;
+    // its share of heldBytes. Its keys, ascending, in aboveKeys from
+    // aboveHead on.
     this.above = new Map();
     this.aboveKeys = [];
     this.aboveHead = 0;
-    // Frames held so far, ever; and when each one held now came (that count
-    // after it), so that forget() can spare what came after a given moment.
+    // Frames held so far, ever.
     this.arrivals = 0;
-    this.arrivedAt = new Map();
+    // What the entries above next hold: their payloads (held back, ordered)
+    // and ENTRY_BYTES each for the record (an immediate topic's shown SEQs
+    // too). It grows while a gap stays open, and falls as it fills or is
+    // given up.
+    this.heldBytes = 0;
   }
 
   /**
@@ -67,8 +90,7 @@ export class OrderedStream {
     // are skipped; whatever follows `to` without a break comes out too.
     while (this.aboveHead < this.aboveKeys.length && this.aboveKeys[this.aboveHead] <= to) {
       const seq = this.#popFirst();
-      const payload = this.above.get(seq);
-      this.above.delete(seq);
+      const payload = this.#erase(seq);
       if (payload !== null) this.#deliver(out, seq, payload);
     }
     this.next = to + 1;
@@ -107,7 +129,7 @@ export class OrderedStream {
    * stored. Returns their SEQs, ascending.
    */
   forget(from, to, by = Infinity) {
-    const gone = (seq) => seq >= from && seq <= to && this.arrivedAt.get(seq) <= by;
+    const gone = (seq) => seq >= from && seq <= to && this.above.get(seq).arrival <= by;
     const keep = [];
     const dropped = [];
     for (let i = this.aboveHead; i < this.aboveKeys.length; ++i) {
@@ -116,8 +138,7 @@ export class OrderedStream {
         keep.push(seq);
         continue;
       }
-      this.above.delete(seq);
-      this.arrivedAt.delete(seq);
+      this.#erase(seq);
       dropped.push(seq);
     }
     this.aboveKeys = keep;
@@ -128,7 +149,7 @@ export class OrderedStream {
       // given-up one there makes no frame late, as none comes below next)
       // and the immediate frames still held.
       this.lastDelivered = Math.max(this.next - 1, 0);
-      for (const seq of keep) if (this.above.get(seq) === null && seq > this.lastDelivered) this.lastDelivered = seq;
+      for (const seq of keep) if (this.above.get(seq).payload === null && seq > this.lastDelivered) this.lastDelivered = seq;
     }
     return dropped;
   }
@@ -141,16 +162,17 @@ export class OrderedStream {
   #drain(out) {
     while (this.aboveHead < this.aboveKeys.length && this.aboveKeys[this.aboveHead] === this.next) {
       const seq = this.#popFirst();
-      const payload = this.above.get(seq);
-      this.above.delete(seq);
+      const payload = this.#erase(seq);
       if (payload !== null) this.#deliver(out, seq, payload);
       ++this.next;
     }
   }
 
+  // Adds an entry above next (its key to aboveKeys), and its bytes to heldBytes.
   #hold(seq, payload) {
-    this.above.set(seq, payload);
-    this.arrivedAt.set(seq, ++this.arrivals);
+    const bytes = payloadBytes(payload) + OrderedStream.ENTRY_BYTES;
+    this.above.set(seq, { payload, arrival: ++this.arrivals, bytes });
+    this.heldBytes += bytes;
     const keys = this.aboveKeys;
     if (keys.length === this.aboveHead || keys[keys.length - 1] < seq) {
       keys.push(seq); // the usual case: frames arrive in order
@@ -166,9 +188,17 @@ export class OrderedStream {
     keys.splice(lo, 0, seq);
   }
 
+  // Removes the entry of `seq` (its key out of aboveKeys already), and its
+  // bytes from heldBytes. Returns its payload.
+  #erase(seq) {
+    const entry = this.above.get(seq);
+    this.above.delete(seq);
+    this.heldBytes -= entry.bytes;
+    return entry.payload;
+  }
+
   #popFirst() {
     const seq = this.aboveKeys[this.aboveHead++];
-    this.arrivedAt.delete(seq);
     if (this.aboveHead === this.aboveKeys.length) {
       this.aboveKeys = [];
       this.aboveHead = 0;

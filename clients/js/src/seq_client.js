@@ -289,6 +289,17 @@ export class SeqClient extends Emitter {
     // client's own requests from being refused.
     this.maxOutstanding = options.maxOutstanding ?? 8;
     if (!Number.isInteger(this.maxOutstanding) || this.maxOutstanding < 1) throw new RangeError('maxOutstanding is a count >= 1');
+    // Per topic, what may wait behind its oldest gap (its stream's
+    // heldBytes: an ordered topic's payloads, ENTRY_BYTES a frame for the
+    // record), or, while its lookup is out, its live frames (each frame's
+    // bytes and the same ENTRY_BYTES). Past it the gap is given up ('lost'),
+    // or the lookup (as if unanswered): a relay that answers `busy` for
+    // long, which is never a failed attempt, would otherwise have the client
+    // hold every frame that comes meanwhile. 0: no bound.
+    this.maxHeldBytes = options.maxHeldBytes ?? 64 * 1024 * 1024;
+    if (!Number.isSafeInteger(this.maxHeldBytes) || this.maxHeldBytes < 0) {
+      throw new RangeError(`maxHeldBytes is a count of bytes >= 0 (0: no bound); got ${this.maxHeldBytes}`);
+    }
     // What would subscribe to nothing, ask on the wrong topics or wait for
     // ever is refused here, as the C++ client's CheckOptions does.
     checkPrefix('seqPrefix', this.seqPrefix);
@@ -318,10 +329,16 @@ export class SeqClient extends Emitter {
       subscribeErrors: 0,
       lastSubscribeError: '', // the last of them: which topic, which code
     };
+    // What waits behind gaps and lookups now, over all topics, as
+    // maxHeldBytes counts it per topic: a gauge, not a counter, so counted
+    // when read (as the C++ client's stats()).
+    Object.defineProperty(this.stats, 'heldBytes', { enumerable: true, get: () => this.#heldBytes() });
     this.topics = new Map(); // topic id -> per-topic state (see #topic)
     this.ids = new Map(); // topic name -> topic id, for every entry of topics
     this.lookups = new Map(); // topic name -> {start, sentSeq, waitFrom, attempts}: joining at history or a given SEQ
-    this.heldLive = new Map(); // topic name -> live frames that came while its lookup was out
+    // Topic name -> {frames, bytes}: the live frames that came while its
+    // lookup was out, and what they hold (as maxHeldBytes counts it).
+    this.heldLive = new Map();
     this.startAt = new Map(); // topic name -> first SEQ wanted, for topics the relay had no message of yet
     // Of those, the ones whose lookup went unanswered (#giveUpLookup): a quiet
     // topic sends no live frame to start it, so they are looked up again
@@ -578,8 +595,14 @@ export class SeqClient extends Emitter {
       // of a topic being looked up waits for the answer.
       if (replayed) return;
       if (this.lookups.has(name)) {
-        if (!this.heldLive.has(name)) this.heldLive.set(name, []);
-        this.heldLive.get(name).push(bytes);
+        let held = this.heldLive.get(name);
+        if (!held) this.heldLive.set(name, (held = { frames: [], bytes: 0 }));
+        held.frames.push(bytes);
+        held.bytes += bytes.byteLength + OrderedStream.ENTRY_BYTES;
+        if (this.maxHeldBytes !== 0 && held.bytes > this.maxHeldBytes) {
+          const reason = `${held.bytes} bytes of live frames held while the lookup waited, over max_held_bytes`;
+          this.#giveUpLookup(name, this.lookups.get(name), { topic: name, from: 0, to: 0, reason });
+        }
         return;
       }
       // A frame of a topic unsubscribed from, still on its way: not a new topic.
@@ -596,7 +619,7 @@ export class SeqClient extends Emitter {
         this.unansweredStarts.delete(name);
         const lookup = { name, start: kept, sentSeq: 0, waitFrom: 0, attempts: 0, again: true, check: true };
         this.lookups.set(name, lookup);
-        this.heldLive.set(name, [bytes]);
+        this.heldLive.set(name, { frames: [bytes], bytes: bytes.byteLength + OrderedStream.ENTRY_BYTES });
         this.#ask(lookup);
         return;
       }
@@ -619,6 +642,32 @@ export class SeqClient extends Emitter {
     const { deliveries, duplicate } = t.stream.offer(frame.seq, frame.ordered, payload);
     if (duplicate) ++this.stats.duplicates;
     this.#deliver(t, deliveries);
+    this.#boundHeld(t);
+  }
+
+  // Gives up `t`'s oldest gaps while it holds more than maxHeldBytes. Each
+  // turn moves next on: the asked range given up (then the gap above it, if
+  // the range ended below it), or the gap itself. A topic forgotten in a
+  // 'lost' listener (it unsubscribed) is left as it is.
+  #boundHeld(t) {
+    const bound = this.maxHeldBytes;
+    while (bound !== 0 && t.stream.heldBytes > bound && t.stream.gap() && this.topics.get(t.id) === t) {
+      const reason = `${t.stream.heldBytes} bytes held behind the gap, over max_held_bytes`;
+      if (t.asked) {
+        this.#abandon(t, reason);
+      } else {
+        const gap = t.stream.gap();
+        this.#lose(t, gap.from, gap.to, reason);
+      }
+    }
+  }
+
+  // stats.heldBytes: every topic's stream's, and the live frames held for lookups.
+  #heldBytes() {
+    let bytes = 0;
+    for (const t of this.topics.values()) bytes += t.stream.heldBytes;
+    for (const held of this.heldLive.values()) bytes += held.bytes;
+    return bytes;
   }
 
   #topic(id, name, start) {
@@ -903,7 +952,7 @@ export class SeqClient extends Emitter {
   }
 
   #offerHeld(name) {
-    const held = this.heldLive.get(name) ?? [];
+    const held = this.heldLive.get(name)?.frames ?? [];
     this.heldLive.delete(name);
     for (const bytes of held) this.#handleFrame(name, bytes, false);
   }

@@ -88,6 +88,52 @@ test('forget drops what is held in a range and came by a moment, and frees those
   }
 });
 
+// As OrderedStreamTest.HeldBytesCountWhatWaitsAboveAGapAndFallAsItGoes:
+// what a stream holds above a gap, in bytes: an ordered topic's payloads
+// and a record each, an immediate topic's records of the SEQs shown; back
+// to nothing once the gap fills, or is given up, or its frames forgotten.
+test('heldBytes counts what waits above a gap, and falls as it goes', () => {
+  const entry = OrderedStream.ENTRY_BYTES;
+  assert.equal(entry, 96, "the C++ client's kEntryBytes");
+  const payloadOf10 = (seq) => `payload-${String(seq).padStart(2, '0')}`; // 10 bytes, as the C++ test's
+  for (const ordered of [true, false]) {
+    const where = ordered ? 'ordered' : 'immediate';
+    const payload = ordered ? 10 : 0; // an immediate topic holds only the record of a SEQ shown
+    const s = new OrderedStream(1);
+    s.offer(1, ordered, payloadOf10(1));
+    assert.equal(s.heldBytes, 0, `${where}: delivered at once, nothing held`);
+    for (const seq of [10, 11, 12, 20]) s.offer(seq, ordered, payloadOf10(seq));
+    assert.equal(s.heldBytes, 4 * (payload + entry), where);
+    assert.equal(s.offer(11, ordered, payloadOf10(11)).duplicate, true);
+    assert.equal(s.heldBytes, 4 * (payload + entry), `${where}: a duplicate adds nothing`);
+    assert.deepEqual(s.forget(20, 20), [20]);
+    assert.equal(s.heldBytes, 3 * (payload + entry), where);
+    s.giveUp(5); // 2..5 given up; 6..9 still missing
+    assert.equal(s.heldBytes, 3 * (payload + entry), where);
+    for (const seq of [8, 7]) s.offer(seq, ordered, payloadOf10(seq));
+    assert.equal(s.heldBytes, 5 * (payload + entry), where);
+    s.offer(6, ordered, payloadOf10(6)); // 6..8 out; 9 still missing
+    assert.equal(s.heldBytes, 3 * (payload + entry), where);
+    s.offer(9, ordered, payloadOf10(9)); // fills the gap: 9..12 out
+    assert.equal(s.heldBytes, 0, where);
+    s.offer(30, ordered, payloadOf10(30));
+    assert.equal(s.heldBytes, payload + entry, where);
+    s.giveUp(29);
+    assert.equal(s.heldBytes, 0, where);
+  }
+});
+
+// The client holds Uint8Arrays (its frames' payloads); a string counts in UTF-8.
+test("heldBytes counts a payload's bytes: a Uint8Array's length, a string's UTF-8", () => {
+  const s = new OrderedStream(1);
+  s.offer(2, true, new Uint8Array(1000));
+  s.offer(3, true, Buffer.from('abc'));
+  s.offer(4, true, 'é€'); // 2 + 3 bytes in UTF-8
+  assert.equal(s.heldBytes, 1000 + 3 + 5 + 3 * OrderedStream.ENTRY_BYTES);
+  assert.deepEqual(s.offer(1, true, new Uint8Array(7)).deliveries.map((d) => d.seq), [1, 2, 3, 4]);
+  assert.equal(s.heldBytes, 0);
+});
+
 // mulberry32: a small seeded generator, so a failure replays exactly.
 function random(seed) {
   let a = seed >>> 0;

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 
-import { defaultRequester, encodeFrame, MAX_SEQ, SeqClient } from '../src/index.js';
+import { defaultRequester, encodeFrame, HEADER_SIZE, MAX_SEQ, OrderedStream, SeqClient } from '../src/index.js';
 import { Emitter } from '../src/emitter.js';
 import { waitFor } from './servers.js';
 
@@ -691,6 +691,102 @@ test('requests refused busy are asked again after a pause, and never reported lo
   for (const name of Object.keys(topics)) assert.equal(seq.position(name), 3, name);
 });
 
+// As ClientE2E.FramesHeldBehindAGapPastMaxHeldBytesGiveTheGapUp: a relay
+// that answers `busy` for long (never a failed attempt, so never given up
+// for it) while the topic's live frames keep coming: the client holds them
+// behind the gap up to maxHeldBytes, then gives the gap up, says why, and
+// delivers what it held. Until 2026-12-07 it held every frame for as long
+// as the relay stayed busy.
+test('frames held behind a gap past maxHeldBytes give the gap up, and what was held is delivered', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { maxHeldBytes: 1000 }); // replyTimeout 60 s: no give-up for want of a reply
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.frame('seq/chat/a', 3); // 2 lost
+  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
+  assert.deepEqual(mqtt.requests, [{ id: 7, from: 2, to: 2 }]);
+  // Busy: asked again only after a pause of 30 to 90 s (replyTimeout times 0.5 to 1.5).
+  mqtt.status({ id: 7, from: 2, to: 2, status: 'error', error: 'busy', code: 'busy', retry: true });
+  // Each frame held: its payload ("m3" .. "m12") and 96 bytes of record;
+  // 3..12 take 983 bytes, 13 would take them to 1,082.
+  let held = 0;
+  for (let s = 3; s <= 12; ++s) {
+    if (s > 3) mqtt.frame('seq/chat/a', s);
+    held += `m${s}`.length + OrderedStream.ENTRY_BYTES;
+  }
+  assert.equal(held, 983);
+  assert.equal(seq.stats.heldBytes, held);
+  assert.deepEqual(seen, [1], 'held behind 2');
+  assert.deepEqual(events.filter(([e]) => e !== 'fetch'), []);
+  mqtt.frame('seq/chat/a', 13);
+  assert.deepEqual(events.filter(([e]) => e !== 'fetch'), [
+    ['lost', { topic: 'chat/a', from: 2, to: 2, reason: '1082 bytes held behind the gap, over max_held_bytes', code: undefined, retry: undefined }],
+  ]);
+  assert.deepEqual(seen, [1, ...range(3, 13)]);
+  assert.equal(seq.stats.heldBytes, 0);
+  assert.equal(seq.stats.gapsLost, 1);
+  assert.equal(seq.position('chat/a'), 13);
+  assert.deepEqual(mqtt.requests, [{ id: 7, from: 2, to: 2 }], 'the range given up is not asked again');
+});
+
+// The same before the gap is asked for (gapWait not run yet): the gap
+// itself is given up, and the next one, if any, is what the bound counts
+// behind.
+test('frames held behind a gap not asked for yet past maxHeldBytes give the gap up, and nothing is asked', (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { maxHeldBytes: 300, gapWait: 60000 });
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  for (const s of [3, 4, 6]) mqtt.frame('seq/chat/a', s); // 2 and 5 lost; 3 x 98 = 294 bytes held
+  assert.equal(seq.stats.heldBytes, 294);
+  assert.deepEqual(seen, [1]);
+  mqtt.frame('seq/chat/a', 7); // 392: 2 given up, 3 and 4 delivered; 6 and 7 (196) wait behind 5
+  assert.deepEqual(events, [
+    ['lost', { topic: 'chat/a', from: 2, to: 2, reason: '392 bytes held behind the gap, over max_held_bytes', code: undefined, retry: undefined }],
+  ]);
+  assert.deepEqual(seen, [1, 3, 4]);
+  assert.equal(seq.stats.heldBytes, 196);
+  assert.deepEqual(mqtt.requests, []);
+});
+
+// As ClientE2E.LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsGiveTheLookupUp:
+// the same while a history's lookup waits (here unanswered, its timeout far
+// off): the live frames held meanwhile, past maxHeldBytes, give the lookup
+// up as if unanswered; its start (SEQ 1, for the whole history) is kept, so
+// the history below the first live frame is asked for by range, and nothing
+// is lost.
+test('live frames held past maxHeldBytes while a lookup waits give the lookup up: its start kept, nothing lost', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { maxHeldBytes: 1000 });
+  seq.subscribe('chat/a', { history: true });
+  assert.deepEqual(mqtt.requests, [lookup('chat/a')]);
+  // Each live frame held: its 10-byte header, its payload ("m5" .. "m13")
+  // and 96 bytes of record; 5..13 take 976 bytes, 14 would take 1,085.
+  let held = 0;
+  for (let s = 5; s <= 13; ++s) {
+    mqtt.frame('seq/chat/a', s);
+    held += HEADER_SIZE + `m${s}`.length + OrderedStream.ENTRY_BYTES;
+  }
+  assert.equal(held, 976);
+  assert.equal(seq.stats.heldBytes, held);
+  assert.equal(seq.lookups.size, 1, 'the lookup still out');
+  assert.deepEqual(seen, []);
+  mqtt.frame('seq/chat/a', 14);
+  assert.equal(seq.lookups.size, 0, 'the lookup given up');
+  // Now the topic's stream holds 5..14 behind the gap 1..4: payloads only,
+  // "m5" .. "m9" and "m10" .. "m14", with their records.
+  assert.equal(seq.stats.heldBytes, 5 * (2 + 96) + 5 * (3 + 96));
+  await waitFor(() => mqtt.requests.length >= 2, 'the range after the give-up');
+  assert.deepEqual(mqtt.requests[1], { id: 7, from: 1, to: 4 }, 'the history below 5, by range');
+  for (const s of range(1, 4)) mqtt.frame('relay/replay/r1', s);
+  mqtt.status({ id: 7, from: 1, to: 4, sent: 4, last: 14, status: 'ok' });
+  assert.deepEqual(seen, range(1, 14));
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
+  assert.deepEqual(events.filter(([e]) => e !== 'lost'), [
+    ['fetch', { topic: 'chat/a', from: 1, to: 4 }],
+    ['filled', { topic: 'chat/a', from: 1, to: 4 }],
+  ]);
+  assert.equal(seq.stats.heldBytes, 0);
+  assert.equal(mqtt.requests.length, 2);
+});
+
 test('maxOutstanding is a count >= 1', () => {
   assert.throws(() => new SeqClient(new FakeMqtt(), { maxOutstanding: 0 }), RangeError);
   assert.throws(() => new SeqClient(new FakeMqtt(), { maxOutstanding: 1.5 }), RangeError);
@@ -1177,11 +1273,18 @@ test('options and filters that would subscribe to nothing or wait for ever are r
     [{ replyTimeout: 0 }, /replyTimeout/],
     [{ replyTimeout: 1e12 }, /replyTimeout/],
     [{ maxAttempts: NaN }, /maxAttempts/],
+    [{ maxHeldBytes: -1 }, /maxHeldBytes is a count of bytes >= 0/],
+    [{ maxHeldBytes: 1.5 }, /maxHeldBytes/],
+    [{ maxHeldBytes: Infinity }, /maxHeldBytes/],
+    [{ maxHeldBytes: '1000' }, /maxHeldBytes/],
     [{ requester: 'r\0' }, /requester/],
   ]) {
     assert.throws(make(options), words, JSON.stringify(options));
   }
-  assert.doesNotThrow(make({ seqPrefix: 'a/b', controlPrefix: 'c', qos: 0, gapWait: 0, replyTimeout: 86_400_000 }));
+  assert.doesNotThrow(make({ seqPrefix: 'a/b', controlPrefix: 'c', qos: 0, gapWait: 0, replyTimeout: 86_400_000, maxHeldBytes: 0 }));
+  const byDefault = new SeqClient(new FakeMqtt(), {});
+  assert.equal(byDefault.maxHeldBytes, 64 * 1024 * 1024, 'the default: 64 MiB a topic');
+  byDefault.close();
 
   const mqtt = new FakeMqtt();
   const client = new SeqClient(mqtt, {});

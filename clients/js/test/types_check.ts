@@ -15,7 +15,8 @@ async function readme(): Promise<void> {
   await seq.publish('chat/room1', 'hello');
   await seq.end();
 
-  const own = new SeqClient(mqtt.connect('mqtt://127.0.0.1:1883'), { requester: 'bob', gapWait: 100 });
+  const own = new SeqClient(mqtt.connect('mqtt://127.0.0.1:1883'), { requester: 'bob', gapWait: 100, maxHeldBytes: 1 << 20 });
+  console.log(own.stats.heldBytes + OrderedStream.ENTRY_BYTES);
   own.subscribe('chat/+');
   own.subscribe('chat/room1', { from: own.position('chat/room1') + 1 });
   own.close();
