@@ -7,8 +7,10 @@ and asks <control-prefix>/retransmit/<requester> for what is missing: a gap
 after `gap_wait`, with retries and backoff; a truncated reply from its
 `next`; a topic's history on join; everything after the last SEQ delivered
 after a reconnect. At most `max_outstanding` requests are out at the relay at
-once; the rest wait their turn. v1.1 statuses (`first`, `code`, `retry`,
-`next`) are understood when present.
+once; the rest wait their turn. What waits behind a topic's gap, or behind its
+lookup, is at most `max_held_bytes` (past it the gap, or the lookup, is given
+up). v1.1 statuses (`first`, `code`, `retry`, `next`) are understood when
+present.
 
     with SeqClient(port=1883, client_id="alice") as client:
         for m in client.subscribe("chat/room1", history=True):
@@ -131,6 +133,9 @@ class Stats:
     # send; those of the SUBSCRIBEs connect() sends are its ConnectionError as well.
     subscribe_errors: int = 0
     last_subscribe_error: str = ""  # the last of them: which topic, why
+    # What waits behind gaps and lookups, over all topics, as max_held_bytes counts it per topic (a
+    # gauge): computed when SeqClient.stats is read, under the client's lock.
+    held_bytes: int = 0
 
 
 @dataclass(eq=False)  # compared and hashed by identity: kept in sets of requests
@@ -149,6 +154,18 @@ class _Topic:
     sent: Optional[tuple] = None  # the range last asked for, and stream.arrivals when it first was
     asked_on: int = 0  # _connects when the request was last sent: one sent before a reconnect may have lost frames
     queued: bool = False  # `asked` waits to be sent (in _waiting), behind max_outstanding others or a busy pause
+
+
+@dataclass
+class _HeldLive:
+    """The live frames of a topic held while its lookup is out, and what they count against
+    max_held_bytes: each frame's bytes and OrderedStream.ENTRY_BYTES."""
+    frames: List[bytes] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, data: bytes) -> None:
+        self.frames.append(data)
+        self.size += len(data) + OrderedStream.ENTRY_BYTES
 
 
 @dataclass(eq=False)  # compared and hashed by identity: kept in sets of requests
@@ -219,7 +236,7 @@ class Subscription:
             if dropped is None:  # unsubscribed: the end marker stays, and nothing more comes
                 self._queue.put(None)
                 return
-            stats = self._client.stats
+            stats = self._client._stats
             stats.unread_dropped += 1
             if stats.unread_dropped == 1 or stats.unread_dropped % 10000 == 0:
                 log.warning("seqrelay_client: subscription %r is not read: dropped %d unread messages so far "
@@ -308,6 +325,7 @@ class SeqClient:
         reply_timeout: float = 2.0,
         max_attempts: int = 5,
         max_outstanding: int = 8,
+        max_held_bytes: int = 64 * 1024 * 1024,
         on_lost: Optional[Callable[[dict], None]] = None,
         on_fetch: Optional[Callable[[dict], None]] = None,
         on_history: Optional[Callable[[dict], None]] = None,
@@ -320,7 +338,15 @@ class SeqClient:
         these are) defaults to default_requester(client_id, username): U/C with both (and
         different), else the one given. max_outstanding: requests (ranges and lookups) out at the
         relay at once, at most; the relay holds 16 of a user waiting and refuses more busy, and 8
-        leaves room for a second connection of the same user."""
+        leaves room for a second connection of the same user. max_held_bytes: per topic, what may
+        wait behind its oldest gap (its OrderedStream's held_bytes: an ordered topic's payloads and
+        96 bytes a frame for the record, an immediate topic's records of the SEQs shown) or, while
+        its lookup is out, its live frames (each frame's bytes and the same 96). Past it the gap is
+        given up (on_lost, "N bytes held behind the gap, over max_held_bytes") and what was held is
+        delivered, or the lookup is given up as if unanswered (its start kept: the history below
+        the first live frame is asked for by range). A relay that answers busy for long, which is
+        never a failed attempt, would otherwise have the client hold every frame that comes
+        meanwhile. 0: no bound; 64 MiB by default. stats.held_bytes is what all topics hold now."""
         self.requester = requester or default_requester(client_id, username)
         if not self.requester:
             raise ValueError("give a client_id, username or requester: it names the retransmit topics")
@@ -347,18 +373,21 @@ class SeqClient:
         _seconds("reply_timeout", reply_timeout, 0, False)
         if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
             raise ValueError("max_attempts is a count >= 1 (an int)")
+        if not isinstance(max_held_bytes, int) or isinstance(max_held_bytes, bool) or max_held_bytes < 0:
+            raise ValueError("max_held_bytes is a count of bytes >= 0 (an int; 0: no bound)")
+        self.max_held_bytes = max_held_bytes
         self.max_outstanding = max_outstanding
         self.on_lost, self.on_fetch, self.on_history, self.on_bad_frame = on_lost, on_fetch, on_history, on_bad_frame
         self.drop_live_frame = drop_live_frame  # test hook: live frames it returns True for are dropped
         self.request_topic = f"{control_prefix}/retransmit/{self.requester}"
         self.reply_topic = f"{control_prefix}/replay/{self.requester}"
-        self.stats = Stats()
+        self._stats = Stats()
 
         self._lock = threading.RLock()
         self._topics: Dict[int, _Topic] = {}  # topic id -> state
         self._ids: Dict[str, int] = {}  # topic name -> id
         self._lookups: Dict[str, _Lookup] = {}
-        self._held_live: Dict[str, List[bytes]] = {}  # live frames of topics being looked up
+        self._held_live: Dict[str, _HeldLive] = {}  # live frames of topics being looked up, and their bytes
         self._start_at: Dict[str, int] = {}  # topics the relay had no message of yet -> first SEQ wanted
         # Of those, the ones whose lookup went unanswered (_give_up_lookup): a quiet topic sends no
         # live frame to start it, so they are looked up again every 16 reply timeouts (_tick), and at
@@ -580,6 +609,15 @@ class SeqClient:
             start = lookup.start if lookup is not None else self._start_at.get(topic, 0)
             return max(0, start - 1)
 
+    @property
+    def stats(self) -> Stats:
+        """The client's counters (the same object each time, counting on); held_bytes is computed
+        now, under the lock, from what every topic holds."""
+        with self._lock:
+            self._stats.held_bytes = (sum(t.stream.held_bytes for t in self._topics.values())
+                                      + sum(held.size for held in self._held_live.values()))
+            return self._stats
+
     def _unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
             if sub in self._subscriptions:
@@ -683,7 +721,7 @@ class SeqClient:
                     return  # the application's own subscription
                 self._pump()  # a request answered or done: its place goes to the next waiting
             except Exception:  # paho re-raises, and its network thread would end: counted, logged, dropped
-                self.stats.bad_frames += 1
+                self._stats.bad_frames += 1
                 log.exception("seqrelay_client: a message on %r could not be handled", topic)
 
     # ---- the protocol (lock held) -----------------------------------------------------
@@ -699,8 +737,8 @@ class SeqClient:
     def _subscribe_failed(self, why: str) -> None:
         """A subscription failed (`why` names the topic): connect()'s error if it waits for the
         SUBACKs of the first connection, else counted and logged."""
-        self.stats.subscribe_errors += 1
-        self.stats.last_subscribe_error = why
+        self._stats.subscribe_errors += 1
+        self._stats.last_subscribe_error = why
         if self._awaiting_subacks:
             if self._subscribe_error is None:
                 self._subscribe_error = why
@@ -714,11 +752,11 @@ class SeqClient:
         try:
             callback(value)
         except Exception:  # a listener's bug must not break the stream
-            self.stats.listener_errors += 1
+            self._stats.listener_errors += 1
             log.exception("seqrelay_client: a callback raised")
 
     def _bad_frame(self, topic: str, reason: str) -> None:
-        self.stats.bad_frames += 1
+        self._stats.bad_frames += 1
         self._call(self.on_bad_frame, {"topic": topic, "reason": reason})
 
     def _handle_frame(self, name: Optional[str], data: bytes, replayed: bool) -> None:
@@ -736,7 +774,15 @@ class SeqClient:
             if replayed:
                 return  # not asked for
             if name in self._lookups:
-                self._held_live.setdefault(name, []).append(data)
+                held = self._held_live.setdefault(name, _HeldLive())
+                held.add(data)
+                if self.max_held_bytes and held.size > self.max_held_bytes:
+                    # A lookup the relay keeps answering busy, or not at all, would hold every live
+                    # frame meanwhile: given up as if unanswered (its start kept, the history below
+                    # the first live frame asked for by range), which offers what was held.
+                    self._give_up_lookup(name, self._lookups[name],
+                                         f"{held.size} bytes of live frames held while the lookup waited, "
+                                         "over max_held_bytes", None)
                 return
             if not self._wanted(name):
                 return  # a frame of a topic unsubscribed from, still on its way: not a new topic
@@ -750,7 +796,8 @@ class SeqClient:
                 self._unanswered_starts.discard(name)
                 lookup = _Lookup(name, kept, again=True, check=True)
                 self._lookups[name] = lookup
-                self._held_live[name] = [data]
+                self._held_live[name] = _HeldLive()
+                self._held_live[name].add(data)
                 self._ask(lookup)
                 return
             if name in self._ids:  # a topic keeps its id for the life of the database
@@ -766,8 +813,24 @@ class SeqClient:
         t.ordered = frame.ordered
         deliveries, duplicate = t.stream.offer(frame.seq, frame.ordered, frame.payload)
         if duplicate:
-            self.stats.duplicates += 1
+            self._stats.duplicates += 1
         self._deliver(t, deliveries)
+        self._bound_held(t)
+
+    def _bound_held(self, t: _Topic) -> None:
+        """Gives up `t`'s oldest gaps while its stream holds more than max_held_bytes: a relay that
+        answers busy for long, which is never a failed attempt, would otherwise have it hold every
+        frame that comes meanwhile. Each turn moves next on: the asked range given up (then the gap
+        above it, if the range ended below it), or the gap itself. A callback that unsubscribed
+        (on_message, on_lost) ends it: the topic is forgotten."""
+        while (self.max_held_bytes and self._topics.get(t.id) is t and t.stream.held_bytes > self.max_held_bytes
+               and t.stream.gap() is not None):
+            why = f"{t.stream.held_bytes} bytes held behind the gap, over max_held_bytes"
+            if t.asked is not None:
+                self._abandon(t, why, None)
+            else:
+                gap = t.stream.gap()
+                self._lose(t, gap[0], gap[1], why, None)
 
     def _new_topic(self, tid: int, name: str, start: int) -> _Topic:
         t = _Topic(tid, name, OrderedStream(start))
@@ -777,7 +840,7 @@ class SeqClient:
 
     def _deliver(self, t: _Topic, deliveries: List[Delivery]) -> None:
         for d in deliveries:
-            self.stats.delivered += 1
+            self._stats.delivered += 1
             message = Message(t.name, t.id, d.seq, t.ordered, d.late, d.payload)
             for sub in list(self._subscriptions):
                 if topic_matches(sub.filter, t.name):
@@ -785,7 +848,7 @@ class SeqClient:
         # Done once every SEQ asked for was delivered or given up.
         if t.asked and t.asked[1] is not OPEN_END and t.stream.next > t.asked[1]:
             if t.asked[1] >= t.asked[0]:  # a catch-up that found nothing new filled nothing
-                self.stats.gaps_filled += 1
+                self._stats.gaps_filled += 1
             t.asked, t.attempts, t.refusal = None, 0, None
         if t.stream.gap() is None:
             t.gap_seen = 0.0
@@ -836,7 +899,7 @@ class SeqClient:
             # later may be newer than the reply: it stays.
             seqs = t.stream.forget(last + 1, by=t.sent[2])
             if seqs:  # `seqs`: an immediate topic showed them already
-                self.stats.bad_frames += len(seqs)
+                self._stats.bad_frames += len(seqs)
                 self._call(self.on_bad_frame, {"topic": f"{self.seq_prefix}/{t.name}", "seqs": seqs,
                                                "reason": f"{len(seqs)} frame(s) above SEQ {last}, the newest the relay stored"})
         if t.asked[1] is OPEN_END and isinstance(s.get("to", s.get("last")), int):
@@ -886,7 +949,7 @@ class SeqClient:
             missing_to = min(missing_to, last)  # nothing above it exists yet
         if t.stream.next > missing_to:
             if missing_to >= asked[0]:
-                self.stats.gaps_filled += 1  # everything asked for that exists came (the rest was above `last`)
+                self._stats.gaps_filled += 1  # everything asked for that exists came (the rest was above `last`)
             return
         if ok and attempts < self.max_attempts:
             # attempts + 1: reconnects that keep cutting replies short end in a report too
@@ -995,7 +1058,8 @@ class SeqClient:
         self._offer_held(name)
 
     def _offer_held(self, name: str) -> None:
-        for data in self._held_live.pop(name, []):
+        held = self._held_live.pop(name, None)
+        for data in held.frames if held is not None else []:
             self._handle_frame(name, data, replayed=False)
 
     def _abandon(self, t: _Topic, reason: str, status: Optional[dict]) -> None:
@@ -1006,10 +1070,13 @@ class SeqClient:
         open_end = t.asked[1] is OPEN_END
         to = t.asked[1] if not open_end else (gap[1] if gap else t.stream.next - 1)
         t.asked, t.attempts, t.refusal = None, 0, None
+        if t.queued:  # one still waiting to be sent (_bound_held gives those up too) leaves the queue
+            t.queued = False
+            self._waiting.pop(t, None)
         if to >= t.stream.next:
             self._lose(t, t.stream.next, to, reason, status)
         elif open_end:
-            self.stats.gaps_lost += 1
+            self._stats.gaps_lost += 1
             self._call(self.on_lost, {"topic": t.name, "from": t.stream.next, "to": None, "reason": reason,
                                       "code": (status or {}).get("code"), "retry": (status or {}).get("retry")})
 
@@ -1018,7 +1085,7 @@ class SeqClient:
         held, one report per run: a held frame is delivered, not gone (until 2026-12-06 the lost
         range ran over held frames, which then came)."""
         for run_from, run_to in t.stream.missing(from_, to):
-            self.stats.gaps_lost += 1
+            self._stats.gaps_lost += 1
             self._call(self.on_lost, {"topic": t.name, "from": run_from, "to": run_to, "reason": reason,
                                       "code": (status or {}).get("code"), "retry": (status or {}).get("retry")})
         self._deliver(t, t.stream.give_up(to))
@@ -1116,7 +1183,7 @@ class SeqClient:
             return
         self._sends += 1
         item.sent_seq, item.wait_from = self._sends, time.monotonic()
-        self.stats.requests += 1
+        self._stats.requests += 1
         self.mqtt.publish(self.request_topic, json.dumps(body), 1)
 
     def _catch_up(self) -> None:

@@ -25,6 +25,10 @@ class Delivery:
 
 
 class OrderedStream:
+    # What a frame held above next counts in held_bytes besides its payload: its record (an
+    # immediate topic's shown SEQ counts this alone). The C++ client's kEntryBytes.
+    ENTRY_BYTES = 96
+
     def __init__(self, next_seq: int = 0) -> None:
         self.next = next_seq  # every SEQ below it was delivered or given up; 0 = nothing seen yet
         self.last_delivered = 0  # the highest SEQ delivered; 0 = none
@@ -34,6 +38,11 @@ class OrderedStream:
         # forget() can spare what came after a given moment.
         self.arrivals = 0
         self._arrived_at: dict = {}
+        # What the frames above next hold: their payloads (held back, ordered) and ENTRY_BYTES each
+        # for the record. It grows while a gap stays open, and falls as it fills or is given up; the
+        # client bounds it (max_held_bytes). Each entry's share is kept, to take back what it added.
+        self.held_bytes = 0
+        self._bytes: dict = {}
 
     def offer(self, seq: int, ordered: bool, payload: Any) -> Tuple[List[Delivery], bool]:
         """Offers one frame; returns (what to deliver now, in order; whether it was a duplicate)."""
@@ -66,8 +75,7 @@ class OrderedStream:
             return out
         k = bisect.bisect_right(self._keys, to)
         for seq in self._keys[:k]:
-            payload = self._above.pop(seq)
-            del self._arrived_at[seq]
+            payload = self._remove(seq)
             if payload is not _SHOWN:
                 self._deliver(out, seq, payload)
         del self._keys[:k]  # at once: a pop(0) each would make a long drain quadratic
@@ -98,8 +106,7 @@ class OrderedStream:
         again), as frames the relay never stored. Returns their SEQs, ascending."""
         gone = [seq for seq in self._keys if from_seq <= seq <= to and self._arrived_at[seq] <= by]
         for seq in gone:
-            del self._above[seq]
-            del self._arrived_at[seq]
+            self._remove(seq)
         if gone:
             self._keys = [seq for seq in self._keys if seq in self._above]
             # The highest SEQ delivered may have been a forgotten (immediate) frame: recounted from
@@ -117,8 +124,7 @@ class OrderedStream:
         k = 0
         while k < len(self._keys) and self._keys[k] == self.next:
             seq = self._keys[k]
-            payload = self._above.pop(seq)
-            del self._arrived_at[seq]
+            payload = self._remove(seq)
             if payload is not _SHOWN:
                 self._deliver(out, seq, payload)
             self.next += 1
@@ -129,7 +135,17 @@ class OrderedStream:
         self._above[seq] = payload
         self.arrivals += 1
         self._arrived_at[seq] = self.arrivals
+        size = self.ENTRY_BYTES + (0 if payload is _SHOWN else len(payload))
+        self._bytes[seq] = size
+        self.held_bytes += size
         if not self._keys or self._keys[-1] < seq:
             self._keys.append(seq)
         else:
             bisect.insort(self._keys, seq)
+
+    def _remove(self, seq: int) -> Any:
+        """Drops the entry of `seq` from _above (not from _keys: the callers cut that at once) and
+        its share of held_bytes; returns its payload."""
+        del self._arrived_at[seq]
+        self.held_bytes -= self._bytes.pop(seq)
+        return self._above.pop(seq)

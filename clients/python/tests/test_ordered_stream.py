@@ -58,6 +58,40 @@ def test_forget_drops_what_is_held_in_a_range_and_came_by_a_moment():
         assert s.forget(10, 12) == [12]  # no moment: whenever it came
 
 
+def test_held_bytes_count_what_waits_above_a_gap_and_fall_as_it_goes():
+    """As the C++ client's OrderedStreamTest.HeldBytesCountWhatWaitsAboveAGapAndFallAsItGoes (but
+    for MarkShown, which this port has not): an ordered topic's payloads and a record each, an
+    immediate topic's records of the SEQs shown; back to nothing once the gap fills, or is given
+    up, or its frames are forgotten."""
+    entry = OrderedStream.ENTRY_BYTES
+    assert entry == 96
+    for ordered in (True, False):
+        payload = 10 if ordered else 0  # "payload-NN": shown at once, an immediate payload is not held
+        s = OrderedStream(1)
+        s.offer(1, ordered, "payload-01")
+        assert s.held_bytes == 0, "delivered at once: nothing held"
+        for seq in (10, 11, 12, 20):
+            s.offer(seq, ordered, f"payload-{seq}")
+        assert s.held_bytes == 4 * (payload + entry), ordered
+        assert s.offer(11, ordered, "payload-11")[1] is True  # a duplicate adds nothing
+        assert s.held_bytes == 4 * (payload + entry), ordered
+        assert s.forget(20, 20) == [20]
+        assert s.held_bytes == 3 * (payload + entry), ordered
+        s.give_up(5)  # 2..5 given up; 6..9 still missing
+        assert s.held_bytes == 3 * (payload + entry), ordered
+        for seq in (8, 7):
+            s.offer(seq, ordered, f"payload-0{seq}")
+        assert s.held_bytes == 5 * (payload + entry), ordered
+        s.offer(6, ordered, "payload-06")  # 6..8 out; 9 still missing
+        assert s.held_bytes == 3 * (payload + entry), ordered
+        s.offer(9, ordered, "payload-09")  # fills the gap: 9..12 out
+        assert s.held_bytes == 0, ordered
+        s.offer(30, ordered, "payload-30")
+        assert s.held_bytes == payload + entry, ordered
+        s.give_up(29)
+        assert s.held_bytes == 0, ordered
+
+
 def shuffled_with_duplicates(seed, last):
     rng = random.Random(seed)
     seqs = []

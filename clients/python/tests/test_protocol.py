@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 import seqrelay_client.client as client_module
-from seqrelay_client import MAX_SEQ, SeqClient, encode_frame
+from seqrelay_client import HEADER_SIZE, MAX_SEQ, OrderedStream, SeqClient, encode_frame
 
 
 class FakeClock:
@@ -787,6 +787,76 @@ def test_after_a_busy_refusal_nothing_new_goes_out_for_a_while():
     assert lost(s.events) == []
 
 
+def test_frames_held_behind_a_gap_past_max_held_bytes_give_the_gap_up():
+    """A relay that answers busy for long (never a failed attempt, so never given up for it) while
+    the topic's live frames keep coming: the client holds them behind the gap up to max_held_bytes,
+    then gives the gap up, says why, and delivers what it held. Until 2026-12-07 it held every frame
+    for as long as the relay stayed busy. As the C++ client's
+    ClientE2E.FramesHeldBehindAGapPastMaxHeldBytesGiveTheGapUp."""
+    s = Scripted(max_held_bytes=1000)
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.frame("seq/chat/a", 3)  # 2 lost
+    s.advance(0.001)  # the gap is seen
+    s.advance(0.02)  # past gap_wait: asked for
+    assert s.requests == [{"id": 7, "from": 2, "to": 2}]
+    s.status(id=7, **{"from": 2}, to=2, status="error", error="busy", code="busy", retry=True)
+    # Each frame held: its payload ("m3" .. "m12") and 96 bytes of record; 3..12 take 983 bytes, 13
+    # would take them to 1,082. The clock stands still: the busy pause never ends.
+    held = 0
+    for seq in range(3, 13):
+        if seq > 3:
+            s.frame("seq/chat/a", seq)
+        held += len(f"m{seq}") + OrderedStream.ENTRY_BYTES
+    assert held == 983
+    assert s.c.stats.held_bytes == held
+    assert s.seen == [1], "held behind 2"
+    assert s.events == []
+    s.frame("seq/chat/a", 13)
+    assert lost(s.events) == [{"topic": "chat/a", "from": 2, "to": 2, "code": None, "retry": None,
+                               "reason": "1082 bytes held behind the gap, over max_held_bytes"}]
+    assert s.seen == [1] + list(range(3, 14))
+    assert s.c.stats.held_bytes == 0
+    assert s.c.stats.gaps_lost == 1
+    for _ in range(20):
+        s.advance(0.01)  # past the busy pause: the range given up, which waited in the queue, is not sent
+    assert s.requests == [{"id": 7, "from": 2, "to": 2}]
+
+
+def test_live_frames_held_past_max_held_bytes_while_a_lookup_waits_give_the_lookup_up():
+    """The same while a history's lookup waits (here unanswered, its timeout far off): the live
+    frames held meanwhile, past max_held_bytes, give the lookup up as if unanswered; its start (the
+    first SEQ, for the whole history) is kept, so the history below the first live frame is asked
+    for by range, and nothing is lost. As the C++ client's
+    ClientE2E.LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsGiveTheLookupUp."""
+    s = Scripted(max_held_bytes=1000)
+    s.sub("chat/a", history=True)
+    assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}]
+    # Each live frame held: its 10-byte header, its payload ("m5" .. "m13") and 96 bytes of record;
+    # 5..13 take 976 bytes, 14 would take 1,085.
+    held = 0
+    for seq in range(5, 14):
+        s.frame("seq/chat/a", seq)
+        held += HEADER_SIZE + len(f"m{seq}") + OrderedStream.ENTRY_BYTES
+    assert held == 976
+    assert s.c.stats.held_bytes == held
+    assert list(s.c._lookups) == ["chat/a"], "the lookup still waits"
+    assert len(s.requests) == 1
+    s.frame("seq/chat/a", 14)
+    assert s.c._lookups == {}, "given up"
+    # 5..14 wait behind the gap 1..4 now (payloads and records: 985 bytes), under the same bound.
+    assert s.c.stats.held_bytes == 985
+    s.advance(0.001)  # the gap is seen
+    s.advance(0.02)  # past gap_wait: asked for
+    assert s.requests[1:] == [{"id": 7, "from": 1, "to": 4}], "the history below 5, by range"
+    for seq in range(1, 5):
+        s.frame("relay/replay/r1", seq)
+    s.status(id=7, **{"from": 1}, to=4, sent=4, last=14, first=1, status="ok")
+    assert s.seen == list(range(1, 15))
+    assert s.events == [], "nothing lost"
+    assert s.c.stats.held_bytes == 0
+
+
 def test_no_reply_gives_up_after_max_attempts_and_goes_on():
     s = Scripted(max_attempts=3)
     s.sub("chat/a")
@@ -1095,12 +1165,19 @@ def test_options_and_filters_that_would_subscribe_to_nothing_or_wait_for_ever_ar
         ({"reply_timeout": 0}, "reply_timeout"),
         ({"reply_timeout": 10 ** 400}, "reply_timeout"),
         ({"max_attempts": float("nan")}, "max_attempts"),
+        ({"max_held_bytes": -1}, "max_held_bytes is a count of bytes >= 0"),
+        ({"max_held_bytes": 1.5}, "max_held_bytes"),
+        ({"max_held_bytes": True}, "max_held_bytes"),
+        ({"max_held_bytes": None}, "max_held_bytes"),
         ({"requester": "r\0"}, "requester"),
     ]:
         with pytest.raises(ValueError, match=words.replace("+", r"\+")):
             SeqClient(client_id="r1", connect=False, **options)
     SeqClient(client_id="r1", connect=False, seq_prefix="a/b", control_prefix="c", qos=0, gap_wait=0,
-              reply_timeout=86400).close()
+              reply_timeout=86400, max_held_bytes=0).close()
+    c = SeqClient(client_id="r1", connect=False)
+    assert c.max_held_bytes == 64 * 1024 * 1024, "the default: 64 MiB a topic"
+    c.close()
 
     s = Scripted()
     for filter_, words in [("a/#/b", "'#' the last"), ("a#", "whole level"), ("a/b+", "whole level"),
