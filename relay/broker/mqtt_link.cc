@@ -154,6 +154,7 @@ std::optional<std::string> MqttLink::UserProperty(const InboundMessage& m, std::
 }
 
 void MqttLink::Run() {
+  AcceptInterrupts();  // Stop's, whatever the mask of the thread that made the link
   Loop();
   read_ahead_.Detach();  // on the thread that attached it
 }

@@ -11,7 +11,26 @@ namespace {
 // A real-time signal the process has no other use for.
 int InterruptSignal() { return SIGRTMIN + 4; }
 
+sigset_t InterruptSet() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, InterruptSignal());
+  return set;
+}
+
 }  // namespace
+
+void AcceptInterrupts() {
+  const sigset_t set = InterruptSet();
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+}
+
+InterruptsHeld::InterruptsHeld() {
+  const sigset_t set = InterruptSet();
+  pthread_sigmask(SIG_BLOCK, &set, &before_);
+}
+
+InterruptsHeld::~InterruptsHeld() { pthread_sigmask(SIG_SETMASK, &before_, nullptr); }
 
 void InterruptThread(std::thread& thread) {
   static std::once_flag installed;

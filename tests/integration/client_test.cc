@@ -2,13 +2,16 @@
 // loss, history with live traffic at the seam, and resumption from a state
 // file.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -1605,6 +1608,54 @@ TEST_F(ClientE2E, SeqsubStoppingWhileAReconnectHangsStopsAtOnce) {
   const auto topics = nlohmann::json::parse(ReadFile(state))["topics"];
   ASSERT_TRUE(topics.contains(topic)) << ReadFile(state);
   EXPECT_GE(topics[topic].get<uint64_t>(), 1u) << ReadFile(state);
+}
+
+// SIGINT while seqsub's print is blocked on a stalled stdout (a pipe nobody
+// reads): the stop waits for the print (cut short, it would leave half a
+// line), says so after 2 s, and a second SIGINT quits at once, the print
+// still blocked. Since the test above, the one way left to a stop that
+// lasts; the second signal's way out untested since then until this test.
+TEST_F(ClientE2E, SeqsubStoppingWhileAPrintIsBlockedWaitsForItAndQuitsAtASecondSignal) {
+  StartRelay();
+  const std::string topic = root() + "/t", dir = servers().dir() + "/" + name_;
+  std::filesystem::create_directories(dir);
+  const std::string fifo = dir + "/stdout", err = dir + "/stderr";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  const int reader = open(fifo.c_str(), O_RDONLY | O_NONBLOCK);  // never read
+  ASSERT_GE(reader, 0) << std::strerror(errno);
+  Process seqsub;
+  // Its stdout the pipe (the harness's log), its stderr a file.
+  seqsub.Start({"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>'" + err + "'", SEQSUB_BINARY, "-p",
+                std::to_string(servers().mqtt_port()), "-t", topic, "-i", name_ + "-sub"},
+               fifo);
+  auto blocked_in_a_write = [&] {
+    for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(seqsub.pid()) + "/task")) {
+      if (ReadFile(task.path().string() + "/wchan").find("pipe_write") != std::string::npos) return true;
+    }
+    return false;
+  };
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  const std::string payload(1024, 'x');  // the pipe's 64 KiB take 63 lines
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        pub.Publish(topic, payload);
+        return blocked_in_a_write();
+      },
+      Scaled(20s)))
+      << ReadFile(err);
+  seqsub.Signal(SIGINT);
+  EXPECT_TRUE(WaitFor([&] { return ReadFile(err).find("Interrupt again quits at once") != std::string::npos; },
+                      Scaled(10s)))
+      << ReadFile(err);
+  EXPECT_TRUE(seqsub.running()) << ReadFile(err);
+  EXPECT_TRUE(blocked_in_a_write()) << "the print cut short";
+  seqsub.Signal(SIGINT);
+  const auto code = seqsub.Wait(Scaled(5s));
+  close(reader);
+  ASSERT_TRUE(code.has_value()) << ReadFile(err);
+  EXPECT_EQ(*code, 128 + SIGINT) << ReadFile(err);
+  EXPECT_NE(ReadFile(err).find("Interrupt again: quit without waiting\n"), std::string::npos) << ReadFile(err);
+  EXPECT_EQ(ReadFile(err).find("writing to stdout"), std::string::npos) << ReadFile(err);
 }
 
 // mosquitto with the dynamic security plugin, on a free port of

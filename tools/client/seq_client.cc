@@ -180,6 +180,7 @@ std::optional<std::string> SeqClient::Start() {
   // so that Stop can interrupt a blocking reconnect (see there).
   mosquitto_threaded_set(mosq_, true);
   network_ = std::thread([this] {
+    seqrelay::AcceptInterrupts();  // StopNetwork's, whatever the application's mask
     mosquitto_loop_forever(mosq_, kKeepaliveS * 1000, 1);
     std::lock_guard lock(mu_);
     network_ended_ = true;
@@ -243,7 +244,9 @@ void SeqClient::StopNetwork() {
   // blocks in connect(2) (to a host that drops the SYNs: the kernel's
   // retries, about 2 minutes), and its start and its failure each set the
   // state again: so, until the loop has ended, the state is set again and
-  // the connect (or the backoff's sleep) interrupted, every 50 ms.
+  // the connect (or the backoff's sleep) interrupted, every 50 ms. A
+  // callback under way holds the interrupt off (InterruptsHeld) and is
+  // waited for.
   std::unique_lock lock(mu_);
   while (!cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return network_ended_; })) {
     lock.unlock();
@@ -272,6 +275,7 @@ void SeqClient::OnDisconnect(mosquitto*, void* obj, int) {
 }
 
 void SeqClient::OnConnect(mosquitto* m, void* obj, int rc) {
+  const seqrelay::InterruptsHeld held;
   auto* self = static_cast<SeqClient*>(obj);
   // The SUBACKs come on this thread, after this returns.
   std::map<int, std::string> subscribing;
@@ -304,6 +308,7 @@ void SeqClient::OnConnect(mosquitto* m, void* obj, int rc) {
 }
 
 void SeqClient::OnSubscribe(mosquitto*, void* obj, int mid, int count, const int* granted) {
+  const seqrelay::InterruptsHeld held;
   auto* self = static_cast<SeqClient*>(obj);
   std::lock_guard lock(self->mu_);
   auto it = self->subscribing_.find(mid);
@@ -328,6 +333,9 @@ void SeqClient::SubscribeFailedLocked(const std::string& why) {
 }
 
 void SeqClient::OnMessageTrampoline(mosquitto*, void* obj, const mosquitto_message* m) {
+  // The application's callbacks run in here (and in OnConnect and
+  // OnSubscribe): a stop's interrupt waits for them (StopNetwork).
+  const seqrelay::InterruptsHeld held;
   auto* self = static_cast<SeqClient*>(obj);
   const std::string topic = m->topic;
   const std::string bytes(static_cast<const char*>(m->payload), m->payloadlen);
