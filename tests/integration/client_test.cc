@@ -1610,6 +1610,44 @@ TEST_F(ClientE2E, SeqsubStoppingWhileAReconnectHangsStopsAtOnce) {
   EXPECT_GE(topics[topic].get<uint64_t>(), 1u) << ReadFile(state);
 }
 
+// The library's stop while a reconnect hangs (the broker's port dropping
+// the SYNs, as above), in an application that blocks every signal in its
+// threads (to take them with sigwait), so also in the client's network
+// thread, which takes its creator's mask: the thread lets the stop's
+// interrupt in all the same. Until 2026-12-07 (the day the stop began to
+// interrupt) such a stop waited for the kernel's SYN retries, about 2 minutes.
+TEST_F(ClientE2E, AStopInterruptsAHangingReconnectInAnApplicationThatBlocksEverySignal) {
+  StartRelay();
+  const std::string topic = root() + "/t";
+  auto gate = std::make_unique<TcpGate>(servers().mqtt_port());
+  const int port = gate->port();
+  auto o = ClientOptions("c", {topic});
+  o.port = port;
+  Sink sink;
+  sigset_t all, before;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &before);
+  seqclient::SeqClient client(o, std::ref(sink));
+  const auto error = client.Start();
+  pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  ASSERT_EQ(error, std::nullopt);
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        pub.Publish(topic, "p");
+        return sink.size() > 0;
+      },
+      Scaled(10s)));
+  gate.reset();
+  const FullListener listener(port);
+  ASSERT_TRUE(listener.DropsSyns()) << "a connect to the full listener completed or failed: this proves nothing";
+  const std::string remote = fmt::format("0100007F:{:04X} 02", port);
+  ASSERT_TRUE(WaitFor([&] { return ReadFile("/proc/net/tcp").find(remote) != std::string::npos; }, Scaled(10s)));
+  const auto stopping = std::chrono::steady_clock::now();
+  client.Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - stopping, Scaled(2s));
+}
+
 // SIGINT while seqsub's print is blocked on a stalled stdout (a pipe nobody
 // reads): the stop waits for the print (cut short, it would leave half a
 // line), says so after 2 s, and a second SIGINT quits at once, the print
