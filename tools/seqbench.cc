@@ -609,7 +609,7 @@ int Main(int argc, char** argv) {
   int rounds = 3, batch_delay_us = 0, mqtt_port = 0, db_port = 0, floors = 0;
   std::vector<std::string> relay_args;
   double duration = 5;
-  bool journal_cost = false, own_frames = false, msg_ids = false, stages = false;
+  bool journal_cost = false, own_frames = false, msg_ids = false, stages = false, unix_socket = false;
   {
     const std::string self = SelfPath();
     relay_binary = self.substr(0, self.rfind('/')) + "/../relay/seqrelay";
@@ -650,6 +650,9 @@ int Main(int argc, char** argv) {
       ("batch-delay-us", po::value(&batch_delay_us)->default_value(batch_delay_us), "The relays' --batch-delay-us.")
       ("relay-arg", po::value(&relay_args)->value_name("ARG"),
        "One more option for the relays, as on their command line (repeatable: --relay-arg=--dedupe-window=0).")
+      ("unix-socket", po::bool_switch(&unix_socket),
+       "The relays reach seqbench's own MariaDB through its Unix socket (--db-socket) instead of TCP on loopback, "
+       "as a relay on the database's host may.")
       ("relay-binary", po::value(&relay_binary)->default_value(relay_binary), "The seqrelay executable.")
       ("mqtt-port", po::value(&mqtt_port), "Use the mosquitto already on 127.0.0.1:PORT (needs --db-port too). It must queue without "
        "limit for a slow subscriber (max_queued_messages 0), as seqbench's own does, or a run drops messages "
@@ -681,6 +684,7 @@ int Main(int argc, char** argv) {
     if (p.qos < 0 || p.qos > 2) throw po::error("--qos must be 0, 1 or 2");
     if (floors < 0) throw po::error("--floors must be 0 or more");
     if ((mqtt_port == 0) != (db_port == 0)) throw po::error("--mqtt-port and --db-port go together");
+    if (unix_socket && db_port != 0) throw po::error("--unix-socket is for seqbench's own servers, not --db-port");
     if (mqtt_port < 0 || mqtt_port > 65535 || db_port < 0 || db_port > 65535)
       throw po::error("--mqtt-port and --db-port must be 1..65535");
     if (batch_delay_us < 0) throw po::error("--batch-delay-us must be 0 or more");
@@ -751,6 +755,7 @@ int Main(int argc, char** argv) {
                                      "--control-prefix=relay-" + name,
                                      "--batch-delay-us=" + std::to_string(batch_delay_us)};
     argv.push_back(journal ? "--journal-dir=" + work_dir + "/journal-" + name : "--no-journal");
+    if (unix_socket) argv.push_back("--db-socket=" + servers->db_socket());
     argv.insert(argv.end(), relay_args.begin(), relay_args.end());
     if (stages && name == "relay") argv.push_back("--metrics-port=" + std::to_string(metrics_port));
     if (own_frames) argv.push_back("--source=+/" + in + "/+");
