@@ -1076,15 +1076,17 @@ TEST_F(ClientE2E, ALiveFrameBelowAKeptStartIsCheckedAndADatabaseResetToldAndRead
 }
 
 // A relay that answers `busy` for long (never a failed attempt, so never
-// given up for it) while the topic's live frames keep coming: the client
-// holds them behind the gap up to max_held_bytes, then gives the gap up,
-// says why, and delivers what it held. Until 2026-12-07 it held every
-// frame for as long as the relay stayed busy. The test plays the relay.
-TEST_F(ClientE2E, FramesHeldBehindAGapPastMaxHeldBytesGiveTheGapUp) {
+// given up for it) while an ordered topic's live frames keep coming: the
+// client holds them behind the gap up to max_held_bytes, then drops held
+// frames, the newest but one first; the relay has them, and they are asked
+// for again once the gap below is filled: nothing lost. Until 2026-12-07 it
+// held every frame for as long as the relay stayed busy. The test plays the
+// relay.
+TEST_F(ClientE2E, FramesHeldPastMaxHeldBytesAreDroppedAndAskedForAgainNothingLost) {
   const std::string topic = root() + "/t";
   auto o = ClientOptions("c", {topic});
   o.gap_wait = std::chrono::milliseconds(20);
-  o.reply_timeout = Scaled(std::chrono::milliseconds(60000));  // no give-up for want of a reply
+  o.reply_timeout = Scaled(std::chrono::milliseconds(2000));  // the busy pause: 1 to 3 s
   o.max_held_bytes = 1000;
   FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 79);
   Sink sink;
@@ -1093,11 +1095,11 @@ TEST_F(ClientE2E, FramesHeldBehindAGapPastMaxHeldBytesGiveTheGapUp) {
   ASSERT_EQ(client.Start(), std::nullopt);
   ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
   relay.Live(3);  // 2 lost
-  const auto request = relay.Request(1);
-  EXPECT_EQ(request, nlohmann::json({{"id", 79}, {"from", 2}, {"to", 2}}));
+  const nlohmann::json ask2 = {{"id", 79}, {"from", 2}, {"to", 2}};
+  EXPECT_EQ(relay.Request(1), ask2);
   relay.Answer({{"from", 2}, {"to", 2}, {"status", "error"}, {"error", "busy"}, {"code", "busy"}, {"retry", true}});
-  // Each frame held: its payload ("m3" .. "m12") and 96 bytes of record;
-  // 3..12 take 983 bytes, 13 would take them to 1,082.
+  // Each frame held: its payload ("m3" .. "m13") and 96 bytes of record;
+  // 3..12 take 983 bytes, 13 takes them to 1,082: 12 is dropped (99).
   uint64_t held = 0;
   for (uint64_t seq = 3; seq <= 12; ++seq) {
     if (seq > 3) relay.Live(seq);
@@ -1105,26 +1107,69 @@ TEST_F(ClientE2E, FramesHeldBehindAGapPastMaxHeldBytesGiveTheGapUp) {
   }
   ASSERT_EQ(held, 983u);
   ASSERT_TRUE(WaitFor([&] { return client.stats().held_bytes == held; }, 10s)) << client.stats().held_bytes;
+  EXPECT_EQ(client.stats().frames_shed, 0u);
+  relay.Live(13);
+  ASSERT_TRUE(WaitFor([&] { return client.stats().frames_shed == 1; }, 10s)) << client.stats().frames_shed;
+  EXPECT_EQ(client.stats().held_bytes, 983u) << "3..11 and 13";
   EXPECT_EQ(sink.size(), 1u) << "held behind 2";
+  // The busy pause over, 2 is asked for again; then 12, once 2..11 are out.
+  EXPECT_EQ(relay.Request(2), ask2);
+  relay.Replay(2);
+  relay.Answer({{"from", 2}, {"to", 2}, {"sent", 1}, {"last", 13}, {"status", "ok"}});
+  EXPECT_EQ(relay.Request(3), nlohmann::json({{"id", 79}, {"from", 12}, {"to", 12}}));
+  relay.Replay(12);
+  relay.Answer({{"from", 12}, {"to", 12}, {"sent", 1}, {"last", 13}, {"status", "ok"}});
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 13; }, 10s)) << Explain(client, sink, 13);
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 13);
+  EXPECT_TRUE(gaps.all().empty()) << gaps.all().front();
+  EXPECT_EQ(client.stats().held_bytes, 0u);
+  EXPECT_EQ(client.stats().gaps_unfilled, 0u);
+}
+
+// An immediate topic shows its frames at once and keeps a record of each
+// shown above a gap (so that none is shown twice when the gap fills), which
+// cannot be dropped: past max_held_bytes its oldest gap is given up, and
+// said so. The test plays the relay.
+TEST_F(ClientE2E, AnImmediateTopicsRecordsPastMaxHeldBytesGiveItsGapUp) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.gap_wait = std::chrono::milliseconds(20);
+  o.reply_timeout = Scaled(std::chrono::milliseconds(60000));
+  o.max_held_bytes = 1000;
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 79);
+  relay.set_ordering(seqrelay::Ordering::kImmediate);
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+  relay.Live(3);  // 2 lost
+  EXPECT_EQ(relay.Request(1), nlohmann::json({{"id", 79}, {"from", 2}, {"to", 2}}));
+  relay.Answer({{"from", 2}, {"to", 2}, {"status", "error"}, {"error", "busy"}, {"code", "busy"}, {"retry", true}});
+  // A record is 96 bytes: 3..12 take 960, 13 would take them to 1,056.
+  for (uint64_t seq = 4; seq <= 12; ++seq) relay.Live(seq);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 11; }, 10s)) << Explain(client, sink, 11);
+  EXPECT_EQ(client.stats().held_bytes, 960u);
   EXPECT_TRUE(gaps.all().empty());
   relay.Live(13);
-  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 12; }, 10s)) << Explain(client, sink, 13);
+  ASSERT_TRUE(WaitFor([&] { return !gaps.all().empty(); }, 10s)) << Explain(client, sink, 12);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 12; }, 10s)) << Explain(client, sink, 12);
   client.Stop();
-  EXPECT_EQ(gaps.all(), std::vector<std::string>{topic + " 2..2 1082 bytes held behind the gap, over max_held_bytes"});
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{topic + " 2..2 1056 bytes held behind the gap, over max_held_bytes"});
   EXPECT_EQ(client.stats().held_bytes, 0u);
-  EXPECT_EQ(client.stats().gaps_unfilled, 1u);
+  EXPECT_EQ(client.stats().frames_shed, 0u);
   std::vector<uint64_t> seqs;
   for (const auto& m : sink.got) seqs.push_back(m.seq);
   EXPECT_EQ(seqs, (std::vector<uint64_t>{1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}));
 }
 
 // The same while a history's lookup waits (here unanswered, its timeout
-// far off; a `busy` answer would also delay the range request below by its
-// pause): the live frames held meanwhile, past max_held_bytes, give the
-// lookup up as if unanswered; its start (the first SEQ, for the whole
-// history) is kept, so the history below the first live frame is asked for
-// by range, and nothing is lost.
-TEST_F(ClientE2E, LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsGiveTheLookupUp) {
+// far off): the live frames held meanwhile, past max_held_bytes, are
+// dropped, the newest but one first, and the lookup waits on; once it is
+// answered, the history and the dropped frames come in one range: nothing
+// lost.
+TEST_F(ClientE2E, LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsAreDroppedAndAskedForWithTheHistory) {
   const std::string topic = root() + "/t";
   auto o = ClientOptions("c", {topic});
   o.history = seqclient::History::kAll;
@@ -1137,8 +1182,9 @@ TEST_F(ClientE2E, LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsGiveTheLookupUp
   seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
   ASSERT_EQ(client.Start(), std::nullopt);
   EXPECT_EQ(relay.Request(1), nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}}));
-  // Each live frame held: its 10-byte header, its payload ("m5" .. "m13")
-  // and 96 bytes of record; 5..13 take 976 bytes, 14 would take 1,085.
+  // Each live frame held: its 10-byte header, its payload ("m5" .. "m14")
+  // and 96 bytes of record; 5..13 take 976 bytes, 14 takes them to 1,085:
+  // 13 is dropped (109).
   uint64_t held = 0;
   for (uint64_t seq = 5; seq <= 13; ++seq) {
     relay.Live(seq);
@@ -1146,13 +1192,16 @@ TEST_F(ClientE2E, LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsGiveTheLookupUp
   }
   ASSERT_EQ(held, 976u);
   ASSERT_TRUE(WaitFor([&] { return client.stats().held_bytes == held; }, 10s)) << client.stats().held_bytes;
-  EXPECT_EQ(client.stats().lookups_pending, 1u);
-  EXPECT_EQ(relay.requests(), 1u);
   relay.Live(14);
-  EXPECT_EQ(relay.Request(2), nlohmann::json({{"id", 79}, {"from", 1}, {"to", 4}})) << "the history below 5, by range";
-  EXPECT_EQ(client.stats().lookups_pending, 0u);
-  for (uint64_t seq = 1; seq <= 4; ++seq) relay.Replay(seq);
-  relay.Answer({{"from", 1}, {"to", 4}, {"sent", 4}, {"last", 14}, {"status", "ok"}});
+  ASSERT_TRUE(WaitFor([&] { return client.stats().frames_shed == 1; }, 10s)) << client.stats().frames_shed;
+  EXPECT_EQ(client.stats().held_bytes, 976u) << "5..12 and 14";
+  EXPECT_EQ(client.stats().lookups_pending, 1u) << "the lookup waits on";
+  EXPECT_EQ(relay.requests(), 1u);
+  relay.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 14}, {"first", 1},
+                {"status", "ok"}});
+  EXPECT_EQ(relay.Request(2), nlohmann::json({{"id", 79}, {"from", 1}, {"to", 14}}));
+  for (uint64_t seq = 1; seq <= 14; ++seq) relay.Replay(seq);
+  relay.Answer({{"from", 1}, {"to", 14}, {"sent", 14}, {"last", 14}, {"status", "ok"}});
   ASSERT_TRUE(WaitFor([&] { return sink.size() >= 14; }, 10s)) << Explain(client, sink, 14);
   client.Stop();
   ExpectExactlyInOrder(sink, topic, 1, 14);

@@ -385,6 +385,37 @@ TEST(OrderedStreamTest, HeldBytesCountWhatWaitsAboveAGapAndFallAsItGoes) {
   }
 }
 
+// Past a bound, an ordered topic's held frames are dropped, the newest but
+// one first: the newest stays, so the dropped show as missing below it and
+// are asked for again; an immediate topic's records are never dropped.
+TEST(OrderedStreamTest, ShedDropsHeldFramesNewestButOneFirstAndKeepsTheNewest) {
+  constexpr uint64_t kFrame = 10 + OrderedStream::kEntryBytes;  // "payload-NN"
+  OrderedStream s(1);
+  for (uint64_t seq : {3, 4, 5, 6, 9}) (void)s.Offer(seq, kOrdered, "payload-0" + std::to_string(seq));
+  ASSERT_EQ(s.held_bytes(), 5 * kFrame);
+  EXPECT_TRUE(s.Shed(5 * kFrame).empty()) << "not over the bound";
+  EXPECT_EQ(s.Shed(3 * kFrame), (std::vector<uint64_t>{5, 6}));
+  EXPECT_EQ(s.held_bytes(), 3 * kFrame);
+  EXPECT_EQ(GapText(s.gap()), "1..2");
+  const auto missing = s.Missing(1, 9);
+  ASSERT_EQ(missing.size(), 2u);
+  EXPECT_EQ(GapText(missing[0]) + " " + GapText(missing[1]), "1..2 5..8");
+  EXPECT_EQ(s.Shed(0), (std::vector<uint64_t>{3, 4}));
+  EXPECT_EQ(s.held_bytes(), kFrame) << "the newest stays, whatever the bound";
+  // What was dropped comes again, and everything is delivered in order.
+  std::vector<uint64_t> delivered;
+  for (uint64_t seq : {1, 2, 3, 4, 5, 6, 7, 8}) {
+    for (const auto& d : s.Offer(seq, kOrdered, "payload-0" + std::to_string(seq))) delivered.push_back(d.seq);
+  }
+  EXPECT_EQ(delivered, (std::vector<uint64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  EXPECT_EQ(s.held_bytes(), 0u);
+
+  OrderedStream immediate(1);
+  for (uint64_t seq : {3, 4, 9}) (void)immediate.Offer(seq, kImmediate, "payload-0" + std::to_string(seq));
+  EXPECT_TRUE(immediate.Shed(0).empty()) << "records of frames shown stay";
+  EXPECT_EQ(immediate.held_bytes(), 3 * OrderedStream::kEntryBytes);
+}
+
 // An immediate topic's frames shown above a gap, as runs (what the state
 // file keeps), and a stream resumed below the gap that takes them for shown:
 // the frames of those SEQs are duplicates, and the gap's frames are late.

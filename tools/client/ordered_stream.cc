@@ -113,6 +113,20 @@ std::vector<uint64_t> OrderedStream::Forget(uint64_t from, uint64_t to, uint64_t
   return dropped;
 }
 
+std::vector<uint64_t> OrderedStream::Shed(uint64_t bound) {
+  std::vector<uint64_t> dropped;
+  if (above_.empty()) return dropped;
+  auto it = std::prev(above_.end());  // the newest: kept
+  while (held_bytes_ > bound && it != above_.begin()) {
+    --it;
+    if (it->second.delivered) continue;
+    dropped.push_back(it->first);
+    it = Erase(it);  // its successor: the loop steps back from there
+  }
+  std::reverse(dropped.begin(), dropped.end());
+  return dropped;
+}
+
 std::vector<Gap> OrderedStream::Shown() const {
   std::vector<Gap> runs;
   for (const auto& [seq, held] : above_) {

@@ -81,6 +81,14 @@ class OrderedStream {
   static constexpr uint64_t kEntryBytes = 96;
   uint64_t held_bytes() const { return held_bytes_; }
 
+  // Drops held frames (ordered: never delivered), the newest but one first,
+  // while held_bytes() is over `bound`. The newest stays, so that those
+  // dropped are missing below it (gap(), Missing()): asked for again in
+  // turn, as any gap. An immediate topic's records are never dropped (their
+  // frames were shown: a record dropped would let one be shown again).
+  // Returns the SEQs dropped, ascending.
+  std::vector<uint64_t> Shed(uint64_t bound);
+
  private:
   std::vector<Delivery> Drain();
 

@@ -399,13 +399,7 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
     // (HandleStatus offers it then); a replayed frame of an unknown id was
     // not asked for.
     if (!replayed && lookups_.count(name)) {
-      HeldLive& held = held_live_[name];
-      held.frames.push_back(bytes);
-      held.bytes += bytes.size() + OrderedStream::kEntryBytes;
-      if (options_.max_held_bytes != 0 && held.bytes > options_.max_held_bytes) {
-        AbandonLookupLocked(name, fmt::format("{} bytes of live frames held while the lookup waited, over "
-                                              "max_held_bytes", held.bytes), /*refused=*/false);
-      }
+      HoldLiveLocked(name, bytes);
       return;
     }
     if (replayed || lookups_.count(name)) return;
@@ -424,7 +418,7 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
       // starts at the kept start, as it did for every frame until
       // 2026-12-07).
       lookups_[name] = Lookup{.start = start, .again = true, .check = true};
-      held_live_[name] = {{bytes}, bytes.size() + OrderedStream::kEntryBytes};
+      HoldLiveLocked(name, bytes);
       AskLookupLocked(name);
       return;
     }
@@ -450,7 +444,13 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
 
 void SeqClient::BoundHeldLocked(uint32_t id, Topic& t) {
   const uint64_t bound = options_.max_held_bytes;
-  while (bound != 0 && t.stream.held_bytes() > bound && t.stream.gap()) {
+  if (bound == 0 || t.stream.held_bytes() <= bound) return;
+  // The relay has an ordered topic's frames: those dropped are asked for
+  // again in turn, and nothing is lost however long it stays busy.
+  stats_.frames_shed += t.stream.Shed(bound).size();
+  if (t.ordered) return;  // (over still only by one frame bigger than the bound)
+  // An immediate topic's records of frames shown: the oldest gaps given up.
+  while (t.stream.held_bytes() > bound && t.stream.gap()) {
     // Each turn moves next() on: the asked range given up (then the gap
     // above it, if the range ended below it), or the gap itself.
     const std::string why = fmt::format("{} bytes held behind the gap, over max_held_bytes", t.stream.held_bytes());
@@ -862,6 +862,21 @@ void SeqClient::AbandonLookupLocked(const std::string& topic, const std::string&
   }
   lookups_.erase(topic);
   OfferHeldLocked(topic);
+}
+
+void SeqClient::HoldLiveLocked(const std::string& topic, const std::string& bytes) {
+  HeldLive& held = held_live_[topic];
+  held.frames.push_back(bytes);
+  held.bytes += bytes.size() + OrderedStream::kEntryBytes;
+  // Past max_held_bytes the frames before the newest are dropped, the
+  // latest first, as a stream sheds: the newest, offered once the lookup
+  // ends, shows them as a gap, asked for in turn.
+  const uint64_t bound = options_.max_held_bytes;
+  for (std::size_t i = held.frames.size() - 1; bound != 0 && held.bytes > bound && i > 0; --i) {
+    held.bytes -= held.frames[i - 1].size() + OrderedStream::kEntryBytes;
+    held.frames.erase(held.frames.begin() + static_cast<std::ptrdiff_t>(i - 1));
+    ++stats_.frames_shed;
+  }
 }
 
 void SeqClient::OfferHeldLocked(const std::string& topic) {

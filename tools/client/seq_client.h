@@ -71,14 +71,17 @@ struct Options {
   // it again (the relay serves one client's requests one after another).
   std::chrono::milliseconds reply_timeout{2000};
   int max_attempts = 5;                            // requests per gap before it is reported unfilled
-  // Per topic, what may wait behind its oldest gap (OrderedStream's
-  // held_bytes: an ordered topic's payloads, 96 bytes a frame for the
-  // record), or, while its lookup is out, its live frames (each frame's
-  // bytes and the same 96). Past it
-  // the gap is given up (through on_gap), or the lookup (as if
-  // unanswered): a relay that answers `busy` for long, which is never a
-  // failed attempt, would otherwise have the client hold every frame that
-  // comes meanwhile. 0: no bound.
+  // Per topic, what may wait behind its gaps (OrderedStream's held_bytes:
+  // an ordered topic's payloads and 96 bytes a frame for the record, an
+  // immediate topic's records of the SEQs shown) or, while its lookup is
+  // out, its live frames (each frame's bytes and the same 96). A relay that
+  // answers `busy` for long, which is never a failed attempt, would
+  // otherwise have the client hold every frame that comes meanwhile. Past
+  // it, held frames are dropped, the newest but one first (the newest
+  // stays): the relay has them, and they are asked for again in turn, as a
+  // gap (Stats::frames_shed counts them). An immediate topic's records
+  // cannot be dropped (a frame would be shown twice): its oldest gap is
+  // given up instead (through on_gap). 0: no bound.
   uint64_t max_held_bytes = uint64_t{64} << 20;
   // Requests (ranges and lookups) out at the relay at once, at most; the
   // rest wait in the order they were made. The relay holds at most 16 of a
@@ -139,6 +142,9 @@ struct Stats {
   // What waits behind gaps and lookups now, over all topics, as
   // Options::max_held_bytes counts it per topic (a gauge).
   uint64_t held_bytes = 0;
+  // Held frames dropped to stay within max_held_bytes, each asked for
+  // again later (not lost).
+  uint64_t frames_shed = 0;
   uint64_t state_save_errors = 0;  // saves of the state file that failed (last_state_error says why)
   std::string last_state_error;
   // Filters the broker refused in a SUBACK (its ACL) or libmosquitto would
@@ -237,6 +243,9 @@ class SeqClient {
   // start known, at that start. `refused`: the relay's answer was final (forbidden), not a lack of one.
   void AbandonLookupLocked(const std::string& topic, const std::string& why, bool refused = false);
   // Offers the live frames held while `topic` was looked up.
+  // Holds a live frame of `topic`, whose lookup is out, within
+  // max_held_bytes.
+  void HoldLiveLocked(const std::string& topic, const std::string& bytes);
   void OfferHeldLocked(const std::string& topic);
   // Asks for `t.asked` of topic `id` (an open end: up to the newest SEQ),
   // from its first SEQ not delivered or held. `retry`: the request again,
@@ -258,10 +267,11 @@ class SeqClient {
   // pause (reply_timeout, doubled for each pause since the relay last
   // served this client, at most 16 times, times a random 0.5 to 1.5).
   void RefusedBusyLocked();
+  // Keeps `t` within max_held_bytes: sheds held frames, or (immediate)
+  // gives up its oldest gaps.
+  void BoundHeldLocked(uint32_t id, Topic& t);
   // Gives up every SEQ of topic `id` up to `to`, and reports the runs from
   // `from` that are not held (a held frame is delivered, not gone).
-  // Gives up `t`'s oldest gaps while it holds more than max_held_bytes.
-  void BoundHeldLocked(uint32_t id, Topic& t);
   void LoseLocked(uint32_t id, Topic& t, uint64_t from, uint64_t to, const std::string& why);
   // Gives the outstanding request of topic `id` up: a range to its end; an
   // open end (a catch-up) only what is known missing, and with nothing
