@@ -51,6 +51,8 @@ export class OrderedStream<P = Uint8Array> {
   static readonly ENTRY_BYTES: 96;
   /** Forgets what is held with a SEQ from `from` to `to` that came by the moment `by` (frames the relay never stored); returns their SEQs. */
   forget(from: number, to: number, by?: number): number[];
+  /** Drops held frames (ordered, never delivered), the newest but one first, while heldBytes is over `bound`; the newest stays, so those dropped are missing below it. An immediate topic's records are never dropped. Returns the SEQs dropped, ascending. */
+  shed(bound: number): number[];
 }
 
 export class SeqMessage {
@@ -84,7 +86,7 @@ export interface SeqClientOptions {
   maxAttempts?: number;
   /** Requests (ranges and lookups) out at the relay at once, at most; the rest wait their turn. The relay holds 16 of a user waiting. Default 8. */
   maxOutstanding?: number;
-  /** Per topic, the bytes that may wait behind its oldest gap (payloads and OrderedStream.ENTRY_BYTES a frame) or, while its lookup is out, in its live frames (each frame's bytes and the same 96); past it the gap is given up ('lost', "N bytes held behind the gap, over max_held_bytes") or the lookup, as if unanswered. An integer >= 0; 0: no bound. Default 64 MiB (67108864). */
+  /** Per topic, the bytes that may wait behind its gaps (an ordered topic's payloads and OrderedStream.ENTRY_BYTES a frame; an immediate topic's records of the SEQs shown, ENTRY_BYTES each) or, while its lookup is out, in its live frames (each frame's bytes and the same 96). Past it, held frames are dropped, the newest but one first (the newest stays), and asked for again in turn as a gap: nothing lost (stats.framesShed counts them). An immediate topic's records cannot be dropped: its oldest gap is given up instead ('lost', "N bytes held behind the gap, over max_held_bytes"). An integer >= 0; 0: no bound. Default 64 MiB (67108864). */
   maxHeldBytes?: number;
   /** Test hook: live frames for which it returns true are dropped as if lost. */
   dropLiveFrame?: (topic: string, seq: number) => boolean;
@@ -162,6 +164,8 @@ export interface SeqStats {
   lastSubscribeError: string;
   /** What waits behind gaps and lookups now, over all topics, as maxHeldBytes counts it per topic (a gauge). */
   heldBytes: number;
+  /** Held frames dropped to stay within maxHeldBytes, each asked for again later (not lost). */
+  framesShed: number;
 }
 
 export class SeqClient extends Events<ClientEvents> {

@@ -6,7 +6,8 @@
 // Frames are offered in whatever order they arrive (live, replayed,
 // duplicated); the stream says what to deliver now:
 //  - ordered topics (flag 1): strictly in SEQ order; a frame after a gap is
-//    held until the gap fills or is given up;
+//    held until the gap fills or is given up (or dropped past a bound,
+//    shed(), to come again);
 //  - immediate topics (flag 0): at once; a frame that fills a gap is
 //    delivered when it comes and marked late.
 // Either way each SEQ is delivered at most once. Pure logic, no I/O.
@@ -152,6 +153,35 @@ export class OrderedStream {
       for (const seq of keep) if (this.above.get(seq).payload === null && seq > this.lastDelivered) this.lastDelivered = seq;
     }
     return dropped;
+  }
+
+  /**
+   * Drops held frames (ordered: never delivered), the newest but one first,
+   * while heldBytes is over `bound`. The newest stays, so that those
+   * dropped are missing below it (gap(), missing()): asked for again in
+   * turn, as any gap. An immediate topic's records are never dropped (their
+   * frames were shown: a record dropped would let one be shown again).
+   * Returns the SEQs dropped, ascending.
+   */
+  shed(bound) {
+    const keys = this.aboveKeys;
+    const dropped = [];
+    let i = keys.length - 1; // the newest: kept
+    while (this.heldBytes > bound && i > this.aboveHead) {
+      --i;
+      const seq = keys[i];
+      if (this.above.get(seq).payload === null) continue; // a record of a frame shown
+      this.#erase(seq);
+      dropped.push(seq);
+    }
+    if (dropped.length > 0) {
+      // One pass over what was walked (from i on), not a splice a frame.
+      const gone = new Set(dropped);
+      const tail = keys.slice(i).filter((seq) => !gone.has(seq));
+      keys.length = i;
+      for (const seq of tail) keys.push(seq);
+    }
+    return dropped.reverse();
   }
 
   #deliver(out, seq, payload) {

@@ -289,13 +289,17 @@ export class SeqClient extends Emitter {
     // client's own requests from being refused.
     this.maxOutstanding = options.maxOutstanding ?? 8;
     if (!Number.isInteger(this.maxOutstanding) || this.maxOutstanding < 1) throw new RangeError('maxOutstanding is a count >= 1');
-    // Per topic, what may wait behind its oldest gap (its stream's
-    // heldBytes: an ordered topic's payloads, ENTRY_BYTES a frame for the
-    // record), or, while its lookup is out, its live frames (each frame's
-    // bytes and the same ENTRY_BYTES). Past it the gap is given up ('lost'),
-    // or the lookup (as if unanswered): a relay that answers `busy` for
-    // long, which is never a failed attempt, would otherwise have the client
-    // hold every frame that comes meanwhile. 0: no bound.
+    // Per topic, what may wait behind its gaps (its stream's heldBytes: an
+    // ordered topic's payloads and ENTRY_BYTES a frame for the record, an
+    // immediate topic's records of the SEQs shown) or, while its lookup is
+    // out, its live frames (each frame's bytes and the same ENTRY_BYTES). A
+    // relay that answers `busy` for long, which is never a failed attempt,
+    // would otherwise have the client hold every frame that comes
+    // meanwhile. Past it, held frames are dropped, the newest but one first
+    // (the newest stays): the relay has them, and they are asked for again
+    // in turn, as a gap (stats.framesShed counts them). An immediate topic's
+    // records cannot be dropped (a frame would be shown twice): its oldest
+    // gap is given up instead ('lost'). 0: no bound.
     this.maxHeldBytes = options.maxHeldBytes ?? 64 * 1024 * 1024;
     if (!Number.isSafeInteger(this.maxHeldBytes) || this.maxHeldBytes < 0) {
       throw new RangeError(`maxHeldBytes is a count of bytes >= 0 (0: no bound); got ${this.maxHeldBytes}`);
@@ -328,6 +332,9 @@ export class SeqClient extends Emitter {
       // SUBACK; on the first connection each is an 'error' event too.
       subscribeErrors: 0,
       lastSubscribeError: '', // the last of them: which topic, which code
+      // Held frames dropped to stay within maxHeldBytes, each asked for
+      // again later (not lost).
+      framesShed: 0,
     };
     // What waits behind gaps and lookups now, over all topics, as
     // maxHeldBytes counts it per topic: a gauge, not a counter, so counted
@@ -595,14 +602,7 @@ export class SeqClient extends Emitter {
       // of a topic being looked up waits for the answer.
       if (replayed) return;
       if (this.lookups.has(name)) {
-        let held = this.heldLive.get(name);
-        if (!held) this.heldLive.set(name, (held = { frames: [], bytes: 0 }));
-        held.frames.push(bytes);
-        held.bytes += bytes.byteLength + OrderedStream.ENTRY_BYTES;
-        if (this.maxHeldBytes !== 0 && held.bytes > this.maxHeldBytes) {
-          const reason = `${held.bytes} bytes of live frames held while the lookup waited, over max_held_bytes`;
-          this.#giveUpLookup(name, this.lookups.get(name), { topic: name, from: 0, to: 0, reason });
-        }
+        this.#holdLive(name, bytes);
         return;
       }
       // A frame of a topic unsubscribed from, still on its way: not a new topic.
@@ -619,7 +619,7 @@ export class SeqClient extends Emitter {
         this.unansweredStarts.delete(name);
         const lookup = { name, start: kept, sentSeq: 0, waitFrom: 0, attempts: 0, again: true, check: true };
         this.lookups.set(name, lookup);
-        this.heldLive.set(name, { frames: [bytes], bytes: bytes.byteLength + OrderedStream.ENTRY_BYTES });
+        this.#holdLive(name, bytes);
         this.#ask(lookup);
         return;
       }
@@ -645,13 +645,20 @@ export class SeqClient extends Emitter {
     this.#boundHeld(t);
   }
 
-  // Gives up `t`'s oldest gaps while it holds more than maxHeldBytes. Each
-  // turn moves next on: the asked range given up (then the gap above it, if
-  // the range ended below it), or the gap itself. A topic forgotten in a
-  // 'lost' listener (it unsubscribed) is left as it is.
+  // Keeps `t` within maxHeldBytes: sheds held frames, or (immediate) gives
+  // up its oldest gaps.
   #boundHeld(t) {
     const bound = this.maxHeldBytes;
-    while (bound !== 0 && t.stream.heldBytes > bound && t.stream.gap() && this.topics.get(t.id) === t) {
+    if (bound === 0 || t.stream.heldBytes <= bound) return;
+    // The relay has an ordered topic's frames: those dropped are asked for
+    // again in turn, and nothing is lost however long it stays busy.
+    this.stats.framesShed += t.stream.shed(bound).length;
+    if (t.ordered) return; // (over still only by one frame bigger than the bound)
+    // An immediate topic's records of frames shown: the oldest gaps given
+    // up. Each turn moves next on: the asked range given up (then the gap
+    // above it, if the range ended below it), or the gap itself. A topic
+    // forgotten in a 'lost' listener (it unsubscribed) is left as it is.
+    while (t.stream.heldBytes > bound && t.stream.gap() && this.topics.get(t.id) === t) {
       const reason = `${t.stream.heldBytes} bytes held behind the gap, over max_held_bytes`;
       if (t.asked) {
         this.#abandon(t, reason);
@@ -949,6 +956,23 @@ export class SeqClient extends Emitter {
     if (start > 0 && this.#wanted(name)) this.startAt.set(name, start);
     if (history) this.#emitTopic('history', name, { ...history, start: start || null });
     this.#offerHeld(name);
+  }
+
+  // Holds a live frame of `name`, whose lookup is out, within maxHeldBytes:
+  // past it the frames before the newest are dropped, the latest first, as
+  // a stream sheds: the newest, offered once the lookup ends, shows them as
+  // a gap, asked for in turn. The lookup waits on.
+  #holdLive(name, bytes) {
+    let held = this.heldLive.get(name);
+    if (!held) this.heldLive.set(name, (held = { frames: [], bytes: 0 }));
+    held.frames.push(bytes);
+    held.bytes += bytes.byteLength + OrderedStream.ENTRY_BYTES;
+    const bound = this.maxHeldBytes;
+    for (let i = held.frames.length - 1; bound !== 0 && held.bytes > bound && i > 0; --i) {
+      held.bytes -= held.frames[i - 1].byteLength + OrderedStream.ENTRY_BYTES;
+      held.frames.splice(i - 1, 1);
+      ++this.stats.framesShed;
+    }
   }
 
   #offerHeld(name) {

@@ -123,6 +123,42 @@ test('heldBytes counts what waits above a gap, and falls as it goes', () => {
   }
 });
 
+// As OrderedStreamTest.ShedDropsHeldFramesNewestButOneFirstAndKeepsTheNewest:
+// past a bound, an ordered topic's held frames are dropped, the newest but
+// one first: the newest stays, so the dropped show as missing below it and
+// are asked for again; an immediate topic's records are never dropped.
+test('shed drops held frames, the newest but one first, and keeps the newest', () => {
+  const frame = 10 + OrderedStream.ENTRY_BYTES; // "payload-0N"
+  const payloadOf10 = (seq) => `payload-0${seq}`;
+  const s = new OrderedStream(1);
+  for (const seq of [3, 4, 5, 6, 9]) s.offer(seq, true, payloadOf10(seq));
+  assert.equal(s.heldBytes, 5 * frame);
+  assert.deepEqual(s.shed(5 * frame), [], 'not over the bound');
+  assert.deepEqual(s.shed(3 * frame), [5, 6]);
+  assert.equal(s.heldBytes, 3 * frame);
+  assert.equal(gapText(s.gap()), '1..2');
+  assert.deepEqual(s.missing(1, 9), [{ from: 1, to: 2 }, { from: 5, to: 8 }]);
+  assert.deepEqual(s.shed(0), [3, 4]);
+  assert.equal(s.heldBytes, frame, 'the newest stays, whatever the bound');
+  assert.deepEqual(s.missing(1, 9), [{ from: 1, to: 8 }]);
+  // What was dropped comes again, and everything is delivered in order.
+  const delivered = [];
+  for (const seq of [1, 2, 3, 4, 5, 6, 7, 8]) {
+    for (const d of s.offer(seq, true, payloadOf10(seq)).deliveries) {
+      assert.equal(d.payload, payloadOf10(d.seq));
+      delivered.push(d.seq);
+    }
+  }
+  assert.deepEqual(delivered, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.equal(s.heldBytes, 0);
+
+  const immediate = new OrderedStream(1);
+  for (const seq of [3, 4, 9]) immediate.offer(seq, false, payloadOf10(seq));
+  assert.deepEqual(immediate.shed(0), [], 'records of frames shown stay');
+  assert.equal(immediate.heldBytes, 3 * OrderedStream.ENTRY_BYTES);
+  assert.deepEqual(immediate.missing(1, 9), [{ from: 1, to: 2 }, { from: 5, to: 8 }]);
+});
+
 // The client holds Uint8Arrays (its frames' payloads); a string counts in UTF-8.
 test("heldBytes counts a payload's bytes: a Uint8Array's length, a string's UTF-8", () => {
   const s = new OrderedStream(1);

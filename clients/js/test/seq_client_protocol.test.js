@@ -691,23 +691,43 @@ test('requests refused busy are asked again after a pause, and never reported lo
   for (const name of Object.keys(topics)) assert.equal(seq.position(name), 3, name);
 });
 
-// As ClientE2E.FramesHeldBehindAGapPastMaxHeldBytesGiveTheGapUp: a relay
-// that answers `busy` for long (never a failed attempt, so never given up
-// for it) while the topic's live frames keep coming: the client holds them
-// behind the gap up to maxHeldBytes, then gives the gap up, says why, and
-// delivers what it held. Until 2026-12-07 it held every frame for as long
-// as the relay stayed busy.
-test('frames held behind a gap past maxHeldBytes give the gap up, and what was held is delivered', async (t) => {
-  const { mqtt, seq, events, seen } = setup(t, { maxHeldBytes: 1000 }); // replyTimeout 60 s: no give-up for want of a reply
+// A monotonic clock the test moves on: the client's timeouts and pauses read
+// performance.now(), here `ahead` ms later than the real one. Its timer runs
+// in real time, and sees the clock moved at its next tick.
+function fakeClock(t) {
+  const real = performance.now.bind(performance);
+  let ahead = 0;
+  performance.now = () => real() + ahead;
+  t.after(() => {
+    delete performance.now; // the prototype's again
+  });
+  return {
+    advance(ms) {
+      ahead += ms;
+    },
+  };
+}
+
+// As ClientE2E.FramesHeldPastMaxHeldBytesAreDroppedAndAskedForAgainNothingLost:
+// a relay that answers `busy` for long (never a failed attempt, so never
+// given up for it) while an ordered topic's live frames keep coming: the
+// client holds them behind the gap up to maxHeldBytes, then drops held
+// frames, the newest but one first; the relay has them, and they are asked
+// for again once the gap below is filled: nothing lost. Until 2026-12-07 it
+// held every frame for as long as the relay stayed busy (and, for a while
+// that day, gave the gap up).
+test('frames held past maxHeldBytes are dropped, the newest but one first, and asked for again: nothing lost', async (t) => {
+  const clock = fakeClock(t);
+  const { mqtt, seq, events, seen } = setup(t, { maxHeldBytes: 1000 }); // replyTimeout 60 s: the busy pause 30 to 90 s
   seq.subscribe('chat/a');
   mqtt.frame('seq/chat/a', 1);
   mqtt.frame('seq/chat/a', 3); // 2 lost
   await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
-  assert.deepEqual(mqtt.requests, [{ id: 7, from: 2, to: 2 }]);
-  // Busy: asked again only after a pause of 30 to 90 s (replyTimeout times 0.5 to 1.5).
-  mqtt.status({ id: 7, from: 2, to: 2, status: 'error', error: 'busy', code: 'busy', retry: true });
-  // Each frame held: its payload ("m3" .. "m12") and 96 bytes of record;
-  // 3..12 take 983 bytes, 13 would take them to 1,082.
+  const ask2 = { id: 7, from: 2, to: 2 };
+  assert.deepEqual(mqtt.requests, [ask2]);
+  mqtt.status({ ...ask2, status: 'error', error: 'busy', code: 'busy', retry: true });
+  // Each frame held: its payload ("m3" .. "m13") and 96 bytes of record;
+  // 3..12 take 983 bytes, 13 takes them to 1,082: 12 is dropped (99).
   let held = 0;
   for (let s = 3; s <= 12; ++s) {
     if (s > 3) mqtt.frame('seq/chat/a', s);
@@ -715,50 +735,121 @@ test('frames held behind a gap past maxHeldBytes give the gap up, and what was h
   }
   assert.equal(held, 983);
   assert.equal(seq.stats.heldBytes, held);
-  assert.deepEqual(seen, [1], 'held behind 2');
-  assert.deepEqual(events.filter(([e]) => e !== 'fetch'), []);
+  assert.equal(seq.stats.framesShed, 0);
   mqtt.frame('seq/chat/a', 13);
-  assert.deepEqual(events.filter(([e]) => e !== 'fetch'), [
-    ['lost', { topic: 'chat/a', from: 2, to: 2, reason: '1082 bytes held behind the gap, over max_held_bytes', code: undefined, retry: undefined }],
+  assert.equal(seq.stats.framesShed, 1);
+  assert.equal(seq.stats.heldBytes, 983, '3..11 and 13');
+  assert.deepEqual(seq.topics.get(7).stream.missing(2, 13), [{ from: 2, to: 2 }, { from: 12, to: 12 }]);
+  assert.deepEqual(seen, [1], 'held behind 2');
+  assert.deepEqual(mqtt.requests, [ask2], 'nothing asked during the busy pause');
+  // The busy pause over, 2 is asked for again; then 12, once 2..11 are out.
+  clock.advance(100_000);
+  await waitFor(() => mqtt.requests.length >= 2, 'the request for 2 again, the busy pause over');
+  assert.deepEqual(mqtt.requests, [ask2, ask2]);
+  mqtt.frame('relay/replay/r1', 2);
+  mqtt.status({ ...ask2, sent: 1, last: 13, status: 'ok' });
+  assert.deepEqual(seen, range(1, 11));
+  await waitFor(() => mqtt.requests.length >= 3, 'the request for 12');
+  assert.deepEqual(mqtt.requests[2], { id: 7, from: 12, to: 12 });
+  mqtt.frame('relay/replay/r1', 12);
+  mqtt.status({ id: 7, from: 12, to: 12, sent: 1, last: 13, status: 'ok' });
+  assert.deepEqual(seen, range(1, 13));
+  assert.deepEqual(events, [
+    ['fetch', { topic: 'chat/a', from: 2, to: 2 }],
+    ['filled', { topic: 'chat/a', from: 2, to: 2 }],
+    ['fetch', { topic: 'chat/a', from: 12, to: 12 }],
+    ['filled', { topic: 'chat/a', from: 12, to: 12 }],
+  ]);
+  assert.equal(seq.stats.heldBytes, 0);
+  assert.equal(seq.stats.gapsLost, 0);
+  assert.equal(seq.stats.framesShed, 1);
+  assert.equal(mqtt.requests.length, 3);
+});
+
+// As ClientE2E.AnImmediateTopicsRecordsPastMaxHeldBytesGiveItsGapUp: an
+// immediate topic shows its frames at once and keeps a record of each shown
+// above a gap (so that none is shown twice when the gap fills), which
+// cannot be dropped: past maxHeldBytes its oldest gap is given up, and said
+// so.
+test("an immediate topic's records past maxHeldBytes give its gap up, and say so", async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { maxHeldBytes: 1000 }); // replyTimeout 60 s: no retry
+  const live = (s) => mqtt.emit('message', 'seq/chat/a', Buffer.from(encodeFrame({ topicId: 7, seq: s, ordered: false }, `m${s}`)));
+  seq.subscribe('chat/a');
+  live(1);
+  live(3); // 2 lost
+  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
+  const ask2 = { id: 7, from: 2, to: 2 };
+  assert.deepEqual(mqtt.requests, [ask2]);
+  mqtt.status({ ...ask2, status: 'error', error: 'busy', code: 'busy', retry: true });
+  // A record is 96 bytes: 3..12 take 960, 13 would take them to 1,056.
+  for (let s = 4; s <= 12; ++s) live(s);
+  assert.deepEqual(seen, [1, ...range(3, 12)]);
+  assert.equal(seq.stats.heldBytes, 960);
+  assert.deepEqual(events, [['fetch', { topic: 'chat/a', from: 2, to: 2 }]]);
+  live(13);
+  assert.deepEqual(events, [
+    ['fetch', { topic: 'chat/a', from: 2, to: 2 }],
+    ['lost', { topic: 'chat/a', from: 2, to: 2, reason: '1056 bytes held behind the gap, over max_held_bytes', code: undefined, retry: undefined }],
   ]);
   assert.deepEqual(seen, [1, ...range(3, 13)]);
   assert.equal(seq.stats.heldBytes, 0);
+  assert.equal(seq.stats.framesShed, 0);
   assert.equal(seq.stats.gapsLost, 1);
   assert.equal(seq.position('chat/a'), 13);
-  assert.deepEqual(mqtt.requests, [{ id: 7, from: 2, to: 2 }], 'the range given up is not asked again');
+  assert.deepEqual(mqtt.requests, [ask2], 'the range given up is not asked again');
 });
 
-// The same before the gap is asked for (gapWait not run yet): the gap
-// itself is given up, and the next one, if any, is what the bound counts
-// behind.
-test('frames held behind a gap not asked for yet past maxHeldBytes give the gap up, and nothing is asked', (t) => {
+// The same for an ordered topic before the gap is asked for (gapWait not
+// run yet): frames dropped, the newest but one first, never a gap given up;
+// a newest frame bigger than the bound stays, alone. Once asked for, the
+// gap's range brings the dropped frames with it.
+test('frames held behind a gap not asked for yet past maxHeldBytes are dropped, the newest kept, and come with the gap', async (t) => {
+  const clock = fakeClock(t);
   const { mqtt, seq, events, seen } = setup(t, { maxHeldBytes: 300, gapWait: 60000 });
   seq.subscribe('chat/a');
   mqtt.frame('seq/chat/a', 1);
-  for (const s of [3, 4, 6]) mqtt.frame('seq/chat/a', s); // 2 and 5 lost; 3 x 98 = 294 bytes held
+  for (const s of [3, 4, 6]) mqtt.frame('seq/chat/a', s); // 2 and 5 missing; 3 x 98 = 294 bytes held
   assert.equal(seq.stats.heldBytes, 294);
+  mqtt.frame('seq/chat/a', 7); // 392: 6 dropped (98)
+  assert.equal(seq.stats.framesShed, 1);
+  assert.equal(seq.stats.heldBytes, 294);
+  const stream = seq.topics.get(7).stream;
+  assert.deepEqual(stream.missing(2, 7), [{ from: 2, to: 2 }, { from: 5, to: 6 }]);
+  mqtt.frame('seq/chat/a', 9, 'x'.repeat(400)); // 294 + 496: 7, 4 and 3 dropped; 9 over the bound alone
+  assert.equal(seq.stats.framesShed, 4);
+  assert.equal(seq.stats.heldBytes, 496);
+  assert.deepEqual(stream.missing(2, 9), [{ from: 2, to: 8 }]);
   assert.deepEqual(seen, [1]);
-  mqtt.frame('seq/chat/a', 7); // 392: 2 given up, 3 and 4 delivered; 6 and 7 (196) wait behind 5
-  assert.deepEqual(events, [
-    ['lost', { topic: 'chat/a', from: 2, to: 2, reason: '392 bytes held behind the gap, over max_held_bytes', code: undefined, retry: undefined }],
-  ]);
-  assert.deepEqual(seen, [1, 3, 4]);
-  assert.equal(seq.stats.heldBytes, 196);
+  assert.deepEqual(events, []);
+  assert.equal(seq.stats.gapsLost, 0);
   assert.deepEqual(mqtt.requests, []);
+  // gapWait over: the gap below 9, the dropped frames in it, asked for whole.
+  await waitFor(() => seq.topics.get(7).gapSeen !== 0, 'the gap seen by the timer');
+  clock.advance(60_000);
+  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
+  assert.deepEqual(mqtt.requests, [{ id: 7, from: 2, to: 8 }]);
+  for (const s of range(2, 8)) mqtt.frame('relay/replay/r1', s);
+  mqtt.status({ id: 7, from: 2, to: 8, sent: 7, last: 9, status: 'ok' });
+  assert.deepEqual(seen, range(1, 9));
+  assert.deepEqual(events, [
+    ['fetch', { topic: 'chat/a', from: 2, to: 8 }],
+    ['filled', { topic: 'chat/a', from: 2, to: 8 }],
+  ]);
+  assert.equal(seq.stats.heldBytes, 0);
 });
 
-// As ClientE2E.LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsGiveTheLookupUp:
+// As ClientE2E.LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsAreDroppedAndAskedForWithTheHistory:
 // the same while a history's lookup waits (here unanswered, its timeout far
-// off): the live frames held meanwhile, past maxHeldBytes, give the lookup
-// up as if unanswered; its start (SEQ 1, for the whole history) is kept, so
-// the history below the first live frame is asked for by range, and nothing
-// is lost.
-test('live frames held past maxHeldBytes while a lookup waits give the lookup up: its start kept, nothing lost', async (t) => {
+// off): the live frames held meanwhile, past maxHeldBytes, are dropped, the
+// newest but one first, and the lookup waits on; once it is answered, the
+// history and the dropped frames come in one range: nothing lost.
+test('live frames held past maxHeldBytes while a lookup waits are dropped, and asked for with the history: nothing lost', async (t) => {
   const { mqtt, seq, events, seen } = setup(t, { maxHeldBytes: 1000 });
   seq.subscribe('chat/a', { history: true });
   assert.deepEqual(mqtt.requests, [lookup('chat/a')]);
-  // Each live frame held: its 10-byte header, its payload ("m5" .. "m13")
-  // and 96 bytes of record; 5..13 take 976 bytes, 14 would take 1,085.
+  // Each live frame held: its 10-byte header, its payload ("m5" .. "m14")
+  // and 96 bytes of record; 5..13 take 976 bytes, 14 takes them to 1,085:
+  // 13 is dropped (109).
   let held = 0;
   for (let s = 5; s <= 13; ++s) {
     mqtt.frame('seq/chat/a', s);
@@ -766,24 +857,30 @@ test('live frames held past maxHeldBytes while a lookup waits give the lookup up
   }
   assert.equal(held, 976);
   assert.equal(seq.stats.heldBytes, held);
-  assert.equal(seq.lookups.size, 1, 'the lookup still out');
-  assert.deepEqual(seen, []);
+  assert.equal(seq.stats.framesShed, 0);
   mqtt.frame('seq/chat/a', 14);
-  assert.equal(seq.lookups.size, 0, 'the lookup given up');
-  // Now the topic's stream holds 5..14 behind the gap 1..4: payloads only,
-  // "m5" .. "m9" and "m10" .. "m14", with their records.
-  assert.equal(seq.stats.heldBytes, 5 * (2 + 96) + 5 * (3 + 96));
-  await waitFor(() => mqtt.requests.length >= 2, 'the range after the give-up');
-  assert.deepEqual(mqtt.requests[1], { id: 7, from: 1, to: 4 }, 'the history below 5, by range');
-  for (const s of range(1, 4)) mqtt.frame('relay/replay/r1', s);
-  mqtt.status({ id: 7, from: 1, to: 4, sent: 4, last: 14, status: 'ok' });
+  assert.equal(seq.stats.framesShed, 1);
+  assert.equal(seq.stats.heldBytes, 976, '5..12 and 14');
+  assert.deepEqual(seq.heldLive.get('chat/a').frames.map((b) => Buffer.from(b).subarray(HEADER_SIZE).toString()),
+    [...range(5, 12), 14].map((s) => `m${s}`));
+  assert.equal(seq.lookups.size, 1, 'the lookup waits on');
+  assert.equal(mqtt.requests.length, 1);
+  assert.deepEqual(seen, []);
+  assert.deepEqual(events, []);
+  mqtt.status({ ...lookup('chat/a'), id: 7, to: MAX_SEQ, sent: 0, last: 14, first: 1, status: 'ok' });
+  await waitFor(() => mqtt.requests.length >= 2, 'the range of the history');
+  assert.deepEqual(mqtt.requests[1], { id: 7, from: 1, to: 14 });
+  for (const s of range(1, 14)) mqtt.frame('relay/replay/r1', s);
+  mqtt.status({ id: 7, from: 1, to: 14, sent: 14, last: 14, status: 'ok' });
   assert.deepEqual(seen, range(1, 14));
-  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
-  assert.deepEqual(events.filter(([e]) => e !== 'lost'), [
-    ['fetch', { topic: 'chat/a', from: 1, to: 4 }],
-    ['filled', { topic: 'chat/a', from: 1, to: 4 }],
+  assert.deepEqual(events, [
+    ['history', { topic: 'chat/a', first: 1, last: 14, start: 1 }],
+    ['fetch', { topic: 'chat/a', from: 1, to: 14 }],
+    ['filled', { topic: 'chat/a', from: 1, to: 14 }],
   ]);
   assert.equal(seq.stats.heldBytes, 0);
+  assert.equal(seq.stats.framesShed, 1);
+  assert.equal(seq.stats.gapsLost, 0);
   assert.equal(mqtt.requests.length, 2);
 });
 

@@ -16,7 +16,7 @@ async function readme(): Promise<void> {
   await seq.end();
 
   const own = new SeqClient(mqtt.connect('mqtt://127.0.0.1:1883'), { requester: 'bob', gapWait: 100, maxHeldBytes: 1 << 20 });
-  console.log(own.stats.heldBytes + OrderedStream.ENTRY_BYTES);
+  console.log(own.stats.heldBytes + own.stats.framesShed + OrderedStream.ENTRY_BYTES);
   own.subscribe('chat/+');
   own.subscribe('chat/room1', { from: own.position('chat/room1') + 1 });
   own.close();
@@ -25,6 +25,8 @@ async function readme(): Promise<void> {
   const n: number = f.seq + f.topicId;
   const s = new OrderedStream<string>(1);
   const out: string[] = s.offer(1, true, 'a').deliveries.map((d) => d.payload);
+  const shed: number[] = s.shed(1 << 10);
+  console.log(shed.length);
   try {
     decodeFrame(new Uint8Array(3));
   } catch (e) {
