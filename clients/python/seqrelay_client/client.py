@@ -7,9 +7,10 @@ and asks <control-prefix>/retransmit/<requester> for what is missing: a gap
 after `gap_wait`, with retries and backoff; a truncated reply from its
 `next`; a topic's history on join; everything after the last SEQ delivered
 after a reconnect. At most `max_outstanding` requests are out at the relay at
-once; the rest wait their turn. What waits behind a topic's gap, or behind its
-lookup, is at most `max_held_bytes` (past it the gap, or the lookup, is given
-up). v1.1 statuses (`first`, `code`, `retry`, `next`) are understood when
+once; the rest wait their turn. What waits behind a topic's gaps, or behind its
+lookup, is at most `max_held_bytes` (past it held frames are dropped, the
+newest but one first, and asked for again; an immediate topic's oldest gap is
+given up). v1.1 statuses (`first`, `code`, `retry`, `next`) are understood when
 present.
 
     with SeqClient(port=1883, client_id="alice") as client:
@@ -136,6 +137,8 @@ class Stats:
     # What waits behind gaps and lookups, over all topics, as max_held_bytes counts it per topic (a
     # gauge): computed when SeqClient.stats is read, under the client's lock.
     held_bytes: int = 0
+    # Held frames dropped to stay within max_held_bytes, each asked for again later (not lost).
+    frames_shed: int = 0
 
 
 @dataclass(eq=False)  # compared and hashed by identity: kept in sets of requests
@@ -339,14 +342,17 @@ class SeqClient:
         different), else the one given. max_outstanding: requests (ranges and lookups) out at the
         relay at once, at most; the relay holds 16 of a user waiting and refuses more busy, and 8
         leaves room for a second connection of the same user. max_held_bytes: per topic, what may
-        wait behind its oldest gap (its OrderedStream's held_bytes: an ordered topic's payloads and
-        96 bytes a frame for the record, an immediate topic's records of the SEQs shown) or, while
-        its lookup is out, its live frames (each frame's bytes and the same 96). Past it the gap is
-        given up (on_lost, "N bytes held behind the gap, over max_held_bytes") and what was held is
-        delivered, or the lookup is given up as if unanswered (its start kept: the history below
-        the first live frame is asked for by range). A relay that answers busy for long, which is
-        never a failed attempt, would otherwise have the client hold every frame that comes
-        meanwhile. 0: no bound; 64 MiB by default. stats.held_bytes is what all topics hold now."""
+        wait behind its gaps (its OrderedStream's held_bytes: an ordered topic's payloads and 96
+        bytes a frame for the record, an immediate topic's records of the SEQs shown) or, while
+        its lookup is out, its live frames (each frame's bytes and the same 96). A relay that
+        answers busy for long, which is never a failed attempt, would otherwise have the client
+        hold every frame that comes meanwhile. Past it, held frames are dropped, the newest but one
+        first (the newest stays): the relay has them, and they are asked for again in turn, as a
+        gap (a lookup waits on, and its held frames' gap comes with the history's range);
+        stats.frames_shed counts them. An immediate topic's records cannot be dropped (a frame
+        would be shown twice): its oldest gap is given up instead (on_lost, "N bytes held behind
+        the gap, over max_held_bytes"; an asked range whole, then the gap above it). 0: no bound;
+        64 MiB by default. stats.held_bytes is what all topics hold now."""
         self.requester = requester or default_requester(client_id, username)
         if not self.requester:
             raise ValueError("give a client_id, username or requester: it names the retransmit topics")
@@ -774,15 +780,7 @@ class SeqClient:
             if replayed:
                 return  # not asked for
             if name in self._lookups:
-                held = self._held_live.setdefault(name, _HeldLive())
-                held.add(data)
-                if self.max_held_bytes and held.size > self.max_held_bytes:
-                    # A lookup the relay keeps answering busy, or not at all, would hold every live
-                    # frame meanwhile: given up as if unanswered (its start kept, the history below
-                    # the first live frame asked for by range), which offers what was held.
-                    self._give_up_lookup(name, self._lookups[name],
-                                         f"{held.size} bytes of live frames held while the lookup waited, "
-                                         "over max_held_bytes", None)
+                self._hold_live(name, data)
                 return
             if not self._wanted(name):
                 return  # a frame of a topic unsubscribed from, still on its way: not a new topic
@@ -796,8 +794,7 @@ class SeqClient:
                 self._unanswered_starts.discard(name)
                 lookup = _Lookup(name, kept, again=True, check=True)
                 self._lookups[name] = lookup
-                self._held_live[name] = _HeldLive()
-                self._held_live[name].add(data)
+                self._hold_live(name, data)
                 self._ask(lookup)
                 return
             if name in self._ids:  # a topic keeps its id for the life of the database
@@ -818,13 +815,22 @@ class SeqClient:
         self._bound_held(t)
 
     def _bound_held(self, t: _Topic) -> None:
-        """Gives up `t`'s oldest gaps while its stream holds more than max_held_bytes: a relay that
-        answers busy for long, which is never a failed attempt, would otherwise have it hold every
-        frame that comes meanwhile. Each turn moves next on: the asked range given up (then the gap
+        """Keeps `t` within max_held_bytes: a relay that answers busy for long, which is never a
+        failed attempt, would otherwise have it hold every frame that comes meanwhile. Its held
+        frames are shed, the newest but one first: the relay has an ordered topic's frames, and
+        those dropped are asked for again in turn, so nothing is lost however long it stays busy
+        (until 2026-12-07 the gap was given up, which could cut a range the relay was still
+        replaying). An immediate topic's records of frames shown cannot be dropped: its oldest gaps
+        are given up instead, each turn moving next on: the asked range given up (then the gap
         above it, if the range ended below it), or the gap itself. A callback that unsubscribed
-        (on_message, on_lost) ends it: the topic is forgotten."""
-        while (self.max_held_bytes and self._topics.get(t.id) is t and t.stream.held_bytes > self.max_held_bytes
-               and t.stream.gap() is not None):
+        (on_message, on_lost) ends it: the topic is forgotten. The C++ client's BoundHeldLocked."""
+        bound = self.max_held_bytes
+        if not bound or self._topics.get(t.id) is not t or t.stream.held_bytes <= bound:
+            return
+        self._stats.frames_shed += len(t.stream.shed(bound))
+        if t.ordered:
+            return  # (over still only by one frame bigger than the bound)
+        while self._topics.get(t.id) is t and t.stream.held_bytes > bound and t.stream.gap() is not None:
             why = f"{t.stream.held_bytes} bytes held behind the gap, over max_held_bytes"
             if t.asked is not None:
                 self._abandon(t, why, None)
@@ -1056,6 +1062,23 @@ class SeqClient:
         if start > 0 and self._wanted(name):
             self._start_at[name] = start
         self._offer_held(name)
+
+    def _hold_live(self, name: str, data: bytes) -> None:
+        """Holds a live frame of `name`, whose lookup is out, within max_held_bytes: past it the
+        frames before the newest are dropped, the latest first, as a stream sheds; the newest,
+        offered once the lookup ends, shows them as a gap, asked for in turn (with the history's
+        range). The lookup waits on (until 2026-12-07 it was given up, and the held frames offered
+        back could cross the bound again, losing the history's gap). The C++ client's
+        HoldLiveLocked."""
+        held = self._held_live.setdefault(name, _HeldLive())
+        held.add(data)
+        bound = self.max_held_bytes
+        i = len(held.frames) - 1  # the newest: kept
+        while bound and held.size > bound and i > 0:
+            held.size -= len(held.frames[i - 1]) + OrderedStream.ENTRY_BYTES
+            del held.frames[i - 1]
+            i -= 1
+            self._stats.frames_shed += 1
 
     def _offer_held(self, name: str) -> None:
         held = self._held_live.pop(name, None)

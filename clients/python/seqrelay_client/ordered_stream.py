@@ -39,8 +39,9 @@ class OrderedStream:
         self.arrivals = 0
         self._arrived_at: dict = {}
         # What the frames above next hold: their payloads (held back, ordered) and ENTRY_BYTES each
-        # for the record. It grows while a gap stays open, and falls as it fills or is given up; the
-        # client bounds it (max_held_bytes). Each entry's share is kept, to take back what it added.
+        # for the record. It grows while a gap stays open, and falls as it fills or is given up, or
+        # as shed() drops frames: the client bounds it (max_held_bytes). Each entry's share is kept,
+        # to take back what it added.
         self.held_bytes = 0
         self._bytes: dict = {}
 
@@ -115,6 +116,26 @@ class OrderedStream:
             shown = [seq for seq in self._keys if self._above[seq] is _SHOWN]
             self.last_delivered = max([max(self.next - 1, 0)] + shown)
         return gone
+
+    def shed(self, bound: int) -> List[int]:
+        """Drops held frames (ordered: never delivered), the newest but one first, while held_bytes
+        is over `bound`. The newest stays, so that those dropped are missing below it (gap(),
+        missing()): asked for again in turn, as any gap. An immediate topic's records are never
+        dropped (their frames were shown: a record dropped would let one be shown again). Returns
+        the SEQs dropped, ascending. The C++ client's OrderedStream::Shed."""
+        dropped: List[int] = []
+        k = len(self._keys) - 1  # the newest: kept
+        while self.held_bytes > bound and k > 0:
+            k -= 1
+            seq = self._keys[k]
+            if self._above[seq] is _SHOWN:
+                continue
+            self._remove(seq)
+            dropped.append(seq)
+        if dropped:
+            self._keys = [seq for seq in self._keys if seq in self._above]  # at once, as in forget()
+        dropped.reverse()
+        return dropped
 
     def _deliver(self, out: List[Delivery], seq: int, payload: Any) -> None:
         out.append(Delivery(seq, payload, seq < self.last_delivered))

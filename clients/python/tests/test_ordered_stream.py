@@ -92,6 +92,39 @@ def test_held_bytes_count_what_waits_above_a_gap_and_fall_as_it_goes():
         assert s.held_bytes == 0, ordered
 
 
+def test_shed_drops_held_frames_newest_but_one_first_and_keeps_the_newest():
+    """As the C++ client's OrderedStreamTest.ShedDropsHeldFramesNewestButOneFirstAndKeepsTheNewest:
+    past a bound, an ordered topic's held frames are dropped, the newest but one first; the newest
+    stays, so the dropped show as missing below it and are asked for again; an immediate topic's
+    records are never dropped."""
+    frame = 10 + OrderedStream.ENTRY_BYTES  # "payload-0N"
+    s = OrderedStream(1)
+    for seq in (3, 4, 5, 6, 9):
+        s.offer(seq, True, f"payload-0{seq}")
+    assert s.held_bytes == 5 * frame
+    assert s.shed(5 * frame) == [], "not over the bound"
+    assert s.shed(3 * frame) == [5, 6]
+    assert s.held_bytes == 3 * frame
+    assert gap_text(s.gap()) == "1..2"
+    assert s.missing(1, 9) == [(1, 2), (5, 8)]
+    assert s.shed(0) == [3, 4]
+    assert s.held_bytes == frame, "the newest stays, whatever the bound"
+    # What was dropped comes again, and everything is delivered in order.
+    delivered = []
+    for seq in (1, 2, 3, 4, 5, 6, 7, 8):
+        out, duplicate = s.offer(seq, True, f"payload-0{seq}")
+        assert duplicate is False, seq
+        delivered += [d.seq for d in out]
+    assert delivered == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert s.held_bytes == 0
+
+    immediate = OrderedStream(1)
+    for seq in (3, 4, 9):
+        immediate.offer(seq, False, f"payload-0{seq}")
+    assert immediate.shed(0) == [], "records of frames shown stay"
+    assert immediate.held_bytes == 3 * OrderedStream.ENTRY_BYTES
+
+
 def shuffled_with_duplicates(seed, last):
     rng = random.Random(seed)
     seqs = []

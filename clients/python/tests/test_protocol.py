@@ -48,8 +48,8 @@ class Scripted:
     def sub(self, topic, **kw):
         return self.c.subscribe(topic, on_message=lambda m: self.seen.append(m.seq), **kw)
 
-    def frame(self, topic, seq, tid=7):
-        self.c._on_message(None, None, SimpleNamespace(topic=topic, payload=encode_frame(tid, seq, f"m{seq}")))
+    def frame(self, topic, seq, tid=7, ordered=True):
+        self.c._on_message(None, None, SimpleNamespace(topic=topic, payload=encode_frame(tid, seq, f"m{seq}", ordered)))
 
     def status(self, **body):
         self.c._on_message(None, None, SimpleNamespace(topic="relay/replay/r1/status", payload=json.dumps(body).encode()))
@@ -787,22 +787,24 @@ def test_after_a_busy_refusal_nothing_new_goes_out_for_a_while():
     assert lost(s.events) == []
 
 
-def test_frames_held_behind_a_gap_past_max_held_bytes_give_the_gap_up():
+def test_frames_held_past_max_held_bytes_are_dropped_and_asked_for_again_nothing_lost():
     """A relay that answers busy for long (never a failed attempt, so never given up for it) while
-    the topic's live frames keep coming: the client holds them behind the gap up to max_held_bytes,
-    then gives the gap up, says why, and delivers what it held. Until 2026-12-07 it held every frame
-    for as long as the relay stayed busy. As the C++ client's
-    ClientE2E.FramesHeldBehindAGapPastMaxHeldBytesGiveTheGapUp."""
-    s = Scripted(max_held_bytes=1000)
+    an ordered topic's live frames keep coming: the client holds them behind the gap up to
+    max_held_bytes, then drops held frames, the newest but one first; the relay has them, and they
+    are asked for again once the gap below is filled: nothing lost. Until 2026-12-07 it held every
+    frame for as long as the relay stayed busy (and, for a while that day, gave the gap up). As
+    the C++ client's ClientE2E.FramesHeldPastMaxHeldBytesAreDroppedAndAskedForAgainNothingLost."""
+    s = Scripted(max_held_bytes=1000)  # reply_timeout 0.04: the busy pause is 0.02 to 0.06 s
     s.sub("chat/a")
     s.frame("seq/chat/a", 1)
     s.frame("seq/chat/a", 3)  # 2 lost
     s.advance(0.001)  # the gap is seen
     s.advance(0.02)  # past gap_wait: asked for
-    assert s.requests == [{"id": 7, "from": 2, "to": 2}]
+    ask2 = {"id": 7, "from": 2, "to": 2}
+    assert s.requests == [ask2]
     s.status(id=7, **{"from": 2}, to=2, status="error", error="busy", code="busy", retry=True)
-    # Each frame held: its payload ("m3" .. "m12") and 96 bytes of record; 3..12 take 983 bytes, 13
-    # would take them to 1,082. The clock stands still: the busy pause never ends.
+    # Each frame held: its payload ("m3" .. "m13") and 96 bytes of record; 3..12 take 983 bytes, 13
+    # takes them to 1,082: 12 is dropped (99). The clock stands still meanwhile: the pause runs.
     held = 0
     for seq in range(3, 13):
         if seq > 3:
@@ -810,51 +812,100 @@ def test_frames_held_behind_a_gap_past_max_held_bytes_give_the_gap_up():
         held += len(f"m{seq}") + OrderedStream.ENTRY_BYTES
     assert held == 983
     assert s.c.stats.held_bytes == held
+    assert s.c.stats.frames_shed == 0
+    s.frame("seq/chat/a", 13)
+    assert s.c.stats.frames_shed == 1
+    assert s.c.stats.held_bytes == 983, "3..11 and 13"
     assert s.seen == [1], "held behind 2"
     assert s.events == []
-    s.frame("seq/chat/a", 13)
+    # The busy pause over, 2 is asked for again; then 12, once 2..11 are out.
+    s.advance(0.019)
+    assert s.requests == [ask2], "the busy pause runs"
+    s.advance(0.042)  # past the longest pause (0.06 s)
+    assert s.requests == [ask2, ask2]
+    s.frame("relay/replay/r1", 2)
+    s.status(id=7, **{"from": 2}, to=2, sent=1, last=13, status="ok")
+    assert s.seen == list(range(1, 12))
+    s.advance(0.01)  # the gap 12..12, open since 2's was seen: asked for at the next round
+    assert s.requests[2:] == [{"id": 7, "from": 12, "to": 12}]
+    s.frame("relay/replay/r1", 12)
+    s.status(id=7, **{"from": 12}, to=12, sent=1, last=13, status="ok")
+    assert s.seen == list(range(1, 14))
+    assert s.events == [], "nothing lost"
+    assert s.c.stats.held_bytes == 0
+    assert s.c.stats.frames_shed == 1
+    assert s.c.stats.gaps_lost == 0
+    assert s.c.stats.gaps_filled == 2
+    assert len(s.requests) == 3
+
+
+def test_an_immediate_topics_records_past_max_held_bytes_give_its_gap_up():
+    """An immediate topic shows its frames at once and keeps a record of each shown above a gap
+    (so that none is shown twice when the gap fills), which cannot be dropped: past max_held_bytes
+    its oldest gap is given up, and said so. As the C++ client's
+    ClientE2E.AnImmediateTopicsRecordsPastMaxHeldBytesGiveItsGapUp."""
+    s = Scripted(max_held_bytes=1000)
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1, ordered=False)
+    s.frame("seq/chat/a", 3, ordered=False)  # 2 lost
+    s.advance(0.001)  # the gap is seen
+    s.advance(0.02)  # past gap_wait: asked for
+    assert s.requests == [{"id": 7, "from": 2, "to": 2}]
+    s.status(id=7, **{"from": 2}, to=2, status="error", error="busy", code="busy", retry=True)
+    # A record is 96 bytes: 3..12 take 960, 13 would take them to 1,056. The clock stands still:
+    # the busy pause runs.
+    for seq in range(4, 13):
+        s.frame("seq/chat/a", seq, ordered=False)
+    assert s.seen == [1] + list(range(3, 13)), "shown at once"
+    assert s.c.stats.held_bytes == 960
+    assert s.events == []
+    s.frame("seq/chat/a", 13, ordered=False)
     assert lost(s.events) == [{"topic": "chat/a", "from": 2, "to": 2, "code": None, "retry": None,
-                               "reason": "1082 bytes held behind the gap, over max_held_bytes"}]
+                               "reason": "1056 bytes held behind the gap, over max_held_bytes"}]
     assert s.seen == [1] + list(range(3, 14))
     assert s.c.stats.held_bytes == 0
+    assert s.c.stats.frames_shed == 0
     assert s.c.stats.gaps_lost == 1
     for _ in range(20):
         s.advance(0.01)  # past the busy pause: the range given up, which waited in the queue, is not sent
     assert s.requests == [{"id": 7, "from": 2, "to": 2}]
 
 
-def test_live_frames_held_past_max_held_bytes_while_a_lookup_waits_give_the_lookup_up():
+def test_live_frames_held_past_max_held_bytes_while_a_lookup_waits_are_dropped_and_asked_for_with_the_history():
     """The same while a history's lookup waits (here unanswered, its timeout far off): the live
-    frames held meanwhile, past max_held_bytes, give the lookup up as if unanswered; its start (the
-    first SEQ, for the whole history) is kept, so the history below the first live frame is asked
-    for by range, and nothing is lost. As the C++ client's
-    ClientE2E.LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsGiveTheLookupUp."""
+    frames held meanwhile, past max_held_bytes, are dropped, the newest but one first, and the
+    lookup waits on; once it is answered, the history and the dropped frames come in one range:
+    nothing lost. Until 2026-12-07 the lookup was given up, and its held frames offered back could
+    cross the bound again. As the C++ client's
+    ClientE2E.LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsAreDroppedAndAskedForWithTheHistory."""
     s = Scripted(max_held_bytes=1000)
     s.sub("chat/a", history=True)
     assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}]
-    # Each live frame held: its 10-byte header, its payload ("m5" .. "m13") and 96 bytes of record;
-    # 5..13 take 976 bytes, 14 would take 1,085.
+    # Each live frame held: its 10-byte header, its payload ("m5" .. "m14") and 96 bytes of record;
+    # 5..13 take 976 bytes, 14 takes them to 1,085: 13 is dropped (109).
     held = 0
     for seq in range(5, 14):
         s.frame("seq/chat/a", seq)
         held += HEADER_SIZE + len(f"m{seq}") + OrderedStream.ENTRY_BYTES
     assert held == 976
     assert s.c.stats.held_bytes == held
-    assert list(s.c._lookups) == ["chat/a"], "the lookup still waits"
-    assert len(s.requests) == 1
+    assert s.c.stats.frames_shed == 0
     s.frame("seq/chat/a", 14)
-    assert s.c._lookups == {}, "given up"
-    # 5..14 wait behind the gap 1..4 now (payloads and records: 985 bytes), under the same bound.
-    assert s.c.stats.held_bytes == 985
-    s.advance(0.001)  # the gap is seen
-    s.advance(0.02)  # past gap_wait: asked for
-    assert s.requests[1:] == [{"id": 7, "from": 1, "to": 4}], "the history below 5, by range"
-    for seq in range(1, 5):
+    assert s.c.stats.frames_shed == 1
+    assert s.c.stats.held_bytes == 976, "5..12 and 14"
+    assert list(s.c._lookups) == ["chat/a"], "the lookup waits on"
+    assert len(s.requests) == 1
+    assert s.events == [] and s.seen == []
+    s.status(topic="chat/a", id=7, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=14, first=1, status="ok")
+    assert s.requests[1:] == [{"id": 7, "from": 1, "to": 14}]
+    for seq in range(1, 15):
         s.frame("relay/replay/r1", seq)
-    s.status(id=7, **{"from": 1}, to=4, sent=4, last=14, first=1, status="ok")
+    s.status(id=7, **{"from": 1}, to=14, sent=14, last=14, status="ok")
     assert s.seen == list(range(1, 15))
-    assert s.events == [], "nothing lost"
+    assert s.events == [("history", {"topic": "chat/a", "first": 1, "last": 14, "start": 1})], "nothing lost"
     assert s.c.stats.held_bytes == 0
+    assert s.c.stats.frames_shed == 1
+    assert len(s.requests) == 2
 
 
 def test_no_reply_gives_up_after_max_attempts_and_goes_on():
