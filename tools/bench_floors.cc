@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -165,6 +166,13 @@ class Arrivals {
           cv_.notify_all();
         }) {}
   ~Arrivals() { thread_.join(); }
+  // What has arrived, without waiting: false if nothing.
+  bool TryTake(std::vector<Clock::time_point>& batch) {
+    std::lock_guard lock(mu_);
+    batch.assign(queue_.begin(), queue_.end());
+    queue_.clear();
+    return !batch.empty();
+  }
   bool Take(std::vector<Clock::time_point>& batch) {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return !queue_.empty() || done_; });
@@ -183,11 +191,12 @@ class Arrivals {
 
 DatabaseFloors::PacedWriter MeasurePacedWriter(sql::Statement* statements[2], uint64_t& id, int rate,
                                                std::chrono::milliseconds duration, bool two_in_flight,
-                                               bool commit_in_query) {
+                                               bool commit_in_query, bool appended = false) {
   DatabaseFloors::PacedWriter w;
   w.rate = rate;
   w.two_in_flight = two_in_flight;
   w.commit_in_query = commit_in_query;
+  w.appended = appended;
   std::mutex mu;  // guards w and id, and turn and finished below
   auto query = [&](std::size_t rows) {
     std::lock_guard lock(mu);
@@ -213,11 +222,27 @@ DatabaseFloors::PacedWriter MeasurePacedWriter(sql::Statement* statements[2], ui
     st.execute(q);
     for (int i = 1; i < statements_in_query; ++i) st.getMoreResults();
   };
+  // The rows of messages that came while a batch's statements ran, and
+  // the journal's position moved past them on the fence's row (held).
+  auto appended_query = [&](std::size_t rows) {
+    std::lock_guard lock(mu);
+    std::string q = fmt::format("UPDATE FENCE SET LAST = {} WHERE NAME = 'default';INSERT INTO F (id, b) VALUES ",
+                                id + rows);
+    for (std::size_t i = 0; i < rows; ++i) {
+      fmt::format_to(std::back_inserter(q), "{}({}, X'7878787878787878787878787878787878787878')", i ? "," : "", ++id);
+    }
+    return q;
+  };
   Arrivals arrivals(rate, duration);
   if (!two_in_flight) {
-    std::vector<Clock::time_point> batch;
+    std::vector<Clock::time_point> batch, more;
     while (arrivals.Take(batch)) {
       run(*statements[0], query(batch.size()));
+      if (appended && arrivals.TryTake(more)) {
+        statements[0]->execute(appended_query(more.size()));
+        statements[0]->getMoreResults();
+        batch.insert(batch.end(), more.begin(), more.end());
+      }
       if (!commit_in_query) statements[0]->execute("COMMIT");
       record(batch);
     }
@@ -353,24 +378,28 @@ DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const st
       // The COMMIT apart and in the query, in turns of a third each, the
       // first of a turn alternating: the machine's drift (a minute's), and
       // whatever the run before leaves, fall on both alike.
-      DatabaseFloors::PacedWriter apart, in_query;
+      DatabaseFloors::PacedWriter apart, in_query, appended;
+      std::array<DatabaseFloors::PacedWriter*, 3> order = {&apart, &in_query, &appended};
       for (int turn = 0; turn < 3; ++turn) {
-        DatabaseFloors::PacedWriter* first = turn % 2 ? &in_query : &apart;
-        DatabaseFloors::PacedWriter* second = turn % 2 ? &apart : &in_query;
-        for (DatabaseFloors::PacedWriter* w : {first, second}) {
+        for (DatabaseFloors::PacedWriter* w : order) {
           DatabaseFloors::PacedWriter part =
               MeasurePacedWriter(statements, id, rate, std::max(duration / 3, std::chrono::milliseconds(20)),
-                                 false, w == &in_query);
+                                 false, w == &in_query, w == &appended);
           w->rate = part.rate;
           w->commit_in_query = part.commit_in_query;
+          w->appended = part.appended;
           w->batches += part.batches;
           w->latency_us.insert(w->latency_us.end(), part.latency_us.begin(), part.latency_us.end());
         }
+        std::rotate(order.begin(), order.begin() + 1, order.end());
       }
-      for (DatabaseFloors::PacedWriter* w : {&apart, &in_query}) std::sort(w->latency_us.begin(), w->latency_us.end());
+      for (DatabaseFloors::PacedWriter* w : {&apart, &in_query, &appended}) {
+        std::sort(w->latency_us.begin(), w->latency_us.end());
+      }
       f.paced.push_back(std::move(apart));
       f.paced.push_back(MeasurePacedWriter(statements, id, rate, duration, true, false));
       f.paced.push_back(std::move(in_query));
+      f.paced.push_back(std::move(appended));
     }
   }
   conn->setAutoCommit(true);
@@ -420,10 +449,14 @@ void PrintFloors(const DatabaseFloors& f) {
                 f.held_fence_unasked);
   }
   std::printf("  a writer alone, the relay's batch shape at a fixed rate, one or two transactions in flight\n"
-              "  (one: the COMMIT apart, or in the batch's query behind the fence's check, the two in turns),\n"
-              "  from arrival to COMMIT returned:\n");
+              "  (one: the COMMIT apart, or in the batch's query behind the fence's check, or apart with what\n"
+              "  came during the statements inserted before it; the three in turns), from arrival to COMMIT\n"
+              "  returned:\n");
   for (const DatabaseFloors::PacedWriter& w : f.paced) {
-    const char* shape = w.two_in_flight ? "two" : w.commit_in_query ? "one, in query" : "one";
+    const char* shape = w.two_in_flight     ? "two"
+                        : w.commit_in_query ? "one, in query"
+                        : w.appended        ? "one, appended"
+                                            : "one";
     line(fmt::format("  {:>5} msg/s, {}, {} batches", w.rate, shape, w.batches).c_str(), w.latency_us);
   }
   if (f.disk_dir.empty()) {

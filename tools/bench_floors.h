@@ -57,6 +57,10 @@ struct DatabaseFloors {
     int rate = 0;
     bool two_in_flight = false;
     bool commit_in_query = false;
+    // Messages that arrived while the batch's statements ran inserted in
+    // the same transaction, before its COMMIT (one more statement), rather
+    // than waiting for the next batch.
+    bool appended = false;
     std::size_t batches = 0;
     std::vector<double> latency_us;  // sorted
   };
@@ -65,7 +69,7 @@ struct DatabaseFloors {
 
 // Creates a database of its own on the server (dropped afterwards); `n`
 // back-to-back transactions, n/5 of each idle kind, the paced writer for
-// min(n, 2000) ms at each of 100, 1,000 and 5,000 msg/s, three ways; the
+// min(n, 2000) ms at each of 100, 1,000 and 5,000 msg/s, four ways; the
 // disk only if `server_is_ours` (started by seqbench, so its data directory
 // is on this machine). Throws sql::SQLException, from this thread or a
 // measuring thread of its own.
