@@ -1166,9 +1166,10 @@ TEST_F(ClientE2E, AnImmediateTopicsRecordsPastMaxHeldBytesGiveItsGapUp) {
 
 // The same while a history's lookup waits (here unanswered, its timeout
 // far off): the live frames held meanwhile, past max_held_bytes, are
-// dropped, the newest but one first, and the lookup waits on; once it is
-// answered, the history and the dropped frames come in one range: nothing
-// lost.
+// dropped, the newest but one first, and the lookup waits on. Its answer
+// (the topic's newest SEQ 12 when the relay read it) asks for the history
+// to 12; the newest live frame kept, 14, shows the one dropped, 13, as a
+// gap, asked for in turn: nothing lost.
 TEST_F(ClientE2E, LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsAreDroppedAndAskedForWithTheHistory) {
   const std::string topic = root() + "/t";
   auto o = ClientOptions("c", {topic});
@@ -1197,11 +1198,15 @@ TEST_F(ClientE2E, LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsAreDroppedAndAs
   EXPECT_EQ(client.stats().held_bytes, 976u) << "5..12 and 14";
   EXPECT_EQ(client.stats().lookups_pending, 1u) << "the lookup waits on";
   EXPECT_EQ(relay.requests(), 1u);
-  relay.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 14}, {"first", 1},
+  relay.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 12}, {"first", 1},
                 {"status", "ok"}});
-  EXPECT_EQ(relay.Request(2), nlohmann::json({{"id", 79}, {"from", 1}, {"to", 14}}));
-  for (uint64_t seq = 1; seq <= 14; ++seq) relay.Replay(seq);
-  relay.Answer({{"from", 1}, {"to", 14}, {"sent", 14}, {"last", 14}, {"status", "ok"}});
+  EXPECT_EQ(relay.Request(2), nlohmann::json({{"id", 79}, {"from", 1}, {"to", 12}}));
+  for (uint64_t seq = 1; seq <= 12; ++seq) relay.Replay(seq);
+  relay.Answer({{"from", 1}, {"to", 12}, {"sent", 12}, {"last", 14}, {"status", "ok"}});
+  EXPECT_EQ(relay.Request(3), nlohmann::json({{"id", 79}, {"from", 13}, {"to", 13}}))
+      << "14 kept, 13 dropped: the gap below 14";
+  relay.Replay(13);
+  relay.Answer({{"from", 13}, {"to", 13}, {"sent", 1}, {"last", 14}, {"status", "ok"}});
   ASSERT_TRUE(WaitFor([&] { return sink.size() >= 14; }, 10s)) << Explain(client, sink, 14);
   client.Stop();
   ExpectExactlyInOrder(sink, topic, 1, 14);

@@ -445,10 +445,13 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
 void SeqClient::BoundHeldLocked(uint32_t id, Topic& t) {
   const uint64_t bound = options_.max_held_bytes;
   if (bound == 0 || t.stream.held_bytes() <= bound) return;
-  // The relay has an ordered topic's frames: those dropped are asked for
-  // again in turn, and nothing is lost however long it stays busy.
-  stats_.frames_shed += t.stream.Shed(bound).size();
-  if (t.ordered) return;  // (over still only by one frame bigger than the bound)
+  if (t.ordered) {
+    // The relay has an ordered topic's frames: those dropped are asked for
+    // again in turn, and nothing is lost however long it stays busy. (Over
+    // still only by one frame bigger than the bound.)
+    stats_.frames_shed += t.stream.Shed(bound).size();
+    return;
+  }
   // An immediate topic's records of frames shown: the oldest gaps given up.
   while (t.stream.held_bytes() > bound && t.stream.gap()) {
     // Each turn moves next() on: the asked range given up (then the gap
@@ -642,6 +645,9 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
     // be newer than the reply: it stays.
     const std::vector<uint64_t> seqs = t.stream.Forget(last + 1, UINT64_MAX, t.sent_arrivals);
     stats_.bad_frames += seqs.size();
+    // Frames shed below a forgotten one (max_held_bytes) are in no gap
+    // now: a catch-up from next() brings them, once this request is done.
+    if (!seqs.empty()) t.catch_up_owed = true;
     if (!seqs.empty() && options_.on_forged_frames) {
       try {
         options_.on_forged_frames(t.name, seqs);

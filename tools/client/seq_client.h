@@ -242,10 +242,10 @@ class SeqClient {
   // first live frame, the held ones included, or, unanswered with its
   // start known, at that start. `refused`: the relay's answer was final (forbidden), not a lack of one.
   void AbandonLookupLocked(const std::string& topic, const std::string& why, bool refused = false);
-  // Offers the live frames held while `topic` was looked up.
   // Holds a live frame of `topic`, whose lookup is out, within
   // max_held_bytes.
   void HoldLiveLocked(const std::string& topic, const std::string& bytes);
+  // Offers the live frames held while `topic` was looked up.
   void OfferHeldLocked(const std::string& topic);
   // Asks for `t.asked` of topic `id` (an open end: up to the newest SEQ),
   // from its first SEQ not delivered or held. `retry`: the request again,
