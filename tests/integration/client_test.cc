@@ -1127,6 +1127,50 @@ TEST_F(ClientE2E, FramesHeldPastMaxHeldBytesAreDroppedAndAskedForAgainNothingLos
   EXPECT_EQ(client.stats().gaps_unfilled, 0u);
 }
 
+// A forged frame (a SEQ the relay never stored) held as a topic's newest,
+// frames shed below it, then forgotten when a status's `last` shows it was
+// never stored: the shed SEQs are in no gap any more, and a catch-up from
+// the next SEQ brings them (a review's finding of 2026-12-07: they were
+// asked for only at the next live frame or reconnect). The test plays the
+// relay.
+TEST_F(ClientE2E, FramesShedBelowAForgedNewestFrameComeWithACatchUpOnceItIsForgotten) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.gap_wait = Scaled(std::chrono::milliseconds(500));  // 3 and the forged frame both held before the request
+  o.max_attempts = 1;
+  o.max_held_bytes = 1000;
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 79);
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+  relay.Live(3);
+  relay.Live(1000000);  // forged
+  EXPECT_EQ(relay.Request(1), nlohmann::json({{"id", 79}, {"from", 2}, {"to", 2}}));
+  // Held: 3 (98 bytes), the forged frame (104), then 4..11 (786): 988;
+  // 12 and 13 are each shed on arrival, the forged frame the newest.
+  for (uint64_t seq = 4; seq <= 13; ++seq) relay.Live(seq);
+  ASSERT_TRUE(WaitFor([&] { return client.stats().frames_shed == 2; }, 10s)) << client.stats().frames_shed;
+  EXPECT_EQ(client.stats().held_bytes, 988u);
+  // 2 never comes (the broker dropped it); the status's last, 13, shows
+  // the forged frame was never stored. With one attempt, 2 is given up.
+  relay.Answer({{"from", 2}, {"to", 2}, {"sent", 1}, {"last", 13}, {"status", "ok"}});
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 10; }, 10s)) << Explain(client, sink, 10);  // 1, 3..11
+  EXPECT_EQ(relay.Request(2), nlohmann::json({{"id", 79}, {"from", 12}})) << "the catch-up from 12";
+  relay.Replay(12);
+  relay.Replay(13);
+  relay.Answer({{"from", 12}, {"to", 13}, {"sent", 2}, {"last", 13}, {"status", "ok"}});
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 12; }, 10s)) << Explain(client, sink, 12);
+  client.Stop();
+  std::vector<uint64_t> seqs;
+  for (const auto& m : sink.got) seqs.push_back(m.seq);
+  EXPECT_EQ(seqs, (std::vector<uint64_t>{1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}));
+  ASSERT_EQ(gaps.all().size(), 1u);
+  EXPECT_EQ(gaps.all()[0].rfind(topic + " 2..2 ", 0), 0u) << gaps.all()[0];
+  EXPECT_EQ(client.stats().bad_frames, 1u) << "the forged frame";
+}
+
 // An immediate topic shows its frames at once and keeps a record of each
 // shown above a gap (so that none is shown twice when the gap fills), which
 // cannot be dropped: past max_held_bytes its oldest gap is given up, and

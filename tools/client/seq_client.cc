@@ -449,7 +449,9 @@ void SeqClient::BoundHeldLocked(uint32_t id, Topic& t) {
     // The relay has an ordered topic's frames: those dropped are asked for
     // again in turn, and nothing is lost however long it stays busy. (Over
     // still only by one frame bigger than the bound.)
-    stats_.frames_shed += t.stream.Shed(bound).size();
+    const std::size_t shed = t.stream.Shed(bound).size();
+    stats_.frames_shed += shed;
+    t.shed = t.shed || shed > 0;
     return;
   }
   // An immediate topic's records of frames shown: the oldest gaps given up.
@@ -645,9 +647,12 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
     // be newer than the reply: it stays.
     const std::vector<uint64_t> seqs = t.stream.Forget(last + 1, UINT64_MAX, t.sent_arrivals);
     stats_.bad_frames += seqs.size();
-    // Frames shed below a forgotten one (max_held_bytes) are in no gap
+    // Frames shed below a forgotten one (max_held_bytes) may be in no gap
     // now: a catch-up from next() brings them, once this request is done.
-    if (!seqs.empty()) t.catch_up_owed = true;
+    if (!seqs.empty() && t.shed) {
+      t.catch_up_owed = true;
+      t.shed = false;
+    }
     if (!seqs.empty() && options_.on_forged_frames) {
       try {
         options_.on_forged_frames(t.name, seqs);

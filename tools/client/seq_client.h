@@ -198,6 +198,9 @@ class SeqClient {
     // A reconnect came while a request was out: what was published while
     // away is asked for (open-ended, from the next SEQ) once it is done.
     bool catch_up_owed = false;
+    // Frames of it were shed (max_held_bytes) since its last catch-up: a
+    // forged frame forgotten above them may leave them in no gap.
+    bool shed = false;
     // The first SEQ the stream released but max_messages (or a callback
     // that threw Undelivered) kept from the callback (0: none): what the
     // state file resumes from.
