@@ -279,6 +279,31 @@ class ClientE2E : public RelayE2E {
     seqclient::SeqClient client;
     FakeRelay relay;
   };
+  // A client of root()/t (topic id 79, played by a FakeRelay) whose
+  // max_held_bytes is 1,000; gap_wait 20 ms, reply_timeout 60 s (no
+  // retries) unless `tune` (last) says otherwise.
+  struct Bounded {
+    explicit Bounded(ClientE2E& test, const std::function<void(seqclient::Options&)>& tune = nullptr)
+        : topic(test.root() + "/t"),
+          options(BoundedOptions(test, topic, tune)),
+          client(options, std::ref(sink), std::ref(gaps)),
+          relay(test.servers().mqtt_port(), test.name_, options.client_id, topic, 79) {}
+    static seqclient::Options BoundedOptions(ClientE2E& test, const std::string& topic,
+                                             const std::function<void(seqclient::Options&)>& tune) {
+      auto o = test.ClientOptions("c", {topic});
+      o.gap_wait = std::chrono::milliseconds(20);
+      o.reply_timeout = Scaled(std::chrono::milliseconds(60000));
+      o.max_held_bytes = 1000;
+      if (tune) tune(o);
+      return o;
+    }
+    const std::string topic;
+    const seqclient::Options options;
+    Sink sink;
+    Gaps gaps;
+    seqclient::SeqClient client;
+    FakeRelay relay;
+  };
   // A client of root()/a (topic id 7) and root()/b (id 8), each topic
   // played by a FakeRelay (both see every request); `tune` sets its options.
   struct TwoTopics {
@@ -1083,15 +1108,10 @@ TEST_F(ClientE2E, ALiveFrameBelowAKeptStartIsCheckedAndADatabaseResetToldAndRead
 // held every frame for as long as the relay stayed busy. The test plays the
 // relay.
 TEST_F(ClientE2E, FramesHeldPastMaxHeldBytesAreDroppedAndAskedForAgainNothingLost) {
-  const std::string topic = root() + "/t";
-  auto o = ClientOptions("c", {topic});
-  o.gap_wait = std::chrono::milliseconds(20);
-  o.reply_timeout = Scaled(std::chrono::milliseconds(2000));  // the busy pause: 1 to 3 s
-  o.max_held_bytes = 1000;
-  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 79);
-  Sink sink;
-  Gaps gaps;
-  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  Bounded b(*this, [](seqclient::Options& o) {
+    o.reply_timeout = Scaled(std::chrono::milliseconds(2000));  // the busy pause: 1 to 3 s
+  });
+  auto& [topic, o, sink, gaps, client, relay] = b;
   ASSERT_EQ(client.Start(), std::nullopt);
   ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
   relay.Live(3);  // 2 lost
@@ -1134,15 +1154,11 @@ TEST_F(ClientE2E, FramesHeldPastMaxHeldBytesAreDroppedAndAskedForAgainNothingLos
 // asked for only at the next live frame or reconnect). The test plays the
 // relay.
 TEST_F(ClientE2E, FramesShedBelowAForgedNewestFrameComeWithACatchUpOnceItIsForgotten) {
-  const std::string topic = root() + "/t";
-  auto o = ClientOptions("c", {topic});
-  o.gap_wait = Scaled(std::chrono::milliseconds(500));  // 3 and the forged frame both held before the request
-  o.max_attempts = 1;
-  o.max_held_bytes = 1000;
-  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 79);
-  Sink sink;
-  Gaps gaps;
-  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  Bounded b(*this, [](seqclient::Options& o) {
+    o.gap_wait = Scaled(std::chrono::milliseconds(500));  // 3 and the forged frame both held before the request
+    o.max_attempts = 1;
+  });
+  auto& [topic, o, sink, gaps, client, relay] = b;
   ASSERT_EQ(client.Start(), std::nullopt);
   ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
   relay.Live(3);
@@ -1176,16 +1192,9 @@ TEST_F(ClientE2E, FramesShedBelowAForgedNewestFrameComeWithACatchUpOnceItIsForgo
 // cannot be dropped: past max_held_bytes its oldest gap is given up, and
 // said so. The test plays the relay.
 TEST_F(ClientE2E, AnImmediateTopicsRecordsPastMaxHeldBytesGiveItsGapUp) {
-  const std::string topic = root() + "/t";
-  auto o = ClientOptions("c", {topic});
-  o.gap_wait = std::chrono::milliseconds(20);
-  o.reply_timeout = Scaled(std::chrono::milliseconds(60000));
-  o.max_held_bytes = 1000;
-  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 79);
+  Bounded b(*this);
+  auto& [topic, o, sink, gaps, client, relay] = b;
   relay.set_ordering(seqrelay::Ordering::kImmediate);
-  Sink sink;
-  Gaps gaps;
-  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
   ASSERT_EQ(client.Start(), std::nullopt);
   ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
   relay.Live(3);  // 2 lost
@@ -1215,16 +1224,8 @@ TEST_F(ClientE2E, AnImmediateTopicsRecordsPastMaxHeldBytesGiveItsGapUp) {
 // to 12; the newest live frame kept, 14, shows the one dropped, 13, as a
 // gap, asked for in turn: nothing lost.
 TEST_F(ClientE2E, LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsAreDroppedAndAskedForWithTheHistory) {
-  const std::string topic = root() + "/t";
-  auto o = ClientOptions("c", {topic});
-  o.history = seqclient::History::kAll;
-  o.gap_wait = std::chrono::milliseconds(20);
-  o.reply_timeout = Scaled(std::chrono::milliseconds(60000));
-  o.max_held_bytes = 1000;
-  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 79);
-  Sink sink;
-  Gaps gaps;
-  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  Bounded b(*this, [](seqclient::Options& o) { o.history = seqclient::History::kAll; });
+  auto& [topic, o, sink, gaps, client, relay] = b;
   ASSERT_EQ(client.Start(), std::nullopt);
   EXPECT_EQ(relay.Request(1), nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}}));
   // Each live frame held: its 10-byte header, its payload ("m5" .. "m14")
