@@ -253,23 +253,17 @@ class ClientE2E : public RelayE2E {
     Gaps gaps;
     seqclient::SeqClient client;
   };
-  // A client of root()/t resuming at SEQ `from` (History::kFrom), one
-  // request each, against a FakeRelay (topic id 77).
-  struct Resuming {
-    // `tune`, if given, changes the options last.
-    Resuming(ClientE2E& test, uint64_t from, const std::function<void(seqclient::Options&)>& tune = nullptr)
+  using Tune = std::function<void(seqclient::Options&)>;
+  // A client of root()/t, the topic (id `id`) played by a FakeRelay;
+  // `tune` sets its options.
+  struct Played {
+    Played(ClientE2E& test, uint32_t id, const Tune& tune)
         : topic(test.root() + "/t"),
-          options(ResumeOptions(test, topic, from, tune)),
+          options(Tuned(test.ClientOptions("c", {topic}), tune)),
           client(options, std::ref(sink), std::ref(gaps)),
-          relay(test.servers().mqtt_port(), test.name_, options.client_id, topic, 77) {}
-    static seqclient::Options ResumeOptions(ClientE2E& test, const std::string& topic, uint64_t from,
-                                            const std::function<void(seqclient::Options&)>& tune) {
-      auto o = test.ClientOptions("c", {topic});
-      o.history = seqclient::History::kFrom;
-      o.history_n = from;
-      o.gap_wait = std::chrono::milliseconds(20);
-      o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request each
-      if (tune) tune(o);
+          relay(test.servers().mqtt_port(), test.name_, options.client_id, topic, id) {}
+    static seqclient::Options Tuned(seqclient::Options o, const Tune& tune) {
+      tune(o);
       return o;
     }
     const std::string topic;
@@ -279,45 +273,39 @@ class ClientE2E : public RelayE2E {
     seqclient::SeqClient client;
     FakeRelay relay;
   };
-  // A client of root()/t (topic id 79, played by a FakeRelay) whose
-  // max_held_bytes is 1,000; gap_wait 20 ms, reply_timeout 60 s (no
-  // retries) unless `tune` (last) says otherwise.
-  struct Bounded {
-    explicit Bounded(ClientE2E& test, const std::function<void(seqclient::Options&)>& tune = nullptr)
-        : topic(test.root() + "/t"),
-          options(BoundedOptions(test, topic, tune)),
-          client(options, std::ref(sink), std::ref(gaps)),
-          relay(test.servers().mqtt_port(), test.name_, options.client_id, topic, 79) {}
-    static seqclient::Options BoundedOptions(ClientE2E& test, const std::string& topic,
-                                             const std::function<void(seqclient::Options&)>& tune) {
-      auto o = test.ClientOptions("c", {topic});
-      o.gap_wait = std::chrono::milliseconds(20);
-      o.reply_timeout = Scaled(std::chrono::milliseconds(60000));
-      o.max_held_bytes = 1000;
-      if (tune) tune(o);
-      return o;
-    }
-    const std::string topic;
-    const seqclient::Options options;
-    Sink sink;
-    Gaps gaps;
-    seqclient::SeqClient client;
-    FakeRelay relay;
+  // Resuming at SEQ `from` (History::kFrom), one request each (topic id
+  // 77); `tune`, if given, changes the options last.
+  struct Resuming : Played {
+    Resuming(ClientE2E& test, uint64_t from, const Tune& tune = nullptr)
+        : Played(test, 77, [&](seqclient::Options& o) {
+            o.history = seqclient::History::kFrom;
+            o.history_n = from;
+            o.gap_wait = std::chrono::milliseconds(20);
+            o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request each
+            if (tune) tune(o);
+          }) {}
+  };
+  // max_held_bytes 1,000 (topic id 79); gap_wait 20 ms, reply_timeout 60 s
+  // (no retries) unless `tune` (last) says otherwise.
+  struct Bounded : Played {
+    explicit Bounded(ClientE2E& test, const Tune& tune = nullptr)
+        : Played(test, 79, [&](seqclient::Options& o) {
+            o.gap_wait = std::chrono::milliseconds(20);
+            o.reply_timeout = Scaled(std::chrono::milliseconds(60000));
+            o.max_held_bytes = 1000;
+            if (tune) tune(o);
+          }) {}
   };
   // A client of root()/a (topic id 7) and root()/b (id 8), each topic
   // played by a FakeRelay (both see every request); `tune` sets its options.
   struct TwoTopics {
-    TwoTopics(ClientE2E& test, const std::function<void(seqclient::Options&)>& tune)
+    TwoTopics(ClientE2E& test, const Tune& tune)
         : a(test.root() + "/a"),
           b(test.root() + "/b"),
-          options(Tuned(test.ClientOptions("c", {a, b}), tune)),
+          options(Played::Tuned(test.ClientOptions("c", {a, b}), tune)),
           relay_a(test.servers().mqtt_port(), test.name_ + "-a", options.client_id, a, 7),
           relay_b(test.servers().mqtt_port(), test.name_ + "-b", options.client_id, b, 8),
           client(options, std::ref(sink), std::ref(gaps)) {}
-    static seqclient::Options Tuned(seqclient::Options o, const std::function<void(seqclient::Options&)>& tune) {
-      tune(o);
-      return o;
-    }
     const std::string a, b;
     const seqclient::Options options;
     FakeRelay relay_a, relay_b;
