@@ -650,14 +650,20 @@ export class SeqClient extends Emitter {
   #boundHeld(t) {
     const bound = this.maxHeldBytes;
     if (bound === 0 || t.stream.heldBytes <= bound) return;
-    // The relay has an ordered topic's frames: those dropped are asked for
-    // again in turn, and nothing is lost however long it stays busy.
-    this.stats.framesShed += t.stream.shed(bound).length;
-    if (t.ordered) return; // (over still only by one frame bigger than the bound)
-    // An immediate topic's records of frames shown: the oldest gaps given
-    // up. Each turn moves next on: the asked range given up (then the gap
-    // above it, if the range ended below it), or the gap itself. A topic
-    // forgotten in a 'lost' listener (it unsubscribed) is left as it is.
+    if (t.ordered) {
+      // The relay has an ordered topic's frames: those dropped are asked for
+      // again in turn, and nothing is lost however long it stays busy. (Over
+      // still only by one frame bigger than the bound.)
+      const shed = t.stream.shed(bound).length;
+      this.stats.framesShed += shed;
+      t.shed = t.shed || shed > 0;
+      return;
+    }
+    // An immediate topic's records of frames shown (never shed, nor walked):
+    // the oldest gaps given up. Each turn moves next on: the asked range
+    // given up (then the gap above it, if the range ended below it), or the
+    // gap itself. A topic forgotten in a 'lost' listener (it unsubscribed) is
+    // left as it is.
     while (t.stream.heldBytes > bound && t.stream.gap() && this.topics.get(t.id) === t) {
       const reason = `${t.stream.heldBytes} bytes held behind the gap, over max_held_bytes`;
       if (t.asked) {
@@ -690,6 +696,7 @@ export class SeqClient extends Emitter {
       attempts: 0, // requests sent for it
       gapSeen: 0, // when the current gap was first seen; 0 = no gap
       catchUpOwed: false, // a reconnect came while a request was out: ask for what came meanwhile after it
+      shed: false, // frames of it were shed (maxHeldBytes) since: a forged frame forgotten above them may leave them in no gap
       queued: false, // t.asked waits to be sent (in waiting), behind maxOutstanding others or a busy pause
       refusal: null, // the outstanding request's last status with retry: true, if any
       sent: null, // the range last asked for {from, to}, and stream.arrivals when it first was
@@ -782,6 +789,12 @@ export class SeqClient extends Emitter {
       if (seqs.length > 0) {
         // `seqs`: an immediate topic showed them already.
         this.stats.badFrames += seqs.length;
+        // Frames shed below a forgotten one (maxHeldBytes) may be in no gap
+        // now: a catch-up from next brings them, once this request is done.
+        if (t.shed) {
+          t.catchUpOwed = true;
+          t.shed = false;
+        }
         this.emit('badframe', {
           topic: `${this.seqPrefix}/${t.name}`, reason: `${seqs.length} frame(s) above SEQ ${last}, the newest the relay stored`, seqs,
         });

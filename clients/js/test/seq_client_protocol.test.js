@@ -776,6 +776,10 @@ test("an immediate topic's records past maxHeldBytes give its gap up, and say so
   const live = (s) => mqtt.emit('message', 'seq/chat/a', Buffer.from(encodeFrame({ topicId: 7, seq: s, ordered: false }, `m${s}`)));
   seq.subscribe('chat/a');
   live(1);
+  // Its records are not walked to be shed either (each frame past the bound
+  // would walk them all, for nothing).
+  const sheds = [];
+  seq.topics.get(7).stream.shed = (bound) => (sheds.push(bound), []);
   live(3); // 2 lost
   await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
   const ask2 = { id: 7, from: 2, to: 2 };
@@ -791,6 +795,7 @@ test("an immediate topic's records past maxHeldBytes give its gap up, and say so
     ['fetch', { topic: 'chat/a', from: 2, to: 2 }],
     ['lost', { topic: 'chat/a', from: 2, to: 2, reason: '1056 bytes held behind the gap, over max_held_bytes', code: undefined, retry: undefined }],
   ]);
+  assert.deepEqual(sheds, [], 'an immediate topic is not shed');
   assert.deepEqual(seen, [1, ...range(3, 13)]);
   assert.equal(seq.stats.heldBytes, 0);
   assert.equal(seq.stats.framesShed, 0);
@@ -841,8 +846,10 @@ test('frames held behind a gap not asked for yet past maxHeldBytes are dropped, 
 // As ClientE2E.LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsAreDroppedAndAskedForWithTheHistory:
 // the same while a history's lookup waits (here unanswered, its timeout far
 // off): the live frames held meanwhile, past maxHeldBytes, are dropped, the
-// newest but one first, and the lookup waits on; once it is answered, the
-// history and the dropped frames come in one range: nothing lost.
+// newest but one first, and the lookup waits on. Its answer (the topic's
+// newest SEQ 12 when the relay read it) asks for the history to 12; the
+// newest live frame kept, 14, shows the one dropped, 13, as a gap, asked
+// for in turn: nothing lost.
 test('live frames held past maxHeldBytes while a lookup waits are dropped, and asked for with the history: nothing lost', async (t) => {
   const { mqtt, seq, events, seen } = setup(t, { maxHeldBytes: 1000 });
   seq.subscribe('chat/a', { history: true });
@@ -867,20 +874,69 @@ test('live frames held past maxHeldBytes while a lookup waits are dropped, and a
   assert.equal(mqtt.requests.length, 1);
   assert.deepEqual(seen, []);
   assert.deepEqual(events, []);
-  mqtt.status({ ...lookup('chat/a'), id: 7, to: MAX_SEQ, sent: 0, last: 14, first: 1, status: 'ok' });
+  mqtt.status({ ...lookup('chat/a'), id: 7, to: MAX_SEQ, sent: 0, last: 12, first: 1, status: 'ok' });
   await waitFor(() => mqtt.requests.length >= 2, 'the range of the history');
-  assert.deepEqual(mqtt.requests[1], { id: 7, from: 1, to: 14 });
-  for (const s of range(1, 14)) mqtt.frame('relay/replay/r1', s);
-  mqtt.status({ id: 7, from: 1, to: 14, sent: 14, last: 14, status: 'ok' });
+  assert.deepEqual(mqtt.requests[1], { id: 7, from: 1, to: 12 });
+  for (const s of range(1, 12)) mqtt.frame('relay/replay/r1', s);
+  mqtt.status({ id: 7, from: 1, to: 12, sent: 12, last: 14, status: 'ok' });
+  assert.deepEqual(seen, range(1, 12));
+  await waitFor(() => mqtt.requests.length >= 3, 'the request for 13');
+  assert.deepEqual(mqtt.requests[2], { id: 7, from: 13, to: 13 }, '14 kept, 13 dropped: the gap below 14');
+  mqtt.frame('relay/replay/r1', 13);
+  mqtt.status({ id: 7, from: 13, to: 13, sent: 1, last: 14, status: 'ok' });
   assert.deepEqual(seen, range(1, 14));
   assert.deepEqual(events, [
-    ['history', { topic: 'chat/a', first: 1, last: 14, start: 1 }],
-    ['fetch', { topic: 'chat/a', from: 1, to: 14 }],
-    ['filled', { topic: 'chat/a', from: 1, to: 14 }],
+    ['history', { topic: 'chat/a', first: 1, last: 12, start: 1 }],
+    ['fetch', { topic: 'chat/a', from: 1, to: 12 }],
+    ['filled', { topic: 'chat/a', from: 1, to: 12 }],
+    ['fetch', { topic: 'chat/a', from: 13, to: 13 }],
+    ['filled', { topic: 'chat/a', from: 13, to: 13 }],
   ]);
   assert.equal(seq.stats.heldBytes, 0);
   assert.equal(seq.stats.framesShed, 1);
   assert.equal(seq.stats.gapsLost, 0);
+  assert.equal(mqtt.requests.length, 3);
+});
+
+// As ClientE2E.FramesShedBelowAForgedNewestFrameComeWithACatchUpOnceItIsForgotten:
+// a forged frame (a SEQ the relay never stored) held as the topic's
+// newest, frames shed below it, then forgotten when a status's `last`
+// shows it was never stored: the shed SEQs are in no gap any more, and a
+// catch-up from next brings them (they were asked for only at the next live
+// frame or reconnect). 3 and a forged 1000000 held, 12 and 13 shed under
+// it, 2 given up (one attempt), the status's last 13 forgets the forged
+// frame: the catch-up from 12 brings 12 and 13.
+test('frames shed below a forged newest frame come with a catch-up once it is forgotten', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { maxHeldBytes: 1000, maxAttempts: 1 });
+  const bad = [];
+  seq.on('badframe', (e) => bad.push(e));
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.frame('seq/chat/a', 3);
+  mqtt.frame('seq/chat/a', 1000000); // forged
+  await waitFor(() => mqtt.requests.length >= 1, 'the gap request');
+  assert.deepEqual(mqtt.requests, [{ id: 7, from: 2, to: 2 }]);
+  // Held: 3 (98 bytes), the forged frame (104), then 4..11 (786): 988;
+  // 12 and 13 are each shed on arrival, the forged frame the newest.
+  for (const s of range(4, 13)) mqtt.frame('seq/chat/a', s);
+  assert.equal(seq.stats.framesShed, 2);
+  assert.equal(seq.stats.heldBytes, 988);
+  // 2 never comes (the broker dropped it); the status's last, 13, shows
+  // the forged frame was never stored. With one attempt, 2 is given up.
+  mqtt.status({ id: 7, from: 2, to: 2, sent: 1, last: 13, status: 'ok' });
+  assert.deepEqual(bad, [{ topic: 'seq/chat/a', reason: '1 frame(s) above SEQ 13, the newest the relay stored', seqs: [1000000] }]);
+  assert.deepEqual(seen, [1, ...range(3, 11)]);
+  await waitFor(() => mqtt.requests.length >= 2, 'the catch-up from 12');
+  assert.deepEqual(mqtt.requests[1], { id: 7, from: 12 }, 'the catch-up from 12');
+  mqtt.frame('relay/replay/r1', 12);
+  mqtt.frame('relay/replay/r1', 13);
+  mqtt.status({ id: 7, from: 12, to: 13, sent: 2, last: 13, status: 'ok' });
+  assert.deepEqual(seen, [1, ...range(3, 13)]);
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), [
+    ['lost', { topic: 'chat/a', from: 2, to: 2, reason: 'sent by the relay, not delivered by the broker', code: undefined, retry: undefined }],
+  ]);
+  assert.equal(seq.stats.badFrames, 1, 'the forged frame');
+  assert.equal(seq.stats.heldBytes, 0);
   assert.equal(mqtt.requests.length, 2);
 });
 
