@@ -153,6 +153,7 @@ class _Topic:
     attempts: int = 0
     gap_seen: float = 0.0  # when the current gap was first seen; 0 = no gap
     catch_up_owed: bool = False  # a reconnect came while a request was out: ask for what came meanwhile after it
+    shed: bool = False  # frames of it were shed (max_held_bytes) since: a forged frame forgotten above them may leave them in no gap
     refusal: Optional[dict] = None  # the outstanding request's last status with retry: true, if any
     sent: Optional[tuple] = None  # the range last asked for, and stream.arrivals when it first was
     asked_on: int = 0  # _connects when the request was last sent: one sent before a reconnect may have lost frames
@@ -816,19 +817,22 @@ class SeqClient:
 
     def _bound_held(self, t: _Topic) -> None:
         """Keeps `t` within max_held_bytes: a relay that answers busy for long, which is never a
-        failed attempt, would otherwise have it hold every frame that comes meanwhile. Its held
-        frames are shed, the newest but one first: the relay has an ordered topic's frames, and
+        failed attempt, would otherwise have it hold every frame that comes meanwhile. An ordered
+        topic's held frames are shed, the newest but one first: the relay has its frames, and
         those dropped are asked for again in turn, so nothing is lost however long it stays busy
         (until 2026-12-07 the gap was given up, which could cut a range the relay was still
-        replaying). An immediate topic's records of frames shown cannot be dropped: its oldest gaps
-        are given up instead, each turn moving next on: the asked range given up (then the gap
-        above it, if the range ended below it), or the gap itself. A callback that unsubscribed
-        (on_message, on_lost) ends it: the topic is forgotten. The C++ client's BoundHeldLocked."""
+        replaying). An immediate topic's records of frames shown cannot be dropped (so they are
+        not walked either): its oldest gaps are given up instead, each turn moving next on: the
+        asked range given up (then the gap above it, if the range ended below it), or the gap
+        itself. A callback that unsubscribed (on_message, on_lost) ends it: the topic is
+        forgotten. The C++ client's BoundHeldLocked."""
         bound = self.max_held_bytes
         if not bound or self._topics.get(t.id) is not t or t.stream.held_bytes <= bound:
             return
-        self._stats.frames_shed += len(t.stream.shed(bound))
         if t.ordered:
+            shed = len(t.stream.shed(bound))
+            self._stats.frames_shed += shed
+            t.shed = t.shed or shed > 0
             return  # (over still only by one frame bigger than the bound)
         while self._topics.get(t.id) is t and t.stream.held_bytes > bound and t.stream.gap() is not None:
             why = f"{t.stream.held_bytes} bytes held behind the gap, over max_held_bytes"
@@ -906,6 +910,10 @@ class SeqClient:
             seqs = t.stream.forget(last + 1, by=t.sent[2])
             if seqs:  # `seqs`: an immediate topic showed them already
                 self._stats.bad_frames += len(seqs)
+                # Frames shed below a forgotten one (max_held_bytes) may be in no gap now: a catch-up
+                # from next brings them, once this request is done.
+                if t.shed:
+                    t.catch_up_owed, t.shed = True, False
                 self._call(self.on_bad_frame, {"topic": f"{self.seq_prefix}/{t.name}", "seqs": seqs,
                                                "reason": f"{len(seqs)} frame(s) above SEQ {last}, the newest the relay stored"})
         if t.asked[1] is OPEN_END and isinstance(s.get("to", s.get("last")), int):

@@ -133,7 +133,9 @@ class OrderedStream:
             self._remove(seq)
             dropped.append(seq)
         if dropped:
-            self._keys = [seq for seq in self._keys if seq in self._above]  # at once, as in forget()
+            # One pass over what was walked (from k on), not the whole list: shed() runs at every
+            # frame past the bound, with maybe hundreds of thousands held.
+            self._keys[k:] = [seq for seq in self._keys[k:] if seq in self._above]
         dropped.reverse()
         return dropped
 

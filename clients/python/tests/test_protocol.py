@@ -842,11 +842,14 @@ def test_frames_held_past_max_held_bytes_are_dropped_and_asked_for_again_nothing
 def test_an_immediate_topics_records_past_max_held_bytes_give_its_gap_up():
     """An immediate topic shows its frames at once and keeps a record of each shown above a gap
     (so that none is shown twice when the gap fills), which cannot be dropped: past max_held_bytes
-    its oldest gap is given up, and said so. As the C++ client's
+    its oldest gap is given up, and said so; its records are not walked to be shed either (each
+    frame past the bound would walk them all, for nothing). As the C++ client's
     ClientE2E.AnImmediateTopicsRecordsPastMaxHeldBytesGiveItsGapUp."""
     s = Scripted(max_held_bytes=1000)
     s.sub("chat/a")
     s.frame("seq/chat/a", 1, ordered=False)
+    stream, sheds = s.c._topics[7].stream, []
+    stream.shed = lambda bound: sheds.append(bound) or []
     s.frame("seq/chat/a", 3, ordered=False)  # 2 lost
     s.advance(0.001)  # the gap is seen
     s.advance(0.02)  # past gap_wait: asked for
@@ -862,6 +865,7 @@ def test_an_immediate_topics_records_past_max_held_bytes_give_its_gap_up():
     s.frame("seq/chat/a", 13, ordered=False)
     assert lost(s.events) == [{"topic": "chat/a", "from": 2, "to": 2, "code": None, "retry": None,
                                "reason": "1056 bytes held behind the gap, over max_held_bytes"}]
+    assert sheds == [], "an immediate topic is not shed"
     assert s.seen == [1] + list(range(3, 14))
     assert s.c.stats.held_bytes == 0
     assert s.c.stats.frames_shed == 0
@@ -874,8 +878,10 @@ def test_an_immediate_topics_records_past_max_held_bytes_give_its_gap_up():
 def test_live_frames_held_past_max_held_bytes_while_a_lookup_waits_are_dropped_and_asked_for_with_the_history():
     """The same while a history's lookup waits (here unanswered, its timeout far off): the live
     frames held meanwhile, past max_held_bytes, are dropped, the newest but one first, and the
-    lookup waits on; once it is answered, the history and the dropped frames come in one range:
-    nothing lost. Until 2026-12-07 the lookup was given up, and its held frames offered back could
+    lookup waits on. Its answer (the topic's newest SEQ 12 when the relay read it) asks for the
+    history to 12; the newest live frame kept, 14, shows the one dropped, 13, as a gap, asked for
+    in turn: nothing lost (with the newest dropped instead, there is no third request). Until
+    2026-12-07 the lookup was given up, and its held frames offered back could
     cross the bound again. As the C++ client's
     ClientE2E.LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsAreDroppedAndAskedForWithTheHistory."""
     s = Scripted(max_held_bytes=1000)
@@ -896,15 +902,61 @@ def test_live_frames_held_past_max_held_bytes_while_a_lookup_waits_are_dropped_a
     assert list(s.c._lookups) == ["chat/a"], "the lookup waits on"
     assert len(s.requests) == 1
     assert s.events == [] and s.seen == []
-    s.status(topic="chat/a", id=7, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=14, first=1, status="ok")
-    assert s.requests[1:] == [{"id": 7, "from": 1, "to": 14}]
-    for seq in range(1, 15):
+    s.status(topic="chat/a", id=7, **{"from": MAX_SEQ}, to=MAX_SEQ, sent=0, last=12, first=1, status="ok")
+    assert s.requests[1:] == [{"id": 7, "from": 1, "to": 12}]
+    for seq in range(1, 13):
         s.frame("relay/replay/r1", seq)
-    s.status(id=7, **{"from": 1}, to=14, sent=14, last=14, status="ok")
+    s.status(id=7, **{"from": 1}, to=12, sent=12, last=14, status="ok")
+    assert s.seen == list(range(1, 13))
+    s.advance_until_requests(3, 10)  # past gap_wait
+    assert s.requests[2:] == [{"id": 7, "from": 13, "to": 13}], "14 kept, 13 dropped: the gap below 14"
+    s.frame("relay/replay/r1", 13)
+    s.status(id=7, **{"from": 13}, to=13, sent=1, last=14, status="ok")
     assert s.seen == list(range(1, 15))
-    assert s.events == [("history", {"topic": "chat/a", "first": 1, "last": 14, "start": 1})], "nothing lost"
+    assert s.events == [("history", {"topic": "chat/a", "first": 1, "last": 12, "start": 1})], "nothing lost"
     assert s.c.stats.held_bytes == 0
     assert s.c.stats.frames_shed == 1
+    assert len(s.requests) == 3
+
+
+def test_frames_shed_below_a_forged_newest_frame_come_with_a_catch_up_once_it_is_forgotten():
+    """A forged frame (a SEQ the relay never stored) held as the topic's newest, frames shed below
+    it, then forgotten when a status's last shows it was never stored: the shed SEQs are in no gap
+    any more, and a catch-up from next brings them (they were asked for only at the next live frame
+    or reconnect). 3 and a forged 1000000 held, 12 and 13 shed under it, 2 given up (one attempt),
+    the status's last 13 forgets the forged frame: the catch-up from 12 brings 12 and 13. As the
+    C++ client's ClientE2E.FramesShedBelowAForgedNewestFrameComeWithACatchUpOnceItIsForgotten."""
+    s = Scripted(max_held_bytes=1000, max_attempts=1)
+    bad = []
+    s.c.on_bad_frame = bad.append
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.frame("seq/chat/a", 3)
+    s.frame("seq/chat/a", 1000000)  # forged
+    s.advance(0.001)  # the gap is seen
+    s.advance(0.02)  # past gap_wait: asked for
+    assert s.requests == [{"id": 7, "from": 2, "to": 2}]
+    # Held: 3 (98 bytes), the forged frame (104), then 4..11 (786): 988; 12 and 13 are each shed
+    # on arrival, the forged frame the newest.
+    for seq in range(4, 14):
+        s.frame("seq/chat/a", seq)
+    assert s.c.stats.frames_shed == 2
+    assert s.c.stats.held_bytes == 988
+    # 2 never comes (the broker dropped it); the status's last, 13, shows the forged frame was
+    # never stored. With one attempt, 2 is given up.
+    s.status(id=7, **{"from": 2}, to=2, sent=1, last=13, status="ok")
+    assert bad == [{"topic": "seq/chat/a", "seqs": [1000000], "reason": "1 frame(s) above SEQ 13, the newest the relay stored"}]
+    assert s.seen == [1] + list(range(3, 12))
+    s.advance_until_requests(2, 10)
+    assert s.requests[1:] == [{"id": 7, "from": 12}], "the catch-up from 12"
+    s.frame("relay/replay/r1", 12)
+    s.frame("relay/replay/r1", 13)
+    s.status(id=7, **{"from": 12}, to=13, sent=2, last=13, status="ok")
+    assert s.seen == [1] + list(range(3, 14))
+    assert lost(s.events) == [{"topic": "chat/a", "from": 2, "to": 2, "reason": "sent by the relay, not delivered by the broker",
+                               "code": None, "retry": None}]
+    assert s.c.stats.bad_frames == 1, "the forged frame"
+    assert s.c.stats.held_bytes == 0
     assert len(s.requests) == 2
 
 
