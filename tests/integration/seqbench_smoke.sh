@@ -57,7 +57,7 @@ EOF
   sed -n '/^database floors/,$p' "$work/out.txt" | grep -E '^ +[^ ].* +[0-9]+ +[0-9]+ +[0-9]+$' >"$work/floors.txt" ||
     fail "no floors"
   floors=$(wc -l <"$work/floors.txt")
-  [[ $floors -eq 22 ]] || fail "$floors floor lines, expected 22"
+  [[ $floors -eq 25 ]] || fail "$floors floor lines, expected 25"
   while IFS= read -r line; do
     p50=$(awk '{print $(NF-1)}' <<<"$line")
     [[ $p50 -gt 0 ]] || fail "a floor with p50 $p50: $line"
@@ -68,7 +68,7 @@ EOF
     grep -qF -- "$what" "$work/floors.txt" || fail "no floor '$what'"
   done
   for rate in 100 1000 5000; do
-    for inflight in one two "one, in query"; do
+    for inflight in one two "one, in query" "one, appended"; do
       grep -qE -- " $rate msg/s, $inflight, [0-9]+ batches " "$work/floors.txt" || fail "no writer at $rate msg/s, $inflight"
     done
   done
