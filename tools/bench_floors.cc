@@ -375,9 +375,9 @@ DatabaseFloors MeasureDatabaseFloors(int port, const std::string& user, const st
     sql::Statement* statements[2] = {st.get(), st2.get()};
     const std::chrono::milliseconds duration(std::min(n, 2000));
     for (const int rate : {100, 1000, 5000}) {
-      // The COMMIT apart and in the query, in turns of a third each, the
-      // first of a turn alternating: the machine's drift (a minute's), and
-      // whatever the run before leaves, fall on both alike.
+      // The COMMIT apart, in the query, and apart with an append, in turns
+      // of a third each, the first of a turn rotating: the machine's drift
+      // (a minute's), and whatever the run before leaves, fall on all alike.
       DatabaseFloors::PacedWriter apart, in_query, appended;
       std::array<DatabaseFloors::PacedWriter*, 3> order = {&apart, &in_query, &appended};
       for (int turn = 0; turn < 3; ++turn) {

@@ -51,8 +51,10 @@ struct DatabaseFloors {
   // the query when the fence changed no row (`SET @fence = ~0 + (1 -
   // ROW_COUNT())`: BIGINT UNSIGNED overflow, error 1690), the shape the
   // relay would need to save a round trip a batch (docs/performance.md:
-  // tried, not kept). The COMMIT apart and in the query run in turns, a
-  // third of the time each, three times, the first of a turn alternating.
+  // tried, not kept); and one with what came during the batch's
+  // statements inserted before its COMMIT (tried, not kept). The three
+  // one-in-flight writers run in turns, a third of the time each, three
+  // times, the first of a turn rotating.
   struct PacedWriter {
     int rate = 0;
     bool two_in_flight = false;

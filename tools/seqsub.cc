@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
       "from the relay.\n\nUsage: seqsub -t TOPIC [-t TOPIC...] [options]\n\nExit codes: 0 done (-C reached, or "
       "SIGINT/SIGTERM); 1 it could not start, a save of the state file failed, or stdout could not be written (a "
       "closed pipe: --state then resumes at the first message not printed); 2 bad options; 128 + the signal for a "
-      "second SIGINT/SIGTERM during a stop, which quits at once (a stop waits for a connection attempt under way; "
+      "second SIGINT/SIGTERM during a stop, which quits at once (a stop waits for a print blocked on stdout; "
       "--state is saved first).\n\nOptions");
   desc.add_options()
       ("help", "Print this help and exit.")

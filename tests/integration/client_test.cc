@@ -1207,11 +1207,12 @@ TEST_F(ClientE2E, AnImmediateTopicsRecordsPastMaxHeldBytesGiveItsGapUp) {
 
 // The same while a history's lookup waits (here unanswered, its timeout
 // far off): the live frames held meanwhile, past max_held_bytes, are
-// dropped, the newest but one first, and the lookup waits on. Its answer
-// (the topic's newest SEQ 12 when the relay read it) asks for the history
-// to 12; the newest live frame kept, 14, shows the one dropped, 13, as a
-// gap, asked for in turn: nothing lost.
-TEST_F(ClientE2E, LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsAreDroppedAndAskedForWithTheHistory) {
+// dropped, the last come first but never the one of the highest SEQ, and
+// the lookup waits on. Its answer (the topic's newest SEQ 12 when the relay
+// read it) asks for the history to 12; the highest live frame kept, 14,
+// shows the one dropped, 13, as a gap, asked for after the history:
+// nothing lost.
+TEST_F(ClientE2E, LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsAreDroppedAndAskedForAfterTheHistory) {
   Bounded b(*this, [](seqclient::Options& o) { o.history = seqclient::History::kAll; });
   auto& [topic, o, sink, gaps, client, relay] = b;
   ASSERT_EQ(client.Start(), std::nullopt);
@@ -1228,6 +1229,11 @@ TEST_F(ClientE2E, LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsAreDroppedAndAs
   ASSERT_TRUE(WaitFor([&] { return client.stats().held_bytes == held; }, 10s)) << client.stats().held_bytes;
   relay.Live(14);
   ASSERT_TRUE(WaitFor([&] { return client.stats().frames_shed == 1; }, 10s)) << client.stats().frames_shed;
+  EXPECT_EQ(client.stats().held_bytes, 976u) << "5..12 and 14";
+  // An old frame sent again comes last (108 bytes): it is dropped, not 14,
+  // the highest SEQ held, which must stay to show 13 as a gap.
+  relay.Live(4);
+  ASSERT_TRUE(WaitFor([&] { return client.stats().frames_shed == 2; }, 10s)) << client.stats().frames_shed;
   EXPECT_EQ(client.stats().held_bytes, 976u) << "5..12 and 14";
   EXPECT_EQ(client.stats().lookups_pending, 1u) << "the lookup waits on";
   EXPECT_EQ(relay.requests(), 1u);

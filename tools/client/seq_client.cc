@@ -228,7 +228,6 @@ void SeqClient::Stop(const std::function<void(bool saved)>& saved) {
     if (saved) saved(ok);
   }
   if (mosq_) {
-    mosquitto_disconnect(mosq_);
     StopNetwork();
     mosquitto_destroy(mosq_);
     mosq_ = nullptr;
@@ -238,19 +237,21 @@ void SeqClient::Stop(const std::function<void(bool saved)>& saved) {
 }
 
 void SeqClient::StopNetwork() {
+  // mosquitto_disconnect sets the state to disconnected and, connected,
+  // queues a DISCONNECT: the loop ends once that is written (or the socket
+  // fails), or at its next look at the state. A reconnect under way blocks
+  // in connect(2) (to a host that drops the SYNs: the kernel's retries,
+  // about 2 minutes), and its start and its failure each set the state
+  // again: so, until a DISCONNECT is queued, the state is set again, and
+  // until the loop has ended the connect (or the backoff's sleep) is
+  // interrupted, every 50 ms. A callback under way holds the interrupt off
+  // (InterruptsHeld) and is waited for.
+  bool queued = mosquitto_disconnect(mosq_) == MOSQ_ERR_SUCCESS;
   if (!network_.joinable()) return;
-  // The loop ends once the DISCONNECT is written, or at its next look at
-  // the state, which mosquitto_disconnect has set. A reconnect under way
-  // blocks in connect(2) (to a host that drops the SYNs: the kernel's
-  // retries, about 2 minutes), and its start and its failure each set the
-  // state again: so, until the loop has ended, the state is set again and
-  // the connect (or the backoff's sleep) interrupted, every 50 ms. A
-  // callback under way holds the interrupt off (InterruptsHeld) and is
-  // waited for.
   std::unique_lock lock(mu_);
   while (!cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return network_ended_; })) {
     lock.unlock();
-    mosquitto_disconnect(mosq_);
+    if (!queued) queued = mosquitto_disconnect(mosq_) == MOSQ_ERR_SUCCESS;
     seqrelay::InterruptThread(network_);
     lock.lock();
   }
@@ -334,7 +335,8 @@ void SeqClient::SubscribeFailedLocked(const std::string& why) {
 
 void SeqClient::OnMessageTrampoline(mosquitto*, void* obj, const mosquitto_message* m) {
   // The application's callbacks run in here (and in OnConnect and
-  // OnSubscribe): a stop's interrupt waits for them (StopNetwork).
+  // OnSubscribe): a stop's interrupt waits for them (StopNetwork). Two
+  // pthread_sigmask calls a message, well below the rest of its cost.
   const seqrelay::InterruptsHeld held;
   auto* self = static_cast<SeqClient*>(obj);
   const std::string topic = m->topic;
@@ -402,7 +404,7 @@ void SeqClient::OfferLocked(const std::string& name, const std::string& bytes, b
       HoldLiveLocked(name, bytes);
       return;
     }
-    if (replayed || lookups_.count(name)) return;
+    if (replayed) return;
     if (ids_.count(name)) {
       ++stats_.bad_frames;  // <name> has another id
       return;
@@ -504,7 +506,10 @@ void SeqClient::Deliver(Topic& t, uint32_t id, std::vector<Delivery> deliveries)
     t.asked.reset();
     t.attempts = 0;
   }
-  if (!t.stream.gap()) t.gap_seen = {};
+  if (!t.stream.gap()) {
+    t.gap_seen = {};
+    t.shed = false;  // every SEQ shed below the newest has come (or was given up)
+  }
 }
 
 void SeqClient::HandleStatus(const std::string& text) {
@@ -877,15 +882,24 @@ void SeqClient::AbandonLookupLocked(const std::string& topic, const std::string&
 
 void SeqClient::HoldLiveLocked(const std::string& topic, const std::string& bytes) {
   HeldLive& held = held_live_[topic];
+  const auto view = seqrelay::DecodeFrame({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+  const uint64_t seq = view.ok() ? view->header.seq : 0;  // (its offer counts it bad)
+  if (held.frames.empty() || seq > held.top_seq) {
+    held.top = held.frames.size();
+    held.top_seq = seq;
+  }
   held.frames.push_back(bytes);
   held.bytes += bytes.size() + OrderedStream::kEntryBytes;
-  // Past max_held_bytes the frames before the newest are dropped, the
-  // latest first, as a stream sheds: the newest, offered once the lookup
-  // ends, shows them as a gap, asked for in turn.
+  // Past max_held_bytes frames are dropped, the last come first, but never
+  // the one of the highest SEQ (an old frame sent again may come last):
+  // offered once the lookup ends, it shows those dropped as a gap, asked
+  // for in turn.
   const uint64_t bound = options_.max_held_bytes;
-  for (std::size_t i = held.frames.size() - 1; bound != 0 && held.bytes > bound && i > 0; --i) {
-    held.bytes -= held.frames[i - 1].size() + OrderedStream::kEntryBytes;
-    held.frames.erase(held.frames.begin() + static_cast<std::ptrdiff_t>(i - 1));
+  for (std::size_t i = held.frames.size(); bound != 0 && held.bytes > bound && i-- > 0;) {
+    if (i == held.top) continue;
+    held.bytes -= held.frames[i].size() + OrderedStream::kEntryBytes;
+    held.frames.erase(held.frames.begin() + static_cast<std::ptrdiff_t>(i));
+    if (i < held.top) --held.top;
     ++stats_.frames_shed;
   }
 }

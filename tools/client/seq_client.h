@@ -180,7 +180,7 @@ class SeqClient {
   Stats stats();
 
  private:
-  // Ends and joins network_ once mosquitto_disconnect has been called.
+  // Disconnects, and ends and joins network_.
   void StopNetwork();
   struct Topic {
     std::string name;
@@ -198,7 +198,7 @@ class SeqClient {
     // A reconnect came while a request was out: what was published while
     // away is asked for (open-ended, from the next SEQ) once it is done.
     bool catch_up_owed = false;
-    // Frames of it were shed (max_held_bytes) since its last catch-up: a
+    // Frames of it were shed (max_held_bytes) since it last had no gap: a
     // forged frame forgotten above them may leave them in no gap.
     bool shed = false;
     // The first SEQ the stream released but max_messages (or a callback
@@ -347,6 +347,8 @@ class SeqClient {
   struct HeldLive {
     std::vector<std::string> frames;
     uint64_t bytes = 0;
+    std::size_t top = 0;   // frames[top] has the highest SEQ
+    uint64_t top_seq = 0;
   };
   std::map<std::string, HeldLive> held_live_;
   // Requests made and not sent yet, in the order they were made: a topic's
