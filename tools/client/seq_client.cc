@@ -237,21 +237,23 @@ void SeqClient::Stop(const std::function<void(bool saved)>& saved) {
 }
 
 void SeqClient::StopNetwork() {
-  // mosquitto_disconnect sets the state to disconnected and, connected,
-  // queues a DISCONNECT: the loop ends once that is written (or the socket
-  // fails), or at its next look at the state. A reconnect under way blocks
-  // in connect(2) (to a host that drops the SYNs: the kernel's retries,
-  // about 2 minutes), and its start and its failure each set the state
-  // again: so, until a DISCONNECT is queued, the state is set again, and
-  // until the loop has ended the connect (or the backoff's sleep) is
-  // interrupted, every 50 ms. A callback under way holds the interrupt off
-  // (InterruptsHeld) and is waited for.
-  bool queued = mosquitto_disconnect(mosq_) == MOSQ_ERR_SUCCESS;
+  // mosquitto_disconnect sets the state to disconnected and, with a
+  // socket, queues a DISCONNECT: the loop ends once that is written (or the
+  // socket fails), or at its next look at the state. A reconnect under way
+  // blocks in connect(2) (to a host that drops the SYNs: the kernel's
+  // retries, about 2 minutes) on a socket of its own (so a DISCONNECT
+  // queued then is not the end), and its start and its failure each set
+  // the state again: so, until the loop has ended, the state is set again
+  // and the connect (or the backoff's sleep) interrupted, every 50 ms. (A
+  // DISCONNECT queued each time while a callback blocks the loop: a few,
+  // written or dropped with the socket.) A callback under way holds the
+  // interrupt off (InterruptsHeld) and is waited for.
+  mosquitto_disconnect(mosq_);
   if (!network_.joinable()) return;
   std::unique_lock lock(mu_);
   while (!cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return network_ended_; })) {
     lock.unlock();
-    if (!queued) queued = mosquitto_disconnect(mosq_) == MOSQ_ERR_SUCCESS;
+    mosquitto_disconnect(mosq_);
     seqrelay::InterruptThread(network_);
     lock.lock();
   }
