@@ -297,9 +297,11 @@ export class SeqClient extends Emitter {
     // would otherwise have the client hold every frame that comes
     // meanwhile. Past it, held frames are dropped, the newest but one first
     // (the newest stays): the relay has them, and they are asked for again
-    // in turn, as a gap (stats.framesShed counts them). An immediate topic's
-    // records cannot be dropped (a frame would be shown twice): its oldest
-    // gap is given up instead ('lost'). 0: no bound.
+    // in turn, as a gap; a lookup's held live frames are dropped the last
+    // come first, never the one of the highest SEQ, which shows them as a
+    // gap once the lookup is answered (stats.framesShed counts them). An
+    // immediate topic's records cannot be dropped (a frame would be shown
+    // twice): its oldest gap is given up instead ('lost'). 0: no bound.
     this.maxHeldBytes = options.maxHeldBytes ?? 64 * 1024 * 1024;
     if (!Number.isSafeInteger(this.maxHeldBytes) || this.maxHeldBytes < 0) {
       throw new RangeError(`maxHeldBytes is a count of bytes >= 0 (0: no bound); got ${this.maxHeldBytes}`);
@@ -696,7 +698,7 @@ export class SeqClient extends Emitter {
       attempts: 0, // requests sent for it
       gapSeen: 0, // when the current gap was first seen; 0 = no gap
       catchUpOwed: false, // a reconnect came while a request was out: ask for what came meanwhile after it
-      shed: false, // frames of it were shed (maxHeldBytes) since: a forged frame forgotten above them may leave them in no gap
+      shed: false, // frames of it were shed (maxHeldBytes) since it last had no gap: a forged frame forgotten above them may leave them in no gap
       queued: false, // t.asked waits to be sent (in waiting), behind maxOutstanding others or a busy pause
       refusal: null, // the outstanding request's last status with retry: true, if any
       sent: null, // the range last asked for {from, to}, and stream.arrivals when it first was
@@ -724,7 +726,10 @@ export class SeqClient extends Emitter {
       if (to >= from) ++this.stats.gapsFilled;
       this.#emitTopic('filled', t.name, { topic: t.name, from, to: Math.max(to, from - 1) });
     }
-    if (!t.stream.gap()) t.gapSeen = 0;
+    if (!t.stream.gap()) {
+      t.gapSeen = 0;
+      t.shed = false; // every SEQ shed below the newest has come (or was given up)
+    }
   }
 
   // Emits on the client and on every subscription whose filter matches.
@@ -972,18 +977,31 @@ export class SeqClient extends Emitter {
   }
 
   // Holds a live frame of `name`, whose lookup is out, within maxHeldBytes:
-  // past it the frames before the newest are dropped, the latest first, as
-  // a stream sheds: the newest, offered once the lookup ends, shows them as
-  // a gap, asked for in turn. The lookup waits on.
+  // past it frames are dropped, the last come first, but never the one of
+  // the highest SEQ (an old frame sent again may come last): offered once
+  // the lookup ends, it shows those dropped as a gap, asked for in turn.
+  // The lookup waits on. The C++ client's HoldLiveLocked.
   #holdLive(name, bytes) {
     let held = this.heldLive.get(name);
-    if (!held) this.heldLive.set(name, (held = { frames: [], bytes: 0 }));
+    if (!held) this.heldLive.set(name, (held = { frames: [], bytes: 0, top: 0, topSeq: 0 }));
+    let seq = 0; // an undecodable frame (its offer counts it bad)
+    try {
+      seq = decodeFrame(bytes).seq;
+    } catch (error) {
+      if (!(error instanceof FrameError)) throw error;
+    }
+    if (held.frames.length === 0 || seq > held.topSeq) {
+      held.top = held.frames.length; // frames[top] has the highest SEQ
+      held.topSeq = seq;
+    }
     held.frames.push(bytes);
     held.bytes += bytes.byteLength + OrderedStream.ENTRY_BYTES;
     const bound = this.maxHeldBytes;
-    for (let i = held.frames.length - 1; bound !== 0 && held.bytes > bound && i > 0; --i) {
-      held.bytes -= held.frames[i - 1].byteLength + OrderedStream.ENTRY_BYTES;
-      held.frames.splice(i - 1, 1);
+    for (let i = held.frames.length - 1; bound !== 0 && held.bytes > bound && i >= 0; --i) {
+      if (i === held.top) continue;
+      held.bytes -= held.frames[i].byteLength + OrderedStream.ENTRY_BYTES;
+      held.frames.splice(i, 1);
+      if (i < held.top) --held.top;
       ++this.stats.framesShed;
     }
   }

@@ -843,14 +843,14 @@ test('frames held behind a gap not asked for yet past maxHeldBytes are dropped, 
   assert.equal(seq.stats.heldBytes, 0);
 });
 
-// As ClientE2E.LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsAreDroppedAndAskedForWithTheHistory:
+// As ClientE2E.LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsAreDroppedAndAskedForAfterTheHistory:
 // the same while a history's lookup waits (here unanswered, its timeout far
 // off): the live frames held meanwhile, past maxHeldBytes, are dropped, the
-// newest but one first, and the lookup waits on. Its answer (the topic's
-// newest SEQ 12 when the relay read it) asks for the history to 12; the
-// newest live frame kept, 14, shows the one dropped, 13, as a gap, asked
-// for in turn: nothing lost.
-test('live frames held past maxHeldBytes while a lookup waits are dropped, and asked for with the history: nothing lost', async (t) => {
+// last come first but never the one of the highest SEQ, and the lookup
+// waits on. Its answer (the topic's newest SEQ 12 when the relay read it)
+// asks for the history to 12; the highest live frame kept, 14, shows the
+// one dropped, 13, as a gap, asked for after the history: nothing lost.
+test('live frames held past maxHeldBytes while a lookup waits are dropped, and asked for after the history: nothing lost', async (t) => {
   const { mqtt, seq, events, seen } = setup(t, { maxHeldBytes: 1000 });
   seq.subscribe('chat/a', { history: true });
   assert.deepEqual(mqtt.requests, [lookup('chat/a')]);
@@ -867,6 +867,13 @@ test('live frames held past maxHeldBytes while a lookup waits are dropped, and a
   assert.equal(seq.stats.framesShed, 0);
   mqtt.frame('seq/chat/a', 14);
   assert.equal(seq.stats.framesShed, 1);
+  assert.equal(seq.stats.heldBytes, 976, '5..12 and 14');
+  assert.deepEqual(seq.heldLive.get('chat/a').frames.map((b) => Buffer.from(b).subarray(HEADER_SIZE).toString()),
+    [...range(5, 12), 14].map((s) => `m${s}`));
+  // An old frame sent again comes last (108 bytes): it is dropped, not 14,
+  // the highest SEQ held, which must stay to show 13 as a gap.
+  mqtt.frame('seq/chat/a', 4);
+  assert.equal(seq.stats.framesShed, 2);
   assert.equal(seq.stats.heldBytes, 976, '5..12 and 14');
   assert.deepEqual(seq.heldLive.get('chat/a').frames.map((b) => Buffer.from(b).subarray(HEADER_SIZE).toString()),
     [...range(5, 12), 14].map((s) => `m${s}`));
@@ -893,7 +900,7 @@ test('live frames held past maxHeldBytes while a lookup waits are dropped, and a
     ['filled', { topic: 'chat/a', from: 13, to: 13 }],
   ]);
   assert.equal(seq.stats.heldBytes, 0);
-  assert.equal(seq.stats.framesShed, 1);
+  assert.equal(seq.stats.framesShed, 2);
   assert.equal(seq.stats.gapsLost, 0);
   assert.equal(mqtt.requests.length, 3);
 });

@@ -9,9 +9,10 @@ after `gap_wait`, with retries and backoff; a truncated reply from its
 after a reconnect. At most `max_outstanding` requests are out at the relay at
 once; the rest wait their turn. What waits behind a topic's gaps, or behind its
 lookup, is at most `max_held_bytes` (past it held frames are dropped, the
-newest but one first, and asked for again; an immediate topic's oldest gap is
-given up). v1.1 statuses (`first`, `code`, `retry`, `next`) are understood when
-present.
+newest but one first, and asked for again; a lookup's held live frames the last
+come first, never the one of the highest SEQ; an immediate topic's oldest gap
+is given up). v1.1 statuses (`first`, `code`, `retry`, `next`) are understood
+when present.
 
     with SeqClient(port=1883, client_id="alice") as client:
         for m in client.subscribe("chat/room1", history=True):
@@ -153,7 +154,7 @@ class _Topic:
     attempts: int = 0
     gap_seen: float = 0.0  # when the current gap was first seen; 0 = no gap
     catch_up_owed: bool = False  # a reconnect came while a request was out: ask for what came meanwhile after it
-    shed: bool = False  # frames of it were shed (max_held_bytes) since: a forged frame forgotten above them may leave them in no gap
+    shed: bool = False  # frames of it were shed (max_held_bytes) since it last had no gap: a forged frame forgotten above them may leave them in no gap
     refusal: Optional[dict] = None  # the outstanding request's last status with retry: true, if any
     sent: Optional[tuple] = None  # the range last asked for, and stream.arrivals when it first was
     asked_on: int = 0  # _connects when the request was last sent: one sent before a reconnect may have lost frames
@@ -166,8 +167,16 @@ class _HeldLive:
     max_held_bytes: each frame's bytes and OrderedStream.ENTRY_BYTES."""
     frames: List[bytes] = field(default_factory=list)
     size: int = 0
+    top: int = 0  # frames[top] has the highest SEQ
+    top_seq: int = 0
 
     def add(self, data: bytes) -> None:
+        try:
+            seq = decode_frame(data).seq
+        except FrameError:
+            seq = 0  # (its offer counts it bad)
+        if not self.frames or seq > self.top_seq:
+            self.top, self.top_seq = len(self.frames), seq
         self.frames.append(data)
         self.size += len(data) + OrderedStream.ENTRY_BYTES
 
@@ -349,11 +358,12 @@ class SeqClient:
         answers busy for long, which is never a failed attempt, would otherwise have the client
         hold every frame that comes meanwhile. Past it, held frames are dropped, the newest but one
         first (the newest stays): the relay has them, and they are asked for again in turn, as a
-        gap (a lookup waits on, and its held frames' gap comes with the history's range);
-        stats.frames_shed counts them. An immediate topic's records cannot be dropped (a frame
-        would be shown twice): its oldest gap is given up instead (on_lost, "N bytes held behind
-        the gap, over max_held_bytes"; an asked range whole, then the gap above it). 0: no bound;
-        64 MiB by default. stats.held_bytes is what all topics hold now."""
+        gap (a lookup waits on: its held live frames are dropped the last come first, never the one
+        of the highest SEQ, which shows them as a gap once the lookup is answered, within the
+        history's range or asked for after it); stats.frames_shed counts them. An immediate
+        topic's records cannot be dropped (a frame would be shown twice): its oldest gap is given
+        up instead (on_lost, "N bytes held behind the gap, over max_held_bytes"; an asked range
+        whole, then the gap above it). 0: no bound; 64 MiB by default. stats.held_bytes is what all topics hold now."""
         self.requester = requester or default_requester(client_id, username)
         if not self.requester:
             raise ValueError("give a client_id, username or requester: it names the retransmit topics")
@@ -862,6 +872,7 @@ class SeqClient:
             t.asked, t.attempts, t.refusal = None, 0, None
         if t.stream.gap() is None:
             t.gap_seen = 0.0
+            t.shed = False  # every SEQ shed below the newest has come (or was given up)
 
     def _handle_status(self, data: bytes) -> None:
         try:
@@ -1072,20 +1083,24 @@ class SeqClient:
         self._offer_held(name)
 
     def _hold_live(self, name: str, data: bytes) -> None:
-        """Holds a live frame of `name`, whose lookup is out, within max_held_bytes: past it the
-        frames before the newest are dropped, the latest first, as a stream sheds; the newest,
-        offered once the lookup ends, shows them as a gap, asked for in turn (with the history's
-        range). The lookup waits on (until 2026-12-07 it was given up, and the held frames offered
-        back could cross the bound again, losing the history's gap). The C++ client's
-        HoldLiveLocked."""
+        """Holds a live frame of `name`, whose lookup is out, within max_held_bytes: past it frames
+        are dropped, the last come first, but never the one of the highest SEQ (an old frame sent
+        again may come last): offered once the lookup ends, it shows those dropped as a gap, asked
+        for in turn (within the history's range, or after it). The lookup waits on (until
+        2026-12-07 it was given up, and the held frames offered back could cross the bound again,
+        losing the history's gap). The C++ client's HoldLiveLocked."""
         held = self._held_live.setdefault(name, _HeldLive())
         held.add(data)
         bound = self.max_held_bytes
-        i = len(held.frames) - 1  # the newest: kept
+        i = len(held.frames)
         while bound and held.size > bound and i > 0:
-            held.size -= len(held.frames[i - 1]) + OrderedStream.ENTRY_BYTES
-            del held.frames[i - 1]
             i -= 1
+            if i == held.top:
+                continue
+            held.size -= len(held.frames[i]) + OrderedStream.ENTRY_BYTES
+            del held.frames[i]
+            if i < held.top:
+                held.top -= 1
             self._stats.frames_shed += 1
 
     def _offer_held(self, name: str) -> None:

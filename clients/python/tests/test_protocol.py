@@ -875,15 +875,16 @@ def test_an_immediate_topics_records_past_max_held_bytes_give_its_gap_up():
     assert s.requests == [{"id": 7, "from": 2, "to": 2}]
 
 
-def test_live_frames_held_past_max_held_bytes_while_a_lookup_waits_are_dropped_and_asked_for_with_the_history():
+def test_live_frames_held_past_max_held_bytes_while_a_lookup_waits_are_dropped_and_asked_for_after_the_history():
     """The same while a history's lookup waits (here unanswered, its timeout far off): the live
-    frames held meanwhile, past max_held_bytes, are dropped, the newest but one first, and the
-    lookup waits on. Its answer (the topic's newest SEQ 12 when the relay read it) asks for the
-    history to 12; the newest live frame kept, 14, shows the one dropped, 13, as a gap, asked for
-    in turn: nothing lost (with the newest dropped instead, there is no third request). Until
-    2026-12-07 the lookup was given up, and its held frames offered back could
-    cross the bound again. As the C++ client's
-    ClientE2E.LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsAreDroppedAndAskedForWithTheHistory."""
+    frames held meanwhile, past max_held_bytes, are dropped, the last come first but never the one
+    of the highest SEQ, and the lookup waits on. Its answer (the topic's newest SEQ 12 when the
+    relay read it) asks for the history to 12; the highest live frame kept, 14, shows the one
+    dropped, 13, as a gap, asked for after the history: nothing lost (with 14 dropped instead, as
+    when an old frame 4 sent again came last and the frame before the last was dropped, there is
+    no third request). Until 2026-12-07 the lookup was given up, and its held frames offered back
+    could cross the bound again. As the C++ client's
+    ClientE2E.LiveFramesHeldPastMaxHeldBytesWhileALookupWaitsAreDroppedAndAskedForAfterTheHistory."""
     s = Scripted(max_held_bytes=1000)
     s.sub("chat/a", history=True)
     assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}]
@@ -899,6 +900,12 @@ def test_live_frames_held_past_max_held_bytes_while_a_lookup_waits_are_dropped_a
     s.frame("seq/chat/a", 14)
     assert s.c.stats.frames_shed == 1
     assert s.c.stats.held_bytes == 976, "5..12 and 14"
+    # An old frame sent again comes last (108 bytes): it is dropped, not 14, the highest SEQ held,
+    # which must stay to show 13 as a gap.
+    s.frame("seq/chat/a", 4)
+    assert s.c.stats.frames_shed == 2
+    assert s.c.stats.held_bytes == 976, "5..12 and 14"
+    assert [f[HEADER_SIZE:] for f in s.c._held_live["chat/a"].frames] == [f"m{seq}".encode() for seq in [*range(5, 13), 14]]
     assert list(s.c._lookups) == ["chat/a"], "the lookup waits on"
     assert len(s.requests) == 1
     assert s.events == [] and s.seen == []
@@ -915,7 +922,7 @@ def test_live_frames_held_past_max_held_bytes_while_a_lookup_waits_are_dropped_a
     assert s.seen == list(range(1, 15))
     assert s.events == [("history", {"topic": "chat/a", "first": 1, "last": 12, "start": 1})], "nothing lost"
     assert s.c.stats.held_bytes == 0
-    assert s.c.stats.frames_shed == 1
+    assert s.c.stats.frames_shed == 2
     assert len(s.requests) == 3
 
 
