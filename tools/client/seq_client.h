@@ -77,9 +77,11 @@ struct Options {
   // out, its live frames (each frame's bytes and the same 96). A relay that
   // answers `busy` for long, which is never a failed attempt, would
   // otherwise have the client hold every frame that comes meanwhile. Past
-  // it, held frames are dropped, the newest but one first (the newest
-  // stays): the relay has them, and they are asked for again in turn, as a
-  // gap (Stats::frames_shed counts them). An immediate topic's records
+  // it, held frames are dropped, the newest but one first (the frame of
+  // the highest SEQ stays): the relay has them, and they are asked for
+  // again in turn, as a gap (Stats::frames_shed counts them; docs/
+  // clients.md says when such a gap may still be reported lost). An
+  // immediate topic's records
   // cannot be dropped (a frame would be shown twice): its oldest gap is
   // given up instead (through on_gap). 0: no bound.
   uint64_t max_held_bytes = uint64_t{64} << 20;
@@ -143,7 +145,7 @@ struct Stats {
   // Options::max_held_bytes counts it per topic (a gauge).
   uint64_t held_bytes = 0;
   // Held frames dropped to stay within max_held_bytes, each asked for
-  // again later (not lost).
+  // again later (lost only if that request is given up, as any gap).
   uint64_t frames_shed = 0;
   uint64_t state_save_errors = 0;  // saves of the state file that failed (last_state_error says why)
   std::string last_state_error;
