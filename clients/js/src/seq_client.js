@@ -651,7 +651,8 @@ export class SeqClient extends Emitter {
   // up its oldest gaps.
   #boundHeld(t) {
     const bound = this.maxHeldBytes;
-    if (bound === 0 || t.stream.heldBytes <= bound) return;
+    // (A topic forgotten during its delivery, a listener having unsubscribed, is left as it is.)
+    if (bound === 0 || t.stream.heldBytes <= bound || this.topics.get(t.id) !== t) return;
     if (t.ordered) {
       // The relay has an ordered topic's frames: those dropped are asked for
       // again in turn, and nothing is lost however long it stays busy. (Over
