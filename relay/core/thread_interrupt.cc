@@ -25,13 +25,6 @@ void AcceptInterrupts() {
   pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
 }
 
-InterruptsHeld::InterruptsHeld() {
-  const sigset_t set = InterruptSet();
-  pthread_sigmask(SIG_BLOCK, &set, &before_);
-}
-
-InterruptsHeld::~InterruptsHeld() { pthread_sigmask(SIG_SETMASK, &before_, nullptr); }
-
 void InterruptThread(std::thread& thread) {
   static std::once_flag installed;
   std::call_once(installed, [] {

@@ -3,8 +3,6 @@
 // about two minutes, and nothing else ends it early.
 #pragma once
 
-#include <signal.h>
-
 #include <thread>
 
 namespace seqrelay {
@@ -21,20 +19,5 @@ void InterruptThread(std::thread& thread);
 // which may block every signal (a program that takes its signals with
 // sigwait).
 void AcceptInterrupts();
-
-// Holds InterruptThread's signal off the calling thread for its scope: one
-// sent meanwhile waits, and is spent when the scope ends. Code that must not
-// see EINTR runs in one: an application's callback on a network thread that
-// a stop interrupts (a print to a stalled pipe would fail, half written).
-class InterruptsHeld {
- public:
-  InterruptsHeld();
-  ~InterruptsHeld();
-  InterruptsHeld(const InterruptsHeld&) = delete;
-  InterruptsHeld& operator=(const InterruptsHeld&) = delete;
-
- private:
-  sigset_t before_;
-};
 
 }  // namespace seqrelay

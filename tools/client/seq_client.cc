@@ -246,16 +246,19 @@ void SeqClient::StopNetwork() {
   // the state again: so, until the loop has ended, the state is set again
   // and the connect (or the backoff's sleep) interrupted, every 50 ms. (A
   // DISCONNECT queued each time while a callback blocks the loop: a few,
-  // written or dropped with the socket.) A callback under way holds the
-  // interrupt off (InterruptsHeld) and is waited for.
+  // written or dropped with the socket.) The interrupt is sent with mu_
+  // held: the application's callbacks run only under it, so none is under
+  // way (a blocking call of its own would fail with EINTR), and the thread
+  // takes the signal before it runs on to one. A callback under way is
+  // waited for.
   mosquitto_disconnect(mosq_);
   if (!network_.joinable()) return;
   std::unique_lock lock(mu_);
   while (!cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return network_ended_; })) {
     lock.unlock();
     mosquitto_disconnect(mosq_);
-    seqrelay::InterruptThread(network_);
     lock.lock();
+    if (!network_ended_) seqrelay::InterruptThread(network_);
   }
   lock.unlock();
   network_.join();
@@ -278,7 +281,6 @@ void SeqClient::OnDisconnect(mosquitto*, void* obj, int) {
 }
 
 void SeqClient::OnConnect(mosquitto* m, void* obj, int rc) {
-  const seqrelay::InterruptsHeld held;
   auto* self = static_cast<SeqClient*>(obj);
   // The SUBACKs come on this thread, after this returns.
   std::map<int, std::string> subscribing;
@@ -311,7 +313,6 @@ void SeqClient::OnConnect(mosquitto* m, void* obj, int rc) {
 }
 
 void SeqClient::OnSubscribe(mosquitto*, void* obj, int mid, int count, const int* granted) {
-  const seqrelay::InterruptsHeld held;
   auto* self = static_cast<SeqClient*>(obj);
   std::lock_guard lock(self->mu_);
   auto it = self->subscribing_.find(mid);
@@ -336,10 +337,6 @@ void SeqClient::SubscribeFailedLocked(const std::string& why) {
 }
 
 void SeqClient::OnMessageTrampoline(mosquitto*, void* obj, const mosquitto_message* m) {
-  // The application's callbacks run in here (and in OnConnect and
-  // OnSubscribe): a stop's interrupt waits for them (StopNetwork). Two
-  // pthread_sigmask calls a message, well below the rest of its cost.
-  const seqrelay::InterruptsHeld held;
   auto* self = static_cast<SeqClient*>(obj);
   const std::string topic = m->topic;
   const std::string bytes(static_cast<const char*>(m->payload), m->payloadlen);
