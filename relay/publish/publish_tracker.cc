@@ -1,30 +1,45 @@
 #include "publish/publish_tracker.h"
 
+#include <algorithm>
+#include <utility>
+
 namespace seqrelay {
 
 bool PublishTracker::Append(uint64_t idx, bool acked) {
-  const uint64_t next = watermark_ + 1 + acked_.size();
-  if (idx < next) return false;
+  if (idx <= last_sent_) return false;
   // The idx skipped (rows this process publishes no frame of) count as
-  // acknowledged: with nothing pending before them the watermark passes
-  // them at once, in one step whatever the gap (a row far ahead, written
-  // by hand or by another shard's numbering, took 2^40 steps).
-  if (acked_.empty()) {
-    watermark_ = idx - 1;
-  } else {
-    acked_.insert(acked_.end(), idx - next, true);
-  }
-  acked_.push_back(acked);
+  // acknowledged: they get no slot, so the watermark passes them with the
+  // rows before them, in one step whatever the gap (a row far ahead, written
+  // by hand or by another shard's numbering: one slot a skipped idx took
+  // 2^40 steps with nothing pending, and as many slots' memory with rows
+  // pending, as at a start that republishes a shard's rows).
+  last_sent_ = idx;
+  slots_.push_back({idx, acked});
   if (!acked) ++unacked_;
   Advance();
   return true;
 }
 
 void PublishTracker::Advance() {
-  while (!acked_.empty() && acked_.front()) {
-    acked_.pop_front();
-    ++watermark_;
-  }
+  while (!slots_.empty() && slots_.front().acked) slots_.pop_front();
+  watermark_ = slots_.empty() ? last_sent_ : slots_.front().idx - 1;
+}
+
+const PublishTracker::Slot* PublishTracker::Find(uint64_t idx) const {
+  auto it = std::lower_bound(slots_.begin(), slots_.end(), idx,
+                             [](const Slot& slot, uint64_t i) { return slot.idx < i; });
+  return it != slots_.end() && it->idx == idx ? &*it : nullptr;
+}
+
+PublishTracker::Slot* PublishTracker::Find(uint64_t idx) {
+  return const_cast<Slot*>(std::as_const(*this).Find(idx));
+}
+
+bool PublishTracker::Acknowledged(uint64_t idx) const {
+  if (idx <= watermark_) return true;
+  if (idx > last_sent_) return false;
+  const Slot* slot = Find(idx);
+  return slot == nullptr || slot->acked;  // a skipped idx counts as acknowledged
 }
 
 void PublishTracker::Sent(uint64_t idx, int mid) {
@@ -34,9 +49,9 @@ void PublishTracker::Sent(uint64_t idx, int mid) {
 void PublishTracker::SentUnconfirmed(uint64_t idx) { (void)Append(idx, true); }
 
 void PublishTracker::Resent(uint64_t idx, int mid) {
-  if (idx > last_sent()) return;
+  if (idx > last_sent_) return;
   if (idx > resent_through_) resent_through_ = idx;
-  if (idx > watermark_ && !acked_[idx - watermark_ - 1]) by_mid_[mid] = idx;
+  if (const Slot* slot = Find(idx); slot != nullptr && !slot->acked) by_mid_[mid] = idx;
 }
 
 void PublishTracker::Acked(int mid) {
@@ -44,10 +59,9 @@ void PublishTracker::Acked(int mid) {
   if (it == by_mid_.end()) return;
   const uint64_t idx = it->second;
   by_mid_.erase(it);
-  if (idx <= watermark_) return;  // acknowledged already, by its other mid
-  auto slot = acked_.begin() + static_cast<std::ptrdiff_t>(idx - watermark_ - 1);
-  if (*slot) return;
-  *slot = true;
+  Slot* slot = Find(idx);
+  if (slot == nullptr || slot->acked) return;  // acknowledged already, by its other mid
+  slot->acked = true;
   --unacked_;
   Advance();
 }

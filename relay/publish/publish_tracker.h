@@ -20,7 +20,7 @@ namespace seqrelay {
 class PublishTracker {
  public:
   // Rows up to and including `watermark` count as acknowledged already.
-  explicit PublishTracker(uint64_t watermark = 0) : watermark_(watermark) {}
+  explicit PublishTracker(uint64_t watermark = 0) : watermark_(watermark), last_sent_(watermark) {}
 
   // Row `idx` went out as message `mid`. Rows must be sent in idx order; an
   // idx that skips ahead (rows deleted from MSG) counts the skipped ones as
@@ -46,26 +46,35 @@ class PublishTracker {
   uint64_t watermark() const { return watermark_; }
   // Whether the broker has acknowledged row `idx` (a row at or below the
   // watermark, or one above it acknowledged out of order).
-  bool Acknowledged(uint64_t idx) const {
-    return idx <= watermark_ || (idx <= last_sent() && acked_[idx - watermark_ - 1]);
-  }
+  bool Acknowledged(uint64_t idx) const;
   // Rows above this one were not resent since they were sent: where a
   // republish after a reconnect soon after another starts (see
   // Relay::RepublishUnconfirmed).
   uint64_t unresent_after() const { return resent_through_ > watermark_ ? resent_through_ : watermark_; }
-  uint64_t last_sent() const { return watermark_ + acked_.size(); }
+  uint64_t last_sent() const { return last_sent_; }
   // Rows sent and not acknowledged yet.
   std::size_t in_flight() const { return unacked_; }
 
  private:
-  // Appends the slot of `idx` (and of any it skips); false if `idx` is not
-  // past the last one sent.
+  // A row sent above the watermark. The idx skipped between two rows sent
+  // have no slot: they count as acknowledged, and a skip costs nothing
+  // however far it goes.
+  struct Slot {
+    uint64_t idx;
+    bool acked;
+  };
+
+  // Appends the slot of `idx`; false if `idx` is not past the last one sent.
   bool Append(uint64_t idx, bool acked);
   void Advance();  // moves the watermark over the acknowledged prefix
+  // The slot of row `idx` (sent, above the watermark), or nullptr.
+  Slot* Find(uint64_t idx);
+  const Slot* Find(uint64_t idx) const;
 
   uint64_t watermark_;                         // every idx <= it is acknowledged
-  std::deque<bool> acked_;                     // acked_[i] is idx watermark_ + 1 + i
-  std::size_t unacked_ = 0;                    // false entries in acked_
+  uint64_t last_sent_;                         // the highest idx sent (or the watermark)
+  std::deque<Slot> slots_;                     // rows sent above the watermark, by idx; the first unacknowledged
+  std::size_t unacked_ = 0;                    // slots not acknowledged
   uint64_t resent_through_ = 0;                // the highest idx resent
   // Mids awaiting acknowledgement. A row resent has two; the one that is
   // never acknowledged (lost with its connection) stays until its mid is
