@@ -804,6 +804,53 @@ test("an immediate topic's records past maxHeldBytes give its gap up, and say so
   assert.deepEqual(mqtt.requests, [ask2], 'the range given up is not asked again');
 });
 
+// A request given up while it still waits in the queue (behind
+// maxOutstanding others or a busy pause; here by maxHeldBytes) leaves its
+// place there: the topic's next request, if made before the queue reaches
+// it, goes out in it, not behind those made since (as the C++ client's
+// AbandonLocked, which keeps the waiting ticket).
+test('a range given up while it waits to be sent keeps its place for the topic\'s next request', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { maxOutstanding: 1, maxHeldBytes: 1000 }); // replyTimeout 60 s: no retry
+  const live = (name, s, id, ordered) => mqtt.emit('message', `seq/room/${name}`, Buffer.from(encodeFrame({ topicId: id, seq: s, ordered }, `m${s}`)));
+  seq.subscribe('room/#');
+  for (const [name, id, ordered] of [['b', 8, true], ['a', 7, false], ['c', 9, true]]) {
+    live(name, 1, id, ordered);
+    live(name, 3, id, ordered); // 2 lost
+  }
+  // The gaps seen at one tick, asked for at one later: b's out, a's and c's waiting.
+  await waitFor(() => mqtt.requests.length >= 1, 'the gap requests');
+  assert.deepEqual(mqtt.requests, [{ id: 8, from: 2, to: 2 }]);
+  assert.deepEqual([...seq.waiting].map((item) => item.id), [7, 9]);
+  // a is immediate: a record of 96 bytes for each frame shown above its
+  // gap; 13 takes them to 1,056, and a's range, still waiting, is given up.
+  for (let s = 4; s <= 13; ++s) live('a', s, 7, false);
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), [
+    ['lost', { topic: 'room/a', from: 2, to: 2, reason: '1056 bytes held behind the gap, over max_held_bytes', code: undefined, retry: undefined }],
+  ]);
+  // A new gap of a, 14, asked for while b's request is still out: in a's old place.
+  live('a', 15, 7, false);
+  await waitFor(() => seq.topics.get(7).asked !== null, "a's new gap asked for");
+  assert.deepEqual(seq.topics.get(7).asked, { from: 14, to: 14 });
+  assert.deepEqual([...seq.waiting].map((item) => item.id), [7, 9], 'a keeps its place, before c');
+  assert.equal(mqtt.requests.length, 1);
+  mqtt.frame('relay/replay/r1', 2, 'm2', 8);
+  mqtt.status({ id: 8, from: 2, to: 2, sent: 1, last: 3, first: 1, status: 'ok' });
+  assert.deepEqual(mqtt.requests.slice(1), [{ id: 7, from: 14, to: 14 }], "a's new request first");
+  mqtt.emit('message', 'relay/replay/r1', Buffer.from(encodeFrame({ topicId: 7, seq: 14, ordered: false }, 'm14')));
+  mqtt.status({ id: 7, from: 14, to: 14, sent: 1, last: 15, first: 1, status: 'ok' });
+  assert.deepEqual(mqtt.requests.slice(2), [{ id: 9, from: 2, to: 2 }], "then c's");
+  // b's 1, a's 1 and 3 (shown at once), c's 1, a's 4..13 and 15, b's 2 and 3, a's 14.
+  assert.deepEqual(seen, [1, 1, 3, 1, ...range(4, 13), 15, 2, 3, 14]);
+  assert.deepEqual(events.filter(([e]) => e !== 'lost'), [
+    ['fetch', { topic: 'room/b', from: 2, to: 2 }],
+    ['fetch', { topic: 'room/a', from: 2, to: 2 }],
+    ['fetch', { topic: 'room/c', from: 2, to: 2 }],
+    ['fetch', { topic: 'room/a', from: 14, to: 14 }],
+    ['filled', { topic: 'room/b', from: 2, to: 2 }],
+    ['filled', { topic: 'room/a', from: 14, to: 14 }],
+  ]);
+});
+
 // The same for an ordered topic before the gap is asked for (gapWait not
 // run yet): frames dropped, the newest but one first, never a gap given up;
 // a newest frame bigger than the bound stays, alone. Once asked for, the

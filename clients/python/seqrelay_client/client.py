@@ -158,7 +158,10 @@ class _Topic:
     refusal: Optional[dict] = None  # the outstanding request's last status with retry: true, if any
     sent: Optional[tuple] = None  # the range last asked for, and stream.arrivals when it first was
     asked_on: int = 0  # _connects when the request was last sent: one sent before a reconnect may have lost frames
-    queued: bool = False  # `asked` waits to be sent (in _waiting), behind max_outstanding others or a busy pause
+    # `asked` waits to be sent (in _waiting), behind max_outstanding others or a busy pause. Left set
+    # when a waiting request is done or given up: its entry keeps the place for the next one, and
+    # nothing reads `queued` while `asked` is None.
+    queued: bool = False
 
 
 @dataclass
@@ -421,7 +424,9 @@ class SeqClient:
         # _pump drops those answered, given up or forgotten, and sends what waits.
         self._in_flight: set = set()
         # Requests made and not sent yet, in the order they were made (a dict as an ordered set):
-        # topics with `queued`, and lookups with sent_seq == 0.
+        # topics with `queued`, and lookups with sent_seq == 0. A topic's entry stays when its
+        # request is done or given up before it is sent: _pump skips it, and a new request of the
+        # topic made meanwhile takes it (see _abandon).
         self._waiting: dict = {}
         # busy (PROTOCOL 5.3): nothing waiting is sent before _busy_until (time.monotonic(); 0 = no
         # pause). _busy_rounds: pauses since the relay last served this client (a frame or an ok
@@ -1115,10 +1120,12 @@ class SeqClient:
         gap = t.stream.gap()
         open_end = t.asked[1] is OPEN_END
         to = t.asked[1] if not open_end else (gap[1] if gap else t.stream.next - 1)
+        # One still waiting to be sent (_bound_held gives those up too, during a busy pause or
+        # behind max_outstanding others) keeps its place in _waiting, `queued` left set: _pump skips
+        # it (asked is None), and the topic's next request, if made before, goes out in that place,
+        # as in the C++ and JavaScript clients (until 2026-12-07 it left the queue, and the next
+        # request went last).
         t.asked, t.attempts, t.refusal = None, 0, None
-        if t.queued:  # one still waiting to be sent (_bound_held gives those up too) leaves the queue
-            t.queued = False
-            self._waiting.pop(t, None)
         if to >= t.stream.next:
             self._lose(t, t.stream.next, to, reason, status)
         elif open_end:
@@ -1144,7 +1151,7 @@ class SeqClient:
             item.queued = True
         else:
             item.sent_seq = 0
-        self._waiting.setdefault(item, None)  # one that waits already keeps its place
+        self._waiting.setdefault(item, None)  # one that waits already (or was given up waiting) keeps its place
         self._pump()
 
     def _is_out(self, item) -> bool:

@@ -875,6 +875,86 @@ def test_an_immediate_topics_records_past_max_held_bytes_give_its_gap_up():
     assert s.requests == [{"id": 7, "from": 2, "to": 2}]
 
 
+def test_frames_held_behind_a_gap_not_asked_for_yet_past_max_held_bytes_are_dropped_the_newest_kept_and_come_with_the_gap():
+    """The same for an ordered topic before the gap is asked for (gap_wait not run yet): frames
+    dropped, the newest but one first, never a gap given up; a newest frame bigger than the bound
+    stays, alone. Once asked for, the gap's range brings the dropped frames with it. As the
+    JavaScript client's test of that name."""
+    fetched = []
+    s = Scripted(max_held_bytes=300, gap_wait=60, reply_timeout=86400, on_fetch=fetched.append)
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    for seq in [3, 4, 6]:  # 2 and 5 missing; 3 x 98 = 294 bytes held
+        s.frame("seq/chat/a", seq)
+    assert s.c.stats.held_bytes == 294
+    s.frame("seq/chat/a", 7)  # 392: 6 dropped (98)
+    assert s.c.stats.frames_shed == 1
+    assert s.c.stats.held_bytes == 294
+    stream = s.c._topics[7].stream
+    assert stream.missing(2, 7) == [(2, 2), (5, 6)]
+    # 294 + 496: 7, 4 and 3 dropped; 9 over the bound alone.
+    s.c._on_message(None, None, SimpleNamespace(topic="seq/chat/a", payload=encode_frame(7, 9, "x" * 400)))
+    assert s.c.stats.frames_shed == 4
+    assert s.c.stats.held_bytes == 496
+    assert stream.missing(2, 9) == [(2, 8)]
+    assert s.seen == [1]
+    assert s.events == [] and fetched == []
+    assert s.c.stats.gaps_lost == 0
+    assert s.requests == []
+    # gap_wait over: the gap below 9, the dropped frames in it, asked for whole.
+    s.advance(0.001)  # the gap is seen
+    s.advance(60)
+    assert s.requests == [{"id": 7, "from": 2, "to": 8}]
+    for seq in range(2, 9):
+        s.frame("relay/replay/r1", seq)
+    s.status(id=7, **{"from": 2}, to=8, sent=7, last=9, status="ok")
+    assert s.seen == list(range(1, 10))
+    assert s.events == [] and fetched == [{"topic": "chat/a", "from": 2, "to": 8}]
+    assert s.c.stats.gaps_filled == 1
+    assert s.c.stats.held_bytes == 0
+    assert len(s.requests) == 1
+
+
+def test_a_range_given_up_while_it_waits_to_be_sent_keeps_its_place_for_the_topics_next_request():
+    """A request given up while it still waits in the queue (behind max_outstanding others or a
+    busy pause; here by max_held_bytes) leaves its place there: the topic's next request, if made
+    before the queue reaches it, goes out in it, not behind those made since. Until 2026-12-07 the
+    Python client took it out of the queue, and the next request went last; the C++ and
+    JavaScript clients kept the place."""
+    s = Scripted(max_outstanding=1, max_held_bytes=1000, reply_timeout=1)  # no timeout runs here
+    s.sub("room/#")
+    for name, tid, ordered in [("b", 8, True), ("a", 7, False), ("c", 9, True)]:
+        s.frame(f"seq/room/{name}", 1, tid=tid, ordered=ordered)
+        s.frame(f"seq/room/{name}", 3, tid=tid, ordered=ordered)  # 2 lost
+    s.advance(0.001)  # the gaps are seen
+    s.advance(0.02)  # past gap_wait: asked for in that order, b's out, a's and c's waiting
+    assert s.requests == [{"id": 8, "from": 2, "to": 2}]
+    assert [t.id for t in s.c._waiting] == [7, 9]
+    # a is immediate: a record of 96 bytes for each frame shown above its gap; 13 takes them to
+    # 1,056, and a's range, still waiting, is given up.
+    for seq in range(4, 14):
+        s.frame("seq/room/a", seq, tid=7, ordered=False)
+    assert lost(s.events) == [{"topic": "room/a", "from": 2, "to": 2, "code": None, "retry": None,
+                               "reason": "1056 bytes held behind the gap, over max_held_bytes"}]
+    assert s.c.stats.held_bytes == 2 * (len("m3") + OrderedStream.ENTRY_BYTES), "b's 3 and c's 3 only"
+    # A new gap of a, 14, asked for while b's request is still out: in a's old place.
+    s.frame("seq/room/a", 15, tid=7, ordered=False)
+    s.advance(0.001)
+    s.advance(0.02)
+    assert s.c._topics[7].asked == [14, 14]
+    assert [t.id for t in s.c._waiting] == [7, 9], "a keeps its place, before c"
+    assert len(s.requests) == 1
+    s.frame("relay/replay/r1", 2, tid=8)
+    s.status(id=8, **{"from": 2}, to=2, sent=1, last=3, first=1, status="ok")
+    assert s.requests[1:] == [{"id": 7, "from": 14, "to": 14}], "a's new request first"
+    s.frame("relay/replay/r1", 14, tid=7, ordered=False)
+    s.status(id=7, **{"from": 14}, to=14, sent=1, last=15, first=1, status="ok")
+    assert s.requests[2:] == [{"id": 9, "from": 2, "to": 2}], "then c's"
+    # b's 1, a's 1 and 3 (shown at once), c's 1, a's 4..13 and 15, b's 2 and 3, a's 14.
+    assert s.seen == [1, 1, 3, 1, *range(4, 14), 15, 2, 3, 14]
+    assert len(lost(s.events)) == 1
+
+
 def test_live_frames_held_past_max_held_bytes_while_a_lookup_waits_are_dropped_and_asked_for_after_the_history():
     """The same while a history's lookup waits (here unanswered, its timeout far off): the live
     frames held meanwhile, past max_held_bytes, are dropped, the last come first but never the one
