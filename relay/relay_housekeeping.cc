@@ -68,8 +68,8 @@ void Relay::ApplyRetention() {
 
 bool Relay::RetentionWork(Clock::time_point until) {
   // Only rows every subscriber could have had live are deleted: this
-  // shard's up to its watermark, and a higher-numbered shard's (a topic
-  // that moved here) up to that shard's.
+  // shard's up to its watermark, and another shard's (a topic that moved
+  // here) up to that shard's.
   const uint64_t published = AckedWatermark();
   constexpr std::size_t kTopicsPerQuery = 1000, kRowsPerDelete = 1000;
   auto failed = [](const std::string& what) {
@@ -77,8 +77,8 @@ bool Relay::RetentionWork(Clock::time_point until) {
     if (auto suppressed = limit.Allow()) LogWarn("retention: {}{}", what, SuppressedNote(*suppressed));
     return false;
   };
-  auto published_above = pending_store_.PublishedAbove();
-  if (!published_above.ok()) return failed(published_above.error());
+  auto published_elsewhere = pending_store_.PublishedElsewhere();
+  if (!published_elsewhere.ok()) return failed(published_elsewhere.error());
   while (Clock::now() < until) {
     auto topics = pending_store_.ListTopics(retention_cursor_, kTopicsPerQuery);
     if (!topics.ok()) return failed(topics.error());
@@ -99,7 +99,7 @@ bool Relay::RetentionWork(Clock::time_point until) {
       // time, the cursor stays before it, for the next call.
       while (rule) {
         auto trimmed =
-            pending_store_.TrimTopic(topic, *rule, published, *published_above, kRowsPerDelete, retention_max_bytes_);
+            pending_store_.TrimTopic(topic, *rule, published, *published_elsewhere, kRowsPerDelete, retention_max_bytes_);
         if (!trimmed.ok()) return failed(trimmed.error());
         if (trimmed->deleted > 0) {
           counters_.retention_deleted += trimmed->deleted;

@@ -211,19 +211,21 @@ class MysqlStore {
   // Up to `limit` topic names after `after` (byte order), for a pass over
   // every topic.
   Result<std::vector<std::string>> ListTopics(std::string_view after, std::size_t limit);
-  // The rows of the shards numbered above this one that their relays have
-  // acknowledged on seq/T: each one's idx from its base to its
-  // PUBLISHED_IDX (for TrimTopic: a topic that moved to this shard from one
-  // of them has its older rows there, above this shard's own).
+  // The rows of the other shards that their relays have acknowledged on
+  // seq/T: each one's idx from its base to its PUBLISHED_IDX (for
+  // TrimTopic: a topic that moved to this shard from another has its older
+  // rows in that shard's range, which may hold rows committed and not yet
+  // acknowledged, for its next start to publish).
   struct IdxRange {
     uint64_t from = 0, to = 0;
   };
-  Result<std::vector<IdxRange>> PublishedAbove();
+  Result<std::vector<IdxRange>> PublishedElsewhere();
   // Deletes the oldest rows of `topic` that `rule` no longer keeps, at most
   // `max_rows` and `max_bytes` of payload (but always one row) in one short
   // transaction at READ COMMITTED: only a prefix of its SEQs, never its
-  // newest row, never a row not yet acknowledged on seq/T (above
-  // `published_idx`, unless in one of `published_above`). The bytes bound
+  // newest row, never a row not yet acknowledged on seq/T (only this
+  // shard's rows up to `published_idx`, and the other shards' in
+  // `published_elsewhere`). The bytes bound
   // what a server writing a binary log, or a Galera cluster (its
   // write-set), holds for one transaction.
   struct Trimmed {
@@ -231,7 +233,7 @@ class MysqlStore {
     bool more = false;  // a bound cut the delete short: the topic may have more to go now
   };
   Result<Trimmed> TrimTopic(std::string_view topic, const RetentionRule& rule, uint64_t published_idx,
-                            const std::vector<IdxRange>& published_above, std::size_t max_rows, uint64_t max_bytes);
+                            const std::vector<IdxRange>& published_elsewhere, std::size_t max_rows, uint64_t max_bytes);
 
   // ---- Publishers' message ids (schema 005, PROTOCOL.md 5.1) ----
 

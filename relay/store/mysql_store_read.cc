@@ -41,11 +41,11 @@ Result<std::vector<std::string>> MysqlStore::ListTopics(std::string_view after, 
   return topics;
 }
 
-Result<std::vector<MysqlStore::IdxRange>> MysqlStore::PublishedAbove() {
+Result<std::vector<MysqlStore::IdxRange>> MysqlStore::PublishedElsewhere() {
   std::vector<IdxRange> ranges;
   Status s = Guard("read the other shards' acknowledged rows", [&] {
     std::unique_ptr<sql::PreparedStatement> ps(
-        conn_->prepareStatement("SELECT NUM, PUBLISHED_IDX FROM SHARD WHERE NUM > ? ORDER BY NUM"));
+        conn_->prepareStatement("SELECT NUM, PUBLISHED_IDX FROM SHARD WHERE NUM <> ? ORDER BY NUM"));
     ps->setUInt64(1, idx_base_ / kShardIdxSpan);
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
     while (rs->next()) {

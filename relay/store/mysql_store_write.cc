@@ -135,13 +135,16 @@ Result<std::vector<MysqlStore::MsgIdKey>> MysqlStore::FindSequencedMsgIds(std::s
 }
 
 Result<MysqlStore::Trimmed> MysqlStore::TrimTopic(std::string_view topic, const RetentionRule& rule,
-                                                  uint64_t published_idx, const std::vector<IdxRange>& published_above,
+                                                  uint64_t published_idx,
+                                                  const std::vector<IdxRange>& published_elsewhere,
                                                   std::size_t max_rows, uint64_t max_bytes) {
-  // Acknowledged on seq/T: this shard's rows up to its watermark (and the
-  // lower shards' below it), and the higher shards' acknowledged ones. The
-  // values are numbers: written into the statements.
-  std::string acknowledged = "(idx <= ?";
-  for (const IdxRange& r : published_above) acknowledged += fmt::format(" OR idx BETWEEN {} AND {}", r.from, r.to);
+  // Acknowledged on seq/T: this shard's rows up to its watermark, and each
+  // other shard's up to its own (until 2026-12-07 a lower-numbered shard's
+  // rows counted as acknowledged below this shard's watermark, all of them:
+  // a topic moved here lost the rows its old shard had committed and not
+  // yet published). The values are numbers: written into the statements.
+  std::string acknowledged = fmt::format("(idx BETWEEN {} AND ?", idx_base_ + 1);
+  for (const IdxRange& r : published_elsewhere) acknowledged += fmt::format(" OR idx BETWEEN {} AND {}", r.from, r.to);
   acknowledged += ")";
   Trimmed trimmed;
   Status s = Guard("trim topic", [&] {
