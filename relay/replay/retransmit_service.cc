@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 #include "core/frame.h"
@@ -60,6 +61,7 @@ std::span<const uint8_t> AsBytes(std::string_view s) {
 
 RetransmitService::RetransmitService(const Config& config)
     : config_(config),
+      fail_oldest_lookup_(std::getenv("SEQTEST_FAIL_OLDEST_LOOKUP") != nullptr),
       governor_({.target = std::chrono::microseconds(config.replay_live_delay_us)}) {}
 
 RetransmitService::~RetransmitService() { Stop(); }
@@ -314,29 +316,39 @@ bool RetransmitService::Serve(Job& job, MysqlStore& store) {
     }
     return wait_until(governor_.Reserve(Clock::now()));
   };
+  // The database failed: the client asks again from where the reply got.
+  auto unavailable = [&](const std::string& why) {
+    LogWarn("retransmit for {} of '{}' from {}: {}", job.client, topic, p.next, why);
+    p.status.error = fmt::format("database unavailable after {} frames, ask again from {}", p.status.sent, p.next);
+    p.status.code = ErrorCode::kUnavailable;
+    p.status.next = p.next;
+  };
   while (p.next <= p.end) {
     auto rows = WithDb(store, [&] { return store.ReadRange(topic, p.next, p.end, kReadChunk, kReadBytes); });
     if (!rows.ok()) {
-      LogWarn("retransmit for {} of '{}' from {}: {}", job.client, topic, p.next, rows.error());
-      p.status.error = fmt::format("database unavailable after {} frames, ask again from {}", p.status.sent, p.next);
-      p.status.code = ErrorCode::kUnavailable;
-      p.status.next = p.next;
+      unavailable(rows.error());
       break;
     }
     if (rows->empty()) {
       // Nothing from p.next to p.end, or (the read's two statements see two
       // snapshots) retention deleted what its first one counted: the rows
       // from the topic's oldest now on are still to send. (Until 2026-12-06
-      // the reply ended here, "ok", without them.)
-      const uint64_t oldest = MissingFrom(p.next, job, store);
-      if (oldest > p.next && oldest <= p.end) {
-        p.next = oldest;
+      // the reply ended here, "ok", without them; until 2026-12-07 it did
+      // so still when this lookup failed.)
+      const std::optional<uint64_t> oldest = MissingFrom(p.next, job, store);
+      if (!oldest) {
+        unavailable("the topic's oldest row could not be read");
+        break;
+      }
+      if (*oldest > p.next && *oldest <= p.end) {
+        p.next = *oldest;
         continue;
       }
       break;
     }
     for (const auto& row : *rows) {
-      if (row.seq != p.next) MissingFrom(p.next, job, store);
+      // (A failed lookup leaves `first` as it is: the hole stays one.)
+      if (row.seq != p.next) (void)MissingFrom(p.next, job, store);
       auto frame = EncodeFrame({id, row.seq, static_cast<Ordering>(row.ordering & 1)}, AsBytes(row.payload));
       if (!frame.ok()) {  // a SEQ outside 1..2^40-1, which the relay never writes: passed over
         p.next = row.seq + 1;
@@ -381,14 +393,16 @@ std::chrono::steady_clock::duration RetransmitService::TurnLength() {
   return std::max<std::chrono::steady_clock::duration>(kMinTurn, kTurn * workers / waiting);
 }
 
-uint64_t RetransmitService::MissingFrom(uint64_t seq, Job& job, MysqlStore& store) {
+std::optional<uint64_t> RetransmitService::MissingFrom(uint64_t seq, Job& job, MysqlStore& store) {
   // Retention deletes a topic's rows from its oldest on, maybe while a
   // reply goes: if everything before the oldest row stored now is gone,
   // `first` says where the history starts now (PROTOCOL.md 5.2). A hole
   // above older rows (an operator's purge) stays a hole: the client asks
   // for it and hears that the relay has no such SEQ.
+  if (fail_oldest_lookup_) return std::nullopt;
   auto now = WithDb(store, [&] { return store.FindTopic(*job.fields.topic, std::nullopt); });
-  if (!now.ok() || !now.value()) return 0;
+  if (!now.ok()) return std::nullopt;
+  if (!now.value()) return 0;  // no such topic now: nothing to send
   const MysqlStore::TopicRow& t = **now;
   const uint64_t oldest = t.first_seq != 0 ? t.first_seq : t.last_seq + 1;
   Job::Progress& p = *job.progress;

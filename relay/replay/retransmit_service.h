@@ -138,8 +138,8 @@ class RetransmitService {
   bool Serve(Job& job, MysqlStore& store);
   // Rows of the job's range are missing from `seq` on: moves its status's
   // `first` past them if retention deleted them. Returns the topic's oldest
-  // SEQ now (0 if the database could not say).
-  uint64_t MissingFrom(uint64_t seq, Job& job, MysqlStore& store);
+  // SEQ now (nullopt if the database could not say).
+  std::optional<uint64_t> MissingFrom(uint64_t seq, Job& job, MysqlStore& store);
   bool OthersWaiting();
   // How long a turn of a reply lasts now: shorter the more clients wait.
   std::chrono::steady_clock::duration TurnLength();
@@ -157,6 +157,8 @@ class RetransmitService {
   uint64_t SettleFrames(const Job& job);
 
   const Config& config_;
+  // Test hook (SEQTEST_FAIL_OLDEST_LOOKUP): MissingFrom's lookup fails.
+  const bool fail_oldest_lookup_;
   ReplayGovernor governor_;
   MqttLink* link_ = nullptr;  // set by Start (under mu_, started_ notified), before any worker runs
   std::shared_ptr<const Acl> acl_;  // null: no access control; set before Start, then read-only

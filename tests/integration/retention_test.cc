@@ -319,6 +319,38 @@ TEST_F(RetentionE2E, RowsDeletedBetweenTheTwoStatementsOfARangeReadAreNotTheRepl
   ASSERT_EQ(relay_->Stop(), 0);
 }
 
+// The same read finding no row of the range at all (all deleted between
+// its two statements) looks the topic's oldest row up, to send what is
+// left from there: when that lookup fails (SEQTEST_FAIL_OLDEST_LOOKUP), the
+// status says "unavailable", to be asked again from the same SEQ. Until
+// 2026-12-07 it said "ok", and the client gave the range up (a helper's
+// review).
+TEST_F(RetentionE2E, ARangeReadThatFindsNoRowAndThenNoOldestRowAsksForTheRangeAgain) {
+  const std::string t = root() + "/t", who = name_ + "-r";
+  StartRelay({}, {"SEQTEST_PAUSE_IN_RANGE_READ_MS=1000", "SEQTEST_FAIL_OLDEST_LOOKUP=1"});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (int i = 1; i <= 10; ++i) pub.Publish(t, "m" + std::to_string(i));
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return StoredSeqs(t).size() == 10; }, 10s)) << AuditTrail(t).size();
+  MqttClient client(servers().mqtt_port(), who);
+  client.Subscribe("relay/replay/" + who + "/#");
+  client.Publish("relay/retransmit/" + who, json{{"topic", t}, {"from", 1}, {"to", 5}}.dump());
+  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("pausing 1000 ms between a range read") != std::string::npos; },
+                      10s));
+  servers().Sql(fmt::format("DELETE FROM `{}`.MSG WHERE ID = X'{}' AND SEQ <= 5", name_, Hex(t)));
+  ASSERT_TRUE(WaitFor([&] { return client.received_count() > 0; }, 10s));
+  const auto got = client.received();
+  ASSERT_EQ(got.size(), 1u) << "a status and no frame";
+  ASSERT_EQ(got[0].topic, "relay/replay/" + who + "/status");
+  const json status = json::parse(got[0].payload);
+  EXPECT_EQ(status["status"], "error") << status.dump();
+  EXPECT_EQ(status["code"], "unavailable") << status.dump();
+  EXPECT_EQ(status["retry"], true) << status.dump();
+  EXPECT_EQ(status["next"], 1) << status.dump();
+  EXPECT_NE(relay_->log().find("the topic's oldest row could not be read"), std::string::npos) << relay_->log();
+  ASSERT_EQ(relay_->Stop(), 0);
+}
+
 TEST_F(RetentionE2E, AnAgeDeletesOldRowsButNeverATopicsNewest) {
   const std::string t = root() + "/t";
   StartRelay({"--retention=" + root() + "/#=2s"});
