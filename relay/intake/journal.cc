@@ -17,6 +17,7 @@
 
 #include "core/durable_file.h"
 #include "core/log.h"
+#include "core/topic_filter.h"
 
 namespace seqrelay {
 namespace {
@@ -68,16 +69,46 @@ std::vector<uint8_t> ReadWhole(const std::string& path) {
   return data;
 }
 
-// Length of the valid records at the start of `data`.
-std::size_t ValidPrefix(const std::vector<uint8_t>& data) {
-  std::size_t at = 0;
-  while (data.size() - at >= kHeader) {
+// Whether a whole record whose checksum matches starts at byte `at`.
+bool IntactAt(const std::vector<uint8_t>& data, std::size_t at) {
+  if (data.size() - at < kHeader) return false;
+  const uint32_t len = GetU32(&data[at + 4]);
+  return len >= kFields && data.size() - at - kHeader >= len && Crc(&data[at + 4], 4 + len) == GetU32(&data[at]);
+}
+
+// Where the first intact record at or after byte `from` starts, or
+// data.size() if none does. Every offset is tried: the cheap checks first (a
+// length that fits, a topic no longer than the intake takes), so that
+// zeroes and garbage cost few checksums.
+std::size_t NextIntact(const std::vector<uint8_t>& data, std::size_t from) {
+  for (std::size_t at = from; at + kHeader + kFields <= data.size(); ++at) {
     const uint32_t len = GetU32(&data[at + 4]);
-    if (len < kFields || data.size() - at - kHeader < len) break;
-    if (Crc(&data[at + 4], 4 + len) != GetU32(&data[at])) break;
-    at += kHeader + len;
+    if (len < kFields || data.size() - at - kHeader < len) continue;
+    const std::size_t topic_len = (data[at + kHeader] | (data[at + kHeader + 1] << 8)) & ~kHasMsgId;
+    if (topic_len > kMaxTopicBytes || kFields + topic_len > len) continue;
+    if (Crc(&data[at + 4], 4 + len) == GetU32(&data[at])) return at;
   }
-  return at;
+  return data.size();
+}
+
+// A segment's bytes, record by record: `on_record(at, len)` for each
+// intact one, `on_damage(at, bytes)` for each run of bytes between them
+// that is none (damage, or at the end a torn record). A record past damage
+// is found again by its checksum: the positions are the bytes', so the
+// records after a damaged one keep theirs.
+template <typename OnRecord, typename OnDamage>
+void ForEachRecord(const std::vector<uint8_t>& data, OnRecord&& on_record, OnDamage&& on_damage) {
+  for (std::size_t at = 0; at < data.size();) {
+    if (IntactAt(data, at)) {
+      const uint32_t len = GetU32(&data[at + 4]);
+      on_record(at, len);
+      at += kHeader + len;
+      continue;
+    }
+    const std::size_t next = NextIntact(data, at + 1);
+    on_damage(at, next - at);
+    at = next;
+  }
 }
 
 // The base of a segment file name "journal-<16 lower-case hex digits>.log";
@@ -204,10 +235,24 @@ Status Journal::Open(uint64_t min_position, std::string_view database_id) {
     end_ = min_position;
     return StartSegment(end_);
   }
-  // Cut a torn record off the last segment.
+  // Cut a torn record off the last segment. Damage before its last intact
+  // record stays (Replay reports it and reads every record around it): a
+  // machine crash may have written the page cache back out of order, or a
+  // disk damaged a page, and the records after it were acknowledged to
+  // their publishers. (Until 2026-12-07 the segment was cut at the first
+  // damage, those records with it.)
   const uint64_t last = bases.back();
   const std::vector<uint8_t> data = ReadWhole(SegmentPath(last));
-  const std::size_t valid = ValidPrefix(data);
+  std::size_t valid = 0, damaged = 0;
+  ForEachRecord(
+      data, [&](std::size_t at, uint32_t len) { valid = at + kHeader + len; },
+      [&](std::size_t at, std::size_t bytes) {
+        if (at + bytes < data.size()) damaged += bytes;
+      });
+  if (damaged > 0) {
+    LogWarn("journal: {} has {} damaged bytes before its last record; the records around them are kept",
+            SegmentPath(last), damaged);
+  }
   if (valid < data.size()) {
     LogWarn("journal: cutting {} bytes of a torn record off {}", data.size() - valid, SegmentPath(last));
     if (truncate(SegmentPath(last).c_str(), static_cast<off_t>(valid)) != 0) return Errno("truncate");
@@ -249,46 +294,43 @@ Status Journal::Replay(uint64_t position, const std::function<void(const Record&
     std::lock_guard lock(mu_);
     bases = segments_;
   }
-  // Damage before the last segment's end (Open cuts a torn tail off the
-  // last one) is reported once every intact record has been read: positions
-  // are absolute, so the next segment's records stand on their own.
+  // Damage (Open cuts a torn tail off the last segment) is reported once
+  // every intact record has been read: positions are absolute, so the
+  // records after it stand on their own.
   std::string damage;
   for (std::size_t i = 0; i < bases.size(); ++i) {
     const uint64_t base = bases[i];
     const uint64_t next_base = i + 1 < bases.size() ? bases[i + 1] : UINT64_MAX;
     if (next_base <= position) continue;  // wholly committed
     const std::vector<uint8_t> data = ReadWhole(SegmentPath(base));
-    std::size_t valid = ValidPrefix(data);
-    if (valid < data.size() && i + 1 < bases.size()) {
+    auto on_damage = [&](std::size_t at, std::size_t bytes) {
+      if (base + at + bytes <= position) return;  // committed
       damage += fmt::format("{}{} is damaged at byte {} ({} bytes unreadable)", damage.empty() ? "" : "; ",
-                            SegmentPath(base), valid, data.size() - valid);
-    }
-    for (std::size_t at = 0; at < valid;) {
-      const uint32_t len = GetU32(&data[at + 4]);
+                            SegmentPath(base), at, bytes);
+    };
+    auto on_record = [&](std::size_t at, uint32_t len) {
       const uint64_t end = base + at + kHeader + len;
-      if (end > position) {
-        const uint8_t* body = &data[at + kHeader];
-        const uint16_t topic_field = static_cast<uint16_t>(body[0] | (body[1] << 8));
-        const std::size_t topic_len = topic_field & ~kHasMsgId;
-        std::size_t used = kFields + topic_len;  // of len: fields, topic, msg-id
-        if (used > len || ((topic_field & kHasMsgId) && used + 1 + body[used] > len)) {
-          damage += fmt::format("{}a bad record at {}", damage.empty() ? "" : "; ", base + at);
-          at += kHeader + len;
-          continue;
-        }
-        Record r;
-        r.mid = static_cast<uint16_t>(body[2] | (body[3] << 8));
-        r.topic = std::string_view(reinterpret_cast<const char*>(body + kFields), topic_len);
-        if (topic_field & kHasMsgId) {
-          r.msg_id = std::string_view(reinterpret_cast<const char*>(body + used + 1), body[used]);
-          used += 1 + r.msg_id.size();
-        }
-        r.payload = {body + used, len - used};
-        r.end = end;
-        fn(r);
+      if (end <= position) return;
+      const uint8_t* body = &data[at + kHeader];
+      const uint16_t topic_field = static_cast<uint16_t>(body[0] | (body[1] << 8));
+      const std::size_t topic_len = topic_field & ~kHasMsgId;
+      std::size_t used = kFields + topic_len;  // of len: fields, topic, msg-id
+      if (used > len || ((topic_field & kHasMsgId) && used + 1 + body[used] > len)) {
+        damage += fmt::format("{}a bad record at {}", damage.empty() ? "" : "; ", base + at);
+        return;
       }
-      at += kHeader + len;
-    }
+      Record r;
+      r.mid = static_cast<uint16_t>(body[2] | (body[3] << 8));
+      r.topic = std::string_view(reinterpret_cast<const char*>(body + kFields), topic_len);
+      if (topic_field & kHasMsgId) {
+        r.msg_id = std::string_view(reinterpret_cast<const char*>(body + used + 1), body[used]);
+        used += 1 + r.msg_id.size();
+      }
+      r.payload = {body + used, len - used};
+      r.end = end;
+      fn(r);
+    };
+    ForEachRecord(data, on_record, on_damage);
   }
   if (!damage.empty()) return Status::Error("journal: " + damage);
   return Status::Ok();

@@ -398,6 +398,65 @@ TEST(JournalTest, OpenCutsLastRecordWithBadCrc) {
   }
 }
 
+// Damage before the last segment's last record (a machine crash that wrote
+// the page cache back out of order, a disk that damaged a page): the
+// records after it were acknowledged to their publishers. Open keeps them
+// and the damaged bytes (it cuts only a torn tail); Replay reads every
+// intact record, finding the next one by its checksum, and reports the
+// damage. Until 2026-12-07 Open cut the segment at the damage, and the
+// records after it were lost (a helper's review).
+TEST(JournalTest, DamageBeforeTheLastRecordKeepsTheRecordsAfterIt) {
+  const Bytes third_payload = {'3', '3', '3'};
+  const uint64_t third_end = kSecondEnd + 8 + 4 + 3 + 3;
+  const Record first = {kFirstTopic, kFirstPayload, 0, kFirstEnd};
+  const Record third = {"t/3", third_payload, 0, third_end};
+  std::vector<FlipCase> cases = kFlipCases;
+  cases.push_back({"every_byte_of_the_second_record_flipped", 0});
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.rule);
+    TempDir dir;
+    WriteTwoRecords(dir);
+    {
+      Journal journal(dir.path());
+      ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+      ASSERT_EQ(AppendOk(journal, "t/3", third_payload), third_end);
+    }
+    const std::string segment = dir.File("journal-0000000000000000.log");
+    if (c.offset != 0) {
+      FlipByte(segment, c.offset);
+    } else {
+      for (uint64_t at = kFirstEnd; at < kSecondEnd; ++at) FlipByte(segment, at);
+    }
+
+    Journal journal(dir.path());
+    ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+    EXPECT_EQ(journal.end(), third_end);
+    EXPECT_EQ(FileSize(segment), third_end) << "nothing cut";
+    auto replay = [](Journal& j) {
+      std::vector<Record> replayed;
+      Status s = j.Replay(0, [&](const Journal::Record& r) {
+        replayed.push_back({std::string(r.topic), Bytes(r.payload.begin(), r.payload.end()), r.mid, r.end});
+      });
+      EXPECT_FALSE(s.ok());
+      EXPECT_NE(s.message().find("journal-0000000000000000.log is damaged at byte 18 (115 bytes unreadable)"),
+                std::string::npos)
+          << s.message();
+      return replayed;
+    };
+    EXPECT_EQ(replay(journal), (std::vector<Record>{first, third}));
+
+    const Bytes next_payload = {'n'};
+    const uint64_t next_end = AppendOk(journal, "t/4", next_payload);
+    EXPECT_EQ(next_end, third_end + 8 + 4 + 3 + 1);
+    Journal reopened(dir.path());
+    ASSERT_TRUE(reopened.Open(0, kDatabase).ok());
+    EXPECT_EQ(reopened.end(), next_end);
+    EXPECT_EQ(replay(reopened), (std::vector<Record>{first, third, {"t/4", next_payload, 0, next_end}}));
+    // Committed past the damage: nothing of it is lost, nothing reported.
+    EXPECT_EQ(ReplayFrom(reopened, third_end), (std::vector<Record>{{"t/4", next_payload, 0, next_end}}));
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Open(min_position).
 
