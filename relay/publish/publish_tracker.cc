@@ -26,6 +26,9 @@ void PublishTracker::Advance() {
 }
 
 const PublishTracker::Slot* PublishTracker::Find(uint64_t idx) const {
+  if (slots_.empty() || idx < slots_.front().idx) return nullptr;
+  // With no idx skipped since the first slot (the usual case), its place.
+  if (const uint64_t at = idx - slots_.front().idx; at < slots_.size() && slots_[at].idx == idx) return &slots_[at];
   auto it = std::lower_bound(slots_.begin(), slots_.end(), idx,
                              [](const Slot& slot, uint64_t i) { return slot.idx < i; });
   return it != slots_.end() && it->idx == idx ? &*it : nullptr;
