@@ -1,48 +1,36 @@
 #include "publish/publish_tracker.h"
 
 #include <algorithm>
-#include <utility>
 
 namespace seqrelay {
 
 bool PublishTracker::Append(uint64_t idx, bool acked) {
   if (idx <= last_sent_) return false;
-  // The idx skipped (rows this process publishes no frame of) count as
-  // acknowledged: they get no slot, so the watermark passes them with the
-  // rows before them, in one step whatever the gap (a row far ahead, written
-  // by hand or by another shard's numbering: one slot a skipped idx took
-  // 2^40 steps with nothing pending, and as many slots' memory with rows
-  // pending, as at a start that republishes a shard's rows).
+  // The idx skipped count as acknowledged: with nothing pending before them
+  // the watermark passes them at once, in one step whatever the gap (a row
+  // far ahead, written by hand or by another shard's numbering). Until
+  // 2026-12-07 the tracker kept a flag for each idx since the watermark:
+  // such a row, with rows pending, took 2^40 of them, and a start that
+  // republished it died allocating.
   last_sent_ = idx;
-  slots_.push_back({idx, acked});
-  if (!acked) ++unacked_;
-  Advance();
+  if (!acked) unacked_.push_back(idx);
+  SetWatermark();
   return true;
 }
 
-void PublishTracker::Advance() {
-  while (!slots_.empty() && slots_.front().acked) slots_.pop_front();
-  watermark_ = slots_.empty() ? last_sent_ : slots_.front().idx - 1;
-}
-
-const PublishTracker::Slot* PublishTracker::Find(uint64_t idx) const {
-  if (slots_.empty() || idx < slots_.front().idx) return nullptr;
-  // With no idx skipped since the first slot (the usual case), its place.
-  if (const uint64_t at = idx - slots_.front().idx; at < slots_.size() && slots_[at].idx == idx) return &slots_[at];
-  auto it = std::lower_bound(slots_.begin(), slots_.end(), idx,
-                             [](const Slot& slot, uint64_t i) { return slot.idx < i; });
-  return it != slots_.end() && it->idx == idx ? &*it : nullptr;
-}
-
-PublishTracker::Slot* PublishTracker::Find(uint64_t idx) {
-  return const_cast<Slot*>(std::as_const(*this).Find(idx));
+std::deque<uint64_t>::const_iterator PublishTracker::Find(uint64_t idx) const {
+  if (unacked_.empty() || idx < unacked_.front()) return unacked_.end();
+  // Rows acknowledged in order, none skipped since the first unacknowledged
+  // (the usual case): its place.
+  if (const uint64_t at = idx - unacked_.front(); at < unacked_.size() && unacked_[at] == idx) {
+    return unacked_.begin() + static_cast<std::ptrdiff_t>(at);
+  }
+  auto it = std::lower_bound(unacked_.begin(), unacked_.end(), idx);
+  return it != unacked_.end() && *it == idx ? it : unacked_.end();
 }
 
 bool PublishTracker::Acknowledged(uint64_t idx) const {
-  if (idx <= watermark_) return true;
-  if (idx > last_sent_) return false;
-  const Slot* slot = Find(idx);
-  return slot == nullptr || slot->acked;  // a skipped idx counts as acknowledged
+  return idx <= watermark_ || (idx <= last_sent_ && Find(idx) == unacked_.end());
 }
 
 void PublishTracker::Sent(uint64_t idx, int mid) {
@@ -54,7 +42,7 @@ void PublishTracker::SentUnconfirmed(uint64_t idx) { (void)Append(idx, true); }
 void PublishTracker::Resent(uint64_t idx, int mid) {
   if (idx > last_sent_) return;
   if (idx > resent_through_) resent_through_ = idx;
-  if (const Slot* slot = Find(idx); slot != nullptr && !slot->acked) by_mid_[mid] = idx;
+  if (Find(idx) != unacked_.end()) by_mid_[mid] = idx;
 }
 
 void PublishTracker::Acked(int mid) {
@@ -62,11 +50,10 @@ void PublishTracker::Acked(int mid) {
   if (it == by_mid_.end()) return;
   const uint64_t idx = it->second;
   by_mid_.erase(it);
-  Slot* slot = Find(idx);
-  if (slot == nullptr || slot->acked) return;  // acknowledged already, by its other mid
-  slot->acked = true;
-  --unacked_;
-  Advance();
+  const auto at = Find(idx);
+  if (at == unacked_.end()) return;  // acknowledged already, by its other mid
+  unacked_.erase(at);
+  SetWatermark();
 }
 
 }  // namespace seqrelay

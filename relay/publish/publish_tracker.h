@@ -11,6 +11,7 @@
 // Pure logic, not thread-safe: the relay guards it with the publish mutex.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <unordered_map>
@@ -53,28 +54,24 @@ class PublishTracker {
   uint64_t unresent_after() const { return resent_through_ > watermark_ ? resent_through_ : watermark_; }
   uint64_t last_sent() const { return last_sent_; }
   // Rows sent and not acknowledged yet.
-  std::size_t in_flight() const { return unacked_; }
+  std::size_t in_flight() const { return unacked_.size(); }
 
  private:
-  // A row sent above the watermark. The idx skipped between two rows sent
-  // have no slot: they count as acknowledged, and a skip costs nothing
-  // however far it goes.
-  struct Slot {
-    uint64_t idx;
-    bool acked;
-  };
-
-  // Appends the slot of `idx`; false if `idx` is not past the last one sent.
+  // Records row `idx` as sent; false if it is not past the last one sent.
   bool Append(uint64_t idx, bool acked);
-  void Advance();  // moves the watermark over the acknowledged prefix
-  // The slot of row `idx` (sent, above the watermark), or nullptr.
-  Slot* Find(uint64_t idx);
-  const Slot* Find(uint64_t idx) const;
+  // Where row `idx` is in unacked_, or unacked_.end().
+  std::deque<uint64_t>::const_iterator Find(uint64_t idx) const;
+  void SetWatermark() { watermark_ = unacked_.empty() ? last_sent_ : unacked_.front() - 1; }
 
+  // Only the rows not acknowledged are kept: every other idx up to the last
+  // sent counts as acknowledged, a row the broker took as well as an idx
+  // skipped (rows this process publishes no frame of). So a skip costs
+  // nothing however far it goes, and the memory is bounded by the frames in
+  // flight, however long an old one waits for its PUBACK while newer ones
+  // get theirs.
   uint64_t watermark_;                         // every idx <= it is acknowledged
   uint64_t last_sent_;                         // the highest idx sent (or the watermark)
-  std::deque<Slot> slots_;                     // rows sent above the watermark, by idx; the first unacknowledged
-  std::size_t unacked_ = 0;                    // slots not acknowledged
+  std::deque<uint64_t> unacked_;               // rows sent and not acknowledged, ascending
   uint64_t resent_through_ = 0;                // the highest idx resent
   // Mids awaiting acknowledgement. A row resent has two; the one that is
   // never acknowledged (lost with its connection) stays until its mid is
