@@ -183,6 +183,25 @@ Result<MysqlStore::Trimmed> MysqlStore::TrimTopic(std::string_view topic, const 
     bool cut = keep >= first + max_rows;
     keep = std::min({keep, last, first + max_rows});
     if (keep > first) {
+      // Only a prefix of the topic goes: its oldest row not yet acknowledged
+      // holds back every row after it, acknowledged or not. (Within a shard
+      // those are its newest; a topic that moved here may have older rows
+      // that its old shard committed and has not published, below this
+      // shard's acknowledged ones: a hole left after them would read as
+      // rows lost.)
+      std::unique_ptr<sql::PreparedStatement> held(conn_->prepareStatement(fmt::format(
+          "SELECT MIN(SEQ) FROM MSG WHERE ID = ? AND SEQ >= ? AND SEQ < ? AND NOT {}", acknowledged)));
+      held->setString(1, Bytes(topic));
+      held->setUInt64(2, first);
+      held->setUInt64(3, keep);
+      held->setUInt64(4, published_idx);
+      std::unique_ptr<sql::ResultSet> h(held->executeQuery());
+      if (h->next() && !h->isNull(1)) {
+        keep = h->getUInt64(1);
+        cut = false;  // nothing more goes before that row is acknowledged
+      }
+    }
+    if (keep > first) {
       // The rows' sizes, to stop before `max_bytes` (FitRows: in growing
       // chunks, as LENGTH reads a payload whole). Cut after the last row
       // that fits: the rows between it and the one that did not are not

@@ -193,9 +193,11 @@ TEST_F(RetentionE2E, ATopicThatMovedHereFromAHigherShardIsTrimmedFromItsOldestRo
 // The same from a lower-numbered shard, as when topics move from the
 // default shard to a new one: the old shard's rows of the topic that it
 // committed and had not seen acknowledged (stopped with the broker away,
-// say) stay for its next start to publish. Until 2026-12-07 every row of
-// a lower shard counted as acknowledged (its idx below this shard's
-// watermark), and those went too (a helper's review).
+// say) stay for it to publish, and so do the rows after them: only a
+// prefix of a topic goes. Until 2026-12-07 every row of a lower shard
+// counted as acknowledged (its idx below this shard's watermark), and
+// those went too (a helper's review); the first fix deleted this shard's
+// acknowledged rows after them, a hole in the middle (another review).
 TEST_F(RetentionE2E, ATopicThatMovedHereFromALowerShardKeepsTheRowsItsOldShardHasNotPublished) {
   const std::string t = root() + "/t", db = "`" + name_ + "`";
   StartRelay();
@@ -208,9 +210,9 @@ TEST_F(RetentionE2E, ATopicThatMovedHereFromALowerShardKeepsTheRowsItsOldShardHa
   // gives the topic up to shard 'after' (number 1).
   servers().Sql(fmt::format("UPDATE {}.SHARD SET PUBLISHED_IDX = 50, FILTERS = 'elsewhere/#' WHERE NUM = 0", db));
   StartRelay({"--shard=after", "--retention=" + t + "=10"});
-  for (int i = 101; i <= 110; ++i) pub.Publish(t, "m" + std::to_string(i));
+  for (int i = 101; i <= 120; ++i) pub.Publish(t, "m" + std::to_string(i));  // =10 keeps 111..120
   ASSERT_TRUE(pub.WaitAllAcked(10s));
-  std::vector<uint64_t> kept = Range(51, 110);
+  std::vector<uint64_t> kept = Range(51, 120);
   EXPECT_TRUE(WaitFor([&] { return StoredSeqs(t) == kept; }, 20s))
       << StoredSeqs(t).size() << " rows, from SEQ " << (StoredSeqs(t).empty() ? 0 : StoredSeqs(t).front());
   // The passes after it (one a second at most) delete nothing more.
