@@ -241,7 +241,7 @@ std::optional<int> Relay::OpenStorage() {
     return 1;
   }
   if (!config_.journal_dir.empty()) {
-    journal_ = std::make_unique<Journal>(config_.journal_dir);
+    journal_ = std::make_unique<Journal>(config_.journal_dir, static_cast<std::size_t>(config_.max_payload));
     auto identity = journal_->Identify();
     if (!identity.ok()) {  // the directory cannot be made, written or locked: a setting to change
       LogError("{}", identity.error());

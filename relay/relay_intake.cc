@@ -55,7 +55,7 @@ Status Relay::HandOverJournal() {
     left.push_back({r.end, r.mid, std::string(r.topic),
                     std::string(reinterpret_cast<const char*>(r.payload.data()), r.payload.size()),
                     std::string(r.msg_id), taken_in});
-  });
+  }, /*report_after=*/committed);
   if (!replayed.ok()) {
     LogError("{}: the messages recorded there are lost; every intact record is handed over", replayed.message());
   }

@@ -28,6 +28,15 @@ constexpr std::size_t kFields = 4;  // topic length + message id, counted in len
 // topic. Topics are at most 255 bytes, so journals written before msg-ids
 // never have it set.
 constexpr uint16_t kHasMsgId = 0x8000;
+// Set in the topic length field when the checksum covers the record's
+// position too (written since 2026-12-07): a record read anywhere else (a
+// stale disk block after a machine crash, a record's bytes inside another's
+// payload) fails it.
+constexpr uint16_t kPositioned = 0x4000;
+constexpr uint16_t kTopicLength = 0x3FFF;
+// The most a record's body holds besides its payload: the fields, a topic
+// of the intake's maximum and the longest msg-id a record takes.
+constexpr std::size_t kMaxRecordOverhead = kFields + kMaxTopicBytes + 1 + 255;
 
 void PutU32(uint8_t* p, uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
@@ -38,6 +47,14 @@ uint32_t GetU32(const uint8_t* p) {
 uint32_t Crc(const uint8_t* p, std::size_t n) {
   return static_cast<uint32_t>(crc32(crc32(0L, Z_NULL, 0), p, static_cast<uInt>(n)));
 }
+// The checksum of a positioned record: its position (u64, little-endian),
+// then the bytes.
+uint32_t CrcAt(uint64_t position, const uint8_t* p, std::size_t n) {
+  uint8_t at[8];
+  for (int i = 0; i < 8; ++i) at[i] = static_cast<uint8_t>(position >> (8 * i));
+  return static_cast<uint32_t>(crc32(crc32(crc32(0L, Z_NULL, 0), at, 8), p, static_cast<uInt>(n)));
+}
+uint16_t TopicField(const uint8_t* body) { return static_cast<uint16_t>(body[0] | (body[1] << 8)); }
 
 Status Errno(const std::string& what) { return Status::Error(fmt::format("journal: {}: {}", what, strerror(errno))); }
 
@@ -69,24 +86,32 @@ std::vector<uint8_t> ReadWhole(const std::string& path) {
   return data;
 }
 
-// Whether a whole record whose checksum matches starts at byte `at`.
-bool IntactAt(const std::vector<uint8_t>& data, std::size_t at) {
-  if (data.size() - at < kHeader) return false;
+// Whether a whole record whose checksum matches starts at byte `at` of the
+// segment based at `base` (one written before records were positioned
+// passes on its bytes alone).
+bool IntactAt(const std::vector<uint8_t>& data, uint64_t base, std::size_t at) {
+  if (data.size() - at < kHeader + kFields) return false;
   const uint32_t len = GetU32(&data[at + 4]);
-  return len >= kFields && data.size() - at - kHeader >= len && Crc(&data[at + 4], 4 + len) == GetU32(&data[at]);
+  if (len < kFields || data.size() - at - kHeader < len) return false;
+  const uint32_t crc = GetU32(&data[at]);
+  return TopicField(&data[at + kHeader]) & kPositioned ? CrcAt(base + at, &data[at + 4], 4 + len) == crc
+                                                       : Crc(&data[at + 4], 4 + len) == crc;
 }
 
-// Where the first intact record at or after byte `from` starts, or
-// data.size() if none does. Every offset is tried: the cheap checks first (a
-// length that fits, a topic no longer than the intake takes), so that
-// zeroes and garbage cost few checksums.
-std::size_t NextIntact(const std::vector<uint8_t>& data, std::size_t from) {
+// Where the first intact positioned record at or after byte `from` starts,
+// or data.size() if none does: past damage only a record that says where it
+// belongs is taken. Every offset is tried, the cheap checks first (a length
+// that fits and that a payload of at most `max_payload` bytes makes, a
+// topic no longer than the intake takes), so that zeroes and garbage cost
+// few checksums.
+std::size_t NextIntact(const std::vector<uint8_t>& data, uint64_t base, std::size_t from, std::size_t max_payload) {
   for (std::size_t at = from; at + kHeader + kFields <= data.size(); ++at) {
     const uint32_t len = GetU32(&data[at + 4]);
-    if (len < kFields || data.size() - at - kHeader < len) continue;
-    const std::size_t topic_len = (data[at + kHeader] | (data[at + kHeader + 1] << 8)) & ~kHasMsgId;
-    if (topic_len > kMaxTopicBytes || kFields + topic_len > len) continue;
-    if (Crc(&data[at + 4], 4 + len) == GetU32(&data[at])) return at;
+    if (len < kFields || data.size() - at - kHeader < len || len > kMaxRecordOverhead + max_payload) continue;
+    const uint16_t topic_field = TopicField(&data[at + kHeader]);
+    const std::size_t topic_len = topic_field & kTopicLength;
+    if (!(topic_field & kPositioned) || topic_len > kMaxTopicBytes || kFields + topic_len > len) continue;
+    if (CrcAt(base + at, &data[at + 4], 4 + len) == GetU32(&data[at])) return at;
   }
   return data.size();
 }
@@ -94,18 +119,19 @@ std::size_t NextIntact(const std::vector<uint8_t>& data, std::size_t from) {
 // A segment's bytes, record by record: `on_record(at, len)` for each
 // intact one, `on_damage(at, bytes)` for each run of bytes between them
 // that is none (damage, or at the end a torn record). A record past damage
-// is found again by its checksum: the positions are the bytes', so the
-// records after a damaged one keep theirs.
+// is found again by its checksum, which covers its position: the records
+// after a damaged one keep theirs.
 template <typename OnRecord, typename OnDamage>
-void ForEachRecord(const std::vector<uint8_t>& data, OnRecord&& on_record, OnDamage&& on_damage) {
+void ForEachRecord(const std::vector<uint8_t>& data, uint64_t base, std::size_t max_payload, OnRecord&& on_record,
+                   OnDamage&& on_damage) {
   for (std::size_t at = 0; at < data.size();) {
-    if (IntactAt(data, at)) {
+    if (IntactAt(data, base, at)) {
       const uint32_t len = GetU32(&data[at + 4]);
       on_record(at, len);
       at += kHeader + len;
       continue;
     }
-    const std::size_t next = NextIntact(data, at + 1);
+    const std::size_t next = NextIntact(data, base, at + 1, max_payload);
     on_damage(at, next - at);
     at = next;
   }
@@ -245,7 +271,7 @@ Status Journal::Open(uint64_t min_position, std::string_view database_id) {
   const std::vector<uint8_t> data = ReadWhole(SegmentPath(last));
   std::size_t valid = 0, damaged = 0;
   ForEachRecord(
-      data, [&](std::size_t at, uint32_t len) { valid = at + kHeader + len; },
+      data, last, max_payload_, [&](std::size_t at, uint32_t len) { valid = at + kHeader + len; },
       [&](std::size_t at, std::size_t bytes) {
         if (at + bytes < data.size()) damaged += bytes;
       });
@@ -288,7 +314,7 @@ Status Journal::CheckIdentity(std::string_view database_id, uint64_t bytes) {
   return ReplaceLine(path, database_id);
 }
 
-Status Journal::Replay(uint64_t position, const std::function<void(const Record&)>& fn) {
+Status Journal::Replay(uint64_t position, const std::function<void(const Record&)>& fn, uint64_t report_after) {
   std::vector<uint64_t> bases;
   {
     std::lock_guard lock(mu_);
@@ -304,7 +330,7 @@ Status Journal::Replay(uint64_t position, const std::function<void(const Record&
     if (next_base <= position) continue;  // wholly committed
     const std::vector<uint8_t> data = ReadWhole(SegmentPath(base));
     auto on_damage = [&](std::size_t at, std::size_t bytes) {
-      if (base + at + bytes <= position) return;  // committed
+      if (base + at + bytes <= std::max(position, report_after)) return;  // committed
       damage += fmt::format("{}{} is damaged at byte {} ({} bytes unreadable)", damage.empty() ? "" : "; ",
                             SegmentPath(base), at, bytes);
     };
@@ -312,11 +338,11 @@ Status Journal::Replay(uint64_t position, const std::function<void(const Record&
       const uint64_t end = base + at + kHeader + len;
       if (end <= position) return;
       const uint8_t* body = &data[at + kHeader];
-      const uint16_t topic_field = static_cast<uint16_t>(body[0] | (body[1] << 8));
-      const std::size_t topic_len = topic_field & ~kHasMsgId;
+      const uint16_t topic_field = TopicField(body);
+      const std::size_t topic_len = topic_field & kTopicLength;
       std::size_t used = kFields + topic_len;  // of len: fields, topic, msg-id
       if (used > len || ((topic_field & kHasMsgId) && used + 1 + body[used] > len)) {
-        damage += fmt::format("{}a bad record at {}", damage.empty() ? "" : "; ", base + at);
+        if (end > report_after) damage += fmt::format("{}a bad record at {}", damage.empty() ? "" : "; ", base + at);
         return;
       }
       Record r;
@@ -330,7 +356,7 @@ Status Journal::Replay(uint64_t position, const std::function<void(const Record&
       r.end = end;
       fn(r);
     };
-    ForEachRecord(data, on_record, on_damage);
+    ForEachRecord(data, base, max_payload_, on_record, on_damage);
   }
   if (!damage.empty()) return Status::Error("journal: " + damage);
   return Status::Ok();
@@ -342,7 +368,7 @@ Result<uint64_t> Journal::Append(std::string_view topic, std::span<const uint8_t
   if (end_ - current_base_ >= kSegmentBytes) {
     if (Status s = StartSegment(end_); !s.ok()) return s;
   }
-  if (topic.size() >= kHasMsgId || msg_id.size() > 255) {
+  if (topic.size() > kTopicLength || msg_id.size() > 255) {
     return Status::Error(fmt::format("journal: topic of {} bytes or msg-id of {} bytes too long for a record",
                                      topic.size(), msg_id.size()));
   }
@@ -351,7 +377,8 @@ Result<uint64_t> Journal::Append(std::string_view topic, std::span<const uint8_t
   buffer_.resize(kHeader + len);
   uint8_t* p = buffer_.data();
   PutU32(p + 4, static_cast<uint32_t>(len));
-  const uint16_t topic_field = static_cast<uint16_t>(topic.size() | (msg_id.empty() ? 0 : kHasMsgId));
+  const uint16_t topic_field =
+      static_cast<uint16_t>(topic.size() | kPositioned | (msg_id.empty() ? 0 : kHasMsgId));
   p[8] = static_cast<uint8_t>(topic_field);
   p[9] = static_cast<uint8_t>(topic_field >> 8);
   p[10] = static_cast<uint8_t>(mid);
@@ -365,7 +392,7 @@ Result<uint64_t> Journal::Append(std::string_view topic, std::span<const uint8_t
     at += msg_id.size();
   }
   if (!payload.empty()) std::memcpy(at, payload.data(), payload.size());
-  PutU32(p, Crc(p + 4, 4 + len));
+  PutU32(p, CrcAt(end_, p + 4, 4 + len));
   std::size_t done = 0;
   while (done < buffer_.size()) {
     ssize_t n = write(fd_, p + done, buffer_.size() - done);

@@ -9,10 +9,16 @@
 // Positions are byte offsets in one endless log, split into segment files
 // "journal-<base offset, 16 hex digits>.log" of about kSegmentBytes each.
 // Each record is (little-endian):
-//   u32 crc32 (of everything after it)  u32 length (of what follows)
+//   u32 crc32 (of its position, as a u64, then everything after the crc)
+//   u32 length (of what follows)
 //   u16 topic length  u16 MQTT message id  topic bytes  [msg-id]  payload bytes
 // where the topic length's top bit says whether the publisher's msg-id
-// (PROTOCOL.md 5.1) follows the topic, as u8 length and bytes.
+// (PROTOCOL.md 5.1) follows the topic, as u8 length and bytes, and the
+// next bit that the crc covers the position (records written before
+// 2026-12-07 have it clear, and a crc of the bytes alone; relays from
+// before then read the newer records as damaged). Past damage the next
+// record is found by its crc, which a record's bytes anywhere else (a stale
+// disk block, a record inside a payload) fail.
 // The message id lets the relay recognise the broker's resend of a message
 // that was journaled but whose PUBACK never left (see Relay::OnIntake).
 // The commit that stores a message in MSG also stores the journal position
@@ -57,7 +63,10 @@ class Journal {
  public:
   static constexpr uint64_t kSegmentBytes = 64 * 1024 * 1024;
 
-  explicit Journal(std::string dir) : dir_(std::move(dir)) {}
+  // `max_payload`: the largest payload a record holds (the intake's
+  // --max-payload); past damage, longer records are not looked for.
+  explicit Journal(std::string dir, std::size_t max_payload = 1024 * 1024)
+      : dir_(std::move(dir)), max_payload_(max_payload) {}
   ~Journal();
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;
@@ -76,7 +85,8 @@ class Journal {
   // identity is `database_id`. Refuses (a permanent error naming both ids)
   // a journal that holds records of another database; a journal with no
   // identity yet (new, or written before identities) takes this one. A torn
-  // record at the end (the process died mid-write) is cut off. New records
+  // record at the end (the process died mid-write) is cut off; damage before
+  // the last intact record is kept, for Replay to read past. New records
   // are appended at the end, or at `min_position` if the journal ends before
   // it (a journal folder newer than the database's position).
   Status Open(uint64_t min_position, std::string_view database_id);
@@ -90,10 +100,10 @@ class Journal {
   };
 
   // Calls `fn` for every record that ends after `position`, in order. A
-  // damaged stretch before the end (of a segment before the last, or a
-  // malformed record) is passed over, and named in the error returned once
-  // every intact record has been read.
-  Status Replay(uint64_t position, const std::function<void(const Record&)>& fn);
+  // damaged stretch (or a malformed record) is passed over, and named in the
+  // error returned once every intact record has been read, unless it ends
+  // at or before `report_after` (committed: nothing of it is lost).
+  Status Replay(uint64_t position, const std::function<void(const Record&)>& fn, uint64_t report_after = 0);
 
   // Appends one record; returns the position after it. A record the disk
   // took only part of (full disk) is cut off again, and the journal stays
@@ -140,6 +150,7 @@ class Journal {
   void ReadSession();
 
   const std::string dir_;
+  const std::size_t max_payload_;
   int lock_fd_ = -1;             // holds the directory's lock; set by Identify
   int fd_ = -1;                  // the segment being appended to; intake thread after Open
   uint64_t end_ = 0;             // position after the last record; intake thread after Open

@@ -107,6 +107,15 @@ uint32_t ReferenceCrc32(const uint8_t* p, std::size_t n) {
   return ~crc;
 }
 
+// The checksum of a record written since 2026-12-07: of its position (a
+// u64, little-endian), then its bytes after the checksum.
+uint32_t ReferenceCrcAt(uint64_t position, const uint8_t* p, std::size_t n) {
+  Bytes all;
+  for (int i = 0; i < 8; ++i) all.push_back(static_cast<uint8_t>(position >> (8 * i)));
+  all.insert(all.end(), p, p + n);
+  return ReferenceCrc32(all.data(), all.size());
+}
+
 uint32_t LittleU32(const Bytes& b, std::size_t at) {
   return uint32_t{b[at]} | (uint32_t{b[at + 1]} << 8) | (uint32_t{b[at + 2]} << 16) | (uint32_t{b[at + 3]} << 24);
 }
@@ -199,18 +208,21 @@ TEST(JournalTest, RecordOnDiskIsCrcLengthTopicLengthMidTopicPayload) {
 
   const Bytes disk = ReadFile(dir.File("journal-0000000000000000.log"));
   ASSERT_EQ(disk.size(), 17u + 267u + 14u);
-  // First record: length 9 = 2 + 2 + 3 + 2, topic length 3, mid 0x1234 as 34 12, "a/b", payload 00 FF.
+  // First record: length 9 = 2 + 2 + 3 + 2, topic length 3 with the positioned bit (0x4003), mid 0x1234
+  // as 34 12, "a/b", payload 00 FF; the checksum of its position, 0, then those bytes.
   EXPECT_EQ(Bytes(disk.begin() + 4, disk.begin() + 17),
-            (Bytes{0x09, 0x00, 0x00, 0x00, 0x03, 0x00, 0x34, 0x12, 'a', '/', 'b', 0x00, 0xFF}));
-  EXPECT_EQ(LittleU32(disk, 0), ReferenceCrc32(&disk[4], 13));
-  // Second record: length 259 = 0x0103, topic length 255 = 0x00FF, mid 65535 = 0xFFFF, little-endian,
-  // then the topic and no payload.
-  EXPECT_EQ(Bytes(disk.begin() + 21, disk.begin() + 29), (Bytes{0x03, 0x01, 0x00, 0x00, 0xFF, 0x00, 0xFF, 0xFF}));
+            (Bytes{0x09, 0x00, 0x00, 0x00, 0x03, 0x40, 0x34, 0x12, 'a', '/', 'b', 0x00, 0xFF}));
+  EXPECT_EQ(LittleU32(disk, 0), ReferenceCrcAt(0, &disk[4], 13));
+  // Second record, at 17: length 259 = 0x0103, topic length 255 = 0x00FF (0x40FF), mid 65535 = 0xFFFF,
+  // little-endian, then the topic and no payload.
+  EXPECT_EQ(Bytes(disk.begin() + 21, disk.begin() + 29), (Bytes{0x03, 0x01, 0x00, 0x00, 0xFF, 0x40, 0xFF, 0xFF}));
   EXPECT_EQ(Bytes(disk.begin() + 29, disk.begin() + 284), Bytes(kTopic255.begin(), kTopic255.end()));
-  EXPECT_EQ(LittleU32(disk, 17), ReferenceCrc32(&disk[21], 4 + 259));
-  // Third record, appended without a mid: length 6 = 2 + 2 + 1 + 1, topic length 1, mid 0, "c", payload 'z'.
-  EXPECT_EQ(Bytes(disk.begin() + 288, disk.end()), (Bytes{0x06, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 'c', 'z'}));
-  EXPECT_EQ(LittleU32(disk, 284), ReferenceCrc32(&disk[288], 4 + 6));
+  EXPECT_EQ(LittleU32(disk, 17), ReferenceCrcAt(17, &disk[21], 4 + 259));
+  EXPECT_NE(LittleU32(disk, 17), ReferenceCrcAt(0, &disk[21], 4 + 259)) << "the position is in the checksum";
+  // Third record, at 284, appended without a mid: length 6 = 2 + 2 + 1 + 1, topic length 1, mid 0, "c",
+  // payload 'z'.
+  EXPECT_EQ(Bytes(disk.begin() + 288, disk.end()), (Bytes{0x06, 0x00, 0x00, 0x00, 0x01, 0x40, 0x00, 0x00, 'c', 'z'}));
+  EXPECT_EQ(LittleU32(disk, 284), ReferenceCrcAt(284, &disk[288], 4 + 6));
 
   EXPECT_EQ(ReplayFrom(journal, 0), (std::vector<Record>{{"a/b", {0x00, 0xFF}, 0x1234, 17},
                                                          {kTopic255, {}, 65535, 284},
@@ -234,11 +246,11 @@ TEST(JournalTest, AMsgIdFollowsTheTopicAndTheTopLengthBitSaysSo) {
   EXPECT_FALSE(journal.Append("e", ByteSpan(Bytes{}), 9, std::string(256, 'i')).ok());
 
   const Bytes disk = ReadFile(dir.File("journal-0000000000000000.log"));
-  // Length 12 = 2 + 2 + 3 + 1 + 2 + 2; topic length 3 with the top bit set (0x8003); mid 34 12; "a/b";
-  // msg-id length 2, "m1"; payload 00 FF.
+  // Length 12 = 2 + 2 + 3 + 1 + 2 + 2; topic length 3 with the top bit set and the positioned one
+  // (0xC003); mid 34 12; "a/b"; msg-id length 2, "m1"; payload 00 FF.
   EXPECT_EQ(Bytes(disk.begin() + 4, disk.begin() + 20),
-            (Bytes{0x0C, 0x00, 0x00, 0x00, 0x03, 0x80, 0x34, 0x12, 'a', '/', 'b', 0x02, 'm', '1', 0x00, 0xFF}));
-  EXPECT_EQ(LittleU32(disk, 0), ReferenceCrc32(&disk[4], 16));
+            (Bytes{0x0C, 0x00, 0x00, 0x00, 0x03, 0xC0, 0x34, 0x12, 'a', '/', 'b', 0x02, 'm', '1', 0x00, 0xFF}));
+  EXPECT_EQ(LittleU32(disk, 0), ReferenceCrcAt(0, &disk[4], 16));
 
   Journal reopened(dir.path());
   ASSERT_TRUE(reopened.Open(0, kDatabase).ok());
@@ -455,6 +467,77 @@ TEST(JournalTest, DamageBeforeTheLastRecordKeepsTheRecordsAfterIt) {
     // Committed past the damage: nothing of it is lost, nothing reported.
     EXPECT_EQ(ReplayFrom(reopened, third_end), (std::vector<Record>{{"t/4", next_payload, 0, next_end}}));
   }
+}
+
+// Past damage, only a record whose checksum holds at the place it is
+// found is taken: the bytes of a record written elsewhere (here the first
+// record's, copied over the second's start: a stale disk block a machine
+// crash left in a file, a record inside another's payload) are damage.
+// Without the position in the checksum they were taken, and the message
+// stored twice.
+TEST(JournalTest, PastDamageARecordsBytesFromElsewhereAreNotTaken) {
+  TempDir dir;
+  WriteTwoRecords(dir);
+  const Bytes third_payload = {'3', '3', '3'};
+  const uint64_t third_end = kSecondEnd + 8 + 4 + 3 + 3;
+  {
+    Journal journal(dir.path());
+    ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+    ASSERT_EQ(AppendOk(journal, "t/3", third_payload), third_end);
+  }
+  const std::string segment = dir.File("journal-0000000000000000.log");
+  Bytes disk = ReadFile(segment);
+  std::copy(disk.begin(), disk.begin() + kFirstEnd, disk.begin() + kFirstEnd);  // the first, again, at 18
+  std::fill(disk.begin() + 2 * kFirstEnd, disk.begin() + kSecondEnd, 0);
+  {
+    std::ofstream out(segment, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(disk.data()), static_cast<std::streamsize>(disk.size()));
+  }
+  Journal journal(dir.path());
+  ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+  std::vector<Record> replayed;
+  Status s = journal.Replay(0, [&](const Journal::Record& r) {
+    replayed.push_back({std::string(r.topic), Bytes(r.payload.begin(), r.payload.end()), r.mid, r.end});
+  });
+  EXPECT_EQ(replayed, (std::vector<Record>{{kFirstTopic, kFirstPayload, 0, kFirstEnd}, {"t/3", third_payload, 0, third_end}}));
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("damaged at byte 18 (115 bytes unreadable)"), std::string::npos) << s.message();
+  // Damage that ends where the database has committed up to loses nothing: not reported.
+  EXPECT_TRUE(journal.Replay(0, [](const Journal::Record&) {}, kSecondEnd).ok());
+  EXPECT_FALSE(journal.Replay(0, [](const Journal::Record&) {}, kSecondEnd - 1).ok());
+}
+
+// A journal written before records were positioned (the checksum of the
+// bytes alone, the bit clear) is read as it was, and appended to.
+TEST(JournalTest, RecordsWrittenBeforeTheyWerePositionedAreRead) {
+  TempDir dir;
+  auto old_record = [](const std::string& topic, const Bytes& payload, uint16_t mid) {
+    Bytes r(8, 0);
+    const uint32_t len = static_cast<uint32_t>(4 + topic.size() + payload.size());
+    for (int i = 0; i < 4; ++i) r[4 + i] = static_cast<uint8_t>(len >> (8 * i));
+    r.push_back(static_cast<uint8_t>(topic.size()));
+    r.push_back(0);
+    r.push_back(static_cast<uint8_t>(mid));
+    r.push_back(static_cast<uint8_t>(mid >> 8));
+    r.insert(r.end(), topic.begin(), topic.end());
+    r.insert(r.end(), payload.begin(), payload.end());
+    const uint32_t crc = ReferenceCrc32(&r[4], 4 + len);
+    for (int i = 0; i < 4; ++i) r[i] = static_cast<uint8_t>(crc >> (8 * i));
+    return r;
+  };
+  Bytes disk = old_record("a/b", {'x', 'y'}, 7);
+  const Bytes second = old_record("c", {}, 8);
+  disk.insert(disk.end(), second.begin(), second.end());
+  {
+    Journal journal(dir.path());  // the identity and an empty segment
+    ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+  }
+  AppendToFile(dir.File("journal-0000000000000000.log"), disk);
+  Journal journal(dir.path());
+  ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+  EXPECT_EQ(journal.end(), disk.size());
+  const uint64_t end = AppendOk(journal, "d", {'z'}, 9);
+  EXPECT_EQ(ReplayFrom(journal, 0), (std::vector<Record>{{"a/b", {'x', 'y'}, 7, 17}, {"c", {}, 8, 30}, {"d", {'z'}, 9, end}}));
 }
 
 // ---------------------------------------------------------------------------
