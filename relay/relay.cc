@@ -601,9 +601,18 @@ bool Relay::BecomeActive() {
     std::lock_guard lock(redelivery_mu_);
     redelivery_.ForgetCommitted();
   }
-  sequencer_.SetLastIdx(progress.max_idx);
-  // max_idx is at least the shard's base (COALESCE in ReadProgress).
-  tracker_ = PublishTracker(std::clamp(progress.published_idx, store_.idx_base(), progress.max_idx));
+  // The next row's idx follows every one this shard has used: its newest
+  // row may be gone (another shard's retention deletes this shard's
+  // acknowledged rows of a topic that moved there), and a number used
+  // again below PUBLISHED_IDX or the session's first row would be taken for
+  // one acknowledged, or for one of an earlier session. max_idx is at least
+  // the shard's base (COALESCE in ReadProgress).
+  const uint64_t range_end = store_.idx_base() + MysqlStore::kShardIdxSpan - 1;
+  const uint64_t session_before = progress.session_idx > 0 ? std::min(progress.session_idx, range_end + 1) - 1 : 0;
+  const uint64_t last_idx =
+      std::max({progress.max_idx, std::min(progress.published_idx, range_end), session_before});
+  sequencer_.SetLastIdx(last_idx);
+  tracker_ = PublishTracker(std::clamp(progress.published_idx, store_.idx_base(), last_idx));
   // A successor this relay saw in an earlier stint is one no more (and
   // epochs may have begun again with the database).
   successor_epoch_.store(0);

@@ -292,8 +292,11 @@ bool Relay::Sequence(std::vector<Message>& batch, std::vector<Sequencer::Topic*>
   }
   if (!unknown.empty()) {
     Result<std::vector<MysqlStore::TopicRow>> rows = Status::Ok();
+    // Rows past this relay's last: another writer. (Fewer is no sign of
+    // one: another shard's retention deletes this shard's acknowledged rows
+    // of a topic that moved there, its newest among them.)
     auto expect_unchanged = [this](const MysqlStore::Progress& p) {
-      if (p.max_idx != sequencer_.last_idx()) {
+      if (p.max_idx > sequencer_.last_idx()) {
         LogError("MSG has rows up to idx {} but this relay committed up to {}: another writer? Restarting from the "
                  "database is the only safe way on", p.max_idx, sequencer_.last_idx());
         std::abort();
@@ -368,16 +371,20 @@ Relay::Committed Relay::Commit(std::span<Message> batch, Status* refused, uint64
   const uint64_t watermark = AckedWatermark();
   // If the connection broke during COMMIT the outcome is unknown: the
   // database's MAX(idx) tells. This relay is the only writer, so it is
-  // either `last` (committed) or `first - 1` (not); anything else breaks the
-  // single-writer invariant.
+  // either `last` (committed) or below `first` (not: `first - 1`, or less
+  // when another shard's retention has deleted this shard's newest rows, of
+  // a topic that moved there; none of the batch's can go, as none is
+  // acknowledged yet); anything else breaks the single-writer invariant.
+  // (Until 2026-12-07 only `first - 1` counted as not committed: the relay
+  // aborted after such a delete.)
   auto resolve = [&](const MysqlStore::Progress& p) {
     if (p.max_idx == last) {
       LogInfo("database: batch idx {}..{} was committed before the connection broke", first, last);
       return AfterReconnect::kDone;
     }
-    if (p.max_idx == first - 1) return AfterReconnect::kRetry;
-    LogError("MSG has rows up to idx {}, expected {} or {}: another writer? Restarting from the database is the "
-             "only safe way on", p.max_idx, first - 1, last);
+    if (p.max_idx < first) return AfterReconnect::kRetry;
+    LogError("MSG has rows up to idx {}, expected {} or below {}: another writer? Restarting from the database is "
+             "the only safe way on", p.max_idx, last, first);
     std::abort();
   };
   uint64_t journal_pos = dropped_journal_end_;

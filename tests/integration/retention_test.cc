@@ -220,6 +220,45 @@ TEST_F(RetentionE2E, ATopicThatMovedHereFromALowerShardKeepsTheRowsItsOldShardHa
   ASSERT_EQ(relay_->Stop(), 0);
 }
 
+// Another shard's retention may delete this shard's newest row (of a
+// topic that moved there; here the delete by hand) while this shard's relay
+// runs. A commit whose outcome the relay then learns after a reconnect
+// (SEQTEST_KILL_DB_BEFORE_COMMIT) finds MAX(idx) below its batch's first
+// row minus one: not committed, and retried. Until 2026-12-07 the relay
+// took that for another writer and aborted (a helper's review). Nor does
+// a start after such a delete number rows again from the newest left: the
+// next row follows the shard's PUBLISHED_IDX (until 2026-12-07 it took
+// the deleted row's idx).
+TEST_F(RetentionE2E, ThisShardsNewestRowDeletedElsewhereIsNoSignOfAnotherWriter) {
+  const std::string moved = root() + "/moved", t = root() + "/t";
+  StartRelay({}, {"SEQTEST_KILL_DB_BEFORE_COMMIT=4"});
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  for (std::size_t i = 1; i <= 3; ++i) {  // a batch each
+    pub.Publish(moved, "m" + std::to_string(i));
+    ASSERT_TRUE(WaitFor([&] { return StoredSeqs(moved).size() == i; }, 10s)) << relay_->log();
+  }
+  servers().Sql(fmt::format("DELETE FROM `{}`.MSG WHERE ID = X'{}' AND SEQ = 3", name_, Hex(moved)));
+  pub.Publish(t, "t1");  // batch 4, its session killed before its COMMIT
+  EXPECT_TRUE(WaitFor([&] { return StoredSeqs(t) == std::vector<uint64_t>{1}; }, 20s)) << relay_->log();
+  const std::string log = relay_->log();
+  EXPECT_NE(log.find("fault injection: killing the database session before COMMIT of batch 4"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find("database: commit succeeded after"), std::string::npos) << log;
+  ASSERT_TRUE(relay_->running()) << log;
+
+  const std::string db = "`" + name_ + "`";
+  pub.Publish(moved, "m4");  // idx 5, the shard's newest
+  ASSERT_TRUE(WaitFor([&] { return StoredSeqs(moved).size() == 3; }, 10s)) << relay_->log();
+  ASSERT_EQ(relay_->Stop(), 0);
+  ASSERT_EQ(servers().Sql(fmt::format("SELECT MAX(idx), PUBLISHED_IDX FROM {0}.MSG, {0}.SHARD", db)), "5\t5\n");
+  servers().Sql(fmt::format("DELETE FROM {}.MSG WHERE idx = 5", db));
+  relay_->Start();
+  pub.Publish(t, "t2");
+  ASSERT_TRUE(WaitFor([&] { return StoredSeqs(t).size() == 2; }, 10s)) << relay_->log();
+  EXPECT_EQ(servers().Sql(fmt::format("SELECT idx FROM {}.MSG WHERE ID = X'{}' AND SEQ = 2", db, Hex(t))), "6\n");
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
 TEST_F(RetentionE2E, ADeleteOfLargeRowsStopsAtItsBytesAndTheRestGoesInFurtherTransactions) {
   const std::string t = root() + "/big", control = name_ + "-ctl";
   MqttClient watcher(servers().mqtt_port(), name_ + "-watch");
