@@ -53,6 +53,9 @@ Relay::Relay(Config config)
   }
   lose_frames_while_away_ = std::getenv("SEQTEST_LOSE_FRAMES_WHILE_AWAY") != nullptr;
   if (const char* n = std::getenv("SEQTEST_LOSE_FRAME_AT")) lose_frame_at_ = std::strtoull(n, nullptr, 10);
+  if (const char* n = std::getenv("SEQTEST_HOLD_FIRST_FRAME_MS")) {
+    hold_first_frame_ = milliseconds(std::strtoull(n, nullptr, 10));
+  }
   if (const char* n = std::getenv("SEQTEST_UNACKNOWLEDGED_S")) unacknowledged_after_ = std::chrono::seconds(std::atoi(n));
   if (const char* n = std::getenv("SEQTEST_REPUBLISH_DELAY_MS")) {
     republish_delay_ = milliseconds(std::strtoull(n, nullptr, 10));

@@ -420,6 +420,11 @@ class Relay {
   // SEQTEST_REPUBLISH_DELAY_MS: Republish starts this late (at start, and
   // after an output reconnect: to show that the writer's frames wait for it).
   std::chrono::milliseconds republish_delay_{0};
+  // SEQTEST_HOLD_FIRST_FRAME_MS: the first new frame waits this long before
+  // it may go, as behind a link away (to show a lease lapsing meanwhile).
+  // Under publish_mu_.
+  std::chrono::milliseconds hold_first_frame_{0};
+  std::chrono::steady_clock::time_point first_frame_held_until_{};
   uint64_t taken_ = 0;
   // SEQTEST_THROW_IN_INTAKE=N: copying the Nth message taken throws
   // std::bad_alloc, as when memory runs out. 0 = off. Intake thread only.

@@ -206,12 +206,25 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
     return output_->connected() &&
            (sending != Sending::kNew || stopping_ || republished_reconnects_.load() == output_reconnects_.load());
   };
+  // Test hook (SEQTEST_HOLD_FIRST_FRAME_MS): the first new frame waits.
+  auto held_for_test = [&] {
+    if (hold_first_frame_.count() == 0 || sending != Sending::kNew || counters_.published != 0) return false;
+    if (first_frame_held_until_ == Clock::time_point{}) {
+      first_frame_held_until_ = Clock::now() + hold_first_frame_;
+      LogWarn("fault injection: holding the first frame for {} ms", hold_first_frame_.count());
+    }
+    return Clock::now() < first_frame_held_until_;
+  };
   // A row sent again goes only on the connection it was meant for: queued
   // during the next CONNECT it would go ahead of libmosquitto's resends.
   if (again && !output_->connected()) return false;
   while (!again) {
     if (lost_for_test()) return true;
-    if (in_order() && !full()) break;
+    // The lease again, past the wait: a wait here may outlast it (the link
+    // away, the frames in flight at their bound), and a successor publishes
+    // meanwhile. (Until 2026-12-07 only the check before the wait counted:
+    // a frame committed under the lease went out after it had lapsed.)
+    if (!held_for_test() && in_order() && !full() && lease_->valid()) break;
     // No one wakes us when the stop deadline passes (the broker may be
     // gone): wait in slices and look between them. The writer drains its
     // queue at a stop; a start's republish (the main thread's) gives way to

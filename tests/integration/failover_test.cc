@@ -1308,6 +1308,45 @@ TEST_F(FailoverE2E, AnActiveCutOffFromTheDatabaseLeavesTheShardsReportToItsSucce
   EXPECT_EQ(standby->Stop(), 0);
 }
 
+// A frame committed under the lease and held back from the broker (the
+// output link away, the frames in flight at their bound; here
+// SEQTEST_HOLD_FIRST_FRAME_MS) while the relay loses the database and its
+// lease lapses: a standby takes the shard over and publishes the row (above
+// the shard's PUBLISHED_IDX); the first relay, once its wait is over,
+// publishes nothing. Until 2026-12-07 the lease was checked only before
+// that wait, and the frame went out a second time, after the successor's
+// (a helper's review).
+TEST_F(FailoverE2E, AFrameHeldPastItsLeaseIsLeftToTheSuccessor) {
+  const std::string topic = root() + "/a/t";
+  TcpGate gate(servers().db_port());
+  MqttClient sub(servers().mqtt_port(), name_ + "-sub");
+  sub.Subscribe("seq/" + topic);
+  auto cut = ShardRelay("a", 1);
+  cut->SetDbPort(gate.port());
+  cut->Start({"SEQTEST_HOLD_FIRST_FRAME_MS=6000"});
+  ASSERT_TRUE(LogHas(*cut, "active: holding shard 'a'", 20s)) << cut->log();
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(topic, "m1");
+  ASSERT_TRUE(LogHas(*cut, "fault injection: holding the first frame", 10s)) << cut->log();  // committed
+  gate.Shut();
+  ASSERT_TRUE(LogHas(*cut, "not renewed within --lease-ms", std::chrono::milliseconds(kLeaseMs) + 10s)) << cut->log();
+  auto standby = ShardRelay("a", 2);
+  standby->Launch();
+  ASSERT_TRUE(LogHas(*standby, "active: holding shard 'a'", 20s)) << standby->log();
+  ASSERT_TRUE(sub.WaitForCount(1, 10s)) << standby->log();
+  // The held frame's wait ends 6 s after it began: nothing more comes.
+  EXPECT_FALSE(sub.WaitForCount(2, 8s)) << cut->log();
+  const auto frames = Frames(sub.received());
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0].seq, 1u);
+  EXPECT_EQ(frames[0].payload, "m1");
+  gate.Open();
+  EXPECT_TRUE(LogHas(*cut, "standby: shard 'a' is held by 'a2'", 30s)) << cut->log();
+  EXPECT_EQ(sub.received().size(), 1u);
+  EXPECT_EQ(cut->Stop(), 0);  // first: the standby's stop releases the lease, which it would take
+  EXPECT_EQ(standby->Stop(), 0);
+}
+
 // The writer's fence, by itself: the shard's epoch moved by hand (as by a
 // takeover this relay has not noticed yet: its lease of 60 s is renewed
 // every 20 s) makes its next batch roll back, nothing of it committed under
