@@ -62,6 +62,17 @@ class RetentionE2E : public RelayE2E {
     return seqs;
   }
 
+  // A relay of the default shard stores `count` messages on `topic`
+  // (m1, m2, ...) and stops.
+  void StoreAndStop(MqttClient& pub, const std::string& topic, int count) {
+    StartRelay();
+    for (int i = 1; i <= count; ++i) pub.Publish(topic, "m" + std::to_string(i), 1, 1000);
+    ASSERT_TRUE(pub.WaitAllAcked(30s));
+    ASSERT_TRUE(WaitFor([&] { return StoredSeqs(topic).size() == static_cast<std::size_t>(count); }, 30s))
+        << AuditTrail(topic).size();
+    ASSERT_EQ(relay_->Stop(), 0);
+  }
+
   static std::vector<uint64_t> Range(uint64_t from, uint64_t to) {
     std::vector<uint64_t> out;
     for (uint64_t s = from; s <= to; ++s) out.push_back(s);
@@ -171,12 +182,8 @@ TEST_F(RetentionE2E, ACountKeepsTheNewestRowsAndAReplyFromBelowStartsAtFirst) {
 // stayed for good, below a hole (a helper's review).
 TEST_F(RetentionE2E, ATopicThatMovedHereFromAHigherShardIsTrimmedFromItsOldestRow) {
   const std::string t = root() + "/t", db = "`" + name_ + "`";
-  StartRelay();
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  for (int i = 1; i <= 100; ++i) pub.Publish(t, "m" + std::to_string(i), 1, 1000);
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
-  ASSERT_TRUE(WaitFor([&] { return StoredSeqs(t).size() == 100; }, 30s)) << AuditTrail(t).size();
-  ASSERT_EQ(relay_->Stop(), 0);
+  ASSERT_NO_FATAL_FAILURE(StoreAndStop(pub, t, 100));
   // As if shard 'before' (number 7) had stored and acknowledged them.
   constexpr uint64_t kBase = uint64_t{7} << 40;
   servers().Sql(fmt::format("UPDATE {0}.MSG SET idx = idx + {1} WHERE ID = X'{2}'; INSERT INTO {0}.SHARD (NAME, NUM, "
@@ -200,12 +207,8 @@ TEST_F(RetentionE2E, ATopicThatMovedHereFromAHigherShardIsTrimmedFromItsOldestRo
 // acknowledged rows after them, a hole in the middle (another review).
 TEST_F(RetentionE2E, ATopicThatMovedHereFromALowerShardKeepsTheRowsItsOldShardHasNotPublished) {
   const std::string t = root() + "/t", db = "`" + name_ + "`";
-  StartRelay();
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
-  for (int i = 1; i <= 100; ++i) pub.Publish(t, "m" + std::to_string(i), 1, 1000);
-  ASSERT_TRUE(pub.WaitAllAcked(30s));
-  ASSERT_TRUE(WaitFor([&] { return StoredSeqs(t).size() == 100; }, 30s)) << AuditTrail(t).size();
-  ASSERT_EQ(relay_->Stop(), 0);
+  ASSERT_NO_FATAL_FAILURE(StoreAndStop(pub, t, 100));
   // The default shard (number 0) acknowledged only its first 50 rows, and
   // gives the topic up to shard 'after' (number 1).
   servers().Sql(fmt::format("UPDATE {}.SHARD SET PUBLISHED_IDX = 50, FILTERS = 'elsewhere/#' WHERE NUM = 0", db));
