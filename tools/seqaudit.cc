@@ -197,9 +197,14 @@ int main(int argc, char** argv) {
     // (counted against an older first, if retention moved it meanwhile: at
     // most the whole span; it wrapped around to a huge count before
     // 2026-12-06, a review's finding).
-    const uint64_t span = t.first_seq == 0 ? 0 : t.last_seq - t.first_seq + 1;
+    // Retention may have deleted every row of the span by its count (a
+    // count rule on a busy topic: newer rows came meanwhile), its first now
+    // past its last: no row of it is left (the span wrapped around to a huge
+    // count until 2026-12-07, a review's finding).
+    const bool emptied = t.first_seq > t.last_seq;
+    const uint64_t span = t.first_seq == 0 || emptied ? 0 : t.last_seq - t.first_seq + 1;
     const uint64_t n = span - std::min(span, a.missing);
-    const uint64_t first = t.first_seq == 0 ? 0 : t.first_seq, last = t.first_seq == 0 ? 0 : t.last_seq;
+    const uint64_t first = span == 0 ? 0 : t.first_seq, last = span == 0 ? 0 : t.last_seq;
     rows += n;
     const bool trimmed = n > 0 && first > 1;  // by retention, or a gap with --from-one
     const bool gapless = n == 0 || (a.missing == 0 && (!from_one || first == 1));
@@ -208,6 +213,9 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(last), gapless ? "ok" : "GAPS:");
     if (gapless && trimmed) {
       std::printf(" (starts at %llu: older rows deleted)", static_cast<unsigned long long>(first));
+    }
+    if (emptied) {
+      std::printf(" (every row up to SEQ %llu deleted meanwhile)", static_cast<unsigned long long>(t.last_seq));
     }
     if (!gapless) {
       ++bad;
