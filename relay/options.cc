@@ -56,7 +56,8 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
        "Client id of the intake session (persistent: the broker queues raw messages under it while the relay is "
        "away): ID for the default shard, ID-<shard> for the others, shared by the shard's relays (one at a time). "
        "Each relay's own links use ID-<relay-id>-out and ID-<relay-id>-replay, and their retransmit subscription "
-       "is shared as $share/ID/... (so no '/', '+' or '#' in ID). Keep it fixed across restarts.")
+       "is shared as $share/ID-<the database's identity, hex>/... (so no '/', '+' or '#' in ID). Keep it fixed "
+       "across restarts.")
       ("mqtt-keepalive", po::value(&c.mqtt_keepalive_s)->default_value(c.mqtt_keepalive_s)->value_name("SECONDS"),
        "MQTT keepalive interval.")
       ("publish-qos", po::value(&c.publish_qos)->default_value(c.publish_qos)->value_name("0|1|2"),

@@ -243,6 +243,12 @@ std::optional<int> Relay::OpenStorage() {
     LogError("database: {}", s.message());
     return 1;
   }
+  auto identity = store_.DatabaseIdentity();
+  if (!identity.ok()) {
+    LogError("database: {}", identity.error());
+    return 1;
+  }
+  replay_group_ = ReplayShareGroup(config_, *identity);
   if (!config_.journal_dir.empty()) {
     journal_ = std::make_unique<Journal>(config_.journal_dir, static_cast<std::size_t>(config_.max_payload));
     auto identity = journal_->Identify();
@@ -306,13 +312,14 @@ void Relay::ConfigureLinks() {
 bool Relay::StartServing() {
   // Retransmit: every relay, active or standby, serves replays of any topic
   // from the database. The request topic is a shared subscription, so that
-  // the broker hands each request to exactly one of them.
+  // the broker hands each request to exactly one of them; its group is one
+  // only the database's relays can name (ReplayShareGroup).
   MqttLink::Options rep = output_options_;
   rep.client_id = OwnClientId(config_, "replay");
   rep.name = "replay";
   rep.mqtt_v5 = true;  // to honour Response Topic and Correlation Data
-  rep.subscriptions = {fmt::format("$share/{}/{}/retransmit/+", config_.mqtt_client_id, config_.control_prefix),
-                       fmt::format("$share/{}/{}/retransmit/+/+", config_.mqtt_client_id, config_.control_prefix)};
+  rep.subscriptions = {fmt::format("$share/{}/{}/retransmit/+", replay_group_, config_.control_prefix),
+                       fmt::format("$share/{}/{}/retransmit/+/+", replay_group_, config_.control_prefix)};
   // The shard's retained report too, to learn of a successor (PublishStats).
   const std::string shard_stats = config_.stats_interval_s > 0 ? ShardStatsTopic() : std::string();
   if (!shard_stats.empty()) rep.subscriptions.push_back(shard_stats);

@@ -557,6 +557,7 @@ class Relay {
   std::atomic<uint64_t> committed_delivery_{0};
   bool journal_created_ = false;
   std::string journal_id_;         // this relay's journal (journal-id); empty without one
+  std::string replay_group_;       // the retransmit subscription's share group (ReplayShareGroup)
   uint32_t shard_num_ = 0;        // SHARD.NUM, from OpenDatabase
   bool shard_refused_ = false;    // OpenDatabase failed because the shard overlaps another: exit 2  // the journal got its id in this run (new, or written before ids)
   MqttLink::Options intake_options_;

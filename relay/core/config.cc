@@ -70,6 +70,15 @@ std::string OwnClientId(const Config& c, std::string_view suffix) {
   return fmt::format("{}-{}-{}", c.mqtt_client_id, c.relay_id, suffix);
 }
 
+std::string ReplayShareGroup(const Config& c, std::string_view database_identity) {
+  std::string group = c.mqtt_client_id + "-";
+  for (const char ch : database_identity) {
+    const auto c8 = static_cast<unsigned char>(ch);
+    if (std::isxdigit(c8)) group += static_cast<char>(std::tolower(c8));
+  }
+  return group;
+}
+
 Result<std::vector<DbEndpoint>> DbEndpoints(const std::string& db_host, int db_port) {
   std::vector<DbEndpoint> out;
   std::string_view rest = db_host;

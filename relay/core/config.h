@@ -107,6 +107,13 @@ inline constexpr int kMaxPayloadLimit = 16 * 1024 * 1024 - 1;  // MEDIUMBLOB
 std::string IntakeClientId(const Config& config);
 // Client ids of this process's own links: ID-<relay-id>-<suffix>.
 std::string OwnClientId(const Config& config, std::string_view suffix);
+// The share group of the retransmit subscription: ID-<the hex digits of
+// the database's identity>. Every relay of a database is in it, and no
+// client can join it without reading the database: a member that may not
+// read a request (the broker's ACL) makes mosquitto drop it for the whole
+// group, so a group anyone could name (ID alone, until 2026-12-07) let any
+// user make every other request vanish.
+std::string ReplayShareGroup(const Config& config, std::string_view database_identity);
 
 // Checks ranges and cross-field rules. The message names the option.
 // One database server of --db-host.

@@ -205,6 +205,9 @@ class MysqlStore {
                                               std::size_t max_new = SIZE_MAX);
   // Rows in TOPIC.
   Result<uint64_t> CountTopics();
+  // RELAY_STATE.INSTANCE: the database's identity, a UUID made with the
+  // schema, known to whoever reads the database and to nobody else.
+  Result<std::string> DatabaseIdentity();
 
   // ---- Retention (PROTOCOL.md 5.2) ----
 

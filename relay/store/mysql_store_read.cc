@@ -26,6 +26,19 @@ namespace seqrelay {
 
 using mysql_values::Bytes;
 
+Result<std::string> MysqlStore::DatabaseIdentity() {
+  std::string id;
+  Status s = Guard("read the database's identity", [&] {
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    std::unique_ptr<sql::ResultSet> rs(st->executeQuery("SELECT INSTANCE FROM RELAY_STATE WHERE K = 1"));
+    if (!rs->next()) throw std::runtime_error("RELAY_STATE has no row");
+    id = rs->getString(1).asStdString();
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return id;
+}
+
 Result<std::vector<std::string>> MysqlStore::ListTopics(std::string_view after, std::size_t limit) {
   std::vector<std::string> topics;
   Status s = Guard("list topics", [&] {
