@@ -198,10 +198,12 @@ Status Relay::CheckPacketLimit() {
 int Relay::Run() {
   for (const auto& line : Describe(config_)) LogInfo("config: {}", line);
   // Configuration files first: a bad one stops the relay before it connects.
-  if (!LoadAcl()) return 1;
+  // Both are settings to change, as a bad option is (exit 2; until
+  // 2026-12-07 exit 1, which a supervisor takes for a failure to restart).
+  if (!LoadAcl()) return 2;
   // Before the database: a relay that waits for it answers scrapes meanwhile
   // (seqrelay_database_up 0).
-  if (!StartMetrics()) return 1;
+  if (!StartMetrics()) return 2;
   step_ = "opening the database and the journal";
   if (std::optional<int> exit_code = OpenStorage()) return *exit_code;
   ConfigureLinks();

@@ -563,12 +563,31 @@ TEST(DeployOptions, ABadAclFileStopsTheRelayAtStartAndNamesTheLine) {
   close(fd);
   std::string out;
   // No servers: the file is read before anything is connected.
-  EXPECT_EQ(RunRelay({std::string("--acl-file=") + path, "--db-port=1", "--mqtt-port=1"}, &out), 1) << out;
+  EXPECT_EQ(RunRelay({std::string("--acl-file=") + path, "--db-port=1", "--mqtt-port=1"}, &out), 2) << out;
   EXPECT_NE(out.find("acl line 2: access must be read, write, readwrite or deny, got 'reed'"), std::string::npos)
       << out;
   unlink(path);
-  EXPECT_EQ(RunRelay({"--acl-file=/nonexistent/acl", "--db-port=1", "--mqtt-port=1"}, &out), 1) << out;
+  EXPECT_EQ(RunRelay({"--acl-file=/nonexistent/acl", "--db-port=1", "--mqtt-port=1"}, &out), 2) << out;
   EXPECT_NE(out.find("--acl-file: cannot read '/nonexistent/acl'"), std::string::npos) << out;
+}
+
+// A --metrics-port another process holds stops the start, as a bad option
+// does: one line, exit 2 (exit 1 until 2026-12-07, a helper's review).
+TEST(DeployOptions, AMetricsPortInUseStopsTheRelayAtStart) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int port = ntohs(addr.sin_port);
+  std::string out;
+  EXPECT_EQ(RunRelay({"--metrics-port=" + std::to_string(port), "--db-port=1", "--mqtt-port=1"}, &out), 2) << out;
+  EXPECT_NE(out.find(std::to_string(port)), std::string::npos) << out;
+  close(fd);
 }
 
 }  // namespace
