@@ -152,7 +152,17 @@ Status Validate(const Config& c) {
     if (!status.ok()) return status;
   }
   if (c.mqtt_client_id.empty()) return Status::Error("--mqtt-client-id must not be empty");
-  // It names the replay link's shared subscription ($share/<id>/...), whose
+  // A password without its user was dropped without a word (the intake's
+  // then logged in as the relay's user, whose ACL lets it read the relay's
+  // own topics): a setting to change (a helper's review, 2026-12-07).
+  if (!c.mqtt_password.empty() && c.mqtt_user.empty()) {
+    return Status::Error("--mqtt-password (or SEQRELAY_MQTT_PASSWORD) is given without --mqtt-user");
+  }
+  if (!c.mqtt_intake_password.empty() && c.mqtt_intake_user.empty()) {
+    return Status::Error("--mqtt-intake-password (or SEQRELAY_MQTT_INTAKE_PASSWORD) is given without "
+                         "--mqtt-intake-user (the intake logs in as --mqtt-user without one)");
+  }
+  // It names the replay link's shared subscription ($share/<id>-.../...), whose
   // name MQTT v5 allows no '/', '+' or '#'.
   if (c.mqtt_client_id.find_first_of(std::string_view("/+#\0", 4)) != std::string::npos ||
       !IsValidUtf8(c.mqtt_client_id)) {

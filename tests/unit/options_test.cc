@@ -310,6 +310,18 @@ TEST(OptionsTest, StatsIntervalAndLogFormat) {
   EXPECT_TRUE(Contains(ParseError({"--log-format=xml"}), "--log-format")) << ParseError({"--log-format=xml"});
 }
 
+// A password without its user is refused, naming both (it was dropped
+// without a word until 2026-12-07: the intake then logged in as the relay).
+TEST(OptionsTest, APasswordWithoutItsUserIsRefused) {
+  EXPECT_TRUE(Contains(ParseError({}, {{"SEQRELAY_MQTT_INTAKE_PASSWORD", "x"}}), "without --mqtt-intake-user"));
+  EXPECT_TRUE(Contains(ParseError({"--mqtt-intake-password=x", "--mqtt-user=relay"}), "--mqtt-intake-user"));
+  EXPECT_TRUE(Contains(ParseError({"--mqtt-password=x"}), "without --mqtt-user"));
+  const Config both = ParseOk({"--mqtt-user=relay", "--mqtt-password=x", "--mqtt-intake-user=in",
+                               "--mqtt-intake-password=y"});
+  EXPECT_EQ(both.mqtt_intake_user, "in");
+  EXPECT_EQ(both.mqtt_intake_password, "y");
+}
+
 TEST(OptionsTest, MetricsEndpointIsOffByDefault) {
   const Config defaults = ParseOk({});
   EXPECT_EQ(defaults.metrics_port, 0);
@@ -510,7 +522,7 @@ TEST(OptionsTest, VersionSetsVersion) {
 }
 
 TEST(OptionsTest, DescribeOfParsedConfigMasksPasswords) {
-  const Config c = ParseOk({"--mqtt-password=Flag-Pass-1"}, {{"SEQRELAY_DB_PASSWORD", "Env-Pass-2"}});
+  const Config c = ParseOk({"--mqtt-user=relay", "--mqtt-password=Flag-Pass-1"}, {{"SEQRELAY_DB_PASSWORD", "Env-Pass-2"}});
   ASSERT_EQ(c.mqtt_password, "Flag-Pass-1");
   ASSERT_EQ(c.db_password, "Env-Pass-2");
   for (const auto& line : Describe(c)) {

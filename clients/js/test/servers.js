@@ -264,9 +264,12 @@ export class TestServers {
   /** Starts the relay; ready once its intake subscription is acknowledged. */
   async startRelay() {
     const before = this.relay?.log().length ?? 0;
+    // The broker's password only with its user (the relay refuses one
+    // without the other).
+    const mqttLogin = this.relayArgs.includes('--mqtt-user=seqrelay') ? { SEQRELAY_MQTT_PASSWORD: RELAY_PASSWORD } : {};
     this.relay = new Server('seqrelay', this.relayArgs, `${this.dir}/relay.log`, {
       SEQRELAY_DB_PASSWORD: DB_PASSWORD,
-      SEQRELAY_MQTT_PASSWORD: RELAY_PASSWORD,
+      ...mqttLogin,
     });
     await this.relay.ready(() => this.relay.log().indexOf('intake: subscribed', before) >= 0, 'the relay to subscribe', 30000);
   }
