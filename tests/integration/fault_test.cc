@@ -1307,19 +1307,20 @@ TEST_F(FaultE2E, SeqauditPagesThroughTopicsAndTakesRowsDeletedMeanwhileForNoGap)
   // (a count rule on a busy topic): its first SEQ now past the span's last.
   // Until 2026-12-07 the rows wrapped around to a 20-digit count (a
   // review's finding).
-  audit.Start(argv, log, {"SEQTEST_AUDIT_PAUSE_MS=" + std::to_string(Scaled(2000ms).count())});
-  ASSERT_TRUE(WaitFor([&] { return ReadFile(log).find("test pause after the spans") != std::string::npos; }, 10s))
-      << ReadFile(log);
+  const std::string log3 = log + "-3";  // (the first run's pause line is in `log`)
+  audit.Start(argv, log3, {"SEQTEST_AUDIT_PAUSE_MS=" + std::to_string(Scaled(2000ms).count())});
+  ASSERT_TRUE(WaitFor([&] { return ReadFile(log3).find("test pause after the spans") != std::string::npos; }, 10s))
+      << ReadFile(log3);
   servers().Sql("INSERT INTO " + db + ".MSG (idx, ID, QOS, SEQ, MSG) SELECT 20000 + seq, '" + old_topic +
                 "', 1, 1000060 + seq, 'z' FROM " + db + ".seq_1_to_5");
   servers().Sql("DELETE FROM " + db + ".MSG WHERE ID = '" + old_topic + "' AND SEQ <= 1000062");
   const auto emptied = audit.Wait(Scaled(20s));
-  ASSERT_TRUE(emptied.has_value()) << ReadFile(log);
-  EXPECT_EQ(*emptied, 0) << ReadFile(log);
-  EXPECT_NE(ReadFile(log).find("rows 0          SEQ 0..0  ok (every row up to SEQ 1000060 deleted meanwhile)"),
+  ASSERT_TRUE(emptied.has_value()) << ReadFile(log3);
+  EXPECT_EQ(*emptied, 0) << ReadFile(log3);
+  EXPECT_NE(ReadFile(log3).find("rows 0          SEQ 0..0  ok (every row up to SEQ 1000060 deleted meanwhile)"),
             std::string::npos)
-      << ReadFile(log);
-  EXPECT_NE(ReadFile(log).find("seqaudit: 1 topics, 0 rows, 0 with gaps"), std::string::npos) << ReadFile(log);
+      << ReadFile(log3);
+  EXPECT_NE(ReadFile(log3).find("seqaudit: 1 topics, 0 rows, 0 with gaps"), std::string::npos) << ReadFile(log3);
 }
 
 }  // namespace
