@@ -191,10 +191,13 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
        "together slow down (halving their rate, down to 500 frames/s); while live frames are on time, replays speed up again. "
        "0 turns this off: replies go as fast as the broker takes them (or --replay-rate).")
       ("acl-file", po::value(&c.acl_file)->value_name("FILE"),
-       "mosquitto's acl_file: a replay of topic T is served to client R only if R may read <seq-prefix>/T by "
-       "this file, else the status says \"forbidden\". The relay cannot see MQTT usernames and takes R's "
-       "username to be R: run the clients' listener with use_username_as_clientid true (the shipped "
-       "mosquitto.conf does). Read at start. Without it every client may replay every topic.");
+       "mosquitto's acl_file: a replay of topic T is served only if the requester may read <seq-prefix>/T by "
+       "this file, else the status says \"forbidden\". The relay cannot see MQTT usernames: a request on "
+       "<control-prefix>/retransmit/U/C is checked as user U (%c patterns grant nothing there; the broker's "
+       "ACL lets only U publish there), one on <control-prefix>/retransmit/R as user and client R: for that "
+       "form run the clients' listener with use_username_as_clientid true (the shipped mosquitto.conf does). "
+       "Read at start (an edit takes effect at the next start). Without it every client may replay every "
+       "topic.");
 
   po::options_description observe("Observability");
   observe.add_options()
