@@ -152,6 +152,11 @@ Status Relay::OpenDatabase() {
       shard_refused_ = num.status().permanent();
       s = num.status();
     }
+    if (s.ok()) {
+      auto identity = store_.DatabaseIdentity();
+      if (identity.ok()) replay_group_ = ReplayShareGroup(config_, *identity);
+      s = identity.status();
+    }
     if (s.ok()) return s;
     if (s.permanent()) return s;
     if (IsLoginRefusal(s.database_code())) {
@@ -245,14 +250,8 @@ std::optional<int> Relay::OpenStorage() {
     LogError("database: {}", s.message());
     return 1;
   }
-  auto identity = store_.DatabaseIdentity();
-  if (!identity.ok()) {
-    LogError("database: {}", identity.error());
-    return 1;
-  }
-  replay_group_ = ReplayShareGroup(config_, *identity);
   if (!config_.journal_dir.empty()) {
-    journal_ = std::make_unique<Journal>(config_.journal_dir, static_cast<std::size_t>(config_.max_payload));
+    journal_ = std::make_unique<Journal>(config_.journal_dir);
     auto identity = journal_->Identify();
     if (!identity.ok()) {  // the directory cannot be made, written or locked: a setting to change
       LogError("{}", identity.error());

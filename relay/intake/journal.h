@@ -63,10 +63,7 @@ class Journal {
  public:
   static constexpr uint64_t kSegmentBytes = 64 * 1024 * 1024;
 
-  // `max_payload`: the largest payload a record holds (the intake's
-  // --max-payload); past damage, longer records are not looked for.
-  explicit Journal(std::string dir, std::size_t max_payload = 1024 * 1024)
-      : dir_(std::move(dir)), max_payload_(max_payload) {}
+  explicit Journal(std::string dir) : dir_(std::move(dir)) {}
   ~Journal();
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;
@@ -150,7 +147,6 @@ class Journal {
   void ReadSession();
 
   const std::string dir_;
-  const std::size_t max_payload_;
   int lock_fd_ = -1;             // holds the directory's lock; set by Identify
   int fd_ = -1;                  // the segment being appended to; intake thread after Open
   uint64_t end_ = 0;             // position after the last record; intake thread after Open

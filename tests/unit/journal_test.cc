@@ -507,6 +507,31 @@ TEST(JournalTest, PastDamageARecordsBytesFromElsewhereAreNotTaken) {
   EXPECT_FALSE(journal.Replay(0, [](const Journal::Record&) {}, kSecondEnd - 1).ok());
 }
 
+// Past damage a record of any size a relay takes is found, whatever
+// --max-payload is now: a journal may hold records of a run with a larger
+// one (a first form of the search skipped records over today's, and cut
+// them off with the damage as a torn tail).
+TEST(JournalTest, PastDamageALargeRecordIsFound) {
+  TempDir dir;
+  WriteTwoRecords(dir);
+  const Bytes large(3 * 1024 * 1024, 'L');
+  uint64_t large_end = 0;
+  {
+    Journal journal(dir.path());
+    ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+    large_end = AppendOk(journal, "t/large", large);
+  }
+  FlipByte(dir.File("journal-0000000000000000.log"), kFirstEnd + 20);  // inside the second record
+  Journal journal(dir.path());
+  ASSERT_TRUE(journal.Open(0, kDatabase).ok());
+  EXPECT_EQ(journal.end(), large_end);
+  std::vector<Record> replayed;
+  EXPECT_FALSE(journal.Replay(0, [&](const Journal::Record& r) {
+    replayed.push_back({std::string(r.topic), Bytes(r.payload.begin(), r.payload.end()), r.mid, r.end});
+  }).ok());
+  EXPECT_EQ(replayed, (std::vector<Record>{{kFirstTopic, kFirstPayload, 0, kFirstEnd}, {"t/large", large, 0, large_end}}));
+}
+
 // A journal written before records were positioned (the checksum of the
 // bytes alone, the bit clear) is read as it was, and appended to.
 TEST(JournalTest, RecordsWrittenBeforeTheyWerePositionedAreRead) {
