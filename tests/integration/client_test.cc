@@ -1631,29 +1631,20 @@ TEST_F(ClientE2E, SeqsubThatCannotWriteStopsAndItsStateResumesAtTheFirstMessageN
 // stops it at once. Until 2026-12-06 the signal waited, blocked, for the
 // start's 10 s CONNACK deadline, and seqsub then exited 1.
 TEST_F(ClientE2E, SeqsubStopsAtOnceOnASignalWhileTheBrokerDoesNotAnswer) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(listen(fd, 4), 0);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const IdleListener broker;
   const std::string log = servers().dir() + "/" + name_ + "-seqsub.log";
   Process seqsub;
-  seqsub.Start({SEQSUB_BINARY, "-p", std::to_string(ntohs(addr.sin_port)), "-t", root() + "/t"}, log);
+  seqsub.Start({SEQSUB_BINARY, "-p", std::to_string(broker.port()), "-t", root() + "/t"}, log);
   // Connected (its connection waits in the listener's queue), so waiting
   // for the CONNACK, its signals set up before (a fixed 500 ms wait could
   // signal a seqsub still starting, on a busy machine).
-  pollfd pending{fd, POLLIN, 0};
+  pollfd pending{broker.fd(), POLLIN, 0};
   ASSERT_EQ(poll(&pending, 1, static_cast<int>(Scaled(10s).count())), 1) << ReadFile(log);
   ASSERT_TRUE(seqsub.running()) << ReadFile(log);
   const auto signalled = std::chrono::steady_clock::now();
   seqsub.Signal(SIGINT);
   const auto code = seqsub.Wait(Scaled(5s));
   const auto took = std::chrono::steady_clock::now() - signalled;
-  close(fd);
   ASSERT_TRUE(code.has_value()) << ReadFile(log);
   EXPECT_EQ(*code, 0) << ReadFile(log);
   EXPECT_LT(took, Scaled(3s)) << ReadFile(log);

@@ -574,20 +574,11 @@ TEST(DeployOptions, ABadAclFileStopsTheRelayAtStartAndNamesTheLine) {
 // A --metrics-port another process holds stops the start, as a bad option
 // does: one line, exit 2 (exit 1 until 2026-12-07, a helper's review).
 TEST(DeployOptions, AMetricsPortInUseStopsTheRelayAtStart) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(listen(fd, 1), 0);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  const int port = ntohs(addr.sin_port);
+  const IdleListener holder;
+  const std::string port = std::to_string(holder.port());
   std::string out;
-  EXPECT_EQ(RunRelay({"--metrics-port=" + std::to_string(port), "--db-port=1", "--mqtt-port=1"}, &out), 2) << out;
-  EXPECT_NE(out.find(std::to_string(port)), std::string::npos) << out;
-  close(fd);
+  EXPECT_EQ(RunRelay({"--metrics-port=" + port, "--db-port=1", "--mqtt-port=1"}, &out), 2) << out;
+  EXPECT_NE(out.find("metrics: cannot listen on 127.0.0.1:" + port), std::string::npos) << out;
 }
 
 }  // namespace

@@ -229,6 +229,22 @@ int ConnectWithoutWaiting(int port) {
 
 }  // namespace
 
+IdleListener::IdleListener() {
+  fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) throw std::runtime_error(std::string("socket: ") + strerror(errno));
+  sockaddr_in addr = Loopback(0);
+  socklen_t len = sizeof addr;
+  if (bind(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 || listen(fd_, 4) != 0 ||
+      getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    const std::string why = strerror(errno);
+    close(fd_);
+    throw std::runtime_error("IdleListener: " + why);
+  }
+  port_ = ntohs(addr.sin_port);
+}
+
+IdleListener::~IdleListener() { close(fd_); }
+
 FullListener::FullListener(int port) : port_(port) {
   const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listener < 0) throw std::runtime_error(std::string("socket: ") + strerror(errno));

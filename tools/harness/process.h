@@ -82,6 +82,23 @@ long long MetricValue(const std::string& body, const std::string& name);
 // Whether a TCP connection to 127.0.0.1:port is accepted (closed at once).
 bool PortAccepts(int port);
 
+// A listener on a free port of 127.0.0.1 that never accepts: the kernel
+// completes the handshakes, nothing more (a broker that does not answer; a
+// port another process holds). Closed with it.
+class IdleListener {
+ public:
+  IdleListener();  // throws std::runtime_error if no port can be bound
+  ~IdleListener();
+  IdleListener(const IdleListener&) = delete;
+  IdleListener& operator=(const IdleListener&) = delete;
+  int port() const { return port_; }
+  int fd() const { return fd_; }  // readable once a connection waits to be accepted
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
 // A listener on 127.0.0.1:port whose accept queue is full of its own
 // connections: the kernel drops the SYNs of any other connect there, which
 // neither completes nor fails (the client's kernel retries for about 2
