@@ -425,6 +425,7 @@ class Relay {
   // Under publish_mu_.
   std::chrono::milliseconds hold_first_frame_{0};
   std::chrono::steady_clock::time_point first_frame_held_until_{};
+  bool first_frame_hold_over_ = false;
   uint64_t taken_ = 0;
   // SEQTEST_THROW_IN_INTAKE=N: copying the Nth message taken throws
   // std::bad_alloc, as when memory runs out. 0 = off. Intake thread only.

@@ -213,7 +213,9 @@ bool Relay::Publish(const std::string& topic, std::span<const uint8_t> frame, ui
       first_frame_held_until_ = Clock::now() + hold_first_frame_;
       LogWarn("fault injection: holding the first frame for {} ms", hold_first_frame_.count());
     }
-    return Clock::now() < first_frame_held_until_;
+    if (Clock::now() < first_frame_held_until_) return true;
+    if (!std::exchange(first_frame_hold_over_, true)) LogWarn("fault injection: the first frame's hold is over");
+    return false;
   };
   // A row sent again goes only on the connection it was meant for: queued
   // during the next CONNECT it would go ahead of libmosquitto's resends.
