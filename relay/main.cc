@@ -58,14 +58,15 @@ int main(int argc, char** argv) {
   SetLogLevel(parsed->config.log_level);
   SetLogFormat(parsed->config.log_format);
 
-  // SIGTERM and SIGINT are taken by one thread with sigwait, so no thread is
-  // ever interrupted by them; SIGPIPE is ignored (a broken socket is an
-  // error value, not a death).
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // SIGTERM and SIGINT (stop) and SIGHUP (read --acl-file again) are taken
+  // by one thread with sigwait, so no thread is ever interrupted by them;
+  // SIGPIPE is ignored (a broken socket is an error value, not a death).
+  sigset_t taken_signals;
+  sigemptyset(&taken_signals);
+  sigaddset(&taken_signals, SIGTERM);
+  sigaddset(&taken_signals, SIGINT);
+  sigaddset(&taken_signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &taken_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
   LogInfo("seqrelay {} starting", SEQRELAY_VERSION);
@@ -97,8 +98,16 @@ int main(int argc, char** argv) {
     std::optional<Clock::time_point> signalled;  // a signal's stop: its bound (the run may end before it)
     for (;;) {
       const timespec tick{1, 0};
-      const int sig = sigtimedwait(&stop_signals, nullptr, &tick);
+      int sig = sigtimedwait(&taken_signals, nullptr, &tick);
       if (runs_over) return;
+      if (sig == SIGHUP) {
+        // Between two runs (a step-down's restart) nobody holds the rules:
+        // the next run reads the file at its start.
+        LogInfo("received SIGHUP: reading --acl-file again");
+        std::lock_guard lock(mu);
+        if (current != nullptr) current->ReloadAcl();
+        sig = 0;  // no stop; the deadline's check below as on any tick
+      }
       if (sig > 0 && !signalled) {
         LogInfo("received {}, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
         signalled = Clock::now() + std::chrono::seconds(config.shutdown_timeout_s) + Relay::kStopMargin;

@@ -196,8 +196,8 @@ po::options_description Describe(Config& c, std::string& config_file, std::strin
        "<control-prefix>/retransmit/U/C is checked as user U (%c patterns grant nothing there; the broker's "
        "ACL lets only U publish there), one on <control-prefix>/retransmit/R as user and client R: for that "
        "form run the clients' listener with use_username_as_clientid true (the shipped mosquitto.conf does). "
-       "Read at start (an edit takes effect at the next start). Without it every client may replay every "
-       "topic.");
+       "Read at start, and again on SIGHUP (send it to mosquitto too): a file that cannot be read or has a bad "
+       "line then keeps the rules in force. Without it every client may replay every topic.");
 
   po::options_description observe("Observability");
   observe.add_options()

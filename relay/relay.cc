@@ -219,25 +219,35 @@ int Relay::Run() {
   return ExitCode();
 }
 
-bool Relay::LoadAcl() {
+bool Relay::LoadAcl(bool reload) {
   if (config_.acl_file.empty()) return true;
+  const std::string_view kept = reload ? "; the rules read before stay in force" : "";
   std::ifstream file(config_.acl_file);
   std::error_code ec;
   if (!file || std::filesystem::is_directory(config_.acl_file, ec)) {  // (a directory opens, and reads as empty)
-    LogError("--acl-file: cannot read '{}'{}", config_.acl_file,
-             std::filesystem::is_directory(config_.acl_file, ec) ? ": a directory" : "");
+    LogError("--acl-file: cannot read '{}'{}{}", config_.acl_file,
+             std::filesystem::is_directory(config_.acl_file, ec) ? ": a directory" : "", kept);
     return false;
   }
   std::stringstream text;
   text << file.rdbuf();
   auto acl = Acl::Parse(text.str());
   if (!acl.ok()) {
-    LogError("--acl-file {}: {}", config_.acl_file, acl.error());
+    LogError("--acl-file {}: {}{}", config_.acl_file, acl.error(), kept);
     return false;
   }
-  LogInfo("replay access control: {} rules from {}", acl->rule_count(), config_.acl_file);
+  LogInfo("replay access control: {} rules from {}{}", acl->rule_count(), config_.acl_file,
+          reload ? " (read again)" : "");
   retransmit_.SetAcl(std::make_shared<const Acl>(std::move(acl).value()));
   return true;
+}
+
+void Relay::ReloadAcl() {
+  if (config_.acl_file.empty()) {
+    LogInfo("replay access control: no --acl-file to read again");
+    return;
+  }
+  LoadAcl(/*reload=*/true);
 }
 
 std::optional<int> Relay::OpenStorage() {

@@ -74,6 +74,12 @@ class Relay {
   // Safe from any thread. Starts the orderly shutdown.
   void RequestStop();
 
+  // Reads --acl-file again (SIGHUP, as mosquitto reads its acl_file): the
+  // requests checked after it get the new rules; a reply already being sent
+  // goes on. A file that cannot be read or parsed is logged, and the rules
+  // in force are kept. Any thread.
+  void ReloadAcl();
+
   // What the run is doing or waiting on ("committing what it holds"), for
   // the line that ends a stop past its bound (main.cc). Any thread.
   const char* Step() const { return step_.load(); }
@@ -133,7 +139,8 @@ class Relay {
 
   // Run()'s phases, in order. LoadAcl, StartMetrics and StartServing log
   // why they failed; OpenStorage returns the exit code to stop with, if any.
-  bool LoadAcl();
+  // (LoadAcl also serves ReloadAcl: `reload` names the rules kept.)
+  bool LoadAcl(bool reload = false);
   bool StartMetrics();  // /metrics, with --metrics-port; false if it cannot listen
   std::optional<int> OpenStorage();
   void ConfigureLinks();

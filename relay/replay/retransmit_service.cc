@@ -413,12 +413,13 @@ std::optional<uint64_t> RetransmitService::MissingFrom(uint64_t seq, Job& job, M
 }
 
 bool RetransmitService::MayRead(const Job& job, std::string_view topic) const {
-  if (!acl_) return true;
+  const std::shared_ptr<const Acl> acl = acl_.load();
+  if (!acl) return true;
   const std::string frames = config_.seq_prefix + "/" + std::string(topic);
   // v1: the client id is the username (the broker makes it so); per user:
   // the username the broker tied to the topic, and no client id.
-  if (job.user) return acl_->MayRead(*job.user, std::nullopt, frames);
-  return acl_->MayRead(job.client, job.client, frames);
+  if (job.user) return acl->MayRead(*job.user, std::nullopt, frames);
+  return acl->MayRead(job.client, job.client, frames);
 }
 
 bool RetransmitService::PublishFrame(Job& job, std::span<const uint8_t> frame) {

@@ -30,8 +30,8 @@
 // <seq-prefix>/T by that ACL; otherwise it gets "forbidden", and a request by
 // id learns nothing of the topic's name.
 //
-// OnRequest runs on the replay link's thread; SetAcl, Start and Stop on the
-// main thread, SetAcl before Start.
+// OnRequest runs on the replay link's thread; Start and Stop on the main
+// thread; SetAcl on any (before Start, and again when the file is read again).
 #pragma once
 
 #include <atomic>
@@ -67,7 +67,8 @@ class RetransmitService {
   explicit RetransmitService(const Config& config);
   ~RetransmitService();
 
-  void SetAcl(std::shared_ptr<const Acl> acl) { acl_ = std::move(acl); }
+  // The rules each request is checked against from now on.
+  void SetAcl(std::shared_ptr<const Acl> acl) { acl_.store(std::move(acl)); }
   // Workers publish their replies on `link`, which must outlive Stop().
   void Start(MqttLink& link);
   // Ends the replies being served at their next frame and answers the
@@ -161,7 +162,7 @@ class RetransmitService {
   const bool fail_oldest_lookup_;
   ReplayGovernor governor_;
   MqttLink* link_ = nullptr;  // set by Start (under mu_, started_ notified), before any worker runs
-  std::shared_ptr<const Acl> acl_;  // null: no access control; set before Start, then read-only
+  std::atomic<std::shared_ptr<const Acl>> acl_;  // null: no access control
   // Which MQTT message ids (16-bit) of replies are published and not yet
   // acknowledged, with their bytes, and how many: a slot per id, so a frame
   // costs no allocation. Guarded by unacked_mu_ (workers set, the link

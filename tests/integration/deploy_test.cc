@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -251,6 +252,73 @@ TEST_F(DeployE2E, ShippedConfAndAclLetAClientReplayOnlyWhatItMayRead) {
   // intake, although it reads '#'.
   EXPECT_EQ(report["messages"]["ignored"]["own_topics"], 0) << report.dump();
   EXPECT_EQ(relay_->log().find("delivers the relay's own topics back"), std::string::npos) << relay_->log();
+  EXPECT_EQ(relay_->Stop(), 0);
+}
+
+// An operator takes a right away in the ACL file and sends SIGHUP to
+// mosquitto and to the relay, as mosquitto.conf(5) says to have it read the
+// file again: the relay's replays follow the new rules (until 2026-12-07
+// SIGHUP ended the relay, and it read the file at start only). A later edit
+// that breaks the file keeps the rules in force, rather than opening the
+// history to everyone or stopping the relay.
+TEST_F(DeployE2E, ASighupReadsTheAclFileAgainAndABrokenFileKeepsTheRulesInForce) {
+  StartShippedWithBob();
+  const std::string secret = "secret/" + name_;
+  MqttClient bob(broker_->client_port(), "bob", true, false, "bob", ShippedBroker::Password("bob"));
+  bob.Subscribe("relay/replay/bob/#");
+  for (int i = 1; i <= 3; ++i) bob.Publish(secret, "s" + std::to_string(i));
+  ASSERT_TRUE(bob.WaitAllAcked(10s));
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(secret).size() == 3; }, 20s));
+  // bob asks for the topic's history: the reply's status.
+  auto ask = [&] {
+    const std::size_t before = bob.received_count();
+    bob.Publish("relay/retransmit/bob", json{{"topic", secret}, {"from", 1}}.dump());
+    json status;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          const auto got = bob.received();
+          for (std::size_t i = before; i < got.size(); ++i) {
+            if (got[i].topic == "relay/replay/bob/status") status = json::parse(got[i].payload);
+          }
+          return !status.is_null();
+        },
+        10s));
+    return status;
+  };
+  auto reads_again = [&] {
+    const std::string log = relay_->log();
+    std::size_t n = 0;
+    for (auto at = log.find("(read again)"); at != std::string::npos; at = log.find("(read again)", at + 1)) ++n;
+    return n;
+  };
+  json status = ask();
+  EXPECT_EQ(status["status"], "ok") << status.dump();
+  EXPECT_EQ(status["sent"], 3) << status.dump();
+
+  std::string acl = ReadFile(broker_->acl_path());
+  const std::string grant = "topic read seq/secret/#\n";
+  const std::size_t at = acl.rfind(grant);  // bob's, the last block
+  ASSERT_NE(at, std::string::npos);
+  acl.erase(at, grant.size());
+  std::ofstream(broker_->acl_path()) << acl;
+  broker_->Signal(SIGHUP);
+  relay_->Signal(SIGHUP);
+  ASSERT_TRUE(WaitFor([&] { return reads_again() == 1; }, 10s)) << relay_->log();
+  status = ask();
+  EXPECT_EQ(status["status"], "error") << status.dump();
+  EXPECT_EQ(status["error"], "forbidden") << status.dump();
+
+  std::ofstream(broker_->acl_path()) << acl << "topic reed seq/#\n";  // in bob's block
+  relay_->Signal(SIGHUP);
+  ASSERT_TRUE(WaitFor([&] { return relay_->log().find("the rules read before stay in force") != std::string::npos; },
+                      10s))
+      << relay_->log();
+  EXPECT_NE(relay_->log().find("access must be read, write, readwrite or deny, got 'reed'"), std::string::npos)
+      << relay_->log();
+  status = ask();
+  EXPECT_EQ(status["error"], "forbidden") << status.dump();
+  EXPECT_EQ(reads_again(), 1u);
+  EXPECT_TRUE(relay_->running());
   EXPECT_EQ(relay_->Stop(), 0);
 }
 
