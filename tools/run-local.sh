@@ -6,6 +6,8 @@
 #
 # Ports: MQTT_PORT (default 1883), DB_PORT (default 3306), WS_PORT (default
 # 8080: MQTT over WebSocket, and the messenger page at http://127.0.0.1:8080/).
+# STATE_DIR (default .state/) holds the data; one run at a time uses it.
+# BUILD_DIR (default build/) is where the relay is built.
 # A default port another server holds gives way to a free one (the banner
 # says which); a port given that is in use stops the run.
 # Extra arguments go to the relay, e.g.  tools/run-local.sh --immediate 'sensors/#'
@@ -26,6 +28,22 @@ done
 root=$(cd "$(dirname "$0")/.." && pwd)
 PATH=$PATH:/usr/sbin:/sbin  # mariadbd and mosquitto, for a user whose PATH lacks them
 state=${STATE_DIR:-$root/.state}
+build=${BUILD_DIR:-$root/build}
+# One run at a time on a state directory: a second one's servers would
+# fail on the first's data (MariaDB after about 30 s of retries, on its
+# lock of ibdata1). The lock's descriptor is inherited by the servers and
+# the relay, so it is held until the last of them ends, also when this
+# script was killed and left them running.
+mkdir -p "$state"
+exec {lock}>>"$state/run-local.lock"
+if ! flock -n "$lock"; then
+  echo "run-local: $state is in use by another run-local.sh, or by the servers one left running" \
+       "(pids: $(tr '\n' ' ' <"$state/run-local.pids" 2>/dev/null)); stop it first, or set STATE_DIR" >&2
+  exit 1
+fi
+# Who holds it, for the message above: this script, then the servers and
+# the relay as they start.
+note_pids() { echo "$$ ${pids[*]} ${relay:-}" >"$state/run-local.pids"; }
 # A port given is used, or the run stops; a default held by another server
 # (the Debian packages start their own MariaDB and mosquitto on 3306 and
 # 1883 where systemd runs) gives way to a free one, said at the start.
@@ -54,7 +72,7 @@ db_password=local-password
 
 "$root/tools/deps.sh"
 echo "run-local: building"
-"$root/tools/build.sh" --target seqrelay "$root/build" >/dev/null
+"$root/tools/build.sh" --target seqrelay "$build" >/dev/null
 
 # The messenger page (clients/messenger) loads the JavaScript client and
 # mqtt.js from its vendor/ folder, made from clients/js.
@@ -72,11 +90,11 @@ if [[ $mqtt_port == "$db_port" || $mqtt_port == "$ws_port" || $db_port == "$ws_p
   exit 2
 fi
 
-mkdir -p "$state"
 socket="$state/mysqld.sock"
 if (( ${#socket} >= 100 )); then socket=$(mktemp -u /tmp/seqrelay-XXXXXX.sock); fi
 
-pids=()
+pids=() relay=
+note_pids
 cleanup() {
   trap - INT TERM EXIT
   # mosquitto first, then MariaDB
@@ -84,6 +102,7 @@ cleanup() {
   for pid in "${pids[@]}"; do
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   done
+  rm -f "$state/run-local.pids"
   echo "run-local: stopped (data kept in $state)"
 }
 trap cleanup INT TERM EXIT
@@ -118,6 +137,7 @@ fi
 setsid mariadbd --no-defaults --user="$me" --datadir="$state/mariadb" --socket="$socket" --port="$db_port" \
   --bind-address=127.0.0.1 --skip-name-resolve >>"$state/mariadb.log" 2>&1 &
 pids+=($!)
+note_pids
 wait_port "$db_port" mariadbd "${pids[-1]}" "$state/mariadb.log"
 # Every run (each is a no-op once done): a first run cut short after the
 # data directory was made still gets them.
@@ -166,6 +186,7 @@ log_dest file $state/mosquitto.log
 CONF
 setsid mosquitto -c "$state/mosquitto.conf" &
 pids+=($!)
+note_pids
 wait_port "$mqtt_port" mosquitto "${pids[-1]}" "$state/mosquitto.log"
 
 cat <<BANNER
@@ -192,10 +213,11 @@ done
 # sent to the script, is passed on to it as SIGTERM (bash would hold a
 # trap until a foreground child exits); it commits and publishes what it
 # holds and exits, and then the EXIT trap stops mosquitto and MariaDB.
-SEQRELAY_DB_PASSWORD=$db_password "$root/build/relay/seqrelay" \
+SEQRELAY_DB_PASSWORD=$db_password "$build/relay/seqrelay" \
   --mqtt-port "$mqtt_port" --db-port "$db_port" --db-user seqrelay --db-name seqrelay \
   "${intake_user[@]}" "${journal[@]}" "$@" &
 relay=$!
+note_pids
 trap 'kill -TERM "$relay" 2>/dev/null || true' INT TERM
 while kill -0 "$relay" 2>/dev/null; do wait "$relay" || true; done  # (a trapped signal ends a wait early)
 wait "$relay" && status=0 || status=$?  # its exit code, kept by bash

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The client tests: the JavaScript library (node --test, with the messenger
 # page in headless Chromium) and the Python library (pytest), each against
-# its own real relay, mosquitto and MariaDB on loopback.
+# its own real relay, mosquitto and MariaDB on loopback; and beside them
+# tools/run-local.sh as a user runs it (tests/deploy/run_local_check.sh,
+# which needs the npm packages installed here first: run-local.sh would
+# install them too).
 #
 # Usage: tools/test-clients.sh BUILD_DIR     (the relay is BUILD_DIR/relay/seqrelay)
 #
@@ -70,10 +73,11 @@ run python /usr/bin/python3 -m pytest -q -p no:cacheprovider "$root/clients/pyth
 # Packaging: a wheel of the Python package and the npm tarball's contents.
 run pack bash -c "cd '$root/clients/python' && /usr/bin/python3 -m pip wheel -q --no-deps --no-build-isolation -w '$logs/wheel' . &&
   rm -rf build seqrelay_client.egg-info && cd '$js' && npm pack --dry-run --silent >/dev/null"
+run run_local "$root/tests/deploy/run_local_check.sh" "$build"
 wait
 
 failed=0
-for name in js python pack; do
+for name in js python pack run_local; do
   rc=$(cat "$logs/$name.rc")
   if [[ $rc != 0 ]]; then
     failed=1
@@ -83,5 +87,6 @@ for name in js python pack; do
 done
 grep -E '^# (tests|pass|fail) ' "$logs/js.log" | tr '\n' ' ' | sed 's/^/== test-clients: node: /;s/$/\n/'
 echo "== test-clients: pytest: $(tail -1 "$logs/python.log")"
+echo "== test-clients: $(tail -1 "$logs/run_local.log")"
 ((failed == 0)) || exit 1
 echo "== test-clients: all client tests passed in $(($(date +%s) - start)) s"

@@ -10,7 +10,7 @@
 // Anything else fails the build, so the bundle cannot silently differ.
 //
 //   node scripts/bundle.js [--copy-to DIR]   (DIR also gets mqtt.min.js)
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -50,13 +50,21 @@ ${order.map(convert).join('\n')}
 globalThis.seqrelay = modules['index.js'];
 })();
 `;
+// Each file written aside and renamed into place: a page, or another run of
+// this script (the test suite bundles from several processes at once),
+// never reads one half written.
+function writeWhole(path, data) {
+  const aside = `${path}.${process.pid}.tmp`;
+  writeFileSync(aside, data);
+  renameSync(aside, path);
+}
 mkdirSync(`${root}/dist`, { recursive: true });
-writeFileSync(`${root}/dist/seqrelay.js`, bundle);
+writeWhole(`${root}/dist/seqrelay.js`, bundle);
 
 const at = process.argv.indexOf('--copy-to');
 if (at > 0) {
   const dir = process.argv[at + 1];
   mkdirSync(dir, { recursive: true });
-  copyFileSync(`${root}/dist/seqrelay.js`, `${dir}/seqrelay.js`);
-  copyFileSync(`${root}/node_modules/mqtt/dist/mqtt.min.js`, `${dir}/mqtt.min.js`);
+  writeWhole(`${dir}/seqrelay.js`, bundle);
+  writeWhole(`${dir}/mqtt.min.js`, readFileSync(`${root}/node_modules/mqtt/dist/mqtt.min.js`));
 }
