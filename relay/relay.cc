@@ -640,8 +640,9 @@ bool Relay::BecomeActive() {
   active_ = true;
   ++takeovers_;
   ++Takeovers();
-  LogInfo("active: holding shard '{}' (epoch {}); {} rows of it committed up to idx {}, confirmed published up to {}",
-          config_.shard, epoch, progress.max_idx - store_.idx_base(), progress.max_idx, tracker_.watermark());
+  // (Idx numbers, not row counts: retention deletes rows below them.)
+  LogInfo("active: holding shard '{}' (epoch {}); its rows committed up to idx {}, confirmed published up to {}",
+          config_.shard, epoch, progress.max_idx, tracker_.watermark());
 
   auto output = MqttLink::Start(output_options_,
                                 {.on_connect =
