@@ -144,6 +144,13 @@ Relay::PendingRound Relay::PumpPending() {
       if (row.taken) {  // its resend was committed, by this relay or another (TAKEN)
         stored_already.emplace_back(std::move(row.journal_id), row.end);
       } else if (row.journal_id == journal_id_) {  // this relay's own: remembered from its journal at start
+        // ... in the run of its deliveries, which the resends of messages
+        // it took before the SUBACK and acknowledged only once committed
+        // (in no journal) come before and break. Remembered as handed over
+        // too: found anywhere before the first SUBACK, as another relay's
+        // would be (until 2026-12-07 its resend was stored a second time:
+        // its stored copy has no packet id for the writer's check).
+        if (SessionMayResend(row.session_no)) redelivery_.RememberHandedOver(row.mid, row.topic, payload);
         fresh.push_back(std::move(row));
       } else if (!SessionMayResend(row.session_no)) {  // taken in a session the shard has left
         fresh.push_back(std::move(row));

@@ -47,7 +47,7 @@ bool WriteAll(int fd, const char* data, std::size_t size) {
 
 }  // namespace
 
-TcpGate::TcpGate(int target_port) : target_port_(target_port) {
+TcpGate::TcpGate(int target_port, bool mqtt) : target_port_(target_port), mqtt_(mqtt) {
   listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};  // 127.0.0.1, a port the kernel picks
   a.sin_family = AF_INET;
@@ -101,9 +101,38 @@ void TcpGate::Open() {
   eventfd_write(wake_fd_, 1);
 }
 
+std::string TcpGate::WholePackets(std::string& bytes) {
+  // MQTT's fixed header: a type byte, then the remaining length in 1 to 4
+  // bytes of 7 bits each, low first.
+  std::string whole;
+  std::size_t at = 0;
+  for (;;) {
+    std::size_t length = 0, header = 1;
+    bool complete = false;
+    for (int shift = 0; header < 5 && at + header < bytes.size(); shift += 7) {
+      const auto b = static_cast<uint8_t>(bytes[at + header++]);
+      length |= static_cast<std::size_t>(b & 0x7F) << shift;
+      if ((b & 0x80) == 0) {
+        complete = true;
+        break;
+      }
+    }
+    if (!complete || bytes.size() - at < header + length) break;
+    if (drop_pubacks_ && (static_cast<uint8_t>(bytes[at]) & 0xF0) == 0x40) {
+      ++dropped_pubacks_;
+    } else {
+      whole.append(bytes, at, header + length);
+    }
+    at += header + length;
+  }
+  bytes.erase(0, at);
+  return whole;
+}
+
 void TcpGate::Run() {
   struct Pair {
     int client, server;
+    std::string from_client;  // mqtt_: the client's bytes short of a whole packet
   };
   std::vector<Pair> pairs;
   const auto close_pair = [](const Pair& p) {
@@ -144,7 +173,7 @@ void TcpGate::Run() {
           const int on = 1;
           setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
           setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-          pairs.push_back({client, server});
+          pairs.push_back({client, server, {}});
         } else {
           close(client);
         }
@@ -160,6 +189,13 @@ void TcpGate::Run() {
                                        std::pair{fds[3 + 2 * i], pairs[i].client}}) {
           if (!open || !(from.revents & (POLLIN | POLLHUP | POLLERR))) continue;
           const ssize_t n = read(from.fd, buffer.data(), buffer.size());
+          if (n > 0 && mqtt_ && from.fd == pairs[i].client) {
+            std::string& bytes = pairs[i].from_client;
+            bytes.append(buffer.data(), static_cast<std::size_t>(n));
+            const std::string whole = WholePackets(bytes);
+            open = WriteAll(to, whole.data(), whole.size());
+            continue;
+          }
           open = n > 0 && WriteAll(to, buffer.data(), static_cast<std::size_t>(n));
         }
       }

@@ -8,12 +8,18 @@
 // and its reconnects fail (no server answers), as when a link goes down
 // and the client's kernel learns of it. Open() forwards new connections
 // again.
+//
+// Made for MQTT (`mqtt`), it forwards the client's bytes packet by packet,
+// and DropClientPubacks(true) drops the client's PUBACKs: the server keeps
+// those messages unacknowledged (and resends them to the session's next
+// connection), as when the client dies before its acknowledgements leave.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <thread>
 
 namespace seqtest {
@@ -21,7 +27,7 @@ namespace seqtest {
 class TcpGate {
  public:
   // Listens on a free port of 127.0.0.1 and forwards to 127.0.0.1:target_port.
-  explicit TcpGate(int target_port);
+  explicit TcpGate(int target_port, bool mqtt = false);
   ~TcpGate();
   TcpGate(const TcpGate&) = delete;
   TcpGate& operator=(const TcpGate&) = delete;
@@ -30,11 +36,20 @@ class TcpGate {
   // Returns once every forwarded connection is closed.
   void Shut();
   void Open();
+  // MQTT only: the client's PUBACKs dropped from now on (true) or forwarded.
+  void DropClientPubacks(bool on) { drop_pubacks_ = on; }
+  uint64_t dropped_pubacks() const { return dropped_pubacks_.load(); }
 
  private:
   void Run();
+  // Takes the whole packets off the front of `bytes`, less the PUBACKs
+  // while they are dropped.
+  std::string WholePackets(std::string& bytes);
 
   const int target_port_;
+  const bool mqtt_;
+  std::atomic<bool> drop_pubacks_{false};
+  std::atomic<uint64_t> dropped_pubacks_{0};
   int port_ = 0;
   int listen_fd_ = -1;
   int wake_fd_ = -1;  // eventfd: Shut, Open and the destructor wake the loop
