@@ -139,6 +139,13 @@ setsid mariadbd --no-defaults --user="$me" --datadir="$state/mariadb" --socket="
 pids+=($!)
 note_pids
 wait_port "$db_port" mariadbd "${pids[-1]}" "$state/mariadb.log"
+# Its socket too, which the statements below use: it can come a moment
+# after the port (on a busy machine, long enough to fail them).
+for _ in $(seq 300); do
+  mariadb-admin --no-defaults -S "$socket" -uroot ping >/dev/null 2>&1 && break
+  if ! kill -0 "${pids[-1]}" 2>/dev/null; then echo "run-local: mariadbd exited; its log:"; tail -20 "$state/mariadb.log"; exit 1; fi
+  sleep 0.1
+done
 # Every run (each is a no-op once done): a first run cut short after the
 # data directory was made still gets them.
 mariadb --no-defaults -S "$socket" -uroot -e "
