@@ -9,7 +9,10 @@ export { decodeFrame, encodeFrame, FrameError, HEADER_SIZE, MAX_SEQ } from './fr
 export { OrderedStream } from './ordered_stream.js';
 export { defaultRequester, SeqClient, SeqMessage, Subscription, topicMatches } from './seq_client.js';
 
-const SEQ_OPTIONS = ['requester', 'seqPrefix', 'controlPrefix', 'qos', 'gapWait', 'replyTimeout', 'maxAttempts', 'maxOutstanding', 'dropLiveFrame'];
+// Every SeqClientOptions key (index.d.ts): one left out goes to mqtt.js, which
+// ignores it, and the SeqClient takes its default (until 2026-12-07
+// maxHeldBytes did: 64 MiB whatever was asked, 0 too).
+const SEQ_OPTIONS = ['requester', 'seqPrefix', 'controlPrefix', 'qos', 'gapWait', 'replyTimeout', 'maxAttempts', 'maxOutstanding', 'maxHeldBytes', 'dropLiveFrame'];
 
 /**
  * Connects to the broker (mqtt.js: 'mqtt://host:1883' in Node,

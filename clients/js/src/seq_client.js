@@ -437,7 +437,11 @@ export class SeqClient extends Emitter {
     if (start !== null) {
       if (/[+#]/.test(filter)) throw new Error(`history and resume need a topic without '+' or '#': '${filter}'`);
       // Its stream has a position already: history below it would be dropped as duplicates.
-      if (this.ids.has(filter) || this.lookups.has(filter)) {
+      // So has a topic with a start kept (a lookup given up unanswered, or a topic the relay
+      // had no message of): a second lookup would replace that start, and its answer drop
+      // it, so the first subscription's SEQs below the new start would be neither delivered
+      // nor reported (until 2026-12-07 it was taken).
+      if (this.ids.has(filter) || this.lookups.has(filter) || this.startAt.has(filter)) {
         throw new Error(`'${filter}' is followed already: history and resume apply to a topic's first subscription (unsubscribe every subscription that matches it first)`);
       }
       // Set before the SUBSCRIBE: a live frame that came first would start

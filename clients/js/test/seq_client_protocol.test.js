@@ -5,8 +5,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
 
-import { defaultRequester, encodeFrame, HEADER_SIZE, MAX_SEQ, OrderedStream, SeqClient } from '../src/index.js';
+import { connect, defaultRequester, encodeFrame, HEADER_SIZE, MAX_SEQ, OrderedStream, SeqClient } from '../src/index.js';
 import { Emitter } from '../src/emitter.js';
 import { waitFor } from './servers.js';
 
@@ -1450,6 +1451,36 @@ test('history or resume on a topic followed already is refused, not silently dro
   assert.deepEqual(mqtt.requests.at(-1), lookup('chat/a'));
 });
 
+// A topic whose start is kept (its lookup given up unanswered, or answered
+// `unknown topic`: the first live frame must be SEQ 1) is followed too. Until
+// 2026-12-07 a second history or resume was taken there: its lookup's answer
+// dropped the kept start, and the first subscription's SEQs below the second
+// one's start were neither delivered nor reported lost.
+test('history or resume on a topic whose start is kept is refused, and the first subscription gets its history', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 20, maxAttempts: 1 });
+  seq.subscribe('chat/a', { history: true });
+  await waitFor(() => seq.lookups.size === 0, 'the lookup given up, its start kept', 5000);
+  seq.replyTimeout = 60000; // no more rounds of the kept start's lookup: the live frame starts it
+  for (const options of [{ from: 50 }, { history: true }, { last: 2 }]) {
+    assert.throws(() => seq.subscribe('chat/a', options), /is followed already/, JSON.stringify(options));
+  }
+  assert.deepEqual(mqtt.requests, [lookup('chat/a')], 'no second lookup');
+  assert.equal(seq.position('chat/a'), 0);
+  mqtt.frame('seq/chat/a', 60);
+  await waitFor(() => mqtt.requests.length === 2, 'the history up to the live frame asked for', 5000);
+  assert.deepEqual(mqtt.requests[1], { id: 7, from: 1, to: 59 });
+  for (const s of range(1, 59)) mqtt.frame('relay/replay/r1', s);
+  assert.deepEqual(seen, range(1, 60));
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
+
+  const first = seq.subscribe('chat/b', { history: true });
+  mqtt.status({ ...lookup('chat/b'), status: 'error', error: 'unknown topic', code: 'unknown_topic', retry: false });
+  assert.throws(() => seq.subscribe('chat/b', { from: 50 }), /is followed already/);
+  first.unsubscribe();
+  seq.subscribe('chat/b', { from: 50 }); // forgotten with the last subscription that matched it
+  assert.deepEqual(mqtt.requests.at(-1), lookup('chat/b'));
+});
+
 // PROTOCOL 1: the relay never sequences a topic over 255 bytes. Until
 // 2026-12-06 the clients took one and waited.
 test('a topic the relay never sequences (over 255 bytes) is refused', (t) => {
@@ -1458,6 +1489,33 @@ test('a topic the relay never sequences (over 255 bytes) is refused', (t) => {
   assert.throws(() => seq.subscribe('t'.repeat(256)), /is 256 bytes: the relay sequences topics of at most 255 bytes/);
   assert.throws(() => seq.subscribe('é'.repeat(128)), /is 256 bytes/); // bytes, not characters
   seq.subscribe(`${'t'.repeat(300)}/#`); // a filter: its topics are the relay's to refuse
+});
+
+// connect() hands every SeqClientOptions key (index.d.ts) to the SeqClient
+// and none to mqtt.js. Until 2026-12-07 maxHeldBytes went to mqtt.js, which
+// ignored it: 64 MiB a topic whatever was asked, 0 (no bound) too.
+test('connect() passes every SeqClient option to the SeqClient, not to mqtt.js', (t) => {
+  const declared = readFileSync(new URL('../src/index.d.ts', import.meta.url), 'utf8')
+    .match(/^export interface SeqClientOptions \{\n([\s\S]*?)^\}/m)[1]
+    .match(/^ {2}\w+(?=\?:)/gm)
+    .map((key) => key.trim());
+  const dropLiveFrame = () => false;
+  const given = {
+    requester: 'alice/c9', seqPrefix: 'sq', controlPrefix: 'ctl', qos: 0, gapWait: 7, replyTimeout: 1234,
+    maxAttempts: 3, maxOutstanding: 2, maxHeldBytes: 1000, dropLiveFrame,
+  };
+  assert.deepEqual(Object.keys(given).sort(), declared.sort(), 'a value here for every declared option');
+  // manualConnect: mqtt.js opens no connection (and its end() would throw
+  // on the stream it never made: close() detaches, and nothing else runs).
+  const seq = connect('mqtt://127.0.0.1:1', { clientId: 'c9', manualConnect: true, ...given });
+  t.after(() => seq.close());
+  for (const [key, value] of Object.entries(given)) {
+    assert.equal(seq[key], value, key);
+    assert.ok(!(key in seq.mqtt.options), `${key} went to mqtt.js`);
+  }
+  const unbounded = connect('mqtt://127.0.0.1:1', { clientId: 'c10', manualConnect: true, maxHeldBytes: 0 });
+  t.after(() => unbounded.close());
+  assert.equal(unbounded.maxHeldBytes, 0, '0: no bound');
 });
 
 // What would subscribe to nothing (mqtt.js drops an invalid filter into a

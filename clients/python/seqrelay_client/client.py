@@ -600,8 +600,12 @@ class SeqClient:
         with self._lock:
             if self._closed:  # again, under the lock: close() ends only the subscriptions it found
                 raise RuntimeError("the client is closed")
-            if start is not None and (filter_ in self._ids or filter_ in self._lookups):
+            if start is not None and (filter_ in self._ids or filter_ in self._lookups or filter_ in self._start_at):
                 # Its stream has a position already: history below it would be dropped as duplicates.
+                # So has a topic with a start kept (a lookup given up unanswered, or a topic the
+                # relay had no message of): a second lookup would replace that start, and its answer
+                # drop it, so the first subscription's SEQs below the new start would be neither
+                # delivered nor reported (until 2026-12-07 it was taken).
                 raise ValueError(f"{filter_!r} is followed already: history and resume apply to a topic's "
                                  "first subscription (unsubscribe every subscription that matches it first)")
             if start is not None:

@@ -664,6 +664,38 @@ def test_a_live_frame_below_a_kept_start_whose_check_goes_unanswered_starts_the_
     assert s.seen == [501]
 
 
+def test_history_or_resume_on_a_topic_whose_start_is_kept_is_refused_and_the_first_subscription_gets_its_history():
+    """A topic whose start is kept (its lookup given up unanswered, or answered unknown topic: the
+    first live frame must be SEQ 1) is followed too. Until 2026-12-07 a second history or resume was
+    taken there: its lookup's answer dropped the kept start, and the first subscription's SEQs below
+    the second one's start were neither delivered nor reported lost."""
+    s = Scripted(max_attempts=1)
+    s.sub("chat/a", history=True)
+    for _ in range(10):  # the lookup's try and its timeout: given up, its start kept
+        s.advance(0.01)
+    assert not s.c._lookups and s.c._start_at == {"chat/a": 1}
+    for options in ({"from_seq": 50}, {"history": True}, {"last": 2}):
+        with pytest.raises(ValueError, match="is followed already"):
+            s.sub("chat/a", **options)
+    assert s.requests == [{"topic": "chat/a", "from": MAX_SEQ}], "no second lookup"
+    assert s.c.position("chat/a") == 0
+    s.frame("seq/chat/a", 60)
+    s.advance(0.001)  # the gap is seen
+    s.advance(0.02)  # past gap_wait: asked for
+    assert s.requests[1:] == [{"id": 7, "from": 1, "to": 59}]
+    for seq in range(1, 60):
+        s.frame("relay/replay/r1", seq)
+    assert s.seen == list(range(1, 61)) and not lost(s.events)
+
+    first = s.sub("chat/b", history=True)
+    s.status(topic="chat/b", **{"from": MAX_SEQ}, status="error", error="unknown topic", code="unknown_topic", retry=False)
+    with pytest.raises(ValueError, match="is followed already"):
+        s.sub("chat/b", from_seq=50)
+    first.unsubscribe()
+    s.sub("chat/b", from_seq=50)  # forgotten with the last subscription that matched it
+    assert s.requests[-1] == {"topic": "chat/b", "from": MAX_SEQ}
+
+
 def test_a_kept_starts_lookup_is_asked_once_every_16_reply_timeouts_whatever_max_attempts():
     s = Scripted(max_attempts=5)  # given up after 1 + 2 + 4 + 8 + 16 reply timeouts (0.04 s)
     s.sub("chat/a", history=True)
