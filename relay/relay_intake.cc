@@ -333,6 +333,10 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
     }
   }
   ++counters_.received;
+  if (in.mid != 0) {  // taken or not, the broker spent a packet identifier on it
+    std::lock_guard lock(redelivery_mu_);
+    redelivery_.Seen();
+  }
   switch (rules_.Classify(in.topic, in.payload.size(), in.retain)) {
     case Verdict::kAccept:
       break;

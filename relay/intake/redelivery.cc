@@ -33,7 +33,22 @@ void RedeliveryFilter::RememberFromJournal(uint16_t mid, std::string_view topic,
   Add(Make(mid, topic, payload, committed));
 }
 
-void RedeliveryFilter::Add(const Entry& e) {
+void RedeliveryFilter::Seen() {
+  ++seen_;
+  // The oldest go first: the deliveries are remembered in the order seen.
+  // Those the identifiers may have come round to since are forgotten (the
+  // window's worth of margin covers identifiers spent on messages the relay
+  // never saw: ones mosquitto dropped from a full queue).
+  const uint64_t span = kIdentifiers - std::min<uint64_t>(window_, kIdentifiers - 1);
+  while (!entries_.empty() && seen_ - entries_.front().seen_at >= span) {
+    entries_.pop_front();
+    if (next_ > 0) --next_;
+  }
+  while (!handed_over_.empty() && seen_ - handed_over_.front().seen_at >= span) handed_over_.pop_front();
+}
+
+void RedeliveryFilter::Add(Entry e) {
+  e.seen_at = seen_;
   entries_.push_back(e);
   if (entries_.size() > window_) {
     entries_.pop_front();
@@ -49,6 +64,7 @@ void RedeliveryFilter::RememberHandedOver(uint16_t mid, std::string_view topic, 
   if (mid == 0 || window_ == 0) return;
   Entry e = Make(mid, topic, payload, /*committed=*/false);
   e.taken_before = taken_;
+  e.seen_at = seen_;
   handed_over_.push_back(e);
   if (handed_over_.size() > window_) handed_over_.pop_front();
 }

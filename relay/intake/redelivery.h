@@ -26,8 +26,15 @@
 // Why a new message cannot match: the broker numbers a session's messages
 // in order, so the first new message after a reconnect carries an
 // identifier past every remembered one (the window, 4096, is far below the
-// 65535 identifiers). That holds while the remembered deliveries are the
-// session's newest: a relay that takes the shard over from another relay
+// 65535 identifiers). The broker also numbers deliveries the relay does
+// not take (retained replays, which every SUBSCRIBE of a resumed session
+// brings again; messages refused for their size): a remembered message
+// that kIdentifiers - window of the link's deliveries have followed is
+// forgotten (Seen), before the identifiers can come round to its own
+// (until 2026-12-07 it was kept: a quiet shard whose reconnects replayed
+// enough retained messages took a new message equal to a remembered one
+// for its resend, and dropped it; a helper's review). That holds while
+// the remembered deliveries are the session's newest: a relay that takes the shard over from another relay
 // (whose deliveries moved the identifiers on, maybe round past the
 // remembered ones) forgets its journal's committed records (ForgetCommitted),
 // and all of them (ForgetAll) if the session they were taken in has been
@@ -54,7 +61,15 @@ namespace seqrelay {
 
 class RedeliveryFilter {
  public:
+  // MQTT's packet identifiers, 1 to 65535, which mosquitto hands out in turn.
+  static constexpr uint64_t kIdentifiers = 65535;
+
   explicit RedeliveryFilter(std::size_t window) : window_(window) {}
+
+  // A delivery of the intake link with a packet identifier (QoS 1 or 2),
+  // taken or not: the broker spent an identifier on it. Call it for every
+  // such delivery, before IsRedelivery and Remember.
+  void Seen();
 
   // A delivery the relay took (journaled or queued), in the order taken.
   // Returns its number (1, 2, ... in that order; 0 for QoS 0 messages,
@@ -141,6 +156,7 @@ class RedeliveryFilter {
     uint64_t taken_before = 0;  // handed over: this relay's deliveries remembered before it
     uint64_t number = 0;        // a delivery's (Remember's); 0 for a journal record
     bool resent = false;        // handed over: its resend came on this connection (once a connection)
+    uint64_t seen_at = 0;       // the link's deliveries seen when it was remembered
   };
   const std::size_t window_;
   bool armed_ = false;         // a kept session resumed and no new message came yet
@@ -150,9 +166,10 @@ class RedeliveryFilter {
   std::deque<Entry> handed_over_;  // the newest `window_` handed over, oldest first
   bool first_run_ = true;          // no SUBACK of a resumed session yet: a handed-over message's resend may come
   uint64_t taken_ = 0;             // this relay's deliveries remembered so far
+  uint64_t seen_ = 0;              // the link's deliveries with an identifier so far (Seen)
 
   static Entry Make(uint16_t mid, std::string_view topic, std::span<const uint8_t> payload, bool committed);
-  void Add(const Entry& e);  // to entries_, the oldest past the window dropped
+  void Add(Entry e);  // to entries_ (seen now), the oldest past the window dropped
   static bool Same(const Entry& a, const Entry& b) {
     return a.mid == b.mid && a.size == b.size && a.payload_hash == b.payload_hash && a.topic_hash == b.topic_hash;
   }

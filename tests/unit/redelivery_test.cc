@@ -332,6 +332,45 @@ TEST(RedeliveryFilter, FindTellsJournalRecordsAndHandedOverMessagesFromDeliverie
 // The digest that, with the packet id, recognises a message across relays:
 // the topic and payload are kept apart, and it is the FNV-1a of the bytes
 // (topic, a NUL, payload), so every process and build agrees.
+// mosquitto numbers the deliveries the relay does not take too (retained
+// replays on every resumed SUBSCRIBE, messages refused for their size):
+// once kIdentifiers - window of them followed a remembered message, the
+// identifiers may have come round to its own, and a new message equal to
+// it is no resend. Until 2026-12-07 it was taken for one and dropped.
+TEST(RedeliveryFilter, ARememberedMessageIsForgottenBeforeTheIdentifiersComeRoundToIt) {
+  constexpr std::size_t kWindow = 20;
+  RedeliveryFilter filter(kWindow);
+  filter.Seen();
+  filter.Remember(7, "hb", Bytes("1"));
+  filter.Seen();
+  filter.Remember(8, "hb", Bytes("2"));
+  // Untaken deliveries up to one short of the span from the first.
+  for (uint64_t i = 2; i < RedeliveryFilter::kIdentifiers - kWindow; ++i) filter.Seen();
+  EXPECT_TRUE(filter.Contains(7, "hb", Bytes("1")));
+  filter.Seen();
+  EXPECT_FALSE(filter.Contains(7, "hb", Bytes("1")));
+  EXPECT_TRUE(filter.Contains(8, "hb", Bytes("2")));  // seen one later: kept one more
+  filter.Connected(true);
+  filter.Seen();  // the first delivery after the reconnect: id 7 again, come round
+  EXPECT_FALSE(filter.IsRedelivery(7, "hb", Bytes("1")));
+}
+
+// Resends count as deliveries too, and the filter still finds them: the
+// span is far beyond what can be in flight.
+TEST(RedeliveryFilter, ResendsAreFoundAfterManyUntakenDeliveries) {
+  RedeliveryFilter filter(20);
+  for (int i = 0; i < 50000; ++i) filter.Seen();
+  for (uint16_t mid = 1; mid <= 5; ++mid) {
+    filter.Seen();
+    filter.Remember(mid, "t", Bytes("p"));
+  }
+  filter.Connected(true);
+  for (uint16_t mid = 3; mid <= 5; ++mid) {
+    filter.Seen();
+    EXPECT_TRUE(filter.IsRedelivery(mid, "t", Bytes("p"))) << mid;
+  }
+}
+
 TEST(MessageDigest, SeparatesTopicFromPayloadAndIsFnv1a) {
   EXPECT_EQ(Digest("t", Bytes("ab")), Digest("t", Bytes("ab")));
   EXPECT_NE(Digest("t", Bytes("ab")), Digest("ta", Bytes("b")));
