@@ -297,6 +297,11 @@ Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const s
   std::string config_file, log_level, log_format, dedupe_window;
   std::vector<std::string> retention;
   bool no_migrate = false, no_journal = false;
+  // Where --journal-dir and --no-journal came from: 0 a flag, 1 the
+  // environment, 2 the config file, 3 nowhere. The nearer one wins, as for
+  // every option (the image sets SEQRELAY_JOURNAL_DIR, and `docker run ...
+  // --no-journal` must turn the journal off).
+  int journal_dir_from = 3, no_journal_from = 3;
   po::options_description desc =
       Describe(c, config_file, log_level, log_format, no_migrate, no_journal, dedupe_window, retention);
   std::ostringstream help;
@@ -347,11 +352,21 @@ Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const s
 
     // The config file named by a flag or SEQRELAY_CONFIG, read last so that
     // it only fills what flags and environment left unset.
+    std::optional<po::parsed_options> from_file;
     if (vm.count("config")) {
-      auto from_file = ParseConfigFile(vm["config"].as<std::string>(), desc);
-      if (!from_file.ok()) return from_file.status();
-      po::store(from_file.value(), vm);
+      auto file = ParseConfigFile(vm["config"].as<std::string>(), desc);
+      if (!file.ok()) return file.status();
+      from_file = std::move(file).value();
+      po::store(*from_file, vm);
     }
+    const auto source_of = [&](const std::string& name) {
+      const auto in = [&](const po::parsed_options& p) {
+        return std::any_of(p.options.begin(), p.options.end(), [&](const po::option& o) { return o.string_key == name; });
+      };
+      return in(parsed) ? 0 : in(from_env) ? 1 : from_file && in(*from_file) ? 2 : 3;
+    };
+    journal_dir_from = source_of("journal-dir");
+    no_journal_from = source_of("no-journal");
     po::notify(vm);
     out.help = vm.count("help") > 0;
     out.version = vm.count("version") > 0;
@@ -374,7 +389,14 @@ Result<ParsedOptions> ParseOptions(const std::vector<std::string>& args, const s
   if (!rules.ok()) return Status::Error(fmt::format("--retention: {}", rules.error()));
   c.retention = std::move(rules).value();
   if (no_journal && !c.journal_dir.empty()) {
-    return Status::Error("--journal-dir and --no-journal contradict each other: give one of them");
+    if (journal_dir_from == no_journal_from) {
+      return Status::Error("--journal-dir and --no-journal contradict each other: give one of them");
+    }
+    if (no_journal_from < journal_dir_from) {
+      c.journal_dir.clear();
+    } else {
+      no_journal = false;
+    }
   }
   if (!no_journal && c.journal_dir.empty()) c.journal_dir = DefaultJournalDir(env, c.mqtt_client_id);
   if (Status s = Validate(c); !s.ok()) return s;

@@ -594,6 +594,21 @@ TEST(OptionsTest, TheJournalIsOnByDefaultUnderTheStateDirectory) {
   auto both = ParseOptions({"--no-journal", "--journal-dir=/j"}, {});
   ASSERT_FALSE(both.ok());
   EXPECT_NE(both.error().find("--journal-dir and --no-journal"), std::string::npos) << both.error();
+  auto both_in_env = ParseOptions({}, {{"SEQRELAY_NO_JOURNAL", "1"}, {"SEQRELAY_JOURNAL_DIR", "/j"}});
+  ASSERT_FALSE(both_in_env.ok());
+}
+
+// A flag wins over the environment, which wins over the file, for the
+// journal's two options too: the image sets SEQRELAY_JOURNAL_DIR, and
+// `docker run ... --no-journal` turns the journal off (until 2026-12-07
+// it stopped the start: "contradict each other"; a helper's review).
+TEST(OptionsTest, TheNearerOfJournalDirAndNoJournalWins) {
+  EXPECT_EQ(ParseOk({"--no-journal"}, {{"SEQRELAY_JOURNAL_DIR", "/image/journal"}}).journal_dir, "");
+  EXPECT_EQ(ParseOk({"--journal-dir=/j"}, {{"SEQRELAY_NO_JOURNAL", "1"}}).journal_dir, "/j");
+  TempConfigFile dir("journal-dir = /from/file\n");
+  EXPECT_EQ(ParseOk({"--config=" + dir.path()}, {{"SEQRELAY_NO_JOURNAL", "1"}}).journal_dir, "");
+  TempConfigFile off("no-journal = 1\n");
+  EXPECT_EQ(ParseOk({"--config=" + off.path()}, {{"SEQRELAY_JOURNAL_DIR", "/e"}}).journal_dir, "/e");
 }
 
 // --db-host as a list of a cluster's nodes: host, host:port, [v6]:port,
