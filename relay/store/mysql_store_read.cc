@@ -139,8 +139,12 @@ Result<std::optional<MysqlStore::TopicRow>> MysqlStore::FindTopic(const std::opt
   std::optional<TopicRow> row;
   Status s = Guard("find topic", [&] {
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
-        std::string("SELECT t.FRAME_ID, t.ID, COALESCE((SELECT MAX(m.SEQ) FROM MSG m WHERE m.ID = t.ID), 0), "
-                    "COALESCE((SELECT MIN(m.SEQ) FROM MSG m WHERE m.ID = t.ID), 0) FROM TOPIC t WHERE ") +
+        // One index entry each, as in TopicSpans (a correlated MIN or MAX may
+        // read every row of the topic).
+        std::string("SELECT t.FRAME_ID, t.ID, "
+                    "COALESCE((SELECT m.SEQ FROM MSG m WHERE m.ID = t.ID ORDER BY m.SEQ DESC LIMIT 1), 0), "
+                    "COALESCE((SELECT m.SEQ FROM MSG m WHERE m.ID = t.ID ORDER BY m.SEQ LIMIT 1), 0) "
+                    "FROM TOPIC t WHERE ") +
         (topic ? "t.ID = ?" : "t.FRAME_ID = ?")));
     if (topic) {
       ps->setString(1, Bytes(*topic));
