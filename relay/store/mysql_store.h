@@ -296,7 +296,9 @@ class MysqlStore {
     uint16_t mid = 0;
   };
   // The shard's newest rows with a packet id (MSG.MID) at or above
-  // SESSION_IDX and at most `last_idx`, newest first, at most `limit`.
+  // SESSION_IDX and at most `last_idx`, newest first, at most `limit`, among
+  // the newest kSessionTailSpan idx.
+  static constexpr uint64_t kSessionTailSpan = 100000;
   Result<std::vector<LiveRow>> ReadSessionTail(uint64_t last_idx, std::size_t limit);
   struct RowContent {
     std::string topic, payload;

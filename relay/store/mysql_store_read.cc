@@ -75,10 +75,18 @@ Result<std::vector<MysqlStore::IdxRange>> MysqlStore::PublishedElsewhere() {
 Result<std::vector<MysqlStore::LiveRow>> MysqlStore::ReadSessionTail(uint64_t last_idx, std::size_t limit) {
   std::vector<LiveRow> rows;
   Status s = Guard("read the session's newest rows", [&] {
+    // No index has MID: the rows are walked back from the newest until
+    // `limit` with a packet id are found. Rows without one (QoS 0, handed
+    // over, from before schema 007) count too, so the walk ends within
+    // kSessionTailSpan rows, which mosquitto's resends cannot reach past
+    // (its in-flight window is 20): a shard of mostly QoS 0 messages, or
+    // the first takeover after an upgrade, read the session's every row,
+    // past the 30 s read timeout on a large one (until 2026-12-07).
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
         "SELECT idx, MID FROM MSG WHERE idx >= ? AND idx <= ? AND MID <> 0 ORDER BY idx DESC LIMIT ?"));
-    ps->setUInt64(1, std::max(session_idx_, idx_base_ + 1));
-    ps->setUInt64(2, std::min(last_idx, idx_base_ + kShardIdxSpan - 1));
+    const uint64_t to = std::min(last_idx, idx_base_ + kShardIdxSpan - 1);
+    ps->setUInt64(1, std::max({session_idx_, idx_base_ + 1, to - std::min(to, kSessionTailSpan - 1)}));
+    ps->setUInt64(2, to);
     ps->setUInt64(3, limit);
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
     while (rs->next()) rows.push_back({rs->getUInt64(1), static_cast<uint16_t>(rs->getUInt(2))});

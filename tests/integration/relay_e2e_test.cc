@@ -155,6 +155,41 @@ TEST_F(RelayE2E, ARestartLooksItsTopicsUpWithoutReadingTheirHistory) {
   EXPECT_LT(read, uint64_t{kHistory / 10}) << "index entries read by the restart and its first batch";
 }
 
+// A restart that resumes the intake's session reads the session's newest
+// rows with a packet id, to recognise mosquitto's resends of committed
+// messages. No index has MID: the read walks back over the rows without
+// one (QoS 0, or from before schema 007). It now stops within the newest
+// 100,000 idx; until 2026-12-07 it walked the whole session, past the
+// store's 30 s read timeout on a large one, and was tried again for ever
+// (a helper's review).
+TEST_F(RelayE2E, ARestartsCheckOfResendsReadsOnlyTheSessionsNewestRows) {
+  const std::string t = root() + "/t", db = "`" + name_ + "`";
+  StartRelay();
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(t, "a");
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() == 1; }, Scaled(10s)));
+  ASSERT_EQ(relay_->Stop(), 0);
+  // 300,000 rows without a packet id after it, all published.
+  constexpr int kRows = 300000;
+  servers().Sql(fmt::format("USE {0}; SET @m = (SELECT MAX(idx) FROM MSG); "
+                            "INSERT INTO MSG (idx, ID, QOS, SEQ, MSG) SELECT @m + seq, X'{1}', 1, seq, 'q' "
+                            "FROM seq_1_to_{2}; UPDATE SHARD SET PUBLISHED_IDX = @m + {2} WHERE NAME = 'default'",
+                            db, Hex(root() + "/qos0"), kRows));
+  pub.Publish(t, "b");  // queued for the relay's session: taken before its SUBACK, checked
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  auto reads = [&] {
+    const std::string row = servers().Sql("SHOW GLOBAL STATUS LIKE 'Handler_read_prev'");
+    return std::stoull(row.substr(row.find('\t') + 1));
+  };
+  const uint64_t before = reads();
+  relay_->Start();
+  ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() == 2; }, Scaled(20s))) << relay_->log();
+  const uint64_t read = reads() - before;
+  ASSERT_EQ(relay_->Stop(), 0);
+  EXPECT_EQ(AuditTrail(t), (std::vector<std::pair<uint64_t, std::string>>{{1, Hex("a")}, {2, Hex("b")}}));
+  EXPECT_LE(read, uint64_t{110000}) << "rows read back by the restart's check of resends";
+}
+
 // Publishes `count` messages to `topic` at about `rate` per second from its
 // own thread; payloads are "p<i>".
 class PacedPublisher {
