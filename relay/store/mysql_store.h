@@ -298,7 +298,7 @@ class MysqlStore {
   // The shard's newest rows with a packet id (MSG.MID) at or above
   // SESSION_IDX and at most `last_idx`, newest first, at most `limit`, among
   // the newest kSessionTailSpan idx.
-  static constexpr uint64_t kSessionTailSpan = 100000;
+  static constexpr uint64_t kSessionTailSpan = 20000;
   Result<std::vector<LiveRow>> ReadSessionTail(uint64_t last_idx, std::size_t limit);
   struct RowContent {
     std::string topic, payload;

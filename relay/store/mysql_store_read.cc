@@ -78,8 +78,8 @@ Result<std::vector<MysqlStore::LiveRow>> MysqlStore::ReadSessionTail(uint64_t la
     // No index has MID: the rows are walked back from the newest until
     // `limit` with a packet id are found. Rows without one (QoS 0, handed
     // over, from before schema 007) count too, so the walk ends within
-    // kSessionTailSpan rows, which mosquitto's resends cannot reach past
-    // (its in-flight window is 20): a shard of mostly QoS 0 messages, or
+    // kSessionTailSpan rows (20,000), which mosquitto's resends cannot
+    // reach past (the intake's in-flight window, its Receive Maximum, is 20): a shard of mostly QoS 0 messages, or
     // the first takeover after an upgrade, read the session's every row,
     // past the 30 s read timeout on a large one (until 2026-12-07).
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(

@@ -329,8 +329,25 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     // query; the server stops a query at its first error, which is thrown
     // here, and the transaction stays open for the rollback below or the
     // caller's reconnect.
-    if (!text_) text_.reset(conn_->createStatement());
     const std::span<const MultiStatement::Query> queries = sql.queries();
+    // A query over the limit holds one row alone (MultiStatement splits the
+    // rest): the server's max_allowed_packet was lowered after the start's
+    // check (SET GLOBAL, or a node of --db-host configured with less). Sent,
+    // the server refuses it (1153) or ends the session (2006, "gone away",
+    // which is retried: seen both ways); refused here as the server
+    // refuses a row over its limit, the writer sets the row aside at once
+    // and commits the others.
+    const std::size_t max_allowed_packet = max_query_bytes_ + 1024;  // as read at the connect
+    for (const MultiStatement::Query& q : queries) {
+      if (q.text.size() + 1 > max_allowed_packet) {  // + the command's byte
+        throw sql::SQLException(
+            fmt::format("a row takes {} bytes of SQL, more than the server's max_allowed_packet of {} bytes allows: "
+                        "raise max_allowed_packet, or lower --max-payload",
+                        q.text.size(), max_allowed_packet),
+            "HY000", 1153);
+      }
+    }
+    if (!text_) text_.reset(conn_->createStatement());
     for (std::size_t k = 0; k < queries.size(); ++k) {
       text_->execute(queries[k].text);
       // The fence is the first statement, and the only result whose count

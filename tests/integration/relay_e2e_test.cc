@@ -134,9 +134,9 @@ TEST_F(RelayE2E, ARestartLooksItsTopicsUpWithoutReadingTheirHistory) {
   pub.Publish(small, "s1");
   ASSERT_TRUE(WaitFor([&] { return AuditTrail(big).size() == 1 && AuditTrail(small).size() == 1; }, Scaled(10s)));
   ASSERT_EQ(relay_->Stop(), 0);
-  // A history of 100,000 rows for `big`, at idx no shard uses (so that no
+  // A history of 30,000 rows for `big`, at idx no shard uses (so that no
   // start republishes them).
-  constexpr int kHistory = 100000;
+  constexpr int kHistory = 30000;
   servers().Sql(fmt::format("INSERT INTO {0}.MSG (idx, ID, QOS, SEQ, MSG) SELECT (1 << 50) + seq, X'{1}', 1, seq + 1, "
                             "'h' FROM {0}.seq_1_to_{2}",
                             db, Hex(big), kHistory));
@@ -159,7 +159,7 @@ TEST_F(RelayE2E, ARestartLooksItsTopicsUpWithoutReadingTheirHistory) {
 // rows with a packet id, to recognise mosquitto's resends of committed
 // messages. No index has MID: the read walks back over the rows without
 // one (QoS 0, or from before schema 007). It now stops within the newest
-// 100,000 idx; until 2026-12-07 it walked the whole session, past the
+// 20,000 idx; until 2026-12-07 it walked the whole session, past the
 // store's 30 s read timeout on a large one, and was tried again for ever
 // (a helper's review).
 TEST_F(RelayE2E, ARestartsCheckOfResendsReadsOnlyTheSessionsNewestRows) {
@@ -169,8 +169,8 @@ TEST_F(RelayE2E, ARestartsCheckOfResendsReadsOnlyTheSessionsNewestRows) {
   pub.Publish(t, "a");
   ASSERT_TRUE(WaitFor([&] { return AuditTrail(t).size() == 1; }, Scaled(10s)));
   ASSERT_EQ(relay_->Stop(), 0);
-  // 300,000 rows without a packet id after it, all published.
-  constexpr int kRows = 300000;
+  // 50,000 rows without a packet id after it, all published.
+  constexpr int kRows = 50000;
   servers().Sql(fmt::format("USE {0}; SET @m = (SELECT MAX(idx) FROM MSG); "
                             "INSERT INTO MSG (idx, ID, QOS, SEQ, MSG) SELECT @m + seq, X'{1}', 1, seq, 'q' "
                             "FROM seq_1_to_{2}; UPDATE SHARD SET PUBLISHED_IDX = @m + {2} WHERE NAME = 'default'",
@@ -187,7 +187,7 @@ TEST_F(RelayE2E, ARestartsCheckOfResendsReadsOnlyTheSessionsNewestRows) {
   const uint64_t read = reads() - before;
   ASSERT_EQ(relay_->Stop(), 0);
   EXPECT_EQ(AuditTrail(t), (std::vector<std::pair<uint64_t, std::string>>{{1, Hex("a")}, {2, Hex("b")}}));
-  EXPECT_LE(read, uint64_t{110000}) << "rows read back by the restart's check of resends";
+  EXPECT_LE(read, uint64_t{25000}) << "rows read back by the restart's check of resends";
 }
 
 // Publishes `count` messages to `topic` at about `rate` per second from its
