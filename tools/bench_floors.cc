@@ -18,6 +18,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <cmath>
 #include <optional>
 #include <thread>
 
@@ -418,7 +419,11 @@ void PrintFloors(const DatabaseFloors& f) {
   auto line = [](const char* what, const std::vector<double>& v) {
     double sum = 0;
     for (double x : v) sum += x;
-    auto at = [&](double q) { return v.empty() ? 0.0 : v[std::min(v.size() - 1, static_cast<std::size_t>(q * v.size()))]; };
+    auto at = [&](double q) {  // nearest rank, as seqbench's percentiles
+      if (v.empty()) return 0.0;
+      const auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(v.size())));
+      return v[std::min(v.size(), std::max<std::size_t>(rank, 1)) - 1];
+    };
     std::printf("  %-44s %8.0f %8.0f %8.0f\n", what, v.empty() ? 0.0 : sum / static_cast<double>(v.size()), at(0.5),
                 at(0.99));
   };
