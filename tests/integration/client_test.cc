@@ -1057,6 +1057,31 @@ TEST_F(ClientE2E, AResumePastAKnownTopicsNewestSeqIsReportedAndReadFromItsFirst)
   EXPECT_EQ(client.stats().duplicates, 0u);
 }
 
+// A status not of the protocol's shape is counted as a bad frame and acted
+// on in no way, as the JavaScript and Python clients do (only the relay
+// should publish on the reply topics; without a broker ACL anyone can).
+// Until 2026-12-07 this client read a missing field as 0 and cast a
+// negative one: an ok lookup without `last` was taken for a database reset
+// ("its history began again"), and the topic resumed at 1001 was read
+// again from SEQ 1 (a review).
+TEST_F(ClientE2E, AStatusNotOfTheProtocolsShapeIsDroppedAndCounted) {
+  Resuming r(*this, 1001);
+  auto& [topic, o, sink, gaps, client, relay] = r;
+  ASSERT_EQ(client.Start(), std::nullopt);
+  EXPECT_EQ(relay.Request(1), nlohmann::json({{"topic", topic}, {"from", seqrelay::kMaxSeq}}));
+  relay.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"status", "ok"}});  // no last
+  relay.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 1005}, {"first", -1},
+                {"status", "ok"}});
+  ASSERT_TRUE(WaitFor([&] { return client.stats().bad_frames == 2; }, 10s)) << Explain(client, sink, 0);
+  relay.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 1005}, {"first", 1},
+                {"status", "ok"}});
+  const auto fetch = relay.Request(2);
+  EXPECT_EQ(fetch, nlohmann::json({{"id", 77}, {"from", 1001}, {"to", 1005}})) << fetch.dump();
+  client.Stop();
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{});
+  EXPECT_EQ(client.stats().bad_frames, 2u);
+}
+
 // A resume whose lookup went unanswered keeps its start; a live frame below
 // it is checked with the relay before the topic starts. Until 2026-12-07 the
 // topic started at the kept start: after a database reset (the relay

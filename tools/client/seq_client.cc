@@ -52,6 +52,31 @@ bool FinalV1Error(const std::string& error) {
          error == seqrelay::kErrorForbidden;
 }
 
+// Why the status `s` is not of the protocol's shape (PROTOCOL 3 and 5), or
+// nothing: every field it has of the protocol's type, and an ok status
+// with the topic's id and newest SEQ. As the JavaScript and Python
+// clients' (until 2026-12-07 this client read a missing field as 0 and
+// cast a negative or fractional one: an ok lookup without `last` reset a
+// resumed topic to SEQ 1, a `first` of -1 gave every SEQ up; a review).
+std::optional<std::string> StatusShapeError(const json& s) {
+  for (const char* key : {"id", "from", "to", "sent", "last", "first", "next"}) {
+    if (s.contains(key) && !s[key].is_number_unsigned()) return fmt::format("'{}' is not a non-negative integer", key);
+  }
+  if (s.contains("id") && s["id"].get<uint64_t>() > UINT32_MAX) return std::string("'id' is over 2^32 - 1");
+  for (const char* key : {"status", "error", "code", "topic"}) {
+    if (s.contains(key) && !s[key].is_string()) return fmt::format("'{}' is not a string", key);
+  }
+  for (const char* key : {"retry", "truncated"}) {
+    if (s.contains(key) && !s[key].is_boolean()) return fmt::format("'{}' is not a boolean", key);
+  }
+  if (s.value("status", "") == "ok") {
+    for (const char* key : {"id", "last"}) {
+      if (!s.contains(key)) return fmt::format("an ok status without '{}'", key);
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::string DefaultRequester(const std::string& client_id, const std::string& user) {
@@ -515,6 +540,10 @@ void SeqClient::HandleStatus(const std::string& text) {
   json s = json::parse(text, nullptr, false);
   if (!s.is_object()) return;
   std::lock_guard lock(mu_);
+  if (StatusShapeError(s)) {
+    ++stats_.bad_frames;  // not the relay's: acted on, it could give SEQs up or start a topic again
+    return;
+  }
   if (s.value("status", "") == "ok") busy_rounds_ = 0;
   const std::string name = s.value("topic", "");
   if (s.value("from", uint64_t{0}) == kLookupFrom && lookups_.count(name)) {
