@@ -12,13 +12,13 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
 #include <exception>
 #include <memory>
 #include <mutex>
-#include <cmath>
 #include <optional>
 #include <thread>
 

@@ -30,8 +30,8 @@ PATH=$PATH:/usr/sbin:/sbin  # mariadbd and mosquitto, for a user whose PATH lack
 state=${STATE_DIR:-$root/.state}
 build=${BUILD_DIR:-$root/build}
 # One run at a time on a state directory: a second one's servers would
-# fail on the first's data (MariaDB after about 30 s of retries, on its
-# lock of ibdata1). The lock's descriptor is inherited by the servers and
+# fail on the first's data (MariaDB after about 30 s of retries, on the
+# locks of its files). The lock's descriptor is inherited by the servers and
 # the relay, so it is held until the last of them ends, also when this
 # script was killed and left them running.
 mkdir -p "$state"

@@ -38,6 +38,7 @@
 #include <boost/program_options.hpp>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -49,7 +50,6 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <cmath>
 #include <optional>
 #include <sstream>
 #include <string>

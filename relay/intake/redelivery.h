@@ -34,9 +34,10 @@
 // (until 2026-12-07 it was kept: a quiet shard whose reconnects replayed
 // enough retained messages took a new message equal to a remembered one
 // for its resend, and dropped it; a helper's review). That holds while
-// the remembered deliveries are the session's newest: a relay that takes the shard over from another relay
-// (whose deliveries moved the identifiers on, maybe round past the
-// remembered ones) forgets its journal's committed records (ForgetCommitted),
+// the remembered deliveries are the session's newest: a relay that takes
+// the shard over from another relay (whose deliveries moved the
+// identifiers on, maybe round past the remembered ones) forgets its
+// journal's committed records (ForgetCommitted),
 // and all of them (ForgetAll) if the session they were taken in has been
 // replaced; a relay restarting remembers only its journal's newest
 // session's records (Journal::session). QoS 0 deliveries are never resent

@@ -69,9 +69,6 @@ frame() {
 # ordering flag (1), then the payload; in hex, SEQ is digits 8 to 17.
 seq_of() { echo $((16#${1:8:10})); }
 payload_hex() { printf %s "$1" | od -An -tx1 | tr -d ' \n'; }
-# One message has arrived when the first frame does; later ones may be
-# in MSG too (sent before the subscriber saw a frame): the next run's
-# first SEQ follows whatever is stored.
 stopped() {  # waits for the script to exit; its status in $status
   status=0
   wait "$runner" 2>/dev/null || status=$?
@@ -93,7 +90,9 @@ grep -q "is in use by another run-local.sh" "$log.2" || { cat "$log.2" >&2; fail
 ((rc == 1)) || fail "the second run exited $rc, expected 1"
 ((ms < 10000)) || fail "the second run took $ms ms to refuse"
 
-# 3. Ctrl-C stops all three.
+# 3. Ctrl-C stops all three. (`frame` may have published more than one
+# message before its subscriber saw one: the next run's first SEQ follows
+# whatever is stored.)
 stored=$(sql "SELECT MAX(SEQ) FROM MSG WHERE ID = 'chat/room1'")
 pids=$(cut -d' ' -f2- "$state/run-local.pids")
 kill -INT -- "-$runner"

@@ -239,13 +239,8 @@ TEST_F(DeployE2E, ShippedConfAndAclLetAClientReplayOnlyWhatItMayRead) {
   auto watcher = login_alice();
   watcher->Subscribe("relay/stats");
   ASSERT_TRUE(watcher->WaitForCount(1, 10s)) << "no stats report: the broker refused it?";
-  json report;
-  EXPECT_TRUE(WaitFor(
-      [&] {  // the retained one may be up to a second old
-        report = json::parse(watcher->received().back().payload);
-        return report["replay"]["forbidden"] == 2;
-      },
-      10s))
+  json report;  // (the retained one may be up to a second old)
+  EXPECT_TRUE(WaitForReport(*watcher, [](const json& r) { return r["replay"]["forbidden"] == 2; }, 10s, report))
       << report.dump();
   EXPECT_EQ(report["messages"]["committed"], 8);
   // The shipped ACL keeps the relay's own frames and reports from its

@@ -554,14 +554,9 @@ TEST_F(FaultE2E, AMessageWhosePacketIdCameRoundIsNoResend) {
   for (int i = 0; i < kRefused; ++i) pub.Publish(t, "large", 1, 1000);
   ASSERT_TRUE(pub.WaitAllAcked(Scaled(60s)));
   nlohmann::json report;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto all = watcher.received();
-        if (all.empty()) return false;
-        report = nlohmann::json::parse(all.back().payload);
-        return report["messages"]["refused"]["payload_too_large"] == kRefused;
-      },
-      Scaled(60s)))
+  ASSERT_TRUE(WaitForReport(
+      watcher, [&](const nlohmann::json& r) { return r["messages"]["refused"]["payload_too_large"] == kRefused; },
+      Scaled(60s), report))
       << report.dump();
   const std::size_t logged = relay_->log().size();
   gate.Shut();

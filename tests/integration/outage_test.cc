@@ -506,14 +506,9 @@ TEST_F(OutageE2E, NewTopicsAreBoundedInTheDatabaseAndInMemory) {
   }
   EXPECT_EQ(StoredCount(root() + "/t151"), 0u);
   nlohmann::json report;
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        auto all = watcher.received();
-        if (all.empty()) return false;
-        report = nlohmann::json::parse(all.back().payload);
-        return report["messages"]["refused"]["too_many_topics"] == 100;
-      },
-      10s))
+  EXPECT_TRUE(WaitForReport(
+      watcher, [](const nlohmann::json& r) { return r["messages"]["refused"]["too_many_topics"] == 100; }, 10s,
+      report))
       << report.dump();
   EXPECT_LE(report["topics"].get<int>(), 100) << report.dump();
   EXPECT_GT(report["topics_evicted"].get<int>(), 0) << report.dump();

@@ -5,8 +5,10 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <cctype>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -49,6 +51,21 @@ inline double LogSecondsBetween(std::string_view log, std::size_t from, std::siz
   };
   const double gap = seconds(to) - seconds(from);
   return gap < 0 ? gap + 24 * 3600 : gap;
+}
+
+// Waits until the newest report `watcher` has had (it subscribes to
+// relay/stats) satisfies `done`; that report in `report`, for the failure
+// message. Reports are retained and sent every --stats-interval.
+inline bool WaitForReport(MqttClient& watcher, const std::function<bool(const nlohmann::json&)>& done,
+                          std::chrono::milliseconds deadline, nlohmann::json& report) {
+  return WaitFor(
+      [&] {
+        const auto all = watcher.received();
+        if (all.empty()) return false;
+        report = nlohmann::json::parse(all.back().payload);
+        return done(report);
+      },
+      deadline);
 }
 
 inline std::string Hex(std::string_view bytes) {
