@@ -333,11 +333,14 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
     }
   }
   ++counters_.received;
-  if (in.mid != 0) {  // taken or not, the broker spent a packet identifier on it
-    std::lock_guard lock(redelivery_mu_);
-    redelivery_.Seen();
-  }
-  switch (rules_.Classify(in.topic, in.payload.size(), in.retain)) {
+  const Verdict verdict = rules_.Classify(in.topic, in.payload.size(), in.retain);
+  // One lock a message: the filter counts every delivery with a packet id
+  // (taken or not, the broker spent one on it), then checks and remembers
+  // the ones taken.
+  std::unique_lock redelivery_lock(redelivery_mu_);
+  if (in.mid != 0) redelivery_.Seen();
+  if (verdict != Verdict::kAccept) redelivery_lock.unlock();
+  switch (verdict) {
     case Verdict::kAccept:
       break;
     case Verdict::kOwnTopic:
@@ -366,7 +369,6 @@ MqttLink::AfterMessage Relay::OnIntake(const InboundMessage& in) {
       }
       return MqttLink::AfterMessage::kReadOn;
   }
-  std::unique_lock redelivery_lock(redelivery_mu_);
   if (redelivery_.IsRedelivery(in.mid, in.topic, in.payload)) {
     ++counters_.redeliveries;
     LogInfo("intake: dropped the broker's resend of message {} on '{}', already taken", in.mid, in.topic);
