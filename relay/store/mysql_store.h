@@ -443,6 +443,7 @@ class MysqlStore {
   // The server's max_allowed_packet less room for the packet's header, read
   // at every connect: no query is larger.
   std::size_t max_query_bytes_ = 0;
+  uint64_t max_allowed_packet_ = 0;  // the server's, as read at the connect
   std::string shard_ = "default";
   uint64_t idx_base_ = 0;  // SHARD.NUM * kShardIdxSpan
   std::string journal_id_;

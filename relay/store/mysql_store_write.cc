@@ -337,13 +337,12 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     // which is retried: seen both ways); refused here as the server
     // refuses a row over its limit, the writer sets the row aside at once
     // and commits the others.
-    const std::size_t max_allowed_packet = max_query_bytes_ + 1024;  // as read at the connect
     for (const MultiStatement::Query& q : queries) {
-      if (q.text.size() + 1 > max_allowed_packet) {  // + the command's byte
+      if (q.text.size() + 1 > max_allowed_packet_) {  // + the command's byte
         throw sql::SQLException(
             fmt::format("a row takes {} bytes of SQL, more than the server's max_allowed_packet of {} bytes allows: "
                         "raise max_allowed_packet, or lower --max-payload",
-                        q.text.size(), max_allowed_packet),
+                        q.text.size(), max_allowed_packet_),
             "HY000", 1153);
       }
     }
