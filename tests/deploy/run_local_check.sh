@@ -8,7 +8,7 @@
 #     (it used to pick other ports and fail after about 30 s);
 #  3. Ctrl-C (SIGINT to the script's process group, as a terminal sends it)
 #     stops the relay, mosquitto and MariaDB, and the script exits 0;
-#  4. a run after it keeps the history: the next message is SEQ 2;
+#  4. a run after it keeps the history: the numbering goes on after the stored SEQs;
 #  5. a run killed with SIGKILL leaves its servers, and the lock with them:
 #     the next run names their pids; they are then stopped here by those pids.
 # Usage: run_local_check.sh BUILD_DIR
@@ -77,9 +77,11 @@ stopped() {  # waits for the script to exit; its status in $status
 
 # 1. The system runs end to end.
 start
+# (`frame` may publish more than once before its subscriber is there: the
+# frame seen may be a later copy; MSG says where the numbering began.)
 f=$(frame hello)
-[[ $(seq_of "$f") == 1 && ${f:20} == "$(payload_hex hello)" ]] || fail "first frame $f: expected SEQ 1, payload hello"
-[[ $(sql "SELECT MSG FROM MSG WHERE ID = 'chat/room1' AND SEQ = 1") == hello ]] || fail "SEQ 1 is not in MSG"
+[[ ${f:20} == "$(payload_hex hello)" ]] || fail "frame $f: expected payload hello"
+[[ $(sql "SELECT MSG FROM MSG WHERE ID = 'chat/room1' AND SEQ = 1") == hello ]] || fail "SEQ 1 is not hello in MSG"
 
 # 2. A second run on the same state directory refuses at once.
 t0=$(date +%s%N)
@@ -90,9 +92,7 @@ grep -q "is in use by another run-local.sh" "$log.2" || { cat "$log.2" >&2; fail
 ((rc == 1)) || fail "the second run exited $rc, expected 1"
 ((ms < 10000)) || fail "the second run took $ms ms to refuse"
 
-# 3. Ctrl-C stops all three. (`frame` may have published more than one
-# message before its subscriber saw one: the next run's first SEQ follows
-# whatever is stored.)
+# 3. Ctrl-C stops all three.
 stored=$(sql "SELECT MAX(SEQ) FROM MSG WHERE ID = 'chat/room1'")
 pids=$(cut -d' ' -f2- "$state/run-local.pids")
 kill -INT -- "-$runner"
@@ -106,8 +106,10 @@ done
 # 4. The history is kept.
 start
 f=$(frame again)
-[[ $(seq_of "$f") == $((stored + 1)) && ${f:20} == "$(payload_hex again)" ]] ||
-  fail "first frame after the restart $f: expected SEQ $((stored + 1)), payload again"
+[[ $(seq_of "$f") -gt $stored && ${f:20} == "$(payload_hex again)" ]] ||
+  fail "frame after the restart $f: expected a SEQ above $stored, payload again"
+first_again=$(sql "SELECT MIN(SEQ) FROM MSG WHERE ID = 'chat/room1' AND MSG = 'again'")
+((first_again == stored + 1)) || fail "after the restart the numbering began at $first_again, expected $((stored + 1))"
 
 # 5. SIGKILL leaves the servers, which keep the state directory locked.
 kill -KILL "$runner"
