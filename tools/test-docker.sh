@@ -324,14 +324,22 @@ done
 # here: run each container's own HEALTHCHECK instead, once a second while
 # it is not healthy (starting, or failing), every 5 s once it is (each run
 # is a podman exec: with eight containers, running them all every second
-# would slow everything else down).
+# would slow everything else down). Each container's checks run beside the
+# others', one at a time, each cut off after 30 s: podman 4.3 does not end
+# a check at its timeout (a check that sleeps ran on past its 2 s until cut
+# off), so one check that hangs would otherwise leave every container's
+# health where it was, as a run in CI seemed to: "every service healthy"
+# timed out after 180 s beside the cluster's forming nodes.
 (
-  declare -A last=()
+  declare -A last=() running=()
+  trap 'kill $(jobs -p) 2>/dev/null; exit 0' TERM
   while :; do
     now=$(date +%s)
     while read -r c status; do
+      [[ -n ${running[$c]:-} ]] && kill -0 "${running[$c]}" 2>/dev/null && continue
       [[ $status == *"(healthy)"* ]] && ((now - ${last[$c]:-0} < 5)) && continue
-      podman healthcheck run "$c" </dev/null >/dev/null 2>&1 || true
+      timeout -k 5 30 podman healthcheck run "$c" </dev/null >/dev/null 2>&1 &
+      running[$c]=$!
       last[$c]=$now
     done < <(podman ps --filter "$project_filter" --format '{{.ID}} {{.Status}}'
              podman ps --filter "$cluster_filter" --format '{{.ID}} {{.Status}}')

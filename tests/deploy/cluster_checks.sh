@@ -10,6 +10,10 @@ cluster_services=(mosquitto db1 db2 db3 relay)
 cluster_find_ids() { local s; for s in "${cluster_services[@]}"; do cids[$s]=$(dcc ps -q "$s"); done; }
 cluster_health() { podman inspect --format '{{.State.Health.Status}}' "${cids[$1]}" 2>/dev/null; }
 cluster_healthy() { local s; for s; do [[ $(cluster_health "$s") == healthy ]] || return 1; done; }
+cluster_health_report() {
+  local s
+  for s in "${cluster_services[@]}"; do printf '%s: %s\n' "$s" "$(health_detail "${cids[$s]}")"; done
+}
 # SQL as root in a node's container, as an operator would. Reads wait until
 # the node has applied everything the cluster committed before them
 # (wsrep_sync_wait): Galera's reads are not causal otherwise.
@@ -146,7 +150,7 @@ run_cluster_checks() {
   cluster_db_pid=""
   dcc up -d --no-build >"$work/cluster-up.log" 2>&1 || { cat "$work/cluster-up.log" >&2; die "docker-compose up (cluster) failed"; }
   cluster_find_ids
-  wait_for 180 "every service of the cluster stack healthy" cluster_healthy "${cluster_services[@]}"
+  why=cluster_health_report wait_for 180 "every service of the cluster stack healthy" cluster_healthy "${cluster_services[@]}"
   say "cluster stack up, all five services healthy ($(seconds_since "$cluster_db_t0") s after db1..db3 were started)"
 
   # The cluster as the compose file means it: db1 initialised and

@@ -20,10 +20,11 @@ sql() { podman exec "$(cid mysql)" mysql -uroot -p"$MYSQL_ROOT_PASSWORD" -N -B s
 metric() { curl -sf "http://127.0.0.1:${METRICS_HOST_PORT:-9108}/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
 wait_for() {  # seconds, description, command...
+  # With why=FUNCTION in its environment, a timeout says what FUNCTION prints too.
   local deadline=$(( $(date +%s) + $1 )) what=$2
   shift 2
   until "$@"; do
-    (( $(date +%s) < deadline )) || die "timed out: $what"
+    (( $(date +%s) < deadline )) || die "timed out: $what${why:+; $($why)}"
     sleep 0.2
   done
 }
@@ -32,11 +33,17 @@ all_healthy() {
   local s
   for s in mosquitto mysql relay; do [[ $(health "$s") == healthy ]] || return 1; done
 }
+# One container's state and health, with the output of its last checks.
+health_detail() {  # container id
+  podman inspect --format '{{.State.Status}}, {{.State.Health.Status}}, {{.State.Health.FailingStreak}} failing{{range .State.Health.Log}} | exit {{.ExitCode}}: {{.Output}}{{end}}' "$1" 2>&1 |
+    tr -s '\n' ' ' | tail -c 600
+}
+stack_health_report() { local s; for s in mosquitto mysql relay; do printf '%s: %s\n' "$s" "$(health_detail "$(cid "$s")")"; done; }
 up_healthy() {  # brings the stack up and waits until every service's own HEALTHCHECK passes
   local t=$(date +%s)
   dc up -d --no-build >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; die "docker-compose up failed"; }
   find_ids
-  wait_for 180 "every service healthy" all_healthy
+  why=stack_health_report wait_for 180 "every service healthy" all_healthy
   say "stack up, all three services healthy ($(( $(date +%s) - t )) s)"
 }
 rows() { sql "SELECT COUNT(*) FROM MSG WHERE ID = '$1'"; }
@@ -103,7 +110,7 @@ kill_relay_and_up() {
   struck_midway "$stored" "the kill"
   say "relay killed (SIGKILL, exit 137, $((SECONDS - kill_started)) s) with $stored of $load_count rows stored"
   dc up -d --no-build relay >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; die "up after kill failed"; }
-  wait_for 60 "relay healthy after the kill" all_healthy
+  why=stack_health_report wait_for 60 "relay healthy after the kill" all_healthy
 }
 restart_database() {
   local stored
@@ -115,7 +122,7 @@ restart_database() {
   db_answers() { sql "SELECT 1" >/dev/null 2>&1; }
   wait_for 60 "the database answering after the restart" db_answers
   say "database restarted with $stored of $load_count rows stored when it began"
-  wait_for 60 "database healthy after the restart" all_healthy
+  why=stack_health_report wait_for 60 "database healthy after the restart" all_healthy
 }
 
 # MySQL 8.4's default login, caching_sha2_password, from the image's
