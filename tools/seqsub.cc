@@ -297,6 +297,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "seqsub: %llu subscriptions failed after a reconnect, the last: %s\n",
                  (unsigned long long)s.subscribe_errors, s.last_subscribe_error.c_str());
   }
+  if (s.network_errors > 0) {
+    std::fprintf(stderr, "seqsub: %llu errors ended the network loop, each followed by a reconnect, the last: %s\n",
+                 (unsigned long long)s.network_errors, s.last_network_error.c_str());
+  }
   if (s.state_save_errors > 0) {
     std::fprintf(stderr, "seqsub: %llu saves of the state file failed, the last: %s\n",
                  (unsigned long long)s.state_save_errors, s.last_state_error.c_str());

@@ -1757,6 +1757,39 @@ TEST_F(ClientE2E, AStopInterruptsAHangingReconnectInAnApplicationThatBlocksEvery
   EXPECT_LT(std::chrono::steady_clock::now() - stopping, Scaled(2s));
 }
 
+// A packet libmosquitto cannot take (here a CONNECT, which no broker
+// sends to a client, from a TcpGate between the two) ends its network loop
+// for good: mosquitto_loop_forever reconnects after a lost connection but
+// returns on the errors it deems fatal (a protocol error, out of memory).
+// The client goes on: it counts the error, says it, and connects again,
+// and what the topic got meanwhile still comes. Until 2026-12-07 it
+// received nothing more, and said nothing.
+TEST_F(ClientE2E, AnErrorThatEndsLibmosquittosLoopIsCountedAndTheClientConnectsAgain) {
+  StartRelay();
+  const std::string topic = root() + "/t";
+  TcpGate gate(servers().mqtt_port());
+  auto o = ClientOptions("c", {topic});
+  o.port = gate.port();
+  Sink sink;
+  seqclient::SeqClient client(o, std::ref(sink));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(topic, "m1", 1, 1000);
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 1; }, Scaled(10s)));
+
+  ASSERT_EQ(gate.SendToClients(std::string("\x10\x00", 2)), 1);
+  ASSERT_TRUE(WaitFor([&] { return client.stats().network_errors >= 1; }, Scaled(10s)))
+      << "the client's network loop saw no error";
+  pub.Publish(topic, "m2", 1, 1000);
+  const bool delivered = WaitFor([&] { return sink.size() >= 2; }, Scaled(20s));
+  const auto stats = client.stats();
+  client.Stop();
+  ASSERT_TRUE(delivered) << "SEQ 2 not delivered after the error: " << Explain(client, sink, 2);
+  ExpectExactlyInOrder(sink, topic, 1, 2);
+  EXPECT_EQ(stats.network_errors, 1u);
+  EXPECT_NE(stats.last_network_error.find("protocol"), std::string::npos) << stats.last_network_error;
+}
+
 // SIGINT while seqsub's print is blocked on a stalled stdout (a pipe nobody
 // reads): the stop waits for the print (cut short, it would leave half a
 // line), says so after 2 s, and a second SIGINT quits at once, the print

@@ -101,6 +101,15 @@ void TcpGate::Open() {
   eventfd_write(wake_fd_, 1);
 }
 
+int TcpGate::SendToClients(const std::string& bytes) {
+  std::unique_lock lock(mu_);
+  to_clients_ += bytes;
+  const uint64_t asked = ++sends_asked_;
+  eventfd_write(wake_fd_, 1);
+  cv_.wait(lock, [&] { return sends_done_ >= asked; });
+  return sent_to_;
+}
+
 std::string TcpGate::WholePackets(std::string& bytes) {
   // MQTT's fixed header: a type byte, then the remaining length in 1 to 4
   // bytes of 7 bits each, low first.
@@ -152,6 +161,16 @@ void TcpGate::Run() {
       std::lock_guard lock(mu_);
       shuts_done_ = asked;
       cv_.notify_all();
+    }
+    {
+      std::lock_guard lock(mu_);
+      if (sends_done_ < sends_asked_) {
+        sent_to_ = 0;
+        for (const Pair& p : pairs) sent_to_ += WriteAll(p.client, to_clients_.data(), to_clients_.size());
+        to_clients_.clear();
+        sends_done_ = sends_asked_;
+        cv_.notify_all();
+      }
     }
     std::vector<pollfd> fds = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     for (const Pair& p : pairs) {
@@ -210,6 +229,8 @@ void TcpGate::Run() {
   for (const Pair& p : pairs) close_pair(p);
   std::lock_guard lock(mu_);
   shuts_done_ = UINT64_MAX;  // nothing is forwarded any more: no Shut() waits
+  sends_done_ = UINT64_MAX;  // nor a SendToClients()
+  sent_to_ = 0;
   cv_.notify_all();
 }
 

@@ -39,6 +39,11 @@ class TcpGate {
   // MQTT only: the client's PUBACKs dropped from now on (true) or forwarded.
   void DropClientPubacks(bool on) { drop_pubacks_ = on; }
   uint64_t dropped_pubacks() const { return dropped_pubacks_.load(); }
+  // Writes `bytes` to every client connection forwarded now, as if the
+  // server had sent them (a test sends them while the server sends
+  // nothing, or they would land inside one of its packets). Returns once
+  // written, with the number of connections they went to.
+  int SendToClients(const std::string& bytes);
 
  private:
   void Run();
@@ -58,6 +63,9 @@ class TcpGate {
   std::mutex mu_;
   std::condition_variable cv_;
   uint64_t shuts_done_ = 0;  // of them, those the loop has acted on; mu_
+  std::string to_clients_;     // SendToClients' bytes, for the loop to write; mu_
+  uint64_t sends_asked_ = 0, sends_done_ = 0;  // SendToClients calls, and those written; mu_
+  int sent_to_ = 0;            // the connections the last one went to; mu_
   std::thread thread_;
 };
 

@@ -206,7 +206,7 @@ std::optional<std::string> SeqClient::Start() {
   mosquitto_threaded_set(mosq_, true);
   network_ = std::thread([this] {
     seqrelay::AcceptInterrupts();  // StopNetwork's, whatever the application's mask
-    mosquitto_loop_forever(mosq_, kKeepaliveS * 1000, 1);
+    RunNetwork();
     std::lock_guard lock(mu_);
     network_ended_ = true;
     cv_.notify_all();
@@ -259,6 +259,25 @@ void SeqClient::Stop(const std::function<void(bool saved)>& saved) {
   }
   std::lock_guard lock(mu_);
   SaveState();
+}
+
+void SeqClient::RunNetwork() {
+  // mosquitto_loop_forever reconnects after a lost connection, but returns
+  // for good on an error it deems fatal: a packet it cannot take (a
+  // protocol error), out of memory. The client would then receive nothing
+  // more, and say nothing. So, unless Stop ended it, the error is counted
+  // and the loop run again a second later: with the socket closed, it
+  // reconnects (after its own reconnect delay), and the catch-up after a
+  // reconnect brings what came meanwhile.
+  for (;;) {
+    const int rc = mosquitto_loop_forever(mosq_, kKeepaliveS * 1000, 1);
+    const std::string why = rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc);
+    std::unique_lock lock(mu_);
+    if (stopping_) return;
+    ++stats_.network_errors;
+    stats_.last_network_error = why;
+    if (cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stopping_; })) return;
+  }
 }
 
 void SeqClient::StopNetwork() {

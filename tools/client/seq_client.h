@@ -154,6 +154,11 @@ struct Stats {
   // error); last_subscribe_error says which.
   uint64_t subscribe_errors = 0;
   std::string last_subscribe_error;
+  // Errors that ended libmosquitto's network loop (a packet it could not
+  // take: a protocol error; out of memory), each followed by a reconnect;
+  // last_network_error says which.
+  uint64_t network_errors = 0;
+  std::string last_network_error;
 };
 
 class SeqClient {
@@ -306,7 +311,8 @@ class SeqClient {
   const OnGap on_gap_;
   static constexpr int kKeepaliveS = 30;
   mosquitto* mosq_ = nullptr;
-  std::thread network_;  // runs mosquitto_loop_forever; StopNetwork ends it
+  void RunNetwork();     // the network thread's: mosquitto_loop_forever, again after a fatal error
+  std::thread network_;  // runs RunNetwork; StopNetwork ends it
   bool network_ended_ = false;  // its loop has returned; mu_
 
   std::mutex mu_;
