@@ -1454,6 +1454,56 @@ TEST_F(ClientE2E, AStateFileKeepsWhatAnImmediateTopicShowedAboveAGap) {
   ImmediateGapThenRestart(/*first=*/1, {"2 late", "3 late", "5"});
 }
 
+// The same at the topic's first SEQ: an immediate topic followed from
+// SEQ 1 (history) shows 3 while 1..2 are asked for, and the client stops
+// with nothing delivered in order. The state file said nothing of the
+// topic (position 0 was not written, nor what was shown above it), and the
+// next start, reading the history again, showed 3 a second time.
+TEST_F(ClientE2E, AStateFileKeepsWhatAnImmediateTopicShowedAboveAGapAtItsFirstSeq) {
+  const std::string topic = root() + "/t";
+  const std::string state = servers().dir() + "/" + name_ + ".state";
+  auto o = ClientOptions("c", {topic});
+  o.history = seqclient::History::kAll;
+  o.state_file = state;
+  o.reply_timeout = std::chrono::milliseconds(60000);  // no retries: one request each
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  relay.set_ordering(seqrelay::Ordering::kImmediate);
+  const nlohmann::json lookup = {{"topic", topic}, {"from", seqrelay::kMaxSeq}};
+  {
+    Sink sink;
+    seqclient::SeqClient client(o, std::ref(sink));
+    ASSERT_EQ(client.Start(), std::nullopt);
+    EXPECT_EQ(relay.Request(1), lookup);
+    relay.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 2}, {"first", 1},
+                  {"status", "ok"}});
+    EXPECT_EQ(relay.Request(2), nlohmann::json({{"id", 77}, {"from", 1}, {"to", 2}}));  // left unanswered
+    ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(3); }));
+    client.Stop();
+  }
+  const auto saved = nlohmann::json::parse(ReadFile(state));
+  EXPECT_EQ(saved["topics"][topic], 0) << saved.dump();
+  EXPECT_EQ(saved["shown"][topic], nlohmann::json::parse("[[3, 3]]")) << saved.dump();
+
+  Sink sink;
+  seqclient::SeqClient client(o, std::ref(sink));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  EXPECT_EQ(relay.Request(3), lookup);
+  relay.Answer({{"from", seqrelay::kMaxSeq}, {"to", seqrelay::kMaxSeq}, {"sent", 0}, {"last", 3}, {"first", 1},
+                {"status", "ok"}});
+  auto fetch = relay.Request(4);
+  EXPECT_EQ(fetch, nlohmann::json({{"id", 77}, {"from", 1}, {"to", 3}})) << fetch.dump();
+  for (uint64_t seq = 1; seq <= 3; ++seq) relay.Replay(seq);
+  relay.Answer({{"from", 1}, {"to", 3}, {"sent", 3}, {"last", 3}, {"first", 1}, {"status", "ok"}});
+  ASSERT_TRUE(WaitFor([&] { return client.stats().duplicates + sink.size() >= 3; }, std::chrono::seconds(10)))
+      << Explain(client, sink, 3);
+  client.Stop();
+  std::vector<std::string> shown;
+  for (const auto& m : sink.got) shown.push_back(std::to_string(m.seq) + (m.late ? " late" : ""));
+  EXPECT_EQ(shown, (std::vector<std::string>{"1 late", "2 late"}));
+  EXPECT_EQ(client.stats().duplicates, 1u);  // 3, replayed
+  EXPECT_EQ(nlohmann::json::parse(ReadFile(state))["topics"][topic], 3);
+}
+
 // The same when retention deleted the start of the gap meanwhile: the
 // client resumes from the topic's first SEQ and still shows 4 once only.
 TEST_F(ClientE2E, AStateFileKeepsWhatAnImmediateTopicShowedAboveAGapCutByRetention) {

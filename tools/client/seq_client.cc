@@ -1172,7 +1172,6 @@ std::optional<std::string> SeqClient::StateTextLocked() const {
     // An immediate topic may have delivered past an open gap: never beyond
     // it, and what it showed above it is listed.
     const uint64_t next = t.undelivered_from != 0 ? std::min(t.undelivered_from, t.stream.next()) : t.stream.next();
-    if (next > 1) s["topics"][t.name] = next - 1;
     std::vector<Gap> runs;
     uint64_t listed = 0;  // at most kMaxShownOnResume, which LoadState takes
     for (Gap g : t.stream.Shown()) {
@@ -1185,7 +1184,13 @@ std::optional<std::string> SeqClient::StateTextLocked() const {
       listed += g.to - g.from + 1;
       runs.push_back(g);
     }
-    if (next > 1) add_shown(t.name, runs);
+    // Position 0 (nothing delivered in order yet) is written when
+    // something above SEQ 1 was shown, with what (until 2026-12-07 it was
+    // not, and a restart showed those SEQs again).
+    if (next > 1 || !runs.empty()) {
+      s["topics"][t.name] = next - 1;
+      add_shown(t.name, runs);
+    }
   }
   if (!shown.empty()) s["shown"] = std::move(shown);
   std::string text = s.dump(2) + "\n";
