@@ -136,6 +136,11 @@ class ClientE2E : public RelayE2E {
       ASSERT_TRUE(WaitFor([&] { relay.Replay(3); return client.stats().duplicates > duplicates; }, 30s));
     }
     relay.Answer({{"from", 2}, {"to", 3}, {"sent", 2}, {"last", 4}, {"status", "ok"}});  // the first request's
+    if (retried) {
+      // The retry's (frame 2 of neither reply came): the client acts on the
+      // last try's status, not on an earlier one's.
+      relay.Answer({{"from", 2}, {"to", 3}, {"sent", 2}, {"last", 4}, {"status", "ok"}});
+    }
     auto again = relay.Request(request);
     EXPECT_EQ(again, nlohmann::json({{"id", 77}, {"from", 2}, {"to", 2}})) << again.dump();
     relay.Replay(2);
@@ -440,6 +445,38 @@ TEST_F(ClientE2E, ALateStatusOfAnEarlierRequestDoesNotCloseTheNextOne) {
   ExpectExactlyInOrder(sink, topic, 1, 7);
   EXPECT_EQ(client.stats().gaps_unfilled, 0u);
   EXPECT_EQ(client.stats().gaps_filled, 2u);
+}
+
+// The same range asked twice (the relay silent for a reply timeout), and
+// the first request's status comes after the second went out, its frame
+// dropped by the broker on the way. That status is the first request's,
+// not the last one's: the client waits for the second's. It took it for
+// the last try's answer, reported SEQ 2 lost, and dropped the second
+// reply's frame as a duplicate: the message never reached the application.
+TEST_F(ClientE2E, AStatusOfAnEarlierTryOfTheSameRangeIsNotTakenForTheLastTrysAnswer) {
+  Played c(*this, 77, [](seqclient::Options& o) {
+    o.gap_wait = std::chrono::milliseconds(20);
+    o.reply_timeout = Scaled(std::chrono::milliseconds(300));
+    o.max_attempts = 2;
+  });
+  auto& [topic, o, sink, gaps, client, relay] = c;
+  ASSERT_EQ(client.Start(), std::nullopt);
+  ASSERT_TRUE(DeliveredWhileRepeating(sink, 1, [&] { relay.Live(1); }));
+  relay.Live(3);  // 2 lost
+  const nlohmann::json ask = {{"id", 77}, {"from", 2}, {"to", 2}};
+  EXPECT_EQ(relay.Request(1), ask);
+  EXPECT_EQ(relay.Request(2), ask);  // no status within the reply timeout: the last try
+  // The first try's status: its frame dropped by the broker.
+  relay.Answer({{"from", 2}, {"to", 2}, {"sent", 1}, {"last", 3}, {"status", "ok"}});
+  std::this_thread::sleep_for(Scaled(std::chrono::milliseconds(100)));
+  relay.Replay(2);  // the last try's reply
+  relay.Answer({{"from", 2}, {"to", 2}, {"sent", 1}, {"last", 3}, {"status", "ok"}});
+  const bool delivered = WaitFor([&] { return sink.size() >= 3 || !gaps.all().empty(); }, Scaled(10s));
+  client.Stop();
+  ASSERT_TRUE(delivered) << Explain(client, sink, 3);
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{});
+  ExpectExactlyInOrder(sink, topic, 1, 3);
+  EXPECT_EQ(client.stats().gaps_unfilled, 0u);
 }
 
 // A reconnect while a gap request is out: what was published while away

@@ -669,6 +669,15 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
   // answer to the new request, it would give up SEQs that are on their way.
   if (from != t.asked->from || (t.asked->to != kOpenEnd && s.value("to", uint64_t{0}) != t.asked->to)) return;
   HeardLocked(t.sent_seq);
+  // The same range asked again (no status within the reply timeout): the
+  // statuses of the earlier tries come first. Taken for the last try's, one
+  // whose frames the broker dropped gave up SEQs that the last try's reply
+  // was bringing (until 2026-12-07). Its own status, or the timeout, ends it.
+  if (t.sent && t.sent->from == t.asked->from && t.sent->to == t.asked->to && t.statuses_due > 1) {
+    --t.statuses_due;
+    return;
+  }
+  t.statuses_due = 0;
   if (!ok && s.value("code", "") == "busy") {
     RefusedBusyLocked();
     AskRangeLocked(id, t);  // again, behind the others, from its first SEQ still missing
@@ -974,7 +983,9 @@ void SeqClient::RequestRange(uint32_t id, Topic& t, bool retry) {
   if (!t.sent || t.sent->from != range.from || t.sent->to != range.to) {
     t.sent = range;
     t.sent_arrivals = t.stream.arrivals();
+    t.statuses_due = 0;
   }
+  ++t.statuses_due;
   // A retry keeps the connection the request first went out on: sent after
   // a reconnect, it does not make the first request's reply whole.
   if (!retry) t.asked_on = connections_;
