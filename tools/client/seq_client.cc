@@ -669,11 +669,14 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
   // answer to the new request, it would give up SEQs that are on their way.
   if (from != t.asked->from || (t.asked->to != kOpenEnd && s.value("to", uint64_t{0}) != t.asked->to)) return;
   HeardLocked(t.sent_seq);
-  // The same range asked again (no status within the reply timeout): the
-  // statuses of the earlier tries come first. Taken for the last try's, one
-  // whose frames the broker dropped gave up SEQs that the last try's reply
-  // was bringing (until 2026-12-07). Its own status, or the timeout, ends it.
-  if (t.sent && t.sent->from == t.asked->from && t.sent->to == t.asked->to && t.statuses_due > 1) {
+  // The same range asked again on this connection (no status within the
+  // reply timeout): the statuses of the earlier tries come first. Taken for
+  // the last try's, one whose frames the broker dropped gave up SEQs that
+  // the last try's reply was bringing (until 2026-12-07). Its own status,
+  // or the timeout, ends it. (A try whose request was lost, the relay
+  // restarted, leaves its status due: then the timeout ends each try.)
+  if (t.sent && t.sent->from == t.asked->from && t.sent->to == t.asked->to && t.due_on == connections_ &&
+      t.statuses_due > 1) {
     --t.statuses_due;
     return;
   }
@@ -985,6 +988,8 @@ void SeqClient::RequestRange(uint32_t id, Topic& t, bool retry) {
     t.sent_arrivals = t.stream.arrivals();
     t.statuses_due = 0;
   }
+  if (t.due_on != connections_) t.statuses_due = 0;
+  t.due_on = connections_;
   ++t.statuses_due;
   // A retry keeps the connection the request first went out on: sent after
   // a reconnect, it does not make the first request's reply whole.
