@@ -1008,6 +1008,26 @@ test('a status for another range is not taken as the answer', async (t) => {
   assert.deepEqual(seen, range(1, 5));
 });
 
+// As ClientE2E.AStatusOfAnEarlierTryOfTheSameRangeIsNotTakenForTheLastTrysAnswer:
+// the same range asked twice (no status within the reply timeout), and the
+// first try's status comes after the second try went out, its frame dropped
+// by the broker on the way. That status is the first try's, not the last
+// one's: the client waits for the second's. Until 2026-12-07 it took it for
+// the last try's answer, reported SEQ 2 lost, and dropped the second reply's
+// frame as a duplicate: the message never reached the application.
+test("a status of an earlier try of the same range is not taken for the last try's answer", async (t) => {
+  const { mqtt, seq, events, seen } = await gapAsked(t, 3, { replyTimeout: 300, maxAttempts: 2 });
+  await waitFor(() => mqtt.requests.length >= 2, 'the last try');
+  assert.deepEqual(mqtt.requests, Array(2).fill({ id: 7, from: 2, to: 2 })); // no status within the reply timeout
+  mqtt.status({ id: 7, from: 2, to: 2, sent: 1, last: 3, status: 'ok' }); // the first try's: its frame dropped
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  mqtt.frame('relay/replay/r1', 2); // the last try's reply
+  mqtt.status({ id: 7, from: 2, to: 2, sent: 1, last: 3, status: 'ok' });
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
+  assert.deepEqual(seen, [1, 2, 3]);
+  assert.equal(seq.stats.gapsLost, 0);
+});
+
 test('no reply at all: asked maxAttempts times with backoff, then reported lost; delivery goes on', async (t) => {
   const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 20, maxAttempts: 3 });
   seq.subscribe('chat/a');
@@ -1256,7 +1276,7 @@ test('frames of a reply lost in a reconnect are asked for again, not given up as
 });
 
 test('a retry sent after the reconnect does not make the first request\'s cut reply whole', async (t) => {
-  const { mqtt, events, seen } = await gapAsked(t, 4, { replyTimeout: 40 });
+  const { mqtt, events, seen } = await gapAsked(t, 4, { replyTimeout: 100 });
   mqtt.emit('connect'); // 2 goes out while the client is away
   await waitFor(() => mqtt.requests.filter((r) => r.from === 2 && r.to === 3).length >= 2, 'the retry');
   mqtt.frame('relay/replay/r1', 3);

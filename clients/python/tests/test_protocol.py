@@ -282,6 +282,28 @@ def test_a_frame_the_broker_dropped_from_a_reply_is_asked_for_again_and_reported
     assert s.seen == [1, 2, 3, 5]
 
 
+def test_a_status_of_an_earlier_try_of_the_same_range_is_not_taken_for_the_last_trys_answer():
+    """As ClientE2E.AStatusOfAnEarlierTryOfTheSameRangeIsNotTakenForTheLastTrysAnswer: the same range
+    asked twice (no status within the reply timeout), and the first try's status comes after the
+    second try went out, its frame dropped by the broker on the way. That status is the first try's,
+    not the last one's: the client waits for the second's. Until 2026-12-07 it took it for the last
+    try's answer, reported SEQ 2 lost, and dropped the second reply's frame as a duplicate: the
+    message never reached the application."""
+    s = Scripted(reply_timeout=0.3, max_attempts=2)
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.frame("seq/chat/a", 3)  # 2 lost
+    s.advance_until_requests(2, 100)
+    assert s.requests == [{"id": 7, "from": 2, "to": 2}] * 2  # no status within the reply timeout: the last try
+    s.status(id=7, **{"from": 2}, to=2, sent=1, last=3, status="ok")  # the first try's: its frame dropped
+    s.advance(0.1)
+    s.frame("relay/replay/r1", 2)  # the last try's reply
+    s.status(id=7, **{"from": 2}, to=2, sent=1, last=3, status="ok")
+    assert lost(s.events) == []
+    assert s.seen == [1, 2, 3]
+    assert s.c.stats.gaps_lost == 0
+
+
 def test_first_past_the_gap_is_reported_as_where_history_starts():
     s = Scripted()
     s.sub("chat/a", from_seq=5)
@@ -814,6 +836,9 @@ def test_after_a_busy_refusal_nothing_new_goes_out_for_a_while():
     for _ in range(5):
         s.advance(0.01)  # past the pause (and the timeouts of the 6 unanswered: asked again)
     assert [r["id"] for r in s.requests[8:] if r["id"] in (100, 108, 109)] == [108, 109]  # 8 out again
+    # 102's, then its retry's (the relay answers each request, in order; the client acts on the last
+    # try's status): a place frees.
+    s.status(id=102, **{"from": 2}, to=1, sent=0, last=1, first=1, status="ok")
     s.status(id=102, **{"from": 2}, to=1, sent=0, last=1, first=1, status="ok")
     assert [r for r in s.requests[8:] if r["id"] == 100] == [{"id": 100, "from": 2}]  # the refused one, last
     assert lost(s.events) == []
