@@ -136,6 +136,11 @@ class ClientE2E : public RelayE2E {
       ASSERT_TRUE(WaitFor([&] { relay.Replay(3); return client.stats().duplicates > duplicates; }, 30s));
     }
     relay.Answer({{"from", 2}, {"to", 3}, {"sent", 2}, {"last", 4}, {"status", "ok"}});  // the first request's
+    if (retried) {
+      // The retry's (frame 2 of neither reply came): the client acts on the
+      // last try's status, not on an earlier one's.
+      relay.Answer({{"from", 2}, {"to", 3}, {"sent", 2}, {"last", 4}, {"status", "ok"}});
+    }
     auto again = relay.Request(request);
     EXPECT_EQ(again, nlohmann::json({{"id", 77}, {"from", 2}, {"to", 2}})) << again.dump();
     relay.Replay(2);
@@ -862,6 +867,38 @@ TEST_F(ClientE2E, AtMostMaxOutstandingRequestsAreOutAndABusyOneWaitsItsTurnAgain
   EXPECT_EQ(all.size(), static_cast<std::size_t>(kTopics + 1)) << "the busy one asked again, once";
   EXPECT_EQ(std::count_if(all.begin(), all.end(), [&](const auto& r) { return r["topic"] == all[0]["topic"]; }), 2);
   EXPECT_EQ(gaps.all(), std::vector<std::string>{}) << "nothing is given up for a busy refusal";
+}
+
+// A catch-up whose first try the relay never answers (its request lost: a
+// relay restarted) and whose retry it answers: that status is acted on,
+// though one of an earlier try seemed due. A client that waited for the
+// lost status before acting would give the catch-up up at its last try's
+// timeout and report a gap of what it delivered (a review's finding
+// against the first form of the fix above).
+TEST_F(ClientE2E, ACatchUpWhoseFirstTryWentUnansweredEndsWithItsRetrysStatus) {
+  const std::string topic = root() + "/t";
+  auto o = ClientOptions("c", {topic});
+  o.reply_timeout = Scaled(std::chrono::milliseconds(300));
+  o.max_attempts = 2;
+  Sink sink;
+  Gaps gaps;
+  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
+  ASSERT_EQ(client.Start(), std::nullopt);
+  FirstFrameThenABrokerRestart(o, topic, sink);  // the client asks from 2 on
+  if (HasFatalFailure()) return;
+  FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
+  const nlohmann::json catch_up = {{"id", 77}, {"from", 2}};
+  EXPECT_EQ(relay.Request(1), catch_up);  // not answered
+  EXPECT_EQ(relay.Request(2), catch_up);  // the last try
+  relay.Replay(2);
+  relay.Answer({{"from", 2}, {"to", 2}, {"sent", 1}, {"last", 2}, {"status", "ok"}});
+  ASSERT_TRUE(WaitFor([&] { return sink.size() >= 2; }, 10s)) << Explain(client, sink, 2);
+  // Past the last try's timeout: nothing is given up.
+  std::this_thread::sleep_for(Scaled(std::chrono::milliseconds(1000)));
+  client.Stop();
+  ExpectExactlyInOrder(sink, topic, 1, 2);
+  EXPECT_EQ(gaps.all(), std::vector<std::string>{});
+  EXPECT_EQ(client.stats().gaps_unfilled, 0u);
 }
 
 // A catch-up after a reconnect (an open-ended request) that the relay

@@ -669,18 +669,15 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
   // answer to the new request, it would give up SEQs that are on their way.
   if (from != t.asked->from || (t.asked->to != kOpenEnd && s.value("to", uint64_t{0}) != t.asked->to)) return;
   HeardLocked(t.sent_seq);
-  // The same range asked again on this connection (no status within the
-  // reply timeout): the statuses of the earlier tries come first. Taken for
-  // the last try's, one whose frames the broker dropped gave up SEQs that
-  // the last try's reply was bringing (until 2026-12-07). Its own status,
-  // or the timeout, ends it. (A try whose request was lost, the relay
-  // restarted, leaves its status due: then the timeout ends each try.)
-  if (t.sent && t.sent->from == t.asked->from && t.sent->to == t.asked->to && t.due_on == connections_ &&
-      t.statuses_due > 1) {
-    --t.statuses_due;
-    return;
-  }
-  t.statuses_due = 0;
+  // The same range asked again (no status within the reply timeout): the
+  // statuses of the earlier tries come first. One of them may give nothing
+  // up, nor ask again (below): the last try's reply may bring what it did
+  // not (until 2026-12-07 the first try's status, its frame dropped by the
+  // broker, gave up the SEQ the last try's reply was bringing). What else
+  // it says holds for the later tries too.
+  const bool earlier_try =
+      t.sent && t.sent->from == t.asked->from && t.sent->to == t.asked->to && t.statuses_due > 1;
+  t.statuses_due = earlier_try ? t.statuses_due - 1 : 0;
   if (!ok && s.value("code", "") == "busy") {
     RefusedBusyLocked();
     AskRangeLocked(id, t);  // again, behind the others, from its first SEQ still missing
@@ -786,6 +783,13 @@ void SeqClient::RangeAnsweredLocked(const json& s) {
     // Everything asked for that exists came (the rest, if any, was above
     // `last`; a catch-up that found nothing new filled nothing).
     if (missing_to >= asked.from) ++stats_.gaps_filled;
+    return;
+  }
+  if (earlier_try) {
+    // The request stays out: the last try's status, or its timeout (an
+    // earlier try's status lost leaves one due for good), decides.
+    t.asked = asked;
+    t.attempts = attempts;
     return;
   }
   if (ok && attempts < options_.max_attempts) {
@@ -988,8 +992,6 @@ void SeqClient::RequestRange(uint32_t id, Topic& t, bool retry) {
     t.sent_arrivals = t.stream.arrivals();
     t.statuses_due = 0;
   }
-  if (t.due_on != connections_) t.statuses_due = 0;
-  t.due_on = connections_;
   ++t.statuses_due;
   // A retry keeps the connection the request first went out on: sent after
   // a reconnect, it does not make the first request's reply whole.

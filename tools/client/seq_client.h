@@ -215,13 +215,11 @@ class SeqClient {
     // The range last asked for, and stream.arrivals() when it first was.
     std::optional<Gap> sent{};
     uint64_t sent_arrivals = 0;
-    // Statuses of that range not come yet, one a send on this connection
-    // (due_on: connections_ then; those published while the client was
-    // away are lost): the relay answers each request, in order, so while
-    // more than one is due, a status of the range is an earlier send's,
-    // not the last one's.
+    // Statuses of that range not come yet, one a send: the relay answers
+    // each request, in order, so while more than one is due, a status of
+    // the range is an earlier send's, not the last one's (or the last
+    // one's after an earlier one was lost: a relay restarted, a reconnect).
     int statuses_due = 0;
-    uint64_t due_on = 0;
     // connections_ when the request was last sent: one sent before the
     // latest reconnect may have lost frames of its reply.
     uint64_t asked_on = 0;
