@@ -298,7 +298,7 @@ int main(int argc, char** argv) {
                  (unsigned long long)s.subscribe_errors, s.last_subscribe_error.c_str());
   }
   if (s.network_errors > 0) {
-    std::fprintf(stderr, "seqsub: %llu errors ended the network loop, each followed by a reconnect, the last: %s\n",
+    std::fprintf(stderr, "seqsub: %llu errors ended the network loop, each followed by a new try to connect, the last: %s\n",
                  (unsigned long long)s.network_errors, s.last_network_error.c_str());
   }
   if (s.state_save_errors > 0) {

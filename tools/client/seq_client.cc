@@ -266,17 +266,27 @@ void SeqClient::RunNetwork() {
   // for good on an error it deems fatal: a packet it cannot take (a
   // protocol error), out of memory. The client would then receive nothing
   // more, and say nothing. So, unless Stop ended it, the error is counted
-  // and the loop run again a second later: with the socket closed, it
+  // and the loop run again after a pause: with the socket closed, it
   // reconnects (after its own reconnect delay), and the catch-up after a
-  // reconnect brings what came meanwhile.
+  // reconnect brings what came meanwhile. The pause doubles, 1 s to 30 s,
+  // while no connection is made in between (each run of the loop starts
+  // its own delay again at 1 s).
+  using std::chrono::seconds;
+  seconds pause(1);
+  uint64_t connections_then = 0;
   for (;;) {
+    // The loop returns at once on an errno of EPROTO it finds set, its own
+    // or one left from before: cleared, or a run would end as it began.
+    errno = 0;
     const int rc = mosquitto_loop_forever(mosq_, kKeepaliveS * 1000, 1);
     const std::string why = rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc);
     std::unique_lock lock(mu_);
     if (stopping_) return;
     ++stats_.network_errors;
     stats_.last_network_error = why;
-    if (cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stopping_; })) return;
+    pause = connections_ != connections_then ? seconds(1) : std::min(pause * 2, seconds(30));
+    connections_then = connections_;
+    if (cv_.wait_for(lock, pause, [&] { return stopping_; })) return;
   }
 }
 

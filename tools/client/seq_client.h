@@ -155,7 +155,8 @@ struct Stats {
   uint64_t subscribe_errors = 0;
   std::string last_subscribe_error;
   // Errors that ended libmosquitto's network loop (a packet it could not
-  // take: a protocol error; out of memory), each followed by a reconnect;
+  // take: a protocol error; out of memory), each followed by a new try to
+  // connect (after 1 s, doubling to 30 s while none connects);
   // last_network_error says which.
   uint64_t network_errors = 0;
   std::string last_network_error;
