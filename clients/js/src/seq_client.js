@@ -707,13 +707,11 @@ export class SeqClient extends Emitter {
       queued: false, // t.asked waits to be sent (in waiting), behind maxOutstanding others or a busy pause
       refusal: null, // the outstanding request's last status with retry: true, if any
       sent: null, // the range last asked for {from, to}, and stream.arrivals when it first was
-      // Statuses of that range not come yet, one a send on this connection
-      // (dueOn: this.connects then; those published while the client was
-      // away are lost): the relay answers each request, in order, so while
-      // more than one is due, a status of the range is an earlier send's,
-      // not the last one's.
+      // Statuses of that range not come yet, one a send: the relay answers
+      // each request, in order, so while more than one is due, a status of
+      // the range is an earlier send's, not the last one's (or the last
+      // one's after an earlier one was lost: a relay restarted, a reconnect).
       statusesDue: 0,
-      dueOn: 0,
     };
     this.topics.set(id, t);
     this.ids.set(name, id);
@@ -781,17 +779,14 @@ export class SeqClient extends Emitter {
     // to the new one, it would give up SEQs that are on their way.
     if (s.from !== t.asked.from || (t.asked.to !== OPEN_END && s.to !== t.asked.to)) return;
     this.#heard(t);
-    // The same range asked again on this connection (no status within the
-    // reply timeout): the statuses of the earlier tries come first. Taken for
-    // the last try's, one whose frames the broker dropped gave up SEQs that
-    // the last try's reply was bringing (until 2026-12-07). Its own status,
-    // or the timeout, ends it. (A try whose request was lost, the relay
-    // restarted, leaves its status due: then the timeout ends each try.)
-    if (t.sent && t.sent.from === t.asked.from && t.sent.to === t.asked.to && t.dueOn === this.connects && t.statusesDue > 1) {
-      --t.statusesDue;
-      return;
-    }
-    t.statusesDue = 0;
+    // The same range asked again (no status within the reply timeout): the
+    // statuses of the earlier tries come first. One of them may give nothing
+    // up, nor ask again (below): the last try's reply may bring what it did
+    // not (until 2026-12-07 the first try's status, its frame dropped by the
+    // broker, gave up the SEQ the last try's reply was bringing). What else
+    // it says holds for the later tries too.
+    const earlierTry = Boolean(t.sent) && t.sent.from === t.asked.from && t.sent.to === t.asked.to && t.statusesDue > 1;
+    t.statusesDue = earlierTry ? t.statusesDue - 1 : 0;
     if (!ok && s.code === 'busy') {
       this.#refusedBusy(t);
       return;
@@ -885,6 +880,13 @@ export class SeqClient extends Emitter {
       const to = Math.max(missingTo, asked.from - 1);
       if (to >= asked.from) ++this.stats.gapsFilled;
       this.#emitTopic('filled', t.name, { topic: t.name, from: asked.from, to });
+      return;
+    }
+    if (earlierTry) {
+      // The request stays out: the last try's status, or its timeout (an
+      // earlier try's status lost leaves one due for good), decides.
+      t.asked = asked;
+      t.attempts = attempts;
       return;
     }
     if (ok && attempts < this.maxAttempts) {
@@ -1146,8 +1148,6 @@ export class SeqClient extends Emitter {
       t.sent = { from: t.asked.from, to: t.asked.to, arrivals: t.stream.arrivals };
       t.statusesDue = 0;
     }
-    if (t.dueOn !== this.connects) t.statusesDue = 0;
-    t.dueOn = this.connects;
     ++t.statusesDue;
     // A retry keeps the connection the request first went out on: sent
     // after a reconnect, it does not make the first request's reply whole.

@@ -1058,6 +1058,26 @@ test('a catch-up never answered gives nothing up, says so with no end, and the s
   assert.deepEqual(seen, [1, 2]);
 });
 
+// As ClientE2E.ACatchUpWhoseFirstTryWentUnansweredEndsWithItsRetrysStatus:
+// the first try's status never comes (its request lost: a relay
+// restarted), the retry's does. It is acted on, though one of an earlier
+// try seemed due: a client that waited for the lost one gave the catch-up
+// up at its last try's timeout and reported a gap of what it delivered.
+test('a catch-up whose first try went unanswered ends with its retry\'s status', async (t) => {
+  const { mqtt, seq, events, seen } = setup(t, { replyTimeout: 100, maxAttempts: 2 });
+  seq.subscribe('chat/a');
+  mqtt.frame('seq/chat/a', 1);
+  mqtt.emit('connect'); // a reconnect: asks from 2 to the newest
+  await waitFor(() => mqtt.requests.length >= 2, 'the retry');
+  assert.deepEqual(mqtt.requests.slice(-2), [{ id: 7, from: 2 }, { id: 7, from: 2 }]);
+  mqtt.frame('relay/replay/r1', 2);
+  mqtt.status({ id: 7, from: 2, to: 2, sent: 1, last: 2, status: 'ok' }); // the retry's
+  assert.deepEqual(seen, [1, 2]);
+  await new Promise((resolve) => setTimeout(resolve, 500)); // past the last try's timeout
+  assert.equal(seq.topics.get(7).asked, null);
+  assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
+});
+
 // A catch-up refused for good was dropped with nothing said (until
 // 2026-12-06): the application never learnt that what was published while
 // it was away would not come.
@@ -1281,6 +1301,9 @@ test('a retry sent after the reconnect does not make the first request\'s cut re
   await waitFor(() => mqtt.requests.filter((r) => r.from === 2 && r.to === 3).length >= 2, 'the retry');
   mqtt.frame('relay/replay/r1', 3);
   mqtt.status({ id: 7, from: 2, to: 3, sent: 2, last: 4, status: 'ok' }); // the first request's status
+  // The retry's (frame 2 of neither reply came): the client acts on the
+  // last try's status, not on an earlier one's.
+  mqtt.status({ id: 7, from: 2, to: 3, sent: 2, last: 4, status: 'ok' });
   assert.ok(mqtt.requests.some((r) => r.from === 2 && r.to === 2), JSON.stringify(mqtt.requests));
   assert.deepEqual(events.filter(([e]) => e === 'lost'), []);
   mqtt.frame('relay/replay/r1', 2);

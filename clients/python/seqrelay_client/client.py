@@ -157,12 +157,10 @@ class _Topic:
     shed: bool = False  # frames of it were shed (max_held_bytes) since it last had no gap: a forged frame forgotten above them may leave them in no gap
     refusal: Optional[dict] = None  # the outstanding request's last status with retry: true, if any
     sent: Optional[tuple] = None  # the range last asked for, and stream.arrivals when it first was
-    # Statuses of that range not come yet, one a send on this connection (due_on: _connects then;
-    # those published while the client was away are lost): the relay answers each request, in
-    # order, so while more than one is due, a status of the range is an earlier send's, not the last
-    # one's.
+    # Statuses of that range not come yet, one a send: the relay answers each request, in order, so
+    # while more than one is due, a status of the range is an earlier send's, not the last one's (or
+    # the last one's after an earlier one was lost: a relay restarted, a reconnect).
     statuses_due: int = 0
-    due_on: int = 0
     asked_on: int = 0  # _connects when the request was last sent: one sent before a reconnect may have lost frames
     # `asked` waits to be sent (in _waiting), behind max_outstanding others or a busy pause. Left set
     # when a waiting request is done or given up: its entry keeps the place for the next one, and
@@ -913,16 +911,13 @@ class SeqClient:
         if s.get("from") != t.asked[0] or (t.asked[1] is not OPEN_END and s.get("to") != t.asked[1]):
             return
         self._heard(t)
-        # The same range asked again on this connection (no status within the reply timeout): the
-        # statuses of the earlier tries come first. Taken for the last try's, one whose frames the
-        # broker dropped gave up SEQs that the last try's reply was bringing (until 2026-12-07). Its
-        # own status, or the timeout, ends it. (A try whose request was lost, the relay restarted,
-        # leaves its status due: then the timeout ends each try.)
-        if (t.sent is not None and t.sent[:2] == (t.asked[0], t.asked[1]) and t.due_on == self._connects
-                and t.statuses_due > 1):
-            t.statuses_due -= 1
-            return
-        t.statuses_due = 0
+        # The same range asked again (no status within the reply timeout): the statuses of the earlier
+        # tries come first. One of them may give nothing up, nor ask again (below): the last try's reply
+        # may bring what it did not (until 2026-12-07 the first try's status, its frame dropped by the
+        # broker, gave up the SEQ the last try's reply was bringing). What else it says holds for the
+        # later tries too.
+        earlier_try = t.sent is not None and t.sent[:2] == (t.asked[0], t.asked[1]) and t.statuses_due > 1
+        t.statuses_due = t.statuses_due - 1 if earlier_try else 0
         if not ok and s.get("code") == "busy":
             self._refused_busy(t)
             return
@@ -1000,6 +995,11 @@ class SeqClient:
         if t.stream.next > missing_to:
             if missing_to >= asked[0]:
                 self._stats.gaps_filled += 1  # everything asked for that exists came (the rest was above `last`)
+            return
+        if earlier_try:
+            # The request stays out: the last try's status, or its timeout (an earlier try's status
+            # lost leaves one due for good), decides.
+            t.asked, t.attempts = asked, attempts
             return
         if ok and attempts < self.max_attempts:
             # attempts + 1: reconnects that keep cutting replies short end in a report too
@@ -1240,9 +1240,6 @@ class SeqClient:
         if t.sent is None or t.sent[:2] != (t.asked[0], t.asked[1]):
             t.sent = (t.asked[0], t.asked[1], t.stream.arrivals)
             t.statuses_due = 0
-        if t.due_on != self._connects:
-            t.statuses_due = 0
-        t.due_on = self._connects
         t.statuses_due += 1
         if not retry:  # a retry keeps the connection the request first went out on
             t.asked_on = self._connects

@@ -1136,6 +1136,9 @@ def test_a_retry_sent_after_the_reconnect_does_not_make_the_first_requests_cut_r
     assert s.requests == [{"id": 7, "from": 2, "to": 3}] * 2
     s.frame("relay/replay/r1", 3)
     s.status(id=7, **{"from": 2}, to=3, sent=2, last=4, status="ok")  # the first request's status
+    # The retry's (frame 2 of neither reply came): the client acts on the last try's status, not on
+    # an earlier one's.
+    s.status(id=7, **{"from": 2}, to=3, sent=2, last=4, status="ok")
     assert s.requests[-1] == {"id": 7, "from": 2, "to": 2}
     assert lost(s.events) == []
     s.frame("relay/replay/r1", 2)
@@ -1220,6 +1223,26 @@ def test_history_on_a_followed_topic_and_bad_arguments_are_refused():
     s.c._closed = True
     with pytest.raises(RuntimeError, match="closed"):
         s.c.subscribe("chat/d")
+
+
+def test_a_catch_up_whose_first_try_went_unanswered_ends_with_its_retrys_status():
+    """As ClientE2E.ACatchUpWhoseFirstTryWentUnansweredEndsWithItsRetrysStatus: the first try's
+    status never comes (its request lost: a relay restarted), the retry's does. It is acted on,
+    though one of an earlier try seemed due: a client that waited for the lost one gave the catch-up
+    up at its last try's timeout and reported a gap of what it delivered."""
+    s = Scripted(max_attempts=2)
+    s.sub("chat/a")
+    s.frame("seq/chat/a", 1)
+    s.c._on_connect(None, None, {}, 0)  # a reconnect: asks from 2 to the newest
+    s.advance(0.05)  # no status in time: asked again
+    assert s.requests == [{"id": 7, "from": 2}] * 2
+    s.frame("relay/replay/r1", 2)
+    s.status(id=7, **{"from": 2}, to=2, sent=1, last=2, status="ok")  # the retry's
+    assert s.seen == [1, 2]
+    for _ in range(10):
+        s.advance(0.1)  # past the last try's timeout
+    assert lost(s.events) == []
+    assert s.c._topics[7].asked is None
 
 
 def test_a_catch_up_never_answered_says_so_with_no_end_and_an_unavailable_range_is_given_up_as_such():
