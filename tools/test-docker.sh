@@ -332,11 +332,14 @@ done
 # timed out after 180 s beside the cluster's forming nodes.
 (
   declare -A last=() running=()
-  trap 'kill $(jobs -p) 2>/dev/null; exit 0' TERM
+  trap 'kill $(jobs -p) 2>/dev/null || true; exit 0' TERM
   while :; do
     now=$(date +%s)
+    # The checks still running (by this shell's own list: a PID of one that
+    # ended may be another process's by now).
+    under_way=" $(jobs -pr | tr '\n' ' ') "
     while read -r c status; do
-      [[ -n ${running[$c]:-} ]] && kill -0 "${running[$c]}" 2>/dev/null && continue
+      [[ -n ${running[$c]:-} && $under_way == *" ${running[$c]} "* ]] && continue
       [[ $status == *"(healthy)"* ]] && ((now - ${last[$c]:-0} < 5)) && continue
       timeout -k 5 30 podman healthcheck run "$c" </dev/null >/dev/null 2>&1 &
       running[$c]=$!
