@@ -278,6 +278,26 @@ class ClientE2E : public RelayE2E {
     seqclient::SeqClient client;
     FakeRelay relay;
   };
+  // A client of root()/t (`tune` sets its options) started, SEQ 1
+  // delivered live (topic id 77), then a broker restart: it asks for what
+  // came meanwhile, from 2 on (an open-ended catch-up), of the FakeRelay
+  // the test makes next.
+  struct CatchingUp {
+    CatchingUp(ClientE2E& test, const Tune& tune)
+        : topic(test.root() + "/t"),
+          options(Played::Tuned(test.ClientOptions("c", {topic}), tune)),
+          client(options, std::ref(sink), std::ref(gaps)) {}
+    bool Begin(ClientE2E& test) {
+      if (client.Start() != std::nullopt) return false;
+      test.FirstFrameThenABrokerRestart(options, topic, sink);
+      return !::testing::Test::HasFatalFailure();
+    }
+    const std::string topic;
+    const seqclient::Options options;
+    Sink sink;
+    Gaps gaps;
+    seqclient::SeqClient client;
+  };
   // Resuming at SEQ `from` (History::kFrom), one request each (topic id
   // 77); `tune`, if given, changes the options last.
   struct Resuming : Played {
@@ -596,16 +616,12 @@ TEST_F(ClientE2E, AMessageCallbackThatThrowsLosesNoLaterMessage) {
 // build before gave up to the open end: the stream's next SEQ wrapped to 0,
 // it started over at the next frame that came, an old one included.
 TEST_F(ClientE2E, AnUnansweredCatchUpGivesUpNothingItDoesNotKnowToBeMissing) {
-  const std::string topic = root() + "/t";
-  auto o = ClientOptions("c", {topic});
-  o.reply_timeout = std::chrono::milliseconds(50);
-  o.max_attempts = 2;
-  Sink sink;
-  Gaps gaps;
-  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
-  ASSERT_EQ(client.Start(), std::nullopt);
-  FirstFrameThenABrokerRestart(o, topic, sink);  // the client asks from 2 on; nobody answers
-  if (HasFatalFailure()) return;
+  CatchingUp c(*this, [](seqclient::Options& o) {
+    o.reply_timeout = std::chrono::milliseconds(50);
+    o.max_attempts = 2;
+  });
+  auto& [topic, o, sink, gaps, client] = c;
+  ASSERT_TRUE(c.Begin(*this));  // the client asks from 2 on; nobody answers
   ASSERT_TRUE(WaitFor([&] { return !gaps.all().empty(); }, 30s));
   EXPECT_EQ(gaps.all(), std::vector<std::string>{topic + " 2..0 no reply from the relay"});
   FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
@@ -876,16 +892,12 @@ TEST_F(ClientE2E, AtMostMaxOutstandingRequestsAreOutAndABusyOneWaitsItsTurnAgain
 // timeout and report a gap of what it delivered (a review's finding
 // against the first form of the fix above).
 TEST_F(ClientE2E, ACatchUpWhoseFirstTryWentUnansweredEndsWithItsRetrysStatus) {
-  const std::string topic = root() + "/t";
-  auto o = ClientOptions("c", {topic});
-  o.reply_timeout = Scaled(std::chrono::milliseconds(300));
-  o.max_attempts = 2;
-  Sink sink;
-  Gaps gaps;
-  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
-  ASSERT_EQ(client.Start(), std::nullopt);
-  FirstFrameThenABrokerRestart(o, topic, sink);  // the client asks from 2 on
-  if (HasFatalFailure()) return;
+  CatchingUp c(*this, [](seqclient::Options& o) {
+    o.reply_timeout = Scaled(std::chrono::milliseconds(300));
+    o.max_attempts = 2;
+  });
+  auto& [topic, o, sink, gaps, client] = c;
+  ASSERT_TRUE(c.Begin(*this));
   FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
   const nlohmann::json catch_up = {{"id", 77}, {"from", 2}};
   EXPECT_EQ(relay.Request(1), catch_up);  // not answered
@@ -908,15 +920,11 @@ TEST_F(ClientE2E, ACatchUpWhoseFirstTryWentUnansweredEndsWithItsRetrysStatus) {
 // catch-up without a word, and what was published meanwhile was never
 // asked for.
 TEST_F(ClientE2E, ACatchUpRefusedIsAskedAgainOrReportedNeverDroppedUnsaid) {
-  const std::string topic = root() + "/t";
-  auto o = ClientOptions("c", {topic});
-  o.reply_timeout = std::chrono::milliseconds(200);
-  Sink sink;
-  Gaps gaps;
-  seqclient::SeqClient client(o, std::ref(sink), std::ref(gaps));
-  ASSERT_EQ(client.Start(), std::nullopt);
-  FirstFrameThenABrokerRestart(o, topic, sink);  // the client asks from 2 on
-  if (HasFatalFailure()) return;
+  CatchingUp c(*this, [](seqclient::Options& o) {
+    o.reply_timeout = std::chrono::milliseconds(200);
+  });
+  auto& [topic, o, sink, gaps, client] = c;
+  ASSERT_TRUE(c.Begin(*this));
   FakeRelay relay(servers().mqtt_port(), name_, o.client_id, topic, 77);
   EXPECT_EQ(relay.Request(1), nlohmann::json({{"id", 77}, {"from", 2}}));
   relay.Answer({{"from", 2}, {"status", "error"}, {"error", "database unavailable, try again"}});  // v1
