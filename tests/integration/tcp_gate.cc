@@ -165,8 +165,19 @@ void TcpGate::Run() {
     {
       std::lock_guard lock(mu_);
       if (sends_done_ < sends_asked_) {
+        // A pair whose client did not take the bytes is closed, as a
+        // forwarding that fails is: a packet cut short would be read on.
         sent_to_ = 0;
-        for (const Pair& p : pairs) sent_to_ += WriteAll(p.client, to_clients_.data(), to_clients_.size());
+        std::vector<Pair> kept;
+        for (const Pair& p : pairs) {
+          if (WriteAll(p.client, to_clients_.data(), to_clients_.size())) {
+            ++sent_to_;
+            kept.push_back(p);
+          } else {
+            close_pair(p);
+          }
+        }
+        pairs.swap(kept);
         to_clients_.clear();
         sends_done_ = sends_asked_;
         cv_.notify_all();
