@@ -331,9 +331,7 @@ Status MysqlStore::ConnectTo(const std::optional<DbEndpoint>& e, bool create_dat
           st->executeQuery("SELECT @@max_allowed_packet, VERSION() LIKE '%MariaDB%', @@SESSION.wait_timeout, "
                            "@@GLOBAL.read_only"));
       rs->next();
-      // Room for the packet's header and the command byte, with some to spare.
       max_allowed_packet_ = rs->getUInt64(1);
-      max_query_bytes_ = static_cast<std::size_t>(std::max<uint64_t>(max_allowed_packet_, 2048) - 1024);
       mariadb_ = rs->getInt(2) == 1;
       // Test hook: the session as on MySQL, which lacks the setting.
       idle_transaction_timeout_ = mariadb_ && !std::getenv("SEQTEST_NO_IDLE_TRANSACTION_TIMEOUT");

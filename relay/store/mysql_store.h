@@ -8,6 +8,7 @@
 // (the writer has one; the retransmit service will have its own).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -440,10 +441,12 @@ class MysqlStore {
   std::unique_ptr<sql::Statement> text_;    // runs CommitBatch's queries; created once per connection
   MultiStatement commit_sql_{0};            // CommitBatch's text, its buffers kept from batch to batch
   const std::string dedupe_expiry_;         // a DEDUPE record's EXPIRES_AT: NOW(6) + the window
-  // The server's max_allowed_packet less room for the packet's header, read
-  // at every connect: no query is larger.
-  std::size_t max_query_bytes_ = 0;
-  uint64_t max_allowed_packet_ = 0;  // the server's, as read at the connect
+  uint64_t max_allowed_packet_ = 0;  // the server's, read at every connect
+  // The largest query built: max_allowed_packet less room for the packet's
+  // header and the command byte, with some to spare.
+  std::size_t MaxQueryBytes() const {
+    return static_cast<std::size_t>(std::max<uint64_t>(max_allowed_packet_, 2048) - 1024);
+  }
   std::string shard_ = "default";
   uint64_t idx_base_ = 0;  // SHARD.NUM * kShardIdxSpan
   std::string journal_id_;

@@ -275,7 +275,7 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
   return Guard("commit batch", [&] {
     journal_pos = std::max(journal_pos, saved_journal_pos_);
     MultiStatement& sql = commit_sql_;
-    sql.Clear(max_query_bytes_);
+    sql.Clear(MaxQueryBytes());
     // The fence, first: a relay whose epoch has moved on writes nothing, and
     // the shard's row stays locked until COMMIT, so that no takeover (which
     // updates the same row) can begin while this transaction writes. The

@@ -188,6 +188,9 @@ class SeqClient {
   Stats stats();
 
  private:
+  // The network thread's: mosquitto_loop_forever, run again after an
+  // error that ends it, until Stop.
+  void RunNetwork();
   // Disconnects, and ends and joins network_.
   void StopNetwork();
   struct Topic {
@@ -317,7 +320,6 @@ class SeqClient {
   const OnGap on_gap_;
   static constexpr int kKeepaliveS = 30;
   mosquitto* mosq_ = nullptr;
-  void RunNetwork();     // the network thread's: mosquitto_loop_forever, again after a fatal error
   std::thread network_;  // runs RunNetwork; StopNetwork ends it
   bool network_ended_ = false;  // its loop has returned; mu_
 
