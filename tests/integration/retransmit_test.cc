@@ -724,11 +724,15 @@ TEST_F(RetransmitE2E, ReplaysDropToTheFloorWhileLiveMessagesAreHeldUp) {
   // The lease outlasts the lock below, which lasts 2 to 3 s as a rule
   // (renewals wait on the same row; a lapse would only hold the live
   // message up longer).
-  StartRelay({"--stats-interval=1", "--lease-ms=15000"});
+  const std::string id = name_.substr(0, 20) + "-r";
+  StartRelay({"--stats-interval=1", "--lease-ms=15000", "--relay-id=" + id});
   const std::string history = root() + "/history", live = root() + "/live";
   Seed(history, 3000);  // at the floor of 500 frames/s, longer than the lock
   MqttClient stats(servers().mqtt_port(), name_ + "-stats");
-  stats.Subscribe("relay/stats");
+  // This relay's own reports, not retained: `relay/stats` may still hold the
+  // last report of the test before's relay (its clean stop's), whose
+  // `received` can pass the check below before this relay took anything.
+  stats.Subscribe("relay/stats/default/" + id);
   Requester reader(servers().mqtt_port(), name_ + "-reader");
   MqttClient sub(servers().mqtt_port(), name_ + "-live-sub");
   sub.Subscribe("seq/" + live);
