@@ -147,10 +147,13 @@ Status Relay::OpenDatabase() {
     if (s.ok()) {
       // The shard: its filters recorded (and checked against every other
       // shard's), its number (where its rows' idx lie).
-      auto num = store_.RegisterShard(config_.shard, RemoveCoveredFilters(config_.sources));
-      if (num.ok()) shard_num_ = *num;
-      shard_refused_ = num.status().permanent();
-      s = num.status();
+      auto registered = store_.RegisterShard(config_.shard, RemoveCoveredFilters(config_.sources));
+      if (registered.ok()) {
+        shard_num_ = registered->num;
+        unsubscribe_ = registered->unsubscribe;
+      }
+      shard_refused_ = registered.status().permanent();
+      s = registered.status();
     }
     if (s.ok()) {
       auto identity = store_.DatabaseIdentity();
@@ -312,12 +315,17 @@ void Relay::ConfigureLinks() {
   intake_options_.clean_session = false;  // persistent: the broker queues for us while we are away
   intake_options_.name = "intake";
   intake_options_.subscriptions = RemoveCoveredFilters(config_.sources);
+  const auto subscribed = [&](const std::string& f) {
+    return std::find(intake_options_.subscriptions.begin(), intake_options_.subscriptions.end(), f) !=
+           intake_options_.subscriptions.end();
+  };
   for (const auto& f : config_.sources) {
-    if (std::find(intake_options_.subscriptions.begin(), intake_options_.subscriptions.end(), f) ==
-        intake_options_.subscriptions.end()) {
-      LogInfo("source '{}' is covered by another source; not subscribed separately", f);
-    }
+    if (!subscribed(f)) LogInfo("source '{}' is covered by another source; not subscribed separately", f);
   }
+  // Sources taken from the shard (given to another, say): the broker keeps
+  // the shard's session subscribed to them until it is told otherwise, and
+  // this relay would go on sequencing their topics beside their new shard.
+  intake_options_.unsubscriptions = unsubscribe_;
 }
 
 bool Relay::StartServing() {
@@ -442,6 +450,7 @@ void Relay::ServeUntilStopped() {
       const PendingRound round = PumpPending();
       if (intake_after_hand_over_) StartIntakeOnceHandedOverStored(round);
       PurgeMsgIds();
+      ForgetUnsubscribed();
       ApplyRetention();
       WatchUnacknowledged();
     }
@@ -749,6 +758,7 @@ bool Relay::StartIntake() {
                                  .on_subscribed =
                                      [this] {
                                        before_suback_ = false;
+                                       intake_unsubscribed_ = true;  // (an UNSUBSCRIBE goes before)
                                        std::lock_guard lock(redelivery_mu_);
                                        redelivery_.Subscribed();
                                      },

@@ -227,6 +227,9 @@ class Relay {
   // Main thread, active only: deletes DEDUPE records past --dedupe-window,
   // a small batch at a time, for at most a few hundred milliseconds a call.
   void PurgeMsgIds();
+  // Main thread, active only: records in SHARD that the intake has
+  // unsubscribed the shard's session from unsubscribe_ (once).
+  void ForgetUnsubscribed();
   // Main thread, active only: goes on with the pass over the shard's topics
   // that deletes what --retention no longer keeps, for at most a few
   // hundred milliseconds a call.
@@ -237,8 +240,14 @@ class Relay {
   // Commits the batch (retrying through outages). kRefused: the server will
   // never take one of its rows (`refused` says why); kGaveUp: the stop
   // deadline passed. The journal position saved with it is at most
-  // `journal_cap`: past it lie records not committed yet.
+  // `journal_cap`: past it lie records not committed yet. SEQs another
+  // writer took first (NumberAgain) are given again before the next try.
   Committed Commit(std::span<Message> batch, Status* refused = nullptr, uint64_t journal_cap = UINT64_MAX);
+  // The batch, refused for a SEQ another writer committed first (a topic
+  // moved between shards: the old shard stores what its session and
+  // journal still held, the new one the rest), numbered again after each of
+  // its topics' newest SEQ in the database. Its rows keep their idx.
+  Status NumberAgain(std::span<Message> batch);
   // After kRefused: renumbers and commits the batch's messages one at a
   // time, sets aside the refused ones, and leaves in `batch` (and `topics`)
   // the committed ones to publish. False if the relay gave up meanwhile,
@@ -567,6 +576,13 @@ class Relay {
   std::string journal_id_;         // this relay's journal (journal-id); empty without one
   std::string replay_group_;       // the retransmit subscription's share group (ReplayShareGroup)
   uint32_t shard_num_ = 0;        // SHARD.NUM, from OpenDatabase
+  // Filters the shard had and no longer has (OpenDatabase): its MQTT
+  // session may still be subscribed to them. The intake unsubscribes it on
+  // connecting; once a SUBACK has followed (intake_unsubscribed_), the main
+  // thread records that they are gone (ForgetUnsubscribed).
+  std::vector<std::string> unsubscribe_;
+  std::atomic<bool> intake_unsubscribed_{false};
+  bool unsubscribe_recorded_ = false;  // main thread
   bool shard_refused_ = false;    // OpenDatabase failed because the shard overlaps another: exit 2  // the journal got its id in this run (new, or written before ids)
   MqttLink::Options intake_options_;
   MysqlStore pending_store_{config_};  // PumpPending's and the housekeeping's connection (main thread)

@@ -2,8 +2,11 @@
 // background, on the main thread's own connection: publishers' msg-ids
 // past --dedupe-window, and the rows --retention no longer keeps. Small
 // transactions, a bounded share of each second: never a long lock a commit
-// could wait on.
+// could wait on. And the record that the intake has unsubscribed the
+// shard's session from filters the shard gave up.
 #include "relay.h"
+
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <optional>
@@ -16,6 +19,19 @@
 namespace seqrelay {
 
 using namespace relay_parts;
+
+void Relay::ForgetUnsubscribed() {
+  if (unsubscribe_.empty() || unsubscribe_recorded_ || !intake_unsubscribed_) return;
+  if (!pending_store_.connected() && !pending_store_.Connect(false).ok()) return;  // tried again in a second
+  if (Status s = pending_store_.ForgetUnsubscribed(unsubscribe_); !s.ok()) {
+    static RateLimit limit(std::chrono::minutes(1));
+    if (auto suppressed = limit.Allow()) LogWarn("{}{}", s.message(), SuppressedNote(*suppressed));
+    return;
+  }
+  unsubscribe_recorded_ = true;
+  LogInfo("shard '{}': its session no longer holds '{}'; another shard may take them", config_.shard,
+          fmt::join(unsubscribe_, "' '"));
+}
 
 void Relay::PurgeMsgIds() {
   // Every 10 s (or half the window, if shorter), batches of 1,000 rows,

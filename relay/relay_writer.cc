@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 
@@ -393,7 +394,17 @@ Relay::Committed Relay::Commit(std::span<Message> batch, Status* refused, uint64
   const auto started = Clock::now();
   Status why;
   MysqlStore::CommitTiming timing;
-  if (!Retry("commit", [&] { return store_.CommitBatch(batch, watermark, journal_pos, &timing); }, resolve, &why)) {
+  bool seq_taken = false;
+  auto attempt = [&] {
+    if (seq_taken) {
+      if (Status s = NumberAgain(batch); !s.ok()) return s;
+      seq_taken = false;
+    }
+    Status s = store_.CommitBatch(batch, watermark, journal_pos, &timing);
+    seq_taken = ClassifyDatabaseError(s.database_code()) == DatabaseFailure::kSeqTaken;
+    return s;
+  };
+  if (!Retry("commit", attempt, resolve, &why)) {
     if (why.ok()) return Committed::kGaveUp;
     if (refused) *refused = why;
     return Committed::kRefused;
@@ -411,6 +422,39 @@ Relay::Committed Relay::Commit(std::span<Message> batch, Status* refused, uint64
   if (journal_ && journal_pos > 0) journal_->Release(journal_pos);
   if (journal_pos >= dropped_journal_end_) saved_dropped_end_ = std::max(saved_dropped_end_, dropped_journal_end_);
   return Committed::kYes;
+}
+
+Status Relay::NumberAgain(std::span<Message> batch) {
+  // Each topic of the batch and its first SEQ there (the batch is in idx
+  // order, each topic's SEQs rising).
+  std::vector<std::string_view> names;
+  std::unordered_map<std::string_view, uint64_t> first;
+  for (const Message& m : batch) {
+    if (first.try_emplace(m.topic, m.seq).second) names.push_back(m.topic);
+  }
+  auto rows = store_.ResolveTopics(names, 0);  // (known topics: none is created)
+  if (!rows.ok()) return rows.status();
+  static RateLimit limit(std::chrono::seconds(10));
+  for (const auto& row : *rows) {
+    Sequencer::Topic* topic = sequencer_.Find(row.topic);
+    const uint64_t before = first.at(row.topic) - 1;
+    topic->last_seq = std::max(before, row.last_seq);
+    if (row.last_seq > before) {
+      if (auto suppressed = limit.Allow()) {
+        LogWarn("topic '{}': SEQ {} to {} were committed by another writer meanwhile (a topic that moved between "
+                "shards, for a while); this relay's messages of it go after them{}",
+                row.topic, before + 1, row.last_seq, SuppressedNote(*suppressed));
+      }
+    }
+  }
+  for (Message& m : batch) {
+    Sequencer::Topic* topic = sequencer_.Find(m.topic);
+    auto seq = sequencer_.NextSeq(*topic);
+    if (!seq.ok()) return Status::Error(seq.error());  // (past 2^40-1: retried, as any failure)
+    m.seq = *seq;
+    (void)EncodeHeader({topic->id, m.seq, topic->ordering}, m.frame);
+  }
+  return Status::Ok();
 }
 
 bool Relay::CommitOneByOne(std::vector<Message>& batch, std::vector<Sequencer::Topic*>& topics) {

@@ -1,5 +1,6 @@
 #include "broker/mqtt_link.h"
 
+#include <fmt/ranges.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
@@ -433,6 +434,21 @@ void MqttLink::OnConnect(mosquitto* m, void* obj, int rc, int flags) noexcept {
   if (self->handlers_.on_connect) self->handlers_.on_connect((flags & 1) != 0);
   LogInfo("{}: {} mosquitto at {}:{} as '{}'{}", o.name, again ? "reconnected to" : "connected to", o.host, o.port,
           o.client_id, (flags & 1) ? " (session present)" : "");
+  if ((flags & 1) != 0 && !o.unsubscriptions.empty()) {
+    // The broker keeps a session's subscriptions with it: one this link no
+    // longer makes would go on delivering. (Queued messages of it still
+    // come.) Sent first, so the broker has dropped it by the SUBACK.
+    std::vector<char*> filters;
+    for (const auto& f : o.unsubscriptions) filters.push_back(const_cast<char*>(f.c_str()));
+    const int unsub_rc =
+        mosquitto_unsubscribe_multiple(m, nullptr, static_cast<int>(filters.size()), filters.data(), nullptr);
+    if (unsub_rc != MOSQ_ERR_SUCCESS) {
+      LogError("{}: unsubscribe: {}", o.name, mosquitto_strerror(unsub_rc));
+    } else {
+      LogInfo("{}: unsubscribed the session from '{}', no longer among its filters", o.name,
+              fmt::join(o.unsubscriptions, "' '"));
+    }
+  }
   if (!o.subscriptions.empty()) {
     // One SUBSCRIBE for all filters, so one SUBACK says we are listening.
     std::vector<char*> filters;

@@ -87,6 +87,9 @@ class MqttLink {
     bool mqtt_v5 = false;
     int keepalive_s = 30;
     std::vector<std::string> subscriptions;  // subscribed at QoS 1 on every connect
+    // Unsubscribed on every connect to a session kept by the broker, before
+    // the SUBSCRIBE: filters the session had and this link no longer wants.
+    std::vector<std::string> unsubscriptions;
     std::string name;                        // for log lines: "intake", "output"
   };
   struct Handlers {

@@ -94,10 +94,20 @@ class MysqlStore {
   static constexpr uint64_t kShardIdxSpan = uint64_t{1} << 40;
 
   // Records the shard's filters and gives its number, refusing (Permanent)
-  // filters that can match a topic of another shard's recorded filters, or
-  // other filters than those of its relay holding a live lease. Serialised
-  // among relays by a lock on RELAY_STATE's row.
-  Result<uint32_t> RegisterShard(std::string_view shard, const std::vector<std::string>& filters);
+  // filters that can match a topic of another shard's recorded filters (or
+  // of those its session may still hold), or other filters than those of
+  // its relay holding a live lease. Serialised among relays by a lock on
+  // RELAY_STATE's row. `unsubscribe`: the filters the shard had and no
+  // longer has, which its MQTT session may still hold (schema 13), sorted;
+  // recorded until ForgetUnsubscribed.
+  struct ShardRegistration {
+    uint32_t num = 0;
+    std::vector<std::string> unsubscribe;
+  };
+  Result<ShardRegistration> RegisterShard(std::string_view shard, const std::vector<std::string>& filters);
+  // The shard's session no longer holds `filters` (RegisterShard's
+  // `unsubscribe`): another shard may take them.
+  Status ForgetUnsubscribed(const std::vector<std::string>& filters);
 
   // The shard, its number and (without a journal: "") the journal whose
   // position this store reads and writes. Set before ReadProgress.

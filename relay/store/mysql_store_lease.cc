@@ -27,14 +27,38 @@ namespace seqrelay {
 
 using mysql_values::Bytes;
 
-Result<uint32_t> MysqlStore::RegisterShard(std::string_view shard, const std::vector<std::string>& filters) {
+namespace {
+
+// A column of filters, one per line, as a sorted list.
+std::vector<std::string> FilterLines(const std::string& text) {
+  std::vector<std::string> filters;
+  for (std::size_t at = 0; at < text.size();) {
+    std::size_t nl = text.find('\n', at);
+    if (nl == std::string::npos) nl = text.size();
+    if (nl > at) filters.push_back(text.substr(at, nl - at));
+    at = nl + 1;
+  }
+  std::sort(filters.begin(), filters.end());
+  return filters;
+}
+
+std::string JoinLines(const std::vector<std::string>& filters) {
+  std::string text;
+  for (const auto& f : filters) text += (text.empty() ? "" : "\n") + f;
+  return text;
+}
+
+}  // namespace
+
+Result<MysqlStore::ShardRegistration> MysqlStore::RegisterShard(std::string_view shard,
+                                                                const std::vector<std::string>& filters) {
   std::vector<std::string> mine = filters;
   std::sort(mine.begin(), mine.end());
-  std::string joined;
-  for (const auto& f : mine) joined += (joined.empty() ? "" : "\n") + f;
-  uint32_t num = 0;
+  const std::string joined = JoinLines(mine);
+  ShardRegistration registration;
   std::string refusal;
   Status s = Guard("register shard", [&] {
+    registration = {};
     std::unique_ptr<sql::Statement> st(conn_->createStatement());
     // RELAY_STATE's one row is the registry's lock: two relays registering
     // at once are checked one after the other.
@@ -55,31 +79,34 @@ Result<uint32_t> MysqlStore::RegisterShard(std::string_view shard, const std::ve
         }
       }
     }
-    std::unique_ptr<sql::ResultSet> rs(
-        st->executeQuery("SELECT NAME, NUM, FILTERS, OWNER, EXPIRES_AT > NOW(6) FROM SHARD ORDER BY NUM"));
+    std::unique_ptr<sql::ResultSet> rs(st->executeQuery(
+        "SELECT NAME, NUM, FILTERS, OWNER, EXPIRES_AT > NOW(6), COALESCE(UNSUBSCRIBING, '') FROM SHARD ORDER BY NUM"));
     std::optional<uint32_t> own;
     uint32_t next_num = 1;
     while (rs->next() && refusal.empty()) {
       const std::string name = rs->getString(1).asStdString();
       const uint32_t n = rs->getUInt(2);
       next_num = std::max(next_num, n + 1);
-      std::vector<std::string> theirs;
-      std::string text = rs->getString(3).asStdString();
-      for (std::size_t at = 0; at < text.size();) {
-        std::size_t nl = text.find('\n', at);
-        if (nl == std::string::npos) nl = text.size();
-        if (nl > at) theirs.push_back(text.substr(at, nl - at));
-        at = nl + 1;
-      }
+      const std::vector<std::string> theirs = FilterLines(rs->getString(3).asStdString());
+      const std::vector<std::string> unsubscribing = FilterLines(rs->getString(6).asStdString());
       if (name == shard) {
         own = n;
-        std::sort(theirs.begin(), theirs.end());
         if (!theirs.empty() && theirs != mine && rs->getInt(5) == 1) {
           refusal = fmt::format(
               "shard '{}' is active on relay '{}' with --source '{}', but this relay was given '{}': relays of one "
               "shard need the same sources", shard, rs->getString(4).asStdString(), fmt::join(theirs, "' '"),
               fmt::join(mine, "' '"));
         }
+        // What the shard's session may hold and this relay does not want:
+        // the filters recorded before, and those still to unsubscribe.
+        for (const auto* held : {&theirs, &unsubscribing}) {
+          for (const auto& f : *held) {
+            if (!std::binary_search(mine.begin(), mine.end(), f)) registration.unsubscribe.push_back(f);
+          }
+        }
+        std::sort(registration.unsubscribe.begin(), registration.unsubscribe.end());
+        registration.unsubscribe.erase(std::unique(registration.unsubscribe.begin(), registration.unsubscribe.end()),
+                                       registration.unsubscribe.end());
         continue;
       }
       for (const auto& a : mine) {
@@ -90,6 +117,15 @@ Result<uint32_t> MysqlStore::RegisterShard(std::string_view shard, const std::ve
                 "topic must have exactly one writer): give the shards disjoint filters", shard, a, name, b);
           }
         }
+        for (const auto& b : unsubscribing) {
+          if (refusal.empty() && FiltersOverlap(a, b)) {
+            refusal = fmt::format(
+                "--shard '{}' --source '{}' overlaps '{}', which shard '{}' had and gave up, and whose MQTT session "
+                "may still be subscribed to it until a relay of that shard has connected its intake: start this "
+                "shard once shard '{}' is running (its relay logs \"shard '{}': its session no longer holds ...\")",
+                shard, a, b, name, name, name);
+          }
+        }
       }
     }
     if (!refusal.empty()) {
@@ -97,18 +133,23 @@ Result<uint32_t> MysqlStore::RegisterShard(std::string_view shard, const std::ve
       return;
     }
     if (own) {
-      num = *own;
+      registration.num = *own;
       std::unique_ptr<sql::PreparedStatement> up(
-          conn_->prepareStatement("UPDATE SHARD SET FILTERS = ? WHERE NAME = ?"));
+          conn_->prepareStatement("UPDATE SHARD SET FILTERS = ?, UNSUBSCRIBING = ? WHERE NAME = ?"));
       up->setString(1, joined);
-      up->setString(2, Bytes(shard));
+      if (registration.unsubscribe.empty()) {
+        up->setNull(2, sql::DataType::VARCHAR);
+      } else {
+        up->setString(2, JoinLines(registration.unsubscribe));
+      }
+      up->setString(3, Bytes(shard));
       up->execute();
     } else {
-      num = next_num;
+      registration.num = next_num;
       std::unique_ptr<sql::PreparedStatement> ins(
           conn_->prepareStatement("INSERT INTO SHARD (NAME, NUM, FILTERS) VALUES (?, ?, ?)"));
       ins->setString(1, Bytes(shard));
-      ins->setUInt(2, num);
+      ins->setUInt(2, registration.num);
       ins->setString(3, joined);
       ins->execute();
     }
@@ -116,7 +157,23 @@ Result<uint32_t> MysqlStore::RegisterShard(std::string_view shard, const std::ve
   });
   if (!s.ok()) return s;
   if (!refusal.empty()) return Status::Permanent(refusal);
-  return num;
+  return registration;
+}
+
+Status MysqlStore::ForgetUnsubscribed(const std::vector<std::string>& filters) {
+  return Guard("record the session's unsubscribe", [&] {
+    // In turn with registrations (RegisterShard's lock), and only if
+    // nothing was added meanwhile: a registration that read the list before
+    // this and wrote it back after would leave it there for good.
+    std::unique_ptr<sql::Statement> st(conn_->createStatement());
+    std::unique_ptr<sql::ResultSet>(st->executeQuery("SELECT K FROM RELAY_STATE WHERE K = 1 FOR UPDATE"));
+    std::unique_ptr<sql::PreparedStatement> up(
+        conn_->prepareStatement("UPDATE SHARD SET UNSUBSCRIBING = NULL WHERE NAME = ? AND UNSUBSCRIBING = ?"));
+    up->setString(1, shard_);
+    up->setString(2, JoinLines(filters));
+    up->execute();
+    CommitTransaction();
+  });
 }
 
 Result<MysqlStore::Lease> MysqlStore::TryAcquireLease(std::string_view owner, int lease_ms) {

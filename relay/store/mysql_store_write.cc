@@ -272,7 +272,7 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
                                CommitTiming* timing) {
   using Clock = std::chrono::steady_clock;
   const auto started = Clock::now();
-  return Guard("commit batch", [&] {
+  Status s = Guard("commit batch", [&] {
     journal_pos = std::max(journal_pos, saved_journal_pos_);
     MultiStatement& sql = commit_sql_;
     sql.Clear(MaxQueryBytes());
@@ -378,6 +378,12 @@ Status MysqlStore::CommitBatch(std::span<const Message> batch, uint64_t publishe
     saved_journal_pos_ = journal_pos;
     if (timing) *timing = {committing - started, Clock::now() - committing};
   });
+  // "Duplicate entry '<topic>-<SEQ>' for key 'MSG_ID_SEQ'" (MySQL: 'MSG.MSG_ID_SEQ'):
+  // the topic's other writer was first.
+  if (s.database_code() == 1062 && std::string_view(s.message()).ends_with("MSG_ID_SEQ'")) {
+    return Status::Database(s.message(), kSeqTakenCode);
+  }
+  return s;
 }
 
 Status MysqlStore::SavePublished(uint64_t published_idx) {

@@ -4,6 +4,7 @@ namespace seqrelay {
 
 DatabaseFailure ClassifyDatabaseError(int server_error) {
   if (server_error == kLeaseLostCode) return DatabaseFailure::kLeaseLost;
+  if (server_error == kSeqTakenCode) return DatabaseFailure::kSeqTaken;
   switch (server_error) {
     case 1048:  // ER_BAD_NULL_ERROR: column cannot be null
     case 1153:  // ER_NET_PACKET_TOO_LARGE: over max_allowed_packet

@@ -17,11 +17,16 @@ enum class DatabaseFailure {
   kRetry,       // the same statement may succeed later
   kRowRefused,  // the server will never take this row as it is
   kLeaseLost,   // the commit's fence found another epoch: this relay no longer owns its shard
+  kSeqTaken,    // another writer committed a SEQ of the batch first: numbered again, it may go
 };
 
 // Not a server error: the code MysqlStore gives a commit whose fence found
 // that the shard's lease has moved to another relay (rolled back).
 inline constexpr int kLeaseLostCode = -1;
+// Not a server error either: a commit refused for a duplicate (ID, SEQ)
+// (1062 on MSG_ID_SEQ): another shard wrote the topic (one moved between
+// shards, for a while), and the batch's SEQs of it are taken (rolled back).
+inline constexpr int kSeqTakenCode = -2;
 
 DatabaseFailure ClassifyDatabaseError(int server_error);
 

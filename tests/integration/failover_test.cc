@@ -1072,6 +1072,148 @@ TEST_F(FailoverE2E, ADatabaseRestartWhileAStandbyWaitsKeepsOneWriter) {
   EXPECT_EQ(a2->Stop(), 0);
 }
 
+// Topics move to another shard by narrowing their shard's --source and
+// giving them to the other. The shard's MQTT session is mosquitto's, and
+// outlives its relays with the subscriptions it made: the narrowed shard
+// must not go on taking the topics it gave away (two writers of a topic).
+TEST_F(FailoverE2E, ATopicMovedToAnotherShardIsWrittenByThatShardAlone) {
+  const std::string moved = root() + "/m/t", kept = root() + "/a/t";
+  RelayProcess wide(servers(), name_,
+                    {"--shard=a", "--source=" + root() + "/#", "--relay-id=a0", "--lease-ms=" + std::to_string(kLeaseMs),
+                     "--journal-dir=" + servers().dir() + "/journal-" + name_ + "-a0"},
+                    "a0");
+  wide.Start();
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(moved, "p1");
+  pub.Publish(kept, "p1");
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+  WaitStored(moved, 1);
+  WaitStored(kept, 1);
+  EXPECT_EQ(wide.Stop(), 0);
+
+  auto a1 = ShardRelay("a", 1);  // <root>/a/# now
+  a1->Start();
+  // (Shard m is refused until then: the next test.)
+  ASSERT_TRUE(LogHas(*a1, "shard 'a': its session no longer holds '" + root() + "/#'", 10s)) << a1->log();
+  auto m1 = ShardRelay("m", 1);
+  m1->Start();
+  ASSERT_TRUE(LogHas(*m1, "active: holding shard 'm'", 20s)) << m1->log();
+  constexpr int kN = 50;
+  for (int i = 2; i <= kN; ++i) {
+    pub.Publish(moved, "p" + std::to_string(i));
+    pub.Publish(kept, "p" + std::to_string(i));
+  }
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(kept, kN, 20s);
+  WaitStored(moved, kN, 20s);
+  ExpectEachStoredOnce(Audit(kept, kN), kN);
+  ExpectEachStoredOnce(Audit(moved, kN), kN);
+  // After the move, shard m's rows alone (its idx range is its NUM's).
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{0}`.MSG m JOIN `{0}`.SHARD s ON s.NAME = 'm' WHERE m.ID = "
+                               "X'{1}' AND m.idx >= s.NUM << 40", name_, Hex(moved))),
+            static_cast<uint64_t>(kN - 1))
+      << a1->log() << m1->log();
+  EXPECT_EQ(a1->Stop(), 0);
+  EXPECT_EQ(m1->Stop(), 0);
+}
+
+// Until a relay of the narrowed shard has unsubscribed its session from
+// the filters it gave up, mosquitto still delivers their topics there:
+// another shard that took them then would have its session subscribed too,
+// and both would store each message. It is refused at start, saying why.
+// What the session held for them meanwhile is the old shard's to store.
+TEST_F(FailoverE2E, AShardIsRefusedTopicsAnotherShardsSessionMayStillHold) {
+  const std::string moved = root() + "/m/t", kept = root() + "/a/t";
+  RelayProcess wide(servers(), name_,
+                    {"--shard=a", "--source=" + root() + "/#", "--relay-id=a0",
+                     "--lease-ms=" + std::to_string(kLeaseMs),
+                     "--journal-dir=" + servers().dir() + "/journal-" + name_ + "-a0"},
+                    "a0");
+  wide.Start();
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(moved, "p1");
+  WaitStored(moved, 1);
+  EXPECT_EQ(wide.Stop(), 0);
+  pub.Publish(moved, "p2");  // for shard a's session (its relay away)
+  ASSERT_TRUE(pub.WaitAllAcked(10s));
+
+  // Shard a narrowed, its relay kept from mosquitto meanwhile.
+  TcpGate gate(servers().mqtt_port());
+  gate.Shut();
+  auto a1 = ShardRelay("a", 1);
+  a1->SetBroker(gate.port(), "", "");
+  a1->Launch();
+  ASSERT_TRUE(LogHas(*a1, "standby: not taking shard 'a' over: no connection to mosquitto", 20s)) << a1->log();
+  {
+    auto m1 = ShardRelay("m", 1);
+    const std::string log = LogOfARefusedStart(*m1, 2);
+    EXPECT_NE(log.find(fmt::format("--shard 'm' --source '{}/m/#' overlaps '{}/#', which shard 'a' had and gave up",
+                                   root(), root())),
+              std::string::npos)
+        << log;
+  }
+
+  gate.Open();
+  ASSERT_TRUE(LogHas(*a1, "intake: unsubscribed the session from '" + root() + "/#'", 20s)) << a1->log();
+  ASSERT_TRUE(LogHas(*a1, "shard 'a': its session no longer holds '" + root() + "/#'", 10s)) << a1->log();
+  auto m1 = ShardRelay("m", 1);
+  m1->Start();
+  pub.Publish(moved, "p3");
+  pub.Publish(kept, "k1");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(moved, 3, 20s);
+  WaitStored(kept, 1, 20s);
+  std::this_thread::sleep_for(Scaled(300ms));  // a second copy, if any, lands now
+  std::vector<std::string> rows;
+  for (const auto& [seq, payload] : AuditTrail(moved)) rows.push_back(std::to_string(seq) + "=" + payload);
+  EXPECT_EQ(rows, (std::vector<std::string>{"1=" + Hex("p1"), "2=" + Hex("p2"), "3=" + Hex("p3")}))
+      << a1->log() << m1->log();
+  EXPECT_EQ(StoredCount(kept), 1u) << a1->log();
+  EXPECT_EQ(a1->Stop(), 0);
+  EXPECT_EQ(m1->Stop(), 0);
+}
+
+// Another writer's row at the SEQ this relay gives a topic next (as the
+// old shard of a moved topic stores what its session or a journal handed
+// over still held, while the new shard writes the topic): the commit is
+// refused for (ID, SEQ) (1062); the batch is numbered again after the
+// topic's newest row and committed, and the shard goes on. Until
+// 2026-12-08 the same commit was retried for ever, and every topic of the
+// shard stalled behind it.
+TEST_F(FailoverE2E, ASeqAnotherWriterCommittedFirstIsPassedOverAndTheShardGoesOn) {
+  const std::string t = root() + "/a/t", u = root() + "/a/u";
+  auto a1 = ShardRelay("a", 1);
+  a1->Start();
+  MqttClient sub(servers().mqtt_port(), name_ + "-sub");
+  sub.Subscribe("seq/" + t);
+  MqttClient pub(servers().mqtt_port(), name_ + "-pub");
+  pub.Publish(t, "p1");
+  WaitStored(t, 1);
+  // SEQ 2 written by "shard 7" (its range of idx).
+  servers().Sql(fmt::format("INSERT INTO `{}`.MSG (idx, ID, QOS, SEQ, MSG, EPOCH) VALUES ({}, X'{}', 1, 2, 'other', 1)",
+                            name_, (uint64_t{7} << 40) + 1, Hex(t)));
+  pub.Publish(t, "p2");
+  pub.Publish(u, "u1");
+  ASSERT_TRUE(pub.WaitAllAcked(30s));
+  WaitStored(t, 3, 20s);
+  WaitStored(u, 1, 20s);
+  std::vector<std::string> rows;
+  for (const auto& [seq, payload] : AuditTrail(t)) rows.push_back(std::to_string(seq) + "=" + payload);
+  EXPECT_EQ(rows, (std::vector<std::string>{"1=" + Hex("p1"), "2=" + Hex("other"), "3=" + Hex("p2")})) << a1->log();
+  EXPECT_EQ(StoredCount(u), 1u) << a1->log();
+  ASSERT_TRUE(sub.WaitForCount(2, 10s)) << a1->log();
+  std::vector<uint64_t> seqs;
+  for (const Received& r : sub.received()) {
+    auto view = seqrelay::DecodeFrame({reinterpret_cast<const uint8_t*>(r.payload.data()), r.payload.size()});
+    ASSERT_TRUE(view.ok());
+    seqs.push_back(view->header.seq);
+  }
+  EXPECT_EQ(seqs, (std::vector<uint64_t>{1, 3})) << "the frame goes out with the SEQ it was committed under";
+  EXPECT_TRUE(LogHas(*a1, "topic '" + t + "': SEQ 2 to 2 were committed by another writer meanwhile", 1s))
+      << a1->log();
+  EXPECT_EQ(a1->Stop(), 0);
+}
+
 // Two shards whose filters can match one topic: the second is refused at
 // start, exit 2, with one line naming both.
 TEST_F(FailoverE2E, AShardOverlappingAnotherIsRefusedAtStart) {

@@ -29,6 +29,9 @@ TEST(StoreErrorsTest, OnlyErrorsAboutTheRowItselfRefuseIt) {
            Case{"server read-only", 1290, DatabaseFailure::kRetry},
            Case{"table full (disk)", 1114, DatabaseFailure::kRetry},
            Case{"duplicate key: another writer, not the row", 1062, DatabaseFailure::kRetry},
+           Case{"a SEQ another writer committed first (the store's code)", kSeqTakenCode,
+                DatabaseFailure::kSeqTaken},
+           Case{"the lease moved (the store's code)", kLeaseLostCode, DatabaseFailure::kLeaseLost},
            Case{"no server error number", 0, DatabaseFailure::kRetry},
        }) {
     SCOPED_TRACE(c.situation);

@@ -1,0 +1,12 @@
+-- seqrelay schema version 13: filters a shard's MQTT session may still hold.
+--
+-- mosquitto keeps a persistent session's subscriptions with the session,
+-- not with the client that made them: a shard whose --source was narrowed
+-- (its topics given to another shard) went on receiving them through the
+-- subscriptions of its earlier relays, and two shards then sequenced the
+-- same topics. A relay now unsubscribes the session from the filters the
+-- shard had and no longer has. Until its intake has done so, they are
+-- listed here, one per line, and another shard whose filters can match
+-- them is refused at start, as it would be by FILTERS: no topic ever has
+-- two shards' sessions subscribed to it. NULL: none.
+ALTER TABLE SHARD ADD COLUMN UNSUBSCRIBING TEXT NULL;
