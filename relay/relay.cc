@@ -147,13 +147,10 @@ Status Relay::OpenDatabase() {
     if (s.ok()) {
       // The shard: its filters recorded (and checked against every other
       // shard's), its number (where its rows' idx lie).
-      auto registered = store_.RegisterShard(config_.shard, RemoveCoveredFilters(config_.sources));
-      if (registered.ok()) {
-        shard_num_ = registered->num;
-        unsubscribe_ = registered->unsubscribe;
-      }
-      shard_refused_ = registered.status().permanent();
-      s = registered.status();
+      auto num = store_.RegisterShard(config_.shard, RemoveCoveredFilters(config_.sources));
+      if (num.ok()) shard_num_ = *num;
+      shard_refused_ = num.status().permanent();
+      s = num.status();
     }
     if (s.ok()) {
       auto identity = store_.DatabaseIdentity();
@@ -322,10 +319,6 @@ void Relay::ConfigureLinks() {
   for (const auto& f : config_.sources) {
     if (!subscribed(f)) LogInfo("source '{}' is covered by another source; not subscribed separately", f);
   }
-  // Sources taken from the shard (given to another, say): the broker keeps
-  // the shard's session subscribed to them until it is told otherwise, and
-  // this relay would go on sequencing their topics beside their new shard.
-  intake_options_.unsubscriptions = unsubscribe_;
 }
 
 bool Relay::StartServing() {
@@ -450,7 +443,7 @@ void Relay::ServeUntilStopped() {
       const PendingRound round = PumpPending();
       if (intake_after_hand_over_) StartIntakeOnceHandedOverStored(round);
       PurgeMsgIds();
-      ForgetUnsubscribed();
+      TrackSubscriptions();
       ApplyRetention();
       WatchUnacknowledged();
     }
@@ -749,6 +742,7 @@ void Relay::StartIntakeOnceHandedOverStored(PendingRound round) {
 }
 
 bool Relay::StartIntake() {
+  PlanIntakeFilters();
   resumed_left_ = kResumedWindow;  // before the intake's thread exists
   auto intake = MqttLink::Start(intake_options_,
                                 {.on_connect =
@@ -758,7 +752,7 @@ bool Relay::StartIntake() {
                                  .on_subscribed =
                                      [this] {
                                        before_suback_ = false;
-                                       intake_unsubscribed_ = true;  // (an UNSUBSCRIBE goes before)
+                                       intake_subscribed_ = true;
                                        std::lock_guard lock(redelivery_mu_);
                                        redelivery_.Subscribed();
                                      },

@@ -227,9 +227,14 @@ class Relay {
   // Main thread, active only: deletes DEDUPE records past --dedupe-window,
   // a small batch at a time, for at most a few hundred milliseconds a call.
   void PurgeMsgIds();
-  // Main thread, active only: records in SHARD that the intake has
-  // unsubscribed the shard's session from unsubscribe_ (once).
-  void ForgetUnsubscribed();
+  // Main thread, at a takeover: the intake's filters, from the shard's
+  // sources and what it gave up (given_up_, releasing_).
+  void PlanIntakeFilters();
+  // Main thread, active only: records the session's subscriptions once
+  // subscribed; lets go of given-up filters once every shard that takes
+  // topics of them has subscribed, and records them gone once the broker
+  // has acknowledged that.
+  void TrackSubscriptions();
   // Main thread, active only: goes on with the pass over the shard's topics
   // that deletes what --retention no longer keeps, for at most a few
   // hundred milliseconds a call.
@@ -576,13 +581,15 @@ class Relay {
   std::string journal_id_;         // this relay's journal (journal-id); empty without one
   std::string replay_group_;       // the retransmit subscription's share group (ReplayShareGroup)
   uint32_t shard_num_ = 0;        // SHARD.NUM, from OpenDatabase
-  // Filters the shard had and no longer has (OpenDatabase): its MQTT
-  // session may still be subscribed to them. The intake unsubscribes it on
-  // connecting; once a SUBACK has followed (intake_unsubscribed_), the main
-  // thread records that they are gone (ForgetUnsubscribed).
-  std::vector<std::string> unsubscribe_;
-  std::atomic<bool> intake_unsubscribed_{false};
-  bool unsubscribe_recorded_ = false;  // main thread
+  // Filters the shard gave up (SHARD.UNSUBSCRIBING, read at each takeover,
+  // PlanIntakeFilters), which its MQTT session still holds: those this
+  // relay's sources cover are unsubscribed at once (after the SUBSCRIBE:
+  // releasing_); the others stay subscribed, and their topics are stored
+  // here, until every shard whose filters overlap one has subscribed
+  // (given_up_; TrackSubscriptions). Main thread.
+  std::vector<std::string> given_up_, releasing_;
+  std::atomic<bool> intake_subscribed_{false};  // the intake's first SUBACK came
+  bool subscribed_recorded_ = false;            // SHARD.SUBSCRIBED written (main thread)
   bool shard_refused_ = false;    // OpenDatabase failed because the shard overlaps another: exit 2  // the journal got its id in this run (new, or written before ids)
   MqttLink::Options intake_options_;
   MysqlStore pending_store_{config_};  // PumpPending's and the housekeeping's connection (main thread)

@@ -2,8 +2,9 @@
 // background, on the main thread's own connection: publishers' msg-ids
 // past --dedupe-window, and the rows --retention no longer keeps. Small
 // transactions, a bounded share of each second: never a long lock a commit
-// could wait on. And the record that the intake has unsubscribed the
-// shard's session from filters the shard gave up.
+// could wait on. And the shard's subscriptions as its MQTT session holds
+// them (SHARD.SUBSCRIBED, SHARD.UNSUBSCRIBING), for topics that move
+// between shards.
 #include "relay.h"
 
 #include <fmt/ranges.h>
@@ -20,17 +21,83 @@ namespace seqrelay {
 
 using namespace relay_parts;
 
-void Relay::ForgetUnsubscribed() {
-  if (unsubscribe_.empty() || unsubscribe_recorded_ || !intake_unsubscribed_) return;
-  if (!pending_store_.connected() && !pending_store_.Connect(false).ok()) return;  // tried again in a second
-  if (Status s = pending_store_.ForgetUnsubscribed(unsubscribe_); !s.ok()) {
+void Relay::PlanIntakeFilters() {
+  // What the shard gave up, as the database says now (a registration long
+  // ago may have read an older list): a failed read leaves the list empty,
+  // and the session keeps whatever it holds until the next takeover.
+  given_up_.clear();
+  releasing_.clear();
+  if (pending_store_.connected() || pending_store_.Connect(false).ok()) {
+    if (auto given_up = pending_store_.GivenUp(); given_up.ok()) {
+      given_up_ = std::move(given_up).value();
+    } else {
+      LogWarn("could not read the filters shard '{}' gave up: {}", config_.shard, given_up.error());
+    }
+  }
+  const std::vector<std::string> mine = RemoveCoveredFilters(config_.sources);
+  std::erase_if(given_up_, [&](const std::string& f) {
+    const bool covered = std::any_of(mine.begin(), mine.end(), [&](const auto& m) { return FilterCovers(m, f); });
+    if (covered) releasing_.push_back(f);  // its topics still come through one of ours
+    return covered;
+  });
+  std::vector<std::string> all = mine;
+  all.insert(all.end(), given_up_.begin(), given_up_.end());
+  intake_options_.subscriptions = RemoveCoveredFilters(all);
+  intake_options_.unsubscriptions = releasing_;
+  if (!given_up_.empty()) {
+    LogInfo("shard '{}' gave up '{}': its session keeps them, and this relay stores their topics, until every shard "
+            "whose --source overlaps them has subscribed",
+            config_.shard, fmt::join(given_up_, "' '"));
+  }
+}
+
+void Relay::TrackSubscriptions() {
+  const auto warn = [](const Status& s) {
     static RateLimit limit(std::chrono::minutes(1));
     if (auto suppressed = limit.Allow()) LogWarn("{}{}", s.message(), SuppressedNote(*suppressed));
-    return;
+  };
+  if (!intake_subscribed_ || !intake_) return;
+  if (!pending_store_.connected() && !pending_store_.Connect(false).ok()) return;  // tried again in a second
+  const std::vector<std::string> mine = RemoveCoveredFilters(config_.sources);
+  if (!subscribed_recorded_) {
+    // What another shard's relay waits for before it lets go of filters it
+    // gave up to this one.
+    if (Status s = pending_store_.RecordSubscribed(mine); !s.ok()) return warn(s);
+    subscribed_recorded_ = true;
   }
-  unsubscribe_recorded_ = true;
-  LogInfo("shard '{}': its session no longer holds '{}'; another shard may take them", config_.shard,
-          fmt::join(unsubscribe_, "' '"));
+  if (!releasing_.empty()) {
+    if (!intake_->unsubscribed()) return;
+    if (Status s = pending_store_.ForgetUnsubscribed(releasing_); !s.ok()) return warn(s);
+    LogInfo("shard '{}': its session no longer holds '{}'", config_.shard, fmt::join(releasing_, "' '"));
+    releasing_.clear();
+  }
+  if (given_up_.empty()) return;
+  auto others = pending_store_.OtherShards();
+  if (!others.ok()) return warn(others.status());
+  std::vector<std::string> release, takers;
+  for (const auto& f : given_up_) {
+    bool taken = false, subscribed = true;
+    for (const auto& shard : *others) {
+      if (std::none_of(shard.filters.begin(), shard.filters.end(),
+                       [&](const std::string& theirs) { return FiltersOverlap(f, theirs); })) {
+        continue;
+      }
+      taken = true;
+      subscribed = subscribed && shard.subscribed == shard.filters;
+      takers.push_back(shard.name);
+    }
+    if (taken && subscribed) release.push_back(f);
+  }
+  if (release.empty()) return;
+  std::erase_if(given_up_, [&](const std::string& f) { return std::count(release.begin(), release.end(), f) > 0; });
+  std::sort(takers.begin(), takers.end());
+  takers.erase(std::unique(takers.begin(), takers.end()), takers.end());
+  LogInfo("shard '{}': shard(s) '{}' subscribed to the topics of '{}'; unsubscribing its session from them",
+          config_.shard, fmt::join(takers, "' '"), fmt::join(release, "' '"));
+  std::vector<std::string> all = mine;
+  all.insert(all.end(), given_up_.begin(), given_up_.end());
+  releasing_ = release;
+  intake_->Resubscribe(RemoveCoveredFilters(all), release);
 }
 
 void Relay::PurgeMsgIds() {

@@ -1,12 +1,18 @@
--- seqrelay schema version 13: filters a shard's MQTT session may still hold.
+-- seqrelay schema version 13: a shard's filters as its MQTT session holds
+-- them, for topics that move between shards.
 --
 -- mosquitto keeps a persistent session's subscriptions with the session,
 -- not with the client that made them: a shard whose --source was narrowed
 -- (its topics given to another shard) went on receiving them through the
--- subscriptions of its earlier relays, and two shards then sequenced the
--- same topics. A relay now unsubscribes the session from the filters the
--- shard had and no longer has. Until its intake has done so, they are
--- listed here, one per line, and another shard whose filters can match
--- them is refused at start, as it would be by FILTERS: no topic ever has
--- two shards' sessions subscribed to it. NULL: none.
-ALTER TABLE SHARD ADD COLUMN UNSUBSCRIBING TEXT NULL;
+-- subscriptions of its earlier relays, and two shards sequenced the same
+-- topics. Dropping them at once would lose what is published on the moved
+-- topics until their new shard has subscribed. So a shard keeps the
+-- filters it gave up, and stores what comes through them, until every
+-- shard whose filters can match topics of them has subscribed; then it
+-- unsubscribes its session from them.
+--
+-- UNSUBSCRIBING: the filters the shard gave up and its session still
+-- holds, one per line; NULL: none.
+-- SUBSCRIBED: the filters the shard's session was last seen subscribed to
+-- (its intake's SUBACK), one per line; NULL: not yet.
+ALTER TABLE SHARD ADD COLUMN UNSUBSCRIBING TEXT NULL, ADD COLUMN SUBSCRIBED TEXT NULL;

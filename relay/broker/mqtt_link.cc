@@ -53,7 +53,12 @@ bool IsLoginRefusal(int rc, bool mqtt_v5) {
 
 void MqttLink::Deleter::operator()(mosquitto* m) const { mosquitto_destroy(m); }
 
-MqttLink::MqttLink(Options options, Handlers handlers) : options_(std::move(options)), handlers_(std::move(handlers)) {}
+MqttLink::MqttLink(Options options, Handlers handlers)
+    : options_(std::move(options)),
+      handlers_(std::move(handlers)),
+      subscriptions_(options_.subscriptions),
+      unsubscriptions_(options_.unsubscriptions),
+      unsubscribed_(unsubscriptions_.empty()) {}
 
 Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers handlers) {
   InitLibraryOnce();
@@ -82,6 +87,7 @@ Result<std::unique_ptr<MqttLink>> MqttLink::Start(Options options, Handlers hand
   mosquitto_publish_v5_callback_set(m, &MqttLink::OnPublish);
   mosquitto_message_v5_callback_set(m, &MqttLink::OnMessage);
   mosquitto_subscribe_callback_set(m, &MqttLink::OnSubscribe);
+  mosquitto_unsubscribe_callback_set(m, &MqttLink::OnUnsubscribe);
 
   MqttLink* raw = link.get();
   if (o.mqtt_v5 && !o.clean_session) {
@@ -419,7 +425,7 @@ void MqttLink::Stop() {
   connected_ = false;
 }
 
-void MqttLink::OnConnect(mosquitto* m, void* obj, int rc, int flags) noexcept {
+void MqttLink::OnConnect(mosquitto*, void* obj, int rc, int flags) noexcept {
   auto* self = static_cast<MqttLink*>(obj);
   const Options& o = self->options_;
   if (rc != 0) {
@@ -434,32 +440,14 @@ void MqttLink::OnConnect(mosquitto* m, void* obj, int rc, int flags) noexcept {
   if (self->handlers_.on_connect) self->handlers_.on_connect((flags & 1) != 0);
   LogInfo("{}: {} mosquitto at {}:{} as '{}'{}", o.name, again ? "reconnected to" : "connected to", o.host, o.port,
           o.client_id, (flags & 1) ? " (session present)" : "");
-  if ((flags & 1) != 0 && !o.unsubscriptions.empty()) {
-    // The broker keeps a session's subscriptions with it: one this link no
-    // longer makes would go on delivering. (Queued messages of it still
-    // come.) Sent first, so the broker has dropped it by the SUBACK.
-    std::vector<char*> filters;
-    for (const auto& f : o.unsubscriptions) filters.push_back(const_cast<char*>(f.c_str()));
-    const int unsub_rc =
-        mosquitto_unsubscribe_multiple(m, nullptr, static_cast<int>(filters.size()), filters.data(), nullptr);
-    if (unsub_rc != MOSQ_ERR_SUCCESS) {
-      LogError("{}: unsubscribe: {}", o.name, mosquitto_strerror(unsub_rc));
-    } else {
-      LogInfo("{}: unsubscribed the session from '{}', no longer among its filters", o.name,
-              fmt::join(o.unsubscriptions, "' '"));
-    }
-  }
-  if (!o.subscriptions.empty()) {
-    // One SUBSCRIBE for all filters, so one SUBACK says we are listening.
-    std::vector<char*> filters;
-    for (const auto& f : o.subscriptions) filters.push_back(const_cast<char*>(f.c_str()));
-    mosquitto_property* props = nullptr;
+  {
     const uint32_t tag = o.mqtt_v5 && self->handlers_.subscription_tag ? self->handlers_.subscription_tag() : 0;
-    if (tag != 0) mosquitto_property_add_varint(&props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, tag);
-    int sub_rc = mosquitto_subscribe_multiple(m, nullptr, static_cast<int>(filters.size()), filters.data(), 1, 0,
-                                              props);
-    mosquitto_property_free_all(&props);
-    if (sub_rc != MOSQ_ERR_SUCCESS) LogError("{}: subscribe: {}", o.name, mosquitto_strerror(sub_rc));
+    std::lock_guard lock(self->filters_mu_);
+    self->tag_ = tag;
+    self->link_up_ = true;
+    // A new session holds no filters: nothing to unsubscribe it from.
+    if ((flags & 1) == 0) self->unsubscribed_ = true;
+    self->SendFiltersLocked(tag);
   }
   self->connack_taken_ = true;  // connected once the read that took it ends (Step)
 }
@@ -467,6 +455,10 @@ void MqttLink::OnConnect(mosquitto* m, void* obj, int rc, int flags) noexcept {
 void MqttLink::OnDisconnect(mosquitto*, void* obj, int rc) noexcept {
   auto* self = static_cast<MqttLink*>(obj);
   self->connected_ = false;
+  {
+    std::lock_guard lock(self->filters_mu_);
+    self->link_up_ = false;
+  }
   if (rc != 0) {
     LogWarn("{}: lost the connection to mosquitto at {}:{} ({}); reconnecting", self->options_.name,
             self->options_.host, self->options_.port, mosquitto_strerror(rc));
@@ -478,9 +470,65 @@ void MqttLink::OnPublish(mosquitto*, void* obj, int mid, int reason_code, const 
   if (self->handlers_.on_published) self->handlers_.on_published(mid, reason_code);
 }
 
+void MqttLink::SendFiltersLocked(uint32_t tag) {
+  mosquitto* m = mosq_.get();
+  const std::string& name = options_.name;
+  if (!subscriptions_.empty()) {
+    // One SUBSCRIBE for all filters, so one SUBACK says we are listening.
+    std::vector<char*> filters;
+    for (const auto& f : subscriptions_) filters.push_back(const_cast<char*>(f.c_str()));
+    mosquitto_property* props = nullptr;
+    if (tag != 0) mosquitto_property_add_varint(&props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, tag);
+    const int rc =
+        mosquitto_subscribe_multiple(m, nullptr, static_cast<int>(filters.size()), filters.data(), 1, 0, props);
+    mosquitto_property_free_all(&props);
+    if (rc != MOSQ_ERR_SUCCESS) LogError("{}: subscribe: {}", name, mosquitto_strerror(rc));
+  }
+  if (!unsubscribed_ && !unsubscriptions_.empty()) {
+    // The broker keeps a session's subscriptions with it: one this link no
+    // longer makes would go on delivering. After the SUBSCRIBE: a topic of
+    // both is never without a subscription. (Queued messages still come.)
+    std::vector<char*> filters;
+    for (const auto& f : unsubscriptions_) filters.push_back(const_cast<char*>(f.c_str()));
+    const int rc = mosquitto_unsubscribe_multiple(m, &unsubscribe_mid_, static_cast<int>(filters.size()),
+                                                  filters.data(), nullptr);
+    if (rc != MOSQ_ERR_SUCCESS) {
+      LogError("{}: unsubscribe: {}", name, mosquitto_strerror(rc));  // sent again at the next connect
+    } else {
+      LogInfo("{}: unsubscribing the session from '{}'", name, fmt::join(unsubscriptions_, "' '"));
+    }
+  }
+}
+
+void MqttLink::Resubscribe(std::vector<std::string> subscribe, std::vector<std::string> unsubscribe) {
+  std::lock_guard lock(filters_mu_);
+  subscriptions_ = std::move(subscribe);
+  unsubscriptions_ = std::move(unsubscribe);
+  unsubscribe_mid_ = -1;
+  unsubscribed_ = unsubscriptions_.empty();
+  // Not connected: the next connect sends them. (Connected but about to
+  // lose it: the same; libmosquitto refuses packets without a socket.)
+  if (link_up_) {
+    SendFiltersLocked(tag_);
+    WakeLoop();
+  }
+}
+
+void MqttLink::OnUnsubscribe(mosquitto*, void* obj, int mid) noexcept {
+  auto* self = static_cast<MqttLink*>(obj);
+  std::lock_guard lock(self->filters_mu_);
+  if (mid != self->unsubscribe_mid_) return;  // of an earlier list
+  self->unsubscribed_ = true;
+  LogInfo("{}: unsubscribed the session from '{}'", self->options_.name, fmt::join(self->unsubscriptions_, "' '"));
+}
+
 void MqttLink::OnSubscribe(mosquitto*, void* obj, int, int count, const int* granted) noexcept {
   auto* self = static_cast<MqttLink*>(obj);
-  const auto& subs = self->options_.subscriptions;
+  std::vector<std::string> subs;
+  {
+    std::lock_guard lock(self->filters_mu_);
+    subs = self->subscriptions_;
+  }
   for (int i = 0; i < count && i < static_cast<int>(subs.size()); ++i) {
     if (granted[i] > 2) {
       LogError("{}: mosquitto refused the subscription to '{}' (check its ACL)", self->options_.name, subs[i]);

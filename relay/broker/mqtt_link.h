@@ -87,8 +87,9 @@ class MqttLink {
     bool mqtt_v5 = false;
     int keepalive_s = 30;
     std::vector<std::string> subscriptions;  // subscribed at QoS 1 on every connect
-    // Unsubscribed on every connect to a session kept by the broker, before
-    // the SUBSCRIBE: filters the session had and this link no longer wants.
+    // Filters the session had and this link no longer wants: unsubscribed
+    // after the SUBSCRIBE, on every connect to a session the broker kept,
+    // until it has acknowledged that (see Resubscribe).
     std::vector<std::string> unsubscriptions;
     std::string name;                        // for log lines: "intake", "output"
   };
@@ -172,6 +173,15 @@ class MqttLink {
   // running returns (the owner unblocks handlers first). Idempotent.
   void Stop();
 
+  // The session's filters from now on, as Options::subscriptions and
+  // ::unsubscriptions: sent now if connected (SUBSCRIBE, then UNSUBSCRIBE,
+  // so that no topic of both goes unsubscribed in between), and on every
+  // later connect. Any thread.
+  void Resubscribe(std::vector<std::string> subscribe, std::vector<std::string> unsubscribe);
+  // The broker has acknowledged the UNSUBSCRIBE of the last unsubscriptions
+  // asked for (or a connect found no session to hold them). Any thread.
+  bool unsubscribed() const { return unsubscribed_.load(); }
+
   // From the end of the read that took a successful CONNACK to the
   // connection's loss. A QoS >= 1 publish made while this is true goes to
   // the broker after the messages libmosquitto resends at a reconnect (it
@@ -213,6 +223,11 @@ class MqttLink {
   static void OnPublish(mosquitto*, void* self, int mid, int reason_code, const mosquitto_property*) noexcept;
   static void OnMessage(mosquitto*, void* self, const mosquitto_message* m, const mosquitto_property* props) noexcept;
   static void OnSubscribe(mosquitto*, void* self, int mid, int count, const int* granted) noexcept;
+  static void OnUnsubscribe(mosquitto*, void* self, int mid) noexcept;
+  // Sends the SUBSCRIBE (with `tag`, if not 0) and the UNSUBSCRIBE of
+  // filters_mu_'s lists. Under filters_mu_; the network thread, or any
+  // thread while connected.
+  void SendFiltersLocked(uint32_t tag);
 
   const Options options_;
   const Handlers handlers_;
@@ -221,6 +236,15 @@ class MqttLink {
   };
   std::unique_ptr<mosquitto, Deleter> mosq_;
   std::atomic<bool> connected_{false};
+  // The session's filters (Options' at first; Resubscribe), the pending
+  // UNSUBSCRIBE's message id, the connection's subscription tag, and
+  // whether a connection's CONNACK came (until its loss): all filters_mu_.
+  std::mutex filters_mu_;
+  std::vector<std::string> subscriptions_, unsubscriptions_;
+  int unsubscribe_mid_ = -1;
+  uint32_t tag_ = 0;
+  bool link_up_ = false;
+  std::atomic<bool> unsubscribed_{true};
   std::atomic<bool> ever_connected_{false};
   // What the owner (or a handler) wants of the connection. The network
   // thread acts on it between Steps; wake_ (with want_mu_) cuts its backoff

@@ -94,19 +94,25 @@ class MysqlStore {
   static constexpr uint64_t kShardIdxSpan = uint64_t{1} << 40;
 
   // Records the shard's filters and gives its number, refusing (Permanent)
-  // filters that can match a topic of another shard's recorded filters (or
-  // of those its session may still hold), or other filters than those of
-  // its relay holding a live lease. Serialised among relays by a lock on
-  // RELAY_STATE's row. `unsubscribe`: the filters the shard had and no
-  // longer has, which its MQTT session may still hold (schema 13), sorted;
-  // recorded until ForgetUnsubscribed.
-  struct ShardRegistration {
-    uint32_t num = 0;
-    std::vector<std::string> unsubscribe;
+  // filters that can match a topic of another shard's recorded filters, or
+  // other filters than those of its relay holding a live lease. Serialised
+  // among relays by a lock on RELAY_STATE's row. The filters the shard had
+  // and no longer has, which its MQTT session still holds, are added to
+  // SHARD.UNSUBSCRIBING (schema 13) until ForgetUnsubscribed.
+  Result<uint32_t> RegisterShard(std::string_view shard, const std::vector<std::string>& filters);
+  // The shard's SHARD.UNSUBSCRIBING, sorted.
+  Result<std::vector<std::string>> GivenUp();
+  // The shard's session is subscribed to `filters` (SHARD.SUBSCRIBED).
+  Status RecordSubscribed(const std::vector<std::string>& filters);
+  // Every other shard's filters, and those its session was last seen
+  // subscribed to (empty: not yet), each sorted.
+  struct ShardFilters {
+    std::string name;
+    std::vector<std::string> filters, subscribed;
   };
-  Result<ShardRegistration> RegisterShard(std::string_view shard, const std::vector<std::string>& filters);
-  // The shard's session no longer holds `filters` (RegisterShard's
-  // `unsubscribe`): another shard may take them.
+  Result<std::vector<ShardFilters>> OtherShards();
+  // The shard's session no longer holds `filters` (of RegisterShard's
+  // `given_up`): taken out of SHARD.UNSUBSCRIBING.
   Status ForgetUnsubscribed(const std::vector<std::string>& filters);
 
   // The shard, its number and (without a journal: "") the journal whose

@@ -50,15 +50,15 @@ std::string JoinLines(const std::vector<std::string>& filters) {
 
 }  // namespace
 
-Result<MysqlStore::ShardRegistration> MysqlStore::RegisterShard(std::string_view shard,
-                                                                const std::vector<std::string>& filters) {
+Result<uint32_t> MysqlStore::RegisterShard(std::string_view shard, const std::vector<std::string>& filters) {
   std::vector<std::string> mine = filters;
   std::sort(mine.begin(), mine.end());
   const std::string joined = JoinLines(mine);
-  ShardRegistration registration;
+  uint32_t num = 0;
+  std::vector<std::string> given_up;
   std::string refusal;
   Status s = Guard("register shard", [&] {
-    registration = {};
+    given_up.clear();
     std::unique_ptr<sql::Statement> st(conn_->createStatement());
     // RELAY_STATE's one row is the registry's lock: two relays registering
     // at once are checked one after the other.
@@ -81,6 +81,7 @@ Result<MysqlStore::ShardRegistration> MysqlStore::RegisterShard(std::string_view
     }
     std::unique_ptr<sql::ResultSet> rs(st->executeQuery(
         "SELECT NAME, NUM, FILTERS, OWNER, EXPIRES_AT > NOW(6), COALESCE(UNSUBSCRIBING, '') FROM SHARD ORDER BY NUM"));
+    // (A shard's UNSUBSCRIBING matters to itself alone.)
     std::optional<uint32_t> own;
     uint32_t next_num = 1;
     while (rs->next() && refusal.empty()) {
@@ -101,12 +102,12 @@ Result<MysqlStore::ShardRegistration> MysqlStore::RegisterShard(std::string_view
         // the filters recorded before, and those still to unsubscribe.
         for (const auto* held : {&theirs, &unsubscribing}) {
           for (const auto& f : *held) {
-            if (!std::binary_search(mine.begin(), mine.end(), f)) registration.unsubscribe.push_back(f);
+            if (!std::binary_search(mine.begin(), mine.end(), f)) given_up.push_back(f);
           }
         }
-        std::sort(registration.unsubscribe.begin(), registration.unsubscribe.end());
-        registration.unsubscribe.erase(std::unique(registration.unsubscribe.begin(), registration.unsubscribe.end()),
-                                       registration.unsubscribe.end());
+        std::sort(given_up.begin(), given_up.end());
+        given_up.erase(std::unique(given_up.begin(), given_up.end()),
+                                    given_up.end());
         continue;
       }
       for (const auto& a : mine) {
@@ -117,15 +118,8 @@ Result<MysqlStore::ShardRegistration> MysqlStore::RegisterShard(std::string_view
                 "topic must have exactly one writer): give the shards disjoint filters", shard, a, name, b);
           }
         }
-        for (const auto& b : unsubscribing) {
-          if (refusal.empty() && FiltersOverlap(a, b)) {
-            refusal = fmt::format(
-                "--shard '{}' --source '{}' overlaps '{}', which shard '{}' had and gave up, and whose MQTT session "
-                "may still be subscribed to it until a relay of that shard has connected its intake: start this "
-                "shard once shard '{}' is running (its relay logs \"shard '{}': its session no longer holds ...\")",
-                shard, a, b, name, name, name);
-          }
-        }
+        // (Filters another shard gave up and still holds are not refused:
+        // that shard stores their topics until this one has subscribed.)
       }
     }
     if (!refusal.empty()) {
@@ -133,23 +127,23 @@ Result<MysqlStore::ShardRegistration> MysqlStore::RegisterShard(std::string_view
       return;
     }
     if (own) {
-      registration.num = *own;
+      num = *own;
       std::unique_ptr<sql::PreparedStatement> up(
           conn_->prepareStatement("UPDATE SHARD SET FILTERS = ?, UNSUBSCRIBING = ? WHERE NAME = ?"));
       up->setString(1, joined);
-      if (registration.unsubscribe.empty()) {
+      if (given_up.empty()) {
         up->setNull(2, sql::DataType::VARCHAR);
       } else {
-        up->setString(2, JoinLines(registration.unsubscribe));
+        up->setString(2, JoinLines(given_up));
       }
       up->setString(3, Bytes(shard));
       up->execute();
     } else {
-      registration.num = next_num;
+      num = next_num;
       std::unique_ptr<sql::PreparedStatement> ins(
           conn_->prepareStatement("INSERT INTO SHARD (NAME, NUM, FILTERS) VALUES (?, ?, ?)"));
       ins->setString(1, Bytes(shard));
-      ins->setUInt(2, registration.num);
+      ins->setUInt(2, num);
       ins->setString(3, joined);
       ins->execute();
     }
@@ -157,20 +151,78 @@ Result<MysqlStore::ShardRegistration> MysqlStore::RegisterShard(std::string_view
   });
   if (!s.ok()) return s;
   if (!refusal.empty()) return Status::Permanent(refusal);
-  return registration;
+  return num;
+}
+
+Result<std::vector<std::string>> MysqlStore::GivenUp() {
+  std::vector<std::string> given_up;
+  Status s = Guard("read the filters the shard gave up", [&] {
+    std::unique_ptr<sql::PreparedStatement> ps(
+        conn_->prepareStatement("SELECT COALESCE(UNSUBSCRIBING, '') FROM SHARD WHERE NAME = ?"));
+    ps->setString(1, shard_);
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    given_up = rs->next() ? FilterLines(rs->getString(1).asStdString()) : std::vector<std::string>{};
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return given_up;
+}
+
+Status MysqlStore::RecordSubscribed(const std::vector<std::string>& filters) {
+  std::vector<std::string> sorted = filters;
+  std::sort(sorted.begin(), sorted.end());
+  return Guard("record the session's subscriptions", [&] {
+    std::unique_ptr<sql::PreparedStatement> up(
+        conn_->prepareStatement("UPDATE SHARD SET SUBSCRIBED = ? WHERE NAME = ?"));
+    up->setString(1, JoinLines(sorted));
+    up->setString(2, shard_);
+    up->execute();
+    CommitTransaction();
+  });
+}
+
+Result<std::vector<MysqlStore::ShardFilters>> MysqlStore::OtherShards() {
+  std::vector<ShardFilters> shards;
+  Status s = Guard("read the other shards' filters", [&] {
+    shards.clear();
+    std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
+        "SELECT NAME, FILTERS, COALESCE(SUBSCRIBED, '') FROM SHARD WHERE NAME <> ? ORDER BY NUM"));
+    ps->setString(1, shard_);
+    std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
+    while (rs->next()) {
+      shards.push_back({rs->getString(1).asStdString(), FilterLines(rs->getString(2).asStdString()),
+                        FilterLines(rs->getString(3).asStdString())});
+    }
+    CommitTransaction();
+  });
+  if (!s.ok()) return s;
+  return shards;
 }
 
 Status MysqlStore::ForgetUnsubscribed(const std::vector<std::string>& filters) {
   return Guard("record the session's unsubscribe", [&] {
-    // In turn with registrations (RegisterShard's lock), and only if
-    // nothing was added meanwhile: a registration that read the list before
-    // this and wrote it back after would leave it there for good.
+    // In turn with registrations (RegisterShard's lock): one that read the
+    // list before this and wrote it back after would leave them there.
     std::unique_ptr<sql::Statement> st(conn_->createStatement());
     std::unique_ptr<sql::ResultSet>(st->executeQuery("SELECT K FROM RELAY_STATE WHERE K = 1 FOR UPDATE"));
+    std::unique_ptr<sql::PreparedStatement> read(
+        conn_->prepareStatement("SELECT COALESCE(UNSUBSCRIBING, '') FROM SHARD WHERE NAME = ?"));
+    read->setString(1, shard_);
+    std::unique_ptr<sql::ResultSet> rs(read->executeQuery());
+    std::vector<std::string> left;
+    if (rs->next()) {
+      for (auto& f : FilterLines(rs->getString(1).asStdString())) {
+        if (std::find(filters.begin(), filters.end(), f) == filters.end()) left.push_back(std::move(f));
+      }
+    }
     std::unique_ptr<sql::PreparedStatement> up(
-        conn_->prepareStatement("UPDATE SHARD SET UNSUBSCRIBING = NULL WHERE NAME = ? AND UNSUBSCRIBING = ?"));
-    up->setString(1, shard_);
-    up->setString(2, JoinLines(filters));
+        conn_->prepareStatement("UPDATE SHARD SET UNSUBSCRIBING = ? WHERE NAME = ?"));
+    if (left.empty()) {
+      up->setNull(1, sql::DataType::VARCHAR);
+    } else {
+      up->setString(1, JoinLines(left));
+    }
+    up->setString(2, shard_);
     up->execute();
     CommitTransaction();
   });
