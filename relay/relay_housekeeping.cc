@@ -21,18 +21,50 @@ namespace seqrelay {
 
 using namespace relay_parts;
 
+namespace {
+
+// The intake's filters: `mine` and the given-up ones, less those another
+// covers (a v5 session gets a message once per matching subscription).
+// Those of `mine` left out go into `unsubscribe`, after the given-up ones
+// released: an earlier relay's release cut short may have left them with
+// the session.
+std::vector<std::string> SessionFilters(const std::vector<std::string>& mine, const std::vector<std::string>& given_up,
+                                        std::vector<std::string>& unsubscribe) {
+  std::vector<std::string> all = mine;
+  all.insert(all.end(), given_up.begin(), given_up.end());
+  std::vector<std::string> subscribe = RemoveCoveredFilters(all);
+  for (const auto& f : mine) {
+    if (std::find(subscribe.begin(), subscribe.end(), f) == subscribe.end()) unsubscribe.push_back(f);
+  }
+  return subscribe;
+}
+
+}  // namespace
+
 void Relay::PlanIntakeFilters() {
   // What the shard gave up, as the database says now (a registration long
-  // ago may have read an older list): a failed read leaves the list empty,
-  // and the session keeps whatever it holds until the next takeover.
+  // ago may have read an older list). Read again until it is: without it,
+  // the intake would leave the session subscribed to them, and take their
+  // topics beside their new shard, and its own twice.
   given_up_.clear();
   releasing_.clear();
-  if (pending_store_.connected() || pending_store_.Connect(false).ok()) {
-    if (auto given_up = pending_store_.GivenUp(); given_up.ok()) {
-      given_up_ = std::move(given_up).value();
-    } else {
-      LogWarn("could not read the filters shard '{}' gave up: {}", config_.shard, given_up.error());
+  RateLimit limit(std::chrono::seconds(10));
+  for (;;) {
+    Status s = pending_store_.connected() ? Status::Ok() : pending_store_.Connect(false);
+    if (s.ok()) {
+      auto given_up = pending_store_.GivenUp();
+      if (given_up.ok()) {
+        given_up_ = std::move(given_up).value();
+        break;
+      }
+      s = given_up.status();
     }
+    if (GivingUp()) return;
+    if (auto suppressed = limit.Allow()) {
+      LogWarn("could not read the filters shard '{}' gave up ({}); retrying{}", config_.shard, s.message(),
+              SuppressedNote(*suppressed));
+    }
+    SleepUnlessGivingUp(milliseconds(500));
   }
   const std::vector<std::string> mine = RemoveCoveredFilters(config_.sources);
   std::erase_if(given_up_, [&](const std::string& f) {
@@ -40,10 +72,9 @@ void Relay::PlanIntakeFilters() {
     if (covered) releasing_.push_back(f);  // its topics still come through one of ours
     return covered;
   });
-  std::vector<std::string> all = mine;
-  all.insert(all.end(), given_up_.begin(), given_up_.end());
-  intake_options_.subscriptions = RemoveCoveredFilters(all);
-  intake_options_.unsubscriptions = releasing_;
+  std::vector<std::string> unsubscribe = releasing_;
+  intake_options_.subscriptions = SessionFilters(mine, given_up_, unsubscribe);
+  intake_options_.unsubscriptions = unsubscribe;
   if (!given_up_.empty()) {
     LogInfo("shard '{}' gave up '{}': its session keeps them, and this relay stores their topics, until every shard "
             "whose --source overlaps them has subscribed",
@@ -59,9 +90,9 @@ void Relay::TrackSubscriptions() {
   if (!intake_subscribed_ || !intake_) return;
   if (!pending_store_.connected() && !pending_store_.Connect(false).ok()) return;  // tried again in a second
   const std::vector<std::string> mine = RemoveCoveredFilters(config_.sources);
-  if (!subscribed_recorded_) {
+  if (!subscribed_recorded_ && intake_->subscriptions_granted()) {
     // What another shard's relay waits for before it lets go of filters it
-    // gave up to this one.
+    // gave up to this one. (A filter the broker's ACL refused: never.)
     if (Status s = pending_store_.RecordSubscribed(mine); !s.ok()) return warn(s);
     subscribed_recorded_ = true;
   }
@@ -76,17 +107,19 @@ void Relay::TrackSubscriptions() {
   if (!others.ok()) return warn(others.status());
   std::vector<std::string> release, takers;
   for (const auto& f : given_up_) {
-    bool taken = false, subscribed = true;
+    std::vector<std::string> these;
+    bool subscribed = true;
     for (const auto& shard : *others) {
       if (std::none_of(shard.filters.begin(), shard.filters.end(),
                        [&](const std::string& theirs) { return FiltersOverlap(f, theirs); })) {
         continue;
       }
-      taken = true;
+      these.push_back(shard.name);
       subscribed = subscribed && shard.subscribed == shard.filters;
-      takers.push_back(shard.name);
     }
-    if (taken && subscribed) release.push_back(f);
+    if (these.empty() || !subscribed) continue;
+    release.push_back(f);
+    takers.insert(takers.end(), these.begin(), these.end());
   }
   if (release.empty()) return;
   std::erase_if(given_up_, [&](const std::string& f) { return std::count(release.begin(), release.end(), f) > 0; });
@@ -94,10 +127,10 @@ void Relay::TrackSubscriptions() {
   takers.erase(std::unique(takers.begin(), takers.end()), takers.end());
   LogInfo("shard '{}': shard(s) '{}' subscribed to the topics of '{}'; unsubscribing its session from them",
           config_.shard, fmt::join(takers, "' '"), fmt::join(release, "' '"));
-  std::vector<std::string> all = mine;
-  all.insert(all.end(), given_up_.begin(), given_up_.end());
   releasing_ = release;
-  intake_->Resubscribe(RemoveCoveredFilters(all), release);
+  std::vector<std::string> unsubscribe = release;
+  std::vector<std::string> subscribe = SessionFilters(mine, given_up_, unsubscribe);
+  intake_->Resubscribe(std::move(subscribe), std::move(unsubscribe));
 }
 
 void Relay::PurgeMsgIds() {

@@ -479,8 +479,9 @@ void MqttLink::SendFiltersLocked(uint32_t tag) {
     for (const auto& f : subscriptions_) filters.push_back(const_cast<char*>(f.c_str()));
     mosquitto_property* props = nullptr;
     if (tag != 0) mosquitto_property_add_varint(&props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, tag);
-    const int rc =
-        mosquitto_subscribe_multiple(m, nullptr, static_cast<int>(filters.size()), filters.data(), 1, 0, props);
+    const int rc = mosquitto_subscribe_multiple(m, &subscribe_mid_, static_cast<int>(filters.size()),
+                                                filters.data(), 1, 0, props);
+    sent_subscriptions_ = subscriptions_;
     mosquitto_property_free_all(&props);
     if (rc != MOSQ_ERR_SUCCESS) LogError("{}: subscribe: {}", name, mosquitto_strerror(rc));
   }
@@ -522,14 +523,17 @@ void MqttLink::OnUnsubscribe(mosquitto*, void* obj, int mid) noexcept {
   LogInfo("{}: unsubscribed the session from '{}'", self->options_.name, fmt::join(self->unsubscriptions_, "' '"));
 }
 
-void MqttLink::OnSubscribe(mosquitto*, void* obj, int, int count, const int* granted) noexcept {
+void MqttLink::OnSubscribe(mosquitto*, void* obj, int mid, int count, const int* granted) noexcept {
   auto* self = static_cast<MqttLink*>(obj);
   std::vector<std::string> subs;
   {
     std::lock_guard lock(self->filters_mu_);
-    subs = self->subscriptions_;
+    if (mid != self->subscribe_mid_) return;  // of an earlier list: the last one's SUBACK follows
+    subs = self->sent_subscriptions_;
   }
+  bool granted_all = true;
   for (int i = 0; i < count && i < static_cast<int>(subs.size()); ++i) {
+    granted_all = granted_all && granted[i] <= 2;
     if (granted[i] > 2) {
       LogError("{}: mosquitto refused the subscription to '{}' (check its ACL)", self->options_.name, subs[i]);
     } else if (granted[i] < 1) {
@@ -537,6 +541,7 @@ void MqttLink::OnSubscribe(mosquitto*, void* obj, int, int count, const int* gra
               self->options_.name, subs[i], granted[i]);
     }
   }
+  self->subscriptions_granted_ = granted_all;
   LogInfo("{}: subscribed to {} filter(s)", self->options_.name, count);
   if (self->handlers_.on_subscribed) self->handlers_.on_subscribed();
 }

@@ -181,6 +181,9 @@ class MqttLink {
   // The broker has acknowledged the UNSUBSCRIBE of the last unsubscriptions
   // asked for (or a connect found no session to hold them). Any thread.
   bool unsubscribed() const { return unsubscribed_.load(); }
+  // The broker granted every filter of the last SUBACK (none refused by
+  // its ACL). Any thread.
+  bool subscriptions_granted() const { return subscriptions_granted_.load(); }
 
   // From the end of the read that took a successful CONNACK to the
   // connection's loss. A QoS >= 1 publish made while this is true goes to
@@ -241,10 +244,12 @@ class MqttLink {
   // whether a connection's CONNACK came (until its loss): all filters_mu_.
   std::mutex filters_mu_;
   std::vector<std::string> subscriptions_, unsubscriptions_;
-  int unsubscribe_mid_ = -1;
+  std::vector<std::string> sent_subscriptions_;  // of the SUBSCRIBE last sent, whose id is subscribe_mid_
+  int subscribe_mid_ = -1, unsubscribe_mid_ = -1;
   uint32_t tag_ = 0;
   bool link_up_ = false;
   std::atomic<bool> unsubscribed_{true};
+  std::atomic<bool> subscriptions_granted_{false};
   std::atomic<bool> ever_connected_{false};
   // What the owner (or a handler) wants of the connection. The network
   // thread acts on it between Steps; wake_ (with want_mu_) cuts its backoff
