@@ -581,7 +581,7 @@ class Relay {
   std::string journal_id_;         // this relay's journal (journal-id); empty without one
   std::string replay_group_;       // the retransmit subscription's share group (ReplayShareGroup)
   uint32_t shard_num_ = 0;        // SHARD.NUM, from OpenDatabase
-  // Filters the shard gave up (SHARD.UNSUBSCRIBING, read at each takeover,
+  // Filters the shard gave up (SHARD_SESSION.UNSUBSCRIBING, read at each takeover,
   // PlanIntakeFilters), which its MQTT session still holds: those this
   // relay's sources cover are unsubscribed at once (after the SUBSCRIBE:
   // releasing_); the others stay subscribed, and their topics are stored
@@ -589,7 +589,7 @@ class Relay {
   // (given_up_; TrackSubscriptions). Main thread.
   std::vector<std::string> given_up_, releasing_;
   std::atomic<bool> intake_subscribed_{false};  // the intake's first SUBACK came
-  bool subscribed_recorded_ = false;            // SHARD.SUBSCRIBED written (main thread)
+  bool subscribed_recorded_ = false;            // SHARD_SESSION.SUBSCRIBED written (main thread)
   bool shard_refused_ = false;    // OpenDatabase failed because the shard overlaps another: exit 2  // the journal got its id in this run (new, or written before ids)
   MqttLink::Options intake_options_;
   MysqlStore pending_store_{config_};  // PumpPending's and the housekeeping's connection (main thread)

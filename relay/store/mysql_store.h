@@ -98,11 +98,11 @@ class MysqlStore {
   // other filters than those of its relay holding a live lease. Serialised
   // among relays by a lock on RELAY_STATE's row. The filters the shard had
   // and no longer has, which its MQTT session still holds, are added to
-  // SHARD.UNSUBSCRIBING (schema 13) until ForgetUnsubscribed.
+  // SHARD_SESSION.UNSUBSCRIBING (schema 13) until ForgetUnsubscribed.
   Result<uint32_t> RegisterShard(std::string_view shard, const std::vector<std::string>& filters);
-  // The shard's SHARD.UNSUBSCRIBING, sorted.
+  // The shard's SHARD_SESSION.UNSUBSCRIBING, sorted.
   Result<std::vector<std::string>> GivenUp();
-  // The shard's session is subscribed to `filters` (SHARD.SUBSCRIBED).
+  // The shard's session is subscribed to `filters` (SHARD_SESSION.SUBSCRIBED).
   Status RecordSubscribed(const std::vector<std::string>& filters);
   // Every other shard's filters, and those its session was last seen
   // subscribed to (empty: not yet), each sorted.
@@ -112,7 +112,7 @@ class MysqlStore {
   };
   Result<std::vector<ShardFilters>> OtherShards();
   // The shard's session no longer holds `filters` (of RegisterShard's
-  // `given_up`): taken out of SHARD.UNSUBSCRIBING.
+  // `given_up`): taken out of SHARD_SESSION.UNSUBSCRIBING.
   Status ForgetUnsubscribed(const std::vector<std::string>& filters);
 
   // The shard, its number and (without a journal: "") the journal whose

@@ -80,7 +80,8 @@ Result<uint32_t> MysqlStore::RegisterShard(std::string_view shard, const std::ve
       }
     }
     std::unique_ptr<sql::ResultSet> rs(st->executeQuery(
-        "SELECT NAME, NUM, FILTERS, OWNER, EXPIRES_AT > NOW(6), COALESCE(UNSUBSCRIBING, '') FROM SHARD ORDER BY NUM"));
+        "SELECT s.NAME, s.NUM, s.FILTERS, s.OWNER, s.EXPIRES_AT > NOW(6), COALESCE(x.UNSUBSCRIBING, '') FROM SHARD s "
+        "LEFT JOIN SHARD_SESSION x ON x.NAME = s.NAME ORDER BY s.NUM"));
     // (A shard's UNSUBSCRIBING matters to itself alone.)
     std::optional<uint32_t> own;
     uint32_t next_num = 1;
@@ -128,16 +129,20 @@ Result<uint32_t> MysqlStore::RegisterShard(std::string_view shard, const std::ve
     }
     if (own) {
       num = *own;
-      std::unique_ptr<sql::PreparedStatement> up(
-          conn_->prepareStatement("UPDATE SHARD SET FILTERS = ?, UNSUBSCRIBING = ? WHERE NAME = ?"));
+      std::unique_ptr<sql::PreparedStatement> up(conn_->prepareStatement("UPDATE SHARD SET FILTERS = ? WHERE NAME = ?"));
       up->setString(1, joined);
-      if (given_up.empty()) {
-        up->setNull(2, sql::DataType::VARCHAR);
-      } else {
-        up->setString(2, JoinLines(given_up));
-      }
-      up->setString(3, Bytes(shard));
+      up->setString(2, Bytes(shard));
       up->execute();
+      std::unique_ptr<sql::PreparedStatement> session(conn_->prepareStatement(
+          "INSERT INTO SHARD_SESSION (NAME, UNSUBSCRIBING) VALUES (?, ?) "
+          "ON DUPLICATE KEY UPDATE UNSUBSCRIBING = VALUES(UNSUBSCRIBING)"));
+      session->setString(1, Bytes(shard));
+      if (given_up.empty()) {
+        session->setNull(2, sql::DataType::VARCHAR);
+      } else {
+        session->setString(2, JoinLines(given_up));
+      }
+      session->execute();
     } else {
       num = next_num;
       std::unique_ptr<sql::PreparedStatement> ins(
@@ -158,7 +163,7 @@ Result<std::vector<std::string>> MysqlStore::GivenUp() {
   std::vector<std::string> given_up;
   Status s = Guard("read the filters the shard gave up", [&] {
     std::unique_ptr<sql::PreparedStatement> ps(
-        conn_->prepareStatement("SELECT COALESCE(UNSUBSCRIBING, '') FROM SHARD WHERE NAME = ?"));
+        conn_->prepareStatement("SELECT COALESCE(UNSUBSCRIBING, '') FROM SHARD_SESSION WHERE NAME = ?"));
     ps->setString(1, shard_);
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
     given_up = rs->next() ? FilterLines(rs->getString(1).asStdString()) : std::vector<std::string>{};
@@ -172,10 +177,10 @@ Status MysqlStore::RecordSubscribed(const std::vector<std::string>& filters) {
   std::vector<std::string> sorted = filters;
   std::sort(sorted.begin(), sorted.end());
   return Guard("record the session's subscriptions", [&] {
-    std::unique_ptr<sql::PreparedStatement> up(
-        conn_->prepareStatement("UPDATE SHARD SET SUBSCRIBED = ? WHERE NAME = ?"));
-    up->setString(1, JoinLines(sorted));
-    up->setString(2, shard_);
+    std::unique_ptr<sql::PreparedStatement> up(conn_->prepareStatement(
+        "INSERT INTO SHARD_SESSION (NAME, SUBSCRIBED) VALUES (?, ?) ON DUPLICATE KEY UPDATE SUBSCRIBED = VALUES(SUBSCRIBED)"));
+    up->setString(1, shard_);
+    up->setString(2, JoinLines(sorted));
     up->execute();
     CommitTransaction();
   });
@@ -186,7 +191,8 @@ Result<std::vector<MysqlStore::ShardFilters>> MysqlStore::OtherShards() {
   Status s = Guard("read the other shards' filters", [&] {
     shards.clear();
     std::unique_ptr<sql::PreparedStatement> ps(conn_->prepareStatement(
-        "SELECT NAME, FILTERS, COALESCE(SUBSCRIBED, '') FROM SHARD WHERE NAME <> ? ORDER BY NUM"));
+        "SELECT s.NAME, s.FILTERS, COALESCE(x.SUBSCRIBED, '') FROM SHARD s LEFT JOIN SHARD_SESSION x ON x.NAME = "
+        "s.NAME WHERE s.NAME <> ? ORDER BY s.NUM"));
     ps->setString(1, shard_);
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
     while (rs->next()) {
@@ -206,7 +212,7 @@ Status MysqlStore::ForgetUnsubscribed(const std::vector<std::string>& filters) {
     std::unique_ptr<sql::Statement> st(conn_->createStatement());
     std::unique_ptr<sql::ResultSet>(st->executeQuery("SELECT K FROM RELAY_STATE WHERE K = 1 FOR UPDATE"));
     std::unique_ptr<sql::PreparedStatement> read(
-        conn_->prepareStatement("SELECT COALESCE(UNSUBSCRIBING, '') FROM SHARD WHERE NAME = ?"));
+        conn_->prepareStatement("SELECT COALESCE(UNSUBSCRIBING, '') FROM SHARD_SESSION WHERE NAME = ?"));
     read->setString(1, shard_);
     std::unique_ptr<sql::ResultSet> rs(read->executeQuery());
     std::vector<std::string> left;
@@ -216,7 +222,7 @@ Status MysqlStore::ForgetUnsubscribed(const std::vector<std::string>& filters) {
       }
     }
     std::unique_ptr<sql::PreparedStatement> up(
-        conn_->prepareStatement("UPDATE SHARD SET UNSUBSCRIBING = ? WHERE NAME = ?"));
+        conn_->prepareStatement("UPDATE SHARD_SESSION SET UNSUBSCRIBING = ? WHERE NAME = ?"));
     if (left.empty()) {
       up->setNull(1, sql::DataType::VARCHAR);
     } else {

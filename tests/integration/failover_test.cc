@@ -1168,7 +1168,7 @@ TEST_F(FailoverE2E, ATopicGivenUpIsStoredByItsOldShardUntilItsNewShardHasSubscri
             1u)
       << "p3 stored by shard m";
   EXPECT_EQ(StoredCount(kept), 2u) << a1->log();
-  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.SHARD WHERE UNSUBSCRIBING IS NOT NULL", name_)), 0u);
+  EXPECT_EQ(Number(fmt::format("SELECT COUNT(*) FROM `{}`.SHARD_SESSION WHERE UNSUBSCRIBING IS NOT NULL", name_)), 0u);
   EXPECT_EQ(a1->Stop(), 0);
   EXPECT_EQ(m1->Stop(), 0);
 }
