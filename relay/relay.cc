@@ -405,8 +405,8 @@ void Relay::ServeUntilStopped() {
                                     "no connection to mosquitto (a relay cut off from it sequences nothing)")) {
     step_ = "taking the shard over";
     if (!BecomeActive()) Fail("could not take the shard over");
-  } else if (!lease_->twin().empty()) {
-    Fail(lease_->twin(), kBadConfiguration);
+  } else if (!lease_->refusal().empty()) {
+    Fail(lease_->refusal(), kBadConfiguration);
   }
   if (!intake_after_hand_over_) step_ = "serving";
 

@@ -1,12 +1,14 @@
 #include "lease/lease.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <optional>
 
 #include "core/log.h"
+#include "core/topic_filter.h"
 #include "lease/twin_watch.h"
 
 namespace seqrelay {
@@ -14,6 +16,25 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+
+// SHARD.FILTERS' form: sorted, one per line.
+std::string JoinedFilters(std::vector<std::string> filters) {
+  std::sort(filters.begin(), filters.end());
+  std::string text;
+  for (const auto& f : filters) text += (text.empty() ? "" : "\n") + f;
+  return text;
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> lines;
+  for (std::size_t at = 0; at <= text.size();) {
+    std::size_t nl = text.find('\n', at);
+    if (nl == std::string::npos) nl = text.size();
+    if (nl > at) lines.push_back(text.substr(at, nl - at));
+    at = nl + 1;
+  }
+  return lines;
+}
 
 int64_t Ns(Clock::time_point t) { return t.time_since_epoch().count(); }
 
@@ -83,6 +104,7 @@ bool LeaseKeeper::Acquire(const std::function<bool()>& stopping, const std::func
   std::string said;  // the last holder logged, so that a standby logs each change once
   std::optional<Clock::time_point> refused_since;  // may_take has said no since
   TwinWatch twin(config_.relay_id);
+  const std::string filters = JoinedFilters(RemoveCoveredFilters(config_.sources));
   while (!stopping()) {
     milliseconds wait(200);
     if (may_take && !may_take()) {
@@ -95,7 +117,7 @@ bool LeaseKeeper::Acquire(const std::function<bool()>& stopping, const std::func
       }
     } else if (refused_since.reset(); EnsureConnected()) {
       const auto sent = Clock::now();
-      auto lease = store_.TryAcquireLease(config_.relay_id, config_.lease_ms);
+      auto lease = store_.TryAcquireLease(config_.relay_id, config_.lease_ms, filters);
       NoteReach(lease.status());
       if (lease.ok() && lease->held) {
         MarkHeld(sent);
@@ -107,8 +129,20 @@ bool LeaseKeeper::Acquire(const std::function<bool()>& stopping, const std::func
         }
         return true;
       }
+      if (lease.ok() && !lease->held && lease->filters != filters) {
+        // A relay of the shard registered other sources since this one
+        // did (the shard narrowed while this one stood by): taking the
+        // shard over, it would subscribe the shard's session to the old ones
+        // again, beside the shard that took their topics.
+        refusal_ = fmt::format(
+            "shard '{}' now has --source '{}' (a relay of the shard registered them since this one started), but "
+            "this relay was given '{}': relays of one shard need the same sources; start it again with the "
+            "shard's",
+            config_.shard, fmt::join(Lines(lease->filters), "' '"), fmt::join(Lines(filters), "' '"));
+        return false;
+      }
       if (lease.ok() && twin.Observe(lease->owner, lease->epoch, lease->expires_at_us, lease->expires_in_us > 0)) {
-        twin_ = fmt::format(
+        refusal_ = fmt::format(
             "shard '{}' is held by another live relay with this relay's id '{}' (it renewed the lease, epoch {}, "
             "while this one stood by). Relay ids must be unique among the relays of one broker (--relay-id; the "
             "default, <hostname>-<pid>, repeats in containers that share the host's name and network): the two "

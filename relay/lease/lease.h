@@ -75,9 +75,11 @@ class LeaseKeeper {
   // with an error of its own): polled or renewed every third of a lease,
   // standby or active, busy or idle. Any thread.
   bool reaches_database() const { return reaches_database_.load(); }
-  // Non-empty once Acquire saw another live relay renew the lease under
-  // this relay's id (TwinWatch): what to say. Main thread.
-  const std::string& twin() const { return twin_; }
+  // Non-empty once Acquire found that this relay must not stand by: another
+  // live relay renewed the lease under its id (TwinWatch), or the shard's
+  // sources are no longer this relay's (a relay registered others since).
+  // What to say. Main thread.
+  const std::string& refusal() const { return refusal_; }
 
  private:
   void Renew();
@@ -98,7 +100,7 @@ class LeaseKeeper {
   bool stop_ = false;        // guarded by mu_
   std::string holder_;       // guarded by mu_
   std::string previous_journal_;  // set by Acquire
-  std::string twin_;              // set by Acquire
+  std::string refusal_;           // set by Acquire
   std::function<void(const std::string&)> lost_;
   std::function<bool()> may_renew_;  // set before the renewer starts
   std::string why_not_renewed_;

@@ -132,10 +132,12 @@ class MysqlStore {
     // Taken: the journal of the relay whose batches were the shard's last
     // (SHARD.JOURNAL_ID; empty: none, or a relay without a journal).
     std::string previous_journal;
+    std::string filters;  // SHARD.FILTERS after the call
   };
   // Takes the shard's lease for `lease_ms` if it has expired (or was never
-  // held), bumping EPOCH; otherwise reports who holds it.
-  Result<Lease> TryAcquireLease(std::string_view owner, int lease_ms);
+  // held) and the shard's FILTERS are `filters` (as RegisterShard writes
+  // them), bumping EPOCH; otherwise reports who holds it.
+  Result<Lease> TryAcquireLease(std::string_view owner, int lease_ms, const std::string& filters);
   // Extends the lease held under `epoch`; false if the epoch moved on.
   Result<bool> RenewLease(uint32_t epoch, int lease_ms);
   // The shard's lease epoch now: a read, that extends nothing.

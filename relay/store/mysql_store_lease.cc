@@ -234,15 +234,17 @@ Status MysqlStore::ForgetUnsubscribed(const std::vector<std::string>& filters) {
   });
 }
 
-Result<MysqlStore::Lease> MysqlStore::TryAcquireLease(std::string_view owner, int lease_ms) {
+Result<MysqlStore::Lease> MysqlStore::TryAcquireLease(std::string_view owner, int lease_ms,
+                                                      const std::string& filters) {
   Lease lease;
   Status s = Guard("acquire lease", [&] {
     std::unique_ptr<sql::PreparedStatement> take(conn_->prepareStatement(
         "UPDATE SHARD SET OWNER = ?, EPOCH = EPOCH + 1, EXPIRES_AT = NOW(6) + INTERVAL ? MICROSECOND, "
-        "ACQUIRED_AT = NOW(6) WHERE NAME = ? AND EXPIRES_AT < NOW(6)"));
+        "ACQUIRED_AT = NOW(6) WHERE NAME = ? AND EXPIRES_AT < NOW(6) AND FILTERS = ?"));
     take->setString(1, Bytes(owner));
     take->setInt64(2, int64_t{lease_ms} * 1000);
     take->setString(3, shard_);
+    take->setString(4, filters);
     lease.held = take->executeUpdate() == 1;
     if (lease.held) {
       std::unique_ptr<sql::PreparedStatement> last(
@@ -271,7 +273,7 @@ Result<MysqlStore::Lease> MysqlStore::TryAcquireLease(std::string_view owner, in
     }
     std::unique_ptr<sql::PreparedStatement> read(conn_->prepareStatement(
         "SELECT OWNER, EPOCH, TIMESTAMPDIFF(MICROSECOND, NOW(6), EXPIRES_AT), "
-        "TIMESTAMPDIFF(MICROSECOND, '2000-01-01', EXPIRES_AT) FROM SHARD WHERE NAME = ?"));
+        "TIMESTAMPDIFF(MICROSECOND, '2000-01-01', EXPIRES_AT), FILTERS FROM SHARD WHERE NAME = ?"));
     read->setString(1, shard_);
     std::unique_ptr<sql::ResultSet> rs(read->executeQuery());
     if (!rs->next()) throw std::runtime_error("shard '" + shard_ + "' has no row in SHARD");
@@ -279,6 +281,7 @@ Result<MysqlStore::Lease> MysqlStore::TryAcquireLease(std::string_view owner, in
     lease.epoch = rs->getUInt(2);
     lease.expires_in_us = rs->getInt64(3);
     lease.expires_at_us = rs->getInt64(4);
+    lease.filters = rs->getString(5).asStdString();
     CommitTransaction();
   });
   if (!s.ok()) return s;

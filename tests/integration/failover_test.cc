@@ -1173,6 +1173,26 @@ TEST_F(FailoverE2E, ATopicGivenUpIsStoredByItsOldShardUntilItsNewShardHasSubscri
   EXPECT_EQ(m1->Stop(), 0);
 }
 
+// A standby started before its shard was narrowed would, taking the shard
+// over, subscribe the shard's session to the filters it gave up again,
+// beside the shard that took their topics: once the shard's sources are no
+// longer its own (here set by hand, as a narrowed relay's registration
+// writes them), it stops, exit 2, saying why.
+TEST_F(FailoverE2E, AStandbyWhoseShardsSourcesChangedSinceItStartedStops) {
+  auto a1 = ShardRelay("a", 1), a2 = ShardRelay("a", 2);
+  a1->Start();
+  StartStandby(*a2);
+  servers().Sql(fmt::format("UPDATE `{}`.SHARD SET FILTERS = '{}/a/x/#' WHERE NAME = 'a'", name_, root()));
+  EXPECT_EQ(a2->WaitExit(Scaled(10s)), 2) << a2->log();
+  EXPECT_NE(a2->log().find(fmt::format("shard 'a' now has --source '{0}/a/x/#' (a relay of the shard registered them "
+                                       "since this one started), but this relay was given '{0}/a/#'",
+                                       root())),
+            std::string::npos)
+      << a2->log();
+  EXPECT_TRUE(a1->running());
+  EXPECT_EQ(a1->Stop(), 0);
+}
+
 // Another writer's row at the SEQ this relay gives a topic next (as the
 // old shard of a moved topic stores what its session or a journal handed
 // over still held, while the new shard writes the topic): the commit is
