@@ -3,8 +3,7 @@
 // past --dedupe-window, and the rows --retention no longer keeps. Small
 // transactions, a bounded share of each second: never a long lock a commit
 // could wait on. And the shard's subscriptions as its MQTT session holds
-// them (SHARD_SESSION.SUBSCRIBED, SHARD_SESSION.UNSUBSCRIBING), for topics that move
-// between shards.
+// them (SHARD_SESSION), for topics that move between shards.
 #include "relay.h"
 
 #include <fmt/ranges.h>

@@ -107,8 +107,7 @@ Result<uint32_t> MysqlStore::RegisterShard(std::string_view shard, const std::ve
           }
         }
         std::sort(given_up.begin(), given_up.end());
-        given_up.erase(std::unique(given_up.begin(), given_up.end()),
-                                    given_up.end());
+        given_up.erase(std::unique(given_up.begin(), given_up.end()), given_up.end());
         continue;
       }
       for (const auto& a : mine) {
@@ -129,7 +128,8 @@ Result<uint32_t> MysqlStore::RegisterShard(std::string_view shard, const std::ve
     }
     if (own) {
       num = *own;
-      std::unique_ptr<sql::PreparedStatement> up(conn_->prepareStatement("UPDATE SHARD SET FILTERS = ? WHERE NAME = ?"));
+      std::unique_ptr<sql::PreparedStatement> up(
+          conn_->prepareStatement("UPDATE SHARD SET FILTERS = ? WHERE NAME = ?"));
       up->setString(1, joined);
       up->setString(2, Bytes(shard));
       up->execute();
@@ -178,7 +178,8 @@ Status MysqlStore::RecordSubscribed(const std::vector<std::string>& filters) {
   std::sort(sorted.begin(), sorted.end());
   return Guard("record the session's subscriptions", [&] {
     std::unique_ptr<sql::PreparedStatement> up(conn_->prepareStatement(
-        "INSERT INTO SHARD_SESSION (NAME, SUBSCRIBED) VALUES (?, ?) ON DUPLICATE KEY UPDATE SUBSCRIBED = VALUES(SUBSCRIBED)"));
+        "INSERT INTO SHARD_SESSION (NAME, SUBSCRIBED) VALUES (?, ?) "
+        "ON DUPLICATE KEY UPDATE SUBSCRIBED = VALUES(SUBSCRIBED)"));
     up->setString(1, shard_);
     up->setString(2, JoinLines(sorted));
     up->execute();

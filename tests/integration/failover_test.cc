@@ -1078,18 +1078,15 @@ TEST_F(FailoverE2E, ADatabaseRestartWhileAStandbyWaitsKeepsOneWriter) {
 // must not go on taking the topics it gave away (two writers of a topic).
 TEST_F(FailoverE2E, ATopicMovedToAnotherShardIsWrittenByThatShardAlone) {
   const std::string moved = root() + "/m/t", kept = root() + "/a/t";
-  RelayProcess wide(servers(), name_,
-                    {"--shard=a", "--source=" + root() + "/#", "--relay-id=a0", "--lease-ms=" + std::to_string(kLeaseMs),
-                     "--journal-dir=" + servers().dir() + "/journal-" + name_ + "-a0"},
-                    "a0");
-  wide.Start();
+  auto wide = ShardRelay("a", 0, {"--source=" + root() + "/#"});  // before shard a is narrowed
+  wide->Start();
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   pub.Publish(moved, "p1");
   pub.Publish(kept, "p1");
   ASSERT_TRUE(pub.WaitAllAcked(10s));
   WaitStored(moved, 1);
   WaitStored(kept, 1);
-  EXPECT_EQ(wide.Stop(), 0);
+  EXPECT_EQ(wide->Stop(), 0);
 
   auto a1 = ShardRelay("a", 1);  // <root>/a/# now
   a1->Start();
@@ -1124,16 +1121,12 @@ TEST_F(FailoverE2E, ATopicMovedToAnotherShardIsWrittenByThatShardAlone) {
 // and its own, comes once.
 TEST_F(FailoverE2E, ATopicGivenUpIsStoredByItsOldShardUntilItsNewShardHasSubscribed) {
   const std::string moved = root() + "/m/t", kept = root() + "/a/t";
-  RelayProcess wide(servers(), name_,
-                    {"--shard=a", "--source=" + root() + "/#", "--relay-id=a0",
-                     "--lease-ms=" + std::to_string(kLeaseMs),
-                     "--journal-dir=" + servers().dir() + "/journal-" + name_ + "-a0"},
-                    "a0");
-  wide.Start();
+  auto wide = ShardRelay("a", 0, {"--source=" + root() + "/#"});  // before shard a is narrowed
+  wide->Start();
   MqttClient pub(servers().mqtt_port(), name_ + "-pub");
   pub.Publish(moved, "p1");
   WaitStored(moved, 1);
-  EXPECT_EQ(wide.Stop(), 0);
+  EXPECT_EQ(wide->Stop(), 0);
 
   auto a1 = ShardRelay("a", 1);  // <root>/a/#
   a1->Start();
