@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <string>
 #include <vector>
 
 #include "core/utf8.h"
@@ -123,6 +125,28 @@ bool FiltersOverlap(std::string_view a, std::string_view b) {
     if (i == la.size() || i == lb.size()) return la.size() == lb.size();
     if (la[i] != "+" && lb[i] != "+" && la[i] != lb[i]) return false;
   }
+}
+
+std::string JoinFilterLines(std::vector<std::string> filters) {
+  std::sort(filters.begin(), filters.end());
+  std::string text;
+  for (const auto& f : filters) {
+    if (!text.empty()) text += '\n';
+    text += f;
+  }
+  return text;
+}
+
+std::vector<std::string> SplitFilterLines(std::string_view text) {
+  std::vector<std::string> filters;
+  for (std::size_t at = 0; at < text.size();) {
+    std::size_t nl = text.find('\n', at);
+    if (nl == std::string_view::npos) nl = text.size();
+    if (nl > at) filters.emplace_back(text.substr(at, nl - at));
+    at = nl + 1;
+  }
+  std::sort(filters.begin(), filters.end());
+  return filters;
 }
 
 }  // namespace seqrelay

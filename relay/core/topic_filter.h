@@ -36,4 +36,9 @@ std::vector<std::string> RemoveCoveredFilters(const std::vector<std::string>& fi
 // True if `topic` is `prefix` itself or lies under it (prefix + '/').
 bool IsUnderPrefix(std::string_view topic, std::string_view prefix);
 
+// A list of filters as the database keeps it (SHARD.FILTERS and the like):
+// sorted, one per line. Split gives it back sorted, without empty lines.
+std::string JoinFilterLines(std::vector<std::string> filters);
+std::vector<std::string> SplitFilterLines(std::string_view text);
+
 }  // namespace seqrelay

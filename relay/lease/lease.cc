@@ -17,25 +17,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-// SHARD.FILTERS' form: sorted, one per line.
-std::string JoinedFilters(std::vector<std::string> filters) {
-  std::sort(filters.begin(), filters.end());
-  std::string text;
-  for (const auto& f : filters) text += (text.empty() ? "" : "\n") + f;
-  return text;
-}
-
-std::vector<std::string> Lines(const std::string& text) {
-  std::vector<std::string> lines;
-  for (std::size_t at = 0; at <= text.size();) {
-    std::size_t nl = text.find('\n', at);
-    if (nl == std::string::npos) nl = text.size();
-    if (nl > at) lines.push_back(text.substr(at, nl - at));
-    at = nl + 1;
-  }
-  return lines;
-}
-
 int64_t Ns(Clock::time_point t) { return t.time_since_epoch().count(); }
 
 }  // namespace
@@ -104,7 +85,7 @@ bool LeaseKeeper::Acquire(const std::function<bool()>& stopping, const std::func
   std::string said;  // the last holder logged, so that a standby logs each change once
   std::optional<Clock::time_point> refused_since;  // may_take has said no since
   TwinWatch twin(config_.relay_id);
-  const std::string filters = JoinedFilters(RemoveCoveredFilters(config_.sources));
+  const std::string filters = JoinFilterLines(RemoveCoveredFilters(config_.sources));
   while (!stopping()) {
     milliseconds wait(200);
     if (may_take && !may_take()) {
@@ -138,7 +119,8 @@ bool LeaseKeeper::Acquire(const std::function<bool()>& stopping, const std::func
             "shard '{}' now has --source '{}' (a relay of the shard registered them since this one started), but "
             "this relay was given '{}': relays of one shard need the same sources; start it again with the "
             "shard's",
-            config_.shard, fmt::join(Lines(lease->filters), "' '"), fmt::join(Lines(filters), "' '"));
+            config_.shard, fmt::join(SplitFilterLines(lease->filters), "' '"),
+            fmt::join(SplitFilterLines(filters), "' '"));
         return false;
       }
       if (lease.ok() && twin.Observe(lease->owner, lease->epoch, lease->expires_at_us, lease->expires_in_us > 0)) {

@@ -27,33 +27,10 @@ namespace seqrelay {
 
 using mysql_values::Bytes;
 
-namespace {
-
-// A column of filters, one per line, as a sorted list.
-std::vector<std::string> FilterLines(const std::string& text) {
-  std::vector<std::string> filters;
-  for (std::size_t at = 0; at < text.size();) {
-    std::size_t nl = text.find('\n', at);
-    if (nl == std::string::npos) nl = text.size();
-    if (nl > at) filters.push_back(text.substr(at, nl - at));
-    at = nl + 1;
-  }
-  std::sort(filters.begin(), filters.end());
-  return filters;
-}
-
-std::string JoinLines(const std::vector<std::string>& filters) {
-  std::string text;
-  for (const auto& f : filters) text += (text.empty() ? "" : "\n") + f;
-  return text;
-}
-
-}  // namespace
-
 Result<uint32_t> MysqlStore::RegisterShard(std::string_view shard, const std::vector<std::string>& filters) {
   std::vector<std::string> mine = filters;
   std::sort(mine.begin(), mine.end());
-  const std::string joined = JoinLines(mine);
+  const std::string joined = JoinFilterLines(mine);
   uint32_t num = 0;
   std::vector<std::string> given_up;
   std::string refusal;
@@ -89,8 +66,8 @@ Result<uint32_t> MysqlStore::RegisterShard(std::string_view shard, const std::ve
       const std::string name = rs->getString(1).asStdString();
       const uint32_t n = rs->getUInt(2);
       next_num = std::max(next_num, n + 1);
-      const std::vector<std::string> theirs = FilterLines(rs->getString(3).asStdString());
-      const std::vector<std::string> unsubscribing = FilterLines(rs->getString(6).asStdString());
+      const std::vector<std::string> theirs = SplitFilterLines(rs->getString(3).asStdString());
+      const std::vector<std::string> unsubscribing = SplitFilterLines(rs->getString(6).asStdString());
       if (name == shard) {
         own = n;
         if (!theirs.empty() && theirs != mine && rs->getInt(5) == 1) {
@@ -140,7 +117,7 @@ Result<uint32_t> MysqlStore::RegisterShard(std::string_view shard, const std::ve
       if (given_up.empty()) {
         session->setNull(2, sql::DataType::VARCHAR);
       } else {
-        session->setString(2, JoinLines(given_up));
+        session->setString(2, JoinFilterLines(given_up));
       }
       session->execute();
     } else {
@@ -166,7 +143,7 @@ Result<std::vector<std::string>> MysqlStore::GivenUp() {
         conn_->prepareStatement("SELECT COALESCE(UNSUBSCRIBING, '') FROM SHARD_SESSION WHERE NAME = ?"));
     ps->setString(1, shard_);
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
-    given_up = rs->next() ? FilterLines(rs->getString(1).asStdString()) : std::vector<std::string>{};
+    given_up = rs->next() ? SplitFilterLines(rs->getString(1).asStdString()) : std::vector<std::string>{};
     CommitTransaction();
   });
   if (!s.ok()) return s;
@@ -174,14 +151,12 @@ Result<std::vector<std::string>> MysqlStore::GivenUp() {
 }
 
 Status MysqlStore::RecordSubscribed(const std::vector<std::string>& filters) {
-  std::vector<std::string> sorted = filters;
-  std::sort(sorted.begin(), sorted.end());
   return Guard("record the session's subscriptions", [&] {
     std::unique_ptr<sql::PreparedStatement> up(conn_->prepareStatement(
         "INSERT INTO SHARD_SESSION (NAME, SUBSCRIBED) VALUES (?, ?) "
         "ON DUPLICATE KEY UPDATE SUBSCRIBED = VALUES(SUBSCRIBED)"));
     up->setString(1, shard_);
-    up->setString(2, JoinLines(sorted));
+    up->setString(2, JoinFilterLines(filters));
     up->execute();
     CommitTransaction();
   });
@@ -197,8 +172,8 @@ Result<std::vector<MysqlStore::ShardFilters>> MysqlStore::OtherShards() {
     ps->setString(1, shard_);
     std::unique_ptr<sql::ResultSet> rs(ps->executeQuery());
     while (rs->next()) {
-      shards.push_back({rs->getString(1).asStdString(), FilterLines(rs->getString(2).asStdString()),
-                        FilterLines(rs->getString(3).asStdString())});
+      shards.push_back({rs->getString(1).asStdString(), SplitFilterLines(rs->getString(2).asStdString()),
+                        SplitFilterLines(rs->getString(3).asStdString())});
     }
     CommitTransaction();
   });
@@ -218,7 +193,7 @@ Status MysqlStore::ForgetUnsubscribed(const std::vector<std::string>& filters) {
     std::unique_ptr<sql::ResultSet> rs(read->executeQuery());
     std::vector<std::string> left;
     if (rs->next()) {
-      for (auto& f : FilterLines(rs->getString(1).asStdString())) {
+      for (auto& f : SplitFilterLines(rs->getString(1).asStdString())) {
         if (std::find(filters.begin(), filters.end(), f) == filters.end()) left.push_back(std::move(f));
       }
     }
@@ -227,7 +202,7 @@ Status MysqlStore::ForgetUnsubscribed(const std::vector<std::string>& filters) {
     if (left.empty()) {
       up->setNull(1, sql::DataType::VARCHAR);
     } else {
-      up->setString(1, JoinLines(left));
+      up->setString(1, JoinFilterLines(left));
     }
     up->setString(2, shard_);
     up->execute();

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -213,6 +214,17 @@ TEST(TopicFilterTest, FiltersOverlap) {
     EXPECT_EQ(FiltersOverlap(c.a, c.b), c.overlap) << "'" << c.a << "' and '" << c.b << "'";
     EXPECT_EQ(FiltersOverlap(c.b, c.a), c.overlap) << "'" << c.b << "' and '" << c.a << "'";
   }
+}
+
+TEST(TopicFilterTest, FilterLinesAreSortedOneALineAndReadBackWithoutEmptyLines) {
+  EXPECT_EQ(JoinFilterLines({"chat/#", "a/+", "b"}), "a/+\nb\nchat/#");
+  EXPECT_EQ(JoinFilterLines({}), "");
+  EXPECT_EQ(SplitFilterLines("chat/#\n\na/+\n"), (std::vector<std::string>{"a/+", "chat/#"}));
+  EXPECT_EQ(SplitFilterLines(""), std::vector<std::string>{});
+  const std::vector<std::string> filters = {"x/y", "#", "a b/c"};
+  std::vector<std::string> sorted = filters;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(SplitFilterLines(JoinFilterLines(filters)), sorted);
 }
 
 }  // namespace
