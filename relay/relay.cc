@@ -22,6 +22,7 @@ using namespace relay_parts;
 
 Relay::Relay(Config config)
     : config_(std::move(config)),
+      own_filters_(RemoveCoveredFilters(config_.sources)),
       rules_{config_.seq_prefix, config_.control_prefix, static_cast<std::size_t>(config_.max_payload)},
       queue_(config_.buffer_max, config_.buffer_max_bytes),
       store_(config_),
@@ -147,7 +148,7 @@ Status Relay::OpenDatabase() {
     if (s.ok()) {
       // The shard: its filters recorded (and checked against every other
       // shard's), its number (where its rows' idx lie).
-      auto num = store_.RegisterShard(config_.shard, RemoveCoveredFilters(config_.sources));
+      auto num = store_.RegisterShard(config_.shard, own_filters_);
       if (num.ok()) shard_num_ = *num;
       shard_refused_ = num.status().permanent();
       s = num.status();
@@ -311,13 +312,11 @@ void Relay::ConfigureLinks() {
   }
   intake_options_.clean_session = false;  // persistent: the broker queues for us while we are away
   intake_options_.name = "intake";
-  intake_options_.subscriptions = RemoveCoveredFilters(config_.sources);
-  const auto subscribed = [&](const std::string& f) {
-    return std::find(intake_options_.subscriptions.begin(), intake_options_.subscriptions.end(), f) !=
-           intake_options_.subscriptions.end();
-  };
+  // (Its filters: PlanIntakeFilters, at each takeover.)
   for (const auto& f : config_.sources) {
-    if (!subscribed(f)) LogInfo("source '{}' is covered by another source; not subscribed separately", f);
+    if (std::find(own_filters_.begin(), own_filters_.end(), f) == own_filters_.end()) {
+      LogInfo("source '{}' is covered by another source; not subscribed separately", f);
+    }
   }
 }
 

@@ -376,6 +376,10 @@ class Relay {
   void SleepUnlessGivingUp(std::chrono::milliseconds d);
 
   const Config config_;
+  // --source less the filters another covers: what the shard records and
+  // its session subscribes (a v5 session gets a message once per matching
+  // subscription).
+  const std::vector<std::string> own_filters_;
   const IntakeRules rules_;
   Counters counters_;
   // For the stats report: written by the writer thread, read by the main

@@ -65,7 +65,7 @@ void Relay::PlanIntakeFilters() {
     }
     SleepUnlessGivingUp(milliseconds(500));
   }
-  const std::vector<std::string> mine = RemoveCoveredFilters(config_.sources);
+  const std::vector<std::string>& mine = own_filters_;
   std::erase_if(given_up_, [&](const std::string& f) {
     const bool covered = std::any_of(mine.begin(), mine.end(), [&](const auto& m) { return FilterCovers(m, f); });
     if (covered) releasing_.push_back(f);  // its topics still come through one of ours
@@ -88,7 +88,7 @@ void Relay::TrackSubscriptions() {
   };
   if (!intake_subscribed_ || !intake_) return;
   if (!pending_store_.connected() && !pending_store_.Connect(false).ok()) return;  // tried again in a second
-  const std::vector<std::string> mine = RemoveCoveredFilters(config_.sources);
+  const std::vector<std::string>& mine = own_filters_;
   if (!subscribed_recorded_ && intake_->subscriptions_granted()) {
     // What another shard's relay waits for before it lets go of filters it
     // gave up to this one. (A filter the broker's ACL refused: never.)
